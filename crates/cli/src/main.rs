@@ -1,0 +1,59 @@
+//! `pgcmk`: the one binary. Thin: parses arguments, calls a library, prints.
+//!
+//! Each command family lives in its own module; those modules hold no logic that
+//! a test cannot reach through a library crate.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod output;
+
+/// PostgreSQL servers encrypted with customer-managed keys.
+#[derive(Parser)]
+#[command(name = "pgcmk", version, about, propagate_version = true)]
+struct Cli {
+    /// Output format: human-readable text, or JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Plain text for people.
+    Human,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print version and build information.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<(), String> = match cli.command {
+        Command::Version => {
+            output::print(
+                cli.output,
+                &serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
+                |v| format!("pgcmk {}", v["version"].as_str().unwrap_or_default()),
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

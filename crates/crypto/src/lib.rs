@@ -1,0 +1,16 @@
+//! Cryptographic building blocks shared by every pgcmk component.
+//!
+//! All primitives come from aws-lc-rs: this crate is the one place where the
+//! backend is chosen (and where a FIPS build would switch it). It does no I/O.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod aead;
+mod error;
+pub mod kdf;
+pub mod random;
+pub mod secret;
+
+pub use error::Error;
+pub use secret::{ct_eq, Dek, SecretBytes, SymmetricKey};
