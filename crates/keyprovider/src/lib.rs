@@ -1,1 +1,98 @@
-//! Placeholder.
+//! Key encryption keys (KEKs): the trait the node agent and control plane use to
+//! wrap and unwrap a server's DEK, and its providers.
+//!
+//! A provider reports failures as [`KeyError`], which says whether the failure is a
+//! definitive denial (the customer revoked access: go Inaccessible at once) or
+//! transient (retry with backoff; a vault outage is not a revocation).
+
+#![forbid(unsafe_code)]
+
+mod key_id;
+
+pub use key_id::{KeyReference, KeyVersionId};
+use pgcmk_crypto::Dek;
+
+/// A DEK wrapped by one KEK version. Safe to store: reveals nothing without the KEK.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WrappedDek {
+    /// The exact key version that wrapped it.
+    pub kek: KeyVersionId,
+    /// The wrapping algorithm, in Azure Key Vault's naming (`RSA-OAEP-256`).
+    pub algorithm: String,
+    /// The wrapped bytes.
+    #[serde(with = "b64url")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// Why a KEK operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key vault definitively refused: access revoked (403), key disabled,
+    /// expired, not yet valid, deleted or purged, or the identity is gone.
+    #[error("key access denied: {reason}")]
+    Denied {
+        /// What the vault said, without secrets.
+        reason: String,
+    },
+    /// A failure that may pass: timeout, connection refused, 5xx, throttling.
+    #[error("key vault unreachable or failing (will retry): {reason}")]
+    Transient {
+        /// What went wrong, without secrets.
+        reason: String,
+    },
+    /// The request itself is wrong (bad key reference, unsupported key type or size).
+    #[error("invalid key request: {reason}")]
+    Invalid {
+        /// What was wrong and how to fix it.
+        reason: String,
+    },
+}
+
+impl KeyError {
+    /// True when retrying later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, KeyError::Transient { .. })
+    }
+}
+
+/// Metadata about the key a reference currently points to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The version a versionless reference resolves to now (or the pinned one).
+    pub current: KeyVersionId,
+    /// RSA modulus size in bits.
+    pub size_bits: u32,
+    /// Whether the key is enabled.
+    pub enabled: bool,
+}
+
+/// A key encryption key reached through some provider. Blocking: callers in async
+/// code use `spawn_blocking`.
+pub trait KeyEncryptionKey: Send + Sync {
+    /// The reference this KEK was configured with (versioned or versionless).
+    fn reference(&self) -> &KeyReference;
+    /// Reads the key's current version and properties (needs `get`).
+    fn info(&self) -> Result<KeyInfo, KeyError>;
+    /// Wraps `dek` with the current key version (needs `wrapKey`).
+    fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError>;
+    /// Unwraps with the exact version recorded in `wrapped` (needs `unwrapKey`).
+    fn unwrap(&self, wrapped: &WrappedDek) -> Result<Dek, KeyError>;
+}
+
+mod b64url {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .map_err(serde::de::Error::custom)
+    }
+}
