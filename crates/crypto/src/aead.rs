@@ -123,7 +123,9 @@ mod tests {
         let key = AeadKey::new(alg, &SymmetricKey::from_bytes([7; 32])).unwrap();
         let nonce = [1u8; NONCE_LEN];
         let mut buf = b"postgres page".to_vec();
-        let tag = key.seal_in_place(&nonce, b"file 1 block 0", &mut buf).unwrap();
+        let tag = key
+            .seal_in_place(&nonce, b"file 1 block 0", &mut buf)
+            .unwrap();
         assert_ne!(&buf[..], b"postgres page");
 
         let mut out = vec![0u8; buf.len()];

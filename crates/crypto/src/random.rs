@@ -32,6 +32,8 @@ mod tests {
         assert_ne!(array::<32>().unwrap(), array::<32>().unwrap());
         let id = hex_id(16).unwrap();
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 }

@@ -152,7 +152,10 @@ mod tests {
         for printed in [format!("{key:?}"), format!("{dek:?}"), format!("{bytes:?}")] {
             assert!(printed.contains("REDACTED"), "{printed}");
             assert!(!printed.to_lowercase().contains("ab"), "{printed}");
-            assert!(!printed.contains("205") && !printed.contains("239"), "{printed}");
+            assert!(
+                !printed.contains("205") && !printed.contains("239"),
+                "{printed}"
+            );
         }
     }
 
