@@ -10,6 +10,7 @@ pub mod aead;
 mod error;
 pub mod kdf;
 pub mod random;
+pub mod rsa;
 pub mod secret;
 
 pub use error::Error;
