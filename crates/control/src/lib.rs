@@ -1,1 +1,13 @@
-//! Placeholder.
+//! pgcmk control plane: the servers' state store, the REST API (`pgcmk serve`), the
+//! node agent that holds a server's DEK, mounts cryptfs and runs PostgreSQL on it,
+//! and the key monitor that enforces the server states of `docs/operations.md`.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod memory;
+pub mod postgres;
+mod sys;
+
+pub use error::Error;

@@ -1,0 +1,65 @@
+//! The crate's one error type.
+
+use pgcmk_keyprovider::KeyError;
+
+/// What went wrong in the control plane, a node agent or PostgreSQL supervision.
+///
+/// Messages never contain key material, credentials or database passwords.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file system or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path involved.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PostgreSQL could not be found, initialized, started or stopped.
+    #[error("postgresql: {0}")]
+    Postgres(String),
+    /// The key encryption key refused or failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A request was malformed or not allowed; the message says how to fix it.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No server with this name or id exists.
+    #[error("server '{0}' not found: run `pgcmk server list` to see the servers")]
+    NotFound(String),
+    /// The operation conflicts with the server's current state or an existing server.
+    #[error("{0}")]
+    Conflict(String),
+    /// The embedded state store failed.
+    #[error("state store: {0}")]
+    Store(String),
+    /// The encrypted file system failed to initialize or mount.
+    #[error("cryptfs: {0}")]
+    Cryptfs(String),
+    /// A cryptographic primitive failed.
+    #[error(transparent)]
+    Crypto(#[from] pgcmk_crypto::Error),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Lets `?` turn an I/O error into [`Error::Io`] with context: `.ctx(|| "...")`.
+pub(crate) trait IoContext<T> {
+    fn ctx<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T, Error>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T, Error> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

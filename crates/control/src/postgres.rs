@@ -1,0 +1,372 @@
+//! Supervising one real PostgreSQL 15 server: `initdb`, start as a child process
+//! (never daemonized, so its supervisor notices a crash at once), readiness,
+//! fast or immediate stop.
+//!
+//! PostgreSQL refuses to run as root, so every PostgreSQL program runs as the
+//! `postgres` system user: the child drops to that user's uid and gid (and clears
+//! supplementary groups) before exec.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use pgcmk_crypto::SecretBytes;
+
+use crate::error::IoContext;
+use crate::sys::{self, Signal};
+use crate::Error;
+
+/// The PostgreSQL 15 binaries directory preferred when present.
+const DEFAULT_BINDIR: &str = "/usr/lib/postgresql/15/bin";
+/// The operating system user PostgreSQL runs as.
+const PG_OS_USER: &str = "postgres";
+/// How often readiness and exit are polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// An operating system user, as found in /etc/passwd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OsUser {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+impl OsUser {
+    /// Looks `name` up in /etc/passwd.
+    pub fn lookup(name: &str) -> Result<Self, Error> {
+        let passwd = fs::read_to_string("/etc/passwd").ctx(|| "reading /etc/passwd")?;
+        passwd
+            .lines()
+            .find_map(|line| {
+                let f: Vec<&str> = line.split(':').collect();
+                (f.len() >= 4 && f[0] == name).then(|| {
+                    Some(OsUser {
+                        name: name.to_string(),
+                        uid: f[2].parse().ok()?,
+                        gid: f[3].parse().ok()?,
+                    })
+                })?
+            })
+            .ok_or_else(|| {
+                Error::Postgres(format!(
+                    "the operating system user '{name}' does not exist: install PostgreSQL 15 \
+                     (scripts/setup does) so that its system user is created"
+                ))
+            })
+    }
+
+    /// Gives `path` to this user.
+    pub fn chown(&self, path: &Path) -> Result<(), Error> {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+            .ctx(|| format!("giving {} to user {}", path.display(), self.name))
+    }
+}
+
+/// Where PostgreSQL is installed and the user it runs as.
+#[derive(Clone, Debug)]
+pub struct PgInstall {
+    bindir: PathBuf,
+    user: OsUser,
+}
+
+impl PgInstall {
+    /// Finds PostgreSQL 15: `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`.
+    pub fn discover() -> Result<Self, Error> {
+        let bindir = if Path::new(DEFAULT_BINDIR).join("postgres").exists() {
+            PathBuf::from(DEFAULT_BINDIR)
+        } else {
+            let out = Command::new("pg_config")
+                .arg("--bindir")
+                .output()
+                .map_err(|e| {
+                    Error::Postgres(format!(
+                        "PostgreSQL 15 not found in {DEFAULT_BINDIR} and pg_config failed ({e}): \
+                         install postgresql-15"
+                    ))
+                })?;
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        };
+        if !bindir.join("postgres").exists() || !bindir.join("initdb").exists() {
+            return Err(Error::Postgres(format!(
+                "no postgres/initdb in {}: install postgresql-15",
+                bindir.display()
+            )));
+        }
+        Ok(Self {
+            bindir,
+            user: OsUser::lookup(PG_OS_USER)?,
+        })
+    }
+
+    /// The user PostgreSQL runs as.
+    pub fn user(&self) -> &OsUser {
+        &self.user
+    }
+
+    /// Path of one of the PostgreSQL programs.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bindir.join(name)
+    }
+
+    /// A command for `program` that runs as the PostgreSQL user with a minimal environment.
+    fn command_as_postgres(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.program(program));
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .current_dir("/")
+            .uid(self.user.uid)
+            .gid(self.user.gid);
+        cmd
+    }
+}
+
+/// Where one server keeps its files and where it listens.
+#[derive(Clone, Debug)]
+pub struct PgLayout {
+    /// The data directory (on the cryptfs mount in production).
+    pub data_dir: PathBuf,
+    /// The directory holding the Unix-domain socket.
+    pub socket_dir: PathBuf,
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// How to stop PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Roll back open transactions, checkpoint, exit (SIGINT).
+    Fast,
+    /// Exit at once; the next start replays WAL (SIGQUIT). Committed data is safe.
+    Immediate,
+}
+
+/// One PostgreSQL server supervised as a child process.
+#[derive(Debug)]
+pub struct Postgres {
+    install: PgInstall,
+    layout: PgLayout,
+    child: Option<Child>,
+}
+
+impl Postgres {
+    /// Describes a server; nothing runs until [`Postgres::start`].
+    pub fn new(install: PgInstall, layout: PgLayout) -> Self {
+        Self {
+            install,
+            layout,
+            child: None,
+        }
+    }
+
+    /// The server's layout.
+    pub fn layout(&self) -> &PgLayout {
+        &self.layout
+    }
+
+    /// True when the data directory holds an initialized cluster.
+    pub fn is_initialized(&self) -> bool {
+        self.layout.data_dir.join("PG_VERSION").exists()
+    }
+
+    /// Creates the cluster with superuser `postgres` whose password for TCP
+    /// connections is `password` (SCRAM-SHA-256). Unix-socket connections, whose
+    /// directory only root and the PostgreSQL user can reach, are trusted.
+    pub fn initdb(&self, password: &SecretBytes) -> Result<(), Error> {
+        let user = self.install.user();
+        let data = &self.layout.data_dir;
+        let parent = data
+            .parent()
+            .ok_or_else(|| Error::Postgres(format!("{} has no parent", data.display())))?;
+        fs::create_dir_all(data).ctx(|| format!("creating {}", data.display()))?;
+        fs::set_permissions(data, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("setting permissions of {}", data.display()))?;
+        user.chown(data)?;
+        // initdb reads the password from a file; it lives beside the data directory
+        // (on the encrypted mount in production) only while initdb runs.
+        let pwfile = parent.join(".initdb-password");
+        write_private_file(&pwfile, password.expose_secret(), user)?;
+        let result = self
+            .install
+            .command_as_postgres("initdb")
+            .arg("-D")
+            .arg(data)
+            .args(["--username=postgres", "--encoding=UTF8", "--locale=C.UTF-8"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .stdin(Stdio::null())
+            .output();
+        let removed = fs::remove_file(&pwfile);
+        let out = result.ctx(|| "running initdb")?;
+        removed.ctx(|| format!("removing {}", pwfile.display()))?;
+        if !out.status.success() {
+            return Err(Error::Postgres(format!(
+                "initdb failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts PostgreSQL as a child and waits until it accepts connections.
+    ///
+    /// The child gets SIGQUIT (immediate shutdown) if the calling thread dies, so
+    /// call this from a thread that lives as long as the server should.
+    pub fn start(&mut self, timeout: Duration) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Err(Error::Postgres("already started".into()));
+        }
+        let user = self.install.user();
+        let sockets = &self.layout.socket_dir;
+        fs::create_dir_all(sockets).ctx(|| format!("creating {}", sockets.display()))?;
+        fs::set_permissions(sockets, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("setting permissions of {}", sockets.display()))?;
+        user.chown(sockets)?;
+        let mut cmd = self.install.command_as_postgres("postgres");
+        cmd.arg("-D")
+            .arg(&self.layout.data_dir)
+            .arg("-p")
+            .arg(self.layout.port.to_string())
+            .arg("-k")
+            .arg(sockets)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            // The logging collector writes inside the data directory, so the server
+            // log is on the encrypted mount like everything else.
+            .args(["-c", "logging_collector=on", "-c", "log_directory=log"])
+            .stdin(Stdio::null());
+        sys::die_with_parent(&mut cmd, Signal::Quit);
+        let child = cmd.spawn().ctx(|| "starting postgres")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.poll_exit() {
+                return Err(Error::Postgres(format!(
+                    "postgres exited during startup ({status}); see the server log under {}/log",
+                    self.layout.data_dir.display()
+                )));
+            }
+            if self.is_ready() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop(StopMode::Immediate)?;
+                return Err(Error::Postgres(format!(
+                    "postgres did not accept connections within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// True when the server accepts connections (`pg_isready` on its socket).
+    pub fn is_ready(&self) -> bool {
+        Command::new(self.install.program("pg_isready"))
+            .arg("-q")
+            .arg("-h")
+            .arg(&self.layout.socket_dir)
+            .arg("-p")
+            .arg(self.layout.port.to_string())
+            .args(["-t", "2"])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The postmaster's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Reaps the child if it has exited and returns how; `None` while it runs (or
+    /// was never started).
+    pub fn poll_exit(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Stops the server and waits for the postmaster to exit, escalating from fast
+    /// to immediate shutdown to SIGKILL if it lingers. A no-op when not running.
+    pub fn stop(&mut self, mode: StopMode) -> Result<(), Error> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let steps: &[(Signal, Duration)] = match mode {
+            StopMode::Fast => &[
+                (Signal::Int, Duration::from_secs(30)),
+                (Signal::Quit, Duration::from_secs(10)),
+                (Signal::Kill, Duration::from_secs(10)),
+            ],
+            StopMode::Immediate => &[
+                (Signal::Quit, Duration::from_secs(10)),
+                (Signal::Kill, Duration::from_secs(10)),
+            ],
+        };
+        for &(signal, grace) in steps {
+            // ESRCH means it already exited; the wait below reaps it.
+            let _ = sys::send_signal(child.id(), signal);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if child.try_wait().ctx(|| "waiting for postgres")?.is_some() {
+                    return Ok(());
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        Err(Error::Postgres(format!(
+            "postgres (pid {}) did not exit after SIGKILL",
+            child.id()
+        )))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop(StopMode::Immediate) {
+            tracing::error!("stopping postgres on drop: {e}");
+        }
+    }
+}
+
+/// Writes `bytes` to a new file readable only by `owner`.
+fn write_private_file(path: &Path, bytes: &[u8], owner: &OsUser) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .ctx(|| format!("writing {}", path.display()))?;
+    owner.chown(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_postgres_user() {
+        let user = OsUser::lookup("postgres").unwrap();
+        assert_ne!(user.uid, 0);
+        let err = OsUser::lookup("no-such-user-pgcmk")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn discovers_postgres_15() {
+        let install = PgInstall::discover().unwrap();
+        assert!(install.program("postgres").exists());
+    }
+}
