@@ -37,12 +37,15 @@ fn invalid(url: &str, why: &str) -> KeyError {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn valid_version(version: &str) -> bool {
-    version.len() == 32 && version.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+pub(crate) fn valid_version(version: &str) -> bool {
+    version.len() == 32
+        && version
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl KeyReference {
@@ -63,12 +66,20 @@ impl KeyReference {
         }
         let name = parts.next().unwrap_or_default();
         if !valid_name(name) {
-            return Err(invalid(url, "the key name must match ^[0-9a-zA-Z-]{1,127}$"));
+            return Err(invalid(
+                url,
+                "the key name must match ^[0-9a-zA-Z-]{1,127}$",
+            ));
         }
         let version = match parts.next() {
             None => None,
             Some(v) if valid_version(v) => Some(v.to_string()),
-            Some(_) => return Err(invalid(url, "the version must be 32 lowercase hex characters")),
+            Some(_) => {
+                return Err(invalid(
+                    url,
+                    "the version must be 32 lowercase hex characters",
+                ))
+            }
         };
         if parts.next().is_some() {
             return Err(invalid(url, "unexpected path segments after the version"));

@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod akv;
+mod b64url;
 mod key_id;
 
 pub use key_id::{KeyReference, KeyVersionId};
@@ -78,21 +80,4 @@ pub trait KeyEncryptionKey: Send + Sync {
     fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError>;
     /// Unwraps with the exact version recorded in `wrapped` (needs `unwrapKey`).
     fn unwrap(&self, wrapped: &WrappedDek) -> Result<Dek, KeyError>;
-}
-
-mod b64url {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        URL_SAFE_NO_PAD
-            .decode(text.trim_end_matches('='))
-            .map_err(serde::de::Error::custom)
-    }
 }

@@ -1,0 +1,189 @@
+//! How vault and transport failures map onto [`KeyError`]: definitive denials
+//! (the customer's switch) versus transient trouble (retry) versus bad requests.
+
+use serde::Deserialize;
+
+use crate::KeyError;
+
+/// AKV error codes that mean "this key cannot be used by you now", whatever the
+/// HTTP status the server chose for them.
+const DENIAL_CODES: [&str; 9] = [
+    "Unauthorized",
+    "Forbidden",
+    "AccessDenied",
+    "KeyDisabled",
+    "KeyNotFound",
+    "KeyExpired",
+    "KeyNotYetValid",
+    "ObjectIsDeletedButRecoverable",
+    "ForbiddenByPolicy",
+];
+
+/// Longest server message quoted in an error, so a hostile server cannot flood logs.
+const MAX_MESSAGE: usize = 300;
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default, rename = "innererror")]
+    inner: Option<Box<ErrorDetail>>,
+}
+
+/// The AKV error code (the innermost one when nested) and message of an error body.
+fn akv_error(body: &[u8]) -> Option<(String, String)> {
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    let mut detail = parsed.error;
+    let message = detail.message.clone();
+    let mut codes = vec![detail.code.clone()];
+    while let Some(inner) = detail.inner.take() {
+        codes.push(inner.code.clone());
+        detail = *inner;
+    }
+    codes.retain(|c| !c.is_empty());
+    Some((codes.join("/"), message))
+}
+
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(MAX_MESSAGE);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let clipped: String = text[..end].chars().filter(|c| !c.is_control()).collect();
+    if end < text.len() {
+        format!("{clipped}…")
+    } else {
+        clipped
+    }
+}
+
+/// Maps a non-success HTTP response of `operation` to a [`KeyError`].
+pub(crate) fn from_response(operation: &str, status: u16, body: &[u8]) -> KeyError {
+    let (code, message) = akv_error(body).unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        (String::new(), text.trim().to_string())
+    });
+    let said = match (code.is_empty(), message.is_empty()) {
+        (true, true) => format!("HTTP {status}"),
+        (true, false) => format!("HTTP {status}: {}", clip(&message)),
+        (false, _) => format!("HTTP {status} {}: {}", clip(&code), clip(&message)),
+    };
+    let denial_code = code.split('/').any(|c| DENIAL_CODES.contains(&c));
+    match status {
+        401 | 403 | 404 => KeyError::Denied {
+            reason: format!(
+                "{operation} refused by the vault ({said}); check the key's state and the \
+                 identity's access policy"
+            ),
+        },
+        408 | 429 | 500..=599 => KeyError::Transient {
+            reason: format!("{operation} failed at the vault ({said}); retry later"),
+        },
+        _ if denial_code => KeyError::Denied {
+            reason: format!("{operation} refused by the vault ({said})"),
+        },
+        _ => KeyError::Invalid {
+            reason: format!("{operation} was rejected by the vault ({said})"),
+        },
+    }
+}
+
+/// Maps a transport failure (no usable HTTP response) to a [`KeyError`]. The URL is
+/// left out: it may carry a client id in its query.
+pub(crate) fn from_transport(operation: &str, err: reqwest::Error) -> KeyError {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else if err.is_decode() || err.is_body() {
+        "sent an unreadable response"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    let detail = if detail.is_empty() {
+        err.without_url().to_string()
+    } else {
+        detail
+    };
+    KeyError::Transient {
+        reason: format!("{operation}: {kind} ({}); retry later", clip(&detail)),
+    }
+}
+
+/// A 2xx response whose body is not what AKV sends.
+pub(crate) fn unexpected_body(operation: &str, err: &serde_json::Error) -> KeyError {
+    KeyError::Transient {
+        reason: format!("{operation}: the vault sent an unexpected response ({err}); retry later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(e: &KeyError) -> &'static str {
+        match e {
+            KeyError::Denied { .. } => "denied",
+            KeyError::Transient { .. } => "transient",
+            KeyError::Invalid { .. } => "invalid",
+        }
+    }
+
+    #[test]
+    fn statuses_and_codes_map_to_denied_transient_invalid() {
+        let body = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m {code}"}}}}"#);
+        for (status, code, want) in [
+            (401, "Unauthorized", "denied"),
+            (403, "Forbidden", "denied"),
+            (404, "KeyNotFound", "denied"),
+            (400, "KeyDisabled", "denied"),
+            (409, "ObjectIsDeletedButRecoverable", "denied"),
+            (400, "BadParameter", "invalid"),
+            (409, "Conflict", "invalid"),
+            (429, "Throttled", "transient"),
+            (500, "InternalError", "transient"),
+            (503, "ServiceUnavailable", "transient"),
+        ] {
+            let e = from_response("KeyUnwrap", status, body(code).as_bytes());
+            assert_eq!(kind(&e), want, "{status} {code}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(code) && text.contains(&format!("m {code}")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn inner_error_codes_are_reported() {
+        let body = br#"{"error":{"code":"Forbidden","message":"Operation unwrapKey is not allowed on a disabled key.","innererror":{"code":"KeyDisabled"}}}"#;
+        let e = from_response("KeyUnwrap", 403, body);
+        assert!(e.to_string().contains("Forbidden/KeyDisabled"), "{e}");
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn non_json_bodies_are_quoted_clipped_and_cleaned() {
+        let long = format!("oops\n{}", "x".repeat(1000));
+        let e = from_response("KeyGet", 502, long.as_bytes());
+        let text = e.to_string();
+        assert!(e.is_retryable());
+        assert!(
+            text.contains("oopsxxx") && text.contains('…') && text.len() < 500,
+            "{text}"
+        );
+    }
+}

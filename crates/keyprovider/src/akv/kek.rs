@@ -1,0 +1,102 @@
+//! [`AkvKek`]: a key in an Azure Key Vault (or `pgcmk vault serve`) as a KEK.
+
+use pgcmk_crypto::Dek;
+
+use super::client::{AkvClient, ClientOptions};
+use super::model::WrapAlgorithm;
+use super::token::TokenSource;
+use crate::{KeyEncryptionKey, KeyError, KeyInfo, KeyReference, WrappedDek};
+
+/// A KEK held in a vault. A versionless reference follows rotation: `wrap` and
+/// `info` use the current version; `unwrap` always uses the exact version recorded in
+/// the wrapped DEK, so DEKs wrapped before a rotation stay readable.
+#[derive(Debug)]
+pub struct AkvKek {
+    reference: KeyReference,
+    client: AkvClient,
+}
+
+impl AkvKek {
+    /// The KEK `reference` reached through `client`, which must be for the same vault.
+    pub fn new(reference: KeyReference, client: AkvClient) -> Result<Self, KeyError> {
+        if !reference.vault_url.eq_ignore_ascii_case(client.vault_url()) {
+            return Err(KeyError::Invalid {
+                reason: format!(
+                    "key {reference} is not in the vault {} that the client talks to",
+                    client.vault_url()
+                ),
+            });
+        }
+        Ok(Self { reference, client })
+    }
+
+    /// The KEK `reference`, with a new client for its vault.
+    pub fn connect(
+        reference: KeyReference,
+        tokens: TokenSource,
+        options: &ClientOptions,
+    ) -> Result<Self, KeyError> {
+        let client = AkvClient::new(&reference.vault_url, tokens, options)?;
+        Self::new(reference, client)
+    }
+
+    /// The client, for operations beyond the KEK trait.
+    pub fn client(&self) -> &AkvClient {
+        &self.client
+    }
+
+    fn version(&self) -> Option<&str> {
+        self.reference.version.as_deref()
+    }
+}
+
+impl KeyEncryptionKey for AkvKek {
+    fn reference(&self) -> &KeyReference {
+        &self.reference
+    }
+
+    fn info(&self) -> Result<KeyInfo, KeyError> {
+        let bundle = self.client.get_key(&self.reference.name, self.version())?;
+        let current = bundle.version_id()?;
+        let size_bits = bundle.size_bits().ok_or_else(|| KeyError::Invalid {
+            reason: format!(
+                "key {} is not an RSA key (kty {})",
+                self.reference, bundle.key.kty
+            ),
+        })?;
+        Ok(KeyInfo {
+            current,
+            size_bits,
+            // AKV omits `enabled` only for keys that are enabled.
+            enabled: bundle.attributes.enabled.unwrap_or(true),
+        })
+    }
+
+    fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError> {
+        self.client.wrap_key(
+            &self.reference.name,
+            self.version(),
+            WrapAlgorithm::RsaOaep256,
+            dek.expose_secret(),
+        )
+    }
+
+    fn unwrap(&self, wrapped: &WrappedDek) -> Result<Dek, KeyError> {
+        if wrapped.kek.name != self.reference.name {
+            return Err(KeyError::Invalid {
+                reason: format!(
+                    "this DEK was wrapped by {}, not by key {}",
+                    wrapped.kek, self.reference
+                ),
+            });
+        }
+        let plain = self.client.unwrap_key(wrapped)?;
+        Dek::from_slice(plain.expose_secret()).map_err(|_| KeyError::Invalid {
+            reason: format!(
+                "the key unwrapped by {} is {} bytes, not a 32-byte DEK",
+                wrapped.kek,
+                plain.len()
+            ),
+        })
+    }
+}
