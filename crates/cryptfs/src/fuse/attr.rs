@@ -1,0 +1,147 @@
+//! Attributes: backing metadata → FUSE attributes (plaintext sizes), and setattr.
+
+use std::fs::{self, Metadata, Permissions};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
+
+use super::{io_errno, CryptFs};
+use crate::format::reported_plain_size;
+use crate::sys::{self, SetTime};
+
+fn time(secs: i64, nsecs: i64) -> SystemTime {
+    let nanos = Duration::from_nanos(nsecs.clamp(0, 999_999_999) as u64);
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+    }
+}
+
+pub(crate) fn kind(meta: &Metadata) -> FileType {
+    FileType::from_std(meta.file_type()).unwrap_or(FileType::RegularFile)
+}
+
+/// FUSE attributes of inode `ino` from its backing metadata; `plain_len` overrides
+/// the size of an open regular file (the cached, authoritative plaintext length).
+pub(crate) fn to_attr(ino: u64, meta: &Metadata, plain_len: Option<u64>) -> FileAttr {
+    let kind = kind(meta);
+    let size = match kind {
+        FileType::RegularFile => plain_len.unwrap_or_else(|| reported_plain_size(meta.len())),
+        _ => meta.len(),
+    };
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: meta.blocks(),
+        atime: time(meta.atime(), meta.atime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        crtime: UNIX_EPOCH,
+        kind,
+        perm: (meta.mode() & 0o7777) as u16,
+        nlink: meta.nlink() as u32,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        rdev: meta.rdev() as u32,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn set_time(time: Option<TimeOrNow>) -> SetTime {
+    match time {
+        None => SetTime::Keep,
+        Some(TimeOrNow::Now) => SetTime::Now,
+        Some(TimeOrNow::SpecificTime(t)) => SetTime::At(t),
+    }
+}
+
+/// The attribute changes of one setattr request.
+pub(crate) struct AttrChange {
+    pub(crate) mode: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) size: Option<u64>,
+    pub(crate) atime: Option<TimeOrNow>,
+    pub(crate) mtime: Option<TimeOrNow>,
+}
+
+impl CryptFs {
+    pub(crate) fn getattr_ino(&self, ino: u64) -> Result<FileAttr, Errno> {
+        if let Some(open) = self.files.get(ino) {
+            let meta = open.handle.metadata().map_err(|e| io_errno(&e))?;
+            return Ok(to_attr(ino, &meta, Some(open.read().len())));
+        }
+        let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
+        let meta = fs::symlink_metadata(&path).map_err(|e| io_errno(&e))?;
+        Ok(to_attr(ino, &meta, None))
+    }
+
+    pub(crate) fn setattr_ino(&self, ino: u64, change: AttrChange) -> Result<FileAttr, Errno> {
+        let is_file = match self.files.get(ino) {
+            Some(_) => true,
+            None => {
+                let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
+                fs::symlink_metadata(&path)
+                    .map_err(|e| io_errno(&e))?
+                    .is_file()
+            }
+        };
+        if is_file {
+            // Through the descriptor: works for unlinked-but-open files too.
+            self.with_file(ino, |open| {
+                let handle = &open.handle;
+                if let Some(size) = change.size {
+                    open.write().set_len(size).map_err(|e| self.fail(ino, e))?;
+                }
+                if let Some(mode) = change.mode {
+                    handle
+                        .set_permissions(Permissions::from_mode(mode & 0o7777))
+                        .map_err(|e| io_errno(&e))?;
+                }
+                if change.uid.is_some() || change.gid.is_some() {
+                    std::os::unix::fs::fchown(handle, change.uid, change.gid)
+                        .map_err(|e| io_errno(&e))?;
+                }
+                if change.atime.is_some() || change.mtime.is_some() {
+                    let mut times = fs::FileTimes::new();
+                    if let Some(t) = change.atime {
+                        times = times.set_accessed(resolve(t));
+                    }
+                    if let Some(t) = change.mtime {
+                        times = times.set_modified(resolve(t));
+                    }
+                    handle.set_times(times).map_err(|e| io_errno(&e))?;
+                }
+                Ok(())
+            })?;
+        } else {
+            let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
+            if change.size.is_some() {
+                return Err(Errno::from_i32(libc::EISDIR));
+            }
+            if let Some(mode) = change.mode {
+                fs::set_permissions(&path, Permissions::from_mode(mode & 0o7777))
+                    .map_err(|e| io_errno(&e))?;
+            }
+            if change.uid.is_some() || change.gid.is_some() {
+                std::os::unix::fs::lchown(&path, change.uid, change.gid)
+                    .map_err(|e| io_errno(&e))?;
+            }
+            if change.atime.is_some() || change.mtime.is_some() {
+                sys::utimens_nofollow(&path, set_time(change.atime), set_time(change.mtime))
+                    .map_err(|e| io_errno(&e))?;
+            }
+        }
+        self.getattr_ino(ino)
+    }
+}
+
+fn resolve(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::Now => SystemTime::now(),
+        TimeOrNow::SpecificTime(t) => t,
+    }
+}

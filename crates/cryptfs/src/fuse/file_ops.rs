@@ -1,0 +1,181 @@
+//! Regular files: create, open, read, write, fsync, fallocate, release.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use fuser::{Errno, FileAttr, FopenFlags};
+
+use super::open_files::OpenFile;
+use super::{attr, io_errno, CryptFs};
+use crate::format::{cipher_offset, BLOCK_SIZE};
+use crate::sys;
+
+/// Opens a backing file read-write whatever the caller asked for: with the
+/// writeback cache the kernel reads pages through write-only handles too.
+pub(crate) fn open_backing(path: &Path) -> Result<File, Errno> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            ) =>
+        {
+            File::open(path).map_err(|e| io_errno(&e))
+        }
+        other => other.map_err(|e| io_errno(&e)),
+    }
+}
+
+impl CryptFs {
+    /// Runs `f` on `ino`'s open file, holding a reference for exactly the duration.
+    pub(crate) fn with_file<T>(
+        &self,
+        ino: u64,
+        f: impl FnOnce(&OpenFile) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let open = self.acquire(ino)?;
+        let result = f(&open);
+        drop(open);
+        self.files.release(ino);
+        result
+    }
+
+    fn acquire(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
+        self.files.acquire(ino, &self.volume, || {
+            let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
+            open_backing(&path)
+        })
+    }
+
+    fn open_flags(&self, ino: u64) -> FopenFlags {
+        let wal = self.options.direct_io_wal
+            && self.inodes.path(ino).is_some_and(|p| {
+                p.parent().and_then(Path::file_name) == Some(OsStr::new("pg_wal"))
+            });
+        if wal {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        }
+    }
+
+    pub(crate) fn open_ino(&self, ino: u64) -> Result<FopenFlags, Errno> {
+        self.acquire(ino)?;
+        Ok(self.open_flags(ino))
+    }
+
+    pub(crate) fn release_ino(&self, ino: u64) {
+        self.files.release(ino);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_file(
+        &self,
+        uid: u32,
+        gid: u32,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, FopenFlags), Errno> {
+        let path = self.new_child_path(parent, name)?;
+        let created = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        let (backing, is_new) = match created {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
+                (open_backing(&path)?, false)
+            }
+            Err(e) => return Err(io_errno(&e)),
+        };
+        if is_new {
+            let owned = backing
+                .set_permissions(Permissions::from_mode(mode & !umask & 0o7777))
+                .and_then(|()| std::os::unix::fs::fchown(&backing, Some(uid), Some(gid)));
+            if let Err(e) = owned {
+                let _ = fs::remove_file(&path);
+                return Err(io_errno(&e));
+            }
+        }
+        let meta = backing.metadata().map_err(|e| io_errno(&e))?;
+        let ino = self.inodes.fuse_ino(meta.ino());
+        let open = self.files.acquire(ino, &self.volume, || Ok(backing))?;
+        if !is_new && flags & libc::O_TRUNC != 0 {
+            if let Err(e) = open.write().set_len(0) {
+                self.files.release(ino);
+                return Err(self.fail(ino, e));
+            }
+        }
+        self.inodes.remember(ino, parent, name);
+        let attr = attr::to_attr(ino, &meta, Some(open.read().len()));
+        Ok((attr, self.open_flags(ino)))
+    }
+
+    pub(crate) fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        self.with_file(ino, |open| {
+            open.read()
+                .read(offset, size as usize)
+                .map_err(|e| self.fail(ino, e))
+        })
+    }
+
+    pub(crate) fn write_ino(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        self.with_file(ino, |open| {
+            open.write()
+                .write(offset, data)
+                .map_err(|e| self.fail(ino, e))?;
+            Ok(data.len() as u32)
+        })
+    }
+
+    /// fsync/fdatasync: the kernel has already sent every dirty page, so syncing the
+    /// backing descriptor makes ciphertext and size durable. No lock is held.
+    pub(crate) fn fsync_ino(&self, ino: u64, datasync: bool) -> Result<(), Errno> {
+        self.with_file(ino, |open| {
+            let synced = if datasync {
+                open.handle.sync_data()
+            } else {
+                open.handle.sync_all()
+            };
+            synced.map_err(|e| io_errno(&e))
+        })
+    }
+
+    pub(crate) fn fallocate_ino(
+        &self,
+        ino: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<(), Errno> {
+        let end = offset
+            .checked_add(length)
+            .ok_or(Errno::from_i32(libc::EFBIG))?;
+        self.with_file(ino, |open| match mode {
+            0 => {
+                let mut file = open.write();
+                if end > file.len() {
+                    file.set_len(end).map_err(|e| self.fail(ino, e))?;
+                }
+                Ok(())
+            }
+            libc::FALLOC_FL_KEEP_SIZE => {
+                let first = offset / BLOCK_SIZE;
+                let last = end.div_ceil(BLOCK_SIZE);
+                let start = cipher_offset(first);
+                sys::fallocate_keep_size(&open.handle, start, cipher_offset(last) - start)
+                    .map_err(|e| io_errno(&e))
+            }
+            _ => Err(Errno::from_i32(libc::EOPNOTSUPP)),
+        })
+    }
+}

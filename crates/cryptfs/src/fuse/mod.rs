@@ -1,0 +1,437 @@
+//! The FUSE frontend: `fuser::Filesystem` over encrypted backing files.
+//!
+//! This module only translates requests and replies; the work is split by family:
+//! `file_ops` (regular files), `dir_ops` (names, directories, statfs), `attr`
+//! (getattr/setattr), with `inodes` and `open_files` as the shared state.
+
+mod attr;
+mod dir_ops;
+mod file_ops;
+mod inodes;
+mod open_files;
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::content::VolumeKey;
+use crate::Error;
+use attr::AttrChange;
+use dir_ops::DirHandles;
+use inodes::InodeTable;
+use open_files::OpenFiles;
+
+/// Attribute and entry lifetime in the kernel. Long, because every change goes
+/// through this mount (PostgreSQL's data directory has one writer); short timeouts
+/// halve PostgreSQL's throughput (measured, see DESIGN.md).
+const TTL: Duration = Duration::from_secs(3600);
+/// Largest write the kernel sends in one request.
+const MAX_WRITE: u32 = 1 << 20;
+
+/// Frontend settings chosen at mount time.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FsOptions {
+    /// Open files directly under a `pg_wal` directory with FOPEN_DIRECT_IO.
+    pub(crate) direct_io_wal: bool,
+}
+
+pub(crate) struct CryptFs {
+    root: PathBuf,
+    volume: Arc<VolumeKey>,
+    options: FsOptions,
+    inodes: InodeTable,
+    files: OpenFiles,
+    dirs: DirHandles,
+}
+
+pub(crate) fn io_errno(error: &io::Error) -> Errno {
+    Errno::from_i32(error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+impl CryptFs {
+    pub(crate) fn new(
+        root: PathBuf,
+        root_backing_ino: u64,
+        volume: VolumeKey,
+        options: FsOptions,
+    ) -> Self {
+        Self {
+            inodes: InodeTable::new(root.clone(), root_backing_ino),
+            root,
+            volume: Arc::new(volume),
+            options,
+            files: OpenFiles::default(),
+            dirs: DirHandles::default(),
+        }
+    }
+
+    /// Maps a library error to an errno, logging authentication failures with the
+    /// file's name and block (never its content).
+    pub(crate) fn fail(&self, ino: u64, error: Error) -> Errno {
+        match &error {
+            Error::Tampered { block } => tracing::warn!(
+                file = %self.inodes.display_name(ino),
+                block = *block,
+                "cryptfs: block failed authentication (altered, swapped, moved or truncated); returning EIO"
+            ),
+            Error::BadHeader(why) => tracing::warn!(
+                file = %self.inodes.display_name(ino),
+                reason = *why,
+                "cryptfs: file header invalid; returning EIO"
+            ),
+            _ => {}
+        }
+        Errno::from_i32(error.errno())
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, result: Result<fuser::FileAttr, Errno>) {
+    match result {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, result: Result<fuser::FileAttr, Errno>) {
+    match result {
+        Ok(attr) => reply.attr(&TTL, &attr),
+        Err(e) => reply.error(e),
+    }
+}
+
+impl Filesystem for CryptFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // The writeback cache is required for speed; the rest are best effort.
+        config
+            .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+            .map_err(|_| io::Error::other("the kernel does not offer the FUSE writeback cache"))?;
+        for flag in [InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_ASYNC_DIO] {
+            let _ = config.add_capabilities(flag);
+        }
+        let _ = config.set_max_write(MAX_WRITE);
+        if let Err(max) = config.set_max_readahead(MAX_WRITE) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply_entry(reply, self.lookup_name(parent.0, name));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        reply_attr(reply, self.getattr_ino(ino.0));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        reply_attr(reply, self.setattr_ino(ino.0, change));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.readlink_ino(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Device nodes, FIFOs and sockets are not stored; regular files use create.
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let owner = (req.uid(), req.gid());
+        reply_entry(reply, self.mkdir_name(owner, parent.0, name, mode & !umask));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.remove_name(parent.0, name, false));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.remove_name(parent.0, name, true));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let owner = (req.uid(), req.gid());
+        reply_entry(reply, self.symlink_name(owner, parent.0, link_name, target));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            self.rename_name(parent.0, name, newparent.0, newname, flags.bits()),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // Hard links are not supported (a file's id lives in its header, one per file).
+        reply.error(Errno::from_i32(libc::EPERM));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.open_ino(ino.0) {
+            Ok(flags) => reply.opened(FileHandle(0), flags),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.read_ino(ino.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.write_ino(ino.0, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is buffered here: every write reached the backing file already.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.release_ino(ino.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fsync_ino(ino.0, datasync));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.opendir_ino(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(entries) = self.dirs.get(fh.0) else {
+            reply.error(Errno::from_i32(libc::EBADF));
+            return;
+        };
+        for (index, entry) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(entry.ino),
+                index as u64 + 1,
+                entry.kind,
+                &entry.name,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.remove(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fsyncdir_ino(ino.0));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.statfs_root() {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.blocks_free,
+                s.blocks_available,
+                s.files,
+                s.files_free,
+                s.block_size,
+                s.name_max,
+                s.fragment_size,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.create_file(req.uid(), req.gid(), parent.0, name, mode, umask, flags) {
+            Ok((attr, open_flags)) => {
+                reply.created(&TTL, &attr, Generation(0), FileHandle(0), open_flags)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fallocate_ino(ino.0, offset, length, mode));
+    }
+}

@@ -1,0 +1,215 @@
+//! Mounting and unmounting: key check first, then a multi-threaded FUSE session.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
+use pgcmk_crypto::SymmetricKey;
+
+use crate::fuse::{CryptFs, FsOptions};
+use crate::{config, sys, Error};
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Let users other than root use the mount (PostgreSQL runs as `postgres`).
+    /// Permissions are still checked by the kernel against each file's mode.
+    pub allow_other: bool,
+    /// FUSE request threads, each with its own cloned `/dev/fuse` descriptor (1–64).
+    pub threads: usize,
+    /// Serve files directly under a `pg_wal` directory with direct I/O: saves a
+    /// round trip per WAL flush. Off by default.
+    pub direct_io_wal: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self {
+            allow_other: false,
+            threads: 4,
+            direct_io_wal: false,
+        }
+    }
+}
+
+/// A live mount. Unmounts on [`MountHandle::unmount`] or when dropped.
+#[derive(Debug)]
+pub struct MountHandle {
+    session: Option<BackgroundSession>,
+    mountpoint: PathBuf,
+}
+
+/// Mounts the cipher directory `cipher_dir` at `mountpoint`.
+///
+/// The key is checked before anything is mounted (a wrong key is
+/// [`Error::WrongKey`]). Returns once the kernel has completed the FUSE handshake,
+/// so the mount is usable immediately.
+pub fn mount(
+    cipher_dir: &Path,
+    mountpoint: &Path,
+    master_key: SymmetricKey,
+    options: MountOptions,
+) -> Result<MountHandle, Error> {
+    if !(1..=64).contains(&options.threads) {
+        return Err(Error::InvalidArgument(format!(
+            "threads must be between 1 and 64, got {}",
+            options.threads
+        )));
+    }
+    let cipher_dir = fs::canonicalize(cipher_dir).map_err(Error::path("opening", cipher_dir))?;
+    let mountpoint_abs =
+        fs::canonicalize(mountpoint).map_err(Error::path("opening mountpoint", mountpoint))?;
+    if !mountpoint_abs.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "mountpoint {} is not a directory",
+            mountpoint.display()
+        )));
+    }
+    if mountpoint_abs.starts_with(&cipher_dir) || cipher_dir.starts_with(&mountpoint_abs) {
+        return Err(Error::InvalidArgument(format!(
+            "mountpoint {} and cipher directory {} must not contain each other",
+            mountpoint_abs.display(),
+            cipher_dir.display()
+        )));
+    }
+    let volume = config::open(&cipher_dir, &master_key)?;
+    drop(master_key);
+    let root_ino = fs::metadata(&cipher_dir)
+        .map_err(Error::path("reading", &cipher_dir))?
+        .ino();
+    let fs = CryptFs::new(
+        cipher_dir,
+        root_ino,
+        volume,
+        FsOptions {
+            direct_io_wal: options.direct_io_wal,
+        },
+    );
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("pgcmk-cryptfs".into()),
+        MountOption::Subtype("pgcmk-cryptfs".into()),
+        // The daemon runs as root: let the kernel enforce each file's mode and owner.
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(options.threads);
+    config.clone_fd = true;
+    let mount_error = |source| Error::Mount {
+        mountpoint: mountpoint_abs.clone(),
+        source,
+    };
+    let session = Session::new(fs, &mountpoint_abs, &config)
+        .and_then(Session::spawn)
+        .map_err(mount_error)?;
+    Ok(MountHandle {
+        session: Some(session),
+        mountpoint: mountpoint_abs,
+    })
+}
+
+impl MountHandle {
+    /// The mountpoint (absolute).
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// True while the filesystem is still being served (false after an external
+    /// `umount` / `pgcmk fs unmount`).
+    pub fn is_mounted(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.guard.is_finished())
+    }
+
+    /// Unmounts and waits for the request threads to finish. Fails (and stays
+    /// mounted) while files under the mountpoint are in use.
+    pub fn unmount(mut self) -> Result<(), Error> {
+        self.try_unmount()
+    }
+
+    /// Like [`MountHandle::unmount`], but keeps the handle on failure so it can retry.
+    pub fn try_unmount(&mut self) -> Result<(), Error> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if !session.guard.is_finished() {
+            if let Err(source) = sys::umount(&self.mountpoint, false) {
+                // Already unmounted from outside: nothing left to do but join.
+                if source.raw_os_error() != Some(libc::EINVAL) {
+                    self.session = Some(session);
+                    return Err(Error::Unmount {
+                        mountpoint: self.mountpoint.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        session.join().map_err(|source| Error::Unmount {
+            mountpoint: self.mountpoint.clone(),
+            source,
+        })
+    }
+
+    /// Serves until the filesystem is unmounted from outside or one of `signals`
+    /// arrives; then unmounts. While files are busy the unmount is retried on the
+    /// next signal, and the filesystem keeps serving.
+    pub fn serve_until_signal(mut self, signals: &TerminationSignals) -> Result<(), Error> {
+        loop {
+            if !self.is_mounted() {
+                return self.try_unmount();
+            }
+            if let Some(signal) = signals.blocked.wait(Duration::from_millis(250)) {
+                tracing::info!(signal, "cryptfs: termination signal, unmounting");
+                match self.try_unmount() {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tracing::error!("cryptfs: {e}; still mounted"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.try_unmount() {
+            // Busy: detach lazily so the mountpoint does not stay wedged; the request
+            // threads finish once the last user closes its files.
+            tracing::warn!("cryptfs: {e}; detaching lazily");
+            let _ = sys::umount(&self.mountpoint, true);
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, blocked for synchronous waiting.
+///
+/// Create it before [`mount`] so the FUSE threads inherit the blocked mask and the
+/// signals are delivered to [`MountHandle::serve_until_signal`] instead of killing
+/// the process with the filesystem still mounted.
+pub struct TerminationSignals {
+    blocked: sys::BlockedSignals,
+}
+
+impl TerminationSignals {
+    /// Blocks the signals in the calling thread and threads it starts later.
+    pub fn block() -> Result<Self, Error> {
+        Ok(Self {
+            blocked: sys::BlockedSignals::block()?,
+        })
+    }
+}
+
+/// Unmounts the filesystem mounted at `mountpoint` (e.g. by `pgcmk fs mount` in
+/// another process), which then exits.
+pub fn unmount(mountpoint: &Path) -> Result<(), Error> {
+    sys::umount(mountpoint, false).map_err(|source| Error::Unmount {
+        mountpoint: mountpoint.to_path_buf(),
+        source,
+    })
+}

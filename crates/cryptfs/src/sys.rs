@@ -1,0 +1,168 @@
+//! The only unsafe code in cryptfs: thin wrappers over libc calls that std does not
+//! offer (statvfs, utimensat on symlinks, fallocate, umount2, signal waiting).
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Space and inode counts of the filesystem holding `path`.
+pub(crate) struct FsStats {
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_available: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub block_size: u32,
+    pub name_max: u32,
+    pub fragment_size: u32,
+}
+
+pub(crate) fn statvfs(path: &Path) -> io::Result<FsStats> {
+    let path = c_path(path)?;
+    let mut out = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated string and `out` points to writable
+    // memory of the right type; statvfs fully initialises it when it returns 0.
+    check(unsafe { libc::statvfs(path.as_ptr(), out.as_mut_ptr()) })?;
+    // SAFETY: the call succeeded, so `out` is initialised.
+    let s = unsafe { out.assume_init() };
+    Ok(FsStats {
+        blocks: s.f_blocks,
+        blocks_free: s.f_bfree,
+        blocks_available: s.f_bavail,
+        files: s.f_files,
+        files_free: s.f_ffree,
+        block_size: s.f_bsize as u32,
+        name_max: s.f_namemax as u32,
+        fragment_size: s.f_frsize as u32,
+    })
+}
+
+/// A timestamp to set: leave alone, now, or a given time.
+#[derive(Clone, Copy)]
+pub(crate) enum SetTime {
+    Keep,
+    Now,
+    At(SystemTime),
+}
+
+fn timespec(time: SetTime) -> libc::timespec {
+    match time {
+        SetTime::Keep => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        SetTime::Now => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        SetTime::At(t) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d: Duration = e.duration();
+                    let mut sec = -(d.as_secs() as i64);
+                    let mut nsec = -(d.subsec_nanos() as i64);
+                    if nsec < 0 {
+                        sec -= 1;
+                        nsec += 1_000_000_000;
+                    }
+                    (sec, nsec)
+                }
+            };
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            }
+        }
+    }
+}
+
+/// Sets access and modification times of `path` without following a final symlink.
+pub(crate) fn utimens_nofollow(path: &Path, atime: SetTime, mtime: SetTime) -> io::Result<()> {
+    let path = c_path(path)?;
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `path` is NUL-terminated and `times` is an array of two timespecs, as
+    // utimensat requires; neither pointer is retained after the call.
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// Preallocates `len` bytes at `offset` of `file` without changing its size.
+pub(crate) fn fallocate_keep_size(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: the descriptor is owned by `file`, which outlives the call.
+    check(unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) })
+}
+
+/// Unmounts the filesystem at `path` (no lazy detach unless `detach`).
+pub(crate) fn umount(path: &Path, detach: bool) -> io::Result<()> {
+    let path = c_path(path)?;
+    let flags = if detach { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    check(unsafe { libc::umount2(path.as_ptr(), flags) })
+}
+
+/// SIGINT, SIGTERM and SIGHUP, blocked so they can be waited for synchronously.
+pub(crate) struct BlockedSignals {
+    set: libc::sigset_t,
+}
+
+impl BlockedSignals {
+    /// Blocks the termination signals in the calling thread; threads it spawns
+    /// afterwards inherit the mask, so the signals stay pending until waited for.
+    pub(crate) fn block() -> io::Result<Self> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set; sigaddset and pthread_sigmask read
+        // and write only the set we own; a null old-mask pointer is allowed.
+        unsafe {
+            check(libc::sigemptyset(set.as_mut_ptr()))?;
+            let mut set = set.assume_init();
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                check(libc::sigaddset(&mut set, signal))?;
+            }
+            let ret = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if ret != 0 {
+                return Err(io::Error::from_raw_os_error(ret));
+            }
+            Ok(Self { set })
+        }
+    }
+
+    /// Waits up to `timeout` for one of the signals; returns its number.
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<i32> {
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: the set was initialised in `block`; a null siginfo pointer is allowed.
+        let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &timeout) };
+        (signal > 0).then_some(signal)
+    }
+}
