@@ -1,0 +1,178 @@
+//! Basic behaviour through a real FUSE mount (needs root and /dev/fuse, as in CI).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use pgcmk_cryptfs::{mount, MountHandle, MountOptions};
+use pgcmk_crypto::SymmetricKey;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    cipher: PathBuf,
+    plain: PathBuf,
+    key: SymmetricKey,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = dir.path().join("cipher");
+        let plain = dir.path().join("plain");
+        fs::create_dir(&plain).unwrap();
+        let key = SymmetricKey::generate().unwrap();
+        pgcmk_cryptfs::init(&cipher, &key).unwrap();
+        Self {
+            _dir: dir,
+            cipher,
+            plain,
+            key,
+        }
+    }
+
+    /// Mounted until the handle drops (which unmounts, also when a test panics).
+    fn mount(&self) -> MountHandle {
+        mount(
+            &self.cipher,
+            &self.plain,
+            self.key.clone(),
+            MountOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.plain.join(name)
+    }
+}
+
+fn all_cipher_bytes(dir: &Path, out: &mut Vec<u8>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all_cipher_bytes(&path, out);
+        } else if path.is_file() {
+            out.extend(fs::read(&path).unwrap());
+        }
+    }
+}
+
+#[test]
+fn files_survive_remount_and_are_ciphertext_on_disk() {
+    let fx = Fixture::new();
+    let marker = b"MARKER-d41d8cd98f00b204e980";
+    let mut big = Vec::new();
+    for i in 0..20_000u32 {
+        big.extend_from_slice(marker);
+        big.extend_from_slice(&i.to_le_bytes());
+    }
+    {
+        let handle = fx.mount();
+        fs::create_dir(fx.p("dir")).unwrap();
+        fs::write(fx.p("dir/big"), &big).unwrap();
+        fs::write(fx.p("small"), b"hello").unwrap();
+        // Partial overwrite in the middle of a block, then extend past a gap.
+        let mut f = OpenOptions::new().write(true).open(fx.p("small")).unwrap();
+        f.seek(SeekFrom::Start(1)).unwrap();
+        f.write_all(b"EY").unwrap();
+        f.seek(SeekFrom::Start(10_000)).unwrap();
+        f.write_all(b"tail").unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        fs::rename(fx.p("dir/big"), fx.p("big")).unwrap();
+        File::open(&fx.plain).unwrap().sync_all().unwrap();
+        std::os::unix::fs::symlink("big", fx.p("link")).unwrap();
+        handle.unmount().unwrap();
+    }
+    let mut disk = Vec::new();
+    all_cipher_bytes(&fx.cipher, &mut disk);
+    assert!(
+        !disk.windows(marker.len()).any(|w| w == marker),
+        "plaintext marker found in the cipher directory"
+    );
+
+    let _handle = fx.mount();
+    assert_eq!(fs::read(fx.p("big")).unwrap(), big);
+    let small = fs::read(fx.p("small")).unwrap();
+    assert_eq!(small.len(), 10_004);
+    assert_eq!(&small[..5], b"hEYlo");
+    assert!(small[5..10_000].iter().all(|&b| b == 0));
+    assert_eq!(&small[10_000..], b"tail");
+    assert_eq!(fs::metadata(fx.p("small")).unwrap().len(), 10_004);
+    assert_eq!(fs::read_link(fx.p("link")).unwrap(), Path::new("big"));
+    let mut names: Vec<_> = fs::read_dir(&fx.plain)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["big", "dir", "link", "small"]);
+}
+
+#[test]
+fn truncate_rename_over_unlink_while_open_and_metadata() {
+    let fx = Fixture::new();
+    let _handle = fx.mount();
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(fx.p("f"), &data).unwrap();
+
+    let f = OpenOptions::new().write(true).open(fx.p("f")).unwrap();
+    f.set_len(4097).unwrap();
+    assert_eq!(fs::read(fx.p("f")).unwrap(), &data[..4097]);
+    f.set_len(9000).unwrap();
+    let grown = fs::read(fx.p("f")).unwrap();
+    assert_eq!(&grown[..4097], &data[..4097]);
+    assert!(grown[4097..].iter().all(|&b| b == 0));
+    drop(f);
+
+    fs::write(fx.p("g"), b"replacement").unwrap();
+    let mut open_old = File::open(fx.p("f")).unwrap();
+    fs::rename(fx.p("g"), fx.p("f")).unwrap();
+    assert_eq!(fs::read(fx.p("f")).unwrap(), b"replacement");
+    let mut old = Vec::new();
+    open_old.read_to_end(&mut old).unwrap();
+    assert_eq!(old.len(), 9000, "a replaced file stays readable while open");
+
+    let mut doomed = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fx.p("doomed"))
+        .unwrap();
+    fs::remove_file(fx.p("doomed")).unwrap();
+    doomed.write_all(b"still here").unwrap();
+    doomed.sync_data().unwrap();
+    doomed.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    doomed.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "still here");
+    assert!(!fx.p("doomed").exists());
+
+    fs::set_permissions(fx.p("f"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(fx.p("f"), Some(12345), Some(54321)).unwrap();
+    let meta = fs::metadata(fx.p("f")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (12345, 54321));
+
+    fs::create_dir(fx.p("d")).unwrap();
+    File::open(fx.p("d")).unwrap().sync_all().unwrap();
+    fs::remove_dir(fx.p("d")).unwrap();
+    assert!(!fx.p("d").exists());
+    assert!(fs::write(fx.p(pgcmk_cryptfs::CONFIG_FILE_NAME), b"x").is_err());
+}
+
+#[test]
+fn wrong_key_fails_before_mounting() {
+    let fx = Fixture::new();
+    let err = mount(
+        &fx.cipher,
+        &fx.plain,
+        SymmetricKey::generate().unwrap(),
+        MountOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, pgcmk_cryptfs::Error::WrongKey), "{err}");
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(fx.plain.to_str().unwrap()));
+}
