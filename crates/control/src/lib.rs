@@ -7,7 +7,10 @@
 
 mod error;
 pub mod memory;
+pub mod model;
+pub mod monitor;
 pub mod postgres;
+pub mod store;
 mod sys;
 
 pub use error::Error;

@@ -1,0 +1,242 @@
+//! The control plane's embedded state store (redb): servers and the append-only
+//! event trail. Every write is one committed, fsynced transaction.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::model::{now_rfc3339, Event, ServerRecord};
+use crate::Error;
+
+const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+fn store_err(e: impl Into<redb::Error>) -> Error {
+    Error::Store(e.into().to_string())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| Error::Store(format!("encoding: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Store(format!("decoding: {e}")))
+}
+
+/// The state store.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let db = Database::create(path).map_err(|e| {
+            Error::Store(format!(
+                "cannot open {}: {e} (is another `pgcmk serve` using this state directory?)",
+                path.display()
+            ))
+        })?;
+        let tx = db.begin_write().map_err(store_err)?;
+        tx.open_table(SERVERS).map_err(store_err)?;
+        tx.open_table(EVENTS).map_err(store_err)?;
+        tx.commit().map_err(store_err)?;
+        Ok(Self { db })
+    }
+
+    /// Adds a new server; its name must be unused.
+    pub fn insert_server(&self, server: &ServerRecord) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = tx.open_table(SERVERS).map_err(store_err)?;
+            for entry in table.iter().map_err(store_err)? {
+                let (_, v) = entry.map_err(store_err)?;
+                let existing: ServerRecord = decode(v.value())?;
+                if existing.name == server.name {
+                    return Err(Error::Conflict(format!(
+                        "a server named '{}' already exists: choose another name",
+                        server.name
+                    )));
+                }
+            }
+            table
+                .insert(server.id.as_str(), encode(server)?.as_slice())
+                .map_err(store_err)?;
+        }
+        tx.commit().map_err(store_err)
+    }
+
+    /// Applies `change` to server `id` and stores the result atomically.
+    pub fn update_server(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ServerRecord),
+    ) -> Result<ServerRecord, Error> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        let updated = {
+            let mut table = tx.open_table(SERVERS).map_err(store_err)?;
+            let mut server: ServerRecord = match table.get(id).map_err(store_err)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(Error::NotFound(id.to_string())),
+            };
+            change(&mut server);
+            table
+                .insert(id, encode(&server)?.as_slice())
+                .map_err(store_err)?;
+            server
+        };
+        tx.commit().map_err(store_err)?;
+        Ok(updated)
+    }
+
+    /// Removes server `id` (its events stay in the trail).
+    pub fn remove_server(&self, id: &str) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        tx.open_table(SERVERS)
+            .map_err(store_err)?
+            .remove(id)
+            .map_err(store_err)?;
+        tx.commit().map_err(store_err)
+    }
+
+    /// All servers, by name.
+    pub fn servers(&self) -> Result<Vec<ServerRecord>, Error> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let table = tx.open_table(SERVERS).map_err(store_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(store_err)? {
+            let (_, v) = entry.map_err(store_err)?;
+            out.push(decode::<ServerRecord>(v.value())?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The server whose id or name is `id_or_name`.
+    pub fn server(&self, id_or_name: &str) -> Result<ServerRecord, Error> {
+        self.servers()?
+            .into_iter()
+            .find(|s| s.id == id_or_name || s.name == id_or_name)
+            .ok_or_else(|| Error::NotFound(id_or_name.to_string()))
+    }
+
+    /// Appends an event to the trail and returns it.
+    pub fn append_event(
+        &self,
+        server_id: &str,
+        who: &str,
+        what: &str,
+        why: &str,
+    ) -> Result<Event, Error> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        let event = {
+            let mut table = tx.open_table(EVENTS).map_err(store_err)?;
+            let seq = table
+                .last()
+                .map_err(store_err)?
+                .map_or(1, |(k, _)| k.value() + 1);
+            let event = Event {
+                seq,
+                at: now_rfc3339(),
+                server_id: server_id.to_string(),
+                who: who.to_string(),
+                what: what.to_string(),
+                why: why.to_string(),
+            };
+            table
+                .insert(seq, encode(&event)?.as_slice())
+                .map_err(store_err)?;
+            event
+        };
+        tx.commit().map_err(store_err)?;
+        Ok(event)
+    }
+
+    /// The events about server `server_id`, oldest first.
+    pub fn events(&self, server_id: &str) -> Result<Vec<Event>, Error> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let table = tx.open_table(EVENTS).map_err(store_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(store_err)? {
+            let (_, v) = entry.map_err(store_err)?;
+            let event: Event = decode(v.value())?;
+            if event.server_id == server_id {
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Encryption, ServerState};
+    use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
+
+    fn record(id: &str, name: &str) -> ServerRecord {
+        ServerRecord {
+            id: id.into(),
+            name: name.into(),
+            location: "westeurope".into(),
+            encryption: Encryption::ServiceManaged,
+            wrapped_dek: WrappedDek {
+                kek: KeyVersionId::parse(
+                    "https://127.0.0.1:1/keys/platform/0123456789abcdef0123456789abcdef",
+                )
+                .unwrap(),
+                algorithm: "RSA-OAEP-256".into(),
+                ciphertext: vec![1, 2, 3],
+            },
+            state: ServerState::Provisioning,
+            port: 5432,
+            dir: "/srv/x".into(),
+            created_at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn servers_and_events_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.insert_server(&record("a1", "alpha")).unwrap();
+            store.insert_server(&record("b2", "beta")).unwrap();
+            let err = store.insert_server(&record("c3", "alpha")).unwrap_err();
+            assert!(err.to_string().contains("already exists"), "{err}");
+            store
+                .update_server("a1", |s| {
+                    s.state = ServerState::Inaccessible("revoked".into())
+                })
+                .unwrap();
+            store
+                .append_event("a1", "dba", "created", "request")
+                .unwrap();
+            store
+                .append_event("b2", "dba", "created", "request")
+                .unwrap();
+            let e = store
+                .append_event("a1", "key-monitor", "state Ready -> Inaccessible", "403")
+                .unwrap();
+            assert_eq!(e.seq, 3);
+            store.remove_server("b2").unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let servers = store.servers().unwrap();
+        assert_eq!(servers.len(), 1);
+        assert_eq!(
+            store.server("alpha").unwrap().state,
+            ServerState::Inaccessible("revoked".into())
+        );
+        assert_eq!(store.server("a1").unwrap().name, "alpha");
+        assert!(matches!(store.server("beta"), Err(Error::NotFound(_))));
+        let events = store.events("a1").unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(events[1].who, "key-monitor");
+        assert!(matches!(
+            store.update_server("zz", |_| ()),
+            Err(Error::NotFound(_))
+        ));
+    }
+}
