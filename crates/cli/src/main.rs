@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod fs_cmds;
 mod output;
 
 /// PostgreSQL servers encrypted with customer-managed keys.
@@ -35,6 +36,9 @@ pub enum Format {
 enum Command {
     /// Print version and build information.
     Version,
+    /// Encrypted filesystem (cryptfs): init, mount, unmount, fsck, keygen.
+    #[command(subcommand)]
+    Fs(fs_cmds::FsCommand),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
+        Command::Fs(command) => fs_cmds::run(command, cli.output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,7 @@ mod error;
 pub mod format;
 mod fsck;
 mod fuse;
+pub mod key_file;
 mod mount;
 pub mod storage;
 mod sys;

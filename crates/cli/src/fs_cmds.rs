@@ -1,0 +1,205 @@
+//! `pgcmk fs`: standalone cryptfs commands (init, mount, unmount, fsck, keygen).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use pgcmk_cryptfs::{key_file, MountOptions, TerminationSignals};
+use pgcmk_crypto::SymmetricKey;
+
+use crate::{output, Format};
+
+/// Where the master key comes from.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct KeySource {
+    /// File holding the key: 64 hex characters (see `pgcmk fs keygen`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Read the key (64 hex characters) from standard input.
+    #[arg(long)]
+    key_stdin: bool,
+}
+
+impl KeySource {
+    fn read(&self) -> Result<SymmetricKey, String> {
+        match &self.key_file {
+            Some(path) => key_file::read_key_file(path),
+            None => key_file::read_key_stdin(),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Encrypted filesystem for PostgreSQL data directories.
+#[derive(Subcommand)]
+pub enum FsCommand {
+    /// Prepare an empty cipher directory for a key.
+    Init {
+        /// Directory that will hold the ciphertext (created if missing; must be empty).
+        #[arg(long)]
+        cipher_dir: PathBuf,
+        #[command(flatten)]
+        key: KeySource,
+    },
+    /// Mount a cipher directory; runs in the foreground until unmounted or signalled.
+    Mount {
+        /// The cipher directory (from `pgcmk fs init`).
+        #[arg(long)]
+        cipher_dir: PathBuf,
+        /// Empty directory where the plaintext view appears.
+        #[arg(long)]
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        key: KeySource,
+        /// Let other users (e.g. postgres) use the mount; file modes still apply.
+        #[arg(long)]
+        allow_other: bool,
+        /// FUSE request threads (1-64).
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Serve files in pg_wal directories with direct I/O.
+        #[arg(long)]
+        direct_io_wal: bool,
+    },
+    /// Unmount a cryptfs mount (the `pgcmk fs mount` process then exits).
+    Unmount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// Verify every block of every file; exits non-zero if any is bad.
+    Fsck {
+        /// The cipher directory.
+        #[arg(long)]
+        cipher_dir: PathBuf,
+        #[command(flatten)]
+        key: KeySource,
+    },
+    /// Write a new random 256-bit key file (mode 0600).
+    Keygen {
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Runs one `pgcmk fs` command.
+pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
+    // Log lines (e.g. a block that failed authentication) go to stderr; fuser's own
+    // chatter only from errors up unless RUST_LOG says otherwise.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error")),
+        )
+        .try_init();
+    match command {
+        FsCommand::Init { cipher_dir, key } => {
+            pgcmk_cryptfs::init(&cipher_dir, &key.read()?).map_err(|e| e.to_string())?;
+            let value = serde_json::json!({ "initialized": cipher_dir });
+            output::print(format, &value, |_| {
+                format!(
+                    "initialized cryptfs cipher directory {}",
+                    cipher_dir.display()
+                )
+            });
+            Ok(())
+        }
+        FsCommand::Mount {
+            cipher_dir,
+            mountpoint,
+            key,
+            allow_other,
+            threads,
+            direct_io_wal,
+        } => {
+            let options = MountOptions {
+                allow_other,
+                threads,
+                direct_io_wal,
+            };
+            mount(&cipher_dir, &mountpoint, key.read()?, options, format)
+        }
+        FsCommand::Unmount { mountpoint } => {
+            pgcmk_cryptfs::unmount(&mountpoint).map_err(|e| e.to_string())?;
+            let value = serde_json::json!({ "unmounted": mountpoint });
+            output::print(format, &value, |_| {
+                format!("unmounted {}", mountpoint.display())
+            });
+            Ok(())
+        }
+        FsCommand::Fsck { cipher_dir, key } => fsck(&cipher_dir, &key.read()?, format),
+        FsCommand::Keygen { out } => {
+            key_file::write_new_key_file(&out).map_err(|e| e.to_string())?;
+            let value = serde_json::json!({ "key_file": out });
+            output::print(format, &value, |_| {
+                format!("wrote new key to {}", out.display())
+            });
+            Ok(())
+        }
+    }
+}
+
+fn mount(
+    cipher_dir: &Path,
+    mountpoint: &Path,
+    key: SymmetricKey,
+    options: MountOptions,
+    format: Format,
+) -> Result<(), String> {
+    // Before mounting, so the FUSE threads inherit the blocked signals.
+    let signals = TerminationSignals::block().map_err(|e| e.to_string())?;
+    let handle =
+        pgcmk_cryptfs::mount(cipher_dir, mountpoint, key, options).map_err(|e| e.to_string())?;
+    let value = serde_json::json!({ "mounted": handle.mountpoint(), "cipher_dir": cipher_dir });
+    output::print(format, &value, |_| {
+        format!(
+            "cryptfs mounted at {} (cipher dir {}); stop with Ctrl-C, SIGTERM or `pgcmk fs unmount {}`",
+            handle.mountpoint().display(),
+            cipher_dir.display(),
+            handle.mountpoint().display()
+        )
+    });
+    handle
+        .serve_until_signal(&signals)
+        .map_err(|e| e.to_string())
+}
+
+fn fsck(cipher_dir: &Path, key: &SymmetricKey, format: Format) -> Result<(), String> {
+    let report = pgcmk_cryptfs::fsck(cipher_dir, key).map_err(|e| e.to_string())?;
+    let bad: Vec<_> = report
+        .bad_blocks
+        .iter()
+        .map(|b| serde_json::json!({ "file": b.file, "block": b.block, "reason": b.reason }))
+        .collect();
+    let value = serde_json::json!({
+        "files_checked": report.files_checked,
+        "blocks_checked": report.blocks_checked,
+        "bad_blocks": bad,
+    });
+    output::print(format, &value, |_| {
+        let mut text = format!(
+            "checked {} files, {} blocks: {} bad",
+            report.files_checked,
+            report.blocks_checked,
+            report.bad_blocks.len()
+        );
+        for b in &report.bad_blocks {
+            let block = b
+                .block
+                .map_or("header".to_string(), |n| format!("block {n}"));
+            text.push_str(&format!("\n{}: {block}: {}", b.file.display(), b.reason));
+        }
+        text
+    });
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} bad block(s) in {}",
+            report.bad_blocks.len(),
+            cipher_dir.display()
+        ))
+    }
+}
