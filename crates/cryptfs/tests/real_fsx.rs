@@ -10,6 +10,8 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use proptest::prelude::Rng as _;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 use real_support::{CryptMount, TestDir};
 
 /// Sizes that PostgreSQL and the block math care about; offsets cluster around multiples of these.
@@ -18,20 +20,18 @@ const MAX_FILE: u64 = 3 << 20;
 const OPS_PER_SEED: usize = 1500;
 const SEEDS: [u64; 3] = [1, 0x5eed_cafe, 0xdead_beef_f00d];
 
-/// splitmix64: small, seeded, reproducible.
-struct Rng(u64);
+/// The operation stream: seeded and reproducible (a failure names its seed and op number).
+struct Rng(TestRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn seeded(seed: u64) -> Self {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Self(TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.next_u64() % n.max(1)
     }
 
     /// An offset: uniform, or within a few bytes of a block boundary, or past the end of file.
@@ -114,7 +114,7 @@ fn run_seed(mount_dir: &Path, plain_dir: &Path, seed: u64) {
     let name = format!("fsx-{seed:x}");
     let (path_t, path_m) = (mount_dir.join(&name), plain_dir.join(&name));
     let mut pair = Pair::open(&path_t, &path_m, true);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded(seed);
     let mut counter = 0u8;
     for op in 0..OPS_PER_SEED {
         let len = pair.model.metadata().expect("stat").len();
