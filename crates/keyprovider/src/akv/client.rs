@@ -9,7 +9,7 @@ use pgcmk_crypto::SecretBytes;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -209,7 +209,7 @@ impl AkvClient {
             &op,
             Method::POST,
             &format!("{}/create", self.key_path(name, None)?),
-            Some(&body),
+            Some(encode(&op, &body)?),
         )
     }
 
@@ -272,7 +272,7 @@ impl AkvClient {
             &op,
             Method::PATCH,
             &self.key_path(name, version)?,
-            Some(&body),
+            Some(encode(&op, &body)?),
         )
     }
 
@@ -283,7 +283,7 @@ impl AkvClient {
             &op,
             Method::POST,
             &format!("{}/rotate", self.key_path(name, None)?),
-            Some(&json!({})),
+            Some(encode(&op, &json!({}))?),
         )
     }
 
@@ -306,7 +306,7 @@ impl AkvClient {
             &op,
             Method::POST,
             &format!("{}/recover", self.deleted_path(name)?),
-            Some(&json!({})),
+            Some(encode(&op, &json!({}))?),
         )
     }
 
@@ -329,9 +329,13 @@ impl AkvClient {
     ) -> Result<WrappedDek, KeyError> {
         let op = format!("wrap with key '{name}'");
         let value = Zeroizing::new(b64url::encode(key));
-        let body = json!({ "alg": algorithm.as_str(), "value": *value });
+        let body = KeyOperationRequest {
+            alg: algorithm.as_str(),
+            value: &value,
+        };
         let path = format!("{}/wrapkey", self.key_path(name, version)?);
-        let result: KeyOperationResult = self.json(&op, Method::POST, &path, Some(&body))?;
+        let result: KeyOperationResult =
+            self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
         Ok(WrappedDek {
             kek: self.result_kid(&op, name, &result.kid)?,
             algorithm: algorithm.as_str().to_string(),
@@ -352,7 +356,7 @@ impl AkvClient {
             "{}/unwrapkey",
             self.key_path(&kek.name, Some(&kek.version))?
         );
-        let reply = self.call(&op, Method::POST, &path, Some(&body))?;
+        let reply = self.call(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
         let result: SecretResult =
             serde_json::from_slice(&reply).map_err(|e| failure::unexpected_body(&op, &e))?;
         Ok(result.value)
@@ -370,7 +374,8 @@ impl AkvClient {
         check_digest(algorithm, digest)?;
         let body = json!({ "alg": algorithm.as_str(), "value": b64url::encode(digest) });
         let path = format!("{}/sign", self.key_path(name, version)?);
-        let result: KeyOperationResult = self.json(&op, Method::POST, &path, Some(&body))?;
+        let result: KeyOperationResult =
+            self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
         Ok(Signature {
             kid: self.result_kid(&op, name, &result.kid)?,
             value: b64url::decode(&result.value).map_err(|e| bad_base64(&op, &e))?,
@@ -394,7 +399,8 @@ impl AkvClient {
             "value": b64url::encode(signature),
         });
         let path = format!("{}/verify", self.key_path(name, version)?);
-        let result: KeyVerifyResult = self.json(&op, Method::POST, &path, Some(&body))?;
+        let result: KeyVerifyResult =
+            self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
         Ok(result.value)
     }
 
@@ -416,14 +422,11 @@ impl AkvClient {
         policy: &RotationPolicy,
     ) -> Result<RotationPolicy, KeyError> {
         let op = format!("set rotation policy of key '{name}'");
-        let body = serde_json::to_value(policy).map_err(|e| KeyError::Invalid {
-            reason: format!("{op}: cannot encode the policy: {e}"),
-        })?;
         self.json(
             &op,
             Method::PUT,
             &format!("{}/rotationpolicy", self.key_path(name, None)?),
-            Some(&body),
+            Some(encode(&op, policy)?),
         )
     }
 
@@ -498,7 +501,7 @@ impl AkvClient {
         op: &str,
         method: Method,
         url: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<Body>,
     ) -> Result<T, KeyError> {
         let reply = self.call(op, method, url, body)?;
         serde_json::from_slice(&reply).map_err(|e| failure::unexpected_body(op, &e))
@@ -511,14 +514,8 @@ impl AkvClient {
         op: &str,
         method: Method,
         url: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<Body>,
     ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        let body: Option<Body> = body
-            .map(|b| serde_json::to_vec(b).map(Zeroizing::new))
-            .transpose()
-            .map_err(|e| KeyError::Invalid {
-                reason: format!("{op}: cannot encode the request: {e}"),
-            })?;
         let mut scope = self.learned_scope();
         if scope.is_none() {
             // As the Azure SDK does: an unauthenticated request without a body, so
@@ -606,6 +603,22 @@ impl AkvClient {
             .map_err(|e| failure::from_transport(op, e))?;
         Ok((status, headers, Zeroizing::new(reply.to_vec())))
     }
+}
+
+/// Serializes a request body into a buffer that is wiped once sent.
+fn encode<T: Serialize + ?Sized>(op: &str, body: &T) -> Result<Body, KeyError> {
+    serde_json::to_vec(body)
+        .map(Zeroizing::new)
+        .map_err(|e| KeyError::Invalid {
+            reason: format!("{op}: cannot encode the request: {e}"),
+        })
+}
+
+/// A wrap request, borrowing the encoded key so no unwiped copy of it is made.
+#[derive(Serialize)]
+struct KeyOperationRequest<'a> {
+    alg: &'a str,
+    value: &'a str,
 }
 
 /// The vault answered an unauthenticated request with something other than a challenge.

@@ -11,6 +11,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The key permissions (Azure names) the tests and the benchmark use: all but
+/// import, backup, restore, encrypt and decrypt.
+pub const ALL_KEY_PERMISSIONS: [&str; 14] = [
+    "get",
+    "list",
+    "create",
+    "update",
+    "delete",
+    "recover",
+    "purge",
+    "rotate",
+    "wrapKey",
+    "unwrapKey",
+    "sign",
+    "verify",
+    "getrotationpolicy",
+    "setrotationpolicy",
+];
+
 /// How long the service may take to write `service.json`.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
