@@ -567,6 +567,7 @@ impl AkvClient {
             .find_map(BearerChallenge::parse)
             .ok_or_else(|| failure::from_response(op, status, reply))?;
         challenge.verify_for(&self.vault_url)?;
+        tracing::debug!(vault = %self.vault_url, scope = %challenge.scope, "vault asked for a token");
         *self.scope.lock().unwrap_or_else(PoisonError::into_inner) = Some(challenge.scope.clone());
         Ok(challenge.scope)
     }

@@ -210,6 +210,8 @@ impl TokenSource {
                 })
             }
         };
+        // The token itself is never logged; only which audience and until when.
+        tracing::debug!(scope, expires_on, credential = ?self, "obtained a vault access token");
         Ok(CachedToken {
             token: reply.access_token,
             obtained_at: now,
