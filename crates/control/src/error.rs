@@ -37,7 +37,7 @@ pub enum Error {
     Store(String),
     /// The encrypted file system failed to initialize or mount.
     #[error("cryptfs: {0}")]
-    Cryptfs(String),
+    Cryptfs(#[from] pgcmk_cryptfs::Error),
     /// A cryptographic primitive failed.
     #[error(transparent)]
     Crypto(#[from] pgcmk_crypto::Error),

@@ -5,12 +5,17 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 mod error;
+pub mod kek;
 pub mod memory;
 pub mod model;
 pub mod monitor;
+pub mod platform;
 pub mod postgres;
+pub mod server_dir;
 pub mod store;
 mod sys;
+pub mod validate;
 
 pub use error::Error;

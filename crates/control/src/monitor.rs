@@ -102,6 +102,12 @@ impl Monitor {
         &self.wrapped_by
     }
 
+    /// Records that unlocking failed (mount or PostgreSQL): the server stays locked
+    /// and the next successful check tries to unlock again.
+    pub fn relock(&mut self) {
+        self.locked = true;
+    }
+
     /// Records that the DEK is now stored wrapped by `version`.
     pub fn rewrapped(&mut self, version: KeyVersionId) {
         self.wrapped_by = version;
@@ -335,5 +341,16 @@ mod tests {
             .actions
             .is_empty());
         assert!(!m.is_locked());
+    }
+
+    #[test]
+    fn failed_unlock_is_retried_on_the_next_success() {
+        let start = Instant::now();
+        let mut m = Monitor::new(CONFIG, version('a'));
+        assert_eq!(m.on_check(start, ok('a')).actions, vec![Action::Unlock]);
+        m.relock();
+        assert!(m.is_locked());
+        let d = m.on_check(start + Duration::from_secs(5), ok('a'));
+        assert_eq!(d.actions, vec![Action::Unlock]);
     }
 }

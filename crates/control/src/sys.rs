@@ -10,8 +10,12 @@ use std::process::Command;
 /// Signals the crate sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Signal {
-    /// PostgreSQL: fast shutdown. Agent: stop the server and exit.
+    /// PostgreSQL: fast shutdown.
     Int,
+    /// Agent: stop the server and exit.
+    Term,
+    /// Agent: check the key now.
+    Hup,
     /// PostgreSQL: immediate shutdown (crash-like, recovered at next start).
     Quit,
     /// Cannot be caught.
@@ -22,6 +26,8 @@ impl Signal {
     fn raw(self) -> libc::c_int {
         match self {
             Signal::Int => libc::SIGINT,
+            Signal::Term => libc::SIGTERM,
+            Signal::Hup => libc::SIGHUP,
             Signal::Quit => libc::SIGQUIT,
             Signal::Kill => libc::SIGKILL,
         }
@@ -43,6 +49,19 @@ pub(crate) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// True while process `pid` exists (a zombie counts until its parent reaps it).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Makes this process non-dumpable (no core dumps, no ptrace attach by other users,

@@ -1,0 +1,328 @@
+//! The node agent: one process per server (`pgcmk agent --server-dir DIR`).
+//!
+//! It disables core dumps, unwraps the server's DEK through the KEK into locked
+//! memory, mounts cryptfs with a key derived from the DEK, runs PostgreSQL on the
+//! mount as its child, and runs the key monitor. It reports its state in
+//! `status.json` (see [`crate::server_dir`]), which the control plane reads.
+//!
+//! Signals: SIGTERM or SIGINT stop the server and exit; SIGHUP checks the key now.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgcmk_crypto::{kdf, Dek, SecretBytes};
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
+use serde::{Deserialize, Serialize};
+
+use crate::error::IoContext;
+use crate::kek::{self, KekAccess};
+use crate::memory::{self, LockedDek};
+use crate::model::{now_rfc3339, ServerState};
+use crate::monitor::{Action, CheckResult, Monitor, MonitorConfig};
+use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
+use crate::server_dir::{read_json, write_json_atomic, ServerDir};
+use crate::Error;
+
+/// HKDF purpose of the cryptfs master key derived from a server's DEK.
+const CRYPTFS_PURPOSE: &[u8] = b"pgcmk cryptfs";
+/// How long PostgreSQL may take to accept connections (crash recovery included).
+const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the agent looks at signals and at PostgreSQL between checks.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What the control plane tells an agent; no secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The server's id (also the HKDF salt for its cryptfs key).
+    pub server_id: String,
+    /// PostgreSQL's TCP port on 127.0.0.1.
+    pub port: u16,
+    /// How to reach the KEK.
+    pub kek: KekAccess,
+    /// Milliseconds between key checks.
+    pub interval_ms: u64,
+    /// Milliseconds of transient failures tolerated before locking.
+    pub grace_ms: u64,
+}
+
+impl AgentConfig {
+    fn monitor(&self) -> MonitorConfig {
+        let interval = Duration::from_millis(self.interval_ms);
+        MonitorConfig {
+            interval,
+            grace: Duration::from_millis(self.grace_ms),
+            first_retry: MonitorConfig::DEFAULT.first_retry.min(interval),
+        }
+    }
+}
+
+/// What an agent reports in `status.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Ready, Inaccessible (with the reason), Failed (with the reason) or Stopped.
+    pub state: ServerState,
+    /// The key version that wraps the stored DEK.
+    pub wrapped_by: KeyVersionId,
+    /// The agent's pid.
+    pub agent_pid: u32,
+    /// The postmaster's pid while PostgreSQL runs.
+    pub postgres_pid: Option<u32>,
+    /// When this report was written (RFC 3339).
+    pub at: String,
+}
+
+/// The cryptfs master key for server `server_id`, derived from its DEK.
+pub fn cryptfs_key(dek: &Dek, server_id: &str) -> Result<pgcmk_crypto::SymmetricKey, Error> {
+    Ok(kdf::derive_key(
+        dek.key(),
+        server_id.as_bytes(),
+        CRYPTFS_PURPOSE,
+    )?)
+}
+
+/// A server while it serves. Field order is teardown order: PostgreSQL stops
+/// before the mount goes, and the DEK is zeroized last.
+struct Serving {
+    pg: Postgres,
+    mount: pgcmk_cryptfs::MountHandle,
+    dek: LockedDek,
+}
+
+impl Serving {
+    /// Mounts cryptfs with a key derived from `dek`; PostgreSQL is not started.
+    fn mount(dir: &ServerDir, config: &AgentConfig, dek: Dek) -> Result<Self, Error> {
+        let dek = LockedDek::new(dek)?;
+        let mount = pgcmk_cryptfs::mount(
+            &dir.cipher(),
+            &dir.mountpoint(),
+            cryptfs_key(dek.dek(), &config.server_id)?,
+            pgcmk_cryptfs::MountOptions {
+                allow_other: true,
+                ..Default::default()
+            },
+        )?;
+        let pg = Postgres::new(
+            PgInstall::discover()?,
+            PgLayout {
+                data_dir: dir.data_dir(),
+                socket_dir: dir.socket_dir(),
+                port: config.port,
+            },
+        );
+        Ok(Self { pg, mount, dek })
+    }
+
+    fn start(dir: &ServerDir, config: &AgentConfig, dek: Dek) -> Result<Self, Error> {
+        let mut serving = Self::mount(dir, config, dek)?;
+        serving.pg.start(PG_START_TIMEOUT)?;
+        Ok(serving)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Err(e) = self.pg.stop(StopMode::Fast) {
+            tracing::error!("stopping postgres: {e}");
+        }
+        if let Err(e) = self.mount.try_unmount() {
+            tracing::error!("unmounting: {e}");
+        }
+    }
+}
+
+/// Creates a new server's encrypted volume and PostgreSQL cluster with `dek`:
+/// cryptfs init, mount, `initdb` with `password` for the `postgres` superuser,
+/// unmount. Runs in the control plane at create time.
+pub fn provision(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    dek: &Dek,
+    password: &SecretBytes,
+) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    pgcmk_cryptfs::init(&dir.cipher(), &cryptfs_key(dek, &config.server_id)?)?;
+    std::fs::create_dir_all(dir.mountpoint()).ctx(|| "creating the mount point")?;
+    let serving = Serving::mount(dir, config, dek.clone())?;
+    // PostgreSQL (another user) only needs to traverse the mount's root.
+    std::fs::set_permissions(dir.mountpoint(), std::fs::Permissions::from_mode(0o711))
+        .ctx(|| "setting permissions of the mount's root")?;
+    serving.pg.initdb(password)?;
+    drop(serving);
+    Ok(())
+}
+
+/// Stop and revalidate requests, set from signal handlers.
+#[derive(Clone, Default)]
+struct Requests {
+    stop: Arc<AtomicBool>,
+    check_now: Arc<AtomicBool>,
+}
+
+impl Requests {
+    /// Listens for SIGTERM/SIGINT (stop) and SIGHUP (check now) on a thread of its own.
+    fn listen() -> Result<Self, Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let requests = Self::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ctx(|| "starting the signal listener")?;
+        let (mut term, mut int, mut hup) = runtime
+            .block_on(async {
+                Ok::<_, std::io::Error>((
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::hangup())?,
+                ))
+            })
+            .ctx(|| "installing signal handlers")?;
+        let r = requests.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => r.stop.store(true, Ordering::SeqCst),
+                        _ = int.recv() => r.stop.store(true, Ordering::SeqCst),
+                        _ = hup.recv() => r.check_now.store(true, Ordering::SeqCst),
+                    }
+                }
+            })
+        });
+        Ok(requests)
+    }
+}
+
+/// Detaches a mount left behind by a previous agent that was killed.
+fn clear_stale_mount(dir: &ServerDir) {
+    let mnt = dir.mountpoint();
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()));
+    if mounted {
+        tracing::warn!("detaching a stale mount at {}", mnt.display());
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&mnt)
+            .status();
+    }
+}
+
+/// Runs the agent for the server in `dir` until SIGTERM/SIGINT.
+pub fn run(dir: &ServerDir) -> Result<(), Error> {
+    memory::harden_process()?;
+    let requests = Requests::listen()?;
+    let config: AgentConfig = read_json(&dir.agent_config())?;
+    let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
+    std::fs::write(dir.agent_pid(), std::process::id().to_string()).ctx(|| "writing agent.pid")?;
+    clear_stale_mount(dir);
+    let kek = config.kek.connect()?;
+    let mut monitor = Monitor::new(config.monitor(), wrapped.kek.clone());
+    let mut serving: Option<Serving> = None;
+    let mut state = ServerState::Provisioning;
+    let mut next_check = Instant::now();
+    while !requests.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if requests.check_now.swap(false, Ordering::SeqCst) {
+            next_check = now;
+        }
+        if now >= next_check {
+            let (result, mut dek) = kek::check(&kek, &wrapped);
+            if let CheckResult::Denied(reason) | CheckResult::Transient(reason) = &result {
+                tracing::warn!("key check failed: {reason}");
+                if serving.is_none() {
+                    state = ServerState::Inaccessible(reason.clone());
+                }
+            }
+            let decision = monitor.on_check(now, result);
+            for action in decision.actions {
+                match action {
+                    Action::Unlock => match dek.take().map(|d| Serving::start(dir, &config, d)) {
+                        Some(Ok(s)) => {
+                            serving = Some(s);
+                            state = ServerState::Ready;
+                        }
+                        Some(Err(e)) => {
+                            monitor.relock();
+                            state = ServerState::Failed(format!("{e}; retrying at the next check"));
+                        }
+                        None => monitor.relock(),
+                    },
+                    Action::Lock(reason) => {
+                        serving = None;
+                        state = ServerState::Inaccessible(reason);
+                    }
+                    Action::Rewrap(version) => {
+                        if let Some(s) = &serving {
+                            match rewrap(dir, &kek, s.dek.dek(), &version) {
+                                Ok(w) => {
+                                    monitor.rewrapped(w.kek.clone());
+                                    wrapped = w;
+                                }
+                                Err(e) => tracing::error!("re-wrapping the DEK: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
+            drop(dek);
+            next_check = now + decision.next_check;
+            report(dir, &state, &wrapped, serving.as_ref())?;
+        }
+        if let Some(s) = serving.as_mut() {
+            if let Some(exit) = s.pg.poll_exit() {
+                tracing::warn!("postgres exited ({exit}); restarting");
+                if let Err(e) = s.pg.start(PG_START_TIMEOUT) {
+                    serving = None;
+                    monitor.relock();
+                    state = ServerState::Failed(format!("{e}; retrying at the next check"));
+                }
+                report(dir, &state, &wrapped, serving.as_ref())?;
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+    drop(serving);
+    report(dir, &ServerState::Stopped, &wrapped, None)?;
+    let _ = std::fs::remove_file(dir.agent_pid());
+    Ok(())
+}
+
+/// Wraps `dek` with the key's current version, checks it is `version`, and
+/// replaces the stored wrapped DEK durably.
+fn rewrap(
+    dir: &ServerDir,
+    kek: &dyn KeyEncryptionKey,
+    dek: &Dek,
+    version: &KeyVersionId,
+) -> Result<WrappedDek, Error> {
+    let wrapped = kek.wrap(dek)?;
+    if &wrapped.kek != version {
+        return Err(Error::Conflict(format!(
+            "the key moved on to {} while re-wrapping for {version}; retrying at the next check",
+            wrapped.kek
+        )));
+    }
+    write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
+    tracing::info!("DEK re-wrapped with {}", wrapped.kek);
+    Ok(wrapped)
+}
+
+fn report(
+    dir: &ServerDir,
+    state: &ServerState,
+    wrapped: &WrappedDek,
+    serving: Option<&Serving>,
+) -> Result<(), Error> {
+    write_json_atomic(
+        &dir.status(),
+        &AgentStatus {
+            state: state.clone(),
+            wrapped_by: wrapped.kek.clone(),
+            agent_pid: std::process::id(),
+            postgres_pid: serving.and_then(|s| s.pg.pid()),
+            at: now_rfc3339(),
+        },
+    )
+}

@@ -1,0 +1,86 @@
+//! Reaching a server's KEK as its managed identity, and the key monitor's check.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgcmk_crypto::{Dek, SecretBytes};
+use pgcmk_keyprovider::akv::{AkvKek, ClientOptions, TokenSource};
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference, WrappedDek};
+use serde::{Deserialize, Serialize};
+
+use crate::monitor::CheckResult;
+
+/// How to reach one KEK: the key, the managed identity to act as (App Service
+/// managed-identity protocol), and the CA to trust. The identity's header secret
+/// is not here: it is in a 0600 file (`header_file`) that only root can read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekAccess {
+    /// The key, versioned or versionless.
+    pub key: KeyReference,
+    /// The managed-identity token endpoint (`IDENTITY_ENDPOINT`).
+    pub identity_endpoint: String,
+    /// The managed identity's client id.
+    pub client_id: String,
+    /// The 0600 file holding the identity's `IDENTITY_HEADER` secret.
+    pub header_file: PathBuf,
+    /// A PEM CA bundle to trust instead of the system roots (a private vault).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl KekAccess {
+    /// Connects (lazily: no request is sent until the first operation).
+    pub fn connect(&self) -> Result<AkvKek, KeyError> {
+        let file = std::fs::read(&self.header_file).map_err(|e| KeyError::Invalid {
+            reason: format!(
+                "cannot read the identity secret {}: {e}",
+                self.header_file.display()
+            ),
+        })?;
+        self.connect_with(SecretBytes::new(file))
+    }
+
+    /// Connects with the identity's header secret given directly (at create time,
+    /// before the server's directory exists).
+    pub fn connect_with(&self, header: SecretBytes) -> Result<AkvKek, KeyError> {
+        let header = SecretBytes::new(header.expose_secret().trim_ascii().to_vec());
+        let tokens =
+            TokenSource::managed_identity(&self.identity_endpoint, header, &self.client_id)?;
+        let mut options = match &self.ca_file {
+            Some(ca) => ClientOptions::trusting_only(ca),
+            None => ClientOptions::default(),
+        };
+        // A check must finish well within the monitor's interval.
+        options.timeout = Duration::from_secs(5);
+        options.connect_timeout = Duration::from_secs(2);
+        AkvKek::connect(self.key.clone(), tokens, &options)
+    }
+}
+
+/// One key-monitor check: a real unwrap of `wrapped`, then a read of the key's
+/// current version. Returns the unwrapped DEK when the unwrap succeeded.
+pub fn check(kek: &dyn KeyEncryptionKey, wrapped: &WrappedDek) -> (CheckResult, Option<Dek>) {
+    let dek = match kek.unwrap(wrapped) {
+        Ok(dek) => dek,
+        Err(e) => return (classify(e), None),
+    };
+    let result = match kek.info() {
+        Ok(info) if !info.enabled => {
+            CheckResult::Denied(format!("key {} is disabled", info.current))
+        }
+        Ok(info) => CheckResult::Ok {
+            current: info.current,
+        },
+        Err(e) => classify(e),
+    };
+    (result, Some(dek))
+}
+
+/// Maps a key error onto the monitor's two kinds of failure. An invalid request
+/// cannot heal by retrying, so it counts as a denial.
+fn classify(e: KeyError) -> CheckResult {
+    if e.is_retryable() {
+        CheckResult::Transient(e.to_string())
+    } else {
+        CheckResult::Denied(e.to_string())
+    }
+}

@@ -1,0 +1,860 @@
+//! The control plane's core: creates, stops, starts and deletes servers, spawns
+//! and supervises their node agents, and keeps the state store in step with what
+//! the agents report. The REST API ([`crate::api`]) is a thin layer over this.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use pgcmk_crypto::{random, SecretBytes};
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{self, AgentConfig, AgentStatus};
+use crate::error::IoContext;
+use crate::kek::KekAccess;
+use crate::model::{now_rfc3339, Encryption, Event, ServerRecord, ServerState};
+use crate::server_dir::{read_json, write_json_atomic, ServerDir};
+use crate::store::Store;
+use crate::sys::{self, Signal};
+use crate::validate::{self, Requirements, VaultLocations};
+use crate::Error;
+
+/// How long a new or restarted server may take to become Ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an agent may take to stop PostgreSQL, unmount and exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The platform's settings.
+#[derive(Clone, Debug)]
+pub struct PlatformConfig {
+    /// Where the state store and the servers' directories live.
+    pub state_dir: PathBuf,
+    /// The vault service's managed-identity token endpoint.
+    pub identity_endpoint: String,
+    /// The vault service's CA certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// The vault service's data directory, used to look up vaults' locations.
+    pub vault_service_dir: Option<PathBuf>,
+    /// The platform key for service-managed encryption.
+    pub platform_key: KeyReference,
+    /// The platform identity's client id.
+    pub platform_client_id: String,
+    /// The 0600 file with the platform identity's header secret.
+    pub platform_header_file: PathBuf,
+    /// Time between key checks.
+    pub interval: Duration,
+    /// Transient key failures tolerated for this long.
+    pub grace: Duration,
+    /// The `pgcmk` program, run as `pgcmk agent --server-dir DIR`.
+    pub agent_program: PathBuf,
+}
+
+/// A request to create a server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateServer {
+    /// Unique name: lowercase letters, digits and `-`, 3–63 characters.
+    pub name: String,
+    /// Where the server runs.
+    pub location: String,
+    /// `service-managed` (default) or `customer-managed`.
+    #[serde(default)]
+    pub encryption: Option<String>,
+    /// Customer-managed: the managed identity's client id.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Customer-managed: the identity's header secret (from its credential file),
+    /// which assigns the identity to the server.
+    #[serde(default)]
+    pub identity_secret: Option<String>,
+    /// Customer-managed: the key URL, versioned or versionless.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// The answer to a create: the server, and its superuser password, shown once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Created {
+    /// The new server.
+    pub server: ServerRecord,
+    /// The `postgres` superuser's password: stored nowhere by the platform.
+    pub password: String,
+}
+
+/// A running agent: our child, or one re-attached after a control plane restart.
+struct AgentProcess {
+    child: Option<Child>,
+    pid: u32,
+}
+
+impl AgentProcess {
+    fn is_alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => sys::process_exists(self.pid),
+        }
+    }
+}
+
+/// The control plane.
+pub struct Platform {
+    config: PlatformConfig,
+    store: Store,
+    agents: Mutex<HashMap<String, AgentProcess>>,
+    /// Serializes lifecycle operations on servers (not key checks).
+    lifecycle: Mutex<()>,
+}
+
+impl Platform {
+    /// Opens the state in `config.state_dir` and brings every server that should
+    /// run back: re-attaches to agents still running, restarts the others.
+    pub fn open(config: PlatformConfig) -> Result<Self, Error> {
+        fs::create_dir_all(config.state_dir.join("servers"))
+            .ctx(|| format!("creating {}", config.state_dir.display()))?;
+        // PostgreSQL (another user) must traverse to its mount and socket.
+        for dir in [config.state_dir.clone(), config.state_dir.join("servers")] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+                .ctx(|| format!("setting permissions of {}", dir.display()))?;
+        }
+        let store = Store::open(&config.state_dir.join("state.redb"))?;
+        let platform = Self {
+            config,
+            store,
+            agents: Mutex::new(HashMap::new()),
+            lifecycle: Mutex::new(()),
+        };
+        for server in platform.store.servers()? {
+            match server.state {
+                ServerState::Stopped => {}
+                ServerState::Deleting => platform.finish_delete(&server)?,
+                _ => platform.attach_or_spawn(&server)?,
+            }
+        }
+        Ok(platform)
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// All servers.
+    pub fn list(&self) -> Result<Vec<ServerRecord>, Error> {
+        self.store.servers()
+    }
+
+    /// One server and its events.
+    pub fn show(&self, name: &str) -> Result<(ServerRecord, Vec<Event>), Error> {
+        let server = self.store.server(name)?;
+        let events = self.store.events(&server.id)?;
+        Ok((server, events))
+    }
+
+    /// A libpq connection URI for the server (the password is not included).
+    pub fn connection_string(&self, name: &str) -> Result<String, Error> {
+        let s = self.store.server(name)?;
+        Ok(format!(
+            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            s.port
+        ))
+    }
+
+    /// Creates a server: validates its key (with a real wrap and unwrap), creates
+    /// its encrypted volume and cluster, starts its agent and waits for Ready. On
+    /// any failure nothing is left: no directory, no process, no row.
+    pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        validate_name(&req.name)?;
+        validate_location(&req.location)?;
+        if self.store.server(&req.name).is_ok() {
+            return Err(Error::Conflict(format!(
+                "a server named '{}' already exists: choose another name",
+                req.name
+            )));
+        }
+        let id = hex_id()?;
+        let dir = ServerDir::new(self.config.state_dir.join("servers").join(&id));
+        let (encryption, access, secret) = self.encryption_for(req, &dir)?;
+        let kek = match &secret {
+            Some(secret) => access.connect_with(secret.clone()),
+            None => access.connect(),
+        }
+        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let (dek, wrapped) = validate::new_wrapped_dek(
+            &kek,
+            &access.client_id,
+            &Requirements {
+                customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
+                location: &req.location,
+            },
+            self,
+        )?;
+        let port = free_port()?;
+        let password = hex_id()?;
+        let record = ServerRecord {
+            id: id.clone(),
+            name: req.name.clone(),
+            location: req.location.clone(),
+            encryption,
+            wrapped_dek: wrapped.clone(),
+            state: ServerState::Provisioning,
+            port,
+            dir: dir.root().to_path_buf(),
+            created_at: now_rfc3339(),
+        };
+        let agent_config = self.agent_config(&record, access);
+        let provisioned = (|| {
+            fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
+            fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
+                .ctx(|| "setting permissions of the server directory")?;
+            if let Some(secret) = &secret {
+                write_secret(&agent_config.kek.header_file, secret)?;
+            }
+            write_json_atomic(&dir.agent_config(), &agent_config)?;
+            write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
+            agent::provision(
+                &dir,
+                &agent_config,
+                &dek,
+                &SecretBytes::new(password.as_bytes().to_vec()),
+            )?;
+            self.store.insert_server(&record)
+        })();
+        drop(dek);
+        if let Err(e) = provisioned {
+            let _ = fs::remove_dir_all(dir.root());
+            return Err(e);
+        }
+        self.event(&record, "dba", "server created", &describe(&record))?;
+        if let Err(e) = self
+            .spawn_agent(&record)
+            .and_then(|()| self.wait_settled(&record))
+        {
+            self.stop_agent(&record.id);
+            self.store.remove_server(&record.id)?;
+            let _ = fs::remove_dir_all(dir.root());
+            self.event(
+                &record,
+                "control-plane",
+                "server removed",
+                &format!("create failed: {e}"),
+            )?;
+            return Err(e);
+        }
+        let server = self.store.server(&record.id)?;
+        Ok(Created { server, password })
+    }
+
+    /// The encryption, the way to reach its KEK, and (customer-managed) the
+    /// identity's secret to store for the agent.
+    fn encryption_for(
+        &self,
+        req: &CreateServer,
+        dir: &ServerDir,
+    ) -> Result<(Encryption, KekAccess, Option<SecretBytes>), Error> {
+        match req.encryption.as_deref().unwrap_or("service-managed") {
+            "service-managed" => {
+                if req.identity.is_some() || req.key.is_some() {
+                    return Err(Error::InvalidRequest(
+                        "--identity and --key are only for --encryption customer-managed".into(),
+                    ));
+                }
+                Ok((Encryption::ServiceManaged, self.platform_access(), None))
+            }
+            "customer-managed" => {
+                let (Some(identity), Some(key)) = (&req.identity, &req.key) else {
+                    return Err(Error::InvalidRequest(
+                        "customer-managed encryption needs --identity (the managed identity's \
+                         client id) and --key (the key URL)"
+                            .into(),
+                    ));
+                };
+                let secret = req.identity_secret.as_deref().unwrap_or("").trim();
+                if secret.is_empty() {
+                    return Err(Error::InvalidRequest(
+                        "customer-managed encryption needs the identity's credential \
+                         (--identity-credential-file) to assign the identity to the server"
+                            .into(),
+                    ));
+                }
+                let key =
+                    KeyReference::parse(key).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                let access = KekAccess {
+                    key: key.clone(),
+                    identity_endpoint: self.config.identity_endpoint.clone(),
+                    client_id: identity.clone(),
+                    header_file: dir.root().join("identity.secret"),
+                    ca_file: self.config.ca_file.clone(),
+                };
+                Ok((
+                    Encryption::CustomerManaged {
+                        identity: identity.clone(),
+                        key,
+                    },
+                    access,
+                    Some(SecretBytes::new(secret.as_bytes().to_vec())),
+                ))
+            }
+            other => Err(Error::InvalidRequest(format!(
+                "unknown encryption '{other}': use service-managed or customer-managed"
+            ))),
+        }
+    }
+}
+
+impl Platform {
+    fn platform_access(&self) -> KekAccess {
+        KekAccess {
+            key: self.config.platform_key.clone(),
+            identity_endpoint: self.config.identity_endpoint.clone(),
+            client_id: self.config.platform_client_id.clone(),
+            header_file: self.config.platform_header_file.clone(),
+            ca_file: self.config.ca_file.clone(),
+        }
+    }
+
+    fn agent_config(&self, record: &ServerRecord, kek: KekAccess) -> AgentConfig {
+        AgentConfig {
+            server_id: record.id.clone(),
+            port: record.port,
+            kek,
+            interval_ms: u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX),
+            grace_ms: u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn event(
+        &self,
+        record: &ServerRecord,
+        who: &str,
+        what: &str,
+        why: &str,
+    ) -> Result<Event, Error> {
+        tracing::info!(server = %record.name, who, what, why, "event");
+        self.store.append_event(&record.id, who, what, why)
+    }
+
+    /// Starts `pgcmk agent --server-dir DIR` with its output in DIR/agent.log.
+    fn spawn_agent(&self, record: &ServerRecord) -> Result<(), Error> {
+        let dir = ServerDir::new(&record.dir);
+        // A report from an earlier agent must not be taken for this one's.
+        let _ = fs::remove_file(dir.status());
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.agent_log())
+            .ctx(|| format!("opening {}", dir.agent_log().display()))?;
+        let err = log.try_clone().ctx(|| "duplicating the log handle")?;
+        let child = Command::new(&self.config.agent_program)
+            .arg("agent")
+            .arg("--server-dir")
+            .arg(dir.root())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .ctx(|| format!("starting {} agent", self.config.agent_program.display()))?;
+        let pid = child.id();
+        self.agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                record.id.clone(),
+                AgentProcess {
+                    child: Some(child),
+                    pid,
+                },
+            );
+        Ok(())
+    }
+
+    /// Re-attaches to the server's agent if it still runs, else starts one.
+    fn attach_or_spawn(&self, record: &ServerRecord) -> Result<(), Error> {
+        let dir = ServerDir::new(&record.dir);
+        let running = fs::read_to_string(dir.agent_pid())
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .filter(|&pid| is_agent_of(pid, dir.root()));
+        match running {
+            Some(pid) => {
+                self.agents
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(record.id.clone(), AgentProcess { child: None, pid });
+                self.event(
+                    record,
+                    "control-plane",
+                    "agent re-attached",
+                    &format!("agent pid {pid} still running"),
+                )?;
+                Ok(())
+            }
+            None => {
+                self.event(
+                    record,
+                    "control-plane",
+                    "agent started",
+                    "the server should run and had no agent",
+                )?;
+                self.spawn_agent(record)
+            }
+        }
+    }
+
+    /// Asks the server's agent to stop and waits until it has exited.
+    fn stop_agent(&self, id: &str) {
+        let agent = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        let Some(mut agent) = agent else { return };
+        let _ = sys::send_signal(agent.pid, Signal::Term);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while agent.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if agent.is_alive() {
+            tracing::error!(pid = agent.pid, "agent did not stop; killing it");
+            let _ = sys::send_signal(agent.pid, Signal::Kill);
+        }
+        if let Some(mut child) = agent.child {
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the server's agent reports a settled state (not Provisioning),
+    /// syncing it into the store. Ready succeeds; anything else is the error.
+    fn wait_settled(&self, record: &ServerRecord) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.supervise_once();
+            let status: Option<AgentStatus> = read_json(&ServerDir::new(&record.dir).status()).ok();
+            match status.map(|s| s.state) {
+                Some(ServerState::Ready) => return Ok(()),
+                Some(ServerState::Provisioning) | None => {}
+                Some(other) => {
+                    return Err(Error::Conflict(format!(
+                        "server '{}' did not become Ready: {}{}",
+                        record.name,
+                        other.name(),
+                        other
+                            .reason()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    )))
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Conflict(format!(
+                    "server '{}' did not become Ready within {READY_TIMEOUT:?}; see {}",
+                    record.name,
+                    ServerDir::new(&record.dir).agent_log().display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One supervision pass: takes in every agent's report (state changes and
+    /// re-wrapped DEKs become events) and restarts agents that died.
+    pub fn supervise_once(&self) {
+        let servers = match self.store.servers() {
+            Ok(s) => s,
+            Err(e) => return tracing::error!("supervision: {e}"),
+        };
+        for server in servers {
+            if let Err(e) = self.supervise_server(&server) {
+                tracing::error!(server = %server.name, "supervision: {e}");
+            }
+        }
+    }
+
+    fn supervise_server(&self, server: &ServerRecord) -> Result<(), Error> {
+        if matches!(server.state, ServerState::Stopped | ServerState::Deleting) {
+            return Ok(());
+        }
+        let dir = ServerDir::new(&server.dir);
+        if let Ok(status) = read_json::<AgentStatus>(&dir.status()) {
+            self.take_report(server, &dir, &status)?;
+        }
+        let dead = {
+            let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+            let dead = agents.get_mut(&server.id).is_some_and(|a| !a.is_alive());
+            if dead {
+                agents.remove(&server.id);
+            }
+            dead
+        };
+        if dead {
+            self.event(
+                server,
+                "control-plane",
+                "agent restarted",
+                "the node agent exited unexpectedly",
+            )?;
+            self.spawn_agent(server)?;
+        }
+        Ok(())
+    }
+
+    fn take_report(
+        &self,
+        server: &ServerRecord,
+        dir: &ServerDir,
+        status: &AgentStatus,
+    ) -> Result<(), Error> {
+        if status.wrapped_by != server.wrapped_dek.kek {
+            let wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
+            if wrapped.kek == status.wrapped_by {
+                self.store
+                    .update_server(&server.id, |s| s.wrapped_dek = wrapped.clone())?;
+                self.event(
+                    server,
+                    "key-monitor",
+                    "dek re-wrapped",
+                    &format!(
+                        "adopted key version {} (was {})",
+                        wrapped.kek, server.wrapped_dek.kek
+                    ),
+                )?;
+            }
+        }
+        // Stopped is the control plane's to record, when the DBA asked for it.
+        if status.state != server.state && status.state != ServerState::Stopped {
+            self.store
+                .update_server(&server.id, |s| s.state = status.state.clone())?;
+            self.event(
+                server,
+                "key-monitor",
+                &format!("state {} -> {}", server.state.name(), status.state.name()),
+                status.state.reason().unwrap_or("key access verified"),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn set_state(&self, server: &ServerRecord, state: ServerState, why: &str) -> Result<(), Error> {
+        self.store
+            .update_server(&server.id, |s| s.state = state.clone())?;
+        self.event(
+            server,
+            "dba",
+            &format!("state {} -> {}", server.state.name(), state.name()),
+            why,
+        )?;
+        Ok(())
+    }
+
+    /// Stops the server: PostgreSQL, mount and agent. The DEK leaves memory.
+    pub fn stop(&self, name: &str) -> Result<ServerRecord, Error> {
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let server = self.store.server(name)?;
+        if server.state == ServerState::Stopped {
+            return Err(Error::Conflict(format!(
+                "server '{name}' is already stopped"
+            )));
+        }
+        self.stop_agent(&server.id);
+        self.set_state(&server, ServerState::Stopped, "stopped by the DBA")?;
+        self.store.server(&server.id)
+    }
+
+    /// Starts a stopped server and waits until it is Ready (or says why not).
+    pub fn start(&self, name: &str) -> Result<ServerRecord, Error> {
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let server = self.store.server(name)?;
+        if server.state != ServerState::Stopped {
+            return Err(Error::Conflict(format!(
+                "server '{name}' is {}, not Stopped: only a stopped server can be started",
+                server.state.name()
+            )));
+        }
+        self.set_state(&server, ServerState::Provisioning, "started by the DBA")?;
+        let server = self.store.server(&server.id)?;
+        self.spawn_agent(&server)?;
+        self.wait_settled(&server)?;
+        self.store.server(&server.id)
+    }
+
+    /// Asks the server's agent to check its key now.
+    pub fn revalidate(&self, name: &str) -> Result<ServerRecord, Error> {
+        let server = self.store.server(name)?;
+        let pid = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&server.id)
+            .map(|a| a.pid)
+            .ok_or_else(|| {
+                Error::Conflict(format!("server '{name}' is not running: start it first"))
+            })?;
+        sys::send_signal(pid, Signal::Hup).ctx(|| "signalling the agent")?;
+        self.event(
+            &server,
+            "dba",
+            "revalidate requested",
+            "key check requested by the DBA",
+        )?;
+        Ok(server)
+    }
+
+    /// Deletes the server: stops it and removes its directory and row.
+    pub fn delete(&self, name: &str) -> Result<(), Error> {
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let server = self.store.server(name)?;
+        self.set_state(&server, ServerState::Deleting, "deleted by the DBA")?;
+        self.stop_agent(&server.id);
+        self.finish_delete(&server)
+    }
+
+    fn finish_delete(&self, server: &ServerRecord) -> Result<(), Error> {
+        let dir = ServerDir::new(&server.dir);
+        if dir.root().exists() {
+            fs::remove_dir_all(dir.root()).ctx(|| format!("removing {}", dir.root().display()))?;
+        }
+        self.store.remove_server(&server.id)?;
+        self.event(
+            server,
+            "dba",
+            "server deleted",
+            "directory and state removed",
+        )?;
+        Ok(())
+    }
+
+    /// Moves a customer-managed server to another key (same identity): the DEK is
+    /// unwrapped with the old key and wrapped with the new one, which is validated
+    /// like at create; the agent restarts with the new key.
+    pub fn update_key(&self, name: &str, key_url: &str) -> Result<ServerRecord, Error> {
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let server = self.store.server(name)?;
+        let Encryption::CustomerManaged { identity, .. } = &server.encryption else {
+            return Err(Error::InvalidRequest(format!(
+                "server '{name}' uses service-managed encryption: the key can only be changed \
+                 for customer-managed servers (chosen at create)"
+            )));
+        };
+        let key = KeyReference::parse(key_url).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let dir = ServerDir::new(&server.dir);
+        let mut config: AgentConfig = read_json(&dir.agent_config())?;
+        let old = config.kek.connect()?;
+        let new_access = KekAccess {
+            key: key.clone(),
+            ..config.kek.clone()
+        };
+        let new = new_access
+            .connect()
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        // Validates the new key end to end (with a throwaway DEK) before touching anything.
+        validate::new_wrapped_dek(
+            &new,
+            identity,
+            &Requirements {
+                customer_managed: true,
+                location: &server.location,
+            },
+            self,
+        )?;
+        let current: WrappedDek = read_json(&dir.wrapped_dek())?;
+        let dek = old.unwrap(&current)?;
+        let wrapped = new.wrap(&dek)?;
+        drop(dek);
+        self.stop_agent(&server.id);
+        write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
+        config.kek = new_access;
+        write_json_atomic(&dir.agent_config(), &config)?;
+        let updated = self.store.update_server(&server.id, |s| {
+            s.wrapped_dek = wrapped.clone();
+            s.encryption = Encryption::CustomerManaged {
+                identity: identity.clone(),
+                key: key.clone(),
+            };
+            s.state = ServerState::Provisioning;
+        })?;
+        self.event(
+            &server,
+            "dba",
+            "key changed",
+            &format!("now {key}, DEK wrapped by {}", wrapped.kek),
+        )?;
+        self.spawn_agent(&updated)?;
+        self.wait_settled(&updated)?;
+        self.store.server(&server.id)
+    }
+
+    /// Stops every agent (used when the control plane shuts down for good in tests;
+    /// a normal control plane exit leaves agents running for re-attachment).
+    pub fn stop_all_agents(&self) {
+        let ids: Vec<String> = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.stop_agent(&id);
+        }
+    }
+}
+
+impl VaultLocations for Platform {
+    /// Asks the vault service (`pgcmk keyvault list`) for its vaults' locations.
+    fn location_of(&self, vault_url: &str) -> Result<Option<String>, Error> {
+        let Some(service_dir) = &self.config.vault_service_dir else {
+            return Ok(None);
+        };
+        let out = Command::new(&self.config.agent_program)
+            .args(["keyvault", "list", "--output", "json"])
+            .env("PGCMK_VAULT_SERVICE_DIR", service_dir)
+            .stdin(Stdio::null())
+            .output()
+            .ctx(|| "listing the vault service's vaults")?;
+        if !out.status.success() {
+            return Err(Error::InvalidRequest(format!(
+                "cannot list the vault service's vaults: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Store(format!("vault list is not JSON: {e}")))?;
+        let vaults = list
+            .as_array()
+            .or_else(|| list.get("vaults").and_then(|v| v.as_array()))
+            .cloned()
+            .unwrap_or_default();
+        let want = vault_url.trim_end_matches('/');
+        Ok(vaults.iter().find_map(|v| {
+            let url = v.get("url")?.as_str()?.trim_end_matches('/');
+            url.eq_ignore_ascii_case(want)
+                .then(|| v.get("location")?.as_str().map(str::to_string))?
+        }))
+    }
+}
+
+/// True when `pid` is a `pgcmk agent` for `dir` (not a recycled pid).
+fn is_agent_of(pid: u32, dir: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    args.contains(&&b"agent"[..]) && args.contains(&dir.as_os_str().as_encoded_bytes())
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "server name '{name}' is not valid: use 3-63 lowercase letters, digits and '-', \
+             not starting or ending with '-'"
+        )))
+    }
+}
+
+fn validate_location(location: &str) -> Result<(), Error> {
+    let ok = (1..=64).contains(&location.len())
+        && location
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "location '{location}' is not valid: use letters, digits and '-' (e.g. westeurope)"
+        )))
+    }
+}
+
+/// 128 random bits as 32 lowercase hex characters.
+fn hex_id() -> Result<String, Error> {
+    let bytes: [u8; 16] = random::array()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A TCP port on 127.0.0.1 that is free now.
+fn free_port() -> Result<u16, Error> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ctx(|| "finding a free port")?;
+    Ok(listener.local_addr().ctx(|| "finding a free port")?.port())
+}
+
+/// Writes a secret to a new 0600 file.
+fn write_secret(path: &Path, secret: &SecretBytes) -> Result<(), Error> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    f.write_all(secret.expose_secret())
+        .and_then(|()| f.sync_all())
+        .ctx(|| format!("writing {}", path.display()))
+}
+
+fn describe(record: &ServerRecord) -> String {
+    match &record.encryption {
+        Encryption::ServiceManaged => format!(
+            "service-managed key; DEK wrapped by {}",
+            record.wrapped_dek.kek
+        ),
+        Encryption::CustomerManaged { identity, key } => format!(
+            "customer-managed key {key} via identity {identity}; DEK wrapped by {}",
+            record.wrapped_dek.kek
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_locations_are_checked_with_reasons() {
+        for ok in ["abc", "my-server-1"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["ab", "-abc", "abc-", "Abc", "a_b_c", &"a".repeat(64)] {
+            let err = validate_name(bad).unwrap_err().to_string();
+            assert!(err.contains("3-63 lowercase"), "{bad}: {err}");
+        }
+        validate_location("westeurope").unwrap();
+        assert!(validate_location("west europe").is_err());
+        assert!(validate_location("").is_err());
+    }
+
+    #[test]
+    fn ids_are_32_hex_and_distinct() {
+        let (a, b) = (hex_id().unwrap(), hex_id().unwrap());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

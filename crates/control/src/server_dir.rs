@@ -1,0 +1,142 @@
+//! The files of one server under its directory, shared by the control plane and
+//! the server's node agent:
+//!
+//! ```text
+//! DIR/cipher/            cryptfs ciphertext: the only place data reaches the disk
+//! DIR/mnt/               mount point; DIR/mnt/pgdata is PostgreSQL's data directory
+//! DIR/run/               PostgreSQL's Unix socket
+//! DIR/agent.json         the agent's configuration (no secrets)
+//! DIR/wrapped_dek.json   the DEK wrapped by the KEK (never the plaintext DEK)
+//! DIR/status.json        what the agent reports: state, reason, KEK version
+//! DIR/agent.pid          the running agent's process id
+//! DIR/agent.log          the agent's diagnostics (no secrets, no SQL)
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::IoContext;
+use crate::Error;
+
+/// Paths inside one server's directory.
+#[derive(Clone, Debug)]
+pub struct ServerDir(PathBuf);
+
+impl ServerDir {
+    /// The server directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self(root.into())
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.0
+    }
+
+    /// cryptfs's cipher directory.
+    pub fn cipher(&self) -> PathBuf {
+        self.0.join("cipher")
+    }
+
+    /// The cryptfs mount point.
+    pub fn mountpoint(&self) -> PathBuf {
+        self.0.join("mnt")
+    }
+
+    /// PostgreSQL's data directory, on the mount.
+    pub fn data_dir(&self) -> PathBuf {
+        self.mountpoint().join("pgdata")
+    }
+
+    /// PostgreSQL's socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.0.join("run")
+    }
+
+    /// The agent's configuration.
+    pub fn agent_config(&self) -> PathBuf {
+        self.0.join("agent.json")
+    }
+
+    /// The wrapped DEK.
+    pub fn wrapped_dek(&self) -> PathBuf {
+        self.0.join("wrapped_dek.json")
+    }
+
+    /// The agent's status report.
+    pub fn status(&self) -> PathBuf {
+        self.0.join("status.json")
+    }
+
+    /// The running agent's pid.
+    pub fn agent_pid(&self) -> PathBuf {
+        self.0.join("agent.pid")
+    }
+
+    /// The agent's log.
+    pub fn agent_log(&self) -> PathBuf {
+        self.0.join("agent.log")
+    }
+}
+
+/// Writes `value` as JSON to `path` durably and atomically: a temporary file,
+/// fsync, rename over, fsync of the directory. Readers see the old or the new
+/// content, never a mix, even after a crash.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Store(format!("encoding {}: {e}", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Store(format!("{} has no parent", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .ctx(|| format!("creating {}", tmp.display()))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).ctx(|| format!("replacing {}", path.display()))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing {}", dir.display()))
+}
+
+/// Reads JSON written by [`write_json_atomic`].
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Store(format!("{} is not valid: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_json_round_trips_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        write_json_atomic(&path, &vec![1, 2]).unwrap();
+        write_json_atomic(&path, &vec![3]).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), vec![3]);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp file left behind"
+        );
+        let err = read_json::<Vec<u32>>(&dir.path().join("missing.json")).unwrap_err();
+        assert!(err.to_string().contains("missing.json"), "{err}");
+    }
+}
