@@ -118,9 +118,20 @@ impl<S: Storage> EncryptedFile<S> {
             })?;
         let result = self.ensure_header().and_then(|()| {
             if offset > self.len {
-                self.write_zeros(self.len, offset)?;
+                // Whole gap blocks first; the gap's last partial block is sealed together
+                // with the data, so no intermediate zero-filled version of it exists.
+                let block_start = offset / BLOCK_SIZE * BLOCK_SIZE;
+                if block_start > self.len {
+                    self.write_zeros(self.len, block_start)?;
+                }
+                let from = self.len.max(block_start);
+                let mut padded = vec![0u8; (offset - from) as usize];
+                padded.extend_from_slice(data);
+                self.write_range(from, &padded)?;
+            } else {
+                self.write_range(offset, data)?;
             }
-            self.write_range(offset, data)
+            self.fix_tail_after_write(end)
         });
         self.reload_len_after(result.as_ref().err());
         debug_assert!(result.is_err() || self.len >= end);
@@ -174,7 +185,8 @@ impl<S: Storage> EncryptedFile<S> {
         }
         if new_len > self.len {
             self.ensure_header()?;
-            return self.write_zeros(self.len, new_len);
+            self.write_zeros(self.len, new_len)?;
+            return self.fix_tail_after_write(new_len);
         }
         if new_len == 0 {
             // A fresh file id (and key) is chosen on the next write.
@@ -229,8 +241,10 @@ impl<S: Storage> EncryptedFile<S> {
         let new_len = self.len.max(end);
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
+        let last_len = (new_len - last * BLOCK_SIZE).min(BLOCK_SIZE);
+        let base = cipher_offset(first);
         let mut sealed =
-            Vec::with_capacity(((last - first + 1) * (BLOCK_SIZE + BLOCK_OVERHEAD)) as usize);
+            vec![0u8; (cipher_offset(last) + last_len + BLOCK_OVERHEAD - base) as usize];
         let mut plain = vec![0u8; BLOCK_SIZE as usize];
         for block in first..=last {
             let block_start = block * BLOCK_SIZE;
@@ -246,12 +260,25 @@ impl<S: Storage> EncryptedFile<S> {
             }
             let data_at = (block_start + from as u64 - offset) as usize;
             plain[from..to].copy_from_slice(&data[data_at..data_at + (to - from)]);
-            let at = sealed.len();
-            sealed.resize(at + plain_len + BLOCK_OVERHEAD as usize, 0);
-            self.cipher()?.seal(block, plain, &mut sealed[at..])?;
+            let at = (cipher_offset(block) - base) as usize;
+            let sealed_block = &mut sealed[at..at + plain_len + BLOCK_OVERHEAD as usize];
+            self.cipher()?.seal(block, plain, sealed_block)?;
         }
-        self.storage.write_all_at(&sealed, cipher_offset(first))?;
+        self.storage.write_all_at(&sealed, base)?;
         self.len = new_len;
+        Ok(())
+    }
+
+    /// A write reaching the last block must leave the backing size exactly right:
+    /// after a crash the file may carry a torn tail longer than the rewritten block.
+    fn fix_tail_after_write(&mut self, end: u64) -> Result<(), Error> {
+        if end.div_ceil(BLOCK_SIZE) < self.len.div_ceil(BLOCK_SIZE) {
+            return Ok(());
+        }
+        let expected = cipher_size(self.len);
+        if self.storage.size()? != expected {
+            self.storage.set_len(expected)?;
+        }
         Ok(())
     }
 
@@ -261,6 +288,9 @@ impl<S: Storage> EncryptedFile<S> {
                 file_id: random::array()?,
             };
             self.storage.write_all_at(&header.to_bytes(), 0)?;
+            // The header must be durable before any block written under it, or a
+            // crash could keep blocks whose key can no longer be derived.
+            self.storage.sync_data()?;
             self.cipher = Some(self.volume.file_cipher(header.file_id)?);
         }
         Ok(())

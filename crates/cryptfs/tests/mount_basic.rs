@@ -176,3 +176,54 @@ fn wrong_key_fails_before_mounting() {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(fx.plain.to_str().unwrap()));
 }
+
+#[test]
+fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
+    use pgcmk_cryptfs::format::{cipher_offset, BLOCK_SIZE};
+    let fx = Fixture::new();
+    let data = vec![0x5A; 3 * BLOCK_SIZE as usize];
+    {
+        let _handle = fx.mount();
+        fs::write(fx.p("a"), &data).unwrap();
+        fs::write(fx.p("b"), &data).unwrap();
+    }
+    assert!(pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap().is_clean());
+    // Flip a bit in block 1 of `a`; cut `b` inside block 2.
+    let a = fx.cipher.join("a");
+    let mut bytes = fs::read(&a).unwrap();
+    bytes[cipher_offset(1) as usize + 40] ^= 4;
+    fs::write(&a, bytes).unwrap();
+    let b = fx.cipher.join("b");
+    let len = fs::metadata(&b).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&b)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+
+    let report = pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap();
+    let listed: Vec<_> = report
+        .bad_blocks
+        .iter()
+        .map(|b| (b.file.to_str().unwrap().to_string(), b.block))
+        .collect();
+    assert_eq!(
+        listed,
+        [("a".to_string(), Some(1)), ("b".to_string(), Some(2))]
+    );
+    assert_eq!(report.files_checked, 2);
+
+    let _handle = fx.mount();
+    let mut f = File::open(fx.p("a")).unwrap();
+    let mut block = vec![0u8; BLOCK_SIZE as usize];
+    f.read_exact(&mut block).unwrap();
+    assert!(
+        block.iter().all(|&b| b == 0x5A),
+        "intact block 0 still reads"
+    );
+    let err = f.read_exact(&mut block).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let err = fs::read(fx.p("b")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
