@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod fs_cmds;
 mod output;
+mod server_cmds;
 
 /// PostgreSQL servers encrypted with customer-managed keys.
 #[derive(Parser)]
@@ -39,6 +40,13 @@ enum Command {
     /// Encrypted filesystem (cryptfs): init, mount, unmount, fsck, keygen.
     #[command(subcommand)]
     Fs(fs_cmds::FsCommand),
+    /// Run the control plane: REST API, state store, node agents.
+    Serve(server_cmds::ServeArgs),
+    /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
+    Server(server_cmds::ServerArgs),
+    /// A server's node agent (started by the control plane).
+    #[command(hide = true)]
+    Agent(server_cmds::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +61,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Fs(command) => fs_cmds::run(command, cli.output),
+        Command::Serve(args) => server_cmds::serve(args),
+        Command::Server(args) => server_cmds::server(args, cli.output),
+        Command::Agent(args) => server_cmds::agent(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

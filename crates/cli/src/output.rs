@@ -3,7 +3,11 @@
 use crate::Format;
 
 /// Prints `value` as pretty JSON, or as the text `human` renders from it.
-pub fn print(format: Format, value: &serde_json::Value, human: impl FnOnce(&serde_json::Value) -> String) {
+pub fn print(
+    format: Format,
+    value: &serde_json::Value,
+    human: impl FnOnce(&serde_json::Value) -> String,
+) {
     match format {
         Format::Json => println!(
             "{}",

@@ -21,7 +21,8 @@ pub struct KekAccess {
     pub identity_endpoint: String,
     /// The managed identity's client id.
     pub client_id: String,
-    /// The 0600 file holding the identity's `IDENTITY_HEADER` secret.
+    /// The 0600 file holding the identity's `IDENTITY_HEADER` secret (see
+    /// [`read_identity_secret`]).
     pub header_file: PathBuf,
     /// A PEM CA bundle to trust instead of the system roots (a private vault).
     pub ca_file: Option<PathBuf>,
@@ -30,13 +31,10 @@ pub struct KekAccess {
 impl KekAccess {
     /// Connects (lazily: no request is sent until the first operation).
     pub fn connect(&self) -> Result<AkvKek, KeyError> {
-        let file = std::fs::read(&self.header_file).map_err(|e| KeyError::Invalid {
-            reason: format!(
-                "cannot read the identity secret {}: {e}",
-                self.header_file.display()
-            ),
+        let header = read_identity_secret(&self.header_file).map_err(|e| KeyError::Invalid {
+            reason: e.to_string(),
         })?;
-        self.connect_with(SecretBytes::new(file))
+        self.connect_with(header)
     }
 
     /// Connects with the identity's header secret given directly (at create time,
@@ -83,4 +81,33 @@ fn classify(e: KeyError) -> CheckResult {
     } else {
         CheckResult::Denied(e.to_string())
     }
+}
+
+/// Reads a managed identity's header secret from its credential file: the JSON
+/// that `pgcmk identity create --credential-file` writes (field `identity_header`,
+/// `client_secret` or `secret`), or a file holding just the secret.
+pub fn read_identity_secret(path: &std::path::Path) -> Result<SecretBytes, crate::Error> {
+    let bytes = SecretBytes::new(std::fs::read(path).map_err(|e| {
+        crate::Error::io(format!("reading the credential file {}", path.display()), e)
+    })?);
+    let text = bytes.expose_secret().trim_ascii();
+    if text.first() != Some(&b'{') {
+        return Ok(SecretBytes::new(text.to_vec()));
+    }
+    let json: serde_json::Value = serde_json::from_slice(text).map_err(|_| {
+        crate::Error::InvalidRequest(format!(
+            "the credential file {} is not valid JSON",
+            path.display()
+        ))
+    })?;
+    ["identity_header", "client_secret", "secret"]
+        .iter()
+        .find_map(|k| json.get(*k).and_then(|v| v.as_str()))
+        .map(|s| SecretBytes::new(s.as_bytes().to_vec()))
+        .ok_or_else(|| {
+            crate::Error::InvalidRequest(format!(
+                "the credential file {} holds no identity secret (identity_header)",
+                path.display()
+            ))
+        })
 }

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod api;
 mod error;
 pub mod kek;
 pub mod memory;

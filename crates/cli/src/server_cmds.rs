@@ -1,0 +1,392 @@
+//! `pgcmk serve` (the control plane), `pgcmk server ...` (the DBA's commands, a
+//! REST client of the control plane) and the hidden `pgcmk agent` (a node agent,
+//! started by the control plane).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use pgcmk_control::kek::read_identity_secret;
+use pgcmk_control::platform::{CreateServer, Platform, PlatformConfig};
+use pgcmk_control::server_dir::ServerDir;
+use pgcmk_keyprovider::KeyReference;
+use serde_json::{json, Value};
+
+use crate::{output, Format};
+
+/// Where `pgcmk server` finds the control plane unless told otherwise.
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7480";
+
+/// `pgcmk serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Directory for the state store and the servers' (encrypted) files.
+    #[arg(long, default_value = "/var/lib/pgcmk/control")]
+    state_dir: PathBuf,
+    /// Address of the REST API (loopback only).
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    listen: std::net::SocketAddr,
+    /// The vault service's data directory (its service.json gives the identity
+    /// endpoint and CA; its vault list gives vault locations).
+    #[arg(long, env = "PGCMK_VAULT_SERVICE_DIR")]
+    vault_service_dir: PathBuf,
+    /// The platform key for service-managed encryption (key URL).
+    #[arg(long)]
+    platform_key: String,
+    /// The platform's managed identity (client id).
+    #[arg(long)]
+    platform_identity: String,
+    /// The platform identity's credential file (0600).
+    #[arg(long)]
+    platform_identity_credential_file: PathBuf,
+    /// Seconds between key checks.
+    #[arg(long, default_value_t = 60)]
+    key_check_interval_secs: u64,
+    /// Seconds of transient key-vault failures tolerated before a server goes Inaccessible.
+    #[arg(long, default_value_t = 300)]
+    key_check_grace_secs: u64,
+}
+
+/// `pgcmk agent` (internal).
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The server's directory.
+    #[arg(long)]
+    server_dir: PathBuf,
+}
+
+/// Encryption choices for `server create`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EncryptionChoice {
+    /// A platform-managed key (the default).
+    ServiceManaged,
+    /// Your key in your vault, through your managed identity.
+    CustomerManaged,
+}
+
+/// The DBA's commands.
+#[derive(Subcommand)]
+pub enum ServerCommand {
+    /// Create a server (waits until it is Ready; prints the superuser password once).
+    Create {
+        /// Unique name: 3-63 lowercase letters, digits and '-'.
+        #[arg(long)]
+        name: String,
+        /// Location; must equal the key vault's location for customer-managed keys.
+        #[arg(long)]
+        location: String,
+        /// How the server's data encryption key is protected.
+        #[arg(long, value_enum, default_value = "service-managed")]
+        encryption: EncryptionChoice,
+        /// Customer-managed: the user-assigned managed identity (client id).
+        #[arg(long)]
+        identity: Option<String>,
+        /// Customer-managed: the identity's credential file, assigning it to the server.
+        #[arg(long)]
+        identity_credential_file: Option<PathBuf>,
+        /// Customer-managed: the key URL, https://VAULT/keys/NAME[/VERSION].
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show a server, its state and its events.
+    Show {
+        /// Server name.
+        name: String,
+    },
+    /// List servers.
+    List,
+    /// Stop a server (PostgreSQL, mount and agent).
+    Stop {
+        /// Server name.
+        name: String,
+    },
+    /// Start a stopped server.
+    Start {
+        /// Server name.
+        name: String,
+    },
+    /// Delete a server and its files.
+    Delete {
+        /// Server name.
+        name: String,
+    },
+    /// Print the server's connection string.
+    ConnectionString {
+        /// Server name.
+        name: String,
+    },
+    /// Move a customer-managed server to another key.
+    Update {
+        /// Server name.
+        name: String,
+        /// The new key URL.
+        #[arg(long)]
+        key: String,
+    },
+    /// Check the server's key access now.
+    Revalidate {
+        /// Server name.
+        name: String,
+    },
+}
+
+/// `pgcmk server` options shared by every subcommand.
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The control plane's URL.
+    #[arg(long, env = "PGCMK_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
+    endpoint: String,
+    #[command(subcommand)]
+    command: ServerCommand,
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the control plane until SIGTERM or SIGINT.
+pub fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logging();
+    let service: Value = std::fs::read(args.vault_service_dir.join("service.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            format!(
+                "no readable service.json in {}: start `pgcmk vault serve` first",
+                args.vault_service_dir.display()
+            )
+        })?;
+    let text = |k: &str| service.get(k).and_then(Value::as_str).map(str::to_string);
+    let identity_endpoint =
+        text("identity_endpoint").ok_or("the vault's service.json has no identity_endpoint")?;
+    let platform_key = KeyReference::parse(&args.platform_key).map_err(|e| e.to_string())?;
+    read_identity_secret(&args.platform_identity_credential_file).map_err(|e| e.to_string())?;
+    let config = PlatformConfig {
+        state_dir: args.state_dir.clone(),
+        identity_endpoint,
+        ca_file: text("ca_file").map(PathBuf::from),
+        vault_service_dir: Some(args.vault_service_dir),
+        platform_key,
+        platform_client_id: args.platform_identity,
+        platform_header_file: args.platform_identity_credential_file,
+        interval: Duration::from_secs(args.key_check_interval_secs.max(1)),
+        grace: Duration::from_secs(args.key_check_grace_secs),
+        agent_program: std::env::current_exe().map_err(|e| e.to_string())?,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let platform = tokio::task::spawn_blocking(move || Platform::open(config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let url = format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        // Tests and scripts find the API here when they asked for port 0.
+        pgcmk_control::server_dir::write_json_atomic(
+            &args.state_dir.join("serve.json"),
+            &json!({ "url": url, "pid": std::process::id() }),
+        )
+        .map_err(|e| e.to_string())?;
+        eprintln!("pgcmk control plane listening on {url}");
+        pgcmk_control::api::serve(Arc::new(platform), listener, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs a node agent until SIGTERM.
+pub fn agent(args: AgentArgs) -> Result<(), String> {
+    init_logging();
+    pgcmk_control::agent::run(&ServerDir::new(args.server_dir)).map_err(|e| e.to_string())
+}
+
+/// Runs one `pgcmk server` command against the control plane.
+pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
+    let base = args.endpoint.trim_end_matches('/').to_string();
+    let client = reqwest::blocking::Client::builder()
+        // Creating a server includes initdb on the encrypted volume.
+        .timeout(Duration::from_secs(180))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = |path: &str| format!("{base}/servers{path}");
+    let (request, render): (_, fn(&Value) -> String) = match args.command {
+        ServerCommand::Create {
+            name,
+            location,
+            encryption,
+            identity,
+            identity_credential_file,
+            key,
+        } => {
+            let identity_secret = identity_credential_file
+                .map(|f| read_identity_secret(&f).map_err(|e| e.to_string()))
+                .transpose()?
+                .map(|s| String::from_utf8_lossy(s.expose_secret()).into_owned());
+            let body = CreateServer {
+                name,
+                location,
+                encryption: Some(
+                    match encryption {
+                        EncryptionChoice::ServiceManaged => "service-managed",
+                        EncryptionChoice::CustomerManaged => "customer-managed",
+                    }
+                    .into(),
+                ),
+                identity,
+                identity_secret,
+                key,
+            };
+            (client.post(url("")).json(&body), render_created)
+        }
+        ServerCommand::Show { name } => (client.get(url(&format!("/{name}"))), render_show),
+        ServerCommand::List => (client.get(url("")), render_list),
+        ServerCommand::Stop { name } => (client.post(url(&format!("/{name}/stop"))), render_server),
+        ServerCommand::Start { name } => {
+            (client.post(url(&format!("/{name}/start"))), render_server)
+        }
+        ServerCommand::Delete { name } => (client.delete(url(&format!("/{name}"))), |v| {
+            format!("deleted {}", v["deleted"].as_str().unwrap_or_default())
+        }),
+        ServerCommand::ConnectionString { name } => (
+            client.get(url(&format!("/{name}/connection-string"))),
+            |v| {
+                v["connection_string"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            },
+        ),
+        ServerCommand::Update { name, key } => (
+            client
+                .put(url(&format!("/{name}/key")))
+                .json(&json!({ "key": key })),
+            render_server,
+        ),
+        ServerCommand::Revalidate { name } => {
+            (client.post(url(&format!("/{name}/revalidate"))), |v| {
+                format!(
+                    "key check requested for {}",
+                    v["name"].as_str().unwrap_or_default()
+                )
+            })
+        }
+    };
+    let response = request.send().map_err(|e| {
+        format!("cannot reach the control plane at {base}: {e}; is `pgcmk serve` running? (--endpoint / PGCMK_ENDPOINT)")
+    })?;
+    let status = response.status();
+    let value: Value = response.json().unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(value["error"]["message"].as_str().map_or_else(
+            || format!("control plane answered {status}"),
+            str::to_string,
+        ));
+    }
+    output::print(format, &value, render);
+    Ok(())
+}
+
+fn state_line(server: &Value) -> String {
+    let state = server["state"]["state"].as_str().unwrap_or("?");
+    match server["state"]["reason"].as_str() {
+        Some(reason) => format!("{state} ({reason})"),
+        None => state.to_string(),
+    }
+}
+
+fn render_server(s: &Value) -> String {
+    let encryption = match s["encryption"]["kind"].as_str() {
+        Some("customer-managed") => format!(
+            "customer-managed: key {} via identity {}",
+            s["encryption"]["key"].as_str().unwrap_or("?"),
+            s["encryption"]["identity"].as_str().unwrap_or("?")
+        ),
+        _ => "service-managed".to_string(),
+    };
+    format!(
+        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  encryption: {encryption}\n  DEK wrapped by: {}\n  created:    {}",
+        s["name"].as_str().unwrap_or("?"),
+        state_line(s),
+        s["location"].as_str().unwrap_or("?"),
+        s["port"],
+        s["wrapped_dek"]["kek"].as_str().unwrap_or("?"),
+        s["created_at"].as_str().unwrap_or("?"),
+    )
+}
+
+fn render_created(v: &Value) -> String {
+    format!(
+        "{}\n  superuser:  postgres, password {} (shown once; the platform does not keep it)",
+        render_server(&v["server"]),
+        v["password"].as_str().unwrap_or("?")
+    )
+}
+
+fn render_show(v: &Value) -> String {
+    let mut text = render_server(&v["server"]);
+    text.push_str("\n  events:");
+    for e in v["events"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "\n    {} {:<12} {} — {}",
+            e["at"].as_str().unwrap_or(""),
+            e["who"].as_str().unwrap_or(""),
+            e["what"].as_str().unwrap_or(""),
+            e["why"].as_str().unwrap_or("")
+        ));
+    }
+    text
+}
+
+fn render_list(v: &Value) -> String {
+    let rows: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{:<24} {:<14} {:<6} {}",
+                s["name"].as_str().unwrap_or("?"),
+                s["location"].as_str().unwrap_or("?"),
+                s["port"],
+                state_line(s)
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        "no servers".to_string()
+    } else {
+        format!(
+            "{:<24} {:<14} {:<6} STATE\n{}",
+            "NAME",
+            "LOCATION",
+            "PORT",
+            rows.join("\n")
+        )
+    }
+}

@@ -1,0 +1,170 @@
+//! The control plane's REST API (`pgcmk serve`), on loopback HTTP. Each handler
+//! runs the blocking [`Platform`] operation on the blocking pool.
+//!
+//! | method and path                          | does                              |
+//! |------------------------------------------|-----------------------------------|
+//! | `POST /servers`                          | create (body: [`CreateServer`])   |
+//! | `GET /servers`                           | list                              |
+//! | `GET /servers/{name}`                    | show, with its events             |
+//! | `DELETE /servers/{name}`                 | delete                            |
+//! | `POST /servers/{name}/stop`, `/start`    | stop, start                       |
+//! | `POST /servers/{name}/revalidate`        | check the key now                 |
+//! | `PUT /servers/{name}/key`                | move to another key (`{"key"}`)   |
+//! | `GET /servers/{name}/connection-string`  | libpq URI                         |
+//!
+//! Errors are `{"error": {"code", "message"}}` with a 4xx/5xx status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::platform::{CreateServer, Platform};
+use crate::Error;
+
+/// How often agents' reports are taken in.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+
+/// The routes over `platform`.
+pub fn router(platform: Arc<Platform>) -> Router {
+    Router::new()
+        .route("/servers", post(create).get(list))
+        .route("/servers/{name}", get(show).delete(delete))
+        .route("/servers/{name}/stop", post(stop))
+        .route("/servers/{name}/start", post(start))
+        .route("/servers/{name}/revalidate", post(revalidate))
+        .route("/servers/{name}/key", put(update_key))
+        .route("/servers/{name}/connection-string", get(connection_string))
+        .with_state(platform)
+}
+
+/// Serves the API on `listener` and supervises agents until `shutdown` resolves.
+/// Agents keep running afterwards; the next `pgcmk serve` re-attaches to them.
+pub async fn serve(
+    platform: Arc<Platform>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let supervisor = {
+        let platform = platform.clone();
+        tokio::spawn(async move {
+            loop {
+                let p = platform.clone();
+                let _ = tokio::task::spawn_blocking(move || p.supervise_once()).await;
+                tokio::time::sleep(SUPERVISE_EVERY).await;
+            }
+        })
+    };
+    let result = axum::serve(listener, router(platform))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::io("serving the REST API", e));
+    supervisor.abort();
+    result
+}
+
+struct ApiError(Error);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            Error::Key(e) if e.is_retryable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "KeyVaultUnavailable")
+            }
+            Error::Key(_) => (StatusCode::BAD_REQUEST, "KeyAccessDenied"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        };
+        let body = json!({ "error": { "code": code, "message": self.0.to_string() } });
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Runs `op` on the blocking pool and renders its result as JSON with `status`.
+async fn blocking<T: serde::Serialize + Send + 'static>(
+    platform: Arc<Platform>,
+    status: StatusCode,
+    op: impl FnOnce(&Platform) -> Result<T, Error> + Send + 'static,
+) -> ApiResult {
+    let value = tokio::task::spawn_blocking(move || op(&platform))
+        .await
+        .map_err(|e| ApiError(Error::Conflict(format!("operation aborted: {e}"))))?
+        .map_err(ApiError)?;
+    Ok((status, Json(value)).into_response())
+}
+
+async fn create(
+    State(p): State<Arc<Platform>>,
+    body: Result<Json<CreateServer>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(req) =
+        body.map_err(|e| ApiError(Error::InvalidRequest(format!("bad request body: {e}"))))?;
+    blocking(p, StatusCode::CREATED, move |p| p.create(&req)).await
+}
+
+async fn list(State(p): State<Arc<Platform>>) -> ApiResult {
+    blocking(p, StatusCode::OK, |p| p.list()).await
+}
+
+async fn show(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| {
+        let (server, events) = p.show(&name)?;
+        Ok(json!({ "server": server, "events": events }))
+    })
+    .await
+}
+
+async fn delete(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| {
+        p.delete(&name)?;
+        Ok(json!({ "deleted": name }))
+    })
+    .await
+}
+
+async fn stop(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.stop(&name)).await
+}
+
+async fn start(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.start(&name)).await
+}
+
+async fn revalidate(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::ACCEPTED, move |p| p.revalidate(&name)).await
+}
+
+#[derive(Deserialize)]
+struct KeyChange {
+    key: String,
+}
+
+async fn update_key(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<KeyChange>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(change) = body.map_err(|e| {
+        ApiError(Error::InvalidRequest(format!(
+            "bad request body: {e}; expected {{\"key\": \"KEY_URL\"}}"
+        )))
+    })?;
+    blocking(p, StatusCode::OK, move |p| p.update_key(&name, &change.key)).await
+}
+
+async fn connection_string(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| {
+        Ok::<Value, Error>(json!({ "connection_string": p.connection_string(&name)? }))
+    })
+    .await
+}
