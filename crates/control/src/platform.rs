@@ -745,10 +745,16 @@ impl VaultLocations for Platform {
             .cloned()
             .unwrap_or_default();
         let want = vault_url.trim_end_matches('/');
+        let want_port = want
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u64>().ok());
         Ok(vaults.iter().find_map(|v| {
-            let url = v.get("url")?.as_str()?.trim_end_matches('/');
-            url.eq_ignore_ascii_case(want)
-                .then(|| v.get("location")?.as_str().map(str::to_string))?
+            let same = match v.get("url").and_then(|u| u.as_str()) {
+                Some(url) => url.trim_end_matches('/').eq_ignore_ascii_case(want),
+                // Vaults are told apart by their port on the service's address.
+                None => want_port.is_some() && v.get("port").and_then(|p| p.as_u64()) == want_port,
+            };
+            same.then(|| v.get("location")?.as_str().map(str::to_string))?
         }))
     }
 }

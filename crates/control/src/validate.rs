@@ -6,7 +6,7 @@
 
 use pgcmk_crypto::{ct_eq, Dek};
 use pgcmk_keyprovider::akv::{AkvKek, KeyBundle};
-use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, WrappedDek};
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference, WrappedDek};
 
 use crate::Error;
 
@@ -44,9 +44,9 @@ pub fn new_wrapped_dek(
                 format!("identity '{identity}' cannot read key {key} (needs `get`)"),
             )
         })?;
-    check_key(&bundle, kek)?;
+    check_key(&bundle, key)?;
     if req.customer_managed {
-        check_vault_protection(&bundle, kek)?;
+        check_vault_protection(&bundle, &key.vault_url)?;
         match locations.location_of(&key.vault_url)? {
             Some(l) if l == req.location => {}
             Some(l) => {
@@ -86,8 +86,7 @@ pub fn new_wrapped_dek(
     Ok((dek, wrapped))
 }
 
-fn check_key(bundle: &KeyBundle, kek: &AkvKek) -> Result<(), Error> {
-    let key = kek.reference();
+fn check_key(bundle: &KeyBundle, key: &KeyReference) -> Result<(), Error> {
     let attrs = &bundle.attributes;
     if attrs.enabled == Some(false) {
         return Err(invalid(format!(
@@ -121,8 +120,7 @@ fn check_key(bundle: &KeyBundle, kek: &AkvKek) -> Result<(), Error> {
 /// Soft delete and purge protection, as Azure Key Vault reports them on every key:
 /// `recoveryLevel` names `Recoverable` with soft delete, and drops `Purgeable`
 /// once purge protection is on.
-fn check_vault_protection(bundle: &KeyBundle, kek: &AkvKek) -> Result<(), Error> {
-    let vault = &kek.reference().vault_url;
+fn check_vault_protection(bundle: &KeyBundle, vault: &str) -> Result<(), Error> {
     let level = bundle.attributes.recovery_level.as_deref().unwrap_or("");
     if !level.contains("Recoverable") {
         return Err(invalid(format!(
@@ -152,5 +150,70 @@ fn denied(e: KeyError, what: String) -> Error {
             "{what}: {e}. The security officer must grant the identity get, wrapKey and \
              unwrapKey on the key's vault"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KID: &str = "https://127.0.0.1:9/keys/k1/0123456789abcdef0123456789abcdef";
+
+    /// A key bundle as the vault returns it, with `attributes` and a modulus of `bits`.
+    fn bundle(kty: &str, bits: usize, attributes: serde_json::Value) -> KeyBundle {
+        use base64::Engine;
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![0xC5; bits / 8]);
+        serde_json::from_value(serde_json::json!({
+            "key": { "kid": KID, "kty": kty, "key_ops": ["wrapKey"], "n": n, "e": "AQAB" },
+            "attributes": attributes,
+        }))
+        .unwrap()
+    }
+
+    fn key_check(b: &KeyBundle) -> Result<(), String> {
+        check_key(b, &KeyReference::parse(KID).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_key_problem_has_its_own_message() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let ok = serde_json::json!({ "enabled": true });
+        key_check(&bundle("RSA", 3072, ok.clone())).unwrap();
+        key_check(&bundle("RSA-HSM", 4096, ok.clone())).unwrap();
+        for (b, expected) in [
+            (
+                bundle("RSA", 2048, serde_json::json!({ "enabled": false })),
+                "is disabled",
+            ),
+            (
+                bundle("RSA", 2048, serde_json::json!({ "nbf": now + 3600 })),
+                "not valid yet",
+            ),
+            (
+                bundle("RSA", 2048, serde_json::json!({ "exp": now - 1 })),
+                "has expired",
+            ),
+            (bundle("RSA", 1024, ok.clone()), "is RSA 1024"),
+            (bundle("RSA", 8192, ok.clone()), "is RSA 8192"),
+            (bundle("oct", 256, ok.clone()), "has type oct"),
+        ] {
+            let err = key_check(&b).unwrap_err();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+    }
+
+    #[test]
+    fn vault_needs_soft_delete_and_purge_protection() {
+        let level = |l: &str| bundle("RSA", 2048, serde_json::json!({ "recoveryLevel": l }));
+        check_vault_protection(&level("Recoverable"), "v").unwrap();
+        check_vault_protection(&level("CustomizedRecoverable+ProtectedSubscription"), "v").unwrap();
+        let err = check_vault_protection(&level("Purgeable"), "v")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soft delete"), "{err}");
+        let err = check_vault_protection(&level("Recoverable+Purgeable"), "v")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("purge protection"), "{err}");
     }
 }
