@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod fs_cmds;
 mod output;
 mod server_cmds;
+mod vault_cmds;
 
 /// PostgreSQL servers encrypted with customer-managed keys.
 #[derive(Parser)]
@@ -47,6 +48,17 @@ enum Command {
     /// A server's node agent (started by the control plane).
     #[command(hide = true)]
     Agent(server_cmds::AgentArgs),
+    /// The key vault service.
+    #[command(subcommand)]
+    Vault(vault_cmds::VaultCommand),
+    /// Identities (users, managed identities) of the key vault service.
+    Identity(vault_cmds::IdentityArgs),
+    /// Key vaults: create, show, list, update, access policies.
+    Keyvault(vault_cmds::KeyvaultArgs),
+    /// Keys in a vault: create, show, list, rotate, disable, enable, delete, recover, purge, rotation policy.
+    Key(vault_cmds::KeyArgs),
+    /// The key vault audit trail: list and verify.
+    Audit(vault_cmds::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +76,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => server_cmds::serve(args),
         Command::Server(args) => server_cmds::server(args, cli.output),
         Command::Agent(args) => server_cmds::agent(args),
+        Command::Vault(command) => vault_cmds::vault(command, cli.output),
+        Command::Identity(args) => vault_cmds::identity(args, cli.output),
+        Command::Keyvault(args) => vault_cmds::keyvault(args, cli.output),
+        Command::Key(args) => vault_cmds::key(args, cli.output),
+        Command::Audit(args) => vault_cmds::audit(args, cli.output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

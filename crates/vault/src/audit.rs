@@ -1,0 +1,349 @@
+//! The audit trail: every request, allowed or denied, appended to an HMAC chain.
+//!
+//! Entry `n` stores `mac_n = HMAC(audit_key, n ‖ mac_{n-1} ‖ entry_json)`, and the
+//! chain head (last sequence number and mac) is kept in the same transaction, so an
+//! edited, deleted, inserted, reordered or truncated entry breaks verification. The
+//! key is derived from the root key: whoever can write the database file but lacks
+//! the root key cannot forge a consistent chain.
+//!
+//! Appends are group-committed by one writer thread: a request waits until its
+//! entry is durable, and many concurrent requests share one fsync.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::storage::{Store, AUDIT, META};
+use crate::Error;
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audited request.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When the request finished (RFC 3339, UTC).
+    pub time: String,
+    /// Vault name ("" for service-wide operations).
+    pub vault: String,
+    /// Operation, Azure style: `KeyCreate`, `KeyUnwrap`, `SetPolicy`, …
+    pub operation: String,
+    /// Key name, when the request names one.
+    pub key: Option<String>,
+    /// Key version, when known.
+    pub version: Option<String>,
+    /// Caller's object id, or `anonymous`.
+    pub caller: String,
+    /// Caller's name, when known.
+    pub caller_name: Option<String>,
+    /// Client address.
+    pub client: String,
+    /// HTTP status returned.
+    pub status: u16,
+    /// `allowed` or `denied` (401/403).
+    pub result: String,
+    /// Time spent, in microseconds.
+    pub duration_us: u64,
+    /// The request id returned in `x-ms-request-id`.
+    pub request_id: String,
+}
+
+impl AuditEntry {
+    /// `denied` for 401/403, else `allowed`.
+    pub fn result_for(status: u16) -> &'static str {
+        if status == 401 || status == 403 {
+            "denied"
+        } else {
+            "allowed"
+        }
+    }
+}
+
+/// An entry as stored, with its place in the chain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredEntry {
+    /// Sequence number (1, 2, …).
+    pub seq: u64,
+    /// The previous entry's mac.
+    pub prev: String,
+    /// This entry's mac.
+    pub mac: String,
+    /// The entry.
+    pub entry: AuditEntry,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    mac: String,
+}
+
+fn chain_mac(key: &hmac::Key, seq: u64, prev: &str, entry: &AuditEntry) -> String {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(&seq.to_be_bytes());
+    ctx.update(prev.as_bytes());
+    ctx.update(&serde_json::to_vec(entry).unwrap_or_default());
+    hex::encode(ctx.sign().as_ref())
+}
+
+type Job = (AuditEntry, oneshot::Sender<Result<(), String>>);
+
+/// Handle to the audit writer.
+pub struct AuditLog {
+    jobs: mpsc::Sender<Job>,
+    store: Arc<Store>,
+    key: hmac::Key,
+}
+
+impl AuditLog {
+    /// Starts the writer thread.
+    pub fn start(store: Arc<Store>, key: hmac::Key) -> Result<Self, Error> {
+        let head = store.get::<Head>(META, "audit_head")?.unwrap_or(Head {
+            seq: 0,
+            mac: GENESIS.into(),
+        });
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let writer_store = store.clone();
+        let writer_key = key.clone();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_loop(&writer_store, &writer_key, head, &rx))
+            .map_err(|e| Error::io("starting audit writer", "audit", e))?;
+        Ok(Self { jobs, store, key })
+    }
+
+    /// Appends `entry` and waits until it is durable.
+    pub async fn record(&self, entry: AuditEntry) -> Result<(), Error> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send((entry, done))
+            .map_err(|_| Error::Storage("the audit writer stopped".into()))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Storage(e)),
+            Err(_) => Err(Error::Storage("the audit writer stopped".into())),
+        }
+    }
+
+    /// Entries matching `filter`, oldest first, at most `filter.limit`.
+    pub fn list(&self, filter: &AuditFilter) -> Result<Vec<StoredEntry>, Error> {
+        let mut out = Vec::new();
+        let mut next = 1;
+        loop {
+            let batch = self.store.audit_range(next, 1000)?;
+            let Some((last, _)) = batch.last() else { break };
+            next = last + 1;
+            for (_, bytes) in batch {
+                let stored: StoredEntry = serde_json::from_slice(&bytes)?;
+                if filter.matches(&stored.entry) {
+                    out.push(stored);
+                }
+            }
+        }
+        if out.len() > filter.limit {
+            out.drain(..out.len() - filter.limit);
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole chain. `Ok(n)` is the number of entries verified.
+    pub fn verify(&self) -> Result<Result<u64, ChainBreak>, Error> {
+        let head = self.store.get::<Head>(META, "audit_head")?;
+        let mut expected = 1u64;
+        let mut prev = GENESIS.to_string();
+        loop {
+            let batch = self.store.audit_range(expected, 1000)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (position, bytes) in batch {
+                let Ok(stored) = serde_json::from_slice::<StoredEntry>(&bytes) else {
+                    return Ok(Err(ChainBreak::new(
+                        position,
+                        "is not a readable audit entry (edited)",
+                    )));
+                };
+                if position > expected {
+                    let msg = format!(
+                        "is preceded by a gap: entries {expected}..{} were deleted",
+                        position - 1
+                    );
+                    return Ok(Err(ChainBreak::new(position, &msg)));
+                }
+                if stored.seq != position {
+                    let msg = format!(
+                        "claims sequence number {} (entries were reordered or moved)",
+                        stored.seq
+                    );
+                    return Ok(Err(ChainBreak::new(position, &msg)));
+                }
+                if chain_mac(&self.key, stored.seq, &stored.prev, &stored.entry) != stored.mac {
+                    return Ok(Err(ChainBreak::new(
+                        position,
+                        "was edited: its contents do not match its mac",
+                    )));
+                }
+                if stored.prev != prev {
+                    return Ok(Err(ChainBreak::new(
+                        position,
+                        "does not follow the entry before it (an entry was inserted, deleted or reordered)",
+                    )));
+                }
+                prev = stored.mac;
+                expected = position + 1;
+            }
+        }
+        let last = expected - 1;
+        match head {
+            Some(h) if h.seq > last => Ok(Err(ChainBreak::new(
+                last + 1,
+                &format!(
+                    "is missing: entries {}..{} were deleted from the end",
+                    last + 1,
+                    h.seq
+                ),
+            ))),
+            Some(h) if h.seq < last || (h.seq == last && h.mac != prev) => {
+                Ok(Err(ChainBreak::new(
+                    h.seq + 1,
+                    "was added outside the service (inserted after the recorded head)",
+                )))
+            }
+            None if last > 0 => Ok(Err(ChainBreak::new(
+                1,
+                "exists but the chain head is missing (tampered)",
+            ))),
+            _ => Ok(Ok(last)),
+        }
+    }
+}
+
+/// Where and how the chain is broken.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// The first bad entry's sequence number.
+    pub entry: u64,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ChainBreak {
+    fn new(entry: u64, problem: &str) -> Self {
+        Self {
+            entry,
+            problem: format!("entry {entry} {problem}"),
+        }
+    }
+}
+
+/// Which entries `audit list` returns.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Vault name.
+    pub vault: Option<String>,
+    /// Key name.
+    pub key: Option<String>,
+    /// Caller object id or name.
+    pub principal: Option<String>,
+    /// Operation name (case-insensitive).
+    pub operation: Option<String>,
+    /// Only entries at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only entries before this RFC 3339 time.
+    pub until: Option<String>,
+    /// `allowed` or `denied`.
+    pub result: Option<String>,
+    /// Newest entries kept when more match.
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    1000
+}
+
+/// Parses an RFC 3339 time, saying what is expected when it is not one.
+pub fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("'{s}' is not an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+}
+
+impl AuditFilter {
+    /// Checks the filter's values before use.
+    pub fn validate(&self) -> Result<(), String> {
+        for t in [&self.since, &self.until].into_iter().flatten() {
+            parse_time(t)?;
+        }
+        match self.result.as_deref() {
+            None | Some("allowed") | Some("denied") => Ok(()),
+            Some(other) => Err(format!(
+                "result must be 'allowed' or 'denied', not '{other}'"
+            )),
+        }
+    }
+
+    fn matches(&self, e: &AuditEntry) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let time = parse_time(&e.time).ok();
+        let after = |bound: &Option<String>| match (bound.as_deref().map(parse_time), time) {
+            (Some(Ok(b)), Some(t)) => t >= b,
+            _ => true,
+        };
+        eq(&self.vault, &e.vault)
+            && self
+                .key
+                .as_deref()
+                .is_none_or(|k| e.key.as_deref() == Some(k))
+            && self
+                .principal
+                .as_deref()
+                .is_none_or(|p| e.caller == p || e.caller_name.as_deref() == Some(p))
+            && self
+                .operation
+                .as_deref()
+                .is_none_or(|o| o.eq_ignore_ascii_case(&e.operation))
+            && eq(&self.result, &e.result)
+            && after(&self.since)
+            && (self.until.is_none() || !after(&self.until))
+    }
+}
+
+fn write_loop(store: &Store, key: &hmac::Key, mut head: Head, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 512 {
+                break;
+            }
+        }
+        let start = head.clone();
+        let result = store.write(|tx| {
+            let mut table = tx.raw().open_table(AUDIT)?;
+            for (entry, _) in &batch {
+                let seq = head.seq + 1;
+                let mac = chain_mac(key, seq, &head.mac, entry);
+                let stored = StoredEntry {
+                    seq,
+                    prev: head.mac.clone(),
+                    mac: mac.clone(),
+                    entry: entry.clone(),
+                };
+                table.insert(seq, serde_json::to_vec(&stored)?.as_slice())?;
+                head = Head { seq, mac };
+            }
+            drop(table);
+            tx.put(META, "audit_head", &head)
+        });
+        let outcome = result.map_err(|e| {
+            head = start;
+            tracing::error!("audit append failed: {e}");
+            e.to_string()
+        });
+        for (_, done) in batch {
+            let _ = done.send(outcome.clone());
+        }
+    }
+}

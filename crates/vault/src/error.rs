@@ -1,0 +1,80 @@
+//! The crate's one public error type.
+
+use std::path::PathBuf;
+
+/// Why a vault operation failed. Messages never contain key material or secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The embedded database failed or holds data this version cannot read.
+    #[error("vault storage: {0}; check the data directory's disk and permissions")]
+    Storage(String),
+    /// A cryptographic operation failed.
+    #[error(transparent)]
+    Crypto(#[from] pgcmk_crypto::Error),
+    /// The root key is missing or wrong (wrong passphrase, or a different root.key file).
+    #[error("root key: {0}")]
+    RootKey(String),
+    /// Setting up TLS failed.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// A configuration value or file is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A request to the vault service failed (client side).
+    #[error("{0}")]
+    Client(String),
+    /// The vault service answered with an error.
+    #[error("vault service answered {status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error code (Azure Key Vault style).
+        code: String,
+        /// The service's explanation.
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);

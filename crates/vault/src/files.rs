@@ -1,0 +1,89 @@
+//! The data directory and durable file writes (temp file, fsync, rename, fsync dir).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The files a vault service keeps in its data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Opens (creating with mode 0700 if needed) the data directory.
+    pub fn create(root: &Path) -> Result<Self, Error> {
+        if !root.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(|e| Error::io("creating data directory", root, e))?;
+        }
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io("resolving data directory", root, e))?;
+        Ok(Self { root })
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The CA certificate clients trust (`REQUESTS_CA_BUNDLE`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+    /// The root key file (absent when a passphrase is used).
+    pub fn root_key_file(&self) -> PathBuf {
+        self.root.join("root.key")
+    }
+    /// Salt and check value for a passphrase-derived root key.
+    pub fn passphrase_file(&self) -> PathBuf {
+        self.root.join("root.passphrase.json")
+    }
+    /// The bootstrap administrator's credential.
+    pub fn admin_credential_file(&self) -> PathBuf {
+        self.root.join("admin.credential")
+    }
+    /// Connection information for clients, written once the service listens.
+    pub fn service_file(&self) -> PathBuf {
+        self.root.join("service.json")
+    }
+    /// The embedded database.
+    pub fn database_file(&self) -> PathBuf {
+        self.root.join("vault.redb")
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably with the given mode.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    // The mode given to open() is filtered by the umask; set it explicitly.
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("setting permissions of", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("renaming into", path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// Reads a whole file.
+pub fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(path).map_err(|e| Error::io("reading", path, e))
+}

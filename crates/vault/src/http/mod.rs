@@ -1,0 +1,257 @@
+//! HTTP plumbing shared by the data plane and the management API: TLS listeners,
+//! errors in Azure Key Vault's shape, request bodies, query strings.
+
+pub mod admin_api;
+pub mod identity_api;
+pub mod listener;
+pub mod vault_api;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+/// Largest request body accepted (AKV requests are small: a JWK at most).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The TCP peer of a connection, attached to each request.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// An error answer: `{"error":{"code","message","innererror"?}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Azure Key Vault error code.
+    pub code: &'static str,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// Azure's inner error code, when it has one.
+    pub inner: Option<&'static str>,
+    /// `WWW-Authenticate` value for 401s.
+    pub challenge: Option<String>,
+}
+
+impl ApiError {
+    /// A status/code/message error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            inner: None,
+            challenge: None,
+        }
+    }
+    /// 400 BadParameter.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadParameter", message)
+    }
+    /// 403 Forbidden.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+    /// 409 Conflict.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", message)
+    }
+    /// 404 with the given code.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+    /// Adds an inner error code.
+    pub fn with_inner(mut self, inner: &'static str) -> Self {
+        self.inner = Some(inner);
+        self
+    }
+    /// 500 for failures that are not the caller's; the detail goes to the log only.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {err}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "the vault service failed to complete the request; see the service log",
+        )
+    }
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(inner) = self.inner {
+            error["innererror"] = json!({ "code": inner });
+        }
+        json!({ "error": error })
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// A successful answer: status and JSON body (none for 204).
+pub struct Reply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// JSON body.
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    /// 200 with a body.
+    pub fn ok(body: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body: Some(body),
+        }
+    }
+}
+
+/// Builds the HTTP response for a result, with the request id headers.
+pub fn respond(
+    result: Result<&Reply, &ApiError>,
+    request_id: &str,
+    request_headers: &HeaderMap,
+) -> Response {
+    let (status, body) = match result {
+        Ok(r) => (r.status, r.body.clone()),
+        Err(e) => (e.status, Some(e.body())),
+    };
+    let mut builder = Response::builder().status(status);
+    if let Some(h) = builder.headers_mut() {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-ms-request-id", v);
+        }
+        if let Some(client_id) = request_headers.get("x-ms-client-request-id") {
+            h.insert("x-ms-client-request-id", client_id.clone());
+        }
+        h.insert(
+            "x-ms-keyvault-service-version",
+            HeaderValue::from_static("1.9.0.0"),
+        );
+        if let Err(ApiError {
+            challenge: Some(c), ..
+        }) = result
+        {
+            if let Ok(v) = HeaderValue::from_str(c) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if body.is_some() {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+        }
+    }
+    let bytes = body
+        .map(|b| serde_json::to_vec(&b).unwrap_or_default())
+        .unwrap_or_default();
+    builder
+        .body(Body::from(bytes))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`].
+pub async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestBodyTooLarge",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })
+}
+
+/// Parses a JSON request body; an empty body is `{}`.
+pub fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad(format!("the request body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad("the request body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+/// Decodes an `application/x-www-form-urlencoded` string or query into pairs.
+pub fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// The first value of `name` in decoded pairs.
+pub fn form_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A fresh request id (UUID-shaped).
+pub fn request_id() -> String {
+    let h = pgcmk_crypto::random::hex_id(16).unwrap_or_default();
+    if h.len() != 32 {
+        return "00000000-0000-0000-0000-000000000000".into();
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        let p = form_pairs("grant_type=client_credentials&scope=https%3A%2F%2Fa%3A1%2F.default&x=a+b&bad=%zz&end=%4");
+        assert_eq!(form_value(&p, "scope"), Some("https://a:1/.default"));
+        assert_eq!(form_value(&p, "x"), Some("a b"));
+        assert_eq!(form_value(&p, "bad"), Some("%zz"));
+        assert_eq!(form_value(&p, "end"), Some("%4"));
+        assert_eq!(form_value(&p, "missing"), None);
+    }
+}

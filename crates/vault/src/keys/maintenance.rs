@@ -1,0 +1,147 @@
+//! Background work: rotation policies whose lifetime actions are due, and soft-deleted
+//! keys whose retention has passed. Each action is recorded in the audit trail with
+//! the caller `system`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::model::{KeyRecord, VersionRecord};
+use super::ops;
+use super::rotation::ActionType;
+use crate::audit::AuditEntry;
+use crate::service::Service;
+use crate::storage::{KEYS, VERSIONS};
+use crate::vaults::VaultRecord;
+use crate::{now_rfc3339, now_unix, Error};
+
+/// Runs the checks every `interval` until shutdown.
+pub async fn run(service: Arc<Service>, interval: Duration) {
+    let mut shutdown = service.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let svc = service.clone();
+        let entries = tokio::task::spawn_blocking(move || check_all(&svc)).await;
+        match entries {
+            Ok(Ok(entries)) => {
+                for e in entries {
+                    if let Err(err) = service.audit.record(e).await {
+                        tracing::error!("recording a maintenance action failed: {err}");
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::error!("key maintenance failed: {e}"),
+            Err(e) => tracing::error!("key maintenance panicked: {e}"),
+        }
+    }
+}
+
+fn entry(
+    vault: &VaultRecord,
+    operation: &str,
+    key: &str,
+    version: Option<String>,
+    status: u16,
+    started: Instant,
+) -> AuditEntry {
+    AuditEntry {
+        time: now_rfc3339(),
+        vault: vault.name.clone(),
+        operation: operation.into(),
+        key: Some(key.into()),
+        version,
+        caller: "system".into(),
+        caller_name: Some("maintenance".into()),
+        client: "internal".into(),
+        status,
+        result: AuditEntry::result_for(status).into(),
+        duration_us: started.elapsed().as_micros() as u64,
+        request_id: crate::http::request_id(),
+    }
+}
+
+/// One pass over every key of every vault.
+fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
+    let mut out = Vec::new();
+    let now = now_unix();
+    for vault in service.vaults.list() {
+        let prefix = format!("{}/", vault.name);
+        let mut after: Option<String> = None;
+        loop {
+            let batch: Vec<(String, KeyRecord)> =
+                service.store.scan(KEYS, &prefix, after.as_deref(), 256)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            for (_, key) in batch {
+                let started = Instant::now();
+                if let Some(d) = key.deleted {
+                    if now >= d.scheduled_purge_date {
+                        ops::purge_key(service, &vault.name, &key.name)?;
+                        out.push(entry(&vault, "KeyPurge", &key.name, None, 204, started));
+                    }
+                    continue;
+                }
+                let Some(policy) = &key.rotation else {
+                    continue;
+                };
+                let id = format!("{}/{}/{}", vault.name, key.name, key.current());
+                let Some(current) = service.store.get::<VersionRecord>(VERSIONS, &id)? else {
+                    continue;
+                };
+                match policy.due(current.attributes.created, current.attributes.exp, now) {
+                    Some(ActionType::Rotate) => match ops::rotate(service, &vault, &key.name) {
+                        Ok((_, v)) => out.push(entry(
+                            &vault,
+                            "KeyRotate",
+                            &key.name,
+                            Some(v.version),
+                            200,
+                            started,
+                        )),
+                        Err(e) => out.push(entry(
+                            &vault,
+                            "KeyRotate",
+                            &key.name,
+                            None,
+                            e.status.as_u16(),
+                            started,
+                        )),
+                    },
+                    Some(ActionType::Notify)
+                        if key.notified_version.as_deref() != Some(key.current()) =>
+                    {
+                        mark_notified(service, &vault, &key.name, key.current())?;
+                        out.push(entry(
+                            &vault,
+                            "KeyNearExpiry",
+                            &key.name,
+                            Some(key.current().into()),
+                            200,
+                            started,
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn mark_notified(
+    service: &Service,
+    vault: &VaultRecord,
+    name: &str,
+    version: &str,
+) -> Result<(), Error> {
+    let id = format!("{}/{name}", vault.name);
+    service.store.write(|tx| {
+        if let Some(mut key) = tx.get::<KeyRecord>(KEYS, &id)? {
+            key.notified_version = Some(version.to_string());
+            tx.put(KEYS, &id, &key)?;
+        }
+        Ok(())
+    })
+}

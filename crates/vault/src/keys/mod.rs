@@ -1,0 +1,10 @@
+//! The Azure Key Vault–compatible keys data plane.
+
+pub mod backup;
+pub mod cache;
+pub mod maintenance;
+pub mod model;
+pub mod ops;
+pub mod request;
+pub mod rotation;
+pub mod route;
