@@ -741,7 +741,7 @@ impl VaultLocations for Platform {
             .map_err(|e| Error::Store(format!("vault list is not JSON: {e}")))?;
         let vaults = list
             .as_array()
-            .or_else(|| list.get("vaults").and_then(|v| v.as_array()))
+            .or_else(|| list.get("value").and_then(|v| v.as_array()))
             .cloned()
             .unwrap_or_default();
         let want = vault_url.trim_end_matches('/');

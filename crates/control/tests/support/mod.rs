@@ -1,0 +1,519 @@
+//! Real parts for the control plane's end-to-end tests: a `pgcmk vault serve`
+//! child driven through the security officer's CLI, a `pgcmk serve` child driven
+//! through the DBA's CLI, and `psql`. Every process is stopped by its own handle
+//! when its guard drops.
+
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Builds `pgcmk` once per test binary (a no-op when up to date) and returns its path.
+pub fn pgcmk() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PGCMK_BIN") {
+            return PathBuf::from(bin);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--quiet", "-p", "pgcmk", "--bin", "pgcmk"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building pgcmk failed");
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), PathBuf::from)
+            .join("debug/pgcmk")
+            .canonicalize()
+            .unwrap()
+    })
+}
+
+/// Polls `condition` every 100 ms until it holds or `limit` passes; returns the
+/// time it took, or panics with `what`.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_json(cmd: &mut Command, what: &str) -> Result<Value, String> {
+    let out: Output = cmd.stdin(Stdio::null()).output().expect("run pgcmk");
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
+    })
+}
+
+fn child_log(dir: &Path, name: &str) -> (Stdio, Stdio) {
+    let log = fs::File::create(dir.join(name)).unwrap();
+    (log.try_clone().unwrap().into(), log.into())
+}
+
+/// A running `pgcmk vault serve`.
+pub struct Vault {
+    child: Child,
+    pub dir: PathBuf,
+    pub identity_endpoint: String,
+}
+
+/// A managed identity.
+pub struct Identity {
+    pub name: String,
+    pub client_id: String,
+    pub credential_file: PathBuf,
+}
+
+impl Vault {
+    /// Starts the vault service with its data under `root/vault`.
+    pub fn start(root: &Path) -> Self {
+        let dir = root.join("vault");
+        let (out, err) = child_log(root, "vault.log");
+        let child = Command::new(pgcmk())
+            .args(["vault", "serve", "--data-dir"])
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let mut vault = Self {
+            child,
+            dir,
+            identity_endpoint: String::new(),
+        };
+        let service = vault.dir.join("service.json");
+        wait_for("the vault's service.json", Duration::from_secs(60), || {
+            let parsed: Option<Value> = fs::read(&service)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(v) =
+                parsed.and_then(|v| v["identity_endpoint"].as_str().map(str::to_string))
+            {
+                vault.identity_endpoint = v;
+                true
+            } else {
+                assert!(
+                    vault.child.try_wait().unwrap().is_none(),
+                    "the vault exited: {}",
+                    fs::read_to_string(root.join("vault.log")).unwrap_or_default()
+                );
+                false
+            }
+        });
+        vault
+    }
+
+    /// Runs a security officer's command (`--output json`) as the vault's administrator.
+    pub fn try_cli(&self, args: &[&str]) -> Result<Value, String> {
+        run_json(
+            Command::new(pgcmk())
+                .args(args)
+                .args(["--output", "json"])
+                .env("PGCMK_VAULT_SERVICE_DIR", &self.dir)
+                .env_remove("PGCMK_CREDENTIALS"),
+            &args.join(" "),
+        )
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Value {
+        self.try_cli(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn identity(&self, name: &str) -> Identity {
+        let credential_file = self
+            .dir
+            .parent()
+            .unwrap()
+            .join(format!("{name}.credential"));
+        let v = self.cli(&[
+            "identity",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "managed",
+            "--credential-file",
+            credential_file.to_str().unwrap(),
+        ]);
+        Identity {
+            name: name.into(),
+            client_id: v["client_id"].as_str().expect("client_id").into(),
+            credential_file,
+        }
+    }
+
+    /// Creates a vault; returns its URL.
+    pub fn keyvault(&self, name: &str, location: &str, purge_protection: bool) -> String {
+        let mut args = vec![
+            "keyvault",
+            "create",
+            "--name",
+            name,
+            "--location",
+            location,
+            "--retention-days",
+            "7",
+        ];
+        if purge_protection {
+            args.push("--purge-protection");
+        }
+        let v = self.cli(&args);
+        v["url"]
+            .as_str()
+            .expect("vault url")
+            .trim_end_matches('/')
+            .into()
+    }
+
+    pub fn grant(&self, vault: &str, identity: &Identity, permissions: &[&str]) {
+        let mut args = vec![
+            "keyvault",
+            "set-policy",
+            "--name",
+            vault,
+            "--identity",
+            &identity.name,
+            "--key-permissions",
+        ];
+        args.extend_from_slice(permissions);
+        self.cli(&args);
+    }
+
+    pub fn revoke(&self, vault: &str, identity: &Identity) {
+        self.cli(&[
+            "keyvault",
+            "delete-policy",
+            "--name",
+            vault,
+            "--identity",
+            &identity.name,
+        ]);
+    }
+
+    /// The security officer's own Azure Key Vault client for `vault_url` (as the
+    /// service's administrator, with client-credentials tokens).
+    pub fn officer(&self, vault_url: &str) -> pgcmk_keyprovider::akv::AkvClient {
+        use pgcmk_keyprovider::akv::{AkvClient, ClientOptions, TokenSource};
+        let service: Value =
+            serde_json::from_slice(&fs::read(self.dir.join("service.json")).unwrap()).unwrap();
+        let admin: Value =
+            serde_json::from_slice(&fs::read(self.dir.join("admin.credential")).unwrap()).unwrap();
+        let tokens = TokenSource::client_secret(
+            service["token_endpoint"].as_str().unwrap(),
+            admin["client_id"].as_str().unwrap(),
+            pgcmk_crypto::SecretBytes::new(
+                admin["client_secret"].as_str().unwrap().as_bytes().to_vec(),
+            ),
+        )
+        .unwrap();
+        let options = ClientOptions::trusting_only(service["ca_file"].as_str().unwrap());
+        AkvClient::new(vault_url, tokens, &options).unwrap()
+    }
+
+    /// Enables or disables one version of a key (the current one when `None`).
+    pub fn set_enabled(&self, vault_url: &str, key: &str, version: Option<&str>, enabled: bool) {
+        let update = pgcmk_keyprovider::akv::KeyUpdate {
+            enabled: Some(enabled),
+            ..Default::default()
+        };
+        self.officer(vault_url)
+            .update_key(key, version, &update)
+            .unwrap();
+    }
+
+    /// Creates an RSA key; returns its full (versioned) id.
+    pub fn key(&self, vault: &str, name: &str, size: u32) -> String {
+        let size = size.to_string();
+        let v = self.cli(&[
+            "key", "create", "--vault", vault, "--name", name, "--kty", "RSA", "--size", &size,
+        ]);
+        kid_of(&v)
+    }
+}
+
+/// The versioned key id in a key command's JSON output.
+pub fn kid_of(v: &Value) -> String {
+    v["key"]["kid"]
+        .as_str()
+        .or_else(|| v["kid"].as_str())
+        .unwrap_or_else(|| panic!("no kid in {v}"))
+        .to_string()
+}
+
+/// Drops the version from a key id.
+pub fn versionless(kid: &str) -> String {
+    kid.rsplit_once('/').unwrap().0.to_string()
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `pgcmk serve`.
+pub struct ControlPlane {
+    child: Child,
+    pub state_dir: PathBuf,
+    pub url: String,
+    args: Vec<String>,
+    root: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts the control plane with a platform identity and key in `vault`.
+    pub fn start(root: &Path, vault: &Vault, interval_secs: u64, grace_secs: u64) -> Self {
+        let platform = vault.identity("platform-mi");
+        let kv = vault.keyvault("platform-kv", "local", true);
+        let _ = kv;
+        vault.grant("platform-kv", &platform, &["get", "wrapKey", "unwrapKey"]);
+        let kid = vault.key("platform-kv", "platform-key", 3072);
+        let state_dir = root.join("control");
+        let args = vec![
+            "serve".to_string(),
+            "--state-dir".into(),
+            state_dir.to_str().unwrap().into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--vault-service-dir".into(),
+            vault.dir.to_str().unwrap().into(),
+            "--platform-key".into(),
+            versionless(&kid),
+            "--platform-identity".into(),
+            platform.client_id.clone(),
+            "--platform-identity-credential-file".into(),
+            platform.credential_file.to_str().unwrap().into(),
+            "--key-check-interval-secs".into(),
+            interval_secs.to_string(),
+            "--key-check-grace-secs".into(),
+            grace_secs.to_string(),
+        ];
+        let child = Self::spawn(root, &args);
+        let mut cp = Self {
+            child,
+            state_dir,
+            url: String::new(),
+            args,
+            root: root.into(),
+        };
+        cp.wait_listening();
+        cp
+    }
+
+    fn spawn(root: &Path, args: &[String]) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("control.log"))
+            .unwrap();
+        Command::new(pgcmk())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_listening(&mut self) {
+        let serve_json = self.state_dir.join("serve.json");
+        let pid = self.child.id();
+        let root = self.root.clone();
+        let mut url = String::new();
+        let child = &mut self.child;
+        wait_for(
+            "the control plane's serve.json",
+            Duration::from_secs(120),
+            || {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the control plane exited: {}",
+                    fs::read_to_string(root.join("control.log")).unwrap_or_default()
+                );
+                let v: Option<Value> = fs::read(&serve_json)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                match v {
+                    Some(v) if v["pid"].as_u64() == Some(u64::from(pid)) => {
+                        url = v["url"].as_str().unwrap().to_string();
+                        true
+                    }
+                    _ => false,
+                }
+            },
+        );
+        self.url = url;
+    }
+
+    /// Stops the control plane (SIGTERM; agents keep running) and starts it again.
+    pub fn restart(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+        self.child = Self::spawn(&self.root, &self.args);
+        self.wait_listening();
+    }
+
+    /// Runs `pgcmk server ARGS --output json` against this control plane.
+    pub fn try_server(&self, args: &[&str]) -> Result<Value, String> {
+        run_json(
+            Command::new(pgcmk()).arg("server").args(args).args([
+                "--output",
+                "json",
+                "--endpoint",
+                &self.url,
+            ]),
+            &format!("server {}", args.join(" ")),
+        )
+    }
+
+    pub fn server(&self, args: &[&str]) -> Value {
+        self.try_server(args)
+            .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", self.log()))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.root.join("control.log")).unwrap_or_default()
+    }
+
+    /// The server's state name and reason.
+    pub fn state(&self, name: &str) -> (String, String) {
+        let v = self.server(&["show", name]);
+        (
+            v["server"]["state"]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            v["server"]["state"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    }
+
+    /// The directory names under `servers/`.
+    pub fn server_dirs(&self) -> Vec<String> {
+        fs::read_dir(self.state_dir.join("servers"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Stop the servers' agents first (each unmounts and stops its PostgreSQL),
+        // then the control plane itself.
+        if let Ok(list) = self.try_server(&["list"]) {
+            for s in list.as_array().into_iter().flatten() {
+                let _ = self.try_server(&["stop", s["name"].as_str().unwrap_or_default()]);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Agents left behind by a failed stop: ask each to stop, by its pid file.
+        for dir in self.server_dirs() {
+            let pid_file = self.state_dir.join("servers").join(dir).join("agent.pid");
+            if let Ok(pid) = fs::read_to_string(&pid_file) {
+                let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+                wait_for("a leftover agent to exit", Duration::from_secs(60), || {
+                    !pid_file.exists()
+                });
+            }
+        }
+    }
+}
+
+/// A scratch directory that the `postgres` user can traverse.
+pub fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
+/// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
+pub fn psql(port: u64, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-p", &port.to_string(), "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "3")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+/// Every file under `dir` whose bytes contain `needle`, not descending into `skip`.
+pub fn files_containing(dir: &Path, needle: &[u8], skip: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path == skip {
+                continue;
+            }
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let bytes = fs::read(&path).unwrap_or_default();
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found
+}
