@@ -1,0 +1,148 @@
+//! State survives restarts and kill -9: keys, versions, policies, deleted keys and
+//! the audit chain, and no acknowledged write is lost.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+use support::{b64, unb64, Vault};
+
+#[test]
+fn restart_keeps_keys_versions_policies_deleted_keys_and_the_audit_chain() {
+    let mut v = Vault::start();
+    let url = v.vault("durable", true);
+    let t = v.admin_token(&url);
+    let app = v.identity("app", "managed");
+    v.set_policy("durable", "app", &["get", "wrapKey", "unwrapKey"]);
+    let first = v.create_key(&url, &t, "kek", 2048);
+    let wrapped = v.akv(
+        Method::POST,
+        &first,
+        "/wrapkey",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": b64(&[5; 32]) })),
+    );
+    assert_eq!(wrapped.status, 200);
+    assert_eq!(
+        v.akv(Method::POST, &url, "/keys/kek/rotate", &t, Some(json!({})))
+            .status,
+        200
+    );
+    let policy = json!({ "lifetimeActions": [{ "trigger": { "timeAfterCreate": "P90D" }, "action": { "type": "Rotate" } }], "attributes": { "expiryTime": "P1Y" } });
+    assert_eq!(
+        v.akv(
+            Method::PUT,
+            &url,
+            "/keys/kek/rotationpolicy",
+            &t,
+            Some(policy)
+        )
+        .status,
+        200
+    );
+    v.create_key(&url, &t, "gone", 2048);
+    assert_eq!(
+        v.akv(Method::DELETE, &url, "/keys/gone", &t, None).status,
+        200
+    );
+    let entries_before = v.audit_verify().unwrap();
+
+    v.stop();
+    v.restart();
+
+    // Same vault URL, same identity secret, same policy.
+    let vaults = v.manage(Method::GET, "/admin/vaults/durable", None);
+    assert_eq!(vaults["url"], url);
+    assert_eq!(vaults["purge_protection"], true);
+    let app_token = v.mi_token(&app, &url);
+    let unwrapped = v.akv(
+        Method::POST,
+        &first,
+        "/unwrapkey",
+        &app_token,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
+    );
+    assert_eq!(unwrapped.status, 200, "{}", unwrapped.body);
+    assert_eq!(
+        unb64(unwrapped.body["value"].as_str().unwrap()),
+        vec![5; 32]
+    );
+    let t = v.admin_token(&url);
+    let versions = v.akv(Method::GET, &url, "/keys/kek/versions", &t, None);
+    assert_eq!(versions.body["value"].as_array().unwrap().len(), 2);
+    let p = v.akv(Method::GET, &url, "/keys/kek/rotationpolicy", &t, None);
+    assert_eq!(
+        p.body["lifetimeActions"][0]["trigger"]["timeAfterCreate"],
+        "P90D"
+    );
+    assert_eq!(p.body["attributes"]["expiryTime"], "P1Y");
+    let deleted = v.akv(Method::GET, &url, "/deletedkeys/gone", &t, None);
+    assert_eq!(deleted.status, 200);
+    assert_eq!(
+        deleted.body["recoveryId"],
+        format!("{url}/deletedkeys/gone")
+    );
+    let after = v.audit_verify().unwrap();
+    assert!(after > entries_before, "{after} > {entries_before}");
+}
+
+#[test]
+fn kill_9_during_a_burst_of_creates_loses_no_acknowledged_key() {
+    let mut v = Vault::start();
+    let url = v.vault("burst", false);
+    let token = v.admin_token(&url);
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = v.admin.http().clone();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop, http, url, token) = (
+                acknowledged.clone(),
+                stop.clone(),
+                http.clone(),
+                url.clone(),
+                token.clone(),
+            );
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let name = format!("burst-{w}-{i}");
+                    let resp = http
+                        .post(format!("{url}/keys/{name}/create?api-version=7.5"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "kty": "RSA", "key_size": 2048 }))
+                        .send();
+                    match resp {
+                        Ok(r) if r.status() == 200 => acked.lock().unwrap().push(name),
+                        Ok(r) => panic!("create {name}: {}", r.status()),
+                        Err(_) => break, // the service died under us
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acknowledged.lock().unwrap().len() < 12 {
+        assert!(Instant::now() < deadline, "creates too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    v.kill9();
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acknowledged.lock().unwrap().clone();
+    v.restart();
+    let t = v.admin_token(&url);
+    for name in &acked {
+        let a = v.akv(Method::GET, &url, &format!("/keys/{name}"), &t, None);
+        assert_eq!(a.status, 200, "acknowledged key {name} lost: {}", a.body);
+    }
+    assert!(v.audit_verify().is_ok(), "{:?}", v.audit_verify());
+}
