@@ -155,6 +155,31 @@ fn customer_managed_server_lifecycle() {
         "20000"
     );
 
+    // kill -9 of the postmaster: the agent restarts it; committed data is there.
+    psql(
+        port,
+        &password,
+        "INSERT INTO t VALUES (-2, 'before-postgres-kill')",
+    )
+    .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server_dir.join("status.json")).unwrap()).unwrap();
+    let postmaster = status["postgres_pid"]
+        .as_u64()
+        .expect("postgres pid in status.json");
+    std::process::Command::new("kill")
+        .args(["-9", &postmaster.to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        "postgres back after kill -9",
+        Duration::from_secs(60),
+        || {
+            psql(port, &password, "SELECT v FROM t WHERE id = -2")
+                .is_ok_and(|v| v == "before-postgres-kill")
+        },
+    );
+
     // kill -9 of the agent: the control plane restarts it; committed data is there.
     psql(
         port,
