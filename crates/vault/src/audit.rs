@@ -180,10 +180,18 @@ impl AuditLog {
                     return Ok(Err(ChainBreak::new(position, &msg)));
                 }
                 if chain_mac(&self.key, stored.seq, &stored.prev, &stored.entry) != stored.mac {
-                    return Ok(Err(ChainBreak::new(
-                        position,
-                        "was edited: its contents do not match its mac",
-                    )));
+                    // If the next entry chains to the one before this, this one was slipped in.
+                    let next = self.store.audit_range(position + 1, 1)?;
+                    let skipped = next
+                        .first()
+                        .and_then(|(_, b)| serde_json::from_slice::<StoredEntry>(b).ok())
+                        .is_some_and(|n| n.prev == prev);
+                    let problem = if skipped {
+                        "was inserted: the entry after it follows the entry before it"
+                    } else {
+                        "was edited: its contents do not match its mac"
+                    };
+                    return Ok(Err(ChainBreak::new(position, problem)));
                 }
                 if stored.prev != prev {
                     return Ok(Err(ChainBreak::new(

@@ -1,0 +1,434 @@
+//! The keys data plane end to end: versions and empty version segments, paging,
+//! crypto operations, attribute checks, rotation policies that really rotate,
+//! soft delete / recover / purge under purge protection, backup and restore.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::{b64, unb64, Vault};
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn versions_paging_and_crypto_operations() {
+    let v = Vault::start();
+    let url = v.vault("ops", false);
+    let t = v.admin_token(&url);
+    let kid1 = v.create_key(&url, &t, "k", 2048);
+    let rotated = v.akv(Method::POST, &url, "/keys/k/rotate", &t, Some(json!({})));
+    let kid2 = rotated.body["key"]["kid"].as_str().unwrap().to_string();
+    let version2 = kid2.rsplit('/').next().unwrap();
+    assert_eq!(version2.len(), 32);
+    assert!(version2
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(kid2.starts_with(&format!("{url}/keys/k/")));
+
+    // Empty version segments mean the current version.
+    for path in ["/keys/k", "/keys/k/"] {
+        let a = v.akv(Method::GET, &url, path, &t, None);
+        assert_eq!(a.body["key"]["kid"], kid2, "{path}");
+        assert_eq!(a.body["key"]["kty"], "RSA");
+        assert!(
+            a.body["key"]["d"].is_null() && a.body["key"]["p"].is_null(),
+            "no private parts"
+        );
+    }
+    let wrapped = v.akv(
+        Method::POST,
+        &url,
+        "/keys/k//wrapkey",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": b64(&[3; 32]) })),
+    );
+    assert_eq!(wrapped.body["kid"], kid2);
+    let unwrapped = v.akv(
+        Method::POST,
+        &url,
+        "/keys/k//unwrapkey",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
+    );
+    assert_eq!(
+        unb64(unwrapped.body["value"].as_str().unwrap()),
+        vec![3; 32]
+    );
+    // The old version still unwraps what it wrapped.
+    let old = v.akv(
+        Method::POST,
+        &kid1,
+        "/encrypt",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP", "value": b64(b"hello") })),
+    );
+    let dec = v.akv(
+        Method::POST,
+        &kid1,
+        "/decrypt",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP", "value": old.body["value"] })),
+    );
+    assert_eq!(unb64(dec.body["value"].as_str().unwrap()), b"hello");
+    let wrong = v.akv(
+        Method::POST,
+        &kid2,
+        "/decrypt",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP", "value": old.body["value"] })),
+    );
+    assert_eq!(wrong.status, 400);
+
+    for alg in ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] {
+        let len = match &alg[2..] {
+            "256" => 32,
+            "384" => 48,
+            _ => 64,
+        };
+        let digest = b64(&vec![9; len]);
+        let sig = v.akv(
+            Method::POST,
+            &kid2,
+            "/sign",
+            &t,
+            Some(json!({ "alg": alg, "value": digest })),
+        );
+        assert_eq!(sig.status, 200, "{alg}: {}", sig.body);
+        let ok = v.akv(
+            Method::POST,
+            &kid2,
+            "/verify",
+            &t,
+            Some(json!({ "alg": alg, "digest": digest, "value": sig.body["value"] })),
+        );
+        assert_eq!(ok.body["value"], true, "{alg}");
+        let other = b64(&vec![8; len]);
+        let bad = v.akv(
+            Method::POST,
+            &kid2,
+            "/verify",
+            &t,
+            Some(json!({ "alg": alg, "digest": other, "value": sig.body["value"] })),
+        );
+        assert_eq!(bad.body["value"], false, "{alg}");
+    }
+
+    // Paging: maxresults with absolute nextLinks that carry everything needed.
+    for i in 0..4 {
+        v.create_key(&url, &t, &format!("p{i}"), 2048);
+    }
+    let mut next = format!("{url}/keys?api-version=7.5&maxresults=2");
+    let mut seen = Vec::new();
+    while !next.is_empty() {
+        let page = v.raw(Method::GET, &next, Some(&t), None);
+        assert_eq!(page.status, 200, "{}", page.body);
+        let items = page.body["value"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|i| {
+            i["kid"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        }));
+        next = page.body["nextLink"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            next.is_empty() || next.starts_with(&format!("{url}/keys?")),
+            "{next}"
+        );
+    }
+    assert_eq!(seen, vec!["k", "p0", "p1", "p2", "p3"]);
+    let versions = v.akv(Method::GET, &url, "/keys/k/versions?maxresults=1", &t, None);
+    assert_eq!(versions.body["value"].as_array().unwrap().len(), 1);
+    let rest = v.raw(
+        Method::GET,
+        versions.body["nextLink"].as_str().unwrap(),
+        Some(&t),
+        None,
+    );
+    assert_eq!(rest.body["value"][0]["kid"], kid2);
+    assert!(rest.body["nextLink"].is_null());
+}
+
+#[test]
+fn disabled_not_yet_valid_and_expired_keys_refuse_crypto() {
+    let v = Vault::start();
+    let url = v.vault("attrs", false);
+    let t = v.admin_token(&url);
+    let kid = v.create_key(&url, &t, "k", 2048);
+    let wrap = |kid: &str| {
+        v.akv(
+            Method::POST,
+            kid,
+            "/wrapkey",
+            &t,
+            Some(json!({ "alg": "RSA-OAEP-256", "value": b64(&[1; 32]) })),
+        )
+    };
+    let now = pgcmk_vault::now_unix();
+    for (attrs, inner) in [
+        (json!({ "enabled": false }), "KeyDisabled"),
+        (
+            json!({ "enabled": true, "nbf": now + 3600 }),
+            "KeyNotYetValid",
+        ),
+        (json!({ "nbf": null, "exp": now - 10 }), "KeyExpired"),
+    ] {
+        let u = v.akv(
+            Method::PATCH,
+            &url,
+            "/keys/k",
+            &t,
+            Some(json!({ "attributes": attrs })),
+        );
+        assert_eq!(u.status, 200, "{}", u.body);
+        let a = wrap(&kid);
+        assert_eq!(a.status, 403, "{inner}: {}", a.body);
+        assert_eq!(a.code(), "Forbidden");
+        assert_eq!(a.body["error"]["innererror"]["code"], inner);
+    }
+    let u = v.akv(Method::PATCH, &url, "/keys/k", &t, Some(json!({ "attributes": { "exp": null }, "key_ops": ["unwrapKey"], "tags": { "team": "db" } })));
+    assert_eq!(u.body["tags"]["team"], "db");
+    assert_eq!(
+        wrap(&kid).body["error"]["innererror"]["code"],
+        "KeyOperationForbidden"
+    );
+    let u = v.akv(
+        Method::PATCH,
+        &url,
+        "/keys/k",
+        &t,
+        Some(json!({ "key_ops": ["wrapKey", "unwrapKey"] })),
+    );
+    assert_eq!(u.status, 200);
+    assert_eq!(wrap(&kid).status, 200);
+}
+
+#[test]
+fn rotation_policy_rotates_when_due() {
+    let v = Vault::start();
+    let url = v.vault("rotation", false);
+    let t = v.admin_token(&url);
+    v.create_key(&url, &t, "k", 2048);
+    let default = v.akv(Method::GET, &url, "/keys/k/rotationpolicy", &t, None);
+    assert_eq!(
+        default.body["lifetimeActions"][0]["action"]["type"],
+        "Notify"
+    );
+    let policy = json!({
+        "lifetimeActions": [{ "trigger": { "timeAfterCreate": "PT2S" }, "action": { "type": "Rotate" } }],
+        "attributes": { "expiryTime": "P30D" }
+    });
+    let set = v.akv(
+        Method::PUT,
+        &url,
+        "/keys/k/rotationpolicy",
+        &t,
+        Some(policy),
+    );
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.body["id"], format!("{url}/keys/k/rotationpolicy"));
+    let count = || {
+        v.akv(Method::GET, &url, "/keys/k/versions", &t, None).body["value"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_for("an automatic rotation", || count() >= 2);
+    let current = v.akv(Method::GET, &url, "/keys/k", &t, None);
+    let exp = current.body["attributes"]["exp"].as_i64().unwrap();
+    let created = current.body["attributes"]["created"].as_i64().unwrap();
+    assert_eq!(
+        exp - created,
+        30 * 86_400,
+        "new versions get the policy's expiry"
+    );
+    let auto = v.audit("operation=KeyRotate&principal=system&vault=rotation");
+    assert!(!auto.is_empty());
+    assert_eq!(auto[0]["entry"]["key"], "k");
+}
+
+#[test]
+fn soft_delete_recover_purge_protection_and_backup_restore() {
+    let v = Vault::start();
+    let protected = v.vault("protected", true);
+    let plain = v.vault("plain", false);
+    let t = v.admin_token(&protected);
+    let tp = v.admin_token(&plain);
+    let kid = v.create_key(&protected, &t, "k", 2048);
+    v.akv(
+        Method::POST,
+        &protected,
+        "/keys/k/rotate",
+        &t,
+        Some(json!({})),
+    );
+    let wrapped = v.akv(
+        Method::POST,
+        &kid,
+        "/wrapkey",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": b64(&[4; 32]) })),
+    );
+
+    let backup = v.akv(
+        Method::POST,
+        &protected,
+        "/keys/k/backup",
+        &t,
+        Some(json!({})),
+    );
+    assert_eq!(backup.status, 200);
+    let blob = backup.body["value"].as_str().unwrap().to_string();
+    let raw = unb64(&blob);
+    assert!(raw.len() > 1000);
+    // The blob is sealed: no PKCS#8 header or public modulus in the clear.
+    let n = unb64(
+        v.akv(Method::GET, &kid, "", &t, None).body["key"]["n"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(
+        !raw.windows(16).any(|w| w == &n[..16]),
+        "modulus visible in backup blob"
+    );
+
+    let deleted = v.akv(Method::DELETE, &protected, "/keys/k", &t, None);
+    assert_eq!(deleted.status, 200);
+    assert_eq!(
+        deleted.body["recoveryId"],
+        format!("{protected}/deletedkeys/k")
+    );
+    let purge_at = deleted.body["scheduledPurgeDate"].as_i64().unwrap();
+    assert_eq!(
+        purge_at - deleted.body["deletedDate"].as_i64().unwrap(),
+        7 * 86_400
+    );
+    assert_eq!(
+        v.akv(Method::GET, &protected, "/keys/k", &t, None).status,
+        404
+    );
+    let reuse = v.akv(
+        Method::POST,
+        &protected,
+        "/keys/k/create",
+        &t,
+        Some(json!({ "kty": "RSA" })),
+    );
+    assert_eq!((reuse.status, reuse.code()), (409, "Conflict"));
+    assert_eq!(
+        reuse.body["error"]["innererror"]["code"],
+        "ObjectIsDeletedButRecoverable"
+    );
+    let listed = v.akv(Method::GET, &protected, "/deletedkeys", &t, None);
+    assert_eq!(
+        listed.body["value"][0]["recoveryId"],
+        format!("{protected}/deletedkeys/k")
+    );
+    let refused = v.akv(Method::DELETE, &protected, "/deletedkeys/k", &t, None);
+    assert_eq!(
+        (refused.status, refused.code()),
+        (403, "Forbidden"),
+        "{}",
+        refused.body
+    );
+
+    let recovered = v.akv(
+        Method::POST,
+        &protected,
+        "/deletedkeys/k/recover",
+        &t,
+        Some(json!({})),
+    );
+    assert_eq!(recovered.status, 200);
+    let unwrapped = v.akv(
+        Method::POST,
+        &kid,
+        "/unwrapkey",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
+    );
+    assert_eq!(
+        unb64(unwrapped.body["value"].as_str().unwrap()),
+        vec![4; 32]
+    );
+
+    // Restore into another vault keeps both versions and their ids.
+    let restored = v.akv(
+        Method::POST,
+        &plain,
+        "/keys/restore",
+        &tp,
+        Some(json!({ "value": blob })),
+    );
+    assert_eq!(restored.status, 200, "{}", restored.body);
+    let version1 = kid.rsplit('/').next().unwrap();
+    let old_in_plain = format!("{plain}/keys/k/{version1}");
+    let again = v.akv(
+        Method::POST,
+        &old_in_plain,
+        "/unwrapkey",
+        &tp,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
+    );
+    assert_eq!(unb64(again.body["value"].as_str().unwrap()), vec![4; 32]);
+    let twice = v.akv(
+        Method::POST,
+        &plain,
+        "/keys/restore",
+        &tp,
+        Some(json!({ "value": blob })),
+    );
+    assert_eq!(twice.status, 409);
+    let mut tampered = raw.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let bad = v.akv(
+        Method::POST,
+        &plain,
+        "/keys/restore",
+        &tp,
+        Some(json!({ "value": b64(&tampered) })),
+    );
+    assert_eq!(bad.status, 400);
+
+    // Without purge protection, purge removes the key for good.
+    assert_eq!(
+        v.akv(Method::DELETE, &plain, "/keys/k", &tp, None).status,
+        200
+    );
+    let purged = v.akv(Method::DELETE, &plain, "/deletedkeys/k", &tp, None);
+    assert_eq!(purged.status, 204);
+    assert_eq!(
+        v.akv(Method::GET, &plain, "/deletedkeys/k", &tp, None)
+            .status,
+        404
+    );
+    let gone = v.akv(
+        Method::POST,
+        &old_in_plain,
+        "/unwrapkey",
+        &tp,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
+    );
+    assert_eq!(gone.status, 404);
+    let purges: Vec<Value> = v.audit("operation=KeyPurge");
+    let statuses: Vec<u64> = purges
+        .iter()
+        .map(|e| e["entry"]["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![403, 204]);
+}
