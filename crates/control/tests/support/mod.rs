@@ -71,11 +71,6 @@ fn run_json(cmd: &mut Command, what: &str) -> Result<Value, String> {
     })
 }
 
-fn child_log(dir: &Path, name: &str) -> (Stdio, Stdio) {
-    let log = fs::File::create(dir.join(name)).unwrap();
-    (log.try_clone().unwrap().into(), log.into())
-}
-
 /// A running `pgcmk vault serve`.
 pub struct Vault {
     child: Child,
@@ -94,41 +89,78 @@ impl Vault {
     /// Starts the vault service with its data under `root/vault`.
     pub fn start(root: &Path) -> Self {
         let dir = root.join("vault");
-        let (out, err) = child_log(root, "vault.log");
-        let child = Command::new(pgcmk())
-            .args(["vault", "serve", "--data-dir"])
-            .arg(&dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
+        let child = Self::spawn(&dir, "127.0.0.1:0");
         let mut vault = Self {
             child,
             dir,
             identity_endpoint: String::new(),
         };
-        let service = vault.dir.join("service.json");
+        vault.wait_ready();
+        vault
+    }
+
+    fn spawn(dir: &Path, listen: &str) -> Child {
+        let root = dir.parent().unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("vault.log"))
+            .unwrap();
+        Command::new(pgcmk())
+            .args(["vault", "serve", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_ready(&mut self) {
+        let service = self.dir.join("service.json");
+        let pid = u64::from(self.child.id());
+        let log = self.dir.parent().unwrap().join("vault.log");
+        let child = &mut self.child;
+        let mut endpoint = String::new();
         wait_for("the vault's service.json", Duration::from_secs(60), || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the vault exited: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
             let parsed: Option<Value> = fs::read(&service)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Some(v) =
-                parsed.and_then(|v| v["identity_endpoint"].as_str().map(str::to_string))
-            {
-                vault.identity_endpoint = v;
-                true
-            } else {
-                assert!(
-                    vault.child.try_wait().unwrap().is_none(),
-                    "the vault exited: {}",
-                    fs::read_to_string(root.join("vault.log")).unwrap_or_default()
-                );
-                false
+            match parsed {
+                Some(v) if v["pid"].as_u64() == Some(pid) => {
+                    endpoint = v["identity_endpoint"].as_str().unwrap().to_string();
+                    true
+                }
+                _ => false,
             }
         });
-        vault
+        self.identity_endpoint = endpoint;
+    }
+
+    /// Kills the vault service: an outage, not a revocation.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the killed service again on its previous address.
+    pub fn restart(&mut self) {
+        let service: Value =
+            serde_json::from_slice(&fs::read(self.dir.join("service.json")).unwrap()).unwrap();
+        let addr = service["url"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string();
+        self.child = Self::spawn(&self.dir, &addr);
+        self.wait_ready();
     }
 
     /// Runs a security officer's command (`--output json`) as the vault's administrator.
