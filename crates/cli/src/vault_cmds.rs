@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// Lifetime of issued access tokens, seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]
     token_lifetime_secs: i64,
+    /// Data-plane operations allowed in flight at once; more get 429 Throttled.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_in_flight: u64,
 }
 
 /// Where the service is and who is calling.
@@ -108,6 +111,7 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), String> {
     options.passphrase = passphrase;
     options.maintenance_interval = Duration::from_secs(args.maintenance_interval_secs);
     options.token_lifetime_secs = args.token_lifetime_secs;
+    options.max_in_flight = args.max_in_flight as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub maintenance_interval: Duration,
     /// Lifetime of issued tokens, seconds.
     pub token_lifetime_secs: i64,
+    /// Data-plane operations allowed in flight at once; more are answered 429 Throttled.
+    pub max_in_flight: usize,
 }
 
 impl ServeOptions {
@@ -47,6 +49,7 @@ impl ServeOptions {
             passphrase: None,
             maintenance_interval: Duration::from_secs(60),
             token_lifetime_secs: token::DEFAULT_LIFETIME_SECS,
+            max_in_flight: 1024,
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct Service {
     pub(crate) shutdown: watch::Receiver<bool>,
     listeners: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) token_lifetime_secs: i64,
+    /// Admission control for data-plane operations (429 Throttled when exhausted).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Keys kept unsealed in memory at most (LRU).
@@ -250,6 +255,21 @@ fn service_info(service: &Service) -> ServiceInfo {
     }
 }
 
+/// Proves the root key belongs to this database (a sealed check value written on
+/// first start), so a wrong key fails with a clear message instead of later.
+fn check_root_key(store: &Store, keys: &DerivedKeys) -> Result<(), Error> {
+    const AAD: &[u8] = b"root-key-check";
+    match store.get::<Vec<u8>>(crate::storage::META, "root_check")? {
+        Some(sealed) => keys.storage.open(AAD, &sealed).map(drop).map_err(|_| {
+            Error::RootKey("the root key does not match this data directory: restore the right root key or passphrase".into())
+        }),
+        None => {
+            let sealed = keys.storage.seal(AAD, b"pgcmk")?;
+            store.write(|tx| tx.put(crate::storage::META, "root_check", &sealed))
+        }
+    }
+}
+
 /// Opens or initializes the data directory and starts all listeners.
 pub async fn start(
     options: ServeOptions,
@@ -268,6 +288,7 @@ pub async fn start(
     };
     let keys = DerivedKeys::derive(&seal::load_root_key(&dir, source, first_start)?)?;
     let store = Arc::new(Store::open(&dir.database_file())?);
+    check_root_key(&store, &keys)?;
     let tls = tls::server_config(&store, &keys, &dir)?;
     let directory = Directory::load(&store, keys.credentials.clone())?;
     if directory.list().is_empty() {
@@ -304,6 +325,7 @@ pub async fn start(
         shutdown,
         listeners: Mutex::new(Vec::new()),
         token_lifetime_secs: options.token_lifetime_secs,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1))),
     });
     service.spawn_listener(main, admin_api::router(service.clone()));
     for vault in service.vaults.list() {

@@ -118,3 +118,41 @@ fn malformed_requests_get_4xx_with_akv_codes_and_the_service_keeps_serving() {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(v.audit_verify().map(|n| n > 30), Ok(true));
 }
+
+#[test]
+fn overload_is_answered_429_throttled_and_the_service_recovers() {
+    let v = Vault::start_with(&["--max-in-flight", "1"]);
+    let url = v.vault("throttle", false);
+    let t = v.admin_token(&url);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..6)
+            .map(|i| {
+                let (barrier, v, url, t) = (barrier.clone(), &v, &url, &t);
+                s.spawn(move || {
+                    barrier.wait();
+                    // 4096-bit key generation keeps the single slot busy long enough to overlap.
+                    let a = v.akv(
+                        Method::POST,
+                        url,
+                        &format!("/keys/t{i}/create"),
+                        t,
+                        Some(json!({ "kty": "RSA", "key_size": 4096 })),
+                    );
+                    (a.status, a.code().to_string())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().any(|(s, _)| *s == 200), "{statuses:?}");
+    assert!(
+        statuses.iter().any(|(s, c)| *s == 429 && c == "Throttled"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(v.akv(Method::GET, &url, "/keys", &t, None).status, 200);
+}

@@ -138,6 +138,9 @@ pub fn respond(
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
         }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if body.is_some() {
             h.insert(
                 header::CONTENT_TYPE,

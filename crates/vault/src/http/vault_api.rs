@@ -111,9 +111,17 @@ async fn process(
         ))
         .with_inner("ForbiddenByPolicy"));
     }
+    let Ok(permit) = ctx.service.in_flight.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Throttled",
+            "Request was not processed because too many requests are in flight; retry after a short wait",
+        ));
+    };
     let service = ctx.service.clone();
     let query = form_pairs(parts.uri.query().unwrap_or_default());
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let ctx = Ctx {
             service: &service,
             vault: &vault,

@@ -55,6 +55,8 @@ pub struct Vault {
     pub service: ServiceDir,
     pub admin: AdminClient,
     extra_args: Vec<String>,
+    /// Environment for the child (e.g. a passphrase variable).
+    pub env: Vec<(String, String)>,
 }
 
 impl Vault {
@@ -65,10 +67,19 @@ impl Vault {
 
     /// Starts a fresh service with extra `serve` arguments.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_env(args, &[])
+    }
+
+    /// Starts a fresh service with extra `serve` arguments and environment.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bin = pgcmk_binary();
         let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let child = spawn(&bin, dir.path(), &extra_args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(&bin, dir.path(), &extra_args, &env);
         let (child, service) = wait_ready(child, dir.path());
         let admin = admin_client(&service, &service.admin_credential());
         Self {
@@ -78,6 +89,7 @@ impl Vault {
             service,
             admin,
             extra_args,
+            env,
         }
     }
 
@@ -127,11 +139,36 @@ impl Vault {
     /// Starts the service again on the same data directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the service first");
-        let child = spawn(&self.bin, self.dir.path(), &self.extra_args);
+        let child = spawn(&self.bin, self.dir.path(), &self.extra_args, &self.env);
         let (child, service) = wait_ready(child, self.dir.path());
         self.admin = admin_client(&service, &service.admin_credential());
         self.service = service;
         self.child = Some(child);
+    }
+
+    /// Starts the service on the same data directory expecting it to refuse; returns its output.
+    pub fn restart_expecting_failure(&self) -> String {
+        assert!(self.child.is_none(), "stop or kill the service first");
+        let mut child = spawn(&self.bin, self.dir.path(), &self.extra_args, &self.env);
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    !status.success(),
+                    "the service should have refused to start"
+                );
+                return self.log();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the service started although it should have refused:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -280,7 +317,7 @@ impl Drop for Vault {
     }
 }
 
-fn spawn(bin: &Path, dir: &Path, extra: &[String]) -> Child {
+fn spawn(bin: &Path, dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -290,6 +327,7 @@ fn spawn(bin: &Path, dir: &Path, extra: &[String]) -> Child {
         .args(["vault", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("data"))
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
