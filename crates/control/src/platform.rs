@@ -18,7 +18,7 @@ use crate::agent::{self, AgentConfig, AgentStatus};
 use crate::error::IoContext;
 use crate::kek::KekAccess;
 use crate::model::{now_rfc3339, Encryption, Event, ServerRecord, ServerState};
-use crate::server_dir::{read_json, write_json_atomic, ServerDir};
+use crate::server_dir::{read_json, write_json_atomic, write_private_file, ServerDir};
 use crate::store::Store;
 use crate::sys::{self, Signal};
 use crate::validate::{self, Requirements, VaultLocations};
@@ -215,7 +215,7 @@ impl Platform {
             fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
                 .ctx(|| "setting permissions of the server directory")?;
             if let Some(secret) = &secret {
-                write_secret(&agent_config.kek.header_file, secret)?;
+                write_private_file(&agent_config.kek.header_file, secret.expose_secret())?;
             }
             write_json_atomic(&dir.agent_config(), &agent_config)?;
             write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
@@ -809,20 +809,6 @@ fn hex_id() -> Result<String, Error> {
 fn free_port() -> Result<u16, Error> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").ctx(|| "finding a free port")?;
     Ok(listener.local_addr().ctx(|| "finding a free port")?.port())
-}
-
-/// Writes a secret to a new 0600 file.
-fn write_secret(path: &Path, secret: &SecretBytes) -> Result<(), Error> {
-    use std::io::Write;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .ctx(|| format!("creating {}", path.display()))?;
-    f.write_all(secret.expose_secret())
-        .and_then(|()| f.sync_all())
-        .ctx(|| format!("writing {}", path.display()))
 }
 
 fn describe(record: &ServerRecord) -> String {

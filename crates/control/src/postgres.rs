@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use pgcmk_crypto::SecretBytes;
 
 use crate::error::IoContext;
+use crate::server_dir::write_private_file;
 use crate::sys::{self, Signal};
 use crate::Error;
 
@@ -191,7 +192,8 @@ impl Postgres {
         // initdb reads the password from a file; it lives beside the data directory
         // (on the encrypted mount in production) only while initdb runs.
         let pwfile = parent.join(".initdb-password");
-        write_private_file(&pwfile, password.expose_secret(), user)?;
+        write_private_file(&pwfile, password.expose_secret())?;
+        user.chown(&pwfile)?;
         let result = self
             .install
             .command_as_postgres("initdb")
@@ -333,21 +335,6 @@ impl Drop for Postgres {
             tracing::error!("stopping postgres on drop: {e}");
         }
     }
-}
-
-/// Writes `bytes` to a new file readable only by `owner`.
-fn write_private_file(path: &Path, bytes: &[u8], owner: &OsUser) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .ctx(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .ctx(|| format!("writing {}", path.display()))?;
-    owner.chown(path)
 }
 
 #[cfg(test)]

@@ -113,6 +113,19 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Err
         .ctx(|| format!("syncing {}", dir.display()))
 }
 
+/// Writes `bytes` to a new file readable only by its owner (mode 0600), durably.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .ctx(|| format!("writing {}", path.display()))
+}
+
 /// Reads JSON written by [`write_json_atomic`].
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
     let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;

@@ -6,6 +6,31 @@ mod support;
 
 use support::*;
 
+/// `pgcmk server create` with a customer-managed key.
+fn create_cmk(
+    cp: &ControlPlane,
+    name: &str,
+    identity: &Identity,
+    client_id: &str,
+    key: &str,
+) -> Result<serde_json::Value, String> {
+    cp.try_server(&[
+        "create",
+        "--name",
+        name,
+        "--location",
+        "westeurope",
+        "--encryption",
+        "customer-managed",
+        "--identity",
+        client_id,
+        "--identity-credential-file",
+        identity.credential_file.to_str().unwrap(),
+        "--key",
+        key,
+    ])
+}
+
 #[test]
 fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let root = scratch();
@@ -16,24 +41,8 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let kv = vault.keyvault("app-kv", "westeurope", true);
     vault.grant("app-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
     let good = versionless(&vault.key("app-kv", "good", 2048));
-    let cred = mi.credential_file.to_str().unwrap().to_string();
-    let create = |name: &str, identity: &str, key: &str| {
-        cp.try_server(&[
-            "create",
-            "--name",
-            name,
-            "--location",
-            "westeurope",
-            "--encryption",
-            "customer-managed",
-            "--identity",
-            identity,
-            "--identity-credential-file",
-            &cred,
-            "--key",
-            key,
-        ])
-    };
+    let create =
+        |name: &str, client_id: &str, key: &str| create_cmk(&cp, name, &mi, client_id, key);
     let refused = |result: Result<serde_json::Value, String>, expected: &str| {
         let err = result.expect_err(expected);
         assert!(err.contains(expected), "expected '{expected}' in: {err}");
@@ -61,24 +70,7 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let key_of = |name: &str| versionless(&vault.key("app-kv", name, 3072));
     let rights_key = key_of("rights");
     let weak = vault.identity("weak-mi");
-    let weak_cred = weak.credential_file.to_str().unwrap().to_string();
-    let create_weak = |name: &str| {
-        cp.try_server(&[
-            "create",
-            "--name",
-            name,
-            "--location",
-            "westeurope",
-            "--encryption",
-            "customer-managed",
-            "--identity",
-            &weak.client_id,
-            "--identity-credential-file",
-            &weak_cred,
-            "--key",
-            &rights_key,
-        ])
-    };
+    let create_weak = |name: &str| create_cmk(&cp, name, &weak, &weak.client_id, &rights_key);
     refused(create_weak("no-rights"), "(needs `get`)");
     vault.grant("app-kv", &weak, &["get"]);
     refused(create_weak("get-only"), "(needs `wrapKey`)");

@@ -1,11 +1,14 @@
 //! Real PostgreSQL 15 supervised on a plain temporary directory.
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
 use pgcmk_control::postgres::{PgInstall, PgLayout, Postgres, StopMode};
 use pgcmk_crypto::SecretBytes;
+use support::psql;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -13,31 +16,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Runs one SQL statement over TCP with the password; returns stdout or stderr.
-fn psql_tcp(port: u16, password: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new(PgInstall::discover().unwrap().program("psql"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-        .args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "3")
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
 }
 
 #[test]
@@ -65,13 +43,13 @@ fn initdb_start_query_crash_restart_stop() {
 
     pg.start(Duration::from_secs(60)).unwrap();
     assert!(pg.is_ready());
-    psql_tcp(
-        port,
+    psql(
+        u64::from(port),
         password,
         "CREATE TABLE t(v text); INSERT INTO t VALUES ('committed-row')",
     )
     .unwrap();
-    let err = psql_tcp(port, "wrong-password", "SELECT 1").unwrap_err();
+    let err = psql(u64::from(port), "wrong-password", "SELECT 1").unwrap_err();
     assert!(err.contains("password authentication failed"), "{err}");
 
     // The logging collector writes inside the data directory.
@@ -94,11 +72,11 @@ fn initdb_start_query_crash_restart_stop() {
     assert!(pg.pid().is_none());
     pg.start(Duration::from_secs(60)).unwrap();
     assert_eq!(
-        psql_tcp(port, password, "SELECT v FROM t").unwrap(),
+        psql(u64::from(port), password, "SELECT v FROM t").unwrap(),
         "committed-row"
     );
 
     pg.stop(StopMode::Fast).unwrap();
     assert!(!pg.is_ready());
-    psql_tcp(port, password, "SELECT 1").unwrap_err();
+    psql(u64::from(port), password, "SELECT 1").unwrap_err();
 }

@@ -454,6 +454,16 @@ impl ControlPlane {
         )
     }
 
+    /// True when the server's event trail has an event `what`.
+    pub fn has_event(&self, name: &str, what: &str) -> bool {
+        let show = self.server(&["show", name]);
+        show["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["what"] == what)
+    }
+
     /// The directory names under `servers/`.
     pub fn server_dirs(&self) -> Vec<String> {
         fs::read_dir(self.state_dir.join("servers"))
