@@ -74,7 +74,8 @@ pub fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn uuid() -> Result<String, Error> {
+/// A random UUID-shaped identifier.
+pub fn uuid() -> Result<String, Error> {
     let h = random::hex_id(16)?;
     Ok(format!(
         "{}-{}-{}-{}-{}",

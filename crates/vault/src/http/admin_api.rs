@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -14,13 +13,13 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::identity_api::{self, TokenAnswer};
-use super::{form_pairs, json_body, read_body, request_id, respond, ApiError, ClientAddr, Reply};
-use crate::audit::{AuditEntry, AuditFilter};
+use super::{form_pairs, json_body, read_body, respond, ApiError, AuditScope, Reply};
+use crate::audit::AuditFilter;
 use crate::identity::{valid_name, Principal, PrincipalKind};
+use crate::now_unix;
 use crate::policy::{parse_permissions, Permission};
 use crate::service::Service;
 use crate::vaults::{valid_vault_name, VaultRecord};
-use crate::{now_rfc3339, now_unix};
 
 /// The main port's router.
 pub fn router(service: Arc<Service>) -> Router {
@@ -28,29 +27,17 @@ pub fn router(service: Arc<Service>) -> Router {
 }
 
 async fn handle(State(service): State<Arc<Service>>, req: Request) -> Response {
-    let started = Instant::now();
-    let request_id = request_id();
-    let client = req
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
-    let segments: Vec<String> = path
+    let segments: Vec<String> = req
+        .uri()
+        .path()
         .trim_matches('/')
         .split('/')
         .map(String::from)
         .collect();
-    let mut entry = AuditEntry {
-        operation: operation_name(&parts.method, &segments).into(),
-        caller: "anonymous".into(),
-        client,
-        request_id: request_id.clone(),
-        ..AuditEntry::default()
-    };
+    let mut scope = AuditScope::begin(&req, "", operation_name(req.method(), &segments));
+    let (parts, body) = req.into_parts();
     let response = match read_body(body).await {
-        Err(e) => respond(Err(&e), &request_id, &parts.headers),
+        Err(e) => respond(Err(&e), &scope.request_id, &parts.headers),
         Ok(body) => {
             if let Some(answer) = token_request(
                 &service,
@@ -61,14 +48,13 @@ async fn handle(State(service): State<Arc<Service>>, req: Request) -> Response {
                 &body,
             ) {
                 if let Some(p) = &answer.principal {
-                    entry.caller = p.object_id.clone();
-                    entry.caller_name = Some(p.name.clone());
+                    scope.caller(p);
                 }
                 let reply = Reply {
                     status: answer.status,
                     body: Some(answer.body),
                 };
-                respond(Ok(&reply), &request_id, &parts.headers)
+                respond(Ok(&reply), &scope.request_id, &parts.headers)
             } else {
                 let result = manage(
                     &service,
@@ -77,25 +63,17 @@ async fn handle(State(service): State<Arc<Service>>, req: Request) -> Response {
                     parts.uri.query(),
                     &parts.headers,
                     &body,
-                    &mut entry,
+                    &mut scope,
                 )
                 .await;
-                respond(result.as_ref(), &request_id, &parts.headers)
+                respond(result.as_ref(), &scope.request_id, &parts.headers)
             }
         }
     };
     if segments == ["health"] {
         return response;
     }
-    entry.status = response.status().as_u16();
-    entry.result = AuditEntry::result_for(entry.status).into();
-    entry.time = now_rfc3339();
-    entry.duration_us = started.elapsed().as_micros() as u64;
-    if let Err(e) = service.audit.record(entry).await {
-        let failure = ApiError::internal(e);
-        return respond(Err(&failure), &request_id, &parts.headers);
-    }
-    response
+    scope.finish(&service, response, &parts.headers).await
 }
 
 fn operation_name(method: &Method, s: &[String]) -> &'static str {
@@ -160,7 +138,7 @@ async fn manage(
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
-    entry: &mut AuditEntry,
+    scope: &mut AuditScope,
 ) -> Result<Reply, ApiError> {
     let s: Vec<&str> = s.iter().map(String::as_str).collect();
     if let ("GET", ["health"]) = (method.as_str(), s.as_slice()) {
@@ -173,10 +151,9 @@ async fn manage(
         ));
     }
     let caller = service.authenticate(headers, &service.url)?;
-    entry.caller = caller.object_id.clone();
-    entry.caller_name = Some(caller.name.clone());
+    scope.caller(&caller);
     if let Some(v) = s.get(2).filter(|_| s.get(1) == Some(&"vaults")) {
-        entry.vault = (*v).to_string();
+        scope.entry.vault = (*v).to_string();
     }
     let body = json_body(body)?;
     let admin = |what: &str| {

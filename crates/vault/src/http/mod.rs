@@ -11,6 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use crate::audit::AuditEntry;
+
 /// Largest request body accepted (AKV requests are small: a JWK at most).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -230,18 +232,65 @@ fn percent_decode(s: &str) -> String {
 
 /// A fresh request id (UUID-shaped).
 pub fn request_id() -> String {
-    let h = pgcmk_crypto::random::hex_id(16).unwrap_or_default();
-    if h.len() != 32 {
-        return "00000000-0000-0000-0000-000000000000".into();
+    crate::identity::uuid().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into())
+}
+
+/// The audit record of one request in progress.
+pub struct AuditScope {
+    started: std::time::Instant,
+    /// The id returned in `x-ms-request-id`.
+    pub request_id: String,
+    /// The entry being filled in.
+    pub entry: AuditEntry,
+}
+
+impl AuditScope {
+    /// Starts timing a request and its audit entry (caller `anonymous` until authenticated).
+    pub fn begin(req: &axum::extract::Request, vault: &str, operation: &str) -> Self {
+        let request_id = request_id();
+        let client = req
+            .extensions()
+            .get::<ClientAddr>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        Self {
+            started: std::time::Instant::now(),
+            entry: AuditEntry {
+                vault: vault.to_string(),
+                operation: operation.to_string(),
+                caller: "anonymous".into(),
+                client,
+                request_id: request_id.clone(),
+                ..AuditEntry::default()
+            },
+            request_id,
+        }
     }
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+
+    /// Records the caller.
+    pub fn caller(&mut self, principal: &crate::identity::Principal) {
+        self.entry.caller = principal.object_id.clone();
+        self.entry.caller_name = Some(principal.name.clone());
+    }
+
+    /// Appends the entry (durably) and returns `response`, or a 500 if the audit
+    /// trail cannot be written.
+    pub async fn finish(
+        mut self,
+        service: &crate::service::Service,
+        response: Response,
+        headers: &HeaderMap,
+    ) -> Response {
+        self.entry.status = response.status().as_u16();
+        self.entry.result = AuditEntry::result_for(self.entry.status).into();
+        self.entry.time = crate::now_rfc3339();
+        self.entry.duration_us = self.started.elapsed().as_micros() as u64;
+        if let Err(e) = service.audit.record(self.entry).await {
+            let failure = ApiError::internal(e);
+            return respond(Err(&failure), &self.request_id, headers);
+        }
+        response
+    }
 }
 
 #[cfg(test)]

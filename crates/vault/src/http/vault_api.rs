@@ -1,17 +1,14 @@
 //! The data-plane listener of one vault: route, authenticate, authorize, run, audit.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{form_pairs, read_body, request_id, respond, ApiError, ClientAddr};
-use crate::audit::AuditEntry;
+use super::{form_pairs, read_body, respond, ApiError, AuditScope};
 use crate::keys::ops::{self, Ctx, Outcome};
 use crate::keys::route::Route;
-use crate::now_rfc3339;
 use crate::service::Service;
 
 /// State of one vault's router.
@@ -25,47 +22,25 @@ pub struct VaultCtx {
 
 /// Handles every request to a vault's base URL.
 pub async fn handle(State(ctx): State<VaultCtx>, req: Request) -> Response {
-    let started = Instant::now();
-    let request_id = request_id();
-    let client = req
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
+    let route = Route::parse(req.method().as_str(), req.uri().path());
+    let operation = route.as_ref().map_or("Unknown", Route::operation);
+    let mut scope = AuditScope::begin(&req, &ctx.vault, operation);
+    scope.entry.key = route.as_ref().and_then(Route::key_name).map(String::from);
+    scope.entry.version = route.as_ref().and_then(Route::version).map(String::from);
     let (parts, body) = req.into_parts();
-    let route = Route::parse(parts.method.as_str(), parts.uri.path());
-    let mut entry = AuditEntry {
-        vault: ctx.vault.clone(),
-        operation: route
-            .as_ref()
-            .map_or("Unknown", Route::operation)
-            .to_string(),
-        key: route.as_ref().and_then(Route::key_name).map(String::from),
-        version: route.as_ref().and_then(Route::version).map(String::from),
-        caller: "anonymous".into(),
-        client,
-        request_id: request_id.clone(),
-        ..AuditEntry::default()
-    };
-    let result = process(&ctx, route, &parts, body, &mut entry).await;
+    let result = process(&ctx, route, &parts, body, &mut scope).await;
+    if let Ok(Outcome {
+        version: Some(v), ..
+    }) = &result
+    {
+        scope.entry.version = Some(v.clone());
+    }
     let response = respond(
         result.as_ref().map(|o| &o.reply),
-        &request_id,
+        &scope.request_id,
         &parts.headers,
     );
-    entry.status = response.status().as_u16();
-    entry.result = AuditEntry::result_for(entry.status).into();
-    if let Ok(o) = &result {
-        entry.version = o.version.clone().or(entry.version);
-    }
-    entry.time = now_rfc3339();
-    entry.duration_us = started.elapsed().as_micros() as u64;
-    if let Err(e) = ctx.service.audit.record(entry).await {
-        tracing::error!("audit append failed: {e}");
-        let failure = ApiError::internal("the audit trail could not be written");
-        return respond(Err(&failure), &request_id, &parts.headers);
-    }
-    response
+    scope.finish(&ctx.service, response, &parts.headers).await
 }
 
 async fn process(
@@ -73,7 +48,7 @@ async fn process(
     route: Option<Route>,
     parts: &axum::http::request::Parts,
     body: axum::body::Body,
-    entry: &mut AuditEntry,
+    scope: &mut AuditScope,
 ) -> Result<Outcome, ApiError> {
     let vault = ctx.service.vaults.get(&ctx.vault).ok_or_else(|| {
         ApiError::not_found(
@@ -84,8 +59,7 @@ async fn process(
     let url = ctx.service.vault_url(&vault);
     let body = read_body(body).await?;
     let caller = ctx.service.authenticate(&parts.headers, &url)?;
-    entry.caller = caller.object_id.clone();
-    entry.caller_name = Some(caller.name.clone());
+    scope.caller(&caller);
     let route = route.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
