@@ -98,13 +98,14 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), String> {
         .try_init();
     let passphrase = match &args.passphrase_env {
         None => None,
-        Some(var) => Some(SecretBytes::new(
-            std::env::var(var)
-                .map_err(|_| {
-                    format!("environment variable {var} is not set: put the passphrase there")
-                })?
-                .into_bytes(),
-        )),
+        Some(var) => {
+            let value = std::env::var(var).map_err(|_| {
+                format!("environment variable {var} is not set: put the passphrase there")
+            })?;
+            // Single-threaded here: no runtime yet. Keep the passphrase out of /proc/PID/environ.
+            std::env::remove_var(var);
+            Some(SecretBytes::new(value.into_bytes()))
+        }
     };
     let mut options = pgcmk_vault::service::ServeOptions::new(args.data_dir);
     options.listen = args.listen;

@@ -127,9 +127,9 @@ impl AuditLog {
         }
     }
 
-    /// Entries matching `filter`, oldest first, at most `filter.limit`.
+    /// Entries matching `filter`, oldest first: the newest `filter.limit` of them.
     pub fn list(&self, filter: &AuditFilter) -> Result<Vec<StoredEntry>, Error> {
-        let mut out = Vec::new();
+        let mut out = std::collections::VecDeque::new();
         let mut next = 1;
         loop {
             let batch = self.store.audit_range(next, 1000)?;
@@ -138,14 +138,14 @@ impl AuditLog {
             for (_, bytes) in batch {
                 let stored: StoredEntry = serde_json::from_slice(&bytes)?;
                 if filter.matches(&stored.entry) {
-                    out.push(stored);
+                    if out.len() == filter.limit {
+                        out.pop_front();
+                    }
+                    out.push_back(stored);
                 }
             }
         }
-        if out.len() > filter.limit {
-            out.drain(..out.len() - filter.limit);
-        }
-        Ok(out)
+        Ok(out.into())
     }
 
     /// Checks the whole chain. `Ok(n)` is the number of entries verified.

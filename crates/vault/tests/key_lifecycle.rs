@@ -432,3 +432,46 @@ fn soft_delete_recover_purge_protection_and_backup_restore() {
         .collect();
     assert_eq!(statuses, vec![403, 204]);
 }
+
+#[test]
+fn rsa1_5_only_in_vaults_that_allow_it() {
+    let v = Vault::start();
+    let legacy = v.manage(
+        Method::POST,
+        "/admin/vaults",
+        Some(json!({ "name": "legacy", "location": "local", "allow_rsa1_5": true })),
+    );
+    let url = legacy["url"].as_str().unwrap().to_string();
+    let t = v.admin_token(&url);
+    let kid = v.create_key(&url, &t, "k", 2048);
+    let ct = v.akv(
+        Method::POST,
+        &kid,
+        "/encrypt",
+        &t,
+        Some(json!({ "alg": "RSA1_5", "value": b64(b"old") })),
+    );
+    assert_eq!(ct.status, 200, "{}", ct.body);
+    let pt = v.akv(
+        Method::POST,
+        &kid,
+        "/decrypt",
+        &t,
+        Some(json!({ "alg": "RSA1_5", "value": ct.body["value"] })),
+    );
+    assert_eq!(unb64(pt.body["value"].as_str().unwrap()), b"old");
+    // Turning it off applies at once.
+    v.manage(
+        Method::PATCH,
+        "/admin/vaults/legacy",
+        Some(json!({ "allow_rsa1_5": false })),
+    );
+    let refused = v.akv(
+        Method::POST,
+        &kid,
+        "/decrypt",
+        &t,
+        Some(json!({ "alg": "RSA1_5", "value": ct.body["value"] })),
+    );
+    assert_eq!((refused.status, refused.code()), (400, "BadParameter"));
+}
