@@ -154,6 +154,13 @@ fn init_logging() {
 /// Runs the control plane until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging();
+    if !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "--listen {} is not a loopback address: the REST API has no authentication yet, \
+             so it only listens on 127.0.0.1 or ::1",
+            args.listen
+        ));
+    }
     let service: Value = std::fs::read(args.vault_service_dir.join("service.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

@@ -158,6 +158,43 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let port = sm["server"]["port"].as_u64().unwrap();
     let password = sm["password"].as_str().unwrap();
     assert_eq!(psql(port, password, "SELECT 40 + 2").unwrap(), "42");
+    // The DBA's own principal cannot change vault policies or create keys.
+    let dba_cred = root.path().join("dba.credential");
+    vault.cli(&[
+        "identity",
+        "create",
+        "--name",
+        "dba",
+        "--kind",
+        "user",
+        "--credential-file",
+        dba_cred.to_str().unwrap(),
+    ]);
+    let err = vault
+        .try_cli_as(
+            Some(&dba_cred),
+            &[
+                "keyvault",
+                "set-policy",
+                "--name",
+                "app-kv",
+                "--identity",
+                "dba",
+                "--key-permissions",
+                "all",
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        err.to_lowercase().contains("forbidden") || err.contains("403"),
+        "{err}"
+    );
+    vault
+        .try_cli_as(
+            Some(&dba_cred),
+            &["key", "create", "--vault", "app-kv", "--name", "dba-key"],
+        )
+        .unwrap_err();
     // ... and it can never be moved to a customer key.
     let err = cp
         .try_server(&["update", "plain", "--key", &good])

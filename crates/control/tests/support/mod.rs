@@ -165,14 +165,21 @@ impl Vault {
 
     /// Runs a security officer's command (`--output json`) as the vault's administrator.
     pub fn try_cli(&self, args: &[&str]) -> Result<Value, String> {
-        run_json(
-            Command::new(pgcmk())
-                .args(args)
-                .args(["--output", "json"])
-                .env("PGCMK_VAULT_SERVICE_DIR", &self.dir)
-                .env_remove("PGCMK_CREDENTIALS"),
-            &args.join(" "),
-        )
+        self.try_cli_as(None, args)
+    }
+
+    /// Runs a vault command as the principal whose credential file is `credentials`
+    /// (the administrator when `None`).
+    pub fn try_cli_as(&self, credentials: Option<&Path>, args: &[&str]) -> Result<Value, String> {
+        let mut cmd = Command::new(pgcmk());
+        cmd.args(args)
+            .args(["--output", "json"])
+            .env("PGCMK_VAULT_SERVICE_DIR", &self.dir)
+            .env_remove("PGCMK_CREDENTIALS");
+        if let Some(c) = credentials {
+            cmd.env("PGCMK_CREDENTIALS", c);
+        }
+        run_json(&mut cmd, &args.join(" "))
     }
 
     pub fn cli(&self, args: &[&str]) -> Value {
