@@ -504,8 +504,8 @@ enum KeyCommand {
         #[command(flatten)]
         key: KeyName,
         /// A specific version (default: current).
-        #[arg(long = "key-version")]
-        version: Option<String>,
+        #[arg(long)]
+        key_version: Option<String>,
         /// Show the soft-deleted key instead.
         #[arg(long)]
         deleted: bool,
@@ -529,16 +529,16 @@ enum KeyCommand {
         #[command(flatten)]
         key: KeyName,
         /// A specific version (default: current).
-        #[arg(long = "key-version")]
-        version: Option<String>,
+        #[arg(long)]
+        key_version: Option<String>,
     },
     /// Enable a key version.
     Enable {
         #[command(flatten)]
         key: KeyName,
         /// A specific version (default: current).
-        #[arg(long = "key-version")]
-        version: Option<String>,
+        #[arg(long)]
+        key_version: Option<String>,
     },
     /// Soft-delete a key (recoverable for the vault's retention days).
     Delete(KeyName),
@@ -655,7 +655,7 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), String> {
         }
         KeyCommand::Show {
             key,
-            version,
+            key_version: version,
             deleted,
         } => {
             let c = akv_client(&args.conn, &key.vault)?;
@@ -685,12 +685,14 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), String> {
                 .rotate_key(&key.name)
                 .map_err(err)?,
         )?,
-        KeyCommand::Disable { key, version } => {
-            set_enabled(&args.conn, &key, version.as_deref(), false)?
-        }
-        KeyCommand::Enable { key, version } => {
-            set_enabled(&args.conn, &key, version.as_deref(), true)?
-        }
+        KeyCommand::Disable {
+            key,
+            key_version: version,
+        } => set_enabled(&args.conn, &key, version.as_deref(), false)?,
+        KeyCommand::Enable {
+            key,
+            key_version: version,
+        } => set_enabled(&args.conn, &key, version.as_deref(), true)?,
         KeyCommand::Delete(key) => to_json(
             &akv_client(&args.conn, &key.vault)?
                 .delete_key(&key.name)
