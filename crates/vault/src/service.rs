@@ -213,11 +213,19 @@ impl Service {
 /// Starts the service, calls `ready` once it listens (after writing `service.json`),
 /// and runs until SIGTERM or SIGINT.
 pub async fn run(options: ServeOptions, ready: impl FnOnce(&ServiceInfo)) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Install the handlers before service.json exists: a client may signal as soon as it sees it.
+    let signal_error = |e| Error::io("installing signal handlers", "SIGTERM/SIGINT", e);
+    let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let (stop, stopped) = watch::channel(false);
     let service = start(options, stopped).await?;
     let info = service_info(&service);
     ready(&info);
-    wait_for_signal().await;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let tasks = std::mem::take(&mut *service.listeners.lock().unwrap_or_else(|p| p.into_inner()));
@@ -225,24 +233,6 @@ pub async fn run(options: ServeOptions, ready: impl FnOnce(&ServiceInfo)) -> Res
         let _ = t.await;
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn service_info(service: &Service) -> ServiceInfo {
