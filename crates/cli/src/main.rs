@@ -45,6 +45,9 @@ enum Command {
     Serve(server_cmds::ServeArgs),
     /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
     Server(server_cmds::ServerArgs),
+    /// Walk through the whole story on this machine: vault, control plane, the four
+    /// steps, ciphertext on disk, revoke, restore, rotate; cleans up after itself.
+    Demo,
     /// A server's node agent (started by the control plane).
     #[command(hide = true)]
     Agent(server_cmds::AgentArgs),
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => server_cmds::serve(args),
         Command::Server(args) => server_cmds::server(args, cli.output),
         Command::Agent(args) => server_cmds::agent(args),
+        Command::Demo => server_cmds::demo(),
         Command::Vault(command) => vault_cmds::vault(command, cli.output),
         Command::Identity(args) => vault_cmds::identity(args, cli.output),
         Command::Keyvault(args) => vault_cmds::keyvault(args, cli.output),

@@ -233,6 +233,12 @@ pub fn agent(args: AgentArgs) -> Result<(), String> {
     pgcmk_control::agent::run(&ServerDir::new(args.server_dir)).map_err(|e| e.to_string())
 }
 
+/// Runs `pgcmk demo` (needs root: it mounts FUSE and starts PostgreSQL).
+pub fn demo() -> Result<(), String> {
+    let program = std::env::current_exe().map_err(|e| e.to_string())?;
+    pgcmk_control::demo::run(&program).map_err(|e| e.to_string())
+}
+
 /// Runs one `pgcmk server` command against the control plane.
 pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
     let base = args.endpoint.trim_end_matches('/').to_string();

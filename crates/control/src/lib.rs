@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod demo;
 mod error;
 pub mod kek;
 pub mod memory;
