@@ -131,13 +131,13 @@ fn overload_is_answered_429_throttled_and_the_service_recovers() {
                 let (barrier, v, url, t) = (barrier.clone(), &v, &url, &t);
                 s.spawn(move || {
                     barrier.wait();
-                    // 4096-bit key generation keeps the single slot busy long enough to overlap.
+                    // 3072-bit key generation keeps the single slot busy long enough to overlap.
                     let a = v.akv(
                         Method::POST,
                         url,
                         &format!("/keys/t{i}/create"),
                         t,
-                        Some(json!({ "kty": "RSA", "key_size": 4096 })),
+                        Some(json!({ "kty": "RSA", "key_size": 3072 })),
                     );
                     (a.status, a.code().to_string())
                 })

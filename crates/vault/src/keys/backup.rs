@@ -52,7 +52,7 @@ pub fn backup(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
     let mut versions = Vec::new();
     for version in &key.versions {
         let v = ops::version_record(ctx, &key, version)?;
-        let private = ops::private_key(ctx.service, &ctx.vault.name, name, &v)?;
+        let private = super::crypto::private_key(ctx.service, &ctx.vault.name, name, &v)?;
         let der = private.to_pkcs8_der().map_err(ApiError::internal)?;
         versions.push(BackupVersion {
             version: v.version,
@@ -138,13 +138,8 @@ pub fn restore(ctx: &Ctx<'_>, body: &Value) -> Result<Outcome, ApiError> {
         Ok(Ok(()))
     })??;
     ctx.service.cache.forget_key(&ctx.vault.name, &name);
-    let view = super::model::VaultView {
-        url: &ctx.url,
-        retention_days: ctx.vault.retention_days,
-        purge_protection: ctx.vault.purge_protection,
-    };
     Ok(Outcome {
-        reply: crate::http::Reply::ok(view.bundle(&key, &current)),
+        reply: crate::http::Reply::ok(ctx.view().bundle(&key, &current)),
         version: Some(current.version),
     })
 }

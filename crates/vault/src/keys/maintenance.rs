@@ -78,7 +78,7 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                 let started = Instant::now();
                 if let Some(d) = key.deleted {
                     if now >= d.scheduled_purge_date {
-                        ops::purge_key(service, &vault.name, &key.name)?;
+                        super::lifecycle::purge_key(service, &vault.name, &key.name)?;
                         out.push(entry(&vault, "KeyPurge", &key.name, None, 204, started));
                     }
                     continue;

@@ -2,6 +2,9 @@
 
 pub mod backup;
 pub mod cache;
+pub mod crypto;
+pub mod lifecycle;
+pub mod listing;
 pub mod maintenance;
 pub mod model;
 pub mod ops;

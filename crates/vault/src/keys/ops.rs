@@ -1,27 +1,20 @@
 //! The keys data plane: each Azure Key Vault operation, run synchronously (callers
 //! use a blocking thread: RSA and storage both block).
 
-use std::sync::Arc;
-
-use axum::http::StatusCode;
 use pgcmk_crypto::random;
-use pgcmk_crypto::rsa::{
-    EncryptionAlgorithm, RsaKeySize, RsaPrivateKey, RsaPublicKey, SignatureAlgorithm,
-};
-use serde_json::{json, Value};
+use pgcmk_crypto::rsa::{RsaKeySize, RsaPrivateKey};
+use serde_json::Value;
 
-use super::model::{Attributes, Deleted, KeyRecord, VaultView, VersionRecord};
-use super::request::{self, b64url, to_b64url, RSA_KEY_OPS};
+use super::model::{Attributes, KeyRecord, VaultView, VersionRecord};
+use super::request::{self, to_b64url, RSA_KEY_OPS};
 use super::rotation::RotationPolicy;
-use super::route::{CryptoOp, Route};
-use crate::http::{form_value, json_body, ApiError, Reply};
+use super::route::Route;
+use super::{crypto, lifecycle, listing};
+use crate::http::{json_body, ApiError, Reply};
 use crate::service::Service;
 use crate::storage::{WriteTx, KEYS, VERSIONS};
 use crate::vaults::VaultRecord;
 use crate::{now_unix, Error};
-
-/// Page size when the caller gives no `maxresults`.
-const DEFAULT_PAGE: usize = 25;
 
 /// What an operation produced: the reply and, for the audit trail, the version used.
 pub struct Outcome {
@@ -32,7 +25,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(body: Value, version: Option<String>) -> Self {
+    pub(super) fn new(body: Value, version: Option<String>) -> Self {
         Self {
             reply: Reply::ok(body),
             version,
@@ -53,34 +46,38 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn view(&self) -> VaultView<'_> {
+    pub(super) fn view(&self) -> VaultView<'_> {
         VaultView {
             url: &self.url,
             retention_days: self.vault.retention_days,
             purge_protection: self.vault.purge_protection,
         }
     }
-    fn key_id(&self, name: &str) -> String {
+    pub(super) fn key_id(&self, name: &str) -> String {
         format!("{}/{name}", self.vault.name)
     }
-    fn version_id(&self, name: &str, version: &str) -> String {
+    pub(super) fn version_id(&self, name: &str, version: &str) -> String {
         format!("{}/{name}/{version}", self.vault.name)
     }
 }
 
-fn key_not_found(name: &str) -> ApiError {
+pub(super) fn key_not_found(name: &str) -> ApiError {
     ApiError::not_found(
         "KeyNotFound",
         format!("A key with (name/id) {name} was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command."),
     )
 }
 
-fn deleted_not_found(name: &str) -> ApiError {
+pub(super) fn deleted_not_found(name: &str) -> ApiError {
     ApiError::not_found("KeyNotFound", format!("Deleted Key not found: {name}"))
 }
 
 /// The key as of this transaction, if it is in the wanted state (deleted or not).
-fn key_in(tx: &WriteTx<'_>, id: &str, deleted: bool) -> Result<Option<KeyRecord>, Error> {
+pub(super) fn key_in(
+    tx: &WriteTx<'_>,
+    id: &str,
+    deleted: bool,
+) -> Result<Option<KeyRecord>, Error> {
     Ok(tx
         .get::<KeyRecord>(KEYS, id)?
         .filter(|k| k.deleted.is_some() == deleted))
@@ -113,11 +110,11 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, ApiErro
             Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
         }
         Route::Update(name, version) => update(ctx, name, version, &body),
-        Route::Delete(name) => delete(ctx, name),
-        Route::List => list(ctx, false),
-        Route::ListDeleted => list(ctx, true),
-        Route::ListVersions(name) => list_versions(ctx, name),
-        Route::Crypto(name, version, op) => crypto(ctx, name, version, *op, &body),
+        Route::Delete(name) => lifecycle::delete(ctx, name),
+        Route::List => listing::list(ctx, false),
+        Route::ListDeleted => listing::list(ctx, true),
+        Route::ListVersions(name) => listing::list_versions(ctx, name),
+        Route::Crypto(name, version, op) => crypto::crypto(ctx, name, version, *op, &body),
         Route::Rotate(name) => rotate(ctx.service, ctx.vault, name).map(|(key, v)| {
             let version = v.version.clone();
             Outcome::new(ctx.view().bundle(&key, &v), Some(version))
@@ -136,8 +133,8 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, ApiErro
             let v = version_record(ctx, &key, "")?;
             Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
         }
-        Route::Recover(name) => recover(ctx, name),
-        Route::Purge(name) => purge(ctx, name),
+        Route::Recover(name) => lifecycle::recover(ctx, name),
+        Route::Purge(name) => lifecycle::purge(ctx, name),
     }
 }
 
@@ -148,14 +145,14 @@ pub(super) fn load_key(ctx: &Ctx<'_>, name: &str) -> Result<Option<KeyRecord>, A
         .get::<KeyRecord>(KEYS, &ctx.key_id(name))?)
 }
 
-fn active_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, ApiError> {
+pub(super) fn active_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, ApiError> {
     match load_key(ctx, name)? {
         Some(k) if k.deleted.is_none() => Ok(k),
         _ => Err(key_not_found(name)),
     }
 }
 
-fn deleted_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, ApiError> {
+pub(super) fn deleted_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, ApiError> {
     match load_key(ctx, name)? {
         Some(k) if k.deleted.is_some() => Ok(k),
         _ => Err(deleted_not_found(name)),
@@ -358,293 +355,6 @@ fn update(ctx: &Ctx<'_>, name: &str, version: &str, body: &Value) -> Result<Outc
         ctx.view().bundle(&key, &updated),
         Some(updated.version.clone()),
     ))
-}
-
-fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
-    let now = now_unix();
-    let key = ctx.service.store.write(|tx| {
-        let Some(mut key) = key_in(tx, &ctx.key_id(name), false)? else {
-            return Ok(Err(key_not_found(name)));
-        };
-        key.deleted = Some(Deleted {
-            deleted_date: now,
-            scheduled_purge_date: now + i64::from(ctx.vault.retention_days) * 86_400,
-        });
-        tx.put(KEYS, &ctx.key_id(name), &key)?;
-        Ok(Ok(key))
-    })??;
-    let v = version_record(ctx, &key, "")?;
-    Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
-}
-
-fn recover(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
-    let key = ctx.service.store.write(|tx| {
-        let Some(mut key) = key_in(tx, &ctx.key_id(name), true)? else {
-            return Ok(Err(deleted_not_found(name)));
-        };
-        key.deleted = None;
-        tx.put(KEYS, &ctx.key_id(name), &key)?;
-        Ok(Ok(key))
-    })??;
-    let v = version_record(ctx, &key, "")?;
-    Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
-}
-
-fn purge(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
-    let key = deleted_key(ctx, name)?;
-    if let Some(d) = key.deleted {
-        if ctx.vault.purge_protection && now_unix() < d.scheduled_purge_date {
-            return Err(ApiError::forbidden(format!(
-                "Operation \"purge\" is not allowed because purge protection is enabled for vault '{}': key {name} can be purged after its scheduled purge date ({}).",
-                ctx.vault.name, d.scheduled_purge_date
-            ))
-            .with_inner("PurgeProtected"));
-        }
-    }
-    purge_key(ctx.service, &ctx.vault.name, name)?;
-    Ok(Outcome {
-        reply: Reply {
-            status: StatusCode::NO_CONTENT,
-            body: None,
-        },
-        version: None,
-    })
-}
-
-/// Removes a key and all its versions for good.
-pub(crate) fn purge_key(service: &Service, vault: &str, name: &str) -> Result<(), Error> {
-    service.store.write(|tx| {
-        let key: Option<KeyRecord> = tx.get(KEYS, &format!("{vault}/{name}"))?;
-        if let Some(key) = key {
-            for v in &key.versions {
-                tx.delete(VERSIONS, &format!("{vault}/{name}/{v}"))?;
-            }
-            tx.delete(KEYS, &format!("{vault}/{name}"))?;
-        }
-        Ok(())
-    })?;
-    service.cache.forget_key(vault, name);
-    Ok(())
-}
-
-fn page_size(ctx: &Ctx<'_>) -> Result<usize, ApiError> {
-    match form_value(ctx.query, "maxresults") {
-        None | Some("") => Ok(DEFAULT_PAGE),
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=25).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad(format!(
-                    "maxresults must be a number from 1 to 25, not '{s}'"
-                ))
-            }),
-    }
-}
-
-fn next_link(ctx: &Ctx<'_>, path: &str, max: usize, token: &str) -> String {
-    let api = form_value(ctx.query, "api-version").unwrap_or("7.5");
-    let api: String = api
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-        .collect();
-    format!(
-        "{}{path}?api-version={api}&maxresults={max}&$skiptoken={token}",
-        ctx.url
-    )
-}
-
-fn list(ctx: &Ctx<'_>, deleted: bool) -> Result<Outcome, ApiError> {
-    let max = page_size(ctx)?;
-    let prefix = format!("{}/", ctx.vault.name);
-    let mut after = match form_value(ctx.query, "$skiptoken") {
-        Some(t) if !t.is_empty() => {
-            request::check_key_name(t)
-                .map_err(|_| ApiError::bad("$skiptoken is invalid: follow nextLink as given"))?;
-            Some(format!("{prefix}{t}"))
-        }
-        _ => None,
-    };
-    let mut items = Vec::new();
-    let mut more = false;
-    'scan: loop {
-        let batch: Vec<(String, KeyRecord)> =
-            ctx.service
-                .store
-                .scan(KEYS, &prefix, after.as_deref(), 256)?;
-        let Some((last, _)) = batch.last() else { break };
-        after = Some(last.clone());
-        for (_, key) in batch {
-            if key.deleted.is_some() != deleted {
-                continue;
-            }
-            if items.len() == max {
-                more = true;
-                break 'scan;
-            }
-            let v = version_record(ctx, &key, "")?;
-            items.push((key.name.clone(), ctx.view().item(&key, &v, false)));
-        }
-    }
-    let path = if deleted { "/deletedkeys" } else { "/keys" };
-    let next = match (more, items.last()) {
-        (true, Some((name, _))) => json!(next_link(ctx, path, max, name)),
-        _ => Value::Null,
-    };
-    let value: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
-    Ok(Outcome::new(
-        json!({ "value": value, "nextLink": next }),
-        None,
-    ))
-}
-
-fn list_versions(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
-    let max = page_size(ctx)?;
-    let key = active_key(ctx, name)?;
-    let start =
-        match form_value(ctx.query, "$skiptoken") {
-            Some(t) if !t.is_empty() => {
-                key.versions.iter().position(|v| v == t).ok_or_else(|| {
-                    ApiError::bad("$skiptoken is invalid: follow nextLink as given")
-                })? + 1
-            }
-            _ => 0,
-        };
-    let mut value = Vec::new();
-    for version in key.versions.iter().skip(start).take(max) {
-        let v = version_record(ctx, &key, version)?;
-        value.push(ctx.view().item(&key, &v, true));
-    }
-    let next = if start + max < key.versions.len() {
-        json!(next_link(
-            ctx,
-            &format!("/keys/{name}/versions"),
-            max,
-            &key.versions[start + max - 1]
-        ))
-    } else {
-        Value::Null
-    };
-    Ok(Outcome::new(
-        json!({ "value": value, "nextLink": next }),
-        None,
-    ))
-}
-
-fn check_usable(v: &VersionRecord, op: CryptoOp) -> Result<(), ApiError> {
-    let name = op.key_op();
-    let now = now_unix();
-    if !v.attributes.enabled {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not allowed on a disabled key."
-        ))
-        .with_inner("KeyDisabled"));
-    }
-    if v.attributes.nbf.is_some_and(|nbf| now < nbf) {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not allowed on a key that is not yet valid (nbf)."
-        ))
-        .with_inner("KeyNotYetValid"));
-    }
-    if v.attributes.exp.is_some_and(|exp| now >= exp) {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not allowed on an expired key."
-        ))
-        .with_inner("KeyExpired"));
-    }
-    if !v.key_ops.iter().any(|o| o == name) {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not permitted by this key's key_ops."
-        ))
-        .with_inner("KeyOperationForbidden"));
-    }
-    Ok(())
-}
-
-/// The unsealed private key of a version (cached).
-pub(super) fn private_key(
-    service: &Service,
-    vault: &str,
-    name: &str,
-    v: &VersionRecord,
-) -> Result<Arc<RsaPrivateKey>, Error> {
-    let id = format!("{vault}/{name}/{}", v.version);
-    if let Some(k) = service.cache.get(&id) {
-        return Ok(k);
-    }
-    let sealed = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        &v.sealed_private,
-    )
-    .map_err(|_| Error::Storage(format!("sealed key {id} is corrupt")))?;
-    let der = service
-        .keys
-        .storage
-        .open(seal_aad(vault, name, &v.version).as_bytes(), &sealed)?;
-    let key = Arc::new(RsaPrivateKey::from_pkcs8_der(der.expose_secret())?);
-    service.cache.insert(&id, key.clone());
-    Ok(key)
-}
-
-fn public_key(v: &VersionRecord) -> Result<RsaPublicKey, ApiError> {
-    let n = b64url("n", &v.n)?;
-    let e = b64url("e", &v.e)?;
-    RsaPublicKey::from_components(&n, &e).map_err(ApiError::internal)
-}
-
-fn crypto(
-    ctx: &Ctx<'_>,
-    name: &str,
-    version: &str,
-    op: CryptoOp,
-    body: &Value,
-) -> Result<Outcome, ApiError> {
-    let alg = request::string_field(body, "alg")?;
-    let value = b64url("value", request::string_field(body, "value")?)?;
-    let key = active_key(ctx, name)?;
-    let v = version_record(ctx, &key, version)?;
-    check_usable(&v, op)?;
-    let kid = ctx.view().kid(name, Some(&v.version));
-    let bad_alg = |e: pgcmk_crypto::Error| ApiError::bad(format!("algorithm '{alg}': {e}"));
-    let result = match op {
-        CryptoOp::Encrypt | CryptoOp::WrapKey => {
-            let alg = EncryptionAlgorithm::parse(alg, ctx.vault.allow_rsa1_5).map_err(bad_alg)?;
-            let out = public_key(&v)?
-                .encrypt(alg, &value)
-                .map_err(|e| ApiError::bad(format!("cannot {}: {e}", op.key_op())))?;
-            json!({ "kid": kid, "value": to_b64url(&out) })
-        }
-        CryptoOp::Decrypt | CryptoOp::UnwrapKey => {
-            let alg = EncryptionAlgorithm::parse(alg, ctx.vault.allow_rsa1_5).map_err(bad_alg)?;
-            let private = private_key(ctx.service, &ctx.vault.name, name, &v)?;
-            let plain = private.decrypt(alg, &value).map_err(|e| match e {
-                pgcmk_crypto::Error::InvalidLength { expected, got, .. } => ApiError::bad(format!(
-                    "the ciphertext must be {expected} bytes for this key, not {got}"
-                )),
-                _ => ApiError::bad(
-                    "the ciphertext could not be decrypted with this key version and algorithm",
-                ),
-            })?;
-            json!({ "kid": kid, "value": to_b64url(plain.expose_secret()) })
-        }
-        CryptoOp::Sign => {
-            let alg = SignatureAlgorithm::parse(alg).map_err(bad_alg)?;
-            let private = private_key(ctx.service, &ctx.vault.name, name, &v)?;
-            let sig = private
-                .sign_digest(alg, &value)
-                .map_err(|e| ApiError::bad(format!("cannot sign: {e}")))?;
-            json!({ "kid": kid, "value": to_b64url(&sig) })
-        }
-        CryptoOp::Verify => {
-            let alg = SignatureAlgorithm::parse(alg).map_err(bad_alg)?;
-            let digest = b64url("digest", request::string_field(body, "digest")?)?;
-            let ok = public_key(&v)?
-                .verify_digest(alg, &digest, &value)
-                .map_err(|e| ApiError::bad(format!("cannot verify: {e}")))?;
-            json!({ "value": ok })
-        }
-    };
-    Ok(Outcome::new(result, Some(v.version)))
 }
 
 /// Adds a new version to a key with the current version's size, operations and tags;

@@ -1,0 +1,79 @@
+//! Soft delete, recover and purge.
+
+use axum::http::StatusCode;
+
+use super::model::{Deleted, KeyRecord};
+use super::ops::{
+    deleted_key, deleted_not_found, key_in, key_not_found, version_record, Ctx, Outcome,
+};
+use crate::http::{ApiError, Reply};
+use crate::service::Service;
+use crate::storage::{KEYS, VERSIONS};
+use crate::{now_unix, Error};
+
+pub(super) fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
+    let now = now_unix();
+    let key = ctx.service.store.write(|tx| {
+        let Some(mut key) = key_in(tx, &ctx.key_id(name), false)? else {
+            return Ok(Err(key_not_found(name)));
+        };
+        key.deleted = Some(Deleted {
+            deleted_date: now,
+            scheduled_purge_date: now + i64::from(ctx.vault.retention_days) * 86_400,
+        });
+        tx.put(KEYS, &ctx.key_id(name), &key)?;
+        Ok(Ok(key))
+    })??;
+    let v = version_record(ctx, &key, "")?;
+    Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
+}
+
+pub(super) fn recover(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
+    let key = ctx.service.store.write(|tx| {
+        let Some(mut key) = key_in(tx, &ctx.key_id(name), true)? else {
+            return Ok(Err(deleted_not_found(name)));
+        };
+        key.deleted = None;
+        tx.put(KEYS, &ctx.key_id(name), &key)?;
+        Ok(Ok(key))
+    })??;
+    let v = version_record(ctx, &key, "")?;
+    Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
+}
+
+pub(super) fn purge(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
+    let key = deleted_key(ctx, name)?;
+    if let Some(d) = key.deleted {
+        if ctx.vault.purge_protection && now_unix() < d.scheduled_purge_date {
+            return Err(ApiError::forbidden(format!(
+                "Operation \"purge\" is not allowed because purge protection is enabled for vault '{}': key {name} can be purged after its scheduled purge date ({}).",
+                ctx.vault.name, d.scheduled_purge_date
+            ))
+            .with_inner("PurgeProtected"));
+        }
+    }
+    purge_key(ctx.service, &ctx.vault.name, name)?;
+    Ok(Outcome {
+        reply: Reply {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+        },
+        version: None,
+    })
+}
+
+/// Removes a key and all its versions for good.
+pub(crate) fn purge_key(service: &Service, vault: &str, name: &str) -> Result<(), Error> {
+    service.store.write(|tx| {
+        let key: Option<KeyRecord> = tx.get(KEYS, &format!("{vault}/{name}"))?;
+        if let Some(key) = key {
+            for v in &key.versions {
+                tx.delete(VERSIONS, &format!("{vault}/{name}/{v}"))?;
+            }
+            tx.delete(KEYS, &format!("{vault}/{name}"))?;
+        }
+        Ok(())
+    })?;
+    service.cache.forget_key(vault, name);
+    Ok(())
+}
