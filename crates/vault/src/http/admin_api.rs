@@ -3,7 +3,6 @@
 //! administrators manage identities, create vaults and read the audit trail; only a
 //! vault's administrators change its settings and access policies.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -12,14 +11,15 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::admin_identities::{create_identity, delete_identity, find_identity, identity_json};
+use super::admin_vaults::{
+    change_vault, create_vault, update_vault, vault_admin, vault_for, vault_json,
+};
 use super::identity_api::{self, TokenAnswer};
 use super::{form_pairs, json_body, read_body, respond, ApiError, AuditScope, Reply};
 use crate::audit::AuditFilter;
-use crate::identity::{valid_name, Principal, PrincipalKind};
-use crate::now_unix;
-use crate::policy::{parse_permissions, Permission};
+use crate::policy::parse_permissions;
 use crate::service::Service;
-use crate::vaults::{valid_vault_name, VaultRecord};
 
 /// The main port's router.
 pub fn router(service: Arc<Service>) -> Router {
@@ -120,7 +120,7 @@ fn token_request(
     }
 }
 
-fn forbidden(what: &str) -> ApiError {
+pub(super) fn forbidden(what: &str) -> ApiError {
     ApiError::forbidden(format!("the caller may not {what}")).with_inner("ForbiddenByRole")
 }
 
@@ -267,286 +267,6 @@ async fn manage(
             format!("{method} /{} is not a management API", s.join("/")),
         )),
     }
-}
-
-fn identity_json(p: &Principal) -> Value {
-    json!({
-        "name": p.name,
-        "object_id": p.object_id,
-        "client_id": p.client_id,
-        "kind": p.kind,
-        "service_admin": p.service_admin,
-        "created": p.created,
-    })
-}
-
-fn find_identity(service: &Service, who: &str) -> Result<Principal, ApiError> {
-    service.directory.find(who).ok_or_else(|| {
-        ApiError::not_found(
-            "IdentityNotFound",
-            format!(
-                "no identity is named or has the id '{who}'; list them with: pgcmk identity list"
-            ),
-        )
-    })
-}
-
-fn create_identity(service: &Service, body: &Value) -> Result<Value, ApiError> {
-    let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-    if !valid_name(name) {
-        return Err(ApiError::bad(format!(
-            "identity name '{name}' is invalid: use 1-64 letters, digits and dashes"
-        )));
-    }
-    let kind = match body
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("managed")
-    {
-        "managed" => PrincipalKind::Managed,
-        "user" => PrincipalKind::User,
-        other => {
-            return Err(ApiError::bad(format!(
-                "kind must be 'managed' or 'user', not '{other}'"
-            )))
-        }
-    };
-    let service_admin = match body.get("service_admin") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) if !*b || kind == PrincipalKind::User => *b,
-        _ => {
-            return Err(ApiError::bad(
-                "service_admin must be a boolean, and only users can be service administrators",
-            ))
-        }
-    };
-    if service.directory.find(name).is_some() {
-        return Err(ApiError::conflict(format!(
-            "an identity named '{name}' already exists"
-        )));
-    }
-    let credential = service
-        .directory
-        .create(&service.store, name, kind, service_admin)?;
-    serde_json::to_value(&credential).map_err(ApiError::internal)
-}
-
-fn delete_identity(service: &Service, caller: &Principal, who: &str) -> Result<Reply, ApiError> {
-    let target = find_identity(service, who)?;
-    if target.object_id == caller.object_id {
-        return Err(ApiError::bad("you cannot delete your own identity"));
-    }
-    service
-        .directory
-        .delete(&service.store, &target.object_id)?;
-    service
-        .vaults
-        .forget_principal(&service.store, &target.object_id)?;
-    Ok(Reply::ok(identity_json(&target)))
-}
-
-fn vault_for(service: &Service, name: &str) -> Result<VaultRecord, ApiError> {
-    service.vaults.get(name).ok_or_else(|| {
-        ApiError::not_found(
-            "VaultNotFound",
-            format!("no vault is named '{name}'; list them with: pgcmk keyvault list"),
-        )
-    })
-}
-
-fn vault_admin(service: &Service, caller: &Principal, name: &str) -> Result<VaultRecord, ApiError> {
-    let v = vault_for(service, name)?;
-    if v.administrators.contains(&caller.object_id) {
-        Ok(v)
-    } else {
-        Err(forbidden(&format!(
-            "manage vault '{name}': only its administrators may"
-        )))
-    }
-}
-
-fn vault_json(service: &Service, v: &VaultRecord) -> Value {
-    let name_of = |oid: &str| {
-        service
-            .directory
-            .get(oid)
-            .map(|p| p.name)
-            .unwrap_or_else(|| oid.to_string())
-    };
-    let policies: Vec<Value> = v
-        .policies
-        .iter()
-        .map(|(oid, perms)| {
-            json!({
-                "object_id": oid,
-                "identity": name_of(oid),
-                "key_permissions": perms.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({
-        "name": v.name,
-        "url": service.vault_url(v),
-        "location": v.location,
-        "retention_days": v.retention_days,
-        "purge_protection": v.purge_protection,
-        "allow_rsa1_5": v.allow_rsa1_5,
-        "administrators": v.administrators.iter().map(|o| name_of(o)).collect::<Vec<_>>(),
-        "policies": policies,
-        "created": v.created,
-    })
-}
-
-fn retention(body: &Value) -> Result<Option<u32>, ApiError> {
-    match body.get("retention_days") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|d| (7..=90).contains(d))
-            .map(|d| Some(d as u32))
-            .ok_or_else(|| {
-                ApiError::bad("retention_days must be a whole number of days from 7 to 90")
-            }),
-    }
-}
-
-fn flag(body: &Value, name: &str) -> Result<Option<bool>, ApiError> {
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::bad(format!("{name} must be true or false"))),
-    }
-}
-
-fn location(body: &Value) -> Result<Option<String>, ApiError> {
-    match body.get("location") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(l))
-            if !l.is_empty()
-                && l.len() <= 64
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-        {
-            Ok(Some(l.clone()))
-        }
-        Some(_) => Err(ApiError::bad(
-            "location must be 1-64 letters, digits and dashes, e.g. westeurope",
-        )),
-    }
-}
-
-async fn create_vault(
-    service: &Arc<Service>,
-    caller: &Principal,
-    body: &Value,
-) -> Result<Value, ApiError> {
-    let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-    if !valid_vault_name(name) {
-        return Err(ApiError::bad(format!(
-            "vault name '{name}' is invalid: use 3-24 letters, digits and single dashes, starting with a letter"
-        )));
-    }
-    let location =
-        location(body)?.ok_or_else(|| ApiError::bad("location is required, e.g. westeurope"))?;
-    let retention_days = retention(body)?.unwrap_or(90);
-    if service.vaults.get(name).is_some() {
-        return Err(ApiError::conflict(format!(
-            "a vault named '{name}' already exists"
-        )));
-    }
-    let listener = service.bind_new_vault_port().await?;
-    let port = listener.local_addr().map_err(ApiError::internal)?.port();
-    let record = VaultRecord {
-        name: name.to_string(),
-        port,
-        location,
-        retention_days,
-        purge_protection: flag(body, "purge_protection")?.unwrap_or(false),
-        allow_rsa1_5: flag(body, "allow_rsa1_5")?.unwrap_or(false),
-        administrators: BTreeSet::from([caller.object_id.clone()]),
-        // Like `az keyvault create`: the creator gets every key permission.
-        policies: [(
-            caller.object_id.clone(),
-            Permission::ALL.iter().copied().collect(),
-        )]
-        .into(),
-        created: now_unix(),
-    };
-    if !service.vaults.insert(&service.store, record.clone())? {
-        return Err(ApiError::conflict(format!(
-            "a vault named '{name}' already exists"
-        )));
-    }
-    service.serve_vault(name, listener);
-    Ok(vault_json(service, &record))
-}
-
-fn change_vault(
-    service: &Service,
-    name: &str,
-    change: impl FnOnce(&mut VaultRecord) -> Result<(), String>,
-) -> Result<Reply, ApiError> {
-    match service.vaults.update(&service.store, name, change)? {
-        None => Err(vault_for(service, name)
-            .err()
-            .unwrap_or_else(|| ApiError::bad("vault changed concurrently; retry"))),
-        Some(Err(msg)) => Err(ApiError::bad(msg)),
-        Some(Ok(v)) => Ok(Reply::ok(vault_json(service, &v))),
-    }
-}
-
-fn update_vault(service: &Service, name: &str, body: &Value) -> Result<Reply, ApiError> {
-    let location = location(body)?;
-    let retention_days = retention(body)?;
-    let purge_protection = flag(body, "purge_protection")?;
-    let allow_rsa1_5 = flag(body, "allow_rsa1_5")?;
-    let ids = |field: &str| -> Result<Vec<Principal>, ApiError> {
-        match body.get(field) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .ok_or_else(|| ApiError::bad(format!("{field} must list identity names")))
-                        .and_then(|w| find_identity(service, w))
-                })
-                .collect(),
-            Some(_) => Err(ApiError::bad(format!(
-                "{field} must be an array of identity names"
-            ))),
-        }
-    };
-    let add = ids("add_administrators")?;
-    let remove = ids("remove_administrators")?;
-    change_vault(service, name, |v| {
-        if purge_protection == Some(false) && v.purge_protection {
-            return Err("purge protection cannot be turned off once it is on".into());
-        }
-        if retention_days.is_some_and(|d| d != v.retention_days) {
-            return Err(format!(
-                "retention_days is fixed at creation ({} days)",
-                v.retention_days
-            ));
-        }
-        if let Some(l) = location {
-            v.location = l;
-        }
-        if purge_protection == Some(true) {
-            v.purge_protection = true;
-        }
-        if let Some(a) = allow_rsa1_5 {
-            v.allow_rsa1_5 = a;
-        }
-        for p in &add {
-            v.administrators.insert(p.object_id.clone());
-        }
-        for p in &remove {
-            v.administrators.remove(&p.object_id);
-        }
-        if v.administrators.is_empty() {
-            return Err("a vault needs at least one administrator".into());
-        }
-        Ok(())
-    })
 }
 
 async fn list_audit(service: &Arc<Service>, query: Option<&str>) -> Result<Reply, ApiError> {

@@ -2,6 +2,8 @@
 //! errors in Azure Key Vault's shape, request bodies, query strings.
 
 pub mod admin_api;
+mod admin_identities;
+mod admin_vaults;
 pub mod identity_api;
 pub mod listener;
 pub mod vault_api;
