@@ -1,0 +1,342 @@
+//! `pgcmk key ...`: keys over the Azure Key Vault data plane.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use pgcmk_crypto::SecretBytes;
+use pgcmk_keyprovider::akv::{
+    AkvClient, ClientOptions, KeyUpdate, LifetimeAction, LifetimeActionKind, LifetimeTrigger,
+    NewRsaKey, RotationPolicy, RotationPolicyAttributes, TokenSource,
+};
+use pgcmk_vault::client::AdminClient;
+use pgcmk_vault::identity::PrincipalKind;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{list_lines, vault_path, Connection};
+use crate::{output, Format};
+
+/// `pgcmk key ...`
+#[derive(Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+/// Which key.
+#[derive(Args)]
+struct KeyName {
+    /// Vault name (or its base URL).
+    #[arg(long)]
+    vault: String,
+    /// Key name.
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an RSA key (or a new version of an existing one).
+    Create {
+        #[command(flatten)]
+        key: KeyName,
+        /// Key type: RSA.
+        #[arg(long, default_value = "RSA", value_parser = ["RSA"])]
+        kty: String,
+        /// Modulus size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 3072)]
+        size: u32,
+        /// Permitted operations (default: all RSA operations).
+        #[arg(long, num_args = 1..)]
+        ops: Vec<String>,
+    },
+    /// Show a key (public part and attributes).
+    Show {
+        #[command(flatten)]
+        key: KeyName,
+        /// A specific version (default: current).
+        #[arg(long)]
+        key_version: Option<String>,
+        /// Show the soft-deleted key instead.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// List keys (or one key's versions with --name, or deleted keys with --deleted).
+    List {
+        /// Vault name (or its base URL).
+        #[arg(long)]
+        vault: String,
+        /// List this key's versions.
+        #[arg(long)]
+        name: Option<String>,
+        /// List soft-deleted keys.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// Create a new version now.
+    Rotate(KeyName),
+    /// Disable a key version (cryptographic operations are refused).
+    Disable {
+        #[command(flatten)]
+        key: KeyName,
+        /// A specific version (default: current).
+        #[arg(long)]
+        key_version: Option<String>,
+    },
+    /// Enable a key version.
+    Enable {
+        #[command(flatten)]
+        key: KeyName,
+        /// A specific version (default: current).
+        #[arg(long)]
+        key_version: Option<String>,
+    },
+    /// Soft-delete a key (recoverable for the vault's retention days).
+    Delete(KeyName),
+    /// Recover a soft-deleted key.
+    Recover(KeyName),
+    /// Purge a soft-deleted key for good (refused under purge protection until retention passes).
+    Purge(KeyName),
+    /// Set the rotation policy: rotate after a time, notify before expiry, expiry of new versions.
+    SetRotationPolicy {
+        #[command(flatten)]
+        key: KeyName,
+        /// Rotate this long after a version's creation (ISO 8601, e.g. P90D).
+        #[arg(long)]
+        rotate_after: Option<String>,
+        /// Rotate this long before the current version expires (ISO 8601, e.g. P30D).
+        #[arg(long)]
+        rotate_before_expiry: Option<String>,
+        /// Record a notification this long before expiry (ISO 8601).
+        #[arg(long)]
+        notify_before_expiry: Option<String>,
+        /// New versions expire this long after creation (ISO 8601, e.g. P1Y).
+        #[arg(long)]
+        expires_after: Option<String>,
+    },
+    /// Show the rotation policy.
+    ShowRotationPolicy(KeyName),
+}
+
+fn akv_client(conn: &Connection, vault: &str) -> Result<AkvClient, String> {
+    let service = conn.service()?;
+    let credential = conn.credential(&service)?;
+    let url = if vault.starts_with("https://") {
+        vault.trim_end_matches('/').to_string()
+    } else {
+        let admin =
+            AdminClient::new(service.clone(), credential.clone()).map_err(|e| e.to_string())?;
+        let v = admin
+            .call(Method::GET, &vault_path(vault), None)
+            .map_err(|e| e.to_string())?;
+        v["url"]
+            .as_str()
+            .ok_or("the service returned no vault URL")?
+            .to_string()
+    };
+    let secret = SecretBytes::new(credential.client_secret.clone().into_bytes());
+    let tokens = match credential.kind {
+        PrincipalKind::Managed => TokenSource::managed_identity(
+            &service.info.identity_endpoint,
+            secret,
+            &credential.client_id,
+        ),
+        PrincipalKind::User => {
+            TokenSource::client_secret(&service.info.token_endpoint, &credential.client_id, secret)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let mut options = ClientOptions::trusting_only(&service.info.ca_file);
+    options.timeout = Duration::from_secs(60);
+    AkvClient::new(&url, tokens, &options).map_err(|e| e.to_string())
+}
+
+fn key_text(v: &Value) -> String {
+    let kid = v["key"]["kid"]
+        .as_str()
+        .or_else(|| v["kid"].as_str())
+        .unwrap_or_default();
+    let a = &v["attributes"];
+    let mut out = format!(
+        "{kid}\n  enabled={} created={} updated={}",
+        a["enabled"], a["created"], a["updated"]
+    );
+    for field in ["nbf", "exp"] {
+        if !a[field].is_null() {
+            out.push_str(&format!(" {field}={}", a[field]));
+        }
+    }
+    if let Some(ops) = v["key"]["key_ops"].as_array() {
+        out.push_str(&format!(
+            "\n  key_ops: {}",
+            ops.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    if !v["deletedDate"].is_null() || !v["deleted_date"].is_null() {
+        out.push_str(&format!(
+            "\n  deleted; scheduled purge at {}",
+            v["scheduledPurgeDate"]
+                .as_i64()
+                .or(v["scheduled_purge_date"].as_i64())
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, String> {
+    serde_json::to_value(value).map_err(|e| e.to_string())
+}
+
+/// Runs `pgcmk key ...`.
+pub fn key(args: KeyArgs, format: Format) -> Result<(), String> {
+    let err = |e: pgcmk_keyprovider::KeyError| e.to_string();
+    let v = match args.command {
+        KeyCommand::Create { key, size, ops, .. } => {
+            let mut new = NewRsaKey::new(size);
+            new.key_ops = ops;
+            to_json(
+                &akv_client(&args.conn, &key.vault)?
+                    .create_rsa_key(&key.name, &new)
+                    .map_err(err)?,
+            )?
+        }
+        KeyCommand::Show {
+            key,
+            key_version: version,
+            deleted,
+        } => {
+            let c = akv_client(&args.conn, &key.vault)?;
+            if deleted {
+                to_json(&c.get_deleted_key(&key.name).map_err(err)?)?
+            } else {
+                to_json(&c.get_key(&key.name, version.as_deref()).map_err(err)?)?
+            }
+        }
+        KeyCommand::List {
+            vault,
+            name,
+            deleted,
+        } => {
+            let c = akv_client(&args.conn, &vault)?;
+            let items = match (name, deleted) {
+                (Some(n), _) => to_json(&c.list_key_versions(&n).map_err(err)?)?,
+                (None, true) => to_json(&c.list_deleted_keys().map_err(err)?)?,
+                (None, false) => to_json(&c.list_keys().map_err(err)?)?,
+            };
+            let v = json!({ "value": items });
+            output::print(format, &v, |v| list_lines(v, key_text));
+            return Ok(());
+        }
+        KeyCommand::Rotate(key) => to_json(
+            &akv_client(&args.conn, &key.vault)?
+                .rotate_key(&key.name)
+                .map_err(err)?,
+        )?,
+        KeyCommand::Disable {
+            key,
+            key_version: version,
+        } => set_enabled(&args.conn, &key, version.as_deref(), false)?,
+        KeyCommand::Enable {
+            key,
+            key_version: version,
+        } => set_enabled(&args.conn, &key, version.as_deref(), true)?,
+        KeyCommand::Delete(key) => to_json(
+            &akv_client(&args.conn, &key.vault)?
+                .delete_key(&key.name)
+                .map_err(err)?,
+        )?,
+        KeyCommand::Recover(key) => to_json(
+            &akv_client(&args.conn, &key.vault)?
+                .recover_deleted_key(&key.name)
+                .map_err(err)?,
+        )?,
+        KeyCommand::Purge(key) => {
+            akv_client(&args.conn, &key.vault)?
+                .purge_deleted_key(&key.name)
+                .map_err(err)?;
+            let v = json!({ "purged": key.name, "vault": key.vault });
+            output::print(format, &v, |_| {
+                format!("purged key {} from {}", key.name, key.vault)
+            });
+            return Ok(());
+        }
+        KeyCommand::SetRotationPolicy {
+            key,
+            rotate_after,
+            rotate_before_expiry,
+            notify_before_expiry,
+            expires_after,
+        } => {
+            let action =
+                |after: Option<String>, before: Option<String>, kind: &str| LifetimeAction {
+                    trigger: LifetimeTrigger {
+                        time_after_create: after,
+                        time_before_expiry: before,
+                    },
+                    action: LifetimeActionKind { kind: kind.into() },
+                };
+            let mut actions = Vec::new();
+            if rotate_after.is_some() && rotate_before_expiry.is_some() {
+                return Err("give --rotate-after or --rotate-before-expiry, not both".into());
+            }
+            if rotate_after.is_some() || rotate_before_expiry.is_some() {
+                actions.push(action(rotate_after, rotate_before_expiry, "Rotate"));
+            }
+            if notify_before_expiry.is_some() {
+                actions.push(action(None, notify_before_expiry, "Notify"));
+            }
+            let policy = RotationPolicy {
+                id: None,
+                lifetime_actions: actions,
+                attributes: Some(RotationPolicyAttributes {
+                    expiry_time: expires_after,
+                    created: None,
+                    updated: None,
+                }),
+            };
+            let saved = akv_client(&args.conn, &key.vault)?
+                .set_rotation_policy(&key.name, &policy)
+                .map_err(err)?;
+            let v = to_json(&saved)?;
+            output::print(format, &v, |v| {
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            });
+            return Ok(());
+        }
+        KeyCommand::ShowRotationPolicy(key) => {
+            let v = to_json(
+                &akv_client(&args.conn, &key.vault)?
+                    .get_rotation_policy(&key.name)
+                    .map_err(err)?,
+            )?;
+            output::print(format, &v, |v| {
+                serde_json::to_string_pretty(v).unwrap_or_default()
+            });
+            return Ok(());
+        }
+    };
+    output::print(format, &v, key_text);
+    Ok(())
+}
+
+fn set_enabled(
+    conn: &Connection,
+    key: &KeyName,
+    version: Option<&str>,
+    enabled: bool,
+) -> Result<Value, String> {
+    let update = KeyUpdate {
+        enabled: Some(enabled),
+        ..KeyUpdate::default()
+    };
+    let bundle = akv_client(conn, &key.vault)?
+        .update_key(&key.name, version, &update)
+        .map_err(|e| e.to_string())?;
+    to_json(&bundle)
+}
