@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use pgcmk_control::kek::read_identity_secret;
+use pgcmk_control::model::SecretString;
 use pgcmk_control::platform::{CreateServer, Platform, PlatformConfig};
 use pgcmk_control::server_dir::ServerDir;
 use pgcmk_keyprovider::KeyReference;
@@ -260,7 +261,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
             let identity_secret = identity_credential_file
                 .map(|f| read_identity_secret(&f).map_err(|e| e.to_string()))
                 .transpose()?
-                .map(|s| String::from_utf8_lossy(s.expose_secret()).into_owned());
+                .map(|s| SecretString::new(String::from_utf8_lossy(s.expose_secret()).into_owned()));
             let body = CreateServer {
                 name,
                 location,

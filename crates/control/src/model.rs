@@ -100,6 +100,32 @@ pub struct Event {
     pub why: String,
 }
 
+/// A secret carried in an API message (a password, an identity's secret): sent as a
+/// plain JSON string, printed by `Debug` as `REDACTED`, zeroized on drop.
+#[derive(
+    Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Takes ownership of the secret text.
+    pub fn new(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The secret text. Call sites should be few and obvious.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("REDACTED")
+    }
+}
+
 /// The current time in RFC 3339.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

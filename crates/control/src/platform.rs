@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{self, AgentConfig, AgentStatus};
 use crate::error::IoContext;
 use crate::kek::KekAccess;
-use crate::model::{now_rfc3339, Encryption, Event, ServerRecord, ServerState};
+use crate::model::{now_rfc3339, Encryption, Event, SecretString, ServerRecord, ServerState};
 use crate::server_dir::{read_json, write_json_atomic, write_private_file, ServerDir};
 use crate::store::Store;
 use crate::sys::{self, Signal};
@@ -70,7 +70,7 @@ pub struct CreateServer {
     /// Customer-managed: the identity's header secret (from its credential file),
     /// which assigns the identity to the server.
     #[serde(default)]
-    pub identity_secret: Option<String>,
+    pub identity_secret: Option<SecretString>,
     /// Customer-managed: the key URL, versioned or versionless.
     #[serde(default)]
     pub key: Option<String>,
@@ -82,7 +82,7 @@ pub struct Created {
     /// The new server.
     pub server: ServerRecord,
     /// The `postgres` superuser's password: stored nowhere by the platform.
-    pub password: String,
+    pub password: SecretString,
 }
 
 /// A running agent: our child, or one re-attached after a control plane restart.
@@ -107,6 +107,8 @@ pub struct Platform {
     agents: Mutex<HashMap<String, AgentProcess>>,
     /// Serializes lifecycle operations on servers (not key checks).
     lifecycle: Mutex<()>,
+    /// Serializes supervision passes, so that one report becomes one event.
+    supervision: Mutex<()>,
 }
 
 impl Platform {
@@ -126,6 +128,7 @@ impl Platform {
             store,
             agents: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(()),
+            supervision: Mutex::new(()),
         };
         for server in platform.store.servers()? {
             match server.state {
@@ -249,7 +252,10 @@ impl Platform {
             return Err(e);
         }
         let server = self.store.server(&record.id)?;
-        Ok(Created { server, password })
+        Ok(Created {
+            server,
+            password: SecretString::new(password),
+        })
     }
 
     /// The encryption, the way to reach its KEK, and (customer-managed) the
@@ -276,7 +282,11 @@ impl Platform {
                             .into(),
                     ));
                 };
-                let secret = req.identity_secret.as_deref().unwrap_or("").trim();
+                let secret = req
+                    .identity_secret
+                    .as_ref()
+                    .map_or("", |s| s.expose_secret())
+                    .trim();
                 if secret.is_empty() {
                     return Err(Error::InvalidRequest(
                         "customer-managed encryption needs the identity's credential \
@@ -467,6 +477,10 @@ impl Platform {
     /// One supervision pass: takes in every agent's report (state changes and
     /// re-wrapped DEKs become events) and restarts agents that died.
     pub fn supervise_once(&self) {
+        let _pass = self
+            .supervision
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let servers = match self.store.servers() {
             Ok(s) => s,
             Err(e) => return tracing::error!("supervision: {e}"),
@@ -840,6 +854,21 @@ mod tests {
         validate_location("westeurope").unwrap();
         assert!(validate_location("west europe").is_err());
         assert!(validate_location("").is_err());
+    }
+
+    #[test]
+    fn secrets_in_requests_are_not_printed() {
+        let req: CreateServer = serde_json::from_str(
+            r#"{"name":"a1b","location":"l","identity_secret":"s3cr3t-header"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.identity_secret.as_ref().unwrap().expose_secret(),
+            "s3cr3t-header"
+        );
+        let printed = format!("{req:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("REDACTED"), "{printed}");
     }
 
     #[test]
