@@ -9,7 +9,7 @@ use base64::Engine;
 use pgcmk_crypto::rsa::RsaPrivateKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::model::{Attributes, KeyRecord};
 use super::ops::{self, Ctx, Outcome};
@@ -28,6 +28,12 @@ struct BackupVersion {
     attributes: Attributes,
     key_ops: Vec<String>,
     tags: BTreeMap<String, String>,
+}
+
+impl Drop for BackupVersion {
+    fn drop(&mut self) {
+        self.private_pkcs8.zeroize();
+    }
 }
 
 #[derive(Serialize, Deserialize)]
