@@ -2,16 +2,19 @@
 # cryptfs benchmark: the same workloads on the plain disk, on cryptfs and on gocryptfs, side by
 # side in one run, then one comparison table against the issue-3 targets.
 #
-#   bench/cryptfs/run.sh            full run: pgbench scale 30, 60 s per pgbench phase, 1 GiB file I/O
-#   bench/cryptfs/run.sh --quick    smoke run: scale 10, 10 s phases, 256 MiB file I/O
-#   env overrides: SCALE, DURATION (seconds), IO_MIB, RAND_OPS, BENCH_DIR, ONLY="plain cryptfs"
+#   bench/cryptfs/run.sh            full run: pgbench scale 30, 3 rounds x 60 s per phase, 1 GiB I/O
+#   bench/cryptfs/run.sh --quick    smoke run: scale 10, 1 round x 10 s, 256 MiB file I/O
+#   env overrides: SCALE, DURATION (s per pgbench run), ROUNDS, IO_MIB, RAND_OPS, BENCH_DIR,
+#                  ONLY="plain cryptfs cryptfs-dwal gocryptfs" (cryptfs-dwal: --direct-io-wal)
 #
-# Must run as root (mounts, drop_caches, runuser). Workloads per filesystem:
+# Must run as root (mounts, drop_caches, runuser). All filesystems are mounted at once and every
+# measurement is taken round-robin across them, ROUNDS times, reporting the median: load from
+# other processes on the machine then hits every filesystem alike.
 #   file I/O : iobench seq-write (1 MiB writes + fsync), seq-read cold (after drop_caches) and
 #              warm, rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32)
 #   pgbench  : -i -s SCALE; TPC-B -c4 -j2 -T DURATION; select-only -S -c4 -j2 -T DURATION
-#              (page cache dropped before each phase; identical postgresql.conf everywhere)
-# cryptfs runs as `pgcmk fs mount` (release build); its peak RSS (VmHWM) is read after pgbench.
+#              (identical postgresql.conf everywhere; page cache warm from the load)
+# cryptfs runs as `pgcmk fs mount` (release build); its peak RSS (VmHWM) is read at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -19,16 +22,20 @@ ROOT=$PWD
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 if ((QUICK)); then
-  : "${SCALE:=10}" "${DURATION:=10}" "${IO_MIB:=256}" "${RAND_OPS:=5000}"
+  : "${SCALE:=10}" "${DURATION:=10}" "${ROUNDS:=1}" "${IO_MIB:=256}" "${RAND_OPS:=5000}"
 else
-  : "${SCALE:=30}" "${DURATION:=60}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}"
+  : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}"
 fi
-: "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
+: "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs cryptfs-dwal gocryptfs}"
 PGBIN=/usr/lib/postgresql/15/bin
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 [[ $EUID -eq 0 ]] || die "run as root (mounts, drop_caches and runuser need it)"
+for fs in $ONLY; do
+  [[ $fs =~ ^(plain|cryptfs|cryptfs-dwal|gocryptfs)$ ]] ||
+    die "unknown filesystem '$fs' in ONLY (plain cryptfs cryptfs-dwal gocryptfs)"
+done
 
 # --- install and build -------------------------------------------------------------------------
 need=()
@@ -47,34 +54,33 @@ PGCMK=$ROOT/target/release/pgcmk
 IOBENCH=$ROOT/target/release/pgcmk-iobench
 
 # --- state and cleanup (only what this script started) ----------------------------------------
-declare -A R
-DAEMON_PID=""
-MNT=""
-PGDATA_DIR=""
+declare -A R DIR MNT PID PORT # results; per filesystem: work dir, mountpoint, daemon pid, pg port
 cleanup() {
-  if [[ -n "$PGDATA_DIR" && -f "$PGDATA_DIR/postmaster.pid" ]]; then
-    runuser -u postgres -- "$PGBIN/pg_ctl" stop -m immediate -D "$PGDATA_DIR" >/dev/null 2>&1 || true
-  fi
-  if [[ -n "$MNT" ]] && mountpoint -q "$MNT"; then
-    fusermount3 -u "$MNT" 2>/dev/null || umount "$MNT" 2>/dev/null || true
-  fi
-  if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
-  PGDATA_DIR="" MNT="" DAEMON_PID=""
+  for fs in $ONLY; do
+    local data=${DIR[$fs]:-}/pgdata
+    if [[ -n "${DIR[$fs]:-}" && -f "$data/postmaster.pid" ]]; then
+      runuser -u postgres -- "$PGBIN/pg_ctl" stop -m immediate -D "$data" >/dev/null 2>&1 || true
+    fi
+    if [[ -n "${MNT[$fs]:-}" ]] && mountpoint -q "${MNT[$fs]}"; then
+      fusermount3 -u "${MNT[$fs]}" 2>/dev/null || umount "${MNT[$fs]}" 2>/dev/null || true
+    fi
+    if [[ -n "${PID[$fs]:-}" ]] && kill -0 "${PID[$fs]}" 2>/dev/null; then
+      kill "${PID[$fs]}" 2>/dev/null || true
+      wait "${PID[$fs]}" 2>/dev/null || true
+    fi
+  done
 }
 trap cleanup EXIT
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-wait_mounted() { # mountpoint, pid of the daemon
+wait_mounted() { # fs
   for _ in $(seq 1 500); do
-    mountpoint -q "$1" && return 0
-    kill -0 "$2" 2>/dev/null || die "filesystem daemon for $1 exited before mounting"
+    mountpoint -q "${MNT[$1]}" && return 0
+    kill -0 "${PID[$1]}" 2>/dev/null || die "$1 daemon exited before mounting (see $BENCH_DIR/$1/daemon.log)"
     sleep 0.02
   done
-  die "$1 not mounted after 10 s"
+  die "${MNT[$1]} not mounted after 10 s"
 }
 
 free_port() {
@@ -82,151 +88,132 @@ free_port() {
 }
 
 # --- filesystems under test --------------------------------------------------------------------
-# Each setup_* sets DIR (where the workloads write), and MNT/DAEMON_PID when something is mounted.
-setup_plain() {
-  DIR=$BENCH_DIR/plain
-  mkdir -p "$DIR"
+setup() { # fs: sets DIR (where workloads write) and, for FUSE filesystems, MNT and PID
+  local fs=$1 base=$BENCH_DIR/$1
+  mkdir -p "$base"
+  case $fs in
+    plain)
+      DIR[$fs]=$base
+      return
+      ;;
+    cryptfs*)
+      local flags=()
+      [[ $fs == cryptfs-dwal ]] && flags=(--direct-io-wal)
+      "$PGCMK" fs keygen --out "$base/key" >/dev/null
+      "$PGCMK" fs init --cipher-dir "$base/cipher" --key-file "$base/key" >/dev/null
+      mkdir -p "$base/mnt"
+      "$PGCMK" fs mount --cipher-dir "$base/cipher" --mountpoint "$base/mnt" --key-file "$base/key" \
+        --allow-other "${flags[@]}" >"$base/daemon.log" 2>&1 &
+      ;;
+    gocryptfs)
+      mkdir -p "$base/cipher" "$base/mnt"
+      head -c 32 /dev/urandom | base64 >"$base/pass"
+      chmod 600 "$base/pass"
+      # Plaintext names like cryptfs (gocryptfs's fastest setting: no name crypto on lookups).
+      gocryptfs -init -q -plaintextnames -scryptn 10 -passfile "$base/pass" "$base/cipher"
+      gocryptfs -fg -q -allow_other -passfile "$base/pass" "$base/cipher" "$base/mnt" \
+        >"$base/daemon.log" 2>&1 &
+      ;;
+  esac
+  PID[$fs]=$!
+  MNT[$fs]=$base/mnt
+  DIR[$fs]=$base/mnt
+  wait_mounted "$fs"
 }
 
-setup_cryptfs() {
-  local base=$BENCH_DIR/cryptfs
-  mkdir -p "$base/cipher" "$base/mnt"
-  "$PGCMK" fs keygen --out "$base/key" >/dev/null
-  "$PGCMK" fs init --cipher-dir "$base/cipher" --key-file "$base/key" >/dev/null
-  MNT=$base/mnt
-  "$PGCMK" fs mount --cipher-dir "$base/cipher" --mountpoint "$MNT" --key-file "$base/key" \
-    --allow-other >"$base/daemon.log" 2>&1 &
-  DAEMON_PID=$!
-  wait_mounted "$MNT" "$DAEMON_PID"
-  DIR=$MNT
-}
-
-setup_gocryptfs() {
-  local base=$BENCH_DIR/gocryptfs
-  mkdir -p "$base/cipher" "$base/mnt"
-  head -c 32 /dev/urandom | base64 >"$base/pass"
-  chmod 600 "$base/pass"
-  # Plaintext names like cryptfs (its fastest setting: no name encryption on lookups).
-  gocryptfs -init -q -plaintextnames -scryptn 10 -passfile "$base/pass" "$base/cipher"
-  MNT=$base/mnt
-  gocryptfs -fg -q -allow_other -passfile "$base/pass" "$base/cipher" "$MNT" \
-    >"$base/daemon.log" 2>&1 &
-  DAEMON_PID=$!
-  wait_mounted "$MNT" "$DAEMON_PID"
-  DIR=$MNT
-}
-
-teardown() {
-  if [[ -n "$MNT" ]]; then
-    if [[ "$1" == cryptfs ]]; then "$PGCMK" fs unmount "$MNT" >/dev/null; else fusermount3 -u "$MNT"; fi
-    wait "$DAEMON_PID" || die "$1 daemon exited with an error (see $BENCH_DIR/$1/daemon.log)"
-  fi
-  DAEMON_PID="" MNT=""
+teardown() { # fs
+  local fs=$1
+  runuser -u postgres -- "$PGBIN/pg_ctl" stop -w -m fast -D "${DIR[$fs]}/pgdata" >/dev/null
+  [[ -n "${MNT[$fs]:-}" ]] || return 0
+  if [[ $fs == cryptfs* ]]; then "$PGCMK" fs unmount "${MNT[$fs]}" >/dev/null; else fusermount3 -u "${MNT[$fs]}"; fi
+  wait "${PID[$fs]}" || die "$fs daemon exited with an error (see $BENCH_DIR/$fs/daemon.log)"
+  MNT[$fs]="" PID[$fs]=""
 }
 
 # --- workloads ---------------------------------------------------------------------------------
 kv() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 
-run_io() { # fs
-  local f=$DIR/iobench.dat
-  R[$1.seq_write]=$("$IOBENCH" seq-write "$f" "$IO_MIB" | kv seq_write_mb_s)
+# Appends one sample; the table reports the median of each key's samples.
+sample() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
+
+io_round() { # fs
+  local fs=$1 f=${DIR[$1]}/iobench.dat
+  sample "$fs.seq_write" "$("$IOBENCH" seq-write "$f" "$IO_MIB" | kv seq_write_mb_s)"
   drop_caches
-  R[$1.seq_read]=$("$IOBENCH" seq-read "$f" | kv seq_read_mb_s)
-  R[$1.seq_read_warm]=$("$IOBENCH" seq-read "$f" | kv seq_read_mb_s)
+  sample "$fs.seq_read" "$("$IOBENCH" seq-read "$f" | kv seq_read_mb_s)"
+  sample "$fs.seq_read_warm" "$("$IOBENCH" seq-read "$f" | kv seq_read_mb_s)"
   drop_caches
-  R[$1.rand_read]=$("$IOBENCH" rand-read "$f" "$RAND_OPS" | kv rand_read_iops)
-  R[$1.rand_write]=$("$IOBENCH" rand-write "$f" "$RAND_OPS" | kv rand_write_iops)
+  sample "$fs.rand_read" "$("$IOBENCH" rand-read "$f" "$RAND_OPS" | kv rand_read_iops)"
+  sample "$fs.rand_write" "$("$IOBENCH" rand-write "$f" "$RAND_OPS" | kv rand_write_iops)"
   rm -f "$f"
 }
 
-pgbench_tps() { # args...
-  "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres "$@" postgres 2>&1 | tee -a "$LOG" \
-    | sed -n 's/^tps = \([0-9]*\)[0-9.]* (without initial connection time)/\1/p'
-}
-
-run_pgbench() { # fs
-  PGDATA_DIR=$DIR/pgdata
-  LOG=$BENCH_DIR/$1-pgbench.log
-  mkdir -p "$PGDATA_DIR"
-  chown postgres: "$PGDATA_DIR"
-  PORT=$(free_port)
+pg_init() { # fs: a cluster on the filesystem, started and loaded with pgbench -i
+  local fs=$1 data=${DIR[$1]}/pgdata
+  PORT[$fs]=$(free_port)
+  mkdir -p "$data"
+  chown postgres: "$data"
   runuser -u postgres -- "$PGBIN/initdb" -U postgres --auth=trust -E UTF8 --no-locale \
-    -D "$PGDATA_DIR" >"$LOG" 2>&1
-  cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
+    -D "$data" >"$BENCH_DIR/pglogs/$fs-initdb.log" 2>&1
+  cat >>"$data/postgresql.conf" <<CONF
 shared_buffers = '128MB'
 max_wal_size = '4GB'
 checkpoint_timeout = '30min'
 listen_addresses = '127.0.0.1'
-port = $PORT
+port = ${PORT[$fs]}
 unix_socket_directories = '$BENCH_DIR/pglogs'
 CONF
-  runuser -u postgres -- "$PGBIN/pg_ctl" start -w -t 120 -D "$PGDATA_DIR" -l "$BENCH_DIR/pglogs/$1-server.log" >/dev/null
-  log "$1: pgbench -i -s $SCALE"
-  "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" postgres >>"$LOG" 2>&1
-  "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -X -q -c checkpoint postgres
-  drop_caches
-  log "$1: TPC-B -c4 -j2 -T $DURATION"
-  R[$1.tpcb]=$(pgbench_tps -c4 -j2 -T "$DURATION")
-  drop_caches
-  log "$1: select-only -S -c4 -j2 -T $DURATION"
-  R[$1.select]=$(pgbench_tps -S -c4 -j2 -T "$DURATION")
-  [[ -n "${R[$1.tpcb]}" && -n "${R[$1.select]}" ]] || die "$1: pgbench printed no tps (see $LOG)"
-  if [[ -n "$DAEMON_PID" ]]; then
-    R[$1.rss]=$(awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/$DAEMON_PID/status")
-  fi
-  runuser -u postgres -- "$PGBIN/pg_ctl" stop -w -m fast -D "$PGDATA_DIR" >/dev/null
-  PGDATA_DIR=""
+  runuser -u postgres -- "$PGBIN/pg_ctl" start -w -t 120 -D "$data" \
+    -l "$BENCH_DIR/pglogs/$fs-server.log" >/dev/null
+  log "$fs: pgbench -i -s $SCALE"
+  "$PGBIN/pgbench" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -i -q -s "$SCALE" postgres \
+    >>"$BENCH_DIR/$fs-pgbench.log" 2>&1
+  "$PGBIN/psql" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -X -q -c checkpoint postgres
+}
+
+pgbench_round() { # fs phase args...
+  local fs=$1 phase=$2 tps
+  shift 2
+  # Checkpoint first so that no run inherits another's dirty buffers.
+  "$PGBIN/psql" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -X -q -c checkpoint postgres
+  tps=$("$PGBIN/pgbench" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -c4 -j2 -T "$DURATION" "$@" \
+    postgres 2>&1 | tee -a "$BENCH_DIR/$fs-pgbench.log" |
+    sed -n 's/^tps = \([0-9]*\)[0-9.]* (without initial connection time)/\1/p')
+  [[ -n "$tps" ]] || die "$fs: pgbench printed no tps (see $BENCH_DIR/$fs-pgbench.log)"
+  log "$fs: $phase $tps tps"
+  sample "$fs.$phase" "$tps"
 }
 
 # --- run ---------------------------------------------------------------------------------------
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/pglogs"
 chmod 755 "$BENCH_DIR"
-chown postgres: "$BENCH_DIR/pglogs" # server logs and unix socket, outside every mount
-log "scale $SCALE, $DURATION s per pgbench phase, $IO_MIB MiB file I/O, $RAND_OPS random ops"
+chown postgres: "$BENCH_DIR/pglogs" # server logs and unix sockets, outside every mount
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "scale $SCALE, $ROUNDS x $DURATION s per pgbench phase, $IO_MIB MiB file I/O, $RAND_OPS random ops"
+for fs in $ONLY; do setup "$fs"; done
+for round in $(seq 1 "$ROUNDS"); do
+  for fs in $ONLY; do
+    log "file I/O round $round: $fs"
+    io_round "$fs"
+  done
+done
+for fs in $ONLY; do pg_init "$fs"; done
+for phase in tpcb select; do
+  args=()
+  [[ $phase == select ]] && args=(-S)
+  for round in $(seq 1 "$ROUNDS"); do
+    for fs in $ONLY; do pgbench_round "$fs" "$phase" "${args[@]}"; done
+  done
+done
 for fs in $ONLY; do
-  log "== $fs"
-  "setup_$fs"
-  run_io "$fs"
-  run_pgbench "$fs"
+  [[ -n "${PID[$fs]:-}" ]] && sample "$fs.rss" "$(awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/${PID[$fs]}/status")"
   teardown "$fs"
 done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- table -------------------------------------------------------------------------------------
-val() { echo "${R[$1]:-}"; }
-ratio() { awk -v a="$1" -v b="$2" -v m="$3" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", m * a / b }'; }
-verdict() { # value op threshold
-  awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
-    if (v == "-" || v == "") { print "n/a"; exit }
-    ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0); print ok ? "met" : "MISSED" }'
-}
-row() { # label key unit
-  printf "| %-32s | %10s | %10s | %10s | %9s | %9s |\n" "$1 ($3)" \
-    "$(val plain.$2)" "$(val cryptfs.$2)" "$(val gocryptfs.$2)" \
-    "$(ratio "$(val cryptfs.$2)" "$(val plain.$2)" 100)" "$(ratio "$(val cryptfs.$2)" "$(val gocryptfs.$2)" 1)"
-}
-{
-  echo
-  echo "pgbench scale $SCALE, -c4 -j2, $DURATION s per phase; file I/O on a $IO_MIB MiB file; $(nproc) cores; $(date -u +%F)"
-  echo
-  printf "| %-32s | %10s | %10s | %10s | %9s | %9s |\n" metric plain cryptfs gocryptfs "% plain" "×gocryptfs"
-  echo "|----------------------------------|-----------:|-----------:|-----------:|----------:|----------:|"
-  row "pgbench TPC-B" tpcb tps
-  row "pgbench select-only" select tps
-  row "seq write 1 MiB + fsync" seq_write MB/s
-  row "seq read, cold cache" seq_read MB/s
-  row "seq read, warm cache" seq_read_warm MB/s
-  row "rand 8 KiB pread, cold" rand_read IOPS
-  row "rand 8 KiB pwrite" rand_write IOPS
-  row "daemon peak RSS (VmHWM)" rss MiB
-  echo
-  echo "| target | measured | verdict |"
-  echo "|---|---:|---|"
-  t=$(ratio "$(val cryptfs.tpcb)" "$(val plain.tpcb)" 100); echo "| TPC-B ≥ 90 % of plain | $t % | $(verdict "$t" ">=" 90) |"
-  t=$(ratio "$(val cryptfs.select)" "$(val plain.select)" 100); echo "| select-only ≥ 95 % of plain | $t % | $(verdict "$t" ">=" 95) |"
-  t=$(ratio "$(val cryptfs.tpcb)" "$(val gocryptfs.tpcb)" 1); echo "| TPC-B ≥ 2× gocryptfs | $t × | $(verdict "$t" ">=" 2) |"
-  t=$(ratio "$(val cryptfs.select)" "$(val gocryptfs.select)" 1); echo "| select-only ≥ 2× gocryptfs | $t × | $(verdict "$t" ">=" 2) |"
-  t=$(val cryptfs.seq_write); echo "| seq write ≥ 1000 MB/s | ${t:--} MB/s | $(verdict "${t:--}" ">=" 1000) |"
-  t=$(val cryptfs.seq_read); echo "| seq read (cold) ≥ 1000 MB/s | ${t:--} MB/s | $(verdict "${t:--}" ">=" 1000) |"
-  t=$(val cryptfs.rss); echo "| daemon RSS ≤ 128 MiB | ${t:--} MiB | $(verdict "${t:--}" "<=" 128) |"
-} | tee "$BENCH_DIR/results.md"
+for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
+python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
+  "pgbench scale $SCALE, -c4 -j2, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; $(date -u +%F)" |
+  tee "$BENCH_DIR/results.md"
