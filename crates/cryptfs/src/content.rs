@@ -71,21 +71,29 @@ impl FileCipher {
     /// nonce ‖ ciphertext ‖ tag, with a fresh random nonce.
     pub fn seal(&self, block: u64, plain: &[u8], out: &mut [u8]) -> Result<(), Error> {
         let nonce: [u8; NONCE_LEN] = random::array()?;
-        self.seal_with_nonce(block, &nonce, plain, out)
+        out[NONCE_LEN..NONCE_LEN + plain.len()].copy_from_slice(plain);
+        self.seal_in_place(block, &nonce, out)
     }
 
-    pub(crate) fn seal_with_nonce(
+    /// Encrypts in place: `sealed` = space for the nonce ‖ plaintext ‖ space for the
+    /// tag; on return it holds nonce ‖ ciphertext ‖ tag. The caller supplies a
+    /// fresh random nonce (batched: one RNG call per write instead of per block).
+    pub fn seal_in_place(
         &self,
         block: u64,
         nonce: &[u8; NONCE_LEN],
-        plain: &[u8],
-        out: &mut [u8],
+        sealed: &mut [u8],
     ) -> Result<(), Error> {
-        debug_assert_eq!(out.len(), plain.len() + NONCE_LEN + TAG_LEN);
-        let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
-        let (body, tag_out) = rest.split_at_mut(plain.len());
+        let body_len =
+            sealed
+                .len()
+                .checked_sub(NONCE_LEN + TAG_LEN)
+                .ok_or(Error::InvalidArgument(
+                    "sealed block shorter than its overhead".into(),
+                ))?;
+        let (nonce_out, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (body, tag_out) = rest.split_at_mut(body_len);
         nonce_out.copy_from_slice(nonce);
-        body.copy_from_slice(plain);
         let tag = self
             .key
             .seal_in_place(nonce, &block_aad(&self.file_id, block), body)?;

@@ -6,6 +6,7 @@
 use std::io;
 use std::sync::Arc;
 
+use pgcmk_crypto::aead::NONCE_LEN;
 use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
@@ -235,7 +236,8 @@ impl<S: Storage> EncryptedFile<S> {
     }
 
     /// Seals every block `data` touches (merging old content of partial blocks) and
-    /// writes them with one backing write.
+    /// writes them with one backing write. Plaintext is assembled directly in the
+    /// output buffer and encrypted in place.
     fn write_window(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
         let end = offset + data.len() as u64;
         let new_len = self.len.max(end);
@@ -245,24 +247,25 @@ impl<S: Storage> EncryptedFile<S> {
         let base = cipher_offset(first);
         let mut sealed =
             vec![0u8; (cipher_offset(last) + last_len + BLOCK_OVERHEAD - base) as usize];
-        let mut plain = vec![0u8; BLOCK_SIZE as usize];
-        for block in first..=last {
+        let mut nonces = vec![0u8; (last - first + 1) as usize * NONCE_LEN];
+        random::fill(&mut nonces)?;
+        for (block, nonce) in (first..=last).zip(nonces.chunks_exact(NONCE_LEN)) {
             let block_start = block * BLOCK_SIZE;
             let plain_len = (new_len - block_start).min(BLOCK_SIZE) as usize;
             let old_len = self.len.saturating_sub(block_start).min(BLOCK_SIZE) as usize;
             let from = (offset.max(block_start) - block_start) as usize;
             let to = (end.min(block_start + BLOCK_SIZE) - block_start) as usize;
-            let plain = &mut plain[..plain_len];
-            plain.fill(0);
+            let at = (cipher_offset(block) - base) as usize;
+            let sealed_block = &mut sealed[at..at + plain_len + BLOCK_OVERHEAD as usize];
+            let plain = &mut sealed_block[NONCE_LEN..NONCE_LEN + plain_len];
             if old_len > 0 && (from > 0 || to < old_len) {
                 let old = self.read(block_start, old_len)?;
                 plain[..old_len].copy_from_slice(&old);
             }
             let data_at = (block_start + from as u64 - offset) as usize;
             plain[from..to].copy_from_slice(&data[data_at..data_at + (to - from)]);
-            let at = (cipher_offset(block) - base) as usize;
-            let sealed_block = &mut sealed[at..at + plain_len + BLOCK_OVERHEAD as usize];
-            self.cipher()?.seal(block, plain, sealed_block)?;
+            let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("chunks_exact");
+            self.cipher()?.seal_in_place(block, nonce, sealed_block)?;
         }
         self.storage.write_all_at(&sealed, base)?;
         self.len = new_len;
