@@ -90,6 +90,23 @@ struct Cell {
     p50_ms: f64,
     p99_ms: f64,
     errors: usize,
+    /// Requests the CPU columns are divided by: the timed ones plus one warm-up per client.
+    requests: usize,
+    /// CPU the vault process spent per completed operation.
+    vault_cpu_ms: f64,
+    /// CPU this load generator spent per completed operation.
+    client_cpu_ms: f64,
+}
+
+/// One row of the table: a cell and the openssl rate measured just before its size.
+struct Row {
+    op: Op,
+    size: u32,
+    clients: usize,
+    cell: Cell,
+    openssl: Option<f64>,
+    /// The vault's own RSA library, in this process on all cores, no HTTP.
+    aws_lc: f64,
 }
 
 fn main() {
@@ -119,9 +136,8 @@ fn main() {
         .expect("vault client"),
     );
 
-    eprintln!("running openssl speed -multi {cores} on all cores ...");
-    let openssl = openssl_sign_rates(cores, settings.seconds);
-
+    let clock_ticks = clock_ticks_per_second();
+    let load_before = load_average();
     let mut rows = Vec::new();
     for size in SIZES {
         let name = format!("bench-rsa{size}");
@@ -131,39 +147,69 @@ fn main() {
         let wrapped = client
             .wrap_key(&name, None, WrapAlgorithm::RsaOaep256, &[7u8; 32])
             .expect("wrap a DEK");
+        // Measured right before this size's cells, so both see the same machine.
+        eprintln!("openssl speed -multi {cores} rsa{size} ...");
+        let openssl = openssl_sign_rate(cores, settings.seconds, size);
+        eprintln!("aws-lc RSA-OAEP-256 decrypt on {cores} threads, RSA-{size} ...");
+        let aws_lc = aws_lc_unwrap_rate(cores, settings.seconds, size);
         for op in [Op::Wrap, Op::Unwrap, Op::Sign] {
             for clients in CLIENTS {
                 eprintln!("{} RSA-{size} x{clients} ...", op.name());
-                let cell = run_cell(&client, &name, &wrapped, op, clients, settings.seconds);
-                rows.push((op, size, clients, cell));
+                let probe = CpuProbe::start(vault.pid(), clock_ticks);
+                let mut cell = run_cell(&client, &name, &wrapped, op, clients, settings.seconds);
+                probe.finish(&mut cell);
+                rows.push(Row {
+                    op,
+                    size,
+                    clients,
+                    cell,
+                    openssl,
+                    aws_lc,
+                });
             }
         }
     }
 
-    println!("\nKey vault over HTTPS (loopback, load generator on the same {cores} cores), {} s per cell", settings.seconds);
-    println!("openssl = `openssl speed -multi {cores} -seconds {} rsaN` private-key (sign/s) rate, same run\n", settings.seconds);
-    println!("| op | RSA | clients | ops/s | p50 ms | p99 ms | errors | openssl sign/s | vault/openssl |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (op, size, clients, cell) in &rows {
-        let peer = openssl.iter().find(|(s, _)| s == size).map(|(_, r)| *r);
-        let (peer_text, ratio) = match (op, peer) {
+    println!(
+        "\nKey vault over HTTPS (loopback; load generator on the same {cores} cores), {} s per cell",
+        settings.seconds
+    );
+    println!(
+        "openssl = `openssl speed -multi {cores} -seconds {} rsaN` private-key rate (sign/s), run just before each size",
+    settings.seconds.ceil()
+    );
+    println!("aws-lc = RSA-OAEP-256 decrypt with aws-lc-rs (the vault's library) on {cores} threads, no HTTP");
+    println!(
+        "load average before/after: {load_before} / {}\n",
+        load_average()
+    );
+    println!("| op | RSA | clients | ops/s | p50 ms | p99 ms | errors | vault CPU ms/op | client CPU ms/op | openssl sign/s | aws-lc decrypt/s | vault/openssl |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in &rows {
+        let cell = &row.cell;
+        let (peer, ratio) = match (row.op, row.openssl) {
             (Op::Unwrap | Op::Sign, Some(rate)) => (
                 format!("{rate:.0}"),
                 format!("{:.0} %", 100.0 * cell.ops_per_sec / rate),
             ),
-            (_, Some(rate)) => (format!("{rate:.0}"), "(public op)".into()),
-            _ => ("n/a".into(), "n/a".into()),
+            (_, Some(rate)) => (format!("{rate:.0}"), "(public-key op)".into()),
+            (_, None) => ("n/a".into(), "n/a".into()),
         };
         println!(
-            "| {} | {size} | {clients} | {:.0} | {:.2} | {:.2} | {} | {peer_text} | {ratio} |",
-            op.name(),
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {peer} | {:.0} | {ratio} |",
+            row.op.name(),
+            row.size,
+            row.clients,
             cell.ops_per_sec,
             cell.p50_ms,
             cell.p99_ms,
-            cell.errors
+            cell.errors,
+            cell.vault_cpu_ms,
+            cell.client_cpu_ms,
+            row.aws_lc,
         );
     }
-    check_targets(&rows, &openssl);
+    check_targets(&rows);
 
     rss_with_many_keys(&vault, &client, settings.keys);
 }
@@ -236,26 +282,70 @@ fn run_cell(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors: errors.load(Ordering::Relaxed),
+        requests: latencies.len() + clients,
+        vault_cpu_ms: f64::NAN,
+        client_cpu_ms: f64::NAN,
     }
 }
 
-/// `openssl speed -multi N rsa2048 rsa3072 rsa4096`: the sign/s (private-key) column.
-fn openssl_sign_rates(cores: usize, seconds: f64) -> Vec<(u32, f64)> {
+/// `openssl speed -multi N -seconds S rsaSIZE`: the sign/s (private-key) column.
+fn openssl_sign_rate(cores: usize, seconds: f64, size: u32) -> Option<f64> {
     let out = Command::new("openssl")
-        .args([
-            "speed",
-            "-multi",
-            &cores.to_string(),
-            "-seconds",
-            &format!("{}", seconds.ceil() as u64),
-        ])
-        .args(SIZES.map(|s| format!("rsa{s}")))
+        .args(["speed", "-multi", &cores.to_string()])
+        .args(["-seconds", &format!("{}", seconds.ceil())])
+        .arg(format!("rsa{size}"))
         .output();
     let Ok(out) = out else {
         eprintln!("openssl is not installed: no comparison column");
-        return Vec::new();
+        return None;
     };
     parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .find_map(|(bits, rate)| (bits == size).then_some(rate))
+}
+
+/// RSA-OAEP-256 decryptions per second with aws-lc-rs on `threads` threads: the
+/// ceiling for the vault's unwrap, which uses the same library.
+fn aws_lc_unwrap_rate(threads: usize, seconds: f64, size: u32) -> f64 {
+    use aws_lc_rs::rsa::{
+        KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
+        OAEP_SHA256_MGF1SHA256,
+    };
+    let size = match size {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        _ => KeySize::Rsa4096,
+    };
+    let private = PrivateDecryptingKey::generate(size).expect("RSA key generation");
+    let public = OaepPublicEncryptingKey::new(private.public_key()).expect("public key");
+    let mut ciphertext = vec![0; public.ciphertext_size()];
+    public
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &[7u8; 32], &mut ciphertext, None)
+        .expect("encrypt");
+    let private = Arc::new(OaepPrivateDecryptingKey::new(private).expect("private key"));
+    let ciphertext = Arc::new(ciphertext);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let done: usize = (0..threads)
+        .map(|_| {
+            let (private, ciphertext) = (Arc::clone(&private), Arc::clone(&ciphertext));
+            std::thread::spawn(move || {
+                let mut out = vec![0; private.min_output_size()];
+                let mut n = 0;
+                while Instant::now() < end {
+                    private
+                        .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut out, None)
+                        .expect("decrypt");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("decrypt thread"))
+        .sum();
+    done as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Reads rows like `rsa 2048 bits 0.000370s 0.000011s   2704.0  92567.0` under a
@@ -278,25 +368,85 @@ fn parse_openssl_speed(text: &str) -> Vec<(u32, f64)> {
     rates
 }
 
-fn check_targets(rows: &[(Op, u32, usize, Cell)], openssl: &[(u32, f64)]) {
+fn check_targets(rows: &[Row]) {
     println!("\nTargets:");
-    for (op, size, clients, cell) in rows {
-        if *op != Op::Unwrap || *clients != 64 {
-            continue;
-        }
-        if let Some((_, rate)) = openssl.iter().find(|(s, _)| s == size) {
-            let pct = 100.0 * cell.ops_per_sec / rate;
+    for row in rows
+        .iter()
+        .filter(|r| r.op == Op::Unwrap && r.clients == 64)
+    {
+        if let Some(rate) = row.openssl {
+            let pct = 100.0 * row.cell.ops_per_sec / rate;
             let verdict = if pct >= 70.0 { "met" } else { "MISSED" };
-            println!("- RSA-{size} unwrap at 64 clients = {pct:.0} % of openssl (target >= 70 %): {verdict}");
+            println!(
+                "- RSA-{} unwrap at 64 clients = {pct:.0} % of openssl (target >= 70 %): {verdict}",
+                row.size
+            );
         }
-        if *size == 2048 {
-            let verdict = if cell.p99_ms <= 25.0 { "met" } else { "MISSED" };
+        if row.size == 2048 {
+            let verdict = if row.cell.p99_ms <= 25.0 {
+                "met"
+            } else {
+                "MISSED"
+            };
             println!(
                 "- RSA-2048 unwrap p99 at 64 clients = {:.2} ms (target <= 25 ms): {verdict}",
-                cell.p99_ms
+                row.cell.p99_ms
             );
         }
     }
+}
+
+/// CPU time of the vault and of this process across one cell.
+struct CpuProbe {
+    vault_pid: u32,
+    ticks: f64,
+    vault_before: f64,
+    self_before: f64,
+}
+
+impl CpuProbe {
+    fn start(vault_pid: u32, ticks: f64) -> Self {
+        Self {
+            vault_pid,
+            ticks,
+            vault_before: cpu_seconds(&vault_pid.to_string(), ticks),
+            self_before: cpu_seconds("self", ticks),
+        }
+    }
+
+    fn finish(self, cell: &mut Cell) {
+        let per_op = |spent: f64| 1000.0 * spent / cell.requests.max(1) as f64;
+        cell.vault_cpu_ms =
+            per_op(cpu_seconds(&self.vault_pid.to_string(), self.ticks) - self.vault_before);
+        cell.client_cpu_ms = per_op(cpu_seconds("self", self.ticks) - self.self_before);
+    }
+}
+
+/// User + system CPU seconds of /proc/PID (or "self"), all threads.
+fn cpu_seconds(pid: &str, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / ticks
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// Creates keys up to `total` (RSA-2048, 8 creators) and reports the vault's RSS at
