@@ -193,6 +193,17 @@ fn customer_managed_server_lifecycle() {
     assert_eq!(cp.state("orders").0, "Ready");
     assert!(cp.has_event("orders", "agent re-attached"));
 
+    // Moving to another key re-wraps the DEK with it; the data stays.
+    let second = vault.key("orders-kv", "orders-key-2", 4096);
+    let updated = cp.server(&["update", "orders", "--key", &versionless(&second)]);
+    assert_eq!(updated["state"]["state"], "Ready", "{updated}");
+    assert_eq!(updated["wrapped_dek"]["kek"], second.as_str());
+    assert_eq!(
+        psql(port, &password, "SELECT count(*) FROM t").unwrap(),
+        "20002"
+    );
+    assert!(cp.has_event("orders", "key changed"));
+
     // Delete removes the directory and the row.
     cp.server(&["delete", "orders"]);
     assert!(!server_dir.exists());
