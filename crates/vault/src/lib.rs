@@ -20,6 +20,7 @@ pub mod storage;
 pub mod tls;
 pub mod token;
 pub mod vaults;
+pub mod worker_pool;
 
 pub use error::Error;
 

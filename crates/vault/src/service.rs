@@ -86,6 +86,8 @@ pub struct Service {
     pub(crate) token_lifetime_secs: i64,
     /// Admission control for data-plane operations (429 Throttled when exhausted).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// Threads for cryptographic operations (FIFO, one per core).
+    pub(crate) crypto_pool: crate::worker_pool::WorkerPool,
 }
 
 /// Keys kept unsealed in memory at most (LRU).
@@ -316,6 +318,7 @@ pub async fn start(
         listeners: Mutex::new(Vec::new()),
         token_lifetime_secs: options.token_lifetime_secs,
         in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1))),
+        crypto_pool: crate::worker_pool::WorkerPool::per_core(),
     });
     service.spawn_listener(main, admin_api::router(service.clone()));
     for vault in service.vaults.list() {

@@ -94,7 +94,10 @@ async fn process(
     };
     let service = ctx.service.clone();
     let query = form_pairs(parts.uri.query().unwrap_or_default());
-    tokio::task::spawn_blocking(move || {
+    // Crypto operations queue for the per-core pool; the rest (key generation, which
+    // can take a second, and storage-only work) must not hold up that queue.
+    let in_pool = matches!(route, Route::Crypto(..));
+    let job = move || {
         let _permit = permit;
         let ctx = Ctx {
             service: &service,
@@ -103,7 +106,16 @@ async fn process(
             query: &query,
         };
         ops::run(&ctx, &route, &body)
-    })
-    .await
-    .map_err(ApiError::internal)?
+    };
+    if in_pool {
+        ctx.service
+            .crypto_pool
+            .run(job)
+            .await
+            .ok_or_else(|| ApiError::internal("a crypto worker failed"))?
+    } else {
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(ApiError::internal)?
+    }
 }
