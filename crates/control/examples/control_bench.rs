@@ -47,6 +47,24 @@ fn parse_args() -> Args {
     args
 }
 
+/// Prints each row as soon as it is measured, so a long run shows partial results.
+struct Rows;
+
+impl Rows {
+    fn push(&mut self, r: Row) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.what,
+            r.samples.len(),
+            secs(median(&r.samples)),
+            secs(*r.samples.iter().min().unwrap()),
+            secs(*r.samples.iter().max().unwrap()),
+            r.target,
+            r.reference
+        );
+    }
+}
+
 struct Row {
     what: String,
     samples: Vec<Duration>,
@@ -97,7 +115,9 @@ fn main() {
             &key,
         ])
     };
-    let mut rows = Vec::new();
+    println!("| measurement | runs | median | min | max | target | managed service |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut rows = Rows;
 
     eprintln!("create: {} runs", args.runs);
     let mut samples = Vec::new();
@@ -211,20 +231,5 @@ fn main() {
             reference: "no data rewrite either",
         });
         cp.server(&["delete", &name]);
-    }
-
-    println!("| measurement | runs | median | min | max | target | managed service |");
-    println!("|---|---|---|---|---|---|---|");
-    for r in rows {
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.what,
-            r.samples.len(),
-            secs(median(&r.samples)),
-            secs(*r.samples.iter().min().unwrap()),
-            secs(*r.samples.iter().max().unwrap()),
-            r.target,
-            r.reference
-        );
     }
 }
