@@ -26,6 +26,8 @@ use crate::Error;
 
 /// How long a new or restarted server may take to become Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// An agent that dies this soon after starting is not restarted (the server is Failed).
+const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(3);
 /// How long an agent may take to stop PostgreSQL, unmount and exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -89,6 +91,7 @@ pub struct Created {
 struct AgentProcess {
     child: Option<Child>,
     pid: u32,
+    started: Instant,
 }
 
 impl AgentProcess {
@@ -381,6 +384,7 @@ impl Platform {
                 AgentProcess {
                     child: Some(child),
                     pid,
+                    started: Instant::now(),
                 },
             );
         Ok(())
@@ -398,7 +402,14 @@ impl Platform {
                 self.agents
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(record.id.clone(), AgentProcess { child: None, pid });
+                    .insert(
+                        record.id.clone(),
+                        AgentProcess {
+                            child: None,
+                            pid,
+                            started: Instant::now(),
+                        },
+                    );
                 self.event(
                     record,
                     "control-plane",
@@ -448,7 +459,13 @@ impl Platform {
         loop {
             self.supervise_once();
             let status: Option<AgentStatus> = read_json(&ServerDir::new(&record.dir).status()).ok();
-            match status.map(|s| s.state) {
+            // An agent that died at start leaves no report; the store says Failed.
+            let stored = self.store.server(&record.id)?.state;
+            let state = match stored {
+                ServerState::Failed(_) => Some(stored),
+                _ => status.map(|s| s.state),
+            };
+            match state {
                 Some(ServerState::Ready) => return Ok(()),
                 Some(ServerState::Provisioning) | None => {}
                 Some(other) => {
@@ -500,15 +517,25 @@ impl Platform {
         if let Ok(status) = read_json::<AgentStatus>(&dir.status()) {
             self.take_report(server, &dir, &status)?;
         }
-        let dead = {
+        let died = {
             let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
             let dead = agents.get_mut(&server.id).is_some_and(|a| !a.is_alive());
-            if dead {
-                agents.remove(&server.id);
-            }
-            dead
+            dead.then(|| agents.remove(&server.id)).flatten()
         };
-        if dead {
+        let Some(agent) = died else { return Ok(()) };
+        if agent.started.elapsed() < CRASH_LOOP_WINDOW {
+            // Restarting an agent that cannot even start would only spin.
+            let reason = format!(
+                "the node agent exited within {}s of starting; see {} and run \
+                 `pgcmk server start` once fixed",
+                CRASH_LOOP_WINDOW.as_secs(),
+                dir.agent_log().display()
+            );
+            self.store.update_server(&server.id, |s| {
+                s.state = ServerState::Failed(reason.clone())
+            })?;
+            self.event(server, "control-plane", "agent failed", &reason)?;
+        } else {
             self.event(
                 server,
                 "control-plane",
@@ -592,9 +619,16 @@ impl Platform {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let server = self.store.server(name)?;
-        if server.state != ServerState::Stopped {
+        let idle = matches!(server.state, ServerState::Stopped | ServerState::Failed(_));
+        if !idle
+            || self
+                .agents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&server.id)
+        {
             return Err(Error::Conflict(format!(
-                "server '{name}' is {}, not Stopped: only a stopped server can be started",
+                "server '{name}' is {} with a running agent: only a stopped or failed server can be started",
                 server.state.name()
             )));
         }

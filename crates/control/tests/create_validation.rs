@@ -152,6 +152,19 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let err = create("fit", &mi.client_id, &good).unwrap_err();
     assert!(err.contains("already exists"), "{err}");
 
+    // An agent that cannot start is not restarted in a loop: the server is Failed
+    // with a reason, and starts again once the cause is fixed.
+    let fit_dir = std::path::PathBuf::from(ok["server"]["dir"].as_str().unwrap());
+    let config = std::fs::read(fit_dir.join("agent.json")).unwrap();
+    cp.server(&["stop", "fit"]);
+    std::fs::write(fit_dir.join("agent.json"), b"{}").unwrap();
+    let err = cp.try_server(&["start", "fit"]).unwrap_err();
+    assert!(err.contains("exited within"), "{err}");
+    assert_eq!(cp.state("fit").0, "Failed");
+    std::fs::write(fit_dir.join("agent.json"), config).unwrap();
+    let started = cp.server(&["start", "fit"]);
+    assert_eq!(started["state"]["state"], "Ready", "{started}");
+
     // Service-managed is the default and needs no identity or key of the DBA's.
     let sm = cp.server(&["create", "--name", "plain", "--location", "local"]);
     assert_eq!(sm["server"]["encryption"]["kind"], "service-managed");
