@@ -26,6 +26,9 @@ impl DataDir {
         let root = root
             .canonicalize()
             .map_err(|e| Error::io("resolving data directory", root, e))?;
+        // An existing directory may have been made by hand: keep it private anyway.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("restricting permissions of", &root, e))?;
         Ok(Self { root })
     }
 
