@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use pgcmk_control::kek::read_identity_secret;
+use pgcmk_control::kek::{read_identity_secret, resolve_client_id};
 use pgcmk_control::model::SecretString;
 use pgcmk_control::platform::{CreateServer, Platform, PlatformConfig};
 use pgcmk_control::server_dir::ServerDir;
@@ -80,7 +80,7 @@ pub enum ServerCommand {
         /// How the server's data encryption key is protected.
         #[arg(long, value_enum, default_value = "service-managed")]
         encryption: EncryptionChoice,
-        /// Customer-managed: the user-assigned managed identity (client id).
+        /// Customer-managed: the user-assigned managed identity (name, object id or client id).
         #[arg(long)]
         identity: Option<String>,
         /// Customer-managed: the identity's credential file, assigning it to the server.
@@ -258,6 +258,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
             identity_credential_file,
             key,
         } => {
+            let identity = match (&identity, &identity_credential_file) {
+                (Some(i), Some(f)) => Some(resolve_client_id(i, f).map_err(|e| e.to_string())?),
+                _ => identity,
+            };
             let identity_secret = identity_credential_file
                 .map(|f| read_identity_secret(&f).map_err(|e| e.to_string()))
                 .transpose()?

@@ -319,7 +319,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
             .into_owned()
     };
     say("Step 1 (security officer): a user-assigned managed identity for the database");
-    let mi = demo.pgcmk(&[
+    demo.pgcmk(&[
         "identity",
         "create",
         "--name",
@@ -329,7 +329,6 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "--credential-file",
         &cred("orders-mi"),
     ])?;
-    let client_id = mi["client_id"].as_str().unwrap_or_default().to_string();
     say("Step 2: a key vault with soft delete and purge protection; grant get, wrapKey, unwrapKey");
     demo.pgcmk(&[
         "keyvault",
@@ -382,7 +381,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "--encryption",
         "customer-managed",
         "--identity",
-        &client_id,
+        "orders-mi",
         "--identity-credential-file",
         &cred("orders-mi"),
         "--key",

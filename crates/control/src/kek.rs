@@ -111,3 +111,67 @@ pub fn read_identity_secret(path: &std::path::Path) -> Result<SecretBytes, crate
             ))
         })
 }
+
+/// The client id to ask tokens for when the DBA names `identity` (by name, object id
+/// or client id) and hands over its credential file. Checks that the file belongs
+/// to that identity; a file holding only the secret leaves `identity` as given.
+pub fn resolve_client_id(
+    identity: &str,
+    credential_file: &std::path::Path,
+) -> Result<String, crate::Error> {
+    let text = std::fs::read(credential_file).map_err(|e| {
+        crate::Error::io(
+            format!("reading the credential file {}", credential_file.display()),
+            e,
+        )
+    })?;
+    let text = SecretBytes::new(text);
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(text.expose_secret()) else {
+        return Ok(identity.to_string());
+    };
+    let field = |k: &str| json.get(k).and_then(|v| v.as_str());
+    let Some(client_id) = field("client_id") else {
+        return Ok(identity.to_string());
+    };
+    if [field("name"), field("object_id"), Some(client_id)].contains(&Some(identity)) {
+        Ok(client_id.to_string())
+    } else {
+        Err(crate::Error::InvalidRequest(format!(
+            "the credential file {} belongs to identity '{}', not '{identity}': pass that \
+             identity's credential file",
+            credential_file.display(),
+            field("name").unwrap_or(client_id)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_names_resolve_to_the_credential_client_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mi.credential");
+        std::fs::write(
+            &file,
+            r#"{"name":"orders-mi","object_id":"oid-1","client_id":"cid-1","kind":"managed","client_secret":"hdr"}"#,
+        )
+        .unwrap();
+        for given in ["orders-mi", "oid-1", "cid-1"] {
+            assert_eq!(resolve_client_id(given, &file).unwrap(), "cid-1");
+        }
+        let err = resolve_client_id("other-mi", &file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("belongs to identity 'orders-mi'"), "{err}");
+        assert_eq!(read_identity_secret(&file).unwrap().expose_secret(), b"hdr");
+        let raw = dir.path().join("raw");
+        std::fs::write(&raw, "just-the-secret\n").unwrap();
+        assert_eq!(resolve_client_id("cid-9", &raw).unwrap(), "cid-9");
+        assert_eq!(
+            read_identity_secret(&raw).unwrap().expose_secret(),
+            b"just-the-secret"
+        );
+    }
+}

@@ -38,7 +38,7 @@ fn customer_managed_server_lifecycle() {
         "--encryption",
         "customer-managed",
         "--identity",
-        &mi.client_id,
+        &mi.name,
         "--identity-credential-file",
         mi.credential_file.to_str().unwrap(),
         "--key",
