@@ -87,11 +87,6 @@ impl AdminClient {
         })
     }
 
-    /// The service this client talks to.
-    pub fn service(&self) -> &ServiceDir {
-        &self.service
-    }
-
     /// The HTTPS client (trusting the service CA), for data-plane calls.
     pub fn http(&self) -> &reqwest::blocking::Client {
         &self.http

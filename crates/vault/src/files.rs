@@ -32,10 +32,6 @@ impl DataDir {
         Ok(Self { root })
     }
 
-    /// The directory itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
     /// The CA certificate clients trust (`REQUESTS_CA_BUNDLE`).
     pub fn ca_file(&self) -> PathBuf {
         self.root.join("ca.pem")
