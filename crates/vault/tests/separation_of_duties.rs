@@ -251,6 +251,32 @@ fn principals_without_rights_cannot_manage_policies_or_create_keys() {
         .map(|e| e["entry"]["caller_name"].as_str().unwrap())
         .collect();
     assert_eq!(callers, vec!["dba", "officer2"]);
+    // A vault never loses its last administrator.
+    let err = officer
+        .call(Method::DELETE, "/admin/identities/admin", None)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only administrator of vault 'sod-admin'"),
+        "{err}"
+    );
+    v.manage(
+        Method::PATCH,
+        "/admin/vaults/sod-admin",
+        Some(json!({ "add_administrators": ["officer2"] })),
+    );
+    let err = v
+        .admin
+        .call(
+            Method::PATCH,
+            "/admin/vaults/sod-admin",
+            Some(&json!({ "remove_administrators": ["admin", "officer2"] })),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("at least one administrator"),
+        "{err}"
+    );
     // Purge protection is one-way.
     let err = v
         .admin

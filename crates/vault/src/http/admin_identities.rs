@@ -77,6 +77,17 @@ pub(super) fn delete_identity(
     if target.object_id == caller.object_id {
         return Err(ApiError::bad("you cannot delete your own identity"));
     }
+    let sole = service
+        .vaults
+        .list()
+        .into_iter()
+        .find(|v| v.administrators.len() == 1 && v.administrators.contains(&target.object_id));
+    if let Some(v) = sole {
+        return Err(ApiError::conflict(format!(
+            "'{}' is the only administrator of vault '{}': add another with `pgcmk keyvault update --name {} --add-administrators NAME` first",
+            target.name, v.name, v.name
+        )));
+    }
     service
         .directory
         .delete(&service.store, &target.object_id)?;
