@@ -26,8 +26,6 @@ use crate::Error;
 
 /// How long a new or restarted server may take to become Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-/// An agent that dies this soon after starting is not restarted (the server is Failed).
-const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(3);
 /// How long an agent may take to stop PostgreSQL, unmount and exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -91,13 +89,22 @@ pub struct Created {
 struct AgentProcess {
     child: Option<Child>,
     pid: u32,
-    started: Instant,
+    /// Set once our child has exited with an error code of its own.
+    failed_with: Option<i32>,
 }
 
 impl AgentProcess {
     fn is_alive(&mut self) -> bool {
         match &mut self.child {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
+            Some(child) => match child.try_wait() {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    // An exit code (not a signal) means the agent gave up by itself.
+                    self.failed_with = status.code().filter(|&c| c != 0);
+                    false
+                }
+                Err(_) => false,
+            },
             None => sys::process_exists(self.pid),
         }
     }
@@ -384,7 +391,7 @@ impl Platform {
                 AgentProcess {
                     child: Some(child),
                     pid,
-                    started: Instant::now(),
+                    failed_with: None,
                 },
             );
         Ok(())
@@ -407,7 +414,7 @@ impl Platform {
                         AgentProcess {
                             child: None,
                             pid,
-                            started: Instant::now(),
+                            failed_with: None,
                         },
                     );
                 self.event(
@@ -523,12 +530,13 @@ impl Platform {
             dead.then(|| agents.remove(&server.id)).flatten()
         };
         let Some(agent) = died else { return Ok(()) };
-        if agent.started.elapsed() < CRASH_LOOP_WINDOW {
-            // Restarting an agent that cannot even start would only spin.
+        if let Some(code) = agent.failed_with {
+            // The agent reported an error it cannot get past (bad configuration,
+            // unreadable files): restarting it would only spin. A killed agent is
+            // restarted below.
             let reason = format!(
-                "the node agent exited within {}s of starting; see {} and run \
+                "the node agent failed (exit code {code}); see {} and run \
                  `pgcmk server start` once fixed",
-                CRASH_LOOP_WINDOW.as_secs(),
                 dir.agent_log().display()
             );
             self.store.update_server(&server.id, |s| {

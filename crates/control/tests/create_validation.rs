@@ -6,6 +6,13 @@ mod support;
 
 use support::*;
 
+/// The identity secret in a credential file.
+fn read_secret(credential_file: &std::path::Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(credential_file).unwrap()).unwrap();
+    v["client_secret"].as_str().unwrap().to_string()
+}
+
 /// `pgcmk server create` with a customer-managed key.
 fn create_cmk(
     cp: &ControlPlane,
@@ -77,9 +84,21 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     vault.grant("app-kv", &weak, &["get", "wrapKey"]);
     refused(create_weak("no-unwrap"), "(needs `unwrapKey`)");
 
-    // An identity the vault service does not know.
+    // A credential file of another identity is refused before anything is asked.
     refused(
         create("ghost", "00000000-0000-0000-0000-000000000000", &good),
+        "belongs to identity 'app-mi'",
+    );
+    // An identity the vault service does not know (a bare secret, no file check).
+    let bare = root.path().join("bare.secret");
+    std::fs::write(&bare, read_secret(&mi.credential_file)).unwrap();
+    let ghost = Identity {
+        name: "ghost".into(),
+        client_id: "00000000-0000-0000-0000-000000000000".into(),
+        credential_file: bare,
+    };
+    refused(
+        create_cmk(&cp, "ghost", &ghost, &ghost.client_id, &good),
         "cannot read key",
     );
 
@@ -159,7 +178,7 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     cp.server(&["stop", "fit"]);
     std::fs::write(fit_dir.join("agent.json"), b"{}").unwrap();
     let err = cp.try_server(&["start", "fit"]).unwrap_err();
-    assert!(err.contains("exited within"), "{err}");
+    assert!(err.contains("node agent failed"), "{err}");
     assert_eq!(cp.state("fit").0, "Failed");
     std::fs::write(fit_dir.join("agent.json"), config).unwrap();
     let started = cp.server(&["start", "fit"]);
