@@ -121,6 +121,18 @@ pub(crate) fn fallocate_keep_size(file: &File, offset: u64, len: u64) -> io::Res
     check(unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) })
 }
 
+/// Marks `file`'s cached pages as not worth keeping: the kernel evicts them first.
+pub(crate) fn fadvise_noreuse(file: &File) -> io::Result<()> {
+    // SAFETY: the descriptor is owned by `file`, which outlives the call; the call
+    // only reads its integer arguments.
+    let ret = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_NOREUSE) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
 /// Unmounts the filesystem at `path` (no lazy detach unless `detach`).
 pub(crate) fn umount(path: &Path, detach: bool) -> io::Result<()> {
     let path = c_path(path)?;

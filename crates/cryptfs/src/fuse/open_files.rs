@@ -60,6 +60,9 @@ impl OpenFiles {
             return Ok(file.clone());
         }
         let backing = open()?;
+        // The kernel caches the plaintext above us; the ciphertext below is only
+        // re-read for partial-block writes, so let it be evicted first (a hint).
+        let _ = crate::sys::fadvise_noreuse(&backing);
         let handle = backing.try_clone().map_err(Errno::from)?;
         let encrypted =
             EncryptedFile::open(backing, volume.clone()).map_err(|e| Errno::from_i32(e.errno()))?;
