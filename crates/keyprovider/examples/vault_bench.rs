@@ -29,16 +29,23 @@ const IDENTITY: &str = "bench-workload";
 struct Settings {
     seconds: f64,
     keys: usize,
+    /// Only the RSS part (creating many keys takes minutes).
+    skip_load: bool,
 }
 
 fn settings() -> Settings {
     let mut s = Settings {
         seconds: 3.0,
         keys: 10_000,
+        skip_load: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--skip-load" {
+            s.skip_load = true;
+            continue;
+        }
         let value = it
             .next()
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
@@ -63,7 +70,7 @@ fn settings() -> Settings {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("vault_bench: {why}\nusage: vault_bench [--seconds S (default 3)] [--keys N (default 10000)]");
+    eprintln!("vault_bench: {why}\nusage: vault_bench [--seconds S (default 3)] [--keys N (default 10000)] [--skip-load]");
     std::process::exit(2)
 }
 
@@ -136,6 +143,15 @@ fn main() {
         .expect("vault client"),
     );
 
+    if !settings.skip_load {
+        load_table(&vault, &client, settings.seconds, cores);
+    }
+
+    rss_with_many_keys(&vault, &client, settings.keys);
+}
+
+/// Every op x size x client-count cell, printed next to openssl and aws-lc.
+fn load_table(vault: &VaultService, client: &Arc<AkvClient>, seconds: f64, cores: usize) {
     let clock_ticks = clock_ticks_per_second();
     let load_before = load_average();
     let mut rows = Vec::new();
@@ -149,14 +165,14 @@ fn main() {
             .expect("wrap a DEK");
         // Measured right before this size's cells, so both see the same machine.
         eprintln!("openssl speed -multi {cores} rsa{size} ...");
-        let openssl = openssl_sign_rate(cores, settings.seconds, size);
+        let openssl = openssl_sign_rate(cores, seconds, size);
         eprintln!("aws-lc RSA-OAEP-256 decrypt on {cores} threads, RSA-{size} ...");
-        let aws_lc = aws_lc_unwrap_rate(cores, settings.seconds, size);
+        let aws_lc = aws_lc_unwrap_rate(cores, seconds, size);
         for op in [Op::Wrap, Op::Unwrap, Op::Sign] {
             for clients in CLIENTS {
                 eprintln!("{} RSA-{size} x{clients} ...", op.name());
                 let probe = CpuProbe::start(vault.pid(), clock_ticks);
-                let mut cell = run_cell(&client, &name, &wrapped, op, clients, settings.seconds);
+                let mut cell = run_cell(client, &name, &wrapped, op, clients, seconds);
                 probe.finish(&mut cell);
                 rows.push(Row {
                     op,
@@ -172,11 +188,11 @@ fn main() {
 
     println!(
         "\nKey vault over HTTPS (loopback; load generator on the same {cores} cores), {} s per cell",
-        settings.seconds
+        seconds
     );
     println!(
         "openssl = `openssl speed -multi {cores} -seconds {} rsaN` private-key rate (sign/s), run just before each size",
-    settings.seconds.ceil()
+    seconds.ceil()
     );
     println!("aws-lc = RSA-OAEP-256 decrypt with aws-lc-rs (the vault's library) on {cores} threads, no HTTP");
     println!(
@@ -210,8 +226,6 @@ fn main() {
         );
     }
     check_targets(&rows);
-
-    rss_with_many_keys(&vault, &client, settings.keys);
 }
 
 /// Runs `clients` threads issuing `op` back to back for `seconds`, after each has
