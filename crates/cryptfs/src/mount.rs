@@ -208,8 +208,14 @@ impl TerminationSignals {
 /// Unmounts the filesystem mounted at `mountpoint` (e.g. by `pgcmk fs mount` in
 /// another process), which then exits.
 pub fn unmount(mountpoint: &Path) -> Result<(), Error> {
-    sys::umount(mountpoint, false).map_err(|source| Error::Unmount {
-        mountpoint: mountpoint.to_path_buf(),
-        source,
+    sys::umount(mountpoint, false).map_err(|source| match source.raw_os_error() {
+        Some(libc::EINVAL) => Error::InvalidArgument(format!(
+            "{} is not a mountpoint (nothing is mounted there)",
+            mountpoint.display()
+        )),
+        _ => Error::Unmount {
+            mountpoint: mountpoint.to_path_buf(),
+            source,
+        },
     })
 }
