@@ -9,7 +9,7 @@ use pgcmk_cryptfs::{mount, MountHandle, MountOptions};
 use pgcmk_crypto::SymmetricKey;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     cipher: PathBuf,
     plain: PathBuf,
     key: SymmetricKey,
@@ -24,7 +24,7 @@ impl Fixture {
         let key = SymmetricKey::generate().unwrap();
         pgcmk_cryptfs::init(&cipher, &key).unwrap();
         Self {
-            _dir: dir,
+            dir,
             cipher,
             plain,
             key,
@@ -226,4 +226,63 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     let err = fs::read(fx.p("b")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+/// Runs `sh -c script` as the `postgres` user; returns (success, stdout+stderr).
+fn as_postgres(script: &str) -> (bool, String) {
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn other_users_own_what_they_create_and_modes_are_enforced() {
+    let fx = Fixture::new();
+    // The temp dir is 0700 root; let postgres reach the mountpoint.
+    fs::set_permissions(fx.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let options = MountOptions {
+        allow_other: true,
+        ..MountOptions::default()
+    };
+    let _handle = mount(&fx.cipher, &fx.plain, fx.key.clone(), options).unwrap();
+    fs::set_permissions(&fx.plain, fs::Permissions::from_mode(0o777)).unwrap();
+    let plain = fx.plain.display();
+
+    let (ok, out) = as_postgres(&format!(
+        "mkdir -m 0700 {plain}/pgdata && echo row > {plain}/pgdata/f && \
+         fallocate -l 20000 {plain}/pgdata/f && stat -c %s {plain}/pgdata/f"
+    ));
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "20000");
+    for path in [fx.p("pgdata"), fx.p("pgdata/f")] {
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (101, 104), "{}", path.display());
+        // The backing files carry the same owner.
+        let backing = fx.cipher.join(path.strip_prefix(&fx.plain).unwrap());
+        assert_eq!(fs::metadata(backing).unwrap().uid(), 101);
+    }
+    assert_eq!(fs::metadata(fx.p("pgdata")).unwrap().mode() & 0o7777, 0o700);
+    let content = fs::read(fx.p("pgdata/f")).unwrap();
+    assert_eq!(&content[..4], b"row\n");
+    assert!(content[4..].iter().all(|&b| b == 0));
+
+    // Modes are enforced for other users: nobody cannot enter postgres' 0700 dir.
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "ls", fx.p("pgdata").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody listed a 0700 directory");
+
+    // statfs answers (df-style tools and PostgreSQL's checks rely on it).
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%b %S", fx.plain.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let blocks: u64 = text.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(out.status.success() && blocks > 0, "{text}");
 }
