@@ -97,24 +97,7 @@ fn main() {
     vault.keyvault("bench-kv", "westeurope", true);
     vault.grant("bench-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
     let key = versionless(&vault.key("bench-kv", "bench-key", 3072));
-    let cred = mi.credential_file.to_str().unwrap().to_string();
-    let create = |name: &str| {
-        cp.server(&[
-            "create",
-            "--name",
-            name,
-            "--location",
-            "westeurope",
-            "--encryption",
-            "customer-managed",
-            "--identity",
-            &mi.client_id,
-            "--identity-credential-file",
-            &cred,
-            "--key",
-            &key,
-        ])
-    };
+    let create = |name: &str| cp.create_cmk(name, &mi, &mi.name, &key).unwrap();
     println!("| measurement | runs | median | min | max | target | managed service |");
     println!("|---|---|---|---|---|---|---|");
     let mut rows = Rows;

@@ -112,6 +112,22 @@ impl Demo {
     }
 }
 
+/// Gives the database's identity get, wrapKey and unwrapKey on its vault.
+fn grant(demo: &Demo) -> Result<Value, Error> {
+    demo.pgcmk(&[
+        "keyvault",
+        "set-policy",
+        "--name",
+        "orders-kv",
+        "--identity",
+        "orders-mi",
+        "--key-permissions",
+        "get",
+        "wrapKey",
+        "unwrapKey",
+    ])
+}
+
 /// Waits for `condition`, polling every 100 ms, up to `limit`; returns the time taken.
 fn wait(
     what: &str,
@@ -135,33 +151,10 @@ fn read_json(path: &Path) -> Option<Value> {
 }
 
 fn psql(port: u64, password: &str, sql: &str) -> Result<String, String> {
-    let program = PgInstall::discover()
+    let port = u16::try_from(port).map_err(|_| format!("bad port {port}"))?;
+    PgInstall::discover()
         .map_err(|e| e.to_string())?
-        .program("psql");
-    let out = Command::new(program)
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args(["-p", &port.to_string(), "-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "3")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+        .psql(port, password, sql)
 }
 
 /// Counts the files under `dir` and those whose bytes contain `needle`.
@@ -341,18 +334,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "7",
         "--purge-protection",
     ])?;
-    demo.pgcmk(&[
-        "keyvault",
-        "set-policy",
-        "--name",
-        "orders-kv",
-        "--identity",
-        "orders-mi",
-        "--key-permissions",
-        "get",
-        "wrapKey",
-        "unwrapKey",
-    ])?;
+    grant(demo)?;
     say("Step 3: an RSA 3072 key");
     let key = demo.pgcmk(&[
         "key",
@@ -439,18 +421,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
     explain("PostgreSQL stopped, the encrypted volume unmounted, the DEK erased from memory");
 
     say("The customer gives access back");
-    demo.pgcmk(&[
-        "keyvault",
-        "set-policy",
-        "--name",
-        "orders-kv",
-        "--identity",
-        "orders-mi",
-        "--key-permissions",
-        "get",
-        "wrapKey",
-        "unwrapKey",
-    ])?;
+    grant(demo)?;
     let took = wait("Ready", Duration::from_secs(INTERVAL_SECS + 60), || {
         psql(port, &password, "SELECT 1").is_ok()
     })?;

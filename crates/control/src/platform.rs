@@ -94,6 +94,14 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
+    fn new(child: Option<Child>, pid: u32) -> Self {
+        Self {
+            child,
+            pid,
+            failed_with: None,
+        }
+    }
+
     fn is_alive(&mut self) -> bool {
         match &mut self.child {
             Some(child) => match child.try_wait() {
@@ -386,14 +394,7 @@ impl Platform {
         self.agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                record.id.clone(),
-                AgentProcess {
-                    child: Some(child),
-                    pid,
-                    failed_with: None,
-                },
-            );
+            .insert(record.id.clone(), AgentProcess::new(Some(child), pid));
         Ok(())
     }
 
@@ -409,14 +410,7 @@ impl Platform {
                 self.agents
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(
-                        record.id.clone(),
-                        AgentProcess {
-                            child: None,
-                            pid,
-                            failed_with: None,
-                        },
-                    );
+                    .insert(record.id.clone(), AgentProcess::new(None, pid));
                 self.event(
                     record,
                     "control-plane",

@@ -115,6 +115,42 @@ impl PgInstall {
         self.bindir.join(name)
     }
 
+    /// Runs `sql` with `psql` over TCP on 127.0.0.1:`port` as `postgres` with
+    /// `password`; returns what it printed (unaligned, tuples only) or its error text.
+    pub fn psql(&self, port: u16, password: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.program("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-p",
+                &port.to_string(),
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "3")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
     /// A command for `program` that runs as the PostgreSQL user with a minimal environment.
     fn command_as_postgres(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.program(program));

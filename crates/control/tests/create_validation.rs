@@ -13,31 +13,6 @@ fn read_secret(credential_file: &std::path::Path) -> String {
     v["client_secret"].as_str().unwrap().to_string()
 }
 
-/// `pgcmk server create` with a customer-managed key.
-fn create_cmk(
-    cp: &ControlPlane,
-    name: &str,
-    identity: &Identity,
-    client_id: &str,
-    key: &str,
-) -> Result<serde_json::Value, String> {
-    cp.try_server(&[
-        "create",
-        "--name",
-        name,
-        "--location",
-        "westeurope",
-        "--encryption",
-        "customer-managed",
-        "--identity",
-        client_id,
-        "--identity-credential-file",
-        identity.credential_file.to_str().unwrap(),
-        "--key",
-        key,
-    ])
-}
-
 #[test]
 fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let root = scratch();
@@ -48,8 +23,7 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let kv = vault.keyvault("app-kv", "westeurope", true);
     vault.grant("app-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
     let good = versionless(&vault.key("app-kv", "good", 2048));
-    let create =
-        |name: &str, client_id: &str, key: &str| create_cmk(&cp, name, &mi, client_id, key);
+    let create = |name: &str, client_id: &str, key: &str| cp.create_cmk(name, &mi, client_id, key);
     let refused = |result: Result<serde_json::Value, String>, expected: &str| {
         let err = result.expect_err(expected);
         assert!(err.contains(expected), "expected '{expected}' in: {err}");
@@ -77,7 +51,7 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let key_of = |name: &str| versionless(&vault.key("app-kv", name, 3072));
     let rights_key = key_of("rights");
     let weak = vault.identity("weak-mi");
-    let create_weak = |name: &str| create_cmk(&cp, name, &weak, &weak.client_id, &rights_key);
+    let create_weak = |name: &str| cp.create_cmk(name, &weak, &weak.client_id, &rights_key);
     refused(create_weak("no-rights"), "(needs `get`)");
     vault.grant("app-kv", &weak, &["get"]);
     refused(create_weak("get-only"), "(needs `wrapKey`)");
@@ -98,7 +72,7 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
         credential_file: bare,
     };
     refused(
-        create_cmk(&cp, "ghost", &ghost, &ghost.client_id, &good),
+        cp.create_cmk("ghost", &ghost, &ghost.client_id, &good),
         "cannot read key",
     );
 

@@ -29,21 +29,7 @@ fn customer_managed_server_lifecycle() {
     let key_url = versionless(&kid);
 
     // The DBA: a server with that key.
-    let created = cp.server(&[
-        "create",
-        "--name",
-        "orders",
-        "--location",
-        "westeurope",
-        "--encryption",
-        "customer-managed",
-        "--identity",
-        &mi.name,
-        "--identity-credential-file",
-        mi.credential_file.to_str().unwrap(),
-        "--key",
-        &key_url,
-    ]);
+    let created = cp.create_cmk("orders", &mi, &mi.name, &key_url).unwrap();
     let password = created["password"].as_str().unwrap().to_string();
     let port = created["server"]["port"].as_u64().unwrap();
     let server_dir = std::path::PathBuf::from(created["server"]["dir"].as_str().unwrap());

@@ -461,6 +461,32 @@ impl ControlPlane {
         )
     }
 
+    /// `pgcmk server create` with a customer-managed key, as `identity` (its name,
+    /// object id or client id given as `identity_arg`).
+    pub fn create_cmk(
+        &self,
+        name: &str,
+        identity: &Identity,
+        identity_arg: &str,
+        key: &str,
+    ) -> Result<Value, String> {
+        self.try_server(&[
+            "create",
+            "--name",
+            name,
+            "--location",
+            "westeurope",
+            "--encryption",
+            "customer-managed",
+            "--identity",
+            identity_arg,
+            "--identity-credential-file",
+            identity.credential_file.to_str().unwrap(),
+            "--key",
+            key,
+        ])
+    }
+
     /// True when the server's event trail has an event `what`.
     pub fn has_event(&self, name: &str, what: &str) -> bool {
         let show = self.server(&["show", name]);
@@ -515,32 +541,9 @@ pub fn scratch() -> tempfile::TempDir {
 
 /// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
 pub fn psql(port: u64, password: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
-        .args(["-p", &port.to_string(), "-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "3")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
+    pgcmk_control::postgres::PgInstall::discover()
+        .unwrap()
+        .psql(u16::try_from(port).unwrap(), password, sql)
 }
 
 /// Every file under `dir` whose bytes contain `needle`, not descending into `skip`.
