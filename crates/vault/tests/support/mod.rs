@@ -15,8 +15,14 @@ use serde_json::{json, Value};
 
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Builds `pgcmk` (no-op when up to date) and returns its path; `PGCMK_BIN` overrides.
+/// Builds `pgcmk` once per test binary (no-op when up to date) and returns its path;
+/// `PGCMK_BIN` overrides.
 pub fn pgcmk_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(build_pgcmk).clone()
+}
+
+fn build_pgcmk() -> PathBuf {
     if let Some(bin) = std::env::var_os("PGCMK_BIN") {
         return PathBuf::from(bin);
     }
