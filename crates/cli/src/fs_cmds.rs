@@ -66,7 +66,8 @@ pub enum FsCommand {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
-    /// Verify every block of every file; exits non-zero if any is bad.
+    /// Verify every block of every file; exits non-zero if any is bad. Run it while
+    /// the directory is not mounted (in-flight writes can look damaged).
     Fsck {
         /// The cipher directory.
         #[arg(long)]

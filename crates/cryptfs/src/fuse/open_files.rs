@@ -54,11 +54,11 @@ impl OpenFiles {
         volume: &Arc<VolumeKey>,
         open: impl FnOnce() -> Result<File, Errno>,
     ) -> Result<Arc<OpenFile>, Errno> {
-        let mut entries = self.lock();
-        if let Some((file, refs)) = entries.get_mut(&ino) {
-            *refs += 1;
-            return Ok(file.clone());
+        if let Some(file) = self.take_ref(ino) {
+            return Ok(file);
         }
+        // Open (a syscall and a header read) without holding the table lock, so a
+        // slow open never stalls requests on other files.
         let backing = open()?;
         // The kernel caches the plaintext above us; the ciphertext below is only
         // re-read for partial-block writes, so let it be evicted first (a hint).
@@ -66,12 +66,22 @@ impl OpenFiles {
         let handle = backing.try_clone().map_err(Errno::from)?;
         let encrypted =
             EncryptedFile::open(backing, volume.clone()).map_err(|e| Errno::from_i32(e.errno()))?;
-        let file = Arc::new(OpenFile {
+        let opened = Arc::new(OpenFile {
             file: RwLock::new(encrypted),
             handle,
         });
-        entries.insert(ino, (file.clone(), 1));
-        Ok(file)
+        let mut entries = self.lock();
+        // Another request may have opened it meanwhile: everyone must share one.
+        let (file, refs) = entries.entry(ino).or_insert((opened, 0));
+        *refs += 1;
+        Ok(file.clone())
+    }
+
+    fn take_ref(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        let mut entries = self.lock();
+        let (file, refs) = entries.get_mut(&ino)?;
+        *refs += 1;
+        Some(file.clone())
     }
 
     /// Drops one reference; the backing file closes with the last.
