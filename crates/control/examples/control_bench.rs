@@ -115,7 +115,7 @@ fn main() {
         what: "server create (customer-managed)".into(),
         samples,
         target: "<= 15 s".into(),
-        reference: "minutes",
+        reference: "-",
     });
 
     eprintln!("revoke / re-grant: {} runs", args.runs);
