@@ -324,7 +324,14 @@ pub async fn start(
     for vault in service.vaults.list() {
         let addr = SocketAddr::new(service.ip, vault.port);
         match TcpListener::bind(addr).await {
-            Ok(l) => service.serve_vault(&vault.name, l),
+            Ok(l) => {
+                tracing::info!(
+                    "vault '{}' serving at {}",
+                    vault.name,
+                    service.vault_url(&vault)
+                );
+                service.serve_vault(&vault.name, l);
+            }
             Err(e) => tracing::error!(
                 "vault '{}' cannot listen on {addr}: {e}; free the port and restart",
                 vault.name
