@@ -214,6 +214,7 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
     );
     assert_eq!(report.files_checked, 2);
 
+    let log = capture_log();
     let _handle = fx.mount();
     let mut f = File::open(fx.p("a")).unwrap();
     let mut block = vec![0u8; BLOCK_SIZE as usize];
@@ -226,6 +227,47 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     let err = fs::read(fx.p("b")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // Each failure is logged with the file and block, never the content.
+    let lines = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    for (file, block) in [("/a", 1), ("/b", 2)] {
+        assert!(
+            lines.lines().any(|l| l.contains("WARN")
+                && l.contains(&format!("file={file}"))
+                && l.contains(&format!("block={block}"))),
+            "no log line for {file} block {block}:\n{lines}"
+        );
+    }
+}
+
+/// Captures every log line of this test process (FUSE requests run on other
+/// threads, so the subscriber must be global).
+fn capture_log() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || LogWriter(sink.clone()))
+            .init();
+        log
+    })
+    .clone()
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs `sh -c script` as the `postgres` user; returns (success, stdout+stderr).
