@@ -265,7 +265,9 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
             let identity_secret = identity_credential_file
                 .map(|f| read_identity_secret(&f).map_err(|e| e.to_string()))
                 .transpose()?
-                .map(|s| SecretString::new(String::from_utf8_lossy(s.expose_secret()).into_owned()));
+                .map(|s| {
+                    SecretString::new(String::from_utf8_lossy(s.expose_secret()).into_owned())
+                });
             let body = CreateServer {
                 name,
                 location,
