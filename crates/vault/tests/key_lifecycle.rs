@@ -259,6 +259,42 @@ fn rotation_policy_rotates_when_due() {
     let auto = v.audit("operation=KeyRotate&principal=system&vault=rotation");
     assert!(!auto.is_empty());
     assert_eq!(auto[0]["entry"]["key"], "k");
+
+    // A Notify action fires once the current version is within its window before expiry.
+    v.create_key(&url, &t, "n", 2048);
+    let soon = pgcmk_vault::now_unix() + 3600;
+    let u = v.akv(
+        Method::PATCH,
+        &url,
+        "/keys/n",
+        &t,
+        Some(json!({ "attributes": { "exp": soon } })),
+    );
+    assert_eq!(u.status, 200);
+    let notify = json!({
+        "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P1D" }, "action": { "type": "Notify" } }],
+        "attributes": { "expiryTime": "P30D" }
+    });
+    assert_eq!(
+        v.akv(
+            Method::PUT,
+            &url,
+            "/keys/n/rotationpolicy",
+            &t,
+            Some(notify)
+        )
+        .status,
+        200
+    );
+    wait_for("a near-expiry notification", || {
+        !v.audit("operation=KeyNearExpiry&key=n").is_empty()
+    });
+    let versions = v.akv(Method::GET, &url, "/keys/n/versions", &t, None);
+    assert_eq!(
+        versions.body["value"].as_array().unwrap().len(),
+        1,
+        "Notify does not rotate"
+    );
 }
 
 #[test]
