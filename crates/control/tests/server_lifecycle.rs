@@ -36,6 +36,24 @@ fn customer_managed_server_lifecycle() {
     assert_eq!(created["server"]["state"]["state"], "Ready");
     assert_eq!(created["server"]["wrapped_dek"]["kek"], kid);
 
+    // What the DBA reads.
+    let list = cp.server_text(&["list"]);
+    assert!(list.contains("orders") && list.contains("Ready"), "{list}");
+    let show = cp.server_text(&["show", "orders"]);
+    for expected in [
+        "state:      Ready",
+        "customer-managed: key",
+        "events:",
+        "server created",
+    ] {
+        assert!(show.contains(expected), "'{expected}' not in:\n{show}");
+    }
+    let uri = cp.server_text(&["connection-string", "orders"]);
+    assert_eq!(
+        uri.trim(),
+        format!("postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable")
+    );
+
     // Data in, data out; a sort larger than work_mem spills to pgsql_tmp, and a
     // failing statement carrying the marker lands in the server log.
     let marker = "MARKER-7f3a9c-plaintext-must-not-hit-disk";

@@ -437,6 +437,23 @@ impl ControlPlane {
         )
     }
 
+    /// Runs `pgcmk server ARGS` with human output; returns what it printed.
+    pub fn server_text(&self, args: &[&str]) -> String {
+        let out = Command::new(pgcmk())
+            .arg("server")
+            .args(args)
+            .args(["--endpoint", &self.url])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn server(&self, args: &[&str]) -> Value {
         self.try_server(args)
             .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", self.log()))
