@@ -9,9 +9,9 @@
 use aws_lc_rs::digest::{self, Digest};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{
-    KeyPair, KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, Pkcs1PrivateDecryptingKey,
-    Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey, PublicKeyComponents,
-    OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
+    KeyPair, KeyPairComponents, KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+    PublicKeyComponents, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
 };
 use aws_lc_rs::signature::{self, KeyPair as _, RsaEncoding, RsaParameters};
 
@@ -310,6 +310,50 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
+/// An RSA key's JWK components, big-endian without leading zeros. The private
+/// parts are zeroized on drop and never printed.
+#[derive(Debug)]
+pub struct RsaPrivateComponents {
+    /// Modulus.
+    pub n: Vec<u8>,
+    /// Public exponent.
+    pub e: Vec<u8>,
+    /// Private exponent.
+    pub d: SecretBytes,
+    /// First prime.
+    pub p: SecretBytes,
+    /// Second prime.
+    pub q: SecretBytes,
+    /// `d mod (p-1)`.
+    pub dp: SecretBytes,
+    /// `d mod (q-1)`.
+    pub dq: SecretBytes,
+    /// `q^-1 mod p`.
+    pub qi: SecretBytes,
+}
+
+/// Reads one DER element with the expected tag: (tag, contents, rest).
+fn der_read(input: &[u8], tag: u8) -> Option<(u8, &[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (t, &rest[..len], &rest[len..]))
+}
+
 /// An RSA private key. `Debug` prints only the size; the key material lives in
 /// aws-lc, which zeroizes it when the key is dropped.
 pub struct RsaPrivateKey {
@@ -355,6 +399,63 @@ impl RsaPrivateKey {
             signing,
             decrypting,
             public,
+        })
+    }
+
+    /// Imports a key from its JWK components (`n`, `e`, `d`, `p`, `q`, `dp`, `dq`, `qi`).
+    /// The components must be consistent and the size 2048, 3072 or 4096 bits.
+    pub fn from_components(c: &RsaPrivateComponents) -> Result<Self, Error> {
+        let components = KeyPairComponents {
+            public_key: PublicKeyComponents {
+                n: c.n.as_slice(),
+                e: c.e.as_slice(),
+            },
+            d: c.d.expose_secret(),
+            p: c.p.expose_secret(),
+            q: c.q.expose_secret(),
+            dP: c.dp.expose_secret(),
+            dQ: c.dq.expose_secret(),
+            qInv: c.qi.expose_secret(),
+        };
+        let pair = KeyPair::from_components(&components).map_err(|_| {
+            Error::Unsupported("the RSA key components are inconsistent or invalid")
+        })?;
+        let der = pair
+            .as_der()
+            .map_err(|_| Error::Unsupported("RSA key encoding failed"))?;
+        let der = SecretBytes::new(der.as_ref().to_vec());
+        Self::from_pkcs8_der(der.expose_secret())
+    }
+
+    /// The key's JWK components, private parts in zeroizing buffers (for export to
+    /// another key store; the vault itself never calls this).
+    pub fn to_components(&self) -> Result<RsaPrivateComponents, Error> {
+        let der = self.to_pkcs8_der()?;
+        let bad = || Error::Unsupported("unexpected PKCS#8 encoding");
+        // PrivateKeyInfo ::= SEQUENCE { version, algorithm, OCTET STRING RSAPrivateKey }
+        let (_, info, _) = der_read(der.expose_secret(), 0x30).ok_or_else(bad)?;
+        let (_, _, rest) = der_read(info, 0x02).ok_or_else(bad)?;
+        let (_, _, rest) = der_read(rest, 0x30).ok_or_else(bad)?;
+        let (_, octets, _) = der_read(rest, 0x04).ok_or_else(bad)?;
+        // RSAPrivateKey ::= SEQUENCE { version, n, e, d, p, q, dp, dq, qi }
+        let (_, mut fields, _) = der_read(octets, 0x30).ok_or_else(bad)?;
+        let mut ints = Vec::with_capacity(9);
+        for _ in 0..9 {
+            let (_, value, rest) = der_read(fields, 0x02).ok_or_else(bad)?;
+            ints.push(SecretBytes::new(strip_leading_zeros(value).to_vec()));
+            fields = rest;
+        }
+        let mut it = ints.into_iter().skip(1);
+        let mut next = || it.next().ok_or_else(bad);
+        Ok(RsaPrivateComponents {
+            n: next()?.expose_secret().to_vec(),
+            e: next()?.expose_secret().to_vec(),
+            d: next()?,
+            p: next()?,
+            q: next()?,
+            dp: next()?,
+            dq: next()?,
+            qi: next()?,
         })
     }
 
@@ -513,6 +614,31 @@ mod tests {
         );
         assert!(RsaPrivateKey::from_pkcs8_der(b"not a key").is_err());
         assert!(format!("{k:?}").contains("REDACTED"));
+    }
+
+    #[test]
+    fn jwk_components_round_trip_and_inconsistent_ones_are_refused() {
+        let k = key();
+        let c = k.to_components().unwrap();
+        assert_eq!(c.n, k.public_key().n());
+        assert_eq!(c.e, k.public_key().e());
+        assert_eq!(c.p.len() + c.q.len(), 256);
+        let again = RsaPrivateKey::from_components(&c).unwrap();
+        let ct = k
+            .public_key()
+            .encrypt(EncryptionAlgorithm::RsaOaep256, b"x")
+            .unwrap();
+        assert_eq!(
+            again
+                .decrypt(EncryptionAlgorithm::RsaOaep256, &ct)
+                .unwrap()
+                .expose_secret(),
+            b"x"
+        );
+        let mut broken = k.to_components().unwrap();
+        broken.d = SecretBytes::new(vec![3; 256]);
+        assert!(RsaPrivateKey::from_components(&broken).is_err());
+        assert!(!format!("{c:?}").contains(&format!("{:?}", c.d.expose_secret())));
     }
 
     #[test]

@@ -511,3 +511,87 @@ fn rsa1_5_only_in_vaults_that_allow_it() {
     );
     assert_eq!((refused.status, refused.code()), (400, "BadParameter"));
 }
+
+#[test]
+fn import_of_an_rsa_private_jwk() {
+    use pgcmk_crypto::rsa::{EncryptionAlgorithm, RsaKeySize, RsaPrivateKey};
+    let v = Vault::start();
+    let url = v.vault("imports", false);
+    let t = v.admin_token(&url);
+    let local = RsaPrivateKey::generate(RsaKeySize::Bits2048).unwrap();
+    let c = local.to_components().unwrap();
+    let mut jwk = json!({
+        "kty": "RSA", "key_ops": ["wrapKey", "unwrapKey"],
+        "n": b64(&c.n), "e": b64(&c.e), "d": b64(c.d.expose_secret()), "p": b64(c.p.expose_secret()),
+        "q": b64(c.q.expose_secret()), "dp": b64(c.dp.expose_secret()), "dq": b64(c.dq.expose_secret()),
+        "qi": b64(c.qi.expose_secret()),
+    });
+    let imported = v.akv(
+        Method::PUT,
+        &url,
+        "/keys/byok",
+        &t,
+        Some(json!({ "key": jwk, "tags": { "source": "hsm-export" } })),
+    );
+    assert_eq!(imported.status, 200, "{}", imported.body);
+    assert_eq!(imported.body["key"]["n"], b64(&c.n));
+    assert!(
+        imported.body["key"]["d"].is_null(),
+        "the private part is never returned"
+    );
+    assert_eq!(
+        imported.body["key"]["key_ops"],
+        json!(["wrapKey", "unwrapKey"])
+    );
+    let kid = imported.body["key"]["kid"].as_str().unwrap();
+    let wrapped = local
+        .public_key()
+        .encrypt(EncryptionAlgorithm::RsaOaep256, &[6; 32])
+        .unwrap();
+    let out = v.akv(
+        Method::POST,
+        kid,
+        "/unwrapkey",
+        &t,
+        Some(json!({ "alg": "RSA-OAEP-256", "value": b64(&wrapped) })),
+    );
+    assert_eq!(unb64(out.body["value"].as_str().unwrap()), vec![6; 32]);
+    let sign = v.akv(
+        Method::POST,
+        kid,
+        "/sign",
+        &t,
+        Some(json!({ "alg": "RS256", "value": b64(&[1; 32]) })),
+    );
+    assert_eq!(
+        sign.body["error"]["innererror"]["code"],
+        "KeyOperationForbidden"
+    );
+
+    jwk["d"] = json!(b64(&[7; 256]));
+    let bad = v.akv(
+        Method::PUT,
+        &url,
+        "/keys/broken",
+        &t,
+        Some(json!({ "key": jwk })),
+    );
+    assert_eq!(
+        (bad.status, bad.code()),
+        (400, "BadParameter"),
+        "{}",
+        bad.body
+    );
+    let missing = v.akv(
+        Method::PUT,
+        &url,
+        "/keys/broken",
+        &t,
+        Some(json!({ "key": { "kty": "RSA", "n": "AQAB" } })),
+    );
+    assert_eq!((missing.status, missing.code()), (400, "BadParameter"));
+    assert_eq!(
+        v.akv(Method::GET, &url, "/keys/broken", &t, None).status,
+        404
+    );
+}

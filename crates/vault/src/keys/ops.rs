@@ -1,8 +1,9 @@
 //! The keys data plane: each Azure Key Vault operation, run synchronously (callers
 //! use a blocking thread: RSA and storage both block).
 
-use pgcmk_crypto::random;
+use pgcmk_crypto::rsa::RsaPrivateComponents;
 use pgcmk_crypto::rsa::{RsaKeySize, RsaPrivateKey};
+use pgcmk_crypto::{random, SecretBytes};
 use serde_json::Value;
 
 use super::model::{Attributes, KeyRecord, VaultView, VersionRecord};
@@ -101,9 +102,7 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, ApiErro
     let body = json_body(body)?;
     match route {
         Route::Create(name) => create(ctx, name, &body),
-        Route::Import(_) => Err(ApiError::bad(
-            "key import is not supported: create the key in the vault so its private part never exists outside it",
-        )),
+        Route::Import(name) => import(ctx, name, &body),
         Route::Get(name, version) => {
             let key = active_key(ctx, name)?;
             let v = version_record(ctx, &key, version)?;
@@ -122,7 +121,9 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, ApiErro
         Route::GetRotationPolicy(name) => {
             let key = active_key(ctx, name)?;
             let id = format!("{}/rotationpolicy", ctx.view().kid(name, None));
-            let body = key.rotation.map_or_else(|| RotationPolicy::default_json(&id), |p| p.to_json(&id));
+            let body = key
+                .rotation
+                .map_or_else(|| RotationPolicy::default_json(&id), |p| p.to_json(&id));
             Ok(Outcome::new(body, None))
         }
         Route::SetRotationPolicy(name) => set_rotation_policy(ctx, name, &body),
@@ -248,32 +249,82 @@ fn create(ctx: &Ctx<'_>, name: &str, body: &Value) -> Result<Outcome, ApiError> 
             return Err(ApiError::bad("public_exponent must be 65537"));
         }
     }
-    let key_ops = request::key_ops(body)?
-        .unwrap_or_else(|| RSA_KEY_OPS.iter().map(|s| s.to_string()).collect());
+    let props = new_version_props(body, request::key_ops(body)?)?;
+    // Generate outside the write transaction: 4096-bit keygen must not stall other writers.
+    let private = RsaPrivateKey::generate(size).map_err(ApiError::internal)?;
+    store_new_version(ctx, name, &private, props)
+}
+
+/// `PUT /keys/{name}`: imports an RSA private key given as a JWK (`key`), with
+/// optional `attributes` and `tags`; `key.key_ops` limits its operations.
+fn import(ctx: &Ctx<'_>, name: &str, body: &Value) -> Result<Outcome, ApiError> {
+    let jwk = body.get("key").filter(|k| k.is_object()).ok_or_else(|| {
+        ApiError::bad("'key' is required: a JSON Web Key with the RSA private components")
+    })?;
+    let kty = request::string_field(jwk, "kty")?;
+    if kty != "RSA" || body.get("hsm").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::bad(format!(
+            "key type '{kty}' cannot be imported: this vault holds software-protected RSA keys (kty RSA, hsm false)"
+        )));
+    }
+    let part = |field: &str| -> Result<Vec<u8>, ApiError> {
+        request::b64url(&format!("key.{field}"), request::string_field(jwk, field)?)
+    };
+    let secret = |field: &str| part(field).map(SecretBytes::new);
+    let components = RsaPrivateComponents {
+        n: part("n")?,
+        e: part("e")?,
+        d: secret("d")?,
+        p: secret("p")?,
+        q: secret("q")?,
+        dp: secret("dp")?,
+        dq: secret("dq")?,
+        qi: secret("qi")?,
+    };
+    let private = RsaPrivateKey::from_components(&components).map_err(|e| {
+        ApiError::bad(format!(
+            "the key cannot be imported: {e} (RSA 2048, 3072 or 4096 with all CRT components)"
+        ))
+    })?;
+    drop(components);
+    let props = new_version_props(body, request::key_ops(jwk)?)?;
+    store_new_version(ctx, name, &private, props)
+}
+
+/// Attributes and tags of a create or import body, for a version created now.
+fn new_version_props(body: &Value, key_ops: Option<Vec<String>>) -> Result<VersionProps, ApiError> {
+    let key_ops = key_ops.unwrap_or_else(|| RSA_KEY_OPS.iter().map(|s| s.to_string()).collect());
     let tags = request::tags(body)?.unwrap_or_default();
     let changes = request::attributes(body)?;
     let now = now_unix();
-    let attributes = Attributes {
-        enabled: changes.enabled.unwrap_or(true),
-        nbf: changes.nbf.flatten(),
-        exp: changes.exp.flatten(),
-        created: now,
-        updated: now,
-    };
-    // Generate outside the write transaction: 4096-bit keygen must not stall other writers.
-    let private = RsaPrivateKey::generate(size).map_err(ApiError::internal)?;
-    let props = VersionProps {
+    Ok(VersionProps {
         version: random::hex_id(16).map_err(ApiError::internal)?,
-        attributes,
+        attributes: Attributes {
+            enabled: changes.enabled.unwrap_or(true),
+            nbf: changes.nbf.flatten(),
+            exp: changes.exp.flatten(),
+            created: now,
+            updated: now,
+        },
         key_ops,
         tags,
-    };
-    let v = seal_version(ctx.service, &ctx.vault.name, name, &private, props)?;
+    })
+}
+
+/// Seals `private` as a new version of `name` (a new key, or a new version of an
+/// existing one, as in Azure); refused while the name is soft-deleted.
+fn store_new_version(
+    ctx: &Ctx<'_>,
+    name: &str,
+    private: &RsaPrivateKey,
+    props: VersionProps,
+) -> Result<Outcome, ApiError> {
+    let created = props.attributes.created;
+    let v = seal_version(ctx.service, &ctx.vault.name, name, private, props)?;
     let key = ctx.service.store.write(|tx| {
         let existing: Option<KeyRecord> = tx.get(KEYS, &ctx.key_id(name))?;
         let key = match existing {
             Some(k) if k.deleted.is_some() => return Ok(Err(deleted_conflict(name))),
-            // Creating an existing key adds a version, as in Azure.
             Some(mut k) => {
                 k.versions.push(v.version.clone());
                 k
@@ -281,7 +332,7 @@ fn create(ctx: &Ctx<'_>, name: &str, body: &Value) -> Result<Outcome, ApiError> 
             None => KeyRecord {
                 name: name.to_string(),
                 versions: vec![v.version.clone()],
-                created: now,
+                created,
                 deleted: None,
                 rotation: None,
                 notified_version: None,
