@@ -80,15 +80,20 @@ impl CryptFs {
     }
 
     pub(crate) fn setattr_ino(&self, ino: u64, change: AttrChange) -> Result<FileAttr, Errno> {
-        let is_file = match self.files.get(ino) {
-            Some(_) => true,
+        let (is_file, is_symlink) = match self.files.get(ino) {
+            Some(_) => (true, false),
             None => {
                 let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
-                fs::symlink_metadata(&path)
+                let kind = fs::symlink_metadata(&path)
                     .map_err(|e| io_errno(&e))?
-                    .is_file()
+                    .file_type();
+                (kind.is_file(), kind.is_symlink())
             }
         };
+        if is_symlink && change.mode.is_some() {
+            // chmod would follow the link in the backing directory (as root).
+            return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        }
         if is_file {
             // Through the descriptor: works for unlinked-but-open files too.
             self.with_file(ino, |open| {

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, Permissions};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, PermissionsExt};
+use std::fs::{self, Permissions};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -211,7 +211,10 @@ impl CryptFs {
     /// durable when PostgreSQL's fsync of the directory returns.
     pub(crate) fn fsyncdir_ino(&self, ino: u64) -> Result<(), Errno> {
         let path = self.inodes.path(ino).ok_or_else(enoent)?;
-        File::open(&path)
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(&path)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| io_errno(&e))
     }

@@ -16,15 +16,24 @@ use crate::sys;
 
 /// Opens a backing file read-write whatever the caller asked for: with the
 /// writeback cache the kernel reads pages through write-only handles too.
+/// Never follows a symlink: the daemon runs as root, and a link's target may lie
+/// outside the cipher directory.
 pub(crate) fn open_backing(path: &Path) -> Result<File, Errno> {
-    match OpenOptions::new().read(true).write(true).open(path) {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open(true) {
         Err(e)
             if matches!(
                 e.raw_os_error(),
                 Some(libc::EROFS | libc::EACCES | libc::EPERM)
             ) =>
         {
-            File::open(path).map_err(|e| io_errno(&e))
+            open(false).map_err(|e| io_errno(&e))
         }
         other => other.map_err(|e| io_errno(&e)),
     }
