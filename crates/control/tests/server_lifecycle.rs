@@ -197,6 +197,24 @@ fn customer_managed_server_lifecycle() {
     assert_eq!(cp.state("orders").0, "Ready");
     assert!(cp.has_event("orders", "agent re-attached"));
 
+    // A control plane restart while the agent is gone too (a host reboot) starts
+    // the server again from its wrapped DEK, unwrapping through the vault.
+    cp.restart_after(|| {
+        let pid = std::fs::read_to_string(server_dir.join("agent.pid")).unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", pid.trim()])
+            .status()
+            .unwrap();
+        wait_for("the agent to stop", Duration::from_secs(60), || {
+            !server_dir.join("agent.pid").exists()
+        });
+        psql(port, &password, "SELECT 1").unwrap_err();
+    });
+    assert!(cp.has_event("orders", "agent started"));
+    wait_for("Ready after the reboot", Duration::from_secs(60), || {
+        psql(port, &password, "SELECT v FROM t WHERE id = -1").is_ok_and(|v| v == "after-restart")
+    });
+
     // Moving to another key re-wraps the DEK with it; the data stays.
     let second = vault.key("orders-kv", "orders-key-2", 4096);
     let updated = cp.server(&["update", "orders", "--key", &versionless(&second)]);

@@ -415,11 +415,17 @@ impl ControlPlane {
 
     /// Stops the control plane (SIGTERM; agents keep running) and starts it again.
     pub fn restart(&mut self) {
+        self.restart_after(|| ());
+    }
+
+    /// Like [`ControlPlane::restart`], doing `meanwhile` while it is down.
+    pub fn restart_after(&mut self, meanwhile: impl FnOnce()) {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         self.child.wait().unwrap();
+        meanwhile();
         self.child = Self::spawn(&self.root, &self.args);
         self.wait_listening();
     }
