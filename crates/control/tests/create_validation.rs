@@ -139,6 +139,29 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
         "3-63 lowercase",
     );
 
+    // The REST API answers bad requests with a status and an error body.
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .post(format!("{}/servers", cp.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "BadRequest", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad request body"),
+        "{body}"
+    );
+    let r = http.get(format!("{}/servers/nope", cp.url)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "NotFound", "{body}");
+
     // The same request with a fit key succeeds, and the name is then taken.
     let ok = create("fit", &mi.client_id, &good).unwrap();
     assert_eq!(ok["server"]["state"]["state"], "Ready");
