@@ -27,6 +27,9 @@ use crate::{b64url, KeyError, KeyVersionId, WrappedDek};
 /// Default AKV REST API version sent with every request.
 pub const DEFAULT_API_VERSION: &str = "7.5";
 
+/// How long an idle pooled connection is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Connection settings shared by the vault and the token endpoints.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -70,6 +73,9 @@ impl ClientOptions {
             .connect_timeout(self.connect_timeout)
             // A bearer token must never follow a redirect somewhere else.
             .redirect(reqwest::redirect::Policy::none())
+            // Below common server idle limits (pgcmk's vault: 30 s), so a connection is
+            // rarely reused just as the server closes it.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("pgcmk-keyprovider/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path).map_err(|e| KeyError::Invalid {
@@ -596,7 +602,17 @@ impl AkvClient {
             // An explicit empty body, so the probe carries `Content-Length: 0`.
             request = request.body(Vec::new());
         }
-        let response = request.send().map_err(|e| failure::from_transport(op, e))?;
+        let retry = request.try_clone();
+        let response = match (request.send(), retry) {
+            // A pooled connection the server closed as we reused it: one fresh attempt,
+            // as Azure SDK clients retry connection errors. Timeouts are not retried.
+            (Err(e), Some(retry)) if !e.is_timeout() => {
+                tracing::debug!(op, error = %e, "retrying once on a new connection");
+                retry.send()
+            }
+            (result, _) => result,
+        }
+        .map_err(|e| failure::from_transport(op, e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let reply = response
