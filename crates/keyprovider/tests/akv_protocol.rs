@@ -36,6 +36,9 @@ fn reply(status: u16, body: &str) -> Reply {
     }
 }
 
+/// A reply status that makes the server close the connection without answering.
+const HANG_UP: u16 = 0;
+
 type Handler = dyn Fn(&Seen, &str) -> Reply + Send + Sync;
 
 /// A scripted HTTPS server; `handler` gets each request and the server's own URL.
@@ -160,6 +163,9 @@ fn serve_connection(
         };
         let answer = handler(&request, url);
         seen.lock().unwrap().push(request);
+        if answer.status == HANG_UP {
+            return;
+        }
         let mut head = format!(
             "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
             answer.status,
@@ -434,4 +440,35 @@ fn managed_identity_requests_follow_the_app_service_protocol() {
     ] {
         assert!(msi.target.contains(part), "{} lacks {part}", msi.target);
     }
+}
+
+#[test]
+fn a_connection_closed_under_a_request_is_retried_once_on_a_new_one() {
+    let served = Arc::new(Mutex::new(0));
+    let counter = Arc::clone(&served);
+    // Hangs up on the second key request, as a server closing an idle connection
+    // just as the client reuses it.
+    let vault = ScriptedVault::start(move |req, url| {
+        if req.target.starts_with("/token") {
+            return token_reply("tok");
+        }
+        if req.authorization.is_none() {
+            return challenge(url);
+        }
+        let mut n = counter.lock().unwrap();
+        *n += 1;
+        if *n == 2 {
+            reply(HANG_UP, "")
+        } else {
+            reply(200, &key_body(url))
+        }
+    });
+    let client = vault.client(vault.tokens());
+    client.get_key("k1", None).unwrap();
+    client.get_key("k1", None).unwrap();
+    assert_eq!(
+        *served.lock().unwrap(),
+        3,
+        "the hung-up request was sent again"
+    );
 }
