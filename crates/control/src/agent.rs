@@ -193,22 +193,6 @@ impl Requests {
     }
 }
 
-/// Detaches a mount left behind by a previous agent that was killed.
-fn clear_stale_mount(dir: &ServerDir) {
-    let mnt = dir.mountpoint();
-    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()));
-    if mounted {
-        tracing::warn!("detaching a stale mount at {}", mnt.display());
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&mnt)
-            .status();
-    }
-}
-
 /// Runs the agent for the server in `dir` until SIGTERM/SIGINT.
 pub fn run(dir: &ServerDir) -> Result<(), Error> {
     memory::harden_process()?;
@@ -216,7 +200,7 @@ pub fn run(dir: &ServerDir) -> Result<(), Error> {
     let config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
     std::fs::write(dir.agent_pid(), std::process::id().to_string()).ctx(|| "writing agent.pid")?;
-    clear_stale_mount(dir);
+    dir.detach_stale_mount();
     let kek = config.kek.connect()?;
     let mut monitor = Monitor::new(config.monitor(), wrapped.kek.clone());
     let mut serving: Option<Serving> = None;

@@ -451,6 +451,9 @@ impl Platform {
         if let Some(mut child) = agent.child {
             let _ = child.wait();
         }
+        if let Ok(server) = self.store.server(id) {
+            ServerDir::new(&server.dir).detach_stale_mount();
+        }
     }
 
     /// Waits until the server's agent reports a settled state (not Provisioning),
@@ -677,6 +680,8 @@ impl Platform {
 
     fn finish_delete(&self, server: &ServerRecord) -> Result<(), Error> {
         let dir = ServerDir::new(&server.dir);
+        // An agent killed earlier may have left its mount behind.
+        dir.detach_stale_mount();
         if dir.root().exists() {
             fs::remove_dir_all(dir.root()).ctx(|| format!("removing {}", dir.root().display()))?;
         }

@@ -82,6 +82,23 @@ impl ServerDir {
     pub fn agent_log(&self) -> PathBuf {
         self.0.join("agent.log")
     }
+
+    /// Detaches a mount left at the mount point by an agent that was killed (its
+    /// FUSE daemon is gone, so the mount only answers ENOTCONN).
+    pub fn detach_stale_mount(&self) {
+        let mnt = self.mountpoint();
+        let mounted = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()));
+        if mounted {
+            tracing::warn!("detaching a stale mount at {}", mnt.display());
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .status();
+        }
+    }
 }
 
 /// Writes `value` as JSON to `path` durably and atomically: a temporary file,
