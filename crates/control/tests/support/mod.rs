@@ -533,11 +533,11 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        // Stop the servers' agents first (each unmounts and stops its PostgreSQL),
-        // then the control plane itself.
+        // Delete the servers first (each agent stops its PostgreSQL and unmounts; a
+        // dead agent's mount is detached), then stop the control plane itself.
         if let Ok(list) = self.try_server(&["list"]) {
             for s in list.as_array().into_iter().flatten() {
-                let _ = self.try_server(&["stop", s["name"].as_str().unwrap_or_default()]);
+                let _ = self.try_server(&["delete", s["name"].as_str().unwrap_or_default()]);
             }
         }
         let _ = self.child.kill();
