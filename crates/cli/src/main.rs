@@ -94,3 +94,15 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap checks every subcommand's definition (duplicate names, clashing flags such as a
+    /// field named `version` beside `--version`) only when it is parsed; this checks them all.
+    #[test]
+    fn every_command_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
