@@ -5,7 +5,8 @@
 #   bench/cryptfs/run.sh            full run: pgbench scale 30, 3 rounds x 60 s per phase, 1 GiB I/O
 #   bench/cryptfs/run.sh --quick    smoke run: scale 10, 1 round x 10 s, 256 MiB file I/O
 #   env overrides: SCALE, DURATION (s per pgbench run), ROUNDS, IO_MIB, RAND_OPS, BENCH_DIR,
-#                  ONLY="plain cryptfs cryptfs-dwal gocryptfs" (cryptfs-dwal: --direct-io-wal)
+#                  ONLY="plain cryptfs cryptfs-dwal gocryptfs" (cryptfs-dwal: --direct-io-wal),
+#                  CRYPTFS_FLAGS="--threads 2" (extra `pgcmk fs mount` flags for both cryptfs columns)
 #
 # Must run as root (mounts, drop_caches, runuser). All filesystems are mounted at once and every
 # measurement is taken round-robin across them, ROUNDS times, reporting the median: load from
@@ -98,7 +99,8 @@ setup() { # fs: sets DIR (where workloads write) and, for FUSE filesystems, MNT 
       ;;
     cryptfs*)
       local flags=()
-      [[ $fs == cryptfs-dwal ]] && flags=(--direct-io-wal)
+      read -r -a flags <<<"${CRYPTFS_FLAGS:-}"
+      [[ $fs == cryptfs-dwal ]] && flags+=(--direct-io-wal)
       "$PGCMK" fs keygen --out "$base/key" >/dev/null
       "$PGCMK" fs init --cipher-dir "$base/cipher" --key-file "$base/key" >/dev/null
       mkdir -p "$base/mnt"
@@ -215,5 +217,5 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- table -------------------------------------------------------------------------------------
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
 python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
-  "pgbench scale $SCALE, -c4 -j2, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; $(date -u +%F)" |
+  "pgbench scale $SCALE, -c4 -j2, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}; $(date -u +%F)" |
   tee "$BENCH_DIR/results.md"
