@@ -378,7 +378,7 @@ impl AkvClient {
     ) -> Result<Signature, KeyError> {
         let op = format!("sign with key '{name}'");
         check_digest(algorithm, digest)?;
-        let body = json!({ "alg": algorithm.as_str(), "value": b64url::encode(digest) });
+        let body = json!({ "alg": algorithm.name(), "value": b64url::encode(digest) });
         let path = format!("{}/sign", self.key_path(name, version)?);
         let result: KeyOperationResult =
             self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
@@ -400,7 +400,7 @@ impl AkvClient {
         let op = format!("verify with key '{name}'");
         check_digest(algorithm, digest)?;
         let body = json!({
-            "alg": algorithm.as_str(),
+            "alg": algorithm.name(),
             "digest": b64url::encode(digest),
             "value": b64url::encode(signature),
         });
@@ -656,7 +656,7 @@ fn check_digest(algorithm: SignatureAlgorithm, digest: &[u8]) -> Result<(), KeyE
         Err(KeyError::Invalid {
             reason: format!(
                 "{} needs a {}-byte digest, got {} bytes: hash the message first",
-                algorithm.as_str(),
+                algorithm.name(),
                 algorithm.digest_len(),
                 digest.len()
             ),

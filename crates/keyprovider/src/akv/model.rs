@@ -226,46 +226,9 @@ impl WrapAlgorithm {
     }
 }
 
-/// RSA signature algorithms, in AKV's names. The caller hashes; the vault signs the digest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SignatureAlgorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    Rs256,
-    /// RSASSA-PKCS1-v1_5 with SHA-384.
-    Rs384,
-    /// RSASSA-PKCS1-v1_5 with SHA-512.
-    Rs512,
-    /// RSASSA-PSS with SHA-256.
-    Ps256,
-    /// RSASSA-PSS with SHA-384.
-    Ps384,
-    /// RSASSA-PSS with SHA-512.
-    Ps512,
-}
-
-impl SignatureAlgorithm {
-    /// The algorithm's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rs256 => "RS256",
-            Self::Rs384 => "RS384",
-            Self::Rs512 => "RS512",
-            Self::Ps256 => "PS256",
-            Self::Ps384 => "PS384",
-            Self::Ps512 => "PS512",
-        }
-    }
-
-    /// The digest length in bytes the algorithm expects.
-    pub fn digest_len(self) -> usize {
-        match self {
-            Self::Rs256 | Self::Ps256 => 32,
-            Self::Rs384 | Self::Ps384 => 48,
-            Self::Rs512 | Self::Ps512 => 64,
-        }
-    }
-}
+/// RSA signature algorithms, in AKV's (JWA) names. The caller hashes; the vault signs the
+/// digest. The same type the vault uses, so both sides agree on names and digest lengths.
+pub use pgcmk_crypto::rsa::SignatureAlgorithm;
 
 /// A key's rotation policy: when the vault rotates it by itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
