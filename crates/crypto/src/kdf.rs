@@ -36,6 +36,20 @@ pub fn expand_into(
         .map_err(|_| Error::Unsupported("HKDF output longer than 8160 bytes"))
 }
 
+/// A 256-bit key from a passphrase with Argon2id (RFC 9106), bound to a random
+/// `salt` of at least 8 bytes kept beside the data. OWASP's minimum profile
+/// (19 MiB, 2 passes, 1 lane) keeps start-up memory bounded.
+pub fn passphrase_key(passphrase: &[u8], salt: &[u8]) -> Result<SymmetricKey, Error> {
+    let params = argon2::Params::new(19 * 1024, 2, 1, Some(32))
+        .map_err(|_| Error::Unsupported("Argon2id parameters"))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    argon
+        .hash_password_into(passphrase, salt, &mut out)
+        .map_err(|_| Error::Unsupported("Argon2id needs a salt of 8 or more bytes"))?;
+    Ok(SymmetricKey::from_bytes(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +65,24 @@ mod tests {
             hex::encode(out),
             "95760a930c25bef96bdf1bea46bcf2efcf86454a17d131e9eb07570beeab5a9a"
         );
+    }
+
+    #[test]
+    fn passphrase_keys_depend_on_passphrase_and_salt() {
+        let a = passphrase_key(b"correct horse battery", b"salt-0001").unwrap();
+        assert_eq!(
+            a,
+            passphrase_key(b"correct horse battery", b"salt-0001").unwrap()
+        );
+        assert_ne!(
+            a,
+            passphrase_key(b"correct horse batterz", b"salt-0001").unwrap()
+        );
+        assert_ne!(
+            a,
+            passphrase_key(b"correct horse battery", b"salt-0002").unwrap()
+        );
+        assert!(passphrase_key(b"p", b"short").is_err());
     }
 
     #[test]

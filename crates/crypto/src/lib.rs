@@ -11,6 +11,7 @@ mod error;
 pub mod kdf;
 pub mod random;
 pub mod rsa;
+pub mod sealed;
 pub mod secret;
 
 pub use error::Error;
