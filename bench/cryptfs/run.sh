@@ -5,8 +5,10 @@
 #   bench/cryptfs/run.sh            full run: pgbench scale 30, 3 rounds x 60 s per phase, 1 GiB I/O
 #   bench/cryptfs/run.sh --quick    smoke run: scale 10, 1 round x 10 s, 256 MiB file I/O
 #   env overrides: SCALE, DURATION (s per pgbench run), ROUNDS, IO_MIB, RAND_OPS, BENCH_DIR,
-#                  ONLY="plain cryptfs cryptfs-dwal gocryptfs" (cryptfs-dwal: --direct-io-wal),
-#                  CRYPTFS_FLAGS="--threads 2" (extra `pgcmk fs mount` flags for both cryptfs columns)
+#                  ONLY="plain cryptfs gocryptfs" (columns, in this order; add cryptfs-b for an A/B),
+#                  CRYPTFS_FLAGS="--threads 1" (extra `pgcmk fs mount` flags for the cryptfs column),
+#                  CRYPTFS_B_FLAGS="--direct-io-wal=false", CRYPTFS_B_BIN=/path/to/other/pgcmk
+#                  (the cryptfs-b column: same as cryptfs unless these change its flags or build)
 #
 # Must run as root (mounts, drop_caches, runuser). All filesystems are mounted at once and every
 # measurement is taken round-robin across them, ROUNDS times, reporting the median: load from
@@ -27,15 +29,15 @@ if ((QUICK)); then
 else
   : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}"
 fi
-: "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs cryptfs-dwal gocryptfs}"
+: "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
 PGBIN=/usr/lib/postgresql/15/bin
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 [[ $EUID -eq 0 ]] || die "run as root (mounts, drop_caches and runuser need it)"
 for fs in $ONLY; do
-  [[ $fs =~ ^(plain|cryptfs|cryptfs-dwal|gocryptfs)$ ]] ||
-    die "unknown filesystem '$fs' in ONLY (plain cryptfs cryptfs-dwal gocryptfs)"
+  [[ $fs =~ ^(plain|cryptfs|cryptfs-b|gocryptfs)$ ]] ||
+    die "unknown filesystem '$fs' in ONLY (plain cryptfs cryptfs-b gocryptfs)"
 done
 
 # --- install and build -------------------------------------------------------------------------
@@ -49,9 +51,10 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 log "building pgcmk and iobench (release)"
-cargo build --release --quiet -p pgcmk
-cargo build --release --quiet --manifest-path bench/cryptfs/iobench/Cargo.toml --target-dir target
+cargo build --release --quiet -p pgcmk -p pgcmk-iobench
 PGCMK=$ROOT/target/release/pgcmk
+PGCMK_B=${CRYPTFS_B_BIN:-$PGCMK}
+[[ -x $PGCMK_B ]] || die "CRYPTFS_B_BIN=$PGCMK_B is not an executable"
 IOBENCH=$ROOT/target/release/pgcmk-iobench
 
 # --- state and cleanup (only what this script started) ----------------------------------------
@@ -98,13 +101,17 @@ setup() { # fs: sets DIR (where workloads write) and, for FUSE filesystems, MNT 
       return
       ;;
     cryptfs*)
-      local flags=()
-      read -r -a flags <<<"${CRYPTFS_FLAGS:-}"
-      [[ $fs == cryptfs-dwal ]] && flags+=(--direct-io-wal)
-      "$PGCMK" fs keygen --out "$base/key" >/dev/null
-      "$PGCMK" fs init --cipher-dir "$base/cipher" --key-file "$base/key" >/dev/null
+      local flags=() bin=$PGCMK
+      if [[ $fs == cryptfs-b ]]; then
+        bin=$PGCMK_B
+        read -r -a flags <<<"${CRYPTFS_B_FLAGS:-}"
+      else
+        read -r -a flags <<<"${CRYPTFS_FLAGS:-}"
+      fi
+      "$bin" fs keygen --out "$base/key" >/dev/null
+      "$bin" fs init --cipher-dir "$base/cipher" --key-file "$base/key" >/dev/null
       mkdir -p "$base/mnt"
-      "$PGCMK" fs mount --cipher-dir "$base/cipher" --mountpoint "$base/mnt" --key-file "$base/key" \
+      "$bin" fs mount --cipher-dir "$base/cipher" --mountpoint "$base/mnt" --key-file "$base/key" \
         --allow-other "${flags[@]}" >"$base/daemon.log" 2>&1 &
       ;;
     gocryptfs)
@@ -217,5 +224,5 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- table -------------------------------------------------------------------------------------
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
 python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
-  "pgbench scale $SCALE, -c4 -j2, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}; $(date -u +%F)" |
+  "pgbench scale $SCALE, -c4 -j2, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
   tee "$BENCH_DIR/results.md"
