@@ -54,12 +54,13 @@ pub enum FsCommand {
         /// Let other users (e.g. postgres) use the mount; file modes still apply.
         #[arg(long)]
         allow_other: bool,
-        /// FUSE request threads (1-64).
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        /// Serve files in pg_wal directories with direct I/O.
+        /// FUSE request threads (1-64) [default: the number of CPUs, 2 to 4].
         #[arg(long)]
-        direct_io_wal: bool,
+        threads: Option<usize>,
+        /// Serve files in pg_wal directories with direct I/O (saves a round trip per
+        /// WAL flush) [default: true; `--direct-io-wal=false` turns it off].
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        direct_io_wal: Option<bool>,
     },
     /// Unmount a cryptfs mount (the `pgcmk fs mount` process then exits).
     Unmount {
@@ -115,10 +116,11 @@ pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
             threads,
             direct_io_wal,
         } => {
+            let defaults = MountOptions::default();
             let options = MountOptions {
                 allow_other,
-                threads,
-                direct_io_wal,
+                threads: threads.unwrap_or(defaults.threads),
+                direct_io_wal: direct_io_wal.unwrap_or(defaults.direct_io_wal),
             };
             mount(&cipher_dir, &mountpoint, key.read()?, options, format)
         }

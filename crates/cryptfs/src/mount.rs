@@ -18,9 +18,12 @@ pub struct MountOptions {
     /// Permissions are still checked by the kernel against each file's mode.
     pub allow_other: bool,
     /// FUSE request threads, each with its own cloned `/dev/fuse` descriptor (1–64).
+    /// Default: the number of CPUs, within 2–4 (more threads than cores only add
+    /// context switches to every commit; one thread would stall all I/O behind
+    /// one fsync).
     pub threads: usize,
     /// Serve files directly under a `pg_wal` directory with direct I/O: saves a
-    /// round trip per WAL flush. Off by default.
+    /// round trip per WAL flush. On by default.
     pub direct_io_wal: bool,
 }
 
@@ -28,8 +31,8 @@ impl Default for MountOptions {
     fn default() -> Self {
         Self {
             allow_other: false,
-            threads: 4,
-            direct_io_wal: false,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
+            direct_io_wal: true,
         }
     }
 }

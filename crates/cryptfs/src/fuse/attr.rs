@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
+use super::open_files::OpenFile;
 use super::{io_errno, CryptFs};
 use crate::format::reported_plain_size;
 use crate::sys::{self, SetTime};
@@ -68,18 +69,57 @@ pub(crate) struct AttrChange {
     pub(crate) mtime: Option<TimeOrNow>,
 }
 
+impl AttrChange {
+    /// Only atime/mtime: what the writeback cache sends around every fsync.
+    fn only_times(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && (self.atime.is_some() || self.mtime.is_some())
+    }
+}
+
 impl CryptFs {
     pub(crate) fn getattr_ino(&self, ino: u64) -> Result<FileAttr, Errno> {
         if let Some(open) = self.files.get(ino) {
-            let meta = open.handle.metadata().map_err(|e| io_errno(&e))?;
-            return Ok(to_attr(ino, &meta, Some(open.read().len())));
+            return open_attr(ino, &open);
         }
         let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
         let meta = fs::symlink_metadata(&path).map_err(|e| io_errno(&e))?;
         Ok(to_attr(ino, &meta, None))
     }
 
+    /// Runs `f` on `ino`'s open file if it is open, holding a reference meanwhile.
+    fn if_open<T>(&self, ino: u64, f: impl FnOnce(&OpenFile) -> T) -> Option<T> {
+        let open = self.files.take_ref(ino)?;
+        let result = f(&open);
+        drop(open);
+        self.files.release(ino);
+        Some(result)
+    }
+
+    /// Writes times deferred by setattr to the backing file (flush, fsync).
+    pub(crate) fn apply_deferred_times(&self, ino: u64) -> Result<(), Errno> {
+        self.if_open(ino, |open| open.apply_times().map_err(|e| io_errno(&e)))
+            .unwrap_or(Ok(()))
+    }
+
     pub(crate) fn setattr_ino(&self, ino: u64, change: AttrChange) -> Result<FileAttr, Errno> {
+        if change.only_times() {
+            let (atime, mtime) = (change.atime.map(resolve), change.mtime.map(resolve));
+            let deferred = self.if_open(ino, |open| match open.defer_times(atime, mtime) {
+                Some(attr) => Ok(attr),
+                None => {
+                    open_attr(ino, open)?;
+                    open.defer_times(atime, mtime)
+                        .ok_or(Errno::from_i32(libc::EIO))
+                }
+            });
+            if let Some(result) = deferred {
+                return result;
+            }
+        }
         let (is_file, is_symlink) = match self.files.get(ino) {
             Some(_) => (true, false),
             None => {
@@ -97,6 +137,8 @@ impl CryptFs {
         if is_file {
             // Through the descriptor: works for unlinked-but-open files too.
             self.with_file(ino, |open| {
+                // Deferred times first, so that they cannot overwrite these later.
+                open.apply_times().map_err(|e| io_errno(&e))?;
                 let handle = &open.handle;
                 if let Some(size) = change.size {
                     open.write().set_len(size).map_err(|e| self.fail(ino, e))?;
@@ -142,6 +184,13 @@ impl CryptFs {
         }
         self.getattr_ino(ino)
     }
+}
+
+/// Attributes of an open file from its backing descriptor (remembered for setattr).
+fn open_attr(ino: u64, open: &OpenFile) -> Result<FileAttr, Errno> {
+    let meta = open.handle.metadata().map_err(|e| io_errno(&e))?;
+    let attr = to_attr(ino, &meta, Some(open.read().len()));
+    Ok(open.remember_attr(attr))
 }
 
 fn resolve(time: TimeOrNow) -> SystemTime {

@@ -69,6 +69,13 @@ impl CryptFs {
         Ok(attr::to_attr(ino, &meta, plain_len))
     }
 
+    /// An open file's cached attributes hold its link count: re-read them next time.
+    fn link_count_changed(&self, ino: u64) {
+        if let Some(open) = self.files.get(ino) {
+            open.forget_attr();
+        }
+    }
+
     pub(crate) fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         if self.is_reserved(parent, name) {
             return Err(enoent());
@@ -130,8 +137,9 @@ impl CryptFs {
             fs::remove_file(&path)
         };
         removed.map_err(|e| io_errno(&e))?;
-        self.inodes
-            .unlinked(self.inodes.fuse_ino(meta.ino()), parent, name);
+        let ino = self.inodes.fuse_ino(meta.ino());
+        self.link_count_changed(ino);
+        self.inodes.unlinked(ino, parent, name);
         Ok(())
     }
 
@@ -156,6 +164,7 @@ impl CryptFs {
         if let Some(replaced) = replaced {
             let replaced_ino = self.inodes.fuse_ino(replaced.ino());
             if replaced_ino != source_ino {
+                self.link_count_changed(replaced_ino);
                 self.inodes.unlinked(replaced_ino, new_parent, new_name);
             }
         }

@@ -6,10 +6,12 @@
 //! never depends on a handle the kernel may release on another thread.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, FileTimes};
+use std::io;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
-use fuser::Errno;
+use fuser::{Errno, FileAttr};
 
 use crate::content::VolumeKey;
 use crate::encrypted_file::EncryptedFile;
@@ -19,6 +21,19 @@ pub(crate) struct OpenFile {
     pub(crate) file: RwLock<EncryptedFile<File>>,
     /// A duplicate of the backing descriptor, for fsync and fstat without the lock.
     pub(crate) handle: File,
+    /// Times the kernel set that are not on the backing file yet.
+    times: Mutex<LazyTimes>,
+}
+
+/// With the writeback cache the kernel keeps a file's mtime itself and sends it in a
+/// SETATTR before every fsync of a written file (once per WAL flush). Those are
+/// answered from memory and written to the backing file at flush, fsync or close.
+#[derive(Default)]
+struct LazyTimes {
+    atime: Option<SystemTime>,
+    mtime: Option<SystemTime>,
+    /// The attributes last read from the backing file (mode, owner, links).
+    attr: Option<FileAttr>,
 }
 
 impl OpenFile {
@@ -28,6 +43,63 @@ impl OpenFile {
 
     pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, EncryptedFile<File>> {
         self.file.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn times(&self) -> std::sync::MutexGuard<'_, LazyTimes> {
+        self.times.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records new times without touching the backing file; returns the attributes
+    /// to reply with, or `None` (nothing recorded) if none were read yet.
+    pub(crate) fn defer_times(
+        &self,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+    ) -> Option<FileAttr> {
+        let size = self.read().len();
+        let mut times = self.times();
+        let mut attr = times.attr?;
+        times.atime = atime.or(times.atime);
+        times.mtime = mtime.or(times.mtime);
+        attr.atime = times.atime.unwrap_or(attr.atime);
+        attr.mtime = times.mtime.unwrap_or(attr.mtime);
+        attr.ctime = SystemTime::now();
+        attr.size = size;
+        Some(attr)
+    }
+
+    /// Remembers attributes just read from the backing file, with deferred times
+    /// laid over them; returns them.
+    pub(crate) fn remember_attr(&self, mut attr: FileAttr) -> FileAttr {
+        let mut times = self.times();
+        attr.atime = times.atime.unwrap_or(attr.atime);
+        attr.mtime = times.mtime.unwrap_or(attr.mtime);
+        times.attr = Some(attr);
+        attr
+    }
+
+    /// Writes deferred times to the backing file.
+    pub(crate) fn apply_times(&self) -> io::Result<()> {
+        let mut times = self.times();
+        if times.atime.is_none() && times.mtime.is_none() {
+            return Ok(());
+        }
+        let mut set = FileTimes::new();
+        if let Some(atime) = times.atime {
+            set = set.set_accessed(atime);
+        }
+        if let Some(mtime) = times.mtime {
+            set = set.set_modified(mtime);
+        }
+        self.handle.set_times(set)?;
+        times.atime = None;
+        times.mtime = None;
+        Ok(())
+    }
+
+    /// Forgets the cached attributes (after a change that the cache does not track).
+    pub(crate) fn forget_attr(&self) {
+        self.times().attr = None;
     }
 }
 
@@ -69,6 +141,7 @@ impl OpenFiles {
         let opened = Arc::new(OpenFile {
             file: RwLock::new(encrypted),
             handle,
+            times: Mutex::default(),
         });
         let mut entries = self.lock();
         // Another request may have opened it meanwhile: everyone must share one.
@@ -77,19 +150,26 @@ impl OpenFiles {
         Ok(file.clone())
     }
 
-    fn take_ref(&self, ino: u64) -> Option<Arc<OpenFile>> {
+    /// Takes a reference on `ino`'s open file if it is open (never opens it).
+    /// Every `Some` must be paired with [`OpenFiles::release`].
+    pub(crate) fn take_ref(&self, ino: u64) -> Option<Arc<OpenFile>> {
         let mut entries = self.lock();
         let (file, refs) = entries.get_mut(&ino)?;
         *refs += 1;
         Some(file.clone())
     }
 
-    /// Drops one reference; the backing file closes with the last.
+    /// Drops one reference; the backing file closes with the last, after its
+    /// deferred times are written (under the table lock, so that a new open of
+    /// the same inode cannot read the old times).
     pub(crate) fn release(&self, ino: u64) {
         let mut entries = self.lock();
-        if let Some((_, refs)) = entries.get_mut(&ino) {
+        if let Some((file, refs)) = entries.get_mut(&ino) {
             *refs -= 1;
             if *refs == 0 {
+                if let Err(e) = file.apply_times() {
+                    tracing::warn!(ino, "cryptfs: cannot set file times on close: {e}");
+                }
                 entries.remove(&ino);
             }
         }
