@@ -67,8 +67,10 @@ pub enum FsCommand {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
-    /// Verify every block of every file; exits non-zero if any is bad. Run it while
-    /// the directory is not mounted (in-flight writes can look damaged).
+    /// Verify every block of every file; exits non-zero if any is bad. After a crash,
+    /// torn blocks that the next mount's recovery repairs are listed separately and
+    /// do not fail. Run it while the directory is not mounted (in-flight writes can
+    /// look damaged).
     Fsck {
         /// The cipher directory.
         #[arg(long)]
@@ -176,10 +178,17 @@ fn fsck(cipher_dir: &Path, key: &SymmetricKey, format: Format) -> Result<(), Str
         .iter()
         .map(|b| serde_json::json!({ "file": b.file, "block": b.block, "reason": b.reason }))
         .collect();
+    let torn: Vec<_> = report
+        .torn_blocks
+        .iter()
+        .map(|b| serde_json::json!({ "file": b.file, "block": b.block, "reason": b.reason }))
+        .collect();
     let value = serde_json::json!({
         "files_checked": report.files_checked,
         "blocks_checked": report.blocks_checked,
+        "dirty": report.dirty,
         "bad_blocks": bad,
+        "torn_blocks": torn,
     });
     output::print(format, &value, |_| {
         let mut text = format!(
@@ -193,6 +202,21 @@ fn fsck(cipher_dir: &Path, key: &SymmetricKey, format: Format) -> Result<(), Str
                 .block
                 .map_or("header".to_string(), |n| format!("block {n}"));
             text.push_str(&format!("\n{}: {block}: {}", b.file.display(), b.reason));
+        }
+        // Torn blocks are not errors: the next mount's crash recovery repairs them.
+        if report.dirty {
+            text.push_str(&format!(
+                "\nnot cleanly unmounted: {} torn block(s) that the next mount repairs",
+                report.torn_blocks.len()
+            ));
+        }
+        for b in &report.torn_blocks {
+            let block = b.block.map_or("header".to_string(), |n| n.to_string());
+            text.push_str(&format!(
+                "\n{}: torn {block}: {}",
+                b.file.display(),
+                b.reason
+            ));
         }
         text
     });

@@ -23,6 +23,8 @@ struct State {
     /// What reads see: durable plus every pending operation.
     current: Vec<u8>,
     pending: Vec<Pending>,
+    /// Syncs fail (and make nothing durable): a crash during a sync.
+    fail_syncs: bool,
 }
 
 /// An in-memory [`Storage`] with crash simulation.
@@ -49,6 +51,7 @@ impl SimulatedDisk {
                 current: bytes.clone(),
                 durable: bytes,
                 pending: Vec::new(),
+                fail_syncs: false,
             }),
         }
     }
@@ -82,6 +85,12 @@ impl SimulatedDisk {
             }
         }
         SimulatedDisk::from_bytes(image)
+    }
+
+    /// Makes every later sync fail without making anything durable, so that a
+    /// crash can hit an operation (such as crash recovery) before its sync.
+    pub fn fail_syncs(&self, fail: bool) {
+        self.lock().fail_syncs = fail;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -151,6 +160,9 @@ impl Storage for SimulatedDisk {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = self.lock();
+        if state.fail_syncs {
+            return Err(io::Error::other("simulated crash before the sync"));
+        }
         state.durable = state.current.clone();
         state.pending.clear();
         Ok(())

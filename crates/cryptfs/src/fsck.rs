@@ -1,17 +1,20 @@
 //! Offline verification: authenticates every block of every file in a cipher directory.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pgcmk_crypto::SymmetricKey;
 
-use crate::config::{self, CONFIG_FILE_NAME};
+use crate::cipher_tree::for_each_file;
+use crate::config;
 use crate::content::VolumeKey;
-use crate::encrypted_file::EncryptedFile;
+use crate::crash_recovery::is_dirty;
+use crate::encrypted_file::{EncryptedFile, FileRecovery};
+use crate::format::{BLOCK_SIZE, HEADER_LEN};
 use crate::Error;
 
-/// One block (or header) that failed verification.
+/// One block (or header) that failed verification, or that a crash tore.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadBlock {
     /// The file, relative to the cipher directory (names are stored in plaintext).
@@ -29,12 +32,20 @@ pub struct FsckReport {
     pub files_checked: u64,
     /// Blocks checked (all files).
     pub blocks_checked: u64,
-    /// Every block that failed, in directory-walk order.
+    /// The last session did not unmount cleanly: the next mount runs crash recovery.
+    pub dirty: bool,
+    /// Every block that failed and that crash recovery cannot repair, in
+    /// directory-walk order: tampering (or, after a crash, a block created since the
+    /// last sync whose write was torn in the middle of a file).
     pub bad_blocks: Vec<BadBlock>,
+    /// Only on a dirty volume: blocks torn by the crash that the next mount's crash
+    /// recovery repairs (back to their last synced version) or cuts off the end of
+    /// the file (an extension that never completed). Not an error.
+    pub torn_blocks: Vec<BadBlock>,
 }
 
 impl FsckReport {
-    /// True when nothing failed.
+    /// True when nothing failed that crash recovery cannot repair.
     pub fn is_clean(&self) -> bool {
         self.bad_blocks.is_empty()
     }
@@ -42,70 +53,95 @@ impl FsckReport {
 
 /// Verifies every block of every file under `cipher_dir` with `master_key`.
 ///
-/// Fails only when the directory cannot be opened (not initialised, wrong key);
-/// damaged files are listed in the report.
+/// On a cleanly unmounted volume every block that fails authentication — in either
+/// slot — is bad (tampering). After a crash (dirty marker present), blocks whose
+/// damage is what a crash leaves and crash recovery repairs are listed as torn
+/// instead. Fails only when the directory cannot be opened (not initialised, wrong
+/// key); damaged files are listed in the report.
 pub fn fsck(cipher_dir: &Path, master_key: &SymmetricKey) -> Result<FsckReport, Error> {
     let volume = Arc::new(config::open(cipher_dir, master_key)?);
-    let mut report = FsckReport::default();
-    check_dir(cipher_dir, Path::new(""), &volume, &mut report)?;
+    let mut report = FsckReport {
+        dirty: is_dirty(cipher_dir)?,
+        ..FsckReport::default()
+    };
+    for_each_file(cipher_dir, &mut |file, meta| {
+        report.files_checked += 1;
+        if report.dirty && meta.len() > 0 && meta.len() < HEADER_LEN {
+            let reason = "header torn while the file was created; crash recovery empties it";
+            report.torn_blocks.push(issue(&file, None, reason));
+            return;
+        }
+        if let Err(e) = check_file(cipher_dir, &file, &volume, &mut report) {
+            tracing::warn!(file = %file.display(), "fsck: {e}");
+            report.bad_blocks.push(issue(&file, None, &e.to_string()));
+        }
+    })?;
     Ok(report)
 }
 
-fn check_dir(
+fn issue(file: &Path, block: Option<u64>, reason: &str) -> BadBlock {
+    BadBlock {
+        file: file.to_path_buf(),
+        block,
+        reason: reason.to_string(),
+    }
+}
+
+fn check_file(
     root: &Path,
-    relative: &Path,
+    file: &Path,
     volume: &Arc<VolumeKey>,
     report: &mut FsckReport,
 ) -> Result<(), Error> {
-    let dir = root.join(relative);
-    let mut entries: Vec<_> = fs::read_dir(&dir)
-        .map_err(Error::path("reading", &dir))?
-        .collect::<Result<_, _>>()
-        .map_err(Error::path("reading", &dir))?;
-    entries.sort_by_key(|entry| entry.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        if relative.as_os_str().is_empty() && name == CONFIG_FILE_NAME {
-            continue;
+    let encrypted = EncryptedFile::open(File::open(root.join(file))?, volume.clone())?;
+    report.blocks_checked += encrypted.len().div_ceil(BLOCK_SIZE);
+    let found = encrypted.check_recovery()?;
+    if report.dirty {
+        let torn = [
+            (
+                &found.repaired,
+                "torn by a crash; recovery restores its last synced version",
+            ),
+            (
+                &found.stale_cleared,
+                "older copy torn by a crash; recovery clears it",
+            ),
+            (
+                &found.dropped,
+                "incomplete end of file left by a crash; recovery cuts it off",
+            ),
+        ];
+        for (blocks, reason) in torn {
+            for &block in blocks {
+                report.torn_blocks.push(issue(file, Some(block), reason));
+            }
         }
-        let child = relative.join(&name);
-        let kind = entry
-            .file_type()
-            .map_err(Error::path("reading", root.join(&child)))?;
-        if kind.is_dir() {
-            check_dir(root, &child, volume, report)?;
-        } else if kind.is_file() {
-            check_file(root, child, volume, report);
+        for &block in &found.bad {
+            report.bad_blocks.push(bad(file, block));
+        }
+    } else {
+        for block in clean_volume_bad_blocks(&encrypted, &found)? {
+            report.bad_blocks.push(bad(file, block));
         }
     }
     Ok(())
 }
 
-fn check_file(root: &Path, file: PathBuf, volume: &Arc<VolumeKey>, report: &mut FsckReport) {
-    report.files_checked += 1;
-    let opened = File::open(root.join(&file))
-        .map_err(Error::from)
-        .and_then(|f| EncryptedFile::open(f, volume.clone()));
-    let mut fail = |block: Option<u64>, reason: String| {
-        tracing::warn!(file = %file.display(), block, %reason, "fsck: bad block");
-        report.bad_blocks.push(BadBlock {
-            file: file.clone(),
-            block,
-            reason,
-        });
-    };
-    match opened {
-        Err(e) => fail(None, e.to_string()),
-        Ok(encrypted) => {
-            report.blocks_checked += encrypted.len().div_ceil(crate::format::BLOCK_SIZE);
-            match encrypted.bad_blocks() {
-                Err(e) => fail(None, e.to_string()),
-                Ok(blocks) => {
-                    for block in blocks {
-                        fail(Some(block), Error::Tampered { block }.to_string());
-                    }
-                }
-            }
-        }
-    }
+/// Without a crash, a current slot that fails (reads are `EIO`) and an older slot
+/// that fails (nothing but tampering writes a bad older slot) are both tampering.
+fn clean_volume_bad_blocks(
+    encrypted: &EncryptedFile<File>,
+    found: &FileRecovery,
+) -> Result<Vec<u64>, Error> {
+    let mut blocks = encrypted.bad_blocks()?;
+    blocks.extend(&found.stale_cleared);
+    blocks.sort_unstable();
+    blocks.dedup();
+    Ok(blocks)
+}
+
+fn bad(file: &Path, block: u64) -> BadBlock {
+    let reason = Error::Tampered { block }.to_string();
+    tracing::warn!(file = %file.display(), block, %reason, "fsck: bad block");
+    issue(file, Some(block), &reason)
 }

@@ -1,23 +1,28 @@
 //! cryptfs: an authenticated, encrypting FUSE filesystem for PostgreSQL data directories.
 //!
-//! Every file is stored as a header plus 4 KiB blocks, each sealed with
-//! AES-256-GCM-SIV under a per-file key derived from the master key; the associated
-//! data binds file id and block number, so altered, swapped, moved or truncated
-//! blocks read as `EIO`, never as wrong bytes. The byte-for-byte format is in
-//! `docs/format.md`.
+//! Every file is stored as a header plus 4 KiB blocks, each with two slots sealed
+//! with AES-256-GCM-SIV under a per-file key derived from the master key; the
+//! associated data binds file id, block number and generation, so altered, swapped,
+//! moved or truncated blocks read as `EIO`, never as wrong bytes. A write goes to
+//! the slot that does not hold the block's durable version, so a crash never
+//! destroys synced bytes; crash recovery at the next mount repairs torn slots. The
+//! byte-for-byte format is in `docs/format.md`.
 //!
 //! - [`init`] prepares an empty cipher directory for a master key.
 //! - [`mount`] serves it through FUSE (multi-threaded, writeback cache) until the
 //!   returned [`MountHandle`] is unmounted or dropped.
-//! - [`fsck`] lists every block that fails authentication.
+//! - [`fsck`] lists every block that fails authentication, and after a crash the
+//!   torn blocks that the next mount's recovery repairs.
 //!
 //! Unsafe code lives only in the `sys` module (libc calls std does not wrap).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cipher_tree;
 mod config;
 pub mod content;
+mod crash_recovery;
 pub mod crash_sim;
 pub mod encrypted_file;
 mod error;
@@ -30,6 +35,7 @@ pub mod storage;
 mod sys;
 
 pub use config::{init, CONFIG_FILE_NAME};
+pub use crash_recovery::{RecoveryReport, DIRTY_MARKER_NAME};
 pub use error::Error;
 pub use fsck::{fsck, BadBlock, FsckReport};
 pub use mount::{mount, unmount, MountHandle, MountOptions, TerminationSignals};

@@ -3,11 +3,13 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
 use pgcmk_crypto::SymmetricKey;
 
+use crate::crash_recovery::{self, RecoveryReport};
 use crate::fuse::{CryptFs, FsOptions};
 use crate::{config, sys, Error};
 
@@ -42,13 +44,16 @@ impl Default for MountOptions {
 pub struct MountHandle {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
+    cipher_dir: PathBuf,
+    recovery: Option<RecoveryReport>,
 }
 
 /// Mounts the cipher directory `cipher_dir` at `mountpoint`.
 ///
 /// The key is checked before anything is mounted (a wrong key is
-/// [`Error::WrongKey`]). Returns once the kernel has completed the FUSE handshake,
-/// so the mount is usable immediately.
+/// [`Error::WrongKey`]). If the last session did not end with a clean unmount,
+/// crash recovery runs first (see [`MountHandle::recovery`]). Returns once the
+/// kernel has completed the FUSE handshake, so the mount is usable immediately.
 pub fn mount(
     cipher_dir: &Path,
     mountpoint: &Path,
@@ -79,11 +84,12 @@ pub fn mount(
     }
     let volume = config::open(&cipher_dir, &master_key)?;
     drop(master_key);
+    let recovery = crash_recovery::begin_session(&cipher_dir, &Arc::new(volume.clone()))?;
     let root_ino = fs::metadata(&cipher_dir)
         .map_err(Error::path("reading", &cipher_dir))?
         .ino();
     let fs = CryptFs::new(
-        cipher_dir,
+        cipher_dir.clone(),
         root_ino,
         volume,
         FsOptions {
@@ -115,6 +121,8 @@ pub fn mount(
     Ok(MountHandle {
         session: Some(session),
         mountpoint: mountpoint_abs,
+        cipher_dir,
+        recovery,
     })
 }
 
@@ -143,6 +151,12 @@ impl MountHandle {
     /// The mountpoint (absolute).
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// What crash recovery did at mount; `None` when the last session ended with a
+    /// clean unmount (no recovery ran).
+    pub fn recovery(&self) -> Option<&RecoveryReport> {
+        self.recovery.as_ref()
     }
 
     /// True while the filesystem is still being served (false after an external
@@ -179,7 +193,13 @@ impl MountHandle {
         session.join().map_err(|source| Error::Unmount {
             mountpoint: self.mountpoint.clone(),
             source,
-        })
+        })?;
+        // No request runs any more: make everything durable and drop the marker. If
+        // this fails the marker stays, and the next mount runs crash recovery.
+        if let Err(e) = crash_recovery::end_session(&self.cipher_dir) {
+            tracing::warn!("cryptfs: unmounted, but could not record the clean unmount: {e}");
+        }
+        Ok(())
     }
 
     /// Serves until the filesystem is unmounted from outside or one of `signals`

@@ -17,6 +17,10 @@ pub trait Storage: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every completed write and size change durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Like [`Storage::sync_data`], and makes all metadata (times) durable too.
+    fn sync_all(&self) -> io::Result<()> {
+        self.sync_data()
+    }
 }
 
 impl Storage for File {
@@ -38,5 +42,9 @@ impl Storage for File {
 
     fn sync_data(&self) -> io::Result<()> {
         File::sync_data(self)
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        File::sync_all(self)
     }
 }

@@ -1,5 +1,5 @@
 //! The only unsafe code in cryptfs: thin wrappers over libc calls that std does not
-//! offer (statvfs, utimensat on symlinks, fallocate, umount2, signal waiting).
+//! offer (statvfs, utimensat on symlinks, fallocate, syncfs, umount2, signal waiting).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -131,6 +131,12 @@ pub(crate) fn fadvise_noreuse(file: &File) -> io::Result<()> {
     } else {
         Err(io::Error::from_raw_os_error(ret))
     }
+}
+
+/// Writes back every dirty page and inode of the filesystem holding `file`.
+pub(crate) fn syncfs(file: &File) -> io::Result<()> {
+    // SAFETY: the descriptor is owned by `file`, which outlives the call.
+    check(unsafe { libc::syncfs(file.as_raw_fd()) })
 }
 
 /// Unmounts the filesystem at `path` (no lazy detach unless `detach`).

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use pgcmk_cryptfs::content::VolumeKey;
 use pgcmk_cryptfs::crash_sim::SimulatedDisk;
+use pgcmk_cryptfs::encrypted_file::reported_plain_len;
 use pgcmk_cryptfs::encrypted_file::EncryptedFile;
-use pgcmk_cryptfs::format::{cipher_size, plain_size};
+use pgcmk_cryptfs::format::cipher_size;
 use pgcmk_cryptfs::storage::Storage;
 use pgcmk_crypto::SymmetricKey;
 use proptest::prelude::*;
@@ -17,6 +18,7 @@ enum Op {
     SetLen(u64),
     Read { offset: u64, len: usize },
     Reopen,
+    Sync,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -26,6 +28,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..40_000).prop_map(Op::SetLen),
         3 => (0u64..45_000, 0usize..20_000).prop_map(|(offset, len)| Op::Read { offset, len }),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Sync),
     ]
 }
 
@@ -62,15 +65,16 @@ proptest! {
                     let end = (offset as usize + len).min(model.len());
                     prop_assert_eq!(got, model[start..end].to_vec());
                 }
+                Op::Sync => file.sync().unwrap(),
                 Op::Reopen => {
                     let disk = SimulatedDisk::from_bytes(file.storage().contents());
                     file = EncryptedFile::open(disk, volume.clone()).unwrap();
                 }
             }
             prop_assert_eq!(file.len(), model.len() as u64);
-            // The plaintext size is exactly derivable from the cipher size.
+            // The plaintext size follows from the cipher size and the last slot.
             let cipher_len = file.storage().size().unwrap();
-            prop_assert_eq!(plain_size(cipher_len).unwrap(), model.len() as u64);
+            prop_assert_eq!(reported_plain_len(file.storage()).unwrap(), model.len() as u64);
             prop_assert_eq!(cipher_size(model.len() as u64), cipher_len);
         }
         prop_assert_eq!(file.read(0, model.len() + 1).unwrap(), model);

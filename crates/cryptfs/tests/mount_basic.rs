@@ -179,7 +179,7 @@ fn wrong_key_fails_before_mounting() {
 
 #[test]
 fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
-    use pgcmk_cryptfs::format::{cipher_offset, BLOCK_SIZE};
+    use pgcmk_cryptfs::format::{slot_offset, Slot, BLOCK_SIZE};
     let fx = Fixture::new();
     let data = vec![0x5A; 3 * BLOCK_SIZE as usize];
     {
@@ -191,7 +191,7 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
     // Flip a bit in block 1 of `a`; cut `b` inside block 2.
     let a = fx.cipher.join("a");
     let mut bytes = fs::read(&a).unwrap();
-    bytes[cipher_offset(1) as usize + 40] ^= 4;
+    bytes[slot_offset(1, Slot::A) as usize + 40] ^= 4;
     fs::write(&a, bytes).unwrap();
     let b = fx.cipher.join("b");
     let len = fs::metadata(&b).unwrap().len();
@@ -237,6 +237,85 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
             "no log line for {file} block {block}:\n{lines}"
         );
     }
+}
+
+#[test]
+fn crash_recovery_runs_only_after_an_unclean_session_and_never_hides_tampering() {
+    use pgcmk_cryptfs::format::{slot_offset, Slot, BLOCK_SIZE};
+    use pgcmk_cryptfs::DIRTY_MARKER_NAME;
+    use std::os::unix::fs::FileExt;
+    let b = BLOCK_SIZE as usize;
+    let fx = Fixture::new();
+    let marker = fx.cipher.join(DIRTY_MARKER_NAME);
+    {
+        let handle = fx.mount();
+        assert!(
+            handle.recovery().is_none(),
+            "a new volume needs no recovery"
+        );
+        assert!(marker.exists(), "no dirty marker while mounted");
+        let file = File::create(fx.p("f")).unwrap();
+        file.write_all_at(&vec![0x11; 2 * b], 0).unwrap();
+        file.sync_all().unwrap();
+        // Block 1 rewritten after the sync: the new version goes to the other slot.
+        file.write_all_at(&vec![0x22; b], b as u64).unwrap();
+        file.sync_all().unwrap();
+    }
+    assert!(!marker.exists(), "a clean unmount removes the dirty marker");
+    // Tamper with the current slot of block 1 (its older slot is intact).
+    let cipher_file = fx.cipher.join("f");
+    let mut bytes = fs::read(&cipher_file).unwrap();
+    bytes[slot_offset(1, Slot::B) as usize + 100] ^= 1;
+    fs::write(&cipher_file, bytes).unwrap();
+
+    // Clean volume: no recovery, no fallback to the older slot: EIO.
+    {
+        let handle = fx.mount();
+        assert!(handle.recovery().is_none());
+        let file = File::open(fx.p("f")).unwrap();
+        let mut block = vec![0u8; b];
+        file.read_exact_at(&mut block, 0).unwrap();
+        assert!(block.iter().all(|&x| x == 0x11));
+        let err = file.read_exact_at(&mut block, b as u64).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    }
+    let report = pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap();
+    assert!(!report.dirty && report.torn_blocks.is_empty());
+    let bad: Vec<_> = report.bad_blocks.iter().map(|b| b.block).collect();
+    assert_eq!(bad, [Some(1)], "{report:?}");
+
+    // The same bytes after an unclean session (the marker left behind): fsck calls
+    // the block torn, and mounting repairs it back to its last intact version.
+    fs::write(&marker, b"").unwrap();
+    let report = pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap();
+    assert!(report.dirty && report.is_clean(), "{report:?}");
+    let torn: Vec<_> = report.torn_blocks.iter().map(|b| b.block).collect();
+    assert_eq!(torn, [Some(1)], "{report:?}");
+    let log = capture_log();
+    {
+        let handle = fx.mount();
+        let recovery = handle
+            .recovery()
+            .expect("recovery after an unclean session");
+        assert_eq!(
+            (
+                recovery.files_checked,
+                recovery.repaired_blocks,
+                recovery.bad_blocks
+            ),
+            (1, 1, 0)
+        );
+        assert_eq!(fs::read(fx.p("f")).unwrap(), vec![0x11; 2 * b]);
+    }
+    let lines = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("crash recovery done") && l.contains("repaired_blocks=1")),
+        "no recovery summary in the log:\n{lines}"
+    );
+    let report = pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap();
+    assert!(!report.dirty && report.is_clean() && report.torn_blocks.is_empty());
 }
 
 /// Captures every log line of this test process (FUSE requests run on other

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use pgcmk_cryptfs::format::{cipher_offset, BLOCK_SIZE, CIPHER_BLOCK_SIZE};
+use pgcmk_cryptfs::format::{pair_offset, BLOCK_SIZE, PAIR_SIZE};
 use pgcmk_cryptfs::MountOptions;
 use pgcmk_crypto::SymmetricKey;
 use real_support::mount::is_mounted;
@@ -38,8 +38,8 @@ fn write_file(mount: &CryptMount, name: &str) {
 
 fn cipher_block(cipher: &Path, name: &str, block: u64) -> Vec<u8> {
     let file = File::open(cipher.join(name)).expect("open cipher file");
-    let mut buf = vec![0u8; CIPHER_BLOCK_SIZE as usize];
-    file.read_exact_at(&mut buf, cipher_offset(block))
+    let mut buf = vec![0u8; PAIR_SIZE as usize];
+    file.read_exact_at(&mut buf, pair_offset(block))
         .expect("read cipher block");
     buf
 }
@@ -49,7 +49,7 @@ fn put_cipher_block(cipher: &Path, name: &str, block: u64, bytes: &[u8]) {
         .write(true)
         .open(cipher.join(name))
         .expect("open cipher file");
-    file.write_all_at(bytes, cipher_offset(block))
+    file.write_all_at(bytes, pair_offset(block))
         .expect("write cipher block");
 }
 
@@ -127,7 +127,7 @@ fn tampered_blocks_read_as_eio_and_fsck_lists_them() {
     mount.unmount();
     let cipher = mount.cipher().to_path_buf();
 
-    // 1. One bit flipped in block 2's ciphertext.
+    // 1. One bit flipped in block 2's ciphertext (in slot A, its current slot).
     let mut block = cipher_block(&cipher, "flip", 2);
     block[100] ^= 0x08;
     put_cipher_block(&cipher, "flip", 2, &block);
@@ -145,7 +145,7 @@ fn tampered_blocks_read_as_eio_and_fsck_lists_them() {
         .write(true)
         .open(cipher.join("cut"))
         .expect("open");
-    cut.set_len(cipher_offset(6) + CIPHER_BLOCK_SIZE / 2)
+    cut.set_len(pair_offset(6) + PAIR_SIZE / 2)
         .expect("truncate cipher file");
     drop(cut);
 

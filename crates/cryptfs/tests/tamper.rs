@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pgcmk_cryptfs::content::VolumeKey;
 use pgcmk_cryptfs::crash_sim::SimulatedDisk;
 use pgcmk_cryptfs::encrypted_file::EncryptedFile;
-use pgcmk_cryptfs::format::{cipher_offset, BLOCK_SIZE, CIPHER_BLOCK_SIZE};
+use pgcmk_cryptfs::format::{pair_offset, slot_offset, Slot, BLOCK_SIZE, PAIR_SIZE, SLOT_SIZE};
 use pgcmk_cryptfs::Error;
 use pgcmk_crypto::SymmetricKey;
 
@@ -32,9 +32,10 @@ fn open(bytes: Vec<u8>) -> Result<EncryptedFile<SimulatedDisk>, Error> {
     EncryptedFile::open(SimulatedDisk::from_bytes(bytes), volume())
 }
 
+/// Both slots of a block.
 fn block_range(block: u64) -> std::ops::Range<usize> {
-    let start = cipher_offset(block) as usize;
-    start..start + CIPHER_BLOCK_SIZE as usize
+    let start = pair_offset(block) as usize;
+    start..start + PAIR_SIZE as usize
 }
 
 /// Every block reads as expected or fails as expected; nothing else.
@@ -57,11 +58,41 @@ fn assert_blocks(file: &EncryptedFile<SimulatedDisk>, bad: &[u64]) {
 
 #[test]
 fn flipped_bit_fails_only_its_block() {
-    for offset in [0, 5, 12, 2000, CIPHER_BLOCK_SIZE as usize - 1] {
+    // Every block of the sample was written once: slot A current, slot B empty.
+    let slot_a = slot_offset(1, Slot::A) as usize;
+    let slot_b = slot_offset(1, Slot::B) as usize;
+    // Generation, length, nonce, ciphertext, tag of the current slot; the empty
+    // slot's generation (which would make it current).
+    for at in [
+        slot_a,
+        slot_a + 7,
+        slot_a + 9,
+        slot_a + 12,
+        slot_a + 2000,
+        slot_a + SLOT_SIZE as usize - 1,
+        slot_b + 7,
+    ] {
         let mut bytes = sample();
-        bytes[block_range(1).start + offset] ^= 0x10;
+        bytes[at] ^= 0x10;
         assert_blocks(&open(bytes).unwrap(), &[1]);
     }
+}
+
+#[test]
+fn flipped_bit_in_the_current_slot_is_eio_even_with_an_intact_older_slot() {
+    // Block 1 rewritten after a sync: its old version stays intact in slot A, the
+    // new one is current in slot B.
+    let mut file = open(sample()).unwrap();
+    file.sync().unwrap();
+    file.write(B, &[2; BLOCK_SIZE as usize]).unwrap();
+    file.sync().unwrap();
+    let mut bytes = file.storage().contents();
+    bytes[slot_offset(1, Slot::B) as usize + 100] ^= 1;
+    let file = open(bytes).unwrap();
+    // No fallback to the older slot outside crash recovery: EIO, not stale bytes.
+    assert_blocks(&file, &[1]);
+    // Crash recovery (only run after a crash) would take the older version.
+    assert_eq!(file.check_recovery().unwrap().repaired, vec![1]);
 }
 
 #[test]
@@ -98,16 +129,16 @@ fn truncated_ciphertext_fails() {
     cut.truncate(full.len() - 10);
     assert_blocks(&open(cut).unwrap(), &[4]);
     let mut cut = full.clone();
-    cut.truncate(cipher_offset(2) as usize + 100);
+    cut.truncate(pair_offset(2) as usize + 100);
     let file = open(cut).unwrap();
-    assert_eq!(file.len(), 2 * B + 100 - 28, "the cut block still counts");
+    assert_eq!(file.len(), 2 * B + 1, "the cut block still counts");
     assert!(matches!(
         file.read(2 * B, 1),
         Err(Error::Tampered { block: 2 })
     ));
     // Shorter than the overhead of one block.
     let mut cut = full.clone();
-    cut.truncate(cipher_offset(3) as usize + 20);
+    cut.truncate(pair_offset(3) as usize + 20);
     let file = open(cut).unwrap();
     assert_eq!(
         file.len(),

@@ -1,6 +1,7 @@
-//! The checked-in format-v1 vector (built independently by `vectors/make_vector.py`
-//! from `docs/format.md`) decrypts to the expected plaintext, its key check value
-//! matches, and a flipped bit in it is caught.
+//! The checked-in format-v2 vector (built independently by `vectors/make_vector.py`
+//! from `docs/format.md`) decrypts to the expected plaintext — each block from the
+//! slot with the higher generation, the size from the last block's current slot —
+//! its key check value matches, and a flipped bit in a current slot is caught.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,10 +9,11 @@ use std::sync::Arc;
 use pgcmk_cryptfs::content::VolumeKey;
 use pgcmk_cryptfs::crash_sim::SimulatedDisk;
 use pgcmk_cryptfs::encrypted_file::EncryptedFile;
+use pgcmk_cryptfs::format::{slot_offset, Slot};
 use pgcmk_crypto::SymmetricKey;
 
 fn vector() -> HashMap<String, String> {
-    include_str!("vectors/v1.txt")
+    include_str!("vectors/v2.txt")
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -48,11 +50,12 @@ fn vector_decrypts_to_the_documented_plaintext() {
 }
 
 #[test]
-fn vector_with_a_flipped_bit_fails() {
+fn vector_with_a_flipped_bit_in_a_current_slot_fails() {
     let v = vector();
-    let mut cipher = bytes(&v, "cipher_file");
-    let last = cipher.len() - 1;
-    cipher[last] ^= 1;
-    let file = EncryptedFile::open(SimulatedDisk::from_bytes(cipher), volume(&v)).unwrap();
-    assert_eq!(file.bad_blocks().unwrap(), vec![2]);
+    for (block, slot) in [(1, Slot::B), (2, Slot::A)] {
+        let mut cipher = bytes(&v, "cipher_file");
+        cipher[slot_offset(block, slot) as usize + 40] ^= 1;
+        let file = EncryptedFile::open(SimulatedDisk::from_bytes(cipher), volume(&v)).unwrap();
+        assert_eq!(file.bad_blocks().unwrap(), vec![block]);
+    }
 }

@@ -8,7 +8,6 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
 use super::open_files::OpenFile;
 use super::{io_errno, CryptFs};
-use crate::format::reported_plain_size;
 use crate::sys::{self, SetTime};
 
 fn time(secs: i64, nsecs: i64) -> SystemTime {
@@ -24,12 +23,13 @@ pub(crate) fn kind(meta: &Metadata) -> FileType {
     FileType::from_std(meta.file_type()).unwrap_or(FileType::RegularFile)
 }
 
-/// FUSE attributes of inode `ino` from its backing metadata; `plain_len` overrides
-/// the size of an open regular file (the cached, authoritative plaintext length).
+/// FUSE attributes of inode `ino` from its backing metadata; `plain_len` is the
+/// size of a regular file (an open file's cached length, or
+/// `file_ops::closed_file_len`: it cannot be derived from the cipher size alone).
 pub(crate) fn to_attr(ino: u64, meta: &Metadata, plain_len: Option<u64>) -> FileAttr {
     let kind = kind(meta);
     let size = match kind {
-        FileType::RegularFile => plain_len.unwrap_or_else(|| reported_plain_size(meta.len())),
+        FileType::RegularFile => plain_len.unwrap_or(0),
         _ => meta.len(),
     };
     FileAttr {
@@ -87,7 +87,8 @@ impl CryptFs {
         }
         let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
         let meta = fs::symlink_metadata(&path).map_err(|e| io_errno(&e))?;
-        Ok(to_attr(ino, &meta, None))
+        let plain_len = super::file_ops::closed_file_len(&path, &meta)?;
+        Ok(to_attr(ino, &meta, plain_len))
     }
 
     /// Runs `f` on `ino`'s open file if it is open, holding a reference meanwhile.

@@ -14,6 +14,7 @@ use fuser::{Errno, FileAttr, FileType};
 use super::inodes::ROOT;
 use super::{attr, io_errno, CryptFs};
 use crate::config::CONFIG_FILE_NAME;
+use crate::crash_recovery::DIRTY_MARKER_NAME;
 use crate::sys::{self, FsStats};
 
 pub(crate) struct DirEntryInfo {
@@ -49,7 +50,7 @@ fn enoent() -> Errno {
 
 impl CryptFs {
     fn is_reserved(&self, parent: u64, name: &OsStr) -> bool {
-        parent == ROOT && name == CONFIG_FILE_NAME
+        parent == ROOT && (name == CONFIG_FILE_NAME || name == DIRTY_MARKER_NAME)
     }
 
     /// The backing path for a new entry; the configuration file's name is refused.
@@ -64,7 +65,10 @@ impl CryptFs {
     fn entry(&self, parent: u64, name: &OsStr, path: &Path) -> Result<FileAttr, Errno> {
         let meta = fs::symlink_metadata(path).map_err(|e| io_errno(&e))?;
         let ino = self.inodes.fuse_ino(meta.ino());
-        let plain_len = self.files.get(ino).map(|open| open.read().len());
+        let plain_len = match self.files.get(ino) {
+            Some(open) => Some(open.read().len()),
+            None => super::file_ops::closed_file_len(path, &meta)?,
+        };
         self.inodes.remember(ino, parent, name);
         Ok(attr::to_attr(ino, &meta, plain_len))
     }

@@ -1,7 +1,7 @@
 //! Regular files: create, open, read, write, fsync, fallocate, release.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, Metadata, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -11,7 +11,8 @@ use fuser::{Errno, FileAttr, FopenFlags};
 
 use super::open_files::OpenFile;
 use super::{attr, io_errno, CryptFs};
-use crate::format::{cipher_offset, BLOCK_SIZE};
+use crate::encrypted_file::reported_plain_len;
+use crate::format::{pair_offset, BLOCK_SIZE};
 use crate::sys;
 
 /// Opens a backing file read-write whatever the caller asked for: with the
@@ -37,6 +38,23 @@ pub(crate) fn open_backing(path: &Path) -> Result<File, Errno> {
         }
         other => other.map_err(|e| io_errno(&e)),
     }
+}
+
+/// The plaintext length of a regular file that is not open (`None` for other
+/// kinds): format v2 keeps the last block's length in its slot, so this reads the
+/// last pair's slot headers.
+pub(crate) fn closed_file_len(path: &Path, meta: &Metadata) -> Result<Option<u64>, Errno> {
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| io_errno(&e))?;
+    reported_plain_len(&file)
+        .map(Some)
+        .map_err(|e| Errno::from_i32(e.errno()))
 }
 
 impl CryptFs {
@@ -147,15 +165,22 @@ impl CryptFs {
     }
 
     /// fsync/fdatasync: the kernel has already sent every dirty page, so syncing the
-    /// backing descriptor makes ciphertext and size durable. No lock is held.
+    /// backing file makes ciphertext and size durable.
+    ///
+    /// Under the file's read lock: reads go on, but writes of this file wait until
+    /// the sync is done. A write racing the backing fsync might not be covered by
+    /// it, yet would be counted as durable when the sync completes; its block's
+    /// next write would then overwrite the only durable version. PostgreSQL already
+    /// serialises WAL writes with WAL fsyncs, so the wait costs little there.
     pub(crate) fn fsync_ino(&self, ino: u64, datasync: bool) -> Result<(), Errno> {
         self.with_file(ino, |open| {
+            let file = open.read();
             let synced = if datasync {
-                open.handle.sync_data()
+                file.sync()
             } else {
-                open.handle.sync_all()
+                file.sync_all()
             };
-            synced.map_err(|e| io_errno(&e))
+            synced.map_err(|e| self.fail(ino, e))
         })
     }
 
@@ -180,8 +205,8 @@ impl CryptFs {
             libc::FALLOC_FL_KEEP_SIZE => {
                 let first = offset / BLOCK_SIZE;
                 let last = end.div_ceil(BLOCK_SIZE);
-                let start = cipher_offset(first);
-                sys::fallocate_keep_size(&open.handle, start, cipher_offset(last) - start)
+                let start = pair_offset(first);
+                sys::fallocate_keep_size(&open.handle, start, pair_offset(last) - start)
                     .map_err(|e| io_errno(&e))
             }
             _ => Err(Errno::from_i32(libc::EOPNOTSUPP)),
