@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use pgcmk_control::auth::read_credential;
 use pgcmk_control::kek::{read_identity_secret, resolve_client_id};
 use pgcmk_control::model::SecretString;
 use pgcmk_control::platform::{CreateServer, Platform, PlatformConfig};
+use pgcmk_control::root_key::RootKeySource;
 use pgcmk_control::server_dir::ServerDir;
+use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyReference;
 use serde_json::{json, Value};
 
@@ -18,6 +21,9 @@ use crate::{output, Format};
 
 /// Where `pgcmk server` finds the control plane unless told otherwise.
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7480";
+/// Where `pgcmk server` finds the DBA credential unless told otherwise: the file
+/// `pgcmk serve` writes in its default state directory.
+const DEFAULT_CREDENTIAL_FILE: &str = "/var/lib/pgcmk/control/dba.credential";
 
 /// `pgcmk serve`.
 #[derive(Args)]
@@ -38,9 +44,14 @@ pub struct ServeArgs {
     /// The platform's managed identity (client id).
     #[arg(long)]
     platform_identity: String,
-    /// The platform identity's credential file (0600).
+    /// The platform identity's credential file: needed on first start, then its secret is
+    /// kept sealed in the state (delete the file afterwards); given again, it replaces it.
     #[arg(long)]
-    platform_identity_credential_file: PathBuf,
+    platform_identity_credential_file: Option<PathBuf>,
+    /// Derive the root key that seals identity secrets with Argon2id from the passphrase in
+    /// this environment variable (instead of STATE_DIR/root.key); needed at every start.
+    #[arg(long, value_name = "VAR")]
+    passphrase_env: Option<String>,
     /// Seconds between key checks.
     #[arg(long, default_value_t = 60)]
     key_check_interval_secs: u64,
@@ -138,6 +149,10 @@ pub struct ServerArgs {
     /// The control plane's URL.
     #[arg(long, env = "PGCMK_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
     endpoint: String,
+    /// The DBA credential file (`dba.credential`, written by `pgcmk serve` in its state
+    /// directory on first start).
+    #[arg(long, env = "PGCMK_CONTROL_CREDENTIALS", default_value = DEFAULT_CREDENTIAL_FILE, global = true)]
+    credential_file: PathBuf,
     #[command(subcommand)]
     command: ServerCommand,
 }
@@ -157,11 +172,21 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging();
     if !args.listen.ip().is_loopback() {
         return Err(format!(
-            "--listen {} is not a loopback address: the REST API has no authentication yet, \
-             so it only listens on 127.0.0.1 or ::1",
+            "--listen {} is not a loopback address: the REST API is plain HTTP, so it only \
+             listens on 127.0.0.1 or ::1",
             args.listen
         ));
     }
+    let root_key = match &args.passphrase_env {
+        Some(var) => {
+            let passphrase = std::env::var_os(var)
+                .ok_or_else(|| format!("--passphrase-env {var}: the variable {var} is not set"))?;
+            // Still one thread: agents and other children must not inherit it.
+            std::env::remove_var(var);
+            RootKeySource::Passphrase(SecretBytes::new(passphrase.into_encoded_bytes()))
+        }
+        None => RootKeySource::File,
+    };
     let service: Value = std::fs::read(args.vault_service_dir.join("service.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -175,7 +200,12 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let identity_endpoint =
         text("identity_endpoint").ok_or("the vault's service.json has no identity_endpoint")?;
     let platform_key = KeyReference::parse(&args.platform_key).map_err(|e| e.to_string())?;
-    read_identity_secret(&args.platform_identity_credential_file).map_err(|e| e.to_string())?;
+    let platform_identity_secret = args
+        .platform_identity_credential_file
+        .as_deref()
+        .map(read_identity_secret)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let config = PlatformConfig {
         state_dir: args.state_dir.clone(),
         identity_endpoint,
@@ -183,7 +213,8 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         vault_service_dir: Some(args.vault_service_dir),
         platform_key,
         platform_client_id: args.platform_identity,
-        platform_header_file: args.platform_identity_credential_file,
+        platform_identity_secret,
+        root_key,
         interval: Duration::from_secs(args.key_check_interval_secs.max(1)),
         grace: Duration::from_secs(args.key_check_grace_secs),
         agent_program: std::env::current_exe().map_err(|e| e.to_string())?,
@@ -208,6 +239,13 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
         eprintln!("pgcmk control plane listening on {url}");
+        if let Some(file) = platform.new_dba_credential() {
+            eprintln!(
+                "the DBA credential was written to {} (0600): hand it to the DBA \
+                 (pgcmk server --credential-file) and remove it from this directory",
+                file.display()
+            );
+        }
         pgcmk_control::api::serve(Arc::new(platform), listener, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
@@ -228,10 +266,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs a node agent until SIGTERM.
+/// Runs a node agent until SIGTERM; its identity's secret comes on stdin.
 pub fn agent(args: AgentArgs) -> Result<(), String> {
     init_logging();
-    pgcmk_control::agent::run(&ServerDir::new(args.server_dir)).map_err(|e| e.to_string())
+    pgcmk_control::agent::run(&ServerDir::new(args.server_dir), std::io::stdin().lock())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs `pgcmk demo` (needs root: it mounts FUSE and starts PostgreSQL).
@@ -243,6 +282,15 @@ pub fn demo() -> Result<(), String> {
 /// Runs one `pgcmk server` command against the control plane.
 pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
     let base = args.endpoint.trim_end_matches('/').to_string();
+    let token = read_credential(&args.credential_file).map_err(|e| e.to_string())?;
+    let token = String::from_utf8(token.expose_secret().to_vec())
+        .map(SecretString::new)
+        .map_err(|_| {
+            format!(
+                "{} is not a DBA credential: use the dba.credential file `pgcmk serve` wrote",
+                args.credential_file.display()
+            )
+        })?;
     let client = reqwest::blocking::Client::builder()
         // Creating a server includes initdb on the encrypted volume.
         .timeout(Duration::from_secs(180))
@@ -317,7 +365,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
             })
         }
     };
-    let response = request.send().map_err(|e| {
+    let response = request.bearer_auth(token.expose_secret()).send().map_err(|e| {
         format!("cannot reach the control plane at {base}: {e}; is `pgcmk serve` running? (--endpoint / PGCMK_ENDPOINT)")
     })?;
     let status = response.status();

@@ -5,6 +5,10 @@
 //! mount as its child, and runs the key monitor. It reports its state in
 //! `status.json` (see [`crate::server_dir`]), which the control plane reads.
 //!
+//! Its managed identity's secret comes on stdin from the control plane (never in
+//! its arguments, environment or a file), read to the end at start and kept in
+//! memory only.
+//!
 //! Signals: SIGTERM or SIGINT stop the server and exit; SIGHUP checks the key now.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,15 +197,29 @@ impl Requests {
     }
 }
 
-/// Runs the agent for the server in `dir` until SIGTERM/SIGINT.
-pub fn run(dir: &ServerDir) -> Result<(), Error> {
+/// Runs the agent for the server in `dir` until SIGTERM/SIGINT, acting as the
+/// managed identity whose secret is read from `identity_secret` (the agent's
+/// stdin, a pipe from the control plane) to its end.
+pub fn run(dir: &ServerDir, mut identity_secret: impl std::io::Read) -> Result<(), Error> {
     memory::harden_process()?;
+    // Room for any identity secret up front: no reallocation leaves copies behind.
+    let mut secret = Vec::with_capacity(4096);
+    let read = identity_secret.read_to_end(&mut secret);
+    let secret = SecretBytes::new(secret);
+    read.ctx(|| "reading the identity secret from stdin")?;
+    if secret.expose_secret().trim_ascii().is_empty() {
+        return Err(Error::InvalidRequest(
+            "no identity secret on stdin: the agent is started by `pgcmk serve`, which \
+             passes it through a pipe"
+                .into(),
+        ));
+    }
     let requests = Requests::listen()?;
     let config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
     std::fs::write(dir.agent_pid(), std::process::id().to_string()).ctx(|| "writing agent.pid")?;
     dir.detach_stale_mount();
-    let kek = config.kek.connect()?;
+    let kek = config.kek.connect(secret)?;
     let mut monitor = Monitor::new(config.monitor(), wrapped.kek.clone());
     let mut serving: Option<Serving> = None;
     let mut state = ServerState::Provisioning;

@@ -1,6 +1,10 @@
 //! The control plane's REST API (`pgcmk serve`), on loopback HTTP. Each handler
 //! runs the blocking [`Platform`] operation on the blocking pool.
 //!
+//! Every `/servers` route needs the DBA's credential ([`crate::auth`]) as
+//! `Authorization: Bearer TOKEN`; without it, or with a wrong one, the answer is
+//! 401 and nothing is read or changed. Only `GET /healthz` is open.
+//!
 //! | method and path                          | does                              |
 //! |------------------------------------------|-----------------------------------|
 //! | `POST /servers`                          | create (body: [`CreateServer`])   |
@@ -11,14 +15,16 @@
 //! | `POST /servers/{name}/revalidate`        | check the key now                 |
 //! | `PUT /servers/{name}/key`                | move to another key (`{"key"}`)   |
 //! | `GET /servers/{name}/connection-string`  | libpq URI                         |
+//! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //!
 //! Errors are `{"error": {"code", "message"}}` with a 4xx/5xx status.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -41,7 +47,41 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/revalidate", post(revalidate))
         .route("/servers/{name}/key", put(update_key))
         .route("/servers/{name}/connection-string", get(connection_string))
+        .route_layer(middleware::from_fn_with_state(
+            platform.clone(),
+            require_dba,
+        ))
+        .route("/healthz", get(healthz))
         .with_state(platform)
+}
+
+/// Lets the request through only with the DBA's credential.
+async fn require_dba(State(p): State<Arc<Platform>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let refusal = match presented {
+        Some(token) if p.dba_allows(token) => return next.run(request).await,
+        Some(_) => {
+            "the DBA credential is not valid: use the dba.credential file that \
+                    `pgcmk serve` wrote in its state directory on first start"
+        }
+        None => {
+            "this request needs the DBA credential: send `Authorization: Bearer TOKEN` \
+                 (`pgcmk server` reads it from --credential-file or PGCMK_CONTROL_CREDENTIALS)"
+        }
+    };
+    let mut response = ApiError(Error::Unauthorized(refusal.into())).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
 }
 
 /// Serves the API on `listener` and supervises agents until `shutdown` resolves.
@@ -75,6 +115,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self.0 {
             Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             Error::Key(e) if e.is_retryable() => {

@@ -57,6 +57,7 @@ impl Demo {
             .args(["--output", "json"])
             .env("PGCMK_VAULT_SERVICE_DIR", &self.vault_dir)
             .env("PGCMK_ENDPOINT", &self.endpoint)
+            .env("PGCMK_CONTROL_CREDENTIALS", self.dba_credential())
             .env_remove("PGCMK_CREDENTIALS")
             .stdin(Stdio::null())
             .output()
@@ -69,6 +70,11 @@ impl Demo {
             )));
         }
         Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+
+    /// The DBA credential the demo's control plane writes on its first start.
+    fn dba_credential(&self) -> PathBuf {
+        self.dir.join("control").join(crate::auth::CREDENTIAL_FILE)
     }
 
     fn spawn(&self, args: &[&str], log: &str) -> Result<Process, Error> {
@@ -104,6 +110,7 @@ impl Demo {
             .args(args)
             .args(["--output", "json"])
             .env("PGCMK_ENDPOINT", &self.endpoint)
+            .env("PGCMK_CONTROL_CREDENTIALS", self.dba_credential())
             .stdin(Stdio::null())
             .output()
             .ctx(|| "running pgcmk")?;
@@ -293,6 +300,15 @@ fn story(demo: &mut Demo) -> Result<(), Error> {
     demo.endpoint = read_json(&state_dir.join("serve.json"))
         .and_then(|v| v["url"].as_str().map(str::to_string))
         .unwrap_or_default();
+    fs::remove_file(cred("platform-mi")).ctx(|| "removing the platform credential file")?;
+    explain(
+        "the platform identity's secret is now sealed in the control plane's state; its \
+         credential file is deleted",
+    );
+    explain(&format!(
+        "the DBA's API credential: {} (every `pgcmk server` command sends it)",
+        demo.dba_credential().display()
+    ));
 
     let result = customer_story(demo, &state_dir);
     say("Deleting the server and stopping the services");

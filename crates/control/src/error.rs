@@ -38,6 +38,13 @@ pub enum Error {
     /// The encrypted file system failed to initialize or mount.
     #[error("cryptfs: {0}")]
     Cryptfs(#[from] pgcmk_cryptfs::Error),
+    /// A REST API request came without the DBA's credential, or with a wrong one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The control plane's root key is missing, wrong, or of the other kind
+    /// (file or passphrase); the message says which to give.
+    #[error("root key: {0}")]
+    RootKey(String),
     /// A cryptographic primitive failed.
     #[error(transparent)]
     Crypto(#[from] pgcmk_crypto::Error),

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::monitor::CheckResult;
 
 /// How to reach one KEK: the key, the managed identity to act as (App Service
-/// managed-identity protocol), and the CA to trust. The identity's header secret
-/// is not here: it is in a 0600 file (`header_file`) that only root can read.
+/// managed-identity protocol), and the CA to trust. The identity's secret is not
+/// here (this is written to the server's `agent.json`): the control plane keeps it
+/// sealed in its state and hands it to the agent over a pipe.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KekAccess {
     /// The key, versioned or versionless.
@@ -21,25 +22,14 @@ pub struct KekAccess {
     pub identity_endpoint: String,
     /// The managed identity's client id.
     pub client_id: String,
-    /// The 0600 file holding the identity's `IDENTITY_HEADER` secret (see
-    /// [`read_identity_secret`]).
-    pub header_file: PathBuf,
     /// A PEM CA bundle to trust instead of the system roots (a private vault).
     pub ca_file: Option<PathBuf>,
 }
 
 impl KekAccess {
-    /// Connects (lazily: no request is sent until the first operation).
-    pub fn connect(&self) -> Result<AkvKek, KeyError> {
-        let header = read_identity_secret(&self.header_file).map_err(|e| KeyError::Invalid {
-            reason: e.to_string(),
-        })?;
-        self.connect_with(header)
-    }
-
-    /// Connects with the identity's header secret given directly (at create time,
-    /// before the server's directory exists).
-    pub fn connect_with(&self, header: SecretBytes) -> Result<AkvKek, KeyError> {
+    /// Connects as the identity whose `IDENTITY_HEADER` secret is `header` (lazily:
+    /// no request is sent until the first operation).
+    pub fn connect(&self, header: SecretBytes) -> Result<AkvKek, KeyError> {
         let header = SecretBytes::new(header.expose_secret().trim_ascii().to_vec());
         let tokens =
             TokenSource::managed_identity(&self.identity_endpoint, header, &self.client_id)?;

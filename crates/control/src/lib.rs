@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod demo;
 mod error;
 pub mod kek;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod monitor;
 pub mod platform;
 pub mod postgres;
+pub mod root_key;
 pub mod server_dir;
 pub mod store;
 mod sys;

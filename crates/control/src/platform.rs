@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,11 +16,13 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{self, AgentConfig, AgentStatus};
+use crate::auth::DbaAuth;
 use crate::error::IoContext;
 use crate::kek::KekAccess;
 use crate::model::{now_rfc3339, Encryption, Event, SecretString, ServerRecord, ServerState};
-use crate::server_dir::{read_json, write_json_atomic, write_private_file, ServerDir};
-use crate::store::Store;
+use crate::root_key::{IdentitySecrets, RootKeySource};
+use crate::server_dir::{read_json, write_json_atomic, ServerDir};
+use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::sys::{self, Signal};
 use crate::validate::{self, Requirements, VaultLocations};
 use crate::Error;
@@ -44,8 +47,11 @@ pub struct PlatformConfig {
     pub platform_key: KeyReference,
     /// The platform identity's client id.
     pub platform_client_id: String,
-    /// The 0600 file with the platform identity's header secret.
-    pub platform_header_file: PathBuf,
+    /// The platform identity's secret: needed on first start, then kept sealed in
+    /// the state (given again, it replaces the stored one).
+    pub platform_identity_secret: Option<SecretBytes>,
+    /// Where the root key that seals identity secrets comes from.
+    pub root_key: RootKeySource,
     /// Time between key checks.
     pub interval: Duration,
     /// Transient key failures tolerated for this long.
@@ -122,6 +128,10 @@ impl AgentProcess {
 pub struct Platform {
     config: PlatformConfig,
     store: Store,
+    secrets: IdentitySecrets,
+    dba: DbaAuth,
+    /// The DBA credential file, when this start created it.
+    new_dba_credential: Option<PathBuf>,
     agents: Mutex<HashMap<String, AgentProcess>>,
     /// Serializes lifecycle operations on servers (not key checks).
     lifecycle: Mutex<()>,
@@ -141,9 +151,18 @@ impl Platform {
                 .ctx(|| format!("setting permissions of {}", dir.display()))?;
         }
         let store = Store::open(&config.state_dir.join("state.redb"))?;
+        let secrets = IdentitySecrets::open(&config.state_dir, &store, config.root_key.clone())?;
+        match &config.platform_identity_secret {
+            Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
+            None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
+        }
+        let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
         let platform = Self {
             config,
             store,
+            secrets,
+            dba,
+            new_dba_credential,
             agents: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(()),
             supervision: Mutex::new(()),
@@ -161,6 +180,25 @@ impl Platform {
     /// The state store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// True when `token` is the DBA's API credential.
+    pub fn dba_allows(&self, token: &[u8]) -> bool {
+        self.dba.allows(token)
+    }
+
+    /// The DBA credential file, when this start created it (first start).
+    pub fn new_dba_credential(&self) -> Option<&Path> {
+        self.new_dba_credential.as_deref()
+    }
+
+    /// The secret of the identity the server's agent acts as.
+    fn identity_secret(&self, server: &ServerRecord) -> Result<SecretBytes, Error> {
+        let owner = match server.encryption {
+            Encryption::ServiceManaged => PLATFORM_IDENTITY,
+            Encryption::CustomerManaged { .. } => &server.id,
+        };
+        self.secrets.get(&self.store, owner)
     }
 
     /// All servers.
@@ -202,12 +240,16 @@ impl Platform {
         }
         let id = hex_id()?;
         let dir = ServerDir::new(self.config.state_dir.join("servers").join(&id));
-        let (encryption, access, secret) = self.encryption_for(req, &dir)?;
+        let (encryption, access, secret) = self.encryption_for(req)?;
         let kek = match &secret {
-            Some(secret) => access.connect_with(secret.clone()),
-            None => access.connect(),
+            Some(secret) => access.connect(secret.clone()),
+            None => access.connect(self.secrets.get(&self.store, PLATFORM_IDENTITY)?),
         }
         .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let sealed_secret = secret
+            .as_ref()
+            .map(|s| self.secrets.seal(&id, s))
+            .transpose()?;
         let (dek, wrapped) = validate::new_wrapped_dek(
             &kek,
             &access.client_id,
@@ -235,9 +277,6 @@ impl Platform {
             fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
             fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
                 .ctx(|| "setting permissions of the server directory")?;
-            if let Some(secret) = &secret {
-                write_private_file(&agent_config.kek.header_file, secret.expose_secret())?;
-            }
             write_json_atomic(&dir.agent_config(), &agent_config)?;
             write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
             agent::provision(
@@ -246,7 +285,7 @@ impl Platform {
                 &dek,
                 &SecretBytes::new(password.as_bytes().to_vec()),
             )?;
-            self.store.insert_server(&record)
+            self.store.insert_server(&record, sealed_secret.as_deref())
         })();
         drop(dek);
         if let Err(e) = provisioned {
@@ -281,7 +320,6 @@ impl Platform {
     fn encryption_for(
         &self,
         req: &CreateServer,
-        dir: &ServerDir,
     ) -> Result<(Encryption, KekAccess, Option<SecretBytes>), Error> {
         match req.encryption.as_deref().unwrap_or("service-managed") {
             "service-managed" => {
@@ -318,7 +356,6 @@ impl Platform {
                     key: key.clone(),
                     identity_endpoint: self.config.identity_endpoint.clone(),
                     client_id: identity.clone(),
-                    header_file: dir.root().join("identity.secret"),
                     ca_file: self.config.ca_file.clone(),
                 };
                 Ok((
@@ -343,7 +380,6 @@ impl Platform {
             key: self.config.platform_key.clone(),
             identity_endpoint: self.config.identity_endpoint.clone(),
             client_id: self.config.platform_client_id.clone(),
-            header_file: self.config.platform_header_file.clone(),
             ca_file: self.config.ca_file.clone(),
         }
     }
@@ -369,8 +405,10 @@ impl Platform {
         self.store.append_event(&record.id, who, what, why)
     }
 
-    /// Starts `pgcmk agent --server-dir DIR` with its output in DIR/agent.log.
+    /// Starts `pgcmk agent --server-dir DIR` with its output in DIR/agent.log and
+    /// its identity's secret written to its stdin.
     fn spawn_agent(&self, record: &ServerRecord) -> Result<(), Error> {
+        let secret = self.identity_secret(record)?;
         let dir = ServerDir::new(&record.dir);
         // A report from an earlier agent must not be taken for this one's.
         let _ = fs::remove_file(dir.status());
@@ -381,16 +419,24 @@ impl Platform {
             .open(dir.agent_log())
             .ctx(|| format!("opening {}", dir.agent_log().display()))?;
         let err = log.try_clone().ctx(|| "duplicating the log handle")?;
-        let child = Command::new(&self.config.agent_program)
+        let mut child = Command::new(&self.config.agent_program)
             .arg("agent")
             .arg("--server-dir")
             .arg(dir.root())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)
             .spawn()
             .ctx(|| format!("starting {} agent", self.config.agent_program.display()))?;
         let pid = child.id();
+        // Far below a pipe's capacity, so this never waits for the agent. The
+        // pipe closes when `stdin` drops, which ends the agent's read.
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Err(e) = stdin.write_all(secret.expose_secret()) {
+                // The agent exited at once; supervision reports why.
+                tracing::error!(server = %record.name, "passing the identity secret to the agent: {e}");
+            }
+        }
         self.agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -713,13 +759,14 @@ impl Platform {
         let key = KeyReference::parse(key_url).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         let dir = ServerDir::new(&server.dir);
         let mut config: AgentConfig = read_json(&dir.agent_config())?;
-        let old = config.kek.connect()?;
+        let secret = self.identity_secret(&server)?;
+        let old = config.kek.connect(secret.clone())?;
         let new_access = KekAccess {
             key: key.clone(),
             ..config.kek.clone()
         };
         let new = new_access
-            .connect()
+            .connect(secret)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?;
         // Validates the new key end to end (with a throwaway DEK) before touching anything.
         validate::new_wrapped_dek(

@@ -10,6 +10,15 @@ use crate::Error;
 
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Managed-identity secrets, sealed under the root key (see [`crate::root_key`]),
+/// by owner: a server's id, or [`PLATFORM_IDENTITY`].
+const IDENTITY_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("identity_secrets");
+/// Small non-secret settings: the root key's salt and check value, the DBA
+/// credential's verifier.
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+
+/// The owner under which the platform identity's sealed secret is stored.
+pub const PLATFORM_IDENTITY: &str = "platform";
 
 fn store_err(e: impl Into<redb::Error>) -> Error {
     Error::Store(e.into().to_string())
@@ -40,12 +49,19 @@ impl Store {
         let tx = db.begin_write().map_err(store_err)?;
         tx.open_table(SERVERS).map_err(store_err)?;
         tx.open_table(EVENTS).map_err(store_err)?;
+        tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
+        tx.open_table(SETTINGS).map_err(store_err)?;
         tx.commit().map_err(store_err)?;
         Ok(Self { db })
     }
 
-    /// Adds a new server; its name must be unused.
-    pub fn insert_server(&self, server: &ServerRecord) -> Result<(), Error> {
+    /// Adds a new server, and its identity's sealed secret when it has one of its
+    /// own, in one transaction; its name must be unused.
+    pub fn insert_server(
+        &self,
+        server: &ServerRecord,
+        sealed_identity_secret: Option<&[u8]>,
+    ) -> Result<(), Error> {
         let tx = self.db.begin_write().map_err(store_err)?;
         {
             let mut table = tx.open_table(SERVERS).map_err(store_err)?;
@@ -61,6 +77,12 @@ impl Store {
             }
             table
                 .insert(server.id.as_str(), encode(server)?.as_slice())
+                .map_err(store_err)?;
+        }
+        if let Some(sealed) = sealed_identity_secret {
+            tx.open_table(IDENTITY_SECRETS)
+                .map_err(store_err)?
+                .insert(server.id.as_str(), sealed)
                 .map_err(store_err)?;
         }
         tx.commit().map_err(store_err)
@@ -89,13 +111,64 @@ impl Store {
         Ok(updated)
     }
 
-    /// Removes server `id` (its events stay in the trail).
+    /// Removes server `id` and its identity's sealed secret (its events stay in
+    /// the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {
         let tx = self.db.begin_write().map_err(store_err)?;
-        tx.open_table(SERVERS)
+        for table in [SERVERS, IDENTITY_SECRETS] {
+            tx.open_table(table)
+                .map_err(store_err)?
+                .remove(id)
+                .map_err(store_err)?;
+        }
+        tx.commit().map_err(store_err)
+    }
+
+    /// The sealed identity secret stored for `owner`.
+    pub fn sealed_identity_secret(&self, owner: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.get(IDENTITY_SECRETS, owner)
+    }
+
+    /// Stores (or replaces) the sealed identity secret of `owner`.
+    pub fn put_sealed_identity_secret(&self, owner: &str, sealed: &[u8]) -> Result<(), Error> {
+        self.put(IDENTITY_SECRETS, &[(owner, sealed)])
+    }
+
+    /// The setting `name`.
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.get(SETTINGS, name)
+    }
+
+    /// Stores settings, all or none.
+    pub fn put_settings(&self, settings: &[(&str, &[u8])]) -> Result<(), Error> {
+        self.put(SETTINGS, settings)
+    }
+
+    fn get(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let table = tx.open_table(table).map_err(store_err)?;
+        Ok(table
+            .get(key)
             .map_err(store_err)?
-            .remove(id)
-            .map_err(store_err)?;
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn put(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = tx.open_table(table).map_err(store_err)?;
+            for (key, value) in entries {
+                table.insert(*key, *value).map_err(store_err)?;
+            }
+        }
         tx.commit().map_err(store_err)
     }
 
@@ -201,9 +274,13 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = Store::open(&path).unwrap();
-            store.insert_server(&record("a1", "alpha")).unwrap();
-            store.insert_server(&record("b2", "beta")).unwrap();
-            let err = store.insert_server(&record("c3", "alpha")).unwrap_err();
+            store.insert_server(&record("a1", "alpha"), None).unwrap();
+            store
+                .insert_server(&record("b2", "beta"), Some(b"sealed-b2"))
+                .unwrap();
+            let err = store
+                .insert_server(&record("c3", "alpha"), Some(b"sealed-c3"))
+                .unwrap_err();
             assert!(err.to_string().contains("already exists"), "{err}");
             store
                 .update_server("a1", |s| {
@@ -220,7 +297,15 @@ mod tests {
                 .append_event("a1", "key-monitor", "state Ready -> Inaccessible", "403")
                 .unwrap();
             assert_eq!(e.seq, 3);
+            assert_eq!(
+                store.sealed_identity_secret("b2").unwrap().unwrap(),
+                b"sealed-b2"
+            );
             store.remove_server("b2").unwrap();
+            store
+                .put_sealed_identity_secret(PLATFORM_IDENTITY, b"sealed-p")
+                .unwrap();
+            store.put_settings(&[("k", b"v")]).unwrap();
         }
         let store = Store::open(&path).unwrap();
         let servers = store.servers().unwrap();
@@ -231,6 +316,18 @@ mod tests {
         );
         assert_eq!(store.server("a1").unwrap().name, "alpha");
         assert!(matches!(store.server("beta"), Err(Error::NotFound(_))));
+        // A refused or removed server leaves no secret behind.
+        assert_eq!(store.sealed_identity_secret("b2").unwrap(), None);
+        assert_eq!(store.sealed_identity_secret("c3").unwrap(), None);
+        assert_eq!(
+            store
+                .sealed_identity_secret(PLATFORM_IDENTITY)
+                .unwrap()
+                .unwrap(),
+            b"sealed-p"
+        );
+        assert_eq!(store.setting("k").unwrap().unwrap(), b"v");
+        assert_eq!(store.setting("missing").unwrap(), None);
         let events = store.events("a1").unwrap();
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(events[1].who, "key-monitor");

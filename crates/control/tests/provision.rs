@@ -23,7 +23,6 @@ fn provision_creates_an_encrypted_cluster_readable_only_with_the_dek() {
             key: KeyReference::parse("https://127.0.0.1:1/keys/unused").unwrap(),
             identity_endpoint: "http://127.0.0.1:1/msi/token".into(),
             client_id: "unused".into(),
-            header_file: "/nonexistent".into(),
             ca_file: None,
         },
         interval_ms: 1000,

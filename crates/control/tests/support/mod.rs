@@ -209,6 +209,50 @@ impl Vault {
         }
     }
 
+    /// Creates a user principal (a person, such as the DBA); returns its credential file.
+    pub fn user(&self, name: &str) -> PathBuf {
+        let credential_file = self
+            .dir
+            .parent()
+            .unwrap()
+            .join(format!("{name}.credential"));
+        self.cli(&[
+            "identity",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "user",
+            "--credential-file",
+            credential_file.to_str().unwrap(),
+        ]);
+        credential_file
+    }
+
+    /// Asserts that the principal of `credentials` is refused (403) when it tries to
+    /// give `identity` every key permission on `vault`.
+    pub fn assert_cannot_set_policy(&self, credentials: &Path, vault: &str, identity: &str) {
+        let err = self
+            .try_cli_as(
+                Some(credentials),
+                &[
+                    "keyvault",
+                    "set-policy",
+                    "--name",
+                    vault,
+                    "--identity",
+                    identity,
+                    "--key-permissions",
+                    "all",
+                ],
+            )
+            .unwrap_err();
+        assert!(
+            err.to_lowercase().contains("forbidden") || err.contains("403"),
+            "{err}"
+        );
+    }
+
     /// Creates a vault; returns its URL.
     pub fn keyvault(&self, name: &str, location: &str, purge_protection: bool) -> String {
         let mut args = vec![
@@ -257,24 +301,64 @@ impl Vault {
         ]);
     }
 
+    fn service(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.dir.join("service.json")).unwrap()).unwrap()
+    }
+
+    /// The vault service's CA certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        PathBuf::from(self.service()["ca_file"].as_str().unwrap())
+    }
+
     /// The security officer's own Azure Key Vault client for `vault_url` (as the
     /// service's administrator, with client-credentials tokens).
     pub fn officer(&self, vault_url: &str) -> pgcmk_keyprovider::akv::AkvClient {
         use pgcmk_keyprovider::akv::{AkvClient, ClientOptions, TokenSource};
-        let service: Value =
-            serde_json::from_slice(&fs::read(self.dir.join("service.json")).unwrap()).unwrap();
         let admin: Value =
             serde_json::from_slice(&fs::read(self.dir.join("admin.credential")).unwrap()).unwrap();
         let tokens = TokenSource::client_secret(
-            service["token_endpoint"].as_str().unwrap(),
+            self.service()["token_endpoint"].as_str().unwrap(),
             admin["client_id"].as_str().unwrap(),
             pgcmk_crypto::SecretBytes::new(
                 admin["client_secret"].as_str().unwrap().as_bytes().to_vec(),
             ),
         )
         .unwrap();
-        let options = ClientOptions::trusting_only(service["ca_file"].as_str().unwrap());
+        let options = ClientOptions::trusting_only(self.ca_file());
         AkvClient::new(vault_url, tokens, &options).unwrap()
+    }
+
+    /// An HTTPS client that trusts the vault service's CA (for raw REST calls).
+    pub fn https_client(&self) -> reqwest::blocking::Client {
+        let ca = reqwest::Certificate::from_pem(&fs::read(self.ca_file()).unwrap()).unwrap();
+        reqwest::blocking::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap()
+    }
+
+    /// An access token for `vault_url`, as the principal of `credential_file`
+    /// (OAuth2 client credentials).
+    pub fn client_token(&self, credential_file: &Path, vault_url: &str) -> String {
+        let scope = format!("{}/.default", vault_url.trim_end_matches('/'));
+        let cred: Value = serde_json::from_slice(&fs::read(credential_file).unwrap()).unwrap();
+        let reply: Value = self
+            .https_client()
+            .post(self.service()["token_endpoint"].as_str().unwrap())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", cred["client_id"].as_str().unwrap()),
+                ("client_secret", cred["client_secret"].as_str().unwrap()),
+                ("scope", &scope),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        reply["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {reply}"))
+            .to_string()
     }
 
     /// Enables or disables one version of a key (the current one when `None`).
@@ -324,20 +408,39 @@ pub struct ControlPlane {
     child: Child,
     pub state_dir: PathBuf,
     pub url: String,
+    /// The platform identity (its credential file is outside the state directory).
+    pub platform: Identity,
     args: Vec<String>,
+    /// The root key's passphrase, when not the root key file.
+    passphrase: Option<String>,
     root: PathBuf,
 }
 
+/// The environment variable the tests pass a control plane's passphrase in.
+pub const PASSPHRASE_ENV: &str = "PGCMK_TEST_CONTROL_PASSPHRASE";
+
 impl ControlPlane {
-    /// Starts the control plane with a platform identity and key in `vault`.
+    /// Starts the control plane with a platform identity and key in `vault`, and
+    /// its root key in a file.
     pub fn start(root: &Path, vault: &Vault, interval_secs: u64, grace_secs: u64) -> Self {
+        Self::start_with(root, vault, interval_secs, grace_secs, None)
+    }
+
+    /// Like [`ControlPlane::start`], with the root key derived from `passphrase` when given.
+    pub fn start_with(
+        root: &Path,
+        vault: &Vault,
+        interval_secs: u64,
+        grace_secs: u64,
+        passphrase: Option<&str>,
+    ) -> Self {
         let platform = vault.identity("platform-mi");
         let kv = vault.keyvault("platform-kv", "local", true);
         let _ = kv;
         vault.grant("platform-kv", &platform, &["get", "wrapKey", "unwrapKey"]);
         let kid = vault.key("platform-kv", "platform-key", 3072);
         let state_dir = root.join("control");
-        let args = vec![
+        let mut args = vec![
             "serve".to_string(),
             "--state-dir".into(),
             state_dir.to_str().unwrap().into(),
@@ -356,26 +459,35 @@ impl ControlPlane {
             "--key-check-grace-secs".into(),
             grace_secs.to_string(),
         ];
-        let child = Self::spawn(root, &args);
+        if passphrase.is_some() {
+            args.extend(["--passphrase-env".into(), PASSPHRASE_ENV.into()]);
+        }
+        let passphrase = passphrase.map(str::to_string);
+        let child = Self::spawn(root, &args, passphrase.as_deref());
         let mut cp = Self {
             child,
             state_dir,
             url: String::new(),
+            platform,
             args,
+            passphrase,
             root: root.into(),
         };
         cp.wait_listening();
         cp
     }
 
-    fn spawn(root: &Path, args: &[String]) -> Child {
+    fn spawn(root: &Path, args: &[String], passphrase: Option<&str>) -> Child {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(root.join("control.log"))
             .unwrap();
-        Command::new(pgcmk())
-            .args(args)
+        let mut cmd = Command::new(pgcmk());
+        if let Some(p) = passphrase {
+            cmd.env(PASSPHRASE_ENV, p);
+        }
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -413,6 +525,57 @@ impl ControlPlane {
         self.url = url;
     }
 
+    /// The platform key URL the control plane was started with.
+    pub fn platform_key(&self) -> String {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--platform-key")
+            .unwrap();
+        self.args[at + 1].clone()
+    }
+
+    /// Runs `pgcmk serve` on another state directory (a copy of this one) with
+    /// the same settings but no platform credential file, and `passphrase` when
+    /// given; it must exit at once. Returns its error output.
+    pub fn serve_exits_on(&self, state_dir: &Path, passphrase: Option<&str>) -> String {
+        let mut args: Vec<String> = Vec::new();
+        let mut given = self.args.iter();
+        while let Some(arg) = given.next() {
+            match arg.as_str() {
+                "--platform-identity-credential-file" | "--passphrase-env" => {
+                    given.next();
+                }
+                "--state-dir" => {
+                    given.next();
+                    args.extend([arg.clone(), state_dir.to_str().unwrap().into()]);
+                }
+                _ => args.push(arg.clone()),
+            }
+        }
+        let mut cmd = Command::new(pgcmk());
+        cmd.args(&args).env_remove(PASSPHRASE_ENV);
+        if let Some(p) = passphrase {
+            cmd.args(["--passphrase-env", PASSPHRASE_ENV])
+                .env(PASSPHRASE_ENV, p);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = wait_for_exit(&mut child, Duration::from_secs(60));
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`pgcmk serve` started on {}", state_dir.display());
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        err
+    }
+
     /// Stops the control plane (SIGTERM; agents keep running) and starts it again.
     pub fn restart(&mut self) {
         self.restart_after(|| ());
@@ -426,29 +589,39 @@ impl ControlPlane {
             .unwrap();
         self.child.wait().unwrap();
         meanwhile();
-        self.child = Self::spawn(&self.root, &self.args);
+        self.child = Self::spawn(&self.root, &self.args, self.passphrase.as_deref());
         self.wait_listening();
+    }
+
+    /// The DBA credential file `pgcmk serve` wrote on first start.
+    pub fn dba_credential(&self) -> PathBuf {
+        self.state_dir.join("dba.credential")
+    }
+
+    /// `pgcmk server ARGS` against this control plane, as the DBA.
+    fn server_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(pgcmk());
+        cmd.arg("server")
+            .args(args)
+            .args(["--endpoint", &self.url])
+            .arg("--credential-file")
+            .arg(self.dba_credential())
+            .env_remove("PGCMK_CONTROL_CREDENTIALS");
+        cmd
     }
 
     /// Runs `pgcmk server ARGS --output json` against this control plane.
     pub fn try_server(&self, args: &[&str]) -> Result<Value, String> {
         run_json(
-            Command::new(pgcmk()).arg("server").args(args).args([
-                "--output",
-                "json",
-                "--endpoint",
-                &self.url,
-            ]),
+            self.server_command(args).args(["--output", "json"]),
             &format!("server {}", args.join(" ")),
         )
     }
 
     /// Runs `pgcmk server ARGS` with human output; returns what it printed.
     pub fn server_text(&self, args: &[&str]) -> String {
-        let out = Command::new(pgcmk())
-            .arg("server")
-            .args(args)
-            .args(["--endpoint", &self.url])
+        let out = self
+            .server_command(args)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -553,6 +726,18 @@ impl Drop for ControlPlane {
             }
         }
     }
+}
+
+/// Waits up to `limit` for `child` to exit; true when it did.
+fn wait_for_exit(child: &mut Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 /// A scratch directory that the `postgres` user can traverse.
