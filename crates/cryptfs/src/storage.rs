@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 /// Positional I/O on one backing file. Implementations must be safe to share
 /// between threads; callers serialise writes per file.
@@ -20,6 +20,10 @@ pub trait Storage: Send + Sync {
     /// Like [`Storage::sync_data`], and makes all metadata (times) durable too.
     fn sync_all(&self) -> io::Result<()> {
         self.sync_data()
+    }
+    /// True when no name refers to the store any more (it can never be reopened).
+    fn is_unlinked(&self) -> bool {
+        false
     }
 }
 
@@ -46,5 +50,40 @@ impl Storage for File {
 
     fn sync_all(&self) -> io::Result<()> {
         File::sync_all(self)
+    }
+
+    fn is_unlinked(&self) -> bool {
+        self.metadata().is_ok_and(|m| m.nlink() == 0)
+    }
+}
+
+/// A shared store (tests reopen one simulated disk several times).
+impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        (**self).write_all_at(buf, offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        (**self).set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        (**self).sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        (**self).sync_all()
+    }
+
+    fn is_unlinked(&self) -> bool {
+        (**self).is_unlinked()
     }
 }

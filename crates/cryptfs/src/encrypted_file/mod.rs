@@ -475,10 +475,11 @@ impl<S: Storage> EncryptedFile<S> {
 impl<S: Storage> Drop for EncryptedFile<S> {
     /// Which slot is pending lives only in memory: a file closed with unsynced
     /// writes is synced first, or a later open would take a pending version for
-    /// the durable one and overwrite the real durable version.
+    /// the durable one and overwrite the real durable version. A file already
+    /// unlinked (PostgreSQL's temporary files) cannot be opened again: no sync.
     fn drop(&mut self) {
         let pending = self.unsynced.get_mut().map_or(0, |p| p.len());
-        if pending > 0 {
+        if pending > 0 && !self.storage.is_unlinked() {
             if let Err(e) = self.storage.sync_data() {
                 tracing::warn!(
                     blocks = pending,
