@@ -57,10 +57,14 @@ pub fn router(platform: Arc<Platform>) -> Router {
 
 /// Lets the request through only with the DBA's credential.
 async fn require_dba(State(p): State<Arc<Platform>>, request: Request, next: Next) -> Response {
+    // The scheme is case-insensitive (RFC 9110); the token is not.
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        .map(|v| v.as_bytes())
+        .and_then(|v| v.split_at_checked(7))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, token)| token);
     let refusal = match presented {
         Some(token) if p.dba_allows(token) => return next.run(request).await,
         Some(_) => {

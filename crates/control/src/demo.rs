@@ -393,6 +393,30 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         t.elapsed().as_secs_f64()
     ));
 
+    say("Only the DBA drives servers: a request without the DBA credential");
+    let refused = Command::new(&demo.program)
+        .args([
+            "server",
+            "delete",
+            "orders",
+            "--credential-file",
+            "/dev/null",
+        ])
+        .env("PGCMK_ENDPOINT", &demo.endpoint)
+        .stdin(Stdio::null())
+        .output()
+        .ctx(|| "running pgcmk")?;
+    println!("   $ pgcmk server delete orders --credential-file /dev/null");
+    explain(&format!(
+        "refused: {}",
+        String::from_utf8_lossy(&refused.stderr).trim()
+    ));
+    if refused.status.success() {
+        return Err(Error::Conflict(
+            "the control plane accepted a request without the DBA credential".into(),
+        ));
+    }
+
     say("Storing rows through SQL");
     let sql = format!("CREATE TABLE orders(id int, note text); INSERT INTO orders SELECT g, '{MARKER} #' || g FROM generate_series(1, 1000) g; CHECKPOINT");
     psql(port, &password, &sql).map_err(Error::Conflict)?;

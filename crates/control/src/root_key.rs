@@ -17,7 +17,7 @@ use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::{kdf, random, SecretBytes, SymmetricKey};
 
 use crate::server_dir::write_private_file;
-use crate::store::Store;
+use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::Error;
 
 /// The root key file's name in the state directory.
@@ -86,10 +86,16 @@ impl IdentitySecrets {
     /// The secret stored for `owner`.
     pub fn get(&self, store: &Store, owner: &str) -> Result<SecretBytes, Error> {
         let sealed = store.sealed_identity_secret(owner)?.ok_or_else(|| {
-            Error::Store(format!(
-                "no identity secret is stored for '{owner}': for the platform identity, start \
-                 `pgcmk serve` with --platform-identity-credential-file"
-            ))
+            Error::Store(if owner == PLATFORM_IDENTITY {
+                "no platform identity secret is stored yet: start `pgcmk serve` with \
+                 --platform-identity-credential-file"
+                    .into()
+            } else {
+                format!(
+                    "server {owner} has no identity secret in the state: delete the server and \
+                     create it again with its identity's credential file"
+                )
+            })
         })?;
         self.sealer
             .open(&aad(owner), &sealed)

@@ -127,6 +127,14 @@ fn api_needs_the_dba_credential(cp: &ControlPlane, vault: &Vault, port: u64, pas
     assert_eq!(cp.server_dirs(), dirs_before);
     assert_eq!(psql(port, password, "SELECT 1").unwrap(), "1");
 
+    // The right token passes, whatever the case of the scheme.
+    let ok = http
+        .get(format!("{}/servers", cp.url))
+        .header("authorization", format!("bearer {token}"))
+        .send()
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+
     // The health probe is open, and says nothing about servers.
     let health: Value = http
         .get(format!("{}/healthz", cp.url))
