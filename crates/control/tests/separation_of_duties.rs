@@ -5,7 +5,7 @@
 //! - Anyone on the host without the DBA's credential: every `/servers` route
 //!   answers 401 and changes nothing.
 //! - The DBA's principal in the vault: sees the public JWK only; cannot unwrap a
-//!   DEK, back up a key, change a key or set access policies (403).
+//!   DEK, back up, change, rotate or delete a key, or set access policies (403).
 //! - The system administrator with a copy of the server's and the control plane's
 //!   disks, taken while the server runs: no DEK, no identity secret, no row of
 //!   data; nothing in it gets a vault token; the control plane and the agent do
@@ -172,7 +172,8 @@ fn api_needs_the_dba_credential(cp: &ControlPlane, vault: &Vault, port: u64, pas
 }
 
 /// A vault principal holding the key rights a DBA may have (`get`, `list`) sees
-/// the key's public JWK and nothing that would let it read or unwrap data.
+/// the key's public JWK and nothing that would let it read or unwrap data, nor
+/// change, rotate or delete the key.
 fn dba_principal_gets_no_key_material(vault: &Vault, kv: &str, server: &Value) {
     let credential = vault.user("dba-user");
     let dba = Identity {
@@ -198,18 +199,7 @@ fn dba_principal_gets_no_key_material(vault: &Vault, kv: &str, server: &Value) {
         (status, r.json::<Value>().unwrap_or(Value::Null))
     };
 
-    // The key: the public part only.
-    let (status, key) = call("GET", "/keys/orders-key", None);
-    assert_eq!(status, 200, "{key}");
-    let jwk = key["key"].as_object().unwrap();
-    assert!(jwk.contains_key("n") && jwk.contains_key("e"), "{key}");
-    for private in ["d", "p", "q", "dp", "dq", "qi"] {
-        assert!(
-            !jwk.contains_key(private),
-            "private part '{private}' in {key}"
-        );
-    }
-    // No unwrap of the server's DEK, no backup blob, no change to the key.
+    // The key, current and exact version: the public part only.
     let wrapped: WrappedDek = serde_json::from_value(server["wrapped_dek"].clone()).unwrap();
     let version_path = wrapped
         .kek
@@ -217,6 +207,19 @@ fn dba_principal_gets_no_key_material(vault: &Vault, kv: &str, server: &Value) {
         .split_once("/keys/")
         .map(|(_, rest)| format!("/keys/{rest}"))
         .unwrap();
+    for path in ["/keys/orders-key", version_path.as_str()] {
+        let (status, key) = call("GET", path, None);
+        assert_eq!(status, 200, "{key}");
+        let jwk = key["key"].as_object().unwrap();
+        assert!(jwk.contains_key("n") && jwk.contains_key("e"), "{key}");
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(
+                !jwk.contains_key(private),
+                "private part '{private}' in {key}"
+            );
+        }
+    }
+    // No unwrap of the server's DEK, no backup blob, no change to the key.
     let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&wrapped.ciphertext);
     let denied = [
         (
@@ -225,6 +228,8 @@ fn dba_principal_gets_no_key_material(vault: &Vault, kv: &str, server: &Value) {
             Some(json!({ "alg": "RSA-OAEP-256", "value": value })),
         ),
         ("POST", "/keys/orders-key/backup".to_string(), None),
+        ("POST", "/keys/orders-key/rotate".to_string(), None),
+        ("DELETE", "/keys/orders-key".to_string(), None),
         (
             "PATCH",
             "/keys/orders-key".to_string(),
