@@ -9,7 +9,8 @@
 //! - The system administrator with a copy of the server's and the control plane's
 //!   disks, taken while the server runs: no DEK, no identity secret, no row of
 //!   data; nothing in it gets a vault token; the control plane and the agent do
-//!   not start from it.
+//!   not start from it. The running agent's arguments and environment hold no
+//!   secret either.
 //!
 //! One server serves every check, to keep the run short.
 
@@ -254,6 +255,28 @@ fn disk_copy_reveals_nothing(
     server: &Value,
 ) {
     let server_dir = PathBuf::from(server["dir"].as_str().unwrap());
+    let customer_secret = read_identity_secret(&mi.credential_file).unwrap();
+    let platform_secret = read_identity_secret(&cp.platform.credential_file).unwrap();
+
+    // The agent got its identity's secret through a pipe: it is not in its
+    // arguments or environment, and neither is the control plane's passphrase.
+    let status: Value =
+        serde_json::from_slice(&fs::read(server_dir.join("status.json")).unwrap()).unwrap();
+    let agent_pid = status["agent_pid"].as_u64().unwrap();
+    for part in ["cmdline", "environ"] {
+        let bytes = fs::read(format!("/proc/{agent_pid}/{part}")).unwrap();
+        assert!(!bytes.is_empty(), "/proc/{agent_pid}/{part} is empty");
+        for (what, needle) in [
+            ("identity secret", customer_secret.expose_secret()),
+            ("passphrase", PASSPHRASE.as_bytes()),
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the {what} is in the agent's {part}"
+            );
+        }
+    }
+
     let copy = root.join("disk-copy");
     copy_disk(&cp.state_dir, &copy, &server_dir.join("mnt"));
     assert!(copy.join("state.redb").exists());
@@ -261,8 +284,6 @@ fn disk_copy_reveals_nothing(
     assert!(copied_server.join("cipher").read_dir().unwrap().count() > 0);
 
     // What must not be in it. The DEK comes from a real unwrap as the identity.
-    let customer_secret = read_identity_secret(&mi.credential_file).unwrap();
-    let platform_secret = read_identity_secret(&cp.platform.credential_file).unwrap();
     let access = |client_id: &str, key: &str| KekAccess {
         key: KeyReference::parse(key).unwrap(),
         identity_endpoint: vault.identity_endpoint.clone(),
