@@ -115,6 +115,20 @@ fn reply_attr(reply: ReplyAttr, result: Result<fuser::FileAttr, Errno>) {
     }
 }
 
+/// Whether a WRITE must be made durable before replying: `Some(true)` for data
+/// only (O_DSYNC), `Some(false)` for data and metadata (O_SYNC).
+fn sync_requested(write_flags: WriteFlags, flags: OpenFlags) -> Option<bool> {
+    if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+        None
+    } else if flags.0 & libc::O_SYNC == libc::O_SYNC {
+        Some(false)
+    } else if flags.0 & libc::O_DSYNC != 0 {
+        Some(true)
+    } else {
+        None
+    }
+}
+
 impl Filesystem for CryptFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // The writeback cache is required for speed; the rest are best effort.
@@ -286,12 +300,21 @@ impl Filesystem for CryptFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        write_flags: WriteFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.write_ino(ino.0, offset, data) {
+        let written = self.write_ino(ino.0, offset, data).and_then(|written| {
+            // A direct-I/O write to an O_DSYNC/O_SYNC file gets no FSYNC request
+            // after it: the kernel leaves the sync to the filesystem. (Writes from
+            // the page cache are synced by the kernel's own fsync.)
+            match sync_requested(write_flags, flags) {
+                Some(datasync) => self.fsync_ino(ino.0, datasync).map(|()| written),
+                None => Ok(written),
+            }
+        });
+        match written {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(e),
         }
@@ -457,5 +480,22 @@ impl Filesystem for CryptFs {
         reply: ReplyEmpty,
     ) {
         reply_empty(reply, self.fallocate_ino(ino.0, offset, length, mode));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_writes_to_sync_files_are_synced_before_the_reply() {
+        let direct = WriteFlags::empty();
+        let cached = WriteFlags::FUSE_WRITE_CACHE;
+        let flags = |f| OpenFlags(libc::O_WRONLY | f);
+        assert_eq!(sync_requested(direct, flags(libc::O_DSYNC)), Some(true));
+        assert_eq!(sync_requested(direct, flags(libc::O_SYNC)), Some(false));
+        assert_eq!(sync_requested(direct, flags(0)), None);
+        // The kernel syncs page-cache writes itself (an FSYNC request follows).
+        assert_eq!(sync_requested(cached, flags(libc::O_DSYNC)), None);
     }
 }
