@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{pgcmk_binary, workspace_root, VaultService, ALL_KEY_PERMISSIONS};
+use pgcmk_testkit::binary::workspace_root;
+use support::{pgcmk_binary, VaultService, ALL_KEY_PERMISSIONS};
 
 /// The whole Python run must end within this.
 const PYTEST_DEADLINE: Duration = Duration::from_secs(240);
@@ -44,7 +45,7 @@ fn venv_python(root: &Path) -> std::path::PathBuf {
 #[test]
 fn unmodified_azure_sdk_drives_the_vault_through_a_managed_identity() {
     let root = workspace_root();
-    let python = venv_python(&root);
+    let python = venv_python(root);
     let vault = VaultService::start(pgcmk_binary(false));
 
     let identity = vault.create_identity("sdk-workload");
@@ -55,7 +56,7 @@ fn unmodified_azure_sdk_drives_the_vault_through_a_managed_identity() {
 
     let mut pytest = Command::new(&python);
     pytest
-        .current_dir(&root)
+        .current_dir(root)
         .args([
             "-m",
             "pytest",
