@@ -4,7 +4,9 @@
 # throughput and latency at 1/8/64 clients for RSA 2048/3072/4096 next to
 # `openssl speed -multi <cores>`, then the vault's RSS while holding many keys.
 # Options: --seconds S per cell (default 3), --keys N to hold for the RSS part (default
-# 10000; 0 skips it), --skip-load to measure only the RSS part.
+# 10000; 0 skips it), --skip-load to measure only the RSS part; --ops, --sizes and
+# --clients take comma-separated lists to run only some cells (e.g. --ops unwrapkey
+# --sizes 2048 --clients 64 for a quick A/B).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec cargo run --release --quiet -p pgcmk-keyprovider --example vault_bench -- "$@"

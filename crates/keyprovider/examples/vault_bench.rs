@@ -4,7 +4,8 @@
 //! then the vault's RSS while it holds many keys.
 //!
 //! `cargo run --release -p pgcmk-keyprovider --example vault_bench -- [--seconds S] [--keys N]`
-//! (bench/vault/run.sh runs exactly this).
+//! (bench/vault/run.sh runs exactly this). `--ops`, `--sizes` and `--clients` take
+//! comma-separated lists to run only some cells (quick A/B comparisons).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -31,6 +32,18 @@ struct Settings {
     keys: usize,
     /// Only the RSS part (creating many keys takes minutes).
     skip_load: bool,
+    ops: Vec<Op>,
+    sizes: Vec<u32>,
+    clients: Vec<usize>,
+}
+
+/// A comma-separated list whose items all parse, or the usage message.
+fn list<T>(value: &str, flag: &str, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
+    let items: Option<Vec<T>> = value.split(',').map(|v| parse(v.trim())).collect();
+    match items {
+        Some(items) if !items.is_empty() => items,
+        _ => usage(&format!("{flag} got '{value}'")),
+    }
 }
 
 fn settings() -> Settings {
@@ -38,6 +51,9 @@ fn settings() -> Settings {
         seconds: 3.0,
         keys: 10_000,
         skip_load: false,
+        ops: vec![Op::Wrap, Op::Unwrap, Op::Sign],
+        sizes: SIZES.to_vec(),
+        clients: CLIENTS.to_vec(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -60,6 +76,19 @@ fn settings() -> Settings {
                     .parse()
                     .unwrap_or_else(|_| usage("--keys takes a whole number"))
             }
+            "--ops" => {
+                s.ops = list(value, flag, |v| {
+                    [Op::Wrap, Op::Unwrap, Op::Sign]
+                        .into_iter()
+                        .find(|op| op.name() == v)
+                })
+            }
+            "--sizes" => {
+                s.sizes = list(value, flag, |v| {
+                    v.parse().ok().filter(|b| SIZES.contains(b))
+                })
+            }
+            "--clients" => s.clients = list(value, flag, |v| v.parse().ok().filter(|&c| c > 0)),
             other => usage(&format!("unknown option {other}")),
         }
     }
@@ -70,7 +99,7 @@ fn settings() -> Settings {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("vault_bench: {why}\nusage: vault_bench [--seconds S (default 3)] [--keys N (default 10000)] [--skip-load]");
+    eprintln!("vault_bench: {why}\nusage: vault_bench [--seconds S (default 3)] [--keys N (default 10000)] [--skip-load]\n  [--ops wrapkey,unwrapkey,sign] [--sizes 2048,3072,4096] [--clients 1,8,64]");
     std::process::exit(2)
 }
 
@@ -144,18 +173,19 @@ fn main() {
     );
 
     if !settings.skip_load {
-        load_table(&vault, &client, settings.seconds, cores);
+        load_table(&vault, &client, &settings, cores);
     }
 
     rss_with_many_keys(&vault, &client, settings.keys);
 }
 
 /// Every op x size x client-count cell, printed next to openssl and aws-lc.
-fn load_table(vault: &VaultService, client: &Arc<AkvClient>, seconds: f64, cores: usize) {
+fn load_table(vault: &VaultService, client: &Arc<AkvClient>, settings: &Settings, cores: usize) {
+    let seconds = settings.seconds;
     let clock_ticks = clock_ticks_per_second();
     let load_before = load_average();
     let mut rows = Vec::new();
-    for size in SIZES {
+    for &size in &settings.sizes {
         let name = format!("bench-rsa{size}");
         client
             .create_rsa_key(&name, &NewRsaKey::new(size))
@@ -168,8 +198,8 @@ fn load_table(vault: &VaultService, client: &Arc<AkvClient>, seconds: f64, cores
         let openssl = openssl_sign_rate(cores, seconds, size);
         eprintln!("aws-lc RSA-OAEP-256 decrypt on {cores} threads, RSA-{size} ...");
         let aws_lc = aws_lc_unwrap_rate(cores, seconds, size);
-        for op in [Op::Wrap, Op::Unwrap, Op::Sign] {
-            for clients in CLIENTS {
+        for &op in &settings.ops {
+            for &clients in &settings.clients {
                 eprintln!("{} RSA-{size} x{clients} ...", op.name());
                 let probe = CpuProbe::start(vault.pid(), clock_ticks);
                 let mut cell = run_cell(client, &name, &wrapped, op, clients, seconds);

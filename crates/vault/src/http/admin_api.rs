@@ -34,7 +34,7 @@ async fn handle(State(service): State<Arc<Service>>, req: Request) -> Response {
         .split('/')
         .map(String::from)
         .collect();
-    let mut scope = AuditScope::begin(&req, "", operation_name(req.method(), &segments));
+    let mut scope = AuditScope::begin(&req, &service, "", operation_name(req.method(), &segments));
     let (parts, body) = req.into_parts();
     let response = match read_body(body).await {
         Err(e) => respond(Err(&e), &scope.request_id, &parts.headers),

@@ -240,6 +240,7 @@ pub fn request_id() -> String {
 /// The audit record of one request in progress.
 pub struct AuditScope {
     started: std::time::Instant,
+    coming: crate::audit::EntryComing,
     /// The id returned in `x-ms-request-id`.
     pub request_id: String,
     /// The entry being filled in.
@@ -248,7 +249,12 @@ pub struct AuditScope {
 
 impl AuditScope {
     /// Starts timing a request and its audit entry (caller `anonymous` until authenticated).
-    pub fn begin(req: &axum::extract::Request, vault: &str, operation: &str) -> Self {
+    pub fn begin(
+        req: &axum::extract::Request,
+        service: &crate::service::Service,
+        vault: &str,
+        operation: &str,
+    ) -> Self {
         let request_id = request_id();
         let client = req
             .extensions()
@@ -257,6 +263,7 @@ impl AuditScope {
             .unwrap_or_default();
         Self {
             started: std::time::Instant::now(),
+            coming: service.audit.entry_coming(),
             entry: AuditEntry {
                 vault: vault.to_string(),
                 operation: operation.to_string(),
@@ -287,7 +294,7 @@ impl AuditScope {
         self.entry.result = AuditEntry::result_for(self.entry.status).into();
         self.entry.time = crate::now_rfc3339();
         self.entry.duration_us = self.started.elapsed().as_micros() as u64;
-        if let Err(e) = service.audit.record(self.entry).await {
+        if let Err(e) = service.audit.record(self.entry, Some(self.coming)).await {
             let failure = ApiError::internal(e);
             return respond(Err(&failure), &self.request_id, headers);
         }

@@ -24,7 +24,7 @@ pub struct VaultCtx {
 pub async fn handle(State(ctx): State<VaultCtx>, req: Request) -> Response {
     let route = Route::parse(req.method().as_str(), req.uri().path());
     let operation = route.as_ref().map_or("Unknown", Route::operation);
-    let mut scope = AuditScope::begin(&req, &ctx.vault, operation);
+    let mut scope = AuditScope::begin(&req, &ctx.service, &ctx.vault, operation);
     scope.entry.key = route.as_ref().and_then(Route::key_name).map(String::from);
     scope.entry.version = route.as_ref().and_then(Route::version).map(String::from);
     let (parts, body) = req.into_parts();

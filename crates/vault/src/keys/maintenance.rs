@@ -27,7 +27,7 @@ pub async fn run(service: Arc<Service>, interval: Duration) {
         match entries {
             Ok(Ok(entries)) => {
                 for e in entries {
-                    if let Err(err) = service.audit.record(e).await {
+                    if let Err(err) = service.audit.record(e, None).await {
                         tracing::error!("recording a maintenance action failed: {err}");
                     }
                 }
