@@ -78,20 +78,14 @@ fn passphrase_derived_root_key() {
     );
     v.stop();
 
-    v.env = vec![(
-        "VAULT_PASSPHRASE".into(),
-        "wrong horse battery staple".into(),
-    )];
+    v.set_env(&[("VAULT_PASSPHRASE", "wrong horse battery staple")]);
     let log = v.restart_expecting_failure();
     assert!(log.contains("wrong passphrase"), "{log}");
-    v.env = vec![];
+    v.set_env(&[]);
     let log = v.restart_expecting_failure();
     assert!(log.contains("VAULT_PASSPHRASE is not set"), "{log}");
 
-    v.env = vec![(
-        "VAULT_PASSPHRASE".into(),
-        "correct horse battery staple".into(),
-    )];
+    v.set_env(&[("VAULT_PASSPHRASE", "correct horse battery staple")]);
     v.restart();
     let t = v.admin_token(&url);
     let out = v.akv(

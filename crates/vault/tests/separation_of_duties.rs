@@ -72,7 +72,7 @@ fn identity_without_unwrap_gets_403_and_an_audit_entry() {
 fn forged(v: &Vault, key: &DerivedKeys, aud: &str, oid: &str, exp_offset: i64) -> String {
     let now = pgcmk_vault::now_unix();
     let claims = Claims {
-        iss: v.service.info.url.clone(),
+        iss: v.service().info.url.clone(),
         aud: aud.to_string(),
         oid: oid.to_string(),
         appid: "x".into(),
@@ -181,7 +181,7 @@ fn principals_without_rights_cannot_manage_policies_or_create_keys() {
     let v = Vault::start();
     let url = v.vault("sod-admin", true);
     let user = v.identity("dba", "user");
-    let dba = pgcmk_vault::client::AdminClient::new(v.service.clone(), user.clone()).unwrap();
+    let dba = pgcmk_vault::client::AdminClient::new(v.service().clone(), user.clone()).unwrap();
     let denied = |method: Method, p: &str, body: Option<serde_json::Value>| {
         let err = dba.call(method.clone(), p, body.as_ref()).unwrap_err();
         match err {
@@ -236,7 +236,7 @@ fn principals_without_rights_cannot_manage_policies_or_create_keys() {
         Some(json!({ "name": "officer2", "kind": "user", "service_admin": true })),
     );
     let officer: pgcmk_vault::identity::Credential = serde_json::from_value(v2).unwrap();
-    let officer = pgcmk_vault::client::AdminClient::new(v.service.clone(), officer).unwrap();
+    let officer = pgcmk_vault::client::AdminClient::new(v.service().clone(), officer).unwrap();
     let err = officer
         .call(
             Method::PUT,

@@ -4,39 +4,17 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this harness.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
+use pgcmk_testkit::vault::{ServeCommand, VaultProcess};
 use pgcmk_vault::client::{AdminClient, ServiceDir};
 use pgcmk_vault::identity::Credential;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const START_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Builds `pgcmk` once per test binary (no-op when up to date) and returns its path;
-/// `PGCMK_BIN` overrides.
+/// The `pgcmk` binary, built once per test binary; `PGCMK_BIN` overrides.
 pub fn pgcmk_binary() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY.get_or_init(build_pgcmk).clone()
-}
-
-fn build_pgcmk() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PGCMK_BIN") {
-        return PathBuf::from(bin);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "pgcmk", "--bin", "pgcmk"])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build -p pgcmk failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    target.join("debug/pgcmk")
+    pgcmk_testkit::binary::pgcmk().to_path_buf()
 }
 
 /// An HTTP answer.
@@ -55,14 +33,9 @@ impl Answer {
 
 /// A running vault service.
 pub struct Vault {
-    child: Option<Child>,
-    bin: PathBuf,
+    process: VaultProcess,
     pub dir: tempfile::TempDir,
-    pub service: ServiceDir,
     pub admin: AdminClient,
-    extra_args: Vec<String>,
-    /// Environment for the child (e.g. a passphrase variable).
-    pub env: Vec<(String, String)>,
 }
 
 impl Vault {
@@ -79,24 +52,24 @@ impl Vault {
     /// Starts a fresh service with extra `serve` arguments and environment.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let bin = pgcmk_binary();
-        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let child = spawn(&bin, dir.path(), &extra_args, &env);
-        let (child, service) = wait_ready(child, dir.path());
-        let admin = admin_client(&service, &service.admin_credential());
+        let mut command = ServeCommand::new(
+            pgcmk_testkit::binary::pgcmk(),
+            dir.path().join("data"),
+            dir.path().join("vault.log"),
+        );
+        command.args = args.iter().map(|s| s.to_string()).collect();
+        command.env = child_env(env);
+        let process = VaultProcess::start(command);
         Self {
-            child: Some(child),
-            bin,
+            admin: admin_client(&process),
+            process,
             dir,
-            service,
-            admin,
-            extra_args,
-            env,
         }
+    }
+
+    /// Sets the environment of the next (re)start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.process.command.env = child_env(env);
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -104,81 +77,37 @@ impl Vault {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or_default()
+        self.process.pid()
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    assert!(
-                        status.success(),
-                        "vault exited with {status}:\n{}",
-                        self.log()
-                    );
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "vault did not stop after SIGTERM"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        self.process.stop();
     }
 
     /// SIGKILL, no cleanup.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        self.process.kill();
     }
 
     /// Starts the service again on the same data directory.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill the service first");
-        let child = spawn(&self.bin, self.dir.path(), &self.extra_args, &self.env);
-        let (child, service) = wait_ready(child, self.dir.path());
-        self.admin = admin_client(&service, &service.admin_credential());
-        self.service = service;
-        self.child = Some(child);
+        self.process.restart();
+        self.admin = admin_client(&self.process);
+    }
+
+    /// What the service wrote to `service.json` on its last start.
+    pub fn service(&self) -> &ServiceDir {
+        &self.process.service
     }
 
     /// Starts the service on the same data directory expecting it to refuse; returns its output.
     pub fn restart_expecting_failure(&self) -> String {
-        assert!(self.child.is_none(), "stop or kill the service first");
-        let mut child = spawn(&self.bin, self.dir.path(), &self.extra_args, &self.env);
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    !status.success(),
-                    "the service should have refused to start"
-                );
-                return self.log();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the service started although it should have refused:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.start_expecting_failure()
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("vault.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// A management call that must succeed.
@@ -231,7 +160,7 @@ impl Vault {
     pub fn mi_request(&self, header: &str, client_id: &str, resource: &str) -> Answer {
         let url = format!(
             "{}?api-version=2019-08-01&resource={}&client_id={client_id}",
-            self.service.info.identity_endpoint,
+            self.service().info.identity_endpoint,
             pgcmk_vault::client::urlencode(resource)
         );
         let resp = self
@@ -313,58 +242,16 @@ impl Vault {
     }
 }
 
-impl Drop for Vault {
-    fn drop(&mut self) {
-        // Only the process this harness started, by its handle.
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// The child's environment: `env`, with the service's own log kept to warnings.
+fn child_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .chain(&[("RUST_LOG", "warn")])
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-fn spawn(bin: &Path, dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("vault.log"))
-        .unwrap();
-    Command::new(bin)
-        .args(["vault", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(extra)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start pgcmk vault serve")
-}
-
-fn wait_ready(mut child: Child, dir: &Path) -> (Child, ServiceDir) {
-    let deadline = Instant::now() + START_DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "vault exited early ({status}):\n{}",
-                std::fs::read_to_string(dir.join("vault.log")).unwrap_or_default()
-            );
-        }
-        // A service.json left by a previous run names another pid: wait for ours.
-        if let Ok(s) = ServiceDir::open(&dir.join("data")) {
-            if s.info.pid == child.id() {
-                return (child, s);
-            }
-        }
-        assert!(Instant::now() < deadline, "vault did not start in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn admin_client(service: &ServiceDir, credential: &Path) -> AdminClient {
-    let cred = pgcmk_vault::client::read_credential(credential).unwrap();
-    AdminClient::new(service.clone(), cred).unwrap()
+fn admin_client(process: &VaultProcess) -> AdminClient {
+    AdminClient::new(process.service.clone(), process.admin_credential()).unwrap()
 }
 
 fn answer(resp: reqwest::blocking::Response) -> Answer {
