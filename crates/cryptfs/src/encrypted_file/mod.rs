@@ -23,6 +23,10 @@ use crate::Error;
 
 pub use recovery::FileRecovery;
 
+/// Blocks whose durable slot is remembered per file (≈ 160 KiB of memory at most),
+/// so that rewriting a hot block needs no read of its slot headers.
+const DURABLE_SLOTS_CACHED: usize = 4096;
+
 /// Blocks sealed and written per window (128 KiB of plaintext).
 const WINDOW_BLOCKS: u64 = 32;
 const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_SIZE;
@@ -36,6 +40,41 @@ struct SlotTarget {
     new_pair: bool,
 }
 
+/// What a file knows in memory about its blocks' slots.
+#[derive(Default)]
+struct SlotState {
+    /// Blocks written since the last completed sync, with the slot and generation
+    /// their pending version uses; the other slot holds the durable version, which
+    /// must not be overwritten until a sync covers the pending one. Bounded by the
+    /// unsynced data; emptied by every completed sync.
+    pending: HashMap<u64, (Slot, u64)>,
+    /// The current (durable) slot and generation of blocks written before the last
+    /// completed sync: what their slot headers say, without reading them. Bounded
+    /// (cleared when full); only ever filled from `pending` at a completed sync.
+    durable: HashMap<u64, (Slot, u64)>,
+    /// A write failed since the last sync: a pending slot may not hold what was
+    /// meant for it, so the next sync must not vouch for it.
+    write_failed: bool,
+}
+
+impl SlotState {
+    /// A sync completed: every pending version is now the durable one.
+    fn synced(&mut self) {
+        if self.durable.len() + self.pending.len() > DURABLE_SLOTS_CACHED {
+            self.durable.clear();
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if !std::mem::take(&mut self.write_failed) && pending.len() <= DURABLE_SLOTS_CACHED {
+            self.durable.extend(pending);
+        }
+    }
+
+    fn forget(&mut self) {
+        self.pending.clear();
+        self.durable.clear();
+    }
+}
+
 /// A plaintext view of one encrypted backing file.
 pub struct EncryptedFile<S: Storage> {
     storage: S,
@@ -43,11 +82,7 @@ pub struct EncryptedFile<S: Storage> {
     /// `None` while the backing file is empty: the header is written on first growth.
     cipher: Option<FileCipher>,
     len: u64,
-    /// Blocks written since the last completed sync, with the slot and generation
-    /// their pending version uses; the other slot holds the durable version, which
-    /// must not be overwritten until a sync covers the pending one. Bounded by the
-    /// unsynced data; emptied by every completed sync.
-    unsynced: Mutex<HashMap<u64, (Slot, u64)>>,
+    slots: Mutex<SlotState>,
 }
 
 impl<S: Storage> EncryptedFile<S> {
@@ -73,7 +108,7 @@ impl<S: Storage> EncryptedFile<S> {
             volume,
             cipher,
             len,
-            unsynced: Mutex::new(HashMap::new()),
+            slots: Mutex::new(SlotState::default()),
         })
     }
 
@@ -192,14 +227,14 @@ impl<S: Storage> EncryptedFile<S> {
     /// only durable version of its block.
     pub fn sync(&self) -> Result<(), Error> {
         self.storage.sync_data()?;
-        self.pending().clear();
+        self.slots().synced();
         Ok(())
     }
 
     /// Like [`EncryptedFile::sync`], and makes the file's metadata durable too.
     pub fn sync_all(&self) -> Result<(), Error> {
         self.storage.sync_all()?;
-        self.pending().clear();
+        self.slots().synced();
         Ok(())
     }
 
@@ -241,7 +276,7 @@ impl<S: Storage> EncryptedFile<S> {
             self.storage.set_len(0)?;
             self.cipher = None;
             self.len = 0;
-            self.pending().clear();
+            self.slots().forget();
             return Ok(());
         }
         let block = (new_len - 1) / BLOCK_SIZE;
@@ -264,7 +299,9 @@ impl<S: Storage> EncryptedFile<S> {
         // Made durable at once: pairs cut off must not survive a crash, or a later
         // extension (written as new pairs, generation 1) that is torn could let an
         // older slot of theirs — from before the last sync — become current again.
-        self.sync()
+        self.sync()?;
+        self.slots().durable.retain(|&b, _| b <= block);
+        Ok(())
     }
 
     fn write_zeros(&mut self, from: u64, to: u64) -> Result<(), Error> {
@@ -351,20 +388,39 @@ impl<S: Storage> EncryptedFile<S> {
     /// - written since the last sync: the same slot and generation again;
     /// - a new block: slot A, generation 1, the pair written whole;
     /// - otherwise the current slot is the durable version: the other slot, at the
-    ///   current generation + 1 (read from the two 12-byte slot headers).
+    ///   current generation + 1 (remembered from an earlier sync, or read from the
+    ///   two 12-byte slot headers).
     fn target_slot(&self, block: u64) -> Result<SlotTarget, Error> {
-        if let Some(&(slot, generation)) = self.pending().get(&block) {
-            return Ok(SlotTarget {
-                slot,
-                generation,
-                new_pair: false,
-            });
-        }
         let existing = block < self.len.div_ceil(BLOCK_SIZE);
-        let headers = if existing {
-            read_slot_headers(&self.storage, block)?
-        } else {
-            None
+        let known = {
+            let mut slots = self.slots();
+            if let Some(&(slot, generation)) = slots.pending.get(&block) {
+                return Ok(SlotTarget {
+                    slot,
+                    generation,
+                    new_pair: false,
+                });
+            }
+            slots.durable.remove(&block).filter(|_| existing)
+        };
+        let headers = match known {
+            Some((slot, generation)) => {
+                let header = SlotHeader {
+                    generation,
+                    plain_len: 0,
+                };
+                let empty = SlotHeader {
+                    generation: 0,
+                    plain_len: 0,
+                };
+                Some(if slot == Slot::A {
+                    (header, empty)
+                } else {
+                    (empty, header)
+                })
+            }
+            None if existing => read_slot_headers(&self.storage, block)?,
+            None => None,
         };
         let target = match headers {
             None => SlotTarget {
@@ -391,7 +447,8 @@ impl<S: Storage> EncryptedFile<S> {
                 }
             },
         };
-        self.pending()
+        self.slots()
+            .pending
             .insert(block, (target.slot, target.generation));
         Ok(target)
     }
@@ -453,8 +510,8 @@ impl<S: Storage> EncryptedFile<S> {
             .ok_or(Error::BadHeader("file has data but no header"))
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, (Slot, u64)>> {
-        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
+    fn slots(&self) -> MutexGuard<'_, SlotState> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Plaintext bytes in block `block` at the current length.
@@ -462,9 +519,13 @@ impl<S: Storage> EncryptedFile<S> {
         (self.len - block * BLOCK_SIZE).min(BLOCK_SIZE)
     }
 
-    /// After a failed mutation the cached length may be stale: re-derive it.
+    /// After a failed mutation the cached length may be stale: re-derive it; and
+    /// trust only the slot headers on disk for the blocks it touched.
     fn reload_len_after(&mut self, error: Option<&Error>) {
         if error.is_some() {
+            let slots = self.slots.get_mut().unwrap_or_else(|p| p.into_inner());
+            slots.durable.clear();
+            slots.write_failed = true;
             if let Ok(len) = reported_plain_len(&self.storage) {
                 self.len = len;
             }
@@ -478,7 +539,7 @@ impl<S: Storage> Drop for EncryptedFile<S> {
     /// the durable one and overwrite the real durable version. A file already
     /// unlinked (PostgreSQL's temporary files) cannot be opened again: no sync.
     fn drop(&mut self) {
-        let pending = self.unsynced.get_mut().map_or(0, |p| p.len());
+        let pending = self.slots.get_mut().map_or(0, |s| s.pending.len());
         if pending > 0 && !self.storage.is_unlinked() {
             if let Err(e) = self.storage.sync_data() {
                 tracing::warn!(

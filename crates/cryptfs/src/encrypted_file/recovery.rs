@@ -79,7 +79,7 @@ impl<S: Storage> EncryptedFile<S> {
         if !plan.clear.is_empty() || plan.cut_to.is_some() {
             self.storage.sync_data()?;
         }
-        self.pending().clear();
+        self.slots().forget();
         self.len = reported_plain_len(&self.storage)?;
         Ok(plan.found)
     }
