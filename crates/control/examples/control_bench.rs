@@ -15,6 +15,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pgcmk_testkit::wait::wait_for;
 use support::*;
 
 struct Args {

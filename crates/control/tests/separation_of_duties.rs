@@ -24,6 +24,7 @@ use base64::Engine;
 use pgcmk_control::kek::{read_identity_secret, KekAccess};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
+use pgcmk_testkit::binary::pgcmk;
 use serde_json::{json, Value};
 use support::*;
 

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use pgcmk_testkit::wait::wait_for;
 use support::*;
 
 /// Key check interval for the test (seconds).

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use pgcmk_testkit::wait::wait_for;
 use support::*;
 
 const INTERVAL: u64 = 1;

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::akv::{
@@ -14,11 +13,6 @@ use pgcmk_keyprovider::akv::{
 };
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference};
 use support::{pgcmk_binary, Identity, VaultService, ALL_KEY_PERMISSIONS};
-
-fn binary() -> std::path::PathBuf {
-    static BIN: OnceLock<std::path::PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| pgcmk_binary(false)).clone()
-}
 
 fn managed_tokens(vault: &VaultService, identity: &Identity) -> TokenSource {
     TokenSource::managed_identity(
@@ -68,7 +62,7 @@ fn assert_denied(result: Result<impl std::fmt::Debug, KeyError>, says: &str) {
 
 #[test]
 fn key_lifecycle_over_https() {
-    let vault = VaultService::start(binary());
+    let vault = VaultService::start(pgcmk_binary(false));
     let (c, _) = setup(&vault, "lifevault", true, &ALL_KEY_PERMISSIONS);
 
     let mut new = NewRsaKey::new(2048);
@@ -208,7 +202,7 @@ fn key_lifecycle_over_https() {
 
 #[test]
 fn purge_without_protection_destroys_the_key() {
-    let vault = VaultService::start(binary());
+    let vault = VaultService::start(pgcmk_binary(false));
     let (c, _) = setup(&vault, "plainvault", false, &ALL_KEY_PERMISSIONS);
     c.create_rsa_key("gone", &NewRsaKey::new(2048)).unwrap();
     c.delete_key("gone").unwrap();
@@ -219,7 +213,7 @@ fn purge_without_protection_destroys_the_key() {
 
 #[test]
 fn kek_follows_rotation_and_unwraps_every_version() {
-    let vault = VaultService::start(binary());
+    let vault = VaultService::start(pgcmk_binary(false));
     let (c, identity) = setup(&vault, "kekvault", true, &ALL_KEY_PERMISSIONS);
     let v1 = c
         .create_rsa_key("kek", &NewRsaKey::new(3072))
@@ -284,7 +278,7 @@ fn kek_follows_rotation_and_unwraps_every_version() {
 
 #[test]
 fn revocation_is_a_denial_and_an_outage_is_transient() {
-    let vault = VaultService::start(binary());
+    let vault = VaultService::start(pgcmk_binary(false));
     let (admin_view, _) = setup(&vault, "revvault", true, &ALL_KEY_PERMISSIONS);
     admin_view
         .create_rsa_key("kek", &NewRsaKey::new(2048))
@@ -344,7 +338,7 @@ fn revocation_is_a_denial_and_an_outage_is_transient() {
 
 #[test]
 fn client_credentials_principal_uses_the_token_endpoint() {
-    let vault = VaultService::start(binary());
+    let vault = VaultService::start(pgcmk_binary(false));
     let url = vault.create_vault("ccvault", true);
     let cred = vault.scratch("app.credential");
     let app = vault.cli(&[

@@ -107,6 +107,19 @@ impl SecurityOfficer {
 
     /// Gives `identity` exactly `permissions` on the keys of `vault`.
     pub fn set_policy(&self, vault: &str, identity: &str, permissions: &[&str]) {
+        self.try_set_policy_as(None, vault, identity, permissions)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// `pgcmk keyvault set-policy` as the principal of `credentials` (the
+    /// administrator when `None`), which may be refused.
+    pub fn try_set_policy_as(
+        &self,
+        credentials: Option<&Path>,
+        vault: &str,
+        identity: &str,
+        permissions: &[&str],
+    ) -> Result<Value, String> {
         let mut args = vec![
             "keyvault",
             "set-policy",
@@ -117,6 +130,6 @@ impl SecurityOfficer {
             "--key-permissions",
         ];
         args.extend_from_slice(permissions);
-        self.run(&args);
+        self.try_run_as(credentials, &args)
     }
 }

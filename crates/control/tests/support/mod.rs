@@ -8,72 +8,21 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
+use pgcmk_control::model::ServerState;
+use pgcmk_testkit::binary::pgcmk;
+use pgcmk_testkit::cli::{run_json, SecurityOfficer};
+use pgcmk_testkit::process::{spawn_logged, terminate, wait_exit};
+use pgcmk_testkit::vault::{ServeCommand, VaultProcess};
+use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 
-/// Builds `pgcmk` once per test binary (a no-op when up to date) and returns its path.
-pub fn pgcmk() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("PGCMK_BIN") {
-            return PathBuf::from(bin);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "--quiet", "-p", "pgcmk", "--bin", "pgcmk"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building pgcmk failed");
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root.join("target"), PathBuf::from)
-            .join("debug/pgcmk")
-            .canonicalize()
-            .unwrap()
-    })
-}
-
-/// Polls `condition` every 100 ms until it holds or `limit` passes; returns the
-/// time it took, or panics with `what`.
-pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if condition() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn run_json(cmd: &mut Command, what: &str) -> Result<Value, String> {
-    let out: Output = cmd.stdin(Stdio::null()).output().expect("run pgcmk");
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
-    })
-}
-
-/// A running `pgcmk vault serve`.
+/// A running `pgcmk vault serve`, killed on drop.
 pub struct Vault {
-    child: Child,
+    process: VaultProcess,
+    officer: SecurityOfficer,
     pub dir: PathBuf,
     pub identity_endpoint: String,
 }
@@ -89,78 +38,28 @@ impl Vault {
     /// Starts the vault service with its data under `root/vault`.
     pub fn start(root: &Path) -> Self {
         let dir = root.join("vault");
-        let child = Self::spawn(&dir, "127.0.0.1:0");
-        let mut vault = Self {
-            child,
+        let process = VaultProcess::start(ServeCommand::new(
+            pgcmk(),
+            dir.clone(),
+            root.join("vault.log"),
+        ));
+        Self {
+            identity_endpoint: process.service.info.identity_endpoint.clone(),
+            officer: SecurityOfficer::new(pgcmk(), &dir),
+            process,
             dir,
-            identity_endpoint: String::new(),
-        };
-        vault.wait_ready();
-        vault
-    }
-
-    fn spawn(dir: &Path, listen: &str) -> Child {
-        let root = dir.parent().unwrap();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("vault.log"))
-            .unwrap();
-        Command::new(pgcmk())
-            .args(["vault", "serve", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn wait_ready(&mut self) {
-        let service = self.dir.join("service.json");
-        let pid = u64::from(self.child.id());
-        let log = self.dir.parent().unwrap().join("vault.log");
-        let child = &mut self.child;
-        let mut endpoint = String::new();
-        wait_for("the vault's service.json", Duration::from_secs(60), || {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the vault exited: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-            let parsed: Option<Value> = fs::read(&service)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            match parsed {
-                Some(v) if v["pid"].as_u64() == Some(pid) => {
-                    endpoint = v["identity_endpoint"].as_str().unwrap().to_string();
-                    true
-                }
-                _ => false,
-            }
-        });
-        self.identity_endpoint = endpoint;
+        }
     }
 
     /// Kills the vault service: an outage, not a revocation.
     pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.process.kill();
     }
 
     /// Starts the killed service again on its previous address.
     pub fn restart(&mut self) {
-        let service: Value =
-            serde_json::from_slice(&fs::read(self.dir.join("service.json")).unwrap()).unwrap();
-        let addr = service["url"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
-        self.child = Self::spawn(&self.dir, &addr);
-        self.wait_ready();
+        self.process.restart_at_same_address();
+        self.identity_endpoint = self.process.service.info.identity_endpoint.clone();
     }
 
     /// Runs a security officer's command (`--output json`) as the vault's administrator.
@@ -171,37 +70,25 @@ impl Vault {
     /// Runs a vault command as the principal whose credential file is `credentials`
     /// (the administrator when `None`).
     pub fn try_cli_as(&self, credentials: Option<&Path>, args: &[&str]) -> Result<Value, String> {
-        let mut cmd = Command::new(pgcmk());
-        cmd.args(args)
-            .args(["--output", "json"])
-            .env("PGCMK_VAULT_SERVICE_DIR", &self.dir)
-            .env_remove("PGCMK_CREDENTIALS");
-        if let Some(c) = credentials {
-            cmd.env("PGCMK_CREDENTIALS", c);
-        }
-        run_json(&mut cmd, &args.join(" "))
+        self.officer.try_run_as(credentials, args)
     }
 
     pub fn cli(&self, args: &[&str]) -> Value {
-        self.try_cli(args).unwrap_or_else(|e| panic!("{e}"))
+        self.officer.run(args)
+    }
+
+    fn credential_file(&self, name: &str) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap()
+            .join(format!("{name}.credential"))
     }
 
     pub fn identity(&self, name: &str) -> Identity {
-        let credential_file = self
-            .dir
-            .parent()
-            .unwrap()
-            .join(format!("{name}.credential"));
-        let v = self.cli(&[
-            "identity",
-            "create",
-            "--name",
-            name,
-            "--kind",
-            "managed",
-            "--credential-file",
-            credential_file.to_str().unwrap(),
-        ]);
+        let credential_file = self.credential_file(name);
+        let v = self
+            .officer
+            .create_identity(name, "managed", &credential_file);
         Identity {
             name: name.into(),
             client_id: v["client_id"].as_str().expect("client_id").into(),
@@ -211,21 +98,8 @@ impl Vault {
 
     /// Creates a user principal (a person, such as the DBA); returns its credential file.
     pub fn user(&self, name: &str) -> PathBuf {
-        let credential_file = self
-            .dir
-            .parent()
-            .unwrap()
-            .join(format!("{name}.credential"));
-        self.cli(&[
-            "identity",
-            "create",
-            "--name",
-            name,
-            "--kind",
-            "user",
-            "--credential-file",
-            credential_file.to_str().unwrap(),
-        ]);
+        let credential_file = self.credential_file(name);
+        self.officer.create_identity(name, "user", &credential_file);
         credential_file
     }
 
@@ -233,19 +107,8 @@ impl Vault {
     /// give `identity` every key permission on `vault`.
     pub fn assert_cannot_set_policy(&self, credentials: &Path, vault: &str, identity: &str) {
         let err = self
-            .try_cli_as(
-                Some(credentials),
-                &[
-                    "keyvault",
-                    "set-policy",
-                    "--name",
-                    vault,
-                    "--identity",
-                    identity,
-                    "--key-permissions",
-                    "all",
-                ],
-            )
+            .officer
+            .try_set_policy_as(Some(credentials), vault, identity, &["all"])
             .unwrap_err();
         assert!(
             err.to_lowercase().contains("forbidden") || err.contains("403"),
@@ -255,39 +118,11 @@ impl Vault {
 
     /// Creates a vault; returns its URL.
     pub fn keyvault(&self, name: &str, location: &str, purge_protection: bool) -> String {
-        let mut args = vec![
-            "keyvault",
-            "create",
-            "--name",
-            name,
-            "--location",
-            location,
-            "--retention-days",
-            "7",
-        ];
-        if purge_protection {
-            args.push("--purge-protection");
-        }
-        let v = self.cli(&args);
-        v["url"]
-            .as_str()
-            .expect("vault url")
-            .trim_end_matches('/')
-            .into()
+        self.officer.create_vault(name, location, purge_protection)
     }
 
     pub fn grant(&self, vault: &str, identity: &Identity, permissions: &[&str]) {
-        let mut args = vec![
-            "keyvault",
-            "set-policy",
-            "--name",
-            vault,
-            "--identity",
-            &identity.name,
-            "--key-permissions",
-        ];
-        args.extend_from_slice(permissions);
-        self.cli(&args);
+        self.officer.set_policy(vault, &identity.name, permissions);
     }
 
     pub fn revoke(&self, vault: &str, identity: &Identity) {
@@ -301,27 +136,20 @@ impl Vault {
         ]);
     }
 
-    fn service(&self) -> Value {
-        serde_json::from_slice(&fs::read(self.dir.join("service.json")).unwrap()).unwrap()
-    }
-
     /// The vault service's CA certificate.
     pub fn ca_file(&self) -> PathBuf {
-        PathBuf::from(self.service()["ca_file"].as_str().unwrap())
+        self.process.service.info.ca_file.clone()
     }
 
     /// The security officer's own Azure Key Vault client for `vault_url` (as the
     /// service's administrator, with client-credentials tokens).
     pub fn officer(&self, vault_url: &str) -> pgcmk_keyprovider::akv::AkvClient {
         use pgcmk_keyprovider::akv::{AkvClient, ClientOptions, TokenSource};
-        let admin: Value =
-            serde_json::from_slice(&fs::read(self.dir.join("admin.credential")).unwrap()).unwrap();
+        let admin = self.process.admin_credential();
         let tokens = TokenSource::client_secret(
-            self.service()["token_endpoint"].as_str().unwrap(),
-            admin["client_id"].as_str().unwrap(),
-            pgcmk_crypto::SecretBytes::new(
-                admin["client_secret"].as_str().unwrap().as_bytes().to_vec(),
-            ),
+            &self.process.service.info.token_endpoint,
+            &admin.client_id,
+            pgcmk_crypto::SecretBytes::new(admin.client_secret.into_bytes()),
         )
         .unwrap();
         let options = ClientOptions::trusting_only(self.ca_file());
@@ -344,7 +172,7 @@ impl Vault {
         let cred: Value = serde_json::from_slice(&fs::read(credential_file).unwrap()).unwrap();
         let reply: Value = self
             .https_client()
-            .post(self.service()["token_endpoint"].as_str().unwrap())
+            .post(&self.process.service.info.token_endpoint)
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", cred["client_id"].as_str().unwrap()),
@@ -394,13 +222,6 @@ pub fn kid_of(v: &Value) -> String {
 /// Drops the version from a key id.
 pub fn versionless(kid: &str) -> String {
     kid.rsplit_once('/').unwrap().0.to_string()
-}
-
-impl Drop for Vault {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A running `pgcmk serve`.
@@ -478,21 +299,11 @@ impl ControlPlane {
     }
 
     fn spawn(root: &Path, args: &[String], passphrase: Option<&str>) -> Child {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("control.log"))
-            .unwrap();
         let mut cmd = Command::new(pgcmk());
         if let Some(p) = passphrase {
             cmd.env(PASSPHRASE_ENV, p);
         }
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        spawn_logged(cmd.args(args), &root.join("control.log"))
     }
 
     fn wait_listening(&mut self) {
@@ -565,8 +376,7 @@ impl ControlPlane {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let exited = wait_for_exit(&mut child, Duration::from_secs(60));
-        if !exited {
+        if wait_exit(&mut child, Duration::from_secs(60)).is_none() {
             let _ = child.kill();
             let _ = child.wait();
             panic!("`pgcmk serve` started on {}", state_dir.display());
@@ -583,10 +393,7 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::restart`], doing `meanwhile` while it is down.
     pub fn restart_after(&mut self, meanwhile: impl FnOnce()) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        terminate(self.child.id());
         self.child.wait().unwrap();
         meanwhile();
         self.child = Self::spawn(&self.root, &self.args, self.passphrase.as_deref());
@@ -645,16 +452,10 @@ impl ControlPlane {
     /// The server's state name and reason.
     pub fn state(&self, name: &str) -> (String, String) {
         let v = self.server(&["show", name]);
-        (
-            v["server"]["state"]["state"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            v["server"]["state"]["reason"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        )
+        let state: ServerState = serde_json::from_value(v["server"]["state"].clone())
+            .unwrap_or_else(|e| panic!("no server state in {v}: {e}"));
+        let reason = state.reason().unwrap_or_default().to_string();
+        (state.name().to_string(), reason)
     }
 
     /// `pgcmk server create` with a customer-managed key, as `identity` (its name,
@@ -718,26 +519,17 @@ impl Drop for ControlPlane {
         // Agents left behind by a failed stop: ask each to stop, by its pid file.
         for dir in self.server_dirs() {
             let pid_file = self.state_dir.join("servers").join(dir).join("agent.pid");
-            if let Ok(pid) = fs::read_to_string(&pid_file) {
-                let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+            if let Some(pid) = fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok())
+            {
+                terminate(pid);
                 wait_for("a leftover agent to exit", Duration::from_secs(60), || {
                     !pid_file.exists()
                 });
             }
         }
     }
-}
-
-/// Waits up to `limit` for `child` to exit; true when it did.
-fn wait_for_exit(child: &mut Child, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// A scratch directory that the `postgres` user can traverse.
