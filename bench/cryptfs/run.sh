@@ -17,7 +17,9 @@
 #              warm, rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32)
 #   pgbench  : -i -s SCALE; TPC-B -c4 -j2 -T DURATION; select-only -S -c4 -j2 -T DURATION
 #              (identical postgresql.conf everywhere; page cache warm from the load)
-# cryptfs runs as `pgcmk fs mount` (release build); its peak RSS (VmHWM) is read at the end.
+# cryptfs runs as `pgcmk fs mount` (release build from CARGO_TARGET_DIR or target/) with its
+# defaults (request threads = CPUs within 2-4, direct I/O for pg_wal); its peak RSS (VmHWM) is read
+# at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -52,10 +54,11 @@ if ((${#need[@]})); then
 fi
 log "building pgcmk and iobench (release)"
 cargo build --release --quiet -p pgcmk -p pgcmk-iobench
-PGCMK=$ROOT/target/release/pgcmk
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PGCMK=$TARGET/release/pgcmk
 PGCMK_B=${CRYPTFS_B_BIN:-$PGCMK}
 [[ -x $PGCMK_B ]] || die "CRYPTFS_B_BIN=$PGCMK_B is not an executable"
-IOBENCH=$ROOT/target/release/pgcmk-iobench
+IOBENCH=$TARGET/release/pgcmk-iobench
 
 # --- state and cleanup (only what this script started) ----------------------------------------
 declare -A R DIR MNT PID PORT # results; per filesystem: work dir, mountpoint, daemon pid, pg port
