@@ -6,9 +6,11 @@
 
 mod recovery;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::LocalKey;
 
 use pgcmk_crypto::aead::NONCE_LEN;
 use pgcmk_crypto::random;
@@ -82,6 +84,9 @@ pub struct EncryptedFile<S: Storage> {
     /// `None` while the backing file is empty: the header is written on first growth.
     cipher: Option<FileCipher>,
     len: u64,
+    /// Size of the backing file as last written or read (`None`: unknown, ask the
+    /// store), so a write reaching the last block needs no `fstat`.
+    backing_len: Option<u64>,
     slots: Mutex<SlotState>,
 }
 
@@ -108,6 +113,7 @@ impl<S: Storage> EncryptedFile<S> {
             volume,
             cipher,
             len,
+            backing_len: Some(cipher_len),
             slots: Mutex::new(SlotState::default()),
         })
     }
@@ -129,48 +135,70 @@ impl<S: Storage> EncryptedFile<S> {
 
     /// Reads up to `size` bytes at `offset` (fewer at end of file).
     pub fn read(&self, offset: u64, size: usize) -> Result<Vec<u8>, Error> {
-        if offset >= self.len || size == 0 {
-            return Ok(Vec::new());
-        }
-        let end = self.len.min(offset.saturating_add(size as u64));
-        let first = offset / BLOCK_SIZE;
-        let last = (end - 1) / BLOCK_SIZE;
-        let mut out = vec![0u8; ((last - first + 1) * BLOCK_SIZE) as usize];
-        self.decrypt_blocks(first, last, &mut out)?;
-        out.truncate((end - first * BLOCK_SIZE) as usize);
-        out.drain(..(offset - first * BLOCK_SIZE) as usize);
+        let available = self.len.saturating_sub(offset).min(size as u64) as usize;
+        let mut out = vec![0u8; available];
+        self.read_into(offset, &mut out)?;
         Ok(out)
     }
 
-    /// Decrypts the current version of blocks `first..=last` into `out`
-    /// (block-aligned, whole blocks). No fallback: a current slot that fails
-    /// authentication is an error, even if the other slot would pass.
-    fn decrypt_blocks(&self, first: u64, last: u64, out: &mut [u8]) -> Result<(), Error> {
-        let cipher = self.cipher()?;
-        let start = pair_offset(first);
-        let mut pairs = vec![0u8; (pair_offset(last + 1) - start) as usize];
-        self.storage
-            .read_exact_at(&mut pairs, start)
-            .map_err(|e| eof_is_tamper(e, last))?;
-        for (block, pair) in (first..=last).zip(pairs.chunks_exact(PAIR_SIZE as usize)) {
-            let tampered = Error::Tampered { block };
-            let (a, b) = pair_headers(pair);
-            let slot = current_slot(&a, &b).ok_or(Error::Tampered { block })?;
-            let header = if slot == Slot::A { a } else { b };
-            let plain_len = self.block_len(block);
-            if u64::from(header.plain_len) != plain_len {
-                return Err(tampered);
-            }
-            let out_at = ((block - first) * BLOCK_SIZE) as usize;
-            open_slot(
-                cipher,
-                block,
-                slot_bytes(pair, slot),
-                &header,
-                &mut out[out_at..out_at + plain_len as usize],
-            )?;
+    /// Reads into `buf` at `offset`, decrypting straight into it; returns the bytes
+    /// read (fewer than `buf.len()` only at end of file).
+    pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
+        let n = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        if n > 0 {
+            self.decrypt_range(offset, &mut buf[..n])?;
         }
-        Ok(())
+        Ok(n)
+    }
+
+    /// Decrypts the current version of plaintext bytes `start..start + out.len()`
+    /// (within the file) into `out`. Whole blocks are opened straight into `out`,
+    /// the partial ones at either end through a block on the stack. No fallback: a
+    /// current slot that fails authentication is an error, even if the other slot
+    /// would pass.
+    fn decrypt_range(&self, start: u64, out: &mut [u8]) -> Result<(), Error> {
+        let cipher = self.cipher()?;
+        let end = start + out.len() as u64;
+        let first = start / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let pairs_at = pair_offset(first);
+        let pairs_len = (pair_offset(last + 1) - pairs_at) as usize;
+        with_scratch(&READ_BUFFER, pairs_len, |pairs| {
+            self.storage
+                .read_exact_at(pairs, pairs_at)
+                .map_err(|e| eof_is_tamper(e, last))?;
+            let mut partial = [0u8; BLOCK_SIZE as usize];
+            for (block, pair) in (first..=last).zip(pairs.chunks_exact(PAIR_SIZE as usize)) {
+                let (a, b) = pair_headers(pair);
+                let slot = current_slot(&a, &b).ok_or(Error::Tampered { block })?;
+                let header = if slot == Slot::A { a } else { b };
+                let block_start = block * BLOCK_SIZE;
+                let plain_len = self.block_len(block);
+                if u64::from(header.plain_len) != plain_len {
+                    return Err(Error::Tampered { block });
+                }
+                let from = start.max(block_start);
+                let to = end.min(block_start + plain_len);
+                let out_at = (from - start) as usize;
+                let out_range = out_at..out_at + (to - from) as usize;
+                if from == block_start && to == block_start + plain_len {
+                    open_slot(
+                        cipher,
+                        block,
+                        slot_bytes(pair, slot),
+                        &header,
+                        &mut out[out_range],
+                    )?;
+                } else {
+                    let plain = &mut partial[..plain_len as usize];
+                    open_slot(cipher, block, slot_bytes(pair, slot), &header, plain)?;
+                    out[out_range].copy_from_slice(
+                        &plain[(from - block_start) as usize..(to - block_start) as usize],
+                    );
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Writes `data` at `offset`; a gap past the end of file reads as zeros.
@@ -249,10 +277,11 @@ impl<S: Storage> EncryptedFile<S> {
         let mut first = 0;
         while first < blocks {
             let last = (first + WINDOW_BLOCKS - 1).min(blocks - 1);
-            if self.decrypt_blocks(first, last, &mut out).is_err() {
+            if self.read_into(first * BLOCK_SIZE, &mut out).is_err() {
                 // Narrow the window down to the blocks that fail.
                 for block in first..=last {
-                    if self.decrypt_blocks(block, block, &mut out).is_err() {
+                    let block_out = &mut out[..BLOCK_SIZE as usize];
+                    if self.read_into(block * BLOCK_SIZE, block_out).is_err() {
                         bad.push(block);
                     }
                 }
@@ -274,6 +303,7 @@ impl<S: Storage> EncryptedFile<S> {
         if new_len == 0 {
             // A fresh file id (and key) is chosen on the next write.
             self.storage.set_len(0)?;
+            self.backing_len = Some(0);
             self.cipher = None;
             self.len = 0;
             self.slots().forget();
@@ -284,17 +314,20 @@ impl<S: Storage> EncryptedFile<S> {
         if keep < self.block_len(block) {
             // Re-seal the new last block at its shorter length (into the slot that
             // does not hold its durable version) before cutting the tail.
-            let kept = self.read(block * BLOCK_SIZE, keep as usize)?;
-            let target = self.target_slot(block)?;
-            let mut slot = vec![0u8; SLOT_SIZE as usize];
+            let mut slot = [0u8; SLOT_SIZE as usize];
             let plain_at = (SLOT_HEADER_LEN as usize) + NONCE_LEN;
-            slot[plain_at..plain_at + kept.len()].copy_from_slice(&kept);
+            self.read_into(
+                block * BLOCK_SIZE,
+                &mut slot[plain_at..plain_at + keep as usize],
+            )?;
+            let target = self.target_slot(block)?;
             let nonce: [u8; NONCE_LEN] = random::array()?;
-            self.seal_slot(&mut slot, block, &target, kept.len(), &nonce)?;
+            self.seal_slot(&mut slot, block, &target, keep as usize, &nonce)?;
             self.storage
                 .write_all_at(&slot, slot_offset(block, target.slot))?;
         }
         self.storage.set_len(cipher_size(new_len))?;
+        self.backing_len = Some(cipher_size(new_len));
         self.len = new_len;
         // Made durable at once: pairs cut off must not survive a crash, or a later
         // extension (written as new pairs, generation 1) that is torn could let an
@@ -336,29 +369,41 @@ impl<S: Storage> EncryptedFile<S> {
     /// encrypted in place.
     fn write_window(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
         let end = offset + data.len() as u64;
+        let first = offset / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        let pairs_len = ((last - first + 1) * PAIR_SIZE) as usize;
+        with_scratch(&SEAL_BUFFER, pairs_len, |pairs| {
+            self.seal_window(offset, data, pairs)
+        })
+    }
+
+    /// [`EncryptedFile::write_window`] with its buffer (`pairs`, one pair per block
+    /// touched, contents undefined on entry).
+    fn seal_window(&mut self, offset: u64, data: &[u8], pairs: &mut [u8]) -> Result<(), Error> {
+        let end = offset + data.len() as u64;
         let new_len = self.len.max(end);
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
         let base = pair_offset(first);
-        let mut pairs = vec![0u8; ((last - first + 1) * PAIR_SIZE) as usize];
-        let mut nonces = vec![0u8; (last - first + 1) as usize * NONCE_LEN];
-        random::fill(&mut nonces)?;
+        let mut nonces = [0u8; WINDOW_BLOCKS as usize * NONCE_LEN];
+        let nonces = &mut nonces[..(last - first + 1) as usize * NONCE_LEN];
+        random::fill(nonces)?;
         // Byte ranges of `pairs` to write, merged when adjacent.
-        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(WINDOW_BLOCKS as usize);
         for (block, nonce) in (first..=last).zip(nonces.chunks_exact(NONCE_LEN)) {
             let block_start = block * BLOCK_SIZE;
             let plain_len = (new_len - block_start).min(BLOCK_SIZE) as usize;
             let old_len = self.len.saturating_sub(block_start).min(BLOCK_SIZE) as usize;
             let from = (offset.max(block_start) - block_start) as usize;
             let to = (end.min(block_start + BLOCK_SIZE) - block_start) as usize;
-            let target = self.target_slot(block)?;
             let pair_at = ((block - first) * PAIR_SIZE) as usize;
+            let plain_at = SLOT_HEADER_LEN as usize + NONCE_LEN;
+            let target = self.target_slot(block)?;
             let slot_at = pair_at + target.slot.offset_in_pair() as usize;
             let slot = &mut pairs[slot_at..slot_at + SLOT_SIZE as usize];
-            let plain_at = SLOT_HEADER_LEN as usize + NONCE_LEN;
             if old_len > 0 && (from > 0 || to < old_len) {
-                let old = self.read(block_start, old_len)?;
-                slot[plain_at..plain_at + old_len].copy_from_slice(&old);
+                // The old content of a partial block, decrypted in place.
+                self.read_into(block_start, &mut slot[plain_at..plain_at + old_len])?;
             }
             let data_at = (block_start + from as u64 - offset) as usize;
             slot[plain_at + from..plain_at + to]
@@ -366,6 +411,8 @@ impl<S: Storage> EncryptedFile<S> {
             let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("chunks_exact");
             self.seal_slot(slot, block, &target, plain_len, nonce)?;
             let range = if target.new_pair {
+                // Slot B of a new pair is empty: all zeros.
+                pairs[slot_at + SLOT_SIZE as usize..pair_at + PAIR_SIZE as usize].fill(0);
                 (pair_at, pair_at + PAIR_SIZE as usize)
             } else {
                 (slot_at, slot_at + SLOT_SIZE as usize)
@@ -376,8 +423,9 @@ impl<S: Storage> EncryptedFile<S> {
             }
         }
         for (from, to) in ranges {
-            self.storage
-                .write_all_at(&pairs[from..to], base + from as u64)?;
+            let at = base + from as u64;
+            self.storage.write_all_at(&pairs[from..to], at)?;
+            self.backing_len = self.backing_len.map(|len| len.max(at + (to - from) as u64));
         }
         self.len = new_len;
         Ok(())
@@ -469,6 +517,8 @@ impl<S: Storage> EncryptedFile<S> {
         };
         slot[..SLOT_HEADER_LEN as usize].copy_from_slice(&header.to_bytes());
         let sealed_end = SLOT_HEADER_LEN as usize + plain_len + BLOCK_OVERHEAD as usize;
+        // The buffer is reused: the padding of a short block must be zeroed here.
+        slot[sealed_end..].fill(0);
         self.cipher()?.seal_in_place(
             block,
             target.generation,
@@ -484,9 +534,14 @@ impl<S: Storage> EncryptedFile<S> {
             return Ok(());
         }
         let expected = cipher_size(self.len);
-        if self.storage.size()? != expected {
+        let backing_len = match self.backing_len {
+            Some(len) => len,
+            None => self.storage.size()?,
+        };
+        if backing_len != expected {
             self.storage.set_len(expected)?;
         }
+        self.backing_len = Some(expected);
         Ok(())
     }
 
@@ -496,6 +551,7 @@ impl<S: Storage> EncryptedFile<S> {
                 file_id: random::array()?,
             };
             self.storage.write_all_at(&header.to_bytes(), 0)?;
+            self.backing_len = self.backing_len.map(|len| len.max(HEADER_LEN));
             // The header must be durable before any block written under it, or a
             // crash could keep blocks whose key can no longer be derived.
             self.sync()?;
@@ -526,6 +582,7 @@ impl<S: Storage> EncryptedFile<S> {
             let slots = self.slots.get_mut().unwrap_or_else(|p| p.into_inner());
             slots.durable.clear();
             slots.write_failed = true;
+            self.backing_len = None;
             if let Ok(len) = reported_plain_len(&self.storage) {
                 self.len = len;
             }
@@ -549,6 +606,29 @@ impl<S: Storage> Drop for EncryptedFile<S> {
             }
         }
     }
+}
+
+thread_local! {
+    /// Per request thread: the pairs a read decrypts from, and the pairs a write
+    /// seals into (separate, as a write reads the partial blocks it touches).
+    /// Reused without zeroing, so a request allocates nothing.
+    static READ_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static SEAL_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` bytes of this thread's `buffer` (contents undefined).
+fn with_scratch<T>(
+    buffer: &'static LocalKey<Cell<Vec<u8>>>,
+    len: usize,
+    f: impl FnOnce(&mut [u8]) -> T,
+) -> T {
+    let mut scratch = buffer.take();
+    if scratch.len() < len {
+        scratch.resize(len, 0);
+    }
+    let result = f(&mut scratch[..len]);
+    buffer.set(scratch);
+    result
 }
 
 /// The plaintext size of the encrypted file in `storage`, read from its size and its
