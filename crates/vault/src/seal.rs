@@ -8,9 +8,8 @@
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use pgcmk_crypto::aead::{AeadKey, Algorithm, NONCE_LEN, TAG_LEN};
+pub use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::{kdf, random, SecretBytes, SymmetricKey};
-use zeroize::Zeroizing;
 
 use crate::files::{self, DataDir};
 use crate::Error;
@@ -69,7 +68,7 @@ pub fn load_root_key(
                 let stored: PassphraseFile = serde_json::from_slice(&files::read(&path)?)?;
                 let salt =
                     hex::decode(&stored.salt).map_err(|_| Error::RootKey("corrupt salt".into()))?;
-                let key = argon2id(&passphrase, &salt)?;
+                let key = passphrase_key(&passphrase, &salt)?;
                 let check = B64
                     .decode(&stored.check)
                     .map_err(|_| Error::RootKey("corrupt check value".into()))?;
@@ -84,7 +83,7 @@ pub fn load_root_key(
                 ));
             }
             let salt = random::array::<16>()?;
-            let key = argon2id(&passphrase, &salt)?;
+            let key = passphrase_key(&passphrase, &salt)?;
             let check = Sealer::new(&key)?.seal(b"root-check", CHECK_PLAINTEXT)?;
             let stored = PassphraseFile {
                 salt: hex::encode(salt),
@@ -96,59 +95,15 @@ pub fn load_root_key(
     }
 }
 
+/// Argon2id over the passphrase (the crypto crate's profile: 19 MiB, 2 passes).
+fn passphrase_key(passphrase: &SecretBytes, salt: &[u8]) -> Result<SymmetricKey, Error> {
+    kdf::passphrase_key(passphrase.expose_secret(), salt).map_err(|e| Error::RootKey(e.to_string()))
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PassphraseFile {
     salt: String,
     check: String,
-}
-
-fn argon2id(passphrase: &SecretBytes, salt: &[u8]) -> Result<SymmetricKey, Error> {
-    // OWASP's minimum Argon2id profile (19 MiB, 2 passes): bounded memory at start-up.
-    let params = argon2::Params::new(19 * 1024, 2, 1, Some(32))
-        .map_err(|e| Error::RootKey(e.to_string()))?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut out = [0u8; 32];
-    argon
-        .hash_password_into(passphrase.expose_secret(), salt, &mut out)
-        .map_err(|e| Error::RootKey(e.to_string()))?;
-    Ok(SymmetricKey::from_bytes(out))
-}
-
-/// Seals and opens small secrets (key material, TLS key) with AES-256-GCM-SIV and a
-/// random nonce; the associated data binds each blob to what it is.
-pub struct Sealer {
-    key: AeadKey,
-}
-
-impl Sealer {
-    fn new(key: &SymmetricKey) -> Result<Self, Error> {
-        Ok(Self {
-            key: AeadKey::new(Algorithm::Aes256GcmSiv, key)?,
-        })
-    }
-
-    /// Encrypts `plaintext` bound to `aad`: nonce ‖ ciphertext ‖ tag.
-    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
-        let nonce = random::array::<NONCE_LEN>()?;
-        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        let tag = self.key.seal_in_place(&nonce, aad, &mut out[NONCE_LEN..])?;
-        out.extend_from_slice(&tag);
-        Ok(out)
-    }
-
-    /// Verifies and decrypts a blob from [`Sealer::seal`] with the same `aad`.
-    pub fn open(&self, aad: &[u8], blob: &[u8]) -> Result<SecretBytes, Error> {
-        if blob.len() < NONCE_LEN + TAG_LEN {
-            return Err(pgcmk_crypto::Error::Authentication.into());
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&blob[..NONCE_LEN]);
-        let mut buf = Zeroizing::new(blob[NONCE_LEN..].to_vec());
-        let plain = self.key.open_in_place(&nonce, aad, &mut buf)?;
-        Ok(SecretBytes::new(plain.to_vec()))
-    }
 }
 
 /// The purpose-specific keys derived from the root key.

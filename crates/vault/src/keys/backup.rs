@@ -77,7 +77,13 @@ pub fn backup(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
     let plain = Zeroizing::new(serde_json::to_vec(&payload).map_err(ApiError::internal)?);
     drop(payload);
     let mut blob = MAGIC.to_vec();
-    blob.extend_from_slice(&ctx.service.keys.backup.seal(AAD, &plain)?);
+    blob.extend_from_slice(
+        &ctx.service
+            .keys
+            .backup
+            .seal(AAD, &plain)
+            .map_err(crate::Error::from)?,
+    );
     Ok(Outcome {
         reply: crate::http::Reply::ok(json!({ "value": to_b64url(&blob) })),
         version: None,
