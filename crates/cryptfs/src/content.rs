@@ -4,15 +4,15 @@
 //! resulting bound on block writes per key, is argued in `docs/format.md`.
 
 use pgcmk_crypto::aead::{AeadKey, Algorithm, NONCE_LEN, TAG_LEN};
-use pgcmk_crypto::{kdf, random, SymmetricKey};
+use pgcmk_crypto::{kdf, SymmetricKey};
 
-use crate::format::{block_aad, SlotHeader, FILE_ID_LEN};
+use crate::format::{block_aad, SlotEntry, FILE_ID_LEN};
 use crate::Error;
 
 /// The AEAD used for every block.
 pub const ALGORITHM: Algorithm = Algorithm::Aes256GcmSiv;
-const FILE_KEY_INFO: &[u8] = b"pgcmk-cryptfs/v2/file-content";
-const KEY_CHECK_INFO: &[u8] = b"pgcmk-cryptfs/v2/key-check";
+const FILE_KEY_INFO: &[u8] = b"pgcmk-cryptfs/v3/file-content";
+const KEY_CHECK_INFO: &[u8] = b"pgcmk-cryptfs/v3/key-check";
 /// Length of a volume identifier.
 pub const VOLUME_ID_LEN: usize = 16;
 
@@ -68,89 +68,46 @@ impl FileCipher {
         &self.file_id
     }
 
-    /// Encrypts block `block` at generation `generation`: `out` (length
-    /// `plain.len()` + overhead) receives nonce ‖ ciphertext ‖ tag, with a fresh
-    /// random nonce.
-    pub fn seal(
-        &self,
-        block: u64,
-        generation: u64,
-        plain: &[u8],
-        out: &mut [u8],
-    ) -> Result<(), Error> {
-        let nonce: [u8; NONCE_LEN] = random::array()?;
-        out[NONCE_LEN..NONCE_LEN + plain.len()].copy_from_slice(plain);
-        self.seal_in_place(block, generation, &nonce, out)
-    }
-
-    /// Encrypts in place: `sealed` = space for the nonce ‖ plaintext ‖ space for the
-    /// tag; on return it holds nonce ‖ ciphertext ‖ tag. The caller supplies a
-    /// fresh random nonce (batched: one RNG call per write instead of per block).
-    /// The AAD binds file, block, generation and plaintext length.
+    /// Encrypts `page` (the plaintext of block `block`, at generation `generation`)
+    /// in place and returns the tag. The caller supplies a fresh random nonce
+    /// (batched: one RNG call per write instead of per block). The AAD binds file,
+    /// block, generation and plaintext length.
     pub fn seal_in_place(
         &self,
         block: u64,
         generation: u64,
         nonce: &[u8; NONCE_LEN],
-        sealed: &mut [u8],
-    ) -> Result<(), Error> {
-        let body_len =
-            sealed
-                .len()
-                .checked_sub(NONCE_LEN + TAG_LEN)
-                .ok_or(Error::InvalidArgument(
-                    "sealed block shorter than its overhead".into(),
-                ))?;
-        let header = slot_header(generation, body_len)?;
-        let (nonce_out, rest) = sealed.split_at_mut(NONCE_LEN);
-        let (body, tag_out) = rest.split_at_mut(body_len);
-        nonce_out.copy_from_slice(nonce);
-        let tag = self
-            .key
-            .seal_in_place(nonce, &block_aad(&self.file_id, block, &header), body)?;
-        tag_out.copy_from_slice(&tag);
-        Ok(())
+        page: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        let aad = block_aad(&self.file_id, block, generation, plain_len(page.len())?);
+        Ok(self.key.seal_in_place(nonce, &aad, page)?)
     }
 
-    /// Verifies and decrypts block `block` at generation `generation` (`sealed` =
-    /// nonce ‖ ciphertext ‖ tag) into `out` (length `sealed.len()` − overhead). On
+    /// Verifies and decrypts one version of block `block` (ciphertext, with its
+    /// nonce and tag from `entry`) into `out` (same length as `ciphertext`). On
     /// failure `out` holds nothing usable.
     pub fn open(
         &self,
         block: u64,
-        generation: u64,
-        sealed: &[u8],
+        entry: &SlotEntry,
+        ciphertext: &[u8],
         out: &mut [u8],
     ) -> Result<(), Error> {
-        let tampered = Error::Tampered { block };
-        if sealed.len() <= NONCE_LEN + TAG_LEN || out.len() != sealed.len() - NONCE_LEN - TAG_LEN {
-            return Err(tampered);
+        let tampered = || Error::Tampered { block };
+        if entry.is_empty() || ciphertext.is_empty() || out.len() != ciphertext.len() {
+            return Err(tampered());
         }
-        let header = slot_header(generation, out.len()).map_err(|_| Error::Tampered { block })?;
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::Tampered { block })?;
-        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Tampered { block })?;
+        let len = plain_len(ciphertext.len()).map_err(|_| tampered())?;
+        let aad = block_aad(&self.file_id, block, entry.generation, len);
         self.key
-            .open_into(
-                nonce,
-                &block_aad(&self.file_id, block, &header),
-                body,
-                tag,
-                out,
-            )
-            .map_err(|_| tampered)
+            .open_into(&entry.nonce, &aad, ciphertext, &entry.tag, out)
+            .map_err(|_| tampered())
     }
 }
 
-/// The slot header a sealed block of `plain_len` bytes at `generation` carries.
-fn slot_header(generation: u64, plain_len: usize) -> Result<SlotHeader, Error> {
-    let plain_len = u32::try_from(plain_len)
-        .map_err(|_| Error::InvalidArgument("block longer than 4 GiB".into()))?;
-    Ok(SlotHeader {
-        generation,
-        plain_len,
-    })
+/// A block's plaintext length as stored in its entry.
+fn plain_len(len: usize) -> Result<u32, Error> {
+    u32::try_from(len).map_err(|_| Error::InvalidArgument("block longer than 4 GiB".into()))
 }
 
 #[cfg(test)]
@@ -164,20 +121,38 @@ mod tests {
     #[test]
     fn seal_open_and_binding() {
         let cipher = volume(7).file_cipher([2; 16]).unwrap();
-        let mut sealed = vec![0u8; 100 + 28];
-        cipher.seal(5, 3, &[0xAA; 100], &mut sealed).unwrap();
+        let nonce = [5u8; NONCE_LEN];
+        let mut page = [0xAAu8; 100];
+        let tag = cipher.seal_in_place(5, 3, &nonce, &mut page).unwrap();
+        assert_ne!(page, [0xAA; 100]);
+        let entry = SlotEntry {
+            generation: 3,
+            plain_len: 100,
+            nonce,
+            tag,
+        };
         let mut out = [0u8; 100];
-        cipher.open(5, 3, &sealed, &mut out).unwrap();
+        cipher.open(5, &entry, &page, &mut out).unwrap();
         assert_eq!(out, [0xAA; 100]);
-        // Another block number, generation, file or key: all rejected.
-        assert!(cipher.open(6, 3, &sealed, &mut out).is_err());
-        assert!(cipher.open(5, 4, &sealed, &mut out).is_err());
+        // Another block number, generation, nonce, tag, file or key: all rejected.
+        assert!(cipher.open(6, &entry, &page, &mut out).is_err());
+        let older = SlotEntry {
+            generation: 4,
+            ..entry
+        };
+        assert!(cipher.open(5, &older, &page, &mut out).is_err());
+        let mut bad_tag = entry;
+        bad_tag.tag[0] ^= 1;
+        assert!(cipher.open(5, &bad_tag, &page, &mut out).is_err());
+        let mut bad_nonce = entry;
+        bad_nonce.nonce[0] ^= 1;
+        assert!(cipher.open(5, &bad_nonce, &page, &mut out).is_err());
         let other_file = volume(7).file_cipher([3; 16]).unwrap();
-        assert!(other_file.open(5, 3, &sealed, &mut out).is_err());
+        assert!(other_file.open(5, &entry, &page, &mut out).is_err());
         let other_key = volume(8).file_cipher([2; 16]).unwrap();
-        assert!(other_key.open(5, 3, &sealed, &mut out).is_err());
-        // A truncated block is rejected too.
-        assert!(cipher.open(5, 3, &sealed[..120], &mut out[..92]).is_err());
+        assert!(other_key.open(5, &entry, &page, &mut out).is_err());
+        // A truncated block is rejected too (the length is in the AAD).
+        assert!(cipher.open(5, &entry, &page[..92], &mut out[..92]).is_err());
     }
 
     #[test]

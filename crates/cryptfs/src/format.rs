@@ -1,36 +1,39 @@
-//! On-disk layout of one encrypted file (format v2): header, two slots per block,
-//! slot headers, size arithmetic.
+//! On-disk layout of one encrypted file (format v3): header page, groups of 32
+//! blocks, two slots per block, metadata entries, size arithmetic.
 //!
 //! ```text
-//! [header 24 B][pair 0: slot A | slot B][pair 1: slot A | slot B] ...
-//! slot: generation u64 | plaintext length u32 | nonce 12 | ciphertext ≤ 4096 | tag 16 | zero padding
+//! [header page][group 0][group 1] ...
+//! group: [metadata page: 64 entries][32 slot-A data pages][32 slot-B data pages]
+//! entry: generation u64 | plaintext length u32 | nonce 12 | tag 16 | zeros 24
+//! data page: ciphertext (plaintext length bytes) | zeros up to 4096
 //! ```
 //! A block's current version is the slot with the higher generation; a write goes to
-//! the other slot, so the last durable version is never overwritten. The plaintext
-//! size is the number of pairs times 4096, less what the last block's current slot
-//! lacks (see `docs/format.md`).
+//! the other slot, so the last durable version is never overwritten. Every data page
+//! is 4 KiB-aligned in the cipher file, so a whole-block write replaces whole backing
+//! pages. The plaintext size comes from the last block's entries (see
+//! `docs/format.md`).
 
 use crate::Error;
 use pgcmk_crypto::aead::{NONCE_LEN, TAG_LEN};
 
-/// Plaintext bytes per block.
+/// Plaintext bytes per block, and bytes per page of the cipher file.
 pub const BLOCK_SIZE: u64 = 4096;
-/// Ciphertext overhead of one sealed block: nonce + tag.
-pub const BLOCK_OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
-/// Clear slot header: generation (u64) ‖ plaintext length (u32).
-pub const SLOT_HEADER_LEN: u64 = 12;
-/// Bytes of one slot on disk (fixed width, whatever the plaintext length).
-pub const SLOT_SIZE: u64 = SLOT_HEADER_LEN + BLOCK_SIZE + BLOCK_OVERHEAD;
-/// Bytes of one block's two slots on disk.
-pub const PAIR_SIZE: u64 = 2 * SLOT_SIZE;
+/// Blocks per group (one metadata page describes them all).
+pub const GROUP_BLOCKS: u64 = 32;
+/// Bytes of one group: its metadata page and two data pages per block.
+pub const GROUP_SIZE: u64 = (1 + 2 * GROUP_BLOCKS) * BLOCK_SIZE;
+/// Bytes of one metadata entry (8 per 512-byte sector: never torn).
+pub const ENTRY_SIZE: u64 = 64;
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Magic bytes opening every encrypted file.
 pub const FILE_MAGIC: [u8; 6] = *b"PGCMKF";
 /// Length of the random per-file identifier.
 pub const FILE_ID_LEN: usize = 16;
-/// Length of the file header.
+/// Length of the meaningful part of the header page.
 pub const HEADER_LEN: u64 = 24;
+/// Where group 0 starts: after the header page.
+pub const GROUPS_START: u64 = BLOCK_SIZE;
 /// Length of a block's associated data.
 pub const AAD_LEN: usize = 38;
 /// Largest plaintext size (keeps every offset computation far from u64 overflow).
@@ -44,16 +47,16 @@ pub struct FileHeader {
 }
 
 impl FileHeader {
-    /// Serialises the header (magic, version, file id).
-    pub fn to_bytes(&self) -> [u8; HEADER_LEN as usize] {
-        let mut out = [0u8; HEADER_LEN as usize];
+    /// Serialises the header page (magic, version, file id, zeros).
+    pub fn to_page(&self) -> [u8; BLOCK_SIZE as usize] {
+        let mut out = [0u8; BLOCK_SIZE as usize];
         out[..6].copy_from_slice(&FILE_MAGIC);
         out[6..8].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
-        out[8..].copy_from_slice(&self.file_id);
+        out[8..HEADER_LEN as usize].copy_from_slice(&self.file_id);
         out
     }
 
-    /// Parses and validates a header.
+    /// Parses and validates the first [`HEADER_LEN`] bytes of a header page.
     pub fn parse(bytes: &[u8; HEADER_LEN as usize]) -> Result<Self, Error> {
         if bytes[..6] != FILE_MAGIC {
             return Err(Error::BadHeader("bad magic"));
@@ -70,14 +73,14 @@ impl FileHeader {
 /// One of a block's two slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Slot {
-    /// The first slot of the pair.
+    /// The first slot.
     A,
-    /// The second slot of the pair.
+    /// The second slot.
     B,
 }
 
 impl Slot {
-    /// The other slot of the pair.
+    /// The other slot of the block.
     pub fn other(self) -> Slot {
         match self {
             Slot::A => Slot::B,
@@ -85,46 +88,58 @@ impl Slot {
         }
     }
 
-    /// Byte offset of this slot within its pair.
-    pub fn offset_in_pair(self) -> u64 {
+    fn index(self) -> u64 {
         match self {
             Slot::A => 0,
-            Slot::B => SLOT_SIZE,
+            Slot::B => 1,
         }
     }
 }
 
-/// The clear header of a slot. Generation 0 marks an empty slot (never valid).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotHeader {
+/// The metadata entry of one slot. Generation 0 marks an empty slot (never valid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SlotEntry {
     /// Larger = newer version of the block.
     pub generation: u64,
     /// Plaintext bytes in the slot (1..=4096 when valid).
     pub plain_len: u32,
+    /// The nonce this version was sealed with.
+    pub nonce: [u8; NONCE_LEN],
+    /// Its authentication tag.
+    pub tag: [u8; TAG_LEN],
 }
 
-impl SlotHeader {
-    /// Serialises the header.
-    pub fn to_bytes(&self) -> [u8; SLOT_HEADER_LEN as usize] {
-        let mut out = [0u8; SLOT_HEADER_LEN as usize];
+impl SlotEntry {
+    /// An empty entry (all zeros on disk).
+    pub const EMPTY: SlotEntry = SlotEntry {
+        generation: 0,
+        plain_len: 0,
+        nonce: [0; NONCE_LEN],
+        tag: [0; TAG_LEN],
+    };
+
+    /// Serialises the entry (zero-padded to [`ENTRY_SIZE`]).
+    pub fn to_bytes(&self) -> [u8; ENTRY_SIZE as usize] {
+        let mut out = [0u8; ENTRY_SIZE as usize];
         out[..8].copy_from_slice(&self.generation.to_be_bytes());
-        out[8..].copy_from_slice(&self.plain_len.to_be_bytes());
+        out[8..12].copy_from_slice(&self.plain_len.to_be_bytes());
+        out[12..24].copy_from_slice(&self.nonce);
+        out[24..40].copy_from_slice(&self.tag);
         out
     }
 
-    /// Parses the first [`SLOT_HEADER_LEN`] bytes of `slot`.
-    pub fn parse(slot: &[u8]) -> Self {
-        let mut generation = [0u8; 8];
-        generation.copy_from_slice(&slot[..8]);
-        let mut plain_len = [0u8; 4];
-        plain_len.copy_from_slice(&slot[8..12]);
-        Self {
-            generation: u64::from_be_bytes(generation),
-            plain_len: u32::from_be_bytes(plain_len),
-        }
+    /// Parses the first [`ENTRY_SIZE`] bytes of `entry`.
+    pub fn parse(entry: &[u8]) -> Self {
+        let field = |range: std::ops::Range<usize>| &entry[range];
+        let mut out = SlotEntry::EMPTY;
+        out.generation = u64::from_be_bytes(field(0..8).try_into().expect("8 bytes"));
+        out.plain_len = u32::from_be_bytes(field(8..12).try_into().expect("4 bytes"));
+        out.nonce.copy_from_slice(field(12..24));
+        out.tag.copy_from_slice(field(24..40));
+        out
     }
 
-    /// True for a slot never written (or cleared by crash recovery).
+    /// True for a slot never written (or cleared by truncation or crash recovery).
     pub fn is_empty(&self) -> bool {
         self.generation == 0
     }
@@ -132,7 +147,7 @@ impl SlotHeader {
 
 /// The slot holding the block's current version: the higher generation (ties: A).
 /// `None` when both are empty.
-pub fn current_slot(a: &SlotHeader, b: &SlotHeader) -> Option<Slot> {
+pub fn current_slot(a: &SlotEntry, b: &SlotEntry) -> Option<Slot> {
     match (a.is_empty(), b.is_empty()) {
         (true, true) => None,
         _ if b.generation > a.generation => Some(Slot::B),
@@ -140,40 +155,53 @@ pub fn current_slot(a: &SlotHeader, b: &SlotHeader) -> Option<Slot> {
     }
 }
 
-/// Associated data of one slot of block `block` of file `file_id`:
+/// Associated data of one version of block `block` of file `file_id`:
 /// version ‖ file id ‖ block number ‖ generation ‖ plaintext length.
-pub fn block_aad(file_id: &[u8; FILE_ID_LEN], block: u64, header: &SlotHeader) -> [u8; AAD_LEN] {
+pub fn block_aad(
+    file_id: &[u8; FILE_ID_LEN],
+    block: u64,
+    generation: u64,
+    plain_len: u32,
+) -> [u8; AAD_LEN] {
     let mut aad = [0u8; AAD_LEN];
     aad[..2].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
     aad[2..18].copy_from_slice(file_id);
     aad[18..26].copy_from_slice(&block.to_be_bytes());
-    aad[26..].copy_from_slice(&header.to_bytes());
+    aad[26..34].copy_from_slice(&generation.to_be_bytes());
+    aad[34..].copy_from_slice(&plain_len.to_be_bytes());
     aad
 }
 
-/// Offset in the cipher file where block `block`'s pair of slots starts.
-pub fn pair_offset(block: u64) -> u64 {
-    HEADER_LEN + block * PAIR_SIZE
+/// The group holding block `block`.
+pub fn group_of(block: u64) -> u64 {
+    block / GROUP_BLOCKS
 }
 
-/// Offset in the cipher file of one slot of block `block`.
-pub fn slot_offset(block: u64, slot: Slot) -> u64 {
-    pair_offset(block) + slot.offset_in_pair()
+/// Offset in the cipher file where group `group` (its metadata page) starts.
+pub fn group_offset(group: u64) -> u64 {
+    GROUPS_START + group * GROUP_SIZE
 }
 
-/// Cipher file size holding `plain` plaintext bytes (0 stays 0: no header yet).
-pub fn cipher_size(plain: u64) -> u64 {
-    if plain == 0 {
-        return 0;
-    }
-    pair_offset(plain.div_ceil(BLOCK_SIZE))
+/// Offset of the metadata entry of one slot of block `block`.
+pub fn entry_offset(block: u64, slot: Slot) -> u64 {
+    group_offset(group_of(block))
+        + (slot.index() * GROUP_BLOCKS + block % GROUP_BLOCKS) * ENTRY_SIZE
 }
 
-/// Number of whole pairs in a cipher file of `cipher` bytes, and whether a partial
-/// pair (a torn extension, or a cut file) follows them.
-pub fn whole_pairs(cipher: u64) -> (u64, bool) {
-    let body = cipher.saturating_sub(HEADER_LEN);
-    (body / PAIR_SIZE, !body.is_multiple_of(PAIR_SIZE))
+/// Offset of the data page of one slot of block `block`.
+pub fn data_offset(block: u64, slot: Slot) -> u64 {
+    group_offset(group_of(block))
+        + (1 + slot.index() * GROUP_BLOCKS + block % GROUP_BLOCKS) * BLOCK_SIZE
+}
+
+/// Position of one slot's entry within its group's metadata page.
+pub fn entry_index(block: u64, slot: Slot) -> usize {
+    ((slot.index() * GROUP_BLOCKS + block % GROUP_BLOCKS) * ENTRY_SIZE) as usize
+}
+
+/// Number of groups a cipher file of `cipher` bytes reaches into.
+pub fn groups_in(cipher: u64) -> u64 {
+    cipher.saturating_sub(GROUPS_START).div_ceil(GROUP_SIZE)
 }
 
 #[cfg(test)]
@@ -182,45 +210,58 @@ mod tests {
 
     #[test]
     fn geometry() {
-        assert_eq!(SLOT_SIZE, 4136);
-        assert_eq!(PAIR_SIZE, 8272);
-        assert_eq!(cipher_size(0), 0);
-        assert_eq!(cipher_size(1), 24 + 8272);
-        assert_eq!(cipher_size(4096), 24 + 8272);
-        assert_eq!(cipher_size(4097), 24 + 2 * 8272);
-        assert_eq!(slot_offset(1, Slot::B), 24 + 8272 + 4136);
-        assert_eq!(whole_pairs(24 + 2 * 8272), (2, false));
-        assert_eq!(whole_pairs(24 + 2 * 8272 + 5), (2, true));
+        assert_eq!(GROUP_SIZE, 266_240);
+        assert_eq!(entry_offset(0, Slot::A), 4096);
+        assert_eq!(entry_offset(0, Slot::B), 4096 + 32 * 64);
+        assert_eq!(entry_offset(33, Slot::B), 4096 + 266_240 + 33 * 64);
+        assert_eq!(data_offset(0, Slot::A), 8192);
+        assert_eq!(data_offset(31, Slot::A), 4096 + 32 * 4096);
+        assert_eq!(data_offset(0, Slot::B), 4096 + 33 * 4096);
+        assert_eq!(data_offset(32, Slot::A), 4096 + 266_240 + 4096);
+        assert_eq!(data_offset(63, Slot::B), 4096 + 2 * 266_240 - 4096);
+        assert_eq!(groups_in(0), 0);
+        assert_eq!(groups_in(4096), 0);
+        assert_eq!(groups_in(4097), 1);
+        assert_eq!(groups_in(4096 + 266_240), 1);
+        assert_eq!(groups_in(4096 + 266_241), 2);
+        // No entry crosses a 512-byte sector.
+        assert_eq!(512 % ENTRY_SIZE, 0);
     }
 
     #[test]
     fn current_slot_is_the_higher_generation() {
-        let slot = |generation| SlotHeader {
+        let slot = |generation| SlotEntry {
             generation,
             plain_len: 4096,
+            ..SlotEntry::EMPTY
         };
         assert_eq!(current_slot(&slot(0), &slot(0)), None);
         assert_eq!(current_slot(&slot(1), &slot(0)), Some(Slot::A));
         assert_eq!(current_slot(&slot(0), &slot(1)), Some(Slot::B));
         assert_eq!(current_slot(&slot(4), &slot(5)), Some(Slot::B));
         assert_eq!(current_slot(&slot(7), &slot(7)), Some(Slot::A));
-        let header = SlotHeader {
+        let entry = SlotEntry {
             generation: 0x0102,
             plain_len: 100,
+            nonce: [3; NONCE_LEN],
+            tag: [4; TAG_LEN],
         };
-        assert_eq!(SlotHeader::parse(&header.to_bytes()), header);
+        assert_eq!(SlotEntry::parse(&entry.to_bytes()), entry);
+        assert!(entry.to_bytes()[40..].iter().all(|b| *b == 0));
     }
 
     #[test]
     fn header_round_trip_and_rejects() {
         let header = FileHeader { file_id: [9; 16] };
-        let bytes = header.to_bytes();
+        let page = header.to_page();
+        let bytes: [u8; HEADER_LEN as usize] = page[..HEADER_LEN as usize].try_into().unwrap();
         assert_eq!(FileHeader::parse(&bytes).unwrap(), header);
+        assert!(page[HEADER_LEN as usize..].iter().all(|b| *b == 0));
         let mut bad = bytes;
         bad[0] ^= 1;
         assert!(FileHeader::parse(&bad).is_err());
         let mut older = bytes;
-        older[7] = 1;
+        older[7] = 2;
         assert!(FileHeader::parse(&older).is_err());
     }
 }

@@ -17,8 +17,9 @@ use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
 use crate::format::{
-    cipher_size, current_slot, pair_offset, slot_offset, whole_pairs, FileHeader, Slot, SlotHeader,
-    BLOCK_OVERHEAD, BLOCK_SIZE, HEADER_LEN, MAX_PLAIN_SIZE, PAIR_SIZE, SLOT_HEADER_LEN, SLOT_SIZE,
+    current_slot, data_offset, entry_index, entry_offset, group_of, group_offset, groups_in,
+    FileHeader, Slot, SlotEntry, BLOCK_SIZE, ENTRY_SIZE, GROUPS_START, GROUP_BLOCKS, HEADER_LEN,
+    MAX_PLAIN_SIZE,
 };
 use crate::storage::Storage;
 use crate::Error;
@@ -29,18 +30,9 @@ pub use recovery::FileRecovery;
 /// so that rewriting a hot block needs no read of its slot headers.
 const DURABLE_SLOTS_CACHED: usize = 4096;
 
-/// Blocks sealed and written per window (128 KiB of plaintext).
-const WINDOW_BLOCKS: u64 = 32;
+/// Blocks sealed and written per window: one group (128 KiB of plaintext).
+const WINDOW_BLOCKS: u64 = GROUP_BLOCKS;
 const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_SIZE;
-
-/// Where a block's next version goes.
-#[derive(Clone, Copy, Debug)]
-struct SlotTarget {
-    slot: Slot,
-    generation: u64,
-    /// The pair does not exist yet: write it whole (the other slot empty).
-    new_pair: bool,
-}
 
 /// What a file knows in memory about its blocks' slots.
 #[derive(Default)]
@@ -91,11 +83,11 @@ pub struct EncryptedFile<S: Storage> {
 }
 
 impl<S: Storage> EncryptedFile<S> {
-    /// Opens `storage`, reading its header and the last block's slot headers.
+    /// Opens `storage`, reading its header and the last group's metadata page.
     ///
-    /// A damaged tail (a partial pair, or a last pair without a current slot) does
-    /// not fail the open: reads of the damaged block fail instead, so the intact part
-    /// stays readable.
+    /// A damaged tail (a last block without a plausible current slot) does not fail
+    /// the open: reads of the damaged block fail instead, so the intact part stays
+    /// readable.
     pub fn open(storage: S, volume: Arc<VolumeKey>) -> Result<Self, Error> {
         let cipher_len = storage.size()?;
         let cipher = if cipher_len == 0 {
@@ -152,49 +144,79 @@ impl<S: Storage> EncryptedFile<S> {
     }
 
     /// Decrypts the current version of plaintext bytes `start..start + out.len()`
-    /// (within the file) into `out`. Whole blocks are opened straight into `out`,
-    /// the partial ones at either end through a block on the stack. No fallback: a
-    /// current slot that fails authentication is an error, even if the other slot
-    /// would pass.
+    /// (within the file) into `out`, one group at a time.
     fn decrypt_range(&self, start: u64, out: &mut [u8]) -> Result<(), Error> {
+        let end = start + out.len() as u64;
+        let mut pos = start;
+        while pos < end {
+            let group_end = (group_of(pos / BLOCK_SIZE) + 1) * GROUP_BLOCKS * BLOCK_SIZE;
+            let to = end.min(group_end);
+            let out_at = (pos - start) as usize;
+            self.decrypt_in_group(pos, &mut out[out_at..out_at + (to - pos) as usize])?;
+            pos = to;
+        }
+        Ok(())
+    }
+
+    /// [`EncryptedFile::decrypt_range`] within one group: reads the metadata page,
+    /// then the current slots' data pages (one read per run of blocks whose current
+    /// slots are adjacent), and opens them into `out` — whole blocks straight into
+    /// it, the partial ones at either end through a block on the stack. No fallback:
+    /// a current slot that fails authentication is an error, even if the other slot
+    /// would pass.
+    fn decrypt_in_group(&self, start: u64, out: &mut [u8]) -> Result<(), Error> {
         let cipher = self.cipher()?;
         let end = start + out.len() as u64;
         let first = start / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
-        let pairs_at = pair_offset(first);
-        let pairs_len = (pair_offset(last + 1) - pairs_at) as usize;
-        with_scratch(&READ_BUFFER, pairs_len, |pairs| {
-            self.storage
-                .read_exact_at(pairs, pairs_at)
-                .map_err(|e| eof_is_tamper(e, last))?;
-            let mut partial = [0u8; BLOCK_SIZE as usize];
-            for (block, pair) in (first..=last).zip(pairs.chunks_exact(PAIR_SIZE as usize)) {
-                let (a, b) = pair_headers(pair);
-                let slot = current_slot(&a, &b).ok_or(Error::Tampered { block })?;
-                let header = if slot == Slot::A { a } else { b };
-                let block_start = block * BLOCK_SIZE;
-                let plain_len = self.block_len(block);
-                if u64::from(header.plain_len) != plain_len {
-                    return Err(Error::Tampered { block });
-                }
-                let from = start.max(block_start);
-                let to = end.min(block_start + plain_len);
-                let out_at = (from - start) as usize;
-                let out_range = out_at..out_at + (to - from) as usize;
-                if from == block_start && to == block_start + plain_len {
-                    open_slot(
-                        cipher,
-                        block,
-                        slot_bytes(pair, slot),
-                        &header,
-                        &mut out[out_range],
-                    )?;
-                } else {
-                    let plain = &mut partial[..plain_len as usize];
-                    open_slot(cipher, block, slot_bytes(pair, slot), &header, plain)?;
-                    out[out_range].copy_from_slice(
-                        &plain[(from - block_start) as usize..(to - block_start) as usize],
-                    );
+        let meta = read_meta_page(&self.storage, group_of(first))?;
+        let mut current = [(Slot::A, SlotEntry::EMPTY); GROUP_BLOCKS as usize];
+        for block in first..=last {
+            let (a, b) = block_entries(&meta, block);
+            let slot = current_slot(&a, &b).ok_or(Error::Tampered { block })?;
+            let entry = if slot == Slot::A { a } else { b };
+            if u64::from(entry.plain_len) != self.block_len(block) {
+                return Err(Error::Tampered { block });
+            }
+            current[(block - first) as usize] = (slot, entry);
+        }
+        let current = &current[..(last - first + 1) as usize];
+        let mut partial = [0u8; BLOCK_SIZE as usize];
+        with_scratch(&READ_BUFFER, current.len() * BLOCK_SIZE as usize, |pages| {
+            for run in slot_runs(current.iter().map(|(slot, _)| *slot)) {
+                let run_first = first + run.start as u64;
+                let run_last = first + run.end as u64 - 1;
+                // Up to the last ciphertext byte: a short block's padding may be
+                // missing after a crash, and is not part of the format.
+                let last_len = current[run.end - 1].1.plain_len as usize;
+                let read_len = (run.len() - 1) * BLOCK_SIZE as usize + last_len;
+                self.storage
+                    .read_exact_at(
+                        &mut pages[..read_len],
+                        data_offset(run_first, current[run.start].0),
+                    )
+                    .map_err(|e| eof_is_tamper(e, run_last))?;
+                let pages = &pages[..run.len() * BLOCK_SIZE as usize];
+                for (block, page) in
+                    (run_first..=run_last).zip(pages.chunks_exact(BLOCK_SIZE as usize))
+                {
+                    let entry = &current[(block - first) as usize].1;
+                    let block_start = block * BLOCK_SIZE;
+                    let plain_len = u64::from(entry.plain_len);
+                    let ciphertext = &page[..plain_len as usize];
+                    let from = start.max(block_start);
+                    let to = end.min(block_start + plain_len);
+                    let out_at = (from - start) as usize;
+                    let out_range = out_at..out_at + (to - from) as usize;
+                    if from == block_start && to == block_start + plain_len {
+                        cipher.open(block, entry, ciphertext, &mut out[out_range])?;
+                    } else {
+                        let plain = &mut partial[..plain_len as usize];
+                        cipher.open(block, entry, ciphertext, plain)?;
+                        out[out_range].copy_from_slice(
+                            &plain[(from - block_start) as usize..(to - block_start) as usize],
+                        );
+                    }
                 }
             }
             Ok(())
@@ -227,7 +249,7 @@ impl<S: Storage> EncryptedFile<S> {
             } else {
                 self.write_range(offset, data)?;
             }
-            self.fix_tail_after_write(end)
+            Ok(())
         });
         self.reload_len_after(result.as_ref().err());
         debug_assert!(result.is_err() || self.len >= end);
@@ -297,8 +319,7 @@ impl<S: Storage> EncryptedFile<S> {
         }
         if new_len > self.len {
             self.ensure_header()?;
-            self.write_zeros(self.len, new_len)?;
-            return self.fix_tail_after_write(new_len);
+            return self.write_zeros(self.len, new_len);
         }
         if new_len == 0 {
             // A fresh file id (and key) is chosen on the next write.
@@ -311,29 +332,54 @@ impl<S: Storage> EncryptedFile<S> {
         }
         let block = (new_len - 1) / BLOCK_SIZE;
         let keep = new_len - block * BLOCK_SIZE;
+        let old_blocks = self.len.div_ceil(BLOCK_SIZE);
         if keep < self.block_len(block) {
             // Re-seal the new last block at its shorter length (into the slot that
             // does not hold its durable version) before cutting the tail.
-            let mut slot = [0u8; SLOT_SIZE as usize];
-            let plain_at = (SLOT_HEADER_LEN as usize) + NONCE_LEN;
-            self.read_into(
-                block * BLOCK_SIZE,
-                &mut slot[plain_at..plain_at + keep as usize],
-            )?;
-            let target = self.target_slot(block)?;
-            let nonce: [u8; NONCE_LEN] = random::array()?;
-            self.seal_slot(&mut slot, block, &target, keep as usize, &nonce)?;
-            self.storage
-                .write_all_at(&slot, slot_offset(block, target.slot))?;
+            let mut plain = [0u8; BLOCK_SIZE as usize];
+            self.read_into(block * BLOCK_SIZE, &mut plain[..keep as usize])?;
+            let block_start = block * BLOCK_SIZE;
+            self.write_window(block_start, &plain[..keep as usize], Some(new_len))?;
         }
-        self.storage.set_len(cipher_size(new_len))?;
-        self.backing_len = Some(cipher_size(new_len));
+        self.cut_after(Some(block), old_blocks)?;
         self.len = new_len;
-        // Made durable at once: pairs cut off must not survive a crash, or a later
-        // extension (written as new pairs, generation 1) that is torn could let an
-        // older slot of theirs — from before the last sync — become current again.
+        // Made durable at once: slots cut off must not survive a crash, or a later
+        // extension (new blocks, generation 1) that is torn could let an older slot
+        // of theirs — from before the last sync — become current again.
         self.sync()?;
         self.slots().durable.retain(|&b, _| b <= block);
+        Ok(())
+    }
+
+    /// Drops blocks `last + 1 .. blocks` (`last = None`: all of them): clears their
+    /// entries in `last`'s group and cuts the cipher file at that group's end.
+    fn cut_after(&mut self, last: Option<u64>, blocks: u64) -> Result<(), Error> {
+        let (cleared, cut_to) = match last {
+            Some(last) => {
+                let group_end = (group_of(last) + 1) * GROUP_BLOCKS;
+                (
+                    last + 1..blocks.min(group_end),
+                    group_offset(group_of(last) + 1),
+                )
+            }
+            None => (0..blocks.min(GROUP_BLOCKS), GROUPS_START),
+        };
+        if !cleared.is_empty() {
+            let zeros = [0u8; (GROUP_BLOCKS * ENTRY_SIZE) as usize];
+            let len = ((cleared.end - cleared.start) * ENTRY_SIZE) as usize;
+            for slot in [Slot::A, Slot::B] {
+                self.storage
+                    .write_all_at(&zeros[..len], entry_offset(cleared.start, slot))?;
+            }
+        }
+        let backing_len = match self.backing_len {
+            Some(len) => len,
+            None => self.storage.size()?,
+        };
+        if backing_len > cut_to {
+            self.storage.set_len(cut_to)?;
+            self.backing_len = Some(cut_to);
+        }
         Ok(())
     }
 
@@ -348,201 +394,155 @@ impl<S: Storage> EncryptedFile<S> {
         Ok(())
     }
 
-    /// Writes `data` at `offset` (≤ end of file), one window of blocks at a time.
+    /// Writes `data` at `offset` (≤ end of file), one group of blocks at a time.
     fn write_range(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
         let mut pos = offset;
         let mut rest = data;
         while !rest.is_empty() {
             let window_end = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
             let n = (rest.len() as u64).min(window_end - pos) as usize;
-            self.write_window(pos, &rest[..n])?;
+            self.write_window(pos, &rest[..n], None)?;
             pos += n as u64;
             rest = &rest[n..];
         }
         Ok(())
     }
 
-    /// Seals every block `data` touches (merging old content of partial blocks) into
-    /// the slot that does not hold its durable version, and writes those slots —
-    /// whole pairs for new blocks — with as few backing writes as are contiguous
-    /// (one for an append). Plaintext is assembled in the output buffer and
-    /// encrypted in place.
-    fn write_window(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
-        let end = offset + data.len() as u64;
+    /// Seals every block `data` touches (within one group; merging the old content
+    /// of partial blocks) into the slot that does not hold its durable version, then
+    /// writes the data pages and the entries, each with as few backing writes as are
+    /// contiguous (one each for an append). `new_len` overrides the file length
+    /// after the write (truncation re-seals its last block shorter).
+    fn write_window(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        new_len: Option<u64>,
+    ) -> Result<(), Error> {
         let first = offset / BLOCK_SIZE;
-        let last = (end - 1) / BLOCK_SIZE;
-        let pairs_len = ((last - first + 1) * PAIR_SIZE) as usize;
-        with_scratch(&SEAL_BUFFER, pairs_len, |pairs| {
-            self.seal_window(offset, data, pairs)
+        let last = (offset + data.len() as u64 - 1) / BLOCK_SIZE;
+        let pages_len = ((last - first + 1) * BLOCK_SIZE) as usize;
+        with_scratch(&SEAL_BUFFER, pages_len, |pages| {
+            self.seal_window(offset, data, new_len, pages)
         })
     }
 
-    /// [`EncryptedFile::write_window`] with its buffer (`pairs`, one pair per block
+    /// [`EncryptedFile::write_window`] with its buffer (`pages`, one page per block
     /// touched, contents undefined on entry).
-    fn seal_window(&mut self, offset: u64, data: &[u8], pairs: &mut [u8]) -> Result<(), Error> {
+    fn seal_window(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        new_len: Option<u64>,
+        pages: &mut [u8],
+    ) -> Result<(), Error> {
         let end = offset + data.len() as u64;
-        let new_len = self.len.max(end);
+        let new_len = new_len.unwrap_or(self.len.max(end));
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
-        let base = pair_offset(first);
+        let count = (last - first + 1) as usize;
         let mut nonces = [0u8; WINDOW_BLOCKS as usize * NONCE_LEN];
-        let nonces = &mut nonces[..(last - first + 1) as usize * NONCE_LEN];
+        let nonces = &mut nonces[..count * NONCE_LEN];
         random::fill(nonces)?;
-        // Byte ranges of `pairs` to write, merged when adjacent.
-        let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(WINDOW_BLOCKS as usize);
-        for (block, nonce) in (first..=last).zip(nonces.chunks_exact(NONCE_LEN)) {
+        let mut targets = [(Slot::A, SlotEntry::EMPTY); WINDOW_BLOCKS as usize];
+        let mut meta = None;
+        for ((block, nonce), page) in (first..=last)
+            .zip(nonces.chunks_exact(NONCE_LEN))
+            .zip(pages.chunks_exact_mut(BLOCK_SIZE as usize))
+        {
             let block_start = block * BLOCK_SIZE;
             let plain_len = (new_len - block_start).min(BLOCK_SIZE) as usize;
             let old_len = self.len.saturating_sub(block_start).min(BLOCK_SIZE) as usize;
             let from = (offset.max(block_start) - block_start) as usize;
             let to = (end.min(block_start + BLOCK_SIZE) - block_start) as usize;
-            let pair_at = ((block - first) * PAIR_SIZE) as usize;
-            let plain_at = SLOT_HEADER_LEN as usize + NONCE_LEN;
-            let target = self.target_slot(block)?;
-            let slot_at = pair_at + target.slot.offset_in_pair() as usize;
-            let slot = &mut pairs[slot_at..slot_at + SLOT_SIZE as usize];
-            if old_len > 0 && (from > 0 || to < old_len) {
+            let (slot, generation) = self.target_slot(block, &mut meta)?;
+            if old_len > 0 && (from > 0 || to < old_len.min(plain_len)) {
                 // The old content of a partial block, decrypted in place.
-                self.read_into(block_start, &mut slot[plain_at..plain_at + old_len])?;
+                let keep = old_len.min(plain_len);
+                self.read_into(block_start, &mut page[..keep])?;
             }
             let data_at = (block_start + from as u64 - offset) as usize;
-            slot[plain_at + from..plain_at + to]
-                .copy_from_slice(&data[data_at..data_at + (to - from)]);
-            let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("chunks_exact");
-            self.seal_slot(slot, block, &target, plain_len, nonce)?;
-            let range = if target.new_pair {
-                // Slot B of a new pair is empty: all zeros.
-                pairs[slot_at + SLOT_SIZE as usize..pair_at + PAIR_SIZE as usize].fill(0);
-                (pair_at, pair_at + PAIR_SIZE as usize)
-            } else {
-                (slot_at, slot_at + SLOT_SIZE as usize)
+            page[from..to].copy_from_slice(&data[data_at..data_at + (to - from)]);
+            // The buffer is reused: a short block's padding must be zeroed here.
+            page[plain_len..].fill(0);
+            let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("chunks_exact");
+            let tag =
+                self.cipher()?
+                    .seal_in_place(block, generation, &nonce, &mut page[..plain_len])?;
+            let entry = SlotEntry {
+                generation,
+                plain_len: plain_len as u32,
+                nonce,
+                tag,
             };
-            match ranges.last_mut() {
-                Some(previous) if previous.1 == range.0 => previous.1 = range.1,
-                _ => ranges.push(range),
-            }
+            targets[(block - first) as usize] = (slot, entry);
         }
-        for (from, to) in ranges {
-            let at = base + from as u64;
-            self.storage.write_all_at(&pairs[from..to], at)?;
-            self.backing_len = self.backing_len.map(|len| len.max(at + (to - from) as u64));
+        let targets = &targets[..count];
+        let runs = slot_runs(targets.iter().map(|(slot, _)| *slot));
+        for run in &runs {
+            let at = data_offset(first + run.start as u64, targets[run.start].0);
+            let bytes = &pages[run.start * BLOCK_SIZE as usize..run.end * BLOCK_SIZE as usize];
+            self.storage.write_all_at(bytes, at)?;
+            self.backing_len = self.backing_len.map(|len| len.max(at + bytes.len() as u64));
+        }
+        let mut entries = [0u8; (WINDOW_BLOCKS * ENTRY_SIZE) as usize];
+        for (i, (_, entry)) in targets.iter().enumerate() {
+            entries[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize]
+                .copy_from_slice(&entry.to_bytes());
+        }
+        for run in &runs {
+            let at = entry_offset(first + run.start as u64, targets[run.start].0);
+            let bytes = &entries[run.start * ENTRY_SIZE as usize..run.end * ENTRY_SIZE as usize];
+            self.storage.write_all_at(bytes, at)?;
         }
         self.len = new_len;
         Ok(())
     }
 
-    /// Chooses the slot for block `block`'s next version and records it as pending
-    /// (before anything is written, so even a failed write counts as unsynced):
+    /// Chooses the slot and generation for block `block`'s next version and records
+    /// them as pending (before anything is written, so even a failed write counts
+    /// as unsynced):
     /// - written since the last sync: the same slot and generation again;
-    /// - a new block: slot A, generation 1, the pair written whole;
+    /// - a new block (past the last): slot A, generation 1 (its entries are empty);
     /// - otherwise the current slot is the durable version: the other slot, at the
     ///   current generation + 1 (remembered from an earlier sync, or read from the
-    ///   two 12-byte slot headers).
-    fn target_slot(&self, block: u64) -> Result<SlotTarget, Error> {
+    ///   group's metadata page, once per window: `meta`).
+    fn target_slot(
+        &self,
+        block: u64,
+        meta: &mut Option<[u8; BLOCK_SIZE as usize]>,
+    ) -> Result<(Slot, u64), Error> {
         let existing = block < self.len.div_ceil(BLOCK_SIZE);
         let known = {
             let mut slots = self.slots();
-            if let Some(&(slot, generation)) = slots.pending.get(&block) {
-                return Ok(SlotTarget {
-                    slot,
-                    generation,
-                    new_pair: false,
-                });
+            if let Some(&pending) = slots.pending.get(&block) {
+                return Ok(pending);
             }
             slots.durable.remove(&block).filter(|_| existing)
         };
-        let headers = match known {
-            Some((slot, generation)) => {
-                let header = SlotHeader {
-                    generation,
-                    plain_len: 0,
-                };
-                let empty = SlotHeader {
-                    generation: 0,
-                    plain_len: 0,
-                };
-                Some(if slot == Slot::A {
-                    (header, empty)
-                } else {
-                    (empty, header)
+        let current = match known {
+            Some(durable) => Some(durable),
+            None if existing => {
+                if meta.is_none() {
+                    *meta = Some(read_meta_page(&self.storage, group_of(block))?);
+                }
+                let (a, b) = block_entries(meta.as_ref().expect("just read"), block);
+                current_slot(&a, &b).map(|slot| {
+                    let entry = if slot == Slot::A { a } else { b };
+                    (slot, entry.generation)
                 })
             }
-            None if existing => read_slot_headers(&self.storage, block)?,
             None => None,
         };
-        let target = match headers {
-            None => SlotTarget {
-                slot: Slot::A,
-                generation: 1,
-                new_pair: true,
-            },
-            Some((a, b)) => match current_slot(&a, &b) {
-                None => SlotTarget {
-                    slot: Slot::A,
-                    generation: 1,
-                    new_pair: false,
-                },
-                Some(current) => {
-                    let header = if current == Slot::A { a } else { b };
-                    SlotTarget {
-                        slot: current.other(),
-                        generation: header
-                            .generation
-                            .checked_add(1)
-                            .ok_or(Error::Tampered { block })?,
-                        new_pair: false,
-                    }
-                }
-            },
+        let target = match current {
+            None => (Slot::A, 1),
+            Some((slot, generation)) => (
+                slot.other(),
+                generation.checked_add(1).ok_or(Error::Tampered { block })?,
+            ),
         };
-        self.slots()
-            .pending
-            .insert(block, (target.slot, target.generation));
+        self.slots().pending.insert(block, target);
         Ok(target)
-    }
-
-    /// Fills in the slot header and seals in place: `slot` holds the plaintext of
-    /// `plain_len` bytes after the header and nonce.
-    fn seal_slot(
-        &self,
-        slot: &mut [u8],
-        block: u64,
-        target: &SlotTarget,
-        plain_len: usize,
-        nonce: &[u8; NONCE_LEN],
-    ) -> Result<(), Error> {
-        let header = SlotHeader {
-            generation: target.generation,
-            plain_len: plain_len as u32,
-        };
-        slot[..SLOT_HEADER_LEN as usize].copy_from_slice(&header.to_bytes());
-        let sealed_end = SLOT_HEADER_LEN as usize + plain_len + BLOCK_OVERHEAD as usize;
-        // The buffer is reused: the padding of a short block must be zeroed here.
-        slot[sealed_end..].fill(0);
-        self.cipher()?.seal_in_place(
-            block,
-            target.generation,
-            nonce,
-            &mut slot[SLOT_HEADER_LEN as usize..sealed_end],
-        )
-    }
-
-    /// A write reaching the last block must leave the backing size exactly right:
-    /// after a crash the file may carry a torn tail longer than its last pair.
-    fn fix_tail_after_write(&mut self, end: u64) -> Result<(), Error> {
-        if end.div_ceil(BLOCK_SIZE) < self.len.div_ceil(BLOCK_SIZE) {
-            return Ok(());
-        }
-        let expected = cipher_size(self.len);
-        let backing_len = match self.backing_len {
-            Some(len) => len,
-            None => self.storage.size()?,
-        };
-        if backing_len != expected {
-            self.storage.set_len(expected)?;
-        }
-        self.backing_len = Some(expected);
-        Ok(())
     }
 
     fn ensure_header(&mut self) -> Result<(), Error> {
@@ -550,8 +550,8 @@ impl<S: Storage> EncryptedFile<S> {
             let header = FileHeader {
                 file_id: random::array()?,
             };
-            self.storage.write_all_at(&header.to_bytes(), 0)?;
-            self.backing_len = self.backing_len.map(|len| len.max(HEADER_LEN));
+            self.storage.write_all_at(&header.to_page(), 0)?;
+            self.backing_len = self.backing_len.map(|len| len.max(GROUPS_START));
             // The header must be durable before any block written under it, or a
             // crash could keep blocks whose key can no longer be derived.
             self.sync()?;
@@ -609,8 +609,8 @@ impl<S: Storage> Drop for EncryptedFile<S> {
 }
 
 thread_local! {
-    /// Per request thread: the pairs a read decrypts from, and the pairs a write
-    /// seals into (separate, as a write reads the partial blocks it touches).
+    /// Per request thread: the data pages a read decrypts from, and the pages a
+    /// write seals into (separate, as a write reads the partial blocks it touches).
     /// Reused without zeroing, so a request allocates nothing.
     static READ_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static SEAL_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
@@ -631,83 +631,81 @@ fn with_scratch<T>(
     result
 }
 
-/// The plaintext size of the encrypted file in `storage`, read from its size and its
-/// last pair's slot headers: `(pairs − 1) · 4096 + length in the last block's
-/// current slot`. For a damaged tail (a partial pair, or a last pair without a
-/// plausible current slot) one byte into the damaged block, so reads of it fail
-/// loudly instead of the file silently looking shorter.
+/// The plaintext size of the encrypted file in `storage`: `4096 · last + length in
+/// the last block's current slot`, where the last block is the highest one with a
+/// non-empty entry (found in the last group that has one). For a last block without
+/// a plausible current slot, one byte into it, so reads of it fail loudly instead of
+/// the file silently looking shorter.
 pub fn reported_plain_len<S: Storage>(storage: &S) -> Result<u64, Error> {
     let cipher_len = storage.size()?;
     if cipher_len <= HEADER_LEN {
         return Ok(0);
     }
-    let (pairs, partial) = whole_pairs(cipher_len);
-    if partial {
-        return Ok(pairs * BLOCK_SIZE + 1);
+    for group in (0..groups_in(cipher_len)).rev() {
+        let meta = read_meta_page(storage, group)?;
+        let Some(last) = last_block_in(&meta, group) else {
+            continue;
+        };
+        let (a, b) = block_entries(&meta, last);
+        let last_len = current_slot(&a, &b)
+            .map(|slot| if slot == Slot::A { a } else { b }.plain_len)
+            .filter(|len| (1..=BLOCK_SIZE).contains(&u64::from(*len)));
+        return Ok(last * BLOCK_SIZE + last_len.map_or(1, u64::from));
     }
-    let last = pairs - 1;
-    let last_len = read_slot_headers(storage, last)?
-        .and_then(|(a, b)| {
-            let slot = current_slot(&a, &b)?;
-            Some(if slot == Slot::A { a } else { b }.plain_len)
+    Ok(0)
+}
+
+/// The highest block of group `group` with a non-empty entry in either slot.
+fn last_block_in(meta: &[u8; BLOCK_SIZE as usize], group: u64) -> Option<u64> {
+    (group * GROUP_BLOCKS..(group + 1) * GROUP_BLOCKS)
+        .rev()
+        .find(|&block| {
+            let (a, b) = block_entries(meta, block);
+            !a.is_empty() || !b.is_empty()
         })
-        .filter(|len| (1..=BLOCK_SIZE).contains(&u64::from(*len)));
-    Ok(last * BLOCK_SIZE + last_len.map_or(1, u64::from))
 }
 
-/// The two slot headers of block `block`; `None` when the pair lies past the end.
-fn read_slot_headers<S: Storage>(
-    storage: &S,
-    block: u64,
-) -> Result<Option<(SlotHeader, SlotHeader)>, Error> {
-    let mut headers = [0u8; (SLOT_SIZE + SLOT_HEADER_LEN) as usize];
-    match storage.read_exact_at(&mut headers, pair_offset(block)) {
-        Ok(()) => Ok(Some((
-            SlotHeader::parse(&headers),
-            SlotHeader::parse(&headers[SLOT_SIZE as usize..]),
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(e.into()),
+/// The metadata page of group `group`; bytes past the end of the cipher file read
+/// as zeros (empty entries).
+fn read_meta_page<S: Storage>(storage: &S, group: u64) -> Result<[u8; BLOCK_SIZE as usize], Error> {
+    let mut page = [0u8; BLOCK_SIZE as usize];
+    read_zero_padded(storage, &mut page, group_offset(group))?;
+    Ok(page)
+}
+
+/// Reads `buf.len()` bytes at `offset`; what lies past the end of the store reads
+/// as zeros.
+fn read_zero_padded<S: Storage>(storage: &S, buf: &mut [u8], offset: u64) -> Result<(), Error> {
+    match storage.read_exact_at(buf, offset) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            let present = storage.size()?.saturating_sub(offset).min(buf.len() as u64) as usize;
+            buf[present..].fill(0);
+            Ok(storage.read_exact_at(&mut buf[..present], offset)?)
+        }
+        other => Ok(other?),
     }
 }
 
-/// The headers of both slots of one pair (`pair` = `PAIR_SIZE` bytes).
-fn pair_headers(pair: &[u8]) -> (SlotHeader, SlotHeader) {
-    (
-        SlotHeader::parse(pair),
-        SlotHeader::parse(&pair[SLOT_SIZE as usize..]),
-    )
+/// Both slots' entries of block `block`, from its group's metadata page.
+fn block_entries(meta: &[u8; BLOCK_SIZE as usize], block: u64) -> (SlotEntry, SlotEntry) {
+    let entry = |slot| SlotEntry::parse(&meta[entry_index(block, slot)..]);
+    (entry(Slot::A), entry(Slot::B))
 }
 
-/// The bytes of one slot of a pair.
-fn slot_bytes(pair: &[u8], slot: Slot) -> &[u8] {
-    let at = slot.offset_in_pair() as usize;
-    &pair[at..at + SLOT_SIZE as usize]
-}
-
-/// Authenticates and decrypts one slot (whose header is `header`) into `out`
-/// (exactly `header.plain_len` bytes).
-fn open_slot(
-    cipher: &FileCipher,
-    block: u64,
-    slot: &[u8],
-    header: &SlotHeader,
-    out: &mut [u8],
-) -> Result<(), Error> {
-    let plain_len = header.plain_len as usize;
-    if header.is_empty()
-        || plain_len == 0
-        || plain_len as u64 > BLOCK_SIZE
-        || out.len() != plain_len
-    {
-        return Err(Error::Tampered { block });
+/// Index ranges of maximal runs of equal consecutive slots: blocks whose pages (and
+/// entries) are adjacent in the cipher file.
+fn slot_runs(slots: impl Iterator<Item = Slot>) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<(Slot, std::ops::Range<usize>)> = Vec::new();
+    for (i, slot) in slots.enumerate() {
+        match runs.last_mut() {
+            Some((run_slot, range)) if *run_slot == slot => range.end = i + 1,
+            _ => runs.push((slot, i..i + 1)),
+        }
     }
-    let sealed = &slot
-        [SLOT_HEADER_LEN as usize..SLOT_HEADER_LEN as usize + plain_len + BLOCK_OVERHEAD as usize];
-    cipher.open(block, header.generation, sealed, out)
+    runs.into_iter().map(|(_, range)| range).collect()
 }
 
-/// A backing file shorter than its size implies means a truncated block.
+/// A cipher file shorter than its entries imply means a truncated block.
 fn eof_is_tamper(error: io::Error, block: u64) -> Error {
     if error.kind() == io::ErrorKind::UnexpectedEof {
         Error::Tampered { block }

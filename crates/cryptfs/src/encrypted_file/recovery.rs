@@ -7,16 +7,13 @@
 //! and the durable version is current again. Nothing here ever rewrites a slot that
 //! authenticates; it only clears slots that do not, and cuts the file's end.
 
-use super::{open_slot, pair_headers, reported_plain_len, slot_bytes, EncryptedFile};
+use super::{block_entries, read_zero_padded, reported_plain_len, EncryptedFile};
 use crate::format::{
-    current_slot, pair_offset, slot_offset, whole_pairs, Slot, SlotHeader, BLOCK_SIZE, PAIR_SIZE,
-    SLOT_SIZE,
+    current_slot, data_offset, entry_offset, group_of, group_offset, groups_in, Slot, SlotEntry,
+    BLOCK_SIZE, ENTRY_SIZE, GROUPS_START, GROUP_BLOCKS, GROUP_SIZE,
 };
 use crate::storage::Storage;
 use crate::Error;
-
-/// Pairs read per backing read while scanning.
-const SCAN_PAIRS: u64 = 32;
 
 /// What crash recovery found in one file (block numbers, ascending).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,9 +24,9 @@ pub struct FileRecovery {
     /// Blocks whose current slot is intact but whose older slot was torn: cleared,
     /// so that a later check does not take it for tampering.
     pub stale_cleared: Vec<u64>,
-    /// Blocks cut off the end of the file: a partial trailing pair (a torn
-    /// extension), trailing pairs without an intact slot, and every pair after a
-    /// block shorter than 4096 bytes (an extension whose earlier part was lost).
+    /// Blocks cut off the end of the file: trailing blocks without an intact slot
+    /// (a torn extension), and every block after a block shorter than 4096 bytes
+    /// (an extension whose earlier part was lost).
     pub dropped: Vec<u64>,
     /// Blocks with no intact slot that stay (reads of them fail with `EIO`): only
     /// tampering, or a torn write of a block created since the last sync in the
@@ -44,21 +41,24 @@ impl FileRecovery {
     }
 }
 
-/// The state of one pair after checking both slots.
-struct PairCheck {
+/// The state of one block after checking both slots.
+struct BlockCheck {
+    /// Either slot has an entry.
+    present: bool,
     /// The slot with the higher generation (the one normal reads use).
     newest: Slot,
     /// The intact slot to keep (the newest that authenticates) and its header.
-    intact: Option<(Slot, SlotHeader)>,
+    intact: Option<(Slot, SlotEntry)>,
     /// A non-empty slot that fails authentication.
     torn: Option<Slot>,
 }
 
-/// What recovery will do: clear these slots, then cut the file to this size.
+/// What recovery will do: clear these slots' entries, then drop the blocks from
+/// `keep` on (`None`: nothing to drop).
 struct RecoveryPlan {
     found: FileRecovery,
     clear: Vec<(u64, Slot)>,
-    cut_to: Option<u64>,
+    drop_from: Option<(u64, u64)>,
 }
 
 impl<S: Storage> EncryptedFile<S> {
@@ -68,15 +68,16 @@ impl<S: Storage> EncryptedFile<S> {
     /// fails authentication is tampering and must read as `EIO`.
     pub fn recover(&mut self) -> Result<FileRecovery, Error> {
         let plan = self.plan_recovery()?;
-        let zeros = vec![0u8; SLOT_SIZE as usize];
+        let zeros = [0u8; ENTRY_SIZE as usize];
         for &(block, slot) in &plan.clear {
             self.storage
-                .write_all_at(&zeros, slot_offset(block, slot))?;
+                .write_all_at(&zeros, entry_offset(block, slot))?;
         }
-        if let Some(len) = plan.cut_to {
-            self.storage.set_len(len)?;
+        self.backing_len = None;
+        if let Some((keep, blocks)) = plan.drop_from {
+            self.cut_after(keep.checked_sub(1), blocks)?;
         }
-        if !plan.clear.is_empty() || plan.cut_to.is_some() {
+        if !plan.clear.is_empty() || plan.drop_from.is_some() {
             self.storage.sync_data()?;
         }
         self.slots().forget();
@@ -93,28 +94,37 @@ impl<S: Storage> EncryptedFile<S> {
         let mut plan = RecoveryPlan {
             found: FileRecovery::default(),
             clear: Vec::new(),
-            cut_to: None,
+            drop_from: None,
         };
         if self.cipher.is_none() {
             return Ok(plan);
         }
-        let (pairs, partial) = whole_pairs(self.storage.size()?);
-        let checks = self.check_pairs(pairs)?;
+        let cipher_len = self.storage.size()?;
+        let checks = self.check_blocks(groups_in(cipher_len))?;
+        // Blocks with any entry (the rest are past the end).
+        let blocks = checks
+            .iter()
+            .rposition(|c| c.present)
+            .map_or(0, |last| last as u64 + 1);
         // The file ends at its first short block: an earlier version of an extension.
-        let mut end = checks
+        let mut end = checks[..blocks as usize]
             .iter()
             .position(|c| {
                 c.intact
-                    .is_some_and(|(_, h)| u64::from(h.plain_len) < BLOCK_SIZE)
+                    .is_some_and(|(_, e)| u64::from(e.plain_len) < BLOCK_SIZE)
             })
-            .map_or(pairs, |short| short as u64 + 1);
-        // Trailing pairs without an intact slot are an extension that never landed.
+            .map_or(blocks, |short| short as u64 + 1);
+        // Trailing blocks without an intact slot are an extension that never landed.
         while end > 0 && checks[end as usize - 1].intact.is_none() {
             end -= 1;
         }
-        if end < pairs || partial {
-            plan.cut_to = Some(pair_offset(end));
-            plan.found.dropped = (end..pairs + u64::from(partial)).collect();
+        let cut_at = match end {
+            0 => GROUPS_START,
+            _ => group_offset(group_of(end - 1) + 1),
+        };
+        if end < blocks || cipher_len > cut_at {
+            plan.drop_from = Some((end, blocks));
+            plan.found.dropped = (end..blocks).collect();
         }
         for (block, check) in (0..end).zip(&checks) {
             let Some((intact, _)) = check.intact else {
@@ -133,48 +143,43 @@ impl<S: Storage> EncryptedFile<S> {
         Ok(plan)
     }
 
-    /// Checks both slots of pairs `0..pairs`.
-    fn check_pairs(&self, pairs: u64) -> Result<Vec<PairCheck>, Error> {
+    /// Checks both slots of every block of groups `0..groups`.
+    fn check_blocks(&self, groups: u64) -> Result<Vec<BlockCheck>, Error> {
         let cipher = self.cipher()?;
-        let mut checks = Vec::with_capacity(pairs as usize);
-        let mut scratch = vec![0u8; BLOCK_SIZE as usize];
-        let mut first = 0;
-        while first < pairs {
-            let count = SCAN_PAIRS.min(pairs - first);
-            let mut buf = vec![0u8; (count * PAIR_SIZE) as usize];
-            self.storage.read_exact_at(&mut buf, pair_offset(first))?;
-            for (block, pair) in (first..).zip(buf.chunks_exact(PAIR_SIZE as usize)) {
-                let (a, b) = pair_headers(pair);
+        let mut checks = Vec::with_capacity((groups * GROUP_BLOCKS) as usize);
+        let mut scratch = [0u8; BLOCK_SIZE as usize];
+        let mut buf = vec![0u8; GROUP_SIZE as usize];
+        for group in 0..groups {
+            read_zero_padded(&self.storage, &mut buf, group_offset(group))?;
+            let meta: &[u8; BLOCK_SIZE as usize] =
+                buf[..BLOCK_SIZE as usize].try_into().expect("one page");
+            for block in group * GROUP_BLOCKS..(group + 1) * GROUP_BLOCKS {
+                let (a, b) = block_entries(meta, block);
                 let mut intact = None;
                 let mut torn = None;
                 // Newest first, so `intact` is the newest slot that authenticates.
                 let newest = current_slot(&a, &b).unwrap_or(Slot::A);
                 for slot in [newest, newest.other()] {
-                    let header = if slot == Slot::A { a } else { b };
-                    if header.is_empty() {
+                    let entry = if slot == Slot::A { a } else { b };
+                    if entry.is_empty() {
                         continue;
                     }
-                    let len = (header.plain_len as usize).min(scratch.len());
-                    let opened = open_slot(
-                        cipher,
-                        block,
-                        slot_bytes(pair, slot),
-                        &header,
-                        &mut scratch[..len],
-                    );
-                    match opened {
-                        Ok(()) if intact.is_none() => intact = Some((slot, header)),
+                    let page_at = (data_offset(block, slot) - group_offset(group)) as usize;
+                    let len = (entry.plain_len as usize).min(scratch.len());
+                    let ciphertext = &buf[page_at..page_at + len];
+                    match cipher.open(block, &entry, ciphertext, &mut scratch[..len]) {
+                        Ok(()) if intact.is_none() => intact = Some((slot, entry)),
                         Ok(()) => {}
                         Err(_) => torn = Some(slot),
                     }
                 }
-                checks.push(PairCheck {
+                checks.push(BlockCheck {
+                    present: !a.is_empty() || !b.is_empty(),
                     newest,
                     intact,
                     torn,
                 });
             }
-            first += count;
         }
         Ok(checks)
     }

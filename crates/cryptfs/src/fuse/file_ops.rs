@@ -12,7 +12,7 @@ use fuser::{Errno, FileAttr, FopenFlags};
 use super::open_files::OpenFile;
 use super::{attr, io_errno, CryptFs};
 use crate::encrypted_file::reported_plain_len;
-use crate::format::{pair_offset, BLOCK_SIZE};
+use crate::format::{group_of, group_offset, BLOCK_SIZE};
 use crate::sys;
 
 /// Opens a backing file read-write whatever the caller asked for: with the
@@ -203,10 +203,11 @@ impl CryptFs {
                 Ok(())
             }
             libc::FALLOC_FL_KEEP_SIZE => {
-                let first = offset / BLOCK_SIZE;
-                let last = end.div_ceil(BLOCK_SIZE);
-                let start = pair_offset(first);
-                sys::fallocate_keep_size(&open.handle, start, pair_offset(last) - start)
+                // Whole groups: the metadata pages and both slots of every block.
+                let first = group_of(offset / BLOCK_SIZE);
+                let last = group_of(end.div_ceil(BLOCK_SIZE).saturating_sub(1));
+                let start = group_offset(first);
+                sys::fallocate_keep_size(&open.handle, start, group_offset(last + 1) - start)
                     .map_err(|e| io_errno(&e))
             }
             _ => Err(Errno::from_i32(libc::EOPNOTSUPP)),
