@@ -170,7 +170,7 @@ mod tests {
         init(dir.path(), &key).unwrap();
         let path = config_path(dir.path());
         let text = fs::read_to_string(&path).unwrap();
-        fs::write(&path, text.replace("version = 2", "version = 9")).unwrap();
+        fs::write(&path, text.replace("version = 3", "version = 9")).unwrap();
         let err = open(dir.path(), &key).unwrap_err().to_string();
         assert!(err.contains("version 9 is not supported"), "{err}");
     }

@@ -179,7 +179,7 @@ fn wrong_key_fails_before_mounting() {
 
 #[test]
 fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
-    use pgcmk_cryptfs::format::{slot_offset, Slot, BLOCK_SIZE};
+    use pgcmk_cryptfs::format::{data_offset, Slot, BLOCK_SIZE};
     let fx = Fixture::new();
     let data = vec![0x5A; 3 * BLOCK_SIZE as usize];
     {
@@ -188,18 +188,20 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
         fs::write(fx.p("b"), &data).unwrap();
     }
     assert!(pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap().is_clean());
-    // Flip a bit in block 1 of `a`; cut `b` inside block 2.
+    // Flip a bit in block 1's ciphertext in `a`; cut `b` inside block 2's (every
+    // block was written once: slot A is current).
     let a = fx.cipher.join("a");
     let mut bytes = fs::read(&a).unwrap();
-    bytes[slot_offset(1, Slot::A) as usize + 40] ^= 4;
+    bytes[data_offset(1, Slot::A) as usize + 40] ^= 4;
     fs::write(&a, bytes).unwrap();
     let b = fx.cipher.join("b");
-    let len = fs::metadata(&b).unwrap().len();
+    let cut = data_offset(2, Slot::A) + BLOCK_SIZE - 7;
+    assert!(fs::metadata(&b).unwrap().len() > cut);
     OpenOptions::new()
         .write(true)
         .open(&b)
         .unwrap()
-        .set_len(len - 7)
+        .set_len(cut)
         .unwrap();
 
     let report = pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap();
@@ -241,7 +243,7 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
 
 #[test]
 fn crash_recovery_runs_only_after_an_unclean_session_and_never_hides_tampering() {
-    use pgcmk_cryptfs::format::{slot_offset, Slot, BLOCK_SIZE};
+    use pgcmk_cryptfs::format::{data_offset, Slot, BLOCK_SIZE};
     use pgcmk_cryptfs::DIRTY_MARKER_NAME;
     use std::os::unix::fs::FileExt;
     let b = BLOCK_SIZE as usize;
@@ -265,7 +267,7 @@ fn crash_recovery_runs_only_after_an_unclean_session_and_never_hides_tampering()
     // Tamper with the current slot of block 1 (its older slot is intact).
     let cipher_file = fx.cipher.join("f");
     let mut bytes = fs::read(&cipher_file).unwrap();
-    bytes[slot_offset(1, Slot::B) as usize + 100] ^= 1;
+    bytes[data_offset(1, Slot::B) as usize + 100] ^= 1;
     fs::write(&cipher_file, bytes).unwrap();
 
     // Clean volume: no recovery, no fallback to the older slot: EIO.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use pgcmk_cryptfs::format::{pair_offset, BLOCK_SIZE, PAIR_SIZE};
+use pgcmk_cryptfs::format::{data_offset, entry_offset, Slot, BLOCK_SIZE, ENTRY_SIZE};
 use pgcmk_cryptfs::MountOptions;
 use pgcmk_crypto::SymmetricKey;
 use real_support::mount::is_mounted;
@@ -36,12 +36,40 @@ fn write_file(mount: &CryptMount, name: &str) {
     fs::write(mount.plain().join(name), data).expect("write through mount");
 }
 
+/// Where everything stored for one block lies (offset, length): both metadata
+/// entries, then both data pages.
+fn block_parts(block: u64) -> [(u64, u64); 4] {
+    [
+        (entry_offset(block, Slot::A), ENTRY_SIZE),
+        (entry_offset(block, Slot::B), ENTRY_SIZE),
+        (data_offset(block, Slot::A), BLOCK_SIZE),
+        (data_offset(block, Slot::B), BLOCK_SIZE),
+    ]
+}
+
+/// Where slot A's data page starts in what [`cipher_block`] returns.
+const PAGE_A: usize = 2 * ENTRY_SIZE as usize;
+
+/// Everything stored for `block`, concatenated in [`block_parts`] order (past the
+/// end of the cipher file, zeros: pages never written).
 fn cipher_block(cipher: &Path, name: &str, block: u64) -> Vec<u8> {
     let file = File::open(cipher.join(name)).expect("open cipher file");
-    let mut buf = vec![0u8; PAIR_SIZE as usize];
-    file.read_exact_at(&mut buf, pair_offset(block))
-        .expect("read cipher block");
-    buf
+    let mut out = Vec::new();
+    for (at, len) in block_parts(block) {
+        let mut part = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < part.len() {
+            match file
+                .read_at(&mut part[done..], at + done as u64)
+                .expect("read cipher block")
+            {
+                0 => break,
+                n => done += n,
+            }
+        }
+        out.extend(part);
+    }
+    out
 }
 
 fn put_cipher_block(cipher: &Path, name: &str, block: u64, bytes: &[u8]) {
@@ -49,8 +77,12 @@ fn put_cipher_block(cipher: &Path, name: &str, block: u64, bytes: &[u8]) {
         .write(true)
         .open(cipher.join(name))
         .expect("open cipher file");
-    file.write_all_at(bytes, pair_offset(block))
-        .expect("write cipher block");
+    let mut rest = bytes;
+    for (at, len) in block_parts(block) {
+        let (part, tail) = rest.split_at(len as usize);
+        file.write_all_at(part, at).expect("write cipher block");
+        rest = tail;
+    }
 }
 
 /// Reads one plaintext block through the mount.
@@ -129,9 +161,9 @@ fn tampered_blocks_read_as_eio_and_fsck_lists_them() {
 
     // 1. One bit flipped in block 2's ciphertext (in slot A, its current slot).
     let mut block = cipher_block(&cipher, "flip", 2);
-    block[100] ^= 0x08;
+    block[PAGE_A + 100] ^= 0x08;
     put_cipher_block(&cipher, "flip", 2, &block);
-    // 2. Blocks 3 and 5 swapped within the file.
+    // 2. Blocks 3 and 5 swapped within the file (entries and data pages).
     let (b3, b5) = (
         cipher_block(&cipher, "swap", 3),
         cipher_block(&cipher, "swap", 5),
@@ -140,12 +172,13 @@ fn tampered_blocks_read_as_eio_and_fsck_lists_them() {
     put_cipher_block(&cipher, "swap", 5, &b3);
     // 3. Block 1 of another file copied over block 1 (same offset, other file).
     put_cipher_block(&cipher, "moved", 1, &cipher_block(&cipher, "donor", 1));
-    // 4. The cipher file cut in the middle of block 6 (block 7 disappears with it).
+    // 4. The cipher file cut in the middle of block 6's data page: block 7's data page
+    // goes with it, while the metadata page (before them) still names both blocks.
     let cut = OpenOptions::new()
         .write(true)
         .open(cipher.join("cut"))
         .expect("open");
-    cut.set_len(pair_offset(6) + PAIR_SIZE / 2)
+    cut.set_len(data_offset(6, Slot::A) + BLOCK_SIZE / 2)
         .expect("truncate cipher file");
     drop(cut);
 
@@ -155,6 +188,7 @@ fn tampered_blocks_read_as_eio_and_fsck_lists_them() {
     assert_eio(&mount, "swap", 5);
     assert_eio(&mount, "moved", 1);
     assert_eio(&mount, "cut", 6);
+    assert_eio(&mount, "cut", 7);
     for (name, bad) in [
         ("flip", &[2][..]),
         ("swap", &[3, 5]),
@@ -178,6 +212,7 @@ fn tampered_blocks_read_as_eio_and_fsck_lists_them() {
         ("swap", 5),
         ("moved", 1),
         ("cut", 6),
+        ("cut", 7),
     ]
     .into_iter()
     .map(|(n, b)| (n.to_string(), b))

@@ -6,25 +6,30 @@ use std::sync::Arc;
 use pgcmk_cryptfs::content::VolumeKey;
 use pgcmk_cryptfs::crash_sim::SimulatedDisk;
 use pgcmk_cryptfs::encrypted_file::EncryptedFile;
-use pgcmk_cryptfs::format::{pair_offset, slot_offset, Slot, BLOCK_SIZE, PAIR_SIZE, SLOT_SIZE};
+use pgcmk_cryptfs::format::{
+    data_offset, entry_offset, group_offset, Slot, BLOCK_SIZE, ENTRY_SIZE, GROUP_BLOCKS,
+};
 use pgcmk_cryptfs::Error;
 use pgcmk_crypto::SymmetricKey;
 
 const B: u64 = BLOCK_SIZE;
+/// The sample's last block (100 bytes, in group 1; every other block is full).
+const LAST: u64 = GROUP_BLOCKS + 2;
 
 fn volume() -> Arc<VolumeKey> {
     Arc::new(VolumeKey::new(SymmetricKey::from_bytes([9; 32]), [2; 16]))
 }
 
-/// A file of four full blocks (block i filled with byte i+1) plus 100 bytes.
+/// A file of `LAST` full blocks (block i filled with byte i+1) plus 100 bytes of
+/// 0xEE: group 0 full, three blocks in group 1. Every block was written once, so
+/// slot A is current and slot B empty.
 fn sample() -> Vec<u8> {
-    let file = EncryptedFile::open(SimulatedDisk::new(), volume()).unwrap();
-    let mut file = file;
-    for block in 0..4u8 {
-        file.write(u64::from(block) * B, &[block + 1; BLOCK_SIZE as usize])
+    let mut file = EncryptedFile::open(SimulatedDisk::new(), volume()).unwrap();
+    for block in 0..LAST {
+        file.write(block * B, &[block as u8 + 1; BLOCK_SIZE as usize])
             .unwrap();
     }
-    file.write(4 * B, &[0xEE; 100]).unwrap();
+    file.write(LAST * B, &[0xEE; 100]).unwrap();
     file.storage().contents()
 }
 
@@ -32,10 +37,32 @@ fn open(bytes: Vec<u8>) -> Result<EncryptedFile<SimulatedDisk>, Error> {
     EncryptedFile::open(SimulatedDisk::from_bytes(bytes), volume())
 }
 
-/// Both slots of a block.
-fn block_range(block: u64) -> std::ops::Range<usize> {
-    let start = pair_offset(block) as usize;
-    start..start + PAIR_SIZE as usize
+/// `len` bytes of the cipher file at `at`; past its end, zeros (as a read sees them).
+fn range(bytes: &[u8], at: u64, len: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len as usize];
+    let start = (at as usize).min(bytes.len());
+    let end = ((at + len) as usize).min(bytes.len());
+    out[..end - start].copy_from_slice(&bytes[start..end]);
+    out
+}
+
+fn put(bytes: &mut Vec<u8>, at: u64, data: &[u8]) {
+    let end = at as usize + data.len();
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[at as usize..end].copy_from_slice(data);
+}
+
+/// Copies everything stored for block `from` of `src` (both entries and both data
+/// pages) into the places of block `to` of `dst`.
+fn copy_block(dst: &mut Vec<u8>, to: u64, src: &[u8], from: u64) {
+    for slot in [Slot::A, Slot::B] {
+        let entry = range(src, entry_offset(from, slot), ENTRY_SIZE);
+        put(dst, entry_offset(to, slot), &entry);
+        let page = range(src, data_offset(from, slot), B);
+        put(dst, data_offset(to, slot), &page);
+    }
 }
 
 /// Every block reads as expected or fails as expected; nothing else.
@@ -49,7 +76,7 @@ fn assert_blocks(file: &EncryptedFile<SimulatedDisk>, bad: &[u64]) {
             );
         } else {
             let bytes = read.unwrap();
-            let want = if block == 4 { 0xEE } else { block as u8 + 1 };
+            let want = if block == LAST { 0xEE } else { block as u8 + 1 };
             assert!(bytes.iter().all(|&b| b == want), "block {block} content");
         }
     }
@@ -58,24 +85,53 @@ fn assert_blocks(file: &EncryptedFile<SimulatedDisk>, bad: &[u64]) {
 
 #[test]
 fn flipped_bit_fails_only_its_block() {
-    // Every block of the sample was written once: slot A current, slot B empty.
-    let slot_a = slot_offset(1, Slot::A) as usize;
-    let slot_b = slot_offset(1, Slot::B) as usize;
-    // Generation, length, nonce, ciphertext, tag of the current slot; the empty
-    // slot's generation (which would make it current).
-    for at in [
-        slot_a,
-        slot_a + 7,
-        slot_a + 9,
-        slot_a + 12,
-        slot_a + 2000,
-        slot_a + SLOT_SIZE as usize - 1,
-        slot_b + 7,
+    let sample = sample();
+    let entry = |block| entry_offset(block, Slot::A);
+    let page = |block| data_offset(block, Slot::A);
+    for (at, block) in [
+        // The current slot's entry: generation, length, nonce, tag.
+        (entry(1), 1),
+        (entry(1) + 7, 1),
+        (entry(1) + 9, 1),
+        (entry(1) + 12, 1),
+        (entry(1) + 23, 1),
+        (entry(1) + 24, 1),
+        (entry(1) + 39, 1),
+        // Its ciphertext, first, middle and last byte.
+        (page(1), 1),
+        (page(1) + 2000, 1),
+        (page(1) + B - 1, 1),
+        // The empty slot's generation (which makes it current).
+        (entry_offset(1, Slot::B) + 7, 1),
+        // A block of group 1: its entry and its page.
+        (entry(GROUP_BLOCKS) + 30, GROUP_BLOCKS),
+        (page(GROUP_BLOCKS) + 5, GROUP_BLOCKS),
+        // The last block's ciphertext.
+        (page(LAST) + 99, LAST),
     ] {
-        let mut bytes = sample();
-        bytes[at] ^= 0x10;
-        assert_blocks(&open(bytes).unwrap(), &[1]);
+        let mut bytes = sample.clone();
+        bytes[at as usize] ^= 0x10;
+        let file = open(bytes).unwrap();
+        assert_eq!(file.len(), LAST * B + 100, "bit flipped at {at}");
+        assert_blocks(&file, &[block]);
     }
+}
+
+#[test]
+fn altered_length_of_the_last_block_fails_and_is_not_hidden() {
+    let length = entry_offset(LAST, Slot::A) as usize + 8;
+    // 100 -> 116: another valid length, which the AAD binds.
+    let mut bytes = sample();
+    bytes[length + 3] ^= 0x10;
+    let file = open(bytes).unwrap();
+    assert_eq!(file.len(), LAST * B + 116);
+    assert_blocks(&file, &[LAST]);
+    // 100 -> 0x10_0064: longer than a block. The size is one byte into the block.
+    let mut bytes = sample();
+    bytes[length + 1] ^= 0x10;
+    let file = open(bytes).unwrap();
+    assert_eq!(file.len(), LAST * B + 1);
+    assert_blocks(&file, &[LAST]);
 }
 
 #[test]
@@ -86,82 +142,92 @@ fn flipped_bit_in_the_current_slot_is_eio_even_with_an_intact_older_slot() {
     file.sync().unwrap();
     file.write(B, &[2; BLOCK_SIZE as usize]).unwrap();
     file.sync().unwrap();
-    let mut bytes = file.storage().contents();
-    bytes[slot_offset(1, Slot::B) as usize + 100] ^= 1;
-    let file = open(bytes).unwrap();
-    // No fallback to the older slot outside crash recovery: EIO, not stale bytes.
-    assert_blocks(&file, &[1]);
-    // Crash recovery (only run after a crash) would take the older version.
-    assert_eq!(file.check_recovery().unwrap().repaired, vec![1]);
+    let rewritten = file.storage().contents();
+    for at in [data_offset(1, Slot::B) + 100, entry_offset(1, Slot::B) + 30] {
+        let mut bytes = rewritten.clone();
+        bytes[at as usize] ^= 1;
+        let file = open(bytes).unwrap();
+        // No fallback to the older slot outside crash recovery: EIO, not stale bytes.
+        assert_blocks(&file, &[1]);
+        // Crash recovery (only run after a crash) would take the older version.
+        assert_eq!(file.check_recovery().unwrap().repaired, vec![1]);
+    }
 }
 
 #[test]
 fn swapped_blocks_fail() {
-    let mut bytes = sample();
-    let (a, b) = (block_range(0), block_range(2));
-    let block0 = bytes[a.clone()].to_vec();
-    let block2 = bytes[b.clone()].to_vec();
-    bytes[a].copy_from_slice(&block2);
-    bytes[b].copy_from_slice(&block0);
-    assert_blocks(&open(bytes).unwrap(), &[0, 2]);
+    // Within a group, and across groups: entries and data pages swapped together.
+    for (x, y) in [(0, 2), (1, GROUP_BLOCKS + 1)] {
+        let original = sample();
+        let mut bytes = original.clone();
+        copy_block(&mut bytes, y, &original, x);
+        copy_block(&mut bytes, x, &original, y);
+        assert_blocks(&open(bytes).unwrap(), &[x, y]);
+    }
 }
 
 #[test]
 fn block_moved_to_another_offset_or_file_fails() {
-    // Same file, another offset.
-    let mut bytes = sample();
-    let moved = bytes[block_range(1)].to_vec();
-    bytes[block_range(3)].copy_from_slice(&moved);
-    assert_blocks(&open(bytes).unwrap(), &[3]);
+    // Same file, another offset (in the same group and in another one).
+    for to in [3, GROUP_BLOCKS] {
+        let original = sample();
+        let mut bytes = original.clone();
+        copy_block(&mut bytes, to, &original, 1);
+        assert_blocks(&open(bytes).unwrap(), &[to]);
+    }
 
     // Same offset, another file (another file id, same key).
     let other = sample();
     let mut bytes = sample();
-    bytes[block_range(2)].copy_from_slice(&other[block_range(2)]);
+    copy_block(&mut bytes, 2, &other, 2);
     assert_blocks(&open(bytes).unwrap(), &[2]);
 }
 
 #[test]
 fn truncated_ciphertext_fails() {
     let full = sample();
-    // Inside the last (partial) block, and inside a full block.
-    let mut cut = full.clone();
-    cut.truncate(full.len() - 10);
-    assert_blocks(&open(cut).unwrap(), &[4]);
-    let mut cut = full.clone();
-    cut.truncate(pair_offset(2) as usize + 100);
-    let file = open(cut).unwrap();
-    assert_eq!(file.len(), 2 * B + 1, "the cut block still counts");
-    assert!(matches!(
-        file.read(2 * B, 1),
-        Err(Error::Tampered { block: 2 })
-    ));
-    // Shorter than the overhead of one block.
-    let mut cut = full.clone();
-    cut.truncate(pair_offset(3) as usize + 20);
-    let file = open(cut).unwrap();
+    let cut = |len: u64| {
+        let mut bytes = full.clone();
+        assert!(len < bytes.len() as u64);
+        bytes.truncate(len as usize);
+        open(bytes)
+    };
+    // Inside the last (partial) block's ciphertext: its entry still gives the size.
+    let file = cut(data_offset(LAST, Slot::A) + 50).unwrap();
+    assert_eq!(file.len(), LAST * B + 100);
+    assert_blocks(&file, &[LAST]);
+    // Inside a full block's data page: it and the pages after it are gone.
+    let file = cut(data_offset(LAST - 1, Slot::A) + 100).unwrap();
+    assert_eq!(file.len(), LAST * B + 100, "the cut blocks still count");
+    assert_blocks(&file, &[LAST - 1, LAST]);
+    // Inside group 1's metadata page, after block 32's generation and length: that
+    // entry names the last block, which fails (nonce and tag cut, no data page).
+    let file = cut(group_offset(1) + 20).unwrap();
     assert_eq!(
         file.len(),
-        3 * B + 1,
-        "a damaged tail is reported, not hidden"
+        (GROUP_BLOCKS + 1) * B,
+        "a damaged tail is reported"
     );
-    assert!(matches!(
-        file.read(3 * B, 10),
-        Err(Error::Tampered { block: 3 })
-    ));
+    assert_blocks(&file, &[GROUP_BLOCKS]);
+    // Exactly before group 1: the documented limitation (docs/format.md §3.2) —
+    // the file is then a valid, shorter file of group 0's blocks. Never wrong bytes.
+    let file = cut(group_offset(1)).unwrap();
+    assert_eq!(file.len(), GROUP_BLOCKS * B);
+    assert_blocks(&file, &[]);
     // Into the header.
-    let mut cut = full;
-    cut.truncate(10);
-    assert!(matches!(open(cut), Err(Error::BadHeader(_))));
+    assert!(matches!(cut(10), Err(Error::BadHeader(_))));
 }
 
 #[test]
 fn altered_header_fails_every_block() {
     let mut bytes = sample();
     bytes[10] ^= 1; // inside the file id
-    assert_blocks(&open(bytes).unwrap(), &[0, 1, 2, 3, 4]);
+    assert_blocks(&open(bytes).unwrap(), &(0..=LAST).collect::<Vec<_>>());
     let mut bytes = sample();
     bytes[0] = b'X';
+    assert!(matches!(open(bytes), Err(Error::BadHeader(_))));
+    let mut bytes = sample();
+    bytes[7] = 2; // version 2
     assert!(matches!(open(bytes), Err(Error::BadHeader(_))));
 }
 
@@ -170,5 +236,5 @@ fn wrong_key_fails_every_block() {
     let bytes = sample();
     let wrong = Arc::new(VolumeKey::new(SymmetricKey::from_bytes([8; 32]), [2; 16]));
     let file = EncryptedFile::open(SimulatedDisk::from_bytes(bytes), wrong).unwrap();
-    assert_eq!(file.bad_blocks().unwrap(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(file.bad_blocks().unwrap(), (0..=LAST).collect::<Vec<_>>());
 }
