@@ -41,8 +41,8 @@ pub(crate) fn open_backing(path: &Path) -> Result<File, Errno> {
 }
 
 /// The plaintext length of a regular file that is not open (`None` for other
-/// kinds): format v2 keeps the last block's length in its slot, so this reads the
-/// last pair's slot headers.
+/// kinds): the last block's length is in its metadata entry, so this reads the
+/// last group's metadata page.
 pub(crate) fn closed_file_len(path: &Path, meta: &Metadata) -> Result<Option<u64>, Errno> {
     if !meta.is_file() {
         return Ok(None);
