@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use pgcmk_control::api_tls::ApiClient;
 use pgcmk_control::auth::read_credential;
 use pgcmk_control::kek::{read_identity_secret, resolve_client_id};
 use pgcmk_control::model::SecretString;
@@ -20,7 +21,10 @@ use serde_json::{json, Value};
 use crate::{output, Format};
 
 /// Where `pgcmk server` finds the control plane unless told otherwise.
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7480";
+const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7480";
+/// The CA certificate `pgcmk server` trusts unless told otherwise: the one
+/// `pgcmk serve` writes in its default state directory.
+const DEFAULT_CA_CERT: &str = "/var/lib/pgcmk/control/ca.pem";
 /// Where `pgcmk server` finds the DBA credential unless told otherwise: the file
 /// `pgcmk serve` writes in its default state directory.
 const DEFAULT_CREDENTIAL_FILE: &str = "/var/lib/pgcmk/control/dba.credential";
@@ -31,7 +35,8 @@ pub struct ServeArgs {
     /// Directory for the state store and the servers' (encrypted) files.
     #[arg(long, default_value = "/var/lib/pgcmk/control")]
     state_dir: PathBuf,
-    /// Address of the REST API (loopback only).
+    /// Address of the REST API (HTTPS, loopback only: its certificate names
+    /// localhost, 127.0.0.1 and ::1).
     #[arg(long, default_value = "127.0.0.1:7480")]
     listen: std::net::SocketAddr,
     /// The vault service's data directory (its service.json gives the identity
@@ -153,6 +158,10 @@ pub struct ServerArgs {
     /// directory on first start).
     #[arg(long, env = "PGCMK_CONTROL_CREDENTIALS", default_value = DEFAULT_CREDENTIAL_FILE, global = true)]
     credential_file: PathBuf,
+    /// The control plane's CA certificate (`ca.pem`, written by `pgcmk serve` in its state
+    /// directory); the only certificate trusted for the API.
+    #[arg(long, env = "PGCMK_CONTROL_CA_CERT", default_value = DEFAULT_CA_CERT, global = true)]
+    ca_cert: PathBuf,
     #[command(subcommand)]
     command: ServerCommand,
 }
@@ -172,8 +181,8 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging();
     if !args.listen.ip().is_loopback() {
         return Err(format!(
-            "--listen {} is not a loopback address: the REST API is plain HTTP, so it only \
-             listens on 127.0.0.1 or ::1",
+            "--listen {} is not a loopback address: the REST API's certificate names only \
+             localhost, 127.0.0.1 and ::1, so it listens only there",
             args.listen
         ));
     }
@@ -229,16 +238,20 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let url = format!(
-            "http://{}",
+            "https://{}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        // Tests and scripts find the API here when they asked for port 0.
+        let ca_file = platform.ca_file();
+        // Tests and scripts find the API and the CA to trust here when they asked for port 0.
         pgcmk_control::server_dir::write_json_atomic(
             &args.state_dir.join("serve.json"),
-            &json!({ "url": url, "pid": std::process::id() }),
+            &json!({ "url": url, "ca_file": ca_file, "pid": std::process::id() }),
         )
         .map_err(|e| e.to_string())?;
-        eprintln!("pgcmk control plane listening on {url}");
+        eprintln!(
+            "pgcmk control plane listening on {url} (HTTPS; clients trust the CA certificate {})",
+            ca_file.display()
+        );
         if let Some(file) = platform.new_dba_credential() {
             eprintln!(
                 "the DBA credential was written to {} (0600): hand it to the DBA \
@@ -246,9 +259,8 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
                 file.display()
             );
         }
-        pgcmk_control::api::serve(Arc::new(platform), listener, shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())
+        pgcmk_control::api::serve(Arc::new(platform), listener, shutdown_signal()).await;
+        Ok(())
     })
 }
 
@@ -281,7 +293,9 @@ pub fn demo() -> Result<(), String> {
 
 /// Runs one `pgcmk server` command against the control plane.
 pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
-    let base = args.endpoint.trim_end_matches('/').to_string();
+    // Creating a server includes initdb on the encrypted volume.
+    let api = ApiClient::new(&args.endpoint, &args.ca_cert, Duration::from_secs(180))
+        .map_err(|e| e.to_string())?;
     let token = read_credential(&args.credential_file).map_err(|e| e.to_string())?;
     let token = String::from_utf8(token.expose_secret().to_vec())
         .map(SecretString::new)
@@ -291,12 +305,8 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
                 args.credential_file.display()
             )
         })?;
-    let client = reqwest::blocking::Client::builder()
-        // Creating a server includes initdb on the encrypted volume.
-        .timeout(Duration::from_secs(180))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let url = |path: &str| format!("{base}/servers{path}");
+    let client = api.http();
+    let url = |path: &str| api.url(&format!("/servers{path}"));
     let (request, render): (_, fn(&Value) -> String) = match args.command {
         ServerCommand::Create {
             name,
@@ -365,9 +375,9 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
             })
         }
     };
-    let response = request.bearer_auth(token.expose_secret()).send().map_err(|e| {
-        format!("cannot reach the control plane at {base}: {e}; is `pgcmk serve` running? (--endpoint / PGCMK_ENDPOINT)")
-    })?;
+    let response = api
+        .send(request.bearer_auth(token.expose_secret()))
+        .map_err(|e| e.to_string())?;
     let status = response.status();
     let value: Value = response.json().unwrap_or(Value::Null);
     if !status.is_success() {

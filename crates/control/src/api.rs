@@ -1,5 +1,6 @@
-//! The control plane's REST API (`pgcmk serve`), on loopback HTTP. Each handler
-//! runs the blocking [`Platform`] operation on the blocking pool.
+//! The control plane's REST API (`pgcmk serve`), over HTTPS on loopback with the
+//! control plane's own local CA ([`crate::api_tls`]). Each handler runs the
+//! blocking [`Platform`] operation on the blocking pool.
 //!
 //! Every `/servers` route needs the DBA's credential ([`crate::auth`]) as
 //! `Authorization: Bearer TOKEN`; without it, or with a wrong one, the answer is
@@ -88,13 +89,13 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Serves the API on `listener` and supervises agents until `shutdown` resolves.
-/// Agents keep running afterwards; the next `pgcmk serve` re-attaches to them.
+/// Serves the API over HTTPS on `listener` and supervises agents until `shutdown`
+/// resolves. Agents keep running afterwards; the next `pgcmk serve` re-attaches to them.
 pub async fn serve(
     platform: Arc<Platform>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+) {
     let supervisor = {
         let platform = platform.clone();
         tokio::spawn(async move {
@@ -105,12 +106,15 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, router(platform))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::io("serving the REST API", e));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let tls = platform.tls_config();
+    pgcmk_hostkeys::listener::serve(listener, tls, router(platform), stopped).await;
+    signal.abort();
     supervisor.abort();
-    result
 }
 
 struct ApiError(Error);

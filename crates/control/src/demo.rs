@@ -57,6 +57,7 @@ impl Demo {
             .args(["--output", "json"])
             .env("PGCMK_VAULT_SERVICE_DIR", &self.vault_dir)
             .env("PGCMK_ENDPOINT", &self.endpoint)
+            .env("PGCMK_CONTROL_CA_CERT", self.ca_cert())
             .env("PGCMK_CONTROL_CREDENTIALS", self.dba_credential())
             .env_remove("PGCMK_CREDENTIALS")
             .stdin(Stdio::null())
@@ -75,6 +76,11 @@ impl Demo {
     /// The DBA credential the demo's control plane writes on its first start.
     fn dba_credential(&self) -> PathBuf {
         self.dir.join("control").join(crate::auth::CREDENTIAL_FILE)
+    }
+
+    /// The CA certificate of the demo's control plane: the only one its API's clients trust.
+    fn ca_cert(&self) -> PathBuf {
+        self.dir.join("control").join(crate::api_tls::CA_FILE)
     }
 
     fn spawn(&self, args: &[&str], log: &str) -> Result<Process, Error> {
@@ -110,6 +116,7 @@ impl Demo {
             .args(args)
             .args(["--output", "json"])
             .env("PGCMK_ENDPOINT", &self.endpoint)
+            .env("PGCMK_CONTROL_CA_CERT", self.ca_cert())
             .env("PGCMK_CONTROL_CREDENTIALS", self.dba_credential())
             .stdin(Stdio::null())
             .output()
@@ -309,6 +316,12 @@ fn story(demo: &mut Demo) -> Result<(), Error> {
         "the DBA's API credential: {} (every `pgcmk server` command sends it)",
         demo.dba_credential().display()
     ));
+    explain(&format!(
+        "the API is HTTPS at {} with the control plane's own CA {} (every `pgcmk server` \
+         command trusts it and nothing else)",
+        demo.endpoint,
+        demo.ca_cert().display()
+    ));
 
     let result = customer_story(demo, &state_dir);
     say("Deleting the server and stopping the services");
@@ -403,6 +416,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
             "/dev/null",
         ])
         .env("PGCMK_ENDPOINT", &demo.endpoint)
+        .env("PGCMK_CONTROL_CA_CERT", demo.ca_cert())
         .stdin(Stdio::null())
         .output()
         .ctx(|| "running pgcmk")?;

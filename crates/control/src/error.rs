@@ -48,6 +48,13 @@ pub enum Error {
     /// A cryptographic primitive failed.
     #[error(transparent)]
     Crypto(#[from] pgcmk_crypto::Error),
+    /// The root key, the API's TLS identity, a client's CA certificate or a
+    /// durable file write failed ([`pgcmk_hostkeys`]); the message says what to do.
+    #[error(transparent)]
+    HostKeys(#[from] pgcmk_hostkeys::Error),
+    /// A client could not reach the REST API, or does not trust its certificate.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl Error {

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_tls;
 pub mod auth;
 pub mod demo;
 mod error;

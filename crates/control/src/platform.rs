@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::{random, SecretBytes};
@@ -16,11 +16,12 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{self, AgentConfig, AgentStatus};
+use crate::api_tls;
 use crate::auth::DbaAuth;
 use crate::error::IoContext;
 use crate::kek::KekAccess;
 use crate::model::{now_rfc3339, Encryption, Event, SecretString, ServerRecord, ServerState};
-use crate::root_key::{IdentitySecrets, RootKeySource};
+use crate::root_key::{ControlKeys, IdentitySecrets, RootKeySource};
 use crate::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::sys::{self, Signal};
@@ -129,6 +130,8 @@ pub struct Platform {
     config: PlatformConfig,
     store: Store,
     secrets: IdentitySecrets,
+    /// The REST API's TLS configuration (its CA certificate is `STATE/ca.pem`).
+    tls: Arc<rustls::ServerConfig>,
     dba: DbaAuth,
     /// The DBA credential file, when this start created it.
     new_dba_credential: Option<PathBuf>,
@@ -151,7 +154,9 @@ impl Platform {
                 .ctx(|| format!("setting permissions of {}", dir.display()))?;
         }
         let store = Store::open(&config.state_dir.join("state.redb"))?;
-        let secrets = IdentitySecrets::open(&config.state_dir, &store, config.root_key.clone())?;
+        let keys = ControlKeys::open(&config.state_dir, &store, config.root_key.clone())?;
+        let secrets = keys.identity_secrets;
+        let tls = api_tls::server_config(&config.state_dir, &store, &keys.tls)?;
         match &config.platform_identity_secret {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
@@ -161,6 +166,7 @@ impl Platform {
             config,
             store,
             secrets,
+            tls,
             dba,
             new_dba_credential,
             agents: Mutex::new(HashMap::new()),
@@ -180,6 +186,16 @@ impl Platform {
     /// The state store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The REST API's TLS server configuration.
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.clone()
+    }
+
+    /// The CA certificate clients of the REST API trust (`STATE/ca.pem`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.config.state_dir.join(api_tls::CA_FILE)
     }
 
     /// True when `token` is the DBA's API credential.

@@ -13,8 +13,6 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -107,40 +105,12 @@ impl ServerDir {
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Store(format!("encoding {}: {e}", path.display())))?;
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Store(format!("{} has no parent", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx(|| format!("creating {}", tmp.display()))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).ctx(|| format!("replacing {}", path.display()))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("syncing {}", dir.display()))
+    Ok(pgcmk_hostkeys::files::write_atomic(path, &bytes, 0o600)?)
 }
 
 /// Writes `bytes` to a new file readable only by its owner (mode 0600), durably.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .ctx(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .ctx(|| format!("writing {}", path.display()))
+    Ok(pgcmk_hostkeys::files::write_new_private(path, bytes)?)
 }
 
 /// Reads JSON written by [`write_json_atomic`].

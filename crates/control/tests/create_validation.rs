@@ -140,7 +140,7 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     );
 
     // The REST API answers bad requests with a status and an error body.
-    let http = reqwest::blocking::Client::new();
+    let http = cp.https_client();
     let token = std::fs::read_to_string(cp.dba_credential()).unwrap();
     let r = http
         .post(format!("{}/servers", cp.url))

@@ -65,7 +65,7 @@ fn each_role_is_held_to_its_side_of_the_boundary() {
 /// Every route but the health probe refuses a request without the DBA's token or
 /// with a wrong one, before reading its body; nothing changes.
 fn api_needs_the_dba_credential(cp: &ControlPlane, vault: &Vault, port: u64, password: &str) {
-    let http = reqwest::blocking::Client::new();
+    let http = cp.https_client();
     let token = fs::read_to_string(cp.dba_credential()).unwrap();
     let token = token.trim();
     let other_key = format!(
@@ -157,6 +157,8 @@ fn api_needs_the_dba_credential(cp: &ControlPlane, vault: &Vault, port: u64, pas
         let out = Command::new(pgcmk())
             .args(["server", "list", "--endpoint", &cp.url, "--credential-file"])
             .arg(file)
+            .arg("--ca-cert")
+            .arg(cp.ca_file())
             .env_remove("PGCMK_CONTROL_CREDENTIALS")
             .stdin(Stdio::null())
             .output()

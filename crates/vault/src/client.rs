@@ -72,13 +72,8 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client for `service` acting as `credential`.
     pub fn new(service: ServiceDir, credential: Credential) -> Result<Self, Error> {
-        let ca = reqwest::Certificate::from_pem(&service.ca_pem)
-            .map_err(|e| Error::Client(format!("bad CA certificate: {e}")))?;
-        let http = reqwest::blocking::Client::builder()
-            .tls_certs_only([ca])
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Client(format!("cannot build HTTPS client: {e}")))?;
+        let http =
+            pgcmk_hostkeys::trust::blocking_client(&service.ca_pem, Duration::from_secs(60))?;
         Ok(Self {
             http,
             service,

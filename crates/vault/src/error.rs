@@ -25,9 +25,10 @@ pub enum Error {
     /// The root key is missing or wrong (wrong passphrase, or a different root.key file).
     #[error("root key: {0}")]
     RootKey(String),
-    /// Setting up TLS failed.
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    /// The root key, the TLS identity or a durable file write failed
+    /// ([`pgcmk_hostkeys`]); the message says what to do.
+    #[error(transparent)]
+    HostKeys(#[from] pgcmk_hostkeys::Error),
     /// A configuration value or file is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

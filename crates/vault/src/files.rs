@@ -1,8 +1,7 @@
 //! The data directory and durable file writes (temp file, fsync, rename, fsync dir).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
@@ -60,26 +59,7 @@ impl DataDir {
 
 /// Writes `bytes` to `path` atomically and durably with the given mode.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| Error::io("creating", &tmp, e))?;
-    // The mode given to open() is filtered by the umask; set it explicitly.
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("setting permissions of", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("renaming into", path, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("syncing directory", dir, e))
+    Ok(pgcmk_hostkeys::files::write_atomic(path, bytes, mode)?)
 }
 
 /// Reads a whole file.

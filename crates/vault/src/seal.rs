@@ -9,101 +9,63 @@ use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 pub use pgcmk_crypto::sealed::Sealer;
-use pgcmk_crypto::{kdf, random, SecretBytes, SymmetricKey};
+use pgcmk_crypto::{kdf, SymmetricKey};
+pub use pgcmk_hostkeys::root_key::RootKeySource;
+use pgcmk_hostkeys::root_key::{self, PassphraseRecord, RootKeyPlace};
 
 use crate::files::{self, DataDir};
 use crate::Error;
 
-const CHECK_PLAINTEXT: &[u8] = b"pgcmk vault root key check v1";
-
-/// Where the root key comes from.
-pub enum RootKeySource {
-    /// `root.key` in the data directory (created on first start).
-    File,
-    /// Argon2id over this passphrase (salt kept in the data directory).
-    Passphrase(SecretBytes),
-}
-
-/// Loads the root key, creating it on first start. Returns it and whether it is new.
+/// Loads the root key ([`pgcmk_hostkeys::root_key`]), creating it on first start.
+/// A passphrase's salt and check value live in `root.passphrase.json`.
 pub fn load_root_key(
     dir: &DataDir,
     source: RootKeySource,
     first_start: bool,
 ) -> Result<SymmetricKey, Error> {
-    match source {
-        RootKeySource::File => {
-            let path = dir.root_key_file();
-            if path.exists() {
-                let bytes = SecretBytes::new(files::read(&path)?);
-                return SymmetricKey::from_slice(bytes.expose_secret()).map_err(|_| {
-                    Error::RootKey(format!(
-                        "{} is not a 32-byte key; restore it from your backup",
-                        path.display()
-                    ))
-                });
-            }
-            if dir.passphrase_file().exists() {
-                return Err(Error::RootKey(
-                    "this data directory uses a passphrase: start with --passphrase-env VAR".into(),
-                ));
-            }
-            if !first_start {
-                return Err(Error::RootKey(format!(
-                    "{} is missing but the database exists: restore the root key file",
-                    path.display()
-                )));
-            }
-            let key = SymmetricKey::generate()?;
-            files::write_atomic(&path, key.expose_secret(), 0o600)?;
-            Ok(key)
-        }
-        RootKeySource::Passphrase(passphrase) => {
-            if passphrase.len() < 12 {
-                return Err(Error::RootKey(
-                    "the passphrase must have at least 12 characters".into(),
-                ));
-            }
-            let path = dir.passphrase_file();
-            if path.exists() {
-                let stored: PassphraseFile = serde_json::from_slice(&files::read(&path)?)?;
-                let salt =
-                    hex::decode(&stored.salt).map_err(|_| Error::RootKey("corrupt salt".into()))?;
-                let key = passphrase_key(&passphrase, &salt)?;
-                let check = B64
-                    .decode(&stored.check)
-                    .map_err(|_| Error::RootKey("corrupt check value".into()))?;
-                Sealer::new(&key)?
-                    .open(b"root-check", &check)
-                    .map_err(|_| Error::RootKey("wrong passphrase".into()))?;
-                return Ok(key);
-            }
-            if dir.root_key_file().exists() || !first_start {
-                return Err(Error::RootKey(
-                    "this data directory was not created with a passphrase: start without --passphrase-env".into(),
-                ));
-            }
-            let salt = random::array::<16>()?;
-            let key = passphrase_key(&passphrase, &salt)?;
-            let check = Sealer::new(&key)?.seal(b"root-check", CHECK_PLAINTEXT)?;
-            let stored = PassphraseFile {
-                salt: hex::encode(salt),
-                check: B64.encode(check),
-            };
-            files::write_atomic(&path, &serde_json::to_vec(&stored)?, 0o600)?;
-            Ok(key)
-        }
+    let path = dir.passphrase_file();
+    let record = if path.exists() {
+        let stored: PassphraseFile = serde_json::from_slice(&files::read(&path)?)?;
+        Some(stored.record()?)
+    } else {
+        None
+    };
+    let key_file = dir.root_key_file();
+    let place = RootKeyPlace {
+        key_file: &key_file,
+        directory: "data directory",
+        first_start,
+    };
+    let loaded = root_key::load(&place, source, record)?;
+    if let Some(record) = loaded.new_record {
+        let stored = PassphraseFile {
+            salt: hex::encode(&record.salt),
+            check: B64.encode(record.check.unwrap_or_default()),
+        };
+        files::write_atomic(&path, &serde_json::to_vec(&stored)?, 0o600)?;
     }
+    Ok(loaded.key)
 }
 
-/// Argon2id over the passphrase (the crypto crate's profile: 19 MiB, 2 passes).
-fn passphrase_key(passphrase: &SecretBytes, salt: &[u8]) -> Result<SymmetricKey, Error> {
-    kdf::passphrase_key(passphrase.expose_secret(), salt).map_err(|e| Error::RootKey(e.to_string()))
-}
-
+/// `root.passphrase.json`.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PassphraseFile {
+    /// The Argon2id salt, hex.
     salt: String,
+    /// The check value sealed under the derived key, base64url.
     check: String,
+}
+
+impl PassphraseFile {
+    fn record(&self) -> Result<PassphraseRecord, Error> {
+        Ok(PassphraseRecord {
+            salt: hex::decode(&self.salt).map_err(|_| Error::RootKey("corrupt salt".into()))?,
+            check: Some(
+                B64.decode(&self.check)
+                    .map_err(|_| Error::RootKey("corrupt check value".into()))?,
+            ),
+        })
+    }
 }
 
 /// The purpose-specific keys derived from the root key.

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::AuditLog;
 use crate::files::{self, DataDir};
-use crate::http::{admin_api, listener, vault_api, ApiError};
+use crate::http::{admin_api, vault_api, ApiError};
 use crate::identity::{Directory, Principal, PrincipalKind};
 use crate::keys::cache::KeyCache;
 use crate::seal::{self, DerivedKeys, RootKeySource};
@@ -199,7 +199,7 @@ impl Service {
     }
 
     fn spawn_listener(&self, listener: TcpListener, router: Router) {
-        let task = tokio::spawn(listener::serve(
+        let task = tokio::spawn(pgcmk_hostkeys::listener::serve(
             listener,
             self.tls.clone(),
             router,

@@ -405,6 +405,17 @@ impl ControlPlane {
         self.state_dir.join("dba.credential")
     }
 
+    /// The CA certificate `pgcmk serve` wrote for its API's clients.
+    pub fn ca_file(&self) -> PathBuf {
+        self.state_dir.join("ca.pem")
+    }
+
+    /// An HTTPS client of the API trusting only this control plane's CA.
+    pub fn https_client(&self) -> reqwest::blocking::Client {
+        let ca = fs::read(self.ca_file()).unwrap();
+        pgcmk_hostkeys::trust::blocking_client(&ca, Duration::from_secs(60)).unwrap()
+    }
+
     /// `pgcmk server ARGS` against this control plane, as the DBA.
     fn server_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(pgcmk());
@@ -413,7 +424,10 @@ impl ControlPlane {
             .args(["--endpoint", &self.url])
             .arg("--credential-file")
             .arg(self.dba_credential())
-            .env_remove("PGCMK_CONTROL_CREDENTIALS");
+            .arg("--ca-cert")
+            .arg(self.ca_file())
+            .env_remove("PGCMK_CONTROL_CREDENTIALS")
+            .env_remove("PGCMK_CONTROL_CA_CERT");
         cmd
     }
 

@@ -5,7 +5,6 @@ pub mod admin_api;
 mod admin_identities;
 mod admin_vaults;
 pub mod identity_api;
-pub mod listener;
 pub mod vault_api;
 
 use axum::body::Body;
@@ -18,9 +17,8 @@ use crate::audit::AuditEntry;
 /// Largest request body accepted (AKV requests are small: a JWK at most).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The TCP peer of a connection, attached to each request.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub std::net::SocketAddr);
+/// The TCP peer of a connection, attached to each request by the HTTPS listener.
+pub use pgcmk_hostkeys::listener::PeerAddr as ClientAddr;
 
 /// An error answer: `{"error":{"code","message","innererror"?}}`.
 #[derive(Debug)]

@@ -1,5 +1,8 @@
-//! A TLS listener serving one axum router, with graceful shutdown.
+//! An HTTPS listener serving one axum router, with graceful shutdown. Each request
+//! carries its TCP peer as a [`PeerAddr`] extension. A connection that does not
+//! complete a TLS handshake (plain HTTP, an untrusting client) gets no answer.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +15,13 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::ClientAddr;
-
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TCP peer of a connection, attached to each request.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// Accepts TLS connections on `listener` and serves `router` until `shutdown` flips;
 /// then stops accepting, lets in-flight requests finish (bounded), and returns.
@@ -42,12 +48,12 @@ pub async fn serve(
                         return;
                     };
                     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                        req.extensions_mut().insert(ClientAddr(peer));
+                        req.extensions_mut().insert(PeerAddr(peer));
                         router.clone().oneshot(req.map(axum::body::Body::new))
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(30))
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(conn);
                     tokio::select! {

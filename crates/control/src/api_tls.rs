@@ -1,0 +1,114 @@
+//! HTTPS for the REST API, both ends.
+//!
+//! The server side is the vault's mechanism ([`pgcmk_hostkeys::local_ca`]) with the
+//! control plane's own CA: made on first start, kept in the state store with its
+//! server key sealed under a key derived from the root key, and its certificate
+//! (re)written to `STATE/ca.pem` at every start for clients.
+//!
+//! The client side ([`ApiClient`]) trusts exactly that CA certificate and speaks
+//! HTTPS only, and turns connection failures into messages that say what to give.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgcmk_crypto::sealed::Sealer;
+use pgcmk_hostkeys::local_ca::TlsIdentity;
+use pgcmk_hostkeys::trust;
+
+use crate::store::Store;
+use crate::Error;
+
+/// The CA certificate's file name in the state directory.
+pub const CA_FILE: &str = "ca.pem";
+/// Settings: the TLS identity (JSON; its server key sealed).
+const TLS_IDENTITY: &str = "tls-identity";
+/// What a client is told to do when its CA certificate is missing or wrong.
+const HOW_TO_TRUST: &str = "pass --ca-cert or set PGCMK_CONTROL_CA_CERT to the ca.pem that \
+                            `pgcmk serve` wrote in its state directory";
+
+/// Loads the API's TLS identity, creating it on first start, writes
+/// `STATE/ca.pem`, and returns the rustls server configuration.
+pub fn server_config(
+    state_dir: &Path,
+    store: &Store,
+    sealer: &Sealer,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let corrupt = |e: serde_json::Error| Error::Store(format!("the TLS identity is corrupt: {e}"));
+    let identity = match store.setting(TLS_IDENTITY)? {
+        Some(json) => serde_json::from_slice::<TlsIdentity>(&json).map_err(corrupt)?,
+        None => {
+            let identity = TlsIdentity::generate("pgcmk control plane", sealer)?;
+            let json = serde_json::to_vec(&identity).map_err(corrupt)?;
+            store.put_settings(&[(TLS_IDENTITY, &json)])?;
+            identity
+        }
+    };
+    pgcmk_hostkeys::files::write_atomic(
+        &state_dir.join(CA_FILE),
+        identity.ca_pem()?.as_bytes(),
+        0o644,
+    )?;
+    Ok(identity.server_config(sealer)?)
+}
+
+/// A client of the REST API at one endpoint, trusting one CA certificate.
+#[derive(Debug)]
+pub struct ApiClient {
+    http: reqwest::blocking::Client,
+    base: String,
+    ca_file: PathBuf,
+}
+
+impl ApiClient {
+    /// A client for `endpoint` (`https://HOST:PORT`) trusting only the CA
+    /// certificate in `ca_file`; requests time out after `timeout`.
+    pub fn new(endpoint: &str, ca_file: &Path, timeout: Duration) -> Result<Self, Error> {
+        let base = endpoint.trim_end_matches('/');
+        if !base.starts_with("https://") {
+            return Err(Error::InvalidRequest(format!(
+                "--endpoint {endpoint} is not an https:// URL: the control plane's API is \
+                 served over HTTPS only (default https://127.0.0.1:7480)"
+            )));
+        }
+        let ca_pem = trust::read_ca_pem(ca_file, HOW_TO_TRUST)?;
+        Ok(Self {
+            http: trust::blocking_client(&ca_pem, timeout)?,
+            base: base.to_string(),
+            ca_file: ca_file.to_path_buf(),
+        })
+    }
+
+    /// The HTTPS client.
+    pub fn http(&self) -> &reqwest::blocking::Client {
+        &self.http
+    }
+
+    /// The URL of `path` (starting with `/`) on the API.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `request`, explaining a failure to connect or to trust the server.
+    pub fn send(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, Error> {
+        request.send().map_err(|e| {
+            Error::Unreachable(if trust::is_untrusted_certificate(&e) {
+                format!(
+                    "the control plane at {} presented a certificate that {} does not vouch \
+                     for: {HOW_TO_TRUST} (the one of the `pgcmk serve` listening there)",
+                    self.base,
+                    self.ca_file.display()
+                )
+            } else {
+                format!(
+                    "cannot reach the control plane at {}: {e}; is `pgcmk serve` running? \
+                     (--endpoint / PGCMK_ENDPOINT)",
+                    self.base
+                )
+            })
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! What a pgcmk service (the key vault, the control plane) keeps on its host and
+//! serves with, in one place so both services behave the same:
+//!
+//! - [`root_key`]: the service's root key, from a 0600 file or derived with
+//!   Argon2id from a passphrase (salt and check value kept by the service);
+//! - [`local_ca`]: a local CA and the server certificate it signs for the loopback
+//!   names, the server key sealed under a key derived from the root key;
+//! - [`listener`]: an HTTPS listener serving an axum router with that identity;
+//! - [`trust`]: clients that trust exactly a service's CA certificate;
+//! - [`files`]: durable writes of the files above.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod files;
+pub mod listener;
+pub mod local_ca;
+pub mod root_key;
+pub mod trust;
+
+pub use error::Error;
