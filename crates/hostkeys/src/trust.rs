@@ -45,13 +45,18 @@ pub fn blocking_client(
 /// True when `error` (from a request) is a TLS certificate the client does not
 /// trust: the service was made by another CA than the one given.
 pub fn is_untrusted_certificate(error: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(error);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref() {
             return true;
         }
-        source = e.source();
+        // An io::Error's source() skips the error it wraps: step into it instead.
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }
