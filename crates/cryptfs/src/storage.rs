@@ -25,6 +25,8 @@ pub trait Storage: Send + Sync {
     fn is_unlinked(&self) -> bool {
         false
     }
+    /// A hint: `len` bytes at `offset` will be read soon (best effort, no error).
+    fn prefetch(&self, _offset: u64, _len: u64) {}
 }
 
 impl Storage for File {
@@ -54,6 +56,10 @@ impl Storage for File {
 
     fn is_unlinked(&self) -> bool {
         self.metadata().is_ok_and(|m| m.nlink() == 0)
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        let _ = crate::sys::prefetch(self, offset, len);
     }
 }
 
@@ -85,5 +91,9 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     fn is_unlinked(&self) -> bool {
         (**self).is_unlinked()
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        (**self).prefetch(offset, len)
     }
 }

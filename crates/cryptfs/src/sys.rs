@@ -123,9 +123,28 @@ pub(crate) fn fallocate_keep_size(file: &File, offset: u64, len: u64) -> io::Res
 
 /// Marks `file`'s cached pages as not worth keeping: the kernel evicts them first.
 pub(crate) fn fadvise_noreuse(file: &File) -> io::Result<()> {
+    fadvise(file, 0, 0, libc::POSIX_FADV_NOREUSE)
+}
+
+/// Turns off the kernel's readahead on `file`: it would read the holes between the
+/// runs a reader uses (see [`prefetch`]).
+pub(crate) fn fadvise_random(file: &File) -> io::Result<()> {
+    fadvise(file, 0, 0, libc::POSIX_FADV_RANDOM)
+}
+
+/// Starts reading `len` bytes at `offset` of `file` into the page cache, without
+/// waiting for them.
+pub(crate) fn prefetch(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    fadvise(file, offset, len, libc::POSIX_FADV_WILLNEED)
+}
+
+fn fadvise(file: &File, offset: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
     // SAFETY: the descriptor is owned by `file`, which outlives the call; the call
     // only reads its integer arguments.
-    let ret = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_NOREUSE) };
+    let ret = unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, advice) };
     if ret == 0 {
         Ok(())
     } else {

@@ -30,6 +30,9 @@ pub use recovery::FileRecovery;
 /// so that rewriting a hot block needs no read of its slot headers.
 const DURABLE_SLOTS_CACHED: usize = 4096;
 
+/// How far ahead (in groups, 128 KiB of plaintext each) sequential reads prefetch.
+const PREFETCH_GROUPS: u64 = 16;
+
 /// Blocks sealed and written per window: one group (128 KiB of plaintext).
 const WINDOW_BLOCKS: u64 = GROUP_BLOCKS;
 const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_SIZE;
@@ -181,6 +184,12 @@ impl<S: Storage> EncryptedFile<S> {
             current[(block - first) as usize] = (slot, entry);
         }
         let current = &current[..(last - first + 1) as usize];
+        if last % GROUP_BLOCKS == GROUP_BLOCKS - 1 {
+            // A read to the end of a group: likely sequential.
+            for ahead in 1..=PREFETCH_GROUPS {
+                self.prefetch_group(group_of(last) + ahead, current[current.len() - 1].0);
+            }
+        }
         let mut partial = [0u8; BLOCK_SIZE as usize];
         with_scratch(&READ_BUFFER, current.len() * BLOCK_SIZE as usize, |pages| {
             for run in slot_runs(current.iter().map(|(slot, _)| *slot)) {
@@ -221,6 +230,21 @@ impl<S: Storage> EncryptedFile<S> {
             }
             Ok(())
         })
+    }
+
+    /// Asks the store to read ahead group `group`'s metadata page and its run of
+    /// `slot` data pages (the slot the previous group's reads used): the kernel's
+    /// own readahead is off, as it would also read the holes of unused slots.
+    fn prefetch_group(&self, group: u64, slot: Slot) {
+        let meta = group_offset(group);
+        let run = data_offset(group * GROUP_BLOCKS, slot);
+        let run_len = GROUP_BLOCKS * BLOCK_SIZE;
+        if slot == Slot::A {
+            self.storage.prefetch(meta, run + run_len - meta);
+        } else {
+            self.storage.prefetch(meta, BLOCK_SIZE);
+            self.storage.prefetch(run, run_len);
+        }
     }
 
     /// Writes `data` at `offset`; a gap past the end of file reads as zeros.

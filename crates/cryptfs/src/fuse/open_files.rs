@@ -134,7 +134,10 @@ impl OpenFiles {
         let backing = open()?;
         // The kernel caches the plaintext above us; the ciphertext below is only
         // re-read for partial-block writes, so let it be evicted first (a hint).
+        // No kernel readahead: it would read (and zero-fill) the holes of slot B
+        // pages never written; sequential reads prefetch what they need instead.
         let _ = crate::sys::fadvise_noreuse(&backing);
+        let _ = crate::sys::fadvise_random(&backing);
         let handle = backing.try_clone().map_err(Errno::from)?;
         let encrypted =
             EncryptedFile::open(backing, volume.clone()).map_err(|e| Errno::from_i32(e.errno()))?;
