@@ -33,6 +33,9 @@ const DURABLE_SLOTS_CACHED: usize = 4096;
 /// How far ahead (in groups, 128 KiB of plaintext each) sequential reads prefetch.
 const PREFETCH_GROUPS: u64 = 16;
 
+/// Reads of at least this many blocks (64 KiB) count as sequential.
+const SEQUENTIAL_BLOCKS: u64 = 16;
+
 /// Blocks sealed and written per window: one group (128 KiB of plaintext).
 const WINDOW_BLOCKS: u64 = GROUP_BLOCKS;
 const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_SIZE;
@@ -184,8 +187,10 @@ impl<S: Storage> EncryptedFile<S> {
             current[(block - first) as usize] = (slot, entry);
         }
         let current = &current[..(last - first + 1) as usize];
-        if last % GROUP_BLOCKS == GROUP_BLOCKS - 1 {
-            // A read to the end of a group: likely sequential.
+        if last % GROUP_BLOCKS == GROUP_BLOCKS - 1 && last - first + 1 >= SEQUENTIAL_BLOCKS {
+            // A large read to the end of a group: the kernel sends large reads once
+            // its readahead has seen a sequential reader (a random 8 KiB read that
+            // only happens to end a group must not fetch 2 MiB).
             for ahead in 1..=PREFETCH_GROUPS {
                 self.prefetch_group(group_of(last) + ahead, current[current.len() - 1].0);
             }
