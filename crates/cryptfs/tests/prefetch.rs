@@ -14,10 +14,13 @@ use pgcmk_cryptfs::format::{data_offset, group_offset, Slot, BLOCK_SIZE, GROUP_B
 use pgcmk_cryptfs::storage::Storage;
 use pgcmk_crypto::SymmetricKey;
 
+/// The byte ranges a store was asked to prefetch, in order.
+type Hints = Arc<Mutex<Vec<Range<u64>>>>;
+
 /// A store that records the prefetch hints it is given.
 struct Recording {
     disk: SimulatedDisk,
-    prefetched: Arc<Mutex<Vec<Range<u64>>>>,
+    prefetched: Hints,
 }
 
 impl Storage for Recording {
@@ -46,7 +49,7 @@ const GROUPS: u64 = 24;
 
 /// A file of `GROUPS` full groups, every block in slot A, or (`rewritten`) every
 /// block rewritten once after a sync, so that slot B is current.
-fn file(rewritten: bool) -> (EncryptedFile<Recording>, Arc<Mutex<Vec<Range<u64>>>>) {
+fn file(rewritten: bool) -> (EncryptedFile<Recording>, Hints) {
     let prefetched = Arc::new(Mutex::new(Vec::new()));
     let store = Recording {
         disk: SimulatedDisk::new(),
