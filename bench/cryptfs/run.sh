@@ -4,7 +4,8 @@
 #
 #   bench/cryptfs/run.sh            full run: pgbench scale 30, 3 rounds x 60 s per phase, 1 GiB I/O
 #   bench/cryptfs/run.sh --quick    smoke run: scale 10, 1 round x 10 s, 256 MiB file I/O
-#   env overrides: SCALE, DURATION (s per pgbench run), ROUNDS, IO_MIB, RAND_OPS, BENCH_DIR,
+#   env overrides: SCALE, DURATION (s per pgbench run), ROUNDS, WARMUP (s of unmeasured TPC-B
+#                  per cluster before the rounds; default DURATION), IO_MIB, RAND_OPS, BENCH_DIR,
 #                  ONLY="plain cryptfs gocryptfs" (columns, in this order; add cryptfs-b for an A/B),
 #                  CRYPTFS_FLAGS="--threads 1" (extra `pgcmk fs mount` flags for the cryptfs column),
 #                  CRYPTFS_B_FLAGS="--direct-io-wal=false", CRYPTFS_B_BIN=/path/to/other/pgcmk
@@ -15,7 +16,9 @@
 # other processes on the machine then hits every filesystem alike.
 #   file I/O : iobench seq-write (1 MiB writes + fsync), seq-read cold (after drop_caches) and
 #              warm, rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32)
-#   pgbench  : -i -s SCALE; TPC-B -c4 -j2 -T DURATION; select-only -S -c4 -j2 -T DURATION
+#   pgbench  : -i -s SCALE; TPC-B -c4 -j2 -T WARMUP, not measured (the first updates after a load
+#              pay one-time costs: on cryptfs, the first rewrite of each block allocates its
+#              slot-B page); then TPC-B -c4 -j2 -T DURATION and select-only -S -c4 -j2 -T DURATION
 #              (identical postgresql.conf everywhere; page cache warm from the load)
 # cryptfs runs as `pgcmk fs mount` (release build from CARGO_TARGET_DIR or target/) with its
 # defaults (request threads = CPUs within 2-4, direct I/O for pg_wal); its peak RSS (VmHWM) is read
@@ -31,7 +34,7 @@ if ((QUICK)); then
 else
   : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}"
 fi
-: "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
+: "${WARMUP:=$DURATION}" "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
 PGBIN=/usr/lib/postgresql/15/bin
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -183,15 +186,22 @@ CONF
   "$PGBIN/psql" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -X -q -c checkpoint postgres
 }
 
-pgbench_round() { # fs phase args...
-  local fs=$1 phase=$2 tps
+pgbench_run() { # fs seconds args... -> prints tps
+  local fs=$1 seconds=$2 tps
   shift 2
   # Checkpoint first so that no run inherits another's dirty buffers.
   "$PGBIN/psql" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -X -q -c checkpoint postgres
-  tps=$("$PGBIN/pgbench" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -c4 -j2 -T "$DURATION" "$@" \
+  tps=$("$PGBIN/pgbench" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -c4 -j2 -T "$seconds" "$@" \
     postgres 2>&1 | tee -a "$BENCH_DIR/$fs-pgbench.log" |
     sed -n 's/^tps = \([0-9]*\)[0-9.]* (without initial connection time)/\1/p')
   [[ -n "$tps" ]] || die "$fs: pgbench printed no tps (see $BENCH_DIR/$fs-pgbench.log)"
+  echo "$tps"
+}
+
+pgbench_round() { # fs phase args...
+  local fs=$1 phase=$2 tps
+  shift 2
+  tps=$(pgbench_run "$fs" "$DURATION" "$@")
   log "$fs: $phase $tps tps"
   sample "$fs.$phase" "$tps"
 }
@@ -211,6 +221,9 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 for fs in $ONLY; do pg_init "$fs"; done
+if ((WARMUP > 0)); then
+  for fs in $ONLY; do log "$fs: warm-up tpcb $(pgbench_run "$fs" "$WARMUP") tps (not measured)"; done
+fi
 for phase in tpcb select; do
   args=()
   [[ $phase == select ]] && args=(-S)
@@ -227,5 +240,5 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- table -------------------------------------------------------------------------------------
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
 python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
-  "pgbench scale $SCALE, -c4 -j2, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
+  "pgbench scale $SCALE, -c4 -j2, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
   tee "$BENCH_DIR/results.md"
