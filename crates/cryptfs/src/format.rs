@@ -155,6 +155,11 @@ pub fn current_slot(a: &SlotEntry, b: &SlotEntry) -> Option<Slot> {
     }
 }
 
+/// The current slot and its entry (see [`current_slot`]).
+pub fn current_entry(a: &SlotEntry, b: &SlotEntry) -> Option<(Slot, SlotEntry)> {
+    current_slot(a, b).map(|slot| (slot, if slot == Slot::A { *a } else { *b }))
+}
+
 /// Associated data of one version of block `block` of file `file_id`:
 /// version ‖ file id ‖ block number ‖ generation ‖ plaintext length.
 pub fn block_aad(
@@ -184,8 +189,7 @@ pub fn group_offset(group: u64) -> u64 {
 
 /// Offset of the metadata entry of one slot of block `block`.
 pub fn entry_offset(block: u64, slot: Slot) -> u64 {
-    group_offset(group_of(block))
-        + (slot.index() * GROUP_BLOCKS + block % GROUP_BLOCKS) * ENTRY_SIZE
+    group_offset(group_of(block)) + entry_index(block, slot) as u64
 }
 
 /// Offset of the data page of one slot of block `block`.

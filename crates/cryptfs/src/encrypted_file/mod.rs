@@ -17,7 +17,7 @@ use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
 use crate::format::{
-    current_slot, data_offset, entry_index, entry_offset, group_of, group_offset, groups_in,
+    current_entry, data_offset, entry_index, entry_offset, group_of, group_offset, groups_in,
     FileHeader, Slot, SlotEntry, BLOCK_SIZE, ENTRY_SIZE, GROUPS_START, GROUP_BLOCKS, HEADER_LEN,
     MAX_PLAIN_SIZE,
 };
@@ -27,7 +27,7 @@ use crate::Error;
 pub use recovery::FileRecovery;
 
 /// Blocks whose durable slot is remembered per file (≈ 160 KiB of memory at most),
-/// so that rewriting a hot block needs no read of its slot headers.
+/// so that rewriting a hot block needs no read of its group's metadata page.
 const DURABLE_SLOTS_CACHED: usize = 4096;
 
 /// How far ahead (in groups, 128 KiB of plaintext each) sequential reads prefetch.
@@ -49,7 +49,7 @@ struct SlotState {
     /// unsynced data; emptied by every completed sync.
     pending: HashMap<u64, (Slot, u64)>,
     /// The current (durable) slot and generation of blocks written before the last
-    /// completed sync: what their slot headers say, without reading them. Bounded
+    /// completed sync: what their metadata entries say, without reading them. Bounded
     /// (cleared when full); only ever filled from `pending` at a completed sync.
     durable: HashMap<u64, (Slot, u64)>,
     /// A write failed since the last sync: a pending slot may not hold what was
@@ -82,9 +82,6 @@ pub struct EncryptedFile<S: Storage> {
     /// `None` while the backing file is empty: the header is written on first growth.
     cipher: Option<FileCipher>,
     len: u64,
-    /// Size of the backing file as last written or read (`None`: unknown, ask the
-    /// store), so a write reaching the last block needs no `fstat`.
-    backing_len: Option<u64>,
     slots: Mutex<SlotState>,
 }
 
@@ -105,13 +102,12 @@ impl<S: Storage> EncryptedFile<S> {
             storage.read_exact_at(&mut header, 0)?;
             Some(volume.file_cipher(FileHeader::parse(&header)?.file_id)?)
         };
-        let len = reported_plain_len(&storage)?;
+        let len = plain_len_of(&storage, cipher_len)?;
         Ok(Self {
             storage,
             volume,
             cipher,
             len,
-            backing_len: Some(cipher_len),
             slots: Mutex::new(SlotState::default()),
         })
     }
@@ -179,8 +175,7 @@ impl<S: Storage> EncryptedFile<S> {
         let mut current = [(Slot::A, SlotEntry::EMPTY); GROUP_BLOCKS as usize];
         for block in first..=last {
             let (a, b) = block_entries(&meta, block);
-            let slot = current_slot(&a, &b).ok_or(Error::Tampered { block })?;
-            let entry = if slot == Slot::A { a } else { b };
+            let (slot, entry) = current_entry(&a, &b).ok_or(Error::Tampered { block })?;
             if u64::from(entry.plain_len) != self.block_len(block) {
                 return Err(Error::Tampered { block });
             }
@@ -197,7 +192,7 @@ impl<S: Storage> EncryptedFile<S> {
         }
         let mut partial = [0u8; BLOCK_SIZE as usize];
         with_scratch(&READ_BUFFER, current.len() * BLOCK_SIZE as usize, |pages| {
-            for run in slot_runs(current.iter().map(|(slot, _)| *slot)) {
+            for run in slot_runs(current) {
                 let run_first = first + run.start as u64;
                 let run_last = first + run.end as u64 - 1;
                 // Up to the last ciphertext byte: a short block's padding may be
@@ -353,7 +348,6 @@ impl<S: Storage> EncryptedFile<S> {
         if new_len == 0 {
             // A fresh file id (and key) is chosen on the next write.
             self.storage.set_len(0)?;
-            self.backing_len = Some(0);
             self.cipher = None;
             self.len = 0;
             self.slots().forget();
@@ -383,16 +377,11 @@ impl<S: Storage> EncryptedFile<S> {
     /// Drops blocks `last + 1 .. blocks` (`last = None`: all of them): clears their
     /// entries in `last`'s group and cuts the cipher file at that group's end.
     fn cut_after(&mut self, last: Option<u64>, blocks: u64) -> Result<(), Error> {
-        let (cleared, cut_to) = match last {
-            Some(last) => {
-                let group_end = (group_of(last) + 1) * GROUP_BLOCKS;
-                (
-                    last + 1..blocks.min(group_end),
-                    group_offset(group_of(last) + 1),
-                )
-            }
-            None => (0..blocks.min(GROUP_BLOCKS), GROUPS_START),
+        let cleared = match last {
+            Some(last) => last + 1..blocks.min((group_of(last) + 1) * GROUP_BLOCKS),
+            None => 0..blocks.min(GROUP_BLOCKS),
         };
+        let cut_to = cut_point(last);
         if !cleared.is_empty() {
             let zeros = [0u8; (GROUP_BLOCKS * ENTRY_SIZE) as usize];
             let len = ((cleared.end - cleared.start) * ENTRY_SIZE) as usize;
@@ -401,13 +390,8 @@ impl<S: Storage> EncryptedFile<S> {
                     .write_all_at(&zeros[..len], entry_offset(cleared.start, slot))?;
             }
         }
-        let backing_len = match self.backing_len {
-            Some(len) => len,
-            None => self.storage.size()?,
-        };
-        if backing_len > cut_to {
+        if self.storage.size()? > cut_to {
             self.storage.set_len(cut_to)?;
-            self.backing_len = Some(cut_to);
         }
         Ok(())
     }
@@ -507,19 +491,17 @@ impl<S: Storage> EncryptedFile<S> {
             targets[(block - first) as usize] = (slot, entry);
         }
         let targets = &targets[..count];
-        let runs = slot_runs(targets.iter().map(|(slot, _)| *slot));
-        for run in &runs {
+        for run in slot_runs(targets) {
             let at = data_offset(first + run.start as u64, targets[run.start].0);
             let bytes = &pages[run.start * BLOCK_SIZE as usize..run.end * BLOCK_SIZE as usize];
             self.storage.write_all_at(bytes, at)?;
-            self.backing_len = self.backing_len.map(|len| len.max(at + bytes.len() as u64));
         }
         let mut entries = [0u8; (WINDOW_BLOCKS * ENTRY_SIZE) as usize];
         for (i, (_, entry)) in targets.iter().enumerate() {
             entries[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize]
                 .copy_from_slice(&entry.to_bytes());
         }
-        for run in &runs {
+        for run in slot_runs(targets) {
             let at = entry_offset(first + run.start as u64, targets[run.start].0);
             let bytes = &entries[run.start * ENTRY_SIZE as usize..run.end * ENTRY_SIZE as usize];
             self.storage.write_all_at(bytes, at)?;
@@ -556,10 +538,7 @@ impl<S: Storage> EncryptedFile<S> {
                     *meta = Some(read_meta_page(&self.storage, group_of(block))?);
                 }
                 let (a, b) = block_entries(meta.as_ref().expect("just read"), block);
-                current_slot(&a, &b).map(|slot| {
-                    let entry = if slot == Slot::A { a } else { b };
-                    (slot, entry.generation)
-                })
+                current_entry(&a, &b).map(|(slot, entry)| (slot, entry.generation))
             }
             None => None,
         };
@@ -580,7 +559,6 @@ impl<S: Storage> EncryptedFile<S> {
                 file_id: random::array()?,
             };
             self.storage.write_all_at(&header.to_page(), 0)?;
-            self.backing_len = self.backing_len.map(|len| len.max(GROUPS_START));
             // The header must be durable before any block written under it, or a
             // crash could keep blocks whose key can no longer be derived.
             self.sync()?;
@@ -605,13 +583,12 @@ impl<S: Storage> EncryptedFile<S> {
     }
 
     /// After a failed mutation the cached length may be stale: re-derive it; and
-    /// trust only the slot headers on disk for the blocks it touched.
+    /// trust only the metadata entries on disk for the blocks it touched.
     fn reload_len_after(&mut self, error: Option<&Error>) {
         if error.is_some() {
             let slots = self.slots.get_mut().unwrap_or_else(|p| p.into_inner());
             slots.durable.clear();
             slots.write_failed = true;
-            self.backing_len = None;
             if let Ok(len) = reported_plain_len(&self.storage) {
                 self.len = len;
             }
@@ -666,7 +643,11 @@ fn with_scratch<T>(
 /// a plausible current slot, one byte into it, so reads of it fail loudly instead of
 /// the file silently looking shorter.
 pub fn reported_plain_len<S: Storage>(storage: &S) -> Result<u64, Error> {
-    let cipher_len = storage.size()?;
+    plain_len_of(storage, storage.size()?)
+}
+
+/// [`reported_plain_len`] of a cipher file of `cipher_len` bytes.
+fn plain_len_of<S: Storage>(storage: &S, cipher_len: u64) -> Result<u64, Error> {
     if cipher_len <= HEADER_LEN {
         return Ok(0);
     }
@@ -676,12 +657,18 @@ pub fn reported_plain_len<S: Storage>(storage: &S) -> Result<u64, Error> {
             continue;
         };
         let (a, b) = block_entries(&meta, last);
-        let last_len = current_slot(&a, &b)
-            .map(|slot| if slot == Slot::A { a } else { b }.plain_len)
+        let last_len = current_entry(&a, &b)
+            .map(|(_, entry)| entry.plain_len)
             .filter(|len| (1..=BLOCK_SIZE).contains(&u64::from(*len)));
         return Ok(last * BLOCK_SIZE + last_len.map_or(1, u64::from));
     }
     Ok(0)
+}
+
+/// Where a cipher file whose last block is `last` (`None`: no block) ends at most:
+/// the end of that block's group (the header page alone).
+fn cut_point(last: Option<u64>) -> u64 {
+    last.map_or(GROUPS_START, |last| group_offset(group_of(last) + 1))
 }
 
 /// The highest block of group `group` with a non-empty entry in either slot.
@@ -721,17 +708,19 @@ fn block_entries(meta: &[u8; BLOCK_SIZE as usize], block: u64) -> (SlotEntry, Sl
     (entry(Slot::A), entry(Slot::B))
 }
 
-/// Index ranges of maximal runs of equal consecutive slots: blocks whose pages (and
-/// entries) are adjacent in the cipher file.
-fn slot_runs(slots: impl Iterator<Item = Slot>) -> Vec<std::ops::Range<usize>> {
-    let mut runs: Vec<(Slot, std::ops::Range<usize>)> = Vec::new();
-    for (i, slot) in slots.enumerate() {
-        match runs.last_mut() {
-            Some((run_slot, range)) if *run_slot == slot => range.end = i + 1,
-            _ => runs.push((slot, i..i + 1)),
-        }
-    }
-    runs.into_iter().map(|(_, range)| range).collect()
+/// Index ranges of maximal runs of blocks with the same slot: blocks whose pages
+/// (and entries) are adjacent in the cipher file. No allocation: it runs per request.
+fn slot_runs<T>(blocks: &[(Slot, T)]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let slot = blocks.get(start)?.0;
+        let len = blocks[start..]
+            .iter()
+            .take_while(|(s, _)| *s == slot)
+            .count();
+        start += len;
+        Some(start - len..start)
+    })
 }
 
 /// A cipher file shorter than its entries imply means a truncated block.

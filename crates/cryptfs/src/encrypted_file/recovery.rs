@@ -7,10 +7,10 @@
 //! and the durable version is current again. Nothing here ever rewrites a slot that
 //! authenticates; it only clears slots that do not, and cuts the file's end.
 
-use super::{block_entries, read_zero_padded, reported_plain_len, EncryptedFile};
+use super::{block_entries, cut_point, read_zero_padded, reported_plain_len, EncryptedFile};
 use crate::format::{
-    current_slot, data_offset, entry_offset, group_of, group_offset, groups_in, Slot, SlotEntry,
-    BLOCK_SIZE, ENTRY_SIZE, GROUPS_START, GROUP_BLOCKS, GROUP_SIZE,
+    current_slot, data_offset, entry_offset, group_offset, groups_in, Slot, SlotEntry, BLOCK_SIZE,
+    ENTRY_SIZE, GROUP_BLOCKS, GROUP_SIZE,
 };
 use crate::storage::Storage;
 use crate::Error;
@@ -73,7 +73,6 @@ impl<S: Storage> EncryptedFile<S> {
             self.storage
                 .write_all_at(&zeros, entry_offset(block, slot))?;
         }
-        self.backing_len = None;
         if let Some((keep, blocks)) = plan.drop_from {
             self.cut_after(keep.checked_sub(1), blocks)?;
         }
@@ -118,11 +117,7 @@ impl<S: Storage> EncryptedFile<S> {
         while end > 0 && checks[end as usize - 1].intact.is_none() {
             end -= 1;
         }
-        let cut_at = match end {
-            0 => GROUPS_START,
-            _ => group_offset(group_of(end - 1) + 1),
-        };
-        if end < blocks || cipher_len > cut_at {
+        if end < blocks || cipher_len > cut_point(end.checked_sub(1)) {
             plan.drop_from = Some((end, blocks));
             plan.found.dropped = (end..blocks).collect();
         }
