@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .create_new(true)
         .open(&path)?;
     let volume = Arc::new(VolumeKey::new(SymmetricKey::from_bytes([7; 32]), [1; 16]));
-    let mut file = EncryptedFile::open(backing, volume)?;
+    let file = EncryptedFile::open(backing, volume)?;
     let chunk = vec![0x5Au8; 1 << 20];
     let bytes = mib << 20;
     let mb_s = |start: Instant| bytes as f64 / start.elapsed().as_secs_f64() / 1e6;

@@ -370,13 +370,13 @@ fn closing_a_file_with_unsynced_writes_keeps_the_durable_version_safe() {
     let volume = Arc::new(VolumeKey::new(SymmetricKey::from_bytes([7; 32]), [3; 16]));
     let disk = Arc::new(SimulatedDisk::new());
     let open = || EncryptedFile::open(disk.clone(), volume.clone()).unwrap();
-    let mut file = open();
+    let file = open();
     file.write(0, &[1; B]).unwrap();
     file.sync().unwrap();
     file.write(0, &[2; B]).unwrap();
     // Closed without a sync; which slot is pending is forgotten with it.
     drop(file);
-    let mut file = open();
+    let file = open();
     file.write(0, &[3; B]).unwrap();
     // Tear every unsynced write: keep its first sector only.
     let mut first_sector = [0u64, 1, 1, 1, 1, 1, 1, 1, 1].into_iter().cycle();

@@ -56,7 +56,7 @@ fn file(rewritten: bool) -> (EncryptedFile<Recording>, Hints) {
         prefetched: prefetched.clone(),
     };
     let volume = Arc::new(VolumeKey::new(SymmetricKey::from_bytes([4; 32]), [5; 16]));
-    let mut file = EncryptedFile::open(store, volume).unwrap();
+    let file = EncryptedFile::open(store, volume).unwrap();
     let data = vec![7u8; (GROUPS * GROUP_BYTES) as usize];
     file.write(0, &data).unwrap();
     file.sync().unwrap();

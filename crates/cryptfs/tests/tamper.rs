@@ -24,7 +24,7 @@ fn volume() -> Arc<VolumeKey> {
 /// 0xEE: group 0 full, three blocks in group 1. Every block was written once, so
 /// slot A is current and slot B empty.
 fn sample() -> Vec<u8> {
-    let mut file = EncryptedFile::open(SimulatedDisk::new(), volume()).unwrap();
+    let file = EncryptedFile::open(SimulatedDisk::new(), volume()).unwrap();
     for block in 0..LAST {
         file.write(block * B, &[block as u8 + 1; BLOCK_SIZE as usize])
             .unwrap();
@@ -138,7 +138,7 @@ fn altered_length_of_the_last_block_fails_and_is_not_hidden() {
 fn flipped_bit_in_the_current_slot_is_eio_even_with_an_intact_older_slot() {
     // Block 1 rewritten after a sync: its old version stays intact in slot A, the
     // new one is current in slot B.
-    let mut file = open(sample()).unwrap();
+    let file = open(sample()).unwrap();
     file.sync().unwrap();
     file.write(B, &[2; BLOCK_SIZE as usize]).unwrap();
     file.sync().unwrap();

@@ -1,18 +1,21 @@
 //! One encrypted file over a [`Storage`]: plaintext reads, writes and truncation at
 //! any offset, mapped onto whole authenticated blocks with two slots each.
 //!
-//! Callers serialise mutation (`&mut self`); reads and syncs may run concurrently
-//! (`&self`), but a sync must not overlap a mutation (see [`EncryptedFile::sync`]).
+//! Every method takes `&self`: operations claim the blocks they touch (see
+//! [`claims`]), so reads share blocks, writes of different blocks run in parallel,
+//! and truncation and syncs wait for the writes in flight.
 
+mod claims;
 mod recovery;
+mod writer;
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::LocalKey;
 
-use pgcmk_crypto::aead::NONCE_LEN;
 use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
@@ -23,6 +26,8 @@ use crate::format::{
 };
 use crate::storage::Storage;
 use crate::Error;
+use claims::{BlockClaims, WHOLE_FILE};
+use writer::BlockWriter;
 
 pub use recovery::FileRecovery;
 
@@ -79,10 +84,32 @@ impl SlotState {
 pub struct EncryptedFile<S: Storage> {
     storage: S,
     volume: Arc<VolumeKey>,
-    /// `None` while the backing file is empty: the header is written on first growth.
-    cipher: Option<FileCipher>,
+    state: Mutex<FileState>,
+    /// Signalled whenever a claim is released.
+    released: Condvar,
+}
+
+struct FileState {
+    /// Plaintext length, including writes in flight: a write that extends the file
+    /// claims every block from the old end to its own, so nobody reads them early.
     len: u64,
-    slots: Mutex<SlotState>,
+    /// `None` while the backing file is empty: the header is written on first growth.
+    cipher: Option<Arc<FileCipher>>,
+    slots: SlotState,
+    claims: BlockClaims,
+}
+
+/// Blocks held by one operation until dropped.
+struct Claimed<'a, S: Storage> {
+    file: &'a EncryptedFile<S>,
+    id: u64,
+}
+
+impl<S: Storage> Drop for Claimed<'_, S> {
+    fn drop(&mut self) {
+        self.file.state().claims.release(self.id);
+        self.file.released.notify_all();
+    }
 }
 
 impl<S: Storage> EncryptedFile<S> {
@@ -100,26 +127,32 @@ impl<S: Storage> EncryptedFile<S> {
         } else {
             let mut header = [0u8; HEADER_LEN as usize];
             storage.read_exact_at(&mut header, 0)?;
-            Some(volume.file_cipher(FileHeader::parse(&header)?.file_id)?)
+            Some(Arc::new(
+                volume.file_cipher(FileHeader::parse(&header)?.file_id)?,
+            ))
         };
         let len = plain_len_of(&storage, cipher_len)?;
         Ok(Self {
             storage,
             volume,
-            cipher,
-            len,
-            slots: Mutex::new(SlotState::default()),
+            state: Mutex::new(FileState {
+                len,
+                cipher,
+                slots: SlotState::default(),
+                claims: BlockClaims::default(),
+            }),
+            released: Condvar::new(),
         })
     }
 
-    /// Plaintext length.
+    /// Plaintext length (including writes in flight).
     pub fn len(&self) -> u64 {
-        self.len
+        self.state().len
     }
 
     /// True when the file holds no plaintext.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The backing store.
@@ -129,32 +162,288 @@ impl<S: Storage> EncryptedFile<S> {
 
     /// Reads up to `size` bytes at `offset` (fewer at end of file).
     pub fn read(&self, offset: u64, size: usize) -> Result<Vec<u8>, Error> {
-        let available = self.len.saturating_sub(offset).min(size as u64) as usize;
-        let mut out = vec![0u8; available];
-        self.read_into(offset, &mut out)?;
+        let available = self.len().saturating_sub(offset).min(size as u64);
+        let mut out = vec![0u8; available as usize];
+        let n = self.read_into(offset, &mut out)?;
+        out.truncate(n);
         Ok(out)
     }
 
     /// Reads into `buf` at `offset`, decrypting straight into it; returns the bytes
     /// read (fewer than `buf.len()` only at end of file).
     pub fn read_into(&self, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
-        let n = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let wanted = buf.len() as u64;
+        let available = |len: u64| len.saturating_sub(offset).min(wanted);
+        let (_claim, (len, cipher)) = self.claim(
+            false,
+            |state| blocks_of(offset, available(state.len)),
+            |state| (state.len, state.cipher.clone()),
+        );
+        let n = available(len) as usize;
         if n > 0 {
-            self.decrypt_range(offset, &mut buf[..n])?;
+            let cipher = cipher.ok_or(NO_HEADER)?;
+            self.decrypt_range(&cipher, len, offset, &mut buf[..n])?;
         }
         Ok(n)
     }
 
+    /// Writes `data` at `offset`; a gap past the end of file reads as zeros.
+    /// Writes of other blocks of this file may run at the same time.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= MAX_PLAIN_SIZE)
+            .ok_or(Error::FileTooLarge {
+                max: MAX_PLAIN_SIZE,
+            })?;
+        // From the old end on (a gap is zero-filled), or the whole file when the
+        // header is still to be written.
+        let (claim, (old_len, cipher)) = self.claim(
+            true,
+            |state| match state.cipher {
+                Some(_) => blocks_of(state.len.min(offset), end - state.len.min(offset)),
+                None => WHOLE_FILE,
+            },
+            |state| {
+                let old_len = state.len;
+                state.len = old_len.max(end);
+                (old_len, state.cipher.clone())
+            },
+        );
+        let result = self.cipher_or_header(cipher).and_then(|cipher| {
+            let mut writer = BlockWriter {
+                file: self,
+                cipher: &cipher,
+                len: old_len,
+            };
+            writer.write(offset, data)
+        });
+        self.finish(claim, result)
+    }
+
+    /// Truncates or extends (with zeros) to `new_len` plaintext bytes.
+    pub fn set_len(&self, new_len: u64) -> Result<(), Error> {
+        self.resize(new_len, false)
+    }
+
+    /// Extends (with zeros) to `min_len` bytes if the file is shorter; never
+    /// shortens it, even when writes extend it meanwhile.
+    pub fn grow_to(&self, min_len: u64) -> Result<(), Error> {
+        self.resize(min_len, true)
+    }
+
+    /// Makes every completed write durable (data and size), then forgets which
+    /// slots were pending: their versions are now the durable ones.
+    ///
+    /// Waits for the writes in flight and holds off new ones (reads go on): a write
+    /// racing the sync could otherwise be taken for durable, and the next write of
+    /// its block would overwrite the only durable version.
+    pub fn sync(&self) -> Result<(), Error> {
+        let _claim = self.claim(false, |_| WHOLE_FILE, |_| ());
+        self.sync_claimed(Storage::sync_data)
+    }
+
+    /// Like [`EncryptedFile::sync`], and makes the file's metadata durable too.
+    pub fn sync_all(&self) -> Result<(), Error> {
+        let _claim = self.claim(false, |_| WHOLE_FILE, |_| ());
+        self.sync_claimed(Storage::sync_all)
+    }
+
+    /// Block numbers whose current version fails authentication, in order.
+    pub fn bad_blocks(&self) -> Result<Vec<u64>, Error> {
+        let mut bad = Vec::new();
+        let blocks = self.len().div_ceil(BLOCK_SIZE);
+        let mut out = vec![0u8; WINDOW_BYTES as usize];
+        let mut first = 0;
+        while first < blocks {
+            let last = (first + WINDOW_BLOCKS - 1).min(blocks - 1);
+            if self.read_into(first * BLOCK_SIZE, &mut out).is_err() {
+                // Narrow the window down to the blocks that fail.
+                for block in first..=last {
+                    let block_out = &mut out[..BLOCK_SIZE as usize];
+                    if self.read_into(block * BLOCK_SIZE, block_out).is_err() {
+                        bad.push(block);
+                    }
+                }
+            }
+            first = last + 1;
+        }
+        Ok(bad)
+    }
+
+    /// Waits until no operation in flight conflicts with `blocks` (computed from
+    /// the current state, again after every wait), claims them, and runs `then` in
+    /// the same critical section.
+    fn claim<T>(
+        &self,
+        exclusive: bool,
+        blocks: impl Fn(&FileState) -> Range<u64>,
+        then: impl FnOnce(&mut FileState) -> T,
+    ) -> (Claimed<'_, S>, T) {
+        let mut state = self.state();
+        loop {
+            let wanted = blocks(&state);
+            if !state.claims.conflicts(&wanted, exclusive) {
+                let id = state.claims.hold(wanted, exclusive);
+                let out = then(&mut state);
+                return (Claimed { file: self, id }, out);
+            }
+            state = self
+                .released
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Releases a write's claim. After a failed write the length and the slots
+    /// remembered in memory may be wrong: once no other write is in flight, the
+    /// length is read again from disk and only the entries on disk are trusted.
+    fn finish(&self, claim: Claimed<'_, S>, result: Result<(), Error>) -> Result<(), Error> {
+        drop(claim);
+        if result.is_err() {
+            let _whole = self.claim(
+                true,
+                |_| WHOLE_FILE,
+                |state| {
+                    state.slots.durable.clear();
+                    state.slots.write_failed = true;
+                    if let Ok(len) = reported_plain_len(&self.storage) {
+                        state.len = len;
+                    }
+                },
+            );
+        }
+        result
+    }
+
+    /// [`EncryptedFile::set_len`] (`grow_only`: [`EncryptedFile::grow_to`]), with
+    /// the whole file claimed.
+    fn resize(&self, new_len: u64, grow_only: bool) -> Result<(), Error> {
+        if new_len > MAX_PLAIN_SIZE {
+            return Err(Error::FileTooLarge {
+                max: MAX_PLAIN_SIZE,
+            });
+        }
+        let (claim, (len, cipher)) = self.claim(
+            true,
+            |_| WHOLE_FILE,
+            |state| (state.len, state.cipher.clone()),
+        );
+        let new_len = if grow_only { new_len.max(len) } else { new_len };
+        let result = if new_len == len {
+            Ok(())
+        } else if new_len > len {
+            self.cipher_or_header(cipher).and_then(|cipher| {
+                let mut writer = BlockWriter {
+                    file: self,
+                    cipher: &cipher,
+                    len,
+                };
+                writer.write_zeros(len, new_len)
+            })
+        } else {
+            self.truncate_claimed(cipher, len, new_len)
+        };
+        if result.is_ok() {
+            self.state().len = new_len;
+        }
+        self.finish(claim, result)
+    }
+
+    /// Shortens the file from `len` to `new_len` bytes (whole file claimed).
+    fn truncate_claimed(
+        &self,
+        cipher: Option<Arc<FileCipher>>,
+        len: u64,
+        new_len: u64,
+    ) -> Result<(), Error> {
+        if new_len == 0 {
+            // A fresh file id (and key) is chosen on the next write.
+            self.storage.set_len(0)?;
+            let mut state = self.state();
+            state.cipher = None;
+            state.slots.forget();
+            return Ok(());
+        }
+        let cipher = cipher.ok_or(NO_HEADER)?;
+        let block = (new_len - 1) / BLOCK_SIZE;
+        let keep = new_len - block * BLOCK_SIZE;
+        if keep < block_len(len, block) {
+            // Re-seal the new last block at its shorter length (into the slot that
+            // does not hold its durable version) before cutting the tail.
+            let mut plain = [0u8; BLOCK_SIZE as usize];
+            let block_start = block * BLOCK_SIZE;
+            self.decrypt_range(&cipher, len, block_start, &mut plain[..keep as usize])?;
+            let mut writer = BlockWriter {
+                file: self,
+                cipher: &cipher,
+                len,
+            };
+            writer.write_window(block_start, &plain[..keep as usize], Some(new_len))?;
+        }
+        cut_after(&self.storage, Some(block), len.div_ceil(BLOCK_SIZE))?;
+        // Made durable at once: slots cut off must not survive a crash, or a later
+        // extension (new blocks, generation 1) that is torn could let an older slot
+        // of theirs — from before the last sync — become current again.
+        self.sync_claimed(Storage::sync_data)?;
+        self.state().slots.durable.retain(|&b, _| b <= block);
+        Ok(())
+    }
+
+    /// The file's cipher, or, for an empty file, a new header (written and synced)
+    /// and its cipher. Called with the whole file claimed when `cipher` is `None`.
+    fn cipher_or_header(&self, cipher: Option<Arc<FileCipher>>) -> Result<Arc<FileCipher>, Error> {
+        if let Some(cipher) = cipher {
+            return Ok(cipher);
+        }
+        let header = FileHeader {
+            file_id: random::array()?,
+        };
+        self.storage.write_all_at(&header.to_page(), 0)?;
+        // The header must be durable before any block written under it, or a
+        // crash could keep blocks whose key can no longer be derived.
+        self.sync_claimed(Storage::sync_data)?;
+        let cipher = Arc::new(self.volume.file_cipher(header.file_id)?);
+        self.state().cipher = Some(cipher.clone());
+        Ok(cipher)
+    }
+
+    /// Syncs with `sync`; the caller holds a claim that excludes writers.
+    fn sync_claimed(&self, sync: impl FnOnce(&S) -> io::Result<()>) -> Result<(), Error> {
+        sync(&self.storage)?;
+        self.state().slots.synced();
+        Ok(())
+    }
+
+    fn state(&self) -> MutexGuard<'_, FileState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Decrypts the current version of plaintext bytes `start..start + out.len()`
     /// (within the file) into `out`, one group at a time.
-    fn decrypt_range(&self, start: u64, out: &mut [u8]) -> Result<(), Error> {
+    /// `len` is the file's length, `cipher` its cipher; the caller holds the blocks.
+    fn decrypt_range(
+        &self,
+        cipher: &FileCipher,
+        len: u64,
+        start: u64,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
         let end = start + out.len() as u64;
         let mut pos = start;
         while pos < end {
             let group_end = (group_of(pos / BLOCK_SIZE) + 1) * GROUP_BLOCKS * BLOCK_SIZE;
             let to = end.min(group_end);
             let out_at = (pos - start) as usize;
-            self.decrypt_in_group(pos, &mut out[out_at..out_at + (to - pos) as usize])?;
+            self.decrypt_in_group(
+                cipher,
+                len,
+                pos,
+                &mut out[out_at..out_at + (to - pos) as usize],
+            )?;
             pos = to;
         }
         Ok(())
@@ -166,8 +455,13 @@ impl<S: Storage> EncryptedFile<S> {
     /// it, the partial ones at either end through a block on the stack. No fallback:
     /// a current slot that fails authentication is an error, even if the other slot
     /// would pass.
-    fn decrypt_in_group(&self, start: u64, out: &mut [u8]) -> Result<(), Error> {
-        let cipher = self.cipher()?;
+    fn decrypt_in_group(
+        &self,
+        cipher: &FileCipher,
+        len: u64,
+        start: u64,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
         let end = start + out.len() as u64;
         let first = start / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
@@ -176,7 +470,7 @@ impl<S: Storage> EncryptedFile<S> {
         for block in first..=last {
             let (a, b) = block_entries(&meta, block);
             let (slot, entry) = current_entry(&a, &b).ok_or(Error::Tampered { block })?;
-            if u64::from(entry.plain_len) != self.block_len(block) {
+            if u64::from(entry.plain_len) != block_len(len, block) {
                 return Err(Error::Tampered { block });
             }
             current[(block - first) as usize] = (slot, entry);
@@ -246,354 +540,6 @@ impl<S: Storage> EncryptedFile<S> {
             self.storage.prefetch(run, run_len);
         }
     }
-
-    /// Writes `data` at `offset`; a gap past the end of file reads as zeros.
-    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|end| *end <= MAX_PLAIN_SIZE)
-            .ok_or(Error::FileTooLarge {
-                max: MAX_PLAIN_SIZE,
-            })?;
-        let result = self.ensure_header().and_then(|()| {
-            if offset > self.len {
-                // Whole gap blocks first; the gap's last partial block is sealed together
-                // with the data, so no intermediate zero-filled version of it exists.
-                let block_start = offset / BLOCK_SIZE * BLOCK_SIZE;
-                if block_start > self.len {
-                    self.write_zeros(self.len, block_start)?;
-                }
-                let from = self.len.max(block_start);
-                let mut padded = vec![0u8; (offset - from) as usize];
-                padded.extend_from_slice(data);
-                self.write_range(from, &padded)?;
-            } else {
-                self.write_range(offset, data)?;
-            }
-            Ok(())
-        });
-        self.reload_len_after(result.as_ref().err());
-        debug_assert!(result.is_err() || self.len >= end);
-        result
-    }
-
-    /// Truncates or extends (with zeros) to `new_len` plaintext bytes.
-    pub fn set_len(&mut self, new_len: u64) -> Result<(), Error> {
-        if new_len > MAX_PLAIN_SIZE {
-            return Err(Error::FileTooLarge {
-                max: MAX_PLAIN_SIZE,
-            });
-        }
-        let result = self.set_len_inner(new_len);
-        self.reload_len_after(result.as_ref().err());
-        result
-    }
-
-    /// Makes every completed write durable (data and size), then forgets which
-    /// slots were pending: their versions are now the durable ones.
-    ///
-    /// Must not overlap a mutation of this file (callers hold a lock that excludes
-    /// writers, e.g. a read lock against `&mut` writers): a write racing the sync
-    /// could otherwise be taken for durable, and the next write would overwrite the
-    /// only durable version of its block.
-    pub fn sync(&self) -> Result<(), Error> {
-        self.storage.sync_data()?;
-        self.slots().synced();
-        Ok(())
-    }
-
-    /// Like [`EncryptedFile::sync`], and makes the file's metadata durable too.
-    pub fn sync_all(&self) -> Result<(), Error> {
-        self.storage.sync_all()?;
-        self.slots().synced();
-        Ok(())
-    }
-
-    /// Block numbers whose current version fails authentication, in order.
-    pub fn bad_blocks(&self) -> Result<Vec<u64>, Error> {
-        let mut bad = Vec::new();
-        if self.len == 0 {
-            return Ok(bad);
-        }
-        let blocks = self.len.div_ceil(BLOCK_SIZE);
-        let mut out = vec![0u8; WINDOW_BYTES as usize];
-        let mut first = 0;
-        while first < blocks {
-            let last = (first + WINDOW_BLOCKS - 1).min(blocks - 1);
-            if self.read_into(first * BLOCK_SIZE, &mut out).is_err() {
-                // Narrow the window down to the blocks that fail.
-                for block in first..=last {
-                    let block_out = &mut out[..BLOCK_SIZE as usize];
-                    if self.read_into(block * BLOCK_SIZE, block_out).is_err() {
-                        bad.push(block);
-                    }
-                }
-            }
-            first = last + 1;
-        }
-        Ok(bad)
-    }
-
-    fn set_len_inner(&mut self, new_len: u64) -> Result<(), Error> {
-        if new_len == self.len {
-            return Ok(());
-        }
-        if new_len > self.len {
-            self.ensure_header()?;
-            return self.write_zeros(self.len, new_len);
-        }
-        if new_len == 0 {
-            // A fresh file id (and key) is chosen on the next write.
-            self.storage.set_len(0)?;
-            self.cipher = None;
-            self.len = 0;
-            self.slots().forget();
-            return Ok(());
-        }
-        let block = (new_len - 1) / BLOCK_SIZE;
-        let keep = new_len - block * BLOCK_SIZE;
-        let old_blocks = self.len.div_ceil(BLOCK_SIZE);
-        if keep < self.block_len(block) {
-            // Re-seal the new last block at its shorter length (into the slot that
-            // does not hold its durable version) before cutting the tail.
-            let mut plain = [0u8; BLOCK_SIZE as usize];
-            self.read_into(block * BLOCK_SIZE, &mut plain[..keep as usize])?;
-            let block_start = block * BLOCK_SIZE;
-            self.write_window(block_start, &plain[..keep as usize], Some(new_len))?;
-        }
-        self.cut_after(Some(block), old_blocks)?;
-        self.len = new_len;
-        // Made durable at once: slots cut off must not survive a crash, or a later
-        // extension (new blocks, generation 1) that is torn could let an older slot
-        // of theirs — from before the last sync — become current again.
-        self.sync()?;
-        self.slots().durable.retain(|&b, _| b <= block);
-        Ok(())
-    }
-
-    /// Drops blocks `last + 1 .. blocks` (`last = None`: all of them): clears their
-    /// entries in `last`'s group and cuts the cipher file at that group's end.
-    fn cut_after(&mut self, last: Option<u64>, blocks: u64) -> Result<(), Error> {
-        let cleared = match last {
-            Some(last) => last + 1..blocks.min((group_of(last) + 1) * GROUP_BLOCKS),
-            None => 0..blocks.min(GROUP_BLOCKS),
-        };
-        let cut_to = cut_point(last);
-        if !cleared.is_empty() {
-            let zeros = [0u8; (GROUP_BLOCKS * ENTRY_SIZE) as usize];
-            let len = ((cleared.end - cleared.start) * ENTRY_SIZE) as usize;
-            for slot in [Slot::A, Slot::B] {
-                self.storage
-                    .write_all_at(&zeros[..len], entry_offset(cleared.start, slot))?;
-            }
-        }
-        if self.storage.size()? > cut_to {
-            self.storage.set_len(cut_to)?;
-        }
-        Ok(())
-    }
-
-    fn write_zeros(&mut self, from: u64, to: u64) -> Result<(), Error> {
-        let zeros = vec![0u8; (to - from).min(WINDOW_BYTES) as usize];
-        let mut pos = from;
-        while pos < to {
-            let n = (to - pos).min(zeros.len() as u64) as usize;
-            self.write_range(pos, &zeros[..n])?;
-            pos += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Writes `data` at `offset` (≤ end of file), one group of blocks at a time.
-    fn write_range(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
-        let mut pos = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let window_end = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
-            let n = (rest.len() as u64).min(window_end - pos) as usize;
-            self.write_window(pos, &rest[..n], None)?;
-            pos += n as u64;
-            rest = &rest[n..];
-        }
-        Ok(())
-    }
-
-    /// Seals every block `data` touches (within one group; merging the old content
-    /// of partial blocks) into the slot that does not hold its durable version, then
-    /// writes the data pages and the entries, each with as few backing writes as are
-    /// contiguous (one each for an append). `new_len` overrides the file length
-    /// after the write (truncation re-seals its last block shorter).
-    fn write_window(
-        &mut self,
-        offset: u64,
-        data: &[u8],
-        new_len: Option<u64>,
-    ) -> Result<(), Error> {
-        let first = offset / BLOCK_SIZE;
-        let last = (offset + data.len() as u64 - 1) / BLOCK_SIZE;
-        let pages_len = ((last - first + 1) * BLOCK_SIZE) as usize;
-        with_scratch(&SEAL_BUFFER, pages_len, |pages| {
-            self.seal_window(offset, data, new_len, pages)
-        })
-    }
-
-    /// [`EncryptedFile::write_window`] with its buffer (`pages`, one page per block
-    /// touched, contents undefined on entry).
-    fn seal_window(
-        &mut self,
-        offset: u64,
-        data: &[u8],
-        new_len: Option<u64>,
-        pages: &mut [u8],
-    ) -> Result<(), Error> {
-        let end = offset + data.len() as u64;
-        let new_len = new_len.unwrap_or(self.len.max(end));
-        let first = offset / BLOCK_SIZE;
-        let last = (end - 1) / BLOCK_SIZE;
-        let count = (last - first + 1) as usize;
-        let mut nonces = [0u8; WINDOW_BLOCKS as usize * NONCE_LEN];
-        let nonces = &mut nonces[..count * NONCE_LEN];
-        random::fill(nonces)?;
-        let mut targets = [(Slot::A, SlotEntry::EMPTY); WINDOW_BLOCKS as usize];
-        let mut meta = None;
-        for ((block, nonce), page) in (first..=last)
-            .zip(nonces.chunks_exact(NONCE_LEN))
-            .zip(pages.chunks_exact_mut(BLOCK_SIZE as usize))
-        {
-            let block_start = block * BLOCK_SIZE;
-            let plain_len = (new_len - block_start).min(BLOCK_SIZE) as usize;
-            let old_len = self.len.saturating_sub(block_start).min(BLOCK_SIZE) as usize;
-            let from = (offset.max(block_start) - block_start) as usize;
-            let to = (end.min(block_start + BLOCK_SIZE) - block_start) as usize;
-            let (slot, generation) = self.target_slot(block, &mut meta)?;
-            if old_len > 0 && (from > 0 || to < old_len.min(plain_len)) {
-                // The old content of a partial block, decrypted in place.
-                let keep = old_len.min(plain_len);
-                self.read_into(block_start, &mut page[..keep])?;
-            }
-            let data_at = (block_start + from as u64 - offset) as usize;
-            page[from..to].copy_from_slice(&data[data_at..data_at + (to - from)]);
-            // The buffer is reused: a short block's padding must be zeroed here.
-            page[plain_len..].fill(0);
-            let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("chunks_exact");
-            let tag =
-                self.cipher()?
-                    .seal_in_place(block, generation, &nonce, &mut page[..plain_len])?;
-            let entry = SlotEntry {
-                generation,
-                plain_len: plain_len as u32,
-                nonce,
-                tag,
-            };
-            targets[(block - first) as usize] = (slot, entry);
-        }
-        let targets = &targets[..count];
-        for run in slot_runs(targets) {
-            let at = data_offset(first + run.start as u64, targets[run.start].0);
-            let bytes = &pages[run.start * BLOCK_SIZE as usize..run.end * BLOCK_SIZE as usize];
-            self.storage.write_all_at(bytes, at)?;
-        }
-        let mut entries = [0u8; (WINDOW_BLOCKS * ENTRY_SIZE) as usize];
-        for (i, (_, entry)) in targets.iter().enumerate() {
-            entries[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize]
-                .copy_from_slice(&entry.to_bytes());
-        }
-        for run in slot_runs(targets) {
-            let at = entry_offset(first + run.start as u64, targets[run.start].0);
-            let bytes = &entries[run.start * ENTRY_SIZE as usize..run.end * ENTRY_SIZE as usize];
-            self.storage.write_all_at(bytes, at)?;
-        }
-        self.len = new_len;
-        Ok(())
-    }
-
-    /// Chooses the slot and generation for block `block`'s next version and records
-    /// them as pending (before anything is written, so even a failed write counts
-    /// as unsynced):
-    /// - written since the last sync: the same slot and generation again;
-    /// - a new block (past the last): slot A, generation 1 (its entries are empty);
-    /// - otherwise the current slot is the durable version: the other slot, at the
-    ///   current generation + 1 (remembered from an earlier sync, or read from the
-    ///   group's metadata page, once per window: `meta`).
-    fn target_slot(
-        &self,
-        block: u64,
-        meta: &mut Option<[u8; BLOCK_SIZE as usize]>,
-    ) -> Result<(Slot, u64), Error> {
-        let existing = block < self.len.div_ceil(BLOCK_SIZE);
-        let known = {
-            let mut slots = self.slots();
-            if let Some(&pending) = slots.pending.get(&block) {
-                return Ok(pending);
-            }
-            slots.durable.remove(&block).filter(|_| existing)
-        };
-        let current = match known {
-            Some(durable) => Some(durable),
-            None if existing => {
-                if meta.is_none() {
-                    *meta = Some(read_meta_page(&self.storage, group_of(block))?);
-                }
-                let (a, b) = block_entries(meta.as_ref().expect("just read"), block);
-                current_entry(&a, &b).map(|(slot, entry)| (slot, entry.generation))
-            }
-            None => None,
-        };
-        let target = match current {
-            None => (Slot::A, 1),
-            Some((slot, generation)) => (
-                slot.other(),
-                generation.checked_add(1).ok_or(Error::Tampered { block })?,
-            ),
-        };
-        self.slots().pending.insert(block, target);
-        Ok(target)
-    }
-
-    fn ensure_header(&mut self) -> Result<(), Error> {
-        if self.cipher.is_none() {
-            let header = FileHeader {
-                file_id: random::array()?,
-            };
-            self.storage.write_all_at(&header.to_page(), 0)?;
-            // The header must be durable before any block written under it, or a
-            // crash could keep blocks whose key can no longer be derived.
-            self.sync()?;
-            self.cipher = Some(self.volume.file_cipher(header.file_id)?);
-        }
-        Ok(())
-    }
-
-    fn cipher(&self) -> Result<&FileCipher, Error> {
-        self.cipher
-            .as_ref()
-            .ok_or(Error::BadHeader("file has data but no header"))
-    }
-
-    fn slots(&self) -> MutexGuard<'_, SlotState> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Plaintext bytes in block `block` at the current length.
-    fn block_len(&self, block: u64) -> u64 {
-        (self.len - block * BLOCK_SIZE).min(BLOCK_SIZE)
-    }
-
-    /// After a failed mutation the cached length may be stale: re-derive it; and
-    /// trust only the metadata entries on disk for the blocks it touched.
-    fn reload_len_after(&mut self, error: Option<&Error>) {
-        if error.is_some() {
-            let slots = self.slots.get_mut().unwrap_or_else(|p| p.into_inner());
-            slots.durable.clear();
-            slots.write_failed = true;
-            if let Ok(len) = reported_plain_len(&self.storage) {
-                self.len = len;
-            }
-        }
-    }
 }
 
 impl<S: Storage> Drop for EncryptedFile<S> {
@@ -602,7 +548,8 @@ impl<S: Storage> Drop for EncryptedFile<S> {
     /// the durable one and overwrite the real durable version. A file already
     /// unlinked (PostgreSQL's temporary files) cannot be opened again: no sync.
     fn drop(&mut self) {
-        let pending = self.slots.get_mut().map_or(0, |s| s.pending.len());
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let pending = state.slots.pending.len();
         if pending > 0 && !self.storage.is_unlinked() {
             if let Err(e) = self.storage.sync_data() {
                 tracing::warn!(
@@ -730,4 +677,42 @@ fn eof_is_tamper(error: io::Error, block: u64) -> Error {
     } else {
         Error::Io(error)
     }
+}
+
+/// Nothing to decrypt with: a file with data but no header.
+const NO_HEADER: Error = Error::BadHeader("file has data but no header");
+
+/// Blocks holding plaintext bytes `offset..offset + len`.
+fn blocks_of(offset: u64, len: u64) -> Range<u64> {
+    if len == 0 {
+        0..0
+    } else {
+        offset / BLOCK_SIZE..(offset + len - 1) / BLOCK_SIZE + 1
+    }
+}
+
+/// Plaintext bytes in block `block` of a file of `len` bytes.
+fn block_len(len: u64, block: u64) -> u64 {
+    (len - block * BLOCK_SIZE).min(BLOCK_SIZE)
+}
+
+/// Drops blocks `last + 1 .. blocks` (`last = None`: all of them): clears their
+/// entries in `last`'s group and cuts the cipher file at that group's end.
+fn cut_after<S: Storage>(storage: &S, last: Option<u64>, blocks: u64) -> Result<(), Error> {
+    let cleared = match last {
+        Some(last) => last + 1..blocks.min((group_of(last) + 1) * GROUP_BLOCKS),
+        None => 0..blocks.min(GROUP_BLOCKS),
+    };
+    let cut_to = cut_point(last);
+    if !cleared.is_empty() {
+        let zeros = [0u8; (GROUP_BLOCKS * ENTRY_SIZE) as usize];
+        let len = ((cleared.end - cleared.start) * ENTRY_SIZE) as usize;
+        for slot in [Slot::A, Slot::B] {
+            storage.write_all_at(&zeros[..len], entry_offset(cleared.start, slot))?;
+        }
+    }
+    if storage.size()? > cut_to {
+        storage.set_len(cut_to)?;
+    }
+    Ok(())
 }

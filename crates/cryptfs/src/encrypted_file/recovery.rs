@@ -7,7 +7,12 @@
 //! and the durable version is current again. Nothing here ever rewrites a slot that
 //! authenticates; it only clears slots that do not, and cuts the file's end.
 
-use super::{block_entries, cut_point, read_zero_padded, reported_plain_len, EncryptedFile};
+use std::sync::PoisonError;
+
+use super::{
+    block_entries, cut_after, cut_point, read_zero_padded, reported_plain_len, EncryptedFile,
+};
+use crate::content::FileCipher;
 use crate::format::{
     current_slot, data_offset, entry_offset, group_offset, groups_in, Slot, SlotEntry, BLOCK_SIZE,
     ENTRY_SIZE, GROUP_BLOCKS, GROUP_SIZE,
@@ -74,13 +79,15 @@ impl<S: Storage> EncryptedFile<S> {
                 .write_all_at(&zeros, entry_offset(block, slot))?;
         }
         if let Some((keep, blocks)) = plan.drop_from {
-            self.cut_after(keep.checked_sub(1), blocks)?;
+            cut_after(&self.storage, keep.checked_sub(1), blocks)?;
         }
         if !plan.clear.is_empty() || plan.drop_from.is_some() {
             self.storage.sync_data()?;
         }
-        self.slots().forget();
-        self.len = reported_plain_len(&self.storage)?;
+        let len = reported_plain_len(&self.storage)?;
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        state.slots.forget();
+        state.len = len;
         Ok(plan.found)
     }
 
@@ -95,11 +102,11 @@ impl<S: Storage> EncryptedFile<S> {
             clear: Vec::new(),
             drop_from: None,
         };
-        if self.cipher.is_none() {
+        let Some(cipher) = self.state().cipher.clone() else {
             return Ok(plan);
-        }
+        };
         let cipher_len = self.storage.size()?;
-        let checks = self.check_blocks(groups_in(cipher_len))?;
+        let checks = self.check_blocks(&cipher, groups_in(cipher_len))?;
         // Blocks with any entry (the rest are past the end).
         let blocks = checks
             .iter()
@@ -139,8 +146,7 @@ impl<S: Storage> EncryptedFile<S> {
     }
 
     /// Checks both slots of every block of groups `0..groups`.
-    fn check_blocks(&self, groups: u64) -> Result<Vec<BlockCheck>, Error> {
-        let cipher = self.cipher()?;
+    fn check_blocks(&self, cipher: &FileCipher, groups: u64) -> Result<Vec<BlockCheck>, Error> {
         let mut checks = Vec::with_capacity((groups * GROUP_BLOCKS) as usize);
         let mut scratch = [0u8; BLOCK_SIZE as usize];
         let mut buf = vec![0u8; GROUP_SIZE as usize];

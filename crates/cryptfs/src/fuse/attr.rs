@@ -142,7 +142,7 @@ impl CryptFs {
                 open.apply_times().map_err(|e| io_errno(&e))?;
                 let handle = &open.handle;
                 if let Some(size) = change.size {
-                    open.write().set_len(size).map_err(|e| self.fail(ino, e))?;
+                    open.file.set_len(size).map_err(|e| self.fail(ino, e))?;
                 }
                 if let Some(mode) = change.mode {
                     handle
@@ -190,7 +190,7 @@ impl CryptFs {
 /// Attributes of an open file from its backing descriptor (remembered for setattr).
 fn open_attr(ino: u64, open: &OpenFile) -> Result<FileAttr, Errno> {
     let meta = open.handle.metadata().map_err(|e| io_errno(&e))?;
-    let attr = to_attr(ino, &meta, Some(open.read().len()));
+    let attr = to_attr(ino, &meta, Some(open.file.len()));
     Ok(open.remember_attr(attr))
 }
 

@@ -66,7 +66,7 @@ impl CryptFs {
         let meta = fs::symlink_metadata(path).map_err(|e| io_errno(&e))?;
         let ino = self.inodes.fuse_ino(meta.ino());
         let plain_len = match self.files.get(ino) {
-            Some(open) => Some(open.read().len()),
+            Some(open) => Some(open.file.len()),
             None => super::file_ops::closed_file_len(path, &meta)?,
         };
         self.inodes.remember(ino, parent, name);

@@ -137,19 +137,19 @@ impl CryptFs {
         let ino = self.inodes.fuse_ino(meta.ino());
         let open = self.files.acquire(ino, &self.volume, || Ok(backing))?;
         if !is_new && flags & libc::O_TRUNC != 0 {
-            if let Err(e) = open.write().set_len(0) {
+            if let Err(e) = open.file.set_len(0) {
                 self.files.release(ino);
                 return Err(self.fail(ino, e));
             }
         }
         self.inodes.remember(ino, parent, name);
-        let attr = attr::to_attr(ino, &meta, Some(open.read().len()));
+        let attr = attr::to_attr(ino, &meta, Some(open.file.len()));
         Ok((attr, self.open_flags(ino)))
     }
 
     pub(crate) fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         self.with_file(ino, |open| {
-            open.read()
+            open.file
                 .read(offset, size as usize)
                 .map_err(|e| self.fail(ino, e))
         })
@@ -157,7 +157,7 @@ impl CryptFs {
 
     pub(crate) fn write_ino(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         self.with_file(ino, |open| {
-            open.write()
+            open.file
                 .write(offset, data)
                 .map_err(|e| self.fail(ino, e))?;
             Ok(data.len() as u32)
@@ -167,14 +167,14 @@ impl CryptFs {
     /// fsync/fdatasync: the kernel has already sent every dirty page, so syncing the
     /// backing file makes ciphertext and size durable.
     ///
-    /// Under the file's read lock: reads go on, but writes of this file wait until
-    /// the sync is done. A write racing the backing fsync might not be covered by
-    /// it, yet would be counted as durable when the sync completes; its block's
-    /// next write would then overwrite the only durable version. PostgreSQL already
-    /// serialises WAL writes with WAL fsyncs, so the wait costs little there.
+    /// Reads go on meanwhile, but writes of this file wait until the sync is done
+    /// (see [`EncryptedFile::sync`]). PostgreSQL already serialises WAL writes with
+    /// WAL fsyncs, so the wait costs little there.
+    ///
+    /// [`EncryptedFile::sync`]: crate::encrypted_file::EncryptedFile::sync
     pub(crate) fn fsync_ino(&self, ino: u64, datasync: bool) -> Result<(), Errno> {
         self.with_file(ino, |open| {
-            let file = open.read();
+            let file = &open.file;
             let synced = if datasync {
                 file.sync()
             } else {
@@ -195,13 +195,7 @@ impl CryptFs {
             .checked_add(length)
             .ok_or(Errno::from_i32(libc::EFBIG))?;
         self.with_file(ino, |open| match mode {
-            0 => {
-                let mut file = open.write();
-                if end > file.len() {
-                    file.set_len(end).map_err(|e| self.fail(ino, e))?;
-                }
-                Ok(())
-            }
+            0 => open.file.grow_to(end).map_err(|e| self.fail(ino, e)),
             libc::FALLOC_FL_KEEP_SIZE => {
                 // Whole groups: the metadata pages and both slots of every block.
                 let first = group_of(offset / BLOCK_SIZE);

@@ -1,14 +1,14 @@
 //! Open encrypted files, shared by every handle on the same inode.
 //!
 //! One backing descriptor and one [`EncryptedFile`] per inode: all handles see the
-//! same cached length, and the per-inode lock serialises read-modify-write. Entries
+//! same cached length, and the file's block claims order overlapping requests. Entries
 //! are reference-counted by FUSE handles and by in-flight requests, so a request
 //! never depends on a handle the kernel may release on another thread.
 
 use std::collections::HashMap;
 use std::fs::{File, FileTimes};
 use std::io;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fuser::{Errno, FileAttr};
@@ -17,8 +17,8 @@ use crate::content::VolumeKey;
 use crate::encrypted_file::EncryptedFile;
 
 pub(crate) struct OpenFile {
-    /// Readers share, writers (read-modify-write, truncate) exclude.
-    pub(crate) file: RwLock<EncryptedFile<File>>,
+    /// The plaintext view (safe to share: it orders overlapping requests itself).
+    pub(crate) file: EncryptedFile<File>,
     /// A duplicate of the backing descriptor, for fsync and fstat without the lock.
     pub(crate) handle: File,
     /// Times the kernel set that are not on the backing file yet.
@@ -37,14 +37,6 @@ struct LazyTimes {
 }
 
 impl OpenFile {
-    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, EncryptedFile<File>> {
-        self.file.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, EncryptedFile<File>> {
-        self.file.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn times(&self) -> std::sync::MutexGuard<'_, LazyTimes> {
         self.times.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -56,7 +48,7 @@ impl OpenFile {
         atime: Option<SystemTime>,
         mtime: Option<SystemTime>,
     ) -> Option<FileAttr> {
-        let size = self.read().len();
+        let size = self.file.len();
         let mut times = self.times();
         let mut attr = times.attr?;
         times.atime = atime.or(times.atime);
@@ -142,7 +134,7 @@ impl OpenFiles {
         let encrypted =
             EncryptedFile::open(backing, volume.clone()).map_err(|e| Errno::from_i32(e.errno()))?;
         let opened = Arc::new(OpenFile {
-            file: RwLock::new(encrypted),
+            file: encrypted,
             handle,
             times: Mutex::default(),
         });
