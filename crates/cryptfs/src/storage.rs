@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
 /// Positional I/O on one backing file. Implementations must be safe to share
-/// between threads; callers serialise writes per file.
+/// between threads; callers never write the same bytes from two threads at once.
 pub trait Storage: Send + Sync {
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
