@@ -213,14 +213,9 @@ impl<S: Storage> EncryptedFile<S> {
                 (old_len, state.cipher.clone())
             },
         );
-        let result = self.cipher_or_header(cipher).and_then(|cipher| {
-            let mut writer = BlockWriter {
-                file: self,
-                cipher: &cipher,
-                len: old_len,
-            };
-            writer.write(offset, data)
-        });
+        let result = self
+            .cipher_or_header(cipher)
+            .and_then(|cipher| BlockWriter::new(self, &cipher, old_len).write(offset, data));
         self.finish(claim, result)
     }
 
@@ -336,14 +331,8 @@ impl<S: Storage> EncryptedFile<S> {
         let result = if new_len == len {
             Ok(())
         } else if new_len > len {
-            self.cipher_or_header(cipher).and_then(|cipher| {
-                let mut writer = BlockWriter {
-                    file: self,
-                    cipher: &cipher,
-                    len,
-                };
-                writer.write_zeros(len, new_len)
-            })
+            self.cipher_or_header(cipher)
+                .and_then(|cipher| BlockWriter::new(self, &cipher, len).write_zeros(len, new_len))
         } else {
             self.truncate_claimed(cipher, len, new_len)
         };
@@ -377,12 +366,11 @@ impl<S: Storage> EncryptedFile<S> {
             let mut plain = [0u8; BLOCK_SIZE as usize];
             let block_start = block * BLOCK_SIZE;
             self.decrypt_range(&cipher, len, block_start, &mut plain[..keep as usize])?;
-            let mut writer = BlockWriter {
-                file: self,
-                cipher: &cipher,
-                len,
-            };
-            writer.write_window(block_start, &plain[..keep as usize], Some(new_len))?;
+            BlockWriter::new(self, &cipher, len).write_window(
+                block_start,
+                &plain[..keep as usize],
+                Some(new_len),
+            )?;
         }
         cut_after(&self.storage, Some(block), len.div_ceil(BLOCK_SIZE))?;
         // Made durable at once: slots cut off must not survive a crash, or a later

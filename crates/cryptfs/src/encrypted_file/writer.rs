@@ -20,14 +20,20 @@ use crate::Error;
 
 /// One write's view of a file, while it holds the blocks it writes.
 pub(super) struct BlockWriter<'a, S: Storage> {
-    pub(super) file: &'a EncryptedFile<S>,
-    pub(super) cipher: &'a FileCipher,
+    file: &'a EncryptedFile<S>,
+    cipher: &'a FileCipher,
     /// The plaintext length as this writer sees it: the file's length when it
     /// claimed its blocks, then the end of what it has written.
-    pub(super) len: u64,
+    len: u64,
 }
 
-impl<S: Storage> BlockWriter<'_, S> {
+impl<'a, S: Storage> BlockWriter<'a, S> {
+    /// A writer of `file` (encrypted with `cipher`, `len` bytes long when its
+    /// caller claimed the blocks it will write).
+    pub(super) fn new(file: &'a EncryptedFile<S>, cipher: &'a FileCipher, len: u64) -> Self {
+        Self { file, cipher, len }
+    }
+
     /// Writes `data` at `offset`; a gap past the end reads as zeros.
     pub(super) fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), Error> {
         if offset <= self.len {
