@@ -15,7 +15,9 @@
 # measurement is taken round-robin across them, ROUNDS times, reporting the median: load from
 # other processes on the machine then hits every filesystem alike.
 #   file I/O : iobench seq-write (1 MiB writes + fsync), seq-read cold (after drop_caches) and
-#              warm, rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32)
+#              warm, rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32),
+#              wal-flush (in a pg_wal directory: a new 16 MiB segment, then 8 KiB write + fdatasync
+#              3 times per page, as commits fill WAL pages)
 #   pgbench  : -i -s SCALE; TPC-B -c4 -j2 -T WARMUP, not measured (the first updates after a load
 #              pay one-time costs: on cryptfs, the first rewrite of each block allocates its
 #              slot-B page); then TPC-B -c4 -j2 -T DURATION and select-only -S -c4 -j2 -T DURATION
@@ -152,7 +154,7 @@ kv() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 sample() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 
 io_round() { # fs
-  local fs=$1 f=${DIR[$1]}/iobench.dat
+  local fs=$1 f=${DIR[$1]}/iobench.dat wal
   sample "$fs.seq_write" "$("$IOBENCH" seq-write "$f" "$IO_MIB" | kv seq_write_mb_s)"
   drop_caches
   sample "$fs.seq_read" "$("$IOBENCH" seq-read "$f" | kv seq_read_mb_s)"
@@ -161,6 +163,11 @@ io_round() { # fs
   sample "$fs.rand_read" "$("$IOBENCH" rand-read "$f" "$RAND_OPS" | kv rand_read_iops)"
   sample "$fs.rand_write" "$("$IOBENCH" rand-write "$f" "$RAND_OPS" | kv rand_write_iops)"
   rm -f "$f"
+  mkdir -p "${DIR[$fs]}/pg_wal"
+  wal=$("$IOBENCH" wal-flush "${DIR[$fs]}/pg_wal/iobench-wal")
+  sample "$fs.wal_flush" "$(kv wal_flush_us <<<"$wal")"
+  sample "$fs.wal_segment" "$(kv wal_segment_ms <<<"$wal")"
+  rm -rf "${DIR[$fs]}/pg_wal"
 }
 
 pg_init() { # fs: a cluster on the filesystem, started and loaded with pgbench -i

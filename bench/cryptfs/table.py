@@ -15,6 +15,8 @@ METRICS = [  # key, label, unit
     ("seq_read_warm", "seq read, warm cache", "MB/s"),
     ("rand_read", "rand 8 KiB pread, cold", "IOPS"),
     ("rand_write", "rand 8 KiB pwrite", "IOPS"),
+    ("wal_flush", "WAL flush: 8 KiB write + fdatasync, lower is better", "µs"),
+    ("wal_segment", "new 16 MiB WAL segment + fsync, lower is better", "ms"),
     ("rss", "daemon peak RSS (VmHWM)", "MiB"),
 ]
 UNITS = {key: (label, unit) for key, label, unit in METRICS}

@@ -109,6 +109,48 @@ fn files_survive_remount_and_are_ciphertext_on_disk() {
     assert_eq!(names, ["big", "dir", "link", "small"]);
 }
 
+/// PostgreSQL's WAL files (directly under `pg_wal`) get both slots' pages when a block
+/// is first written, so the rewrites that every commit waits on overwrite disk space
+/// that is already allocated; other files stay sparse until a block is rewritten.
+#[test]
+fn wal_files_reserve_rewrite_pages_and_other_files_stay_sparse() {
+    const SIZE: u64 = 1 << 20;
+    let fx = Fixture::new();
+    let _handle = fx.mount();
+    fs::create_dir(fx.p("pg_wal")).unwrap();
+    let wal = "pg_wal/000000010000000000000001";
+    let allocated = |name: &str| fs::metadata(fx.cipher.join(name)).unwrap().blocks() * 512;
+    let fill = |name: &str, byte: u8| {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(fx.p(name))
+            .unwrap();
+        f.write_all(&vec![byte; SIZE as usize]).unwrap();
+        f.sync_all().unwrap();
+    };
+    for name in [wal, "other"] {
+        fill(name, 0);
+    }
+    let (wal_first, other_first) = (allocated(wal), allocated("other"));
+    assert!(
+        wal_first >= 2 * SIZE,
+        "a WAL file's slot-B pages are written with its blocks: {wal_first} bytes allocated"
+    );
+    assert!(
+        other_first < SIZE * 5 / 4,
+        "other files stay sparse: {other_first} bytes allocated"
+    );
+    // Every block rewritten once: the WAL file allocates nothing more.
+    for name in [wal, "other"] {
+        fill(name, 0x5a);
+        assert!(fs::read(fx.p(name)).unwrap().iter().all(|&b| b == 0x5a));
+    }
+    assert_eq!(allocated(wal), wal_first);
+    assert!(allocated("other") >= 2 * SIZE);
+}
+
 #[test]
 fn truncate_rename_over_unlink_while_open_and_metadata() {
     let fx = Fixture::new();

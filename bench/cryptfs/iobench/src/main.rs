@@ -5,6 +5,10 @@
 //! iobench seq-read  FILE         1 MiB reads to EOF
 //! iobench rand-read FILE OPS     random 8 KiB-aligned preads over the whole file
 //! iobench rand-write FILE OPS    random 8 KiB-aligned pwrites, fdatasync every 32, fsync at end
+//! iobench wal-flush FILE         PostgreSQL's WAL pattern (FILE belongs in a `pg_wal` directory):
+//!                                a new 16 MiB segment (256 KiB zero writes, fsync), then every
+//!                                8 KiB page written 3 times in order, fdatasync after each write
+//!                                (commits filling a page); mean latency of one write + fdatasync
 //! ```
 //! The caller drops the page cache between steps; this tool only times its own I/O.
 
@@ -19,6 +23,9 @@ use std::time::Instant;
 const CHUNK: usize = 1 << 20;
 const PAGE: u64 = 8192;
 const SYNC_EVERY: u64 = 32;
+const WAL_SEGMENT: u64 = 16 << 20;
+const WAL_WRITES_PER_PAGE: u64 = 3;
+const WAL_ZERO_FILL: usize = 256 << 10;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,7 +34,8 @@ fn main() -> ExitCode {
         ["seq-read", file] => seq_read(file),
         ["rand-read", file, ops] => number(ops).and_then(|ops| rand_read(file, ops)),
         ["rand-write", file, ops] => number(ops).and_then(|ops| rand_write(file, ops)),
-        _ => Err("usage: iobench seq-write FILE MIB | seq-read FILE | rand-read FILE OPS | rand-write FILE OPS".into()),
+        ["wal-flush", file] => wal_flush(file),
+        _ => Err("usage: iobench seq-write FILE MIB | seq-read FILE | rand-read FILE OPS | rand-write FILE OPS | wal-flush FILE".into()),
     };
     match result {
         Ok(line) => {
@@ -138,6 +146,42 @@ fn rand_write(file: &str, ops: u64) -> Result<String, String> {
     f.sync_all().map_err(io_err("fsync", file))?;
     let secs = start.elapsed().as_secs_f64();
     Ok(format!("rand_write_iops={:.0}", ops as f64 / secs))
+}
+
+fn wal_flush(file: &str) -> Result<String, String> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(file)
+        .map_err(io_err("create", file))?;
+    // PostgreSQL 15 zero-fills a new segment with 256 KiB vectored writes.
+    let zeros = vec![0u8; WAL_ZERO_FILL];
+    let start = Instant::now();
+    for chunk in 0..WAL_SEGMENT / WAL_ZERO_FILL as u64 {
+        f.write_all_at(&zeros, chunk * WAL_ZERO_FILL as u64)
+            .map_err(io_err("pwrite", file))?;
+    }
+    f.sync_all().map_err(io_err("fsync", file))?;
+    let segment = start.elapsed();
+    let mut buf = vec![0u8; PAGE as usize];
+    let mut rng = Rng(0x0057_414c);
+    buf.iter_mut().for_each(|b| *b = rng.next() as u8);
+    let start = Instant::now();
+    for page in 0..WAL_SEGMENT / PAGE {
+        for write in 0..WAL_WRITES_PER_PAGE {
+            buf[..8].copy_from_slice(&(page * WAL_WRITES_PER_PAGE + write).to_le_bytes());
+            f.write_all_at(&buf, page * PAGE)
+                .map_err(io_err("pwrite", file))?;
+            f.sync_data().map_err(io_err("fdatasync", file))?;
+        }
+    }
+    let flushes = WAL_SEGMENT / PAGE * WAL_WRITES_PER_PAGE;
+    Ok(format!(
+        "wal_flush_us={:.0} wal_segment_ms={:.0}",
+        start.elapsed().as_secs_f64() * 1e6 / flushes as f64,
+        segment.as_secs_f64() * 1e3
+    ))
 }
 
 /// splitmix64: reproducible offsets without a dependency.

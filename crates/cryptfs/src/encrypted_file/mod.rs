@@ -87,6 +87,9 @@ pub struct EncryptedFile<S: Storage> {
     state: Mutex<FileState>,
     /// Signalled whenever a claim is released.
     released: Condvar,
+    /// Write a new block's slot-B page (zeros) together with its first version; see
+    /// [`EncryptedFile::reserving_rewrite_pages`].
+    reserve_rewrite_pages: bool,
 }
 
 struct FileState {
@@ -142,7 +145,19 @@ impl<S: Storage> EncryptedFile<S> {
                 claims: BlockClaims::default(),
             }),
             released: Condvar::new(),
+            reserve_rewrite_pages: false,
         })
+    }
+
+    /// With `reserve`, every block's slot-B page is written (with zeros) when the
+    /// block gets its first version, so the block's first rewrite overwrites disk
+    /// space that is already allocated. For files whose rewrites wait on
+    /// `fdatasync` (PostgreSQL's WAL): an allocating write makes the backing
+    /// filesystem write its allocation metadata too before `fdatasync` returns. The
+    /// price is twice the bytes written when the file is first filled.
+    pub fn reserving_rewrite_pages(mut self, reserve: bool) -> Self {
+        self.reserve_rewrite_pages = reserve;
+        self
     }
 
     /// Plaintext length (including writes in flight).

@@ -113,7 +113,7 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         let mut nonces = [0u8; WINDOW_BLOCKS as usize * NONCE_LEN];
         let nonces = &mut nonces[..count * NONCE_LEN];
         random::fill(nonces)?;
-        let targets = self.target_slots(first..=last)?;
+        let (targets, created) = self.target_slots(first..=last)?;
         let mut entries = [(Slot::A, SlotEntry::EMPTY); WINDOW_BLOCKS as usize];
         for (((block, nonce), page), (&(slot, generation), entry)) in (first..=last)
             .zip(nonces.chunks_exact(NONCE_LEN))
@@ -156,6 +156,9 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
             let bytes = &pages[run.start * BLOCK_SIZE as usize..run.end * BLOCK_SIZE as usize];
             storage.write_all_at(bytes, at)?;
         }
+        if self.file.reserve_rewrite_pages {
+            self.reserve_rewrite_pages(first, created)?;
+        }
         let mut encoded = [0u8; (WINDOW_BLOCKS * ENTRY_SIZE) as usize];
         for (i, (_, entry)) in entries.iter().enumerate() {
             encoded[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize]
@@ -170,9 +173,25 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         Ok(())
     }
 
+    /// Writes zeros into the slot-B pages of the blocks this window creates (bit i:
+    /// block `first + i`), one backing write per run of adjacent blocks.
+    fn reserve_rewrite_pages(&self, first: u64, mut created: u64) -> Result<(), Error> {
+        static ZEROS: [u8; WINDOW_BYTES as usize] = [0; WINDOW_BYTES as usize];
+        while created != 0 {
+            let start = created.trailing_zeros();
+            let run = (created >> start).trailing_ones();
+            let bytes = &ZEROS[..(u64::from(run) * BLOCK_SIZE) as usize];
+            let at = data_offset(first + u64::from(start), Slot::B);
+            self.file.storage.write_all_at(bytes, at)?;
+            created &= !(((1u64 << run) - 1) << start);
+        }
+        Ok(())
+    }
+
     /// Chooses the slot and generation of the next version of each block in
     /// `blocks` (one group at most) and records them as pending (before anything is
-    /// written, so even a failed write counts as unsynced):
+    /// written, so even a failed write counts as unsynced); also returns which of
+    /// them get their first version (bit i: block `first + i`):
     /// - written since the last sync: the same slot and generation again;
     /// - a new block (past the end): slot A, generation 1 (its entries are empty);
     /// - otherwise the current slot is the durable version: the other slot, at the
@@ -181,12 +200,13 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
     fn target_slots(
         &self,
         blocks: std::ops::RangeInclusive<u64>,
-    ) -> Result<[(Slot, u64); WINDOW_BLOCKS as usize], Error> {
+    ) -> Result<([(Slot, u64); WINDOW_BLOCKS as usize], u64), Error> {
         let existing = self.len.div_ceil(BLOCK_SIZE);
         let first = *blocks.start();
         let mut targets = [(Slot::A, 0); WINDOW_BLOCKS as usize];
         // Bit i: block `first + i` is neither pending nor remembered as durable.
         let mut unknown = 0u64;
+        let mut created = 0u64;
         {
             let slots = &mut self.file.state().slots;
             for (i, block) in blocks.clone().enumerate() {
@@ -198,7 +218,10 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
                             unknown |= 1 << i;
                             continue;
                         }
-                        None => next_version(block, None)?,
+                        None => {
+                            created |= 1 << i;
+                            next_version(block, None)?
+                        }
                     },
                 };
             }
@@ -218,7 +241,7 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         for (block, target) in blocks.zip(targets) {
             state.slots.pending.insert(block, target);
         }
-        Ok(targets)
+        Ok((targets, created))
     }
 }
 

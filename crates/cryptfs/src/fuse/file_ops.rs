@@ -57,6 +57,12 @@ pub(crate) fn closed_file_len(path: &Path, meta: &Metadata) -> Result<Option<u64
         .map_err(|e| Errno::from_i32(e.errno()))
 }
 
+/// A file directly under a `pg_wal` directory: PostgreSQL's WAL, rewritten in place
+/// and waited on with `fdatasync` at every commit.
+fn is_wal(path: &Path) -> bool {
+    path.parent().and_then(Path::file_name) == Some(OsStr::new("pg_wal"))
+}
+
 impl CryptFs {
     /// Runs `f` on `ino`'s open file, holding a reference for exactly the duration.
     pub(crate) fn with_file<T>(
@@ -72,18 +78,18 @@ impl CryptFs {
     }
 
     fn acquire(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
-        self.files.acquire(ino, &self.volume, || {
+        self.files.acquire(ino, &self.volume, self.is_wal(ino), || {
             let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
             open_backing(&path)
         })
     }
 
+    fn is_wal(&self, ino: u64) -> bool {
+        self.inodes.path(ino).is_some_and(|path| is_wal(&path))
+    }
+
     fn open_flags(&self, ino: u64) -> FopenFlags {
-        let wal = self.options.direct_io_wal
-            && self.inodes.path(ino).is_some_and(|p| {
-                p.parent().and_then(Path::file_name) == Some(OsStr::new("pg_wal"))
-            });
-        if wal {
+        if self.options.direct_io_wal && self.is_wal(ino) {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::FOPEN_KEEP_CACHE
@@ -135,7 +141,9 @@ impl CryptFs {
         }
         let meta = backing.metadata().map_err(|e| io_errno(&e))?;
         let ino = self.inodes.fuse_ino(meta.ino());
-        let open = self.files.acquire(ino, &self.volume, || Ok(backing))?;
+        let open = self
+            .files
+            .acquire(ino, &self.volume, is_wal(&path), || Ok(backing))?;
         if !is_new && flags & libc::O_TRUNC != 0 {
             if let Err(e) = open.file.set_len(0) {
                 self.files.release(ino);

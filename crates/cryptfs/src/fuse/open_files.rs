@@ -110,12 +110,15 @@ impl OpenFiles {
         self.lock().get(&ino).map(|(file, _)| file.clone())
     }
 
-    /// Takes a reference on `ino`'s open file, opening it with `open` if needed.
-    /// Every successful call must be paired with [`OpenFiles::release`].
+    /// Takes a reference on `ino`'s open file, opening it with `open` if needed (a
+    /// WAL file reserves its blocks' rewrite pages: see
+    /// [`EncryptedFile::reserving_rewrite_pages`]). Every successful call must be
+    /// paired with [`OpenFiles::release`].
     pub(crate) fn acquire(
         &self,
         ino: u64,
         volume: &Arc<VolumeKey>,
+        wal: bool,
         open: impl FnOnce() -> Result<File, Errno>,
     ) -> Result<Arc<OpenFile>, Errno> {
         if let Some(file) = self.take_ref(ino) {
@@ -131,8 +134,9 @@ impl OpenFiles {
         let _ = crate::sys::fadvise_noreuse(&backing);
         let _ = crate::sys::fadvise_random(&backing);
         let handle = backing.try_clone().map_err(Errno::from)?;
-        let encrypted =
-            EncryptedFile::open(backing, volume.clone()).map_err(|e| Errno::from_i32(e.errno()))?;
+        let encrypted = EncryptedFile::open(backing, volume.clone())
+            .map_err(|e| Errno::from_i32(e.errno()))?
+            .reserving_rewrite_pages(wal);
         let opened = Arc::new(OpenFile {
             file: encrypted,
             handle,
