@@ -9,7 +9,9 @@
 #                  ONLY="plain cryptfs gocryptfs" (columns, in this order; add cryptfs-b for an A/B),
 #                  CRYPTFS_FLAGS="--threads 1" (extra `pgcmk fs mount` flags for the cryptfs column),
 #                  CRYPTFS_B_FLAGS="--direct-io-wal=false", CRYPTFS_B_BIN=/path/to/other/pgcmk
-#                  (the cryptfs-b column: same as cryptfs unless these change its flags or build)
+#                  (the cryptfs-b column: same as cryptfs unless these change its flags or build),
+#                  WAL_SYNC_METHOD (every cluster's wal_sync_method; default open_datasync, what
+#                  pgcmk's node agent runs PostgreSQL with)
 #
 # Must run as root (mounts, drop_caches, runuser). All filesystems are mounted at once and every
 # measurement is taken round-robin across them, ROUNDS times, reporting the median: load from
@@ -37,11 +39,14 @@ else
   : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}"
 fi
 : "${WARMUP:=$DURATION}" "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
+: "${WAL_SYNC_METHOD:=open_datasync}"
 PGBIN=/usr/lib/postgresql/15/bin
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 [[ $EUID -eq 0 ]] || die "run as root (mounts, drop_caches and runuser need it)"
+[[ $WAL_SYNC_METHOD =~ ^(fdatasync|fsync|open_datasync|open_sync)$ ]] ||
+  die "unknown WAL_SYNC_METHOD '$WAL_SYNC_METHOD' (fdatasync fsync open_datasync open_sync)"
 for fs in $ONLY; do
   [[ $fs =~ ^(plain|cryptfs|cryptfs-b|gocryptfs)$ ]] ||
     die "unknown filesystem '$fs' in ONLY (plain cryptfs cryptfs-b gocryptfs)"
@@ -179,6 +184,7 @@ pg_init() { # fs: a cluster on the filesystem, started and loaded with pgbench -
     -D "$data" >"$BENCH_DIR/pglogs/$fs-initdb.log" 2>&1
   cat >>"$data/postgresql.conf" <<CONF
 shared_buffers = '128MB'
+wal_sync_method = '$WAL_SYNC_METHOD'
 max_wal_size = '4GB'
 checkpoint_timeout = '30min'
 listen_addresses = '127.0.0.1'
@@ -247,5 +253,5 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- table -------------------------------------------------------------------------------------
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
 python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
-  "pgbench scale $SCALE, -c4 -j2, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
+  "pgbench scale $SCALE, -c4 -j2, wal_sync_method $WAL_SYNC_METHOD, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
   tee "$BENCH_DIR/results.md"

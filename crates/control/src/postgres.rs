@@ -278,6 +278,11 @@ impl Postgres {
             // The logging collector writes inside the data directory, so the server
             // log is on the encrypted mount like everything else.
             .args(["-c", "logging_collector=on", "-c", "log_directory=log"])
+            // On cryptfs a WAL write opened with O_DSYNC is one request to the
+            // filesystem (write, seal and sync together); write + fdatasync is two.
+            // iobench wal-flush: 221-233 µs per flush instead of 267-352 (the plain
+            // disk: the same with either).
+            .args(["-c", "wal_sync_method=open_datasync"])
             .stdin(Stdio::null());
         sys::die_with_parent(&mut cmd, Signal::Quit);
         let child = cmd.spawn().ctx(|| "starting postgres")?;
