@@ -8,11 +8,16 @@ use std::ops::Range;
 /// Every block of a file (truncation, syncs, a file's first write).
 pub(super) const WHOLE_FILE: Range<u64> = 0..u64::MAX;
 
-/// The claims held on one file. Few at a time (one per request thread at most),
-/// so a list is the fastest set.
+/// The claims held on one file, and those waiting. Few at a time (one per request
+/// thread at most), so lists are the fastest sets.
+///
+/// Waiting claims queue in arrival order: a claim also waits for every earlier
+/// waiting claim it conflicts with, so a stream of overlapping reads cannot starve a
+/// write, nor writes a truncation.
 #[derive(Default)]
 pub(super) struct BlockClaims {
     held: Vec<Claim>,
+    waiting: Vec<Claim>,
     next_id: u64,
 }
 
@@ -22,29 +27,51 @@ struct Claim {
     exclusive: bool,
 }
 
-impl BlockClaims {
-    /// True when a claim of `blocks` (alone if `exclusive`) must wait for one held.
-    /// An empty range conflicts with nothing.
-    pub(super) fn conflicts(&self, blocks: &Range<u64>, exclusive: bool) -> bool {
-        !blocks.is_empty()
-            && self.held.iter().any(|held| {
-                (exclusive || held.exclusive)
-                    && held.blocks.start < blocks.end
-                    && blocks.start < held.blocks.end
-            })
+impl Claim {
+    /// True when this claim and one of `blocks` (alone if `exclusive`) cannot be
+    /// held together. An empty range conflicts with nothing.
+    fn conflicts(&self, blocks: &Range<u64>, exclusive: bool) -> bool {
+        (exclusive || self.exclusive)
+            && !self.blocks.is_empty()
+            && !blocks.is_empty()
+            && self.blocks.start < blocks.end
+            && blocks.start < self.blocks.end
     }
+}
 
-    /// Records a claim that does not conflict; returns its id for [`BlockClaims::release`].
-    pub(super) fn hold(&mut self, blocks: Range<u64>, exclusive: bool) -> u64 {
-        debug_assert!(!self.conflicts(&blocks, exclusive));
-        let id = self.next_id;
-        self.next_id += 1;
-        self.held.push(Claim {
+impl BlockClaims {
+    /// Holds `blocks` (alone if `exclusive`) unless that conflicts with a claim held
+    /// or with an earlier waiting one: then the claim waits in the queue and `Err`
+    /// gives its ticket, to pass on the next try (with the blocks wanted then).
+    /// `Ok` gives the id for [`BlockClaims::release`].
+    pub(super) fn try_hold(
+        &mut self,
+        blocks: Range<u64>,
+        exclusive: bool,
+        ticket: Option<u64>,
+    ) -> Result<u64, u64> {
+        let id = ticket.unwrap_or_else(|| {
+            self.next_id += 1;
+            self.next_id
+        });
+        let blocked = self
+            .held
+            .iter()
+            .chain(self.waiting.iter().filter(|waiting| waiting.id < id))
+            .any(|claim| claim.conflicts(&blocks, exclusive));
+        self.waiting.retain(|waiting| waiting.id != id);
+        let claim = Claim {
             id,
             blocks,
             exclusive,
-        });
-        id
+        };
+        if blocked {
+            self.waiting.push(claim);
+            Err(id)
+        } else {
+            self.held.push(claim);
+            Ok(id)
+        }
     }
 
     pub(super) fn release(&mut self, id: u64) {
@@ -59,30 +86,45 @@ mod tests {
     #[test]
     fn readers_share_and_writers_exclude_overlapping_blocks_only() {
         let mut claims = BlockClaims::default();
-        let reader = claims.hold(0..4, false);
-        assert!(!claims.conflicts(&(2..6), false), "readers share");
+        let reader = claims.try_hold(0..4, false, None).unwrap();
+        let shared = claims.try_hold(2..6, false, None).expect("readers share");
+        claims.release(shared);
+        let writer = claims.try_hold(4..8, true, None).expect("disjoint blocks");
+        let ticket = claims
+            .try_hold(7..9, false, None)
+            .expect_err("a reader waits for a writer");
+        claims.release(writer);
+        let late = claims.try_hold(7..9, false, Some(ticket)).unwrap();
+        claims.release(late);
         assert!(
-            claims.conflicts(&(3..5), true),
-            "a writer waits for a reader"
-        );
-        assert!(
-            !claims.conflicts(&(4..8), true),
-            "disjoint blocks do not conflict"
-        );
-        let writer = claims.hold(4..8, true);
-        assert!(
-            claims.conflicts(&(7..9), false),
-            "a reader waits for a writer"
-        );
-        assert!(claims.conflicts(&WHOLE_FILE, false));
-        assert!(
-            !claims.conflicts(&(9..9), true),
+            claims.try_hold(9..9, true, None).is_ok(),
             "an empty range waits for nothing"
         );
-        claims.release(writer);
-        assert!(!claims.conflicts(&(7..9), true));
-        assert!(claims.conflicts(&WHOLE_FILE, true));
+        let whole = claims
+            .try_hold(WHOLE_FILE, true, None)
+            .expect_err("a writer waits for a reader");
         claims.release(reader);
-        assert!(!claims.conflicts(&WHOLE_FILE, true));
+        assert!(claims.try_hold(WHOLE_FILE, true, Some(whole)).is_ok());
+    }
+
+    #[test]
+    fn a_waiting_writer_goes_before_readers_that_come_after_it() {
+        let mut claims = BlockClaims::default();
+        let first = claims.try_hold(0..4, false, None).unwrap();
+        let writer = claims.try_hold(2..3, true, None).unwrap_err();
+        let overlapping = claims
+            .try_hold(2..6, false, None)
+            .expect_err("a reader queues behind the writer waiting for its blocks");
+        let elsewhere = claims
+            .try_hold(0..1, false, None)
+            .expect("blocks nobody waits for are shared at once");
+        claims.release(first);
+        let overlapping = claims
+            .try_hold(2..6, false, Some(overlapping))
+            .expect_err("still behind the writer");
+        let writer = claims.try_hold(2..3, true, Some(writer)).unwrap();
+        claims.release(writer);
+        claims.try_hold(2..6, false, Some(overlapping)).unwrap();
+        claims.release(elsewhere);
     }
 }

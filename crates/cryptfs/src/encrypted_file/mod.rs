@@ -294,12 +294,15 @@ impl<S: Storage> EncryptedFile<S> {
         then: impl FnOnce(&mut FileState) -> T,
     ) -> (Claimed<'_, S>, T) {
         let mut state = self.state();
+        let mut ticket = None;
         loop {
             let wanted = blocks(&state);
-            if !state.claims.conflicts(&wanted, exclusive) {
-                let id = state.claims.hold(wanted, exclusive);
-                let out = then(&mut state);
-                return (Claimed { file: self, id }, out);
+            match state.claims.try_hold(wanted, exclusive, ticket) {
+                Ok(id) => {
+                    let out = then(&mut state);
+                    return (Claimed { file: self, id }, out);
+                }
+                Err(queued) => ticket = Some(queued),
             }
             state = self
                 .released
