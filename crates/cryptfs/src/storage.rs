@@ -27,6 +27,25 @@ pub trait Storage: Send + Sync {
     }
     /// A hint: `len` bytes at `offset` will be read soon (best effort, no error).
     fn prefetch(&self, _offset: u64, _len: u64) {}
+    /// Reads exactly `buf.len()` bytes at `offset` if that needs no wait for a disk;
+    /// `Ok(false)` (contents of `buf` undefined) if it would, or if the store ends
+    /// first.
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        read_or_report_eof(self, buf, offset)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`: `Ok(false)` if the store ends first.
+pub(crate) fn read_or_report_eof<S: Storage + ?Sized>(
+    storage: &S,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<bool> {
+    match storage.read_exact_at(buf, offset) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 impl Storage for File {
@@ -60,6 +79,10 @@ impl Storage for File {
 
     fn prefetch(&self, offset: u64, len: u64) {
         let _ = crate::sys::prefetch(self, offset, len);
+    }
+
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        crate::sys::read_cached_at(self, buf, offset)
     }
 }
 
@@ -95,5 +118,9 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     fn prefetch(&self, offset: u64, len: u64) {
         (**self).prefetch(offset, len)
+    }
+
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        (**self).read_cached_at(buf, offset)
     }
 }

@@ -1,5 +1,6 @@
 //! The only unsafe code in cryptfs: thin wrappers over libc calls that std does not
-//! offer (statvfs, utimensat on symlinks, fallocate, syncfs, umount2, signal waiting).
+//! offer (statvfs, utimensat on symlinks, fallocate, syncfs, umount2, signal waiting,
+//! non-blocking reads).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -152,6 +153,33 @@ fn fadvise(file: &File, offset: u64, len: u64, advice: libc::c_int) -> io::Resul
     }
 }
 
+/// Reads `buf.len()` bytes at `offset` of `file` only if they are all in the page
+/// cache (`preadv2` with `RWF_NOWAIT`): `Ok(false)` when reading would wait for the
+/// disk (or the read came back short; the caller reads again the usual way). On a
+/// filesystem without non-blocking reads, an ordinary read.
+pub(crate) fn read_cached_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    let Ok(offset) = i64::try_from(offset) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: the descriptor is owned by `file`, which outlives the call; `iov`
+    // describes `buf`, which is writable for its whole length during the call.
+    let ret = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    match ret {
+        n if n >= 0 => Ok(n as usize == buf.len()),
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EAGAIN) => Ok(false),
+            e if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                crate::storage::read_or_report_eof(file, buf, offset as u64)
+            }
+            e => Err(e),
+        },
+    }
+}
+
 /// Writes back every dirty page and inode of the filesystem holding `file`.
 pub(crate) fn syncfs(file: &File) -> io::Result<()> {
     // SAFETY: the descriptor is owned by `file`, which outlives the call.
@@ -201,5 +229,41 @@ impl BlockedSignals {
         // SAFETY: the set was initialised in `block`; a null siginfo pointer is allowed.
         let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &timeout) };
         (signal > 0).then_some(signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// Needs a filesystem whose clean pages `POSIX_FADV_DONTNEED` drops (ext4, as
+    /// in CI), not tmpfs.
+    #[test]
+    fn read_cached_at_reads_only_what_is_in_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        file.write_all_at(&data, 0).unwrap();
+        file.sync_all().unwrap();
+        fadvise(&file, 0, 0, libc::POSIX_FADV_DONTNEED).unwrap();
+        let mut page = [0u8; 4096];
+        assert!(
+            !read_cached_at(&file, &mut page, 4096).unwrap(),
+            "evicted: reading would wait for the disk"
+        );
+        file.read_exact_at(&mut page, 4096).unwrap();
+        page.fill(0);
+        assert!(read_cached_at(&file, &mut page, 4096).unwrap());
+        assert_eq!(page[..], data[4096..]);
+        assert!(
+            !read_cached_at(&file, &mut page, 8192).unwrap(),
+            "past the end: short"
+        );
     }
 }
