@@ -532,9 +532,6 @@ impl<S: Storage> EncryptedFile<S> {
         })
     }
 
-    /// Asks the store to read ahead group `group`'s metadata page and its run of
-    /// `slot` data pages (the slot the previous group's reads used): the kernel's
-    /// own readahead is off, as it would also read the holes of unused slots.
     /// The metadata page of `blocks`' group (one group). If it is not in the page
     /// cache, the blocks' data pages probably are not either: their reads (both
     /// slots, as which is current is in the page still to come) start before the
@@ -558,6 +555,9 @@ impl<S: Storage> EncryptedFile<S> {
         read_meta_page(&self.storage, group_of(first))
     }
 
+    /// Asks the store to read ahead group `group`'s metadata page and its run of
+    /// `slot` data pages (the slot the previous group's reads used): the kernel's
+    /// own readahead is off, as it would also read the holes of unused slots.
     fn prefetch_group(&self, group: u64, slot: Slot) {
         let meta = group_offset(group);
         let run = data_offset(group * GROUP_BLOCKS, slot);

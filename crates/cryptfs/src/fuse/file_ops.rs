@@ -78,18 +78,15 @@ impl CryptFs {
     }
 
     fn acquire(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
-        self.files.acquire(ino, &self.volume, self.is_wal(ino), || {
+        self.files.acquire(ino, &self.volume, || {
             let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
-            open_backing(&path)
+            Ok((open_backing(&path)?, is_wal(&path)))
         })
     }
 
-    fn is_wal(&self, ino: u64) -> bool {
-        self.inodes.path(ino).is_some_and(|path| is_wal(&path))
-    }
-
     fn open_flags(&self, ino: u64) -> FopenFlags {
-        if self.options.direct_io_wal && self.is_wal(ino) {
+        let wal = || self.inodes.path(ino).is_some_and(|path| is_wal(&path));
+        if self.options.direct_io_wal && wal() {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::FOPEN_KEEP_CACHE
@@ -143,7 +140,7 @@ impl CryptFs {
         let ino = self.inodes.fuse_ino(meta.ino());
         let open = self
             .files
-            .acquire(ino, &self.volume, is_wal(&path), || Ok(backing))?;
+            .acquire(ino, &self.volume, || Ok((backing, is_wal(&path))))?;
         if !is_new && flags & libc::O_TRUNC != 0 {
             if let Err(e) = open.file.set_len(0) {
                 self.files.release(ino);

@@ -110,23 +110,22 @@ impl OpenFiles {
         self.lock().get(&ino).map(|(file, _)| file.clone())
     }
 
-    /// Takes a reference on `ino`'s open file, opening it with `open` if needed (a
-    /// WAL file reserves its blocks' rewrite pages: see
-    /// [`EncryptedFile::reserving_rewrite_pages`]). Every successful call must be
-    /// paired with [`OpenFiles::release`].
+    /// Takes a reference on `ino`'s open file, opening it with `open` if needed;
+    /// `open` also says whether it is a WAL file, which reserves its blocks' rewrite
+    /// pages (see [`EncryptedFile::reserving_rewrite_pages`]). Every successful call
+    /// must be paired with [`OpenFiles::release`].
     pub(crate) fn acquire(
         &self,
         ino: u64,
         volume: &Arc<VolumeKey>,
-        wal: bool,
-        open: impl FnOnce() -> Result<File, Errno>,
+        open: impl FnOnce() -> Result<(File, bool), Errno>,
     ) -> Result<Arc<OpenFile>, Errno> {
         if let Some(file) = self.take_ref(ino) {
             return Ok(file);
         }
         // Open (a syscall and a header read) without holding the table lock, so a
         // slow open never stalls requests on other files.
-        let backing = open()?;
+        let (backing, wal) = open()?;
         // The kernel caches the plaintext above us; the ciphertext below is only
         // re-read for partial-block writes, so let it be evicted first (a hint).
         // No kernel readahead: it would read (and zero-fill) the holes of slot B
