@@ -280,8 +280,8 @@ impl Postgres {
             .args(["-c", "logging_collector=on", "-c", "log_directory=log"])
             // On cryptfs a WAL write opened with O_DSYNC is one request to the
             // filesystem (write, seal and sync together); write + fdatasync is two.
-            // iobench wal-flush: 221-233 µs per flush instead of 267-352 (the plain
-            // disk: the same with either).
+            // Measured with the WAL pattern in bench/RESULTS.md: 221-233 µs per flush
+            // instead of 267-352 (the plain disk: the same with either).
             .args(["-c", "wal_sync_method=open_datasync"])
             .stdin(Stdio::null());
         sys::die_with_parent(&mut cmd, Signal::Quit);

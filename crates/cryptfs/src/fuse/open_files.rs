@@ -19,7 +19,8 @@ use crate::encrypted_file::EncryptedFile;
 pub(crate) struct OpenFile {
     /// The plaintext view (safe to share: it orders overlapping requests itself).
     pub(crate) file: EncryptedFile<File>,
-    /// A duplicate of the backing descriptor, for fsync and fstat without the lock.
+    /// A duplicate of the backing descriptor, for fstat, times, mode, owner and
+    /// fallocate (the encrypted file keeps its own).
     pub(crate) handle: File,
     /// Times the kernel set that are not on the backing file yet.
     times: Mutex<LazyTimes>,
