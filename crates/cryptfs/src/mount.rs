@@ -84,6 +84,16 @@ pub fn mount(
     }
     let volume = config::open(&cipher_dir, &master_key)?;
     drop(master_key);
+    // The daemon holds one backing descriptor per file open through the mount, and
+    // PostgreSQL keeps up to max_files_per_process open in every backend.
+    match crate::sys::raise_open_file_limit() {
+        Ok(limit) if limit < 4096 => tracing::warn!(
+            limit,
+            "cryptfs: the daemon may open only {limit} files; raise the hard RLIMIT_NOFILE"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cryptfs: cannot raise the open file limit: {e}"),
+    }
     let recovery = crash_recovery::begin_session(&cipher_dir, &Arc::new(volume.clone()))?;
     let root_ino = fs::metadata(&cipher_dir)
         .map_err(Error::path("reading", &cipher_dir))?

@@ -186,6 +186,23 @@ pub(crate) fn syncfs(file: &File) -> io::Result<()> {
     check(unsafe { libc::syncfs(file.as_raw_fd()) })
 }
 
+/// Raises this process's soft limit on open descriptors to its hard limit; returns the
+/// new limit.
+pub(crate) fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit for the duration of the call.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Unmounts the filesystem at `path` (no lazy detach unless `detach`).
 pub(crate) fn umount(path: &Path, detach: bool) -> io::Result<()> {
     let path = c_path(path)?;

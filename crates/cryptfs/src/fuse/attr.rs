@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
+use super::backing::{closed_file_len, pin};
 use super::open_files::OpenFile;
-use super::{io_errno, CryptFs};
+use super::{estale, io_errno, CryptFs};
 use crate::sys::{self, SetTime};
 
 fn time(secs: i64, nsecs: i64) -> SystemTime {
@@ -25,7 +26,7 @@ pub(crate) fn kind(meta: &Metadata) -> FileType {
 
 /// FUSE attributes of inode `ino` from its backing metadata; `plain_len` is the
 /// size of a regular file (an open file's cached length, or
-/// `file_ops::closed_file_len`: it cannot be derived from the cipher size alone).
+/// `backing::closed_file_len`: it cannot be derived from the cipher size alone).
 pub(crate) fn to_attr(ino: u64, meta: &Metadata, plain_len: Option<u64>) -> FileAttr {
     let kind = kind(meta);
     let size = match kind {
@@ -85,10 +86,18 @@ impl CryptFs {
         if let Some(open) = self.files.get(ino) {
             return open_attr(ino, &open);
         }
-        let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
-        let meta = fs::symlink_metadata(&path).map_err(|e| io_errno(&e))?;
-        let plain_len = super::file_ops::closed_file_len(&path, &meta)?;
+        let (pinned, meta) = self.pin_node(ino)?;
+        let plain_len = closed_file_len(&pinned, &meta)?;
         Ok(to_attr(ino, &meta, plain_len))
+    }
+
+    /// Opens node `ino`'s backing file by its path, checking that the path still leads
+    /// to it (ESTALE otherwise: the kernel then looks the name up again).
+    fn pin_node(&self, ino: u64) -> Result<(fs::File, Metadata), Errno> {
+        let path = self.inodes.path(ino).ok_or_else(estale)?;
+        let pinned = pin(&path)?;
+        let meta = self.inodes.check_same_file(ino, &pinned)?;
+        Ok((pinned, meta))
     }
 
     /// Runs `f` on `ino`'s open file if it is open, holding a reference meanwhile.
@@ -124,10 +133,7 @@ impl CryptFs {
         let (is_file, is_symlink) = match self.files.get(ino) {
             Some(_) => (true, false),
             None => {
-                let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
-                let kind = fs::symlink_metadata(&path)
-                    .map_err(|e| io_errno(&e))?
-                    .file_type();
+                let kind = self.pin_node(ino)?.1.file_type();
                 (kind.is_file(), kind.is_symlink())
             }
         };
@@ -140,7 +146,7 @@ impl CryptFs {
             self.with_file(ino, |open| {
                 // Deferred times first, so that they cannot overwrite these later.
                 open.apply_times().map_err(|e| io_errno(&e))?;
-                let handle = &open.handle;
+                let handle = open.backing();
                 if let Some(size) = change.size {
                     open.file.set_len(size).map_err(|e| self.fail(ino, e))?;
                 }
@@ -166,7 +172,7 @@ impl CryptFs {
                 Ok(())
             })?;
         } else {
-            let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
+            let path = self.inodes.path(ino).ok_or_else(estale)?;
             if change.size.is_some() {
                 return Err(Errno::from_i32(libc::EISDIR));
             }
@@ -189,7 +195,7 @@ impl CryptFs {
 
 /// Attributes of an open file from its backing descriptor (remembered for setattr).
 fn open_attr(ino: u64, open: &OpenFile) -> Result<FileAttr, Errno> {
-    let meta = open.handle.metadata().map_err(|e| io_errno(&e))?;
+    let meta = open.backing().metadata().map_err(|e| io_errno(&e))?;
     let attr = to_attr(ino, &meta, Some(open.file.len()));
     Ok(open.remember_attr(attr))
 }

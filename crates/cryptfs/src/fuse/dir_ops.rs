@@ -11,11 +11,19 @@ use std::sync::{Arc, Mutex};
 
 use fuser::{Errno, FileAttr, FileType};
 
+use super::backing::{closed_file_len, pin};
 use super::inodes::ROOT;
 use super::{attr, io_errno, CryptFs};
 use crate::config::CONFIG_FILE_NAME;
 use crate::crash_recovery::DIRTY_MARKER_NAME;
 use crate::sys::{self, FsStats};
+
+/// What a LOOKUP, MKDIR, SYMLINK or CREATE reply tells the kernel: the node's
+/// attributes (its id among them) and its generation.
+pub(crate) struct Entry {
+    pub(crate) attr: FileAttr,
+    pub(crate) generation: u64,
+}
 
 pub(crate) struct DirEntryInfo {
     pub(crate) ino: u64,
@@ -61,16 +69,26 @@ impl CryptFs {
         self.inodes.child_path(parent, name).ok_or_else(enoent)
     }
 
-    /// Stats `path` and records it as `name` in `parent` (one kernel reference).
-    fn entry(&self, parent: u64, name: &OsStr, path: &Path) -> Result<FileAttr, Errno> {
-        let meta = fs::symlink_metadata(path).map_err(|e| io_errno(&e))?;
-        let ino = self.inodes.fuse_ino(meta.ino());
-        let plain_len = match self.files.get(ino) {
-            Some(open) => Some(open.file.len()),
-            None => super::file_ops::closed_file_len(path, &meta)?,
+    /// Records the file at `path` as `name` in `parent` (one kernel lookup) and returns
+    /// its entry.
+    fn entry(&self, parent: u64, name: &OsStr, path: &Path) -> Result<Entry, Errno> {
+        let pinned = pin(path)?;
+        let (node, meta) = self.inodes.lookup(&pinned, parent, name)?;
+        let plain_len = match self.files.get(node.id) {
+            Some(open) => Ok(Some(open.file.len())),
+            None => closed_file_len(&pinned, &meta),
         };
-        self.inodes.remember(ino, parent, name);
-        Ok(attr::to_attr(ino, &meta, plain_len))
+        match plain_len {
+            Ok(plain_len) => Ok(Entry {
+                attr: attr::to_attr(node.id, &meta, plain_len),
+                generation: node.generation,
+            }),
+            Err(e) => {
+                // The kernel will not learn of this lookup: undo it.
+                self.inodes.forget(node.id, 1);
+                Err(e)
+            }
+        }
     }
 
     /// An open file's cached attributes hold its link count: re-read them next time.
@@ -80,7 +98,7 @@ impl CryptFs {
         }
     }
 
-    pub(crate) fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+    pub(crate) fn lookup_name(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
         if self.is_reserved(parent, name) {
             return Err(enoent());
         }
@@ -94,7 +112,7 @@ impl CryptFs {
         parent: u64,
         name: &OsStr,
         mode: u32,
-    ) -> Result<FileAttr, Errno> {
+    ) -> Result<Entry, Errno> {
         let path = self.new_child_path(parent, name)?;
         fs::DirBuilder::new()
             .mode(0o700)
@@ -115,7 +133,7 @@ impl CryptFs {
         parent: u64,
         name: &OsStr,
         target: &Path,
-    ) -> Result<FileAttr, Errno> {
+    ) -> Result<Entry, Errno> {
         let path = self.new_child_path(parent, name)?;
         std::os::unix::fs::symlink(target, &path).map_err(|e| io_errno(&e))?;
         if let Err(e) = std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1)) {
@@ -131,22 +149,29 @@ impl CryptFs {
         Ok(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
     }
 
-    /// unlink (`dir == false`) or rmdir (`dir == true`).
+    /// unlink (`dir == false`) or rmdir (`dir == true`). The file stays pinned until its
+    /// node has been unlinked, so its inode number cannot be reused before that.
     pub(crate) fn remove_name(&self, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
         let path = self.new_child_path(parent, name)?;
-        let meta = fs::symlink_metadata(&path).map_err(|e| io_errno(&e))?;
+        let pinned = pin(&path)?;
         let removed = if dir {
             fs::remove_dir(&path)
         } else {
             fs::remove_file(&path)
         };
         removed.map_err(|e| io_errno(&e))?;
-        let ino = self.inodes.fuse_ino(meta.ino());
-        self.link_count_changed(ino);
-        self.inodes.unlinked(ino, parent, name);
+        self.removed(&pinned)
+    }
+
+    /// Unlinks the node of the pinned file if it has no name left.
+    fn removed(&self, pinned: &fs::File) -> Result<(), Errno> {
+        if let Some(id) = self.inodes.removed(pinned)? {
+            self.link_count_changed(id);
+        }
         Ok(())
     }
 
+    /// rename; both files stay pinned until their nodes are updated.
     pub(crate) fn rename_name(
         &self,
         parent: u64,
@@ -161,19 +186,18 @@ impl CryptFs {
         }
         let from = self.new_child_path(parent, name)?;
         let to = self.new_child_path(new_parent, new_name)?;
-        let source = fs::symlink_metadata(&from).map_err(|e| io_errno(&e))?;
-        let replaced = fs::symlink_metadata(&to).ok();
+        let moved = pin(&from)?;
+        let replaced = match pin(&to) {
+            Ok(file) => Some(file),
+            Err(e) if e == enoent() => None,
+            Err(e) => return Err(e),
+        };
         fs::rename(&from, &to).map_err(|e| io_errno(&e))?;
-        let source_ino = self.inodes.fuse_ino(source.ino());
-        if let Some(replaced) = replaced {
-            let replaced_ino = self.inodes.fuse_ino(replaced.ino());
-            if replaced_ino != source_ino {
-                self.link_count_changed(replaced_ino);
-                self.inodes.unlinked(replaced_ino, new_parent, new_name);
-            }
+        self.inodes.renamed(&moved, new_parent, new_name)?;
+        match replaced {
+            Some(replaced) => self.removed(&replaced),
+            None => Ok(()),
         }
-        self.inodes.renamed(source_ino, new_parent, new_name);
-        Ok(())
     }
 
     pub(crate) fn opendir_ino(&self, ino: u64) -> Result<u64, Errno> {
@@ -193,7 +217,7 @@ impl CryptFs {
                 name: ".".into(),
             },
             DirEntryInfo {
-                ino: self.inodes.fuse_ino(parent_meta.ino()),
+                ino: self.inodes.listed_id(parent_meta.ino()),
                 kind: FileType::Directory,
                 name: "..".into(),
             },
@@ -210,7 +234,7 @@ impl CryptFs {
                 .and_then(FileType::from_std)
                 .unwrap_or(FileType::RegularFile);
             entries.push(DirEntryInfo {
-                ino: self.inodes.fuse_ino(entry.ino()),
+                ino: self.inodes.listed_id(entry.ino()),
                 kind,
                 name,
             });

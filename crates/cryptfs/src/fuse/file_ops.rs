@@ -1,67 +1,19 @@
 //! Regular files: create, open, read, write, fsync, fallocate, release.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, Metadata, OpenOptions, Permissions};
+use std::fs::{self, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
-use fuser::{Errno, FileAttr, FopenFlags};
+use fuser::{Errno, FopenFlags};
 
+use super::backing::{is_wal, open_backing};
+use super::dir_ops::Entry;
 use super::open_files::OpenFile;
-use super::{attr, io_errno, CryptFs};
-use crate::encrypted_file::reported_plain_len;
+use super::{attr, estale, io_errno, CryptFs};
 use crate::format::{group_of, group_offset, BLOCK_SIZE};
 use crate::sys;
-
-/// Opens a backing file read-write whatever the caller asked for: with the
-/// writeback cache the kernel reads pages through write-only handles too.
-/// Never follows a symlink: the daemon runs as root, and a link's target may lie
-/// outside the cipher directory.
-pub(crate) fn open_backing(path: &Path) -> Result<File, Errno> {
-    let open = |write: bool| {
-        OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-    };
-    match open(true) {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EROFS | libc::EACCES | libc::EPERM)
-            ) =>
-        {
-            open(false).map_err(|e| io_errno(&e))
-        }
-        other => other.map_err(|e| io_errno(&e)),
-    }
-}
-
-/// The plaintext length of a regular file that is not open (`None` for other
-/// kinds): the last block's length is in its metadata entry, so this reads the
-/// last group's metadata page.
-pub(crate) fn closed_file_len(path: &Path, meta: &Metadata) -> Result<Option<u64>, Errno> {
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| io_errno(&e))?;
-    reported_plain_len(&file)
-        .map(Some)
-        .map_err(|e| Errno::from_i32(e.errno()))
-}
-
-/// A file directly under a `pg_wal` directory: PostgreSQL's WAL, rewritten in place
-/// and waited on with `fdatasync` at every commit.
-fn is_wal(path: &Path) -> bool {
-    path.parent().and_then(Path::file_name) == Some(OsStr::new("pg_wal"))
-}
 
 impl CryptFs {
     /// Runs `f` on `ino`'s open file, holding a reference for exactly the duration.
@@ -79,8 +31,11 @@ impl CryptFs {
 
     fn acquire(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
         self.files.acquire(ino, &self.volume, || {
-            let path = self.inodes.path(ino).ok_or(Errno::from_i32(libc::ENOENT))?;
-            Ok((open_backing(&path)?, is_wal(&path)))
+            let path = self.inodes.path(ino).ok_or_else(estale)?;
+            let backing = open_backing(&path)?;
+            // The name may lead to another file by now (unlinked, renamed over).
+            self.inodes.check_same_file(ino, &backing)?;
+            Ok((backing, is_wal(&path)))
         })
     }
 
@@ -112,13 +67,14 @@ impl CryptFs {
         mode: u32,
         umask: u32,
         flags: i32,
-    ) -> Result<(FileAttr, FopenFlags), Errno> {
+    ) -> Result<(Entry, FopenFlags), Errno> {
         let path = self.new_child_path(parent, name)?;
         let created = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path);
         let (backing, is_new) = match created {
             Ok(file) => (file, true),
@@ -136,20 +92,35 @@ impl CryptFs {
                 return Err(io_errno(&e));
             }
         }
-        let meta = backing.metadata().map_err(|e| io_errno(&e))?;
-        let ino = self.inodes.fuse_ino(meta.ino());
-        let open = self
+        let (node, meta) = self.inodes.lookup(&backing, parent, name)?;
+        let opened = self
             .files
-            .acquire(ino, &self.volume, || Ok((backing, is_wal(&path))))?;
-        if !is_new && flags & libc::O_TRUNC != 0 {
-            if let Err(e) = open.file.set_len(0) {
-                self.files.release(ino);
-                return Err(self.fail(ino, e));
+            .acquire(node.id, &self.volume, || Ok((backing, is_wal(&path))))
+            .and_then(|open| {
+                if is_new || flags & libc::O_TRUNC == 0 {
+                    return Ok(open);
+                }
+                match open.file.set_len(0) {
+                    Ok(()) => Ok(open),
+                    Err(e) => {
+                        self.files.release(node.id);
+                        Err(self.fail(node.id, e))
+                    }
+                }
+            });
+        let open = match opened {
+            Ok(open) => open,
+            Err(e) => {
+                // The kernel will not learn of this node: undo the lookup.
+                self.inodes.forget(node.id, 1);
+                return Err(e);
             }
-        }
-        self.inodes.remember(ino, parent, name);
-        let attr = attr::to_attr(ino, &meta, Some(open.file.len()));
-        Ok((attr, self.open_flags(ino)))
+        };
+        let entry = Entry {
+            attr: attr::to_attr(node.id, &meta, Some(open.file.len())),
+            generation: node.generation,
+        };
+        Ok((entry, self.open_flags(node.id)))
     }
 
     pub(crate) fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -206,7 +177,7 @@ impl CryptFs {
                 let first = group_of(offset / BLOCK_SIZE);
                 let last = group_of(end.div_ceil(BLOCK_SIZE).saturating_sub(1));
                 let start = group_offset(first);
-                sys::fallocate_keep_size(&open.handle, start, group_offset(last + 1) - start)
+                sys::fallocate_keep_size(open.backing(), start, group_offset(last + 1) - start)
                     .map_err(|e| io_errno(&e))
             }
             _ => Err(Errno::from_i32(libc::EOPNOTSUPP)),

@@ -5,6 +5,7 @@
 //! (getattr/setattr), with `inodes` and `open_files` as the shared state.
 
 mod attr;
+mod backing;
 mod dir_ops;
 mod file_ops;
 mod inodes;
@@ -26,7 +27,7 @@ use fuser::{
 use crate::content::VolumeKey;
 use crate::Error;
 use attr::AttrChange;
-use dir_ops::DirHandles;
+use dir_ops::{DirHandles, Entry};
 use inodes::InodeTable;
 use open_files::OpenFiles;
 
@@ -55,6 +56,11 @@ pub(crate) struct CryptFs {
 
 pub(crate) fn io_errno(error: &io::Error) -> Errno {
     Errno::from_i32(error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// A node whose name no longer leads to its file: the kernel retries the lookup.
+pub(crate) fn estale() -> Errno {
+    Errno::from_i32(libc::ESTALE)
 }
 
 impl CryptFs {
@@ -94,9 +100,9 @@ impl CryptFs {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, result: Result<fuser::FileAttr, Errno>) {
+fn reply_entry(reply: ReplyEntry, result: Result<Entry, Errno>) {
     match result {
-        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Ok(entry) => reply.entry(&TTL, &entry.attr, Generation(entry.generation)),
         Err(e) => reply.error(e),
     }
 }
@@ -445,9 +451,13 @@ impl Filesystem for CryptFs {
         reply: ReplyCreate,
     ) {
         match self.create_file(req.uid(), req.gid(), parent.0, name, mode, umask, flags) {
-            Ok((attr, open_flags)) => {
-                reply.created(&TTL, &attr, Generation(0), FileHandle(0), open_flags)
-            }
+            Ok((entry, open_flags)) => reply.created(
+                &TTL,
+                &entry.attr,
+                Generation(entry.generation),
+                FileHandle(0),
+                open_flags,
+            ),
             Err(e) => reply.error(e),
         }
     }

@@ -19,9 +19,6 @@ use crate::encrypted_file::EncryptedFile;
 pub(crate) struct OpenFile {
     /// The plaintext view (safe to share: it orders overlapping requests itself).
     pub(crate) file: EncryptedFile<File>,
-    /// A duplicate of the backing descriptor, for fstat, times, mode, owner and
-    /// fallocate (the encrypted file keeps its own).
-    pub(crate) handle: File,
     /// Times the kernel set that are not on the backing file yet.
     times: Mutex<LazyTimes>,
 }
@@ -38,6 +35,11 @@ struct LazyTimes {
 }
 
 impl OpenFile {
+    /// The backing descriptor, for fstat, times, mode, owner and fallocate.
+    pub(crate) fn backing(&self) -> &File {
+        self.file.storage()
+    }
+
     fn times(&self) -> std::sync::MutexGuard<'_, LazyTimes> {
         self.times.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -84,7 +86,7 @@ impl OpenFile {
         if let Some(mtime) = times.mtime {
             set = set.set_modified(mtime);
         }
-        self.handle.set_times(set)?;
+        self.backing().set_times(set)?;
         times.atime = None;
         times.mtime = None;
         Ok(())
@@ -133,13 +135,11 @@ impl OpenFiles {
         // pages never written; sequential reads prefetch what they need instead.
         let _ = crate::sys::fadvise_noreuse(&backing);
         let _ = crate::sys::fadvise_random(&backing);
-        let handle = backing.try_clone().map_err(Errno::from)?;
         let encrypted = EncryptedFile::open(backing, volume.clone())
             .map_err(|e| Errno::from_i32(e.errno()))?
             .reserving_rewrite_pages(wal);
         let opened = Arc::new(OpenFile {
             file: encrypted,
-            handle,
             times: Mutex::default(),
         });
         let mut entries = self.lock();

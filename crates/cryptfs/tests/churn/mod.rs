@@ -122,7 +122,9 @@ pub fn run(dir: &Path, plan: &Plan) -> Stats {
                 None => failures.push(format!("worker {w} exited 0 without a result:\n{log}")),
             },
             Some(status) => failures.push(format!("worker {w} failed ({status}):\n{log}")),
-            None => failures.push(format!("worker {w} still running after the deadline:\n{log}")),
+            None => failures.push(format!(
+                "worker {w} still running after the deadline:\n{log}"
+            )),
         }
     }
     assert!(
@@ -145,8 +147,7 @@ fn parse_result(log: &str) -> Option<Stats> {
         .skip(1)
         .map(|n| n.parse().ok())
         .collect::<Option<_>>()?;
-    let [creates, verified_bytes, foreign_checks, unlinks_while_open, renames_over] =
-        numbers[..]
+    let [creates, verified_bytes, foreign_checks, unlinks_while_open, renames_over] = numbers[..]
     else {
         return None;
     };
@@ -172,8 +173,8 @@ pub fn worker_process() {
     let results: Vec<Result<Stats, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let thread_seed = rng::Rng::new(seed ^ u64::from(worker) << 32 ^ u64::from(t))
-                    .next();
+                let thread_seed =
+                    rng::Rng::new(seed ^ u64::from(worker) << 32 ^ u64::from(t)).next();
                 let this = Worker::new(&dir, worker, t, threads, thread_seed);
                 s.spawn(move || this.run(deadline))
             })

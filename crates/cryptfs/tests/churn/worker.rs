@@ -18,6 +18,8 @@ const BLOCK: u64 = 8192;
 const MAX_OWN: usize = 8;
 /// Other workers' files a thread holds open at most.
 const MAX_HELD: usize = 6;
+/// Unlinked files a thread keeps open at most (PostgreSQL bounds its descriptors too).
+const MAX_ORPHANS: usize = 16;
 
 /// Counts of what one thread did; the runner checks that enough happened.
 #[derive(Debug, Default, Clone, Copy)]
@@ -255,7 +257,10 @@ impl Worker {
         let (offset, size) = if self.rng.chance(70) {
             (self.rng.below(len / BLOCK + 3) * BLOCK, BLOCK as usize)
         } else {
-            (self.rng.below(len + 2 * BLOCK), 1 + self.rng.below(12_000) as usize)
+            (
+                self.rng.below(len + 2 * BLOCK),
+                1 + self.rng.below(12_000) as usize,
+            )
         };
         let id = self.own[i].id;
         self.note(format!("write {id:06x} [{offset}, +{size})"));
@@ -276,7 +281,10 @@ impl Worker {
     fn sync(&mut self) -> Step {
         let i = self.pick_own();
         let data_only = self.rng.chance(50);
-        self.note(format!("fsync {:06x} data_only={data_only}", self.own[i].id));
+        self.note(format!(
+            "fsync {:06x} data_only={data_only}",
+            self.own[i].id
+        ));
         let fd = self.fd_of(i)?;
         let synced = if data_only {
             fd.sync_data()
@@ -382,16 +390,16 @@ impl Worker {
             self.stats.unlinks_while_open += 1;
             self.orphans.push(file);
         }
+        while self.orphans.len() > MAX_ORPHANS {
+            self.check_orphan()?;
+        }
         Ok(())
     }
 
     fn unlink(&mut self) -> Step {
         let i = self.pick_own();
         let name = self.own[i].name.clone().expect("own files are named");
-        self.note(format!(
-            "unlink {name} open={}",
-            self.own[i].fd.is_some()
-        ));
+        self.note(format!("unlink {name} open={}", self.own[i].fd.is_some()));
         fs::remove_file(self.path(&name)).map_err(|e| format!("unlink {name}: {}", errno(&e)))?;
         self.orphan(i)
     }
