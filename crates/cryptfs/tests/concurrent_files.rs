@@ -18,9 +18,18 @@ fn plan() -> Plan {
 /// Enough happened for the run to mean something.
 fn assert_worked(stats: &churn::worker::Stats) {
     assert!(stats.creates >= 200, "too few files created: {stats:?}");
-    assert!(stats.unlinks_while_open >= 20, "too few unlinks while open: {stats:?}");
-    assert!(stats.renames_over >= 20, "too few renames over files: {stats:?}");
-    assert!(stats.foreign_checks >= 50, "too few reads of held files: {stats:?}");
+    assert!(
+        stats.unlinks_while_open >= 20,
+        "too few unlinks while open: {stats:?}"
+    );
+    assert!(
+        stats.renames_over >= 20,
+        "too few renames over files: {stats:?}"
+    );
+    assert!(
+        stats.foreign_checks >= 50,
+        "too few reads of held files: {stats:?}"
+    );
 }
 
 #[test]
