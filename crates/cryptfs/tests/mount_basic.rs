@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use pgcmk_cryptfs::{mount, MountHandle, MountOptions};
@@ -260,15 +260,22 @@ fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
 
     let log = capture_log();
     let _handle = fx.mount();
-    let mut f = File::open(fx.p("a")).unwrap();
+    let f = File::open(fx.p("a")).unwrap();
+    // PostgreSQL's read of the 8 KiB page whose second half is damaged: EIO, not the
+    // first half as a short read (which recovery would zero-fill). The kernel retries
+    // a failed read page by page, so the intact first block fails alone too.
+    let mut page = vec![0u8; 2 * BLOCK_SIZE as usize];
+    let err = f.read_at(&mut page, 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     let mut block = vec![0u8; BLOCK_SIZE as usize];
-    f.read_exact(&mut block).unwrap();
+    let err = f.read_at(&mut block, 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // The next 8 KiB page is intact and still reads.
+    f.read_exact_at(&mut block, 2 * BLOCK_SIZE).unwrap();
     assert!(
         block.iter().all(|&b| b == 0x5A),
-        "intact block 0 still reads"
+        "intact block 2 still reads"
     );
-    let err = f.read_exact(&mut block).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     let err = fs::read(fx.p("b")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     // Each failure is logged with the file and block, never the content.
@@ -318,10 +325,11 @@ fn crash_recovery_runs_only_after_an_unclean_session_and_never_hides_tampering()
         assert!(handle.recovery().is_none());
         let file = File::open(fx.p("f")).unwrap();
         let mut block = vec![0u8; b];
-        file.read_exact_at(&mut block, 0).unwrap();
-        assert!(block.iter().all(|&x| x == 0x11));
-        let err = file.read_exact_at(&mut block, b as u64).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        // Block 0 shares block 1's 8 KiB read unit: both fail.
+        for at in [0, b as u64] {
+            let err = file.read_exact_at(&mut block, at).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        }
     }
     let report = pgcmk_cryptfs::fsck(&fx.cipher, &fx.key).unwrap();
     assert!(!report.dirty && report.torn_blocks.is_empty());

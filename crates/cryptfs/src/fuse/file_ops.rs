@@ -15,6 +15,21 @@ use super::{attr, estale, io_errno, CryptFs};
 use crate::format::{group_of, group_offset, BLOCK_SIZE};
 use crate::sys;
 
+/// The unit in which reads are authenticated: PostgreSQL's page (BLCKSZ and
+/// XLOG_BLCKSZ), two cipher blocks.
+pub(crate) const READ_UNIT: u64 = 2 * BLOCK_SIZE;
+
+/// The range a read of `size` bytes at `offset` really reads: widened to whole
+/// [`READ_UNIT`]s. When a read fails, the kernel retries it page by page and returns
+/// what the pages it could read hold: an 8 KiB read whose second 4 KiB block is bad
+/// would reach PostgreSQL as a 4 KiB short read, which it zero-fills during recovery.
+/// Failing the whole unit turns every such retry into EIO.
+pub(crate) fn unit_range(offset: u64, size: u64) -> (u64, usize) {
+    let start = offset - offset % READ_UNIT;
+    let end = offset.saturating_add(size).next_multiple_of(READ_UNIT);
+    (start, (end - start) as usize)
+}
+
 impl CryptFs {
     /// Runs `f` on `ino`'s open file, holding a reference for exactly the duration.
     pub(crate) fn with_file<T>(
@@ -123,11 +138,16 @@ impl CryptFs {
         Ok((entry, self.open_flags(node.id)))
     }
 
+    /// Reads `size` bytes at `offset`, authenticating every [`READ_UNIT`] the range
+    /// touches: see [`unit_range`].
     pub(crate) fn read_ino(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         self.with_file(ino, |open| {
-            open.file
-                .read(offset, size as usize)
-                .map_err(|e| self.fail(ino, e))
+            let (start, len) = unit_range(offset, u64::from(size));
+            let mut data = open.file.read(start, len).map_err(|e| self.fail(ino, e))?;
+            let skip = ((offset - start) as usize).min(data.len());
+            data.drain(..skip);
+            data.truncate(size as usize);
+            Ok(data)
         })
     }
 
@@ -182,5 +202,20 @@ impl CryptFs {
             }
             _ => Err(Errno::from_i32(libc::EOPNOTSUPP)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_widened_to_whole_units() {
+        assert_eq!(unit_range(0, 8192), (0, 8192));
+        assert_eq!(unit_range(0, 4096), (0, 8192));
+        assert_eq!(unit_range(4096, 4096), (0, 8192));
+        assert_eq!(unit_range(4096, 8192), (0, 16384));
+        assert_eq!(unit_range(8192, 1), (8192, 8192));
+        assert_eq!(unit_range(16384, 65536), (16384, 65536));
     }
 }
