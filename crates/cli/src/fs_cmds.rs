@@ -89,13 +89,17 @@ pub enum FsCommand {
 /// Runs one `pgcmk fs` command.
 pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
     // Log lines (e.g. a block that failed authentication) go to stderr; fuser's own
-    // chatter only from errors up unless RUST_LOG says otherwise.
+    // chatter only what matters unless RUST_LOG says otherwise.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!(
+                    "info,{}",
+                    pgcmk_cryptfs::LOG_DIRECTIVES
+                ))
+            }),
         )
         .try_init();
     match command {

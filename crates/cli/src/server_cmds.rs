@@ -169,8 +169,13 @@ pub struct ServerArgs {
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The agent serves a cryptfs mount.
+                tracing_subscriber::EnvFilter::new(format!(
+                    "info,{}",
+                    pgcmk_cryptfs::LOG_DIRECTIVES
+                ))
+            }),
         )
         .with_writer(std::io::stderr)
         .try_init();

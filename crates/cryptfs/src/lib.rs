@@ -39,3 +39,12 @@ pub use crash_recovery::{RecoveryReport, DIRTY_MARKER_NAME};
 pub use error::Error;
 pub use fsck::{fsck, BadBlock, FsckReport};
 pub use mount::{mount, unmount, MountHandle, MountOptions, TerminationSignals};
+
+/// `tracing` filter directives for a process that serves a mount. fuser logs an ERROR
+/// whenever the kernel no longer wants a reply: it answers FUSE_INTERRUPT with ENOSYS
+/// itself, and when the interrupted request has finished first the kernel refuses
+/// that reply (ENOENT) — routine under PostgreSQL, whose backends are signalled all
+/// the time. Nothing else is lost by not logging fuser's reply failures: a request
+/// whose reply cannot be delivered has no one waiting for it. fuser's warnings are
+/// about requests cryptfs answers itself or an unmount of a mount already gone.
+pub const LOG_DIRECTIVES: &str = "fuser=error,fuser::reply=off";

@@ -205,6 +205,25 @@ fn truncate_rename_over_unlink_while_open_and_metadata() {
 }
 
 #[test]
+fn unsupported_ioctls_answer_enotty_quietly() {
+    use std::os::fd::AsRawFd;
+    let log = capture_log();
+    let fx = Fixture::new();
+    let _handle = fx.mount();
+    fs::write(fx.p("f"), b"x").unwrap();
+    let file = File::open(fx.p("f")).unwrap();
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long to the pointer, which outlives the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    assert_eq!(rc, -1);
+    let err = std::io::Error::last_os_error();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTTY), "{err}");
+    // Answered, not logged as an unimplemented request.
+    let lines = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert!(!lines.contains("ioctl"), "{lines}");
+}
+
+#[test]
 fn wrong_key_fails_before_mounting() {
     let fx = Fixture::new();
     let err = mount(
