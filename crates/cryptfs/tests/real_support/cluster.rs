@@ -5,8 +5,9 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use super::{as_postgres, chown_postgres, output, run, run_with_input};
+use super::{as_postgres, chown_postgres, output, run, run_with_input, wait_until};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -96,7 +97,11 @@ impl PgCluster {
         self.pg_ctl_stop("fast");
     }
 
+    /// Returns once the postmaster has exited. pg_ctl returns when postmaster.pid is gone,
+    /// which the postmaster removes on its way out, still holding its working directory (the
+    /// data directory): unmounting right then would fail with EBUSY.
     fn pg_ctl_stop(&mut self, mode: &str) -> Output {
+        let pid = self.postmaster_pid();
         let out = output(
             as_postgres(pg_bin("pg_ctl"))
                 .current_dir(&self.aux)
@@ -112,6 +117,13 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr),
             self.log_tail()
         );
+        if let Some(pid) = pid.filter(|_| out.status.success()) {
+            let exited = wait_until(Duration::from_secs(30), || !process_alive(pid));
+            assert!(
+                exited || std::thread::panicking(),
+                "postmaster {pid} still running 30 s after pg_ctl stop"
+            );
+        }
         out
     }
 
@@ -143,13 +155,43 @@ impl PgCluster {
     /// Runs an SQL script, each statement in its own transaction (stops at the first error),
     /// and returns unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
-        run_with_input(
-            self.client("psql")
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]),
-            sql.as_bytes(),
+        run_with_input(&mut self.psql_command(), sql.as_bytes())
+            .trim()
+            .to_string()
+    }
+
+    /// Like [`Self::psql`], for a script file that reads psql variables (`-v name=value`).
+    pub fn psql_file(&self, script: &Path, vars: &[(&str, &str)]) -> String {
+        let mut cmd = self.psql_command();
+        for (name, value) in vars {
+            cmd.arg("-v").arg(format!("{name}={value}"));
+        }
+        run(cmd.arg("-f").arg(script)).trim().to_string()
+    }
+
+    fn psql_command(&self) -> Command {
+        let mut cmd = self.client("psql");
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+        cmd
+    }
+
+    /// `pg_amcheck --heapallindexed` over every database (amcheck installed where missing):
+    /// heap and every btree, catalogs included. Returns what it reported; empty when clean.
+    pub fn amcheck_all(&self) -> String {
+        let out = output(self.client("pg_amcheck").args([
+            "--heapallindexed",
+            "--install-missing",
+            "--all",
+        ]));
+        if out.status.success() && out.stdout.is_empty() {
+            return String::new();
+        }
+        format!(
+            "pg_amcheck exited with {}:\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         )
-        .trim()
-        .to_string()
     }
 }
 
@@ -168,6 +210,15 @@ impl Drop for PgCluster {
             }
         }
     }
+}
+
+/// Whether `pid` runs: a zombie has exited (and closed its files and working directory) but
+/// stays in /proc until its parent reaps it.
+fn process_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
 }
 
 /// A loopback port that was free a moment ago (the OS picks it; we release it for postgres).
