@@ -56,9 +56,9 @@ impl Vault {
         self.process.kill();
     }
 
-    /// Starts the killed service again on its previous address.
+    /// Starts the killed service again with the same arguments.
     pub fn restart(&mut self) {
-        self.process.restart_at_same_address();
+        self.process.restart();
         self.identity_endpoint = self.process.service.info.identity_endpoint.clone();
     }
 
