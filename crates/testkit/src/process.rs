@@ -30,10 +30,44 @@ pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
 /// Sends SIGTERM to `pid` (a process the test started); true when it was delivered.
 /// Never panics, so guards' `Drop` can use it.
 pub fn terminate(pid: u32) -> bool {
+    signal(pid, "-TERM")
+}
+
+/// Sends SIGKILL to `pid` (a process the test started): a crash with no cleanup.
+pub fn kill9(pid: u32) -> bool {
+    signal(pid, "-KILL")
+}
+
+fn signal(pid: u32, which: &str) -> bool {
     Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([which, &pid.to_string()])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// True when `pid` has exited: no such process, or a zombie waiting to be reaped.
+pub fn is_gone(pid: u32) -> bool {
+    stat_fields(pid).is_none_or(|(state, _)| state == "Z")
+}
+
+/// The processes whose parent is `pid`, now.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| stat_fields(child).is_some_and(|(_, parent)| parent == pid))
+        .collect()
+}
+
+/// A process's state letter and parent pid, from `/proc/PID/stat` (the fields after
+/// the command name, which may itself hold spaces and parentheses).
+fn stat_fields(pid: u32) -> Option<(String, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut after_name = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = after_name.next()?.to_string();
+    let parent = after_name.next()?.parse().ok()?;
+    Some((state, parent))
 }
 
 /// Waits up to `limit` for `child` to exit; its status, or `None` while it still runs.
