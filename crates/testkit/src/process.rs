@@ -41,13 +41,15 @@ pub fn kill9(pid: u32) -> bool {
 fn signal(pid: u32, which: &str) -> bool {
     Command::new("kill")
         .args([which, &pid.to_string()])
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-/// True when `pid` has exited: no such process, or a zombie waiting to be reaped.
+/// True when no process `pid` exists any more: it exited and was reaped (a zombie
+/// still holds its pid, and PostgreSQL takes such a pid for a running postmaster).
 pub fn is_gone(pid: u32) -> bool {
-    stat_fields(pid).is_none_or(|(state, _)| state == "Z")
+    !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The processes whose parent is `pid`, now.
@@ -56,18 +58,20 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| stat_fields(child).is_some_and(|(_, parent)| parent == pid))
+        .filter(|&child| parent_of(child) == Some(pid))
         .collect()
 }
 
-/// A process's state letter and parent pid, from `/proc/PID/stat` (the fields after
-/// the command name, which may itself hold spaces and parentheses).
-fn stat_fields(pid: u32) -> Option<(String, u32)> {
+/// A process's parent pid, from `/proc/PID/stat` (the second field after the command
+/// name, which may itself hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut after_name = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = after_name.next()?.to_string();
-    let parent = after_name.next()?.parse().ok()?;
-    Some((state, parent))
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Waits up to `limit` for `child` to exit; its status, or `None` while it still runs.

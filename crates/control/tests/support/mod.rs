@@ -602,7 +602,8 @@ pub fn agent_pid(server_dir: &Path) -> Option<u32> {
 }
 
 /// A host crash for one server: kill -9 of its agent, its postmaster and every
-/// PostgreSQL process under it, all at once; returns when they are all gone.
+/// PostgreSQL process under it, all at once; returns when they are all gone, as
+/// after a reboot (reaped, not zombies).
 pub fn crash_server_processes(server_dir: &Path) {
     let status: Value =
         serde_json::from_slice(&fs::read(server_dir.join("status.json")).unwrap()).unwrap();
