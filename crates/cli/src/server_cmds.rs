@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use pgcmk_control::api_tls::ApiClient;
 use pgcmk_control::auth::read_credential;
-use pgcmk_control::kek::{read_identity_secret, resolve_client_id};
+use pgcmk_control::kek::{read_identity_secret, resolve_client_id, VaultEndpoints};
 use pgcmk_control::model::SecretString;
 use pgcmk_control::platform::{CreateServer, Platform, PlatformConfig};
 use pgcmk_control::root_key::RootKeySource;
@@ -40,7 +40,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7480")]
     listen: std::net::SocketAddr,
     /// The vault service's data directory (its service.json gives the identity
-    /// endpoint and CA; its vault list gives vault locations).
+    /// endpoint and CA, followed when the service moves; its vault list gives vault
+    /// locations).
     #[arg(long, env = "PGCMK_VAULT_SERVICE_DIR")]
     vault_service_dir: PathBuf,
     /// The platform key for service-managed encryption (key URL).
@@ -201,18 +202,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         }
         None => RootKeySource::File,
     };
-    let service: Value = std::fs::read(args.vault_service_dir.join("service.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            format!(
-                "no readable service.json in {}: start `pgcmk vault serve` first",
-                args.vault_service_dir.display()
-            )
-        })?;
-    let text = |k: &str| service.get(k).and_then(Value::as_str).map(str::to_string);
-    let identity_endpoint =
-        text("identity_endpoint").ok_or("the vault's service.json has no identity_endpoint")?;
+    let vault = VaultEndpoints::read(&args.vault_service_dir).map_err(|e| {
+        format!("{e}: start `pgcmk vault serve` first, and give its data directory as --vault-service-dir")
+    })?;
     let platform_key = KeyReference::parse(&args.platform_key).map_err(|e| e.to_string())?;
     let platform_identity_secret = args
         .platform_identity_credential_file
@@ -222,8 +214,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let config = PlatformConfig {
         state_dir: args.state_dir.clone(),
-        identity_endpoint,
-        ca_file: text("ca_file").map(PathBuf::from),
+        vault,
         vault_service_dir: Some(args.vault_service_dir),
         platform_key,
         platform_client_id: args.platform_identity,

@@ -35,9 +35,12 @@ pub struct ServeArgs {
     /// Data directory (created 0700 on first start).
     #[arg(long)]
     data_dir: PathBuf,
-    /// Address of the management port; port 0 picks a free one. Vaults get their own ports on the same IP.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
+    /// Address of the management and identity endpoints, kept across restarts: without it
+    /// the stored address (first start: 127.0.0.1, a free port); given, it is used and
+    /// stored (port 0: a free port on that IP, kept once chosen). Vaults keep their own
+    /// ports on the same IP.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Derive the root key with Argon2id from the passphrase in this environment variable
     /// (instead of DATA_DIR/root.key).
     #[arg(long, value_name = "VAR")]

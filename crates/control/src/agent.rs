@@ -9,6 +9,9 @@
 //! its arguments, environment or a file), read to the end at start and kept in
 //! memory only.
 //!
+//! Before every key check it re-reads how to reach the key from `agent.json`, which
+//! the control plane rewrites when the vault service moved.
+//!
 //! Signals: SIGTERM or SIGINT stop the server and exit; SIGHUP checks the key now.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::{kdf, Dek, SecretBytes};
+use pgcmk_keyprovider::akv::AkvKek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 use serde::{Deserialize, Serialize};
 
@@ -215,11 +219,11 @@ pub fn run(dir: &ServerDir, mut identity_secret: impl std::io::Read) -> Result<(
         ));
     }
     let requests = Requests::listen()?;
-    let config: AgentConfig = read_json(&dir.agent_config())?;
+    let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
     std::fs::write(dir.agent_pid(), std::process::id().to_string()).ctx(|| "writing agent.pid")?;
     dir.detach_stale_mount();
-    let kek = config.kek.connect(secret)?;
+    let mut kek = config.kek.connect(secret.clone())?;
     let mut monitor = Monitor::new(config.monitor(), wrapped.kek.clone());
     let mut serving: Option<Serving> = None;
     let mut state = ServerState::Provisioning;
@@ -230,6 +234,7 @@ pub fn run(dir: &ServerDir, mut identity_secret: impl std::io::Read) -> Result<(
             next_check = now;
         }
         if now >= next_check {
+            follow_kek_access(dir, &mut config.kek, &mut kek, &secret);
             let (result, mut dek) = kek::check(&kek, &wrapped);
             if let CheckResult::Denied(reason) | CheckResult::Transient(reason) = &result {
                 tracing::warn!("key check failed: {reason}");
@@ -289,6 +294,35 @@ pub fn run(dir: &ServerDir, mut identity_secret: impl std::io::Read) -> Result<(
     report(dir, &ServerState::Stopped, &wrapped, None)?;
     let _ = std::fs::remove_file(dir.agent_pid());
     Ok(())
+}
+
+/// Reconnects `kek` when `agent.json` says to reach the key otherwise than `access`
+/// (the control plane rewrote it: the vault service moved). An unreadable file or a
+/// configuration that cannot connect keeps the connection in use.
+fn follow_kek_access(
+    dir: &ServerDir,
+    access: &mut KekAccess,
+    kek: &mut AkvKek,
+    secret: &SecretBytes,
+) {
+    let configured = match read_json::<AgentConfig>(&dir.agent_config()) {
+        Ok(config) if config.kek != *access => config.kek,
+        Ok(_) => return,
+        Err(e) => {
+            return tracing::warn!("re-reading the configuration: {e}; keeping the one in use")
+        }
+    };
+    match configured.connect(secret.clone()) {
+        Ok(connected) => {
+            tracing::info!(
+                "reaching the key through {} from now on",
+                configured.vault.identity_endpoint
+            );
+            *kek = connected;
+            *access = configured;
+        }
+        Err(e) => tracing::error!("{e}; keeping the configuration in use"),
+    }
 }
 
 /// Wraps `dek` with the key's current version, checks it is `version`, and

@@ -37,6 +37,8 @@ use crate::Error;
 
 /// How often agents' reports are taken in.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+/// How often the vault service's `service.json` is re-read, to follow it when it moved.
+const FOLLOW_VAULT_EVERY: Duration = Duration::from_secs(2);
 
 /// The routes over `platform`.
 pub fn router(platform: Arc<Platform>) -> Router {
@@ -106,6 +108,7 @@ pub async fn serve(
             }
         })
     };
+    let vault_follower = tokio::spawn(follow_vault_service(platform.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
         shutdown.await;
@@ -115,6 +118,32 @@ pub async fn serve(
     pgcmk_hostkeys::listener::serve(listener, tls, router(platform), stopped).await;
     signal.abort();
     supervisor.abort();
+    vault_follower.abort();
+}
+
+/// Hands agents the vault service's address when it moved, every
+/// [`FOLLOW_VAULT_EVERY`]; a failure is logged when it starts and when it ends.
+async fn follow_vault_service(platform: Arc<Platform>) {
+    let mut failing = None;
+    loop {
+        let p = platform.clone();
+        let result = tokio::task::spawn_blocking(move || p.follow_vault_service())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match (result, &failing) {
+            (Err(e), _) if failing.as_ref() != Some(&e) => {
+                tracing::warn!("following the vault service's address: {e}");
+                failing = Some(e);
+            }
+            (Ok(()), Some(_)) => {
+                tracing::info!("following the vault service's address again");
+                failing = None;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(FOLLOW_VAULT_EVERY).await;
+    }
 }
 
 struct ApiError(Error);

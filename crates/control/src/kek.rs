@@ -1,6 +1,6 @@
 //! Reaching a server's KEK as its managed identity, and the key monitor's check.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgcmk_crypto::{Dek, SecretBytes};
@@ -9,21 +9,40 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference, WrappedDek};
 use serde::{Deserialize, Serialize};
 
 use crate::monitor::CheckResult;
+use crate::server_dir::read_json;
+
+/// Where the vault service hands out managed-identity tokens, and the CA to trust
+/// it by: what the control plane reads from the vault service's `service.json` and
+/// keeps current in every agent's `agent.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultEndpoints {
+    /// The managed-identity token endpoint (`IDENTITY_ENDPOINT`).
+    pub identity_endpoint: String,
+    /// A PEM CA bundle to trust instead of the system roots (a private vault).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl VaultEndpoints {
+    /// Reads them from `service.json` in the vault service's directory (written by
+    /// `pgcmk vault serve` at every start).
+    pub fn read(service_dir: &Path) -> Result<Self, crate::Error> {
+        read_json(&service_dir.join("service.json"))
+    }
+}
 
 /// How to reach one KEK: the key, the managed identity to act as (App Service
-/// managed-identity protocol), and the CA to trust. The identity's secret is not
-/// here (this is written to the server's `agent.json`): the control plane keeps it
-/// sealed in its state and hands it to the agent over a pipe.
+/// managed-identity protocol), and the vault service's endpoints. The identity's
+/// secret is not here (this is written to the server's `agent.json`): the control
+/// plane keeps it sealed in its state and hands it to the agent over a pipe.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KekAccess {
     /// The key, versioned or versionless.
     pub key: KeyReference,
-    /// The managed-identity token endpoint (`IDENTITY_ENDPOINT`).
-    pub identity_endpoint: String,
+    /// The vault service's identity endpoint and CA (`identity_endpoint`, `ca_file`).
+    #[serde(flatten)]
+    pub vault: VaultEndpoints,
     /// The managed identity's client id.
     pub client_id: String,
-    /// A PEM CA bundle to trust instead of the system roots (a private vault).
-    pub ca_file: Option<PathBuf>,
 }
 
 impl KekAccess {
@@ -32,8 +51,8 @@ impl KekAccess {
     pub fn connect(&self, header: SecretBytes) -> Result<AkvKek, KeyError> {
         let header = SecretBytes::new(header.expose_secret().trim_ascii().to_vec());
         let tokens =
-            TokenSource::managed_identity(&self.identity_endpoint, header, &self.client_id)?;
-        let mut options = match &self.ca_file {
+            TokenSource::managed_identity(&self.vault.identity_endpoint, header, &self.client_id)?;
+        let mut options = match &self.vault.ca_file {
             Some(ca) => ClientOptions::trusting_only(ca),
             None => ClientOptions::default(),
         };

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::{random, SecretBytes};
@@ -19,7 +19,7 @@ use crate::agent::{self, AgentConfig, AgentStatus};
 use crate::api_tls;
 use crate::auth::DbaAuth;
 use crate::error::IoContext;
-use crate::kek::KekAccess;
+use crate::kek::{KekAccess, VaultEndpoints};
 use crate::model::{now_rfc3339, Encryption, Event, SecretString, ServerRecord, ServerState};
 use crate::root_key::{ControlKeys, IdentitySecrets, RootKeySource};
 use crate::server_dir::{read_json, write_json_atomic, ServerDir};
@@ -38,11 +38,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct PlatformConfig {
     /// Where the state store and the servers' directories live.
     pub state_dir: PathBuf,
-    /// The vault service's managed-identity token endpoint.
-    pub identity_endpoint: String,
-    /// The vault service's CA certificate (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// The vault service's data directory, used to look up vaults' locations.
+    /// The vault service's identity endpoint and CA certificate at start.
+    pub vault: VaultEndpoints,
+    /// The vault service's data directory: its `service.json` is followed when the
+    /// service moves, and its vault list gives vaults' locations.
     pub vault_service_dir: Option<PathBuf>,
     /// The platform key for service-managed encryption.
     pub platform_key: KeyReference,
@@ -136,6 +135,8 @@ pub struct Platform {
     /// The DBA credential file, when this start created it.
     new_dba_credential: Option<PathBuf>,
     agents: Mutex<HashMap<String, AgentProcess>>,
+    /// Where agents reach the vault service now (see [`Platform::follow_vault_service`]).
+    vault: RwLock<VaultEndpoints>,
     /// Serializes lifecycle operations on servers (not key checks).
     lifecycle: Mutex<()>,
     /// Serializes supervision passes, so that one report becomes one event.
@@ -162,6 +163,7 @@ impl Platform {
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
         }
         let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
+        let vault = RwLock::new(config.vault.clone());
         let platform = Self {
             config,
             store,
@@ -170,6 +172,7 @@ impl Platform {
             dba,
             new_dba_credential,
             agents: Mutex::new(HashMap::new()),
+            vault,
             lifecycle: Mutex::new(()),
             supervision: Mutex::new(()),
         };
@@ -370,9 +373,8 @@ impl Platform {
                     KeyReference::parse(key).map_err(|e| Error::InvalidRequest(e.to_string()))?;
                 let access = KekAccess {
                     key: key.clone(),
-                    identity_endpoint: self.config.identity_endpoint.clone(),
+                    vault: self.vault_endpoints(),
                     client_id: identity.clone(),
-                    ca_file: self.config.ca_file.clone(),
                 };
                 Ok((
                     Encryption::CustomerManaged {
@@ -394,9 +396,87 @@ impl Platform {
     fn platform_access(&self) -> KekAccess {
         KekAccess {
             key: self.config.platform_key.clone(),
-            identity_endpoint: self.config.identity_endpoint.clone(),
+            vault: self.vault_endpoints(),
             client_id: self.config.platform_client_id.clone(),
-            ca_file: self.config.ca_file.clone(),
+        }
+    }
+
+    /// Where agents reach the vault service now.
+    fn vault_endpoints(&self) -> VaultEndpoints {
+        self.vault
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Follows the vault service when it was moved: re-reads its `service.json` (when
+    /// the control plane was given its directory) and hands every running agent where
+    /// it is now. Agents started later get it in their `agent.json` at spawn.
+    pub fn follow_vault_service(&self) -> Result<(), Error> {
+        let Some(service_dir) = &self.config.vault_service_dir else {
+            return Ok(());
+        };
+        let now = VaultEndpoints::read(service_dir)?;
+        {
+            let mut held = self.vault.write().unwrap_or_else(PoisonError::into_inner);
+            if *held != now {
+                tracing::info!(
+                    "the vault service moved: identity endpoint {} -> {}",
+                    held.identity_endpoint,
+                    now.identity_endpoint
+                );
+                *held = now;
+            }
+        }
+        // Every pass, not only on a change: an agent spawned while the address changed
+        // is brought up to date by the next one.
+        let running: Vec<(String, u32)> = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, agent)| (id.clone(), agent.pid))
+            .collect();
+        for (id, pid) in running {
+            match self.store.server(&id) {
+                Ok(server) => self.hand_vault_address(&server, Some(pid)),
+                Err(e) => tracing::error!(server = %id, "following the vault service: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes where the vault service is now into the server's `agent.json`; when
+    /// that changed it and the agent runs (`running`), asks the agent to check its key
+    /// now (SIGHUP), which re-reads it. A failure is logged: an agent reports a
+    /// configuration it cannot use itself, and the next pass of
+    /// [`Platform::follow_vault_service`] tries again.
+    fn hand_vault_address(&self, record: &ServerRecord, running: Option<u32>) {
+        let handed = (|| {
+            let path = ServerDir::new(&record.dir).agent_config();
+            let mut config: AgentConfig = read_json(&path)?;
+            let vault = self.vault_endpoints();
+            if config.kek.vault == vault {
+                return Ok(());
+            }
+            config.kek.vault = vault.clone();
+            write_json_atomic(&path, &config)?;
+            if let Some(pid) = running {
+                sys::send_signal(pid, Signal::Hup).ctx(|| "signalling the agent")?;
+                self.event(
+                    record,
+                    "control-plane",
+                    "vault address refreshed",
+                    &format!(
+                        "the agent reaches the vault service at {} from now on",
+                        vault.identity_endpoint
+                    ),
+                )?;
+            }
+            Ok::<_, Error>(())
+        })();
+        if let Err(e) = handed {
+            tracing::error!(server = %record.name, "handing the agent the vault service's address: {e}");
         }
     }
 
@@ -425,6 +505,7 @@ impl Platform {
     /// its identity's secret written to its stdin.
     fn spawn_agent(&self, record: &ServerRecord) -> Result<(), Error> {
         let secret = self.identity_secret(record)?;
+        self.hand_vault_address(record, None);
         let dir = ServerDir::new(&record.dir);
         // A report from an earlier agent must not be taken for this one's.
         let _ = fs::remove_file(dir.status());
@@ -479,6 +560,7 @@ impl Platform {
                     "agent re-attached",
                     &format!("agent pid {pid} still running"),
                 )?;
+                self.hand_vault_address(record, Some(pid));
                 Ok(())
             }
             None => {
@@ -878,7 +960,7 @@ impl VaultLocations for Platform {
 }
 
 /// True when `pid` is a `pgcmk agent` for `dir` (not a recycled pid).
-fn is_agent_of(pid: u32, dir: &Path) -> bool {
+pub fn is_agent_of(pid: u32, dir: &Path) -> bool {
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };

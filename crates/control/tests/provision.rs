@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use pgcmk_control::agent::{cryptfs_key, provision, AgentConfig};
-use pgcmk_control::kek::KekAccess;
+use pgcmk_control::kek::{KekAccess, VaultEndpoints};
 use pgcmk_control::server_dir::ServerDir;
 use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::KeyReference;
@@ -21,9 +21,11 @@ fn provision_creates_an_encrypted_cluster_readable_only_with_the_dek() {
         port: 1,
         kek: KekAccess {
             key: KeyReference::parse("https://127.0.0.1:1/keys/unused").unwrap(),
-            identity_endpoint: "http://127.0.0.1:1/msi/token".into(),
+            vault: VaultEndpoints {
+                identity_endpoint: "http://127.0.0.1:1/msi/token".into(),
+                ca_file: None,
+            },
             client_id: "unused".into(),
-            ca_file: None,
         },
         interval_ms: 1000,
         grace_ms: 1000,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use pgcmk_control::kek::{read_identity_secret, KekAccess};
+use pgcmk_control::kek::{read_identity_secret, KekAccess, VaultEndpoints};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
 use pgcmk_testkit::binary::pgcmk;
@@ -289,9 +289,11 @@ fn disk_copy_reveals_nothing(
     // What must not be in it. The DEK comes from a real unwrap as the identity.
     let access = |client_id: &str, key: &str| KekAccess {
         key: KeyReference::parse(key).unwrap(),
-        identity_endpoint: vault.identity_endpoint.clone(),
+        vault: VaultEndpoints {
+            identity_endpoint: vault.identity_endpoint.clone(),
+            ca_file: Some(vault.ca_file()),
+        },
         client_id: client_id.to_string(),
-        ca_file: Some(vault.ca_file()),
     };
     let key_url = server["encryption"]["key"].as_str().unwrap();
     let wrapped: WrappedDek = serde_json::from_value(server["wrapped_dek"].clone()).unwrap();

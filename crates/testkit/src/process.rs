@@ -30,10 +30,48 @@ pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
 /// Sends SIGTERM to `pid` (a process the test started); true when it was delivered.
 /// Never panics, so guards' `Drop` can use it.
 pub fn terminate(pid: u32) -> bool {
+    signal(pid, "-TERM")
+}
+
+/// Sends SIGKILL to `pid` (a process the test started): a crash with no cleanup.
+pub fn kill9(pid: u32) -> bool {
+    signal(pid, "-KILL")
+}
+
+fn signal(pid: u32, which: &str) -> bool {
     Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([which, &pid.to_string()])
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// True when no process `pid` exists any more: it exited and was reaped (a zombie
+/// still holds its pid, and PostgreSQL takes such a pid for a running postmaster).
+pub fn is_gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The processes whose parent is `pid`, now.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| parent_of(child) == Some(pid))
+        .collect()
+}
+
+/// A process's parent pid, from `/proc/PID/stat` (the second field after the command
+/// name, which may itself hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Waits up to `limit` for `child` to exit; its status, or `None` while it still runs.

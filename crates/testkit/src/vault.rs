@@ -1,6 +1,7 @@
-//! A real `pgcmk vault serve` child: started on a free loopback port, ready once it
-//! has written `service.json` naming its own pid (a file left by an earlier run names
-//! another), and killed by its handle when dropped.
+//! A real `pgcmk vault serve` child: on a free loopback port chosen by the service on
+//! its first start (and kept by it afterwards), ready once it has written
+//! `service.json` naming its own pid (a file left by an earlier run names another),
+//! and killed by its handle when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -26,8 +27,9 @@ pub struct ServeCommand {
     pub data_dir: PathBuf,
     /// Where stdout and stderr are appended.
     pub log_file: PathBuf,
-    /// `--listen`: a free loopback port unless set.
-    pub listen: String,
+    /// `--listen`, when given; without it the service picks a free loopback port
+    /// on its first start and keeps it.
+    pub listen: Option<String>,
     /// More `serve` arguments.
     pub args: Vec<String>,
     /// Environment for the child (e.g. a passphrase variable).
@@ -35,13 +37,13 @@ pub struct ServeCommand {
 }
 
 impl ServeCommand {
-    /// `pgcmk vault serve --data-dir DATA_DIR --listen 127.0.0.1:0`, logging to `log_file`.
+    /// `pgcmk vault serve --data-dir DATA_DIR`, logging to `log_file`.
     pub fn new(bin: &Path, data_dir: PathBuf, log_file: PathBuf) -> Self {
         Self {
             bin: bin.to_path_buf(),
             data_dir,
             log_file,
-            listen: "127.0.0.1:0".into(),
+            listen: None,
             args: Vec::new(),
             env: Vec::new(),
         }
@@ -53,7 +55,7 @@ impl ServeCommand {
         command
             .args(["vault", "serve", "--data-dir"])
             .arg(&self.data_dir)
-            .args(["--listen", &self.listen])
+            .args(self.listen.iter().flat_map(|l| ["--listen", l.as_str()]))
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         spawn_logged(&mut command, &self.log_file)
@@ -155,16 +157,6 @@ impl VaultProcess {
         let mut child = self.command.spawn();
         self.service = wait_ready(&mut child, &self.command);
         self.child = Some(child);
-    }
-
-    /// Like [`VaultProcess::restart`], on the address it listened on before.
-    pub fn restart_at_same_address(&mut self) {
-        let url = &self.service.info.url;
-        self.command.listen = url
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
-        self.restart();
     }
 
     /// Starts the stopped service expecting it to refuse; returns its log.

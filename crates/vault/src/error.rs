@@ -29,6 +29,21 @@ pub enum Error {
     /// ([`pgcmk_hostkeys`]); the message says what to do.
     #[error(transparent)]
     HostKeys(#[from] pgcmk_hostkeys::Error),
+    /// A port the service keeps across restarts is taken by another process.
+    #[error(
+        "{listener} cannot listen on {address}: the port is in use by another process. \
+         The vault's addresses do not change across restarts (key ids, tokens and node \
+         agents contain them), so it does not move by itself: stop the process holding \
+         port {port} (`ss -ltnp 'sport = :{port}'` shows it) and start the vault again{how_to_move}",
+        port = .address.port(),
+        how_to_move = .listener.how_to_move()
+    )]
+    AddressInUse {
+        /// Which listener.
+        listener: crate::listen::Listener,
+        /// The address it must have.
+        address: std::net::SocketAddr,
+    },
     /// A configuration value or file is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -13,6 +13,7 @@ pub mod files;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod listen;
 pub mod policy;
 pub mod seal;
 pub mod service;

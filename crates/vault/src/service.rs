@@ -18,6 +18,7 @@ use crate::files::{self, DataDir};
 use crate::http::{admin_api, vault_api, ApiError};
 use crate::identity::{Directory, Principal, PrincipalKind};
 use crate::keys::cache::KeyCache;
+use crate::listen::{self, Listener};
 use crate::seal::{self, DerivedKeys, RootKeySource};
 use crate::storage::Store;
 use crate::token::{self, TokenError};
@@ -28,8 +29,10 @@ use crate::{keys, now_unix, tls, Error};
 pub struct ServeOptions {
     /// Data directory (created 0700 on first start).
     pub data_dir: PathBuf,
-    /// Address of the main port; port 0 picks a free one. Vault ports use the same IP.
-    pub listen: SocketAddr,
+    /// Address of the main port, when given (`--listen`); without it the stored
+    /// address, or a free loopback port on the first start (see [`crate::listen`]).
+    /// Vault ports use the same IP.
+    pub listen: Option<SocketAddr>,
     /// Passphrase for an Argon2id-derived root key, instead of `root.key`.
     pub passphrase: Option<SecretBytes>,
     /// How often rotation policies and scheduled purges are checked.
@@ -41,11 +44,12 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Defaults: loopback, free port, root key file, checks every 60 s, 1-hour tokens.
+    /// Defaults: the stored address (first start: loopback, a free port), root key
+    /// file, checks every 60 s, 1-hour tokens.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: None,
             passphrase: None,
             maintenance_interval: Duration::from_secs(60),
             token_lifetime_secs: token::DEFAULT_LIFETIME_SECS,
@@ -293,16 +297,15 @@ pub async fn start(
     }
     let vaults = Vaults::load(&store)?;
     let audit = AuditLog::start(store.clone(), keys.audit.clone())?;
-    let main = TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| Error::io("binding the service port on", options.listen.to_string(), e))?;
-    let local = main.local_addr().map_err(|e| {
-        Error::io(
-            "reading the bound address of",
-            options.listen.to_string(),
-            e,
-        )
-    })?;
+    let main = listen::bind_service(&store, options.listen).await?;
+    let local = listen::local_address(&main)?;
+    let mut vault_listeners = Vec::new();
+    for vault in vaults.list() {
+        let address = SocketAddr::new(local.ip(), vault.port);
+        let listener = listen::bind(address, Listener::Vault(vault.name.clone())).await?;
+        tracing::info!("vault '{}' serving at https://{address}", vault.name);
+        vault_listeners.push((listener, vault.name));
+    }
     let service = Arc::new(Service {
         dir,
         store,
@@ -321,22 +324,8 @@ pub async fn start(
         crypto_pool: crate::worker_pool::WorkerPool::per_core(),
     });
     service.spawn_listener(main, admin_api::router(service.clone()));
-    for vault in service.vaults.list() {
-        let addr = SocketAddr::new(service.ip, vault.port);
-        match TcpListener::bind(addr).await {
-            Ok(l) => {
-                tracing::info!(
-                    "vault '{}' serving at {}",
-                    vault.name,
-                    service.vault_url(&vault)
-                );
-                service.serve_vault(&vault.name, l);
-            }
-            Err(e) => tracing::error!(
-                "vault '{}' cannot listen on {addr}: {e}; free the port and restart",
-                vault.name
-            ),
-        }
+    for (listener, name) in vault_listeners {
+        service.serve_vault(&name, listener);
     }
     let maintenance = tokio::spawn(keys::maintenance::run(
         service.clone(),

@@ -6,15 +6,20 @@
 #![allow(dead_code)] // Each test binary uses a different part.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pgcmk_control::model::ServerState;
+use pgcmk_control::platform::is_agent_of;
+use pgcmk_control::server_dir::ServerDir;
 use pgcmk_testkit::binary::pgcmk;
 use pgcmk_testkit::cli::{run_json, SecurityOfficer};
-use pgcmk_testkit::process::{spawn_logged, terminate, wait_exit};
+use pgcmk_testkit::process::{
+    children_of, is_gone, kill9, kill_quietly, spawn_logged, terminate, wait_exit,
+};
 use pgcmk_testkit::vault::{ServeCommand, VaultProcess};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
@@ -56,10 +61,40 @@ impl Vault {
         self.process.kill();
     }
 
-    /// Starts the killed service again on its previous address.
+    /// Starts the killed service again with the same arguments.
     pub fn restart(&mut self) {
-        self.process.restart_at_same_address();
+        self.process.restart();
         self.identity_endpoint = self.process.service.info.identity_endpoint.clone();
+    }
+
+    /// The security officer moves the running service to `listen` on purpose: stops
+    /// it and starts it with `--listen` (its vaults keep their own ports). Returns
+    /// when the old service was gone (RFC 3339): later audit entries came in through
+    /// the new address.
+    pub fn move_to(&mut self, listen: SocketAddr) -> String {
+        self.process.stop();
+        let moved = pgcmk_control::model::now_rfc3339();
+        self.process.command.listen = Some(listen.to_string());
+        self.restart();
+        moved
+    }
+
+    /// How many allowed calls of `operation` (an audit name such as `KeyUnwrap`)
+    /// `identity` made since `since` (RFC 3339), by the audit trail.
+    pub fn calls_since(&self, identity: &Identity, operation: &str, since: &str) -> usize {
+        let v = self.cli(&[
+            "audit",
+            "list",
+            "--principal",
+            &identity.name,
+            "--operation",
+            operation,
+            "--result",
+            "allowed",
+            "--since",
+            since,
+        ]);
+        v["value"].as_array().map_or(0, Vec::len)
     }
 
     /// Runs a security officer's command (`--output json`) as the vault's administrator.
@@ -396,6 +431,16 @@ impl ControlPlane {
         terminate(self.child.id());
         self.child.wait().unwrap();
         meanwhile();
+        self.start_again();
+    }
+
+    /// kill -9 of the control plane: no cleanup; its agents keep running.
+    pub fn kill(&mut self) {
+        kill_quietly(&mut self.child);
+    }
+
+    /// Starts the stopped or killed control plane again with the same arguments.
+    pub fn start_again(&mut self) {
         self.child = Self::spawn(&self.root, &self.args, self.passphrase.as_deref());
         self.wait_listening();
     }
@@ -528,22 +573,59 @@ impl Drop for ControlPlane {
                 let _ = self.try_server(&["delete", s["name"].as_str().unwrap_or_default()]);
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Agents left behind by a failed stop: ask each to stop, by its pid file.
+        kill_quietly(&mut self.child);
+        // Agents left behind by a failed stop: ask each to stop, by its pid file (when
+        // that pid is still this server's agent), then detach what a killed one left mounted.
         for dir in self.server_dirs() {
-            let pid_file = self.state_dir.join("servers").join(dir).join("agent.pid");
-            if let Some(pid) = fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|pid| pid.trim().parse().ok())
-            {
-                terminate(pid);
-                wait_for("a leftover agent to exit", Duration::from_secs(60), || {
-                    !pid_file.exists()
-                });
+            let dir = ServerDir::new(self.state_dir.join("servers").join(dir));
+            if let Some(pid) = agent_pid(dir.root()) {
+                if terminate(pid) {
+                    wait_for("a leftover agent to exit", Duration::from_secs(60), || {
+                        is_gone(pid)
+                    });
+                }
             }
+            dir.detach_stale_mount();
         }
     }
+}
+
+/// The pid in the server directory's `agent.pid`, if that process is still a
+/// `pgcmk agent` for this directory (and not a recycled pid).
+pub fn agent_pid(server_dir: &Path) -> Option<u32> {
+    fs::read_to_string(server_dir.join("agent.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&pid| is_agent_of(pid, server_dir))
+}
+
+/// A host crash for one server: kill -9 of its agent, its postmaster and every
+/// PostgreSQL process under it, all at once; returns when they are all gone, as
+/// after a reboot (reaped, not zombies).
+pub fn crash_server_processes(server_dir: &Path) {
+    let status: Value =
+        serde_json::from_slice(&fs::read(server_dir.join("status.json")).unwrap()).unwrap();
+    let postmaster = u32::try_from(status["postgres_pid"].as_u64().expect("postgres pid")).unwrap();
+    let mut pids = vec![agent_pid(server_dir).expect("a running agent"), postmaster];
+    pids.extend(children_of(postmaster));
+    for &pid in &pids {
+        kill9(pid);
+    }
+    wait_for(
+        "the killed processes to be gone",
+        Duration::from_secs(30),
+        || pids.iter().all(|&pid| is_gone(pid)),
+    );
+}
+
+/// An address on 127.0.0.1 whose port is free now.
+pub fn free_loopback_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A scratch directory that the `postgres` user can traverse.

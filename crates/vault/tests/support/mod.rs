@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this harness.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use pgcmk_testkit::vault::{ServeCommand, VaultProcess};
@@ -65,6 +66,11 @@ impl Vault {
             process,
             dir,
         }
+    }
+
+    /// Sets `--listen` for the next (re)start (`None`: no `--listen`).
+    pub fn set_listen(&mut self, listen: Option<SocketAddr>) {
+        self.process.command.listen = listen.map(|a| a.to_string());
     }
 
     /// Sets the environment of the next (re)start.
