@@ -61,6 +61,9 @@ pub enum FsCommand {
         /// WAL flush) [default: true; `--direct-io-wal=false` turns it off].
         #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
         direct_io_wal: Option<bool>,
+        /// Mount read-only: no change reaches the volume (no crash recovery either).
+        #[arg(long)]
+        read_only: bool,
     },
     /// Unmount a cryptfs mount (the `pgcmk fs mount` process then exits).
     Unmount {
@@ -117,12 +120,14 @@ pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
             allow_other,
             threads,
             direct_io_wal,
+            read_only,
         } => {
             let defaults = MountOptions::default();
             let options = MountOptions {
                 allow_other,
                 threads: threads.unwrap_or(defaults.threads),
                 direct_io_wal: direct_io_wal.unwrap_or(defaults.direct_io_wal),
+                read_only,
             };
             mount(&cipher_dir, &mountpoint, key.read()?, options, format)
         }
