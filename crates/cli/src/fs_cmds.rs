@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use pgcmk_cryptfs::{key_file, MountOptions, TerminationSignals};
 use pgcmk_crypto::SymmetricKey;
 
-use crate::{output, Format};
+use crate::{output, volume_check, Format};
 
 /// Where the master key comes from.
 #[derive(Args)]
@@ -178,60 +178,5 @@ fn mount(
 
 fn fsck(cipher_dir: &Path, key: &SymmetricKey, format: Format) -> Result<(), String> {
     let report = pgcmk_cryptfs::fsck(cipher_dir, key).map_err(|e| e.to_string())?;
-    let bad: Vec<_> = report
-        .bad_blocks
-        .iter()
-        .map(|b| serde_json::json!({ "file": b.file, "block": b.block, "reason": b.reason }))
-        .collect();
-    let torn: Vec<_> = report
-        .torn_blocks
-        .iter()
-        .map(|b| serde_json::json!({ "file": b.file, "block": b.block, "reason": b.reason }))
-        .collect();
-    let value = serde_json::json!({
-        "files_checked": report.files_checked,
-        "blocks_checked": report.blocks_checked,
-        "dirty": report.dirty,
-        "bad_blocks": bad,
-        "torn_blocks": torn,
-    });
-    output::print(format, &value, |_| {
-        let mut text = format!(
-            "checked {} files, {} blocks: {} bad",
-            report.files_checked,
-            report.blocks_checked,
-            report.bad_blocks.len()
-        );
-        for b in &report.bad_blocks {
-            let block = b
-                .block
-                .map_or("header".to_string(), |n| format!("block {n}"));
-            text.push_str(&format!("\n{}: {block}: {}", b.file.display(), b.reason));
-        }
-        // Torn blocks are not errors: the next mount's crash recovery repairs them.
-        if report.dirty {
-            text.push_str(&format!(
-                "\nnot cleanly unmounted: {} torn block(s) that the next mount repairs",
-                report.torn_blocks.len()
-            ));
-        }
-        for b in &report.torn_blocks {
-            let block = b.block.map_or("header".to_string(), |n| n.to_string());
-            text.push_str(&format!(
-                "\n{}: torn {block}: {}",
-                b.file.display(),
-                b.reason
-            ));
-        }
-        text
-    });
-    if report.is_clean() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} bad block(s) in {}",
-            report.bad_blocks.len(),
-            cipher_dir.display()
-        ))
-    }
+    volume_check::print(&cipher_dir.display().to_string(), &report.into(), format)
 }
