@@ -158,9 +158,12 @@ impl Platform {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let config: AgentConfig = read_json(&ServerDir::new(&server.dir).agent_config())?;
-        if !self.is_idle(&server) || config.kek.key.version.is_some() {
+        if !self.is_idle(&server) {
             return Ok(());
+        }
+        let config: AgentConfig = read_json(&ServerDir::new(&server.dir).agent_config())?;
+        if config.kek.key.version.is_some() {
+            return Ok(()); // pinned: there is nothing to adopt
         }
         match self.adopt_key_version(&server) {
             Err(e @ Error::KeyVersionRefused { .. }) => {

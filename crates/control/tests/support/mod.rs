@@ -499,6 +499,26 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `pgcmk server ARGS` (human output unless ARGS say otherwise), whatever
+    /// its exit status.
+    pub fn server_output(&self, args: &[&str]) -> std::process::Output {
+        self.server_command(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `pgcmk server ARGS` with its stdout piped (e.g. `logs --follow`); the
+    /// caller stops it by its handle.
+    pub fn spawn_server(&self, args: &[&str]) -> Child {
+        self.server_command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn server(&self, args: &[&str]) -> Value {
         self.try_server(args)
             .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", self.log()))
