@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use pgcmk_control::task::{LogRecord, LogSource, VolumeView};
 use pgcmk_cryptfs::format::{data_offset, Slot};
-use pgcmk_testkit::process::kill_quietly;
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 use support::*;
@@ -93,7 +92,7 @@ fn server_logs_show_postgres_lines_of_a_running_and_of_a_stopped_server() {
     let follow_marker = "LOGMARKER-followed-77ab";
     let mut follower = cp.spawn_server(&["logs", "logged", "--follow", "--lines", "0"]);
     let (lines, received) = mpsc::channel();
-    let stdout = follower.stdout.take().unwrap();
+    let stdout = follower.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if lines.send(line).is_err() {
@@ -116,7 +115,7 @@ fn server_logs_show_postgres_lines_of_a_running_and_of_a_stopped_server() {
         seen.iter()
             .any(|l| l.starts_with("postgres | ") && l.contains(follow_marker))
     });
-    kill_quietly(&mut follower);
+    drop(follower);
     wait_for("the follow run to end", Duration::from_secs(30), || {
         cp.agents_of(&s.dir).len() == 1
     });

@@ -508,15 +508,17 @@ impl ControlPlane {
             .unwrap()
     }
 
-    /// Starts `pgcmk server ARGS` with its stdout piped (e.g. `logs --follow`); the
-    /// caller stops it by its handle.
-    pub fn spawn_server(&self, args: &[&str]) -> Child {
-        self.server_command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    /// Starts `pgcmk server ARGS` with its stdout piped (e.g. `logs --follow`); it is
+    /// killed when the guard drops, also when the test fails.
+    pub fn spawn_server(&self, args: &[&str]) -> KilledOnDrop {
+        KilledOnDrop(
+            self.server_command(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     pub fn server(&self, args: &[&str]) -> Value {
@@ -640,6 +642,15 @@ impl Drop for ControlPlane {
                 });
             }
         }
+    }
+}
+
+/// A child process of the test, killed (by its handle) and reaped on drop.
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        pgcmk_testkit::process::kill_quietly(&mut self.0);
     }
 }
 
