@@ -184,13 +184,20 @@ impl Platform {
 
     /// Refuses a start that the vault would refuse, before any agent runs, naming
     /// the key version and the fix; adopts the key's current version on the way.
-    /// The refusal is an event.
+    /// The refusal is an event. Any other failure (an unreachable vault, unreadable
+    /// files) is left to the node agent, which reports it as it starts.
     pub(super) fn check_key_before_start(&self, server: &ServerRecord) -> Result<(), Error> {
-        self.adopt_key_version(server).inspect_err(|e| {
-            if let Err(store) = self.event(server, "dba", "start refused", &e.to_string()) {
-                tracing::error!(server = %server.name, "recording a refused start: {store}");
+        match self.adopt_key_version(server) {
+            Err(refused @ Error::KeyVersionRefused { .. }) => {
+                self.event(server, "dba", "start refused", &refused.to_string())?;
+                Err(refused)
             }
-        })
+            Err(other) => {
+                tracing::warn!(server = %server.name, "checking the key before the start: {other}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// PostgreSQL's and the agent's logs, through a short-lived agent run: the
