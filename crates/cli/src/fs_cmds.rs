@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use pgcmk_cryptfs::{key_file, MountOptions, TerminationSignals};
 use pgcmk_crypto::SymmetricKey;
 
-use crate::{output, Format};
+use crate::{output, volume_check, Format};
 
 /// Where the master key comes from.
 #[derive(Args)]
@@ -61,6 +61,9 @@ pub enum FsCommand {
         /// WAL flush) [default: true; `--direct-io-wal=false` turns it off].
         #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
         direct_io_wal: Option<bool>,
+        /// Mount read-only: no change reaches the volume (no crash recovery either).
+        #[arg(long)]
+        read_only: bool,
     },
     /// Unmount a cryptfs mount (the `pgcmk fs mount` process then exits).
     Unmount {
@@ -121,12 +124,14 @@ pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
             allow_other,
             threads,
             direct_io_wal,
+            read_only,
         } => {
             let defaults = MountOptions::default();
             let options = MountOptions {
                 allow_other,
                 threads: threads.unwrap_or(defaults.threads),
                 direct_io_wal: direct_io_wal.unwrap_or(defaults.direct_io_wal),
+                read_only,
             };
             mount(&cipher_dir, &mountpoint, key.read()?, options, format)
         }
@@ -177,60 +182,5 @@ fn mount(
 
 fn fsck(cipher_dir: &Path, key: &SymmetricKey, format: Format) -> Result<(), String> {
     let report = pgcmk_cryptfs::fsck(cipher_dir, key).map_err(|e| e.to_string())?;
-    let bad: Vec<_> = report
-        .bad_blocks
-        .iter()
-        .map(|b| serde_json::json!({ "file": b.file, "block": b.block, "reason": b.reason }))
-        .collect();
-    let torn: Vec<_> = report
-        .torn_blocks
-        .iter()
-        .map(|b| serde_json::json!({ "file": b.file, "block": b.block, "reason": b.reason }))
-        .collect();
-    let value = serde_json::json!({
-        "files_checked": report.files_checked,
-        "blocks_checked": report.blocks_checked,
-        "dirty": report.dirty,
-        "bad_blocks": bad,
-        "torn_blocks": torn,
-    });
-    output::print(format, &value, |_| {
-        let mut text = format!(
-            "checked {} files, {} blocks: {} bad",
-            report.files_checked,
-            report.blocks_checked,
-            report.bad_blocks.len()
-        );
-        for b in &report.bad_blocks {
-            let block = b
-                .block
-                .map_or("header".to_string(), |n| format!("block {n}"));
-            text.push_str(&format!("\n{}: {block}: {}", b.file.display(), b.reason));
-        }
-        // Torn blocks are not errors: the next mount's crash recovery repairs them.
-        if report.dirty {
-            text.push_str(&format!(
-                "\nnot cleanly unmounted: {} torn block(s) that the next mount repairs",
-                report.torn_blocks.len()
-            ));
-        }
-        for b in &report.torn_blocks {
-            let block = b.block.map_or("header".to_string(), |n| n.to_string());
-            text.push_str(&format!(
-                "\n{}: torn {block}: {}",
-                b.file.display(),
-                b.reason
-            ));
-        }
-        text
-    });
-    if report.is_clean() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} bad block(s) in {}",
-            report.bad_blocks.len(),
-            cipher_dir.display()
-        ))
-    }
+    volume_check::print(&cipher_dir.display().to_string(), &report.into(), format)
 }

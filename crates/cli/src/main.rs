@@ -13,6 +13,7 @@ mod fs_cmds;
 mod output;
 mod server_cmds;
 mod vault_cmds;
+mod volume_check;
 
 /// PostgreSQL servers encrypted with customer-managed keys.
 #[derive(Parser)]

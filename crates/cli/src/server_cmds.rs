@@ -7,18 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use pgcmk_control::api::{ApiErrorBody, LogsQuery};
 use pgcmk_control::api_tls::ApiClient;
 use pgcmk_control::auth::read_credential;
 use pgcmk_control::kek::{read_identity_secret, resolve_client_id, VaultEndpoints};
-use pgcmk_control::model::SecretString;
-use pgcmk_control::platform::{CreateServer, Platform, PlatformConfig};
+use pgcmk_control::model::{Encryption, SecretString, ServerDetails, ServerRecord, ServerState};
+use pgcmk_control::platform::{CreateServer, Created, Platform, PlatformConfig};
 use pgcmk_control::root_key::RootKeySource;
 use pgcmk_control::server_dir::ServerDir;
+use pgcmk_control::task::{AgentTask, LogRecord, VolumeCheck, VolumeView};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyReference;
 use serde_json::{json, Value};
 
-use crate::{output, Format};
+use crate::{output, volume_check, Format};
 
 /// Where `pgcmk server` finds the control plane unless told otherwise.
 const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7480";
@@ -72,6 +74,37 @@ pub struct AgentArgs {
     /// The server's directory.
     #[arg(long)]
     server_dir: PathBuf,
+    /// One task instead of serving (a short-lived run started by the control plane).
+    #[command(subcommand)]
+    task: Option<AgentTaskCommand>,
+}
+
+/// The tasks of a short-lived agent run (`pgcmk_control::task::AgentTask`).
+#[derive(Subcommand)]
+enum AgentTaskCommand {
+    /// Re-wrap the DEK with the key's current version if it moved on.
+    AdoptKeyVersion,
+    /// Print PostgreSQL's and the agent's logs as JSON lines.
+    Logs {
+        /// Lines of each log to start with.
+        #[arg(long)]
+        lines: usize,
+        /// Keep printing lines while the server serves.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Check every block of the volume.
+    Fsck,
+}
+
+impl From<AgentTaskCommand> for AgentTask {
+    fn from(command: AgentTaskCommand) -> Self {
+        match command {
+            AgentTaskCommand::AdoptKeyVersion => AgentTask::AdoptKeyVersion,
+            AgentTaskCommand::Logs { lines, follow } => AgentTask::Logs { lines, follow },
+            AgentTaskCommand::Fsck => AgentTask::Fsck,
+        }
+    }
 }
 
 /// Encryption choices for `server create`.
@@ -147,6 +180,25 @@ pub enum ServerCommand {
         /// Server name.
         name: String,
     },
+    /// Show PostgreSQL's and the agent's logs, read through the agent (PostgreSQL's
+    /// log is on the encrypted volume; a server that is not running is mounted
+    /// read-only for it, if the key is accessible).
+    Logs {
+        /// Server name.
+        name: String,
+        /// Lines of each log to show.
+        #[arg(long, default_value_t = LogsQuery::DEFAULT_LINES)]
+        lines: usize,
+        /// Keep showing lines as they are written, while the server serves.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Check every block of a stopped server's encrypted volume (cryptfs fsck through
+    /// the agent); exits non-zero when a block is bad.
+    Fsck {
+        /// Server name.
+        name: String,
+    },
 }
 
 /// `pgcmk server` options shared by every subcommand.
@@ -179,6 +231,8 @@ fn init_logging() {
             }),
         )
         .with_writer(std::io::stderr)
+        // Agents log to agent.log, which `pgcmk server logs` shows: no colour codes there.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -274,11 +328,19 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs a node agent until SIGTERM; its identity's secret comes on stdin.
+/// Runs a node agent until SIGTERM, or one task of it; its identity's secret comes
+/// on stdin.
 pub fn agent(args: AgentArgs) -> Result<(), String> {
     init_logging();
-    pgcmk_control::agent::run(&ServerDir::new(args.server_dir), std::io::stdin().lock())
-        .map_err(|e| e.to_string())
+    let dir = ServerDir::new(args.server_dir);
+    let stdin = std::io::stdin().lock();
+    match args.task {
+        None => pgcmk_control::agent::run(&dir, stdin),
+        Some(task) => {
+            pgcmk_control::agent_task::run(&dir, &task.into(), stdin, std::io::stdout().lock())
+        }
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Runs `pgcmk demo` (needs root: it mounts FUSE and starts PostgreSQL).
@@ -303,6 +365,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
         })?;
     let client = api.http();
     let url = |path: &str| api.url(&format!("/servers{path}"));
+    let as_dba = |request: reqwest::blocking::RequestBuilder| {
+        api.send(request.bearer_auth(token.expose_secret()))
+            .map_err(|e| e.to_string())
+    };
     let (request, render): (_, fn(&Value) -> String) = match args.command {
         ServerCommand::Create {
             name,
@@ -364,103 +430,231 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), String> {
         ),
         ServerCommand::Revalidate { name } => {
             (client.post(url(&format!("/{name}/revalidate"))), |v| {
-                format!(
-                    "key check requested for {}",
-                    v["name"].as_str().unwrap_or_default()
-                )
+                typed(v, |s: &ServerRecord| {
+                    format!("key check requested for {}", s.name)
+                })
             })
         }
+        ServerCommand::Logs {
+            name,
+            lines,
+            follow,
+        } => {
+            let query = LogsQuery { lines, follow };
+            let request = client.get(url(&format!("/{name}/logs"))).query(&query);
+            return print_logs(success(as_dba(request)?)?, follow, format);
+        }
+        ServerCommand::Fsck { name } => {
+            let response = success(as_dba(client.post(url(&format!("/{name}/fsck"))))?)?;
+            let check: VolumeCheck = response.json().map_err(|e| e.to_string())?;
+            return volume_check::print(&format!("the volume of server '{name}'"), &check, format);
+        }
     };
-    let response = api
-        .send(request.bearer_auth(token.expose_secret()))
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let value: Value = response.json().unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(value["error"]["message"].as_str().map_or_else(
-            || format!("control plane answered {status}"),
-            str::to_string,
-        ));
-    }
+    let value: Value = success(as_dba(request)?)?.json().unwrap_or(Value::Null);
     output::print(format, &value, render);
     Ok(())
 }
 
-fn state_line(server: &Value) -> String {
-    let state = server["state"]["state"].as_str().unwrap_or("?");
-    match server["state"]["reason"].as_str() {
-        Some(reason) => format!("{state} ({reason})"),
-        None => state.to_string(),
+/// The response if it is a success, else the error the control plane described.
+fn success(response: reqwest::blocking::Response) -> Result<reqwest::blocking::Response, String> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    Err(response.json::<ApiErrorBody>().map_or_else(
+        |_| format!("control plane answered {status}"),
+        |body| body.error.message,
+    ))
+}
+
+/// Prints the log records of `response` as they arrive: `SOURCE | LINE`, or with
+/// `--output json` one JSON document (one per line while following).
+fn print_logs(
+    response: reqwest::blocking::Response,
+    follow: bool,
+    format: Format,
+) -> Result<(), String> {
+    use std::io::{BufRead, Write};
+    let mut records = Vec::new();
+    let mut view = None;
+    for line in std::io::BufReader::new(response).lines() {
+        let line = line.map_err(|e| format!("reading the logs: {e}"))?;
+        if line.trim().is_empty() {
+            continue; // keeps an idle stream alive
+        }
+        let record: LogRecord = serde_json::from_str(&line)
+            .map_err(|e| format!("unexpected log record ({e}): {line}"))?;
+        match (format, follow) {
+            (Format::Json, false) => records.push(record),
+            (Format::Json, true) => println!("{line}"),
+            (Format::Human, _) => {
+                if let LogRecord::Volume(v) = &record {
+                    view = Some(v.clone());
+                }
+                println!("{}", render_log_record(&record));
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+    if format == Format::Json && !follow {
+        output::print(
+            format,
+            &serde_json::to_value(&records).map_err(|e| e.to_string())?,
+            |_| String::new(),
+        );
+    }
+    if follow && format == Format::Human && view != Some(VolumeView::Live) {
+        println!("(the server is not serving: its logs do not grow; not following)");
+    }
+    Ok(())
+}
+
+fn render_log_record(record: &LogRecord) -> String {
+    match record {
+        LogRecord::Line { source, text } => format!("{:<8} | {text}", source.name()),
+        LogRecord::Volume(VolumeView::Live) => {
+            "-- PostgreSQL's log, from the serving agent's mount".into()
+        }
+        LogRecord::Volume(VolumeView::ReadOnly) => {
+            "-- PostgreSQL's log, from a read-only mount of the volume (the server is not serving)"
+                .into()
+        }
+        LogRecord::Volume(VolumeView::Unavailable { reason }) => format!("-- {reason}"),
     }
 }
 
-fn render_server(s: &Value) -> String {
-    let encryption = match s["encryption"]["kind"].as_str() {
-        Some("customer-managed") => format!(
-            "customer-managed: key {} via identity {}",
-            s["encryption"]["key"].as_str().unwrap_or("?"),
-            s["encryption"]["identity"].as_str().unwrap_or("?")
+/// Renders the API's JSON answer `v` as a `T`.
+fn typed<T: serde::de::DeserializeOwned>(v: &Value, render: impl Fn(&T) -> String) -> String {
+    match T::deserialize(v) {
+        Ok(t) => render(&t),
+        Err(e) => format!("unexpected answer from the control plane ({e}): {v}"),
+    }
+}
+
+fn state_line(state: &ServerState) -> String {
+    match state.reason() {
+        Some(reason) => format!("{} ({reason})", state.name()),
+        None => state.name().to_string(),
+    }
+}
+
+fn render_server(v: &Value) -> String {
+    typed(v, describe_server)
+}
+
+fn describe_server(s: &ServerRecord) -> String {
+    let encryption = match &s.encryption {
+        Encryption::CustomerManaged { key, identity } => format!(
+            "customer-managed: key {key} via identity {identity} ({})",
+            if key.version.is_some() {
+                "pinned to that version"
+            } else {
+                "follows its rotation"
+            }
         ),
-        _ => "service-managed".to_string(),
+        Encryption::ServiceManaged => "service-managed".to_string(),
     };
     format!(
-        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  encryption: {encryption}\n  DEK wrapped by: {}\n  created:    {}",
-        s["name"].as_str().unwrap_or("?"),
-        state_line(s),
-        s["location"].as_str().unwrap_or("?"),
-        s["port"],
-        s["wrapped_dek"]["kek"].as_str().unwrap_or("?"),
-        s["created_at"].as_str().unwrap_or("?"),
+        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  encryption: {encryption}\n  needs key version: {} (it wraps the DEK: keep it enabled)\n  created:    {}",
+        s.name,
+        state_line(&s.state),
+        s.location,
+        s.port,
+        s.wrapped_dek.kek,
+        s.created_at,
     )
 }
 
 fn render_created(v: &Value) -> String {
-    format!(
-        "{}\n  superuser:  postgres, password {} (shown once; the platform does not keep it)",
-        render_server(&v["server"]),
-        v["password"].as_str().unwrap_or("?")
-    )
+    typed(v, |c: &Created| {
+        format!(
+            "{}\n  superuser:  postgres, password {} (shown once; the platform does not keep it)",
+            describe_server(&c.server),
+            c.password.expose_secret()
+        )
+    })
 }
 
 fn render_show(v: &Value) -> String {
-    let mut text = render_server(&v["server"]);
-    text.push_str("\n  events:");
-    for e in v["events"].as_array().into_iter().flatten() {
-        text.push_str(&format!(
-            "\n    {} {:<12} {} — {}",
-            e["at"].as_str().unwrap_or(""),
-            e["who"].as_str().unwrap_or(""),
-            e["what"].as_str().unwrap_or(""),
-            e["why"].as_str().unwrap_or("")
-        ));
-    }
-    text
+    typed(v, |d: &ServerDetails| {
+        let mut text = describe_server(&d.server);
+        text.push_str("\n  events:");
+        for e in &d.events {
+            text.push_str(&format!(
+                "\n    {} {:<13} {} — {}",
+                e.at, e.who, e.what, e.why
+            ));
+        }
+        text
+    })
 }
 
 fn render_list(v: &Value) -> String {
-    let rows: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            format!(
-                "{:<24} {:<14} {:<6} {}",
-                s["name"].as_str().unwrap_or("?"),
-                s["location"].as_str().unwrap_or("?"),
-                s["port"],
-                state_line(s)
-            )
-        })
-        .collect();
-    if rows.is_empty() {
-        "no servers".to_string()
-    } else {
+    typed(v, |servers: &Vec<ServerRecord>| {
+        if servers.is_empty() {
+            return "no servers".to_string();
+        }
+        let rows: Vec<String> = servers
+            .iter()
+            .map(|s| {
+                let kek = &s.wrapped_dek.kek;
+                format!(
+                    "{:<24} {:<14} {:<6} {:<46} {}",
+                    s.name,
+                    s.location,
+                    s.port,
+                    format!("{}/{}", kek.name, kek.version),
+                    state_line(&s.state)
+                )
+            })
+            .collect();
         format!(
-            "{:<24} {:<14} {:<6} STATE\n{}",
+            "{:<24} {:<14} {:<6} {:<46} STATE\n{}",
             "NAME",
             "LOCATION",
             "PORT",
+            "NEEDS KEY VERSION",
             rows.join("\n")
         )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `pgcmk agent` alone, as the control plane starts it.
+    #[derive(Parser)]
+    struct Agent {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    /// What the control plane passes for a task is what this command line reads back.
+    #[test]
+    fn agent_task_arguments_round_trip() {
+        for task in [
+            AgentTask::AdoptKeyVersion,
+            AgentTask::Fsck,
+            AgentTask::Logs {
+                lines: 7,
+                follow: false,
+            },
+            AgentTask::Logs {
+                lines: 0,
+                follow: true,
+            },
+        ] {
+            let mut line = vec!["agent".to_string(), "--server-dir".into(), "/srv/x".into()];
+            line.extend(task.args());
+            let parsed = Agent::try_parse_from(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(parsed.args.server_dir, PathBuf::from("/srv/x"));
+            let back: AgentTask = parsed.args.task.expect("a task").into();
+            assert_eq!(back, task);
+        }
+        let serve = Agent::try_parse_from(["agent", "--server-dir", "/srv/x"]).unwrap();
+        assert!(serve.args.task.is_none());
     }
 }

@@ -204,20 +204,8 @@ impl Requests {
 /// Runs the agent for the server in `dir` until SIGTERM/SIGINT, acting as the
 /// managed identity whose secret is read from `identity_secret` (the agent's
 /// stdin, a pipe from the control plane) to its end.
-pub fn run(dir: &ServerDir, mut identity_secret: impl std::io::Read) -> Result<(), Error> {
-    memory::harden_process()?;
-    // Room for any identity secret up front: no reallocation leaves copies behind.
-    let mut secret = Vec::with_capacity(4096);
-    let read = identity_secret.read_to_end(&mut secret);
-    let secret = SecretBytes::new(secret);
-    read.ctx(|| "reading the identity secret from stdin")?;
-    if secret.expose_secret().trim_ascii().is_empty() {
-        return Err(Error::InvalidRequest(
-            "no identity secret on stdin: the agent is started by `pgcmk serve`, which \
-             passes it through a pipe"
-                .into(),
-        ));
-    }
+pub fn run(dir: &ServerDir, identity_secret: impl std::io::Read) -> Result<(), Error> {
+    let secret = take_identity_secret(identity_secret)?;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -323,6 +311,26 @@ fn follow_kek_access(
         }
         Err(e) => tracing::error!("{e}; keeping the configuration in use"),
     }
+}
+
+/// Hardens the process against dumps (it is about to hold a DEK), then reads the
+/// managed identity's secret from `input` (stdin: a pipe from the control plane) to
+/// its end.
+pub(crate) fn take_identity_secret(mut input: impl std::io::Read) -> Result<SecretBytes, Error> {
+    memory::harden_process()?;
+    // Room for any identity secret up front: no reallocation leaves copies behind.
+    let mut secret = Vec::with_capacity(4096);
+    let read = input.read_to_end(&mut secret);
+    let secret = SecretBytes::new(secret);
+    read.ctx(|| "reading the identity secret from stdin")?;
+    if secret.expose_secret().trim_ascii().is_empty() {
+        return Err(Error::InvalidRequest(
+            "no identity secret on stdin: the agent is started by `pgcmk serve`, which \
+             passes it through a pipe"
+                .into(),
+        ));
+    }
+    Ok(secret)
 }
 
 /// Wraps `dek` with the key's current version, checks it is `version`, and

@@ -16,23 +16,27 @@
 //! | `POST /servers/{name}/revalidate`        | check the key now                 |
 //! | `PUT /servers/{name}/key`                | move to another key (`{"key"}`)   |
 //! | `GET /servers/{name}/connection-string`  | libpq URI                         |
+//! | `GET /servers/{name}/logs`               | logs ([`LogsQuery`]), NDJSON      |
+//! | `POST /servers/{name}/fsck`              | check a stopped server's volume   |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //!
-//! Errors are `{"error": {"code", "message"}}` with a 4xx/5xx status.
+//! Errors are [`ApiErrorBody`]: `{"error": {"code", "message"}}` with a 4xx/5xx status.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::platform::{CreateServer, Platform};
+use crate::model::ServerDetails;
+use crate::platform::{CreateServer, LogStreamItem, Platform};
 use crate::Error;
 
 /// How often agents' reports are taken in.
@@ -50,6 +54,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/revalidate", post(revalidate))
         .route("/servers/{name}/key", put(update_key))
         .route("/servers/{name}/connection-string", get(connection_string))
+        .route("/servers/{name}/logs", get(logs))
+        .route("/servers/{name}/fsck", post(fsck))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
             require_dba,
@@ -92,7 +98,9 @@ async fn healthz() -> Json<Value> {
 }
 
 /// Serves the API over HTTPS on `listener` and supervises agents until `shutdown`
-/// resolves. Agents keep running afterwards; the next `pgcmk serve` re-attaches to them.
+/// resolves; every key-check interval, servers that are not running adopt their
+/// key's current version. Agents keep running afterwards; the next `pgcmk serve`
+/// re-attaches to them.
 pub async fn serve(
     platform: Arc<Platform>,
     listener: tokio::net::TcpListener,
@@ -109,6 +117,19 @@ pub async fn serve(
         })
     };
     let vault_follower = tokio::spawn(follow_vault_service(platform.clone()));
+    let rotation = {
+        let platform = platform.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(platform.key_check_interval());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let p = platform.clone();
+                let _ = tokio::task::spawn_blocking(move || p.adopt_key_versions_of_idle_servers())
+                    .await;
+            }
+        })
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
         shutdown.await;
@@ -119,6 +140,7 @@ pub async fn serve(
     signal.abort();
     supervisor.abort();
     vault_follower.abort();
+    rotation.abort();
 }
 
 /// Hands agents the vault service's address when it moved, every
@@ -146,6 +168,22 @@ async fn follow_vault_service(platform: Arc<Platform>) {
     }
 }
 
+/// The body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// What went wrong.
+    pub error: ApiErrorDetail,
+}
+
+/// An error's code and message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorDetail {
+    /// A stable code, e.g. `NotFound`, `KeyVersionRefused`.
+    pub code: String,
+    /// What happened and what to do.
+    pub message: String,
+}
+
 struct ApiError(Error);
 
 impl IntoResponse for ApiError {
@@ -159,9 +197,15 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "KeyVaultUnavailable")
             }
             Error::Key(_) => (StatusCode::BAD_REQUEST, "KeyAccessDenied"),
+            Error::KeyVersionRefused { .. } => (StatusCode::CONFLICT, "KeyVersionRefused"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         };
-        let body = json!({ "error": { "code": code, "message": self.0.to_string() } });
+        let body = ApiErrorBody {
+            error: ApiErrorDetail {
+                code: code.into(),
+                message: self.0.to_string(),
+            },
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -197,7 +241,7 @@ async fn list(State(p): State<Arc<Platform>>) -> ApiResult {
 async fn show(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::OK, move |p| {
         let (server, events) = p.show(&name)?;
-        Ok(json!({ "server": server, "events": events }))
+        Ok(ServerDetails { server, events })
     })
     .await
 }
@@ -245,4 +289,83 @@ async fn connection_string(State(p): State<Arc<Platform>>, Path(name): Path<Stri
         Ok::<Value, Error>(json!({ "connection_string": p.connection_string(&name)? }))
     })
     .await
+}
+
+/// The query of `GET /servers/{name}/logs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// Lines of each log to start with.
+    #[serde(default = "LogsQuery::default_lines")]
+    pub lines: usize,
+    /// Keep the answer open and send lines as they are written (while the server serves).
+    #[serde(default)]
+    pub follow: bool,
+}
+
+impl LogsQuery {
+    /// Lines of each log unless asked otherwise.
+    pub const DEFAULT_LINES: usize = 100;
+
+    fn default_lines() -> usize {
+        Self::DEFAULT_LINES
+    }
+}
+
+/// Streams the records of a short-lived agent run as `application/x-ndjson` (an
+/// empty line now and then while following an idle log); the run ends when the
+/// client goes away.
+async fn logs(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(|e| {
+        ApiError(Error::InvalidRequest(format!(
+            "bad query: {e}; expected ?lines=N&follow=true|false"
+        )))
+    })?;
+    let stream = tokio::task::spawn_blocking(move || p.logs(&name, query.lines, query.follow))
+        .await
+        .map_err(|e| ApiError(Error::Conflict(format!("operation aborted: {e}"))))?
+        .map_err(ApiError)?;
+    let stopper = stream.stopper();
+    // Dropped with the body: the client went away, or everything was sent.
+    let (body_gone, gone) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = gone.await;
+        stopper.stop();
+    });
+    let (lines, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    tokio::task::spawn_blocking(move || {
+        for item in stream {
+            let line = match item {
+                LogStreamItem::Record(record) => match serde_json::to_vec(&record) {
+                    Ok(mut line) => {
+                        line.push(b'\n');
+                        line
+                    }
+                    Err(_) => continue,
+                },
+                LogStreamItem::KeepAlive => b"\n".to_vec(),
+            };
+            if lines.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let body = futures_util::stream::poll_fn(move |cx| {
+        let _alive = &body_gone;
+        received
+            .poll_recv(cx)
+            .map(|line| line.map(Ok::<_, std::convert::Infallible>))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+async fn fsck(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.fsck(&name)).await
 }

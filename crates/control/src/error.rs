@@ -2,6 +2,8 @@
 
 use pgcmk_keyprovider::KeyError;
 
+use crate::task::VersionRefusal;
+
 /// What went wrong in the control plane, a node agent or PostgreSQL supervision.
 ///
 /// Messages never contain key material, credentials or database passwords.
@@ -55,6 +57,19 @@ pub enum Error {
     /// A client could not reach the REST API, or does not trust its certificate.
     #[error("{0}")]
     Unreachable(String),
+    /// The vault refuses a key version that the server needs (to start, or for its
+    /// logs or fsck); the message names the version and how to fix it.
+    #[error("{}", .refusal.explain(.server))]
+    KeyVersionRefused {
+        /// The server's name.
+        server: String,
+        /// The version, and what the vault said about it.
+        refusal: Box<VersionRefusal>,
+    },
+    /// A short-lived run of the node agent failed or gave no answer; the message
+    /// says which and where its diagnostics are.
+    #[error("{0}")]
+    AgentTask(String),
 }
 
 impl Error {

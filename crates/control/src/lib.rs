@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod agent_task;
 pub mod api;
 pub mod api_tls;
 pub mod auth;
@@ -19,8 +20,10 @@ pub mod platform;
 pub mod postgres;
 pub mod root_key;
 pub mod server_dir;
+pub mod server_logs;
 pub mod store;
 mod sys;
+pub mod task;
 pub mod validate;
 
 pub use error::Error;

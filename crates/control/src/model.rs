@@ -83,6 +83,15 @@ pub struct ServerRecord {
     pub created_at: String,
 }
 
+/// A server with its events, as `GET /servers/{name}` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerDetails {
+    /// The server.
+    pub server: ServerRecord,
+    /// Its events, oldest first.
+    pub events: Vec<Event>,
+}
+
 /// One entry of the control plane's append-only audit trail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

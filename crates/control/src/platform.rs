@@ -28,6 +28,10 @@ use crate::sys::{self, Signal};
 use crate::validate::{self, Requirements, VaultLocations};
 use crate::Error;
 
+mod tasks;
+
+pub use tasks::{LogStream, LogStreamItem, LogStreamStopper};
+
 /// How long a new or restarted server may take to become Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long an agent may take to stop PostgreSQL, unmount and exit.
@@ -761,7 +765,9 @@ impl Platform {
         self.store.server(&server.id)
     }
 
-    /// Starts a stopped server and waits until it is Ready (or says why not).
+    /// Starts a stopped server and waits until it is Ready (or says why not). A key
+    /// version the vault refuses is found before any agent runs: the server stays
+    /// as it was, and the error names the version and the fix.
     pub fn start(&self, name: &str) -> Result<ServerRecord, Error> {
         let _guard = self
             .lifecycle
@@ -781,6 +787,7 @@ impl Platform {
                 server.state.name()
             )));
         }
+        self.check_key_before_start(&server)?;
         self.set_state(&server, ServerState::Provisioning, "started by the DBA")?;
         let server = self.store.server(&server.id)?;
         self.spawn_agent(&server)?;

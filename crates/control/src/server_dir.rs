@@ -81,15 +81,21 @@ impl ServerDir {
         self.0.join("agent.log")
     }
 
+    /// True when something is mounted at the mount point (in this process's mount
+    /// namespace), live or left behind by a killed agent.
+    pub fn is_mounted(&self) -> bool {
+        let mnt = self.mountpoint();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()))
+    }
+
     /// Detaches a mount left at the mount point by an agent that was killed (its
     /// FUSE daemon is gone, so the mount only answers ENOTCONN).
     pub fn detach_stale_mount(&self) {
         let mnt = self.mountpoint();
-        let mounted = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()));
-        if mounted {
+        if self.is_mounted() {
             tracing::warn!("detaching a stale mount at {}", mnt.display());
             let _ = std::process::Command::new("umount")
                 .arg("-l")

@@ -1,5 +1,6 @@
 //! The crate's only unsafe code: thin wrappers over a few Linux system calls
-//! (signals, core-dump and ptrace hardening, memory locking).
+//! (signals, core-dump and ptrace hardening, memory locking, a private mount
+//! namespace).
 
 #![allow(unsafe_code)]
 
@@ -81,6 +82,34 @@ pub(crate) fn harden_process() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Moves the calling thread (and the threads and processes it starts afterwards)
+/// into a mount namespace of its own whose mounts do not propagate back: what it
+/// mounts then is seen by no other process on the host, and goes away with the
+/// process, even when it is killed.
+pub(crate) fn enter_private_mount_namespace() -> io::Result<()> {
+    // SAFETY: unshare(2) takes an integer flag and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Without this, mounts made here would still propagate to shared peers.
+    // SAFETY: the target is a NUL-terminated literal; a propagation change takes no
+    // source, filesystem type or data (null pointers are allowed for them).
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Locks the pages holding `value` into RAM so they are never swapped out.

@@ -3,7 +3,8 @@
 //! key derived from a passphrase, a node agent, cryptfs and PostgreSQL 15.
 //!
 //! - Anyone on the host without the DBA's credential: every `/servers` route
-//!   answers 401 and changes nothing.
+//!   (the server logs and fsck, which read the encrypted volume through the agent,
+//!   included) answers 401 and changes nothing.
 //! - The DBA's principal in the vault: sees the public JWK only; cannot unwrap a
 //!   DEK, back up, change, rotate or delete a key, or set access policies (403).
 //! - The system administrator with a copy of the server's and the control plane's
@@ -90,6 +91,11 @@ fn api_needs_the_dba_credential(cp: &ControlPlane, vault: &Vault, port: u64, pas
             Some(json!({ "key": other_key })),
         ),
         ("GET", "/servers/orders/connection-string", None),
+        // PostgreSQL's log is read from the encrypted volume, fsck unwraps the DEK:
+        // both through the agent, for the DBA only.
+        ("GET", "/servers/orders/logs", None),
+        ("GET", "/servers/orders/logs?follow=true&lines=1000", None),
+        ("POST", "/servers/orders/fsck", None),
     ];
     for (method, path, body) in &routes {
         for credential in [None, Some(wrong.as_str()), Some("not-even-hex")] {

@@ -27,6 +27,12 @@ pub struct MountOptions {
     /// Serve files directly under a `pg_wal` directory with direct I/O: saves a
     /// round trip per WAL flush. On by default.
     pub direct_io_wal: bool,
+    /// Mount read-only, for inspecting a volume whose owner is not serving it: the
+    /// kernel refuses every change, and the volume itself is left as it is — no
+    /// dirty marker, and no crash recovery (on a volume that did not unmount
+    /// cleanly, blocks torn by the crash read as `EIO` until the next read-write
+    /// mount repairs them). Off by default.
+    pub read_only: bool,
 }
 
 impl Default for MountOptions {
@@ -35,6 +41,7 @@ impl Default for MountOptions {
             allow_other: false,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
             direct_io_wal: true,
+            read_only: false,
         }
     }
 }
@@ -46,13 +53,15 @@ pub struct MountHandle {
     mountpoint: PathBuf,
     cipher_dir: PathBuf,
     recovery: Option<RecoveryReport>,
+    read_only: bool,
 }
 
 /// Mounts the cipher directory `cipher_dir` at `mountpoint`.
 ///
 /// The key is checked before anything is mounted (a wrong key is
 /// [`Error::WrongKey`]). If the last session did not end with a clean unmount,
-/// crash recovery runs first (see [`MountHandle::recovery`]). Returns once the
+/// crash recovery runs first (see [`MountHandle::recovery`]), unless the mount is
+/// read-only ([`MountOptions::read_only`]). Returns once the
 /// kernel has completed the FUSE handshake, so the mount is usable immediately.
 pub fn mount(
     cipher_dir: &Path,
@@ -94,7 +103,11 @@ pub fn mount(
         Ok(_) => {}
         Err(e) => tracing::warn!("cryptfs: cannot raise the open file limit: {e}"),
     }
-    let recovery = crash_recovery::begin_session(&cipher_dir, &Arc::new(volume.clone()))?;
+    let recovery = if options.read_only {
+        None
+    } else {
+        crash_recovery::begin_session(&cipher_dir, &Arc::new(volume.clone()))?
+    };
     let root_ino = fs::metadata(&cipher_dir)
         .map_err(Error::path("reading", &cipher_dir))?
         .ino();
@@ -113,6 +126,9 @@ pub fn mount(
         // The daemon runs as root: let the kernel enforce each file's mode and owner.
         MountOption::DefaultPermissions,
     ];
+    if options.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     config.acl = if options.allow_other {
         SessionACL::All
     } else {
@@ -133,6 +149,7 @@ pub fn mount(
         mountpoint: mountpoint_abs,
         cipher_dir,
         recovery,
+        read_only: options.read_only,
     })
 }
 
@@ -204,6 +221,9 @@ impl MountHandle {
             mountpoint: self.mountpoint.clone(),
             source,
         })?;
+        if self.read_only {
+            return Ok(());
+        }
         // No request runs any more: make everything durable and drop the marker. If
         // this fails the marker stays, and the next mount runs crash recovery.
         if let Err(e) = crash_recovery::end_session(&self.cipher_dir) {

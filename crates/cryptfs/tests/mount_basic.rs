@@ -238,6 +238,68 @@ fn wrong_key_fails_before_mounting() {
     assert!(!mounts.contains(fx.plain.to_str().unwrap()));
 }
 
+/// A read-only mount serves the files as they are and changes nothing: the kernel
+/// refuses writes, and the volume gets no dirty marker and no crash recovery.
+#[test]
+fn read_only_mount_reads_and_changes_nothing() {
+    use pgcmk_cryptfs::DIRTY_MARKER_NAME;
+    let fx = Fixture::new();
+    {
+        let _rw = fx.mount();
+        fs::write(fx.p("log"), b"line 1\n").unwrap();
+    }
+    let marker = fx.cipher.join(DIRTY_MARKER_NAME);
+    let read_only = |fx: &Fixture| {
+        let options = MountOptions {
+            read_only: true,
+            ..MountOptions::default()
+        };
+        mount(&fx.cipher, &fx.plain, fx.key.clone(), options).unwrap()
+    };
+    let cipher_before = {
+        let mut bytes = Vec::new();
+        all_cipher_bytes(&fx.cipher, &mut bytes);
+        bytes
+    };
+    {
+        let handle = read_only(&fx);
+        assert!(
+            !marker.exists(),
+            "a read-only mount marked the volume dirty"
+        );
+        assert_eq!(fs::read(fx.p("log")).unwrap(), b"line 1\n");
+        for refused in [
+            fs::write(fx.p("log"), b"x"),
+            fs::write(fx.p("new"), b"x"),
+            fs::remove_file(fx.p("log")),
+        ] {
+            let err = refused.unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        }
+        handle.unmount().unwrap();
+    }
+    let mut cipher_after = Vec::new();
+    all_cipher_bytes(&fx.cipher, &mut cipher_after);
+    assert!(
+        cipher_after == cipher_before,
+        "the cipher directory changed"
+    );
+
+    // After an unclean session the marker stays for the next read-write mount.
+    fs::write(&marker, b"").unwrap();
+    let handle = read_only(&fx);
+    assert!(
+        handle.recovery().is_none(),
+        "recovery ran on a read-only mount"
+    );
+    assert_eq!(fs::read(fx.p("log")).unwrap(), b"line 1\n");
+    drop(handle);
+    assert!(
+        marker.exists(),
+        "the read-only mount removed the dirty marker"
+    );
+}
+
 #[test]
 fn tampered_blocks_read_eio_through_the_mount_and_fsck_lists_them() {
     use pgcmk_cryptfs::format::{data_offset, Slot, BLOCK_SIZE};

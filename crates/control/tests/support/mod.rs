@@ -235,6 +235,35 @@ impl Vault {
             .unwrap();
     }
 
+    /// The security officer's four steps for a customer-managed server: identity
+    /// `NAME-mi`, vault `NAME-kv` (westeurope, purge protection) granting it `get`,
+    /// `wrapKey` and `unwrapKey`, and RSA key `NAME-key`.
+    pub fn customer_key(&self, name: &str) -> CustomerKey {
+        let identity = self.identity(&format!("{name}-mi"));
+        let vault = format!("{name}-kv");
+        let vault_url = self.keyvault(&vault, "westeurope", true);
+        self.grant(&vault, &identity, &["get", "wrapKey", "unwrapKey"]);
+        let key = format!("{name}-key");
+        let kid = self.key(&vault, &key, 2048);
+        CustomerKey {
+            identity,
+            vault,
+            vault_url,
+            key,
+            kid,
+        }
+    }
+
+    /// Rotates `key`; returns the new version's full id.
+    pub fn rotate(&self, key: &CustomerKey) -> String {
+        kid_of(&self.cli(&["key", "rotate", "--vault", &key.vault, "--name", &key.key]))
+    }
+
+    /// Enables or disables the version of `key` whose full id is `kid`.
+    pub fn set_version_enabled(&self, key: &CustomerKey, kid: &str, enabled: bool) {
+        self.set_enabled(&key.vault_url, &key.key, Some(version_of(kid)), enabled);
+    }
+
     /// Creates an RSA key; returns its full (versioned) id.
     pub fn key(&self, vault: &str, name: &str, size: u32) -> String {
         let size = size.to_string();
@@ -243,6 +272,22 @@ impl Vault {
         ]);
         kid_of(&v)
     }
+}
+
+/// A customer's key and the identity that may use it ([`Vault::customer_key`]).
+pub struct CustomerKey {
+    pub identity: Identity,
+    /// The vault's name and URL.
+    pub vault: String,
+    pub vault_url: String,
+    /// The key's name, and its first version's full id.
+    pub key: String,
+    pub kid: String,
+}
+
+/// The version part of a full key id.
+pub fn version_of(kid: &str) -> &str {
+    kid.rsplit('/').next().unwrap()
 }
 
 /// The versioned key id in a key command's JSON output.
@@ -499,6 +544,28 @@ impl ControlPlane {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `pgcmk server ARGS` (human output unless ARGS say otherwise), whatever
+    /// its exit status.
+    pub fn server_output(&self, args: &[&str]) -> std::process::Output {
+        self.server_command(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `pgcmk server ARGS` with its stdout piped (e.g. `logs --follow`); it is
+    /// killed when the guard drops, also when the test fails.
+    pub fn spawn_server(&self, args: &[&str]) -> KilledOnDrop {
+        KilledOnDrop(
+            self.server_command(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     pub fn server(&self, args: &[&str]) -> Value {
         self.try_server(args)
             .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", self.log()))
@@ -543,6 +610,23 @@ impl ControlPlane {
         ])
     }
 
+    /// `pgcmk server create` of `name` with `key`'s identity and `key_url` (its
+    /// versionless or a versioned id); what it printed.
+    pub fn create_with(&self, name: &str, key: &CustomerKey, key_url: &str) -> Value {
+        let identity = &key.identity;
+        self.create_cmk(name, identity, &identity.name, key_url)
+            .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", self.log()))
+    }
+
+    /// The full id of the key version that wraps the server's DEK, as `server show` says.
+    pub fn wrapped_by(&self, name: &str) -> String {
+        let show = self.server(&["show", name]);
+        show["server"]["wrapped_dek"]["kek"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no wrapping key version in {show}"))
+            .to_string()
+    }
+
     /// True when the server's event trail has an event `what`.
     pub fn has_event(&self, name: &str, what: &str) -> bool {
         let show = self.server(&["show", name]);
@@ -551,6 +635,21 @@ impl ControlPlane {
             .unwrap()
             .iter()
             .any(|e| e["what"] == what)
+    }
+
+    /// The pids of `pgcmk agent` processes (node agents or their short-lived runs)
+    /// for the server directory `dir`.
+    pub fn agents_of(&self, dir: &Path) -> Vec<u32> {
+        let dir = dir.as_os_str().as_encoded_bytes();
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+                args.contains(&&b"agent"[..]) && args.contains(&dir)
+            })
+            .collect()
     }
 
     /// The directory names under `servers/`.
@@ -626,6 +725,15 @@ pub fn free_loopback_address() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// A child process of the test, killed (by its handle) and reaped on drop.
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        pgcmk_testkit::process::kill_quietly(&mut self.0);
+    }
 }
 
 /// A scratch directory that the `postgres` user can traverse.

@@ -1,0 +1,335 @@
+//! The agent's side of a short-lived run ([`crate::task`]): `pgcmk agent
+//! --server-dir DIR TASK`. It never starts PostgreSQL and never writes the server's
+//! `agent.pid` or `status.json`: those belong to the node agent.
+//!
+//! A DEK it unwraps lives in locked memory in this hardened process only, and is
+//! zeroized when the task is done.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use pgcmk_keyprovider::akv::AkvKek;
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyVersionId, WrappedDek};
+
+use crate::agent::{cryptfs_key, take_identity_secret, AgentConfig};
+use crate::memory::LockedDek;
+use crate::server_dir::{read_json, write_json_atomic, ServerDir};
+use crate::server_logs::LogFollower;
+use crate::task::{
+    AgentTask, LogRecord, LogSource, TaskAnswer, TaskFailure, VersionRefusal, VolumeCheck,
+    VolumeView, Wrapping,
+};
+use crate::{sys, Error};
+
+/// How often a followed log is looked at.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+/// After this long without a record, following writes an empty line, so that an
+/// idle stream is not taken for a dead one (and a reader that left is noticed).
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// Runs `task` for the server in `dir` as the managed identity whose secret is read
+/// from `identity_secret` (stdin) to its end; the answer goes to `out` (stdout).
+pub fn run(
+    dir: &ServerDir,
+    task: &AgentTask,
+    identity_secret: impl io::Read,
+    out: impl Write,
+) -> Result<(), Error> {
+    let secret = take_identity_secret(identity_secret)?;
+    let config: AgentConfig = read_json(&dir.agent_config())?;
+    let vault = Vault {
+        kek: config.kek.connect(secret)?,
+        config: &config,
+    };
+    match task {
+        AgentTask::AdoptKeyVersion => answer(out, adopt_key_version(dir, &vault)),
+        AgentTask::Fsck => answer(out, fsck(dir, &vault)),
+        AgentTask::Logs { lines, follow } => {
+            match logs(dir, &vault, *lines, *follow, RecordWriter::new(out)) {
+                // The reader went away: nothing left to do.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.map_err(|e| Error::io("writing the logs", e)),
+            }
+        }
+    }
+}
+
+/// Prints the answer of a task that ends.
+fn answer<T: serde::Serialize>(
+    mut out: impl Write,
+    result: Result<T, TaskFailure>,
+) -> Result<(), Error> {
+    let answer = match result {
+        Ok(done) => TaskAnswer::Done(done),
+        Err(failure) => TaskAnswer::Failed(failure),
+    };
+    let json = serde_json::to_vec(&answer)
+        .map_err(|e| Error::Store(format!("encoding the task's answer: {e}")))?;
+    out.write_all(&json)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing the task's answer", e))
+}
+
+impl From<Error> for TaskFailure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Key(KeyError::Transient { reason }) => TaskFailure::VaultUnavailable { reason },
+            other => TaskFailure::Failed {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The server's KEK, as its managed identity.
+struct Vault<'a> {
+    kek: AkvKek,
+    config: &'a AgentConfig,
+}
+
+impl Vault<'_> {
+    /// The DEK in `wrapped`, unwrapped into locked memory.
+    fn unlock(&self, wrapped: &WrappedDek) -> Result<LockedDek, TaskFailure> {
+        let dek = self
+            .kek
+            .unwrap(wrapped)
+            .map_err(|e| self.refusal(&wrapped.kek, true, e))?;
+        Ok(LockedDek::new(dek)?)
+    }
+
+    /// What the vault's refusal of `version` means, with what the vault tells
+    /// about the version and the key's current one.
+    fn refusal(&self, version: &KeyVersionId, wraps_dek: bool, e: KeyError) -> TaskFailure {
+        let reason = match e {
+            KeyError::Denied { reason } => reason,
+            other => return Error::Key(other).into(),
+        };
+        let client = self.kek.client();
+        let disabled = client
+            .get_key(&version.name, Some(&version.version))
+            .is_ok_and(|key| key.attributes.enabled == Some(false));
+        let current = client
+            .get_key(&version.name, None)
+            .ok()
+            .and_then(|key| key.version_id().ok());
+        TaskFailure::VersionRefused(Box::new(VersionRefusal {
+            version: version.clone(),
+            wraps_dek,
+            current,
+            disabled,
+            follows_rotation: self.config.kek.key.version.is_none(),
+            reason,
+        }))
+    }
+}
+
+/// Proves the vault unwraps the DEK, and re-wraps it with the key's current
+/// version when that moved on: what the key monitor does for a running server.
+fn adopt_key_version(dir: &ServerDir, vault: &Vault<'_>) -> Result<Wrapping, TaskFailure> {
+    let wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
+    let dek = vault.unlock(&wrapped)?;
+    let key = vault.kek.info().map_err(Error::Key)?;
+    if !key.enabled {
+        let denied = KeyError::Denied {
+            reason: format!("key version {} is disabled", key.current),
+        };
+        return Err(vault.refusal(&key.current, false, denied));
+    }
+    if key.current == wrapped.kek {
+        return Ok(Wrapping {
+            wrapped_dek: wrapped,
+            rewrapped_from: None,
+        });
+    }
+    let rewrapped = vault
+        .kek
+        .wrap(dek.dek())
+        .map_err(|e| vault.refusal(&key.current, false, e))?;
+    drop(dek);
+    write_json_atomic(&dir.wrapped_dek(), &rewrapped)?;
+    tracing::info!(
+        "DEK re-wrapped with {} (was {}) while the server is not running",
+        rewrapped.kek,
+        wrapped.kek
+    );
+    Ok(Wrapping {
+        wrapped_dek: rewrapped,
+        rewrapped_from: Some(wrapped.kek),
+    })
+}
+
+/// cryptfs's fsck of the volume, with the key derived from the unwrapped DEK.
+fn fsck(dir: &ServerDir, vault: &Vault<'_>) -> Result<VolumeCheck, TaskFailure> {
+    let wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
+    let dek = vault.unlock(&wrapped)?;
+    let key = cryptfs_key(dek.dek(), &vault.config.server_id)?;
+    drop(dek);
+    let report = pgcmk_cryptfs::fsck(&dir.cipher(), &key).map_err(Error::from)?;
+    Ok(report.into())
+}
+
+/// True while the serving agent's mount shows PostgreSQL's data directory.
+fn is_live(dir: &ServerDir) -> bool {
+    dir.is_mounted() && dir.data_dir().join("PG_VERSION").exists()
+}
+
+/// Mounts the volume read-only at the server's mount point, in a mount namespace
+/// private to this process: no one else sees it, and it goes with the process.
+fn mount_read_only(
+    dir: &ServerDir,
+    vault: &Vault<'_>,
+) -> Result<pgcmk_cryptfs::MountHandle, TaskFailure> {
+    let wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
+    let dek = vault.unlock(&wrapped)?;
+    let key = cryptfs_key(dek.dek(), &vault.config.server_id)?;
+    drop(dek);
+    sys::enter_private_mount_namespace()
+        .map_err(|e| Error::io("entering a private mount namespace", e))?;
+    // Only this namespace's copy of a mount a killed agent left behind.
+    dir.detach_stale_mount();
+    let options = pgcmk_cryptfs::MountOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    Ok(
+        pgcmk_cryptfs::mount(&dir.cipher(), &dir.mountpoint(), key, options)
+            .map_err(Error::from)?,
+    )
+}
+
+impl TaskFailure {
+    /// In words, for a reader of the logs.
+    fn describe(&self) -> String {
+        match self {
+            TaskFailure::VersionRefused(refusal) => format!(
+                "the vault refuses key version {} ({})",
+                refusal.version, refusal.reason
+            ),
+            TaskFailure::VaultUnavailable { reason } => {
+                format!("the key vault is unavailable: {reason}")
+            }
+            TaskFailure::Failed { message } => message.clone(),
+        }
+    }
+}
+
+/// Prints PostgreSQL's and the agent's logs: the last `lines` of each, then, with
+/// `follow` and while the server serves, what they grow by.
+fn logs(
+    dir: &ServerDir,
+    vault: &Vault<'_>,
+    lines: usize,
+    follow: bool,
+    mut out: RecordWriter<impl Write>,
+) -> io::Result<()> {
+    let mut postgres = LogFollower::directory(dir.data_dir().join("log"));
+    let mut agent = LogFollower::file(dir.agent_log());
+    let mut live = is_live(dir);
+    // Held until PostgreSQL's log has been read.
+    let mut read_only = None;
+    let view = if live {
+        VolumeView::Live
+    } else {
+        match mount_read_only(dir, vault) {
+            Ok(mount) => {
+                read_only = Some(mount);
+                VolumeView::ReadOnly
+            }
+            Err(failure) => VolumeView::Unavailable {
+                reason: format!(
+                    "PostgreSQL's log is on the encrypted volume, which cannot be read now: {}",
+                    failure.describe()
+                ),
+            },
+        }
+    };
+    let readable = !matches!(view, VolumeView::Unavailable { .. });
+    out.record(&LogRecord::Volume(view))?;
+    if readable {
+        let tail = postgres.tail(lines);
+        drop(read_only);
+        out.lines(LogSource::Postgres, tail, postgres.location())?;
+    }
+    let tail = agent.tail(lines);
+    out.lines(LogSource::Agent, tail, agent.location())?;
+    if !(follow && live) {
+        return Ok(());
+    }
+    loop {
+        std::thread::sleep(FOLLOW_POLL);
+        if is_live(dir) != live {
+            live = !live;
+            out.record(&LogRecord::Volume(if live {
+                VolumeView::Live
+            } else {
+                VolumeView::Unavailable {
+                    reason: "the server stopped serving: its volume is unmounted".into(),
+                }
+            }))?;
+        }
+        if live {
+            // The mount may go between the check and the read: the next round says so.
+            if let Ok(new) = postgres.poll() {
+                out.lines(LogSource::Postgres, Ok(new), postgres.location())?;
+            }
+        }
+        let new = agent.poll();
+        out.lines(LogSource::Agent, new, agent.location())?;
+        out.keep_alive()?;
+    }
+}
+
+/// Writes log records, one JSON document per line, flushed at once.
+struct RecordWriter<W: Write> {
+    out: W,
+    last_write: Instant,
+}
+
+impl<W: Write> RecordWriter<W> {
+    fn new(out: W) -> Self {
+        Self {
+            out,
+            last_write: Instant::now(),
+        }
+    }
+
+    fn record(&mut self, record: &LogRecord) -> io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.write(&line)
+    }
+
+    /// Writes `lines` read from the log at `location`, or says why it could not be read.
+    fn lines(
+        &mut self,
+        source: LogSource,
+        lines: io::Result<Vec<String>>,
+        location: &std::path::Path,
+    ) -> io::Result<()> {
+        let lines = lines.unwrap_or_else(|e| {
+            vec![format!(
+                "(pgcmk: cannot read the log at {}: {e})",
+                location.display()
+            )]
+        });
+        for text in lines {
+            self.record(&LogRecord::Line { source, text })?;
+        }
+        Ok(())
+    }
+
+    /// An empty line when nothing was written for [`KEEPALIVE`].
+    fn keep_alive(&mut self) -> io::Result<()> {
+        if self.last_write.elapsed() >= KEEPALIVE {
+            self.write(b"\n")?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.out.flush()?;
+        self.last_write = Instant::now();
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! The control plane's short-lived agent runs ([`crate::task`]): adopting a rotated
+//! key version for servers that are not running (every key-check interval, and
+//! before every start), a server's logs, and fsck of a stopped server's volume.
+//! The control plane hands each run its identity's secret and reads its answer; the
+//! DEK stays in the run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pgcmk_keyprovider::KeyError;
+use serde::de::DeserializeOwned;
+
+use super::Platform;
+use crate::agent::AgentConfig;
+use crate::error::IoContext;
+use crate::model::{ServerRecord, ServerState};
+use crate::server_dir::{read_json, ServerDir};
+use crate::task::{AgentTask, LogRecord, TaskAnswer, TaskFailure, VolumeCheck, Wrapping};
+use crate::Error;
+
+impl Platform {
+    /// Time between key checks: also how often servers that are not running adopt
+    /// their key's current version.
+    pub fn key_check_interval(&self) -> std::time::Duration {
+        self.config.interval
+    }
+
+    /// True when the server is not running: stopped, or failed with no agent.
+    fn is_idle(&self, server: &ServerRecord) -> bool {
+        matches!(server.state, ServerState::Stopped | ServerState::Failed(_))
+            && !self
+                .agents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&server.id)
+    }
+
+    /// Starts `pgcmk agent --server-dir DIR TASK`: the identity's secret on its
+    /// stdin, its answer on a pipe, its diagnostics appended to `agent.log`.
+    fn start_task(&self, server: &ServerRecord, task: &AgentTask) -> Result<TaskProcess, Error> {
+        let secret = self.identity_secret(server)?;
+        // A server that is not running was not followed when the vault service moved.
+        self.hand_vault_address(server, None);
+        let dir = ServerDir::new(&server.dir);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.agent_log())
+            .ctx(|| format!("opening {}", dir.agent_log().display()))?;
+        let mut child = Command::new(&self.config.agent_program)
+            .arg("agent")
+            .arg("--server-dir")
+            .arg(dir.root())
+            .args(task.args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .ctx(|| format!("starting the agent's {} run", task.name()))?;
+        // Far below a pipe's capacity; dropping `stdin` ends the run's read.
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Err(e) = stdin.write_all(secret.expose_secret()) {
+                tracing::warn!(server = %server.name, "passing the identity secret to the agent's {} run: {e}", task.name());
+            }
+        }
+        let stdout = child.stdout.take().ok_or_else(|| {
+            Error::AgentTask(format!(
+                "the agent's {} run has no output pipe",
+                task.name()
+            ))
+        })?;
+        Ok(TaskProcess {
+            child: Arc::new(Mutex::new(child)),
+            stdout: BufReader::new(stdout),
+            what: format!(
+                "the agent's {} run for server '{}' (see {})",
+                task.name(),
+                server.name,
+                dir.agent_log().display()
+            ),
+        })
+    }
+
+    /// Runs a task that ends and returns what it did, or why it could not.
+    fn run_task<T: DeserializeOwned>(
+        &self,
+        server: &ServerRecord,
+        task: &AgentTask,
+    ) -> Result<T, Error> {
+        match self.start_task(server, task)?.answer()? {
+            TaskAnswer::Done(done) => Ok(done),
+            TaskAnswer::Failed(TaskFailure::VersionRefused(refusal)) => {
+                Err(Error::KeyVersionRefused {
+                    server: server.name.clone(),
+                    refusal,
+                })
+            }
+            TaskAnswer::Failed(TaskFailure::VaultUnavailable { reason }) => {
+                Err(Error::Key(KeyError::Transient { reason }))
+            }
+            TaskAnswer::Failed(TaskFailure::Failed { message }) => Err(Error::AgentTask(format!(
+                "the agent's {} run for server '{}' failed: {message}",
+                task.name(),
+                server.name
+            ))),
+        }
+    }
+
+    /// Has the server's DEK re-wrapped with its key's current version if that moved
+    /// on, proving on the way that the vault unwraps it; the store follows. Called
+    /// with the lifecycle lock held, on a server that is not running.
+    pub(super) fn adopt_key_version(&self, server: &ServerRecord) -> Result<(), Error> {
+        let wrapping: Wrapping = self.run_task(server, &AgentTask::AdoptKeyVersion)?;
+        if wrapping.wrapped_dek != server.wrapped_dek {
+            self.store
+                .update_server(&server.id, |s| s.wrapped_dek = wrapping.wrapped_dek.clone())?;
+        }
+        if let Some(from) = &wrapping.rewrapped_from {
+            self.event(
+                server,
+                "control-plane",
+                "dek re-wrapped",
+                &format!(
+                    "adopted key version {} (was {from}) while the server was not running",
+                    wrapping.wrapped_dek.kek
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One pass over the servers that are not running and follow their key's
+    /// rotation (a versionless key): each DEK is re-wrapped to the key's current
+    /// version, so the old version may be disabled. `pgcmk serve` runs it every
+    /// key-check interval. A version the vault refuses is recorded once as an
+    /// event (`server start` then says what to do).
+    pub fn adopt_key_versions_of_idle_servers(&self) {
+        let servers = match self.store.servers() {
+            Ok(servers) => servers,
+            Err(e) => return tracing::error!("adopting key versions: {e}"),
+        };
+        for server in servers {
+            if let Err(e) = self.adopt_key_version_if_idle(&server.id) {
+                tracing::warn!(server = %server.name, "adopting the key's current version: {e}");
+            }
+        }
+    }
+
+    fn adopt_key_version_if_idle(&self, id: &str) -> Result<(), Error> {
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Read again under the lock: it may have started or gone since.
+        let server = match self.store.server(id) {
+            Ok(server) => server,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !self.is_idle(&server) {
+            return Ok(());
+        }
+        let config: AgentConfig = read_json(&ServerDir::new(&server.dir).agent_config())?;
+        if config.kek.key.version.is_some() {
+            return Ok(()); // pinned: there is nothing to adopt
+        }
+        match self.adopt_key_version(&server) {
+            Err(e @ Error::KeyVersionRefused { .. }) => {
+                let why = e.to_string();
+                let told = self
+                    .store
+                    .events(&server.id)?
+                    .last()
+                    .is_some_and(|last| last.what == "dek re-wrap refused" && last.why == why);
+                if !told {
+                    self.event(&server, "control-plane", "dek re-wrap refused", &why)?;
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Refuses a start that the vault would refuse, before any agent runs, naming
+    /// the key version and the fix; adopts the key's current version on the way.
+    /// The refusal is an event. Any other failure (an unreachable vault, unreadable
+    /// files) is left to the node agent, which reports it as it starts.
+    pub(super) fn check_key_before_start(&self, server: &ServerRecord) -> Result<(), Error> {
+        match self.adopt_key_version(server) {
+            Err(refused @ Error::KeyVersionRefused { .. }) => {
+                self.event(server, "dba", "start refused", &refused.to_string())?;
+                Err(refused)
+            }
+            Err(other) => {
+                tracing::warn!(server = %server.name, "checking the key before the start: {other}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// PostgreSQL's and the agent's logs, through a short-lived agent run: the
+    /// last `lines` of each, then with `follow` what they grow by while the server
+    /// serves (until the stream is dropped).
+    pub fn logs(&self, name: &str, lines: usize, follow: bool) -> Result<LogStream, Error> {
+        let server = self.store.server(name)?;
+        let process = self.start_task(&server, &AgentTask::Logs { lines, follow })?;
+        Ok(LogStream { process })
+    }
+
+    /// Checks every block of a server's volume (cryptfs fsck, with the DEK
+    /// unwrapped in a short-lived agent run). The server must not be running.
+    pub fn fsck(&self, name: &str) -> Result<VolumeCheck, Error> {
+        let _guard = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let server = self.store.server(name)?;
+        if !self.is_idle(&server) {
+            return Err(Error::Conflict(format!(
+                "server '{name}' is {} with a running agent: fsck checks a volume that \
+                 nothing writes to; stop it first (`pgcmk server stop {name}`)",
+                server.state.name()
+            )));
+        }
+        let check: VolumeCheck = self.run_task(&server, &AgentTask::Fsck)?;
+        self.event(
+            &server,
+            "dba",
+            "volume checked",
+            &format!(
+                "{} files, {} blocks: {} bad{}",
+                check.files_checked,
+                check.blocks_checked,
+                check.bad_blocks.len(),
+                if check.dirty {
+                    format!(", {} torn by a crash", check.torn_blocks.len())
+                } else {
+                    String::new()
+                }
+            ),
+        )?;
+        Ok(check)
+    }
+}
+
+/// A short-lived agent run whose answer comes on a pipe. Killed (with its private
+/// mounts, which go with it) if dropped before it ends.
+struct TaskProcess {
+    child: Arc<Mutex<Child>>,
+    stdout: BufReader<ChildStdout>,
+    /// The run, for messages.
+    what: String,
+}
+
+impl TaskProcess {
+    /// Reads the answer to its end and waits for the run to exit.
+    fn answer<T: DeserializeOwned>(mut self) -> Result<TaskAnswer<T>, Error> {
+        let mut out = Vec::new();
+        self.stdout
+            .read_to_end(&mut out)
+            .ctx(|| format!("reading the answer of {}", self.what))?;
+        let status = self
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wait()
+            .ctx(|| format!("waiting for {}", self.what))?;
+        serde_json::from_slice(&out).map_err(|e| {
+            Error::AgentTask(format!(
+                "{} gave no answer (it exited with {status}; {e})",
+                self.what
+            ))
+        })
+    }
+}
+
+impl Drop for TaskProcess {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        // A no-op once it has been waited for: never signals a recycled pid.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// One item of a [`LogStream`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogStreamItem {
+    /// A record.
+    Record(LogRecord),
+    /// Nothing new for a while (an empty line on the wire).
+    KeepAlive,
+}
+
+/// PostgreSQL's and the agent's log records from a short-lived agent run; the run
+/// is ended when this is dropped (or by a [`LogStreamStopper`]).
+pub struct LogStream {
+    process: TaskProcess,
+}
+
+impl LogStream {
+    /// A handle that ends the run from elsewhere, e.g. when the reader has gone
+    /// while this stream waits for the next line.
+    pub fn stopper(&self) -> LogStreamStopper {
+        LogStreamStopper(self.process.child.clone())
+    }
+}
+
+impl Iterator for LogStream {
+    type Item = LogStreamItem;
+
+    /// The next item; `None` once the run has ended (or printed something that is
+    /// not a record, which is logged).
+    fn next(&mut self) -> Option<LogStreamItem> {
+        let mut line = String::new();
+        match self.process.stdout.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) if line.trim().is_empty() => Some(LogStreamItem::KeepAlive),
+            Ok(_) => match serde_json::from_str(&line) {
+                Ok(record) => Some(LogStreamItem::Record(record)),
+                Err(e) => {
+                    tracing::error!(
+                        "{} printed a line that is not a log record: {e}",
+                        self.process.what
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::error!("reading {}: {e}", self.process.what);
+                None
+            }
+        }
+    }
+}
+
+/// Ends a [`LogStream`]'s run ([`LogStream::stopper`]).
+pub struct LogStreamStopper(Arc<Mutex<Child>>);
+
+impl LogStreamStopper {
+    /// Kills the run (a no-op once it has ended and been waited for).
+    pub fn stop(&self) {
+        let _ = self.0.lock().unwrap_or_else(PoisonError::into_inner).kill();
+    }
+}
