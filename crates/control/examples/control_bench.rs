@@ -3,11 +3,14 @@
 //! - customer-managed server create time,
 //! - revoke → connections refused, and re-grant → Ready again,
 //! - key rotation (re-wrap of the DEK) on databases of the given sizes,
+//! - recovery: kill -9 of the agent → Ready, kill -9 of the postmaster → Ready, and a
+//!   full reboot (every process killed with -9, vault and control plane started again
+//!   with the same arguments) → every server Ready,
 //!
 //! printed next to the targets and the managed-service reference (Azure Database for
 //! PostgreSQL documents up to 60 minutes to notice a revoked key and to come back).
 //!
-//! Options: --runs N (10), --interval S (5), --gb LIST (1,10).
+//! Options: --runs N (10), --recovery-runs N (5), --interval S (5), --gb LIST (1,10).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -20,6 +23,7 @@ use support::*;
 
 struct Args {
     runs: usize,
+    recovery_runs: usize,
     interval: u64,
     sizes_gb: Vec<u64>,
 }
@@ -27,6 +31,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut args = Args {
         runs: 10,
+        recovery_runs: 5,
         interval: 5,
         sizes_gb: vec![1, 10],
     };
@@ -35,6 +40,7 @@ fn parse_args() -> Args {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--runs" => args.runs = value.parse().expect("--runs N"),
+            "--recovery-runs" => args.recovery_runs = value.parse().expect("--recovery-runs N"),
             "--interval" => args.interval = value.parse().expect("--interval SECONDS"),
             "--gb" => {
                 args.sizes_gb = value
@@ -42,7 +48,9 @@ fn parse_args() -> Args {
                     .map(|v| v.parse().expect("--gb 1,10"))
                     .collect()
             }
-            other => panic!("unknown option {other}: use --runs N --interval S --gb LIST"),
+            other => panic!(
+                "unknown option {other}: use --runs N --recovery-runs N --interval S --gb LIST"
+            ),
         }
     }
     args
@@ -89,11 +97,58 @@ fn status_version(dir: &std::path::Path) -> Option<String> {
     v["wrapped_by"].as_str().map(str::to_string)
 }
 
+/// The postmaster's pid from the agent's report.
+fn postmaster_pid(dir: &std::path::Path) -> Option<u32> {
+    let bytes = std::fs::read(dir.join("status.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["postgres_pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+/// A server the recovery rows break and wait for.
+struct Victim {
+    name: String,
+    dir: std::path::PathBuf,
+    port: u64,
+    password: String,
+}
+
+impl Victim {
+    /// Ready in the control plane's eyes, answering SQL, and served by other
+    /// processes than `gone` (so a run never counts the processes it just killed).
+    fn recovered(&self, cp: &ControlPlane, gone: &[u32]) -> bool {
+        let serving = [agent_pid(&self.dir), postmaster_pid(&self.dir)];
+        serving
+            .iter()
+            .all(|pid| pid.is_some_and(|p| !gone.contains(&p)))
+            && cp.state(&self.name).0 == "Ready"
+            && psql(self.port, &self.password, "SELECT 1").is_ok()
+    }
+}
+
+/// Times `runs` rounds of `break_it` (returns the pids it killed) until `victim` has
+/// recovered.
+fn recovery_samples(
+    runs: usize,
+    limit: Duration,
+    cp: &ControlPlane,
+    victim: &Victim,
+    mut break_it: impl FnMut() -> Vec<u32>,
+) -> Vec<Duration> {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let gone = break_it();
+            wait_for("Ready again", limit, || victim.recovered(cp, &gone));
+            t.elapsed()
+        })
+        .collect()
+}
+
 fn main() {
     let args = parse_args();
     let root = scratch();
-    let vault = Vault::start(root.path());
-    let cp = ControlPlane::start(root.path(), &vault, args.interval, 60);
+    let mut vault = Vault::start(root.path());
+    let mut cp = ControlPlane::start(root.path(), &vault, args.interval, 60);
     let mi = vault.identity("bench-mi");
     vault.keyvault("bench-kv", "westeurope", true);
     vault.grant("bench-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
@@ -216,4 +271,59 @@ fn main() {
         });
         cp.server(&["delete", &name]);
     }
+
+    eprintln!("recovery: {} runs each", args.recovery_runs);
+    let s = create("recovery");
+    let victim = Victim {
+        name: "recovery".into(),
+        dir: std::path::PathBuf::from(s["server"]["dir"].as_str().unwrap()),
+        port: s["server"]["port"].as_u64().unwrap(),
+        password: s["password"].as_str().unwrap().to_string(),
+    };
+    let limit = Duration::from_secs(i + 60);
+    let samples = recovery_samples(args.recovery_runs, limit, &cp, &victim, || {
+        let pid = agent_pid(&victim.dir).expect("a running agent");
+        pgcmk_testkit::process::kill9(pid);
+        vec![pid]
+    });
+    rows.push(Row {
+        what: format!("kill -9 agent -> Ready ({i} s interval)"),
+        samples,
+        target: "<= 5 s".into(),
+        reference: "-",
+    });
+    let samples = recovery_samples(args.recovery_runs, limit, &cp, &victim, || {
+        let pid = postmaster_pid(&victim.dir).expect("a running postmaster");
+        pgcmk_testkit::process::kill9(pid);
+        vec![pid]
+    });
+    rows.push(Row {
+        what: format!("kill -9 postmaster -> Ready ({i} s interval)"),
+        samples,
+        target: "<= 5 s".into(),
+        reference: "-",
+    });
+    let samples = (0..args.recovery_runs)
+        .map(|_| {
+            let gone = [agent_pid(&victim.dir), postmaster_pid(&victim.dir)];
+            let gone: Vec<u32> = gone.into_iter().flatten().collect();
+            cp.kill();
+            vault.kill();
+            crash_server_processes(&victim.dir);
+            let t = Instant::now();
+            vault.restart();
+            cp.start_again();
+            wait_for("Ready after the reboot", limit, || {
+                victim.recovered(&cp, &gone)
+            });
+            t.elapsed()
+        })
+        .collect();
+    rows.push(Row {
+        what: format!("full reboot (kill -9 of everything) -> Ready ({i} s interval)"),
+        samples,
+        target: format!("<= {} s", i + 10),
+        reference: "-",
+    });
+    cp.server(&["delete", "recovery"]);
 }
