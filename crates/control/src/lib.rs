@@ -17,6 +17,7 @@ pub mod model;
 pub mod monitor;
 pub mod platform;
 pub mod postgres;
+mod process;
 pub mod root_key;
 pub mod server_dir;
 pub mod store;

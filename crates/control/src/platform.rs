@@ -21,6 +21,7 @@ use crate::auth::DbaAuth;
 use crate::error::IoContext;
 use crate::kek::KekAccess;
 use crate::model::{now_rfc3339, Encryption, Event, SecretString, ServerRecord, ServerState};
+use crate::process;
 use crate::root_key::{ControlKeys, IdentitySecrets, RootKeySource};
 use crate::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::store::{Store, PLATFORM_IDENTITY};
@@ -120,7 +121,8 @@ impl AgentProcess {
                 }
                 Err(_) => false,
             },
-            None => sys::process_exists(self.pid),
+            // Not our child, so a zombie until whoever adopted it reaps it.
+            None => process::is_running(self.pid),
         }
     }
 }
@@ -877,13 +879,15 @@ impl VaultLocations for Platform {
     }
 }
 
-/// True when `pid` is a `pgcmk agent` for `dir` (not a recycled pid).
+/// True when `pid` is a running `pgcmk agent` for `dir` (not a recycled pid, not
+/// a zombie).
 fn is_agent_of(pid: u32, dir: &Path) -> bool {
-    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+    let Some(args) = process::cmdline(pid) else {
         return false;
     };
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    args.contains(&&b"agent"[..]) && args.contains(&dir.as_os_str().as_encoded_bytes())
+    args.iter().any(|a| a == b"agent")
+        && process::arg_after(&args, "--server-dir").is_some_and(|d| process::arg_is_path(d, dir))
+        && process::is_running(pid)
 }
 
 fn validate_name(name: &str) -> Result<(), Error> {
