@@ -71,6 +71,9 @@ pub struct AgentArgs {
     /// The server's directory.
     #[arg(long)]
     server_dir: PathBuf,
+    /// The name `pgcmk serve` gave this start of the agent; every report carries it.
+    #[arg(long)]
+    instance: String,
 }
 
 /// Encryption choices for `server create`.
@@ -281,8 +284,12 @@ async fn shutdown_signal() {
 /// Runs a node agent until SIGTERM; its identity's secret comes on stdin.
 pub fn agent(args: AgentArgs) -> Result<(), String> {
     init_logging();
-    pgcmk_control::agent::run(&ServerDir::new(args.server_dir), std::io::stdin().lock())
-        .map_err(|e| e.to_string())
+    pgcmk_control::agent::run(
+        &ServerDir::new(args.server_dir),
+        &args.instance,
+        std::io::stdin().lock(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Runs `pgcmk demo` (needs root: it mounts FUSE and starts PostgreSQL).
