@@ -74,6 +74,10 @@ pub struct AgentArgs {
     /// The server's directory.
     #[arg(long)]
     server_dir: PathBuf,
+    /// The name `pgcmk serve` gave this start of the agent; every report carries it
+    /// (needed to serve; a short-lived task run makes no reports).
+    #[arg(long)]
+    instance: Option<String>,
     /// One task instead of serving (a short-lived run started by the control plane).
     #[command(subcommand)]
     task: Option<AgentTaskCommand>,
@@ -334,9 +338,12 @@ pub fn agent(args: AgentArgs) -> Result<(), String> {
     init_logging();
     let dir = ServerDir::new(args.server_dir);
     let stdin = std::io::stdin().lock();
-    match args.task {
-        None => pgcmk_control::agent::run(&dir, stdin),
-        Some(task) => {
+    match (args.task, args.instance) {
+        (None, Some(instance)) => pgcmk_control::agent::run(&dir, &instance, stdin),
+        (None, None) => {
+            return Err("--instance is required to serve (pgcmk serve passes it)".into())
+        }
+        (Some(task), _) => {
             pgcmk_control::agent_task::run(&dir, &task.into(), stdin, std::io::stdout().lock())
         }
     }

@@ -101,7 +101,9 @@ fn status_version(dir: &std::path::Path) -> Option<String> {
 fn postmaster_pid(dir: &std::path::Path) -> Option<u32> {
     let bytes = std::fs::read(dir.join("status.json")).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v["postgres_pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+    v["postgres_pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
 }
 
 /// A server the recovery rows break and wait for.

@@ -1,9 +1,11 @@
-//! The node agent: one process per server (`pgcmk agent --server-dir DIR`).
+//! The node agent: one process per server (`pgcmk agent --server-dir DIR
+//! --instance NAME`).
 //!
 //! It disables core dumps, unwraps the server's DEK through the KEK into locked
 //! memory, mounts cryptfs with a key derived from the DEK, runs PostgreSQL on the
-//! mount as its child, and runs the key monitor. It reports its state in
-//! `status.json` (see [`crate::server_dir`]), which the control plane reads.
+//! mount as its child (restarting it with back-off when it exits), and runs the
+//! key monitor. It reports its state in `status.json` ([`crate::report`]), which
+//! the control plane reads.
 //!
 //! Its managed identity's secret comes on stdin from the control plane (never in
 //! its arguments, environment or a file), read to the end at start and kept in
@@ -23,12 +25,14 @@ use pgcmk_keyprovider::akv::AkvKek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::{describe_delay, Backoff};
 use crate::error::IoContext;
 use crate::kek::{self, KekAccess};
 use crate::memory::{self, LockedDek};
-use crate::model::{now_rfc3339, ServerState};
+use crate::model::Actor;
 use crate::monitor::{Action, CheckResult, Monitor, MonitorConfig};
 use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
+use crate::report::{Activity, Reporter};
 use crate::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::Error;
 
@@ -38,6 +42,13 @@ const CRYPTFS_PURPOSE: &[u8] = b"pgcmk cryptfs";
 const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the agent looks at signals and at PostgreSQL between checks.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the server log is read for crash restarts.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+/// Back-off of PostgreSQL starts and of mounts that fail: the first retry comes
+/// at once, the second after this, then twice as long each time...
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// ... up to this.
+const RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// What the control plane tells an agent; no secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,21 +76,6 @@ impl AgentConfig {
     }
 }
 
-/// What an agent reports in `status.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    /// Ready, Inaccessible (with the reason), Failed (with the reason) or Stopped.
-    pub state: ServerState,
-    /// The key version that wraps the stored DEK.
-    pub wrapped_by: KeyVersionId,
-    /// The agent's pid.
-    pub agent_pid: u32,
-    /// The postmaster's pid while PostgreSQL runs.
-    pub postgres_pid: Option<u32>,
-    /// When this report was written (RFC 3339).
-    pub at: String,
-}
-
 /// The cryptfs master key for server `server_id`, derived from its DEK.
 pub fn cryptfs_key(dek: &Dek, server_id: &str) -> Result<pgcmk_crypto::SymmetricKey, Error> {
     Ok(kdf::derive_key(
@@ -93,12 +89,17 @@ pub fn cryptfs_key(dek: &Dek, server_id: &str) -> Result<pgcmk_crypto::Symmetric
 /// before the mount goes, and the DEK is zeroized last.
 struct Serving {
     pg: Postgres,
+    /// When PostgreSQL is to be started; `None` while it runs.
+    start_at: Option<Instant>,
+    starts: Backoff,
+    log_read_at: Instant,
     mount: pgcmk_cryptfs::MountHandle,
     dek: LockedDek,
 }
 
 impl Serving {
-    /// Mounts cryptfs with a key derived from `dek`; PostgreSQL is not started.
+    /// Mounts cryptfs with a key derived from `dek`; PostgreSQL starts at the next
+    /// [`Serving::supervise_postgres`].
     fn mount(dir: &ServerDir, config: &AgentConfig, dek: Dek) -> Result<Self, Error> {
         let dek = LockedDek::new(dek)?;
         let mount = pgcmk_cryptfs::mount(
@@ -118,13 +119,70 @@ impl Serving {
                 port: config.port,
             },
         );
-        Ok(Self { pg, mount, dek })
+        let now = Instant::now();
+        Ok(Self {
+            pg,
+            start_at: Some(now),
+            starts: Backoff::new(RETRY_FIRST, RETRY_CAP),
+            log_read_at: now,
+            mount,
+            dek,
+        })
     }
 
-    fn start(dir: &ServerDir, config: &AgentConfig, dek: Dek) -> Result<Self, Error> {
-        let mut serving = Self::mount(dir, config, dek)?;
-        serving.pg.start(PG_START_TIMEOUT)?;
-        Ok(serving)
+    /// Passes on what PostgreSQL logged about crash restarts, notices the
+    /// postmaster's exit, and (re)starts PostgreSQL when it is due: at once after
+    /// an exit, with back-off after a failed start. A failed start keeps the mount.
+    fn supervise_postgres(&mut self, now: Instant, reporter: &Reporter) {
+        if let Some(postmaster) = self.pg.pid() {
+            if now >= self.log_read_at + LOG_EVERY {
+                self.log_read_at = now;
+                for cause in self.pg.crash_restarts() {
+                    reporter.event(Actor::Postgres, "postgres restarted after a crash", &cause);
+                }
+            }
+            let Some(status) = self.pg.poll_exit() else {
+                return;
+            };
+            let said = self
+                .pg
+                .last_fatal()
+                .map(|f| format!(": {f}"))
+                .unwrap_or_default();
+            let why = format!("the postmaster (pid {postmaster}) exited ({status}){said}");
+            tracing::warn!("{why}; restarting it");
+            reporter.event(Actor::Postgres, "postgres exited", &why);
+            reporter.set(Activity::Starting {
+                who: Actor::Postgres,
+                why: format!("restarting PostgreSQL: {why}"),
+            });
+            self.start_at = Some(now);
+        }
+        if self.start_at.is_none_or(|at| now < at) {
+            return;
+        }
+        match self.pg.start(PG_START_TIMEOUT) {
+            Ok(()) => {
+                self.start_at = None;
+                self.starts.reset();
+                if let Some(postgres_pid) = self.pg.pid() {
+                    reporter.set(Activity::Serving {
+                        postgres_pid,
+                        probe: self.pg.readiness_probe(),
+                    });
+                }
+            }
+            Err(e) => {
+                let delay = self.starts.failed();
+                self.start_at = Some(Instant::now() + delay);
+                let reason = format!("{e}; retrying {}", describe_delay(delay));
+                tracing::warn!("{reason}");
+                reporter.set(Activity::Failed {
+                    who: Actor::Postgres,
+                    reason,
+                });
+            }
+        }
     }
 }
 
@@ -203,20 +261,32 @@ impl Requests {
 
 /// Runs the agent for the server in `dir` until SIGTERM/SIGINT, acting as the
 /// managed identity whose secret is read from `identity_secret` (the agent's
-/// stdin, a pipe from the control plane) to its end.
-pub fn run(dir: &ServerDir, identity_secret: impl std::io::Read) -> Result<(), Error> {
+/// stdin, a pipe from the control plane) to its end. `instance` is the name the
+/// control plane gave this start; every report carries it.
+pub fn run(
+    dir: &ServerDir,
+    instance: &str,
+    identity_secret: impl std::io::Read,
+) -> Result<(), Error> {
     let secret = take_identity_secret(identity_secret)?;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
     std::fs::write(dir.agent_pid(), std::process::id().to_string()).ctx(|| "writing agent.pid")?;
+    let reporter = Reporter::start(dir, instance.to_string(), wrapped.kek.clone())?;
     dir.detach_stale_mount();
     let mut kek = config.kek.connect(secret.clone())?;
     let mut monitor = Monitor::new(config.monitor(), wrapped.kek.clone());
+    let mut mounts = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut serving: Option<Serving> = None;
-    let mut state = ServerState::Provisioning;
     let mut next_check = Instant::now();
-    while !requests.stop.load(Ordering::SeqCst) {
+    let outcome = loop {
+        if requests.stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        if let Some(e) = reporter.failure() {
+            break Err(e);
+        }
         let now = Instant::now();
         if requests.check_now.swap(false, Ordering::SeqCst) {
             next_check = now;
@@ -227,32 +297,46 @@ pub fn run(dir: &ServerDir, identity_secret: impl std::io::Read) -> Result<(), E
             if let CheckResult::Denied(reason) | CheckResult::Transient(reason) = &result {
                 tracing::warn!("key check failed: {reason}");
                 if serving.is_none() {
-                    state = ServerState::Inaccessible(reason.clone());
+                    reporter.set(Activity::Inaccessible(reason.clone()));
                 }
             }
             let decision = monitor.on_check(now, result);
+            next_check = now + decision.next_check;
             for action in decision.actions {
                 match action {
-                    Action::Unlock => match dek.take().map(|d| Serving::start(dir, &config, d)) {
+                    Action::Unlock => match dek.take().map(|d| Serving::mount(dir, &config, d)) {
                         Some(Ok(s)) => {
+                            mounts.reset();
                             serving = Some(s);
-                            state = ServerState::Ready;
+                            reporter.set(Activity::Starting {
+                                who: Actor::KeyMonitor,
+                                why: "key access verified; starting PostgreSQL".into(),
+                            });
                         }
                         Some(Err(e)) => {
                             monitor.relock();
-                            state = ServerState::Failed(format!("{e}; retrying at the next check"));
+                            let delay = mounts.failed();
+                            next_check = next_check.min(now + delay);
+                            reporter.set(Activity::Failed {
+                                who: Actor::Agent,
+                                reason: format!(
+                                    "mounting the encrypted volume failed: {e}; retrying {}",
+                                    describe_delay(delay)
+                                ),
+                            });
                         }
                         None => monitor.relock(),
                     },
                     Action::Lock(reason) => {
                         serving = None;
-                        state = ServerState::Inaccessible(reason);
+                        reporter.set(Activity::Inaccessible(reason));
                     }
                     Action::Rewrap(version) => {
                         if let Some(s) = &serving {
                             match rewrap(dir, &kek, s.dek.dek(), &version) {
                                 Ok(w) => {
                                     monitor.rewrapped(w.kek.clone());
+                                    reporter.wrapped_by(w.kek.clone());
                                     wrapped = w;
                                 }
                                 Err(e) => tracing::error!("re-wrapping the DEK: {e}"),
@@ -262,26 +346,16 @@ pub fn run(dir: &ServerDir, identity_secret: impl std::io::Read) -> Result<(), E
                 }
             }
             drop(dek);
-            next_check = now + decision.next_check;
-            report(dir, &state, &wrapped, serving.as_ref())?;
         }
         if let Some(s) = serving.as_mut() {
-            if let Some(exit) = s.pg.poll_exit() {
-                tracing::warn!("postgres exited ({exit}); restarting");
-                if let Err(e) = s.pg.start(PG_START_TIMEOUT) {
-                    serving = None;
-                    monitor.relock();
-                    state = ServerState::Failed(format!("{e}; retrying at the next check"));
-                }
-                report(dir, &state, &wrapped, serving.as_ref())?;
-            }
+            s.supervise_postgres(Instant::now(), &reporter);
         }
         std::thread::sleep(TICK);
-    }
+    };
     drop(serving);
-    report(dir, &ServerState::Stopped, &wrapped, None)?;
+    let finished = reporter.finish();
     let _ = std::fs::remove_file(dir.agent_pid());
-    Ok(())
+    outcome.and(finished)
 }
 
 /// Reconnects `kek` when `agent.json` says to reach the key otherwise than `access`
@@ -351,22 +425,4 @@ fn rewrap(
     write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
     tracing::info!("DEK re-wrapped with {}", wrapped.kek);
     Ok(wrapped)
-}
-
-fn report(
-    dir: &ServerDir,
-    state: &ServerState,
-    wrapped: &WrappedDek,
-    serving: Option<&Serving>,
-) -> Result<(), Error> {
-    write_json_atomic(
-        &dir.status(),
-        &AgentStatus {
-            state: state.clone(),
-            wrapped_by: wrapped.kek.clone(),
-            agent_pid: std::process::id(),
-            postgres_pid: serving.and_then(|s| s.pg.pid()),
-            at: now_rfc3339(),
-        },
-    )
 }

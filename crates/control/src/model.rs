@@ -92,6 +92,35 @@ pub struct ServerDetails {
     pub events: Vec<Event>,
 }
 
+/// Who caused an event: the operator, a part of the platform, or PostgreSQL itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Actor {
+    /// The DBA, through the API.
+    Dba,
+    /// The control plane (re-attaching, restarting agents, cleaning up).
+    ControlPlane,
+    /// The server's node agent (started, exited, killed, could not mount).
+    Agent,
+    /// PostgreSQL (started, accepting connections, crashed, would not start).
+    Postgres,
+    /// The agent's key monitor (key checks, re-wraps).
+    KeyMonitor,
+}
+
+impl Actor {
+    /// The name recorded in events' `who`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Actor::Dba => "dba",
+            Actor::ControlPlane => "control-plane",
+            Actor::Agent => "agent",
+            Actor::Postgres => "postgres",
+            Actor::KeyMonitor => "key-monitor",
+        }
+    }
+}
+
 /// One entry of the control plane's append-only audit trail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -101,7 +130,8 @@ pub struct Event {
     pub at: String,
     /// The server concerned.
     pub server_id: String,
-    /// Who acted: `dba`, `key-monitor`, `control-plane`.
+    /// Who acted or caused it: an [`Actor`]'s name (`dba`, `control-plane`,
+    /// `agent`, `postgres`, `key-monitor`).
     pub who: String,
     /// What happened, e.g. `state Ready -> Inaccessible`, `dek rewrapped`.
     pub what: String,

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,15 +15,21 @@ use pgcmk_crypto::{random, SecretBytes};
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{self, AgentConfig, AgentStatus};
+use crate::agent::{self, AgentConfig};
 use crate::api_tls;
 use crate::auth::DbaAuth;
+use crate::backoff::describe_delay;
 use crate::error::IoContext;
 use crate::kek::{KekAccess, VaultEndpoints};
-use crate::model::{now_rfc3339, Encryption, Event, SecretString, ServerRecord, ServerState};
+use crate::model::{
+    now_rfc3339, Actor, Encryption, Event, SecretString, ServerRecord, ServerState,
+};
+use crate::process;
+use crate::report::AgentStatus;
 use crate::root_key::{ControlKeys, IdentitySecrets, RootKeySource};
 use crate::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::store::{Store, PLATFORM_IDENTITY};
+use crate::supervisor::{AgentExit, AgentProcess, Reading, Supervised, STALE_AFTER};
 use crate::sys::{self, Signal};
 use crate::validate::{self, Requirements, VaultLocations};
 use crate::Error;
@@ -60,7 +66,7 @@ pub struct PlatformConfig {
     pub interval: Duration,
     /// Transient key failures tolerated for this long.
     pub grace: Duration,
-    /// The `pgcmk` program, run as `pgcmk agent --server-dir DIR`.
+    /// The `pgcmk` program, run as `pgcmk agent --server-dir DIR --instance NAME`.
     pub agent_program: PathBuf,
 }
 
@@ -95,39 +101,6 @@ pub struct Created {
     pub password: SecretString,
 }
 
-/// A running agent: our child, or one re-attached after a control plane restart.
-struct AgentProcess {
-    child: Option<Child>,
-    pid: u32,
-    /// Set once our child has exited with an error code of its own.
-    failed_with: Option<i32>,
-}
-
-impl AgentProcess {
-    fn new(child: Option<Child>, pid: u32) -> Self {
-        Self {
-            child,
-            pid,
-            failed_with: None,
-        }
-    }
-
-    fn is_alive(&mut self) -> bool {
-        match &mut self.child {
-            Some(child) => match child.try_wait() {
-                Ok(None) => true,
-                Ok(Some(status)) => {
-                    // An exit code (not a signal) means the agent gave up by itself.
-                    self.failed_with = status.code().filter(|&c| c != 0);
-                    false
-                }
-                Err(_) => false,
-            },
-            None => sys::process_exists(self.pid),
-        }
-    }
-}
-
 /// The control plane.
 pub struct Platform {
     config: PlatformConfig,
@@ -138,7 +111,8 @@ pub struct Platform {
     dba: DbaAuth,
     /// The DBA credential file, when this start created it.
     new_dba_credential: Option<PathBuf>,
-    agents: Mutex<HashMap<String, AgentProcess>>,
+    /// Every server that should run, by id: its agent and how it is supervised.
+    agents: Mutex<HashMap<String, Supervised>>,
     /// Where agents reach the vault service now (see [`Platform::follow_vault_service`]).
     vault: RwLock<VaultEndpoints>,
     /// Serializes lifecycle operations on servers (not key checks).
@@ -315,7 +289,7 @@ impl Platform {
             let _ = fs::remove_dir_all(dir.root());
             return Err(e);
         }
-        self.event(&record, "dba", "server created", &describe(&record))?;
+        self.event(&record, Actor::Dba, "server created", &describe(&record))?;
         if let Err(e) = self
             .spawn_agent(&record)
             .and_then(|()| self.wait_settled(&record))
@@ -325,7 +299,7 @@ impl Platform {
             let _ = fs::remove_dir_all(dir.root());
             self.event(
                 &record,
-                "control-plane",
+                Actor::ControlPlane,
                 "server removed",
                 &format!("create failed: {e}"),
             )?;
@@ -439,7 +413,7 @@ impl Platform {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(id, agent)| (id.clone(), agent.pid))
+            .filter_map(|(id, supervised)| Some((id.clone(), supervised.agent()?.pid())))
             .collect();
         for (id, pid) in running {
             match self.store.server(&id) {
@@ -469,7 +443,7 @@ impl Platform {
                 sys::send_signal(pid, Signal::Hup).ctx(|| "signalling the agent")?;
                 self.event(
                     record,
-                    "control-plane",
+                    Actor::ControlPlane,
                     "vault address refreshed",
                     &format!(
                         "the agent reaches the vault service at {} from now on",
@@ -497,22 +471,52 @@ impl Platform {
     fn event(
         &self,
         record: &ServerRecord,
-        who: &str,
+        who: Actor,
         what: &str,
         why: &str,
     ) -> Result<Event, Error> {
+        let who = who.as_str();
         tracing::info!(server = %record.name, who, what, why, "event");
         self.store.append_event(&record.id, who, what, why)
     }
 
-    /// Starts `pgcmk agent --server-dir DIR` with its output in DIR/agent.log and
-    /// its identity's secret written to its stdin.
-    fn spawn_agent(&self, record: &ServerRecord) -> Result<(), Error> {
+    /// Moves the server from the state it had when read (`server.state`) to `to`,
+    /// recorded as an event caused by `who`. A no-op when it is in `to` already, or
+    /// when its state changed since it was read: a supervision pass does not undo
+    /// what a DBA did meanwhile (a stop, a delete).
+    fn transition(
+        &self,
+        server: &ServerRecord,
+        to: ServerState,
+        who: Actor,
+        why: &str,
+    ) -> Result<(), Error> {
+        if server.state == to {
+            return Ok(());
+        }
+        let mut moved = false;
+        self.store.update_server(&server.id, |s| {
+            if s.state == server.state {
+                s.state = to.clone();
+                moved = true;
+            }
+        })?;
+        if moved {
+            let what = format!("state {} -> {}", server.state.name(), to.name());
+            self.event(server, who, &what, why)?;
+        }
+        Ok(())
+    }
+
+    /// Starts `pgcmk agent --server-dir DIR --instance NAME` with its output in
+    /// DIR/agent.log and its identity's secret written to its stdin. NAME is new
+    /// at every spawn and is in each of the agent's reports, so a report left by
+    /// an earlier agent is never taken for this one's.
+    fn spawn_agent_process(&self, record: &ServerRecord) -> Result<AgentProcess, Error> {
         let secret = self.identity_secret(record)?;
         self.hand_vault_address(record, None);
         let dir = ServerDir::new(&record.dir);
-        // A report from an earlier agent must not be taken for this one's.
-        let _ = fs::remove_file(dir.status());
+        let instance = hex_id()?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -524,12 +528,12 @@ impl Platform {
             .arg("agent")
             .arg("--server-dir")
             .arg(dir.root())
+            .args(["--instance", &instance])
             .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)
             .spawn()
             .ctx(|| format!("starting {} agent", self.config.agent_program.display()))?;
-        let pid = child.id();
         // Far below a pipe's capacity, so this never waits for the agent. The
         // pipe closes when `stdin` drops, which ends the agent's read.
         if let Some(mut stdin) = child.stdin.take() {
@@ -538,10 +542,18 @@ impl Platform {
                 tracing::error!(server = %record.name, "passing the identity secret to the agent: {e}");
             }
         }
-        self.agents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(record.id.clone(), AgentProcess::new(Some(child), pid));
+        Ok(AgentProcess::spawned(child, instance))
+    }
+
+    /// Starts the server's agent and supervises it from now on.
+    fn spawn_agent(&self, record: &ServerRecord) -> Result<(), Error> {
+        // Held while spawning, so a supervision pass cannot restart it meanwhile.
+        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        let agent = self.spawn_agent_process(record)?;
+        agents.insert(
+            record.id.clone(),
+            Supervised::spawned(agent, Instant::now()),
+        );
         Ok(())
     }
 
@@ -551,16 +563,19 @@ impl Platform {
         let running = fs::read_to_string(dir.agent_pid())
             .ok()
             .and_then(|p| p.trim().parse::<u32>().ok())
-            .filter(|&pid| is_agent_of(pid, dir.root()));
+            .and_then(|pid| Some((pid, agent_instance(pid, dir.root())?)));
         match running {
-            Some(pid) => {
+            Some((pid, instance)) => {
                 self.agents
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(record.id.clone(), AgentProcess::new(None, pid));
+                    .insert(
+                        record.id.clone(),
+                        Supervised::attached(AgentProcess::attached(pid, instance), Instant::now()),
+                    );
                 self.event(
                     record,
-                    "control-plane",
+                    Actor::ControlPlane,
                     "agent re-attached",
                     &format!("agent pid {pid} still running"),
                 )?;
@@ -570,7 +585,7 @@ impl Platform {
             None => {
                 self.event(
                     record,
-                    "control-plane",
+                    Actor::ControlPlane,
                     "agent started",
                     "the server should run and had no agent",
                 )?;
@@ -579,48 +594,42 @@ impl Platform {
         }
     }
 
-    /// Asks the server's agent to stop and waits until it has exited.
+    /// Stops supervising the server: asks its agent (if it runs) to stop, waits
+    /// until it has exited, and detaches a mount a killed agent left.
     fn stop_agent(&self, id: &str) {
-        let agent = self
+        let supervised = self
             .agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
-        let Some(mut agent) = agent else { return };
-        let _ = sys::send_signal(agent.pid, Signal::Term);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while agent.is_alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if agent.is_alive() {
-            tracing::error!(pid = agent.pid, "agent did not stop; killing it");
-            let _ = sys::send_signal(agent.pid, Signal::Kill);
-        }
-        if let Some(mut child) = agent.child {
-            let _ = child.wait();
+        if let Some(mut agent) = supervised.and_then(|mut s| s.take_agent()) {
+            let _ = sys::send_signal(agent.pid(), Signal::Term);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while agent.exit().is_none() {
+                if Instant::now() >= deadline {
+                    tracing::error!(pid = agent.pid(), "agent did not stop; killing it");
+                    let _ = sys::send_signal(agent.pid(), Signal::Kill);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            agent.reap();
         }
         if let Ok(server) = self.store.server(id) {
             ServerDir::new(&server.dir).detach_stale_mount();
         }
     }
 
-    /// Waits until the server's agent reports a settled state (not Provisioning),
-    /// syncing it into the store. Ready succeeds; anything else is the error.
+    /// Supervises the server until it is Ready (its agent's report taken into the
+    /// store); any other settled state is the error.
     fn wait_settled(&self, record: &ServerRecord) -> Result<(), Error> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             self.supervise_once();
-            let status: Option<AgentStatus> = read_json(&ServerDir::new(&record.dir).status()).ok();
-            // An agent that died at start leaves no report; the store says Failed.
-            let stored = self.store.server(&record.id)?.state;
-            let state = match stored {
-                ServerState::Failed(_) => Some(stored),
-                _ => status.map(|s| s.state),
-            };
-            match state {
-                Some(ServerState::Ready) => return Ok(()),
-                Some(ServerState::Provisioning) | None => {}
-                Some(other) => {
+            match self.store.server(&record.id)?.state {
+                ServerState::Ready => return Ok(()),
+                ServerState::Provisioning => {}
+                other => {
                     return Err(Error::Conflict(format!(
                         "server '{}' did not become Ready: {}{}",
                         record.name,
@@ -643,8 +652,7 @@ impl Platform {
         }
     }
 
-    /// One supervision pass: takes in every agent's report (state changes and
-    /// re-wrapped DEKs become events) and restarts agents that died.
+    /// One supervision pass over every server (see [`Platform::supervise_server`]).
     pub fn supervise_once(&self) {
         let _pass = self
             .supervision
@@ -654,52 +662,99 @@ impl Platform {
             Ok(s) => s,
             Err(e) => return tracing::error!("supervision: {e}"),
         };
+        let now = Instant::now();
         for server in servers {
-            if let Err(e) = self.supervise_server(&server) {
+            if let Err(e) = self.supervise_server(&server, now) {
                 tracing::error!(server = %server.name, "supervision: {e}");
             }
         }
     }
 
-    fn supervise_server(&self, server: &ServerRecord) -> Result<(), Error> {
+    /// Supervises one server at `now`: a dead agent makes it Failed and its
+    /// restart is scheduled; a due restart is made; otherwise the live agent's
+    /// current report is taken in (its events, its state, a re-wrapped DEK), and
+    /// a live agent whose reports stopped makes it Failed.
+    fn supervise_server(&self, server: &ServerRecord, now: Instant) -> Result<(), Error> {
         if matches!(server.state, ServerState::Stopped | ServerState::Deleting) {
             return Ok(());
         }
         let dir = ServerDir::new(&server.dir);
-        if let Ok(status) = read_json::<AgentStatus>(&dir.status()) {
-            self.take_report(server, &dir, &status)?;
-        }
-        let died = {
-            let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
-            let dead = agents.get_mut(&server.id).is_some_and(|a| !a.is_alive());
-            dead.then(|| agents.remove(&server.id)).flatten()
+        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(supervised) = agents.get_mut(&server.id) else {
+            return Ok(());
         };
-        let Some(agent) = died else { return Ok(()) };
-        if let Some(code) = agent.failed_with {
-            // The agent reported an error it cannot get past (bad configuration,
-            // unreadable files): restarting it would only spin. A killed agent is
-            // restarted below.
-            let reason = format!(
-                "the node agent failed (exit code {code}); see {} and run \
-                 `pgcmk server start` once fixed",
-                dir.agent_log().display()
-            );
-            self.store.update_server(&server.id, |s| {
-                s.state = ServerState::Failed(reason.clone())
-            })?;
-            self.event(server, "control-plane", "agent failed", &reason)?;
-        } else {
-            self.event(
-                server,
-                "control-plane",
-                "agent restarted",
-                "the node agent exited unexpectedly",
-            )?;
-            self.spawn_agent(server)?;
+        let after_death;
+        let server = match supervised.check_alive(now) {
+            Some((exit, delay)) => {
+                let why = format!(
+                    "the node agent {}; restarting it {}",
+                    exit_detail(&dir, exit),
+                    describe_delay(delay)
+                );
+                tracing::warn!(server = %server.name, "{why}");
+                self.transition(server, ServerState::Failed(why.clone()), Actor::Agent, &why)?;
+                after_death = self.store.server(&server.id)?;
+                &after_death
+            }
+            None => server,
+        };
+        if supervised.restart_due(now) {
+            return match self.spawn_agent_process(server) {
+                Ok(agent) => {
+                    let why = format!(
+                        "restart {} in a row; the new agent's pid is {}",
+                        supervised.restarts(),
+                        agent.pid()
+                    );
+                    supervised.restarted(agent, now);
+                    self.event(server, Actor::ControlPlane, "agent restarted", &why)
+                        .map(drop)
+                }
+                Err(e) => {
+                    let delay = supervised.spawn_failed(now);
+                    let why = format!(
+                        "the node agent could not be started: {e}; retrying {}",
+                        describe_delay(delay)
+                    );
+                    self.transition(
+                        server,
+                        ServerState::Failed(why.clone()),
+                        Actor::ControlPlane,
+                        &why,
+                    )
+                }
+            };
         }
-        Ok(())
+        let report = read_json::<AgentStatus>(&dir.status()).ok();
+        match supervised.read(report.as_ref(), now) {
+            Reading::Current(report) => {
+                for e in supervised.new_events(report) {
+                    self.event(server, e.who, &e.what, &e.why)?;
+                }
+                if report.state == ServerState::Ready {
+                    supervised.ready();
+                }
+                self.take_report(server, &dir, report)
+            }
+            Reading::Waiting => Ok(()),
+            Reading::Stale => {
+                let why = format!(
+                    "the node agent (pid {}) has not reported for more than {} s: what it \
+                     does is unknown",
+                    supervised.agent().map_or(0, AgentProcess::pid),
+                    STALE_AFTER.as_secs()
+                );
+                self.transition(
+                    server,
+                    ServerState::Failed(why.clone()),
+                    Actor::ControlPlane,
+                    &why,
+                )
+            }
+        }
     }
 
+    /// Takes in a current report: a DEK the agent re-wrapped, and its state.
     fn take_report(
         &self,
         server: &ServerRecord,
@@ -713,7 +768,7 @@ impl Platform {
                     .update_server(&server.id, |s| s.wrapped_dek = wrapped.clone())?;
                 self.event(
                     server,
-                    "key-monitor",
+                    Actor::KeyMonitor,
                     "dek re-wrapped",
                     &format!(
                         "adopted key version {} (was {})",
@@ -723,17 +778,10 @@ impl Platform {
             }
         }
         // Stopped is the control plane's to record, when the DBA asked for it.
-        if status.state != server.state && status.state != ServerState::Stopped {
-            self.store
-                .update_server(&server.id, |s| s.state = status.state.clone())?;
-            self.event(
-                server,
-                "key-monitor",
-                &format!("state {} -> {}", server.state.name(), status.state.name()),
-                status.state.reason().unwrap_or("key access verified"),
-            )?;
+        if status.state == ServerState::Stopped {
+            return Ok(());
         }
-        Ok(())
+        self.transition(server, status.state.clone(), status.cause, &status.why)
     }
 
     fn set_state(&self, server: &ServerRecord, state: ServerState, why: &str) -> Result<(), Error> {
@@ -741,7 +789,7 @@ impl Platform {
             .update_server(&server.id, |s| s.state = state.clone())?;
         self.event(
             server,
-            "dba",
+            Actor::Dba,
             &format!("state {} -> {}", server.state.name(), state.name()),
             why,
         )?;
@@ -765,27 +813,38 @@ impl Platform {
         self.store.server(&server.id)
     }
 
-    /// Starts a stopped server and waits until it is Ready (or says why not). A key
-    /// version the vault refuses is found before any agent runs: the server stays
-    /// as it was, and the error names the version and the fix.
+    /// Starts a server that does not serve — stopped, failed, inaccessible,
+    /// waiting for its agent's restart — at once, with a new agent, and waits
+    /// until it is Ready (or says why not). A key version the vault refuses is
+    /// found before any agent runs: the server stays as it was, and the error
+    /// names the version and the fix.
     pub fn start(&self, name: &str) -> Result<ServerRecord, Error> {
         let _guard = self
             .lifecycle
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let server = self.store.server(name)?;
-        let idle = matches!(server.state, ServerState::Stopped | ServerState::Failed(_));
-        if !idle
-            || self
-                .agents
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(&server.id)
-        {
-            return Err(Error::Conflict(format!(
-                "server '{name}' is {} with a running agent: only a stopped or failed server can be started",
-                server.state.name()
-            )));
+        let running = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&server.id)
+            .and_then(Supervised::live_agent)
+            .map(AgentProcess::pid);
+        match (&server.state, running) {
+            (ServerState::Deleting, _) => {
+                return Err(Error::Conflict(format!("server '{name}' is being deleted")))
+            }
+            (ServerState::Ready | ServerState::Provisioning, Some(pid)) => {
+                return Err(Error::Conflict(format!(
+                    "server '{name}' is {} and its agent (pid {pid}) runs: stop it first to \
+                     start it again",
+                    server.state.name()
+                )))
+            }
+            // An agent that is up but cannot serve is replaced, and one waiting for
+            // its restart is not restarted by supervision meanwhile.
+            _ => self.stop_agent(&server.id),
         }
         self.check_key_before_start(&server)?;
         self.set_state(&server, ServerState::Provisioning, "started by the DBA")?;
@@ -802,15 +861,16 @@ impl Platform {
             .agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&server.id)
-            .map(|a| a.pid)
+            .get_mut(&server.id)
+            .and_then(Supervised::live_agent)
+            .map(AgentProcess::pid)
             .ok_or_else(|| {
                 Error::Conflict(format!("server '{name}' is not running: start it first"))
             })?;
         sys::send_signal(pid, Signal::Hup).ctx(|| "signalling the agent")?;
         self.event(
             &server,
-            "dba",
+            Actor::Dba,
             "revalidate requested",
             "key check requested by the DBA",
         )?;
@@ -839,7 +899,7 @@ impl Platform {
         self.store.remove_server(&server.id)?;
         self.event(
             server,
-            "dba",
+            Actor::Dba,
             "server deleted",
             "directory and state removed",
         )?;
@@ -901,7 +961,7 @@ impl Platform {
         })?;
         self.event(
             &server,
-            "dba",
+            Actor::Dba,
             "key changed",
             &format!("now {key}, DEK wrapped by {}", wrapped.kek),
         )?;
@@ -966,13 +1026,47 @@ impl VaultLocations for Platform {
     }
 }
 
-/// True when `pid` is a `pgcmk agent` for `dir` (not a recycled pid).
+/// True when `pid` is a running `pgcmk agent` for `dir` (not a recycled pid, not a
+/// zombie).
 pub fn is_agent_of(pid: u32, dir: &Path) -> bool {
-    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
+    agent_instance(pid, dir).is_some()
+}
+
+/// The instance name of `pid` when it is a running `pgcmk agent` for `dir` (not a
+/// recycled pid, not a zombie).
+fn agent_instance(pid: u32, dir: &Path) -> Option<String> {
+    let args = process::cmdline(pid)?;
+    let for_dir = args.iter().any(|a| a == b"agent")
+        && process::arg_after(&args, "--server-dir").is_some_and(|d| process::arg_is_path(d, dir));
+    let instance = process::arg_after(&args, "--instance")?;
+    (for_dir && process::is_running(pid)).then(|| String::from_utf8_lossy(instance).into_owned())
+}
+
+/// How an agent ended, with its last error when it gave one: `pgcmk agent`
+/// prints `error: ...` as its last line before it exits with an error.
+fn exit_detail(dir: &ServerDir, exit: AgentExit) -> String {
+    const TAIL: u64 = 16 * 1024;
+    let AgentExit::Code(code) = exit else {
+        return exit.to_string();
     };
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    args.contains(&&b"agent"[..]) && args.contains(&dir.as_os_str().as_encoded_bytes())
+    let log = dir.agent_log();
+    let tail = fs::File::open(&log).and_then(|mut f| {
+        use std::io::{Read, Seek, SeekFrom};
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)?;
+        Ok(String::from_utf8_lossy(&tail).into_owned())
+    });
+    let error = tail.ok().and_then(|t| {
+        t.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: ").map(str::to_string))
+    });
+    match error {
+        Some(error) if code != 0 => format!("{exit}: {error}"),
+        _ => format!("{exit} (see {})", log.display()),
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), Error> {

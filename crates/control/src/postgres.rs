@@ -7,15 +7,20 @@
 //! supplementary groups) before exec.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::SecretBytes;
 
 use crate::error::IoContext;
+use crate::own_mount;
+use crate::pg_lock;
+use crate::pg_log::{self, Notable, ServerLog};
 use crate::server_dir::write_private_file;
 use crate::sys::{self, Signal};
 use crate::Error;
@@ -26,6 +31,14 @@ const DEFAULT_BINDIR: &str = "/usr/lib/postgresql/15/bin";
 const PG_OS_USER: &str = "postgres";
 /// How often readiness and exit are polled.
 const POLL: Duration = Duration::from_millis(50);
+/// The line of `postmaster.pid` (from 0) where the postmaster says whether it is
+/// `starting`, `ready` or `stopping`.
+const LOCK_FILE_STATUS_LINE: usize = 7;
+/// How long the stderr of a postmaster that exited during startup is read on.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
+/// How long an earlier postmaster of the data directory may take to exit (after
+/// its agent died it got SIGQUIT, immediate shutdown).
+const EARLIER_POSTMASTER_GRACE: Duration = Duration::from_secs(5);
 
 /// An operating system user, as found in /etc/passwd.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +203,38 @@ pub struct Postgres {
     install: PgInstall,
     layout: PgLayout,
     child: Option<Child>,
+    /// The server log since the last start.
+    log: Option<ServerLog>,
+}
+
+/// Asks whether a server accepts connections; cheap to clone, so another thread
+/// can ask while the server is supervised.
+#[derive(Clone, Debug)]
+pub struct ReadinessProbe {
+    install: PgInstall,
+    layout: PgLayout,
+}
+
+impl ReadinessProbe {
+    /// True when the server accepts connections: `pg_isready` connects on its
+    /// socket as the `postgres` role to the `postgres` database. That connection
+    /// is trusted and succeeds without a line in the server log; as another role
+    /// (`pg_isready`'s default is the OS user, root) it would log a FATAL for every
+    /// probe. While the server starts or recovers, PostgreSQL refuses it with a
+    /// logged FATAL, so [`Postgres::start`] waits for "ready" in the lock file
+    /// before it probes.
+    pub fn accepts_connections(&self) -> bool {
+        Command::new(self.install.program("pg_isready"))
+            .arg("-q")
+            .arg("-h")
+            .arg(&self.layout.socket_dir)
+            .arg("-p")
+            .arg(self.layout.port.to_string())
+            .args(["-U", "postgres", "-d", "postgres", "-t", "2"])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
 }
 
 impl Postgres {
@@ -199,6 +244,7 @@ impl Postgres {
             install,
             layout,
             child: None,
+            log: None,
         }
     }
 
@@ -255,8 +301,10 @@ impl Postgres {
 
     /// Starts PostgreSQL as a child and waits until it accepts connections.
     ///
-    /// The child gets SIGQUIT (immediate shutdown) if the calling thread dies, so
-    /// call this from a thread that lives as long as the server should.
+    /// A lock file left by an earlier postmaster that is gone is removed first
+    /// ([`pg_lock`]). The child gets SIGQUIT (immediate shutdown) if the calling
+    /// thread dies, so call this from a thread that lives as long as the server
+    /// should.
     pub fn start(&mut self, timeout: Duration) -> Result<(), Error> {
         if self.child.is_some() {
             return Err(Error::Postgres("already started".into()));
@@ -267,6 +315,7 @@ impl Postgres {
         fs::set_permissions(sockets, fs::Permissions::from_mode(0o700))
             .ctx(|| format!("setting permissions of {}", sockets.display()))?;
         user.chown(sockets)?;
+        pg_lock::clear_stale(&self.layout.data_dir, EARLIER_POSTMASTER_GRACE)?;
         let mut cmd = self.install.command_as_postgres("postgres");
         cmd.arg("-D")
             .arg(&self.layout.data_dir)
@@ -283,19 +332,31 @@ impl Postgres {
             // Measured with the WAL pattern in bench/RESULTS.md: 221-233 µs per flush
             // instead of 267-352 (the plain disk: the same with either).
             .args(["-c", "wal_sync_method=open_datasync"])
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // What goes wrong before the logging collector runs (a lock file, a
+            // port in use) is said on stderr only.
+            .stderr(Stdio::piped());
         sys::die_with_parent(&mut cmd, Signal::Quit);
-        let child = cmd.spawn().ctx(|| "starting postgres")?;
+        let mut child = cmd.spawn().ctx(|| "starting postgres")?;
+        let postmaster = child.id();
+        self.log = Some(ServerLog::follow(&self.layout.data_dir, postmaster));
+        let early_fatal = child
+            .stderr
+            .take()
+            .map(|stderr| forward_stderr(stderr, postmaster));
         self.child = Some(child);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.poll_exit() {
-                return Err(Error::Postgres(format!(
-                    "postgres exited during startup ({status}); see the server log under {}/log",
-                    self.layout.data_dir.display()
-                )));
+                let said = early_fatal
+                    .and_then(|fatal| last_of(&fatal))
+                    .or_else(|| self.last_fatal());
+                return Err(Error::Postgres(match said {
+                    Some(said) => format!("postgres exited during startup ({status}): {said}"),
+                    None => format!("postgres exited during startup ({status})"),
+                }));
             }
-            if self.is_ready() {
+            if self.lock_file_says_ready() && self.is_ready() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -308,18 +369,40 @@ impl Postgres {
         }
     }
 
-    /// True when the server accepts connections (`pg_isready` on its socket).
+    /// True when the server accepts connections (see [`ReadinessProbe`]).
     pub fn is_ready(&self) -> bool {
-        Command::new(self.install.program("pg_isready"))
-            .arg("-q")
-            .arg("-h")
-            .arg(&self.layout.socket_dir)
-            .arg("-p")
-            .arg(self.layout.port.to_string())
-            .args(["-t", "2"])
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        self.readiness_probe().accepts_connections()
+    }
+
+    /// True when the postmaster has written "ready" in its lock file, as it does
+    /// once it accepts connections (what `pg_ctl start` waits for).
+    fn lock_file_says_ready(&self) -> bool {
+        own_mount::read_to_string(&self.layout.data_dir.join("postmaster.pid")).is_some_and(
+            |text| text.lines().nth(LOCK_FILE_STATUS_LINE).map(str::trim) == Some("ready"),
+        )
+    }
+
+    /// A probe of this server's readiness for another thread.
+    pub fn readiness_probe(&self) -> ReadinessProbe {
+        ReadinessProbe {
+            install: self.install.clone(),
+            layout: self.layout.clone(),
+        }
+    }
+
+    /// Reads the server log written since the last call; each crash restart
+    /// (PostgreSQL reinitializing after one of its processes died) with its cause.
+    pub fn crash_restarts(&mut self) -> Vec<String> {
+        self.log
+            .as_mut()
+            .map(ServerLog::crash_restarts)
+            .unwrap_or_default()
+    }
+
+    /// The last PANIC (or FATAL of the postmaster) in the server log not yet told
+    /// as the cause of a crash restart: why the postmaster exited, when it said so.
+    pub fn last_fatal(&mut self) -> Option<String> {
+        self.log.as_mut()?.last_fatal()
     }
 
     /// The postmaster's process id while it runs.
@@ -367,6 +450,36 @@ impl Postgres {
             "postgres (pid {}) did not exit after SIGKILL",
             child.id()
         )))
+    }
+}
+
+/// Copies the postmaster's stderr to ours (the agent's log) line by line, on a
+/// thread of its own; sends on each FATAL or PANIC it carried. The channel closes
+/// when the postmaster and every child that kept its stderr have exited.
+fn forward_stderr(stderr: ChildStderr, postmaster: u32) -> Receiver<String> {
+    let (fatal, said) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(Notable::Fatal(text)) = pg_log::classify(&line, postmaster) {
+                let _ = fatal.send(text);
+            }
+        }
+    });
+    said
+}
+
+/// The last FATAL or PANIC of an exited postmaster's stderr: waits for the lines
+/// still in the pipe, at most [`STDERR_DRAIN`] (the logging collector, if it
+/// started, keeps the pipe open).
+fn last_of(said: &Receiver<String>) -> Option<String> {
+    let deadline = Instant::now() + STDERR_DRAIN;
+    let mut last = None;
+    loop {
+        match said.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(text) => last = Some(text),
+            Err(_) => return last,
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! DIR/run/               PostgreSQL's Unix socket
 //! DIR/agent.json         the agent's configuration (no secrets)
 //! DIR/wrapped_dek.json   the DEK wrapped by the KEK (never the plaintext DEK)
-//! DIR/status.json        what the agent reports: state, reason, KEK version
+//! DIR/status.json        what the agent reports: state, cause, KEK version, events
 //! DIR/agent.pid          the running agent's process id
 //! DIR/agent.log          the agent's diagnostics (no secrets, no SQL)
 //! ```
@@ -114,6 +114,28 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Err
     Ok(pgcmk_hostkeys::files::write_atomic(path, &bytes, 0o600)?)
 }
 
+/// Replaces `path` with `value` as JSON atomically (a temporary file renamed over
+/// it: readers see the old or the new content) but not durably: for reports that
+/// are about now, rewritten every second, and stale after a crash anyway, so
+/// they cost no disk flush.
+pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Store(format!("encoding {}: {e}", path.display())))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&bytes))
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).ctx(|| format!("renaming {} over {}", tmp.display(), path.display()))
+}
+
 /// Writes `bytes` to a new file readable only by its owner (mode 0600), durably.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     Ok(pgcmk_hostkeys::files::write_new_private(path, bytes)?)
@@ -137,6 +159,8 @@ mod tests {
         write_json_atomic(&path, &vec![1, 2]).unwrap();
         write_json_atomic(&path, &vec![3]).unwrap();
         assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), vec![3]);
+        write_json_replace(&path, &vec![4]).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), vec![4]);
         assert_eq!(
             fs::read_dir(dir.path()).unwrap().count(),
             1,

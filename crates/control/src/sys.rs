@@ -52,19 +52,6 @@ pub(crate) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     }
 }
 
-/// True while process `pid` exists (a zombie counts until its parent reaps it).
-pub(crate) fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission checks.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// Makes this process non-dumpable (no core dumps, no ptrace attach by other users,
 /// /proc/PID/mem unreadable) and sets its core-file size limit to zero, so the DEK it
 /// holds cannot leave through a crash dump.

@@ -174,15 +174,18 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
     let err = create("fit", &mi.client_id, &good).unwrap_err();
     assert!(err.contains("already exists"), "{err}");
 
-    // An agent that cannot start is not restarted in a loop: the server is Failed
-    // with a reason, and starts again once the cause is fixed.
+    // An agent that cannot start leaves the server Failed with the agent's own
+    // error, and is restarted with back-off; once the cause is fixed, `start`
+    // starts it at once.
     let fit_dir = std::path::PathBuf::from(ok["server"]["dir"].as_str().unwrap());
     let config = std::fs::read(fit_dir.join("agent.json")).unwrap();
     cp.server(&["stop", "fit"]);
     std::fs::write(fit_dir.join("agent.json"), b"{}").unwrap();
     let err = cp.try_server(&["start", "fit"]).unwrap_err();
-    assert!(err.contains("node agent failed"), "{err}");
+    assert!(err.contains("exited with code 1"), "{err}");
+    assert!(err.contains("agent.json is not valid"), "{err}");
     assert_eq!(cp.state("fit").0, "Failed");
+    assert!(cp.has_event("fit", "agent restarted"));
     std::fs::write(fit_dir.join("agent.json"), config).unwrap();
     let started = cp.server(&["start", "fit"]);
     assert_eq!(started["state"]["state"], "Ready", "{started}");

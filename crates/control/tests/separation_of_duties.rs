@@ -386,7 +386,7 @@ fn disk_copy_reveals_nothing(
         assert!(err.contains(expected), "{err}");
     }
     let out = Command::new(pgcmk())
-        .args(["agent", "--server-dir"])
+        .args(["agent", "--instance", "from-a-copy", "--server-dir"])
         .arg(&copied_server)
         .stdin(Stdio::null())
         .output()

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::Platform;
 use crate::agent::AgentConfig;
 use crate::error::IoContext;
-use crate::model::{ServerRecord, ServerState};
+use crate::model::{Actor, ServerRecord, ServerState};
 use crate::server_dir::{read_json, ServerDir};
 use crate::task::{AgentTask, LogRecord, TaskAnswer, TaskFailure, VolumeCheck, Wrapping};
 use crate::Error;
@@ -121,7 +121,7 @@ impl Platform {
         if let Some(from) = &wrapping.rewrapped_from {
             self.event(
                 server,
-                "control-plane",
+                Actor::ControlPlane,
                 "dek re-wrapped",
                 &format!(
                     "adopted key version {} (was {from}) while the server was not running",
@@ -176,7 +176,7 @@ impl Platform {
                     .last()
                     .is_some_and(|last| last.what == "dek re-wrap refused" && last.why == why);
                 if !told {
-                    self.event(&server, "control-plane", "dek re-wrap refused", &why)?;
+                    self.event(&server, Actor::ControlPlane, "dek re-wrap refused", &why)?;
                 }
                 Ok(())
             }
@@ -191,7 +191,7 @@ impl Platform {
     pub(super) fn check_key_before_start(&self, server: &ServerRecord) -> Result<(), Error> {
         match self.adopt_key_version(server) {
             Err(refused @ Error::KeyVersionRefused { .. }) => {
-                self.event(server, "dba", "start refused", &refused.to_string())?;
+                self.event(server, Actor::Dba, "start refused", &refused.to_string())?;
                 Err(refused)
             }
             Err(other) => {
@@ -229,7 +229,7 @@ impl Platform {
         let check: VolumeCheck = self.run_task(&server, &AgentTask::Fsck)?;
         self.event(
             &server,
-            "dba",
+            Actor::Dba,
             "volume checked",
             &format!(
                 "{} files, {} blocks: {} bad{}",

@@ -629,12 +629,13 @@ impl ControlPlane {
 
     /// True when the server's event trail has an event `what`.
     pub fn has_event(&self, name: &str, what: &str) -> bool {
+        self.events(name).iter().any(|e| e["what"] == what)
+    }
+
+    /// The server's event trail, oldest first.
+    pub fn events(&self, name: &str) -> Vec<Value> {
         let show = self.server(&["show", name]);
-        show["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["what"] == what)
+        show["events"].as_array().unwrap().clone()
     }
 
     /// The pids of `pgcmk agent` processes (node agents or their short-lived runs)
@@ -748,6 +749,20 @@ pub fn psql(port: u64, password: &str, sql: &str) -> Result<String, String> {
     pgcmk_control::postgres::PgInstall::discover()
         .unwrap()
         .psql(u16::try_from(port).unwrap(), password, sql)
+}
+
+/// Sends `signal` (e.g. `-9`) to `pid`, a process this test's stack started.
+pub fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// The agent's latest report (`status.json`) in a server directory.
+pub fn agent_status(server_dir: &Path) -> Value {
+    serde_json::from_slice(&fs::read(server_dir.join("status.json")).unwrap()).unwrap()
 }
 
 /// Every file under `dir` whose bytes contain `needle`, not descending into `skip`.

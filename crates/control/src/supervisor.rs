@@ -1,0 +1,395 @@
+//! How the control plane knows whether a server's node agent runs and whether
+//! what it reports is true now.
+//!
+//! - An agent is alive while its process runs: our child until it is reaped, or —
+//!   re-attached after a control plane restart, so not our child — until
+//!   `/proc/PID/stat` says it exited (a zombie is dead, though `kill(pid, 0)`
+//!   still finds it).
+//! - A report counts only when it comes from that very agent (its pid and the
+//!   instance name it was spawned with) and only while new ones keep coming: a
+//!   report whose sequence number has not moved for [`STALE_AFTER`] is not current.
+//! - A dead agent is restarted with back-off: at once after a crash, then 1 s,
+//!   2 s, ... up to 30 s while it keeps dying before its server is Ready.
+
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::backoff::Backoff;
+use crate::process;
+use crate::report::{AgentEvent, AgentStatus};
+
+/// How long the reports of a live agent may stop before its state is unknown
+/// (it reports every second; a readiness probe takes up to 2 s).
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+/// The delay before the second restart in a row (the first comes at once).
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+/// The longest delay between restarts.
+const RESTART_CAP: Duration = Duration::from_secs(30);
+
+/// How an agent ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentExit {
+    /// It exited with this code (0: it was asked to stop).
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+    /// It is gone; it was not our child, so how it ended is unknown.
+    Gone,
+}
+
+impl fmt::Display for AgentExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentExit::Code(code) => write!(f, "exited with code {code}"),
+            AgentExit::Signal(9) => f.write_str("was killed by signal 9 (SIGKILL)"),
+            AgentExit::Signal(signal) => write!(f, "was killed by signal {signal}"),
+            AgentExit::Gone => f.write_str("is gone"),
+        }
+    }
+}
+
+/// A running agent: our child, or one re-attached after a control plane restart.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Option<Child>,
+    pid: u32,
+    instance: String,
+}
+
+impl AgentProcess {
+    /// An agent we spawned with `instance`.
+    pub fn spawned(child: Child, instance: String) -> Self {
+        Self {
+            pid: child.id(),
+            child: Some(child),
+            instance,
+        }
+    }
+
+    /// An agent found running (pid and instance from its command line).
+    pub fn attached(pid: u32, instance: String) -> Self {
+        Self {
+            child: None,
+            pid,
+            instance,
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `None` while it runs; how it ended once it has (our child is reaped).
+    pub fn exit(&mut self) -> Option<AgentExit> {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
+                Ok(None) => None,
+                Ok(Some(status)) => Some(match (status.code(), status.signal()) {
+                    (Some(code), _) => AgentExit::Code(code),
+                    (None, Some(signal)) => AgentExit::Signal(signal),
+                    (None, None) => AgentExit::Gone,
+                }),
+                Err(_) => Some(AgentExit::Gone),
+            },
+            None => (!process::is_running(self.pid)).then_some(AgentExit::Gone),
+        }
+    }
+
+    /// Waits for our child to exit (a no-op for a re-attached agent).
+    pub fn reap(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.wait();
+        }
+    }
+
+    /// True when `report` was written by this agent.
+    fn wrote(&self, report: &AgentStatus) -> bool {
+        report.agent_pid == self.pid && report.instance == self.instance
+    }
+}
+
+/// What the control plane makes of an agent's report file at one moment.
+#[derive(Debug)]
+pub enum Reading<'a> {
+    /// A new report of the live agent: take it.
+    Current(&'a AgentStatus),
+    /// Nothing new yet, within [`STALE_AFTER`] of the last report (or the spawn).
+    Waiting,
+    /// Nothing new for longer than [`STALE_AFTER`]: what the agent does is unknown.
+    Stale,
+}
+
+/// One server's supervision: its agent (none while a restart is pending), the
+/// restart back-off and how far its reports were taken in.
+#[derive(Debug)]
+pub struct Supervised {
+    agent: Option<AgentProcess>,
+    restarts: Backoff,
+    restart_at: Option<Instant>,
+    /// The last report's sequence number and when it was first seen.
+    seq: u64,
+    seen_at: Instant,
+    /// Events up to this sequence number were taken; `None` until the first
+    /// report of a re-attached agent, whose earlier events are history.
+    events_taken: Option<u64>,
+}
+
+impl Supervised {
+    /// Supervises an agent spawned at `now`: all its events are news.
+    pub fn spawned(agent: AgentProcess, now: Instant) -> Self {
+        Self {
+            agent: Some(agent),
+            restarts: Backoff::new(RESTART_FIRST, RESTART_CAP),
+            restart_at: None,
+            seq: 0,
+            seen_at: now,
+            events_taken: Some(0),
+        }
+    }
+
+    /// Supervises an agent found running at `now`.
+    pub fn attached(agent: AgentProcess, now: Instant) -> Self {
+        Self {
+            events_taken: None,
+            ..Self::spawned(agent, now)
+        }
+    }
+
+    /// The live agent, if any.
+    pub fn agent(&self) -> Option<&AgentProcess> {
+        self.agent.as_ref()
+    }
+
+    /// The agent, while it runs.
+    pub fn live_agent(&mut self) -> Option<&AgentProcess> {
+        let agent = self.agent.as_mut()?;
+        agent.exit().is_none().then_some(&*agent)
+    }
+
+    /// Takes the agent out (to stop it).
+    pub fn take_agent(&mut self) -> Option<AgentProcess> {
+        self.agent.take()
+    }
+
+    /// Checks whether the agent has died; if so, forgets it and schedules its
+    /// restart. Returns how it ended and the delay before the restart.
+    pub fn check_alive(&mut self, now: Instant) -> Option<(AgentExit, Duration)> {
+        let exit = self.agent.as_mut()?.exit()?;
+        self.agent = None;
+        let delay = self.restarts.failed();
+        self.restart_at = Some(now + delay);
+        Some((exit, delay))
+    }
+
+    /// Records that a restart could not even spawn the agent; returns the delay
+    /// before the next try.
+    pub fn spawn_failed(&mut self, now: Instant) -> Duration {
+        let delay = self.restarts.failed();
+        self.restart_at = Some(now + delay);
+        delay
+    }
+
+    /// True when a restart is pending and due at `now`.
+    pub fn restart_due(&self, now: Instant) -> bool {
+        self.agent.is_none() && self.restart_at.is_some_and(|at| now >= at)
+    }
+
+    /// Restarts in a row so far (the current one included).
+    pub fn restarts(&self) -> u32 {
+        self.restarts.failures()
+    }
+
+    /// Supervises `agent`, restarted at `now`, in place of the dead one; the
+    /// back-off continues until it reaches Ready.
+    pub fn restarted(&mut self, agent: AgentProcess, now: Instant) {
+        self.agent = Some(agent);
+        self.restart_at = None;
+        self.seq = 0;
+        self.seen_at = now;
+        self.events_taken = Some(0);
+    }
+
+    /// Judges `report` (the file as read at `now`, if readable) for the live agent.
+    pub fn read<'a>(&mut self, report: Option<&'a AgentStatus>, now: Instant) -> Reading<'a> {
+        let Some(agent) = &self.agent else {
+            return Reading::Waiting;
+        };
+        match report.filter(|r| agent.wrote(r) && r.seq > self.seq) {
+            Some(report) => {
+                self.seq = report.seq;
+                self.seen_at = now;
+                Reading::Current(report)
+            }
+            None if now.saturating_duration_since(self.seen_at) > STALE_AFTER => Reading::Stale,
+            None => Reading::Waiting,
+        }
+    }
+
+    /// The events of `report` not taken yet (none from before a re-attach).
+    pub fn new_events<'a>(&mut self, report: &'a AgentStatus) -> &'a [AgentEvent] {
+        let last = report.events.last().map_or(0, |e| e.seq);
+        match self.events_taken {
+            None => {
+                self.events_taken = Some(last);
+                &[]
+            }
+            Some(taken) => {
+                self.events_taken = Some(taken.max(last));
+                &report.events[report.events.partition_point(|e| e.seq <= taken)..]
+            }
+        }
+    }
+
+    /// Records that the agent's server is Ready: the next crash is restarted at once.
+    pub fn ready(&mut self) {
+        self.restarts.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Actor, ServerState};
+    use pgcmk_keyprovider::KeyVersionId;
+    use std::process::Command;
+
+    fn report(pid: u32, instance: &str, seq: u64, events: &[u64]) -> AgentStatus {
+        AgentStatus {
+            state: ServerState::Ready,
+            cause: Actor::Postgres,
+            why: String::new(),
+            wrapped_by: KeyVersionId::parse(&format!("https://v:1/keys/k/{}", "a".repeat(32)))
+                .unwrap(),
+            agent_pid: pid,
+            instance: instance.into(),
+            seq,
+            postgres_pid: None,
+            events: events
+                .iter()
+                .map(|&seq| AgentEvent {
+                    seq,
+                    who: Actor::Postgres,
+                    what: format!("e{seq}"),
+                    why: String::new(),
+                })
+                .collect(),
+            at: String::new(),
+        }
+    }
+
+    fn sleeper() -> Child {
+        Command::new("sleep").arg("30").spawn().unwrap()
+    }
+
+    #[test]
+    fn only_new_reports_of_this_instance_count_and_silence_goes_stale() {
+        let t0 = Instant::now();
+        let child = sleeper();
+        let pid = child.id();
+        let mut s = Supervised::spawned(AgentProcess::spawned(child, "i-2".into()), t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+
+        // The report of an earlier instance (or another pid) is never taken.
+        assert!(matches!(
+            s.read(Some(&report(pid, "i-1", 9, &[])), at(100)),
+            Reading::Waiting
+        ));
+        assert!(matches!(
+            s.read(Some(&report(pid + 1, "i-2", 9, &[])), at(200)),
+            Reading::Waiting
+        ));
+        let first = report(pid, "i-2", 1, &[]);
+        assert!(matches!(s.read(Some(&first), at(300)), Reading::Current(_)));
+        // The same report again is no news; after STALE_AFTER it is stale.
+        assert!(matches!(s.read(Some(&first), at(5_300)), Reading::Waiting));
+        assert!(matches!(s.read(Some(&first), at(5_301)), Reading::Stale));
+        assert!(matches!(
+            s.read(Some(&report(pid, "i-2", 2, &[])), at(5_400)),
+            Reading::Current(_)
+        ));
+        // No report at all since the spawn goes stale the same way.
+        let mut quiet = Supervised::spawned(AgentProcess::spawned(sleeper(), "i-3".into()), t0);
+        assert!(matches!(quiet.read(None, at(5_001)), Reading::Stale));
+
+        for s in [&mut s, &mut quiet] {
+            let mut agent = s.take_agent().unwrap();
+            process_kill(&agent);
+            agent.reap();
+        }
+    }
+
+    fn process_kill(agent: &AgentProcess) {
+        Command::new("kill")
+            .args(["-9", &agent.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Kills the supervised agent and waits until supervision sees it dead.
+    fn kill_and_notice(s: &mut Supervised, now: Instant) -> (AgentExit, Duration) {
+        process_kill(s.agent().unwrap());
+        loop {
+            if let Some(died) = s.check_alive(now) {
+                return died;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn events_are_taken_once_and_history_is_skipped_after_a_re_attach() {
+        let t0 = Instant::now();
+        let child = sleeper();
+        let pid = child.id();
+        let mut s = Supervised::spawned(AgentProcess::spawned(child, "i".into()), t0);
+        let whats = |events: &[AgentEvent]| -> Vec<u64> { events.iter().map(|e| e.seq).collect() };
+        assert_eq!(whats(s.new_events(&report(pid, "i", 1, &[1, 2]))), [1, 2]);
+        assert_eq!(whats(s.new_events(&report(pid, "i", 2, &[1, 2, 3]))), [3]);
+        assert!(s.new_events(&report(pid, "i", 3, &[2, 3])).is_empty());
+
+        let mut attached = Supervised::attached(AgentProcess::attached(pid, "i".into()), t0);
+        assert!(attached
+            .new_events(&report(pid, "i", 7, &[4, 5]))
+            .is_empty());
+        assert_eq!(
+            whats(attached.new_events(&report(pid, "i", 8, &[4, 5, 6]))),
+            [6]
+        );
+
+        let mut agent = s.take_agent().unwrap();
+        process_kill(&agent);
+        agent.reap();
+    }
+
+    #[test]
+    fn a_dead_agent_is_restarted_at_once_then_with_back_off_until_ready() {
+        let t0 = Instant::now();
+        let mut s = Supervised::spawned(AgentProcess::spawned(sleeper(), "i".into()), t0);
+        assert!(s.check_alive(t0).is_none());
+        let (exit, delay) = kill_and_notice(&mut s, t0);
+        assert_eq!(exit, AgentExit::Signal(9));
+        assert_eq!(exit.to_string(), "was killed by signal 9 (SIGKILL)");
+        assert_eq!(delay, Duration::ZERO);
+        assert!(s.restart_due(t0));
+
+        s.restarted(AgentProcess::spawned(sleeper(), "j".into()), t0);
+        assert!(!s.restart_due(t0));
+        let (_, delay) = kill_and_notice(&mut s, t0);
+        assert_eq!(delay, RESTART_FIRST);
+        assert_eq!(s.restarts(), 2);
+        assert!(!s.restart_due(t0));
+        assert!(s.restart_due(t0 + RESTART_FIRST));
+
+        s.restarted(AgentProcess::spawned(sleeper(), "k".into()), t0);
+        s.ready();
+        let (_, delay) = kill_and_notice(&mut s, t0);
+        assert_eq!(
+            delay,
+            Duration::ZERO,
+            "a Ready agent's crash waits for nothing"
+        );
+    }
+}
