@@ -202,6 +202,15 @@ impl Reporter {
         instance: String,
         wrapped_by: KeyVersionId,
     ) -> Result<Self, Error> {
+        Self::start_with_heartbeat(dir, instance, wrapped_by, HEARTBEAT)
+    }
+
+    fn start_with_heartbeat(
+        dir: &ServerDir,
+        instance: String,
+        wrapped_by: KeyVersionId,
+        heartbeat: Duration,
+    ) -> Result<Self, Error> {
         let activity = Activity::Starting {
             who: Actor::Agent,
             why: "the node agent started; checking key access".into(),
@@ -226,7 +235,7 @@ impl Reporter {
         });
         let thread = {
             let shared = shared.clone();
-            std::thread::spawn(move || report_until_stopped(&shared, writer))
+            std::thread::spawn(move || report_until_stopped(&shared, writer, heartbeat))
         };
         Ok(Self {
             shared,
@@ -296,15 +305,15 @@ impl Reporter {
     }
 }
 
-/// The writer thread: reports whenever something changed, and every [`HEARTBEAT`].
-fn report_until_stopped(shared: &Shared, mut writer: Writer) -> Writer {
+/// The writer thread: reports whenever something changed, and every `heartbeat`.
+fn report_until_stopped(shared: &Shared, mut writer: Writer, heartbeat: Duration) -> Writer {
     loop {
         let (activity, wrapped_by, events) = {
             let mut latest = shared.lock();
             if !latest.changed && !latest.stopping {
                 latest = shared
                     .wake
-                    .wait_timeout(latest, HEARTBEAT)
+                    .wait_timeout(latest, heartbeat)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
@@ -348,7 +357,14 @@ mod tests {
     fn reports_at_once_on_change_with_events_and_numbers() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = ServerDir::new(tmp.path());
-        let reporter = Reporter::start(&dir, "i-1".into(), version()).unwrap();
+        // No heartbeat within the test: every report after the first comes from a change.
+        let reporter = Reporter::start_with_heartbeat(
+            &dir,
+            "i-1".into(),
+            version(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
         let first = read(&dir);
         assert_eq!(
             (first.state.clone(), first.cause, first.seq),
@@ -359,7 +375,7 @@ mod tests {
 
         reporter.event(Actor::Postgres, "postgres exited", "signal 9");
         reporter.set(Activity::Inaccessible("key disabled".into()));
-        let deadline = std::time::Instant::now() + HEARTBEAT / 2;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let report = loop {
             let report = read(&dir);
             if report.state != ServerState::Provisioning {

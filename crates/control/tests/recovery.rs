@@ -30,10 +30,15 @@ struct Stack {
     password: String,
     dir: PathBuf,
     _root: tempfile::TempDir,
+    /// Held until everything above is gone: the recovery times these tests assert are
+    /// taken with the machine to one stack at a time, not two.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Stack {
     fn new(name: &'static str) -> Self {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let root = scratch();
         let vault = Vault::start(root.path());
         let cp = ControlPlane::start(root.path(), &vault, INTERVAL, 300);
@@ -46,6 +51,7 @@ impl Stack {
             cp,
             _vault: vault,
             _root: root,
+            _serial: serial,
         };
         stack
             .sql("CREATE TABLE t AS SELECT 'committed' AS v")
