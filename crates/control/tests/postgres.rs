@@ -8,15 +8,7 @@ use std::time::Duration;
 
 use pgcmk_control::postgres::{PgInstall, PgLayout, Postgres, StopMode};
 use pgcmk_crypto::SecretBytes;
-use support::psql;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, psql};
 
 #[test]
 fn initdb_start_query_crash_restart_stop() {
