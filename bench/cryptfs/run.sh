@@ -6,6 +6,7 @@
 #   bench/cryptfs/run.sh --quick    smoke run: scale 10, 1 round x 10 s, 256 MiB file I/O
 #   env overrides: SCALE, DURATION (s per pgbench run), ROUNDS, WARMUP (s of unmeasured TPC-B
 #                  per cluster before the rounds; default DURATION), IO_MIB, RAND_OPS, BENCH_DIR,
+#                  REGRESS_ROUNDS (core regression suite runs per cluster; default ROUNDS, 0: none),
 #                  ONLY="plain cryptfs gocryptfs" (columns, in this order; add cryptfs-b for an A/B),
 #                  CRYPTFS_FLAGS="--threads 1" (extra `pgcmk fs mount` flags for the cryptfs column),
 #                  CRYPTFS_B_FLAGS="--direct-io-wal=false", CRYPTFS_B_BIN=/path/to/other/pgcmk
@@ -24,6 +25,11 @@
 #              pay one-time costs: on cryptfs, the first rewrite of each block allocates its
 #              slot-B page); then TPC-B -c4 -j2 -T DURATION and select-only -S -c4 -j2 -T DURATION
 #              (identical postgresql.conf everywhere; page cache warm from the load)
+#   regression: PostgreSQL's core regression suite (parallel_schedule, up to 20 tests at once: many
+#              backends creating, filling, truncating and dropping small files, with fsyncs and
+#              DDL), by pg_regress from scripts/setup-pg-regress, after the pgbench phases: wall
+#              time, CPU seconds (the postmaster and every backend, plus the FUSE daemon) and
+#              failed tests (worst round)
 # cryptfs runs as `pgcmk fs mount` (release build from CARGO_TARGET_DIR or target/) with its
 # defaults (request threads = CPUs within 2-4, direct I/O for pg_wal); its peak RSS (VmHWM) is read
 # at the end.
@@ -39,8 +45,10 @@ else
   : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}"
 fi
 : "${WARMUP:=$DURATION}" "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
+: "${REGRESS_ROUNDS:=$ROUNDS}"
 : "${WAL_SYNC_METHOD:=open_datasync}"
 PGBIN=/usr/lib/postgresql/15/bin
+PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress # from postgresql-client-15
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
@@ -54,7 +62,7 @@ done
 
 # --- install and build -------------------------------------------------------------------------
 need=()
-for p in fuse3 gocryptfs postgresql-15 postgresql-contrib; do
+for p in fuse3 gocryptfs postgresql-15 postgresql-contrib gcc dpkg-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -62,6 +70,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+scripts/setup-pg-regress
+REGRESS=/var/cache/pgcmk/postgresql-15-regress/source/src/test/regress
 log "building pgcmk and iobench (release)"
 cargo build --release --quiet -p pgcmk -p pgcmk-iobench
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -144,8 +154,14 @@ setup() { # fs: sets DIR (where workloads write) and, for FUSE filesystems, MNT 
 }
 
 teardown() { # fs
-  local fs=$1
-  runuser -u postgres -- "$PGBIN/pg_ctl" stop -w -m fast -D "${DIR[$fs]}/pgdata" >/dev/null
+  local fs=$1 data=${DIR[$1]}/pgdata
+  # A server that crashed may still be replaying WAL, which a fast shutdown waits for, or may
+  # have shut down for good when its recovery failed.
+  if [[ -f $data/postmaster.pid ]] &&
+    ! runuser -u postgres -- "$PGBIN/pg_ctl" stop -w -t 300 -m fast -D "$data" >/dev/null; then
+    log "$fs: no fast shutdown within 300 s (see $BENCH_DIR/pglogs/$fs-server.log); immediate shutdown"
+    runuser -u postgres -- "$PGBIN/pg_ctl" stop -w -m immediate -D "$data" >/dev/null
+  fi
   [[ -n "${MNT[$fs]:-}" ]] || return 0
   if [[ $fs == cryptfs* ]]; then "$PGCMK" fs unmount "${MNT[$fs]}" >/dev/null; else fusermount3 -u "${MNT[$fs]}"; fi
   wait "${PID[$fs]}" || die "$fs daemon exited with an error (see $BENCH_DIR/$fs/daemon.log)"
@@ -219,6 +235,62 @@ pgbench_round() { # fs phase args...
   sample "$fs.$phase" "$tps"
 }
 
+cpu_ticks() { # pid...: CPU clock ticks used by each process, its reaped children and its live ones
+  local total=0 pid child stat f
+  for pid in "$@"; do
+    # /proc/PID/stat after "(comm) ": state, ..., utime [11], stime, cutime, cstime [14]
+    stat=$(<"/proc/$pid/stat")
+    read -r -a f <<<"${stat##*) }"
+    total=$((total + f[11] + f[12] + f[13] + f[14]))
+    for child in $(ps -o pid= --ppid "$pid"); do
+      # A child that exits meanwhile has no stat left; its parent's cutime counts it later.
+      stat=$(cat "/proc/$child/stat" 2>/dev/null) || continue
+      read -r -a f <<<"${stat##*) }"
+      total=$((total + f[11] + f[12]))
+    done
+  done
+  echo "$total"
+}
+
+server_up() { # fs: waits while its server replays WAL after a crash; false when it has shut down
+  for _ in $(seq 1 1200); do
+    "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "${PORT[$1]}" && return 0
+    [[ -f ${DIR[$1]}/pgdata/postmaster.pid ]] || return 1
+    sleep 0.5
+  done
+  return 1
+}
+
+regress_round() { # fs round
+  local fs=$1 out=$BENCH_DIR/regress/$1-$2 pids t0 t1 c0 c1 wall cpu failed where=""
+  mkdir -p "$out/results"
+  chown postgres: "$out/results" # the server writes COPY ... TO files there
+  "$PGBIN/psql" -h 127.0.0.1 -p "${PORT[$fs]}" -U postgres -X -q -c checkpoint postgres
+  pids=("$(head -1 "${DIR[$fs]}/pgdata/postmaster.pid")" ${PID[$fs]:+"${PID[$fs]}"})
+  c0=$(cpu_ticks "${pids[@]}")
+  t0=$EPOCHREALTIME
+  # pg_regress drops and creates the database `regression` itself and runs up to 20 tests at once
+  # (PostgreSQL's own setting); it exits 1 when a test fails.
+  "$PG_REGRESS" --host=127.0.0.1 --port="${PORT[$fs]}" \
+    --user=postgres --bindir="$PGBIN" --inputdir="$REGRESS" --outputdir="$out" --dlpath="$REGRESS" \
+    --max-concurrent-tests=20 --schedule="$REGRESS/parallel_schedule" >"$out/pg_regress.log" 2>&1 || true
+  t1=$EPOCHREALTIME
+  c1=$(cpu_ticks "${pids[@]}")
+  if grep -q '^ *All [0-9]* tests passed' "$out/pg_regress.log"; then
+    failed=0
+  else
+    failed=$(sed -n 's/^ *\([0-9]*\) of [0-9]* tests failed.*/\1/p' "$out/pg_regress.log")
+    [[ -n $failed ]] || die "$fs: pg_regress did not run the suite (see $out/pg_regress.log)"
+  fi
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  cpu=$(awk -v t="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
+  ((failed == 0)) || where=" (see $out/regression.diffs)"
+  log "$fs: core regression suite $wall s, $cpu CPU s, $failed failed$where"
+  sample "$fs.regress_wall" "$wall"
+  sample "$fs.regress_cpu" "$cpu"
+  sample "$fs.regress_failed" "$failed"
+}
+
 # --- run ---------------------------------------------------------------------------------------
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR/pglogs"
@@ -244,6 +316,15 @@ for phase in tpcb select; do
     for fs in $ONLY; do pgbench_round "$fs" "$phase" "${args[@]}"; done
   done
 done
+for round in $(seq 1 "$REGRESS_ROUNDS"); do
+  for fs in $ONLY; do
+    if server_up "$fs"; then
+      regress_round "$fs" "$round"
+    else
+      log "$fs: its server is down after a crash (see $BENCH_DIR/pglogs/$fs-server.log): no round $round"
+    fi
+  done
+done
 for fs in $ONLY; do
   [[ -n "${PID[$fs]:-}" ]] && sample "$fs.rss" "$(awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/${PID[$fs]}/status")"
   teardown "$fs"
@@ -253,5 +334,5 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- table -------------------------------------------------------------------------------------
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
 python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
-  "pgbench scale $SCALE, -c4 -j2, wal_sync_method $WAL_SYNC_METHOD, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
+  "pgbench scale $SCALE, -c4 -j2, wal_sync_method $WAL_SYNC_METHOD, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; core regression suite: median of $REGRESS_ROUNDS; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
   tee "$BENCH_DIR/results.md"

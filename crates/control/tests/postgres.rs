@@ -11,15 +11,7 @@ use std::time::Duration;
 use pgcmk_control::postgres::{OsUser, PgInstall, PgLayout, Postgres, StopMode};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_testkit::wait::wait_for;
-use support::psql;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, psql};
 
 /// A new cluster in a temporary directory (not started), its port and password.
 fn cluster() -> (tempfile::TempDir, Postgres, u16, &'static str) {

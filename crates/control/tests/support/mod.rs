@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
+pub mod regress;
+
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -742,6 +744,15 @@ pub fn scratch() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
     dir
+}
+
+/// A loopback port that was free a moment ago (the OS picked it; released for the server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
