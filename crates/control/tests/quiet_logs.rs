@@ -64,9 +64,13 @@ fn normal_load_leaves_no_warning_or_error_in_the_logs() {
     let records: Vec<LogRecord> =
         serde_json::from_value(cp.server(&["logs", "quiet", "--lines", "100000"])).unwrap();
     assert!(
-        records
-            .iter()
-            .any(|r| matches!(r, LogRecord::Line { source: LogSource::Postgres, .. })),
+        records.iter().any(|r| matches!(
+            r,
+            LogRecord::Line {
+                source: LogSource::Postgres,
+                ..
+            }
+        )),
         "no PostgreSQL log lines were read"
     );
     let noisy = noisy_lines(&records);
