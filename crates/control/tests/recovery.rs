@@ -38,7 +38,9 @@ struct Stack {
 impl Stack {
     fn new(name: &'static str) -> Self {
         static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let root = scratch();
         let vault = Vault::start(root.path());
         let cp = ControlPlane::start(root.path(), &vault, INTERVAL, 300);
