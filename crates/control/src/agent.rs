@@ -42,6 +42,8 @@ const CRYPTFS_PURPOSE: &[u8] = b"pgcmk cryptfs";
 const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the agent looks at signals and at PostgreSQL between checks.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a stop waits for the last users of the mount to leave it.
+const UNMOUNT_PATIENCE: Duration = Duration::from_secs(10);
 /// How often the server log is read for crash restarts.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 /// Back-off of PostgreSQL starts and of mounts that fail: the first retry comes
@@ -191,8 +193,24 @@ impl Drop for Serving {
         if let Err(e) = self.pg.stop(StopMode::Fast) {
             tracing::error!("stopping postgres: {e}");
         }
-        if let Err(e) = self.mount.try_unmount() {
-            tracing::error!("unmounting: {e}");
+        // The postmaster is reaped, but its logger and the agent's own readers of the
+        // mount (child processes) may still be on their way out: the mount is busy for
+        // a moment. A clean unmount marks the volume clean; the lazy detach that
+        // follows a failure leaves it to crash recovery.
+        let deadline = Instant::now() + UNMOUNT_PATIENCE;
+        loop {
+            match self.mount.try_unmount() {
+                Ok(()) => break,
+                Err(pgcmk_cryptfs::Error::Unmount { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(TICK);
+                }
+                Err(e) => {
+                    tracing::error!("unmounting: {e}");
+                    break;
+                }
+            }
         }
     }
 }
