@@ -34,13 +34,8 @@ fn normal_load_leaves_no_warning_or_error_in_the_logs() {
     let root = scratch();
     let vault = Vault::start(root.path());
     let cp = ControlPlane::start(root.path(), &vault, 5, 60);
-    let mi = vault.identity("quiet-mi");
-    vault.keyvault("quiet-kv", "westeurope", true);
-    vault.grant("quiet-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
-    let kid = vault.key("quiet-kv", "quiet-key", 2048);
-    let created = cp
-        .create_cmk("quiet", &mi, &mi.name, &versionless(&kid))
-        .unwrap();
+    let key = vault.customer_key("quiet");
+    let created = cp.create_with("quiet", &key, &versionless(&key.kid));
     let port = created["server"]["port"].as_u64().unwrap().to_string();
     let password = created["password"].as_str().unwrap();
     let pgbench = |args: &[&str]| {

@@ -43,13 +43,8 @@ fn regression_suites_pass_on_a_customer_managed_server() {
     let root = scratch();
     let vault = Vault::start(root.path());
     let cp = ControlPlane::start(root.path(), &vault, 60, 300);
-    let mi = vault.identity("regress-mi");
-    vault.keyvault("regress-kv", "westeurope", true);
-    vault.grant("regress-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
-    let kid = vault.key("regress-kv", "regress-key", 3072);
-    let created = cp
-        .create_cmk("regress", &mi, &mi.name, &versionless(&kid))
-        .unwrap();
+    let key = vault.customer_key("regress");
+    let created = cp.create_with("regress", &key, &versionless(&key.kid));
     let server_dir = ServerDir::new(created["server"]["dir"].as_str().unwrap());
     let target = Target {
         port: u16::try_from(created["server"]["port"].as_u64().unwrap()).unwrap(),
