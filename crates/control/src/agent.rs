@@ -197,20 +197,8 @@ impl Drop for Serving {
         // mount (child processes) may still be on their way out: the mount is busy for
         // a moment. A clean unmount marks the volume clean; the lazy detach that
         // follows a failure leaves it to crash recovery.
-        let deadline = Instant::now() + UNMOUNT_PATIENCE;
-        loop {
-            match self.mount.try_unmount() {
-                Ok(()) => break,
-                Err(pgcmk_cryptfs::Error::Unmount { source, .. })
-                    if source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(TICK);
-                }
-                Err(e) => {
-                    tracing::error!("unmounting: {e}");
-                    break;
-                }
-            }
+        if let Err(e) = self.mount.try_unmount_within(UNMOUNT_PATIENCE) {
+            tracing::error!("unmounting: {e}");
         }
     }
 }

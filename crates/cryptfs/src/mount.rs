@@ -232,6 +232,24 @@ impl MountHandle {
         Ok(())
     }
 
+    /// Like [`MountHandle::try_unmount`], retrying while the mount is busy, for up to
+    /// `patience`: processes that are exiting (or a fork on its way to exec that
+    /// inherited a descriptor) hold a mount for a moment after their last use of it.
+    pub fn try_unmount_within(&mut self, patience: Duration) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.try_unmount() {
+                Err(Error::Unmount { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Serves until the filesystem is unmounted from outside or one of `signals`
     /// arrives; then unmounts. While files are busy the unmount is retried on the
     /// next signal, and the filesystem keeps serving.
@@ -251,9 +269,13 @@ impl MountHandle {
     }
 }
 
+/// How long dropping a [`MountHandle`] waits for a busy mount to be left before it
+/// detaches it lazily (which leaves the volume to crash recovery at the next mount).
+const DROP_PATIENCE: Duration = Duration::from_secs(5);
+
 impl Drop for MountHandle {
     fn drop(&mut self) {
-        if let Err(e) = self.try_unmount() {
+        if let Err(e) = self.try_unmount_within(DROP_PATIENCE) {
             // Busy: detach lazily so the mountpoint does not stay wedged; the request
             // threads finish once the last user closes its files.
             tracing::warn!("cryptfs: {e}; detaching lazily");
