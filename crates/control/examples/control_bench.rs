@@ -10,7 +10,8 @@
 //! printed next to the targets and the managed-service reference (Azure Database for
 //! PostgreSQL documents up to 60 minutes to notice a revoked key and to come back).
 //!
-//! Options: --runs N (10), --recovery-runs N (5), --interval S (5), --gb LIST (1,10).
+//! Options: --runs N (10), --recovery-runs N (5), --interval S (5), --gb LIST (1,10; '' for
+//! none).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -45,7 +46,8 @@ fn parse_args() -> Args {
             "--gb" => {
                 args.sizes_gb = value
                     .split(',')
-                    .map(|v| v.parse().expect("--gb 1,10"))
+                    .filter(|v| !v.is_empty())
+                    .map(|v| v.parse().expect("--gb 1,10 (or '' for no rotation rows)"))
                     .collect()
             }
             other => panic!(
