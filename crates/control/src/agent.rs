@@ -334,8 +334,9 @@ pub fn run(
                         None => monitor.relock(),
                     },
                     Action::Lock(reason) => {
-                        serving = None;
+                        // Reported first, so no probe meets PostgreSQL shutting down.
                         reporter.set(Activity::Inaccessible(reason));
+                        serving = None;
                     }
                     Action::Rewrap(version) => {
                         if let Some(s) = &serving {
@@ -358,6 +359,9 @@ pub fn run(
         }
         std::thread::sleep(TICK);
     };
+    if serving.is_some() {
+        reporter.set(Activity::Stopping);
+    }
     drop(serving);
     let finished = reporter.finish();
     let _ = std::fs::remove_file(dir.agent_pid());

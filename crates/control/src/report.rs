@@ -86,6 +86,9 @@ pub enum Activity {
     },
     /// Locked by the key monitor.
     Inaccessible(String),
+    /// Shutting PostgreSQL down because the agent stops: nothing to probe (a probe
+    /// now would only make PostgreSQL log "the database system is shutting down").
+    Stopping,
     /// Could not get the server up; retried.
     Failed {
         /// Whose failure it is.
@@ -100,6 +103,12 @@ impl Activity {
     fn observe(&self) -> (ServerState, Actor, String, Option<u32>) {
         match self {
             Activity::Starting { who, why } => (ServerState::Provisioning, *who, why.clone(), None),
+            Activity::Stopping => (
+                ServerState::Stopped,
+                Actor::Agent,
+                "the node agent is stopping".into(),
+                None,
+            ),
             Activity::Serving {
                 postgres_pid,
                 probe,
