@@ -622,8 +622,9 @@ pub fn reported_plain_len<S: Storage>(storage: &S) -> Result<u64, Error> {
     plain_len_of(storage, storage.size()?)
 }
 
-/// [`reported_plain_len`] of a cipher file of `cipher_len` bytes.
-fn plain_len_of<S: Storage>(storage: &S, cipher_len: u64) -> Result<u64, Error> {
+/// [`reported_plain_len`] of a cipher file of `cipher_len` bytes (for a caller that
+/// has its size already).
+pub fn plain_len_of<S: Storage>(storage: &S, cipher_len: u64) -> Result<u64, Error> {
     if cipher_len <= HEADER_LEN {
         return Ok(0);
     }

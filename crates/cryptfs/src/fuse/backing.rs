@@ -9,7 +9,7 @@ use std::path::Path;
 use fuser::Errno;
 
 use super::io_errno;
-use crate::encrypted_file::reported_plain_len;
+use crate::encrypted_file::plain_len_of;
 
 /// Opens a backing file read-write whatever the caller asked for: with the
 /// writeback cache the kernel reads pages through write-only handles too.
@@ -60,7 +60,8 @@ pub(crate) fn closed_file_len(pinned: &File, meta: &Metadata) -> Result<Option<u
     if !meta.is_file() {
         return Ok(None);
     }
-    reported_plain_len(pinned)
+    // The size is in `meta` already: no second fstat on every lookup and getattr.
+    plain_len_of(pinned, meta.len())
         .map(Some)
         .map_err(|e| Errno::from_i32(e.errno()))
 }
