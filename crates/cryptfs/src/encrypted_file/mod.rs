@@ -6,79 +6,34 @@
 //! and truncation and syncs wait for the writes in flight.
 
 mod claims;
+mod meta_pages;
+mod reader;
 mod recovery;
+mod scratch;
+mod slots;
 mod writer;
 
-use std::cell::Cell;
-use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::LocalKey;
 
 use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
-use crate::format::{
-    current_entry, data_offset, entry_index, entry_offset, group_of, group_offset, groups_in,
-    FileHeader, Slot, SlotEntry, BLOCK_SIZE, ENTRY_SIZE, GROUPS_START, GROUP_BLOCKS, HEADER_LEN,
-    MAX_PLAIN_SIZE,
-};
+use crate::format::{FileHeader, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE};
 use crate::storage::Storage;
 use crate::Error;
 use claims::{BlockClaims, WHOLE_FILE};
+use meta_pages::{block_len, blocks_of, cut_after};
+use slots::SlotState;
 use writer::BlockWriter;
 
+pub use meta_pages::{plain_len_of, reported_plain_len};
 pub use recovery::FileRecovery;
-
-/// Blocks whose durable slot is remembered per file (≈ 160 KiB of memory at most),
-/// so that rewriting a hot block needs no read of its group's metadata page.
-const DURABLE_SLOTS_CACHED: usize = 4096;
-
-/// How far ahead (in groups, 128 KiB of plaintext each) sequential reads prefetch.
-const PREFETCH_GROUPS: u64 = 16;
-
-/// Reads of at least this many blocks (64 KiB) count as sequential.
-const SEQUENTIAL_BLOCKS: u64 = 16;
 
 /// Blocks sealed and written per window: one group (128 KiB of plaintext).
 const WINDOW_BLOCKS: u64 = GROUP_BLOCKS;
 const WINDOW_BYTES: u64 = WINDOW_BLOCKS * BLOCK_SIZE;
-
-/// What a file knows in memory about its blocks' slots.
-#[derive(Default)]
-struct SlotState {
-    /// Blocks written since the last completed sync, with the slot and generation
-    /// their pending version uses; the other slot holds the durable version, which
-    /// must not be overwritten until a sync covers the pending one. Bounded by the
-    /// unsynced data; emptied by every completed sync.
-    pending: HashMap<u64, (Slot, u64)>,
-    /// The current (durable) slot and generation of blocks written before the last
-    /// completed sync: what their metadata entries say, without reading them. Bounded
-    /// (cleared when full); only ever filled from `pending` at a completed sync.
-    durable: HashMap<u64, (Slot, u64)>,
-    /// A write failed since the last sync: a pending slot may not hold what was
-    /// meant for it, so the next sync must not vouch for it.
-    write_failed: bool,
-}
-
-impl SlotState {
-    /// A sync completed: every pending version is now the durable one.
-    fn synced(&mut self) {
-        if self.durable.len() + self.pending.len() > DURABLE_SLOTS_CACHED {
-            self.durable.clear();
-        }
-        let pending = std::mem::take(&mut self.pending);
-        if !std::mem::take(&mut self.write_failed) && pending.len() <= DURABLE_SLOTS_CACHED {
-            self.durable.extend(pending);
-        }
-    }
-
-    fn forget(&mut self) {
-        self.pending.clear();
-        self.durable.clear();
-    }
-}
 
 /// A plaintext view of one encrypted backing file.
 pub struct EncryptedFile<S: Storage> {
@@ -427,148 +382,6 @@ impl<S: Storage> EncryptedFile<S> {
     fn state(&self) -> MutexGuard<'_, FileState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// Decrypts the current version of plaintext bytes `start..start + out.len()`
-    /// (within the file) into `out`, one group at a time.
-    /// `len` is the file's length, `cipher` its cipher; the caller holds the blocks.
-    fn decrypt_range(
-        &self,
-        cipher: &FileCipher,
-        len: u64,
-        start: u64,
-        out: &mut [u8],
-    ) -> Result<(), Error> {
-        let end = start + out.len() as u64;
-        let mut pos = start;
-        while pos < end {
-            let group_end = (group_of(pos / BLOCK_SIZE) + 1) * GROUP_BLOCKS * BLOCK_SIZE;
-            let to = end.min(group_end);
-            let out_at = (pos - start) as usize;
-            self.decrypt_in_group(
-                cipher,
-                len,
-                pos,
-                &mut out[out_at..out_at + (to - pos) as usize],
-            )?;
-            pos = to;
-        }
-        Ok(())
-    }
-
-    /// [`EncryptedFile::decrypt_range`] within one group: reads the metadata page,
-    /// then the current slots' data pages (one read per run of blocks whose current
-    /// slots are adjacent), and opens them into `out` — whole blocks straight into
-    /// it, the partial ones at either end through a block on the stack. No fallback:
-    /// a current slot that fails authentication is an error, even if the other slot
-    /// would pass.
-    fn decrypt_in_group(
-        &self,
-        cipher: &FileCipher,
-        len: u64,
-        start: u64,
-        out: &mut [u8],
-    ) -> Result<(), Error> {
-        let end = start + out.len() as u64;
-        let first = start / BLOCK_SIZE;
-        let last = (end - 1) / BLOCK_SIZE;
-        let meta = self.read_meta_page_overlapped(first..=last)?;
-        let mut current = [(Slot::A, SlotEntry::EMPTY); GROUP_BLOCKS as usize];
-        for block in first..=last {
-            let (a, b) = block_entries(&meta, block);
-            let (slot, entry) = current_entry(&a, &b).ok_or(Error::Tampered { block })?;
-            if u64::from(entry.plain_len) != block_len(len, block) {
-                return Err(Error::Tampered { block });
-            }
-            current[(block - first) as usize] = (slot, entry);
-        }
-        let current = &current[..(last - first + 1) as usize];
-        if last % GROUP_BLOCKS == GROUP_BLOCKS - 1 && last - first + 1 >= SEQUENTIAL_BLOCKS {
-            // A large read to the end of a group: the kernel sends large reads once
-            // its readahead has seen a sequential reader (a random 8 KiB read that
-            // only happens to end a group must not fetch 2 MiB).
-            for ahead in 1..=PREFETCH_GROUPS {
-                self.prefetch_group(group_of(last) + ahead, current[current.len() - 1].0);
-            }
-        }
-        let mut partial = [0u8; BLOCK_SIZE as usize];
-        with_scratch(&READ_BUFFER, current.len() * BLOCK_SIZE as usize, |pages| {
-            for run in slot_runs(current) {
-                let run_first = first + run.start as u64;
-                let run_last = first + run.end as u64 - 1;
-                // Up to the last ciphertext byte: a short block's padding may be
-                // missing after a crash, and is not part of the format.
-                let last_len = current[run.end - 1].1.plain_len as usize;
-                let read_len = (run.len() - 1) * BLOCK_SIZE as usize + last_len;
-                self.storage
-                    .read_exact_at(
-                        &mut pages[..read_len],
-                        data_offset(run_first, current[run.start].0),
-                    )
-                    .map_err(|e| eof_is_tamper(e, run_last))?;
-                let pages = &pages[..run.len() * BLOCK_SIZE as usize];
-                for (block, page) in
-                    (run_first..=run_last).zip(pages.chunks_exact(BLOCK_SIZE as usize))
-                {
-                    let entry = &current[(block - first) as usize].1;
-                    let block_start = block * BLOCK_SIZE;
-                    let plain_len = u64::from(entry.plain_len);
-                    let ciphertext = &page[..plain_len as usize];
-                    let from = start.max(block_start);
-                    let to = end.min(block_start + plain_len);
-                    let out_at = (from - start) as usize;
-                    let out_range = out_at..out_at + (to - from) as usize;
-                    if from == block_start && to == block_start + plain_len {
-                        cipher.open(block, entry, ciphertext, &mut out[out_range])?;
-                    } else {
-                        let plain = &mut partial[..plain_len as usize];
-                        cipher.open(block, entry, ciphertext, plain)?;
-                        out[out_range].copy_from_slice(
-                            &plain[(from - block_start) as usize..(to - block_start) as usize],
-                        );
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
-
-    /// The metadata page of `blocks`' group (one group). If it is not in the page
-    /// cache, the blocks' data pages probably are not either: their reads (both
-    /// slots, as which is current is in the page still to come) start before the
-    /// page's, so a cold read waits for one disk read instead of two in a row.
-    fn read_meta_page_overlapped(
-        &self,
-        blocks: std::ops::RangeInclusive<u64>,
-    ) -> Result<[u8; BLOCK_SIZE as usize], Error> {
-        let (first, last) = (*blocks.start(), *blocks.end());
-        let mut page = [0u8; BLOCK_SIZE as usize];
-        if self
-            .storage
-            .read_cached_at(&mut page, group_offset(group_of(first)))?
-        {
-            return Ok(page);
-        }
-        let len = (last - first + 1) * BLOCK_SIZE;
-        for slot in [Slot::A, Slot::B] {
-            self.storage.prefetch(data_offset(first, slot), len);
-        }
-        read_meta_page(&self.storage, group_of(first))
-    }
-
-    /// Asks the store to read ahead group `group`'s metadata page and its run of
-    /// `slot` data pages (the slot the previous group's reads used): the kernel's
-    /// own readahead is off, as it would also read the holes of unused slots.
-    fn prefetch_group(&self, group: u64, slot: Slot) {
-        let meta = group_offset(group);
-        let run = data_offset(group * GROUP_BLOCKS, slot);
-        let run_len = GROUP_BLOCKS * BLOCK_SIZE;
-        if slot == Slot::A {
-            self.storage.prefetch(meta, run + run_len - meta);
-        } else {
-            self.storage.prefetch(meta, BLOCK_SIZE);
-            self.storage.prefetch(run, run_len);
-        }
-    }
 }
 
 impl<S: Storage> Drop for EncryptedFile<S> {
@@ -590,159 +403,5 @@ impl<S: Storage> Drop for EncryptedFile<S> {
     }
 }
 
-thread_local! {
-    /// Per request thread: the data pages a read decrypts from, and the pages a
-    /// write seals into (separate, as a write reads the partial blocks it touches).
-    /// Reused without zeroing, so a request allocates nothing.
-    static READ_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-    static SEAL_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` on `len` bytes of this thread's `buffer` (contents undefined).
-fn with_scratch<T>(
-    buffer: &'static LocalKey<Cell<Vec<u8>>>,
-    len: usize,
-    f: impl FnOnce(&mut [u8]) -> T,
-) -> T {
-    let mut scratch = buffer.take();
-    if scratch.len() < len {
-        scratch.resize(len, 0);
-    }
-    let result = f(&mut scratch[..len]);
-    buffer.set(scratch);
-    result
-}
-
-/// The plaintext size of the encrypted file in `storage`: `4096 · last + length in
-/// the last block's current slot`, where the last block is the highest one with a
-/// non-empty entry (found in the last group that has one). For a last block without
-/// a plausible current slot, one byte into it, so reads of it fail loudly instead of
-/// the file silently looking shorter.
-pub fn reported_plain_len<S: Storage>(storage: &S) -> Result<u64, Error> {
-    plain_len_of(storage, storage.size()?)
-}
-
-/// [`reported_plain_len`] of a cipher file of `cipher_len` bytes (for a caller that
-/// has its size already).
-pub fn plain_len_of<S: Storage>(storage: &S, cipher_len: u64) -> Result<u64, Error> {
-    if cipher_len <= HEADER_LEN {
-        return Ok(0);
-    }
-    for group in (0..groups_in(cipher_len)).rev() {
-        let meta = read_meta_page(storage, group)?;
-        let Some(last) = last_block_in(&meta, group) else {
-            continue;
-        };
-        let (a, b) = block_entries(&meta, last);
-        let last_len = current_entry(&a, &b)
-            .map(|(_, entry)| entry.plain_len)
-            .filter(|len| (1..=BLOCK_SIZE).contains(&u64::from(*len)));
-        return Ok(last * BLOCK_SIZE + last_len.map_or(1, u64::from));
-    }
-    Ok(0)
-}
-
-/// Where a cipher file whose last block is `last` (`None`: no block) ends at most:
-/// the end of that block's group (the header page alone).
-fn cut_point(last: Option<u64>) -> u64 {
-    last.map_or(GROUPS_START, |last| group_offset(group_of(last) + 1))
-}
-
-/// The highest block of group `group` with a non-empty entry in either slot.
-fn last_block_in(meta: &[u8; BLOCK_SIZE as usize], group: u64) -> Option<u64> {
-    (group * GROUP_BLOCKS..(group + 1) * GROUP_BLOCKS)
-        .rev()
-        .find(|&block| {
-            let (a, b) = block_entries(meta, block);
-            !a.is_empty() || !b.is_empty()
-        })
-}
-
-/// The metadata page of group `group`; bytes past the end of the cipher file read
-/// as zeros (empty entries).
-fn read_meta_page<S: Storage>(storage: &S, group: u64) -> Result<[u8; BLOCK_SIZE as usize], Error> {
-    let mut page = [0u8; BLOCK_SIZE as usize];
-    read_zero_padded(storage, &mut page, group_offset(group))?;
-    Ok(page)
-}
-
-/// Reads `buf.len()` bytes at `offset`; what lies past the end of the store reads
-/// as zeros.
-fn read_zero_padded<S: Storage>(storage: &S, buf: &mut [u8], offset: u64) -> Result<(), Error> {
-    match storage.read_exact_at(buf, offset) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            let present = storage.size()?.saturating_sub(offset).min(buf.len() as u64) as usize;
-            buf[present..].fill(0);
-            Ok(storage.read_exact_at(&mut buf[..present], offset)?)
-        }
-        other => Ok(other?),
-    }
-}
-
-/// Both slots' entries of block `block`, from its group's metadata page.
-fn block_entries(meta: &[u8; BLOCK_SIZE as usize], block: u64) -> (SlotEntry, SlotEntry) {
-    let entry = |slot| SlotEntry::parse(&meta[entry_index(block, slot)..]);
-    (entry(Slot::A), entry(Slot::B))
-}
-
-/// Index ranges of maximal runs of blocks with the same slot: blocks whose pages
-/// (and entries) are adjacent in the cipher file. No allocation: it runs per request.
-fn slot_runs<T>(blocks: &[(Slot, T)]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        let slot = blocks.get(start)?.0;
-        let len = blocks[start..]
-            .iter()
-            .take_while(|(s, _)| *s == slot)
-            .count();
-        start += len;
-        Some(start - len..start)
-    })
-}
-
-/// A cipher file shorter than its entries imply means a truncated block.
-fn eof_is_tamper(error: io::Error, block: u64) -> Error {
-    if error.kind() == io::ErrorKind::UnexpectedEof {
-        Error::Tampered { block }
-    } else {
-        Error::Io(error)
-    }
-}
-
 /// Nothing to decrypt with: a file with data but no header.
 const NO_HEADER: Error = Error::BadHeader("file has data but no header");
-
-/// Blocks holding plaintext bytes `offset..offset + len`.
-fn blocks_of(offset: u64, len: u64) -> Range<u64> {
-    if len == 0 {
-        0..0
-    } else {
-        offset / BLOCK_SIZE..(offset + len - 1) / BLOCK_SIZE + 1
-    }
-}
-
-/// Plaintext bytes in block `block` of a file of `len` bytes.
-fn block_len(len: u64, block: u64) -> u64 {
-    (len - block * BLOCK_SIZE).min(BLOCK_SIZE)
-}
-
-/// Drops blocks `last + 1 .. blocks` (`last = None`: all of them): clears their
-/// entries in `last`'s group and cuts the cipher file at that group's end.
-fn cut_after<S: Storage>(storage: &S, last: Option<u64>, blocks: u64) -> Result<(), Error> {
-    let cleared = match last {
-        Some(last) => last + 1..blocks.min((group_of(last) + 1) * GROUP_BLOCKS),
-        None => 0..blocks.min(GROUP_BLOCKS),
-    };
-    let cut_to = cut_point(last);
-    if !cleared.is_empty() {
-        let zeros = [0u8; (GROUP_BLOCKS * ENTRY_SIZE) as usize];
-        let len = ((cleared.end - cleared.start) * ENTRY_SIZE) as usize;
-        for slot in [Slot::A, Slot::B] {
-            storage.write_all_at(&zeros[..len], entry_offset(cleared.start, slot))?;
-        }
-    }
-    if storage.size()? > cut_to {
-        storage.set_len(cut_to)?;
-    }
-    Ok(())
-}

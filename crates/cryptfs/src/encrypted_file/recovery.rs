@@ -9,9 +9,10 @@
 
 use std::sync::PoisonError;
 
-use super::{
-    block_entries, cut_after, cut_point, read_zero_padded, reported_plain_len, EncryptedFile,
+use super::meta_pages::{
+    block_entries, cut_after, cut_point, read_zero_padded, reported_plain_len,
 };
+use super::EncryptedFile;
 use crate::content::FileCipher;
 use crate::format::{
     current_slot, data_offset, entry_offset, group_offset, groups_in, Slot, SlotEntry, BLOCK_SIZE,

@@ -7,10 +7,10 @@
 use pgcmk_crypto::aead::NONCE_LEN;
 use pgcmk_crypto::random;
 
-use super::{
-    block_entries, read_meta_page, slot_runs, with_scratch, EncryptedFile, SEAL_BUFFER,
-    WINDOW_BLOCKS, WINDOW_BYTES,
-};
+use super::meta_pages::{block_entries, read_meta_page};
+use super::reader::slot_runs;
+use super::scratch::{with_scratch, SEAL_BUFFER};
+use super::{EncryptedFile, WINDOW_BLOCKS, WINDOW_BYTES};
 use crate::content::FileCipher;
 use crate::format::{
     current_entry, data_offset, entry_offset, group_of, Slot, SlotEntry, BLOCK_SIZE, ENTRY_SIZE,

@@ -1,0 +1,45 @@
+//! Which slot of each block holds its durable version and which a pending one:
+//! what a file remembers in memory between syncs.
+
+use std::collections::HashMap;
+
+use crate::format::Slot;
+
+/// Blocks whose durable slot is remembered per file (≈ 160 KiB of memory at most),
+/// so that rewriting a hot block needs no read of its group's metadata page.
+const DURABLE_SLOTS_CACHED: usize = 4096;
+
+/// What a file knows in memory about its blocks' slots.
+#[derive(Default)]
+pub(super) struct SlotState {
+    /// Blocks written since the last completed sync, with the slot and generation
+    /// their pending version uses; the other slot holds the durable version, which
+    /// must not be overwritten until a sync covers the pending one. Bounded by the
+    /// unsynced data; emptied by every completed sync.
+    pub(super) pending: HashMap<u64, (Slot, u64)>,
+    /// The current (durable) slot and generation of blocks written before the last
+    /// completed sync: what their metadata entries say, without reading them. Bounded
+    /// (cleared when full); only ever filled from `pending` at a completed sync.
+    pub(super) durable: HashMap<u64, (Slot, u64)>,
+    /// A write failed since the last sync: a pending slot may not hold what was
+    /// meant for it, so the next sync must not vouch for it.
+    pub(super) write_failed: bool,
+}
+
+impl SlotState {
+    /// A sync completed: every pending version is now the durable one.
+    pub(super) fn synced(&mut self) {
+        if self.durable.len() + self.pending.len() > DURABLE_SLOTS_CACHED {
+            self.durable.clear();
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if !std::mem::take(&mut self.write_failed) && pending.len() <= DURABLE_SLOTS_CACHED {
+            self.durable.extend(pending);
+        }
+    }
+
+    pub(super) fn forget(&mut self) {
+        self.pending.clear();
+        self.durable.clear();
+    }
+}
