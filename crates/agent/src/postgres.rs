@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use pgcmk_crypto::SecretBytes;
 
+use crate::contract::server_dir::write_private_file;
 use crate::error::IoContext;
 use crate::own_mount;
 use crate::pg_lock;
 use crate::pg_log::{self, Notable, ServerLog};
-use crate::server_dir::write_private_file;
 use crate::sys::{self, Signal};
 use crate::Error;
 
