@@ -252,8 +252,8 @@ fn rewrap(
     let wrapped = kek.wrap(dek)?;
     if &wrapped.kek != version {
         return Err(Error::KeyMoved {
-            wanted: version.clone(),
-            got: wrapped.kek,
+            wanted: Box::new(version.clone()),
+            got: Box::new(wrapped.kek),
         });
     }
     write_json_atomic(&dir.wrapped_dek(), &wrapped)?;

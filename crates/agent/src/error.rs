@@ -60,9 +60,9 @@ pub enum Error {
     )]
     KeyMoved {
         /// The version the re-wrap was for.
-        wanted: KeyVersionId,
+        wanted: Box<KeyVersionId>,
         /// The version that wrapped it.
-        got: KeyVersionId,
+        got: Box<KeyVersionId>,
     },
     /// The encrypted file system failed to initialize or mount.
     #[error("cryptfs: {0}")]
