@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod demo;
 mod fs_cmds;
 mod output;
 mod server_cmds;

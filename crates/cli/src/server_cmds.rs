@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use pgcmk_agent::contract::task::{AgentTask, LogRecord, VolumeCheck, VolumeView};
+use pgcmk_agent::contract::ServerDir;
+use pgcmk_agent::contract::VaultEndpoints;
 use pgcmk_control::api::{ApiErrorBody, LogsQuery};
 use pgcmk_control::api_tls::ApiClient;
 use pgcmk_control::auth::read_credential;
-use pgcmk_control::kek::{read_identity_secret, resolve_client_id, VaultEndpoints};
+use pgcmk_control::identity_file::{read_identity_secret, resolve_client_id};
 use pgcmk_control::model::{Encryption, SecretString, ServerDetails, ServerRecord, ServerState};
 use pgcmk_control::platform::{CreateServer, Created, Platform, PlatformConfig};
 use pgcmk_control::root_key::RootKeySource;
-use pgcmk_control::server_dir::ServerDir;
-use pgcmk_control::task::{AgentTask, LogRecord, VolumeCheck, VolumeView};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyReference;
 use serde_json::{json, Value};
@@ -83,7 +84,7 @@ pub struct AgentArgs {
     task: Option<AgentTaskCommand>,
 }
 
-/// The tasks of a short-lived agent run (`pgcmk_control::task::AgentTask`).
+/// The tasks of a short-lived agent run (`pgcmk_agent::contract::task::AgentTask`).
 #[derive(Subcommand)]
 enum AgentTaskCommand {
     /// Re-wrap the DEK with the key's current version if it moved on.
@@ -297,7 +298,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         );
         let ca_file = platform.ca_file();
         // Tests and scripts find the API and the CA to trust here when they asked for port 0.
-        pgcmk_control::server_dir::write_json_atomic(
+        pgcmk_agent::contract::server_dir::write_json_atomic(
             &args.state_dir.join("serve.json"),
             &json!({ "url": url, "ca_file": ca_file, "pid": std::process::id() }),
         )
@@ -339,12 +340,12 @@ pub fn agent(args: AgentArgs) -> Result<(), String> {
     let dir = ServerDir::new(args.server_dir);
     let stdin = std::io::stdin().lock();
     match (args.task, args.instance) {
-        (None, Some(instance)) => pgcmk_control::agent::run(&dir, &instance, stdin),
+        (None, Some(instance)) => pgcmk_agent::agent::run(&dir, &instance, stdin),
         (None, None) => {
             return Err("--instance is required to serve (pgcmk serve passes it)".into())
         }
         (Some(task), _) => {
-            pgcmk_control::agent_task::run(&dir, &task.into(), stdin, std::io::stdout().lock())
+            pgcmk_agent::task_run::run(&dir, &task.into(), stdin, std::io::stdout().lock())
         }
     }
     .map_err(|e| e.to_string())
@@ -353,7 +354,7 @@ pub fn agent(args: AgentArgs) -> Result<(), String> {
 /// Runs `pgcmk demo` (needs root: it mounts FUSE and starts PostgreSQL).
 pub fn demo() -> Result<(), String> {
     let program = std::env::current_exe().map_err(|e| e.to_string())?;
-    pgcmk_control::demo::run(&program).map_err(|e| e.to_string())
+    crate::demo::run(&program).map_err(|e| e.to_string())
 }
 
 /// Runs one `pgcmk server` command against the control plane.

@@ -1,7 +1,7 @@
 //! Printing a volume check (cryptfs fsck), of a cipher directory (`pgcmk fs fsck`)
 //! or of a server's volume (`pgcmk server fsck`).
 
-use pgcmk_control::task::{BlockIssue, VolumeCheck};
+use pgcmk_agent::contract::task::{BlockIssue, VolumeCheck};
 
 use crate::{output, Format};
 

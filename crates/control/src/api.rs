@@ -20,7 +20,22 @@
 //! | `POST /servers/{name}/fsck`              | check a stopped server's volume   |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //!
-//! Errors are [`ApiErrorBody`]: `{"error": {"code", "message"}}` with a 4xx/5xx status.
+//! Errors are [`ApiErrorBody`]: `{"error": {"code", "message"}}`, with the status
+//! and stable code of the [`Error`] variant ([`Error::status`], [`Error::code`]):
+//!
+//! | code                  | status | when                                                  |
+//! |-----------------------|--------|-------------------------------------------------------|
+//! | `BadRequest`          | 400    | malformed request, invalid name/location/key          |
+//! | `KeyAccessDenied`     | 400    | the key or identity is refused (not retryable)        |
+//! | `Unauthorized`        | 401    | no or wrong DBA credential                            |
+//! | `NotFound`            | 404    | no such server                                        |
+//! | `NameTaken`           | 409    | a server of that name exists or is being created      |
+//! | `StateConflict`       | 409    | already stopped, being deleted, running, not running  |
+//! | `NotReady`            | 409    | created/started, but settled in another state         |
+//! | `KeyVersionRefused`   | 409    | the vault refuses a key version the server needs      |
+//! | `InternalError`       | 500    | storage, files, processes                             |
+//! | `KeyVaultUnavailable` | 503    | the vault is unreachable or failing (retry)           |
+//! | `ReadyTimeout`        | 504    | not Ready within the time allowed                     |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,21 +203,11 @@ struct ApiError(Error);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self.0 {
-            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
-            Error::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
-            Error::Key(e) if e.is_retryable() => {
-                (StatusCode::SERVICE_UNAVAILABLE, "KeyVaultUnavailable")
-            }
-            Error::Key(_) => (StatusCode::BAD_REQUEST, "KeyAccessDenied"),
-            Error::KeyVersionRefused { .. } => (StatusCode::CONFLICT, "KeyVersionRefused"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
-        };
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ApiErrorBody {
             error: ApiErrorDetail {
-                code: code.into(),
+                code: self.0.code().into(),
                 message: self.0.to_string(),
             },
         };
@@ -220,7 +225,7 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
 ) -> ApiResult {
     let value = tokio::task::spawn_blocking(move || op(&platform))
         .await
-        .map_err(|e| ApiError(Error::Conflict(format!("operation aborted: {e}"))))?
+        .map_err(|e| ApiError(Error::Aborted(e.to_string())))?
         .map_err(ApiError)?;
     Ok((status, Json(value)).into_response())
 }
@@ -230,7 +235,7 @@ async fn create(
     body: Result<Json<CreateServer>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
     let Json(req) =
-        body.map_err(|e| ApiError(Error::InvalidRequest(format!("bad request body: {e}"))))?;
+        body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {e}"))))?;
     blocking(p, StatusCode::CREATED, move |p| p.create(&req)).await
 }
 
@@ -277,7 +282,7 @@ async fn update_key(
     body: Result<Json<KeyChange>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
     let Json(change) = body.map_err(|e| {
-        ApiError(Error::InvalidRequest(format!(
+        ApiError(Error::BadRequest(format!(
             "bad request body: {e}; expected {{\"key\": \"KEY_URL\"}}"
         )))
     })?;
@@ -320,13 +325,13 @@ async fn logs(
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query.map_err(|e| {
-        ApiError(Error::InvalidRequest(format!(
+        ApiError(Error::BadRequest(format!(
             "bad query: {e}; expected ?lines=N&follow=true|false"
         )))
     })?;
     let stream = tokio::task::spawn_blocking(move || p.logs(&name, query.lines, query.follow))
         .await
-        .map_err(|e| ApiError(Error::Conflict(format!("operation aborted: {e}"))))?
+        .map_err(|e| ApiError(Error::Aborted(e.to_string())))?
         .map_err(ApiError)?;
     let stopper = stream.stopper();
     // Dropped with the body: the client went away, or everything was sent.

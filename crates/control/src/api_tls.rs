@@ -16,6 +16,7 @@ use pgcmk_crypto::sealed::Sealer;
 use pgcmk_hostkeys::local_ca::TlsIdentity;
 use pgcmk_hostkeys::trust;
 
+use crate::error::StoreError;
 use crate::store::Store;
 use crate::Error;
 
@@ -34,7 +35,12 @@ pub fn server_config(
     store: &Store,
     sealer: &Sealer,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
-    let corrupt = |e: serde_json::Error| Error::Store(format!("the TLS identity is corrupt: {e}"));
+    let corrupt = |source| {
+        Error::Store(StoreError::Codec {
+            what: "the TLS identity is corrupt",
+            source,
+        })
+    };
     let identity = match store.setting(TLS_IDENTITY)? {
         Some(json) => serde_json::from_slice::<TlsIdentity>(&json).map_err(corrupt)?,
         None => {
@@ -66,7 +72,7 @@ impl ApiClient {
     pub fn new(endpoint: &str, ca_file: &Path, timeout: Duration) -> Result<Self, Error> {
         let base = endpoint.trim_end_matches('/');
         if !base.starts_with("https://") {
-            return Err(Error::InvalidRequest(format!(
+            return Err(Error::BadRequest(format!(
                 "--endpoint {endpoint} is not an https:// URL: the control plane's API is \
                  served over HTTPS only (default https://127.0.0.1:7480)"
             )));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use pgcmk_crypto::{ct_eq, kdf, SecretBytes, SymmetricKey};
 
-use crate::server_dir::write_private_file;
+use crate::error::StoreError;
 use crate::store::Store;
 use crate::Error;
 
@@ -36,9 +36,11 @@ impl DbaAuth {
     /// `STATE/dba.credential` and returns that path too.
     pub fn open(state_dir: &Path, store: &Store) -> Result<(Self, Option<PathBuf>), Error> {
         if let Some(stored) = store.setting(VERIFIER)? {
-            let verifier = stored
-                .try_into()
-                .map_err(|_| Error::Store("the DBA credential's verifier is corrupt".into()))?;
+            let verifier = stored.try_into().map_err(|_| {
+                Error::Store(StoreError::Missing(
+                    "the DBA credential's verifier is corrupt".into(),
+                ))
+            })?;
             return Ok((Self { verifier }, None));
         }
         let file = state_dir.join(CREDENTIAL_FILE);
@@ -50,16 +52,18 @@ impl DbaAuth {
             .collect();
         let token = SecretBytes::new(hex.into_bytes());
         let verifier = verifier_of(token.expose_secret()).ok_or_else(|| {
-            Error::Store("a fresh DBA token did not have the expected form".into())
+            Error::Store(StoreError::Missing(
+                "a fresh DBA token did not have the expected form".into(),
+            ))
         })?;
         if file.exists() {
-            return Err(Error::Conflict(format!(
+            return Err(Error::Store(StoreError::Foreign(format!(
                 "{} exists but this state has no DBA credential: it belongs to another state \
                  directory; move it away and start again",
                 file.display()
-            )));
+            ))));
         }
-        write_private_file(&file, &[token.expose_secret(), b"\n"].concat())?;
+        pgcmk_hostkeys::files::write_new_private(&file, &[token.expose_secret(), b"\n"].concat())?;
         store.put_settings(&[(VERIFIER, &verifier)])?;
         Ok((Self { verifier }, Some(file)))
     }

@@ -1,12 +1,17 @@
-//! The crate's one error type.
+//! The crate's one error type, and its typed parts.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgcmk_agent::contract::task::VersionRefusal;
+use pgcmk_agent::contract::ServerState;
 use pgcmk_keyprovider::KeyError;
 
-use crate::task::VersionRefusal;
-
-/// What went wrong in the control plane, a node agent or PostgreSQL supervision.
+/// What went wrong in the control plane, or in a client of its API.
 ///
-/// Messages never contain key material, credentials or database passwords.
+/// Each variant has its own HTTP status and stable code in the REST API
+/// ([`Error::status`], [`Error::code`]). Messages never contain key material,
+/// credentials or database passwords.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -19,44 +24,46 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// PostgreSQL could not be found, initialized, started or stopped.
-    #[error("postgresql: {0}")]
-    Postgres(String),
-    /// The key encryption key refused or failed.
-    #[error(transparent)]
-    Key(#[from] KeyError),
     /// A request was malformed or not allowed; the message says how to fix it.
     #[error("{0}")]
-    InvalidRequest(String),
-    /// No server with this name or id exists.
-    #[error("server '{0}' not found: run `pgcmk server list` to see the servers")]
-    NotFound(String),
-    /// The operation conflicts with the server's current state or an existing server.
-    #[error("{0}")]
-    Conflict(String),
-    /// The embedded state store failed.
-    #[error("state store: {0}")]
-    Store(String),
-    /// The encrypted file system failed to initialize or mount.
-    #[error("cryptfs: {0}")]
-    Cryptfs(#[from] pgcmk_cryptfs::Error),
+    BadRequest(String),
     /// A REST API request came without the DBA's credential, or with a wrong one.
     #[error("{0}")]
     Unauthorized(String),
-    /// The control plane's root key is missing, wrong, or of the other kind
-    /// (file or passphrase); the message says which to give.
-    #[error("root key: {0}")]
-    RootKey(String),
-    /// A cryptographic primitive failed.
+    /// No server with this name or id exists.
+    #[error("server '{0}' not found: run `pgcmk server list` to see the servers")]
+    NotFound(String),
+    /// A server with this name exists, or is being created.
+    #[error("a server named '{0}' already exists: choose another name")]
+    NameTaken(String),
+    /// The operation does not fit the server's current state.
     #[error(transparent)]
-    Crypto(#[from] pgcmk_crypto::Error),
-    /// The root key, the API's TLS identity, a client's CA certificate or a
-    /// durable file write failed ([`pgcmk_hostkeys`]); the message says what to do.
+    State(#[from] StateConflict),
+    /// A server that was being created or started settled in another state than Ready.
+    #[error(
+        "server '{server}' did not become Ready: {}{}",
+        .state.name(),
+        .state.reason().map(|r| format!(" ({r})")).unwrap_or_default()
+    )]
+    NotReady {
+        /// The server's name.
+        server: String,
+        /// The state it settled in.
+        state: ServerState,
+    },
+    /// A server that was being created or started was not Ready in time.
+    #[error("server '{server}' did not become Ready within {after:?}; see {}", .log.display())]
+    ReadyTimeout {
+        /// The server's name.
+        server: String,
+        /// How long it was given.
+        after: Duration,
+        /// Its agent's log.
+        log: PathBuf,
+    },
+    /// The key encryption key refused or failed.
     #[error(transparent)]
-    HostKeys(#[from] pgcmk_hostkeys::Error),
-    /// A client could not reach the REST API, or does not trust its certificate.
-    #[error("{0}")]
-    Unreachable(String),
+    Key(#[from] KeyError),
     /// The vault refuses a key version that the server needs (to start, or for its
     /// logs or fsck); the message names the version and how to fix it.
     #[error("{}", .refusal.explain(.server))]
@@ -70,6 +77,116 @@ pub enum Error {
     /// says which and where its diagnostics are.
     #[error("{0}")]
     AgentTask(String),
+    /// A file of the agent contract (`agent.json`, `wrapped_dek.json`, ...) could not
+    /// be read or written.
+    #[error(transparent)]
+    Agent(#[from] pgcmk_agent::Error),
+    /// The embedded state store failed.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// The control plane's root key is missing, wrong, or of the other kind
+    /// (file or passphrase); the message says which to give.
+    #[error("root key: {0}")]
+    RootKey(String),
+    /// A cryptographic primitive failed.
+    #[error(transparent)]
+    Crypto(#[from] pgcmk_crypto::Error),
+    /// The root key, the API's TLS identity, a client's CA certificate or a
+    /// durable file write failed ([`pgcmk_hostkeys`]); the message says what to do.
+    #[error(transparent)]
+    HostKeys(#[from] pgcmk_hostkeys::Error),
+    /// An operation's worker ended before it answered.
+    #[error("operation aborted: {0}")]
+    Aborted(String),
+    /// A client could not reach the REST API, or does not trust its certificate.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The REST API answered a client's request with an error.
+    #[error("{message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The stable code ([`Error::code`] on the server's side).
+        code: String,
+        /// What happened and what to do.
+        message: String,
+    },
+}
+
+/// An operation that does not fit a server's current state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateConflict {
+    /// Stopping a stopped server.
+    #[error("server '{0}' is already stopped")]
+    AlreadyStopped(String),
+    /// Any operation on a server that is being deleted.
+    #[error("server '{0}' is being deleted")]
+    BeingDeleted(String),
+    /// Starting a server that runs.
+    #[error(
+        "server '{server}' is {state} and its agent (pid {pid}) runs: stop it first to start \
+         it again"
+    )]
+    Running {
+        /// The server's name.
+        server: String,
+        /// Its state's name.
+        state: &'static str,
+        /// Its agent's pid.
+        pid: u32,
+    },
+    /// Checking the volume of a server that runs.
+    #[error(
+        "server '{server}' is {state} with a running agent: fsck checks a volume that nothing \
+         writes to; stop it first (`pgcmk server stop {server}`)"
+    )]
+    RunningVolume {
+        /// The server's name.
+        server: String,
+        /// Its state's name.
+        state: &'static str,
+    },
+    /// Asking a server that does not run to check its key.
+    #[error("server '{0}' is not running: start it first")]
+    NotRunning(String),
+}
+
+/// A failure of the embedded state store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be opened.
+    #[error(
+        "cannot open {}: {source} (is another `pgcmk serve` using this state directory?)",
+        .path.display()
+    )]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// redb's error.
+        #[source]
+        source: Box<redb::DatabaseError>,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] Box<redb::Error>),
+    /// A stored value could not be encoded or decoded.
+    #[error("{what}: {source}")]
+    Codec {
+        /// What was being encoded or decoded.
+        what: &'static str,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Something the state must hold is missing or does not open; the message
+    /// says what to do.
+    #[error("{0}")]
+    Missing(String),
+    /// A file in the state directory belongs to another state.
+    #[error("{0}")]
+    Foreign(String),
 }
 
 impl Error {
@@ -79,6 +196,46 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// The HTTP status the REST API answers this error with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::Unauthorized(_) => 401,
+            Error::NotFound(_) => 404,
+            Error::NameTaken(_) | Error::State(_) | Error::NotReady { .. } => 409,
+            Error::KeyVersionRefused { .. } => 409,
+            Error::ReadyTimeout { .. } => 504,
+            Error::Key(e) if e.is_retryable() => 503,
+            Error::Key(_) => 400,
+            Error::Api { status, .. } => *status,
+            _ => 500,
+        }
+    }
+
+    /// The stable code of the REST API's error body.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::BadRequest(_) => "BadRequest",
+            Error::Unauthorized(_) => "Unauthorized",
+            Error::NotFound(_) => "NotFound",
+            Error::NameTaken(_) => "NameTaken",
+            Error::State(_) => "StateConflict",
+            Error::NotReady { .. } => "NotReady",
+            Error::ReadyTimeout { .. } => "ReadyTimeout",
+            Error::Key(e) if e.is_retryable() => "KeyVaultUnavailable",
+            Error::Key(_) => "KeyAccessDenied",
+            Error::KeyVersionRefused { .. } => "KeyVersionRefused",
+            Error::Api { code, .. } => code,
+            _ => "InternalError",
+        }
+    }
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Database(Box::new(e))
     }
 }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use pgcmk_keyprovider::{KeyReference, WrappedDek};
 use serde::{Deserialize, Serialize};
 
+pub use pgcmk_agent::contract::{now_rfc3339, Actor, ServerState};
+
 /// How a server's DEK is protected.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -18,46 +20,6 @@ pub enum Encryption {
         /// The customer's key, versioned (pinned) or versionless (follows rotation).
         key: KeyReference,
     },
-}
-
-/// A server's lifecycle state (see docs/operations.md).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", content = "reason")]
-pub enum ServerState {
-    /// Being created: directory, DEK, cluster.
-    Provisioning,
-    /// PostgreSQL accepts connections.
-    Ready,
-    /// The key is unreachable or refused: PostgreSQL stopped, mount gone, DEK zeroized.
-    Inaccessible(String),
-    /// Stopped by the DBA.
-    Stopped,
-    /// Broken in a way the key monitor cannot fix; the reason says what to do.
-    Failed(String),
-    /// Being deleted.
-    Deleting,
-}
-
-impl ServerState {
-    /// The state's name without its reason.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ServerState::Provisioning => "Provisioning",
-            ServerState::Ready => "Ready",
-            ServerState::Inaccessible(_) => "Inaccessible",
-            ServerState::Stopped => "Stopped",
-            ServerState::Failed(_) => "Failed",
-            ServerState::Deleting => "Deleting",
-        }
-    }
-
-    /// Why the server is in this state, when that needs saying.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            ServerState::Inaccessible(r) | ServerState::Failed(r) => Some(r),
-            _ => None,
-        }
-    }
 }
 
 /// One server as stored by the control plane. Holds only the wrapped DEK.
@@ -90,35 +52,6 @@ pub struct ServerDetails {
     pub server: ServerRecord,
     /// Its events, oldest first.
     pub events: Vec<Event>,
-}
-
-/// Who caused an event: the operator, a part of the platform, or PostgreSQL itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Actor {
-    /// The DBA, through the API.
-    Dba,
-    /// The control plane (re-attaching, restarting agents, cleaning up).
-    ControlPlane,
-    /// The server's node agent (started, exited, killed, could not mount).
-    Agent,
-    /// PostgreSQL (started, accepting connections, crashed, would not start).
-    Postgres,
-    /// The agent's key monitor (key checks, re-wraps).
-    KeyMonitor,
-}
-
-impl Actor {
-    /// The name recorded in events' `who`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Actor::Dba => "dba",
-            Actor::ControlPlane => "control-plane",
-            Actor::Agent => "agent",
-            Actor::Postgres => "postgres",
-            Actor::KeyMonitor => "key-monitor",
-        }
-    }
 }
 
 /// One entry of the control plane's append-only audit trail.
@@ -163,11 +96,4 @@ impl std::fmt::Debug for SecretString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("REDACTED")
     }
-}
-
-/// The current time in RFC 3339.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

@@ -21,6 +21,7 @@ use pgcmk_crypto::{kdf, SecretBytes, SymmetricKey};
 pub use pgcmk_hostkeys::root_key::RootKeySource;
 use pgcmk_hostkeys::root_key::{self, PassphraseRecord, RootKeyPlace};
 
+use crate::error::StoreError;
 use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::Error;
 
@@ -92,7 +93,7 @@ impl IdentitySecrets {
     /// The secret stored for `owner`.
     pub fn get(&self, store: &Store, owner: &str) -> Result<SecretBytes, Error> {
         let sealed = store.sealed_identity_secret(owner)?.ok_or_else(|| {
-            Error::Store(if owner == PLATFORM_IDENTITY {
+            Error::Store(StoreError::Missing(if owner == PLATFORM_IDENTITY {
                 "no platform identity secret is stored yet: start `pgcmk serve` with \
                  --platform-identity-credential-file"
                     .into()
@@ -101,11 +102,13 @@ impl IdentitySecrets {
                     "server {owner} has no identity secret in the state: delete the server and \
                      create it again with its identity's credential file"
                 )
-            })
+            }))
         })?;
-        self.sealer
-            .open(&aad(owner), &sealed)
-            .map_err(|_| Error::Store(format!("the identity secret of '{owner}' does not open")))
+        self.sealer.open(&aad(owner), &sealed).map_err(|_| {
+            Error::Store(StoreError::Missing(format!(
+                "the identity secret of '{owner}' does not open"
+            )))
+        })
     }
 }
 

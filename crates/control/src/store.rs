@@ -5,6 +5,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::error::StoreError;
 use crate::model::{now_rfc3339, Event, ServerRecord};
 use crate::Error;
 
@@ -21,15 +22,25 @@ const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 pub const PLATFORM_IDENTITY: &str = "platform";
 
 fn store_err(e: impl Into<redb::Error>) -> Error {
-    Error::Store(e.into().to_string())
+    Error::Store(StoreError::from(e.into()))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value).map_err(|e| Error::Store(format!("encoding: {e}")))
+    serde_json::to_vec(value).map_err(|source| {
+        Error::Store(StoreError::Codec {
+            what: "encoding",
+            source,
+        })
+    })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Store(format!("decoding: {e}")))
+    serde_json::from_slice(bytes).map_err(|source| {
+        Error::Store(StoreError::Codec {
+            what: "decoding",
+            source,
+        })
+    })
 }
 
 /// The state store.
@@ -40,11 +51,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = Database::create(path).map_err(|e| {
-            Error::Store(format!(
-                "cannot open {}: {e} (is another `pgcmk serve` using this state directory?)",
-                path.display()
-            ))
+        let db = Database::create(path).map_err(|source| {
+            Error::Store(StoreError::Open {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            })
         })?;
         let tx = db.begin_write().map_err(store_err)?;
         tx.open_table(SERVERS).map_err(store_err)?;
@@ -69,10 +80,7 @@ impl Store {
                 let (_, v) = entry.map_err(store_err)?;
                 let existing: ServerRecord = decode(v.value())?;
                 if existing.name == server.name {
-                    return Err(Error::Conflict(format!(
-                        "a server named '{}' already exists: choose another name",
-                        server.name
-                    )));
+                    return Err(Error::NameTaken(server.name.clone()));
                 }
             }
             table

@@ -16,9 +16,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::backoff::Backoff;
-use crate::process;
-use crate::report::{AgentEvent, AgentStatus};
+use pgcmk_agent::backoff::Backoff;
+use pgcmk_agent::contract::invocation::is_running;
+use pgcmk_agent::contract::{AgentEvent, AgentStatus};
 
 /// How long the reports of a live agent may stop before its state is unknown
 /// (it reports every second; a readiness probe takes up to 2 s).
@@ -94,7 +94,7 @@ impl AgentProcess {
                 }),
                 Err(_) => Some(AgentExit::Gone),
             },
-            None => (!process::is_running(self.pid)).then_some(AgentExit::Gone),
+            None => (!is_running(self.pid)).then_some(AgentExit::Gone),
         }
     }
 

@@ -138,7 +138,7 @@ fn check_vault_protection(bundle: &KeyBundle, vault: &str) -> Result<(), Error> 
 }
 
 fn invalid(message: String) -> Error {
-    Error::InvalidRequest(message)
+    Error::BadRequest(message)
 }
 
 /// A key failure during validation: transient ones stay retryable, the rest say

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use pgcmk_control::task::{LogRecord, LogSource, VolumeView};
+use pgcmk_agent::contract::task::{LogRecord, LogSource, VolumeView};
 use pgcmk_cryptfs::format::{data_offset, Slot};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;

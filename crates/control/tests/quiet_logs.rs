@@ -8,7 +8,7 @@ mod support;
 
 use std::process::Command;
 
-use pgcmk_control::task::{LogRecord, LogSource};
+use pgcmk_agent::contract::task::{LogRecord, LogSource};
 use support::*;
 
 fn noisy_lines(records: &[LogRecord]) -> Vec<String> {

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use pgcmk_control::postgres::{PgInstall, PgLayout, Postgres};
-use pgcmk_control::server_dir::ServerDir;
+use pgcmk_agent::contract::ServerDir;
+use pgcmk_agent::postgres::{PgInstall, PgLayout, Postgres};
 use pgcmk_crypto::SecretBytes;
 use support::regress::{run_suites, Target};
 use support::*;

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use pgcmk_control::kek::{read_identity_secret, KekAccess, VaultEndpoints};
+use pgcmk_agent::contract::{KekAccess, VaultEndpoints};
+use pgcmk_control::identity_file::read_identity_secret;
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
 use pgcmk_testkit::binary::pgcmk;
@@ -309,7 +310,7 @@ fn disk_copy_reveals_nothing(
         .unwrap(&wrapped)
         .unwrap();
     let cryptfs_key =
-        pgcmk_control::agent::cryptfs_key(&dek, server["id"].as_str().unwrap()).unwrap();
+        pgcmk_agent::provision::cryptfs_key(&dek, server["id"].as_str().unwrap()).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let needles: Vec<(&str, Vec<u8>)> = vec![

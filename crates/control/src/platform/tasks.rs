@@ -4,20 +4,24 @@
 //! The control plane hands each run its identity's secret and reads its answer; the
 //! DEK stays in the run.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pgcmk_keyprovider::KeyError;
 use serde::de::DeserializeOwned;
 
+use pgcmk_agent::contract::invocation::task_command;
+use pgcmk_agent::contract::server_dir::read_json;
+use pgcmk_agent::contract::task::{
+    AgentTask, LogRecord, TaskAnswer, TaskFailure, VolumeCheck, Wrapping,
+};
+use pgcmk_agent::contract::{AgentConfig, Handshake, ServerDir};
+
+use super::spawn::open_agent_log;
 use super::Platform;
-use crate::agent::AgentConfig;
-use crate::error::IoContext;
+use crate::error::{IoContext, StateConflict};
 use crate::model::{Actor, ServerRecord, ServerState};
-use crate::server_dir::{read_json, ServerDir};
-use crate::task::{AgentTask, LogRecord, TaskAnswer, TaskFailure, VolumeCheck, Wrapping};
 use crate::Error;
 
 impl Platform {
@@ -40,30 +44,24 @@ impl Platform {
     /// Starts `pgcmk agent --server-dir DIR TASK`: the identity's secret on its
     /// stdin, its answer on a pipe, its diagnostics appended to `agent.log`.
     fn start_task(&self, server: &ServerRecord, task: &AgentTask) -> Result<TaskProcess, Error> {
-        let secret = self.identity_secret(server)?;
+        let handshake = Handshake {
+            identity_secret: self.identity_secret(server)?,
+            initial_password: None,
+        };
         // A server that is not running was not followed when the vault service moved.
         self.hand_vault_address(server, None);
         let dir = ServerDir::new(&server.dir);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(dir.agent_log())
-            .ctx(|| format!("opening {}", dir.agent_log().display()))?;
-        let mut child = Command::new(&self.config.agent_program)
-            .arg("agent")
-            .arg("--server-dir")
-            .arg(dir.root())
-            .args(task.args())
+        let log = open_agent_log(&dir)?;
+        let mut child = task_command(&self.config.agent_program, &dir, task)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .ctx(|| format!("starting the agent's {} run", task.name()))?;
-        // Far below a pipe's capacity; dropping `stdin` ends the run's read.
-        if let Some(mut stdin) = child.stdin.take() {
-            if let Err(e) = stdin.write_all(secret.expose_secret()) {
-                tracing::warn!(server = %server.name, "passing the identity secret to the agent's {} run: {e}", task.name());
+        // Dropping `stdin` ends the run's read.
+        if let Some(stdin) = child.stdin.take() {
+            if let Err(e) = handshake.write(stdin) {
+                tracing::warn!(server = %server.name, "the agent's {} run: {e}", task.name());
             }
         }
         let stdout = child.stdout.take().ok_or_else(|| {
@@ -143,19 +141,16 @@ impl Platform {
             Err(e) => return tracing::error!("adopting key versions: {e}"),
         };
         for server in servers {
-            if let Err(e) = self.adopt_key_version_if_idle(&server.id) {
+            if let Err(e) = self.adopt_key_version_if_idle(&server.name) {
                 tracing::warn!(server = %server.name, "adopting the key's current version: {e}");
             }
         }
     }
 
-    fn adopt_key_version_if_idle(&self, id: &str) -> Result<(), Error> {
-        let _guard = self
-            .lifecycle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    fn adopt_key_version_if_idle(&self, name: &str) -> Result<(), Error> {
+        let _guard = self.locks.lock(name);
         // Read again under the lock: it may have started or gone since.
-        let server = match self.store.server(id) {
+        let server = match self.store.server(name) {
             Ok(server) => server,
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
@@ -214,17 +209,14 @@ impl Platform {
     /// Checks every block of a server's volume (cryptfs fsck, with the DEK
     /// unwrapped in a short-lived agent run). The server must not be running.
     pub fn fsck(&self, name: &str) -> Result<VolumeCheck, Error> {
-        let _guard = self
-            .lifecycle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
         if !self.is_idle(&server) {
-            return Err(Error::Conflict(format!(
-                "server '{name}' is {} with a running agent: fsck checks a volume that \
-                 nothing writes to; stop it first (`pgcmk server stop {name}`)",
-                server.state.name()
-            )));
+            return Err(StateConflict::RunningVolume {
+                server: name.into(),
+                state: server.state.name(),
+            }
+            .into());
         }
         let check: VolumeCheck = self.run_task(&server, &AgentTask::Fsck)?;
         self.event(

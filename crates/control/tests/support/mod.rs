@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pgcmk_control::model::ServerState;
-use pgcmk_control::platform::is_agent_of;
-use pgcmk_control::server_dir::ServerDir;
+use pgcmk_agent::contract::invocation::is_agent_of;
+use pgcmk_agent::contract::ServerDir;
+use pgcmk_agent::contract::ServerState;
 use pgcmk_testkit::binary::pgcmk;
 use pgcmk_testkit::cli::{run_json, SecurityOfficer};
 use pgcmk_testkit::process::{
@@ -748,18 +748,16 @@ pub fn scratch() -> tempfile::TempDir {
 
 /// A loopback port that was free a moment ago (the OS picked it; released for the server).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    pgcmk_testkit::net::free_port()
 }
 
 /// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
 pub fn psql(port: u64, password: &str, sql: &str) -> Result<String, String> {
-    pgcmk_control::postgres::PgInstall::discover()
-        .unwrap()
-        .psql(u16::try_from(port).unwrap(), password, sql)
+    pgcmk_agent::postgres::PgInstall::discover().unwrap().psql(
+        u16::try_from(port).unwrap(),
+        password,
+        sql,
+    )
 }
 
 /// Sends `signal` (e.g. `-9`) to `pid`, a process this test's stack started.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pgcmk_control::postgres::PgInstall;
+use pgcmk_agent::postgres::PgInstall;
 use pgcmk_testkit::process::{kill_quietly, spawn_logged, wait_exit};
 use pgcmk_testkit::wait::poll;
 

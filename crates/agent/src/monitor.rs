@@ -92,11 +92,13 @@ impl Monitor {
         }
     }
 
+    #[cfg(test)]
     /// True while the server must not serve.
     pub fn is_locked(&self) -> bool {
         self.locked
     }
 
+    #[cfg(test)]
     /// The key version that wrapped the stored DEK.
     pub fn wrapped_by(&self) -> &KeyVersionId {
         &self.wrapped_by

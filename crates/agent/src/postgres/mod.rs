@@ -9,26 +9,25 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::SecretBytes;
 
+use crate::contract::server_dir::write_private_file;
 use crate::error::IoContext;
 use crate::own_mount;
 use crate::pg_lock;
 use crate::pg_log::{self, Notable, ServerLog};
-use crate::server_dir::write_private_file;
 use crate::sys::{self, Signal};
 use crate::Error;
 
-/// The PostgreSQL 15 binaries directory preferred when present.
-const DEFAULT_BINDIR: &str = "/usr/lib/postgresql/15/bin";
-/// The operating system user PostgreSQL runs as.
-const PG_OS_USER: &str = "postgres";
+mod install;
+
+pub use install::{OsUser, PgInstall};
+
 /// How often readiness and exit are polled.
 const POLL: Duration = Duration::from_millis(50);
 /// The line of `postmaster.pid` (from 0) where the postmaster says whether it is
@@ -39,143 +38,6 @@ const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// How long an earlier postmaster of the data directory may take to exit (after
 /// its agent died it got SIGQUIT, immediate shutdown).
 const EARLIER_POSTMASTER_GRACE: Duration = Duration::from_secs(5);
-
-/// An operating system user, as found in /etc/passwd.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OsUser {
-    /// Login name.
-    pub name: String,
-    /// User id.
-    pub uid: u32,
-    /// Primary group id.
-    pub gid: u32,
-}
-
-impl OsUser {
-    /// Looks `name` up in /etc/passwd.
-    pub fn lookup(name: &str) -> Result<Self, Error> {
-        let passwd = fs::read_to_string("/etc/passwd").ctx(|| "reading /etc/passwd")?;
-        passwd
-            .lines()
-            .find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                (f.len() >= 4 && f[0] == name).then(|| {
-                    Some(OsUser {
-                        name: name.to_string(),
-                        uid: f[2].parse().ok()?,
-                        gid: f[3].parse().ok()?,
-                    })
-                })?
-            })
-            .ok_or_else(|| {
-                Error::Postgres(format!(
-                    "the operating system user '{name}' does not exist: install PostgreSQL 15 \
-                     (scripts/setup does) so that its system user is created"
-                ))
-            })
-    }
-
-    /// Gives `path` to this user.
-    pub fn chown(&self, path: &Path) -> Result<(), Error> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
-            .ctx(|| format!("giving {} to user {}", path.display(), self.name))
-    }
-}
-
-/// Where PostgreSQL is installed and the user it runs as.
-#[derive(Clone, Debug)]
-pub struct PgInstall {
-    bindir: PathBuf,
-    user: OsUser,
-}
-
-impl PgInstall {
-    /// Finds PostgreSQL 15: `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`.
-    pub fn discover() -> Result<Self, Error> {
-        let bindir = if Path::new(DEFAULT_BINDIR).join("postgres").exists() {
-            PathBuf::from(DEFAULT_BINDIR)
-        } else {
-            let out = Command::new("pg_config")
-                .arg("--bindir")
-                .output()
-                .map_err(|e| {
-                    Error::Postgres(format!(
-                        "PostgreSQL 15 not found in {DEFAULT_BINDIR} and pg_config failed ({e}): \
-                         install postgresql-15"
-                    ))
-                })?;
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        };
-        if !bindir.join("postgres").exists() || !bindir.join("initdb").exists() {
-            return Err(Error::Postgres(format!(
-                "no postgres/initdb in {}: install postgresql-15",
-                bindir.display()
-            )));
-        }
-        Ok(Self {
-            bindir,
-            user: OsUser::lookup(PG_OS_USER)?,
-        })
-    }
-
-    /// The user PostgreSQL runs as.
-    pub fn user(&self) -> &OsUser {
-        &self.user
-    }
-
-    /// Path of one of the PostgreSQL programs.
-    pub fn program(&self, name: &str) -> PathBuf {
-        self.bindir.join(name)
-    }
-
-    /// Runs `sql` with `psql` over TCP on 127.0.0.1:`port` as `postgres` with
-    /// `password`; returns what it printed (unaligned, tuples only) or its error text.
-    pub fn psql(&self, port: u16, password: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.program("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args([
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-p",
-                &port.to_string(),
-                "-c",
-                sql,
-            ])
-            .env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "3")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run psql: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
-    }
-
-    /// A command for `program` that runs as the PostgreSQL user with a minimal environment.
-    fn command_as_postgres(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.program(program));
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("LANG", "C.UTF-8")
-            .current_dir("/")
-            .uid(self.user.uid)
-            .gid(self.user.gid);
-        cmd
-    }
-}
 
 /// Where one server keeps its files and where it listens.
 #[derive(Clone, Debug)]

@@ -3,9 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use pgcmk_control::agent::{cryptfs_key, provision, AgentConfig};
-use pgcmk_control::kek::{KekAccess, VaultEndpoints};
-use pgcmk_control::server_dir::ServerDir;
+use pgcmk_agent::contract::{AgentConfig, KekAccess, ServerDir, VaultEndpoints};
+use pgcmk_agent::provision::{cryptfs_key, provision};
 use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::KeyReference;
 

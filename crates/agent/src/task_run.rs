@@ -1,4 +1,4 @@
-//! The agent's side of a short-lived run ([`crate::task`]): `pgcmk agent
+//! The agent's side of a short-lived run ([`crate::contract::task`]): `pgcmk agent
 //! --server-dir DIR TASK`. It never starts PostgreSQL and never writes the server's
 //! `agent.pid` or `status.json`: those belong to the node agent.
 //!
@@ -11,14 +11,16 @@ use std::time::{Duration, Instant};
 use pgcmk_keyprovider::akv::AkvKek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyVersionId, WrappedDek};
 
-use crate::agent::{cryptfs_key, take_identity_secret, AgentConfig};
-use crate::memory::LockedDek;
-use crate::server_dir::{read_json, write_json_atomic, ServerDir};
-use crate::server_logs::LogFollower;
-use crate::task::{
+use crate::agent::take_handshake;
+use crate::contract::server_dir::{read_json, write_json_atomic, ServerDir};
+use crate::contract::task::{
     AgentTask, LogRecord, LogSource, TaskAnswer, TaskFailure, VersionRefusal, VolumeCheck,
     VolumeView, Wrapping,
 };
+use crate::contract::AgentConfig;
+use crate::memory::LockedDek;
+use crate::provision::cryptfs_key;
+use crate::server_logs::LogFollower;
 use crate::{sys, Error};
 
 /// How often a followed log is looked at.
@@ -27,15 +29,16 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 /// idle stream is not taken for a dead one (and a reader that left is noticed).
 const KEEPALIVE: Duration = Duration::from_secs(20);
 
-/// Runs `task` for the server in `dir` as the managed identity whose secret is read
-/// from `identity_secret` (stdin) to its end; the answer goes to `out` (stdout).
+/// Runs `task` for the server in `dir` as the managed identity whose secret comes
+/// in the start-up handshake read from `stdin` to its end; the answer goes to
+/// `out` (stdout).
 pub fn run(
     dir: &ServerDir,
     task: &AgentTask,
-    identity_secret: impl io::Read,
+    stdin: impl io::Read,
     out: impl Write,
 ) -> Result<(), Error> {
-    let secret = take_identity_secret(identity_secret)?;
+    let secret = take_handshake(stdin)?.identity_secret;
     let config: AgentConfig = read_json(&dir.agent_config())?;
     let vault = Vault {
         kek: config.kek.connect(secret)?,
@@ -63,8 +66,12 @@ fn answer<T: serde::Serialize>(
         Ok(done) => TaskAnswer::Done(done),
         Err(failure) => TaskAnswer::Failed(failure),
     };
-    let json = serde_json::to_vec(&answer)
-        .map_err(|e| Error::Store(format!("encoding the task's answer: {e}")))?;
+    let json = serde_json::to_vec(&answer).map_err(|e| {
+        Error::io(
+            "encoding the task's answer",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
     out.write_all(&json)
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("writing the task's answer", e))

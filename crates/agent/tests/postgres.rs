@@ -1,17 +1,22 @@
 //! Real PostgreSQL 15 supervised on a plain temporary directory.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pgcmk_control::postgres::{OsUser, PgInstall, PgLayout, Postgres, StopMode};
+use pgcmk_agent::postgres::{OsUser, PgInstall, PgLayout, Postgres, StopMode};
 use pgcmk_crypto::SecretBytes;
+use pgcmk_testkit::net::free_port;
 use pgcmk_testkit::wait::wait_for;
-use support::{free_port, psql};
+
+/// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
+fn psql(port: u64, password: &str, sql: &str) -> Result<String, String> {
+    PgInstall::discover()
+        .unwrap()
+        .psql(u16::try_from(port).unwrap(), password, sql)
+}
 
 /// A new cluster in a temporary directory (not started), its port and password.
 fn cluster() -> (tempfile::TempDir, Postgres, u16, &'static str) {

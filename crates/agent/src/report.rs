@@ -6,7 +6,7 @@
 //! answered a readiness probe made for that very report. Each report carries the
 //! agent's pid, the instance name the control plane gave it at spawn and a
 //! sequence number: the control plane takes a report only from the live agent it
-//! started, and only while new ones keep coming (see [`crate::supervisor`]).
+//! started, and only while new ones keep coming (the control plane's supervisor).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -15,57 +15,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pgcmk_keyprovider::KeyVersionId;
-use serde::{Deserialize, Serialize};
 
-use crate::model::{now_rfc3339, Actor, ServerState};
+use crate::contract::server_dir::{write_json_replace, ServerDir};
+use crate::contract::{now_rfc3339, Actor, AgentEvent, AgentStatus, ServerState};
 use crate::postgres::ReadinessProbe;
-use crate::server_dir::{write_json_replace, ServerDir};
 use crate::Error;
 
 /// The longest time between two reports of a running agent.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How many of its latest events a report carries.
 const KEPT_EVENTS: usize = 32;
-
-/// What an agent reports in `status.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    /// Provisioning, Ready, Inaccessible (with the reason), Failed (with the reason)
-    /// or Stopped.
-    pub state: ServerState,
-    /// Who brought the server into this state.
-    pub cause: Actor,
-    /// Why, in words.
-    pub why: String,
-    /// The key version that wraps the stored DEK.
-    pub wrapped_by: KeyVersionId,
-    /// The agent's pid.
-    pub agent_pid: u32,
-    /// The name the control plane gave this start of the agent.
-    pub instance: String,
-    /// Counts this instance's reports, from 1.
-    pub seq: u64,
-    /// The postmaster's pid while PostgreSQL runs.
-    pub postgres_pid: Option<u32>,
-    /// This instance's latest events, oldest first.
-    pub events: Vec<AgentEvent>,
-    /// When this report was written (RFC 3339).
-    pub at: String,
-}
-
-/// Something that happened in the agent that is not a state of its own, such as
-/// PostgreSQL restarting after a crash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentEvent {
-    /// Counts this instance's events, from 1.
-    pub seq: u64,
-    /// Who caused it.
-    pub who: Actor,
-    /// What happened.
-    pub what: String,
-    /// Why, in words (PostgreSQL's own message when it gave one).
-    pub why: String,
-}
 
 /// What the agent's main loop is doing.
 #[derive(Clone, Debug)]
@@ -359,7 +318,7 @@ mod tests {
     }
 
     fn read(dir: &ServerDir) -> AgentStatus {
-        crate::server_dir::read_json(&dir.status()).unwrap()
+        crate::contract::server_dir::read_json(&dir.status()).unwrap()
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The files of one server under its directory, shared by the control plane and
-//! the server's node agent:
+//! The layout of one server's directory, shared by the control plane and the
+//! server's node agent:
 //!
 //! ```text
 //! DIR/cipher/            cryptfs ciphertext: the only place data reaches the disk
@@ -8,6 +8,7 @@
 //! DIR/agent.json         the agent's configuration (no secrets)
 //! DIR/wrapped_dek.json   the DEK wrapped by the KEK (never the plaintext DEK)
 //! DIR/status.json        what the agent reports: state, cause, KEK version, events
+//! DIR/.status.json.tmp   the next report, while it is being written
 //! DIR/agent.pid          the running agent's process id
 //! DIR/agent.log          the agent's diagnostics (no secrets, no SQL)
 //! ```
@@ -81,6 +82,11 @@ impl ServerDir {
         self.0.join("agent.log")
     }
 
+    /// True when the server's encrypted volume exists (it was provisioned).
+    pub fn is_provisioned(&self) -> bool {
+        self.cipher().exists()
+    }
+
     /// True when something is mounted at the mount point (in this process's mount
     /// namespace), live or left behind by a killed agent.
     pub fn is_mounted(&self) -> bool {
@@ -109,8 +115,7 @@ impl ServerDir {
 /// fsync, rename over, fsync of the directory. Readers see the old or the new
 /// content, never a mix, even after a crash.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::Store(format!("encoding {}: {e}", path.display())))?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| unencodable(path, &e))?;
     Ok(pgcmk_hostkeys::files::write_atomic(path, &bytes, 0o600)?)
 }
 
@@ -121,8 +126,7 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Err
 pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::Store(format!("encoding {}: {e}", path.display())))?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| unencodable(path, &e))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     fs::OpenOptions::new()
@@ -144,8 +148,21 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// Reads JSON written by [`write_json_atomic`].
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
     let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Store(format!("{} is not valid: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| invalid(path, &e))
+}
+
+fn invalid(path: &Path, e: &serde_json::Error) -> Error {
+    Error::InvalidFile {
+        path: path.to_path_buf(),
+        reason: format!("is not valid: {e}"),
+    }
+}
+
+fn unencodable(path: &Path, e: &serde_json::Error) -> Error {
+    Error::InvalidFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot be encoded: {e}"),
+    }
 }
 
 #[cfg(test)]

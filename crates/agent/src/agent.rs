@@ -1,0 +1,262 @@
+//! The node agent: one process per server (`pgcmk agent --server-dir DIR
+//! --instance NAME`).
+//!
+//! It disables core dumps, unwraps the server's DEK through the KEK into locked
+//! memory, mounts cryptfs with a key derived from the DEK, runs PostgreSQL on the
+//! mount as its child (restarting it with back-off when it exits), and runs the
+//! key monitor. It reports its state in `status.json` ([`crate::report`]), which
+//! the control plane reads.
+//!
+//! Its managed identity's secret comes on stdin from the control plane (never in
+//! its arguments, environment or a file), read to the end at start and kept in
+//! memory only.
+//!
+//! Before every key check it re-reads how to reach the key from `agent.json`, which
+//! the control plane rewrites when the vault service moved.
+//!
+//! Signals: SIGTERM or SIGINT stop the server and exit; SIGHUP checks the key now.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgcmk_crypto::{Dek, SecretBytes};
+use pgcmk_keyprovider::akv::AkvKek;
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
+
+use crate::backoff::{describe_delay, Backoff};
+use crate::contract::server_dir::{read_json, write_json_atomic};
+use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
+use crate::error::IoContext;
+use crate::kek;
+use crate::memory;
+use crate::monitor::{Action, CheckResult, Monitor, MonitorConfig};
+use crate::provision;
+use crate::report::{Activity, Reporter};
+use crate::serving::{Serving, RETRY_CAP, RETRY_FIRST};
+use crate::Error;
+
+/// How often the agent looks at signals and at PostgreSQL between checks.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The key monitor's timing, as the control plane configured it.
+fn monitor_config(config: &AgentConfig) -> MonitorConfig {
+    let interval = Duration::from_millis(config.interval_ms);
+    MonitorConfig {
+        interval,
+        grace: Duration::from_millis(config.grace_ms),
+        first_retry: MonitorConfig::DEFAULT.first_retry.min(interval),
+    }
+}
+
+/// Stop and revalidate requests, set from signal handlers.
+#[derive(Clone, Default)]
+struct Requests {
+    stop: Arc<AtomicBool>,
+    check_now: Arc<AtomicBool>,
+}
+
+impl Requests {
+    /// Listens for SIGTERM/SIGINT (stop) and SIGHUP (check now) on a thread of its own.
+    fn listen() -> Result<Self, Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let requests = Self::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ctx(|| "starting the signal listener")?;
+        let (mut term, mut int, mut hup) = runtime
+            .block_on(async {
+                Ok::<_, std::io::Error>((
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::hangup())?,
+                ))
+            })
+            .ctx(|| "installing signal handlers")?;
+        let r = requests.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => r.stop.store(true, Ordering::SeqCst),
+                        _ = int.recv() => r.stop.store(true, Ordering::SeqCst),
+                        _ = hup.recv() => r.check_now.store(true, Ordering::SeqCst),
+                    }
+                }
+            })
+        });
+        Ok(requests)
+    }
+}
+
+/// Runs the agent for the server in `dir` until SIGTERM/SIGINT, with what the
+/// [`Handshake`] read from `stdin` (a pipe from the control plane) brings: the
+/// managed identity's secret, and for a new server the superuser's initial
+/// password, with which the agent first provisions the server. `instance` is the
+/// name the control plane gave this start; every report carries it.
+pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result<(), Error> {
+    let handshake = take_handshake(stdin)?;
+    let secret = handshake.identity_secret;
+    let requests = Requests::listen()?;
+    let mut config: AgentConfig = read_json(&dir.agent_config())?;
+    let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
+    let new_server = match (handshake.initial_password, dir.is_provisioned()) {
+        (Some(password), false) => Some(password),
+        (None, true) => None,
+        (Some(_), true) => return Err(Error::AlreadyProvisioned(dir.root().to_path_buf())),
+        (None, false) => return Err(Error::NotProvisioned(dir.root().to_path_buf())),
+    };
+    std::fs::write(dir.agent_pid(), std::process::id().to_string()).ctx(|| "writing agent.pid")?;
+    let reporter = Reporter::start(dir, instance.to_string(), wrapped.kek.clone())?;
+    dir.detach_stale_mount();
+    let mut kek = config.kek.connect(secret.clone())?;
+    if let Some(password) = new_server {
+        reporter.set(Activity::Starting {
+            who: Actor::Agent,
+            why: "provisioning: creating the encrypted volume and the PostgreSQL cluster".into(),
+        });
+        let dek = kek.unwrap(&wrapped)?;
+        provision::provision(dir, &config, &dek, &password)?;
+    }
+    let mut monitor = Monitor::new(monitor_config(&config), wrapped.kek.clone());
+    let mut mounts = Backoff::new(RETRY_FIRST, RETRY_CAP);
+    let mut serving: Option<Serving> = None;
+    let mut next_check = Instant::now();
+    let outcome = loop {
+        if requests.stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        if let Some(e) = reporter.failure() {
+            break Err(e);
+        }
+        let now = Instant::now();
+        if requests.check_now.swap(false, Ordering::SeqCst) {
+            next_check = now;
+        }
+        if now >= next_check {
+            follow_kek_access(dir, &mut config.kek, &mut kek, &secret);
+            let (result, mut dek) = kek::check(&kek, &wrapped);
+            if let CheckResult::Denied(reason) | CheckResult::Transient(reason) = &result {
+                tracing::warn!("key check failed: {reason}");
+                if serving.is_none() {
+                    reporter.set(Activity::Inaccessible(reason.clone()));
+                }
+            }
+            let decision = monitor.on_check(now, result);
+            next_check = now + decision.next_check;
+            for action in decision.actions {
+                match action {
+                    Action::Unlock => match dek.take().map(|d| Serving::mount(dir, &config, d)) {
+                        Some(Ok(s)) => {
+                            mounts.reset();
+                            serving = Some(s);
+                            reporter.set(Activity::Starting {
+                                who: Actor::KeyMonitor,
+                                why: "key access verified; starting PostgreSQL".into(),
+                            });
+                        }
+                        Some(Err(e)) => {
+                            monitor.relock();
+                            let delay = mounts.failed();
+                            next_check = next_check.min(now + delay);
+                            reporter.set(Activity::Failed {
+                                who: Actor::Agent,
+                                reason: format!(
+                                    "mounting the encrypted volume failed: {e}; retrying {}",
+                                    describe_delay(delay)
+                                ),
+                            });
+                        }
+                        None => monitor.relock(),
+                    },
+                    Action::Lock(reason) => {
+                        // Reported first, so no probe meets PostgreSQL shutting down.
+                        reporter.set(Activity::Inaccessible(reason));
+                        serving = None;
+                    }
+                    Action::Rewrap(version) => {
+                        if let Some(s) = &serving {
+                            match rewrap(dir, &kek, s.dek.dek(), &version) {
+                                Ok(w) => {
+                                    monitor.rewrapped(w.kek.clone());
+                                    reporter.wrapped_by(w.kek.clone());
+                                    wrapped = w;
+                                }
+                                Err(e) => tracing::error!("re-wrapping the DEK: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
+            drop(dek);
+        }
+        if let Some(s) = serving.as_mut() {
+            s.supervise_postgres(Instant::now(), &reporter);
+        }
+        std::thread::sleep(TICK);
+    };
+    if serving.is_some() {
+        reporter.set(Activity::Stopping);
+    }
+    drop(serving);
+    let finished = reporter.finish();
+    let _ = std::fs::remove_file(dir.agent_pid());
+    outcome.and(finished)
+}
+
+/// Reconnects `kek` when `agent.json` says to reach the key otherwise than `access`
+/// (the control plane rewrote it: the vault service moved). An unreadable file or a
+/// configuration that cannot connect keeps the connection in use.
+fn follow_kek_access(
+    dir: &ServerDir,
+    access: &mut KekAccess,
+    kek: &mut AkvKek,
+    secret: &SecretBytes,
+) {
+    let configured = match read_json::<AgentConfig>(&dir.agent_config()) {
+        Ok(config) if config.kek != *access => config.kek,
+        Ok(_) => return,
+        Err(e) => {
+            return tracing::warn!("re-reading the configuration: {e}; keeping the one in use")
+        }
+    };
+    match configured.connect(secret.clone()) {
+        Ok(connected) => {
+            tracing::info!(
+                "reaching the key through {} from now on",
+                configured.vault.identity_endpoint
+            );
+            *kek = connected;
+            *access = configured;
+        }
+        Err(e) => tracing::error!("{e}; keeping the configuration in use"),
+    }
+}
+
+/// Hardens the process against dumps (it is about to hold a DEK), then reads the
+/// start-up handshake from `stdin` (a pipe from the control plane) to its end.
+pub(crate) fn take_handshake(stdin: impl std::io::Read) -> Result<Handshake, Error> {
+    memory::harden_process()?;
+    Ok(Handshake::read(stdin)?)
+}
+
+/// Wraps `dek` with the key's current version, checks it is `version`, and
+/// replaces the stored wrapped DEK durably.
+fn rewrap(
+    dir: &ServerDir,
+    kek: &dyn KeyEncryptionKey,
+    dek: &Dek,
+    version: &KeyVersionId,
+) -> Result<WrappedDek, Error> {
+    let wrapped = kek.wrap(dek)?;
+    if &wrapped.kek != version {
+        return Err(Error::KeyMoved {
+            wanted: Box::new(version.clone()),
+            got: Box::new(wrapped.kek),
+        });
+    }
+    write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
+    tracing::info!("DEK re-wrapped with {}", wrapped.kek);
+    Ok(wrapped)
+}

@@ -1,0 +1,80 @@
+//! `DIR/agent.json`: what the control plane tells a node agent (no secrets), and
+//! how to reach its KEK. The control plane writes it at create and rewrites it when
+//! the vault service moved; the agent re-reads it before every key check.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgcmk_crypto::SecretBytes;
+use pgcmk_keyprovider::akv::{AkvKek, ClientOptions, TokenSource};
+use pgcmk_keyprovider::{KeyError, KeyReference};
+use serde::{Deserialize, Serialize};
+
+use super::server_dir::read_json;
+
+/// What the control plane tells an agent; no secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The server's id (also the HKDF salt for its cryptfs key).
+    pub server_id: String,
+    /// PostgreSQL's TCP port on 127.0.0.1.
+    pub port: u16,
+    /// How to reach the KEK.
+    pub kek: KekAccess,
+    /// Milliseconds between key checks.
+    pub interval_ms: u64,
+    /// Milliseconds of transient failures tolerated before locking.
+    pub grace_ms: u64,
+}
+
+/// Where the vault service hands out managed-identity tokens, and the CA to trust
+/// it by: what the control plane reads from the vault service's `service.json` and
+/// keeps current in every agent's `agent.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultEndpoints {
+    /// The managed-identity token endpoint (`IDENTITY_ENDPOINT`).
+    pub identity_endpoint: String,
+    /// A PEM CA bundle to trust instead of the system roots (a private vault).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl VaultEndpoints {
+    /// Reads them from `service.json` in the vault service's directory (written by
+    /// `pgcmk vault serve` at every start).
+    pub fn read(service_dir: &Path) -> Result<Self, crate::Error> {
+        read_json(&service_dir.join("service.json"))
+    }
+}
+
+/// How to reach one KEK: the key, the managed identity to act as (App Service
+/// managed-identity protocol), and the vault service's endpoints. The identity's
+/// secret is not here (this is written to the server's `agent.json`): the control
+/// plane keeps it sealed in its state and hands it to the agent over a pipe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekAccess {
+    /// The key, versioned or versionless.
+    pub key: KeyReference,
+    /// The vault service's identity endpoint and CA (`identity_endpoint`, `ca_file`).
+    #[serde(flatten)]
+    pub vault: VaultEndpoints,
+    /// The managed identity's client id.
+    pub client_id: String,
+}
+
+impl KekAccess {
+    /// Connects as the identity whose `IDENTITY_HEADER` secret is `header` (lazily:
+    /// no request is sent until the first operation).
+    pub fn connect(&self, header: SecretBytes) -> Result<AkvKek, KeyError> {
+        let header = SecretBytes::new(header.expose_secret().trim_ascii().to_vec());
+        let tokens =
+            TokenSource::managed_identity(&self.vault.identity_endpoint, header, &self.client_id)?;
+        let mut options = match &self.vault.ca_file {
+            Some(ca) => ClientOptions::trusting_only(ca),
+            None => ClientOptions::default(),
+        };
+        // A check must finish well within the monitor's interval.
+        options.timeout = Duration::from_secs(5);
+        options.connect_timeout = Duration::from_secs(2);
+        AkvKek::connect(self.key.clone(), tokens, &options)
+    }
+}

@@ -1,0 +1,86 @@
+//! How the control plane starts, recognizes and signals a node agent.
+//!
+//! - Serving: `PROGRAM agent --server-dir DIR --instance NAME`. NAME is new at
+//!   every start and is in each of the agent's reports, so a report left by an
+//!   earlier agent is never taken for this one's. The agent writes its pid to
+//!   `DIR/agent.pid`; a control plane that restarts re-attaches to the process
+//!   whose command line names DIR and an instance.
+//! - One task: `PROGRAM agent --server-dir DIR TASK ARGS` ([`super::task`]), its
+//!   answer on stdout.
+//! - Both read the [`super::handshake`] on stdin and log to stderr.
+//! - Signals to a serving agent: SIGTERM stops the server (PostgreSQL, mount, DEK)
+//!   and exits; SIGHUP checks the key now (re-reading `agent.json`); SIGKILL is the
+//!   last resort of a stop that was not answered.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::server_dir::ServerDir;
+use super::task::AgentTask;
+use crate::process;
+use crate::sys::{self, Signal};
+
+/// The command of a serving agent for `dir`, started as `instance`.
+pub fn serve_command(program: &Path, dir: &ServerDir, instance: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .arg("agent")
+        .arg("--server-dir")
+        .arg(dir.root())
+        .args(["--instance", instance]);
+    command
+}
+
+/// The command of a short-lived agent run of `task` for `dir`.
+pub fn task_command(program: &Path, dir: &ServerDir, task: &AgentTask) -> Command {
+    let mut command = Command::new(program);
+    command
+        .arg("agent")
+        .arg("--server-dir")
+        .arg(dir.root())
+        .args(task.args());
+    command
+}
+
+/// The instance name of `pid` when it is a running serving agent for `dir` (not a
+/// recycled pid, not a zombie).
+pub fn running_instance(pid: u32, dir: &Path) -> Option<String> {
+    let args = process::cmdline(pid)?;
+    let for_dir = args.iter().any(|a| a == b"agent")
+        && process::arg_after(&args, "--server-dir").is_some_and(|d| process::arg_is_path(d, dir));
+    let instance = process::arg_after(&args, "--instance")?;
+    (for_dir && process::is_running(pid)).then(|| String::from_utf8_lossy(instance).into_owned())
+}
+
+/// True when `pid` is a running serving agent for `dir`.
+pub fn is_agent_of(pid: u32, dir: &Path) -> bool {
+    running_instance(pid, dir).is_some()
+}
+
+/// True while process `pid` exists and has not exited (a zombie has).
+pub fn is_running(pid: u32) -> bool {
+    process::is_running(pid)
+}
+
+/// What the control plane asks of a serving agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentSignal {
+    /// SIGTERM: stop the server and exit.
+    Stop,
+    /// SIGHUP: check the key now.
+    CheckKeyNow,
+    /// SIGKILL: end an agent that did not answer [`AgentSignal::Stop`].
+    Kill,
+}
+
+/// Sends `signal` to the agent `pid`.
+pub fn signal(pid: u32, signal: AgentSignal) -> std::io::Result<()> {
+    sys::send_signal(
+        pid,
+        match signal {
+            AgentSignal::Stop => Signal::Term,
+            AgentSignal::CheckKeyNow => Signal::Hup,
+            AgentSignal::Kill => Signal::Kill,
+        },
+    )
+}

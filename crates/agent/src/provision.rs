@@ -1,0 +1,43 @@
+//! Provisioning a new server, in its agent at first start: the encrypted volume
+//! and the PostgreSQL cluster on it.
+
+use pgcmk_crypto::{kdf, Dek, SecretBytes};
+
+use crate::contract::{AgentConfig, ServerDir};
+use crate::error::IoContext;
+use crate::serving::Serving;
+use crate::Error;
+
+/// HKDF purpose of the cryptfs master key derived from a server's DEK.
+const CRYPTFS_PURPOSE: &[u8] = b"pgcmk cryptfs";
+
+/// The cryptfs master key for server `server_id`, derived from its DEK.
+pub fn cryptfs_key(dek: &Dek, server_id: &str) -> Result<pgcmk_crypto::SymmetricKey, Error> {
+    Ok(kdf::derive_key(
+        dek.key(),
+        server_id.as_bytes(),
+        CRYPTFS_PURPOSE,
+    )?)
+}
+
+/// Creates a new server's encrypted volume and PostgreSQL cluster with `dek`:
+/// cryptfs init, mount, `initdb` with `password` for the `postgres` superuser,
+/// unmount. Runs in the node agent at the first start of a new server, with the
+/// password the control plane handed over the start-up handshake.
+pub fn provision(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    dek: &Dek,
+    password: &SecretBytes,
+) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    pgcmk_cryptfs::init(&dir.cipher(), &cryptfs_key(dek, &config.server_id)?)?;
+    std::fs::create_dir_all(dir.mountpoint()).ctx(|| "creating the mount point")?;
+    let serving = Serving::mount(dir, config, dek.clone())?;
+    // PostgreSQL (another user) only needs to traverse the mount's root.
+    std::fs::set_permissions(dir.mountpoint(), std::fs::Permissions::from_mode(0o711))
+        .ctx(|| "setting permissions of the mount's root")?;
+    serving.pg.initdb(password)?;
+    drop(serving);
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! A server while it serves: its DEK in locked memory, its cryptfs mount, and
+//! PostgreSQL on it, restarted with back-off when it exits.
+
+use std::time::{Duration, Instant};
+
+use pgcmk_crypto::Dek;
+
+use crate::backoff::{describe_delay, Backoff};
+use crate::contract::{Actor, AgentConfig, ServerDir};
+use crate::memory::LockedDek;
+use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
+use crate::provision::cryptfs_key;
+use crate::report::{Activity, Reporter};
+use crate::Error;
+
+/// How long PostgreSQL may take to accept connections (crash recovery included).
+const PG_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stop waits for the last users of the mount to leave it.
+const UNMOUNT_PATIENCE: Duration = Duration::from_secs(10);
+/// How often the server log is read for crash restarts.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+/// Back-off of PostgreSQL starts and of mounts that fail: the first retry comes
+/// at once, the second after this, then twice as long each time...
+pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// ... up to this.
+pub(crate) const RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// A server while it serves. Field order is teardown order: PostgreSQL stops
+/// before the mount goes, and the DEK is zeroized last.
+pub(crate) struct Serving {
+    pub(crate) pg: Postgres,
+    /// When PostgreSQL is to be started; `None` while it runs.
+    start_at: Option<Instant>,
+    starts: Backoff,
+    log_read_at: Instant,
+    mount: pgcmk_cryptfs::MountHandle,
+    pub(crate) dek: LockedDek,
+}
+
+impl Serving {
+    /// Mounts cryptfs with a key derived from `dek`; PostgreSQL starts at the next
+    /// [`Serving::supervise_postgres`].
+    pub(crate) fn mount(dir: &ServerDir, config: &AgentConfig, dek: Dek) -> Result<Self, Error> {
+        let dek = LockedDek::new(dek)?;
+        let mount = pgcmk_cryptfs::mount(
+            &dir.cipher(),
+            &dir.mountpoint(),
+            cryptfs_key(dek.dek(), &config.server_id)?,
+            pgcmk_cryptfs::MountOptions {
+                allow_other: true,
+                ..Default::default()
+            },
+        )?;
+        let pg = Postgres::new(
+            PgInstall::discover()?,
+            PgLayout {
+                data_dir: dir.data_dir(),
+                socket_dir: dir.socket_dir(),
+                port: config.port,
+            },
+        );
+        let now = Instant::now();
+        Ok(Self {
+            pg,
+            start_at: Some(now),
+            starts: Backoff::new(RETRY_FIRST, RETRY_CAP),
+            log_read_at: now,
+            mount,
+            dek,
+        })
+    }
+
+    /// Passes on what PostgreSQL logged about crash restarts, notices the
+    /// postmaster's exit, and (re)starts PostgreSQL when it is due: at once after
+    /// an exit, with back-off after a failed start. A failed start keeps the mount.
+    pub(crate) fn supervise_postgres(&mut self, now: Instant, reporter: &Reporter) {
+        if let Some(postmaster) = self.pg.pid() {
+            if now >= self.log_read_at + LOG_EVERY {
+                self.log_read_at = now;
+                for cause in self.pg.crash_restarts() {
+                    reporter.event(Actor::Postgres, "postgres restarted after a crash", &cause);
+                }
+            }
+            let Some(status) = self.pg.poll_exit() else {
+                return;
+            };
+            let said = self
+                .pg
+                .last_fatal()
+                .map(|f| format!(": {f}"))
+                .unwrap_or_default();
+            let why = format!("the postmaster (pid {postmaster}) exited ({status}){said}");
+            tracing::warn!("{why}; restarting it");
+            reporter.event(Actor::Postgres, "postgres exited", &why);
+            reporter.set(Activity::Starting {
+                who: Actor::Postgres,
+                why: format!("restarting PostgreSQL: {why}"),
+            });
+            self.start_at = Some(now);
+        }
+        if self.start_at.is_none_or(|at| now < at) {
+            return;
+        }
+        match self.pg.start(PG_START_TIMEOUT) {
+            Ok(()) => {
+                self.start_at = None;
+                self.starts.reset();
+                if let Some(postgres_pid) = self.pg.pid() {
+                    reporter.set(Activity::Serving {
+                        postgres_pid,
+                        probe: self.pg.readiness_probe(),
+                    });
+                }
+            }
+            Err(e) => {
+                let delay = self.starts.failed();
+                self.start_at = Some(Instant::now() + delay);
+                let reason = format!("{e}; retrying {}", describe_delay(delay));
+                tracing::warn!("{reason}");
+                reporter.set(Activity::Failed {
+                    who: Actor::Postgres,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Err(e) = self.pg.stop(StopMode::Fast) {
+            tracing::error!("stopping postgres: {e}");
+        }
+        // The postmaster is reaped, but its logger and the agent's own readers of the
+        // mount (child processes) may still be on their way out: the mount is busy for
+        // a moment. A clean unmount marks the volume clean; the lazy detach that
+        // follows a failure leaves it to crash recovery.
+        if let Err(e) = self.mount.try_unmount_within(UNMOUNT_PATIENCE) {
+            tracing::error!("unmounting: {e}");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Creating a server: the request, its encryption, and the create itself.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use pgcmk_agent::contract::server_dir::write_json_atomic;
+use pgcmk_agent::contract::{KekAccess, ServerDir};
+use pgcmk_crypto::{random, SecretBytes};
+use pgcmk_keyprovider::KeyReference;
+use serde::{Deserialize, Serialize};
+
+use super::names::{validate_location, validate_name};
+use super::Platform;
+use crate::error::IoContext;
+use crate::model::{now_rfc3339, Actor, Encryption, SecretString, ServerRecord, ServerState};
+use crate::store::PLATFORM_IDENTITY;
+use crate::validate::{self, Requirements};
+use crate::Error;
+
+/// A request to create a server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateServer {
+    /// Unique name: lowercase letters, digits and `-`, 3–63 characters.
+    pub name: String,
+    /// Where the server runs.
+    pub location: String,
+    /// `service-managed` (default) or `customer-managed`.
+    #[serde(default)]
+    pub encryption: Option<String>,
+    /// Customer-managed: the managed identity's client id.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Customer-managed: the identity's header secret (from its credential file),
+    /// which assigns the identity to the server.
+    #[serde(default)]
+    pub identity_secret: Option<SecretString>,
+    /// Customer-managed: the key URL, versioned or versionless.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// The answer to a create: the server, and its superuser password, shown once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Created {
+    /// The new server.
+    pub server: ServerRecord,
+    /// The `postgres` superuser's password: stored nowhere by the platform.
+    pub password: SecretString,
+}
+
+impl Platform {
+    /// Creates a server: validates its key (with a real wrap and unwrap), writes
+    /// its directory (`agent.json`, the wrapped DEK) and row, starts its agent —
+    /// which provisions the encrypted volume and cluster with the superuser
+    /// password handed over the start-up handshake — and waits for Ready. On any
+    /// failure nothing is left: no directory, no process, no row. Only the
+    /// server's own lock is held meanwhile: other servers are not held up.
+    pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
+        validate_name(&req.name)?;
+        validate_location(&req.location)?;
+        let _reserved = self.locks.reserve(&req.name)?;
+        let _guard = self.locks.lock(&req.name);
+        if self.store.server(&req.name).is_ok() {
+            return Err(Error::NameTaken(req.name.clone()));
+        }
+        let id = hex_id()?;
+        let dir = ServerDir::new(self.config.state_dir.join("servers").join(&id));
+        let (encryption, access, secret) = self.encryption_for(req)?;
+        let kek = match &secret {
+            Some(secret) => access.connect(secret.clone()),
+            None => access.connect(self.secrets.get(&self.store, PLATFORM_IDENTITY)?),
+        }
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let sealed_secret = secret
+            .as_ref()
+            .map(|s| self.secrets.seal(&id, s))
+            .transpose()?;
+        // The DEK exists here only while its wrapping is validated: the agent
+        // unwraps its own copy to provision the server.
+        let (dek, wrapped) = validate::new_wrapped_dek(
+            &kek,
+            &access.client_id,
+            &Requirements {
+                customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
+                location: &req.location,
+            },
+            self,
+        )?;
+        drop(dek);
+        let port = free_port()?;
+        let password = hex_id()?;
+        let record = ServerRecord {
+            id: id.clone(),
+            name: req.name.clone(),
+            location: req.location.clone(),
+            encryption,
+            wrapped_dek: wrapped.clone(),
+            state: ServerState::Provisioning,
+            port,
+            dir: dir.root().to_path_buf(),
+            created_at: now_rfc3339(),
+        };
+        let agent_config = self.agent_config(&record, access);
+        let written = (|| {
+            fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
+            fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
+                .ctx(|| "setting permissions of the server directory")?;
+            write_json_atomic(&dir.agent_config(), &agent_config)?;
+            write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
+            self.store.insert_server(&record, sealed_secret.as_deref())
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_dir_all(dir.root());
+            return Err(e);
+        }
+        self.event(&record, Actor::Dba, "server created", &describe(&record))?;
+        if let Err(e) = self
+            .spawn_agent(
+                &record,
+                Some(&SecretBytes::new(password.as_bytes().to_vec())),
+            )
+            .and_then(|()| self.wait_settled(&record))
+        {
+            self.stop_agent(&record.id);
+            self.store.remove_server(&record.id)?;
+            let _ = fs::remove_dir_all(dir.root());
+            self.event(
+                &record,
+                Actor::ControlPlane,
+                "server removed",
+                &format!("create failed: {e}"),
+            )?;
+            return Err(e);
+        }
+        let server = self.store.server(&record.id)?;
+        Ok(Created {
+            server,
+            password: SecretString::new(password),
+        })
+    }
+
+    /// The encryption, the way to reach its KEK, and (customer-managed) the
+    /// identity's secret to store for the agent.
+    fn encryption_for(
+        &self,
+        req: &CreateServer,
+    ) -> Result<(Encryption, KekAccess, Option<SecretBytes>), Error> {
+        match req.encryption.as_deref().unwrap_or("service-managed") {
+            "service-managed" => {
+                if req.identity.is_some() || req.key.is_some() {
+                    return Err(Error::BadRequest(
+                        "--identity and --key are only for --encryption customer-managed".into(),
+                    ));
+                }
+                Ok((Encryption::ServiceManaged, self.platform_access(), None))
+            }
+            "customer-managed" => {
+                let (Some(identity), Some(key)) = (&req.identity, &req.key) else {
+                    return Err(Error::BadRequest(
+                        "customer-managed encryption needs --identity (the managed identity's \
+                         client id) and --key (the key URL)"
+                            .into(),
+                    ));
+                };
+                let secret = req
+                    .identity_secret
+                    .as_ref()
+                    .map_or("", |s| s.expose_secret())
+                    .trim();
+                if secret.is_empty() {
+                    return Err(Error::BadRequest(
+                        "customer-managed encryption needs the identity's credential \
+                         (--identity-credential-file) to assign the identity to the server"
+                            .into(),
+                    ));
+                }
+                let key = KeyReference::parse(key).map_err(|e| Error::BadRequest(e.to_string()))?;
+                let access = KekAccess {
+                    key: key.clone(),
+                    vault: self.vault_endpoints(),
+                    client_id: identity.clone(),
+                };
+                Ok((
+                    Encryption::CustomerManaged {
+                        identity: identity.clone(),
+                        key,
+                    },
+                    access,
+                    Some(SecretBytes::new(secret.as_bytes().to_vec())),
+                ))
+            }
+            other => Err(Error::BadRequest(format!(
+                "unknown encryption '{other}': use service-managed or customer-managed"
+            ))),
+        }
+    }
+
+    pub(super) fn platform_access(&self) -> KekAccess {
+        KekAccess {
+            key: self.config.platform_key.clone(),
+            vault: self.vault_endpoints(),
+            client_id: self.config.platform_client_id.clone(),
+        }
+    }
+}
+
+/// 128 random bits as 32 lowercase hex characters.
+pub(super) fn hex_id() -> Result<String, Error> {
+    let bytes: [u8; 16] = random::array()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A TCP port on 127.0.0.1 that is free now.
+fn free_port() -> Result<u16, Error> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ctx(|| "finding a free port")?;
+    Ok(listener.local_addr().ctx(|| "finding a free port")?.port())
+}
+
+fn describe(record: &ServerRecord) -> String {
+    match &record.encryption {
+        Encryption::ServiceManaged => format!(
+            "service-managed key; DEK wrapped by {}",
+            record.wrapped_dek.kek
+        ),
+        Encryption::CustomerManaged { identity, key } => format!(
+            "customer-managed key {key} via identity {identity}; DEK wrapped by {}",
+            record.wrapped_dek.kek
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_requests_are_not_printed() {
+        let req: CreateServer = serde_json::from_str(
+            r#"{"name":"a1b","location":"l","identity_secret":"s3cr3t-header"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.identity_secret.as_ref().unwrap().expose_secret(),
+            "s3cr3t-header"
+        );
+        let printed = format!("{req:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("REDACTED"), "{printed}");
+    }
+
+    #[test]
+    fn ids_are_32_hex_and_distinct() {
+        let (a, b) = (hex_id().unwrap(), hex_id().unwrap());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,193 @@
+//! A server's lifecycle after create: stop, start, revalidate, delete, key change.
+//! Each holds only the server's own lock ([`super::locks`]).
+
+use std::fs;
+use std::sync::PoisonError;
+
+use pgcmk_agent::contract::invocation::{signal, AgentSignal};
+use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
+use pgcmk_agent::contract::{AgentConfig, KekAccess, ServerDir};
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
+
+use super::Platform;
+use crate::error::{IoContext, StateConflict};
+use crate::model::{Actor, Encryption, ServerRecord, ServerState};
+use crate::supervisor::{AgentProcess, Supervised};
+use crate::validate::{self, Requirements};
+use crate::Error;
+
+impl Platform {
+    /// Stops the server: PostgreSQL, mount and agent. The DEK leaves memory.
+    pub fn stop(&self, name: &str) -> Result<ServerRecord, Error> {
+        let _guard = self.locks.lock(name);
+        let server = self.store.server(name)?;
+        if server.state == ServerState::Stopped {
+            return Err(StateConflict::AlreadyStopped(name.into()).into());
+        }
+        self.stop_agent(&server.id);
+        self.set_state(&server, ServerState::Stopped, "stopped by the DBA")?;
+        self.store.server(&server.id)
+    }
+
+    /// Starts a server that does not serve — stopped, failed, inaccessible,
+    /// waiting for its agent's restart — at once, with a new agent, and waits
+    /// until it is Ready (or says why not). A key version the vault refuses is
+    /// found before any agent runs: the server stays as it was, and the error
+    /// names the version and the fix.
+    pub fn start(&self, name: &str) -> Result<ServerRecord, Error> {
+        let _guard = self.locks.lock(name);
+        let server = self.store.server(name)?;
+        let running = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&server.id)
+            .and_then(Supervised::live_agent)
+            .map(AgentProcess::pid);
+        match (&server.state, running) {
+            (ServerState::Deleting, _) => {
+                return Err(StateConflict::BeingDeleted(name.into()).into())
+            }
+            (ServerState::Ready | ServerState::Provisioning, Some(pid)) => {
+                return Err(StateConflict::Running {
+                    server: name.into(),
+                    state: server.state.name(),
+                    pid,
+                }
+                .into())
+            }
+            // An agent that is up but cannot serve is replaced, and one waiting for
+            // its restart is not restarted by supervision meanwhile.
+            _ => self.stop_agent(&server.id),
+        }
+        self.check_key_before_start(&server)?;
+        self.set_state(&server, ServerState::Provisioning, "started by the DBA")?;
+        let server = self.store.server(&server.id)?;
+        self.spawn_agent(&server, None)?;
+        self.wait_settled(&server)?;
+        self.store.server(&server.id)
+    }
+
+    /// Asks the server's agent to check its key now.
+    pub fn revalidate(&self, name: &str) -> Result<ServerRecord, Error> {
+        let server = self.store.server(name)?;
+        let pid = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&server.id)
+            .and_then(Supervised::live_agent)
+            .map(AgentProcess::pid)
+            .ok_or_else(|| StateConflict::NotRunning(name.into()))?;
+        signal(pid, AgentSignal::CheckKeyNow).ctx(|| "signalling the agent")?;
+        self.event(
+            &server,
+            Actor::Dba,
+            "revalidate requested",
+            "key check requested by the DBA",
+        )?;
+        Ok(server)
+    }
+
+    /// Deletes the server: stops it and removes its directory and row.
+    pub fn delete(&self, name: &str) -> Result<(), Error> {
+        let _guard = self.locks.lock(name);
+        let server = self.store.server(name)?;
+        self.set_state(&server, ServerState::Deleting, "deleted by the DBA")?;
+        self.stop_agent(&server.id);
+        self.finish_delete(&server)
+    }
+
+    pub(super) fn finish_delete(&self, server: &ServerRecord) -> Result<(), Error> {
+        let dir = ServerDir::new(&server.dir);
+        // An agent killed earlier may have left its mount behind.
+        dir.detach_stale_mount();
+        if dir.root().exists() {
+            fs::remove_dir_all(dir.root()).ctx(|| format!("removing {}", dir.root().display()))?;
+        }
+        self.store.remove_server(&server.id)?;
+        self.event(
+            server,
+            Actor::Dba,
+            "server deleted",
+            "directory and state removed",
+        )?;
+        Ok(())
+    }
+
+    /// Moves a customer-managed server to another key (same identity): the DEK is
+    /// unwrapped with the old key and wrapped with the new one, which is validated
+    /// like at create; the agent restarts with the new key.
+    pub fn update_key(&self, name: &str, key_url: &str) -> Result<ServerRecord, Error> {
+        let _guard = self.locks.lock(name);
+        let server = self.store.server(name)?;
+        let Encryption::CustomerManaged { identity, .. } = &server.encryption else {
+            return Err(Error::BadRequest(format!(
+                "server '{name}' uses service-managed encryption: the key can only be changed \
+                 for customer-managed servers (chosen at create)"
+            )));
+        };
+        let key = KeyReference::parse(key_url).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let dir = ServerDir::new(&server.dir);
+        let mut config: AgentConfig = read_json(&dir.agent_config())?;
+        let secret = self.identity_secret(&server)?;
+        let old = config.kek.connect(secret.clone())?;
+        let new_access = KekAccess {
+            key: key.clone(),
+            ..config.kek.clone()
+        };
+        let new = new_access
+            .connect(secret)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        // Validates the new key end to end (with a throwaway DEK) before touching anything.
+        validate::new_wrapped_dek(
+            &new,
+            identity,
+            &Requirements {
+                customer_managed: true,
+                location: &server.location,
+            },
+            self,
+        )?;
+        let current: WrappedDek = read_json(&dir.wrapped_dek())?;
+        let dek = old.unwrap(&current)?;
+        let wrapped = new.wrap(&dek)?;
+        drop(dek);
+        self.stop_agent(&server.id);
+        write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
+        config.kek = new_access;
+        write_json_atomic(&dir.agent_config(), &config)?;
+        let updated = self.store.update_server(&server.id, |s| {
+            s.wrapped_dek = wrapped.clone();
+            s.encryption = Encryption::CustomerManaged {
+                identity: identity.clone(),
+                key: key.clone(),
+            };
+            s.state = ServerState::Provisioning;
+        })?;
+        self.event(
+            &server,
+            Actor::Dba,
+            "key changed",
+            &format!("now {key}, DEK wrapped by {}", wrapped.kek),
+        )?;
+        self.spawn_agent(&updated, None)?;
+        self.wait_settled(&updated)?;
+        self.store.server(&server.id)
+    }
+
+    /// Stops every agent (used when the control plane shuts down for good in tests;
+    /// a normal control plane exit leaves agents running for re-attachment).
+    pub fn stop_all_agents(&self) {
+        let ids: Vec<String> = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.stop_agent(&id);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The control plane's core: creates, stops, starts and deletes servers, spawns
+//! and supervises their node agents, and keeps the state store in step with what
+//! the agents report. The REST API ([`crate::api`]) is a thin layer over this.
+//!
+//! | file               | concept                                                   |
+//! |--------------------|-----------------------------------------------------------|
+//! | `mod.rs`           | the platform: opening the state, reading, events, states  |
+//! | `create.rs`        | a create request, its encryption, the create              |
+//! | `lifecycle.rs`     | stop, start, revalidate, delete, key change               |
+//! | `locks.rs`         | per-server locks and name reservations                    |
+//! | `spawn.rs`         | starting, re-attaching to and stopping agents             |
+//! | `supervise.rs`     | supervision passes, waiting for Ready                     |
+//! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck          |
+//! | `vault_follow.rs`  | following the vault service's address                     |
+//! | `locations.rs`     | a vault's location                                        |
+//! | `names.rs`         | server names and locations                                |
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use pgcmk_agent::contract::VaultEndpoints;
+use pgcmk_crypto::SecretBytes;
+use pgcmk_keyprovider::KeyReference;
+
+use crate::api_tls;
+use crate::auth::DbaAuth;
+use crate::error::IoContext;
+use crate::model::{Actor, Encryption, Event, ServerRecord, ServerState};
+use crate::root_key::{ControlKeys, IdentitySecrets, RootKeySource};
+use crate::store::{Store, PLATFORM_IDENTITY};
+use crate::supervisor::Supervised;
+use crate::Error;
+
+mod create;
+mod lifecycle;
+mod locations;
+mod locks;
+mod names;
+mod spawn;
+mod supervise;
+mod tasks;
+mod vault_follow;
+
+pub use create::{CreateServer, Created};
+pub use tasks::{LogStream, LogStreamItem, LogStreamStopper};
+
+/// The platform's settings.
+#[derive(Clone, Debug)]
+pub struct PlatformConfig {
+    /// Where the state store and the servers' directories live.
+    pub state_dir: PathBuf,
+    /// The vault service's identity endpoint and CA certificate at start.
+    pub vault: VaultEndpoints,
+    /// The vault service's data directory: its `service.json` is followed when the
+    /// service moves, and its vault list gives vaults' locations.
+    pub vault_service_dir: Option<PathBuf>,
+    /// The platform key for service-managed encryption.
+    pub platform_key: KeyReference,
+    /// The platform identity's client id.
+    pub platform_client_id: String,
+    /// The platform identity's secret: needed on first start, then kept sealed in
+    /// the state (given again, it replaces the stored one).
+    pub platform_identity_secret: Option<SecretBytes>,
+    /// Where the root key that seals identity secrets comes from.
+    pub root_key: RootKeySource,
+    /// Time between key checks.
+    pub interval: Duration,
+    /// Transient key failures tolerated for this long.
+    pub grace: Duration,
+    /// The `pgcmk` program, run as `pgcmk agent --server-dir DIR --instance NAME`.
+    pub agent_program: PathBuf,
+}
+
+/// The control plane.
+pub struct Platform {
+    config: PlatformConfig,
+    store: Store,
+    secrets: IdentitySecrets,
+    /// The REST API's TLS configuration (its CA certificate is `STATE/ca.pem`).
+    tls: Arc<rustls::ServerConfig>,
+    dba: DbaAuth,
+    /// The DBA credential file, when this start created it.
+    new_dba_credential: Option<PathBuf>,
+    /// Every server that should run, by id: its agent and how it is supervised.
+    agents: Mutex<HashMap<String, Supervised>>,
+    /// Where agents reach the vault service now (see [`Platform::follow_vault_service`]).
+    vault: RwLock<VaultEndpoints>,
+    /// Serializes the operations on each server ([`locks`]).
+    locks: locks::ServerLocks,
+    /// Serializes supervision passes, so that one report becomes one event.
+    supervision: Mutex<()>,
+}
+
+impl Platform {
+    /// Opens the state in `config.state_dir` and brings every server that should
+    /// run back: re-attaches to agents still running, restarts the others.
+    pub fn open(config: PlatformConfig) -> Result<Self, Error> {
+        fs::create_dir_all(config.state_dir.join("servers"))
+            .ctx(|| format!("creating {}", config.state_dir.display()))?;
+        // PostgreSQL (another user) must traverse to its mount and socket.
+        for dir in [config.state_dir.clone(), config.state_dir.join("servers")] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+                .ctx(|| format!("setting permissions of {}", dir.display()))?;
+        }
+        let store = Store::open(&config.state_dir.join("state.redb"))?;
+        let keys = ControlKeys::open(&config.state_dir, &store, config.root_key.clone())?;
+        let secrets = keys.identity_secrets;
+        let tls = api_tls::server_config(&config.state_dir, &store, &keys.tls)?;
+        match &config.platform_identity_secret {
+            Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
+            None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
+        }
+        let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
+        let vault = RwLock::new(config.vault.clone());
+        let platform = Self {
+            config,
+            store,
+            secrets,
+            tls,
+            dba,
+            new_dba_credential,
+            agents: Mutex::new(HashMap::new()),
+            vault,
+            locks: locks::ServerLocks::default(),
+            supervision: Mutex::new(()),
+        };
+        for server in platform.store.servers()? {
+            match server.state {
+                ServerState::Stopped => {}
+                ServerState::Deleting => platform.finish_delete(&server)?,
+                _ => platform.attach_or_spawn(&server)?,
+            }
+        }
+        Ok(platform)
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The REST API's TLS server configuration.
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.clone()
+    }
+
+    /// The CA certificate clients of the REST API trust (`STATE/ca.pem`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.config.state_dir.join(api_tls::CA_FILE)
+    }
+
+    /// True when `token` is the DBA's API credential.
+    pub fn dba_allows(&self, token: &[u8]) -> bool {
+        self.dba.allows(token)
+    }
+
+    /// The DBA credential file, when this start created it (first start).
+    pub fn new_dba_credential(&self) -> Option<&Path> {
+        self.new_dba_credential.as_deref()
+    }
+
+    /// The secret of the identity the server's agent acts as.
+    pub(super) fn identity_secret(&self, server: &ServerRecord) -> Result<SecretBytes, Error> {
+        let owner = match server.encryption {
+            Encryption::ServiceManaged => PLATFORM_IDENTITY,
+            Encryption::CustomerManaged { .. } => &server.id,
+        };
+        self.secrets.get(&self.store, owner)
+    }
+
+    /// All servers.
+    pub fn list(&self) -> Result<Vec<ServerRecord>, Error> {
+        self.store.servers()
+    }
+
+    /// One server and its events.
+    pub fn show(&self, name: &str) -> Result<(ServerRecord, Vec<Event>), Error> {
+        let server = self.store.server(name)?;
+        let events = self.store.events(&server.id)?;
+        Ok((server, events))
+    }
+
+    /// A libpq connection URI for the server (the password is not included).
+    pub fn connection_string(&self, name: &str) -> Result<String, Error> {
+        let s = self.store.server(name)?;
+        Ok(format!(
+            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            s.port
+        ))
+    }
+
+    pub(super) fn event(
+        &self,
+        record: &ServerRecord,
+        who: Actor,
+        what: &str,
+        why: &str,
+    ) -> Result<Event, Error> {
+        let who = who.as_str();
+        tracing::info!(server = %record.name, who, what, why, "event");
+        self.store.append_event(&record.id, who, what, why)
+    }
+
+    /// Moves the server from the state it had when read (`server.state`) to `to`,
+    /// recorded as an event caused by `who`. A no-op when it is in `to` already, or
+    /// when its state changed since it was read: a supervision pass does not undo
+    /// what a DBA did meanwhile (a stop, a delete).
+    pub(super) fn transition(
+        &self,
+        server: &ServerRecord,
+        to: ServerState,
+        who: Actor,
+        why: &str,
+    ) -> Result<(), Error> {
+        if server.state == to {
+            return Ok(());
+        }
+        let mut moved = false;
+        self.store.update_server(&server.id, |s| {
+            if s.state == server.state {
+                s.state = to.clone();
+                moved = true;
+            }
+        })?;
+        if moved {
+            let what = format!("state {} -> {}", server.state.name(), to.name());
+            self.event(server, who, &what, why)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn set_state(
+        &self,
+        server: &ServerRecord,
+        state: ServerState,
+        why: &str,
+    ) -> Result<(), Error> {
+        self.store
+            .update_server(&server.id, |s| s.state = state.clone())?;
+        self.event(
+            server,
+            Actor::Dba,
+            &format!("state {} -> {}", server.state.name(), state.name()),
+            why,
+        )?;
+        Ok(())
+    }
+}

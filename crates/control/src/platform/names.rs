@@ -1,0 +1,53 @@
+//! What a server's name and location may be.
+
+use crate::Error;
+
+pub(super) fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "server name '{name}' is not valid: use 3-63 lowercase letters, digits and '-', \
+             not starting or ending with '-'"
+        )))
+    }
+}
+
+pub(super) fn validate_location(location: &str) -> Result<(), Error> {
+    let ok = (1..=64).contains(&location.len())
+        && location
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "location '{location}' is not valid: use letters, digits and '-' (e.g. westeurope)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_locations_are_checked_with_reasons() {
+        for ok in ["abc", "my-server-1"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["ab", "-abc", "abc-", "Abc", "a_b_c", &"a".repeat(64)] {
+            let err = validate_name(bad).unwrap_err().to_string();
+            assert!(err.contains("3-63 lowercase"), "{bad}: {err}");
+        }
+        validate_location("westeurope").unwrap();
+        assert!(validate_location("west europe").is_err());
+        assert!(validate_location("").is_err());
+    }
+}

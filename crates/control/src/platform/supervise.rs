@@ -1,0 +1,181 @@
+//! Supervision: taking the agents' reports into the store, restarting dead
+//! agents with back-off, and waiting for a server to become Ready.
+
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
+
+use pgcmk_agent::backoff::describe_delay;
+use pgcmk_agent::contract::server_dir::read_json;
+use pgcmk_agent::contract::{AgentStatus, ServerDir};
+use pgcmk_keyprovider::WrappedDek;
+
+use super::spawn::exit_detail;
+use super::Platform;
+use crate::model::{Actor, ServerRecord, ServerState};
+use crate::supervisor::{AgentProcess, Reading, STALE_AFTER};
+use crate::Error;
+
+/// How long a new or restarted server may take to become Ready (a new one
+/// provisions its volume and cluster first).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Platform {
+    /// Supervises the server until it is Ready (its agent's report taken into the
+    /// store); any other settled state is the error.
+    pub(super) fn wait_settled(&self, record: &ServerRecord) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.supervise_once();
+            match self.store.server(&record.id)?.state {
+                ServerState::Ready => return Ok(()),
+                ServerState::Provisioning => {}
+                state => {
+                    return Err(Error::NotReady {
+                        server: record.name.clone(),
+                        state,
+                    })
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::ReadyTimeout {
+                    server: record.name.clone(),
+                    after: READY_TIMEOUT,
+                    log: ServerDir::new(&record.dir).agent_log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One supervision pass over every server (see [`Platform::supervise_server`]).
+    pub fn supervise_once(&self) {
+        let _pass = self
+            .supervision
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let servers = match self.store.servers() {
+            Ok(s) => s,
+            Err(e) => return tracing::error!("supervision: {e}"),
+        };
+        let now = Instant::now();
+        for server in servers {
+            if let Err(e) = self.supervise_server(&server, now) {
+                tracing::error!(server = %server.name, "supervision: {e}");
+            }
+        }
+    }
+
+    /// Supervises one server at `now`: a dead agent makes it Failed and its
+    /// restart is scheduled; a due restart is made; otherwise the live agent's
+    /// current report is taken in (its events, its state, a re-wrapped DEK), and
+    /// a live agent whose reports stopped makes it Failed.
+    fn supervise_server(&self, server: &ServerRecord, now: Instant) -> Result<(), Error> {
+        if matches!(server.state, ServerState::Stopped | ServerState::Deleting) {
+            return Ok(());
+        }
+        let dir = ServerDir::new(&server.dir);
+        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(supervised) = agents.get_mut(&server.id) else {
+            return Ok(());
+        };
+        let after_death;
+        let server = match supervised.check_alive(now) {
+            Some((exit, delay)) => {
+                let why = format!(
+                    "the node agent {}; restarting it {}",
+                    exit_detail(&dir, exit),
+                    describe_delay(delay)
+                );
+                tracing::warn!(server = %server.name, "{why}");
+                self.transition(server, ServerState::Failed(why.clone()), Actor::Agent, &why)?;
+                after_death = self.store.server(&server.id)?;
+                &after_death
+            }
+            None => server,
+        };
+        if supervised.restart_due(now) {
+            return match self.spawn_agent_process(server, None) {
+                Ok(agent) => {
+                    let why = format!(
+                        "restart {} in a row; the new agent's pid is {}",
+                        supervised.restarts(),
+                        agent.pid()
+                    );
+                    supervised.restarted(agent, now);
+                    self.event(server, Actor::ControlPlane, "agent restarted", &why)
+                        .map(drop)
+                }
+                Err(e) => {
+                    let delay = supervised.spawn_failed(now);
+                    let why = format!(
+                        "the node agent could not be started: {e}; retrying {}",
+                        describe_delay(delay)
+                    );
+                    self.transition(
+                        server,
+                        ServerState::Failed(why.clone()),
+                        Actor::ControlPlane,
+                        &why,
+                    )
+                }
+            };
+        }
+        let report = read_json::<AgentStatus>(&dir.status()).ok();
+        match supervised.read(report.as_ref(), now) {
+            Reading::Current(report) => {
+                for e in supervised.new_events(report) {
+                    self.event(server, e.who, &e.what, &e.why)?;
+                }
+                if report.state == ServerState::Ready {
+                    supervised.ready();
+                }
+                self.take_report(server, &dir, report)
+            }
+            Reading::Waiting => Ok(()),
+            Reading::Stale => {
+                let why = format!(
+                    "the node agent (pid {}) has not reported for more than {} s: what it \
+                     does is unknown",
+                    supervised.agent().map_or(0, AgentProcess::pid),
+                    STALE_AFTER.as_secs()
+                );
+                self.transition(
+                    server,
+                    ServerState::Failed(why.clone()),
+                    Actor::ControlPlane,
+                    &why,
+                )
+            }
+        }
+    }
+
+    /// Takes in a current report: a DEK the agent re-wrapped, and its state.
+    fn take_report(
+        &self,
+        server: &ServerRecord,
+        dir: &ServerDir,
+        status: &AgentStatus,
+    ) -> Result<(), Error> {
+        if status.wrapped_by != server.wrapped_dek.kek {
+            let wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
+            if wrapped.kek == status.wrapped_by {
+                self.store
+                    .update_server(&server.id, |s| s.wrapped_dek = wrapped.clone())?;
+                self.event(
+                    server,
+                    Actor::KeyMonitor,
+                    "dek re-wrapped",
+                    &format!(
+                        "adopted key version {} (was {})",
+                        wrapped.kek, server.wrapped_dek.kek
+                    ),
+                )?;
+            }
+        }
+        // Stopped is the control plane's to record, when the DBA asked for it.
+        if status.state == ServerState::Stopped {
+            return Ok(());
+        }
+        self.transition(server, status.state.clone(), status.cause, &status.why)
+    }
+}
