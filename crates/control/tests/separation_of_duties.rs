@@ -394,7 +394,7 @@ fn disk_copy_reveals_nothing(
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no identity secret on stdin"), "{err}");
+    assert!(err.contains("no handshake on stdin"), "{err}");
 }
 
 /// Copies the regular files under `from` to `to`, not descending into `skip` (the
