@@ -6,7 +6,8 @@ use clap::{Args, Subcommand};
 use pgcmk_cryptfs::{key_file, MountOptions, TerminationSignals};
 use pgcmk_crypto::SymmetricKey;
 
-use crate::{output, volume_check, Format};
+use crate::error::CliError;
+use crate::{logging, output, volume_check, Format};
 
 /// Where the master key comes from.
 #[derive(Args)]
@@ -21,12 +22,12 @@ pub struct KeySource {
 }
 
 impl KeySource {
-    fn read(&self) -> Result<SymmetricKey, String> {
+    fn read(&self) -> Result<SymmetricKey, CliError> {
         match &self.key_file {
             Some(path) => key_file::read_key_file(path),
             None => key_file::read_key_stdin(),
         }
-        .map_err(|e| e.to_string())
+        .map_err(|e| CliError::usage(e.to_string()))
     }
 }
 
@@ -90,24 +91,12 @@ pub enum FsCommand {
 }
 
 /// Runs one `pgcmk fs` command.
-pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
-    // Log lines (e.g. a block that failed authentication) go to stderr; fuser's own
-    // chatter only what matters unless RUST_LOG says otherwise.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(format!(
-                    "info,{}",
-                    pgcmk_cryptfs::LOG_DIRECTIVES
-                ))
-            }),
-        )
-        .try_init();
+pub fn run(command: FsCommand, format: Format) -> Result<(), CliError> {
+    // Log lines (e.g. a block that failed authentication) go to stderr.
+    logging::init();
     match command {
         FsCommand::Init { cipher_dir, key } => {
-            pgcmk_cryptfs::init(&cipher_dir, &key.read()?).map_err(|e| e.to_string())?;
+            pgcmk_cryptfs::init(&cipher_dir, &key.read()?)?;
             let value = serde_json::json!({ "initialized": cipher_dir });
             output::print(format, &value, |_| {
                 format!(
@@ -136,7 +125,7 @@ pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
             mount(&cipher_dir, &mountpoint, key.read()?, options, format)
         }
         FsCommand::Unmount { mountpoint } => {
-            pgcmk_cryptfs::unmount(&mountpoint).map_err(|e| e.to_string())?;
+            pgcmk_cryptfs::unmount(&mountpoint)?;
             let value = serde_json::json!({ "unmounted": mountpoint });
             output::print(format, &value, |_| {
                 format!("unmounted {}", mountpoint.display())
@@ -145,7 +134,7 @@ pub fn run(command: FsCommand, format: Format) -> Result<(), String> {
         }
         FsCommand::Fsck { cipher_dir, key } => fsck(&cipher_dir, &key.read()?, format),
         FsCommand::Keygen { out } => {
-            key_file::write_new_key_file(&out).map_err(|e| e.to_string())?;
+            key_file::write_new_key_file(&out)?;
             let value = serde_json::json!({ "key_file": out });
             output::print(format, &value, |_| {
                 format!("wrote new key to {}", out.display())
@@ -161,11 +150,10 @@ fn mount(
     key: SymmetricKey,
     options: MountOptions,
     format: Format,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     // Before mounting, so the FUSE threads inherit the blocked signals.
-    let signals = TerminationSignals::block().map_err(|e| e.to_string())?;
-    let handle =
-        pgcmk_cryptfs::mount(cipher_dir, mountpoint, key, options).map_err(|e| e.to_string())?;
+    let signals = TerminationSignals::block()?;
+    let handle = pgcmk_cryptfs::mount(cipher_dir, mountpoint, key, options)?;
     let value = serde_json::json!({ "mounted": handle.mountpoint(), "cipher_dir": cipher_dir });
     output::print(format, &value, |_| {
         format!(
@@ -175,12 +163,10 @@ fn mount(
             handle.mountpoint().display()
         )
     });
-    handle
-        .serve_until_signal(&signals)
-        .map_err(|e| e.to_string())
+    Ok(handle.serve_until_signal(&signals)?)
 }
 
-fn fsck(cipher_dir: &Path, key: &SymmetricKey, format: Format) -> Result<(), String> {
-    let report = pgcmk_cryptfs::fsck(cipher_dir, key).map_err(|e| e.to_string())?;
+fn fsck(cipher_dir: &Path, key: &SymmetricKey, format: Format) -> Result<(), CliError> {
+    let report = pgcmk_cryptfs::fsck(cipher_dir, key)?;
     volume_check::print(&cipher_dir.display().to_string(), &report.into(), format)
 }

@@ -9,12 +9,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod agent_cmd;
 mod demo;
+mod error;
 mod fs_cmds;
+mod logging;
 mod output;
+mod serve_cmd;
 mod server_cmds;
+mod server_logs;
+mod server_render;
 mod vault_cmds;
 mod volume_check;
+
+use error::CliError;
 
 /// PostgreSQL servers encrypted with customer-managed keys.
 #[derive(Parser)]
@@ -44,7 +52,7 @@ enum Command {
     #[command(subcommand)]
     Fs(fs_cmds::FsCommand),
     /// Run the control plane: REST API, state store, node agents.
-    Serve(server_cmds::ServeArgs),
+    Serve(serve_cmd::ServeArgs),
     /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
     Server(server_cmds::ServerArgs),
     /// Walk through the whole story on this machine: vault, control plane, the four
@@ -52,7 +60,7 @@ enum Command {
     Demo,
     /// A server's node agent (started by the control plane).
     #[command(hide = true)]
-    Agent(server_cmds::AgentArgs),
+    Agent(agent_cmd::AgentArgs),
     /// The key vault service.
     #[command(subcommand)]
     Vault(vault_cmds::VaultCommand),
@@ -68,7 +76,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: Result<(), String> = match cli.command {
+    let result: Result<(), CliError> = match cli.command {
         Command::Version => {
             output::print(
                 cli.output,
@@ -78,10 +86,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Fs(command) => fs_cmds::run(command, cli.output),
-        Command::Serve(args) => server_cmds::serve(args),
+        Command::Serve(args) => serve_cmd::serve(args),
         Command::Server(args) => server_cmds::server(args, cli.output),
-        Command::Agent(args) => server_cmds::agent(args),
-        Command::Demo => server_cmds::demo(),
+        Command::Agent(args) => agent_cmd::agent(args),
+        Command::Demo => demo(),
         Command::Vault(command) => vault_cmds::vault(command, cli.output),
         Command::Identity(args) => vault_cmds::identity(args, cli.output),
         Command::Keyvault(args) => vault_cmds::keyvault(args, cli.output),
@@ -90,11 +98,17 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
         }
     }
+}
+
+/// Runs `pgcmk demo` (needs root: it mounts FUSE and starts PostgreSQL).
+fn demo() -> Result<(), CliError> {
+    let program = std::env::current_exe()?;
+    demo::run(&program).map_err(|e| CliError::failed(e.to_string()))
 }
 
 #[cfg(test)]

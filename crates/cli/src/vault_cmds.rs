@@ -14,6 +14,7 @@ use pgcmk_vault::identity::Credential;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::error::CliError;
 use crate::{output, Format};
 
 mod audit_cmds;
@@ -68,32 +69,36 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(super) fn service(&self) -> Result<ServiceDir, String> {
-        let dir = self
-            .service_dir
-            .clone()
-            .ok_or("no vault service given: set PGCMK_VAULT_SERVICE_DIR or pass --service-dir")?;
-        ServiceDir::open(&dir).map_err(|e| e.to_string())
+    pub(super) fn service(&self) -> Result<ServiceDir, CliError> {
+        let dir = self.service_dir.clone().ok_or_else(|| {
+            CliError::usage(
+                "no vault service given: set PGCMK_VAULT_SERVICE_DIR or pass --service-dir",
+            )
+        })?;
+        ServiceDir::open(&dir).map_err(CliError::from)
     }
 
-    pub(super) fn credential(&self, service: &ServiceDir) -> Result<Credential, String> {
+    pub(super) fn credential(&self, service: &ServiceDir) -> Result<Credential, CliError> {
         let path = self
             .credentials
             .clone()
             .unwrap_or_else(|| service.admin_credential());
-        read_credential(&path)
-            .map_err(|e| format!("{e} (set PGCMK_CREDENTIALS to your credential file)"))
+        read_credential(&path).map_err(|e| {
+            CliError::usage(format!(
+                "{e} (set PGCMK_CREDENTIALS to your credential file)"
+            ))
+        })
     }
 
-    pub(super) fn admin(&self) -> Result<AdminClient, String> {
+    pub(super) fn admin(&self) -> Result<AdminClient, CliError> {
         let service = self.service()?;
         let credential = self.credential(&service)?;
-        AdminClient::new(service, credential).map_err(|e| e.to_string())
+        AdminClient::new(service, credential).map_err(CliError::from)
     }
 }
 
 /// Runs `pgcmk vault serve`.
-pub fn vault(command: VaultCommand, format: Format) -> Result<(), String> {
+pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     let VaultCommand::Serve(args) = command;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -105,7 +110,9 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), String> {
         None => None,
         Some(var) => {
             let value = std::env::var(var).map_err(|_| {
-                format!("environment variable {var} is not set: put the passphrase there")
+                CliError::usage(format!(
+                    "environment variable {var} is not set: put the passphrase there"
+                ))
             })?;
             // Single-threaded here: no runtime yet. Keep the passphrase out of /proc/PID/environ.
             std::env::remove_var(var);
@@ -121,7 +128,7 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     runtime
         .block_on(pgcmk_vault::service::run(options, |info| {
             let v = serde_json::to_value(info).unwrap_or_default();
@@ -134,7 +141,7 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), String> {
                 )
             });
         }))
-        .map_err(|e| e.to_string())
+        .map_err(CliError::from)
 }
 
 /// `pgcmk identity ...`
@@ -196,10 +203,10 @@ pub(super) fn list_lines(v: &Value, line: fn(&Value) -> String) -> String {
 }
 
 /// Runs `pgcmk identity ...`.
-pub fn identity(args: IdentityArgs, format: Format) -> Result<(), String> {
+pub fn identity(args: IdentityArgs, format: Format) -> Result<(), CliError> {
     let client = args.conn.admin()?;
     let call = |m: Method, path: &str, body: Option<&Value>| {
-        client.call(m, path, body).map_err(|e| e.to_string())
+        client.call(m, path, body).map_err(CliError::from)
     };
     match args.command {
         IdentityCommand::Create {
@@ -214,11 +221,12 @@ pub fn identity(args: IdentityArgs, format: Format) -> Result<(), String> {
                 "/admin/identities",
                 Some(&json!({ "name": name, "kind": kind, "service_admin": service_admin })),
             )?;
-            let credential: Credential = serde_json::from_value(v)
-                .map_err(|e| format!("unexpected answer from the service: {e}"))?;
-            let bytes = serde_json::to_vec_pretty(&credential).map_err(|e| e.to_string())?;
+            let credential: Credential = serde_json::from_value(v).map_err(|e| {
+                CliError::failed(format!("unexpected answer from the service: {e}"))
+            })?;
+            let bytes = serde_json::to_vec_pretty(&credential).map_err(CliError::from)?;
             pgcmk_vault::files::write_atomic(&credential_file, &bytes, 0o600).map_err(|e| {
-                format!("{e}; the identity exists without a saved credential: delete it with `pgcmk identity delete {name}` and create it again")
+                CliError::failed(format!("{e}; the identity exists without a saved credential: delete it with `pgcmk identity delete {name}` and create it again"))
             })?;
             let shown = json!({
                 "name": credential.name,
@@ -265,22 +273,22 @@ pub fn identity(args: IdentityArgs, format: Format) -> Result<(), String> {
     Ok(())
 }
 
-fn check_new_file(path: &Path) -> Result<(), String> {
+fn check_new_file(path: &Path) -> Result<(), CliError> {
     if path.exists() {
-        return Err(format!(
+        return Err(CliError::usage(format!(
             "{} already exists: choose a new path for the credential",
             path.display()
-        ));
+        )));
     }
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !parent.is_dir() {
-        return Err(format!(
+        return Err(CliError::usage(format!(
             "directory {} does not exist: create it first",
             parent.display()
-        ));
+        )));
     }
     Ok(())
 }
@@ -400,10 +408,10 @@ pub(super) fn vault_path(name: &str) -> String {
 }
 
 /// Runs `pgcmk keyvault ...`.
-pub fn keyvault(args: KeyvaultArgs, format: Format) -> Result<(), String> {
+pub fn keyvault(args: KeyvaultArgs, format: Format) -> Result<(), CliError> {
     let client = args.conn.admin()?;
     let call = |m: Method, path: &str, body: Option<&Value>| {
-        client.call(m, path, body).map_err(|e| e.to_string())
+        client.call(m, path, body).map_err(CliError::from)
     };
     let v = match args.command {
         KeyvaultCommand::Create {

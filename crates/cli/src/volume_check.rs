@@ -3,18 +3,22 @@
 
 use pgcmk_agent::contract::task::{BlockIssue, VolumeCheck};
 
+use crate::error::{CliError, Failure};
 use crate::{output, Format};
 
 /// Prints `check` of `what`; an error (non-zero exit) when a block is bad.
-pub fn print(what: &str, check: &VolumeCheck, format: Format) -> Result<(), String> {
-    let value = serde_json::to_value(check).map_err(|e| e.to_string())?;
+pub fn print(what: &str, check: &VolumeCheck, format: Format) -> Result<(), CliError> {
+    let value = serde_json::to_value(check)?;
     output::print(format, &value, |_| render_volume_check(check));
     if check.is_clean() {
         Ok(())
     } else {
-        Err(format!(
-            "{} bad block(s) in {what}: reads of them fail (tampering or damage)",
-            check.bad_blocks.len()
+        Err(CliError::new(
+            Failure::Damaged,
+            format!(
+                "{} bad block(s) in {what}: reads of them fail (tampering or damage)",
+                check.bad_blocks.len()
+            ),
         ))
     }
 }

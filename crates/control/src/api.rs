@@ -52,7 +52,7 @@ use serde_json::{json, Value};
 
 use crate::model::ServerDetails;
 use crate::platform::{CreateServer, LogStreamItem, Platform};
-use crate::Error;
+use crate::{Error, ErrorCode};
 
 /// How often agents' reports are taken in.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
@@ -194,7 +194,7 @@ pub struct ApiErrorBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorDetail {
     /// A stable code, e.g. `NotFound`, `KeyVersionRefused`.
-    pub code: String,
+    pub code: ErrorCode,
     /// What happened and what to do.
     pub message: String,
 }
@@ -207,7 +207,7 @@ impl IntoResponse for ApiError {
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ApiErrorBody {
             error: ApiErrorDetail {
-                code: self.0.code().into(),
+                code: self.0.code(),
                 message: self.0.to_string(),
             },
         };

@@ -16,9 +16,10 @@ use pgcmk_crypto::sealed::Sealer;
 use pgcmk_hostkeys::local_ca::TlsIdentity;
 use pgcmk_hostkeys::trust;
 
+use crate::api::ApiErrorBody;
 use crate::error::StoreError;
 use crate::store::Store;
-use crate::Error;
+use crate::{Error, ErrorCode};
 
 /// The CA certificate's file name in the state directory.
 pub const CA_FILE: &str = "ca.pem";
@@ -93,6 +94,31 @@ impl ApiClient {
     /// The URL of `path` (starting with `/`) on the API.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Sends `request` and returns the answer if it is a success, else the error
+    /// the API described ([`Error::Api`], with its stable code).
+    pub fn call(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, Error> {
+        let response = self.send(request)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        Err(match response.json::<ApiErrorBody>() {
+            Ok(body) => Error::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => Error::Api {
+                status: status.as_u16(),
+                code: ErrorCode::of_status(status.as_u16()),
+                message: format!("the control plane at {} answered {status}", self.base),
+            },
+        })
     }
 
     /// Sends `request`, explaining a failure to connect or to trust the server.

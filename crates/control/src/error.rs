@@ -7,6 +7,8 @@ use pgcmk_agent::contract::task::VersionRefusal;
 use pgcmk_agent::contract::ServerState;
 use pgcmk_keyprovider::KeyError;
 
+use crate::error_code::ErrorCode;
+
 /// What went wrong in the control plane, or in a client of its API.
 ///
 /// Each variant has its own HTTP status and stable code in the REST API
@@ -107,7 +109,7 @@ pub enum Error {
         /// The HTTP status.
         status: u16,
         /// The stable code ([`Error::code`] on the server's side).
-        code: String,
+        code: ErrorCode,
         /// What happened and what to do.
         message: String,
     },
@@ -201,34 +203,26 @@ impl Error {
     /// The HTTP status the REST API answers this error with.
     pub fn status(&self) -> u16 {
         match self {
-            Error::BadRequest(_) => 400,
-            Error::Unauthorized(_) => 401,
-            Error::NotFound(_) => 404,
-            Error::NameTaken(_) | Error::State(_) | Error::NotReady { .. } => 409,
-            Error::KeyVersionRefused { .. } => 409,
-            Error::ReadyTimeout { .. } => 504,
-            Error::Key(e) if e.is_retryable() => 503,
-            Error::Key(_) => 400,
             Error::Api { status, .. } => *status,
-            _ => 500,
+            _ => self.code().status(),
         }
     }
 
     /// The stable code of the REST API's error body.
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::BadRequest(_) => "BadRequest",
-            Error::Unauthorized(_) => "Unauthorized",
-            Error::NotFound(_) => "NotFound",
-            Error::NameTaken(_) => "NameTaken",
-            Error::State(_) => "StateConflict",
-            Error::NotReady { .. } => "NotReady",
-            Error::ReadyTimeout { .. } => "ReadyTimeout",
-            Error::Key(e) if e.is_retryable() => "KeyVaultUnavailable",
-            Error::Key(_) => "KeyAccessDenied",
-            Error::KeyVersionRefused { .. } => "KeyVersionRefused",
-            Error::Api { code, .. } => code,
-            _ => "InternalError",
+            Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::Unauthorized(_) => ErrorCode::Unauthorized,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::NameTaken(_) => ErrorCode::NameTaken,
+            Error::State(_) => ErrorCode::StateConflict,
+            Error::NotReady { .. } => ErrorCode::NotReady,
+            Error::ReadyTimeout { .. } => ErrorCode::ReadyTimeout,
+            Error::Key(e) if e.is_retryable() => ErrorCode::KeyVaultUnavailable,
+            Error::Key(_) => ErrorCode::KeyAccessDenied,
+            Error::KeyVersionRefused { .. } => ErrorCode::KeyVersionRefused,
+            Error::Api { code, .. } => *code,
+            _ => ErrorCode::InternalError,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod api;
 pub mod api_tls;
 pub mod auth;
 mod error;
+mod error_code;
 pub mod identity_file;
 pub mod model;
 pub mod platform;
@@ -24,3 +25,4 @@ pub mod supervisor;
 pub mod validate;
 
 pub use error::{Error, StateConflict, StoreError};
+pub use error_code::ErrorCode;

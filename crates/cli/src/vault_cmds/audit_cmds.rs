@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{list_lines, Connection};
+use crate::error::{CliError, Failure};
 use crate::{output, Format};
 
 /// `pgcmk audit ...`
@@ -78,7 +79,7 @@ fn audit_line(s: &Value) -> String {
 }
 
 /// Runs `pgcmk audit ...`.
-pub fn audit(args: AuditArgs, format: Format) -> Result<(), String> {
+pub fn audit(args: AuditArgs, format: Format) -> Result<(), CliError> {
     let client = args.conn.admin()?;
     match args.command {
         AuditCommand::List {
@@ -111,14 +112,14 @@ pub fn audit(args: AuditArgs, format: Format) -> Result<(), String> {
                     &format!("/admin/audit?{}", query.join("&")),
                     None,
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(CliError::from)?;
             output::print(format, &v, |v| list_lines(v, audit_line));
             Ok(())
         }
         AuditCommand::Verify => {
             let v = client
                 .call(Method::GET, "/admin/audit/verify", None)
-                .map_err(|e| e.to_string())?;
+                .map_err(CliError::from)?;
             if v["ok"].as_bool() == Some(true) {
                 output::print(format, &v, |v| {
                     format!("audit trail intact: {} entries verified", v["entries"])
@@ -128,9 +129,12 @@ pub fn audit(args: AuditArgs, format: Format) -> Result<(), String> {
                 if format == Format::Json {
                     output::print(format, &v, |_| String::new());
                 }
-                Err(format!(
-                    "audit trail is broken: {}",
-                    v["problem"].as_str().unwrap_or("unknown problem")
+                Err(CliError::new(
+                    Failure::Damaged,
+                    format!(
+                        "audit trail is broken: {}",
+                        v["problem"].as_str().unwrap_or("unknown problem")
+                    ),
                 ))
             }
         }

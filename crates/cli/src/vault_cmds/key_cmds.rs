@@ -14,6 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{list_lines, vault_path, Connection};
+use crate::error::CliError;
 use crate::{output, Format};
 
 /// `pgcmk key ...`
@@ -120,20 +121,20 @@ enum KeyCommand {
     ShowRotationPolicy(KeyName),
 }
 
-fn akv_client(conn: &Connection, vault: &str) -> Result<AkvClient, String> {
+fn akv_client(conn: &Connection, vault: &str) -> Result<AkvClient, CliError> {
     let service = conn.service()?;
     let credential = conn.credential(&service)?;
     let url = if vault.starts_with("https://") {
         vault.trim_end_matches('/').to_string()
     } else {
         let admin =
-            AdminClient::new(service.clone(), credential.clone()).map_err(|e| e.to_string())?;
+            AdminClient::new(service.clone(), credential.clone()).map_err(CliError::from)?;
         let v = admin
             .call(Method::GET, &vault_path(vault), None)
-            .map_err(|e| e.to_string())?;
+            .map_err(CliError::from)?;
         v["url"]
             .as_str()
-            .ok_or("the service returned no vault URL")?
+            .ok_or_else(|| CliError::failed("the service returned no vault URL"))?
             .to_string()
     };
     let secret = SecretBytes::new(credential.client_secret.clone().into_bytes());
@@ -147,10 +148,10 @@ fn akv_client(conn: &Connection, vault: &str) -> Result<AkvClient, String> {
             TokenSource::client_secret(&service.info.token_endpoint, &credential.client_id, secret)
         }
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(CliError::from)?;
     let mut options = ClientOptions::trusting_only(&service.info.ca_file);
     options.timeout = Duration::from_secs(60);
-    AkvClient::new(&url, tokens, &options).map_err(|e| e.to_string())
+    AkvClient::new(&url, tokens, &options).map_err(CliError::from)
 }
 
 fn key_text(v: &Value) -> String {
@@ -189,13 +190,13 @@ fn key_text(v: &Value) -> String {
     out
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, String> {
-    serde_json::to_value(value).map_err(|e| e.to_string())
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, CliError> {
+    serde_json::to_value(value).map_err(CliError::from)
 }
 
 /// Runs `pgcmk key ...`.
-pub fn key(args: KeyArgs, format: Format) -> Result<(), String> {
-    let err = |e: pgcmk_keyprovider::KeyError| e.to_string();
+pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
+    let err = CliError::from;
     let v = match args.command {
         KeyCommand::Create { key, size, ops, .. } => {
             let mut new = NewRsaKey::new(size);
@@ -283,7 +284,9 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), String> {
                 };
             let mut actions = Vec::new();
             if rotate_after.is_some() && rotate_before_expiry.is_some() {
-                return Err("give --rotate-after or --rotate-before-expiry, not both".into());
+                return Err(CliError::usage(
+                    "give --rotate-after or --rotate-before-expiry, not both",
+                ));
             }
             if rotate_after.is_some() || rotate_before_expiry.is_some() {
                 actions.push(action(rotate_after, rotate_before_expiry, "Rotate"));
@@ -330,13 +333,13 @@ fn set_enabled(
     key: &KeyName,
     version: Option<&str>,
     enabled: bool,
-) -> Result<Value, String> {
+) -> Result<Value, CliError> {
     let update = KeyUpdate {
         enabled: Some(enabled),
         ..KeyUpdate::default()
     };
     let bundle = akv_client(conn, &key.vault)?
         .update_key(&key.name, version, &update)
-        .map_err(|e| e.to_string())?;
+        .map_err(CliError::from)?;
     to_json(&bundle)
 }

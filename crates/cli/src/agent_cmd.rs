@@ -1,0 +1,113 @@
+//! The hidden `pgcmk agent`: a node agent, started by the control plane.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use pgcmk_agent::contract::task::AgentTask;
+use pgcmk_agent::contract::ServerDir;
+
+use crate::error::CliError;
+use crate::logging;
+
+/// `pgcmk agent` (internal).
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The server's directory.
+    #[arg(long)]
+    server_dir: PathBuf,
+    /// The name `pgcmk serve` gave this start of the agent; every report carries it
+    /// (needed to serve; a short-lived task run makes no reports).
+    #[arg(long)]
+    instance: Option<String>,
+    /// One task instead of serving (a short-lived run started by the control plane).
+    #[command(subcommand)]
+    task: Option<AgentTaskCommand>,
+}
+
+/// The tasks of a short-lived agent run (`pgcmk_agent::contract::task::AgentTask`).
+#[derive(Subcommand)]
+pub enum AgentTaskCommand {
+    /// Re-wrap the DEK with the key's current version if it moved on.
+    AdoptKeyVersion,
+    /// Print PostgreSQL's and the agent's logs as JSON lines.
+    Logs {
+        /// Lines of each log to start with.
+        #[arg(long)]
+        lines: usize,
+        /// Keep printing lines while the server serves.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Check every block of the volume.
+    Fsck,
+}
+
+impl From<AgentTaskCommand> for AgentTask {
+    fn from(command: AgentTaskCommand) -> Self {
+        match command {
+            AgentTaskCommand::AdoptKeyVersion => AgentTask::AdoptKeyVersion,
+            AgentTaskCommand::Logs { lines, follow } => AgentTask::Logs { lines, follow },
+            AgentTaskCommand::Fsck => AgentTask::Fsck,
+        }
+    }
+}
+
+/// Runs a node agent until SIGTERM, or one task of it; its identity's secret comes
+/// on stdin.
+pub fn agent(args: AgentArgs) -> Result<(), CliError> {
+    logging::init();
+    let dir = ServerDir::new(args.server_dir);
+    let stdin = std::io::stdin().lock();
+    match (args.task, args.instance) {
+        (None, Some(instance)) => pgcmk_agent::agent::run(&dir, &instance, stdin),
+        (None, None) => {
+            return Err(CliError::usage(
+                "--instance is required to serve (pgcmk serve passes it)",
+            ))
+        }
+        (Some(task), _) => {
+            pgcmk_agent::task_run::run(&dir, &task.into(), stdin, std::io::stdout().lock())
+        }
+    }
+    .map_err(CliError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `pgcmk agent` alone, as the control plane starts it.
+    #[derive(Parser)]
+    struct Agent {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    /// What the control plane passes for a task is what this command line reads back.
+    #[test]
+    fn agent_task_arguments_round_trip() {
+        for task in [
+            AgentTask::AdoptKeyVersion,
+            AgentTask::Fsck,
+            AgentTask::Logs {
+                lines: 7,
+                follow: false,
+            },
+            AgentTask::Logs {
+                lines: 0,
+                follow: true,
+            },
+        ] {
+            let mut line = vec!["agent".to_string(), "--server-dir".into(), "/srv/x".into()];
+            line.extend(task.args());
+            let parsed = Agent::try_parse_from(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert_eq!(parsed.args.server_dir, PathBuf::from("/srv/x"));
+            let back: AgentTask = parsed.args.task.expect("a task").into();
+            assert_eq!(back, task);
+        }
+        let serve = Agent::try_parse_from(["agent", "--server-dir", "/srv/x"]).unwrap();
+        assert!(serve.args.task.is_none());
+    }
+}

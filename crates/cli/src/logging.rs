@@ -1,0 +1,19 @@
+//! Logging of the long-running commands (`pgcmk serve`, `pgcmk agent`) to stderr.
+
+/// Logs at `info` (or `RUST_LOG`) to stderr, in colour only on a terminal.
+pub fn init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The agent serves a cryptfs mount.
+                tracing_subscriber::EnvFilter::new(format!(
+                    "info,{}",
+                    pgcmk_cryptfs::LOG_DIRECTIVES
+                ))
+            }),
+        )
+        .with_writer(std::io::stderr)
+        // Agents log to agent.log, which `pgcmk server logs` shows: no colour codes there.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

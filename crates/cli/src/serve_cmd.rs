@@ -1,0 +1,145 @@
+//! `pgcmk serve`: the control plane.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use pgcmk_agent::contract::VaultEndpoints;
+use pgcmk_control::identity_file::read_identity_secret;
+use pgcmk_control::platform::{Platform, PlatformConfig};
+use pgcmk_control::root_key::RootKeySource;
+use pgcmk_crypto::SecretBytes;
+use pgcmk_keyprovider::KeyReference;
+use serde_json::json;
+
+use crate::error::CliError;
+use crate::logging;
+
+/// `pgcmk serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Directory for the state store and the servers' (encrypted) files.
+    #[arg(long, default_value = "/var/lib/pgcmk/control")]
+    state_dir: PathBuf,
+    /// Address of the REST API (HTTPS, loopback only: its certificate names
+    /// localhost, 127.0.0.1 and ::1).
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    listen: std::net::SocketAddr,
+    /// The vault service's data directory (its service.json gives the identity
+    /// endpoint and CA, followed when the service moves; its vault list gives vault
+    /// locations).
+    #[arg(long, env = "PGCMK_VAULT_SERVICE_DIR")]
+    vault_service_dir: PathBuf,
+    /// The platform key for service-managed encryption (key URL).
+    #[arg(long)]
+    platform_key: String,
+    /// The platform's managed identity (client id).
+    #[arg(long)]
+    platform_identity: String,
+    /// The platform identity's credential file: needed on first start, then its secret is
+    /// kept sealed in the state (delete the file afterwards); given again, it replaces it.
+    #[arg(long)]
+    platform_identity_credential_file: Option<PathBuf>,
+    /// Derive the root key that seals identity secrets with Argon2id from the passphrase in
+    /// this environment variable (instead of STATE_DIR/root.key); needed at every start.
+    #[arg(long, value_name = "VAR")]
+    passphrase_env: Option<String>,
+    /// Seconds between key checks.
+    #[arg(long, default_value_t = 60)]
+    key_check_interval_secs: u64,
+    /// Seconds of transient key-vault failures tolerated before a server goes Inaccessible.
+    #[arg(long, default_value_t = 300)]
+    key_check_grace_secs: u64,
+}
+
+/// Runs the control plane until SIGTERM or SIGINT.
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    logging::init();
+    if !args.listen.ip().is_loopback() {
+        return Err(CliError::usage(format!(
+            "--listen {} is not a loopback address: the REST API's certificate names only \
+             localhost, 127.0.0.1 and ::1, so it listens only there",
+            args.listen
+        )));
+    }
+    let root_key = match &args.passphrase_env {
+        Some(var) => {
+            let passphrase = std::env::var_os(var).ok_or_else(|| {
+                CliError::usage(format!(
+                    "--passphrase-env {var}: the variable {var} is not set"
+                ))
+            })?;
+            // Still one thread: agents and other children must not inherit it.
+            std::env::remove_var(var);
+            RootKeySource::Passphrase(SecretBytes::new(passphrase.into_encoded_bytes()))
+        }
+        None => RootKeySource::File,
+    };
+    let vault = VaultEndpoints::read(&args.vault_service_dir).map_err(|e| {
+        CliError::usage(format!(
+            "{e}: start `pgcmk vault serve` first, and give its data directory as --vault-service-dir"
+        ))
+    })?;
+    let platform_key = KeyReference::parse(&args.platform_key)?;
+    let platform_identity_secret = args
+        .platform_identity_credential_file
+        .as_deref()
+        .map(read_identity_secret)
+        .transpose()?;
+    let config = PlatformConfig {
+        state_dir: args.state_dir.clone(),
+        vault,
+        vault_service_dir: Some(args.vault_service_dir),
+        platform_key,
+        platform_client_id: args.platform_identity,
+        platform_identity_secret,
+        root_key,
+        interval: Duration::from_secs(args.key_check_interval_secs.max(1)),
+        grace: Duration::from_secs(args.key_check_grace_secs),
+        agent_program: std::env::current_exe()?,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let platform = tokio::task::spawn_blocking(move || Platform::open(config))
+            .await
+            .map_err(|e| CliError::failed(format!("opening the control plane's state: {e}")))??;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.listen)))?;
+        let url = format!("https://{}", listener.local_addr()?);
+        let ca_file = platform.ca_file();
+        // Tests and scripts find the API and the CA to trust here when they asked for port 0.
+        pgcmk_agent::contract::server_dir::write_json_atomic(
+            &args.state_dir.join("serve.json"),
+            &json!({ "url": url, "ca_file": ca_file, "pid": std::process::id() }),
+        )?;
+        eprintln!(
+            "pgcmk control plane listening on {url} (HTTPS; clients trust the CA certificate {})",
+            ca_file.display()
+        );
+        if let Some(file) = platform.new_dba_credential() {
+            eprintln!(
+                "the DBA credential was written to {} (0600): hand it to the DBA \
+                 (pgcmk server --credential-file) and remove it from this directory",
+                file.display()
+            );
+        }
+        pgcmk_control::api::serve(Arc::new(platform), listener, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,104 @@
+//! How `pgcmk server` prints the control plane's answers for people.
+
+use pgcmk_control::model::{Encryption, ServerDetails, ServerRecord, ServerState};
+use pgcmk_control::platform::Created;
+use serde_json::Value;
+
+/// Renders the API's JSON answer `v` as a `T`.
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(
+    v: &Value,
+    render: impl Fn(&T) -> String,
+) -> String {
+    match T::deserialize(v) {
+        Ok(t) => render(&t),
+        Err(e) => format!("unexpected answer from the control plane ({e}): {v}"),
+    }
+}
+
+fn state_line(state: &ServerState) -> String {
+    match state.reason() {
+        Some(reason) => format!("{} ({reason})", state.name()),
+        None => state.name().to_string(),
+    }
+}
+
+pub(crate) fn render_server(v: &Value) -> String {
+    typed(v, describe_server)
+}
+
+fn describe_server(s: &ServerRecord) -> String {
+    let encryption = match &s.encryption {
+        Encryption::CustomerManaged { key, identity } => format!(
+            "customer-managed: key {key} via identity {identity} ({})",
+            if key.version.is_some() {
+                "pinned to that version"
+            } else {
+                "follows its rotation"
+            }
+        ),
+        Encryption::ServiceManaged => "service-managed".to_string(),
+    };
+    format!(
+        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  encryption: {encryption}\n  needs key version: {} (it wraps the DEK: keep it enabled)\n  created:    {}",
+        s.name,
+        state_line(&s.state),
+        s.location,
+        s.port,
+        s.wrapped_dek.kek,
+        s.created_at,
+    )
+}
+
+pub(crate) fn render_created(v: &Value) -> String {
+    typed(v, |c: &Created| {
+        format!(
+            "{}\n  superuser:  postgres, password {} (shown once; the platform does not keep it)",
+            describe_server(&c.server),
+            c.password.expose_secret()
+        )
+    })
+}
+
+pub(crate) fn render_show(v: &Value) -> String {
+    typed(v, |d: &ServerDetails| {
+        let mut text = describe_server(&d.server);
+        text.push_str("\n  events:");
+        for e in &d.events {
+            text.push_str(&format!(
+                "\n    {} {:<13} {} — {}",
+                e.at, e.who, e.what, e.why
+            ));
+        }
+        text
+    })
+}
+
+pub(crate) fn render_list(v: &Value) -> String {
+    typed(v, |servers: &Vec<ServerRecord>| {
+        if servers.is_empty() {
+            return "no servers".to_string();
+        }
+        let rows: Vec<String> = servers
+            .iter()
+            .map(|s| {
+                let kek = &s.wrapped_dek.kek;
+                format!(
+                    "{:<24} {:<14} {:<6} {:<46} {}",
+                    s.name,
+                    s.location,
+                    s.port,
+                    format!("{}/{}", kek.name, kek.version),
+                    state_line(&s.state)
+                )
+            })
+            .collect();
+        format!(
+            "{:<24} {:<14} {:<6} {:<46} STATE\n{}",
+            "NAME",
+            "LOCATION",
+            "PORT",
+            "NEEDS KEY VERSION",
+            rows.join("\n")
+        )
+    })
+}
