@@ -69,13 +69,90 @@ pub struct KeyInfo {
     pub enabled: bool,
 }
 
+/// How the key is protected: in software or in a hardware security module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// An RSA key held in software (AKV `kty` `RSA`).
+    Rsa,
+    /// An RSA key held in an HSM (AKV `kty` `RSA-HSM`).
+    RsaHsm,
+}
+
+/// How the vault protects the key from deletion, as the vault reports it on the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeletionProtection {
+    /// AKV's `attributes.recoveryLevel`, e.g. `Recoverable` (soft delete and purge
+    /// protection) or `Recoverable+Purgeable` (soft delete only); `None` when the
+    /// vault does not say.
+    pub recovery_level: Option<String>,
+    /// AKV's `attributes.recoverableDays`: how long a deleted key stays recoverable.
+    pub recoverable_days: Option<u32>,
+}
+
+impl DeletionProtection {
+    /// True when a deleted key can be recovered (soft delete is on).
+    pub fn soft_delete(&self) -> bool {
+        self.recovery_level
+            .as_deref()
+            .is_some_and(|l| l.contains("Recoverable"))
+    }
+
+    /// True when a deleted key cannot be purged before its retention ends.
+    pub fn purge_protection(&self) -> bool {
+        self.soft_delete()
+            && self
+                .recovery_level
+                .as_deref()
+                .is_some_and(|l| !l.contains("Purgeable"))
+    }
+}
+
+/// Everything create-time validation needs to know about a key and its vault,
+/// learned with the key's own credential (`get`), never an administrator's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDescription {
+    /// The version a versionless reference resolves to now (or the pinned one).
+    pub current: KeyVersionId,
+    /// Software or HSM.
+    pub key_type: KeyType,
+    /// RSA modulus size in bits.
+    pub size_bits: u32,
+    /// Whether the key is enabled.
+    pub enabled: bool,
+    /// Not valid before (Unix seconds), if set.
+    pub not_before: Option<i64>,
+    /// Expires at (Unix seconds), if set.
+    pub expires: Option<i64>,
+    /// Soft delete and purge protection, as the vault reports them on the key.
+    pub protection: DeletionProtection,
+    /// The vault's location (e.g. `westeurope`), when the provider can learn it
+    /// without an administrator credential; `None` when it cannot (for a real Azure
+    /// Key Vault the location is an Azure Resource Manager property).
+    pub location: Option<String>,
+}
+
+impl From<KeyDescription> for KeyInfo {
+    fn from(d: KeyDescription) -> Self {
+        Self {
+            current: d.current,
+            size_bits: d.size_bits,
+            enabled: d.enabled,
+        }
+    }
+}
+
 /// A key encryption key reached through some provider. Blocking: callers in async
 /// code use `spawn_blocking`.
 pub trait KeyEncryptionKey: Send + Sync {
     /// The reference this KEK was configured with (versioned or versionless).
     fn reference(&self) -> &KeyReference;
-    /// Reads the key's current version and properties (needs `get`).
+    /// Reads the key's current version and properties (needs `get`). Cheap: one
+    /// request, for the key monitor's periodic check.
     fn info(&self) -> Result<KeyInfo, KeyError>;
+    /// Describes the key and its vault for validation (needs `get`; may make more
+    /// requests than [`info`](Self::info), e.g. to learn the vault's location).
+    fn describe(&self) -> Result<KeyDescription, KeyError>;
     /// Wraps `dek` with the current key version (needs `wrapKey`).
     fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError>;
     /// Unwraps with the exact version recorded in `wrapped` (needs `unwrapKey`).
