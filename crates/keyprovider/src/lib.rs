@@ -9,9 +9,8 @@
 
 pub mod akv;
 mod b64url;
-mod key_id;
 
-pub use key_id::{KeyReference, KeyVersionId};
+pub use pgcmk_akv_model::{KeyReference, KeyVersionId};
 use pgcmk_crypto::Dek;
 
 /// A DEK wrapped by one KEK version. Safe to store: reveals nothing without the KEK.
@@ -49,6 +48,12 @@ pub enum KeyError {
         /// What was wrong and how to fix it.
         reason: String,
     },
+}
+
+impl From<pgcmk_akv_model::InvalidKeyId> for KeyError {
+    fn from(e: pgcmk_akv_model::InvalidKeyId) -> Self {
+        KeyError::Invalid { reason: e.reason }
+    }
 }
 
 impl KeyError {

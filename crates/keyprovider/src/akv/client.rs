@@ -5,21 +5,18 @@ use std::sync::Mutex;
 
 use pgcmk_crypto::SecretBytes;
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use zeroize::Zeroizing;
 
 use super::challenge::BearerChallenge;
-use super::failure;
 use super::model::{
-    DeletedKeyBundle, DeletedKeyItem, KeyBundle, KeyItem, KeyOperationResult, KeyUpdate,
-    KeyVerifyResult, NewRsaKey, RotationPolicy, SignatureAlgorithm, WrapAlgorithm, RSA_KEY_SIZES,
+    DeletedKeyBundle, DeletedKeyItem, KeyBundle, KeyItem, KeyOperationParameters,
+    KeyOperationResult, KeyUpdate, KeyVerifyParameters, KeyVerifyResult, NewRsaKey, RotationPolicy,
+    SignatureAlgorithm, WrapAlgorithm, RSA_KEY_SIZES,
 };
 use super::options::ClientOptions;
 use super::token::TokenSource;
 use super::transport::encode;
-use crate::key_id::{valid_name, valid_version};
 use crate::{b64url, KeyError, KeyVersionId, WrappedDek};
+use pgcmk_akv_model::{valid_key_name, valid_key_version};
 
 /// Default AKV REST API version sent with every request.
 pub const DEFAULT_API_VERSION: &str = "7.5";
@@ -120,14 +117,7 @@ impl AkvClient {
                 ),
             });
         }
-        let mut body =
-            json!({ "kty": "RSA", "key_size": key.size_bits, "attributes": key.attributes });
-        if !key.key_ops.is_empty() {
-            body["key_ops"] = json!(key.key_ops);
-        }
-        if !key.tags.is_empty() {
-            body["tags"] = json!(key.tags);
-        }
+        let body = key.parameters();
         let op = format!("create key '{name}'");
         self.json(
             &op,
@@ -171,26 +161,7 @@ impl AkvClient {
         version: Option<&str>,
         update: &KeyUpdate,
     ) -> Result<KeyBundle, KeyError> {
-        let mut body = json!({});
-        let mut attributes = serde_json::Map::new();
-        for (field, value) in [
-            ("enabled", json!(update.enabled)),
-            ("nbf", json!(update.nbf)),
-            ("exp", json!(update.exp)),
-        ] {
-            if !value.is_null() {
-                attributes.insert(field.to_string(), value);
-            }
-        }
-        if !attributes.is_empty() {
-            body["attributes"] = attributes.into();
-        }
-        if let Some(ops) = &update.key_ops {
-            body["key_ops"] = json!(ops);
-        }
-        if let Some(tags) = &update.tags {
-            body["tags"] = json!(tags);
-        }
+        let body = update.parameters();
         let op = format!("update key '{name}'");
         self.json(
             &op,
@@ -207,7 +178,7 @@ impl AkvClient {
             &op,
             Method::POST,
             &format!("{}/rotate", self.key_path(name, None)?),
-            Some(encode(&op, &json!({}))?),
+            Some(encode(&op, &serde_json::json!({}))?),
         )
     }
 
@@ -230,7 +201,7 @@ impl AkvClient {
             &op,
             Method::POST,
             &format!("{}/recover", self.deleted_path(name)?),
-            Some(encode(&op, &json!({}))?),
+            Some(encode(&op, &serde_json::json!({}))?),
         )
     }
 
@@ -252,10 +223,9 @@ impl AkvClient {
         key: &[u8],
     ) -> Result<WrappedDek, KeyError> {
         let op = format!("wrap with key '{name}'");
-        let value = Zeroizing::new(b64url::encode(key));
-        let body = KeyOperationRequest {
-            alg: algorithm.as_str(),
-            value: &value,
+        let body = KeyOperationParameters {
+            alg: algorithm.as_str().to_string(),
+            value: b64url::encode(key),
         };
         let path = format!("{}/wrapkey", self.key_path(name, version)?);
         let result: KeyOperationResult =
@@ -274,16 +244,19 @@ impl AkvClient {
         let op = format!("unwrap with key '{}'", kek.name);
         self.require_same_vault(&kek.vault_url)?;
         let algorithm = WrapAlgorithm::parse(&wrapped.algorithm)?;
-        let body =
-            json!({ "alg": algorithm.as_str(), "value": b64url::encode(&wrapped.ciphertext) });
+        let body = KeyOperationParameters {
+            alg: algorithm.as_str().to_string(),
+            value: b64url::encode(&wrapped.ciphertext),
+        };
         let path = format!(
             "{}/unwrapkey",
             self.key_path(&kek.name, Some(&kek.version))?
         );
-        let reply = self.call(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
-        let result: SecretResult =
-            serde_json::from_slice(&reply).map_err(|e| failure::unexpected_body(&op, &e))?;
-        Ok(result.value)
+        let result: KeyOperationResult =
+            self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
+        b64url::decode(&result.value)
+            .map(SecretBytes::new)
+            .map_err(|e| bad_base64(&op, &e))
     }
 
     /// Signs a digest the caller computed with the algorithm's hash (`sign` permission).
@@ -296,7 +269,10 @@ impl AkvClient {
     ) -> Result<Signature, KeyError> {
         let op = format!("sign with key '{name}'");
         check_digest(algorithm, digest)?;
-        let body = json!({ "alg": algorithm.name(), "value": b64url::encode(digest) });
+        let body = KeyOperationParameters {
+            alg: algorithm.name().to_string(),
+            value: b64url::encode(digest),
+        };
         let path = format!("{}/sign", self.key_path(name, version)?);
         let result: KeyOperationResult =
             self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
@@ -317,11 +293,11 @@ impl AkvClient {
     ) -> Result<bool, KeyError> {
         let op = format!("verify with key '{name}'");
         check_digest(algorithm, digest)?;
-        let body = json!({
-            "alg": algorithm.name(),
-            "digest": b64url::encode(digest),
-            "value": b64url::encode(signature),
-        });
+        let body = KeyVerifyParameters {
+            alg: algorithm.name().to_string(),
+            digest: b64url::encode(digest),
+            value: b64url::encode(signature),
+        };
         let path = format!("{}/verify", self.key_path(name, version)?);
         let result: KeyVerifyResult =
             self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
@@ -355,7 +331,7 @@ impl AkvClient {
     }
 
     fn key_path(&self, name: &str, version: Option<&str>) -> Result<String, KeyError> {
-        if !valid_name(name) {
+        if !valid_key_name(name) {
             return Err(KeyError::Invalid {
                 reason: format!(
                     "key name '{name}' is not valid: use 1-127 letters, digits and dashes"
@@ -364,7 +340,7 @@ impl AkvClient {
         }
         match version {
             None => Ok(format!("{}/keys/{name}", self.vault_url)),
-            Some(v) if valid_version(v) => Ok(format!("{}/keys/{name}/{v}", self.vault_url)),
+            Some(v) if valid_key_version(v) => Ok(format!("{}/keys/{name}/{v}", self.vault_url)),
             Some(v) => Err(KeyError::Invalid {
                 reason: format!(
                     "key version '{v}' is not valid: expected 32 lowercase hex characters"
@@ -404,13 +380,6 @@ impl AkvClient {
     }
 }
 
-/// A wrap request, borrowing the encoded key so no unwiped copy of it is made.
-#[derive(Serialize)]
-struct KeyOperationRequest<'a> {
-    alg: &'a str,
-    value: &'a str,
-}
-
 fn check_digest(algorithm: SignatureAlgorithm, digest: &[u8]) -> Result<(), KeyError> {
     if digest.len() == algorithm.digest_len() {
         Ok(())
@@ -430,19 +399,4 @@ fn bad_base64(op: &str, err: &base64::DecodeError) -> KeyError {
     KeyError::Transient {
         reason: format!("{op}: the vault sent a value that is not base64url ({err}); retry later"),
     }
-}
-
-/// An unwrap result whose plaintext goes straight into [`SecretBytes`].
-#[derive(Deserialize)]
-struct SecretResult {
-    #[serde(deserialize_with = "secret_b64")]
-    value: SecretBytes,
-}
-
-fn secret_b64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretBytes, D::Error> {
-    // Borrowed from the (wiped) response body: base64url has nothing to unescape.
-    let text = <&str>::deserialize(d)?;
-    b64url::decode(text)
-        .map(SecretBytes::new)
-        .map_err(serde::de::Error::custom)
 }

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::challenge::BearerChallenge;
 use super::client::AkvClient;
 use super::failure;
-use super::model::Page;
+use super::model::ListPage;
 use crate::KeyError;
 
 /// A request body, wiped after sending when it carries key material.
@@ -33,7 +33,7 @@ impl AkvClient {
                     reason: format!("{op}: the vault's nextLink '{url}' leaves the vault; refusing to follow it"),
                 });
             }
-            let page: Page<T> = self.json(op, Method::GET, &url, None)?;
+            let page: ListPage<T> = self.json(op, Method::GET, &url, None)?;
             items.extend(page.value);
             next = page.next_link.filter(|l| !l.is_empty());
         }
