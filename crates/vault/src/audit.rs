@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::storage::{Store, AUDIT, META};
-use crate::Error;
+use crate::{Error, StorageError};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -133,7 +133,7 @@ impl Drop for EntryComing {
 
 struct Job {
     entry: AuditEntry,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Arc<Error>>>,
     coming: Option<EntryComing>,
 }
 
@@ -191,11 +191,11 @@ impl AuditLog {
                 done,
                 coming,
             })
-            .map_err(|_| Error::Storage("the audit writer stopped".into()))?;
+            .map_err(|_| StorageError::AuditWriterStopped)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Storage(e)),
-            Err(_) => Err(Error::Storage("the audit writer stopped".into())),
+            Ok(Err(e)) => Err(StorageError::AuditWrite(e).into()),
+            Err(_) => Err(StorageError::AuditWriterStopped.into()),
         }
     }
 
@@ -425,7 +425,7 @@ impl Writer {
             let outcome = result.map_err(|e| {
                 head = start;
                 tracing::error!("audit append failed: {e}");
-                e.to_string()
+                Arc::new(e)
             });
             for (_, done) in batch {
                 let _ = done.send(outcome.clone());
@@ -440,7 +440,7 @@ impl Writer {
         first: Job,
         rx: &mpsc::Receiver<Job>,
         deadline: Instant,
-    ) -> Vec<(AuditEntry, oneshot::Sender<Result<(), String>>)> {
+    ) -> Vec<(AuditEntry, oneshot::Sender<Result<(), Arc<Error>>>)> {
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {

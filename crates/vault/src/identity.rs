@@ -87,6 +87,12 @@ pub fn uuid() -> Result<String, Error> {
     ))
 }
 
+/// A fresh UUID-shaped id for a request or token; all zeros if the system's random
+/// source fails (ids are unique labels, not secrets).
+pub fn new_id() -> String {
+    uuid().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into())
+}
+
 /// All principals, cached in memory (they are few) and written through to storage.
 pub struct Directory {
     by_oid: RwLock<HashMap<String, Principal>>,

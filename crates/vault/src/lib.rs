@@ -14,8 +14,10 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod listen;
+pub mod maintenance;
 pub mod policy;
 pub mod seal;
+pub mod serve;
 pub mod service;
 pub mod storage;
 pub mod tls;
@@ -23,7 +25,7 @@ pub mod token;
 pub mod vaults;
 pub mod worker_pool;
 
-pub use error::Error;
+pub use error::{Error, StorageError};
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {

@@ -53,6 +53,20 @@ pub enum TokenError {
     WrongAudience,
 }
 
+/// Why a request's bearer token does not authenticate anyone (a 401 with a challenge).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("AKV10000: Request is missing a Bearer or PoP token.")]
+    MissingToken,
+    /// The token is malformed, forged, expired or for another audience.
+    #[error("AKV10022: Invalid audience or token: {0}.")]
+    InvalidToken(TokenError),
+    /// The token is valid but its principal was deleted.
+    #[error("AKV10032: the token's principal no longer exists.")]
+    PrincipalGone,
+}
+
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 /// Signs `claims` into a compact JWT.

@@ -150,7 +150,7 @@ async fn manage(
             format!("{method} /{} is not an API of this service", s.join("/")),
         ));
     }
-    let caller = service.authenticate(headers, &service.url)?;
+    let caller = super::authenticate(service, headers, &service.url)?;
     scope.caller(&caller);
     if let Some(v) = s.get(2).filter(|_| s.get(1) == Some(&"vaults")) {
         scope.entry.vault = (*v).to_string();

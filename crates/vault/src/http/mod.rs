@@ -5,6 +5,7 @@ pub mod admin_api;
 mod admin_identities;
 mod admin_vaults;
 pub mod identity_api;
+pub mod key_errors;
 pub mod vault_api;
 
 use axum::body::Body;
@@ -84,6 +85,27 @@ impl ApiError {
         }
         json!({ "error": error })
     }
+}
+
+/// The caller of a request, authenticated by its bearer token for `audience`; a 401
+/// with a `WWW-Authenticate` challenge otherwise.
+pub fn authenticate(
+    service: &crate::service::Service,
+    headers: &HeaderMap,
+    audience: &str,
+) -> Result<crate::identity::Principal, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    service.authenticate(authorization, audience).map_err(|e| {
+        let token_error = match &e {
+            crate::token::AuthError::InvalidToken(t) => Some(t),
+            _ => None,
+        };
+        let mut answer = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
+        answer.challenge = Some(service.challenge(audience, token_error));
+        answer
+    })
 }
 
 impl From<crate::Error> for ApiError {
@@ -232,7 +254,7 @@ fn percent_decode(s: &str) -> String {
 
 /// A fresh request id (UUID-shaped).
 pub fn request_id() -> String {
-    crate::identity::uuid().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into())
+    crate::identity::new_id()
 }
 
 /// The audit record of one request in progress.

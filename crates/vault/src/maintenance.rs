@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::model::{KeyRecord, VersionRecord};
-use super::ops;
-use super::rotation::ActionType;
 use crate::audit::AuditEntry;
+use crate::http::key_errors;
+use crate::keys::model::{KeyRecord, VersionRecord};
+use crate::keys::ops;
+use crate::keys::rotation::ActionType;
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
 use crate::vaults::VaultRecord;
@@ -58,7 +59,7 @@ fn entry(
         status,
         result: AuditEntry::result_for(status).into(),
         duration_us: started.elapsed().as_micros() as u64,
-        request_id: crate::http::request_id(),
+        request_id: crate::identity::new_id(),
     }
 }
 
@@ -78,7 +79,7 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                 let started = Instant::now();
                 if let Some(d) = key.deleted {
                     if now >= d.scheduled_purge_date {
-                        super::lifecycle::purge_key(service, &vault.name, &key.name)?;
+                        crate::keys::lifecycle::purge_key(service, &vault.name, &key.name)?;
                         out.push(entry(&vault, "KeyPurge", &key.name, None, 204, started));
                     }
                     continue;
@@ -105,7 +106,7 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                             "KeyRotate",
                             &key.name,
                             None,
-                            e.status.as_u16(),
+                            key_errors::status(&e).as_u16(),
                             started,
                         )),
                     },
