@@ -10,5 +10,6 @@
 pub mod binary;
 pub mod cli;
 pub mod process;
+pub mod rsa_jwk;
 pub mod vault;
 pub mod wait;

@@ -519,7 +519,7 @@ fn import_of_an_rsa_private_jwk() {
     let url = v.vault("imports", false);
     let t = v.admin_token(&url);
     let local = RsaPrivateKey::generate(RsaKeySize::Bits2048).unwrap();
-    let c = local.to_components().unwrap();
+    let c = pgcmk_testkit::rsa_jwk::components(&local);
     let mut jwk = json!({
         "kty": "RSA", "key_ops": ["wrapKey", "unwrapKey"],
         "n": b64(&c.n), "e": b64(&c.e), "d": b64(c.d.expose_secret()), "p": b64(c.p.expose_secret()),
