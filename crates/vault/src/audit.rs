@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::hmac;
+use pgcmk_crypto::mac::MacKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -85,12 +85,9 @@ struct Head {
     mac: String,
 }
 
-fn chain_mac(key: &hmac::Key, seq: u64, prev: &str, entry: &AuditEntry) -> String {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(&seq.to_be_bytes());
-    ctx.update(prev.as_bytes());
-    ctx.update(&serde_json::to_vec(entry).unwrap_or_default());
-    hex::encode(ctx.sign().as_ref())
+fn chain_mac(key: &MacKey, seq: u64, prev: &str, entry: &AuditEntry) -> String {
+    let entry = serde_json::to_vec(entry).unwrap_or_default();
+    hex::encode(key.sign_parts(&[&seq.to_be_bytes(), prev.as_bytes(), &entry]))
 }
 
 /// Time allowed between commits per announced entry still on its way beyond
@@ -141,13 +138,13 @@ struct Job {
 pub struct AuditLog {
     jobs: mpsc::Sender<Job>,
     store: Arc<Store>,
-    key: hmac::Key,
+    key: MacKey,
     coming: Arc<AtomicUsize>,
 }
 
 impl AuditLog {
     /// Starts the writer thread.
-    pub fn start(store: Arc<Store>, key: hmac::Key) -> Result<Self, Error> {
+    pub fn start(store: Arc<Store>, key: MacKey) -> Result<Self, Error> {
         let head = store.get::<Head>(META, "audit_head")?.unwrap_or(Head {
             seq: 0,
             mac: GENESIS.into(),
@@ -393,7 +390,7 @@ impl AuditFilter {
 /// The writer thread's state.
 struct Writer {
     store: Arc<Store>,
-    key: hmac::Key,
+    key: MacKey,
     coming: Arc<AtomicUsize>,
 }
 
@@ -469,6 +466,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgcmk_crypto::SymmetricKey;
 
     #[test]
     fn pace_grows_with_entries_coming_and_is_capped() {
@@ -482,7 +480,7 @@ mod tests {
     async fn announced_entries_are_counted_until_they_arrive_or_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("db.redb")).unwrap());
-        let log = AuditLog::start(store, hmac::Key::new(hmac::HMAC_SHA256, &[3; 32])).unwrap();
+        let log = AuditLog::start(store, MacKey::new(&SymmetricKey::from_bytes([3; 32]))).unwrap();
         let first = log.entry_coming();
         let abandoned = log.entry_coming();
         assert_eq!(log.coming.load(Ordering::Acquire), 2);

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use pgcmk_crypto::mac::MacKey;
 use pgcmk_crypto::{ct_eq, random, SecretBytes};
 use serde::{Deserialize, Serialize};
 
@@ -96,12 +96,12 @@ pub fn new_id() -> String {
 /// All principals, cached in memory (they are few) and written through to storage.
 pub struct Directory {
     by_oid: RwLock<HashMap<String, Principal>>,
-    mac_key: hmac::Key,
+    mac_key: MacKey,
 }
 
 impl Directory {
     /// Loads every principal from storage.
-    pub fn load(store: &Store, mac_key: hmac::Key) -> Result<Self, Error> {
+    pub fn load(store: &Store, mac_key: MacKey) -> Result<Self, Error> {
         let all: Vec<(String, Principal)> = store.scan(PRINCIPALS, "", None, usize::MAX)?;
         Ok(Self {
             by_oid: RwLock::new(all.into_iter().collect()),
