@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::admin_api::forbidden;
 use super::admin_identities::find_identity;
 use super::{ApiError, Reply};
 use crate::identity::Principal;
@@ -21,21 +20,6 @@ pub(super) fn vault_for(service: &Service, name: &str) -> Result<VaultRecord, Ap
             format!("no vault is named '{name}'; list them with: pgcmk keyvault list"),
         )
     })
-}
-
-pub(super) fn vault_admin(
-    service: &Service,
-    caller: &Principal,
-    name: &str,
-) -> Result<VaultRecord, ApiError> {
-    let v = vault_for(service, name)?;
-    if v.administrators.contains(&caller.object_id) {
-        Ok(v)
-    } else {
-        Err(forbidden(&format!(
-            "manage vault '{name}': only its administrators may"
-        )))
-    }
 }
 
 pub(super) fn vault_json(service: &Service, v: &VaultRecord) -> Value {

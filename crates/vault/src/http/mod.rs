@@ -3,6 +3,7 @@
 
 pub mod admin_api;
 mod admin_identities;
+pub mod admin_route;
 mod admin_vaults;
 pub mod identity_api;
 pub mod key_errors;
