@@ -107,19 +107,26 @@ fn check_root_key(store: &Store, keys: &DerivedKeys) -> Result<(), Error> {
     }
 }
 
-/// Opens or initializes the data directory and starts all listeners.
-pub async fn start(
-    options: ServeOptions,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Arc<Service>, Error> {
-    if options.token_lifetime_secs < 1 {
-        return Err(Error::Config(
-            "the token lifetime must be at least 1 second".into(),
-        ));
-    }
-    let dir = DataDir::create(&options.data_dir)?;
+/// What start-up opens before anything listens.
+struct State {
+    dir: DataDir,
+    keys: DerivedKeys,
+    store: Arc<Store>,
+    tls: Arc<rustls::ServerConfig>,
+    directory: Directory,
+    vaults: Vaults,
+    audit: AuditLog,
+}
+
+/// Opens or initializes the data directory, the root key, storage, the TLS identity,
+/// the identities (creating `admin` on the first start), the vaults and the audit writer.
+fn open_state(
+    data_dir: &std::path::Path,
+    passphrase: Option<pgcmk_crypto::SecretBytes>,
+) -> Result<State, Error> {
+    let dir = DataDir::create(data_dir)?;
     let first_start = !dir.database_file().exists();
-    let source = match options.passphrase {
+    let source = match passphrase {
         Some(p) => RootKeySource::Passphrase(p),
         None => RootKeySource::File,
     };
@@ -138,6 +145,43 @@ pub async fn start(
     }
     let vaults = Vaults::load(&store)?;
     let audit = AuditLog::start(store.clone(), keys.audit.clone())?;
+    Ok(State {
+        dir,
+        keys,
+        store,
+        tls,
+        directory,
+        vaults,
+        audit,
+    })
+}
+
+/// Opens or initializes the data directory and starts all listeners.
+pub async fn start(
+    options: ServeOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Arc<Service>, Error> {
+    if options.token_lifetime_secs < 1 {
+        return Err(Error::Config(
+            "the token lifetime must be at least 1 second".into(),
+        ));
+    }
+    let data_dir = options.data_dir.clone();
+    let passphrase = options.passphrase;
+    // Opening the database, deriving keys (Argon2 for a passphrase) and the first
+    // writes block: run them off the async runtime.
+    let state = tokio::task::spawn_blocking(move || open_state(&data_dir, passphrase))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let State {
+        dir,
+        keys,
+        store,
+        tls,
+        directory,
+        vaults,
+        audit,
+    } = state;
     let main = listen::bind_service(&store, options.listen).await?;
     let local = listen::local_address(&main)?;
     let mut vault_listeners = Vec::new();

@@ -16,7 +16,7 @@ use super::admin_identities::{create_identity, delete_identity, find_identity, i
 use super::admin_route::{authorize, holds, AdminOp, AdminRoute, Refusal, Role};
 use super::admin_vaults::{change_vault, create_vault, update_vault, vault_for, vault_json};
 use super::identity_api::{self, TokenAnswer};
-use super::{form_pairs, json_body, read_body, respond, ApiError, AuditScope, Reply};
+use super::{blocking, form_pairs, json_body, read_body, respond, ApiError, AuditScope, Reply};
 use crate::audit::AuditFilter;
 use crate::policy::parse_permissions;
 use crate::service::Service;
@@ -152,12 +152,17 @@ async fn manage(
     })?;
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     match route.op {
-        AdminOp::CreateIdentity => create_identity(service, &body).map(created),
+        AdminOp::CreateIdentity => blocking(service, move |svc| create_identity(svc, &body))
+            .await
+            .map(created),
         AdminOp::ListIdentities => Ok(Reply::ok(
             json!({ "value": service.directory.list().iter().map(identity_json).collect::<Vec<_>>() }),
         )),
         AdminOp::GetIdentity => Ok(Reply::ok(identity_json(&find_identity(service, param(0))?))),
-        AdminOp::DeleteIdentity => delete_identity(service, &caller, param(0)),
+        AdminOp::DeleteIdentity => {
+            let who = param(0).to_string();
+            blocking(service, move |svc| delete_identity(svc, &caller, &who)).await
+        }
         AdminOp::CreateVault => create_vault(service, &caller, &body).await.map(created),
         AdminOp::ListVaults => {
             let visible: Vec<Value> = service
@@ -175,7 +180,10 @@ async fn manage(
                 ApiError::internal("a vault route was parsed without its vault")
             })),
         },
-        AdminOp::UpdateVault => update_vault(service, param(0), &body),
+        AdminOp::UpdateVault => {
+            let name = param(0).to_string();
+            blocking(service, move |svc| update_vault(svc, &name, &body)).await
+        }
         AdminOp::SetPolicy => {
             let principal = find_identity(service, param(1))?;
             let names: Vec<String> = match body.get("key_permissions") {
@@ -187,32 +195,37 @@ async fn manage(
             }
             .ok_or_else(|| ApiError::bad("key_permissions must be an array of permission names"))?;
             let perms = parse_permissions(&names).map_err(ApiError::bad)?;
-            change_vault(service, param(0), |v| {
-                v.policies
-                    .insert(principal.object_id.clone(), perms.iter().copied().collect());
-                Ok(())
+            let name = param(0).to_string();
+            blocking(service, move |svc| {
+                change_vault(svc, &name, |v| {
+                    v.policies
+                        .insert(principal.object_id.clone(), perms.iter().copied().collect());
+                    Ok(())
+                })
             })
+            .await
         }
         AdminOp::DeletePolicy => {
             let principal = find_identity(service, param(1))?;
-            change_vault(service, param(0), |v| {
-                v.policies
-                    .remove(&principal.object_id)
-                    .map(|_| ())
-                    .ok_or_else(|| {
-                        format!(
-                            "vault '{}' has no access policy for '{}'",
-                            v.name, principal.name
-                        )
-                    })
+            let name = param(0).to_string();
+            blocking(service, move |svc| {
+                change_vault(svc, &name, |v| {
+                    v.policies
+                        .remove(&principal.object_id)
+                        .map(|_| ())
+                        .ok_or_else(|| {
+                            format!(
+                                "vault '{}' has no access policy for '{}'",
+                                v.name, principal.name
+                            )
+                        })
+                })
             })
+            .await
         }
         AdminOp::ListAudit => list_audit(service, request.query).await,
         AdminOp::VerifyAudit => {
-            let svc = service.clone();
-            let outcome = tokio::task::spawn_blocking(move || svc.audit.verify())
-                .await
-                .map_err(ApiError::internal)??;
+            let outcome = blocking(service, |svc| Ok(svc.audit.verify()?)).await?;
             Ok(Reply::ok(match outcome {
                 Ok(n) => json!({ "ok": true, "entries": n }),
                 Err(b) => json!({ "ok": false, "entry": b.entry, "problem": b.problem }),
@@ -255,9 +268,6 @@ async fn list_audit(service: &Arc<Service>, query: Option<&str>) -> Result<Reply
         limit,
     };
     filter.validate().map_err(ApiError::bad)?;
-    let svc = service.clone();
-    let entries = tokio::task::spawn_blocking(move || svc.audit.list(&filter))
-        .await
-        .map_err(ApiError::internal)??;
+    let entries = blocking(service, move |svc| Ok(svc.audit.list(&filter)?)).await?;
     Ok(Reply::ok(json!({ "value": entries })))
 }

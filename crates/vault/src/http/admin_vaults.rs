@@ -128,7 +128,13 @@ pub(super) async fn create_vault(
         .into(),
         created: now_unix(),
     };
-    if !service.vaults.insert(&service.store, record.clone())? {
+    // The durable write (fsync) runs off the async runtime.
+    let inserted = super::blocking(service, {
+        let record = record.clone();
+        move |svc| Ok(svc.vaults.insert(&svc.store, record)?)
+    })
+    .await?;
+    if !inserted {
         return Err(ApiError::conflict(format!(
             "a vault named '{name}' already exists"
         )));

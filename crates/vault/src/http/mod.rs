@@ -115,6 +115,18 @@ impl From<crate::Error> for ApiError {
     }
 }
 
+/// Runs `f` on a blocking thread: storage writes commit with fsync and must not
+/// hold up the async runtime's workers.
+pub async fn blocking<R: Send + 'static>(
+    service: &std::sync::Arc<crate::service::Service>,
+    f: impl FnOnce(&crate::service::Service) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(ApiError::internal)?
+}
+
 /// A successful answer: status and JSON body (none for 204).
 pub struct Reply {
     /// HTTP status.
