@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod clock;
 mod error;
 pub mod files;
 pub mod http;

@@ -13,7 +13,7 @@ use crate::keys::rotation::ActionType;
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
 use crate::vaults::VaultRecord;
-use crate::{now_rfc3339, now_unix, Error};
+use crate::{now_rfc3339, Error};
 
 /// Runs the checks every `interval` until shutdown.
 pub async fn run(service: Arc<Service>, interval: Duration) {
@@ -23,19 +23,25 @@ pub async fn run(service: Arc<Service>, interval: Duration) {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let svc = service.clone();
-        let entries = tokio::task::spawn_blocking(move || check_all(&svc)).await;
-        match entries {
-            Ok(Ok(entries)) => {
-                for e in entries {
-                    if let Err(err) = service.audit.record(e, None).await {
-                        tracing::error!("recording a maintenance action failed: {err}");
-                    }
+        run_once(&service).await;
+    }
+}
+
+/// One pass over every key of every vault, now (by the service's clock): due
+/// rotations and notifications, and purges whose date has passed. Failures are logged.
+pub async fn run_once(service: &Arc<Service>) {
+    let svc = service.clone();
+    let entries = tokio::task::spawn_blocking(move || check_all(&svc)).await;
+    match entries {
+        Ok(Ok(entries)) => {
+            for e in entries {
+                if let Err(err) = service.audit.record(e, None).await {
+                    tracing::error!("recording a maintenance action failed: {err}");
                 }
             }
-            Ok(Err(e)) => tracing::error!("key maintenance failed: {e}"),
-            Err(e) => tracing::error!("key maintenance panicked: {e}"),
         }
+        Ok(Err(e)) => tracing::error!("key maintenance failed: {e}"),
+        Err(e) => tracing::error!("key maintenance panicked: {e}"),
     }
 }
 
@@ -66,7 +72,7 @@ fn entry(
 /// One pass over every key of every vault.
 fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
     let mut out = Vec::new();
-    let now = now_unix();
+    let now = service.now();
     for vault in service.vaults.list() {
         let prefix = format!("{}/", vault.name);
         let mut after: Option<String> = None;

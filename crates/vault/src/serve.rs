@@ -207,6 +207,7 @@ pub async fn start(
         token_lifetime_secs: options.token_lifetime_secs,
         in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1))),
         crypto_pool: crate::worker_pool::WorkerPool::per_core(),
+        clock: options.clock.clone(),
     });
     service.spawn_listener(main, admin_api::router(service.clone()));
     for (listener, name) in vault_listeners {

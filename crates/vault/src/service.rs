@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::audit::AuditLog;
+use crate::clock::{Clock, SystemClock};
 use crate::files::DataDir;
 use crate::identity::{self, Directory, Principal};
 use crate::keys::cache::KeyCache;
-use crate::now_unix;
 use crate::seal::DerivedKeys;
 use crate::storage::Store;
 use crate::token::{self, AuthError, TokenError};
@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub token_lifetime_secs: i64,
     /// Data-plane operations allowed in flight at once; more are answered 429 Throttled.
     pub max_in_flight: usize,
+    /// The time that tokens, key validity and rotation policies follow.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ServeOptions {
@@ -53,6 +55,7 @@ impl ServeOptions {
             maintenance_interval: Duration::from_secs(60),
             token_lifetime_secs: token::DEFAULT_LIFETIME_SECS,
             max_in_flight: 1024,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -91,9 +94,16 @@ pub struct Service {
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// Threads for cryptographic operations (FIFO, one per core).
     pub(crate) crypto_pool: crate::worker_pool::WorkerPool,
+    /// What "now" is.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Service {
+    /// Seconds since the Unix epoch, by the service's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
     /// The base URL of a vault.
     pub fn vault_url(&self, vault: &VaultRecord) -> String {
         format!("https://{}", SocketAddr::new(self.ip, vault.port))
@@ -130,7 +140,7 @@ impl Service {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(AuthError::MissingToken)?;
-        let claims = token::verify(&self.keys.tokens, token.trim(), audience, now_unix())
+        let claims = token::verify(&self.keys.tokens, token.trim(), audience, self.now())
             .map_err(AuthError::InvalidToken)?;
         self.directory
             .get(&claims.oid)
@@ -139,7 +149,7 @@ impl Service {
 
     /// Issues a token for `principal` and `audience`.
     pub fn issue_token(&self, principal: &Principal, audience: &str) -> (String, i64) {
-        let now = now_unix();
+        let now = self.now();
         let exp = now + self.token_lifetime_secs;
         let claims = token::Claims {
             iss: self.url.clone(),

@@ -228,8 +228,20 @@ fn rotation_policy_rotates_when_due() {
         default.body["lifetimeActions"][0]["action"]["type"],
         "Notify"
     );
+    // Due as soon as it is set (the key expires within the day), so the real
+    // background task is tested without waiting for a trigger time; triggers against
+    // a moving clock are tested in `clock.rs`.
+    let soon = pgcmk_vault::now_unix() + 3600;
+    let u = v.akv(
+        Method::PATCH,
+        &url,
+        "/keys/k",
+        &t,
+        Some(json!({ "attributes": { "exp": soon } })),
+    );
+    assert_eq!(u.status, 200, "{}", u.body);
     let policy = json!({
-        "lifetimeActions": [{ "trigger": { "timeAfterCreate": "PT2S" }, "action": { "type": "Rotate" } }],
+        "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P1D" }, "action": { "type": "Rotate" } }],
         "attributes": { "expiryTime": "P30D" }
     });
     let set = v.akv(

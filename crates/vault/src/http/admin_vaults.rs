@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 use super::admin_identities::find_identity;
 use super::{ApiError, Reply};
 use crate::identity::Principal;
-use crate::now_unix;
 use crate::policy::Permission;
 use crate::service::Service;
 use crate::vaults::{valid_vault_name, VaultRecord};
@@ -126,7 +125,7 @@ pub(super) async fn create_vault(
             Permission::ALL.iter().copied().collect(),
         )]
         .into(),
-        created: now_unix(),
+        created: service.now(),
     };
     // The durable write (fsync) runs off the async runtime.
     let inserted = super::blocking(service, {

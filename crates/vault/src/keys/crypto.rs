@@ -14,11 +14,10 @@ use super::ops::{active_key, seal_aad, version_record, Ctx, Outcome};
 use super::request::{decode, decode_b64url};
 use super::route::CryptoOp;
 use crate::service::Service;
-use crate::{now_unix, Error};
+use crate::Error;
 
-fn check_usable(v: &VersionRecord, op: CryptoOp) -> Result<(), KeyOpError> {
+fn check_usable(v: &VersionRecord, op: CryptoOp, now: i64) -> Result<(), KeyOpError> {
     let name = op.key_op();
-    let now = now_unix();
     let reason = if !v.attributes.enabled {
         Unusable::Disabled
     } else if v.attributes.nbf.is_some_and(|nbf| now < nbf) {
@@ -89,7 +88,7 @@ pub(super) fn crypto(
     let alg = alg.as_str();
     let key = active_key(ctx, name)?;
     let v = version_record(ctx, &key, version)?;
-    check_usable(&v, op)?;
+    check_usable(&v, op, ctx.service.now())?;
     let kid = ctx.view().kid(name, Some(&v.version));
     let bad_alg = |e: pgcmk_crypto::Error| bad(format!("algorithm '{alg}': {e}"));
     let result = |out: &[u8]| KeyOperationResult {

@@ -7,10 +7,10 @@ use super::ops::{
 };
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
-use crate::{now_unix, Error};
+use crate::Error;
 
 pub(super) fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
-    let now = now_unix();
+    let now = ctx.service.now();
     let key = ctx.service.store.write(|tx| {
         let Some(mut key) = key_in(tx, &ctx.key_id(name), false)? else {
             return Ok(Err(key_not_found(name)));
@@ -42,7 +42,7 @@ pub(super) fn recover(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> 
 pub(super) fn purge(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
     let key = deleted_key(ctx, name)?;
     if let Some(d) = key.deleted {
-        if ctx.vault.purge_protection && now_unix() < d.scheduled_purge_date {
+        if ctx.vault.purge_protection && ctx.service.now() < d.scheduled_purge_date {
             return Err(KeyOpError::PurgeProtected {
                 vault: ctx.vault.name.clone(),
                 name: name.into(),

@@ -21,7 +21,7 @@ use super::{crypto, lifecycle, listing};
 use crate::service::Service;
 use crate::storage::{WriteTx, KEYS, VERSIONS};
 use crate::vaults::VaultRecord;
-use crate::{now_unix, Error};
+use crate::Error;
 
 /// What an operation produced: the answer (none for a purge) and, for the audit
 /// trail, the version used.
@@ -248,7 +248,7 @@ fn create(ctx: &Ctx<'_>, name: &str, body: KeyCreateParameters) -> Result<Outcom
         return Err(bad("public_exponent must be 65537"));
     }
     let key_ops = request::key_ops(body.key_ops.as_deref())?;
-    let props = new_version_props(body.attributes, body.tags, key_ops)?;
+    let props = new_version_props(body.attributes, body.tags, key_ops, ctx.service.now())?;
     // Generate outside the write transaction: 4096-bit keygen must not stall other writers.
     let private = RsaPrivateKey::generate(size)?;
     store_new_version(ctx, name, &private, props)
@@ -286,7 +286,12 @@ fn import(ctx: &Ctx<'_>, name: &str, body: KeyImportParameters) -> Result<Outcom
     })?;
     drop(components);
     let key_ops = request::key_ops(jwk.key_ops.as_deref())?;
-    let props = new_version_props(body.attributes.clone(), body.tags.clone(), key_ops)?;
+    let props = new_version_props(
+        body.attributes.clone(),
+        body.tags.clone(),
+        key_ops,
+        ctx.service.now(),
+    )?;
     store_new_version(ctx, name, &private, props)
 }
 
@@ -295,11 +300,11 @@ fn new_version_props(
     attributes: Option<pgcmk_akv_model::AttributeChanges>,
     tags: Option<std::collections::BTreeMap<String, String>>,
     key_ops: Option<Vec<String>>,
+    now: i64,
 ) -> Result<VersionProps, KeyOpError> {
     let key_ops = key_ops.unwrap_or_else(|| RSA_KEY_OPS.iter().map(|s| s.to_string()).collect());
     let tags = request::tags(tags)?.unwrap_or_default();
     let changes = request::attributes(attributes)?;
-    let now = now_unix();
     Ok(VersionProps {
         version: random::hex_id(16)?,
         attributes: Attributes {
@@ -396,7 +401,7 @@ fn update(
         if let Some(t) = tags {
             v.tags = t;
         }
-        v.attributes.updated = now_unix();
+        v.attributes.updated = ctx.service.now();
         put_version(ctx, tx, name, &v)?;
         Ok(Ok(v))
     })??;
@@ -423,7 +428,7 @@ pub(crate) fn rotate(
     let current = version_record(&ctx, &key, "")?;
     let size = RsaKeySize::from_bits(current.size)?;
     let private = RsaPrivateKey::generate(size)?;
-    let now = now_unix();
+    let now = service.now();
     let attributes = Attributes {
         enabled: true,
         nbf: None,
@@ -456,7 +461,7 @@ fn set_rotation_policy(
     body: &WirePolicy,
 ) -> Result<Outcome, KeyOpError> {
     let key = active_key(ctx, name)?;
-    let policy = RotationPolicy::from_wire(body, now_unix(), key.rotation.as_ref())
+    let policy = RotationPolicy::from_wire(body, ctx.service.now(), key.rotation.as_ref())
         .map_err(KeyOpError::BadParameter)?;
     let saved = ctx.service.store.write(|tx| {
         let Some(mut key) = key_in(tx, &ctx.key_id(name), false)? else {
