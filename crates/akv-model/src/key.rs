@@ -35,13 +35,10 @@ impl KeyBundle {
     }
 }
 
-/// A soft-deleted key: the bundle plus its recovery information.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// When a soft-deleted key was deleted, and how to recover or purge it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeletedKeyBundle {
-    /// The key as it was when deleted.
-    #[serde(flatten)]
-    pub bundle: KeyBundle,
+pub struct DeletionInfo {
     /// The URL to recover or purge it with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_id: Option<String>,
@@ -51,6 +48,18 @@ pub struct DeletedKeyBundle {
     /// When the vault will purge it by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_purge_date: Option<i64>,
+}
+
+/// A soft-deleted key: the bundle plus its recovery information.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedKeyBundle {
+    /// The key as it was when deleted.
+    #[serde(flatten)]
+    pub bundle: KeyBundle,
+    /// Its recovery information (absent while the key is not deleted).
+    #[serde(flatten)]
+    pub deletion: DeletionInfo,
 }
 
 /// The public part of an RSA key in JWK form. The private part never leaves the vault.
@@ -131,15 +140,9 @@ pub struct DeletedKeyItem {
     /// The key's id and attributes.
     #[serde(flatten)]
     pub item: KeyItem,
-    /// The URL to recover or purge it with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recovery_id: Option<String>,
-    /// When it was deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deleted_date: Option<i64>,
-    /// When the vault will purge it by itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled_purge_date: Option<i64>,
+    /// Its recovery information (absent while the key is not deleted).
+    #[serde(flatten)]
+    pub deletion: DeletionInfo,
 }
 
 /// One page of a listing; `nextLink` is `null` on the last page.
@@ -182,8 +185,11 @@ mod tests {
             "attributes":{"enabled":true},"recoveryId":"https://h/deletedkeys/k",
             "deletedDate":1,"scheduledPurgeDate":2}"#;
         let d: DeletedKeyBundle = serde_json::from_str(body).unwrap();
-        assert_eq!(d.recovery_id.as_deref(), Some("https://h/deletedkeys/k"));
-        assert_eq!(d.scheduled_purge_date, Some(2));
+        assert_eq!(
+            d.deletion.recovery_id.as_deref(),
+            Some("https://h/deletedkeys/k")
+        );
+        assert_eq!(d.deletion.scheduled_purge_date, Some(2));
         assert_eq!(d.bundle.key.kty, "RSA");
         let back = serde_json::to_value(&d).unwrap();
         assert_eq!(back["deletedDate"], 1);

@@ -17,7 +17,8 @@ mod rotation;
 
 pub use error_body::{ErrorBody, ErrorDetail};
 pub use key::{
-    DeletedKeyBundle, DeletedKeyItem, JsonWebKey, KeyAttributes, KeyBundle, KeyItem, ListPage,
+    DeletedKeyBundle, DeletedKeyItem, DeletionInfo, JsonWebKey, KeyAttributes, KeyBundle, KeyItem,
+    ListPage,
 };
 pub use kid::{valid_key_name, valid_key_version, InvalidKeyId, KeyReference, KeyVersionId};
 pub use operations::{

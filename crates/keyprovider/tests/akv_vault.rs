@@ -175,11 +175,12 @@ fn key_lifecycle_over_https() {
 
     let deleted = c.delete_key("k1").unwrap();
     assert!(deleted
+        .deletion
         .recovery_id
         .as_deref()
         .unwrap()
         .ends_with("/deletedkeys/k1"));
-    assert!(deleted.scheduled_purge_date > deleted.deleted_date);
+    assert!(deleted.deletion.scheduled_purge_date > deleted.deletion.deleted_date);
     assert_denied(c.get_key("k1", None), "404");
     assert_eq!(c.get_deleted_key("k1").unwrap().bundle.key.kid, v2.key.kid);
     assert!(c

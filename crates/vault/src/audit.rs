@@ -128,9 +128,12 @@ impl Drop for EntryComing {
     }
 }
 
+/// Told when a job's entry is durable, or why not (shared by the whole batch).
+type Done = oneshot::Sender<Result<(), Arc<Error>>>;
+
 struct Job {
     entry: AuditEntry,
-    done: oneshot::Sender<Result<(), Arc<Error>>>,
+    done: Done,
     coming: Option<EntryComing>,
 }
 
@@ -437,7 +440,7 @@ impl Writer {
         first: Job,
         rx: &mpsc::Receiver<Job>,
         deadline: Instant,
-    ) -> Vec<(AuditEntry, oneshot::Sender<Result<(), Arc<Error>>>)> {
+    ) -> Vec<(AuditEntry, Done)> {
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {

@@ -173,35 +173,26 @@ pub async fn start(
     let state = tokio::task::spawn_blocking(move || open_state(&data_dir, passphrase))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    let State {
-        dir,
-        keys,
-        store,
-        tls,
-        directory,
-        vaults,
-        audit,
-    } = state;
-    let main = listen::bind_service(&store, options.listen).await?;
+    let main = listen::bind_service(&state.store, options.listen).await?;
     let local = listen::local_address(&main)?;
     let mut vault_listeners = Vec::new();
-    for vault in vaults.list() {
+    for vault in state.vaults.list() {
         let address = SocketAddr::new(local.ip(), vault.port);
         let listener = listen::bind(address, Listener::Vault(vault.name.clone())).await?;
         tracing::info!("vault '{}' serving at https://{address}", vault.name);
         vault_listeners.push((listener, vault.name));
     }
     let service = Arc::new(Service {
-        dir,
-        store,
-        keys,
-        directory,
-        vaults,
+        dir: state.dir,
+        store: state.store,
+        keys: state.keys,
+        directory: state.directory,
+        vaults: state.vaults,
         cache: KeyCache::new(KEY_CACHE_CAPACITY),
-        audit,
+        audit: state.audit,
         url: format!("https://{local}"),
         ip: local.ip(),
-        tls,
+        tls: state.tls,
         shutdown,
         listeners: Mutex::new(Vec::new()),
         token_lifetime_secs: options.token_lifetime_secs,

@@ -136,6 +136,18 @@ impl Flow {
         (kv, policy)
     }
 
+    /// `keyvault delete-policy` for `app` on `cli-vault`.
+    fn delete_policy(&self) {
+        self.officer().json(&[
+            "keyvault",
+            "delete-policy",
+            "--name",
+            "cli-vault",
+            "--identity",
+            "app",
+        ]);
+    }
+
     /// Everything above and the key `kek`; the vault's JSON and the key's kid.
     fn create_key(&self) -> (Value, String) {
         let (kv, _) = self.create_vault();
@@ -358,14 +370,7 @@ fn the_managed_identity_reads_the_key_but_manages_nothing_and_is_audited() {
         ])
         .contains("403"));
     let officer = f.officer();
-    officer.json(&[
-        "keyvault",
-        "delete-policy",
-        "--name",
-        "cli-vault",
-        "--identity",
-        "app",
-    ]);
+    f.delete_policy();
     let rotates = officer.json(&[
         "audit",
         "list",
@@ -418,14 +423,7 @@ fn a_deleted_identity_leaves_the_list() {
     let f = Flow::start();
     f.create_vault();
     let officer = f.officer();
-    officer.json(&[
-        "keyvault",
-        "delete-policy",
-        "--name",
-        "cli-vault",
-        "--identity",
-        "app",
-    ]);
+    f.delete_policy();
     officer.json(&["identity", "delete", "app"]);
     assert!(officer.json(&["identity", "list"])["value"]
         .as_array()

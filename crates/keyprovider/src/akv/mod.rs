@@ -24,8 +24,8 @@ pub use challenge::BearerChallenge;
 pub use client::{AkvClient, Signature, DEFAULT_API_VERSION};
 pub use kek::AkvKek;
 pub use model::{
-    DeletedKeyBundle, DeletedKeyItem, JsonWebKey, KeyAttributes, KeyBundle, KeyItem, KeyUpdate,
-    LifetimeAction, LifetimeActionKind, LifetimeTrigger, NewRsaKey, RotationPolicy,
+    DeletedKeyBundle, DeletedKeyItem, DeletionInfo, JsonWebKey, KeyAttributes, KeyBundle, KeyItem,
+    KeyUpdate, LifetimeAction, LifetimeActionKind, LifetimeTrigger, NewRsaKey, RotationPolicy,
     RotationPolicyAttributes, SignatureAlgorithm, WrapAlgorithm, RSA_KEY_SIZES,
 };
 pub use options::ClientOptions;

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 pub use pgcmk_akv_model::{
-    AttributeChanges, DeletedKeyBundle, DeletedKeyItem, JsonWebKey, KeyAttributes, KeyBundle,
-    KeyCreateParameters, KeyItem, KeyOperationParameters, KeyOperationResult, KeyUpdateParameters,
-    KeyVerifyParameters, KeyVerifyResult, LifetimeAction, LifetimeActionKind, LifetimeTrigger,
-    ListPage, RotationPolicy, RotationPolicyAttributes, RSA_KEY_SIZES,
+    AttributeChanges, DeletedKeyBundle, DeletedKeyItem, DeletionInfo, JsonWebKey, KeyAttributes,
+    KeyBundle, KeyCreateParameters, KeyItem, KeyOperationParameters, KeyOperationResult,
+    KeyUpdateParameters, KeyVerifyParameters, KeyVerifyResult, LifetimeAction, LifetimeActionKind,
+    LifetimeTrigger, ListPage, RotationPolicy, RotationPolicyAttributes, RSA_KEY_SIZES,
 };
 
 use crate::KeyError;

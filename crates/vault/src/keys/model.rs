@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use pgcmk_akv_model::{
-    DeletedKeyBundle, DeletedKeyItem, JsonWebKey, KeyAttributes, KeyBundle, KeyItem,
+    DeletedKeyBundle, DeletedKeyItem, DeletionInfo, JsonWebKey, KeyAttributes, KeyBundle, KeyItem,
 };
 use serde::{Deserialize, Serialize};
 
@@ -135,12 +135,9 @@ impl VaultView<'_> {
             tags: v.tags.clone(),
             managed: None,
         };
-        let (recovery_id, deleted_date, scheduled_purge_date) = self.deletion(key);
         DeletedKeyBundle {
             bundle,
-            recovery_id,
-            deleted_date,
-            scheduled_purge_date,
+            deletion: self.deletion(key),
         }
     }
 
@@ -151,24 +148,21 @@ impl VaultView<'_> {
             attributes: self.attributes(&v.attributes),
             tags: v.tags.clone(),
         };
-        let (recovery_id, deleted_date, scheduled_purge_date) = self.deletion(key);
         DeletedKeyItem {
             item,
-            recovery_id,
-            deleted_date,
-            scheduled_purge_date,
+            deletion: self.deletion(key),
         }
     }
 
     /// Recovery id, deletion date and scheduled purge date of a soft-deleted key.
-    fn deletion(&self, key: &KeyRecord) -> (Option<String>, Option<i64>, Option<i64>) {
+    fn deletion(&self, key: &KeyRecord) -> DeletionInfo {
         match key.deleted {
-            Some(d) => (
-                Some(format!("{}/deletedkeys/{}", self.url, key.name)),
-                Some(d.deleted_date),
-                Some(d.scheduled_purge_date),
-            ),
-            None => (None, None, None),
+            Some(d) => DeletionInfo {
+                recovery_id: Some(format!("{}/deletedkeys/{}", self.url, key.name)),
+                deleted_date: Some(d.deleted_date),
+                scheduled_purge_date: Some(d.scheduled_purge_date),
+            },
+            None => DeletionInfo::default(),
         }
     }
 }
