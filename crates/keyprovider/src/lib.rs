@@ -74,14 +74,34 @@ pub struct KeyInfo {
     pub enabled: bool,
 }
 
-/// How the key is protected: in software or in a hardware security module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The key's type, as the provider names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyType {
     /// An RSA key held in software (AKV `kty` `RSA`).
     Rsa,
     /// An RSA key held in an HSM (AKV `kty` `RSA-HSM`).
     RsaHsm,
+    /// Any other type (`EC`, `oct-HSM`, ...), which cannot wrap a DEK here.
+    Other(String),
+}
+
+impl KeyType {
+    /// True for RSA keys, in software or in an HSM.
+    pub fn is_rsa(&self) -> bool {
+        matches!(self, KeyType::Rsa | KeyType::RsaHsm)
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    /// The type's name in Azure Key Vault's terms (`kty`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyType::Rsa => "RSA",
+            KeyType::RsaHsm => "RSA-HSM",
+            KeyType::Other(kty) => kty,
+        })
+    }
 }
 
 /// How the vault protects the key from deletion, as the vault reports it on the key.
@@ -119,10 +139,10 @@ impl DeletionProtection {
 pub struct KeyDescription {
     /// The version a versionless reference resolves to now (or the pinned one).
     pub current: KeyVersionId,
-    /// Software or HSM.
+    /// RSA in software or in an HSM, or another type.
     pub key_type: KeyType,
-    /// RSA modulus size in bits.
-    pub size_bits: u32,
+    /// RSA modulus size in bits; `None` for keys that are not RSA.
+    pub size_bits: Option<u32>,
     /// Whether the key is enabled.
     pub enabled: bool,
     /// Not valid before (Unix seconds), if set.
@@ -135,16 +155,6 @@ pub struct KeyDescription {
     /// without an administrator credential; `None` when it cannot (for a real Azure
     /// Key Vault the location is an Azure Resource Manager property).
     pub location: Option<String>,
-}
-
-impl From<KeyDescription> for KeyInfo {
-    fn from(d: KeyDescription) -> Self {
-        Self {
-            current: d.current,
-            size_bits: d.size_bits,
-            enabled: d.enabled,
-        }
-    }
 }
 
 /// A key encryption key reached through some provider. Blocking: callers in async
@@ -162,4 +172,35 @@ pub trait KeyEncryptionKey: Send + Sync {
     fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError>;
     /// Unwraps with the exact version recorded in `wrapped` (needs `unwrapKey`).
     fn unwrap(&self, wrapped: &WrappedDek) -> Result<Dek, KeyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_levels_say_soft_delete_and_purge_protection() {
+        let level = |l: Option<&str>| DeletionProtection {
+            recovery_level: l.map(String::from),
+            recoverable_days: None,
+        };
+        for (l, soft, protected) in [
+            (Some("Recoverable"), true, true),
+            (Some("CustomizedRecoverable"), true, true),
+            (Some("Recoverable+ProtectedSubscription"), true, true),
+            (Some("Recoverable+Purgeable"), true, false),
+            (Some("CustomizedRecoverable+Purgeable"), true, false),
+            (Some("Purgeable"), false, false),
+            (None, false, false),
+        ] {
+            let p = level(l);
+            assert_eq!(
+                (p.soft_delete(), p.purge_protection()),
+                (soft, protected),
+                "{l:?}"
+            );
+        }
+        assert_eq!(KeyType::RsaHsm.to_string(), "RSA-HSM");
+        assert!(!KeyType::Other("EC".into()).is_rsa());
+    }
 }

@@ -55,19 +55,13 @@ impl AkvKek {
     }
 
     /// The key's properties from its bundle; `location` is left unknown.
-    fn describe_bundle(&self, bundle: KeyBundle) -> Result<KeyDescription, KeyError> {
-        let not_rsa = || KeyError::Invalid {
-            reason: format!(
-                "key {} is not an RSA key (kty {}): use an RSA 2048, 3072 or 4096 key",
-                self.reference, bundle.key.kty
-            ),
-        };
+    fn describe_bundle(bundle: KeyBundle) -> Result<KeyDescription, KeyError> {
         let key_type = match bundle.key.kty.as_str() {
             "RSA" => KeyType::Rsa,
             "RSA-HSM" => KeyType::RsaHsm,
-            _ => return Err(not_rsa()),
+            other => KeyType::Other(other.to_string()),
         };
-        let size_bits = bundle.size_bits().ok_or_else(not_rsa)?;
+        let size_bits = bundle.size_bits().filter(|_| key_type.is_rsa());
         let a = &bundle.attributes;
         Ok(KeyDescription {
             current: bundle.version_id()?,
@@ -93,12 +87,23 @@ impl KeyEncryptionKey for AkvKek {
 
     fn info(&self) -> Result<KeyInfo, KeyError> {
         let bundle = self.client.get_key(&self.reference.name, self.version())?;
-        self.describe_bundle(bundle).map(KeyInfo::from)
+        let d = Self::describe_bundle(bundle)?;
+        let size_bits = d.size_bits.ok_or_else(|| KeyError::Invalid {
+            reason: format!(
+                "key {} is not an RSA key (kty {})",
+                self.reference, d.key_type
+            ),
+        })?;
+        Ok(KeyInfo {
+            current: d.current,
+            size_bits,
+            enabled: d.enabled,
+        })
     }
 
     fn describe(&self) -> Result<KeyDescription, KeyError> {
         let bundle = self.client.get_key(&self.reference.name, self.version())?;
-        let mut description = self.describe_bundle(bundle)?;
+        let mut description = Self::describe_bundle(bundle)?;
         description.location = self.client.vault_location()?;
         Ok(description)
     }
