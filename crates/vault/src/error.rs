@@ -44,6 +44,9 @@ pub enum Error {
         /// The address it must have.
         address: std::net::SocketAddr,
     },
+    /// An identity of this name exists already.
+    #[error("an identity named '{0}' already exists")]
+    IdentityExists(String),
     /// A configuration value or file is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -138,9 +138,7 @@ impl Directory {
         };
         let mut map = self.by_oid.write().unwrap_or_else(|p| p.into_inner());
         if map.values().any(|p| p.name == name) {
-            return Err(Error::Config(format!(
-                "an identity named '{name}' already exists"
-            )));
+            return Err(Error::IdentityExists(name.to_string()));
         }
         store.write(|tx| tx.put(PRINCIPALS, &principal.object_id, &principal))?;
         map.insert(principal.object_id.clone(), principal.clone());

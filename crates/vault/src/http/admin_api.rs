@@ -20,6 +20,7 @@ use super::{blocking, form_pairs, json_body, read_body, respond, ApiError, Audit
 use crate::audit::AuditFilter;
 use crate::policy::parse_permissions;
 use crate::service::Service;
+use crate::vaults::VaultChangeRefused;
 
 /// The main port's router.
 pub fn router(service: Arc<Service>) -> Router {
@@ -213,11 +214,9 @@ async fn manage(
                     v.policies
                         .remove(&principal.object_id)
                         .map(|_| ())
-                        .ok_or_else(|| {
-                            format!(
-                                "vault '{}' has no access policy for '{}'",
-                                v.name, principal.name
-                            )
+                        .ok_or_else(|| VaultChangeRefused::NoSuchPolicy {
+                            vault: v.name.clone(),
+                            identity: principal.name.clone(),
                         })
                 })
             })

@@ -10,7 +10,7 @@ use super::{ApiError, Reply};
 use crate::identity::Principal;
 use crate::policy::Permission;
 use crate::service::Service;
-use crate::vaults::{valid_vault_name, VaultRecord};
+use crate::vaults::{valid_vault_name, VaultChangeRefused, VaultRecord};
 
 pub(super) fn vault_for(service: &Service, name: &str) -> Result<VaultRecord, ApiError> {
     service.vaults.get(name).ok_or_else(|| {
@@ -145,13 +145,13 @@ pub(super) async fn create_vault(
 pub(super) fn change_vault(
     service: &Service,
     name: &str,
-    change: impl FnOnce(&mut VaultRecord) -> Result<(), String>,
+    change: impl FnOnce(&mut VaultRecord) -> Result<(), VaultChangeRefused>,
 ) -> Result<Reply, ApiError> {
     match service.vaults.update(&service.store, name, change)? {
         None => Err(vault_for(service, name)
             .err()
             .unwrap_or_else(|| ApiError::bad("vault changed concurrently; retry"))),
-        Some(Err(msg)) => Err(ApiError::bad(msg)),
+        Some(Err(refused)) => Err(ApiError::bad(refused.to_string())),
         Some(Ok(v)) => Ok(Reply::ok(vault_json(service, &v))),
     }
 }
@@ -181,13 +181,12 @@ pub(super) fn update_vault(service: &Service, name: &str, body: &Value) -> Resul
     let remove = ids("remove_administrators")?;
     change_vault(service, name, |v| {
         if purge_protection == Some(false) && v.purge_protection {
-            return Err("purge protection cannot be turned off once it is on".into());
+            return Err(VaultChangeRefused::PurgeProtectionIsPermanent);
         }
         if retention_days.is_some_and(|d| d != v.retention_days) {
-            return Err(format!(
-                "retention_days is fixed at creation ({} days)",
-                v.retention_days
-            ));
+            return Err(VaultChangeRefused::RetentionIsFixed {
+                days: v.retention_days,
+            });
         }
         if let Some(l) = location {
             v.location = l;
@@ -205,7 +204,7 @@ pub(super) fn update_vault(service: &Service, name: &str, body: &Value) -> Resul
             v.administrators.remove(&p.object_id);
         }
         if v.administrators.is_empty() {
-            return Err("a vault needs at least one administrator".into());
+            return Err(VaultChangeRefused::NoAdministratorLeft);
         }
         Ok(())
     })

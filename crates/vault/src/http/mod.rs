@@ -111,7 +111,10 @@ pub fn authenticate(
 
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
-        Self::internal(e)
+        match e {
+            crate::Error::IdentityExists(_) => Self::conflict(e.to_string()),
+            e => Self::internal(e),
+        }
     }
 }
 
