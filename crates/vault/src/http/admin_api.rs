@@ -13,7 +13,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::admin_identities::{create_identity, delete_identity, find_identity, identity_json};
-use super::admin_route::{authorize, holds, AdminOp, AdminRoute, Refusal, Role};
+use super::admin_route::{authorize, holds, AdminOp, AdminRoute, Role};
 use super::admin_vaults::{change_vault, create_vault, update_vault, vault_for, vault_json};
 use super::identity_api::{self, TokenAnswer};
 use super::{blocking, form_pairs, json_body, read_body, respond, ApiError, AuditScope, Reply};
@@ -143,14 +143,8 @@ async fn manage(
     } else {
         None
     };
-    authorize(route, Some(&caller), vault.as_ref()).map_err(|refusal| match refusal {
-        Refusal::Forbidden(message) => ApiError::forbidden(message).with_inner("ForbiddenByRole"),
-        Refusal::Unauthenticated => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "a bearer token is required",
-        ),
-    })?;
+    authorize(route, &caller, vault.as_ref())
+        .map_err(|refusal| ApiError::forbidden(refusal).with_inner("ForbiddenByRole"))?;
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     match route.op {
         AdminOp::CreateIdentity => blocking(service, move |svc| create_identity(svc, &body))

@@ -262,31 +262,18 @@ impl AdminRoute {
     }
 }
 
-/// Why a caller may not use a route.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No credential where one is required.
-    Unauthenticated,
-    /// Authenticated, but not in the route's role; the message says who may.
-    Forbidden(String),
-}
-
-/// Whether `caller` (`None`: not authenticated) holds `route`'s role on `vault` (the
-/// route's vault, for vault routes).
+/// Whether the authenticated `caller` holds `route`'s role on `vault` (the route's
+/// vault, for vault routes); if not, what the caller may not do and who may.
 pub fn authorize(
     route: &AdminRoute,
-    caller: Option<&Principal>,
+    caller: &Principal,
     vault: Option<&VaultRecord>,
-) -> Result<(), Refusal> {
-    if route.role == Role::Anonymous {
-        return Ok(());
-    }
-    let caller = caller.ok_or(Refusal::Unauthenticated)?;
+) -> Result<(), String> {
     if holds(route.role, caller, vault) {
         return Ok(());
     }
     let name = vault.map(|v| v.name.as_str()).unwrap_or_default();
-    Err(Refusal::Forbidden(match route.role {
+    Err(match route.role {
         Role::VaultAdministrator => format!(
             "the caller may not {} '{name}': only its administrators may",
             route.action
@@ -296,7 +283,7 @@ pub fn authorize(
             route.action
         ),
         _ => format!("the caller may not {} '{name}'", route.action),
-    }))
+    })
 }
 
 /// Whether the authenticated `caller` holds `role` (on `vault`, for vault roles).
