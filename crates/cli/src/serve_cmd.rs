@@ -81,7 +81,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             "{e}: start `pgcmk vault serve` first, and give its data directory as --vault-service-dir"
         ))
     })?;
-    let platform_key = KeyReference::parse(&args.platform_key)?;
+    let platform_key = KeyReference::parse(&args.platform_key)
+        .map_err(|e| CliError::usage(format!("--platform-key: {e}")))?;
     let platform_identity_secret = args
         .platform_identity_credential_file
         .as_deref()

@@ -1,4 +1,5 @@
-//! Cryptographic building blocks shared by every pgcmk component.
+//! Cryptographic building blocks shared by every pgcmk component: AEAD, HKDF, HMAC,
+//! RSA key wrapping, randomness and secret types.
 //!
 //! All primitives come from aws-lc-rs: this crate is the one place where the
 //! backend is chosen (and where a FIPS build would switch it). It does no I/O.
@@ -9,6 +10,7 @@
 pub mod aead;
 mod error;
 pub mod kdf;
+pub mod mac;
 pub mod random;
 pub mod rsa;
 pub mod sealed;

@@ -9,9 +9,8 @@
 
 pub mod akv;
 mod b64url;
-mod key_id;
 
-pub use key_id::{KeyReference, KeyVersionId};
+pub use pgcmk_akv_model::{KeyReference, KeyVersionId};
 use pgcmk_crypto::Dek;
 
 /// A DEK wrapped by one KEK version. Safe to store: reveals nothing without the KEK.
@@ -51,6 +50,12 @@ pub enum KeyError {
     },
 }
 
+impl From<pgcmk_akv_model::InvalidKeyId> for KeyError {
+    fn from(e: pgcmk_akv_model::InvalidKeyId) -> Self {
+        KeyError::Invalid { reason: e.reason }
+    }
+}
+
 impl KeyError {
     /// True when retrying later may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -69,15 +74,133 @@ pub struct KeyInfo {
     pub enabled: bool,
 }
 
+/// The key's type, as the provider names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// An RSA key held in software (AKV `kty` `RSA`).
+    Rsa,
+    /// An RSA key held in an HSM (AKV `kty` `RSA-HSM`).
+    RsaHsm,
+    /// Any other type (`EC`, `oct-HSM`, ...), which cannot wrap a DEK here.
+    Other(String),
+}
+
+impl KeyType {
+    /// True for RSA keys, in software or in an HSM.
+    pub fn is_rsa(&self) -> bool {
+        matches!(self, KeyType::Rsa | KeyType::RsaHsm)
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    /// The type's name in Azure Key Vault's terms (`kty`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyType::Rsa => "RSA",
+            KeyType::RsaHsm => "RSA-HSM",
+            KeyType::Other(kty) => kty,
+        })
+    }
+}
+
+/// How the vault protects the key from deletion, as the vault reports it on the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeletionProtection {
+    /// AKV's `attributes.recoveryLevel`, e.g. `Recoverable` (soft delete and purge
+    /// protection) or `Recoverable+Purgeable` (soft delete only); `None` when the
+    /// vault does not say.
+    pub recovery_level: Option<String>,
+    /// AKV's `attributes.recoverableDays`: how long a deleted key stays recoverable.
+    pub recoverable_days: Option<u32>,
+}
+
+impl DeletionProtection {
+    /// True when a deleted key can be recovered (soft delete is on).
+    pub fn soft_delete(&self) -> bool {
+        self.recovery_level
+            .as_deref()
+            .is_some_and(|l| l.contains("Recoverable"))
+    }
+
+    /// True when a deleted key cannot be purged before its retention ends.
+    pub fn purge_protection(&self) -> bool {
+        self.soft_delete()
+            && self
+                .recovery_level
+                .as_deref()
+                .is_some_and(|l| !l.contains("Purgeable"))
+    }
+}
+
+/// Everything create-time validation needs to know about a key and its vault,
+/// learned with the key's own credential (`get`), never an administrator's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDescription {
+    /// The version a versionless reference resolves to now (or the pinned one).
+    pub current: KeyVersionId,
+    /// RSA in software or in an HSM, or another type.
+    pub key_type: KeyType,
+    /// RSA modulus size in bits; `None` for keys that are not RSA.
+    pub size_bits: Option<u32>,
+    /// Whether the key is enabled.
+    pub enabled: bool,
+    /// Not valid before (Unix seconds), if set.
+    pub not_before: Option<i64>,
+    /// Expires at (Unix seconds), if set.
+    pub expires: Option<i64>,
+    /// Soft delete and purge protection, as the vault reports them on the key.
+    pub protection: DeletionProtection,
+    /// The vault's location (e.g. `westeurope`), when the provider can learn it
+    /// without an administrator credential; `None` when it cannot (for a real Azure
+    /// Key Vault the location is an Azure Resource Manager property).
+    pub location: Option<String>,
+}
+
 /// A key encryption key reached through some provider. Blocking: callers in async
 /// code use `spawn_blocking`.
 pub trait KeyEncryptionKey: Send + Sync {
     /// The reference this KEK was configured with (versioned or versionless).
     fn reference(&self) -> &KeyReference;
-    /// Reads the key's current version and properties (needs `get`).
+    /// Reads the key's current version and properties (needs `get`). Cheap: one
+    /// request, for the key monitor's periodic check.
     fn info(&self) -> Result<KeyInfo, KeyError>;
+    /// Describes the key and its vault for validation (needs `get`; may make more
+    /// requests than [`info`](Self::info), e.g. to learn the vault's location).
+    fn describe(&self) -> Result<KeyDescription, KeyError>;
     /// Wraps `dek` with the current key version (needs `wrapKey`).
     fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError>;
     /// Unwraps with the exact version recorded in `wrapped` (needs `unwrapKey`).
     fn unwrap(&self, wrapped: &WrappedDek) -> Result<Dek, KeyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_levels_say_soft_delete_and_purge_protection() {
+        let level = |l: Option<&str>| DeletionProtection {
+            recovery_level: l.map(String::from),
+            recoverable_days: None,
+        };
+        for (l, soft, protected) in [
+            (Some("Recoverable"), true, true),
+            (Some("CustomizedRecoverable"), true, true),
+            (Some("Recoverable+ProtectedSubscription"), true, true),
+            (Some("Recoverable+Purgeable"), true, false),
+            (Some("CustomizedRecoverable+Purgeable"), true, false),
+            (Some("Purgeable"), false, false),
+            (None, false, false),
+        ] {
+            let p = level(l);
+            assert_eq!(
+                (p.soft_delete(), p.purge_protection()),
+                (soft, protected),
+                "{l:?}"
+            );
+        }
+        assert_eq!(KeyType::RsaHsm.to_string(), "RSA-HSM");
+        assert!(!KeyType::Other("EC".into()).is_rsa());
+    }
 }

@@ -11,7 +11,7 @@ use pgcmk_keyprovider::akv::{
     LifetimeTrigger, NewRsaKey, RotationPolicy, RotationPolicyAttributes, SignatureAlgorithm,
     TokenSource, WrapAlgorithm,
 };
-use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference};
+use pgcmk_keyprovider::{DeletionProtection, KeyEncryptionKey, KeyError, KeyReference, KeyType};
 use support::{pgcmk_binary, Identity, VaultService, ALL_KEY_PERMISSIONS};
 
 fn managed_tokens(vault: &VaultService, identity: &Identity) -> TokenSource {
@@ -175,11 +175,12 @@ fn key_lifecycle_over_https() {
 
     let deleted = c.delete_key("k1").unwrap();
     assert!(deleted
+        .deletion
         .recovery_id
         .as_deref()
         .unwrap()
         .ends_with("/deletedkeys/k1"));
-    assert!(deleted.scheduled_purge_date > deleted.deleted_date);
+    assert!(deleted.deletion.scheduled_purge_date > deleted.deletion.deleted_date);
     assert_denied(c.get_key("k1", None), "404");
     assert_eq!(c.get_deleted_key("k1").unwrap().bundle.key.kid, v2.key.kid);
     assert!(c
@@ -384,4 +385,150 @@ fn client_credentials_principal_uses_the_token_endpoint() {
         client(&vault, &url, wrong).list_keys(),
         Err(KeyError::Denied { .. })
     ));
+}
+
+/// A managed identity with the grants a server's KEK needs (get, wrapKey, unwrapKey)
+/// on a purge-protected vault with a key `kek`, as its security officer sets it up.
+fn kek_identity(vault: &VaultService, name: &str) -> (AkvKek, Identity) {
+    let (officer, _) = setup(vault, name, true, &ALL_KEY_PERMISSIONS);
+    officer
+        .create_rsa_key("kek", &NewRsaKey::new(3072))
+        .unwrap();
+    let identity = vault.create_identity(&format!("{name}-server"));
+    vault.set_policy(name, &identity.name, &["get", "wrapKey", "unwrapKey"]);
+    let reference = KeyReference::parse(&format!("{}/keys/kek", officer.vault_url())).unwrap();
+    let kek = AkvKek::connect(
+        reference,
+        managed_tokens(vault, &identity),
+        &ClientOptions::trusting_only(&vault.info.ca_file),
+    )
+    .unwrap();
+    (kek, identity)
+}
+
+#[test]
+fn describe_as_the_managed_identity_reports_type_state_protection_and_location() {
+    let vault = VaultService::start(pgcmk_binary(false));
+    let (kek, _) = kek_identity(&vault, "descvault");
+    let d = kek.describe().unwrap();
+    assert_eq!(d.key_type, KeyType::Rsa);
+    assert!(d.key_type.is_rsa());
+    assert_eq!(d.size_bits, Some(3072));
+    assert!(d.enabled);
+    assert_eq!((d.not_before, d.expires), (None, None));
+    assert_eq!(d.current, kek.info().unwrap().current);
+    assert_eq!(
+        d.protection,
+        DeletionProtection {
+            // The test kit's vaults keep deleted keys 7 days (AKV: "customized").
+            recovery_level: Some("CustomizedRecoverable".into()),
+            recoverable_days: Some(7),
+        }
+    );
+    assert!(d.protection.soft_delete() && d.protection.purge_protection());
+    assert_eq!(d.location.as_deref(), Some("local"));
+}
+
+#[test]
+fn describe_reports_a_vault_without_purge_protection() {
+    let vault = VaultService::start(pgcmk_binary(false));
+    let (c, identity) = setup(&vault, "softvault", false, &["get", "create"]);
+    c.create_rsa_key("k", &NewRsaKey::new(2048)).unwrap();
+    let reference = KeyReference::parse(&format!("{}/keys/k", c.vault_url())).unwrap();
+    let kek = AkvKek::connect(
+        reference,
+        managed_tokens(&vault, &identity),
+        &ClientOptions::trusting_only(&vault.info.ca_file),
+    )
+    .unwrap();
+    let d = kek.describe().unwrap();
+    assert_eq!(
+        d.protection.recovery_level.as_deref(),
+        Some("CustomizedRecoverable+Purgeable")
+    );
+    assert!(d.protection.soft_delete() && !d.protection.purge_protection());
+    assert_eq!(d.location.as_deref(), Some("local"));
+}
+
+/// The managed identity's own token for the vault service's management API.
+fn management_token(vault: &VaultService, identity: &Identity) -> String {
+    let reply: serde_json::Value = https(vault)
+        .get(&vault.info.identity_endpoint)
+        .query(&[
+            ("api-version", "2019-08-01"),
+            ("resource", vault.info.url.as_str()),
+            ("client_id", identity.client_id.as_str()),
+        ])
+        .header("X-IDENTITY-HEADER", vault.identity_header(identity))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    reply["access_token"].as_str().unwrap().to_string()
+}
+
+fn https(vault: &VaultService) -> reqwest::blocking::Client {
+    let pem = std::fs::read(&vault.info.ca_file).unwrap();
+    reqwest::blocking::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_managed_identity_cannot_create_or_delete_vaults_identities_policies_or_keys() {
+    let vault = VaultService::start(pgcmk_binary(false));
+    let (kek, identity) = kek_identity(&vault, "sodvault");
+    let token = management_token(&vault, &identity);
+    let http = https(&vault);
+    let url = |path: &str| format!("{}{path}", vault.info.url);
+    let me = identity.name.as_str();
+    let body = serde_json::json!({
+        "name": "intruder", "location": "local", "key_permissions": ["all"]
+    });
+    // Reading its own vault is allowed (that is how describe() learns the location) ...
+    let read = http
+        .get(url("/admin/vaults/sodvault"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    // ... changing anything is not.
+    for (method, path) in [
+        (reqwest::Method::POST, "/admin/vaults".to_string()),
+        (reqwest::Method::PATCH, "/admin/vaults/sodvault".into()),
+        (reqwest::Method::POST, "/admin/identities".into()),
+        (reqwest::Method::DELETE, format!("/admin/identities/{me}")),
+        (reqwest::Method::DELETE, "/admin/identities/admin".into()),
+        (
+            reqwest::Method::PUT,
+            format!("/admin/vaults/sodvault/policies/{me}"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/admin/vaults/sodvault/policies/{me}"),
+        ),
+    ] {
+        let answer = http
+            .request(method.clone(), url(&path))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 403, "{method} {path}");
+    }
+    // Vaults cannot be deleted through the API at all: no route, whoever asks.
+    let delete_vault = http
+        .delete(url("/admin/vaults/sodvault"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(delete_vault.status(), 404);
+    // Keys: the data plane refuses what the identity's policy does not grant.
+    assert_denied(
+        kek.client().create_rsa_key("more", &NewRsaKey::new(2048)),
+        "403",
+    );
+    assert_denied(kek.client().delete_key("kek"), "403");
+    assert!(kek.describe().is_ok(), "the key is still there and usable");
 }

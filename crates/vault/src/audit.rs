@@ -17,12 +17,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::hmac;
+use pgcmk_crypto::mac::MacKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::storage::{Store, AUDIT, META};
-use crate::Error;
+use crate::{Error, StorageError};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -85,12 +85,9 @@ struct Head {
     mac: String,
 }
 
-fn chain_mac(key: &hmac::Key, seq: u64, prev: &str, entry: &AuditEntry) -> String {
-    let mut ctx = hmac::Context::with_key(key);
-    ctx.update(&seq.to_be_bytes());
-    ctx.update(prev.as_bytes());
-    ctx.update(&serde_json::to_vec(entry).unwrap_or_default());
-    hex::encode(ctx.sign().as_ref())
+fn chain_mac(key: &MacKey, seq: u64, prev: &str, entry: &AuditEntry) -> String {
+    let entry = serde_json::to_vec(entry).unwrap_or_default();
+    hex::encode(key.sign_parts(&[&seq.to_be_bytes(), prev.as_bytes(), &entry]))
 }
 
 /// Time allowed between commits per announced entry still on its way beyond
@@ -131,9 +128,12 @@ impl Drop for EntryComing {
     }
 }
 
+/// Told when a job's entry is durable, or why not (shared by the whole batch).
+type Done = oneshot::Sender<Result<(), Arc<Error>>>;
+
 struct Job {
     entry: AuditEntry,
-    done: oneshot::Sender<Result<(), String>>,
+    done: Done,
     coming: Option<EntryComing>,
 }
 
@@ -141,13 +141,13 @@ struct Job {
 pub struct AuditLog {
     jobs: mpsc::Sender<Job>,
     store: Arc<Store>,
-    key: hmac::Key,
+    key: MacKey,
     coming: Arc<AtomicUsize>,
 }
 
 impl AuditLog {
     /// Starts the writer thread.
-    pub fn start(store: Arc<Store>, key: hmac::Key) -> Result<Self, Error> {
+    pub fn start(store: Arc<Store>, key: MacKey) -> Result<Self, Error> {
         let head = store.get::<Head>(META, "audit_head")?.unwrap_or(Head {
             seq: 0,
             mac: GENESIS.into(),
@@ -191,11 +191,11 @@ impl AuditLog {
                 done,
                 coming,
             })
-            .map_err(|_| Error::Storage("the audit writer stopped".into()))?;
+            .map_err(|_| StorageError::AuditWriterStopped)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Storage(e)),
-            Err(_) => Err(Error::Storage("the audit writer stopped".into())),
+            Ok(Err(e)) => Err(StorageError::AuditWrite(e).into()),
+            Err(_) => Err(StorageError::AuditWriterStopped.into()),
         }
     }
 
@@ -393,7 +393,7 @@ impl AuditFilter {
 /// The writer thread's state.
 struct Writer {
     store: Arc<Store>,
-    key: hmac::Key,
+    key: MacKey,
     coming: Arc<AtomicUsize>,
 }
 
@@ -425,7 +425,7 @@ impl Writer {
             let outcome = result.map_err(|e| {
                 head = start;
                 tracing::error!("audit append failed: {e}");
-                e.to_string()
+                Arc::new(e)
             });
             for (_, done) in batch {
                 let _ = done.send(outcome.clone());
@@ -440,7 +440,7 @@ impl Writer {
         first: Job,
         rx: &mpsc::Receiver<Job>,
         deadline: Instant,
-    ) -> Vec<(AuditEntry, oneshot::Sender<Result<(), String>>)> {
+    ) -> Vec<(AuditEntry, Done)> {
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {
@@ -469,6 +469,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgcmk_crypto::SymmetricKey;
 
     #[test]
     fn pace_grows_with_entries_coming_and_is_capped() {
@@ -482,7 +483,7 @@ mod tests {
     async fn announced_entries_are_counted_until_they_arrive_or_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("db.redb")).unwrap());
-        let log = AuditLog::start(store, hmac::Key::new(hmac::HMAC_SHA256, &[3; 32])).unwrap();
+        let log = AuditLog::start(store, MacKey::new(&SymmetricKey::from_bytes([3; 32]))).unwrap();
         let first = log.entry_coming();
         let abandoned = log.entry_coming();
         assert_eq!(log.coming.load(Ordering::Acquire), 2);

@@ -18,7 +18,7 @@ pub enum Error {
     },
     /// The embedded database failed or holds data this version cannot read.
     #[error("vault storage: {0}; check the data directory's disk and permissions")]
-    Storage(String),
+    Storage(#[from] StorageError),
     /// A cryptographic operation failed.
     #[error(transparent)]
     Crypto(#[from] pgcmk_crypto::Error),
@@ -44,6 +44,9 @@ pub enum Error {
         /// The address it must have.
         address: std::net::SocketAddr,
     },
+    /// An identity of this name exists already.
+    #[error("an identity named '{0}' already exists")]
+    IdentityExists(String),
     /// A configuration value or file is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -76,11 +79,50 @@ impl Error {
     }
 }
 
+/// What went wrong in the embedded database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database file could not be opened or created.
+    #[error("opening the database: {0}")]
+    Open(#[from] redb::DatabaseError),
+    /// A transaction could not begin.
+    #[error("beginning a transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    /// A table could not be opened.
+    #[error("opening a table: {0}")]
+    Table(#[from] redb::TableError),
+    /// Reading or writing pages failed.
+    #[error("reading or writing: {0}")]
+    Io(#[from] redb::StorageError),
+    /// A transaction could not be made durable.
+    #[error("committing: {0}")]
+    Commit(#[from] redb::CommitError),
+    /// Any other database failure.
+    #[error("{0}")]
+    Database(#[from] redb::Error),
+    /// A stored record could not be encoded or decoded.
+    #[error("a stored record is unreadable: {0}")]
+    Record(#[from] serde_json::Error),
+    /// A sealed private key's text is not base64 (the record was damaged).
+    #[error("sealed key {id} is corrupt")]
+    CorruptSealedKey {
+        /// `vault/name/version`.
+        id: String,
+    },
+    /// The audit writer thread is gone (it panicked or the service is stopping).
+    #[error("the audit writer stopped")]
+    AuditWriterStopped,
+    /// The audit writer could not make a batch durable.
+    #[error("appending to the audit trail: {0}")]
+    AuditWrite(std::sync::Arc<Error>),
+}
+
 macro_rules! storage_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
+                Error::Storage(StorageError::from(e))
             }
         }
     )*};

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use pgcmk_crypto::mac::MacKey;
 use pgcmk_crypto::{ct_eq, random, SecretBytes};
 use serde::{Deserialize, Serialize};
 
@@ -87,15 +87,21 @@ pub fn uuid() -> Result<String, Error> {
     ))
 }
 
+/// A fresh UUID-shaped id for a request or token; all zeros if the system's random
+/// source fails (ids are unique labels, not secrets).
+pub fn new_id() -> String {
+    uuid().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into())
+}
+
 /// All principals, cached in memory (they are few) and written through to storage.
 pub struct Directory {
     by_oid: RwLock<HashMap<String, Principal>>,
-    mac_key: hmac::Key,
+    mac_key: MacKey,
 }
 
 impl Directory {
     /// Loads every principal from storage.
-    pub fn load(store: &Store, mac_key: hmac::Key) -> Result<Self, Error> {
+    pub fn load(store: &Store, mac_key: MacKey) -> Result<Self, Error> {
         let all: Vec<(String, Principal)> = store.scan(PRINCIPALS, "", None, usize::MAX)?;
         Ok(Self {
             by_oid: RwLock::new(all.into_iter().collect()),
@@ -132,9 +138,7 @@ impl Directory {
         };
         let mut map = self.by_oid.write().unwrap_or_else(|p| p.into_inner());
         if map.values().any(|p| p.name == name) {
-            return Err(Error::Config(format!(
-                "an identity named '{name}' already exists"
-            )));
+            return Err(Error::IdentityExists(name.to_string()));
         }
         store.write(|tx| tx.put(PRINCIPALS, &principal.object_id, &principal))?;
         map.insert(principal.object_id.clone(), principal.clone());

@@ -8,14 +8,17 @@
 
 pub mod audit;
 pub mod client;
+pub mod clock;
 mod error;
 pub mod files;
 pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod listen;
+pub mod maintenance;
 pub mod policy;
 pub mod seal;
+pub mod serve;
 pub mod service;
 pub mod storage;
 pub mod tls;
@@ -23,7 +26,7 @@ pub mod token;
 pub mod vaults;
 pub mod worker_pool;
 
-pub use error::Error;
+pub use error::{Error, StorageError};
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {

@@ -5,9 +5,9 @@
 //! secret is derived from it with HKDF, one purpose each: sealing key material,
 //! signing tokens, chaining the audit trail, hashing credentials, sealing backups.
 
-use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use pgcmk_crypto::mac::MacKey;
 pub use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::{kdf, SymmetricKey};
 pub use pgcmk_hostkeys::root_key::RootKeySource;
@@ -75,23 +75,18 @@ pub struct DerivedKeys {
     /// Seals backup blobs (restorable only by a service holding this root key).
     pub backup: Sealer,
     /// Signs access tokens.
-    pub tokens: hmac::Key,
+    pub tokens: MacKey,
     /// Chains audit entries.
-    pub audit: hmac::Key,
+    pub audit: MacKey,
     /// Hashes principal credentials for storage and lookup.
-    pub credentials: hmac::Key,
+    pub credentials: MacKey,
 }
 
 impl DerivedKeys {
     /// Derives every purpose key from `root`.
     pub fn derive(root: &SymmetricKey) -> Result<Self, Error> {
         let derive = |purpose: &[u8]| kdf::derive_key(root, b"pgcmk-vault-v1", purpose);
-        let mac = |purpose: &[u8]| -> Result<hmac::Key, Error> {
-            Ok(hmac::Key::new(
-                hmac::HMAC_SHA256,
-                derive(purpose)?.expose_secret(),
-            ))
-        };
+        let mac = |purpose: &[u8]| -> Result<MacKey, Error> { Ok(MacKey::new(&derive(purpose)?)) };
         Ok(Self {
             storage: Sealer::new(&derive(b"storage-seal")?)?,
             backup: Sealer::new(&derive(b"backup-seal")?)?,
@@ -103,6 +98,6 @@ impl DerivedKeys {
 }
 
 /// HMAC-SHA256 of `data` under `key`, as lowercase hex.
-pub fn mac_hex(key: &hmac::Key, data: &[u8]) -> String {
-    hex::encode(hmac::sign(key, data).as_ref())
+pub fn mac_hex(key: &MacKey, data: &[u8]) -> String {
+    hex::encode(key.sign(data))
 }

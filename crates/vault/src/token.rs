@@ -2,9 +2,9 @@
 //! They carry the principal's object id and the audience (the vault or service
 //! URL they are for), and expire.
 
-use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use pgcmk_crypto::mac::MacKey;
 use serde::{Deserialize, Serialize};
 
 /// Default token lifetime (seconds).
@@ -53,27 +53,37 @@ pub enum TokenError {
     WrongAudience,
 }
 
+/// Why a request's bearer token does not authenticate anyone (a 401 with a challenge).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("AKV10000: Request is missing a Bearer or PoP token.")]
+    MissingToken,
+    /// The token is malformed, forged, expired or for another audience.
+    #[error("AKV10022: Invalid audience or token: {0}.")]
+    InvalidToken(TokenError),
+    /// The token is valid but its principal was deleted.
+    #[error("AKV10032: the token's principal no longer exists.")]
+    PrincipalGone,
+}
+
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 /// Signs `claims` into a compact JWT.
-pub fn issue(key: &hmac::Key, claims: &Claims) -> String {
+pub fn issue(key: &MacKey, claims: &Claims) -> String {
     let body = serde_json::to_vec(claims).unwrap_or_default();
     let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(body));
-    let tag = hmac::sign(key, signing_input.as_bytes());
+    let tag = key.sign(signing_input.as_bytes());
     format!("{signing_input}.{}", B64.encode(tag.as_ref()))
 }
 
 /// Verifies signature, time window and audience; returns the claims.
-pub fn verify(
-    key: &hmac::Key,
-    token: &str,
-    audience: &str,
-    now: i64,
-) -> Result<Claims, TokenError> {
+pub fn verify(key: &MacKey, token: &str, audience: &str, now: i64) -> Result<Claims, TokenError> {
     let (signing_input, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
     let (header, body) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
     let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
-    hmac::verify(key, signing_input.as_bytes(), &sig).map_err(|_| TokenError::BadSignature)?;
+    key.verify(signing_input.as_bytes(), &sig)
+        .map_err(|_| TokenError::BadSignature)?;
     if B64.decode(header).ok().as_deref() != Some(HEADER.as_bytes()) {
         return Err(TokenError::Malformed);
     }
@@ -97,6 +107,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgcmk_crypto::SymmetricKey;
 
     fn claims(aud: &str, exp: i64) -> Claims {
         Claims {
@@ -113,8 +124,8 @@ mod tests {
 
     #[test]
     fn valid_forged_expired_and_wrong_audience_tokens() {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &[1; 32]);
-        let other = hmac::Key::new(hmac::HMAC_SHA256, &[2; 32]);
+        let key = MacKey::new(&SymmetricKey::from_bytes([1; 32]));
+        let other = MacKey::new(&SymmetricKey::from_bytes([2; 32]));
         let aud = "https://127.0.0.1:5000";
         let t = issue(&key, &claims(aud, 200));
         assert_eq!(verify(&key, &t, &format!("{aud}/"), 150).unwrap().oid, "o");

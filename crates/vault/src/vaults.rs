@@ -52,6 +52,32 @@ pub fn valid_vault_name(name: &str) -> bool {
         && !name.contains("--")
 }
 
+/// Why a change to a vault's settings is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultChangeRefused {
+    /// Purge protection is one-way.
+    #[error("purge protection cannot be turned off once it is on")]
+    PurgeProtectionIsPermanent,
+    /// Soft-delete retention is fixed at creation.
+    #[error("retention_days is fixed at creation ({days} days)")]
+    RetentionIsFixed {
+        /// The vault's retention.
+        days: u32,
+    },
+    /// The change would leave the vault without an administrator.
+    #[error("a vault needs at least one administrator")]
+    NoAdministratorLeft,
+    /// There is no policy to remove.
+    #[error("vault '{vault}' has no access policy for '{identity}'")]
+    NoSuchPolicy {
+        /// The vault.
+        vault: String,
+        /// The identity's name.
+        identity: String,
+    },
+}
+
 /// Every vault, cached in memory and written through to storage.
 pub struct Vaults {
     by_name: RwLock<BTreeMap<String, VaultRecord>>,
@@ -97,20 +123,20 @@ impl Vaults {
     }
 
     /// Applies `change` to a vault and stores the result (atomically with respect
-    /// to other changes). `change` may refuse with a message.
+    /// to other changes). `change` may refuse; `None` when there is no such vault.
     pub fn update(
         &self,
         store: &Store,
         name: &str,
-        change: impl FnOnce(&mut VaultRecord) -> Result<(), String>,
-    ) -> Result<Option<Result<VaultRecord, String>>, Error> {
+        change: impl FnOnce(&mut VaultRecord) -> Result<(), VaultChangeRefused>,
+    ) -> Result<Option<Result<VaultRecord, VaultChangeRefused>>, Error> {
         let mut map = self.by_name.write().unwrap_or_else(|p| p.into_inner());
         let Some(current) = map.get(name) else {
             return Ok(None);
         };
         let mut next = current.clone();
-        if let Err(msg) = change(&mut next) {
-            return Ok(Some(Err(msg)));
+        if let Err(refused) = change(&mut next) {
+            return Ok(Some(Err(refused)));
         }
         store.write(|tx| tx.put(VAULTS, name, &next))?;
         map.insert(name.to_string(), next.clone());

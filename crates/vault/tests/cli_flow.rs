@@ -1,9 +1,11 @@
-//! The security officer's flow through the `pgcmk` commands, as a script would run
-//! them (`--output json`) and as a person reads them (human output).
+//! The security officer's commands of `pgcmk`, as a script runs them (`--output json`)
+//! and as a person reads them (human output): one behaviour per test, each on a fresh
+//! service set up by the shared steps below.
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -51,29 +53,126 @@ impl Cli<'_> {
     }
 }
 
-#[test]
-fn security_officer_commands_end_to_end() {
-    let v = Vault::start();
-    let officer = Cli {
-        vault: &v,
-        credentials: None,
-    };
-    let cred_path = v.dir.path().join("app.credential");
-    let cred = cred_path.to_str().unwrap();
+/// A fresh service; the steps below add the identity `app`, the purge-protected vault
+/// `cli-vault` granting `app` get/wrapKey/unwrapKey, and the key `kek`.
+struct Flow {
+    v: Vault,
+    cred_path: PathBuf,
+}
 
-    let out = officer.run(&[
-        "identity",
-        "create",
-        "--name",
-        "app",
-        "--credential-file",
-        cred,
-        "--output",
-        "json",
-    ]);
-    assert!(out.status.success());
+impl Flow {
+    fn start() -> Self {
+        let v = Vault::start();
+        let cred_path = v.dir.path().join("app.credential");
+        Self { v, cred_path }
+    }
+
+    fn officer(&self) -> Cli<'_> {
+        Cli {
+            vault: &self.v,
+            credentials: None,
+        }
+    }
+
+    /// The managed identity `app`, through its credential file.
+    fn app(&self) -> Cli<'_> {
+        Cli {
+            vault: &self.v,
+            credentials: Some(self.cred_path.clone()),
+        }
+    }
+
+    fn cred(&self) -> &str {
+        self.cred_path.to_str().unwrap()
+    }
+
+    /// `identity create --name app`; the raw output.
+    fn create_identity(&self) -> Output {
+        let out = self.officer().run(&[
+            "identity",
+            "create",
+            "--name",
+            "app",
+            "--credential-file",
+            self.cred(),
+            "--output",
+            "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `app` and `cli-vault` with its policy; the vault's JSON from `create` and from
+    /// `set-policy`.
+    fn create_vault(&self) -> (Value, Value) {
+        self.create_identity();
+        let kv = self.officer().json(&[
+            "keyvault",
+            "create",
+            "--name",
+            "cli-vault",
+            "--location",
+            "westeurope",
+            "--retention-days",
+            "7",
+            "--purge-protection",
+        ]);
+        let policy = self.officer().json(&[
+            "keyvault",
+            "set-policy",
+            "--name",
+            "cli-vault",
+            "--identity",
+            "app",
+            "--key-permissions",
+            "get",
+            "wrapKey",
+            "unwrapKey",
+        ]);
+        (kv, policy)
+    }
+
+    /// `keyvault delete-policy` for `app` on `cli-vault`.
+    fn delete_policy(&self) {
+        self.officer().json(&[
+            "keyvault",
+            "delete-policy",
+            "--name",
+            "cli-vault",
+            "--identity",
+            "app",
+        ]);
+    }
+
+    /// Everything above and the key `kek`; the vault's JSON and the key's kid.
+    fn create_key(&self) -> (Value, String) {
+        let (kv, _) = self.create_vault();
+        let key = self.officer().json(&[
+            "key",
+            "create",
+            "--vault",
+            "cli-vault",
+            "--name",
+            "kek",
+            "--kty",
+            "RSA",
+            "--size",
+            "2048",
+        ]);
+        (kv, key["key"]["kid"].as_str().unwrap().to_string())
+    }
+}
+
+#[test]
+fn identity_create_writes_a_0600_credential_and_keeps_the_secret_off_stdout() {
+    let f = Flow::start();
+    let out = f.create_identity();
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let file: Value = serde_json::from_slice(&std::fs::read(&cred_path).unwrap()).unwrap();
+    let file: Value = serde_json::from_slice(&std::fs::read(&f.cred_path).unwrap()).unwrap();
     let secret = file["client_secret"].as_str().unwrap();
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains(secret),
@@ -82,42 +181,42 @@ fn security_officer_commands_end_to_end() {
     assert_eq!(created["object_id"], file["object_id"]);
     assert_eq!(created["kind"], "managed");
     assert_eq!(
-        std::fs::metadata(&cred_path).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(&f.cred_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
-    assert!(officer
+    assert!(f
+        .officer()
         .fails(&[
             "identity",
             "create",
             "--name",
             "app2",
             "--credential-file",
-            cred
+            f.cred()
         ])
         .contains("already exists"));
     assert_eq!(
-        officer.json(&["identity", "show", "app"])["client_id"],
+        f.officer().json(&["identity", "show", "app"])["client_id"],
         file["client_id"]
     );
+}
 
-    let kv = officer.json(&[
-        "keyvault",
-        "create",
-        "--name",
-        "cli-vault",
-        "--location",
-        "westeurope",
-        "--retention-days",
-        "7",
-        "--purge-protection",
-    ]);
+#[test]
+fn keyvault_create_checks_retention_and_set_policy_grants_exactly_the_permissions() {
+    let f = Flow::start();
+    let (kv, policy) = f.create_vault();
     assert_eq!(kv["retention_days"], 7);
     assert_eq!(kv["purge_protection"], true);
     assert!(kv["url"]
         .as_str()
         .unwrap()
         .starts_with("https://127.0.0.1:"));
-    assert!(officer
+    assert!(f
+        .officer()
         .fails(&[
             "keyvault",
             "create",
@@ -129,18 +228,6 @@ fn security_officer_commands_end_to_end() {
             "5"
         ])
         .contains("5"));
-    let policy = officer.json(&[
-        "keyvault",
-        "set-policy",
-        "--name",
-        "cli-vault",
-        "--identity",
-        "app",
-        "--key-permissions",
-        "get",
-        "wrapKey",
-        "unwrapKey",
-    ]);
     let app_policy = policy["policies"]
         .as_array()
         .unwrap()
@@ -152,7 +239,14 @@ fn security_officer_commands_end_to_end() {
         app_policy["key_permissions"],
         serde_json::json!(["get", "unwrapKey", "wrapKey"])
     );
-    assert!(officer
+}
+
+#[test]
+fn purge_protection_cannot_be_turned_off() {
+    let f = Flow::start();
+    f.create_vault();
+    assert!(f
+        .officer()
         .fails(&[
             "keyvault",
             "update",
@@ -162,20 +256,13 @@ fn security_officer_commands_end_to_end() {
             "false"
         ])
         .contains("cannot be turned off"));
+}
 
-    let key = officer.json(&[
-        "key",
-        "create",
-        "--vault",
-        "cli-vault",
-        "--name",
-        "kek",
-        "--kty",
-        "RSA",
-        "--size",
-        "2048",
-    ]);
-    let kid1 = key["key"]["kid"].as_str().unwrap().to_string();
+#[test]
+fn keys_are_created_rotated_listed_disabled_and_enabled() {
+    let f = Flow::start();
+    let (_, kid1) = f.create_key();
+    let officer = f.officer();
     assert!(officer
         .fails(&[
             "key",
@@ -197,6 +284,13 @@ fn security_officer_commands_end_to_end() {
     assert_eq!(disabled["attributes"]["enabled"], false);
     let enabled = officer.json(&["key", "enable", "--vault", "cli-vault", "--name", "kek"]);
     assert_eq!(enabled["attributes"]["enabled"], true);
+}
+
+#[test]
+fn rotation_policies_are_set_and_shown() {
+    let f = Flow::start();
+    f.create_key();
+    let officer = f.officer();
     let policy = officer.json(&[
         "key",
         "set-rotation-policy",
@@ -224,6 +318,13 @@ fn security_officer_commands_end_to_end() {
         ])["attributes"]["expiryTime"],
         "P1Y"
     );
+}
+
+#[test]
+fn deleted_keys_are_listed_protected_from_purge_and_recovered() {
+    let f = Flow::start();
+    let (_, kid) = f.create_key();
+    let officer = f.officer();
     let deleted = officer.json(&["key", "delete", "--vault", "cli-vault", "--name", "kek"]);
     assert!(deleted.to_string().contains("deletedkeys/kek"), "{deleted}");
     assert_eq!(
@@ -239,34 +340,22 @@ fn security_officer_commands_end_to_end() {
     officer.json(&["key", "recover", "--vault", "cli-vault", "--name", "kek"]);
     assert_eq!(
         officer.json(&["key", "show", "--vault", "cli-vault", "--name", "kek"])["key"]["kid"],
-        kid2.as_str()
+        kid.as_str()
     );
+}
 
-    // The managed identity may read the key but not manage anything.
-    let app = Cli {
-        vault: &v,
-        credentials: Some(cred_path.clone()),
-    };
+#[test]
+fn the_managed_identity_reads_the_key_but_manages_nothing_and_is_audited() {
+    let f = Flow::start();
+    let (kv, kid) = f.create_key();
+    let url = kv["url"].as_str().unwrap();
+    let app = f.app();
     assert_eq!(
-        app.json(&[
-            "key",
-            "show",
-            "--vault",
-            kv["url"].as_str().unwrap(),
-            "--name",
-            "kek"
-        ])["key"]["kid"],
-        kid2.as_str()
+        app.json(&["key", "show", "--vault", url, "--name", "kek"])["key"]["kid"],
+        kid.as_str()
     );
     assert!(app
-        .fails(&[
-            "key",
-            "rotate",
-            "--vault",
-            kv["url"].as_str().unwrap(),
-            "--name",
-            "kek"
-        ])
+        .fails(&["key", "rotate", "--vault", url, "--name", "kek"])
         .contains("denied"));
     assert!(app
         .fails(&[
@@ -280,15 +369,8 @@ fn security_officer_commands_end_to_end() {
             "all"
         ])
         .contains("403"));
-
-    officer.json(&[
-        "keyvault",
-        "delete-policy",
-        "--name",
-        "cli-vault",
-        "--identity",
-        "app",
-    ]);
+    let officer = f.officer();
+    f.delete_policy();
     let rotates = officer.json(&[
         "audit",
         "list",
@@ -306,12 +388,24 @@ fn security_officer_commands_end_to_end() {
         .map(|e| e["entry"]["caller_name"].as_str().unwrap_or("-"))
         .collect();
     assert!(callers.contains(&"app"), "{callers:?}");
+}
+
+#[test]
+fn audit_verify_passes_and_a_bad_time_filter_is_explained() {
+    let f = Flow::start();
+    f.create_key();
+    let officer = f.officer();
     assert!(officer.json(&["audit", "verify"])["ok"].as_bool().unwrap());
     assert!(officer
         .fails(&["audit", "list", "--since", "last tuesday"])
         .contains("RFC 3339"));
+}
 
-    // Human output is text, not JSON.
+#[test]
+fn human_output_is_text_not_json() {
+    let f = Flow::start();
+    f.create_vault();
+    let officer = f.officer();
     let human = officer.run(&["keyvault", "show", "--name", "cli-vault"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
@@ -322,7 +416,14 @@ fn security_officer_commands_end_to_end() {
     );
     let verify = officer.run(&["audit", "verify"]);
     assert!(String::from_utf8_lossy(&verify.stdout).contains("audit trail intact"));
+}
 
+#[test]
+fn a_deleted_identity_leaves_the_list() {
+    let f = Flow::start();
+    f.create_vault();
+    let officer = f.officer();
+    f.delete_policy();
     officer.json(&["identity", "delete", "app"]);
     assert!(officer.json(&["identity", "list"])["value"]
         .as_array()

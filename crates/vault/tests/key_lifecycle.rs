@@ -18,14 +18,21 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn versions_paging_and_crypto_operations() {
-    let v = Vault::start();
+/// A vault `ops` with key `k` rotated once: its URL, the admin's token, and the
+/// versioned kids of version 1 and 2 (current).
+fn rotated_key(v: &Vault) -> (String, String, String, String) {
     let url = v.vault("ops", false);
     let t = v.admin_token(&url);
     let kid1 = v.create_key(&url, &t, "k", 2048);
     let rotated = v.akv(Method::POST, &url, "/keys/k/rotate", &t, Some(json!({})));
     let kid2 = rotated.body["key"]["kid"].as_str().unwrap().to_string();
+    (url, t, kid1, kid2)
+}
+
+#[test]
+fn rotation_makes_a_new_current_version_and_empty_segments_mean_current() {
+    let v = Vault::start();
+    let (url, t, _, kid2) = rotated_key(&v);
     let version2 = kid2.rsplit('/').next().unwrap();
     assert_eq!(version2.len(), 32);
     assert!(version2
@@ -62,7 +69,12 @@ fn versions_paging_and_crypto_operations() {
         unb64(unwrapped.body["value"].as_str().unwrap()),
         vec![3; 32]
     );
-    // The old version still unwraps what it wrapped.
+}
+
+#[test]
+fn an_old_version_decrypts_what_it_encrypted_and_the_new_one_refuses() {
+    let v = Vault::start();
+    let (_, t, kid1, kid2) = rotated_key(&v);
     let old = v.akv(
         Method::POST,
         &kid1,
@@ -86,7 +98,12 @@ fn versions_paging_and_crypto_operations() {
         Some(json!({ "alg": "RSA-OAEP", "value": old.body["value"] })),
     );
     assert_eq!(wrong.status, 400);
+}
 
+#[test]
+fn every_signature_algorithm_signs_and_verifies_digests() {
+    let v = Vault::start();
+    let (_, t, _, kid2) = rotated_key(&v);
     for alg in ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] {
         let len = match &alg[2..] {
             "256" => 32,
@@ -120,8 +137,12 @@ fn versions_paging_and_crypto_operations() {
         );
         assert_eq!(bad.body["value"], false, "{alg}");
     }
+}
 
-    // Paging: maxresults with absolute nextLinks that carry everything needed.
+#[test]
+fn key_and_version_lists_page_with_absolute_next_links() {
+    let v = Vault::start();
+    let (url, t, _, kid2) = rotated_key(&v);
     for i in 0..4 {
         v.create_key(&url, &t, &format!("p{i}"), 2048);
     }
@@ -228,8 +249,20 @@ fn rotation_policy_rotates_when_due() {
         default.body["lifetimeActions"][0]["action"]["type"],
         "Notify"
     );
+    // Due as soon as it is set (the key expires within the day), so the real
+    // background task is tested without waiting for a trigger time; triggers against
+    // a moving clock are tested in `clock.rs`.
+    let soon = pgcmk_vault::now_unix() + 3600;
+    let u = v.akv(
+        Method::PATCH,
+        &url,
+        "/keys/k",
+        &t,
+        Some(json!({ "attributes": { "exp": soon } })),
+    );
+    assert_eq!(u.status, 200, "{}", u.body);
     let policy = json!({
-        "lifetimeActions": [{ "trigger": { "timeAfterCreate": "PT2S" }, "action": { "type": "Rotate" } }],
+        "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P1D" }, "action": { "type": "Rotate" } }],
         "attributes": { "expiryTime": "P30D" }
     });
     let set = v.akv(
@@ -297,43 +330,86 @@ fn rotation_policy_rotates_when_due() {
     );
 }
 
-#[test]
-fn soft_delete_recover_purge_protection_and_backup_restore() {
-    let v = Vault::start();
-    let protected = v.vault("protected", true);
-    let plain = v.vault("plain", false);
-    let t = v.admin_token(&protected);
-    let tp = v.admin_token(&plain);
-    let kid = v.create_key(&protected, &t, "k", 2048);
-    v.akv(
-        Method::POST,
-        &protected,
-        "/keys/k/rotate",
-        &t,
-        Some(json!({})),
-    );
-    let wrapped = v.akv(
-        Method::POST,
-        &kid,
-        "/wrapkey",
-        &t,
-        Some(json!({ "alg": "RSA-OAEP-256", "value": b64(&[4; 32]) })),
-    );
+/// Vaults `protected` (purge protection) and `plain`, and in `protected` a key `k`
+/// with two versions, a DEK wrapped by version 1, and a backup of `k`.
+struct BackedUp {
+    v: Vault,
+    protected: String,
+    plain: String,
+    t: String,
+    tp: String,
+    kid: String,
+    wrapped: Value,
+    blob: String,
+}
 
-    let backup = v.akv(
-        Method::POST,
-        &protected,
-        "/keys/k/backup",
-        &t,
-        Some(json!({})),
-    );
-    assert_eq!(backup.status, 200);
-    let blob = backup.body["value"].as_str().unwrap().to_string();
-    let raw = unb64(&blob);
+impl BackedUp {
+    fn start() -> Self {
+        let v = Vault::start();
+        let protected = v.vault("protected", true);
+        let plain = v.vault("plain", false);
+        let t = v.admin_token(&protected);
+        let tp = v.admin_token(&plain);
+        let kid = v.create_key(&protected, &t, "k", 2048);
+        v.akv(
+            Method::POST,
+            &protected,
+            "/keys/k/rotate",
+            &t,
+            Some(json!({})),
+        );
+        let wrapped = v
+            .akv(
+                Method::POST,
+                &kid,
+                "/wrapkey",
+                &t,
+                Some(json!({ "alg": "RSA-OAEP-256", "value": b64(&[4; 32]) })),
+            )
+            .body["value"]
+            .clone();
+        let backup = v.akv(
+            Method::POST,
+            &protected,
+            "/keys/k/backup",
+            &t,
+            Some(json!({})),
+        );
+        assert_eq!(backup.status, 200);
+        let blob = backup.body["value"].as_str().unwrap().to_string();
+        Self {
+            v,
+            protected,
+            plain,
+            t,
+            tp,
+            kid,
+            wrapped,
+            blob,
+        }
+    }
+
+    /// Unwraps the DEK with version 1 of `k` in the vault at `vault_url`.
+    fn unwrap_in(&self, vault_url: &str, token: &str) -> support::Answer {
+        let version1 = self.kid.rsplit('/').next().unwrap();
+        self.v.akv(
+            Method::POST,
+            &format!("{vault_url}/keys/k/{version1}"),
+            "/unwrapkey",
+            token,
+            Some(json!({ "alg": "RSA-OAEP-256", "value": self.wrapped })),
+        )
+    }
+}
+
+#[test]
+fn a_backup_blob_is_sealed() {
+    let b = BackedUp::start();
+    let raw = unb64(&b.blob);
     assert!(raw.len() > 1000);
     // The blob is sealed: no PKCS#8 header or public modulus in the clear.
     let n = unb64(
-        v.akv(Method::GET, &kid, "", &t, None).body["key"]["n"]
+        b.v.akv(Method::GET, &b.kid, "", &b.t, None).body["key"]["n"]
             .as_str()
             .unwrap(),
     );
@@ -341,8 +417,13 @@ fn soft_delete_recover_purge_protection_and_backup_restore() {
         !raw.windows(16).any(|w| w == &n[..16]),
         "modulus visible in backup blob"
     );
+}
 
-    let deleted = v.akv(Method::DELETE, &protected, "/keys/k", &t, None);
+#[test]
+fn a_soft_deleted_key_holds_its_name_resists_purge_under_protection_and_recovers() {
+    let b = BackedUp::start();
+    let (v, protected, t) = (&b.v, &b.protected, &b.t);
+    let deleted = v.akv(Method::DELETE, protected, "/keys/k", t, None);
     assert_eq!(deleted.status, 200);
     assert_eq!(
         deleted.body["recoveryId"],
@@ -354,14 +435,14 @@ fn soft_delete_recover_purge_protection_and_backup_restore() {
         7 * 86_400
     );
     assert_eq!(
-        v.akv(Method::GET, &protected, "/keys/k", &t, None).status,
+        v.akv(Method::GET, protected, "/keys/k", t, None).status,
         404
     );
     let reuse = v.akv(
         Method::POST,
-        &protected,
+        protected,
         "/keys/k/create",
-        &t,
+        t,
         Some(json!({ "kty": "RSA" })),
     );
     assert_eq!((reuse.status, reuse.code()), (409, "Conflict"));
@@ -369,12 +450,12 @@ fn soft_delete_recover_purge_protection_and_backup_restore() {
         reuse.body["error"]["innererror"]["code"],
         "ObjectIsDeletedButRecoverable"
     );
-    let listed = v.akv(Method::GET, &protected, "/deletedkeys", &t, None);
+    let listed = v.akv(Method::GET, protected, "/deletedkeys", t, None);
     assert_eq!(
         listed.body["value"][0]["recoveryId"],
         format!("{protected}/deletedkeys/k")
     );
-    let refused = v.akv(Method::DELETE, &protected, "/deletedkeys/k", &t, None);
+    let refused = v.akv(Method::DELETE, protected, "/deletedkeys/k", t, None);
     assert_eq!(
         (refused.status, refused.code()),
         (403, "Forbidden"),
@@ -384,83 +465,89 @@ fn soft_delete_recover_purge_protection_and_backup_restore() {
 
     let recovered = v.akv(
         Method::POST,
-        &protected,
+        protected,
         "/deletedkeys/k/recover",
-        &t,
+        t,
         Some(json!({})),
     );
     assert_eq!(recovered.status, 200);
-    let unwrapped = v.akv(
-        Method::POST,
-        &kid,
-        "/unwrapkey",
-        &t,
-        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
-    );
+    let unwrapped = b.unwrap_in(protected, t);
     assert_eq!(
         unb64(unwrapped.body["value"].as_str().unwrap()),
         vec![4; 32]
     );
+}
 
-    // Restore into another vault keeps both versions and their ids.
+#[test]
+fn restore_into_another_vault_keeps_versions_and_refuses_duplicates_and_tampering() {
+    let b = BackedUp::start();
+    let (v, plain, tp) = (&b.v, &b.plain, &b.tp);
     let restored = v.akv(
         Method::POST,
-        &plain,
+        plain,
         "/keys/restore",
-        &tp,
-        Some(json!({ "value": blob })),
+        tp,
+        Some(json!({ "value": b.blob })),
     );
     assert_eq!(restored.status, 200, "{}", restored.body);
-    let version1 = kid.rsplit('/').next().unwrap();
-    let old_in_plain = format!("{plain}/keys/k/{version1}");
-    let again = v.akv(
-        Method::POST,
-        &old_in_plain,
-        "/unwrapkey",
-        &tp,
-        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
-    );
+    let again = b.unwrap_in(plain, tp);
     assert_eq!(unb64(again.body["value"].as_str().unwrap()), vec![4; 32]);
     let twice = v.akv(
         Method::POST,
-        &plain,
+        plain,
         "/keys/restore",
-        &tp,
-        Some(json!({ "value": blob })),
+        tp,
+        Some(json!({ "value": b.blob })),
     );
     assert_eq!(twice.status, 409);
-    let mut tampered = raw.clone();
+    let mut tampered = unb64(&b.blob);
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
     let bad = v.akv(
         Method::POST,
-        &plain,
+        plain,
         "/keys/restore",
-        &tp,
+        tp,
         Some(json!({ "value": b64(&tampered) })),
     );
     assert_eq!(bad.status, 400);
+}
 
-    // Without purge protection, purge removes the key for good.
+#[test]
+fn without_purge_protection_purge_destroys_the_key_and_both_outcomes_are_audited() {
+    let b = BackedUp::start();
+    let (v, plain, tp) = (&b.v, &b.plain, &b.tp);
+    // Refused under purge protection first (audited 403) ...
     assert_eq!(
-        v.akv(Method::DELETE, &plain, "/keys/k", &tp, None).status,
+        v.akv(Method::DELETE, &b.protected, "/keys/k", &b.t, None)
+            .status,
         200
     );
-    let purged = v.akv(Method::DELETE, &plain, "/deletedkeys/k", &tp, None);
+    assert_eq!(
+        v.akv(Method::DELETE, &b.protected, "/deletedkeys/k", &b.t, None)
+            .status,
+        403
+    );
+    // ... then, in a vault without it, a restored key is purged for good.
+    let restored = v.akv(
+        Method::POST,
+        plain,
+        "/keys/restore",
+        tp,
+        Some(json!({ "value": b.blob })),
+    );
+    assert_eq!(restored.status, 200, "{}", restored.body);
+    assert_eq!(
+        v.akv(Method::DELETE, plain, "/keys/k", tp, None).status,
+        200
+    );
+    let purged = v.akv(Method::DELETE, plain, "/deletedkeys/k", tp, None);
     assert_eq!(purged.status, 204);
     assert_eq!(
-        v.akv(Method::GET, &plain, "/deletedkeys/k", &tp, None)
-            .status,
+        v.akv(Method::GET, plain, "/deletedkeys/k", tp, None).status,
         404
     );
-    let gone = v.akv(
-        Method::POST,
-        &old_in_plain,
-        "/unwrapkey",
-        &tp,
-        Some(json!({ "alg": "RSA-OAEP-256", "value": wrapped.body["value"] })),
-    );
-    assert_eq!(gone.status, 404);
+    assert_eq!(b.unwrap_in(plain, tp).status, 404);
     let purges: Vec<Value> = v.audit("operation=KeyPurge");
     let statuses: Vec<u64> = purges
         .iter()
@@ -519,7 +606,7 @@ fn import_of_an_rsa_private_jwk() {
     let url = v.vault("imports", false);
     let t = v.admin_token(&url);
     let local = RsaPrivateKey::generate(RsaKeySize::Bits2048).unwrap();
-    let c = local.to_components().unwrap();
+    let c = pgcmk_testkit::rsa_jwk::components(&local);
     let mut jwk = json!({
         "kty": "RSA", "key_ops": ["wrapKey", "unwrapKey"],
         "n": b64(&c.n), "e": b64(&c.e), "d": b64(c.d.expose_secret()), "p": b64(c.p.expose_secret()),

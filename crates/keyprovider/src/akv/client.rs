@@ -1,107 +1,25 @@
 //! [`AkvClient`]: one vault's keys data plane over HTTPS, with the bearer-challenge
 //! handshake, token reuse, timeouts and AKV error mapping.
 
-use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use pgcmk_crypto::SecretBytes;
-use reqwest::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::Method;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use zeroize::Zeroizing;
 
 use super::challenge::BearerChallenge;
-use super::failure;
 use super::model::{
-    DeletedKeyBundle, DeletedKeyItem, KeyBundle, KeyItem, KeyOperationResult, KeyUpdate,
-    KeyVerifyResult, NewRsaKey, Page, RotationPolicy, SignatureAlgorithm, WrapAlgorithm,
-    RSA_KEY_SIZES,
+    DeletedKeyBundle, DeletedKeyItem, KeyBundle, KeyItem, KeyOperationParameters,
+    KeyOperationResult, KeyUpdate, KeyVerifyParameters, KeyVerifyResult, NewRsaKey, RotationPolicy,
+    SignatureAlgorithm, WrapAlgorithm, RSA_KEY_SIZES,
 };
+use super::options::ClientOptions;
 use super::token::TokenSource;
-use crate::key_id::{valid_name, valid_version};
+use super::transport::encode;
 use crate::{b64url, KeyError, KeyVersionId, WrappedDek};
+use pgcmk_akv_model::{valid_key_name, valid_key_version};
 
 /// Default AKV REST API version sent with every request.
 pub const DEFAULT_API_VERSION: &str = "7.5";
-
-/// How long an idle pooled connection is kept for reuse.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Connection settings shared by the vault and the token endpoints.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// A PEM file of CA certificates to trust (e.g. `pgcmk vault serve`'s `ca.pem`).
-    pub ca_file: Option<PathBuf>,
-    /// Also trust the system's roots (true by default; false trusts `ca_file` only).
-    pub system_roots: bool,
-    /// Limit for a whole request, connect to last byte.
-    pub timeout: Duration,
-    /// Limit for establishing the TCP and TLS connection.
-    pub connect_timeout: Duration,
-    /// The `api-version` query parameter.
-    pub api_version: String,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        Self {
-            ca_file: None,
-            system_roots: true,
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(5),
-            api_version: DEFAULT_API_VERSION.to_string(),
-        }
-    }
-}
-
-impl ClientOptions {
-    /// Trusts only the CAs in `ca_file` (a private vault's own CA).
-    pub fn trusting_only(ca_file: impl Into<PathBuf>) -> Self {
-        Self {
-            ca_file: Some(ca_file.into()),
-            system_roots: false,
-            ..Self::default()
-        }
-    }
-
-    fn http_client(&self) -> Result<reqwest::blocking::Client, KeyError> {
-        let mut builder = reqwest::blocking::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            // A bearer token must never follow a redirect somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            // Below common server idle limits (pgcmk's vault: 30 s), so a connection is
-            // rarely reused just as the server closes it.
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .user_agent(concat!("pgcmk-keyprovider/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| KeyError::Invalid {
-                reason: format!("cannot read CA file {}: {e}", path.display()),
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| KeyError::Invalid {
-                    reason: format!("CA file {} holds no PEM certificate", path.display()),
-                })?;
-            builder = if self.system_roots {
-                builder.tls_certs_merge(certs)
-            } else {
-                builder.tls_certs_only(certs)
-            };
-        } else if !self.system_roots {
-            return Err(KeyError::Invalid {
-                reason: "no CA to trust: give a CA file or allow the system roots".into(),
-            });
-        }
-        builder.build().map_err(|e| KeyError::Invalid {
-            reason: format!("cannot set up the HTTPS client: {e}"),
-        })
-    }
-}
 
 /// A client for one vault's keys API (`https://HOST[:PORT]`, nothing after the authority).
 ///
@@ -120,12 +38,12 @@ impl ClientOptions {
 /// # Ok(()) }
 /// ```
 pub struct AkvClient {
-    vault_url: String,
-    api_version: String,
-    http: reqwest::blocking::Client,
-    tokens: TokenSource,
-    /// The token scope the vault asked for, once learned.
-    scope: Mutex<Option<String>>,
+    pub(super) vault_url: String,
+    pub(super) api_version: String,
+    pub(super) http: reqwest::blocking::Client,
+    pub(super) tokens: TokenSource,
+    /// The vault's bearer challenge (token scope and authority), once learned.
+    pub(super) challenge: Mutex<Option<BearerChallenge>>,
 }
 
 impl std::fmt::Debug for AkvClient {
@@ -145,9 +63,6 @@ pub struct Signature {
     /// The signature bytes.
     pub value: Vec<u8>,
 }
-
-/// A request body, wiped after sending when it carries key material.
-type Body = Zeroizing<Vec<u8>>;
 
 impl AkvClient {
     /// A client for the vault at `vault_url`, authenticating with `tokens`.
@@ -183,7 +98,7 @@ impl AkvClient {
             api_version: options.api_version.clone(),
             http: options.http_client()?,
             tokens,
-            scope: Mutex::new(None),
+            challenge: Mutex::new(None),
         })
     }
 
@@ -202,14 +117,7 @@ impl AkvClient {
                 ),
             });
         }
-        let mut body =
-            json!({ "kty": "RSA", "key_size": key.size_bits, "attributes": key.attributes });
-        if !key.key_ops.is_empty() {
-            body["key_ops"] = json!(key.key_ops);
-        }
-        if !key.tags.is_empty() {
-            body["tags"] = json!(key.tags);
-        }
+        let body = key.parameters();
         let op = format!("create key '{name}'");
         self.json(
             &op,
@@ -253,26 +161,7 @@ impl AkvClient {
         version: Option<&str>,
         update: &KeyUpdate,
     ) -> Result<KeyBundle, KeyError> {
-        let mut body = json!({});
-        let mut attributes = serde_json::Map::new();
-        for (field, value) in [
-            ("enabled", json!(update.enabled)),
-            ("nbf", json!(update.nbf)),
-            ("exp", json!(update.exp)),
-        ] {
-            if !value.is_null() {
-                attributes.insert(field.to_string(), value);
-            }
-        }
-        if !attributes.is_empty() {
-            body["attributes"] = attributes.into();
-        }
-        if let Some(ops) = &update.key_ops {
-            body["key_ops"] = json!(ops);
-        }
-        if let Some(tags) = &update.tags {
-            body["tags"] = json!(tags);
-        }
+        let body = update.parameters();
         let op = format!("update key '{name}'");
         self.json(
             &op,
@@ -289,7 +178,7 @@ impl AkvClient {
             &op,
             Method::POST,
             &format!("{}/rotate", self.key_path(name, None)?),
-            Some(encode(&op, &json!({}))?),
+            Some(encode(&op, &serde_json::json!({}))?),
         )
     }
 
@@ -312,7 +201,7 @@ impl AkvClient {
             &op,
             Method::POST,
             &format!("{}/recover", self.deleted_path(name)?),
-            Some(encode(&op, &json!({}))?),
+            Some(encode(&op, &serde_json::json!({}))?),
         )
     }
 
@@ -334,10 +223,9 @@ impl AkvClient {
         key: &[u8],
     ) -> Result<WrappedDek, KeyError> {
         let op = format!("wrap with key '{name}'");
-        let value = Zeroizing::new(b64url::encode(key));
-        let body = KeyOperationRequest {
-            alg: algorithm.as_str(),
-            value: &value,
+        let body = KeyOperationParameters {
+            alg: algorithm.as_str().to_string(),
+            value: b64url::encode(key),
         };
         let path = format!("{}/wrapkey", self.key_path(name, version)?);
         let result: KeyOperationResult =
@@ -356,16 +244,19 @@ impl AkvClient {
         let op = format!("unwrap with key '{}'", kek.name);
         self.require_same_vault(&kek.vault_url)?;
         let algorithm = WrapAlgorithm::parse(&wrapped.algorithm)?;
-        let body =
-            json!({ "alg": algorithm.as_str(), "value": b64url::encode(&wrapped.ciphertext) });
+        let body = KeyOperationParameters {
+            alg: algorithm.as_str().to_string(),
+            value: b64url::encode(&wrapped.ciphertext),
+        };
         let path = format!(
             "{}/unwrapkey",
             self.key_path(&kek.name, Some(&kek.version))?
         );
-        let reply = self.call(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
-        let result: SecretResult =
-            serde_json::from_slice(&reply).map_err(|e| failure::unexpected_body(&op, &e))?;
-        Ok(result.value)
+        let result: KeyOperationResult =
+            self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
+        b64url::decode(&result.value)
+            .map(SecretBytes::new)
+            .map_err(|e| bad_base64(&op, &e))
     }
 
     /// Signs a digest the caller computed with the algorithm's hash (`sign` permission).
@@ -378,7 +269,10 @@ impl AkvClient {
     ) -> Result<Signature, KeyError> {
         let op = format!("sign with key '{name}'");
         check_digest(algorithm, digest)?;
-        let body = json!({ "alg": algorithm.name(), "value": b64url::encode(digest) });
+        let body = KeyOperationParameters {
+            alg: algorithm.name().to_string(),
+            value: b64url::encode(digest),
+        };
         let path = format!("{}/sign", self.key_path(name, version)?);
         let result: KeyOperationResult =
             self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
@@ -399,11 +293,11 @@ impl AkvClient {
     ) -> Result<bool, KeyError> {
         let op = format!("verify with key '{name}'");
         check_digest(algorithm, digest)?;
-        let body = json!({
-            "alg": algorithm.name(),
-            "digest": b64url::encode(digest),
-            "value": b64url::encode(signature),
-        });
+        let body = KeyVerifyParameters {
+            alg: algorithm.name().to_string(),
+            digest: b64url::encode(digest),
+            value: b64url::encode(signature),
+        };
         let path = format!("{}/verify", self.key_path(name, version)?);
         let result: KeyVerifyResult =
             self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
@@ -437,7 +331,7 @@ impl AkvClient {
     }
 
     fn key_path(&self, name: &str, version: Option<&str>) -> Result<String, KeyError> {
-        if !valid_name(name) {
+        if !valid_key_name(name) {
             return Err(KeyError::Invalid {
                 reason: format!(
                     "key name '{name}' is not valid: use 1-127 letters, digits and dashes"
@@ -446,7 +340,7 @@ impl AkvClient {
         }
         match version {
             None => Ok(format!("{}/keys/{name}", self.vault_url)),
-            Some(v) if valid_version(v) => Ok(format!("{}/keys/{name}/{v}", self.vault_url)),
+            Some(v) if valid_key_version(v) => Ok(format!("{}/keys/{name}/{v}", self.vault_url)),
             Some(v) => Err(KeyError::Invalid {
                 reason: format!(
                     "key version '{v}' is not valid: expected 32 lowercase hex characters"
@@ -484,169 +378,6 @@ impl AkvClient {
             }),
         }
     }
-
-    fn paged<T: DeserializeOwned>(&self, op: &str, first: String) -> Result<Vec<T>, KeyError> {
-        let mut items = Vec::new();
-        let mut next = Some(first);
-        while let Some(url) = next {
-            // Tokens go only to this vault, wherever a nextLink points.
-            if !url.starts_with(&format!("{}/", self.vault_url)) {
-                return Err(KeyError::Invalid {
-                    reason: format!("{op}: the vault's nextLink '{url}' leaves the vault; refusing to follow it"),
-                });
-            }
-            let page: Page<T> = self.json(op, Method::GET, &url, None)?;
-            items.extend(page.value);
-            next = page.next_link.filter(|l| !l.is_empty());
-        }
-        Ok(items)
-    }
-
-    fn json<T: DeserializeOwned>(
-        &self,
-        op: &str,
-        method: Method,
-        url: &str,
-        body: Option<Body>,
-    ) -> Result<T, KeyError> {
-        let reply = self.call(op, method, url, body)?;
-        serde_json::from_slice(&reply).map_err(|e| failure::unexpected_body(op, &e))
-    }
-
-    /// Sends a request with a token, learning the token scope from the vault's
-    /// challenge first if needed, and retrying once with a fresh token on a 401.
-    fn call(
-        &self,
-        op: &str,
-        method: Method,
-        url: &str,
-        body: Option<Body>,
-    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        let mut scope = self.learned_scope();
-        if scope.is_none() {
-            // As the Azure SDK does: an unauthenticated request without a body, so
-            // nothing but the URL reaches a server that has not proved what it is.
-            let (status, headers, reply) = self.send(op, method.clone(), url, None, None)?;
-            if status != 401 {
-                return Err(not_challenged(op, status, &reply));
-            }
-            scope = Some(self.learn_challenge(op, &headers, status, &reply)?);
-        }
-        let mut retried = false;
-        loop {
-            let scope_now = scope.clone().unwrap_or_default();
-            let auth = self.tokens.authorization(&self.http, &scope_now)?;
-            let (status, headers, reply) =
-                self.send(op, method.clone(), url, Some(auth), body.as_ref())?;
-            if (200..300).contains(&status) {
-                return Ok(reply);
-            }
-            if status == 401 && !retried {
-                // The token may have been revoked or the audience changed: start over once.
-                retried = true;
-                self.tokens.invalidate(&scope_now);
-                scope = Some(self.learn_challenge(op, &headers, status, &reply)?);
-                continue;
-            }
-            return Err(failure::from_response(op, status, &reply));
-        }
-    }
-
-    fn learned_scope(&self) -> Option<String> {
-        self.scope
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn learn_challenge(
-        &self,
-        op: &str,
-        headers: &reqwest::header::HeaderMap,
-        status: u16,
-        reply: &[u8],
-    ) -> Result<String, KeyError> {
-        let challenge = headers
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .find_map(BearerChallenge::parse)
-            .ok_or_else(|| failure::from_response(op, status, reply))?;
-        challenge.verify_for(&self.vault_url)?;
-        tracing::debug!(vault = %self.vault_url, scope = %challenge.scope, "vault asked for a token");
-        *self.scope.lock().unwrap_or_else(PoisonError::into_inner) = Some(challenge.scope.clone());
-        Ok(challenge.scope)
-    }
-
-    fn send(
-        &self,
-        op: &str,
-        method: Method,
-        url: &str,
-        auth: Option<HeaderValue>,
-        body: Option<&Body>,
-    ) -> Result<(u16, reqwest::header::HeaderMap, Zeroizing<Vec<u8>>), KeyError> {
-        let has_body_semantics = [Method::POST, Method::PUT, Method::PATCH].contains(&method);
-        let mut request = self.http.request(method, url);
-        if !url.contains("api-version=") {
-            request = request.query(&[("api-version", self.api_version.as_str())]);
-        }
-        if let Some(auth) = auth {
-            request = request.header(reqwest::header::AUTHORIZATION, auth);
-        }
-        if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.to_vec());
-        } else if has_body_semantics {
-            // An explicit empty body, so the probe carries `Content-Length: 0`.
-            request = request.body(Vec::new());
-        }
-        let retry = request.try_clone();
-        let response = match (request.send(), retry) {
-            // A pooled connection the server closed as we reused it: one fresh attempt,
-            // as Azure SDK clients retry connection errors. Timeouts are not retried.
-            (Err(e), Some(retry)) if !e.is_timeout() => {
-                tracing::debug!(op, error = %e, "retrying once on a new connection");
-                retry.send()
-            }
-            (result, _) => result,
-        }
-        .map_err(|e| failure::from_transport(op, e))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let reply = response
-            .bytes()
-            .map_err(|e| failure::from_transport(op, e))?;
-        Ok((status, headers, Zeroizing::new(reply.to_vec())))
-    }
-}
-
-/// Serializes a request body into a buffer that is wiped once sent.
-fn encode<T: Serialize + ?Sized>(op: &str, body: &T) -> Result<Body, KeyError> {
-    serde_json::to_vec(body)
-        .map(Zeroizing::new)
-        .map_err(|e| KeyError::Invalid {
-            reason: format!("{op}: cannot encode the request: {e}"),
-        })
-}
-
-/// A wrap request, borrowing the encoded key so no unwiped copy of it is made.
-#[derive(Serialize)]
-struct KeyOperationRequest<'a> {
-    alg: &'a str,
-    value: &'a str,
-}
-
-/// The vault answered an unauthenticated request with something other than a challenge.
-fn not_challenged(op: &str, status: u16, reply: &[u8]) -> KeyError {
-    if (200..300).contains(&status) {
-        KeyError::Invalid {
-            reason: format!("{op}: the server answered without asking for a token, so it is not a key vault: check the vault URL"),
-        }
-    } else {
-        failure::from_response(op, status, reply)
-    }
 }
 
 fn check_digest(algorithm: SignatureAlgorithm, digest: &[u8]) -> Result<(), KeyError> {
@@ -668,19 +399,4 @@ fn bad_base64(op: &str, err: &base64::DecodeError) -> KeyError {
     KeyError::Transient {
         reason: format!("{op}: the vault sent a value that is not base64url ({err}); retry later"),
     }
-}
-
-/// An unwrap result whose plaintext goes straight into [`SecretBytes`].
-#[derive(Deserialize)]
-struct SecretResult {
-    #[serde(deserialize_with = "secret_b64")]
-    value: SecretBytes,
-}
-
-fn secret_b64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretBytes, D::Error> {
-    // Borrowed from the (wiped) response body: base64url has nothing to unescape.
-    let text = <&str>::deserialize(d)?;
-    b64url::decode(text)
-        .map(SecretBytes::new)
-        .map_err(serde::de::Error::custom)
 }

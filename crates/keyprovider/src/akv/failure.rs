@@ -1,7 +1,7 @@
 //! How vault and transport failures map onto [`KeyError`]: definitive denials
 //! (the customer's switch) versus transient trouble (retry) versus bad requests.
 
-use serde::Deserialize;
+use pgcmk_akv_model::ErrorBody;
 
 use crate::KeyError;
 
@@ -21,21 +21,6 @@ const DENIAL_CODES: [&str; 9] = [
 
 /// Longest server message quoted in an error, so a hostile server cannot flood logs.
 const MAX_MESSAGE: usize = 300;
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default, rename = "innererror")]
-    inner: Option<Box<ErrorDetail>>,
-}
 
 /// The AKV error code (the innermost one when nested) and message of an error body.
 fn akv_error(body: &[u8]) -> Option<(String, String)> {

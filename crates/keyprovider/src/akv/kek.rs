@@ -2,10 +2,15 @@
 
 use pgcmk_crypto::Dek;
 
-use super::client::{AkvClient, ClientOptions};
+use super::client::AkvClient;
+use super::model::KeyBundle;
 use super::model::WrapAlgorithm;
+use super::options::ClientOptions;
 use super::token::TokenSource;
-use crate::{KeyEncryptionKey, KeyError, KeyInfo, KeyReference, WrappedDek};
+use crate::{
+    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyInfo, KeyReference, KeyType,
+    WrappedDek,
+};
 
 /// A KEK held in a vault. A versionless reference follows rotation: `wrap` and
 /// `info` use the current version; `unwrap` always uses the exact version recorded in
@@ -48,6 +53,31 @@ impl AkvKek {
     fn version(&self) -> Option<&str> {
         self.reference.version.as_deref()
     }
+
+    /// The key's properties from its bundle; `location` is left unknown.
+    fn describe_bundle(bundle: KeyBundle) -> Result<KeyDescription, KeyError> {
+        let key_type = match bundle.key.kty.as_str() {
+            "RSA" => KeyType::Rsa,
+            "RSA-HSM" => KeyType::RsaHsm,
+            other => KeyType::Other(other.to_string()),
+        };
+        let size_bits = bundle.size_bits().filter(|_| key_type.is_rsa());
+        let a = &bundle.attributes;
+        Ok(KeyDescription {
+            current: bundle.version_id()?,
+            key_type,
+            size_bits,
+            // AKV omits `enabled` only for keys that are enabled.
+            enabled: a.enabled.unwrap_or(true),
+            not_before: a.nbf,
+            expires: a.exp,
+            protection: DeletionProtection {
+                recovery_level: a.recovery_level.clone(),
+                recoverable_days: a.recoverable_days,
+            },
+            location: None,
+        })
+    }
 }
 
 impl KeyEncryptionKey for AkvKek {
@@ -57,19 +87,25 @@ impl KeyEncryptionKey for AkvKek {
 
     fn info(&self) -> Result<KeyInfo, KeyError> {
         let bundle = self.client.get_key(&self.reference.name, self.version())?;
-        let current = bundle.version_id()?;
-        let size_bits = bundle.size_bits().ok_or_else(|| KeyError::Invalid {
+        let d = Self::describe_bundle(bundle)?;
+        let size_bits = d.size_bits.ok_or_else(|| KeyError::Invalid {
             reason: format!(
                 "key {} is not an RSA key (kty {})",
-                self.reference, bundle.key.kty
+                self.reference, d.key_type
             ),
         })?;
         Ok(KeyInfo {
-            current,
+            current: d.current,
             size_bits,
-            // AKV omits `enabled` only for keys that are enabled.
-            enabled: bundle.attributes.enabled.unwrap_or(true),
+            enabled: d.enabled,
         })
+    }
+
+    fn describe(&self) -> Result<KeyDescription, KeyError> {
+        let bundle = self.client.get_key(&self.reference.name, self.version())?;
+        let mut description = Self::describe_bundle(bundle)?;
+        description.location = self.client.vault_location()?;
+        Ok(description)
     }
 
     fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError> {

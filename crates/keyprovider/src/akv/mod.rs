@@ -14,15 +14,19 @@ mod challenge;
 mod client;
 mod failure;
 mod kek;
+mod location;
 mod model;
+mod options;
 mod token;
+mod transport;
 
 pub use challenge::BearerChallenge;
-pub use client::{AkvClient, ClientOptions, Signature, DEFAULT_API_VERSION};
+pub use client::{AkvClient, Signature, DEFAULT_API_VERSION};
 pub use kek::AkvKek;
 pub use model::{
-    DeletedKeyBundle, DeletedKeyItem, JsonWebKey, KeyAttributes, KeyBundle, KeyItem, KeyUpdate,
-    LifetimeAction, LifetimeActionKind, LifetimeTrigger, NewRsaKey, RotationPolicy,
+    DeletedKeyBundle, DeletedKeyItem, DeletionInfo, JsonWebKey, KeyAttributes, KeyBundle, KeyItem,
+    KeyUpdate, LifetimeAction, LifetimeActionKind, LifetimeTrigger, NewRsaKey, RotationPolicy,
     RotationPolicyAttributes, SignatureAlgorithm, WrapAlgorithm, RSA_KEY_SIZES,
 };
+pub use options::ClientOptions;
 pub use token::TokenSource;

@@ -1,7 +1,8 @@
 //! The service's main port: token endpoints and the management API for identities,
-//! vaults, access policies and the audit trail. Deny by default: service
-//! administrators manage identities, create vaults and read the audit trail; only a
-//! vault's administrators change its settings and access policies.
+//! vaults, access policies and the audit trail. Deny by default: each route's role
+//! comes from the one table in [`super::admin_route`] — service administrators manage
+//! identities, create vaults and read the audit trail; only a vault's administrators
+//! change its settings and access policies; a vault's policy holders may read it.
 
 use std::sync::Arc;
 
@@ -12,14 +13,14 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::admin_identities::{create_identity, delete_identity, find_identity, identity_json};
-use super::admin_vaults::{
-    change_vault, create_vault, update_vault, vault_admin, vault_for, vault_json,
-};
+use super::admin_route::{authorize, holds, AdminOp, AdminRoute, Role};
+use super::admin_vaults::{change_vault, create_vault, update_vault, vault_for, vault_json};
 use super::identity_api::{self, TokenAnswer};
-use super::{form_pairs, json_body, read_body, respond, ApiError, AuditScope, Reply};
+use super::{blocking, form_pairs, json_body, read_body, respond, ApiError, AuditScope, Reply};
 use crate::audit::AuditFilter;
 use crate::policy::parse_permissions;
 use crate::service::Service;
+use crate::vaults::VaultChangeRefused;
 
 /// The main port's router.
 pub fn router(service: Arc<Service>) -> Router {
@@ -27,22 +28,17 @@ pub fn router(service: Arc<Service>) -> Router {
 }
 
 async fn handle(State(service): State<Arc<Service>>, req: Request) -> Response {
-    let segments: Vec<String> = req
-        .uri()
-        .path()
-        .trim_matches('/')
-        .split('/')
-        .map(String::from)
-        .collect();
-    let mut scope = AuditScope::begin(&req, &service, "", operation_name(req.method(), &segments));
+    let path = req.uri().path().to_string();
+    let route = AdminRoute::parse(req.method().as_str(), &path);
+    let operation = route.as_ref().map_or("Unknown", |(r, _)| r.operation);
+    let mut scope = AuditScope::begin(&req, &service, "", operation);
     let (parts, body) = req.into_parts();
     let response = match read_body(body).await {
         Err(e) => respond(Err(&e), &scope.request_id, &parts.headers),
         Ok(body) => {
             if let Some(answer) = token_request(
                 &service,
-                &parts.method,
-                &segments,
+                route.as_ref().map(|(r, _)| r.op),
                 parts.uri.query(),
                 &parts.headers,
                 &body,
@@ -56,72 +52,42 @@ async fn handle(State(service): State<Arc<Service>>, req: Request) -> Response {
                 };
                 respond(Ok(&reply), &scope.request_id, &parts.headers)
             } else {
-                let result = manage(
-                    &service,
-                    &parts.method,
-                    &segments,
-                    parts.uri.query(),
-                    &parts.headers,
-                    &body,
-                    &mut scope,
-                )
-                .await;
+                let request = ManageRequest {
+                    method: &parts.method,
+                    path: &path,
+                    query: parts.uri.query(),
+                    headers: &parts.headers,
+                    body: &body,
+                };
+                let result = manage(&service, route, &request, &mut scope).await;
                 respond(result.as_ref(), &scope.request_id, &parts.headers)
             }
         }
     };
-    if segments == ["health"] {
+    if path.trim_matches('/') == "health" {
         return response;
     }
     scope.finish(&service, response, &parts.headers).await
 }
 
-fn operation_name(method: &Method, s: &[String]) -> &'static str {
-    let s: Vec<&str> = s.iter().map(String::as_str).collect();
-    match (method.as_str(), s.as_slice()) {
-        (_, ["msi", "token"]) => "ManagedIdentityToken",
-        (_, ["oauth2", "token"] | [_, "oauth2", "v2.0", "token"]) => "ClientCredentialsToken",
-        ("POST", ["admin", "identities"]) => "IdentityCreate",
-        ("GET", ["admin", "identities"]) => "IdentityList",
-        ("GET", ["admin", "identities", _]) => "IdentityGet",
-        ("DELETE", ["admin", "identities", _]) => "IdentityDelete",
-        ("POST", ["admin", "vaults"]) => "VaultCreate",
-        ("GET", ["admin", "vaults"]) => "VaultList",
-        ("GET", ["admin", "vaults", _]) => "VaultGet",
-        ("PATCH", ["admin", "vaults", _]) => "VaultUpdate",
-        ("PUT", ["admin", "vaults", _, "policies", _]) => "SetPolicy",
-        ("DELETE", ["admin", "vaults", _, "policies", _]) => "DeletePolicy",
-        ("GET", ["admin", "audit"]) => "AuditList",
-        ("GET", ["admin", "audit", "verify"]) => "AuditVerify",
-        ("GET", ["health"]) => "Health",
-        _ => "Unknown",
-    }
-}
-
 fn token_request(
     service: &Service,
-    method: &Method,
-    s: &[String],
+    op: Option<AdminOp>,
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Option<TokenAnswer> {
-    let s: Vec<&str> = s.iter().map(String::as_str).collect();
-    match (method.as_str(), s.as_slice()) {
-        ("GET", ["msi", "token"]) => Some(identity_api::managed_identity(
+    match op? {
+        AdminOp::ManagedIdentityToken => Some(identity_api::managed_identity(
             service,
             query.unwrap_or_default(),
             headers,
         )),
-        ("POST", ["oauth2", "token"] | [_, "oauth2", "v2.0", "token"]) => {
+        AdminOp::ClientCredentialsToken | AdminOp::ClientCredentialsTokenV2 => {
             Some(identity_api::client_credentials(service, body))
         }
         _ => None,
     }
-}
-
-pub(super) fn forbidden(what: &str) -> ApiError {
-    ApiError::forbidden(format!("the caller may not {what}")).with_inner("ForbiddenByRole")
 }
 
 fn created(body: Value) -> Reply {
@@ -131,92 +97,90 @@ fn created(body: Value) -> Reply {
     }
 }
 
+/// The parts of a management request the handlers read.
+struct ManageRequest<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
 async fn manage(
     service: &Arc<Service>,
-    method: &Method,
-    s: &[String],
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    route: Option<(&'static AdminRoute, Vec<String>)>,
+    request: &ManageRequest<'_>,
     scope: &mut AuditScope,
 ) -> Result<Reply, ApiError> {
-    let s: Vec<&str> = s.iter().map(String::as_str).collect();
-    if let ("GET", ["health"]) = (method.as_str(), s.as_slice()) {
+    let (method, path) = (request.method, request.path.trim_matches('/'));
+    if route.as_ref().is_some_and(|(r, _)| r.op == AdminOp::Health) {
         return Ok(Reply::ok(json!({ "status": "ok" })));
     }
-    if s.first() != Some(&"admin") {
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments.first() != Some(&"admin") {
         return Err(ApiError::not_found(
             "NotFound",
-            format!("{method} /{} is not an API of this service", s.join("/")),
+            format!("{method} /{path} is not an API of this service"),
         ));
     }
-    let caller = service.authenticate(headers, &service.url)?;
+    let caller = super::authenticate(service, request.headers, &service.url)?;
     scope.caller(&caller);
-    if let Some(v) = s.get(2).filter(|_| s.get(1) == Some(&"vaults")) {
+    if let Some(v) = segments
+        .get(2)
+        .filter(|_| segments.get(1) == Some(&"vaults"))
+    {
         scope.entry.vault = (*v).to_string();
     }
-    let body = json_body(body)?;
-    let admin = |what: &str| {
-        if caller.service_admin {
-            Ok(())
-        } else {
-            Err(forbidden(what))
-        }
+    let body = json_body(request.body)?;
+    let Some((route, params)) = route else {
+        return Err(ApiError::not_found(
+            "NotFound",
+            format!("{method} /{path} is not a management API"),
+        ));
     };
-    match (method.as_str(), &s[1..]) {
-        ("POST", ["identities"]) => {
-            admin("create identities (service administrators only)")?;
-            create_identity(service, &body).map(created)
+    let vault = if route.names_vault() {
+        Some(vault_for(service, &params[0])?)
+    } else {
+        None
+    };
+    authorize(route, &caller, vault.as_ref())
+        .map_err(|refusal| ApiError::forbidden(refusal).with_inner("ForbiddenByRole"))?;
+    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    match route.op {
+        AdminOp::CreateIdentity => blocking(service, move |svc| create_identity(svc, &body))
+            .await
+            .map(created),
+        AdminOp::ListIdentities => Ok(Reply::ok(
+            json!({ "value": service.directory.list().iter().map(identity_json).collect::<Vec<_>>() }),
+        )),
+        AdminOp::GetIdentity => Ok(Reply::ok(identity_json(&find_identity(service, param(0))?))),
+        AdminOp::DeleteIdentity => {
+            let who = param(0).to_string();
+            blocking(service, move |svc| delete_identity(svc, &caller, &who)).await
         }
-        ("GET", ["identities"]) => {
-            admin("list identities (service administrators only)")?;
-            Ok(Reply::ok(
-                json!({ "value": service.directory.list().iter().map(identity_json).collect::<Vec<_>>() }),
-            ))
-        }
-        ("GET", ["identities", x]) => {
-            admin("read identities (service administrators only)")?;
-            Ok(Reply::ok(identity_json(&find_identity(service, x)?)))
-        }
-        ("DELETE", ["identities", x]) => {
-            admin("delete identities (service administrators only)")?;
-            delete_identity(service, &caller, x)
-        }
-        ("POST", ["vaults"]) => {
-            admin("create vaults (service administrators only)")?;
-            create_vault(service, &caller, &body).await.map(created)
-        }
-        ("GET", ["vaults"]) => {
+        AdminOp::CreateVault => create_vault(service, &caller, &body).await.map(created),
+        AdminOp::ListVaults => {
             let visible: Vec<Value> = service
                 .vaults
                 .list()
                 .iter()
-                .filter(|v| {
-                    caller.service_admin
-                        || v.administrators.contains(&caller.object_id)
-                        || v.policies.contains_key(&caller.object_id)
-                })
+                .filter(|v| holds(Role::VaultReader, &caller, Some(v)))
                 .map(|v| vault_json(service, v))
                 .collect();
             Ok(Reply::ok(json!({ "value": visible })))
         }
-        ("GET", ["vaults", name]) => {
-            let v = vault_for(service, name)?;
-            if !(caller.service_admin
-                || v.administrators.contains(&caller.object_id)
-                || v.policies.contains_key(&caller.object_id))
-            {
-                return Err(forbidden(&format!("read vault '{name}'")));
-            }
-            Ok(Reply::ok(vault_json(service, &v)))
+        AdminOp::GetVault => match &vault {
+            Some(v) => Ok(Reply::ok(vault_json(service, v))),
+            None => Err(vault_for(service, param(0)).err().unwrap_or_else(|| {
+                ApiError::internal("a vault route was parsed without its vault")
+            })),
+        },
+        AdminOp::UpdateVault => {
+            let name = param(0).to_string();
+            blocking(service, move |svc| update_vault(svc, &name, &body)).await
         }
-        ("PATCH", ["vaults", name]) => {
-            vault_admin(service, &caller, name)?;
-            update_vault(service, name, &body)
-        }
-        ("PUT", ["vaults", name, "policies", who]) => {
-            vault_admin(service, &caller, name)?;
-            let principal = find_identity(service, who)?;
+        AdminOp::SetPolicy => {
+            let principal = find_identity(service, param(1))?;
             let names: Vec<String> = match body.get("key_permissions") {
                 Some(Value::Array(a)) => a
                     .iter()
@@ -226,45 +190,46 @@ async fn manage(
             }
             .ok_or_else(|| ApiError::bad("key_permissions must be an array of permission names"))?;
             let perms = parse_permissions(&names).map_err(ApiError::bad)?;
-            change_vault(service, name, |v| {
-                v.policies
-                    .insert(principal.object_id.clone(), perms.iter().copied().collect());
-                Ok(())
+            let name = param(0).to_string();
+            blocking(service, move |svc| {
+                change_vault(svc, &name, |v| {
+                    v.policies
+                        .insert(principal.object_id.clone(), perms.iter().copied().collect());
+                    Ok(())
+                })
             })
+            .await
         }
-        ("DELETE", ["vaults", name, "policies", who]) => {
-            vault_admin(service, &caller, name)?;
-            let principal = find_identity(service, who)?;
-            change_vault(service, name, |v| {
-                v.policies
-                    .remove(&principal.object_id)
-                    .map(|_| ())
-                    .ok_or_else(|| {
-                        format!(
-                            "vault '{}' has no access policy for '{}'",
-                            v.name, principal.name
-                        )
-                    })
+        AdminOp::DeletePolicy => {
+            let principal = find_identity(service, param(1))?;
+            let name = param(0).to_string();
+            blocking(service, move |svc| {
+                change_vault(svc, &name, |v| {
+                    v.policies
+                        .remove(&principal.object_id)
+                        .map(|_| ())
+                        .ok_or_else(|| VaultChangeRefused::NoSuchPolicy {
+                            vault: v.name.clone(),
+                            identity: principal.name.clone(),
+                        })
+                })
             })
+            .await
         }
-        ("GET", ["audit"]) => {
-            admin("read the audit trail (service administrators only)")?;
-            list_audit(service, query).await
-        }
-        ("GET", ["audit", "verify"]) => {
-            admin("verify the audit trail (service administrators only)")?;
-            let svc = service.clone();
-            let outcome = tokio::task::spawn_blocking(move || svc.audit.verify())
-                .await
-                .map_err(ApiError::internal)??;
+        AdminOp::ListAudit => list_audit(service, request.query).await,
+        AdminOp::VerifyAudit => {
+            let outcome = blocking(service, |svc| Ok(svc.audit.verify()?)).await?;
             Ok(Reply::ok(match outcome {
                 Ok(n) => json!({ "ok": true, "entries": n }),
                 Err(b) => json!({ "ok": false, "entry": b.entry, "problem": b.problem }),
             }))
         }
-        _ => Err(ApiError::not_found(
+        AdminOp::Health
+        | AdminOp::ManagedIdentityToken
+        | AdminOp::ClientCredentialsToken
+        | AdminOp::ClientCredentialsTokenV2 => Err(ApiError::not_found(
             "NotFound",
-            format!("{method} /{} is not a management API", s.join("/")),
+            format!("{method} /{path} is answered before authentication"),
         )),
     }
 }
@@ -296,9 +261,6 @@ async fn list_audit(service: &Arc<Service>, query: Option<&str>) -> Result<Reply
         limit,
     };
     filter.validate().map_err(ApiError::bad)?;
-    let svc = service.clone();
-    let entries = tokio::task::spawn_blocking(move || svc.audit.list(&filter))
-        .await
-        .map_err(ApiError::internal)??;
+    let entries = blocking(service, move |svc| Ok(svc.audit.list(&filter)?)).await?;
     Ok(Reply::ok(json!({ "value": entries })))
 }

@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::admin_api::forbidden;
 use super::admin_identities::find_identity;
 use super::{ApiError, Reply};
 use crate::identity::Principal;
-use crate::now_unix;
 use crate::policy::Permission;
 use crate::service::Service;
-use crate::vaults::{valid_vault_name, VaultRecord};
+use crate::vaults::{valid_vault_name, VaultChangeRefused, VaultRecord};
 
 pub(super) fn vault_for(service: &Service, name: &str) -> Result<VaultRecord, ApiError> {
     service.vaults.get(name).ok_or_else(|| {
@@ -21,21 +19,6 @@ pub(super) fn vault_for(service: &Service, name: &str) -> Result<VaultRecord, Ap
             format!("no vault is named '{name}'; list them with: pgcmk keyvault list"),
         )
     })
-}
-
-pub(super) fn vault_admin(
-    service: &Service,
-    caller: &Principal,
-    name: &str,
-) -> Result<VaultRecord, ApiError> {
-    let v = vault_for(service, name)?;
-    if v.administrators.contains(&caller.object_id) {
-        Ok(v)
-    } else {
-        Err(forbidden(&format!(
-            "manage vault '{name}': only its administrators may"
-        )))
-    }
 }
 
 pub(super) fn vault_json(service: &Service, v: &VaultRecord) -> Value {
@@ -142,9 +125,15 @@ pub(super) async fn create_vault(
             Permission::ALL.iter().copied().collect(),
         )]
         .into(),
-        created: now_unix(),
+        created: service.now(),
     };
-    if !service.vaults.insert(&service.store, record.clone())? {
+    // The durable write (fsync) runs off the async runtime.
+    let inserted = super::blocking(service, {
+        let record = record.clone();
+        move |svc| Ok(svc.vaults.insert(&svc.store, record)?)
+    })
+    .await?;
+    if !inserted {
         return Err(ApiError::conflict(format!(
             "a vault named '{name}' already exists"
         )));
@@ -156,13 +145,13 @@ pub(super) async fn create_vault(
 pub(super) fn change_vault(
     service: &Service,
     name: &str,
-    change: impl FnOnce(&mut VaultRecord) -> Result<(), String>,
+    change: impl FnOnce(&mut VaultRecord) -> Result<(), VaultChangeRefused>,
 ) -> Result<Reply, ApiError> {
     match service.vaults.update(&service.store, name, change)? {
         None => Err(vault_for(service, name)
             .err()
             .unwrap_or_else(|| ApiError::bad("vault changed concurrently; retry"))),
-        Some(Err(msg)) => Err(ApiError::bad(msg)),
+        Some(Err(refused)) => Err(ApiError::bad(refused.to_string())),
         Some(Ok(v)) => Ok(Reply::ok(vault_json(service, &v))),
     }
 }
@@ -192,13 +181,12 @@ pub(super) fn update_vault(service: &Service, name: &str, body: &Value) -> Resul
     let remove = ids("remove_administrators")?;
     change_vault(service, name, |v| {
         if purge_protection == Some(false) && v.purge_protection {
-            return Err("purge protection cannot be turned off once it is on".into());
+            return Err(VaultChangeRefused::PurgeProtectionIsPermanent);
         }
         if retention_days.is_some_and(|d| d != v.retention_days) {
-            return Err(format!(
-                "retention_days is fixed at creation ({} days)",
-                v.retention_days
-            ));
+            return Err(VaultChangeRefused::RetentionIsFixed {
+                days: v.retention_days,
+            });
         }
         if let Some(l) = location {
             v.location = l;
@@ -216,7 +204,7 @@ pub(super) fn update_vault(service: &Service, name: &str, body: &Value) -> Resul
             v.administrators.remove(&p.object_id);
         }
         if v.administrators.is_empty() {
-            return Err("a vault needs at least one administrator".into());
+            return Err(VaultChangeRefused::NoAdministratorLeft);
         }
         Ok(())
     })

@@ -3,8 +3,10 @@
 
 pub mod admin_api;
 mod admin_identities;
+pub mod admin_route;
 mod admin_vaults;
 pub mod identity_api;
+pub mod key_errors;
 pub mod vault_api;
 
 use axum::body::Body;
@@ -86,10 +88,46 @@ impl ApiError {
     }
 }
 
+/// The caller of a request, authenticated by its bearer token for `audience`; a 401
+/// with a `WWW-Authenticate` challenge otherwise.
+pub fn authenticate(
+    service: &crate::service::Service,
+    headers: &HeaderMap,
+    audience: &str,
+) -> Result<crate::identity::Principal, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    service.authenticate(authorization, audience).map_err(|e| {
+        let token_error = match &e {
+            crate::token::AuthError::InvalidToken(t) => Some(t),
+            _ => None,
+        };
+        let mut answer = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
+        answer.challenge = Some(service.challenge(audience, token_error));
+        answer
+    })
+}
+
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
-        Self::internal(e)
+        match e {
+            crate::Error::IdentityExists(_) => Self::conflict(e.to_string()),
+            e => Self::internal(e),
+        }
     }
+}
+
+/// Runs `f` on a blocking thread: storage writes commit with fsync and must not
+/// hold up the async runtime's workers.
+pub async fn blocking<R: Send + 'static>(
+    service: &std::sync::Arc<crate::service::Service>,
+    f: impl FnOnce(&crate::service::Service) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 /// A successful answer: status and JSON body (none for 204).
@@ -232,7 +270,7 @@ fn percent_decode(s: &str) -> String {
 
 /// A fresh request id (UUID-shaped).
 pub fn request_id() -> String {
-    crate::identity::uuid().unwrap_or_else(|_| "00000000-0000-0000-0000-000000000000".into())
+    crate::identity::new_id()
 }
 
 /// The audit record of one request in progress.

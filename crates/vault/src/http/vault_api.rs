@@ -6,7 +6,8 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{form_pairs, read_body, respond, ApiError, AuditScope};
+use super::{form_pairs, form_value, read_body, respond, ApiError, AuditScope, Reply};
+use crate::keys::listing::ListQuery;
 use crate::keys::ops::{self, Ctx, Outcome};
 use crate::keys::route::Route;
 use crate::service::Service;
@@ -28,18 +29,21 @@ pub async fn handle(State(ctx): State<VaultCtx>, req: Request) -> Response {
     scope.entry.key = route.as_ref().and_then(Route::key_name).map(String::from);
     scope.entry.version = route.as_ref().and_then(Route::version).map(String::from);
     let (parts, body) = req.into_parts();
-    let result = process(&ctx, route, &parts, body, &mut scope).await;
-    if let Ok(Outcome {
-        version: Some(v), ..
-    }) = &result
-    {
-        scope.entry.version = Some(v.clone());
-    }
-    let response = respond(
-        result.as_ref().map(|o| &o.reply),
-        &scope.request_id,
-        &parts.headers,
-    );
+    let result = process(&ctx, route, &parts, body, &mut scope)
+        .await
+        .map(|outcome| {
+            if let Some(v) = outcome.version {
+                scope.entry.version = Some(v);
+            }
+            match outcome.body {
+                Some(body) => Reply::ok(body),
+                None => Reply {
+                    status: StatusCode::NO_CONTENT,
+                    body: None,
+                },
+            }
+        });
+    let response = respond(result.as_ref(), &scope.request_id, &parts.headers);
     scope.finish(&ctx.service, response, &parts.headers).await
 }
 
@@ -58,7 +62,7 @@ async fn process(
     })?;
     let url = ctx.service.vault_url(&vault);
     let body = read_body(body).await?;
-    let caller = ctx.service.authenticate(&parts.headers, &url)?;
+    let caller = super::authenticate(&ctx.service, &parts.headers, &url)?;
     scope.caller(&caller);
     let route = route.ok_or_else(|| {
         ApiError::new(
@@ -93,7 +97,13 @@ async fn process(
         ));
     };
     let service = ctx.service.clone();
-    let query = form_pairs(parts.uri.query().unwrap_or_default());
+    let pairs = form_pairs(parts.uri.query().unwrap_or_default());
+    let param = |name: &str| form_value(&pairs, name).map(String::from);
+    let query = ListQuery {
+        max_results: param("maxresults"),
+        skip_token: param("$skiptoken"),
+        api_version: param("api-version"),
+    };
     // Crypto operations queue for the per-core pool; the rest (key generation, which
     // can take a second, and storage-only work) must not hold up that queue.
     let in_pool = matches!(route, Route::Crypto(..));
@@ -105,7 +115,7 @@ async fn process(
             url,
             query: &query,
         };
-        ops::run(&ctx, &route, &body)
+        ops::run(&ctx, &route, &body).map_err(ApiError::from)
     };
     if in_pool {
         ctx.service

@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use pgcmk_akv_model::{b64url, ValueParameter};
 use pgcmk_crypto::rsa::RsaPrivateKey;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::error::{bad, KeyConflict, KeyOpError};
 use super::model::{Attributes, KeyRecord};
 use super::ops::{self, Ctx, Outcome};
-use super::request::{self, b64url, to_b64url};
+use super::request::{self, decode_b64url};
 use super::rotation::RotationPolicy;
-use crate::http::ApiError;
 use crate::storage::{KEYS, VERSIONS};
 
 const MAGIC: &[u8] = b"pgcmk-key-backup-v1:";
@@ -45,21 +45,13 @@ struct BackupPayload {
 }
 
 /// `POST /keys/{name}/backup`.
-pub fn backup(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
-    let key = match ops::load_key(ctx, name)? {
-        Some(k) if k.deleted.is_none() => k,
-        _ => {
-            return Err(ApiError::not_found(
-                "KeyNotFound",
-                format!("A key with (name/id) {name} was not found in this key vault."),
-            ))
-        }
-    };
+pub fn backup(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
+    let key = ops::active_key(ctx, name)?;
     let mut versions = Vec::new();
     for version in &key.versions {
         let v = ops::version_record(ctx, &key, version)?;
         let private = super::crypto::private_key(ctx.service, &ctx.vault.name, name, &v)?;
-        let der = private.to_pkcs8_der().map_err(ApiError::internal)?;
+        let der = private.to_pkcs8_der()?;
         versions.push(BackupVersion {
             version: v.version,
             private_pkcs8: B64.encode(der.expose_secret()),
@@ -74,27 +66,22 @@ pub fn backup(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
         rotation: key.rotation,
         versions,
     };
-    let plain = Zeroizing::new(serde_json::to_vec(&payload).map_err(ApiError::internal)?);
+    let plain = Zeroizing::new(serde_json::to_vec(&payload).map_err(crate::Error::from)?);
     drop(payload);
     let mut blob = MAGIC.to_vec();
-    blob.extend_from_slice(
-        &ctx.service
-            .keys
-            .backup
-            .seal(AAD, &plain)
-            .map_err(crate::Error::from)?,
-    );
-    Ok(Outcome {
-        reply: crate::http::Reply::ok(json!({ "value": to_b64url(&blob) })),
-        version: None,
-    })
+    blob.extend_from_slice(&ctx.service.keys.backup.seal(AAD, &plain)?);
+    Outcome::new(
+        ValueParameter {
+            value: b64url::encode(&blob),
+        },
+        None,
+    )
 }
 
 /// `POST /keys/restore`.
-pub fn restore(ctx: &Ctx<'_>, body: &Value) -> Result<Outcome, ApiError> {
-    let blob = b64url("value", request::string_field(body, "value")?)?;
-    let not_ours =
-        || ApiError::bad("the backup blob is corrupt or was not made by this vault service");
+pub fn restore(ctx: &Ctx<'_>, body: &ValueParameter) -> Result<Outcome, KeyOpError> {
+    let blob = decode_b64url("value", &body.value)?;
+    let not_ours = || bad("the backup blob is corrupt or was not made by this vault service");
     let sealed = blob.strip_prefix(MAGIC).ok_or_else(not_ours)?;
     let plain = ctx
         .service
@@ -136,11 +123,7 @@ pub fn restore(ctx: &Ctx<'_>, body: &Value) -> Result<Outcome, ApiError> {
     ctx.service.store.write(|tx| {
         match tx.get::<KeyRecord>(KEYS, &key_id)? {
             Some(k) if k.deleted.is_some() => return Ok(Err(ops::deleted_conflict(&name))),
-            Some(_) => {
-                return Ok(Err(ApiError::conflict(format!(
-                    "a key named {name} already exists in this vault: delete and purge it, or restore into another vault"
-                ))))
-            }
+            Some(_) => return Ok(Err(KeyConflict::AlreadyExists { name: name.clone() }.into())),
             None => {}
         }
         for r in &records {
@@ -150,8 +133,5 @@ pub fn restore(ctx: &Ctx<'_>, body: &Value) -> Result<Outcome, ApiError> {
         Ok(Ok(()))
     })??;
     ctx.service.cache.forget_key(&ctx.vault.name, &name);
-    Ok(Outcome {
-        reply: crate::http::Reply::ok(ctx.view().bundle(&key, &current)),
-        version: Some(current.version),
-    })
+    Outcome::new(ctx.view().bundle(&key, &current), Some(current.version))
 }

@@ -3,45 +3,36 @@
 
 use std::sync::Arc;
 
+use pgcmk_akv_model::{
+    b64url, KeyOperationParameters, KeyOperationResult, KeyVerifyParameters, KeyVerifyResult,
+};
 use pgcmk_crypto::rsa::{EncryptionAlgorithm, RsaPrivateKey, RsaPublicKey, SignatureAlgorithm};
-use serde_json::{json, Value};
 
+use super::error::{bad, KeyOpError, Unusable};
 use super::model::VersionRecord;
 use super::ops::{active_key, seal_aad, version_record, Ctx, Outcome};
-use super::request::{self, b64url, to_b64url};
+use super::request::{decode, decode_b64url};
 use super::route::CryptoOp;
-use crate::http::ApiError;
 use crate::service::Service;
-use crate::{now_unix, Error};
+use crate::Error;
 
-fn check_usable(v: &VersionRecord, op: CryptoOp) -> Result<(), ApiError> {
+fn check_usable(v: &VersionRecord, op: CryptoOp, now: i64) -> Result<(), KeyOpError> {
     let name = op.key_op();
-    let now = now_unix();
-    if !v.attributes.enabled {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not allowed on a disabled key."
-        ))
-        .with_inner("KeyDisabled"));
-    }
-    if v.attributes.nbf.is_some_and(|nbf| now < nbf) {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not allowed on a key that is not yet valid (nbf)."
-        ))
-        .with_inner("KeyNotYetValid"));
-    }
-    if v.attributes.exp.is_some_and(|exp| now >= exp) {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not allowed on an expired key."
-        ))
-        .with_inner("KeyExpired"));
-    }
-    if !v.key_ops.iter().any(|o| o == name) {
-        return Err(ApiError::forbidden(format!(
-            "Operation {name} is not permitted by this key's key_ops."
-        ))
-        .with_inner("KeyOperationForbidden"));
-    }
-    Ok(())
+    let reason = if !v.attributes.enabled {
+        Unusable::Disabled
+    } else if v.attributes.nbf.is_some_and(|nbf| now < nbf) {
+        Unusable::NotYetValid
+    } else if v.attributes.exp.is_some_and(|exp| now >= exp) {
+        Unusable::Expired
+    } else if !v.key_ops.iter().any(|o| o == name) {
+        Unusable::OperationNotPermitted
+    } else {
+        return Ok(());
+    };
+    Err(KeyOpError::Unusable {
+        operation: name,
+        reason,
+    })
 }
 
 /// The unsealed private key of a version (cached).
@@ -59,7 +50,7 @@ pub(super) fn private_key(
         &base64::engine::general_purpose::STANDARD,
         &v.sealed_private,
     )
-    .map_err(|_| Error::Storage(format!("sealed key {id} is corrupt")))?;
+    .map_err(|_| crate::StorageError::CorruptSealedKey { id: id.clone() })?;
     let der = service
         .keys
         .storage
@@ -69,10 +60,10 @@ pub(super) fn private_key(
     Ok(key)
 }
 
-fn public_key(v: &VersionRecord) -> Result<RsaPublicKey, ApiError> {
-    let n = b64url("n", &v.n)?;
-    let e = b64url("e", &v.e)?;
-    RsaPublicKey::from_components(&n, &e).map_err(ApiError::internal)
+fn public_key(v: &VersionRecord) -> Result<RsaPublicKey, KeyOpError> {
+    let n = decode_b64url("n", &v.n)?;
+    let e = decode_b64url("e", &v.e)?;
+    Ok(RsaPublicKey::from_components(&n, &e)?)
 }
 
 pub(super) fn crypto(
@@ -80,52 +71,66 @@ pub(super) fn crypto(
     name: &str,
     version: &str,
     op: CryptoOp,
-    body: &Value,
-) -> Result<Outcome, ApiError> {
-    let alg = request::string_field(body, "alg")?;
-    let value = b64url("value", request::string_field(body, "value")?)?;
+    body: &[u8],
+) -> Result<Outcome, KeyOpError> {
+    let (alg, value, digest) = if op == CryptoOp::Verify {
+        let p: KeyVerifyParameters = decode(body)?;
+        let digest = decode_b64url("digest", &p.digest)?;
+        (
+            p.alg.clone(),
+            decode_b64url("value", &p.value)?,
+            Some(digest),
+        )
+    } else {
+        let p: KeyOperationParameters = decode(body)?;
+        (p.alg.clone(), decode_b64url("value", &p.value)?, None)
+    };
+    let alg = alg.as_str();
     let key = active_key(ctx, name)?;
     let v = version_record(ctx, &key, version)?;
-    check_usable(&v, op)?;
+    check_usable(&v, op, ctx.service.now())?;
     let kid = ctx.view().kid(name, Some(&v.version));
-    let bad_alg = |e: pgcmk_crypto::Error| ApiError::bad(format!("algorithm '{alg}': {e}"));
-    let result = match op {
+    let bad_alg = |e: pgcmk_crypto::Error| bad(format!("algorithm '{alg}': {e}"));
+    let result = |out: &[u8]| KeyOperationResult {
+        kid: kid.clone(),
+        value: b64url::encode(out),
+    };
+    let version = Some(v.version.clone());
+    match op {
         CryptoOp::Encrypt | CryptoOp::WrapKey => {
             let alg = EncryptionAlgorithm::parse(alg, ctx.vault.allow_rsa1_5).map_err(bad_alg)?;
             let out = public_key(&v)?
                 .encrypt(alg, &value)
-                .map_err(|e| ApiError::bad(format!("cannot {}: {e}", op.key_op())))?;
-            json!({ "kid": kid, "value": to_b64url(&out) })
+                .map_err(|e| bad(format!("cannot {}: {e}", op.key_op())))?;
+            Outcome::new(result(&out), version)
         }
         CryptoOp::Decrypt | CryptoOp::UnwrapKey => {
             let alg = EncryptionAlgorithm::parse(alg, ctx.vault.allow_rsa1_5).map_err(bad_alg)?;
             let private = private_key(ctx.service, &ctx.vault.name, name, &v)?;
             let plain = private.decrypt(alg, &value).map_err(|e| match e {
-                pgcmk_crypto::Error::InvalidLength { expected, got, .. } => ApiError::bad(format!(
+                pgcmk_crypto::Error::InvalidLength { expected, got, .. } => bad(format!(
                     "the ciphertext must be {expected} bytes for this key, not {got}"
                 )),
-                _ => ApiError::bad(
-                    "the ciphertext could not be decrypted with this key version and algorithm",
-                ),
+                _ => {
+                    bad("the ciphertext could not be decrypted with this key version and algorithm")
+                }
             })?;
-            json!({ "kid": kid, "value": to_b64url(plain.expose_secret()) })
+            Outcome::new(result(plain.expose_secret()), version)
         }
         CryptoOp::Sign => {
             let alg = SignatureAlgorithm::parse(alg).map_err(bad_alg)?;
             let private = private_key(ctx.service, &ctx.vault.name, name, &v)?;
             let sig = private
                 .sign_digest(alg, &value)
-                .map_err(|e| ApiError::bad(format!("cannot sign: {e}")))?;
-            json!({ "kid": kid, "value": to_b64url(&sig) })
+                .map_err(|e| bad(format!("cannot sign: {e}")))?;
+            Outcome::new(result(&sig), version)
         }
         CryptoOp::Verify => {
             let alg = SignatureAlgorithm::parse(alg).map_err(bad_alg)?;
-            let digest = b64url("digest", request::string_field(body, "digest")?)?;
             let ok = public_key(&v)?
-                .verify_digest(alg, &digest, &value)
-                .map_err(|e| ApiError::bad(format!("cannot verify: {e}")))?;
-            json!({ "value": ok })
+                .verify_digest(alg, &digest.unwrap_or_default(), &value)
+                .map_err(|e| bad(format!("cannot verify: {e}")))?;
+            Outcome::new(KeyVerifyResult { value: ok }, version)
         }
-    };
-    Ok(Outcome::new(result, Some(v.version)))
+    }
 }

@@ -1,18 +1,16 @@
 //! Soft delete, recover and purge.
 
-use axum::http::StatusCode;
-
+use super::error::KeyOpError;
 use super::model::{Deleted, KeyRecord};
 use super::ops::{
     deleted_key, deleted_not_found, key_in, key_not_found, version_record, Ctx, Outcome,
 };
-use crate::http::{ApiError, Reply};
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
-use crate::{now_unix, Error};
+use crate::Error;
 
-pub(super) fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
-    let now = now_unix();
+pub(super) fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
+    let now = ctx.service.now();
     let key = ctx.service.store.write(|tx| {
         let Some(mut key) = key_in(tx, &ctx.key_id(name), false)? else {
             return Ok(Err(key_not_found(name)));
@@ -25,10 +23,10 @@ pub(super) fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
         Ok(Ok(key))
     })??;
     let v = version_record(ctx, &key, "")?;
-    Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
+    Outcome::new(ctx.view().bundle(&key, &v), Some(v.version))
 }
 
-pub(super) fn recover(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
+pub(super) fn recover(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
     let key = ctx.service.store.write(|tx| {
         let Some(mut key) = key_in(tx, &ctx.key_id(name), true)? else {
             return Ok(Err(deleted_not_found(name)));
@@ -38,26 +36,23 @@ pub(super) fn recover(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
         Ok(Ok(key))
     })??;
     let v = version_record(ctx, &key, "")?;
-    Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
+    Outcome::new(ctx.view().bundle(&key, &v), Some(v.version))
 }
 
-pub(super) fn purge(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
+pub(super) fn purge(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
     let key = deleted_key(ctx, name)?;
     if let Some(d) = key.deleted {
-        if ctx.vault.purge_protection && now_unix() < d.scheduled_purge_date {
-            return Err(ApiError::forbidden(format!(
-                "Operation \"purge\" is not allowed because purge protection is enabled for vault '{}': key {name} can be purged after its scheduled purge date ({}).",
-                ctx.vault.name, d.scheduled_purge_date
-            ))
-            .with_inner("PurgeProtected"));
+        if ctx.vault.purge_protection && ctx.service.now() < d.scheduled_purge_date {
+            return Err(KeyOpError::PurgeProtected {
+                vault: ctx.vault.name.clone(),
+                name: name.into(),
+                scheduled_purge_date: d.scheduled_purge_date,
+            });
         }
     }
     purge_key(ctx.service, &ctx.vault.name, name)?;
     Ok(Outcome {
-        reply: Reply {
-            status: StatusCode::NO_CONTENT,
-            body: None,
-        },
+        body: None,
         version: None,
     })
 }

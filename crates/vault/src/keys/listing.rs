@@ -1,25 +1,36 @@
 //! Paged lists of keys, deleted keys and versions, with absolute `nextLink`s.
 
-use serde_json::{json, Value};
+use pgcmk_akv_model::{DeletedKeyItem, ListPage};
 
+use super::error::{bad, KeyOpError};
 use super::model::KeyRecord;
 use super::ops::{active_key, version_record, Ctx, Outcome};
 use super::request;
-use crate::http::{form_value, ApiError};
 use crate::storage::KEYS;
 
 /// Page size when the caller gives no `maxresults`.
 const DEFAULT_PAGE: usize = 25;
 
-fn page_size(ctx: &Ctx<'_>) -> Result<usize, ApiError> {
-    match form_value(ctx.query, "maxresults") {
+/// The query-string parameters of a listing, as given.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// `maxresults`.
+    pub max_results: Option<String>,
+    /// `$skiptoken` (from a `nextLink`).
+    pub skip_token: Option<String>,
+    /// `api-version`, repeated in `nextLink`s.
+    pub api_version: Option<String>,
+}
+
+fn page_size(ctx: &Ctx<'_>) -> Result<usize, KeyOpError> {
+    match ctx.query.max_results.as_deref() {
         None | Some("") => Ok(DEFAULT_PAGE),
         Some(s) => s
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=25).contains(n))
             .ok_or_else(|| {
-                ApiError::bad(format!(
+                bad(format!(
                     "maxresults must be a number from 1 to 25, not '{s}'"
                 ))
             }),
@@ -27,7 +38,7 @@ fn page_size(ctx: &Ctx<'_>) -> Result<usize, ApiError> {
 }
 
 fn next_link(ctx: &Ctx<'_>, path: &str, max: usize, token: &str) -> String {
-    let api = form_value(ctx.query, "api-version").unwrap_or("7.5");
+    let api = ctx.query.api_version.as_deref().unwrap_or("7.5");
     let api: String = api
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
@@ -38,13 +49,17 @@ fn next_link(ctx: &Ctx<'_>, path: &str, max: usize, token: &str) -> String {
     )
 }
 
-pub(super) fn list(ctx: &Ctx<'_>, deleted: bool) -> Result<Outcome, ApiError> {
+fn page(value: Vec<DeletedKeyItem>, next_link: Option<String>) -> Result<Outcome, KeyOpError> {
+    Outcome::new(ListPage { value, next_link }, None)
+}
+
+pub(super) fn list(ctx: &Ctx<'_>, deleted: bool) -> Result<Outcome, KeyOpError> {
     let max = page_size(ctx)?;
     let prefix = format!("{}/", ctx.vault.name);
-    let mut after = match form_value(ctx.query, "$skiptoken") {
+    let mut after = match ctx.query.skip_token.as_deref() {
         Some(t) if !t.is_empty() => {
             request::check_key_name(t)
-                .map_err(|_| ApiError::bad("$skiptoken is invalid: follow nextLink as given"))?;
+                .map_err(|_| bad("$skiptoken is invalid: follow nextLink as given"))?;
             Some(format!("{prefix}{t}"))
         }
         _ => None,
@@ -72,45 +87,37 @@ pub(super) fn list(ctx: &Ctx<'_>, deleted: bool) -> Result<Outcome, ApiError> {
     }
     let path = if deleted { "/deletedkeys" } else { "/keys" };
     let next = match (more, items.last()) {
-        (true, Some((name, _))) => json!(next_link(ctx, path, max, name)),
-        _ => Value::Null,
+        (true, Some((name, _))) => Some(next_link(ctx, path, max, name)),
+        _ => None,
     };
-    let value: Vec<Value> = items.into_iter().map(|(_, v)| v).collect();
-    Ok(Outcome::new(
-        json!({ "value": value, "nextLink": next }),
-        None,
-    ))
+    page(items.into_iter().map(|(_, v)| v).collect(), next)
 }
 
-pub(super) fn list_versions(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, ApiError> {
+pub(super) fn list_versions(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
     let max = page_size(ctx)?;
     let key = active_key(ctx, name)?;
-    let start =
-        match form_value(ctx.query, "$skiptoken") {
-            Some(t) if !t.is_empty() => {
-                key.versions.iter().position(|v| v == t).ok_or_else(|| {
-                    ApiError::bad("$skiptoken is invalid: follow nextLink as given")
-                })? + 1
-            }
-            _ => 0,
-        };
+    let start = match ctx.query.skip_token.as_deref() {
+        Some(t) if !t.is_empty() => {
+            key.versions
+                .iter()
+                .position(|v| v == t)
+                .ok_or_else(|| bad("$skiptoken is invalid: follow nextLink as given"))?
+                + 1
+        }
+        _ => 0,
+    };
     let mut value = Vec::new();
     for version in key.versions.iter().skip(start).take(max) {
         let v = version_record(ctx, &key, version)?;
         value.push(ctx.view().item(&key, &v, true));
     }
-    let next = if start + max < key.versions.len() {
-        json!(next_link(
+    let next = (start + max < key.versions.len()).then(|| {
+        next_link(
             ctx,
             &format!("/keys/{name}/versions"),
             max,
-            &key.versions[start + max - 1]
-        ))
-    } else {
-        Value::Null
-    };
-    Ok(Outcome::new(
-        json!({ "value": value, "nextLink": next }),
-        None,
-    ))
+            &key.versions[start + max - 1],
+        )
+    });
+    page(value, next)
 }

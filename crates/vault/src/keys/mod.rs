@@ -1,11 +1,12 @@
-//! The Azure Key Vault–compatible keys data plane.
+//! The Azure Key Vault–compatible keys data plane: each operation on the typed AKV
+//! model, failing with [`error::KeyOpError`]; `crate::http` maps it to HTTP.
 
 pub mod backup;
 pub mod cache;
 pub mod crypto;
+pub mod error;
 pub mod lifecycle;
 pub mod listing;
-pub mod maintenance;
 pub mod model;
 pub mod ops;
 pub mod request;

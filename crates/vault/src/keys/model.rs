@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use pgcmk_akv_model::{
+    DeletedKeyBundle, DeletedKeyItem, DeletionInfo, JsonWebKey, KeyAttributes, KeyBundle, KeyItem,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::rotation::RotationPolicy;
 
@@ -105,57 +107,62 @@ impl VaultView<'_> {
         }
     }
 
-    fn attributes(&self, a: &Attributes) -> Value {
-        let mut v = json!({
-            "enabled": a.enabled,
-            "created": a.created,
-            "updated": a.updated,
-            "recoveryLevel": self.recovery_level(),
-            "recoverableDays": self.retention_days,
-            "exportable": false,
-        });
-        if let Some(nbf) = a.nbf {
-            v["nbf"] = json!(nbf);
+    fn attributes(&self, a: &Attributes) -> KeyAttributes {
+        KeyAttributes {
+            enabled: Some(a.enabled),
+            nbf: a.nbf,
+            exp: a.exp,
+            created: Some(a.created),
+            updated: Some(a.updated),
+            recovery_level: Some(self.recovery_level().into()),
+            recoverable_days: Some(self.retention_days),
+            exportable: Some(false),
         }
-        if let Some(exp) = a.exp {
-            v["exp"] = json!(exp);
-        }
-        v
     }
 
-    /// The KeyBundle for one version (public JWK only).
-    pub fn bundle(&self, key: &KeyRecord, v: &VersionRecord) -> Value {
-        let mut out = json!({
-            "key": {
-                "kid": self.kid(&key.name, Some(&v.version)),
-                "kty": "RSA",
-                "key_ops": v.key_ops,
-                "n": v.n,
-                "e": v.e,
+    /// The key bundle of one version (public JWK only), with its deletion details
+    /// when the key is soft-deleted.
+    pub fn bundle(&self, key: &KeyRecord, v: &VersionRecord) -> DeletedKeyBundle {
+        let bundle = KeyBundle {
+            key: JsonWebKey {
+                kid: self.kid(&key.name, Some(&v.version)),
+                kty: "RSA".into(),
+                key_ops: v.key_ops.clone(),
+                n: Some(v.n.clone()),
+                e: Some(v.e.clone()),
             },
-            "attributes": self.attributes(&v.attributes),
-            "tags": v.tags,
-        });
-        self.add_deleted(&mut out, key);
-        out
+            attributes: self.attributes(&v.attributes),
+            tags: v.tags.clone(),
+            managed: None,
+        };
+        DeletedKeyBundle {
+            bundle,
+            deletion: self.deletion(key),
+        }
     }
 
-    /// The KeyItem in lists: versionless kid for key lists, versioned for version lists.
-    pub fn item(&self, key: &KeyRecord, v: &VersionRecord, with_version: bool) -> Value {
-        let mut out = json!({
-            "kid": self.kid(&key.name, with_version.then_some(v.version.as_str())),
-            "attributes": self.attributes(&v.attributes),
-            "tags": v.tags,
-        });
-        self.add_deleted(&mut out, key);
-        out
+    /// The list entry of a key: versionless kid for key lists, versioned for version lists.
+    pub fn item(&self, key: &KeyRecord, v: &VersionRecord, with_version: bool) -> DeletedKeyItem {
+        let item = KeyItem {
+            kid: self.kid(&key.name, with_version.then_some(v.version.as_str())),
+            attributes: self.attributes(&v.attributes),
+            tags: v.tags.clone(),
+        };
+        DeletedKeyItem {
+            item,
+            deletion: self.deletion(key),
+        }
     }
 
-    fn add_deleted(&self, out: &mut Value, key: &KeyRecord) {
-        if let Some(d) = key.deleted {
-            out["recoveryId"] = json!(format!("{}/deletedkeys/{}", self.url, key.name));
-            out["deletedDate"] = json!(d.deleted_date);
-            out["scheduledPurgeDate"] = json!(d.scheduled_purge_date);
+    /// Recovery id, deletion date and scheduled purge date of a soft-deleted key.
+    fn deletion(&self, key: &KeyRecord) -> DeletionInfo {
+        match key.deleted {
+            Some(d) => DeletionInfo {
+                recovery_id: Some(format!("{}/deletedkeys/{}", self.url, key.name)),
+                deleted_date: Some(d.deleted_date),
+                scheduled_purge_date: Some(d.scheduled_purge_date),
+            },
+            None => DeletionInfo::default(),
         }
     }
 }

@@ -1,36 +1,44 @@
 //! The keys data plane: each Azure Key Vault operation, run synchronously (callers
 //! use a blocking thread: RSA and storage both block).
 
+use pgcmk_akv_model::{
+    b64url, KeyCreateParameters, KeyImportParameters, KeyUpdateParameters,
+    RotationPolicy as WirePolicy,
+};
 use pgcmk_crypto::rsa::RsaPrivateComponents;
 use pgcmk_crypto::rsa::{RsaKeySize, RsaPrivateKey};
 use pgcmk_crypto::{random, SecretBytes};
+use serde::Serialize;
 use serde_json::Value;
 
+use super::error::{bad, KeyConflict, KeyOpError};
+use super::listing::ListQuery;
 use super::model::{Attributes, KeyRecord, VaultView, VersionRecord};
-use super::request::{self, to_b64url, RSA_KEY_OPS};
+use super::request::{self, decode, RSA_KEY_OPS};
 use super::rotation::RotationPolicy;
 use super::route::Route;
 use super::{crypto, lifecycle, listing};
-use crate::http::{json_body, ApiError, Reply};
 use crate::service::Service;
 use crate::storage::{WriteTx, KEYS, VERSIONS};
 use crate::vaults::VaultRecord;
-use crate::{now_unix, Error};
+use crate::Error;
 
-/// What an operation produced: the reply and, for the audit trail, the version used.
+/// What an operation produced: the answer (none for a purge) and, for the audit
+/// trail, the version used.
 pub struct Outcome {
-    /// The answer.
-    pub reply: Reply,
+    /// The AKV-shaped answer; `None` when there is nothing to return.
+    pub body: Option<Value>,
     /// The key version the operation used or created.
     pub version: Option<String>,
 }
 
 impl Outcome {
-    pub(super) fn new(body: Value, version: Option<String>) -> Self {
-        Self {
-            reply: Reply::ok(body),
+    pub(super) fn new(body: impl Serialize, version: Option<String>) -> Result<Self, KeyOpError> {
+        let body = serde_json::to_value(body).map_err(Error::from)?;
+        Ok(Self {
+            body: Some(body),
             version,
-        }
+        })
     }
 }
 
@@ -42,8 +50,8 @@ pub struct Ctx<'a> {
     pub vault: &'a VaultRecord,
     /// Its base URL.
     pub url: String,
-    /// Decoded query pairs.
-    pub query: &'a [(String, String)],
+    /// The listing parameters of the query string.
+    pub query: &'a ListQuery,
 }
 
 impl Ctx<'_> {
@@ -62,15 +70,12 @@ impl Ctx<'_> {
     }
 }
 
-pub(super) fn key_not_found(name: &str) -> ApiError {
-    ApiError::not_found(
-        "KeyNotFound",
-        format!("A key with (name/id) {name} was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command."),
-    )
+pub(super) fn key_not_found(name: &str) -> KeyOpError {
+    KeyOpError::KeyNotFound { name: name.into() }
 }
 
-pub(super) fn deleted_not_found(name: &str) -> ApiError {
-    ApiError::not_found("KeyNotFound", format!("Deleted Key not found: {name}"))
+pub(super) fn deleted_not_found(name: &str) -> KeyOpError {
+    KeyOpError::DeletedKeyNotFound { name: name.into() }
 }
 
 /// The key as of this transaction, if it is in the wanted state (deleted or not).
@@ -84,76 +89,76 @@ pub(super) fn key_in(
         .filter(|k| k.deleted.is_some() == deleted))
 }
 
-fn version_not_found(name: &str, version: &str) -> ApiError {
-    ApiError::not_found(
-        "KeyNotFound",
-        format!("A key with (name/id) {name}/{version} was not found in this key vault."),
-    )
+fn version_not_found(name: &str, version: &str) -> KeyOpError {
+    KeyOpError::VersionNotFound {
+        name: name.into(),
+        version: version.into(),
+    }
 }
 
-/// Runs one data-plane operation.
-pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, ApiError> {
+/// Runs one data-plane operation on the request `body` (JSON; empty means `{}`).
+pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, KeyOpError> {
     if let Some(name) = route.key_name() {
         request::check_key_name(name)?;
     }
     if let Route::Get(_, v) | Route::Update(_, v) | Route::Crypto(_, v, _) = route {
         request::check_version(v)?;
     }
-    let body = json_body(body)?;
     match route {
-        Route::Create(name) => create(ctx, name, &body),
-        Route::Import(name) => import(ctx, name, &body),
+        Route::Create(name) => create(ctx, name, decode(body)?),
+        Route::Import(name) => import(ctx, name, decode(body)?),
         Route::Get(name, version) => {
             let key = active_key(ctx, name)?;
             let v = version_record(ctx, &key, version)?;
-            Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
+            Outcome::new(ctx.view().bundle(&key, &v), Some(v.version))
         }
-        Route::Update(name, version) => update(ctx, name, version, &body),
+        Route::Update(name, version) => update(ctx, name, version, decode(body)?),
         Route::Delete(name) => lifecycle::delete(ctx, name),
         Route::List => listing::list(ctx, false),
         Route::ListDeleted => listing::list(ctx, true),
         Route::ListVersions(name) => listing::list_versions(ctx, name),
-        Route::Crypto(name, version, op) => crypto::crypto(ctx, name, version, *op, &body),
-        Route::Rotate(name) => rotate(ctx.service, ctx.vault, name).map(|(key, v)| {
+        Route::Crypto(name, version, op) => crypto::crypto(ctx, name, version, *op, body),
+        Route::Rotate(name) => {
+            let (key, v) = rotate(ctx.service, ctx.vault, name)?;
             let version = v.version.clone();
             Outcome::new(ctx.view().bundle(&key, &v), Some(version))
-        }),
+        }
         Route::GetRotationPolicy(name) => {
             let key = active_key(ctx, name)?;
             let id = format!("{}/rotationpolicy", ctx.view().kid(name, None));
-            let body = key
+            let policy = key
                 .rotation
-                .map_or_else(|| RotationPolicy::default_json(&id), |p| p.to_json(&id));
-            Ok(Outcome::new(body, None))
+                .map_or_else(|| RotationPolicy::default_wire(&id), |p| p.to_wire(&id));
+            Outcome::new(policy, None)
         }
-        Route::SetRotationPolicy(name) => set_rotation_policy(ctx, name, &body),
+        Route::SetRotationPolicy(name) => set_rotation_policy(ctx, name, &decode(body)?),
         Route::Backup(name) => super::backup::backup(ctx, name),
-        Route::Restore => super::backup::restore(ctx, &body),
+        Route::Restore => super::backup::restore(ctx, &decode(body)?),
         Route::GetDeleted(name) => {
             let key = deleted_key(ctx, name)?;
             let v = version_record(ctx, &key, "")?;
-            Ok(Outcome::new(ctx.view().bundle(&key, &v), Some(v.version)))
+            Outcome::new(ctx.view().bundle(&key, &v), Some(v.version))
         }
         Route::Recover(name) => lifecycle::recover(ctx, name),
         Route::Purge(name) => lifecycle::purge(ctx, name),
     }
 }
 
-pub(super) fn load_key(ctx: &Ctx<'_>, name: &str) -> Result<Option<KeyRecord>, ApiError> {
+pub(super) fn load_key(ctx: &Ctx<'_>, name: &str) -> Result<Option<KeyRecord>, KeyOpError> {
     Ok(ctx
         .service
         .store
         .get::<KeyRecord>(KEYS, &ctx.key_id(name))?)
 }
 
-pub(super) fn active_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, ApiError> {
+pub(super) fn active_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, KeyOpError> {
     match load_key(ctx, name)? {
         Some(k) if k.deleted.is_none() => Ok(k),
         _ => Err(key_not_found(name)),
     }
 }
 
-pub(super) fn deleted_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, ApiError> {
+pub(super) fn deleted_key(ctx: &Ctx<'_>, name: &str) -> Result<KeyRecord, KeyOpError> {
     match load_key(ctx, name)? {
         Some(k) if k.deleted.is_some() => Ok(k),
         _ => Err(deleted_not_found(name)),
@@ -164,7 +169,7 @@ pub(super) fn version_record(
     ctx: &Ctx<'_>,
     key: &KeyRecord,
     version: &str,
-) -> Result<VersionRecord, ApiError> {
+) -> Result<VersionRecord, KeyOpError> {
     let version = if version.is_empty() {
         key.current()
     } else {
@@ -209,8 +214,8 @@ pub(super) fn seal_version(
     Ok(VersionRecord {
         version: props.version,
         size: public.size_bits(),
-        n: to_b64url(public.n()),
-        e: to_b64url(public.e()),
+        n: b64url::encode(public.n()),
+        e: b64url::encode(public.e()),
         sealed_private: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed),
         attributes: props.attributes,
         key_ops: props.key_ops,
@@ -223,82 +228,85 @@ pub(super) fn seal_aad(vault: &str, name: &str, version: &str) -> String {
     format!("key:{vault}/{name}/{version}")
 }
 
-fn create(ctx: &Ctx<'_>, name: &str, body: &Value) -> Result<Outcome, ApiError> {
-    let kty = request::string_field(body, "kty")?;
+fn create(ctx: &Ctx<'_>, name: &str, body: KeyCreateParameters) -> Result<Outcome, KeyOpError> {
+    let kty = body.kty.as_str();
     if kty != "RSA" {
-        return Err(ApiError::bad(format!(
+        return Err(bad(format!(
             "key type '{kty}' is not supported: this vault creates software-protected RSA keys (kty RSA)"
         )));
     }
-    let bits = match body.get("key_size") {
-        None | Some(Value::Null) => 2048,
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| ApiError::bad("'key_size' must be a number"))?,
-    };
+    let bits = body.key_size.unwrap_or(2048);
     let size = u32::try_from(bits)
         .ok()
         .and_then(|b| RsaKeySize::from_bits(b).ok())
         .ok_or_else(|| {
-            ApiError::bad(format!(
+            bad(format!(
                 "RSA key size {bits} is not supported: use 2048, 3072 or 4096"
             ))
         })?;
-    if let Some(e) = body.get("public_exponent").filter(|v| !v.is_null()) {
-        if e.as_u64() != Some(65537) {
-            return Err(ApiError::bad("public_exponent must be 65537"));
-        }
+    if body.public_exponent.is_some_and(|e| e != 65537) {
+        return Err(bad("public_exponent must be 65537"));
     }
-    let props = new_version_props(body, request::key_ops(body)?)?;
+    let key_ops = request::key_ops(body.key_ops.as_deref())?;
+    let props = new_version_props(body.attributes, body.tags, key_ops, ctx.service.now())?;
     // Generate outside the write transaction: 4096-bit keygen must not stall other writers.
-    let private = RsaPrivateKey::generate(size).map_err(ApiError::internal)?;
+    let private = RsaPrivateKey::generate(size)?;
     store_new_version(ctx, name, &private, props)
 }
 
 /// `PUT /keys/{name}`: imports an RSA private key given as a JWK (`key`), with
 /// optional `attributes` and `tags`; `key.key_ops` limits its operations.
-fn import(ctx: &Ctx<'_>, name: &str, body: &Value) -> Result<Outcome, ApiError> {
-    let jwk = body.get("key").filter(|k| k.is_object()).ok_or_else(|| {
-        ApiError::bad("'key' is required: a JSON Web Key with the RSA private components")
-    })?;
-    let kty = request::string_field(jwk, "kty")?;
-    if kty != "RSA" || body.get("hsm").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::bad(format!(
-            "key type '{kty}' cannot be imported: this vault holds software-protected RSA keys (kty RSA, hsm false)"
+fn import(ctx: &Ctx<'_>, name: &str, body: KeyImportParameters) -> Result<Outcome, KeyOpError> {
+    let jwk = &body.key;
+    if jwk.kty != "RSA" || body.hsm == Some(true) {
+        return Err(bad(format!(
+            "key type '{}' cannot be imported: this vault holds software-protected RSA keys (kty RSA, hsm false)",
+            jwk.kty
         )));
     }
-    let part = |field: &str| -> Result<Vec<u8>, ApiError> {
-        request::b64url(&format!("key.{field}"), request::string_field(jwk, field)?)
+    let part = |field: &str, value: &Option<String>| -> Result<Vec<u8>, KeyOpError> {
+        let field = format!("key.{field}");
+        request::decode_b64url(&field, request::required(&field, value)?)
     };
-    let secret = |field: &str| part(field).map(SecretBytes::new);
+    let secret = |field: &str, value: &Option<String>| part(field, value).map(SecretBytes::new);
     let components = RsaPrivateComponents {
-        n: part("n")?,
-        e: part("e")?,
-        d: secret("d")?,
-        p: secret("p")?,
-        q: secret("q")?,
-        dp: secret("dp")?,
-        dq: secret("dq")?,
-        qi: secret("qi")?,
+        n: part("n", &jwk.n)?,
+        e: part("e", &jwk.e)?,
+        d: secret("d", &jwk.d)?,
+        p: secret("p", &jwk.p)?,
+        q: secret("q", &jwk.q)?,
+        dp: secret("dp", &jwk.dp)?,
+        dq: secret("dq", &jwk.dq)?,
+        qi: secret("qi", &jwk.qi)?,
     };
     let private = RsaPrivateKey::from_components(&components).map_err(|e| {
-        ApiError::bad(format!(
+        bad(format!(
             "the key cannot be imported: {e} (RSA 2048, 3072 or 4096 with all CRT components)"
         ))
     })?;
     drop(components);
-    let props = new_version_props(body, request::key_ops(jwk)?)?;
+    let key_ops = request::key_ops(jwk.key_ops.as_deref())?;
+    let props = new_version_props(
+        body.attributes.clone(),
+        body.tags.clone(),
+        key_ops,
+        ctx.service.now(),
+    )?;
     store_new_version(ctx, name, &private, props)
 }
 
 /// Attributes and tags of a create or import body, for a version created now.
-fn new_version_props(body: &Value, key_ops: Option<Vec<String>>) -> Result<VersionProps, ApiError> {
+fn new_version_props(
+    attributes: Option<pgcmk_akv_model::AttributeChanges>,
+    tags: Option<std::collections::BTreeMap<String, String>>,
+    key_ops: Option<Vec<String>>,
+    now: i64,
+) -> Result<VersionProps, KeyOpError> {
     let key_ops = key_ops.unwrap_or_else(|| RSA_KEY_OPS.iter().map(|s| s.to_string()).collect());
-    let tags = request::tags(body)?.unwrap_or_default();
-    let changes = request::attributes(body)?;
-    let now = now_unix();
+    let tags = request::tags(tags)?.unwrap_or_default();
+    let changes = request::attributes(attributes)?;
     Ok(VersionProps {
-        version: random::hex_id(16).map_err(ApiError::internal)?,
+        version: random::hex_id(16)?,
         attributes: Attributes {
             enabled: changes.enabled.unwrap_or(true),
             nbf: changes.nbf.flatten(),
@@ -318,7 +326,7 @@ fn store_new_version(
     name: &str,
     private: &RsaPrivateKey,
     props: VersionProps,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, KeyOpError> {
     let created = props.attributes.created;
     let v = seal_version(ctx.service, &ctx.vault.name, name, private, props)?;
     let key = ctx.service.store.write(|tx| {
@@ -342,10 +350,7 @@ fn store_new_version(
         tx.put(KEYS, &ctx.key_id(name), &key)?;
         Ok(Ok(key))
     })??;
-    Ok(Outcome::new(
-        ctx.view().bundle(&key, &v),
-        Some(v.version.clone()),
-    ))
+    Outcome::new(ctx.view().bundle(&key, &v), Some(v.version.clone()))
 }
 
 fn put_version(
@@ -357,17 +362,19 @@ fn put_version(
     tx.put(VERSIONS, &ctx.version_id(name, &v.version), v)
 }
 
-pub(super) fn deleted_conflict(name: &str) -> ApiError {
-    ApiError::conflict(format!(
-        "Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged."
-    ))
-    .with_inner("ObjectIsDeletedButRecoverable")
+pub(super) fn deleted_conflict(name: &str) -> KeyOpError {
+    KeyConflict::DeletedButRecoverable { name: name.into() }.into()
 }
 
-fn update(ctx: &Ctx<'_>, name: &str, version: &str, body: &Value) -> Result<Outcome, ApiError> {
-    let key_ops = request::key_ops(body)?;
-    let tags = request::tags(body)?;
-    let changes = request::attributes(body)?;
+fn update(
+    ctx: &Ctx<'_>,
+    name: &str,
+    version: &str,
+    body: KeyUpdateParameters,
+) -> Result<Outcome, KeyOpError> {
+    let key_ops = request::key_ops(body.key_ops.as_deref())?;
+    let tags = request::tags(body.tags)?;
+    let changes = request::attributes(body.attributes)?;
     let key = active_key(ctx, name)?;
     let current = version_record(ctx, &key, version)?;
     let updated = ctx.service.store.write(|tx| {
@@ -385,12 +392,8 @@ fn update(ctx: &Ctx<'_>, name: &str, version: &str, body: &Value) -> Result<Outc
         if let Some(exp) = changes.exp {
             v.attributes.exp = exp;
         }
-        if let (Some(nbf), Some(exp)) = (v.attributes.nbf, v.attributes.exp) {
-            if exp <= nbf {
-                return Ok(Err(ApiError::bad(
-                    "attributes.exp must be later than attributes.nbf",
-                )));
-            }
+        if let Err(e) = request::check_window(v.attributes.nbf, v.attributes.exp) {
+            return Ok(Err(e));
         }
         if let Some(ops) = key_ops {
             v.key_ops = ops;
@@ -398,14 +401,14 @@ fn update(ctx: &Ctx<'_>, name: &str, version: &str, body: &Value) -> Result<Outc
         if let Some(t) = tags {
             v.tags = t;
         }
-        v.attributes.updated = now_unix();
+        v.attributes.updated = ctx.service.now();
         put_version(ctx, tx, name, &v)?;
         Ok(Ok(v))
     })??;
-    Ok(Outcome::new(
+    Outcome::new(
         ctx.view().bundle(&key, &updated),
         Some(updated.version.clone()),
-    ))
+    )
 }
 
 /// Adds a new version to a key with the current version's size, operations and tags;
@@ -414,18 +417,18 @@ pub(crate) fn rotate(
     service: &Service,
     vault: &VaultRecord,
     name: &str,
-) -> Result<(KeyRecord, VersionRecord), ApiError> {
+) -> Result<(KeyRecord, VersionRecord), KeyOpError> {
     let ctx = Ctx {
         service,
         vault,
         url: service.vault_url(vault),
-        query: &[],
+        query: &ListQuery::default(),
     };
     let key = active_key(&ctx, name)?;
     let current = version_record(&ctx, &key, "")?;
-    let size = RsaKeySize::from_bits(current.size).map_err(ApiError::internal)?;
-    let private = RsaPrivateKey::generate(size).map_err(ApiError::internal)?;
-    let now = now_unix();
+    let size = RsaKeySize::from_bits(current.size)?;
+    let private = RsaPrivateKey::generate(size)?;
+    let now = service.now();
     let attributes = Attributes {
         enabled: true,
         nbf: None,
@@ -434,7 +437,7 @@ pub(crate) fn rotate(
         updated: now,
     };
     let props = VersionProps {
-        version: random::hex_id(16).map_err(ApiError::internal)?,
+        version: random::hex_id(16)?,
         attributes,
         key_ops: current.key_ops.clone(),
         tags: current.tags.clone(),
@@ -452,10 +455,14 @@ pub(crate) fn rotate(
     Ok((key, v))
 }
 
-fn set_rotation_policy(ctx: &Ctx<'_>, name: &str, body: &Value) -> Result<Outcome, ApiError> {
+fn set_rotation_policy(
+    ctx: &Ctx<'_>,
+    name: &str,
+    body: &WirePolicy,
+) -> Result<Outcome, KeyOpError> {
     let key = active_key(ctx, name)?;
-    let policy = RotationPolicy::from_json(body, now_unix(), key.rotation.as_ref())
-        .map_err(ApiError::bad)?;
+    let policy = RotationPolicy::from_wire(body, ctx.service.now(), key.rotation.as_ref())
+        .map_err(KeyOpError::BadParameter)?;
     let saved = ctx.service.store.write(|tx| {
         let Some(mut key) = key_in(tx, &ctx.key_id(name), false)? else {
             return Ok(Err(key_not_found(name)));
@@ -465,5 +472,5 @@ fn set_rotation_policy(ctx: &Ctx<'_>, name: &str, body: &Value) -> Result<Outcom
         Ok(Ok(policy))
     })??;
     let id = format!("{}/rotationpolicy", ctx.view().kid(name, None));
-    Ok(Outcome::new(saved.to_json(&id), None))
+    Outcome::new(saved.to_wire(&id), None)
 }

@@ -2,8 +2,8 @@
 //! the current version's creation or before its expiry, and the expiry that new
 //! versions get. Durations are ISO 8601 (`P90D`, `P1Y2M`, `PT12H`).
 
+use pgcmk_akv_model as wire;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 /// What a lifetime action does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,24 +99,15 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 }
 
 impl RotationPolicy {
-    /// Parses the AKV JSON body of a policy PUT.
-    pub fn from_json(
-        body: &Value,
+    /// Validates the body of a policy PUT.
+    pub fn from_wire(
+        body: &wire::RotationPolicy,
         now: i64,
         previous: Option<&RotationPolicy>,
     ) -> Result<Self, String> {
         let mut actions = Vec::new();
-        let empty = Vec::new();
-        let list = match body.get("lifetimeActions") {
-            None | Some(Value::Null) => &empty,
-            Some(Value::Array(a)) => a,
-            Some(_) => return Err("lifetimeActions must be an array".into()),
-        };
-        for item in list {
-            let kind = item
-                .pointer("/action/type")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+        for item in &body.lifetime_actions {
+            let kind = item.action.kind.as_str();
             let action = if kind.eq_ignore_ascii_case("rotate") {
                 ActionType::Rotate
             } else if kind.eq_ignore_ascii_case("notify") {
@@ -126,13 +117,7 @@ impl RotationPolicy {
                     "lifetime action type must be Rotate or Notify, not '{kind}'"
                 ));
             };
-            let after = item
-                .pointer("/trigger/timeAfterCreate")
-                .and_then(Value::as_str);
-            let before = item
-                .pointer("/trigger/timeBeforeExpiry")
-                .and_then(Value::as_str);
-            let trigger = match (after, before) {
+            let trigger = match (&item.trigger.time_after_create, &item.trigger.time_before_expiry) {
                 (Some(a), None) => {
                     parse_duration(a)?;
                     Trigger::TimeAfterCreate(a.to_string())
@@ -153,16 +138,10 @@ impl RotationPolicy {
         {
             return Err("a policy may have at most one Rotate action".into());
         }
-        let expiry_time = match body.pointer("/attributes/expiryTime") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                parse_duration(s)?;
-                Some(s.clone())
-            }
-            Some(_) => {
-                return Err("attributes.expiryTime must be an ISO 8601 duration string".into())
-            }
-        };
+        let expiry_time = body.attributes.as_ref().and_then(|a| a.expiry_time.clone());
+        if let Some(e) = &expiry_time {
+            parse_duration(e)?;
+        }
         let needs_expiry = actions
             .iter()
             .any(|a| matches!(a.trigger, Trigger::TimeBeforeExpiry(_)));
@@ -177,37 +156,58 @@ impl RotationPolicy {
         })
     }
 
-    /// The AKV JSON shape.
-    pub fn to_json(&self, id: &str) -> Value {
-        let actions: Vec<Value> = self
+    /// The policy in AKV's shape, with its id.
+    pub fn to_wire(&self, id: &str) -> wire::RotationPolicy {
+        let lifetime_actions = self
             .actions
             .iter()
             .map(|a| {
                 let trigger = match &a.trigger {
-                    Trigger::TimeAfterCreate(d) => json!({ "timeAfterCreate": d }),
-                    Trigger::TimeBeforeExpiry(d) => json!({ "timeBeforeExpiry": d }),
+                    Trigger::TimeAfterCreate(d) => wire::LifetimeTrigger {
+                        time_after_create: Some(d.clone()),
+                        time_before_expiry: None,
+                    },
+                    Trigger::TimeBeforeExpiry(d) => wire::LifetimeTrigger {
+                        time_after_create: None,
+                        time_before_expiry: Some(d.clone()),
+                    },
                 };
                 let kind = match a.action {
                     ActionType::Rotate => "Rotate",
                     ActionType::Notify => "Notify",
                 };
-                json!({ "trigger": trigger, "action": { "type": kind } })
+                wire::LifetimeAction {
+                    trigger,
+                    action: wire::LifetimeActionKind { kind: kind.into() },
+                }
             })
             .collect();
-        let mut attributes = json!({ "created": self.created, "updated": self.updated });
-        if let Some(e) = &self.expiry_time {
-            attributes["expiryTime"] = json!(e);
+        wire::RotationPolicy {
+            id: Some(id.to_string()),
+            lifetime_actions,
+            attributes: Some(wire::RotationPolicyAttributes {
+                expiry_time: self.expiry_time.clone(),
+                created: Some(self.created),
+                updated: Some(self.updated),
+            }),
         }
-        json!({ "id": id, "lifetimeActions": actions, "attributes": attributes })
     }
 
     /// The policy a key has before one is set (Azure's default: notify 30 days before expiry).
-    pub fn default_json(id: &str) -> Value {
-        json!({
-            "id": id,
-            "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P30D" }, "action": { "type": "Notify" } }],
-            "attributes": {}
-        })
+    pub fn default_wire(id: &str) -> wire::RotationPolicy {
+        wire::RotationPolicy {
+            id: Some(id.to_string()),
+            lifetime_actions: vec![wire::LifetimeAction {
+                trigger: wire::LifetimeTrigger {
+                    time_after_create: None,
+                    time_before_expiry: Some("P30D".into()),
+                },
+                action: wire::LifetimeActionKind {
+                    kind: "Notify".into(),
+                },
+            }],
+            attributes: Some(wire::RotationPolicyAttributes::default()),
+        }
     }
 
     /// Expiry for a version created at `created`, if the policy sets one.
@@ -249,30 +249,40 @@ mod tests {
         }
     }
 
+    fn policy(json: &str) -> wire::RotationPolicy {
+        serde_json::from_str(json).unwrap()
+    }
+
     #[test]
     fn policies_round_trip_and_fire_when_due() {
-        let body = json!({
+        let body = policy(
+            r#"{
             "lifetimeActions": [
                 { "trigger": { "timeAfterCreate": "PT10S" }, "action": { "type": "rotate" } },
                 { "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Notify" } }
             ],
             "attributes": { "expiryTime": "P28D" }
-        });
-        let p = RotationPolicy::from_json(&body, 1000, None).unwrap();
+        }"#,
+        );
+        let p = RotationPolicy::from_wire(&body, 1000, None).unwrap();
         assert_eq!(p.due(1000, None, 1009), None);
         assert_eq!(p.due(1000, None, 1010), Some(ActionType::Rotate));
         assert_eq!(p.expiry_for(0), Some(28 * 86_400));
-        let v = p.to_json("id");
-        assert_eq!(v["lifetimeActions"][0]["action"]["type"], "Rotate");
+        let v = p.to_wire("id");
+        assert_eq!(v.lifetime_actions[0].action.kind, "Rotate");
         assert_eq!(
-            RotationPolicy::from_json(&v, 2000, Some(&p))
+            RotationPolicy::from_wire(&v, 2000, Some(&p))
                 .unwrap()
                 .actions,
             p.actions
         );
-        let no_expiry = json!({ "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Rotate" } }] });
-        assert!(RotationPolicy::from_json(&no_expiry, 0, None).is_err());
-        let bad_type = json!({ "lifetimeActions": [{ "trigger": { "timeAfterCreate": "P7D" }, "action": { "type": "Explode" } }] });
-        assert!(RotationPolicy::from_json(&bad_type, 0, None).is_err());
+        let no_expiry = policy(
+            r#"{ "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Rotate" } }] }"#,
+        );
+        assert!(RotationPolicy::from_wire(&no_expiry, 0, None).is_err());
+        let bad_type = policy(
+            r#"{ "lifetimeActions": [{ "trigger": { "timeAfterCreate": "P7D" }, "action": { "type": "Explode" } }] }"#,
+        );
+        assert!(RotationPolicy::from_wire(&bad_type, 0, None).is_err());
     }
 }

@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::model::{KeyRecord, VersionRecord};
-use super::ops;
-use super::rotation::ActionType;
 use crate::audit::AuditEntry;
+use crate::http::key_errors;
+use crate::keys::model::{KeyRecord, VersionRecord};
+use crate::keys::ops;
+use crate::keys::rotation::ActionType;
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
 use crate::vaults::VaultRecord;
-use crate::{now_rfc3339, now_unix, Error};
+use crate::{now_rfc3339, Error};
 
 /// Runs the checks every `interval` until shutdown.
 pub async fn run(service: Arc<Service>, interval: Duration) {
@@ -22,19 +23,25 @@ pub async fn run(service: Arc<Service>, interval: Duration) {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let svc = service.clone();
-        let entries = tokio::task::spawn_blocking(move || check_all(&svc)).await;
-        match entries {
-            Ok(Ok(entries)) => {
-                for e in entries {
-                    if let Err(err) = service.audit.record(e, None).await {
-                        tracing::error!("recording a maintenance action failed: {err}");
-                    }
+        run_once(&service).await;
+    }
+}
+
+/// One pass over every key of every vault, now (by the service's clock): due
+/// rotations and notifications, and purges whose date has passed. Failures are logged.
+pub async fn run_once(service: &Arc<Service>) {
+    let svc = service.clone();
+    let entries = tokio::task::spawn_blocking(move || check_all(&svc)).await;
+    match entries {
+        Ok(Ok(entries)) => {
+            for e in entries {
+                if let Err(err) = service.audit.record(e, None).await {
+                    tracing::error!("recording a maintenance action failed: {err}");
                 }
             }
-            Ok(Err(e)) => tracing::error!("key maintenance failed: {e}"),
-            Err(e) => tracing::error!("key maintenance panicked: {e}"),
         }
+        Ok(Err(e)) => tracing::error!("key maintenance failed: {e}"),
+        Err(e) => tracing::error!("key maintenance panicked: {e}"),
     }
 }
 
@@ -58,14 +65,14 @@ fn entry(
         status,
         result: AuditEntry::result_for(status).into(),
         duration_us: started.elapsed().as_micros() as u64,
-        request_id: crate::http::request_id(),
+        request_id: crate::identity::new_id(),
     }
 }
 
 /// One pass over every key of every vault.
 fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
     let mut out = Vec::new();
-    let now = now_unix();
+    let now = service.now();
     for vault in service.vaults.list() {
         let prefix = format!("{}/", vault.name);
         let mut after: Option<String> = None;
@@ -78,7 +85,7 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                 let started = Instant::now();
                 if let Some(d) = key.deleted {
                     if now >= d.scheduled_purge_date {
-                        super::lifecycle::purge_key(service, &vault.name, &key.name)?;
+                        crate::keys::lifecycle::purge_key(service, &vault.name, &key.name)?;
                         out.push(entry(&vault, "KeyPurge", &key.name, None, 204, started));
                     }
                     continue;
@@ -105,7 +112,7 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                             "KeyRotate",
                             &key.name,
                             None,
-                            e.status.as_u16(),
+                            key_errors::status(&e).as_u16(),
                             started,
                         )),
                     },

@@ -2,7 +2,13 @@
 
 use std::fmt;
 
-use crate::KeyError;
+/// A key URL that is not of the form `https://HOST[:PORT]/keys/NAME[/VERSION]`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key request: {reason}")]
+pub struct InvalidKeyId {
+    /// What is wrong with it and the expected form.
+    pub reason: String,
+}
 
 /// A reference to a key as a server is configured with it: versioned (pinned) or
 /// versionless (follows rotation).
@@ -29,19 +35,21 @@ pub struct KeyVersionId {
     pub version: String,
 }
 
-fn invalid(url: &str, why: &str) -> KeyError {
-    KeyError::Invalid {
+fn invalid(url: &str, why: &str) -> InvalidKeyId {
+    InvalidKeyId {
         reason: format!(
             "key URL '{url}' is not valid: {why}; expected https://HOST[:PORT]/keys/NAME[/VERSION]"
         ),
     }
 }
 
-pub(crate) fn valid_name(name: &str) -> bool {
+/// True for an AKV key name: `^[0-9a-zA-Z-]{1,127}$`.
+pub fn valid_key_name(name: &str) -> bool {
     (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-pub(crate) fn valid_version(version: &str) -> bool {
+/// True for an AKV key version: 32 lowercase hex characters.
+pub fn valid_key_version(version: &str) -> bool {
     version.len() == 32
         && version
             .bytes()
@@ -50,7 +58,7 @@ pub(crate) fn valid_version(version: &str) -> bool {
 
 impl KeyReference {
     /// Parses a key URL; see the module docs for the accepted form.
-    pub fn parse(url: &str) -> Result<Self, KeyError> {
+    pub fn parse(url: &str) -> Result<Self, InvalidKeyId> {
         let rest = url
             .strip_prefix("https://")
             .ok_or_else(|| invalid(url, "it must start with https://"))?;
@@ -65,7 +73,7 @@ impl KeyReference {
             return Err(invalid(url, "the path must be /keys/NAME[/VERSION]"));
         }
         let name = parts.next().unwrap_or_default();
-        if !valid_name(name) {
+        if !valid_key_name(name) {
             return Err(invalid(
                 url,
                 "the key name must match ^[0-9a-zA-Z-]{1,127}$",
@@ -73,7 +81,7 @@ impl KeyReference {
         }
         let version = match parts.next() {
             None => None,
-            Some(v) if valid_version(v) => Some(v.to_string()),
+            Some(v) if valid_key_version(v) => Some(v.to_string()),
             Some(_) => {
                 return Err(invalid(
                     url,
@@ -99,7 +107,7 @@ impl KeyReference {
 
 impl KeyVersionId {
     /// Parses a full key id (`kid`), which must carry a version.
-    pub fn parse(url: &str) -> Result<Self, KeyError> {
+    pub fn parse(url: &str) -> Result<Self, InvalidKeyId> {
         let r = KeyReference::parse(url)?;
         let version = r
             .version
@@ -131,8 +139,8 @@ impl fmt::Display for KeyVersionId {
 macro_rules! string_conversions {
     ($t:ty) => {
         impl TryFrom<String> for $t {
-            type Error = KeyError;
-            fn try_from(s: String) -> Result<Self, KeyError> {
+            type Error = InvalidKeyId;
+            fn try_from(s: String) -> Result<Self, InvalidKeyId> {
                 Self::parse(&s)
             }
         }
