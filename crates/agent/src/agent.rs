@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::{Dek, SecretBytes};
-use pgcmk_keyprovider::akv::AkvKek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
 use crate::backoff::{describe_delay, Backoff};
@@ -136,7 +135,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
         }
         if now >= next_check {
             follow_kek_access(dir, &mut config.kek, &mut kek, &secret);
-            let (result, mut dek) = kek::check(&kek, &wrapped);
+            let (result, mut dek) = kek::check(kek.as_ref(), &wrapped);
             if let CheckResult::Denied(reason) | CheckResult::Transient(reason) = &result {
                 tracing::warn!("key check failed: {reason}");
                 if serving.is_none() {
@@ -177,7 +176,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                     }
                     Action::Rewrap(version) => {
                         if let Some(s) = &serving {
-                            match rewrap(dir, &kek, s.dek.dek(), &version) {
+                            match rewrap(dir, kek.as_ref(), s.dek.dek(), &version) {
                                 Ok(w) => {
                                     monitor.rewrapped(w.kek.clone());
                                     reporter.wrapped_by(w.kek.clone());
@@ -211,7 +210,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
 fn follow_kek_access(
     dir: &ServerDir,
     access: &mut KekAccess,
-    kek: &mut AkvKek,
+    kek: &mut Box<dyn KeyEncryptionKey>,
     secret: &SecretBytes,
 ) {
     let configured = match read_json::<AgentConfig>(&dir.agent_config()) {

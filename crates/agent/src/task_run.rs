@@ -8,7 +8,6 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use pgcmk_keyprovider::akv::AkvKek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyVersionId, WrappedDek};
 
 use crate::agent::take_handshake;
@@ -90,7 +89,7 @@ impl From<Error> for TaskFailure {
 
 /// The server's KEK, as its managed identity.
 struct Vault<'a> {
-    kek: AkvKek,
+    kek: Box<dyn KeyEncryptionKey>,
     config: &'a AgentConfig,
 }
 
@@ -111,14 +110,11 @@ impl Vault<'_> {
             KeyError::Denied { reason } => reason,
             other => return Error::Key(other).into(),
         };
-        let client = self.kek.client();
-        let disabled = client
-            .get_key(&version.name, Some(&version.version))
-            .is_ok_and(|key| key.attributes.enabled == Some(false));
-        let current = client
-            .get_key(&version.name, None)
-            .ok()
-            .and_then(|key| key.version_id().ok());
+        let disabled = self
+            .kek
+            .version_info(Some(version))
+            .is_ok_and(|key| !key.enabled);
+        let current = self.kek.version_info(None).ok().map(|key| key.current);
         TaskFailure::VersionRefused(Box::new(VersionRefusal {
             version: version.clone(),
             wraps_dek,

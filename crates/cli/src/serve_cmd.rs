@@ -26,9 +26,8 @@ pub struct ServeArgs {
     /// localhost, 127.0.0.1 and ::1).
     #[arg(long, default_value = "127.0.0.1:7480")]
     listen: std::net::SocketAddr,
-    /// The vault service's data directory (its service.json gives the identity
-    /// endpoint and CA, followed when the service moves; its vault list gives vault
-    /// locations).
+    /// The vault service's data directory: its service.json gives the identity
+    /// endpoint and CA, followed when the service moves (nothing else there is read).
     #[arg(long, env = "PGCMK_VAULT_SERVICE_DIR")]
     vault_service_dir: PathBuf,
     /// The platform key for service-managed encryption (key URL).

@@ -5,19 +5,14 @@
 //! created when one is returned.
 
 use pgcmk_crypto::{ct_eq, Dek};
-use pgcmk_keyprovider::akv::{AkvKek, KeyBundle};
-use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference, WrappedDek};
+use pgcmk_keyprovider::{
+    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyReference, WrappedDek,
+};
 
 use crate::Error;
 
 /// RSA modulus sizes accepted for a KEK.
 const RSA_BITS: std::ops::RangeInclusive<u32> = 2048..=4096;
-
-/// Where the control plane learns a vault's location (not part of the keys API).
-pub trait VaultLocations {
-    /// The location of the vault at `vault_url`, `None` if unknown.
-    fn location_of(&self, vault_url: &str) -> Result<Option<String>, Error>;
-}
 
 /// What to require of the key besides the rights of the identity.
 pub struct Requirements<'a> {
@@ -28,42 +23,32 @@ pub struct Requirements<'a> {
 }
 
 /// Checks the key and the identity's rights and returns a new DEK wrapped by it.
+/// Everything is learned through the KEK's provider with the identity's own
+/// credential: the control plane holds no vault administrator's.
 pub fn new_wrapped_dek(
-    kek: &AkvKek,
+    kek: &dyn KeyEncryptionKey,
     identity: &str,
     req: &Requirements<'_>,
-    locations: &dyn VaultLocations,
 ) -> Result<(Dek, WrappedDek), Error> {
     let key = kek.reference();
-    let bundle = kek
-        .client()
-        .get_key(&key.name, key.version.as_deref())
-        .map_err(|e| {
-            denied(
-                e,
-                format!("identity '{identity}' cannot read key {key} (needs `get`)"),
-            )
-        })?;
-    check_key(&bundle, key)?;
+    let description = kek.describe().map_err(|e| {
+        denied(
+            e,
+            format!("identity '{identity}' cannot read key {key} (needs `get`)"),
+        )
+    })?;
+    check_key(
+        &description,
+        key,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )?;
     if req.customer_managed {
-        check_vault_protection(&bundle, &key.vault_url)?;
-        match locations.location_of(&key.vault_url)? {
-            Some(l) if l == req.location => {}
-            Some(l) => {
-                return Err(invalid(format!(
-                    "the key's vault {} is in location '{l}' but the server is in '{}': \
-                     use a key from a vault in '{}' or create the server in '{l}'",
-                    key.vault_url, req.location, req.location
-                )))
-            }
-            None => {
-                return Err(invalid(format!(
-                    "the location of vault {} is unknown to this platform: use a vault of \
-                     the platform's vault service",
-                    key.vault_url
-                )))
-            }
-        }
+        check_vault_protection(&description.protection, &key.vault_url)?;
+        check_location(
+            description.location.as_deref(),
+            &key.vault_url,
+            req.location,
+        )?;
     }
     let dek = Dek::generate()?;
     let wrapped = kek.wrap(&dek).map_err(|e| {
@@ -86,49 +71,46 @@ pub fn new_wrapped_dek(
     Ok((dek, wrapped))
 }
 
-fn check_key(bundle: &KeyBundle, key: &KeyReference) -> Result<(), Error> {
-    let attrs = &bundle.attributes;
-    if attrs.enabled == Some(false) {
+/// The key's state, validity window (at `now`, Unix seconds), type and size.
+fn check_key(d: &KeyDescription, key: &KeyReference, now: i64) -> Result<(), Error> {
+    if !d.enabled {
         return Err(invalid(format!(
             "key {key} is disabled: enable it or choose another key"
         )));
     }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if attrs.nbf.is_some_and(|nbf| nbf > now) {
+    if d.not_before.is_some_and(|nbf| nbf > now) {
         return Err(invalid(format!(
             "key {key} is not valid yet (its nbf is in the future): wait or choose another key"
         )));
     }
-    if attrs.exp.is_some_and(|exp| exp <= now) {
+    if d.expires.is_some_and(|exp| exp <= now) {
         return Err(invalid(format!(
             "key {key} has expired: extend its expiry or choose another key"
         )));
     }
-    let is_rsa = bundle.key.kty == "RSA" || bundle.key.kty == "RSA-HSM";
-    match bundle.size_bits() {
-        Some(bits) if is_rsa && RSA_BITS.contains(&bits) => Ok(()),
-        Some(bits) if is_rsa => Err(invalid(format!(
+    match d.size_bits {
+        Some(bits) if d.key_type.is_rsa() && RSA_BITS.contains(&bits) => Ok(()),
+        Some(bits) if d.key_type.is_rsa() => Err(invalid(format!(
             "key {key} is RSA {bits}: use an RSA key of 2048, 3072 or 4096 bits"
         ))),
         _ => Err(invalid(format!(
             "key {key} has type {}: use an RSA key of 2048, 3072 or 4096 bits",
-            bundle.key.kty
+            d.key_type
         ))),
     }
 }
 
-/// Soft delete and purge protection, as Azure Key Vault reports them on every key:
-/// `recoveryLevel` names `Recoverable` with soft delete, and drops `Purgeable`
-/// once purge protection is on.
-fn check_vault_protection(bundle: &KeyBundle, vault: &str) -> Result<(), Error> {
-    let level = bundle.attributes.recovery_level.as_deref().unwrap_or("");
-    if !level.contains("Recoverable") {
+/// Soft delete and purge protection, as the vault reports them on the key (Azure
+/// Key Vault's `recoveryLevel`).
+fn check_vault_protection(p: &DeletionProtection, vault: &str) -> Result<(), Error> {
+    let level = p.recovery_level.as_deref().unwrap_or("");
+    if !p.soft_delete() {
         return Err(invalid(format!(
             "vault {vault} does not have soft delete enabled (recovery level '{level}'): \
              enable soft delete and purge protection on the vault"
         )));
     }
-    if level.contains("Purgeable") {
+    if !p.purge_protection() {
         return Err(invalid(format!(
             "vault {vault} does not have purge protection enabled (recovery level '{level}'): \
              enable purge protection on the vault"
@@ -137,15 +119,32 @@ fn check_vault_protection(bundle: &KeyBundle, vault: &str) -> Result<(), Error> 
     Ok(())
 }
 
+/// The key's vault must be where the server is.
+fn check_location(vault_location: Option<&str>, vault: &str, server: &str) -> Result<(), Error> {
+    match vault_location {
+        Some(l) if l == server => Ok(()),
+        Some(l) => Err(invalid(format!(
+            "the key's vault {vault} is in location '{l}' but the server is in '{server}': \
+             use a key from a vault in '{server}' or create the server in '{l}'"
+        ))),
+        None => Err(invalid(format!(
+            "the location of vault {vault} is unknown to this platform: use a vault of the \
+             platform's vault service (a vault that does not tell its location to the \
+             identity cannot be checked)"
+        ))),
+    }
+}
+
 fn invalid(message: String) -> Error {
     Error::BadRequest(message)
 }
 
-/// A key failure during validation: transient ones stay retryable, the rest say
-/// which right or setting is missing.
+/// A key failure during validation: transient ones stay retryable, a key the
+/// provider cannot use says why, and the rest say which right or setting is missing.
 fn denied(e: KeyError, what: String) -> Error {
     match e {
         KeyError::Transient { .. } => Error::Key(e),
+        KeyError::Invalid { reason } => invalid(reason),
         _ => invalid(format!(
             "{what}: {e}. The security officer must grant the identity get, wrapKey and \
              unwrapKey on the key's vault"
@@ -155,56 +154,69 @@ fn denied(e: KeyError, what: String) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use pgcmk_keyprovider::{KeyType, KeyVersionId};
+
     use super::*;
 
     const KID: &str = "https://127.0.0.1:9/keys/k1/0123456789abcdef0123456789abcdef";
+    const NOW: i64 = 1_800_000_000;
 
-    /// A key bundle as the vault returns it, with `attributes` and a modulus of `bits`.
-    fn bundle(kty: &str, bits: usize, attributes: serde_json::Value) -> KeyBundle {
-        use base64::Engine;
-        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![0xC5; bits / 8]);
-        serde_json::from_value(serde_json::json!({
-            "key": { "kid": KID, "kty": kty, "key_ops": ["wrapKey"], "n": n, "e": "AQAB" },
-            "attributes": attributes,
-        }))
-        .unwrap()
+    /// A usable RSA key as a provider describes it.
+    fn usable(key_type: KeyType, bits: u32) -> KeyDescription {
+        KeyDescription {
+            current: KeyVersionId::parse(KID).unwrap(),
+            key_type,
+            size_bits: Some(bits),
+            enabled: true,
+            not_before: None,
+            expires: None,
+            protection: DeletionProtection::default(),
+            location: None,
+        }
     }
 
-    fn key_check(b: &KeyBundle) -> Result<(), String> {
-        check_key(b, &KeyReference::parse(KID).unwrap()).map_err(|e| e.to_string())
+    fn key_check(d: &KeyDescription) -> Result<(), String> {
+        check_key(d, &KeyReference::parse(KID).unwrap(), NOW).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn usable_rsa_keys_pass() {
+        key_check(&usable(KeyType::Rsa, 3072)).unwrap();
+        key_check(&usable(KeyType::RsaHsm, 4096)).unwrap();
     }
 
     #[test]
     fn each_key_problem_has_its_own_message() {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let ok = serde_json::json!({ "enabled": true });
-        key_check(&bundle("RSA", 3072, ok.clone())).unwrap();
-        key_check(&bundle("RSA-HSM", 4096, ok.clone())).unwrap();
-        for (b, expected) in [
+        let with = |f: fn(&mut KeyDescription)| {
+            let mut d = usable(KeyType::Rsa, 2048);
+            f(&mut d);
+            d
+        };
+        for (d, expected) in [
+            (with(|d| d.enabled = false), "is disabled"),
+            (with(|d| d.not_before = Some(NOW + 3600)), "not valid yet"),
+            (with(|d| d.expires = Some(NOW - 1)), "has expired"),
+            (with(|d| d.size_bits = Some(1024)), "is RSA 1024"),
+            (with(|d| d.size_bits = Some(8192)), "is RSA 8192"),
             (
-                bundle("RSA", 2048, serde_json::json!({ "enabled": false })),
-                "is disabled",
+                with(|d| {
+                    d.key_type = KeyType::Other("oct".into());
+                    d.size_bits = None;
+                }),
+                "has type oct",
             ),
-            (
-                bundle("RSA", 2048, serde_json::json!({ "nbf": now + 3600 })),
-                "not valid yet",
-            ),
-            (
-                bundle("RSA", 2048, serde_json::json!({ "exp": now - 1 })),
-                "has expired",
-            ),
-            (bundle("RSA", 1024, ok.clone()), "is RSA 1024"),
-            (bundle("RSA", 8192, ok.clone()), "is RSA 8192"),
-            (bundle("oct", 256, ok.clone()), "has type oct"),
         ] {
-            let err = key_check(&b).unwrap_err();
+            let err = key_check(&d).unwrap_err();
             assert!(err.contains(expected), "{expected}: {err}");
         }
     }
 
     #[test]
     fn vault_needs_soft_delete_and_purge_protection() {
-        let level = |l: &str| bundle("RSA", 2048, serde_json::json!({ "recoveryLevel": l }));
+        let level = |l: &str| DeletionProtection {
+            recovery_level: Some(l.into()),
+            recoverable_days: Some(90),
+        };
         check_vault_protection(&level("Recoverable"), "v").unwrap();
         check_vault_protection(&level("CustomizedRecoverable+ProtectedSubscription"), "v").unwrap();
         let err = check_vault_protection(&level("Purgeable"), "v")
@@ -215,5 +227,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("purge protection"), "{err}");
+        let err = check_vault_protection(&DeletionProtection::default(), "v")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soft delete"), "{err}");
+    }
+
+    #[test]
+    fn the_vault_must_be_in_the_servers_location() {
+        check_location(Some("westeurope"), "v", "westeurope").unwrap();
+        let err = check_location(Some("eastus"), "v", "westeurope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is in location 'eastus'"), "{err}");
+        let err = check_location(None, "v", "westeurope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown to this platform"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ use base64::Engine;
 use pgcmk_agent::contract::{KekAccess, VaultEndpoints};
 use pgcmk_control::identity_file::read_identity_secret;
 use pgcmk_crypto::SecretBytes;
-use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
+use pgcmk_keyprovider::{KeyReference, WrappedDek};
 use pgcmk_testkit::binary::pgcmk;
 use serde_json::{json, Value};
 use support::*;

@@ -168,6 +168,10 @@ pub trait KeyEncryptionKey: Send + Sync {
     /// Describes the key and its vault for validation (needs `get`; may make more
     /// requests than [`info`](Self::info), e.g. to learn the vault's location).
     fn describe(&self) -> Result<KeyDescription, KeyError>;
+    /// Reads one version of the key: `Some(version)` that exact one, `None` the
+    /// newest, whether or not this reference pins a version (needs `get`). What an
+    /// operator is told when a version refuses to unwrap.
+    fn version_info(&self, version: Option<&KeyVersionId>) -> Result<KeyInfo, KeyError>;
     /// Wraps `dek` with the current key version (needs `wrapKey`).
     fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError>;
     /// Unwraps with the exact version recorded in `wrapped` (needs `unwrapKey`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::akv::{AkvKek, ClientOptions, TokenSource};
-use pgcmk_keyprovider::{KeyError, KeyReference};
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference};
 use serde::{Deserialize, Serialize};
 
 use super::server_dir::read_json;
@@ -63,8 +63,9 @@ pub struct KekAccess {
 
 impl KekAccess {
     /// Connects as the identity whose `IDENTITY_HEADER` secret is `header` (lazily:
-    /// no request is sent until the first operation).
-    pub fn connect(&self, header: SecretBytes) -> Result<AkvKek, KeyError> {
+    /// no request is sent until the first operation). The one place that chooses a
+    /// provider: everything else uses the KEK through [`KeyEncryptionKey`].
+    pub fn connect(&self, header: SecretBytes) -> Result<Box<dyn KeyEncryptionKey>, KeyError> {
         let header = SecretBytes::new(header.expose_secret().trim_ascii().to_vec());
         let tokens =
             TokenSource::managed_identity(&self.vault.identity_endpoint, header, &self.client_id)?;
@@ -75,6 +76,10 @@ impl KekAccess {
         // A check must finish well within the monitor's interval.
         options.timeout = Duration::from_secs(5);
         options.connect_timeout = Duration::from_secs(2);
-        AkvKek::connect(self.key.clone(), tokens, &options)
+        Ok(Box::new(AkvKek::connect(
+            self.key.clone(),
+            tokens,
+            &options,
+        )?))
     }
 }

@@ -78,13 +78,12 @@ impl Platform {
         // The DEK exists here only while its wrapping is validated: the agent
         // unwraps its own copy to provision the server.
         let (dek, wrapped) = validate::new_wrapped_dek(
-            &kek,
+            kek.as_ref(),
             &access.client_id,
             &Requirements {
                 customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
                 location: &req.location,
             },
-            self,
         )?;
         drop(dek);
         let port = free_port()?;

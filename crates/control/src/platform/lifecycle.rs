@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use pgcmk_agent::contract::invocation::{signal, AgentSignal};
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, KekAccess, ServerDir};
-use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
+use pgcmk_keyprovider::{KeyReference, WrappedDek};
 
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
@@ -141,13 +141,12 @@ impl Platform {
             .map_err(|e| Error::BadRequest(e.to_string()))?;
         // Validates the new key end to end (with a throwaway DEK) before touching anything.
         validate::new_wrapped_dek(
-            &new,
+            new.as_ref(),
             identity,
             &Requirements {
                 customer_managed: true,
                 location: &server.location,
             },
-            self,
         )?;
         let current: WrappedDek = read_json(&dir.wrapped_dek())?;
         let dek = old.unwrap(&current)?;

@@ -12,7 +12,6 @@
 //! | `supervise.rs`     | supervision passes, waiting for Ready                     |
 //! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck          |
 //! | `vault_follow.rs`  | following the vault service's address                     |
-//! | `locations.rs`     | a vault's location                                        |
 //! | `names.rs`         | server names and locations                                |
 
 use std::collections::HashMap;
@@ -37,7 +36,6 @@ use crate::Error;
 
 mod create;
 mod lifecycle;
-mod locations;
 mod locks;
 mod names;
 mod spawn;
@@ -55,8 +53,9 @@ pub struct PlatformConfig {
     pub state_dir: PathBuf,
     /// The vault service's identity endpoint and CA certificate at start.
     pub vault: VaultEndpoints,
-    /// The vault service's data directory: its `service.json` is followed when the
-    /// service moves, and its vault list gives vaults' locations.
+    /// The vault service's data directory: only its `service.json` (the public
+    /// endpoints and CA) is read, and followed when the service moves. Nothing else
+    /// there — in particular no administrator's credential — is used.
     pub vault_service_dir: Option<PathBuf>,
     /// The platform key for service-managed encryption.
     pub platform_key: KeyReference,

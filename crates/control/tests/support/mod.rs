@@ -481,6 +481,11 @@ impl ControlPlane {
         self.start_again();
     }
 
+    /// The process id of `pgcmk serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// kill -9 of the control plane: no cleanup; its agents keep running.
     pub fn kill(&mut self) {
         kill_quietly(&mut self.child);

@@ -9,7 +9,7 @@ use super::options::ClientOptions;
 use super::token::TokenSource;
 use crate::{
     DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyInfo, KeyReference, KeyType,
-    WrappedDek,
+    KeyVersionId, WrappedDek,
 };
 
 /// A KEK held in a vault. A versionless reference follows rotation: `wrap` and
@@ -54,6 +54,23 @@ impl AkvKek {
         self.reference.version.as_deref()
     }
 
+    /// [`KeyEncryptionKey::info`] of `version` of this key (`None`: the newest).
+    fn info_of(&self, version: Option<&str>) -> Result<KeyInfo, KeyError> {
+        let bundle = self.client.get_key(&self.reference.name, version)?;
+        let d = Self::describe_bundle(bundle)?;
+        let size_bits = d.size_bits.ok_or_else(|| KeyError::Invalid {
+            reason: format!(
+                "key {} is not an RSA key (kty {})",
+                self.reference, d.key_type
+            ),
+        })?;
+        Ok(KeyInfo {
+            current: d.current,
+            size_bits,
+            enabled: d.enabled,
+        })
+    }
+
     /// The key's properties from its bundle; `location` is left unknown.
     fn describe_bundle(bundle: KeyBundle) -> Result<KeyDescription, KeyError> {
         let key_type = match bundle.key.kty.as_str() {
@@ -86,19 +103,11 @@ impl KeyEncryptionKey for AkvKek {
     }
 
     fn info(&self) -> Result<KeyInfo, KeyError> {
-        let bundle = self.client.get_key(&self.reference.name, self.version())?;
-        let d = Self::describe_bundle(bundle)?;
-        let size_bits = d.size_bits.ok_or_else(|| KeyError::Invalid {
-            reason: format!(
-                "key {} is not an RSA key (kty {})",
-                self.reference, d.key_type
-            ),
-        })?;
-        Ok(KeyInfo {
-            current: d.current,
-            size_bits,
-            enabled: d.enabled,
-        })
+        self.info_of(self.version())
+    }
+
+    fn version_info(&self, version: Option<&KeyVersionId>) -> Result<KeyInfo, KeyError> {
+        self.info_of(version.map(|v| v.version.as_str()))
     }
 
     fn describe(&self) -> Result<KeyDescription, KeyError> {
