@@ -238,3 +238,95 @@ fn wrong_key_fails_every_block() {
     let file = EncryptedFile::open(SimulatedDisk::from_bytes(bytes), wrong).unwrap();
     assert_eq!(file.bad_blocks().unwrap(), (0..=LAST).collect::<Vec<_>>());
 }
+
+/// A file extended past its data by truncation: blocks 0..3 data (byte i+1), blocks
+/// 3..40 holes (the last one 100 bytes long).
+fn with_holes() -> Vec<u8> {
+    let file = EncryptedFile::open(SimulatedDisk::new(), volume()).unwrap();
+    for block in 0..3 {
+        file.write(block * B, &[block as u8 + 1; BLOCK_SIZE as usize])
+            .unwrap();
+    }
+    file.set_len(39 * B + 100).unwrap();
+    file.storage().contents()
+}
+
+fn read_block(bytes: Vec<u8>, block: u64) -> Result<Vec<u8>, Error> {
+    open(bytes)?.read(block * B, B as usize)
+}
+
+#[test]
+fn holes_read_as_zeros_and_cannot_be_substituted() {
+    let clean = with_holes();
+    let file = open(clean.clone()).unwrap();
+    assert_eq!(file.len(), 39 * B + 100);
+    assert_eq!(file.read(10 * B, B as usize).unwrap(), vec![0; B as usize]);
+    assert_eq!(file.read(39 * B, 200).unwrap(), vec![0; 100]);
+    // Extension wrote entries only: no data page past the last data block.
+    let pages_in_use = clean.len() as u64;
+    assert!(pages_in_use <= data_offset(3, Slot::A), "{pages_in_use}");
+
+    // A written block turned into a hole: its entry replaced by a hole's entry.
+    let mut data_to_hole = clean.clone();
+    let hole_entry = range(&clean, entry_offset(10, Slot::A), ENTRY_SIZE);
+    put(&mut data_to_hole, entry_offset(1, Slot::A), &hole_entry);
+    assert!(matches!(
+        read_block(data_to_hole, 1),
+        Err(Error::Tampered { block: 1 })
+    ));
+    // ... or its hole bit set (the tag sealed data, not a hole).
+    let mut flagged = clean.clone();
+    let at = entry_offset(1, Slot::A) as usize + 8;
+    flagged[at] |= 0x80;
+    assert!(matches!(
+        read_block(flagged, 1),
+        Err(Error::Tampered { block: 1 })
+    ));
+    // A hole turned into data: a data block's entry and page copied over it.
+    let mut hole_to_data = clean.clone();
+    copy_block(&mut hole_to_data, 10, &clean, 1);
+    assert!(matches!(
+        read_block(hole_to_data, 10),
+        Err(Error::Tampered { block: 10 })
+    ));
+    // ... or its hole bit cleared.
+    let mut unflagged = clean.clone();
+    let at = entry_offset(10, Slot::A) as usize + 8;
+    unflagged[at] &= 0x7f;
+    assert!(matches!(
+        read_block(unflagged, 10),
+        Err(Error::Tampered { block: 10 })
+    ));
+    // A hole's entry erased or moved to another hole's place.
+    let mut erased = clean.clone();
+    put(
+        &mut erased,
+        entry_offset(10, Slot::A),
+        &[0; ENTRY_SIZE as usize],
+    );
+    assert!(matches!(
+        read_block(erased, 10),
+        Err(Error::Tampered { block: 10 })
+    ));
+    let mut moved = clean.clone();
+    let other = range(&clean, entry_offset(11, Slot::A), ENTRY_SIZE);
+    put(&mut moved, entry_offset(10, Slot::A), &other);
+    assert!(matches!(
+        read_block(moved, 10),
+        Err(Error::Tampered { block: 10 })
+    ));
+    // Another file's hole at the same place does not fit either.
+    let foreign = with_holes();
+    let mut swapped = clean.clone();
+    put(
+        &mut swapped,
+        entry_offset(10, Slot::A),
+        &range(&foreign, entry_offset(10, Slot::A), ENTRY_SIZE),
+    );
+    assert!(matches!(
+        read_block(swapped, 10),
+        Err(Error::Tampered { block: 10 })
+    ));
+    // The untouched file still reads back whole.
+    assert_eq!(read_block(clean, 2).unwrap(), vec![3; B as usize]);
+}

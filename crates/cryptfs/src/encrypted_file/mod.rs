@@ -20,13 +20,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
-use crate::format::{FileHeader, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE};
+use crate::format::{
+    FileHeader, BLOCK_SIZE, FORMAT_VERSION, GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE,
+};
 use crate::storage::Storage;
 use crate::Error;
 use claims::{BlockClaims, WHOLE_FILE};
 use meta_pages::{block_len, blocks_of, cut_after};
 use slots::SlotState;
-use writer::BlockWriter;
+use writer::{BlockWriter, Content};
 
 pub use meta_pages::{plain_len_of, reported_plain_len};
 pub use recovery::FileRecovery;
@@ -85,9 +87,7 @@ impl<S: Storage> EncryptedFile<S> {
         } else {
             let mut header = [0u8; HEADER_LEN as usize];
             storage.read_exact_at(&mut header, 0)?;
-            Some(Arc::new(
-                volume.file_cipher(FileHeader::parse(&header)?.file_id)?,
-            ))
+            Some(Arc::new(volume.file_cipher(FileHeader::parse(&header)?)?))
         };
         let len = plain_len_of(&storage, cipher_len)?;
         Ok(Self {
@@ -343,6 +343,7 @@ impl<S: Storage> EncryptedFile<S> {
                 block_start,
                 &plain[..keep as usize],
                 Some(new_len),
+                Content::Data,
             )?;
         }
         cut_after(&self.storage, Some(block), len.div_ceil(BLOCK_SIZE))?;
@@ -361,13 +362,14 @@ impl<S: Storage> EncryptedFile<S> {
             return Ok(cipher);
         }
         let header = FileHeader {
+            version: FORMAT_VERSION,
             file_id: random::array()?,
         };
         self.storage.write_all_at(&header.to_page(), 0)?;
         // The header must be durable before any block written under it, or a
         // crash could keep blocks whose key can no longer be derived.
         self.sync_claimed(Storage::sync_data)?;
-        let cipher = Arc::new(self.volume.file_cipher(header.file_id)?);
+        let cipher = Arc::new(self.volume.file_cipher(header)?);
         self.state().cipher = Some(cipher.clone());
         Ok(cipher)
     }

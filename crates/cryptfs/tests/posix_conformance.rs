@@ -1,0 +1,166 @@
+//! POSIX behaviour through a real mount, one test per behaviour, each compared with the
+//! same operation on a plain directory of the backing filesystem where that helps:
+//! sizes (EFBIG, cheap extension), special files, hard links, long paths and errnos,
+//! and stopping the daemon while requests are in flight. Needs root and /dev/fuse.
+
+mod real_support;
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pgcmk_cryptfs::format::MAX_PLAIN_SIZE;
+use real_support::{CryptMount, TestDir};
+
+/// A mount and, beside it, a plain directory on the backing filesystem.
+struct Side {
+    _root: TestDir,
+    mount: CryptMount,
+    plain: PathBuf,
+}
+
+impl Side {
+    fn new() -> Self {
+        let root = TestDir::new();
+        let mount = CryptMount::new(&root);
+        let plain = root.subdir("plain", false);
+        Self {
+            _root: root,
+            mount,
+            plain,
+        }
+    }
+
+    /// `name` on the mount and in the plain directory.
+    fn both(&self, name: &str) -> [PathBuf; 2] {
+        [self.mount.plain().join(name), self.plain.join(name)]
+    }
+}
+
+fn c(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// The errno of a libc call's result (0 on success).
+fn errno_of(ret: libc::c_int) -> i32 {
+    if ret == 0 {
+        0
+    } else {
+        io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+fn truncate(path: &Path, len: i64) -> i32 {
+    // SAFETY: a valid C string; truncate does not keep the pointer.
+    errno_of(unsafe { libc::truncate(c(path).as_ptr(), len) })
+}
+
+fn ftruncate(file: &File, len: i64) -> i32 {
+    // SAFETY: a descriptor owned by `file`.
+    errno_of(unsafe { libc::ftruncate(file.as_raw_fd(), len) })
+}
+
+fn fallocate(file: &File, mode: i32, offset: i64, len: i64) -> i32 {
+    // SAFETY: a descriptor owned by `file`.
+    errno_of(unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) })
+}
+
+fn rw(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap()
+}
+
+/// Bytes the backing filesystem allocated for the cipher file of `name`.
+fn allocated(side: &Side, name: &str) -> u64 {
+    fs::metadata(side.mount.cipher().join(name))
+        .unwrap()
+        .blocks()
+        * 512
+}
+
+#[test]
+fn sizes_beyond_the_maximum_answer_efbig_at_once() {
+    let side = Side::new();
+    for path in side.both("big") {
+        fs::write(&path, b"data").unwrap();
+        let started = Instant::now();
+        // The reproduction: ext4 and gocryptfs answer EFBIG at once.
+        assert_eq!(
+            truncate(&path, 999_999_999_999_999),
+            libc::EFBIG,
+            "{path:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{path:?}");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"data",
+            "{path:?}: size unchanged"
+        );
+    }
+    let file = rw(&side.mount.plain().join("big"));
+    let over = MAX_PLAIN_SIZE as i64 + 1;
+    assert_eq!(ftruncate(&file, over), libc::EFBIG);
+    assert_eq!(fallocate(&file, 0, over - 10, 10), libc::EFBIG);
+    assert_eq!(
+        fallocate(&file, libc::FALLOC_FL_KEEP_SIZE, over - 10, 10),
+        libc::EFBIG
+    );
+    assert_eq!(file.metadata().unwrap().len(), 4);
+    assert!(allocated(&side, "big") < 64 * 1024);
+}
+
+#[test]
+fn extending_a_file_costs_metadata_not_its_size() {
+    const GIB: u64 = 1 << 30;
+    let side = Side::new();
+    let path = side.mount.plain().join("extended");
+    let file = rw(&path);
+    file.write_all_at(b"head", 0).unwrap();
+    let started = Instant::now();
+    file.set_len(GIB + 4).unwrap();
+    file.sync_all().unwrap();
+    let took = started.elapsed();
+    let bytes = allocated(&side, "extended");
+    eprintln!("extending by 1 GiB: {took:?}, {bytes} bytes allocated");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(bytes < 64 << 20, "{bytes} bytes allocated for a 1 GiB hole");
+    // Holes read as zeros, around data and after a remount.
+    file.write_all_at(b"tail", 2 * GIB).unwrap();
+    drop(file);
+    let mut mount = side.mount;
+    mount.remount();
+    let file = File::open(&path).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 2 * GIB + 4);
+    let mut buf = vec![1u8; 8192];
+    for at in [4, GIB / 2 - 3, GIB, GIB + 4, 2 * GIB - 8192] {
+        file.read_exact_at(&mut buf, at).unwrap();
+        assert!(buf.iter().all(|b| *b == 0), "zeros at {at}");
+    }
+    let mut edge = [0u8; 8];
+    file.read_exact_at(&mut edge, 0).unwrap();
+    assert_eq!(&edge[..4], b"head");
+    file.read_exact_at(&mut edge[..4], 2 * GIB).unwrap();
+    assert_eq!(&edge[..4], b"tail");
+    let bytes = fs::metadata(mount.cipher().join("extended"))
+        .unwrap()
+        .blocks()
+        * 512;
+    assert!(
+        bytes < 128 << 20,
+        "{bytes} bytes allocated for 2 GiB of holes"
+    );
+    // fallocate that keeps the size reserves space without writing it.
+    let file = rw(&path);
+    assert_eq!(fallocate(&file, libc::FALLOC_FL_KEEP_SIZE, 0, 1 << 20), 0);
+    assert_eq!(file.metadata().unwrap().len(), 2 * GIB + 4);
+}
