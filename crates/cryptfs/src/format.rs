@@ -42,10 +42,10 @@ pub const HEADER_LEN: u64 = 24;
 pub const GROUPS_START: u64 = BLOCK_SIZE;
 /// Length of a block's associated data.
 pub const AAD_LEN: usize = 38;
-/// Largest plaintext size: 1 TiB. Its cipher file (about 2.03 TiB) fits every Linux
-/// disk filesystem (ext4: 16 TiB), and extending a file to it writes at most 16 GiB
-/// of hole entries (64 bytes per 4 KiB block), so no request runs for long.
-pub const MAX_PLAIN_SIZE: u64 = 1 << 40;
+/// Largest plaintext size: 256 GiB (PostgreSQL's files are at most 1 GiB segments).
+/// Extending an empty file to it writes 4 GiB of hole entries (64 bytes per 4 KiB
+/// block, on 8 GiB of metadata pages), which bounds the work of one request.
+pub const MAX_PLAIN_SIZE: u64 = 1 << 38;
 
 /// The header at the start of every non-empty encrypted file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
