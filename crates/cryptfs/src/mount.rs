@@ -251,8 +251,12 @@ impl MountHandle {
     }
 
     /// Serves until the filesystem is unmounted from outside or one of `signals`
-    /// arrives; then unmounts. While files are busy the unmount is retried on the
-    /// next signal, and the filesystem keeps serving.
+    /// arrives; then unmounts. If files under the mountpoint are still in use, the
+    /// mount is stopped anyway: the FUSE connection is aborted (requests in flight
+    /// and every later request of those users fail with `ENOTCONN`) and the mount
+    /// detached; the daemon finishes the requests it was serving, makes everything
+    /// durable and records the clean end. A stop must not wait for clients — the
+    /// process manager that sent SIGTERM is about to send SIGKILL.
     pub fn serve_until_signal(mut self, signals: &TerminationSignals) -> Result<(), Error> {
         loop {
             if !self.is_mounted() {
@@ -260,12 +264,36 @@ impl MountHandle {
             }
             if let Some(signal) = signals.blocked.wait(Duration::from_millis(250)) {
                 tracing::info!(signal, "cryptfs: termination signal, unmounting");
-                match self.try_unmount() {
-                    Ok(()) => return Ok(()),
-                    Err(e) => tracing::error!("cryptfs: {e}; still mounted"),
-                }
+                return match self.try_unmount() {
+                    Err(Error::Unmount { source, .. })
+                        if source.raw_os_error() == Some(libc::EBUSY) =>
+                    {
+                        self.abort_and_detach()
+                    }
+                    other => other,
+                };
             }
         }
+    }
+
+    /// Stops a busy mount: aborts its FUSE connection, detaches it, and ends the
+    /// session as [`MountHandle::try_unmount`] does once the request threads are done.
+    fn abort_and_detach(&mut self) -> Result<(), Error> {
+        tracing::warn!(
+            mountpoint = %self.mountpoint.display(),
+            "cryptfs: files are still in use; aborting the FUSE connection and detaching"
+        );
+        let detached = match sys::umount_force(&self.mountpoint) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => sys::umount(&self.mountpoint, true),
+            other => other,
+        };
+        if let Err(source) = detached {
+            return Err(Error::Unmount {
+                mountpoint: self.mountpoint.clone(),
+                source,
+            });
+        }
+        self.try_unmount()
     }
 }
 

@@ -211,6 +211,15 @@ pub(crate) fn umount(path: &Path, detach: bool) -> io::Result<()> {
     check(unsafe { libc::umount2(path.as_ptr(), flags) })
 }
 
+/// Aborts the FUSE connection of the mount at `path` (`umount2(MNT_FORCE)`: FUSE's
+/// `umount_begin` fails every request in flight or queued with `ENOTCONN`). The
+/// unmount itself may still fail with `EBUSY` while files are open.
+pub(crate) fn umount_force(path: &Path) -> io::Result<()> {
+    let path = c_path(path)?;
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    check(unsafe { libc::umount2(path.as_ptr(), libc::MNT_FORCE) })
+}
+
 /// SIGINT, SIGTERM and SIGHUP, blocked so they can be waited for synchronously.
 pub(crate) struct BlockedSignals {
     set: libc::sigset_t,

@@ -164,3 +164,131 @@ fn extending_a_file_costs_metadata_not_its_size() {
     assert_eq!(fallocate(&file, libc::FALLOC_FL_KEEP_SIZE, 0, 1 << 20), 0);
     assert_eq!(file.metadata().unwrap().len(), 2 * GIB + 4);
 }
+
+/// The daemon of `sigterm_stops_the_daemon_while_a_writer_is_busy`, in its own
+/// process: mounts `STOP_CIPHER` at `STOP_MOUNT` with `STOP_KEY` and serves until a
+/// termination signal, as `pgcmk fs mount` does.
+#[test]
+#[ignore = "the daemon process of the SIGTERM test; started by it with STOP_* set"]
+fn sigterm_daemon_process() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
+    let key =
+        pgcmk_crypto::SymmetricKey::from_slice(&hex::decode(var("STOP_KEY")).unwrap()).unwrap();
+    let signals = pgcmk_cryptfs::TerminationSignals::block().unwrap();
+    let handle = pgcmk_cryptfs::mount(
+        Path::new(&var("STOP_CIPHER")),
+        Path::new(&var("STOP_MOUNT")),
+        key,
+        pgcmk_cryptfs::MountOptions::default(),
+    )
+    .unwrap();
+    println!("mounted");
+    handle.serve_until_signal(&signals).unwrap();
+    println!("stopped");
+}
+
+/// The daemon process of the SIGTERM test; whatever happens to the test, dropping it
+/// stops the process (if still running) and detaches its mount.
+struct Daemon {
+    child: std::process::Child,
+    mountpoint: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if real_support::mount::is_mounted(&self.mountpoint) {
+            // SAFETY: a valid C string; umount2 does not keep it.
+            unsafe { libc::umount2(c(&self.mountpoint).as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_the_daemon_while_a_writer_is_busy() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let (cipher, mnt) = (dir.path().join("cipher"), dir.path().join("mnt"));
+    fs::create_dir(&mnt).unwrap();
+    let key = pgcmk_crypto::SymmetricKey::from_bytes([5; 32]);
+    pgcmk_cryptfs::init(&cipher, &key).unwrap();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            "sigterm_daemon_process",
+            "--nocapture",
+        ])
+        .env("STOP_CIPHER", &cipher)
+        .env("STOP_MOUNT", &mnt)
+        .env("STOP_KEY", hex::encode([5u8; 32]))
+        .stdout(Stdio::piped());
+    // The daemon blocks the termination signals in the thread that mounts; libtest's
+    // own threads must not take them either, as in `pgcmk fs mount`, where the main
+    // thread blocks them first. A blocked mask survives exec.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut daemon = Daemon {
+        child: command.spawn().unwrap(),
+        mountpoint: mnt.clone(),
+    };
+    let mut lines = BufReader::new(daemon.child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().contains("mounted")),
+        "daemon did not mount"
+    );
+    // A writer that keeps the mount busy: an open file, written and fsynced in a loop.
+    let path = mnt.join("busy");
+    let writer = std::thread::spawn(move || -> io::Result<()> {
+        let mut file = File::create(&path)?;
+        loop {
+            file.write_all(&[7; 65536])?;
+            file.sync_data()?;
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = daemon.child.id() as libc::pid_t;
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon did not stop within 20 s of SIGTERM with a busy writer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "daemon exited with {status}");
+    assert!(!real_support::mount::is_mounted(&mnt), "still mounted");
+    let error = writer
+        .join()
+        .unwrap()
+        .expect_err("the writer must fail once the mount is gone");
+    eprintln!(
+        "stopped in {:?}; the writer saw: {error}",
+        started.elapsed()
+    );
+    assert!(lines.any(|l| l.unwrap().contains("stopped")));
+    // The volume was closed cleanly: it mounts again without crash recovery.
+    let again =
+        pgcmk_cryptfs::mount(&cipher, &mnt, key, pgcmk_cryptfs::MountOptions::default()).unwrap();
+    assert!(again.recovery().is_none(), "the stop left the volume dirty");
+    again.unmount().unwrap();
+}
