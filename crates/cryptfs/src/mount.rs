@@ -108,17 +108,16 @@ pub fn mount(
     } else {
         crash_recovery::begin_session(&cipher_dir, &Arc::new(volume.clone()))?
     };
-    let root_ino = fs::metadata(&cipher_dir)
-        .map_err(Error::path("reading", &cipher_dir))?
-        .ino();
+    let root_dir = fs::File::open(&cipher_dir).map_err(Error::path("opening", &cipher_dir))?;
     let fs = CryptFs::new(
         cipher_dir.clone(),
-        root_ino,
+        root_dir,
         volume,
         FsOptions {
             direct_io_wal: options.direct_io_wal,
         },
-    );
+    )
+    .map_err(Error::path("opening", &cipher_dir))?;
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("pgcmk-cryptfs".into()),

@@ -292,3 +292,128 @@ fn sigterm_stops_the_daemon_while_a_writer_is_busy() {
     assert!(again.recovery().is_none(), "the stop left the volume dirty");
     again.unmount().unwrap();
 }
+
+/// A directory descriptor (closed on drop).
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: a descriptor this test opened.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn cname(name: &str) -> CString {
+    CString::new(name).unwrap()
+}
+
+/// `openat(dir, name, flags)`: the descriptor, or the errno.
+fn openat(dir: &Fd, name: &str, flags: i32) -> Result<Fd, i32> {
+    // SAFETY: valid descriptor and C string; mode is read only with O_CREAT.
+    let fd = unsafe { libc::openat(dir.0, cname(name).as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        Err(errno_of(fd))
+    } else {
+        Ok(Fd(fd))
+    }
+}
+
+/// The results of a sequence of `*at` calls 30 directories of 200-byte names deep
+/// (6,000 bytes below `root`, beyond PATH_MAX for any absolute path), for comparing
+/// a mount with a plain directory.
+fn deep_operations(root: &Path) -> Vec<(String, i32)> {
+    let mut results: Vec<(String, i32)> = Vec::new();
+    fn record(results: &mut Vec<(String, i32)>, what: &str, ret: libc::c_int) {
+        results.push((what.to_string(), errno_of(ret)));
+    }
+    let name = "d".repeat(200);
+    let mut dir = Fd(
+        // SAFETY: a valid C string.
+        unsafe { libc::open(c(root).as_ptr(), libc::O_DIRECTORY | libc::O_CLOEXEC) },
+    );
+    for _ in 0..30 {
+        // SAFETY: valid descriptor and C string.
+        record(&mut results, "mkdirat", unsafe {
+            libc::mkdirat(dir.0, cname(&name).as_ptr(), 0o755)
+        });
+        dir = openat(&dir, &name, libc::O_DIRECTORY).expect("openat of a new directory");
+    }
+    let file = openat(&dir, "file", libc::O_CREAT | libc::O_RDWR).expect("create deep down");
+    // SAFETY: a valid descriptor and buffer.
+    let wrote = unsafe { libc::write(file.0, b"deep".as_ptr().cast(), 4) };
+    results.push(("write".into(), wrote as i32));
+    drop(file);
+    // SAFETY (all calls below): valid descriptors, C strings and out-buffers.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    record(&mut results, "fstatat", unsafe {
+        libc::fstatat(dir.0, cname("file").as_ptr(), &mut st, 0)
+    });
+    results.push(("size".into(), st.st_size as i32));
+    record(&mut results, "renameat", unsafe {
+        libc::renameat(
+            dir.0,
+            cname("file").as_ptr(),
+            dir.0,
+            cname("renamed").as_ptr(),
+        )
+    });
+    record(&mut results, "symlinkat", unsafe {
+        libc::symlinkat(cname("renamed").as_ptr(), dir.0, cname("link").as_ptr())
+    });
+    let mut buf = [0u8; 64];
+    let n = unsafe { libc::readlinkat(dir.0, cname("link").as_ptr(), buf.as_mut_ptr().cast(), 64) };
+    results.push(("readlinkat".into(), n as i32));
+    record(&mut results, "fchmodat", unsafe {
+        libc::fchmodat(dir.0, cname("renamed").as_ptr(), 0o600, 0)
+    });
+    record(&mut results, "utimensat", unsafe {
+        libc::utimensat(
+            dir.0,
+            cname("renamed").as_ptr(),
+            std::ptr::null(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    });
+    let opened = openat(&dir, "renamed", libc::O_RDONLY).map(|_| ());
+    results.push(("open renamed".into(), opened.err().unwrap_or(0)));
+    // Errnos for names that do not exist: ENOENT, never ENAMETOOLONG.
+    record(&mut results, "unlinkat missing", unsafe {
+        libc::unlinkat(dir.0, cname("missing").as_ptr(), 0)
+    });
+    record(&mut results, "rmdir missing", unsafe {
+        libc::unlinkat(dir.0, cname("missing").as_ptr(), libc::AT_REMOVEDIR)
+    });
+    record(&mut results, "fstatat missing", unsafe {
+        libc::fstatat(dir.0, cname("missing").as_ptr(), &mut st, 0)
+    });
+    results.push((
+        "open missing".into(),
+        openat(&dir, "missing", 0).err().unwrap_or(0),
+    ));
+    record(&mut results, "unlinkat link", unsafe {
+        libc::unlinkat(dir.0, cname("link").as_ptr(), 0)
+    });
+    record(&mut results, "unlinkat file", unsafe {
+        libc::unlinkat(dir.0, cname("renamed").as_ptr(), 0)
+    });
+    record(&mut results, "mkdirat sub", unsafe {
+        libc::mkdirat(dir.0, cname("sub").as_ptr(), 0o700)
+    });
+    record(&mut results, "rmdir sub", unsafe {
+        libc::unlinkat(dir.0, cname("sub").as_ptr(), libc::AT_REMOVEDIR)
+    });
+    results
+}
+
+#[test]
+fn operations_relative_to_directory_handles_reach_as_deep_as_the_kernel_allows() {
+    let side = Side::new();
+    let [mounted, plain] = side.both("deep");
+    fs::create_dir(&mounted).unwrap();
+    fs::create_dir(&plain).unwrap();
+    let expected = deep_operations(&plain);
+    assert!(expected
+        .iter()
+        .any(|(what, errno)| what == "unlinkat missing" && *errno == libc::ENOENT));
+    assert_eq!(deep_operations(&mounted), expected);
+}

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Permissions};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuser::{Errno, FileAttr, FileType};
 
-use super::backing::{closed_file_len, pin};
+use super::backing::{closed_file_len, pin, Located};
 use super::inodes::ROOT;
 use super::{attr, io_errno, CryptFs};
 use crate::config::CONFIG_FILE_NAME;
@@ -61,12 +61,12 @@ impl CryptFs {
         parent == ROOT && (name == CONFIG_FILE_NAME || name == DIRTY_MARKER_NAME)
     }
 
-    /// The backing path for a new entry; the configuration file's name is refused.
-    pub(crate) fn new_child_path(&self, parent: u64, name: &OsStr) -> Result<PathBuf, Errno> {
+    /// Where a new entry goes; the configuration file's name is refused.
+    pub(crate) fn new_child_path(&self, parent: u64, name: &OsStr) -> Result<Located, Errno> {
         if self.is_reserved(parent, name) {
             return Err(Errno::from_i32(libc::EPERM));
         }
-        self.inodes.child_path(parent, name).ok_or_else(enoent)
+        self.inodes.locate_child(parent, name).ok_or_else(enoent)
     }
 
     /// Records the file at `path` as `name` in `parent` (one kernel lookup) and returns
@@ -102,7 +102,7 @@ impl CryptFs {
         if self.is_reserved(parent, name) {
             return Err(enoent());
         }
-        let path = self.inodes.child_path(parent, name).ok_or_else(enoent)?;
+        let path = self.inodes.locate_child(parent, name).ok_or_else(enoent)?;
         self.entry(parent, name, &path)
     }
 
@@ -144,7 +144,7 @@ impl CryptFs {
     }
 
     pub(crate) fn readlink_ino(&self, ino: u64) -> Result<Vec<u8>, Errno> {
-        let path = self.inodes.path(ino).ok_or_else(enoent)?;
+        let path = self.inodes.locate(ino).ok_or_else(enoent)?;
         let target = fs::read_link(&path).map_err(|e| io_errno(&e))?;
         Ok(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
     }
@@ -201,15 +201,7 @@ impl CryptFs {
     }
 
     pub(crate) fn opendir_ino(&self, ino: u64) -> Result<u64, Errno> {
-        let path = self.inodes.path(ino).ok_or_else(enoent)?;
-        let parent_path = if ino == ROOT {
-            path.clone()
-        } else {
-            path.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| path.clone())
-        };
-        let parent_meta = fs::symlink_metadata(&parent_path).map_err(|e| io_errno(&e))?;
+        let path = self.inodes.locate(ino).ok_or_else(enoent)?;
         let mut entries = vec![
             DirEntryInfo {
                 ino,
@@ -217,7 +209,7 @@ impl CryptFs {
                 name: ".".into(),
             },
             DirEntryInfo {
-                ino: self.inodes.listed_id(parent_meta.ino()),
+                ino: self.inodes.parent_of(ino),
                 kind: FileType::Directory,
                 name: "..".into(),
             },
@@ -247,7 +239,7 @@ impl CryptFs {
     /// fsyncdir really syncs the backing directory: renames and creations must be
     /// durable when PostgreSQL's fsync of the directory returns.
     pub(crate) fn fsyncdir_ino(&self, ino: u64) -> Result<(), Errno> {
-        let path = self.inodes.path(ino).ok_or_else(enoent)?;
+        let path = self.inodes.locate(ino).ok_or_else(enoent)?;
         fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fuser::{Errno, FopenFlags};
 
-use super::backing::{is_wal, open_backing};
+use super::backing::open_backing;
 use super::dir_ops::Entry;
 use super::open_files::OpenFile;
 use super::{attr, estale, io_errno, CryptFs};
@@ -46,16 +46,16 @@ impl CryptFs {
 
     fn acquire(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
         self.files.acquire(ino, &self.volume, || {
-            let path = self.inodes.path(ino).ok_or_else(estale)?;
+            let path = self.inodes.locate(ino).ok_or_else(estale)?;
             let backing = open_backing(&path)?;
             // The name may lead to another file by now (unlinked, renamed over).
             self.inodes.check_same_file(ino, &backing)?;
-            Ok((backing, is_wal(&path)))
+            Ok((backing, path.is_wal()))
         })
     }
 
     fn open_flags(&self, ino: u64) -> FopenFlags {
-        let wal = || self.inodes.path(ino).is_some_and(|path| is_wal(&path));
+        let wal = || self.inodes.locate(ino).is_some_and(|path| path.is_wal());
         if self.options.direct_io_wal && wal() {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
@@ -110,7 +110,7 @@ impl CryptFs {
         let (node, meta) = self.inodes.lookup(&backing, parent, name)?;
         let opened = self
             .files
-            .acquire(node.id, &self.volume, || Ok((backing, is_wal(&path))))
+            .acquire(node.id, &self.volume, || Ok((backing, path.is_wal())))
             .and_then(|open| {
                 if is_new || flags & libc::O_TRUNC == 0 {
                     return Ok(open);

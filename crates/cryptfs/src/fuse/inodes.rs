@@ -20,17 +20,21 @@
 //!   `fstat` taken under the table lock, so no removal can slip between the check and
 //!   the update.
 //!
-//! Each node remembers its parent and name; a path is rebuilt by walking up, so renaming
-//! a directory needs no fix-up of its descendants.
+//! Each node remembers its parent and name, and a directory node holds a descriptor of
+//! its directory: a file is reached relative to its parent's descriptor
+//! ([`Located`]), never by a path rebuilt from the root, so path lengths are the
+//! kernel's business and renaming a directory needs no fix-up of its descendants.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use fuser::Errno;
+
+use super::backing::Located;
 
 /// FUSE's root node id.
 pub(crate) const ROOT: u64 = 1;
@@ -55,6 +59,8 @@ struct Node {
     lookups: u64,
     /// Still reachable by name (not unlinked, not replaced by a rename).
     linked: bool,
+    /// For a directory: a descriptor of it, which its children are reached through.
+    dir: Option<Arc<File>>,
 }
 
 struct Table {
@@ -98,7 +104,9 @@ impl Table {
 }
 
 impl InodeTable {
-    pub(crate) fn new(root: PathBuf, root_backing_ino: u64) -> Self {
+    /// The table of a cipher directory `root`, open as `root_dir`.
+    pub(crate) fn new(root: PathBuf, root_dir: File) -> std::io::Result<Self> {
+        let root_backing_ino = root_dir.metadata()?.ino();
         let root_node = Node {
             backing: root_backing_ino,
             generation: 0,
@@ -106,8 +114,9 @@ impl InodeTable {
             name: OsString::new(),
             lookups: 1,
             linked: true,
+            dir: Some(Arc::new(root_dir)),
         };
-        Self {
+        Ok(Self {
             root,
             table: Mutex::new(Table {
                 nodes: HashMap::from([(ROOT, root_node)]),
@@ -115,7 +124,7 @@ impl InodeTable {
                 next_spare: FIRST_SPARE_ID,
                 next_generation: 1,
             }),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -143,6 +152,13 @@ impl InodeTable {
                 let id = table.free_id(backing);
                 let generation = table.next_generation;
                 table.next_generation += 1;
+                let dir = if meta.is_dir() {
+                    Some(Arc::new(
+                        pinned.try_clone().map_err(|e| super::io_errno(&e))?,
+                    ))
+                } else {
+                    None
+                };
                 table.nodes.insert(
                     id,
                     Node {
@@ -152,6 +168,7 @@ impl InodeTable {
                         name: name.to_os_string(),
                         lookups: 0,
                         linked: true,
+                        dir,
                     },
                 );
                 table.by_backing.insert(backing, id);
@@ -243,8 +260,34 @@ impl InodeTable {
             .unwrap_or(backing)
     }
 
-    /// The backing path of node `id`, if it is still linked.
-    pub(crate) fn path(&self, id: u64) -> Option<PathBuf> {
+    /// Where node `id`'s file is, if it is still linked: its parent directory's
+    /// descriptor and its name (for a directory: its own descriptor).
+    pub(crate) fn locate(&self, id: u64) -> Option<Located> {
+        let table = self.lock();
+        let node = table.nodes.get(&id).filter(|node| node.linked)?;
+        if let Some(dir) = &node.dir {
+            return Some(Located::new(dir.clone(), OsStr::new("."), false));
+        }
+        let parent = table.nodes.get(&node.parent).filter(|p| p.linked)?;
+        let in_wal = parent.name == "pg_wal";
+        Some(Located::new(parent.dir.clone()?, &node.name, in_wal))
+    }
+
+    /// Where `name` in directory `parent` is (if `parent` is a linked directory).
+    pub(crate) fn locate_child(&self, parent: u64, name: &OsStr) -> Option<Located> {
+        let table = self.lock();
+        let node = table.nodes.get(&parent).filter(|node| node.linked)?;
+        Some(Located::new(node.dir.clone()?, name, node.name == "pg_wal"))
+    }
+
+    /// The node id of node `id`'s parent directory (the root's is the root).
+    pub(crate) fn parent_of(&self, id: u64) -> u64 {
+        self.lock().nodes.get(&id).map_or(ROOT, |node| node.parent)
+    }
+
+    /// The backing path of node `id` from the root, if it is still linked: for log
+    /// lines only (it may be longer than the kernel accepts).
+    fn path(&self, id: u64) -> Option<PathBuf> {
         let table = self.lock();
         let mut names = Vec::new();
         let mut current = id;
@@ -259,11 +302,6 @@ impl InodeTable {
         let mut path = self.root.clone();
         path.extend(names.iter().rev());
         Some(path)
-    }
-
-    /// The backing path of `name` in directory `parent`.
-    pub(crate) fn child_path(&self, parent: u64, name: &OsStr) -> Option<PathBuf> {
-        self.path(parent).map(|p| p.join(name))
     }
 
     /// A name for log lines: the plaintext-side path, or a note that it is unlinked.
@@ -284,8 +322,7 @@ mod tests {
     use std::fs;
 
     fn table(dir: &Path) -> InodeTable {
-        let root_ino = fs::metadata(dir).unwrap().ino();
-        InodeTable::new(dir.to_path_buf(), root_ino)
+        InodeTable::new(dir.to_path_buf(), File::open(dir).unwrap()).unwrap()
     }
 
     fn open(path: &Path) -> File {

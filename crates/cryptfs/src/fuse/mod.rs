@@ -59,20 +59,21 @@ pub(crate) fn estale() -> Errno {
 }
 
 impl CryptFs {
+    /// The filesystem of cipher directory `root`, open as `root_dir`.
     pub(crate) fn new(
         root: PathBuf,
-        root_backing_ino: u64,
+        root_dir: std::fs::File,
         volume: VolumeKey,
         options: FsOptions,
-    ) -> Self {
-        Self {
-            inodes: InodeTable::new(root.clone(), root_backing_ino),
+    ) -> io::Result<Self> {
+        Ok(Self {
+            inodes: InodeTable::new(root.clone(), root_dir)?,
             root,
             volume: Arc::new(volume),
             options,
             files: OpenFiles::default(),
             dirs: DirHandles::default(),
-        }
+        })
     }
 
     /// Maps a library error to an errno, logging authentication failures with the
