@@ -211,6 +211,13 @@ pub(crate) fn umount(path: &Path, detach: bool) -> io::Result<()> {
     check(unsafe { libc::umount2(path.as_ptr(), flags) })
 }
 
+/// Makes a FIFO, socket or device node at `path` (`mode` includes the file type).
+pub(crate) fn mknod(path: &Path, mode: u32, rdev: u32) -> io::Result<()> {
+    let path = c_path(path)?;
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    check(unsafe { libc::mknod(path.as_ptr(), mode, libc::dev_t::from(rdev)) })
+}
+
 /// Aborts the FUSE connection of the mount at `path` (`umount2(MNT_FORCE)`: FUSE's
 /// `umount_begin` fails every request in flight or queued with `ENOTCONN`). The
 /// unmount itself may still fail with `EBUSY` while files are open.

@@ -417,3 +417,173 @@ fn operations_relative_to_directory_handles_reach_as_deep_as_the_kernel_allows()
         .any(|(what, errno)| what == "unlinkat missing" && *errno == libc::ENOENT));
     assert_eq!(deep_operations(&mounted), expected);
 }
+
+/// What `stat` says about `path` that must not differ between a mount and a plain
+/// directory: the file type, the permission bits, the device number and the links.
+fn kind_mode_rdev_links(path: &Path) -> Result<(u32, u32, u64, u64), i32> {
+    fs::symlink_metadata(path)
+        .map(|m| {
+            (
+                m.mode() & libc::S_IFMT,
+                m.mode() & 0o7777,
+                m.rdev(),
+                m.nlink(),
+            )
+        })
+        .map_err(|e| e.raw_os_error().unwrap())
+}
+
+fn mknod(path: &Path, mode: u32, dev: libc::dev_t) -> i32 {
+    // SAFETY: a valid C string.
+    errno_of(unsafe { libc::mknod(c(path).as_ptr(), mode, dev) })
+}
+
+/// Makes one of each special file (and a regular one) in `dir` with mknod(2), plus a
+/// socket bound there, and says what happened.
+fn mknod_everything(dir: &Path) -> String {
+    let made = [
+        ("fifo", libc::S_IFIFO | 0o640, 0),
+        ("socket", libc::S_IFSOCK | 0o600, 0),
+        ("char", libc::S_IFCHR | 0o600, libc::makedev(1, 3)),
+        ("block", libc::S_IFBLK | 0o660, libc::makedev(7, 200)),
+        ("regular", libc::S_IFREG | 0o644, 0),
+    ];
+    let mut out: Vec<String> = made
+        .iter()
+        .map(|(name, mode, dev)| {
+            let path = dir.join(name);
+            let errno = mknod(&path, *mode, *dev);
+            format!("{name}: {errno} {:?}", kind_mode_rdev_links(&path))
+        })
+        .collect();
+    out.push(format!(
+        "again: {}",
+        mknod(&dir.join("fifo"), libc::S_IFIFO | 0o600, 0)
+    ));
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("bound"));
+    let bound = kind_mode_rdev_links(&dir.join("bound")).map(|k| k.0);
+    out.push(format!("bind: {} {bound:?}", listener.is_ok()));
+    out.join("\n")
+}
+
+#[test]
+fn fifos_sockets_and_device_nodes_are_made_as_on_the_backing_filesystem() {
+    let side = Side::new();
+    let [mounted, plain] = side.both("");
+    let expected = mknod_everything(&plain);
+    assert_eq!(mknod_everything(&mounted), expected);
+    // A FIFO on the mount passes data between two processes' ends.
+    let fifo = side.mount.plain().join("fifo");
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || fs::read(fifo).unwrap()
+    });
+    fs::write(&fifo, b"through the pipe").unwrap();
+    assert_eq!(reader.join().unwrap(), b"through the pipe");
+    // After a remount they are still what they were.
+    let mut mount = side.mount;
+    mount.remount();
+    let fifo = kind_mode_rdev_links(&mount.plain().join("fifo")).unwrap();
+    assert_eq!(fifo, (libc::S_IFIFO, 0o640 & !umask(), 0, 1));
+    let char_dev = kind_mode_rdev_links(&mount.plain().join("char")).unwrap();
+    assert_eq!(char_dev.2, libc::makedev(1, 3));
+}
+
+/// The process umask (read without changing it for long).
+fn umask() -> u32 {
+    // SAFETY: umask cannot fail; the old value is put back at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old
+    }
+}
+
+/// One sequence of link(2) calls and checks, for comparing a mount with a plain
+/// directory: link counts, shared content, shared inode numbers, and errnos.
+fn link_operations(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    fs::write(&a, b"first").unwrap();
+    out.push(format!(
+        "link: {:?}",
+        fs::hard_link(&a, &b).map_err(|e| e.raw_os_error())
+    ));
+    let (ma, mb) = (fs::metadata(&a).unwrap(), fs::metadata(&b).unwrap());
+    out.push(format!(
+        "nlink {} {} same inode {}",
+        ma.nlink(),
+        mb.nlink(),
+        ma.ino() == mb.ino()
+    ));
+    fs::write(&b, b"written through b").unwrap();
+    out.push(format!(
+        "a reads {:?}",
+        String::from_utf8(fs::read(&a).unwrap())
+    ));
+    out.push(format!(
+        "exists: {:?}",
+        fs::hard_link(&a, &b).map_err(|e| e.raw_os_error())
+    ));
+    out.push(format!(
+        "missing: {:?}",
+        fs::hard_link(dir.join("missing"), &c).map_err(|e| e.raw_os_error())
+    ));
+    out.push(format!(
+        "dir: {:?}",
+        fs::hard_link(dir, dir.join("dirlink")).map_err(|e| e.raw_os_error())
+    ));
+    // The name the file was last reached by goes away; the other still opens it.
+    fs::remove_file(&b).unwrap();
+    out.push(format!(
+        "nlink after unlink {}",
+        fs::metadata(&a).unwrap().nlink()
+    ));
+    out.push(format!(
+        "a reads {:?}",
+        String::from_utf8(fs::read(&a).unwrap())
+    ));
+    fs::hard_link(&a, &b).unwrap();
+    fs::remove_file(&a).unwrap();
+    out.push(format!(
+        "b reads {:?}",
+        String::from_utf8(fs::read(&b).unwrap())
+    ));
+    // Renaming one name of a file over another name of it changes nothing.
+    fs::hard_link(&b, &c).unwrap();
+    out.push(format!(
+        "rename onto itself: {:?}",
+        fs::rename(&b, &c).map_err(|e| e.raw_os_error())
+    ));
+    out.push(format!("b {} c {}", b.exists(), c.exists()));
+    out.push(format!("nlink {}", fs::metadata(&c).unwrap().nlink()));
+    // Open through one name, unlink every other: the open file goes on.
+    let open = rw(&c);
+    fs::remove_file(&b).unwrap();
+    open.write_all_at(b"still open", 0).unwrap();
+    out.push(format!(
+        "c reads {:?}",
+        String::from_utf8(fs::read(&c).unwrap())
+    ));
+    out
+}
+
+#[test]
+fn hard_links_share_one_node_and_count_links_as_on_the_backing_filesystem() {
+    let side = Side::new();
+    let [mounted, plain] = side.both("links");
+    fs::create_dir(&mounted).unwrap();
+    fs::create_dir(&plain).unwrap();
+    let expected = link_operations(&plain);
+    assert_eq!(link_operations(&mounted), expected);
+    // Through a remount (nothing cached): two names, one inode, one node.
+    fs::hard_link(mounted.join("c"), mounted.join("d")).unwrap();
+    let mut mount = side.mount;
+    mount.remount();
+    let dir = mount.plain().join("links");
+    let (c, d) = (
+        fs::metadata(dir.join("c")).unwrap(),
+        fs::metadata(dir.join("d")).unwrap(),
+    );
+    assert_eq!((c.ino(), c.nlink()), (d.ino(), 2));
+}

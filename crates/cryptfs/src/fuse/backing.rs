@@ -40,21 +40,21 @@ pub(crate) fn open_backing(path: &Path) -> Result<File, Errno> {
     }
 }
 
-/// Opens whatever `path` names without following it — read-only for files and
-/// directories, `O_PATH` for symlinks — so that its inode (and inode number) stays
-/// what it is while the descriptor is open, even if the name is removed meanwhile.
+/// Opens whatever `path` names without following it, so that its inode (and inode
+/// number) stays what it is while the descriptor is open, even if the name is removed
+/// meanwhile: `O_PATH`, which opens nothing (a FIFO's other end does not notice, a
+/// device is not opened), and for a regular file then read-only, to read its size.
 pub(crate) fn pin(path: &Path) -> Result<File, Errno> {
-    let open = |flags| {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | flags)
-            .open(path)
-    };
-    match open(0) {
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => open(libc::O_PATH),
-        other => other,
+    let pinned = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_PATH)
+        .open(path)
+        .map_err(|e| io_errno(&e))?;
+    if !pinned.metadata().map_err(|e| io_errno(&e))?.is_file() {
+        return Ok(pinned);
     }
-    .map_err(|e| io_errno(&e))
+    // The same inode, whatever the name leads to now.
+    File::open(format!("/proc/self/fd/{}", pinned.as_raw_fd())).map_err(|e| io_errno(&e))
 }
 
 /// The plaintext length of a regular file that is not open in the daemon (`None` for

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Permissions};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use fuser::{Errno, FileAttr, FileType};
 
 use super::backing::{closed_file_len, pin, Located};
 use super::inodes::ROOT;
-use super::{attr, io_errno, CryptFs};
+use super::{attr, estale, io_errno, CryptFs};
 use crate::config::CONFIG_FILE_NAME;
 use crate::crash_recovery::DIRTY_MARKER_NAME;
 use crate::sys::{self, FsStats};
@@ -54,6 +54,11 @@ impl DirHandles {
 
 fn enoent() -> Errno {
     Errno::from_i32(libc::ENOENT)
+}
+
+fn same_inode(a: &fs::File, b: &fs::File) -> Result<bool, Errno> {
+    let ino = |f: &fs::File| f.metadata().map(|m| (m.dev(), m.ino()));
+    Ok(ino(a).map_err(|e| io_errno(&e))? == ino(b).map_err(|e| io_errno(&e))?)
 }
 
 impl CryptFs {
@@ -160,12 +165,13 @@ impl CryptFs {
             fs::remove_file(&path)
         };
         removed.map_err(|e| io_errno(&e))?;
-        self.removed(&pinned)
+        self.removed(&pinned, parent, name)
     }
 
-    /// Unlinks the node of the pinned file if it has no name left.
-    fn removed(&self, pinned: &fs::File) -> Result<(), Errno> {
-        if let Some(id) = self.inodes.removed(pinned)? {
+    /// `name` in `parent`, a name of the pinned file, is gone: its node forgets it, and
+    /// is unlinked if the file has no name left.
+    fn removed(&self, pinned: &fs::File, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        if let Some(id) = self.inodes.removed(pinned, parent, name)? {
             self.link_count_changed(id);
         }
         Ok(())
@@ -193,11 +199,68 @@ impl CryptFs {
             Err(e) => return Err(e),
         };
         fs::rename(&from, &to).map_err(|e| io_errno(&e))?;
-        self.inodes.renamed(&moved, new_parent, new_name)?;
+        let replaced = match replaced {
+            // Two names of one file: rename(2) leaves both in place.
+            Some(file) if same_inode(&file, &moved)? => return Ok(()),
+            other => other,
+        };
+        self.inodes
+            .renamed(&moved, (parent, name), (new_parent, new_name))?;
         match replaced {
-            Some(replaced) => self.removed(&replaced),
+            Some(replaced) => self.removed(&replaced, new_parent, new_name),
             None => Ok(()),
         }
+    }
+
+    /// mknod: a FIFO, socket or device node (as root: the kernel checked the
+    /// caller's right to make it), or an empty regular file, owned by `owner`.
+    pub(crate) fn mknod_name(
+        &self,
+        owner: (u32, u32),
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> Result<Entry, Errno> {
+        let path = self.new_child_path(parent, name)?;
+        if mode & libc::S_IFMT == libc::S_IFREG {
+            // An empty regular file is an empty cipher file.
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| io_errno(&e))?;
+        } else {
+            sys::mknod(&path, mode & (libc::S_IFMT | 0o600), rdev).map_err(|e| io_errno(&e))?;
+        }
+        // The daemon's umask must not change the mode the kernel computed.
+        let owned = fs::set_permissions(&path, Permissions::from_mode(mode & 0o7777))
+            .and_then(|()| std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1)));
+        if let Err(e) = owned {
+            let _ = fs::remove_file(&path);
+            return Err(io_errno(&e));
+        }
+        self.entry(parent, name, &path)
+    }
+
+    /// link: a new name for node `ino`'s file. The lookup that follows finds the
+    /// node by its backing inode number, so both names lead to one node.
+    pub(crate) fn link_name(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: &OsStr,
+    ) -> Result<Entry, Errno> {
+        let to = self.new_child_path(new_parent, new_name)?;
+        let from = self.inodes.locate(ino).ok_or_else(estale)?;
+        let pinned = pin(&from)?;
+        // The name may lead to another file by now: link the node's own file only.
+        self.inodes.check_same_file(ino, &pinned)?;
+        fs::hard_link(&from, &to).map_err(|e| io_errno(&e))?;
+        self.link_count_changed(ino);
+        self.entry(new_parent, new_name, &to)
     }
 
     pub(crate) fn opendir_ino(&self, ino: u64) -> Result<u64, Errno> {

@@ -20,6 +20,11 @@
 //!   `fstat` taken under the table lock, so no removal can slip between the check and
 //!   the update.
 //!
+//! - A file with several names (hard links) has one node: nodes are found by backing
+//!   inode number, so every name the kernel looks up leads to the same node id. The
+//!   node remembers each name it was looked up or created by, and loses one when it
+//!   is unlinked or renamed away; its link ends when the file has no name left.
+//!
 //! Each node remembers its parent and name, and a directory node holds a descriptor of
 //! its directory: a file is reached relative to its parent's descriptor
 //! ([`Located`]), never by a path rebuilt from the root, so path lengths are the
@@ -53,8 +58,9 @@ struct Node {
     /// The backing file's inode number.
     backing: u64,
     generation: u64,
-    parent: u64,
-    name: OsString,
+    /// (parent node, name) of every name the node is known by; the first one is used
+    /// to reach it. A directory has exactly one.
+    names: Vec<(u64, OsString)>,
     /// Lookups the kernel counted and has not forgotten yet.
     lookups: u64,
     /// Still reachable by name (not unlinked, not replaced by a rename).
@@ -78,6 +84,20 @@ pub(crate) struct InodeTable {
 
 fn stat(pinned: &File) -> Result<Metadata, Errno> {
     pinned.metadata().map_err(|e| super::io_errno(&e))
+}
+
+impl Node {
+    /// Records that the node is known as `name` in `parent` (once per name).
+    fn add_name(&mut self, parent: u64, name: &OsStr) {
+        if !self.names.iter().any(|(p, n)| *p == parent && n == name) {
+            self.names.push((parent, name.to_os_string()));
+        }
+    }
+
+    /// A directory named `pg_wal`: its files are PostgreSQL's WAL.
+    fn is_pg_wal(&self) -> bool {
+        self.dir.is_some() && self.names.first().is_some_and(|(_, n)| n == "pg_wal")
+    }
 }
 
 impl Table {
@@ -110,8 +130,7 @@ impl InodeTable {
         let root_node = Node {
             backing: root_backing_ino,
             generation: 0,
-            parent: ROOT,
-            name: OsString::new(),
+            names: vec![(ROOT, OsString::new())],
             lookups: 1,
             linked: true,
             dir: Some(Arc::new(root_dir)),
@@ -164,8 +183,7 @@ impl InodeTable {
                     Node {
                         backing,
                         generation,
-                        parent,
-                        name: name.to_os_string(),
+                        names: Vec::new(),
                         lookups: 0,
                         linked: true,
                         dir,
@@ -177,8 +195,7 @@ impl InodeTable {
         };
         let node = table.nodes.get_mut(&id).expect("indexed nodes exist");
         if id != ROOT {
-            node.parent = parent;
-            node.name = name.to_os_string();
+            node.add_name(parent, name);
             node.lookups += 1;
         }
         Ok((
@@ -221,30 +238,45 @@ impl InodeTable {
         }
     }
 
-    /// After an unlink, rmdir or rename that may have removed the last name of the file
-    /// open as `pinned`: if it has no name left, its node (if any) is unlinked. Returns
-    /// that node's id.
-    pub(crate) fn removed(&self, pinned: &File) -> Result<Option<u64>, Errno> {
+    /// After an unlink, rmdir or rename removed `name` in `parent`, which led to the
+    /// file open as `pinned`: the node forgets that name, and if the file has no name
+    /// left, its node (if any) is unlinked. Returns the node's id.
+    pub(crate) fn removed(
+        &self,
+        pinned: &File,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<Option<u64>, Errno> {
         let mut table = self.lock();
         let meta = stat(pinned)?;
-        Ok(if meta.nlink() == 0 {
-            table.unlink_backing(meta.ino())
-        } else {
-            None
-        })
+        let Some(&id) = table.by_backing.get(&meta.ino()) else {
+            return Ok(None);
+        };
+        if meta.nlink() == 0 {
+            return Ok(table.unlink_backing(meta.ino()));
+        }
+        if let Some(node) = table.nodes.get_mut(&id) {
+            node.names.retain(|(p, n)| !(*p == parent && n == name));
+        }
+        Ok(Some(id))
     }
 
-    /// After a rename of the file open as `moved` to `name` in `parent`: its node (if
-    /// the kernel knows it) is now reached there.
-    pub(crate) fn renamed(&self, moved: &File, parent: u64, name: &OsStr) -> Result<(), Errno> {
+    /// After a rename of the file open as `moved` from `from` to `to` (parent, name):
+    /// its node (if the kernel knows it) is now reached there.
+    pub(crate) fn renamed(
+        &self,
+        moved: &File,
+        from: (u64, &OsStr),
+        to: (u64, &OsStr),
+    ) -> Result<(), Errno> {
         let mut table = self.lock();
         let meta = stat(moved)?;
         let Some(&id) = table.by_backing.get(&meta.ino()) else {
             return Ok(());
         };
         if let Some(node) = table.nodes.get_mut(&id) {
-            node.parent = parent;
-            node.name = name.to_os_string();
+            node.names.retain(|(p, n)| !(*p == from.0 && n == from.1));
+            node.names.insert(0, (to.0, to.1.to_os_string()));
         }
         Ok(())
     }
@@ -268,21 +300,24 @@ impl InodeTable {
         if let Some(dir) = &node.dir {
             return Some(Located::new(dir.clone(), OsStr::new("."), false));
         }
-        let parent = table.nodes.get(&node.parent).filter(|p| p.linked)?;
-        let in_wal = parent.name == "pg_wal";
-        Some(Located::new(parent.dir.clone()?, &node.name, in_wal))
+        let (parent, name) = node.names.first()?;
+        let parent = table.nodes.get(parent).filter(|p| p.linked)?;
+        Some(Located::new(parent.dir.clone()?, name, parent.is_pg_wal()))
     }
 
     /// Where `name` in directory `parent` is (if `parent` is a linked directory).
     pub(crate) fn locate_child(&self, parent: u64, name: &OsStr) -> Option<Located> {
         let table = self.lock();
         let node = table.nodes.get(&parent).filter(|node| node.linked)?;
-        Some(Located::new(node.dir.clone()?, name, node.name == "pg_wal"))
+        Some(Located::new(node.dir.clone()?, name, node.is_pg_wal()))
     }
 
     /// The node id of node `id`'s parent directory (the root's is the root).
     pub(crate) fn parent_of(&self, id: u64) -> u64 {
-        self.lock().nodes.get(&id).map_or(ROOT, |node| node.parent)
+        let table = self.lock();
+        let node = table.nodes.get(&id);
+        node.and_then(|node| node.names.first())
+            .map_or(ROOT, |(parent, _)| *parent)
     }
 
     /// The backing path of node `id` from the root, if it is still linked: for log
@@ -293,11 +328,12 @@ impl InodeTable {
         let mut current = id;
         while current != ROOT {
             let node = table.nodes.get(&current)?;
+            let (parent, name) = node.names.first()?;
             if !node.linked || names.len() > 4096 {
                 return None;
             }
-            names.push(node.name.as_os_str());
-            current = node.parent;
+            names.push(name.as_os_str());
+            current = *parent;
         }
         let mut path = self.root.clone();
         path.extend(names.iter().rev());
@@ -339,7 +375,10 @@ mod tests {
         let (old, meta) = inodes.lookup(&pinned, ROOT, OsStr::new("a")).unwrap();
         assert_eq!(old.id, meta.ino(), "a free inode number is the node id");
         fs::remove_file(&a).unwrap();
-        assert_eq!(inodes.removed(&pinned).unwrap(), Some(old.id));
+        assert_eq!(
+            inodes.removed(&pinned, ROOT, OsStr::new("a")).unwrap(),
+            Some(old.id)
+        );
         drop(pinned);
         // The kernel still holds `old`: whatever inode number the new file gets, it must
         // not be given `old`'s node.
@@ -415,7 +454,10 @@ mod tests {
         let err = inodes.check_same_file(node_a.id, &open(&a)).unwrap_err();
         assert_eq!(err, Errno::from_i32(libc::ESTALE));
         // Recorded as the rename does: the old file lost its node's link.
-        assert_eq!(inodes.removed(&pinned_a).unwrap(), Some(node_a.id));
+        assert_eq!(
+            inodes.removed(&pinned_a, ROOT, OsStr::new("a")).unwrap(),
+            Some(node_a.id)
+        );
         assert_eq!(inodes.path(node_a.id), None);
     }
 }
