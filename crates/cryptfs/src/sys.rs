@@ -211,6 +211,21 @@ pub(crate) fn umount(path: &Path, detach: bool) -> io::Result<()> {
     check(unsafe { libc::umount2(path.as_ptr(), flags) })
 }
 
+/// `renameat2(2)` of `from` to `to` with `flags` (0: rename(2)).
+pub(crate) fn rename(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    })
+}
+
 /// Makes a FIFO, socket or device node at `path` (`mode` includes the file type).
 pub(crate) fn mknod(path: &Path, mode: u32, rdev: u32) -> io::Result<()> {
     let path = c_path(path)?;

@@ -587,3 +587,60 @@ fn hard_links_share_one_node_and_count_links_as_on_the_backing_filesystem() {
     );
     assert_eq!((c.ino(), c.nlink()), (d.ino(), 2));
 }
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
+    // SAFETY: valid C strings.
+    errno_of(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c(from).as_ptr(),
+            libc::AT_FDCWD,
+            c(to).as_ptr(),
+            flags,
+        )
+    })
+}
+
+/// renameat2 with RENAME_NOREPLACE and RENAME_EXCHANGE, and what the names lead to.
+fn renameat2_operations(dir: &Path) -> Vec<String> {
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    fs::write(&a, b"A").unwrap();
+    fs::write(&b, b"B").unwrap();
+    let read = |p: &Path| String::from_utf8(fs::read(p).unwrap_or_default()).unwrap();
+    let mut out = vec![format!(
+        "noreplace existing: {}",
+        renameat2(&a, &b, libc::RENAME_NOREPLACE)
+    )];
+    out.push(format!(
+        "noreplace new: {}",
+        renameat2(&a, &c, libc::RENAME_NOREPLACE)
+    ));
+    out.push(format!(
+        "exchange: {}",
+        renameat2(&b, &c, libc::RENAME_EXCHANGE)
+    ));
+    out.push(format!(
+        "b={} c={} a exists={}",
+        read(&b),
+        read(&c),
+        a.exists()
+    ));
+    out.push(format!(
+        "exchange missing: {}",
+        renameat2(&a, &c, libc::RENAME_EXCHANGE)
+    ));
+    // After an exchange each name still opens its own (new) file through the daemon.
+    fs::write(&b, b"BB").unwrap();
+    out.push(format!("b={} c={}", read(&b), read(&c)));
+    out
+}
+
+#[test]
+fn renameat2_noreplace_and_exchange_work_as_on_the_backing_filesystem() {
+    let side = Side::new();
+    let [mounted, plain] = side.both("renames");
+    fs::create_dir(&mounted).unwrap();
+    fs::create_dir(&plain).unwrap();
+    let expected = renameat2_operations(&plain);
+    assert_eq!(renameat2_operations(&mounted), expected);
+}

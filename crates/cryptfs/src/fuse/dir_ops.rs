@@ -177,7 +177,8 @@ impl CryptFs {
         Ok(())
     }
 
-    /// rename; both files stay pinned until their nodes are updated.
+    /// rename and renameat2 (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, as the backing
+    /// filesystem supports them); both files stay pinned until their nodes are updated.
     pub(crate) fn rename_name(
         &self,
         parent: u64,
@@ -186,8 +187,8 @@ impl CryptFs {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<(), Errno> {
-        if flags != 0 {
-            // RENAME_NOREPLACE/EXCHANGE: callers (mv, PostgreSQL) fall back to plain rename.
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            // RENAME_WHITEOUT is for overlay filesystems.
             return Err(Errno::from_i32(libc::EINVAL));
         }
         let from = self.new_child_path(parent, name)?;
@@ -198,7 +199,7 @@ impl CryptFs {
             Err(e) if e == enoent() => None,
             Err(e) => return Err(e),
         };
-        fs::rename(&from, &to).map_err(|e| io_errno(&e))?;
+        sys::rename(&from, &to, flags).map_err(|e| io_errno(&e))?;
         let replaced = match replaced {
             // Two names of one file: rename(2) leaves both in place.
             Some(file) if same_inode(&file, &moved)? => return Ok(()),
@@ -207,6 +208,10 @@ impl CryptFs {
         self.inodes
             .renamed(&moved, (parent, name), (new_parent, new_name))?;
         match replaced {
+            Some(other) if flags & libc::RENAME_EXCHANGE != 0 => {
+                self.inodes
+                    .renamed(&other, (new_parent, new_name), (parent, name))
+            }
             Some(replaced) => self.removed(&replaced, new_parent, new_name),
             None => Ok(()),
         }
