@@ -30,31 +30,10 @@ const SEEDS: u64 = 300;
 const B: usize = BLOCK_SIZE as usize;
 const SEGMENT: &str = "000000010000000000000001";
 
-/// SplitMix64.
-struct Rng(u64);
+#[path = "churn/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-}
+use rng::Rng;
 
 /// One step of a sequence. Files are written through the handle opened when they
 /// were created (`label`: the name they were created with), whatever their name now.
@@ -274,7 +253,7 @@ fn run(steps: &[Step], crash_at: usize, rng: &mut Rng, volume: &Arc<VolumeKey>, 
 fn directory_operations_are_as_durable_as_their_fsyncs_promised() {
     let mut crashes = 0;
     for seed in 0..SEEDS {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let volume = Arc::new(VolumeKey::new(
             SymmetricKey::from_bytes([seed as u8; 32]),
             [4; 16],

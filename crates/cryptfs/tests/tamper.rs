@@ -251,8 +251,13 @@ fn with_holes() -> Vec<u8> {
     file.storage().contents()
 }
 
-fn read_block(bytes: Vec<u8>, block: u64) -> Result<Vec<u8>, Error> {
-    open(bytes)?.read(block * B, B as usize)
+/// Reading block `block` of the cipher file `bytes` fails authentication.
+fn assert_tampered(bytes: Vec<u8>, block: u64, what: &str) {
+    let read = open(bytes).and_then(|file| file.read(block * B, B as usize));
+    assert!(
+        matches!(read, Err(Error::Tampered { block: b }) if b == block),
+        "{what}: {read:?}"
+    );
 }
 
 #[test]
@@ -263,70 +268,43 @@ fn holes_read_as_zeros_and_cannot_be_substituted() {
     assert_eq!(file.read(10 * B, B as usize).unwrap(), vec![0; B as usize]);
     assert_eq!(file.read(39 * B, 200).unwrap(), vec![0; 100]);
     // Extension wrote entries only: no data page past the last data block.
-    let pages_in_use = clean.len() as u64;
-    assert!(pages_in_use <= data_offset(3, Slot::A), "{pages_in_use}");
+    for block in 3..40 {
+        let page = range(&clean, data_offset(block, Slot::A), B);
+        assert!(page.iter().all(|b| *b == 0), "data page of hole {block}");
+    }
 
-    // A written block turned into a hole: its entry replaced by a hole's entry.
-    let mut data_to_hole = clean.clone();
-    let hole_entry = range(&clean, entry_offset(10, Slot::A), ENTRY_SIZE);
-    put(&mut data_to_hole, entry_offset(1, Slot::A), &hole_entry);
-    assert!(matches!(
-        read_block(data_to_hole, 1),
-        Err(Error::Tampered { block: 1 })
-    ));
-    // ... or its hole bit set (the tag sealed data, not a hole).
-    let mut flagged = clean.clone();
-    let at = entry_offset(1, Slot::A) as usize + 8;
-    flagged[at] |= 0x80;
-    assert!(matches!(
-        read_block(flagged, 1),
-        Err(Error::Tampered { block: 1 })
-    ));
-    // A hole turned into data: a data block's entry and page copied over it.
+    let entry_of = |bytes: &[u8], block| range(bytes, entry_offset(block, Slot::A), ENTRY_SIZE);
+    let with_entry = |block, entry: &[u8]| {
+        let mut bytes = clean.clone();
+        put(&mut bytes, entry_offset(block, Slot::A), entry);
+        bytes
+    };
+    let with_flag = |block, set: bool| {
+        let mut entry = entry_of(&clean, block);
+        entry[8] = if set {
+            entry[8] | 0x80
+        } else {
+            entry[8] & 0x7f
+        };
+        with_entry(block, &entry)
+    };
+    // A written block turned into a hole: another hole's entry, or its hole bit set
+    // (the tag sealed data, not a hole).
+    assert_tampered(with_entry(1, &entry_of(&clean, 10)), 1, "data → hole entry");
+    assert_tampered(with_flag(1, true), 1, "data with the hole bit");
+    // A hole turned into data: a data block's entry and page copied over it, or its
+    // hole bit cleared.
     let mut hole_to_data = clean.clone();
     copy_block(&mut hole_to_data, 10, &clean, 1);
-    assert!(matches!(
-        read_block(hole_to_data, 10),
-        Err(Error::Tampered { block: 10 })
-    ));
-    // ... or its hole bit cleared.
-    let mut unflagged = clean.clone();
-    let at = entry_offset(10, Slot::A) as usize + 8;
-    unflagged[at] &= 0x7f;
-    assert!(matches!(
-        read_block(unflagged, 10),
-        Err(Error::Tampered { block: 10 })
-    ));
-    // A hole's entry erased or moved to another hole's place.
-    let mut erased = clean.clone();
-    put(
-        &mut erased,
-        entry_offset(10, Slot::A),
-        &[0; ENTRY_SIZE as usize],
-    );
-    assert!(matches!(
-        read_block(erased, 10),
-        Err(Error::Tampered { block: 10 })
-    ));
-    let mut moved = clean.clone();
-    let other = range(&clean, entry_offset(11, Slot::A), ENTRY_SIZE);
-    put(&mut moved, entry_offset(10, Slot::A), &other);
-    assert!(matches!(
-        read_block(moved, 10),
-        Err(Error::Tampered { block: 10 })
-    ));
-    // Another file's hole at the same place does not fit either.
-    let foreign = with_holes();
-    let mut swapped = clean.clone();
-    put(
-        &mut swapped,
-        entry_offset(10, Slot::A),
-        &range(&foreign, entry_offset(10, Slot::A), ENTRY_SIZE),
-    );
-    assert!(matches!(
-        read_block(swapped, 10),
-        Err(Error::Tampered { block: 10 })
-    ));
+    assert_tampered(hole_to_data, 10, "hole → data block");
+    assert_tampered(with_flag(10, false), 10, "hole without the hole bit");
+    // A hole's entry erased, moved from another hole, or taken from another file.
+    assert_tampered(with_entry(10, &[0; ENTRY_SIZE as usize]), 10, "erased");
+    assert_tampered(with_entry(10, &entry_of(&clean, 11)), 10, "moved");
+    assert_tampered(with_entry(10, &entry_of(&with_holes(), 10)), 10, "foreign");
     // The untouched file still reads back whole.
-    assert_eq!(read_block(clean, 2).unwrap(), vec![3; B as usize]);
+    assert_eq!(
+        open(clean).unwrap().read(2 * B, B as usize).unwrap(),
+        vec![3; B as usize]
+    );
 }

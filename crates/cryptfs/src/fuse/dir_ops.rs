@@ -56,6 +56,22 @@ fn enoent() -> Errno {
     Errno::from_i32(libc::ENOENT)
 }
 
+/// Gives a new entry the mode the kernel computed (the daemon's umask must not
+/// change it) and the requesting user as owner; removes it with `remove` if that fails.
+fn give(
+    path: &Path,
+    mode: u32,
+    owner: (u32, u32),
+    remove: fn(&Path) -> std::io::Result<()>,
+) -> Result<(), Errno> {
+    let owned = fs::set_permissions(path, Permissions::from_mode(mode & 0o7777))
+        .and_then(|()| std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)));
+    owned.map_err(|e| {
+        let _ = remove(path);
+        io_errno(&e)
+    })
+}
+
 fn same_inode(a: &fs::File, b: &fs::File) -> Result<bool, Errno> {
     let ino = |f: &fs::File| f.metadata().map(|m| (m.dev(), m.ino()));
     Ok(ino(a).map_err(|e| io_errno(&e))? == ino(b).map_err(|e| io_errno(&e))?)
@@ -123,12 +139,7 @@ impl CryptFs {
             .mode(0o700)
             .create(&path)
             .map_err(|e| io_errno(&e))?;
-        let owned = fs::set_permissions(&path, Permissions::from_mode(mode & 0o7777))
-            .and_then(|()| std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1)));
-        if let Err(e) = owned {
-            let _ = fs::remove_dir(&path);
-            return Err(io_errno(&e));
-        }
+        give(&path, mode, owner, |p| fs::remove_dir(p))?;
         self.entry(parent, name, &path)
     }
 
@@ -240,13 +251,7 @@ impl CryptFs {
         } else {
             sys::mknod(&path, mode & (libc::S_IFMT | 0o600), rdev).map_err(|e| io_errno(&e))?;
         }
-        // The daemon's umask must not change the mode the kernel computed.
-        let owned = fs::set_permissions(&path, Permissions::from_mode(mode & 0o7777))
-            .and_then(|()| std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1)));
-        if let Err(e) = owned {
-            let _ = fs::remove_file(&path);
-            return Err(io_errno(&e));
-        }
+        give(&path, mode, owner, |p| fs::remove_file(p))?;
         self.entry(parent, name, &path)
     }
 
