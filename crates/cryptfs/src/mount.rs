@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub struct MountHandle {
     cipher_dir: PathBuf,
     recovery: Option<RecoveryReport>,
     read_only: bool,
+    /// Tells the request threads to give up long requests (see `abort_and_detach`).
+    stopping: Arc<AtomicBool>,
 }
 
 /// Mounts the cipher directory `cipher_dir` at `mountpoint`.
@@ -109,6 +112,7 @@ pub fn mount(
         crash_recovery::begin_session(&cipher_dir, &Arc::new(volume.clone()))?
     };
     let root_dir = fs::File::open(&cipher_dir).map_err(Error::path("opening", &cipher_dir))?;
+    let stopping = Arc::new(AtomicBool::new(false));
     let fs = CryptFs::new(
         cipher_dir.clone(),
         root_dir,
@@ -116,6 +120,7 @@ pub fn mount(
         FsOptions {
             direct_io_wal: options.direct_io_wal,
         },
+        stopping.clone(),
     )
     .map_err(Error::path("opening", &cipher_dir))?;
     let mut config = Config::default();
@@ -149,6 +154,7 @@ pub fn mount(
         cipher_dir,
         recovery,
         read_only: options.read_only,
+        stopping,
     })
 }
 
@@ -282,6 +288,8 @@ impl MountHandle {
             mountpoint = %self.mountpoint.display(),
             "cryptfs: files are still in use; aborting the FUSE connection and detaching"
         );
+        // A request extending a file by gigabytes gives up (and undoes its work).
+        self.stopping.store(true, Ordering::Relaxed);
         let detached = match sys::umount_force(&self.mountpoint) {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => sys::umount(&self.mountpoint, true),
             other => other,
@@ -306,6 +314,7 @@ impl Drop for MountHandle {
             // Busy: detach lazily so the mountpoint does not stay wedged; the request
             // threads finish once the last user closes its files.
             tracing::warn!("cryptfs: {e}; detaching lazily");
+            self.stopping.store(true, Ordering::Relaxed);
             let _ = sys::umount(&self.mountpoint, true);
         }
     }

@@ -222,52 +222,102 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// Starts the daemon process on a new volume in `dir`; returns it once mounted,
+    /// with its standard output.
+    fn start(
+        dir: &Path,
+    ) -> (
+        Self,
+        impl Iterator<Item = io::Result<String>>,
+        pgcmk_crypto::SymmetricKey,
+    ) {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let (cipher, mnt) = (dir.join("cipher"), dir.join("mnt"));
+        fs::create_dir(&mnt).unwrap();
+        let key = pgcmk_crypto::SymmetricKey::from_bytes([5; 32]);
+        pgcmk_cryptfs::init(&cipher, &key).unwrap();
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--ignored",
+                "--exact",
+                "sigterm_daemon_process",
+                "--nocapture",
+            ])
+            .env("STOP_CIPHER", &cipher)
+            .env("STOP_MOUNT", &mnt)
+            .env("STOP_KEY", hex::encode([5u8; 32]))
+            .stdout(Stdio::piped());
+        // The daemon blocks the termination signals in the thread that mounts;
+        // libtest's own threads must not take them either, as in `pgcmk fs mount`,
+        // where the main thread blocks them first. A blocked mask survives exec.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let mut daemon = Daemon {
+            child: command.spawn().unwrap(),
+            mountpoint: mnt,
+        };
+        let mut lines = BufReader::new(daemon.child.stdout.take().unwrap()).lines();
+        assert!(
+            lines.any(|l| l.unwrap().contains("mounted")),
+            "daemon did not mount"
+        );
+        (daemon, lines, key)
+    }
+
+    /// Sends SIGTERM and waits (at most 20 s) for a clean exit; returns how long
+    /// it took. The mount must be gone.
+    fn terminate(&mut self) -> Duration {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling the child this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the daemon did not stop within 20 s of SIGTERM with a busy client"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "daemon exited with {status}");
+        assert!(
+            !real_support::mount::is_mounted(&self.mountpoint),
+            "still mounted"
+        );
+        started.elapsed()
+    }
+}
+
+/// Mounts `dir`'s volume again and checks that it was closed cleanly.
+fn remount_clean(dir: &Path, key: pgcmk_crypto::SymmetricKey) -> pgcmk_cryptfs::MountHandle {
+    let (cipher, mnt) = (dir.join("cipher"), dir.join("mnt"));
+    let again =
+        pgcmk_cryptfs::mount(&cipher, &mnt, key, pgcmk_cryptfs::MountOptions::default()).unwrap();
+    assert!(again.recovery().is_none(), "the stop left the volume dirty");
+    again
+}
+
 #[test]
 fn sigterm_stops_the_daemon_while_a_writer_is_busy() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
+    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let (cipher, mnt) = (dir.path().join("cipher"), dir.path().join("mnt"));
-    fs::create_dir(&mnt).unwrap();
-    let key = pgcmk_crypto::SymmetricKey::from_bytes([5; 32]);
-    pgcmk_cryptfs::init(&cipher, &key).unwrap();
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--ignored",
-            "--exact",
-            "sigterm_daemon_process",
-            "--nocapture",
-        ])
-        .env("STOP_CIPHER", &cipher)
-        .env("STOP_MOUNT", &mnt)
-        .env("STOP_KEY", hex::encode([5u8; 32]))
-        .stdout(Stdio::piped());
-    // The daemon blocks the termination signals in the thread that mounts; libtest's
-    // own threads must not take them either, as in `pgcmk fs mount`, where the main
-    // thread blocks them first. A blocked mask survives exec.
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    let mut daemon = Daemon {
-        child: command.spawn().unwrap(),
-        mountpoint: mnt.clone(),
-    };
-    let mut lines = BufReader::new(daemon.child.stdout.take().unwrap()).lines();
-    assert!(
-        lines.any(|l| l.unwrap().contains("mounted")),
-        "daemon did not mount"
-    );
+    let (mut daemon, mut lines, key) = Daemon::start(dir.path());
     // A writer that keeps the mount busy: an open file, written and fsynced in a loop.
-    let path = mnt.join("busy");
+    let path = daemon.mountpoint.join("busy");
     let writer = std::thread::spawn(move || -> io::Result<()> {
         let mut file = File::create(&path)?;
         loop {
@@ -276,36 +326,43 @@ fn sigterm_stops_the_daemon_while_a_writer_is_busy() {
         }
     });
     std::thread::sleep(Duration::from_millis(300));
-    let pid = daemon.child.id() as libc::pid_t;
-    // SAFETY: signalling the child this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the daemon did not stop within 20 s of SIGTERM with a busy writer"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "daemon exited with {status}");
-    assert!(!real_support::mount::is_mounted(&mnt), "still mounted");
+    let took = daemon.terminate();
     let error = writer
         .join()
         .unwrap()
         .expect_err("the writer must fail once the mount is gone");
-    eprintln!(
-        "stopped in {:?}; the writer saw: {error}",
-        started.elapsed()
-    );
+    eprintln!("stopped in {took:?}; the writer saw: {error}");
     assert!(lines.any(|l| l.unwrap().contains("stopped")));
-    // The volume was closed cleanly: it mounts again without crash recovery.
-    let again =
-        pgcmk_cryptfs::mount(&cipher, &mnt, key, pgcmk_cryptfs::MountOptions::default()).unwrap();
-    assert!(again.recovery().is_none(), "the stop left the volume dirty");
-    again.unmount().unwrap();
+    remount_clean(dir.path(), key).unmount().unwrap();
+}
+
+#[test]
+fn sigterm_stops_the_daemon_during_a_huge_extension_and_the_file_keeps_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _lines, key) = Daemon::start(dir.path());
+    let path = daemon.mountpoint.join("grown");
+    fs::write(&path, b"small").unwrap();
+    // 200 GiB of holes: minutes of metadata writes, unless the stop cuts it short.
+    let extender = std::thread::spawn(move || truncate(&path, 200 << 30));
+    std::thread::sleep(Duration::from_millis(500));
+    let took = daemon.terminate();
+    let errno = extender.join().unwrap();
+    eprintln!("stopped in {took:?}; the truncate answered errno {errno}");
+    assert_ne!(errno, 0, "the extension cannot have finished");
+    let mount = remount_clean(dir.path(), key);
+    let file = mount.mountpoint().join("grown");
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        b"small",
+        "the file keeps its size"
+    );
+    let cipher = fs::metadata(dir.path().join("cipher/grown")).unwrap();
+    assert!(
+        cipher.len() < 1 << 20,
+        "{} bytes left in the cipher file",
+        cipher.len()
+    );
+    mount.unmount().unwrap();
 }
 
 /// A directory descriptor (closed on drop).

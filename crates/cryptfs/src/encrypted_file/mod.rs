@@ -15,6 +15,7 @@ mod writer;
 
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use pgcmk_crypto::random;
@@ -47,6 +48,8 @@ pub struct EncryptedFile<S: Storage> {
     /// Write a new block's slot-B page (zeros) together with its first version; see
     /// [`EncryptedFile::reserving_rewrite_pages`].
     reserve_rewrite_pages: bool,
+    /// Set when extensions in progress must stop; see [`EncryptedFile::stopping_on`].
+    stop: Option<Arc<AtomicBool>>,
 }
 
 struct FileState {
@@ -101,6 +104,7 @@ impl<S: Storage> EncryptedFile<S> {
             }),
             released: Condvar::new(),
             reserve_rewrite_pages: false,
+            stop: None,
         })
     }
 
@@ -113,6 +117,22 @@ impl<S: Storage> EncryptedFile<S> {
     pub fn reserving_rewrite_pages(mut self, reserve: bool) -> Self {
         self.reserve_rewrite_pages = reserve;
         self
+    }
+
+    /// Extensions (truncating up, writing past the end, growing) check `stop` after
+    /// every group of 32 blocks; once it is set they put the file back as it was and
+    /// fail with [`Error::Stopped`] — so a mount being stopped does not wait for an
+    /// extension of hundreds of gigabytes.
+    pub fn stopping_on(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// True once the flag given to [`EncryptedFile::stopping_on`] is set.
+    fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Plaintext length (including writes in flight).
@@ -169,6 +189,12 @@ impl<S: Storage> EncryptedFile<S> {
             .ok_or(Error::FileTooLarge {
                 max: MAX_PLAIN_SIZE,
             })?;
+        let gap_end = offset / BLOCK_SIZE * BLOCK_SIZE;
+        if gap_end > self.len().saturating_add(WINDOW_BYTES) {
+            // A long gap: its whole blocks first, as an extension that can be stopped
+            // and undone (the data's own block is sealed with the data below).
+            self.grow_to(gap_end)?;
+        }
         // From the old end on (a gap is zero-filled), or the whole file when the
         // header is still to be written.
         let (claim, (old_len, cipher)) = self.claim(
@@ -304,8 +330,7 @@ impl<S: Storage> EncryptedFile<S> {
         let result = if new_len == len {
             Ok(())
         } else if new_len > len {
-            self.cipher_or_header(cipher)
-                .and_then(|cipher| BlockWriter::new(self, &cipher, len).write_zeros(len, new_len))
+            self.extend_claimed(cipher, len, new_len)
         } else {
             self.truncate_claimed(cipher, len, new_len)
         };
@@ -313,6 +338,25 @@ impl<S: Storage> EncryptedFile<S> {
             self.state().len = new_len;
         }
         self.finish(claim, result)
+    }
+
+    /// Extends the file from `len` to `new_len` bytes with holes (whole file
+    /// claimed). Stopped part way ([`EncryptedFile::stopping_on`]), it cuts off what
+    /// it wrote, so the file keeps its size.
+    fn extend_claimed(
+        &self,
+        cipher: Option<Arc<FileCipher>>,
+        len: u64,
+        new_len: u64,
+    ) -> Result<(), Error> {
+        let cipher = self.cipher_or_header(cipher)?;
+        let extended = BlockWriter::new(self, &cipher, len).write_zeros(len, new_len);
+        if !matches!(extended, Err(Error::Stopped)) {
+            return extended;
+        }
+        let reached = reported_plain_len(&self.storage)?;
+        self.truncate_claimed(Some(cipher), reached, len)?;
+        Err(Error::Stopped)
     }
 
     /// Shortens the file from `len` to `new_len` bytes (whole file claimed).

@@ -53,11 +53,15 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
 
     /// Extends the file with zeros over `from..to` (`from` is the length): the old
     /// last block is re-sealed with its zeros, every block past it becomes a hole —
-    /// an entry, no data page — so extending costs 64 bytes per 4 KiB block.
+    /// an entry, no data page — so extending costs 64 bytes per 4 KiB block. Checks
+    /// for a stop before every group ([`Error::Stopped`]).
     pub(super) fn write_zeros(&mut self, from: u64, to: u64) -> Result<(), Error> {
         static ZEROS: [u8; WINDOW_BYTES as usize] = [0; WINDOW_BYTES as usize];
         let mut pos = from;
         while pos < to {
+            if self.file.stopping() {
+                return Err(Error::Stopped);
+            }
             let window_end = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
             let n = (to.min(window_end) - pos) as usize;
             self.write_window(pos, &ZEROS[..n], None, Content::Zeros)?;
