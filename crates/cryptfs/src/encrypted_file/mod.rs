@@ -22,7 +22,8 @@ use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
 use crate::format::{
-    FileHeader, BLOCK_SIZE, FORMAT_VERSION, GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE,
+    entry_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION, GROUP_BLOCKS,
+    HEADER_LEN, MAX_PLAIN_SIZE,
 };
 use crate::storage::Storage;
 use crate::Error;
@@ -421,7 +422,8 @@ impl<S: Storage> EncryptedFile<S> {
     /// Syncs with `sync`; the caller holds a claim that excludes writers.
     fn sync_claimed(&self, sync: impl FnOnce(&S) -> io::Result<()>) -> Result<(), Error> {
         sync(&self.storage)?;
-        self.state().slots.synced();
+        let filled_holes = self.state().slots.synced();
+        clear_filled_holes(&self.storage, &filled_holes);
         Ok(())
     }
 
@@ -439,11 +441,31 @@ impl<S: Storage> Drop for EncryptedFile<S> {
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         let pending = state.slots.pending.len();
         if pending > 0 && !self.storage.is_unlinked() {
-            if let Err(e) = self.storage.sync_data() {
-                tracing::warn!(
+            match self.storage.sync_data() {
+                Ok(()) => clear_filled_holes(&self.storage, &state.slots.synced()),
+                Err(e) => tracing::warn!(
                     blocks = pending,
                     "cryptfs: syncing a file with unsynced writes on close failed: {e}"
-                );
+                ),
+            }
+        }
+    }
+}
+
+/// Clears the entries of hole slots whose blocks have a durable newer version now
+/// (`SlotState::filled_holes`). Those slots are no block's durable version any more,
+/// so this follows the two-slot rule; the writes need no sync (a stale hole entry
+/// that survives a crash reads as before). Entries cut off the file stay so.
+fn clear_filled_holes<S: Storage>(storage: &S, filled_holes: &[(u64, Slot)]) {
+    let Ok(size) = storage.size() else {
+        return;
+    };
+    let empty = [0u8; ENTRY_SIZE as usize];
+    for &(block, slot) in filled_holes {
+        let at = entry_offset(block, slot);
+        if at + ENTRY_SIZE <= size {
+            if let Err(e) = storage.write_all_at(&empty, at) {
+                tracing::warn!(block, "cryptfs: clearing a filled hole's entry failed: {e}");
             }
         }
     }

@@ -248,18 +248,23 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
                 };
             }
         }
+        let mut filled_holes = Vec::new();
         if unknown != 0 {
             let meta = read_meta_page(&self.file.storage, group_of(first))?;
             for (i, block) in blocks.clone().enumerate() {
                 if unknown & (1 << i) != 0 {
                     let (a, b) = block_entries(&meta, block);
-                    let current =
-                        current_entry(&a, &b).map(|(slot, entry)| (slot, entry.generation));
+                    let current = current_entry(&a, &b);
+                    if let Some((slot, _)) = current.filter(|(_, e)| e.hole) {
+                        filled_holes.push((block, slot));
+                    }
+                    let current = current.map(|(slot, entry)| (slot, entry.generation));
                     targets[i] = next_version(block, current)?;
                 }
             }
         }
         let mut state = self.file.state();
+        state.slots.filled_holes.extend(filled_holes);
         for (i, (block, target)) in blocks.zip(targets).enumerate() {
             if content == Content::Data || created & (1 << i) == 0 {
                 state.slots.pending.insert(block, target);
