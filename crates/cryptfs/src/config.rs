@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use pgcmk_crypto::{ct_eq, random, SymmetricKey};
 
 use crate::content::{VolumeKey, VOLUME_ID_LEN};
-use crate::format::{BLOCK_SIZE, FORMAT_VERSION};
+use crate::format::{BLOCK_SIZE, FORMAT_VERSION, OLDEST_READ_VERSION};
 use crate::Error;
 
 /// Name of the configuration file at the root of a cipher directory. It is hidden
@@ -56,9 +56,9 @@ impl VolumeConfig {
             return Err(format!("format is not {FORMAT_NAME}"));
         }
         let version = field("version")?;
-        if version != FORMAT_VERSION.to_string() {
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).any(|v| version == v.to_string()) {
             return Err(format!(
-                "format version {version} is not supported by this build (it reads version {FORMAT_VERSION}); use a matching pgcmk"
+                "format version {version} is not supported by this build (it reads versions {OLDEST_READ_VERSION} to {FORMAT_VERSION}); use a matching pgcmk"
             ));
         }
         if field("block_size")? != BLOCK_SIZE.to_string() || field("cipher")? != CIPHER_NAME {
@@ -170,7 +170,9 @@ mod tests {
         init(dir.path(), &key).unwrap();
         let path = config_path(dir.path());
         let text = fs::read_to_string(&path).unwrap();
-        fs::write(&path, text.replace("version = 3", "version = 9")).unwrap();
+        fs::write(&path, text.replace("version = 4", "version = 3")).unwrap();
+        open(dir.path(), &key).expect("a version 3 volume is still mounted");
+        fs::write(&path, text.replace("version = 4", "version = 9")).unwrap();
         let err = open(dir.path(), &key).unwrap_err().to_string();
         assert!(err.contains("version 9 is not supported"), "{err}");
     }

@@ -6,11 +6,12 @@
 use pgcmk_crypto::aead::{AeadKey, Algorithm, NONCE_LEN, TAG_LEN};
 use pgcmk_crypto::{kdf, SymmetricKey};
 
-use crate::format::{block_aad, SlotEntry, FILE_ID_LEN};
+use crate::format::{block_aad, FileHeader, SlotEntry, FILE_ID_LEN, HOLE_FLAG};
 use crate::Error;
 
 /// The AEAD used for every block.
 pub const ALGORITHM: Algorithm = Algorithm::Aes256GcmSiv;
+/// The labels keep "v3": format v4 changed no key, so v3 volumes keep theirs.
 const FILE_KEY_INFO: &[u8] = b"pgcmk-cryptfs/v3/file-content";
 const KEY_CHECK_INFO: &[u8] = b"pgcmk-cryptfs/v3/key-check";
 /// Length of a volume identifier.
@@ -42,15 +43,15 @@ impl VolumeKey {
         Ok(out)
     }
 
-    /// The cipher for the file with identifier `file_id`.
-    pub fn file_cipher(&self, file_id: [u8; FILE_ID_LEN]) -> Result<FileCipher, Error> {
+    /// The cipher for the file with header `header` (its id and format version).
+    pub fn file_cipher(&self, header: FileHeader) -> Result<FileCipher, Error> {
         let mut salt = [0u8; VOLUME_ID_LEN + FILE_ID_LEN];
         salt[..VOLUME_ID_LEN].copy_from_slice(&self.volume_id);
-        salt[VOLUME_ID_LEN..].copy_from_slice(&file_id);
+        salt[VOLUME_ID_LEN..].copy_from_slice(&header.file_id);
         let file_key = kdf::derive_key(&self.master, &salt, FILE_KEY_INFO)?;
         Ok(FileCipher {
             key: AeadKey::new(ALGORITHM, &file_key)?,
-            file_id,
+            header,
         })
     }
 }
@@ -59,13 +60,13 @@ impl VolumeKey {
 #[derive(Debug)]
 pub struct FileCipher {
     key: AeadKey,
-    file_id: [u8; FILE_ID_LEN],
+    header: FileHeader,
 }
 
 impl FileCipher {
     /// The file's identifier.
     pub fn file_id(&self) -> &[u8; FILE_ID_LEN] {
-        &self.file_id
+        &self.header.file_id
     }
 
     /// Encrypts `page` (the plaintext of block `block`, at generation `generation`)
@@ -79,13 +80,41 @@ impl FileCipher {
         nonce: &[u8; NONCE_LEN],
         page: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Error> {
-        let aad = block_aad(&self.file_id, block, generation, plain_len(page.len())?);
+        let aad = block_aad(&self.header, block, generation, plain_len(page.len())?);
         Ok(self.key.seal_in_place(nonce, &aad, page)?)
     }
 
+    /// The tag of a hole: version `generation` of block `block` is `len` zeros
+    /// (1..=4096). It seals an empty plaintext under AAD whose length field carries
+    /// [`HOLE_FLAG`], so it can stand for no data version, and no data version for it.
+    pub fn seal_hole(
+        &self,
+        block: u64,
+        generation: u64,
+        nonce: &[u8; NONCE_LEN],
+        len: u32,
+    ) -> Result<[u8; TAG_LEN], Error> {
+        let aad = block_aad(&self.header, block, generation, len | HOLE_FLAG);
+        Ok(self.key.seal_in_place(nonce, &aad, &mut [])?)
+    }
+
+    /// Verifies a hole entry of block `block`: its tag vouches for `plain_len`
+    /// zeros, and there is no ciphertext.
+    pub fn verify_hole(&self, block: u64, entry: &SlotEntry) -> Result<(), Error> {
+        let aad = block_aad(&self.header, block, entry.generation, entry.stored_len());
+        if !entry.hole || entry.is_empty() {
+            return Err(Error::Tampered { block });
+        }
+        self.key
+            .open_into(&entry.nonce, &aad, &[], &entry.tag, &mut [])
+            .map_err(|_| Error::Tampered { block })
+    }
+
     /// Verifies and decrypts one version of block `block` (ciphertext, with its
-    /// nonce and tag from `entry`) into `out` (same length as `ciphertext`). On
-    /// failure `out` holds nothing usable.
+    /// nonce and tag from `entry`) into `out` (same length as `ciphertext`). A hole
+    /// entry is verified alone and fills `out` with zeros (callers pass the zeros
+    /// its data page holds, which are ignored). On failure `out` holds nothing
+    /// usable.
     pub fn open(
         &self,
         block: u64,
@@ -94,11 +123,19 @@ impl FileCipher {
         out: &mut [u8],
     ) -> Result<(), Error> {
         let tampered = || Error::Tampered { block };
-        if entry.is_empty() || ciphertext.is_empty() || out.len() != ciphertext.len() {
+        if entry.is_empty() || out.len() != ciphertext.len() {
+            return Err(tampered());
+        }
+        if entry.hole {
+            self.verify_hole(block, entry)?;
+            out.fill(0);
+            return Ok(());
+        }
+        if ciphertext.is_empty() {
             return Err(tampered());
         }
         let len = plain_len(ciphertext.len()).map_err(|_| tampered())?;
-        let aad = block_aad(&self.file_id, block, entry.generation, len);
+        let aad = block_aad(&self.header, block, entry.generation, len);
         self.key
             .open_into(&entry.nonce, &aad, ciphertext, &entry.tag, out)
             .map_err(|_| tampered())
@@ -118,9 +155,16 @@ mod tests {
         VolumeKey::new(SymmetricKey::from_bytes([byte; 32]), [1; 16])
     }
 
+    fn header(id: u8) -> FileHeader {
+        FileHeader {
+            version: crate::format::FORMAT_VERSION,
+            file_id: [id; 16],
+        }
+    }
+
     #[test]
     fn seal_open_and_binding() {
-        let cipher = volume(7).file_cipher([2; 16]).unwrap();
+        let cipher = volume(7).file_cipher(header(2)).unwrap();
         let nonce = [5u8; NONCE_LEN];
         let mut page = [0xAAu8; 100];
         let tag = cipher.seal_in_place(5, 3, &nonce, &mut page).unwrap();
@@ -128,6 +172,7 @@ mod tests {
         let entry = SlotEntry {
             generation: 3,
             plain_len: 100,
+            hole: false,
             nonce,
             tag,
         };
@@ -147,12 +192,37 @@ mod tests {
         let mut bad_nonce = entry;
         bad_nonce.nonce[0] ^= 1;
         assert!(cipher.open(5, &bad_nonce, &page, &mut out).is_err());
-        let other_file = volume(7).file_cipher([3; 16]).unwrap();
+        let other_file = volume(7).file_cipher(header(3)).unwrap();
         assert!(other_file.open(5, &entry, &page, &mut out).is_err());
-        let other_key = volume(8).file_cipher([2; 16]).unwrap();
+        let other_key = volume(8).file_cipher(header(2)).unwrap();
         assert!(other_key.open(5, &entry, &page, &mut out).is_err());
         // A truncated block is rejected too (the length is in the AAD).
         assert!(cipher.open(5, &entry, &page[..92], &mut out[..92]).is_err());
+        // The data version's tag does not make it a hole, nor a hole's tag data.
+        let as_hole = SlotEntry {
+            hole: true,
+            ..entry
+        };
+        assert!(cipher.open(5, &as_hole, &[0; 100], &mut out).is_err());
+        let hole = SlotEntry {
+            hole: true,
+            tag: cipher.seal_hole(5, 3, &nonce, 100).unwrap(),
+            ..entry
+        };
+        out.fill(1);
+        cipher.open(5, &hole, &[0; 100], &mut out).unwrap();
+        assert_eq!(out, [0; 100]);
+        let as_data = SlotEntry {
+            hole: false,
+            ..hole
+        };
+        assert!(cipher.open(5, &as_data, &[0; 100], &mut out).is_err());
+        assert!(cipher.open(6, &hole, &[0; 100], &mut out).is_err());
+        let shorter = SlotEntry {
+            plain_len: 99,
+            ..hole
+        };
+        assert!(cipher.open(5, &shorter, &[0; 99], &mut out[..99]).is_err());
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub enum Error {
         /// The limit in plaintext bytes.
         max: u64,
     },
+    /// A long operation (extending a file) was stopped because the mount is being
+    /// stopped; the file was put back as it was.
+    #[error("stopped: the filesystem is being unmounted")]
+    Stopped,
     /// An argument was unusable (mountpoint, thread count, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -89,6 +93,7 @@ impl Error {
                 source.raw_os_error().unwrap_or(libc::EIO)
             }
             Error::FileTooLarge { .. } => libc::EFBIG,
+            Error::Stopped => libc::EINTR,
             Error::InvalidArgument(_) => libc::EINVAL,
             _ => libc::EIO,
         }

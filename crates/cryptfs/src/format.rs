@@ -1,10 +1,11 @@
-//! On-disk layout of one encrypted file (format v3): header page, groups of 32
-//! blocks, two slots per block, metadata entries, size arithmetic.
+//! On-disk layout of one encrypted file (format v4; v3 files are read and written
+//! too): header page, groups of 32 blocks, two slots per block, metadata entries
+//! (data or hole), size arithmetic.
 //!
 //! ```text
 //! [header page][group 0][group 1] ...
 //! group: [metadata page: 64 entries][32 slot-A data pages][32 slot-B data pages]
-//! entry: generation u64 | plaintext length u32 | nonce 12 | tag 16 | zeros 24
+//! entry: generation u64 | kind bit + plaintext length u32 | nonce 12 | tag 16 | zeros 24
 //! data page: ciphertext (plaintext length bytes) | zeros up to 4096
 //! ```
 //! A block's current version is the slot with the higher generation; a write goes to
@@ -24,8 +25,13 @@ pub const GROUP_BLOCKS: u64 = 32;
 pub const GROUP_SIZE: u64 = (1 + 2 * GROUP_BLOCKS) * BLOCK_SIZE;
 /// Bytes of one metadata entry (8 per 512-byte sector: never torn).
 pub const ENTRY_SIZE: u64 = 64;
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 3;
+/// The format version this build writes (new volumes and new file headers).
+pub const FORMAT_VERSION: u16 = 4;
+/// The oldest format version this build still reads (and writes into).
+pub const OLDEST_READ_VERSION: u16 = 3;
+/// Set in an entry's length field (and so in its AAD) for a hole: a version of the
+/// block that reads as zeros and has no data page.
+pub const HOLE_FLAG: u32 = 1 << 31;
 /// Magic bytes opening every encrypted file.
 pub const FILE_MAGIC: [u8; 6] = *b"PGCMKF";
 /// Length of the random per-file identifier.
@@ -36,12 +42,17 @@ pub const HEADER_LEN: u64 = 24;
 pub const GROUPS_START: u64 = BLOCK_SIZE;
 /// Length of a block's associated data.
 pub const AAD_LEN: usize = 38;
-/// Largest plaintext size (keeps every offset computation far from u64 overflow).
-pub const MAX_PLAIN_SIZE: u64 = 1 << 50;
+/// Largest plaintext size: 256 GiB (PostgreSQL's files are at most 1 GiB segments).
+/// Extending an empty file to it writes 4 GiB of hole entries (64 bytes per 4 KiB
+/// block, on 8 GiB of metadata pages), which bounds the work of one request.
+pub const MAX_PLAIN_SIZE: u64 = 1 << 38;
 
 /// The header at the start of every non-empty encrypted file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileHeader {
+    /// The format version the file was created with (3 or 4); part of every block's
+    /// AAD.
+    pub version: u16,
     /// Random identifier: salt of the file key and part of every block's AAD.
     pub file_id: [u8; FILE_ID_LEN],
 }
@@ -51,7 +62,7 @@ impl FileHeader {
     pub fn to_page(&self) -> [u8; BLOCK_SIZE as usize] {
         let mut out = [0u8; BLOCK_SIZE as usize];
         out[..6].copy_from_slice(&FILE_MAGIC);
-        out[6..8].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        out[6..8].copy_from_slice(&self.version.to_be_bytes());
         out[8..HEADER_LEN as usize].copy_from_slice(&self.file_id);
         out
     }
@@ -61,12 +72,13 @@ impl FileHeader {
         if bytes[..6] != FILE_MAGIC {
             return Err(Error::BadHeader("bad magic"));
         }
-        if u16::from_be_bytes([bytes[6], bytes[7]]) != FORMAT_VERSION {
+        let version = u16::from_be_bytes([bytes[6], bytes[7]]);
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::BadHeader("unsupported format version"));
         }
         let mut file_id = [0u8; FILE_ID_LEN];
         file_id.copy_from_slice(&bytes[8..]);
-        Ok(Self { file_id })
+        Ok(Self { version, file_id })
     }
 }
 
@@ -97,12 +109,16 @@ impl Slot {
 }
 
 /// The metadata entry of one slot. Generation 0 marks an empty slot (never valid).
+/// A hole entry authenticates "this version of the block is `plain_len` zeros"
+/// (its tag seals an empty plaintext); it has no data page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SlotEntry {
     /// Larger = newer version of the block.
     pub generation: u64,
     /// Plaintext bytes in the slot (1..=4096 when valid).
     pub plain_len: u32,
+    /// A hole: the version reads as `plain_len` zeros; nothing is in its data page.
+    pub hole: bool,
     /// The nonce this version was sealed with.
     pub nonce: [u8; NONCE_LEN],
     /// Its authentication tag.
@@ -114,15 +130,42 @@ impl SlotEntry {
     pub const EMPTY: SlotEntry = SlotEntry {
         generation: 0,
         plain_len: 0,
+        hole: false,
         nonce: [0; NONCE_LEN],
         tag: [0; TAG_LEN],
     };
+
+    /// A hole entry: version `generation` of its block is `plain_len` zeros.
+    pub fn hole(
+        generation: u64,
+        plain_len: u32,
+        nonce: [u8; NONCE_LEN],
+        tag: [u8; TAG_LEN],
+    ) -> Self {
+        SlotEntry {
+            generation,
+            plain_len,
+            hole: true,
+            nonce,
+            tag,
+        }
+    }
+
+    /// The length field as stored and authenticated: the length, with
+    /// [`HOLE_FLAG`] for a hole.
+    pub fn stored_len(&self) -> u32 {
+        if self.hole {
+            self.plain_len | HOLE_FLAG
+        } else {
+            self.plain_len
+        }
+    }
 
     /// Serialises the entry (zero-padded to [`ENTRY_SIZE`]).
     pub fn to_bytes(&self) -> [u8; ENTRY_SIZE as usize] {
         let mut out = [0u8; ENTRY_SIZE as usize];
         out[..8].copy_from_slice(&self.generation.to_be_bytes());
-        out[8..12].copy_from_slice(&self.plain_len.to_be_bytes());
+        out[8..12].copy_from_slice(&self.stored_len().to_be_bytes());
         out[12..24].copy_from_slice(&self.nonce);
         out[24..40].copy_from_slice(&self.tag);
         out
@@ -133,7 +176,9 @@ impl SlotEntry {
         let field = |range: std::ops::Range<usize>| &entry[range];
         let mut out = SlotEntry::EMPTY;
         out.generation = u64::from_be_bytes(field(0..8).try_into().expect("8 bytes"));
-        out.plain_len = u32::from_be_bytes(field(8..12).try_into().expect("4 bytes"));
+        let stored_len = u32::from_be_bytes(field(8..12).try_into().expect("4 bytes"));
+        out.hole = stored_len & HOLE_FLAG != 0;
+        out.plain_len = stored_len & !HOLE_FLAG;
         out.nonce.copy_from_slice(field(12..24));
         out.tag.copy_from_slice(field(24..40));
         out
@@ -160,20 +205,21 @@ pub fn current_entry(a: &SlotEntry, b: &SlotEntry) -> Option<(Slot, SlotEntry)> 
     current_slot(a, b).map(|slot| (slot, if slot == Slot::A { *a } else { *b }))
 }
 
-/// Associated data of one version of block `block` of file `file_id`:
-/// version ‖ file id ‖ block number ‖ generation ‖ plaintext length.
+/// Associated data of one version of block `block` of file `header`:
+/// version ‖ file id ‖ block number ‖ generation ‖ stored length (with
+/// [`HOLE_FLAG`] for a hole).
 pub fn block_aad(
-    file_id: &[u8; FILE_ID_LEN],
+    header: &FileHeader,
     block: u64,
     generation: u64,
-    plain_len: u32,
+    stored_len: u32,
 ) -> [u8; AAD_LEN] {
     let mut aad = [0u8; AAD_LEN];
-    aad[..2].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
-    aad[2..18].copy_from_slice(file_id);
+    aad[..2].copy_from_slice(&header.version.to_be_bytes());
+    aad[2..18].copy_from_slice(&header.file_id);
     aad[18..26].copy_from_slice(&block.to_be_bytes());
     aad[26..34].copy_from_slice(&generation.to_be_bytes());
-    aad[34..].copy_from_slice(&plain_len.to_be_bytes());
+    aad[34..].copy_from_slice(&stored_len.to_be_bytes());
     aad
 }
 
@@ -247,16 +293,26 @@ mod tests {
         let entry = SlotEntry {
             generation: 0x0102,
             plain_len: 100,
+            hole: false,
             nonce: [3; NONCE_LEN],
             tag: [4; TAG_LEN],
         };
         assert_eq!(SlotEntry::parse(&entry.to_bytes()), entry);
+        let hole = SlotEntry {
+            hole: true,
+            ..entry
+        };
+        assert_eq!(hole.to_bytes()[8..12], [0x80, 0, 0, 100]);
+        assert_eq!(SlotEntry::parse(&hole.to_bytes()), hole);
         assert!(entry.to_bytes()[40..].iter().all(|b| *b == 0));
     }
 
     #[test]
     fn header_round_trip_and_rejects() {
-        let header = FileHeader { file_id: [9; 16] };
+        let header = FileHeader {
+            version: FORMAT_VERSION,
+            file_id: [9; 16],
+        };
         let page = header.to_page();
         let bytes: [u8; HEADER_LEN as usize] = page[..HEADER_LEN as usize].try_into().unwrap();
         assert_eq!(FileHeader::parse(&bytes).unwrap(), header);
@@ -265,7 +321,15 @@ mod tests {
         bad[0] ^= 1;
         assert!(FileHeader::parse(&bad).is_err());
         let mut older = bytes;
+        older[7] = 3;
+        assert_eq!(
+            FileHeader::parse(&older).unwrap().version,
+            3,
+            "v3 files stay readable"
+        );
         older[7] = 2;
+        assert!(FileHeader::parse(&older).is_err());
+        older[7] = 5;
         assert!(FileHeader::parse(&older).is_err());
     }
 }

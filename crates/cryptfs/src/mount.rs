@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub struct MountHandle {
     cipher_dir: PathBuf,
     recovery: Option<RecoveryReport>,
     read_only: bool,
+    /// Tells the request threads to give up long requests (see `abort_and_detach`).
+    stopping: Arc<AtomicBool>,
 }
 
 /// Mounts the cipher directory `cipher_dir` at `mountpoint`.
@@ -108,17 +111,18 @@ pub fn mount(
     } else {
         crash_recovery::begin_session(&cipher_dir, &Arc::new(volume.clone()))?
     };
-    let root_ino = fs::metadata(&cipher_dir)
-        .map_err(Error::path("reading", &cipher_dir))?
-        .ino();
+    let root_dir = fs::File::open(&cipher_dir).map_err(Error::path("opening", &cipher_dir))?;
+    let stopping = Arc::new(AtomicBool::new(false));
     let fs = CryptFs::new(
         cipher_dir.clone(),
-        root_ino,
+        root_dir,
         volume,
         FsOptions {
             direct_io_wal: options.direct_io_wal,
         },
-    );
+        stopping.clone(),
+    )
+    .map_err(Error::path("opening", &cipher_dir))?;
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("pgcmk-cryptfs".into()),
@@ -150,6 +154,7 @@ pub fn mount(
         cipher_dir,
         recovery,
         read_only: options.read_only,
+        stopping,
     })
 }
 
@@ -251,8 +256,12 @@ impl MountHandle {
     }
 
     /// Serves until the filesystem is unmounted from outside or one of `signals`
-    /// arrives; then unmounts. While files are busy the unmount is retried on the
-    /// next signal, and the filesystem keeps serving.
+    /// arrives; then unmounts. If files under the mountpoint are still in use, the
+    /// mount is stopped anyway: the FUSE connection is aborted (requests in flight
+    /// and every later request of those users fail with `ENOTCONN`) and the mount
+    /// detached; the daemon finishes the requests it was serving, makes everything
+    /// durable and records the clean end. A stop must not wait for clients — the
+    /// process manager that sent SIGTERM is about to send SIGKILL.
     pub fn serve_until_signal(mut self, signals: &TerminationSignals) -> Result<(), Error> {
         loop {
             if !self.is_mounted() {
@@ -260,12 +269,38 @@ impl MountHandle {
             }
             if let Some(signal) = signals.blocked.wait(Duration::from_millis(250)) {
                 tracing::info!(signal, "cryptfs: termination signal, unmounting");
-                match self.try_unmount() {
-                    Ok(()) => return Ok(()),
-                    Err(e) => tracing::error!("cryptfs: {e}; still mounted"),
-                }
+                return match self.try_unmount() {
+                    Err(Error::Unmount { source, .. })
+                        if source.raw_os_error() == Some(libc::EBUSY) =>
+                    {
+                        self.abort_and_detach()
+                    }
+                    other => other,
+                };
             }
         }
+    }
+
+    /// Stops a busy mount: aborts its FUSE connection, detaches it, and ends the
+    /// session as [`MountHandle::try_unmount`] does once the request threads are done.
+    fn abort_and_detach(&mut self) -> Result<(), Error> {
+        tracing::warn!(
+            mountpoint = %self.mountpoint.display(),
+            "cryptfs: files are still in use; aborting the FUSE connection and detaching"
+        );
+        // A request extending a file by gigabytes gives up (and undoes its work).
+        self.stopping.store(true, Ordering::Relaxed);
+        let detached = match sys::umount_force(&self.mountpoint) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => sys::umount(&self.mountpoint, true),
+            other => other,
+        };
+        if let Err(source) = detached {
+            return Err(Error::Unmount {
+                mountpoint: self.mountpoint.clone(),
+                source,
+            });
+        }
+        self.try_unmount()
     }
 }
 
@@ -279,6 +314,7 @@ impl Drop for MountHandle {
             // Busy: detach lazily so the mountpoint does not stay wedged; the request
             // threads finish once the last user closes its files.
             tracing::warn!("cryptfs: {e}; detaching lazily");
+            self.stopping.store(true, Ordering::Relaxed);
             let _ = sys::umount(&self.mountpoint, true);
         }
     }

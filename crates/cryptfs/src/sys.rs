@@ -211,6 +211,37 @@ pub(crate) fn umount(path: &Path, detach: bool) -> io::Result<()> {
     check(unsafe { libc::umount2(path.as_ptr(), flags) })
 }
 
+/// `renameat2(2)` of `from` to `to` with `flags` (0: rename(2)).
+pub(crate) fn rename(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    })
+}
+
+/// Makes a FIFO, socket or device node at `path` (`mode` includes the file type).
+pub(crate) fn mknod(path: &Path, mode: u32, rdev: u32) -> io::Result<()> {
+    let path = c_path(path)?;
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    check(unsafe { libc::mknod(path.as_ptr(), mode, libc::dev_t::from(rdev)) })
+}
+
+/// Aborts the FUSE connection of the mount at `path` (`umount2(MNT_FORCE)`: FUSE's
+/// `umount_begin` fails every request in flight or queued with `ENOTCONN`). The
+/// unmount itself may still fail with `EBUSY` while files are open.
+pub(crate) fn umount_force(path: &Path) -> io::Result<()> {
+    let path = c_path(path)?;
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    check(unsafe { libc::umount2(path.as_ptr(), libc::MNT_FORCE) })
+}
+
 /// SIGINT, SIGTERM and SIGHUP, blocked so they can be waited for synchronously.
 pub(crate) struct BlockedSignals {
     set: libc::sigset_t,

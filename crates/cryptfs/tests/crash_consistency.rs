@@ -24,22 +24,10 @@ use pgcmk_crypto::SymmetricKey;
 const SEEDS: u64 = 1200;
 const B: usize = BLOCK_SIZE as usize;
 
-/// SplitMix64: small, deterministic, good enough to drive a test.
-struct Rng(u64);
+#[path = "churn/rng.rs"]
+mod rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use rng::Rng;
 
 /// What the test knows about the file since the last sync.
 struct Model {
@@ -117,16 +105,6 @@ fn grow(v: &mut Vec<u8>, len: usize) {
 fn block_of(state: &[u8], block: u64) -> Option<&[u8]> {
     let start = block as usize * B;
     (start < state.len()).then(|| &state[start..state.len().min(start + B)])
-}
-
-/// Distinct bytes per call (so versions of a block differ), cheap in debug builds.
-fn random_data(rng: &mut Rng, len: usize) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        data.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    data.truncate(len);
-    data
 }
 
 /// Checks the recovered file against the model; returns the recovered plaintext
@@ -282,7 +260,7 @@ fn reopen_and_recover(
 }
 
 fn run_seed(seed: u64, totals: &mut Totals) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let workload = match seed % 3 {
         0 => Workload::Mixed,
         1 => Workload::WalTail,
@@ -299,7 +277,7 @@ fn run_seed(seed: u64, totals: &mut Totals) {
             let len = model.current().len() as u64;
             match next_op(&mut rng, workload, len) {
                 Op::Write(offset, size) => {
-                    let data = random_data(&mut rng, size);
+                    let data = rng.bytes(size);
                     file.write(offset, &data).unwrap();
                     model.write(offset as usize, &data);
                 }

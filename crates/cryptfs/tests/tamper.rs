@@ -238,3 +238,99 @@ fn wrong_key_fails_every_block() {
     let file = EncryptedFile::open(SimulatedDisk::from_bytes(bytes), wrong).unwrap();
     assert_eq!(file.bad_blocks().unwrap(), (0..=LAST).collect::<Vec<_>>());
 }
+
+/// A file extended past its data by truncation: blocks 0..3 data (byte i+1), blocks
+/// 3..40 holes (the last one 100 bytes long).
+fn with_holes() -> Vec<u8> {
+    let file = EncryptedFile::open(SimulatedDisk::new(), volume()).unwrap();
+    for block in 0..3 {
+        file.write(block * B, &[block as u8 + 1; BLOCK_SIZE as usize])
+            .unwrap();
+    }
+    file.set_len(39 * B + 100).unwrap();
+    file.storage().contents()
+}
+
+/// Reading block `block` of the cipher file `bytes` fails authentication.
+fn assert_tampered(bytes: Vec<u8>, block: u64, what: &str) {
+    let read = open(bytes).and_then(|file| file.read(block * B, B as usize));
+    assert!(
+        matches!(read, Err(Error::Tampered { block: b }) if b == block),
+        "{what}: {:?}",
+        read.map(|bytes| format!("read {} bytes", bytes.len()))
+    );
+}
+
+#[test]
+fn holes_read_as_zeros_and_cannot_be_substituted() {
+    let clean = with_holes();
+    let file = open(clean.clone()).unwrap();
+    assert_eq!(file.len(), 39 * B + 100);
+    assert_eq!(file.read(10 * B, B as usize).unwrap(), vec![0; B as usize]);
+    assert_eq!(file.read(39 * B, 200).unwrap(), vec![0; 100]);
+    // Extension wrote entries only: no data page past the last data block.
+    for block in 3..40 {
+        let page = range(&clean, data_offset(block, Slot::A), B);
+        assert!(page.iter().all(|b| *b == 0), "data page of hole {block}");
+    }
+
+    let entry_of = |bytes: &[u8], block| range(bytes, entry_offset(block, Slot::A), ENTRY_SIZE);
+    let with_entry = |block, entry: &[u8]| {
+        let mut bytes = clean.clone();
+        put(&mut bytes, entry_offset(block, Slot::A), entry);
+        bytes
+    };
+    let with_flag = |block, set: bool| {
+        let mut entry = entry_of(&clean, block);
+        entry[8] = if set {
+            entry[8] | 0x80
+        } else {
+            entry[8] & 0x7f
+        };
+        with_entry(block, &entry)
+    };
+    // A written block turned into a hole: another hole's entry, or its hole bit set
+    // (the tag sealed data, not a hole).
+    assert_tampered(with_entry(1, &entry_of(&clean, 10)), 1, "data → hole entry");
+    assert_tampered(with_flag(1, true), 1, "data with the hole bit");
+    // A hole turned into data: a data block's entry and page copied over it, or its
+    // hole bit cleared.
+    let mut hole_to_data = clean.clone();
+    copy_block(&mut hole_to_data, 10, &clean, 1);
+    assert_tampered(hole_to_data, 10, "hole → data block");
+    assert_tampered(with_flag(10, false), 10, "hole without the hole bit");
+    // A hole's entry erased, moved from another hole, or taken from another file.
+    assert_tampered(with_entry(10, &[0; ENTRY_SIZE as usize]), 10, "erased");
+    assert_tampered(with_entry(10, &entry_of(&clean, 11)), 10, "moved");
+    assert_tampered(with_entry(10, &entry_of(&with_holes(), 10)), 10, "foreign");
+    // The untouched file still reads back whole.
+    assert_eq!(
+        open(clean).unwrap().read(2 * B, B as usize).unwrap(),
+        vec![3; B as usize]
+    );
+}
+
+#[test]
+fn a_hole_filled_and_synced_cannot_be_brought_back_by_erasing_the_new_entry() {
+    let file = open(with_holes()).unwrap();
+    file.write(10 * B, &[0xAB; B as usize]).unwrap();
+    file.write(11 * B + 5, b"partial").unwrap();
+    file.sync().unwrap();
+    let written = file.storage().contents();
+    assert_eq!(
+        open(written.clone()).unwrap().read(10 * B, 4).unwrap(),
+        [0xAB; 4]
+    );
+    // The data went to slot B (the hole was slot A's durable version); erase it.
+    for block in [10, 11] {
+        let mut erased = written.clone();
+        put(
+            &mut erased,
+            entry_offset(block, Slot::B),
+            &[0; ENTRY_SIZE as usize],
+        );
+        assert_tampered(erased, block, "the filled hole's new entry erased");
+    }
+    // A hole never written keeps its entry.
+    assert_eq!(open(written).unwrap().read(12 * B, 8).unwrap(), [0; 8]);
+}

@@ -15,18 +15,22 @@ mod writer;
 
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
-use crate::format::{FileHeader, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE};
+use crate::format::{
+    entry_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION, GROUP_BLOCKS,
+    HEADER_LEN, MAX_PLAIN_SIZE,
+};
 use crate::storage::Storage;
 use crate::Error;
 use claims::{BlockClaims, WHOLE_FILE};
 use meta_pages::{block_len, blocks_of, cut_after};
 use slots::SlotState;
-use writer::BlockWriter;
+use writer::{BlockWriter, Content};
 
 pub use meta_pages::{plain_len_of, reported_plain_len};
 pub use recovery::FileRecovery;
@@ -45,6 +49,8 @@ pub struct EncryptedFile<S: Storage> {
     /// Write a new block's slot-B page (zeros) together with its first version; see
     /// [`EncryptedFile::reserving_rewrite_pages`].
     reserve_rewrite_pages: bool,
+    /// Set when extensions in progress must stop; see [`EncryptedFile::stopping_on`].
+    stop: Option<Arc<AtomicBool>>,
 }
 
 struct FileState {
@@ -85,9 +91,7 @@ impl<S: Storage> EncryptedFile<S> {
         } else {
             let mut header = [0u8; HEADER_LEN as usize];
             storage.read_exact_at(&mut header, 0)?;
-            Some(Arc::new(
-                volume.file_cipher(FileHeader::parse(&header)?.file_id)?,
-            ))
+            Some(Arc::new(volume.file_cipher(FileHeader::parse(&header)?)?))
         };
         let len = plain_len_of(&storage, cipher_len)?;
         Ok(Self {
@@ -101,6 +105,7 @@ impl<S: Storage> EncryptedFile<S> {
             }),
             released: Condvar::new(),
             reserve_rewrite_pages: false,
+            stop: None,
         })
     }
 
@@ -113,6 +118,22 @@ impl<S: Storage> EncryptedFile<S> {
     pub fn reserving_rewrite_pages(mut self, reserve: bool) -> Self {
         self.reserve_rewrite_pages = reserve;
         self
+    }
+
+    /// Extensions (truncating up, writing past the end, growing) check `stop` after
+    /// every group of 32 blocks; once it is set they put the file back as it was and
+    /// fail with [`Error::Stopped`] — so a mount being stopped does not wait for an
+    /// extension of hundreds of gigabytes.
+    pub fn stopping_on(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// True once the flag given to [`EncryptedFile::stopping_on`] is set.
+    fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Plaintext length (including writes in flight).
@@ -169,6 +190,12 @@ impl<S: Storage> EncryptedFile<S> {
             .ok_or(Error::FileTooLarge {
                 max: MAX_PLAIN_SIZE,
             })?;
+        let gap_end = offset / BLOCK_SIZE * BLOCK_SIZE;
+        if gap_end > self.len().saturating_add(WINDOW_BYTES) {
+            // A long gap: its whole blocks first, as an extension that can be stopped
+            // and undone (the data's own block is sealed with the data below).
+            self.grow_to(gap_end)?;
+        }
         // From the old end on (a gap is zero-filled), or the whole file when the
         // header is still to be written.
         let (claim, (old_len, cipher)) = self.claim(
@@ -304,8 +331,7 @@ impl<S: Storage> EncryptedFile<S> {
         let result = if new_len == len {
             Ok(())
         } else if new_len > len {
-            self.cipher_or_header(cipher)
-                .and_then(|cipher| BlockWriter::new(self, &cipher, len).write_zeros(len, new_len))
+            self.extend_claimed(cipher, len, new_len)
         } else {
             self.truncate_claimed(cipher, len, new_len)
         };
@@ -313,6 +339,25 @@ impl<S: Storage> EncryptedFile<S> {
             self.state().len = new_len;
         }
         self.finish(claim, result)
+    }
+
+    /// Extends the file from `len` to `new_len` bytes with holes (whole file
+    /// claimed). Stopped part way ([`EncryptedFile::stopping_on`]), it cuts off what
+    /// it wrote, so the file keeps its size.
+    fn extend_claimed(
+        &self,
+        cipher: Option<Arc<FileCipher>>,
+        len: u64,
+        new_len: u64,
+    ) -> Result<(), Error> {
+        let cipher = self.cipher_or_header(cipher)?;
+        let extended = BlockWriter::new(self, &cipher, len).write_zeros(len, new_len);
+        if !matches!(extended, Err(Error::Stopped)) {
+            return extended;
+        }
+        let reached = reported_plain_len(&self.storage)?;
+        self.truncate_claimed(Some(cipher), reached, len)?;
+        Err(Error::Stopped)
     }
 
     /// Shortens the file from `len` to `new_len` bytes (whole file claimed).
@@ -343,6 +388,7 @@ impl<S: Storage> EncryptedFile<S> {
                 block_start,
                 &plain[..keep as usize],
                 Some(new_len),
+                Content::Data,
             )?;
         }
         cut_after(&self.storage, Some(block), len.div_ceil(BLOCK_SIZE))?;
@@ -361,13 +407,14 @@ impl<S: Storage> EncryptedFile<S> {
             return Ok(cipher);
         }
         let header = FileHeader {
+            version: FORMAT_VERSION,
             file_id: random::array()?,
         };
         self.storage.write_all_at(&header.to_page(), 0)?;
         // The header must be durable before any block written under it, or a
         // crash could keep blocks whose key can no longer be derived.
         self.sync_claimed(Storage::sync_data)?;
-        let cipher = Arc::new(self.volume.file_cipher(header.file_id)?);
+        let cipher = Arc::new(self.volume.file_cipher(header)?);
         self.state().cipher = Some(cipher.clone());
         Ok(cipher)
     }
@@ -375,7 +422,8 @@ impl<S: Storage> EncryptedFile<S> {
     /// Syncs with `sync`; the caller holds a claim that excludes writers.
     fn sync_claimed(&self, sync: impl FnOnce(&S) -> io::Result<()>) -> Result<(), Error> {
         sync(&self.storage)?;
-        self.state().slots.synced();
+        let filled_holes = self.state().slots.synced();
+        clear_filled_holes(&self.storage, &filled_holes);
         Ok(())
     }
 
@@ -393,11 +441,31 @@ impl<S: Storage> Drop for EncryptedFile<S> {
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         let pending = state.slots.pending.len();
         if pending > 0 && !self.storage.is_unlinked() {
-            if let Err(e) = self.storage.sync_data() {
-                tracing::warn!(
+            match self.storage.sync_data() {
+                Ok(()) => clear_filled_holes(&self.storage, &state.slots.synced()),
+                Err(e) => tracing::warn!(
                     blocks = pending,
                     "cryptfs: syncing a file with unsynced writes on close failed: {e}"
-                );
+                ),
+            }
+        }
+    }
+}
+
+/// Clears the entries of hole slots whose blocks have a durable newer version now
+/// (`SlotState::filled_holes`). Those slots are no block's durable version any more,
+/// so this follows the two-slot rule; the writes need no sync (a stale hole entry
+/// that survives a crash reads as before). Entries cut off the file stay so.
+fn clear_filled_holes<S: Storage>(storage: &S, filled_holes: &[(u64, Slot)]) {
+    let Ok(size) = storage.size() else {
+        return;
+    };
+    let empty = [0u8; ENTRY_SIZE as usize];
+    for &(block, slot) in filled_holes {
+        let at = entry_offset(block, slot);
+        if at + ENTRY_SIZE <= size {
+            if let Err(e) = storage.write_all_at(&empty, at) {
+                tracing::warn!(block, "cryptfs: clearing a filled hole's entry failed: {e}");
             }
         }
     }

@@ -84,9 +84,23 @@ impl<S: Storage> EncryptedFile<S> {
         }
         let mut partial = [0u8; BLOCK_SIZE as usize];
         with_scratch(&READ_BUFFER, current.len() * BLOCK_SIZE as usize, |pages| {
-            for run in slot_runs(current) {
+            let kinds = runs_by(current.len(), |i| (current[i].0, current[i].1.hole));
+            for run in kinds {
                 let run_first = first + run.start as u64;
                 let run_last = first + run.end as u64 - 1;
+                if current[run.start].1.hole {
+                    // No data page: each entry's tag vouches for its zeros.
+                    for block in run_first..=run_last {
+                        let entry = &current[(block - first) as usize].1;
+                        let block_start = block * BLOCK_SIZE;
+                        let from = start.max(block_start);
+                        let to = end.min(block_start + u64::from(entry.plain_len));
+                        let out_at = (from - start) as usize;
+                        cipher.verify_hole(block, entry)?;
+                        out[out_at..out_at + (to - from) as usize].fill(0);
+                    }
+                    continue;
+                }
                 // Up to the last ciphertext byte: a short block's padding may be
                 // missing after a crash, and is not part of the format.
                 let last_len = current[run.end - 1].1.plain_len as usize;
@@ -168,15 +182,24 @@ impl<S: Storage> EncryptedFile<S> {
 pub(super) fn slot_runs<T>(
     blocks: &[(Slot, T)],
 ) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    runs_by(blocks.len(), |i| blocks[i].0)
+}
+
+/// Index ranges of maximal runs of `0..len` with equal `key`.
+pub(super) fn runs_by<K: PartialEq>(
+    len: usize,
+    key: impl Fn(usize) -> K,
+) -> impl Iterator<Item = std::ops::Range<usize>> {
     let mut start = 0;
     std::iter::from_fn(move || {
-        let slot = blocks.get(start)?.0;
-        let len = blocks[start..]
-            .iter()
-            .take_while(|(s, _)| *s == slot)
-            .count();
-        start += len;
-        Some(start - len..start)
+        if start >= len {
+            return None;
+        }
+        let first = key(start);
+        let end = (start + 1..len).find(|&i| key(i) != first).unwrap_or(len);
+        let run = start..end;
+        start = end;
+        Some(run)
     })
 }
 

@@ -24,22 +24,33 @@ pub(super) struct SlotState {
     /// A write failed since the last sync: a pending slot may not hold what was
     /// meant for it, so the next sync must not vouch for it.
     pub(super) write_failed: bool,
+    /// Blocks whose pending version replaces a hole, with the hole's slot: once the
+    /// new version is durable the hole's entry is cleared, so that erasing the new
+    /// entry cannot make the block read as zeros again.
+    pub(super) filled_holes: Vec<(u64, Slot)>,
 }
 
 impl SlotState {
-    /// A sync completed: every pending version is now the durable one.
-    pub(super) fn synced(&mut self) {
+    /// A sync completed: every pending version is now the durable one. Returns the
+    /// hole slots those versions replaced (none after a failed write).
+    pub(super) fn synced(&mut self) -> Vec<(u64, Slot)> {
         if self.durable.len() + self.pending.len() > DURABLE_SLOTS_CACHED {
             self.durable.clear();
         }
         let pending = std::mem::take(&mut self.pending);
-        if !std::mem::take(&mut self.write_failed) && pending.len() <= DURABLE_SLOTS_CACHED {
+        let filled_holes = std::mem::take(&mut self.filled_holes);
+        if std::mem::take(&mut self.write_failed) {
+            return Vec::new();
+        }
+        if pending.len() <= DURABLE_SLOTS_CACHED {
             self.durable.extend(pending);
         }
+        filled_holes
     }
 
     pub(super) fn forget(&mut self) {
         self.pending.clear();
         self.durable.clear();
+        self.filled_holes.clear();
     }
 }

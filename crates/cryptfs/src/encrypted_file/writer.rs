@@ -8,7 +8,7 @@ use pgcmk_crypto::aead::NONCE_LEN;
 use pgcmk_crypto::random;
 
 use super::meta_pages::{block_entries, read_meta_page};
-use super::reader::slot_runs;
+use super::reader::{runs_by, slot_runs};
 use super::scratch::{with_scratch, SEAL_BUFFER};
 use super::{EncryptedFile, WINDOW_BLOCKS, WINDOW_BYTES};
 use crate::content::FileCipher;
@@ -51,13 +51,20 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         self.write_range(from, &padded)
     }
 
-    /// Writes zeros over `from..to` (`from` ≤ the length).
+    /// Extends the file with zeros over `from..to` (`from` is the length): the old
+    /// last block is re-sealed with its zeros, every block past it becomes a hole —
+    /// an entry, no data page — so extending costs 64 bytes per 4 KiB block. Checks
+    /// for a stop before every group ([`Error::Stopped`]).
     pub(super) fn write_zeros(&mut self, from: u64, to: u64) -> Result<(), Error> {
-        let zeros = vec![0u8; (to - from).min(WINDOW_BYTES) as usize];
+        static ZEROS: [u8; WINDOW_BYTES as usize] = [0; WINDOW_BYTES as usize];
         let mut pos = from;
         while pos < to {
-            let n = (to - pos).min(zeros.len() as u64) as usize;
-            self.write_range(pos, &zeros[..n])?;
+            if self.file.stopping() {
+                return Err(Error::Stopped);
+            }
+            let window_end = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
+            let n = (to.min(window_end) - pos) as usize;
+            self.write_window(pos, &ZEROS[..n], None, Content::Zeros)?;
             pos += n as u64;
         }
         Ok(())
@@ -70,7 +77,7 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         while !rest.is_empty() {
             let window_end = (pos / WINDOW_BYTES + 1) * WINDOW_BYTES;
             let n = (rest.len() as u64).min(window_end - pos) as usize;
-            self.write_window(pos, &rest[..n], None)?;
+            self.write_window(pos, &rest[..n], None, Content::Data)?;
             pos += n as u64;
             rest = &rest[n..];
         }
@@ -81,18 +88,20 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
     /// of partial blocks) into the slot that does not hold its durable version, then
     /// writes the data pages and the entries, each with as few backing writes as are
     /// contiguous (one each for an append). `new_len` overrides the length after the
-    /// write (truncation re-seals its last block shorter).
+    /// write (truncation re-seals its last block shorter). With [`Content::Zeros`],
+    /// blocks past the old end become holes.
     pub(super) fn write_window(
         &mut self,
         offset: u64,
         data: &[u8],
         new_len: Option<u64>,
+        content: Content,
     ) -> Result<(), Error> {
         let first = offset / BLOCK_SIZE;
         let last = (offset + data.len() as u64 - 1) / BLOCK_SIZE;
         let pages_len = ((last - first + 1) * BLOCK_SIZE) as usize;
         with_scratch(&SEAL_BUFFER, pages_len, |pages| {
-            self.seal_window(offset, data, new_len, pages)
+            self.seal_window(offset, data, new_len, content, pages)
         })
     }
 
@@ -103,6 +112,7 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         offset: u64,
         data: &[u8],
         new_len: Option<u64>,
+        content: Content,
         pages: &mut [u8],
     ) -> Result<(), Error> {
         let end = offset + data.len() as u64;
@@ -113,7 +123,7 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         let mut nonces = [0u8; WINDOW_BLOCKS as usize * NONCE_LEN];
         let nonces = &mut nonces[..count * NONCE_LEN];
         random::fill(nonces)?;
-        let (targets, created) = self.target_slots(first..=last)?;
+        let (targets, created) = self.target_slots(first..=last, content)?;
         let mut entries = [(Slot::A, SlotEntry::EMPTY); WINDOW_BLOCKS as usize];
         for (((block, nonce), page), (&(slot, generation), entry)) in (first..=last)
             .zip(nonces.chunks_exact(NONCE_LEN))
@@ -123,6 +133,13 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
             let block_start = block * BLOCK_SIZE;
             let plain_len = (new_len - block_start).min(BLOCK_SIZE) as usize;
             let old_len = self.len.saturating_sub(block_start).min(BLOCK_SIZE) as usize;
+            let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("chunks_exact");
+            if old_len == 0 && content == Content::Zeros {
+                let len = plain_len as u32;
+                let tag = self.cipher.seal_hole(block, generation, &nonce, len)?;
+                *entry = (slot, SlotEntry::hole(generation, len, nonce, tag));
+                continue;
+            }
             let from = (offset.max(block_start) - block_start) as usize;
             let to = (end.min(block_start + BLOCK_SIZE) - block_start) as usize;
             if old_len > 0 && (from > 0 || to < old_len.min(plain_len)) {
@@ -135,7 +152,6 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
             page[from..to].copy_from_slice(&data[data_at..data_at + (to - from)]);
             // The buffer is reused: a short block's padding must be zeroed here.
             page[plain_len..].fill(0);
-            let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("chunks_exact");
             let tag =
                 self.cipher
                     .seal_in_place(block, generation, &nonce, &mut page[..plain_len])?;
@@ -144,6 +160,7 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
                 SlotEntry {
                     generation,
                     plain_len: plain_len as u32,
+                    hole: false,
                     nonce,
                     tag,
                 },
@@ -151,12 +168,12 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
         }
         let entries = &entries[..count];
         let storage = &self.file.storage;
-        for run in slot_runs(entries) {
+        for run in page_runs(entries).filter(|run| !entries[run.start].1.hole) {
             let at = data_offset(first + run.start as u64, entries[run.start].0);
             let bytes = &pages[run.start * BLOCK_SIZE as usize..run.end * BLOCK_SIZE as usize];
             storage.write_all_at(bytes, at)?;
         }
-        if self.file.reserve_rewrite_pages {
+        if self.file.reserve_rewrite_pages && content == Content::Data {
             self.reserve_rewrite_pages(first, created)?;
         }
         let mut encoded = [0u8; (WINDOW_BLOCKS * ENTRY_SIZE) as usize];
@@ -197,9 +214,14 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
     /// - otherwise the current slot is the durable version: the other slot, at the
     ///   current generation + 1 (remembered from an earlier sync, or read from the
     ///   group's metadata page, at most once).
+    ///
+    /// New blocks that become holes ([`Content::Zeros`]) are not recorded: they have
+    /// no durable version to protect, and recording them would cost memory in
+    /// proportion to the extension (16 bytes per 4 KiB block).
     fn target_slots(
         &self,
         blocks: std::ops::RangeInclusive<u64>,
+        content: Content,
     ) -> Result<([(Slot, u64); WINDOW_BLOCKS as usize], u64), Error> {
         let existing = self.len.div_ceil(BLOCK_SIZE);
         let first = *blocks.start();
@@ -226,23 +248,43 @@ impl<'a, S: Storage> BlockWriter<'a, S> {
                 };
             }
         }
+        let mut filled_holes = Vec::new();
         if unknown != 0 {
             let meta = read_meta_page(&self.file.storage, group_of(first))?;
             for (i, block) in blocks.clone().enumerate() {
                 if unknown & (1 << i) != 0 {
                     let (a, b) = block_entries(&meta, block);
-                    let current =
-                        current_entry(&a, &b).map(|(slot, entry)| (slot, entry.generation));
+                    let current = current_entry(&a, &b);
+                    if let Some((slot, _)) = current.filter(|(_, e)| e.hole) {
+                        filled_holes.push((block, slot));
+                    }
+                    let current = current.map(|(slot, entry)| (slot, entry.generation));
                     targets[i] = next_version(block, current)?;
                 }
             }
         }
         let mut state = self.file.state();
-        for (block, target) in blocks.zip(targets) {
-            state.slots.pending.insert(block, target);
+        state.slots.filled_holes.extend(filled_holes);
+        for (i, (block, target)) in blocks.zip(targets).enumerate() {
+            if content == Content::Data || created & (1 << i) == 0 {
+                state.slots.pending.insert(block, target);
+            }
         }
         Ok((targets, created))
     }
+}
+
+/// What a window writes: caller data, or zeros that extend the file (holes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Content {
+    Data,
+    Zeros,
+}
+
+/// Runs of blocks whose data pages are adjacent (same slot) and of one kind (holes
+/// have no page to write).
+fn page_runs(entries: &[(Slot, SlotEntry)]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    runs_by(entries.len(), |i| (entries[i].0, entries[i].1.hole))
 }
 
 /// The slot and generation after `current` (none: a new block).

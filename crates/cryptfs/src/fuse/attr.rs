@@ -94,7 +94,7 @@ impl CryptFs {
     /// Opens node `ino`'s backing file by its path, checking that the path still leads
     /// to it (ESTALE otherwise: the kernel then looks the name up again).
     fn pin_node(&self, ino: u64) -> Result<(fs::File, Metadata), Errno> {
-        let path = self.inodes.path(ino).ok_or_else(estale)?;
+        let path = self.inodes.locate(ino).ok_or_else(estale)?;
         let pinned = pin(&path)?;
         let meta = self.inodes.check_same_file(ino, &pinned)?;
         Ok((pinned, meta))
@@ -172,7 +172,7 @@ impl CryptFs {
                 Ok(())
             })?;
         } else {
-            let path = self.inodes.path(ino).ok_or_else(estale)?;
+            let path = self.inodes.locate(ino).ok_or_else(estale)?;
             if change.size.is_some() {
                 return Err(Errno::from_i32(libc::EISDIR));
             }

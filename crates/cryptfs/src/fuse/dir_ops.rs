@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Permissions};
 use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fuser::{Errno, FileAttr, FileType};
 
-use super::backing::{closed_file_len, pin};
+use super::backing::{closed_file_len, pin, Located};
 use super::inodes::ROOT;
-use super::{attr, io_errno, CryptFs};
+use super::{attr, estale, io_errno, CryptFs};
 use crate::config::CONFIG_FILE_NAME;
 use crate::crash_recovery::DIRTY_MARKER_NAME;
 use crate::sys::{self, FsStats};
@@ -56,17 +56,38 @@ fn enoent() -> Errno {
     Errno::from_i32(libc::ENOENT)
 }
 
+/// Gives a new entry the mode the kernel computed (the daemon's umask must not
+/// change it) and the requesting user as owner; removes it with `remove` if that fails.
+fn give(
+    path: &Path,
+    mode: u32,
+    owner: (u32, u32),
+    remove: fn(&Path) -> std::io::Result<()>,
+) -> Result<(), Errno> {
+    let owned = fs::set_permissions(path, Permissions::from_mode(mode & 0o7777))
+        .and_then(|()| std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)));
+    owned.map_err(|e| {
+        let _ = remove(path);
+        io_errno(&e)
+    })
+}
+
+fn same_inode(a: &fs::File, b: &fs::File) -> Result<bool, Errno> {
+    let ino = |f: &fs::File| f.metadata().map(|m| (m.dev(), m.ino()));
+    Ok(ino(a).map_err(|e| io_errno(&e))? == ino(b).map_err(|e| io_errno(&e))?)
+}
+
 impl CryptFs {
     fn is_reserved(&self, parent: u64, name: &OsStr) -> bool {
         parent == ROOT && (name == CONFIG_FILE_NAME || name == DIRTY_MARKER_NAME)
     }
 
-    /// The backing path for a new entry; the configuration file's name is refused.
-    pub(crate) fn new_child_path(&self, parent: u64, name: &OsStr) -> Result<PathBuf, Errno> {
+    /// Where a new entry goes; the configuration file's name is refused.
+    pub(crate) fn new_child_path(&self, parent: u64, name: &OsStr) -> Result<Located, Errno> {
         if self.is_reserved(parent, name) {
             return Err(Errno::from_i32(libc::EPERM));
         }
-        self.inodes.child_path(parent, name).ok_or_else(enoent)
+        self.inodes.locate_child(parent, name).ok_or_else(enoent)
     }
 
     /// Records the file at `path` as `name` in `parent` (one kernel lookup) and returns
@@ -102,7 +123,7 @@ impl CryptFs {
         if self.is_reserved(parent, name) {
             return Err(enoent());
         }
-        let path = self.inodes.child_path(parent, name).ok_or_else(enoent)?;
+        let path = self.inodes.locate_child(parent, name).ok_or_else(enoent)?;
         self.entry(parent, name, &path)
     }
 
@@ -118,12 +139,7 @@ impl CryptFs {
             .mode(0o700)
             .create(&path)
             .map_err(|e| io_errno(&e))?;
-        let owned = fs::set_permissions(&path, Permissions::from_mode(mode & 0o7777))
-            .and_then(|()| std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1)));
-        if let Err(e) = owned {
-            let _ = fs::remove_dir(&path);
-            return Err(io_errno(&e));
-        }
+        give(&path, mode, owner, |p| fs::remove_dir(p))?;
         self.entry(parent, name, &path)
     }
 
@@ -144,7 +160,7 @@ impl CryptFs {
     }
 
     pub(crate) fn readlink_ino(&self, ino: u64) -> Result<Vec<u8>, Errno> {
-        let path = self.inodes.path(ino).ok_or_else(enoent)?;
+        let path = self.inodes.locate(ino).ok_or_else(enoent)?;
         let target = fs::read_link(&path).map_err(|e| io_errno(&e))?;
         Ok(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
     }
@@ -160,18 +176,20 @@ impl CryptFs {
             fs::remove_file(&path)
         };
         removed.map_err(|e| io_errno(&e))?;
-        self.removed(&pinned)
+        self.removed(&pinned, parent, name)
     }
 
-    /// Unlinks the node of the pinned file if it has no name left.
-    fn removed(&self, pinned: &fs::File) -> Result<(), Errno> {
-        if let Some(id) = self.inodes.removed(pinned)? {
+    /// `name` in `parent`, a name of the pinned file, is gone: its node forgets it, and
+    /// is unlinked if the file has no name left.
+    fn removed(&self, pinned: &fs::File, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        if let Some(id) = self.inodes.removed(pinned, parent, name)? {
             self.link_count_changed(id);
         }
         Ok(())
     }
 
-    /// rename; both files stay pinned until their nodes are updated.
+    /// rename and renameat2 (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, as the backing
+    /// filesystem supports them); both files stay pinned until their nodes are updated.
     pub(crate) fn rename_name(
         &self,
         parent: u64,
@@ -180,8 +198,8 @@ impl CryptFs {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<(), Errno> {
-        if flags != 0 {
-            // RENAME_NOREPLACE/EXCHANGE: callers (mv, PostgreSQL) fall back to plain rename.
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            // RENAME_WHITEOUT is for overlay filesystems.
             return Err(Errno::from_i32(libc::EINVAL));
         }
         let from = self.new_child_path(parent, name)?;
@@ -192,24 +210,71 @@ impl CryptFs {
             Err(e) if e == enoent() => None,
             Err(e) => return Err(e),
         };
-        fs::rename(&from, &to).map_err(|e| io_errno(&e))?;
-        self.inodes.renamed(&moved, new_parent, new_name)?;
+        sys::rename(&from, &to, flags).map_err(|e| io_errno(&e))?;
+        let replaced = match replaced {
+            // Two names of one file: rename(2) leaves both in place.
+            Some(file) if same_inode(&file, &moved)? => return Ok(()),
+            other => other,
+        };
+        self.inodes
+            .renamed(&moved, (parent, name), (new_parent, new_name))?;
         match replaced {
-            Some(replaced) => self.removed(&replaced),
+            Some(other) if flags & libc::RENAME_EXCHANGE != 0 => {
+                self.inodes
+                    .renamed(&other, (new_parent, new_name), (parent, name))
+            }
+            Some(replaced) => self.removed(&replaced, new_parent, new_name),
             None => Ok(()),
         }
     }
 
-    pub(crate) fn opendir_ino(&self, ino: u64) -> Result<u64, Errno> {
-        let path = self.inodes.path(ino).ok_or_else(enoent)?;
-        let parent_path = if ino == ROOT {
-            path.clone()
+    /// mknod: a FIFO, socket or device node (as root: the kernel checked the
+    /// caller's right to make it), or an empty regular file, owned by `owner`.
+    pub(crate) fn mknod_name(
+        &self,
+        owner: (u32, u32),
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> Result<Entry, Errno> {
+        let path = self.new_child_path(parent, name)?;
+        if mode & libc::S_IFMT == libc::S_IFREG {
+            // An empty regular file is an empty cipher file.
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| io_errno(&e))?;
         } else {
-            path.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| path.clone())
-        };
-        let parent_meta = fs::symlink_metadata(&parent_path).map_err(|e| io_errno(&e))?;
+            sys::mknod(&path, mode & (libc::S_IFMT | 0o600), rdev).map_err(|e| io_errno(&e))?;
+        }
+        give(&path, mode, owner, |p| fs::remove_file(p))?;
+        self.entry(parent, name, &path)
+    }
+
+    /// link: a new name for node `ino`'s file. The lookup that follows finds the
+    /// node by its backing inode number, so both names lead to one node.
+    pub(crate) fn link_name(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: &OsStr,
+    ) -> Result<Entry, Errno> {
+        let to = self.new_child_path(new_parent, new_name)?;
+        let from = self.inodes.locate(ino).ok_or_else(estale)?;
+        let pinned = pin(&from)?;
+        // The name may lead to another file by now: link the node's own file only.
+        self.inodes.check_same_file(ino, &pinned)?;
+        fs::hard_link(&from, &to).map_err(|e| io_errno(&e))?;
+        self.link_count_changed(ino);
+        self.entry(new_parent, new_name, &to)
+    }
+
+    pub(crate) fn opendir_ino(&self, ino: u64) -> Result<u64, Errno> {
+        let path = self.inodes.locate(ino).ok_or_else(enoent)?;
         let mut entries = vec![
             DirEntryInfo {
                 ino,
@@ -217,7 +282,7 @@ impl CryptFs {
                 name: ".".into(),
             },
             DirEntryInfo {
-                ino: self.inodes.listed_id(parent_meta.ino()),
+                ino: self.inodes.parent_of(ino),
                 kind: FileType::Directory,
                 name: "..".into(),
             },
@@ -247,7 +312,7 @@ impl CryptFs {
     /// fsyncdir really syncs the backing directory: renames and creations must be
     /// durable when PostgreSQL's fsync of the directory returns.
     pub(crate) fn fsyncdir_ino(&self, ino: u64) -> Result<(), Errno> {
-        let path = self.inodes.path(ino).ok_or_else(enoent)?;
+        let path = self.inodes.locate(ino).ok_or_else(enoent)?;
         fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use fuser::{Errno, FopenFlags};
 
-use super::backing::{is_wal, open_backing};
+use super::backing::open_backing;
 use super::dir_ops::Entry;
 use super::open_files::OpenFile;
 use super::{attr, estale, io_errno, CryptFs};
-use crate::format::{group_of, group_offset, BLOCK_SIZE};
+use crate::format::{group_of, group_offset, BLOCK_SIZE, MAX_PLAIN_SIZE};
 use crate::sys;
 
 /// The unit in which reads are authenticated: PostgreSQL's page (BLCKSZ and
@@ -46,16 +46,16 @@ impl CryptFs {
 
     fn acquire(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
         self.files.acquire(ino, &self.volume, || {
-            let path = self.inodes.path(ino).ok_or_else(estale)?;
+            let path = self.inodes.locate(ino).ok_or_else(estale)?;
             let backing = open_backing(&path)?;
             // The name may lead to another file by now (unlinked, renamed over).
             self.inodes.check_same_file(ino, &backing)?;
-            Ok((backing, is_wal(&path)))
+            Ok((backing, path.is_wal()))
         })
     }
 
     fn open_flags(&self, ino: u64) -> FopenFlags {
-        let wal = || self.inodes.path(ino).is_some_and(|path| is_wal(&path));
+        let wal = || self.inodes.locate(ino).is_some_and(|path| path.is_wal());
         if self.options.direct_io_wal && wal() {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
@@ -110,7 +110,7 @@ impl CryptFs {
         let (node, meta) = self.inodes.lookup(&backing, parent, name)?;
         let opened = self
             .files
-            .acquire(node.id, &self.volume, || Ok((backing, is_wal(&path))))
+            .acquire(node.id, &self.volume, || Ok((backing, path.is_wal())))
             .and_then(|open| {
                 if is_new || flags & libc::O_TRUNC == 0 {
                     return Ok(open);
@@ -189,18 +189,24 @@ impl CryptFs {
     ) -> Result<(), Errno> {
         let end = offset
             .checked_add(length)
+            .filter(|end| *end <= MAX_PLAIN_SIZE)
             .ok_or(Errno::from_i32(libc::EFBIG))?;
-        self.with_file(ino, |open| match mode {
-            0 => open.file.grow_to(end).map_err(|e| self.fail(ino, e)),
-            libc::FALLOC_FL_KEEP_SIZE => {
-                // Whole groups: the metadata pages and both slots of every block.
-                let first = group_of(offset / BLOCK_SIZE);
-                let last = group_of(end.div_ceil(BLOCK_SIZE).saturating_sub(1));
-                let start = group_offset(first);
-                sys::fallocate_keep_size(open.backing(), start, group_offset(last + 1) - start)
-                    .map_err(|e| io_errno(&e))
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        self.with_file(ino, |open| {
+            // Whole groups: the metadata pages and both slots of every block, so
+            // later writes there cannot fail for lack of space.
+            let first = group_of(offset / BLOCK_SIZE);
+            let last = group_of(end.div_ceil(BLOCK_SIZE).saturating_sub(1));
+            let start = group_offset(first);
+            sys::fallocate_keep_size(open.backing(), start, group_offset(last + 1) - start)
+                .map_err(|e| io_errno(&e))?;
+            if mode == 0 {
+                // The new size: holes (entries only) up to `end`.
+                open.file.grow_to(end).map_err(|e| self.fail(ino, e))?;
             }
-            _ => Err(Errno::from_i32(libc::EOPNOTSUPP)),
+            Ok(())
         })
     }
 }

@@ -20,17 +20,26 @@
 //!   `fstat` taken under the table lock, so no removal can slip between the check and
 //!   the update.
 //!
-//! Each node remembers its parent and name; a path is rebuilt by walking up, so renaming
-//! a directory needs no fix-up of its descendants.
+//! - A file with several names (hard links) has one node: nodes are found by backing
+//!   inode number, so every name the kernel looks up leads to the same node id. The
+//!   node remembers each name it was looked up or created by, and loses one when it
+//!   is unlinked or renamed away; its link ends when the file has no name left.
+//!
+//! Each node remembers its parent and name, and a directory node holds a descriptor of
+//! its directory: a file is reached relative to its parent's descriptor
+//! ([`Located`]), never by a path rebuilt from the root, so path lengths are the
+//! kernel's business and renaming a directory needs no fix-up of its descendants.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use fuser::Errno;
+
+use super::backing::Located;
 
 /// FUSE's root node id.
 pub(crate) const ROOT: u64 = 1;
@@ -49,12 +58,15 @@ struct Node {
     /// The backing file's inode number.
     backing: u64,
     generation: u64,
-    parent: u64,
-    name: OsString,
+    /// (parent node, name) of every name the node is known by; the first one is used
+    /// to reach it. A directory has exactly one.
+    names: Vec<(u64, OsString)>,
     /// Lookups the kernel counted and has not forgotten yet.
     lookups: u64,
     /// Still reachable by name (not unlinked, not replaced by a rename).
     linked: bool,
+    /// For a directory: a descriptor of it, which its children are reached through.
+    dir: Option<Arc<File>>,
 }
 
 struct Table {
@@ -72,6 +84,20 @@ pub(crate) struct InodeTable {
 
 fn stat(pinned: &File) -> Result<Metadata, Errno> {
     pinned.metadata().map_err(|e| super::io_errno(&e))
+}
+
+impl Node {
+    /// Records that the node is known as `name` in `parent` (once per name).
+    fn add_name(&mut self, parent: u64, name: &OsStr) {
+        if !self.names.iter().any(|(p, n)| *p == parent && n == name) {
+            self.names.push((parent, name.to_os_string()));
+        }
+    }
+
+    /// A directory named `pg_wal`: its files are PostgreSQL's WAL.
+    fn is_pg_wal(&self) -> bool {
+        self.dir.is_some() && self.names.first().is_some_and(|(_, n)| n == "pg_wal")
+    }
 }
 
 impl Table {
@@ -98,16 +124,18 @@ impl Table {
 }
 
 impl InodeTable {
-    pub(crate) fn new(root: PathBuf, root_backing_ino: u64) -> Self {
+    /// The table of a cipher directory `root`, open as `root_dir`.
+    pub(crate) fn new(root: PathBuf, root_dir: File) -> std::io::Result<Self> {
+        let root_backing_ino = root_dir.metadata()?.ino();
         let root_node = Node {
             backing: root_backing_ino,
             generation: 0,
-            parent: ROOT,
-            name: OsString::new(),
+            names: vec![(ROOT, OsString::new())],
             lookups: 1,
             linked: true,
+            dir: Some(Arc::new(root_dir)),
         };
-        Self {
+        Ok(Self {
             root,
             table: Mutex::new(Table {
                 nodes: HashMap::from([(ROOT, root_node)]),
@@ -115,7 +143,7 @@ impl InodeTable {
                 next_spare: FIRST_SPARE_ID,
                 next_generation: 1,
             }),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -143,15 +171,22 @@ impl InodeTable {
                 let id = table.free_id(backing);
                 let generation = table.next_generation;
                 table.next_generation += 1;
+                let dir = if meta.is_dir() {
+                    Some(Arc::new(
+                        pinned.try_clone().map_err(|e| super::io_errno(&e))?,
+                    ))
+                } else {
+                    None
+                };
                 table.nodes.insert(
                     id,
                     Node {
                         backing,
                         generation,
-                        parent,
-                        name: name.to_os_string(),
+                        names: Vec::new(),
                         lookups: 0,
                         linked: true,
+                        dir,
                     },
                 );
                 table.by_backing.insert(backing, id);
@@ -160,8 +195,7 @@ impl InodeTable {
         };
         let node = table.nodes.get_mut(&id).expect("indexed nodes exist");
         if id != ROOT {
-            node.parent = parent;
-            node.name = name.to_os_string();
+            node.add_name(parent, name);
             node.lookups += 1;
         }
         Ok((
@@ -204,30 +238,45 @@ impl InodeTable {
         }
     }
 
-    /// After an unlink, rmdir or rename that may have removed the last name of the file
-    /// open as `pinned`: if it has no name left, its node (if any) is unlinked. Returns
-    /// that node's id.
-    pub(crate) fn removed(&self, pinned: &File) -> Result<Option<u64>, Errno> {
+    /// After an unlink, rmdir or rename removed `name` in `parent`, which led to the
+    /// file open as `pinned`: the node forgets that name, and if the file has no name
+    /// left, its node (if any) is unlinked. Returns the node's id.
+    pub(crate) fn removed(
+        &self,
+        pinned: &File,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<Option<u64>, Errno> {
         let mut table = self.lock();
         let meta = stat(pinned)?;
-        Ok(if meta.nlink() == 0 {
-            table.unlink_backing(meta.ino())
-        } else {
-            None
-        })
+        let Some(&id) = table.by_backing.get(&meta.ino()) else {
+            return Ok(None);
+        };
+        if meta.nlink() == 0 {
+            return Ok(table.unlink_backing(meta.ino()));
+        }
+        if let Some(node) = table.nodes.get_mut(&id) {
+            node.names.retain(|(p, n)| !(*p == parent && n == name));
+        }
+        Ok(Some(id))
     }
 
-    /// After a rename of the file open as `moved` to `name` in `parent`: its node (if
-    /// the kernel knows it) is now reached there.
-    pub(crate) fn renamed(&self, moved: &File, parent: u64, name: &OsStr) -> Result<(), Errno> {
+    /// After a rename of the file open as `moved` from `from` to `to` (parent, name):
+    /// its node (if the kernel knows it) is now reached there.
+    pub(crate) fn renamed(
+        &self,
+        moved: &File,
+        from: (u64, &OsStr),
+        to: (u64, &OsStr),
+    ) -> Result<(), Errno> {
         let mut table = self.lock();
         let meta = stat(moved)?;
         let Some(&id) = table.by_backing.get(&meta.ino()) else {
             return Ok(());
         };
         if let Some(node) = table.nodes.get_mut(&id) {
-            node.parent = parent;
-            node.name = name.to_os_string();
+            node.names.retain(|(p, n)| !(*p == from.0 && n == from.1));
+            node.names.insert(0, (to.0, to.1.to_os_string()));
         }
         Ok(())
     }
@@ -243,27 +292,52 @@ impl InodeTable {
             .unwrap_or(backing)
     }
 
-    /// The backing path of node `id`, if it is still linked.
-    pub(crate) fn path(&self, id: u64) -> Option<PathBuf> {
+    /// Where node `id`'s file is, if it is still linked: its parent directory's
+    /// descriptor and its name (for a directory: its own descriptor).
+    pub(crate) fn locate(&self, id: u64) -> Option<Located> {
+        let table = self.lock();
+        let node = table.nodes.get(&id).filter(|node| node.linked)?;
+        if let Some(dir) = &node.dir {
+            return Some(Located::new(dir.clone(), OsStr::new("."), false));
+        }
+        let (parent, name) = node.names.first()?;
+        let parent = table.nodes.get(parent).filter(|p| p.linked)?;
+        Some(Located::new(parent.dir.clone()?, name, parent.is_pg_wal()))
+    }
+
+    /// Where `name` in directory `parent` is (if `parent` is a linked directory).
+    pub(crate) fn locate_child(&self, parent: u64, name: &OsStr) -> Option<Located> {
+        let table = self.lock();
+        let node = table.nodes.get(&parent).filter(|node| node.linked)?;
+        Some(Located::new(node.dir.clone()?, name, node.is_pg_wal()))
+    }
+
+    /// The node id of node `id`'s parent directory (the root's is the root).
+    pub(crate) fn parent_of(&self, id: u64) -> u64 {
+        let table = self.lock();
+        let node = table.nodes.get(&id);
+        node.and_then(|node| node.names.first())
+            .map_or(ROOT, |(parent, _)| *parent)
+    }
+
+    /// The backing path of node `id` from the root, if it is still linked: for log
+    /// lines only (it may be longer than the kernel accepts).
+    fn path(&self, id: u64) -> Option<PathBuf> {
         let table = self.lock();
         let mut names = Vec::new();
         let mut current = id;
         while current != ROOT {
             let node = table.nodes.get(&current)?;
+            let (parent, name) = node.names.first()?;
             if !node.linked || names.len() > 4096 {
                 return None;
             }
-            names.push(node.name.as_os_str());
-            current = node.parent;
+            names.push(name.as_os_str());
+            current = *parent;
         }
         let mut path = self.root.clone();
         path.extend(names.iter().rev());
         Some(path)
-    }
-
-    /// The backing path of `name` in directory `parent`.
-    pub(crate) fn child_path(&self, parent: u64, name: &OsStr) -> Option<PathBuf> {
-        self.path(parent).map(|p| p.join(name))
     }
 
     /// A name for log lines: the plaintext-side path, or a note that it is unlinked.
@@ -284,8 +358,7 @@ mod tests {
     use std::fs;
 
     fn table(dir: &Path) -> InodeTable {
-        let root_ino = fs::metadata(dir).unwrap().ino();
-        InodeTable::new(dir.to_path_buf(), root_ino)
+        InodeTable::new(dir.to_path_buf(), File::open(dir).unwrap()).unwrap()
     }
 
     fn open(path: &Path) -> File {
@@ -302,7 +375,10 @@ mod tests {
         let (old, meta) = inodes.lookup(&pinned, ROOT, OsStr::new("a")).unwrap();
         assert_eq!(old.id, meta.ino(), "a free inode number is the node id");
         fs::remove_file(&a).unwrap();
-        assert_eq!(inodes.removed(&pinned).unwrap(), Some(old.id));
+        assert_eq!(
+            inodes.removed(&pinned, ROOT, OsStr::new("a")).unwrap(),
+            Some(old.id)
+        );
         drop(pinned);
         // The kernel still holds `old`: whatever inode number the new file gets, it must
         // not be given `old`'s node.
@@ -378,7 +454,10 @@ mod tests {
         let err = inodes.check_same_file(node_a.id, &open(&a)).unwrap_err();
         assert_eq!(err, Errno::from_i32(libc::ESTALE));
         // Recorded as the rename does: the old file lost its node's link.
-        assert_eq!(inodes.removed(&pinned_a).unwrap(), Some(node_a.id));
+        assert_eq!(
+            inodes.removed(&pinned_a, ROOT, OsStr::new("a")).unwrap(),
+            Some(node_a.id)
+        );
         assert_eq!(inodes.path(node_a.id), None);
     }
 }

@@ -59,20 +59,23 @@ pub(crate) fn estale() -> Errno {
 }
 
 impl CryptFs {
+    /// The filesystem of cipher directory `root`, open as `root_dir`; long requests
+    /// give up once `stopping` is set.
     pub(crate) fn new(
         root: PathBuf,
-        root_backing_ino: u64,
+        root_dir: std::fs::File,
         volume: VolumeKey,
         options: FsOptions,
-    ) -> Self {
-        Self {
-            inodes: InodeTable::new(root.clone(), root_backing_ino),
+        stopping: Arc<std::sync::atomic::AtomicBool>,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            inodes: InodeTable::new(root.clone(), root_dir)?,
             root,
             volume: Arc::new(volume),
             options,
-            files: OpenFiles::default(),
+            files: OpenFiles::new(stopping),
             dirs: DirHandles::default(),
-        }
+        })
     }
 
     /// Maps a library error to an errno, logging authentication failures with the

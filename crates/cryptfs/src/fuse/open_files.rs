@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs::{File, FileTimes};
 use std::io;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -98,12 +99,20 @@ impl OpenFile {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct OpenFiles {
     entries: Mutex<HashMap<u64, (Arc<OpenFile>, u64)>>,
+    /// Set when the mount is being stopped: extensions in progress give up.
+    stopping: Arc<AtomicBool>,
 }
 
 impl OpenFiles {
+    pub(crate) fn new(stopping: Arc<AtomicBool>) -> Self {
+        Self {
+            entries: Mutex::default(),
+            stopping,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<OpenFile>, u64)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -137,7 +146,8 @@ impl OpenFiles {
         let _ = crate::sys::fadvise_random(&backing);
         let encrypted = EncryptedFile::open(backing, volume.clone())
             .map_err(|e| Errno::from_i32(e.errno()))?
-            .reserving_rewrite_pages(wal);
+            .reserving_rewrite_pages(wal)
+            .stopping_on(self.stopping.clone());
         let opened = Arc::new(OpenFile {
             file: encrypted,
             times: Mutex::default(),

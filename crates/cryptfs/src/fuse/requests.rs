@@ -118,16 +118,17 @@ impl Filesystem for CryptFs {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Device nodes, FIFOs and sockets are not stored; regular files use create.
-        reply.error(Errno::from_i32(libc::EPERM));
+        let owner = (req.uid(), req.gid());
+        let mode = mode & !(umask & 0o7777);
+        reply_entry(reply, self.mknod_name(owner, parent.0, name, mode, rdev));
     }
 
     fn mkdir(
@@ -182,13 +183,12 @@ impl Filesystem for CryptFs {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // Hard links are not supported (a file's id lives in its header, one per file).
-        reply.error(Errno::from_i32(libc::EPERM));
+        reply_entry(reply, self.link_name(ino.0, newparent.0, newname));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -1,4 +1,6 @@
 //! A small seeded generator (SplitMix64): the same seed replays the same choices.
+//! Shared by the churn and crash tests (`#[path]`); each uses a different part.
+#![allow(dead_code)]
 
 pub struct Rng(u64);
 
@@ -15,9 +17,19 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (n > 0).
+    /// Uniform in `0..n` (0 when n is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next() % n.max(1)
+    }
+
+    /// `len` bytes, distinct from call to call (so versions of a block differ).
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
     }
 
     /// True with probability `percent` %.

@@ -3,12 +3,18 @@
 //! Writes and size changes go to a pending list; `sync_data` makes them durable.
 //! [`SimulatedDisk::crash`] keeps the durable image plus a random subset of the
 //! pending operations, each write torn at 512-byte sector granularity — what a
-//! power cut can leave behind on a real disk and page cache.
+//! power cut can leave behind on a real disk and page cache. [`SimulatedDir`] adds
+//! the names: a directory whose creations, renames and unlinks become durable with
+//! its own fsync.
+
+mod directory;
 
 use std::io;
 use std::sync::Mutex;
 
 use crate::storage::Storage;
+
+pub use directory::{InodeId, SimulatedDir};
 
 /// Sector size at which in-flight writes may tear.
 pub const SECTOR: usize = 512;
