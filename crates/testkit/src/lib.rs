@@ -11,5 +11,6 @@ pub mod binary;
 pub mod cli;
 pub mod net;
 pub mod process;
+pub mod shared;
 pub mod vault;
 pub mod wait;

@@ -306,6 +306,26 @@ pub fn versionless(kid: &str) -> String {
     kid.rsplit_once('/').unwrap().0.to_string()
 }
 
+/// A vault and a control plane in one scratch directory. Fields drop in order: the
+/// control plane deletes its servers before the vault goes, and the directory last.
+pub struct Stack {
+    pub cp: ControlPlane,
+    pub vault: Vault,
+    pub root: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts a vault and a control plane checking keys every `interval_secs`
+    /// with `grace_secs` of grace, its root key derived from `passphrase` when given.
+    pub fn start(interval_secs: u64, grace_secs: u64, passphrase: Option<&str>) -> Self {
+        let root = scratch();
+        let vault = Vault::start(root.path());
+        let cp =
+            ControlPlane::start_with(root.path(), &vault, interval_secs, grace_secs, passphrase);
+        Self { cp, vault, root }
+    }
+}
+
 /// A running `pgcmk serve`.
 pub struct ControlPlane {
     child: Child,
