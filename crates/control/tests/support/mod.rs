@@ -306,6 +306,35 @@ pub fn versionless(kid: &str) -> String {
     kid.rsplit_once('/').unwrap().0.to_string()
 }
 
+/// A server as `server create` described it to its DBA.
+pub struct Created {
+    pub name: String,
+    pub port: u64,
+    pub password: String,
+    pub dir: PathBuf,
+    /// The `server` part of what `server create` printed.
+    pub server: Value,
+}
+
+impl Created {
+    /// From what `server create --output json` printed.
+    pub fn from(created: &Value) -> Self {
+        let server = &created["server"];
+        Self {
+            name: server["name"].as_str().expect("a name").into(),
+            port: server["port"].as_u64().expect("a port"),
+            password: created["password"].as_str().expect("a password").into(),
+            dir: server["dir"].as_str().expect("a directory").into(),
+            server: server.clone(),
+        }
+    }
+
+    /// Runs SQL as `postgres` over TCP; stdout or the error text.
+    pub fn sql(&self, sql: &str) -> Result<String, String> {
+        psql(self.port, &self.password, sql)
+    }
+}
+
 /// A vault and a control plane in one scratch directory. Fields drop in order: the
 /// control plane deletes its servers before the vault goes, and the directory last.
 pub struct Stack {
