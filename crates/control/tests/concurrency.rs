@@ -241,14 +241,7 @@ fn of_two_concurrent_creates_of_one_name_one_succeeds_the_other_gets_name_taken(
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 409], "{answers:?}");
     let (_, refused) = answers.iter().find(|(s, _)| *s == 409).unwrap();
-    assert_eq!(refused["error"]["code"], "NameTaken", "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("'twin' already exists"),
-        "{refused}"
-    );
+    assert_api_error(refused, "NameTaken", "'twin' already exists");
 
     // One server, one directory, one agent: the refused create left nothing.
     let list = cp.server(&["list"]);

@@ -75,6 +75,15 @@ impl Fixture {
         );
     }
 
+    /// A key `k` (versionless) in a new vault `name`, where `app-mi` has every right
+    /// it needs.
+    fn key_in_new_vault(&self, name: &str, location: &str, purge_protection: bool) -> String {
+        self.vault().keyvault(name, location, purge_protection);
+        self.vault()
+            .grant(name, &self.mi, &["get", "wrapKey", "unwrapKey"]);
+        versionless(&self.vault().key(name, "k", 2048))
+    }
+
     /// `pgcmk key update` of the key `name` in `app-kv`, as the security officer.
     fn update_key(&self, name: &str, update: &KeyUpdate) {
         self.vault()
@@ -208,10 +217,7 @@ fn an_expired_key_is_refused() {
 #[test]
 fn a_key_in_a_vault_without_purge_protection_is_refused() {
     let f = refusals();
-    f.vault().keyvault("soft-only-kv", "westeurope", false);
-    f.vault()
-        .grant("soft-only-kv", &f.mi, &["get", "wrapKey", "unwrapKey"]);
-    let unprotected = versionless(&f.vault().key("soft-only-kv", "k", 2048));
+    let unprotected = f.key_in_new_vault("soft-only-kv", "westeurope", false);
     f.refused(
         f.create("unprotected", &f.mi.client_id, &unprotected),
         "purge protection",
@@ -221,10 +227,7 @@ fn a_key_in_a_vault_without_purge_protection_is_refused() {
 #[test]
 fn a_key_in_a_vault_in_another_location_is_refused() {
     let f = refusals();
-    f.vault().keyvault("faraway-kv", "eastus", true);
-    f.vault()
-        .grant("faraway-kv", &f.mi, &["get", "wrapKey", "unwrapKey"]);
-    let faraway = versionless(&f.vault().key("faraway-kv", "k", 2048));
+    let faraway = f.key_in_new_vault("faraway-kv", "eastus", true);
     f.refused(
         f.create("faraway", &f.mi.client_id, &faraway),
         "is in location 'eastus'",
@@ -274,15 +277,7 @@ fn the_api_answers_a_malformed_body_with_400_bad_request() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    let body: Value = r.json().unwrap();
-    assert_eq!(body["error"]["code"], "BadRequest", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("bad request body"),
-        "{body}"
-    );
+    assert_api_error(&r.json().unwrap(), "BadRequest", "bad request body");
 }
 
 #[test]

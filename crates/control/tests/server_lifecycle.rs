@@ -52,6 +52,33 @@ fn assert_rows_intact(server: &Created) {
     );
 }
 
+/// Waits until, after `what`, connections are refused within an interval (plus the
+/// check) and the server is Inaccessible; how long the refusal took.
+fn wait_locked(cp: &ControlPlane, server: &Created, what: &str) -> Duration {
+    let took = wait_for(
+        &format!("connections refused after {what}"),
+        Duration::from_secs(INTERVAL + 5),
+        || server.sql("SELECT 1").is_err(),
+    );
+    wait_for(
+        &format!("Inaccessible after {what}"),
+        Duration::from_secs(5),
+        || cp.state(&server.name).0 == "Inaccessible",
+    );
+    took
+}
+
+/// Waits until, after `what`, the server is Ready again without an operator, and
+/// asserts its rows are intact.
+fn wait_unlocked(cp: &ControlPlane, server: &Created, what: &str) {
+    wait_for(
+        &format!("Ready after {what}"),
+        Duration::from_secs(INTERVAL + 30),
+        || cp.state(&server.name).0 == "Ready",
+    );
+    assert_rows_intact(server);
+}
+
 #[test]
 fn a_server_created_with_a_customer_key_is_ready_with_its_dek_wrapped_by_that_key() {
     let stack = shared_stack();
@@ -144,15 +171,8 @@ fn a_revoked_identity_locks_the_server_within_an_interval_and_a_new_grant_unlock
 
     // Revoke the identity's access: connections refused within interval + 5 s.
     vault.revoke(&key.vault, &key.identity);
-    let took = wait_for(
-        "connections refused after revoke",
-        Duration::from_secs(INTERVAL + 5),
-        || server.sql("SELECT 1").is_err(),
-    );
+    let took = wait_locked(cp, &server, "revoke");
     eprintln!("revoke -> refused in {took:?}");
-    wait_for("Inaccessible", Duration::from_secs(5), || {
-        cp.state("revoked").0 == "Inaccessible"
-    });
     let (_, reason) = cp.state("revoked");
     assert!(!reason.is_empty(), "Inaccessible needs a reason");
     // PostgreSQL stopped and the mount is gone.
@@ -163,12 +183,7 @@ fn a_revoked_identity_locks_the_server_within_an_interval_and_a_new_grant_unlock
 
     // Restore: Ready again without an operator, data intact.
     vault.grant(&key.vault, &key.identity, &["get", "wrapKey", "unwrapKey"]);
-    wait_for(
-        "Ready after re-grant",
-        Duration::from_secs(INTERVAL + 30),
-        || cp.state("revoked").0 == "Ready",
-    );
-    assert_rows_intact(&server);
+    wait_unlocked(cp, &server, "re-grant");
     cp.server(&["delete", "revoked"]);
 }
 
@@ -178,21 +193,9 @@ fn a_disabled_key_locks_the_server_and_enabling_it_unlocks_it() {
     let (vault, cp) = (&stack.vault, &stack.cp);
     let (key, server) = server_with_rows(&stack, "disabled");
     vault.set_enabled(&key.vault_url, &key.key, None, false);
-    wait_for(
-        "Inaccessible after disable",
-        Duration::from_secs(INTERVAL + 5),
-        || server.sql("SELECT 1").is_err(),
-    );
-    wait_for("Inaccessible state", Duration::from_secs(5), || {
-        cp.state("disabled").0 == "Inaccessible"
-    });
+    wait_locked(cp, &server, "disable");
     vault.set_enabled(&key.vault_url, &key.key, None, true);
-    wait_for(
-        "Ready after enable",
-        Duration::from_secs(INTERVAL + 30),
-        || cp.state("disabled").0 == "Ready",
-    );
-    assert_rows_intact(&server);
+    wait_unlocked(cp, &server, "enable");
     cp.server(&["delete", "disabled"]);
 }
 

@@ -788,6 +788,14 @@ impl Drop for KilledOnDrop {
     }
 }
 
+/// Asserts that a REST API error body has the stable `code` and a message saying
+/// `message`.
+pub fn assert_api_error(body: &Value, code: &str, message: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let said = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(said.contains(message), "'{message}' not in {body}");
+}
+
 /// A scratch directory that the `postgres` user can traverse.
 pub fn scratch() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
