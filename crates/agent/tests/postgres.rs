@@ -1,14 +1,18 @@
-//! Real PostgreSQL 15 supervised on a plain temporary directory.
+//! Real PostgreSQL 15 supervised on a plain temporary directory: one cluster shared
+//! by the tests that only read, one of its own for each test that crashes, stops or
+//! restarts it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pgcmk_agent::postgres::{OsUser, PgInstall, PgLayout, Postgres, StopMode};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_testkit::net::free_port;
+use pgcmk_testkit::shared::Shared;
 use pgcmk_testkit::wait::wait_for;
 
 /// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
@@ -43,48 +47,89 @@ fn cluster() -> (tempfile::TempDir, Postgres, u16, &'static str) {
     (dir, pg, port, password)
 }
 
-#[test]
-fn initdb_start_query_crash_restart_stop() {
+/// A cluster started, its directory, port and password.
+fn started() -> (tempfile::TempDir, Postgres, u64, &'static str) {
     let (dir, mut pg, port, password) = cluster();
-
     pg.start(Duration::from_secs(60)).unwrap();
-    assert!(pg.is_ready());
+    assert!(pg.is_ready(), "not ready after start");
+    (dir, pg, u64::from(port), password)
+}
+
+/// A started cluster for the tests that only read from it.
+struct Running {
+    dir: tempfile::TempDir,
+    _pg: Postgres,
+    port: u64,
+    password: &'static str,
+}
+
+fn running() -> Arc<Running> {
+    static RUNNING: Shared<Running> = Shared::new();
+    RUNNING.get(|| {
+        let (dir, pg, port, password) = started();
+        Running {
+            dir,
+            _pg: pg,
+            port,
+            password,
+        }
+    })
+}
+
+#[test]
+fn initdb_makes_a_cluster_and_leaves_no_password_file() {
+    // `cluster` asserts both.
+    running();
+}
+
+#[test]
+fn a_started_cluster_answers_sql_and_refuses_a_wrong_password() {
+    let pg = running();
+    assert_eq!(psql(pg.port, pg.password, "SELECT 40 + 2").unwrap(), "42");
+    let err = psql(pg.port, "wrong-password", "SELECT 1").unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+}
+
+#[test]
+fn the_logging_collector_writes_inside_the_data_directory() {
+    let pg = running();
+    let logs = std::fs::read_dir(pg.dir.path().join("pgdata/log"))
+        .unwrap()
+        .count();
+    assert!(logs > 0, "no server log in pgdata/log");
+}
+
+#[test]
+fn a_killed_postmaster_is_noticed_and_a_restart_recovers_committed_data() {
+    let (_dir, mut pg, port, password) = started();
     psql(
-        u64::from(port),
+        port,
         password,
         "CREATE TABLE t(v text); INSERT INTO t VALUES ('committed-row')",
     )
     .unwrap();
-    let err = psql(u64::from(port), "wrong-password", "SELECT 1").unwrap_err();
-    assert!(err.contains("password authentication failed"), "{err}");
-
-    // The logging collector writes inside the data directory.
-    let logs = std::fs::read_dir(dir.path().join("pgdata/log"))
-        .unwrap()
-        .count();
-    assert!(logs > 0, "no server log in pgdata/log");
-
-    // A crash of the postmaster is noticed, and a restart recovers committed data.
     let pid = pg.pid().unwrap();
     Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while pg.poll_exit().is_none() {
-        assert!(std::time::Instant::now() < deadline, "crash not noticed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(pg.pid().is_none());
+    wait_for("the crash to be noticed", Duration::from_secs(10), || {
+        pg.poll_exit().is_some()
+    });
+    assert!(pg.pid().is_none(), "a pid after the crash");
     pg.start(Duration::from_secs(60)).unwrap();
     assert_eq!(
-        psql(u64::from(port), password, "SELECT v FROM t").unwrap(),
+        psql(port, password, "SELECT v FROM t").unwrap(),
         "committed-row"
     );
+}
 
+#[test]
+fn a_stopped_cluster_is_not_ready_and_refuses_connections() {
+    let (_dir, mut pg, port, password) = started();
     pg.stop(StopMode::Fast).unwrap();
-    assert!(!pg.is_ready());
-    psql(u64::from(port), password, "SELECT 1").unwrap_err();
+    assert!(!pg.is_ready(), "ready after stop");
+    psql(port, password, "SELECT 1").unwrap_err();
 }
 
 /// The server log of a stopped cluster (every file under `pgdata/log`).
