@@ -6,13 +6,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use pgcmk_agent::postgres::{OsUser, PgInstall, PgLayout, Postgres, StopMode};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_testkit::net::free_port;
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 
 /// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
@@ -63,10 +62,20 @@ struct Running {
     password: &'static str,
 }
 
-fn running() -> Arc<Running> {
+fn running() -> Held<Running> {
     static RUNNING: Shared<Running> = Shared::new();
     RUNNING.get(|| {
-        let (dir, pg, port, password) = started();
+        // PostgreSQL gets SIGQUIT when the thread that started it ends (its parent
+        // death signal follows the thread, not the process), and the test asking
+        // first ends before the others: start it on a thread that lives on.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            sender.send(started()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        let (dir, pg, port, password) = receiver.recv().unwrap();
         Running {
             dir,
             _pg: pg,
@@ -101,6 +110,7 @@ fn the_logging_collector_writes_inside_the_data_directory() {
 
 #[test]
 fn a_killed_postmaster_is_noticed_and_a_restart_recovers_committed_data() {
+    let _shared = running(); // kept up for the tests after this one
     let (_dir, mut pg, port, password) = started();
     psql(
         port,
@@ -126,6 +136,7 @@ fn a_killed_postmaster_is_noticed_and_a_restart_recovers_committed_data() {
 
 #[test]
 fn a_stopped_cluster_is_not_ready_and_refuses_connections() {
+    let _shared = running(); // kept up for the tests after this one
     let (_dir, mut pg, port, password) = started();
     pg.stop(StopMode::Fast).unwrap();
     assert!(!pg.is_ready(), "ready after stop");
@@ -142,6 +153,7 @@ fn server_log(dir: &Path) -> String {
 
 #[test]
 fn the_readiness_probe_leaves_no_trace_in_the_server_log() {
+    let _shared = running(); // kept up for the tests after this one
     let (dir, mut pg, _, _) = cluster();
     pg.start(Duration::from_secs(60)).unwrap();
     for _ in 0..3 {
@@ -179,6 +191,7 @@ fn as_postgres(program: &str, args: &[&str]) -> std::process::Child {
 
 #[test]
 fn a_lock_file_left_by_a_postmaster_that_is_gone_does_not_block_the_start() {
+    let _shared = running(); // kept up for the tests after this one
     let (dir, mut pg, _, _) = cluster();
     // Exited but not reaped: kill(pid, 0) still succeeds on a zombie, so PostgreSQL
     // alone would refuse to start ("lock file already exists").

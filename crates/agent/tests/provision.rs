@@ -5,13 +5,13 @@
 //! mount it in turn at its one mount point).
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pgcmk_agent::contract::{AgentConfig, KekAccess, ServerDir, VaultEndpoints};
 use pgcmk_agent::provision::{cryptfs_key, provision};
 use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::KeyReference;
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 
 const PASSWORD: &str = "provision-test-password-f00d";
 
@@ -30,7 +30,7 @@ impl Provisioned {
     }
 }
 
-fn provisioned() -> Arc<Provisioned> {
+fn provisioned() -> Held<Provisioned> {
     static PROVISIONED: Shared<Provisioned> = Shared::new();
     PROVISIONED.get(|| {
         let root = tempfile::tempdir().unwrap();

@@ -13,16 +13,15 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use pgcmk_hostkeys::trust;
 use pgcmk_testkit::binary::pgcmk;
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use serde_json::{json, Value};
 use support::*;
 
-fn shared_stack() -> Arc<Stack> {
+fn shared_stack() -> Held<Stack> {
     static STACK: Shared<Stack> = Shared::new();
     STACK.get(|| Stack::start(60, 300, None))
 }
@@ -188,6 +187,7 @@ fn the_cli_given_its_ca_and_https_endpoint_is_served() {
 #[test]
 fn the_ca_is_made_once_and_the_same_client_works_after_a_restart() {
     // Its own stack: the control plane goes away for a moment.
+    let _shared = shared_stack(); // kept up for the tests after this one
     let mut stack = Stack::start(60, 300, None);
     let trusted = stack.cp.https_client();
     let ca = fs::read(stack.cp.ca_file()).unwrap();

@@ -9,13 +9,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
+use std::sync::{Barrier, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use pgcmk_agent::contract::ServerDir;
 use pgcmk_testkit::process::{children_of, is_gone, pause, resume};
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::{json, Value};
 use support::*;
@@ -26,7 +26,7 @@ struct Fixture {
     turn: Mutex<()>,
 }
 
-fn fixture() -> Arc<Fixture> {
+fn fixture() -> Held<Fixture> {
     static FIXTURE: Shared<Fixture> = Shared::new();
     FIXTURE.get(|| Fixture {
         stack: Stack::start(60, 300, None),

@@ -8,10 +8,9 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use pgcmk_keyprovider::akv::KeyUpdate;
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use serde_json::Value;
 use support::*;
 
@@ -93,16 +92,19 @@ impl Fixture {
     }
 }
 
-/// The stack of the refusals: no server is ever made on it.
-fn refusals() -> Arc<Fixture> {
-    static FIXTURE: Shared<Fixture> = Shared::new();
-    FIXTURE.get(Fixture::start)
+/// The stack of the refusals, on which no server is ever made, and the stack of
+/// the tests that make servers; one fixture, so both stay up while any test runs.
+struct Stacks {
+    refusals: Fixture,
+    servers: Fixture,
 }
 
-/// The stack of the tests that make servers.
-fn servers() -> Arc<Fixture> {
-    static FIXTURE: Shared<Fixture> = Shared::new();
-    FIXTURE.get(Fixture::start)
+fn stacks() -> Held<Stacks> {
+    static STACKS: Shared<Stacks> = Shared::new();
+    STACKS.get(|| Stacks {
+        refusals: Fixture::start(),
+        servers: Fixture::start(),
+    })
 }
 
 /// Seconds since the epoch, now.
@@ -112,7 +114,8 @@ fn now() -> i64 {
 
 #[test]
 fn a_key_url_that_is_not_https_or_has_a_malformed_version_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     f.refused(
         f.create("bad-url", &f.mi.client_id, "http://127.0.0.1/keys/good"),
         "must start with https://",
@@ -129,7 +132,8 @@ fn a_key_url_that_is_not_https_or_has_a_malformed_version_is_refused() {
 
 #[test]
 fn an_identity_without_get_wrap_key_or_unwrap_key_is_refused_naming_the_missing_right() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let rights_key = f.key("rights");
     let weak = f.vault().identity("weak-mi");
     let create_weak = |name: &str| f.cp().create_cmk(name, &weak, &weak.client_id, &rights_key);
@@ -142,7 +146,8 @@ fn an_identity_without_get_wrap_key_or_unwrap_key_is_refused_naming_the_missing_
 
 #[test]
 fn a_credential_file_of_another_identity_is_refused_before_anything_is_asked() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     f.refused(
         f.create("ghost", "00000000-0000-0000-0000-000000000000", &f.good),
         "belongs to identity 'app-mi'",
@@ -152,7 +157,8 @@ fn a_credential_file_of_another_identity_is_refused_before_anything_is_asked() {
 #[test]
 fn an_identity_the_vault_service_does_not_know_is_refused() {
     // A bare secret, so there is no credential file to check first.
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let bare = f.stack.root.path().join("bare.secret");
     let credential: Value =
         serde_json::from_slice(&std::fs::read(&f.mi.credential_file).unwrap()).unwrap();
@@ -171,7 +177,8 @@ fn an_identity_the_vault_service_does_not_know_is_refused() {
 
 #[test]
 fn a_disabled_key_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let disabled = f.key("disabled");
     f.vault().set_enabled(&f.kv, "disabled", None, false);
     f.refused(
@@ -182,7 +189,8 @@ fn a_disabled_key_is_refused() {
 
 #[test]
 fn a_key_not_valid_yet_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let future = f.key("future");
     f.update_key(
         "future",
@@ -199,7 +207,8 @@ fn a_key_not_valid_yet_is_refused() {
 
 #[test]
 fn an_expired_key_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let expired = f.key("expired");
     f.update_key(
         "expired",
@@ -216,7 +225,8 @@ fn an_expired_key_is_refused() {
 
 #[test]
 fn a_key_in_a_vault_without_purge_protection_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let unprotected = f.key_in_new_vault("soft-only-kv", "westeurope", false);
     f.refused(
         f.create("unprotected", &f.mi.client_id, &unprotected),
@@ -226,7 +236,8 @@ fn a_key_in_a_vault_without_purge_protection_is_refused() {
 
 #[test]
 fn a_key_in_a_vault_in_another_location_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let faraway = f.key_in_new_vault("faraway-kv", "eastus", true);
     f.refused(
         f.create("faraway", &f.mi.client_id, &faraway),
@@ -236,7 +247,8 @@ fn a_key_in_a_vault_in_another_location_is_refused() {
 
 #[test]
 fn a_customer_managed_create_without_an_identity_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     f.refused(
         f.cp().try_server(&[
             "create",
@@ -255,7 +267,8 @@ fn a_customer_managed_create_without_an_identity_is_refused() {
 
 #[test]
 fn a_server_name_that_is_not_3_to_63_lowercase_characters_is_refused() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     f.refused(
         f.cp()
             .try_server(&["create", "--name", "Bad_Name", "--location", "westeurope"]),
@@ -265,7 +278,8 @@ fn a_server_name_that_is_not_3_to_63_lowercase_characters_is_refused() {
 
 #[test]
 fn the_api_answers_a_malformed_body_with_400_bad_request() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let cp = f.cp();
     let token = std::fs::read_to_string(cp.dba_credential()).unwrap();
     let r = cp
@@ -282,7 +296,8 @@ fn the_api_answers_a_malformed_body_with_400_bad_request() {
 
 #[test]
 fn the_api_answers_an_unknown_server_with_404_not_found() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let cp = f.cp();
     let token = std::fs::read_to_string(cp.dba_credential()).unwrap();
     let r = cp
@@ -298,7 +313,8 @@ fn the_api_answers_an_unknown_server_with_404_not_found() {
 
 #[test]
 fn the_dbas_own_principal_cannot_change_vault_policies_or_create_keys() {
-    let f = refusals();
+    let stacks = stacks();
+    let f = &stacks.refusals;
     let dba_cred = f.vault().user("dba");
     f.vault()
         .assert_cannot_set_policy(&dba_cred, "app-kv", "dba");
@@ -312,7 +328,8 @@ fn the_dbas_own_principal_cannot_change_vault_policies_or_create_keys() {
 
 #[test]
 fn a_fit_key_is_accepted_and_the_name_is_then_taken() {
-    let f = servers();
+    let stacks = stacks();
+    let f = &stacks.servers;
     let ok = f.create("fit", &f.mi.client_id, &f.good).unwrap();
     assert_eq!(ok["server"]["state"]["state"], "Ready");
     let err = f.create("fit", &f.mi.client_id, &f.good).unwrap_err();
@@ -322,7 +339,8 @@ fn a_fit_key_is_accepted_and_the_name_is_then_taken() {
 #[test]
 fn an_agent_that_cannot_start_leaves_the_server_failed_with_its_error_until_start_after_the_fix() {
     // It is restarted with back-off; once the cause is fixed, `start` starts it at once.
-    let f = servers();
+    let stacks = stacks();
+    let f = &stacks.servers;
     let cp = f.cp();
     let created = f.create("broken", &f.mi.client_id, &f.good).unwrap();
     let dir = PathBuf::from(created["server"]["dir"].as_str().unwrap());
@@ -341,7 +359,8 @@ fn an_agent_that_cannot_start_leaves_the_server_failed_with_its_error_until_star
 
 #[test]
 fn a_service_managed_server_is_the_default_and_needs_no_identity_or_key() {
-    let f = servers();
+    let stacks = stacks();
+    let f = &stacks.servers;
     let sm = f
         .cp()
         .server(&["create", "--name", "plain", "--location", "local"]);
@@ -353,7 +372,8 @@ fn a_service_managed_server_is_the_default_and_needs_no_identity_or_key() {
 
 #[test]
 fn a_service_managed_server_can_never_move_to_a_customer_key() {
-    let f = servers();
+    let stacks = stacks();
+    let f = &stacks.servers;
     f.cp()
         .server(&["create", "--name", "plain-stays", "--location", "local"]);
     let err = f

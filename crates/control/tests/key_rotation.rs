@@ -11,10 +11,9 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::*;
 
@@ -22,7 +21,7 @@ use support::*;
 const INTERVAL: u64 = 2;
 
 /// One stack for the binary; each test has its own server, key and identity.
-fn shared_stack() -> Arc<Stack> {
+fn shared_stack() -> Held<Stack> {
     static STACK: Shared<Stack> = Shared::new();
     STACK.get(|| Stack::start(INTERVAL, 30, None))
 }

@@ -9,18 +9,18 @@ mod support;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use pgcmk_agent::contract::task::{LogRecord, LogSource, VolumeView};
 use pgcmk_agent::contract::ServerDir;
 use pgcmk_cryptfs::format::{data_offset, Slot};
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 use support::*;
 
-fn shared_stack() -> Arc<Stack> {
+fn shared_stack() -> Held<Stack> {
     static STACK: Shared<Stack> = Shared::new();
     STACK.get(|| Stack::start(60, 300, None))
 }

@@ -10,10 +10,10 @@ mod support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::{poll, wait_for};
 use serde_json::Value;
 use support::*;
@@ -41,7 +41,7 @@ struct Fixture {
     turn: Mutex<()>,
 }
 
-fn fixture() -> Arc<Fixture> {
+fn fixture() -> Held<Fixture> {
     static FIXTURE: Shared<Fixture> = Shared::new();
     FIXTURE.get(|| {
         let stack = Stack::start(INTERVAL, 300, None);

@@ -21,7 +21,7 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use base64::Engine;
 use pgcmk_agent::contract::{KekAccess, VaultEndpoints};
@@ -29,7 +29,7 @@ use pgcmk_control::identity_file::read_identity_secret;
 use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyReference, WrappedDek};
 use pgcmk_testkit::binary::pgcmk;
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use serde_json::{json, Value};
 use support::*;
 
@@ -52,7 +52,7 @@ struct Fixture {
     disk_copy: OnceLock<PathBuf>,
 }
 
-fn fixture() -> Arc<Fixture> {
+fn fixture() -> Held<Fixture> {
     static FIXTURE: Shared<Fixture> = Shared::new();
     FIXTURE.get(|| {
         let stack = Stack::start(60, 300, Some(PASSPHRASE));

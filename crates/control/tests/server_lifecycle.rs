@@ -10,10 +10,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use pgcmk_testkit::shared::Shared;
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::*;
 
@@ -24,7 +23,7 @@ const GRACE: u64 = 30;
 /// The rows each server's table `t` starts with.
 const ROWS: &str = "20000";
 
-fn shared_stack() -> Arc<Stack> {
+fn shared_stack() -> Held<Stack> {
     static STACK: Shared<Stack> = Shared::new();
     STACK.get(|| Stack::start(INTERVAL, GRACE, None))
 }
@@ -132,6 +131,7 @@ fn list_show_and_connection_string_tell_the_dba_about_the_server() {
 #[test]
 fn rows_sorts_spilled_to_disk_and_logged_statements_never_reach_the_disk_in_the_clear() {
     // Its own stack: every byte under the control plane's directory is read.
+    let _shared = shared_stack(); // kept up for the tests after this one
     let stack = Stack::start(INTERVAL, GRACE, None);
     let key = stack.vault.customer_key("secret");
     let server = Created::from(&stack.cp.create_with("secret", &key, &versionless(&key.kid)));
@@ -266,6 +266,7 @@ fn a_killed_agent_is_restarted_by_the_control_plane_with_the_committed_data() {
 #[test]
 fn a_restarted_control_plane_reattaches_to_the_running_agent() {
     // Its own stack: the control plane goes away for a moment.
+    let _shared = shared_stack(); // kept up for the tests after this one
     let mut stack = Stack::start(INTERVAL, GRACE, None);
     let (_, server) = server_with_rows(&stack, "reattached");
     stack.cp.restart();
@@ -278,6 +279,7 @@ fn a_restarted_control_plane_reattaches_to_the_running_agent() {
 fn a_control_plane_restarted_without_its_agent_starts_the_server_from_its_wrapped_dek() {
     // A host reboot: the agent is gone too; the server is started again from its
     // wrapped DEK, unwrapping through the vault. Its own stack, as above.
+    let _shared = shared_stack(); // kept up for the tests after this one
     let mut stack = Stack::start(INTERVAL, GRACE, None);
     let (_, server) = server_with_rows(&stack, "rebooted");
     server
