@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -37,7 +36,7 @@ const SERVERS: [&str; 5] = [
 /// with the machine to one test at a time.
 struct Fixture {
     stack: Stack,
-    servers: Mutex<HashMap<&'static str, Created>>,
+    servers: MadeFor<Created>,
     turn: Mutex<()>,
 }
 
@@ -45,17 +44,10 @@ fn fixture() -> Held<Fixture> {
     static FIXTURE: Shared<Fixture> = Shared::new();
     FIXTURE.get(|| {
         let stack = Stack::start(INTERVAL, 300, None);
-        let cp = &stack.cp;
-        let servers = std::thread::scope(|s| {
-            let made: Vec<_> = SERVERS
-                .iter()
-                .map(|&name| s.spawn(move || (name, committed_server(cp, name))))
-                .collect();
-            made.into_iter().map(|t| t.join().unwrap()).collect()
-        });
+        let servers = MadeFor::at_once(&SERVERS, |name| committed_server(&stack.cp, name));
         Fixture {
             stack,
-            servers: Mutex::new(servers),
+            servers,
             turn: Mutex::new(()),
         }
     })
@@ -79,12 +71,7 @@ impl Fixture {
     /// The server made for the test `name`, once it is the test's turn.
     fn take(&self, name: &'static str) -> Served<'_> {
         let turn = self.turn();
-        let server = self
-            .servers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name)
-            .unwrap_or_else(|| panic!("no server '{name}' was made for the test"));
+        let server = self.servers.take(name);
         Served::new(&self.stack.cp, server, turn)
     }
 }

@@ -335,6 +335,34 @@ impl Created {
     }
 }
 
+/// What was made at once for each named test (servers, side by side: their creates
+/// take about what two or three take one after another), for the test to take.
+pub struct MadeFor<T>(std::sync::Mutex<std::collections::HashMap<&'static str, T>>);
+
+impl<T: Send> MadeFor<T> {
+    /// Makes one `T` for each of `names`, each on a thread of its own.
+    pub fn at_once(names: &[&'static str], make: impl Fn(&'static str) -> T + Sync) -> Self {
+        let make = &make;
+        let made = std::thread::scope(|s| {
+            let threads: Vec<_> = names
+                .iter()
+                .map(|&name| s.spawn(move || (name, make(name))))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        Self(std::sync::Mutex::new(made))
+    }
+
+    /// What was made for the test `name`.
+    pub fn take(&self, name: &str) -> T {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+            .unwrap_or_else(|| panic!("nothing was made for '{name}'"))
+    }
+}
+
 /// A vault and a control plane in one scratch directory. Fields drop in order: the
 /// control plane deletes its servers before the vault goes, and the directory last.
 pub struct Stack {
