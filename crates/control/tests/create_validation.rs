@@ -83,6 +83,12 @@ impl Fixture {
         versionless(&self.vault().key(name, "k", 2048))
     }
 
+    /// Asserts that `server create` of `name` as `app-mi` with `key` is refused
+    /// saying `expected`, leaving nothing.
+    fn refused_create(&self, name: &str, key: &str, expected: &str) {
+        self.refused(self.create(name, &self.mi.client_id, key), expected);
+    }
+
     /// `pgcmk key update` of the key `name` in `app-kv`, as the security officer.
     fn update_key(&self, name: &str, update: &KeyUpdate) {
         self.vault()
@@ -116,16 +122,14 @@ fn now() -> i64 {
 fn a_key_url_that_is_not_https_or_has_a_malformed_version_is_refused() {
     let stacks = stacks();
     let f = &stacks.refusals;
-    f.refused(
-        f.create("bad-url", &f.mi.client_id, "http://127.0.0.1/keys/good"),
+    f.refused_create(
+        "bad-url",
+        "http://127.0.0.1/keys/good",
         "must start with https://",
     );
-    f.refused(
-        f.create(
-            "bad-url",
-            &f.mi.client_id,
-            &format!("{}/keys/good/XYZ", f.kv),
-        ),
+    f.refused_create(
+        "bad-url",
+        &format!("{}/keys/good/XYZ", f.kv),
         "32 lowercase hex",
     );
 }
@@ -181,10 +185,7 @@ fn a_disabled_key_is_refused() {
     let f = &stacks.refusals;
     let disabled = f.key("disabled");
     f.vault().set_enabled(&f.kv, "disabled", None, false);
-    f.refused(
-        f.create("disabled", &f.mi.client_id, &disabled),
-        "is disabled",
-    );
+    f.refused_create("disabled", &disabled, "is disabled");
 }
 
 #[test]
@@ -199,10 +200,7 @@ fn a_key_not_valid_yet_is_refused() {
             ..Default::default()
         },
     );
-    f.refused(
-        f.create("future", &f.mi.client_id, &future),
-        "not valid yet",
-    );
+    f.refused_create("future", &future, "not valid yet");
 }
 
 #[test]
@@ -217,10 +215,7 @@ fn an_expired_key_is_refused() {
             ..Default::default()
         },
     );
-    f.refused(
-        f.create("expired", &f.mi.client_id, &expired),
-        "has expired",
-    );
+    f.refused_create("expired", &expired, "has expired");
 }
 
 #[test]
@@ -228,10 +223,7 @@ fn a_key_in_a_vault_without_purge_protection_is_refused() {
     let stacks = stacks();
     let f = &stacks.refusals;
     let unprotected = f.key_in_new_vault("soft-only-kv", "westeurope", false);
-    f.refused(
-        f.create("unprotected", &f.mi.client_id, &unprotected),
-        "purge protection",
-    );
+    f.refused_create("unprotected", &unprotected, "purge protection");
 }
 
 #[test]
@@ -239,10 +231,7 @@ fn a_key_in_a_vault_in_another_location_is_refused() {
     let stacks = stacks();
     let f = &stacks.refusals;
     let faraway = f.key_in_new_vault("faraway-kv", "eastus", true);
-    f.refused(
-        f.create("faraway", &f.mi.client_id, &faraway),
-        "is in location 'eastus'",
-    );
+    f.refused_create("faraway", &faraway, "is in location 'eastus'");
 }
 
 #[test]
