@@ -24,12 +24,13 @@ use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
 use crate::backoff::{describe_delay, Backoff};
+use crate::clock::SystemClock;
 use crate::contract::server_dir::{read_json, write_json_atomic};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
 use crate::error::IoContext;
-use crate::kek;
+use crate::key_watch::KeyWatch;
 use crate::memory;
-use crate::monitor::{Action, CheckResult, Monitor, MonitorConfig};
+use crate::monitor::{Action, MonitorConfig};
 use crate::provision;
 use crate::report::{Activity, Reporter};
 use crate::serving::{Serving, RETRY_CAP, RETRY_FIRST};
@@ -118,10 +119,9 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
         let dek = kek.unwrap(&wrapped)?;
         provision::provision(dir, &config, &dek, &password)?;
     }
-    let mut monitor = Monitor::new(monitor_config(&config), wrapped.kek.clone());
+    let mut watch = KeyWatch::new(SystemClock, monitor_config(&config), wrapped.kek.clone());
     let mut mounts = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut serving: Option<Serving> = None;
-    let mut next_check = Instant::now();
     let outcome = loop {
         if requests.stop.load(Ordering::SeqCst) {
             break Ok(());
@@ -129,22 +129,20 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
         if let Some(e) = reporter.failure() {
             break Err(e);
         }
-        let now = Instant::now();
         if requests.check_now.swap(false, Ordering::SeqCst) {
-            next_check = now;
+            watch.check_now();
         }
-        if now >= next_check {
+        if watch.due() {
             follow_kek_access(dir, &mut config.kek, &mut kek, &secret);
-            let (result, mut dek) = kek::check(kek.as_ref(), &wrapped);
-            if let CheckResult::Denied(reason) | CheckResult::Transient(reason) = &result {
+            let checked = watch.check(kek.as_ref(), &wrapped);
+            if let Some(reason) = checked.failure {
                 tracing::warn!("key check failed: {reason}");
                 if serving.is_none() {
-                    reporter.set(Activity::Inaccessible(reason.clone()));
+                    reporter.set(Activity::Inaccessible(reason));
                 }
             }
-            let decision = monitor.on_check(now, result);
-            next_check = now + decision.next_check;
-            for action in decision.actions {
+            let mut dek = checked.dek;
+            for action in checked.actions {
                 match action {
                     Action::Unlock => match dek.take().map(|d| Serving::mount(dir, &config, d)) {
                         Some(Ok(s)) => {
@@ -156,9 +154,8 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                             });
                         }
                         Some(Err(e)) => {
-                            monitor.relock();
                             let delay = mounts.failed();
-                            next_check = next_check.min(now + delay);
+                            watch.unlock_failed(delay);
                             reporter.set(Activity::Failed {
                                 who: Actor::Agent,
                                 reason: format!(
@@ -167,7 +164,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                                 ),
                             });
                         }
-                        None => monitor.relock(),
+                        None => watch.relock(),
                     },
                     Action::Lock(reason) => {
                         // Reported first, so no probe meets PostgreSQL shutting down.
@@ -178,7 +175,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                         if let Some(s) = &serving {
                             match rewrap(dir, kek.as_ref(), s.dek.dek(), &version) {
                                 Ok(w) => {
-                                    monitor.rewrapped(w.kek.clone());
+                                    watch.rewrapped(w.kek.clone());
                                     reporter.wrapped_by(w.kek.clone());
                                     wrapped = w;
                                 }

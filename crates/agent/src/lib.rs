@@ -13,9 +13,11 @@
 
 pub mod agent;
 pub mod backoff;
+mod clock;
 pub mod contract;
 mod error;
 mod kek;
+mod key_watch;
 mod memory;
 mod monitor;
 mod own_mount;

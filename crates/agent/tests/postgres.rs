@@ -1,4 +1,6 @@
-//! Real PostgreSQL 15 supervised on a plain temporary directory.
+//! Real PostgreSQL 15 supervised on a plain temporary directory: one cluster shared
+//! by the tests that only read, one of its own for each test that crashes, stops or
+//! restarts it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use pgcmk_agent::postgres::{OsUser, PgInstall, PgLayout, Postgres, StopMode};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_testkit::net::free_port;
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 
 /// Runs SQL over TCP as `postgres` with `password`; stdout or the error text.
@@ -43,48 +46,101 @@ fn cluster() -> (tempfile::TempDir, Postgres, u16, &'static str) {
     (dir, pg, port, password)
 }
 
-#[test]
-fn initdb_start_query_crash_restart_stop() {
+/// A cluster started, its directory, port and password.
+fn started() -> (tempfile::TempDir, Postgres, u64, &'static str) {
     let (dir, mut pg, port, password) = cluster();
-
     pg.start(Duration::from_secs(60)).unwrap();
-    assert!(pg.is_ready());
+    assert!(pg.is_ready(), "not ready after start");
+    (dir, pg, u64::from(port), password)
+}
+
+/// A started cluster for the tests that only read from it.
+struct Running {
+    dir: tempfile::TempDir,
+    _pg: Postgres,
+    port: u64,
+    password: &'static str,
+}
+
+fn running() -> Held<Running> {
+    static RUNNING: Shared<Running> = Shared::new();
+    RUNNING.get(|| {
+        // PostgreSQL gets SIGQUIT when the thread that started it ends (its parent
+        // death signal follows the thread, not the process), and the test asking
+        // first ends before the others: start it on a thread that lives on.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            sender.send(started()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        let (dir, pg, port, password) = receiver.recv().unwrap();
+        Running {
+            dir,
+            _pg: pg,
+            port,
+            password,
+        }
+    })
+}
+
+#[test]
+fn initdb_makes_a_cluster_and_leaves_no_password_file() {
+    // `cluster` asserts both.
+    running();
+}
+
+#[test]
+fn a_started_cluster_answers_sql_and_refuses_a_wrong_password() {
+    let pg = running();
+    assert_eq!(psql(pg.port, pg.password, "SELECT 40 + 2").unwrap(), "42");
+    let err = psql(pg.port, "wrong-password", "SELECT 1").unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+}
+
+#[test]
+fn the_logging_collector_writes_inside_the_data_directory() {
+    let pg = running();
+    let logs = std::fs::read_dir(pg.dir.path().join("pgdata/log"))
+        .unwrap()
+        .count();
+    assert!(logs > 0, "no server log in pgdata/log");
+}
+
+#[test]
+fn a_killed_postmaster_is_noticed_and_a_restart_recovers_committed_data() {
+    let _shared = running(); // kept up for the tests after this one
+    let (_dir, mut pg, port, password) = started();
     psql(
-        u64::from(port),
+        port,
         password,
         "CREATE TABLE t(v text); INSERT INTO t VALUES ('committed-row')",
     )
     .unwrap();
-    let err = psql(u64::from(port), "wrong-password", "SELECT 1").unwrap_err();
-    assert!(err.contains("password authentication failed"), "{err}");
-
-    // The logging collector writes inside the data directory.
-    let logs = std::fs::read_dir(dir.path().join("pgdata/log"))
-        .unwrap()
-        .count();
-    assert!(logs > 0, "no server log in pgdata/log");
-
-    // A crash of the postmaster is noticed, and a restart recovers committed data.
     let pid = pg.pid().unwrap();
     Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while pg.poll_exit().is_none() {
-        assert!(std::time::Instant::now() < deadline, "crash not noticed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(pg.pid().is_none());
+    wait_for("the crash to be noticed", Duration::from_secs(10), || {
+        pg.poll_exit().is_some()
+    });
+    assert!(pg.pid().is_none(), "a pid after the crash");
     pg.start(Duration::from_secs(60)).unwrap();
     assert_eq!(
-        psql(u64::from(port), password, "SELECT v FROM t").unwrap(),
+        psql(port, password, "SELECT v FROM t").unwrap(),
         "committed-row"
     );
+}
 
+#[test]
+fn a_stopped_cluster_is_not_ready_and_refuses_connections() {
+    let _shared = running(); // kept up for the tests after this one
+    let (_dir, mut pg, port, password) = started();
     pg.stop(StopMode::Fast).unwrap();
-    assert!(!pg.is_ready());
-    psql(u64::from(port), password, "SELECT 1").unwrap_err();
+    assert!(!pg.is_ready(), "ready after stop");
+    psql(port, password, "SELECT 1").unwrap_err();
 }
 
 /// The server log of a stopped cluster (every file under `pgdata/log`).
@@ -97,6 +153,7 @@ fn server_log(dir: &Path) -> String {
 
 #[test]
 fn the_readiness_probe_leaves_no_trace_in_the_server_log() {
+    let _shared = running(); // kept up for the tests after this one
     let (dir, mut pg, _, _) = cluster();
     pg.start(Duration::from_secs(60)).unwrap();
     for _ in 0..3 {
@@ -134,6 +191,7 @@ fn as_postgres(program: &str, args: &[&str]) -> std::process::Child {
 
 #[test]
 fn a_lock_file_left_by_a_postmaster_that_is_gone_does_not_block_the_start() {
+    let _shared = running(); // kept up for the tests after this one
     let (dir, mut pg, _, _) = cluster();
     // Exited but not reaped: kill(pid, 0) still succeeds on a zombie, so PostgreSQL
     // alone would refuse to start ("lock file already exists").

@@ -2,6 +2,8 @@
 //! gets an answer: not plain HTTP on the same port, not a client that trusts
 //! another CA (the vault's), not the CLI given a wrong, missing or non-certificate
 //! CA file or an http:// endpoint. The CA is made once and survives restarts.
+//!
+//! The tests share one stack that holds no server, except the restart's own.
 
 mod support;
 
@@ -9,56 +11,85 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use pgcmk_hostkeys::trust;
 use pgcmk_testkit::binary::pgcmk;
+use pgcmk_testkit::shared::{Held, Shared};
 use serde_json::{json, Value};
 use support::*;
 
-#[test]
-fn the_api_answers_only_https_clients_that_trust_its_own_ca() {
-    let root = scratch();
-    let vault = Vault::start(root.path());
-    let mut cp = ControlPlane::start(root.path(), &vault, 60, 300);
-    let token = fs::read_to_string(cp.dba_credential()).unwrap();
-    let token = token.trim().to_string();
+fn shared_stack() -> Held<Stack> {
+    static STACK: Shared<Stack> = Shared::new();
+    STACK.get(|| Stack::start(60, 300, None))
+}
 
-    // serve.json names the HTTPS URL and the CA certificate, which anyone may read.
+/// The DBA's token.
+fn token(cp: &ControlPlane) -> String {
+    fs::read_to_string(cp.dba_credential())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// `GET /servers` at `url` with the DBA's token, through `http`.
+fn list(
+    cp: &ControlPlane,
+    http: &reqwest::blocking::Client,
+    url: &str,
+) -> reqwest::Result<reqwest::blocking::Response> {
+    http.get(format!("{url}/servers"))
+        .bearer_auth(token(cp))
+        .send()
+}
+
+/// The control plane's URL with `http://` instead of `https://`.
+fn plain_url(cp: &ControlPlane) -> String {
+    cp.url.replacen("https://", "http://", 1)
+}
+
+#[test]
+fn serve_json_names_the_https_url_and_a_world_readable_ca_of_its_own() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
     assert!(cp.url.starts_with("https://127.0.0.1:"), "{}", cp.url);
     let serve: Value =
         serde_json::from_slice(&fs::read(cp.state_dir.join("serve.json")).unwrap()).unwrap();
     assert_eq!(serve["ca_file"], json!(cp.ca_file()));
     let mode = fs::metadata(cp.ca_file()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644);
-    let ca = fs::read(cp.ca_file()).unwrap();
     assert_ne!(
-        ca,
-        fs::read(vault.ca_file()).unwrap(),
+        fs::read(cp.ca_file()).unwrap(),
+        fs::read(stack.vault.ca_file()).unwrap(),
         "its own CA, not the vault's"
     );
+}
 
-    // A client trusting this CA is served.
-    let list = |http: &reqwest::blocking::Client, url: &str| {
-        http.get(format!("{url}/servers"))
-            .bearer_auth(&token)
-            .send()
-    };
-    let trusted = cp.https_client();
-    assert_eq!(list(&trusted, &cp.url).unwrap().status().as_u16(), 200);
+#[test]
+fn a_client_trusting_its_ca_is_served() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let status = list(cp, &cp.https_client(), &cp.url).unwrap().status();
+    assert_eq!(status.as_u16(), 200);
+}
 
-    // Plain HTTP on the same port gets no HTTP answer, with or without reqwest.
-    let plain_url = cp.url.replacen("https://", "http://", 1);
+#[test]
+fn plain_http_on_the_same_port_gets_no_http_answer() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    // Neither through reqwest ...
     let plain = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
     let err = plain
-        .get(format!("{plain_url}/healthz"))
+        .get(format!("{}/healthz", plain_url(cp)))
         .send()
         .expect_err("plain HTTP must not be answered");
     assert!(!err.is_status(), "{err}");
+    // ... nor written by hand.
     let addr = cp.url.trim_start_matches("https://").to_string();
     let mut tcp = TcpStream::connect(&addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -71,37 +102,50 @@ fn the_api_answers_only_https_clients_that_trust_its_own_ca() {
         "plain HTTP was answered: {}",
         String::from_utf8_lossy(&answer)
     );
+}
 
-    // A client trusting another CA (the vault's) fails the handshake.
-    let other =
-        trust::blocking_client(&fs::read(vault.ca_file()).unwrap(), Duration::from_secs(20))
-            .unwrap();
-    let err = list(&other, &cp.url).expect_err("a client trusting another CA");
+#[test]
+fn a_client_trusting_another_ca_fails_the_handshake() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let other = trust::blocking_client(
+        &fs::read(stack.vault.ca_file()).unwrap(),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let err = list(cp, &other, &cp.url).expect_err("a client trusting another CA");
     assert!(trust::is_untrusted_certificate(&err), "{err:?}");
+}
 
-    // The CLI says what is wrong with its CA file or endpoint, and how to fix it.
-    let not_a_cert = root.path().join("not-a-cert.pem");
+/// `pgcmk server list` against `endpoint` trusting the CA in `ca`.
+fn cli_list(cp: &ControlPlane, endpoint: &str, ca: &Path) -> Output {
+    Command::new(pgcmk())
+        .args([
+            "server",
+            "list",
+            "--endpoint",
+            endpoint,
+            "--credential-file",
+        ])
+        .arg(cp.dba_credential())
+        .arg("--ca-cert")
+        .arg(ca)
+        .env_remove("PGCMK_CONTROL_CA_CERT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_says_what_is_wrong_with_its_ca_file_or_endpoint_and_never_shows_the_token() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let not_a_cert = stack.root.path().join("not-a-cert.pem");
     fs::write(&not_a_cert, "hello").unwrap();
-    let missing = root.path().join("missing.pem");
-    let cli = |endpoint: &str, ca: &std::path::Path| {
-        Command::new(pgcmk())
-            .args([
-                "server",
-                "list",
-                "--endpoint",
-                endpoint,
-                "--credential-file",
-            ])
-            .arg(cp.dba_credential())
-            .arg("--ca-cert")
-            .arg(ca)
-            .env_remove("PGCMK_CONTROL_CA_CERT")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let missing = stack.root.path().join("missing.pem");
+    let plain_url = plain_url(cp);
     let cases = [
-        (cp.url.as_str(), vault.ca_file(), "does not vouch for"),
+        (cp.url.as_str(), stack.vault.ca_file(), "does not vouch for"),
         (
             cp.url.as_str(),
             missing.clone(),
@@ -115,23 +159,44 @@ fn the_api_answers_only_https_clients_that_trust_its_own_ca() {
         (plain_url.as_str(), cp.ca_file(), "not an https:// URL"),
     ];
     for (endpoint, ca, expected) in cases {
-        let out = cli(endpoint, &ca);
-        assert!(!out.status.success(), "{endpoint} {}", ca.display());
+        let out = cli_list(cp, endpoint, &ca);
+        assert!(
+            !out.status.success(),
+            "{endpoint} {} was accepted",
+            ca.display()
+        );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(expected), "{err}");
-        assert!(!err.contains(&token), "the credential in an error");
+        assert!(err.contains(expected), "'{expected}' not in: {err}");
+        assert!(!err.contains(&token(cp)), "the credential in an error");
     }
-    let out = cli(&cp.url, &cp.ca_file());
+}
+
+#[test]
+fn the_cli_given_its_ca_and_https_endpoint_is_served() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let out = cli_list(cp, &cp.url, &cp.ca_file());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no servers");
+}
 
-    // The CA is made once: after a restart the same certificate, and the same
-    // client, still work.
-    cp.restart();
-    assert_eq!(fs::read(cp.ca_file()).unwrap(), ca);
-    assert_eq!(list(&trusted, &cp.url).unwrap().status().as_u16(), 200);
+#[test]
+fn the_ca_is_made_once_and_the_same_client_works_after_a_restart() {
+    // Its own stack: the control plane goes away for a moment.
+    let _shared = shared_stack(); // kept up for the tests after this one
+    let mut stack = Stack::start(60, 300, None);
+    let trusted = stack.cp.https_client();
+    let ca = fs::read(stack.cp.ca_file()).unwrap();
+    stack.cp.restart();
+    assert_eq!(
+        fs::read(stack.cp.ca_file()).unwrap(),
+        ca,
+        "a new CA after a restart"
+    );
+    let cp = &stack.cp;
+    assert_eq!(list(cp, &trusted, &cp.url).unwrap().status().as_u16(), 200);
 }

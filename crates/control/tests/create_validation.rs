@@ -1,127 +1,245 @@
 //! Create-time validation with the real vault: every way a customer-managed key
 //! can be unfit is refused with its own message, and leaves nothing behind (no
 //! server directory, no agent, no row). A service-managed server needs none of it.
+//!
+//! The refusals share one stack on which no server is ever made, so "nothing left"
+//! means an empty list and no directory; the tests that make servers share another.
 
 mod support;
 
+use std::path::PathBuf;
+
+use pgcmk_keyprovider::akv::KeyUpdate;
+use pgcmk_testkit::shared::{Held, Shared};
+use serde_json::Value;
 use support::*;
 
-/// The identity secret in a credential file.
-fn read_secret(credential_file: &std::path::Path) -> String {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(credential_file).unwrap()).unwrap();
-    v["client_secret"].as_str().unwrap().to_string()
+/// A stack with the identity `app-mi` granted `get`, `wrapKey` and `unwrapKey` on
+/// vault `app-kv` (westeurope, purge protection), which holds the fit key `good`.
+struct Fixture {
+    stack: Stack,
+    mi: Identity,
+    /// The vault's URL.
+    kv: String,
+    /// The fit key (versionless).
+    good: String,
 }
 
-#[test]
-fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
-    let root = scratch();
-    let vault = Vault::start(root.path());
-    let cp = ControlPlane::start(root.path(), &vault, 60, 300);
+impl Fixture {
+    fn start() -> Self {
+        let stack = Stack::start(60, 300, None);
+        let vault = &stack.vault;
+        let mi = vault.identity("app-mi");
+        let kv = vault.keyvault("app-kv", "westeurope", true);
+        vault.grant("app-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
+        let good = versionless(&vault.key("app-kv", "good", 2048));
+        Self {
+            stack,
+            mi,
+            kv,
+            good,
+        }
+    }
 
-    let mi = vault.identity("app-mi");
-    let kv = vault.keyvault("app-kv", "westeurope", true);
-    vault.grant("app-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
-    let good = versionless(&vault.key("app-kv", "good", 2048));
-    let create = |name: &str, client_id: &str, key: &str| cp.create_cmk(name, &mi, client_id, key);
-    let refused = |result: Result<serde_json::Value, String>, expected: &str| {
+    fn cp(&self) -> &ControlPlane {
+        &self.stack.cp
+    }
+
+    fn vault(&self) -> &Vault {
+        &self.stack.vault
+    }
+
+    /// `server create` of `name` as `app-mi`, named by `client_id`, with `key`.
+    fn create(&self, name: &str, client_id: &str, key: &str) -> Result<Value, String> {
+        self.cp().create_cmk(name, &self.mi, client_id, key)
+    }
+
+    /// A new RSA 3072 key `name` in `app-kv` (versionless).
+    fn key(&self, name: &str) -> String {
+        versionless(&self.vault().key("app-kv", name, 3072))
+    }
+
+    /// Asserts that `result` is a refusal saying `expected`, and that nothing was
+    /// left: no row, no directory (no server is ever made on this stack).
+    fn refused(&self, result: Result<Value, String>, expected: &str) {
         let err = result.expect_err(expected);
         assert!(err.contains(expected), "expected '{expected}' in: {err}");
         assert!(
-            cp.server(&["list"]).as_array().unwrap().is_empty(),
+            self.cp().server(&["list"]).as_array().unwrap().is_empty(),
             "a row was left: {expected}"
         );
         assert!(
-            cp.server_dirs().is_empty(),
+            self.cp().server_dirs().is_empty(),
             "a directory was left: {expected}"
         );
-    };
+    }
 
-    // The key URL must be well formed.
-    refused(
-        create("bad-url", &mi.client_id, "http://127.0.0.1/keys/good"),
+    /// A key `k` (versionless) in a new vault `name`, where `app-mi` has every right
+    /// it needs.
+    fn key_in_new_vault(&self, name: &str, location: &str, purge_protection: bool) -> String {
+        self.vault().keyvault(name, location, purge_protection);
+        self.vault()
+            .grant(name, &self.mi, &["get", "wrapKey", "unwrapKey"]);
+        versionless(&self.vault().key(name, "k", 2048))
+    }
+
+    /// Asserts that `server create` of `name` as `app-mi` with `key` is refused
+    /// saying `expected`, leaving nothing.
+    fn refused_create(&self, name: &str, key: &str, expected: &str) {
+        self.refused(self.create(name, &self.mi.client_id, key), expected);
+    }
+
+    /// `pgcmk key update` of the key `name` in `app-kv`, as the security officer.
+    fn update_key(&self, name: &str, update: &KeyUpdate) {
+        self.vault()
+            .officer(&self.kv)
+            .update_key(name, None, update)
+            .unwrap();
+    }
+}
+
+/// The stack of the refusals, on which no server is ever made, and the stack of
+/// the tests that make servers; one fixture, so both stay up while any test runs.
+struct Stacks {
+    refusals: Fixture,
+    servers: Fixture,
+}
+
+fn stacks() -> Held<Stacks> {
+    static STACKS: Shared<Stacks> = Shared::new();
+    STACKS.get(|| Stacks {
+        refusals: Fixture::start(),
+        servers: Fixture::start(),
+    })
+}
+
+/// Seconds since the epoch, now.
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[test]
+fn a_key_url_that_is_not_https_or_has_a_malformed_version_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    f.refused_create(
+        "bad-url",
+        "http://127.0.0.1/keys/good",
         "must start with https://",
     );
-    refused(
-        create("bad-url", &mi.client_id, &format!("{kv}/keys/good/XYZ")),
+    f.refused_create(
+        "bad-url",
+        &format!("{}/keys/good/XYZ", f.kv),
         "32 lowercase hex",
     );
+}
 
-    // Rights: none, get only, get+wrapKey.
-    let key_of = |name: &str| versionless(&vault.key("app-kv", name, 3072));
-    let rights_key = key_of("rights");
-    let weak = vault.identity("weak-mi");
-    let create_weak = |name: &str| cp.create_cmk(name, &weak, &weak.client_id, &rights_key);
-    refused(create_weak("no-rights"), "(needs `get`)");
-    vault.grant("app-kv", &weak, &["get"]);
-    refused(create_weak("get-only"), "(needs `wrapKey`)");
-    vault.grant("app-kv", &weak, &["get", "wrapKey"]);
-    refused(create_weak("no-unwrap"), "(needs `unwrapKey`)");
+#[test]
+fn an_identity_without_get_wrap_key_or_unwrap_key_is_refused_naming_the_missing_right() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let rights_key = f.key("rights");
+    let weak = f.vault().identity("weak-mi");
+    let create_weak = |name: &str| f.cp().create_cmk(name, &weak, &weak.client_id, &rights_key);
+    f.refused(create_weak("no-rights"), "(needs `get`)");
+    f.vault().grant("app-kv", &weak, &["get"]);
+    f.refused(create_weak("get-only"), "(needs `wrapKey`)");
+    f.vault().grant("app-kv", &weak, &["get", "wrapKey"]);
+    f.refused(create_weak("no-unwrap"), "(needs `unwrapKey`)");
+}
 
-    // A credential file of another identity is refused before anything is asked.
-    refused(
-        create("ghost", "00000000-0000-0000-0000-000000000000", &good),
+#[test]
+fn a_credential_file_of_another_identity_is_refused_before_anything_is_asked() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    f.refused(
+        f.create("ghost", "00000000-0000-0000-0000-000000000000", &f.good),
         "belongs to identity 'app-mi'",
     );
-    // An identity the vault service does not know (a bare secret, no file check).
-    let bare = root.path().join("bare.secret");
-    std::fs::write(&bare, read_secret(&mi.credential_file)).unwrap();
+}
+
+#[test]
+fn an_identity_the_vault_service_does_not_know_is_refused() {
+    // A bare secret, so there is no credential file to check first.
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let bare = f.stack.root.path().join("bare.secret");
+    let credential: Value =
+        serde_json::from_slice(&std::fs::read(&f.mi.credential_file).unwrap()).unwrap();
+    std::fs::write(&bare, credential["client_secret"].as_str().unwrap()).unwrap();
     let ghost = Identity {
         name: "ghost".into(),
         client_id: "00000000-0000-0000-0000-000000000000".into(),
         credential_file: bare,
     };
-    refused(
-        cp.create_cmk("ghost", &ghost, &ghost.client_id, &good),
+    f.refused(
+        f.cp()
+            .create_cmk("ghost", &ghost, &ghost.client_id, &f.good),
         "cannot read key",
     );
+}
 
-    // Key state: disabled, not yet valid, expired.
-    let disabled = key_of("disabled");
-    vault.set_enabled(&kv, "disabled", None, false);
-    refused(create("disabled", &mi.client_id, &disabled), "is disabled");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let future = key_of("future");
-    let update = |name: &str, u: pgcmk_keyprovider::akv::KeyUpdate| {
-        vault.officer(&kv).update_key(name, None, &u).unwrap();
-    };
-    update(
+#[test]
+fn a_disabled_key_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let disabled = f.key("disabled");
+    f.vault().set_enabled(&f.kv, "disabled", None, false);
+    f.refused_create("disabled", &disabled, "is disabled");
+}
+
+#[test]
+fn a_key_not_valid_yet_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let future = f.key("future");
+    f.update_key(
         "future",
-        pgcmk_keyprovider::akv::KeyUpdate {
-            nbf: Some(now + 3600),
+        &KeyUpdate {
+            nbf: Some(now() + 3600),
             ..Default::default()
         },
     );
-    refused(create("future", &mi.client_id, &future), "not valid yet");
-    let expired = key_of("expired");
-    update(
+    f.refused_create("future", &future, "not valid yet");
+}
+
+#[test]
+fn an_expired_key_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let expired = f.key("expired");
+    f.update_key(
         "expired",
-        pgcmk_keyprovider::akv::KeyUpdate {
-            exp: Some(now - 60),
+        &KeyUpdate {
+            exp: Some(now() - 60),
             ..Default::default()
         },
     );
-    refused(create("expired", &mi.client_id, &expired), "has expired");
+    f.refused_create("expired", &expired, "has expired");
+}
 
-    // Vault protections and location.
-    vault.keyvault("soft-only-kv", "westeurope", false);
-    vault.grant("soft-only-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
-    let unprotected = versionless(&vault.key("soft-only-kv", "k", 2048));
-    refused(
-        create("unprotected", &mi.client_id, &unprotected),
-        "purge protection",
-    );
-    vault.keyvault("faraway-kv", "eastus", true);
-    vault.grant("faraway-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
-    let faraway = versionless(&vault.key("faraway-kv", "k", 2048));
-    refused(
-        create("faraway", &mi.client_id, &faraway),
-        "is in location 'eastus'",
-    );
+#[test]
+fn a_key_in_a_vault_without_purge_protection_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let unprotected = f.key_in_new_vault("soft-only-kv", "westeurope", false);
+    f.refused_create("unprotected", &unprotected, "purge protection");
+}
 
-    // Missing parts of the request.
-    refused(
-        cp.try_server(&[
+#[test]
+fn a_key_in_a_vault_in_another_location_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let faraway = f.key_in_new_vault("faraway-kv", "eastus", true);
+    f.refused_create("faraway", &faraway, "is in location 'eastus'");
+}
+
+#[test]
+fn a_customer_managed_create_without_an_identity_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    f.refused(
+        f.cp().try_server(&[
             "create",
             "--name",
             "half",
@@ -130,19 +248,31 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
             "--encryption",
             "customer-managed",
             "--key",
-            &good,
+            &f.good,
         ]),
         "needs --identity",
     );
-    refused(
-        cp.try_server(&["create", "--name", "Bad_Name", "--location", "westeurope"]),
+}
+
+#[test]
+fn a_server_name_that_is_not_3_to_63_lowercase_characters_is_refused() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    f.refused(
+        f.cp()
+            .try_server(&["create", "--name", "Bad_Name", "--location", "westeurope"]),
         "3-63 lowercase",
     );
+}
 
-    // The REST API answers bad requests with a status and an error body.
-    let http = cp.https_client();
+#[test]
+fn the_api_answers_a_malformed_body_with_400_bad_request() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let cp = f.cp();
     let token = std::fs::read_to_string(cp.dba_credential()).unwrap();
-    let r = http
+    let r = cp
+        .https_client()
         .post(format!("{}/servers", cp.url))
         .bearer_auth(token.trim())
         .header("content-type", "application/json")
@@ -150,64 +280,94 @@ fn unfit_keys_are_refused_with_their_own_message_and_leave_nothing() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    let body: serde_json::Value = r.json().unwrap();
-    assert_eq!(body["error"]["code"], "BadRequest", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("bad request body"),
-        "{body}"
-    );
-    let r = http
+    assert_api_error(&r.json().unwrap(), "BadRequest", "bad request body");
+}
+
+#[test]
+fn the_api_answers_an_unknown_server_with_404_not_found() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let cp = f.cp();
+    let token = std::fs::read_to_string(cp.dba_credential()).unwrap();
+    let r = cp
+        .https_client()
         .get(format!("{}/servers/nope", cp.url))
         .bearer_auth(token.trim())
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    let body: serde_json::Value = r.json().unwrap();
+    let body: Value = r.json().unwrap();
     assert_eq!(body["error"]["code"], "NotFound", "{body}");
+}
 
-    // The same request with a fit key succeeds, and the name is then taken.
-    let ok = create("fit", &mi.client_id, &good).unwrap();
-    assert_eq!(ok["server"]["state"]["state"], "Ready");
-    let err = create("fit", &mi.client_id, &good).unwrap_err();
-    assert!(err.contains("already exists"), "{err}");
-
-    // An agent that cannot start leaves the server Failed with the agent's own
-    // error, and is restarted with back-off; once the cause is fixed, `start`
-    // starts it at once.
-    let fit_dir = std::path::PathBuf::from(ok["server"]["dir"].as_str().unwrap());
-    let config = std::fs::read(fit_dir.join("agent.json")).unwrap();
-    cp.server(&["stop", "fit"]);
-    std::fs::write(fit_dir.join("agent.json"), b"{}").unwrap();
-    let err = cp.try_server(&["start", "fit"]).unwrap_err();
-    assert!(err.contains("exited with code 1"), "{err}");
-    assert!(err.contains("agent.json is not valid"), "{err}");
-    assert_eq!(cp.state("fit").0, "Failed");
-    assert!(cp.has_event("fit", "agent restarted"));
-    std::fs::write(fit_dir.join("agent.json"), config).unwrap();
-    let started = cp.server(&["start", "fit"]);
-    assert_eq!(started["state"]["state"], "Ready", "{started}");
-
-    // Service-managed is the default and needs no identity or key of the DBA's.
-    let sm = cp.server(&["create", "--name", "plain", "--location", "local"]);
-    assert_eq!(sm["server"]["encryption"]["kind"], "service-managed");
-    let port = sm["server"]["port"].as_u64().unwrap();
-    let password = sm["password"].as_str().unwrap();
-    assert_eq!(psql(port, password, "SELECT 40 + 2").unwrap(), "42");
-    // The DBA's own principal cannot change vault policies or create keys.
-    let dba_cred = vault.user("dba");
-    vault.assert_cannot_set_policy(&dba_cred, "app-kv", "dba");
-    vault
+#[test]
+fn the_dbas_own_principal_cannot_change_vault_policies_or_create_keys() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let dba_cred = f.vault().user("dba");
+    f.vault()
+        .assert_cannot_set_policy(&dba_cred, "app-kv", "dba");
+    f.vault()
         .try_cli_as(
             Some(&dba_cred),
             &["key", "create", "--vault", "app-kv", "--name", "dba-key"],
         )
-        .unwrap_err();
-    // ... and it can never be moved to a customer key.
-    let err = cp
-        .try_server(&["update", "plain", "--key", &good])
+        .expect_err("the DBA's principal created a key");
+}
+
+#[test]
+fn a_fit_key_is_accepted_and_the_name_is_then_taken() {
+    let stacks = stacks();
+    let f = &stacks.servers;
+    let ok = f.create("fit", &f.mi.client_id, &f.good).unwrap();
+    assert_eq!(ok["server"]["state"]["state"], "Ready");
+    let err = f.create("fit", &f.mi.client_id, &f.good).unwrap_err();
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn an_agent_that_cannot_start_leaves_the_server_failed_with_its_error_until_start_after_the_fix() {
+    // It is restarted with back-off; once the cause is fixed, `start` starts it at once.
+    let stacks = stacks();
+    let f = &stacks.servers;
+    let cp = f.cp();
+    let created = f.create("broken", &f.mi.client_id, &f.good).unwrap();
+    let dir = PathBuf::from(created["server"]["dir"].as_str().unwrap());
+    let config = std::fs::read(dir.join("agent.json")).unwrap();
+    cp.server(&["stop", "broken"]);
+    std::fs::write(dir.join("agent.json"), b"{}").unwrap();
+    let err = cp.try_server(&["start", "broken"]).unwrap_err();
+    assert!(err.contains("exited with code 1"), "{err}");
+    assert!(err.contains("agent.json is not valid"), "{err}");
+    assert_eq!(cp.state("broken").0, "Failed");
+    assert!(cp.has_event("broken", "agent restarted"));
+    std::fs::write(dir.join("agent.json"), config).unwrap();
+    let started = cp.server(&["start", "broken"]);
+    assert_eq!(started["state"]["state"], "Ready", "{started}");
+}
+
+#[test]
+fn a_service_managed_server_is_the_default_and_needs_no_identity_or_key() {
+    let stacks = stacks();
+    let f = &stacks.servers;
+    let sm = f
+        .cp()
+        .server(&["create", "--name", "plain", "--location", "local"]);
+    assert_eq!(sm["server"]["encryption"]["kind"], "service-managed");
+    let port = sm["server"]["port"].as_u64().unwrap();
+    let password = sm["password"].as_str().unwrap();
+    assert_eq!(psql(port, password, "SELECT 40 + 2").unwrap(), "42");
+}
+
+#[test]
+fn a_service_managed_server_can_never_move_to_a_customer_key() {
+    let stacks = stacks();
+    let f = &stacks.servers;
+    f.cp()
+        .server(&["create", "--name", "plain-stays", "--location", "local"]);
+    let err = f
+        .cp()
+        .try_server(&["update", "plain-stays", "--key", &f.good])
         .unwrap_err();
     assert!(err.contains("service-managed"), "{err}");
 }

@@ -9,30 +9,29 @@ mod support;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use pgcmk_agent::contract::task::{LogRecord, LogSource, VolumeView};
+use pgcmk_agent::contract::ServerDir;
 use pgcmk_cryptfs::format::{data_offset, Slot};
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 use support::*;
 
-/// A server with a table, its port, password and directory.
-struct Served {
-    port: u64,
-    password: String,
-    dir: PathBuf,
+fn shared_stack() -> Held<Stack> {
+    static STACK: Shared<Stack> = Shared::new();
+    STACK.get(|| Stack::start(60, 300, None))
 }
 
-fn create(cp: &ControlPlane, name: &str) -> Served {
-    let created = cp.server(&["create", "--name", name, "--location", "local"]);
-    Served {
-        port: created["server"]["port"].as_u64().unwrap(),
-        password: created["password"].as_str().unwrap().to_string(),
-        dir: PathBuf::from(created["server"]["dir"].as_str().unwrap()),
-    }
+/// A service-managed server `name` on `stack`.
+fn create(stack: &Stack, name: &str) -> Created {
+    Created::from(
+        &stack
+            .cp
+            .server(&["create", "--name", name, "--location", "local"]),
+    )
 }
 
 /// The log records `pgcmk server logs NAME --output json` prints.
@@ -46,51 +45,22 @@ fn has_line(records: &[LogRecord], source: LogSource, needle: &str) -> bool {
     })
 }
 
-/// True when something is mounted at `dir`/mnt in the host's mount namespace.
-fn mounted(dir: &Path) -> bool {
-    let mnt = dir.join("mnt");
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == mnt.to_str())
+/// Makes PostgreSQL log an error carrying `marker` (on the encrypted volume), and
+/// waits until the server's logs show it.
+fn log_marker(cp: &ControlPlane, s: &Created, marker: &str) {
+    s.sql(&format!("SELECT '{marker}'::int")).unwrap_err();
+    wait_for(
+        &format!("the marker {marker} in the running server's log"),
+        Duration::from_secs(20),
+        || has_line(&log_records(cp, &s.name), LogSource::Postgres, marker),
+    );
 }
 
-#[test]
-fn server_logs_show_postgres_lines_of_a_running_and_of_a_stopped_server() {
-    let root = scratch();
-    let vault = Vault::start(root.path());
-    let cp = ControlPlane::start(root.path(), &vault, 60, 300);
-    let s = create(&cp, "logged");
-
-    // A statement that fails lands in PostgreSQL's log, on the encrypted volume.
-    let marker = "LOGMARKER-running-4e1c";
-    psql(s.port, &s.password, &format!("SELECT '{marker}'::int")).unwrap_err();
-    wait_for(
-        "the marker in the running server's log",
-        Duration::from_secs(20),
-        || has_line(&log_records(&cp, "logged"), LogSource::Postgres, marker),
-    );
-    let records = log_records(&cp, "logged");
-    assert_eq!(
-        records[0],
-        LogRecord::Volume(VolumeView::Live),
-        "{records:?}"
-    );
-    assert!(
-        has_line(&records, LogSource::Agent, ""),
-        "no agent log lines: {records:?}"
-    );
-    let text = cp.server_text(&["logs", "logged"]);
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("postgres | ") && l.contains(marker)),
-        "{text}"
-    );
-    assert!(text.lines().any(|l| l.starts_with("agent    | ")), "{text}");
-
-    // Following: a line written afterwards arrives; the run ends with the reader.
-    let follow_marker = "LOGMARKER-followed-77ab";
-    let mut follower = cp.spawn_server(&["logs", "logged", "--follow", "--lines", "0"]);
+/// Follows the server's logs from now on while PostgreSQL logs an error carrying
+/// `marker`: the follow run prints where the lines come from, then that line, and
+/// ends with its reader.
+fn follow_marker(cp: &ControlPlane, s: &Created, marker: &str) {
+    let mut follower = cp.spawn_server(&["logs", &s.name, "--follow", "--lines", "0"]);
     let (lines, received) = mpsc::channel();
     let stdout = follower.0.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -103,40 +73,79 @@ fn server_logs_show_postgres_lines_of_a_running_and_of_a_stopped_server() {
     // The follow run is up once it has printed where PostgreSQL's log comes from.
     let first = received.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(first.contains("serving agent's mount"), "{first}");
-    psql(
-        s.port,
-        &s.password,
-        &format!("SELECT '{follow_marker}'::int"),
-    )
-    .unwrap_err();
+    s.sql(&format!("SELECT '{marker}'::int")).unwrap_err();
     let mut seen = Vec::new();
     wait_for("the followed line", Duration::from_secs(20), || {
         seen.extend(received.try_iter());
         seen.iter()
-            .any(|l| l.starts_with("postgres | ") && l.contains(follow_marker))
+            .any(|l| l.starts_with("postgres | ") && l.contains(marker))
     });
     drop(follower);
     wait_for("the follow run to end", Duration::from_secs(30), || {
         cp.agents_of(&s.dir).len() == 1
     });
+}
 
-    // Stopped: read from a read-only mount that only the run saw.
-    cp.server(&["stop", "logged"]);
-    assert!(!mounted(&s.dir));
-    let records = log_records(&cp, "logged");
+#[test]
+fn a_running_servers_logs_come_from_the_live_mount_with_postgres_and_agent_lines() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let s = create(&stack, "running-logs");
+    // A statement that fails lands in PostgreSQL's log, on the encrypted volume.
+    let marker = "LOGMARKER-running-4e1c";
+    log_marker(cp, &s, marker);
+    let records = log_records(cp, &s.name);
+    assert_eq!(
+        records[0],
+        LogRecord::Volume(VolumeView::Live),
+        "{records:?}"
+    );
+    assert!(
+        has_line(&records, LogSource::Agent, ""),
+        "no agent log lines: {records:?}"
+    );
+    let text = cp.server_text(&["logs", &s.name]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("postgres | ") && l.contains(marker)),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("agent    | ")), "{text}");
+}
+
+#[test]
+fn following_the_logs_delivers_a_line_written_afterwards_and_ends_with_the_reader() {
+    let stack = shared_stack();
+    let s = create(&stack, "followed-logs");
+    follow_marker(&stack.cp, &s, "LOGMARKER-followed-77ab");
+}
+
+#[test]
+fn a_stopped_servers_logs_come_from_a_read_only_mount_only_its_run_saw() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let s = create(&stack, "stopped-logs");
+    let (marker, followed) = ("LOGMARKER-running-5f2d", "LOGMARKER-followed-88bc");
+    log_marker(cp, &s, marker);
+    follow_marker(cp, &s, followed);
+
+    cp.server(&["stop", &s.name]);
+    let dir = ServerDir::new(&s.dir);
+    assert!(!dir.is_mounted());
+    let records = log_records(cp, &s.name);
     assert_eq!(
         records[0],
         LogRecord::Volume(VolumeView::ReadOnly),
         "{records:?}"
     );
-    for needle in [marker, follow_marker] {
+    for needle in [marker, followed] {
         assert!(
             has_line(&records, LogSource::Postgres, needle),
             "{needle}: {records:?}"
         );
     }
     assert!(
-        !mounted(&s.dir),
+        !dir.is_mounted(),
         "the read-only mount is visible on the host"
     );
     assert!(cp.agents_of(&s.dir).is_empty(), "an agent run is left");
@@ -147,36 +156,49 @@ fn server_logs_show_postgres_lines_of_a_running_and_of_a_stopped_server() {
             .exists(),
         "the read-only mount marked the volume dirty"
     );
-    assert_eq!(cp.state("logged").0, "Stopped");
+    assert_eq!(cp.state(&s.name).0, "Stopped");
     // It starts again as usual.
-    cp.server(&["start", "logged"]);
-    psql(s.port, &s.password, "SELECT 1").unwrap();
+    cp.server(&["start", &s.name]);
+    s.sql("SELECT 1").unwrap();
+}
+
+/// A server `name` with a table `t` of 5000 rows checkpointed to the volume; the
+/// table's file path relative to the data directory.
+fn server_with_table(stack: &Stack, name: &str) -> (Created, String) {
+    let s = create(stack, name);
+    s.sql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 5000) g; CHECKPOINT")
+        .unwrap();
+    let relation = s.sql("SELECT pg_relation_filepath('t')").unwrap();
+    (s, relation)
 }
 
 #[test]
-fn fsck_of_a_stopped_server_is_clean_then_lists_a_tampered_block() {
-    let root = scratch();
-    let vault = Vault::start(root.path());
-    let cp = ControlPlane::start(root.path(), &vault, 60, 300);
-    let s = create(&cp, "checked");
-    psql(
-        s.port,
-        &s.password,
-        "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 5000) g; CHECKPOINT",
-    )
-    .unwrap();
-    let relation = psql(s.port, &s.password, "SELECT pg_relation_filepath('t')").unwrap();
-
-    let refused = cp.try_server(&["fsck", "checked"]).unwrap_err();
+fn fsck_of_a_running_server_is_refused() {
+    let stack = shared_stack();
+    let s = create(&stack, "fsck-running");
+    let refused = stack.cp.try_server(&["fsck", &s.name]).unwrap_err();
     assert!(refused.contains("stop it first"), "{refused}");
+}
 
-    cp.server(&["stop", "checked"]);
-    let clean = cp.server(&["fsck", "checked"]);
+#[test]
+fn fsck_of_a_stopped_untouched_server_is_clean_and_an_event() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let (s, _) = server_with_table(&stack, "fsck-clean");
+    cp.server(&["stop", &s.name]);
+    let clean = cp.server(&["fsck", &s.name]);
     assert_eq!(clean["bad_blocks"], Value::Array(vec![]), "{clean}");
     assert!(clean["files_checked"].as_u64().unwrap() > 100, "{clean}");
     assert_eq!(clean["dirty"], false, "{clean}");
-    assert!(cp.has_event("checked", "volume checked"));
+    assert!(cp.has_event(&s.name, "volume checked"));
+}
 
+#[test]
+fn fsck_lists_a_tampered_block_and_only_it_and_leaves_the_server_stopped() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let (s, relation) = server_with_table(&stack, "fsck-tampered");
+    cp.server(&["stop", &s.name]);
     // Tamper with block 0 of the table's file: both slots, whichever is current.
     let relation_file = format!("pgdata/{relation}");
     let cipher_file = s.dir.join("cipher").join(&relation_file);
@@ -195,7 +217,7 @@ fn fsck_of_a_stopped_server_is_clean_then_lists_a_tampered_block() {
         }
     }
     drop(file);
-    let out = cp.server_output(&["fsck", "checked"]);
+    let out = cp.server_output(&["fsck", &s.name]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -212,6 +234,6 @@ fn fsck_of_a_stopped_server_is_clean_then_lists_a_tampered_block() {
         "{stdout}"
     );
     assert!(stderr.contains("1 bad block(s)"), "{stderr}");
-    assert_eq!(cp.state("checked").0, "Stopped");
+    assert_eq!(cp.state(&s.name).0, "Stopped");
     assert!(cp.agents_of(&s.dir).is_empty(), "an agent run is left");
 }

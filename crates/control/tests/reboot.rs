@@ -6,36 +6,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pgcmk_testkit::wait::{poll, wait_for};
 use serde_json::Value;
 use support::*;
-
-/// A running server as its DBA knows it.
-struct Server {
-    name: String,
-    port: u64,
-    password: String,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn from_created(created: &Value) -> Self {
-        let server = &created["server"];
-        Self {
-            name: server["name"].as_str().unwrap().into(),
-            port: server["port"].as_u64().unwrap(),
-            password: created["password"].as_str().unwrap().into(),
-            dir: server["dir"].as_str().unwrap().into(),
-        }
-    }
-
-    fn sql(&self, sql: &str) -> Result<String, String> {
-        psql(self.port, &self.password, sql)
-    }
-}
 
 #[test]
 fn every_server_is_ready_within_an_interval_after_a_full_reboot() {
@@ -45,7 +20,7 @@ fn every_server_is_ready_within_an_interval_after_a_full_reboot() {
     let mut cp = ControlPlane::start(root.path(), &vault, INTERVAL, 300);
     // A service-managed server (the platform key) and a customer-managed one whose
     // key is in another vault, served on that vault's own port.
-    let platform_managed = Server::from_created(&cp.server(&[
+    let platform_managed = Created::from(&cp.server(&[
         "create",
         "--name",
         "platform-managed",
@@ -56,7 +31,7 @@ fn every_server_is_ready_within_an_interval_after_a_full_reboot() {
     vault.keyvault("orders-kv", "westeurope", true);
     vault.grant("orders-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
     let kid = vault.key("orders-kv", "orders-key", 2048);
-    let customer_managed = Server::from_created(
+    let customer_managed = Created::from(
         &cp.create_cmk("orders", &mi, &mi.name, &versionless(&kid))
             .unwrap(),
     );
@@ -112,8 +87,7 @@ fn agents_follow_a_vault_service_moved_on_purpose() {
     let root = scratch();
     let mut vault = Vault::start(root.path());
     let mut cp = ControlPlane::start(root.path(), &vault, INTERVAL, 300);
-    let server =
-        Server::from_created(&cp.server(&["create", "--name", "follows", "--location", "local"]));
+    let server = Created::from(&cp.server(&["create", "--name", "follows", "--location", "local"]));
 
     // Moved while the control plane runs.
     let before = vault.identity_endpoint.clone();
@@ -134,7 +108,7 @@ fn agents_follow_a_vault_service_moved_on_purpose() {
 /// Within seconds of the move (at `moved`), the server's agent gets a token from the
 /// vault service's new identity endpoint (the old one is gone; a token cached from
 /// before would need none) and unwraps with it; its configuration names that address.
-fn assert_follows(cp: &ControlPlane, vault: &Vault, server: &Server, moved: &str) {
+fn assert_follows(cp: &ControlPlane, vault: &Vault, server: &Created, moved: &str) {
     wait_for(
         "a token from the moved identity endpoint and an unwrap, by the agent",
         Duration::from_secs(20),

@@ -9,8 +9,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::{poll, wait_for};
 use serde_json::Value;
 use support::*;
@@ -20,53 +22,87 @@ const INTERVAL: u64 = 60;
 /// the next key check).
 const RECOVERY: Duration = Duration::from_secs(5);
 
-/// A vault, a control plane and one service-managed server holding a row.
-/// Fields drop in order: the control plane deletes its servers before the vault goes.
-struct Stack {
-    cp: ControlPlane,
-    _vault: Vault,
-    name: &'static str,
-    port: u64,
-    password: String,
-    dir: PathBuf,
-    _root: tempfile::TempDir,
-    /// Held until everything above is gone: the recovery times these tests assert are
-    /// taken with the machine to one stack at a time, not two.
-    _serial: std::sync::MutexGuard<'static, ()>,
+/// The servers of the tests on the shared stack, made at once when it starts.
+const SERVERS: [&str; 5] = [
+    "killed-agent",
+    "unwritable",
+    "five-kills",
+    "killed-postmaster",
+    "crash-restart",
+];
+
+/// One vault and control plane for the binary, the servers no test has taken yet,
+/// and the turn each test takes: the recovery times these tests assert are taken
+/// with the machine to one test at a time.
+struct Fixture {
+    stack: Stack,
+    servers: MadeFor<Created>,
+    turn: Mutex<()>,
 }
 
-impl Stack {
-    fn new(name: &'static str) -> Self {
-        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let root = scratch();
-        let vault = Vault::start(root.path());
-        let cp = ControlPlane::start(root.path(), &vault, INTERVAL, 300);
-        let created = cp.server(&["create", "--name", name, "--location", "local"]);
-        let stack = Self {
-            port: created["server"]["port"].as_u64().unwrap(),
-            password: created["password"].as_str().unwrap().to_string(),
-            dir: PathBuf::from(created["server"]["dir"].as_str().unwrap()),
-            name,
+fn fixture() -> Held<Fixture> {
+    static FIXTURE: Shared<Fixture> = Shared::new();
+    FIXTURE.get(|| {
+        let stack = Stack::start(INTERVAL, 300, None);
+        let servers = MadeFor::at_once(&SERVERS, |name| committed_server(&stack.cp, name));
+        Fixture {
+            stack,
+            servers,
+            turn: Mutex::new(()),
+        }
+    })
+}
+
+/// A service-managed server `name` holding a committed row.
+fn committed_server(cp: &ControlPlane, name: &str) -> Created {
+    let server = Created::from(&cp.server(&["create", "--name", name, "--location", "local"]));
+    server
+        .sql("CREATE TABLE t AS SELECT 'committed' AS v")
+        .unwrap();
+    server
+}
+
+impl Fixture {
+    /// Waits for the test's turn (held first, so the fixture stays up meanwhile).
+    fn turn(&self) -> MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The server made for the test `name`, once it is the test's turn.
+    fn take(&self, name: &'static str) -> Served<'_> {
+        let turn = self.turn();
+        let server = self.servers.take(name);
+        Served::new(&self.stack.cp, server, turn)
+    }
+}
+
+/// A test's server, with the machine to that test until dropped; it is deleted then
+/// (also when the test fails), before the next test's turn.
+struct Served<'a> {
+    cp: &'a ControlPlane,
+    name: String,
+    dir: PathBuf,
+    server: Created,
+    _turn: MutexGuard<'a, ()>,
+}
+
+impl<'a> Served<'a> {
+    fn new(cp: &'a ControlPlane, server: Created, turn: MutexGuard<'a, ()>) -> Self {
+        Self {
             cp,
-            _vault: vault,
-            _root: root,
-            _serial: serial,
-        };
-        stack
-            .sql("CREATE TABLE t AS SELECT 'committed' AS v")
-            .unwrap();
-        stack
+            name: server.name.clone(),
+            dir: server.dir.clone(),
+            server,
+            _turn: turn,
+        }
     }
 
     fn sql(&self, sql: &str) -> Result<String, String> {
-        psql(self.port, &self.password, sql)
+        self.server.sql(sql)
     }
 
     fn state(&self) -> (String, String) {
-        self.cp.state(self.name)
+        self.cp.state(&self.name)
     }
 
     /// Ready in the control plane, and PostgreSQL answers with the committed row.
@@ -77,15 +113,22 @@ impl Stack {
     /// The first event `what` by `who`, when there is one.
     fn event(&self, who: &str, what: &str) -> Option<Value> {
         self.cp
-            .events(self.name)
+            .events(&self.name)
             .into_iter()
             .find(|e| e["who"] == who && e["what"] == what)
     }
 }
 
+impl Drop for Served<'_> {
+    fn drop(&mut self) {
+        let _ = self.cp.try_server(&["delete", &self.name]);
+    }
+}
+
 #[test]
 fn a_killed_agent_is_not_ready_within_a_second_and_comes_back_without_an_operator() {
-    let s = Stack::new("killed-agent");
+    let f = fixture();
+    let s = f.take("killed-agent");
     let agent = agent_pid(&s.dir).expect("a running agent");
     kill(agent, "-9");
     let noticed = wait_for("the state to leave Ready", Duration::from_secs(1), || {
@@ -102,7 +145,7 @@ fn a_killed_agent_is_not_ready_within_a_second_and_comes_back_without_an_operato
     );
     let down = s
         .event("agent", "state Ready -> Failed")
-        .unwrap_or_else(|| panic!("no Failed event by the agent: {:?}", s.cp.events(s.name)));
+        .unwrap_or_else(|| panic!("no Failed event by the agent: {:?}", s.cp.events(&s.name)));
     assert!(down["why"].as_str().unwrap().contains("SIGKILL"), "{down}");
     assert!(s.event("control-plane", "agent restarted").is_some());
 }
@@ -131,7 +174,8 @@ fn chattr(flag: &str, dir: &Path) {
 
 #[test]
 fn an_agent_that_cannot_write_its_directory_is_failed_with_the_reason_and_recovers() {
-    let s = Stack::new("unwritable");
+    let f = fixture();
+    let s = f.take("unwritable");
     let immutable = Immutable::set(&s.dir);
     wait_for("Failed", Duration::from_secs(15), || {
         s.state().0 == "Failed"
@@ -157,7 +201,8 @@ fn an_agent_that_cannot_write_its_directory_is_failed_with_the_reason_and_recove
 
 #[test]
 fn five_agent_kills_in_a_row_are_each_ready_again_within_seconds() {
-    let s = Stack::new("five-kills");
+    let f = fixture();
+    let s = f.take("five-kills");
     let mut took = Vec::new();
     for round in 1..=5 {
         let agent = agent_pid(&s.dir).expect("a running agent");
@@ -171,7 +216,7 @@ fn five_agent_kills_in_a_row_are_each_ready_again_within_seconds() {
                 "round {round}: not Ready within {RECOVERY:?} of kill -9 (state {:?})\n\
                  events: {:#?}\nagent log:\n{}",
                 s.state(),
-                s.cp.events(s.name),
+                s.cp.events(&s.name),
                 std::fs::read_to_string(s.dir.join("agent.log")).unwrap_or_default()
             )
         });
@@ -182,9 +227,14 @@ fn five_agent_kills_in_a_row_are_each_ready_again_within_seconds() {
 
 #[test]
 fn a_reattached_agent_that_is_killed_is_noticed_within_a_second() {
-    let mut s = Stack::new("reattached");
-    s.cp.restart();
-    assert!(s.cp.has_event(s.name, "agent re-attached"));
+    // Its own stack: the control plane goes away for a moment.
+    let f = fixture();
+    let turn = f.turn();
+    let mut stack = Stack::start(INTERVAL, 300, None);
+    let server = committed_server(&stack.cp, "reattached");
+    stack.cp.restart();
+    let s = Served::new(&stack.cp, server, turn);
+    assert!(s.cp.has_event(&s.name, "agent re-attached"));
     wait_for("Ready after re-attaching", Duration::from_secs(10), || {
         s.serving()
     });
@@ -198,7 +248,8 @@ fn a_reattached_agent_that_is_killed_is_noticed_within_a_second() {
 
 #[test]
 fn a_killed_postmaster_is_an_event_and_serves_again() {
-    let s = Stack::new("killed-postmaster");
+    let f = fixture();
+    let s = f.take("killed-postmaster");
     let postmaster = agent_status(&s.dir)["postgres_pid"].as_u64().unwrap();
     kill(u32::try_from(postmaster).unwrap(), "-9");
     let killed = Instant::now();
@@ -208,7 +259,7 @@ fn a_killed_postmaster_is_an_event_and_serves_again() {
     eprintln!("postmaster kill -9 -> Ready in {:?}", killed.elapsed());
     let exited = s
         .event("postgres", "postgres exited")
-        .unwrap_or_else(|| panic!("no event: {:?}", s.cp.events(s.name)));
+        .unwrap_or_else(|| panic!("no event: {:?}", s.cp.events(&s.name)));
     assert!(
         exited["why"].as_str().unwrap().contains("SIGKILL"),
         "{exited}"
@@ -217,7 +268,8 @@ fn a_killed_postmaster_is_an_event_and_serves_again() {
 
 #[test]
 fn a_crash_restart_of_postgres_is_an_event_with_its_message() {
-    let s = Stack::new("crash-restart");
+    let f = fixture();
+    let s = f.take("crash-restart");
     let postmaster = agent_status(&s.dir)["postgres_pid"].as_u64().unwrap();
     // Any child of the postmaster dying by a signal makes PostgreSQL reinitialize
     // (crash recovery) without the postmaster exiting.

@@ -3,44 +3,112 @@
 //! holds data that never reaches the disk in the clear, goes Inaccessible when the
 //! customer revokes access or disables the key and comes back when they undo it,
 //! follows a key rotation, and survives agent and control plane restarts.
+//!
+//! Each test has its own server, key, identity and vault. They share one stack,
+//! except those that restart the control
+//! plane or read every byte of its disk, which have their own.
 
 mod support;
 
 use std::time::Duration;
 
+use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::*;
 
-/// Key check interval for the test (seconds).
+/// Key check interval for the tests (seconds).
 const INTERVAL: u64 = 2;
+/// Grace period for transient key failures (seconds).
+const GRACE: u64 = 30;
+/// The rows each server's table `t` starts with.
+const ROWS: &str = "20000";
+
+fn shared_stack() -> Held<Stack> {
+    static STACK: Shared<Stack> = Shared::new();
+    STACK.get(|| Stack::start(INTERVAL, GRACE, None))
+}
+
+/// A customer-managed server `name` following its key `NAME-key` (versionless),
+/// with a table `t` of [`ROWS`] rows.
+fn server_with_rows(stack: &Stack, name: &str) -> (CustomerKey, Created) {
+    let key = stack.vault.customer_key(name);
+    let server = Created::from(&stack.cp.create_with(name, &key, &versionless(&key.kid)));
+    server
+        .sql(&format!(
+            "CREATE TABLE t AS SELECT g AS id, 'row ' || g AS v FROM generate_series(1, {ROWS}) g"
+        ))
+        .unwrap();
+    (key, server)
+}
+
+/// Asserts that the server still serves all of its rows.
+fn assert_rows_intact(server: &Created) {
+    assert_eq!(
+        server.sql("SELECT count(*) FROM t").unwrap(),
+        ROWS,
+        "{} lost rows",
+        server.name
+    );
+}
+
+/// Waits until, after `what`, connections are refused within an interval (plus the
+/// check) and the server is Inaccessible; how long the refusal took.
+fn wait_locked(cp: &ControlPlane, server: &Created, what: &str) -> Duration {
+    let took = wait_for(
+        &format!("connections refused after {what}"),
+        Duration::from_secs(INTERVAL + 5),
+        || server.sql("SELECT 1").is_err(),
+    );
+    wait_for(
+        &format!("Inaccessible after {what}"),
+        Duration::from_secs(5),
+        || cp.state(&server.name).0 == "Inaccessible",
+    );
+    took
+}
+
+/// Waits until, after `what`, the server is Ready again without an operator, and
+/// asserts its rows are intact.
+fn wait_unlocked(cp: &ControlPlane, server: &Created, what: &str) {
+    wait_for(
+        &format!("Ready after {what}"),
+        Duration::from_secs(INTERVAL + 30),
+        || cp.state(&server.name).0 == "Ready",
+    );
+    assert_rows_intact(server);
+}
 
 #[test]
-fn customer_managed_server_lifecycle() {
-    let root = scratch();
-    let vault = Vault::start(root.path());
-    let cp = ControlPlane::start(root.path(), &vault, INTERVAL, 30);
-    let mut cp = cp;
-
+fn a_server_created_with_a_customer_key_is_ready_with_its_dek_wrapped_by_that_key() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
     // The security officer: identity, vault with soft delete and purge protection,
     // access policy, RSA key.
-    let mi = vault.identity("orders-mi");
-    let kv_url = vault.keyvault("orders-kv", "westeurope", true);
-    vault.grant("orders-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
-    let kid = vault.key("orders-kv", "orders-key", 3072);
-    let key_url = versionless(&kid);
-
+    let mi = vault.identity("created-mi");
+    vault.keyvault("created-kv", "westeurope", true);
+    vault.grant("created-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
+    let kid = vault.key("created-kv", "created-key", 3072);
     // The DBA: a server with that key.
-    let created = cp.create_cmk("orders", &mi, &mi.name, &key_url).unwrap();
-    let password = created["password"].as_str().unwrap().to_string();
-    let port = created["server"]["port"].as_u64().unwrap();
-    let server_dir = std::path::PathBuf::from(created["server"]["dir"].as_str().unwrap());
+    let created = cp
+        .create_cmk("created", &mi, &mi.name, &versionless(&kid))
+        .unwrap();
     assert_eq!(created["server"]["state"]["state"], "Ready");
     assert_eq!(created["server"]["wrapped_dek"]["kek"], kid);
+    cp.server(&["delete", "created"]);
+}
 
-    // What the DBA reads.
+#[test]
+fn list_show_and_connection_string_tell_the_dba_about_the_server() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let (_, server) = server_with_rows(&stack, "described");
     let list = cp.server_text(&["list"]);
-    assert!(list.contains("orders") && list.contains("Ready"), "{list}");
-    let show = cp.server_text(&["show", "orders"]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains("described") && l.contains("Ready")),
+        "{list}"
+    );
+    let show = cp.server_text(&["show", "described"]);
     for expected in [
         "state:      Ready",
         "customer-managed: key",
@@ -49,190 +117,211 @@ fn customer_managed_server_lifecycle() {
     ] {
         assert!(show.contains(expected), "'{expected}' not in:\n{show}");
     }
-    let uri = cp.server_text(&["connection-string", "orders"]);
+    let uri = cp.server_text(&["connection-string", "described"]);
     assert_eq!(
         uri.trim(),
-        format!("postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable")
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            server.port
+        )
     );
+    cp.server(&["delete", "described"]);
+}
 
+#[test]
+fn rows_sorts_spilled_to_disk_and_logged_statements_never_reach_the_disk_in_the_clear() {
+    // Its own stack: every byte under the control plane's directory is read.
+    let _shared = shared_stack(); // kept up for the tests after this one
+    let stack = Stack::start(INTERVAL, GRACE, None);
+    let key = stack.vault.customer_key("secret");
+    let server = Created::from(&stack.cp.create_with("secret", &key, &versionless(&key.kid)));
     // Data in, data out; a sort larger than work_mem spills to pgsql_tmp, and a
     // failing statement carrying the marker lands in the server log.
     let marker = "MARKER-7f3a9c-plaintext-must-not-hit-disk";
-    psql(port, &password, &format!(
+    server.sql(&format!(
         "CREATE TABLE t(id int, v text); INSERT INTO t SELECT g, '{marker}' || g FROM generate_series(1, 20000) g"
     )).unwrap();
-    let sorted = psql(port, &password, &format!(
+    let sorted = server.sql(&format!(
         "SET work_mem = '64kB'; SET log_temp_files = 0; SELECT count(*) FROM (SELECT v FROM t ORDER BY v DESC) s WHERE v LIKE '{marker}%'"
     )).unwrap();
     assert_eq!(sorted, "20000");
-    psql(port, &password, &format!("SELECT '{marker}'::int")).unwrap_err();
-    psql(port, &password, "CHECKPOINT").unwrap();
+    server.sql(&format!("SELECT '{marker}'::int")).unwrap_err();
+    server.sql("CHECKPOINT").unwrap();
     assert_eq!(
-        psql(port, &password, "SELECT v FROM t WHERE id = 7").unwrap(),
+        server.sql("SELECT v FROM t WHERE id = 7").unwrap(),
         format!("{marker}7")
     );
 
     // No byte on disk holds the marker: not the ciphertext, not the state store,
     // not the agent's files. (The live mount point is the plaintext view.)
-    let leaks = files_containing(&cp.state_dir, marker.as_bytes(), &server_dir.join("mnt"));
+    let leaks = files_containing(
+        &stack.cp.state_dir,
+        marker.as_bytes(),
+        &server.dir.join("mnt"),
+    );
     assert!(leaks.is_empty(), "plaintext on disk: {leaks:?}");
-    assert!(server_dir.join("cipher").read_dir().unwrap().count() > 0);
+    assert!(server.dir.join("cipher").read_dir().unwrap().count() > 0);
+}
+
+#[test]
+fn a_revoked_identity_locks_the_server_within_an_interval_and_a_new_grant_unlocks_it() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
+    let (key, server) = server_with_rows(&stack, "revoked");
 
     // Revoke the identity's access: connections refused within interval + 5 s.
-    vault.revoke("orders-kv", &mi);
-    let took = wait_for(
-        "connections refused after revoke",
-        Duration::from_secs(INTERVAL + 5),
-        || psql(port, &password, "SELECT 1").is_err(),
-    );
+    vault.revoke(&key.vault, &key.identity);
+    let took = wait_locked(cp, &server, "revoke");
     eprintln!("revoke -> refused in {took:?}");
-    wait_for("Inaccessible", Duration::from_secs(5), || {
-        cp.state("orders").0 == "Inaccessible"
-    });
-    let (_, reason) = cp.state("orders");
+    let (_, reason) = cp.state("revoked");
     assert!(!reason.is_empty(), "Inaccessible needs a reason");
     // PostgreSQL stopped and the mount is gone.
-    assert!(!server_dir.join("mnt/pgdata/PG_VERSION").exists());
+    assert!(
+        !server.dir.join("mnt/pgdata/PG_VERSION").exists(),
+        "the plaintext view is still mounted"
+    );
 
     // Restore: Ready again without an operator, data intact.
-    vault.grant("orders-kv", &mi, &["get", "wrapKey", "unwrapKey"]);
-    wait_for(
-        "Ready after re-grant",
-        Duration::from_secs(INTERVAL + 30),
-        || cp.state("orders").0 == "Ready",
-    );
-    assert_eq!(
-        psql(port, &password, "SELECT count(*) FROM t").unwrap(),
-        "20000"
-    );
+    vault.grant(&key.vault, &key.identity, &["get", "wrapKey", "unwrapKey"]);
+    wait_unlocked(cp, &server, "re-grant");
+    cp.server(&["delete", "revoked"]);
+}
 
-    // Disable the key -> Inaccessible; enable -> Ready.
-    vault.set_enabled(&kv_url, "orders-key", None, false);
-    wait_for(
-        "Inaccessible after disable",
-        Duration::from_secs(INTERVAL + 5),
-        || psql(port, &password, "SELECT 1").is_err(),
-    );
-    wait_for("Inaccessible state", Duration::from_secs(5), || {
-        cp.state("orders").0 == "Inaccessible"
-    });
-    vault.set_enabled(&kv_url, "orders-key", None, true);
-    wait_for(
-        "Ready after enable",
-        Duration::from_secs(INTERVAL + 30),
-        || cp.state("orders").0 == "Ready",
-    );
+#[test]
+fn a_disabled_key_locks_the_server_and_enabling_it_unlocks_it() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
+    let (key, server) = server_with_rows(&stack, "disabled");
+    vault.set_enabled(&key.vault_url, &key.key, None, false);
+    wait_locked(cp, &server, "disable");
+    vault.set_enabled(&key.vault_url, &key.key, None, true);
+    wait_unlocked(cp, &server, "enable");
+    cp.server(&["delete", "disabled"]);
+}
 
+#[test]
+fn a_rotation_rewraps_the_dek_within_an_interval_and_the_old_version_can_then_go() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
+    let (key, server) = server_with_rows(&stack, "rotated");
     // Rotate: the DEK is re-wrapped to the new version within one interval (plus
     // the check itself), then the old version can be disabled without effect.
-    let rotated = kid_of(&vault.cli(&[
-        "key",
-        "rotate",
-        "--vault",
-        "orders-kv",
-        "--name",
-        "orders-key",
-    ]));
-    assert_ne!(rotated, kid);
+    let rotated = vault.rotate(&key);
+    assert_ne!(rotated, key.kid);
     let took = wait_for(
         "re-wrap to the new version",
         Duration::from_secs(INTERVAL + 3),
-        || cp.server(&["show", "orders"])["server"]["wrapped_dek"]["kek"] == rotated.as_str(),
+        || cp.wrapped_by("rotated") == rotated,
     );
     eprintln!("rotate -> re-wrapped in {took:?}");
-    assert!(cp.has_event("orders", "dek re-wrapped"));
-    let old_version = kid.rsplit('/').next().unwrap();
-    vault.set_enabled(&kv_url, "orders-key", Some(old_version), false);
-    cp.server(&["stop", "orders"]);
-    psql(port, &password, "SELECT 1").unwrap_err();
-    let started = cp.server(&["start", "orders"]);
+    assert!(cp.has_event("rotated", "dek re-wrapped"));
+    vault.set_version_enabled(&key, &key.kid, false);
+    cp.server(&["stop", "rotated"]);
+    server.sql("SELECT 1").unwrap_err();
+    let started = cp.server(&["start", "rotated"]);
     assert_eq!(started["state"]["state"], "Ready", "{started}");
-    assert_eq!(
-        psql(port, &password, "SELECT count(*) FROM t").unwrap(),
-        "20000"
-    );
+    assert_rows_intact(&server);
+    cp.server(&["delete", "rotated"]);
+}
 
-    // kill -9 of the postmaster: the agent restarts it; committed data is there.
-    psql(
-        port,
-        &password,
-        "INSERT INTO t VALUES (-2, 'before-postgres-kill')",
-    )
-    .unwrap();
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(server_dir.join("status.json")).unwrap()).unwrap();
-    let postmaster = status["postgres_pid"]
+#[test]
+fn a_killed_postmaster_is_restarted_by_the_agent_with_the_committed_data() {
+    let stack = shared_stack();
+    let (_, server) = server_with_rows(&stack, "postmaster-killed");
+    server
+        .sql("INSERT INTO t VALUES (-2, 'before-postgres-kill')")
+        .unwrap();
+    let postmaster = agent_status(&server.dir)["postgres_pid"]
         .as_u64()
         .expect("postgres pid in status.json");
-    std::process::Command::new("kill")
-        .args(["-9", &postmaster.to_string()])
-        .status()
-        .unwrap();
+    kill(u32::try_from(postmaster).unwrap(), "-9");
     wait_for(
         "postgres back after kill -9",
         Duration::from_secs(60),
         || {
-            psql(port, &password, "SELECT v FROM t WHERE id = -2")
+            server
+                .sql("SELECT v FROM t WHERE id = -2")
                 .is_ok_and(|v| v == "before-postgres-kill")
         },
     );
+    stack.cp.server(&["delete", "postmaster-killed"]);
+}
 
-    // kill -9 of the agent: the control plane restarts it; committed data is there.
-    psql(
-        port,
-        &password,
-        "INSERT INTO t VALUES (-1, 'after-restart')",
-    )
-    .unwrap();
-    let agent_pid = std::fs::read_to_string(server_dir.join("agent.pid")).unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", agent_pid.trim()])
-        .status()
+#[test]
+fn a_killed_agent_is_restarted_by_the_control_plane_with_the_committed_data() {
+    let stack = shared_stack();
+    let (_, server) = server_with_rows(&stack, "agent-killed");
+    server
+        .sql("INSERT INTO t VALUES (-1, 'after-restart')")
         .unwrap();
+    kill(agent_pid(&server.dir).expect("a running agent"), "-9");
     wait_for("Ready after agent kill -9", Duration::from_secs(90), || {
-        psql(port, &password, "SELECT v FROM t WHERE id = -1").is_ok_and(|v| v == "after-restart")
+        server
+            .sql("SELECT v FROM t WHERE id = -1")
+            .is_ok_and(|v| v == "after-restart")
     });
+    stack.cp.server(&["delete", "agent-killed"]);
+}
 
-    // A control plane restart re-attaches to the running agent.
-    cp.restart();
-    assert_eq!(cp.state("orders").0, "Ready");
-    assert!(cp.has_event("orders", "agent re-attached"));
+#[test]
+fn a_restarted_control_plane_reattaches_to_the_running_agent() {
+    // Its own stack: the control plane goes away for a moment.
+    let _shared = shared_stack(); // kept up for the tests after this one
+    let mut stack = Stack::start(INTERVAL, GRACE, None);
+    let (_, server) = server_with_rows(&stack, "reattached");
+    stack.cp.restart();
+    assert_eq!(stack.cp.state("reattached").0, "Ready");
+    assert!(stack.cp.has_event("reattached", "agent re-attached"));
+    assert_rows_intact(&server);
+}
 
-    // A control plane restart while the agent is gone too (a host reboot) starts
-    // the server again from its wrapped DEK, unwrapping through the vault.
-    cp.restart_after(|| {
-        let pid = std::fs::read_to_string(server_dir.join("agent.pid")).unwrap();
-        std::process::Command::new("kill")
-            .args(["-TERM", pid.trim()])
-            .status()
-            .unwrap();
+#[test]
+fn a_control_plane_restarted_without_its_agent_starts_the_server_from_its_wrapped_dek() {
+    // A host reboot: the agent is gone too; the server is started again from its
+    // wrapped DEK, unwrapping through the vault. Its own stack, as above.
+    let _shared = shared_stack(); // kept up for the tests after this one
+    let mut stack = Stack::start(INTERVAL, GRACE, None);
+    let (_, server) = server_with_rows(&stack, "rebooted");
+    server
+        .sql("INSERT INTO t VALUES (-1, 'after-restart')")
+        .unwrap();
+    stack.cp.restart_after(|| {
+        kill(agent_pid(&server.dir).expect("a running agent"), "-TERM");
         wait_for("the agent to stop", Duration::from_secs(60), || {
-            !server_dir.join("agent.pid").exists()
+            !server.dir.join("agent.pid").exists()
         });
-        psql(port, &password, "SELECT 1").unwrap_err();
+        server.sql("SELECT 1").unwrap_err();
     });
-    assert!(cp.has_event("orders", "agent started"));
+    assert!(stack.cp.has_event("rebooted", "agent started"));
     wait_for("Ready after the reboot", Duration::from_secs(60), || {
-        psql(port, &password, "SELECT v FROM t WHERE id = -1").is_ok_and(|v| v == "after-restart")
+        server
+            .sql("SELECT v FROM t WHERE id = -1")
+            .is_ok_and(|v| v == "after-restart")
     });
+}
 
-    // Moving to another key re-wraps the DEK with it; the data stays.
-    let second = vault.key("orders-kv", "orders-key-2", 4096);
-    let updated = cp.server(&["update", "orders", "--key", &versionless(&second)]);
+#[test]
+fn moving_to_another_key_rewraps_the_dek_with_it_and_keeps_the_data() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
+    let (key, server) = server_with_rows(&stack, "moved");
+    let second = vault.key(&key.vault, "moved-key-2", 4096);
+    let updated = cp.server(&["update", "moved", "--key", &versionless(&second)]);
     assert_eq!(updated["state"]["state"], "Ready", "{updated}");
     assert_eq!(updated["wrapped_dek"]["kek"], second.as_str());
-    assert_eq!(
-        psql(port, &password, "SELECT count(*) FROM t").unwrap(),
-        "20002"
-    );
-    assert!(cp.has_event("orders", "key changed"));
+    assert_rows_intact(&server);
+    assert!(cp.has_event("moved", "key changed"));
+    cp.server(&["delete", "moved"]);
+}
 
-    // Delete removes the directory and the row.
-    cp.server(&["delete", "orders"]);
-    assert!(!server_dir.exists());
-    assert!(cp
-        .try_server(&["show", "orders"])
-        .unwrap_err()
-        .contains("not found"));
-    psql(port, &password, "SELECT 1").unwrap_err();
+#[test]
+fn delete_removes_the_directory_and_the_row_and_the_server_stops_serving() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let (_, server) = server_with_rows(&stack, "deleted");
+    cp.server(&["delete", "deleted"]);
+    assert!(!server.dir.exists(), "the server's directory is left");
+    let err = cp.try_server(&["show", "deleted"]).unwrap_err();
+    assert!(err.contains("not found"), "{err}");
+    server.sql("SELECT 1").unwrap_err();
 }

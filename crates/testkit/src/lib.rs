@@ -12,5 +12,6 @@ pub mod cli;
 pub mod net;
 pub mod process;
 pub mod rsa_jwk;
+pub mod shared;
 pub mod vault;
 pub mod wait;

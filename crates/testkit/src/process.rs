@@ -38,6 +38,18 @@ pub fn kill9(pid: u32) -> bool {
     signal(pid, "-KILL")
 }
 
+/// Sends SIGSTOP to `pid` (a process the test started): it hangs, holding whatever
+/// it held, until [`resume`].
+pub fn pause(pid: u32) -> bool {
+    signal(pid, "-STOP")
+}
+
+/// Sends SIGCONT to `pid` (a process the test paused); never panics, so guards'
+/// `Drop` can use it.
+pub fn resume(pid: u32) -> bool {
+    signal(pid, "-CONT")
+}
+
 fn signal(pid: u32, which: &str) -> bool {
     Command::new("kill")
         .args([which, &pid.to_string()])

@@ -306,6 +306,83 @@ pub fn versionless(kid: &str) -> String {
     kid.rsplit_once('/').unwrap().0.to_string()
 }
 
+/// A server as `server create` described it to its DBA.
+pub struct Created {
+    pub name: String,
+    pub port: u64,
+    pub password: String,
+    pub dir: PathBuf,
+    /// The `server` part of what `server create` printed.
+    pub server: Value,
+}
+
+impl Created {
+    /// From what `server create --output json` printed.
+    pub fn from(created: &Value) -> Self {
+        let server = &created["server"];
+        Self {
+            name: server["name"].as_str().expect("a name").into(),
+            port: server["port"].as_u64().expect("a port"),
+            password: created["password"].as_str().expect("a password").into(),
+            dir: server["dir"].as_str().expect("a directory").into(),
+            server: server.clone(),
+        }
+    }
+
+    /// Runs SQL as `postgres` over TCP; stdout or the error text.
+    pub fn sql(&self, sql: &str) -> Result<String, String> {
+        psql(self.port, &self.password, sql)
+    }
+}
+
+/// What was made at once for each named test (servers, side by side: their creates
+/// take about what two or three take one after another), for the test to take.
+pub struct MadeFor<T>(std::sync::Mutex<std::collections::HashMap<&'static str, T>>);
+
+impl<T: Send> MadeFor<T> {
+    /// Makes one `T` for each of `names`, each on a thread of its own.
+    pub fn at_once(names: &[&'static str], make: impl Fn(&'static str) -> T + Sync) -> Self {
+        let make = &make;
+        let made = std::thread::scope(|s| {
+            let threads: Vec<_> = names
+                .iter()
+                .map(|&name| s.spawn(move || (name, make(name))))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        Self(std::sync::Mutex::new(made))
+    }
+
+    /// What was made for the test `name`.
+    pub fn take(&self, name: &str) -> T {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+            .unwrap_or_else(|| panic!("nothing was made for '{name}'"))
+    }
+}
+
+/// A vault and a control plane in one scratch directory. Fields drop in order: the
+/// control plane deletes its servers before the vault goes, and the directory last.
+pub struct Stack {
+    pub cp: ControlPlane,
+    pub vault: Vault,
+    pub root: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts a vault and a control plane checking keys every `interval_secs`
+    /// with `grace_secs` of grace, its root key derived from `passphrase` when given.
+    pub fn start(interval_secs: u64, grace_secs: u64, passphrase: Option<&str>) -> Self {
+        let root = scratch();
+        let vault = Vault::start(root.path());
+        let cp =
+            ControlPlane::start_with(root.path(), &vault, interval_secs, grace_secs, passphrase);
+        Self { cp, vault, root }
+    }
+}
+
 /// A running `pgcmk serve`.
 pub struct ControlPlane {
     child: Child,
@@ -742,6 +819,14 @@ impl Drop for KilledOnDrop {
     fn drop(&mut self) {
         pgcmk_testkit::process::kill_quietly(&mut self.0);
     }
+}
+
+/// Asserts that a REST API error body has the stable `code` and a message saying
+/// `message`.
+pub fn assert_api_error(body: &Value, code: &str, message: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let said = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(said.contains(message), "'{message}' not in {body}");
 }
 
 /// A scratch directory that the `postgres` user can traverse.
