@@ -106,6 +106,8 @@ struct Latest {
     next_event: u64,
     /// Set on every change, so the writer reports at once.
     changed: bool,
+    /// The writer is asking PostgreSQL whether it accepts connections.
+    probing: bool,
     stopping: bool,
     /// Why the writer stopped before it was asked to.
     failure: Option<Error>,
@@ -196,6 +198,7 @@ impl Reporter {
                 events: VecDeque::new(),
                 next_event: 1,
                 changed: false,
+                probing: false,
                 stopping: false,
                 failure: None,
             }),
@@ -215,11 +218,24 @@ impl Reporter {
         let mut latest = self.shared.lock();
         apply(&mut latest);
         latest.changed = true;
-        self.shared.wake.notify_one();
+        self.shared.wake.notify_all();
     }
 
-    /// Says what the agent does now.
+    /// Says what the agent does now. For an activity without a probe (Stopping,
+    /// Inaccessible: PostgreSQL is about to be shut down), waits until a probe under
+    /// way has ended (at most `pg_isready`'s timeout): a probe meeting the shutdown
+    /// makes PostgreSQL log "FATAL: the database system is shutting down".
     pub fn set(&self, activity: Activity) {
+        if !matches!(activity, Activity::Serving { .. }) {
+            let mut latest = self.shared.lock();
+            while latest.probing {
+                latest = self
+                    .shared
+                    .wake
+                    .wait(latest)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
         self.change(|l| l.activity = activity);
     }
 
@@ -289,6 +305,7 @@ fn report_until_stopped(shared: &Shared, mut writer: Writer, heartbeat: Duration
                 return writer;
             }
             latest.changed = false;
+            latest.probing = matches!(latest.activity, Activity::Serving { .. });
             (
                 latest.activity.clone(),
                 latest.wrapped_by.clone(),
@@ -296,10 +313,15 @@ fn report_until_stopped(shared: &Shared, mut writer: Writer, heartbeat: Duration
             )
         };
         let observed = activity.observe();
-        // What the agent does may have changed while PostgreSQL was probed: report
-        // that instead of what is no longer true.
-        if shared.lock().changed {
-            continue;
+        {
+            let mut latest = shared.lock();
+            latest.probing = false;
+            shared.wake.notify_all();
+            // What the agent does may have changed while PostgreSQL was probed:
+            // report that instead of what is no longer true.
+            if latest.changed {
+                continue;
+            }
         }
         if let Err(e) = writer.write(observed, wrapped_by, events) {
             tracing::error!("cannot write the report: {e}");
@@ -312,6 +334,47 @@ fn report_until_stopped(shared: &Shared, mut writer: Writer, heartbeat: Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stopping waits for a readiness probe under way, so that no probe reaches
+    /// PostgreSQL while it shuts down.
+    #[test]
+    fn a_set_without_a_probe_waits_for_the_probe_under_way() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ServerDir::new(tmp.path());
+        let reporter = Arc::new(
+            Reporter::start_with_heartbeat(
+                &dir,
+                "i-1".into(),
+                version(),
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
+        );
+        reporter.shared.lock().probing = true;
+        let (done, returned) = std::sync::mpsc::channel();
+        let setter = {
+            let reporter = reporter.clone();
+            std::thread::spawn(move || {
+                reporter.set(Activity::Stopping);
+                done.send(()).unwrap();
+            })
+        };
+        assert!(
+            returned.recv_timeout(Duration::from_millis(300)).is_err(),
+            "set(Stopping) returned while a probe was under way"
+        );
+        {
+            let mut latest = reporter.shared.lock();
+            latest.probing = false;
+            reporter.shared.wake.notify_all();
+        }
+        returned.recv_timeout(Duration::from_secs(5)).unwrap();
+        setter.join().unwrap();
+        assert!(matches!(
+            reporter.shared.lock().activity,
+            Activity::Stopping
+        ));
+    }
 
     fn version() -> KeyVersionId {
         KeyVersionId::parse(&format!("https://vault:1/keys/k/{}", "a".repeat(32))).unwrap()
