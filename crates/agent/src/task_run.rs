@@ -8,16 +8,18 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyVersionId, WrappedDek};
 
 use crate::agent::take_handshake;
 use crate::contract::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::contract::task::{
-    AgentTask, LogRecord, LogSource, TaskAnswer, TaskFailure, VersionRefusal, VolumeCheck,
-    VolumeView, Wrapping,
+    AgentTask, LogRecord, LogSource, PasswordReset, TaskAnswer, TaskFailure, VersionRefusal,
+    VolumeCheck, VolumeView, Wrapping,
 };
-use crate::contract::AgentConfig;
+use crate::contract::{AgentConfig, Handshake};
 use crate::memory::LockedDek;
+use crate::postgres::{PgInstall, PgLayout, SUPERUSER};
 use crate::provision::cryptfs_key;
 use crate::server_logs::LogFollower;
 use crate::{sys, Error};
@@ -37,17 +39,19 @@ pub fn run(
     stdin: impl io::Read,
     out: impl Write,
 ) -> Result<(), Error> {
-    let secret = take_handshake(stdin)?.identity_secret;
+    let Handshake {
+        identity_secret,
+        new_password,
+        ..
+    } = take_handshake(stdin)?;
     let config: AgentConfig = read_json(&dir.agent_config())?;
-    let vault = Vault {
-        kek: config.kek.connect(secret)?,
-        config: &config,
-    };
+    let vault = || Vault::connect(&config, identity_secret);
     match task {
-        AgentTask::AdoptKeyVersion => answer(out, adopt_key_version(dir, &vault)),
-        AgentTask::Fsck => answer(out, fsck(dir, &vault)),
+        AgentTask::ResetPassword => answer(out, reset_password(dir, &config, new_password)),
+        AgentTask::AdoptKeyVersion => answer(out, adopt_key_version(dir, &vault()?)),
+        AgentTask::Fsck => answer(out, fsck(dir, &vault()?)),
         AgentTask::Logs { lines, follow } => {
-            match logs(dir, &vault, *lines, *follow, RecordWriter::new(out)) {
+            match logs(dir, &vault()?, *lines, *follow, RecordWriter::new(out)) {
                 // The reader went away: nothing left to do.
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
                 other => other.map_err(|e| Error::io("writing the logs", e)),
@@ -93,7 +97,15 @@ struct Vault<'a> {
     config: &'a AgentConfig,
 }
 
-impl Vault<'_> {
+impl<'a> Vault<'a> {
+    /// Connects (lazily) as the managed identity whose secret is `secret`.
+    fn connect(config: &'a AgentConfig, secret: SecretBytes) -> Result<Self, Error> {
+        Ok(Self {
+            kek: config.kek.connect(secret)?,
+            config,
+        })
+    }
+
     /// The DEK in `wrapped`, unwrapped into locked memory.
     fn unlock(&self, wrapped: &WrappedDek) -> Result<LockedDek, TaskFailure> {
         let dek = self
@@ -158,6 +170,36 @@ fn adopt_key_version(dir: &ServerDir, vault: &Vault<'_>) -> Result<Wrapping, Tas
     Ok(Wrapping {
         wrapped_dek: rewrapped,
         rewrapped_from: Some(wrapped.kek),
+    })
+}
+
+/// Sets the superuser's password of the serving server to `password` (from the
+/// handshake). The password is in this process's memory only until PostgreSQL has
+/// its verifier.
+fn reset_password(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    password: Option<SecretBytes>,
+) -> Result<PasswordReset, TaskFailure> {
+    let password = password.ok_or_else(|| TaskFailure::Failed {
+        message: "the handshake has no new_password for the reset-password task".into(),
+    })?;
+    if !is_live(dir) {
+        return Err(TaskFailure::Failed {
+            message: "the server is not serving: its password is set in the running \
+                      PostgreSQL; start it first"
+                .into(),
+        });
+    }
+    let layout = PgLayout {
+        data_dir: dir.data_dir(),
+        socket_dir: dir.socket_dir(),
+        port: config.port,
+    };
+    PgInstall::discover()?.set_superuser_password(&layout, &password)?;
+    tracing::info!("the {SUPERUSER} password was reset");
+    Ok(PasswordReset {
+        role: SUPERUSER.into(),
     })
 }
 

@@ -40,6 +40,8 @@ pub enum AgentTaskCommand {
     },
     /// Check every block of the volume.
     Fsck,
+    /// Set the superuser's password of the serving server (from the handshake).
+    ResetPassword,
 }
 
 impl From<AgentTaskCommand> for AgentTask {
@@ -48,6 +50,7 @@ impl From<AgentTaskCommand> for AgentTask {
             AgentTaskCommand::AdoptKeyVersion => AgentTask::AdoptKeyVersion,
             AgentTaskCommand::Logs { lines, follow } => AgentTask::Logs { lines, follow },
             AgentTaskCommand::Fsck => AgentTask::Fsck,
+            AgentTaskCommand::ResetPassword => AgentTask::ResetPassword,
         }
     }
 }
@@ -91,6 +94,7 @@ mod tests {
         for task in [
             AgentTask::AdoptKeyVersion,
             AgentTask::Fsck,
+            AgentTask::ResetPassword,
             AgentTask::Logs {
                 lines: 7,
                 follow: false,

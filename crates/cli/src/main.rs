@@ -15,6 +15,7 @@ mod error;
 mod fs_cmds;
 mod logging;
 mod output;
+mod password_out;
 mod serve_cmd;
 mod server_cmds;
 mod server_logs;

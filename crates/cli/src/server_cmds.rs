@@ -14,6 +14,7 @@ use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
 
 use crate::error::CliError;
+use crate::password_out::PasswordSink;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::{output, server_logs, volume_check, Format};
 
@@ -111,6 +112,15 @@ pub enum ServerCommand {
         /// Keep showing lines as they are written, while the server serves.
         #[arg(long)]
         follow: bool,
+    },
+    /// Set a new random password for the server's `postgres` superuser (the server
+    /// must be Ready); shown once, or written to a new file only you can read.
+    ResetPassword {
+        /// Server name.
+        name: String,
+        /// Write the password to this new file (mode 0600) instead of showing it.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
     /// Check every block of a stopped server's encrypted volume (cryptfs fsck through
     /// the agent); exits non-zero when a block is bad.
@@ -230,6 +240,26 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             let query = LogsQuery { lines, follow };
             let request = client.get(url(&format!("/{name}/logs"))).query(&query);
             return server_logs::print_logs(as_dba(request)?, follow, format);
+        }
+        ServerCommand::ResetPassword {
+            name,
+            password_file,
+        } => {
+            let sink = PasswordSink::open(password_file)?;
+            let answer = as_dba(client.post(url(&format!("/{name}/reset-password"))))
+                .map_err(CliError::from)
+                .and_then(|response| {
+                    response.json::<Value>().map_err(|e| {
+                        CliError::failed(format!("unexpected answer from the control plane: {e}"))
+                    })
+                });
+            return match answer {
+                Ok(value) => sink.deliver(&value, format),
+                Err(e) => {
+                    sink.abandon();
+                    Err(e)
+                }
+            };
         }
         ServerCommand::Fsck { name } => {
             let response = as_dba(client.post(url(&format!("/{name}/fsck"))))?;

@@ -18,6 +18,7 @@
 //! | `GET /servers/{name}/connection-string`  | libpq URI                         |
 //! | `GET /servers/{name}/logs`               | logs ([`LogsQuery`]), NDJSON      |
 //! | `POST /servers/{name}/fsck`              | check a stopped server's volume   |
+//! | `POST /servers/{name}/reset-password`    | new superuser password, shown once|
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //!
 //! Errors are [`ApiErrorBody`]: `{"error": {"code", "message"}}`, with the status
@@ -30,7 +31,8 @@
 //! | `Unauthorized`        | 401    | no or wrong DBA credential                            |
 //! | `NotFound`            | 404    | no such server                                        |
 //! | `NameTaken`           | 409    | a server of that name exists or is being created      |
-//! | `StateConflict`       | 409    | already stopped, being deleted, running, not running  |
+//! | `StateConflict`       | 409    | already stopped, being deleted, running, not running, |
+//! |                       |        | not Ready (for a password reset)                      |
 //! | `NotReady`            | 409    | created/started, but settled in another state         |
 //! | `KeyVersionRefused`   | 409    | the vault refuses a key version the server needs      |
 //! | `InternalError`       | 500    | storage, files, processes                             |
@@ -71,6 +73,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/connection-string", get(connection_string))
         .route("/servers/{name}/logs", get(logs))
         .route("/servers/{name}/fsck", post(fsck))
+        .route("/servers/{name}/reset-password", post(reset_password))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
             require_dba,
@@ -373,4 +376,8 @@ async fn logs(
 
 async fn fsck(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::OK, move |p| p.fsck(&name)).await
+}
+
+async fn reset_password(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.reset_password(&name)).await
 }

@@ -152,6 +152,18 @@ pub enum StateConflict {
     /// Asking a server that does not run to check its key.
     #[error("server '{0}' is not running: start it first")]
     NotRunning(String),
+    /// Resetting the password of a server that is not Ready.
+    #[error(
+        "server '{server}' is {state}: its password is set in the running PostgreSQL, so it \
+         must be Ready (`pgcmk server start {server}`, or `pgcmk server show {server}` for why \
+         it is not)"
+    )]
+    NotServing {
+        /// The server's name.
+        server: String,
+        /// Its state's name.
+        state: &'static str,
+    },
 }
 
 /// A failure of the embedded state store.

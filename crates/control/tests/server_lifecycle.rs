@@ -325,3 +325,63 @@ fn delete_removes_the_directory_and_the_row_and_the_server_stops_serving() {
     assert!(err.contains("not found"), "{err}");
     server.sql("SELECT 1").unwrap_err();
 }
+
+#[test]
+fn reset_password_sets_a_new_password_that_replaces_the_old_one() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = Created::from(&cp.server(&["create", "--name", "reset", "--location", "local"]));
+    let connects = |password: &str| psql(server.port, password, "SELECT 1").is_ok();
+    assert!(connects(&server.password));
+
+    let shown = cp.server(&["reset-password", "reset"]);
+    let first = shown["password"].as_str().expect("a password").to_string();
+    assert_eq!(shown["role"], "postgres", "{shown}");
+    assert!(!connects(&server.password), "the old password still works");
+    assert!(connects(&first), "the new password is refused");
+    assert!(cp.has_event("reset", "password reset"));
+
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("pw");
+    let written = cp.server(&[
+        "reset-password",
+        "reset",
+        "--password-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(written.get("password").is_none(), "{written}");
+    assert_eq!(written["password_file"], file.to_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let second = std::fs::read_to_string(&file).unwrap();
+    assert!(!connects(&first) && connects(&second));
+    // An existing file is not overwritten, and the password stays as it was.
+    let out = cp.server_output(&[
+        "reset-password",
+        "reset",
+        "--password-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(connects(&second));
+
+    for password in [&server.password, &first, &second] {
+        assert!(
+            !cp.log().contains(password.as_str()),
+            "a password in the log"
+        );
+        let agent_log = std::fs::read_to_string(server.dir.join("agent.log")).unwrap();
+        assert!(
+            !agent_log.contains(password.as_str()),
+            "a password in agent.log"
+        );
+    }
+
+    cp.server(&["stop", "reset"]);
+    let out = cp.server_output(&["reset-password", "reset"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("must be Ready"), "{stderr}");
+    cp.server(&["delete", "reset"]);
+}

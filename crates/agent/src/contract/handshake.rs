@@ -3,17 +3,21 @@
 //! or one task). Secrets travel only here: never in arguments, environment or
 //! files.
 //!
-//! Wire format, version 1: one JSON object, then end of input.
+//! Wire format, version 2: one JSON object, then end of input.
 //!
 //! ```json
-//! {"version": 1, "identity_secret": "…", "initial_password": "…"}
+//! {"version": 2, "identity_secret": "…", "initial_password": "…", "new_password": "…"}
 //! ```
 //!
-//! - `version` (required): 1. An agent refuses any other version, naming it.
+//! - `version` (required): 1 or 2 (version 2 added `new_password`). An agent
+//!   refuses any other version, naming it; the control plane writes 2.
 //! - `identity_secret` (required, non-empty): the managed identity's header secret.
 //! - `initial_password` (optional): present only for the first start of a new
 //!   server; the agent provisions the server (encrypted volume, `initdb`) and
 //!   gives the `postgres` superuser this password.
+//! - `new_password` (optional, version 2): present only for the `reset-password`
+//!   task; the run sets the `postgres` superuser's password of the serving server
+//!   to it (PostgreSQL stores only its SCRAM verifier).
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -23,8 +27,10 @@ use std::io::{Read, Write};
 use pgcmk_crypto::SecretBytes;
 use serde::{Deserialize, Serialize};
 
-/// The handshake version this agent speaks.
-pub const HANDSHAKE_VERSION: u32 = 1;
+/// The handshake version this agent writes, and the newest it reads.
+pub const HANDSHAKE_VERSION: u32 = 2;
+/// The oldest handshake version this agent reads.
+const OLDEST_VERSION: u32 = 1;
 /// The longest handshake accepted (secrets are far shorter).
 const MAX_LEN: usize = 64 * 1024;
 
@@ -35,6 +41,19 @@ pub struct Handshake {
     /// The `postgres` superuser's password, when the agent is to provision a new
     /// server before serving it.
     pub initial_password: Option<SecretBytes>,
+    /// The `postgres` superuser's new password, for the `reset-password` task.
+    pub new_password: Option<SecretBytes>,
+}
+
+impl Handshake {
+    /// A handshake that hands over the identity's secret only.
+    pub fn identity_only(identity_secret: SecretBytes) -> Self {
+        Self {
+            identity_secret,
+            initial_password: None,
+            new_password: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Handshake {
@@ -44,6 +63,10 @@ impl std::fmt::Debug for Handshake {
             .field(
                 "initial_password",
                 &self.initial_password.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "new_password",
+                &self.new_password.as_ref().map(|_| "REDACTED"),
             )
             .finish()
     }
@@ -83,10 +106,20 @@ pub enum HandshakeError {
     },
     /// A version this agent does not speak.
     #[error(
-        "handshake version {found} is not supported by this agent (it speaks version \
-         {HANDSHAKE_VERSION}): run the same pgcmk build for `pgcmk serve` and the agents"
+        "handshake version {found} is not supported by this agent (it reads versions \
+         {OLDEST_VERSION} to {HANDSHAKE_VERSION}): run the same pgcmk build for `pgcmk serve` and the agents"
     )]
     UnsupportedVersion {
+        /// The version that came.
+        found: u32,
+    },
+    /// A field that an older version than the one given does not have.
+    #[error("the handshake's {field} needs version {needs}, but it came as version {found}")]
+    FieldOfLaterVersion {
+        /// The field.
+        field: &'static str,
+        /// The version that added it.
+        needs: u32,
         /// The version that came.
         found: u32,
     },
@@ -104,12 +137,14 @@ struct VersionOnly {
 }
 
 #[derive(Serialize, Deserialize)]
-struct WireV1<'a> {
+struct Wire<'a> {
     version: u32,
     #[serde(borrow)]
     identity_secret: Cow<'a, str>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     initial_password: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    new_password: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -128,6 +163,16 @@ fn malformed(e: &serde_json::Error) -> HandshakeError {
 
 fn text_of<'a>(what: &'static str, secret: &'a SecretBytes) -> Result<&'a str, HandshakeError> {
     std::str::from_utf8(secret.expose_secret()).map_err(|_| HandshakeError::NotText(what))
+}
+
+fn optional_text<'a>(
+    what: &'static str,
+    secret: &'a Option<SecretBytes>,
+) -> Result<Option<Cow<'a, str>>, HandshakeError> {
+    secret
+        .as_ref()
+        .map(|s| text_of(what, s).map(Cow::Borrowed))
+        .transpose()
 }
 
 fn secret_of(text: Cow<'_, str>) -> SecretBytes {
@@ -150,10 +195,17 @@ impl Handshake {
             return Err(HandshakeError::TooLong);
         }
         let VersionOnly { version } = serde_json::from_slice(bytes).map_err(|e| malformed(&e))?;
-        if version != HANDSHAKE_VERSION {
+        if !(OLDEST_VERSION..=HANDSHAKE_VERSION).contains(&version) {
             return Err(HandshakeError::UnsupportedVersion { found: version });
         }
-        let wire: WireV1<'_> = serde_json::from_slice(bytes).map_err(|e| malformed(&e))?;
+        let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| malformed(&e))?;
+        if version < 2 && wire.new_password.is_some() {
+            return Err(HandshakeError::FieldOfLaterVersion {
+                field: "new_password",
+                needs: 2,
+                found: version,
+            });
+        }
         let identity_secret = secret_of(wire.identity_secret);
         if identity_secret.expose_secret().trim_ascii().is_empty() {
             return Err(HandshakeError::NoIdentitySecret);
@@ -161,26 +213,23 @@ impl Handshake {
         Ok(Self {
             identity_secret,
             initial_password: wire.initial_password.map(secret_of),
+            new_password: wire.new_password.map(secret_of),
         })
     }
 
     /// Writes the handshake to `output` (the agent's stdin; the caller closes it).
     pub fn write(&self, mut output: impl Write) -> Result<(), HandshakeError> {
-        let wire = WireV1 {
+        let wire = Wire {
             version: HANDSHAKE_VERSION,
             identity_secret: Cow::Borrowed(text_of("identity secret", &self.identity_secret)?),
-            initial_password: self
-                .initial_password
-                .as_ref()
-                .map(|p| text_of("initial password", p).map(Cow::Borrowed))
-                .transpose()?,
+            initial_password: optional_text("initial password", &self.initial_password)?,
+            new_password: optional_text("new password", &self.new_password)?,
         };
+        let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
             256 + 2 * self.identity_secret.expose_secret().len()
-                + self
-                    .initial_password
-                    .as_ref()
-                    .map_or(0, |p| 2 * p.expose_secret().len()),
+                + len(&self.initial_password)
+                + len(&self.new_password),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
         let bytes = SecretBytes::new(bytes);
@@ -205,6 +254,7 @@ mod tests {
             let sent = Handshake {
                 identity_secret: SecretBytes::new(b"header-secret".to_vec()),
                 initial_password: password.map(|p| SecretBytes::new(p.as_bytes().to_vec())),
+                new_password: password.map(|p| SecretBytes::new(format!("new-{p}").into_bytes())),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();
@@ -214,7 +264,26 @@ mod tests {
                 got.initial_password.as_ref().map(|p| p.expose_secret()),
                 password.map(str::as_bytes)
             );
+            assert_eq!(
+                got.new_password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("new-{p}").into_bytes())
+            );
         }
+    }
+
+    #[test]
+    fn version_1_is_read_but_cannot_carry_a_new_password() {
+        let old = read(r#"{"version":1,"identity_secret":"s","initial_password":"p"}"#).unwrap();
+        assert!(old.initial_password.is_some() && old.new_password.is_none());
+        let err = read(r#"{"version":1,"identity_secret":"s","new_password":"n3w"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("new_password needs version 2") && !err.contains("n3w"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -224,8 +293,8 @@ mod tests {
             ("  \n", "no handshake on stdin"),
             ("s3cr3t-raw-secret", "not JSON at line 1"),
             (
-                r#"{"version":2,"identity_secret":"s3cr3t"}"#,
-                "handshake version 2 is not supported",
+                r#"{"version":3,"identity_secret":"s3cr3t"}"#,
+                "handshake version 3 is not supported",
             ),
             (r#"{"version":1}"#, "a missing or mistyped field"),
             (
@@ -252,10 +321,10 @@ mod tests {
     #[test]
     fn debug_prints_no_secret() {
         let h =
-            read(r#"{"version":1,"identity_secret":"s3cr3t","initial_password":"pw0rd"}"#).unwrap();
+            read(r#"{"version":2,"identity_secret":"s3cr3t","initial_password":"pw0rd","new_password":"n3w"}"#).unwrap();
         let printed = format!("{h:?}");
         assert!(
-            !printed.contains("s3cr3t") && !printed.contains("pw0rd"),
+            !printed.contains("s3cr3t") && !printed.contains("pw0rd") && !printed.contains("n3w"),
             "{printed}"
         );
     }

@@ -2,7 +2,8 @@
 //!
 //! Some work on a server that is not running needs its DEK: adopting a rotated key
 //! version, reading PostgreSQL's log (it lives on the encrypted volume), checking
-//! the volume. The control plane never holds a server's plaintext DEK, so it
+//! the volume. Resetting the superuser's password of a serving server needs the
+//! password in a process that may hold it: not the control plane. The control plane never holds a server's plaintext DEK, so it
 //! starts the agent for one task instead. Like the node agent, the run reads its
 //! managed identity's secret on stdin and unwraps through the vault; unlike it, it
 //! never starts PostgreSQL, does its one task, answers on stdout and exits.
@@ -34,6 +35,10 @@ pub enum AgentTask {
     /// Verify every block of the volume (the server must not be running). Answers
     /// [`TaskAnswer`] of [`VolumeCheck`].
     Fsck,
+    /// Set the `postgres` superuser's password of the serving server to the
+    /// handshake's `new_password` (PostgreSQL stores only its SCRAM verifier; the
+    /// password is in no statement). Answers [`TaskAnswer`] of [`PasswordReset`].
+    ResetPassword,
 }
 
 impl AgentTask {
@@ -43,6 +48,7 @@ impl AgentTask {
             AgentTask::AdoptKeyVersion => "adopt-key-version",
             AgentTask::Logs { .. } => "logs",
             AgentTask::Fsck => "fsck",
+            AgentTask::ResetPassword => "reset-password",
         }
     }
 
@@ -174,6 +180,13 @@ pub struct Wrapping {
     pub wrapped_dek: WrappedDek,
     /// The version it was wrapped by before, when this run re-wrapped it.
     pub rewrapped_from: Option<KeyVersionId>,
+}
+
+/// The answer of [`AgentTask::ResetPassword`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordReset {
+    /// The role whose password was set.
+    pub role: String,
 }
 
 /// Which log a line comes from.
@@ -348,6 +361,7 @@ mod tests {
     fn task_arguments_name_the_task_and_its_options() {
         assert_eq!(AgentTask::AdoptKeyVersion.args(), ["adopt-key-version"]);
         assert_eq!(AgentTask::Fsck.args(), ["fsck"]);
+        assert_eq!(AgentTask::ResetPassword.args(), ["reset-password"]);
         let logs = AgentTask::Logs {
             lines: 20,
             follow: true,

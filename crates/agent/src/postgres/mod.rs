@@ -25,8 +25,10 @@ use crate::sys::{self, Signal};
 use crate::Error;
 
 mod install;
+mod password;
 
 pub use install::{OsUser, PgInstall};
+pub use password::SUPERUSER;
 
 /// How often readiness and exit are polled.
 const POLL: Duration = Duration::from_millis(50);

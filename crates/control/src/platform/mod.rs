@@ -10,7 +10,7 @@
 //! | `locks.rs`         | per-server locks and name reservations                    |
 //! | `spawn.rs`         | starting, re-attaching to and stopping agents             |
 //! | `supervise.rs`     | supervision passes, waiting for Ready                     |
-//! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck          |
+//! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck, password|
 //! | `vault_follow.rs`  | following the vault service's address                     |
 //! | `names.rs`         | server names and locations                                |
 
@@ -44,7 +44,7 @@ mod tasks;
 mod vault_follow;
 
 pub use create::{CreateServer, Created};
-pub use tasks::{LogStream, LogStreamItem, LogStreamStopper};
+pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 
 /// The platform's settings.
 #[derive(Clone, Debug)]

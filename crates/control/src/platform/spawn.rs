@@ -45,8 +45,8 @@ impl Platform {
         initial_password: Option<&SecretBytes>,
     ) -> Result<AgentProcess, Error> {
         let handshake = Handshake {
-            identity_secret: self.identity_secret(record)?,
             initial_password: initial_password.cloned(),
+            ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);
         let dir = ServerDir::new(&record.dir);

@@ -1,27 +1,31 @@
 //! The control plane's short-lived agent runs ([`crate::task`]): adopting a rotated
 //! key version for servers that are not running (every key-check interval, and
-//! before every start), a server's logs, and fsck of a stopped server's volume.
-//! The control plane hands each run its identity's secret and reads its answer; the
-//! DEK stays in the run.
+//! before every start), a server's logs, fsck of a stopped server's volume, and
+//! resetting a serving server's superuser password. The control plane hands each
+//! run its identity's secret (and a new password) and reads its answer; the DEK
+//! stays in the run.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyError;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use pgcmk_agent::contract::invocation::task_command;
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::{
-    AgentTask, LogRecord, TaskAnswer, TaskFailure, VolumeCheck, Wrapping,
+    AgentTask, LogRecord, PasswordReset, TaskAnswer, TaskFailure, VolumeCheck, Wrapping,
 };
 use pgcmk_agent::contract::{AgentConfig, Handshake, ServerDir};
 
+use super::create::hex_id;
 use super::spawn::open_agent_log;
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
-use crate::model::{Actor, ServerRecord, ServerState};
+use crate::model::{Actor, SecretString, ServerRecord, ServerState};
 use crate::Error;
 
 impl Platform {
@@ -41,12 +45,18 @@ impl Platform {
                 .contains_key(&server.id)
     }
 
-    /// Starts `pgcmk agent --server-dir DIR TASK`: the identity's secret on its
-    /// stdin, its answer on a pipe, its diagnostics appended to `agent.log`.
-    fn start_task(&self, server: &ServerRecord, task: &AgentTask) -> Result<TaskProcess, Error> {
+    /// Starts `pgcmk agent --server-dir DIR TASK`: the identity's secret (and
+    /// `new_password`, for the task that sets it) on its stdin, its answer on a
+    /// pipe, its diagnostics appended to `agent.log`.
+    fn start_task(
+        &self,
+        server: &ServerRecord,
+        task: &AgentTask,
+        new_password: Option<SecretBytes>,
+    ) -> Result<TaskProcess, Error> {
         let handshake = Handshake {
-            identity_secret: self.identity_secret(server)?,
-            initial_password: None,
+            new_password,
+            ..Handshake::identity_only(self.identity_secret(server)?)
         };
         // A server that is not running was not followed when the vault service moved.
         self.hand_vault_address(server, None);
@@ -87,8 +97,9 @@ impl Platform {
         &self,
         server: &ServerRecord,
         task: &AgentTask,
+        new_password: Option<SecretBytes>,
     ) -> Result<T, Error> {
-        match self.start_task(server, task)?.answer()? {
+        match self.start_task(server, task, new_password)?.answer()? {
             TaskAnswer::Done(done) => Ok(done),
             TaskAnswer::Failed(TaskFailure::VersionRefused(refusal)) => {
                 Err(Error::KeyVersionRefused {
@@ -111,7 +122,7 @@ impl Platform {
     /// on, proving on the way that the vault unwraps it; the store follows. Called
     /// with the lifecycle lock held, on a server that is not running.
     pub(super) fn adopt_key_version(&self, server: &ServerRecord) -> Result<(), Error> {
-        let wrapping: Wrapping = self.run_task(server, &AgentTask::AdoptKeyVersion)?;
+        let wrapping: Wrapping = self.run_task(server, &AgentTask::AdoptKeyVersion, None)?;
         if wrapping.wrapped_dek != server.wrapped_dek {
             self.store
                 .update_server(&server.id, |s| s.wrapped_dek = wrapping.wrapped_dek.clone())?;
@@ -202,7 +213,7 @@ impl Platform {
     /// serves (until the stream is dropped).
     pub fn logs(&self, name: &str, lines: usize, follow: bool) -> Result<LogStream, Error> {
         let server = self.store.server(name)?;
-        let process = self.start_task(&server, &AgentTask::Logs { lines, follow })?;
+        let process = self.start_task(&server, &AgentTask::Logs { lines, follow }, None)?;
         Ok(LogStream { process })
     }
 
@@ -218,7 +229,7 @@ impl Platform {
             }
             .into());
         }
-        let check: VolumeCheck = self.run_task(&server, &AgentTask::Fsck)?;
+        let check: VolumeCheck = self.run_task(&server, &AgentTask::Fsck, None)?;
         self.event(
             &server,
             Actor::Dba,
@@ -237,6 +248,55 @@ impl Platform {
         )?;
         Ok(check)
     }
+}
+
+impl Platform {
+    /// Sets a new random password for the `postgres` superuser of a Ready server,
+    /// through a short-lived agent run that gets it on its stdin; returns it to be
+    /// shown once. The platform keeps it no longer than this call; PostgreSQL
+    /// stores only its SCRAM verifier.
+    pub fn reset_password(&self, name: &str) -> Result<PasswordChanged, Error> {
+        let _guard = self.locks.lock(name);
+        let server = self.store.server(name)?;
+        if server.state != ServerState::Ready {
+            return Err(StateConflict::NotServing {
+                server: name.into(),
+                state: server.state.name(),
+            }
+            .into());
+        }
+        let password = hex_id()?;
+        let reset: PasswordReset = self.run_task(
+            &server,
+            &AgentTask::ResetPassword,
+            Some(SecretBytes::new(password.as_bytes().to_vec())),
+        )?;
+        self.event(
+            &server,
+            Actor::Dba,
+            "password reset",
+            &format!(
+                "a new password was set for the {} superuser; the old one no longer works",
+                reset.role
+            ),
+        )?;
+        Ok(PasswordChanged {
+            server: server.name,
+            role: reset.role,
+            password: SecretString::new(password),
+        })
+    }
+}
+
+/// The answer to a password reset: the new password, shown once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    /// The server's name.
+    pub server: String,
+    /// The role whose password was set (`postgres`).
+    pub role: String,
+    /// The new password: stored nowhere by the platform.
+    pub password: SecretString,
 }
 
 /// A short-lived agent run whose answer comes on a pipe. Killed (with its private

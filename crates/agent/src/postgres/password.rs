@@ -1,0 +1,56 @@
+//! Setting the `postgres` superuser's password of a running server.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use pgcmk_crypto::SecretBytes;
+
+use super::{PgInstall, PgLayout};
+use crate::error::IoContext;
+use crate::Error;
+
+/// The superuser, whose password is set.
+pub const SUPERUSER: &str = "postgres";
+
+impl PgInstall {
+    /// Sets the superuser's password of the server running with `layout` to
+    /// `password`: as its SCRAM verifier ([`pgcmk_crypto::scram`]), through
+    /// `psql` on the server's Unix socket (trusted, reachable by root and the
+    /// PostgreSQL user only), with the statement on `psql`'s stdin.
+    pub fn set_superuser_password(
+        &self,
+        layout: &PgLayout,
+        password: &SecretBytes,
+    ) -> Result<(), Error> {
+        let verifier = pgcmk_crypto::scram::verifier(password.expose_secret())?;
+        // A verifier is base64, digits and `$:=+/`: nothing to escape in a literal.
+        let statement = format!("ALTER ROLE {SUPERUSER} PASSWORD '{verifier}';\n");
+        let mut child = self
+            .command_as_postgres("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&layout.socket_dir)
+            .args(["-p", &layout.port.to_string()])
+            .args(["-U", SUPERUSER, "-d", "postgres"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ctx(|| "running psql")?;
+        let written = child
+            .stdin
+            .take()
+            .map(|mut stdin| stdin.write_all(statement.as_bytes()));
+        let out = child.wait_with_output().ctx(|| "waiting for psql")?;
+        if let Some(written) = written {
+            written.ctx(|| "writing to psql")?;
+        }
+        if !out.status.success() {
+            return Err(Error::Postgres(format!(
+                "setting the {SUPERUSER} password failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}
