@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
+mod confirm;
 mod demo;
 mod error;
 mod fs_cmds;

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::error::CliError;
 use crate::password_out::PasswordSink;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
-use crate::{output, server_logs, volume_check, Format};
+use crate::{confirm, output, server_logs, volume_check, Format};
 
 /// Where `pgcmk server` finds the control plane unless told otherwise.
 const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7480";
@@ -77,10 +77,13 @@ pub enum ServerCommand {
         /// Server name.
         name: String,
     },
-    /// Delete a server and its files.
+    /// Delete a server and its files (on a terminal, asks for its name first).
     Delete {
         /// Server name.
         name: String,
+        /// Delete without asking (required without a terminal).
+        #[arg(long)]
+        yes: bool,
     },
     /// Print the server's connection string.
     ConnectionString {
@@ -150,6 +153,9 @@ pub struct ServerArgs {
 
 /// Runs one `pgcmk server` command against the control plane.
 pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
+    if let ServerCommand::Delete { name, yes } = &args.command {
+        confirm::server_deletion(name, *yes)?;
+    }
     // Creating a server includes initdb on the encrypted volume.
     let api = ApiClient::new(&args.endpoint, &args.ca_cert, Duration::from_secs(180))?;
     let token = read_credential(&args.credential_file)?;
@@ -207,7 +213,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
         ServerCommand::Start { name } => {
             (client.post(url(&format!("/{name}/start"))), render_server)
         }
-        ServerCommand::Delete { name } => (client.delete(url(&format!("/{name}"))), |v| {
+        ServerCommand::Delete { name, .. } => (client.delete(url(&format!("/{name}"))), |v| {
             format!("deleted {}", v["deleted"].as_str().unwrap_or_default())
         }),
         ServerCommand::ConnectionString { name } => (

@@ -52,6 +52,34 @@ fn a_plain_http_endpoint_is_a_usage_error() {
 }
 
 #[test]
+fn delete_without_a_terminal_needs_yes_and_asks_nothing_of_the_control_plane() {
+    // No control plane runs at the endpoint: the refusal comes first.
+    assert_exit(
+        &[
+            "server",
+            "delete",
+            "orders",
+            "--endpoint",
+            "https://127.0.0.1:9",
+        ],
+        2,
+        "add --yes to delete it",
+    );
+    // With --yes it goes on, to the (absent) control plane.
+    let out = run(&[
+        "server",
+        "delete",
+        "orders",
+        "--yes",
+        "--endpoint",
+        "https://127.0.0.1:9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("--yes"), "{stderr}");
+}
+
+#[test]
 fn a_vault_command_without_a_service_is_a_usage_error() {
     assert_exit(&["keyvault", "list"], 2, "no vault service given");
 }

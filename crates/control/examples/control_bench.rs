@@ -169,7 +169,7 @@ fn main() {
         let t = Instant::now();
         create(&name);
         samples.push(t.elapsed());
-        cp.server(&["delete", &name]);
+        cp.server(&["delete", &name, "--yes"]);
     }
     rows.push(Row {
         what: "server create (customer-managed)".into(),
@@ -199,7 +199,7 @@ fn main() {
         });
         ready.push(t.elapsed());
     }
-    cp.server(&["delete", "revoke"]);
+    cp.server(&["delete", "revoke", "--yes"]);
     let i = args.interval;
     rows.push(Row {
         what: format!("revoke -> connections refused ({i} s interval)"),
@@ -273,7 +273,7 @@ fn main() {
             target: "< 1 s, size-independent".into(),
             reference: "no data rewrite either",
         });
-        cp.server(&["delete", &name]);
+        cp.server(&["delete", &name, "--yes"]);
     }
 
     eprintln!("recovery: {} runs each", args.recovery_runs);
@@ -329,5 +329,5 @@ fn main() {
         target: format!("<= {} s", i + 10),
         reference: "-",
     });
-    cp.server(&["delete", "recovery"]);
+    cp.server(&["delete", "recovery", "--yes"]);
 }

@@ -84,7 +84,7 @@ fn each_kind_of_failure_has_its_exit_code() {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    cp.server(&["delete", "taken"]);
+    cp.server(&["delete", "taken", "--yes"]);
 
     // 6: the control plane is not there.
     cp.kill();

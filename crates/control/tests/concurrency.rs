@@ -71,7 +71,7 @@ impl Fixture {
 
     /// Deletes the servers (at once), so the next test has the machine to itself.
     fn delete(&self, names: &[&str]) {
-        self.each_at_once(names, |name| self.cp().server(&["delete", name]));
+        self.each_at_once(names, |name| self.cp().server(&["delete", name, "--yes"]));
     }
 }
 

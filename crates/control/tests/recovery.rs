@@ -121,7 +121,7 @@ impl<'a> Served<'a> {
 
 impl Drop for Served<'_> {
     fn drop(&mut self) {
-        let _ = self.cp.try_server(&["delete", &self.name]);
+        let _ = self.cp.try_server(&["delete", &self.name, "--yes"]);
     }
 }
 

@@ -94,7 +94,7 @@ fn a_server_created_with_a_customer_key_is_ready_with_its_dek_wrapped_by_that_ke
         .unwrap();
     assert_eq!(created["server"]["state"]["state"], "Ready");
     assert_eq!(created["server"]["wrapped_dek"]["kek"], kid);
-    cp.server(&["delete", "created"]);
+    cp.server(&["delete", "created", "--yes"]);
 }
 
 #[test]
@@ -125,7 +125,7 @@ fn list_show_and_connection_string_tell_the_dba_about_the_server() {
             server.port
         )
     );
-    cp.server(&["delete", "described"]);
+    cp.server(&["delete", "described", "--yes"]);
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn a_revoked_identity_locks_the_server_within_an_interval_and_a_new_grant_unlock
     // Restore: Ready again without an operator, data intact.
     vault.grant(&key.vault, &key.identity, &["get", "wrapKey", "unwrapKey"]);
     wait_unlocked(cp, &server, "re-grant");
-    cp.server(&["delete", "revoked"]);
+    cp.server(&["delete", "revoked", "--yes"]);
 }
 
 #[test]
@@ -196,7 +196,7 @@ fn a_disabled_key_locks_the_server_and_enabling_it_unlocks_it() {
     wait_locked(cp, &server, "disable");
     vault.set_enabled(&key.vault_url, &key.key, None, true);
     wait_unlocked(cp, &server, "enable");
-    cp.server(&["delete", "disabled"]);
+    cp.server(&["delete", "disabled", "--yes"]);
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn a_rotation_rewraps_the_dek_within_an_interval_and_the_old_version_can_then_go
     let started = cp.server(&["start", "rotated"]);
     assert_eq!(started["state"]["state"], "Ready", "{started}");
     assert_rows_intact(&server);
-    cp.server(&["delete", "rotated"]);
+    cp.server(&["delete", "rotated", "--yes"]);
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn a_killed_postmaster_is_restarted_by_the_agent_with_the_committed_data() {
                 .is_ok_and(|v| v == "before-postgres-kill")
         },
     );
-    stack.cp.server(&["delete", "postmaster-killed"]);
+    stack.cp.server(&["delete", "postmaster-killed", "--yes"]);
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn a_killed_agent_is_restarted_by_the_control_plane_with_the_committed_data() {
             .sql("SELECT v FROM t WHERE id = -1")
             .is_ok_and(|v| v == "after-restart")
     });
-    stack.cp.server(&["delete", "agent-killed"]);
+    stack.cp.server(&["delete", "agent-killed", "--yes"]);
 }
 
 #[test]
@@ -311,7 +311,7 @@ fn moving_to_another_key_rewraps_the_dek_with_it_and_keeps_the_data() {
     assert_eq!(updated["wrapped_dek"]["kek"], second.as_str());
     assert_rows_intact(&server);
     assert!(cp.has_event("moved", "key changed"));
-    cp.server(&["delete", "moved"]);
+    cp.server(&["delete", "moved", "--yes"]);
 }
 
 #[test]
@@ -319,7 +319,7 @@ fn delete_removes_the_directory_and_the_row_and_the_server_stops_serving() {
     let stack = shared_stack();
     let cp = &stack.cp;
     let (_, server) = server_with_rows(&stack, "deleted");
-    cp.server(&["delete", "deleted"]);
+    cp.server(&["delete", "deleted", "--yes"]);
     assert!(!server.dir.exists(), "the server's directory is left");
     let err = cp.try_server(&["show", "deleted"]).unwrap_err();
     assert!(err.contains("not found"), "{err}");
@@ -383,5 +383,5 @@ fn reset_password_sets_a_new_password_that_replaces_the_old_one() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("must be Ready"), "{stderr}");
-    cp.server(&["delete", "reset"]);
+    cp.server(&["delete", "reset", "--yes"]);
 }

@@ -130,7 +130,7 @@ pub(super) fn story(demo: &mut Demo) -> Result<(), Error> {
     let result = customer_story(demo, &state_dir);
     say("Deleting the server and stopping the services");
     // Also after a failure, so that no agent, mount or PostgreSQL is left running.
-    let _ = demo.pgcmk(&["server", "delete", "orders"]);
+    let _ = demo.pgcmk(&["server", "delete", "orders", "--yes"]);
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(control.0.id().to_string())
@@ -219,6 +219,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
             "server",
             "delete",
             "orders",
+            "--yes",
             "--credential-file",
             "/dev/null",
         ])
@@ -227,7 +228,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         .stdin(Stdio::null())
         .output()
         .ctx(|| "running pgcmk")?;
-    println!("   $ pgcmk server delete orders --credential-file /dev/null");
+    println!("   $ pgcmk server delete orders --yes --credential-file /dev/null");
     explain(&format!(
         "refused: {}",
         String::from_utf8_lossy(&refused.stderr).trim()

@@ -754,7 +754,8 @@ impl Drop for ControlPlane {
         // dead agent's mount is detached), then stop the control plane itself.
         if let Ok(list) = self.try_server(&["list"]) {
             for s in list.as_array().into_iter().flatten() {
-                let _ = self.try_server(&["delete", s["name"].as_str().unwrap_or_default()]);
+                let _ =
+                    self.try_server(&["delete", s["name"].as_str().unwrap_or_default(), "--yes"]);
             }
         }
         kill_quietly(&mut self.child);
