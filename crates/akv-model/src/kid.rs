@@ -120,6 +120,18 @@ impl KeyVersionId {
     }
 }
 
+impl KeyVersionId {
+    /// The versionless reference to its key: a server configured with it follows
+    /// the key's rotation.
+    pub fn versionless(&self) -> KeyReference {
+        KeyReference {
+            vault_url: self.vault_url.clone(),
+            name: self.name.clone(),
+            version: None,
+        }
+    }
+}
+
 impl fmt::Display for KeyReference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/keys/{}", self.vault_url, self.name)?;

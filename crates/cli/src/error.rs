@@ -48,6 +48,20 @@ impl Failure {
         }
     }
 
+    /// Its stable name in JSON errors (`{"error": {"code"}}`), as in the docs' table.
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::Failed => "failed",
+            Failure::Usage => "usage",
+            Failure::NotFound => "not-found",
+            Failure::Conflict => "conflict",
+            Failure::Denied => "denied",
+            Failure::Unavailable => "unavailable",
+            Failure::TimedOut => "timed-out",
+            Failure::Damaged => "damaged",
+        }
+    }
+
     /// The kind of failure an error answer of the control plane's API stands for.
     fn of_api(code: ErrorCode) -> Self {
         match code {
@@ -108,6 +122,18 @@ impl CliError {
     /// The process exit code for it.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.failure.exit_code())
+    }
+
+    /// What `--output json` prints on stderr for it:
+    /// `{"error": {"code", "message", "exit_code"}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "code": self.failure.code(),
+                "message": self.message,
+                "exit_code": self.failure.exit_code(),
+            }
+        })
     }
 }
 
@@ -209,9 +235,22 @@ mod tests {
             Failure::TimedOut,
             Failure::Damaged,
         ];
+        let mut codes = std::collections::HashSet::new();
         for (i, failure) in all.iter().enumerate() {
             assert_eq!(usize::from(failure.exit_code()), i + 1, "{failure:?}");
+            assert!(codes.insert(failure.code()), "{failure:?}");
         }
+    }
+
+    #[test]
+    fn a_json_error_has_the_code_the_message_and_the_exit_code() {
+        let e = CliError::new(Failure::NotFound, "server 'x' not found");
+        assert_eq!(
+            e.to_json(),
+            serde_json::json!({"error": {
+                "code": "not-found", "message": "server 'x' not found", "exit_code": 3
+            }})
+        );
     }
 
     /// Each code of the control plane's API has the exit code its meaning calls for.

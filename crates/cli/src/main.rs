@@ -101,7 +101,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match cli.output {
+                Format::Json => eprintln!("{}", e.to_json()),
+                Format::Human => eprintln!("error: {e}"),
+            }
             e.exit_code()
         }
     }

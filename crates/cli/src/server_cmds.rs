@@ -47,9 +47,10 @@ pub enum ServerCommand {
         /// Location; must equal the key vault's location for customer-managed keys.
         #[arg(long)]
         location: String,
-        /// How the server's data encryption key is protected.
-        #[arg(long, value_enum, default_value = "service-managed")]
-        encryption: EncryptionChoice,
+        /// How the server's data encryption key is protected (default: customer-managed
+        /// with --key, else service-managed).
+        #[arg(long, value_enum)]
+        encryption: Option<EncryptionChoice>,
         /// Customer-managed: the user-assigned managed identity (name, object id or client id).
         #[arg(long)]
         identity: Option<String>,
@@ -196,8 +197,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                 location,
                 encryption: Some(
                     match encryption {
-                        EncryptionChoice::ServiceManaged => "service-managed",
-                        EncryptionChoice::CustomerManaged => "customer-managed",
+                        Some(EncryptionChoice::ServiceManaged) => "service-managed",
+                        Some(EncryptionChoice::CustomerManaged) => "customer-managed",
+                        None if key.is_some() => "customer-managed",
+                        None => "service-managed",
                     }
                     .into(),
                 ),

@@ -80,6 +80,19 @@ fn delete_without_a_terminal_needs_yes_and_asks_nothing_of_the_control_plane() {
 }
 
 #[test]
+fn with_output_json_an_error_is_json_on_stderr() {
+    let out = run(&["keyvault", "list", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(error["error"]["code"], "usage", "{error}");
+    assert_eq!(error["error"]["exit_code"], 2, "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no vault service given"), "{message}");
+}
+
+#[test]
 fn a_vault_command_without_a_service_is_a_usage_error() {
     assert_exit(&["keyvault", "list"], 2, "no vault service given");
 }

@@ -14,11 +14,21 @@ pub fn run_json(command: &mut Command, what: &str) -> Result<Value, String> {
         .output()
         .unwrap_or_else(|e| panic!("run pgcmk {what}: {e}"));
     if !out.status.success() {
+        // With --output json the error is `{"error": {"code", "message", "exit_code"}}`
+        // on stderr; tests read its message as the text `error: MESSAGE`.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = serde_json::from_str::<Value>(&stderr)
+            .ok()
+            .and_then(|v| {
+                v["error"]["message"]
+                    .as_str()
+                    .map(|m| format!("error: {m}"))
+            })
+            .unwrap_or_else(|| stderr.into_owned());
         return Err(format!(
-            "pgcmk {what} failed ({}): {}{}",
+            "pgcmk {what} failed ({}): {}{stderr}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);

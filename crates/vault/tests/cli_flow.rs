@@ -163,7 +163,14 @@ impl Flow {
             "--size",
             "2048",
         ]);
-        (kv, key["key"]["kid"].as_str().unwrap().to_string())
+        let kid = key["key"]["kid"].as_str().unwrap().to_string();
+        // The versionless URL, for `server create --key`, beside the versioned id.
+        assert_eq!(
+            key["key_url"].as_str(),
+            kid.rsplit_once('/').map(|(url, _)| url),
+            "{key}"
+        );
+        (kv, kid)
     }
 }
 
@@ -412,6 +419,21 @@ fn human_output_is_text_not_json() {
         text.contains("cli-vault")
             && text.contains("purge_protection=true")
             && !text.trim_start().starts_with('{'),
+        "{text}"
+    );
+    let created = officer.run(&[
+        "key",
+        "create",
+        "--vault",
+        "cli-vault",
+        "--name",
+        "shown",
+        "--size",
+        "2048",
+    ]);
+    let text = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        text.contains("key URL: https://") && text.contains("/keys/shown (for"),
         "{text}"
     );
     let verify = officer.run(&["audit", "verify"]);

@@ -98,7 +98,7 @@ impl Demo {
             return Err(Error::Step(format!(
                 "`pgcmk {}` failed: {}",
                 args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
+                error_message(&out.stderr)
             )));
         }
         Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
@@ -156,9 +156,16 @@ impl Demo {
             .stdin(Stdio::null())
             .output()
             .ctx(|| "running pgcmk")?;
-        serde_json::from_slice(&out.stdout)
-            .map_err(|_| Error::Step(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        serde_json::from_slice(&out.stdout).map_err(|_| Error::Step(error_message(&out.stderr)))
     }
+}
+
+/// The message of the JSON error (`--output json`) a failed command printed on stderr.
+fn error_message(stderr: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stderr)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(stderr).trim().to_string())
 }
 
 /// Gives the database's identity get, wrapKey and unwrapKey on its vault.

@@ -8,6 +8,7 @@ use pgcmk_keyprovider::akv::{
     AkvClient, ClientOptions, KeyUpdate, LifetimeAction, LifetimeActionKind, LifetimeTrigger,
     NewRsaKey, RotationPolicy, RotationPolicyAttributes, TokenSource,
 };
+use pgcmk_keyprovider::KeyVersionId;
 use pgcmk_vault::client::AdminClient;
 use pgcmk_vault::identity::PrincipalKind;
 use reqwest::Method;
@@ -164,6 +165,11 @@ fn key_text(v: &Value) -> String {
         "{kid}\n  enabled={} created={} updated={}",
         a["enabled"], a["created"], a["updated"]
     );
+    if let Some(url) = v["key_url"].as_str() {
+        out.push_str(&format!(
+            "\n  key URL: {url} (for `pgcmk server create --key`: follows rotation)"
+        ));
+    }
     for field in ["nbf", "exp"] {
         if !a[field].is_null() {
             out.push_str(&format!(" {field}={}", a[field]));
@@ -201,11 +207,14 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
         KeyCommand::Create { key, size, ops, .. } => {
             let mut new = NewRsaKey::new(size);
             new.key_ops = ops;
-            to_json(
-                &akv_client(&args.conn, &key.vault)?
-                    .create_rsa_key(&key.name, &new)
-                    .map_err(err)?,
-            )?
+            let created = akv_client(&args.conn, &key.vault)?
+                .create_rsa_key(&key.name, &new)
+                .map_err(err)?;
+            let mut v = to_json(&created)?;
+            if let Ok(kid) = KeyVersionId::parse(&created.key.kid) {
+                v["key_url"] = Value::String(kid.versionless().to_string());
+            }
+            v
         }
         KeyCommand::Show {
             key,

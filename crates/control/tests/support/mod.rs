@@ -669,7 +669,8 @@ impl ControlPlane {
     }
 
     /// `pgcmk server create` with a customer-managed key, as `identity` (its name,
-    /// object id or client id given as `identity_arg`).
+    /// object id or client id given as `identity_arg`); `--encryption
+    /// customer-managed` is left to be implied by `--key`.
     pub fn create_cmk(
         &self,
         name: &str,
@@ -683,8 +684,6 @@ impl ControlPlane {
             name,
             "--location",
             "westeurope",
-            "--encryption",
-            "customer-managed",
             "--identity",
             identity_arg,
             "--identity-credential-file",
