@@ -153,14 +153,7 @@ impl Postgres {
         let removed = fs::remove_file(&pwfile);
         let out = result.ctx(|| "running initdb")?;
         removed.ctx(|| format!("removing {}", pwfile.display()))?;
-        if !out.status.success() {
-            return Err(Error::Postgres(format!(
-                "initdb failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
+        succeeded("initdb", &out)
     }
 
     /// Starts PostgreSQL as a child and waits until it accepts connections.
@@ -315,6 +308,19 @@ impl Postgres {
             child.id()
         )))
     }
+}
+
+/// Ok when a PostgreSQL program exited successfully, else its exit status and
+/// stderr as the error of `what`.
+fn succeeded(what: &str, out: &std::process::Output) -> Result<(), Error> {
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Postgres(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// Copies the postmaster's stderr to ours (the agent's log) line by line, on a

@@ -44,13 +44,6 @@ impl PgInstall {
         if let Some(written) = written {
             written.ctx(|| "writing to psql")?;
         }
-        if !out.status.success() {
-            return Err(Error::Postgres(format!(
-                "setting the {SUPERUSER} password failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
+        super::succeeded(&format!("setting the {SUPERUSER} password"), &out)
     }
 }
