@@ -222,10 +222,22 @@ impl MountHandle {
                 }
             }
         }
-        session.join().map_err(|source| Error::Unmount {
-            mountpoint: self.mountpoint.clone(),
-            source,
-        })?;
+        match session.join() {
+            Ok(()) => {}
+            // The kernel ends an unmounted filesystem's channel with ENODEV, or with
+            // ECONNABORTED when it aborted the connection (a forced unmount, or an
+            // unmount meeting the last requests): the session is over either way, and
+            // what follows makes it durable.
+            Err(source) if source.raw_os_error() == Some(libc::ECONNABORTED) => {
+                tracing::debug!("cryptfs: the FUSE connection ended aborted");
+            }
+            Err(source) => {
+                return Err(Error::Unmount {
+                    mountpoint: self.mountpoint.clone(),
+                    source,
+                })
+            }
+        }
         if self.read_only {
             return Ok(());
         }
