@@ -19,8 +19,10 @@ const DENIAL_CODES: [&str; 9] = [
     "ForbiddenByPolicy",
 ];
 
-/// Longest server message quoted in an error, so a hostile server cannot flood logs.
-const MAX_MESSAGE: usize = 300;
+/// Longest server message quoted in an error, so a hostile server cannot flood logs
+/// and state stores; far above what a vault's explanation with its fix command needs
+/// (which must reach the operator whole: a reason is never cut mid-command).
+const MAX_MESSAGE: usize = 2048;
 
 /// The AKV error code (the innermost one when nested) and message of an error body.
 fn akv_error(body: &[u8]) -> Option<(String, String)> {
@@ -36,17 +38,22 @@ fn akv_error(body: &[u8]) -> Option<(String, String)> {
     Some((codes.join("/"), message))
 }
 
+/// `text` without control characters, cut after at most [`MAX_MESSAGE`] bytes at a
+/// word boundary (with `…`) when it is longer.
 fn clip(text: &str) -> String {
-    let mut end = text.len().min(MAX_MESSAGE);
-    while !text.is_char_boundary(end) {
+    let cleaned: String = text.chars().filter(|c| !c.is_control()).collect();
+    if cleaned.len() <= MAX_MESSAGE {
+        return cleaned;
+    }
+    let mut end = MAX_MESSAGE;
+    while !cleaned.is_char_boundary(end) {
         end -= 1;
     }
-    let clipped: String = text[..end].chars().filter(|c| !c.is_control()).collect();
-    if end < text.len() {
-        format!("{clipped}…")
-    } else {
-        clipped
-    }
+    let cut = cleaned[..end]
+        .rfind(char::is_whitespace)
+        .filter(|at| *at > 0)
+        .unwrap_or(end);
+    format!("{}…", cleaned[..cut].trim_end())
 }
 
 /// Maps a non-success HTTP response of `operation` to a [`KeyError`].
@@ -162,13 +169,34 @@ mod tests {
 
     #[test]
     fn non_json_bodies_are_quoted_clipped_and_cleaned() {
-        let long = format!("oops\n{}", "x".repeat(1000));
+        let long = format!("oops\n{}", "x".repeat(100_000));
         let e = from_response("KeyGet", 502, long.as_bytes());
         let text = e.to_string();
         assert!(e.is_retryable());
         assert!(
-            text.contains("oopsxxx") && text.contains('…') && text.len() < 500,
+            text.contains("oopsxxx") && text.contains('…') && text.len() < MAX_MESSAGE + 200,
             "{text}"
         );
+    }
+
+    /// A refusal's explanation reaches the operator whole, fix command included (it was
+    /// cut at 300 bytes, in the middle of `--key-permissions`).
+    #[test]
+    fn a_refusal_with_its_fix_command_is_not_cut() {
+        let message = "The user, group or application 'appid=a939c6cb-3655-9c59-17bb-1dfcb49af98d;\
+            oid=7ab0c66a-3aef-9115-30a0-2e8dd543b83d' does not have keys unwrapKey permission on key \
+            vault 'orders-kv'. Ask a vault administrator to grant it with: pgcmk keyvault set-policy \
+            --name orders-kv --identity orders-mi --key-permissions get wrapKey unwrapKey";
+        let body = serde_json::json!({ "error": { "code": "Forbidden", "message": message } });
+        let e = from_response("KeyUnwrap", 403, body.to_string().as_bytes());
+        assert!(e.to_string().contains(message), "{e}");
+    }
+
+    #[test]
+    fn a_long_message_is_cut_at_a_word() {
+        let long = "word ".repeat(1000);
+        let cut = clip(&long);
+        assert!(cut.len() <= MAX_MESSAGE + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with("word…"), "{cut}");
     }
 }
