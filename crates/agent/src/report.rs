@@ -215,7 +215,20 @@ impl Reporter {
     }
 
     fn change(&self, apply: impl FnOnce(&mut Latest)) {
+        self.change_after_probe(false, apply);
+    }
+
+    /// [`Reporter::change`]; with `after_probe`, first waits (in the same critical
+    /// section, so no new probe can start in between) until no probe is under way.
+    fn change_after_probe(&self, after_probe: bool, apply: impl FnOnce(&mut Latest)) {
         let mut latest = self.shared.lock();
+        while after_probe && latest.probing {
+            latest = self
+                .shared
+                .wake
+                .wait(latest)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
         apply(&mut latest);
         latest.changed = true;
         self.shared.wake.notify_all();
@@ -226,17 +239,8 @@ impl Reporter {
     /// way has ended (at most `pg_isready`'s timeout): a probe meeting the shutdown
     /// makes PostgreSQL log "FATAL: the database system is shutting down".
     pub fn set(&self, activity: Activity) {
-        if !matches!(activity, Activity::Serving { .. }) {
-            let mut latest = self.shared.lock();
-            while latest.probing {
-                latest = self
-                    .shared
-                    .wake
-                    .wait(latest)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        }
-        self.change(|l| l.activity = activity);
+        let after_probe = !matches!(activity, Activity::Serving { .. });
+        self.change_after_probe(after_probe, |l| l.activity = activity);
     }
 
     /// Says which key version now wraps the stored DEK.
