@@ -12,8 +12,16 @@ use pgcmk_testkit::wait::{poll, wait_for};
 use serde_json::Value;
 use support::*;
 
+/// The tests of this binary take turns: a reboot kills every process of its stack,
+/// and a server the other test creates meanwhile may be given a port the rebooted
+/// servers need again ("could not create any TCP/IP sockets").
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_server_is_ready_within_an_interval_after_a_full_reboot() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     const INTERVAL: u64 = 5;
     let root = scratch();
     let mut vault = Vault::start(root.path());
@@ -81,6 +89,9 @@ fn every_server_is_ready_within_an_interval_after_a_full_reboot() {
 
 #[test]
 fn agents_follow_a_vault_service_moved_on_purpose() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Checks are a minute apart: an agent that picks up the move within seconds was
     // told, it did not stumble on it.
     const INTERVAL: u64 = 60;
