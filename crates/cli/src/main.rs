@@ -15,6 +15,7 @@ mod demo;
 mod error;
 mod fs_cmds;
 mod logging;
+mod name_arg;
 mod output;
 mod password_out;
 mod serve_cmd;
@@ -31,7 +32,7 @@ use error::CliError;
 #[command(name = "pgcmk", version, about, propagate_version = true)]
 struct Cli {
     /// Output format: human-readable text, or JSON for scripts.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Human)]
     output: Format,
     #[command(subcommand)]
     command: Command,

@@ -14,6 +14,7 @@ use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
 
 use crate::error::CliError;
+use crate::name_arg::NameArg;
 use crate::password_out::PasswordSink;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::{confirm, output, server_logs, volume_check, Format};
@@ -42,10 +43,10 @@ pub enum ServerCommand {
     /// Create a server (waits until it is Ready; prints the superuser password once).
     Create {
         /// Unique name: 3-63 lowercase letters, digits and '-'.
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// Location; must equal the key vault's location for customer-managed keys.
-        #[arg(long)]
+        #[arg(short, long)]
         location: String,
         /// How the server's data encryption key is protected (default: customer-managed
         /// with --key, else service-managed).
@@ -58,70 +59,70 @@ pub enum ServerCommand {
         #[arg(long)]
         identity_credential_file: Option<PathBuf>,
         /// Customer-managed: the key URL, https://VAULT/keys/NAME[/VERSION].
-        #[arg(long)]
+        #[arg(short, long)]
         key: Option<String>,
     },
     /// Show a server, its state and its events.
     Show {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// List servers.
     List,
     /// Stop a server (PostgreSQL, mount and agent).
     Stop {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// Start a stopped server.
     Start {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// Delete a server and its files (on a terminal, asks for its name first).
     Delete {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// Delete without asking (required without a terminal).
-        #[arg(long)]
+        #[arg(short, long)]
         yes: bool,
     },
     /// Print the server's connection string.
     ConnectionString {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// Move a customer-managed server to another key.
     Update {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// The new key URL.
-        #[arg(long)]
+        #[arg(short, long)]
         key: String,
     },
     /// Check the server's key access now.
     Revalidate {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// Show PostgreSQL's and the agent's logs, read through the agent (PostgreSQL's
     /// log is on the encrypted volume; a server that is not running is mounted
     /// read-only for it, if the key is accessible).
     Logs {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// Lines of each log to show.
         #[arg(long, default_value_t = LogsQuery::DEFAULT_LINES)]
         lines: usize,
         /// Keep showing lines as they are written, while the server serves.
-        #[arg(long)]
+        #[arg(short, long)]
         follow: bool,
     },
     /// Set a new random password for the server's `postgres` superuser (the server
     /// must be Ready); shown once, or written to a new file only you can read.
     ResetPassword {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// Write the password to this new file (mode 0600) instead of showing it.
         #[arg(long)]
         password_file: Option<PathBuf>,
@@ -129,8 +130,8 @@ pub enum ServerCommand {
     /// Check every block of a stopped server's encrypted volume (cryptfs fsck through
     /// the agent); exits non-zero when a block is bad.
     Fsck {
-        /// Server name.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
 }
 
@@ -155,7 +156,7 @@ pub struct ServerArgs {
 /// Runs one `pgcmk server` command against the control plane.
 pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
     if let ServerCommand::Delete { name, yes } = &args.command {
-        confirm::server_deletion(name, *yes)?;
+        confirm::server_deletion(name.as_str(), *yes)?;
     }
     // Creating a server includes initdb on the encrypted volume.
     let api = ApiClient::new(&args.endpoint, &args.ca_cert, Duration::from_secs(180))?;
@@ -193,7 +194,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                     SecretString::new(String::from_utf8_lossy(s.expose_secret()).into_owned())
                 });
             let body = CreateServer {
-                name,
+                name: name.into_name(),
                 location,
                 encryption: Some(
                     match encryption {

@@ -15,6 +15,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::error::CliError;
+use crate::name_arg::NameArg;
 use crate::{output, Format};
 
 mod audit_cmds;
@@ -158,8 +159,8 @@ enum IdentityCommand {
     /// Create a managed identity or user; its secret goes to --credential-file (0600), never stdout.
     Create {
         /// Unique name (letters, digits, dashes).
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// `managed` (user-assigned managed identity) or `user`.
         #[arg(long, default_value = "managed", value_parser = ["managed", "user"])]
         kind: String,
@@ -175,12 +176,14 @@ enum IdentityCommand {
     /// Show one identity (by name, object id or client id).
     Show {
         /// Name, object id or client id.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// Delete an identity: its tokens stop working at once.
     Delete {
         /// Name, object id or client id.
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
 }
 
@@ -192,14 +195,6 @@ fn identity_line(v: &Value) -> String {
         v["object_id"].as_str().unwrap_or_default(),
         v["client_id"].as_str().unwrap_or_default()
     )
-}
-
-pub(super) fn list_lines(v: &Value, line: fn(&Value) -> String) -> String {
-    let items = v["value"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        return "(none)".into();
-    }
-    items.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
 /// Runs `pgcmk identity ...`.
@@ -245,14 +240,14 @@ pub fn identity(args: IdentityArgs, format: Format) -> Result<(), CliError> {
         }
         IdentityCommand::List => {
             let v = call(Method::GET, "/admin/identities", None)?;
-            output::print(format, &v, |v| list_lines(v, identity_line));
+            output::print_list(format, &v, identity_line);
         }
         IdentityCommand::Show { name } => {
             let v = call(
                 Method::GET,
                 &format!(
                     "/admin/identities/{}",
-                    pgcmk_vault::client::urlencode(&name)
+                    pgcmk_vault::client::urlencode(name.as_str())
                 ),
                 None,
             )?;
@@ -263,7 +258,7 @@ pub fn identity(args: IdentityArgs, format: Format) -> Result<(), CliError> {
                 Method::DELETE,
                 &format!(
                     "/admin/identities/{}",
-                    pgcmk_vault::client::urlencode(&name)
+                    pgcmk_vault::client::urlencode(name.as_str())
                 ),
                 None,
             )?;
@@ -307,10 +302,10 @@ enum KeyvaultCommand {
     /// Create a vault (served at its own base URL); you become its administrator.
     Create {
         /// 3-24 letters, digits and dashes, starting with a letter.
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// Location label, e.g. westeurope.
-        #[arg(long)]
+        #[arg(short, long)]
         location: String,
         /// Soft-delete retention, 7-90 days.
         #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(7..=90))]
@@ -325,16 +320,16 @@ enum KeyvaultCommand {
     /// Show a vault with its access policies.
     Show {
         /// Vault name.
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
     },
     /// List the vaults you can see.
     List,
     /// Change a vault's settings (purge protection is one-way).
     Update {
         /// Vault name.
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// New location label.
         #[arg(long)]
         location: Option<String>,
@@ -354,8 +349,8 @@ enum KeyvaultCommand {
     /// Grant an identity key permissions (replaces its previous ones).
     SetPolicy {
         /// Vault name.
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// Identity name, object id or client id.
         #[arg(long)]
         identity: String,
@@ -367,8 +362,8 @@ enum KeyvaultCommand {
     /// Remove an identity's access policy.
     DeletePolicy {
         /// Vault name.
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        name: NameArg,
         /// Identity name, object id or client id.
         #[arg(long)]
         identity: String,
@@ -428,10 +423,10 @@ pub fn keyvault(args: KeyvaultArgs, format: Format) -> Result<(), CliError> {
                 "purge_protection": purge_protection, "allow_rsa1_5": allow_rsa1_5,
             })),
         )?,
-        KeyvaultCommand::Show { name } => call(Method::GET, &vault_path(&name), None)?,
+        KeyvaultCommand::Show { name } => call(Method::GET, &vault_path(name.as_str()), None)?,
         KeyvaultCommand::List => {
             let v = call(Method::GET, "/admin/vaults", None)?;
-            output::print(format, &v, |v| list_lines(v, vault_text));
+            output::print_list(format, &v, vault_text);
             return Ok(());
         }
         KeyvaultCommand::Update {
@@ -443,7 +438,7 @@ pub fn keyvault(args: KeyvaultArgs, format: Format) -> Result<(), CliError> {
             remove_administrators,
         } => call(
             Method::PATCH,
-            &vault_path(&name),
+            &vault_path(name.as_str()),
             Some(&json!({
                 "location": location, "purge_protection": purge_protection, "allow_rsa1_5": allow_rsa1_5,
                 "add_administrators": add_administrators, "remove_administrators": remove_administrators,
@@ -457,7 +452,7 @@ pub fn keyvault(args: KeyvaultArgs, format: Format) -> Result<(), CliError> {
             Method::PUT,
             &format!(
                 "{}/policies/{}",
-                vault_path(&name),
+                vault_path(name.as_str()),
                 pgcmk_vault::client::urlencode(&identity)
             ),
             Some(&json!({ "key_permissions": key_permissions })),
@@ -466,7 +461,7 @@ pub fn keyvault(args: KeyvaultArgs, format: Format) -> Result<(), CliError> {
             Method::DELETE,
             &format!(
                 "{}/policies/{}",
-                vault_path(&name),
+                vault_path(name.as_str()),
                 pgcmk_vault::client::urlencode(&identity)
             ),
             None,

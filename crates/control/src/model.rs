@@ -35,7 +35,9 @@ pub struct ServerRecord {
     pub encryption: Encryption,
     /// The DEK wrapped by the KEK version recorded inside it.
     pub wrapped_dek: WrappedDek,
-    /// Lifecycle state.
+    /// Lifecycle state: `"state"` and, where it has one, `"reason"` beside the other
+    /// fields.
+    #[serde(flatten)]
     pub state: ServerState,
     /// TCP port on 127.0.0.1.
     pub port: u16,
@@ -95,5 +97,71 @@ impl SecretString {
 impl std::fmt::Debug for SecretString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("REDACTED")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(state: serde_json::Value) -> serde_json::Value {
+        let mut v = json!({
+            "id": "0".repeat(32),
+            "name": "orders",
+            "location": "local",
+            "encryption": { "kind": "service-managed" },
+            "wrapped_dek": {
+                "kek": format!("https://127.0.0.1:1/keys/k/{}", "a".repeat(32)),
+                "algorithm": "RSA-OAEP-256",
+                "ciphertext": "AAAA",
+            },
+            "port": 5432,
+            "dir": "/tmp/x",
+            "created_at": "2026-12-07T00:00:00Z",
+        });
+        for (k, value) in state.as_object().unwrap() {
+            v[k] = value.clone();
+        }
+        v
+    }
+
+    #[test]
+    fn the_state_and_its_reason_sit_beside_the_other_fields() {
+        let r: ServerRecord = serde_json::from_value(record(
+            json!({ "state": "Inaccessible", "reason": "key disabled" }),
+        ))
+        .unwrap();
+        assert_eq!(r.state, ServerState::Inaccessible("key disabled".into()));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["state"], "Inaccessible");
+        assert_eq!(v["reason"], "key disabled");
+        let ready = ServerRecord {
+            state: ServerState::Ready,
+            ..r
+        };
+        let v = serde_json::to_value(&ready).unwrap();
+        assert_eq!(v["state"], "Ready");
+        assert!(v.get("reason").is_none(), "{v}");
+    }
+
+    #[test]
+    fn records_stored_with_the_nested_state_still_read() {
+        let r: ServerRecord = serde_json::from_value(record(
+            json!({ "state": { "state": "Failed", "reason": "port taken" } }),
+        ))
+        .unwrap();
+        assert_eq!(r.state, ServerState::Failed("port taken".into()));
+        let r: ServerRecord =
+            serde_json::from_value(record(json!({ "state": { "state": "Stopped" } }))).unwrap();
+        assert_eq!(r.state, ServerState::Stopped);
+    }
+
+    #[test]
+    fn a_state_that_needs_a_reason_is_refused_without_one() {
+        let e = serde_json::from_value::<ServerRecord>(record(json!({ "state": "Failed" })))
+            .unwrap_err();
+        assert!(e.to_string().contains("without its reason"), "{e}");
     }
 }

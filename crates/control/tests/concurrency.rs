@@ -207,7 +207,7 @@ fn a_hung_agent_being_stopped_holds_up_no_other_server_and_is_killed_leaving_not
     );
     let (result, took) = stopped;
     let stopped = result.unwrap_or_else(|e| panic!("stopping the hung server: {e}"));
-    assert_eq!(stopped["state"]["state"], "Stopped", "{stopped}");
+    assert_eq!(stopped["state"], "Stopped", "{stopped}");
     assert!(
         took < Duration::from_secs(30),
         "stopping a server whose agent hangs took {took:?}: it is not killed once its \

@@ -320,7 +320,7 @@ fn a_fit_key_is_accepted_and_the_name_is_then_taken() {
     let stacks = stacks();
     let f = &stacks.servers;
     let ok = f.create("fit", &f.mi.client_id, &f.good).unwrap();
-    assert_eq!(ok["server"]["state"]["state"], "Ready");
+    assert_eq!(ok["server"]["state"], "Ready");
     let err = f.create("fit", &f.mi.client_id, &f.good).unwrap_err();
     assert!(err.contains("already exists"), "{err}");
 }
@@ -343,7 +343,7 @@ fn an_agent_that_cannot_start_leaves_the_server_failed_with_its_error_until_star
     assert!(cp.has_event("broken", "agent restarted"));
     std::fs::write(dir.join("agent.json"), config).unwrap();
     let started = cp.server(&["start", "broken"]);
-    assert_eq!(started["state"]["state"], "Ready", "{started}");
+    assert_eq!(started["state"], "Ready", "{started}");
 }
 
 #[test]

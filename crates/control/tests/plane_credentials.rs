@@ -58,7 +58,7 @@ fn validation_learns_protection_and_location_without_an_administrator() {
     let created = cp
         .create_cmk("here-db", &here_mi, &here_mi.name, &here)
         .expect("a key in the server's location");
-    assert_eq!(created["server"]["state"]["state"], "Ready");
+    assert_eq!(created["server"]["state"], "Ready");
     let err = cp
         .create_cmk("far-db", &far_mi, &far_mi.name, &faraway)
         .expect_err("a vault elsewhere");

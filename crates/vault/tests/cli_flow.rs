@@ -286,7 +286,7 @@ fn keys_are_created_rotated_listed_disabled_and_enabled() {
     let kid2 = rotated["key"]["kid"].as_str().unwrap().to_string();
     assert_ne!(kid1, kid2);
     let versions = officer.json(&["key", "list", "--vault", "cli-vault", "--name", "kek"]);
-    assert_eq!(versions["value"].as_array().unwrap().len(), 2);
+    assert_eq!(versions.as_array().unwrap().len(), 2);
     let disabled = officer.json(&["key", "disable", "--vault", "cli-vault", "--name", "kek"]);
     assert_eq!(disabled["attributes"]["enabled"], false);
     let enabled = officer.json(&["key", "enable", "--vault", "cli-vault", "--name", "kek"]);
@@ -335,7 +335,8 @@ fn deleted_keys_are_listed_protected_from_purge_and_recovered() {
     let deleted = officer.json(&["key", "delete", "--vault", "cli-vault", "--name", "kek"]);
     assert!(deleted.to_string().contains("deletedkeys/kek"), "{deleted}");
     assert_eq!(
-        officer.json(&["key", "list", "--vault", "cli-vault", "--deleted"])["value"]
+        officer
+            .json(&["key", "list", "--vault", "cli-vault", "--deleted"])
             .as_array()
             .unwrap()
             .len(),
@@ -388,7 +389,7 @@ fn the_managed_identity_reads_the_key_but_manages_nothing_and_is_audited() {
         "--result",
         "denied",
     ]);
-    let callers: Vec<&str> = rotates["value"]
+    let callers: Vec<&str> = rotates
         .as_array()
         .unwrap()
         .iter()
@@ -447,7 +448,8 @@ fn a_deleted_identity_leaves_the_list() {
     let officer = f.officer();
     f.delete_policy();
     officer.json(&["identity", "delete", "app"]);
-    assert!(officer.json(&["identity", "list"])["value"]
+    assert!(officer
+        .json(&["identity", "list"])
         .as_array()
         .unwrap()
         .iter()

@@ -45,9 +45,11 @@ pub struct AgentEvent {
     pub why: String,
 }
 
-/// A server's lifecycle state (see docs/operations.md).
+/// A server's lifecycle state (see docs/operations.md). Written as `{"state": NAME,
+/// "reason": TEXT}` (the reason only where the state has one); the control plane
+/// flattens those two fields into a server's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", content = "reason")]
+#[serde(tag = "state", content = "reason", try_from = "StateWire")]
 pub enum ServerState {
     /// Being created: directory, DEK, cluster.
     Provisioning,
@@ -82,6 +84,47 @@ impl ServerState {
             ServerState::Inaccessible(r) | ServerState::Failed(r) => Some(r),
             _ => None,
         }
+    }
+}
+
+/// A state as read: its name and reason, or (in server records written before the
+/// state was flattened into them) the whole state nested under `state`.
+#[derive(Deserialize)]
+struct StateWire {
+    state: NameOrNested,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NameOrNested {
+    Name(String),
+    Nested(Box<StateWire>),
+}
+
+impl TryFrom<StateWire> for ServerState {
+    type Error = String;
+
+    fn try_from(wire: StateWire) -> Result<Self, String> {
+        let name = match wire.state {
+            NameOrNested::Nested(inner) => return Self::try_from(*inner),
+            NameOrNested::Name(name) => name,
+        };
+        let reason = || {
+            wire.reason
+                .clone()
+                .ok_or_else(|| format!("state {name} without its reason"))
+        };
+        Ok(match name.as_str() {
+            "Provisioning" => ServerState::Provisioning,
+            "Ready" => ServerState::Ready,
+            "Inaccessible" => ServerState::Inaccessible(reason()?),
+            "Stopped" => ServerState::Stopped,
+            "Failed" => ServerState::Failed(reason()?),
+            "Deleting" => ServerState::Deleting,
+            _ => return Err(format!("unknown server state {name}")),
+        })
     }
 }
 

@@ -134,14 +134,8 @@ impl Demo {
     fn state(&self, server: &str) -> Result<(String, String), Error> {
         let v = self.quiet(&["server", "show", server])?;
         Ok((
-            v["server"]["state"]["state"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            v["server"]["state"]["reason"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
+            v["server"]["state"].as_str().unwrap_or("").to_string(),
+            v["server"]["reason"].as_str().unwrap_or("").to_string(),
         ))
     }
 

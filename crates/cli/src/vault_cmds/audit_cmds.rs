@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{list_lines, Connection};
+use super::Connection;
 use crate::error::{CliError, Failure};
 use crate::{output, Format};
 
@@ -113,7 +113,7 @@ pub fn audit(args: AuditArgs, format: Format) -> Result<(), CliError> {
                     None,
                 )
                 .map_err(CliError::from)?;
-            output::print(format, &v, |v| list_lines(v, audit_line));
+            output::print_list(format, &v, audit_line);
             Ok(())
         }
         AuditCommand::Verify => {

@@ -14,8 +14,9 @@ use pgcmk_vault::identity::PrincipalKind;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{list_lines, vault_path, Connection};
+use super::{vault_path, Connection};
 use crate::error::CliError;
+use crate::name_arg::{NameArg, OptionalNameArg};
 use crate::{output, Format};
 
 /// `pgcmk key ...`
@@ -34,8 +35,8 @@ struct KeyName {
     #[arg(long)]
     vault: String,
     /// Key name.
-    #[arg(long)]
-    name: String,
+    #[command(flatten)]
+    name: NameArg,
 }
 
 #[derive(Subcommand)]
@@ -71,8 +72,8 @@ enum KeyCommand {
         #[arg(long)]
         vault: String,
         /// List this key's versions.
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        name: OptionalNameArg,
         /// List soft-deleted keys.
         #[arg(long)]
         deleted: bool,
@@ -163,7 +164,9 @@ fn key_text(v: &Value) -> String {
     let a = &v["attributes"];
     let mut out = format!(
         "{kid}\n  enabled={} created={} updated={}",
-        a["enabled"], a["created"], a["updated"]
+        a["enabled"],
+        a["created"].as_str().unwrap_or("-"),
+        a["updated"].as_str().unwrap_or("-")
     );
     if let Some(url) = v["key_url"].as_str() {
         out.push_str(&format!(
@@ -184,13 +187,10 @@ fn key_text(v: &Value) -> String {
                 .join(" ")
         ));
     }
-    if !v["deletedDate"].is_null() || !v["deleted_date"].is_null() {
+    if !v["deletedDate"].is_null() {
         out.push_str(&format!(
             "\n  deleted; scheduled purge at {}",
-            v["scheduledPurgeDate"]
-                .as_i64()
-                .or(v["scheduled_purge_date"].as_i64())
-                .unwrap_or_default()
+            v["scheduledPurgeDate"].as_str().unwrap_or("-")
         ));
     }
     out
@@ -208,7 +208,7 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
             let mut new = NewRsaKey::new(size);
             new.key_ops = ops;
             let created = akv_client(&args.conn, &key.vault)?
-                .create_rsa_key(&key.name, &new)
+                .create_rsa_key(key.name.as_str(), &new)
                 .map_err(err)?;
             let mut v = to_json(&created)?;
             if let Ok(kid) = KeyVersionId::parse(&created.key.kid) {
@@ -223,9 +223,12 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
         } => {
             let c = akv_client(&args.conn, &key.vault)?;
             if deleted {
-                to_json(&c.get_deleted_key(&key.name).map_err(err)?)?
+                to_json(&c.get_deleted_key(key.name.as_str()).map_err(err)?)?
             } else {
-                to_json(&c.get_key(&key.name, version.as_deref()).map_err(err)?)?
+                to_json(
+                    &c.get_key(key.name.as_str(), version.as_deref())
+                        .map_err(err)?,
+                )?
             }
         }
         KeyCommand::List {
@@ -234,18 +237,18 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
             deleted,
         } => {
             let c = akv_client(&args.conn, &vault)?;
-            let items = match (name, deleted) {
+            let items = match (name.into_name(), deleted) {
                 (Some(n), _) => to_json(&c.list_key_versions(&n).map_err(err)?)?,
                 (None, true) => to_json(&c.list_deleted_keys().map_err(err)?)?,
                 (None, false) => to_json(&c.list_keys().map_err(err)?)?,
             };
             let v = json!({ "value": items });
-            output::print(format, &v, |v| list_lines(v, key_text));
+            output::print_list(format, &v, key_text);
             return Ok(());
         }
         KeyCommand::Rotate(key) => to_json(
             &akv_client(&args.conn, &key.vault)?
-                .rotate_key(&key.name)
+                .rotate_key(key.name.as_str())
                 .map_err(err)?,
         )?,
         KeyCommand::Disable {
@@ -258,17 +261,17 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
         } => set_enabled(&args.conn, &key, version.as_deref(), true)?,
         KeyCommand::Delete(key) => to_json(
             &akv_client(&args.conn, &key.vault)?
-                .delete_key(&key.name)
+                .delete_key(key.name.as_str())
                 .map_err(err)?,
         )?,
         KeyCommand::Recover(key) => to_json(
             &akv_client(&args.conn, &key.vault)?
-                .recover_deleted_key(&key.name)
+                .recover_deleted_key(key.name.as_str())
                 .map_err(err)?,
         )?,
         KeyCommand::Purge(key) => {
             akv_client(&args.conn, &key.vault)?
-                .purge_deleted_key(&key.name)
+                .purge_deleted_key(key.name.as_str())
                 .map_err(err)?;
             let v = json!({ "purged": key.name, "vault": key.vault });
             output::print(format, &v, |_| {
@@ -313,7 +316,7 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
                 }),
             };
             let saved = akv_client(&args.conn, &key.vault)?
-                .set_rotation_policy(&key.name, &policy)
+                .set_rotation_policy(key.name.as_str(), &policy)
                 .map_err(err)?;
             let v = to_json(&saved)?;
             output::print(format, &v, |v| {
@@ -324,7 +327,7 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
         KeyCommand::ShowRotationPolicy(key) => {
             let v = to_json(
                 &akv_client(&args.conn, &key.vault)?
-                    .get_rotation_policy(&key.name)
+                    .get_rotation_policy(key.name.as_str())
                     .map_err(err)?,
             )?;
             output::print(format, &v, |v| {
@@ -348,7 +351,7 @@ fn set_enabled(
         ..KeyUpdate::default()
     };
     let bundle = akv_client(conn, &key.vault)?
-        .update_key(&key.name, version, &update)
+        .update_key(key.name.as_str(), version, &update)
         .map_err(CliError::from)?;
     to_json(&bundle)
 }

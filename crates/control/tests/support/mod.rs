@@ -96,7 +96,7 @@ impl Vault {
             "--since",
             since,
         ]);
-        v["value"].as_array().map_or(0, Vec::len)
+        v.as_array().map_or(0, Vec::len)
     }
 
     /// Runs a security officer's command (`--output json`) as the vault's administrator.
@@ -662,7 +662,7 @@ impl ControlPlane {
     /// The server's state name and reason.
     pub fn state(&self, name: &str) -> (String, String) {
         let v = self.server(&["show", name]);
-        let state: ServerState = serde_json::from_value(v["server"]["state"].clone())
+        let state: ServerState = serde_json::from_value(v["server"].clone())
             .unwrap_or_else(|e| panic!("no server state in {v}: {e}"));
         let reason = state.reason().unwrap_or_default().to_string();
         (state.name().to_string(), reason)
