@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
 mod confirm;
+mod control_dir;
 mod demo;
 mod error;
 mod fs_cmds;

@@ -9,9 +9,9 @@ use pgcmk_agent::contract::VaultEndpoints;
 use pgcmk_control::identity_file::read_identity_secret;
 use pgcmk_control::platform::{Platform, PlatformConfig};
 use pgcmk_control::root_key::RootKeySource;
+use pgcmk_control::serve_info::ServeInfo;
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyReference;
-use serde_json::json;
 
 use crate::error::CliError;
 use crate::logging;
@@ -110,10 +110,12 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         let url = format!("https://{}", listener.local_addr()?);
         let ca_file = platform.ca_file();
         // Tests and scripts find the API and the CA to trust here when they asked for port 0.
-        pgcmk_agent::contract::server_dir::write_json_atomic(
-            &args.state_dir.join("serve.json"),
-            &json!({ "url": url, "ca_file": ca_file, "pid": std::process::id() }),
-        )?;
+        ServeInfo {
+            url: url.clone(),
+            ca_file: ca_file.clone(),
+            pid: std::process::id(),
+        }
+        .write(&args.state_dir)?;
         eprintln!(
             "pgcmk control plane listening on {url} (HTTPS; clients trust the CA certificate {})",
             ca_file.display()
@@ -121,7 +123,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         if let Some(file) = platform.new_dba_credential() {
             eprintln!(
                 "the DBA credential was written to {} (0600): hand it to the DBA \
-                 (pgcmk server --credential-file) and remove it from this directory",
+                 (with ca.pem and serve.json; `pgcmk server` finds all three through \
+                 PGCMK_CONTROL_DIR) and remove it from this directory",
                 file.display()
             );
         }

@@ -13,20 +13,12 @@ use pgcmk_control::model::{SecretString, ServerRecord};
 use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
 
+use crate::control_dir::ControlConnection;
 use crate::error::CliError;
 use crate::name_arg::NameArg;
 use crate::password_out::PasswordSink;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::{confirm, output, server_logs, volume_check, Format};
-
-/// Where `pgcmk server` finds the control plane unless told otherwise.
-const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7480";
-/// The CA certificate `pgcmk server` trusts unless told otherwise: the one
-/// `pgcmk serve` writes in its default state directory.
-const DEFAULT_CA_CERT: &str = "/var/lib/pgcmk/control/ca.pem";
-/// Where `pgcmk server` finds the DBA credential unless told otherwise: the file
-/// `pgcmk serve` writes in its default state directory.
-const DEFAULT_CREDENTIAL_FILE: &str = "/var/lib/pgcmk/control/dba.credential";
 
 /// Encryption choices for `server create`.
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,17 +130,8 @@ pub enum ServerCommand {
 /// `pgcmk server` options shared by every subcommand.
 #[derive(Args)]
 pub struct ServerArgs {
-    /// The control plane's URL.
-    #[arg(long, env = "PGCMK_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
-    endpoint: String,
-    /// The DBA credential file (`dba.credential`, written by `pgcmk serve` in its state
-    /// directory on first start).
-    #[arg(long, env = "PGCMK_CONTROL_CREDENTIALS", default_value = DEFAULT_CREDENTIAL_FILE, global = true)]
-    credential_file: PathBuf,
-    /// The control plane's CA certificate (`ca.pem`, written by `pgcmk serve` in its state
-    /// directory); the only certificate trusted for the API.
-    #[arg(long, env = "PGCMK_CONTROL_CA_CERT", default_value = DEFAULT_CA_CERT, global = true)]
-    ca_cert: PathBuf,
+    #[command(flatten)]
+    control: ControlConnection,
     #[command(subcommand)]
     command: ServerCommand,
 }
@@ -159,16 +142,15 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
         confirm::server_deletion(name.as_str(), *yes)?;
     }
     // Creating a server includes initdb on the encrypted volume.
-    let api = ApiClient::new(&args.endpoint, &args.ca_cert, Duration::from_secs(180))?;
-    let token = read_credential(&args.credential_file)?;
-    let token = String::from_utf8(token.expose_secret().to_vec())
-        .map(SecretString::new)
-        .map_err(|_| {
-            CliError::usage(format!(
-                "{} is not a DBA credential: use the dba.credential file `pgcmk serve` wrote",
-                args.credential_file.display()
-            ))
-        })?;
+    let credential_file = args.control.credential_file();
+    let api = ApiClient::new(
+        &args.control.endpoint(),
+        &args.control.ca_cert(),
+        Duration::from_secs(180),
+    )?;
+    let token = read_credential(&credential_file)?;
+    // read_credential checked its form: 64 hex characters.
+    let token = SecretString::new(String::from_utf8_lossy(token.expose_secret()).into_owned());
     let client = api.http();
     let url = |path: &str| api.url(&format!("/servers{path}"));
     let as_dba = |request: reqwest::blocking::RequestBuilder| {

@@ -12,6 +12,7 @@ fn run(args: &[&str]) -> Output {
     Command::new(pgcmk())
         .args(args)
         .env_remove("PGCMK_ENDPOINT")
+        .env_remove("PGCMK_CONTROL_DIR")
         .env_remove("PGCMK_CONTROL_CREDENTIALS")
         .env_remove("PGCMK_CONTROL_CA_CERT")
         .env_remove("PGCMK_VAULT_SERVICE_DIR")

@@ -26,8 +26,9 @@ pub const CA_FILE: &str = "ca.pem";
 /// Settings: the TLS identity (JSON; its server key sealed).
 const TLS_IDENTITY: &str = "tls-identity";
 /// What a client is told to do when its CA certificate is missing or wrong.
-const HOW_TO_TRUST: &str = "pass --ca-cert or set PGCMK_CONTROL_CA_CERT to the ca.pem that \
-                            `pgcmk serve` wrote in its state directory";
+const HOW_TO_TRUST: &str = "set PGCMK_CONTROL_DIR to the control plane's directory (its state \
+                            directory, holding the ca.pem `pgcmk serve` wrote there), or pass \
+                            --ca-cert";
 
 /// Loads the API's TLS identity, creating it on first start, writes
 /// `STATE/ca.pem`, and returns the rustls server configuration.

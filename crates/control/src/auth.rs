@@ -93,15 +93,28 @@ fn verifier_of(token: &[u8]) -> Option<[u8; 32]> {
 pub fn read_credential(path: &Path) -> Result<SecretBytes, Error> {
     let bytes = SecretBytes::new(std::fs::read(path).map_err(|e| {
         Error::Unauthorized(format!(
-            "cannot read the DBA credential {} ({e}): pass --credential-file or set \
-             PGCMK_CONTROL_CREDENTIALS to the dba.credential file `pgcmk serve` wrote in its \
-             state directory on first start",
+            "cannot read the DBA credential {} ({e}): set PGCMK_CONTROL_DIR to the directory \
+             holding it (the control plane's state directory, or where its files were handed \
+             to you), or pass --credential-file: the dba.credential file `pgcmk serve` wrote \
+             on first start",
             path.display()
         ))
     })?);
-    Ok(SecretBytes::new(
-        bytes.expose_secret().trim_ascii().to_vec(),
-    ))
+    let token = bytes.expose_secret().trim_ascii();
+    if verifier_of(token).is_none() {
+        let looks_like = if token.starts_with(b"{") {
+            " (it is a JSON file: a managed identity's credential, which belongs to `pgcmk \
+             server create --identity-credential-file`)"
+        } else {
+            ""
+        };
+        return Err(Error::Unauthorized(format!(
+            "{} is not a DBA credential{looks_like}: use the dba.credential file `pgcmk serve` \
+             wrote in its state directory (64 hex characters)",
+            path.display()
+        )));
+    }
+    Ok(SecretBytes::new(token.to_vec()))
 }
 
 #[cfg(test)]

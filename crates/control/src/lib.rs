@@ -20,6 +20,7 @@ pub mod identity_file;
 pub mod model;
 pub mod platform;
 pub mod root_key;
+pub mod serve_info;
 pub mod store;
 pub mod supervisor;
 pub mod validate;

@@ -200,3 +200,93 @@ fn the_ca_is_made_once_and_the_same_client_works_after_a_restart() {
     let cp = &stack.cp;
     assert_eq!(list(cp, &trusted, &cp.url).unwrap().status().as_u16(), 200);
 }
+
+/// Runs `pgcmk server ARGS` with nothing but the environment variables `env` saying
+/// where the control plane is.
+fn server_with_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(pgcmk());
+    cmd.arg("server").args(args);
+    for var in [
+        "PGCMK_CONTROL_DIR",
+        "PGCMK_ENDPOINT",
+        "PGCMK_CONTROL_CREDENTIALS",
+        "PGCMK_CONTROL_CA_CERT",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (var, value) in env {
+        cmd.env(var, value);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn the_control_directory_alone_tells_the_cli_where_and_who() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let out = server_with_env(
+        &["list", "--output", "json"],
+        &[("PGCMK_CONTROL_DIR", &cp.state_dir)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(listed.is_array(), "{listed}");
+}
+
+#[test]
+fn a_control_directory_without_its_files_says_which_setting_to_fix() {
+    let stack = shared_stack();
+    let empty = tempfile::tempdir().unwrap();
+    let out = server_with_env(&["list"], &[("PGCMK_CONTROL_DIR", empty.path())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ca.pem") && stderr.contains("PGCMK_CONTROL_DIR"),
+        "{stderr}"
+    );
+    // Given the CA alone, the missing credential is next, with the same advice.
+    let out = server_with_env(
+        &["list"],
+        &[
+            ("PGCMK_CONTROL_DIR", empty.path()),
+            ("PGCMK_CONTROL_CA_CERT", &stack.cp.ca_file()),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("dba.credential") && stderr.contains("PGCMK_CONTROL_DIR"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_identity_credential_given_as_the_dba_credential_is_named_as_such() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let dir = tempfile::tempdir().unwrap();
+    let identity_file = dir.path().join("orders-mi.credential");
+    fs::write(
+        &identity_file,
+        r#"{"name":"orders-mi","client_id":"c","secret":"s"}"#,
+    )
+    .unwrap();
+    let out = server_with_env(
+        &["list"],
+        &[
+            ("PGCMK_CONTROL_DIR", &cp.state_dir),
+            ("PGCMK_CONTROL_CREDENTIALS", &identity_file),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("is not a DBA credential") && stderr.contains("--identity-credential-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("builder error"), "{stderr}");
+}

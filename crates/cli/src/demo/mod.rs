@@ -87,9 +87,7 @@ impl Demo {
             .args(args)
             .args(["--output", "json"])
             .env("PGCMK_VAULT_SERVICE_DIR", &self.vault_dir)
-            .env("PGCMK_ENDPOINT", &self.endpoint)
-            .env("PGCMK_CONTROL_CA_CERT", self.ca_cert())
-            .env("PGCMK_CONTROL_CREDENTIALS", self.dba_credential())
+            .env("PGCMK_CONTROL_DIR", self.control_dir())
             .env_remove("PGCMK_CREDENTIALS")
             .stdin(Stdio::null())
             .output()
@@ -104,18 +102,21 @@ impl Demo {
         Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
     }
 
+    /// The demo's control-plane directory: its state directory, where `pgcmk server`
+    /// finds the API's URL, CA certificate and the DBA credential (`PGCMK_CONTROL_DIR`).
+    fn control_dir(&self) -> PathBuf {
+        self.dir.join("control")
+    }
+
     /// The DBA credential the demo's control plane writes on its first start.
     fn dba_credential(&self) -> PathBuf {
-        self.dir
-            .join("control")
+        self.control_dir()
             .join(pgcmk_control::auth::CREDENTIAL_FILE)
     }
 
     /// The CA certificate of the demo's control plane: the only one its API's clients trust.
     fn ca_cert(&self) -> PathBuf {
-        self.dir
-            .join("control")
-            .join(pgcmk_control::api_tls::CA_FILE)
+        self.control_dir().join(pgcmk_control::api_tls::CA_FILE)
     }
 
     fn spawn(&self, args: &[&str], log: &str) -> Result<Process, Error> {
@@ -144,9 +145,7 @@ impl Demo {
         let out = Command::new(&self.program)
             .args(args)
             .args(["--output", "json"])
-            .env("PGCMK_ENDPOINT", &self.endpoint)
-            .env("PGCMK_CONTROL_CA_CERT", self.ca_cert())
-            .env("PGCMK_CONTROL_CREDENTIALS", self.dba_credential())
+            .env("PGCMK_CONTROL_DIR", self.control_dir())
             .stdin(Stdio::null())
             .output()
             .ctx(|| "running pgcmk")?;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pgcmk_control::serve_info::ServeInfo;
 use serde_json::Value;
 
 use super::{
@@ -106,10 +107,10 @@ pub(super) fn story(demo: &mut Demo) -> Result<(), Error> {
     let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
     let mut control = demo.spawn(&serve_args, "control.log")?;
     wait("the control plane", Duration::from_secs(60), || {
-        read_json(&state_dir.join("serve.json")).is_some()
+        ServeInfo::read(&state_dir).is_some()
     })?;
-    demo.endpoint = read_json(&state_dir.join("serve.json"))
-        .and_then(|v| v["url"].as_str().map(str::to_string))
+    demo.endpoint = ServeInfo::read(&state_dir)
+        .map(|info| info.url)
         .unwrap_or_default();
     fs::remove_file(cred("platform-mi")).ctx(|| "removing the platform credential file")?;
     explain(
@@ -213,22 +214,17 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         t.elapsed().as_secs_f64()
     ));
 
-    say("Only the DBA drives servers: a request without the DBA credential");
+    say("Only the DBA drives servers: a request with another credential");
+    let wrong = demo.dir.join("wrong.credential");
+    fs::write(&wrong, "0".repeat(64)).ctx(|| "writing a wrong credential")?;
     let refused = Command::new(&demo.program)
-        .args([
-            "server",
-            "delete",
-            "orders",
-            "--yes",
-            "--credential-file",
-            "/dev/null",
-        ])
-        .env("PGCMK_ENDPOINT", &demo.endpoint)
-        .env("PGCMK_CONTROL_CA_CERT", demo.ca_cert())
+        .args(["server", "delete", "orders", "--yes", "--credential-file"])
+        .arg(&wrong)
+        .env("PGCMK_CONTROL_DIR", demo.control_dir())
         .stdin(Stdio::null())
         .output()
         .ctx(|| "running pgcmk")?;
-    println!("   $ pgcmk server delete orders --yes --credential-file /dev/null");
+    println!("   $ pgcmk server delete orders --yes --credential-file wrong.credential");
     explain(&format!(
         "refused: {}",
         String::from_utf8_lossy(&refused.stderr).trim()
