@@ -1,4 +1,5 @@
-//! Logging of the long-running commands (`pgcmk serve`, `pgcmk agent`) to stderr.
+//! Logging of the long-running commands (`pgcmk serve`, `pgcmk agent`, `pgcmk vault
+//! serve`) to stderr.
 
 /// Logs at `info` (or `RUST_LOG`) to stderr, in colour only on a terminal.
 pub fn init() {
@@ -13,7 +14,8 @@ pub fn init() {
             }),
         )
         .with_writer(std::io::stderr)
-        // Agents log to agent.log, which `pgcmk server logs` shows: no colour codes there.
+        // Services log to files (agent.log, which `pgcmk server logs` shows; the vault's
+        // and control plane's logs when run as services): no colour codes there.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -7,12 +7,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
 mod confirm;
 mod control_dir;
 mod demo;
+mod docs_cmds;
 mod error;
 mod fs_cmds;
 mod logging;
@@ -24,13 +25,14 @@ mod server_cmds;
 mod server_logs;
 mod server_render;
 mod vault_cmds;
+mod version;
 mod volume_check;
 
 use error::CliError;
 
 /// PostgreSQL servers encrypted with customer-managed keys.
 #[derive(Parser)]
-#[command(name = "pgcmk", version, about, propagate_version = true)]
+#[command(name = "pgcmk", version, long_version = version::LONG_VERSION, about, propagate_version = true)]
 struct Cli {
     /// Output format: human-readable text, or JSON for scripts.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Human)]
@@ -76,17 +78,17 @@ enum Command {
     Key(vault_cmds::KeyArgs),
     /// The key vault audit trail: list and verify.
     Audit(vault_cmds::AuditArgs),
+    /// Print a shell completion script (e.g. `pgcmk completions bash > /etc/bash_completion.d/pgcmk`).
+    Completions(docs_cmds::CompletionsArgs),
+    /// Write the man pages (one per command) into a directory.
+    ManPages(docs_cmds::ManPagesArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), CliError> = match cli.command {
         Command::Version => {
-            output::print(
-                cli.output,
-                &serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
-                |v| format!("pgcmk {}", v["version"].as_str().unwrap_or_default()),
-            );
+            version::print(cli.output);
             Ok(())
         }
         Command::Fs(command) => fs_cmds::run(command, cli.output),
@@ -99,6 +101,8 @@ fn main() -> ExitCode {
         Command::Keyvault(args) => vault_cmds::keyvault(args, cli.output),
         Command::Key(args) => vault_cmds::key(args, cli.output),
         Command::Audit(args) => vault_cmds::audit(args, cli.output),
+        Command::Completions(args) => docs_cmds::completions(args, Cli::command()),
+        Command::ManPages(args) => docs_cmds::man_pages(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

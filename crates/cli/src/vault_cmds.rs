@@ -101,12 +101,7 @@ impl Connection {
 /// Runs `pgcmk vault serve`.
 pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     let VaultCommand::Serve(args) = command;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::logging::init();
     let passphrase = match &args.passphrase_env {
         None => None,
         Some(var) => {

@@ -71,3 +71,32 @@ fn normal_load_leaves_no_warning_or_error_in_the_logs() {
     let noisy = noisy_lines(&records);
     assert!(noisy.is_empty(), "{}", noisy.join("\n"));
 }
+
+#[test]
+fn logs_written_to_files_hold_no_colour_codes() {
+    let root = scratch();
+    let vault = Vault::start(root.path());
+    let cp = ControlPlane::start(root.path(), &vault, 5, 60);
+    cp.server(&["create", "plain", "--location", "local"]);
+    let records: Vec<LogRecord> =
+        serde_json::from_value(cp.server(&["logs", "plain", "--lines", "1000"])).unwrap();
+    let agent_lines: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            LogRecord::Line {
+                source: LogSource::Agent,
+                text,
+            } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!agent_lines.is_empty(), "no agent log lines were read");
+    for (what, text) in [
+        ("the vault's log", vault.process.log()),
+        ("the control plane's log", cp.log()),
+        ("the agent's log", agent_lines.join("\n")),
+    ] {
+        assert!(!text.is_empty(), "{what} is empty");
+        assert!(!text.contains('\x1b'), "{what} has colour codes:\n{text}");
+    }
+}

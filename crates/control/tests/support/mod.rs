@@ -28,7 +28,7 @@ use serde_json::Value;
 
 /// A running `pgcmk vault serve`, killed on drop.
 pub struct Vault {
-    process: VaultProcess,
+    pub process: VaultProcess,
     officer: SecurityOfficer,
     pub dir: PathBuf,
     pub identity_endpoint: String,
