@@ -35,6 +35,9 @@ impl KeySource {
 #[derive(Subcommand)]
 pub enum FsCommand {
     /// Prepare an empty cipher directory for a key.
+    #[command(
+        after_help = "Example:\n  pgcmk fs keygen --out data.key && pgcmk fs init --cipher-dir /srv/cipher --key-file data.key"
+    )]
     Init {
         /// Directory that will hold the ciphertext (created if missing; must be empty).
         #[arg(long)]
@@ -43,6 +46,9 @@ pub enum FsCommand {
         key: KeySource,
     },
     /// Mount a cipher directory; runs in the foreground until unmounted or signalled.
+    #[command(
+        after_help = "Example:\n  pgcmk fs mount --cipher-dir /srv/cipher --mountpoint /srv/plain --key-file data.key --allow-other"
+    )]
     Mount {
         /// The cipher directory (from `pgcmk fs init`).
         #[arg(long)]
@@ -67,6 +73,7 @@ pub enum FsCommand {
         read_only: bool,
     },
     /// Unmount a cryptfs mount (the `pgcmk fs mount` process then exits).
+    #[command(after_help = "Example:\n  pgcmk fs unmount /srv/plain")]
     Unmount {
         /// The mountpoint.
         mountpoint: PathBuf,
@@ -75,6 +82,9 @@ pub enum FsCommand {
     /// torn blocks that the next mount's recovery repairs are listed separately and
     /// do not fail. Run it while the directory is not mounted (in-flight writes can
     /// look damaged).
+    #[command(
+        after_help = "Example:\n  pgcmk fs fsck --cipher-dir /srv/cipher --key-file data.key"
+    )]
     Fsck {
         /// The cipher directory.
         #[arg(long)]
@@ -83,6 +93,7 @@ pub enum FsCommand {
         key: KeySource,
     },
     /// Write a new random 256-bit key file (mode 0600).
+    #[command(after_help = "Example:\n  pgcmk fs keygen --out data.key")]
     Keygen {
         /// Where to write it (must not exist).
         #[arg(long)]

@@ -53,16 +53,21 @@ pub enum Format {
 #[derive(Subcommand)]
 enum Command {
     /// Print version and build information.
+    #[command(after_help = "Example:\n  pgcmk version -o json")]
     Version,
     /// Encrypted filesystem (cryptfs): init, mount, unmount, fsck, keygen.
     #[command(subcommand)]
     Fs(fs_cmds::FsCommand),
     /// Run the control plane: REST API, state store, node agents.
+    #[command(
+        after_help = "Example:\n  pgcmk serve --state-dir /var/lib/pgcmk/control --vault-service-dir /var/lib/pgcmk/vault --platform-key https://127.0.0.1:PORT/keys/platform-key --platform-identity platform-mi --platform-identity-credential-file platform-mi.credential"
+    )]
     Serve(serve_cmd::ServeArgs),
     /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
     Server(server_cmds::ServerArgs),
     /// Walk through the whole story on this machine: vault, control plane, the four
     /// steps, ciphertext on disk, revoke, restore, rotate; cleans up after itself.
+    #[command(after_help = "Example:\n  pgcmk demo")]
     Demo,
     /// A server's node agent (started by the control plane).
     #[command(hide = true)]
@@ -79,8 +84,10 @@ enum Command {
     /// The key vault audit trail: list and verify.
     Audit(vault_cmds::AuditArgs),
     /// Print a shell completion script (e.g. `pgcmk completions bash > /etc/bash_completion.d/pgcmk`).
+    #[command(after_help = "Example:\n  pgcmk completions bash > /etc/bash_completion.d/pgcmk")]
     Completions(docs_cmds::CompletionsArgs),
     /// Write the man pages (one per command) into a directory.
+    #[command(after_help = "Example:\n  pgcmk man-pages /usr/local/share/man/man1")]
     ManPages(docs_cmds::ManPagesArgs),
 }
 
@@ -125,6 +132,29 @@ fn demo() -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// Every command a user runs shows an example under `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let subcommands: Vec<_> = command
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+                .collect();
+            if subcommands.is_empty() {
+                let example = command.get_after_help().map(|h| h.to_string());
+                if !example.is_some_and(|h| h.starts_with("Example") && h.contains("pgcmk ")) {
+                    missing.push(path.to_string());
+                }
+            }
+            for sub in subcommands {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "pgcmk", &mut missing);
+        assert!(missing.is_empty(), "no example: {}", missing.join(", "));
+    }
 
     /// Clap checks every subcommand's definition (duplicate names, clashing flags such as a
     /// field named `version` beside `--version`) only when it is parsed; this checks them all.

@@ -33,6 +33,9 @@ pub enum EncryptionChoice {
 #[derive(Subcommand)]
 pub enum ServerCommand {
     /// Create a server (waits until it is Ready; prints the superuser password once).
+    #[command(
+        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key"
+    )]
     Create {
         /// Unique name: 3-63 lowercase letters, digits and '-'.
         #[command(flatten)]
@@ -55,23 +58,32 @@ pub enum ServerCommand {
         key: Option<String>,
     },
     /// Show a server, its state and its events.
+    #[command(
+        after_help = "Examples:\n  pgcmk server show orders\n  pgcmk server show orders -o json"
+    )]
     Show {
         #[command(flatten)]
         name: NameArg,
     },
     /// List servers.
+    #[command(after_help = "Example:\n  pgcmk server list -o json")]
     List,
     /// Stop a server (PostgreSQL, mount and agent).
+    #[command(after_help = "Example:\n  pgcmk server stop orders")]
     Stop {
         #[command(flatten)]
         name: NameArg,
     },
     /// Start a stopped server.
+    #[command(after_help = "Example:\n  pgcmk server start orders")]
     Start {
         #[command(flatten)]
         name: NameArg,
     },
     /// Delete a server and its files (on a terminal, asks for its name first).
+    #[command(
+        after_help = "Examples:\n  pgcmk server delete orders\n  pgcmk server delete orders --yes   # in a script"
+    )]
     Delete {
         #[command(flatten)]
         name: NameArg,
@@ -80,11 +92,15 @@ pub enum ServerCommand {
         yes: bool,
     },
     /// Print the server's connection string.
+    #[command(after_help = "Example:\n  psql \"$(pgcmk server connection-string orders)\"")]
     ConnectionString {
         #[command(flatten)]
         name: NameArg,
     },
     /// Move a customer-managed server to another key.
+    #[command(
+        after_help = "Example:\n  pgcmk server update orders -k https://VAULT/keys/other-key"
+    )]
     Update {
         #[command(flatten)]
         name: NameArg,
@@ -93,6 +109,7 @@ pub enum ServerCommand {
         key: String,
     },
     /// Check the server's key access now.
+    #[command(after_help = "Example:\n  pgcmk server revalidate orders")]
     Revalidate {
         #[command(flatten)]
         name: NameArg,
@@ -100,6 +117,9 @@ pub enum ServerCommand {
     /// Show PostgreSQL's and the agent's logs, read through the agent (PostgreSQL's
     /// log is on the encrypted volume; a server that is not running is mounted
     /// read-only for it, if the key is accessible).
+    #[command(
+        after_help = "Examples:\n  pgcmk server logs orders --lines 200\n  pgcmk server logs orders -f"
+    )]
     Logs {
         #[command(flatten)]
         name: NameArg,
@@ -112,6 +132,9 @@ pub enum ServerCommand {
     },
     /// Set a new random password for the server's `postgres` superuser (the server
     /// must be Ready); shown once, or written to a new file only you can read.
+    #[command(
+        after_help = "Example:\n  pgcmk server reset-password orders --password-file orders.password"
+    )]
     ResetPassword {
         #[command(flatten)]
         name: NameArg,
@@ -121,6 +144,7 @@ pub enum ServerCommand {
     },
     /// Check every block of a stopped server's encrypted volume (cryptfs fsck through
     /// the agent); exits non-zero when a block is bad.
+    #[command(after_help = "Example:\n  pgcmk server stop orders && pgcmk server fsck orders")]
     Fsck {
         #[command(flatten)]
         name: NameArg,

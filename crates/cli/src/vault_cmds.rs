@@ -28,6 +28,7 @@ pub use key_cmds::{key, KeyArgs};
 #[derive(Subcommand)]
 pub enum VaultCommand {
     /// Run the key vault service (HTTPS, Azure Key Vault keys API, identities, audit).
+    #[command(after_help = "Example:\n  pgcmk vault serve --data-dir /var/lib/pgcmk/vault")]
     Serve(ServeArgs),
 }
 
@@ -152,6 +153,9 @@ pub struct IdentityArgs {
 #[derive(Subcommand)]
 enum IdentityCommand {
     /// Create a managed identity or user; its secret goes to --credential-file (0600), never stdout.
+    #[command(
+        after_help = "Examples:\n  pgcmk identity create orders-mi --credential-file orders-mi.credential\n  pgcmk identity create alice --kind user --service-admin --credential-file alice.credential"
+    )]
     Create {
         /// Unique name (letters, digits, dashes).
         #[command(flatten)]
@@ -167,14 +171,17 @@ enum IdentityCommand {
         credential_file: PathBuf,
     },
     /// List identities.
+    #[command(after_help = "Example:\n  pgcmk identity list -o json")]
     List,
     /// Show one identity (by name, object id or client id).
+    #[command(after_help = "Example:\n  pgcmk identity show orders-mi")]
     Show {
         /// Name, object id or client id.
         #[command(flatten)]
         name: NameArg,
     },
     /// Delete an identity: its tokens stop working at once.
+    #[command(after_help = "Example:\n  pgcmk identity delete orders-mi")]
     Delete {
         /// Name, object id or client id.
         #[command(flatten)]
@@ -295,6 +302,9 @@ pub struct KeyvaultArgs {
 #[derive(Subcommand)]
 enum KeyvaultCommand {
     /// Create a vault (served at its own base URL); you become its administrator.
+    #[command(
+        after_help = "Example:\n  pgcmk keyvault create orders-kv -l westeurope --purge-protection"
+    )]
     Create {
         /// 3-24 letters, digits and dashes, starting with a letter.
         #[command(flatten)]
@@ -313,14 +323,17 @@ enum KeyvaultCommand {
         allow_rsa1_5: bool,
     },
     /// Show a vault with its access policies.
+    #[command(after_help = "Example:\n  pgcmk keyvault show orders-kv")]
     Show {
         /// Vault name.
         #[command(flatten)]
         name: NameArg,
     },
     /// List the vaults you can see.
+    #[command(after_help = "Example:\n  pgcmk keyvault list -o json")]
     List,
     /// Change a vault's settings (purge protection is one-way).
+    #[command(after_help = "Example:\n  pgcmk keyvault update orders-kv --purge-protection true")]
     Update {
         /// Vault name.
         #[command(flatten)]
@@ -342,6 +355,9 @@ enum KeyvaultCommand {
         remove_administrators: Vec<String>,
     },
     /// Grant an identity key permissions (replaces its previous ones).
+    #[command(
+        after_help = "Example:\n  pgcmk keyvault set-policy orders-kv --identity orders-mi --key-permissions get wrapKey unwrapKey"
+    )]
     SetPolicy {
         /// Vault name.
         #[command(flatten)]
@@ -355,6 +371,9 @@ enum KeyvaultCommand {
         key_permissions: Vec<String>,
     },
     /// Remove an identity's access policy.
+    #[command(
+        after_help = "Example:\n  pgcmk keyvault delete-policy orders-kv --identity orders-mi   # revokes the server's access"
+    )]
     DeletePolicy {
         /// Vault name.
         #[command(flatten)]

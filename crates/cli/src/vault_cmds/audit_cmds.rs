@@ -20,6 +20,9 @@ pub struct AuditArgs {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// List audit entries, oldest first.
+    #[command(
+        after_help = "Example:\n  pgcmk audit list --vault orders-kv --result denied --since 2026-12-01T00:00:00Z"
+    )]
     List {
         /// Only this vault.
         #[arg(long)]
@@ -47,6 +50,7 @@ enum AuditCommand {
         limit: usize,
     },
     /// Verify the hash chain: exits non-zero naming the first bad entry.
+    #[command(after_help = "Example:\n  pgcmk audit verify")]
     Verify,
 }
 

@@ -42,6 +42,9 @@ struct KeyName {
 #[derive(Subcommand)]
 enum KeyCommand {
     /// Create an RSA key (or a new version of an existing one).
+    #[command(
+        after_help = "Example:\n  pgcmk key create orders-key --vault orders-kv --size 3072"
+    )]
     Create {
         #[command(flatten)]
         key: KeyName,
@@ -56,6 +59,7 @@ enum KeyCommand {
         ops: Vec<String>,
     },
     /// Show a key (public part and attributes).
+    #[command(after_help = "Example:\n  pgcmk key show orders-key --vault orders-kv")]
     Show {
         #[command(flatten)]
         key: KeyName,
@@ -67,6 +71,9 @@ enum KeyCommand {
         deleted: bool,
     },
     /// List keys (or one key's versions with --name, or deleted keys with --deleted).
+    #[command(
+        after_help = "Examples:\n  pgcmk key list --vault orders-kv\n  pgcmk key list orders-key --vault orders-kv   # its versions"
+    )]
     List {
         /// Vault name (or its base URL).
         #[arg(long)]
@@ -79,8 +86,12 @@ enum KeyCommand {
         deleted: bool,
     },
     /// Create a new version now.
+    #[command(after_help = "Example:\n  pgcmk key rotate orders-key --vault orders-kv")]
     Rotate(KeyName),
     /// Disable a key version (cryptographic operations are refused).
+    #[command(
+        after_help = "Example:\n  pgcmk key disable orders-key --vault orders-kv --key-version VERSION"
+    )]
     Disable {
         #[command(flatten)]
         key: KeyName,
@@ -89,6 +100,7 @@ enum KeyCommand {
         key_version: Option<String>,
     },
     /// Enable a key version.
+    #[command(after_help = "Example:\n  pgcmk key enable orders-key --vault orders-kv")]
     Enable {
         #[command(flatten)]
         key: KeyName,
@@ -97,12 +109,18 @@ enum KeyCommand {
         key_version: Option<String>,
     },
     /// Soft-delete a key (recoverable for the vault's retention days).
+    #[command(after_help = "Example:\n  pgcmk key delete orders-key --vault orders-kv")]
     Delete(KeyName),
     /// Recover a soft-deleted key.
+    #[command(after_help = "Example:\n  pgcmk key recover orders-key --vault orders-kv")]
     Recover(KeyName),
     /// Purge a soft-deleted key for good (refused under purge protection until retention passes).
+    #[command(after_help = "Example:\n  pgcmk key purge orders-key --vault orders-kv")]
     Purge(KeyName),
     /// Set the rotation policy: rotate after a time, notify before expiry, expiry of new versions.
+    #[command(
+        after_help = "Example:\n  pgcmk key set-rotation-policy orders-key --vault orders-kv --rotate-after P90D --expires-after P1Y"
+    )]
     SetRotationPolicy {
         #[command(flatten)]
         key: KeyName,
@@ -120,6 +138,9 @@ enum KeyCommand {
         expires_after: Option<String>,
     },
     /// Show the rotation policy.
+    #[command(
+        after_help = "Example:\n  pgcmk key show-rotation-policy orders-key --vault orders-kv"
+    )]
     ShowRotationPolicy(KeyName),
 }
 
