@@ -34,6 +34,7 @@ pub fn new_wrapped_dek(
     let description = kek.describe().map_err(|e| {
         denied(
             e,
+            key,
             format!("identity '{identity}' cannot read key {key} (needs `get`)"),
         )
     })?;
@@ -54,12 +55,14 @@ pub fn new_wrapped_dek(
     let wrapped = kek.wrap(&dek).map_err(|e| {
         denied(
             e,
+            key,
             format!("identity '{identity}' cannot wrap with key {key} (needs `wrapKey`)"),
         )
     })?;
     let back = kek.unwrap(&wrapped).map_err(|e| {
         denied(
             e,
+            key,
             format!("identity '{identity}' cannot unwrap with key {key} (needs `unwrapKey`)"),
         )
     })?;
@@ -139,16 +142,21 @@ fn invalid(message: String) -> Error {
     Error::BadRequest(message)
 }
 
-/// A key failure during validation: transient ones stay retryable, a key the
-/// provider cannot use says why, and the rest say which right or setting is missing.
-fn denied(e: KeyError, what: String) -> Error {
+/// A key failure during validation. An unreachable vault stays "unavailable" (a
+/// retry may succeed) but says which address was tried and how to check it, since
+/// nothing retries a create; a key the provider cannot use says why; a refusal
+/// quotes the vault, whose message says whether the key is missing or a right is.
+fn denied(e: KeyError, key: &KeyReference, what: String) -> Error {
     match e {
-        KeyError::Transient { .. } => Error::Key(e),
+        KeyError::Transient { reason } => Error::Key(KeyError::Transient {
+            reason: format!(
+                "the vault of key {key} did not answer ({reason}). Check the vault's host and \
+                 port in the key URL (`pgcmk keyvault show VAULT` prints the vault's URL) and \
+                 that the vault service is running; nothing was created"
+            ),
+        }),
         KeyError::Invalid { reason } => invalid(reason),
-        _ => invalid(format!(
-            "{what}: {e}. The security officer must grant the identity get, wrapKey and \
-             unwrapKey on the key's vault"
-        )),
+        _ => invalid(format!("{what}: {e}")),
     }
 }
 

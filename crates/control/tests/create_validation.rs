@@ -235,6 +235,70 @@ fn a_key_in_a_vault_in_another_location_is_refused() {
 }
 
 #[test]
+fn a_misspelled_key_name_is_refused_as_missing_not_as_a_missing_right() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let err = f
+        .create("typo", &f.mi.client_id, &format!("{}/keys/goood", f.kv))
+        .expect_err("a key that does not exist");
+    assert!(
+        err.contains("no such key") && err.contains("pgcmk key list"),
+        "{err}"
+    );
+    assert!(!err.contains("set-policy"), "advice to grant rights: {err}");
+    f.refused(Err(err), "goood");
+}
+
+#[test]
+fn a_vault_address_where_nothing_answers_is_unavailable_and_says_what_to_check() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    let nothing = pgcmk_testkit::net::free_port();
+    let key = format!("https://127.0.0.1:{nothing}/keys/good");
+    let out = f.cp().server_output(&[
+        "create",
+        "nowhere",
+        "--location",
+        "westeurope",
+        "--identity",
+        &f.mi.client_id,
+        "--identity-credential-file",
+        f.mi.credential_file.to_str().unwrap(),
+        "--key",
+        &key,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{nothing}")) && stderr.contains("host and port"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("will retry"), "{stderr}");
+    f.refused(Err(stderr.into_owned()), "nothing was created");
+}
+
+#[test]
+fn a_customer_managed_create_without_a_key_names_the_missing_flag() {
+    let stacks = stacks();
+    let f = &stacks.refusals;
+    f.refused(
+        f.cp().try_server(&[
+            "create",
+            "keyless",
+            "--location",
+            "westeurope",
+            "--encryption",
+            "customer-managed",
+            "--identity",
+            &f.mi.client_id,
+            "--identity-credential-file",
+            f.mi.credential_file.to_str().unwrap(),
+        ]),
+        "needs --key (the key's URL",
+    );
+}
+
+#[test]
 fn a_customer_managed_create_without_an_identity_is_refused() {
     let stacks = stacks();
     let f = &stacks.refusals;

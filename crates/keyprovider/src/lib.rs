@@ -37,7 +37,7 @@ pub enum KeyError {
         reason: String,
     },
     /// A failure that may pass: timeout, connection refused, 5xx, throttling.
-    #[error("key vault unreachable or failing (will retry): {reason}")]
+    #[error("key vault unreachable or failing: {reason}")]
     Transient {
         /// What went wrong, without secrets.
         reason: String,

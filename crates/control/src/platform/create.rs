@@ -154,13 +154,19 @@ impl Platform {
                 Ok((Encryption::ServiceManaged, self.platform_access(), None))
             }
             "customer-managed" => {
-                let (Some(identity), Some(key)) = (&req.identity, &req.key) else {
-                    return Err(Error::BadRequest(
-                        "customer-managed encryption needs --identity (the managed identity's \
-                         client id) and --key (the key URL)"
-                            .into(),
-                    ));
+                const IDENTITY: &str = "--identity (the user-assigned managed identity: its \
+                                        name, object id or client id)";
+                const KEY: &str = "--key (the key's URL, https://VAULT/keys/NAME: `pgcmk key \
+                                   create` prints it as its key URL)";
+                let missing = match (&req.identity, &req.key) {
+                    (Some(identity), Some(key)) => Ok((identity, key)),
+                    (None, None) => Err(format!("{IDENTITY} and {KEY}")),
+                    (None, Some(_)) => Err(IDENTITY.to_string()),
+                    (Some(_), None) => Err(KEY.to_string()),
                 };
+                let (identity, key) = missing.map_err(|what| {
+                    Error::BadRequest(format!("customer-managed encryption needs {what}"))
+                })?;
                 let secret = req
                     .identity_secret
                     .as_ref()

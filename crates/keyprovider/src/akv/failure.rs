@@ -69,10 +69,24 @@ pub(crate) fn from_response(operation: &str, status: u16, body: &[u8]) -> KeyErr
     };
     let denial_code = code.split('/').any(|c| DENIAL_CODES.contains(&c));
     match status {
-        401 | 403 | 404 => KeyError::Denied {
+        404 => KeyError::Denied {
+            reason: format!(
+                "{operation}: the vault has no such key ({said}); check the key's name and \
+                 vault in its URL (`pgcmk key list --vault VAULT` lists the vault's keys, \
+                 `--deleted` the deleted ones, which `pgcmk key recover` brings back)"
+            ),
+        },
+        401 => KeyError::Denied {
+            reason: format!(
+                "{operation}: the vault did not accept the identity's token ({said}); check \
+                 that the identity exists and its credential is current"
+            ),
+        },
+        403 => KeyError::Denied {
             reason: format!(
                 "{operation} refused by the vault ({said}); check the key's state and the \
-                 identity's access policy"
+                 identity's access policy (`pgcmk keyvault set-policy VAULT --identity \
+                 IDENTITY --key-permissions get wrapKey unwrapKey`)"
             ),
         },
         408 | 429 | 500..=599 => KeyError::Transient {
