@@ -143,8 +143,8 @@ impl VersionRefusal {
             });
         }
         let enable = format!(
-            "pgcmk key enable --vault {} --name {} --key-version {}",
-            v.vault_url, v.name, v.version
+            "pgcmk key enable {} --vault {} --key-version {}",
+            v.name, v.vault_url, v.version
         );
         let fix = match (self.disabled, self.wraps_dek, self.follows_rotation) {
             (true, true, true) => format!(
@@ -161,11 +161,11 @@ impl VersionRefusal {
             ),
             (true, false, _) => format!("enable that version (`{enable}`)"),
             (false, ..) => format!(
-                "make that version usable again (`pgcmk key show --vault {} --name {} \
+                "make that version usable again (`pgcmk key show {} --vault {} \
                  --key-version {}` shows whether it expired or was deleted, which \
                  `pgcmk key recover` undoes) and check that the server's identity has get, \
                  wrapKey and unwrapKey on the key",
-                v.vault_url, v.name, v.version
+                v.name, v.vault_url, v.version
             ),
         };
         text.push_str(&format!(". To fix: {fix}"));
@@ -331,7 +331,7 @@ mod tests {
                 "current version is https://127.0.0.1:9/keys/k/{}",
                 "b".repeat(32)
             ),
-            format!("pgcmk key enable --vault https://127.0.0.1:9 --name k --key-version {a}"),
+            format!("pgcmk key enable k --vault https://127.0.0.1:9 --key-version {a}"),
             "pgcmk server update orders --key https://127.0.0.1:9/keys/k`".into(),
         ] {
             assert!(text.contains(&expected), "'{expected}' not in: {text}");

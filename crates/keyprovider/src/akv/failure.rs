@@ -197,10 +197,11 @@ mod tests {
     /// cut at 300 bytes, in the middle of `--key-permissions`).
     #[test]
     fn a_refusal_with_its_fix_command_is_not_cut() {
-        let message = "The user, group or application 'appid=a939c6cb-3655-9c59-17bb-1dfcb49af98d;\
-            oid=7ab0c66a-3aef-9115-30a0-2e8dd543b83d' does not have keys unwrapKey permission on key \
-            vault 'orders-kv'. Ask a vault administrator to grant it with: pgcmk keyvault set-policy \
-            --name orders-kv --identity orders-mi --key-permissions get wrapKey unwrapKey";
+        let message = "The user, group or application 'orders-mi' \
+            (appid=a939c6cb-3655-9c59-17bb-1dfcb49af98d;oid=7ab0c66a-3aef-9115-30a0-2e8dd543b83d) \
+            does not have keys unwrapKey permission on key vault 'orders-kv'. Ask a vault \
+            administrator to grant it with: pgcmk keyvault set-policy orders-kv --identity \
+            orders-mi --key-permissions get wrapKey unwrapKey";
         let body = serde_json::json!({ "error": { "code": "Forbidden", "message": message } });
         let e = from_response("KeyUnwrap", 403, body.to_string().as_bytes());
         assert!(e.to_string().contains(message), "{e}");

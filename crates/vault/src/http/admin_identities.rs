@@ -84,7 +84,7 @@ pub(super) fn delete_identity(
         .find(|v| v.administrators.len() == 1 && v.administrators.contains(&target.object_id));
     if let Some(v) = sole {
         return Err(ApiError::conflict(format!(
-            "'{}' is the only administrator of vault '{}': add another with `pgcmk keyvault update --name {} --add-administrators NAME` first",
+            "'{}' is the only administrator of vault '{}': add another with `pgcmk keyvault update {} --add-administrators NAME` first",
             target.name, v.name, v.name
         )));
     }

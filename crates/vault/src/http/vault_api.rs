@@ -78,7 +78,8 @@ async fn process(
     let permission = route.permission();
     if !vault.allows(&caller.object_id, permission) {
         return Err(ApiError::forbidden(format!(
-            "The user, group or application 'appid={};oid={}' does not have keys {} permission on key vault '{}'. Ask a vault administrator to grant it with: pgcmk keyvault set-policy --name {} --identity {} --key-permissions {}",
+            "The user, group or application '{}' (appid={};oid={}) does not have keys {} permission on key vault '{}'. Ask a vault administrator to grant it with: pgcmk keyvault set-policy {} --identity {} --key-permissions {}",
+            caller.name,
             caller.client_id,
             caller.object_id,
             permission.name(),
