@@ -24,6 +24,7 @@ mod serve_cmd;
 mod server_cmds;
 mod server_logs;
 mod server_render;
+mod setting;
 mod vault_cmds;
 mod version;
 mod volume_check;

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::error::CliError;
 use crate::name_arg::NameArg;
+use crate::setting::flag_or_env;
 use crate::{output, Format};
 
 mod audit_cmds;
@@ -62,17 +63,19 @@ pub struct ServeArgs {
 /// Where the service is and who is calling.
 #[derive(Args, Clone)]
 pub struct Connection {
-    /// Directory holding the service's service.json and ca.pem (usually its data directory).
-    #[arg(long, global = true, env = "PGCMK_VAULT_SERVICE_DIR")]
+    /// Directory holding the service's service.json and ca.pem (usually its data directory)
+    /// [env: PGCMK_VAULT_SERVICE_DIR].
+    #[arg(long, global = true)]
     service_dir: Option<PathBuf>,
-    /// The caller's credential file (default: SERVICE_DIR/admin.credential).
-    #[arg(long, global = true, env = "PGCMK_CREDENTIALS")]
+    /// The caller's credential file [env: PGCMK_CREDENTIALS; default:
+    /// SERVICE_DIR/admin.credential].
+    #[arg(long, global = true)]
     credentials: Option<PathBuf>,
 }
 
 impl Connection {
     pub(super) fn service(&self) -> Result<ServiceDir, CliError> {
-        let dir = self.service_dir.clone().ok_or_else(|| {
+        let dir = flag_or_env(&self.service_dir, "PGCMK_VAULT_SERVICE_DIR").ok_or_else(|| {
             CliError::usage(
                 "no vault service given: set PGCMK_VAULT_SERVICE_DIR or pass --service-dir",
             )
@@ -81,9 +84,7 @@ impl Connection {
     }
 
     pub(super) fn credential(&self, service: &ServiceDir) -> Result<Credential, CliError> {
-        let path = self
-            .credentials
-            .clone()
+        let path = flag_or_env(&self.credentials, "PGCMK_CREDENTIALS")
             .unwrap_or_else(|| service.admin_credential());
         read_credential(&path).map_err(|e| {
             CliError::usage(format!(

@@ -155,3 +155,22 @@ fn a_volume_check_that_finds_damage_exits_8() {
         "bad block(s)",
     );
 }
+
+#[test]
+fn a_usage_line_does_not_list_settings_taken_from_the_environment() {
+    let out = Command::new(pgcmk())
+        .args(["identity", "create", "x"])
+        .env("PGCMK_CREDENTIALS", "/tmp/officer.credential")
+        .env("PGCMK_VAULT_SERVICE_DIR", "/tmp")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--credential-file <CREDENTIAL_FILE>"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--credentials"), "{stderr}");
+    assert!(!stderr.contains("--service-dir"), "{stderr}");
+}
