@@ -14,6 +14,7 @@ use pgcmk_vault::identity::Credential;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::confirm;
 use crate::error::CliError;
 use crate::name_arg::NameArg;
 use crate::setting::flag_or_env;
@@ -182,11 +183,14 @@ enum IdentityCommand {
         name: NameArg,
     },
     /// Delete an identity: its tokens stop working at once.
-    #[command(after_help = "Example:\n  pgcmk identity delete orders-mi")]
+    #[command(after_help = "Example:\n  pgcmk identity delete orders-mi --yes")]
     Delete {
         /// Name, object id or client id.
         #[command(flatten)]
         name: NameArg,
+        /// Delete without asking (required without a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
 }
 
@@ -202,6 +206,21 @@ fn identity_line(v: &Value) -> String {
 
 /// Runs `pgcmk identity ...`.
 pub fn identity(args: IdentityArgs, format: Format) -> Result<(), CliError> {
+    if let IdentityCommand::Delete { name, yes } = &args.command {
+        confirm::confirm(
+            &confirm::Destruction {
+                kind: "identity",
+                name: name.as_str(),
+                command: format!("pgcmk identity delete {name}"),
+                verb: "delete",
+                loss: format!(
+                    "deletes identity '{name}': its tokens stop working at once, and every \
+                     server that reaches its key through it goes Inaccessible"
+                ),
+            },
+            *yes,
+        )?;
+    }
     let client = args.conn.admin()?;
     let call = |m: Method, path: &str, body: Option<&Value>| {
         client.call(m, path, body).map_err(CliError::from)
@@ -256,7 +275,7 @@ pub fn identity(args: IdentityArgs, format: Format) -> Result<(), CliError> {
             )?;
             output::print(format, &v, identity_line);
         }
-        IdentityCommand::Delete { name } => {
+        IdentityCommand::Delete { name, .. } => {
             let v = call(
                 Method::DELETE,
                 &format!(

@@ -174,3 +174,31 @@ fn a_usage_line_does_not_list_settings_taken_from_the_environment() {
     assert!(!stderr.contains("--credentials"), "{stderr}");
     assert!(!stderr.contains("--service-dir"), "{stderr}");
 }
+
+#[test]
+fn purging_a_key_or_deleting_an_identity_without_a_terminal_needs_yes() {
+    // No vault service is given: the refusal comes before any is looked for.
+    assert_exit(
+        &["key", "purge", "orders-key", "--vault", "orders-kv"],
+        2,
+        "add --yes to purge it",
+    );
+    assert_exit(
+        &["identity", "delete", "orders-mi"],
+        2,
+        "add --yes to delete it",
+    );
+    // With --yes they go on, to the missing service.
+    assert_exit(
+        &[
+            "key",
+            "purge",
+            "orders-key",
+            "--vault",
+            "orders-kv",
+            "--yes",
+        ],
+        2,
+        "no vault service given",
+    );
+}

@@ -263,7 +263,7 @@ fn every_command_answers_json_in_the_common_shapes() {
     w.ok(2, &["key", "recover", "k", key[0], key[1]]);
     w.ok(2, &["key", "delete", "k", key[0], key[1]]);
     // Purge protection refuses the purge: an error in the JSON shape.
-    w.fails(2, &["key", "purge", "k", key[0], key[1]]);
+    w.fails(2, &["key", "purge", "k", key[0], key[1], "--yes"]);
     w.ok(2, &["audit", "list", "--limit", "20"]);
     w.ok(2, &["audit", "verify"]);
     w.ok(
@@ -276,7 +276,7 @@ fn every_command_answers_json_in_the_common_shapes() {
             "shape-mi",
         ],
     );
-    w.ok(2, &["identity", "delete", "shape-mi"]);
+    w.ok(2, &["identity", "delete", "shape-mi", "--yes"]);
 
     // The DBA's commands.
     w.ok(2, &["server", "create", "shape", "-l", "local"]);

@@ -343,7 +343,15 @@ fn deleted_keys_are_listed_protected_from_purge_and_recovered() {
         1
     );
     assert!(officer
-        .fails(&["key", "purge", "--vault", "cli-vault", "--name", "kek"])
+        .fails(&[
+            "key",
+            "purge",
+            "--vault",
+            "cli-vault",
+            "--name",
+            "kek",
+            "--yes"
+        ])
         .contains("purge"));
     officer.json(&["key", "recover", "--vault", "cli-vault", "--name", "kek"]);
     assert_eq!(
@@ -447,7 +455,7 @@ fn a_deleted_identity_leaves_the_list() {
     f.create_vault();
     let officer = f.officer();
     f.delete_policy();
-    officer.json(&["identity", "delete", "app"]);
+    officer.json(&["identity", "delete", "app", "--yes"]);
     assert!(officer
         .json(&["identity", "list"])
         .as_array()

@@ -15,6 +15,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{vault_path, Connection};
+use crate::confirm;
 use crate::error::CliError;
 use crate::name_arg::{NameArg, OptionalNameArg};
 use crate::{output, Format};
@@ -115,8 +116,14 @@ enum KeyCommand {
     #[command(after_help = "Example:\n  pgcmk key recover orders-key --vault orders-kv")]
     Recover(KeyName),
     /// Purge a soft-deleted key for good (refused under purge protection until retention passes).
-    #[command(after_help = "Example:\n  pgcmk key purge orders-key --vault orders-kv")]
-    Purge(KeyName),
+    #[command(after_help = "Example:\n  pgcmk key purge orders-key --vault orders-kv --yes")]
+    Purge {
+        #[command(flatten)]
+        key: KeyName,
+        /// Purge without asking (required without a terminal).
+        #[arg(short, long)]
+        yes: bool,
+    },
     /// Set the rotation policy: rotate after a time, notify before expiry, expiry of new versions.
     #[command(
         after_help = "Example:\n  pgcmk key set-rotation-policy orders-key --vault orders-kv --rotate-after P90D --expires-after P1Y"
@@ -290,7 +297,21 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
                 .recover_deleted_key(key.name.as_str())
                 .map_err(err)?,
         )?,
-        KeyCommand::Purge(key) => {
+        KeyCommand::Purge { key, yes } => {
+            confirm::confirm(
+                &confirm::Destruction {
+                    kind: "key",
+                    name: key.name.as_str(),
+                    command: format!("pgcmk key purge {} --vault {}", key.name, key.vault),
+                    verb: "purge",
+                    loss: format!(
+                        "purges key '{}' and every version of it for good: whatever it \
+                         wraps (the DEK of a server, its backups) can never be decrypted again",
+                        key.name
+                    ),
+                },
+                yes,
+            )?;
             akv_client(&args.conn, &key.vault)?
                 .purge_deleted_key(key.name.as_str())
                 .map_err(err)?;
