@@ -15,11 +15,38 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Width a reason is wrapped at in `server show`: whole, on as many lines as it takes.
+const REASON_WIDTH: usize = 88;
+
 fn state_line(state: &ServerState) -> String {
     match state.reason() {
-        Some(reason) => format!("{} ({reason})", state.name()),
+        Some(reason) => format!(
+            "{}\n  reason:     {}",
+            state.name(),
+            wrap(reason, REASON_WIDTH).join("\n              ")
+        ),
         None => state.name().to_string(),
     }
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a word longer
+/// than `width`, such as a URL, gets a line of its own); nothing is cut.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 pub(crate) fn render_server(v: &Value) -> String {
@@ -82,14 +109,20 @@ pub(crate) fn render_list(v: &Value) -> String {
             .iter()
             .map(|s| {
                 let kek = &s.wrapped_dek.kek;
-                format!(
+                let mut row = format!(
                     "{:<24} {:<14} {:<6} {:<46} {}",
                     s.name,
                     s.location,
                     s.port,
                     format!("{}/{}", kek.name, kek.version),
-                    state_line(&s.state)
-                )
+                    s.state.name()
+                );
+                if let Some(reason) = s.state.reason() {
+                    for line in wrap(reason, REASON_WIDTH) {
+                        row.push_str(&format!("\n    {line}"));
+                    }
+                }
+                row
             })
             .collect();
         format!(
@@ -101,4 +134,28 @@ pub(crate) fn render_list(v: &Value) -> String {
             rows.join("\n")
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_is_wrapped_between_words_and_never_cut() {
+        let reason = format!(
+            "key access denied: unwrap refused by the vault (HTTP 403 Forbidden): grant it \
+             with: pgcmk keyvault set-policy orders-kv --identity orders-mi --key-permissions \
+             get wrapKey unwrapKey {}",
+            "x".repeat(100)
+        );
+        let lines = wrap(&reason, 40);
+        assert!(lines.len() > 3, "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.chars().count() <= 40 || !l.contains(' ')),
+            "{lines:?}"
+        );
+        assert_eq!(lines.join(" "), reason, "every word is kept, in order");
+    }
 }
