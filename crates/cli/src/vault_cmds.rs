@@ -59,6 +59,14 @@ pub struct ServeArgs {
     /// Data-plane operations allowed in flight at once; more get 429 Throttled.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_in_flight: u64,
+    /// Seconds a client has to send a request's headers, and again its body; a slower
+    /// one is dropped (the TLS handshake has at most 10).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    client_timeout_secs: u64,
+    /// Connections held at once (a quarter of them from one address) [default: half the
+    /// open-file limit, at most 1024].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(8..=100_000))]
+    max_connections: Option<u64>,
 }
 
 /// Where the service is and who is calling.
@@ -124,6 +132,15 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     options.maintenance_interval = Duration::from_secs(args.maintenance_interval_secs);
     options.token_lifetime_secs = args.token_lifetime_secs;
     options.max_in_flight = args.max_in_flight as usize;
+    let limits = &mut options.client_limits;
+    let timeout = Duration::from_secs(args.client_timeout_secs);
+    limits.handshake = limits.handshake.min(timeout);
+    limits.headers = timeout;
+    limits.body = timeout;
+    if let Some(n) = args.max_connections {
+        limits.max_connections = n as usize;
+        limits.max_per_client = (n as usize / 4).max(4);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -290,3 +290,16 @@ fn an_identity_credential_given_as_the_dba_credential_is_named_as_such() {
     );
     assert!(!stderr.contains("builder error"), "{stderr}");
 }
+
+#[test]
+fn a_declared_body_over_the_limit_is_refused_unread() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let ca = fs::read(cp.ca_file()).unwrap();
+    let mut tls = pgcmk_testkit::net::tls_connection(cp.url.trim_start_matches("https://"), &ca);
+    let head = pgcmk_testkit::net::answer_to_head(
+        &mut tls,
+        "POST /servers HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+}

@@ -12,11 +12,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod connection_caps;
 mod error;
 pub mod files;
+mod listen_limits;
 pub mod listener;
 pub mod local_ca;
 pub mod root_key;
+mod timed_body;
 pub mod trust;
 
 pub use error::Error;

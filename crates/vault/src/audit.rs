@@ -53,6 +53,10 @@ pub struct AuditEntry {
     pub duration_us: u64,
     /// The request id returned in `x-ms-request-id`.
     pub request_id: String,
+    /// On an anonymous request's entry: how many anonymous requests before it were
+    /// left out, over the budget of [`crate::anonymous_budget`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_left_out: Option<u64>,
 }
 
 impl AuditEntry {

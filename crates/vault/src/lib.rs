@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod anonymous_budget;
 pub mod audit;
 pub mod client;
 pub mod clock;

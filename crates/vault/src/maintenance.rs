@@ -66,6 +66,7 @@ fn entry(
         result: AuditEntry::result_for(status).into(),
         duration_us: started.elapsed().as_micros() as u64,
         request_id: crate::identity::new_id(),
+        anonymous_left_out: None,
     }
 }
 

@@ -44,11 +44,12 @@ impl Service {
     }
 
     fn spawn_listener(&self, listener: TcpListener, router: Router) {
-        let task = tokio::spawn(pgcmk_hostkeys::listener::serve(
+        let task = tokio::spawn(pgcmk_hostkeys::listener::serve_with(
             listener,
             self.tls.clone(),
             router,
             self.shutdown.clone(),
+            self.client_limits,
         ));
         self.listeners
             .lock()
@@ -195,6 +196,8 @@ pub async fn start(
         tls: state.tls,
         shutdown,
         listeners: Mutex::new(Vec::new()),
+        client_limits: options.client_limits,
+        anonymous_budget: Default::default(),
         token_lifetime_secs: options.token_lifetime_secs,
         in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1))),
         crypto_pool: crate::worker_pool::WorkerPool::per_core(),

@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub max_in_flight: usize,
     /// The time that tokens, key validity and rotation policies follow.
     pub clock: Arc<dyn Clock>,
+    /// What a client may cost a listener before it is dropped: deadlines for the
+    /// handshake, headers and body, connection caps.
+    pub client_limits: pgcmk_hostkeys::listener::Limits,
 }
 
 impl ServeOptions {
@@ -56,6 +59,7 @@ impl ServeOptions {
             token_lifetime_secs: token::DEFAULT_LIFETIME_SECS,
             max_in_flight: 1024,
             clock: Arc::new(SystemClock),
+            client_limits: pgcmk_hostkeys::listener::Limits::default(),
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Service {
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) listeners: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) client_limits: pgcmk_hostkeys::listener::Limits,
+    pub(crate) anonymous_budget: crate::anonymous_budget::AnonymousBudget,
     pub(crate) token_lifetime_secs: i64,
     /// Admission control for data-plane operations (429 Throttled when exhausted).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,

@@ -14,6 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use crate::anonymous_budget::Admission;
 use crate::audit::AuditEntry;
 
 /// Largest request body accepted (AKV requests are small: a JWK at most).
@@ -283,6 +284,9 @@ pub struct AuditScope {
     pub entry: AuditEntry,
 }
 
+/// The caller of a request that did not authenticate.
+const ANONYMOUS: &str = "anonymous";
+
 impl AuditScope {
     /// Starts timing a request and its audit entry (caller `anonymous` until authenticated).
     pub fn begin(
@@ -303,7 +307,7 @@ impl AuditScope {
             entry: AuditEntry {
                 vault: vault.to_string(),
                 operation: operation.to_string(),
-                caller: "anonymous".into(),
+                caller: ANONYMOUS.into(),
                 client,
                 request_id: request_id.clone(),
                 ..AuditEntry::default()
@@ -330,6 +334,14 @@ impl AuditScope {
         self.entry.result = AuditEntry::result_for(self.entry.status).into();
         self.entry.time = crate::now_rfc3339();
         self.entry.duration_us = self.started.elapsed().as_micros() as u64;
+        if self.entry.caller == ANONYMOUS {
+            match service.anonymous_budget.admit(std::time::Instant::now()) {
+                Admission::LeaveOut => return response,
+                Admission::Record { left_out } => {
+                    self.entry.anonymous_left_out = (left_out > 0).then_some(left_out);
+                }
+            }
+        }
         if let Err(e) = service.audit.record(self.entry, Some(self.coming)).await {
             let failure = ApiError::internal(e);
             return respond(Err(&failure), &self.request_id, headers);

@@ -26,8 +26,11 @@ pub async fn handle(State(ctx): State<VaultCtx>, req: Request) -> Response {
     let route = Route::parse(req.method().as_str(), req.uri().path());
     let operation = route.as_ref().map_or("Unknown", Route::operation);
     let mut scope = AuditScope::begin(&req, &ctx.service, &ctx.vault, operation);
-    scope.entry.key = route.as_ref().and_then(Route::key_name).map(String::from);
-    scope.entry.version = route.as_ref().and_then(Route::version).map(String::from);
+    // Names as the caller sent them, but only in their valid form: an entry costs the
+    // same whatever the URL (a 60 KB "key name" from an anonymous client is noted
+    // by its length, not stored).
+    scope.entry.key = route.as_ref().and_then(Route::key_name).map(audited_name);
+    scope.entry.version = route.as_ref().and_then(Route::version).map(audited_version);
     let (parts, body) = req.into_parts();
     let result = process(&ctx, route, &parts, body, &mut scope)
         .await
@@ -45,6 +48,24 @@ pub async fn handle(State(ctx): State<VaultCtx>, req: Request) -> Response {
         });
     let response = respond(result.as_ref(), &scope.request_id, &parts.headers);
     scope.finish(&ctx.service, response, &parts.headers).await
+}
+
+/// A key name for the audit trail: itself when valid (1-127 letters, digits and
+/// dashes), else a note of its length.
+fn audited_name(name: &str) -> String {
+    match crate::keys::request::check_key_name(name) {
+        Ok(()) => name.to_string(),
+        Err(_) => format!("(invalid name of {} bytes)", name.len()),
+    }
+}
+
+/// A key version for the audit trail: itself when it is 32 hex digits, else a note.
+fn audited_version(version: &str) -> String {
+    if version.len() == 32 && version.bytes().all(|b| b.is_ascii_hexdigit()) {
+        version.to_string()
+    } else {
+        format!("(invalid version of {} bytes)", version.len())
+    }
 }
 
 async fn process(
