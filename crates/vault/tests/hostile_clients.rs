@@ -190,3 +190,14 @@ fn a_declared_body_over_the_limit_is_refused_unread() {
     );
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
 }
+
+#[test]
+fn a_data_plane_request_without_api_version_is_refused() {
+    let v = Vault::start();
+    let kv = v.vault("apiversion-kv", false);
+    let t = v.admin_token(&kv);
+    let a = v.raw(Method::GET, &format!("{kv}/keys"), Some(&t), None);
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.code(), "BadParameter");
+    assert!(a.body.to_string().contains("api-version"), "{}", a.body);
+}

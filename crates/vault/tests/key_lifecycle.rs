@@ -262,7 +262,7 @@ fn rotation_policy_rotates_when_due() {
     );
     assert_eq!(u.status, 200, "{}", u.body);
     let policy = json!({
-        "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P1D" }, "action": { "type": "Rotate" } }],
+        "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Rotate" } }],
         "attributes": { "expiryTime": "P30D" }
     });
     let set = v.akv(
@@ -305,7 +305,7 @@ fn rotation_policy_rotates_when_due() {
     );
     assert_eq!(u.status, 200);
     let notify = json!({
-        "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P1D" }, "action": { "type": "Notify" } }],
+        "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Notify" } }],
         "attributes": { "expiryTime": "P30D" }
     });
     assert_eq!(

@@ -82,9 +82,23 @@ async fn process(
         )
     })?;
     let url = ctx.service.vault_url(&vault);
-    let body = read_body(body).await?;
+    if form_value(
+        &form_pairs(parts.uri.query().unwrap_or_default()),
+        "api-version",
+    )
+    .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadParameter",
+            "the api-version query parameter is missing: add api-version=7.5 (or another \
+             Key Vault keys API version) to the query",
+        ));
+    }
+    // The caller first: the body of a request that does not authenticate is never read.
     let caller = super::authenticate(&ctx.service, &parts.headers, &url)?;
     scope.caller(&caller);
+    let body = read_body(body).await?;
     let route = route.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

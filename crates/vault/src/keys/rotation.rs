@@ -45,6 +45,20 @@ pub struct RotationPolicy {
     pub updated: i64,
 }
 
+/// Azure Key Vault's documented minimums for a rotation policy: a trigger at least 7
+/// days after creation or before expiry (so a policy cannot mint a version per
+/// maintenance run), and versions that live at least 28 days.
+const MIN_TRIGGER_SECS: i64 = 7 * 86_400;
+const MIN_EXPIRY_SECS: i64 = 28 * 86_400;
+
+/// Checks that the duration `text` of `field` is at least `min_secs` (`min` in ISO 8601).
+fn at_least(text: &str, min_secs: i64, field: &str, min: &str) -> Result<(), String> {
+    if parse_duration(text)? < min_secs {
+        return Err(format!("{field} {text} is too short: the minimum is {min}"));
+    }
+    Ok(())
+}
+
 /// Parses an ISO 8601 duration into seconds (years = 365 days, months = 30 days).
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let bad = || format!("'{text}' is not an ISO 8601 duration such as P90D, P1Y or PT12H");
@@ -119,11 +133,11 @@ impl RotationPolicy {
             };
             let trigger = match (&item.trigger.time_after_create, &item.trigger.time_before_expiry) {
                 (Some(a), None) => {
-                    parse_duration(a)?;
+                    at_least(a, MIN_TRIGGER_SECS, "trigger.timeAfterCreate", "P7D")?;
                     Trigger::TimeAfterCreate(a.to_string())
                 }
                 (None, Some(b)) => {
-                    parse_duration(b)?;
+                    at_least(b, MIN_TRIGGER_SECS, "trigger.timeBeforeExpiry", "P7D")?;
                     Trigger::TimeBeforeExpiry(b.to_string())
                 }
                 _ => return Err("each lifetime action needs exactly one of trigger.timeAfterCreate or trigger.timeBeforeExpiry".into()),
@@ -140,7 +154,7 @@ impl RotationPolicy {
         }
         let expiry_time = body.attributes.as_ref().and_then(|a| a.expiry_time.clone());
         if let Some(e) = &expiry_time {
-            parse_duration(e)?;
+            at_least(e, MIN_EXPIRY_SECS, "attributes.expiryTime", "P28D")?;
         }
         let needs_expiry = actions
             .iter()
@@ -258,15 +272,18 @@ mod tests {
         let body = policy(
             r#"{
             "lifetimeActions": [
-                { "trigger": { "timeAfterCreate": "PT10S" }, "action": { "type": "rotate" } },
+                { "trigger": { "timeAfterCreate": "P8D" }, "action": { "type": "rotate" } },
                 { "trigger": { "timeBeforeExpiry": "P7D" }, "action": { "type": "Notify" } }
             ],
             "attributes": { "expiryTime": "P28D" }
         }"#,
         );
         let p = RotationPolicy::from_wire(&body, 1000, None).unwrap();
-        assert_eq!(p.due(1000, None, 1009), None);
-        assert_eq!(p.due(1000, None, 1010), Some(ActionType::Rotate));
+        assert_eq!(p.due(1000, None, 1000 + 8 * 86_400 - 1), None);
+        assert_eq!(
+            p.due(1000, None, 1000 + 8 * 86_400),
+            Some(ActionType::Rotate)
+        );
         assert_eq!(p.expiry_for(0), Some(28 * 86_400));
         let v = p.to_wire("id");
         assert_eq!(v.lifetime_actions[0].action.kind, "Rotate");
@@ -284,5 +301,26 @@ mod tests {
             r#"{ "lifetimeActions": [{ "trigger": { "timeAfterCreate": "P7D" }, "action": { "type": "Explode" } }] }"#,
         );
         assert!(RotationPolicy::from_wire(&bad_type, 0, None).is_err());
+    }
+
+    #[test]
+    fn triggers_and_expiries_below_azures_minimums_are_refused() {
+        for (body, says) in [
+            (
+                r#"{ "lifetimeActions": [{ "trigger": { "timeAfterCreate": "PT1S" }, "action": { "type": "Rotate" } }] }"#,
+                "trigger.timeAfterCreate PT1S is too short: the minimum is P7D",
+            ),
+            (
+                r#"{ "lifetimeActions": [{ "trigger": { "timeBeforeExpiry": "P6D" }, "action": { "type": "Notify" } }], "attributes": { "expiryTime": "P90D" } }"#,
+                "trigger.timeBeforeExpiry P6D is too short",
+            ),
+            (
+                r#"{ "lifetimeActions": [], "attributes": { "expiryTime": "P27D" } }"#,
+                "attributes.expiryTime P27D is too short: the minimum is P28D",
+            ),
+        ] {
+            let e = RotationPolicy::from_wire(&policy(body), 0, None).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
     }
 }
