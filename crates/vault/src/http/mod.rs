@@ -5,6 +5,7 @@ pub mod admin_api;
 mod admin_identities;
 pub mod admin_route;
 mod admin_vaults;
+pub mod error_text;
 pub mod identity_api;
 pub mod key_errors;
 pub mod vault_api;
@@ -78,9 +79,10 @@ impl ApiError {
             "the vault service failed to complete the request; see the service log",
         )
     }
-    /// The JSON body.
+    /// The JSON body. Its message needs no escape sequence (see [`error_text`]).
     pub fn body(&self) -> Value {
-        let mut error = json!({ "code": self.code, "message": self.message });
+        let message = error_text::without_json_escapes(&self.message);
+        let mut error = json!({ "code": self.code, "message": message });
         if let Some(inner) = self.inner {
             error["innererror"] = json!({ "code": inner });
         }

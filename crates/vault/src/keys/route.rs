@@ -84,6 +84,8 @@ pub enum Route {
     Recover(String),
     /// `DELETE /deletedkeys/{name}`
     Purge(String),
+    /// `POST /rng`
+    GetRandomBytes,
 }
 
 impl Route {
@@ -110,6 +112,7 @@ impl Route {
             ("GET", ["deletedkeys", _]) => Route::GetDeleted(s(1)),
             ("DELETE", ["deletedkeys", _]) => Route::Purge(s(1)),
             ("POST", ["deletedkeys", _, "recover"]) => Route::Recover(s(1)),
+            ("POST", ["rng"]) => Route::GetRandomBytes,
             _ => return None,
         };
         Some(route)
@@ -142,6 +145,7 @@ impl Route {
             Route::ListDeleted => "KeyListDeleted",
             Route::Recover(_) => "KeyRecover",
             Route::Purge(_) => "KeyPurge",
+            Route::GetRandomBytes => "GetRandomBytes",
         }
     }
 
@@ -169,6 +173,7 @@ impl Route {
             Route::Restore => Permission::Restore,
             Route::Recover(_) => Permission::Recover,
             Route::Purge(_) => Permission::Purge,
+            Route::GetRandomBytes => Permission::Rng,
         }
     }
 
@@ -189,7 +194,7 @@ impl Route {
             | Route::GetDeleted(n)
             | Route::Recover(n)
             | Route::Purge(n) => Some(n),
-            Route::List | Route::Restore | Route::ListDeleted => None,
+            Route::List | Route::Restore | Route::ListDeleted | Route::GetRandomBytes => None,
         }
     }
 
@@ -241,6 +246,8 @@ mod tests {
             Route::parse("DELETE", "/deletedkeys/k1"),
             Some(Route::Purge("k1".into()))
         );
+        assert_eq!(Route::parse("POST", "/rng"), Some(Route::GetRandomBytes));
+        assert_eq!(Route::parse("GET", "/rng"), None);
         assert_eq!(Route::parse("POST", "/keys/k1/explode"), None);
         assert_eq!(Route::parse("GET", "/secrets/s1"), None);
         assert_eq!(
