@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod audit_filter;
 pub mod client;
 pub mod clock;
 mod error;

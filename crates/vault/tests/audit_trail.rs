@@ -87,8 +87,9 @@ fn every_request_is_recorded_and_tampering_is_named() {
     assert_eq!(e["status"], 200);
     assert!(e["request_id"].as_str().unwrap().len() == 36);
     assert!(e["time"].as_str().unwrap().ends_with('Z'));
-    let anonymous = v.audit("operation=KeyList&result=denied");
-    assert_eq!(anonymous[0]["entry"]["caller"], "anonymous");
+    let challenges = v.audit("operation=KeyList&result=denied&include_challenges=true");
+    assert_eq!(challenges[0]["entry"]["caller"], "anonymous");
+    assert_eq!(challenges[0]["entry"]["challenge"], true);
     assert!(
         v.audit("operation=VaultCreate").len() == 1
             && v.audit("operation=ClientCredentialsToken").len() >= 2
@@ -98,6 +99,10 @@ fn every_request_is_recorded_and_tampering_is_named() {
     assert!(v
         .admin
         .call(Method::GET, "/admin/audit?since=yesterday", None)
+        .is_err());
+    assert!(v
+        .admin
+        .call(Method::GET, "/admin/audit?include_challenges=maybe", None)
         .is_err());
     assert!(v.audit_verify().unwrap() >= 6);
 

@@ -42,6 +42,11 @@ enum AuditCommand {
         /// Only allowed or denied requests.
         #[arg(long, value_parser = ["allowed", "denied"])]
         result: Option<String>,
+        /// Also list anonymous challenges: 401s to requests without a token, which
+        /// every Azure SDK client meets first before fetching one (left out by default,
+        /// so that denied shows real refusals).
+        #[arg(long)]
+        include_challenges: bool,
         /// At most this many (the newest).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
@@ -72,7 +77,10 @@ fn audit_line(s: &Value) -> String {
         e["caller_name"].as_str().unwrap_or("-"),
         e["client"].as_str().unwrap_or_default(),
         e["status"],
-        e["result"].as_str().unwrap_or_default(),
+        match (e["result"].as_str(), e["challenge"].as_bool()) {
+            (Some(result), Some(true)) => format!("{result} (anonymous challenge)"),
+            (result, _) => result.unwrap_or_default().to_string(),
+        },
         e["duration_us"],
         e["request_id"].as_str().unwrap_or_default(),
     )
@@ -90,9 +98,13 @@ pub fn audit(args: AuditArgs, format: Format) -> Result<(), CliError> {
             since,
             until,
             result,
+            include_challenges,
             limit,
         } => {
             let mut query = vec![format!("limit={limit}")];
+            if include_challenges {
+                query.push("include_challenges=true".into());
+            }
             for (k, v) in [
                 ("vault", vault),
                 ("key", key),

@@ -123,8 +123,7 @@ async fn manage(
             format!("{method} /{path} is not an API of this service"),
         ));
     }
-    let caller = super::authenticate(service, request.headers, &service.url)?;
-    scope.caller(&caller);
+    let caller = scope.authenticate(service, request.headers, &service.url)?;
     if let Some(v) = segments
         .get(2)
         .filter(|_| segments.get(1) == Some(&"vaults"))
@@ -258,6 +257,15 @@ async fn list_audit(service: &Arc<Service>, query: Option<&str>) -> Result<Reply
         since: get("since"),
         until: get("until"),
         result: get("result"),
+        include_challenges: match get("include_challenges").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad(format!(
+                    "include_challenges must be true or false, not '{other}'"
+                )))
+            }
+        },
         limit,
     };
     filter.validate().map_err(ApiError::bad)?;

@@ -90,27 +90,6 @@ impl ApiError {
     }
 }
 
-/// The caller of a request, authenticated by its bearer token for `audience`; a 401
-/// with a `WWW-Authenticate` challenge otherwise.
-pub fn authenticate(
-    service: &crate::service::Service,
-    headers: &HeaderMap,
-    audience: &str,
-) -> Result<crate::identity::Principal, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    service.authenticate(authorization, audience).map_err(|e| {
-        let token_error = match &e {
-            crate::token::AuthError::InvalidToken(t) => Some(t),
-            _ => None,
-        };
-        let mut answer = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
-        answer.challenge = Some(service.challenge(audience, token_error));
-        answer
-    })
-}
-
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
         match e {
@@ -318,6 +297,37 @@ impl AuditScope {
     pub fn caller(&mut self, principal: &crate::identity::Principal) {
         self.entry.caller = principal.object_id.clone();
         self.entry.caller_name = Some(principal.name.clone());
+    }
+
+    /// The caller of a request, authenticated by its bearer token for `audience` and
+    /// recorded; else a 401 with a `WWW-Authenticate` challenge, recorded as an
+    /// anonymous challenge when the request carried no bearer token at all.
+    pub fn authenticate(
+        &mut self,
+        service: &crate::service::Service,
+        headers: &HeaderMap,
+        audience: &str,
+    ) -> Result<crate::identity::Principal, ApiError> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match service.authenticate(authorization, audience) {
+            Ok(principal) => {
+                self.caller(&principal);
+                Ok(principal)
+            }
+            Err(e) => {
+                self.entry.challenge = e == crate::token::AuthError::MissingToken;
+                let token_error = match &e {
+                    crate::token::AuthError::InvalidToken(t) => Some(t),
+                    _ => None,
+                };
+                let mut answer =
+                    ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
+                answer.challenge = Some(service.challenge(audience, token_error));
+                Err(answer)
+            }
+        }
     }
 
     /// Appends the entry (durably) and returns `response`, or a 500 if the audit

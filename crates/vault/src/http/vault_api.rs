@@ -62,8 +62,7 @@ async fn process(
     })?;
     let url = ctx.service.vault_url(&vault);
     let body = read_body(body).await?;
-    let caller = super::authenticate(&ctx.service, &parts.headers, &url)?;
-    scope.caller(&caller);
+    let caller = scope.authenticate(&ctx.service, &parts.headers, &url)?;
     let route = route.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
