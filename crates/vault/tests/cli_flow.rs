@@ -459,11 +459,21 @@ fn audit_list_leaves_out_anonymous_challenges_unless_asked() {
     let f = Flow::start();
     let (kv, _) = f.create_vault();
     let keys = format!("{}/keys?api-version=7.5", kv["url"].as_str().unwrap());
-    // An SDK's first request carries no token and is answered with a challenge; a
-    // token that is refused is a real denial.
+    // An SDK's first request carries no Authorization header and is answered with a
+    // challenge; a refused token, or any other credential, is a real denial.
     let challenge = f.v.raw(reqwest::Method::GET, &keys, None, None);
     let refused = f.v.raw(reqwest::Method::GET, &keys, Some("forged"), None);
-    assert_eq!((challenge.status, refused.status), (401, 401));
+    let basic =
+        f.v.admin
+            .http()
+            .get(&keys)
+            .header("authorization", "Basic YTpi")
+            .send()
+            .unwrap();
+    assert_eq!(
+        (challenge.status, refused.status, basic.status().as_u16()),
+        (401, 401, 401)
+    );
 
     let officer = f.officer();
     let denied_lists = [
@@ -481,12 +491,19 @@ fn audit_list_leaves_out_anonymous_challenges_unless_asked() {
         officer.json(&args)["value"].as_array().unwrap().clone()
     };
     let real = listed(&[]);
-    assert_eq!(real.len(), 1, "{real:?}");
-    assert_eq!(real[0]["entry"]["status"], 401);
-    assert!(real[0]["entry"].get("challenge").is_none(), "{real:?}");
+    assert_eq!(
+        real.len(),
+        2,
+        "the forged token and the Basic credential: {real:?}"
+    );
+    assert!(
+        real.iter()
+            .all(|e| e["entry"]["status"] == 401 && e["entry"].get("challenge").is_none()),
+        "{real:?}"
+    );
 
     let all = listed(&["--include-challenges"]);
-    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all.len(), 3, "{all:?}");
     let challenges: Vec<&Value> = all
         .iter()
         .filter(|e| e["entry"]["challenge"] == true)

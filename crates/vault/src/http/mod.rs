@@ -301,7 +301,7 @@ impl AuditScope {
 
     /// The caller of a request, authenticated by its bearer token for `audience` and
     /// recorded; else a 401 with a `WWW-Authenticate` challenge, recorded as an
-    /// anonymous challenge when the request carried no bearer token at all.
+    /// anonymous challenge when the request carried no `Authorization` header at all.
     pub fn authenticate(
         &mut self,
         service: &crate::service::Service,
@@ -317,7 +317,10 @@ impl AuditScope {
                 Ok(principal)
             }
             Err(e) => {
-                self.entry.challenge = e == crate::token::AuthError::MissingToken;
+                // Any Authorization header (a Basic one too) is an attempt, not the
+                // SDK's bare first request: only its absence makes a challenge.
+                self.entry.challenge =
+                    authorization.is_none() && e == crate::token::AuthError::MissingToken;
                 let token_error = match &e {
                     crate::token::AuthError::InvalidToken(t) => Some(t),
                     _ => None,
