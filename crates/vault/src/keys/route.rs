@@ -118,6 +118,21 @@ impl Route {
         Some(route)
     }
 
+    /// Why this vault does not offer an Azure Key Vault keys operation that has this
+    /// method and path; `None` for requests that are no keys operation at all.
+    pub fn not_offered(method: &str, path: &str) -> Option<&'static str> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET", ["keys", _, _, "attestation"]) => {
+                Some("key attestation is a Managed HSM feature (keys held in an HSM)")
+            }
+            ("POST", ["keys", _, "release"] | ["keys", _, _, "release"]) => {
+                Some("secure key release exports a key, and this vault makes no exportable keys")
+            }
+            _ => None,
+        }
+    }
+
     /// The operation name in the audit trail (Azure diagnostic log style).
     pub fn operation(&self) -> &'static str {
         match self {
@@ -249,6 +264,11 @@ mod tests {
         assert_eq!(Route::parse("POST", "/rng"), Some(Route::GetRandomBytes));
         assert_eq!(Route::parse("GET", "/rng"), None);
         assert_eq!(Route::parse("POST", "/keys/k1/explode"), None);
+        assert_eq!(Route::parse("POST", &format!("/keys/k1/{v}/release")), None);
+        assert!(Route::not_offered("POST", &format!("/keys/k1/{v}/release")).is_some());
+        assert!(Route::not_offered("POST", "/keys/k1/release").is_some());
+        assert!(Route::not_offered("GET", &format!("/keys/k1/{v}/attestation")).is_some());
+        assert_eq!(Route::not_offered("POST", "/keys/k1/explode"), None);
         assert_eq!(Route::parse("GET", "/secrets/s1"), None);
         assert_eq!(
             Route::parse("POST", "/keys/k1//unwrapkey")
