@@ -22,9 +22,9 @@ pub use key::{
 };
 pub use kid::{valid_key_name, valid_key_version, InvalidKeyId, KeyReference, KeyVersionId};
 pub use operations::{
-    AttributeChanges, KeyCreateParameters, KeyImportParameters, KeyOperationParameters,
-    KeyOperationResult, KeyUpdateParameters, KeyVerifyParameters, KeyVerifyResult,
-    PrivateJsonWebKey, ValueParameter,
+    AttributeChanges, GetRandomBytesParameters, KeyCreateParameters, KeyImportParameters,
+    KeyOperationParameters, KeyOperationResult, KeyUpdateParameters, KeyVerifyParameters,
+    KeyVerifyResult, PrivateJsonWebKey, RandomBytes, ValueParameter, MAX_RANDOM_BYTES,
 };
 pub use rotation::{
     LifetimeAction, LifetimeActionKind, LifetimeTrigger, RotationPolicy, RotationPolicyAttributes,

@@ -200,6 +200,26 @@ macro_rules! wiped_value {
 }
 wiped_value!(KeyOperationParameters);
 wiped_value!(KeyOperationResult);
+wiped_value!(RandomBytes);
+
+/// `POST /rng`: how many random bytes to return. Optional here so that a missing
+/// count gets a message that says the range, not serde's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetRandomBytesParameters {
+    /// The number of bytes, 1 to [`MAX_RANDOM_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+}
+
+/// The most random bytes one `POST /rng` returns (Azure's limit).
+pub const MAX_RANDOM_BYTES: i64 = 128;
+
+/// The answer of `POST /rng`. The value is wiped on drop (callers may use it as a key).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RandomBytes {
+    /// The bytes, base64url.
+    pub value: String,
+}
 
 /// The result of verify.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +276,10 @@ mod tests {
             value: "c2VjcmV0".into(),
         };
         assert!(!format!("{p:?}").contains("c2VjcmV0"));
+        let r = RandomBytes {
+            value: "c2VjcmV0".into(),
+        };
+        assert!(!format!("{r:?}").contains("c2VjcmV0"));
         let k: PrivateJsonWebKey = serde_json::from_str(r#"{"kty":"RSA","d":"c2VjcmV0"}"#).unwrap();
         assert!(!format!("{k:?}").contains("c2VjcmV0"));
     }

@@ -403,7 +403,7 @@ enum KeyvaultCommand {
         #[arg(long)]
         identity: String,
         /// Azure permission names: get list create update import delete recover backup restore
-        /// decrypt encrypt unwrapKey wrapKey verify sign purge rotate getrotationpolicy setrotationpolicy, or all.
+        /// decrypt encrypt unwrapKey wrapKey verify sign purge rotate getrotationpolicy setrotationpolicy rng, or all.
         #[arg(long, num_args = 1.., required = true)]
         key_permissions: Vec<String>,
     },

@@ -4,24 +4,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use pgcmk_testkit::binary::workspace_root;
-use support::{pgcmk_binary, VaultService, ALL_KEY_PERMISSIONS};
+use support::{pgcmk_binary, run_sdk_client, VaultService, ALL_KEY_PERMISSIONS};
 
 /// The whole Python run must end within this.
 const PYTEST_DEADLINE: Duration = Duration::from_secs(240);
-
-/// Azure SDK settings that would make the credential look elsewhere for tokens.
-const FOREIGN_AZURE_ENV: [&str; 6] = [
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "IMDS_ENDPOINT",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_FEDERATED_TOKEN_FILE",
-];
 
 fn venv_python(root: &Path) -> std::path::PathBuf {
     let python = root.join(".venv/bin/python");
@@ -68,34 +58,15 @@ fn unmodified_azure_sdk_drives_the_vault_through_a_managed_identity() {
             "addopts=",
         ])
         .env("PGCMK_TEST_VAULT_URL", &url)
-        .env("AZURE_CLIENT_ID", &identity.client_id)
-        .env("IDENTITY_ENDPOINT", &vault.info.identity_endpoint)
-        .env("IDENTITY_HEADER", vault.identity_header(&identity))
         .env("REQUESTS_CA_BUNDLE", &vault.info.ca_file)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for name in FOREIGN_AZURE_ENV {
-        pytest.env_remove(name);
-    }
-    let mut child = pytest.spawn().expect("start pytest");
-    let started = Instant::now();
-    while child.try_wait().expect("poll pytest").is_none() {
-        if started.elapsed() > PYTEST_DEADLINE {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("collect pytest output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let run = run_sdk_client(&vault, &identity, &mut pytest, PYTEST_DEADLINE);
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     println!("{stdout}\n{stderr}");
     assert!(
-        out.status.success(),
-        "the Azure SDK scenario failed ({}):\n{stdout}\n{stderr}\nvault log:\n{}",
-        out.status,
+        run.succeeded(),
+        "the Azure SDK scenario failed ({:?}):\n{stdout}\n{stderr}\nvault log:\n{}",
+        run.status,
         vault.log()
     );
     assert!(

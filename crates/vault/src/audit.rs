@@ -21,6 +21,7 @@ use pgcmk_crypto::mac::MacKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+pub use crate::audit_filter::{parse_time, AuditFilter};
 use crate::storage::{Store, AUDIT, META};
 use crate::{Error, StorageError};
 
@@ -49,10 +50,22 @@ pub struct AuditEntry {
     pub status: u16,
     /// `allowed` or `denied` (401/403).
     pub result: String,
+    /// A 401 to a request that carried no bearer token: the challenge every Azure SDK
+    /// meets first, by design, before it fetches a token; not a refusal of anyone.
+    /// Written only when true, so entries from before it existed keep their mac.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub challenge: bool,
     /// Time spent, in microseconds.
     pub duration_us: u64,
     /// The request id returned in `x-ms-request-id`.
     pub request_id: String,
+    /// The identity an administrative change was about (`IdentityCreate`,
+    /// `IdentityDelete`, `SetPolicy`, `DeletePolicy`): `NAME (OBJECT_ID)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The key permissions a `SetPolicy` granted (replacing the identity's previous ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
     /// On an anonymous request's entry: how many anonymous requests before it were
     /// left out, over the budget of [`crate::anonymous_budget`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,78 +332,6 @@ impl ChainBreak {
             entry,
             problem: format!("entry {entry} {problem}"),
         }
-    }
-}
-
-/// Which entries `audit list` returns.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct AuditFilter {
-    /// Vault name.
-    pub vault: Option<String>,
-    /// Key name.
-    pub key: Option<String>,
-    /// Caller object id or name.
-    pub principal: Option<String>,
-    /// Operation name (case-insensitive).
-    pub operation: Option<String>,
-    /// Only entries at or after this RFC 3339 time.
-    pub since: Option<String>,
-    /// Only entries before this RFC 3339 time.
-    pub until: Option<String>,
-    /// `allowed` or `denied`.
-    pub result: Option<String>,
-    /// Newest entries kept when more match.
-    #[serde(default = "default_limit")]
-    pub limit: usize,
-}
-
-fn default_limit() -> usize {
-    1000
-}
-
-/// Parses an RFC 3339 time, saying what is expected when it is not one.
-pub fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| format!("'{s}' is not an RFC 3339 time such as 2026-01-31T12:00:00Z"))
-}
-
-impl AuditFilter {
-    /// Checks the filter's values before use.
-    pub fn validate(&self) -> Result<(), String> {
-        for t in [&self.since, &self.until].into_iter().flatten() {
-            parse_time(t)?;
-        }
-        match self.result.as_deref() {
-            None | Some("allowed") | Some("denied") => Ok(()),
-            Some(other) => Err(format!(
-                "result must be 'allowed' or 'denied', not '{other}'"
-            )),
-        }
-    }
-
-    fn matches(&self, e: &AuditEntry) -> bool {
-        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        let time = parse_time(&e.time).ok();
-        let after = |bound: &Option<String>| match (bound.as_deref().map(parse_time), time) {
-            (Some(Ok(b)), Some(t)) => t >= b,
-            _ => true,
-        };
-        eq(&self.vault, &e.vault)
-            && self
-                .key
-                .as_deref()
-                .is_none_or(|k| e.key.as_deref() == Some(k))
-            && self
-                .principal
-                .as_deref()
-                .is_none_or(|p| e.caller == p || e.caller_name.as_deref() == Some(p))
-            && self
-                .operation
-                .as_deref()
-                .is_none_or(|o| o.eq_ignore_ascii_case(&e.operation))
-            && eq(&self.result, &e.result)
-            && after(&self.since)
-            && (self.until.is_none() || !after(&self.until))
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod anonymous_budget;
 pub mod audit;
+mod audit_filter;
 pub mod client;
 pub mod clock;
 mod error;

@@ -64,9 +64,10 @@ fn entry(
         client: "internal".into(),
         status,
         result: AuditEntry::result_for(status).into(),
+        challenge: false,
         duration_us: started.elapsed().as_micros() as u64,
         request_id: crate::identity::new_id(),
-        anonymous_left_out: None,
+        ..AuditEntry::default()
     }
 }
 

@@ -87,8 +87,9 @@ fn every_request_is_recorded_and_tampering_is_named() {
     assert_eq!(e["status"], 200);
     assert!(e["request_id"].as_str().unwrap().len() == 36);
     assert!(e["time"].as_str().unwrap().ends_with('Z'));
-    let anonymous = v.audit("operation=KeyList&result=denied");
-    assert_eq!(anonymous[0]["entry"]["caller"], "anonymous");
+    let challenges = v.audit("operation=KeyList&result=denied&include_challenges=true");
+    assert_eq!(challenges[0]["entry"]["caller"], "anonymous");
+    assert_eq!(challenges[0]["entry"]["challenge"], true);
     assert!(
         v.audit("operation=VaultCreate").len() == 1
             && v.audit("operation=ClientCredentialsToken").len() >= 2
@@ -98,6 +99,10 @@ fn every_request_is_recorded_and_tampering_is_named() {
     assert!(v
         .admin
         .call(Method::GET, "/admin/audit?since=yesterday", None)
+        .is_err());
+    assert!(v
+        .admin
+        .call(Method::GET, "/admin/audit?include_challenges=maybe", None)
         .is_err());
     assert!(v.audit_verify().unwrap() >= 6);
 
@@ -137,4 +142,40 @@ fn every_request_is_recorded_and_tampering_is_named() {
         let last = t.last().unwrap().unwrap().0.value();
         t.remove(last).unwrap();
     });
+}
+
+#[test]
+fn administrative_changes_name_whose_access_changed_and_to_what() {
+    let v = Vault::start();
+    let mi = v.identity("audited-mi", "managed");
+    v.vault("audited-kv", true);
+    v.set_policy("audited-kv", "audited-mi", &["get", "wrapKey", "unwrapKey"]);
+    v.manage(
+        Method::DELETE,
+        "/admin/vaults/audited-kv/policies/audited-mi",
+        None,
+    );
+    v.manage(Method::DELETE, "/admin/identities/audited-mi", None);
+    let target = format!("audited-mi ({})", mi.object_id);
+    for operation in [
+        "IdentityCreate",
+        "SetPolicy",
+        "DeletePolicy",
+        "IdentityDelete",
+    ] {
+        let entries = v.audit(&format!("operation={operation}"));
+        let entry = &entries.last().unwrap_or_else(|| panic!("no {operation}"))["entry"];
+        assert_eq!(entry["target"], json!(target), "{operation}: {entry}");
+    }
+    let set = &v.audit("operation=SetPolicy").last().unwrap()["entry"].clone();
+    let mut granted: Vec<&str> = set["permissions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no permissions: {set}"))
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    granted.sort_unstable();
+    assert_eq!(granted, ["get", "unwrapKey", "wrapKey"], "{set}");
+    v.audit_verify()
+        .expect("the chain verifies with the new fields");
 }

@@ -49,6 +49,10 @@ fn malformed_requests_get_4xx_with_akv_codes_and_the_service_keeps_serving() {
         ("bad ISO duration", v.akv(Method::PUT, &url, "/keys/good/rotationpolicy", &t, Some(json!({ "lifetimeActions": [{ "trigger": { "timeAfterCreate": "90 days" }, "action": { "type": "Rotate" } }] }))), 400, "BadParameter"),
         ("restore of a foreign blob", v.akv(Method::POST, &url, "/keys/restore", &t, Some(json!({ "value": b64(b"not a backup") }))), 400, "BadParameter"),
         ("exp before nbf", v.akv(Method::PATCH, &url, "/keys/good", &t, Some(json!({ "attributes": { "nbf": 2000, "exp": 1000 } }))), 400, "BadParameter"),
+        ("no random byte count", v.akv(Method::POST, &url, "/rng", &t, Some(json!({}))), 400, "BadParameter"),
+        ("129 random bytes", v.akv(Method::POST, &url, "/rng", &t, Some(json!({ "count": 129 }))), 400, "BadParameter"),
+        ("random byte count as text", v.akv(Method::POST, &url, "/rng", &t, Some(json!({ "count": "\"many\"" }))), 400, "BadParameter"),
+        ("name with quotes and backslashes", v.akv(Method::GET, &url, "/keys/a%22b%5Cc", &t, None), 400, "BadParameter"),
         ("oversized body", raw(Method::POST, "/keys/k/create", &vec![b' '; 200 * 1024]), 413, "RequestBodyTooLarge"),
     ];
     for (what, answer, status, code) in cases {
@@ -59,6 +63,11 @@ fn malformed_requests_get_4xx_with_akv_codes_and_the_service_keeps_serving() {
             message.len() > 10,
             "{what}: the error must say what was wrong: {}",
             answer.body
+        );
+        // The Azure SDK for Rust reads messages as borrowed strings: no escapes.
+        assert!(
+            !message.contains(['"', '\\']) && !message.contains(char::is_control),
+            "{what}: the message needs JSON escapes: {message:?}"
         );
     }
 

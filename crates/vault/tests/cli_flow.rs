@@ -463,3 +463,75 @@ fn a_deleted_identity_leaves_the_list() {
         .iter()
         .all(|i| i["name"] != "app"));
 }
+
+#[test]
+fn audit_list_leaves_out_anonymous_challenges_unless_asked() {
+    let f = Flow::start();
+    let (kv, _) = f.create_vault();
+    let keys = format!("{}/keys?api-version=7.5", kv["url"].as_str().unwrap());
+    // An SDK's first request carries no Authorization header and is answered with a
+    // challenge; a refused token, or any other credential, is a real denial.
+    let challenge = f.v.raw(reqwest::Method::GET, &keys, None, None);
+    let refused = f.v.raw(reqwest::Method::GET, &keys, Some("forged"), None);
+    let basic =
+        f.v.admin
+            .http()
+            .get(&keys)
+            .header("authorization", "Basic YTpi")
+            .send()
+            .unwrap();
+    assert_eq!(
+        (challenge.status, refused.status, basic.status().as_u16()),
+        (401, 401, 401)
+    );
+
+    let officer = f.officer();
+    let denied_lists = [
+        "audit",
+        "list",
+        "--vault",
+        "cli-vault",
+        "--operation",
+        "KeyList",
+        "--result",
+        "denied",
+    ];
+    let listed = |extra: &[&str]| -> Vec<Value> {
+        let args: Vec<&str> = denied_lists.iter().chain(extra).copied().collect();
+        officer.json(&args).as_array().unwrap().clone()
+    };
+    let real = listed(&[]);
+    assert_eq!(
+        real.len(),
+        2,
+        "the forged token and the Basic credential: {real:?}"
+    );
+    assert!(
+        real.iter()
+            .all(|e| e["entry"]["status"] == 401 && e["entry"].get("challenge").is_none()),
+        "{real:?}"
+    );
+
+    let all = listed(&["--include-challenges"]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let challenges: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["entry"]["challenge"] == true)
+        .collect();
+    assert_eq!(challenges.len(), 1, "{all:?}");
+    assert_eq!(challenges[0]["entry"]["caller"], "anonymous");
+    assert_eq!(challenges[0]["entry"]["result"], "denied");
+
+    let text = officer.run(&[&denied_lists[..], &["--include-challenges"]].concat());
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(
+        text.matches("denied (anonymous challenge)").count(),
+        1,
+        "{text}"
+    );
+}

@@ -423,7 +423,7 @@ fn every_management_route_refuses_every_lesser_role() {
     assert_eq!(
         holders,
         vec![
-            ("admin".to_string(), 19),
+            ("admin".to_string(), 20),
             ("sod-mi".to_string(), 3),
             ("sod-reader".to_string(), 2)
         ]

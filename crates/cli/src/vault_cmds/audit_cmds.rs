@@ -45,6 +45,11 @@ enum AuditCommand {
         /// Only allowed or denied requests.
         #[arg(long, value_parser = ["allowed", "denied"])]
         result: Option<String>,
+        /// Also list anonymous challenges: 401s to requests without a token, which
+        /// every Azure SDK client meets first before fetching one (left out by default,
+        /// so that denied shows real refusals).
+        #[arg(long)]
+        include_challenges: bool,
         /// At most this many (the newest).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
@@ -61,8 +66,21 @@ fn audit_line(s: &Value) -> String {
         (Some(k), None) => k.to_string(),
         _ => "-".into(),
     };
+    let mut about = String::new();
+    if let Some(target) = e["target"].as_str() {
+        about.push_str(&format!(" target={target}"));
+    }
+    if let Some(perms) = e["permissions"].as_array() {
+        let names: Vec<&str> = perms.iter().filter_map(Value::as_str).collect();
+        about.push_str(&format!(" permissions={}", names.join(",")));
+    }
+    if let Some(n) = e["anonymous_left_out"].as_u64() {
+        about.push_str(&format!(
+            " (and {n} anonymous requests before it not recorded)"
+        ));
+    }
     format!(
-        "#{} {} {} {} {} caller={} ({}) client={} status={} {} {}us req={}",
+        "#{} {} {} {} {} caller={} ({}) client={} status={} {} {}us req={}{about}",
         s["seq"],
         e["time"].as_str().unwrap_or_default(),
         if e["vault"].as_str().unwrap_or_default().is_empty() {
@@ -76,7 +94,10 @@ fn audit_line(s: &Value) -> String {
         e["caller_name"].as_str().unwrap_or("-"),
         e["client"].as_str().unwrap_or_default(),
         e["status"],
-        e["result"].as_str().unwrap_or_default(),
+        match (e["result"].as_str(), e["challenge"].as_bool()) {
+            (Some(result), Some(true)) => format!("{result} (anonymous challenge)"),
+            (result, _) => result.unwrap_or_default().to_string(),
+        },
         e["duration_us"],
         e["request_id"].as_str().unwrap_or_default(),
     )
@@ -94,9 +115,13 @@ pub fn audit(args: AuditArgs, format: Format) -> Result<(), CliError> {
             since,
             until,
             result,
+            include_challenges,
             limit,
         } => {
             let mut query = vec![format!("limit={limit}")];
+            if include_challenges {
+                query.push("include_challenges=true".into());
+            }
             for (k, v) in [
                 ("vault", vault),
                 ("key", key),

@@ -5,7 +5,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this harness.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use pgcmk_testkit::binary;
 use pgcmk_testkit::cli::SecurityOfficer;
@@ -145,4 +147,68 @@ fn field(v: &Value, name: &str) -> String {
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("no string '{name}' in {v}"))
         .to_string()
+}
+
+/// Azure SDK settings that would make a managed-identity credential look elsewhere
+/// for tokens than the vault's identity endpoint.
+const FOREIGN_AZURE_ENV: [&str; 6] = [
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IMDS_ENDPOINT",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+];
+
+/// How a real SDK client's run ended.
+pub struct ClientRun {
+    /// Its exit status; `None` when it was killed at the deadline.
+    pub status: Option<ExitStatus>,
+    /// What it printed.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// Whether it ran to its end and succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Runs a real SDK client against the vault with `identity`'s managed-identity
+/// environment (App Service protocol) and nothing that would point it elsewhere;
+/// killed past `limit`. Its output goes to files in the scratch directory, so a
+/// chatty client never blocks on a full pipe.
+pub fn run_sdk_client(
+    vault: &VaultService,
+    identity: &Identity,
+    command: &mut Command,
+    limit: Duration,
+) -> ClientRun {
+    let (out_path, err_path) = (vault.scratch("client.out"), vault.scratch("client.err"));
+    let file = |p: &Path| std::fs::File::create(p).expect("client output file");
+    command
+        .env("AZURE_CLIENT_ID", &identity.client_id)
+        .env("IDENTITY_ENDPOINT", &vault.info.identity_endpoint)
+        .env("IDENTITY_HEADER", vault.identity_header(identity))
+        .stdin(Stdio::null())
+        .stdout(file(&out_path))
+        .stderr(file(&err_path));
+    for name in FOREIGN_AZURE_ENV {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().expect("start the SDK client");
+    let status = pgcmk_testkit::process::wait_exit(&mut child, limit);
+    if status.is_none() {
+        pgcmk_testkit::process::kill_quietly(&mut child);
+    }
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    ClientRun {
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    }
 }

@@ -123,8 +123,7 @@ async fn manage(
             format!("{method} /{path} is not an API of this service"),
         ));
     }
-    let caller = super::authenticate(service, request.headers, &service.url)?;
-    scope.caller(&caller);
+    let caller = scope.authenticate(service, request.headers, &service.url)?;
     if let Some(v) = segments
         .get(2)
         .filter(|_| segments.get(1) == Some(&"vaults"))
@@ -147,14 +146,21 @@ async fn manage(
         .map_err(|refusal| ApiError::forbidden(refusal).with_inner("ForbiddenByRole"))?;
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     match route.op {
-        AdminOp::CreateIdentity => blocking(service, move |svc| create_identity(svc, &body))
-            .await
-            .map(created),
+        AdminOp::CreateIdentity => {
+            let made = blocking(service, move |svc| create_identity(svc, &body)).await?;
+            scope.entry.target = Some(target_of(
+                made["name"].as_str().unwrap_or_default(),
+                made["object_id"].as_str().unwrap_or_default(),
+            ));
+            Ok(created(made))
+        }
         AdminOp::ListIdentities => Ok(Reply::ok(
             json!({ "value": service.directory.list().iter().map(identity_json).collect::<Vec<_>>() }),
         )),
         AdminOp::GetIdentity => Ok(Reply::ok(identity_json(&find_identity(service, param(0))?))),
         AdminOp::DeleteIdentity => {
+            let target = find_identity(service, param(0))?;
+            scope.entry.target = Some(target_of(&target.name, &target.object_id));
             let who = param(0).to_string();
             blocking(service, move |svc| delete_identity(svc, &caller, &who)).await
         }
@@ -190,6 +196,8 @@ async fn manage(
             }
             .ok_or_else(|| ApiError::bad("key_permissions must be an array of permission names"))?;
             let perms = parse_permissions(&names).map_err(ApiError::bad)?;
+            scope.entry.target = Some(target_of(&principal.name, &principal.object_id));
+            scope.entry.permissions = Some(perms.iter().map(|p| p.name().to_string()).collect());
             let name = param(0).to_string();
             blocking(service, move |svc| {
                 change_vault(svc, &name, |v| {
@@ -202,6 +210,7 @@ async fn manage(
         }
         AdminOp::DeletePolicy => {
             let principal = find_identity(service, param(1))?;
+            scope.entry.target = Some(target_of(&principal.name, &principal.object_id));
             let name = param(0).to_string();
             blocking(service, move |svc| {
                 change_vault(svc, &name, |v| {
@@ -234,6 +243,11 @@ async fn manage(
     }
 }
 
+/// How an audit entry names the identity a change was about.
+fn target_of(name: &str, object_id: &str) -> String {
+    format!("{name} ({object_id})")
+}
+
 async fn list_audit(service: &Arc<Service>, query: Option<&str>) -> Result<Reply, ApiError> {
     let q = form_pairs(query.unwrap_or_default());
     let get = |k: &str| {
@@ -258,6 +272,15 @@ async fn list_audit(service: &Arc<Service>, query: Option<&str>) -> Result<Reply
         since: get("since"),
         until: get("until"),
         result: get("result"),
+        include_challenges: match get("include_challenges").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad(format!(
+                    "include_challenges must be true or false, not '{other}'"
+                )))
+            }
+        },
         limit,
     };
     filter.validate().map_err(ApiError::bad)?;

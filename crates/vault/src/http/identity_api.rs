@@ -19,7 +19,8 @@ pub struct TokenAnswer {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) -> TokenAnswer {
-    let description = description.into();
+    // MSAL-style clients parse these too: no escape sequences (see `error_text`).
+    let description = super::error_text::without_json_escapes(&description.into());
     TokenAnswer {
         status,
         // statusCode/message are what MSAL reports for managed-identity failures.

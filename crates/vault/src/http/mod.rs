@@ -5,6 +5,7 @@ pub mod admin_api;
 mod admin_identities;
 pub mod admin_route;
 mod admin_vaults;
+pub mod error_text;
 pub mod identity_api;
 pub mod key_errors;
 pub mod vault_api;
@@ -79,35 +80,15 @@ impl ApiError {
             "the vault service failed to complete the request; see the service log",
         )
     }
-    /// The JSON body.
+    /// The JSON body. Its message needs no escape sequence (see [`error_text`]).
     pub fn body(&self) -> Value {
-        let mut error = json!({ "code": self.code, "message": self.message });
+        let message = error_text::without_json_escapes(&self.message);
+        let mut error = json!({ "code": self.code, "message": message });
         if let Some(inner) = self.inner {
             error["innererror"] = json!({ "code": inner });
         }
         json!({ "error": error })
     }
-}
-
-/// The caller of a request, authenticated by its bearer token for `audience`; a 401
-/// with a `WWW-Authenticate` challenge otherwise.
-pub fn authenticate(
-    service: &crate::service::Service,
-    headers: &HeaderMap,
-    audience: &str,
-) -> Result<crate::identity::Principal, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    service.authenticate(authorization, audience).map_err(|e| {
-        let token_error = match &e {
-            crate::token::AuthError::InvalidToken(t) => Some(t),
-            _ => None,
-        };
-        let mut answer = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
-        answer.challenge = Some(service.challenge(audience, token_error));
-        answer
-    })
 }
 
 impl From<crate::Error> for ApiError {
@@ -320,6 +301,40 @@ impl AuditScope {
     pub fn caller(&mut self, principal: &crate::identity::Principal) {
         self.entry.caller = principal.object_id.clone();
         self.entry.caller_name = Some(principal.name.clone());
+    }
+
+    /// The caller of a request, authenticated by its bearer token for `audience` and
+    /// recorded; else a 401 with a `WWW-Authenticate` challenge, recorded as an
+    /// anonymous challenge when the request carried no `Authorization` header at all.
+    pub fn authenticate(
+        &mut self,
+        service: &crate::service::Service,
+        headers: &HeaderMap,
+        audience: &str,
+    ) -> Result<crate::identity::Principal, ApiError> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match service.authenticate(authorization, audience) {
+            Ok(principal) => {
+                self.caller(&principal);
+                Ok(principal)
+            }
+            Err(e) => {
+                // Any Authorization header (a Basic one too) is an attempt, not the
+                // SDK's bare first request: only its absence makes a challenge.
+                self.entry.challenge =
+                    authorization.is_none() && e == crate::token::AuthError::MissingToken;
+                let token_error = match &e {
+                    crate::token::AuthError::InvalidToken(t) => Some(t),
+                    _ => None,
+                };
+                let mut answer =
+                    ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
+                answer.challenge = Some(service.challenge(audience, token_error));
+                Err(answer)
+            }
+        }
     }
 
     /// Appends the entry (durably) and returns `response`, or a 500 if the audit

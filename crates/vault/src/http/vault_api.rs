@@ -96,19 +96,15 @@ async fn process(
         ));
     }
     // The caller first: the body of a request that does not authenticate is never read.
-    let caller = super::authenticate(&ctx.service, &parts.headers, &url)?;
-    scope.caller(&caller);
+    let caller = scope.authenticate(&ctx.service, &parts.headers, &url)?;
     let body = read_body(body).await?;
     let route = route.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!(
-                "{} {} is not a Key Vault keys operation",
-                parts.method,
-                parts.uri.path()
-            ),
-        )
+        let (method, path) = (parts.method.as_str(), parts.uri.path());
+        let message = match Route::not_offered(method, path) {
+            Some(why) => format!("{method} {path} is not offered by this vault: {why}"),
+            None => format!("{method} {path} is not a Key Vault keys operation"),
+        };
+        ApiError::new(StatusCode::NOT_FOUND, "NotFound", message)
     })?;
     let permission = route.permission();
     if !vault.allows(&caller.object_id, permission) {

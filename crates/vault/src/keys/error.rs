@@ -41,7 +41,7 @@ pub enum KeyOpError {
         reason: Unusable,
     },
     /// Purge protection holds the key until its scheduled purge date.
-    #[error("Operation \"purge\" is not allowed because purge protection is enabled for vault '{vault}': key {name} can be purged after its scheduled purge date ({scheduled_purge_date}).")]
+    #[error("Operation purge is not allowed because purge protection is enabled for vault '{vault}': key {name} can be purged after its scheduled purge date ({scheduled_purge_date}).")]
     PurgeProtected {
         /// The vault.
         vault: String,

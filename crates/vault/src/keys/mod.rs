@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod listing;
 pub mod model;
 pub mod ops;
+pub mod random;
 pub mod request;
 pub mod rotation;
 pub mod route;

@@ -141,6 +141,7 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, KeyOpEr
         }
         Route::Recover(name) => lifecycle::recover(ctx, name),
         Route::Purge(name) => lifecycle::purge(ctx, name),
+        Route::GetRandomBytes => super::random::random_bytes(&decode(body)?),
     }
 }
 

@@ -84,6 +84,8 @@ pub enum Route {
     Recover(String),
     /// `DELETE /deletedkeys/{name}`
     Purge(String),
+    /// `POST /rng`
+    GetRandomBytes,
 }
 
 impl Route {
@@ -110,9 +112,25 @@ impl Route {
             ("GET", ["deletedkeys", _]) => Route::GetDeleted(s(1)),
             ("DELETE", ["deletedkeys", _]) => Route::Purge(s(1)),
             ("POST", ["deletedkeys", _, "recover"]) => Route::Recover(s(1)),
+            ("POST", ["rng"]) => Route::GetRandomBytes,
             _ => return None,
         };
         Some(route)
+    }
+
+    /// Why this vault does not offer an Azure Key Vault keys operation that has this
+    /// method and path; `None` for requests that are no keys operation at all.
+    pub fn not_offered(method: &str, path: &str) -> Option<&'static str> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET", ["keys", _, _, "attestation"]) => {
+                Some("key attestation is a Managed HSM feature (keys held in an HSM)")
+            }
+            ("POST", ["keys", _, "release"] | ["keys", _, _, "release"]) => {
+                Some("secure key release exports a key, and this vault makes no exportable keys")
+            }
+            _ => None,
+        }
     }
 
     /// The operation name in the audit trail (Azure diagnostic log style).
@@ -142,6 +160,7 @@ impl Route {
             Route::ListDeleted => "KeyListDeleted",
             Route::Recover(_) => "KeyRecover",
             Route::Purge(_) => "KeyPurge",
+            Route::GetRandomBytes => "GetRandomBytes",
         }
     }
 
@@ -169,6 +188,7 @@ impl Route {
             Route::Restore => Permission::Restore,
             Route::Recover(_) => Permission::Recover,
             Route::Purge(_) => Permission::Purge,
+            Route::GetRandomBytes => Permission::Rng,
         }
     }
 
@@ -189,7 +209,7 @@ impl Route {
             | Route::GetDeleted(n)
             | Route::Recover(n)
             | Route::Purge(n) => Some(n),
-            Route::List | Route::Restore | Route::ListDeleted => None,
+            Route::List | Route::Restore | Route::ListDeleted | Route::GetRandomBytes => None,
         }
     }
 
@@ -241,7 +261,14 @@ mod tests {
             Route::parse("DELETE", "/deletedkeys/k1"),
             Some(Route::Purge("k1".into()))
         );
+        assert_eq!(Route::parse("POST", "/rng"), Some(Route::GetRandomBytes));
+        assert_eq!(Route::parse("GET", "/rng"), None);
         assert_eq!(Route::parse("POST", "/keys/k1/explode"), None);
+        assert_eq!(Route::parse("POST", &format!("/keys/k1/{v}/release")), None);
+        assert!(Route::not_offered("POST", &format!("/keys/k1/{v}/release")).is_some());
+        assert!(Route::not_offered("POST", "/keys/k1/release").is_some());
+        assert!(Route::not_offered("GET", &format!("/keys/k1/{v}/attestation")).is_some());
+        assert_eq!(Route::not_offered("POST", "/keys/k1/explode"), None);
         assert_eq!(Route::parse("GET", "/secrets/s1"), None);
         assert_eq!(
             Route::parse("POST", "/keys/k1//unwrapkey")
