@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use crate::audit_filter::{parse_time, AuditFilter};
-use crate::storage::{Store, AUDIT, META};
+use crate::storage::{Store, WriteTx, AUDIT, META, PENDING_AUDIT};
 use crate::{Error, StorageError};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -59,6 +59,10 @@ pub struct AuditEntry {
     pub duration_us: u64,
     /// The request id returned in `x-ms-request-id`.
     pub request_id: String,
+    /// Appended at a start from the copy committed with its state change: the vault
+    /// stopped after the change and before this entry reached the chain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
     /// The identity an administrative change was about (`IdentityCreate`,
     /// `IdentityDelete`, `SetPolicy`, `DeletePolicy`): `NAME (OBJECT_ID)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +158,71 @@ struct Job {
     coming: Option<EntryComing>,
 }
 
+/// Commits, in the transaction `tx` of a state change, the entry `intent` of the
+/// request making it (with the `version` it creates or changes), so that the change
+/// never exists without its entry: the writer deletes this copy when it appends the
+/// entry to the chain, and a start appends any copy left by a crash in between.
+pub fn commit_with_change(
+    tx: &WriteTx<'_>,
+    intent: &AuditEntry,
+    version: Option<&str>,
+) -> Result<(), Error> {
+    let mut pending = intent.clone();
+    if let Some(v) = version {
+        pending.version = Some(v.to_string());
+    }
+    pending.time = crate::now_rfc3339();
+    pending.status = 200;
+    pending.result = AuditEntry::result_for(200).into();
+    tx.put(PENDING_AUDIT, &pending.request_id, &pending)
+}
+
+/// Appends `entry` after `head` in the open table, and moves `head` to it.
+fn append(
+    key: &MacKey,
+    table: &mut redb::Table<'_, u64, &'static [u8]>,
+    head: &mut Head,
+    entry: &AuditEntry,
+) -> Result<(), Error> {
+    let seq = head.seq + 1;
+    let mac = chain_mac(key, seq, &head.mac, entry);
+    let stored = StoredEntry {
+        seq,
+        prev: head.mac.clone(),
+        mac: mac.clone(),
+        entry: entry.clone(),
+    };
+    table.insert(seq, serde_json::to_vec(&stored)?.as_slice())?;
+    *head = Head { seq, mac };
+    Ok(())
+}
+
+/// Appends, as `recovered`, the entries committed with a state change whose own
+/// append a crash cut off; returns the new head.
+fn recover_pending(store: &Store, key: &MacKey, mut head: Head) -> Result<Head, Error> {
+    let pending: Vec<(String, AuditEntry)> = store.scan(PENDING_AUDIT, "", None, usize::MAX)?;
+    if pending.is_empty() {
+        return Ok(head);
+    }
+    let mut entries: Vec<AuditEntry> = pending.into_iter().map(|(_, e)| e).collect();
+    entries.sort_by(|a, b| a.time.cmp(&b.time));
+    store.write(|tx| {
+        let mut table = tx.raw().open_table(AUDIT)?;
+        for mut entry in entries.iter().cloned() {
+            entry.recovered = true;
+            append(key, &mut table, &mut head, &entry)?;
+            tx.delete(PENDING_AUDIT, &entry.request_id)?;
+        }
+        drop(table);
+        tx.put(META, "audit_head", &head)
+    })?;
+    tracing::warn!(
+        "appended {} audit entries of changes committed before the last stop cut off their append",
+        entries.len()
+    );
+    Ok(head)
+}
+
 /// Handle to the audit writer.
 pub struct AuditLog {
     jobs: mpsc::Sender<Job>,
@@ -169,6 +238,7 @@ impl AuditLog {
             seq: 0,
             mac: GENESIS.into(),
         });
+        let head = recover_pending(&store, &key, head)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let coming = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
@@ -353,16 +423,9 @@ impl Writer {
             let result = self.store.write(|tx| {
                 let mut table = tx.raw().open_table(AUDIT)?;
                 for (entry, _) in &batch {
-                    let seq = head.seq + 1;
-                    let mac = chain_mac(&self.key, seq, &head.mac, entry);
-                    let stored = StoredEntry {
-                        seq,
-                        prev: head.mac.clone(),
-                        mac: mac.clone(),
-                        entry: entry.clone(),
-                    };
-                    table.insert(seq, serde_json::to_vec(&stored)?.as_slice())?;
-                    head = Head { seq, mac };
+                    append(&self.key, &mut table, &mut head, entry)?;
+                    // The copy committed with the request's state change, if any.
+                    tx.delete(PENDING_AUDIT, &entry.request_id)?;
                 }
                 drop(table);
                 tx.put(META, "audit_head", &head)
@@ -439,6 +502,58 @@ mod tests {
             .unwrap();
         log.record(AuditEntry::default(), None).await.unwrap();
         assert_eq!(log.coming.load(Ordering::Acquire), 0);
+        assert_eq!(log.verify().unwrap(), Ok(2));
+    }
+
+    fn change_with_entry(store: &Store, request_id: &str) {
+        let intent = AuditEntry {
+            operation: "KeyCreate".into(),
+            key: Some("k".into()),
+            request_id: request_id.into(),
+            ..AuditEntry::default()
+        };
+        store
+            .write(|tx| {
+                tx.put(crate::storage::KEYS, "v/k", &1u32)?;
+                commit_with_change(tx, &intent, Some("0123"))
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_entry_committed_with_its_change_reaches_the_chain_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let key = MacKey::new(&SymmetricKey::from_bytes([3; 32]));
+        {
+            // The change commits; the vault stops before the entry's own append.
+            let store = Arc::new(Store::open(&path).unwrap());
+            change_with_entry(&store, "cut-off");
+        }
+        let store = Arc::new(Store::open(&path).unwrap());
+        let log = AuditLog::start(store.clone(), key).unwrap();
+        let all = AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        };
+        let listed = log.list(&all).unwrap();
+        assert_eq!(listed.len(), 1);
+        let recovered = &listed[0].entry;
+        assert!(recovered.recovered);
+        assert_eq!(
+            (recovered.key.as_deref(), recovered.version.as_deref()),
+            (Some("k"), Some("0123"))
+        );
+        // A change whose entry is appended as usual leaves no copy behind.
+        change_with_entry(&store, "normal");
+        let appended = AuditEntry {
+            request_id: "normal".into(),
+            ..AuditEntry::default()
+        };
+        log.record(appended, None).await.unwrap();
+        let left: Vec<(String, AuditEntry)> =
+            store.scan(PENDING_AUDIT, "", None, usize::MAX).unwrap();
+        assert!(left.is_empty(), "{left:?}");
         assert_eq!(log.verify().unwrap(), Ok(2));
     }
 }

@@ -87,8 +87,14 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                 let started = Instant::now();
                 if let Some(d) = key.deleted {
                     if now >= d.scheduled_purge_date {
-                        crate::keys::lifecycle::purge_key(service, &vault.name, &key.name)?;
-                        out.push(entry(&vault, "KeyPurge", &key.name, None, 204, started));
+                        let purged = entry(&vault, "KeyPurge", &key.name, None, 204, started);
+                        crate::keys::lifecycle::purge_key(
+                            service,
+                            &vault.name,
+                            &key.name,
+                            Some(&purged),
+                        )?;
+                        out.push(purged);
                     }
                     continue;
                 }
@@ -100,24 +106,24 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                     continue;
                 };
                 match policy.due(current.attributes.created, current.attributes.exp, now) {
-                    Some(ActionType::Rotate) => match ops::rotate(service, &vault, &key.name) {
-                        Ok((_, v)) => out.push(entry(
-                            &vault,
-                            "KeyRotate",
-                            &key.name,
-                            Some(v.version),
-                            200,
-                            started,
-                        )),
-                        Err(e) => out.push(entry(
-                            &vault,
-                            "KeyRotate",
-                            &key.name,
-                            None,
-                            key_errors::status(&e).as_u16(),
-                            started,
-                        )),
-                    },
+                    Some(ActionType::Rotate) => {
+                        let rotating = entry(&vault, "KeyRotate", &key.name, None, 200, started);
+                        match ops::rotate(service, &vault, &key.name, Some(&rotating)) {
+                            Ok((_, v)) => out.push(AuditEntry {
+                                version: Some(v.version),
+                                duration_us: started.elapsed().as_micros() as u64,
+                                ..rotating
+                            }),
+                            Err(e) => out.push(entry(
+                                &vault,
+                                "KeyRotate",
+                                &key.name,
+                                None,
+                                key_errors::status(&e).as_u16(),
+                                started,
+                            )),
+                        }
+                    }
                     Some(ActionType::Notify)
                         if key.notified_version.as_deref() != Some(key.current()) =>
                     {

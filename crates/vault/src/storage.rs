@@ -24,6 +24,10 @@ pub const KEYS: JsonTable = TableDefinition::new("keys");
 /// Key versions by `vault/name/version`.
 pub const VERSIONS: JsonTable = TableDefinition::new("key_versions");
 /// Audit entries by sequence number (1, 2, …).
+/// Audit entries committed with their state change, until the writer has appended
+/// them to the chain (by request id); what is here at a start was interrupted.
+pub const PENDING_AUDIT: JsonTable = TableDefinition::new("audit_pending");
+/// The audit chain.
 pub const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
 
 /// redb's page cache: small, so memory stays bounded however many keys exist.
@@ -41,7 +45,7 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
         let txn = db.begin_write()?;
-        for table in [META, PRINCIPALS, VAULTS, KEYS, VERSIONS] {
+        for table in [META, PRINCIPALS, VAULTS, KEYS, VERSIONS, PENDING_AUDIT] {
             txn.open_table(table)?;
         }
         txn.open_table(AUDIT)?;

@@ -139,6 +139,7 @@ async fn process(
     // Crypto operations queue for the per-core pool; the rest (key generation, which
     // can take a second, and storage-only work) must not hold up that queue.
     let in_pool = matches!(route, Route::Crypto(..));
+    let intent = scope.entry.clone();
     let job = move || {
         let _permit = permit;
         let ctx = Ctx {
@@ -146,6 +147,7 @@ async fn process(
             vault: &vault,
             url,
             query: &query,
+            audit: Some(&intent),
         };
         ops::run(&ctx, &route, &body).map_err(ApiError::from)
     };

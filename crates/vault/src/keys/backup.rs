@@ -130,6 +130,13 @@ pub fn restore(ctx: &Ctx<'_>, body: &ValueParameter) -> Result<Outcome, KeyOpErr
             tx.put(VERSIONS, &format!("{key_id}/{}", r.version), r)?;
         }
         tx.put(KEYS, &key_id, &key)?;
+        if let Some(intent) = ctx.audit {
+            let restored = crate::audit::AuditEntry {
+                key: Some(name.clone()),
+                ..intent.clone()
+            };
+            crate::audit::commit_with_change(tx, &restored, Some(&current.version))?;
+        }
         Ok(Ok(()))
     })??;
     ctx.service.cache.forget_key(&ctx.vault.name, &name);

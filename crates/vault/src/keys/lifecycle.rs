@@ -5,6 +5,7 @@ use super::model::{Deleted, KeyRecord};
 use super::ops::{
     deleted_key, deleted_not_found, key_in, key_not_found, version_record, Ctx, Outcome,
 };
+use crate::audit::AuditEntry;
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
 use crate::Error;
@@ -20,6 +21,7 @@ pub(super) fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
             scheduled_purge_date: now + i64::from(ctx.vault.retention_days) * 86_400,
         });
         tx.put(KEYS, &ctx.key_id(name), &key)?;
+        ctx.audit_with(tx, None)?;
         Ok(Ok(key))
     })??;
     let v = version_record(ctx, &key, "")?;
@@ -33,6 +35,7 @@ pub(super) fn recover(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> 
         };
         key.deleted = None;
         tx.put(KEYS, &ctx.key_id(name), &key)?;
+        ctx.audit_with(tx, None)?;
         Ok(Ok(key))
     })??;
     let v = version_record(ctx, &key, "")?;
@@ -50,16 +53,25 @@ pub(super) fn purge(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
             });
         }
     }
-    purge_key(ctx.service, &ctx.vault.name, name)?;
+    purge_key(ctx.service, &ctx.vault.name, name, ctx.audit)?;
     Ok(Outcome {
         body: None,
         version: None,
     })
 }
 
-/// Removes a key and all its versions for good.
-pub(crate) fn purge_key(service: &Service, vault: &str, name: &str) -> Result<(), Error> {
+/// Removes a key and all its versions for good, committing `audit` (the purging
+/// request's entry) with it.
+pub(crate) fn purge_key(
+    service: &Service,
+    vault: &str,
+    name: &str,
+    audit: Option<&AuditEntry>,
+) -> Result<(), Error> {
     service.store.write(|tx| {
+        if let Some(intent) = audit {
+            crate::audit::commit_with_change(tx, intent, None)?;
+        }
         let key: Option<KeyRecord> = tx.get(KEYS, &format!("{vault}/{name}"))?;
         if let Some(key) = key {
             for v in &key.versions {

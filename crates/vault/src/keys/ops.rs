@@ -18,6 +18,7 @@ use super::request::{self, decode, RSA_KEY_OPS};
 use super::rotation::RotationPolicy;
 use super::route::Route;
 use super::{crypto, lifecycle, listing};
+use crate::audit::AuditEntry;
 use crate::service::Service;
 use crate::storage::{WriteTx, KEYS, VERSIONS};
 use crate::vaults::VaultRecord;
@@ -52,9 +53,20 @@ pub struct Ctx<'a> {
     pub url: String,
     /// The listing parameters of the query string.
     pub query: &'a ListQuery,
+    /// The audit entry of the request, committed with any state change it makes.
+    pub audit: Option<&'a AuditEntry>,
 }
 
 impl Ctx<'_> {
+    /// Commits the request's audit entry in `tx`, the transaction of its state change
+    /// (of `version`, when it creates or changes one).
+    pub(super) fn audit_with(&self, tx: &WriteTx<'_>, version: Option<&str>) -> Result<(), Error> {
+        match self.audit {
+            Some(intent) => crate::audit::commit_with_change(tx, intent, version),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn view(&self) -> VaultView<'_> {
         VaultView {
             url: &self.url,
@@ -119,7 +131,7 @@ pub fn run(ctx: &Ctx<'_>, route: &Route, body: &[u8]) -> Result<Outcome, KeyOpEr
         Route::ListVersions(name) => listing::list_versions(ctx, name),
         Route::Crypto(name, version, op) => crypto::crypto(ctx, name, version, *op, body),
         Route::Rotate(name) => {
-            let (key, v) = rotate(ctx.service, ctx.vault, name)?;
+            let (key, v) = rotate(ctx.service, ctx.vault, name, ctx.audit)?;
             let version = v.version.clone();
             Outcome::new(ctx.view().bundle(&key, &v), Some(version))
         }
@@ -349,6 +361,7 @@ fn store_new_version(
         };
         put_version(ctx, tx, name, &v)?;
         tx.put(KEYS, &ctx.key_id(name), &key)?;
+        ctx.audit_with(tx, Some(&v.version))?;
         Ok(Ok(key))
     })??;
     Outcome::new(ctx.view().bundle(&key, &v), Some(v.version.clone()))
@@ -404,6 +417,7 @@ fn update(
         }
         v.attributes.updated = ctx.service.now();
         put_version(ctx, tx, name, &v)?;
+        ctx.audit_with(tx, Some(&v.version))?;
         Ok(Ok(v))
     })??;
     Outcome::new(
@@ -414,16 +428,20 @@ fn update(
 
 /// Adds a new version to a key with the current version's size, operations and tags;
 /// its expiry comes from the rotation policy, if that sets one.
+/// `audit` is the rotating request's entry (a user's, or the maintenance run's),
+/// committed with the new version.
 pub(crate) fn rotate(
     service: &Service,
     vault: &VaultRecord,
     name: &str,
+    audit: Option<&AuditEntry>,
 ) -> Result<(KeyRecord, VersionRecord), KeyOpError> {
     let ctx = Ctx {
         service,
         vault,
         url: service.vault_url(vault),
         query: &ListQuery::default(),
+        audit,
     };
     let key = active_key(&ctx, name)?;
     let current = version_record(&ctx, &key, "")?;
@@ -451,6 +469,7 @@ pub(crate) fn rotate(
         key.versions.push(v.version.clone());
         put_version(&ctx, tx, name, &v)?;
         tx.put(KEYS, &ctx.key_id(name), &key)?;
+        ctx.audit_with(tx, Some(&v.version))?;
         Ok(Ok(key))
     })??;
     Ok((key, v))
@@ -470,6 +489,7 @@ fn set_rotation_policy(
         };
         key.rotation = Some(policy.clone());
         tx.put(KEYS, &ctx.key_id(name), &key)?;
+        ctx.audit_with(tx, None)?;
         Ok(Ok(policy))
     })??;
     let id = format!("{}/rotationpolicy", ctx.view().kid(name, None));
