@@ -14,8 +14,8 @@ use pgcmk_crypto::rsa::{RsaKeySize, RsaPrivateKey};
 use pgcmk_testkit::binary::workspace_root;
 use support::{pgcmk_binary, run_sdk_client, VaultService};
 
-/// Building the SDK program the first time (its dependencies but for those it shares
-/// with the workspace) and running it must end within these.
+/// Building the SDK program the first time (about 2 CPU-minutes) and running it must
+/// end within these.
 const BUILD_DEADLINE: Duration = Duration::from_secs(900);
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -28,12 +28,11 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the SDK program (a no-op when it is current) into this test's target
-/// directory, where the dependencies it shares with the workspace (tokio, rustls,
-/// aws-lc-rs, reqwest, …: its Cargo.lock pins the workspace's versions) are built
-/// already; its path.
+/// Builds the SDK program (a no-op when it is current) into `TARGET/rust-sdk`, a
+/// target directory of its own (own lock, Cargo's default dev profile: see its
+/// Cargo.toml) inside this test's, so `cargo clean` removes it too; its path.
 fn build_sdk_program(root: &Path) -> PathBuf {
-    let target = target_dir();
+    let target = target_dir().join("rust-sdk");
     let manifest = root.join("tests/rust-sdk/Cargo.toml");
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo.args(["build", "--locked", "--quiet", "--manifest-path"]);
