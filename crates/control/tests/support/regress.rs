@@ -249,7 +249,7 @@ fn diffs(output_dir: &Path) -> String {
 
 /// `pg_amcheck --heapallindexed` on every database: heap and B-tree indexes, each
 /// index against every heap tuple (installing amcheck where it is missing).
-fn amcheck(target: &Target) -> Result<(), String> {
+pub fn amcheck(target: &Target) -> Result<(), String> {
     let out = Command::new(PgInstall::discover().unwrap().program("pg_amcheck"))
         .args(["--host=127.0.0.1", "--username=postgres", "--no-password"])
         .arg(format!("--port={}", target.port))
