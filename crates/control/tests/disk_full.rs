@@ -1,8 +1,11 @@
-//! The backing disk fills while PostgreSQL writes to a pgcmk server (its control
-//! plane's state, cipher directories included, on a size-limited tmpfs): PostgreSQL
-//! reports "No space left on device", nothing committed before is lost, and once
-//! space returns the server is Ready again with `pg_amcheck` and the volume's fsck
-//! clean (issue: hardening, fault injection).
+//! Full disks, on size-limited tmpfs mounts (issue: hardening, fault injection):
+//! - under a writing PostgreSQL (its control plane's state, cipher directories
+//!   included): PostgreSQL reports "No space left on device", nothing committed before
+//!   is lost, and once space returns the server is Ready again with `pg_amcheck` and
+//!   the volume's fsck clean;
+//! - under the services' own stores (the vault's and the control plane's): a change
+//!   is refused with an error, nothing acknowledged is lost, the audit chain verifies,
+//!   and the next change after space returns succeeds.
 
 mod support;
 
@@ -44,6 +47,25 @@ impl Tmpfs {
             .unwrap();
         assert!(status.success(), "resize the tmpfs to {size}");
     }
+}
+
+/// Fills the filesystem of `dir` with one file until it is full; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    loop {
+        if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_all()) {
+            assert_eq!(e.raw_os_error(), Some(libc_enospc()), "{e}");
+            return path;
+        }
+    }
+}
+
+/// ENOSPC on Linux.
+const fn libc_enospc() -> i32 {
+    28
 }
 
 impl Drop for Tmpfs {
@@ -118,4 +140,51 @@ fn a_full_disk_is_reported_loses_nothing_committed_and_heals_when_space_returns(
         String::from_utf8_lossy(&fsck.stdout),
         String::from_utf8_lossy(&fsck.stderr)
     );
+}
+
+#[test]
+fn full_disks_under_the_vault_and_control_plane_refuse_changes_and_lose_nothing() {
+    let root = scratch();
+    let disk = Tmpfs::mount(&root.path().join("small"), "96m");
+    let vault = Vault::start(&disk.0);
+    let cp = ControlPlane::start(&disk.0, &vault, 60, 300);
+    let kept = vault.identity("kept-mi");
+    let ballast = fill(&disk.0);
+
+    // The vault: a new identity cannot be stored (nor its audit entry appended).
+    let refused = vault.try_cli(&[
+        "identity",
+        "create",
+        "refused-mi",
+        "--credential-file",
+        disk.0.join("refused.credential").to_str().unwrap(),
+    ]);
+    assert!(refused.is_err(), "an identity was created on a full disk");
+    // The control plane: a new server cannot be made, and nothing of it is left.
+    let made = cp.try_server(&["create", "nospace", "--location", "local"]);
+    assert!(
+        made.is_err(),
+        "a server was created on a full disk: {made:?}"
+    );
+
+    std::fs::remove_file(&ballast).unwrap();
+    if let Err(e) = vault.try_cli(&["identity", "show", &kept.name]) {
+        panic!(
+            "after space returned: {e}\nvault log:\n{}",
+            vault.process.log()
+        );
+    }
+    vault.identity("after-mi");
+    assert!(vault.cli(&["audit", "verify"])["ok"].as_bool().unwrap());
+    assert!(
+        cp.server(&["list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != "nospace" || s["state"] == "Failed"),
+        "a half-made server claims to be usable"
+    );
+    let _ = cp.try_server(&["delete", "nospace", "--yes"]);
+    let created = cp.server(&["create", "roomy", "--location", "local"]);
+    assert_eq!(created["server"]["state"], "Ready");
 }

@@ -118,6 +118,23 @@ pub enum StorageError {
     AuditWrite(std::sync::Arc<Error>),
 }
 
+impl Error {
+    /// The database's own storage failure inside this error, if there is one.
+    pub(crate) fn storage_cause(&self) -> Option<&redb::StorageError> {
+        let Error::Storage(storage) = self else {
+            return None;
+        };
+        match storage {
+            StorageError::Io(e)
+            | StorageError::Transaction(redb::TransactionError::Storage(e))
+            | StorageError::Table(redb::TableError::Storage(e))
+            | StorageError::Commit(redb::CommitError::Storage(e)) => Some(e),
+            StorageError::AuditWrite(inner) => inner.storage_cause(),
+            _ => None,
+        }
+    }
+}
+
 macro_rules! storage_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {

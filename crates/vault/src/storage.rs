@@ -2,7 +2,8 @@
 //! sealed by the caller before they get here. Every write commits durably before
 //! the request that caused it is answered.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -23,43 +24,104 @@ pub const VAULTS: JsonTable = TableDefinition::new("vaults");
 pub const KEYS: JsonTable = TableDefinition::new("keys");
 /// Key versions by `vault/name/version`.
 pub const VERSIONS: JsonTable = TableDefinition::new("key_versions");
-/// Audit entries by sequence number (1, 2, …).
 /// Audit entries committed with their state change, until the writer has appended
 /// them to the chain (by request id); what is here at a start was interrupted.
 pub const PENDING_AUDIT: JsonTable = TableDefinition::new("audit_pending");
-/// The audit chain.
+/// The audit chain: entries by sequence number (1, 2, …).
 pub const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("audit");
 
 /// redb's page cache: small, so memory stays bounded however many keys exist.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The database handle.
+/// The database handle. After an I/O error (a full disk) redb refuses every further
+/// transaction until the database is opened again; the store then reopens it (once
+/// the operations in flight are done), so the service serves again as soon as the
+/// disk has room, without a restart.
 pub struct Store {
-    db: redb::Database,
+    path: PathBuf,
+    db: RwLock<Option<redb::Database>>,
+}
+
+/// Whether `e` leaves redb refusing transactions until it is reopened.
+fn needs_reopen(e: &redb::StorageError) -> bool {
+    matches!(
+        e,
+        redb::StorageError::Io(_) | redb::StorageError::PreviousIo
+    )
+}
+
+fn open_db(path: &Path) -> Result<redb::Database, Error> {
+    Ok(redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)?)
 }
 
 impl Store {
     /// Opens the database at `path`, creating it and its tables if needed.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)?;
+        let db = open_db(path)?;
         let txn = db.begin_write()?;
         for table in [META, PRINCIPALS, VAULTS, KEYS, VERSIONS, PENDING_AUDIT] {
             txn.open_table(table)?;
         }
         txn.open_table(AUDIT)?;
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    /// The open database, reopening it first if an I/O error closed it.
+    fn db(&self) -> Result<RwLockReadGuard<'_, Option<redb::Database>>, Error> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_some() {
+            return Ok(guard);
+        }
+        drop(guard);
+        {
+            let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(open_db(&self.path)?);
+                tracing::info!("the vault's database is open again");
+            }
+        }
+        Ok(self.db.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Closes the database after an I/O error; the next operation opens it again.
+    fn close_after(&self, e: &redb::StorageError) {
+        if needs_reopen(e) {
+            let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+            if slot.take().is_some() {
+                tracing::warn!("the vault's database failed to write ({e}): reopening it");
+            }
+        }
+    }
+
+    /// Runs `op` on the open database; an I/O error closes it for reopening.
+    fn with_db<R>(&self, op: impl FnOnce(&redb::Database) -> Result<R, Error>) -> Result<R, Error> {
+        let guard = self.db()?;
+        let db = guard.as_ref().expect("db() returns an open database");
+        let result = op(db);
+        drop(guard);
+        if let Err(e) = &result {
+            if let Some(storage) = e.storage_cause() {
+                self.close_after(storage);
+            }
+        }
+        result
     }
 
     /// Runs `f` in one write transaction and commits it durably; nothing is written
     /// if `f` fails.
     pub fn write<R>(&self, f: impl FnOnce(&WriteTx<'_>) -> Result<R, Error>) -> Result<R, Error> {
-        let txn = self.db.begin_write()?;
-        let result = f(&WriteTx { txn: &txn })?;
-        txn.commit()?;
-        Ok(result)
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let result = f(&WriteTx { txn: &txn })?;
+            txn.commit()?;
+            Ok(result)
+        })
     }
 
     /// Reads one record.
@@ -68,12 +130,14 @@ impl Store {
         table: JsonTable,
         key: &str,
     ) -> Result<Option<T>, Error> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(table)?;
-        match table.get(key)? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
-            None => Ok(None),
-        }
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(table)?;
+            match table.get(key)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Records whose key starts with `prefix` and sorts after `after` (exclusive),
@@ -85,21 +149,25 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, T)>, Error> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(table)?;
-        scan(&table, prefix, after, limit)
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(table)?;
+            scan(&table, prefix, after, limit)
+        })
     }
 
     /// Audit entries with sequence numbers in `from..`, in order, at most `limit`.
     pub fn audit_range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(AUDIT)?;
-        let mut out = Vec::new();
-        for item in table.range(from..)?.take(limit) {
-            let (k, v) = item?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(AUDIT)?;
+            let mut out = Vec::new();
+            for item in table.range(from..)?.take(limit) {
+                let (k, v) = item?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 }
 
