@@ -239,6 +239,12 @@ impl Error {
     }
 }
 
+impl From<redb::DatabaseError> for Error {
+    fn from(e: redb::DatabaseError) -> Self {
+        Error::Store(StoreError::Database(Box::new(e.into())))
+    }
+}
+
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
         StoreError::Database(Box::new(e))

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use pgcmk_hostkeys::reopening_db::{error_needs_reopen, ReopeningDb};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::StoreError;
@@ -43,27 +44,44 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
-/// The state store.
+/// The state store, opened again after an I/O error (a full disk) so the control
+/// plane works again as soon as the disk has room, without a restart
+/// ([`pgcmk_hostkeys::reopening_db`]).
 pub struct Store {
-    db: Database,
+    db: ReopeningDb,
+}
+
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::create(path)
 }
 
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = Database::create(path).map_err(|source| {
+        let db = ReopeningDb::open(path, open_db).map_err(|source| {
             Error::Store(StoreError::Open {
                 path: path.to_path_buf(),
                 source: Box::new(source),
             })
         })?;
-        let tx = db.begin_write().map_err(store_err)?;
-        tx.open_table(SERVERS).map_err(store_err)?;
-        tx.open_table(EVENTS).map_err(store_err)?;
-        tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
-        tx.open_table(SETTINGS).map_err(store_err)?;
-        tx.commit().map_err(store_err)?;
-        Ok(Self { db })
+        let store = Self { db };
+        store.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            tx.open_table(SERVERS).map_err(store_err)?;
+            tx.open_table(EVENTS).map_err(store_err)?;
+            tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
+            tx.open_table(SETTINGS).map_err(store_err)?;
+            tx.commit().map_err(store_err)
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `op` on the open database.
+    fn with<R>(&self, op: impl FnOnce(&Database) -> Result<R, Error>) -> Result<R, Error> {
+        self.db.with(
+            op,
+            |e| matches!(e, Error::Store(StoreError::Database(e)) if error_needs_reopen(e)),
+        )
     }
 
     /// Adds a new server, and its identity's sealed secret when it has one of its
@@ -73,27 +91,29 @@ impl Store {
         server: &ServerRecord,
         sealed_identity_secret: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let tx = self.db.begin_write().map_err(store_err)?;
-        {
-            let mut table = tx.open_table(SERVERS).map_err(store_err)?;
-            for entry in table.iter().map_err(store_err)? {
-                let (_, v) = entry.map_err(store_err)?;
-                let existing: ServerRecord = decode(v.value())?;
-                if existing.name == server.name {
-                    return Err(Error::NameTaken(server.name.clone()));
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            {
+                let mut table = tx.open_table(SERVERS).map_err(store_err)?;
+                for entry in table.iter().map_err(store_err)? {
+                    let (_, v) = entry.map_err(store_err)?;
+                    let existing: ServerRecord = decode(v.value())?;
+                    if existing.name == server.name {
+                        return Err(Error::NameTaken(server.name.clone()));
+                    }
                 }
+                table
+                    .insert(server.id.as_str(), encode(server)?.as_slice())
+                    .map_err(store_err)?;
             }
-            table
-                .insert(server.id.as_str(), encode(server)?.as_slice())
-                .map_err(store_err)?;
-        }
-        if let Some(sealed) = sealed_identity_secret {
-            tx.open_table(IDENTITY_SECRETS)
-                .map_err(store_err)?
-                .insert(server.id.as_str(), sealed)
-                .map_err(store_err)?;
-        }
-        tx.commit().map_err(store_err)
+            if let Some(sealed) = sealed_identity_secret {
+                tx.open_table(IDENTITY_SECRETS)
+                    .map_err(store_err)?
+                    .insert(server.id.as_str(), sealed)
+                    .map_err(store_err)?;
+            }
+            tx.commit().map_err(store_err)
+        })
     }
 
     /// Applies `change` to server `id` and stores the result atomically.
@@ -102,34 +122,38 @@ impl Store {
         id: &str,
         change: impl FnOnce(&mut ServerRecord),
     ) -> Result<ServerRecord, Error> {
-        let tx = self.db.begin_write().map_err(store_err)?;
-        let updated = {
-            let mut table = tx.open_table(SERVERS).map_err(store_err)?;
-            let mut server: ServerRecord = match table.get(id).map_err(store_err)? {
-                Some(v) => decode(v.value())?,
-                None => return Err(Error::NotFound(id.to_string())),
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            let updated = {
+                let mut table = tx.open_table(SERVERS).map_err(store_err)?;
+                let mut server: ServerRecord = match table.get(id).map_err(store_err)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(Error::NotFound(id.to_string())),
+                };
+                change(&mut server);
+                table
+                    .insert(id, encode(&server)?.as_slice())
+                    .map_err(store_err)?;
+                server
             };
-            change(&mut server);
-            table
-                .insert(id, encode(&server)?.as_slice())
-                .map_err(store_err)?;
-            server
-        };
-        tx.commit().map_err(store_err)?;
-        Ok(updated)
+            tx.commit().map_err(store_err)?;
+            Ok(updated)
+        })
     }
 
     /// Removes server `id` and its identity's sealed secret (its events stay in
     /// the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {
-        let tx = self.db.begin_write().map_err(store_err)?;
-        for table in [SERVERS, IDENTITY_SECRETS] {
-            tx.open_table(table)
-                .map_err(store_err)?
-                .remove(id)
-                .map_err(store_err)?;
-        }
-        tx.commit().map_err(store_err)
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            for table in [SERVERS, IDENTITY_SECRETS] {
+                tx.open_table(table)
+                    .map_err(store_err)?
+                    .remove(id)
+                    .map_err(store_err)?;
+            }
+            tx.commit().map_err(store_err)
+        })
     }
 
     /// The sealed identity secret stored for `owner`.
@@ -157,12 +181,14 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<Vec<u8>>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let table = tx.open_table(table).map_err(store_err)?;
-        Ok(table
-            .get(key)
-            .map_err(store_err)?
-            .map(|v| v.value().to_vec()))
+        self.with(|db| {
+            let tx = db.begin_read().map_err(store_err)?;
+            let table = tx.open_table(table).map_err(store_err)?;
+            Ok(table
+                .get(key)
+                .map_err(store_err)?
+                .map(|v| v.value().to_vec()))
+        })
     }
 
     fn put(
@@ -170,27 +196,31 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         entries: &[(&str, &[u8])],
     ) -> Result<(), Error> {
-        let tx = self.db.begin_write().map_err(store_err)?;
-        {
-            let mut table = tx.open_table(table).map_err(store_err)?;
-            for (key, value) in entries {
-                table.insert(*key, *value).map_err(store_err)?;
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            {
+                let mut table = tx.open_table(table).map_err(store_err)?;
+                for (key, value) in entries {
+                    table.insert(*key, *value).map_err(store_err)?;
+                }
             }
-        }
-        tx.commit().map_err(store_err)
+            tx.commit().map_err(store_err)
+        })
     }
 
     /// All servers, by name.
     pub fn servers(&self) -> Result<Vec<ServerRecord>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let table = tx.open_table(SERVERS).map_err(store_err)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(store_err)? {
-            let (_, v) = entry.map_err(store_err)?;
-            out.push(decode::<ServerRecord>(v.value())?);
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        self.with(|db| {
+            let tx = db.begin_read().map_err(store_err)?;
+            let table = tx.open_table(SERVERS).map_err(store_err)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(store_err)? {
+                let (_, v) = entry.map_err(store_err)?;
+                out.push(decode::<ServerRecord>(v.value())?);
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
     }
 
     /// The server whose id or name is `id_or_name`.
@@ -209,43 +239,47 @@ impl Store {
         what: &str,
         why: &str,
     ) -> Result<Event, Error> {
-        let tx = self.db.begin_write().map_err(store_err)?;
-        let event = {
-            let mut table = tx.open_table(EVENTS).map_err(store_err)?;
-            let seq = table
-                .last()
-                .map_err(store_err)?
-                .map_or(1, |(k, _)| k.value() + 1);
-            let event = Event {
-                seq,
-                at: now_rfc3339(),
-                server_id: server_id.to_string(),
-                who: who.to_string(),
-                what: what.to_string(),
-                why: why.to_string(),
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            let event = {
+                let mut table = tx.open_table(EVENTS).map_err(store_err)?;
+                let seq = table
+                    .last()
+                    .map_err(store_err)?
+                    .map_or(1, |(k, _)| k.value() + 1);
+                let event = Event {
+                    seq,
+                    at: now_rfc3339(),
+                    server_id: server_id.to_string(),
+                    who: who.to_string(),
+                    what: what.to_string(),
+                    why: why.to_string(),
+                };
+                table
+                    .insert(seq, encode(&event)?.as_slice())
+                    .map_err(store_err)?;
+                event
             };
-            table
-                .insert(seq, encode(&event)?.as_slice())
-                .map_err(store_err)?;
-            event
-        };
-        tx.commit().map_err(store_err)?;
-        Ok(event)
+            tx.commit().map_err(store_err)?;
+            Ok(event)
+        })
     }
 
     /// The events about server `server_id`, oldest first.
     pub fn events(&self, server_id: &str) -> Result<Vec<Event>, Error> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let table = tx.open_table(EVENTS).map_err(store_err)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(store_err)? {
-            let (_, v) = entry.map_err(store_err)?;
-            let event: Event = decode(v.value())?;
-            if event.server_id == server_id {
-                out.push(event);
+        self.with(|db| {
+            let tx = db.begin_read().map_err(store_err)?;
+            let table = tx.open_table(EVENTS).map_err(store_err)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(store_err)? {
+                let (_, v) = entry.map_err(store_err)?;
+                let event: Event = decode(v.value())?;
+                if event.server_id == server_id {
+                    out.push(event);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 

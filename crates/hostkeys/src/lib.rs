@@ -7,7 +7,8 @@
 //!   names, the server key sealed under a key derived from the root key;
 //! - [`listener`]: an HTTPS listener serving an axum router with that identity;
 //! - [`trust`]: clients that trust exactly a service's CA certificate;
-//! - [`files`]: durable writes of the files above.
+//! - [`files`]: durable writes of the files above;
+//! - [`reopening_db`]: the services' redb database, opened again after an I/O error.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod files;
 mod listen_limits;
 pub mod listener;
 pub mod local_ca;
+pub mod reopening_db;
 pub mod root_key;
 mod timed_body;
 pub mod trust;

@@ -2,8 +2,9 @@
 //! sealed by the caller before they get here. Every write commits durably before
 //! the request that caused it is answered.
 
-use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::path::Path;
+
+use pgcmk_hostkeys::reopening_db::{needs_reopen, ReopeningDb};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -33,84 +34,39 @@ pub const AUDIT: TableDefinition<'static, u64, &'static [u8]> = TableDefinition:
 /// redb's page cache: small, so memory stays bounded however many keys exist.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The database handle. After an I/O error (a full disk) redb refuses every further
-/// transaction until the database is opened again; the store then reopens it (once
-/// the operations in flight are done), so the service serves again as soon as the
-/// disk has room, without a restart.
+/// The database handle, opened again after an I/O error (a full disk) so the service
+/// serves again as soon as the disk has room, without a restart
+/// ([`pgcmk_hostkeys::reopening_db`]).
 pub struct Store {
-    path: PathBuf,
-    db: RwLock<Option<redb::Database>>,
+    db: ReopeningDb,
 }
 
-/// Whether `e` leaves redb refusing transactions until it is reopened.
-fn needs_reopen(e: &redb::StorageError) -> bool {
-    matches!(
-        e,
-        redb::StorageError::Io(_) | redb::StorageError::PreviousIo
-    )
-}
-
-fn open_db(path: &Path) -> Result<redb::Database, Error> {
-    Ok(redb::Builder::new()
+fn open_db(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Builder::new()
         .set_cache_size(CACHE_BYTES)
-        .create(path)?)
+        .create(path)
 }
 
 impl Store {
     /// Opens the database at `path`, creating it and its tables if needed.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = open_db(path)?;
-        let txn = db.begin_write()?;
-        for table in [META, PRINCIPALS, VAULTS, KEYS, VERSIONS, PENDING_AUDIT] {
-            txn.open_table(table)?;
-        }
-        txn.open_table(AUDIT)?;
-        txn.commit()?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            db: RwLock::new(Some(db)),
-        })
-    }
-
-    /// The open database, reopening it first if an I/O error closed it.
-    fn db(&self) -> Result<RwLockReadGuard<'_, Option<redb::Database>>, Error> {
-        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
-        if guard.is_some() {
-            return Ok(guard);
-        }
-        drop(guard);
-        {
-            let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
-            if slot.is_none() {
-                *slot = Some(open_db(&self.path)?);
-                tracing::info!("the vault's database is open again");
+        let store = Self {
+            db: ReopeningDb::open(path, open_db)?,
+        };
+        store.write(|tx| {
+            for table in [META, PRINCIPALS, VAULTS, KEYS, VERSIONS, PENDING_AUDIT] {
+                tx.txn.open_table(table)?;
             }
-        }
-        Ok(self.db.read().unwrap_or_else(|e| e.into_inner()))
+            tx.txn.open_table(AUDIT)?;
+            Ok(())
+        })?;
+        Ok(store)
     }
 
-    /// Closes the database after an I/O error; the next operation opens it again.
-    fn close_after(&self, e: &redb::StorageError) {
-        if needs_reopen(e) {
-            let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
-            if slot.take().is_some() {
-                tracing::warn!("the vault's database failed to write ({e}): reopening it");
-            }
-        }
-    }
-
-    /// Runs `op` on the open database; an I/O error closes it for reopening.
+    /// Runs `op` on the open database.
     fn with_db<R>(&self, op: impl FnOnce(&redb::Database) -> Result<R, Error>) -> Result<R, Error> {
-        let guard = self.db()?;
-        let db = guard.as_ref().expect("db() returns an open database");
-        let result = op(db);
-        drop(guard);
-        if let Err(e) = &result {
-            if let Some(storage) = e.storage_cause() {
-                self.close_after(storage);
-            }
-        }
-        result
+        self.db
+            .with(op, |e| e.storage_cause().is_some_and(needs_reopen))
     }
 
     /// Runs `f` in one write transaction and commits it durably; nothing is written
