@@ -6,7 +6,8 @@
 
 use pgcmk_crypto::{ct_eq, Dek};
 use pgcmk_keyprovider::{
-    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyReference, WrappedDek,
+    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyReference, VaultFacts,
+    WrappedDek,
 };
 
 use crate::Error;
@@ -31,6 +32,7 @@ pub fn new_wrapped_dek(
     req: &Requirements<'_>,
 ) -> Result<(Dek, WrappedDek), Error> {
     let key = kek.reference();
+    let denied = |e, what| denied(e, key, what);
     let description = kek.describe().map_err(|e| {
         denied(
             e,
@@ -42,13 +44,10 @@ pub fn new_wrapped_dek(
         key,
         time::OffsetDateTime::now_utc().unix_timestamp(),
     )?;
-    if req.customer_managed {
-        check_vault_protection(&description.protection, &key.vault_url)?;
-        check_location(
-            description.location.as_deref(),
-            &key.vault_url,
-            req.location,
-        )?;
+    // A key vault serving many customers must keep a deleted key recoverable and
+    // be where the server is; a token or KMIP server is the customer's own.
+    if let (true, Some(vault)) = (req.customer_managed, &description.vault) {
+        check_vault(vault, req.location)?;
     }
     let dek = Dek::generate()?;
     let wrapped = kek.wrap(&dek).map_err(|e| {
@@ -100,6 +99,12 @@ fn check_key(d: &KeyDescription, key: &KeyReference, now: i64) -> Result<(), Err
     }
 }
 
+/// The vault's protections and location.
+fn check_vault(v: &VaultFacts, server_location: &str) -> Result<(), Error> {
+    check_vault_protection(&v.protection, &v.vault)?;
+    check_location(v.location.as_deref(), &v.vault, server_location)
+}
+
 /// Soft delete and purge protection, as the vault reports them on the key (Azure
 /// Key Vault's `recoveryLevel`).
 fn check_vault_protection(p: &DeletionProtection, vault: &str) -> Result<(), Error> {
@@ -141,14 +146,16 @@ fn invalid(message: String) -> Error {
 
 /// A key failure during validation: transient ones stay retryable, a key the
 /// provider cannot use says why, and the rest say which right or setting is missing.
-fn denied(e: KeyError, what: String) -> Error {
-    match e {
-        KeyError::Transient { .. } => Error::Key(e),
-        KeyError::Invalid { reason } => invalid(reason),
-        _ => invalid(format!(
+fn denied(e: KeyError, key: &KeyReference, what: String) -> Error {
+    match (e, key) {
+        (e @ KeyError::Transient { .. }, _) => Error::Key(e),
+        (KeyError::Invalid { reason }, _) => invalid(reason),
+        (e, KeyReference::Azure(_)) => invalid(format!(
             "{what}: {e}. The security officer must grant the identity get, wrapKey and \
              unwrapKey on the key's vault"
         )),
+        // The provider's reason names what the token or server refused.
+        (e, _) => invalid(e.to_string()),
     }
 }
 
@@ -170,8 +177,7 @@ mod tests {
             enabled: true,
             not_before: None,
             expires: None,
-            protection: DeletionProtection::default(),
-            location: None,
+            vault: None,
         }
     }
 
