@@ -13,5 +13,6 @@ pub mod net;
 pub mod process;
 pub mod rsa_jwk;
 pub mod shared;
+pub mod softhsm;
 pub mod vault;
 pub mod wait;

@@ -375,10 +375,25 @@ impl Stack {
     /// Starts a vault and a control plane checking keys every `interval_secs`
     /// with `grace_secs` of grace, its root key derived from `passphrase` when given.
     pub fn start(interval_secs: u64, grace_secs: u64, passphrase: Option<&str>) -> Self {
+        Self::start_serving(interval_secs, grace_secs, passphrase, &[])
+    }
+
+    /// Like [`Stack::start`], with more `pgcmk serve` arguments.
+    pub fn start_serving(
+        interval_secs: u64,
+        grace_secs: u64,
+        passphrase: Option<&str>,
+        serve_args: &[&str],
+    ) -> Self {
         let root = scratch();
         let vault = Vault::start(root.path());
-        let cp =
-            ControlPlane::start_with(root.path(), &vault, interval_secs, grace_secs, passphrase);
+        let cp = ControlPlane::start_serving(
+            root.path(),
+            &vault,
+            (interval_secs, grace_secs),
+            passphrase,
+            serve_args,
+        );
         Self { cp, vault, root }
     }
 }
@@ -414,6 +429,18 @@ impl ControlPlane {
         grace_secs: u64,
         passphrase: Option<&str>,
     ) -> Self {
+        Self::start_serving(root, vault, (interval_secs, grace_secs), passphrase, &[])
+    }
+
+    /// Like [`ControlPlane::start_with`] (key check interval and grace in seconds),
+    /// with more `pgcmk serve` arguments.
+    pub fn start_serving(
+        root: &Path,
+        vault: &Vault,
+        (interval_secs, grace_secs): (u64, u64),
+        passphrase: Option<&str>,
+        serve_args: &[&str],
+    ) -> Self {
         let platform = vault.identity("platform-mi");
         let kv = vault.keyvault("platform-kv", "local", true);
         let _ = kv;
@@ -442,6 +469,7 @@ impl ControlPlane {
         if passphrase.is_some() {
             args.extend(["--passphrase-env".into(), PASSPHRASE_ENV.into()]);
         }
+        args.extend(serve_args.iter().map(|a| a.to_string()));
         let passphrase = passphrase.map(str::to_string);
         let child = Self::spawn(root, &args, passphrase.as_deref());
         let mut cp = Self {

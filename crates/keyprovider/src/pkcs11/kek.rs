@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
@@ -17,8 +18,18 @@ use crate::{
     WrappedDek,
 };
 
-/// The wrapping algorithm, named as Azure Key Vault names the same math.
-const ALGORITHM: &str = "RSA-OAEP-256";
+/// The wrapping algorithms, named as Azure Key Vault names the same math, in order
+/// of preference: OAEP with SHA-256, else with SHA-1 for tokens that only have that
+/// (SoftHSM 2.6). Both are sound for wrapping a random key; the one used is
+/// recorded beside the wrapped DEK and used to unwrap it.
+const ALGORITHMS: [(&str, MechanismType, PkcsMgfType); 2] = [
+    (
+        "RSA-OAEP-256",
+        MechanismType::SHA256,
+        PkcsMgfType::MGF1_SHA256,
+    ),
+    ("RSA-OAEP", MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+];
 
 /// A KEK held in a token: the private key decrypts inside it; the token user's PIN
 /// (the server's credential) opens it for each operation.
@@ -51,12 +62,14 @@ impl Pkcs11Kek {
         })
     }
 
-    fn oaep() -> Mechanism<'static> {
-        Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
-            MechanismType::SHA256,
-            PkcsMgfType::MGF1_SHA256,
+    /// The OAEP mechanism that [`ALGORITHMS`] names `algorithm`.
+    fn oaep(algorithm: &str) -> Option<Mechanism<'static>> {
+        let (_, hash, mgf) = ALGORITHMS.iter().find(|(name, ..)| *name == algorithm)?;
+        Some(Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+            *hash,
+            *mgf,
             PkcsOaepSource::empty(),
-        ))
+        )))
     }
 
     /// Runs `op` on the key pair with `id` (`None`: the one the reference names).
@@ -239,13 +252,31 @@ impl KeyEncryptionKey for Pkcs11Kek {
     fn wrap(&self, dek: &Dek) -> Result<WrappedDek, KeyError> {
         self.with_key(None, |session, pair| {
             let public = self.public_of(session, pair)?;
-            let ciphertext = session
-                .encrypt(&Self::oaep(), public, dek.expose_secret())
-                .map_err(|e| key_error(&format!("wrapping with {}", pair.version), e))?;
-            Ok(WrappedDek {
-                kek: KeyVersionId::Pkcs11(pair.version.clone()),
-                algorithm: ALGORITHM.to_string(),
-                ciphertext,
+            let what = format!("wrapping with {}", pair.version);
+            for (algorithm, ..) in ALGORITHMS {
+                let Some(mechanism) = Self::oaep(algorithm) else {
+                    continue;
+                };
+                match session.encrypt(&mechanism, public, dek.expose_secret()) {
+                    Ok(ciphertext) => {
+                        return Ok(WrappedDek {
+                            kek: KeyVersionId::Pkcs11(pair.version.clone()),
+                            algorithm: algorithm.to_string(),
+                            ciphertext,
+                        })
+                    }
+                    // The token lacks this hash for OAEP: try the next one.
+                    Err(CkError::Pkcs11(
+                        RvError::ArgumentsBad | RvError::MechanismParamInvalid,
+                        _,
+                    )) => continue,
+                    Err(e) => return Err(key_error(&what, e)),
+                }
+            }
+            Err(KeyError::Invalid {
+                reason: format!(
+                    "{what}: the token supports none of RSA-OAEP with SHA-256 or SHA-1"
+                ),
             })
         })
     }
@@ -257,17 +288,16 @@ impl KeyEncryptionKey for Pkcs11Kek {
             }
             other => return Err(not_this_key(other, &self.reference)),
         };
-        if wrapped.algorithm != ALGORITHM {
-            return Err(KeyError::Invalid {
-                reason: format!(
-                    "this DEK was wrapped with {}; a PKCS#11 key unwraps {ALGORITHM} only",
-                    wrapped.algorithm
-                ),
-            });
-        }
+        let mechanism = Self::oaep(&wrapped.algorithm).ok_or_else(|| KeyError::Invalid {
+            reason: format!(
+                "this DEK was wrapped with {}; a PKCS#11 key unwraps RSA-OAEP-256 and \
+                 RSA-OAEP only",
+                wrapped.algorithm
+            ),
+        })?;
         self.with_key(Some(&version.id), |session, pair| {
             let mut plain = session
-                .decrypt(&Self::oaep(), pair.private, &wrapped.ciphertext)
+                .decrypt(&mechanism, pair.private, &wrapped.ciphertext)
                 .map_err(|e| key_error(&format!("unwrapping with {version}"), e))?;
             let dek = Dek::from_slice(&plain).map_err(|_| KeyError::Invalid {
                 reason: format!(

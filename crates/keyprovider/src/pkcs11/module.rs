@@ -2,9 +2,12 @@
 //!
 //! A module may be initialized once per process (`C_Initialize`), and a token's
 //! login state is shared by all of a process's sessions on it: so each module is
-//! loaded once and kept, and one operation at a time runs on it, from login to
-//! logout. Logging in for every operation is what makes a changed PIN refuse the
-//! next key check instead of riding on an old login.
+//! loaded once and kept, and one operation at a time runs on it, from
+//! initialization to logout. Each operation starts by finalizing and initializing
+//! the module again and logging in: a module may keep its own copy of the token
+//! per process (SoftHSM reads the token's PIN and objects at `C_Initialize`), and a
+//! key check must prove access to the token as it is now — a changed PIN refused,
+//! a token added since found — not to a copy or an old login.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,11 +61,8 @@ impl Module {
             });
         }
         let context = Pkcs11::new(path).map_err(|e| key_error(&what, e))?;
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            // Another user of the module in this process initialized it first.
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(key_error(&what, e)),
-        }
+        initialize(&context).map_err(|e| key_error(&what, e))?;
+        // Finalized again before each operation (`as_user`).
         let module = Arc::new(Module {
             path: path.to_path_buf(),
             context,
@@ -81,6 +81,7 @@ impl Module {
         op: impl FnOnce(&Session) -> Result<T, KeyError>,
     ) -> Result<T, KeyError> {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        self.reinitialize()?;
         let slot = self.slot_of(token)?;
         let session = self
             .context
@@ -98,6 +99,16 @@ impl Module {
             tracing::warn!("logging out of token '{token}': {e}");
         }
         result
+    }
+
+    /// Finalizes and initializes the module (no session is open: `busy` is held).
+    fn reinitialize(&self) -> Result<(), KeyError> {
+        let what = format!("initializing PKCS#11 module {}", self.path.display());
+        match self.context.clone().finalize() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
+            Err(e) => return Err(key_error(&what, e)),
+        }
+        initialize(&self.context).map_err(|e| key_error(&what, e))
     }
 
     /// The slot holding the token labelled `token`.
@@ -129,5 +140,14 @@ impl Module {
                 }
             ),
         })
+    }
+}
+
+/// `C_Initialize` for use from many threads; a module that another user in this
+/// process initialized first is fine.
+fn initialize(context: &Pkcs11) -> Result<(), CkError> {
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
