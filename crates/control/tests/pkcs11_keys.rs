@@ -69,6 +69,17 @@ impl Fixture {
         name: &str,
         key: &str,
     ) -> Result<serde_json::Value, String> {
+        self.create_with_pin(cp, name, key, &self.pin_file)
+    }
+
+    /// Like [`Fixture::create_on`], with the PIN in `pin_file`.
+    fn create_with_pin(
+        &self,
+        cp: &ControlPlane,
+        name: &str,
+        key: &str,
+        pin_file: &std::path::Path,
+    ) -> Result<serde_json::Value, String> {
         cp.try_server(&[
             "create",
             "--name",
@@ -78,7 +89,7 @@ impl Fixture {
             "--identity",
             "user",
             "--identity-credential-file",
-            self.pin_file.to_str().unwrap(),
+            pin_file.to_str().unwrap(),
             "--key",
             key,
         ])
@@ -100,8 +111,15 @@ impl Fixture {
     /// Asserts that creating `name` with `key` is refused saying `expected`, and
     /// that nothing was left: no row, no directory.
     fn refused(&self, name: &str, key: &str, expected: &str) {
+        self.refused_with_pin(name, key, &self.pin_file, expected);
+    }
+
+    /// Like [`Fixture::refused`], with the PIN in `pin_file`.
+    fn refused_with_pin(&self, name: &str, key: &str, pin_file: &std::path::Path, expected: &str) {
         let cp = &self.refusals.cp;
-        let err = self.create_on(cp, name, key).expect_err(expected);
+        let err = self
+            .create_with_pin(cp, name, key, pin_file)
+            .expect_err(expected);
         assert!(err.contains(expected), "expected '{expected}' in: {err}");
         assert!(!err.contains(PIN), "the PIN is in the error: {err}");
         assert!(
@@ -280,4 +298,21 @@ fn a_module_the_platform_did_not_allow_is_refused() {
         "pkcs11:token=t;object=k?module-path=/usr/lib/other/libpkcs11.so",
         "is not allowed on this control plane",
     );
+}
+
+#[test]
+fn a_wrong_pin_is_refused() {
+    let f = fixture();
+    f.key(TOKEN, "wrong-pin");
+    let wrong = f.hsm.pin_file("wrong.pin", "not-the-pin");
+    f.refused_with_pin("wrongpin", &uri(TOKEN, "wrong-pin"), &wrong, "PinIncorrect");
+}
+
+#[test]
+fn a_pin_file_other_users_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture();
+    let open = f.hsm.pin_file("open.pin", PIN);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    f.refused_with_pin("openpin", &uri(TOKEN, "never-made"), &open, "chmod 600");
 }
