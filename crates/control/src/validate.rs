@@ -6,8 +6,8 @@
 
 use pgcmk_crypto::{ct_eq, Dek};
 use pgcmk_keyprovider::{
-    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyReference, VaultFacts,
-    WrappedDek,
+    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyReference, KeyType,
+    VaultFacts, WrappedDek,
 };
 
 use crate::Error;
@@ -87,13 +87,20 @@ fn check_key(d: &KeyDescription, key: &KeyReference, now: i64) -> Result<(), Err
             "key {key} has expired: extend its expiry or choose another key"
         )));
     }
-    match d.size_bits {
-        Some(bits) if d.key_type.is_rsa() && RSA_BITS.contains(&bits) => Ok(()),
-        Some(bits) if d.key_type.is_rsa() => Err(invalid(format!(
+    match (&d.key_type, d.size_bits) {
+        (t, Some(bits)) if t.is_rsa() && RSA_BITS.contains(&bits) => Ok(()),
+        (t, Some(bits)) if t.is_rsa() => Err(invalid(format!(
             "key {key} is RSA {bits}: use an RSA key of 2048, 3072 or 4096 bits"
         ))),
+        // A KMIP server wraps with AES-256-GCM under a key it holds.
+        (KeyType::Aes, Some(256)) if matches!(key, KeyReference::Kmip(_)) => Ok(()),
+        (KeyType::Aes, bits) => Err(invalid(format!(
+            "key {key} is AES with {} bits: use an AES-256 key",
+            bits.unwrap_or(0)
+        ))),
         _ => Err(invalid(format!(
-            "key {key} has type {}: use an RSA key of 2048, 3072 or 4096 bits",
+            "key {key} has type {}: use an RSA key of 2048, 3072 or 4096 bits (or an \
+             AES-256 key on a KMIP server)",
             d.key_type
         ))),
     }
@@ -161,7 +168,7 @@ fn denied(e: KeyError, key: &KeyReference, what: String) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use pgcmk_keyprovider::{KeyType, KeyVersionId};
+    use pgcmk_keyprovider::KeyVersionId;
 
     use super::*;
 

@@ -1,7 +1,7 @@
 //! Key encryption keys (KEKs): the trait the node agent and control plane use to
 //! wrap and unwrap a server's DEK, and its providers: [`akv`] (Azure Key Vault REST,
-//! `pgcmk vault serve`), [`pkcs11`] (HSM tokens) and [`kmip`] (references only so
-//! far). A [`KeyReference`] says which provider reaches a key.
+//! `pgcmk vault serve`), [`pkcs11`] (HSM tokens) and [`kmip`] (KMIP servers). A
+//! [`KeyReference`] says which provider reaches a key.
 //!
 //! A provider reports failures as [`KeyError`], which says whether the failure is a
 //! definitive denial (the customer revoked access: go Inaccessible at once) or
@@ -88,6 +88,8 @@ pub enum KeyType {
     Rsa,
     /// An RSA key held in an HSM (AKV `kty` `RSA-HSM`).
     RsaHsm,
+    /// An AES key held by a KMIP server, which wraps with AES-256-GCM.
+    Aes,
     /// Any other type (`EC`, `oct-HSM`, ...), which cannot wrap a DEK here.
     Other(String),
 }
@@ -105,6 +107,7 @@ impl std::fmt::Display for KeyType {
         f.write_str(match self {
             KeyType::Rsa => "RSA",
             KeyType::RsaHsm => "RSA-HSM",
+            KeyType::Aes => "AES",
             KeyType::Other(kty) => kty,
         })
     }

@@ -86,7 +86,7 @@ impl KeyVersionId {
         if text.starts_with("pkcs11:") {
             Pkcs11KeyVersion::parse(text).map(Self::Pkcs11)
         } else if text.starts_with("kmip://") {
-            KmipKeyReference::parse(text).map(Self::Kmip)
+            KmipKeyReference::parse(text).map(|r| Self::Kmip(r.version()))
         } else if text.starts_with("https://") {
             AkvKeyVersionId::parse(text).map(Self::Azure)
         } else {
@@ -202,6 +202,11 @@ mod tests {
                 false,
             ),
             ("kmip://127.0.0.1:5696/42", "kmip", false),
+            (
+                "kmip://127.0.0.1:5696/42?ca-file=/etc/kmip/ca.pem",
+                "kmip",
+                false,
+            ),
         ] {
             let r = KeyReference::parse(text).unwrap();
             assert_eq!(
@@ -210,6 +215,8 @@ mod tests {
                 "{text}"
             );
             assert_eq!(r.to_string(), text);
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<KeyReference>(&json).unwrap(), r);
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod binary;
 pub mod cli;
+pub mod kmip;
 pub mod net;
 pub mod process;
 pub mod rsa_jwk;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::akv::{AkvKek, AkvKeyReference, ClientOptions, TokenSource};
+use pgcmk_keyprovider::kmip::KmipKek;
 use pgcmk_keyprovider::pkcs11::Pkcs11Kek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference};
 use serde::{Deserialize, Serialize};
@@ -52,7 +53,8 @@ impl VaultEndpoints {
 /// service's endpoints. The credential is not here (this is written to the server's
 /// `agent.json`): the control plane keeps it sealed in its state and hands it to the
 /// agent over a pipe. For an Azure key it is the identity's `IDENTITY_HEADER`
-/// secret; for a PKCS#11 key, the token user's PIN (the identity is `user`).
+/// secret; for a PKCS#11 key, the token user's PIN (the identity is `user`); for
+/// a KMIP key, the client's PEM certificate chain and private key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KekAccess {
     /// The key, versioned or versionless.
@@ -73,10 +75,10 @@ impl KekAccess {
         match &self.key {
             KeyReference::Azure(key) => self.connect_azure(key, secret),
             KeyReference::Pkcs11(key) => Ok(Box::new(Pkcs11Kek::connect(key.clone(), secret)?)),
+            KeyReference::Kmip(key) => Ok(Box::new(KmipKek::connect(key.clone(), secret)?)),
             other => Err(KeyError::Invalid {
                 reason: format!(
-                    "key {other}: this build has no {} provider yet; use an Azure Key Vault \
-                     or PKCS#11 key",
+                    "key {other}: this build has no {} provider",
                     other.provider()
                 ),
             }),

@@ -1,8 +1,11 @@
-//! KMIP key references: `kmip://HOST:PORT/UNIQUE_IDENTIFIER`, a managed object on a
-//! KMIP server (TLS with a client certificate). The unique identifier names one
-//! key for good, so a reference is also the key's only version.
+//! KMIP key references: `kmip://HOST:PORT/UNIQUE_IDENTIFIER[?ca-file=/abs/ca.pem]`,
+//! a managed object on a KMIP server reached over TLS with a client certificate;
+//! `ca-file` names the CA certificates to trust the server by (public, so it may be
+//! in a reference that is stored and shown). The unique identifier names one key
+//! for good, so a reference without `ca-file` is also the key's only version.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use pgcmk_akv_model::InvalidKeyId;
 
@@ -15,6 +18,8 @@ pub struct KmipKeyReference {
     pub port: u16,
     /// The key's Unique Identifier on that server.
     pub unique_identifier: String,
+    /// The PEM file of CA certificates that issued the server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn invalid(uri: &str, why: &str) -> InvalidKeyId {
@@ -22,7 +27,7 @@ fn invalid(uri: &str, why: &str) -> InvalidKeyId {
     InvalidKeyId {
         reason: format!(
             "KMIP key reference '{shown}' is not valid: {why}; expected \
-             kmip://HOST:PORT/UNIQUE_IDENTIFIER"
+             kmip://HOST:PORT/UNIQUE_IDENTIFIER[?ca-file=/path/to/ca.pem]"
         ),
     }
 }
@@ -33,6 +38,13 @@ impl KmipKeyReference {
         let rest = uri
             .strip_prefix("kmip://")
             .ok_or_else(|| invalid(uri, "it must start with kmip://"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let ca_file = match query.split_once('=') {
+            None if query.is_empty() => None,
+            Some(("ca-file", path)) if path.starts_with('/') => Some(PathBuf::from(path)),
+            Some(("ca-file", _)) => return Err(invalid(uri, "ca-file must be an absolute path")),
+            _ => return Err(invalid(uri, "the only query attribute is ca-file")),
+        };
         let (authority, uid) = rest
             .split_once('/')
             .ok_or_else(|| invalid(uri, "the key's unique identifier is missing"))?;
@@ -65,7 +77,16 @@ impl KmipKeyReference {
             host: host.to_string(),
             port,
             unique_identifier: uid.to_string(),
+            ca_file,
         })
+    }
+
+    /// The key itself, without how to trust its server: its only version.
+    pub fn version(&self) -> Self {
+        Self {
+            ca_file: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -75,7 +96,11 @@ impl fmt::Display for KmipKeyReference {
             f,
             "kmip://{}:{}/{}",
             self.host, self.port, self.unique_identifier
-        )
+        )?;
+        match &self.ca_file {
+            Some(ca) => write!(f, "?ca-file={}", ca.display()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -89,6 +114,10 @@ mod tests {
         assert_eq!((r.host.as_str(), r.port), ("[::1]", 5696));
         assert_eq!(r.unique_identifier, "6f1e-2a");
         assert_eq!(r.to_string(), "kmip://[::1]:5696/6f1e-2a");
+        let r = KmipKeyReference::parse("kmip://h:5696/7?ca-file=/etc/ca.pem").unwrap();
+        assert_eq!(r.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(r.to_string(), "kmip://h:5696/7?ca-file=/etc/ca.pem");
+        assert_eq!(r.version().to_string(), "kmip://h:5696/7");
     }
 
     #[test]
@@ -102,6 +131,8 @@ mod tests {
             ("kmip://u@h:5696/1", "host"),
             ("kmip://h:5696/a/b", "unique identifier must"),
             ("kmip://h:5696/", "unique identifier must"),
+            ("kmip://h:5696/1?ca-file=ca.pem", "absolute"),
+            ("kmip://h:5696/1?pin=1", "only query attribute"),
         ] {
             let err = KmipKeyReference::parse(uri).unwrap_err().reason;
             assert!(err.contains(why), "{uri}: {err}");
