@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use pgcmk_testkit::kmip::KmipServer;
 use pgcmk_testkit::shared::{Held, Shared};
-use pgcmk_testkit::wait::wait_for;
 use support::*;
 
 /// Key check interval for the tests (seconds).
@@ -51,19 +50,7 @@ impl Fixture {
         key: &str,
         credential: &std::path::Path,
     ) -> Result<serde_json::Value, String> {
-        cp.try_server(&[
-            "create",
-            "--name",
-            name,
-            "--location",
-            "westeurope",
-            "--identity",
-            "platform",
-            "--identity-credential-file",
-            credential.to_str().unwrap(),
-            "--key",
-            key,
-        ])
+        cp.create_with_credential(name, "platform", credential, key)
     }
 
     /// A server `name` with a new key and a table `t` of 1000 rows; its key's uid.
@@ -84,27 +71,12 @@ impl Fixture {
     /// refused saying `expected`, leaving no row and no directory.
     fn refused(&self, name: &str, key: &str, credential: &std::path::Path, expected: &str) {
         let cp = &self.refusals.cp;
-        let err = self
-            .create_on(cp, name, key, credential)
-            .expect_err(expected);
-        assert!(err.contains(expected), "expected '{expected}' in: {err}");
-        assert!(cp.server(&["list"]).as_array().unwrap().is_empty());
-        assert!(cp.server_dirs().is_empty());
+        assert_refused_leaving_nothing(cp, self.create_on(cp, name, key, credential), expected);
     }
 }
 
 fn wait_locked(cp: &ControlPlane, server: &Created, what: &str) -> String {
-    wait_for(
-        &format!("connections refused after {what}"),
-        Duration::from_secs(INTERVAL + 2),
-        || server.sql("SELECT 1").is_err(),
-    );
-    wait_for(
-        &format!("Inaccessible after {what}"),
-        Duration::from_secs(5),
-        || cp.state(&server.name).0 == "Inaccessible",
-    );
-    cp.state(&server.name).1
+    wait_refused(cp, server, Duration::from_secs(INTERVAL + 2), what)
 }
 
 #[test]
@@ -132,13 +104,7 @@ fn a_server_with_a_kmip_key_is_ready_and_no_plaintext_or_client_key_reaches_the_
         .unwrap()
         .to_string();
     for needle in [marker, key_line.as_str()] {
-        let mut leaks = files_containing(&server.dir, needle.as_bytes(), &server.dir.join("mnt"));
-        leaks.extend(files_containing(
-            &cp.state_dir,
-            needle.as_bytes(),
-            &cp.state_dir.join("servers"),
-        ));
-        assert!(leaks.is_empty(), "'{needle}' on disk: {leaks:?}");
+        assert_not_on_disk(cp, &server, needle);
     }
     cp.server(&["delete", "kmipmarker", "--yes"]);
 }

@@ -69,30 +69,7 @@ impl Fixture {
         name: &str,
         key: &str,
     ) -> Result<serde_json::Value, String> {
-        self.create_with_pin(cp, name, key, &self.pin_file)
-    }
-
-    /// Like [`Fixture::create_on`], with the PIN in `pin_file`.
-    fn create_with_pin(
-        &self,
-        cp: &ControlPlane,
-        name: &str,
-        key: &str,
-        pin_file: &std::path::Path,
-    ) -> Result<serde_json::Value, String> {
-        cp.try_server(&[
-            "create",
-            "--name",
-            name,
-            "--location",
-            "westeurope",
-            "--identity",
-            "user",
-            "--identity-credential-file",
-            pin_file.to_str().unwrap(),
-            "--key",
-            key,
-        ])
+        cp.create_with_credential(name, "user", &self.pin_file, key)
     }
 
     /// A server `name` with the key `name` in `token` and a table `t` of 1000 rows.
@@ -117,16 +94,11 @@ impl Fixture {
     /// Like [`Fixture::refused`], with the PIN in `pin_file`.
     fn refused_with_pin(&self, name: &str, key: &str, pin_file: &std::path::Path, expected: &str) {
         let cp = &self.refusals.cp;
-        let err = self
-            .create_with_pin(cp, name, key, pin_file)
-            .expect_err(expected);
-        assert!(err.contains(expected), "expected '{expected}' in: {err}");
-        assert!(!err.contains(PIN), "the PIN is in the error: {err}");
-        assert!(
-            cp.server(&["list"]).as_array().unwrap().is_empty(),
-            "a row was left"
-        );
-        assert!(cp.server_dirs().is_empty(), "a directory was left");
+        let result = cp.create_with_credential(name, "user", pin_file, key);
+        if let Err(e) = &result {
+            assert!(!e.contains(PIN), "the PIN is in the error: {e}");
+        }
+        assert_refused_leaving_nothing(cp, result, expected);
     }
 }
 
@@ -137,17 +109,7 @@ fn assert_rows_intact(server: &Created) {
 /// Waits until connections are refused within an interval (plus the check) and the
 /// server is Inaccessible; its reason.
 fn wait_locked(cp: &ControlPlane, server: &Created, what: &str) -> String {
-    wait_for(
-        &format!("connections refused after {what}"),
-        Duration::from_secs(INTERVAL + 2),
-        || server.sql("SELECT 1").is_err(),
-    );
-    wait_for(
-        &format!("Inaccessible after {what}"),
-        Duration::from_secs(5),
-        || cp.state(&server.name).0 == "Inaccessible",
-    );
-    cp.state(&server.name).1
+    wait_refused(cp, server, Duration::from_secs(INTERVAL + 2), what)
 }
 
 /// Waits until the server is Ready again without an operator, with its rows.
@@ -183,13 +145,7 @@ fn a_server_with_a_token_key_is_ready_and_no_plaintext_or_pin_reaches_the_disk()
     // Neither the data nor the token's PIN is on the disk in the clear: not in the
     // server's files (the live mount is the plaintext view), not in the state store.
     for needle in [marker, PIN] {
-        let mut leaks = files_containing(&server.dir, needle.as_bytes(), &server.dir.join("mnt"));
-        leaks.extend(files_containing(
-            &cp.state_dir,
-            needle.as_bytes(),
-            &cp.state_dir.join("servers"),
-        ));
-        assert!(leaks.is_empty(), "'{needle}' on disk: {leaks:?}");
+        assert_not_on_disk(cp, &server, needle);
     }
     cp.server(&["delete", "marker", "--yes"]);
 }

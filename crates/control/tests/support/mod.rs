@@ -706,6 +706,18 @@ impl ControlPlane {
         identity_arg: &str,
         key: &str,
     ) -> Result<Value, String> {
+        self.create_with_credential(name, identity_arg, &identity.credential_file, key)
+    }
+
+    /// `pgcmk server create` with a customer-managed key, as `identity` whose
+    /// credential (secret, PIN or client certificate) is in `credential_file`.
+    pub fn create_with_credential(
+        &self,
+        name: &str,
+        identity: &str,
+        credential_file: &Path,
+        key: &str,
+    ) -> Result<Value, String> {
         self.try_server(&[
             "create",
             "--name",
@@ -713,9 +725,9 @@ impl ControlPlane {
             "--location",
             "westeurope",
             "--identity",
-            identity_arg,
+            identity,
             "--identity-credential-file",
-            identity.credential_file.to_str().unwrap(),
+            credential_file.to_str().unwrap(),
             "--key",
             key,
         ])
@@ -832,6 +844,39 @@ pub fn crash_server_processes(server_dir: &Path) {
     );
 }
 
+/// Waits until, after `what`, connections to `server` are refused within `limit`
+/// and the control plane says Inaccessible; the reason it gives.
+pub fn wait_refused(cp: &ControlPlane, server: &Created, limit: Duration, what: &str) -> String {
+    wait_for(&format!("connections refused after {what}"), limit, || {
+        server.sql("SELECT 1").is_err()
+    });
+    wait_for(
+        &format!("Inaccessible after {what}"),
+        Duration::from_secs(5),
+        || cp.state(&server.name).0 == "Inaccessible",
+    );
+    cp.state(&server.name).1
+}
+
+/// Asserts that `result` is a refusal saying `expected`, and that nothing was left
+/// on `cp` (on which no server is ever made): no row, no directory.
+pub fn assert_refused_leaving_nothing(
+    cp: &ControlPlane,
+    result: Result<Value, String>,
+    expected: &str,
+) {
+    let err = result.expect_err(expected);
+    assert!(err.contains(expected), "expected '{expected}' in: {err}");
+    assert!(
+        cp.server(&["list"]).as_array().unwrap().is_empty(),
+        "a row was left: {expected}"
+    );
+    assert!(
+        cp.server_dirs().is_empty(),
+        "a directory was left: {expected}"
+    );
+}
+
 /// An address on 127.0.0.1 whose port is free now.
 pub fn free_loopback_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -890,6 +935,18 @@ pub fn kill(pid: u32, signal: &str) {
 /// The agent's latest report (`status.json`) in a server directory.
 pub fn agent_status(server_dir: &Path) -> Value {
     serde_json::from_slice(&fs::read(server_dir.join("status.json")).unwrap()).unwrap()
+}
+
+/// Asserts that `needle` is in no file of `server`'s directory (but its live
+/// mount, the plaintext view) nor of the control plane's state.
+pub fn assert_not_on_disk(cp: &ControlPlane, server: &Created, needle: &str) {
+    let mut leaks = files_containing(&server.dir, needle.as_bytes(), &server.dir.join("mnt"));
+    leaks.extend(files_containing(
+        &cp.state_dir,
+        needle.as_bytes(),
+        &cp.state_dir.join("servers"),
+    ));
+    assert!(leaks.is_empty(), "'{needle}' on disk: {leaks:?}");
 }
 
 /// Every file under `dir` whose bytes contain `needle`, not descending into `skip`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pgcmk_crypto::SecretBytes;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use zeroize::Zeroize;
 
 use super::message::{request, response_payload, Operation, ResponseError};
 use super::ttlv::{Item, MAX_MESSAGE};
@@ -92,16 +93,23 @@ impl KmipClient {
         })
     }
 
-    /// Sends `operation` with `payload` and returns the response payload.
+    /// Sends `operation` with `payload` and returns the response payload (which
+    /// the caller wipes when it carries a secret).
     pub(super) fn call(&self, operation: Operation, payload: Vec<Item>) -> Result<Item, KeyError> {
         let what = format!("KMIP {operation:?} at {}", self.address);
-        let answer = self
-            .exchange(&request(operation, payload))
-            .map_err(|e| classify_io(&what, e))?;
-        let message = Item::decode(&answer).map_err(|e| KeyError::Transient {
+        // Requests and answers may carry a DEK: wiped once used.
+        let mut sent = request(operation, payload);
+        let answer = self.exchange(&sent);
+        sent.zeroize();
+        let mut answer = answer.map_err(|e| classify_io(&what, e))?;
+        let decoded = Item::decode(&answer);
+        answer.zeroize();
+        let mut message = decoded.map_err(|e| KeyError::Transient {
             reason: format!("{what}: the server sent a malformed message ({e})"),
         })?;
-        response_payload(&message, operation).map_err(|e| match e {
+        let payload = response_payload(&message, operation);
+        message.wipe();
+        payload.map_err(|e| match e {
             ResponseError::Refused(r) if r.is_denial() => KeyError::Denied {
                 reason: format!("{what}: refused (reason {:?}): {}", r.reason, r.message),
             },

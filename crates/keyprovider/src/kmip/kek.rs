@@ -3,7 +3,6 @@
 //! unwrapped by its Decrypt; the key's material is never asked for (no Get).
 
 use pgcmk_crypto::{random, Dek, SecretBytes};
-use zeroize::Zeroize;
 
 use super::client::KmipClient;
 use super::message::{attribute, bytes, tag, Operation};
@@ -244,7 +243,7 @@ impl KeyEncryptionKey for KmipKek {
         }
         let (nonce, rest) = c.split_at(NONCE_LEN);
         let (sealed, auth_tag) = rest.split_at(rest.len() - TAG_LEN);
-        let answer = self.client.call(
+        let mut answer = self.client.call(
             Operation::Decrypt,
             vec![
                 self.uid(),
@@ -257,15 +256,15 @@ impl KeyEncryptionKey for KmipKek {
                 ),
             ],
         )?;
-        let mut plain = bytes(answer.child(tag::DATA)).unwrap_or_default().to_vec();
-        let dek = Dek::from_slice(&plain).map_err(|_| KeyError::Invalid {
+        let plain = bytes(answer.child(tag::DATA)).unwrap_or_default();
+        let dek = Dek::from_slice(plain).map_err(|_| KeyError::Invalid {
             reason: format!(
                 "the key unwrapped by {} is {} bytes, not a 32-byte DEK",
                 self.reference,
                 plain.len()
             ),
         });
-        plain.zeroize();
+        answer.wipe();
         dek
     }
 }

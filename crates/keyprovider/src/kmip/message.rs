@@ -83,7 +83,8 @@ pub(super) enum ResponseError {
     Malformed(&'static str),
 }
 
-/// The encoded request message for `operation` with `payload`.
+/// The encoded request message for `operation` with `payload`; the payload is
+/// wiped once encoded (it may carry a DEK).
 pub(super) fn request(operation: Operation, payload: Vec<Item>) -> Vec<u8> {
     let structure = |tag, items| Item::new(tag, Value::Structure(items));
     let version = structure(
@@ -93,7 +94,7 @@ pub(super) fn request(operation: Operation, payload: Vec<Item>) -> Vec<u8> {
             Item::new(tag::PROTOCOL_VERSION_MINOR, Value::Integer(4)),
         ],
     );
-    structure(
+    let mut message = structure(
         tag::REQUEST_MESSAGE,
         vec![
             structure(
@@ -108,8 +109,10 @@ pub(super) fn request(operation: Operation, payload: Vec<Item>) -> Vec<u8> {
                 ],
             ),
         ],
-    )
-    .to_bytes()
+    );
+    let bytes = message.to_bytes();
+    message.wipe();
+    bytes
 }
 
 /// The response payload of the one batch item in `message`, an answer to `operation`.

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroize;
+
 /// Deepest nesting of structures accepted (KMIP messages nest about 6 deep).
 pub const MAX_DEPTH: usize = 16;
 /// Largest message accepted or sent, in bytes.
@@ -166,6 +168,17 @@ impl Item {
         }
     }
 
+    /// Overwrites every byte and text string in the item with zeros (and empties
+    /// them): a message that carried a DEK is wiped before it is dropped.
+    pub fn wipe(&mut self) {
+        match &mut self.value {
+            Value::Structure(items) => items.iter_mut().for_each(Item::wipe),
+            Value::ByteString(b) | Value::BigInteger(b) => b.zeroize(),
+            Value::TextString(t) => t.zeroize(),
+            _ => {}
+        }
+    }
+
     /// The first child of a structure with `tag`, if any.
     pub fn child(&self, tag: Tag) -> Option<&Item> {
         self.children().iter().find(|i| i.tag == tag)
@@ -284,6 +297,15 @@ mod tests {
         let bytes = sample().to_bytes();
         assert_eq!(bytes.len() % 8, 0);
         assert_eq!(Item::decode(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn wiping_zeroes_every_byte_string_inside() {
+        let mut item = sample();
+        item.wipe();
+        let data = item.child(Tag(0x4200C2)).unwrap();
+        // Zeroed in place, then emptied.
+        assert_eq!(data.value, Value::ByteString(Vec::new()));
     }
 
     #[test]
