@@ -195,6 +195,11 @@ impl KmipServer {
         server
     }
 
+    /// The server's pid (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The reference to the key `uid` on this server.
     pub fn reference(&self, uid: &str) -> String {
         format!(
