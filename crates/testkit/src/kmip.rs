@@ -15,7 +15,9 @@ use rcgen::{
     Issuer, KeyPair,
 };
 
-use crate::process::{kill_quietly, spawn_logged};
+use crate::process::{
+    children_of, is_gone, kill9, kill_quietly, spawn_logged, terminate, wait_exit,
+};
 use crate::wait::wait_for;
 
 /// The key administrator's operations, as PyKMIP's client does them.
@@ -247,7 +249,19 @@ impl KmipServer {
 }
 
 impl Drop for KmipServer {
+    /// PyKMIP runs its policy-directory monitor as a child process, which outlives
+    /// a killed parent: the server is asked to stop (SIGTERM stops the monitor
+    /// too), and whatever of the two is left after a while is killed, by pid.
     fn drop(&mut self) {
+        let pid = self.child.id();
+        let children = children_of(pid);
+        terminate(pid);
+        wait_exit(&mut self.child, Duration::from_secs(10));
         kill_quietly(&mut self.child);
+        for child in children {
+            if !is_gone(child) {
+                kill9(child);
+            }
+        }
     }
 }
