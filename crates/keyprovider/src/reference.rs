@@ -151,23 +151,8 @@ impl fmt::Display for KeyVersionId {
     }
 }
 
-macro_rules! string_conversions {
-    ($t:ty) => {
-        impl TryFrom<String> for $t {
-            type Error = InvalidKeyId;
-            fn try_from(s: String) -> Result<Self, InvalidKeyId> {
-                Self::parse(&s)
-            }
-        }
-        impl From<$t> for String {
-            fn from(k: $t) -> String {
-                k.to_string()
-            }
-        }
-    };
-}
-string_conversions!(KeyReference);
-string_conversions!(KeyVersionId);
+pgcmk_akv_model::string_conversions!(KeyReference);
+pgcmk_akv_model::string_conversions!(KeyVersionId);
 
 #[cfg(test)]
 mod tests {
