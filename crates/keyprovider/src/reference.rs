@@ -60,13 +60,13 @@ impl KeyReference {
         }
     }
 
-    /// True when the reference follows the key's current version (an Azure key
-    /// without a version, or a PKCS#11 object named by label alone).
+    /// True when the reference follows the key's current version: an Azure key
+    /// without a version. A token object or a KMIP key has no versions: a new key is
+    /// a new reference (`server update --key`).
     pub fn is_versionless(&self) -> bool {
         match self {
             Self::Azure(r) => r.is_versionless(),
-            Self::Pkcs11(r) => r.id.is_none(),
-            Self::Kmip(_) => false,
+            Self::Pkcs11(_) | Self::Kmip(_) => false,
         }
     }
 
@@ -179,7 +179,7 @@ mod tests {
             (
                 "pkcs11:token=t1;object=kek?module-path=/usr/lib/softhsm/libsofthsm2.so",
                 "pkcs11",
-                true,
+                false,
             ),
             (
                 "pkcs11:token=t1;object=kek;id=%01%ab?module-path=/usr/lib/m.so",

@@ -18,8 +18,9 @@ pub struct Pkcs11KeyReference {
     pub token: String,
     /// The key pair's label (`object=`).
     pub object: String,
-    /// The key's `CKA_ID` (`id=`): pins one object; `None` takes the one private
-    /// key labelled `object`, whichever it is now (a replaced key is followed).
+    /// The key's `CKA_ID` (`id=`), when several private keys share the label;
+    /// `None` names the one private key labelled `object`. Either way the wrapped
+    /// DEK records the id it was wrapped with, and is unwrapped with that object.
     pub id: Option<Vec<u8>>,
     /// The PKCS#11 module (shared library) that reaches the token (`module-path=`).
     pub module_path: PathBuf,
