@@ -132,7 +132,7 @@ impl<'a> Vault<'a> {
             wraps_dek,
             current,
             disabled,
-            follows_rotation: self.config.kek.key.version.is_none(),
+            follows_rotation: self.config.kek.key.is_versionless(),
             reason,
         }))
     }

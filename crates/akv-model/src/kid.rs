@@ -148,11 +148,16 @@ impl fmt::Display for KeyVersionId {
     }
 }
 
+/// `TryFrom<String>` (by the type's `parse`) and `From<T> for String` (by its
+/// `Display`), for key identifiers that serialize as their string form; shared with
+/// the provider-tagged references of `pgcmk-keyprovider`.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! string_conversions {
     ($t:ty) => {
         impl TryFrom<String> for $t {
-            type Error = InvalidKeyId;
-            fn try_from(s: String) -> Result<Self, InvalidKeyId> {
+            type Error = $crate::InvalidKeyId;
+            fn try_from(s: String) -> Result<Self, $crate::InvalidKeyId> {
                 Self::parse(&s)
             }
         }

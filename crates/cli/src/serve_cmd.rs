@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// Seconds of transient key-vault failures tolerated before a server goes Inaccessible.
     #[arg(long, default_value_t = 300)]
     key_check_grace_secs: u64,
+    /// Allow customers' PKCS#11 keys to name this module (absolute path of the token's
+    /// shared library, e.g. /usr/lib/softhsm/libsofthsm2.so); repeat for several.
+    /// None by default: a module is code that the control plane and agents load.
+    #[arg(long = "pkcs11-module", value_name = "PATH")]
+    pkcs11_modules: Vec<PathBuf>,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -98,6 +103,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         interval: Duration::from_secs(args.key_check_interval_secs.max(1)),
         grace: Duration::from_secs(args.key_check_grace_secs),
         agent_program: std::env::current_exe()?,
+        pkcs11_modules: args.pkcs11_modules,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

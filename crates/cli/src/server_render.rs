@@ -57,10 +57,10 @@ fn describe_server(s: &ServerRecord) -> String {
     let encryption = match &s.encryption {
         Encryption::CustomerManaged { key, identity } => format!(
             "customer-managed: key {key} via identity {identity} ({})",
-            if key.version.is_some() {
-                "pinned to that version"
-            } else {
+            if key.is_versionless() {
                 "follows its rotation"
+            } else {
+                "pinned to that version"
             }
         ),
         Encryption::ServiceManaged => "service-managed".to_string(),
@@ -114,7 +114,7 @@ pub(crate) fn render_list(v: &Value) -> String {
                     s.name,
                     s.location,
                     s.port,
-                    format!("{}/{}", kek.name, kek.version),
+                    kek.short_name(),
                     s.state.name()
                 );
                 if let Some(reason) = s.state.reason() {

@@ -4,8 +4,26 @@ use pgcmk_crypto::SecretBytes;
 
 /// Reads a managed identity's header secret from its credential file: the JSON
 /// that `pgcmk identity create --credential-file` writes (field `identity_header`,
-/// `client_secret` or `secret`), or a file holding just the secret.
+/// `client_secret` or `secret`), or a file holding just the secret (such as a
+/// PKCS#11 token user's PIN). A file that other users may read is refused: the
+/// secret in it is as good as theirs.
 pub fn read_identity_secret(path: &std::path::Path) -> Result<SecretBytes, crate::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| {
+            crate::Error::io(format!("reading the credential file {}", path.display()), e)
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(crate::Error::BadRequest(format!(
+            "the credential file {} can be read or written by other users (mode {:o}): \
+             make it private with `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )));
+    }
     let bytes = SecretBytes::new(std::fs::read(path).map_err(|e| {
         crate::Error::io(format!("reading the credential file {}", path.display()), e)
     })?);
@@ -70,6 +88,7 @@ mod tests {
 
     #[test]
     fn identity_names_resolve_to_the_credential_client_id() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("mi.credential");
         std::fs::write(
@@ -77,6 +96,7 @@ mod tests {
             r#"{"name":"orders-mi","object_id":"oid-1","client_id":"cid-1","kind":"managed","client_secret":"hdr"}"#,
         )
         .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         for given in ["orders-mi", "oid-1", "cid-1"] {
             assert_eq!(resolve_client_id(given, &file).unwrap(), "cid-1");
         }
@@ -87,6 +107,12 @@ mod tests {
         assert_eq!(read_identity_secret(&file).unwrap().expose_secret(), b"hdr");
         let raw = dir.path().join("raw");
         std::fs::write(&raw, "just-the-secret\n").unwrap();
+        let err = read_identity_secret(&raw).unwrap_err().to_string();
+        assert!(
+            err.contains("chmod 600") && err.contains("mode 644"),
+            "{err}"
+        );
+        std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(resolve_client_id("cid-9", &raw).unwrap(), "cid-9");
         assert_eq!(
             read_identity_secret(&raw).unwrap().expose_secret(),

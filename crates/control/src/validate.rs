@@ -6,7 +6,8 @@
 
 use pgcmk_crypto::{ct_eq, Dek};
 use pgcmk_keyprovider::{
-    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyReference, WrappedDek,
+    DeletionProtection, KeyDescription, KeyEncryptionKey, KeyError, KeyReference, KeyType,
+    VaultFacts, WrappedDek,
 };
 
 use crate::Error;
@@ -31,10 +32,10 @@ pub fn new_wrapped_dek(
     req: &Requirements<'_>,
 ) -> Result<(Dek, WrappedDek), Error> {
     let key = kek.reference();
+    let denied = |e, what| denied(e, key, what);
     let description = kek.describe().map_err(|e| {
         denied(
             e,
-            key,
             format!("identity '{identity}' cannot read key {key} (needs `get`)"),
         )
     })?;
@@ -43,26 +44,21 @@ pub fn new_wrapped_dek(
         key,
         time::OffsetDateTime::now_utc().unix_timestamp(),
     )?;
-    if req.customer_managed {
-        check_vault_protection(&description.protection, &key.vault_url)?;
-        check_location(
-            description.location.as_deref(),
-            &key.vault_url,
-            req.location,
-        )?;
+    // A key vault serving many customers must keep a deleted key recoverable and
+    // be where the server is; a token or KMIP server is the customer's own.
+    if let (true, Some(vault)) = (req.customer_managed, &description.vault) {
+        check_vault(vault, req.location)?;
     }
     let dek = Dek::generate()?;
     let wrapped = kek.wrap(&dek).map_err(|e| {
         denied(
             e,
-            key,
             format!("identity '{identity}' cannot wrap with key {key} (needs `wrapKey`)"),
         )
     })?;
     let back = kek.unwrap(&wrapped).map_err(|e| {
         denied(
             e,
-            key,
             format!("identity '{identity}' cannot unwrap with key {key} (needs `unwrapKey`)"),
         )
     })?;
@@ -91,16 +87,29 @@ fn check_key(d: &KeyDescription, key: &KeyReference, now: i64) -> Result<(), Err
             "key {key} has expired: extend its expiry or choose another key"
         )));
     }
-    match d.size_bits {
-        Some(bits) if d.key_type.is_rsa() && RSA_BITS.contains(&bits) => Ok(()),
-        Some(bits) if d.key_type.is_rsa() => Err(invalid(format!(
+    match (&d.key_type, d.size_bits) {
+        (t, Some(bits)) if t.is_rsa() && RSA_BITS.contains(&bits) => Ok(()),
+        (t, Some(bits)) if t.is_rsa() => Err(invalid(format!(
             "key {key} is RSA {bits}: use an RSA key of 2048, 3072 or 4096 bits"
         ))),
+        // A KMIP server wraps with AES-256-GCM under a key it holds.
+        (KeyType::Aes, Some(256)) if matches!(key, KeyReference::Kmip(_)) => Ok(()),
+        (KeyType::Aes, bits) => Err(invalid(format!(
+            "key {key} is AES with {} bits: use an AES-256 key",
+            bits.unwrap_or(0)
+        ))),
         _ => Err(invalid(format!(
-            "key {key} has type {}: use an RSA key of 2048, 3072 or 4096 bits",
+            "key {key} has type {}: use an RSA key of 2048, 3072 or 4096 bits (or an \
+             AES-256 key on a KMIP server)",
             d.key_type
         ))),
     }
+}
+
+/// The vault's protections and location.
+fn check_vault(v: &VaultFacts, server_location: &str) -> Result<(), Error> {
+    check_vault_protection(&v.protection, &v.vault)?;
+    check_location(v.location.as_deref(), &v.vault, server_location)
 }
 
 /// Soft delete and purge protection, as the vault reports them on the key (Azure
@@ -142,27 +151,37 @@ fn invalid(message: String) -> Error {
     Error::BadRequest(message)
 }
 
-/// A key failure during validation. An unreachable vault stays "unavailable" (a
-/// retry may succeed) but says which address was tried and how to check it, since
+/// A key failure during validation. An unreachable key manager stays "unavailable"
+/// (a retry may succeed) but says which address was tried and how to check it, since
 /// nothing retries a create; a key the provider cannot use says why; a refusal
-/// quotes the vault, whose message says whether the key is missing or a right is.
+/// quotes the provider, whose message says whether the key is missing or a right is.
 fn denied(e: KeyError, key: &KeyReference, what: String) -> Error {
-    match e {
-        KeyError::Transient { reason } => Error::Key(KeyError::Transient {
-            reason: format!(
-                "the vault of key {key} did not answer ({reason}). Check the vault's host and \
+    match (e, key) {
+        (KeyError::Transient { reason }, KeyReference::Azure(_)) => {
+            Error::Key(KeyError::Transient {
+                reason: format!(
+                    "the vault of key {key} did not answer ({reason}). Check the vault's host and \
                  port in the key URL (`pgcmk keyvault show VAULT` prints the vault's URL) and \
                  that the vault service is running; nothing was created"
+                ),
+            })
+        }
+        (KeyError::Transient { reason }, _) => Error::Key(KeyError::Transient {
+            reason: format!(
+                "the key manager of key {key} did not answer ({reason}); check its address in \
+                 the key reference and that it is running; nothing was created"
             ),
         }),
-        KeyError::Invalid { reason } => invalid(reason),
-        _ => invalid(format!("{what}: {e}")),
+        (KeyError::Invalid { reason }, _) => invalid(reason),
+        (e, KeyReference::Azure(_)) => invalid(format!("{what}: {e}")),
+        // The provider's reason names what the token or server refused.
+        (e, _) => invalid(e.to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use pgcmk_keyprovider::{KeyType, KeyVersionId};
+    use pgcmk_keyprovider::KeyVersionId;
 
     use super::*;
 
@@ -178,8 +197,7 @@ mod tests {
             enabled: true,
             not_before: None,
             expires: None,
-            protection: DeletionProtection::default(),
-            location: None,
+            vault: None,
         }
     }
 

@@ -125,7 +125,7 @@ fn a_key_url_that_is_not_https_or_has_a_malformed_version_is_refused() {
     f.refused_create(
         "bad-url",
         "http://127.0.0.1/keys/good",
-        "must start with https://",
+        "is not a key reference: use https://VAULT/keys/NAME",
     );
     f.refused_create(
         "bad-url",
@@ -167,6 +167,7 @@ fn an_identity_the_vault_service_does_not_know_is_refused() {
     let credential: Value =
         serde_json::from_slice(&std::fs::read(&f.mi.credential_file).unwrap()).unwrap();
     std::fs::write(&bare, credential["client_secret"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&bare, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let ghost = Identity {
         name: "ghost".into(),
         client_id: "00000000-0000-0000-0000-000000000000".into(),

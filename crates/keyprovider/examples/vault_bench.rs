@@ -7,6 +7,8 @@
 //! (bench/vault/run.sh runs exactly this). `--ops`, `--sizes` and `--clients` take
 //! comma-separated lists to run only some cells (quick A/B comparisons).
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use cpu::{clock_ticks_per_second, cpu_seconds, load_average};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::akv::{
     AkvClient, ClientOptions, NewRsaKey, SignatureAlgorithm, TokenSource, WrapAlgorithm,
@@ -464,33 +467,6 @@ impl CpuProbe {
             per_op(cpu_seconds(&self.vault_pid.to_string(), self.ticks) - self.vault_before);
         cell.client_cpu_ms = per_op(cpu_seconds("self", self.ticks) - self.self_before);
     }
-}
-
-/// User + system CPU seconds of /proc/PID (or "self"), all threads.
-fn cpu_seconds(pid: &str, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<f64> = rest
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / ticks
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// Creates keys up to `total` (RSA-2048, 8 creators) and reports the vault's RSS at

@@ -1,5 +1,7 @@
 //! Key encryption keys (KEKs): the trait the node agent and control plane use to
-//! wrap and unwrap a server's DEK, and its providers.
+//! wrap and unwrap a server's DEK, and its providers: [`akv`] (Azure Key Vault REST,
+//! `pgcmk vault serve`), [`pkcs11`] (HSM tokens) and [`kmip`] (KMIP servers). A
+//! [`KeyReference`] says which provider reaches a key.
 //!
 //! A provider reports failures as [`KeyError`], which says whether the failure is a
 //! definitive denial (the customer revoked access: go Inaccessible at once) or
@@ -9,16 +11,20 @@
 
 pub mod akv;
 mod b64url;
+pub mod kmip;
+pub mod pkcs11;
+mod reference;
 
-pub use pgcmk_akv_model::{KeyReference, KeyVersionId};
 use pgcmk_crypto::Dek;
+pub use reference::{InvalidKeyId, KeyReference, KeyVersionId};
 
 /// A DEK wrapped by one KEK version. Safe to store: reveals nothing without the KEK.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WrappedDek {
     /// The exact key version that wrapped it.
     pub kek: KeyVersionId,
-    /// The wrapping algorithm, in Azure Key Vault's naming (`RSA-OAEP-256`).
+    /// The wrapping algorithm, in Azure Key Vault's naming (`RSA-OAEP-256`), for
+    /// every provider.
     pub algorithm: String,
     /// The wrapped bytes.
     #[serde(with = "b64url")]
@@ -50,8 +56,8 @@ pub enum KeyError {
     },
 }
 
-impl From<pgcmk_akv_model::InvalidKeyId> for KeyError {
-    fn from(e: pgcmk_akv_model::InvalidKeyId) -> Self {
+impl From<InvalidKeyId> for KeyError {
+    fn from(e: InvalidKeyId) -> Self {
         KeyError::Invalid { reason: e.reason }
     }
 }
@@ -82,6 +88,8 @@ pub enum KeyType {
     Rsa,
     /// An RSA key held in an HSM (AKV `kty` `RSA-HSM`).
     RsaHsm,
+    /// An AES key held by a KMIP server, which wraps with AES-256-GCM.
+    Aes,
     /// Any other type (`EC`, `oct-HSM`, ...), which cannot wrap a DEK here.
     Other(String),
 }
@@ -99,9 +107,24 @@ impl std::fmt::Display for KeyType {
         f.write_str(match self {
             KeyType::Rsa => "RSA",
             KeyType::RsaHsm => "RSA-HSM",
+            KeyType::Aes => "AES",
             KeyType::Other(kty) => kty,
         })
     }
+}
+
+/// What a key vault (a service holding many customers' keys) tells about itself:
+/// what create-time validation requires of a customer-managed key's vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultFacts {
+    /// The vault, for messages (its URL).
+    pub vault: String,
+    /// Soft delete and purge protection, as the vault reports them on the key.
+    pub protection: DeletionProtection,
+    /// The vault's location (e.g. `westeurope`), when the provider can learn it
+    /// without an administrator credential; `None` when it cannot (for a real Azure
+    /// Key Vault the location is an Azure Resource Manager property).
+    pub location: Option<String>,
 }
 
 /// How the vault protects the key from deletion, as the vault reports it on the key.
@@ -149,12 +172,10 @@ pub struct KeyDescription {
     pub not_before: Option<i64>,
     /// Expires at (Unix seconds), if set.
     pub expires: Option<i64>,
-    /// Soft delete and purge protection, as the vault reports them on the key.
-    pub protection: DeletionProtection,
-    /// The vault's location (e.g. `westeurope`), when the provider can learn it
-    /// without an administrator credential; `None` when it cannot (for a real Azure
-    /// Key Vault the location is an Azure Resource Manager property).
-    pub location: Option<String>,
+    /// The key vault's protections and location; `None` for providers whose keys
+    /// live in a device or server the customer runs (a PKCS#11 token, a KMIP
+    /// server), where deletion and placement are the customer's own decisions.
+    pub vault: Option<VaultFacts>,
 }
 
 /// A key encryption key reached through some provider. Blocking: callers in async

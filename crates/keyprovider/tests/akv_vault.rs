@@ -6,12 +6,13 @@ mod support;
 use std::collections::BTreeMap;
 
 use pgcmk_crypto::{Dek, SecretBytes};
+use pgcmk_keyprovider::akv::AkvKeyReference;
 use pgcmk_keyprovider::akv::{
     AkvClient, AkvKek, ClientOptions, KeyUpdate, LifetimeAction, LifetimeActionKind,
     LifetimeTrigger, NewRsaKey, RotationPolicy, RotationPolicyAttributes, SignatureAlgorithm,
     TokenSource, WrapAlgorithm,
 };
-use pgcmk_keyprovider::{DeletionProtection, KeyEncryptionKey, KeyError, KeyReference, KeyType};
+use pgcmk_keyprovider::{DeletionProtection, KeyEncryptionKey, KeyError, KeyType, KeyVersionId};
 use support::{pgcmk_binary, Identity, VaultService, ALL_KEY_PERMISSIONS};
 
 fn managed_tokens(vault: &VaultService, identity: &Identity) -> TokenSource {
@@ -216,15 +217,16 @@ fn purge_without_protection_destroys_the_key() {
 fn kek_follows_rotation_and_unwraps_every_version() {
     let vault = VaultService::start(pgcmk_binary(false));
     let (c, identity) = setup(&vault, "kekvault", true, &ALL_KEY_PERMISSIONS);
-    let v1 = c
+    let v1_in_vault = c
         .create_rsa_key("kek", &NewRsaKey::new(3072))
         .unwrap()
         .version_id()
         .unwrap();
+    let v1 = KeyVersionId::Azure(v1_in_vault.clone());
     let tokens = managed_tokens(&vault, &identity);
     let options = ClientOptions::trusting_only(&vault.info.ca_file);
 
-    let versionless = KeyReference::parse(&format!("{}/keys/kek", c.vault_url())).unwrap();
+    let versionless = AkvKeyReference::parse(&format!("{}/keys/kek", c.vault_url())).unwrap();
     let kek = AkvKek::connect(versionless, tokens.clone(), &options).unwrap();
     let info = kek.info().unwrap();
     assert_eq!(
@@ -237,7 +239,7 @@ fn kek_follows_rotation_and_unwraps_every_version() {
     assert_eq!(wrapped_v1.algorithm, "RSA-OAEP-256");
     assert_eq!(wrapped_v1.ciphertext.len(), 384);
 
-    let v2 = c.rotate_key("kek").unwrap().version_id().unwrap();
+    let v2 = KeyVersionId::Azure(c.rotate_key("kek").unwrap().version_id().unwrap());
     assert_eq!(kek.info().unwrap().current, v2);
     let wrapped_v2 = kek.wrap(&dek).unwrap();
     assert_eq!(wrapped_v2.kek, v2);
@@ -248,7 +250,7 @@ fn kek_follows_rotation_and_unwraps_every_version() {
         );
     }
 
-    let pinned = KeyReference::parse(&v1.to_string()).unwrap();
+    let pinned = AkvKeyReference::parse(&v1.to_string()).unwrap();
     let pinned = AkvKek::connect(pinned, tokens, &options).unwrap();
     assert_eq!(pinned.info().unwrap().current, v1);
     assert_eq!(pinned.wrap(&dek).unwrap().kek, v1);
@@ -256,7 +258,7 @@ fn kek_follows_rotation_and_unwraps_every_version() {
     // Disabling the old version leaves DEKs wrapped by the new one readable.
     c.update_key(
         "kek",
-        Some(&v1.version),
+        Some(&v1_in_vault.version),
         &KeyUpdate {
             enabled: Some(false),
             ..KeyUpdate::default()
@@ -396,7 +398,7 @@ fn kek_identity(vault: &VaultService, name: &str) -> (AkvKek, Identity) {
         .unwrap();
     let identity = vault.create_identity(&format!("{name}-server"));
     vault.set_policy(name, &identity.name, &["get", "wrapKey", "unwrapKey"]);
-    let reference = KeyReference::parse(&format!("{}/keys/kek", officer.vault_url())).unwrap();
+    let reference = AkvKeyReference::parse(&format!("{}/keys/kek", officer.vault_url())).unwrap();
     let kek = AkvKek::connect(
         reference,
         managed_tokens(vault, &identity),
@@ -417,16 +419,18 @@ fn describe_as_the_managed_identity_reports_type_state_protection_and_location()
     assert!(d.enabled);
     assert_eq!((d.not_before, d.expires), (None, None));
     assert_eq!(d.current, kek.info().unwrap().current);
+    let vault_facts = d.vault.expect("a key vault tells its protections");
     assert_eq!(
-        d.protection,
+        vault_facts.protection,
         DeletionProtection {
             // The test kit's vaults keep deleted keys 7 days (AKV: "customized").
             recovery_level: Some("CustomizedRecoverable".into()),
             recoverable_days: Some(7),
         }
     );
-    assert!(d.protection.soft_delete() && d.protection.purge_protection());
-    assert_eq!(d.location.as_deref(), Some("local"));
+    let p = &vault_facts.protection;
+    assert!(p.soft_delete() && p.purge_protection());
+    assert_eq!(vault_facts.location.as_deref(), Some("local"));
 }
 
 #[test]
@@ -434,14 +438,18 @@ fn describe_reports_a_vault_without_purge_protection() {
     let vault = VaultService::start(pgcmk_binary(false));
     let (c, identity) = setup(&vault, "softvault", false, &["get", "create"]);
     c.create_rsa_key("k", &NewRsaKey::new(2048)).unwrap();
-    let reference = KeyReference::parse(&format!("{}/keys/k", c.vault_url())).unwrap();
+    let reference = AkvKeyReference::parse(&format!("{}/keys/k", c.vault_url())).unwrap();
     let kek = AkvKek::connect(
         reference,
         managed_tokens(&vault, &identity),
         &ClientOptions::trusting_only(&vault.info.ca_file),
     )
     .unwrap();
-    let d = kek.describe().unwrap();
+    let d = kek
+        .describe()
+        .unwrap()
+        .vault
+        .expect("a key vault tells its protections");
     assert_eq!(
         d.protection.recovery_level.as_deref(),
         Some("CustomizedRecoverable+Purgeable")

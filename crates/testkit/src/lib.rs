@@ -9,9 +9,11 @@
 
 pub mod binary;
 pub mod cli;
+pub mod kmip;
 pub mod net;
 pub mod process;
 pub mod rsa_jwk;
 pub mod shared;
+pub mod softhsm;
 pub mod vault;
 pub mod wait;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgcmk_crypto::SecretBytes;
-use pgcmk_keyprovider::akv::{AkvKek, ClientOptions, TokenSource};
+use pgcmk_keyprovider::akv::{AkvKek, AkvKeyReference, ClientOptions, TokenSource};
+use pgcmk_keyprovider::kmip::KmipKek;
+use pgcmk_keyprovider::pkcs11::Pkcs11Kek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyReference};
 use serde::{Deserialize, Serialize};
 
@@ -46,10 +48,13 @@ impl VaultEndpoints {
     }
 }
 
-/// How to reach one KEK: the key, the managed identity to act as (App Service
-/// managed-identity protocol), and the vault service's endpoints. The identity's
-/// secret is not here (this is written to the server's `agent.json`): the control
-/// plane keeps it sealed in its state and hands it to the agent over a pipe.
+/// How to reach one KEK: the key (whose reference names its provider), the managed
+/// identity to act as (App Service managed-identity protocol), and the vault
+/// service's endpoints. The credential is not here (this is written to the server's
+/// `agent.json`): the control plane keeps it sealed in its state and hands it to the
+/// agent over a pipe. For an Azure key it is the identity's `IDENTITY_HEADER`
+/// secret; for a PKCS#11 key, the token user's PIN (the identity is `user`); for
+/// a KMIP key, the client's PEM certificate chain and private key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KekAccess {
     /// The key, versioned or versionless.
@@ -62,11 +67,29 @@ pub struct KekAccess {
 }
 
 impl KekAccess {
-    /// Connects as the identity whose `IDENTITY_HEADER` secret is `header` (lazily:
-    /// no request is sent until the first operation). The one place that chooses a
-    /// provider: everything else uses the KEK through [`KeyEncryptionKey`].
-    pub fn connect(&self, header: SecretBytes) -> Result<Box<dyn KeyEncryptionKey>, KeyError> {
-        let header = SecretBytes::new(header.expose_secret().trim_ascii().to_vec());
+    /// Connects with the credential `secret` (lazily: no request is sent until the
+    /// first operation). The one place that chooses a provider: everything else uses
+    /// the KEK through [`KeyEncryptionKey`].
+    pub fn connect(&self, secret: SecretBytes) -> Result<Box<dyn KeyEncryptionKey>, KeyError> {
+        let secret = SecretBytes::new(secret.expose_secret().trim_ascii().to_vec());
+        match &self.key {
+            KeyReference::Azure(key) => self.connect_azure(key, secret),
+            KeyReference::Pkcs11(key) => Ok(Box::new(Pkcs11Kek::connect(key.clone(), secret)?)),
+            KeyReference::Kmip(key) => Ok(Box::new(KmipKek::connect(key.clone(), secret)?)),
+            other => Err(KeyError::Invalid {
+                reason: format!(
+                    "key {other}: this build has no {} provider",
+                    other.provider()
+                ),
+            }),
+        }
+    }
+
+    fn connect_azure(
+        &self,
+        key: &AkvKeyReference,
+        header: SecretBytes,
+    ) -> Result<Box<dyn KeyEncryptionKey>, KeyError> {
         let tokens =
             TokenSource::managed_identity(&self.vault.identity_endpoint, header, &self.client_id)?;
         let mut options = match &self.vault.ca_file {
@@ -76,10 +99,6 @@ impl KekAccess {
         // A check must finish well within the monitor's interval.
         options.timeout = Duration::from_secs(5);
         options.connect_timeout = Duration::from_secs(2);
-        Ok(Box::new(AkvKek::connect(
-            self.key.clone(),
-            tokens,
-            &options,
-        )?))
+        Ok(Box::new(AkvKek::connect(key.clone(), tokens, &options)?))
     }
 }

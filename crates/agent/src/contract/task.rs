@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 
+use pgcmk_keyprovider::akv::AkvKeyVersionId;
 use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
 use serde::{Deserialize, Serialize};
 
@@ -142,11 +143,27 @@ impl VersionRefusal {
                 ", but the server is pinned to the old version (its key URL names it)"
             });
         }
+        let fix = match &self.version {
+            KeyVersionId::Azure(v) => self.azure_fix(v, server),
+            other => format!(
+                "make key {other} usable again where it is held (restore it, or give the \
+                 server's credential back its access), or move the server to another key \
+                 (`pgcmk server update {server} --key ...`); docs/providers/ says what \
+                 revocation means for each provider"
+            ),
+        };
+        text.push_str(&format!(". To fix: {fix}"));
+        text
+    }
+
+    /// The `pgcmk key` commands that fix a refused version of a key in this
+    /// platform's vault.
+    fn azure_fix(&self, v: &AkvKeyVersionId, server: &str) -> String {
         let enable = format!(
             "pgcmk key enable {} --vault {} --key-version {}",
             v.name, v.vault_url, v.version
         );
-        let fix = match (self.disabled, self.wraps_dek, self.follows_rotation) {
+        match (self.disabled, self.wraps_dek, self.follows_rotation) {
             (true, true, true) => format!(
                 "enable that version (`{enable}`) and start the server again: the start \
                  re-wraps the DEK to the current version, after which the old version may \
@@ -167,9 +184,7 @@ impl VersionRefusal {
                  wrapKey and unwrapKey on the key",
                 v.name, v.vault_url, v.version
             ),
-        };
-        text.push_str(&format!(". To fix: {fix}"));
-        text
+        }
     }
 }
 

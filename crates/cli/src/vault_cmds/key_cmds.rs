@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use pgcmk_crypto::SecretBytes;
+use pgcmk_keyprovider::akv::AkvKeyVersionId;
 use pgcmk_keyprovider::akv::{
     AkvClient, ClientOptions, KeyUpdate, LifetimeAction, LifetimeActionKind, LifetimeTrigger,
     NewRsaKey, RotationPolicy, RotationPolicyAttributes, TokenSource,
 };
-use pgcmk_keyprovider::KeyVersionId;
 use pgcmk_vault::client::AdminClient;
 use pgcmk_vault::identity::PrincipalKind;
 use reqwest::Method;
@@ -239,7 +239,7 @@ pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
                 .create_rsa_key(key.name.as_str(), &new)
                 .map_err(err)?;
             let mut v = to_json(&created)?;
-            if let Ok(kid) = KeyVersionId::parse(&created.key.kid) {
+            if let Ok(kid) = AkvKeyVersionId::parse(&created.key.kid) {
                 v["key_url"] = Value::String(kid.versionless().to_string());
             }
             v

@@ -179,7 +179,7 @@ impl Platform {
                             .into(),
                     ));
                 }
-                let key = KeyReference::parse(key).map_err(|e| Error::BadRequest(e.to_string()))?;
+                let key = self.customer_key(identity, key)?;
                 let access = KekAccess {
                     key: key.clone(),
                     vault: self.vault_endpoints(),
@@ -200,6 +200,30 @@ impl Platform {
         }
     }
 
+    /// Parses a customer's key reference and checks that this control plane may
+    /// reach it: a PKCS#11 module is code that the control plane and the agents
+    /// load, so only the modules the platform operator allowed are used.
+    pub(super) fn customer_key(&self, identity: &str, key: &str) -> Result<KeyReference, Error> {
+        let key = KeyReference::parse(key).map_err(|e| Error::BadRequest(e.to_string()))?;
+        if let KeyReference::Pkcs11(k) = &key {
+            if !self.config.pkcs11_modules.contains(&k.module_path) {
+                return Err(Error::BadRequest(format!(
+                    "PKCS#11 module {} is not allowed on this control plane: the platform \
+                     operator allows a module with `pgcmk serve --pkcs11-module PATH`",
+                    k.module_path.display()
+                )));
+            }
+            if identity != PKCS11_IDENTITY {
+                return Err(Error::BadRequest(format!(
+                    "a PKCS#11 key is used as the token's user: give --identity \
+                     {PKCS11_IDENTITY} and the user's PIN in --identity-credential-file \
+                     (not '{identity}')"
+                )));
+            }
+        }
+        Ok(key)
+    }
+
     pub(super) fn platform_access(&self) -> KekAccess {
         KekAccess {
             key: self.config.platform_key.clone(),
@@ -208,6 +232,10 @@ impl Platform {
         }
     }
 }
+
+/// The identity a PKCS#11 key is used as: the token's user (`CKU_USER`), whose
+/// PIN is the server's credential.
+const PKCS11_IDENTITY: &str = "user";
 
 /// 128 random bits as 32 lowercase hex characters.
 pub(super) fn hex_id() -> Result<String, Error> {

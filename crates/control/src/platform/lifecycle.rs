@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use pgcmk_agent::contract::invocation::{signal, AgentSignal};
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, KekAccess, ServerDir};
-use pgcmk_keyprovider::{KeyReference, WrappedDek};
+use pgcmk_keyprovider::WrappedDek;
 
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
@@ -127,7 +127,7 @@ impl Platform {
                  for customer-managed servers (chosen at create)"
             )));
         };
-        let key = KeyReference::parse(key_url).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let key = self.customer_key(identity, key_url)?;
         let dir = ServerDir::new(&server.dir);
         let mut config: AgentConfig = read_json(&dir.agent_config())?;
         let secret = self.identity_secret(&server)?;

@@ -72,6 +72,9 @@ pub struct PlatformConfig {
     pub grace: Duration,
     /// The `pgcmk` program, run as `pgcmk agent --server-dir DIR --instance NAME`.
     pub agent_program: PathBuf,
+    /// The PKCS#11 modules that customers' keys may name (`module-path=`); none by
+    /// default, since a module is code loaded into the control plane and agents.
+    pub pkcs11_modules: Vec<PathBuf>,
 }
 
 /// The control plane.

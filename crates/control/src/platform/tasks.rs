@@ -170,7 +170,7 @@ impl Platform {
             return Ok(());
         }
         let config: AgentConfig = read_json(&ServerDir::new(&server.dir).agent_config())?;
-        if config.kek.key.version.is_some() {
+        if !config.kek.key.is_versionless() {
             return Ok(()); // pinned: there is nothing to adopt
         }
         match self.adopt_key_version(&server) {

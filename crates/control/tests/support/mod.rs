@@ -375,10 +375,25 @@ impl Stack {
     /// Starts a vault and a control plane checking keys every `interval_secs`
     /// with `grace_secs` of grace, its root key derived from `passphrase` when given.
     pub fn start(interval_secs: u64, grace_secs: u64, passphrase: Option<&str>) -> Self {
+        Self::start_serving(interval_secs, grace_secs, passphrase, &[])
+    }
+
+    /// Like [`Stack::start`], with more `pgcmk serve` arguments.
+    pub fn start_serving(
+        interval_secs: u64,
+        grace_secs: u64,
+        passphrase: Option<&str>,
+        serve_args: &[&str],
+    ) -> Self {
         let root = scratch();
         let vault = Vault::start(root.path());
-        let cp =
-            ControlPlane::start_with(root.path(), &vault, interval_secs, grace_secs, passphrase);
+        let cp = ControlPlane::start_serving(
+            root.path(),
+            &vault,
+            (interval_secs, grace_secs),
+            passphrase,
+            serve_args,
+        );
         Self { cp, vault, root }
     }
 }
@@ -414,6 +429,18 @@ impl ControlPlane {
         grace_secs: u64,
         passphrase: Option<&str>,
     ) -> Self {
+        Self::start_serving(root, vault, (interval_secs, grace_secs), passphrase, &[])
+    }
+
+    /// Like [`ControlPlane::start_with`] (key check interval and grace in seconds),
+    /// with more `pgcmk serve` arguments.
+    pub fn start_serving(
+        root: &Path,
+        vault: &Vault,
+        (interval_secs, grace_secs): (u64, u64),
+        passphrase: Option<&str>,
+        serve_args: &[&str],
+    ) -> Self {
         let platform = vault.identity("platform-mi");
         let kv = vault.keyvault("platform-kv", "local", true);
         let _ = kv;
@@ -442,6 +469,7 @@ impl ControlPlane {
         if passphrase.is_some() {
             args.extend(["--passphrase-env".into(), PASSPHRASE_ENV.into()]);
         }
+        args.extend(serve_args.iter().map(|a| a.to_string()));
         let passphrase = passphrase.map(str::to_string);
         let child = Self::spawn(root, &args, passphrase.as_deref());
         let mut cp = Self {
@@ -678,6 +706,18 @@ impl ControlPlane {
         identity_arg: &str,
         key: &str,
     ) -> Result<Value, String> {
+        self.create_with_credential(name, identity_arg, &identity.credential_file, key)
+    }
+
+    /// `pgcmk server create` with a customer-managed key, as `identity` whose
+    /// credential (secret, PIN or client certificate) is in `credential_file`.
+    pub fn create_with_credential(
+        &self,
+        name: &str,
+        identity: &str,
+        credential_file: &Path,
+        key: &str,
+    ) -> Result<Value, String> {
         self.try_server(&[
             "create",
             "--name",
@@ -685,9 +725,9 @@ impl ControlPlane {
             "--location",
             "westeurope",
             "--identity",
-            identity_arg,
+            identity,
             "--identity-credential-file",
-            identity.credential_file.to_str().unwrap(),
+            credential_file.to_str().unwrap(),
             "--key",
             key,
         ])
@@ -804,6 +844,39 @@ pub fn crash_server_processes(server_dir: &Path) {
     );
 }
 
+/// Waits until, after `what`, connections to `server` are refused within `limit`
+/// and the control plane says Inaccessible; the reason it gives.
+pub fn wait_refused(cp: &ControlPlane, server: &Created, limit: Duration, what: &str) -> String {
+    wait_for(&format!("connections refused after {what}"), limit, || {
+        server.sql("SELECT 1").is_err()
+    });
+    wait_for(
+        &format!("Inaccessible after {what}"),
+        Duration::from_secs(5),
+        || cp.state(&server.name).0 == "Inaccessible",
+    );
+    cp.state(&server.name).1
+}
+
+/// Asserts that `result` is a refusal saying `expected`, and that nothing was left
+/// on `cp` (on which no server is ever made): no row, no directory.
+pub fn assert_refused_leaving_nothing(
+    cp: &ControlPlane,
+    result: Result<Value, String>,
+    expected: &str,
+) {
+    let err = result.expect_err(expected);
+    assert!(err.contains(expected), "expected '{expected}' in: {err}");
+    assert!(
+        cp.server(&["list"]).as_array().unwrap().is_empty(),
+        "a row was left: {expected}"
+    );
+    assert!(
+        cp.server_dirs().is_empty(),
+        "a directory was left: {expected}"
+    );
+}
+
 /// An address on 127.0.0.1 whose port is free now.
 pub fn free_loopback_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -862,6 +935,18 @@ pub fn kill(pid: u32, signal: &str) {
 /// The agent's latest report (`status.json`) in a server directory.
 pub fn agent_status(server_dir: &Path) -> Value {
     serde_json::from_slice(&fs::read(server_dir.join("status.json")).unwrap()).unwrap()
+}
+
+/// Asserts that `needle` is in no file of `server`'s directory (but its live
+/// mount, the plaintext view) nor of the control plane's state.
+pub fn assert_not_on_disk(cp: &ControlPlane, server: &Created, needle: &str) {
+    let mut leaks = files_containing(&server.dir, needle.as_bytes(), &server.dir.join("mnt"));
+    leaks.extend(files_containing(
+        &cp.state_dir,
+        needle.as_bytes(),
+        &cp.state_dir.join("servers"),
+    ));
+    assert!(leaks.is_empty(), "'{needle}' on disk: {leaks:?}");
 }
 
 /// Every file under `dir` whose bytes contain `needle`, not descending into `skip`.

@@ -15,6 +15,7 @@ use super::model::{
 use super::options::ClientOptions;
 use super::token::TokenSource;
 use super::transport::encode;
+use super::AkvKeyVersionId;
 use crate::{b64url, KeyError, KeyVersionId, WrappedDek};
 use pgcmk_akv_model::{valid_key_name, valid_key_version};
 
@@ -59,7 +60,7 @@ impl std::fmt::Debug for AkvClient {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signature {
     /// The exact key version that signed.
-    pub kid: KeyVersionId,
+    pub kid: AkvKeyVersionId,
     /// The signature bytes.
     pub value: Vec<u8>,
 }
@@ -231,16 +232,23 @@ impl AkvClient {
         let result: KeyOperationResult =
             self.json(&op, Method::POST, &path, Some(encode(&op, &body)?))?;
         Ok(WrappedDek {
-            kek: self.result_kid(&op, name, &result.kid)?,
+            kek: KeyVersionId::Azure(self.result_kid(&op, name, &result.kid)?),
             algorithm: algorithm.as_str().to_string(),
             ciphertext: b64url::decode(&result.value).map_err(|e| bad_base64(&op, &e))?,
         })
     }
 
     /// Unwraps with the exact key version and algorithm recorded in `wrapped`
-    /// (`unwrapKey` permission).
+    /// (`unwrapKey` permission), which must be a version of a key in this vault.
     pub fn unwrap_key(&self, wrapped: &WrappedDek) -> Result<SecretBytes, KeyError> {
-        let kek = &wrapped.kek;
+        let KeyVersionId::Azure(kek) = &wrapped.kek else {
+            return Err(KeyError::Invalid {
+                reason: format!(
+                    "this DEK was wrapped by {}, not by a key in vault {}",
+                    wrapped.kek, self.vault_url
+                ),
+            });
+        };
         let op = format!("unwrap with key '{}'", kek.name);
         self.require_same_vault(&kek.vault_url)?;
         let algorithm = WrapAlgorithm::parse(&wrapped.algorithm)?;
@@ -368,8 +376,8 @@ impl AkvClient {
     }
 
     /// The kid of an operation's result, which must name the key that was asked for.
-    fn result_kid(&self, op: &str, name: &str, kid: &str) -> Result<KeyVersionId, KeyError> {
-        match KeyVersionId::parse(kid) {
+    fn result_kid(&self, op: &str, name: &str, kid: &str) -> Result<AkvKeyVersionId, KeyError> {
+        match AkvKeyVersionId::parse(kid) {
             Ok(id) if id.name == name && id.vault_url.eq_ignore_ascii_case(&self.vault_url) => {
                 Ok(id)
             }

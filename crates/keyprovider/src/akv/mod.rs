@@ -29,4 +29,5 @@ pub use model::{
     RotationPolicyAttributes, SignatureAlgorithm, WrapAlgorithm, RSA_KEY_SIZES,
 };
 pub use options::ClientOptions;
+pub use pgcmk_akv_model::{KeyReference as AkvKeyReference, KeyVersionId as AkvKeyVersionId};
 pub use token::TokenSource;
