@@ -137,7 +137,7 @@ fn moving_to_a_new_kmip_key_rewraps_the_dek_and_keeps_the_data() {
     let (_, server) = f.server("kmipmoved");
     let (uid, second) = f.key();
     let updated = cp.server(&["update", "kmipmoved", "--key", &second]);
-    assert_eq!(updated["state"]["state"], "Ready", "{updated}");
+    assert_eq!(updated["state"], "Ready", "{updated}");
     assert_eq!(
         updated["wrapped_dek"]["kek"],
         format!("kmip://127.0.0.1:{}/{uid}", f.kmip.port)

@@ -128,7 +128,7 @@ fn a_server_with_a_token_key_is_ready_and_no_plaintext_or_pin_reaches_the_disk()
     let cp = &f.stack.cp;
     let key = f.key(TOKEN, "marker");
     let created = f.create_on(cp, "marker", &key).unwrap();
-    assert_eq!(created["server"]["state"]["state"], "Ready");
+    assert_eq!(created["server"]["state"], "Ready");
     let kek = created["server"]["wrapped_dek"]["kek"].as_str().unwrap();
     assert_eq!(
         kek,
@@ -194,7 +194,7 @@ fn moving_to_another_token_key_rewraps_the_dek_and_keeps_the_data() {
     let server = f.server(TOKEN, "moved");
     let second = f.key(TOKEN, "moved-2");
     let updated = cp.server(&["update", "moved", "--key", &second]);
-    assert_eq!(updated["state"]["state"], "Ready", "{updated}");
+    assert_eq!(updated["state"], "Ready", "{updated}");
     assert_eq!(
         updated["wrapped_dek"]["kek"],
         format!("pkcs11:token={TOKEN};object=moved-2;id=%6d%6f%76%65%64%2d%32")
