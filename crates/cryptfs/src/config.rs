@@ -18,8 +18,9 @@ pub const CONFIG_FILE_NAME: &str = "pgcmk-cryptfs.conf";
 const FORMAT_NAME: &str = "pgcmk-cryptfs";
 const CIPHER_NAME: &str = "AES-256-GCM-SIV";
 
-/// The parsed configuration of a cipher directory.
-struct VolumeConfig {
+/// The parsed configuration of a cipher directory. Its text is read before any key
+/// check, so [`VolumeConfig::parse`] takes whatever bytes the directory holds.
+pub struct VolumeConfig {
     volume_id: [u8; VOLUME_ID_LEN],
     key_check: [u8; 32],
 }
@@ -35,7 +36,8 @@ impl VolumeConfig {
         )
     }
 
-    fn parse(text: &str) -> Result<Self, String> {
+    /// Parses the configuration file's text; the error says which field is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let mut fields = std::collections::BTreeMap::new();
         for line in text.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {

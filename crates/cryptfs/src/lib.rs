@@ -34,7 +34,7 @@ mod mount;
 pub mod storage;
 mod sys;
 
-pub use config::{init, CONFIG_FILE_NAME};
+pub use config::{init, VolumeConfig, CONFIG_FILE_NAME};
 pub use crash_recovery::{RecoveryReport, DIRTY_MARKER_NAME};
 pub use error::Error;
 pub use fsck::{fsck, BadBlock, FsckReport};

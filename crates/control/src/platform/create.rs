@@ -48,6 +48,16 @@ pub struct Created {
     pub password: SecretString,
 }
 
+impl CreateServer {
+    /// Checks the request's own fields (name and location) before any state is
+    /// touched; what needs the platform (the key, the identity) is checked by
+    /// [`Platform::create`].
+    pub fn check(&self) -> Result<(), Error> {
+        validate_name(&self.name)?;
+        validate_location(&self.location)
+    }
+}
+
 impl Platform {
     /// Creates a server: validates its key (with a real wrap and unwrap), writes
     /// its directory (`agent.json`, the wrapped DEK) and row, starts its agent —
@@ -56,8 +66,7 @@ impl Platform {
     /// failure nothing is left: no directory, no process, no row. Only the
     /// server's own lock is held meanwhile: other servers are not held up.
     pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
-        validate_name(&req.name)?;
-        validate_location(&req.location)?;
+        req.check()?;
         let _reserved = self.locks.reserve(&req.name)?;
         let _guard = self.locks.lock(&req.name);
         if self.store.server(&req.name).is_ok() {

@@ -56,8 +56,10 @@ fn clip(text: &str) -> String {
     format!("{}…", cleaned[..cut].trim_end())
 }
 
-/// Maps a non-success HTTP response of `operation` to a [`KeyError`].
-pub(crate) fn from_response(operation: &str, status: u16, body: &[u8]) -> KeyError {
+/// Maps a non-success HTTP response of `operation` to a [`KeyError`]. The body is
+/// whatever the server sent: a hostile or broken one must still yield a bounded,
+/// printable reason.
+pub fn from_response(operation: &str, status: u16, body: &[u8]) -> KeyError {
     let (code, message) = akv_error(body).unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         (String::new(), text.trim().to_string())

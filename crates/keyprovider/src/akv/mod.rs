@@ -22,6 +22,7 @@ mod transport;
 
 pub use challenge::BearerChallenge;
 pub use client::{AkvClient, Signature, DEFAULT_API_VERSION};
+pub use failure::from_response as error_from_response;
 pub use kek::AkvKek;
 pub use model::{
     DeletedKeyBundle, DeletedKeyItem, DeletionInfo, JsonWebKey, KeyAttributes, KeyBundle, KeyItem,

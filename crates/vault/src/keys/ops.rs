@@ -5,9 +5,8 @@ use pgcmk_akv_model::{
     b64url, KeyCreateParameters, KeyImportParameters, KeyUpdateParameters,
     RotationPolicy as WirePolicy,
 };
-use pgcmk_crypto::rsa::RsaPrivateComponents;
+use pgcmk_crypto::random;
 use pgcmk_crypto::rsa::{RsaKeySize, RsaPrivateKey};
-use pgcmk_crypto::{random, SecretBytes};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -270,35 +269,8 @@ fn create(ctx: &Ctx<'_>, name: &str, body: KeyCreateParameters) -> Result<Outcom
 /// `PUT /keys/{name}`: imports an RSA private key given as a JWK (`key`), with
 /// optional `attributes` and `tags`; `key.key_ops` limits its operations.
 fn import(ctx: &Ctx<'_>, name: &str, body: KeyImportParameters) -> Result<Outcome, KeyOpError> {
-    let jwk = &body.key;
-    if jwk.kty != "RSA" || body.hsm == Some(true) {
-        return Err(bad(format!(
-            "key type '{}' cannot be imported: this vault holds software-protected RSA keys (kty RSA, hsm false)",
-            jwk.kty
-        )));
-    }
-    let part = |field: &str, value: &Option<String>| -> Result<Vec<u8>, KeyOpError> {
-        let field = format!("key.{field}");
-        request::decode_b64url(&field, request::required(&field, value)?)
-    };
-    let secret = |field: &str, value: &Option<String>| part(field, value).map(SecretBytes::new);
-    let components = RsaPrivateComponents {
-        n: part("n", &jwk.n)?,
-        e: part("e", &jwk.e)?,
-        d: secret("d", &jwk.d)?,
-        p: secret("p", &jwk.p)?,
-        q: secret("q", &jwk.q)?,
-        dp: secret("dp", &jwk.dp)?,
-        dq: secret("dq", &jwk.dq)?,
-        qi: secret("qi", &jwk.qi)?,
-    };
-    let private = RsaPrivateKey::from_components(&components).map_err(|e| {
-        bad(format!(
-            "the key cannot be imported: {e} (RSA 2048, 3072 or 4096 with all CRT components)"
-        ))
-    })?;
-    drop(components);
-    let key_ops = request::key_ops(jwk.key_ops.as_deref())?;
+    let private = request::imported_private_key(&body)?;
+    let key_ops = request::key_ops(body.key.key_ops.as_deref())?;
     let props = new_version_props(
         body.attributes.clone(),
         body.tags.clone(),

@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use pgcmk_akv_model::{b64url, valid_key_name, valid_key_version, AttributeChanges};
+use pgcmk_akv_model::{
+    b64url, valid_key_name, valid_key_version, AttributeChanges, KeyImportParameters,
+};
+use pgcmk_crypto::rsa::{RsaPrivateComponents, RsaPrivateKey};
+use pgcmk_crypto::SecretBytes;
 use serde::de::DeserializeOwned;
 
 use super::error::{bad, KeyOpError};
@@ -61,6 +65,39 @@ pub fn check_version(version: &str) -> Result<(), KeyOpError> {
 /// Decodes base64url (padding optional), naming the field on failure.
 pub fn decode_b64url(field: &str, text: &str) -> Result<Vec<u8>, KeyOpError> {
     b64url::decode(text).map_err(|_| bad(format!("'{field}' is not valid base64url")))
+}
+
+/// The RSA private key of an import body (`PUT /keys/{name}`): a JWK of kty `RSA`
+/// with every CRT component, 2048, 3072 or 4096 bits. The decoded private parts
+/// live only in zeroized buffers.
+pub fn imported_private_key(body: &KeyImportParameters) -> Result<RsaPrivateKey, KeyOpError> {
+    let jwk = &body.key;
+    if jwk.kty != "RSA" || body.hsm == Some(true) {
+        return Err(bad(format!(
+            "key type '{}' cannot be imported: this vault holds software-protected RSA keys (kty RSA, hsm false)",
+            jwk.kty
+        )));
+    }
+    let part = |field: &str, value: &Option<String>| -> Result<Vec<u8>, KeyOpError> {
+        let field = format!("key.{field}");
+        decode_b64url(&field, required(&field, value)?)
+    };
+    let secret = |field: &str, value: &Option<String>| part(field, value).map(SecretBytes::new);
+    let components = RsaPrivateComponents {
+        n: part("n", &jwk.n)?,
+        e: part("e", &jwk.e)?,
+        d: secret("d", &jwk.d)?,
+        p: secret("p", &jwk.p)?,
+        q: secret("q", &jwk.q)?,
+        dp: secret("dp", &jwk.dp)?,
+        dq: secret("dq", &jwk.dq)?,
+        qi: secret("qi", &jwk.qi)?,
+    };
+    RsaPrivateKey::from_components(&components).map_err(|e| {
+        bad(format!(
+            "the key cannot be imported: {e} (RSA 2048, 3072 or 4096 with all CRT components)"
+        ))
+    })
 }
 
 /// A field the request must carry.
