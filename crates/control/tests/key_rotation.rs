@@ -84,9 +84,9 @@ fn a_start_refused_by_a_disabled_version_names_it_and_the_fix_and_leaves_the_ser
         "predates a rotation",
         rotated.as_str(),
         &format!(
-            "pgcmk key enable --vault {} --name {} --key-version {}",
-            key.vault_url,
+            "pgcmk key enable {} --vault {} --key-version {}",
             key.key,
+            key.vault_url,
             version_of(&key.kid)
         ),
         &format!("pgcmk server update pinned --key {}", versionless(&key.kid)),
