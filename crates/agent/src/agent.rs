@@ -24,6 +24,7 @@ use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
 use crate::backoff::{describe_delay, Backoff};
+use crate::backup;
 use crate::clock::SystemClock;
 use crate::contract::server_dir::{read_json, write_json_atomic};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
@@ -119,6 +120,9 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
         let dek = kek.unwrap(&wrapped)?;
         provision::provision(dir, &config, &dek, &password)?;
     }
+    if config.backup.is_some() {
+        backup::key::ensure_wrapped(dir, kek.as_ref())?;
+    }
     let mut watch = KeyWatch::new(SystemClock, monitor_config(&config), wrapped.kek.clone());
     let mut mounts = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut serving: Option<Serving> = None;
@@ -144,28 +148,30 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
             let mut dek = checked.dek;
             for action in checked.actions {
                 match action {
-                    Action::Unlock => match dek.take().map(|d| Serving::mount(dir, &config, d)) {
-                        Some(Ok(s)) => {
-                            mounts.reset();
-                            serving = Some(s);
-                            reporter.set(Activity::Starting {
-                                who: Actor::KeyMonitor,
-                                why: "key access verified; starting PostgreSQL".into(),
-                            });
+                    Action::Unlock => {
+                        match dek.take().map(|d| unlock(dir, &config, kek.as_ref(), d)) {
+                            Some(Ok(s)) => {
+                                mounts.reset();
+                                serving = Some(s);
+                                reporter.set(Activity::Starting {
+                                    who: Actor::KeyMonitor,
+                                    why: "key access verified; starting PostgreSQL".into(),
+                                });
+                            }
+                            Some(Err(e)) => {
+                                let delay = mounts.failed();
+                                watch.unlock_failed(delay);
+                                reporter.set(Activity::Failed {
+                                    who: Actor::Agent,
+                                    reason: format!(
+                                        "mounting the encrypted volume failed: {e}; retrying {}",
+                                        describe_delay(delay)
+                                    ),
+                                });
+                            }
+                            None => watch.relock(),
                         }
-                        Some(Err(e)) => {
-                            let delay = mounts.failed();
-                            watch.unlock_failed(delay);
-                            reporter.set(Activity::Failed {
-                                who: Actor::Agent,
-                                reason: format!(
-                                    "mounting the encrypted volume failed: {e}; retrying {}",
-                                    describe_delay(delay)
-                                ),
-                            });
-                        }
-                        None => watch.relock(),
-                    },
+                    }
                     Action::Lock(reason) => {
                         // Reported first, so no probe meets PostgreSQL shutting down.
                         reporter.set(Activity::Inaccessible(reason));
@@ -199,6 +205,21 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
     let finished = reporter.finish();
     let _ = std::fs::remove_file(dir.agent_pid());
     outcome.and(finished)
+}
+
+/// Mounts the volume with `dek`, and unwraps the backup repository's key for the
+/// server's backups when it has them.
+fn unlock(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    kek: &dyn KeyEncryptionKey,
+    dek: Dek,
+) -> Result<Serving, Error> {
+    let repository_key = match &config.backup {
+        Some(_) => Some(backup::key::unwrap(dir, kek)?),
+        None => None,
+    };
+    Serving::mount(dir, config, dek, repository_key)
 }
 
 /// Reconnects `kek` when `agent.json` says to reach the key otherwise than `access`

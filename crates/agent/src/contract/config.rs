@@ -25,6 +25,9 @@ pub struct AgentConfig {
     pub interval_ms: u64,
     /// Milliseconds of transient failures tolerated before locking.
     pub grace_ms: u64,
+    /// The server's backups; `None`: none (WAL is not archived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::BackupConfig>,
 }
 
 /// Where the vault service hands out managed-identity tokens, and the CA to trust

@@ -105,6 +105,7 @@ impl Platform {
         if dir.root().exists() {
             fs::remove_dir_all(dir.root()).ctx(|| format!("removing {}", dir.root().display()))?;
         }
+        self.remove_backups(&server.id)?;
         self.store.remove_server(&server.id)?;
         self.event(
             server,

@@ -32,6 +32,7 @@ impl Platform {
             kek,
             interval_ms: u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX),
             grace_ms: u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX),
+            backup: Some(self.backup_config(&record.id)),
         }
     }
 
