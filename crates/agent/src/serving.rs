@@ -38,8 +38,6 @@ pub(crate) struct Serving {
     log_read_at: Instant,
     mount: pgcmk_cryptfs::MountHandle,
     pub(crate) dek: LockedDek,
-    /// The backup repository's key, when the server has backups.
-    pub(crate) repository_key: Option<LockedDek>,
 }
 
 impl Serving {
@@ -90,7 +88,6 @@ impl Serving {
             log_read_at: now,
             mount,
             dek,
-            repository_key,
         })
     }
 

@@ -22,7 +22,7 @@ use crate::memory::LockedDek;
 use crate::postgres::{PgInstall, PgLayout, SUPERUSER};
 use crate::provision::cryptfs_key;
 use crate::server_logs::LogFollower;
-use crate::{sys, Error};
+use crate::{backup, sys, Error};
 
 /// How often a followed log is looked at.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -50,6 +50,11 @@ pub fn run(
         AgentTask::ResetPassword => answer(out, reset_password(dir, &config, new_password)),
         AgentTask::AdoptKeyVersion => answer(out, adopt_key_version(dir, &vault()?)),
         AgentTask::Fsck => answer(out, fsck(dir, &vault()?)),
+        AgentTask::BackupList => answer(out, failing(backup::tasks::list(dir, &config))),
+        AgentTask::BackupCreate { kind } => {
+            answer(out, failing(backup::tasks::create(dir, &config, *kind)))
+        }
+        AgentTask::BackupVerify => answer(out, failing(backup::tasks::verify(dir, &config))),
         AgentTask::Logs { lines, follow } => {
             match logs(dir, &vault()?, *lines, *follow, RecordWriter::new(out)) {
                 // The reader went away: nothing left to do.
@@ -58,6 +63,11 @@ pub fn run(
             }
         }
     }
+}
+
+/// A task's own failure as its answer.
+fn failing<T>(result: Result<T, Error>) -> Result<T, TaskFailure> {
+    result.map_err(TaskFailure::from)
 }
 
 /// Prints the answer of a task that ends.

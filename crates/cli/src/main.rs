@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
+mod backup_cmds;
 mod confirm;
+mod dba_client;
 mod demo;
 mod error;
 mod fs_cmds;
@@ -57,6 +59,8 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
     Server(server_cmds::ServerArgs),
+    /// A server's backups: list, show, create, verify.
+    Backup(backup_cmds::BackupArgs),
     /// Walk through the whole story on this machine: vault, control plane, the four
     /// steps, ciphertext on disk, revoke, restore, rotate; cleans up after itself.
     Demo,
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Fs(command) => fs_cmds::run(command, cli.output),
         Command::Serve(args) => serve_cmd::serve(args),
         Command::Server(args) => server_cmds::server(args, cli.output),
+        Command::Backup(args) => backup_cmds::backup(args, cli.output),
         Command::Agent(args) => agent_cmd::agent(args),
         Command::Demo => demo(),
         Command::Vault(command) => vault_cmds::vault(command, cli.output),

@@ -6,26 +6,16 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use pgcmk_agent::contract::task::VolumeCheck;
 use pgcmk_control::api::LogsQuery;
-use pgcmk_control::api_tls::ApiClient;
-use pgcmk_control::auth::read_credential;
 use pgcmk_control::identity_file::{read_identity_secret, resolve_client_id};
 use pgcmk_control::model::{SecretString, ServerRecord};
 use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
 
+use crate::dba_client::{DbaClient, DbaConnection};
 use crate::error::CliError;
 use crate::password_out::PasswordSink;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::{confirm, output, server_logs, volume_check, Format};
-
-/// Where `pgcmk server` finds the control plane unless told otherwise.
-const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7480";
-/// The CA certificate `pgcmk server` trusts unless told otherwise: the one
-/// `pgcmk serve` writes in its default state directory.
-const DEFAULT_CA_CERT: &str = "/var/lib/pgcmk/control/ca.pem";
-/// Where `pgcmk server` finds the DBA credential unless told otherwise: the file
-/// `pgcmk serve` writes in its default state directory.
-const DEFAULT_CREDENTIAL_FILE: &str = "/var/lib/pgcmk/control/dba.credential";
 
 /// Encryption choices for `server create`.
 #[derive(Clone, Copy, ValueEnum)]
@@ -137,17 +127,8 @@ pub enum ServerCommand {
 /// `pgcmk server` options shared by every subcommand.
 #[derive(Args)]
 pub struct ServerArgs {
-    /// The control plane's URL.
-    #[arg(long, env = "PGCMK_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
-    endpoint: String,
-    /// The DBA credential file (`dba.credential`, written by `pgcmk serve` in its state
-    /// directory on first start).
-    #[arg(long, env = "PGCMK_CONTROL_CREDENTIALS", default_value = DEFAULT_CREDENTIAL_FILE, global = true)]
-    credential_file: PathBuf,
-    /// The control plane's CA certificate (`ca.pem`, written by `pgcmk serve` in its state
-    /// directory); the only certificate trusted for the API.
-    #[arg(long, env = "PGCMK_CONTROL_CA_CERT", default_value = DEFAULT_CA_CERT, global = true)]
-    ca_cert: PathBuf,
+    #[command(flatten)]
+    connection: DbaConnection,
     #[command(subcommand)]
     command: ServerCommand,
 }
@@ -158,21 +139,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
         confirm::server_deletion(name, *yes)?;
     }
     // Creating a server includes initdb on the encrypted volume.
-    let api = ApiClient::new(&args.endpoint, &args.ca_cert, Duration::from_secs(180))?;
-    let token = read_credential(&args.credential_file)?;
-    let token = String::from_utf8(token.expose_secret().to_vec())
-        .map(SecretString::new)
-        .map_err(|_| {
-            CliError::usage(format!(
-                "{} is not a DBA credential: use the dba.credential file `pgcmk serve` wrote",
-                args.credential_file.display()
-            ))
-        })?;
+    let api = DbaClient::open(&args.connection, Duration::from_secs(180))?;
     let client = api.http();
-    let url = |path: &str| api.url(&format!("/servers{path}"));
-    let as_dba = |request: reqwest::blocking::RequestBuilder| {
-        api.call(request.bearer_auth(token.expose_secret()))
-    };
+    let url = |path: &str| api.servers_url(path);
+    let as_dba = |request: reqwest::blocking::RequestBuilder| api.call(request);
     let (request, render): (_, fn(&Value) -> String) = match args.command {
         ServerCommand::Create {
             name,
@@ -255,9 +225,8 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             password_file,
         } => {
             let sink = PasswordSink::open(password_file)?;
-            let answer = as_dba(client.post(url(&format!("/{name}/reset-password"))))
-                .map_err(CliError::from)
-                .and_then(|response| {
+            let answer =
+                as_dba(client.post(url(&format!("/{name}/reset-password")))).and_then(|response| {
                     response.json::<Value>().map_err(|e| {
                         CliError::failed(format!("unexpected answer from the control plane: {e}"))
                     })

@@ -35,6 +35,17 @@ pub enum Error {
     /// No server with this name or id exists.
     #[error("server '{0}' not found: run `pgcmk server list` to see the servers")]
     NotFound(String),
+    /// No backup with this label in the server's repository.
+    #[error(
+        "server '{server}' has no backup '{label}': run `pgcmk backup list {server}` to see \
+         its backups"
+    )]
+    BackupNotFound {
+        /// The server's name.
+        server: String,
+        /// The label asked for.
+        label: String,
+    },
     /// A server with this name exists, or is being created.
     #[error("a server named '{0}' already exists: choose another name")]
     NameTaken(String),
@@ -164,6 +175,19 @@ pub enum StateConflict {
         /// Its state's name.
         state: &'static str,
     },
+    /// Working on the backups of a server that is not Ready.
+    #[error(
+        "server '{server}' is {state}: its backups are reached through its encrypted volume \
+         (pgBackRest's configuration and repository passphrase live there), so it must be \
+         Ready (`pgcmk server start {server}`, or `pgcmk server show {server}` for why it is \
+         not)"
+    )]
+    BackupsNeedServing {
+        /// The server's name.
+        server: String,
+        /// Its state's name.
+        state: &'static str,
+    },
 }
 
 /// A failure of the embedded state store.
@@ -225,7 +249,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
-            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::NotFound(_) | Error::BackupNotFound { .. } => ErrorCode::NotFound,
             Error::NameTaken(_) => ErrorCode::NameTaken,
             Error::State(_) => ErrorCode::StateConflict,
             Error::NotReady { .. } => ErrorCode::NotReady,

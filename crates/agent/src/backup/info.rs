@@ -27,13 +27,8 @@ pub(crate) struct BackupSet {
     pub timestamp: Range<i64>,
     /// The WAL position range the backup needs.
     pub lsn: Range<String>,
-    /// The WAL segments the backup needs.
-    pub archive: Range<String>,
     /// Sizes.
     pub info: Sizes,
-    /// True when pgBackRest found page checksum errors while copying.
-    #[serde(default)]
-    pub error: bool,
     /// The backup this one depends on (diff/incr).
     pub prior: Option<String>,
 }

@@ -12,6 +12,7 @@
 pub(crate) mod info;
 pub(crate) mod key;
 pub(crate) mod pgbackrest;
+pub(crate) mod tasks;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

@@ -52,11 +52,6 @@ impl PgBackRest {
         })
     }
 
-    /// The stanza: the server's id.
-    pub(crate) fn stanza(&self) -> &str {
-        &self.stanza
-    }
-
     /// Writes the configuration (mode 0600, PostgreSQL's user) and creates the log,
     /// spool and lock directories beside it on the mount, and the repository.
     pub(crate) fn configure(

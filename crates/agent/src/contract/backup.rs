@@ -1,9 +1,10 @@
 //! Backups in the contract: where a server's pgBackRest repository is and how long
-//! its backups are kept (in `agent.json`), and where its wrapped repository key is
-//! stored (beside the wrapped DEK).
+//! its backups are kept (in `agent.json`), and what the backup tasks of a
+//! short-lived agent run answer.
 
 use std::path::PathBuf;
 
+use pgcmk_keyprovider::KeyVersionId;
 use serde::{Deserialize, Serialize};
 
 /// Retention of backups in days when the DBA chose none (as the managed services).
@@ -20,4 +21,104 @@ pub struct BackupConfig {
     pub repository: PathBuf,
     /// Days of backups and WAL kept: a restore reaches any point in that window.
     pub retention_days: u32,
+}
+
+/// What kind of backup to take (pgBackRest's `--type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupKind {
+    /// Every file of the cluster.
+    Full,
+    /// The files changed since the last full backup.
+    Diff,
+    /// The files changed since the last backup of any kind.
+    Incr,
+}
+
+impl BackupKind {
+    /// pgBackRest's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Diff => "diff",
+            BackupKind::Incr => "incr",
+        }
+    }
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(BackupKind::Full),
+            "diff" => Ok(BackupKind::Diff),
+            "incr" => Ok(BackupKind::Incr),
+            other => Err(format!(
+                "'{other}' is not a kind of backup: use full, diff or incr"
+            )),
+        }
+    }
+}
+
+/// One complete backup in the repository (pgBackRest lists no other).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    /// pgBackRest's label (`YYYYMMDD-HHMMSSF`, or `..._YYYYMMDD-HHMMSSD|I`).
+    pub label: String,
+    /// Full, differential or incremental.
+    pub kind: BackupKind,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it finished (RFC 3339): the earliest point a restore from it reaches.
+    pub finished_at: String,
+    /// Seconds it took.
+    pub duration_secs: i64,
+    /// Bytes of the database it holds.
+    pub database_bytes: u64,
+    /// Bytes it takes in the repository (compressed and encrypted).
+    pub repository_bytes: u64,
+    /// The WAL position where it starts.
+    pub start_lsn: String,
+    /// The WAL position where it ends.
+    pub stop_lsn: String,
+    /// The backup it depends on (differential and incremental).
+    pub prior: Option<String>,
+    /// The key version that wraps the repository key it is encrypted under.
+    pub key_version: KeyVersionId,
+}
+
+/// The archived WAL: a restore reaches any point from the end of the oldest
+/// backup to the newest segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalArchive {
+    /// The oldest archived segment.
+    pub oldest_segment: String,
+    /// The newest archived segment.
+    pub newest_segment: String,
+}
+
+/// The answer of [`crate::contract::task::AgentTask::BackupList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupCatalog {
+    /// Complete backups, oldest first.
+    pub backups: Vec<BackupSummary>,
+    /// The archived WAL, when any.
+    pub wal: Option<WalArchive>,
+    /// The key version that wraps the repository key.
+    pub key_version: KeyVersionId,
+}
+
+/// The answer of [`crate::contract::task::AgentTask::BackupVerify`]: pgBackRest's
+/// `verify`, which decrypts every backup file and archived segment and checks it
+/// against its recorded checksum and size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVerification {
+    /// True when every file verified.
+    pub valid: bool,
+    /// Each file that did not, as pgBackRest named it (`LABEL/pg_data/...` for a
+    /// backup file, `ARCHIVE-ID/.../SEGMENT-...` for a WAL segment), and why.
+    pub problems: Vec<String>,
+    /// pgBackRest's summary per WAL archive and per backup.
+    pub summary: Vec<String>,
 }

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
 use serde::{Deserialize, Serialize};
 
+use super::backup::BackupKind;
+
 /// One task of a short-lived agent run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentTask {
@@ -39,6 +41,18 @@ pub enum AgentTask {
     /// handshake's `new_password` (PostgreSQL stores only its SCRAM verifier; the
     /// password is in no statement). Answers [`TaskAnswer`] of [`PasswordReset`].
     ResetPassword,
+    /// List the serving server's complete backups and archived WAL. Answers
+    /// [`TaskAnswer`] of [`BackupCatalog`](super::backup::BackupCatalog).
+    BackupList,
+    /// Take a backup of the serving server and wait for its end. Answers
+    /// [`TaskAnswer`] of [`BackupSummary`](super::backup::BackupSummary).
+    BackupCreate {
+        /// Full, differential or incremental.
+        kind: BackupKind,
+    },
+    /// Verify every backup file and archived WAL segment of the serving server.
+    /// Answers [`TaskAnswer`] of [`BackupVerification`](super::backup::BackupVerification).
+    BackupVerify,
 }
 
 impl AgentTask {
@@ -49,6 +63,9 @@ impl AgentTask {
             AgentTask::Logs { .. } => "logs",
             AgentTask::Fsck => "fsck",
             AgentTask::ResetPassword => "reset-password",
+            AgentTask::BackupList => "backup-list",
+            AgentTask::BackupCreate { .. } => "backup-create",
+            AgentTask::BackupVerify => "backup-verify",
         }
     }
 
@@ -56,11 +73,17 @@ impl AgentTask {
     /// parses them back; a test there keeps the two in step).
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![self.name().to_string()];
-        if let AgentTask::Logs { lines, follow } = self {
-            args.extend(["--lines".to_string(), lines.to_string()]);
-            if *follow {
-                args.push("--follow".into());
+        match self {
+            AgentTask::Logs { lines, follow } => {
+                args.extend(["--lines".to_string(), lines.to_string()]);
+                if *follow {
+                    args.push("--follow".into());
+                }
             }
+            AgentTask::BackupCreate { kind } => {
+                args.extend(["--type".to_string(), kind.as_str().to_string()]);
+            }
+            _ => {}
         }
         args
     }
@@ -362,6 +385,13 @@ mod tests {
         assert_eq!(AgentTask::AdoptKeyVersion.args(), ["adopt-key-version"]);
         assert_eq!(AgentTask::Fsck.args(), ["fsck"]);
         assert_eq!(AgentTask::ResetPassword.args(), ["reset-password"]);
+        assert_eq!(
+            AgentTask::BackupCreate {
+                kind: BackupKind::Diff
+            }
+            .args(),
+            ["backup-create", "--type", "diff"]
+        );
         let logs = AgentTask::Logs {
             lines: 20,
             follow: true,

@@ -5,12 +5,26 @@
 use std::fs;
 use std::path::PathBuf;
 
-use pgcmk_agent::contract::backup::DEFAULT_RETENTION_DAYS;
+use pgcmk_agent::contract::backup::{
+    BackupCatalog, BackupKind, BackupSummary, BackupVerification, DEFAULT_RETENTION_DAYS,
+};
+use pgcmk_agent::contract::task::AgentTask;
 use pgcmk_agent::contract::BackupConfig;
 
+use serde::{Deserialize, Serialize};
+
 use super::Platform;
-use crate::error::IoContext;
+use crate::error::{IoContext, StateConflict};
+use crate::model::{Actor, ServerRecord, ServerState};
 use crate::Error;
+
+/// `POST /servers/{name}/backups`: take a backup now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateBackup {
+    /// Full (the default), differential or incremental.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<BackupKind>,
+}
 
 impl Platform {
     /// The directory holding every server's backup repository.
@@ -36,5 +50,91 @@ impl Platform {
             }
             _ => Ok(()),
         }
+    }
+}
+
+impl Platform {
+    /// The server's complete backups and archived WAL, as its agent reads them
+    /// from the repository.
+    pub fn list_backups(&self, name: &str) -> Result<BackupCatalog, Error> {
+        let server = self.serving_for_backups(name)?;
+        self.run_task(&server, &AgentTask::BackupList, None)
+    }
+
+    /// One backup of the server, by label.
+    pub fn show_backup(&self, name: &str, label: &str) -> Result<BackupSummary, Error> {
+        self.list_backups(name)?
+            .backups
+            .into_iter()
+            .find(|b| b.label == label)
+            .ok_or_else(|| Error::BackupNotFound {
+                server: name.into(),
+                label: label.into(),
+            })
+    }
+
+    /// Takes a backup of `kind` now and returns it once complete. Backups of one
+    /// server are taken one at a time (pgBackRest's lock refuses a second).
+    pub fn create_backup(&self, name: &str, kind: BackupKind) -> Result<BackupSummary, Error> {
+        let server = self.serving_for_backups(name)?;
+        self.event(
+            &server,
+            Actor::Dba,
+            "backup started",
+            &format!("a {} backup", kind.as_str()),
+        )?;
+        let created: Result<BackupSummary, Error> =
+            self.run_task(&server, &AgentTask::BackupCreate { kind }, None);
+        match &created {
+            Ok(b) => self.event(
+                &server,
+                Actor::Dba,
+                "backup completed",
+                &format!(
+                    "{} ({}), {} bytes in the repository, {} s",
+                    b.label,
+                    b.kind.as_str(),
+                    b.repository_bytes,
+                    b.duration_secs
+                ),
+            )?,
+            Err(e) => self.event(&server, Actor::Dba, "backup failed", &e.to_string())?,
+        };
+        created
+    }
+
+    /// Decrypts and checks every backup file and archived WAL segment.
+    pub fn verify_backups(&self, name: &str) -> Result<BackupVerification, Error> {
+        let server = self.serving_for_backups(name)?;
+        let verification: BackupVerification =
+            self.run_task(&server, &AgentTask::BackupVerify, None)?;
+        self.event(
+            &server,
+            Actor::Dba,
+            "backups verified",
+            &if verification.valid {
+                "every backup file and archived WAL segment verified".to_string()
+            } else {
+                format!(
+                    "{} damaged: {}",
+                    verification.problems.len(),
+                    verification.problems.join("; ")
+                )
+            },
+        )?;
+        Ok(verification)
+    }
+
+    /// The server, when it is Ready: its backups are reached through its mount.
+    fn serving_for_backups(&self, name: &str) -> Result<ServerRecord, Error> {
+        let server = self.store.server(name)?;
+        if server.state != ServerState::Ready {
+            return Err(StateConflict::BackupsNeedServing {
+                server: name.into(),
+                state: server.state.name(),
+            }
+            .into());
+        }
+        Ok(server)
     }
 }

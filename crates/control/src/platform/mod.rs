@@ -44,6 +44,7 @@ mod supervise;
 mod tasks;
 mod vault_follow;
 
+pub use backups::CreateBackup;
 pub use create::{CreateServer, Created};
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 
