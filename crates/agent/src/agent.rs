@@ -99,6 +99,7 @@ impl Requests {
 pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result<(), Error> {
     let handshake = take_handshake(stdin)?;
     let secret = handshake.identity_secret;
+    let source_secret = handshake.source_identity_secret;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -118,7 +119,19 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
             why: "provisioning: creating the encrypted volume and the PostgreSQL cluster".into(),
         });
         let dek = kek.unwrap(&wrapped)?;
-        provision::provision(dir, &config, &dek, &password)?;
+        match &config.restore {
+            None => provision::provision(dir, &config, &dek, &password)?,
+            Some(source) => {
+                let secret = source_secret.ok_or_else(|| {
+                    Error::Backup(
+                        "the handshake of a restored server brought no source_identity_secret"
+                            .into(),
+                    )
+                })?;
+                let source_key = source.kek.connect(secret)?.unwrap(&source.wrapped_key)?;
+                provision::provision_restored(dir, &config, &dek, &password, source, &source_key)?;
+            }
+        }
     }
     if config.backup.is_some() {
         backup::key::ensure_wrapped(dir, kek.as_ref())?;

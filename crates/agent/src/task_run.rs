@@ -12,6 +12,7 @@ use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyVersionId, WrappedDek};
 
 use crate::agent::take_handshake;
+use crate::contract::backup::RepositoryKeyCheck;
 use crate::contract::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::contract::task::{
     AgentTask, LogRecord, LogSource, PasswordReset, TaskAnswer, TaskFailure, VersionRefusal,
@@ -55,6 +56,7 @@ pub fn run(
             answer(out, failing(backup::tasks::create(dir, &config, *kind)))
         }
         AgentTask::BackupVerify => answer(out, failing(backup::tasks::verify(dir, &config))),
+        AgentTask::BackupKeyCheck => answer(out, check_backup_key(dir, &vault()?)),
         AgentTask::Logs { lines, follow } => {
             match logs(dir, &vault()?, *lines, *follow, RecordWriter::new(out)) {
                 // The reader went away: nothing left to do.
@@ -210,6 +212,19 @@ fn reset_password(
     tracing::info!("the {SUPERUSER} password was reset");
     Ok(PasswordReset {
         role: SUPERUSER.into(),
+    })
+}
+
+/// Proves the vault unwraps the repository key; a refusal names its version.
+fn check_backup_key(dir: &ServerDir, vault: &Vault<'_>) -> Result<RepositoryKeyCheck, TaskFailure> {
+    let wrapped = backup::key::read_wrapped(dir)?;
+    let key = vault
+        .kek
+        .unwrap(&wrapped)
+        .map_err(|e| vault.refusal(&wrapped.kek, false, e))?;
+    drop(key);
+    Ok(RepositoryKeyCheck {
+        key_version: wrapped.kek,
     })
 }
 

@@ -53,6 +53,8 @@ pub enum AgentTaskCommand {
     },
     /// Verify the serving server's backups and archived WAL.
     BackupVerify,
+    /// Prove the vault unwraps the repository key.
+    BackupKeyCheck,
 }
 
 impl From<AgentTaskCommand> for AgentTask {
@@ -65,6 +67,7 @@ impl From<AgentTaskCommand> for AgentTask {
             AgentTaskCommand::BackupList => AgentTask::BackupList,
             AgentTaskCommand::BackupCreate { kind } => AgentTask::BackupCreate { kind },
             AgentTaskCommand::BackupVerify => AgentTask::BackupVerify,
+            AgentTaskCommand::BackupKeyCheck => AgentTask::BackupKeyCheck,
         }
     }
 }
@@ -111,6 +114,7 @@ mod tests {
             AgentTask::ResetPassword,
             AgentTask::BackupList,
             AgentTask::BackupVerify,
+            AgentTask::BackupKeyCheck,
             AgentTask::BackupCreate {
                 kind: BackupKind::Incr,
             },

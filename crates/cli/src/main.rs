@@ -21,8 +21,10 @@ mod output;
 mod password_out;
 mod serve_cmd;
 mod server_cmds;
+mod server_encryption;
 mod server_logs;
 mod server_render;
+mod server_restore;
 mod vault_cmds;
 mod volume_check;
 

@@ -3,28 +3,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use pgcmk_agent::contract::task::VolumeCheck;
 use pgcmk_control::api::LogsQuery;
-use pgcmk_control::identity_file::{read_identity_secret, resolve_client_id};
-use pgcmk_control::model::{SecretString, ServerRecord};
+use pgcmk_control::model::ServerRecord;
 use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
 
 use crate::dba_client::{DbaClient, DbaConnection};
 use crate::error::CliError;
 use crate::password_out::PasswordSink;
+use crate::server_encryption::EncryptionArgs;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
+use crate::server_restore::RestoreArgs;
 use crate::{confirm, output, server_logs, volume_check, Format};
-
-/// Encryption choices for `server create`.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum EncryptionChoice {
-    /// A platform-managed key (the default).
-    ServiceManaged,
-    /// Your key in your vault, through your managed identity.
-    CustomerManaged,
-}
 
 /// The DBA's commands.
 #[derive(Subcommand)]
@@ -37,20 +29,12 @@ pub enum ServerCommand {
         /// Location; must equal the key vault's location for customer-managed keys.
         #[arg(long)]
         location: String,
-        /// How the server's data encryption key is protected (default: customer-managed
-        /// with --key, else service-managed).
-        #[arg(long, value_enum)]
-        encryption: Option<EncryptionChoice>,
-        /// Customer-managed: the user-assigned managed identity (name, object id or client id).
-        #[arg(long)]
-        identity: Option<String>,
-        /// Customer-managed: the identity's credential file, assigning it to the server.
-        #[arg(long)]
-        identity_credential_file: Option<PathBuf>,
-        /// Customer-managed: the key URL, https://VAULT/keys/NAME[/VERSION].
-        #[arg(long)]
-        key: Option<String>,
+        #[command(flatten)]
+        encryption: EncryptionArgs,
     },
+    /// Create a server from another server's backups, at a point in time or the latest
+    /// archived one (waits until it is Ready; prints the superuser password once).
+    Restore(RestoreArgs),
     /// Show a server, its state and its events.
     Show {
         /// Server name.
@@ -148,37 +132,24 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             name,
             location,
             encryption,
-            identity,
-            identity_credential_file,
-            key,
         } => {
-            let identity = match (&identity, &identity_credential_file) {
-                (Some(i), Some(f)) => Some(resolve_client_id(i, f)?),
-                _ => identity,
-            };
-            let identity_secret = identity_credential_file
-                .map(|f| read_identity_secret(&f))
-                .transpose()?
-                .map(|s| {
-                    SecretString::new(String::from_utf8_lossy(s.expose_secret()).into_owned())
-                });
+            let fields = encryption.into_fields()?;
             let body = CreateServer {
                 name,
                 location,
-                encryption: Some(
-                    match encryption {
-                        Some(EncryptionChoice::ServiceManaged) => "service-managed",
-                        Some(EncryptionChoice::CustomerManaged) => "customer-managed",
-                        None if key.is_some() => "customer-managed",
-                        None => "service-managed",
-                    }
-                    .into(),
-                ),
-                identity,
-                identity_secret,
-                key,
+                encryption: Some(fields.encryption),
+                identity: fields.identity,
+                identity_secret: fields.identity_secret,
+                key: fields.key,
             };
             (client.post(url("")).json(&body), render_created)
+        }
+        ServerCommand::Restore(args) => {
+            let (source, body) = args.into_request()?;
+            (
+                client.post(url(&format!("/{source}/restore"))).json(&body),
+                render_created,
+            )
         }
         ServerCommand::Show { name } => (client.get(url(&format!("/{name}"))), render_show),
         ServerCommand::List => (client.get(url("")), render_list),

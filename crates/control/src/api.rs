@@ -19,6 +19,7 @@
 //! | `GET /servers/{name}/logs`               | logs ([`LogsQuery`]), NDJSON      |
 //! | `POST /servers/{name}/fsck`              | check a stopped server's volume   |
 //! | `POST /servers/{name}/reset-password`    | new superuser password, shown once|
+//! | `POST /servers/{name}/restore`           | new server from its backups ([`RestoreServer`]) |
 //! | `GET /servers/{name}/backups`            | backups and archived WAL          |
 //! | `POST /servers/{name}/backups`           | take one ([`CreateBackup`])       |
 //! | `GET /servers/{name}/backups/{label}`    | one backup                        |
@@ -59,7 +60,7 @@ use serde_json::{json, Value};
 use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
-use crate::platform::{CreateBackup, CreateServer, LogStreamItem, Platform};
+use crate::platform::{CreateBackup, CreateServer, LogStreamItem, Platform, RestoreServer};
 use crate::{Error, ErrorCode};
 
 /// How often agents' reports are taken in.
@@ -71,6 +72,7 @@ const FOLLOW_VAULT_EVERY: Duration = Duration::from_secs(2);
 pub fn router(platform: Arc<Platform>) -> Router {
     Router::new()
         .route("/servers", post(create).get(list))
+        .route("/servers/{name}/restore", post(restore))
         .route("/servers/{name}", get(show).delete(delete))
         .route("/servers/{name}/stop", post(stop))
         .route("/servers/{name}/start", post(start))
@@ -424,4 +426,14 @@ async fn create_backup(
 
 async fn verify_backups(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::OK, move |p| p.verify_backups(&name)).await
+}
+
+async fn restore(
+    State(p): State<Arc<Platform>>,
+    Path(source): Path<String>,
+    body: Result<Json<RestoreServer>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(req) =
+        body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {e}"))))?;
+    blocking(p, StatusCode::CREATED, move |p| p.restore(&source, &req)).await
 }

@@ -86,6 +86,15 @@ pub enum Error {
         /// The version, and what the vault said about it.
         refusal: Box<VersionRefusal>,
     },
+    /// The vault refuses the key version that wraps a server's backup repository
+    /// key: its backups cannot be restored; the message names the version and why.
+    #[error("{}", pgcmk_agent::contract::backup::explain_backup_key_refusal(.refusal, .server))]
+    BackupKeyRefused {
+        /// The server whose backups they are.
+        server: String,
+        /// The version, and what the vault said about it.
+        refusal: Box<VersionRefusal>,
+    },
     /// A short-lived run of the node agent failed or gave no answer; the message
     /// says which and where its diagnostics are.
     #[error("{0}")]
@@ -256,7 +265,9 @@ impl Error {
             Error::ReadyTimeout { .. } => ErrorCode::ReadyTimeout,
             Error::Key(e) if e.is_retryable() => ErrorCode::KeyVaultUnavailable,
             Error::Key(_) => ErrorCode::KeyAccessDenied,
-            Error::KeyVersionRefused { .. } => ErrorCode::KeyVersionRefused,
+            Error::KeyVersionRefused { .. } | Error::BackupKeyRefused { .. } => {
+                ErrorCode::KeyVersionRefused
+            }
             Error::Api { code, .. } => *code,
             _ => ErrorCode::InternalError,
         }

@@ -12,6 +12,7 @@
 pub(crate) mod info;
 pub(crate) mod key;
 pub(crate) mod pgbackrest;
+pub(crate) mod restore;
 pub(crate) mod tasks;
 
 use std::process::{Child, Stdio};
@@ -55,7 +56,7 @@ impl Backups {
         pg: &mut Postgres,
     ) -> Result<Self, Error> {
         let engine = PgBackRest::new(dir, server_id, PgInstall::discover()?)?;
-        engine.configure(dir, pg.layout(), backup, key)?;
+        engine.configure(pg.layout(), backup, key)?;
         pg.set("archive_mode", "on".into());
         pg.set("archive_command", engine.archive_command());
         pg.set("archive_timeout", ARCHIVE_TIMEOUT.into());

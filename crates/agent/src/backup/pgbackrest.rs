@@ -30,6 +30,8 @@ const ARCHIVE_TIMEOUT_SECS: u32 = 60;
 pub(crate) struct PgBackRest {
     install: PgInstall,
     program: PathBuf,
+    /// The directory of the configuration, log, spool and lock files.
+    engine_dir: PathBuf,
     config_file: PathBuf,
     stanza: String,
 }
@@ -37,6 +39,11 @@ pub(crate) struct PgBackRest {
 impl PgBackRest {
     /// pgBackRest for the server in `dir` (whose stanza is named after its id).
     pub(crate) fn new(dir: &ServerDir, server_id: &str, install: PgInstall) -> Result<Self, Error> {
+        Self::at(dir.backup_engine_dir(), server_id, install)
+    }
+
+    /// pgBackRest for `stanza`, with its files in `engine_dir` (on a mount).
+    pub(crate) fn at(engine_dir: PathBuf, stanza: &str, install: PgInstall) -> Result<Self, Error> {
         let program = PathBuf::from(PROGRAM);
         if !program.exists() {
             return Err(Error::Backup(format!(
@@ -47,8 +54,9 @@ impl PgBackRest {
         Ok(Self {
             install,
             program,
-            config_file: dir.backup_engine_dir().join("pgbackrest.conf"),
-            stanza: server_id.to_string(),
+            config_file: engine_dir.join("pgbackrest.conf"),
+            engine_dir,
+            stanza: stanza.to_string(),
         })
     }
 
@@ -56,13 +64,12 @@ impl PgBackRest {
     /// spool and lock directories beside it on the mount, and the repository.
     pub(crate) fn configure(
         &self,
-        dir: &ServerDir,
         layout: &PgLayout,
         backup: &BackupConfig,
         repository_key: &Dek,
     ) -> Result<(), Error> {
         let user = self.install.user();
-        let engine = dir.backup_engine_dir();
+        let engine = &self.engine_dir;
         for path in [
             engine.clone(),
             engine.join("log"),
@@ -75,7 +82,7 @@ impl PgBackRest {
                 .ctx(|| format!("setting permissions of {}", path.display()))?;
             user.chown(&path)?;
         }
-        let text = self.render(&engine, layout, backup, repository_key);
+        let text = self.render(engine, layout, backup, repository_key);
         pgcmk_hostkeys::files::write_atomic(&self.config_file, text.as_bytes(), 0o600)?;
         user.chown(&self.config_file)
     }

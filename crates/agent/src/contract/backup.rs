@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use pgcmk_keyprovider::KeyVersionId;
+use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
+
+use super::KekAccess;
 use serde::{Deserialize, Serialize};
 
 /// Retention of backups in days when the DBA chose none (as the managed services).
@@ -121,4 +123,86 @@ pub struct BackupVerification {
     pub problems: Vec<String>,
     /// pgBackRest's summary per WAL archive and per backup.
     pub summary: Vec<String>,
+}
+
+/// Where a restored server comes from (in its `agent.json`): the source's
+/// repository and stanza, its repository key wrapped by the source's KEK, how to
+/// reach that KEK (the identity's secret comes in the handshake), and the point
+/// to recover to. Used at the restored server's first start only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSource {
+    /// The source server's name (for messages).
+    pub server: String,
+    /// The source's repository.
+    pub repository: PathBuf,
+    /// The source's stanza (its id).
+    pub stanza: String,
+    /// The source's repository key, wrapped by the source's KEK.
+    pub wrapped_key: WrappedDek,
+    /// How to reach the source's KEK.
+    pub kek: KekAccess,
+    /// Where recovery stops.
+    pub target: RestoreTarget,
+}
+
+/// Where a restore's recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum RestoreTarget {
+    /// The end of the archived WAL.
+    Latest,
+    /// Every transaction committed at or before `at`, and none after.
+    Time {
+        /// `YYYY-MM-DD HH:MM:SS.FFFFFF+00`, as PostgreSQL and pgBackRest read it.
+        at: String,
+    },
+}
+
+impl std::fmt::Display for RestoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreTarget::Latest => f.write_str("the end of the archived WAL"),
+            RestoreTarget::Time { at } => f.write_str(at),
+        }
+    }
+}
+
+/// The answer of [`crate::contract::task::AgentTask::BackupKeyCheck`]: the vault
+/// unwrapped the repository key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryKeyCheck {
+    /// The key version that wraps it.
+    pub key_version: KeyVersionId,
+}
+
+/// Why server `source`'s backups cannot be restored now: the vault refuses the
+/// key version that wraps their repository key (`refusal`, from
+/// [`crate::contract::task::AgentTask::BackupKeyCheck`]), and what to do about it.
+pub fn explain_backup_key_refusal(refusal: &super::task::VersionRefusal, source: &str) -> String {
+    let v = &refusal.version;
+    let head = format!(
+        "the backups of server '{source}' are encrypted under a repository key wrapped by \
+         key version {v}"
+    );
+    let gone = refusal.reason.to_ascii_lowercase().contains("not found");
+    if refusal.disabled {
+        format!(
+            "{head}, which is disabled ({}). To restore them, enable that version: \
+             `pgcmk key enable --vault {} --name {} --key-version {}`",
+            refusal.reason, v.vault_url, v.name, v.version
+        )
+    } else if gone {
+        format!(
+            "{head}, which the vault no longer has ({}). If the key was purged, every backup \
+             of server '{source}' is crypto-shredded and none can be restored; if it was \
+             deleted and not purged, `pgcmk key recover --vault {} --name {}` brings it back",
+            refusal.reason, v.vault_url, v.name
+        )
+    } else {
+        format!(
+            "{head}, which the vault refuses to server '{source}''s identity ({}). To restore \
+             them, give that identity get, wrapKey and unwrapKey on key '{}' in {} again",
+            refusal.reason, v.name, v.vault_url
+        )
+    }
 }

@@ -79,6 +79,12 @@ impl ServerDir {
         self.mountpoint().join("pgbackrest")
     }
 
+    /// pgBackRest's files for restoring this server from another's repository,
+    /// on the mount while the restore runs.
+    pub fn restore_engine_dir(&self) -> PathBuf {
+        self.mountpoint().join("pgbackrest-restore")
+    }
+
     /// The agent's status report.
     pub fn status(&self) -> PathBuf {
         self.0.join("status.json")

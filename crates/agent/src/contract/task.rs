@@ -53,6 +53,10 @@ pub enum AgentTask {
     /// Verify every backup file and archived WAL segment of the serving server.
     /// Answers [`TaskAnswer`] of [`BackupVerification`](super::backup::BackupVerification).
     BackupVerify,
+    /// Prove that the vault unwraps the server's repository key (before a restore
+    /// from its backups; the server need not run). Answers [`TaskAnswer`] of
+    /// [`RepositoryKeyCheck`](super::backup::RepositoryKeyCheck).
+    BackupKeyCheck,
 }
 
 impl AgentTask {
@@ -66,6 +70,7 @@ impl AgentTask {
             AgentTask::BackupList => "backup-list",
             AgentTask::BackupCreate { .. } => "backup-create",
             AgentTask::BackupVerify => "backup-verify",
+            AgentTask::BackupKeyCheck => "backup-key-check",
         }
     }
 

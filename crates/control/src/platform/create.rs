@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use pgcmk_agent::contract::backup::RestoreSource;
 use pgcmk_agent::contract::server_dir::write_json_atomic;
 use pgcmk_agent::contract::{KekAccess, ServerDir};
 use pgcmk_crypto::{random, SecretBytes};
@@ -39,6 +40,24 @@ pub struct CreateServer {
     pub key: Option<String>,
 }
 
+/// What a new server's agent gets at its first start, besides its identity's
+/// secret.
+pub(super) struct FirstStart {
+    /// The superuser's password.
+    pub(super) password: SecretBytes,
+    /// For a restore: the secret of the identity that unwraps the source's
+    /// repository key.
+    pub(super) source_identity_secret: Option<SecretBytes>,
+}
+
+/// A new server restored from another's backups.
+pub(super) struct Restoring {
+    /// Where from, and to which point.
+    pub(super) source: RestoreSource,
+    /// The secret of the identity that unwraps the source's repository key.
+    pub(super) source_identity_secret: SecretBytes,
+}
+
 /// The answer to a create: the server, and its superuser password, shown once.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Created {
@@ -56,6 +75,16 @@ impl Platform {
     /// failure nothing is left: no directory, no process, no row. Only the
     /// server's own lock is held meanwhile: other servers are not held up.
     pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
+        self.create_server(req, None)
+    }
+
+    /// [`Platform::create`], of a server whose agent restores `restoring`'s
+    /// backups instead of running `initdb` when it is.
+    pub(super) fn create_server(
+        &self,
+        req: &CreateServer,
+        restoring: Option<Restoring>,
+    ) -> Result<Created, Error> {
         validate_name(&req.name)?;
         validate_location(&req.location)?;
         let _reserved = self.locks.reserve(&req.name)?;
@@ -99,7 +128,12 @@ impl Platform {
             dir: dir.root().to_path_buf(),
             created_at: now_rfc3339(),
         };
-        let agent_config = self.agent_config(&record, access);
+        let mut agent_config = self.agent_config(&record, access);
+        let (restore, source_identity_secret) = match restoring {
+            Some(r) => (Some(r.source), Some(r.source_identity_secret)),
+            None => (None, None),
+        };
+        agent_config.restore = restore;
         let written = (|| {
             fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
             fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
@@ -112,12 +146,22 @@ impl Platform {
             let _ = fs::remove_dir_all(dir.root());
             return Err(e);
         }
-        self.event(&record, Actor::Dba, "server created", &describe(&record))?;
+        let what = match &agent_config.restore {
+            Some(source) => format!(
+                "{}; restored from server '{}' to {}",
+                describe(&record),
+                source.server,
+                source.target
+            ),
+            None => describe(&record),
+        };
+        self.event(&record, Actor::Dba, "server created", &what)?;
+        let first_start = FirstStart {
+            password: SecretBytes::new(password.as_bytes().to_vec()),
+            source_identity_secret,
+        };
         if let Err(e) = self
-            .spawn_agent(
-                &record,
-                Some(&SecretBytes::new(password.as_bytes().to_vec())),
-            )
+            .spawn_agent(&record, Some(&first_start))
             .and_then(|()| self.wait_settled(&record))
         {
             self.stop_agent(&record.id);

@@ -39,6 +39,7 @@ mod create;
 mod lifecycle;
 mod locks;
 mod names;
+mod restore;
 mod spawn;
 mod supervise;
 mod tasks;
@@ -46,6 +47,7 @@ mod vault_follow;
 
 pub use backups::CreateBackup;
 pub use create::{CreateServer, Created};
+pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 
 /// The platform's settings.

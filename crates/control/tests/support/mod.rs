@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
+pub mod backups;
 pub mod regress;
 
 use std::fs;

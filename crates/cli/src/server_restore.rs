@@ -1,0 +1,43 @@
+//! `pgcmk server restore`: a new server from another server's backups.
+
+use clap::Args;
+use pgcmk_control::platform::RestoreServer;
+
+use crate::error::CliError;
+use crate::server_encryption::EncryptionArgs;
+
+/// `pgcmk server restore` options.
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The server whose backups are restored.
+    #[arg(long)]
+    source: String,
+    /// The new server's name.
+    #[arg(long)]
+    name: String,
+    /// `latest`, or an RFC 3339 time (e.g. 2026-12-07T09:30:00Z): every transaction
+    /// committed at or before it is restored, and none after.
+    #[arg(long)]
+    point_in_time: String,
+    /// The new server's key: the source's, another, or service-managed.
+    #[command(flatten)]
+    encryption: EncryptionArgs,
+}
+
+impl RestoreArgs {
+    /// The source's name and the request.
+    pub fn into_request(self) -> Result<(String, RestoreServer), CliError> {
+        let fields = self.encryption.into_fields()?;
+        Ok((
+            self.source,
+            RestoreServer {
+                point_in_time: self.point_in_time,
+                name: self.name,
+                encryption: Some(fields.encryption),
+                identity: fields.identity,
+                identity_secret: fields.identity_secret,
+                key: fields.key,
+            },
+        ))
+    }
+}
