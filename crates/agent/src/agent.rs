@@ -205,6 +205,9 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                 }
             }
             drop(dek);
+            if serving.is_some() && config.backup.is_some() {
+                follow_backup_key(dir, kek.as_ref(), &wrapped.kek, &reporter);
+            }
         }
         if let Some(s) = serving.as_mut() {
             s.supervise_postgres(Instant::now(), &reporter);
@@ -233,6 +236,26 @@ fn unlock(
         None => None,
     };
     Serving::mount(dir, config, dek, repository_key)
+}
+
+/// Keeps the backup repository's key wrapped by the version that wraps the DEK,
+/// so that once the DEK follows a rotation the old version is needed by nothing.
+/// A failure is retried at the next check.
+fn follow_backup_key(
+    dir: &ServerDir,
+    kek: &dyn KeyEncryptionKey,
+    version: &KeyVersionId,
+    reporter: &Reporter,
+) {
+    match backup::key::follow(dir, kek, version) {
+        Ok(Some(from)) => reporter.event(
+            Actor::KeyMonitor,
+            "backup key re-wrapped",
+            &format!("the backup repository key is wrapped by {version} (was {from})"),
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("re-wrapping the backup repository key: {e}; retrying"),
+    }
 }
 
 /// Reconnects `kek` when `agent.json` says to reach the key otherwise than `access`

@@ -162,6 +162,14 @@ fn adopt_key_version(dir: &ServerDir, vault: &Vault<'_>) -> Result<Wrapping, Tas
         };
         return Err(vault.refusal(&key.current, false, denied));
     }
+    // The backups follow too; when they cannot (the version their key is wrapped
+    // by was disabled first), the server still starts, and `backup keys` names the
+    // version they need.
+    if vault.config.backup.is_some() && dir.wrapped_backup_key().exists() {
+        if let Err(e) = backup::key::follow(dir, vault.kek.as_ref(), &key.current) {
+            tracing::warn!("re-wrapping the backup repository key: {e}");
+        }
+    }
     if key.current == wrapped.kek {
         return Ok(Wrapping {
             wrapped_dek: wrapped,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use pgcmk_agent::contract::backup::{BackupCatalog, BackupKind, BackupSummary, BackupVerification};
-use pgcmk_control::platform::CreateBackup;
+use pgcmk_control::platform::{BackupKeys, CreateBackup};
 use serde::de::DeserializeOwned;
 
 use crate::dba_client::{DbaClient, DbaConnection};
@@ -37,6 +37,12 @@ pub enum BackupCommand {
         /// full, diff (changes since the last full) or incr (since the last backup).
         #[arg(long = "type", default_value = "full", value_parser = str::parse::<BackupKind>)]
         kind: BackupKind,
+    },
+    /// The key versions a server's backups need: do not disable or purge them while
+    /// the backups are to stay restorable.
+    Keys {
+        /// Server name.
+        server: String,
     },
     /// Decrypt and check every backup file and archived WAL segment of a server;
     /// exits non-zero (8) when one is damaged.
@@ -83,6 +89,13 @@ pub fn backup(args: BackupArgs, format: Format) -> Result<(), CliError> {
                 .json(&CreateBackup { kind: Some(kind) });
             let backup: BackupSummary = answer(&api, request)?;
             print(format, &backup, || render_backup(&backup))
+        }
+        BackupCommand::Keys { server } => {
+            let keys: BackupKeys = answer(
+                &api,
+                http.get(api.servers_url(&format!("/{server}/backups/keys"))),
+            )?;
+            print(format, &keys, || render_keys(&keys))
         }
         BackupCommand::Verify { server } => {
             if format == Format::Human {
@@ -173,6 +186,17 @@ fn render_verification(v: &BackupVerification) -> String {
     }
     for line in &v.summary {
         text.push_str(&format!("\n{line}"));
+    }
+    text
+}
+
+fn render_keys(keys: &BackupKeys) -> String {
+    let mut text = format!(
+        "the backups of server '{}' need these key versions (do not disable or purge them):",
+        keys.server
+    );
+    for v in &keys.key_versions {
+        text.push_str(&format!("\n  {v}"));
     }
     text
 }

@@ -61,7 +61,7 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
     Server(server_cmds::ServerArgs),
-    /// A server's backups: list, show, create, verify.
+    /// A server's backups: list, show, create, verify, keys.
     Backup(backup_cmds::BackupArgs),
     /// Walk through the whole story on this machine: vault, control plane, the four
     /// steps, ciphertext on disk, revoke, restore, rotate; cleans up after itself.

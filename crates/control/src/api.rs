@@ -24,6 +24,7 @@
 //! | `POST /servers/{name}/backups`           | take one ([`CreateBackup`])       |
 //! | `GET /servers/{name}/backups/{label}`    | one backup                        |
 //! | `POST /servers/{name}/backups/verify`    | verify backups and archived WAL   |
+//! | `GET /servers/{name}/backups/keys`       | KEK versions the backups need     |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //!
 //! Errors are [`ApiErrorBody`]: `{"error": {"code", "message"}}`, with the status
@@ -87,6 +88,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             get(list_backups).post(create_backup),
         )
         .route("/servers/{name}/backups/verify", post(verify_backups))
+        .route("/servers/{name}/backups/keys", get(backup_keys))
         .route("/servers/{name}/backups/{label}", get(show_backup))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
@@ -436,4 +438,8 @@ async fn restore(
     let Json(req) =
         body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {e}"))))?;
     blocking(p, StatusCode::CREATED, move |p| p.restore(&source, &req)).await
+}
+
+async fn backup_keys(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.backup_keys(&name)).await
 }

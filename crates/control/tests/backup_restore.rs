@@ -185,3 +185,50 @@ fn restores_refused_by_the_vault_name_the_key_version_and_leave_nothing() {
     );
     drop(source);
 }
+
+/// `pgcmk backup keys NAME`: the key versions the server's backups need.
+fn backup_keys(stack: &Stack, name: &str) -> Vec<String> {
+    let keys = stack.cp.try_backup(&["keys", name]).unwrap();
+    keys["key_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn after_rotation_backups_restore_iff_the_version_backup_keys_names_is_enabled() {
+    let stack = shared_stack();
+    let key = stack.vault.customer_key("rs-rot");
+    let source = Created::from(&stack.cp.create_with("rs-rot", &key, &versionless(&key.kid)));
+    wait_for("the first full backup", Duration::from_secs(60), || {
+        stack.cp.has_event("rs-rot", "backup completed")
+    });
+    source
+        .sql("CREATE TABLE kept(n int); INSERT INTO kept VALUES (7)")
+        .unwrap();
+    archive_marker(&source, "before-the-rotation");
+    assert_eq!(backup_keys(&stack, "rs-rot"), [key.kid.clone()]);
+
+    let rotated = stack.vault.rotate(&key);
+    stack.cp.server(&["revalidate", "rs-rot"]);
+    wait_for("the backup key re-wrapped", Duration::from_secs(30), || {
+        backup_keys(&stack, "rs-rot") == [rotated.clone()]
+    });
+    // What `backup keys` no longer names may go: the backups taken before the
+    // rotation restore without it.
+    stack.vault.set_version_enabled(&key, &key.kid, false);
+    let restored = restore(&stack, "rs-rot", "rs-rot-copy", "latest").unwrap();
+    assert_eq!(rows(&restored, "kept"), "7");
+
+    // What it names may not.
+    stack.vault.set_version_enabled(&key, &rotated, false);
+    refused_restore(
+        &stack,
+        "rs-rot",
+        "rs-rot-refused",
+        &[version_of(&rotated), "is disabled"],
+    );
+    stack.vault.set_version_enabled(&key, &rotated, true);
+}

@@ -10,7 +10,7 @@
 //! whole argument.
 
 use pgcmk_crypto::Dek;
-use pgcmk_keyprovider::{KeyEncryptionKey, WrappedDek};
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 use zeroize::Zeroizing;
 
 use crate::contract::server_dir::{read_json, write_json_atomic};
@@ -28,6 +28,35 @@ pub(crate) fn ensure_wrapped(dir: &ServerDir, kek: &dyn KeyEncryptionKey) -> Res
     write_json_atomic(&dir.wrapped_backup_key(), &wrapped)?;
     tracing::info!("backup repository key created, wrapped by {}", wrapped.kek);
     Ok(())
+}
+
+/// Re-wraps the stored repository key with the key version `to` (the one that
+/// wraps the DEK now) when another wraps it: no backup is rewritten, and the
+/// version it was wrapped by is no longer needed for them. The old version it
+/// moves from; `None` when there was nothing to do.
+pub(crate) fn follow(
+    dir: &ServerDir,
+    kek: &dyn KeyEncryptionKey,
+    to: &KeyVersionId,
+) -> Result<Option<KeyVersionId>, Error> {
+    let wrapped = read_wrapped(dir)?;
+    if &wrapped.kek == to {
+        return Ok(None);
+    }
+    let key = kek.unwrap(&wrapped)?;
+    let rewrapped = kek.wrap(&key)?;
+    if &rewrapped.kek != to {
+        return Err(Error::KeyMoved {
+            wanted: Box::new(to.clone()),
+            got: Box::new(rewrapped.kek),
+        });
+    }
+    write_json_atomic(&dir.wrapped_backup_key(), &rewrapped)?;
+    tracing::info!(
+        "backup repository key re-wrapped with {to} (was {})",
+        wrapped.kek
+    );
+    Ok(Some(wrapped.kek))
 }
 
 /// The stored wrapped repository key.

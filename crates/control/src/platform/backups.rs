@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use pgcmk_agent::contract::backup::{
     BackupCatalog, BackupKind, BackupSummary, BackupVerification, DEFAULT_RETENTION_DAYS,
 };
+use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::AgentTask;
-use pgcmk_agent::contract::BackupConfig;
+use pgcmk_agent::contract::{BackupConfig, ServerDir};
+use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,18 @@ pub struct CreateBackup {
     /// Full (the default), differential or incremental.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<BackupKind>,
+}
+
+/// `GET /servers/{name}/backups/keys`: the KEK versions the server's retained
+/// backups need. A security officer must not disable or purge these while the
+/// backups are to stay restorable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupKeys {
+    /// The server.
+    pub server: String,
+    /// The versions: the one that wraps the repository key under which every
+    /// backup and archived WAL segment of the server is encrypted.
+    pub key_versions: Vec<KeyVersionId>,
 }
 
 impl Platform {
@@ -101,6 +115,22 @@ impl Platform {
             Err(e) => self.event(&server, Actor::Dba, "backup failed", &e.to_string())?,
         };
         created
+    }
+
+    /// The KEK versions the server's backups need (from the wrapped repository
+    /// key stored with the server; the server need not run).
+    pub fn backup_keys(&self, name: &str) -> Result<BackupKeys, Error> {
+        let server = self.store.server(name)?;
+        let wrapped: WrappedDek = read_json(&ServerDir::new(&server.dir).wrapped_backup_key())
+            .map_err(|_| {
+                Error::BadRequest(format!(
+                    "server '{name}' has no backup repository key: it has no backups"
+                ))
+            })?;
+        Ok(BackupKeys {
+            server: server.name,
+            key_versions: vec![wrapped.kek],
+        })
     }
 
     /// Decrypts and checks every backup file and archived WAL segment.

@@ -45,7 +45,7 @@ mod supervise;
 mod tasks;
 mod vault_follow;
 
-pub use backups::CreateBackup;
+pub use backups::{BackupKeys, CreateBackup};
 pub use create::{CreateServer, Created};
 pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
