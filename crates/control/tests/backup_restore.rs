@@ -209,12 +209,12 @@ fn after_rotation_backups_restore_iff_the_version_backup_keys_names_is_enabled()
         .sql("CREATE TABLE kept(n int); INSERT INTO kept VALUES (7)")
         .unwrap();
     archive_marker(&source, "before-the-rotation");
-    assert_eq!(backup_keys(&stack, "rs-rot"), [key.kid.clone()]);
+    assert_eq!(backup_keys(&stack, "rs-rot"), vec![key.kid.clone()]);
 
     let rotated = stack.vault.rotate(&key);
     stack.cp.server(&["revalidate", "rs-rot"]);
     wait_for("the backup key re-wrapped", Duration::from_secs(30), || {
-        backup_keys(&stack, "rs-rot") == [rotated.clone()]
+        backup_keys(&stack, "rs-rot") == vec![rotated.clone()]
     });
     // What `backup keys` no longer names may go: the backups taken before the
     // rotation restore without it.
