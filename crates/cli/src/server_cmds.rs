@@ -133,14 +133,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             location,
             encryption,
         } => {
-            let fields = encryption.into_fields()?;
             let body = CreateServer {
                 name,
                 location,
-                encryption: Some(fields.encryption),
-                identity: fields.identity,
-                identity_secret: fields.identity_secret,
-                key: fields.key,
+                protection: encryption.into_key_choice()?,
             };
             (client.post(url("")).json(&body), render_created)
         }

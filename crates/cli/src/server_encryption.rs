@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use pgcmk_control::identity_file::{read_identity_secret, resolve_client_id};
 use pgcmk_control::model::SecretString;
+use pgcmk_control::platform::KeyChoice;
 
 use crate::error::CliError;
 
@@ -36,21 +37,10 @@ pub struct EncryptionArgs {
     key: Option<String>,
 }
 
-/// The request fields of [`EncryptionArgs`].
-pub struct EncryptionFields {
-    /// `service-managed` or `customer-managed`.
-    pub encryption: String,
-    /// The identity's client id.
-    pub identity: Option<String>,
-    /// The identity's header secret, from its credential file.
-    pub identity_secret: Option<SecretString>,
-    /// The key URL.
-    pub key: Option<String>,
-}
-
 impl EncryptionArgs {
-    /// Resolves the identity to its client id and reads its credential file.
-    pub fn into_fields(self) -> Result<EncryptionFields, CliError> {
+    /// The request's fields: the identity resolved to its client id, its
+    /// credential file read.
+    pub fn into_key_choice(self) -> Result<KeyChoice, CliError> {
         let identity = match (&self.identity, &self.identity_credential_file) {
             (Some(i), Some(f)) => Some(resolve_client_id(i, f)?),
             _ => self.identity,
@@ -66,8 +56,8 @@ impl EncryptionArgs {
             None if self.key.is_some() => "customer-managed",
             None => "service-managed",
         };
-        Ok(EncryptionFields {
-            encryption: encryption.into(),
+        Ok(KeyChoice {
+            encryption: Some(encryption.into()),
             identity,
             identity_secret,
             key: self.key,

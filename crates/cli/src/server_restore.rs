@@ -27,16 +27,12 @@ pub struct RestoreArgs {
 impl RestoreArgs {
     /// The source's name and the request.
     pub fn into_request(self) -> Result<(String, RestoreServer), CliError> {
-        let fields = self.encryption.into_fields()?;
         Ok((
             self.source,
             RestoreServer {
                 point_in_time: self.point_in_time,
                 name: self.name,
-                encryption: Some(fields.encryption),
-                identity: fields.identity,
-                identity_secret: fields.identity_secret,
-                key: fields.key,
+                protection: self.encryption.into_key_choice()?,
             },
         ))
     }

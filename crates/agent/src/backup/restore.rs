@@ -34,7 +34,40 @@ pub(crate) fn restore(
     source_key: &Dek,
     password: &SecretBytes,
 ) -> Result<(), Error> {
-    let result = restore_and_recover(dir, serving, source, source_key, password);
+    let result = (|| {
+        let install = PgInstall::discover()?;
+        let layout = serving.pg.layout().clone();
+        let engine = PgBackRest::at(dir.restore_engine_dir(), &source.stanza, install.clone())?;
+        let repository = BackupConfig {
+            repository: source.repository.clone(),
+            retention_days: DEFAULT_RETENTION_DAYS,
+        };
+        engine.configure(&layout, &repository, source_key)?;
+        let data = &layout.data_dir;
+        fs::create_dir_all(data).ctx(|| format!("creating {}", data.display()))?;
+        fs::set_permissions(data, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("setting permissions of {}", data.display()))?;
+        install.user().chown(data)?;
+        let args = restore_args(&source.target);
+        engine.run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        // Without hot standby PostgreSQL accepts connections only once it is
+        // promoted, so the start below returns when recovery reached the target.
+        serving.pg.set("hot_standby", "off".into());
+        serving.pg.start(RECOVERY_TIMEOUT).map_err(|e| {
+            Error::Backup(format!(
+                "recovering server '{}''s backups to {}: {e}",
+                source.server, source.target
+            ))
+        })?;
+        // The source's repository is not this server's: no later recovery reads it.
+        install.run_statement(
+            &layout,
+            "ALTER SYSTEM RESET restore_command;\n",
+            "forgetting the source's restore_command",
+        )?;
+        install.set_superuser_password(&layout, password)?;
+        serving.pg.stop(StopMode::Fast)
+    })();
     let engine_dir = dir.restore_engine_dir();
     if engine_dir.exists() {
         fs::remove_dir_all(&engine_dir).ctx(|| format!("removing {}", engine_dir.display()))?;
@@ -42,28 +75,10 @@ pub(crate) fn restore(
     result
 }
 
-fn restore_and_recover(
-    dir: &ServerDir,
-    serving: &mut Serving,
-    source: &RestoreSource,
-    source_key: &Dek,
-    password: &SecretBytes,
-) -> Result<(), Error> {
-    let install = PgInstall::discover()?;
-    let layout = serving.pg.layout().clone();
-    let engine = PgBackRest::at(dir.restore_engine_dir(), &source.stanza, install.clone())?;
-    let repository = BackupConfig {
-        repository: source.repository.clone(),
-        retention_days: DEFAULT_RETENTION_DAYS,
-    };
-    engine.configure(&layout, &repository, source_key)?;
-    let data = &layout.data_dir;
-    fs::create_dir_all(data).ctx(|| format!("creating {}", data.display()))?;
-    fs::set_permissions(data, fs::Permissions::from_mode(0o700))
-        .ctx(|| format!("setting permissions of {}", data.display()))?;
-    install.user().chown(data)?;
+/// `pgbackrest restore`'s arguments for `target`.
+fn restore_args(target: &RestoreTarget) -> Vec<String> {
     let mut args = vec!["restore".to_string()];
-    match &source.target {
+    match target {
         RestoreTarget::Latest => args.push("--type=default".into()),
         RestoreTarget::Time { at } => args.extend([
             "--type=time".into(),
@@ -71,23 +86,5 @@ fn restore_and_recover(
             "--target-action=promote".into(),
         ]),
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    engine.run(&args)?;
-    // Without hot standby PostgreSQL accepts connections only once it is promoted,
-    // so the start below returns when recovery reached the target.
-    serving.pg.set("hot_standby", "off".into());
-    serving.pg.start(RECOVERY_TIMEOUT).map_err(|e| {
-        Error::Backup(format!(
-            "recovering server '{}''s backups to {}: {e}",
-            source.server, source.target
-        ))
-    })?;
-    // The source's repository is not this server's: no later recovery reads it.
-    install.run_statement(
-        &layout,
-        "ALTER SYSTEM RESET restore_command;\n",
-        "forgetting the source's restore_command",
-    )?;
-    install.set_superuser_password(&layout, password)?;
-    serving.pg.stop(StopMode::Fast)
+    args
 }

@@ -25,6 +25,15 @@ pub struct CreateServer {
     pub name: String,
     /// Where the server runs.
     pub location: String,
+    /// How its DEK is protected.
+    #[serde(flatten)]
+    pub protection: KeyChoice,
+}
+
+/// How a new server's DEK is protected (the encryption fields of a create or a
+/// restore request).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeyChoice {
     /// `service-managed` (default) or `customer-managed`.
     #[serde(default)]
     pub encryption: Option<String>,
@@ -94,7 +103,7 @@ impl Platform {
         }
         let id = hex_id()?;
         let dir = ServerDir::new(self.config.state_dir.join("servers").join(&id));
-        let (encryption, access, secret) = self.encryption_for(req)?;
+        let (encryption, access, secret) = self.encryption_for(&req.protection)?;
         let kek = match &secret {
             Some(secret) => access.connect(secret.clone()),
             None => access.connect(self.secrets.get(&self.store, PLATFORM_IDENTITY)?),
@@ -187,7 +196,7 @@ impl Platform {
     /// identity's secret to store for the agent.
     fn encryption_for(
         &self,
-        req: &CreateServer,
+        req: &KeyChoice,
     ) -> Result<(Encryption, KekAccess, Option<SecretBytes>), Error> {
         match req.encryption.as_deref().unwrap_or("service-managed") {
             "service-managed" => {
@@ -284,7 +293,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            req.identity_secret.as_ref().unwrap().expose_secret(),
+            req.protection
+                .identity_secret
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
             "s3cr3t-header"
         );
         let printed = format!("{req:?}");

@@ -46,7 +46,7 @@ mod tasks;
 mod vault_follow;
 
 pub use backups::{BackupKeys, CreateBackup};
-pub use create::{CreateServer, Created};
+pub use create::{CreateServer, Created, KeyChoice};
 pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 

@@ -15,9 +15,8 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use super::create::{CreateServer, Created, Restoring};
+use super::create::{CreateServer, Created, KeyChoice, Restoring};
 use super::Platform;
-use crate::model::SecretString;
 use crate::Error;
 
 /// `POST /servers/{source}/restore`: a new server from `source`'s backups.
@@ -28,18 +27,9 @@ pub struct RestoreServer {
     pub point_in_time: String,
     /// The new server's name.
     pub name: String,
-    /// The new server's encryption, as for a create.
-    #[serde(default)]
-    pub encryption: Option<String>,
-    /// Customer-managed: the managed identity's client id.
-    #[serde(default)]
-    pub identity: Option<String>,
-    /// Customer-managed: the identity's header secret.
-    #[serde(default)]
-    pub identity_secret: Option<SecretString>,
-    /// Customer-managed: the key URL.
-    #[serde(default)]
-    pub key: Option<String>,
+    /// How the new server's DEK is protected, as for a create.
+    #[serde(flatten)]
+    pub protection: KeyChoice,
 }
 
 impl Platform {
@@ -81,10 +71,7 @@ impl Platform {
         let create = CreateServer {
             name: req.name.clone(),
             location: source.location.clone(),
-            encryption: req.encryption.clone(),
-            identity: req.identity.clone(),
-            identity_secret: req.identity_secret.clone(),
-            key: req.key.clone(),
+            protection: req.protection.clone(),
         };
         self.create_server(&create, Some(restoring))
     }
