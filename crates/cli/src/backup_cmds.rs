@@ -158,8 +158,9 @@ fn render_backup(b: &BackupSummary) -> String {
 
 fn render_catalog(server: &str, catalog: &BackupCatalog) -> String {
     let mut text = format!(
-        "{} backup(s) of server '{server}', under the repository key wrapped by {}",
+        "{} backup(s) of server '{server}', kept {} days, under the repository key wrapped by {}",
         catalog.backups.len(),
+        catalog.retention_days,
         catalog.key_version
     );
     for b in &catalog.backups {

@@ -31,6 +31,9 @@ pub enum ServerCommand {
         location: String,
         #[command(flatten)]
         encryption: EncryptionArgs,
+        /// Days of the server's backups kept: 1 to 35 (default 7).
+        #[arg(long)]
+        backup_retention_days: Option<u32>,
     },
     /// Create a server from another server's backups, at a point in time or the latest
     /// archived one (waits until it is Ready; prints the superuser password once).
@@ -132,11 +135,13 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             name,
             location,
             encryption,
+            backup_retention_days,
         } => {
             let body = CreateServer {
                 name,
                 location,
                 protection: encryption.into_key_choice()?,
+                backup_retention_days,
             };
             (client.post(url("")).json(&body), render_created)
         }

@@ -22,6 +22,9 @@ pub struct RestoreArgs {
     /// The new server's key: the source's, another, or service-managed.
     #[command(flatten)]
     encryption: EncryptionArgs,
+    /// Days of the new server's backups kept: 1 to 35 (default 7).
+    #[arg(long)]
+    backup_retention_days: Option<u32>,
 }
 
 impl RestoreArgs {
@@ -33,6 +36,7 @@ impl RestoreArgs {
                 point_in_time: self.point_in_time,
                 name: self.name,
                 protection: self.encryption.into_key_choice()?,
+                backup_retention_days: self.backup_retention_days,
             },
         ))
     }

@@ -38,10 +38,7 @@ pub(crate) fn restore(
         let install = PgInstall::discover()?;
         let layout = serving.pg.layout().clone();
         let engine = PgBackRest::at(dir.restore_engine_dir(), &source.stanza, install.clone())?;
-        let repository = BackupConfig {
-            repository: source.repository.clone(),
-            retention_days: DEFAULT_RETENTION_DAYS,
-        };
+        let repository = BackupConfig::new(source.repository.clone(), DEFAULT_RETENTION_DAYS);
         engine.configure(&layout, &repository, source_key)?;
         let data = &layout.data_dir;
         fs::create_dir_all(data).ctx(|| format!("creating {}", data.display()))?;

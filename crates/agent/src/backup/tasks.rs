@@ -37,6 +37,7 @@ fn engine(dir: &ServerDir, config: &AgentConfig) -> Result<PgBackRest, Error> {
 /// The complete backups and the archived WAL.
 pub(crate) fn list(dir: &ServerDir, config: &AgentConfig) -> Result<BackupCatalog, Error> {
     let engine = engine(dir, config)?;
+    let retention_days = config.backup.as_ref().map_or(0, |b| b.retention_days);
     let stanza = info::parse(&engine.run(&["info", "--output=json"])?).map_err(Error::Backup)?;
     let key_version = key::read_wrapped(dir)?.kek;
     let backups = stanza
@@ -54,6 +55,7 @@ pub(crate) fn list(dir: &ServerDir, config: &AgentConfig) -> Result<BackupCatalo
         backups,
         wal,
         key_version,
+        retention_days,
     })
 }
 

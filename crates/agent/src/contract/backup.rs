@@ -23,6 +23,37 @@ pub struct BackupConfig {
     pub repository: PathBuf,
     /// Days of backups and WAL kept: a restore reaches any point in that window.
     pub retention_days: u32,
+    /// Hours between full backups.
+    #[serde(default = "default_full_every_hours")]
+    pub full_every_hours: u32,
+    /// Hours between backups (differential between full ones).
+    #[serde(default = "default_diff_every_hours")]
+    pub diff_every_hours: u32,
+}
+
+impl BackupConfig {
+    /// A repository at `repository`, kept `retention_days`, on the default schedule.
+    pub fn new(repository: PathBuf, retention_days: u32) -> Self {
+        Self {
+            repository,
+            retention_days,
+            full_every_hours: DEFAULT_FULL_EVERY_HOURS,
+            diff_every_hours: DEFAULT_DIFF_EVERY_HOURS,
+        }
+    }
+}
+
+/// A full backup a week, as the managed services.
+pub const DEFAULT_FULL_EVERY_HOURS: u32 = 168;
+/// A differential backup a day between the full ones.
+pub const DEFAULT_DIFF_EVERY_HOURS: u32 = 24;
+
+fn default_full_every_hours() -> u32 {
+    DEFAULT_FULL_EVERY_HOURS
+}
+
+fn default_diff_every_hours() -> u32 {
+    DEFAULT_DIFF_EVERY_HOURS
 }
 
 /// What kind of backup to take (pgBackRest's `--type`).
@@ -109,6 +140,8 @@ pub struct BackupCatalog {
     pub wal: Option<WalArchive>,
     /// The key version that wraps the repository key.
     pub key_version: KeyVersionId,
+    /// Days of backups kept: a restore reaches any point in that window.
+    pub retention_days: u32,
 }
 
 /// The answer of [`crate::contract::task::AgentTask::BackupVerify`]: pgBackRest's

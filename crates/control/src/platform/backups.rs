@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use pgcmk_agent::contract::backup::{
     BackupCatalog, BackupKind, BackupSummary, BackupVerification, DEFAULT_RETENTION_DAYS,
+    RETENTION_DAYS,
 };
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::AgentTask;
@@ -40,6 +41,20 @@ pub struct BackupKeys {
     pub key_versions: Vec<KeyVersionId>,
 }
 
+/// The retention asked for, or the default; refused outside 1–35 days.
+pub(super) fn validate_retention(days: Option<u32>) -> Result<u32, Error> {
+    let days = days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if !RETENTION_DAYS.contains(&days) {
+        return Err(Error::BadRequest(format!(
+            "a backup retention of {days} days is out of range: choose {} to {} days \
+             (default {DEFAULT_RETENTION_DAYS})",
+            RETENTION_DAYS.start(),
+            RETENTION_DAYS.end()
+        )));
+    }
+    Ok(days)
+}
+
 impl Platform {
     /// The directory holding every server's backup repository.
     pub(super) fn backups_dir(&self) -> PathBuf {
@@ -49,10 +64,7 @@ impl Platform {
     /// The backups of a new server `id`: its own repository, kept for the default
     /// retention.
     pub(super) fn backup_config(&self, id: &str) -> BackupConfig {
-        BackupConfig {
-            repository: self.backups_dir().join(id),
-            retention_days: DEFAULT_RETENTION_DAYS,
-        }
+        BackupConfig::new(self.backups_dir().join(id), DEFAULT_RETENTION_DAYS)
     }
 
     /// Removes the backup repository of server `id` (deleted, or never created).
@@ -166,5 +178,24 @@ impl Platform {
             .into());
         }
         Ok(server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_1_to_35_days_and_7_by_default() {
+        assert_eq!(validate_retention(None).unwrap(), 7);
+        assert_eq!(validate_retention(Some(1)).unwrap(), 1);
+        assert_eq!(validate_retention(Some(35)).unwrap(), 35);
+        for refused in [0, 36] {
+            let err = validate_retention(Some(refused)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{refused} days is out of range: choose 1 to 35")),
+                "{err}"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ use pgcmk_crypto::{random, SecretBytes};
 use pgcmk_keyprovider::KeyReference;
 use serde::{Deserialize, Serialize};
 
+use super::backups::validate_retention;
 use super::names::{validate_location, validate_name};
 use super::Platform;
 use crate::error::IoContext;
@@ -28,6 +29,9 @@ pub struct CreateServer {
     /// How its DEK is protected.
     #[serde(flatten)]
     pub protection: KeyChoice,
+    /// Days of backups kept (1–35; default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_retention_days: Option<u32>,
 }
 
 /// How a new server's DEK is protected (the encryption fields of a create or a
@@ -96,6 +100,7 @@ impl Platform {
     ) -> Result<Created, Error> {
         validate_name(&req.name)?;
         validate_location(&req.location)?;
+        let retention_days = validate_retention(req.backup_retention_days)?;
         let _reserved = self.locks.reserve(&req.name)?;
         let _guard = self.locks.lock(&req.name);
         if self.store.server(&req.name).is_ok() {
@@ -143,6 +148,9 @@ impl Platform {
             None => (None, None),
         };
         agent_config.restore = restore;
+        if let Some(backup) = agent_config.backup.as_mut() {
+            backup.retention_days = retention_days;
+        }
         let written = (|| {
             fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
             fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))

@@ -30,6 +30,9 @@ pub struct RestoreServer {
     /// How the new server's DEK is protected, as for a create.
     #[serde(flatten)]
     pub protection: KeyChoice,
+    /// Days of the new server's backups kept (1–35; default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_retention_days: Option<u32>,
 }
 
 impl Platform {
@@ -72,6 +75,7 @@ impl Platform {
             name: req.name.clone(),
             location: source.location.clone(),
             protection: req.protection.clone(),
+            backup_retention_days: req.backup_retention_days,
         };
         self.create_server(&create, Some(restoring))
     }

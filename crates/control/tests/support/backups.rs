@@ -14,11 +14,14 @@ use super::{Created, Stack};
 
 /// A service-managed server `name` on `stack`, once its first full backup is done.
 pub fn create_backed_up(stack: &Stack, name: &str) -> Created {
-    let s = Created::from(
-        &stack
-            .cp
-            .server(&["create", "--name", name, "--location", "local"]),
-    );
+    create_backed_up_with(stack, name, &[])
+}
+
+/// [`create_backed_up`] with more options of `server create`.
+pub fn create_backed_up_with(stack: &Stack, name: &str, options: &[&str]) -> Created {
+    let mut args = vec!["create", "--name", name, "--location", "local"];
+    args.extend(options);
+    let s = Created::from(&stack.cp.server(&args));
     wait_for("the first full backup", Duration::from_secs(60), || {
         stack.cp.has_event(name, "backup completed")
     });
@@ -42,8 +45,14 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        for entry in fs::read_dir(&d).unwrap().map(Result::unwrap) {
-            let kind = entry.file_type().unwrap();
+        // What pgBackRest removes meanwhile (temporary files) is passed over.
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             if kind.is_dir() {
                 todo.push(entry.path());
             } else if kind.is_file() {
