@@ -223,6 +223,25 @@ fn verify_names_a_flipped_byte_in_a_backup_file_and_in_an_archived_segment() {
         problems.contains(&name_of(backup_file)),
         "{backup_file:?} not in {problems}"
     );
+
+    // A restore that needs the damaged file fails loudly and leaves no server.
+    let err = stack
+        .cp
+        .try_server(&[
+            "restore",
+            "--source",
+            &s.name,
+            "--name",
+            "bk-damage-copy",
+            "--point-in-time",
+            "latest",
+        ])
+        .unwrap_err();
+    assert!(
+        err.contains("pgbackrest restore") && err.contains("failed"),
+        "{err}"
+    );
+    assert!(stack.cp.try_server(&["show", "bk-damage-copy"]).is_err());
 }
 
 /// The pid of a `pgbackrest ... backup` process of stanza `id`, if one runs.
