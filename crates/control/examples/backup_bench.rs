@@ -216,6 +216,21 @@ impl Plain {
     }
 }
 
+impl Drop for Plain {
+    /// The plain cluster is a daemon (pg_ctl): stopped here, so that it does not
+    /// outlive the benchmark.
+    fn drop(&mut self) {
+        // Never a panic here (a failed run is unwinding already).
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{BIN}/pg_ctl"), "-D"])
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 fn chown_postgres(path: &Path) {
     let status = Command::new("chown")
         .args(["-R", "postgres:postgres"])
