@@ -224,15 +224,20 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
 }
 
 /// Mounts the volume with `dek`, and unwraps the backup repository's key for the
-/// server's backups when it has them.
+/// server's backups when it has them (serving without backups when it cannot).
 fn unlock(
     dir: &ServerDir,
     config: &AgentConfig,
     kek: &dyn KeyEncryptionKey,
     dek: Dek,
 ) -> Result<Serving, Error> {
+    // A repository key the vault refuses stops the backups, not the server.
     let repository_key = match &config.backup {
-        Some(_) => Some(backup::key::unwrap(dir, kek)?),
+        Some(_) => backup::key::unwrap(dir, kek)
+            .inspect_err(|e| {
+                tracing::error!("backups stopped: the repository key cannot be unwrapped: {e}")
+            })
+            .ok(),
         None => None,
     };
     Serving::mount(dir, config, dek, repository_key)

@@ -29,7 +29,8 @@ pub(crate) const RETRY_CAP: Duration = Duration::from_secs(30);
 /// A server while it serves. Field order is teardown order: PostgreSQL stops
 /// before the mount goes, and the DEK is zeroized last.
 pub(crate) struct Serving {
-    /// Its backup under way ends first (in [`Serving`]'s drop).
+    /// Its backup under way ends first, and pgBackRest's archiver after PostgreSQL
+    /// (in [`Serving`]'s drop).
     backups: Option<Backups>,
     pub(crate) pg: Postgres,
     /// When PostgreSQL is to be started; `None` while it runs.
@@ -156,9 +157,14 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.backups = None;
+        if let Some(backups) = self.backups.as_mut() {
+            backups.end_job();
+        }
         if let Err(e) = self.pg.stop(StopMode::Fast) {
             tracing::error!("stopping postgres: {e}");
+        }
+        if let Some(backups) = self.backups.take() {
+            backups.end_strays();
         }
         // The postmaster is reaped, but its logger and the agent's own readers of the
         // mount (child processes) may still be on their way out: the mount is busy for

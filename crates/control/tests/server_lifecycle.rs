@@ -175,11 +175,15 @@ fn a_revoked_identity_locks_the_server_within_an_interval_and_a_new_grant_unlock
     eprintln!("revoke -> refused in {took:?}");
     let (_, reason) = cp.state("revoked");
     assert!(!reason.is_empty(), "Inaccessible needs a reason");
-    // PostgreSQL stopped and the mount is gone.
-    assert!(
-        !server.dir.join("mnt/pgdata/PG_VERSION").exists(),
-        "the plaintext view is still mounted"
+    // PostgreSQL stopped and the mount is gone: refusing connections is the start of
+    // PostgreSQL's shutdown, whose end (the last WAL segment archived) the unmount
+    // follows.
+    let gone = wait_for(
+        "the plaintext view unmounted",
+        Duration::from_secs(15),
+        || !server.dir.join("mnt/pgdata/PG_VERSION").exists(),
     );
+    eprintln!("Inaccessible -> unmounted in {gone:?}");
 
     // Restore: Ready again without an operator, data intact.
     vault.grant(&key.vault, &key.identity, &["get", "wrapKey", "unwrapKey"]);

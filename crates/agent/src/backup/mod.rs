@@ -38,6 +38,8 @@ use schedule::Schedule;
 const ARCHIVE_TIMEOUT: &str = "60s";
 /// How long a backup under way may take to end after SIGTERM.
 const JOB_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long pgBackRest's asynchronous archiver may take to end after SIGTERM.
+const STRAY_STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// After a scheduled backup failed, how long until the next try.
 const RETRY_AFTER_FAILURE: i64 = 600;
@@ -183,11 +185,11 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-impl Drop for Backups {
-    /// A backup under way ends before PostgreSQL stops and the mount goes; it is
-    /// left incomplete in the repository, where pgBackRest lists it as no backup
-    /// and the next backup resumes or removes it.
-    fn drop(&mut self) {
+impl Backups {
+    /// Ends the backup under way, if any: SIGTERM, then SIGKILL after
+    /// [`JOB_STOP_GRACE`]. pgBackRest leaves it incomplete in the repository,
+    /// where it is listed as no backup and the next backup resumes or removes it.
+    pub(crate) fn end_job(&mut self) {
         let Some((mut job, _)) = self.job.take() else {
             return;
         };
@@ -202,4 +204,33 @@ impl Drop for Backups {
         let _ = job.kill();
         let _ = job.wait();
     }
+
+    /// Ends the pgBackRest processes still using this server's configuration once
+    /// PostgreSQL has stopped (the asynchronous archiver its last `archive_command`
+    /// started): they hold files on the mount, which is to go now.
+    pub(crate) fn end_strays(&self) {
+        for pid in self.engine.running_processes() {
+            end_within(pid, STRAY_STOP_GRACE);
+        }
+    }
+}
+
+impl Drop for Backups {
+    fn drop(&mut self) {
+        self.end_job();
+    }
+}
+
+/// Sends SIGTERM to `pid` (not a child of the agent), and SIGKILL when it is still
+/// there after `grace`.
+fn end_within(pid: u32, grace: Duration) {
+    let _ = sys::send_signal(pid, Signal::Term);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = sys::send_signal(pid, Signal::Kill);
 }

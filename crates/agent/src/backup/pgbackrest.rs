@@ -161,6 +161,25 @@ impl PgBackRest {
         )))
     }
 
+    /// The pids of the pgBackRest processes running with this configuration.
+    pub(crate) fn running_processes(&self) -> Vec<u32> {
+        let config = format!("--config={}", self.config_file.display());
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+                cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == config.as_bytes())
+                    .then_some(pid)
+            })
+            .collect()
+    }
+
     /// Creates the stanza from the cluster's control file (PostgreSQL need not
     /// run); a no-op when it exists and matches the cluster.
     pub(crate) fn create_stanza(&self) -> Result<(), Error> {
