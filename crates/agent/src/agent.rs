@@ -24,6 +24,7 @@ use pgcmk_crypto::{Dek, SecretBytes};
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
 use crate::backoff::{describe_delay, Backoff};
+use crate::backup;
 use crate::clock::SystemClock;
 use crate::contract::server_dir::{read_json, write_json_atomic};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
@@ -98,6 +99,7 @@ impl Requests {
 pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result<(), Error> {
     let handshake = take_handshake(stdin)?;
     let secret = handshake.identity_secret;
+    let source_secret = handshake.source_identity_secret;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -117,7 +119,22 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
             why: "provisioning: creating the encrypted volume and the PostgreSQL cluster".into(),
         });
         let dek = kek.unwrap(&wrapped)?;
-        provision::provision(dir, &config, &dek, &password)?;
+        match &config.restore {
+            None => provision::provision(dir, &config, &dek, &password)?,
+            Some(source) => {
+                let secret = source_secret.ok_or_else(|| {
+                    Error::Backup(
+                        "the handshake of a restored server brought no source_identity_secret"
+                            .into(),
+                    )
+                })?;
+                let source_key = source.kek.connect(secret)?.unwrap(&source.wrapped_key)?;
+                provision::provision_restored(dir, &config, &dek, &password, source, &source_key)?;
+            }
+        }
+    }
+    if config.backup.is_some() {
+        backup::key::ensure_wrapped(dir, kek.as_ref())?;
     }
     let mut watch = KeyWatch::new(SystemClock, monitor_config(&config), wrapped.kek.clone());
     let mut mounts = Backoff::new(RETRY_FIRST, RETRY_CAP);
@@ -144,28 +161,30 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
             let mut dek = checked.dek;
             for action in checked.actions {
                 match action {
-                    Action::Unlock => match dek.take().map(|d| Serving::mount(dir, &config, d)) {
-                        Some(Ok(s)) => {
-                            mounts.reset();
-                            serving = Some(s);
-                            reporter.set(Activity::Starting {
-                                who: Actor::KeyMonitor,
-                                why: "key access verified; starting PostgreSQL".into(),
-                            });
+                    Action::Unlock => {
+                        match dek.take().map(|d| unlock(dir, &config, kek.as_ref(), d)) {
+                            Some(Ok(s)) => {
+                                mounts.reset();
+                                serving = Some(s);
+                                reporter.set(Activity::Starting {
+                                    who: Actor::KeyMonitor,
+                                    why: "key access verified; starting PostgreSQL".into(),
+                                });
+                            }
+                            Some(Err(e)) => {
+                                let delay = mounts.failed();
+                                watch.unlock_failed(delay);
+                                reporter.set(Activity::Failed {
+                                    who: Actor::Agent,
+                                    reason: format!(
+                                        "mounting the encrypted volume failed: {e}; retrying {}",
+                                        describe_delay(delay)
+                                    ),
+                                });
+                            }
+                            None => watch.relock(),
                         }
-                        Some(Err(e)) => {
-                            let delay = mounts.failed();
-                            watch.unlock_failed(delay);
-                            reporter.set(Activity::Failed {
-                                who: Actor::Agent,
-                                reason: format!(
-                                    "mounting the encrypted volume failed: {e}; retrying {}",
-                                    describe_delay(delay)
-                                ),
-                            });
-                        }
-                        None => watch.relock(),
-                    },
+                    }
                     Action::Lock(reason) => {
                         // Reported first, so no probe meets PostgreSQL shutting down.
                         reporter.set(Activity::Inaccessible(reason));
@@ -186,6 +205,9 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                 }
             }
             drop(dek);
+            if serving.is_some() && config.backup.is_some() {
+                follow_backup_key(dir, kek.as_ref(), &wrapped.kek, &reporter);
+            }
         }
         if let Some(s) = serving.as_mut() {
             s.supervise_postgres(Instant::now(), &reporter);
@@ -199,6 +221,46 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
     let finished = reporter.finish();
     let _ = std::fs::remove_file(dir.agent_pid());
     outcome.and(finished)
+}
+
+/// Mounts the volume with `dek`, and unwraps the backup repository's key for the
+/// server's backups when it has them (serving without backups when it cannot).
+fn unlock(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    kek: &dyn KeyEncryptionKey,
+    dek: Dek,
+) -> Result<Serving, Error> {
+    // A repository key the vault refuses stops the backups, not the server.
+    let repository_key = match &config.backup {
+        Some(_) => backup::key::unwrap(dir, kek)
+            .inspect_err(|e| {
+                tracing::error!("backups stopped: the repository key cannot be unwrapped: {e}")
+            })
+            .ok(),
+        None => None,
+    };
+    Serving::mount(dir, config, dek, repository_key)
+}
+
+/// Keeps the backup repository's key wrapped by the version that wraps the DEK,
+/// so that once the DEK follows a rotation the old version is needed by nothing.
+/// A failure is retried at the next check.
+fn follow_backup_key(
+    dir: &ServerDir,
+    kek: &dyn KeyEncryptionKey,
+    version: &KeyVersionId,
+    reporter: &Reporter,
+) {
+    match backup::key::follow(dir, kek, version) {
+        Ok(Some(from)) => reporter.event(
+            Actor::KeyMonitor,
+            "backup key re-wrapped",
+            &format!("the backup repository key is wrapped by {version} (was {from})"),
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("re-wrapping the backup repository key: {e}; retrying"),
+    }
 }
 
 /// Reconnects `kek` when `agent.json` says to reach the key otherwise than `access`

@@ -51,6 +51,9 @@ pub enum Error {
     /// PostgreSQL could not be found, initialized, started or stopped.
     #[error("postgresql: {0}")]
     Postgres(String),
+    /// pgBackRest is missing, or one of its commands failed (with what it said).
+    #[error("backup: {0}")]
+    Backup(String),
     /// The key encryption key refused or failed.
     #[error(transparent)]
     Key(#[from] KeyError),

@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod backoff;
+mod backup;
 mod clock;
 pub mod contract;
 mod error;

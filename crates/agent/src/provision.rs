@@ -3,6 +3,7 @@
 
 use pgcmk_crypto::{kdf, Dek, SecretBytes};
 
+use crate::contract::backup::RestoreSource;
 use crate::contract::{AgentConfig, ServerDir};
 use crate::error::IoContext;
 use crate::serving::Serving;
@@ -30,14 +31,35 @@ pub fn provision(
     dek: &Dek,
     password: &SecretBytes,
 ) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    pgcmk_cryptfs::init(&dir.cipher(), &cryptfs_key(dek, &config.server_id)?)?;
-    std::fs::create_dir_all(dir.mountpoint()).ctx(|| "creating the mount point")?;
-    let serving = Serving::mount(dir, config, dek.clone())?;
-    // PostgreSQL (another user) only needs to traverse the mount's root.
-    std::fs::set_permissions(dir.mountpoint(), std::fs::Permissions::from_mode(0o711))
-        .ctx(|| "setting permissions of the mount's root")?;
+    let serving = new_volume(dir, config, dek)?;
     serving.pg.initdb(password)?;
     drop(serving);
     Ok(())
+}
+
+/// Creates a restored server's encrypted volume with `dek` and restores `source`'s
+/// backups into it with the source's repository key `source_key`
+/// ([`crate::backup::restore`]); the superuser's password becomes `password`.
+pub(crate) fn provision_restored(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    dek: &Dek,
+    password: &SecretBytes,
+    source: &RestoreSource,
+    source_key: &Dek,
+) -> Result<(), Error> {
+    let mut serving = new_volume(dir, config, dek)?;
+    crate::backup::restore::restore(dir, &mut serving, source, source_key, password)
+}
+
+/// A new encrypted volume, mounted (PostgreSQL not started).
+fn new_volume(dir: &ServerDir, config: &AgentConfig, dek: &Dek) -> Result<Serving, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    pgcmk_cryptfs::init(&dir.cipher(), &cryptfs_key(dek, &config.server_id)?)?;
+    std::fs::create_dir_all(dir.mountpoint()).ctx(|| "creating the mount point")?;
+    let serving = Serving::mount(dir, config, dek.clone(), None)?;
+    // PostgreSQL (another user) only needs to traverse the mount's root.
+    std::fs::set_permissions(dir.mountpoint(), std::fs::Permissions::from_mode(0o711))
+        .ctx(|| "setting permissions of the mount's root")?;
+    Ok(serving)
 }

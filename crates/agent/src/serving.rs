@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use pgcmk_crypto::Dek;
 
 use crate::backoff::{describe_delay, Backoff};
+use crate::backup::Backups;
 use crate::contract::{Actor, AgentConfig, ServerDir};
 use crate::memory::LockedDek;
 use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
@@ -28,6 +29,9 @@ pub(crate) const RETRY_CAP: Duration = Duration::from_secs(30);
 /// A server while it serves. Field order is teardown order: PostgreSQL stops
 /// before the mount goes, and the DEK is zeroized last.
 pub(crate) struct Serving {
+    /// Its backup under way ends first, and pgBackRest's archiver after PostgreSQL
+    /// (in [`Serving`]'s drop).
+    backups: Option<Backups>,
     pub(crate) pg: Postgres,
     /// When PostgreSQL is to be started; `None` while it runs.
     start_at: Option<Instant>,
@@ -38,10 +42,17 @@ pub(crate) struct Serving {
 }
 
 impl Serving {
-    /// Mounts cryptfs with a key derived from `dek`; PostgreSQL starts at the next
+    /// Mounts cryptfs with a key derived from `dek`, and configures backups with
+    /// `repository_key` when the server has them; PostgreSQL starts at the next
     /// [`Serving::supervise_postgres`].
-    pub(crate) fn mount(dir: &ServerDir, config: &AgentConfig, dek: Dek) -> Result<Self, Error> {
+    pub(crate) fn mount(
+        dir: &ServerDir,
+        config: &AgentConfig,
+        dek: Dek,
+        repository_key: Option<Dek>,
+    ) -> Result<Self, Error> {
         let dek = LockedDek::new(dek)?;
+        let repository_key = repository_key.map(LockedDek::new).transpose()?;
         let mount = pgcmk_cryptfs::mount(
             &dir.cipher(),
             &dir.mountpoint(),
@@ -51,7 +62,7 @@ impl Serving {
                 ..Default::default()
             },
         )?;
-        let pg = Postgres::new(
+        let mut pg = Postgres::new(
             PgInstall::discover()?,
             PgLayout {
                 data_dir: dir.data_dir(),
@@ -59,8 +70,19 @@ impl Serving {
                 port: config.port,
             },
         );
+        let backups = match (&config.backup, &repository_key) {
+            (Some(backup), Some(key)) => Some(Backups::configure(
+                dir,
+                &config.server_id,
+                backup,
+                key.dek(),
+                &mut pg,
+            )?),
+            _ => None,
+        };
         let now = Instant::now();
         Ok(Self {
+            backups,
             pg,
             start_at: Some(now),
             starts: Backoff::new(RETRY_FIRST, RETRY_CAP),
@@ -75,6 +97,9 @@ impl Serving {
     /// an exit, with back-off after a failed start. A failed start keeps the mount.
     pub(crate) fn supervise_postgres(&mut self, now: Instant, reporter: &Reporter) {
         if let Some(postmaster) = self.pg.pid() {
+            if let Some(backups) = self.backups.as_mut() {
+                backups.supervise(reporter);
+            }
             if now >= self.log_read_at + LOG_EVERY {
                 self.log_read_at = now;
                 for cause in self.pg.crash_restarts() {
@@ -101,7 +126,11 @@ impl Serving {
         if self.start_at.is_none_or(|at| now < at) {
             return;
         }
-        match self.pg.start(PG_START_TIMEOUT) {
+        let prepared = match self.backups.as_mut() {
+            Some(backups) => backups.before_start(self.pg.layout()),
+            None => Ok(()),
+        };
+        match prepared.and_then(|()| self.pg.start(PG_START_TIMEOUT)) {
             Ok(()) => {
                 self.start_at = None;
                 self.starts.reset();
@@ -128,8 +157,14 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
+        if let Some(backups) = self.backups.as_mut() {
+            backups.end_job();
+        }
         if let Err(e) = self.pg.stop(StopMode::Fast) {
             tracing::error!("stopping postgres: {e}");
+        }
+        if let Some(backups) = self.backups.take() {
+            backups.end_strays();
         }
         // The postmaster is reaped, but its logger and the agent's own readers of the
         // mount (child processes) may still be on their way out: the mount is busy for

@@ -12,6 +12,7 @@ use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyVersionId, WrappedDek};
 
 use crate::agent::take_handshake;
+use crate::contract::backup::RepositoryKeyCheck;
 use crate::contract::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::contract::task::{
     AgentTask, LogRecord, LogSource, PasswordReset, TaskAnswer, TaskFailure, VersionRefusal,
@@ -22,7 +23,7 @@ use crate::memory::LockedDek;
 use crate::postgres::{PgInstall, PgLayout, SUPERUSER};
 use crate::provision::cryptfs_key;
 use crate::server_logs::LogFollower;
-use crate::{sys, Error};
+use crate::{backup, sys, Error};
 
 /// How often a followed log is looked at.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -50,6 +51,12 @@ pub fn run(
         AgentTask::ResetPassword => answer(out, reset_password(dir, &config, new_password)),
         AgentTask::AdoptKeyVersion => answer(out, adopt_key_version(dir, &vault()?)),
         AgentTask::Fsck => answer(out, fsck(dir, &vault()?)),
+        AgentTask::BackupList => answer(out, failing(backup::tasks::list(dir, &config))),
+        AgentTask::BackupCreate { kind } => {
+            answer(out, failing(backup::tasks::create(dir, &config, *kind)))
+        }
+        AgentTask::BackupVerify => answer(out, failing(backup::tasks::verify(dir, &config))),
+        AgentTask::BackupKeyCheck => answer(out, check_backup_key(dir, &vault()?)),
         AgentTask::Logs { lines, follow } => {
             match logs(dir, &vault()?, *lines, *follow, RecordWriter::new(out)) {
                 // The reader went away: nothing left to do.
@@ -58,6 +65,11 @@ pub fn run(
             }
         }
     }
+}
+
+/// A task's own failure as its answer.
+fn failing<T>(result: Result<T, Error>) -> Result<T, TaskFailure> {
+    result.map_err(TaskFailure::from)
 }
 
 /// Prints the answer of a task that ends.
@@ -150,6 +162,14 @@ fn adopt_key_version(dir: &ServerDir, vault: &Vault<'_>) -> Result<Wrapping, Tas
         };
         return Err(vault.refusal(&key.current, false, denied));
     }
+    // The backups follow too; when they cannot (the version their key is wrapped
+    // by was disabled first), the server still starts, and `backup keys` names the
+    // version they need.
+    if vault.config.backup.is_some() && dir.wrapped_backup_key().exists() {
+        if let Err(e) = backup::key::follow(dir, vault.kek.as_ref(), &key.current) {
+            tracing::warn!("re-wrapping the backup repository key: {e}");
+        }
+    }
     if key.current == wrapped.kek {
         return Ok(Wrapping {
             wrapped_dek: wrapped,
@@ -200,6 +220,19 @@ fn reset_password(
     tracing::info!("the {SUPERUSER} password was reset");
     Ok(PasswordReset {
         role: SUPERUSER.into(),
+    })
+}
+
+/// Proves the vault unwraps the repository key; a refusal names its version.
+fn check_backup_key(dir: &ServerDir, vault: &Vault<'_>) -> Result<RepositoryKeyCheck, TaskFailure> {
+    let wrapped = backup::key::read_wrapped(dir)?;
+    let key = vault
+        .kek
+        .unwrap(&wrapped)
+        .map_err(|e| vault.refusal(&wrapped.kek, false, e))?;
+    drop(key);
+    Ok(RepositoryKeyCheck {
+        key_version: wrapped.kek,
     })
 }
 

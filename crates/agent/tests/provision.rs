@@ -51,6 +51,8 @@ fn provisioned() -> Held<Provisioned> {
             },
             interval_ms: 1000,
             grace_ms: 1000,
+            backup: None,
+            restore: None,
         };
         let dek = Dek::generate().unwrap();
         provision(

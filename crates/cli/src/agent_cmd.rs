@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use pgcmk_agent::contract::backup::BackupKind;
 use pgcmk_agent::contract::task::AgentTask;
 use pgcmk_agent::contract::ServerDir;
 
@@ -42,6 +43,18 @@ pub enum AgentTaskCommand {
     Fsck,
     /// Set the superuser's password of the serving server (from the handshake).
     ResetPassword,
+    /// List the serving server's backups.
+    BackupList,
+    /// Take a backup of the serving server.
+    BackupCreate {
+        /// full, diff or incr.
+        #[arg(long = "type", value_parser = str::parse::<BackupKind>)]
+        kind: BackupKind,
+    },
+    /// Verify the serving server's backups and archived WAL.
+    BackupVerify,
+    /// Prove the vault unwraps the repository key.
+    BackupKeyCheck,
 }
 
 impl From<AgentTaskCommand> for AgentTask {
@@ -51,6 +64,10 @@ impl From<AgentTaskCommand> for AgentTask {
             AgentTaskCommand::Logs { lines, follow } => AgentTask::Logs { lines, follow },
             AgentTaskCommand::Fsck => AgentTask::Fsck,
             AgentTaskCommand::ResetPassword => AgentTask::ResetPassword,
+            AgentTaskCommand::BackupList => AgentTask::BackupList,
+            AgentTaskCommand::BackupCreate { kind } => AgentTask::BackupCreate { kind },
+            AgentTaskCommand::BackupVerify => AgentTask::BackupVerify,
+            AgentTaskCommand::BackupKeyCheck => AgentTask::BackupKeyCheck,
         }
     }
 }
@@ -95,6 +112,12 @@ mod tests {
             AgentTask::AdoptKeyVersion,
             AgentTask::Fsck,
             AgentTask::ResetPassword,
+            AgentTask::BackupList,
+            AgentTask::BackupVerify,
+            AgentTask::BackupKeyCheck,
+            AgentTask::BackupCreate {
+                kind: BackupKind::Incr,
+            },
             AgentTask::Logs {
                 lines: 7,
                 follow: false,

@@ -10,8 +10,10 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
+mod backup_cmds;
 mod confirm;
 mod control_dir;
+mod dba_client;
 mod demo;
 mod docs_cmds;
 mod error;
@@ -22,8 +24,10 @@ mod output;
 mod password_out;
 mod serve_cmd;
 mod server_cmds;
+mod server_encryption;
 mod server_logs;
 mod server_render;
+mod server_restore;
 mod setting;
 mod vault_cmds;
 mod version;
@@ -66,6 +70,8 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
     Server(server_cmds::ServerArgs),
+    /// A server's backups: list, show, create, verify, keys.
+    Backup(backup_cmds::BackupArgs),
     /// Walk through the whole story on this machine: vault, control plane, the four
     /// steps, ciphertext on disk, revoke, restore, rotate; cleans up after itself.
     #[command(after_help = "Example:\n  pgcmk demo")]
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
         Command::Fs(command) => fs_cmds::run(command, cli.output),
         Command::Serve(args) => serve_cmd::serve(args),
         Command::Server(args) => server_cmds::server(args, cli.output),
+        Command::Backup(args) => backup_cmds::backup(args, cli.output),
         Command::Agent(args) => agent_cmd::agent(args),
         Command::Demo => demo(),
         Command::Vault(command) => vault_cmds::vault(command, cli.output),

@@ -3,31 +3,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use pgcmk_agent::contract::task::VolumeCheck;
 use pgcmk_control::api::LogsQuery;
-use pgcmk_control::api_tls::ApiClient;
-use pgcmk_control::auth::read_credential;
-use pgcmk_control::identity_file::{read_identity_secret, resolve_client_id};
-use pgcmk_control::model::{SecretString, ServerRecord};
+use pgcmk_control::model::ServerRecord;
 use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
 
 use crate::control_dir::ControlConnection;
+use crate::dba_client::DbaClient;
 use crate::error::CliError;
 use crate::name_arg::NameArg;
 use crate::password_out::PasswordSink;
+use crate::server_encryption::EncryptionArgs;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
+use crate::server_restore::RestoreArgs;
 use crate::{confirm, output, server_logs, volume_check, Format};
-
-/// Encryption choices for `server create`.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum EncryptionChoice {
-    /// A platform-managed key (the default).
-    ServiceManaged,
-    /// Your key in your vault, through your managed identity.
-    CustomerManaged,
-}
 
 /// The DBA's commands.
 #[derive(Subcommand)]
@@ -43,20 +34,18 @@ pub enum ServerCommand {
         /// Location; must equal the key vault's location for customer-managed keys.
         #[arg(short, long)]
         location: String,
-        /// How the server's data encryption key is protected (default: customer-managed
-        /// with --key, else service-managed).
-        #[arg(long, value_enum)]
-        encryption: Option<EncryptionChoice>,
-        /// Customer-managed: the user-assigned managed identity (name, object id or client id).
+        #[command(flatten)]
+        encryption: EncryptionArgs,
+        /// Days of the server's backups kept: 1 to 35 (default 7).
         #[arg(long)]
-        identity: Option<String>,
-        /// Customer-managed: the identity's credential file, assigning it to the server.
-        #[arg(long)]
-        identity_credential_file: Option<PathBuf>,
-        /// Customer-managed: the key URL, https://VAULT/keys/NAME[/VERSION].
-        #[arg(short, long)]
-        key: Option<String>,
+        backup_retention_days: Option<u32>,
     },
+    /// Create a server from another server's backups, at a point in time or the latest
+    /// archived one (waits until it is Ready; prints the superuser password once).
+    #[command(
+        after_help = "Examples:\n  pgcmk server restore orders-before --source orders --point-in-time 2026-12-07T09:30:00Z\n  pgcmk server restore orders-copy --source orders --point-in-time latest -k https://VAULT/keys/other-key --identity orders-mi --identity-credential-file orders-mi.credential"
+    )]
+    Restore(RestoreArgs),
     /// Show a server, its state and its events.
     #[command(
         after_help = "Examples:\n  pgcmk server show orders\n  pgcmk server show orders -o json"
@@ -166,56 +155,31 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
         confirm::server_deletion(name.as_str(), *yes)?;
     }
     // Creating a server includes initdb on the encrypted volume.
-    let credential_file = args.control.credential_file();
-    let api = ApiClient::new(
-        &args.control.endpoint(),
-        &args.control.ca_cert(),
-        Duration::from_secs(180),
-    )?;
-    let token = read_credential(&credential_file)?;
-    // read_credential checked its form: 64 hex characters.
-    let token = SecretString::new(String::from_utf8_lossy(token.expose_secret()).into_owned());
+    let api = DbaClient::open(&args.control, Duration::from_secs(180))?;
     let client = api.http();
-    let url = |path: &str| api.url(&format!("/servers{path}"));
-    let as_dba = |request: reqwest::blocking::RequestBuilder| {
-        api.call(request.bearer_auth(token.expose_secret()))
-    };
+    let url = |path: &str| api.servers_url(path);
+    let as_dba = |request: reqwest::blocking::RequestBuilder| api.call(request);
     let (request, render): (_, fn(&Value) -> String) = match args.command {
         ServerCommand::Create {
             name,
             location,
             encryption,
-            identity,
-            identity_credential_file,
-            key,
+            backup_retention_days,
         } => {
-            let identity = match (&identity, &identity_credential_file) {
-                (Some(i), Some(f)) => Some(resolve_client_id(i, f)?),
-                _ => identity,
-            };
-            let identity_secret = identity_credential_file
-                .map(|f| read_identity_secret(&f))
-                .transpose()?
-                .map(|s| {
-                    SecretString::new(String::from_utf8_lossy(s.expose_secret()).into_owned())
-                });
             let body = CreateServer {
                 name: name.into_name(),
                 location,
-                encryption: Some(
-                    match encryption {
-                        Some(EncryptionChoice::ServiceManaged) => "service-managed",
-                        Some(EncryptionChoice::CustomerManaged) => "customer-managed",
-                        None if key.is_some() => "customer-managed",
-                        None => "service-managed",
-                    }
-                    .into(),
-                ),
-                identity,
-                identity_secret,
-                key,
+                protection: encryption.into_key_choice()?,
+                backup_retention_days,
             };
             (client.post(url("")).json(&body), render_created)
+        }
+        ServerCommand::Restore(args) => {
+            let (source, body) = args.into_request()?;
+            (
+                client.post(url(&format!("/{source}/restore"))).json(&body),
+                render_created,
+            )
         }
         ServerCommand::Show { name } => (client.get(url(&format!("/{name}"))), render_show),
         ServerCommand::List => (client.get(url("")), render_list),
@@ -262,9 +226,8 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             password_file,
         } => {
             let sink = PasswordSink::open(password_file)?;
-            let answer = as_dba(client.post(url(&format!("/{name}/reset-password"))))
-                .map_err(CliError::from)
-                .and_then(|response| {
+            let answer =
+                as_dba(client.post(url(&format!("/{name}/reset-password")))).and_then(|response| {
                     response.json::<Value>().map_err(|e| {
                         CliError::failed(format!("unexpected answer from the control plane: {e}"))
                     })

@@ -19,6 +19,12 @@
 //! | `GET /servers/{name}/logs`               | logs ([`LogsQuery`]), NDJSON      |
 //! | `POST /servers/{name}/fsck`              | check a stopped server's volume   |
 //! | `POST /servers/{name}/reset-password`    | new superuser password, shown once|
+//! | `POST /servers/{name}/restore`           | new server from its backups ([`RestoreServer`]) |
+//! | `GET /servers/{name}/backups`            | backups and archived WAL          |
+//! | `POST /servers/{name}/backups`           | take one ([`CreateBackup`])       |
+//! | `GET /servers/{name}/backups/{label}`    | one backup                        |
+//! | `POST /servers/{name}/backups/verify`    | verify backups and archived WAL   |
+//! | `GET /servers/{name}/backups/keys`       | KEK versions the backups need     |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //!
 //! Errors are [`ApiErrorBody`]: `{"error": {"code", "message"}}`, with the status
@@ -52,8 +58,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use pgcmk_agent::contract::backup::BackupKind;
+
 use crate::model::ServerDetails;
-use crate::platform::{CreateServer, LogStreamItem, Platform};
+use crate::platform::{CreateBackup, CreateServer, LogStreamItem, Platform, RestoreServer};
 use crate::{Error, ErrorCode};
 
 /// How often agents' reports are taken in.
@@ -65,6 +73,7 @@ const FOLLOW_VAULT_EVERY: Duration = Duration::from_secs(2);
 pub fn router(platform: Arc<Platform>) -> Router {
     Router::new()
         .route("/servers", post(create).get(list))
+        .route("/servers/{name}/restore", post(restore))
         .route("/servers/{name}", get(show).delete(delete))
         .route("/servers/{name}/stop", post(stop))
         .route("/servers/{name}/start", post(start))
@@ -74,6 +83,13 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/logs", get(logs))
         .route("/servers/{name}/fsck", post(fsck))
         .route("/servers/{name}/reset-password", post(reset_password))
+        .route(
+            "/servers/{name}/backups",
+            get(list_backups).post(create_backup),
+        )
+        .route("/servers/{name}/backups/verify", post(verify_backups))
+        .route("/servers/{name}/backups/keys", get(backup_keys))
+        .route("/servers/{name}/backups/{label}", get(show_backup))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
             require_dba,
@@ -380,4 +396,50 @@ async fn fsck(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiRe
 
 async fn reset_password(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::OK, move |p| p.reset_password(&name)).await
+}
+
+async fn list_backups(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.list_backups(&name)).await
+}
+
+async fn show_backup(
+    State(p): State<Arc<Platform>>,
+    Path((name, label)): Path<(String, String)>,
+) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.show_backup(&name, &label)).await
+}
+
+async fn create_backup(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<CreateBackup>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(req) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {e}; expected {{\"type\": \"full\"|\"diff\"|\"incr\"}}"
+        )))
+    })?;
+    let kind = req.kind.unwrap_or(BackupKind::Full);
+    blocking(p, StatusCode::CREATED, move |p| {
+        p.create_backup(&name, kind)
+    })
+    .await
+}
+
+async fn verify_backups(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.verify_backups(&name)).await
+}
+
+async fn restore(
+    State(p): State<Arc<Platform>>,
+    Path(source): Path<String>,
+    body: Result<Json<RestoreServer>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(req) =
+        body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {e}"))))?;
+    blocking(p, StatusCode::CREATED, move |p| p.restore(&source, &req)).await
+}
+
+async fn backup_keys(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.backup_keys(&name)).await
 }

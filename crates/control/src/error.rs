@@ -35,6 +35,17 @@ pub enum Error {
     /// No server with this name or id exists.
     #[error("server '{0}' not found: run `pgcmk server list` to see the servers")]
     NotFound(String),
+    /// No backup with this label in the server's repository.
+    #[error(
+        "server '{server}' has no backup '{label}': run `pgcmk backup list {server}` to see \
+         its backups"
+    )]
+    BackupNotFound {
+        /// The server's name.
+        server: String,
+        /// The label asked for.
+        label: String,
+    },
     /// A server with this name exists, or is being created.
     #[error("a server named '{0}' already exists: choose another name")]
     NameTaken(String),
@@ -71,6 +82,15 @@ pub enum Error {
     #[error("{}", .refusal.explain(.server))]
     KeyVersionRefused {
         /// The server's name.
+        server: String,
+        /// The version, and what the vault said about it.
+        refusal: Box<VersionRefusal>,
+    },
+    /// The vault refuses the key version that wraps a server's backup repository
+    /// key: its backups cannot be restored; the message names the version and why.
+    #[error("{}", pgcmk_agent::contract::backup::explain_backup_key_refusal(.refusal, .server))]
+    BackupKeyRefused {
+        /// The server whose backups they are.
         server: String,
         /// The version, and what the vault said about it.
         refusal: Box<VersionRefusal>,
@@ -164,6 +184,19 @@ pub enum StateConflict {
         /// Its state's name.
         state: &'static str,
     },
+    /// Working on the backups of a server that is not Ready.
+    #[error(
+        "server '{server}' is {state}: its backups are reached through its encrypted volume \
+         (pgBackRest's configuration and repository passphrase live there), so it must be \
+         Ready (`pgcmk server start {server}`, or `pgcmk server show {server}` for why it is \
+         not)"
+    )]
+    BackupsNeedServing {
+        /// The server's name.
+        server: String,
+        /// Its state's name.
+        state: &'static str,
+    },
 }
 
 /// A failure of the embedded state store.
@@ -225,14 +258,16 @@ impl Error {
         match self {
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
-            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::NotFound(_) | Error::BackupNotFound { .. } => ErrorCode::NotFound,
             Error::NameTaken(_) => ErrorCode::NameTaken,
             Error::State(_) => ErrorCode::StateConflict,
             Error::NotReady { .. } => ErrorCode::NotReady,
             Error::ReadyTimeout { .. } => ErrorCode::ReadyTimeout,
             Error::Key(e) if e.is_retryable() => ErrorCode::KeyVaultUnavailable,
             Error::Key(_) => ErrorCode::KeyAccessDenied,
-            Error::KeyVersionRefused { .. } => ErrorCode::KeyVersionRefused,
+            Error::KeyVersionRefused { .. } | Error::BackupKeyRefused { .. } => {
+                ErrorCode::KeyVersionRefused
+            }
             Error::Api { code, .. } => *code,
             _ => ErrorCode::InternalError,
         }

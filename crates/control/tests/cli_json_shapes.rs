@@ -307,6 +307,29 @@ fn every_command_answers_json_in_the_common_shapes() {
             "https://127.0.0.1:1/keys/k",
         ],
     );
+    // Backups of the server (its first full backup was taken at creation).
+    w.ok(2, &["backup", "create", "shape", "--type", "incr"]);
+    let listed = w.ok(2, &["backup", "list", "shape"]);
+    let label = listed["backups"][0]["label"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no backup listed: {listed}"))
+        .to_string();
+    w.ok(2, &["backup", "show", "shape", &label]);
+    w.ok(2, &["backup", "keys", "shape"]);
+    w.ok(2, &["backup", "verify", "shape"]);
+    w.ok(
+        2,
+        &[
+            "server",
+            "restore",
+            "shape-copy",
+            "--source",
+            "shape",
+            "--point-in-time",
+            "latest",
+        ],
+    );
+    w.ok(2, &["server", "delete", "shape-copy", "--yes"]);
     w.ok(2, &["server", "stop", "shape"]);
     w.ok(2, &["server", "fsck", "shape"]);
     w.ok(2, &["server", "start", "shape"]);

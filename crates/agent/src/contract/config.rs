@@ -27,6 +27,13 @@ pub struct AgentConfig {
     pub interval_ms: u64,
     /// Milliseconds of transient failures tolerated before locking.
     pub grace_ms: u64,
+    /// The server's backups; `None`: none (WAL is not archived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::BackupConfig>,
+    /// For a server restored from another's backups: where from (used at its
+    /// first start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<super::backup::RestoreSource>,
 }
 
 /// Where the vault service hands out managed-identity tokens, and the CA to trust

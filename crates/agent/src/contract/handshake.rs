@@ -6,7 +6,8 @@
 //! Wire format, version 2: one JSON object, then end of input.
 //!
 //! ```json
-//! {"version": 2, "identity_secret": "…", "initial_password": "…", "new_password": "…"}
+//! {"version": 2, "identity_secret": "…", "initial_password": "…", "new_password": "…",
+//!  "source_identity_secret": "…"}
 //! ```
 //!
 //! - `version` (required): 1 or 2 (version 2 added `new_password`). An agent
@@ -18,6 +19,9 @@
 //! - `new_password` (optional, version 2): present only for the `reset-password`
 //!   task; the run sets the `postgres` superuser's password of the serving server
 //!   to it (PostgreSQL stores only its SCRAM verifier).
+//! - `source_identity_secret` (optional, version 2): present only for the first
+//!   start of a server restored from another's backups: the secret of the
+//!   identity through which the source's repository key is unwrapped.
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -43,6 +47,9 @@ pub struct Handshake {
     pub initial_password: Option<SecretBytes>,
     /// The `postgres` superuser's new password, for the `reset-password` task.
     pub new_password: Option<SecretBytes>,
+    /// For a server restored from another's backups, at its first start: the
+    /// secret of the identity that unwraps the source's repository key.
+    pub source_identity_secret: Option<SecretBytes>,
 }
 
 impl Handshake {
@@ -52,6 +59,7 @@ impl Handshake {
             identity_secret,
             initial_password: None,
             new_password: None,
+            source_identity_secret: None,
         }
     }
 }
@@ -67,6 +75,10 @@ impl std::fmt::Debug for Handshake {
             .field(
                 "new_password",
                 &self.new_password.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "source_identity_secret",
+                &self.source_identity_secret.as_ref().map(|_| "REDACTED"),
             )
             .finish()
     }
@@ -145,6 +157,8 @@ struct Wire<'a> {
     initial_password: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     new_password: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    source_identity_secret: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -199,12 +213,20 @@ impl Handshake {
             return Err(HandshakeError::UnsupportedVersion { found: version });
         }
         let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| malformed(&e))?;
-        if version < 2 && wire.new_password.is_some() {
-            return Err(HandshakeError::FieldOfLaterVersion {
-                field: "new_password",
-                needs: 2,
-                found: version,
-            });
+        for (field, present) in [
+            ("new_password", wire.new_password.is_some()),
+            (
+                "source_identity_secret",
+                wire.source_identity_secret.is_some(),
+            ),
+        ] {
+            if version < 2 && present {
+                return Err(HandshakeError::FieldOfLaterVersion {
+                    field,
+                    needs: 2,
+                    found: version,
+                });
+            }
         }
         let identity_secret = secret_of(wire.identity_secret);
         if identity_secret.expose_secret().trim_ascii().is_empty() {
@@ -214,6 +236,7 @@ impl Handshake {
             identity_secret,
             initial_password: wire.initial_password.map(secret_of),
             new_password: wire.new_password.map(secret_of),
+            source_identity_secret: wire.source_identity_secret.map(secret_of),
         })
     }
 
@@ -224,12 +247,17 @@ impl Handshake {
             identity_secret: Cow::Borrowed(text_of("identity secret", &self.identity_secret)?),
             initial_password: optional_text("initial password", &self.initial_password)?,
             new_password: optional_text("new password", &self.new_password)?,
+            source_identity_secret: optional_text(
+                "source identity secret",
+                &self.source_identity_secret,
+            )?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
             256 + 2 * self.identity_secret.expose_secret().len()
                 + len(&self.initial_password)
-                + len(&self.new_password),
+                + len(&self.new_password)
+                + len(&self.source_identity_secret),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
         let bytes = SecretBytes::new(bytes);
@@ -255,6 +283,8 @@ mod tests {
                 identity_secret: SecretBytes::new(b"header-secret".to_vec()),
                 initial_password: password.map(|p| SecretBytes::new(p.as_bytes().to_vec())),
                 new_password: password.map(|p| SecretBytes::new(format!("new-{p}").into_bytes())),
+                source_identity_secret: password
+                    .map(|p| SecretBytes::new(format!("source-{p}").into_bytes())),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();
@@ -269,6 +299,12 @@ mod tests {
                     .as_ref()
                     .map(|p| p.expose_secret().to_vec()),
                 password.map(|p| format!("new-{p}").into_bytes())
+            );
+            assert_eq!(
+                got.source_identity_secret
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("source-{p}").into_bytes())
             );
         }
     }

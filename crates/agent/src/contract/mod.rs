@@ -5,12 +5,14 @@
 //! - [`server_dir`]: the layout of a server's directory, and how its JSON files
 //!   are written (durably and atomically) and read.
 //! - [`config`]: `DIR/agent.json`, what the plane tells the agent (no secrets).
+//! - [`backup`]: the server's backup repository and retention, in `agent.json`.
 //! - [`status`]: `DIR/status.json`, what the agent reports.
 //! - [`handshake`]: what the plane writes on the agent's stdin at every start.
 //! - [`invocation`]: the agent's command lines and the signals it answers.
 //! - [`task`]: the short-lived runs (`pgcmk agent --server-dir DIR TASK`) and
 //!   their answers.
 
+pub mod backup;
 pub mod config;
 pub mod handshake;
 pub mod invocation;
@@ -18,6 +20,7 @@ pub mod server_dir;
 pub mod status;
 pub mod task;
 
+pub use backup::BackupConfig;
 pub use config::{AgentConfig, KekAccess, VaultEndpoints};
 pub use handshake::{Handshake, HandshakeError};
 pub use server_dir::ServerDir;

@@ -7,6 +7,7 @@
 //! DIR/run/               PostgreSQL's Unix socket
 //! DIR/agent.json         the agent's configuration (no secrets)
 //! DIR/wrapped_dek.json   the DEK wrapped by the KEK (never the plaintext DEK)
+//! DIR/wrapped_backup_key.json  the backup repository's key wrapped by the KEK
 //! DIR/status.json        what the agent reports: state, cause, KEK version, events
 //! DIR/.status.json.tmp   the next report, while it is being written
 //! DIR/agent.pid          the running agent's process id
@@ -65,6 +66,23 @@ impl ServerDir {
     /// The wrapped DEK.
     pub fn wrapped_dek(&self) -> PathBuf {
         self.0.join("wrapped_dek.json")
+    }
+
+    /// The backup repository's key, wrapped by the KEK (`docs/backups.md`).
+    pub fn wrapped_backup_key(&self) -> PathBuf {
+        self.0.join("wrapped_backup_key.json")
+    }
+
+    /// pgBackRest's configuration (with the repository's passphrase), log, spool
+    /// and lock files: on the mount, so encrypted at rest and gone when it is.
+    pub fn backup_engine_dir(&self) -> PathBuf {
+        self.mountpoint().join("pgbackrest")
+    }
+
+    /// pgBackRest's files for restoring this server from another's repository,
+    /// on the mount while the restore runs.
+    pub fn restore_engine_dir(&self) -> PathBuf {
+        self.mountpoint().join("pgbackrest-restore")
     }
 
     /// The agent's status report.

@@ -17,6 +17,8 @@ use pgcmk_keyprovider::akv::AkvKeyVersionId;
 use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
 use serde::{Deserialize, Serialize};
 
+use super::backup::BackupKind;
+
 /// One task of a short-lived agent run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentTask {
@@ -40,6 +42,22 @@ pub enum AgentTask {
     /// handshake's `new_password` (PostgreSQL stores only its SCRAM verifier; the
     /// password is in no statement). Answers [`TaskAnswer`] of [`PasswordReset`].
     ResetPassword,
+    /// List the serving server's complete backups and archived WAL. Answers
+    /// [`TaskAnswer`] of [`BackupCatalog`](super::backup::BackupCatalog).
+    BackupList,
+    /// Take a backup of the serving server and wait for its end. Answers
+    /// [`TaskAnswer`] of [`BackupSummary`](super::backup::BackupSummary).
+    BackupCreate {
+        /// Full, differential or incremental.
+        kind: BackupKind,
+    },
+    /// Verify every backup file and archived WAL segment of the serving server.
+    /// Answers [`TaskAnswer`] of [`BackupVerification`](super::backup::BackupVerification).
+    BackupVerify,
+    /// Prove that the vault unwraps the server's repository key (before a restore
+    /// from its backups; the server need not run). Answers [`TaskAnswer`] of
+    /// [`RepositoryKeyCheck`](super::backup::RepositoryKeyCheck).
+    BackupKeyCheck,
 }
 
 impl AgentTask {
@@ -50,6 +68,10 @@ impl AgentTask {
             AgentTask::Logs { .. } => "logs",
             AgentTask::Fsck => "fsck",
             AgentTask::ResetPassword => "reset-password",
+            AgentTask::BackupList => "backup-list",
+            AgentTask::BackupCreate { .. } => "backup-create",
+            AgentTask::BackupVerify => "backup-verify",
+            AgentTask::BackupKeyCheck => "backup-key-check",
         }
     }
 
@@ -57,11 +79,17 @@ impl AgentTask {
     /// parses them back; a test there keeps the two in step).
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![self.name().to_string()];
-        if let AgentTask::Logs { lines, follow } = self {
-            args.extend(["--lines".to_string(), lines.to_string()]);
-            if *follow {
-                args.push("--follow".into());
+        match self {
+            AgentTask::Logs { lines, follow } => {
+                args.extend(["--lines".to_string(), lines.to_string()]);
+                if *follow {
+                    args.push("--follow".into());
+                }
             }
+            AgentTask::BackupCreate { kind } => {
+                args.extend(["--type".to_string(), kind.as_str().to_string()]);
+            }
+            _ => {}
         }
         args
     }
@@ -377,6 +405,13 @@ mod tests {
         assert_eq!(AgentTask::AdoptKeyVersion.args(), ["adopt-key-version"]);
         assert_eq!(AgentTask::Fsck.args(), ["fsck"]);
         assert_eq!(AgentTask::ResetPassword.args(), ["reset-password"]);
+        assert_eq!(
+            AgentTask::BackupCreate {
+                kind: BackupKind::Diff
+            }
+            .args(),
+            ["backup-create", "--type", "diff"]
+        );
         let logs = AgentTask::Logs {
             lines: 20,
             follow: true,

@@ -139,7 +139,14 @@ impl PgInstall {
 
     /// A command for `program` that runs as the PostgreSQL user with a minimal environment.
     pub(super) fn command_as_postgres(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.program(program));
+        self.run_as_postgres(&self.program(program))
+    }
+
+    /// A command for the program at `path` (PostgreSQL's or a tool that works on its
+    /// files, as pgBackRest) that runs as the PostgreSQL user with a minimal
+    /// environment: nothing of the agent's reaches it.
+    pub(crate) fn run_as_postgres(&self, path: &Path) -> Command {
+        let mut cmd = Command::new(path);
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("LANG", "C.UTF-8")

@@ -69,6 +69,8 @@ pub struct Postgres {
     child: Option<Child>,
     /// The server log since the last start.
     log: Option<ServerLog>,
+    /// Settings given on the command line at every start (`-c NAME=VALUE`).
+    settings: Vec<(&'static str, String)>,
 }
 
 /// Asks whether a server accepts connections; cheap to clone, so another thread
@@ -109,7 +111,14 @@ impl Postgres {
             layout,
             child: None,
             log: None,
+            settings: Vec::new(),
         }
+    }
+
+    /// Sets `name` to `value` from the next start on (`-c NAME=VALUE`: no secret).
+    pub fn set(&mut self, name: &'static str, value: String) {
+        self.settings.retain(|(n, _)| *n != name);
+        self.settings.push((name, value));
     }
 
     /// The server's layout.
@@ -189,6 +198,11 @@ impl Postgres {
             // Measured with the WAL pattern in bench/RESULTS.md: 221-233 µs per flush
             // instead of 267-352 (the plain disk: the same with either).
             .args(["-c", "wal_sync_method=open_datasync"])
+            .args(
+                self.settings
+                    .iter()
+                    .flat_map(|(name, value)| ["-c".to_string(), format!("{name}={value}")]),
+            )
             .stdin(Stdio::null())
             // What goes wrong before the logging collector runs (a lock file, a
             // port in use) is said on stderr only.

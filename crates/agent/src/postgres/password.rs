@@ -1,4 +1,5 @@
-//! Setting the `postgres` superuser's password of a running server.
+//! Setting the `postgres` superuser's password of a running server, and running
+//! other statements as the superuser through its socket.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -25,6 +26,22 @@ impl PgInstall {
         let verifier = pgcmk_crypto::scram::verifier(password.expose_secret())?;
         // A verifier is base64, digits and `$:=+/`: nothing to escape in a literal.
         let statement = format!("ALTER ROLE {SUPERUSER} PASSWORD '{verifier}';\n");
+        self.run_statement(
+            layout,
+            &statement,
+            &format!("setting the {SUPERUSER} password"),
+        )
+    }
+
+    /// Runs `statement` as the superuser through `psql` on the server's Unix
+    /// socket, the statement on `psql`'s stdin (never in an argument); `what` names
+    /// it in an error.
+    pub(crate) fn run_statement(
+        &self,
+        layout: &PgLayout,
+        statement: &str,
+        what: &str,
+    ) -> Result<(), Error> {
         let mut child = self
             .command_as_postgres("psql")
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
@@ -44,6 +61,6 @@ impl PgInstall {
         if let Some(written) = written {
             written.ctx(|| "writing to psql")?;
         }
-        super::succeeded(&format!("setting the {SUPERUSER} password"), &out)
+        super::succeeded(what, &out)
     }
 }

@@ -3,12 +3,14 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use pgcmk_agent::contract::backup::RestoreSource;
 use pgcmk_agent::contract::server_dir::write_json_atomic;
 use pgcmk_agent::contract::{KekAccess, ServerDir};
 use pgcmk_crypto::{random, SecretBytes};
 use pgcmk_keyprovider::KeyReference;
 use serde::{Deserialize, Serialize};
 
+use super::backups::validate_retention;
 use super::names::{validate_location, validate_name};
 use super::Platform;
 use crate::error::IoContext;
@@ -24,6 +26,18 @@ pub struct CreateServer {
     pub name: String,
     /// Where the server runs.
     pub location: String,
+    /// How its DEK is protected.
+    #[serde(flatten)]
+    pub protection: KeyChoice,
+    /// Days of backups kept (1–35; default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_retention_days: Option<u32>,
+}
+
+/// How a new server's DEK is protected (the encryption fields of a create or a
+/// restore request).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeyChoice {
     /// `service-managed` (default) or `customer-managed`.
     #[serde(default)]
     pub encryption: Option<String>,
@@ -37,6 +51,24 @@ pub struct CreateServer {
     /// Customer-managed: the key URL, versioned or versionless.
     #[serde(default)]
     pub key: Option<String>,
+}
+
+/// What a new server's agent gets at its first start, besides its identity's
+/// secret.
+pub(super) struct FirstStart {
+    /// The superuser's password.
+    pub(super) password: SecretBytes,
+    /// For a restore: the secret of the identity that unwraps the source's
+    /// repository key.
+    pub(super) source_identity_secret: Option<SecretBytes>,
+}
+
+/// A new server restored from another's backups.
+pub(super) struct Restoring {
+    /// Where from, and to which point.
+    pub(super) source: RestoreSource,
+    /// The secret of the identity that unwraps the source's repository key.
+    pub(super) source_identity_secret: SecretBytes,
 }
 
 /// The answer to a create: the server, and its superuser password, shown once.
@@ -66,7 +98,18 @@ impl Platform {
     /// failure nothing is left: no directory, no process, no row. Only the
     /// server's own lock is held meanwhile: other servers are not held up.
     pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
+        self.create_server(req, None)
+    }
+
+    /// [`Platform::create`], of a server whose agent restores `restoring`'s
+    /// backups instead of running `initdb` when it is.
+    pub(super) fn create_server(
+        &self,
+        req: &CreateServer,
+        restoring: Option<Restoring>,
+    ) -> Result<Created, Error> {
         req.check()?;
+        let retention_days = validate_retention(req.backup_retention_days)?;
         let _reserved = self.locks.reserve(&req.name)?;
         let _guard = self.locks.lock(&req.name);
         if self.store.server(&req.name).is_ok() {
@@ -74,7 +117,7 @@ impl Platform {
         }
         let id = hex_id()?;
         let dir = ServerDir::new(self.config.state_dir.join("servers").join(&id));
-        let (encryption, access, secret) = self.encryption_for(req)?;
+        let (encryption, access, secret) = self.encryption_for(&req.protection)?;
         let kek = match &secret {
             Some(secret) => access.connect(secret.clone()),
             None => access.connect(self.secrets.get(&self.store, PLATFORM_IDENTITY)?),
@@ -108,7 +151,15 @@ impl Platform {
             dir: dir.root().to_path_buf(),
             created_at: now_rfc3339(),
         };
-        let agent_config = self.agent_config(&record, access);
+        let mut agent_config = self.agent_config(&record, access);
+        let (restore, source_identity_secret) = match restoring {
+            Some(r) => (Some(r.source), Some(r.source_identity_secret)),
+            None => (None, None),
+        };
+        agent_config.restore = restore;
+        if let Some(backup) = agent_config.backup.as_mut() {
+            backup.retention_days = retention_days;
+        }
         let written = (|| {
             fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
             fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
@@ -121,17 +172,28 @@ impl Platform {
             let _ = fs::remove_dir_all(dir.root());
             return Err(e);
         }
-        self.event(&record, Actor::Dba, "server created", &describe(&record))?;
+        let what = match &agent_config.restore {
+            Some(source) => format!(
+                "{}; restored from server '{}' to {}",
+                describe(&record),
+                source.server,
+                source.target
+            ),
+            None => describe(&record),
+        };
+        self.event(&record, Actor::Dba, "server created", &what)?;
+        let first_start = FirstStart {
+            password: SecretBytes::new(password.as_bytes().to_vec()),
+            source_identity_secret,
+        };
         if let Err(e) = self
-            .spawn_agent(
-                &record,
-                Some(&SecretBytes::new(password.as_bytes().to_vec())),
-            )
+            .spawn_agent(&record, Some(&first_start))
             .and_then(|()| self.wait_settled(&record))
         {
             self.stop_agent(&record.id);
             self.store.remove_server(&record.id)?;
             let _ = fs::remove_dir_all(dir.root());
+            let _ = self.remove_backups(&record.id);
             self.event(
                 &record,
                 Actor::ControlPlane,
@@ -151,7 +213,7 @@ impl Platform {
     /// identity's secret to store for the agent.
     fn encryption_for(
         &self,
-        req: &CreateServer,
+        req: &KeyChoice,
     ) -> Result<(Encryption, KekAccess, Option<SecretBytes>), Error> {
         match req.encryption.as_deref().unwrap_or("service-managed") {
             "service-managed" => {
@@ -282,7 +344,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            req.identity_secret.as_ref().unwrap().expose_secret(),
+            req.protection
+                .identity_secret
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
             "s3cr3t-header"
         );
         let printed = format!("{req:?}");

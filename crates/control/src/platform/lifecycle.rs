@@ -105,6 +105,7 @@ impl Platform {
         if dir.root().exists() {
             fs::remove_dir_all(dir.root()).ctx(|| format!("removing {}", dir.root().display()))?;
         }
+        self.remove_backups(&server.id)?;
         self.store.remove_server(&server.id)?;
         self.event(
             server,
@@ -152,8 +153,19 @@ impl Platform {
         let dek = old.unwrap(&current)?;
         let wrapped = new.wrap(&dek)?;
         drop(dek);
+        // The backups move to the new key too (their repository key, like the DEK).
+        let backup_key = match read_json::<WrappedDek>(&dir.wrapped_backup_key()) {
+            Ok(current) => {
+                let key = old.unwrap(&current)?;
+                Some(new.wrap(&key)?)
+            }
+            Err(_) => None,
+        };
         self.stop_agent(&server.id);
         write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
+        if let Some(backup_key) = &backup_key {
+            write_json_atomic(&dir.wrapped_backup_key(), backup_key)?;
+        }
         config.kek = new_access;
         write_json_atomic(&dir.agent_config(), &config)?;
         let updated = self.store.update_server(&server.id, |s| {

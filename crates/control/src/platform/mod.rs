@@ -34,16 +34,20 @@ use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::supervisor::Supervised;
 use crate::Error;
 
+mod backups;
 mod create;
 mod lifecycle;
 mod locks;
 mod names;
+mod restore;
 mod spawn;
 mod supervise;
 mod tasks;
 mod vault_follow;
 
-pub use create::{CreateServer, Created};
+pub use backups::{BackupKeys, CreateBackup};
+pub use create::{CreateServer, Created, KeyChoice};
+pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 
 /// The platform's settings.
@@ -104,7 +108,13 @@ impl Platform {
         fs::create_dir_all(config.state_dir.join("servers"))
             .ctx(|| format!("creating {}", config.state_dir.display()))?;
         // PostgreSQL (another user) must traverse to its mount and socket.
-        for dir in [config.state_dir.clone(), config.state_dir.join("servers")] {
+        fs::create_dir_all(config.state_dir.join("backups"))
+            .ctx(|| format!("creating {}", config.state_dir.display()))?;
+        for dir in [
+            config.state_dir.clone(),
+            config.state_dir.join("servers"),
+            config.state_dir.join("backups"),
+        ] {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
                 .ctx(|| format!("setting permissions of {}", dir.display()))?;
         }

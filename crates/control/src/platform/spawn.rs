@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use pgcmk_agent::contract::invocation::{running_instance, serve_command, signal, AgentSignal};
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::{AgentConfig, AgentStatus, Handshake, KekAccess, ServerDir};
-use pgcmk_crypto::SecretBytes;
 
-use super::create::hex_id;
+use super::create::{hex_id, FirstStart};
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{Actor, ServerRecord};
@@ -32,6 +31,8 @@ impl Platform {
             kek,
             interval_ms: u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX),
             grace_ms: u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX),
+            backup: Some(self.backup_config(&record.id)),
+            restore: None,
         }
     }
 
@@ -42,10 +43,11 @@ impl Platform {
     pub(super) fn spawn_agent_process(
         &self,
         record: &ServerRecord,
-        initial_password: Option<&SecretBytes>,
+        first_start: Option<&FirstStart>,
     ) -> Result<AgentProcess, Error> {
         let handshake = Handshake {
-            initial_password: initial_password.cloned(),
+            initial_password: first_start.map(|f| f.password.clone()),
+            source_identity_secret: first_start.and_then(|f| f.source_identity_secret.clone()),
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);
@@ -73,11 +75,11 @@ impl Platform {
     pub(super) fn spawn_agent(
         &self,
         record: &ServerRecord,
-        initial_password: Option<&SecretBytes>,
+        first_start: Option<&FirstStart>,
     ) -> Result<(), Error> {
         // Held while spawning, so a supervision pass cannot restart it meanwhile.
         let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
-        let agent = self.spawn_agent_process(record, initial_password)?;
+        let agent = self.spawn_agent_process(record, first_start)?;
         agents.insert(
             record.id.clone(),
             Supervised::spawned(agent, Instant::now()),

@@ -93,7 +93,7 @@ impl Platform {
     }
 
     /// Runs a task that ends and returns what it did, or why it could not.
-    fn run_task<T: DeserializeOwned>(
+    pub(super) fn run_task<T: DeserializeOwned>(
         &self,
         server: &ServerRecord,
         task: &AgentTask,

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
+pub mod backups;
 pub mod regress;
 
 use std::fs;
@@ -620,8 +621,13 @@ impl ControlPlane {
 
     /// `pgcmk server ARGS` against this control plane, as the DBA.
     fn server_command(&self, args: &[&str]) -> Command {
+        self.dba_command("server", args)
+    }
+
+    /// `pgcmk FAMILY ARGS` (a DBA command) against this control plane, as the DBA.
+    fn dba_command(&self, family: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(pgcmk());
-        cmd.arg("server")
+        cmd.arg(family)
             .args(args)
             .args(["--endpoint", &self.url])
             .arg("--credential-file")
@@ -638,6 +644,36 @@ impl ControlPlane {
         run_json(
             self.server_command(args).args(["--output", "json"]),
             &format!("server {}", args.join(" ")),
+        )
+    }
+
+    /// Runs `pgcmk backup ARGS --output json` against this control plane.
+    pub fn try_backup(&self, args: &[&str]) -> Result<Value, String> {
+        run_json(
+            self.dba_command("backup", args).args(["--output", "json"]),
+            &format!("backup {}", args.join(" ")),
+        )
+    }
+
+    /// Runs `pgcmk backup ARGS --output json`, whatever its exit status.
+    pub fn backup_output(&self, args: &[&str]) -> std::process::Output {
+        self.dba_command("backup", args)
+            .args(["--output", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `pgcmk backup ARGS --output json`; killed when the guard drops.
+    pub fn spawn_backup(&self, args: &[&str]) -> KilledOnDrop {
+        KilledOnDrop(
+            self.dba_command("backup", args)
+                .args(["--output", "json"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
         )
     }
 

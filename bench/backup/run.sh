@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Backup benchmark, one command: builds the release `pgcmk`, starts a real `pgcmk
+# vault serve` and `pgcmk serve` in a temporary directory, loads a pgbench database
+# of the given scale into a pgcmk server and into a plain PostgreSQL cluster, and
+# prints side by side: full backup and full restore through pgcmk and with
+# pgBackRest by hand in the plain directory (same settings: zstd, aes-256-cbc, one
+# process), wall time, throughput and CPU seconds; then the WAL archive's lag during
+# pgbench -c4 and a point-in-time restore.
+# Options: --scale N (140: about 2.1 GB; 5 for a quick run), --pgbench-secs S (300).
+# Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release --quiet -p pgcmk --bin pgcmk
+export PGCMK_BIN="$PWD/target/release/pgcmk"
+exec cargo run --release --quiet -p pgcmk-control --example backup_bench -- "$@"

@@ -1,0 +1,249 @@
+//! Backups in the contract: where a server's pgBackRest repository is and how long
+//! its backups are kept (in `agent.json`), and what the backup tasks of a
+//! short-lived agent run answer.
+
+use std::path::PathBuf;
+
+use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
+
+use super::KekAccess;
+use serde::{Deserialize, Serialize};
+
+/// Retention of backups in days when the DBA chose none (as the managed services).
+pub const DEFAULT_RETENTION_DAYS: u32 = 7;
+/// The retention range the managed services offer.
+pub const RETENTION_DAYS: std::ops::RangeInclusive<u32> = 1..=35;
+
+/// A server's backups, as the control plane configured them: one pgBackRest
+/// stanza (named after the server's id) in one repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupConfig {
+    /// The repository's directory (created by the agent, owned by PostgreSQL's
+    /// user; everything in it is encrypted by pgBackRest under the repository key).
+    pub repository: PathBuf,
+    /// Days of backups and WAL kept: a restore reaches any point in that window.
+    pub retention_days: u32,
+    /// Hours between full backups.
+    #[serde(default = "default_full_every_hours")]
+    pub full_every_hours: u32,
+    /// Hours between backups (differential between full ones).
+    #[serde(default = "default_diff_every_hours")]
+    pub diff_every_hours: u32,
+}
+
+impl BackupConfig {
+    /// A repository at `repository`, kept `retention_days`, on the default schedule.
+    pub fn new(repository: PathBuf, retention_days: u32) -> Self {
+        Self {
+            repository,
+            retention_days,
+            full_every_hours: DEFAULT_FULL_EVERY_HOURS,
+            diff_every_hours: DEFAULT_DIFF_EVERY_HOURS,
+        }
+    }
+}
+
+/// A full backup a week, as the managed services.
+pub const DEFAULT_FULL_EVERY_HOURS: u32 = 168;
+/// A differential backup a day between the full ones.
+pub const DEFAULT_DIFF_EVERY_HOURS: u32 = 24;
+
+fn default_full_every_hours() -> u32 {
+    DEFAULT_FULL_EVERY_HOURS
+}
+
+fn default_diff_every_hours() -> u32 {
+    DEFAULT_DIFF_EVERY_HOURS
+}
+
+/// What kind of backup to take (pgBackRest's `--type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupKind {
+    /// Every file of the cluster.
+    Full,
+    /// The files changed since the last full backup.
+    Diff,
+    /// The files changed since the last backup of any kind.
+    Incr,
+}
+
+impl BackupKind {
+    /// pgBackRest's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Diff => "diff",
+            BackupKind::Incr => "incr",
+        }
+    }
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(BackupKind::Full),
+            "diff" => Ok(BackupKind::Diff),
+            "incr" => Ok(BackupKind::Incr),
+            other => Err(format!(
+                "'{other}' is not a kind of backup: use full, diff or incr"
+            )),
+        }
+    }
+}
+
+/// One complete backup in the repository (pgBackRest lists no other).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    /// pgBackRest's label (`YYYYMMDD-HHMMSSF`, or `..._YYYYMMDD-HHMMSSD|I`).
+    pub label: String,
+    /// Full, differential or incremental.
+    pub kind: BackupKind,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it finished (RFC 3339): the earliest point a restore from it reaches.
+    pub finished_at: String,
+    /// Seconds it took.
+    pub duration_secs: i64,
+    /// Bytes of the database it holds.
+    pub database_bytes: u64,
+    /// Bytes it takes in the repository (compressed and encrypted).
+    pub repository_bytes: u64,
+    /// The WAL position where it starts.
+    pub start_lsn: String,
+    /// The WAL position where it ends.
+    pub stop_lsn: String,
+    /// The backup it depends on (differential and incremental).
+    pub prior: Option<String>,
+    /// The key version that wraps the repository key it is encrypted under.
+    pub key_version: KeyVersionId,
+}
+
+/// The archived WAL: a restore reaches any point from the end of the oldest
+/// backup to the newest segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalArchive {
+    /// The oldest archived segment.
+    pub oldest_segment: String,
+    /// The newest archived segment.
+    pub newest_segment: String,
+}
+
+/// The answer of [`crate::contract::task::AgentTask::BackupList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupCatalog {
+    /// Complete backups, oldest first.
+    pub backups: Vec<BackupSummary>,
+    /// The archived WAL, when any.
+    pub wal: Option<WalArchive>,
+    /// The key version that wraps the repository key.
+    pub key_version: KeyVersionId,
+    /// Days of backups kept: a restore reaches any point in that window.
+    pub retention_days: u32,
+}
+
+/// The answer of [`crate::contract::task::AgentTask::BackupVerify`]: pgBackRest's
+/// `verify`, which decrypts every backup file and archived segment and checks it
+/// against its recorded checksum and size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVerification {
+    /// True when every file verified.
+    pub valid: bool,
+    /// Each file that did not, as pgBackRest named it (`LABEL/pg_data/...` for a
+    /// backup file, `ARCHIVE-ID/.../SEGMENT-...` for a WAL segment), and why.
+    pub problems: Vec<String>,
+    /// pgBackRest's summary per WAL archive and per backup.
+    pub summary: Vec<String>,
+}
+
+/// Where a restored server comes from (in its `agent.json`): the source's
+/// repository and stanza, its repository key wrapped by the source's KEK, how to
+/// reach that KEK (the identity's secret comes in the handshake), and the point
+/// to recover to. Used at the restored server's first start only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSource {
+    /// The source server's name (for messages).
+    pub server: String,
+    /// The source's repository.
+    pub repository: PathBuf,
+    /// The source's stanza (its id).
+    pub stanza: String,
+    /// The source's repository key, wrapped by the source's KEK.
+    pub wrapped_key: WrappedDek,
+    /// How to reach the source's KEK.
+    pub kek: KekAccess,
+    /// Where recovery stops.
+    pub target: RestoreTarget,
+}
+
+/// Where a restore's recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum RestoreTarget {
+    /// The end of the archived WAL.
+    Latest,
+    /// Every transaction committed at or before `at`, and none after.
+    Time {
+        /// `YYYY-MM-DD HH:MM:SS.FFFFFF+00`, as PostgreSQL and pgBackRest read it.
+        at: String,
+    },
+}
+
+impl std::fmt::Display for RestoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreTarget::Latest => f.write_str("the end of the archived WAL"),
+            RestoreTarget::Time { at } => f.write_str(at),
+        }
+    }
+}
+
+/// The answer of [`crate::contract::task::AgentTask::BackupKeyCheck`]: the vault
+/// unwrapped the repository key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryKeyCheck {
+    /// The key version that wraps it.
+    pub key_version: KeyVersionId,
+}
+
+/// Why server `source`'s backups cannot be restored now: the vault refuses the
+/// key version that wraps their repository key (`refusal`, from
+/// [`crate::contract::task::AgentTask::BackupKeyCheck`]), and what to do about it.
+pub fn explain_backup_key_refusal(refusal: &super::task::VersionRefusal, source: &str) -> String {
+    let v = &refusal.version;
+    let head = format!(
+        "the backups of server '{source}' are encrypted under a repository key wrapped by \
+         key version {v}"
+    );
+    let gone = refusal.reason.to_ascii_lowercase().contains("not found");
+    let KeyVersionId::Azure(v) = v else {
+        return format!(
+            "{head}, which is refused ({}). To restore them, make that key usable again where \
+             it is held; if it was destroyed, every backup of server '{source}' is \
+             crypto-shredded and none can be restored",
+            refusal.reason
+        );
+    };
+    if refusal.disabled {
+        format!(
+            "{head}, which is disabled ({}). To restore them, enable that version: \
+             `pgcmk key enable {} --vault {} --key-version {}`",
+            refusal.reason, v.name, v.vault_url, v.version
+        )
+    } else if gone {
+        format!(
+            "{head}, which the vault no longer has ({}). If the key was purged, every backup \
+             of server '{source}' is crypto-shredded and none can be restored; if it was \
+             deleted and not purged, `pgcmk key recover {} --vault {}` brings it back",
+            refusal.reason, v.name, v.vault_url
+        )
+    } else {
+        format!(
+            "{head}, which the vault refuses to server '{source}''s identity ({}). To restore \
+             them, give that identity get, wrapKey and unwrapKey on key '{}' in {} again",
+            refusal.reason, v.name, v.vault_url
+        )
+    }
+}

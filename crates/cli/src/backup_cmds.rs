@@ -1,0 +1,209 @@
+//! `pgcmk backup ...`: a server's backups, through the control plane (which has
+//! the server's node agent run pgBackRest).
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use pgcmk_agent::contract::backup::{BackupCatalog, BackupKind, BackupSummary, BackupVerification};
+use pgcmk_control::platform::{BackupKeys, CreateBackup};
+use serde::de::DeserializeOwned;
+
+use crate::control_dir::ControlConnection;
+use crate::dba_client::DbaClient;
+use crate::error::{CliError, Failure};
+use crate::{output, Format};
+
+/// How long a backup (or a verification) may take before the client gives up.
+const LONG_OPERATION: Duration = Duration::from_secs(6 * 3600);
+
+/// `pgcmk backup` subcommands.
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// List a server's complete backups and its archived WAL.
+    #[command(after_help = "Example:\n  pgcmk backup list orders -o json")]
+    List {
+        /// Server name.
+        server: String,
+    },
+    /// Show one backup of a server.
+    #[command(after_help = "Example:\n  pgcmk backup show orders 20261207-093000F")]
+    Show {
+        /// Server name.
+        server: String,
+        /// The backup's label (from `pgcmk backup list`).
+        label: String,
+    },
+    /// Take a backup of a server now, and wait for its end.
+    #[command(after_help = "Example:\n  pgcmk backup create orders --type diff")]
+    Create {
+        /// Server name.
+        server: String,
+        /// full, diff (changes since the last full) or incr (since the last backup).
+        #[arg(long = "type", default_value = "full", value_parser = str::parse::<BackupKind>)]
+        kind: BackupKind,
+    },
+    /// The key versions a server's backups need: do not disable or purge them while
+    /// the backups are to stay restorable.
+    #[command(after_help = "Example:\n  pgcmk backup keys orders")]
+    Keys {
+        /// Server name.
+        server: String,
+    },
+    /// Decrypt and check every backup file and archived WAL segment of a server;
+    /// exits non-zero (8) when one is damaged.
+    #[command(after_help = "Example:\n  pgcmk backup verify orders")]
+    Verify {
+        /// Server name.
+        server: String,
+    },
+}
+
+/// `pgcmk backup` and its options.
+#[derive(Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    control: ControlConnection,
+    #[command(subcommand)]
+    command: BackupCommand,
+}
+
+/// Runs one `pgcmk backup` command against the control plane.
+pub fn backup(args: BackupArgs, format: Format) -> Result<(), CliError> {
+    let api = DbaClient::open(&args.control, LONG_OPERATION)?;
+    let http = api.http();
+    match args.command {
+        BackupCommand::List { server } => {
+            let catalog: BackupCatalog = answer(
+                &api,
+                http.get(api.servers_url(&format!("/{server}/backups"))),
+            )?;
+            print(format, &catalog, || render_catalog(&server, &catalog))
+        }
+        BackupCommand::Show { server, label } => {
+            let backup: BackupSummary = answer(
+                &api,
+                http.get(api.servers_url(&format!("/{server}/backups/{label}"))),
+            )?;
+            print(format, &backup, || render_backup(&backup))
+        }
+        BackupCommand::Create { server, kind } => {
+            if format == Format::Human {
+                eprintln!("taking a {} backup of server '{server}'...", kind.as_str());
+            }
+            let request = http
+                .post(api.servers_url(&format!("/{server}/backups")))
+                .json(&CreateBackup { kind: Some(kind) });
+            let backup: BackupSummary = answer(&api, request)?;
+            print(format, &backup, || render_backup(&backup))
+        }
+        BackupCommand::Keys { server } => {
+            let keys: BackupKeys = answer(
+                &api,
+                http.get(api.servers_url(&format!("/{server}/backups/keys"))),
+            )?;
+            print(format, &keys, || render_keys(&keys))
+        }
+        BackupCommand::Verify { server } => {
+            if format == Format::Human {
+                eprintln!("verifying the backups of server '{server}'...");
+            }
+            let request = http.post(api.servers_url(&format!("/{server}/backups/verify")));
+            let verification: BackupVerification = answer(&api, request)?;
+            print(format, &verification, || render_verification(&verification))?;
+            if verification.valid {
+                Ok(())
+            } else {
+                Err(CliError::new(
+                    Failure::Damaged,
+                    format!(
+                        "{} damaged file(s) in the backups of server '{server}': a restore \
+                         that needs them fails",
+                        verification.problems.len()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Sends `request` and reads its typed answer.
+fn answer<T: DeserializeOwned>(
+    api: &DbaClient,
+    request: reqwest::blocking::RequestBuilder,
+) -> Result<T, CliError> {
+    api.call(request)?
+        .json()
+        .map_err(|e| CliError::failed(format!("unexpected answer from the control plane: {e}")))
+}
+
+fn print<T: serde::Serialize>(
+    format: Format,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    output::print(format, &serde_json::to_value(value)?, |_| human());
+    Ok(())
+}
+
+fn render_backup(b: &BackupSummary) -> String {
+    format!(
+        "{} ({}): {} to {} ({} s), {} bytes of database, {} in the repository, LSN {} to {}, \
+         key {}",
+        b.label,
+        b.kind.as_str(),
+        b.started_at,
+        b.finished_at,
+        b.duration_secs,
+        b.database_bytes,
+        b.repository_bytes,
+        b.start_lsn,
+        b.stop_lsn,
+        b.key_version
+    )
+}
+
+fn render_catalog(server: &str, catalog: &BackupCatalog) -> String {
+    let mut text = format!(
+        "{} backup(s) of server '{server}', kept {} days, under the repository key wrapped by {}",
+        catalog.backups.len(),
+        catalog.retention_days,
+        catalog.key_version
+    );
+    for b in &catalog.backups {
+        text.push_str(&format!("\n  {}", render_backup(b)));
+    }
+    match &catalog.wal {
+        Some(wal) => text.push_str(&format!(
+            "\narchived WAL: {} to {}",
+            wal.oldest_segment, wal.newest_segment
+        )),
+        None => text.push_str("\nno WAL archived yet"),
+    }
+    text
+}
+
+fn render_verification(v: &BackupVerification) -> String {
+    let mut text = if v.valid {
+        "every backup file and archived WAL segment verified".to_string()
+    } else {
+        format!("{} damaged file(s):", v.problems.len())
+    };
+    for p in &v.problems {
+        text.push_str(&format!("\n  {p}"));
+    }
+    for line in &v.summary {
+        text.push_str(&format!("\n{line}"));
+    }
+    text
+}
+
+fn render_keys(keys: &BackupKeys) -> String {
+    let mut text = format!(
+        "the backups of server '{}' need these key versions (do not disable or purge them):",
+        keys.server
+    );
+    for v in &keys.key_versions {
+        text.push_str(&format!("\n  {v}"));
+    }
+    text
+}

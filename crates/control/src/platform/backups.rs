@@ -1,0 +1,201 @@
+//! A server's backups as the control plane sees them: where its pgBackRest
+//! repository is (`STATE/backups/ID`, outside the server's directory), and what
+//! the DBA asks of them, done by the server's node agent (`docs/backups.md`).
+
+use std::fs;
+use std::path::PathBuf;
+
+use pgcmk_agent::contract::backup::{
+    BackupCatalog, BackupKind, BackupSummary, BackupVerification, DEFAULT_RETENTION_DAYS,
+    RETENTION_DAYS,
+};
+use pgcmk_agent::contract::server_dir::read_json;
+use pgcmk_agent::contract::task::AgentTask;
+use pgcmk_agent::contract::{BackupConfig, ServerDir};
+use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
+
+use serde::{Deserialize, Serialize};
+
+use super::Platform;
+use crate::error::{IoContext, StateConflict};
+use crate::model::{Actor, ServerRecord, ServerState};
+use crate::Error;
+
+/// `POST /servers/{name}/backups`: take a backup now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateBackup {
+    /// Full (the default), differential or incremental.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<BackupKind>,
+}
+
+/// `GET /servers/{name}/backups/keys`: the KEK versions the server's retained
+/// backups need. A security officer must not disable or purge these while the
+/// backups are to stay restorable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupKeys {
+    /// The server.
+    pub server: String,
+    /// The versions: the one that wraps the repository key under which every
+    /// backup and archived WAL segment of the server is encrypted.
+    pub key_versions: Vec<KeyVersionId>,
+}
+
+/// The retention asked for, or the default; refused outside 1–35 days.
+pub(super) fn validate_retention(days: Option<u32>) -> Result<u32, Error> {
+    let days = days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if !RETENTION_DAYS.contains(&days) {
+        return Err(Error::BadRequest(format!(
+            "a backup retention of {days} days is out of range: choose {} to {} days \
+             (default {DEFAULT_RETENTION_DAYS})",
+            RETENTION_DAYS.start(),
+            RETENTION_DAYS.end()
+        )));
+    }
+    Ok(days)
+}
+
+impl Platform {
+    /// The directory holding every server's backup repository.
+    pub(super) fn backups_dir(&self) -> PathBuf {
+        self.config.state_dir.join("backups")
+    }
+
+    /// The backups of a new server `id`: its own repository, kept for the default
+    /// retention.
+    pub(super) fn backup_config(&self, id: &str) -> BackupConfig {
+        BackupConfig::new(self.backups_dir().join(id), DEFAULT_RETENTION_DAYS)
+    }
+
+    /// Removes the backup repository of server `id` (deleted, or never created).
+    pub(super) fn remove_backups(&self, id: &str) -> Result<(), Error> {
+        let repository = self.backups_dir().join(id);
+        match fs::remove_dir_all(&repository) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).ctx(|| format!("removing {}", repository.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Platform {
+    /// The server's complete backups and archived WAL, as its agent reads them
+    /// from the repository.
+    pub fn list_backups(&self, name: &str) -> Result<BackupCatalog, Error> {
+        let server = self.serving_for_backups(name)?;
+        self.run_task(&server, &AgentTask::BackupList, None)
+    }
+
+    /// One backup of the server, by label.
+    pub fn show_backup(&self, name: &str, label: &str) -> Result<BackupSummary, Error> {
+        self.list_backups(name)?
+            .backups
+            .into_iter()
+            .find(|b| b.label == label)
+            .ok_or_else(|| Error::BackupNotFound {
+                server: name.into(),
+                label: label.into(),
+            })
+    }
+
+    /// Takes a backup of `kind` now and returns it once complete. Backups of one
+    /// server are taken one at a time (pgBackRest's lock refuses a second).
+    pub fn create_backup(&self, name: &str, kind: BackupKind) -> Result<BackupSummary, Error> {
+        let server = self.serving_for_backups(name)?;
+        self.event(
+            &server,
+            Actor::Dba,
+            "backup started",
+            &format!("a {} backup", kind.as_str()),
+        )?;
+        let created: Result<BackupSummary, Error> =
+            self.run_task(&server, &AgentTask::BackupCreate { kind }, None);
+        match &created {
+            Ok(b) => self.event(
+                &server,
+                Actor::Dba,
+                "backup completed",
+                &format!(
+                    "{} ({}), {} bytes in the repository, {} s",
+                    b.label,
+                    b.kind.as_str(),
+                    b.repository_bytes,
+                    b.duration_secs
+                ),
+            )?,
+            Err(e) => self.event(&server, Actor::Dba, "backup failed", &e.to_string())?,
+        };
+        created
+    }
+
+    /// The KEK versions the server's backups need (from the wrapped repository
+    /// key stored with the server; the server need not run).
+    pub fn backup_keys(&self, name: &str) -> Result<BackupKeys, Error> {
+        let server = self.store.server(name)?;
+        let wrapped: WrappedDek = read_json(&ServerDir::new(&server.dir).wrapped_backup_key())
+            .map_err(|_| {
+                Error::BadRequest(format!(
+                    "server '{name}' has no backup repository key: it has no backups"
+                ))
+            })?;
+        Ok(BackupKeys {
+            server: server.name,
+            key_versions: vec![wrapped.kek],
+        })
+    }
+
+    /// Decrypts and checks every backup file and archived WAL segment.
+    pub fn verify_backups(&self, name: &str) -> Result<BackupVerification, Error> {
+        let server = self.serving_for_backups(name)?;
+        let verification: BackupVerification =
+            self.run_task(&server, &AgentTask::BackupVerify, None)?;
+        self.event(
+            &server,
+            Actor::Dba,
+            "backups verified",
+            &if verification.valid {
+                "every backup file and archived WAL segment verified".to_string()
+            } else {
+                format!(
+                    "{} damaged: {}",
+                    verification.problems.len(),
+                    verification.problems.join("; ")
+                )
+            },
+        )?;
+        Ok(verification)
+    }
+
+    /// The server, when it is Ready: its backups are reached through its mount.
+    fn serving_for_backups(&self, name: &str) -> Result<ServerRecord, Error> {
+        let server = self.store.server(name)?;
+        if server.state != ServerState::Ready {
+            return Err(StateConflict::BackupsNeedServing {
+                server: name.into(),
+                state: server.state.name(),
+            }
+            .into());
+        }
+        Ok(server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_1_to_35_days_and_7_by_default() {
+        assert_eq!(validate_retention(None).unwrap(), 7);
+        assert_eq!(validate_retention(Some(1)).unwrap(), 1);
+        assert_eq!(validate_retention(Some(35)).unwrap(), 35);
+        for refused in [0, 36] {
+            let err = validate_retention(Some(refused)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{refused} days is out of range: choose 1 to 35")),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `server restore`: a new, ordinary server (its own DEK, repository key, stanza
+//! and monitor; the same, another or the service-managed key) made from another
+//! server's backups, at a point in time or at the latest archived WAL. The
+//! source's repository key is unwrapped through the vault, by the source's
+//! identity: first in a short-lived run of the source's agent, so that a refusal
+//! is reported, naming the key version, before anything is made; then in the new
+//! server's agent, which restores.
+
+use pgcmk_agent::contract::backup::{RepositoryKeyCheck, RestoreSource, RestoreTarget};
+use pgcmk_agent::contract::server_dir::read_json;
+use pgcmk_agent::contract::task::AgentTask;
+use pgcmk_agent::contract::{AgentConfig, ServerDir};
+use pgcmk_keyprovider::WrappedDek;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+use super::create::{CreateServer, Created, KeyChoice, Restoring};
+use super::Platform;
+use crate::Error;
+
+/// `POST /servers/{source}/restore`: a new server from `source`'s backups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RestoreServer {
+    /// `latest`, or an RFC 3339 time: every transaction committed at or before it
+    /// is restored, and none after.
+    pub point_in_time: String,
+    /// The new server's name.
+    pub name: String,
+    /// How the new server's DEK is protected, as for a create.
+    #[serde(flatten)]
+    pub protection: KeyChoice,
+    /// Days of the new server's backups kept (1–35; default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_retention_days: Option<u32>,
+}
+
+impl Platform {
+    /// Restores server `source`'s backups into a new server `req.name` in the
+    /// source's location, and waits for it to be Ready. Refused before anything is
+    /// made when the vault refuses the source's repository key; on any later
+    /// failure nothing is left, as for a create.
+    pub fn restore(&self, source: &str, req: &RestoreServer) -> Result<Created, Error> {
+        let target = parse_target(&req.point_in_time)?;
+        let source = self.store.server(source)?;
+        let source_dir = ServerDir::new(&source.dir);
+        let config: AgentConfig = read_json(&source_dir.agent_config())?;
+        let Some(backup) = config.backup else {
+            return Err(Error::BadRequest(format!(
+                "server '{}' has no backups: it was created before backups existed",
+                source.name
+            )));
+        };
+        let wrapped_key: WrappedDek = read_json(&source_dir.wrapped_backup_key())?;
+        let _: RepositoryKeyCheck = self
+            .run_task(&source, &AgentTask::BackupKeyCheck, None)
+            .map_err(|e| match e {
+                Error::KeyVersionRefused { server, refusal } => {
+                    Error::BackupKeyRefused { server, refusal }
+                }
+                other => other,
+            })?;
+        let restoring = Restoring {
+            source: RestoreSource {
+                server: source.name.clone(),
+                repository: backup.repository,
+                stanza: source.id.clone(),
+                wrapped_key,
+                kek: config.kek,
+                target,
+            },
+            source_identity_secret: self.identity_secret(&source)?,
+        };
+        let create = CreateServer {
+            name: req.name.clone(),
+            location: source.location.clone(),
+            protection: req.protection.clone(),
+            backup_retention_days: req.backup_retention_days,
+        };
+        self.create_server(&create, Some(restoring))
+    }
+}
+
+/// `latest`, or an RFC 3339 time as PostgreSQL's `recovery_target_time` (UTC,
+/// microseconds) that pgBackRest also reads to choose the backup to start from.
+fn parse_target(text: &str) -> Result<RestoreTarget, Error> {
+    if text == "latest" {
+        return Ok(RestoreTarget::Latest);
+    }
+    let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
+        Error::BadRequest(format!(
+            "point in time '{text}' is not valid ({e}): give `latest` or an RFC 3339 time \
+             such as 2026-12-07T09:30:00Z"
+        ))
+    })?;
+    let at = at.to_offset(UtcOffset::UTC);
+    Ok(RestoreTarget::Time {
+        at: format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.microsecond()
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_latest_or_an_rfc3339_time_in_utc() {
+        assert_eq!(parse_target("latest").unwrap(), RestoreTarget::Latest);
+        assert_eq!(
+            parse_target("2026-12-07T10:30:00.25+01:00").unwrap(),
+            RestoreTarget::Time {
+                at: "2026-12-07 09:30:00.250000+00".into()
+            }
+        );
+        let err = parse_target("yesterday").unwrap_err().to_string();
+        assert!(
+            err.contains("'yesterday' is not valid") && err.contains("RFC 3339"),
+            "{err}"
+        );
+    }
+}
