@@ -59,7 +59,18 @@ pub(crate) fn list(dir: &ServerDir, config: &AgentConfig) -> Result<BackupCatalo
     })
 }
 
-/// Takes a backup of `kind` and waits for its end; the new backup.
+/// pgBackRest's exit code when another of its processes holds the stanza's lock.
+const PGBACKREST_LOCK_ERROR: i32 = 50;
+/// How long a new backup waits for one already running to end.
+const RUNNING_BACKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// First and longest pause between two attempts while another backup runs.
+const RUNNING_BACKUP_POLL: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(10),
+);
+
+/// Takes a backup of `kind` and waits for its end (and for a backup already running
+/// to end first); the new backup.
 pub(crate) fn create(
     dir: &ServerDir,
     config: &AgentConfig,
@@ -67,11 +78,24 @@ pub(crate) fn create(
 ) -> Result<BackupSummary, Error> {
     let engine = engine(dir, config)?;
     let kind_arg = format!("--type={}", kind.as_str());
-    let mut cmd = engine.command(&["backup", &kind_arg]);
-    // A run killed (its control plane gone) takes its backup with it: pgBackRest
-    // leaves it incomplete, unlisted, and the next backup resumes or removes it.
-    sys::die_with_parent(&mut cmd, Signal::Term);
-    let out = cmd.output().ctx(|| "running pgbackrest backup")?;
+    let started = std::time::Instant::now();
+    let mut pause = RUNNING_BACKUP_POLL.0;
+    let out = loop {
+        let mut cmd = engine.command(&["backup", &kind_arg]);
+        // A run killed (its control plane gone) takes its backup with it: pgBackRest
+        // leaves it incomplete, unlisted, and the next backup resumes or removes it.
+        sys::die_with_parent(&mut cmd, Signal::Term);
+        let out = cmd.output().ctx(|| "running pgbackrest backup")?;
+        // Another backup of this server holds the stanza's lock (the one taken at
+        // creation, or a scheduled one): this one waits for it, as the DBA would.
+        let locked = out.status.code() == Some(PGBACKREST_LOCK_ERROR);
+        if !locked || started.elapsed() >= RUNNING_BACKUP_WAIT {
+            break out;
+        }
+        tracing::info!("a backup of this server is running: waiting for it to end");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(RUNNING_BACKUP_POLL.1);
+    };
     if !out.status.success() {
         return Err(Error::Backup(format!(
             "pgbackrest backup failed ({}): {}",
