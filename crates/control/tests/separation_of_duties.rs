@@ -334,10 +334,7 @@ fn the_cli_says_what_is_wrong_with_a_wrong_or_missing_credential_file() {
     let wrong_file = f.stack.root.path().join("wrong.credential");
     fs::write(&wrong_file, WRONG_TOKEN).unwrap();
     let missing = f.stack.root.path().join("missing.credential");
-    for (file, expected) in [
-        (&wrong_file, "not valid"),
-        (&missing, "PGCMK_CONTROL_DIR"),
-    ] {
+    for (file, expected) in [(&wrong_file, "not valid"), (&missing, "PGCMK_CONTROL_DIR")] {
         let out = Command::new(pgcmk())
             .args(["server", "list", "--endpoint", &cp.url, "--credential-file"])
             .arg(file)
