@@ -9,7 +9,7 @@ use pgcmk_keyprovider::KeyReference;
 fuzz_target!(|body: &[u8]| {
     if let Ok(request) = serde_json::from_slice::<CreateServer>(body) {
         let _ = request.check();
-        if let Some(key) = &request.key {
+        if let Some(key) = &request.protection.key {
             let _ = KeyReference::parse(key);
         }
     }
