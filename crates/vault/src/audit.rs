@@ -422,12 +422,14 @@ impl Writer {
             let start = head.clone();
             let result = self.store.write(|tx| {
                 let mut table = tx.raw().open_table(AUDIT)?;
+                // Copies committed with the requests' state changes, if any: one open
+                // table for the batch (most entries, such as unwraps, have none).
+                let mut pending = tx.raw().open_table(PENDING_AUDIT)?;
                 for (entry, _) in &batch {
                     append(&self.key, &mut table, &mut head, entry)?;
-                    // The copy committed with the request's state change, if any.
-                    tx.delete(PENDING_AUDIT, &entry.request_id)?;
+                    pending.remove(entry.request_id.as_str())?;
                 }
-                drop(table);
+                drop((table, pending));
                 tx.put(META, "audit_head", &head)
             });
             let outcome = result.map_err(|e| {
