@@ -57,16 +57,14 @@ fn fill(dir: &Path) -> PathBuf {
     let chunk = vec![0x5a_u8; 1 << 20];
     loop {
         if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_all()) {
-            assert_eq!(e.raw_os_error(), Some(libc_enospc()), "{e}");
+            assert_eq!(e.raw_os_error(), Some(ENOSPC), "{e}");
             return path;
         }
     }
 }
 
 /// ENOSPC on Linux.
-const fn libc_enospc() -> i32 {
-    28
-}
+const ENOSPC: i32 = 28;
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
