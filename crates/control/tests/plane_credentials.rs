@@ -208,13 +208,22 @@ fn the_plane_keeps_no_administrator_credential() {
     let mut found = Vec::new();
     let mut pending = vec![cp.state_dir.clone()];
     while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).unwrap().flatten() {
+        // The server keeps running while the walk goes on: its agent, PostgreSQL and pgBackRest
+        // create and remove files (locks, spool, temporary files), so one may vanish under it.
+        let Some(entries) = present(fs::read_dir(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
             let path = entry.path();
-            let kind = entry.file_type().unwrap();
+            let Some(kind) = present(entry.file_type()) else {
+                continue;
+            };
             // The mounted volume is PostgreSQL's data; its cipher files are scanned.
             if kind.is_dir() && path.file_name() != Some("mnt".as_ref()) {
                 pending.push(path);
-            } else if kind.is_file() && contains(&fs::read(&path).unwrap(), secret.as_bytes()) {
+            } else if kind.is_file()
+                && present(fs::read(&path)).is_some_and(|bytes| contains(&bytes, secret.as_bytes()))
+            {
                 found.push(path.display().to_string());
             }
         }
@@ -230,6 +239,15 @@ fn the_plane_keeps_no_administrator_credential() {
         found.is_empty(),
         "the administrator's credential in: {found:?}"
     );
+}
+
+/// The result of reading something that may have been removed meanwhile: `None` if it is gone.
+fn present<T>(result: std::io::Result<T>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
