@@ -397,6 +397,19 @@ impl Stack {
         );
         Self { cp, vault, root }
     }
+
+    /// Like [`Stack::start`] without a passphrase, the control plane (and so its
+    /// agents) started with `env` added to its environment.
+    pub fn start_in_env(interval_secs: u64, grace_secs: u64, env: &[(&str, &str)]) -> Self {
+        let root = scratch();
+        let vault = Vault::start(root.path());
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cp = ControlPlane::launch(root.path(), &vault, (interval_secs, grace_secs), &[], env);
+        Self { cp, vault, root }
+    }
 }
 
 /// A running `pgcmk serve`.
@@ -407,8 +420,9 @@ pub struct ControlPlane {
     /// The platform identity (its credential file is outside the state directory).
     pub platform: Identity,
     args: Vec<String>,
-    /// The root key's passphrase, when not the root key file.
-    passphrase: Option<String>,
+    /// Added to its environment (the root key's passphrase, when not the root key
+    /// file, is one).
+    env: Vec<(String, String)>,
     root: PathBuf,
 }
 
@@ -442,6 +456,22 @@ impl ControlPlane {
         passphrase: Option<&str>,
         serve_args: &[&str],
     ) -> Self {
+        let mut env = Vec::new();
+        let mut args = serve_args.to_vec();
+        if let Some(p) = passphrase {
+            env.push((PASSPHRASE_ENV.to_string(), p.to_string()));
+            args.extend(["--passphrase-env", PASSPHRASE_ENV]);
+        }
+        Self::launch(root, vault, (interval_secs, grace_secs), &args, env)
+    }
+
+    fn launch(
+        root: &Path,
+        vault: &Vault,
+        (interval_secs, grace_secs): (u64, u64),
+        serve_args: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Self {
         let platform = vault.identity("platform-mi");
         let kv = vault.keyvault("platform-kv", "local", true);
         let _ = kv;
@@ -467,30 +497,24 @@ impl ControlPlane {
             "--key-check-grace-secs".into(),
             grace_secs.to_string(),
         ];
-        if passphrase.is_some() {
-            args.extend(["--passphrase-env".into(), PASSPHRASE_ENV.into()]);
-        }
         args.extend(serve_args.iter().map(|a| a.to_string()));
-        let passphrase = passphrase.map(str::to_string);
-        let child = Self::spawn(root, &args, passphrase.as_deref());
+        let child = Self::spawn(root, &args, &env);
         let mut cp = Self {
             child,
             state_dir,
             url: String::new(),
             platform,
             args,
-            passphrase,
+            env,
             root: root.into(),
         };
         cp.wait_listening();
         cp
     }
 
-    fn spawn(root: &Path, args: &[String], passphrase: Option<&str>) -> Child {
+    fn spawn(root: &Path, args: &[String], env: &[(String, String)]) -> Child {
         let mut cmd = Command::new(pgcmk());
-        if let Some(p) = passphrase {
-            cmd.env(PASSPHRASE_ENV, p);
-        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         spawn_logged(cmd.args(args), &root.join("control.log"))
     }
 
@@ -599,7 +623,7 @@ impl ControlPlane {
 
     /// Starts the stopped or killed control plane again with the same arguments.
     pub fn start_again(&mut self) {
-        self.child = Self::spawn(&self.root, &self.args, self.passphrase.as_deref());
+        self.child = Self::spawn(&self.root, &self.args, &self.env);
         self.wait_listening();
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgcmk_crypto::SecretBytes;
 use reqwest::header::HeaderValue;
@@ -15,7 +15,7 @@ use super::failure;
 use crate::KeyError;
 
 /// Refresh a token this long before it expires (as the Azure SDK does) ...
-const REFRESH_MARGIN_SECS: u64 = 300;
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// Where tokens come from, with a cache shared by every clone.
 #[derive(Clone)]
@@ -123,11 +123,10 @@ impl TokenSource {
         scope: &str,
     ) -> Result<HeaderValue, KeyError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = unix_now();
-        if let Some(token) = cache.get(scope).filter(|t| t.is_fresh(now)) {
+        if let Some(token) = cache.get(scope).filter(|t| t.is_fresh(Instant::now())) {
             return token.header();
         }
-        let token = self.fetch(http, scope, now)?;
+        let token = self.fetch(http, scope)?;
         let header = token.header();
         cache.insert(scope.to_string(), token);
         header
@@ -145,7 +144,6 @@ impl TokenSource {
         &self,
         http: &reqwest::blocking::Client,
         scope: &str,
-        now: u64,
     ) -> Result<CachedToken, KeyError> {
         const OP: &str = "token request";
         let resource = scope.strip_suffix("/.default").unwrap_or(scope);
@@ -200,22 +198,19 @@ impl TokenSource {
         }
         let reply: TokenReply =
             serde_json::from_slice(&body).map_err(|e| failure::unexpected_body(OP, &e))?;
-        let expires_on = match (reply.expires_on, reply.expires_in) {
-            (Some(on), _) => on,
-            (None, Some(secs)) => now + secs,
-            (None, None) => {
-                return Err(KeyError::Transient {
-                    reason: "token request: the reply has no expires_on or expires_in; retry later"
-                        .into(),
-                })
-            }
-        };
-        // The token itself is never logged; only which audience and until when.
-        tracing::debug!(scope, expires_on, credential = ?self, "obtained a vault access token");
+        let obtained = Instant::now();
+        let lifetime = reply
+            .lifetime(unix_now())
+            .ok_or_else(|| KeyError::Transient {
+                reason: "token request: the reply has no expires_on or expires_in; retry later"
+                    .into(),
+            })?;
+        // The token itself is never logged; only which audience and for how long.
+        tracing::debug!(scope, lifetime_secs = lifetime.as_secs(), credential = ?self, "obtained a vault access token");
         Ok(CachedToken {
             token: reply.access_token,
-            obtained_at: now,
-            expires_on,
+            obtained,
+            lifetime,
         })
     }
 }
@@ -255,20 +250,21 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A token and its lifetime.
+/// A token and how long it lasts from when it was obtained, on the monotonic
+/// clock: a step of this host's wall clock (or its skew from the issuer's) neither
+/// keeps an expired token in use nor throws away a fresh one at every request.
 struct CachedToken {
     token: SecretBytes,
-    obtained_at: u64,
-    expires_on: u64,
+    obtained: Instant,
+    lifetime: Duration,
 }
 
 impl CachedToken {
     /// Fresh until the refresh margin before expiry; short-lived tokens are refreshed
     /// after half their lifetime instead, so they are never used at the last second.
-    fn is_fresh(&self, now: u64) -> bool {
-        let lifetime = self.expires_on.saturating_sub(self.obtained_at);
-        let margin = REFRESH_MARGIN_SECS.min(lifetime / 2);
-        now.saturating_add(margin) < self.expires_on
+    fn is_fresh(&self, now: Instant) -> bool {
+        let margin = REFRESH_MARGIN.min(self.lifetime / 2);
+        now.saturating_duration_since(self.obtained) + margin < self.lifetime
     }
 
     fn header(&self) -> Result<HeaderValue, KeyError> {
@@ -291,6 +287,35 @@ struct TokenReply {
     expires_on: Option<u64>,
     #[serde(default, deserialize_with = "number_or_string")]
     expires_in: Option<u64>,
+}
+
+impl TokenReply {
+    /// How long the token lasts, relying on this host's wall clock (`now_unix`) only
+    /// when nothing else says: `expires_in` (relative, as OAuth2 gives it), else the
+    /// span from the token's own `iat` to its `exp` (the App Service managed-identity
+    /// protocol gives only an absolute `expires_on`, but its tokens are JWTs), else
+    /// `expires_on` minus now.
+    fn lifetime(&self, now_unix: u64) -> Option<Duration> {
+        self.expires_in
+            .or_else(|| jwt_lifetime(self.access_token.expose_secret()))
+            .or_else(|| self.expires_on.map(|on| on.saturating_sub(now_unix)))
+            .map(Duration::from_secs)
+    }
+}
+
+/// `exp - iat` of a JWT's claims, read without checking its signature: the token
+/// is the issuer's business, this only decides how long to keep it.
+fn jwt_lifetime(token: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Times {
+        iat: u64,
+        exp: u64,
+    }
+    let claims = token.split(|&b| b == b'.').nth(1)?;
+    let claims =
+        zeroize::Zeroizing::new(crate::b64url::decode(std::str::from_utf8(claims).ok()?).ok()?);
+    let times: Times = serde_json::from_slice(&claims).ok()?;
+    times.exp.checked_sub(times.iat)
 }
 
 /// Token endpoints send times as numbers or as strings of digits.
@@ -320,29 +345,64 @@ fn secret_string<'de, D: Deserializer<'de>>(d: D) -> Result<SecretBytes, D::Erro
 mod tests {
     use super::*;
 
-    fn token(obtained_at: u64, expires_on: u64) -> CachedToken {
-        CachedToken {
+    fn token(lifetime_secs: u64) -> (CachedToken, Instant) {
+        let obtained = Instant::now();
+        let token = CachedToken {
             token: SecretBytes::new(b"t".to_vec()),
-            obtained_at,
-            expires_on,
-        }
+            obtained,
+            lifetime: Duration::from_secs(lifetime_secs),
+        };
+        (token, obtained)
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
     fn hour_tokens_refresh_five_minutes_early() {
-        let t = token(1000, 1000 + 3600);
-        assert!(t.is_fresh(1000));
-        assert!(t.is_fresh(1000 + 3600 - 301));
-        assert!(!t.is_fresh(1000 + 3600 - 300));
-        assert!(!t.is_fresh(1000 + 4000));
+        let (t, at) = token(3600);
+        assert!(t.is_fresh(at));
+        assert!(t.is_fresh(at + secs(3600 - 301)));
+        assert!(!t.is_fresh(at + secs(3600 - 300)));
+        assert!(!t.is_fresh(at + secs(4000)));
     }
 
     #[test]
     fn short_tokens_refresh_at_half_life() {
-        let t = token(1000, 1060);
-        assert!(t.is_fresh(1029));
-        assert!(!t.is_fresh(1030));
-        assert!(!token(1000, 1000).is_fresh(1000));
+        let (t, at) = token(60);
+        assert!(t.is_fresh(at + secs(29)));
+        assert!(!t.is_fresh(at + secs(30)));
+        let (t, at) = token(0);
+        assert!(!t.is_fresh(at));
+    }
+
+    fn reply(json: &str) -> TokenReply {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_relative_lifetime_wins_over_an_absolute_time_the_local_clock_disagrees_with() {
+        let r = reply(r#"{"access_token":"abc","expires_in":3599,"expires_on":1000}"#);
+        // This host's clock is far past expires_on: the relative lifetime is believed.
+        assert_eq!(r.lifetime(1_000_000), Some(secs(3599)));
+    }
+
+    #[test]
+    fn without_expires_in_a_jwt_lasts_from_its_iat_to_its_exp() {
+        let claims = crate::b64url::encode(br#"{"iat":1000,"exp":4600,"aud":"x"}"#);
+        let r = reply(&format!(
+            r#"{{"access_token":"e30.{claims}.c2ln","expires_on":"4600"}}"#
+        ));
+        assert_eq!(r.lifetime(1_000_000), Some(secs(3600)));
+    }
+
+    #[test]
+    fn an_opaque_token_with_only_expires_on_goes_by_the_local_clock() {
+        let r = reply(r#"{"access_token":"opaque","expires_on":"5000"}"#);
+        assert_eq!(r.lifetime(4000), Some(secs(1000)));
+        assert_eq!(r.lifetime(6000), Some(secs(0)));
+        assert_eq!(reply(r#"{"access_token":"opaque"}"#).lifetime(0), None);
     }
 
     #[test]
