@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pgcmk_agent::contract::ServerDir;
-use pgcmk_testkit::process::{children_of, is_gone, pause, resume};
+use pgcmk_testkit::process::{children_of, is_gone, Paused};
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::{json, Value};
@@ -120,23 +120,6 @@ fn five_concurrent_creates_run_side_by_side_not_one_after_another() {
         assert_eq!(f.cp().state(name).0, "Ready", "{name} is not Ready");
     }
     f.delete(&all);
-}
-
-/// Resumes a paused process when dropped, also when the test fails (a resumed
-/// process that was killed meanwhile is gone anyway).
-struct Paused(u32);
-
-impl Paused {
-    fn pause(pid: u32) -> Self {
-        assert!(pause(pid), "could not SIGSTOP {pid}");
-        Self(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        resume(self.0);
-    }
 }
 
 /// True when `pid` has SIGTERM pending: sent, and not taken because it is stopped.

@@ -50,6 +50,24 @@ pub fn resume(pid: u32) -> bool {
     signal(pid, "-CONT")
 }
 
+/// A process stopped with SIGSTOP, resumed when dropped, also when the test fails
+/// (a resumed process that was killed meanwhile is gone anyway).
+pub struct Paused(u32);
+
+impl Paused {
+    /// Stops `pid` (a process the test started).
+    pub fn pause(pid: u32) -> Self {
+        assert!(pause(pid), "could not SIGSTOP {pid}");
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        resume(self.0);
+    }
+}
+
 fn signal(pid: u32, which: &str) -> bool {
     Command::new("kill")
         .args([which, &pid.to_string()])
