@@ -9,6 +9,8 @@
 
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/rss.rs"]
+mod rss;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -23,6 +25,7 @@ use pgcmk_keyprovider::akv::{
     AkvClient, ClientOptions, NewRsaKey, SignatureAlgorithm, TokenSource, WrapAlgorithm,
 };
 use pgcmk_keyprovider::WrappedDek;
+use rss::proc_rss_mib;
 use support::{pgcmk_binary, VaultService};
 
 const SIZES: [u32; 3] = [2048, 3072, 4096];
@@ -532,19 +535,6 @@ fn rss_with_many_keys(vault: &VaultService, client: &Arc<AkvClient>, total: usiz
         "MISSED"
     };
     println!("\n- RSS with {total} keys = {rss:.1} MiB (target <= 100 MiB with 10,000): {verdict}");
-}
-
-/// VmRSS and VmHWM of `pid` in MiB.
-fn proc_rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 #[cfg(test)]

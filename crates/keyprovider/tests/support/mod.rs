@@ -93,6 +93,14 @@ impl VaultService {
         self.process.pid()
     }
 
+    /// Stops the service (SIGTERM, clean exit asserted) and starts it again on its
+    /// ports with its data.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.process.restart();
+        self.info = self.process.service.info.clone();
+    }
+
     /// Everything the service printed so far.
     pub fn log(&self) -> String {
         self.process.log()
