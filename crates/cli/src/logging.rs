@@ -14,6 +14,10 @@ pub fn init() {
             }),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (its disk is full) is lost, not reported
+        // with `eprintln!`, which panics when stderr fails: the handler or the audit
+        // writer logging it would die with it (found by a busy vault on a full disk).
+        .log_internal_errors(false)
         // Services log to files (agent.log, which `pgcmk server logs` shows; the vault's
         // and control plane's logs when run as services): no colour codes there.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

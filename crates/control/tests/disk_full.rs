@@ -186,3 +186,57 @@ fn full_disks_under_the_vault_and_control_plane_refuse_changes_and_lose_nothing(
     let created = cp.server(&["create", "roomy", "--location", "local"]);
     assert_eq!(created["server"]["state"], "Ready");
 }
+
+#[test]
+fn a_busy_vault_whose_disk_fills_serves_again_once_space_returns() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let root = scratch();
+    let disk = Tmpfs::mount(&root.path().join("small"), "64m");
+    let vault = Vault::start(&disk.0);
+    let key = vault.customer_key("busy");
+    let token = vault.client_token(&key.identity.credential_file, &key.vault_url);
+    let client = vault.https_client();
+    let url = format!("{}/keys/{}?api-version=7.4", key.vault_url, key.key);
+    // Every data-plane request, a read included, appends to the audit trail.
+    let read = || {
+        client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .map_or(0, |r| r.status().as_u16())
+    };
+    assert_eq!(read(), 200);
+    let stop = AtomicBool::new(false);
+    let refused = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    if read() != 200 {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        let ballast = fill(&disk.0);
+        // Long enough on a full disk for the vault's log lines about it to fill the
+        // last page of its log file: then even logging fails.
+        wait_for(
+            "200 requests refused on a full disk",
+            Duration::from_secs(60),
+            || refused.load(Ordering::Relaxed) >= 200,
+        );
+        std::fs::remove_file(&ballast).unwrap();
+        let served =
+            pgcmk_testkit::wait::poll(Duration::from_secs(30), Duration::from_millis(100), || {
+                read() == 200
+            });
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            served.is_some(),
+            "the vault still refuses 30 s after space returned:\n{}",
+            vault.process.log()
+        );
+    });
+    assert!(vault.cli(&["audit", "verify"])["ok"].as_bool().unwrap());
+}
