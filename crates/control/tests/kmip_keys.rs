@@ -234,20 +234,26 @@ fn an_unreachable_kmip_server_is_refused() {
     );
 }
 
-#[test]
-fn a_ca_file_the_platform_did_not_allow_is_refused() {
-    let f = fixture();
+/// Asserts that a new key named with `ca_file` instead of the KMIP server's CA is
+/// refused saying `expected`.
+fn refused_with_ca(f: &Fixture, name: &str, ca_file: &std::path::Path, expected: &str) {
     let (uid, _) = f.key();
-    let not_allowed = stranger_ca(&f.refusals);
     let key = format!(
         "kmip://127.0.0.1:{}/{uid}?ca-file={}",
         f.kmip.port,
-        not_allowed.display()
+        ca_file.display()
     );
-    f.refused(
+    f.refused(name, &key, &f.kmip.credential, expected);
+}
+
+#[test]
+fn a_ca_file_the_platform_did_not_allow_is_refused() {
+    let f = fixture();
+    let not_allowed = stranger_ca(&f.refusals);
+    refused_with_ca(
+        &f,
         "kmipcanotallowed",
-        &key,
-        &f.kmip.credential,
+        &not_allowed,
         "is not allowed on this control plane",
     );
 }
@@ -255,16 +261,11 @@ fn a_ca_file_the_platform_did_not_allow_is_refused() {
 #[test]
 fn a_kmip_server_whose_certificate_another_ca_issued_is_refused() {
     let f = fixture();
-    let (uid, _) = f.key();
-    let key = format!(
-        "kmip://127.0.0.1:{}/{uid}?ca-file={}",
-        f.kmip.port,
-        stranger_ca(&f.stack).display()
-    );
-    f.refused(
+    let allowed_but_wrong = stranger_ca(&f.stack);
+    refused_with_ca(
+        &f,
         "kmipwrongca",
-        &key,
-        &f.kmip.credential,
+        &allowed_but_wrong,
         "was not issued by a CA in the key's ca-file",
     );
 }

@@ -249,6 +249,8 @@ fn a_vault_killed_and_restarted_unwraps_with_its_rsa_hsm_keys() {
 
 #[test]
 fn without_a_token_creating_an_rsa_hsm_key_names_the_flags_to_set() {
+    // Held, though unused, so that the shared one stays up while this test runs.
+    let _shared = fixture();
     let vault = Vault::start();
     let url = vault.vault("plain", false);
     let token = vault.admin_token(&url);
@@ -266,4 +268,30 @@ fn without_a_token_creating_an_rsa_hsm_key_names_the_flags_to_set() {
     }
     let after = vault.akv(Method::GET, &url, "/keys/k", &token, None);
     assert_eq!(after.status, 404, "nothing was created: {}", after.body);
+}
+
+#[test]
+fn operations_on_an_rsa_hsm_key_are_audited_like_any_key() {
+    let f = fixture();
+    let kid = kid(&f.create("audited"));
+    let version = kid.rsplit('/').next().unwrap();
+    f.round_trip(&kid, "RSA-OAEP", &[5; 32]);
+    let refused = f.post("/keys/audited/backup", json!({}));
+    assert_eq!(refused.status, 403);
+    let vault = f.vault();
+    for (operation, result, status) in [
+        ("KeyCreate", "allowed", 200),
+        ("KeyUnwrap", "allowed", 200),
+        ("KeyBackup", "denied", 403),
+    ] {
+        let entries = vault.audit(&format!(
+            "operation={operation}&vault=hsm&key=audited&result={result}"
+        ));
+        assert_eq!(entries.len(), 1, "{operation}: {entries:?}");
+        let e = &entries[0]["entry"];
+        assert_eq!(e["status"], status, "{operation}: {e}");
+        if status == 200 {
+            assert_eq!(e["version"], version, "{operation}: {e}");
+        }
+    }
 }
