@@ -332,18 +332,23 @@ fn store_new_version(ctx: &Ctx<'_>, name: &str, v: VersionRecord) -> Result<Outc
         ctx.audit_with(tx, Some(&v.version))?;
         Ok(Ok(key))
     });
-    let key = match stored {
-        Ok(Ok(key)) => key,
-        Ok(Err(e)) => return Err(discarded(ctx.service, &v, e)),
-        Err(e) => return Err(discarded(ctx.service, &v, e.into())),
-    };
+    let key = stored_or_discarded(ctx.service, &v, stored)?;
     Outcome::new(ctx.view().bundle(&key, &v), Some(v.version.clone()))
 }
 
-/// `e`, after destroying the token key pair of `v`, which was not stored.
-fn discarded(service: &Service, v: &VersionRecord, e: KeyOpError) -> KeyOpError {
-    hsm_version::discard(service, v);
-    e
+/// What storing `v` gave; when it failed, `v`'s token key pair (if any) is
+/// destroyed again, so that nothing is left behind in the token.
+fn stored_or_discarded<T>(
+    service: &Service,
+    v: &VersionRecord,
+    stored: Result<Result<T, KeyOpError>, Error>,
+) -> Result<T, KeyOpError> {
+    stored
+        .map_err(KeyOpError::from)
+        .and_then(|r| r)
+        .inspect_err(|_| {
+            hsm_version::discard(service, v);
+        })
 }
 
 fn put_version(
@@ -451,11 +456,8 @@ pub(crate) fn rotate(
         ctx.audit_with(tx, Some(&v.version))?;
         Ok(Ok(key))
     });
-    match stored {
-        Ok(Ok(key)) => Ok((key, v)),
-        Ok(Err(e)) => Err(discarded(service, &v, e)),
-        Err(e) => Err(discarded(service, &v, e.into())),
-    }
+    let key = stored_or_discarded(service, &v, stored)?;
+    Ok((key, v))
 }
 
 fn set_rotation_policy(
