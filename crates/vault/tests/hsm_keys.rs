@@ -295,3 +295,32 @@ fn operations_on_an_rsa_hsm_key_are_audited_like_any_key() {
         }
     }
 }
+
+#[test]
+fn a_wrong_pin_stops_the_vault_at_start_up_with_the_tokens_reason() {
+    use pgcmk_testkit::process::{kill_quietly, wait_exit};
+    let f = fixture();
+    let wrong = f.hsm.pin_file("wrong.pin", "not-the-pin");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _turn = f.vault();
+    let mut child = std::process::Command::new(pgcmk_testkit::binary::pgcmk())
+        .args(["vault", "serve", "--data-dir"])
+        .arg(&data)
+        .args(["--pkcs11-module", MODULE, "--pkcs11-token", TOKEN])
+        .arg("--pkcs11-pin-file")
+        .arg(&wrong)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let Some(status) = wait_exit(&mut child, std::time::Duration::from_secs(30)) else {
+        kill_quietly(&mut child);
+        panic!("the vault kept running with a wrong PIN");
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("Login returned PinIncorrect"), "{stderr}");
+    assert!(!stderr.contains("not-the-pin"), "the PIN is in the error");
+    assert!(!data.exists(), "nothing is made before the token says no");
+}
