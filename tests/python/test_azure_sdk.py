@@ -9,16 +9,20 @@ policy, and passes them here through the environment:
 - AZURE_CLIENT_ID: the managed identity's client id
 - IDENTITY_ENDPOINT, IDENTITY_HEADER: the App Service managed-identity protocol
 - REQUESTS_CA_BUNDLE: the vault service's CA
+
+The vault runs with a SoftHSM2 token (`--pkcs11-module`), so RSA-HSM keys
+(`hardware_protected=True`) are generated and used in it.
 """
 
+import hashlib
 import os
 import uuid
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.identity import ManagedIdentityCredential
-from azure.keyvault.keys import KeyClient
-from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+from azure.keyvault.keys import KeyClient, KeyType
+from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm, SignatureAlgorithm
 
 REQUIRED_ENV = (
     "PGCMK_TEST_VAULT_URL",
@@ -157,3 +161,24 @@ def test_delete_recover_and_purge_refused_under_purge_protection(client):
     assert "purge" in str(refused.value).lower(), refused.value
     # Still there, still recoverable.
     assert client.get_deleted_key(name).id == key.id
+
+
+def test_rsa_hsm_key_wraps_unwraps_and_signs_in_the_token(client, credential):
+    key = client.create_rsa_key(fresh_name("sdk-hsm"), size=2048, hardware_protected=True)
+    assert key.key_type == KeyType.rsa_hsm
+    assert client.get_key(key.name).key_type == KeyType.rsa_hsm
+
+    remote = crypto_for(key.id, credential)
+    dek = os.urandom(32)
+    wrapped = remote.wrap_key(OAEP_256, dek)
+    assert remote.unwrap_key(OAEP_256, wrapped.encrypted_key).key == dek
+
+    digest = hashlib.sha256(b"pgcmk rsa-hsm").digest()
+    signed = remote.sign(SignatureAlgorithm.rs256, digest)
+    assert remote.verify(SignatureAlgorithm.rs256, digest, signed.signature).is_valid
+    assert not remote.verify(SignatureAlgorithm.rs256, hashlib.sha256(b"other").digest(), signed.signature).is_valid
+
+    # The private key never leaves the token, so there is nothing to back up.
+    with pytest.raises(HttpResponseError) as refused:
+        client.backup_key(key.name)
+    assert refused.value.status_code == 403, refused.value

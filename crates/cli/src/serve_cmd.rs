@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// None by default: a module is code that the control plane and agents load.
     #[arg(long = "pkcs11-module", value_name = "PATH")]
     pkcs11_modules: Vec<PathBuf>,
+    /// Allow KMIP keys whose `ca-file=` is this PEM file of CA certificates (the CA of
+    /// the customer's KMIP server); repeat for several. None by default: the CA
+    /// decides which servers are trusted with the DEKs to wrap.
+    #[arg(long = "kmip-ca-file", value_name = "PATH")]
+    kmip_ca_files: Vec<PathBuf>,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -104,6 +109,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         grace: Duration::from_secs(args.key_check_grace_secs),
         agent_program: std::env::current_exe()?,
         pkcs11_modules: args.pkcs11_modules,
+        kmip_ca_files: args.kmip_ca_files,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -30,7 +30,9 @@ pub use key_cmds::{key, KeyArgs};
 #[derive(Subcommand)]
 pub enum VaultCommand {
     /// Run the key vault service (HTTPS, Azure Key Vault keys API, identities, audit).
-    #[command(after_help = "Example:\n  pgcmk vault serve --data-dir /var/lib/pgcmk/vault")]
+    #[command(
+        after_help = "Examples:\n  pgcmk vault serve --data-dir /var/lib/pgcmk/vault\n  pgcmk vault serve --data-dir /var/lib/pgcmk/vault --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token vault-hsm --pkcs11-pin-file /etc/pgcmk/vault-hsm.pin   # kty RSA-HSM keys live in that token"
+    )]
     Serve(ServeArgs),
 }
 
@@ -67,6 +69,16 @@ pub struct ServeArgs {
     /// open-file limit, at most 1024].
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..=100_000))]
     max_connections: Option<u64>,
+    /// PKCS#11 module (shared library) of the token that kty RSA-HSM keys are generated
+    /// and used in (docs/providers/vault-hsm.md).
+    #[arg(long, value_name = "PATH", requires_all = ["pkcs11_token", "pkcs11_pin_file"])]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of that token.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pkcs11_token: Option<String>,
+    /// File (mode 0600) holding the token user's PIN.
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pkcs11_pin_file: Option<PathBuf>,
 }
 
 /// Where the service is and who is calling.
@@ -126,7 +138,17 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
             Some(SecretBytes::new(value.into_bytes()))
         }
     };
+    let hsm = match (args.pkcs11_module, args.pkcs11_token, args.pkcs11_pin_file) {
+        (Some(module), Some(token), Some(pin_file)) => Some(pgcmk_vault::keys::hsm::HsmConfig {
+            module,
+            token,
+            pin: pgcmk_control::identity_file::read_identity_secret(&pin_file)
+                .map_err(|e| CliError::usage(format!("--pkcs11-pin-file: {e}")))?,
+        }),
+        _ => None,
+    };
     let mut options = pgcmk_vault::service::ServeOptions::new(args.data_dir);
+    options.hsm = hsm;
     options.listen = args.listen;
     options.passphrase = passphrase;
     options.maintenance_interval = Duration::from_secs(args.maintenance_interval_secs);

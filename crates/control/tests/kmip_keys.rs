@@ -28,11 +28,35 @@ struct Fixture {
 
 fn fixture() -> Held<Fixture> {
     static FIXTURE: Shared<Fixture> = Shared::new();
-    FIXTURE.get(|| Fixture {
-        stack: Stack::start(INTERVAL, 30, None),
-        refusals: Stack::start(INTERVAL, 30, None),
-        kmip: KmipServer::start(),
+    FIXTURE.get(|| {
+        let kmip = KmipServer::start();
+        let ca = kmip.ca_file.to_str().unwrap().to_string();
+        let stack = Stack::start_serving(INTERVAL, 30, None, &["--kmip-ca-file", &ca]);
+        // The refusals' control plane also allows a CA that did not issue the KMIP
+        // server's certificate: the first stack's vault CA.
+        let other_ca = stranger_ca(&stack);
+        let refusals = Stack::start_serving(
+            INTERVAL,
+            30,
+            None,
+            &[
+                "--kmip-ca-file",
+                &ca,
+                "--kmip-ca-file",
+                other_ca.to_str().unwrap(),
+            ],
+        );
+        Fixture {
+            stack,
+            refusals,
+            kmip,
+        }
     })
+}
+
+/// A real CA file that did not issue the KMIP server's certificate: `stack`'s vault's.
+fn stranger_ca(stack: &Stack) -> std::path::PathBuf {
+    stack.vault.process.service.info.ca_file.clone()
 }
 
 impl Fixture {
@@ -207,5 +231,41 @@ fn an_unreachable_kmip_server_is_refused() {
         &closed,
         &f.kmip.credential,
         "Connection refused",
+    );
+}
+
+/// Asserts that a new key named with `ca_file` instead of the KMIP server's CA is
+/// refused saying `expected`.
+fn refused_with_ca(f: &Fixture, name: &str, ca_file: &std::path::Path, expected: &str) {
+    let (uid, _) = f.key();
+    let key = format!(
+        "kmip://127.0.0.1:{}/{uid}?ca-file={}",
+        f.kmip.port,
+        ca_file.display()
+    );
+    f.refused(name, &key, &f.kmip.credential, expected);
+}
+
+#[test]
+fn a_ca_file_the_platform_did_not_allow_is_refused() {
+    let f = fixture();
+    let not_allowed = stranger_ca(&f.refusals);
+    refused_with_ca(
+        &f,
+        "kmipcanotallowed",
+        &not_allowed,
+        "is not allowed on this control plane",
+    );
+}
+
+#[test]
+fn a_kmip_server_whose_certificate_another_ca_issued_is_refused() {
+    let f = fixture();
+    let allowed_but_wrong = stranger_ca(&f.stack);
+    refused_with_ca(
+        &f,
+        "kmipwrongca",
+        &allowed_but_wrong,
+        "was not issued by a CA in the key's ca-file",
     );
 }

@@ -24,6 +24,9 @@ const NEW_PIN: &str = "0815-changed-pin";
 /// The token most tests' keys live in, and the one whose PIN is changed.
 const TOKEN: &str = "pgcmk-test";
 const PIN_TOKEN: &str = "pgcmk-pin";
+/// The token of the stack's vault, for its RSA-HSM keys (a token of its own: SoftHSM
+/// processes that log in to one token at once may read its file half-written).
+const VAULT_TOKEN: &str = "pgcmk-vault";
 
 /// Fields drop in order: the stacks delete their servers before the token store goes.
 struct Fixture {
@@ -37,11 +40,20 @@ fn fixture() -> Held<Fixture> {
     static FIXTURE: Shared<Fixture> = Shared::new();
     FIXTURE.get(|| {
         // The tokens exist before the control plane loads the module.
-        let hsm = SoftHsm::start(&[TOKEN, PIN_TOKEN], PIN);
+        let hsm = SoftHsm::start(&[TOKEN, PIN_TOKEN, VAULT_TOKEN], PIN);
         let pin_file = hsm.pin_file("user.pin", PIN);
+        let vault_pin_file = hsm.pin_file("vault.pin", PIN);
         let serve = ["--pkcs11-module", MODULE];
+        let vault_serve = [
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-token",
+            VAULT_TOKEN,
+            "--pkcs11-pin-file",
+            vault_pin_file.to_str().unwrap(),
+        ];
         Fixture {
-            stack: Stack::start_serving(INTERVAL, 30, None, &serve),
+            stack: Stack::start_with_vault(INTERVAL, 30, None, &serve, &vault_serve),
             refusals: Stack::start_serving(INTERVAL, 30, None, &serve),
             hsm,
             pin_file,
@@ -271,4 +283,18 @@ fn a_pin_file_other_users_can_read_is_refused() {
     let open = f.hsm.pin_file("open.pin", PIN);
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
     f.refused_with_pin("openpin", &uri(TOKEN, "never-made"), &open, "chmod 600");
+}
+
+/// The vault's own RSA-HSM keys (docs/providers/vault-hsm.md) serve as a KEK like
+/// any vault key: the agent's unwrap reaches the vault's token.
+#[test]
+fn a_server_whose_kek_is_an_rsa_hsm_key_in_the_vault_is_ready() {
+    let f = fixture();
+    let stack = &f.stack;
+    let key = stack.vault.customer_key_of("vault-hsm", "RSA-HSM");
+    let created = stack.cp.create_with("vault-hsm", &key, &key.kid);
+    let server = Created::from(&created);
+    server.sql("CREATE TABLE t(id int)").unwrap();
+    assert_eq!(stack.cp.state("vault-hsm").0, "Ready");
+    assert_eq!(stack.cp.wrapped_by("vault-hsm"), key.kid);
 }

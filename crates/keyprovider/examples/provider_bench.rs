@@ -1,7 +1,7 @@
 //! Key providers side by side in one run: unwrap latency and throughput through the
 //! `KeyEncryptionKey` trait (what every key check and every start does) for the
-//! Azure-compatible vault (`pgcmk vault serve`, release build, RSA-3072 over HTTPS),
-//! a PKCS#11 token (SoftHSM2, RSA-3072, in-process module) and a KMIP server
+//! Azure-compatible vault (`pgcmk vault serve`, release build, RSA-3072 over HTTPS,
+//! as a software key and as an RSA-HSM key in the vault's SoftHSM2 token), a PKCS#11 token (SoftHSM2, RSA-3072, in-process module) and a KMIP server
 //! (PyKMIP, AES-256-GCM over TLS), at 1 and 4 concurrent callers; then the key work of
 //! a server create per provider (describe + wrap + unwrap, the median of 5).
 //!
@@ -44,7 +44,20 @@ fn main() {
         .nth(1)
         .map_or(5.0, |s| s.parse().expect("--seconds takes a number"));
     eprintln!("starting the release vault, a SoftHSM2 token and a PyKMIP server ...");
-    let vault = VaultService::start(pgcmk_binary(true));
+    // The tokens exist before the vault loads the module; the vault has one of its own.
+    let hsm = SoftHsm::start(&["bench", "bench-vault"], PIN);
+    let vault_pin = hsm.pin_file("vault.pin", PIN);
+    let vault = VaultService::start_with(
+        pgcmk_binary(true),
+        &[
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-token",
+            "bench-vault",
+            "--pkcs11-pin-file",
+            vault_pin.to_str().unwrap(),
+        ],
+    );
     let identity = vault.create_identity("bench-mi");
     let url = vault.create_vault("benchvault", false);
     vault.set_policy(
@@ -63,14 +76,21 @@ fn main() {
     client
         .create_rsa_key("kek", &NewRsaKey::new(3072))
         .expect("create the vault key");
-    let akv = AkvKek::connect(
-        AkvKeyReference::parse(&format!("{url}/keys/kek")).unwrap(),
-        tokens,
-        &options,
-    )
-    .expect("vault KEK");
+    let mut in_token = NewRsaKey::new(3072);
+    in_token.hsm = true;
+    client
+        .create_rsa_key("hsm-kek", &in_token)
+        .expect("create the vault's RSA-HSM key");
+    let vault_kek = |name: &str| {
+        AkvKek::connect(
+            AkvKeyReference::parse(&format!("{url}/keys/{name}")).unwrap(),
+            tokens.clone(),
+            &options,
+        )
+        .expect("vault KEK")
+    };
+    let (akv, akv_hsm) = (vault_kek("kek"), vault_kek("hsm-kek"));
 
-    let hsm = SoftHsm::start(&["bench"], PIN);
     hsm.generate_rsa("bench", PIN, "kek", b"kek", 3072);
     let pkcs11 = Pkcs11Kek::connect(
         Pkcs11KeyReference::parse(&format!(
@@ -93,6 +113,11 @@ fn main() {
         Provider {
             name: "vault (AKV REST, RSA-3072)",
             kek: Arc::new(akv),
+            server_pid: Some(vault.pid()),
+        },
+        Provider {
+            name: "vault RSA-HSM (AKV REST, SoftHSM2 RSA-3072)",
+            kek: Arc::new(akv_hsm),
             server_pid: Some(vault.pid()),
         },
         Provider {

@@ -1,5 +1,6 @@
 //! Real client: the unmodified Azure SDK for Python (tests/python/test_azure_sdk.py)
-//! against a real `pgcmk vault serve`, through a user-assigned managed identity.
+//! against a real `pgcmk vault serve`, through a user-assigned managed identity. The
+//! vault has a SoftHSM2 token (made here) for the scenario's RSA-HSM key.
 
 mod support;
 
@@ -8,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pgcmk_testkit::binary::workspace_root;
+use pgcmk_testkit::softhsm::{SoftHsm, MODULE};
 use support::{pgcmk_binary, run_sdk_client, VaultService, ALL_KEY_PERMISSIONS};
 
 /// The whole Python run must end within this.
@@ -36,7 +38,20 @@ fn venv_python(root: &Path) -> std::path::PathBuf {
 fn unmodified_azure_sdk_drives_the_vault_through_a_managed_identity() {
     let root = workspace_root();
     let python = venv_python(root);
-    let vault = VaultService::start(pgcmk_binary(false));
+    // The token exists before the vault loads the module.
+    let hsm = SoftHsm::start(&["sdk-hsm"], "sdk-user-pin");
+    let pin_file = hsm.pin_file("vault.pin", "sdk-user-pin");
+    let vault = VaultService::start_with(
+        pgcmk_binary(false),
+        &[
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-token",
+            "sdk-hsm",
+            "--pkcs11-pin-file",
+            pin_file.to_str().unwrap(),
+        ],
+    );
 
     let identity = vault.create_identity("sdk-workload");
     let url = vault.create_vault("sdkvault", true);
@@ -70,7 +85,10 @@ fn unmodified_azure_sdk_drives_the_vault_through_a_managed_identity() {
         vault.log()
     );
     assert!(
-        stdout.contains("3 passed"),
-        "expected all three SDK scenarios to run:\n{stdout}"
+        stdout.contains("4 passed"),
+        "expected all four SDK scenarios to run:\n{stdout}"
     );
+    // The vault stops before the token store goes.
+    drop(vault);
+    drop(hsm);
 }

@@ -218,6 +218,25 @@ impl SoftHsm {
         });
     }
 
+    /// Reads the token store afresh (finalize, initialize), to see objects that
+    /// another process (a vault) created or destroyed since this one initialized.
+    pub fn reload(&self) {
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        self.context.clone().finalize().unwrap();
+        self.context
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
+    }
+
+    /// How many objects (either half of a key pair) carry `label` in `token`.
+    pub fn count_labelled(&self, token: &str, pin: &str, label: &str) -> usize {
+        self.as_user(token, pin, |s| {
+            s.find_objects(&[Attribute::Label(label.into())])
+                .unwrap()
+                .len()
+        })
+    }
+
     /// True when the private key `label` may not be extracted from `token`.
     pub fn never_extractable(&self, token: &str, pin: &str, label: &str) -> bool {
         self.as_user(token, pin, |s| {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::audit::AuditEntry;
 use crate::http::key_errors;
+use crate::keys::error::KeyOpError;
 use crate::keys::model::{KeyRecord, VersionRecord};
 use crate::keys::ops;
 use crate::keys::rotation::ActionType;
@@ -88,13 +89,21 @@ fn check_all(service: &Service) -> Result<Vec<AuditEntry>, Error> {
                 if let Some(d) = key.deleted {
                     if now >= d.scheduled_purge_date {
                         let purged = entry(&vault, "KeyPurge", &key.name, None, 204, started);
-                        crate::keys::lifecycle::purge_key(
+                        match crate::keys::lifecycle::purge_key(
                             service,
                             &vault.name,
                             &key.name,
                             Some(&purged),
-                        )?;
-                        out.push(purged);
+                        ) {
+                            Ok(()) => out.push(purged),
+                            Err(KeyOpError::Internal(e)) => return Err(e),
+                            // The token refused: the key stays soft-deleted; next run retries.
+                            Err(e) => tracing::warn!(
+                                "scheduled purge of key '{}' in vault '{}': {e}",
+                                key.name,
+                                vault.name
+                            ),
+                        }
                     }
                     continue;
                 }

@@ -169,6 +169,15 @@ pub async fn start(
     }
     let data_dir = options.data_dir.clone();
     let passphrase = options.passphrase;
+    // Loading the module and logging in block; a wrong setting stops start-up here.
+    let hsm = match options.hsm {
+        Some(config) => Some(
+            tokio::task::spawn_blocking(move || crate::keys::hsm::Hsm::open(config))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?,
+        ),
+        None => None,
+    };
     // Opening the database, deriving keys (Argon2 for a passphrase) and the first
     // writes block: run them off the async runtime.
     let state = tokio::task::spawn_blocking(move || open_state(&data_dir, passphrase))
@@ -202,6 +211,7 @@ pub async fn start(
         in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1))),
         crypto_pool: crate::worker_pool::WorkerPool::per_core(),
         clock: options.clock.clone(),
+        hsm,
     });
     service.spawn_listener(main, admin_api::router(service.clone()));
     for (listener, name) in vault_listeners {

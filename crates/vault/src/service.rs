@@ -45,6 +45,8 @@ pub struct ServeOptions {
     /// What a client may cost a listener before it is dropped: deadlines for the
     /// handshake, headers and body, connection caps.
     pub client_limits: pgcmk_hostkeys::listener::Limits,
+    /// The token RSA-HSM keys are generated in; without one, creating them is refused.
+    pub hsm: Option<crate::keys::hsm::HsmConfig>,
 }
 
 impl ServeOptions {
@@ -60,6 +62,7 @@ impl ServeOptions {
             max_in_flight: 1024,
             clock: Arc::new(SystemClock),
             client_limits: pgcmk_hostkeys::listener::Limits::default(),
+            hsm: None,
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct Service {
     pub(crate) crypto_pool: crate::worker_pool::WorkerPool,
     /// What "now" is.
     pub(crate) clock: Arc<dyn Clock>,
+    /// The token of RSA-HSM keys, when configured.
+    pub(crate) hsm: Option<crate::keys::hsm::Hsm>,
 }
 
 impl Service {

@@ -49,8 +49,8 @@ enum KeyCommand {
     Create {
         #[command(flatten)]
         key: KeyName,
-        /// Key type: RSA.
-        #[arg(long, default_value = "RSA", value_parser = ["RSA"])]
+        /// Key type: RSA, or RSA-HSM (generated and kept in the vault's HSM token).
+        #[arg(long, default_value = "RSA", value_parser = ["RSA", "RSA-HSM"])]
         kty: String,
         /// Modulus size: 2048, 3072 or 4096.
         #[arg(long, default_value_t = 3072)]
@@ -232,9 +232,15 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, CliError> {
 pub fn key(args: KeyArgs, format: Format) -> Result<(), CliError> {
     let err = CliError::from;
     let v = match args.command {
-        KeyCommand::Create { key, size, ops, .. } => {
+        KeyCommand::Create {
+            key,
+            kty,
+            size,
+            ops,
+        } => {
             let mut new = NewRsaKey::new(size);
             new.key_ops = ops;
+            new.hsm = kty == "RSA-HSM";
             let created = akv_client(&args.conn, &key.vault)?
                 .create_rsa_key(key.name.as_str(), &new)
                 .map_err(err)?;

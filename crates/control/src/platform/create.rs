@@ -273,9 +273,28 @@ impl Platform {
 
     /// Parses a customer's key reference and checks that this control plane may
     /// reach it: a PKCS#11 module is code that the control plane and the agents
-    /// load, so only the modules the platform operator allowed are used.
+    /// load, and a KMIP CA file decides which servers receive DEKs to wrap, so only
+    /// the modules and CA files the platform operator allowed are used.
     pub(super) fn customer_key(&self, identity: &str, key: &str) -> Result<KeyReference, Error> {
         let key = KeyReference::parse(key).map_err(|e| Error::BadRequest(e.to_string()))?;
+        if let KeyReference::Kmip(k) = &key {
+            match &k.ca_file {
+                Some(ca) if self.config.kmip_ca_files.contains(ca) => {}
+                Some(ca) => {
+                    return Err(Error::BadRequest(format!(
+                        "KMIP CA file {} is not allowed on this control plane: the platform \
+                         operator allows one with `pgcmk serve --kmip-ca-file PATH`",
+                        ca.display()
+                    )))
+                }
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "key {k}: say which CA issued the KMIP server's certificate with \
+                         ?ca-file=/path/to/ca.pem (one that `pgcmk serve --kmip-ca-file` allows)"
+                    )))
+                }
+            }
+        }
         if let KeyReference::Pkcs11(k) = &key {
             if !self.config.pkcs11_modules.contains(&k.module_path) {
                 return Err(Error::BadRequest(format!(

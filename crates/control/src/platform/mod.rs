@@ -79,6 +79,9 @@ pub struct PlatformConfig {
     /// The PKCS#11 modules that customers' keys may name (`module-path=`); none by
     /// default, since a module is code loaded into the control plane and agents.
     pub pkcs11_modules: Vec<PathBuf>,
+    /// The CA files that KMIP keys may name (`ca-file=`) to trust their server by;
+    /// none by default, since a CA decides which servers receive the DEKs to wrap.
+    pub kmip_ca_files: Vec<PathBuf>,
 }
 
 /// The control plane.

@@ -45,12 +45,15 @@ pub struct Identity {
 impl Vault {
     /// Starts the vault service with its data under `root/vault`.
     pub fn start(root: &Path) -> Self {
+        Self::start_with(root, &[])
+    }
+
+    /// Like [`Vault::start`], with more `pgcmk vault serve` arguments.
+    pub fn start_with(root: &Path, args: &[&str]) -> Self {
         let dir = root.join("vault");
-        let process = VaultProcess::start(ServeCommand::new(
-            pgcmk(),
-            dir.clone(),
-            root.join("vault.log"),
-        ));
+        let mut command = ServeCommand::new(pgcmk(), dir.clone(), root.join("vault.log"));
+        command.args = args.iter().map(|a| a.to_string()).collect();
+        let process = VaultProcess::start(command);
         Self {
             identity_endpoint: process.service.info.identity_endpoint.clone(),
             officer: SecurityOfficer::new(pgcmk(), &dir),
@@ -242,12 +245,17 @@ impl Vault {
     /// `NAME-mi`, vault `NAME-kv` (westeurope, purge protection) granting it `get`,
     /// `wrapKey` and `unwrapKey`, and RSA key `NAME-key`.
     pub fn customer_key(&self, name: &str) -> CustomerKey {
+        self.customer_key_of(name, "RSA")
+    }
+
+    /// Like [`Vault::customer_key`], the key of type `kty` (`RSA` or `RSA-HSM`).
+    pub fn customer_key_of(&self, name: &str, kty: &str) -> CustomerKey {
         let identity = self.identity(&format!("{name}-mi"));
         let vault = format!("{name}-kv");
         let vault_url = self.keyvault(&vault, "westeurope", true);
         self.grant(&vault, &identity, &["get", "wrapKey", "unwrapKey"]);
         let key = format!("{name}-key");
-        let kid = self.key(&vault, &key, 2048);
+        let kid = self.key_of(&vault, &key, 2048, kty);
         CustomerKey {
             identity,
             vault,
@@ -269,9 +277,14 @@ impl Vault {
 
     /// Creates an RSA key; returns its full (versioned) id.
     pub fn key(&self, vault: &str, name: &str, size: u32) -> String {
+        self.key_of(vault, name, size, "RSA")
+    }
+
+    /// Creates a key of type `kty`; returns its full (versioned) id.
+    pub fn key_of(&self, vault: &str, name: &str, size: u32, kty: &str) -> String {
         let size = size.to_string();
         let v = self.cli(&[
-            "key", "create", "--vault", vault, "--name", name, "--kty", "RSA", "--size", &size,
+            "key", "create", "--vault", vault, "--name", name, "--kty", kty, "--size", &size,
         ]);
         kid_of(&v)
     }
@@ -386,8 +399,19 @@ impl Stack {
         passphrase: Option<&str>,
         serve_args: &[&str],
     ) -> Self {
+        Self::start_with_vault(interval_secs, grace_secs, passphrase, serve_args, &[])
+    }
+
+    /// Like [`Stack::start_serving`], with more `pgcmk vault serve` arguments.
+    pub fn start_with_vault(
+        interval_secs: u64,
+        grace_secs: u64,
+        passphrase: Option<&str>,
+        serve_args: &[&str],
+        vault_args: &[&str],
+    ) -> Self {
         let root = scratch();
-        let vault = Vault::start(root.path());
+        let vault = Vault::start_with(root.path(), vault_args);
         let cp = ControlPlane::start_serving(
             root.path(),
             &vault,

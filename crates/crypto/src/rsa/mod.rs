@@ -7,10 +7,12 @@
 //! opt-in ([`EncryptionAlgorithm::parse`] with `allow_rsa1_5`).
 
 mod algorithm;
+mod oaep_block;
 mod private;
 mod public;
 
 pub use algorithm::{EncryptionAlgorithm, RsaKeySize, SignatureAlgorithm};
+pub use oaep_block::oaep_decode;
 pub use private::{RsaPrivateComponents, RsaPrivateKey};
 pub use public::RsaPublicKey;
 

@@ -38,6 +38,8 @@ pub struct NewRsaKey {
     pub attributes: KeyAttributes,
     /// Free-form tags.
     pub tags: BTreeMap<String, String>,
+    /// Generated and kept in the vault's HSM (`kty: RSA-HSM`) instead of in software.
+    pub hsm: bool,
 }
 
 impl NewRsaKey {
@@ -48,6 +50,7 @@ impl NewRsaKey {
             key_ops: Vec::new(),
             attributes: KeyAttributes::default(),
             tags: BTreeMap::new(),
+            hsm: false,
         }
     }
 }
@@ -112,7 +115,7 @@ impl NewRsaKey {
     pub(crate) fn parameters(&self) -> KeyCreateParameters {
         let a = &self.attributes;
         KeyCreateParameters {
-            kty: "RSA".into(),
+            kty: if self.hsm { "RSA-HSM" } else { "RSA" }.into(),
             key_size: Some(u64::from(self.size_bits)),
             public_exponent: None,
             key_ops: (!self.key_ops.is_empty()).then(|| self.key_ops.clone()),

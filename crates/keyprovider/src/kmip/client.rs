@@ -154,19 +154,25 @@ impl KmipClient {
     }
 }
 
-/// A refused client certificate is a denial (the customer revoked this client);
-/// anything else on the way (refused connection, timeout, reset) may pass.
+/// A refused client certificate is a denial (the customer revoked this client), and
+/// so is a server certificate that the key's CA file did not issue (whoever answers
+/// is not the customer's server); anything else on the way (refused connection,
+/// timeout, reset) may pass.
 fn classify_io(what: &str, e: std::io::Error) -> KeyError {
-    let tls_refusal = e
+    let tls = e
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|t| matches!(t, rustls::Error::AlertReceived(_)));
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let reason = format!("{what}: {e}");
-    if tls_refusal {
-        KeyError::Denied {
+    match tls {
+        Some(rustls::Error::AlertReceived(_)) => KeyError::Denied {
             reason: format!("{reason} (the server refused this client's certificate)"),
-        }
-    } else {
-        KeyError::Transient { reason }
+        },
+        Some(rustls::Error::InvalidCertificate(_)) => KeyError::Denied {
+            reason: format!(
+                "{reason} (the KMIP server's certificate was not issued by a CA in the key's \
+                 ca-file, or does not name this host: give the CA file of the server's CA)"
+            ),
+        },
+        _ => KeyError::Transient { reason },
     }
 }

@@ -3,33 +3,23 @@
 use std::sync::Arc;
 
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
-use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use pgcmk_crypto::{Dek, SecretBytes};
 use zeroize::Zeroize;
 
-use super::errors::key_error;
-use super::module::Module;
+use pgcmk_pkcs11::{oaep, Access, Module};
+
 use super::uri::{Pkcs11KeyReference, Pkcs11KeyVersion};
 use crate::{
     KeyDescription, KeyEncryptionKey, KeyError, KeyInfo, KeyReference, KeyType, KeyVersionId,
     WrappedDek,
 };
 
-/// The wrapping algorithms, named as Azure Key Vault names the same math, in order
-/// of preference: OAEP with SHA-256, else with SHA-1 for tokens that only have that
-/// (SoftHSM 2.6). Both are sound for wrapping a random key; the one used is
-/// recorded beside the wrapped DEK and used to unwrap it.
-const ALGORITHMS: [(&str, MechanismType, PkcsMgfType); 2] = [
-    (
-        "RSA-OAEP-256",
-        MechanismType::SHA256,
-        PkcsMgfType::MGF1_SHA256,
-    ),
-    ("RSA-OAEP", MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-];
+/// `err` from doing `what`, as a server sees it.
+fn key_error(what: &str, err: CkError) -> KeyError {
+    pgcmk_pkcs11::classify(what, err).into()
+}
 
 /// A KEK held in a token: the private key decrypts inside it; the token user's PIN
 /// (the server's credential) opens it for each operation.
@@ -62,26 +52,17 @@ impl Pkcs11Kek {
         })
     }
 
-    /// The OAEP mechanism that [`ALGORITHMS`] names `algorithm`.
-    fn oaep(algorithm: &str) -> Option<Mechanism<'static>> {
-        let (_, hash, mgf) = ALGORITHMS.iter().find(|(name, ..)| *name == algorithm)?;
-        Some(Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
-            *hash,
-            *mgf,
-            PkcsOaepSource::empty(),
-        )))
-    }
-
     /// Runs `op` on the key pair with `id` (`None`: the one the reference names).
     fn with_key<T>(
         &self,
         id: Option<&[u8]>,
         op: impl FnOnce(&Session, &KeyPair) -> Result<T, KeyError>,
     ) -> Result<T, KeyError> {
-        self.module.as_user(&self.key.token, &self.pin, |session| {
-            let pair = self.find(session, id.or(self.key.id.as_deref()))?;
-            op(session, &pair)
-        })
+        self.module
+            .as_user(&self.key.token, &self.pin, Access::ReadOnly, |session| {
+                let pair = self.find(session, id.or(self.key.id.as_deref()))?;
+                op(session, &pair)
+            })
     }
 
     fn find(&self, session: &Session, id: Option<&[u8]>) -> Result<KeyPair, KeyError> {
@@ -253,8 +234,9 @@ impl KeyEncryptionKey for Pkcs11Kek {
         self.with_key(None, |session, pair| {
             let public = self.public_of(session, pair)?;
             let what = format!("wrapping with {}", pair.version);
-            for (algorithm, ..) in ALGORITHMS {
-                let Some(mechanism) = Self::oaep(algorithm) else {
+            // The one used is recorded beside the wrapped DEK and used to unwrap it.
+            for algorithm in oaep::ALGORITHMS {
+                let Some(mechanism) = oaep::mechanism(algorithm) else {
                     continue;
                 };
                 match session.encrypt(&mechanism, public, dek.expose_secret()) {
@@ -288,7 +270,7 @@ impl KeyEncryptionKey for Pkcs11Kek {
             }
             other => return Err(not_this_key(other, &self.reference)),
         };
-        let mechanism = Self::oaep(&wrapped.algorithm).ok_or_else(|| KeyError::Invalid {
+        let mechanism = oaep::mechanism(&wrapped.algorithm).ok_or_else(|| KeyError::Invalid {
             reason: format!(
                 "this DEK was wrapped with {}; a PKCS#11 key unwraps RSA-OAEP-256 and \
                  RSA-OAEP only",

@@ -8,10 +8,26 @@
 //!   logging in with the token user's PIN for every operation, so that a changed
 //!   PIN is noticed at the next key check.
 
-mod errors;
 mod kek;
-mod module;
 mod uri;
 
 pub use kek::Pkcs11Kek;
 pub use uri::{Pkcs11KeyReference, Pkcs11KeyVersion};
+
+use pgcmk_pkcs11::TokenError;
+
+use crate::KeyError;
+
+/// A token's refusal as a server sees it: denied (Inaccessible at once), transient
+/// (retried) or invalid.
+impl From<TokenError> for KeyError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Denied { reason } => KeyError::Denied { reason },
+            TokenError::Transient { reason } => KeyError::Transient { reason },
+            _ => KeyError::Invalid {
+                reason: e.reason().to_string(),
+            },
+        }
+    }
+}

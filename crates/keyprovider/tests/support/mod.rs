@@ -68,13 +68,16 @@ impl VaultService {
     /// Starts `pgcmk vault serve` on 127.0.0.1 with a free port and waits (with a
     /// deadline) until it has written `service.json`.
     pub fn start(bin: PathBuf) -> Self {
+        Self::start_with(bin, &[])
+    }
+
+    /// Like [`VaultService::start`], with more `serve` arguments.
+    pub fn start_with(bin: PathBuf, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let data = dir.path().join("data");
-        let process = VaultProcess::start(ServeCommand::new(
-            &bin,
-            data.clone(),
-            dir.path().join("vault.log"),
-        ));
+        let mut command = ServeCommand::new(&bin, data.clone(), dir.path().join("vault.log"));
+        command.args = args.iter().map(|a| a.to_string()).collect();
+        let process = VaultProcess::start(command);
         Self {
             info: process.service.info.clone(),
             officer: SecurityOfficer::new(&bin, &data),

@@ -75,18 +75,23 @@ mod tests {
                 scheduled_purge_date: 1_767_225_600,
             },
             KeyOpError::Internal(crate::StorageError::AuditWriterStopped.into()),
+            KeyOpError::Token(pgcmk_pkcs11::TokenError::Denied {
+                reason: "finding token 't1': no such token is present".into(),
+            }),
         ];
         for reason in [
             Unusable::Disabled,
             Unusable::NotYetValid,
             Unusable::Expired,
             Unusable::OperationNotPermitted,
+            Unusable::NotExportable,
         ] {
             match reason {
                 Unusable::Disabled
                 | Unusable::NotYetValid
                 | Unusable::Expired
-                | Unusable::OperationNotPermitted => {}
+                | Unusable::OperationNotPermitted
+                | Unusable::NotExportable => {}
             }
             all.push(KeyOpError::Unusable {
                 operation: "wrapKey",
@@ -104,6 +109,7 @@ mod tests {
                 )
                 | KeyOpError::Unusable { .. }
                 | KeyOpError::PurgeProtected { .. }
+                | KeyOpError::Token(_)
                 | KeyOpError::Internal(_) => {}
             }
         }

@@ -2,6 +2,8 @@
 
 use axum::http::StatusCode;
 
+use pgcmk_pkcs11::TokenError;
+
 use super::ApiError;
 use crate::keys::error::{KeyConflict, KeyOpError, Unusable};
 
@@ -14,6 +16,9 @@ pub fn status(e: &KeyOpError) -> StatusCode {
         | KeyOpError::DeletedKeyNotFound { .. } => StatusCode::NOT_FOUND,
         KeyOpError::Conflict(_) => StatusCode::CONFLICT,
         KeyOpError::Unusable { .. } | KeyOpError::PurgeProtected { .. } => StatusCode::FORBIDDEN,
+        KeyOpError::Token(TokenError::Denied { .. }) => StatusCode::FORBIDDEN,
+        KeyOpError::Token(TokenError::Transient { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        KeyOpError::Token(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -39,6 +44,9 @@ fn codes(e: &KeyOpError) -> (&'static str, Option<&'static str>) {
             }),
         ),
         KeyOpError::PurgeProtected { .. } => ("Forbidden", Some("PurgeProtected")),
+        KeyOpError::Token(TokenError::Denied { .. }) => ("Forbidden", None),
+        KeyOpError::Token(TokenError::Transient { .. }) => ("ServiceUnavailable", None),
+        KeyOpError::Token(_) => ("BadParameter", None),
         _ => ("InternalServerError", None),
     }
 }
@@ -116,6 +124,23 @@ mod tests {
                 KeyOpError::Internal(crate::StorageError::AuditWriterStopped.into()),
                 500,
                 "InternalServerError",
+                None,
+            ),
+            (
+                KeyOpError::Unusable {
+                    operation: "backup",
+                    reason: Unusable::NotExportable,
+                },
+                403,
+                "Forbidden",
+                Some("KeyOperationForbidden"),
+            ),
+            (
+                KeyOpError::Token(TokenError::Transient {
+                    reason: "Decrypt returned DeviceError".into(),
+                }),
+                503,
+                "ServiceUnavailable",
                 None,
             ),
         ];

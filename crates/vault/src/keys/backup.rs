@@ -11,7 +11,7 @@ use pgcmk_crypto::rsa::RsaPrivateKey;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::error::{bad, KeyConflict, KeyOpError};
+use super::error::{bad, KeyConflict, KeyOpError, Unusable};
 use super::model::{Attributes, KeyRecord};
 use super::ops::{self, Ctx, Outcome};
 use super::request::{self, decode_b64url};
@@ -50,6 +50,12 @@ pub fn backup(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
     let mut versions = Vec::new();
     for version in &key.versions {
         let v = ops::version_record(ctx, &key, version)?;
+        if v.hsm.is_some() {
+            return Err(KeyOpError::Unusable {
+                operation: "backup",
+                reason: Unusable::NotExportable,
+            });
+        }
         let private = super::crypto::private_key(ctx.service, &ctx.vault.name, name, &v)?;
         let der = private.to_pkcs8_der()?;
         versions.push(BackupVersion {

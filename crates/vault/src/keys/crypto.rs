@@ -9,6 +9,7 @@ use pgcmk_akv_model::{
 use pgcmk_crypto::rsa::{EncryptionAlgorithm, RsaPrivateKey, RsaPublicKey, SignatureAlgorithm};
 
 use super::error::{bad, KeyOpError, Unusable};
+use super::hsm_version;
 use super::model::VersionRecord;
 use super::ops::{active_key, seal_aad, version_record, Ctx, Outcome};
 use super::request::{decode, decode_b64url};
@@ -106,23 +107,22 @@ pub(super) fn crypto(
         }
         CryptoOp::Decrypt | CryptoOp::UnwrapKey => {
             let alg = EncryptionAlgorithm::parse(alg, ctx.vault.allow_rsa1_5).map_err(bad_alg)?;
-            let private = private_key(ctx.service, &ctx.vault.name, name, &v)?;
-            let plain = private.decrypt(alg, &value).map_err(|e| match e {
-                pgcmk_crypto::Error::InvalidLength { expected, got, .. } => bad(format!(
-                    "the ciphertext must be {expected} bytes for this key, not {got}"
-                )),
-                _ => {
-                    bad("the ciphertext could not be decrypted with this key version and algorithm")
-                }
-            })?;
+            let plain = match &v.hsm {
+                Some(object) => hsm_version::hsm(ctx.service)?.decrypt(object, alg, &value)?,
+                None => private_key(ctx.service, &ctx.vault.name, name, &v)?
+                    .decrypt(alg, &value)
+                    .map_err(decrypt_error)?,
+            };
             Outcome::new(result(plain.expose_secret()), version)
         }
         CryptoOp::Sign => {
             let alg = SignatureAlgorithm::parse(alg).map_err(bad_alg)?;
-            let private = private_key(ctx.service, &ctx.vault.name, name, &v)?;
-            let sig = private
-                .sign_digest(alg, &value)
-                .map_err(|e| bad(format!("cannot sign: {e}")))?;
+            let sig = match &v.hsm {
+                Some(object) => hsm_version::hsm(ctx.service)?.sign(object, alg, &value)?,
+                None => private_key(ctx.service, &ctx.vault.name, name, &v)?
+                    .sign_digest(alg, &value)
+                    .map_err(|e| bad(format!("cannot sign: {e}")))?,
+            };
             Outcome::new(result(&sig), version)
         }
         CryptoOp::Verify => {
@@ -132,5 +132,15 @@ pub(super) fn crypto(
                 .map_err(|e| bad(format!("cannot verify: {e}")))?;
             Outcome::new(KeyVerifyResult { value: ok }, version)
         }
+    }
+}
+
+/// A software decryption's failure, without telling padding errors apart.
+fn decrypt_error(e: pgcmk_crypto::Error) -> KeyOpError {
+    match e {
+        pgcmk_crypto::Error::InvalidLength { expected, got, .. } => bad(format!(
+            "the ciphertext must be {expected} bytes for this key, not {got}"
+        )),
+        _ => bad("the ciphertext could not be decrypted with this key version and algorithm"),
     }
 }

@@ -50,6 +50,9 @@ pub enum KeyOpError {
         /// When the key may be purged (Unix seconds).
         scheduled_purge_date: i64,
     },
+    /// The vault's token refused or failed (RSA-HSM keys).
+    #[error("the vault's HSM: {0}")]
+    Token(#[from] pgcmk_pkcs11::TokenError),
     /// A failure that is not the caller's: storage, sealing, key generation.
     #[error(transparent)]
     Internal(#[from] crate::Error),
@@ -95,6 +98,9 @@ pub enum Unusable {
     /// The key's `key_ops` do not include the operation.
     #[error("is not permitted by this key's key_ops.")]
     OperationNotPermitted,
+    /// The private key never leaves the vault's token (RSA-HSM).
+    #[error("is not allowed on an RSA-HSM key: its private key never leaves the vault's HSM token; back up the token with its own tools instead.")]
+    NotExportable,
 }
 
 /// `BadParameter` with a message.

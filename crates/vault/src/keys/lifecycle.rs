@@ -1,14 +1,13 @@
 //! Soft delete, recover and purge.
 
 use super::error::KeyOpError;
-use super::model::{Deleted, KeyRecord};
+use super::model::{Deleted, KeyRecord, VersionRecord};
 use super::ops::{
     deleted_key, deleted_not_found, key_in, key_not_found, version_record, Ctx, Outcome,
 };
 use crate::audit::AuditEntry;
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
-use crate::Error;
 
 pub(super) fn delete(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
     let now = ctx.service.now();
@@ -61,13 +60,28 @@ pub(super) fn purge(ctx: &Ctx<'_>, name: &str) -> Result<Outcome, KeyOpError> {
 }
 
 /// Removes a key and all its versions for good, committing `audit` (the purging
-/// request's entry) with it.
+/// request's entry) with it. RSA-HSM versions' key pairs are destroyed in the token
+/// first: if the token refuses, nothing is removed and the purge can be retried.
 pub(crate) fn purge_key(
     service: &Service,
     vault: &str,
     name: &str,
     audit: Option<&AuditEntry>,
-) -> Result<(), Error> {
+) -> Result<(), KeyOpError> {
+    if let Some(key) = service
+        .store
+        .get::<KeyRecord>(KEYS, &format!("{vault}/{name}"))?
+    {
+        let mut versions = Vec::new();
+        for v in &key.versions {
+            versions.extend(
+                service
+                    .store
+                    .get::<VersionRecord>(VERSIONS, &format!("{vault}/{name}/{v}"))?,
+            );
+        }
+        super::hsm_version::destroy_all(service, &versions)?;
+    }
     service.store.write(|tx| {
         if let Some(intent) = audit {
             crate::audit::commit_with_change(tx, intent, None)?;

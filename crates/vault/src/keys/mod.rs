@@ -5,6 +5,8 @@ pub mod backup;
 pub mod cache;
 pub mod crypto;
 pub mod error;
+pub mod hsm;
+mod hsm_version;
 pub mod lifecycle;
 pub mod listing;
 pub mod model;

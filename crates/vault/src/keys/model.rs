@@ -7,6 +7,7 @@ use pgcmk_akv_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::hsm::HsmObject;
 use super::rotation::RotationPolicy;
 
 /// A key: its versions and its lifecycle state.
@@ -43,7 +44,8 @@ pub struct Deleted {
     pub scheduled_purge_date: i64,
 }
 
-/// One version of a key. The private key is sealed; `n`/`e` are public.
+/// One version of a key. The private key is sealed here, or (`kty: RSA-HSM`) held
+/// by the vault's token and only referenced; `n`/`e` are public.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VersionRecord {
     /// 32 lowercase hex characters.
@@ -54,8 +56,12 @@ pub struct VersionRecord {
     pub n: String,
     /// Public exponent, base64url.
     pub e: String,
-    /// The PKCS#8 private key sealed under the storage key, base64.
+    /// The PKCS#8 private key sealed under the storage key, base64 (empty for a
+    /// version held by the token).
     pub sealed_private: String,
+    /// The token's key pair, for an RSA-HSM version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<HsmObject>,
     /// Attributes.
     pub attributes: Attributes,
     /// Permitted operations (JWK `key_ops`).
@@ -126,7 +132,7 @@ impl VaultView<'_> {
         let bundle = KeyBundle {
             key: JsonWebKey {
                 kid: self.kid(&key.name, Some(&v.version)),
-                kty: "RSA".into(),
+                kty: if v.hsm.is_some() { "RSA-HSM" } else { "RSA" }.into(),
                 key_ops: v.key_ops.clone(),
                 n: Some(v.n.clone()),
                 e: Some(v.e.clone()),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::{bad, KeyConflict, KeyOpError};
+use super::hsm_version::{self, Protection};
 use super::listing::ListQuery;
 use super::model::{Attributes, KeyRecord, VaultView, VersionRecord};
 use super::request::{self, decode, RSA_KEY_OPS};
@@ -229,6 +230,7 @@ pub(super) fn seal_version(
         n: b64url::encode(public.n()),
         e: b64url::encode(public.e()),
         sealed_private: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed),
+        hsm: None,
         attributes: props.attributes,
         key_ops: props.key_ops,
         tags: props.tags,
@@ -241,11 +243,9 @@ pub(super) fn seal_aad(vault: &str, name: &str, version: &str) -> String {
 }
 
 fn create(ctx: &Ctx<'_>, name: &str, body: KeyCreateParameters) -> Result<Outcome, KeyOpError> {
-    let kty = body.kty.as_str();
-    if kty != "RSA" {
-        return Err(bad(format!(
-            "key type '{kty}' is not supported: this vault creates software-protected RSA keys (kty RSA)"
-        )));
+    let protection = Protection::of_kty(&body.kty)?;
+    if protection == Protection::Hsm {
+        hsm_version::hsm(ctx.service)?;
     }
     let bits = body.key_size.unwrap_or(2048);
     let size = u32::try_from(bits)
@@ -262,8 +262,8 @@ fn create(ctx: &Ctx<'_>, name: &str, body: KeyCreateParameters) -> Result<Outcom
     let key_ops = request::key_ops(body.key_ops.as_deref())?;
     let props = new_version_props(body.attributes, body.tags, key_ops, ctx.service.now())?;
     // Generate outside the write transaction: 4096-bit keygen must not stall other writers.
-    let private = RsaPrivateKey::generate(size)?;
-    store_new_version(ctx, name, &private, props)
+    let v = hsm_version::generate(ctx.service, &ctx.vault.name, name, size, protection, props)?;
+    store_new_version(ctx, name, v)
 }
 
 /// `PUT /keys/{name}`: imports an RSA private key given as a JWK (`key`), with
@@ -277,7 +277,8 @@ fn import(ctx: &Ctx<'_>, name: &str, body: KeyImportParameters) -> Result<Outcom
         key_ops,
         ctx.service.now(),
     )?;
-    store_new_version(ctx, name, &private, props)
+    let v = seal_version(ctx.service, &ctx.vault.name, name, &private, props)?;
+    store_new_version(ctx, name, v)
 }
 
 /// Attributes and tags of a create or import body, for a version created now.
@@ -304,17 +305,12 @@ fn new_version_props(
     })
 }
 
-/// Seals `private` as a new version of `name` (a new key, or a new version of an
-/// existing one, as in Azure); refused while the name is soft-deleted.
-fn store_new_version(
-    ctx: &Ctx<'_>,
-    name: &str,
-    private: &RsaPrivateKey,
-    props: VersionProps,
-) -> Result<Outcome, KeyOpError> {
-    let created = props.attributes.created;
-    let v = seal_version(ctx.service, &ctx.vault.name, name, private, props)?;
-    let key = ctx.service.store.write(|tx| {
+/// Stores `v` as a new version of `name` (a new key, or a new version of an
+/// existing one, as in Azure); refused while the name is soft-deleted, and then
+/// its token key pair, if any, is destroyed again.
+fn store_new_version(ctx: &Ctx<'_>, name: &str, v: VersionRecord) -> Result<Outcome, KeyOpError> {
+    let created = v.attributes.created;
+    let stored = ctx.service.store.write(|tx| {
         let existing: Option<KeyRecord> = tx.get(KEYS, &ctx.key_id(name))?;
         let key = match existing {
             Some(k) if k.deleted.is_some() => return Ok(Err(deleted_conflict(name))),
@@ -335,8 +331,24 @@ fn store_new_version(
         tx.put(KEYS, &ctx.key_id(name), &key)?;
         ctx.audit_with(tx, Some(&v.version))?;
         Ok(Ok(key))
-    })??;
+    });
+    let key = stored_or_discarded(ctx.service, &v, stored)?;
     Outcome::new(ctx.view().bundle(&key, &v), Some(v.version.clone()))
+}
+
+/// What storing `v` gave; when it failed, `v`'s token key pair (if any) is
+/// destroyed again, so that nothing is left behind in the token.
+fn stored_or_discarded<T>(
+    service: &Service,
+    v: &VersionRecord,
+    stored: Result<Result<T, KeyOpError>, Error>,
+) -> Result<T, KeyOpError> {
+    stored
+        .map_err(KeyOpError::from)
+        .and_then(|r| r)
+        .inspect_err(|_| {
+            hsm_version::discard(service, v);
+        })
 }
 
 fn put_version(
@@ -418,7 +430,6 @@ pub(crate) fn rotate(
     let key = active_key(&ctx, name)?;
     let current = version_record(&ctx, &key, "")?;
     let size = RsaKeySize::from_bits(current.size)?;
-    let private = RsaPrivateKey::generate(size)?;
     let now = service.now();
     let attributes = Attributes {
         enabled: true,
@@ -433,8 +444,9 @@ pub(crate) fn rotate(
         key_ops: current.key_ops.clone(),
         tags: current.tags.clone(),
     };
-    let v = seal_version(service, &vault.name, name, &private, props)?;
-    let key = service.store.write(|tx| {
+    let protection = Protection::of(&current);
+    let v = hsm_version::generate(service, &vault.name, name, size, protection, props)?;
+    let stored = service.store.write(|tx| {
         let Some(mut key) = key_in(tx, &ctx.key_id(name), false)? else {
             return Ok(Err(key_not_found(name)));
         };
@@ -443,7 +455,8 @@ pub(crate) fn rotate(
         tx.put(KEYS, &ctx.key_id(name), &key)?;
         ctx.audit_with(tx, Some(&v.version))?;
         Ok(Ok(key))
-    })??;
+    });
+    let key = stored_or_discarded(service, &v, stored)?;
     Ok((key, v))
 }
 

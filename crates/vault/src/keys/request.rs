@@ -74,7 +74,10 @@ pub fn imported_private_key(body: &KeyImportParameters) -> Result<RsaPrivateKey,
     let jwk = &body.key;
     if jwk.kty != "RSA" || body.hsm == Some(true) {
         return Err(bad(format!(
-            "key type '{}' cannot be imported: this vault holds software-protected RSA keys (kty RSA, hsm false)",
+            "key type '{}' cannot be imported: this vault imports software-protected RSA \
+             keys (kty RSA, hsm false); an RSA-HSM key would have to arrive wrapped for the \
+             vault's HSM (Azure's BYOK), which this vault does not accept: create the key \
+             in the vault with kty RSA-HSM instead",
             jwk.kty
         )));
     }

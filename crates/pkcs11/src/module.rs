@@ -20,11 +20,19 @@ use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
 use pgcmk_crypto::SecretBytes;
 
-use super::errors::key_error;
-use crate::KeyError;
+use crate::error::{classify, TokenError};
+
+/// Whether an operation only uses objects or also creates or destroys them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Encrypt, decrypt, sign, read attributes.
+    ReadOnly,
+    /// Also generate and destroy token objects.
+    ReadWrite,
+}
 
 /// One loaded and initialized module.
-pub(super) struct Module {
+pub struct Module {
     path: PathBuf,
     context: Pkcs11,
     /// Held from login to logout: the login state is per process and token.
@@ -46,22 +54,22 @@ fn loaded() -> &'static Mutex<HashMap<PathBuf, Arc<Module>>> {
 
 impl Module {
     /// The module at `path`, loaded and initialized on first use.
-    pub(super) fn get(path: &Path) -> Result<Arc<Module>, KeyError> {
+    pub fn get(path: &Path) -> Result<Arc<Module>, TokenError> {
         let mut modules = loaded().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = modules.get(path) {
             return Ok(m.clone());
         }
         let what = format!("loading PKCS#11 module {}", path.display());
         if !path.is_file() {
-            return Err(KeyError::Invalid {
+            return Err(TokenError::Invalid {
                 reason: format!(
-                    "{what}: no such file: install the token's module or correct module-path \
-                     in the key URI"
+                    "{what}: no such file: install the token's module or correct the module's \
+                     path"
                 ),
             });
         }
-        let context = Pkcs11::new(path).map_err(|e| key_error(&what, e))?;
-        initialize(&context).map_err(|e| key_error(&what, e))?;
+        let context = Pkcs11::new(path).map_err(|e| classify(&what, e))?;
+        initialize(&context).map_err(|e| classify(&what, e))?;
         // Finalized again before each operation (`as_user`).
         let module = Arc::new(Module {
             path: path.to_path_buf(),
@@ -72,24 +80,26 @@ impl Module {
         Ok(module)
     }
 
-    /// Runs `op` in a read-only session on the token labelled `token`, logged in
+    /// Runs `op` in a session (`access`) on the token labelled `token`, logged in
     /// as its user with `pin`, and logs out after.
-    pub(super) fn as_user<T>(
+    pub fn as_user<T, E: From<TokenError>>(
         &self,
         token: &str,
         pin: &SecretBytes,
-        op: impl FnOnce(&Session) -> Result<T, KeyError>,
-    ) -> Result<T, KeyError> {
+        access: Access,
+        op: impl FnOnce(&Session) -> Result<T, E>,
+    ) -> Result<T, E> {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         self.reinitialize()?;
         let slot = self.slot_of(token)?;
-        let session = self
-            .context
-            .open_ro_session(slot)
-            .map_err(|e| key_error(&format!("opening a session on token '{token}'"), e))?;
+        let session = match access {
+            Access::ReadOnly => self.context.open_ro_session(slot),
+            Access::ReadWrite => self.context.open_rw_session(slot),
+        }
+        .map_err(|e| classify(&format!("opening a session on token '{token}'"), e))?;
         let raw = RawAuthPin::new(Box::new(pin.expose_secret().to_vec()));
         session.login_with_raw(UserType::User, &raw).map_err(|e| {
-            key_error(
+            classify(
                 &format!("logging in to token '{token}' with its user PIN"),
                 e,
             )
@@ -102,37 +112,37 @@ impl Module {
     }
 
     /// Finalizes and initializes the module (no session is open: `busy` is held).
-    fn reinitialize(&self) -> Result<(), KeyError> {
+    fn reinitialize(&self) -> Result<(), TokenError> {
         let what = format!("initializing PKCS#11 module {}", self.path.display());
         match self.context.clone().finalize() {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
-            Err(e) => return Err(key_error(&what, e)),
+            Err(e) => return Err(classify(&what, e)),
         }
-        initialize(&self.context).map_err(|e| key_error(&what, e))
+        initialize(&self.context).map_err(|e| classify(&what, e))
     }
 
     /// The slot holding the token labelled `token`.
-    fn slot_of(&self, token: &str) -> Result<Slot, KeyError> {
+    fn slot_of(&self, token: &str) -> Result<Slot, TokenError> {
         let what = format!("finding token '{token}' in module {}", self.path.display());
         let mut labels = Vec::new();
         for slot in self
             .context
             .get_slots_with_token()
-            .map_err(|e| key_error(&what, e))?
+            .map_err(|e| classify(&what, e))?
         {
             let info = self
                 .context
                 .get_token_info(slot)
-                .map_err(|e| key_error(&what, e))?;
+                .map_err(|e| classify(&what, e))?;
             if info.label() == token {
                 return Ok(slot);
             }
             labels.push(format!("'{}'", info.label()));
         }
-        Err(KeyError::Denied {
+        Err(TokenError::Denied {
             reason: format!(
                 "{what}: no such token is present (tokens present: {}): connect the token \
-                 or correct token= in the key URI",
+                 or correct the token's label",
                 if labels.is_empty() {
                     "none".to_string()
                 } else {

@@ -1,18 +1,53 @@
-//! What a token's refusal means for a server: a definitive denial (the customer
-//! changed the PIN, deleted or restricted the key: Inaccessible at once) or a
-//! failure that may pass (the device is busy, unplugged or failing: retry).
+//! What a token's refusal means: a definitive denial (the PIN changed, the key was
+//! deleted or restricted: a server goes Inaccessible at once, a vault answers 403),
+//! a failure that may pass (the device is busy, unplugged or failing: retry), or a
+//! request the token cannot serve as asked.
 
 use cryptoki::error::{Error as CkError, RvError};
 
-use crate::KeyError;
+/// A token operation's failure; messages name the operation and the return value,
+/// never a PIN or key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token refuses this user or this key for good.
+    #[error("{reason}")]
+    Denied {
+        /// What was refused and what to do.
+        reason: String,
+    },
+    /// The device is busy, unplugged or failing: retrying may succeed.
+    #[error("{reason}")]
+    Transient {
+        /// What failed.
+        reason: String,
+    },
+    /// The request or the configuration is wrong (missing module, unusable key).
+    #[error("{reason}")]
+    Invalid {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}
+
+impl TokenError {
+    /// The message, whatever the kind.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Denied { reason } | Self::Transient { reason } | Self::Invalid { reason } => {
+                reason
+            }
+        }
+    }
+}
 
 /// `err` from doing `what` (e.g. "logging in to token 't1'"), classified.
-pub(super) fn key_error(what: &str, err: CkError) -> KeyError {
+pub fn classify(what: &str, err: CkError) -> TokenError {
     let reason = format!("{what}: {}", short(&err));
     match err {
-        CkError::Pkcs11(rv, _) if denial(rv) => KeyError::Denied { reason },
-        CkError::Pkcs11(..) => KeyError::Transient { reason },
-        _ => KeyError::Invalid { reason },
+        CkError::Pkcs11(rv, _) if denial(rv) => TokenError::Denied { reason },
+        CkError::Pkcs11(..) => TokenError::Transient { reason },
+        _ => TokenError::Invalid { reason },
     }
 }
 
@@ -54,16 +89,16 @@ mod tests {
 
     #[test]
     fn a_wrong_pin_is_a_denial_and_a_failing_device_is_transient() {
-        let e = key_error(
+        let e = classify(
             "logging in",
             CkError::Pkcs11(RvError::PinIncorrect, Function::Login),
         );
-        assert!(matches!(e, KeyError::Denied { .. }), "{e}");
+        assert!(matches!(e, TokenError::Denied { .. }), "{e}");
         assert!(e.to_string().contains("Login returned PinIncorrect"), "{e}");
-        let e = key_error(
+        let e = classify(
             "decrypting",
             CkError::Pkcs11(RvError::DeviceRemoved, Function::Decrypt),
         );
-        assert!(e.is_retryable(), "{e}");
+        assert!(matches!(e, TokenError::Transient { .. }), "{e}");
     }
 }
