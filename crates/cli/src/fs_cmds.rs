@@ -104,7 +104,7 @@ pub enum FsCommand {
 /// Runs one `pgcmk fs` command.
 pub fn run(command: FsCommand, format: Format) -> Result<(), CliError> {
     // Log lines (e.g. a block that failed authentication) go to stderr.
-    logging::init();
+    logging::init(logging::LogFormat::Text, None);
     match command {
         FsCommand::Init { cipher_dir, key } => {
             pgcmk_cryptfs::init(&cipher_dir, &key.read()?)?;

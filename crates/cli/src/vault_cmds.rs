@@ -67,6 +67,8 @@ pub struct ServeArgs {
     /// open-file limit, at most 1024].
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..=100_000))]
     max_connections: Option<u64>,
+    #[command(flatten)]
+    observability: crate::observability_args::ObservabilityArgs,
 }
 
 /// Where the service is and who is calling.
@@ -112,7 +114,7 @@ impl Connection {
 /// Runs `pgcmk vault serve`.
 pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     let VaultCommand::Serve(args) = command;
-    crate::logging::init();
+    crate::logging::init(args.observability.log_format, None);
     let passphrase = match &args.passphrase_env {
         None => None,
         Some(var) => {
@@ -132,6 +134,7 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     options.maintenance_interval = Duration::from_secs(args.maintenance_interval_secs);
     options.token_lifetime_secs = args.token_lifetime_secs;
     options.max_in_flight = args.max_in_flight as usize;
+    options.metrics_listen = args.observability.metrics_listen;
     let limits = &mut options.client_limits;
     let timeout = Duration::from_secs(args.client_timeout_secs);
     limits.handshake = limits.handshake.min(timeout);

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     /// What a client may cost a listener before it is dropped: deadlines for the
     /// handshake, headers and body, connection caps.
     pub client_limits: pgcmk_hostkeys::listener::Limits,
+    /// Where to serve Prometheus metrics (`--metrics-listen`); none by default.
+    pub metrics_listen: Option<pgcmk_hostkeys::metrics_endpoint::MetricsAddress>,
 }
 
 impl ServeOptions {
@@ -60,6 +62,7 @@ impl ServeOptions {
             max_in_flight: 1024,
             clock: Arc::new(SystemClock),
             client_limits: pgcmk_hostkeys::listener::Limits::default(),
+            metrics_listen: None,
         }
     }
 }

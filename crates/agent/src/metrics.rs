@@ -1,0 +1,48 @@
+//! What a node agent tells Prometheus: its key monitor's checks, and (recorded by
+//! cryptfs in this process) its mount's requests. Served on a loopback listener of its
+//! own when the control plane asks for one (`--metrics-listen 127.0.0.1:0`); the
+//! address goes into the agent's reports, from which the control plane's `/agents`
+//! tells Prometheus where to scrape (docs/operations.md "Metrics").
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pgcmk_hostkeys::metrics_endpoint::{self, MetricsAddress};
+
+use crate::error::IoContext;
+use crate::Error;
+
+/// One key check: `outcome` is `ok`, `denied` or `transient`.
+pub(crate) fn key_check(outcome: &'static str, elapsed: Duration) {
+    metrics::counter!("pgcmk_agent_key_checks_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("pgcmk_agent_key_check_duration_seconds").record(elapsed);
+}
+
+/// Installs the recorder (before the mount registers its handles) and serves
+/// `/metrics` on `address` from a thread of its own for the life of the process;
+/// returns the bound address.
+pub(crate) fn serve(address: MetricsAddress) -> Result<SocketAddr, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "starting the metrics listener")?;
+    let listener = runtime
+        .block_on(metrics_endpoint::bind(address))
+        .map_err(std::io::Error::other)
+        .ctx(|| "binding the metrics listener")?;
+    let bound = listener
+        .local_addr()
+        .ctx(|| "reading the metrics listener's address")?;
+    let router = metrics_endpoint::router(|| {});
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            runtime.block_on(metrics_endpoint::serve(
+                listener,
+                router,
+                std::future::pending(),
+            ))
+        })
+        .ctx(|| "starting the metrics thread")?;
+    Ok(bound)
+}
