@@ -12,7 +12,10 @@ use pgcmk_hostkeys::metrics_endpoint::{self, MetricsAddress};
 use crate::error::IoContext;
 use crate::Error;
 
-/// One key check: `outcome` is `ok`, `denied` or `transient`.
+/// The outcomes of a key check.
+const OUTCOMES: [&str; 3] = ["ok", "denied", "transient"];
+
+/// One key check: `outcome` is one of [`OUTCOMES`].
 pub(crate) fn key_check(outcome: &'static str, elapsed: Duration) {
     metrics::counter!("pgcmk_agent_key_checks_total", "outcome" => outcome).increment(1);
     metrics::histogram!("pgcmk_agent_key_check_duration_seconds").record(elapsed);
@@ -33,6 +36,10 @@ pub(crate) fn serve(address: MetricsAddress) -> Result<SocketAddr, Error> {
     let bound = listener
         .local_addr()
         .ctx(|| "reading the metrics listener's address")?;
+    // Every outcome from 0, so that the first failure is an increase Prometheus sees.
+    for outcome in OUTCOMES {
+        metrics::counter!("pgcmk_agent_key_checks_total", "outcome" => outcome).absolute(0);
+    }
     let router = metrics_endpoint::router(|| {});
     std::thread::Builder::new()
         .name("metrics".into())

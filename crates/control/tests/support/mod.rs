@@ -45,12 +45,15 @@ pub struct Identity {
 impl Vault {
     /// Starts the vault service with its data under `root/vault`.
     pub fn start(root: &Path) -> Self {
+        Self::start_with_args(root, &[])
+    }
+
+    /// Like [`Vault::start`], with more `vault serve` arguments.
+    pub fn start_with_args(root: &Path, args: &[&str]) -> Self {
         let dir = root.join("vault");
-        let process = VaultProcess::start(ServeCommand::new(
-            pgcmk(),
-            dir.clone(),
-            root.join("vault.log"),
-        ));
+        let mut command = ServeCommand::new(pgcmk(), dir.clone(), root.join("vault.log"));
+        command.args = args.iter().map(|a| a.to_string()).collect();
+        let process = VaultProcess::start(command);
         Self {
             identity_endpoint: process.service.info.identity_endpoint.clone(),
             officer: SecurityOfficer::new(pgcmk(), &dir),
@@ -386,8 +389,18 @@ impl Stack {
         passphrase: Option<&str>,
         serve_args: &[&str],
     ) -> Self {
+        Self::start_with_args(interval_secs, grace_secs, passphrase, (&[], serve_args))
+    }
+
+    /// Like [`Stack::start`], with more `vault serve` and `pgcmk serve` arguments.
+    pub fn start_with_args(
+        interval_secs: u64,
+        grace_secs: u64,
+        passphrase: Option<&str>,
+        (vault_args, serve_args): (&[&str], &[&str]),
+    ) -> Self {
         let root = scratch();
-        let vault = Vault::start(root.path());
+        let vault = Vault::start_with_args(root.path(), vault_args);
         let cp = ControlPlane::start_serving(
             root.path(),
             &vault,
