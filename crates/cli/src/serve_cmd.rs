@@ -141,12 +141,13 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             pid: std::process::id(),
         }
         .write(&args.state_dir)?;
-        eprintln!(
+        // Log events (not bare lines), so that a JSON log stays JSON from its first line.
+        tracing::info!(
             "pgcmk control plane listening on {url} (HTTPS; clients trust the CA certificate {})",
             ca_file.display()
         );
         if let Some(file) = platform.new_dba_credential() {
-            eprintln!(
+            tracing::info!(
                 "the DBA credential was written to {} (0600): hand it to the DBA \
                  (with ca.pem and serve.json; `pgcmk server` finds all three through \
                  PGCMK_CONTROL_DIR) and remove it from this directory",

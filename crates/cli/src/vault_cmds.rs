@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::confirm;
 use crate::error::CliError;
+use crate::logging::LogFormat;
 use crate::name_arg::NameArg;
 use crate::setting::flag_or_env;
 use crate::{output, Format};
@@ -114,7 +115,8 @@ impl Connection {
 /// Runs `pgcmk vault serve`.
 pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     let VaultCommand::Serve(args) = command;
-    crate::logging::init(args.observability.log_format, None);
+    let log_format = args.observability.log_format;
+    crate::logging::init(log_format, None);
     let passphrase = match &args.passphrase_env {
         None => None,
         Some(var) => {
@@ -150,6 +152,15 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     runtime
         .block_on(pgcmk_vault::service::run(options, |info| {
+            if format == Format::Human && log_format == LogFormat::Json {
+                // The banner's lines would break a JSON log written to the same file.
+                return tracing::info!(
+                    url = %info.url,
+                    ca_file = %info.ca_file.display(),
+                    identity_endpoint = %info.identity_endpoint,
+                    "pgcmk vault listening"
+                );
+            }
             let v = serde_json::to_value(info).unwrap_or_default();
             output::print(format, &v, |v| {
                 format!(

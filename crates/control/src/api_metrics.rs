@@ -1,6 +1,6 @@
-//! Every REST API request gets a request id — in its log lines' span and in the
-//! `x-request-id` response header — and is counted and timed by route template
-//! (`/servers/{name}`, never a server's name) and status.
+//! Every REST API request gets a request id — in its log lines' span, in its access
+//! log line and in the `x-request-id` response header — and is counted and timed by
+//! route template (`/servers/{name}`, never a server's name) and status.
 
 use std::time::Instant;
 
@@ -23,7 +23,15 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let request_id = pgcmk_crypto::random::hex_id(8).unwrap_or_default();
     let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = elapsed.as_millis() as u64,
+            "request"
+        )
+    });
     let status = response.status().as_u16().to_string();
     counter!(
         "pgcmk_control_api_requests_total",
@@ -32,8 +40,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         "status" => status
     )
     .increment(1);
-    histogram!("pgcmk_control_api_request_duration_seconds", "route" => route)
-        .record(started.elapsed());
+    histogram!("pgcmk_control_api_request_duration_seconds", "route" => route).record(elapsed);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }

@@ -369,6 +369,18 @@ impl AuditScope {
             self.reason,
             elapsed,
         );
+        // A known caller's refusal is worth a line in the service's log too (the audit
+        // trail has everything); an anonymous client's are not: they would cost it
+        // unbounded log.
+        if self.entry.caller != ANONYMOUS && matches!(self.entry.status, 401 | 403) {
+            tracing::info!(
+                request_id = %self.request_id,
+                operation = %self.entry.operation,
+                status = self.entry.status,
+                reason = self.reason.unwrap_or_default(),
+                "request refused"
+            );
+        }
         if self.entry.caller == ANONYMOUS {
             match service.anonymous_budget.admit(std::time::Instant::now()) {
                 Admission::LeaveOut => return response,
