@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use pgcmk_hostkeys::metrics_endpoint::{self, MetricsAddress};
 
-use crate::error::IoContext;
 use crate::Error;
 
 /// The outcomes of a key check.
@@ -22,34 +21,13 @@ pub(crate) fn key_check(outcome: &'static str, elapsed: Duration) {
 }
 
 /// Installs the recorder (before the mount registers its handles) and serves
-/// `/metrics` on `address` from a thread of its own for the life of the process;
-/// returns the bound address.
+/// `/metrics` on `address` for the life of the process; returns the bound address.
 pub(crate) fn serve(address: MetricsAddress) -> Result<SocketAddr, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ctx(|| "starting the metrics listener")?;
-    let listener = runtime
-        .block_on(metrics_endpoint::bind(address))
-        .map_err(std::io::Error::other)
-        .ctx(|| "binding the metrics listener")?;
-    let bound = listener
-        .local_addr()
-        .ctx(|| "reading the metrics listener's address")?;
+    let bound = metrics_endpoint::serve_in_thread(address)
+        .map_err(|e| Error::io("starting the metrics listener", std::io::Error::other(e)))?;
     // Every outcome from 0, so that the first failure is an increase Prometheus sees.
     for outcome in OUTCOMES {
         metrics::counter!("pgcmk_agent_key_checks_total", "outcome" => outcome).absolute(0);
     }
-    let router = metrics_endpoint::router(|| {});
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            runtime.block_on(metrics_endpoint::serve(
-                listener,
-                router,
-                std::future::pending(),
-            ))
-        })
-        .ctx(|| "starting the metrics thread")?;
     Ok(bound)
 }

@@ -69,6 +69,9 @@ pub enum MetricsEndpointError {
     /// Binding failed (port taken, no permission).
     #[error("--metrics-listen {0}: cannot listen there ({1}); choose a free port")]
     Bind(SocketAddr, #[source] std::io::Error),
+    /// The listener's thread or runtime could not start.
+    #[error("cannot start the metrics listener: {0}")]
+    Start(#[source] std::io::Error),
 }
 
 impl FromStr for MetricsAddress {
@@ -144,6 +147,25 @@ pub async fn bind(address: MetricsAddress) -> Result<TcpListener, MetricsEndpoin
     TcpListener::bind(address.0)
         .await
         .map_err(|e| MetricsEndpointError::Bind(address.0, e))
+}
+
+/// For a process without an async runtime (a node agent, `pgcmk fs mount`): binds
+/// `address` and serves `/metrics` from a thread of its own for the life of the
+/// process; returns the bound address. Start it after blocking the signals that the
+/// process handles itself: the thread inherits the mask.
+pub fn serve_in_thread(address: MetricsAddress) -> Result<SocketAddr, MetricsEndpointError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(MetricsEndpointError::Start)?;
+    let listener = runtime.block_on(bind(address))?;
+    let bound = listener.local_addr().map_err(MetricsEndpointError::Start)?;
+    let router = router(|| {});
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || runtime.block_on(serve(listener, router, std::future::pending())))
+        .map_err(MetricsEndpointError::Start)?;
+    Ok(bound)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
