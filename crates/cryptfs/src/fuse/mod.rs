@@ -85,26 +85,22 @@ impl CryptFs {
     /// Maps a library error to an errno, logging authentication failures with the
     /// file's name and block (never its content).
     pub(crate) fn fail(&self, ino: u64, error: Error) -> Errno {
-        match &error {
-            Error::Tampered { block } => {
-                let file = self.inodes.display_name(ino);
-                self.metrics.auth_failure(FileClass::of(&file));
-                tracing::warn!(
+        if matches!(error, Error::Tampered { .. } | Error::BadHeader(_)) {
+            let file = self.inodes.display_name(ino);
+            self.metrics.auth_failure(FileClass::of(&file));
+            match &error {
+                Error::Tampered { block } => tracing::warn!(
                     file = %file,
                     block = *block,
                     "cryptfs: block failed authentication (altered, swapped, moved or truncated); returning EIO"
-                )
-            }
-            Error::BadHeader(why) => {
-                let file = self.inodes.display_name(ino);
-                self.metrics.auth_failure(FileClass::of(&file));
-                tracing::warn!(
+                ),
+                Error::BadHeader(why) => tracing::warn!(
                     file = %file,
                     reason = *why,
                     "cryptfs: file header invalid; returning EIO"
-                )
+                ),
+                _ => {}
             }
-            _ => {}
         }
         Errno::from_i32(error.errno())
     }
