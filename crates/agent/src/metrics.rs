@@ -25,6 +25,15 @@ pub(crate) fn key_check(outcome: &'static str, elapsed: Duration) {
 pub(crate) fn serve(address: MetricsAddress) -> Result<SocketAddr, Error> {
     let bound = metrics_endpoint::serve_in_thread(address)
         .map_err(|e| Error::io("starting the metrics listener", std::io::Error::other(e)))?;
+    metrics::describe_counter!(
+        "pgcmk_agent_key_checks_total",
+        "Key checks (an unwrap and a read of the current version) by outcome"
+    );
+    metrics::describe_histogram!(
+        "pgcmk_agent_key_check_duration_seconds",
+        metrics::Unit::Seconds,
+        "Latency of one key check"
+    );
     // Every outcome from 0, so that the first failure is an increase Prometheus sees.
     for outcome in OUTCOMES {
         metrics::counter!("pgcmk_agent_key_checks_total", "outcome" => outcome).absolute(0);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics::{counter, gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 use serde::Serialize;
 
 use crate::model::ServerState;
@@ -41,8 +41,36 @@ pub fn transition(from: &ServerState, to: &ServerState) {
     .increment(1);
 }
 
+/// Gives each metric its `# HELP` line (once the recorder is installed).
+fn describe() {
+    describe_gauge!(
+        "pgcmk_control_server_state",
+        "1 for the server's current state, 0 for the others"
+    );
+    describe_gauge!("pgcmk_control_servers", "Servers in each state");
+    describe_counter!(
+        "pgcmk_control_state_transitions_total",
+        "State changes of all servers, by from and to"
+    );
+    describe_gauge!(
+        "pgcmk_control_seconds_since_last_unwrap",
+        Unit::Seconds,
+        "Seconds since the server's agent last unwrapped its DEK"
+    );
+    describe_counter!(
+        "pgcmk_control_api_requests_total",
+        "REST API requests by method, route template and status"
+    );
+    describe_histogram!(
+        "pgcmk_control_api_request_duration_seconds",
+        Unit::Seconds,
+        "REST API request latency by route template"
+    );
+}
+
 /// The metrics listener's routes over `platform`.
 pub fn router(platform: Arc<Platform>) -> Router {
+    describe();
     let scraped = platform.clone();
     pgcmk_hostkeys::metrics_endpoint::router(move || refresh(&scraped)).route(
         "/agents",

@@ -5,11 +5,49 @@
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 
 use crate::keys::model::{KeyRecord, VersionRecord};
 use crate::service::Service;
 use crate::storage::{KEYS, VERSIONS};
+
+/// Gives each metric its `# HELP` line (once the recorder is installed).
+pub fn describe() {
+    describe_counter!(
+        "pgcmk_vault_requests_total",
+        "Requests by operation and outcome (ok, denied, client_error, error)"
+    );
+    describe_counter!(
+        "pgcmk_vault_denials_total",
+        "Refused requests (401/403) by operation and reason (error code)"
+    );
+    describe_histogram!(
+        "pgcmk_vault_request_duration_seconds",
+        Unit::Seconds,
+        "Request latency until its audit entry is durable"
+    );
+    describe_histogram!(
+        "pgcmk_vault_audit_commit_duration_seconds",
+        Unit::Seconds,
+        "Latency of one audit commit (a batch of entries, fsynced)"
+    );
+    describe_counter!("pgcmk_vault_audit_entries_total", "Audit entries appended");
+    describe_gauge!(
+        "pgcmk_vault_audit_chain_length",
+        "Entries in the audit chain"
+    );
+    describe_counter!(
+        "pgcmk_vault_tokens_issued_total",
+        "Access tokens issued, by grant"
+    );
+    describe_gauge!(
+        "pgcmk_vault_keys",
+        "Keys by the state of their current version"
+    );
+    describe_gauge!("pgcmk_vault_key_versions", "Key versions by state");
+}
 
 /// What a finished request came to, from its status.
 fn outcome(status: u16) -> &'static str {

@@ -45,6 +45,7 @@ impl Service {
 
     /// Serves `/metrics` on `listener` until shutdown; key states are read at each scrape.
     fn spawn_metrics(self: &Arc<Self>, listener: TcpListener) {
+        crate::metrics::describe();
         let service = Arc::downgrade(self);
         let router = pgcmk_hostkeys::metrics_endpoint::router(move || {
             if let Some(service) = service.upgrade() {

@@ -1,6 +1,7 @@
 //! What the control plane's metrics read about each server at a scrape: its state,
 //! when its agent last unwrapped the DEK, and where its agent serves metrics.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::PoisonError;
 
@@ -29,15 +30,19 @@ impl Platform {
     /// Every server, observed now.
     pub fn observe_servers(&self) -> Result<Vec<ServerObservation>, Error> {
         let servers = self.store.servers()?;
-        let agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        // Taken and let go at once: supervision needs the lock, the reads below take time.
+        let live_pids: HashMap<String, u32> = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(id, s)| Some((id.clone(), s.agent()?.pid())))
+            .collect();
         Ok(servers
             .into_iter()
             .map(|server| {
                 let report = read_json::<AgentStatus>(&ServerDir::new(&server.dir).status()).ok();
-                let live_pid = agents
-                    .get(&server.id)
-                    .and_then(|s| s.agent())
-                    .map(|a| a.pid());
+                let live_pid = live_pids.get(&server.id).copied();
                 let agent_metrics = report
                     .as_ref()
                     .filter(|r| Some(r.agent_pid) == live_pid)

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use metrics::{counter, histogram, Counter, Histogram};
+use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
 
 /// The FUSE requests counted, by the name of their opcode in the `op` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +137,38 @@ impl FileClass {
     }
 }
 
+/// Gives each metric its `# HELP` line.
+fn describe() {
+    describe_counter!("pgcmk_cryptfs_requests_total", "FUSE requests by opcode");
+    describe_histogram!(
+        "pgcmk_cryptfs_request_duration_seconds",
+        Unit::Seconds,
+        "Time to handle and answer a FUSE request, by opcode"
+    );
+    describe_counter!(
+        "pgcmk_cryptfs_read_bytes_total",
+        Unit::Bytes,
+        "Plaintext bytes read through the mount"
+    );
+    describe_counter!(
+        "pgcmk_cryptfs_written_bytes_total",
+        Unit::Bytes,
+        "Plaintext bytes written through the mount"
+    );
+    describe_counter!(
+        "pgcmk_cryptfs_auth_failures_total",
+        "Blocks or headers that failed authentication (EIO), by file class"
+    );
+    describe_counter!(
+        "pgcmk_cryptfs_crash_recoveries_total",
+        "Mounts that found the volume dirty and ran crash recovery"
+    );
+    describe_counter!(
+        "pgcmk_cryptfs_recovery_repaired_blocks_total",
+        "Blocks crash recovery brought back to their last synced version"
+    );
+}
+
 /// The handles of one opcode.
 struct OpMetrics {
     requests: Counter,
@@ -154,6 +186,7 @@ pub(crate) struct RequestMetrics {
 impl RequestMetrics {
     /// Registers every handle with the process's recorder.
     pub(crate) fn register() -> Self {
+        describe();
         let ops = Op::ALL
             .iter()
             .map(|op| OpMetrics {
