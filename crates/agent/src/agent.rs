@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::{Dek, SecretBytes};
+use pgcmk_hostkeys::metrics_endpoint::MetricsAddress;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
 use crate::backoff::{describe_delay, Backoff};
@@ -96,7 +97,13 @@ impl Requests {
 /// managed identity's secret, and for a new server the superuser's initial
 /// password, with which the agent first provisions the server. `instance` is the
 /// name the control plane gave this start; every report carries it.
-pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result<(), Error> {
+/// With `metrics`, it serves its metrics there (see [`crate::metrics`]).
+pub fn run(
+    dir: &ServerDir,
+    instance: &str,
+    metrics: Option<MetricsAddress>,
+    stdin: impl std::io::Read,
+) -> Result<(), Error> {
     let handshake = take_handshake(stdin)?;
     let secret = handshake.identity_secret;
     let source_secret = handshake.source_identity_secret;
@@ -111,6 +118,13 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
     };
     std::fs::write(dir.agent_pid(), std::process::id().to_string()).ctx(|| "writing agent.pid")?;
     let reporter = Reporter::start(dir, instance.to_string(), wrapped.kek.clone())?;
+    if let Some(address) = metrics {
+        // Metrics are for watching: a listener that cannot start does not stop the server.
+        match crate::metrics::serve(address) {
+            Ok(bound) => reporter.metrics_at(bound),
+            Err(e) => tracing::warn!("serving without metrics: {e}"),
+        }
+    }
     dir.detach_stale_mount();
     let mut kek = config.kek.connect(secret.clone())?;
     if let Some(password) = new_server {
@@ -152,6 +166,9 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
         if watch.due() {
             follow_kek_access(dir, &mut config.kek, &mut kek, &secret);
             let checked = watch.check(kek.as_ref(), &wrapped);
+            if checked.dek.is_some() {
+                reporter.unwrapped();
+            }
             if let Some(reason) = checked.failure {
                 tracing::warn!("key check failed: {reason}");
                 if serving.is_none() {

@@ -55,11 +55,14 @@ impl<C: Clock> KeyWatch<C> {
     /// next check as the monitor decides.
     pub fn check(&mut self, kek: &dyn KeyEncryptionKey, wrapped: &WrappedDek) -> Checked {
         let now = self.clock.now();
+        let started = std::time::Instant::now();
         let (result, dek) = kek::check(kek, wrapped);
-        let failure = match &result {
-            CheckResult::Denied(reason) | CheckResult::Transient(reason) => Some(reason.clone()),
-            CheckResult::Ok { .. } => None,
+        let (failure, outcome) = match &result {
+            CheckResult::Denied(reason) => (Some(reason.clone()), "denied"),
+            CheckResult::Transient(reason) => (Some(reason.clone()), "transient"),
+            CheckResult::Ok { .. } => (None, "ok"),
         };
+        crate::metrics::key_check(outcome, started.elapsed());
         let decision = self.monitor.on_check(now, result);
         self.next_check = now + decision.next_check;
         Checked {

@@ -20,6 +20,7 @@ mod error;
 mod kek;
 mod key_watch;
 mod memory;
+mod metrics;
 mod monitor;
 mod own_mount;
 mod pg_lock;

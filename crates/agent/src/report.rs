@@ -9,6 +9,7 @@
 //! started, and only while new ones keep coming (the control plane's supervisor).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -98,10 +99,18 @@ impl Activity {
     }
 }
 
+/// What reports say for the metrics (see [`AgentStatus::last_unwrap_at`]).
+#[derive(Clone, Debug, Default)]
+struct Observed {
+    last_unwrap_at: Option<String>,
+    metrics_address: Option<SocketAddr>,
+}
+
 /// What the next report says, shared between the main loop and the writer thread.
 struct Latest {
     activity: Activity,
     wrapped_by: KeyVersionId,
+    observed: Observed,
     events: VecDeque<AgentEvent>,
     next_event: u64,
     /// Set on every change, so the writer reports at once.
@@ -137,6 +146,7 @@ impl Writer {
         (state, cause, why, postgres_pid): (ServerState, Actor, String, Option<u32>),
         wrapped_by: KeyVersionId,
         events: Vec<AgentEvent>,
+        observed: Observed,
     ) -> Result<(), Error> {
         self.seq += 1;
         write_json_replace(
@@ -152,6 +162,8 @@ impl Writer {
                 postgres_pid,
                 events,
                 at: now_rfc3339(),
+                last_unwrap_at: observed.last_unwrap_at,
+                metrics_address: observed.metrics_address,
             },
         )
     }
@@ -190,11 +202,17 @@ impl Reporter {
             instance,
             seq: 0,
         };
-        writer.write(activity.observe(), wrapped_by.clone(), Vec::new())?;
+        writer.write(
+            activity.observe(),
+            wrapped_by.clone(),
+            Vec::new(),
+            Observed::default(),
+        )?;
         let shared = Arc::new(Shared {
             latest: Mutex::new(Latest {
                 activity,
                 wrapped_by,
+                observed: Observed::default(),
                 events: VecDeque::new(),
                 next_event: 1,
                 changed: false,
@@ -248,6 +266,16 @@ impl Reporter {
         self.change(|l| l.wrapped_by = version);
     }
 
+    /// Says that the key monitor unwrapped the DEK just now.
+    pub fn unwrapped(&self) {
+        self.change(|l| l.observed.last_unwrap_at = Some(now_rfc3339()));
+    }
+
+    /// Says where the agent serves its metrics.
+    pub fn metrics_at(&self, address: SocketAddr) {
+        self.change(|l| l.observed.metrics_address = Some(address));
+    }
+
     /// Records an event for the control plane's trail.
     pub fn event(&self, who: Actor, what: &str, why: &str) {
         tracing::info!(who = who.as_str(), what, why, "event");
@@ -289,6 +317,10 @@ impl Reporter {
             ),
             latest.wrapped_by.clone(),
             events,
+            Observed {
+                metrics_address: None,
+                ..latest.observed.clone()
+            },
         )
     }
 }
@@ -296,7 +328,7 @@ impl Reporter {
 /// The writer thread: reports whenever something changed, and every `heartbeat`.
 fn report_until_stopped(shared: &Shared, mut writer: Writer, heartbeat: Duration) -> Writer {
     loop {
-        let (activity, wrapped_by, events) = {
+        let (activity, wrapped_by, events, observed) = {
             let mut latest = shared.lock();
             if !latest.changed && !latest.stopping {
                 latest = shared
@@ -314,9 +346,10 @@ fn report_until_stopped(shared: &Shared, mut writer: Writer, heartbeat: Duration
                 latest.activity.clone(),
                 latest.wrapped_by.clone(),
                 latest.events.iter().cloned().collect(),
+                latest.observed.clone(),
             )
         };
-        let observed = activity.observe();
+        let state = activity.observe();
         {
             let mut latest = shared.lock();
             latest.probing = false;
@@ -327,7 +360,7 @@ fn report_until_stopped(shared: &Shared, mut writer: Writer, heartbeat: Duration
                 continue;
             }
         }
-        if let Err(e) = writer.write(observed, wrapped_by, events) {
+        if let Err(e) = writer.write(state, wrapped_by, events, observed) {
             tracing::error!("cannot write the report: {e}");
             shared.lock().failure = Some(e);
             return writer;

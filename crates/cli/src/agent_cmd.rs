@@ -20,6 +20,8 @@ pub struct AgentArgs {
     /// (needed to serve; a short-lived task run makes no reports).
     #[arg(long)]
     instance: Option<String>,
+    #[command(flatten)]
+    observability: crate::observability_args::ObservabilityArgs,
     /// One task instead of serving (a short-lived run started by the control plane).
     #[command(subcommand)]
     task: Option<AgentTaskCommand>,
@@ -75,11 +77,15 @@ impl From<AgentTaskCommand> for AgentTask {
 /// Runs a node agent until SIGTERM, or one task of it; its identity's secret comes
 /// on stdin.
 pub fn agent(args: AgentArgs) -> Result<(), CliError> {
-    logging::init();
+    // Every JSON line names the server (its directory is named after its id).
+    let server = args.server_dir.file_name().map(|n| n.to_string_lossy());
+    logging::init(args.observability.log_format, server.as_deref());
     let dir = ServerDir::new(args.server_dir);
     let stdin = std::io::stdin().lock();
     match (args.task, args.instance) {
-        (None, Some(instance)) => pgcmk_agent::agent::run(&dir, &instance, stdin),
+        (None, Some(instance)) => {
+            pgcmk_agent::agent::run(&dir, &instance, args.observability.metrics_listen, stdin)
+        }
         (None, None) => {
             return Err(CliError::usage(
                 "--instance is required to serve (pgcmk serve passes it)",

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use pgcmk_cryptfs::{key_file, MountOptions, TerminationSignals};
 use pgcmk_crypto::SymmetricKey;
+use pgcmk_hostkeys::metrics_endpoint::{self, MetricsAddress};
 
 use crate::error::CliError;
 use crate::{logging, output, volume_check, Format};
@@ -71,6 +72,9 @@ pub enum FsCommand {
         /// Mount read-only: no change reaches the volume (no crash recovery either).
         #[arg(long)]
         read_only: bool,
+        /// Serve the mount's Prometheus metrics (GET /metrics) on this loopback address.
+        #[arg(long, value_name = "IP:PORT")]
+        metrics_listen: Option<MetricsAddress>,
     },
     /// Unmount a cryptfs mount (the `pgcmk fs mount` process then exits).
     #[command(after_help = "Example:\n  pgcmk fs unmount /srv/plain")]
@@ -104,7 +108,7 @@ pub enum FsCommand {
 /// Runs one `pgcmk fs` command.
 pub fn run(command: FsCommand, format: Format) -> Result<(), CliError> {
     // Log lines (e.g. a block that failed authentication) go to stderr.
-    logging::init();
+    logging::init(logging::LogFormat::Text, None);
     match command {
         FsCommand::Init { cipher_dir, key } => {
             pgcmk_cryptfs::init(&cipher_dir, &key.read()?)?;
@@ -125,6 +129,7 @@ pub fn run(command: FsCommand, format: Format) -> Result<(), CliError> {
             threads,
             direct_io_wal,
             read_only,
+            metrics_listen,
         } => {
             let defaults = MountOptions::default();
             let options = MountOptions {
@@ -133,7 +138,14 @@ pub fn run(command: FsCommand, format: Format) -> Result<(), CliError> {
                 direct_io_wal: direct_io_wal.unwrap_or(defaults.direct_io_wal),
                 read_only,
             };
-            mount(&cipher_dir, &mountpoint, key.read()?, options, format)
+            let key = key.read()?;
+            mount(
+                &cipher_dir,
+                &mountpoint,
+                key,
+                (options, metrics_listen),
+                format,
+            )
         }
         FsCommand::Unmount { mountpoint } => {
             pgcmk_cryptfs::unmount(&mountpoint)?;
@@ -159,11 +171,18 @@ fn mount(
     cipher_dir: &Path,
     mountpoint: &Path,
     key: SymmetricKey,
-    options: MountOptions,
+    (options, metrics): (MountOptions, Option<MetricsAddress>),
     format: Format,
 ) -> Result<(), CliError> {
-    // Before mounting, so the FUSE threads inherit the blocked signals.
+    // Before mounting, so the FUSE threads (and the metrics thread) inherit the
+    // blocked signals.
     let signals = TerminationSignals::block()?;
+    if let Some(address) = metrics {
+        // Before mounting: the mount registers its handles with the recorder.
+        let bound = metrics_endpoint::serve_in_thread(address)
+            .map_err(|e| CliError::usage(e.to_string()))?;
+        eprintln!("cryptfs metrics at http://{bound}/metrics");
+    }
     let handle = pgcmk_cryptfs::mount(cipher_dir, mountpoint, key, options)?;
     let value = serde_json::json!({ "mounted": handle.mountpoint(), "cipher_dir": cipher_dir });
     output::print(format, &value, |_| {

@@ -20,6 +20,7 @@ mod error;
 mod fs_cmds;
 mod logging;
 mod name_arg;
+mod observability_args;
 mod output;
 mod password_out;
 mod serve_cmd;

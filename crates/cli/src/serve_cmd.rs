@@ -5,16 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use pgcmk_agent::contract::invocation::Observability;
 use pgcmk_agent::contract::VaultEndpoints;
 use pgcmk_control::identity_file::read_identity_secret;
 use pgcmk_control::platform::{Platform, PlatformConfig};
 use pgcmk_control::root_key::RootKeySource;
 use pgcmk_control::serve_info::ServeInfo;
 use pgcmk_crypto::SecretBytes;
+use pgcmk_hostkeys::metrics_endpoint;
 use pgcmk_keyprovider::KeyReference;
 
 use crate::error::CliError;
-use crate::logging;
+use crate::logging::{self, LogFormat};
+use crate::observability_args::ObservabilityArgs;
 
 /// `pgcmk serve`.
 #[derive(Args)]
@@ -60,11 +63,13 @@ pub struct ServeArgs {
     /// decides which servers are trusted with the DEKs to wrap.
     #[arg(long = "kmip-ca-file", value_name = "PATH")]
     kmip_ca_files: Vec<PathBuf>,
+    #[command(flatten)]
+    observability: ObservabilityArgs,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    logging::init();
+    logging::init(args.observability.log_format, None);
     if !args.listen.ip().is_loopback() {
         return Err(CliError::usage(format!(
             "--listen {} is not a loopback address: the REST API's certificate names only \
@@ -110,9 +115,23 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         agent_program: std::env::current_exe()?,
         pkcs11_modules: args.pkcs11_modules,
         kmip_ca_files: args.kmip_ca_files,
+        agent_observability: Observability {
+            metrics: args.observability.metrics_listen.is_some(),
+            json_logs: args.observability.log_format == LogFormat::Json,
+        },
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        // Bound (and the recorder installed) before the state is opened: re-attaching
+        // agents already moves servers between states.
+        let metrics_listener = match args.observability.metrics_listen {
+            Some(address) => Some(
+                metrics_endpoint::bind(address)
+                    .await
+                    .map_err(|e| CliError::usage(e.to_string()))?,
+            ),
+            None => None,
+        };
         let platform = tokio::task::spawn_blocking(move || Platform::open(config))
             .await
             .map_err(|e| CliError::failed(format!("opening the control plane's state: {e}")))??;
@@ -128,19 +147,25 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             pid: std::process::id(),
         }
         .write(&args.state_dir)?;
-        eprintln!(
+        // Log events (not bare lines), so that a JSON log stays JSON from its first line.
+        tracing::info!(
             "pgcmk control plane listening on {url} (HTTPS; clients trust the CA certificate {})",
             ca_file.display()
         );
         if let Some(file) = platform.new_dba_credential() {
-            eprintln!(
+            tracing::info!(
                 "the DBA credential was written to {} (0600): hand it to the DBA \
                  (with ca.pem and serve.json; `pgcmk server` finds all three through \
                  PGCMK_CONTROL_DIR) and remove it from this directory",
                 file.display()
             );
         }
-        pgcmk_control::api::serve(Arc::new(platform), listener, shutdown_signal()).await;
+        let platform = Arc::new(platform);
+        if let Some(metrics) = metrics_listener {
+            let router = pgcmk_control::metrics::router(platform.clone());
+            tokio::spawn(metrics_endpoint::serve(metrics, router, shutdown_signal()));
+        }
+        pgcmk_control::api::serve(platform, listener, shutdown_signal()).await;
         Ok(())
     })
 }

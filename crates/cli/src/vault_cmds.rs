@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::confirm;
 use crate::error::CliError;
+use crate::logging::LogFormat;
 use crate::name_arg::NameArg;
 use crate::setting::flag_or_env;
 use crate::{output, Format};
@@ -79,6 +80,8 @@ pub struct ServeArgs {
     /// File (mode 0600) holding the token user's PIN.
     #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
     pkcs11_pin_file: Option<PathBuf>,
+    #[command(flatten)]
+    observability: crate::observability_args::ObservabilityArgs,
 }
 
 /// Where the service is and who is calling.
@@ -124,7 +127,8 @@ impl Connection {
 /// Runs `pgcmk vault serve`.
 pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     let VaultCommand::Serve(args) = command;
-    crate::logging::init();
+    let log_format = args.observability.log_format;
+    crate::logging::init(log_format, None);
     let passphrase = match &args.passphrase_env {
         None => None,
         Some(var) => {
@@ -154,6 +158,7 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
     options.maintenance_interval = Duration::from_secs(args.maintenance_interval_secs);
     options.token_lifetime_secs = args.token_lifetime_secs;
     options.max_in_flight = args.max_in_flight as usize;
+    options.metrics_listen = args.observability.metrics_listen;
     let limits = &mut options.client_limits;
     let timeout = Duration::from_secs(args.client_timeout_secs);
     limits.handshake = limits.handshake.min(timeout);
@@ -169,6 +174,15 @@ pub fn vault(command: VaultCommand, format: Format) -> Result<(), CliError> {
         .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
     runtime
         .block_on(pgcmk_vault::service::run(options, |info| {
+            if format == Format::Human && log_format == LogFormat::Json {
+                // The banner's lines would break a JSON log written to the same file.
+                return tracing::info!(
+                    url = %info.url,
+                    ca_file = %info.ca_file.display(),
+                    identity_endpoint = %info.identity_endpoint,
+                    "pgcmk vault listening"
+                );
+            }
             let v = serde_json::to_value(info).unwrap_or_default();
             output::print(format, &v, |v| {
                 format!(

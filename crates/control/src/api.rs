@@ -96,6 +96,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         ))
         .route("/healthz", get(healthz))
         .with_state(platform)
+        .layer(middleware::from_fn(crate::api_metrics::observe))
 }
 
 /// Lets the request through only with the DBA's credential.
@@ -242,7 +243,9 @@ async fn blocking<T: serde::Serialize + Send + 'static>(
     status: StatusCode,
     op: impl FnOnce(&Platform) -> Result<T, Error> + Send + 'static,
 ) -> ApiResult {
-    let value = tokio::task::spawn_blocking(move || op(&platform))
+    // The request's span (its id) goes along to the blocking thread's log lines.
+    let span = tracing::Span::current();
+    let value = tokio::task::spawn_blocking(move || span.in_scope(|| op(&platform)))
         .await
         .map_err(|e| ApiError(Error::Aborted(e.to_string())))?
         .map_err(ApiError)?;

@@ -12,11 +12,13 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod api_metrics;
 pub mod api_tls;
 pub mod auth;
 mod error;
 mod error_code;
 pub mod identity_file;
+pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod root_key;

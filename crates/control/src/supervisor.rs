@@ -277,6 +277,8 @@ mod tests {
                 })
                 .collect(),
             at: String::new(),
+            last_unwrap_at: None,
+            metrics_address: None,
         }
     }
 

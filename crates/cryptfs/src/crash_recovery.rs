@@ -57,7 +57,12 @@ pub(crate) fn begin_session(
     volume: &Arc<VolumeKey>,
 ) -> Result<Option<RecoveryReport>, Error> {
     let report = if is_dirty(cipher_dir)? {
-        Some(recover_volume(cipher_dir, volume)?)
+        let report = recover_volume(cipher_dir, volume)?;
+        // Through the process's metrics recorder, when it has one (the node agent's).
+        metrics::counter!("pgcmk_cryptfs_crash_recoveries_total").increment(1);
+        metrics::counter!("pgcmk_cryptfs_recovery_repaired_blocks_total")
+            .increment(report.repaired_blocks);
+        Some(report)
     } else {
         None
     };

@@ -8,7 +8,8 @@
 //! - [`listener`]: an HTTPS listener serving an axum router with that identity;
 //! - [`trust`]: clients that trust exactly a service's CA certificate;
 //! - [`files`]: durable writes of the files above;
-//! - [`reopening_db`]: the services' redb database, opened again after an I/O error.
+//! - [`reopening_db`]: the services' redb database, opened again after an I/O error;
+//! - [`metrics_endpoint`]: the loopback listener serving the process's Prometheus metrics.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod files;
 mod listen_limits;
 pub mod listener;
 pub mod local_ca;
+pub mod metrics_endpoint;
 pub mod reopening_db;
 pub mod root_key;
 mod timed_body;

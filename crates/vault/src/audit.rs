@@ -307,6 +307,14 @@ impl AuditLog {
         Ok(out.into())
     }
 
+    /// Entries in the chain (its head's sequence number).
+    pub fn chain_length(&self) -> Result<u64, Error> {
+        Ok(self
+            .store
+            .get::<Head>(META, "audit_head")?
+            .map_or(0, |h| h.seq))
+    }
+
     /// Checks the whole chain. `Ok(n)` is the number of entries verified.
     pub fn verify(&self) -> Result<Result<u64, ChainBreak>, Error> {
         let head = self.store.get::<Head>(META, "audit_head")?;
@@ -420,6 +428,7 @@ impl Writer {
             let batch = self.gather(first, rx, last_commit + pace);
             last_commit = Instant::now();
             let start = head.clone();
+            let committing = Instant::now();
             let result = self.store.write(|tx| {
                 let mut table = tx.raw().open_table(AUDIT)?;
                 // Copies committed with the requests' state changes, if any: one open
@@ -432,6 +441,9 @@ impl Writer {
                 drop((table, pending));
                 tx.put(META, "audit_head", &head)
             });
+            if result.is_ok() {
+                crate::metrics::audit_commit(batch.len(), committing.elapsed());
+            }
             let outcome = result.map_err(|e| {
                 head = start;
                 tracing::error!("audit append failed: {e}");

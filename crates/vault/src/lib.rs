@@ -18,6 +18,7 @@ pub mod identity;
 pub mod keys;
 pub mod listen;
 pub mod maintenance;
+pub mod metrics;
 pub mod policy;
 pub mod seal;
 pub mod serve;

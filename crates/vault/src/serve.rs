@@ -43,6 +43,29 @@ impl Service {
         self.spawn_listener(listener, router);
     }
 
+    /// Serves `/metrics` on `listener` until shutdown; key states are read at each scrape.
+    fn spawn_metrics(self: &Arc<Self>, listener: TcpListener) {
+        crate::metrics::describe();
+        let service = Arc::downgrade(self);
+        let router = pgcmk_hostkeys::metrics_endpoint::router(move || {
+            if let Some(service) = service.upgrade() {
+                crate::metrics::refresh(&service);
+            }
+        });
+        let mut shutdown = self.shutdown.clone();
+        let task = tokio::spawn(pgcmk_hostkeys::metrics_endpoint::serve(
+            listener,
+            router,
+            async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            },
+        ));
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+    }
+
     fn spawn_listener(&self, listener: TcpListener, router: Router) {
         let task = tokio::spawn(pgcmk_hostkeys::listener::serve_with(
             listener,
@@ -167,6 +190,15 @@ pub async fn start(
             "the token lifetime must be at least 1 second".into(),
         ));
     }
+    // Installed before anything is counted, bound before anything else listens.
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(
+            pgcmk_hostkeys::metrics_endpoint::bind(address)
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     let data_dir = options.data_dir.clone();
     let passphrase = options.passphrase;
     // Loading the module and logging in block; a wrong setting stops start-up here.
@@ -216,6 +248,9 @@ pub async fn start(
     service.spawn_listener(main, admin_api::router(service.clone()));
     for (listener, name) in vault_listeners {
         service.serve_vault(&name, listener);
+    }
+    if let Some(listener) = metrics_listener {
+        service.spawn_metrics(listener);
     }
     let maintenance = tokio::spawn(crate::maintenance::run(
         service.clone(),

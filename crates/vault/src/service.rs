@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub client_limits: pgcmk_hostkeys::listener::Limits,
     /// The token RSA-HSM keys are generated in; without one, creating them is refused.
     pub hsm: Option<crate::keys::hsm::HsmConfig>,
+    /// Where to serve Prometheus metrics (`--metrics-listen`); none by default.
+    pub metrics_listen: Option<pgcmk_hostkeys::metrics_endpoint::MetricsAddress>,
 }
 
 impl ServeOptions {
@@ -63,6 +65,7 @@ impl ServeOptions {
             clock: Arc::new(SystemClock),
             client_limits: pgcmk_hostkeys::listener::Limits::default(),
             hsm: None,
+            metrics_listen: None,
         }
     }
 }

@@ -20,14 +20,35 @@ use super::task::AgentTask;
 use crate::process;
 use crate::sys::{self, Signal};
 
+/// What a serving agent is asked to show of itself beyond its reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observability {
+    /// Serve metrics on a free loopback port (`--metrics-listen 127.0.0.1:0`); the
+    /// agent reports the address in `status.json`.
+    pub metrics: bool,
+    /// Log one JSON object per line (`--log-format json`) instead of text.
+    pub json_logs: bool,
+}
+
 /// The command of a serving agent for `dir`, started as `instance`.
-pub fn serve_command(program: &Path, dir: &ServerDir, instance: &str) -> Command {
+pub fn serve_command(
+    program: &Path,
+    dir: &ServerDir,
+    instance: &str,
+    observability: Observability,
+) -> Command {
     let mut command = Command::new(program);
     command
         .arg("agent")
         .arg("--server-dir")
         .arg(dir.root())
         .args(["--instance", instance]);
+    if observability.metrics {
+        command.args(["--metrics-listen", "127.0.0.1:0"]);
+    }
+    if observability.json_logs {
+        command.args(["--log-format", "json"]);
+    }
     command
 }
 

@@ -29,6 +29,14 @@ pub struct AgentStatus {
     pub events: Vec<AgentEvent>,
     /// When this report was written (RFC 3339).
     pub at: String,
+    /// When the key monitor last unwrapped the DEK (RFC 3339): the control plane's
+    /// metrics show the time since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_unwrap_at: Option<String>,
+    /// Where this agent serves its metrics (cryptfs, key checks), when the control
+    /// plane asked for them; Prometheus finds it through the plane's `/agents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Something that happened in the agent that is not a state of its own, such as

@@ -337,14 +337,15 @@ fn succeeded(what: &str, out: &std::process::Output) -> Result<(), Error> {
     )))
 }
 
-/// Copies the postmaster's stderr to ours (the agent's log) line by line, on a
-/// thread of its own; sends on each FATAL or PANIC it carried. The channel closes
+/// Copies the postmaster's stderr to the agent's log line by line, each as an event
+/// (so that a JSON log stays one object per line), on a thread of its own; sends on
+/// each FATAL or PANIC it carried. The channel closes
 /// when the postmaster and every child that kept its stderr have exited.
 fn forward_stderr(stderr: ChildStderr, postmaster: u32) -> Receiver<String> {
     let (fatal, said) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
+            tracing::info!(target: "postgres", "{line}");
             if let Some(Notable::Fatal(text)) = pg_log::classify(&line, postmaster) {
                 let _ = fatal.send(text);
             }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use pgcmk_agent::contract::invocation::Observability;
 use pgcmk_agent::contract::VaultEndpoints;
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyReference;
@@ -39,6 +40,7 @@ mod create;
 mod lifecycle;
 mod locks;
 mod names;
+mod observe;
 mod restore;
 mod spawn;
 mod supervise;
@@ -47,6 +49,7 @@ mod vault_follow;
 
 pub use backups::{BackupKeys, CreateBackup};
 pub use create::{CreateServer, Created, KeyChoice};
+pub use observe::ServerObservation;
 pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 
@@ -82,6 +85,9 @@ pub struct PlatformConfig {
     /// The CA files that KMIP keys may name (`ca-file=`) to trust their server by;
     /// none by default, since a CA decides which servers receive the DEKs to wrap.
     pub kmip_ca_files: Vec<PathBuf>,
+    /// What agents show of themselves: metrics on a free loopback port (when the
+    /// control plane serves metrics, its `/agents` says where), JSON logs.
+    pub agent_observability: Observability,
 }
 
 /// The control plane.
@@ -242,6 +248,7 @@ impl Platform {
             }
         })?;
         if moved {
+            crate::metrics::transition(&server.state, &to);
             let what = format!("state {} -> {}", server.state.name(), to.name());
             self.event(server, who, &what, why)?;
         }
@@ -256,6 +263,9 @@ impl Platform {
     ) -> Result<(), Error> {
         self.store
             .update_server(&server.id, |s| s.state = state.clone())?;
+        if server.state != state {
+            crate::metrics::transition(&server.state, &state);
+        }
         self.event(
             server,
             Actor::Dba,

@@ -55,12 +55,17 @@ impl Platform {
         let instance = hex_id()?;
         let log = open_agent_log(&dir)?;
         let err = log.try_clone().ctx(|| "duplicating the log handle")?;
-        let mut child = serve_command(&self.config.agent_program, &dir, &instance)
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .ctx(|| format!("starting {} agent", self.config.agent_program.display()))?;
+        let mut child = serve_command(
+            &self.config.agent_program,
+            &dir,
+            &instance,
+            self.config.agent_observability,
+        )
+        .stdin(Stdio::piped())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .ctx(|| format!("starting {} agent", self.config.agent_program.display()))?;
         // The pipe closes when `stdin` drops, which ends the agent's read.
         if let Some(stdin) = child.stdin.take() {
             if let Err(e) = handshake.write(stdin) {

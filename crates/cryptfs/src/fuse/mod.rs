@@ -11,6 +11,7 @@ mod dir_ops;
 mod file_ops;
 mod inodes;
 mod open_files;
+mod request_metrics;
 mod requests;
 
 use std::io;
@@ -25,6 +26,7 @@ use crate::Error;
 use dir_ops::DirHandles;
 use inodes::InodeTable;
 use open_files::OpenFiles;
+use request_metrics::{FileClass, RequestMetrics};
 
 /// Attribute and entry lifetime in the kernel. Long, because every change goes
 /// through this mount (PostgreSQL's data directory has one writer); short timeouts
@@ -47,6 +49,7 @@ pub(crate) struct CryptFs {
     inodes: InodeTable,
     files: OpenFiles,
     dirs: DirHandles,
+    metrics: RequestMetrics,
 }
 
 pub(crate) fn io_errno(error: &io::Error) -> Errno {
@@ -75,24 +78,29 @@ impl CryptFs {
             options,
             files: OpenFiles::new(stopping),
             dirs: DirHandles::default(),
+            metrics: RequestMetrics::register(),
         })
     }
 
     /// Maps a library error to an errno, logging authentication failures with the
     /// file's name and block (never its content).
     pub(crate) fn fail(&self, ino: u64, error: Error) -> Errno {
-        match &error {
-            Error::Tampered { block } => tracing::warn!(
-                file = %self.inodes.display_name(ino),
-                block = *block,
-                "cryptfs: block failed authentication (altered, swapped, moved or truncated); returning EIO"
-            ),
-            Error::BadHeader(why) => tracing::warn!(
-                file = %self.inodes.display_name(ino),
-                reason = *why,
-                "cryptfs: file header invalid; returning EIO"
-            ),
-            _ => {}
+        if matches!(error, Error::Tampered { .. } | Error::BadHeader(_)) {
+            let file = self.inodes.display_name(ino);
+            self.metrics.auth_failure(FileClass::of(&file));
+            match &error {
+                Error::Tampered { block } => tracing::warn!(
+                    file = %file,
+                    block = *block,
+                    "cryptfs: block failed authentication (altered, swapped, moved or truncated); returning EIO"
+                ),
+                Error::BadHeader(why) => tracing::warn!(
+                    file = %file,
+                    reason = *why,
+                    "cryptfs: file header invalid; returning EIO"
+                ),
+                _ => {}
+            }
         }
         Errno::from_i32(error.errno())
     }

@@ -14,6 +14,7 @@ use fuser::{
 
 use super::attr::AttrChange;
 use super::dir_ops::Entry;
+use super::request_metrics::Op;
 use super::{CryptFs, MAX_WRITE, TTL};
 
 fn reply_entry(reply: ReplyEntry, result: Result<Entry, Errno>) {
@@ -69,14 +70,17 @@ impl Filesystem for CryptFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _timer = self.metrics.start(Op::Lookup);
         reply_entry(reply, self.lookup_name(parent.0, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _timer = self.metrics.start(Op::Forget);
         self.inodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _timer = self.metrics.start(Op::Getattr);
         reply_attr(reply, self.getattr_ino(ino.0));
     }
 
@@ -98,6 +102,7 @@ impl Filesystem for CryptFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _timer = self.metrics.start(Op::Setattr);
         let change = AttrChange {
             mode,
             uid,
@@ -110,6 +115,7 @@ impl Filesystem for CryptFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _timer = self.metrics.start(Op::Readlink);
         match self.readlink_ino(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(e),
@@ -126,6 +132,7 @@ impl Filesystem for CryptFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _timer = self.metrics.start(Op::Mknod);
         let owner = (req.uid(), req.gid());
         let mode = mode & !(umask & 0o7777);
         reply_entry(reply, self.mknod_name(owner, parent.0, name, mode, rdev));
@@ -140,15 +147,18 @@ impl Filesystem for CryptFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _timer = self.metrics.start(Op::Mkdir);
         let owner = (req.uid(), req.gid());
         reply_entry(reply, self.mkdir_name(owner, parent.0, name, mode & !umask));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = self.metrics.start(Op::Unlink);
         reply_empty(reply, self.remove_name(parent.0, name, false));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = self.metrics.start(Op::Rmdir);
         reply_empty(reply, self.remove_name(parent.0, name, true));
     }
 
@@ -160,6 +170,7 @@ impl Filesystem for CryptFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _timer = self.metrics.start(Op::Symlink);
         let owner = (req.uid(), req.gid());
         reply_entry(reply, self.symlink_name(owner, parent.0, link_name, target));
     }
@@ -174,6 +185,7 @@ impl Filesystem for CryptFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _timer = self.metrics.start(Op::Rename);
         reply_empty(
             reply,
             self.rename_name(parent.0, name, newparent.0, newname, flags.bits()),
@@ -188,10 +200,12 @@ impl Filesystem for CryptFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _timer = self.metrics.start(Op::Link);
         reply_entry(reply, self.link_name(ino.0, newparent.0, newname));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = self.metrics.start(Op::Open);
         match self.open_ino(ino.0) {
             Ok(flags) => reply.opened(FileHandle(0), flags),
             Err(e) => reply.error(e),
@@ -209,8 +223,12 @@ impl Filesystem for CryptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _timer = self.metrics.start(Op::Read);
         match self.read_ino(ino.0, offset, size) {
-            Ok(data) => reply.data(&data),
+            Ok(data) => {
+                self.metrics.read(data.len());
+                reply.data(&data)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -227,6 +245,7 @@ impl Filesystem for CryptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _timer = self.metrics.start(Op::Write);
         let written = self.write_ino(ino.0, offset, data).and_then(|written| {
             // A direct-I/O write to an O_DSYNC/O_SYNC file gets no FSYNC request
             // after it: the kernel leaves the sync to the filesystem. (Writes from
@@ -237,7 +256,10 @@ impl Filesystem for CryptFs {
             }
         });
         match written {
-            Ok(written) => reply.written(written),
+            Ok(written) => {
+                self.metrics.written(written as usize);
+                reply.written(written)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -250,6 +272,7 @@ impl Filesystem for CryptFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _timer = self.metrics.start(Op::Flush);
         // Every write reached the backing file already; only deferred times wait.
         reply_empty(reply, self.apply_deferred_times(ino.0));
     }
@@ -264,6 +287,7 @@ impl Filesystem for CryptFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = self.metrics.start(Op::Release);
         self.release_ino(ino.0);
         reply.ok();
     }
@@ -276,6 +300,7 @@ impl Filesystem for CryptFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = self.metrics.start(Op::Fsync);
         // fdatasync (the WAL's) need not make times durable: they stay deferred.
         let times = if datasync {
             Ok(())
@@ -286,6 +311,7 @@ impl Filesystem for CryptFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = self.metrics.start(Op::Opendir);
         match self.opendir_ino(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
@@ -300,6 +326,7 @@ impl Filesystem for CryptFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _timer = self.metrics.start(Op::Readdir);
         let Some(entries) = self.dirs.get(fh.0) else {
             reply.error(Errno::from_i32(libc::EBADF));
             return;
@@ -325,6 +352,7 @@ impl Filesystem for CryptFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _timer = self.metrics.start(Op::Releasedir);
         self.dirs.remove(fh.0);
         reply.ok();
     }
@@ -337,10 +365,12 @@ impl Filesystem for CryptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = self.metrics.start(Op::Fsyncdir);
         reply_empty(reply, self.fsyncdir_ino(ino.0));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _timer = self.metrics.start(Op::Statfs);
         match self.statfs_root() {
             Ok(s) => reply.statfs(
                 s.blocks,
@@ -366,6 +396,7 @@ impl Filesystem for CryptFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _timer = self.metrics.start(Op::Create);
         match self.create_file(req.uid(), req.gid(), parent.0, name, mode, umask, flags) {
             Ok((entry, open_flags)) => reply.created(
                 &TTL,
@@ -386,12 +417,14 @@ impl Filesystem for CryptFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
+        let _timer = self.metrics.start(Op::Unsupported);
         // ENOSYS (not ENOTSUP) makes the kernel stop asking: extended attributes are
         // not stored, and callers see EOPNOTSUPP.
         reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        let _timer = self.metrics.start(Op::Unsupported);
         reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
@@ -406,6 +439,7 @@ impl Filesystem for CryptFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        let _timer = self.metrics.start(Op::Unsupported);
         // No ioctl is supported: ENOTTY, as for any file that does not know one
         // (fuser's default logs a warning for every call).
         reply.error(Errno::from_i32(libc::ENOTTY));
@@ -421,6 +455,7 @@ impl Filesystem for CryptFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _timer = self.metrics.start(Op::Fallocate);
         reply_empty(reply, self.fallocate_ino(ino.0, offset, length, mode));
     }
 }

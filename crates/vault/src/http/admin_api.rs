@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::admin_identities::{create_identity, delete_identity, find_identity, identity_json};
 use super::admin_route::{authorize, holds, AdminOp, AdminRoute, Role};
@@ -59,7 +60,14 @@ async fn handle(State(service): State<Arc<Service>>, req: Request) -> Response {
                     headers: &parts.headers,
                     body: &body,
                 };
-                let result = manage(&service, route, &request, &mut scope).await;
+                let span =
+                    tracing::info_span!("request", request_id = %scope.request_id, operation);
+                let result = manage(&service, route, &request, &mut scope)
+                    .instrument(span)
+                    .await;
+                if let Err(e) = &result {
+                    scope.failed(e);
+                }
                 respond(result.as_ref(), &scope.request_id, &parts.headers)
             }
         }

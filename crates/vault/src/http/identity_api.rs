@@ -96,6 +96,7 @@ pub fn managed_identity(service: &Service, query: &str, headers: &HeaderMap) -> 
         );
     };
     let (token, exp) = service.issue_token(&principal, &aud);
+    crate::metrics::token_issued("managed_identity");
     TokenAnswer {
         status: StatusCode::OK,
         body: json!({
@@ -147,6 +148,7 @@ pub fn client_credentials(service: &Service, form: &[u8]) -> TokenAnswer {
         );
     };
     let (token, exp) = service.issue_token(&principal, &aud);
+    crate::metrics::token_issued("client_credentials");
     TokenAnswer {
         status: StatusCode::OK,
         body: json!({

@@ -263,6 +263,8 @@ pub struct AuditScope {
     pub request_id: String,
     /// The entry being filled in.
     pub entry: AuditEntry,
+    /// The error code of a refusal, for the denials metric.
+    reason: Option<&'static str>,
 }
 
 /// The caller of a request that did not authenticate.
@@ -294,7 +296,13 @@ impl AuditScope {
                 ..AuditEntry::default()
             },
             request_id,
+            reason: None,
         }
+    }
+
+    /// Notes why the request failed (the metrics count denials by this code).
+    pub fn failed(&mut self, error: &ApiError) {
+        self.reason = Some(error.inner.unwrap_or(error.code));
     }
 
     /// Records the caller.
@@ -329,6 +337,11 @@ impl AuditScope {
                     crate::token::AuthError::InvalidToken(t) => Some(t),
                     _ => None,
                 };
+                self.reason = Some(match &e {
+                    crate::token::AuthError::MissingToken => "MissingToken",
+                    crate::token::AuthError::InvalidToken(_) => "InvalidToken",
+                    crate::token::AuthError::PrincipalGone => "PrincipalGone",
+                });
                 let mut answer =
                     ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
                 answer.challenge = Some(service.challenge(audience, token_error));
@@ -348,7 +361,26 @@ impl AuditScope {
         self.entry.status = response.status().as_u16();
         self.entry.result = AuditEntry::result_for(self.entry.status).into();
         self.entry.time = crate::now_rfc3339();
-        self.entry.duration_us = self.started.elapsed().as_micros() as u64;
+        let elapsed = self.started.elapsed();
+        self.entry.duration_us = elapsed.as_micros() as u64;
+        crate::metrics::request(
+            &self.entry.operation,
+            self.entry.status,
+            self.reason,
+            elapsed,
+        );
+        // A known caller's refusal is worth a line in the service's log too (the audit
+        // trail has everything); an anonymous client's are not: they would cost it
+        // unbounded log.
+        if self.entry.caller != ANONYMOUS && matches!(self.entry.status, 401 | 403) {
+            tracing::info!(
+                request_id = %self.request_id,
+                operation = %self.entry.operation,
+                status = self.entry.status,
+                reason = self.reason.unwrap_or_default(),
+                "request refused"
+            );
+        }
         if self.entry.caller == ANONYMOUS {
             match service.anonymous_budget.admit(std::time::Instant::now()) {
                 Admission::LeaveOut => return response,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use tracing::Instrument;
 
 use super::{form_pairs, form_value, read_body, respond, ApiError, AuditScope, Reply};
 use crate::keys::listing::ListQuery;
@@ -32,7 +33,10 @@ pub async fn handle(State(ctx): State<VaultCtx>, req: Request) -> Response {
     scope.entry.key = route.as_ref().and_then(Route::key_name).map(audited_name);
     scope.entry.version = route.as_ref().and_then(Route::version).map(audited_version);
     let (parts, body) = req.into_parts();
+    // Log lines of the request carry its id (the one in x-ms-request-id and the audit trail).
+    let span = tracing::info_span!("request", request_id = %scope.request_id, operation);
     let result = process(&ctx, route, &parts, body, &mut scope)
+        .instrument(span)
         .await
         .map(|outcome| {
             if let Some(v) = outcome.version {
@@ -46,6 +50,9 @@ pub async fn handle(State(ctx): State<VaultCtx>, req: Request) -> Response {
                 },
             }
         });
+    if let Err(e) = &result {
+        scope.failed(e);
+    }
     let response = respond(result.as_ref(), &scope.request_id, &parts.headers);
     scope.finish(&ctx.service, response, &parts.headers).await
 }
