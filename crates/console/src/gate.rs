@@ -1,0 +1,201 @@
+//! The way into a console: the session cookie, signing in and out, and the check
+//! every form post passes (a live session and its anti-forgery token).
+//!
+//! The cookie is `__Host-` prefixed (Secure, `Path=/`, no domain), `HttpOnly`
+//! (no script reads it) and `SameSite=Strict` (no other site's page sends it);
+//! each console names its own, since browsers share cookies between the ports of
+//! one host.
+
+use std::time::Instant;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+
+use crate::page::{guarded, see_other};
+use crate::session::{Notice, Session, SessionLimits, Sessions};
+
+/// A console's sessions and cookie.
+pub struct Gate<W> {
+    sessions: Sessions<W>,
+    cookie: &'static str,
+    base: &'static str,
+}
+
+/// A request's live session, with its id (to leave a notice or sign out).
+pub struct Visit<W> {
+    id: String,
+    /// The session.
+    pub session: Session<W>,
+}
+
+/// Why a form post is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No live session: sign in (again).
+    SignedOut,
+    /// The form's anti-forgery token is missing or not this session's.
+    Forged,
+}
+
+impl<W: Clone> Gate<W> {
+    /// A gate for the console at `base` (e.g. `/console`) whose cookie is named
+    /// `__Host-{cookie}`.
+    pub fn new(cookie: &'static str, base: &'static str, limits: SessionLimits) -> Self {
+        Self {
+            sessions: Sessions::new(limits),
+            cookie,
+            base,
+        }
+    }
+
+    /// The live session the request's cookie names, if any.
+    pub fn visit(&self, headers: &HeaderMap) -> Option<Visit<W>> {
+        let id = self.cookie_value(headers)?;
+        let session = self.sessions.find(&id, Instant::now())?;
+        Some(Visit { id, session })
+    }
+
+    /// The session of a form post carrying `csrf`, or why it is refused.
+    pub fn post(&self, headers: &HeaderMap, csrf: &str) -> Result<Visit<W>, Refused> {
+        let visit = self.visit(headers).ok_or(Refused::SignedOut)?;
+        if !visit.session.csrf.matches(csrf) {
+            return Err(Refused::Forged);
+        }
+        Ok(visit)
+    }
+
+    /// The answer to a refused post: back to sign-in, or 403.
+    pub fn refusal(&self, refused: Refused) -> Response {
+        match refused {
+            Refused::SignedOut => self.to_sign_in(),
+            Refused::Forged => guarded((
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "this form did not come from this console's page (its anti-forgery token is \
+                 missing or stale): reload the page and try again\n",
+            )),
+        }
+    }
+
+    /// Signs `who` in (they proved their credential) and sends them to `base`.
+    pub fn sign_in(&self, who: W) -> Result<Response, pgcmk_crypto::Error> {
+        let id = self.sessions.open(who, Instant::now())?;
+        let mut response = see_other(self.base);
+        let cookie = format!(
+            "__Host-{}={}; Path=/; Secure; HttpOnly; SameSite=Strict",
+            self.cookie,
+            id.as_str()
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        Ok(response)
+    }
+
+    /// Ends the session and sends the browser to sign-in, its cookie cleared.
+    pub fn sign_out(&self, visit: &Visit<W>) -> Response {
+        self.sessions.close(&visit.id);
+        let mut response = self.to_sign_in();
+        let cookie = format!(
+            "__Host-{}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+            self.cookie
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        response
+    }
+
+    /// Leaves `notice` for the session's next page.
+    pub fn notify(&self, visit: &Visit<W>, failed: bool, text: impl Into<String>) {
+        self.sessions.notify(
+            &visit.id,
+            Notice {
+                failed,
+                text: text.into(),
+            },
+        );
+    }
+
+    /// A redirect to the sign-in page.
+    pub fn to_sign_in(&self) -> Response {
+        see_other(&format!("{}/login", self.base))
+    }
+
+    fn cookie_value(&self, headers: &HeaderMap) -> Option<String> {
+        let wanted = format!("__Host-{}", self.cookie);
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, value)| value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate() -> Gate<&'static str> {
+        Gate::new("pgcmk-test", "/console", SessionLimits::default())
+    }
+
+    fn cookie_of(response: &Response) -> String {
+        response.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn with_cookie(set_cookie: &str) -> HeaderMap {
+        let pair = set_cookie.split(';').next().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("other=1; {pair}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn signing_in_sets_a_strict_host_only_cookie_naming_a_live_session() {
+        let g = gate();
+        let response = g.sign_in("dba").unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let cookie = cookie_of(&response);
+        for attribute in ["__Host-pgcmk-test=", "Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+        let visit = g.visit(&with_cookie(&cookie)).expect("signed in");
+        assert_eq!(visit.session.who, "dba");
+        assert!(g.visit(&HeaderMap::new()).is_none());
+        // Another console's cookie of the same value is not this one's.
+        let other = cookie.replace("pgcmk-test", "pgcmk-other");
+        assert!(g.visit(&with_cookie(&other)).is_none());
+    }
+
+    #[test]
+    fn a_post_needs_the_session_and_its_token_and_signing_out_ends_it() {
+        let g = gate();
+        let cookie = cookie_of(&g.sign_in("dba").unwrap());
+        let headers = with_cookie(&cookie);
+        let csrf = g.visit(&headers).unwrap().session.csrf;
+        assert!(g.post(&headers, csrf.as_str()).is_ok());
+        assert_eq!(g.post(&headers, "").err(), Some(Refused::Forged));
+        assert_eq!(
+            g.post(&HeaderMap::new(), csrf.as_str()).err(),
+            Some(Refused::SignedOut)
+        );
+        assert_eq!(
+            g.refusal(Refused::Forged).status(),
+            StatusCode::FORBIDDEN
+        );
+        let visit = g.post(&headers, csrf.as_str()).unwrap();
+        let out = g.sign_out(&visit);
+        assert!(cookie_of(&out).contains("Max-Age=0"));
+        assert!(g.visit(&headers).is_none());
+    }
+}
