@@ -166,7 +166,13 @@ mod tests {
         let response = g.sign_in("dba").unwrap();
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let cookie = cookie_of(&response);
-        for attribute in ["__Host-pgcmk-test=", "Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        for attribute in [
+            "__Host-pgcmk-test=",
+            "Path=/",
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+        ] {
             assert!(cookie.contains(attribute), "{cookie}");
         }
         let visit = g.visit(&with_cookie(&cookie)).expect("signed in");
@@ -189,10 +195,7 @@ mod tests {
             g.post(&HeaderMap::new(), csrf.as_str()).err(),
             Some(Refused::SignedOut)
         );
-        assert_eq!(
-            g.refusal(Refused::Forged).status(),
-            StatusCode::FORBIDDEN
-        );
+        assert_eq!(g.refusal(Refused::Forged).status(), StatusCode::FORBIDDEN);
         let visit = g.post(&headers, csrf.as_str()).unwrap();
         let out = g.sign_out(&visit);
         assert!(cookie_of(&out).contains("Max-Age=0"));

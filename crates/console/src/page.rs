@@ -98,7 +98,11 @@ impl Page<'_> {
         }
         html.push_str(main);
         html.push_str("</main></body></html>\n");
-        guarded((status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html))
+        guarded((
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        ))
     }
 }
 
@@ -121,8 +125,8 @@ pub fn action_button(action: &str, label: &str, csrf: &CsrfToken, class: &str) -
     )
 }
 
-/// The style sheet's response.
-pub fn style_sheet() -> Response {
+/// The style sheet's response (a handler).
+pub async fn style_sheet() -> Response {
     guarded((
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         STYLE_SHEET,
@@ -180,7 +184,10 @@ mod tests {
             .starts_with("default-src 'self'"));
         assert_eq!(h[header::CACHE_CONTROL], "no-store");
         let body = futures_body(response);
-        assert!(body.contains("<h1>&lt;script&gt;x&lt;/script&gt;</h1>"), "{body}");
+        assert!(
+            body.contains("<h1>&lt;script&gt;x&lt;/script&gt;</h1>"),
+            "{body}"
+        );
         assert!(!body.contains("<script>"));
     }
 

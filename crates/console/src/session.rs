@@ -169,7 +169,8 @@ impl<W: Clone> Sessions<W> {
 
     /// Ends session `id` (signing out).
     pub fn close(&self, id: &str) {
-        self.lock().retain(|e| !ct_eq(e.id.as_bytes(), id.as_bytes()));
+        self.lock()
+            .retain(|e| !ct_eq(e.id.as_bytes(), id.as_bytes()));
     }
 
     /// Sessions alive now.
@@ -231,7 +232,9 @@ mod tests {
             let now = t0 + Duration::from_secs(50 * step);
             assert!(s.find(id.as_str(), now).is_some(), "at {step}");
         }
-        assert!(s.find(idle.as_str(), t0 + Duration::from_secs(61)).is_none());
+        assert!(s
+            .find(idle.as_str(), t0 + Duration::from_secs(61))
+            .is_none());
         assert!(s.find(id.as_str(), t0 + Duration::from_secs(300)).is_none());
         assert_eq!(s.count(t0 + Duration::from_secs(300)), 0);
     }

@@ -31,7 +31,11 @@ pub fn page(console: &str, base: &str, fields: &[Field], failed: Option<&str>) -
         "<section class=\"signin\"><form class=\"stack\" method=\"post\" action=\"{base}/login\">"
     );
     if let Some(why) = failed {
-        let _ = write!(main, "<p class=\"notice failed\" role=\"alert\">{}</p>", esc(why));
+        let _ = write!(
+            main,
+            "<p class=\"notice failed\" role=\"alert\">{}</p>",
+            esc(why)
+        );
     }
     for f in fields {
         let _ = write!(

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod api_tls;
 pub mod auth;
+pub mod console;
 mod error;
 mod error_code;
 pub mod identity_file;
