@@ -1,0 +1,213 @@
+//! The security officer's console: web pages over the vault service's main HTTPS
+//! listener, at `/console`, for service administrators. It signs in with a
+//! service administrator's client credentials (`admin.credential`: its
+//! `client_id` and `client_secret`), checked as the token endpoint checks them,
+//! then runs on a server-side session ([`pgcmk_console`]). What the pages show and
+//! what the buttons do go through the service's own API in process ([`api`]),
+//! so they are authorized and audited as the signed-in principal.
+//!
+//! | file         | concept                                                     |
+//! |--------------|-------------------------------------------------------------|
+//! | `mod.rs`     | routes, signing in and out, the signed-in caller            |
+//! | `api.rs`     | requests to the service's routes, in process                |
+//! | `views.rs`   | the typed answers the pages read                            |
+//! | `pages.rs`   | vaults with keys and policies, a key's versions, the audit  |
+//! | `actions.rs` | create/rotate/disable/enable a key, set/delete a policy     |
+
+mod actions;
+mod api;
+mod pages;
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use serde::Deserialize;
+
+use pgcmk_console::sign_in::{self, Field};
+use pgcmk_console::{Gate, SessionLimits, Visit};
+
+use crate::http::ClientAddr;
+use crate::service::Service;
+use api::{Caller, InProcess};
+
+/// Where the console lives on the main listener.
+pub const BASE: &str = "/console";
+/// The console's name in page titles.
+const NAME: &str = "security officer console";
+
+struct Console {
+    service: Arc<Service>,
+    api: InProcess,
+    /// Sessions name the principal by object id; it is looked up on every request.
+    gate: Gate<String>,
+}
+
+type Shared = State<Arc<Console>>;
+
+/// The console's routes, all below [`BASE`].
+pub fn router(service: Arc<Service>) -> Router {
+    let console = Arc::new(Console {
+        api: InProcess::new(service.clone()),
+        service,
+        gate: Gate::new("pgcmk-officer", BASE, SessionLimits::default()),
+    });
+    Router::new()
+        .route(BASE, get(pages::vaults))
+        .route("/console/console.css", get(pgcmk_console::style_sheet))
+        .route("/console/login", get(sign_in_page).post(sign_in))
+        .route("/console/logout", post(sign_out))
+        .route("/console/audit", get(pages::audit))
+        .route("/console/vaults/{vault}/keys", post(actions::create_key))
+        .route("/console/vaults/{vault}/keys/{key}", get(pages::key))
+        .route(
+            "/console/vaults/{vault}/keys/{key}/{action}",
+            post(actions::key_action),
+        )
+        .route(
+            "/console/vaults/{vault}/policies",
+            post(actions::set_policy),
+        )
+        .route(
+            "/console/vaults/{vault}/policies/{identity}/delete",
+            post(actions::delete_policy),
+        )
+        .with_state(console)
+}
+
+const FIELDS: &[Field] = &[
+    Field {
+        name: "client_id",
+        label: "Client id",
+        hint: "client_id in admin.credential (the service's data directory) or another service administrator's credential",
+        secret: false,
+    },
+    Field {
+        name: "client_secret",
+        label: "Client secret",
+        hint: "client_secret in the same file",
+        secret: true,
+    },
+];
+
+async fn sign_in_page() -> Response {
+    sign_in::page(NAME, BASE, FIELDS, None)
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    client_id: String,
+    client_secret: String,
+}
+
+async fn sign_in(State(c): Shared, form: Result<Form<SignIn>, FormRejection>) -> Response {
+    let principal = form.ok().and_then(|Form(f)| {
+        c.service
+            .directory
+            .authenticate(f.client_id.trim(), f.client_secret.trim())
+    });
+    match principal {
+        Some(p) if p.service_admin => c
+            .gate
+            .sign_in(p.object_id)
+            .unwrap_or_else(|e| pages::failure(&api::Refusal::from(e))),
+        refused => {
+            tracing::info!(
+                known = refused.is_some(),
+                "console: a sign-in that is not a service administrator's was refused"
+            );
+            sign_in::page(
+                NAME,
+                BASE,
+                FIELDS,
+                Some(
+                    "Those are not a service administrator's client credentials: use the \
+                     client_id and client_secret of admin.credential.",
+                ),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Posted {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_out(
+    State(c): Shared,
+    headers: HeaderMap,
+    form: Result<Form<Posted>, FormRejection>,
+) -> Response {
+    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    match c.gate.post(&headers, &csrf) {
+        Ok(visit) => c.gate.sign_out(&visit),
+        Err(refused) => c.gate.refusal(refused),
+    }
+}
+
+/// The browser's address, when the listener attached it.
+type Client = Option<Extension<ClientAddr>>;
+
+impl Console {
+    /// The caller a session names, while it is still a service administrator.
+    fn caller(&self, visit: &Visit<String>, client: Client) -> Option<Caller> {
+        let principal = self
+            .service
+            .directory
+            .get(&visit.session.who)
+            .filter(|p| p.service_admin)?;
+        Some(Caller {
+            principal,
+            client: client.map(|Extension(a)| a),
+        })
+    }
+
+    /// The visit and caller of a page request, or the way to sign in.
+    fn page_visit(
+        &self,
+        headers: &HeaderMap,
+        client: Client,
+    ) -> Result<(Visit<String>, Caller), Response> {
+        let visit = self
+            .gate
+            .visit(headers)
+            .ok_or_else(|| self.gate.to_sign_in())?;
+        let caller = self
+            .caller(&visit, client)
+            .ok_or_else(|| self.gate.sign_out(&visit))?;
+        Ok((visit, caller))
+    }
+
+    /// The visit and caller of a form post carrying `csrf`, or its refusal.
+    fn post_visit(
+        &self,
+        headers: &HeaderMap,
+        client: Client,
+        csrf: &str,
+    ) -> Result<(Visit<String>, Caller), Response> {
+        let visit = self
+            .gate
+            .post(headers, csrf)
+            .map_err(|refused| self.gate.refusal(refused))?;
+        let caller = self
+            .caller(&visit, client)
+            .ok_or_else(|| self.gate.sign_out(&visit))?;
+        Ok((visit, caller))
+    }
+}
+
+/// The signed-in frame of a page.
+fn signed_in<'a>(visit: &'a Visit<String>, caller: &'a Caller) -> pgcmk_console::SignedIn<'a> {
+    pgcmk_console::SignedIn {
+        name: &caller.principal.name,
+        csrf: &visit.session.csrf,
+        notice: visit.session.notice.as_ref(),
+    }
+}
