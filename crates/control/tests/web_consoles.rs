@@ -31,6 +31,8 @@ const INTERVAL_SECS: u64 = 2;
 /// Time for a state change to show: a key check, a supervision pass and one of
 /// the page's own reloads (3 s), with room for a loaded machine.
 const SHOWN_WITHIN: Duration = Duration::from_secs(20);
+/// Time for a page a click asked for to arrive.
+const PAGE_LOADS: Duration = Duration::from_secs(10);
 
 struct Fixture {
     stack: Stack,
@@ -77,6 +79,7 @@ impl Fixture {
         b.open(&format!("{}/login", self.dba_console()));
         b.type_into("#credential", &self.dba_credential());
         b.click("button[type=submit]");
+        b.wait_for(".signout", PAGE_LOADS);
     }
 
     fn sign_in_as_officer(&self, b: &Browser) {
@@ -85,6 +88,7 @@ impl Fixture {
         b.type_into("#client_id", &admin.client_id);
         b.type_into("#client_secret", &admin.client_secret);
         b.click("button[type=submit]");
+        b.wait_for(".signout", PAGE_LOADS);
     }
 }
 
@@ -120,6 +124,7 @@ fn revoking_in_the_officer_console_shows_inaccessible_in_the_dba_console_and_gra
     screenshot(&officer, "officer-console");
 
     officer.click(&format!("{policy} button"));
+    officer.wait_for(".notice", PAGE_LOADS);
     assert!(
         officer.text(".notice").contains("Removed orders-mi"),
         "{}",
@@ -140,9 +145,12 @@ fn revoking_in_the_officer_console_shows_inaccessible_in_the_dba_console_and_gra
     );
     screenshot(&dba, "dba-console-inaccessible");
 
+    // A fresh page, without the last action's notice.
+    officer.open(&f.officer_console());
     let grant = r#"section[data-vault="orders-kv"] form[action$="/policies"]"#;
     officer.click(&format!(r#"{grant} option[value="orders-mi"]"#));
     officer.click(&format!("{grant} button[type=submit]"));
+    officer.wait_for(".notice", PAGE_LOADS);
     assert!(
         officer
             .text(".notice")
@@ -160,6 +168,7 @@ fn revoking_in_the_officer_console_shows_inaccessible_in_the_dba_console_and_gra
     screenshot(&dba, "dba-console");
 
     dba.click(r#"tr[data-server="orders"] a"#);
+    dba.wait_for("svg.timeline", PAGE_LOADS);
     for state in ["Ready", "Inaccessible"] {
         let span = format!(r#"svg.timeline rect[data-state="{state}"]"#);
         assert!(
@@ -196,6 +205,7 @@ fn a_wrong_credential_sees_nothing() {
         b.open(&format!("{}/login", f.dba_console()));
         b.type_into("#credential", &wrong);
         b.click("button[type=submit]");
+        b.wait_for(".notice.failed", PAGE_LOADS);
         assert!(b.text(".notice.failed").contains("not the DBA credential"));
         b.open(&format!("{}/servers/orders", f.dba_console()));
         assert!(b.url().ends_with("/console/login"), "{}", b.url());
@@ -208,7 +218,8 @@ fn a_wrong_credential_sees_nothing() {
         }
     }
     // The server's managed identity is not a service administrator; a wrong secret
-    // is nobody.
+    // is nobody, and the attempt is in the audit trail.
+    let since = pgcmk_control::model::now_rfc3339();
     let mi: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&f.key.identity.credential_file).unwrap()).unwrap();
     for (id, secret) in [
@@ -222,6 +233,7 @@ fn a_wrong_credential_sees_nothing() {
         b.type_into("#client_id", id);
         b.type_into("#client_secret", secret);
         b.click("button[type=submit]");
+        b.wait_for(".notice.failed", PAGE_LOADS);
         assert!(b
             .text(".notice.failed")
             .contains("not a service administrator"));
@@ -235,6 +247,17 @@ fn a_wrong_credential_sees_nothing() {
             );
         }
     }
+    let denied = f.stack.vault.cli(&[
+        "audit",
+        "list",
+        "--operation",
+        "ClientCredentialsToken",
+        "--result",
+        "denied",
+        "--since",
+        &since,
+    ]);
+    assert_eq!(denied.as_array().map_or(0, Vec::len), 1, "{denied}");
 }
 
 #[test]
@@ -247,6 +270,7 @@ fn a_script_in_a_name_stays_text_in_both_consoles() {
     b.type_into("#name", hostile);
     b.type_into("#location", "westeurope");
     b.click("form.stack button[type=submit]");
+    b.wait_for(".notice.failed", PAGE_LOADS);
     let notice = b.text(".notice.failed");
     assert!(
         notice.contains(hostile),
@@ -258,6 +282,7 @@ fn a_script_in_a_name_stays_text_in_both_consoles() {
     let create = r#"section[data-vault="orders-kv"] form[action$="/keys"]"#;
     b.type_into(&format!("{create} input[name=name]"), hostile);
     b.click(&format!("{create} button[type=submit]"));
+    b.wait_for(".notice.failed", PAGE_LOADS);
     assert!(
         b.text(".notice.failed").starts_with("Refused"),
         "{}",

@@ -138,6 +138,22 @@ impl Browser {
         answer["value"][ELEMENT].as_str().map(String::from)
     }
 
+    /// Waits up to `limit` for an element matching `css` (a page a click loads
+    /// may still be on its way when the click returns).
+    pub fn wait_for(&self, css: &str, limit: Duration) {
+        if poll(limit, Duration::from_millis(50), || {
+            self.find(css).is_some()
+        })
+        .is_none()
+        {
+            panic!(
+                "no element '{css}' within {limit:?} on {}:\n{}",
+                self.url(),
+                self.source()
+            );
+        }
+    }
+
     fn element(&self, css: &str) -> String {
         self.find(css)
             .unwrap_or_else(|| panic!("no element '{css}' on {}:\n{}", self.url(), self.source()))

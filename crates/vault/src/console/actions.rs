@@ -71,7 +71,7 @@ pub(super) async fn create_key(
     };
     let (visit, caller) = match c.post_visit(&headers, client, &form.csrf) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let name = form.name.trim().to_string();
     let body = KeyCreateParameters {
@@ -106,7 +106,7 @@ pub(super) async fn key_action(
     };
     let (visit, caller) = match c.post_visit(&headers, client, &form.csrf) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let at = format!("/keys/{}", path_segment(&key));
     let version = form.version.trim();
@@ -167,7 +167,7 @@ pub(super) async fn set_policy(
     };
     let (visit, caller) = match c.post_visit(&headers, client, &field("csrf")) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let identity = field("identity");
     let grant = PolicyGrant {
@@ -205,7 +205,7 @@ pub(super) async fn delete_policy(
     let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
     let (visit, caller) = match c.post_visit(&headers, client, &csrf) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let path = format!(
         "/admin/vaults/{}/policies/{}",

@@ -74,6 +74,42 @@ impl InProcess {
         Self { service }
     }
 
+    /// Asks the token endpoint for a management token with `client_id` and
+    /// `secret`, as a sign-in: the attempt lands in the audit trail like any other
+    /// (`ClientCredentialsToken`, with its outcome). Whether it was granted.
+    pub(super) async fn token_granted(
+        &self,
+        client_id: &str,
+        secret: &str,
+        client: Option<ClientAddr>,
+    ) -> bool {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", &format!("{}/.default", self.service.url)),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k}={}", crate::client::urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+        let Ok(mut request) = Request::builder()
+            .method(Method::POST)
+            .uri("/oauth2/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+        else {
+            return false;
+        };
+        if let Some(client) = client {
+            request.extensions_mut().insert(client);
+        }
+        admin_api::router(self.service.clone())
+            .oneshot(request)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
     /// `GET path` on `target`, its answer read as `T`.
     pub(super) async fn get<T: DeserializeOwned>(
         &self,

@@ -105,32 +105,37 @@ struct SignIn {
     client_secret: String,
 }
 
-async fn sign_in(State(c): Shared, form: Result<Form<SignIn>, FormRejection>) -> Response {
-    let principal = form.ok().and_then(|Form(f)| {
-        c.service
-            .directory
-            .authenticate(f.client_id.trim(), f.client_secret.trim())
-    });
+/// Signs in a service administrator. The credentials go to the token endpoint in
+/// process, so every attempt is in the audit trail; the principal they name must
+/// be a service administrator.
+async fn sign_in(
+    State(c): Shared,
+    client: Client,
+    form: Result<Form<SignIn>, FormRejection>,
+) -> Response {
+    let (id, secret) = match &form {
+        Ok(Form(f)) => (f.client_id.trim(), f.client_secret.trim()),
+        Err(_) => ("", ""),
+    };
+    let client = client.map(|Extension(a)| a);
+    let principal = match c.api.token_granted(id, secret, client).await {
+        true => c.service.directory.authenticate(id, secret),
+        false => None,
+    };
     match principal {
         Some(p) if p.service_admin => c
             .gate
             .sign_in(p.object_id)
             .unwrap_or_else(|e| pages::failure(&api::Refusal::from(e))),
-        refused => {
-            tracing::info!(
-                known = refused.is_some(),
-                "console: a sign-in that is not a service administrator's was refused"
-            );
-            sign_in::page(
-                NAME,
-                BASE,
-                FIELDS,
-                Some(
-                    "Those are not a service administrator's client credentials: use the \
-                     client_id and client_secret of admin.credential.",
-                ),
-            )
-        }
+        _ => sign_in::page(
+            NAME,
+            BASE,
+            FIELDS,
+            Some(
+                "Those are not a service administrator's client credentials: use the \
+                 client_id and client_secret of admin.credential.",
+            ),
+        ),
     }
 }
 
@@ -174,14 +179,14 @@ impl Console {
         &self,
         headers: &HeaderMap,
         client: Client,
-    ) -> Result<(Visit<String>, Caller), Response> {
+    ) -> Result<(Visit<String>, Caller), Box<Response>> {
         let visit = self
             .gate
             .visit(headers)
-            .ok_or_else(|| self.gate.to_sign_in())?;
+            .ok_or_else(|| Box::new(self.gate.to_sign_in()))?;
         let caller = self
             .caller(&visit, client)
-            .ok_or_else(|| self.gate.sign_out(&visit))?;
+            .ok_or_else(|| Box::new(self.gate.sign_out(&visit)))?;
         Ok((visit, caller))
     }
 
@@ -191,14 +196,14 @@ impl Console {
         headers: &HeaderMap,
         client: Client,
         csrf: &str,
-    ) -> Result<(Visit<String>, Caller), Response> {
+    ) -> Result<(Visit<String>, Caller), Box<Response>> {
         let visit = self
             .gate
             .post(headers, csrf)
-            .map_err(|refused| self.gate.refusal(refused))?;
+            .map_err(|refused| Box::new(self.gate.refusal(refused)))?;
         let caller = self
             .caller(&visit, client)
-            .ok_or_else(|| self.gate.sign_out(&visit))?;
+            .ok_or_else(|| Box::new(self.gate.sign_out(&visit)))?;
         Ok((visit, caller))
     }
 }

@@ -147,7 +147,7 @@ async fn keys_of(c: &Console, caller: &Caller, vault: &str) -> Result<Vec<KeyRow
 pub(super) async fn vaults(State(c): Shared, headers: HeaderMap, client: Client) -> Response {
     let (visit, caller) = match c.page_visit(&headers, client) {
         Ok(v) => v,
-        Err(to) => return to,
+        Err(to) => return *to,
     };
     let vaults: Listing<VaultView> = match c.api.get(&caller, Target::Manage, "/admin/vaults").await
     {
@@ -324,7 +324,7 @@ pub(super) async fn key(
 ) -> Response {
     let (visit, caller) = match c.page_visit(&headers, client) {
         Ok(v) => v,
-        Err(to) => return to,
+        Err(to) => return *to,
     };
     let path = format!("/keys/{}/versions", path_segment(&key));
     let versions: ListPage<KeyItem> = match c.api.get(&caller, Target::Vault(&vault), &path).await {
@@ -376,7 +376,7 @@ pub(super) async fn key(
 pub(super) async fn audit(State(c): Shared, headers: HeaderMap, client: Client) -> Response {
     let (visit, caller) = match c.page_visit(&headers, client) {
         Ok(v) => v,
-        Err(to) => return to,
+        Err(to) => return *to,
     };
     let check: ChainCheck = match c
         .api
