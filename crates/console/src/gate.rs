@@ -8,8 +8,13 @@
 
 use std::time::Instant;
 
+use axum::extract::rejection::FormRejection;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
 
 use crate::page::{guarded, see_other};
 use crate::session::{Notice, Session, SessionLimits, Sessions};
@@ -35,6 +40,35 @@ pub enum Refused {
     SignedOut,
     /// The form's anti-forgery token is missing or not this session's.
     Forged,
+}
+
+/// A console's state, holding its gate: handlers then take a [`Visit`] as an
+/// extractor, and a request without a live session is sent to sign in.
+pub trait HoldsGate<W> {
+    /// The console's gate.
+    fn gate(&self) -> &Gate<W>;
+}
+
+impl<S, W> FromRequestParts<S> for Visit<W>
+where
+    S: HoldsGate<W> + Send + Sync,
+    W: Clone + Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let gate = state.gate();
+        gate.visit(&parts.headers).ok_or_else(|| gate.to_sign_in())
+    }
+}
+
+/// A form that carries nothing but the session's anti-forgery token (sign-out,
+/// one-button actions).
+#[derive(Deserialize)]
+pub struct TokenForm {
+    /// The anti-forgery token.
+    #[serde(default)]
+    pub csrf: String,
 }
 
 impl<W: Clone> Gate<W> {
@@ -104,6 +138,19 @@ impl<W: Clone> Gate<W> {
             response.headers_mut().insert(header::SET_COOKIE, v);
         }
         response
+    }
+
+    /// The answer to the sign-out form: signed out, or why not.
+    pub fn sign_out_posted(
+        &self,
+        headers: &HeaderMap,
+        form: Result<Form<TokenForm>, FormRejection>,
+    ) -> Response {
+        let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
+        match self.post(headers, &csrf) {
+            Ok(visit) => self.sign_out(&visit),
+            Err(refused) => self.refusal(refused),
+        }
     }
 
     /// Leaves `notice` for the session's next page.

@@ -13,6 +13,7 @@
 //! | `html.rs`     | escaping user-chosen text                             |
 //! | `page.rs`     | the page frame, security headers, redirects           |
 //! | `sign_in.rs`  | the sign-in form                                      |
+//! | `routes.rs`   | the routes every console has: style sheet, sign-out   |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,10 +21,11 @@
 pub mod gate;
 pub mod html;
 pub mod page;
+pub mod routes;
 pub mod session;
 pub mod sign_in;
 
-pub use gate::{Gate, Refused, Visit};
+pub use gate::{Gate, HoldsGate, Refused, TokenForm, Visit};
 pub use html::{esc, path_segment};
 pub use page::{action_button, csrf_field, guarded, see_other, style_sheet, Page, SignedIn};
 pub use session::{CsrfToken, Notice, SessionLimits};

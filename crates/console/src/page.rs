@@ -41,6 +41,26 @@ pub struct SignedIn<'a> {
 }
 
 impl Page<'_> {
+    /// A page of the console at `base` saying what failed (plain text, escaped)
+    /// with `status`, signed out of nothing: it shows no data.
+    pub fn failure(console: &str, base: &str, status: StatusCode, message: &str) -> Response {
+        Page {
+            console,
+            base,
+            title: "Something went wrong",
+            nav: &[],
+            signed_in: None,
+            refresh_secs: None,
+        }
+        .render(
+            status,
+            &format!(
+                "<p class=\"notice failed\" role=\"alert\">{}</p><p><a href=\"{base}\">Back</a></p>",
+                esc(message)
+            ),
+        )
+    }
+
     /// The page with `main` (HTML, every user-chosen text in it escaped) as its content.
     pub fn render(&self, status: StatusCode, main: &str) -> Response {
         let mut html = String::with_capacity(main.len() + 2048);

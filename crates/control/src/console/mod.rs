@@ -20,14 +20,13 @@ use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
 use pgcmk_console::sign_in::{self, Field};
-use pgcmk_console::{Gate, SessionLimits, Visit};
+use pgcmk_console::{Gate, HoldsGate, SessionLimits, Visit};
 
 use crate::platform::Platform;
 use crate::Error;
@@ -48,6 +47,12 @@ struct Console {
 
 type Shared = State<Arc<Console>>;
 
+impl HoldsGate<Dba> for Arc<Console> {
+    fn gate(&self) -> &Gate<Dba> {
+        &self.gate
+    }
+}
+
 /// The console's routes, all below [`BASE`].
 pub fn router(platform: Arc<Platform>) -> Router {
     let console = Arc::new(Console {
@@ -56,15 +61,14 @@ pub fn router(platform: Arc<Platform>) -> Router {
     });
     Router::new()
         .route(BASE, get(pages::servers))
-        .route("/console/console.css", get(pgcmk_console::style_sheet))
         .route("/console/login", get(sign_in_page).post(sign_in))
-        .route("/console/logout", post(sign_out))
         .route("/console/servers", post(actions::create))
         .route("/console/servers/new", get(pages::new_server))
         .route("/console/servers/{name}", get(pages::server))
         .route("/console/servers/{name}/backups", get(pages::backups))
         .route("/console/servers/{name}/delete", get(pages::confirm_delete))
         .route("/console/servers/{name}/{action}", post(actions::act))
+        .merge(pgcmk_console::routes::common::<_, Dba>(BASE))
         .with_state(console)
 }
 
@@ -99,24 +103,6 @@ async fn sign_in(State(c): Shared, form: Result<Form<SignIn>, FormRejection>) ->
     c.gate
         .sign_in(Dba)
         .unwrap_or_else(|e| pages::failure(Error::Crypto(e)))
-}
-
-#[derive(Deserialize)]
-struct Posted {
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn sign_out(
-    State(c): Shared,
-    headers: HeaderMap,
-    form: Result<Form<Posted>, FormRejection>,
-) -> Response {
-    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    match c.gate.post(&headers, &csrf) {
-        Ok(visit) => c.gate.sign_out(&visit),
-        Err(refused) => c.gate.refusal(refused),
-    }
 }
 
 /// Runs a platform operation on the blocking pool.

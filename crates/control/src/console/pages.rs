@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 
 use pgcmk_console::{action_button, csrf_field, esc, path_segment, Page, Visit};
@@ -34,21 +34,7 @@ fn page<'a>(visit: &'a Visit<Dba>, title: &'a str, refresh: bool) -> Page<'a> {
 /// A page saying what failed, with the status of the error.
 pub(super) fn failure(e: Error) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    Page {
-        console: NAME,
-        base: BASE,
-        title: "Something went wrong",
-        nav: NAV,
-        signed_in: None,
-        refresh_secs: None,
-    }
-    .render(
-        status,
-        &format!(
-            "<p class=\"notice failed\" role=\"alert\">{}</p><p><a href=\"{BASE}\">Back to the servers</a></p>",
-            esc(&e.to_string())
-        ),
-    )
+    Page::failure(NAME, BASE, status, &e.to_string())
 }
 
 /// The state as a coloured badge, with its reason.
@@ -87,10 +73,7 @@ fn link(server: &ServerRecord) -> String {
 }
 
 /// `GET /console`: every server, its state, location, key and connection string.
-pub(super) async fn servers(State(c): Shared, headers: HeaderMap) -> Response {
-    let Some(visit) = c.gate.visit(&headers) else {
-        return c.gate.to_sign_in();
-    };
+pub(super) async fn servers(State(c): Shared, visit: Visit<Dba>) -> Response {
     let listed = blocking(&c.platform, |p| {
         p.list()?
             .into_iter()
@@ -141,12 +124,9 @@ pub(super) async fn servers(State(c): Shared, headers: HeaderMap) -> Response {
 /// `GET /console/servers/{name}`: the server, its timeline, its events and actions.
 pub(super) async fn server(
     State(c): Shared,
-    headers: HeaderMap,
+    visit: Visit<Dba>,
     Path(name): Path<String>,
 ) -> Response {
-    let Some(visit) = c.gate.visit(&headers) else {
-        return c.gate.to_sign_in();
-    };
     let shown = blocking(&c.platform, move |p| {
         let (server, events) = p.show(&name)?;
         let uri = p.connection_string(&server.id)?;
@@ -229,12 +209,9 @@ pub(super) async fn server(
 /// server's agent, so it is not reloaded by itself).
 pub(super) async fn backups(
     State(c): Shared,
-    headers: HeaderMap,
+    visit: Visit<Dba>,
     Path(name): Path<String>,
 ) -> Response {
-    let Some(visit) = c.gate.visit(&headers) else {
-        return c.gate.to_sign_in();
-    };
     let shown = name.clone();
     let catalog = match blocking(&c.platform, move |p| p.list_backups(&shown)).await {
         Ok(catalog) => catalog,
@@ -272,10 +249,7 @@ pub(super) async fn backups(
 }
 
 /// `GET /console/servers/new`: the create form.
-pub(super) async fn new_server(State(c): Shared, headers: HeaderMap) -> Response {
-    let Some(visit) = c.gate.visit(&headers) else {
-        return c.gate.to_sign_in();
-    };
+pub(super) async fn new_server(visit: Visit<Dba>) -> Response {
     let main = format!(
         "<section><form class=\"stack\" method=\"post\" action=\"{BASE}/servers\">{}\
          <label for=\"name\">Name<span class=\"hint\">lowercase letters, digits and -, 3–63 characters</span>\
@@ -299,14 +273,7 @@ pub(super) async fn new_server(State(c): Shared, headers: HeaderMap) -> Response
 }
 
 /// `GET /console/servers/{name}/delete`: deleting asks for the name, typed.
-pub(super) async fn confirm_delete(
-    State(c): Shared,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    let Some(visit) = c.gate.visit(&headers) else {
-        return c.gate.to_sign_in();
-    };
+pub(super) async fn confirm_delete(visit: Visit<Dba>, Path(name): Path<String>) -> Response {
     let main = format!(
         "<section><p>Deleting <strong>{0}</strong> removes its data and its DEK for good; \
          its backups stay until their retention ends.</p>\

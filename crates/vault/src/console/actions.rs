@@ -11,11 +11,10 @@ use axum::Form;
 use pgcmk_akv_model::{AttributeChanges, KeyCreateParameters, KeyUpdateParameters};
 use serde::{Deserialize, Serialize};
 
-use pgcmk_console::{path_segment, see_other, Visit};
+use pgcmk_console::{path_segment, see_other, TokenForm};
 
 use super::api::{Refusal, Target};
-use super::{Client, Console, Shared, BASE};
-use crate::http::form_pairs;
+use super::{Client, Console, Officer, Shared, BASE};
 
 /// A key action's form: its token and, to act on one version, that version.
 #[derive(Deserialize)]
@@ -44,16 +43,16 @@ struct PolicyGrant {
 /// Leaves the outcome as a notice and sends the browser back to the vault.
 fn back(
     c: &Console,
-    visit: &Visit<String>,
+    officer: &Officer,
     vault: &str,
     done: String,
     result: Result<Vec<u8>, Refusal>,
 ) -> Response {
     match result {
-        Ok(_) => c.gate.notify(visit, false, done),
+        Ok(_) => c.gate.notify(&officer.visit, false, done),
         Err(e) => c
             .gate
-            .notify(visit, true, format!("Refused: {}", e.message)),
+            .notify(&officer.visit, true, format!("Refused: {}", e.message)),
     }
     see_other(&format!("{BASE}#vault-{}", path_segment(vault)))
 }
@@ -66,11 +65,8 @@ pub(super) async fn create_key(
     Path(vault): Path<String>,
     form: Result<Form<CreateKeyForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return c.gate.refusal(pgcmk_console::Refused::Forged);
-    };
-    let (visit, caller) = match c.post_visit(&headers, client, &form.csrf) {
-        Ok(v) => v,
+    let (officer, form) = match c.admit(&headers, client, form, |f| &f.csrf) {
+        Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
     let name = form.name.trim().to_string();
@@ -83,14 +79,14 @@ pub(super) async fn create_key(
     let result = c
         .api
         .send(
-            &caller,
+            &officer.caller,
             Method::POST,
             Target::Vault(&vault),
             &path,
             Some(&body),
         )
         .await;
-    back(&c, &visit, &vault, format!("Created key {name}."), result)
+    back(&c, &officer, &vault, format!("Created key {name}."), result)
 }
 
 /// `POST /console/vaults/{vault}/keys/{key}/{rotate|disable|enable}`.
@@ -101,11 +97,8 @@ pub(super) async fn key_action(
     Path((vault, key, action)): Path<(String, String, String)>,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return c.gate.refusal(pgcmk_console::Refused::Forged);
-    };
-    let (visit, caller) = match c.post_visit(&headers, client, &form.csrf) {
-        Ok(v) => v,
+    let (officer, form) = match c.admit(&headers, client, form, |f| &f.csrf) {
+        Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
     let at = format!("/keys/{}", path_segment(&key));
@@ -118,7 +111,7 @@ pub(super) async fn key_action(
     let (result, done) = match action.as_str() {
         "rotate" => (
             c.api
-                .send(&caller, Method::POST, target, &format!("{at}/rotate"), None::<&()>)
+                .send(&officer.caller, Method::POST, target, &format!("{at}/rotate"), None::<&()>)
                 .await,
             format!("Rotated key {key}: servers that follow it adopt the new version at their next check."),
         ),
@@ -133,7 +126,7 @@ pub(super) async fn key_action(
             };
             let path = format!("{at}/{}", path_segment(version));
             (
-                c.api.send(&caller, Method::PATCH, target, &path, Some(&body)).await,
+                c.api.send(&officer.caller, Method::PATCH, target, &path, Some(&body)).await,
                 format!("{}d {which}.", if enabled { "Enable" } else { "Disable" }),
             )
         }
@@ -145,7 +138,7 @@ pub(super) async fn key_action(
             String::new(),
         ),
     };
-    back(&c, &visit, &vault, done, result)
+    back(&c, &officer, &vault, done, result)
 }
 
 /// `POST /console/vaults/{vault}/policies`: grants an identity the checked
@@ -155,21 +148,13 @@ pub(super) async fn set_policy(
     headers: HeaderMap,
     client: Client,
     Path(vault): Path<String>,
-    body: String,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let pairs = form_pairs(&body);
-    let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let (visit, caller) = match c.post_visit(&headers, client, &field("csrf")) {
-        Ok(v) => v,
+    let (officer, pairs) = match c.admit(&headers, client, form, |pairs| field(pairs, "csrf")) {
+        Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
-    let identity = field("identity");
+    let identity = field(&pairs, "identity").to_string();
     let grant = PolicyGrant {
         key_permissions: pairs
             .iter()
@@ -188,9 +173,15 @@ pub(super) async fn set_policy(
     );
     let result = c
         .api
-        .send(&caller, Method::PUT, Target::Manage, &path, Some(&grant))
+        .send(
+            &officer.caller,
+            Method::PUT,
+            Target::Manage,
+            &path,
+            Some(&grant),
+        )
         .await;
-    back(&c, &visit, &vault, done, result)
+    back(&c, &officer, &vault, done, result)
 }
 
 /// `POST /console/vaults/{vault}/policies/{identity}/delete`: revokes the identity's
@@ -200,11 +191,10 @@ pub(super) async fn delete_policy(
     headers: HeaderMap,
     client: Client,
     Path((vault, identity)): Path<(String, String)>,
-    form: Result<Form<KeyForm>, FormRejection>,
+    form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    let (visit, caller) = match c.post_visit(&headers, client, &csrf) {
-        Ok(v) => v,
+    let (officer, _) = match c.admit(&headers, client, form, |f| &f.csrf) {
+        Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
     let path = format!(
@@ -214,10 +204,24 @@ pub(super) async fn delete_policy(
     );
     let result = c
         .api
-        .send(&caller, Method::DELETE, Target::Manage, &path, None::<&()>)
+        .send(
+            &officer.caller,
+            Method::DELETE,
+            Target::Manage,
+            &path,
+            None::<&()>,
+        )
         .await;
     let done = format!(
         "Removed {identity}'s access to vault {vault}: servers using it go Inaccessible at their next key check."
     );
-    back(&c, &visit, &vault, done, result)
+    back(&c, &officer, &vault, done, result)
+}
+
+/// The value of form field `name` (empty when absent).
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
 }

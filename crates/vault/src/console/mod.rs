@@ -22,7 +22,8 @@ mod views;
 use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -30,7 +31,7 @@ use axum::{Extension, Form, Router};
 use serde::Deserialize;
 
 use pgcmk_console::sign_in::{self, Field};
-use pgcmk_console::{Gate, SessionLimits, Visit};
+use pgcmk_console::{Gate, HoldsGate, Refused, SessionLimits, Visit};
 
 use crate::http::ClientAddr;
 use crate::service::Service;
@@ -45,10 +46,20 @@ struct Console {
     service: Arc<Service>,
     api: InProcess,
     /// Sessions name the principal by object id; it is looked up on every request.
-    gate: Gate<String>,
+    gate: Gate<OfficerId>,
 }
 
 type Shared = State<Arc<Console>>;
+
+/// Who a session belongs to: the object id of a service administrator.
+#[derive(Clone, Debug)]
+struct OfficerId(String);
+
+impl HoldsGate<OfficerId> for Arc<Console> {
+    fn gate(&self) -> &Gate<OfficerId> {
+        &self.gate
+    }
+}
 
 /// The console's routes, all below [`BASE`].
 pub fn router(service: Arc<Service>) -> Router {
@@ -59,9 +70,7 @@ pub fn router(service: Arc<Service>) -> Router {
     });
     Router::new()
         .route(BASE, get(pages::vaults))
-        .route("/console/console.css", get(pgcmk_console::style_sheet))
         .route("/console/login", get(sign_in_page).post(sign_in))
-        .route("/console/logout", post(sign_out))
         .route("/console/audit", get(pages::audit))
         .route("/console/vaults/{vault}/keys", post(actions::create_key))
         .route("/console/vaults/{vault}/keys/{key}", get(pages::key))
@@ -77,6 +86,7 @@ pub fn router(service: Arc<Service>) -> Router {
             "/console/vaults/{vault}/policies/{identity}/delete",
             post(actions::delete_policy),
         )
+        .merge(pgcmk_console::routes::common::<_, OfficerId>(BASE))
         .with_state(console)
 }
 
@@ -125,7 +135,7 @@ async fn sign_in(
     match principal {
         Some(p) if p.service_admin => c
             .gate
-            .sign_in(p.object_id)
+            .sign_in(OfficerId(p.object_id))
             .unwrap_or_else(|e| pages::failure(&api::Refusal::from(e))),
         _ => sign_in::page(
             NAME,
@@ -139,34 +149,16 @@ async fn sign_in(
     }
 }
 
-#[derive(Deserialize)]
-struct Posted {
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn sign_out(
-    State(c): Shared,
-    headers: HeaderMap,
-    form: Result<Form<Posted>, FormRejection>,
-) -> Response {
-    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    match c.gate.post(&headers, &csrf) {
-        Ok(visit) => c.gate.sign_out(&visit),
-        Err(refused) => c.gate.refusal(refused),
-    }
-}
-
 /// The browser's address, when the listener attached it.
 type Client = Option<Extension<ClientAddr>>;
 
 impl Console {
     /// The caller a session names, while it is still a service administrator.
-    fn caller(&self, visit: &Visit<String>, client: Client) -> Option<Caller> {
+    fn caller(&self, visit: &Visit<OfficerId>, client: Client) -> Option<Caller> {
         let principal = self
             .service
             .directory
-            .get(&visit.session.who)
+            .get(&visit.session.who.0)
             .filter(|p| p.service_admin)?;
         Some(Caller {
             principal,
@@ -174,45 +166,59 @@ impl Console {
         })
     }
 
-    /// The visit and caller of a page request, or the way to sign in.
-    fn page_visit(
+    /// The officer of a form post, its form's token checked, or its refusal.
+    fn admit<F>(
         &self,
         headers: &HeaderMap,
         client: Client,
-    ) -> Result<(Visit<String>, Caller), Box<Response>> {
+        form: Result<Form<F>, FormRejection>,
+        csrf: impl FnOnce(&F) -> &str,
+    ) -> Result<(Officer, F), Box<Response>> {
+        let Ok(Form(form)) = form else {
+            return Err(Box::new(self.gate.refusal(Refused::Forged)));
+        };
         let visit = self
             .gate
-            .visit(headers)
-            .ok_or_else(|| Box::new(self.gate.to_sign_in()))?;
-        let caller = self
-            .caller(&visit, client)
-            .ok_or_else(|| Box::new(self.gate.sign_out(&visit)))?;
-        Ok((visit, caller))
-    }
-
-    /// The visit and caller of a form post carrying `csrf`, or its refusal.
-    fn post_visit(
-        &self,
-        headers: &HeaderMap,
-        client: Client,
-        csrf: &str,
-    ) -> Result<(Visit<String>, Caller), Box<Response>> {
-        let visit = self
-            .gate
-            .post(headers, csrf)
+            .post(headers, csrf(&form))
             .map_err(|refused| Box::new(self.gate.refusal(refused)))?;
         let caller = self
             .caller(&visit, client)
             .ok_or_else(|| Box::new(self.gate.sign_out(&visit)))?;
-        Ok((visit, caller))
+        Ok((Officer { visit, caller }, form))
     }
 }
 
-/// The signed-in frame of a page.
-fn signed_in<'a>(visit: &'a Visit<String>, caller: &'a Caller) -> pgcmk_console::SignedIn<'a> {
-    pgcmk_console::SignedIn {
-        name: &caller.principal.name,
-        csrf: &visit.session.csrf,
-        notice: visit.session.notice.as_ref(),
+/// The signed-in security officer of a request: its session and the principal
+/// (an extractor; without a live session, or once the principal is no service
+/// administrator, the browser is sent to sign in).
+struct Officer {
+    visit: Visit<OfficerId>,
+    caller: Caller,
+}
+
+impl FromRequestParts<Arc<Console>> for Officer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, c: &Arc<Console>) -> Result<Self, Response> {
+        let visit = c
+            .gate
+            .visit(&parts.headers)
+            .ok_or_else(|| c.gate.to_sign_in())?;
+        let client = parts.extensions.get::<ClientAddr>().copied().map(Extension);
+        let caller = c
+            .caller(&visit, client)
+            .ok_or_else(|| c.gate.sign_out(&visit))?;
+        Ok(Officer { visit, caller })
+    }
+}
+
+impl Officer {
+    /// The signed-in frame of a page.
+    fn signed_in(&self) -> pgcmk_console::SignedIn<'_> {
+        pgcmk_console::SignedIn {
+            name: &self.caller.principal.name,
+            csrf: &self.visit.session.csrf,
+            notice: self.visit.session.notice.as_ref(),
+        }
     }
 }

@@ -5,16 +5,16 @@
 use std::fmt::Write;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use pgcmk_akv_model::{KeyBundle, KeyItem, ListPage, RotationPolicy};
 use time::OffsetDateTime;
 
-use pgcmk_console::{action_button, csrf_field, esc, path_segment, CsrfToken, Page, Visit};
+use pgcmk_console::{action_button, csrf_field, esc, path_segment, CsrfToken, Page};
 
 use super::api::{Caller, Refusal, Target};
 use super::views::{ChainCheck, IdentityView, Listing, VaultView};
-use super::{signed_in, Client, Console, Shared, BASE, NAME};
+use super::{Console, Officer, Shared, BASE, NAME};
 use crate::audit::StoredEntry;
 use crate::policy::Permission;
 
@@ -26,34 +26,20 @@ const SERVER_PERMISSIONS: &[&str] = &["get", "wrapKey", "unwrapKey"];
 
 const NAV: &[(&str, &str)] = &[("", "Vaults"), ("/audit", "Audit trail")];
 
-fn page<'a>(visit: &'a Visit<String>, caller: &'a Caller, title: &'a str) -> Page<'a> {
+fn page<'a>(officer: &'a Officer, title: &'a str) -> Page<'a> {
     Page {
         console: NAME,
         base: BASE,
         title,
         nav: NAV,
-        signed_in: Some(signed_in(visit, caller)),
+        signed_in: Some(officer.signed_in()),
         refresh_secs: None,
     }
 }
 
 /// A page saying what failed, with the API's status.
 pub(super) fn failure(refusal: &Refusal) -> Response {
-    Page {
-        console: NAME,
-        base: BASE,
-        title: "Something went wrong",
-        nav: NAV,
-        signed_in: None,
-        refresh_secs: None,
-    }
-    .render(
-        refusal.status,
-        &format!(
-            "<p class=\"notice failed\" role=\"alert\">{}</p><p><a href=\"{BASE}\">Back to the vaults</a></p>",
-            esc(&refusal.message)
-        ),
-    )
+    Page::failure(NAME, BASE, refusal.status, &refusal.message)
 }
 
 fn when(unix: Option<i64>) -> String {
@@ -144,34 +130,28 @@ async fn keys_of(c: &Console, caller: &Caller, vault: &str) -> Result<Vec<KeyRow
 }
 
 /// `GET /console`: every vault with its settings, keys and access policies.
-pub(super) async fn vaults(State(c): Shared, headers: HeaderMap, client: Client) -> Response {
-    let (visit, caller) = match c.page_visit(&headers, client) {
-        Ok(v) => v,
-        Err(to) => return *to,
-    };
-    let vaults: Listing<VaultView> = match c.api.get(&caller, Target::Manage, "/admin/vaults").await
+pub(super) async fn vaults(State(c): Shared, officer: Officer) -> Response {
+    let caller = &officer.caller;
+    let vaults: Listing<VaultView> = match c.api.get(caller, Target::Manage, "/admin/vaults").await
     {
         Ok(v) => v,
         Err(e) => return failure(&e),
     };
-    let identities: Listing<IdentityView> = match c
-        .api
-        .get(&caller, Target::Manage, "/admin/identities")
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => return failure(&e),
-    };
-    let csrf = &visit.session.csrf;
+    let identities: Listing<IdentityView> =
+        match c.api.get(caller, Target::Manage, "/admin/identities").await {
+            Ok(v) => v,
+            Err(e) => return failure(&e),
+        };
+    let csrf = &officer.visit.session.csrf;
     let mut main = String::new();
     if vaults.value.is_empty() {
         main.push_str("<section><p>No vaults yet: create one with <code>pgcmk keyvault create</code>.</p></section>");
     }
     for v in &vaults.value {
-        let keys = keys_of(&c, &caller, &v.name).await;
+        let keys = keys_of(&c, caller, &v.name).await;
         vault_section(&mut main, v, keys, &identities.value, csrf);
     }
-    page(&visit, &caller, "Vaults").render(StatusCode::OK, &main)
+    page(&officer, "Vaults").render(StatusCode::OK, &main)
 }
 
 fn vault_section(
@@ -318,16 +298,12 @@ fn vault_section(
 /// `GET /console/vaults/{vault}/keys/{key}`: the key's versions and their state.
 pub(super) async fn key(
     State(c): Shared,
-    headers: HeaderMap,
-    client: Client,
+    officer: Officer,
     Path((vault, key)): Path<(String, String)>,
 ) -> Response {
-    let (visit, caller) = match c.page_visit(&headers, client) {
-        Ok(v) => v,
-        Err(to) => return *to,
-    };
+    let caller = &officer.caller;
     let path = format!("/keys/{}/versions", path_segment(&key));
-    let versions: ListPage<KeyItem> = match c.api.get(&caller, Target::Vault(&vault), &path).await {
+    let versions: ListPage<KeyItem> = match c.api.get(caller, Target::Vault(&vault), &path).await {
         Ok(v) => v,
         Err(e) => return failure(&e),
     };
@@ -336,7 +312,7 @@ pub(super) async fn key(
         path_segment(&vault),
         path_segment(&key)
     );
-    let csrf = &visit.session.csrf;
+    let csrf = &officer.visit.session.csrf;
     let mut items = versions.value;
     items.sort_by_key(|i| std::cmp::Reverse(i.attributes.created));
     let mut main = format!(
@@ -369,25 +345,22 @@ pub(super) async fn key(
     }
     main.push_str("</tbody></table></section>");
     let title = format!("Key {key}");
-    page(&visit, &caller, &title).render(StatusCode::OK, &main)
+    page(&officer, &title).render(StatusCode::OK, &main)
 }
 
 /// `GET /console/audit`: the newest entries and whether the chain is intact.
-pub(super) async fn audit(State(c): Shared, headers: HeaderMap, client: Client) -> Response {
-    let (visit, caller) = match c.page_visit(&headers, client) {
-        Ok(v) => v,
-        Err(to) => return *to,
-    };
+pub(super) async fn audit(State(c): Shared, officer: Officer) -> Response {
+    let caller = &officer.caller;
     let check: ChainCheck = match c
         .api
-        .get(&caller, Target::Manage, "/admin/audit/verify")
+        .get(caller, Target::Manage, "/admin/audit/verify")
         .await
     {
         Ok(v) => v,
         Err(e) => return failure(&e),
     };
     let path = format!("/admin/audit?limit={AUDIT_SHOWN}");
-    let entries: Listing<StoredEntry> = match c.api.get(&caller, Target::Manage, &path).await {
+    let entries: Listing<StoredEntry> = match c.api.get(caller, Target::Manage, &path).await {
         Ok(v) => v,
         Err(e) => return failure(&e),
     };
@@ -435,5 +408,5 @@ pub(super) async fn audit(State(c): Shared, headers: HeaderMap, client: Client) 
         );
     }
     main.push_str("</tbody></table>");
-    page(&visit, &caller, "Audit trail").render(StatusCode::OK, &main)
+    page(&officer, "Audit trail").render(StatusCode::OK, &main)
 }
