@@ -109,89 +109,79 @@ fn screenshot(b: &Browser, name: &str) {
 #[test]
 fn revoking_in_the_officer_console_shows_inaccessible_in_the_dba_console_and_granting_back_ready() {
     let f = fixture();
-    let dba = f.browser("dba");
-    f.sign_in_as_dba(&dba);
-    assert_eq!(
-        shown_state(&dba).as_deref(),
-        Some("Ready"),
-        "{}",
-        dba.source()
-    );
-    let officer = f.browser("officer");
-    f.sign_in_as_officer(&officer);
+    // One browser, signed in to both (each console has its own cookie).
+    let b = f.browser("story");
+    f.sign_in_as_dba(&b);
+    assert_eq!(shown_state(&b).as_deref(), Some("Ready"), "{}", b.source());
+    f.sign_in_as_officer(&b);
     let policy = r#"section[data-vault="orders-kv"] tr[data-policy="orders-mi"]"#;
-    assert!(officer.find(policy).is_some(), "{}", officer.source());
-    screenshot(&officer, "officer-console");
+    assert!(b.find(policy).is_some(), "{}", b.source());
+    screenshot(&b, "officer-console");
 
-    officer.click(&format!("{policy} button"));
-    officer.wait_for(".notice", PAGE_LOADS);
+    b.click(&format!("{policy} button"));
+    b.wait_for(".notice", PAGE_LOADS);
     assert!(
-        officer.text(".notice").contains("Removed orders-mi"),
+        b.text(".notice").contains("Removed orders-mi"),
         "{}",
-        officer.source()
+        b.source()
     );
-    assert!(officer.find(policy).is_none());
+    assert!(b.find(policy).is_none());
     // The DBA's page reloads by itself: nobody navigates it.
     let revoked = Instant::now();
-    dba.open(&f.dba_console());
+    b.open(&f.dba_console());
     wait_for(
         "the DBA console to show orders Inaccessible",
         SHOWN_WITHIN,
-        || shown_state(&dba).as_deref() == Some("Inaccessible"),
+        || shown_state(&b).as_deref() == Some("Inaccessible"),
     );
     eprintln!(
         "Inaccessible shown {:?} after the revoke",
         revoked.elapsed()
     );
-    screenshot(&dba, "dba-console-inaccessible");
+    screenshot(&b, "dba-console-inaccessible");
 
-    // A fresh page, without the last action's notice.
-    officer.open(&f.officer_console());
+    b.open(&f.officer_console());
     let grant = r#"section[data-vault="orders-kv"] form[action$="/policies"]"#;
-    officer.click(&format!(r#"{grant} option[value="orders-mi"]"#));
-    officer.click(&format!("{grant} button[type=submit]"));
-    officer.wait_for(".notice", PAGE_LOADS);
+    b.click(&format!(r#"{grant} option[value="orders-mi"]"#));
+    b.click(&format!("{grant} button[type=submit]"));
+    b.wait_for(".notice", PAGE_LOADS);
     assert!(
-        officer
-            .text(".notice")
+        b.text(".notice")
             .contains("Granted orders-mi get, unwrapKey, wrapKey"),
         "{}",
-        officer.source()
+        b.source()
     );
     let granted = Instant::now();
+    b.open(&f.dba_console());
     wait_for(
         "the DBA console to show orders Ready again",
         SHOWN_WITHIN,
-        || shown_state(&dba).as_deref() == Some("Ready"),
+        || shown_state(&b).as_deref() == Some("Ready"),
     );
     eprintln!("Ready shown {:?} after the grant", granted.elapsed());
-    screenshot(&dba, "dba-console");
+    screenshot(&b, "dba-console");
 
-    dba.click(r#"tr[data-server="orders"] a"#);
-    dba.wait_for("svg.timeline", PAGE_LOADS);
+    b.click(r#"tr[data-server="orders"] a"#);
+    b.wait_for("svg.timeline", PAGE_LOADS);
     for state in ["Ready", "Inaccessible"] {
         let span = format!(r#"svg.timeline rect[data-state="{state}"]"#);
-        assert!(
-            dba.find(&span).is_some(),
-            "no {state} span:\n{}",
-            dba.source()
-        );
+        assert!(b.find(&span).is_some(), "no {state} span:\n{}", b.source());
     }
     let version = version_of(&f.key.kid);
     assert!(
-        dba.source().contains(version),
+        b.source().contains(version),
         "the key version in use is shown"
     );
-    screenshot(&dba, "dba-server");
+    screenshot(&b, "dba-server");
 
-    officer.open(&format!("{}/audit", f.officer_console()));
+    b.open(&format!("{}/audit", f.officer_console()));
     assert!(
-        officer.find(r#"[data-chain="intact"]"#).is_some(),
+        b.find(r#"[data-chain="intact"]"#).is_some(),
         "{}",
-        officer.source()
+        b.source()
     );
-    assert!(officer.source().contains("DeletePolicy"));
-    screenshot(&officer, "officer-audit");
+    assert!(b.source().contains("DeletePolicy"));
+    screenshot(&b, "officer-audit");
 }
 
 #[test]
