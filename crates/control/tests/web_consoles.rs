@@ -6,8 +6,9 @@
 //! - The customer's switch, in the browser: the officer removes the identity's
 //!   policy in the security officer console and the DBA console, reloading itself,
 //!   shows `orders` Inaccessible within the monitor's bound; granting it back shows
-//!   Ready; the server's timeline has the Inaccessible span; the audit page says
-//!   the chain is intact.
+//!   Ready; the server's timeline has the Inaccessible span; its backups page
+//!   shows the repository's retention and key; the audit page says the chain is
+//!   intact.
 //! - A wrong credential sees nothing: no server, vault or identity name in any page.
 //! - User-chosen text is escaped: a `<script>` name echoed in a refusal stays text.
 //! - A form post without the session's anti-forgery token is refused and changes
@@ -92,10 +93,14 @@ impl Fixture {
     }
 }
 
-/// The state the DBA console's servers page shows for `orders` now.
+/// The state the DBA console's servers page shows for `orders` now, read from one
+/// snapshot of the page (it reloads itself every few seconds, so elements found
+/// one moment may be gone the next).
 fn shown_state(b: &Browser) -> Option<String> {
-    b.find(r#"tr[data-server="orders"] .badge"#)
-        .map(|_| b.text(r#"tr[data-server="orders"] .badge"#))
+    let page = b.source();
+    let row = &page[page.find(r#"<tr data-server="orders">"#)?..];
+    let state = &row[row.find(r#"data-state=""#)? + r#"data-state=""#.len()..];
+    Some(state[..state.find('"')?].to_string())
 }
 
 fn screenshot(b: &Browser, name: &str) {
@@ -161,8 +166,7 @@ fn revoking_in_the_officer_console_shows_inaccessible_in_the_dba_console_and_gra
     eprintln!("Ready shown {:?} after the grant", granted.elapsed());
     screenshot(&b, "dba-console");
 
-    b.click(r#"tr[data-server="orders"] a"#);
-    b.wait_for("svg.timeline", PAGE_LOADS);
+    b.open(&format!("{}/servers/orders", f.dba_console()));
     for state in ["Ready", "Inaccessible"] {
         let span = format!(r#"svg.timeline rect[data-state="{state}"]"#);
         assert!(b.find(&span).is_some(), "no {state} span:\n{}", b.source());
@@ -173,6 +177,13 @@ fn revoking_in_the_officer_console_shows_inaccessible_in_the_dba_console_and_gra
         "the key version in use is shown"
     );
     screenshot(&b, "dba-server");
+    // Its backups, as its agent reads the repository: kept 7 days, under its key.
+    b.open(&format!("{}/servers/orders/backups", f.dba_console()));
+    let catalog = b.text("main");
+    assert!(
+        catalog.contains("Kept 7 days") && catalog.contains(version),
+        "{catalog}"
+    );
 
     b.open(&format!("{}/audit", f.officer_console()));
     assert!(
