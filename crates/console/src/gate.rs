@@ -16,8 +16,14 @@ use axum::response::Response;
 use axum::Form;
 use serde::Deserialize;
 
-use crate::page::{guarded, see_other};
+use pgcmk_crypto::ct_eq;
+
+use crate::page::{guarded, see_other, Page};
 use crate::session::{Notice, Session, SessionLimits, Sessions};
+use crate::sign_in::{self, Field};
+
+/// Seconds a sign-in form stays usable.
+const SIGN_IN_FORM_SECS: u32 = 600;
 
 /// A console's sessions and cookie.
 pub struct Gate<W> {
@@ -111,6 +117,39 @@ impl<W: Clone> Gate<W> {
         }
     }
 
+    /// The sign-in page of console `console` (`failed`: what a failed attempt should
+    /// have used). Its form is protected like every other, before any session
+    /// exists, by a double submit: a fresh random token both in a short-lived
+    /// `SameSite=Strict` cookie and in the form, which another site's page cannot
+    /// send together.
+    pub fn sign_in_page(&self, console: &str, fields: &[Field], failed: Option<&str>) -> Response {
+        let Ok(token) = pgcmk_crypto::random::hex_id(32) else {
+            return Page::failure(
+                console,
+                self.base,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no random numbers for the sign-in form; try again",
+            );
+        };
+        let mut response = sign_in::page(console, self.base, fields, failed, &token);
+        let cookie = format!(
+            "__Host-{}-signin={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={SIGN_IN_FORM_SECS}",
+            self.cookie
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        response
+    }
+
+    /// True when a sign-in post carries the token of a sign-in page this browser
+    /// was given (see [`Gate::sign_in_page`]), compared in constant time.
+    pub fn sign_in_form_is_ours(&self, headers: &HeaderMap, csrf: &str) -> bool {
+        let name = format!("__Host-{}-signin", self.cookie);
+        cookie_named(headers, &name)
+            .is_some_and(|token| !token.is_empty() && ct_eq(token.as_bytes(), csrf.as_bytes()))
+    }
+
     /// Signs `who` in (they proved their credential) and sends them to `base`.
     pub fn sign_in(&self, who: W) -> Result<Response, pgcmk_crypto::Error> {
         let id = self.sessions.open(who, Instant::now())?;
@@ -170,16 +209,20 @@ impl<W: Clone> Gate<W> {
     }
 
     fn cookie_value(&self, headers: &HeaderMap) -> Option<String> {
-        let wanted = format!("__Host-{}", self.cookie);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == wanted)
-            .map(|(_, value)| value.to_string())
+        cookie_named(headers, &format!("__Host-{}", self.cookie))
     }
+}
+
+/// The value of the request's cookie `wanted`.
+fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, value)| value.to_string())
 }
 
 #[cfg(test)]
@@ -228,6 +271,24 @@ mod tests {
         // Another console's cookie of the same value is not this one's.
         let other = cookie.replace("pgcmk-test", "pgcmk-other");
         assert!(g.visit(&with_cookie(&other)).is_none());
+    }
+
+    #[test]
+    fn a_sign_in_post_needs_the_token_of_a_sign_in_page_given_to_this_browser() {
+        let g = gate();
+        let page = g.sign_in_page("test", &[], None);
+        let cookie = cookie_of(&page);
+        assert!(cookie.starts_with("__Host-pgcmk-test-signin="), "{cookie}");
+        assert!(cookie.contains("SameSite=Strict") && cookie.contains("HttpOnly"));
+        let token = cookie.split(';').next().unwrap().split_once('=').unwrap().1;
+        let headers = with_cookie(&cookie);
+        assert!(g.sign_in_form_is_ours(&headers, token));
+        let other = cookie_of(&g.sign_in_page("test", &[], None));
+        let other_token = other.split(';').next().unwrap().split_once('=').unwrap().1;
+        assert_ne!(token, other_token);
+        assert!(!g.sign_in_form_is_ours(&headers, other_token));
+        assert!(!g.sign_in_form_is_ours(&headers, ""));
+        assert!(!g.sign_in_form_is_ours(&HeaderMap::new(), token));
     }
 
     #[test]

@@ -22,13 +22,22 @@ pub struct Field {
     pub secret: bool,
 }
 
-/// The sign-in page of the console `console` at `base`; `failed` says what a failed
-/// attempt should have used.
-pub fn page(console: &str, base: &str, fields: &[Field], failed: Option<&str>) -> Response {
+/// The sign-in page of the console `console` at `base`, its form carrying `token`
+/// (see [`crate::Gate::sign_in_page`]); `failed` says what a failed attempt should
+/// have used.
+pub(crate) fn page(
+    console: &str,
+    base: &str,
+    fields: &[Field],
+    failed: Option<&str>,
+    token: &str,
+) -> Response {
     let mut main = String::new();
     let _ = write!(
         main,
-        "<section class=\"signin\"><form class=\"stack\" method=\"post\" action=\"{base}/login\">"
+        "<section class=\"signin\"><form class=\"stack\" method=\"post\" action=\"{base}/login\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(token)
     );
     if let Some(why) = failed {
         let _ = write!(

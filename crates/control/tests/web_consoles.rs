@@ -306,16 +306,38 @@ fn client_trusting(ca_files: &[PathBuf]) -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// Signs in over plain HTTPS; the session cookie (`name=value`).
+/// Signs in over plain HTTPS as a browser does (the sign-in page's token, then the
+/// form); the session cookie (`name=value`). A sign-in post without the page's
+/// token is refused first.
 fn session_cookie(f: &Fixture, http: &reqwest::blocking::Client) -> String {
-    let answer = http
-        .post(format!("{}/login", f.dba_console()))
+    let login = format!("{}/login", f.dba_console());
+    let forged = http
+        .post(&login)
         .form(&[("credential", f.dba_credential())])
         .send()
         .unwrap();
+    assert_eq!(forged.status(), 403, "a sign-in without the page's token");
+    let page = http.get(&login).send().unwrap();
+    let form_cookie = first_pair(page.headers()["set-cookie"].to_str().unwrap());
+    let html = page.text().unwrap();
+    let token = html
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in form's token");
+    let answer = http
+        .post(&login)
+        .header("cookie", &form_cookie)
+        .form(&[("csrf", token), ("credential", &f.dba_credential())])
+        .send()
+        .unwrap();
     assert_eq!(answer.status(), 303);
-    let cookie = answer.headers()["set-cookie"].to_str().unwrap();
-    cookie.split(';').next().unwrap().to_string()
+    first_pair(answer.headers()["set-cookie"].to_str().unwrap())
+}
+
+/// The `name=value` of a `Set-Cookie` value.
+fn first_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_string()
 }
 
 #[test]

@@ -20,13 +20,14 @@ use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use pgcmk_console::sign_in::{self, Field};
-use pgcmk_console::{Gate, HoldsGate, SessionLimits, Visit};
+use pgcmk_console::sign_in::Field;
+use pgcmk_console::{Gate, HoldsGate, Refused, SessionLimits, Visit};
 
 use crate::platform::Platform;
 use crate::Error;
@@ -80,22 +81,34 @@ const CREDENTIAL: Field = Field {
     secret: true,
 };
 
-async fn sign_in_page() -> Response {
-    sign_in::page(NAME, BASE, &[CREDENTIAL], None)
+async fn sign_in_page(State(c): Shared) -> Response {
+    c.gate.sign_in_page(NAME, &[CREDENTIAL], None)
 }
 
 #[derive(Deserialize)]
 struct SignIn {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
     credential: String,
 }
 
-async fn sign_in(State(c): Shared, form: Result<Form<SignIn>, FormRejection>) -> Response {
-    let credential = form.map(|Form(f)| f.credential).unwrap_or_default();
-    if !c.platform.dba_allows(credential.trim().as_bytes()) {
+async fn sign_in(
+    State(c): Shared,
+    headers: HeaderMap,
+    form: Result<Form<SignIn>, FormRejection>,
+) -> Response {
+    let form = form.map(|Form(f)| f).unwrap_or(SignIn {
+        csrf: String::new(),
+        credential: String::new(),
+    });
+    if !c.gate.sign_in_form_is_ours(&headers, &form.csrf) {
+        return c.gate.refusal(Refused::Forged);
+    }
+    if !c.platform.dba_allows(form.credential.trim().as_bytes()) {
         tracing::info!("console: a sign-in with a wrong DBA credential was refused");
-        return sign_in::page(
+        return c.gate.sign_in_page(
             NAME,
-            BASE,
             &[CREDENTIAL],
             Some("That is not the DBA credential: paste the contents of dba.credential."),
         );

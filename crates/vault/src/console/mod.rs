@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use serde::Deserialize;
 
-use pgcmk_console::sign_in::{self, Field};
+use pgcmk_console::sign_in::Field;
 use pgcmk_console::{Gate, HoldsGate, Refused, SessionLimits, Visit};
 
 use crate::http::ClientAddr;
@@ -105,12 +105,14 @@ const FIELDS: &[Field] = &[
     },
 ];
 
-async fn sign_in_page() -> Response {
-    sign_in::page(NAME, BASE, FIELDS, None)
+async fn sign_in_page(State(c): Shared) -> Response {
+    c.gate.sign_in_page(NAME, FIELDS, None)
 }
 
 #[derive(Deserialize)]
 struct SignIn {
+    #[serde(default)]
+    csrf: String,
     client_id: String,
     client_secret: String,
 }
@@ -120,13 +122,17 @@ struct SignIn {
 /// be a service administrator.
 async fn sign_in(
     State(c): Shared,
+    headers: HeaderMap,
     client: Client,
     form: Result<Form<SignIn>, FormRejection>,
 ) -> Response {
-    let (id, secret) = match &form {
-        Ok(Form(f)) => (f.client_id.trim(), f.client_secret.trim()),
-        Err(_) => ("", ""),
+    let Ok(Form(form)) = form else {
+        return c.gate.refusal(Refused::Forged);
     };
+    if !c.gate.sign_in_form_is_ours(&headers, &form.csrf) {
+        return c.gate.refusal(Refused::Forged);
+    }
+    let (id, secret) = (form.client_id.trim(), form.client_secret.trim());
     let client = client.map(|Extension(a)| a);
     let principal = match c.api.token_granted(id, secret, client).await {
         true => c.service.directory.authenticate(id, secret),
@@ -137,9 +143,8 @@ async fn sign_in(
             .gate
             .sign_in(OfficerId(p.object_id))
             .unwrap_or_else(|e| pages::failure(&api::Refusal::from(e))),
-        _ => sign_in::page(
+        _ => c.gate.sign_in_page(
             NAME,
-            BASE,
             FIELDS,
             Some(
                 "Those are not a service administrator's client credentials: use the \
