@@ -59,8 +59,8 @@ fn when(unix: Option<i64>) -> String {
 
 fn enabled_badge(enabled: Option<bool>) -> &'static str {
     match enabled {
-        Some(false) => "<span class=\"badge bad\">Disabled</span>",
-        _ => "<span class=\"badge ok\">Enabled</span>",
+        Some(false) => "<span class='badge bad'>Disabled</span>",
+        _ => "<span class='badge ok'>Enabled</span>",
     }
 }
 
@@ -165,7 +165,7 @@ fn vault_section(
     let id = format!("vault-{}", esc(&v.name));
     let _ = write!(
         main,
-        "<section aria-labelledby=\"{id}\" data-vault=\"{0}\"><h2 id=\"{id}\">Vault {0}</h2><dl class=\"facts\">\
+        "<section aria-labelledby='{id}' data-vault='{0}'><h2 id='{id}'>Vault {0}</h2><dl class='facts'>\
          <dt>Location</dt><dd>{1}</dd><dt>URL</dt><dd><code>{2}</code></dd>\
          <dt>Soft delete</dt><dd>deleted keys kept {3} days</dd><dt>Purge protection</dt><dd>{4}</dd>\
          <dt>Administrators</dt><dd>{5}</dd></dl>",
@@ -174,22 +174,22 @@ fn vault_section(
         esc(&v.url),
         v.retention_days,
         if v.purge_protection {
-            "<span class=\"badge ok\">On</span> (no key can be purged before its retention ends)"
+            "<span class='badge ok'>On</span> (no key can be purged before its retention ends)"
         } else {
-            "<span class=\"badge warn\">Off</span> (a deleted key can be purged at once)"
+            "<span class='badge warn'>Off</span> (a deleted key can be purged at once)"
         },
         esc(&v.administrators.join(", "))
     );
     let _ = write!(main, "<h3>Keys</h3>");
     match keys {
         Err(e) => {
-            let _ = write!(main, "<p class=\"notice failed\">{}</p>", esc(&e.message));
+            let _ = write!(main, "<p class='notice failed'>{}</p>", esc(&e.message));
         }
         Ok(keys) => {
             main.push_str(
-                "<table><thead><tr><th scope=\"col\">Key</th><th scope=\"col\">State</th>\
-                 <th scope=\"col\">Current version</th><th scope=\"col\">Rotation policy</th>\
-                 <th scope=\"col\">Actions</th></tr></thead><tbody>",
+                "<table><thead><tr><th scope='col'>Key</th><th scope='col'>State</th>\
+                 <th scope='col'>Current version</th><th scope='col'>Rotation policy</th>\
+                 <th scope='col'>Actions</th></tr></thead><tbody>",
             );
             for k in &keys {
                 let key_at = format!("{at}/keys/{}", path_segment(&k.name));
@@ -215,7 +215,7 @@ fn vault_section(
                 };
                 let _ = write!(
                     main,
-                    "<tr data-key=\"{0}\"><th scope=\"row\"><a href=\"{key_at}\">{0}</a></th><td>{state}</td>\
+                    "<tr data-key='{0}'><th scope='row'><a href='{key_at}'>{0}</a></th><td>{state}</td>\
                      <td>{version}</td><td>{1}</td><td>{2}{toggle}</td></tr>",
                     esc(&k.name),
                     esc(&rotation),
@@ -227,18 +227,18 @@ fn vault_section(
     }
     let _ = write!(
         main,
-        "<form class=\"actions\" method=\"post\" action=\"{at}/keys\">{}\
-         <label for=\"{id}-key\">New key</label><input id=\"{id}-key\" name=\"name\" required>\
-         <label for=\"{id}-size\">Size</label><select id=\"{id}-size\" name=\"size\">\
+        "<form class='actions' method='post' action='{at}/keys'>{}\
+         <label for='{id}-key'>New key</label><input id='{id}-key' name='name' required>\
+         <label for='{id}-size'>Size</label><select id='{id}-size' name='size'>\
          <option>2048</option><option selected>3072</option><option>4096</option></select>\
-         <button type=\"submit\">Create key</button></form>",
+         <button type='submit'>Create key</button></form>",
         csrf_field(csrf)
     );
     let _ = write!(
         main,
-        "<h3>Access policies: who can unwrap what</h3><table><thead><tr><th scope=\"col\">Identity</th>\
-         <th scope=\"col\">Can unwrap the keys</th><th scope=\"col\">Key permissions</th>\
-         <th scope=\"col\">Actions</th></tr></thead><tbody>"
+        "<h3>Access policies: who can unwrap what</h3><table><thead><tr><th scope='col'>Identity</th>\
+         <th scope='col'>Can unwrap the keys</th><th scope='col'>Key permissions</th>\
+         <th scope='col'>Actions</th></tr></thead><tbody>"
     );
     for p in &v.policies {
         let unwraps = p
@@ -247,9 +247,9 @@ fn vault_section(
             .any(|k| k == Permission::UnwrapKey.name());
         let _ = write!(
             main,
-            "<tr data-policy=\"{0}\"><th scope=\"row\">{0}</th><td>{1}</td><td>{2}</td><td>{3}</td></tr>",
+            "<tr data-policy='{0}'><th scope='row'>{0}</th><td>{1}</td><td>{2}</td><td>{3}</td></tr>",
             esc(&p.identity),
-            if unwraps { "<span class=\"badge ok\">Yes</span>" } else { "<span class=\"badge\">No</span>" },
+            if unwraps { "<span class='badge ok'>Yes</span>" } else { "<span class='badge'>No</span>" },
             esc(&p.key_permissions.join(", ")),
             action_button(
                 &format!("{at}/policies/{}/delete", path_segment(&p.identity)),
@@ -262,14 +262,14 @@ fn vault_section(
     main.push_str("</tbody></table>");
     let _ = write!(
         main,
-        "<form class=\"stack\" method=\"post\" action=\"{at}/policies\">{}<fieldset><legend>Grant an identity</legend>\
-         <label for=\"{id}-identity\">Identity<select id=\"{id}-identity\" name=\"identity\">",
+        "<form class='stack' method='post' action='{at}/policies'>{}<fieldset><legend>Grant an identity</legend>\
+         <label for='{id}-identity'>Identity<select id='{id}-identity' name='identity'>",
         csrf_field(csrf)
     );
     for i in identities {
         let _ = write!(
             main,
-            "<option value=\"{0}\">{0} ({1}{2})</option>",
+            "<option value='{0}'>{0} ({1}{2})</option>",
             esc(&i.name),
             esc(&i.kind),
             if i.service_admin {
@@ -279,7 +279,7 @@ fn vault_section(
             }
         );
     }
-    main.push_str("</select></label><div class=\"actions\">");
+    main.push_str("</select></label><div class='actions'>");
     for p in Permission::ALL {
         let name = p.name();
         let checked = if SERVER_PERMISSIONS.contains(&name) {
@@ -289,10 +289,10 @@ fn vault_section(
         };
         let _ = write!(
             main,
-            "<label><input type=\"checkbox\" name=\"key_permissions\" value=\"{name}\"{checked}> {name}</label>"
+            "<label><input type='checkbox' name='key_permissions' value='{name}'{checked}> {name}</label>"
         );
     }
-    main.push_str("</div><button type=\"submit\">Set policy</button></fieldset></form></section>");
+    main.push_str("</div><button type='submit'>Set policy</button></fieldset></form></section>");
 }
 
 /// `GET /console/vaults/{vault}/keys/{key}`: the key's versions and their state.
@@ -316,10 +316,10 @@ pub(super) async fn key(
     let mut items = versions.value;
     items.sort_by_key(|i| std::cmp::Reverse(i.attributes.created));
     let mut main = format!(
-        "<section><p>Vault <a href=\"{BASE}#vault-{0}\">{0}</a>. A server needs the version that wraps \
+        "<section><p>Vault <a href='{BASE}#vault-{0}'>{0}</a>. A server needs the version that wraps \
          its DEK enabled; after a rotation the old version can be disabled once every server adopted the new one.</p>\
-         <table><thead><tr><th scope=\"col\">Version</th><th scope=\"col\">State</th><th scope=\"col\">Created</th>\
-         <th scope=\"col\">Expires</th><th scope=\"col\">Actions</th></tr></thead><tbody>",
+         <table><thead><tr><th scope='col'>Version</th><th scope='col'>State</th><th scope='col'>Created</th>\
+         <th scope='col'>Expires</th><th scope='col'>Actions</th></tr></thead><tbody>",
         esc(&vault)
     );
     for item in &items {
@@ -332,9 +332,9 @@ pub(super) async fn key(
         };
         let _ = write!(
             main,
-            "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td><td>\
-             <form class=\"inline\" method=\"post\" action=\"{key_at}/{action}\">{}<input type=\"hidden\" \
-             name=\"version\" value=\"{}\"><button type=\"submit\" class=\"secondary\">{label}</button></form></td></tr>",
+            "<tr><th scope='row'><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td><td>\
+             <form class='inline' method='post' action='{key_at}/{action}'>{}<input type='hidden' \
+             name='version' value='{}'><button type='submit' class='secondary'>{label}</button></form></td></tr>",
             esc(version),
             enabled_badge(item.attributes.enabled),
             when(item.attributes.created),
@@ -366,12 +366,12 @@ pub(super) async fn audit(State(c): Shared, officer: Officer) -> Response {
     };
     let mut main = match check {
         ChainCheck { ok: true, entries, .. } => format!(
-            "<p class=\"notice\" role=\"status\" data-chain=\"intact\">Chain verified: all {} entries are \
+            "<p class='notice' role='status' data-chain='intact'>Chain verified: all {} entries are \
              in order and unaltered.</p>",
             entries.unwrap_or_default()
         ),
         ChainCheck { entry, problem, .. } => format!(
-            "<p class=\"notice failed\" role=\"alert\" data-chain=\"broken\">Chain broken: entry {} {}. \
+            "<p class='notice failed' role='alert' data-chain='broken'>Chain broken: entry {} {}. \
              Entries from there on cannot be trusted; restore the data directory from a backup.</p>",
             entry.unwrap_or_default(),
             esc(problem.as_deref().unwrap_or("is not what was written"))
@@ -379,10 +379,10 @@ pub(super) async fn audit(State(c): Shared, officer: Officer) -> Response {
     };
     let _ = write!(
         main,
-        "<table><caption class=\"muted\">The newest {AUDIT_SHOWN} entries, newest first</caption><thead><tr>\
-         <th scope=\"col\">#</th><th scope=\"col\">Time</th><th scope=\"col\">Caller</th>\
-         <th scope=\"col\">Operation</th><th scope=\"col\">Vault</th><th scope=\"col\">Key</th>\
-         <th scope=\"col\">About</th><th scope=\"col\">Result</th></tr></thead><tbody>"
+        "<table><caption class='muted'>The newest {AUDIT_SHOWN} entries, newest first</caption><thead><tr>\
+         <th scope='col'>#</th><th scope='col'>Time</th><th scope='col'>Caller</th>\
+         <th scope='col'>Operation</th><th scope='col'>Vault</th><th scope='col'>Key</th>\
+         <th scope='col'>About</th><th scope='col'>Result</th></tr></thead><tbody>"
     );
     for s in entries.value.iter().rev() {
         let e = &s.entry;
@@ -394,8 +394,8 @@ pub(super) async fn audit(State(c): Shared, officer: Officer) -> Response {
         };
         let _ = write!(
             main,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td>\
-             <td><span class=\"badge {class}\">{} {}</span></td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><th scope='row'>{}</th><td>{}</td><td>{}</td><td>{}</td>\
+             <td><span class='badge {class}'>{} {}</span></td></tr>",
             s.seq,
             esc(&e.time),
             esc(e.caller_name.as_deref().unwrap_or(&e.caller)),
