@@ -379,7 +379,7 @@ pub(super) async fn audit(State(c): Shared, officer: Officer) -> Response {
     };
     let _ = write!(
         main,
-        "<table><caption class='muted'>The newest {AUDIT_SHOWN} entries, newest first</caption><thead><tr>\
+        "<table><caption class='muted'>The newest {AUDIT_SHOWN} entries, newest first (times in UTC)</caption><thead><tr>\
          <th scope='col'>#</th><th scope='col'>Time</th><th scope='col'>Caller</th>\
          <th scope='col'>Operation</th><th scope='col'>Vault</th><th scope='col'>Key</th>\
          <th scope='col'>About</th><th scope='col'>Result</th></tr></thead><tbody>"
@@ -394,10 +394,11 @@ pub(super) async fn audit(State(c): Shared, officer: Officer) -> Response {
         };
         let _ = write!(
             main,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><th scope='row'>{}</th><td>{}</td><td>{}</td><td>{}</td>\
+            "<tr><td>{}</td><td><time datetime='{}'>{}</time></td><td>{}</td><th scope='row'>{}</th><td>{}</td><td>{}</td><td>{}</td>\
              <td><span class='badge {class}'>{} {}</span></td></tr>",
             s.seq,
             esc(&e.time),
+            esc(&e.time.get(..19).unwrap_or(&e.time).replace('T', " ")),
             esc(e.caller_name.as_deref().unwrap_or(&e.caller)),
             esc(&e.operation),
             esc(&e.vault),
