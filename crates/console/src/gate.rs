@@ -131,15 +131,12 @@ impl<W: Clone> Gate<W> {
                 "no random numbers for the sign-in form; try again",
             );
         };
-        let mut response = sign_in::page(console, self.base, fields, failed, &token);
+        let response = sign_in::page(console, self.base, fields, failed, &token);
         let cookie = format!(
             "__Host-{}-signin={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={SIGN_IN_FORM_SECS}",
             self.cookie
         );
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        response
+        with_cookie(response, &cookie)
     }
 
     /// True when a sign-in post carries the token of a sign-in page this browser
@@ -153,30 +150,23 @@ impl<W: Clone> Gate<W> {
     /// Signs `who` in (they proved their credential) and sends them to `base`.
     pub fn sign_in(&self, who: W) -> Result<Response, pgcmk_crypto::Error> {
         let id = self.sessions.open(who, Instant::now())?;
-        let mut response = see_other(self.base);
         let cookie = format!(
             "__Host-{}={}; Path=/; Secure; HttpOnly; SameSite=Strict",
             self.cookie,
             id.as_str()
         );
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        Ok(response)
+        Ok(with_cookie(see_other(self.base), &cookie))
     }
 
     /// Ends the session and sends the browser to sign-in, its cookie cleared.
     pub fn sign_out(&self, visit: &Visit<W>) -> Response {
         self.sessions.close(&visit.id);
-        let mut response = self.to_sign_in();
+        let response = self.to_sign_in();
         let cookie = format!(
             "__Host-{}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
             self.cookie
         );
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        response
+        with_cookie(response, &cookie)
     }
 
     /// The answer to the sign-out form: signed out, or why not.
@@ -213,6 +203,14 @@ impl<W: Clone> Gate<W> {
     }
 }
 
+/// `response` setting `cookie` (a `Set-Cookie` value).
+fn with_cookie(mut response: Response, cookie: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
 /// The value of the request's cookie `wanted`.
 fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
@@ -240,7 +238,7 @@ mod tests {
             .to_string()
     }
 
-    fn with_cookie(set_cookie: &str) -> HeaderMap {
+    fn request_with(set_cookie: &str) -> HeaderMap {
         let pair = set_cookie.split(';').next().unwrap();
         let mut h = HeaderMap::new();
         h.insert(
@@ -265,12 +263,12 @@ mod tests {
         ] {
             assert!(cookie.contains(attribute), "{cookie}");
         }
-        let visit = g.visit(&with_cookie(&cookie)).expect("signed in");
+        let visit = g.visit(&request_with(&cookie)).expect("signed in");
         assert_eq!(visit.session.who, "dba");
         assert!(g.visit(&HeaderMap::new()).is_none());
         // Another console's cookie of the same value is not this one's.
         let other = cookie.replace("pgcmk-test", "pgcmk-other");
-        assert!(g.visit(&with_cookie(&other)).is_none());
+        assert!(g.visit(&request_with(&other)).is_none());
     }
 
     #[test]
@@ -281,7 +279,7 @@ mod tests {
         assert!(cookie.starts_with("__Host-pgcmk-test-signin="), "{cookie}");
         assert!(cookie.contains("SameSite=Strict") && cookie.contains("HttpOnly"));
         let token = cookie.split(';').next().unwrap().split_once('=').unwrap().1;
-        let headers = with_cookie(&cookie);
+        let headers = request_with(&cookie);
         assert!(g.sign_in_form_is_ours(&headers, token));
         let other = cookie_of(&g.sign_in_page("test", &[], None));
         let other_token = other.split(';').next().unwrap().split_once('=').unwrap().1;
@@ -295,7 +293,7 @@ mod tests {
     fn a_post_needs_the_session_and_its_token_and_signing_out_ends_it() {
         let g = gate();
         let cookie = cookie_of(&g.sign_in("dba").unwrap());
-        let headers = with_cookie(&cookie);
+        let headers = request_with(&cookie);
         let csrf = g.visit(&headers).unwrap().session.csrf;
         assert!(g.post(&headers, csrf.as_str()).is_ok());
         assert_eq!(g.post(&headers, "").err(), Some(Refused::Forged));
