@@ -26,6 +26,7 @@
 //! | `POST /servers/{name}/backups/verify`    | verify backups and archived WAL   |
 //! | `GET /servers/{name}/backups/keys`       | KEK versions the backups need     |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
+//! | `/console/...` (its own sign-in)         | the DBA console ([`crate::console`]) |
 //!
 //! Errors are [`ApiErrorBody`]: `{"error": {"code", "message"}}`, with the status
 //! and stable code of the [`Error`] variant ([`Error::status`], [`Error::code`]):
@@ -95,7 +96,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
             require_dba,
         ))
         .route("/healthz", get(healthz))
-        .with_state(platform)
+        .with_state(platform.clone())
+        .merge(crate::console::router(platform))
         .layer(middleware::from_fn(crate::api_metrics::observe))
 }
 

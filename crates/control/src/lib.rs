@@ -15,6 +15,7 @@ pub mod api;
 mod api_metrics;
 pub mod api_tls;
 pub mod auth;
+pub mod console;
 mod error;
 mod error_code;
 pub mod identity_file;

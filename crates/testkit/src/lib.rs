@@ -17,3 +17,4 @@ pub mod shared;
 pub mod softhsm;
 pub mod vault;
 pub mod wait;
+pub mod webdriver;

@@ -187,14 +187,8 @@ fn unreachable(target: &str, e: reqwest::Error) -> Error {
     ))
 }
 
-/// Percent-encodes a form value.
+/// Percent-encodes a form value (every byte but the unreserved ones, as a path
+/// segment of the consoles' links is).
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    pgcmk_console::path_segment(s)
 }

@@ -11,6 +11,7 @@ pub mod audit;
 mod audit_filter;
 pub mod client;
 pub mod clock;
+pub mod console;
 mod error;
 pub mod files;
 pub mod http;

@@ -34,13 +34,18 @@ impl Service {
 
     /// Starts serving a vault on `listener`.
     pub fn serve_vault(self: &Arc<Self>, name: &str, listener: TcpListener) {
-        let router = Router::new()
+        self.spawn_listener(listener, self.vault_router(name));
+    }
+
+    /// The data-plane routes of vault `name` (its listener's, and the security
+    /// officer's console's).
+    pub fn vault_router(self: &Arc<Self>, name: &str) -> Router {
+        Router::new()
             .fallback(vault_api::handle)
             .with_state(vault_api::VaultCtx {
                 service: self.clone(),
                 vault: name.to_string(),
-            });
-        self.spawn_listener(listener, router);
+            })
     }
 
     /// Serves `/metrics` on `listener` until shutdown; key states are read at each scrape.
@@ -245,7 +250,9 @@ pub async fn start(
         clock: options.clock.clone(),
         hsm,
     });
-    service.spawn_listener(main, admin_api::router(service.clone()));
+    let main_routes =
+        admin_api::router(service.clone()).merge(crate::console::router(service.clone()));
+    service.spawn_listener(main, main_routes);
     for (listener, name) in vault_listeners {
         service.serve_vault(&name, listener);
     }

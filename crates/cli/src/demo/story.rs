@@ -127,6 +127,7 @@ pub(super) fn story(demo: &mut Demo) -> Result<(), Error> {
         demo.endpoint,
         demo.ca_cert().display()
     ));
+    print_consoles(demo);
 
     let result = customer_story(demo, &state_dir);
     say("Deleting the server and stopping the services");
@@ -320,6 +321,31 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
     }
 
     Ok(())
+}
+
+/// Where the two web consoles are and how to sign in to each (docs/operations.md,
+/// "Web consoles").
+fn print_consoles(demo: &Demo) {
+    let Ok(vault) = pgcmk_vault::client::ServiceDir::open(&demo.vault_dir) else {
+        return;
+    };
+    say("Follow the story in the web consoles (they reload by themselves)");
+    explain(&format!(
+        "DBA console: {}/console (sign in with the contents of {})",
+        demo.endpoint,
+        demo.dba_credential().display()
+    ));
+    explain(&format!(
+        "security officer console: {}/console (sign in with client_id and client_secret \
+         from {})",
+        vault.info.url,
+        vault.admin_credential().display()
+    ));
+    explain(&format!(
+        "each is signed by its service's own CA: trust {} and {} in the browser",
+        demo.ca_cert().display(),
+        vault.info.ca_file.display()
+    ));
 }
 
 fn kid(v: &Value) -> Result<String, Error> {
