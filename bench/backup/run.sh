@@ -11,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet -p pgcmk --bin pgcmk
-export PGCMK_BIN="$PWD/target/release/pgcmk"
+export PGCMK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/pgcmk"
 exec cargo run --release --quiet -p pgcmk-control --example backup_bench -- "$@"

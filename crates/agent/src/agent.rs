@@ -25,6 +25,7 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
 use crate::backoff::{describe_delay, Backoff};
 use crate::backup;
+use crate::backup::geo::GeoKey;
 use crate::clock::SystemClock;
 use crate::contract::server_dir::{read_json, write_json_atomic};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
@@ -100,6 +101,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
     let handshake = take_handshake(stdin)?;
     let secret = handshake.identity_secret;
     let source_secret = handshake.source_identity_secret;
+    let geo_secret = handshake.geo_identity_secret;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -136,6 +138,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
     if config.backup.is_some() {
         backup::key::ensure_wrapped(dir, kek.as_ref())?;
     }
+    let geo = GeoKey::connect(dir, &config, geo_secret, &reporter);
     let mut watch = KeyWatch::new(SystemClock, monitor_config(&config), wrapped.kek.clone());
     let mut mounts = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut serving: Option<Serving> = None;
@@ -162,7 +165,14 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
             for action in checked.actions {
                 match action {
                     Action::Unlock => {
-                        match dek.take().map(|d| unlock(dir, &config, kek.as_ref(), d)) {
+                        let geo_key = dek
+                            .as_ref()
+                            .and(geo.as_ref())
+                            .and_then(|g| g.key_at_mount(&reporter));
+                        match dek
+                            .take()
+                            .map(|d| unlock(dir, &config, kek.as_ref(), d, geo_key))
+                        {
                             Some(Ok(s)) => {
                                 mounts.reset();
                                 serving = Some(s);
@@ -208,6 +218,10 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
             if serving.is_some() && config.backup.is_some() {
                 follow_backup_key(dir, kek.as_ref(), &wrapped.kek, &reporter);
             }
+            let backups = serving.as_mut().and_then(Serving::backups_mut);
+            if let (Some(backups), Some(geo)) = (backups, &geo) {
+                geo.check(backups, &reporter);
+            }
         }
         if let Some(s) = serving.as_mut() {
             s.supervise_postgres(Instant::now(), &reporter);
@@ -224,23 +238,25 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
 }
 
 /// Mounts the volume with `dek`, and unwraps the backup repository's key for the
-/// server's backups when it has them (serving without backups when it cannot).
+/// server's backups when it has them (serving without backups when it cannot);
+/// `geo_key` is the geo-redundant copy's key, when it has one the vault unwrapped.
 fn unlock(
     dir: &ServerDir,
     config: &AgentConfig,
     kek: &dyn KeyEncryptionKey,
     dek: Dek,
+    geo_key: Option<Dek>,
 ) -> Result<Serving, Error> {
     // A repository key the vault refuses stops the backups, not the server.
     let repository_key = match &config.backup {
-        Some(_) => backup::key::unwrap(dir, kek)
+        Some(_) => backup::key::unwrap(&dir.wrapped_backup_key(), kek)
             .inspect_err(|e| {
                 tracing::error!("backups stopped: the repository key cannot be unwrapped: {e}")
             })
             .ok(),
         None => None,
     };
-    Serving::mount(dir, config, dek, repository_key)
+    Serving::mount(dir, config, dek, repository_key, geo_key)
 }
 
 /// Keeps the backup repository's key wrapped by the version that wraps the DEK,
@@ -252,7 +268,7 @@ fn follow_backup_key(
     version: &KeyVersionId,
     reporter: &Reporter,
 ) {
-    match backup::key::follow(dir, kek, version) {
+    match backup::key::follow(&dir.wrapped_backup_key(), kek, version) {
         Ok(Some(from)) => reporter.event(
             Actor::KeyMonitor,
             "backup key re-wrapped",

@@ -43,16 +43,19 @@ pub(crate) struct Serving {
 
 impl Serving {
     /// Mounts cryptfs with a key derived from `dek`, and configures backups with
-    /// `repository_key` when the server has them; PostgreSQL starts at the next
-    /// [`Serving::supervise_postgres`].
+    /// `repository_key` when the server has them (and its geo copy with `geo_key`
+    /// when it has one and the geo key unwrapped it); PostgreSQL starts at the
+    /// next [`Serving::supervise_postgres`].
     pub(crate) fn mount(
         dir: &ServerDir,
         config: &AgentConfig,
         dek: Dek,
         repository_key: Option<Dek>,
+        geo_key: Option<Dek>,
     ) -> Result<Self, Error> {
         let dek = LockedDek::new(dek)?;
         let repository_key = repository_key.map(LockedDek::new).transpose()?;
+        let geo_key = geo_key.map(LockedDek::new).transpose()?;
         let mount = pgcmk_cryptfs::mount(
             &dir.cipher(),
             &dir.mountpoint(),
@@ -75,7 +78,7 @@ impl Serving {
                 dir,
                 &config.server_id,
                 backup,
-                key.dek(),
+                (key.dek(), geo_key.as_ref().map(LockedDek::dek)),
                 &mut pg,
             )?),
             _ => None,
@@ -90,6 +93,11 @@ impl Serving {
             mount,
             dek,
         })
+    }
+
+    /// The server's backups, when it has them and their key unwrapped.
+    pub(crate) fn backups_mut(&mut self) -> Option<&mut Backups> {
+        self.backups.as_mut()
     }
 
     /// Passes on what PostgreSQL logged about crash restarts, notices the

@@ -18,6 +18,7 @@ mod demo;
 mod docs_cmds;
 mod error;
 mod fs_cmds;
+mod geo_backup_args;
 mod logging;
 mod name_arg;
 mod output;

@@ -14,6 +14,7 @@ use pgcmk_crypto::Dek;
 use zeroize::Zeroizing;
 
 use super::key;
+use crate::contract::backup::Repository;
 use crate::contract::{BackupConfig, ServerDir};
 use crate::error::IoContext;
 use crate::postgres::{PgInstall, PgLayout};
@@ -61,14 +62,15 @@ impl PgBackRest {
     }
 
     /// Writes the configuration (mode 0600, PostgreSQL's user) and creates the log,
-    /// spool and lock directories beside it on the mount, and the repository.
+    /// spool and lock directories beside it on the mount, and the repository; with
+    /// `geo_key`, the server's geo-redundant copy too (`repo2`).
     pub(crate) fn configure(
         &self,
         layout: &PgLayout,
         backup: &BackupConfig,
         repository_key: &Dek,
+        geo_key: Option<&Dek>,
     ) -> Result<(), Error> {
-        let user = self.install.user();
         let engine = &self.engine_dir;
         for path in [
             engine.clone(),
@@ -77,35 +79,77 @@ impl PgBackRest {
             engine.join("lock"),
             backup.repository.clone(),
         ] {
-            fs::create_dir_all(&path).ctx(|| format!("creating {}", path.display()))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
-                .ctx(|| format!("setting permissions of {}", path.display()))?;
-            user.chown(&path)?;
+            self.private_dir(&path)?;
         }
-        let text = self.render(engine, layout, backup, repository_key);
-        pgcmk_hostkeys::files::write_atomic(&self.config_file, text.as_bytes(), 0o600)?;
-        user.chown(&self.config_file)
+        let mut text = self.render(engine, layout);
+        // Room for the repositories: no reallocation leaves a passphrase behind.
+        text.reserve(REPOSITORY_ROOM);
+        text.insert_str(
+            GLOBAL.len(),
+            &repository_lines(1, &backup.repository, repository_key, backup.retention_days),
+        );
+        self.write_config(&text)?;
+        self.set_geo(backup, geo_key)
     }
 
-    /// The configuration file's text.
-    fn render(
+    /// Adds the geo-redundant copy (`repo2`) to the configuration with its key
+    /// `geo_key`, or takes it out with `None` (its key is refused): pgBackRest reads
+    /// the file at each command, so archiving and backups follow at once.
+    pub(crate) fn set_geo(
         &self,
-        engine: &Path,
-        layout: &PgLayout,
         backup: &BackupConfig,
-        repository_key: &Dek,
-    ) -> Zeroizing<String> {
+        geo_key: Option<&Dek>,
+    ) -> Result<(), Error> {
+        let old = Zeroizing::new(
+            fs::read_to_string(&self.config_file)
+                .ctx(|| format!("reading {}", self.config_file.display()))?,
+        );
+        let geo_lines = match (&backup.geo, geo_key) {
+            (Some(geo), Some(key)) => {
+                self.private_dir(&geo.repository)?;
+                Some(repository_lines(
+                    2,
+                    &geo.repository,
+                    key,
+                    backup.retention_days,
+                ))
+            }
+            _ => None,
+        };
+        self.write_config(&with_geo(&old, geo_lines.as_deref().map(String::as_str)))
+    }
+
+    /// True when the configuration names repository `repo` now (the geo copy is
+    /// taken out while its key is refused).
+    pub(crate) fn has_repository(&self, repo: Repository) -> Result<bool, Error> {
+        let text = Zeroizing::new(
+            fs::read_to_string(&self.config_file)
+                .ctx(|| format!("reading {}", self.config_file.display()))?,
+        );
+        let prefix = format!("repo{}-path=", repo.number());
+        Ok(text.lines().any(|l| l.starts_with(&prefix)))
+    }
+
+    /// Creates `path` (0700, PostgreSQL's user) when it is not there.
+    fn private_dir(&self, path: &Path) -> Result<(), Error> {
+        fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("setting permissions of {}", path.display()))?;
+        self.install.user().chown(path)
+    }
+
+    fn write_config(&self, text: &str) -> Result<(), Error> {
+        pgcmk_hostkeys::files::write_atomic(&self.config_file, text.as_bytes(), 0o600)?;
+        self.install.user().chown(&self.config_file)
+    }
+
+    /// The configuration file's text, without its repositories.
+    fn render(&self, engine: &Path, layout: &PgLayout) -> Zeroizing<String> {
         let mut text = Zeroizing::new(String::new());
-        let passphrase = key::passphrase(repository_key);
         // Writing to a String cannot fail.
         let _ = write!(
             text,
-            "[global]\n\
-             repo1-path={repo}\n\
-             repo1-cipher-type=aes-256-cbc\n\
-             repo1-cipher-pass={pass}\n\
-             repo1-retention-full-type=time\n\
-             repo1-retention-full={days}\n\
+            "{GLOBAL}\
              compress-type=zst\n\
              archive-async=y\n\
              archive-timeout={ARCHIVE_TIMEOUT_SECS}\n\
@@ -121,9 +165,6 @@ impl PgBackRest {
              pg1-path={data}\n\
              pg1-port={port}\n\
              pg1-socket-path={socket}\n",
-            repo = backup.repository.display(),
-            pass = passphrase.as_str(),
-            days = backup.retention_days,
             engine = engine.display(),
             stanza = self.stanza,
             data = layout.data_dir.display(),
@@ -198,6 +239,45 @@ impl PgBackRest {
     }
 }
 
+/// The first line of the configuration; the repositories' options follow it.
+const GLOBAL: &str = "[global]\n";
+
+/// Bytes reserved for the repositories' options (their paths are short).
+const REPOSITORY_ROOM: usize = 4096;
+
+/// The configuration `config` with the repository options of `repo2` replaced by
+/// `geo_lines` (none: no geo copy).
+fn with_geo(config: &str, geo_lines: Option<&str>) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(String::with_capacity(config.len() + REPOSITORY_ROOM));
+    for line in config.lines().filter(|l| !l.starts_with("repo2-")) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if let Some(lines) = geo_lines {
+        text.insert_str(GLOBAL.len(), lines);
+    }
+    text
+}
+
+/// pgBackRest's options of repository `n` at `path`, encrypted with the
+/// passphrase of `key`, its full backups kept `days` days.
+fn repository_lines(n: u8, path: &Path, key: &Dek, days: u32) -> Zeroizing<String> {
+    let passphrase = key::passphrase(key);
+    let mut text = Zeroizing::new(String::with_capacity(REPOSITORY_ROOM));
+    // Writing to a String cannot fail.
+    let _ = write!(
+        text,
+        "repo{n}-path={path}\n\
+         repo{n}-cipher-type=aes-256-cbc\n\
+         repo{n}-cipher-pass={pass}\n\
+         repo{n}-retention-full-type=time\n\
+         repo{n}-retention-full={days}\n",
+        path = path.display(),
+        pass = passphrase.as_str(),
+    );
+    text
+}
+
 /// `word` quoted for the shell PostgreSQL runs `archive_command` with, and with
 /// `%` doubled as PostgreSQL's placeholders require.
 fn shell_word(word: &str) -> String {
@@ -207,6 +287,25 @@ fn shell_word(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_geo_copy_is_added_and_taken_out_of_the_configuration() {
+        let key = Dek::from_slice(&[0xcd; 32]).unwrap();
+        let repo1 = repository_lines(1, Path::new("/r1"), &key, 7);
+        let base = format!("{GLOBAL}{}compress-type=zst\n", repo1.as_str());
+        let repo2 = repository_lines(2, Path::new("/r2"), &key, 7);
+        let with = with_geo(&base, Some(&repo2));
+        assert!(
+            with.starts_with("[global]\nrepo2-path=/r2\n"),
+            "{}",
+            with.as_str()
+        );
+        assert!(with.contains(&format!("repo2-cipher-pass={}\n", "cd".repeat(32))));
+        assert!(with.contains("repo1-path=/r1\n") && with.ends_with("compress-type=zst\n"));
+        let without = with_geo(&with, None);
+        assert_eq!(without.as_str(), base);
+        assert_eq!(with_geo(&with, Some(&repo2)).as_str(), with.as_str());
+    }
 
     #[test]
     fn shell_words_survive_quotes_and_percent_signs() {

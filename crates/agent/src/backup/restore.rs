@@ -39,7 +39,7 @@ pub(crate) fn restore(
         let layout = serving.pg.layout().clone();
         let engine = PgBackRest::at(dir.restore_engine_dir(), &source.stanza, install.clone())?;
         let repository = BackupConfig::new(source.repository.clone(), DEFAULT_RETENTION_DAYS);
-        engine.configure(&layout, &repository, source_key)?;
+        engine.configure(&layout, &repository, source_key, None)?;
         let data = &layout.data_dir;
         fs::create_dir_all(data).ctx(|| format!("creating {}", data.display()))?;
         fs::set_permissions(data, fs::Permissions::from_mode(0o700))

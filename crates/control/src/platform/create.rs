@@ -11,11 +11,12 @@ use pgcmk_keyprovider::KeyReference;
 use serde::{Deserialize, Serialize};
 
 use super::backups::validate_retention;
+use super::geo::GeoBackupChoice;
 use super::names::{validate_location, validate_name};
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{now_rfc3339, Actor, Encryption, SecretString, ServerRecord, ServerState};
-use crate::store::PLATFORM_IDENTITY;
+use crate::store::{geo_owner, PLATFORM_IDENTITY};
 use crate::validate::{self, Requirements};
 use crate::Error;
 
@@ -32,6 +33,9 @@ pub struct CreateServer {
     /// Days of backups kept (1–35; default 7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_retention_days: Option<u32>,
+    /// A geo-redundant copy of its backups, under a key in another location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_backup: Option<GeoBackupChoice>,
 }
 
 /// How a new server's DEK is protected (the encryption fields of a create or a
@@ -138,6 +142,11 @@ impl Platform {
             },
         )?;
         drop(dek);
+        let geo = req
+            .geo_backup
+            .as_ref()
+            .map(|choice| self.geo_backup_for(&id, &req.location, choice))
+            .transpose()?;
         let port = free_port()?;
         let password = hex_id()?;
         let record = ServerRecord {
@@ -159,6 +168,7 @@ impl Platform {
         agent_config.restore = restore;
         if let Some(backup) = agent_config.backup.as_mut() {
             backup.retention_days = retention_days;
+            backup.geo = geo.as_ref().map(|g| g.repository.clone());
         }
         let written = (|| {
             fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
@@ -166,20 +176,37 @@ impl Platform {
                 .ctx(|| "setting permissions of the server directory")?;
             write_json_atomic(&dir.agent_config(), &agent_config)?;
             write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
-            self.store.insert_server(&record, sealed_secret.as_deref())
+            if let Some(geo) = &geo {
+                write_json_atomic(&dir.wrapped_geo_backup_key(), &geo.wrapped_key)?;
+            }
+            self.store
+                .insert_server(&record, sealed_secret.as_deref())?;
+            match &geo {
+                Some(geo) => self.secrets.put(&self.store, &geo_owner(&id), &geo.secret),
+                None => Ok(()),
+            }
         })();
         if let Err(e) = written {
+            let _ = self.store.remove_server(&id);
             let _ = fs::remove_dir_all(dir.root());
             return Err(e);
         }
         let what = match &agent_config.restore {
             Some(source) => format!(
-                "{}; restored from server '{}' to {}",
+                "{}; restored from server '{}' (repository {}) to {}",
                 describe(&record),
                 source.server,
+                source.repository_kind.number(),
                 source.target
             ),
             None => describe(&record),
+        };
+        let what = match &geo {
+            Some(geo) => format!(
+                "{what}; geo-redundant backups in {} under key {}",
+                geo.repository.location, geo.repository.kek.key
+            ),
+            None => what,
         };
         self.event(&record, Actor::Dba, "server created", &what)?;
         let first_start = FirstStart {

@@ -13,6 +13,7 @@
 //! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck, password|
 //! | `vault_follow.rs`  | following the vault service's address                     |
 //! | `names.rs`         | server names and locations                                |
+//! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
 
 use std::collections::HashMap;
 use std::fs;
@@ -36,6 +37,7 @@ use crate::Error;
 
 mod backups;
 mod create;
+mod geo;
 mod lifecycle;
 mod locks;
 mod names;
@@ -47,6 +49,7 @@ mod vault_follow;
 
 pub use backups::{BackupKeys, CreateBackup};
 pub use create::{CreateServer, Created, KeyChoice};
+pub use geo::GeoBackupChoice;
 pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 
