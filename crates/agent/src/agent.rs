@@ -26,6 +26,7 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 use crate::backoff::{describe_delay, Backoff};
 use crate::backup;
 use crate::backup::geo::GeoKey;
+use crate::backup::pgbackrest::RepositoryKeys;
 use crate::clock::SystemClock;
 use crate::contract::server_dir::{read_json, write_json_atomic};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
@@ -102,6 +103,7 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
     let secret = handshake.identity_secret;
     let source_secret = handshake.source_identity_secret;
     let geo_secret = handshake.geo_identity_secret;
+    let storage_key = handshake.storage_key;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -131,7 +133,12 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                     )
                 })?;
                 let source_key = source.kek.connect(secret)?.unwrap(&source.wrapped_key)?;
-                provision::provision_restored(dir, &config, &dek, &password, source, &source_key)?;
+                let source_keys = RepositoryKeys {
+                    cipher: &source_key,
+                    geo: None,
+                    storage: storage_key.as_ref(),
+                };
+                provision::provision_restored(dir, &config, &dek, &password, source, &source_keys)?;
             }
         }
     }
@@ -169,10 +176,10 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
                             .as_ref()
                             .and(geo.as_ref())
                             .and_then(|g| g.key_at_mount(&reporter));
-                        match dek
-                            .take()
-                            .map(|d| unlock(dir, &config, kek.as_ref(), d, geo_key))
-                        {
+                        match dek.take().map(|d| {
+                            let keys = (geo_key, storage_key.as_ref());
+                            unlock(dir, &config, kek.as_ref(), d, keys)
+                        }) {
                             Some(Ok(s)) => {
                                 mounts.reset();
                                 serving = Some(s);
@@ -239,14 +246,16 @@ pub fn run(dir: &ServerDir, instance: &str, stdin: impl std::io::Read) -> Result
 
 /// Mounts the volume with `dek`, and unwraps the backup repository's key for the
 /// server's backups when it has them (serving without backups when it cannot);
-/// `geo_key` is the geo-redundant copy's key, when it has one the vault unwrapped.
+/// `more_keys` are the geo-redundant copy's key, when it has one the vault
+/// unwrapped, and the storage account's key of a repository in Azure Blob Storage.
 fn unlock(
     dir: &ServerDir,
     config: &AgentConfig,
     kek: &dyn KeyEncryptionKey,
     dek: Dek,
-    geo_key: Option<Dek>,
+    more_keys: (Option<Dek>, Option<&SecretBytes>),
 ) -> Result<Serving, Error> {
+    let (geo_key, storage_key) = more_keys;
     // A repository key the vault refuses stops the backups, not the server.
     let repository_key = match &config.backup {
         Some(_) => backup::key::unwrap(&dir.wrapped_backup_key(), kek)
@@ -256,7 +265,7 @@ fn unlock(
             .ok(),
         None => None,
     };
-    Serving::mount(dir, config, dek, repository_key, geo_key)
+    Serving::mount(dir, config, dek, repository_key, geo_key, storage_key)
 }
 
 /// Keeps the backup repository's key wrapped by the version that wraps the DEK,

@@ -13,6 +13,7 @@ use pgcmk_control::serve_info::ServeInfo;
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyReference;
 
+use crate::backup_store_args::BackupStoreArgs;
 use crate::error::CliError;
 use crate::logging;
 
@@ -55,6 +56,8 @@ pub struct ServeArgs {
     /// None by default: a module is code that the control plane and agents load.
     #[arg(long = "pkcs11-module", value_name = "PATH")]
     pkcs11_modules: Vec<PathBuf>,
+    #[command(flatten)]
+    backup_store: BackupStoreArgs,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -92,6 +95,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         .as_deref()
         .map(read_identity_secret)
         .transpose()?;
+    let (backup_store, backup_store_key) = args.backup_store.into_store()?;
     let config = PlatformConfig {
         state_dir: args.state_dir.clone(),
         vault,
@@ -104,6 +108,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         grace: Duration::from_secs(args.key_check_grace_secs),
         agent_program: std::env::current_exe()?,
         pkcs11_modules: args.pkcs11_modules,
+        backup_store,
+        backup_store_key,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

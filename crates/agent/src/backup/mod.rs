@@ -38,7 +38,7 @@ use crate::postgres::{PgInstall, PgLayout, Postgres};
 use crate::report::Reporter;
 use crate::sys::{self, Signal};
 use crate::Error;
-use pgbackrest::PgBackRest;
+use pgbackrest::{PgBackRest, RepositoryKeys};
 use schedule::Schedule;
 
 /// Seconds after which a quiet server switches to a new WAL segment, so what it
@@ -78,19 +78,18 @@ type LastBackups = (Option<i64>, Option<i64>);
 const REPOSITORIES: [Repository; 2] = [Repository::Primary, Repository::Geo];
 
 impl Backups {
-    /// Configures pgBackRest on the mount of the server in `dir` with the
-    /// repository key `key` (and the geo copy's, `geo_key`, when it has one and the
-    /// geo key unwrapped it), and PostgreSQL `pg` to archive its WAL through it.
+    /// Configures pgBackRest on the mount of the server in `dir` with its
+    /// repositories' `keys` (the geo copy's when it has one and the geo key
+    /// unwrapped it), and PostgreSQL `pg` to archive its WAL through it.
     pub(crate) fn configure(
         dir: &ServerDir,
         server_id: &str,
         backup: &BackupConfig,
-        keys: (&Dek, Option<&Dek>),
+        keys: &RepositoryKeys<'_>,
         pg: &mut Postgres,
     ) -> Result<Self, Error> {
-        let (key, geo_key) = keys;
         let engine = PgBackRest::new(dir, server_id, PgInstall::discover()?)?;
-        engine.configure(pg.layout(), backup, key, geo_key)?;
+        engine.configure(pg.layout(), backup, keys)?;
         pg.set("archive_mode", "on".into());
         pg.set("archive_command", engine.archive_command());
         pg.set("archive_timeout", ARCHIVE_TIMEOUT.into());
@@ -99,7 +98,7 @@ impl Backups {
             config: backup.clone(),
             schedule: Schedule::of(backup),
             stanza_ready: false,
-            geo_active: backup.geo.is_some() && geo_key.is_some(),
+            geo_active: backup.geo.is_some() && keys.geo.is_some(),
             finished: [None, None],
             not_before: 0,
             job: None,

@@ -10,11 +10,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pgcmk_crypto::Dek;
+use pgcmk_crypto::{Dek, SecretBytes};
 use zeroize::Zeroizing;
 
 use super::key;
-use crate::contract::backup::Repository;
+use crate::contract::backup::{AzureStore, Repository};
 use crate::contract::{BackupConfig, ServerDir};
 use crate::error::IoContext;
 use crate::postgres::{PgInstall, PgLayout};
@@ -62,14 +62,13 @@ impl PgBackRest {
     }
 
     /// Writes the configuration (mode 0600, PostgreSQL's user) and creates the log,
-    /// spool and lock directories beside it on the mount, and the repository; with
-    /// `geo_key`, the server's geo-redundant copy too (`repo2`).
+    /// spool and lock directories beside it on the mount, and the repository (a
+    /// local one); with `keys.geo`, the server's geo-redundant copy too (`repo2`).
     pub(crate) fn configure(
         &self,
         layout: &PgLayout,
         backup: &BackupConfig,
-        repository_key: &Dek,
-        geo_key: Option<&Dek>,
+        keys: &RepositoryKeys<'_>,
     ) -> Result<(), Error> {
         let engine = &self.engine_dir;
         for path in [
@@ -77,19 +76,37 @@ impl PgBackRest {
             engine.join("log"),
             engine.join("spool"),
             engine.join("lock"),
-            backup.repository.clone(),
         ] {
             self.private_dir(&path)?;
         }
+        let store =
+            match (&backup.azure, keys.storage) {
+                (None, _) => {
+                    self.private_dir(&backup.repository)?;
+                    None
+                }
+                (Some(azure), Some(key)) => Some((azure, key)),
+                (Some(_), None) => return Err(Error::Backup(
+                    "the backup repository is in Azure Blob Storage, but the storage account's \
+                     key did not come in the handshake (storage_key)"
+                        .into(),
+                )),
+            };
         let mut text = self.render(engine, layout);
         // Room for the repositories: no reallocation leaves a passphrase behind.
         text.reserve(REPOSITORY_ROOM);
         text.insert_str(
             GLOBAL.len(),
-            &repository_lines(1, &backup.repository, repository_key, backup.retention_days),
+            &repository_lines(
+                1,
+                &backup.repository,
+                keys.cipher,
+                backup.retention_days,
+                store,
+            ),
         );
         self.write_config(&text)?;
-        self.set_geo(backup, geo_key)
+        self.set_geo(backup, keys.geo)
     }
 
     /// Adds the geo-redundant copy (`repo2`) to the configuration with its key
@@ -112,6 +129,7 @@ impl PgBackRest {
                     &geo.repository,
                     key,
                     backup.retention_days,
+                    None,
                 ))
             }
             _ => None,
@@ -259,9 +277,26 @@ fn with_geo(config: &str, geo_lines: Option<&str>) -> Zeroizing<String> {
     text
 }
 
-/// pgBackRest's options of repository `n` at `path`, encrypted with the
-/// passphrase of `key`, its full backups kept `days` days.
-fn repository_lines(n: u8, path: &Path, key: &Dek, days: u32) -> Zeroizing<String> {
+/// The keys of a server's repositories, for its pgBackRest configuration.
+pub(crate) struct RepositoryKeys<'a> {
+    /// The repository key of the server's own repository (`repo1`).
+    pub(crate) cipher: &'a Dek,
+    /// The geo-redundant copy's, when the server has one and the geo key unwrapped it.
+    pub(crate) geo: Option<&'a Dek>,
+    /// The storage account's shared key, for a repository in Azure Blob Storage.
+    pub(crate) storage: Option<&'a SecretBytes>,
+}
+
+/// pgBackRest's options of repository `n` at `path` (in the Azure container of
+/// `azure`, with the account's key, when given), encrypted with the passphrase of
+/// `key`, its full backups kept `days` days.
+fn repository_lines(
+    n: u8,
+    path: &Path,
+    key: &Dek,
+    days: u32,
+    azure: Option<(&AzureStore, &SecretBytes)>,
+) -> Zeroizing<String> {
     let passphrase = key::passphrase(key);
     let mut text = Zeroizing::new(String::with_capacity(REPOSITORY_ROOM));
     // Writing to a String cannot fail.
@@ -275,6 +310,27 @@ fn repository_lines(n: u8, path: &Path, key: &Dek, days: u32) -> Zeroizing<Strin
         path = path.display(),
         pass = passphrase.as_str(),
     );
+    if let Some((store, account_key)) = azure {
+        let _ = write!(
+            text,
+            "repo{n}-type=azure\n\
+             repo{n}-azure-account={account}\n\
+             repo{n}-azure-container={container}\n\
+             repo{n}-azure-key={key}\n\
+             repo{n}-azure-uri-style={style}\n\
+             repo{n}-storage-host={host}\n\
+             repo{n}-storage-port={port}\n",
+            account = store.account,
+            container = store.container,
+            key = String::from_utf8_lossy(account_key.expose_secret()).trim(),
+            style = if store.path_style { "path" } else { "host" },
+            host = store.host,
+            port = store.port,
+        );
+        if let Some(ca) = &store.ca_file {
+            let _ = writeln!(text, "repo{n}-storage-ca-file={}", ca.display());
+        }
+    }
     text
 }
 
@@ -291,9 +347,9 @@ mod tests {
     #[test]
     fn the_geo_copy_is_added_and_taken_out_of_the_configuration() {
         let key = Dek::from_slice(&[0xcd; 32]).unwrap();
-        let repo1 = repository_lines(1, Path::new("/r1"), &key, 7);
+        let repo1 = repository_lines(1, Path::new("/r1"), &key, 7, None);
         let base = format!("{GLOBAL}{}compress-type=zst\n", repo1.as_str());
-        let repo2 = repository_lines(2, Path::new("/r2"), &key, 7);
+        let repo2 = repository_lines(2, Path::new("/r2"), &key, 7, None);
         let with = with_geo(&base, Some(&repo2));
         assert!(
             with.starts_with("[global]\nrepo2-path=/r2\n"),
@@ -305,6 +361,38 @@ mod tests {
         let without = with_geo(&with, None);
         assert_eq!(without.as_str(), base);
         assert_eq!(with_geo(&with, Some(&repo2)).as_str(), with.as_str());
+    }
+
+    #[test]
+    fn a_repository_in_azure_names_its_container_and_endpoint() {
+        let key = Dek::from_slice(&[1; 32]).unwrap();
+        let store = AzureStore {
+            account: "acct".into(),
+            container: "backups".into(),
+            host: "127.0.0.1".into(),
+            port: 10443,
+            ca_file: Some("/ca.pem".into()),
+            path_style: true,
+        };
+        let account_key = SecretBytes::new(b"a2V5\n".to_vec());
+        let lines = repository_lines(1, Path::new("/id"), &key, 7, Some((&store, &account_key)));
+        for expected in [
+            "repo1-type=azure\n",
+            "repo1-azure-account=acct\n",
+            "repo1-azure-container=backups\n",
+            "repo1-azure-key=a2V5\n",
+            "repo1-azure-uri-style=path\n",
+            "repo1-storage-host=127.0.0.1\n",
+            "repo1-storage-port=10443\n",
+            "repo1-storage-ca-file=/ca.pem\n",
+            "repo1-path=/id\n",
+        ] {
+            assert!(
+                lines.contains(expected),
+                "{expected} not in {}",
+                lines.as_str()
+            );
+        }
     }
 
     #[test]

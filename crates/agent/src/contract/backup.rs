@@ -32,6 +32,33 @@ pub struct BackupConfig {
     /// The geo-redundant copy (pgBackRest's `repo2`), when the DBA asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo: Option<GeoRepository>,
+    /// When the repository is kept in Azure Blob Storage rather than a local
+    /// directory: where (`repository` is then its path in the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStore>,
+}
+
+/// An Azure Blob Storage container that holds repositories (pgBackRest's `azure`
+/// repository type). The account's shared key is a secret: it comes in the
+/// agent's handshake (`storage_key`) and is written only to pgBackRest's
+/// configuration on the encrypted mount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureStore {
+    /// The storage account.
+    pub account: String,
+    /// The container (it must exist).
+    pub container: String,
+    /// The Blob service's host name or address, and port.
+    pub host: String,
+    /// Its HTTPS port.
+    pub port: u16,
+    /// A PEM CA bundle to trust instead of the system roots (a private endpoint,
+    /// an emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The account in the URL's path (`https://HOST/ACCOUNT/CONTAINER`, as Azurite
+    /// and private endpoints by address) rather than in the host name.
+    pub path_style: bool,
 }
 
 /// The geo-redundant copy of a server's backups: a second pgBackRest repository
@@ -90,6 +117,7 @@ impl BackupConfig {
             full_every_hours: DEFAULT_FULL_EVERY_HOURS,
             diff_every_hours: DEFAULT_DIFF_EVERY_HOURS,
             geo: None,
+            azure: None,
         }
     }
 }
@@ -242,6 +270,9 @@ pub struct RestoreSource {
     /// Which of the source's repositories that is.
     #[serde(default)]
     pub repository_kind: Repository,
+    /// When that repository is in Azure Blob Storage: where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStore>,
     /// The source's stanza (its id).
     pub stanza: String,
     /// The source's repository key, wrapped by the source's KEK.

@@ -7,7 +7,7 @@
 //!
 //! ```json
 //! {"version": 2, "identity_secret": "…", "initial_password": "…", "new_password": "…",
-//!  "source_identity_secret": "…", "geo_identity_secret": "…"}
+//!  "source_identity_secret": "…", "geo_identity_secret": "…", "storage_key": "…"}
 //! ```
 //!
 //! - `version` (required): 1 or 2 (version 2 added `new_password`). An agent
@@ -25,6 +25,8 @@
 //! - `geo_identity_secret` (optional, version 2): present when the server has a
 //!   geo-redundant copy of its backups: the secret of the identity through which
 //!   the copy's repository key is unwrapped (`docs/backups.md`).
+//! - `storage_key` (optional, version 2): present when the server's repository (or,
+//!   at a restore, the source's) is in Azure Blob Storage: the account's shared key.
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -56,6 +58,8 @@ pub struct Handshake {
     /// For a server with a geo-redundant copy of its backups: the secret of the
     /// identity that unwraps the copy's repository key.
     pub geo_identity_secret: Option<SecretBytes>,
+    /// For a repository in Azure Blob Storage: the storage account's shared key.
+    pub storage_key: Option<SecretBytes>,
 }
 
 impl Handshake {
@@ -67,6 +71,7 @@ impl Handshake {
             new_password: None,
             source_identity_secret: None,
             geo_identity_secret: None,
+            storage_key: None,
         }
     }
 }
@@ -90,6 +95,10 @@ impl std::fmt::Debug for Handshake {
             .field(
                 "geo_identity_secret",
                 &self.geo_identity_secret.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "storage_key",
+                &self.storage_key.as_ref().map(|_| "REDACTED"),
             )
             .finish()
     }
@@ -172,6 +181,8 @@ struct Wire<'a> {
     source_identity_secret: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     geo_identity_secret: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    storage_key: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -233,6 +244,7 @@ impl Handshake {
                 wire.source_identity_secret.is_some(),
             ),
             ("geo_identity_secret", wire.geo_identity_secret.is_some()),
+            ("storage_key", wire.storage_key.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -252,6 +264,7 @@ impl Handshake {
             new_password: wire.new_password.map(secret_of),
             source_identity_secret: wire.source_identity_secret.map(secret_of),
             geo_identity_secret: wire.geo_identity_secret.map(secret_of),
+            storage_key: wire.storage_key.map(secret_of),
         })
     }
 
@@ -267,6 +280,7 @@ impl Handshake {
                 &self.source_identity_secret,
             )?,
             geo_identity_secret: optional_text("geo identity secret", &self.geo_identity_secret)?,
+            storage_key: optional_text("storage key", &self.storage_key)?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
@@ -274,7 +288,8 @@ impl Handshake {
                 + len(&self.initial_password)
                 + len(&self.new_password)
                 + len(&self.source_identity_secret)
-                + len(&self.geo_identity_secret),
+                + len(&self.geo_identity_secret)
+                + len(&self.storage_key),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
         let bytes = SecretBytes::new(bytes);
@@ -304,6 +319,8 @@ mod tests {
                     .map(|p| SecretBytes::new(format!("source-{p}").into_bytes())),
                 geo_identity_secret: password
                     .map(|p| SecretBytes::new(format!("geo-{p}").into_bytes())),
+                storage_key: password
+                    .map(|p| SecretBytes::new(format!("storage-{p}").into_bytes())),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();
@@ -330,6 +347,10 @@ mod tests {
                     .as_ref()
                     .map(|p| p.expose_secret().to_vec()),
                 password.map(|p| format!("geo-{p}").into_bytes())
+            );
+            assert_eq!(
+                got.storage_key.as_ref().map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("storage-{p}").into_bytes())
             );
         }
     }

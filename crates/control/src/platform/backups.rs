@@ -65,10 +65,13 @@ impl Platform {
         self.config.state_dir.join("backups")
     }
 
-    /// The backups of a new server `id`: its own repository, kept for the default
-    /// retention.
+    /// The backups of a new server `id`: its own repository (a local directory or
+    /// in the platform's Azure container), kept for the default retention.
     pub(super) fn backup_config(&self, id: &str) -> BackupConfig {
-        BackupConfig::new(self.backups_dir().join(id), DEFAULT_RETENTION_DAYS)
+        BackupConfig {
+            azure: self.config.backup_store.clone(),
+            ..BackupConfig::new(self.repository_path(id), DEFAULT_RETENTION_DAYS)
+        }
     }
 
     /// Removes the backup repository of server `id` (deleted, or never created),

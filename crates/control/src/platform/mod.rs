@@ -13,6 +13,7 @@
 //! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck, password|
 //! | `vault_follow.rs`  | following the vault service's address                     |
 //! | `names.rs`         | server names and locations                                |
+//! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use pgcmk_agent::contract::backup::AzureStore;
 use pgcmk_agent::contract::VaultEndpoints;
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::KeyReference;
@@ -35,6 +37,7 @@ use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::supervisor::Supervised;
 use crate::Error;
 
+mod backup_store;
 mod backups;
 mod create;
 mod geo;
@@ -82,6 +85,12 @@ pub struct PlatformConfig {
     /// The PKCS#11 modules that customers' keys may name (`module-path=`); none by
     /// default, since a module is code loaded into the control plane and agents.
     pub pkcs11_modules: Vec<PathBuf>,
+    /// Keep new servers' backup repositories in this Azure Blob Storage container
+    /// instead of local directories.
+    pub backup_store: Option<AzureStore>,
+    /// The storage account's shared key: needed on first start with
+    /// `backup_store`, then kept sealed in the state (given again, it replaces it).
+    pub backup_store_key: Option<SecretBytes>,
 }
 
 /// The control plane.
@@ -129,6 +138,12 @@ impl Platform {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
         }
+        backup_store::open_storage_key(
+            &secrets,
+            &store,
+            config.backup_store.is_some(),
+            config.backup_store_key.as_ref(),
+        )?;
         let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
         let vault = RwLock::new(config.vault.clone());
         let platform = Self {

@@ -88,6 +88,10 @@ impl Platform {
             },
         };
         let repository_kind = repository;
+        let azure = match repository {
+            Repository::Primary => backup.azure.clone(),
+            Repository::Geo => None,
+        };
         let (repository, wrapped_key, kek, secret) = match (repository, geo) {
             (Repository::Geo, Some(geo)) => (
                 geo.repository,
@@ -112,6 +116,7 @@ impl Platform {
                 server: source.name.clone(),
                 repository,
                 repository_kind,
+                azure,
                 stanza: source.id.clone(),
                 wrapped_key,
                 kek,
