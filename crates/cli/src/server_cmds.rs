@@ -157,8 +157,14 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
     if let ServerCommand::Delete { name, yes } = &args.command {
         confirm::server_deletion(name.as_str(), *yes)?;
     }
-    // Creating a server includes initdb on the encrypted volume.
-    let api = DbaClient::open(&args.control, Duration::from_secs(180))?;
+    // Creating a server includes initdb on the encrypted volume; a restore, copying
+    // the backup and replaying the archived WAL (the control plane waits up to 20
+    // minutes for it).
+    let timeout = match args.command {
+        ServerCommand::Restore(_) => Duration::from_secs(21 * 60),
+        _ => Duration::from_secs(180),
+    };
+    let api = DbaClient::open(&args.control, timeout)?;
     let client = api.http();
     let url = |path: &str| api.servers_url(path);
     let as_dba = |request: reqwest::blocking::RequestBuilder| api.call(request);

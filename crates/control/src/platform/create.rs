@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::backups::validate_retention;
 use super::geo::GeoBackupChoice;
 use super::names::{validate_location, validate_name};
+use super::supervise::{READY_TIMEOUT, RESTORE_READY_TIMEOUT};
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{now_rfc3339, Actor, Encryption, SecretString, ServerRecord, ServerState};
@@ -209,13 +210,19 @@ impl Platform {
             None => what,
         };
         self.event(&record, Actor::Dba, "server created", &what)?;
+        // A restore copies the backup and replays the archived WAL up to the target
+        // before the server serves: it may take as long as the agent lets recovery run.
+        let limit = match &agent_config.restore {
+            Some(_) => RESTORE_READY_TIMEOUT,
+            None => READY_TIMEOUT,
+        };
         let first_start = FirstStart {
             password: SecretBytes::new(password.as_bytes().to_vec()),
             source_identity_secret,
         };
         if let Err(e) = self
             .spawn_agent(&record, Some(&first_start))
-            .and_then(|()| self.wait_settled(&record))
+            .and_then(|()| self.wait_settled_within(&record, limit))
         {
             self.stop_agent(&record.id);
             self.store.remove_server(&record.id)?;
