@@ -109,17 +109,7 @@ fn geo_server(stack: &Stack, name: &str) -> (Created, CustomerKey, CustomerKey) 
 
 /// `pgcmk server restore NAME --source SOURCE --point-in-time latest` and more options.
 fn restore(stack: &Stack, source: &str, name: &str, more: &[&str]) -> Result<Created, String> {
-    let mut args = vec![
-        "restore",
-        "--source",
-        source,
-        "--name",
-        name,
-        "--point-in-time",
-        "latest",
-    ];
-    args.extend(more);
-    stack.cp.try_server(&args).map(|v| Created::from(&v))
+    restore_with(stack, source, name, "latest", more)
 }
 
 #[test]

@@ -272,18 +272,11 @@ impl Platform {
                 let (identity, key) = missing.map_err(|what| {
                     Error::BadRequest(format!("customer-managed encryption needs {what}"))
                 })?;
-                let secret = req
-                    .identity_secret
-                    .as_ref()
-                    .map_or("", |s| s.expose_secret())
-                    .trim();
-                if secret.is_empty() {
-                    return Err(Error::BadRequest(
-                        "customer-managed encryption needs the identity's credential \
-                         (--identity-credential-file) to assign the identity to the server"
-                            .into(),
-                    ));
-                }
+                let secret = assigning_secret(
+                    req.identity_secret.as_ref(),
+                    "customer-managed encryption needs the identity's credential \
+                     (--identity-credential-file) to assign the identity to the server",
+                )?;
                 let key = self.customer_key(identity, key)?;
                 let access = KekAccess {
                     key: key.clone(),
@@ -296,7 +289,7 @@ impl Platform {
                         key,
                     },
                     access,
-                    Some(SecretBytes::new(secret.as_bytes().to_vec())),
+                    Some(secret),
                 ))
             }
             other => Err(Error::BadRequest(format!(
@@ -336,6 +329,19 @@ impl Platform {
             client_id: self.config.platform_client_id.clone(),
         }
     }
+}
+
+/// The identity's secret of a request (which assigns the identity to the server),
+/// or the error `missing` when it has none.
+pub(super) fn assigning_secret(
+    secret: Option<&SecretString>,
+    missing: &str,
+) -> Result<SecretBytes, Error> {
+    let secret = secret.map_or("", |s| s.expose_secret()).trim();
+    if secret.is_empty() {
+        return Err(Error::BadRequest(missing.into()));
+    }
+    Ok(SecretBytes::new(secret.as_bytes().to_vec()))
 }
 
 /// The identity a PKCS#11 key is used as: the token's user (`CKU_USER`), whose

@@ -14,6 +14,7 @@ use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::WrappedDek;
 use serde::{Deserialize, Serialize};
 
+use super::create::assigning_secret;
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{SecretString, ServerRecord};
@@ -60,19 +61,11 @@ impl Platform {
         location: &str,
         choice: &GeoBackupChoice,
     ) -> Result<GeoBackup, Error> {
-        let secret = choice
-            .identity_secret
-            .as_ref()
-            .map_or("", |s| s.expose_secret())
-            .trim();
-        if secret.is_empty() {
-            return Err(Error::BadRequest(
-                "a geo-redundant copy needs the geo identity's credential \
-                 (--geo-backup-identity-credential-file) to assign it to the server"
-                    .into(),
-            ));
-        }
-        let secret = SecretBytes::new(secret.as_bytes().to_vec());
+        let secret = assigning_secret(
+            choice.identity_secret.as_ref(),
+            "a geo-redundant copy needs the geo identity's credential \
+             (--geo-backup-identity-credential-file) to assign it to the server",
+        )?;
         let access = KekAccess {
             key: self.customer_key(&choice.identity, &choice.key)?,
             vault: self.vault_endpoints(),
