@@ -89,10 +89,18 @@ fn pgbench(port: u64, password: &str, args: &[&str]) -> String {
             "postgres",
         ])
         .env("PGPASSWORD", password)
-        .stderr(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "pgbench {args:?} failed");
+    assert!(
+        out.status.success(),
+        "pgbench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("progress"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
