@@ -5,11 +5,13 @@
 # prints side by side: full backup and full restore through pgcmk and with
 # pgBackRest by hand in the plain directory (same settings: zstd, aes-256-cbc, one
 # process), wall time, throughput and CPU seconds; then the WAL archive's lag during
-# pgbench -c4 and a point-in-time restore.
-# Options: --scale N (140: about 2.1 GB; 5 for a quick run), --pgbench-secs S (300).
+# pgbench -c4, pgbench TPC-B with archiving on against the same cluster without, and a
+# point-in-time restore.
+# Options: --scale N (140: about 2.1 GB; 5 for a quick run), --pgbench-secs S (300),
+# --tpcb-secs S (120).
 # Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet -p pgcmk --bin pgcmk
-export PGCMK_BIN="$PWD/target/release/pgcmk"
+export PGCMK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/pgcmk"
 exec cargo run --release --quiet -p pgcmk-control --example backup_bench -- "$@"

@@ -26,6 +26,8 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
 use crate::backoff::{describe_delay, Backoff};
 use crate::backup;
+use crate::backup::geo::GeoKey;
+use crate::backup::pgbackrest::RepositoryKeys;
 use crate::clock::SystemClock;
 use crate::contract::server_dir::{read_json, write_json_atomic};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
@@ -107,6 +109,8 @@ pub fn run(
     let handshake = take_handshake(stdin)?;
     let secret = handshake.identity_secret;
     let source_secret = handshake.source_identity_secret;
+    let geo_secret = handshake.geo_identity_secret;
+    let storage_key = handshake.storage_key;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -143,13 +147,19 @@ pub fn run(
                     )
                 })?;
                 let source_key = source.kek.connect(secret)?.unwrap(&source.wrapped_key)?;
-                provision::provision_restored(dir, &config, &dek, &password, source, &source_key)?;
+                let source_keys = RepositoryKeys {
+                    cipher: &source_key,
+                    geo: None,
+                    storage: storage_key.as_ref(),
+                };
+                provision::provision_restored(dir, &config, &dek, &password, source, &source_keys)?;
             }
         }
     }
     if config.backup.is_some() {
         backup::key::ensure_wrapped(dir, kek.as_ref())?;
     }
+    let geo = GeoKey::connect(dir, &config, geo_secret, &reporter);
     let mut watch = KeyWatch::new(SystemClock, monitor_config(&config), wrapped.kek.clone());
     let mut mounts = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut serving: Option<Serving> = None;
@@ -179,7 +189,14 @@ pub fn run(
             for action in checked.actions {
                 match action {
                     Action::Unlock => {
-                        match dek.take().map(|d| unlock(dir, &config, kek.as_ref(), d)) {
+                        let geo_key = dek
+                            .as_ref()
+                            .and(geo.as_ref())
+                            .and_then(|g| g.key_at_mount(&reporter));
+                        match dek.take().map(|d| {
+                            let keys = (geo_key, storage_key.as_ref());
+                            unlock(dir, &config, kek.as_ref(), d, keys)
+                        }) {
                             Some(Ok(s)) => {
                                 mounts.reset();
                                 serving = Some(s);
@@ -225,6 +242,10 @@ pub fn run(
             if serving.is_some() && config.backup.is_some() {
                 follow_backup_key(dir, kek.as_ref(), &wrapped.kek, &reporter);
             }
+            let backups = serving.as_mut().and_then(Serving::backups_mut);
+            if let (Some(backups), Some(geo)) = (backups, &geo) {
+                geo.check(backups, &reporter);
+            }
         }
         if let Some(s) = serving.as_mut() {
             s.supervise_postgres(Instant::now(), &reporter);
@@ -241,23 +262,27 @@ pub fn run(
 }
 
 /// Mounts the volume with `dek`, and unwraps the backup repository's key for the
-/// server's backups when it has them (serving without backups when it cannot).
+/// server's backups when it has them (serving without backups when it cannot);
+/// `more_keys` are the geo-redundant copy's key, when it has one the vault
+/// unwrapped, and the storage account's key of a repository in Azure Blob Storage.
 fn unlock(
     dir: &ServerDir,
     config: &AgentConfig,
     kek: &dyn KeyEncryptionKey,
     dek: Dek,
+    more_keys: (Option<Dek>, Option<&SecretBytes>),
 ) -> Result<Serving, Error> {
+    let (geo_key, storage_key) = more_keys;
     // A repository key the vault refuses stops the backups, not the server.
     let repository_key = match &config.backup {
-        Some(_) => backup::key::unwrap(dir, kek)
+        Some(_) => backup::key::unwrap(&dir.wrapped_backup_key(), kek)
             .inspect_err(|e| {
                 tracing::error!("backups stopped: the repository key cannot be unwrapped: {e}")
             })
             .ok(),
         None => None,
     };
-    Serving::mount(dir, config, dek, repository_key)
+    Serving::mount(dir, config, dek, repository_key, geo_key, storage_key)
 }
 
 /// Keeps the backup repository's key wrapped by the version that wraps the DEK,
@@ -269,7 +294,7 @@ fn follow_backup_key(
     version: &KeyVersionId,
     reporter: &Reporter,
 ) {
-    match backup::key::follow(dir, kek, version) {
+    match backup::key::follow(&dir.wrapped_backup_key(), kek, version) {
         Ok(Some(from)) => reporter.event(
             Actor::KeyMonitor,
             "backup key re-wrapped",

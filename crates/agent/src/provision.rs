@@ -3,6 +3,7 @@
 
 use pgcmk_crypto::{kdf, Dek, SecretBytes};
 
+use crate::backup::pgbackrest::RepositoryKeys;
 use crate::contract::backup::RestoreSource;
 use crate::contract::{AgentConfig, ServerDir};
 use crate::error::IoContext;
@@ -46,10 +47,10 @@ pub(crate) fn provision_restored(
     dek: &Dek,
     password: &SecretBytes,
     source: &RestoreSource,
-    source_key: &Dek,
+    source_keys: &RepositoryKeys<'_>,
 ) -> Result<(), Error> {
     let mut serving = new_volume(dir, config, dek)?;
-    crate::backup::restore::restore(dir, &mut serving, source, source_key, password)
+    crate::backup::restore::restore(dir, &mut serving, source, source_keys, password)
 }
 
 /// A new encrypted volume, mounted (PostgreSQL not started).
@@ -57,7 +58,7 @@ fn new_volume(dir: &ServerDir, config: &AgentConfig, dek: &Dek) -> Result<Servin
     use std::os::unix::fs::PermissionsExt;
     pgcmk_cryptfs::init(&dir.cipher(), &cryptfs_key(dek, &config.server_id)?)?;
     std::fs::create_dir_all(dir.mountpoint()).ctx(|| "creating the mount point")?;
-    let serving = Serving::mount(dir, config, dek.clone(), None)?;
+    let serving = Serving::mount(dir, config, dek.clone(), None, None, None)?;
     // PostgreSQL (another user) only needs to traverse the mount's root.
     std::fs::set_permissions(dir.mountpoint(), std::fs::Permissions::from_mode(0o711))
         .ctx(|| "setting permissions of the mount's root")?;

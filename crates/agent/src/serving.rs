@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use pgcmk_crypto::Dek;
+use pgcmk_crypto::{Dek, SecretBytes};
 
 use crate::backoff::{describe_delay, Backoff};
+use crate::backup::pgbackrest::RepositoryKeys;
 use crate::backup::Backups;
 use crate::contract::{Actor, AgentConfig, ServerDir};
 use crate::memory::LockedDek;
@@ -43,16 +44,21 @@ pub(crate) struct Serving {
 
 impl Serving {
     /// Mounts cryptfs with a key derived from `dek`, and configures backups with
-    /// `repository_key` when the server has them; PostgreSQL starts at the next
-    /// [`Serving::supervise_postgres`].
+    /// `repository_key` when the server has them (and its geo copy with `geo_key`
+    /// when it has one and the geo key unwrapped it, and the storage account's
+    /// `storage_key` for a repository in Azure Blob Storage); PostgreSQL starts at
+    /// the next [`Serving::supervise_postgres`].
     pub(crate) fn mount(
         dir: &ServerDir,
         config: &AgentConfig,
         dek: Dek,
         repository_key: Option<Dek>,
+        geo_key: Option<Dek>,
+        storage_key: Option<&SecretBytes>,
     ) -> Result<Self, Error> {
         let dek = LockedDek::new(dek)?;
         let repository_key = repository_key.map(LockedDek::new).transpose()?;
+        let geo_key = geo_key.map(LockedDek::new).transpose()?;
         let mount = pgcmk_cryptfs::mount(
             &dir.cipher(),
             &dir.mountpoint(),
@@ -75,7 +81,11 @@ impl Serving {
                 dir,
                 &config.server_id,
                 backup,
-                key.dek(),
+                &RepositoryKeys {
+                    cipher: key.dek(),
+                    geo: geo_key.as_ref().map(LockedDek::dek),
+                    storage: storage_key,
+                },
                 &mut pg,
             )?),
             _ => None,
@@ -90,6 +100,11 @@ impl Serving {
             mount,
             dek,
         })
+    }
+
+    /// The server's backups, when it has them and their key unwrapped.
+    pub(crate) fn backups_mut(&mut self) -> Option<&mut Backups> {
+        self.backups.as_mut()
     }
 
     /// Passes on what PostgreSQL logged about crash restarts, notices the

@@ -6,6 +6,7 @@
 //! zeroized when the task is done.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::SecretBytes;
@@ -18,7 +19,7 @@ use crate::contract::task::{
     AgentTask, LogRecord, LogSource, PasswordReset, TaskAnswer, TaskFailure, VersionRefusal,
     VolumeCheck, VolumeView, Wrapping,
 };
-use crate::contract::{AgentConfig, Handshake};
+use crate::contract::{AgentConfig, Handshake, KekAccess};
 use crate::memory::LockedDek;
 use crate::postgres::{PgInstall, PgLayout, SUPERUSER};
 use crate::provision::cryptfs_key;
@@ -43,20 +44,45 @@ pub fn run(
     let Handshake {
         identity_secret,
         new_password,
+        geo_identity_secret,
         ..
     } = take_handshake(stdin)?;
     let config: AgentConfig = read_json(&dir.agent_config())?;
-    let vault = || Vault::connect(&config, identity_secret);
+    let vault = || Vault::connect(&config, &config.kek, identity_secret);
+    let geo_vault = || match (
+        config.backup.as_ref().and_then(|b| b.geo.as_ref()),
+        geo_identity_secret,
+    ) {
+        (Some(geo), Some(secret)) => Vault::connect(&config, &geo.kek, secret),
+        _ => Err(Error::Backup(
+            "this server has no geo-redundant copy of its backups (or its geo identity's \
+             secret did not come)"
+                .into(),
+        )),
+    };
     match task {
         AgentTask::ResetPassword => answer(out, reset_password(dir, &config, new_password)),
         AgentTask::AdoptKeyVersion => answer(out, adopt_key_version(dir, &vault()?)),
         AgentTask::Fsck => answer(out, fsck(dir, &vault()?)),
-        AgentTask::BackupList => answer(out, failing(backup::tasks::list(dir, &config))),
+        AgentTask::BackupList => answer(
+            out,
+            failing(backup::tasks::list(
+                dir,
+                &config,
+                geo_vault().ok().as_ref().map(|v| v.kek.as_ref()),
+            )),
+        ),
         AgentTask::BackupCreate { kind } => {
             answer(out, failing(backup::tasks::create(dir, &config, *kind)))
         }
         AgentTask::BackupVerify => answer(out, failing(backup::tasks::verify(dir, &config))),
-        AgentTask::BackupKeyCheck => answer(out, check_backup_key(dir, &vault()?)),
+        AgentTask::BackupKeyCheck => {
+            answer(out, check_backup_key(&dir.wrapped_backup_key(), &vault()?))
+        }
+        AgentTask::GeoBackupKeyCheck => answer(
+            out,
+            check_backup_key(&dir.wrapped_geo_backup_key(), &geo_vault()?),
+        ),
         AgentTask::Logs { lines, follow } => {
             match logs(dir, &vault()?, *lines, *follow, RecordWriter::new(out)) {
                 // The reader went away: nothing left to do.
@@ -103,17 +129,25 @@ impl From<Error> for TaskFailure {
     }
 }
 
-/// The server's KEK, as its managed identity.
+/// One of the server's KEKs (its own, or its geo copy's), as the managed identity
+/// that reaches it.
 struct Vault<'a> {
     kek: Box<dyn KeyEncryptionKey>,
+    access: &'a KekAccess,
     config: &'a AgentConfig,
 }
 
 impl<'a> Vault<'a> {
-    /// Connects (lazily) as the managed identity whose secret is `secret`.
-    fn connect(config: &'a AgentConfig, secret: SecretBytes) -> Result<Self, Error> {
+    /// Connects (lazily) to the KEK `access` names as the managed identity whose
+    /// secret is `secret`.
+    fn connect(
+        config: &'a AgentConfig,
+        access: &'a KekAccess,
+        secret: SecretBytes,
+    ) -> Result<Self, Error> {
         Ok(Self {
-            kek: config.kek.connect(secret)?,
+            kek: access.connect(secret)?,
+            access,
             config,
         })
     }
@@ -144,7 +178,7 @@ impl<'a> Vault<'a> {
             wraps_dek,
             current,
             disabled,
-            follows_rotation: self.config.kek.key.is_versionless(),
+            follows_rotation: self.access.key.is_versionless(),
             reason,
         }))
     }
@@ -166,7 +200,9 @@ fn adopt_key_version(dir: &ServerDir, vault: &Vault<'_>) -> Result<Wrapping, Tas
     // by was disabled first), the server still starts, and `backup keys` names the
     // version they need.
     if vault.config.backup.is_some() && dir.wrapped_backup_key().exists() {
-        if let Err(e) = backup::key::follow(dir, vault.kek.as_ref(), &key.current) {
+        if let Err(e) =
+            backup::key::follow(&dir.wrapped_backup_key(), vault.kek.as_ref(), &key.current)
+        {
             tracing::warn!("re-wrapping the backup repository key: {e}");
         }
     }
@@ -224,8 +260,8 @@ fn reset_password(
 }
 
 /// Proves the vault unwraps the repository key; a refusal names its version.
-fn check_backup_key(dir: &ServerDir, vault: &Vault<'_>) -> Result<RepositoryKeyCheck, TaskFailure> {
-    let wrapped = backup::key::read_wrapped(dir)?;
+fn check_backup_key(file: &Path, vault: &Vault<'_>) -> Result<RepositoryKeyCheck, TaskFailure> {
+    let wrapped = backup::key::read_wrapped(file)?;
     let key = vault
         .kek
         .unwrap(&wrapped)

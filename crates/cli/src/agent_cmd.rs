@@ -57,6 +57,8 @@ pub enum AgentTaskCommand {
     BackupVerify,
     /// Prove the vault unwraps the repository key.
     BackupKeyCheck,
+    /// Prove the geo vault unwraps the geo-redundant copy's repository key.
+    GeoBackupKeyCheck,
 }
 
 impl From<AgentTaskCommand> for AgentTask {
@@ -70,6 +72,7 @@ impl From<AgentTaskCommand> for AgentTask {
             AgentTaskCommand::BackupCreate { kind } => AgentTask::BackupCreate { kind },
             AgentTaskCommand::BackupVerify => AgentTask::BackupVerify,
             AgentTaskCommand::BackupKeyCheck => AgentTask::BackupKeyCheck,
+            AgentTaskCommand::GeoBackupKeyCheck => AgentTask::GeoBackupKeyCheck,
         }
     }
 }
@@ -121,6 +124,7 @@ mod tests {
             AgentTask::BackupList,
             AgentTask::BackupVerify,
             AgentTask::BackupKeyCheck,
+            AgentTask::GeoBackupKeyCheck,
             AgentTask::BackupCreate {
                 kind: BackupKind::Incr,
             },

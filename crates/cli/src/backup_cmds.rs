@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use pgcmk_agent::contract::backup::{BackupCatalog, BackupKind, BackupSummary, BackupVerification};
+use pgcmk_agent::contract::backup::{
+    BackupCatalog, BackupKind, BackupSummary, BackupVerification, WalArchive,
+};
 use pgcmk_control::platform::{BackupKeys, CreateBackup};
 use serde::de::DeserializeOwned;
 
@@ -169,17 +171,34 @@ fn render_catalog(server: &str, catalog: &BackupCatalog) -> String {
         catalog.retention_days,
         catalog.key_version
     );
-    for b in &catalog.backups {
-        text.push_str(&format!("\n  {}", render_backup(b)));
-    }
-    match &catalog.wal {
-        Some(wal) => text.push_str(&format!(
-            "\narchived WAL: {} to {}",
-            wal.oldest_segment, wal.newest_segment
-        )),
-        None => text.push_str("\nno WAL archived yet"),
+    render_contents(&mut text, &catalog.backups, catalog.wal.as_ref());
+    if let Some(geo) = &catalog.geo {
+        text.push_str(&format!(
+            "\ngeo-redundant copy in {}: {} backup(s), under the repository key wrapped by {}",
+            geo.location,
+            geo.backups.len(),
+            geo.key_version
+        ));
+        if let Some(problem) = &geo.problem {
+            text.push_str(&format!("\n  WARNING: {problem}"));
+        }
+        render_contents(&mut text, &geo.backups, geo.wal.as_ref());
     }
     text
+}
+
+/// One repository's backups and archived WAL, appended to `text`.
+fn render_contents(text: &mut String, backups: &[BackupSummary], wal: Option<&WalArchive>) {
+    for b in backups {
+        text.push_str(&format!("\n  {}", render_backup(b)));
+    }
+    match wal {
+        Some(wal) => text.push_str(&format!(
+            "\n  archived WAL: {} to {}",
+            wal.oldest_segment, wal.newest_segment
+        )),
+        None => text.push_str("\n  no WAL archived yet"),
+    }
 }
 
 fn render_verification(v: &BackupVerification) -> String {
@@ -204,6 +223,9 @@ fn render_keys(keys: &BackupKeys) -> String {
     );
     for v in &keys.key_versions {
         text.push_str(&format!("\n  {v}"));
+    }
+    if let Some(v) = &keys.geo_key_version {
+        text.push_str(&format!("\n  {v} (the geo-redundant copy's)"));
     }
     text
 }

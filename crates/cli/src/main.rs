@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
 mod backup_cmds;
+mod backup_store_args;
 mod confirm;
 mod control_dir;
 mod dba_client;
@@ -18,6 +19,7 @@ mod demo;
 mod docs_cmds;
 mod error;
 mod fs_cmds;
+mod geo_backup_args;
 mod logging;
 mod name_arg;
 mod observability_args;

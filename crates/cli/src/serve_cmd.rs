@@ -15,6 +15,7 @@ use pgcmk_crypto::SecretBytes;
 use pgcmk_hostkeys::metrics_endpoint;
 use pgcmk_keyprovider::KeyReference;
 
+use crate::backup_store_args::BackupStoreArgs;
 use crate::error::CliError;
 use crate::logging::{self, LogFormat};
 use crate::observability_args::ObservabilityArgs;
@@ -65,6 +66,8 @@ pub struct ServeArgs {
     kmip_ca_files: Vec<PathBuf>,
     #[command(flatten)]
     observability: ObservabilityArgs,
+    #[command(flatten)]
+    backup_store: BackupStoreArgs,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -102,6 +105,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         .as_deref()
         .map(read_identity_secret)
         .transpose()?;
+    let (backup_store, backup_store_key) = args.backup_store.into_store()?;
     let config = PlatformConfig {
         state_dir: args.state_dir.clone(),
         vault,
@@ -119,6 +123,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             metrics: args.observability.metrics_listen.is_some(),
             json_logs: args.observability.log_format == LogFormat::Json,
         },
+        backup_store,
+        backup_store_key,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

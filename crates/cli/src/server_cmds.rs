@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::control_dir::ControlConnection;
 use crate::dba_client::DbaClient;
 use crate::error::CliError;
+use crate::geo_backup_args::GeoBackupArgs;
 use crate::name_arg::NameArg;
 use crate::password_out::PasswordSink;
 use crate::server_encryption::EncryptionArgs;
@@ -25,7 +26,7 @@ use crate::{confirm, output, server_logs, volume_check, Format};
 pub enum ServerCommand {
     /// Create a server (waits until it is Ready; prints the superuser password once).
     #[command(
-        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key"
+        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential"
     )]
     Create {
         /// Unique name: 3-63 lowercase letters, digits and '-'.
@@ -39,11 +40,13 @@ pub enum ServerCommand {
         /// Days of the server's backups kept: 1 to 35 (default 7).
         #[arg(long)]
         backup_retention_days: Option<u32>,
+        #[command(flatten)]
+        geo_backup: GeoBackupArgs,
     },
     /// Create a server from another server's backups, at a point in time or the latest
     /// archived one (waits until it is Ready; prints the superuser password once).
     #[command(
-        after_help = "Examples:\n  pgcmk server restore orders-before --source orders --point-in-time 2026-12-07T09:30:00Z\n  pgcmk server restore orders-copy --source orders --point-in-time latest -k https://VAULT/keys/other-key --identity orders-mi --identity-credential-file orders-mi.credential"
+        after_help = "Examples:\n  pgcmk server restore orders-before --source orders --point-in-time 2026-12-07T09:30:00Z\n  pgcmk server restore orders-copy --source orders --point-in-time latest -k https://VAULT/keys/other-key --identity orders-mi --identity-credential-file orders-mi.credential\n  pgcmk server restore orders-copy --source orders --point-in-time latest --repository 2   # from the geo-redundant copy"
     )]
     Restore(RestoreArgs),
     /// Show a server, its state and its events.
@@ -154,8 +157,14 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
     if let ServerCommand::Delete { name, yes } = &args.command {
         confirm::server_deletion(name.as_str(), *yes)?;
     }
-    // Creating a server includes initdb on the encrypted volume.
-    let api = DbaClient::open(&args.control, Duration::from_secs(180))?;
+    // Creating a server includes initdb on the encrypted volume; a restore, copying
+    // the backup and replaying the archived WAL (the control plane waits up to 20
+    // minutes for it).
+    let timeout = match args.command {
+        ServerCommand::Restore(_) => Duration::from_secs(21 * 60),
+        _ => Duration::from_secs(180),
+    };
+    let api = DbaClient::open(&args.control, timeout)?;
     let client = api.http();
     let url = |path: &str| api.servers_url(path);
     let as_dba = |request: reqwest::blocking::RequestBuilder| api.call(request);
@@ -165,12 +174,14 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             location,
             encryption,
             backup_retention_days,
+            geo_backup,
         } => {
             let body = CreateServer {
                 name: name.into_name(),
                 location,
                 protection: encryption.into_key_choice()?,
                 backup_retention_days,
+                geo_backup: geo_backup.into_choice()?,
             };
             (client.post(url("")).json(&body), render_created)
         }

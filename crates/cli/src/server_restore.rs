@@ -26,6 +26,10 @@ pub struct RestoreArgs {
     /// Days of the new server's backups kept: 1 to 35 (default 7).
     #[arg(long)]
     backup_retention_days: Option<u32>,
+    /// The source's repository to restore from: 1 (its own) or 2 (its geo-redundant
+    /// copy). Default: its own when its key unwraps, else the geo copy.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    repository: Option<u8>,
 }
 
 impl RestoreArgs {
@@ -38,6 +42,7 @@ impl RestoreArgs {
                 name: self.name.into_name(),
                 protection: self.encryption.into_key_choice()?,
                 backup_retention_days: self.backup_retention_days,
+                repository: self.repository,
             },
         ))
     }

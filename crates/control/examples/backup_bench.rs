@@ -10,7 +10,11 @@
 //! those this program waited for); then the WAL archive's lag behind
 //! `pg_current_wal_lsn()` while pgbench -c4 runs, and a point-in-time restore.
 //!
-//! Options: --scale N (140: about 2.1 GB), --pgbench-secs S (300).
+//! Then pgbench TPC-B with archiving on against the same cluster without (the plain
+//! one: a pgcmk server always archives).
+//!
+//! Options: --scale N (140: about 2.1 GB), --pgbench-secs S (300), --tpcb-secs S
+//! (120, each of the two TPC-B runs).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -28,12 +32,14 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 struct Args {
     scale: u32,
     pgbench_secs: u32,
+    tpcb_secs: u32,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         scale: 140,
         pgbench_secs: 300,
+        tpcb_secs: 120,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,7 +47,10 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--scale" => args.scale = value.parse().expect("--scale N"),
             "--pgbench-secs" => args.pgbench_secs = value.parse().expect("--pgbench-secs S"),
-            other => panic!("unknown option {other}: use --scale N --pgbench-secs S"),
+            "--tpcb-secs" => args.tpcb_secs = value.parse().expect("--tpcb-secs S"),
+            other => {
+                panic!("unknown option {other}: use --scale N --pgbench-secs S --tpcb-secs S")
+            }
         }
     }
     args
@@ -80,10 +89,18 @@ fn pgbench(port: u64, password: &str, args: &[&str]) -> String {
             "postgres",
         ])
         .env("PGPASSWORD", password)
-        .stderr(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "pgbench {args:?} failed");
+    assert!(
+        out.status.success(),
+        "pgbench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("progress"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -247,6 +264,50 @@ fn row(what: &str, bytes: u64, wall: f64, cpu: String) {
     );
 }
 
+/// The tps pgbench reports.
+fn tps_of(report: &str) -> f64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// pgbench -c4 -j2 TPC-B for `secs` on the plain cluster with pgBackRest's
+/// asynchronous archiving on, then on the same cluster restarted without it; each
+/// run after a checkpoint.
+fn tpcb_with_and_without_archiving(plain: &Plain, secs: u32) {
+    let port = u64::from(plain.port);
+    let secs = secs.to_string();
+    let run = || {
+        as_postgres(
+            &format!("{BIN}/psql"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+                "CHECKPOINT",
+            ],
+        );
+        tps_of(&pgbench(port, "", &["-c", "4", "-j", "2", "-T", &secs]))
+    };
+    eprintln!("TPC-B with archiving, then without, {secs} s each");
+    let with = run();
+    plain.stop(&plain.data());
+    plain.start(&plain.data(), plain.port, false);
+    let without = run();
+    println!(
+        "\npgbench TPC-B -c4 -j2 for {secs} s on the plain cluster: {with:.0} tps with \
+         pgBackRest's asynchronous archiving, {without:.0} tps without: {:.0} %",
+        100.0 * with / without
+    );
+}
+
 /// The segment number of WAL file `name` (16 MB segments).
 fn segment_number(name: &str) -> u64 {
     let log = u64::from_str_radix(&name[8..16], 16).unwrap();
@@ -382,6 +443,8 @@ fn main() {
         lags.get(lags.len() / 2).copied().unwrap_or(0),
         lags.last().copied().unwrap_or(0)
     );
+
+    tpcb_with_and_without_archiving(&plain, args.tpcb_secs);
 
     let at = s.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").unwrap();
     archive_marker(&s, "after-the-target");

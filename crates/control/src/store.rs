@@ -22,6 +22,12 @@ const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// The owner under which the platform identity's sealed secret is stored.
 pub const PLATFORM_IDENTITY: &str = "platform";
 
+/// The owner under which the sealed secret of server `id`'s geo identity (the one
+/// that reaches the key of its geo-redundant backups) is stored.
+pub fn geo_owner(id: &str) -> String {
+    format!("{id}/geo")
+}
+
 fn store_err(e: impl Into<redb::Error>) -> Error {
     Error::Store(StoreError::from(e.into()))
 }
@@ -141,15 +147,20 @@ impl Store {
         })
     }
 
-    /// Removes server `id` and its identity's sealed secret (its events stay in
+    /// Removes server `id` and its identities' sealed secrets (its events stay in
     /// the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {
+        let geo = geo_owner(id);
         self.with(|db| {
             let tx = db.begin_write().map_err(store_err)?;
-            for table in [SERVERS, IDENTITY_SECRETS] {
+            for (table, key) in [
+                (SERVERS, id),
+                (IDENTITY_SECRETS, id),
+                (IDENTITY_SECRETS, geo.as_str()),
+            ] {
                 tx.open_table(table)
                     .map_err(store_err)?
-                    .remove(id)
+                    .remove(key)
                     .map_err(store_err)?;
             }
             tx.commit().map_err(store_err)

@@ -31,6 +31,44 @@ pub fn new_wrapped_dek(
     identity: &str,
     req: &Requirements<'_>,
 ) -> Result<(Dek, WrappedDek), Error> {
+    let check: &VaultCheck<'_> = &|vault| check_vault(vault, req.location);
+    let (dek, wrapped, _) = validated_wrap(kek, identity, req.customer_managed.then_some(check))?;
+    Ok((dek, wrapped))
+}
+
+/// The geo key of a server in `server_location`: checked as a customer's key, its
+/// vault must tell its location, which must be another than the server's (the
+/// paired location, where the geo-redundant copy is kept). Returns a new
+/// repository key wrapped by it, and that location.
+pub fn new_geo_wrapped_key(
+    kek: &dyn KeyEncryptionKey,
+    identity: &str,
+    server_location: &str,
+) -> Result<(Dek, WrappedDek, String), Error> {
+    let key = kek.reference();
+    let check: &VaultCheck<'_> = &|vault| {
+        check_vault_protection(&vault.protection, &vault.vault)?;
+        check_geo_location(vault.location.as_deref(), &vault.vault, server_location)
+    };
+    match validated_wrap(kek, identity, Some(check))? {
+        (dek, wrapped, Some(location)) => Ok((dek, wrapped, location)),
+        _ => Err(invalid(format!(
+            "geo key {key} is not in a key vault whose location this platform knows: use a \
+             key in a vault of the platform's vault service in the paired location"
+        ))),
+    }
+}
+
+/// A check of the key's vault (protections, location).
+type VaultCheck<'a> = dyn Fn(&VaultFacts) -> Result<(), Error> + 'a;
+
+/// Checks the key (and its vault with `vault_check`), then wraps and unwraps a new
+/// random key with it as `identity`; that key, wrapped, and the vault's location.
+fn validated_wrap(
+    kek: &dyn KeyEncryptionKey,
+    identity: &str,
+    vault_check: Option<&VaultCheck<'_>>,
+) -> Result<(Dek, WrappedDek, Option<String>), Error> {
     let key = kek.reference();
     let denied = |e, what| denied(e, key, what);
     let description = kek.describe().map_err(|e| {
@@ -46,9 +84,10 @@ pub fn new_wrapped_dek(
     )?;
     // A key vault serving many customers must keep a deleted key recoverable and
     // be where the server is; a token or KMIP server is the customer's own.
-    if let (true, Some(vault)) = (req.customer_managed, &description.vault) {
-        check_vault(vault, req.location)?;
+    if let (Some(vault_check), Some(vault)) = (vault_check, &description.vault) {
+        vault_check(vault)?;
     }
+    let location = description.vault.as_ref().and_then(|v| v.location.clone());
     let dek = Dek::generate()?;
     let wrapped = kek.wrap(&dek).map_err(|e| {
         denied(
@@ -67,7 +106,7 @@ pub fn new_wrapped_dek(
             "key {key} returned a different DEK on unwrap: the vault is misbehaving"
         )));
     }
-    Ok((dek, wrapped))
+    Ok((dek, wrapped, location))
 }
 
 /// The key's state, validity window (at `now`, Unix seconds), type and size.
@@ -143,6 +182,27 @@ fn check_location(vault_location: Option<&str>, vault: &str, server: &str) -> Re
             "the location of vault {vault} is unknown to this platform: use a vault of the \
              platform's vault service (a vault that does not tell its location to the \
              identity cannot be checked)"
+        ))),
+    }
+}
+
+/// The geo key's vault must be in another location than the server: a copy in
+/// the server's own location is no geo-redundant copy.
+fn check_geo_location(
+    vault_location: Option<&str>,
+    vault: &str,
+    server: &str,
+) -> Result<(), Error> {
+    match vault_location {
+        Some(l) if l != server => Ok(()),
+        Some(l) => Err(invalid(format!(
+            "the geo key's vault {vault} is in location '{l}', the server's own: a \
+             geo-redundant copy is kept in another location; use a key from a vault in the \
+             paired location"
+        ))),
+        None => Err(invalid(format!(
+            "the location of the geo key's vault {vault} is unknown to this platform: use a \
+             vault of the platform's vault service in the paired location"
         ))),
     }
 }
@@ -267,6 +327,22 @@ mod tests {
             .to_string();
         assert!(err.contains("is in location 'eastus'"), "{err}");
         let err = check_location(None, "v", "westeurope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown to this platform"), "{err}");
+    }
+
+    #[test]
+    fn the_geo_vault_must_be_in_another_location() {
+        check_geo_location(Some("northeurope"), "v", "westeurope").unwrap();
+        let err = check_geo_location(Some("westeurope"), "v", "westeurope")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'westeurope', the server's own") && err.contains("paired location"),
+            "{err}"
+        );
+        let err = check_geo_location(None, "v", "westeurope")
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown to this platform"), "{err}");

@@ -22,18 +22,7 @@ fn shared_stack() -> Held<Stack> {
 
 /// `pgcmk server restore --source SOURCE --name NAME --point-in-time AT`, service-managed.
 fn restore(stack: &Stack, source: &str, name: &str, at: &str) -> Result<Created, String> {
-    stack
-        .cp
-        .try_server(&[
-            "restore",
-            "--source",
-            source,
-            "--name",
-            name,
-            "--point-in-time",
-            at,
-        ])
-        .map(|v| Created::from(&v))
+    restore_with(stack, source, name, at, &[])
 }
 
 fn rows(s: &Created, table: &str) -> String {

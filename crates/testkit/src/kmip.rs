@@ -72,7 +72,7 @@ pub struct KmipServer {
 }
 
 /// The workspace's virtualenv, where `scripts/setup` installs PyKMIP.
-fn venv_bin(program: &str) -> PathBuf {
+pub(crate) fn venv_bin(program: &str) -> PathBuf {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin");
     let path = bin.join(program);
     assert!(
@@ -89,7 +89,7 @@ fn name(cn: &str) -> DistinguishedName {
     dn
 }
 
-fn ca(cn: &str) -> (String, Issuer<'static, KeyPair>) {
+pub(crate) fn ca(cn: &str) -> (String, Issuer<'static, KeyPair>) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name = name(cn);
@@ -114,7 +114,7 @@ fn leaf(
     (cert.pem(), key.serialize_pem())
 }
 
-fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

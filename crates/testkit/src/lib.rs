@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod azurite;
 pub mod binary;
 pub mod cli;
 pub mod kmip;

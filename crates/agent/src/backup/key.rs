@@ -1,6 +1,9 @@
 //! The repository key: a random 256-bit key per backup repository, wrapped by the
-//! repository's KEK (RSA-OAEP-256, like the DEK) and stored beside the wrapped DEK.
-//! pgBackRest's `repo1-cipher-pass` is its hex form.
+//! repository's KEK (RSA-OAEP-256, like the DEK) and stored beside the wrapped DEK:
+//! the server's own repository's by the server's KEK, the geo-redundant copy's by
+//! the geo key ([`crate::contract::ServerDir::wrapped_geo_backup_key`]). Each is
+//! re-wrapped only when its own KEK rotates. pgBackRest's `repoN-cipher-pass` is its
+//! hex form.
 //!
 //! Why not derived from the DEK: a pgBackRest repository's passphrase can never
 //! change, so it must outlive a DEK rotation; a second repository (geo copy) must
@@ -12,6 +15,8 @@
 use pgcmk_crypto::Dek;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 use zeroize::Zeroizing;
+
+use std::path::Path;
 
 use crate::contract::server_dir::{read_json, write_json_atomic};
 use crate::contract::ServerDir;
@@ -30,16 +35,17 @@ pub(crate) fn ensure_wrapped(dir: &ServerDir, kek: &dyn KeyEncryptionKey) -> Res
     Ok(())
 }
 
-/// Re-wraps the stored repository key with the key version `to` (the one that
-/// wraps the DEK now) when another wraps it: no backup is rewritten, and the
-/// version it was wrapped by is no longer needed for them. The old version it
+/// Re-wraps the repository key stored in `file` with the key version `to` (for
+/// the server's own repository, the one that wraps the DEK now; for the geo copy,
+/// the geo key's current one) when another wraps it: no backup is rewritten, and
+/// the version it was wrapped by is no longer needed for them. The old version it
 /// moves from; `None` when there was nothing to do.
 pub(crate) fn follow(
-    dir: &ServerDir,
+    file: &Path,
     kek: &dyn KeyEncryptionKey,
     to: &KeyVersionId,
 ) -> Result<Option<KeyVersionId>, Error> {
-    let wrapped = read_wrapped(dir)?;
+    let wrapped = read_wrapped(file)?;
     if &wrapped.kek == to {
         return Ok(None);
     }
@@ -51,7 +57,7 @@ pub(crate) fn follow(
             got: Box::new(rewrapped.kek),
         });
     }
-    write_json_atomic(&dir.wrapped_backup_key(), &rewrapped)?;
+    write_json_atomic(file, &rewrapped)?;
     tracing::info!(
         "backup repository key re-wrapped with {to} (was {})",
         wrapped.kek
@@ -59,14 +65,14 @@ pub(crate) fn follow(
     Ok(Some(wrapped.kek))
 }
 
-/// The stored wrapped repository key.
-pub(crate) fn read_wrapped(dir: &ServerDir) -> Result<WrappedDek, Error> {
-    read_json(&dir.wrapped_backup_key())
+/// The wrapped repository key stored in `file`.
+pub(crate) fn read_wrapped(file: &Path) -> Result<WrappedDek, Error> {
+    read_json(file)
 }
 
-/// The repository key, unwrapped through the vault.
-pub(crate) fn unwrap(dir: &ServerDir, kek: &dyn KeyEncryptionKey) -> Result<Dek, Error> {
-    Ok(kek.unwrap(&read_wrapped(dir)?)?)
+/// The repository key stored in `file`, unwrapped through the vault.
+pub(crate) fn unwrap(file: &Path, kek: &dyn KeyEncryptionKey) -> Result<Dek, Error> {
+    Ok(kek.unwrap(&read_wrapped(file)?)?)
 }
 
 /// pgBackRest's passphrase for the repository whose key is `key`.

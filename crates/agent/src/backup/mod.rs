@@ -10,7 +10,15 @@
 //! pgBackRest's configuration, holding the passphrase, lives on the server's
 //! encrypted mount: when the key is revoked the mount goes, and with it archiving
 //! and backups.
+//!
+//! A server may have a geo-redundant copy: pgBackRest's `repo2`, under its own
+//! repository key wrapped by a key in a vault of another location. WAL is pushed
+//! to both; each repository has its own schedule. While the geo key is refused,
+//! `repo2` is taken out of the configuration, so the server's own backups and
+//! archiving go on; when it is back, `repo2` gets a full backup at once (its WAL
+//! has a gap).
 
+pub(crate) mod geo;
 pub(crate) mod info;
 pub(crate) mod key;
 pub(crate) mod pgbackrest;
@@ -23,14 +31,14 @@ use std::time::{Duration, Instant};
 
 use pgcmk_crypto::Dek;
 
-use crate::contract::backup::BackupKind;
+use crate::contract::backup::{BackupKind, Repository};
 use crate::contract::{Actor, BackupConfig, ServerDir};
 use crate::error::IoContext;
 use crate::postgres::{PgInstall, PgLayout, Postgres};
 use crate::report::Reporter;
 use crate::sys::{self, Signal};
 use crate::Error;
-use pgbackrest::PgBackRest;
+use pgbackrest::{PgBackRest, RepositoryKeys};
 use schedule::Schedule;
 
 /// Seconds after which a quiet server switches to a new WAL segment, so what it
@@ -48,47 +56,88 @@ const RETRY_AFTER_FAILURE: i64 = 600;
 /// and the backup it runs in the background, if any.
 pub(crate) struct Backups {
     engine: PgBackRest,
+    config: BackupConfig,
     schedule: Schedule,
     /// The stanza was checked against the cluster since the mount.
     stanza_ready: bool,
-    /// When the last full backup and the last backup finished (Unix seconds), as
-    /// the repository listed them; `None` until read since PostgreSQL started or
-    /// since the last backup ended.
-    finished: Option<(Option<i64>, Option<i64>)>,
+    /// The geo-redundant copy is in pgBackRest's configuration (its key unwrapped).
+    geo_active: bool,
+    /// Per repository (primary, geo): when the last full backup and the last
+    /// backup finished (Unix seconds), as the repository listed them; `None` until
+    /// read since PostgreSQL started or since that repository's last backup ended.
+    finished: [Option<LastBackups>; 2],
     /// No scheduled backup is started before this (after a failure).
     not_before: i64,
-    job: Option<(Child, BackupKind)>,
+    job: Option<(Child, BackupKind, Repository)>,
 }
 
+/// When a repository's last full backup and last backup of any kind finished.
+type LastBackups = (Option<i64>, Option<i64>);
+
+/// The repositories in the order their due backups are taken.
+const REPOSITORIES: [Repository; 2] = [Repository::Primary, Repository::Geo];
+
 impl Backups {
-    /// Configures pgBackRest on the mount of the server in `dir` with the
-    /// repository key `key`, and PostgreSQL `pg` to archive its WAL through it.
+    /// Configures pgBackRest on the mount of the server in `dir` with its
+    /// repositories' `keys` (the geo copy's when it has one and the geo key
+    /// unwrapped it), and PostgreSQL `pg` to archive its WAL through it.
     pub(crate) fn configure(
         dir: &ServerDir,
         server_id: &str,
         backup: &BackupConfig,
-        key: &Dek,
+        keys: &RepositoryKeys<'_>,
         pg: &mut Postgres,
     ) -> Result<Self, Error> {
         let engine = PgBackRest::new(dir, server_id, PgInstall::discover()?)?;
-        engine.configure(pg.layout(), backup, key)?;
+        engine.configure(pg.layout(), backup, keys)?;
         pg.set("archive_mode", "on".into());
         pg.set("archive_command", engine.archive_command());
         pg.set("archive_timeout", ARCHIVE_TIMEOUT.into());
         Ok(Self {
             engine,
+            config: backup.clone(),
             schedule: Schedule::of(backup),
             stanza_ready: false,
-            finished: None,
+            geo_active: backup.geo.is_some() && keys.geo.is_some(),
+            finished: [None, None],
             not_before: 0,
             job: None,
         })
     }
 
+    /// True when the geo-redundant copy is kept up to date now.
+    pub(crate) fn geo_active(&self) -> bool {
+        self.geo_active
+    }
+
+    /// Puts the geo-redundant copy back with its key `geo_key` (the geo key
+    /// unwrapped it again), or takes it out (`None`: the geo key is refused). A
+    /// geo backup under way when it goes is ended; when it comes back, its next
+    /// backup is a full one (the WAL of the time between is not in it).
+    pub(crate) fn set_geo(&mut self, geo_key: Option<&Dek>) -> Result<(), Error> {
+        if self.config.geo.is_none() {
+            return Ok(());
+        }
+        if geo_key.is_none() && matches!(self.job, Some((_, _, Repository::Geo))) {
+            self.end_job();
+        }
+        self.engine.set_geo(&self.config, geo_key)?;
+        self.geo_active = geo_key.is_some();
+        self.finished[1] = self.geo_active.then_some((None, None));
+        Ok(())
+    }
+
+    /// The repositories backed up now.
+    fn active(&self) -> impl Iterator<Item = Repository> + '_ {
+        REPOSITORIES
+            .into_iter()
+            .filter(|r| *r == Repository::Primary || self.geo_active)
+    }
+
     /// Before PostgreSQL starts: the stanza exists and matches the cluster, so the
     /// first segment it archives has somewhere to go.
     pub(crate) fn before_start(&mut self, layout: &PgLayout) -> Result<(), Error> {
-        self.finished = None;
+        self.finished = [None, None];
         if self.stanza_ready || !layout.data_dir.join("PG_VERSION").exists() {
             return Ok(());
         }
@@ -102,8 +151,8 @@ impl Backups {
     /// repository has none: a new server).
     pub(crate) fn supervise(&mut self, reporter: &Reporter) {
         let now = unix_now();
-        if let Some((job, kind)) = self.job.as_mut() {
-            let what = format!("the scheduled {} backup", kind.as_str());
+        if let Some((job, kind, repo)) = self.job.as_mut() {
+            let what = describe(*kind, *repo);
             match job.try_wait() {
                 Ok(None) => return,
                 Ok(Some(status)) if status.success() => {
@@ -119,44 +168,48 @@ impl Backups {
                 }
                 Err(e) => tracing::warn!("waiting for the backup: {e}"),
             }
+            let index = usize::from(*repo == Repository::Geo);
             self.job = None;
-            self.finished = None;
+            self.finished[index] = None;
         }
         if now < self.not_before {
             return;
         }
-        let (last_full, last_any) = match self.finished {
-            Some(finished) => finished,
-            None => match self.last_finished() {
-                Ok(finished) => *self.finished.insert(finished),
+        let repositories: Vec<Repository> = self.active().collect();
+        for repo in repositories {
+            let index = usize::from(repo == Repository::Geo);
+            let (last_full, last_any) = match self.finished[index] {
+                Some(finished) => finished,
+                None => match self.last_finished(repo) {
+                    Ok(finished) => *self.finished[index].insert(finished),
+                    Err(e) => {
+                        self.not_before = now + RETRY_AFTER_FAILURE;
+                        return tracing::warn!("reading the backup repository: {e}");
+                    }
+                },
+            };
+            let Some(kind) = self.schedule.due(now, last_full, last_any) else {
+                continue;
+            };
+            match self.start_backup(kind, repo) {
+                Ok(child) => {
+                    reporter.event(Actor::Agent, "backup started", &describe(kind, repo));
+                    self.job = Some((child, kind, repo));
+                }
                 Err(e) => {
                     self.not_before = now + RETRY_AFTER_FAILURE;
-                    return tracing::warn!("reading the backup repository: {e}");
+                    reporter.event(Actor::Agent, "backup failed", &e.to_string());
                 }
-            },
-        };
-        let Some(kind) = self.schedule.due(now, last_full, last_any) else {
+            }
             return;
-        };
-        match self.start_backup(kind) {
-            Ok(child) => {
-                reporter.event(
-                    Actor::Agent,
-                    "backup started",
-                    &format!("the scheduled {} backup", kind.as_str()),
-                );
-                self.job = Some((child, kind));
-            }
-            Err(e) => {
-                self.not_before = now + RETRY_AFTER_FAILURE;
-                reporter.event(Actor::Agent, "backup failed", &e.to_string());
-            }
         }
     }
 
-    /// When the last full backup and the last backup of any kind finished.
-    fn last_finished(&self) -> Result<(Option<i64>, Option<i64>), Error> {
-        let text = self.engine.run(&["info", "--output=json"])?;
+    /// When the last full backup and the last backup of any kind in `repo`
+    /// finished.
+    fn last_finished(&self, repo: Repository) -> Result<LastBackups, Error> {
+        let repo_arg = format!("--repo={}", repo.number());
+        let text = self.engine.run(&[&repo_arg, "info", "--output=json"])?;
         let stanza = info::parse(&text).map_err(Error::Backup)?;
         let last_full = stanza
             .backup
@@ -168,13 +221,26 @@ impl Backups {
         Ok((last_full, last_any))
     }
 
-    /// Starts a backup in the background; it gets SIGTERM if the agent dies.
-    fn start_backup(&self, kind: BackupKind) -> Result<Child, Error> {
+    /// Starts a backup to `repo` in the background; it gets SIGTERM if the agent
+    /// dies.
+    fn start_backup(&self, kind: BackupKind, repo: Repository) -> Result<Child, Error> {
         let kind_arg = format!("--type={}", kind.as_str());
-        let mut cmd = self.engine.command(&["backup", &kind_arg]);
+        let repo_arg = format!("--repo={}", repo.number());
+        let mut cmd = self.engine.command(&[&repo_arg, "backup", &kind_arg]);
         cmd.stdout(Stdio::null());
         sys::die_with_parent(&mut cmd, Signal::Term);
         cmd.spawn().ctx(|| "starting pgbackrest backup")
+    }
+}
+
+/// A scheduled backup of `kind` to `repo`, in events.
+fn describe(kind: BackupKind, repo: Repository) -> String {
+    match repo {
+        Repository::Primary => format!("the scheduled {} backup", kind.as_str()),
+        Repository::Geo => format!(
+            "the scheduled {} backup of the geo-redundant copy (repo2)",
+            kind.as_str()
+        ),
     }
 }
 
@@ -190,7 +256,7 @@ impl Backups {
     /// [`JOB_STOP_GRACE`]. pgBackRest leaves it incomplete in the repository,
     /// where it is listed as no backup and the next backup resumes or removes it.
     pub(crate) fn end_job(&mut self) {
-        let Some((mut job, _)) = self.job.take() else {
+        let Some((mut job, _, _)) = self.job.take() else {
             return;
         };
         let _ = sys::send_signal(job.id(), Signal::Term);

@@ -10,10 +10,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pgcmk_crypto::Dek;
+use pgcmk_crypto::{Dek, SecretBytes};
 use zeroize::Zeroizing;
 
 use super::key;
+use crate::contract::backup::{AzureStore, Repository};
 use crate::contract::{BackupConfig, ServerDir};
 use crate::error::IoContext;
 use crate::postgres::{PgInstall, PgLayout};
@@ -61,51 +62,112 @@ impl PgBackRest {
     }
 
     /// Writes the configuration (mode 0600, PostgreSQL's user) and creates the log,
-    /// spool and lock directories beside it on the mount, and the repository.
+    /// spool and lock directories beside it on the mount, and the repository (a
+    /// local one); with `keys.geo`, the server's geo-redundant copy too (`repo2`).
     pub(crate) fn configure(
         &self,
         layout: &PgLayout,
         backup: &BackupConfig,
-        repository_key: &Dek,
+        keys: &RepositoryKeys<'_>,
     ) -> Result<(), Error> {
-        let user = self.install.user();
         let engine = &self.engine_dir;
         for path in [
             engine.clone(),
             engine.join("log"),
             engine.join("spool"),
             engine.join("lock"),
-            backup.repository.clone(),
         ] {
-            fs::create_dir_all(&path).ctx(|| format!("creating {}", path.display()))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
-                .ctx(|| format!("setting permissions of {}", path.display()))?;
-            user.chown(&path)?;
+            self.private_dir(&path)?;
         }
-        let text = self.render(engine, layout, backup, repository_key);
-        pgcmk_hostkeys::files::write_atomic(&self.config_file, text.as_bytes(), 0o600)?;
-        user.chown(&self.config_file)
+        let store =
+            match (&backup.azure, keys.storage) {
+                (None, _) => {
+                    self.private_dir(&backup.repository)?;
+                    None
+                }
+                (Some(azure), Some(key)) => Some((azure, key)),
+                (Some(_), None) => return Err(Error::Backup(
+                    "the backup repository is in Azure Blob Storage, but the storage account's \
+                     key did not come in the handshake (storage_key)"
+                        .into(),
+                )),
+            };
+        let mut text = self.render(engine, layout);
+        // Room for the repositories: no reallocation leaves a passphrase behind.
+        text.reserve(REPOSITORY_ROOM);
+        text.insert_str(
+            GLOBAL.len(),
+            &repository_lines(
+                1,
+                &backup.repository,
+                keys.cipher,
+                backup.retention_days,
+                store,
+            ),
+        );
+        self.write_config(&text)?;
+        self.set_geo(backup, keys.geo)
     }
 
-    /// The configuration file's text.
-    fn render(
+    /// Adds the geo-redundant copy (`repo2`) to the configuration with its key
+    /// `geo_key`, or takes it out with `None` (its key is refused): pgBackRest reads
+    /// the file at each command, so archiving and backups follow at once.
+    pub(crate) fn set_geo(
         &self,
-        engine: &Path,
-        layout: &PgLayout,
         backup: &BackupConfig,
-        repository_key: &Dek,
-    ) -> Zeroizing<String> {
+        geo_key: Option<&Dek>,
+    ) -> Result<(), Error> {
+        let old = Zeroizing::new(
+            fs::read_to_string(&self.config_file)
+                .ctx(|| format!("reading {}", self.config_file.display()))?,
+        );
+        let geo_lines = match (&backup.geo, geo_key) {
+            (Some(geo), Some(key)) => {
+                self.private_dir(&geo.repository)?;
+                Some(repository_lines(
+                    2,
+                    &geo.repository,
+                    key,
+                    backup.retention_days,
+                    None,
+                ))
+            }
+            _ => None,
+        };
+        self.write_config(&with_geo(&old, geo_lines.as_deref().map(String::as_str)))
+    }
+
+    /// True when the configuration names repository `repo` now (the geo copy is
+    /// taken out while its key is refused).
+    pub(crate) fn has_repository(&self, repo: Repository) -> Result<bool, Error> {
+        let text = Zeroizing::new(
+            fs::read_to_string(&self.config_file)
+                .ctx(|| format!("reading {}", self.config_file.display()))?,
+        );
+        let prefix = format!("repo{}-path=", repo.number());
+        Ok(text.lines().any(|l| l.starts_with(&prefix)))
+    }
+
+    /// Creates `path` (0700, PostgreSQL's user) when it is not there.
+    fn private_dir(&self, path: &Path) -> Result<(), Error> {
+        fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("setting permissions of {}", path.display()))?;
+        self.install.user().chown(path)
+    }
+
+    fn write_config(&self, text: &str) -> Result<(), Error> {
+        pgcmk_hostkeys::files::write_atomic(&self.config_file, text.as_bytes(), 0o600)?;
+        self.install.user().chown(&self.config_file)
+    }
+
+    /// The configuration file's text, without its repositories.
+    fn render(&self, engine: &Path, layout: &PgLayout) -> Zeroizing<String> {
         let mut text = Zeroizing::new(String::new());
-        let passphrase = key::passphrase(repository_key);
         // Writing to a String cannot fail.
         let _ = write!(
             text,
-            "[global]\n\
-             repo1-path={repo}\n\
-             repo1-cipher-type=aes-256-cbc\n\
-             repo1-cipher-pass={pass}\n\
-             repo1-retention-full-type=time\n\
-             repo1-retention-full={days}\n\
+            "{GLOBAL}\
              compress-type=zst\n\
              archive-async=y\n\
              archive-timeout={ARCHIVE_TIMEOUT_SECS}\n\
@@ -121,9 +183,6 @@ impl PgBackRest {
              pg1-path={data}\n\
              pg1-port={port}\n\
              pg1-socket-path={socket}\n",
-            repo = backup.repository.display(),
-            pass = passphrase.as_str(),
-            days = backup.retention_days,
             engine = engine.display(),
             stanza = self.stanza,
             data = layout.data_dir.display(),
@@ -198,6 +257,83 @@ impl PgBackRest {
     }
 }
 
+/// The first line of the configuration; the repositories' options follow it.
+const GLOBAL: &str = "[global]\n";
+
+/// Bytes reserved for the repositories' options (their paths are short).
+const REPOSITORY_ROOM: usize = 4096;
+
+/// The configuration `config` with the repository options of `repo2` replaced by
+/// `geo_lines` (none: no geo copy).
+fn with_geo(config: &str, geo_lines: Option<&str>) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(String::with_capacity(config.len() + REPOSITORY_ROOM));
+    for line in config.lines().filter(|l| !l.starts_with("repo2-")) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    if let Some(lines) = geo_lines {
+        text.insert_str(GLOBAL.len(), lines);
+    }
+    text
+}
+
+/// The keys of a server's repositories, for its pgBackRest configuration.
+pub(crate) struct RepositoryKeys<'a> {
+    /// The repository key of the server's own repository (`repo1`).
+    pub(crate) cipher: &'a Dek,
+    /// The geo-redundant copy's, when the server has one and the geo key unwrapped it.
+    pub(crate) geo: Option<&'a Dek>,
+    /// The storage account's shared key, for a repository in Azure Blob Storage.
+    pub(crate) storage: Option<&'a SecretBytes>,
+}
+
+/// pgBackRest's options of repository `n` at `path` (in the Azure container of
+/// `azure`, with the account's key, when given), encrypted with the passphrase of
+/// `key`, its full backups kept `days` days.
+fn repository_lines(
+    n: u8,
+    path: &Path,
+    key: &Dek,
+    days: u32,
+    azure: Option<(&AzureStore, &SecretBytes)>,
+) -> Zeroizing<String> {
+    let passphrase = key::passphrase(key);
+    let mut text = Zeroizing::new(String::with_capacity(REPOSITORY_ROOM));
+    // Writing to a String cannot fail.
+    let _ = write!(
+        text,
+        "repo{n}-path={path}\n\
+         repo{n}-cipher-type=aes-256-cbc\n\
+         repo{n}-cipher-pass={pass}\n\
+         repo{n}-retention-full-type=time\n\
+         repo{n}-retention-full={days}\n",
+        path = path.display(),
+        pass = passphrase.as_str(),
+    );
+    if let Some((store, account_key)) = azure {
+        let _ = write!(
+            text,
+            "repo{n}-type=azure\n\
+             repo{n}-azure-account={account}\n\
+             repo{n}-azure-container={container}\n\
+             repo{n}-azure-key={key}\n\
+             repo{n}-azure-uri-style={style}\n\
+             repo{n}-storage-host={host}\n\
+             repo{n}-storage-port={port}\n",
+            account = store.account,
+            container = store.container,
+            key = String::from_utf8_lossy(account_key.expose_secret()).trim(),
+            style = if store.path_style { "path" } else { "host" },
+            host = store.host,
+            port = store.port,
+        );
+        if let Some(ca) = &store.ca_file {
+            let _ = writeln!(text, "repo{n}-storage-ca-file={}", ca.display());
+        }
+    }
+    text
+}
+
 /// `word` quoted for the shell PostgreSQL runs `archive_command` with, and with
 /// `%` doubled as PostgreSQL's placeholders require.
 fn shell_word(word: &str) -> String {
@@ -207,6 +343,57 @@ fn shell_word(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_geo_copy_is_added_and_taken_out_of_the_configuration() {
+        let key = Dek::from_slice(&[0xcd; 32]).unwrap();
+        let repo1 = repository_lines(1, Path::new("/r1"), &key, 7, None);
+        let base = format!("{GLOBAL}{}compress-type=zst\n", repo1.as_str());
+        let repo2 = repository_lines(2, Path::new("/r2"), &key, 7, None);
+        let with = with_geo(&base, Some(&repo2));
+        assert!(
+            with.starts_with("[global]\nrepo2-path=/r2\n"),
+            "{}",
+            with.as_str()
+        );
+        assert!(with.contains(&format!("repo2-cipher-pass={}\n", "cd".repeat(32))));
+        assert!(with.contains("repo1-path=/r1\n") && with.ends_with("compress-type=zst\n"));
+        let without = with_geo(&with, None);
+        assert_eq!(without.as_str(), base);
+        assert_eq!(with_geo(&with, Some(&repo2)).as_str(), with.as_str());
+    }
+
+    #[test]
+    fn a_repository_in_azure_names_its_container_and_endpoint() {
+        let key = Dek::from_slice(&[1; 32]).unwrap();
+        let store = AzureStore {
+            account: "acct".into(),
+            container: "backups".into(),
+            host: "127.0.0.1".into(),
+            port: 10443,
+            ca_file: Some("/ca.pem".into()),
+            path_style: true,
+        };
+        let account_key = SecretBytes::new(b"a2V5\n".to_vec());
+        let lines = repository_lines(1, Path::new("/id"), &key, 7, Some((&store, &account_key)));
+        for expected in [
+            "repo1-type=azure\n",
+            "repo1-azure-account=acct\n",
+            "repo1-azure-container=backups\n",
+            "repo1-azure-key=a2V5\n",
+            "repo1-azure-uri-style=path\n",
+            "repo1-storage-host=127.0.0.1\n",
+            "repo1-storage-port=10443\n",
+            "repo1-storage-ca-file=/ca.pem\n",
+            "repo1-path=/id\n",
+        ] {
+            assert!(
+                lines.contains(expected),
+                "{expected} not in {}",
+                lines.as_str()
+            );
+        }
+    }
 
     #[test]
     fn shell_words_survive_quotes_and_percent_signs() {

@@ -10,9 +10,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use pgcmk_crypto::{Dek, SecretBytes};
+use pgcmk_crypto::SecretBytes;
 
-use super::pgbackrest::PgBackRest;
+use super::pgbackrest::{PgBackRest, RepositoryKeys};
 use crate::contract::backup::{RestoreSource, RestoreTarget, DEFAULT_RETENTION_DAYS};
 use crate::contract::{BackupConfig, ServerDir};
 use crate::error::IoContext;
@@ -23,23 +23,27 @@ use crate::Error;
 /// How long replaying the source's WAL up to the target may take.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Restores `source` into the volume `serving` has mounted (PostgreSQL stopped
-/// again at the end), and gives the superuser `password`. pgBackRest's files for
+/// Restores `source` (whose repository `source_keys` open) into the volume
+/// `serving` has mounted (PostgreSQL stopped again at the end), and gives the
+/// superuser `password`. pgBackRest's files for
 /// the source's repository, its passphrase among them, are removed from the mount
 /// whether or not it succeeded.
 pub(crate) fn restore(
     dir: &ServerDir,
     serving: &mut Serving,
     source: &RestoreSource,
-    source_key: &Dek,
+    source_keys: &RepositoryKeys<'_>,
     password: &SecretBytes,
 ) -> Result<(), Error> {
     let result = (|| {
         let install = PgInstall::discover()?;
         let layout = serving.pg.layout().clone();
         let engine = PgBackRest::at(dir.restore_engine_dir(), &source.stanza, install.clone())?;
-        let repository = BackupConfig::new(source.repository.clone(), DEFAULT_RETENTION_DAYS);
-        engine.configure(&layout, &repository, source_key)?;
+        let repository = BackupConfig {
+            azure: source.azure.clone(),
+            ..BackupConfig::new(source.repository.clone(), DEFAULT_RETENTION_DAYS)
+        };
+        engine.configure(&layout, &repository, source_keys)?;
         let data = &layout.data_dir;
         fs::create_dir_all(data).ctx(|| format!("creating {}", data.display()))?;
         fs::set_permissions(data, fs::Permissions::from_mode(0o700))

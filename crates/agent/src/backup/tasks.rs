@@ -2,6 +2,7 @@
 //! pgBackRest's configuration on the live mount, so they work only while the
 //! server's key is accessible and it serves.
 
+use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -9,7 +10,8 @@ use super::info::{self, BackupSet};
 use super::key;
 use super::pgbackrest::PgBackRest;
 use crate::contract::backup::{
-    BackupCatalog, BackupKind, BackupSummary, BackupVerification, WalArchive,
+    BackupCatalog, BackupKind, BackupSummary, BackupVerification, GeoCatalog, Repository,
+    WalArchive,
 };
 use crate::contract::{AgentConfig, ServerDir};
 use crate::error::IoContext;
@@ -34,16 +36,77 @@ fn engine(dir: &ServerDir, config: &AgentConfig) -> Result<PgBackRest, Error> {
     PgBackRest::new(dir, &config.server_id, PgInstall::discover()?)
 }
 
-/// The complete backups and the archived WAL.
-pub(crate) fn list(dir: &ServerDir, config: &AgentConfig) -> Result<BackupCatalog, Error> {
+/// The complete backups and the archived WAL; with `geo_kek` (the geo key, as the
+/// geo identity), the geo-redundant copy's too, and whether the geo key unwraps
+/// the copy's key now.
+pub(crate) fn list(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    geo_kek: Option<&dyn KeyEncryptionKey>,
+) -> Result<BackupCatalog, Error> {
     let engine = engine(dir, config)?;
     let retention_days = config.backup.as_ref().map_or(0, |b| b.retention_days);
-    let stanza = info::parse(&engine.run(&["info", "--output=json"])?).map_err(Error::Backup)?;
-    let key_version = key::read_wrapped(dir)?.kek;
+    let key_version = key::read_wrapped(&dir.wrapped_backup_key())?.kek;
+    let (backups, wal) = repository_contents(&engine, Repository::Primary, &key_version)?;
+    let geo = match config.backup.as_ref().and_then(|b| b.geo.as_ref()) {
+        Some(geo) => Some(geo_catalog(dir, &engine, &geo.location, geo_kek)?),
+        None => None,
+    };
+    Ok(BackupCatalog {
+        backups,
+        wal,
+        key_version,
+        retention_days,
+        geo,
+    })
+}
+
+/// The geo-redundant copy at `location`: its backups while it is in pgBackRest's
+/// configuration, and why not when the geo key is refused now.
+fn geo_catalog(
+    dir: &ServerDir,
+    engine: &PgBackRest,
+    location: &str,
+    geo_kek: Option<&dyn KeyEncryptionKey>,
+) -> Result<GeoCatalog, Error> {
+    let file = dir.wrapped_geo_backup_key();
+    let key_version = key::read_wrapped(&file)?.kek;
+    let problem = match geo_kek {
+        Some(kek) => key::unwrap(&file, kek).err().map(|e| {
+            format!(
+                "the geo key refuses the copy's repository key ({e}): the copy is not kept \
+                 up to date; give the geo identity get, wrapKey and unwrapKey on it again"
+            )
+        }),
+        None => Some("the geo identity's secret is not available to this run".into()),
+    };
+    let (backups, wal) = if engine.has_repository(Repository::Geo)? {
+        repository_contents(engine, Repository::Geo, &key_version)?
+    } else {
+        (Vec::new(), None)
+    };
+    Ok(GeoCatalog {
+        location: location.to_string(),
+        key_version,
+        problem,
+        backups,
+        wal,
+    })
+}
+
+/// The complete backups and archived WAL of `repo`.
+fn repository_contents(
+    engine: &PgBackRest,
+    repo: Repository,
+    key_version: &KeyVersionId,
+) -> Result<(Vec<BackupSummary>, Option<WalArchive>), Error> {
+    let repo_arg = format!("--repo={}", repo.number());
+    let text = engine.run(&[&repo_arg, "info", "--output=json"])?;
+    let stanza = info::parse(&text).map_err(Error::Backup)?;
     let backups = stanza
         .backup
         .iter()
-        .map(|set| summary(set, &key_version))
+        .map(|set| summary(set, key_version))
         .collect::<Result<_, _>>()?;
     let wal = stanza.archive.last().and_then(|range| {
         Some(WalArchive {
@@ -51,12 +114,7 @@ pub(crate) fn list(dir: &ServerDir, config: &AgentConfig) -> Result<BackupCatalo
             newest_segment: range.max.clone()?,
         })
     });
-    Ok(BackupCatalog {
-        backups,
-        wal,
-        key_version,
-        retention_days,
-    })
+    Ok((backups, wal))
 }
 
 /// pgBackRest's exit code when another of its processes holds the stanza's lock.
@@ -103,7 +161,7 @@ pub(crate) fn create(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let catalog = list(dir, config)?;
+    let catalog = list(dir, config, None)?;
     catalog
         .backups
         .into_iter()
@@ -162,10 +220,7 @@ fn read_verification(text: &str) -> BackupVerification {
 }
 
 /// A backup set as the contract tells it.
-fn summary(
-    set: &BackupSet,
-    key_version: &pgcmk_keyprovider::KeyVersionId,
-) -> Result<BackupSummary, Error> {
+fn summary(set: &BackupSet, key_version: &KeyVersionId) -> Result<BackupSummary, Error> {
     Ok(BackupSummary {
         label: set.label.clone(),
         kind: set.kind.parse().map_err(Error::Backup)?,

@@ -29,6 +29,83 @@ pub struct BackupConfig {
     /// Hours between backups (differential between full ones).
     #[serde(default = "default_diff_every_hours")]
     pub diff_every_hours: u32,
+    /// The geo-redundant copy (pgBackRest's `repo2`), when the DBA asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<GeoRepository>,
+    /// When the repository is kept in Azure Blob Storage rather than a local
+    /// directory: where (`repository` is then its path in the container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStore>,
+}
+
+/// An Azure Blob Storage container that holds repositories (pgBackRest's `azure`
+/// repository type). The account's shared key is a secret: it comes in the
+/// agent's handshake (`storage_key`) and is written only to pgBackRest's
+/// configuration on the encrypted mount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureStore {
+    /// The storage account.
+    pub account: String,
+    /// The container (it must exist).
+    pub container: String,
+    /// The Blob service's host name or address, and port.
+    pub host: String,
+    /// Its HTTPS port.
+    pub port: u16,
+    /// A PEM CA bundle to trust instead of the system roots (a private endpoint,
+    /// an emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The account in the URL's path (`https://HOST/ACCOUNT/CONTAINER`, as Azurite
+    /// and private endpoints by address) rather than in the host name.
+    pub path_style: bool,
+}
+
+/// The geo-redundant copy of a server's backups: a second pgBackRest repository
+/// (`repo2`) in another location, encrypted under its own random key wrapped by a
+/// key in a vault of that location, reached through its own managed identity
+/// (whose secret comes in the handshake as `geo_identity_secret`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeoRepository {
+    /// The location of the geo key's vault, where the copy is kept.
+    pub location: String,
+    /// The repository's directory.
+    pub repository: PathBuf,
+    /// How to reach the geo key.
+    pub kek: KekAccess,
+}
+
+/// One of a server's backup repositories.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Repository {
+    /// `repo1`, in the server's location, under the server's key.
+    #[default]
+    Primary,
+    /// `repo2`, the geo-redundant copy, under the geo key.
+    Geo,
+}
+
+impl Repository {
+    /// pgBackRest's index of the repository (`--repo=N`, `repoN-...`).
+    pub fn number(self) -> u8 {
+        match self {
+            Repository::Primary => 1,
+            Repository::Geo => 2,
+        }
+    }
+
+    /// The repository whose pgBackRest index is `n`.
+    pub fn from_number(n: u8) -> Result<Self, String> {
+        match n {
+            1 => Ok(Repository::Primary),
+            2 => Ok(Repository::Geo),
+            other => Err(format!(
+                "there is no backup repository {other}: use 1 (the server's own) or 2 (its \
+                 geo-redundant copy)"
+            )),
+        }
+    }
 }
 
 impl BackupConfig {
@@ -39,6 +116,8 @@ impl BackupConfig {
             retention_days,
             full_every_hours: DEFAULT_FULL_EVERY_HOURS,
             diff_every_hours: DEFAULT_DIFF_EVERY_HOURS,
+            geo: None,
+            azure: None,
         }
     }
 }
@@ -142,6 +221,26 @@ pub struct BackupCatalog {
     pub key_version: KeyVersionId,
     /// Days of backups kept: a restore reaches any point in that window.
     pub retention_days: u32,
+    /// The geo-redundant copy, when the server has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<GeoCatalog>,
+}
+
+/// The geo-redundant copy's backups, as `backup list` tells them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeoCatalog {
+    /// Where the copy is kept.
+    pub location: String,
+    /// The key version that wraps the copy's repository key.
+    pub key_version: KeyVersionId,
+    /// `None` when the geo key unwraps the copy's repository key now; else why the
+    /// copy is not kept up to date (the vault's refusal): backups and WAL then go
+    /// to the server's own repository only, and the server keeps serving.
+    pub problem: Option<String>,
+    /// Complete backups in the copy, oldest first.
+    pub backups: Vec<BackupSummary>,
+    /// The copy's archived WAL, when any.
+    pub wal: Option<WalArchive>,
 }
 
 /// The answer of [`crate::contract::task::AgentTask::BackupVerify`]: pgBackRest's
@@ -168,6 +267,12 @@ pub struct RestoreSource {
     pub server: String,
     /// The source's repository.
     pub repository: PathBuf,
+    /// Which of the source's repositories that is.
+    #[serde(default)]
+    pub repository_kind: Repository,
+    /// When that repository is in Azure Blob Storage: where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStore>,
     /// The source's stanza (its id).
     pub stanza: String,
     /// The source's repository key, wrapped by the source's KEK.
@@ -201,7 +306,7 @@ impl std::fmt::Display for RestoreTarget {
 }
 
 /// The answer of [`crate::contract::task::AgentTask::BackupKeyCheck`]: the vault
-/// unwrapped the repository key.
+/// unwrapped the repository's key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepositoryKeyCheck {
     /// The key version that wraps it.

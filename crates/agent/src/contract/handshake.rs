@@ -7,7 +7,7 @@
 //!
 //! ```json
 //! {"version": 2, "identity_secret": "…", "initial_password": "…", "new_password": "…",
-//!  "source_identity_secret": "…"}
+//!  "source_identity_secret": "…", "geo_identity_secret": "…", "storage_key": "…"}
 //! ```
 //!
 //! - `version` (required): 1 or 2 (version 2 added `new_password`). An agent
@@ -22,6 +22,11 @@
 //! - `source_identity_secret` (optional, version 2): present only for the first
 //!   start of a server restored from another's backups: the secret of the
 //!   identity through which the source's repository key is unwrapped.
+//! - `geo_identity_secret` (optional, version 2): present when the server has a
+//!   geo-redundant copy of its backups: the secret of the identity through which
+//!   the copy's repository key is unwrapped (`docs/backups.md`).
+//! - `storage_key` (optional, version 2): present when the server's repository (or,
+//!   at a restore, the source's) is in Azure Blob Storage: the account's shared key.
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -50,6 +55,11 @@ pub struct Handshake {
     /// For a server restored from another's backups, at its first start: the
     /// secret of the identity that unwraps the source's repository key.
     pub source_identity_secret: Option<SecretBytes>,
+    /// For a server with a geo-redundant copy of its backups: the secret of the
+    /// identity that unwraps the copy's repository key.
+    pub geo_identity_secret: Option<SecretBytes>,
+    /// For a repository in Azure Blob Storage: the storage account's shared key.
+    pub storage_key: Option<SecretBytes>,
 }
 
 impl Handshake {
@@ -60,6 +70,8 @@ impl Handshake {
             initial_password: None,
             new_password: None,
             source_identity_secret: None,
+            geo_identity_secret: None,
+            storage_key: None,
         }
     }
 }
@@ -79,6 +91,14 @@ impl std::fmt::Debug for Handshake {
             .field(
                 "source_identity_secret",
                 &self.source_identity_secret.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "geo_identity_secret",
+                &self.geo_identity_secret.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "storage_key",
+                &self.storage_key.as_ref().map(|_| "REDACTED"),
             )
             .finish()
     }
@@ -159,6 +179,10 @@ struct Wire<'a> {
     new_password: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     source_identity_secret: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    geo_identity_secret: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    storage_key: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -219,6 +243,8 @@ impl Handshake {
                 "source_identity_secret",
                 wire.source_identity_secret.is_some(),
             ),
+            ("geo_identity_secret", wire.geo_identity_secret.is_some()),
+            ("storage_key", wire.storage_key.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -237,6 +263,8 @@ impl Handshake {
             initial_password: wire.initial_password.map(secret_of),
             new_password: wire.new_password.map(secret_of),
             source_identity_secret: wire.source_identity_secret.map(secret_of),
+            geo_identity_secret: wire.geo_identity_secret.map(secret_of),
+            storage_key: wire.storage_key.map(secret_of),
         })
     }
 
@@ -251,13 +279,17 @@ impl Handshake {
                 "source identity secret",
                 &self.source_identity_secret,
             )?,
+            geo_identity_secret: optional_text("geo identity secret", &self.geo_identity_secret)?,
+            storage_key: optional_text("storage key", &self.storage_key)?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
             256 + 2 * self.identity_secret.expose_secret().len()
                 + len(&self.initial_password)
                 + len(&self.new_password)
-                + len(&self.source_identity_secret),
+                + len(&self.source_identity_secret)
+                + len(&self.geo_identity_secret)
+                + len(&self.storage_key),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
         let bytes = SecretBytes::new(bytes);
@@ -285,6 +317,10 @@ mod tests {
                 new_password: password.map(|p| SecretBytes::new(format!("new-{p}").into_bytes())),
                 source_identity_secret: password
                     .map(|p| SecretBytes::new(format!("source-{p}").into_bytes())),
+                geo_identity_secret: password
+                    .map(|p| SecretBytes::new(format!("geo-{p}").into_bytes())),
+                storage_key: password
+                    .map(|p| SecretBytes::new(format!("storage-{p}").into_bytes())),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();
@@ -305,6 +341,16 @@ mod tests {
                     .as_ref()
                     .map(|p| p.expose_secret().to_vec()),
                 password.map(|p| format!("source-{p}").into_bytes())
+            );
+            assert_eq!(
+                got.geo_identity_secret
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("geo-{p}").into_bytes())
+            );
+            assert_eq!(
+                got.storage_key.as_ref().map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("storage-{p}").into_bytes())
             );
         }
     }

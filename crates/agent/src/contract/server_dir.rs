@@ -8,6 +8,7 @@
 //! DIR/agent.json         the agent's configuration (no secrets)
 //! DIR/wrapped_dek.json   the DEK wrapped by the KEK (never the plaintext DEK)
 //! DIR/wrapped_backup_key.json  the backup repository's key wrapped by the KEK
+//! DIR/wrapped_geo_backup_key.json  the geo-redundant copy's key, wrapped by the geo key
 //! DIR/status.json        what the agent reports: state, cause, KEK version, events
 //! DIR/.status.json.tmp   the next report, while it is being written
 //! DIR/agent.pid          the running agent's process id
@@ -71,6 +72,12 @@ impl ServerDir {
     /// The backup repository's key, wrapped by the KEK (`docs/backups.md`).
     pub fn wrapped_backup_key(&self) -> PathBuf {
         self.0.join("wrapped_backup_key.json")
+    }
+
+    /// The geo-redundant copy's repository key, wrapped by the geo key
+    /// (`docs/backups.md`).
+    pub fn wrapped_geo_backup_key(&self) -> PathBuf {
+        self.0.join("wrapped_geo_backup_key.json")
     }
 
     /// pgBackRest's configuration (with the repository's passphrase), log, spool

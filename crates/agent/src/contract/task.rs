@@ -58,6 +58,11 @@ pub enum AgentTask {
     /// from its backups; the server need not run). Answers [`TaskAnswer`] of
     /// [`RepositoryKeyCheck`](super::backup::RepositoryKeyCheck).
     BackupKeyCheck,
+    /// Prove that the geo vault unwraps the geo-redundant copy's repository key,
+    /// as the geo identity (whose secret comes as the handshake's
+    /// `geo_identity_secret`). Answers [`TaskAnswer`] of
+    /// [`RepositoryKeyCheck`](super::backup::RepositoryKeyCheck).
+    GeoBackupKeyCheck,
 }
 
 impl AgentTask {
@@ -72,6 +77,7 @@ impl AgentTask {
             AgentTask::BackupCreate { .. } => "backup-create",
             AgentTask::BackupVerify => "backup-verify",
             AgentTask::BackupKeyCheck => "backup-key-check",
+            AgentTask::GeoBackupKeyCheck => "geo-backup-key-check",
         }
     }
 

@@ -53,6 +53,8 @@ impl CreateForm {
             location: self.location.trim().to_string(),
             protection,
             backup_retention_days: None,
+            // A geo-redundant copy is set up from the command line (`--geo-backup-key`).
+            geo_backup: None,
         }
     }
 }

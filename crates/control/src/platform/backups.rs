@@ -39,6 +39,10 @@ pub struct BackupKeys {
     /// The versions: the one that wraps the repository key under which every
     /// backup and archived WAL segment of the server is encrypted.
     pub key_versions: Vec<KeyVersionId>,
+    /// The version of the geo key that wraps the geo-redundant copy's repository
+    /// key, when the server has a copy: the copy's backups need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_key_version: Option<KeyVersionId>,
 }
 
 /// The retention asked for, or the default; refused outside 1–35 days.
@@ -61,14 +65,19 @@ impl Platform {
         self.config.state_dir.join("backups")
     }
 
-    /// The backups of a new server `id`: its own repository, kept for the default
-    /// retention.
+    /// The backups of a new server `id`: its own repository (a local directory or
+    /// in the platform's Azure container), kept for the default retention.
     pub(super) fn backup_config(&self, id: &str) -> BackupConfig {
-        BackupConfig::new(self.backups_dir().join(id), DEFAULT_RETENTION_DAYS)
+        BackupConfig {
+            azure: self.config.backup_store.clone(),
+            ..BackupConfig::new(self.repository_path(id), DEFAULT_RETENTION_DAYS)
+        }
     }
 
-    /// Removes the backup repository of server `id` (deleted, or never created).
+    /// Removes the backup repository of server `id` (deleted, or never created),
+    /// and its geo-redundant copy.
     pub(super) fn remove_backups(&self, id: &str) -> Result<(), Error> {
+        self.remove_geo_backups(id)?;
         let repository = self.backups_dir().join(id);
         match fs::remove_dir_all(&repository) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -139,9 +148,12 @@ impl Platform {
                     "server '{name}' has no backup repository key: it has no backups"
                 ))
             })?;
+        let geo: Option<WrappedDek> =
+            read_json(&ServerDir::new(&server.dir).wrapped_geo_backup_key()).ok();
         Ok(BackupKeys {
             server: server.name,
             key_versions: vec![wrapped.kek],
+            geo_key_version: geo.map(|w| w.kek),
         })
     }
 

@@ -11,11 +11,13 @@ use pgcmk_keyprovider::KeyReference;
 use serde::{Deserialize, Serialize};
 
 use super::backups::validate_retention;
+use super::geo::GeoBackupChoice;
 use super::names::{validate_location, validate_name};
+use super::supervise::{READY_TIMEOUT, RESTORE_READY_TIMEOUT};
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{now_rfc3339, Actor, Encryption, SecretString, ServerRecord, ServerState};
-use crate::store::PLATFORM_IDENTITY;
+use crate::store::{geo_owner, PLATFORM_IDENTITY};
 use crate::validate::{self, Requirements};
 use crate::Error;
 
@@ -32,6 +34,9 @@ pub struct CreateServer {
     /// Days of backups kept (1–35; default 7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_retention_days: Option<u32>,
+    /// A geo-redundant copy of its backups, under a key in another location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_backup: Option<GeoBackupChoice>,
 }
 
 /// How a new server's DEK is protected (the encryption fields of a create or a
@@ -138,6 +143,11 @@ impl Platform {
             },
         )?;
         drop(dek);
+        let geo = req
+            .geo_backup
+            .as_ref()
+            .map(|choice| self.geo_backup_for(&id, &req.location, choice))
+            .transpose()?;
         let port = free_port()?;
         let password = hex_id()?;
         let record = ServerRecord {
@@ -159,6 +169,7 @@ impl Platform {
         agent_config.restore = restore;
         if let Some(backup) = agent_config.backup.as_mut() {
             backup.retention_days = retention_days;
+            backup.geo = geo.as_ref().map(|g| g.repository.clone());
         }
         let written = (|| {
             fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
@@ -166,29 +177,52 @@ impl Platform {
                 .ctx(|| "setting permissions of the server directory")?;
             write_json_atomic(&dir.agent_config(), &agent_config)?;
             write_json_atomic(&dir.wrapped_dek(), &wrapped)?;
-            self.store.insert_server(&record, sealed_secret.as_deref())
+            if let Some(geo) = &geo {
+                write_json_atomic(&dir.wrapped_geo_backup_key(), &geo.wrapped_key)?;
+            }
+            self.store
+                .insert_server(&record, sealed_secret.as_deref())?;
+            match &geo {
+                Some(geo) => self.secrets.put(&self.store, &geo_owner(&id), &geo.secret),
+                None => Ok(()),
+            }
         })();
         if let Err(e) = written {
+            let _ = self.store.remove_server(&id);
             let _ = fs::remove_dir_all(dir.root());
             return Err(e);
         }
         let what = match &agent_config.restore {
             Some(source) => format!(
-                "{}; restored from server '{}' to {}",
+                "{}; restored from server '{}' (repository {}) to {}",
                 describe(&record),
                 source.server,
+                source.repository_kind.number(),
                 source.target
             ),
             None => describe(&record),
         };
+        let what = match &geo {
+            Some(geo) => format!(
+                "{what}; geo-redundant backups in {} under key {}",
+                geo.repository.location, geo.repository.kek.key
+            ),
+            None => what,
+        };
         self.event(&record, Actor::Dba, "server created", &what)?;
+        // A restore copies the backup and replays the archived WAL up to the target
+        // before the server serves: it may take as long as the agent lets recovery run.
+        let limit = match &agent_config.restore {
+            Some(_) => RESTORE_READY_TIMEOUT,
+            None => READY_TIMEOUT,
+        };
         let first_start = FirstStart {
             password: SecretBytes::new(password.as_bytes().to_vec()),
             source_identity_secret,
         };
         if let Err(e) = self
             .spawn_agent(&record, Some(&first_start))
-            .and_then(|()| self.wait_settled(&record))
+            .and_then(|()| self.wait_settled_within(&record, limit))
         {
             self.stop_agent(&record.id);
             self.store.remove_server(&record.id)?;
@@ -238,18 +272,11 @@ impl Platform {
                 let (identity, key) = missing.map_err(|what| {
                     Error::BadRequest(format!("customer-managed encryption needs {what}"))
                 })?;
-                let secret = req
-                    .identity_secret
-                    .as_ref()
-                    .map_or("", |s| s.expose_secret())
-                    .trim();
-                if secret.is_empty() {
-                    return Err(Error::BadRequest(
-                        "customer-managed encryption needs the identity's credential \
-                         (--identity-credential-file) to assign the identity to the server"
-                            .into(),
-                    ));
-                }
+                let secret = assigning_secret(
+                    req.identity_secret.as_ref(),
+                    "customer-managed encryption needs the identity's credential \
+                     (--identity-credential-file) to assign the identity to the server",
+                )?;
                 let key = self.customer_key(identity, key)?;
                 let access = KekAccess {
                     key: key.clone(),
@@ -262,7 +289,7 @@ impl Platform {
                         key,
                     },
                     access,
-                    Some(SecretBytes::new(secret.as_bytes().to_vec())),
+                    Some(secret),
                 ))
             }
             other => Err(Error::BadRequest(format!(
@@ -321,6 +348,19 @@ impl Platform {
             client_id: self.config.platform_client_id.clone(),
         }
     }
+}
+
+/// The identity's secret of a request (which assigns the identity to the server),
+/// or the error `missing` when it has none.
+pub(super) fn assigning_secret(
+    secret: Option<&SecretString>,
+    missing: &str,
+) -> Result<SecretBytes, Error> {
+    let secret = secret.map_or("", |s| s.expose_secret()).trim();
+    if secret.is_empty() {
+        return Err(Error::BadRequest(missing.into()));
+    }
+    Ok(SecretBytes::new(secret.as_bytes().to_vec()))
 }
 
 /// The identity a PKCS#11 key is used as: the token's user (`CKU_USER`), whose

@@ -13,6 +13,8 @@
 //! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck, password|
 //! | `vault_follow.rs`  | following the vault service's address                     |
 //! | `names.rs`         | server names and locations                                |
+//! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
+//! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
 
 use std::collections::HashMap;
 use std::fs;
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use pgcmk_agent::contract::backup::AzureStore;
 use pgcmk_agent::contract::invocation::Observability;
 use pgcmk_agent::contract::VaultEndpoints;
 use pgcmk_crypto::SecretBytes;
@@ -35,8 +38,10 @@ use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::supervisor::Supervised;
 use crate::Error;
 
+mod backup_store;
 mod backups;
 mod create;
+mod geo;
 mod lifecycle;
 mod locks;
 mod names;
@@ -49,6 +54,7 @@ mod vault_follow;
 
 pub use backups::{BackupKeys, CreateBackup};
 pub use create::{CreateServer, Created, KeyChoice};
+pub use geo::GeoBackupChoice;
 pub use observe::ServerObservation;
 pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
@@ -88,6 +94,12 @@ pub struct PlatformConfig {
     /// What agents show of themselves: metrics on a free loopback port (when the
     /// control plane serves metrics, its `/agents` says where), JSON logs.
     pub agent_observability: Observability,
+    /// Keep new servers' backup repositories in this Azure Blob Storage container
+    /// instead of local directories.
+    pub backup_store: Option<AzureStore>,
+    /// The storage account's shared key: needed on first start with
+    /// `backup_store`, then kept sealed in the state (given again, it replaces it).
+    pub backup_store_key: Option<SecretBytes>,
 }
 
 /// The control plane.
@@ -135,6 +147,12 @@ impl Platform {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
         }
+        backup_store::open_storage_key(
+            &secrets,
+            &store,
+            config.backup_store.is_some(),
+            config.backup_store_key.as_ref(),
+        )?;
         let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
         let vault = RwLock::new(config.vault.clone());
         let platform = Self {

@@ -5,8 +5,12 @@
 //! identity: first in a short-lived run of the source's agent, so that a refusal
 //! is reported, naming the key version, before anything is made; then in the new
 //! server's agent, which restores.
+//!
+//! A source with a geo-redundant copy is restored from either repository: the one
+//! asked for (`repository` 1 or 2), or else its own repository when its key
+//! unwraps, and the copy when only the geo key does (the source's key revoked).
 
-use pgcmk_agent::contract::backup::{RepositoryKeyCheck, RestoreSource, RestoreTarget};
+use pgcmk_agent::contract::backup::{Repository, RepositoryKeyCheck, RestoreSource, RestoreTarget};
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::AgentTask;
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
@@ -17,6 +21,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 use super::create::{CreateServer, Created, KeyChoice, Restoring};
 use super::Platform;
+use crate::model::ServerRecord;
 use crate::Error;
 
 /// `POST /servers/{source}/restore`: a new server from `source`'s backups.
@@ -33,6 +38,11 @@ pub struct RestoreServer {
     /// Days of the new server's backups kept (1–35; default 7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_retention_days: Option<u32>,
+    /// The repository to restore from: 1 (the source's own) or 2 (its
+    /// geo-redundant copy); by default the source's own when its key unwraps, else
+    /// the copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<u8>,
 }
 
 impl Platform {
@@ -51,33 +61,93 @@ impl Platform {
                 source.name
             )));
         };
-        let wrapped_key: WrappedDek = read_json(&source_dir.wrapped_backup_key())?;
-        let _: RepositoryKeyCheck = self
-            .run_task(&source, &AgentTask::BackupKeyCheck, None)
-            .map_err(|e| match e {
-                Error::KeyVersionRefused { server, refusal } => {
-                    Error::BackupKeyRefused { server, refusal }
-                }
-                other => other,
-            })?;
+        let asked = req
+            .repository
+            .map(Repository::from_number)
+            .transpose()
+            .map_err(Error::BadRequest)?;
+        let geo = backup.geo;
+        let repository = match (asked, &geo) {
+            (Some(Repository::Geo), None) => {
+                return Err(Error::BadRequest(format!(
+                    "server '{}' has no geo-redundant copy of its backups: restore from \
+                     repository 1",
+                    source.name
+                )))
+            }
+            (Some(repo), _) => self.check_repository_key(&source, repo).map(|()| repo)?,
+            (None, None) => self
+                .check_repository_key(&source, Repository::Primary)
+                .map(|()| Repository::Primary)?,
+            (None, Some(_)) => match self.check_repository_key(&source, Repository::Primary) {
+                Ok(()) => Repository::Primary,
+                Err(primary) => match self.check_repository_key(&source, Repository::Geo) {
+                    Ok(()) => Repository::Geo,
+                    Err(_) => return Err(primary),
+                },
+            },
+        };
+        let repository_kind = repository;
+        let azure = match repository {
+            Repository::Primary => backup.azure.clone(),
+            Repository::Geo => None,
+        };
+        let (repository, wrapped_key, kek, secret) = match (repository, geo) {
+            (Repository::Geo, Some(geo)) => (
+                geo.repository,
+                read_json::<WrappedDek>(&source_dir.wrapped_geo_backup_key())?,
+                geo.kek,
+                self.geo_identity_secret(&source)?.ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "server '{}' has no geo identity secret stored",
+                        source.name
+                    ))
+                })?,
+            ),
+            _ => (
+                backup.repository,
+                read_json::<WrappedDek>(&source_dir.wrapped_backup_key())?,
+                config.kek,
+                self.identity_secret(&source)?,
+            ),
+        };
         let restoring = Restoring {
             source: RestoreSource {
                 server: source.name.clone(),
-                repository: backup.repository,
+                repository,
+                repository_kind,
+                azure,
                 stanza: source.id.clone(),
                 wrapped_key,
-                kek: config.kek,
+                kek,
                 target,
             },
-            source_identity_secret: self.identity_secret(&source)?,
+            source_identity_secret: secret,
         };
         let create = CreateServer {
             name: req.name.clone(),
             location: source.location.clone(),
             protection: req.protection.clone(),
             backup_retention_days: req.backup_retention_days,
+            geo_backup: None,
         };
         self.create_server(&create, Some(restoring))
+    }
+
+    /// Proves, in a short-lived run of `source`'s agent, that the vault unwraps the
+    /// key of its repository `repo`; a refusal names the key version.
+    fn check_repository_key(&self, source: &ServerRecord, repo: Repository) -> Result<(), Error> {
+        let task = match repo {
+            Repository::Primary => AgentTask::BackupKeyCheck,
+            Repository::Geo => AgentTask::GeoBackupKeyCheck,
+        };
+        let _: RepositoryKeyCheck = self.run_task(source, &task, None).map_err(|e| match e {
+            Error::KeyVersionRefused { server, refusal } => {
+                Error::BackupKeyRefused { server, refusal }
+            }
+            other => other,
+        })?;
+        Ok(())
     }
 }
 

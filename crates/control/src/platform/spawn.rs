@@ -48,6 +48,8 @@ impl Platform {
         let handshake = Handshake {
             initial_password: first_start.map(|f| f.password.clone()),
             source_identity_secret: first_start.and_then(|f| f.source_identity_secret.clone()),
+            geo_identity_secret: self.geo_identity_secret(record)?,
+            storage_key: self.storage_key(record)?,
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);

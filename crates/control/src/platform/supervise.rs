@@ -17,13 +17,25 @@ use crate::Error;
 
 /// How long a new or restarted server may take to become Ready (a new one
 /// provisions its volume and cluster first).
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
+pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a restored server may take to be Ready: its agent's own limits (the
+/// restore, then up to 10 minutes of recovery), and a margin.
+pub(super) const RESTORE_READY_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 impl Platform {
     /// Supervises the server until it is Ready (its agent's report taken into the
     /// store); any other settled state is the error.
     pub(super) fn wait_settled(&self, record: &ServerRecord) -> Result<(), Error> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        self.wait_settled_within(record, READY_TIMEOUT)
+    }
+
+    /// [`Platform::wait_settled`], waiting at most `limit`.
+    pub(super) fn wait_settled_within(
+        &self,
+        record: &ServerRecord,
+        limit: Duration,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + limit;
         loop {
             self.supervise_once();
             match self.store.server(&record.id)?.state {
@@ -39,7 +51,7 @@ impl Platform {
             if Instant::now() >= deadline {
                 return Err(Error::ReadyTimeout {
                     server: record.name.clone(),
-                    after: READY_TIMEOUT,
+                    after: limit,
                     log: ServerDir::new(&record.dir).agent_log(),
                 });
             }

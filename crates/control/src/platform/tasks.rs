@@ -56,6 +56,8 @@ impl Platform {
     ) -> Result<TaskProcess, Error> {
         let handshake = Handshake {
             new_password,
+            geo_identity_secret: self.geo_identity_secret(server)?,
+            storage_key: self.storage_key(server)?,
             ..Handshake::identity_only(self.identity_secret(server)?)
         };
         // A server that is not running was not followed when the vault service moved.

@@ -94,6 +94,28 @@ pub fn archive_marker(s: &Created, marker: &str) -> String {
     segment
 }
 
+/// `pgcmk server restore NAME --source SOURCE --point-in-time AT` with `more`
+/// options; the new server, or the error text.
+pub fn restore_with(
+    stack: &Stack,
+    source: &str,
+    name: &str,
+    at: &str,
+    more: &[&str],
+) -> Result<Created, String> {
+    let mut args = vec![
+        "restore",
+        "--source",
+        source,
+        "--name",
+        name,
+        "--point-in-time",
+        at,
+    ];
+    args.extend(more);
+    stack.cp.try_server(&args).map(|v| Created::from(&v))
+}
+
 /// The backups `pgcmk backup list` reports.
 pub fn list(stack: &Stack, s: &Created) -> BackupCatalog {
     serde_json::from_value(stack.cp.try_backup(&["list", &s.name]).unwrap()).unwrap()

@@ -1,0 +1,121 @@
+//! The geo-redundant copy of a server's backups (`docs/backups.md`): pgBackRest's
+//! `repo2`, kept in the location of the geo key's vault (another than the
+//! server's), encrypted under its own random repository key wrapped by the geo key,
+//! which the server's agent reaches through the geo identity. The control plane
+//! validates the geo key as it does a server's key, with a real wrap and unwrap as
+//! the geo identity, and keeps that identity's secret sealed beside the server's.
+
+use std::fs;
+use std::path::PathBuf;
+
+use pgcmk_agent::contract::backup::GeoRepository;
+use pgcmk_agent::contract::KekAccess;
+use pgcmk_crypto::SecretBytes;
+use pgcmk_keyprovider::WrappedDek;
+use serde::{Deserialize, Serialize};
+
+use super::create::assigning_secret;
+use super::Platform;
+use crate::error::IoContext;
+use crate::model::{SecretString, ServerRecord};
+use crate::store::geo_owner;
+use crate::validate;
+use crate::Error;
+
+/// `geo_backup` of a create request: the geo key and the identity that reaches it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GeoBackupChoice {
+    /// The geo key's URL (versionless: the copy's key follows its rotation), in a
+    /// vault of another location than the server's.
+    pub key: String,
+    /// The user-assigned managed identity with `get`, `wrapKey` and `unwrapKey` on
+    /// it (its client id).
+    pub identity: String,
+    /// The identity's header secret (from its credential file), which assigns it
+    /// to the server.
+    #[serde(default)]
+    pub identity_secret: Option<SecretString>,
+}
+
+/// A new server's geo-redundant copy, validated.
+pub(super) struct GeoBackup {
+    /// Where it is kept and how to reach its key (in `agent.json`).
+    pub(super) repository: GeoRepository,
+    /// Its repository key, wrapped by the geo key.
+    pub(super) wrapped_key: WrappedDek,
+    /// The geo identity's secret, to seal.
+    pub(super) secret: SecretBytes,
+}
+
+impl Platform {
+    /// The directory of the geo-redundant copies kept in `location`.
+    fn geo_backups_dir(&self, location: &str) -> PathBuf {
+        self.config.state_dir.join("geo-backups").join(location)
+    }
+
+    /// Validates the geo key of new server `id` in `location`, and makes the copy's
+    /// repository key, wrapped by it. Nothing is stored yet.
+    pub(super) fn geo_backup_for(
+        &self,
+        id: &str,
+        location: &str,
+        choice: &GeoBackupChoice,
+    ) -> Result<GeoBackup, Error> {
+        let secret = assigning_secret(
+            choice.identity_secret.as_ref(),
+            "a geo-redundant copy needs the geo identity's credential \
+             (--geo-backup-identity-credential-file) to assign it to the server",
+        )?;
+        let access = KekAccess {
+            key: self.customer_key(&choice.identity, &choice.key)?,
+            vault: self.vault_endpoints(),
+            client_id: choice.identity.clone(),
+        };
+        let kek = access
+            .connect(secret.clone())
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        // The copy's key exists here only while its wrapping is validated.
+        let (key, wrapped_key, geo_location) =
+            validate::new_geo_wrapped_key(kek.as_ref(), &choice.identity, location)?;
+        drop(key);
+        Ok(GeoBackup {
+            repository: GeoRepository {
+                repository: self.geo_backups_dir(&geo_location).join(id),
+                location: geo_location,
+                kek: access,
+            },
+            wrapped_key,
+            secret,
+        })
+    }
+
+    /// The secret of the geo identity of `server`, when it has a geo copy.
+    pub(super) fn geo_identity_secret(
+        &self,
+        server: &ServerRecord,
+    ) -> Result<Option<SecretBytes>, Error> {
+        let owner = geo_owner(&server.id);
+        if self.store.sealed_identity_secret(&owner)?.is_none() {
+            return Ok(None);
+        }
+        self.secrets.get(&self.store, &owner).map(Some)
+    }
+
+    /// Removes the geo-redundant copy of server `id`, wherever it is kept.
+    pub(super) fn remove_geo_backups(&self, id: &str) -> Result<(), Error> {
+        let root = self.config.state_dir.join("geo-backups");
+        let Ok(locations) = fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for location in locations.filter_map(Result::ok) {
+            let repository = location.path().join(id);
+            match fs::remove_dir_all(&repository) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).ctx(|| format!("removing {}", repository.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Backup repositories in Azure Blob Storage (`docs/backups.md`), with real parts:
+//! Azurite on loopback with TLS (a certificate from the test's CA), a control plane
+//! started with `--backup-azure-*`, pgBackRest's `azure` repository type. A server
+//! backs up and archives there, a new server restores from there, and no blob
+//! holds a row in plaintext; the account's key is in no process's arguments or
+//! environment.
+
+mod support;
+
+use std::fs;
+
+use pgcmk_testkit::azurite::{Azurite, ACCOUNT};
+use support::backups::*;
+use support::*;
+
+const CONTAINER: &str = "pgcmk-backups";
+
+#[test]
+fn a_server_backs_up_to_azure_blob_and_restores_from_it_without_plaintext() {
+    let azurite = Azurite::start(CONTAINER);
+    let endpoint = azurite.endpoint();
+    let ca = azurite.ca_file.to_str().unwrap().to_string();
+    let key_file = azurite.key_file.to_str().unwrap().to_string();
+    let stack = Stack::start_serving(
+        60,
+        300,
+        None,
+        &[
+            "--backup-azure-account",
+            ACCOUNT,
+            "--backup-azure-container",
+            CONTAINER,
+            "--backup-azure-endpoint",
+            &endpoint,
+            "--backup-azure-ca-file",
+            &ca,
+            "--backup-azure-key-file",
+            &key_file,
+        ],
+    );
+    let source = create_backed_up(&stack, "az-source");
+    let marker = "azure-marker-5c1e";
+    archive_marker(&source, marker);
+    // Nothing went to a local repository.
+    assert!(!repository(&source).exists());
+
+    let restored = Created::from(&stack.cp.server(&[
+        "restore",
+        "--source",
+        "az-source",
+        "--name",
+        "az-copy",
+        "--point-in-time",
+        "latest",
+    ]));
+    assert_eq!(
+        restored.sql("SELECT t FROM markers").unwrap(),
+        marker,
+        "the restored server's rows"
+    );
+
+    // The blobs are in Azurite's data directory (its catalogue names them, its
+    // extents hold their bytes), and none holds the row in plaintext.
+    let data = azurite.data_dir();
+    let catalogue = fs::read_to_string(data.join("__azurite_db_blob__.json")).unwrap();
+    let id = source.dir.file_name().unwrap().to_str().unwrap();
+    for blob in ["backup.info", "archive.info", ".zst"] {
+        assert!(
+            catalogue.contains(&format!("{id}/")) && catalogue.contains(blob),
+            "no {blob} of the server {id} in Azurite's catalogue"
+        );
+    }
+    let blobs = files_under(&data);
+    let bytes: u64 = blobs
+        .iter()
+        .map(|f| f.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert!(bytes > 1 << 20, "{bytes} bytes in {blobs:?}");
+    let plaintext: Vec<_> = blobs
+        .iter()
+        .filter(|f| contains(&fs::read(f).unwrap_or_default(), marker.as_bytes()))
+        .collect();
+    assert!(plaintext.is_empty(), "the marker in {plaintext:?}");
+    // The account's key reaches pgBackRest through its configuration on the mount
+    // only: no process shows it in its arguments or environment.
+    let key = azurite.account_key().as_bytes();
+    let showing: Vec<_> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            ["cmdline", "environ"]
+                .iter()
+                .any(|f| contains(&fs::read(e.path().join(f)).unwrap_or_default(), key))
+        })
+        .map(|e| e.file_name())
+        .collect();
+    assert!(showing.is_empty(), "processes showing the key: {showing:?}");
+}

@@ -1,0 +1,140 @@
+//! Azurite (npm `azurite`, installed by `scripts/setup`), Azure Storage's emulator,
+//! serving Blob Storage on a free loopback port with TLS: a certificate from a CA
+//! made by the test, one container created through the Azure SDK for Python (a
+//! real client, from the workspace's `.venv`), its data in a directory the test can
+//! read byte by byte.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, SanType};
+
+use crate::kmip::{ca, venv_bin, write_private};
+use crate::process::{kill_quietly, spawn_logged, terminate, wait_exit};
+use crate::wait::wait_for;
+
+/// Azurite's well-known development account (its key is public, in Azure's docs).
+pub const ACCOUNT: &str = "devstoreaccount1";
+const ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Creates a container through the Azure SDK for Python.
+const CREATE_CONTAINER: &str = r#"
+import sys
+from azure.storage.blob import BlobServiceClient
+url, account, key, ca, container = sys.argv[1:6]
+client = BlobServiceClient(account_url=url, credential={"account_name": account, "account_key": key},
+                           connection_verify=ca)
+client.create_container(container)
+"#;
+
+/// A running Azurite Blob service; stopped (by its handle) when dropped.
+pub struct Azurite {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The CA that issued its certificate.
+    pub ca_file: PathBuf,
+    /// A file holding the account's key (mode 0600).
+    pub key_file: PathBuf,
+}
+
+impl Azurite {
+    /// Starts Azurite, waits until it accepts connections, and creates `container`.
+    pub fn start(container: &str) -> Self {
+        let program = "/usr/bin/azurite-blob";
+        assert!(
+            Path::new(program).exists(),
+            "{program} is missing: run scripts/setup (it installs the npm package azurite)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (ca_pem, issuer) = ca("pgcmk test Azurite CA");
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        // pgBackRest matches the host it connects to against DNS names only.
+        params
+            .subject_alt_names
+            .push(SanType::DnsName("127.0.0.1".try_into().unwrap()));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let ca_file = d.join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        std::fs::write(d.join("server.pem"), cert.pem()).unwrap();
+        write_private(&d.join("server.key"), &key.serialize_pem());
+        let key_file = d.join("account.key");
+        write_private(&key_file, ACCOUNT_KEY);
+        std::fs::create_dir(d.join("data")).unwrap();
+        let port = crate::net::free_port();
+        let mut command = Command::new(program);
+        command
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--cert")
+            .arg(d.join("server.pem"))
+            .arg("--key")
+            .arg(d.join("server.key"))
+            .arg("--location")
+            .arg(d.join("data"))
+            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"]);
+        let out = d.join("out.log");
+        let child = spawn_logged(&mut command, &out);
+        let mut azurite = Self {
+            child,
+            dir,
+            port,
+            ca_file,
+            key_file,
+        };
+        let child = &mut azurite.child;
+        wait_for("Azurite to listen", Duration::from_secs(60), || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "Azurite exited: {}",
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        azurite.create_container(container);
+        azurite
+    }
+
+    /// The Blob service's endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Where Azurite keeps the blobs' bytes.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The account's key.
+    pub fn account_key(&self) -> &'static str {
+        ACCOUNT_KEY
+    }
+
+    fn create_container(&self, container: &str) {
+        let url = format!("{}/{ACCOUNT}", self.endpoint());
+        let out = Command::new(venv_bin("python"))
+            .args(["-c", CREATE_CONTAINER, &url, ACCOUNT, ACCOUNT_KEY])
+            .arg(&self.ca_file)
+            .arg(container)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "creating container {container}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        terminate(self.child.id());
+        wait_exit(&mut self.child, Duration::from_secs(10));
+        kill_quietly(&mut self.child);
+    }
+}
