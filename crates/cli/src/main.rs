@@ -77,8 +77,10 @@ enum Command {
     Backup(backup_cmds::BackupArgs),
     /// Walk through the whole story on this machine: vault, control plane, the four
     /// steps, ciphertext on disk, revoke, restore, rotate; cleans up after itself.
-    #[command(after_help = "Example:\n  pgcmk demo")]
-    Demo,
+    #[command(
+        after_help = "Examples:\n  pgcmk demo\n  pgcmk demo --pause    # follow each step in the web consoles"
+    )]
+    Demo(DemoArgs),
     /// A server's node agent (started by the control plane).
     #[command(hide = true)]
     Agent(agent_cmd::AgentArgs),
@@ -113,7 +115,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server_cmds::server(args, cli.output),
         Command::Backup(args) => backup_cmds::backup(args, cli.output),
         Command::Agent(args) => agent_cmd::agent(args),
-        Command::Demo => demo(),
+        Command::Demo(args) => demo(args.pause),
         Command::Vault(command) => vault_cmds::vault(command, cli.output),
         Command::Identity(args) => vault_cmds::identity(args, cli.output),
         Command::Keyvault(args) => vault_cmds::keyvault(args, cli.output),
@@ -135,9 +137,18 @@ fn main() -> ExitCode {
 }
 
 /// Runs `pgcmk demo` (needs root: it mounts FUSE and starts PostgreSQL).
-fn demo() -> Result<(), CliError> {
+/// Options of `pgcmk demo`.
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Wait for Enter before each step of the story (on a terminal), so that it can be
+    /// followed in the web consoles whose addresses the demo prints.
+    #[arg(long)]
+    pause: bool,
+}
+
+fn demo(pause: bool) -> Result<(), CliError> {
     let program = std::env::current_exe()?;
-    demo::run(&program).map_err(|e| CliError::failed(e.to_string()))
+    demo::run(&program, pause).map_err(|e| CliError::failed(e.to_string()))
 }
 
 #[cfg(test)]

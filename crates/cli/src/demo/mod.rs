@@ -69,6 +69,8 @@ struct Demo {
     dir: PathBuf,
     vault_dir: PathBuf,
     endpoint: String,
+    /// Wait for Enter before each step of the story (`--pause`).
+    pause: bool,
 }
 
 fn say(text: &str) {
@@ -80,6 +82,17 @@ fn explain(text: &str) {
 }
 
 impl Demo {
+    /// Announces the next step of the story; with `--pause` on a terminal, waits for
+    /// Enter first, so that the web consoles can be looked at between steps.
+    fn step(&self, text: &str) {
+        if self.pause && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            print!("\n   (Enter: {text}) ");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
+        say(text);
+    }
+
     /// Runs `pgcmk ARGS --output json` (shown to the user), returns its JSON.
     fn pgcmk(&self, args: &[&str]) -> Result<Value, Error> {
         println!("   $ pgcmk {}", args.join(" "));
@@ -224,8 +237,9 @@ fn scan(dir: &Path, needle: &[u8]) -> (usize, usize) {
     (files, hits)
 }
 
-/// Runs the demo; `program` is the `pgcmk` binary. Everything it creates is removed.
-pub fn run(program: &Path) -> Result<(), String> {
+/// Runs the demo; `program` is the `pgcmk` binary; `pause`: wait for Enter before
+/// each step. Everything it creates is removed.
+pub fn run(program: &Path, pause: bool) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("pgcmk-demo-{}", std::process::id()));
     fs::create_dir_all(&dir)
         .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)))
@@ -235,6 +249,7 @@ pub fn run(program: &Path) -> Result<(), String> {
         vault_dir: dir.join("vault"),
         dir: dir.clone(),
         endpoint: String::new(),
+        pause,
     };
     let result = story(&mut demo);
     say("Cleaning up");

@@ -130,7 +130,7 @@ pub(super) fn story(demo: &mut Demo) -> Result<(), Error> {
     print_consoles(demo);
 
     let result = customer_story(demo, &state_dir);
-    say("Deleting the server and stopping the services");
+    demo.step("Deleting the server and stopping the services");
     // Also after a failure, so that no agent, mount or PostgreSQL is left running.
     let _ = demo.pgcmk(&["server", "delete", "orders", "--yes"]);
     let _ = Command::new("kill")
@@ -149,7 +149,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
             .to_string_lossy()
             .into_owned()
     };
-    say("Step 1 (security officer): a user-assigned managed identity for the database");
+    demo.step("Step 1 (security officer): a user-assigned managed identity for the database");
     demo.pgcmk(&[
         "identity",
         "create",
@@ -160,7 +160,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "--credential-file",
         &cred("orders-mi"),
     ])?;
-    say("Step 2: a key vault with soft delete and purge protection; grant get, wrapKey, unwrapKey");
+    demo.step("Step 2: a key vault with soft delete and purge protection; grant get, wrapKey, unwrapKey");
     demo.pgcmk(&[
         "keyvault",
         "create",
@@ -173,7 +173,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "--purge-protection",
     ])?;
     grant(demo)?;
-    say("Step 3: an RSA 3072 key");
+    demo.step("Step 3: an RSA 3072 key");
     let key = demo.pgcmk(&[
         "key",
         "create",
@@ -189,7 +189,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "versionless key URL {key_url}: the server will follow rotations"
     ));
 
-    say("Step 4 (DBA): a PostgreSQL server encrypted with that key");
+    demo.step("Step 4 (DBA): a PostgreSQL server encrypted with that key");
     let t = Instant::now();
     let created = demo.pgcmk(&[
         "server",
@@ -215,7 +215,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         t.elapsed().as_secs_f64()
     ));
 
-    say("Only the DBA drives servers: a request with another credential");
+    demo.step("Only the DBA drives servers: a request with another credential");
     let wrong = demo.dir.join("wrong.credential");
     fs::write(&wrong, "0".repeat(64)).ctx(|| "writing a wrong credential")?;
     let refused = Command::new(&demo.program)
@@ -236,7 +236,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         ));
     }
 
-    say("Storing rows through SQL");
+    demo.step("Storing rows through SQL");
     let sql = format!("CREATE TABLE orders(id int, note text); INSERT INTO orders SELECT g, '{MARKER} #' || g FROM generate_series(1, 1000) g; CHECKPOINT");
     psql(port, &password, &sql).map_err(Error::Step)?;
     explain(&format!(
@@ -244,7 +244,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         psql(port, &password, "SELECT note FROM orders WHERE id = 42").map_err(Error::Step)?
     ));
 
-    say("What is on the disk");
+    demo.step("What is on the disk");
     let (files, hits) = scan(&server_dir.join("cipher"), MARKER.as_bytes());
     explain(&format!(
         "{files} files under {}: {hits} contain '{MARKER}'",
@@ -255,7 +255,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "the control plane's state store holds only the wrapped DEK ({state_hits} hits)"
     ));
 
-    say("The customer revokes the identity's access");
+    demo.step("The customer revokes the identity's access");
     demo.pgcmk(&[
         "keyvault",
         "delete-policy",
@@ -279,7 +279,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
     ));
     explain("PostgreSQL stopped, the encrypted volume unmounted, the DEK erased from memory");
 
-    say("The customer gives access back");
+    demo.step("The customer gives access back");
     grant(demo)?;
     let took = wait("Ready", Duration::from_secs(INTERVAL_SECS + 60), || {
         psql(port, &password, "SELECT 1").is_ok()
@@ -290,7 +290,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         psql(port, &password, "SELECT count(*) FROM orders").map_err(Error::Step)?
     ));
 
-    say("The customer rotates the key");
+    demo.step("The customer rotates the key");
     let rotated = kid(&demo.pgcmk(&[
         "key",
         "rotate",
@@ -308,7 +308,7 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         took.as_secs_f64()
     ));
 
-    say("The server's audit trail");
+    demo.step("The server's audit trail");
     let shown = demo.pgcmk(&["server", "show", "orders"])?;
     for e in shown["events"].as_array().into_iter().flatten() {
         explain(&format!(
@@ -346,6 +346,9 @@ fn print_consoles(demo: &Demo) {
         demo.ca_cert().display(),
         vault.info.ca_file.display()
     ));
+    if !demo.pause {
+        explain("`pgcmk demo --pause` waits for Enter before each step, to look in between");
+    }
 }
 
 fn kid(v: &Value) -> Result<String, Error> {
