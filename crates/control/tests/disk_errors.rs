@@ -165,7 +165,10 @@ fn unwritable_sectors_fail_the_checkpoint_and_lose_no_committed_row() {
     );
     let after = s.sql(CONTENT).unwrap();
     if acknowledged {
-        assert_eq!(after, updated, "an acknowledged update was lost (before: {before})");
+        assert_eq!(
+            after, updated,
+            "an acknowledged update was lost (before: {before})"
+        );
     } else {
         assert!(
             after == updated || after == before,

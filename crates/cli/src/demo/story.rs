@@ -160,7 +160,9 @@ fn customer_story(demo: &Demo, state_dir: &Path) -> Result<(), Error> {
         "--credential-file",
         &cred("orders-mi"),
     ])?;
-    demo.step("Step 2: a key vault with soft delete and purge protection; grant get, wrapKey, unwrapKey");
+    demo.step(
+        "Step 2: a key vault with soft delete and purge protection; grant get, wrapKey, unwrapKey",
+    );
     demo.pgcmk(&[
         "keyvault",
         "create",
