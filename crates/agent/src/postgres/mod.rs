@@ -26,6 +26,7 @@ use crate::Error;
 
 mod install;
 mod password;
+pub mod tls;
 
 pub use install::{OsUser, PgInstall};
 pub use password::SUPERUSER;
@@ -48,7 +49,7 @@ pub struct PgLayout {
     pub data_dir: PathBuf,
     /// The directory holding the Unix-domain socket.
     pub socket_dir: PathBuf,
-    /// The TCP port on 127.0.0.1.
+    /// The TCP port (on 127.0.0.1 unless [`tls`] settings say otherwise).
     pub port: u16,
 }
 
@@ -121,6 +122,18 @@ impl Postgres {
         self.settings.push((name, value));
     }
 
+    /// Sets each of `settings` from the next start on ([`Postgres::set`]).
+    pub fn set_all(&mut self, settings: Vec<(&'static str, String)>) {
+        for (name, value) in settings {
+            self.set(name, value);
+        }
+    }
+
+    /// The user PostgreSQL runs as.
+    pub fn os_user(&self) -> &OsUser {
+        self.install.user()
+    }
+
     /// The server's layout.
     pub fn layout(&self) -> &PgLayout {
         &self.layout
@@ -189,6 +202,7 @@ impl Postgres {
             .arg(self.layout.port.to_string())
             .arg("-k")
             .arg(sockets)
+            // Loopback unless the settings below say otherwise ([`tls`]).
             .args(["-c", "listen_addresses=127.0.0.1"])
             // The logging collector writes inside the data directory, so the server
             // log is on the encrypted mount like everything else.
