@@ -3,13 +3,20 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::abi::{self, InHeader};
 use crate::dispatch::{serve, Answer, Filesystem};
 
-/// Serves requests from `device` until the connection ends (unmount: ENODEV).
-pub fn run_worker(device: Arc<File>, fs: Arc<dyn Filesystem>, max_write: u32) -> io::Result<()> {
+/// Serves requests from `device` until the connection ends (unmount: ENODEV), counting
+/// them in `served`.
+pub fn run_worker(
+    device: Arc<File>,
+    fs: Arc<dyn Filesystem>,
+    max_write: u32,
+    served: Arc<AtomicU64>,
+) -> io::Result<()> {
     // The kernel refuses reads into a buffer that could not hold a WRITE of max_write.
     let mut buf = vec![0u8; max_write as usize + 4096];
     loop {
@@ -30,6 +37,7 @@ pub fn run_worker(device: Arc<File>, fs: Arc<dyn Filesystem>, max_write: u32) ->
         let Some(header) = InHeader::parse(&buf[..n]) else {
             continue;
         };
+        served.fetch_add(1, Ordering::Relaxed);
         let split = (abi::IN_HEADER_LEN + abi::op_header_len(header.opcode)).min(n);
         let (head, payload) = buf.split_at_mut(split);
         let op_in = &head[abi::IN_HEADER_LEN..];

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 pub use dispatch::Filesystem;
 pub use passthrough::Passthrough;
-pub use session::{Fallback, Options, Session, Transport};
+pub use session::{Fallback, Options, Served, Session, Transport};
 
 /// What can go wrong serving a mount.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -89,16 +90,27 @@ fn push(ring: &mut IoUring<squeue::Entry128, cqueue::Entry>, sqe: &squeue::Entry
     unsafe { ring.submission().push(sqe) }.expect("one SQE per entry fits the ring");
 }
 
+/// Which queue a thread serves, with how many entries of what payload size.
+pub struct QueueConfig {
+    pub qid: u16,
+    pub depth: usize,
+    pub payload_len: usize,
+}
+
 /// Registers `depth` entries for queue `qid`, reports the outcome on `registered`, then
-/// serves requests until the connection ends.
+/// serves requests until the connection ends, counting them in `served`.
 pub fn run_queue(
     device: Arc<File>,
     fs: Arc<dyn Filesystem>,
-    qid: u16,
-    depth: usize,
-    payload_len: usize,
+    config: QueueConfig,
     registered: Sender<Result<(), io::Error>>,
+    served: Arc<AtomicU64>,
 ) -> io::Result<()> {
+    let QueueConfig {
+        qid,
+        depth,
+        payload_len,
+    } = config;
     // A possible CPU may be offline; the queue still has to register for the ring to be
     // ready, it just runs unpinned.
     let _ = sys::pin_current_thread(usize::from(qid));
@@ -152,6 +164,7 @@ pub fn run_queue(
                 live -= 1;
                 continue;
             }
+            served.fetch_add(1, Ordering::Relaxed);
             let entry = &mut entries[index];
             let commit_id = serve_entry(&*fs, entry);
             push(&mut uring, &commit_sqe(&device, commit_id, index, qid));

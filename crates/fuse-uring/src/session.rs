@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -85,11 +86,20 @@ impl fmt::Display for Transport {
     }
 }
 
+/// Requests served so far by each transport (INIT excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    pub ring: u64,
+    pub devfuse: u64,
+}
+
 /// A live mount. Dropping it unmounts and waits for the transport threads.
 pub struct Session {
     mount: Mount,
     transport: Transport,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    served_ring: Arc<AtomicU64>,
+    served_devfuse: Arc<AtomicU64>,
 }
 
 impl Session {
@@ -109,6 +119,8 @@ impl Session {
                 depth: 0,
             },
             threads: Vec::new(),
+            served_ring: Arc::default(),
+            served_devfuse: Arc::default(),
         };
         let fallback = if negotiated.uring {
             match session.start_ring(&device, &fs, &negotiated, options.queue_depth) {
@@ -148,8 +160,9 @@ impl Session {
     ) {
         for _ in 0..count {
             let (device, fs, max_write) = (device.clone(), fs.clone(), negotiated.max_write);
+            let served = self.served_devfuse.clone();
             self.threads.push(std::thread::spawn(move || {
-                devfuse::run_worker(device, fs, max_write)
+                devfuse::run_worker(device, fs, max_write, served)
             }));
         }
     }
@@ -168,13 +181,20 @@ impl Session {
         let (tx, rx) = mpsc::channel();
         for qid in 0..queues {
             let (device, fs, tx) = (device.clone(), fs.clone(), tx.clone());
+            let served = self.served_ring.clone();
+            let config = ring::QueueConfig {
+                qid: qid as u16,
+                depth,
+                payload_len,
+            };
             self.threads.push(std::thread::spawn(move || {
-                ring::run_queue(device, fs, qid as u16, depth, payload_len, tx)
+                ring::run_queue(device, fs, config, tx, served)
             }));
         }
         drop(tx);
+        // One report per queue (the threads keep their senders while they serve).
         let mut failed = None;
-        for result in rx.iter() {
+        for result in rx.iter().take(queues) {
             if let Err(e) = result {
                 failed.get_or_insert(e.raw_os_error().unwrap_or(libc::EIO));
             }
@@ -184,6 +204,13 @@ impl Session {
 
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    pub fn served(&self) -> Served {
+        Served {
+            ring: self.served_ring.load(Ordering::Relaxed),
+            devfuse: self.served_devfuse.load(Ordering::Relaxed),
+        }
     }
 
     pub fn mountpoint(&self) -> &Path {
