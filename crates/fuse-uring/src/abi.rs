@@ -128,7 +128,7 @@ impl<'a> Encoder<'a> {
         self
     }
 
-    pub fn len(&self) -> usize {
+    pub fn written(&self) -> usize {
         self.at
     }
 }

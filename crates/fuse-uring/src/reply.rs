@@ -71,20 +71,20 @@ impl Reply {
                     .u32(0)
                     .u32(0);
                 encode_attr(&mut e, &attr);
-                e.len()
+                e.written()
             }
             Reply::Attr { attr, ttl_secs } => {
                 let mut e = Encoder::new(buf);
                 e.u64(ttl_secs).u32(0).u32(0);
                 encode_attr(&mut e, &attr);
-                e.len()
+                e.written()
             }
             Reply::Opened { fh, direct_io } => {
                 let flags = if direct_io { abi::FOPEN_DIRECT_IO } else { 0 };
-                Encoder::new(buf).u64(fh).u32(flags).u32(0).len()
+                Encoder::new(buf).u64(fh).u32(flags).u32(0).written()
             }
             Reply::Data(n) => n,
-            Reply::Written(n) => Encoder::new(buf).u32(n).u32(0).len(),
+            Reply::Written(n) => Encoder::new(buf).u32(n).u32(0).written(),
             Reply::Statfs {
                 blocks,
                 free,
@@ -99,7 +99,7 @@ impl Reply {
                 .u32(255)
                 .u32(block_size)
                 .zeros(4 + 24)
-                .len(),
+                .written(),
             Reply::Empty | Reply::NoReply => 0,
         }
     }
