@@ -84,6 +84,9 @@ for ((round = 0; round < ROUNDS; round++)); do
     rm -rf "$DATA" && mkdir -p "$DATA" "$MNT"
     : >"$DATA/data"
     head -c $((16 << 20)) /dev/zero >"$DATA/wal"
+    # Settle the backing filesystem (the previous column's deleted files, the new ones) so that
+    # no column's syncs pay for another's leftovers.
+    sync -f "$DATA"
     log "round $((round + 1))/$ROUNDS: $column"
     case $column in
       plain) DIR=$DATA; rows plain ;;

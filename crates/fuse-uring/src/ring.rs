@@ -95,6 +95,7 @@ pub struct QueueConfig {
     pub qid: u16,
     pub depth: usize,
     pub payload_len: usize,
+    pub pin: bool,
 }
 
 /// Registers `depth` entries for queue `qid`, reports the outcome on `registered`, then
@@ -110,10 +111,13 @@ pub fn run_queue(
         qid,
         depth,
         payload_len,
+        pin,
     } = config;
     // A possible CPU may be offline; the queue still has to register for the ring to be
     // ready, it just runs unpinned.
-    let _ = sys::pin_current_thread(usize::from(qid));
+    if pin {
+        let _ = sys::pin_current_thread(usize::from(qid));
+    }
     let mut entries: Vec<RingEntry> = (0..depth).map(|_| RingEntry::new(payload_len)).collect();
     // Declared after `entries`, so dropped before them: the kernel lets go of the buffers
     // when the ring closes.

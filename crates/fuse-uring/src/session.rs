@@ -24,6 +24,8 @@ pub struct Options {
     pub threads: usize,
     /// Entries per ring queue: requests a queue can hold in flight.
     pub queue_depth: usize,
+    /// Pin each queue's thread to its CPU (the CPU whose callers the queue serves).
+    pub pin_queues: bool,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             prefer_uring: true,
             threads: kernel::possible_cpus(),
             queue_depth: 8,
+            pin_queues: true,
         }
     }
 }
@@ -123,7 +126,7 @@ impl Session {
             served_devfuse: Arc::default(),
         };
         let fallback = if negotiated.uring {
-            match session.start_ring(&device, &fs, &negotiated, options.queue_depth) {
+            match session.start_ring(&device, &fs, &negotiated, &options) {
                 Ok(queues) => {
                     session.transport = Transport::IoUring {
                         queues,
@@ -174,7 +177,7 @@ impl Session {
         device: &Arc<File>,
         fs: &Arc<dyn Filesystem>,
         negotiated: &Negotiated,
-        depth: usize,
+        options: &Options,
     ) -> Result<usize, i32> {
         let queues = kernel::possible_cpus();
         let payload_len = (negotiated.max_write as usize).max(init::MAX_WRITE as usize);
@@ -184,8 +187,9 @@ impl Session {
             let served = self.served_ring.clone();
             let config = ring::QueueConfig {
                 qid: qid as u16,
-                depth,
+                depth: options.queue_depth,
                 payload_len,
+                pin: options.pin_queues,
             };
             self.threads.push(std::thread::spawn(move || {
                 ring::run_queue(device, fs, config, tx, served)

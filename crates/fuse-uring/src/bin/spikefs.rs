@@ -1,11 +1,11 @@
 //! `spikefs`: mounts the spike's passthrough filesystem and serves it until unmounted.
 //!
 //! ```text
-//! spikefs BACKING_DIR MOUNTPOINT [--transport auto|devfuse] [--threads N] [--depth N]
+//! spikefs BACKING_DIR MOUNTPOINT [--transport auto|devfuse] [--threads N] [--depth N] [--no-pin]
 //! ```
 //! Serves the regular files of BACKING_DIR (present at mount time) at MOUNTPOINT, over
 //! io_uring when the kernel offers it (`--transport auto`, the default) or over
-//! /dev/fuse. Prints the transport in use on one line, then serves until
+//! /dev/fuse; `--no-pin` leaves the ring's queue threads unpinned. Prints the transport in use on one line, then serves until
 //! `umount MOUNTPOINT`. Needs root. Example:
 //! ```text
 //! echo Y > /sys/module/fuse/parameters/enable_uring
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use pgcmk_fuse_uring::{Options, Passthrough, Session};
 
 const USAGE: &str =
-    "usage: spikefs BACKING_DIR MOUNTPOINT [--transport auto|devfuse] [--threads N] [--depth N]";
+    "usage: spikefs BACKING_DIR MOUNTPOINT [--transport auto|devfuse] [--threads N] [--depth N] [--no-pin]";
 
 fn parse(args: &[String]) -> Result<(PathBuf, PathBuf, Options), String> {
     let mut options = Options::default();
@@ -39,6 +39,7 @@ fn parse(args: &[String]) -> Result<(PathBuf, PathBuf, Options), String> {
             },
             "--threads" => options.threads = number(&value("--threads")?)?,
             "--depth" => options.queue_depth = number(&value("--depth")?)?,
+            "--no-pin" => options.pin_queues = false,
             path => paths.push(PathBuf::from(path)),
         }
     }
