@@ -11,8 +11,9 @@
 # Rounds alternate the order of the three columns; the table has the median of ROUNDS. Every row
 # uses O_DIRECT (spike-io), which the spike answers with FOPEN_DIRECT_IO, so every call reaches the
 # daemon: sequential 1 MiB pwrites + fsync and 1 MiB preads (MB/s, and CPU-seconds per GiB of the
-# daemon plus the caller), random 8 KiB preads and pwrites, and 8 KiB pwrite + fdatasync (the WAL
-# flush), each with ops/s and p50/p99 latency.
+# daemon plus the caller), random 8 KiB preads and pwrites (one caller, then two at once: the ring
+# has a queue per CPU, /dev/fuse one shared queue), and 8 KiB pwrite + fdatasync (the WAL flush),
+# each with ops/s and p50/p99 latency.
 # Must run as root (mount(2)). Sets /sys/module/fuse/parameters/enable_uring to Y for the run and
 # puts back the value it found at exit (it only offers io_uring to mounts that ask for it in INIT).
 set -euo pipefail
@@ -73,6 +74,8 @@ rows() {
     "$BIN/spike-io" seq-read "$DIR/data" $pid
     "$BIN/spike-io" rand-read "$DIR/data" "$RAND_OPS"
     "$BIN/spike-io" rand-write "$DIR/data" "$RAND_OPS"
+    "$BIN/spike-io" rand-read "$DIR/data" "$RAND_OPS" 2
+    "$BIN/spike-io" rand-write "$DIR/data" "$RAND_OPS" 2
     "$BIN/spike-io" wal-flush "$DIR/wal" "$WAL_OPS"
   } | tr ' ' '\n' | awk -F= -v c="$column" 'NF == 2 { print c "\t" $1 "\t" $2 }' >>"$RESULTS"
 }
@@ -112,6 +115,8 @@ ROWS = [  # key, label, higher is better
     ("seq_read_cpu_s_per_gib", "seq read, CPU-s per GiB (daemon + caller)", False),
 ]
 for key, label in [("rand_read", "random 8 KiB pread"), ("rand_write", "random 8 KiB pwrite"),
+                   ("rand_read_2jobs", "random 8 KiB pread, 2 callers"),
+                   ("rand_write_2jobs", "random 8 KiB pwrite, 2 callers"),
                    ("wal_flush", "8 KiB pwrite + fdatasync (WAL flush)")]:
     ROWS += [(f"{key}_ops_s", f"{label}, ops/s", True),
              (f"{key}_p50_us", f"{label}, p50 µs", False),

@@ -5,9 +5,9 @@
 //! ```text
 //! spike-io seq-write  FILE MIB [PID]  1 MiB pwrites, then fsync; MB/s includes the fsync
 //! spike-io seq-read   FILE [PID]      1 MiB preads to EOF
-//! spike-io rand-read  FILE OPS        random 8 KiB-aligned preads: ops/s, p50/p99 latency
-//! spike-io rand-write FILE OPS        random 8 KiB-aligned pwrites: ops/s, p50/p99 latency
-//!                                     (then an untimed fsync)
+//! spike-io rand-read  FILE OPS [JOBS] random 8 KiB-aligned preads: ops/s, p50/p99 latency
+//! spike-io rand-write FILE OPS [JOBS] random 8 KiB-aligned pwrites: ops/s, p50/p99 latency
+//!                                     (then an untimed fsync); JOBS threads share OPS
 //! spike-io wal-flush  FILE OPS        8 KiB pwrite + fdatasync in page order (PostgreSQL's
 //!                                     WAL flush): ops/s, p50/p99 latency of the pair
 //! ```
@@ -30,12 +30,16 @@ fn main() -> ExitCode {
             number(mib).and_then(|mib| with_cpu("seq_write", pid, || seq_write(file, mib)))
         }
         ["seq-read", file, pid @ ..] => with_cpu("seq_read", pid, || seq_read(file)),
-        ["rand-read", file, ops] => number(ops).and_then(|ops| random(file, ops, false)),
-        ["rand-write", file, ops] => number(ops).and_then(|ops| random(file, ops, true)),
+        ["rand-read", file, ops, jobs @ ..] => {
+            ops_jobs(ops, jobs).and_then(|(ops, jobs)| random(file, ops, false, jobs))
+        }
+        ["rand-write", file, ops, jobs @ ..] => {
+            ops_jobs(ops, jobs).and_then(|(ops, jobs)| random(file, ops, true, jobs))
+        }
         ["wal-flush", file, ops] => number(ops).and_then(|ops| wal_flush(file, ops)),
         _ => Err(
             "usage: spike-io seq-write FILE MIB [PID] | seq-read FILE [PID] | \
-                  rand-read FILE OPS | rand-write FILE OPS | wal-flush FILE OPS"
+                  rand-read FILE OPS [JOBS] | rand-write FILE OPS [JOBS] | wal-flush FILE OPS"
                 .into(),
         ),
     };
@@ -49,6 +53,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// OPS and the optional JOBS (default 1) of the random rows.
+fn ops_jobs(ops: &str, jobs: &[&str]) -> Result<(usize, usize), String> {
+    let jobs = jobs.first().map_or(Ok(1), |j| number(j))?;
+    Ok((number(ops)?, jobs))
 }
 
 fn number(text: &str) -> Result<usize, String> {
@@ -132,14 +142,45 @@ fn pages(f: &File, file: &str) -> Result<usize, String> {
     }
 }
 
-fn random(file: &str, ops: usize, write: bool) -> Result<String, String> {
+fn random(file: &str, ops: usize, write: bool, jobs: usize) -> Result<String, String> {
+    let start = Instant::now();
+    // Each job (thread) has its own descriptor and its own share of the scattered pages.
+    let per_job: Vec<Result<Vec<Duration>, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|job| scope.spawn(move || random_job(file, ops / jobs, write, job, jobs)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("job panicked".into())))
+            .collect()
+    });
+    let took = start.elapsed();
+    let mut latencies = Vec::with_capacity(ops);
+    for job in per_job {
+        latencies.extend(job?);
+    }
+    let row = match (write, jobs) {
+        (false, 1) => "rand_read".to_string(),
+        (true, 1) => "rand_write".to_string(),
+        (false, j) => format!("rand_read_{j}jobs"),
+        (true, j) => format!("rand_write_{j}jobs"),
+    };
+    Ok(latency_line(&row, latencies, took))
+}
+
+fn random_job(
+    file: &str,
+    ops: usize,
+    write: bool,
+    job: usize,
+    jobs: usize,
+) -> Result<Vec<Duration>, String> {
     let f = open(file, write)?;
     let n = pages(&f, file)?;
-    let mut buf = Aligned::new(PAGE, ops as u64);
+    let mut buf = Aligned::new(PAGE, (ops + job) as u64);
     let mut latencies = Vec::with_capacity(ops);
-    let start = Instant::now();
     for i in 0..ops {
-        let offset = (scattered(i, n) * PAGE) as u64;
+        let offset = (scattered(i * jobs + job, n) * PAGE) as u64;
         let t = Instant::now();
         let done = if write {
             f.write_all_at(buf.bytes(), offset)
@@ -149,13 +190,12 @@ fn random(file: &str, ops: usize, write: bool) -> Result<String, String> {
         done.map_err(|e| format!("{} {file}: {e}", if write { "pwrite" } else { "pread" }))?;
         latencies.push(t.elapsed());
     }
-    let took = start.elapsed();
     if write {
-        // Untimed: leaves no dirty data behind to slow down the next row's syncs.
+        // Untimed by the caller's latencies: leaves no dirty data behind to slow down the
+        // next row's syncs.
         f.sync_all().map_err(|e| format!("fsync {file}: {e}"))?;
     }
-    let row = if write { "rand_write" } else { "rand_read" };
-    Ok(latency_line(row, latencies, took))
+    Ok(latencies)
 }
 
 fn wal_flush(file: &str, ops: usize) -> Result<String, String> {
