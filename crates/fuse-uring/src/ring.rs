@@ -98,6 +98,20 @@ pub struct QueueConfig {
     pub pin: bool,
 }
 
+/// Creates the ring a queue will use, to learn whether this process may: INIT must not ask
+/// for io_uring otherwise, as the kernel would then hold every request for queues that can
+/// never register. `io_uring_setup` fails e.g. with EPERM under `kernel.io_uring_disabled`.
+pub fn probe() -> io::Result<()> {
+    new_ring(1).map(drop)
+}
+
+fn new_ring(depth: u32) -> io::Result<IoUring<squeue::Entry128, cqueue::Entry>> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(depth)
+}
+
 /// Registers `depth` entries for queue `qid`, reports the outcome on `registered`, then
 /// serves requests until the connection ends, counting them in `served`.
 pub fn run_queue(
@@ -121,11 +135,7 @@ pub fn run_queue(
     let mut entries: Vec<RingEntry> = (0..depth).map(|_| RingEntry::new(payload_len)).collect();
     // Declared after `entries`, so dropped before them: the kernel lets go of the buffers
     // when the ring closes.
-    let mut uring: IoUring<squeue::Entry128, cqueue::Entry> = match IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(depth as u32)
-    {
+    let mut uring = match new_ring(depth as u32) {
         Ok(uring) => uring,
         Err(e) => {
             let _ = registered.send(Err(io::Error::new(e.kind(), e.to_string())));

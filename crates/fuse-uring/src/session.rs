@@ -56,6 +56,9 @@ pub enum Fallback {
     NotOffered { enable_uring: Option<bool> },
     /// A queue's REGISTER failed with this errno; the kernel then stays on /dev/fuse.
     RegisterFailed { errno: i32 },
+    /// This process cannot create an io_uring (errno of io_uring_setup, e.g. EPERM when
+    /// `kernel.io_uring_disabled` is 2), so INIT did not ask for it.
+    RingUnavailable { errno: i32 },
 }
 
 impl fmt::Display for Transport {
@@ -77,6 +80,11 @@ impl fmt::Display for Transport {
                     Fallback::NotOffered { .. } => write!(
                         f,
                         "the kernel does not offer io_uring (needs Linux 6.14+ with CONFIG_FUSE_IO_URING)"
+                    ),
+                    Fallback::RingUnavailable { errno } => write!(
+                        f,
+                        "this process cannot create an io_uring: {} (see sysctl kernel.io_uring_disabled)",
+                        io::Error::from_raw_os_error(*errno)
                     ),
                     Fallback::RegisterFailed { errno } => write!(
                         f,
@@ -114,7 +122,12 @@ impl Session {
     ) -> Result<Session, Error> {
         let mount = Mount::new(mountpoint, "pgcmk-spike")?;
         let device = Arc::new(mount.device().try_clone().map_err(Error::Device)?);
-        let negotiated = init::negotiate(&device, options.prefer_uring)?;
+        let ring_usable = if options.prefer_uring {
+            ring::probe().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+        } else {
+            Ok(())
+        };
+        let negotiated = init::negotiate(&device, options.prefer_uring && ring_usable.is_ok())?;
         let mut session = Session {
             mount,
             transport: Transport::IoUring {
@@ -140,6 +153,8 @@ impl Session {
             }
         } else if !options.prefer_uring {
             Fallback::NotRequested
+        } else if let (true, Err(errno)) = (negotiated.uring_offered, ring_usable) {
+            Fallback::RingUnavailable { errno }
         } else {
             Fallback::NotOffered {
                 enable_uring: kernel::enable_uring(),

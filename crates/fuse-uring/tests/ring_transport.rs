@@ -44,6 +44,28 @@ impl Drop for EnableUring {
     }
 }
 
+/// Sets `kernel.io_uring_disabled` (2: no process may create a ring) for the life of the
+/// guard. Taken with `EnableUring` held, so the tests of this file do not overlap.
+struct IoUringDisabled {
+    previous: String,
+}
+
+const IO_URING_DISABLED: &str = "/proc/sys/kernel/io_uring_disabled";
+
+impl IoUringDisabled {
+    fn set(value: &str) -> IoUringDisabled {
+        let previous = fs::read_to_string(IO_URING_DISABLED).expect(IO_URING_DISABLED);
+        fs::write(IO_URING_DISABLED, value).expect("writing io_uring_disabled needs root");
+        IoUringDisabled { previous }
+    }
+}
+
+impl Drop for IoUringDisabled {
+    fn drop(&mut self) {
+        let _ = fs::write(IO_URING_DISABLED, self.previous.trim());
+    }
+}
+
 /// A backing directory with one empty file `data`, and an empty mountpoint.
 fn dirs() -> (tempfile::TempDir, tempfile::TempDir) {
     let backing = tempfile::tempdir().unwrap();
@@ -62,8 +84,19 @@ fn pattern() -> Vec<u8> {
 }
 
 /// Writes the pattern in three requests, fsyncs, and reads it back with O_DIRECT so
-/// that every read reaches the daemon rather than the page cache.
+/// that every read reaches the daemon rather than the page cache. Fails (rather than hangs)
+/// if the mount does not answer within 20 s; the session's drop then aborts it.
 fn write_fsync_read(file: &Path) -> Vec<u8> {
+    let file = file.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(write_fsync_read_now(&file));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the mount did not answer within 20 s")
+}
+
+fn write_fsync_read_now(file: &Path) -> Vec<u8> {
     let data = pattern();
     let f = OpenOptions::new()
         .read(true)
@@ -139,5 +172,27 @@ fn falls_back_to_dev_fuse_and_says_why_when_enable_uring_is_n() {
     let served = session.served();
     assert_eq!(served.ring, 0);
     assert!(served.devfuse >= 8, "/dev/fuse served only {served:?}");
+    session.unmount().unwrap();
+}
+
+#[test]
+fn falls_back_to_dev_fuse_when_this_process_may_not_create_a_ring() {
+    let _uring = EnableUring::set(true);
+    let _disabled = IoUringDisabled::set("2");
+    let (backing, mountpoint) = dirs();
+    let session = mount(backing.path(), mountpoint.path());
+
+    // Had INIT asked for io_uring, the kernel would hold every request for a ring that
+    // can never register.
+    let back = write_fsync_read(&mountpoint.path().join("data"));
+
+    assert!(back == pattern(), "read back through the mount differs");
+    assert_eq!(
+        session.transport(),
+        &Transport::DevFuse {
+            threads: Options::default().threads,
+            reason: Fallback::RingUnavailable { errno: libc::EPERM }
+        }
+    );
     session.unmount().unwrap();
 }
