@@ -17,7 +17,9 @@ pub struct Mount {
 
 impl Mount {
     /// Opens /dev/fuse and mounts it at `mountpoint` (needs root). `allow_other` lets other
-    /// users (postgres, benchmarks run as another user) use the mount.
+    /// users (postgres, benchmarks run as another user) use the mount, and
+    /// `default_permissions` has the kernel check their access against the modes and owners
+    /// the daemon reports (the backing files'), since the daemon itself runs as root.
     pub fn new(mountpoint: &Path, subtype: &str) -> Result<Mount, Error> {
         let device = OpenOptions::new()
             .read(true)
@@ -25,7 +27,7 @@ impl Mount {
             .open("/dev/fuse")
             .map_err(Error::Device)?;
         let options = format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
+            "fd={},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions",
             device.as_raw_fd()
         );
         sys::mount_fuse(mountpoint, subtype, &options).map_err(|source| Error::Mount {

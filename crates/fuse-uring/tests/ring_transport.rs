@@ -196,3 +196,35 @@ fn falls_back_to_dev_fuse_when_this_process_may_not_create_a_ring() {
     );
     session.unmount().unwrap();
 }
+
+#[test]
+fn other_users_get_only_what_the_backing_files_modes_allow() {
+    let _uring = EnableUring::set(true);
+    let (backing, mountpoint) = dirs();
+    fs::write(backing.path().join("data"), b"root's").unwrap();
+    let session = mount(backing.path(), mountpoint.path());
+    let file = mountpoint.path().join("data");
+    let as_nobody = |script: &str| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "sh", "-c", script, "sh"])
+            .arg(&file)
+            .output()
+            .expect("runuser")
+    };
+
+    let read = as_nobody("cat \"$1\"");
+    let write = as_nobody("echo tampered >> \"$1\"");
+
+    assert!(read.status.success(), "{read:?}");
+    assert_eq!(read.stdout, b"root's");
+    assert!(
+        !write.status.success(),
+        "nobody wrote a root-owned 0644 file"
+    );
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("Permission denied"),
+        "{write:?}"
+    );
+    assert_eq!(fs::read(backing.path().join("data")).unwrap(), b"root's");
+    session.unmount().unwrap();
+}
