@@ -20,7 +20,9 @@ use crate::dispatch::{serve, Answer, Filesystem};
 use crate::sys;
 
 /// One ring entry's buffers. The kernel keeps pointers to them from REGISTER until the
-/// connection ends, so they live as long as the ring does (see `run_queue`).
+/// connection ends, so they live as long as the ring does (see `run_queue`). It writes into
+/// them only in this thread's task context, inside `io_uring_enter` (the ring is set up with
+/// DEFER_TASKRUN), when no Rust reference to them is live.
 struct RingEntry {
     header: Vec<u8>,
     payload: Vec<u8>,
@@ -210,4 +212,29 @@ fn serve_entry(fs: &dyn Filesystem, entry: &mut RingEntry) -> u64 {
     );
     Encoder::new(&mut entry.header[ring::PAYLOAD_SZ_OFFSET..]).u32(body_len as u32);
     commit_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields REGISTER depends on, read back from the SQE's bytes at their uapi offsets.
+    #[test]
+    fn register_sqe_has_the_kernel_layout() {
+        let device = File::open("/dev/null").unwrap();
+        let entry = RingEntry::new(4096);
+        let sqe = register_sqe(&device, &entry, 5, 1);
+        // SAFETY: Entry128 is #[repr(C)], 128 bytes of plain data.
+        let bytes: [u8; 128] = unsafe { std::mem::transmute(sqe) };
+        let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
+        assert_eq!(bytes[0], 46, "opcode IORING_OP_URING_CMD");
+        assert_eq!(u32_at(4) as i32, device.as_raw_fd());
+        assert_eq!(u32_at(8), ring::CMD_REGISTER, "cmd_op");
+        assert_eq!(u64_at(16), entry.iov.as_ptr() as u64, "addr: the iovecs");
+        assert_eq!(u32_at(SQE_LEN_OFFSET), 2, "len: two iovecs");
+        assert_eq!(u64_at(32), 5, "user_data");
+        // fuse_uring_cmd_req at the command area (byte 48): flags, commit_id, qid.
+        assert_eq!((u64_at(48), u64_at(56), bytes[64]), (0, 0, 1));
+    }
 }
