@@ -228,3 +228,31 @@ fn other_users_get_only_what_the_backing_files_modes_allow() {
     assert_eq!(fs::read(backing.path().join("data")).unwrap(), b"root's");
     session.unmount().unwrap();
 }
+
+#[test]
+fn unmount_with_a_file_still_open_aborts_the_ring_and_ends_every_queue_thread() {
+    let _uring = EnableUring::set(true);
+    let (backing, mountpoint) = dirs();
+    let session = mount(backing.path(), mountpoint.path());
+    assert!(matches!(session.transport(), Transport::IoUring { .. }));
+    // O_DIRECT: the read after the unmount has to ask the daemon, not the page cache.
+    let open = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(mountpoint.path().join("data"))
+        .unwrap();
+
+    // Busy: a plain unmount fails, so the connection is aborted; every registered ring
+    // command then completes with ENOTCONN and the queue threads must end.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(session.unmount());
+    });
+    let ended = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the transport threads did not end within 20 s of the unmount");
+
+    assert!(ended.is_ok(), "{ended:?}");
+    let after = open.read_at(&mut [0u8; 16], 0).unwrap_err();
+    assert_eq!(after.raw_os_error(), Some(libc::ENOTCONN), "{after}");
+}
