@@ -11,19 +11,27 @@
 //! `pg_current_wal_lsn()` while pgbench -c4 runs, and a point-in-time restore.
 //!
 //! Then pgbench TPC-B with archiving on against the same cluster without (the plain
-//! one: a pgcmk server always archives).
+//! one: a pgcmk server always archives), in alternating rounds.
 //!
-//! Options: --scale N (140: about 2.1 GB), --pgbench-secs S (300), --tpcb-secs S
-//! (120, each of the two TPC-B runs).
+//! The machine is shared: backups and TPC-B runs alternate their order from round to
+//! round, and each row says the load average when it ran.
+//!
+//! Options: --scale N (140: about 2.1 GB), --rounds R (2: backups of each side),
+//! --pgbench-secs S (300), --tpcb-secs S (60, each TPC-B run), --tpcb-rounds R (3
+//! pairs).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod archive_lag;
+mod plain;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use archive_lag::Lag;
+use plain::{as_postgres, chown_postgres, Plain};
 use support::backups::*;
 use support::*;
 
@@ -31,15 +39,19 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 struct Args {
     scale: u32,
+    rounds: u32,
     pgbench_secs: u32,
     tpcb_secs: u32,
+    tpcb_rounds: u32,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
         scale: 140,
+        rounds: 2,
         pgbench_secs: 300,
-        tpcb_secs: 120,
+        tpcb_secs: 60,
+        tpcb_rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,10 +59,13 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--scale" => args.scale = value.parse().expect("--scale N"),
             "--pgbench-secs" => args.pgbench_secs = value.parse().expect("--pgbench-secs S"),
+            "--rounds" => args.rounds = value.parse().expect("--rounds R"),
             "--tpcb-secs" => args.tpcb_secs = value.parse().expect("--tpcb-secs S"),
-            other => {
-                panic!("unknown option {other}: use --scale N --pgbench-secs S --tpcb-secs S")
-            }
+            "--tpcb-rounds" => args.tpcb_rounds = value.parse().expect("--tpcb-rounds R"),
+            other => panic!(
+                "unknown option {other}: use --scale N --rounds R --pgbench-secs S \
+                 --tpcb-secs S --tpcb-rounds R"
+            ),
         }
     }
     args
@@ -104,21 +119,6 @@ fn pgbench(port: u64, password: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `program` as the postgres user; panics with its stderr when it fails.
-fn as_postgres(program: &str, args: &[&str]) {
-    let out = Command::new("runuser")
-        .args(["-u", "postgres", "--", program])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// CPU seconds (user + nice + system) the whole machine spent so far.
 fn machine_cpu() -> f64 {
     let stat = fs::read_to_string("/proc/stat").unwrap();
@@ -134,134 +134,45 @@ fn machine_cpu() -> f64 {
     f.iter().sum::<f64>() / 100.0
 }
 
-/// A plain PostgreSQL cluster and a pgBackRest repository beside it, with the
-/// settings pgcmk uses.
-struct Plain {
-    root: PathBuf,
-    port: u16,
-}
-
-impl Plain {
-    fn config(&self) -> String {
-        format!("--config={}", self.root.join("pgbackrest.conf").display())
-    }
-
-    fn data(&self) -> PathBuf {
-        self.root.join("data")
-    }
-
-    fn setup(root: &Path, scale: u32) -> Self {
-        let plain = Self {
-            root: root.to_path_buf(),
-            port: free_port(),
-        };
-        for d in ["spool", "lock", "log", "repo"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let conf = format!(
-            "[global]\nrepo1-path={r}/repo\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={pass}\n\
-             compress-type=zst\narchive-async=y\nspool-path={r}/spool\nlock-path={r}/lock\n\
-             log-path={r}/log\nlog-level-console=off\nstart-fast=y\n\n[plain]\npg1-path={r}/data\n\
-             pg1-port={port}\npg1-socket-path={r}\n",
-            r = root.display(),
-            pass = "b".repeat(64),
-            port = plain.port,
-        );
-        fs::write(root.join("pgbackrest.conf"), conf).unwrap();
-        chown_postgres(root);
-        as_postgres(
-            &format!("{BIN}/initdb"),
-            &[
-                "-D",
-                plain.data().to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-            ],
-        );
-        plain.start(&plain.data(), plain.port, true);
-        as_postgres(
-            "pgbackrest",
-            &[&plain.config(), "--stanza=plain", "stanza-create"],
-        );
-        pgbench(
-            u64::from(plain.port),
-            "",
-            &["-i", "-q", "-s", &scale.to_string()],
-        );
-        plain
-    }
-
-    /// Starts the cluster in `data` on `port` (archiving to the repository when
-    /// `archive`), waiting until it accepts connections.
-    fn start(&self, data: &Path, port: u16, archive: bool) {
-        let mut options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1",
-            self.root.display()
-        );
-        if archive {
-            options.push_str(&format!(
-                " -c archive_mode=on -c \"archive_command=pgbackrest {} --stanza=plain archive-push %p\"",
-                self.config()
-            ));
-        } else {
-            options.push_str(" -c hot_standby=off");
-        }
-        let log = data.with_extension("log");
-        as_postgres(
-            &format!("{BIN}/pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-w",
-                "-t",
-                "3600",
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &options,
-                "start",
-            ],
-        );
-    }
-
-    fn stop(&self, data: &Path) {
-        as_postgres(
-            &format!("{BIN}/pg_ctl"),
-            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
-        );
-    }
-}
-
-impl Drop for Plain {
-    /// The plain cluster is a daemon (pg_ctl): stopped here, so that it does not
-    /// outlive the benchmark.
-    fn drop(&mut self) {
-        // Never a panic here (a failed run is unwinding already).
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{BIN}/pg_ctl"), "-D"])
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn chown_postgres(path: &Path) {
-    let status = Command::new("chown")
-        .args(["-R", "postgres:postgres"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn row(what: &str, bytes: u64, wall: f64, cpu: String) {
     println!(
-        "| {what} | {wall:.1} s | {:.1} MB/s | {cpu} |",
-        bytes as f64 / 1e6 / wall
+        "| {what} | {wall:.1} s | {:.1} MB/s | {cpu} | {} |",
+        bytes as f64 / 1e6 / wall,
+        load_average()
     );
+}
+
+/// The machine's one-minute load average.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// CPU seconds (user + system) process `pid` itself spent so far.
+fn own_cpu(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// The pid of the serving agent of the server in `dir` (`pgcmk agent --server-dir
+/// DIR --instance NAME`): its cryptfs threads serve every read of a backup.
+fn serving_agent(dir: &std::path::Path) -> u32 {
+    let dir = dir.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.contains(&dir) && args.contains(&b"--instance".as_slice())).then_some(pid)
+        })
+        .expect("the server's agent is running")
 }
 
 /// The tps pgbench reports.
@@ -275,12 +186,15 @@ fn tps_of(report: &str) -> f64 {
 }
 
 /// pgbench -c4 -j2 TPC-B for `secs` on the plain cluster with pgBackRest's
-/// asynchronous archiving on, then on the same cluster restarted without it; each
-/// run after a checkpoint.
-fn tpcb_with_and_without_archiving(plain: &Plain, secs: u32) {
+/// asynchronous archiving on and off, `rounds` pairs, the order alternating (a
+/// restart and a checkpoint before each run), so that neither side always runs on
+/// the warmer cache or the quieter minute.
+fn tpcb_with_and_without_archiving(plain: &Plain, secs: u32, rounds: u32) {
     let port = u64::from(plain.port);
     let secs = secs.to_string();
-    let run = || {
+    let run = |archive: bool| {
+        plain.stop(&plain.data());
+        plain.start(&plain.data(), plain.port, archive);
         as_postgres(
             &format!("{BIN}/psql"),
             &[
@@ -294,25 +208,36 @@ fn tpcb_with_and_without_archiving(plain: &Plain, secs: u32) {
                 "CHECKPOINT",
             ],
         );
-        tps_of(&pgbench(port, "", &["-c", "4", "-j", "2", "-T", &secs]))
+        let load = load_average();
+        let tps = tps_of(&pgbench(port, "", &["-c", "4", "-j", "2", "-T", &secs]));
+        println!(
+            "| {} | {tps:.0} | {load} |",
+            if archive { "with archiving" } else { "without" }
+        );
+        tps
     };
-    eprintln!("TPC-B with archiving, then without, {secs} s each");
-    let with = run();
-    plain.stop(&plain.data());
-    plain.start(&plain.data(), plain.port, false);
-    let without = run();
+    eprintln!("TPC-B with and without archiving, {rounds} pairs of {secs} s");
+    println!("\npgbench TPC-B -c4 -j2, {secs} s per run, on the plain cluster:\n");
+    println!("| run | tps | load |");
+    println!("|---|---|---|");
+    let (mut with, mut without) = (0.0, 0.0);
+    for round in 0..rounds {
+        for archive in [round % 2 == 0, round % 2 != 0] {
+            let tps = run(archive);
+            if archive {
+                with += tps;
+            } else {
+                without += tps;
+            }
+        }
+    }
     println!(
-        "\npgbench TPC-B -c4 -j2 for {secs} s on the plain cluster: {with:.0} tps with \
-         pgBackRest's asynchronous archiving, {without:.0} tps without: {:.0} %",
+        "\nover {rounds} pairs: {:.0} tps with pgBackRest's asynchronous archiving, {:.0} \
+         tps without: {:.1} %",
+        with / f64::from(rounds),
+        without / f64::from(rounds),
         100.0 * with / without
     );
-}
-
-/// The segment number of WAL file `name` (16 MB segments).
-fn segment_number(name: &str) -> u64 {
-    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
-    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
-    log * 0x100 + seg
 }
 
 fn main() {
@@ -335,33 +260,62 @@ fn main() {
         .unwrap();
     eprintln!("plain cluster: pgbench -i -s {}", args.scale);
     let plain = Plain::setup(&stack.root.path().join("plain"), args.scale);
+    let agent = serving_agent(&s.dir);
     println!(
         "database: {:.2} GB (pgbench scale {})\n",
         bytes as f64 / 1e9,
         args.scale
     );
-    println!("| operation | wall | throughput | CPU |");
-    println!("|---|---|---|---|");
+    println!("| operation | wall | throughput | CPU | load |");
+    println!("|---|---|---|---|---|");
 
-    let (wall, cpu) = measure(plane, || {
-        stack
-            .cp
-            .try_backup(&["create", "bench", "--type", "full"])
-            .unwrap();
-    });
-    row("full backup, pgcmk", bytes, wall, format!("{cpu:.1} s"));
-    let (wall, cpu) = measure(me, || {
-        as_postgres(
-            "pgbackrest",
-            &[&plain.config(), "--stanza=plain", "--type=full", "backup"],
+    let pgcmk_backup = || {
+        let before = own_cpu(agent);
+        let mut backup = serde_json::Value::Null;
+        let (wall, cpu) = measure(plane, || {
+            backup = stack
+                .cp
+                .try_backup(&["create", "bench", "--type", "full"])
+                .unwrap();
+        });
+        let gb = bytes as f64 / 1e9;
+        row(
+            &format!(
+                "full backup, pgcmk (pgBackRest's own start to stop: {} s)",
+                backup["duration_secs"]
+            ),
+            bytes,
+            wall,
+            format!(
+                "{cpu:.1} s ({:.1} s/GB) + serving agent (cryptfs) {:.1} s/GB",
+                cpu / gb,
+                (own_cpu(agent) - before) / gb
+            ),
         );
-    });
-    row(
-        "full backup, plain pgBackRest",
-        bytes,
-        wall,
-        format!("{cpu:.1} s"),
-    );
+    };
+    let plain_backup = || {
+        let (wall, cpu) = measure(me, || {
+            as_postgres(
+                "pgbackrest",
+                &[&plain.config(), "--stanza=plain", "--type=full", "backup"],
+            );
+        });
+        row(
+            "full backup, plain pgBackRest",
+            bytes,
+            wall,
+            format!("{cpu:.1} s ({:.1} s/GB)", cpu / (bytes as f64 / 1e9)),
+        );
+    };
+    for round in 0..args.rounds {
+        if round % 2 == 0 {
+            pgcmk_backup();
+            plain_backup();
+        } else {
+            plain_backup();
+            pgcmk_backup();
+        }
+    }
 
     // The restores run in processes nobody waits for yet (the new server's agent,
     // PostgreSQL): their CPU is the machine's, other work included.
@@ -416,35 +370,21 @@ fn main() {
     let (port, password) = (s.port, s.password.clone());
     let load =
         std::thread::spawn(move || pgbench(port, &password, &["-c", "4", "-j", "2", "-T", &secs]));
-    let mut lags = Vec::new();
-    while !load.is_finished() {
-        let sample = s.sql("SELECT pg_walfile_name(pg_current_wal_lsn()) || ' ' || coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-        if let Ok(line) = sample {
-            if let Some((current, archived)) = line.split_once(' ') {
-                if archived.len() == 24 {
-                    lags.push(segment_number(current) - segment_number(archived));
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let lag = Lag::sample(&s, Duration::from_millis(200), || !load.is_finished());
     let report = load.join().unwrap();
     let tps = report
         .lines()
         .find(|l| l.starts_with("tps"))
         .unwrap_or("tps = ?")
         .to_string();
-    lags.sort_unstable();
     println!(
-        "\nWAL archive lag under pgbench -c4 -j2 for {} s ({tps}): segments between the current one and the \
-         last archived, over {} one-second samples: median {}, max {} (1 = only the segment being written)",
+        "\nWAL archive lag under pgbench -c4 -j2 for {} s ({tps}, load {}): {}",
         args.pgbench_secs,
-        lags.len(),
-        lags.get(lags.len() / 2).copied().unwrap_or(0),
-        lags.last().copied().unwrap_or(0)
+        load_average(),
+        lag.report()
     );
 
-    tpcb_with_and_without_archiving(&plain, args.tpcb_secs);
+    tpcb_with_and_without_archiving(&plain, args.tpcb_secs, args.tpcb_rounds);
 
     let at = s.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").unwrap();
     archive_marker(&s, "after-the-target");
