@@ -71,15 +71,21 @@ fn parse_args() -> Args {
     args
 }
 
-/// CPU seconds (user + system) of the waited-for children of process `pid`.
-fn children_cpu(pid: u32) -> f64 {
+/// CPU seconds (user + system) of process `pid` itself, or of the children it
+/// waited for.
+fn cpu_seconds(pid: u32, children: bool) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command's closing parenthesis; cutime and cstime are the
-    // 16th and 17th of the whole line.
+    // Fields after the command's closing parenthesis: utime and stime are the 14th
+    // and 15th of the whole line, cutime and cstime the 16th and 17th.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = f[13].parse::<f64>().unwrap() + f[14].parse::<f64>().unwrap();
-    ticks / 100.0
+    let i = if children { 13 } else { 11 };
+    (f[i].parse::<f64>().unwrap() + f[i + 1].parse::<f64>().unwrap()) / 100.0
+}
+
+/// CPU seconds of the waited-for children of process `pid`.
+fn children_cpu(pid: u32) -> f64 {
+    cpu_seconds(pid, true)
 }
 
 /// Wall seconds and children CPU seconds of `work`, the children counted being
@@ -91,18 +97,24 @@ fn measure(pid: u32, work: impl FnOnce()) -> (f64, f64) {
     (t.elapsed().as_secs_f64(), children_cpu(pid) - cpu)
 }
 
+/// The client options that reach database `postgres` as `postgres` on `port`.
+fn on_port(port: u64) -> [String; 7] {
+    [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "postgres",
+        "postgres",
+    ]
+    .map(String::from)
+}
+
 fn pgbench(port: u64, password: &str, args: &[&str]) -> String {
     let out = Command::new(format!("{BIN}/pgbench"))
         .args(args)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
+        .args(on_port(port))
         .env("PGPASSWORD", password)
         .output()
         .unwrap();
@@ -152,11 +164,9 @@ fn load_average() -> String {
         .to_string()
 }
 
-/// CPU seconds (user + system) process `pid` itself spent so far.
+/// CPU seconds process `pid` itself spent so far.
 fn own_cpu(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    cpu_seconds(pid, false)
 }
 
 /// The pid of the serving agent of the server in `dir` (`pgcmk agent --server-dir
@@ -195,19 +205,10 @@ fn tpcb_with_and_without_archiving(plain: &Plain, secs: u32, rounds: u32) {
     let run = |archive: bool| {
         plain.stop(&plain.data());
         plain.start(&plain.data(), plain.port, archive);
-        as_postgres(
-            &format!("{BIN}/psql"),
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-c",
-                "CHECKPOINT",
-            ],
-        );
+        let mut checkpoint = on_port(port).to_vec();
+        checkpoint.extend(["-c".into(), "CHECKPOINT".into()]);
+        let checkpoint: Vec<&str> = checkpoint.iter().map(String::as_str).collect();
+        as_postgres(&format!("{BIN}/psql"), &checkpoint);
         let load = load_average();
         let tps = tps_of(&pgbench(port, "", &["-c", "4", "-j", "2", "-T", &secs]));
         println!(
