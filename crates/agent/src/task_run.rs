@@ -72,10 +72,14 @@ pub fn run(
                 geo_vault().ok().as_ref().map(|v| v.kek.as_ref()),
             )),
         ),
-        AgentTask::BackupCreate { kind } => {
-            answer(out, failing(backup::tasks::create(dir, &config, *kind)))
-        }
-        AgentTask::BackupVerify => answer(out, failing(backup::tasks::verify(dir, &config))),
+        AgentTask::BackupCreate { kind, repository } => answer(
+            out,
+            failing(backup::tasks::create(dir, &config, *kind, *repository)),
+        ),
+        AgentTask::BackupVerify { repository } => answer(
+            out,
+            failing(backup::tasks::verify(dir, &config, *repository)),
+        ),
         AgentTask::BackupKeyCheck => {
             answer(out, check_backup_key(&dir.wrapped_backup_key(), &vault()?))
         }

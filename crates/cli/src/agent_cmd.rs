@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use pgcmk_agent::contract::backup::BackupKind;
+use pgcmk_agent::contract::backup::{BackupKind, Repository};
 use pgcmk_agent::contract::task::AgentTask;
 use pgcmk_agent::contract::ServerDir;
 
@@ -52,9 +52,16 @@ pub enum AgentTaskCommand {
         /// full, diff or incr.
         #[arg(long = "type", value_parser = str::parse::<BackupKind>)]
         kind: BackupKind,
+        /// 1 (the server's own) or 2 (its geo-redundant copy).
+        #[arg(long, default_value = "1", value_parser = str::parse::<Repository>)]
+        repository: Repository,
     },
     /// Verify the serving server's backups and archived WAL.
-    BackupVerify,
+    BackupVerify {
+        /// 1 (the server's own) or 2 (its geo-redundant copy).
+        #[arg(long, default_value = "1", value_parser = str::parse::<Repository>)]
+        repository: Repository,
+    },
     /// Prove the vault unwraps the repository key.
     BackupKeyCheck,
     /// Prove the geo vault unwraps the geo-redundant copy's repository key.
@@ -69,8 +76,10 @@ impl From<AgentTaskCommand> for AgentTask {
             AgentTaskCommand::Fsck => AgentTask::Fsck,
             AgentTaskCommand::ResetPassword => AgentTask::ResetPassword,
             AgentTaskCommand::BackupList => AgentTask::BackupList,
-            AgentTaskCommand::BackupCreate { kind } => AgentTask::BackupCreate { kind },
-            AgentTaskCommand::BackupVerify => AgentTask::BackupVerify,
+            AgentTaskCommand::BackupCreate { kind, repository } => {
+                AgentTask::BackupCreate { kind, repository }
+            }
+            AgentTaskCommand::BackupVerify { repository } => AgentTask::BackupVerify { repository },
             AgentTaskCommand::BackupKeyCheck => AgentTask::BackupKeyCheck,
             AgentTaskCommand::GeoBackupKeyCheck => AgentTask::GeoBackupKeyCheck,
         }
@@ -122,11 +131,14 @@ mod tests {
             AgentTask::Fsck,
             AgentTask::ResetPassword,
             AgentTask::BackupList,
-            AgentTask::BackupVerify,
+            AgentTask::BackupVerify {
+                repository: Repository::Geo,
+            },
             AgentTask::BackupKeyCheck,
             AgentTask::GeoBackupKeyCheck,
             AgentTask::BackupCreate {
                 kind: BackupKind::Incr,
+                repository: Repository::Primary,
             },
             AgentTask::Logs {
                 lines: 7,

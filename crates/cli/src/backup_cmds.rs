@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use pgcmk_agent::contract::backup::{
     BackupCatalog, BackupKind, BackupSummary, BackupVerification, WalArchive,
 };
-use pgcmk_control::platform::{BackupKeys, CreateBackup};
+use pgcmk_control::platform::{BackupKeys, CreateBackup, VerifyBackups};
 use serde::de::DeserializeOwned;
 
 use crate::control_dir::ControlConnection;
@@ -36,13 +36,18 @@ pub enum BackupCommand {
         label: String,
     },
     /// Take a backup of a server now, and wait for its end.
-    #[command(after_help = "Example:\n  pgcmk backup create orders --type diff")]
+    #[command(
+        after_help = "Examples:\n  pgcmk backup create orders --type diff\n  pgcmk backup create orders --repository 2"
+    )]
     Create {
         /// Server name.
         server: String,
         /// full, diff (changes since the last full) or incr (since the last backup).
         #[arg(long = "type", default_value = "full", value_parser = str::parse::<BackupKind>)]
         kind: BackupKind,
+        /// 1 (the server's own repository) or 2 (its geo-redundant copy).
+        #[arg(long, default_value_t = 1)]
+        repository: u8,
     },
     /// The key versions a server's backups need: do not disable or purge them while
     /// the backups are to stay restorable.
@@ -53,10 +58,15 @@ pub enum BackupCommand {
     },
     /// Decrypt and check every backup file and archived WAL segment of a server;
     /// exits non-zero (8) when one is damaged.
-    #[command(after_help = "Example:\n  pgcmk backup verify orders")]
+    #[command(
+        after_help = "Examples:\n  pgcmk backup verify orders\n  pgcmk backup verify orders --repository 2"
+    )]
     Verify {
         /// Server name.
         server: String,
+        /// 1 (the server's own repository) or 2 (its geo-redundant copy).
+        #[arg(long, default_value_t = 1)]
+        repository: u8,
     },
 }
 
@@ -88,13 +98,23 @@ pub fn backup(args: BackupArgs, format: Format) -> Result<(), CliError> {
             )?;
             print(format, &backup, || render_backup(&backup))
         }
-        BackupCommand::Create { server, kind } => {
+        BackupCommand::Create {
+            server,
+            kind,
+            repository,
+        } => {
             if format == Format::Human {
-                eprintln!("taking a {} backup of server '{server}'...", kind.as_str());
+                eprintln!(
+                    "taking a {} backup of server '{server}' in repository {repository}...",
+                    kind.as_str()
+                );
             }
             let request = http
                 .post(api.servers_url(&format!("/{server}/backups")))
-                .json(&CreateBackup { kind: Some(kind) });
+                .json(&CreateBackup {
+                    kind: Some(kind),
+                    repository: Some(repository),
+                });
             let backup: BackupSummary = answer(&api, request)?;
             print(format, &backup, || render_backup(&backup))
         }
@@ -105,11 +125,17 @@ pub fn backup(args: BackupArgs, format: Format) -> Result<(), CliError> {
             )?;
             print(format, &keys, || render_keys(&keys))
         }
-        BackupCommand::Verify { server } => {
+        BackupCommand::Verify { server, repository } => {
             if format == Format::Human {
-                eprintln!("verifying the backups of server '{server}'...");
+                eprintln!(
+                    "verifying the backups of server '{server}' in repository {repository}..."
+                );
             }
-            let request = http.post(api.servers_url(&format!("/{server}/backups/verify")));
+            let request = http
+                .post(api.servers_url(&format!("/{server}/backups/verify")))
+                .query(&VerifyBackups {
+                    repository: Some(repository),
+                });
             let verification: BackupVerification = answer(&api, request)?;
             print(format, &verification, || render_verification(&verification))?;
             if verification.valid {

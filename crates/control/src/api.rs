@@ -24,7 +24,7 @@
 //! | `GET /servers/{name}/backups`            | backups and archived WAL          |
 //! | `POST /servers/{name}/backups`           | take one ([`CreateBackup`])       |
 //! | `GET /servers/{name}/backups/{label}`    | one backup                        |
-//! | `POST /servers/{name}/backups/verify`    | verify backups and archived WAL   |
+//! | `POST /servers/{name}/backups/verify`    | verify backups and archived WAL ([`VerifyBackups`]) |
 //! | `GET /servers/{name}/backups/keys`       | KEK versions the backups need     |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //! | `/console/...` (its own sign-in)         | the DBA console ([`crate::console`]) |
@@ -63,7 +63,9 @@ use serde_json::{json, Value};
 use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
-use crate::platform::{CreateBackup, CreateServer, LogStreamItem, Platform, RestoreServer};
+use crate::platform::{
+    CreateBackup, CreateServer, LogStreamItem, Platform, RestoreServer, VerifyBackups,
+};
 use crate::{Error, ErrorCode};
 
 /// How often agents' reports are taken in.
@@ -458,14 +460,28 @@ async fn create_backup(
         )))
     })?;
     let kind = req.kind.unwrap_or(BackupKind::Full);
+    let repository = req.repository().map_err(ApiError)?;
     blocking(p, StatusCode::CREATED, move |p| {
-        p.create_backup(&name, kind)
+        p.create_backup(&name, kind, repository)
     })
     .await
 }
 
-async fn verify_backups(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
-    blocking(p, StatusCode::OK, move |p| p.verify_backups(&name)).await
+async fn verify_backups(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    query: Result<Query<VerifyBackups>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(req) = query.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad query: {e}; expected ?repository=1 or ?repository=2"
+        )))
+    })?;
+    let repository = req.repository().map_err(ApiError)?;
+    blocking(p, StatusCode::OK, move |p| {
+        p.verify_backups(&name, repository)
+    })
+    .await
 }
 
 async fn restore(

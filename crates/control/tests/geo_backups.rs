@@ -19,7 +19,7 @@ use support::*;
 const GEO_LOCATION: &str = "northeurope";
 
 /// The servers of the tests, made side by side when the stack starts.
-const SERVERS: [&str; 2] = ["geo-own-revoked", "geo-geo-revoked"];
+const SERVERS: [&str; 3] = ["geo-own-revoked", "geo-geo-revoked", "geo-repo2"];
 
 /// One vault and control plane for the binary, and the servers (with their key and
 /// geo key) no test has taken yet.
@@ -197,6 +197,14 @@ fn a_revoked_geo_key_leaves_the_server_ready_and_its_own_backups_working() {
         .try_backup(&["create", name, "--type", "incr"])
         .unwrap();
     assert_eq!(list(stack, &source).backups.len(), before + 1);
+    let refused = stack
+        .cp
+        .backup_output(&["create", name, "--repository", "2"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("geo key refuses"),
+        "{stderr}"
+    );
     let restored = restore(stack, name, "geo-geo-copy", &[]).unwrap();
     assert_eq!(restored.sql("SELECT n FROM kept").unwrap(), "42");
 
@@ -205,6 +213,65 @@ fn a_revoked_geo_key_leaves_the_server_ready_and_its_own_backups_working() {
         .err()
         .expect("a restore from the revoked geo copy");
     assert!(err.contains(version_of(&geo.kid)), "{err}");
+}
+
+#[test]
+fn backup_create_and_verify_act_on_the_geo_copy_with_repository_2() {
+    let fixture = fixture();
+    let stack = &fixture.stack;
+    let (source, _key, _geo) = fixture.servers.take("geo-repo2");
+    let name = "geo-repo2";
+    let before = list(stack, &source);
+    let copy_before = before.geo.as_ref().unwrap().backups.len();
+
+    let taken = stack
+        .cp
+        .try_backup(&["create", name, "--type", "incr", "--repository", "2"])
+        .unwrap();
+    let after = list(stack, &source);
+    let copy = after.geo.expect("the geo copy in backup list");
+    assert_eq!(copy.backups.len(), copy_before + 1, "{copy:?}");
+    assert_eq!(taken["label"], copy.backups.last().unwrap().label.as_str());
+    assert_eq!(after.backups.len(), before.backups.len(), "repo1 untouched");
+
+    // A flipped byte in the copy is found by verifying repository 2, not 1.
+    let id = source.dir.file_name().unwrap();
+    let dir = stack
+        .cp
+        .state_dir
+        .join("geo-backups")
+        .join(GEO_LOCATION)
+        .join(id);
+    let file = files_under(&dir)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("/pg_data/base/"))
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let own: Value = stack.cp.try_backup(&["verify", name]).unwrap();
+    assert_eq!(own["valid"], true, "{own}");
+    let out = stack
+        .cp
+        .backup_output(&["verify", name, "--repository", "2"]);
+    assert_eq!(out.status.code(), Some(8), "damage is exit code 8");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let damaged = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        report["problems"].to_string().contains(&damaged),
+        "{damaged} not in {report}"
+    );
+
+    let wrong = stack
+        .cp
+        .backup_output(&["create", name, "--repository", "3"]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && stderr.contains("there is no backup repository 3"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -19,6 +19,37 @@ use crate::postgres::PgInstall;
 use crate::sys::{self, Signal};
 use crate::Error;
 
+/// pgBackRest of the serving server in `dir` with `repo` in its configuration now,
+/// or why not.
+fn engine_with(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    repo: Repository,
+) -> Result<PgBackRest, Error> {
+    let engine = engine(dir, config)?;
+    if repo == Repository::Geo {
+        if config
+            .backup
+            .as_ref()
+            .and_then(|b| b.geo.as_ref())
+            .is_none()
+        {
+            return Err(Error::Backup(
+                "this server has no geo-redundant copy of its backups: use repository 1".into(),
+            ));
+        }
+        if !engine.has_repository(repo)? {
+            return Err(Error::Backup(
+                "the geo-redundant copy is out of pgBackRest's configuration: the geo key \
+                 refuses its repository key (`pgcmk backup list` says why); give the geo \
+                 identity get, wrapKey and unwrapKey on it again"
+                    .into(),
+            ));
+        }
+    }
+    Ok(engine)
+}
+
 /// pgBackRest of the serving server in `dir`, or why there is none.
 fn engine(dir: &ServerDir, config: &AgentConfig) -> Result<PgBackRest, Error> {
     if config.backup.is_none() {
@@ -127,19 +158,21 @@ const RUNNING_BACKUP_POLL: (std::time::Duration, std::time::Duration) = (
     std::time::Duration::from_secs(10),
 );
 
-/// Takes a backup of `kind` and waits for its end (and for a backup already running
-/// to end first); the new backup.
+/// Takes a backup of `kind` in `repo` and waits for its end (and for a backup
+/// already running to end first); the new backup.
 pub(crate) fn create(
     dir: &ServerDir,
     config: &AgentConfig,
     kind: BackupKind,
+    repo: Repository,
 ) -> Result<BackupSummary, Error> {
-    let engine = engine(dir, config)?;
+    let engine = engine_with(dir, config, repo)?;
     let kind_arg = format!("--type={}", kind.as_str());
+    let repo_arg = format!("--repo={}", repo.number());
     let started = std::time::Instant::now();
     let mut pause = RUNNING_BACKUP_POLL.0;
     let out = loop {
-        let mut cmd = engine.command(&["backup", &kind_arg]);
+        let mut cmd = engine.command(&[&repo_arg, "backup", &kind_arg]);
         // A run killed (its control plane gone) takes its backup with it: pgBackRest
         // leaves it incomplete, unlisted, and the next backup resumes or removes it.
         sys::die_with_parent(&mut cmd, Signal::Term);
@@ -161,20 +194,33 @@ pub(crate) fn create(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let catalog = list(dir, config, None)?;
-    catalog
-        .backups
+    let key_file = match repo {
+        Repository::Primary => dir.wrapped_backup_key(),
+        Repository::Geo => dir.wrapped_geo_backup_key(),
+    };
+    let (backups, _) = repository_contents(&engine, repo, &key::read_wrapped(&key_file)?.kek)?;
+    backups
         .into_iter()
         .next_back()
         .ok_or_else(|| Error::Backup("pgbackrest backup succeeded but lists no backup".into()))
 }
 
-/// Decrypts and checks every backup file and archived segment.
-pub(crate) fn verify(dir: &ServerDir, config: &AgentConfig) -> Result<BackupVerification, Error> {
-    let engine = engine(dir, config)?;
+/// Decrypts and checks every backup file and archived segment of `repo`.
+pub(crate) fn verify(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    repo: Repository,
+) -> Result<BackupVerification, Error> {
+    let engine = engine_with(dir, config, repo)?;
+    let repo_arg = format!("--repo={}", repo.number());
     // Without retries: a damaged file is reported at once, not after 15 s.
     let out = engine
-        .command(&["--log-level-console=info", "--job-retry=0", "verify"])
+        .command(&[
+            &repo_arg,
+            "--log-level-console=info",
+            "--job-retry=0",
+            "verify",
+        ])
         .output()
         .ctx(|| "running pgbackrest verify")?;
     let text = String::from_utf8_lossy(&out.stdout);

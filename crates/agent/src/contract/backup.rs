@@ -101,8 +101,24 @@ impl Repository {
             1 => Ok(Repository::Primary),
             2 => Ok(Repository::Geo),
             other => Err(format!(
-                "there is no backup repository {other}: use 1 (the server's own) or 2 (its \
-                 geo-redundant copy)"
+                "there is no backup repository {other}: {REPOSITORIES}"
+            )),
+        }
+    }
+}
+
+/// What a wrong repository number is told.
+const REPOSITORIES: &str = "use 1 (the server's own) or 2 (its geo-redundant copy)";
+
+/// `1` or `2`, as pgBackRest numbers repositories (the command line's `--repository`).
+impl std::str::FromStr for Repository {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.parse::<u8>() {
+            Ok(n) => Self::from_number(n),
+            Err(_) => Err(format!(
+                "there is no backup repository '{s}': {REPOSITORIES}"
             )),
         }
     }

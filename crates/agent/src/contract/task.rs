@@ -17,7 +17,7 @@ use pgcmk_keyprovider::akv::AkvKeyVersionId;
 use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
 use serde::{Deserialize, Serialize};
 
-use super::backup::BackupKind;
+use super::backup::{BackupKind, Repository};
 
 /// One task of a short-lived agent run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,10 +50,16 @@ pub enum AgentTask {
     BackupCreate {
         /// Full, differential or incremental.
         kind: BackupKind,
+        /// The server's own repository, or its geo-redundant copy.
+        repository: Repository,
     },
-    /// Verify every backup file and archived WAL segment of the serving server.
-    /// Answers [`TaskAnswer`] of [`BackupVerification`](super::backup::BackupVerification).
-    BackupVerify,
+    /// Verify every backup file and archived WAL segment of one repository of the
+    /// serving server. Answers [`TaskAnswer`] of
+    /// [`BackupVerification`](super::backup::BackupVerification).
+    BackupVerify {
+        /// The server's own repository, or its geo-redundant copy.
+        repository: Repository,
+    },
     /// Prove that the vault unwraps the server's repository key (before a restore
     /// from its backups; the server need not run). Answers [`TaskAnswer`] of
     /// [`RepositoryKeyCheck`](super::backup::RepositoryKeyCheck).
@@ -75,7 +81,7 @@ impl AgentTask {
             AgentTask::ResetPassword => "reset-password",
             AgentTask::BackupList => "backup-list",
             AgentTask::BackupCreate { .. } => "backup-create",
-            AgentTask::BackupVerify => "backup-verify",
+            AgentTask::BackupVerify { .. } => "backup-verify",
             AgentTask::BackupKeyCheck => "backup-key-check",
             AgentTask::GeoBackupKeyCheck => "geo-backup-key-check",
         }
@@ -92,8 +98,12 @@ impl AgentTask {
                     args.push("--follow".into());
                 }
             }
-            AgentTask::BackupCreate { kind } => {
+            AgentTask::BackupCreate { kind, repository } => {
                 args.extend(["--type".to_string(), kind.as_str().to_string()]);
+                args.extend(["--repository".into(), repository.number().to_string()]);
+            }
+            AgentTask::BackupVerify { repository } => {
+                args.extend(["--repository".into(), repository.number().to_string()]);
             }
             _ => {}
         }
@@ -413,10 +423,18 @@ mod tests {
         assert_eq!(AgentTask::ResetPassword.args(), ["reset-password"]);
         assert_eq!(
             AgentTask::BackupCreate {
-                kind: BackupKind::Diff
+                kind: BackupKind::Diff,
+                repository: Repository::Geo,
             }
             .args(),
-            ["backup-create", "--type", "diff"]
+            ["backup-create", "--type", "diff", "--repository", "2"]
+        );
+        assert_eq!(
+            AgentTask::BackupVerify {
+                repository: Repository::Primary
+            }
+            .args(),
+            ["backup-verify", "--repository", "1"]
         );
         let logs = AgentTask::Logs {
             lines: 20,

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use pgcmk_agent::contract::backup::{
-    BackupCatalog, BackupKind, BackupSummary, BackupVerification, DEFAULT_RETENTION_DAYS,
-    RETENTION_DAYS,
+    BackupCatalog, BackupKind, BackupSummary, BackupVerification, Repository,
+    DEFAULT_RETENTION_DAYS, RETENTION_DAYS,
 };
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::AgentTask;
@@ -27,6 +27,38 @@ pub struct CreateBackup {
     /// Full (the default), differential or incremental.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<BackupKind>,
+    /// 1 (the server's own repository, the default) or 2 (its geo-redundant copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<u8>,
+}
+
+/// `POST /servers/{name}/backups/verify?repository=N`: which repository to verify.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyBackups {
+    /// 1 (the server's own repository, the default) or 2 (its geo-redundant copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<u8>,
+}
+
+impl CreateBackup {
+    /// The repository asked for (none: the server's own).
+    pub fn repository(&self) -> Result<Repository, Error> {
+        repository(self.repository)
+    }
+}
+
+impl VerifyBackups {
+    /// The repository asked for (none: the server's own).
+    pub fn repository(&self) -> Result<Repository, Error> {
+        repository(self.repository)
+    }
+}
+
+/// The repository numbered `n` (none: the server's own).
+fn repository(n: Option<u8>) -> Result<Repository, Error> {
+    n.map_or(Ok(Repository::Primary), |n| {
+        Repository::from_number(n).map_err(Error::BadRequest)
+    })
 }
 
 /// `GET /servers/{name}/backups/keys`: the KEK versions the server's retained
@@ -108,27 +140,38 @@ impl Platform {
             })
     }
 
-    /// Takes a backup of `kind` now and returns it once complete. Backups of one
-    /// server are taken one at a time (pgBackRest's lock refuses a second).
-    pub fn create_backup(&self, name: &str, kind: BackupKind) -> Result<BackupSummary, Error> {
+    /// Takes a backup of `kind` in `repository` now and returns it once complete.
+    /// Backups of one server are taken one at a time (pgBackRest's lock refuses a
+    /// second).
+    pub fn create_backup(
+        &self,
+        name: &str,
+        kind: BackupKind,
+        repository: Repository,
+    ) -> Result<BackupSummary, Error> {
         let server = self.serving_for_backups(name)?;
         self.event(
             &server,
             Actor::Dba,
             "backup started",
-            &format!("a {} backup", kind.as_str()),
+            &format!(
+                "a {} backup in repository {}",
+                kind.as_str(),
+                repository.number()
+            ),
         )?;
-        let created: Result<BackupSummary, Error> =
-            self.run_task(&server, &AgentTask::BackupCreate { kind }, None);
+        let task = AgentTask::BackupCreate { kind, repository };
+        let created: Result<BackupSummary, Error> = self.run_task(&server, &task, None);
         match &created {
             Ok(b) => self.event(
                 &server,
                 Actor::Dba,
                 "backup completed",
                 &format!(
-                    "{} ({}), {} bytes in the repository, {} s",
+                    "{} ({}) in repository {}, {} bytes in the repository, {} s",
                     b.label,
                     b.kind.as_str(),
+                    repository.number(),
                     b.repository_bytes,
                     b.duration_secs
                 ),
@@ -157,20 +200,26 @@ impl Platform {
         })
     }
 
-    /// Decrypts and checks every backup file and archived WAL segment.
-    pub fn verify_backups(&self, name: &str) -> Result<BackupVerification, Error> {
+    /// Decrypts and checks every backup file and archived WAL segment of
+    /// `repository`.
+    pub fn verify_backups(
+        &self,
+        name: &str,
+        repository: Repository,
+    ) -> Result<BackupVerification, Error> {
         let server = self.serving_for_backups(name)?;
         let verification: BackupVerification =
-            self.run_task(&server, &AgentTask::BackupVerify, None)?;
+            self.run_task(&server, &AgentTask::BackupVerify { repository }, None)?;
+        let n = repository.number();
         self.event(
             &server,
             Actor::Dba,
             "backups verified",
             &if verification.valid {
-                "every backup file and archived WAL segment verified".to_string()
+                format!("every backup file and archived WAL segment of repository {n} verified")
             } else {
                 format!(
-                    "{} damaged: {}",
+                    "repository {n}: {} damaged: {}",
                     verification.problems.len(),
                     verification.problems.join("; ")
                 )

@@ -55,7 +55,7 @@ mod supervise;
 mod tasks;
 mod vault_follow;
 
-pub use backups::{BackupKeys, CreateBackup};
+pub use backups::{BackupKeys, CreateBackup, VerifyBackups};
 pub use create::{CreateServer, Created, KeyChoice};
 pub use geo::GeoBackupChoice;
 pub use observe::ServerObservation;
