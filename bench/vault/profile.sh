@@ -17,7 +17,10 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--op OP] [--size BITS] [--clients N]" >&2; exit 2 ;;
   esac
 done
-cargo build --release --quiet -p pgcmk --bin pgcmk -p pgcmk-keyprovider --example vault_bench
+# Two builds, as run.sh and the load generator do: one invocation for both would unify
+# their features and rebuild most of the workspace.
+cargo build --release --quiet -p pgcmk --bin pgcmk
+cargo build --release --quiet -p pgcmk-keyprovider --example vault_bench
 export PGCMK_BIN=${PGCMK_BIN:-$PWD/target/release/pgcmk}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
