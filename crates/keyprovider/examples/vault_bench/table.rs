@@ -164,10 +164,44 @@ fn check_targets(rows: &[Row], cores: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn row(ops_per_sec: f64, client_cpu_ms: f64) -> Row {
+        let cell = Cell {
+            ops_per_sec,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            errors: 0,
+            requests: 0,
+            vault_cpu_ms: 0.6,
+            client_cpu_ms,
+        };
+        Row {
+            op: Op::Unwrap,
+            size: 2048,
+            clients: 64,
+            cell,
+            bare: BareRsa {
+                rate: 1000.0,
+                cpu_ms: 0.5,
+            },
+        }
+    }
+
+    #[test]
+    fn ceiling_little_and_cpu_ratio_follow_their_definitions() {
+        // 2,000 ops/s at 0.1 ms of client CPU each: 0.2 of 2 cores are the client's.
+        assert!((row(2000.0, 0.1).ceiling(2) - 900.0).abs() < 1e-9);
+        assert!((row(500.0, 0.0).ceiling(2) - 1000.0).abs() < 1e-9);
+        assert_eq!(row(100_000.0, 1.0).ceiling(2), 0.0);
+        assert!((row(2000.0, 0.1).little_ms() - 32.0).abs() < 1e-9);
+        assert!((row(2000.0, 0.1).cpu_ratio() - 1.2).abs() < 1e-9);
+    }
+
     #[test]
     fn median_of_odd_and_even_counts() {
-        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(super::median(Vec::new()).is_nan());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
     }
 }
