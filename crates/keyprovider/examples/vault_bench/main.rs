@@ -1,24 +1,28 @@
 //! Key vault benchmark: wrapkey, unwrapkey and sign over HTTPS against a release-built
 //! `pgcmk vault serve`, with 1, 8 and 64 concurrent clients, for RSA 2048/3072/4096,
-//! printed next to `openssl speed -multi N` (N = cores) run in the same process tree;
-//! then the vault's RSS while it holds many keys.
+//! printed next to the bare RSA decryption rate of the vault's own library (aws-lc-rs)
+//! on all cores; then the vault's RSS while it holds many keys. Every cell is measured
+//! in several rounds (bare rate first in each) and reported by its median.
 //!
 //! `cargo run --release -p pgcmk-keyprovider --example vault_bench -- [--seconds S] [--keys N]`
-//! (bench/vault/run.sh runs exactly this). `--ops`, `--sizes` and `--clients` take
-//! comma-separated lists to run only some cells (quick A/B comparisons).
+//! (bench/vault/run.sh runs exactly this). `--rounds` sets the repetitions; `--ops`,
+//! `--sizes` and `--clients` take comma-separated lists to run only some cells (quick
+//! A/B comparisons).
 
-#[path = "common/cpu.rs"]
+mod bare_rsa;
+#[path = "../common/cpu.rs"]
 mod cpu;
-#[path = "common/rss.rs"]
+#[path = "../common/rss.rs"]
 mod rss;
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
+mod table;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use bare_rsa::BareKey;
 use cpu::{clock_ticks_per_second, cpu_seconds, load_average};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::akv::{
@@ -27,6 +31,7 @@ use pgcmk_keyprovider::akv::{
 use pgcmk_keyprovider::WrappedDek;
 use rss::proc_rss_mib;
 use support::{pgcmk_binary, VaultService};
+use table::{median_bare, median_cell, Cell, Row};
 
 const SIZES: [u32; 3] = [2048, 3072, 4096];
 const CLIENTS: [usize; 3] = [1, 8, 64];
@@ -35,6 +40,8 @@ const IDENTITY: &str = "bench-workload";
 
 struct Settings {
     seconds: f64,
+    /// Repetitions of every cell (and of the bare rate); the median is reported.
+    rounds: usize,
     keys: usize,
     /// Only the RSS part (creating many keys takes minutes).
     skip_load: bool,
@@ -55,6 +62,7 @@ fn list<T>(value: &str, flag: &str, parse: impl Fn(&str) -> Option<T>) -> Vec<T>
 fn settings() -> Settings {
     let mut s = Settings {
         seconds: 3.0,
+        rounds: 3,
         keys: 10_000,
         skip_load: false,
         ops: vec![Op::Wrap, Op::Unwrap, Op::Sign],
@@ -76,6 +84,13 @@ fn settings() -> Settings {
                 s.seconds = value
                     .parse()
                     .unwrap_or_else(|_| usage("--seconds takes a number"))
+            }
+            "--rounds" => {
+                s.rounds = value
+                    .parse()
+                    .ok()
+                    .filter(|&r| r > 0)
+                    .unwrap_or_else(|| usage("--rounds takes a whole number above 0"))
             }
             "--keys" => {
                 s.keys = value
@@ -105,7 +120,7 @@ fn settings() -> Settings {
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("vault_bench: {why}\nusage: vault_bench [--seconds S (default 3)] [--keys N (default 10000)] [--skip-load]\n  [--ops wrapkey,unwrapkey,sign] [--sizes 2048,3072,4096] [--clients 1,8,64]");
+    eprintln!("vault_bench: {why}\nusage: vault_bench [--seconds S (default 3)] [--rounds R (default 3)] [--keys N (default 10000)] [--skip-load]\n  [--ops wrapkey,unwrapkey,sign] [--sizes 2048,3072,4096] [--clients 1,8,64]");
     std::process::exit(2)
 }
 
@@ -124,31 +139,6 @@ impl Op {
             Op::Sign => "sign",
         }
     }
-}
-
-/// One table cell's measurements.
-struct Cell {
-    ops_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
-    /// Requests the CPU columns are divided by: the timed ones plus one warm-up per client.
-    requests: usize,
-    /// CPU the vault process spent per completed operation.
-    vault_cpu_ms: f64,
-    /// CPU this load generator spent per completed operation.
-    client_cpu_ms: f64,
-}
-
-/// One row of the table: a cell and the openssl rate measured just before its size.
-struct Row {
-    op: Op,
-    size: u32,
-    clients: usize,
-    cell: Cell,
-    openssl: Option<f64>,
-    /// The vault's own RSA library, in this process on all cores, no HTTP.
-    aws_lc: f64,
 }
 
 fn main() {
@@ -185,7 +175,7 @@ fn main() {
     rss_with_many_keys(&vault, &client, settings.keys);
 }
 
-/// Every op x size x client-count cell, printed next to openssl and aws-lc.
+/// Every op x size x client-count cell, `rounds` times, printed next to the bare rate.
 fn load_table(vault: &VaultService, client: &Arc<AkvClient>, settings: &Settings, cores: usize) {
     let seconds = settings.seconds;
     let clock_ticks = clock_ticks_per_second();
@@ -199,69 +189,41 @@ fn load_table(vault: &VaultService, client: &Arc<AkvClient>, settings: &Settings
         let wrapped = client
             .wrap_key(&name, None, WrapAlgorithm::RsaOaep256, &[7u8; 32])
             .expect("wrap a DEK");
-        // Measured right before this size's cells, so both see the same machine.
-        eprintln!("openssl speed -multi {cores} rsa{size} ...");
-        let openssl = openssl_sign_rate(cores, seconds, size);
-        eprintln!("aws-lc RSA-OAEP-256 decrypt on {cores} threads, RSA-{size} ...");
-        let aws_lc = aws_lc_unwrap_rate(cores, seconds, size);
-        for &op in &settings.ops {
-            for &clients in &settings.clients {
-                eprintln!("{} RSA-{size} x{clients} ...", op.name());
+        let bare_key = BareKey::generate(size);
+        let cells: Vec<(Op, usize)> = settings
+            .ops
+            .iter()
+            .flat_map(|&op| settings.clients.iter().map(move |&c| (op, c)))
+            .collect();
+        let mut bare_rounds = Vec::new();
+        let mut cell_rounds = vec![Vec::new(); cells.len()];
+        for round in 1..=settings.rounds {
+            // Measured right before this round's cells, so both see the same machine.
+            eprintln!(
+                "round {round}: aws-lc RSA-OAEP-256 decrypt on {cores} threads, RSA-{size} ..."
+            );
+            bare_rounds.push(bare_key.measure(cores, seconds, clock_ticks));
+            for (&(op, clients), samples) in cells.iter().zip(&mut cell_rounds) {
+                eprintln!("round {round}: {} RSA-{size} x{clients} ...", op.name());
                 let probe = CpuProbe::start(vault.pid(), clock_ticks);
                 let mut cell = run_cell(client, &name, &wrapped, op, clients, seconds);
                 probe.finish(&mut cell);
-                rows.push(Row {
-                    op,
-                    size,
-                    clients,
-                    cell,
-                    openssl,
-                    aws_lc,
-                });
+                samples.push(cell);
             }
+        }
+        let bare = median_bare(&bare_rounds);
+        for (&(op, clients), samples) in cells.iter().zip(&cell_rounds) {
+            rows.push(Row {
+                op,
+                size,
+                clients,
+                cell: median_cell(samples),
+                bare,
+            });
         }
     }
 
-    println!(
-        "\nKey vault over HTTPS (loopback; load generator on the same {cores} cores), {} s per cell",
-        seconds
-    );
-    println!(
-        "openssl = `openssl speed -multi {cores} -seconds {} rsaN` private-key rate (sign/s), run just before each size",
-    seconds.ceil()
-    );
-    println!("aws-lc = RSA-OAEP-256 decrypt with aws-lc-rs (the vault's library) on {cores} threads, no HTTP");
-    println!(
-        "load average before/after: {load_before} / {}\n",
-        load_average()
-    );
-    println!("| op | RSA | clients | ops/s | p50 ms | p99 ms | errors | vault CPU ms/op | client CPU ms/op | openssl sign/s | aws-lc decrypt/s | vault/openssl |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for row in &rows {
-        let cell = &row.cell;
-        let (peer, ratio) = match (row.op, row.openssl) {
-            (Op::Unwrap | Op::Sign, Some(rate)) => (
-                format!("{rate:.0}"),
-                format!("{:.0} %", 100.0 * cell.ops_per_sec / rate),
-            ),
-            (_, Some(rate)) => (format!("{rate:.0}"), "(public-key op)".into()),
-            (_, None) => ("n/a".into(), "n/a".into()),
-        };
-        println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {peer} | {:.0} | {ratio} |",
-            row.op.name(),
-            row.size,
-            row.clients,
-            cell.ops_per_sec,
-            cell.p50_ms,
-            cell.p99_ms,
-            cell.errors,
-            cell.vault_cpu_ms,
-            cell.client_cpu_ms,
-            row.aws_lc,
-        );
-    }
-    check_targets(&rows);
+    table::print(&rows, settings, cores, &load_before);
 }
 
 /// Runs `clients` threads issuing `op` back to back for `seconds`, after each has
@@ -335,114 +297,6 @@ fn run_cell(
         requests: latencies.len() + clients,
         vault_cpu_ms: f64::NAN,
         client_cpu_ms: f64::NAN,
-    }
-}
-
-/// `openssl speed -multi N -seconds S rsaSIZE`: the sign/s (private-key) column.
-fn openssl_sign_rate(cores: usize, seconds: f64, size: u32) -> Option<f64> {
-    let out = Command::new("openssl")
-        .args(["speed", "-multi", &cores.to_string()])
-        .args(["-seconds", &format!("{}", seconds.ceil())])
-        .arg(format!("rsa{size}"))
-        .output();
-    let Ok(out) = out else {
-        eprintln!("openssl is not installed: no comparison column");
-        return None;
-    };
-    parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
-        .into_iter()
-        .find_map(|(bits, rate)| (bits == size).then_some(rate))
-}
-
-/// RSA-OAEP-256 decryptions per second with aws-lc-rs on `threads` threads: the
-/// ceiling for the vault's unwrap, which uses the same library.
-fn aws_lc_unwrap_rate(threads: usize, seconds: f64, size: u32) -> f64 {
-    use aws_lc_rs::rsa::{
-        KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
-        OAEP_SHA256_MGF1SHA256,
-    };
-    let size = match size {
-        2048 => KeySize::Rsa2048,
-        3072 => KeySize::Rsa3072,
-        _ => KeySize::Rsa4096,
-    };
-    let private = PrivateDecryptingKey::generate(size).expect("RSA key generation");
-    let public = OaepPublicEncryptingKey::new(private.public_key()).expect("public key");
-    let mut ciphertext = vec![0; public.ciphertext_size()];
-    public
-        .encrypt(&OAEP_SHA256_MGF1SHA256, &[7u8; 32], &mut ciphertext, None)
-        .expect("encrypt");
-    let private = Arc::new(OaepPrivateDecryptingKey::new(private).expect("private key"));
-    let ciphertext = Arc::new(ciphertext);
-    let end = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let done: usize = (0..threads)
-        .map(|_| {
-            let (private, ciphertext) = (Arc::clone(&private), Arc::clone(&ciphertext));
-            std::thread::spawn(move || {
-                let mut out = vec![0; private.min_output_size()];
-                let mut n = 0;
-                while Instant::now() < end {
-                    private
-                        .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut out, None)
-                        .expect("decrypt");
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().expect("decrypt thread"))
-        .sum();
-    done as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Reads rows like `rsa 2048 bits 0.000370s 0.000011s   2704.0  92567.0` under a
-/// header naming the columns (`sign verify sign/s verify/s`).
-fn parse_openssl_speed(text: &str) -> Vec<(u32, f64)> {
-    let mut column = None;
-    let mut rates = Vec::new();
-    for line in text.lines() {
-        let tokens: Vec<&str> = line.split_whitespace().collect();
-        if let Some(i) = tokens.iter().position(|t| *t == "sign/s") {
-            column = Some(i);
-        } else if let (Some(i), ["rsa", bits, "bits", values @ ..]) = (column, tokens.as_slice()) {
-            if let (Ok(bits), Some(Ok(rate))) =
-                (bits.parse(), values.get(i).map(|v| v.parse::<f64>()))
-            {
-                rates.push((bits, rate));
-            }
-        }
-    }
-    rates
-}
-
-fn check_targets(rows: &[Row]) {
-    println!("\nTargets:");
-    for row in rows
-        .iter()
-        .filter(|r| r.op == Op::Unwrap && r.clients == 64)
-    {
-        if let Some(rate) = row.openssl {
-            let pct = 100.0 * row.cell.ops_per_sec / rate;
-            let verdict = if pct >= 70.0 { "met" } else { "MISSED" };
-            println!(
-                "- RSA-{} unwrap at 64 clients = {pct:.0} % of openssl (target >= 70 %): {verdict}",
-                row.size
-            );
-        }
-        if row.size == 2048 {
-            let verdict = if row.cell.p99_ms <= 25.0 {
-                "met"
-            } else {
-                "MISSED"
-            };
-            println!(
-                "- RSA-2048 unwrap p99 at 64 clients = {:.2} ms (target <= 25 ms): {verdict}",
-                row.cell.p99_ms
-            );
-        }
     }
 }
 
@@ -535,18 +389,4 @@ fn rss_with_many_keys(vault: &VaultService, client: &Arc<AkvClient>, total: usiz
         "MISSED"
     };
     println!("\n- RSS with {total} keys = {rss:.1} MiB (target <= 100 MiB with 10,000): {verdict}");
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_openssl_3_speed_output() {
-        let text = "                  sign    verify    sign/s verify/s\n\
-                    rsa 2048 bits 0.000370s 0.000011s   2704.0  92567.0\n\
-                    rsa 3072 bits 0.001100s 0.000023s    909.1  43478.3\n";
-        assert_eq!(
-            super::parse_openssl_speed(text),
-            vec![(2048, 2704.0), (3072, 909.1)]
-        );
-    }
 }
