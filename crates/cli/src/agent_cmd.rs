@@ -45,6 +45,8 @@ pub enum AgentTaskCommand {
     Fsck,
     /// Set the superuser's password of the serving server (from the handshake).
     ResetPassword,
+    /// Create or update the serving server's replication role (password from the handshake).
+    ReplicationRole,
     /// List the serving server's backups.
     BackupList,
     /// Take a backup of the serving server.
@@ -68,6 +70,7 @@ impl From<AgentTaskCommand> for AgentTask {
             AgentTaskCommand::Logs { lines, follow } => AgentTask::Logs { lines, follow },
             AgentTaskCommand::Fsck => AgentTask::Fsck,
             AgentTaskCommand::ResetPassword => AgentTask::ResetPassword,
+            AgentTaskCommand::ReplicationRole => AgentTask::ReplicationRole,
             AgentTaskCommand::BackupList => AgentTask::BackupList,
             AgentTaskCommand::BackupCreate { kind } => AgentTask::BackupCreate { kind },
             AgentTaskCommand::BackupVerify => AgentTask::BackupVerify,
@@ -121,6 +124,7 @@ mod tests {
             AgentTask::AdoptKeyVersion,
             AgentTask::Fsck,
             AgentTask::ResetPassword,
+            AgentTask::ReplicationRole,
             AgentTask::BackupList,
             AgentTask::BackupVerify,
             AgentTask::BackupKeyCheck,
