@@ -140,9 +140,13 @@ fn a_replica_streams_what_its_source_commits_over_tls_and_refuses_writes() {
         .collect();
     assert!(names.contains(&"rep-read"), "{listed}");
     assert!(!names.contains(&"rep-follow"), "{listed}");
-    // A source with replicas stays.
+    // A source with replicas stays, and so does the address they connect to.
     let err = cp.try_server(&["delete", "rep-src", "--yes"]).unwrap_err();
     assert!(err.contains("has read replicas"), "{err}");
+    let err = cp
+        .try_server(&["update", "rep-src", "--listen-addresses", "127.0.0.2"])
+        .unwrap_err();
+    assert!(err.contains("keep 127.0.0.1 first"), "{err}");
 }
 
 #[test]
