@@ -112,6 +112,7 @@ pub fn run(
     let geo_secret = handshake.geo_identity_secret;
     let storage_key = handshake.storage_key;
     let tls = handshake.tls;
+    let replication_password = handshake.replication_password;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -138,9 +139,17 @@ pub fn run(
             why: "provisioning: creating the encrypted volume and the PostgreSQL cluster".into(),
         });
         let dek = kek.unwrap(&wrapped)?;
-        match &config.restore {
-            None => provision::provision(dir, &config, &dek, &password)?,
-            Some(source) => {
+        match (&config.restore, &config.replica) {
+            (None, Some(source)) => {
+                let password = replication_password.as_ref().ok_or_else(|| {
+                    Error::Postgres(
+                        "the handshake of a replica brought no replication_password".into(),
+                    )
+                })?;
+                provision::provision_replica(dir, &config, &dek, source, password)?
+            }
+            (None, None) => provision::provision(dir, &config, &dek, &password)?,
+            (Some(source), _) => {
                 let secret = source_secret.ok_or_else(|| {
                     Error::Backup(
                         "the handshake of a restored server brought no source_identity_secret"
@@ -198,6 +207,7 @@ pub fn run(
                             let keys = (geo_key, storage_key.as_ref());
                             unlock(dir, &config, kek.as_ref(), d, keys).and_then(|mut s| {
                                 s.listen(dir, &config, tls.as_ref())?;
+                                s.stream(dir, &config, replication_password.as_ref())?;
                                 Ok(s)
                             })
                         }) {

@@ -5,8 +5,10 @@ use pgcmk_crypto::{kdf, Dek, SecretBytes};
 
 use crate::backup::pgbackrest::RepositoryKeys;
 use crate::contract::backup::RestoreSource;
+use crate::contract::replica::ReplicaSource;
 use crate::contract::{AgentConfig, ServerDir};
 use crate::error::IoContext;
+use crate::postgres::standby::Standby;
 use crate::serving::Serving;
 use crate::Error;
 
@@ -36,6 +38,23 @@ pub fn provision(
     serving.pg.initdb(password)?;
     drop(serving);
     Ok(())
+}
+
+/// Creates a read replica's encrypted volume with `dek` and clones its `source`
+/// into it over TLS as the replication role with `password` (`pg_basebackup`); the
+/// clone is a standby, which serves once it is started. The superuser's password
+/// is the source's (the clone has its roles).
+pub(crate) fn provision_replica(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    dek: &Dek,
+    source: &ReplicaSource,
+    password: &SecretBytes,
+) -> Result<(), Error> {
+    let serving = new_volume(dir, config, dek)?;
+    let install = serving.pg.install();
+    Standby::prepare(install, &dir.tls_dir(), source, &config.server_id, password)?
+        .clone_source(install, serving.pg.layout())
 }
 
 /// Creates a restored server's encrypted volume with `dek` and restores `source`'s

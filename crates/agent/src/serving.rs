@@ -11,6 +11,7 @@ use crate::backup::Backups;
 use crate::contract::handshake::NodeTls;
 use crate::contract::{Actor, AgentConfig, ServerDir};
 use crate::memory::LockedDek;
+use crate::postgres::standby::{end_standby, Standby};
 use crate::postgres::tls::{socket_only_settings, TlsFiles};
 use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
 use crate::provision::cryptfs_key;
@@ -114,7 +115,7 @@ impl Serving {
         tls: Option<&NodeTls>,
     ) -> Result<(), Error> {
         let settings = match tls {
-            Some(tls) => TlsFiles::install(&dir.tls_dir(), tls, self.pg.os_user())?
+            Some(tls) => TlsFiles::install(&dir.tls_dir(), tls, self.pg.install().user())?
                 .settings(&config.listen_addresses),
             None => {
                 tracing::warn!(
@@ -125,6 +126,37 @@ impl Serving {
         };
         self.pg.set_all(settings);
         Ok(())
+    }
+
+    /// Makes a read replica's PostgreSQL a hot standby streaming from its source
+    /// with the replication role's `password`, from its next start; a server that
+    /// is no replica (any more: promoted) ends recovery as a primary.
+    pub(crate) fn stream(
+        &mut self,
+        dir: &ServerDir,
+        config: &AgentConfig,
+        password: Option<&SecretBytes>,
+    ) -> Result<(), Error> {
+        match (&config.replica, password) {
+            (Some(source), Some(password)) => Standby::prepare(
+                self.pg.install(),
+                &dir.tls_dir(),
+                source,
+                &config.server_id,
+                password,
+            )?
+            .configure(&mut self.pg),
+            (Some(source), None) => Err(Error::Postgres(format!(
+                "a replica of '{}' needs the replication password in the handshake",
+                source.server
+            ))),
+            (None, _) => {
+                if end_standby(&self.pg.layout().data_dir)? {
+                    tracing::info!("a standby no more: PostgreSQL ends recovery as a primary");
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The server's backups, when it has them and their key unwrapped.

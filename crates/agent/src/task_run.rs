@@ -14,6 +14,7 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyError, KeyVersionId, WrappedDek};
 
 use crate::agent::take_handshake;
 use crate::contract::backup::RepositoryKeyCheck;
+use crate::contract::replica::REPLICATION_ROLE;
 use crate::contract::server_dir::{read_json, write_json_atomic, ServerDir};
 use crate::contract::task::{
     AgentTask, LogRecord, LogSource, PasswordReset, TaskAnswer, TaskFailure, VersionRefusal,
@@ -62,6 +63,7 @@ pub fn run(
     };
     match task {
         AgentTask::ResetPassword => answer(out, reset_password(dir, &config, new_password)),
+        AgentTask::ReplicationRole => answer(out, replication_role(dir, &config, new_password)),
         AgentTask::AdoptKeyVersion => answer(out, adopt_key_version(dir, &vault()?)),
         AgentTask::Fsck => answer(out, fsck(dir, &vault()?)),
         AgentTask::BackupList => answer(
@@ -241,12 +243,43 @@ fn reset_password(
     config: &AgentConfig,
     password: Option<SecretBytes>,
 ) -> Result<PasswordReset, TaskFailure> {
+    let (password, layout) = live_with(dir, config, password, "new_password")?;
+    PgInstall::discover()?.set_superuser_password(&layout, &password)?;
+    tracing::info!("the {SUPERUSER} password was reset");
+    Ok(PasswordReset {
+        role: SUPERUSER.into(),
+    })
+}
+
+/// Creates or updates the serving server's replication role with `password`
+/// (from the handshake), for its read replicas.
+fn replication_role(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    password: Option<SecretBytes>,
+) -> Result<PasswordReset, TaskFailure> {
+    let (password, layout) = live_with(dir, config, password, "new_password")?;
+    PgInstall::discover()?.set_replication_role(&layout, REPLICATION_ROLE, &password)?;
+    tracing::info!("the replication role {REPLICATION_ROLE} was set");
+    Ok(PasswordReset {
+        role: REPLICATION_ROLE.into(),
+    })
+}
+
+/// The handshake's `password` (named `field`) and the layout of the serving
+/// server, or why a password cannot be set now.
+fn live_with(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    password: Option<SecretBytes>,
+    field: &str,
+) -> Result<(SecretBytes, PgLayout), TaskFailure> {
     let password = password.ok_or_else(|| TaskFailure::Failed {
-        message: "the handshake has no new_password for the reset-password task".into(),
+        message: format!("the handshake has no {field} for this task"),
     })?;
     if !is_live(dir) {
         return Err(TaskFailure::Failed {
-            message: "the server is not serving: its password is set in the running \
+            message: "the server is not serving: the password is set in the running \
                       PostgreSQL; start it first"
                 .into(),
         });
@@ -256,11 +289,7 @@ fn reset_password(
         socket_dir: dir.socket_dir(),
         port: config.port,
     };
-    PgInstall::discover()?.set_superuser_password(&layout, &password)?;
-    tracing::info!("the {SUPERUSER} password was reset");
-    Ok(PasswordReset {
-        role: SUPERUSER.into(),
-    })
+    Ok((password, layout))
 }
 
 /// Proves the vault unwraps the repository key; a refusal names its version.

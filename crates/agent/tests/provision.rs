@@ -54,6 +54,7 @@ fn provisioned() -> Held<Provisioned> {
             grace_ms: 1000,
             backup: None,
             restore: None,
+            replica: None,
         };
         let dek = Dek::generate().unwrap();
         provision(

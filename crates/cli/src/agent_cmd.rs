@@ -45,6 +45,8 @@ pub enum AgentTaskCommand {
     Fsck,
     /// Set the superuser's password of the serving server (from the handshake).
     ResetPassword,
+    /// Create or update the serving server's replication role (password from the handshake).
+    ReplicationRole,
     /// List the serving server's backups.
     BackupList,
     /// Take a backup of the serving server.
@@ -75,6 +77,7 @@ impl From<AgentTaskCommand> for AgentTask {
             AgentTaskCommand::Logs { lines, follow } => AgentTask::Logs { lines, follow },
             AgentTaskCommand::Fsck => AgentTask::Fsck,
             AgentTaskCommand::ResetPassword => AgentTask::ResetPassword,
+            AgentTaskCommand::ReplicationRole => AgentTask::ReplicationRole,
             AgentTaskCommand::BackupList => AgentTask::BackupList,
             AgentTaskCommand::BackupCreate { kind, repository } => {
                 AgentTask::BackupCreate { kind, repository }
@@ -130,6 +133,7 @@ mod tests {
             AgentTask::AdoptKeyVersion,
             AgentTask::Fsck,
             AgentTask::ResetPassword,
+            AgentTask::ReplicationRole,
             AgentTask::BackupList,
             AgentTask::BackupVerify {
                 repository: Repository::Geo,

@@ -25,6 +25,7 @@ mod name_arg;
 mod observability_args;
 mod output;
 mod password_out;
+mod replica_cmds;
 mod serve_cmd;
 mod server_cmds;
 mod server_encryption;

@@ -16,6 +16,7 @@ use crate::error::CliError;
 use crate::geo_backup_args::GeoBackupArgs;
 use crate::name_arg::NameArg;
 use crate::password_out::PasswordSink;
+use crate::replica_cmds::{self, ReplicaArgs};
 use crate::server_encryption::EncryptionArgs;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::server_restore::RestoreArgs;
@@ -143,6 +144,8 @@ pub enum ServerCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// Read replicas: create, list, promote (delete one with `server delete`).
+    Replica(ReplicaArgs),
     /// Check every block of a stopped server's encrypted volume (cryptfs fsck through
     /// the agent); exits non-zero when a block is bad.
     #[command(after_help = "Example:\n  pgcmk server stop orders && pgcmk server fsck orders")]
@@ -169,8 +172,9 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
     // Creating a server includes initdb on the encrypted volume; a restore, copying
     // the backup and replaying the archived WAL (the control plane waits up to 20
     // minutes for it).
-    let timeout = match args.command {
+    let timeout = match &args.command {
         ServerCommand::Restore(_) => Duration::from_secs(21 * 60),
+        ServerCommand::Replica(replica) if replica.is_create() => Duration::from_secs(21 * 60),
         _ => Duration::from_secs(180),
     };
     let api = DbaClient::open(&args.control, timeout)?;
@@ -276,6 +280,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                 }
             };
         }
+        ServerCommand::Replica(replica) => return replica_cmds::replica(replica, &api, format),
         ServerCommand::Fsck { name } => {
             let response = as_dba(client.post(url(&format!("/{name}/fsck"))))?;
             let check: VolumeCheck = response.json().map_err(|e| {

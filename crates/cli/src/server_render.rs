@@ -66,8 +66,14 @@ fn describe_server(s: &ServerRecord) -> String {
         Encryption::ServiceManaged => "service-managed".to_string(),
     };
     let listen: Vec<String> = s.listen_addresses.iter().map(|a| a.to_string()).collect();
+    let replica = match &s.replica_of {
+        Some(source) => {
+            format!("\n  replica of: server id {source} (read-only, streaming from it)")
+        }
+        None => String::new(),
+    };
     format!(
-        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  listens on: {} (TLS only)\n  encryption: {encryption}\n  needs key version: {} (it wraps the DEK: keep it enabled)\n  created:    {}",
+        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  listens on: {} (TLS only){replica}\n  encryption: {encryption}\n  needs key version: {} (it wraps the DEK: keep it enabled)\n  created:    {}",
         s.name,
         state_line(&s.state),
         s.location,

@@ -17,6 +17,9 @@
 //! | `PUT /servers/{name}/key`                | move to another key (`{"key"}`)   |
 //! | `PUT /servers/{name}/listen-addresses`   | listen elsewhere (`{"listen_addresses": [..]}`) |
 //! | `GET /servers/{name}/connection-string`  | libpq URI                         |
+//! | `POST /servers/{name}/replicas`          | new read replica ([`CreateReplica`]) |
+//! | `GET /servers/{name}/replicas`           | its read replicas                 |
+//! | `POST /servers/{name}/promote`           | a replica becomes independent     |
 //! | `GET /servers/{name}/logs`               | logs ([`LogsQuery`]), NDJSON      |
 //! | `POST /servers/{name}/fsck`              | check a stopped server's volume   |
 //! | `POST /servers/{name}/reset-password`    | new superuser password, shown once|
@@ -64,7 +67,8 @@ use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
 use crate::platform::{
-    CreateBackup, CreateServer, LogStreamItem, Platform, RestoreServer, VerifyBackups,
+    CreateBackup, CreateReplica, CreateServer, LogStreamItem, Platform, RestoreServer,
+    VerifyBackups,
 };
 use crate::{Error, ErrorCode};
 
@@ -88,6 +92,11 @@ pub fn router(platform: Arc<Platform>) -> Router {
             put(update_listen_addresses),
         )
         .route("/servers/{name}/connection-string", get(connection_string))
+        .route(
+            "/servers/{name}/replicas",
+            post(create_replica).get(list_replicas),
+        )
+        .route("/servers/{name}/promote", post(promote))
         .route("/servers/{name}/logs", get(logs))
         .route("/servers/{name}/fsck", post(fsck))
         .route("/servers/{name}/reset-password", post(reset_password))
@@ -346,6 +355,30 @@ async fn update_listen_addresses(
         p.update_listen_addresses(&name, &change.listen_addresses)
     })
     .await
+}
+
+async fn create_replica(
+    State(p): State<Arc<Platform>>,
+    Path(source): Path<String>,
+    body: Result<Json<CreateReplica>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(req) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {e}; expected {{\"name\": ..., \"location\": ..., \"key\": ...}}"
+        )))
+    })?;
+    blocking(p, StatusCode::CREATED, move |p| {
+        p.create_replica(&source, &req)
+    })
+    .await
+}
+
+async fn list_replicas(State(p): State<Arc<Platform>>, Path(source): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.replicas_of(&source)).await
+}
+
+async fn promote(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.promote(&name)).await
 }
 
 async fn connection_string(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {

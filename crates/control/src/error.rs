@@ -184,6 +184,17 @@ pub enum StateConflict {
         /// Its state's name.
         state: &'static str,
     },
+    /// Deleting a server that read replicas stream from.
+    #[error(
+        "server '{server}' has read replicas ({replicas}): delete or promote them first \
+         (`pgcmk server replica list --source {server}`)"
+    )]
+    HasReplicas {
+        /// The server's name.
+        server: String,
+        /// Its replicas' names, comma-separated.
+        replicas: String,
+    },
     /// Working on the backups of a server that is not Ready.
     #[error(
         "server '{server}' is {state}: its backups are reached through its encrypted volume \

@@ -45,6 +45,9 @@ pub struct ServerRecord {
     /// The addresses PostgreSQL listens on, over TLS only (default 127.0.0.1).
     #[serde(default = "pgcmk_agent::contract::config::loopback_only")]
     pub listen_addresses: Vec<IpAddr>,
+    /// For a read replica: the id of the server it streams from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
     /// The server's directory (ciphertext, mount point, sockets, agent files).
     pub dir: PathBuf,
     /// RFC 3339 creation time.

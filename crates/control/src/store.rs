@@ -28,6 +28,12 @@ pub fn geo_owner(id: &str) -> String {
     format!("{id}/geo")
 }
 
+/// The owner under which the sealed password of server `id`'s replication role
+/// (which its read replicas connect as) is stored.
+pub fn replication_owner(id: &str) -> String {
+    format!("{id}/replication")
+}
+
 fn store_err(e: impl Into<redb::Error>) -> Error {
     Error::Store(StoreError::from(e.into()))
 }
@@ -147,16 +153,18 @@ impl Store {
         })
     }
 
-    /// Removes server `id` and its identities' sealed secrets (its events stay in
-    /// the trail).
+    /// Removes server `id` and its identities' sealed secrets, and its replication
+    /// role's password (its events stay in the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {
         let geo = geo_owner(id);
+        let replication = replication_owner(id);
         self.with(|db| {
             let tx = db.begin_write().map_err(store_err)?;
             for (table, key) in [
                 (SERVERS, id),
                 (IDENTITY_SECRETS, id),
                 (IDENTITY_SECRETS, geo.as_str()),
+                (IDENTITY_SECRETS, replication.as_str()),
             ] {
                 tx.open_table(table)
                     .map_err(store_err)?
@@ -317,6 +325,7 @@ mod tests {
             state: ServerState::Provisioning,
             port: 5432,
             listen_addresses: pgcmk_agent::contract::config::loopback_only(),
+            replica_of: None,
             dir: "/srv/x".into(),
             created_at: now_rfc3339(),
         }

@@ -336,6 +336,17 @@ fn every_command_answers_json_in_the_common_shapes() {
         ],
     );
     w.ok(2, &["server", "delete", "shape-copy", "--yes"]);
+    // A read replica of it, listed, and promoted to a server of its own.
+    w.ok(
+        3,
+        &[
+            "server", "replica", "create", "--source", "shape", "--name", "shape-ro",
+        ],
+    );
+    let replicas = w.ok(3, &["server", "replica", "list", "--source", "shape"]);
+    assert!(replicas.is_array(), "{replicas}");
+    w.ok(3, &["server", "replica", "promote", "shape-ro"]);
+    w.ok(2, &["server", "delete", "shape-ro", "--yes"]);
     w.ok(2, &["server", "stop", "shape"]);
     w.ok(2, &["server", "fsck", "shape"]);
     w.ok(2, &["server", "start", "shape"]);

@@ -41,19 +41,7 @@ fn fixture() -> Held<Fixture> {
 /// `NAME-geo-kv` in [`GEO_LOCATION`] granting it `get`, `wrapKey` and `unwrapKey`,
 /// and RSA key `NAME-geo-key`.
 fn geo_key(vault: &Vault, name: &str) -> CustomerKey {
-    let identity = vault.identity(&format!("{name}-geo-mi"));
-    let vault_name = format!("{name}-geo-kv");
-    let vault_url = vault.keyvault(&vault_name, GEO_LOCATION, true);
-    vault.grant(&vault_name, &identity, &["get", "wrapKey", "unwrapKey"]);
-    let key = format!("{name}-geo-key");
-    let kid = vault.key(&vault_name, &key, 2048);
-    CustomerKey {
-        identity,
-        vault: vault_name,
-        vault_url,
-        key,
-        kid,
-    }
+    vault.customer_key_at(&format!("{name}-geo"), GEO_LOCATION, "RSA")
 }
 
 /// `pgcmk server create NAME` under `key`, with a geo-redundant copy under `geo`.

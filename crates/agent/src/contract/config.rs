@@ -39,6 +39,10 @@ pub struct AgentConfig {
     /// first start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<super::backup::RestoreSource>,
+    /// For a read replica: the server it streams from (a hot standby until it is
+    /// promoted; then absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<super::replica::ReplicaSource>,
 }
 
 /// The listen addresses of a server created before they were a setting.

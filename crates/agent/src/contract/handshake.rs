@@ -27,6 +27,9 @@
 //!   the copy's repository key is unwrapped (`docs/backups.md`).
 //! - `storage_key` (optional, version 2): present when the server's repository (or,
 //!   at a restore, the source's) is in Azure Blob Storage: the account's shared key.
+//! - `replication_password` (optional, version 2): present at every start of a
+//!   read replica: the password of the source's replication role (which the
+//!   source's `replication-role` task set from its `new_password`).
 //! - `tls_certificate` and `tls_key` (optional, version 2, both or neither): the
 //!   node's server certificate (PEM), issued by the control plane's servers CA
 //!   for this start, and its private key (PEM); the agent keeps the key on the
@@ -67,6 +70,8 @@ pub struct Handshake {
     pub storage_key: Option<SecretBytes>,
     /// The node's TLS server certificate and key for this start.
     pub tls: Option<NodeTls>,
+    /// A read replica's password of its source's replication role.
+    pub replication_password: Option<SecretBytes>,
 }
 
 /// A node's TLS server certificate and its private key, as handed to its agent.
@@ -98,6 +103,7 @@ impl Handshake {
             geo_identity_secret: None,
             storage_key: None,
             tls: None,
+            replication_password: None,
         }
     }
 }
@@ -127,6 +133,10 @@ impl std::fmt::Debug for Handshake {
                 &self.storage_key.as_ref().map(|_| "REDACTED"),
             )
             .field("tls", &self.tls)
+            .field(
+                "replication_password",
+                &self.replication_password.as_ref().map(|_| "REDACTED"),
+            )
             .finish()
     }
 }
@@ -217,6 +227,8 @@ struct Wire<'a> {
     tls_certificate: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     tls_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    replication_password: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -281,6 +293,7 @@ impl Handshake {
             ("storage_key", wire.storage_key.is_some()),
             ("tls_certificate", wire.tls_certificate.is_some()),
             ("tls_key", wire.tls_key.is_some()),
+            ("replication_password", wire.replication_password.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -306,6 +319,7 @@ impl Handshake {
         Ok(Self {
             identity_secret,
             tls,
+            replication_password: wire.replication_password.map(secret_of),
             initial_password: wire.initial_password.map(secret_of),
             new_password: wire.new_password.map(secret_of),
             source_identity_secret: wire.source_identity_secret.map(secret_of),
@@ -336,6 +350,10 @@ impl Handshake {
                 .as_ref()
                 .map(|t| text_of("TLS key", &t.key_pem).map(Cow::Borrowed))
                 .transpose()?,
+            replication_password: optional_text(
+                "replication password",
+                &self.replication_password,
+            )?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
@@ -345,6 +363,7 @@ impl Handshake {
                 + len(&self.source_identity_secret)
                 + len(&self.geo_identity_secret)
                 + len(&self.storage_key)
+                + len(&self.replication_password)
                 + self.tls.as_ref().map_or(0, |t| {
                     2 * (t.certificate_pem.len() + t.key_pem.expose_secret().len())
                 }),
@@ -379,6 +398,8 @@ mod tests {
                     .map(|p| SecretBytes::new(format!("geo-{p}").into_bytes())),
                 storage_key: password
                     .map(|p| SecretBytes::new(format!("storage-{p}").into_bytes())),
+                replication_password: password
+                    .map(|p| SecretBytes::new(format!("repl-{p}").into_bytes())),
                 tls: password.map(|p| NodeTls {
                     certificate_pem: "-----BEGIN CERTIFICATE-----\nMII\n".into(),
                     key_pem: SecretBytes::new(format!("key-{p}").into_bytes()),

@@ -16,6 +16,7 @@ pub mod backup;
 pub mod config;
 pub mod handshake;
 pub mod invocation;
+pub mod replica;
 pub mod server_dir;
 pub mod status;
 pub mod task;

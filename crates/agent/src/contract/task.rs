@@ -42,6 +42,11 @@ pub enum AgentTask {
     /// handshake's `new_password` (PostgreSQL stores only its SCRAM verifier; the
     /// password is in no statement). Answers [`TaskAnswer`] of [`PasswordReset`].
     ResetPassword,
+    /// Create (or update) the serving server's replication role for its read
+    /// replicas ([`super::replica::REPLICATION_ROLE`]), with the handshake's
+    /// `new_password` (as its SCRAM verifier). Answers [`TaskAnswer`] of
+    /// [`PasswordReset`].
+    ReplicationRole,
     /// List the serving server's complete backups and archived WAL. Answers
     /// [`TaskAnswer`] of [`BackupCatalog`](super::backup::BackupCatalog).
     BackupList,
@@ -79,6 +84,7 @@ impl AgentTask {
             AgentTask::Logs { .. } => "logs",
             AgentTask::Fsck => "fsck",
             AgentTask::ResetPassword => "reset-password",
+            AgentTask::ReplicationRole => "replication-role",
             AgentTask::BackupList => "backup-list",
             AgentTask::BackupCreate { .. } => "backup-create",
             AgentTask::BackupVerify { .. } => "backup-verify",
@@ -421,6 +427,7 @@ mod tests {
         assert_eq!(AgentTask::AdoptKeyVersion.args(), ["adopt-key-version"]);
         assert_eq!(AgentTask::Fsck.args(), ["fsck"]);
         assert_eq!(AgentTask::ResetPassword.args(), ["reset-password"]);
+        assert_eq!(AgentTask::ReplicationRole.args(), ["replication-role"]);
         assert_eq!(
             AgentTask::BackupCreate {
                 kind: BackupKind::Diff,

@@ -26,6 +26,7 @@ use crate::Error;
 
 mod install;
 mod password;
+pub mod standby;
 pub mod tls;
 
 pub use install::{OsUser, PgInstall};
@@ -129,9 +130,9 @@ impl Postgres {
         }
     }
 
-    /// The user PostgreSQL runs as.
-    pub fn os_user(&self) -> &OsUser {
-        self.install.user()
+    /// Where PostgreSQL is installed.
+    pub fn install(&self) -> &PgInstall {
+        &self.install
     }
 
     /// The server's layout.

@@ -33,6 +33,24 @@ impl PgInstall {
         )
     }
 
+    /// Creates `role` (a login role with the replication privilege) if it does not
+    /// exist, and sets its password to `password` as a SCRAM verifier, like
+    /// [`PgInstall::set_superuser_password`].
+    pub fn set_replication_role(
+        &self,
+        layout: &PgLayout,
+        role: &str,
+        password: &SecretBytes,
+    ) -> Result<(), Error> {
+        let verifier = pgcmk_crypto::scram::verifier(password.expose_secret())?;
+        let statement = format!(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN \
+             CREATE ROLE {role}; END IF; END$$;\n\
+             ALTER ROLE {role} WITH LOGIN REPLICATION PASSWORD '{verifier}';\n"
+        );
+        self.run_statement(layout, &statement, &format!("setting the role {role}"))
+    }
+
     /// Runs `statement` as the superuser through `psql` on the server's Unix
     /// socket, the statement on `psql`'s stdin (never in an argument); `what` names
     /// it in an error.

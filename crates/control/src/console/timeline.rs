@@ -178,6 +178,7 @@ mod tests {
             state,
             port: 5432,
             listen_addresses: pgcmk_agent::contract::config::loopback_only(),
+            replica_of: None,
             dir: "/tmp/x".into(),
             created_at: "2026-12-07T10:00:00Z".into(),
         }

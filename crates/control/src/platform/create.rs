@@ -4,6 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use pgcmk_agent::contract::backup::RestoreSource;
+use pgcmk_agent::contract::replica::ReplicaSource;
 use pgcmk_agent::contract::server_dir::write_json_atomic;
 use pgcmk_agent::contract::{KekAccess, ServerDir};
 use pgcmk_crypto::{random, SecretBytes};
@@ -73,6 +74,24 @@ pub(super) struct FirstStart {
     pub(super) source_identity_secret: Option<SecretBytes>,
 }
 
+/// What a new server's agent starts from.
+pub(super) enum Origin {
+    /// An empty cluster (`initdb`).
+    Initdb,
+    /// Another server's backups.
+    Restore(Box<Restoring>),
+    /// A clone of another server that it keeps streaming from (a read replica).
+    Replica(ReplicaOf),
+}
+
+/// A new read replica's source.
+pub(super) struct ReplicaOf {
+    /// The source server's id.
+    pub(super) source_id: String,
+    /// Where the replica's agent connects to it.
+    pub(super) source: ReplicaSource,
+}
+
 /// A new server restored from another's backups.
 pub(super) struct Restoring {
     /// Where from, and to which point.
@@ -109,15 +128,14 @@ impl Platform {
     /// failure nothing is left: no directory, no process, no row. Only the
     /// server's own lock is held meanwhile: other servers are not held up.
     pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
-        self.create_server(req, None)
+        self.create_server(req, Origin::Initdb)
     }
 
-    /// [`Platform::create`], of a server whose agent restores `restoring`'s
-    /// backups instead of running `initdb` when it is.
+    /// [`Platform::create`], of a server whose agent starts from `origin`.
     pub(super) fn create_server(
         &self,
         req: &CreateServer,
-        restoring: Option<Restoring>,
+        origin: Origin,
     ) -> Result<Created, Error> {
         req.check()?;
         let retention_days = validate_retention(req.backup_retention_days)?;
@@ -166,13 +184,29 @@ impl Platform {
             state: ServerState::Provisioning,
             port,
             listen_addresses: listen,
+            replica_of: match &origin {
+                Origin::Replica(r) => Some(r.source_id.clone()),
+                _ => None,
+            },
             dir: dir.root().to_path_buf(),
             created_at: now_rfc3339(),
         };
         let mut agent_config = self.agent_config(&record, access);
-        let (restore, source_identity_secret) = match restoring {
-            Some(r) => (Some(r.source), Some(r.source_identity_secret)),
-            None => (None, None),
+        let (restore, source_identity_secret) = match origin {
+            Origin::Initdb => (None, None),
+            Origin::Restore(r) => {
+                let Restoring {
+                    source,
+                    source_identity_secret,
+                } = *r;
+                (Some(source), Some(source_identity_secret))
+            }
+            Origin::Replica(r) => {
+                // A standby archives nothing: its backups start if it is promoted.
+                agent_config.backup = None;
+                agent_config.replica = Some(r.source);
+                (None, None)
+            }
         };
         agent_config.restore = restore;
         if let Some(backup) = agent_config.backup.as_mut() {
@@ -210,6 +244,13 @@ impl Platform {
             ),
             None => describe(&record),
         };
+        let what = match &agent_config.replica {
+            Some(source) => format!(
+                "{what}; read replica of server '{}', streaming from {}:{}",
+                source.server, source.host, source.port
+            ),
+            None => what,
+        };
         let what = match &geo {
             Some(geo) => format!(
                 "{what}; geo-redundant backups in {} under key {}",
@@ -219,10 +260,11 @@ impl Platform {
         };
         self.event(&record, Actor::Dba, "server created", &what)?;
         // A restore copies the backup and replays the archived WAL up to the target
-        // before the server serves: it may take as long as the agent lets recovery run.
-        let limit = match &agent_config.restore {
-            Some(_) => RESTORE_READY_TIMEOUT,
-            None => READY_TIMEOUT,
+        // before the server serves, a replica clones its source: either may take as
+        // long as the agent lets recovery run.
+        let limit = match (&agent_config.restore, &agent_config.replica) {
+            (None, None) => READY_TIMEOUT,
+            _ => RESTORE_READY_TIMEOUT,
         };
         let first_start = FirstStart {
             password: SecretBytes::new(password.as_bytes().to_vec()),

@@ -118,6 +118,19 @@ impl Platform {
                 server.port
             )));
         }
+        let replicas = self.replicas_of(name)?;
+        if !replicas.is_empty() && addresses.first() != server.listen_addresses.first() {
+            let names: Vec<String> = replicas.into_iter().map(|r| r.name).collect();
+            return Err(Error::BadRequest(format!(
+                "server '{name}' has read replicas ({}) that connect to its first listen \
+                 address: keep {} first",
+                names.join(", "),
+                server
+                    .listen_addresses
+                    .first()
+                    .map_or_else(String::new, IpAddr::to_string)
+            )));
+        }
         let dir = ServerDir::new(&server.dir);
         let mut config: AgentConfig = read_json(&dir.agent_config())?;
         let running = server.state != ServerState::Stopped;

@@ -14,6 +14,7 @@
 //! | `vault_follow.rs`  | following the vault service's address                     |
 //! | `names.rs`         | server names and locations                                |
 //! | `listen.rs`        | listen addresses: checked, changed                        |
+//! | `replicas.rs`      | read replicas: create, list, promote                      |
 //! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
 
@@ -49,6 +50,7 @@ mod listen;
 mod locks;
 mod names;
 mod observe;
+mod replicas;
 mod restore;
 mod spawn;
 mod supervise;
@@ -59,6 +61,7 @@ pub use backups::{BackupKeys, CreateBackup, VerifyBackups};
 pub use create::{CreateServer, Created, KeyChoice};
 pub use geo::GeoBackupChoice;
 pub use observe::ServerObservation;
+pub use replicas::CreateReplica;
 pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use super::create::{CreateServer, Created, KeyChoice, Restoring};
+use super::create::{CreateServer, Created, KeyChoice, Origin, Restoring};
 use super::Platform;
 use crate::model::ServerRecord;
 use crate::Error;
@@ -133,7 +133,7 @@ impl Platform {
             // A restored server listens on loopback; `server update --listen-addresses` moves it.
             listen_addresses: Vec::new(),
         };
-        self.create_server(&create, Some(restoring))
+        self.create_server(&create, Origin::Restore(Box::new(restoring)))
     }
 
     /// Proves, in a short-lived run of `source`'s agent, that the vault unwraps the

@@ -34,6 +34,7 @@ impl Platform {
             grace_ms: u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX),
             backup: Some(self.backup_config(&record.id)),
             restore: None,
+            replica: None,
         }
     }
 
@@ -53,6 +54,7 @@ impl Platform {
             geo_identity_secret: self.geo_identity_secret(record)?,
             storage_key: self.storage_key(record)?,
             tls: Some(self.servers_ca.issue(record)?),
+            replication_password: self.replication_password(record)?,
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);

@@ -250,9 +250,14 @@ impl Vault {
 
     /// Like [`Vault::customer_key`], the key of type `kty` (`RSA` or `RSA-HSM`).
     pub fn customer_key_of(&self, name: &str, kty: &str) -> CustomerKey {
+        self.customer_key_at(name, "westeurope", kty)
+    }
+
+    /// Like [`Vault::customer_key_of`], the vault in `location`.
+    pub fn customer_key_at(&self, name: &str, location: &str, kty: &str) -> CustomerKey {
         let identity = self.identity(&format!("{name}-mi"));
         let vault = format!("{name}-kv");
-        let vault_url = self.keyvault(&vault, "westeurope", true);
+        let vault_url = self.keyvault(&vault, location, true);
         self.grant(&vault, &identity, &["get", "wrapKey", "unwrapKey"]);
         let key = format!("{name}-key");
         let kid = self.key_of(&vault, &key, 2048, kty);
