@@ -111,6 +111,7 @@ pub fn run(
     let source_secret = handshake.source_identity_secret;
     let geo_secret = handshake.geo_identity_secret;
     let storage_key = handshake.storage_key;
+    let handshake_replication = handshake.replication_password;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -137,9 +138,12 @@ pub fn run(
             why: "provisioning: creating the encrypted volume and the PostgreSQL cluster".into(),
         });
         let dek = kek.unwrap(&wrapped)?;
-        match &config.restore {
-            None => provision::provision(dir, &config, &dek, &password)?,
-            Some(source) => {
+        match (&config.restore, &handshake_replication) {
+            (None, Some(replication)) => {
+                provision::provision_ha_node(dir, &config, &dek, &password, replication)?
+            }
+            (None, None) => provision::provision(dir, &config, &dek, &password)?,
+            (Some(source), _) => {
                 let secret = source_secret.ok_or_else(|| {
                     Error::Backup(
                         "the handshake of a restored server brought no source_identity_secret"

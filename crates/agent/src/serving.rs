@@ -1,5 +1,6 @@
 //! A server while it serves: its DEK in locked memory, its cryptfs mount, and
-//! PostgreSQL on it, restarted with back-off when it exits.
+//! PostgreSQL on it — or, on a node of a highly available server, Patroni, which
+//! runs PostgreSQL — restarted with back-off when it exits.
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,9 @@ use pgcmk_crypto::{Dek, SecretBytes};
 use crate::backoff::{describe_delay, Backoff};
 use crate::backup::pgbackrest::RepositoryKeys;
 use crate::backup::Backups;
-use crate::contract::{Actor, AgentConfig, ServerDir};
+use crate::contract::{Actor, AgentConfig, HaNode, ServerDir};
 use crate::memory::LockedDek;
+use crate::patroni::Patroni;
 use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
 use crate::provision::cryptfs_key;
 use crate::report::{Activity, Reporter};
@@ -33,6 +35,10 @@ pub(crate) struct Serving {
     /// Its backup under way ends first, and pgBackRest's archiver after PostgreSQL
     /// (in [`Serving`]'s drop).
     backups: Option<Backups>,
+    /// On a node of a highly available server: its place in the cluster, and
+    /// Patroni once configured (at its first start); it stops before the mount goes.
+    ha: Option<(HaNode, Option<Patroni>)>,
+    dir: ServerDir,
     pub(crate) pg: Postgres,
     /// When PostgreSQL is to be started; `None` while it runs.
     start_at: Option<Instant>,
@@ -76,8 +82,9 @@ impl Serving {
                 port: config.port,
             },
         );
-        let backups = match (&config.backup, &repository_key) {
-            (Some(backup), Some(key)) => Some(Backups::configure(
+        // A highly available server's nodes have no backups yet.
+        let backups = match (&config.backup, &repository_key, &config.ha) {
+            (Some(backup), Some(key), None) => Some(Backups::configure(
                 dir,
                 &config.server_id,
                 backup,
@@ -93,6 +100,8 @@ impl Serving {
         let now = Instant::now();
         Ok(Self {
             backups,
+            ha: config.ha.clone().map(|node| (node, None)),
+            dir: dir.clone(),
             pg,
             start_at: Some(now),
             starts: Backoff::new(RETRY_FIRST, RETRY_CAP),
@@ -111,6 +120,9 @@ impl Serving {
     /// postmaster's exit, and (re)starts PostgreSQL when it is due: at once after
     /// an exit, with back-off after a failed start. A failed start keeps the mount.
     pub(crate) fn supervise_postgres(&mut self, now: Instant, reporter: &Reporter) {
+        if self.ha.is_some() {
+            return self.supervise_patroni(now, reporter);
+        }
         if let Some(postmaster) = self.pg.pid() {
             if let Some(backups) = self.backups.as_mut() {
                 backups.supervise(reporter);
@@ -170,8 +182,72 @@ impl Serving {
     }
 }
 
+impl Serving {
+    /// [`Serving::supervise_postgres`] on a node of a highly available server:
+    /// notices Patroni's exit and (re)starts it when due, configuring it first.
+    fn supervise_patroni(&mut self, now: Instant, reporter: &Reporter) {
+        let Some((node, patroni)) = self.ha.as_mut() else {
+            return;
+        };
+        if let Some(running) = patroni.as_mut() {
+            if let Some(pid) = running.pid() {
+                let Some(status) = running.poll_exit() else {
+                    return;
+                };
+                let why = format!("patroni (pid {pid}) exited ({status})");
+                tracing::warn!("{why}; restarting it");
+                reporter.event(Actor::Postgres, "patroni exited", &why);
+                reporter.set(Activity::Starting {
+                    who: Actor::Postgres,
+                    why: format!("restarting Patroni: {why}"),
+                });
+                self.start_at = Some(now);
+            }
+        }
+        if self.start_at.is_none_or(|at| now < at) {
+            return;
+        }
+        let started = match patroni {
+            Some(p) => p.start().map(|()| p),
+            None => Patroni::configure(
+                &self.dir,
+                node,
+                self.pg.install().clone(),
+                self.pg.layout().clone(),
+            )
+            .and_then(|p| {
+                let p = patroni.insert(p);
+                p.start().map(|()| p)
+            }),
+        };
+        match started {
+            Ok(p) => {
+                self.start_at = None;
+                self.starts.reset();
+                reporter.set(Activity::Serving {
+                    postgres_pid: p.pid().unwrap_or_default(),
+                    probe: self.pg.readiness_probe(),
+                });
+            }
+            Err(e) => {
+                let delay = self.starts.failed();
+                self.start_at = Some(Instant::now() + delay);
+                let reason = format!("starting Patroni: {e}; retrying {}", describe_delay(delay));
+                tracing::warn!("{reason}");
+                reporter.set(Activity::Failed {
+                    who: Actor::Postgres,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
+        if let Some((_, Some(patroni))) = self.ha.as_mut() {
+            patroni.stop();
+        }
         if let Some(backups) = self.backups.as_mut() {
             backups.end_job();
         }

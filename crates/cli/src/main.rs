@@ -28,6 +28,7 @@ mod password_out;
 mod serve_cmd;
 mod server_cmds;
 mod server_encryption;
+mod server_failover;
 mod server_logs;
 mod server_render;
 mod server_restore;

@@ -62,7 +62,9 @@ use serde_json::{json, Value};
 use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
-use crate::platform::{CreateBackup, CreateServer, LogStreamItem, Platform, RestoreServer};
+use crate::platform::{
+    CreateBackup, CreateServer, FailoverRequest, LogStreamItem, Platform, RestoreServer,
+};
 use crate::{Error, ErrorCode};
 
 /// How often agents' reports are taken in.
@@ -79,6 +81,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/stop", post(stop))
         .route("/servers/{name}/start", post(start))
         .route("/servers/{name}/revalidate", post(revalidate))
+        .route("/servers/{name}/failover", post(failover))
         .route("/servers/{name}/key", put(update_key))
         .route("/servers/{name}/connection-string", get(connection_string))
         .route("/servers/{name}/logs", get(logs))
@@ -270,7 +273,12 @@ async fn list(State(p): State<Arc<Platform>>) -> ApiResult {
 async fn show(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::OK, move |p| {
         let (server, events) = p.show(&name)?;
-        Ok(ServerDetails { server, events })
+        let nodes = p.node_details(&server)?;
+        Ok(ServerDetails {
+            server,
+            events,
+            nodes,
+        })
     })
     .await
 }
@@ -293,6 +301,20 @@ async fn start(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiR
 
 async fn revalidate(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::ACCEPTED, move |p| p.revalidate(&name)).await
+}
+
+async fn failover(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<FailoverRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(req) =
+        body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {e}"))))?;
+    blocking(p, StatusCode::OK, move |p| {
+        let primary = p.failover(&name, req.planned)?;
+        Ok(json!({ "server": name, "primary": primary }))
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -318,6 +318,8 @@ mod tests {
             port: 5432,
             dir: "/srv/x".into(),
             created_at: now_rfc3339(),
+            nodes: Vec::new(),
+            node_of: None,
         }
     }
 

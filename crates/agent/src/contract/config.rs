@@ -34,6 +34,10 @@ pub struct AgentConfig {
     /// first start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<super::backup::RestoreSource>,
+    /// For a node of a highly available server: its place in the cluster (it runs
+    /// Patroni instead of PostgreSQL); `None` for a single-node server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<super::HaNode>,
 }
 
 /// Where the vault service hands out managed-identity tokens, and the CA to trust

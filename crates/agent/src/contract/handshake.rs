@@ -27,6 +27,9 @@
 //!   the copy's repository key is unwrapped (`docs/backups.md`).
 //! - `storage_key` (optional, version 2): present when the server's repository (or,
 //!   at a restore, the source's) is in Azure Blob Storage: the account's shared key.
+//! - `replication_password` (optional, version 2): present only for the first start
+//!   of a node of a highly available server, beside `initial_password`: the password
+//!   of the role its nodes replicate as (`docs/high-availability.md`).
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -60,6 +63,9 @@ pub struct Handshake {
     pub geo_identity_secret: Option<SecretBytes>,
     /// For a repository in Azure Blob Storage: the storage account's shared key.
     pub storage_key: Option<SecretBytes>,
+    /// For the first start of a node of a highly available server: the password of
+    /// the role the nodes replicate as.
+    pub replication_password: Option<SecretBytes>,
 }
 
 impl Handshake {
@@ -72,6 +78,7 @@ impl Handshake {
             source_identity_secret: None,
             geo_identity_secret: None,
             storage_key: None,
+            replication_password: None,
         }
     }
 }
@@ -99,6 +106,10 @@ impl std::fmt::Debug for Handshake {
             .field(
                 "storage_key",
                 &self.storage_key.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "replication_password",
+                &self.replication_password.as_ref().map(|_| "REDACTED"),
             )
             .finish()
     }
@@ -183,6 +194,8 @@ struct Wire<'a> {
     geo_identity_secret: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     storage_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    replication_password: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -245,6 +258,7 @@ impl Handshake {
             ),
             ("geo_identity_secret", wire.geo_identity_secret.is_some()),
             ("storage_key", wire.storage_key.is_some()),
+            ("replication_password", wire.replication_password.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -265,6 +279,7 @@ impl Handshake {
             source_identity_secret: wire.source_identity_secret.map(secret_of),
             geo_identity_secret: wire.geo_identity_secret.map(secret_of),
             storage_key: wire.storage_key.map(secret_of),
+            replication_password: wire.replication_password.map(secret_of),
         })
     }
 
@@ -281,6 +296,10 @@ impl Handshake {
             )?,
             geo_identity_secret: optional_text("geo identity secret", &self.geo_identity_secret)?,
             storage_key: optional_text("storage key", &self.storage_key)?,
+            replication_password: optional_text(
+                "replication password",
+                &self.replication_password,
+            )?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
@@ -289,7 +308,8 @@ impl Handshake {
                 + len(&self.new_password)
                 + len(&self.source_identity_secret)
                 + len(&self.geo_identity_secret)
-                + len(&self.storage_key),
+                + len(&self.storage_key)
+                + len(&self.replication_password),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
         let bytes = SecretBytes::new(bytes);
@@ -321,6 +341,8 @@ mod tests {
                     .map(|p| SecretBytes::new(format!("geo-{p}").into_bytes())),
                 storage_key: password
                     .map(|p| SecretBytes::new(format!("storage-{p}").into_bytes())),
+                replication_password: password
+                    .map(|p| SecretBytes::new(format!("replication-{p}").into_bytes())),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();

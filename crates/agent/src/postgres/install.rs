@@ -96,6 +96,11 @@ impl PgInstall {
         &self.user
     }
 
+    /// The directory of PostgreSQL's programs.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
     /// Path of one of the PostgreSQL programs.
     pub fn program(&self, name: &str) -> PathBuf {
         self.bindir.join(name)

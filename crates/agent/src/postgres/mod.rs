@@ -26,9 +26,11 @@ use crate::Error;
 
 mod install;
 mod password;
+mod settings;
 
 pub use install::{OsUser, PgInstall};
 pub use password::SUPERUSER;
+pub use settings::base_settings;
 
 /// How often readiness and exit are polled.
 const POLL: Duration = Duration::from_millis(50);
@@ -121,6 +123,11 @@ impl Postgres {
         self.settings.push((name, value));
     }
 
+    /// Where PostgreSQL is installed.
+    pub fn install(&self) -> &PgInstall {
+        &self.install
+    }
+
     /// The server's layout.
     pub fn layout(&self) -> &PgLayout {
         &self.layout
@@ -189,18 +196,10 @@ impl Postgres {
             .arg(self.layout.port.to_string())
             .arg("-k")
             .arg(sockets)
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            // The logging collector writes inside the data directory, so the server
-            // log is on the encrypted mount like everything else.
-            .args(["-c", "logging_collector=on", "-c", "log_directory=log"])
-            // On cryptfs a WAL write opened with O_DSYNC is one request to the
-            // filesystem (write, seal and sync together); write + fdatasync is two.
-            // Measured with the WAL pattern in bench/RESULTS.md: 221-233 µs per flush
-            // instead of 267-352 (the plain disk: the same with either).
-            .args(["-c", "wal_sync_method=open_datasync"])
             .args(
-                self.settings
+                base_settings("127.0.0.1")
                     .iter()
+                    .chain(&self.settings)
                     .flat_map(|(name, value)| ["-c".to_string(), format!("{name}={value}")]),
             )
             .stdin(Stdio::null())

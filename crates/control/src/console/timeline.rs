@@ -179,6 +179,8 @@ mod tests {
             port: 5432,
             dir: "/tmp/x".into(),
             created_at: "2026-12-07T10:00:00Z".into(),
+            nodes: Vec::new(),
+            node_of: None,
         }
     }
 

@@ -37,6 +37,10 @@ pub struct CreateServer {
     /// A geo-redundant copy of its backups, under a key in another location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo_backup: Option<GeoBackupChoice>,
+    /// Two nodes, a primary and a synchronous standby, under Patroni
+    /// (`docs/high-availability.md`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub high_availability: bool,
 }
 
 /// How a new server's DEK is protected (the encryption fields of a create or a
@@ -66,6 +70,8 @@ pub(super) struct FirstStart {
     /// For a restore: the secret of the identity that unwraps the source's
     /// repository key.
     pub(super) source_identity_secret: Option<SecretBytes>,
+    /// For a node of a highly available server: the replication role's password.
+    pub(super) replication_password: Option<SecretBytes>,
 }
 
 /// A new server restored from another's backups.
@@ -103,6 +109,9 @@ impl Platform {
     /// failure nothing is left: no directory, no process, no row. Only the
     /// server's own lock is held meanwhile: other servers are not held up.
     pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
+        if req.high_availability {
+            return self.create_ha(req);
+        }
         self.create_server(req, None)
     }
 
@@ -160,6 +169,8 @@ impl Platform {
             port,
             dir: dir.root().to_path_buf(),
             created_at: now_rfc3339(),
+            nodes: Vec::new(),
+            node_of: None,
         };
         let mut agent_config = self.agent_config(&record, access);
         let (restore, source_identity_secret) = match restoring {
@@ -219,6 +230,7 @@ impl Platform {
         let first_start = FirstStart {
             password: SecretBytes::new(password.as_bytes().to_vec()),
             source_identity_secret,
+            replication_password: None,
         };
         if let Err(e) = self
             .spawn_agent(&record, Some(&first_start))
@@ -245,7 +257,7 @@ impl Platform {
 
     /// The encryption, the way to reach its KEK, and (customer-managed) the
     /// identity's secret to store for the agent.
-    fn encryption_for(
+    pub(super) fn encryption_for(
         &self,
         req: &KeyChoice,
     ) -> Result<(Encryption, KekAccess, Option<SecretBytes>), Error> {

@@ -15,6 +15,8 @@
 //! | `names.rs`         | server names and locations                                |
 //! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
+//! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
+//! | `ha.rs`            | HA servers' state, roles, connection string, failover     |
 
 use std::collections::HashMap;
 use std::fs;
@@ -42,6 +44,8 @@ mod backup_store;
 mod backups;
 mod create;
 mod geo;
+mod ha;
+mod ha_create;
 mod lifecycle;
 mod locks;
 mod names;
@@ -55,6 +59,7 @@ mod vault_follow;
 pub use backups::{BackupKeys, CreateBackup};
 pub use create::{CreateServer, Created, KeyChoice};
 pub use geo::GeoBackupChoice;
+pub use ha::{FailoverRequest, HaError};
 pub use observe::ServerObservation;
 pub use restore::RestoreServer;
 pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
@@ -100,6 +105,9 @@ pub struct PlatformConfig {
     /// The storage account's shared key: needed on first start with
     /// `backup_store`, then kept sealed in the state (given again, it replaces it).
     pub backup_store_key: Option<SecretBytes>,
+    /// An existing etcd cluster's client endpoints for highly available servers;
+    /// `None`: the control plane runs its own 3-member cluster ([`crate::etcd`]).
+    pub etcd_endpoints: Option<Vec<String>>,
 }
 
 /// The control plane.
@@ -120,6 +128,8 @@ pub struct Platform {
     locks: locks::ServerLocks,
     /// Serializes supervision passes, so that one report becomes one event.
     supervision: Mutex<()>,
+    /// The local etcd cluster of highly available servers, once there is one.
+    etcd: Mutex<Option<crate::etcd::EtcdCluster>>,
 }
 
 impl Platform {
@@ -155,6 +165,9 @@ impl Platform {
         )?;
         let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
         let vault = RwLock::new(config.vault.clone());
+        let etcd = Mutex::new(crate::etcd::EtcdCluster::existing(
+            &config.state_dir.join("etcd"),
+        )?);
         let platform = Self {
             config,
             store,
@@ -166,7 +179,9 @@ impl Platform {
             vault,
             locks: locks::ServerLocks::default(),
             supervision: Mutex::new(()),
+            etcd,
         };
+        platform.supervise_etcd();
         for server in platform.store.servers()? {
             match server.state {
                 ServerState::Stopped => {}
@@ -211,9 +226,11 @@ impl Platform {
         self.secrets.get(&self.store, owner)
     }
 
-    /// All servers.
+    /// All servers (a highly available server's nodes are in its `show`).
     pub fn list(&self) -> Result<Vec<ServerRecord>, Error> {
-        self.store.servers()
+        let mut servers = self.store.servers()?;
+        servers.retain(|s| s.node_of.is_none());
+        Ok(servers)
     }
 
     /// One server and its events.
@@ -226,6 +243,9 @@ impl Platform {
     /// A libpq connection URI for the server (the password is not included).
     pub fn connection_string(&self, name: &str) -> Result<String, Error> {
         let s = self.store.server(name)?;
+        if !s.nodes.is_empty() {
+            return self.ha_connection_string(&s);
+        }
         Ok(format!(
             "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
             s.port

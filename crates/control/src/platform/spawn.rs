@@ -33,6 +33,7 @@ impl Platform {
             grace_ms: u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX),
             backup: Some(self.backup_config(&record.id)),
             restore: None,
+            ha: None,
         }
     }
 
@@ -50,6 +51,7 @@ impl Platform {
             source_identity_secret: first_start.and_then(|f| f.source_identity_secret.clone()),
             geo_identity_secret: self.geo_identity_secret(record)?,
             storage_key: self.storage_key(record)?,
+            replication_password: first_start.and_then(|f| f.replication_password.clone()),
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);

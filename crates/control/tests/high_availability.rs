@@ -1,0 +1,202 @@
+//! Highly available servers with real parts: `pgcmk vault serve`, `pgcmk serve`
+//! with its 3-member etcd cluster, two node agents per server on 127.0.0.2 and
+//! 127.0.0.3, each with its own cryptfs mount over /dev/fuse and its own DEK, and
+//! Patroni running PostgreSQL 15 on each (docs/high-availability.md).
+//!
+//! - Kill -9 of the primary node (agent, Patroni, PostgreSQL) three times in a
+//!   row, the other node primary each time, while a client inserts: every
+//!   acknowledged insert is there afterwards, and `pg_amcheck` finds every node clean.
+//! - Revoking the identity's access takes both nodes Inaccessible (connections
+//!   refused); granting it back brings both Ready with one primary, no operator.
+//! - A marker inserted on the primary is in no byte of either node's disk, nor
+//!   in etcd's data directory.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgcmk_testkit::shared::{Held, Shared};
+use pgcmk_testkit::wait::wait_for;
+use support::ha::{crash_node, HaServer};
+use support::*;
+
+/// Key check interval for the tests (seconds).
+const INTERVAL: u64 = 2;
+/// How long a node may take to come back and catch up after a crash.
+const REJOIN: Duration = Duration::from_secs(90);
+
+fn shared_stack() -> Held<Stack> {
+    static STACK: Shared<Stack> = Shared::new();
+    STACK.get(|| Stack::start(INTERVAL, 30, None))
+}
+
+#[test]
+fn three_primary_crashes_lose_no_acknowledged_commit() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-crash", &[]);
+    server
+        .sql("CREATE TABLE acked (id int PRIMARY KEY)")
+        .unwrap();
+    let (mut primary, _) = server.wait_healthy(cp, REJOIN);
+
+    // A client inserting through the connection string; only acknowledged ids count.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let (uri, password) = (server.connection_string.clone(), server.password.clone());
+        std::thread::spawn(move || {
+            let mut id = 0;
+            while !stop.load(Ordering::SeqCst) {
+                id += 1;
+                let sql = format!("INSERT INTO acked VALUES ({id})");
+                if support::ha::psql_at(&uri, &password, &sql).is_ok() {
+                    acked.lock().unwrap().push(id);
+                }
+            }
+        })
+    };
+    for round in 1..=3 {
+        let before = acked.lock().unwrap().len();
+        wait_for("inserts before the crash", Duration::from_secs(30), || {
+            acked.lock().unwrap().len() >= before + 10
+        });
+        let crashed_at = Instant::now();
+        crash_node(&primary.dir);
+        let after = acked.lock().unwrap().len();
+        wait_for("a write acknowledged by the new primary", REJOIN, || {
+            acked.lock().unwrap().len() > after
+        });
+        eprintln!(
+            "round {round}: {} killed; first write acknowledged after {:?}",
+            primary.name,
+            crashed_at.elapsed()
+        );
+        let (new_primary, standby) = server.wait_healthy(cp, REJOIN);
+        assert_ne!(new_primary.name, primary.name, "the other node took over");
+        assert_eq!(standby.name, primary.name, "the crashed node rejoined as standby");
+        primary = new_primary;
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    let present: std::collections::HashSet<i64> = server
+        .sql("SELECT id FROM acked")
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    eprintln!("{} acknowledged inserts, none lost", acked.len());
+
+    server
+        .sql("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .unwrap();
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    wait_for("the extension replicated", Duration::from_secs(30), || {
+        server
+            .sql_on(&standby, "SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")
+            .is_ok_and(|r| r == "1")
+    });
+    for node in [&primary, &standby] {
+        let out = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_amcheck")
+            .args(["-h", &node.address, "-p", &node.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "--heapallindexed"])
+            .env("PGPASSWORD", &server.password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_amcheck on {}: {}{}",
+            node.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn revoking_the_key_locks_every_node_and_granting_it_back_restores_one_primary() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
+    let key = vault.customer_key("ha-revoke");
+    let credential = key.identity.credential_file.to_str().unwrap().to_string();
+    let key_url = versionless(&key.kid);
+    let server = HaServer::create(
+        cp,
+        "ha-revoke",
+        &[
+            "--identity",
+            &key.identity.name,
+            "--identity-credential-file",
+            &credential,
+            "--key",
+            &key_url,
+        ],
+    );
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    server.sql("CREATE TABLE t AS SELECT 7 AS v").unwrap();
+
+    vault.revoke(&key.vault, &key.identity);
+    let took = wait_for(
+        "both nodes Inaccessible and refusing connections",
+        Duration::from_secs(3 * INTERVAL + 20),
+        || {
+            let nodes = server.nodes(cp);
+            nodes.iter().all(|n| n.state == "Inaccessible")
+                && nodes.iter().all(|n| server.sql_on(n, "SELECT 1").is_err())
+        },
+    );
+    eprintln!("revoke -> every node Inaccessible in {took:?}");
+    assert_eq!(cp.state("ha-revoke").0, "Inaccessible");
+    server.sql("SELECT 1").unwrap_err();
+
+    vault.grant(&key.vault, &key.identity, &["get", "wrapKey", "unwrapKey"]);
+    let took = wait_for("a primary again", REJOIN, || {
+        server.sql("SELECT v FROM t").is_ok_and(|v| v == "7")
+    });
+    eprintln!("grant -> writable primary in {took:?}");
+    let (again, standby_again) = server.wait_healthy(cp, REJOIN);
+    let primaries = server
+        .nodes(cp)
+        .iter()
+        .filter(|n| n.role.as_deref() == Some("leader"))
+        .count();
+    assert_eq!(primaries, 1);
+    assert_eq!(cp.state("ha-revoke").0, "Ready");
+    let _ = (primary, standby, again, standby_again);
+}
+
+#[test]
+fn a_marker_reaches_no_node_disk_nor_etcd() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-marker", &[]);
+    let marker = "pgcmk-ha-marker-5f1d9c";
+    server
+        .sql(&format!(
+            "CREATE TABLE m (v text); INSERT INTO m SELECT '{marker}' FROM generate_series(1, 200); CHECKPOINT"
+        ))
+        .unwrap();
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    wait_for("the marker on the standby", Duration::from_secs(30), || {
+        server
+            .sql_on(&standby, "SELECT count(*) FROM m")
+            .is_ok_and(|c| c == "200")
+    });
+    // The standby's restartpoint puts it in its data files, not only its WAL.
+    server.sql_on(&standby, "CHECKPOINT").unwrap();
+    for node in [&primary, &standby] {
+        let leaks = files_containing(&node.dir, marker.as_bytes(), &node.dir.join("mnt"));
+        assert!(leaks.is_empty(), "'{marker}' on {}'s disk: {leaks:?}", node.name);
+    }
+    let etcd = cp.state_dir.join("etcd");
+    assert!(etcd.join("m1").is_dir(), "the local etcd cluster runs");
+    let leaks = files_containing(&etcd, marker.as_bytes(), &etcd.join("none"));
+    assert!(leaks.is_empty(), "'{marker}' in etcd's data: {leaks:?}");
+}

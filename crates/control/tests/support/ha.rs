@@ -1,0 +1,175 @@
+//! Highly available servers in tests: their nodes as `server show` lists them,
+//! SQL through the connection string that reaches the primary, a node's crash
+//! (agent, Patroni, PostgreSQL: kill -9 together), and the local etcd cluster's
+//! members, ended by pid when the control plane goes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pgcmk_control::etcd::running_member;
+use pgcmk_testkit::process::{children_of, is_gone, kill9, terminate};
+use pgcmk_testkit::wait::wait_for;
+use serde_json::Value;
+
+use super::{agent_pid, ControlPlane};
+
+/// One node as `server show -o json` lists it.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+    pub port: u64,
+    pub state: String,
+    pub role: Option<String>,
+    pub dir: PathBuf,
+}
+
+/// A highly available server and its superuser's password.
+pub struct HaServer {
+    pub name: String,
+    pub password: String,
+    pub connection_string: String,
+}
+
+impl HaServer {
+    /// Creates `name` with `--high-availability` and `more` arguments.
+    pub fn create(cp: &ControlPlane, name: &str, more: &[&str]) -> Self {
+        let mut args = vec!["create", name, "-l", "westeurope", "--high-availability"];
+        args.extend(more);
+        let created = cp
+            .try_server(&args)
+            .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+        let connection_string = cp.server(&["connection-string", name])["connection_string"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Self {
+            name: name.into(),
+            password: created["password"].as_str().unwrap().into(),
+            connection_string,
+        }
+    }
+
+    /// Runs `sql` through the connection string (the primary, whichever it is).
+    pub fn sql(&self, sql: &str) -> Result<String, String> {
+        psql_at(&self.connection_string, &self.password, sql)
+    }
+
+    /// Runs `sql` on `node` itself.
+    pub fn sql_on(&self, node: &Node, sql: &str) -> Result<String, String> {
+        let uri = format!(
+            "postgresql://postgres@{}:{}/postgres?sslmode=disable",
+            node.address, node.port
+        );
+        psql_at(&uri, &self.password, sql)
+    }
+
+    /// The nodes as `server show` lists them now.
+    pub fn nodes(&self, cp: &ControlPlane) -> Vec<Node> {
+        let show = cp.server(&["show", &self.name]);
+        let servers = cp.state_dir.join("servers");
+        let dirs: Vec<(String, PathBuf)> = fs::read_dir(&servers)
+            .unwrap()
+            .filter_map(|e| {
+                let dir = e.ok()?.path();
+                let config: Value =
+                    serde_json::from_slice(&fs::read(dir.join("agent.json")).ok()?).ok()?;
+                Some((config["ha"]["name"].as_str()?.to_string(), dir))
+            })
+            .collect();
+        show["nodes"]
+            .as_array()
+            .expect("nodes in server show")
+            .iter()
+            .map(|n| {
+                let name = n["name"].as_str().unwrap().to_string();
+                Node {
+                    dir: dirs
+                        .iter()
+                        .find(|(d, _)| *d == name)
+                        .map(|(_, dir)| dir.clone())
+                        .expect("the node's directory"),
+                    name,
+                    address: n["address"].as_str().unwrap().into(),
+                    port: n["port"].as_u64().unwrap(),
+                    state: n["state"].as_str().unwrap().into(),
+                    role: n["role"].as_str().map(str::to_string),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until one node is the primary and the other its running synchronous
+    /// standby, both Ready; returns (primary, standby).
+    pub fn wait_healthy(&self, cp: &ControlPlane, limit: Duration) -> (Node, Node) {
+        let mut pair = None;
+        wait_for(
+            &format!("{}: a primary and a synchronous standby", self.name),
+            limit,
+            || {
+                let nodes = self.nodes(cp);
+                let role = |r: &str| nodes.iter().find(|n| n.role.as_deref() == Some(r)).cloned();
+                if let (Some(p), Some(s)) = (role("leader"), role("sync_standby")) {
+                    if p.state == "Ready" && s.state == "Ready" {
+                        pair = Some((p, s));
+                    }
+                }
+                pair.is_some()
+            },
+        );
+        pair.unwrap()
+    }
+}
+
+/// Runs `sql` with `psql` on the libpq URI `uri` as `postgres` with `password`.
+pub fn psql_at(uri: &str, password: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", uri, "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "3")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// A host crash of one node: kill -9 of its agent, its Patroni, its postmaster and
+/// every PostgreSQL process under it, at once; returns when they are all gone.
+pub fn crash_node(node_dir: &Path) {
+    let agent = agent_pid(node_dir).expect("a running agent");
+    let mut pids = vec![agent];
+    for child in children_of(agent) {
+        pids.push(child);
+        for grandchild in children_of(child) {
+            pids.push(grandchild);
+            pids.extend(children_of(grandchild));
+        }
+    }
+    for &pid in &pids {
+        kill9(pid);
+    }
+    wait_for("the node's processes to be gone", Duration::from_secs(30), || {
+        pids.iter().all(|&pid| is_gone(pid))
+    });
+}
+
+/// Ends the local etcd cluster's members (by their pid files) after the control
+/// plane that ran them is gone.
+pub fn stop_etcd(state_dir: &Path) {
+    let dir = state_dir.join("etcd");
+    for m in ["m1", "m2", "m3"] {
+        if let Some(pid) = running_member(&dir.join(format!("{m}.pid")), &dir.join(m)) {
+            if terminate(pid) {
+                wait_for("an etcd member to exit", Duration::from_secs(30), || {
+                    is_gone(pid)
+                });
+            }
+        }
+    }
+}
