@@ -5,7 +5,11 @@
 //!
 //! - Kill -9 of the primary node (agent, Patroni, PostgreSQL) three times in a
 //!   row, the other node primary each time, while a client inserts: every
-//!   acknowledged insert is there afterwards, and `pg_amcheck` finds every node clean.
+//!   acknowledged insert is there afterwards, and `pg_amcheck` finds every node
+//!   clean. The node is frozen (SIGSTOP) until the standby took over, then killed:
+//!   a host that went away, not one whose processes come back within Patroni's
+//!   leader TTL (then its Patroni still holds the leader lock and resumes as the
+//!   primary, which `a_killed_primary_that_comes_back_at_once_serves_again` shows).
 //! - Revoking the identity's access takes both nodes Inaccessible (connections
 //!   refused); granting it back brings both Ready with one primary, no operator.
 //! - A marker inserted on the primary is in no byte of either node's disk, nor
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
-use support::ha::{crash_node, HaServer};
+use support::ha::{crash, freeze, node_processes, HaServer};
 use support::*;
 
 /// Key check interval for the tests (seconds).
@@ -65,16 +69,19 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
             acked.lock().unwrap().len() >= before + 10
         });
         let crashed_at = Instant::now();
-        crash_node(&primary.dir);
+        let pids = node_processes(&primary.dir);
+        let frozen = freeze(&pids);
         let after = acked.lock().unwrap().len();
         wait_for("a write acknowledged by the new primary", REJOIN, || {
             acked.lock().unwrap().len() > after
         });
         eprintln!(
-            "round {round}: {} killed; first write acknowledged after {:?}",
+            "round {round}: {} down; first write acknowledged after {:?}",
             primary.name,
             crashed_at.elapsed()
         );
+        crash(&pids);
+        drop(frozen);
         let (new_primary, standby) = server.wait_healthy(cp, REJOIN);
         assert_ne!(new_primary.name, primary.name, "the other node took over");
         assert_eq!(standby.name, primary.name, "the crashed node rejoined as standby");
@@ -118,6 +125,23 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn a_killed_primary_that_comes_back_at_once_serves_again() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-kill", &[]);
+    server.sql("CREATE TABLE t (v int)").unwrap();
+    let (primary, _) = server.wait_healthy(cp, REJOIN);
+    let killed_at = Instant::now();
+    crash(&node_processes(&primary.dir));
+    let took = wait_for("a write acknowledged again", REJOIN, || {
+        server.sql("INSERT INTO t VALUES (1)").is_ok()
+    });
+    eprintln!("kill -9 of {} -> writes again after {took:?}", primary.name);
+    let _ = killed_at;
+    server.wait_healthy(cp, REJOIN);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::postgres::base_settings;
 pub(crate) const REPLICATION_USER: &str = "replicator";
 /// Seconds the leader's lock in etcd lives without renewal: a dead primary is
 /// replaced within about this long. Patroni's default is 30.
-const TTL: u32 = 10;
+const TTL: u32 = 9;
 /// Seconds between two runs of Patroni's loop.
 const LOOP_WAIT: u32 = 1;
 /// Seconds Patroni retries etcd and PostgreSQL before it demotes itself.

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgcmk_control::etcd::running_member;
-use pgcmk_testkit::process::{children_of, is_gone, kill9, terminate};
+use pgcmk_testkit::process::{children_of, is_gone, kill9, terminate, Paused};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 
@@ -139,9 +139,9 @@ pub fn psql_at(uri: &str, password: &str, sql: &str) -> Result<String, String> {
     }
 }
 
-/// A host crash of one node: kill -9 of its agent, its Patroni, its postmaster and
-/// every PostgreSQL process under it, at once; returns when they are all gone.
-pub fn crash_node(node_dir: &Path) {
+/// A node's processes: its agent, Patroni, the postmaster and every PostgreSQL
+/// process under it.
+pub fn node_processes(node_dir: &Path) -> Vec<u32> {
     let agent = agent_pid(node_dir).expect("a running agent");
     let mut pids = vec![agent];
     for child in children_of(agent) {
@@ -151,7 +151,19 @@ pub fn crash_node(node_dir: &Path) {
             pids.extend(children_of(grandchild));
         }
     }
-    for &pid in &pids {
+    pids
+}
+
+/// A host that hangs: every process of the node stopped (SIGSTOP) at once, so
+/// nothing more leaves it; resumed when the guards drop.
+pub fn freeze(pids: &[u32]) -> Vec<Paused> {
+    pids.iter().map(|&pid| Paused::pause(pid)).collect()
+}
+
+/// A host crash of one node: kill -9 of `pids` ([`node_processes`]) at once;
+/// returns when they are all gone.
+pub fn crash(pids: &[u32]) {
+    for &pid in pids {
         kill9(pid);
     }
     wait_for("the node's processes to be gone", Duration::from_secs(30), || {
