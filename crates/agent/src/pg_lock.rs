@@ -61,10 +61,16 @@ fn holder(pid: u32, data_dir: &Path) -> Holder {
 /// after `grace`; then its lock file goes as [`clear_stale`] says.
 pub(crate) fn end_orphan(data_dir: &Path, grace: Duration) -> Result<(), Error> {
     let lock_file = data_dir.join("postmaster.pid");
-    let pid = own_mount::read_to_string(&lock_file)
-        .and_then(|text| text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+    let pid = own_mount::read_to_string(&lock_file).and_then(|text| {
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+    });
     if let Some(pid) = pid.filter(|&pid| holder(pid, data_dir) == Holder::Postmaster) {
-        tracing::warn!(pid, "ending a postmaster of this data directory that outlived its supervisor");
+        tracing::warn!(
+            pid,
+            "ending a postmaster of this data directory that outlived its supervisor"
+        );
         let _ = sys::send_signal(pid, Signal::Quit);
         let deadline = Instant::now() + grace;
         while holder(pid, data_dir) == Holder::Postmaster && Instant::now() < deadline {

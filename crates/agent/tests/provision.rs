@@ -53,6 +53,7 @@ fn provisioned() -> Held<Provisioned> {
             grace_ms: 1000,
             backup: None,
             restore: None,
+            ha: None,
         };
         let dek = Dek::generate().unwrap();
         provision(

@@ -17,8 +17,8 @@ use crate::geo_backup_args::GeoBackupArgs;
 use crate::name_arg::NameArg;
 use crate::password_out::PasswordSink;
 use crate::server_encryption::EncryptionArgs;
-use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::server_failover::FailoverArgs;
+use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::server_restore::RestoreArgs;
 use crate::{confirm, output, server_logs, volume_check, Format};
 
@@ -209,7 +209,12 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             let (name, body) = args.into_request();
             (
                 client.post(url(&format!("/{name}/failover"))).json(&body),
-                |v| format!("primary is now {}", v["primary"].as_str().unwrap_or_default()),
+                |v| {
+                    format!(
+                        "primary is now {}",
+                        v["primary"].as_str().unwrap_or_default()
+                    )
+                },
             )
         }
         ServerCommand::Show { name } => (client.get(url(&format!("/{name}"))), render_show),

@@ -101,7 +101,9 @@ pub(crate) fn render_show(v: &Value) -> String {
                 n.role.as_deref().unwrap_or("-"),
                 n.state.name(),
                 n.lag_bytes.map_or("-".to_string(), |l| l.to_string()),
-                n.patroni_state.as_deref().unwrap_or("patroni not answering"),
+                n.patroni_state
+                    .as_deref()
+                    .unwrap_or("patroni not answering"),
             ));
         }
         text.push_str("\n  events:");

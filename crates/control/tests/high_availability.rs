@@ -84,7 +84,10 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
         drop(frozen);
         let (new_primary, standby) = server.wait_healthy(cp, REJOIN);
         assert_ne!(new_primary.name, primary.name, "the other node took over");
-        assert_eq!(standby.name, primary.name, "the crashed node rejoined as standby");
+        assert_eq!(
+            standby.name, primary.name,
+            "the crashed node rejoined as standby"
+        );
         primary = new_primary;
     }
     stop.store(true, Ordering::SeqCst);
@@ -107,7 +110,10 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
     let (primary, standby) = server.wait_healthy(cp, REJOIN);
     wait_for("the extension replicated", Duration::from_secs(30), || {
         server
-            .sql_on(&standby, "SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")
+            .sql_on(
+                &standby,
+                "SELECT 1 FROM pg_extension WHERE extname = 'amcheck'",
+            )
             .is_ok_and(|r| r == "1")
     });
     for node in [&primary, &standby] {
@@ -217,7 +223,11 @@ fn a_marker_reaches_no_node_disk_nor_etcd() {
     server.sql_on(&standby, "CHECKPOINT").unwrap();
     for node in [&primary, &standby] {
         let leaks = files_containing(&node.dir, marker.as_bytes(), &node.dir.join("mnt"));
-        assert!(leaks.is_empty(), "'{marker}' on {}'s disk: {leaks:?}", node.name);
+        assert!(
+            leaks.is_empty(),
+            "'{marker}' on {}'s disk: {leaks:?}",
+            node.name
+        );
     }
     let etcd = cp.state_dir.join("etcd");
     assert!(etcd.join("m1").is_dir(), "the local etcd cluster runs");

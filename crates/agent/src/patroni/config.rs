@@ -121,7 +121,11 @@ struct Credential<'a> {
 
 impl<'a> PatroniConfig<'a> {
     /// The configuration of `node`, whose files are at `places`.
-    pub(crate) fn new(node: &'a HaNode, places: &NodePlaces, passwords: &NodePasswords<'a>) -> Self {
+    pub(crate) fn new(
+        node: &'a HaNode,
+        places: &NodePlaces,
+        passwords: &NodePasswords<'a>,
+    ) -> Self {
         let superuser = Credential {
             username: crate::postgres::SUPERUSER,
             password: passwords.superuser,
@@ -232,7 +236,10 @@ mod tests {
             name: "node-2".into(),
             address: "127.0.0.3".into(),
             rest_port: 8008,
-            etcd_endpoints: vec!["http://127.0.0.1:2379".into(), "http://127.0.0.1:2380/".into()],
+            etcd_endpoints: vec![
+                "http://127.0.0.1:2379".into(),
+                "http://127.0.0.1:2380/".into(),
+            ],
         };
         let places = NodePlaces {
             data_dir: "/m/pgdata".into(),
@@ -253,8 +260,16 @@ mod tests {
         assert_eq!(v["etcd3"]["hosts"][1], "127.0.0.1:2380");
         assert_eq!(v["etcd3"]["protocol"], "http");
         assert_eq!(v["bootstrap"]["dcs"]["synchronous_mode"], true);
-        assert_eq!(v["postgresql"]["authentication"]["replication"]["password"], "repl-pw");
-        assert_eq!(v["postgresql"]["parameters"]["wal_sync_method"], "open_datasync");
-        assert!(v["postgresql"]["parameters"].get("listen_addresses").is_none());
+        assert_eq!(
+            v["postgresql"]["authentication"]["replication"]["password"],
+            "repl-pw"
+        );
+        assert_eq!(
+            v["postgresql"]["parameters"]["wal_sync_method"],
+            "open_datasync"
+        );
+        assert!(v["postgresql"]["parameters"]
+            .get("listen_addresses")
+            .is_none());
     }
 }

@@ -126,10 +126,7 @@ impl Patroni {
             replication: &stored.replication,
         };
         let config_file = patroni.join("patroni.yml");
-        write_json_atomic(
-            &config_file,
-            &PatroniConfig::new(node, &places, &passwords),
-        )?;
+        write_json_atomic(&config_file, &PatroniConfig::new(node, &places, &passwords))?;
         install.user().chown(&config_file)?;
         for owned in [places.log_dir, layout.socket_dir.clone()] {
             fs::create_dir_all(&owned).ctx(|| format!("creating {}", owned.display()))?;

@@ -89,7 +89,10 @@ struct Failover<'a> {
 
 fn patroni_url(node: &ServerRecord, path: &str) -> Option<String> {
     let place = node.node_of.as_ref()?;
-    Some(format!("http://{}:{}{path}", place.address, place.rest_port))
+    Some(format!(
+        "http://{}:{}{path}",
+        place.address, place.rest_port
+    ))
 }
 
 fn http() -> reqwest::blocking::Client {
@@ -103,7 +106,11 @@ fn http() -> reqwest::blocking::Client {
 impl Platform {
     /// The nodes of a highly available server (none for another server).
     pub(super) fn nodes_of(&self, server: &ServerRecord) -> Result<Vec<ServerRecord>, Error> {
-        server.nodes.iter().map(|id| self.store.server(id)).collect()
+        server
+            .nodes
+            .iter()
+            .map(|id| self.store.server(id))
+            .collect()
     }
 
     /// What Patroni's cluster view says now, asked of each node in turn until one
@@ -157,7 +164,11 @@ impl Platform {
         let hosts = self
             .nodes_of(server)?
             .iter()
-            .filter_map(|n| n.node_of.as_ref().map(|p| format!("{}:{}", p.address, n.port)))
+            .filter_map(|n| {
+                n.node_of
+                    .as_ref()
+                    .map(|p| format!("{}:{}", p.address, n.port))
+            })
             .collect::<Vec<_>>()
             .join(",");
         Ok(format!(
@@ -240,7 +251,10 @@ impl Platform {
             return Ok(given.clone());
         }
         let endpoints = {
-            let mut etcd = self.etcd.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut etcd = self
+                .etcd
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let cluster = match etcd.take() {
                 Some(c) => c,
                 None => EtcdCluster::open_or_make(&self.config.state_dir.join("etcd"))?,
@@ -267,7 +281,10 @@ impl Platform {
 
     /// Restarts the local etcd cluster's members that died (a supervision pass).
     pub(super) fn supervise_etcd(&self) {
-        let mut etcd = self.etcd.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut etcd = self
+            .etcd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(cluster) = etcd.as_mut() {
             cluster.supervise(Instant::now());
         }

@@ -18,7 +18,9 @@ use pgcmk_keyprovider::WrappedDek;
 use super::create::{hex_id, CreateServer, Created, FirstStart};
 use super::Platform;
 use crate::error::IoContext;
-use crate::model::{now_rfc3339, Actor, Encryption, NodeOf, SecretString, ServerRecord, ServerState};
+use crate::model::{
+    now_rfc3339, Actor, Encryption, NodeOf, SecretString, ServerRecord, ServerState,
+};
 use crate::store::PLATFORM_IDENTITY;
 use crate::validate::{self, Requirements};
 use crate::Error;
@@ -137,7 +139,12 @@ impl Platform {
             replication_password: Some(SecretBytes::new(replication.as_bytes().to_vec())),
         };
         let started = written.and_then(|()| {
-            self.event(&server, Actor::Dba, "server created", &describe(&server, &nodes))?;
+            self.event(
+                &server,
+                Actor::Dba,
+                "server created",
+                &describe(&server, &nodes),
+            )?;
             for node in &nodes {
                 self.spawn_agent(node, Some(&first_start))?;
             }
@@ -172,8 +179,8 @@ impl Platform {
 
 /// A TCP port free now on `address` (a loopback address standing for a host).
 fn free_port_on(address: &str) -> Result<u16, Error> {
-    let listener =
-        std::net::TcpListener::bind((address, 0)).ctx(|| format!("finding a free port on {address}"))?;
+    let listener = std::net::TcpListener::bind((address, 0))
+        .ctx(|| format!("finding a free port on {address}"))?;
     Ok(listener.local_addr().ctx(|| "finding a free port")?.port())
 }
 
@@ -184,7 +191,10 @@ fn describe(server: &ServerRecord, nodes: &[ServerRecord]) -> String {
         nodes.len(),
         nodes
             .iter()
-            .filter_map(|n| n.node_of.as_ref().map(|p| format!("{} on {}:{}", n.name, p.address, n.port)))
+            .filter_map(|n| n
+                .node_of
+                .as_ref()
+                .map(|p| format!("{} on {}:{}", n.name, p.address, n.port)))
             .collect::<Vec<_>>()
             .join(", "),
         wrapped

@@ -126,7 +126,18 @@ impl HaServer {
 /// Runs `sql` with `psql` on the libpq URI `uri` as `postgres` with `password`.
 pub fn psql_at(uri: &str, password: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("/usr/lib/postgresql/15/bin/psql")
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", uri, "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            uri,
+            "-c",
+            sql,
+        ])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "3")
         .stdin(Stdio::null())
@@ -166,9 +177,11 @@ pub fn crash(pids: &[u32]) {
     for &pid in pids {
         kill9(pid);
     }
-    wait_for("the node's processes to be gone", Duration::from_secs(30), || {
-        pids.iter().all(|&pid| is_gone(pid))
-    });
+    wait_for(
+        "the node's processes to be gone",
+        Duration::from_secs(30),
+        || pids.iter().all(|&pid| is_gone(pid)),
+    );
 }
 
 /// Ends the local etcd cluster's members (by their pid files) after the control
