@@ -157,11 +157,20 @@ impl Serving {
             Some(backups) => backups.before_start(self.pg.layout()),
             None => Ok(()),
         };
-        match prepared.and_then(|()| self.pg.start(PG_START_TIMEOUT)) {
-            Ok(()) => {
+        let started = prepared
+            .and_then(|()| self.pg.start(PG_START_TIMEOUT))
+            .map(|()| self.pg.pid());
+        self.started(started, reporter);
+    }
+
+    /// Takes in how a start of PostgreSQL (or Patroni) went: serving with the pid
+    /// it reports, or a retry with back-off.
+    fn started(&mut self, started: Result<Option<u32>, Error>, reporter: &Reporter) {
+        match started {
+            Ok(pid) => {
                 self.start_at = None;
                 self.starts.reset();
-                if let Some(postgres_pid) = self.pg.pid() {
+                if let Some(postgres_pid) = pid {
                     reporter.set(Activity::Serving {
                         postgres_pid,
                         probe: self.pg.readiness_probe(),
@@ -180,9 +189,7 @@ impl Serving {
             }
         }
     }
-}
 
-impl Serving {
     /// [`Serving::supervise_postgres`] on a node of a highly available server:
     /// notices Patroni's exit and (re)starts it when due, configuring it first.
     fn supervise_patroni(&mut self, now: Instant, reporter: &Reporter) {
@@ -208,7 +215,7 @@ impl Serving {
             return;
         }
         let started = match patroni {
-            Some(p) => p.start().map(|()| p),
+            Some(p) => p.start().map(|()| p.pid()),
             None => Patroni::configure(
                 &self.dir,
                 node,
@@ -217,29 +224,10 @@ impl Serving {
             )
             .and_then(|p| {
                 let p = patroni.insert(p);
-                p.start().map(|()| p)
+                p.start().map(|()| p.pid())
             }),
         };
-        match started {
-            Ok(p) => {
-                self.start_at = None;
-                self.starts.reset();
-                reporter.set(Activity::Serving {
-                    postgres_pid: p.pid().unwrap_or_default(),
-                    probe: self.pg.readiness_probe(),
-                });
-            }
-            Err(e) => {
-                let delay = self.starts.failed();
-                self.start_at = Some(Instant::now() + delay);
-                let reason = format!("starting Patroni: {e}; retrying {}", describe_delay(delay));
-                tracing::warn!("{reason}");
-                reporter.set(Activity::Failed {
-                    who: Actor::Postgres,
-                    reason,
-                });
-            }
-        }
+        self.started(started, reporter);
     }
 }
 

@@ -10,8 +10,9 @@
 //!   a host that went away, not one whose processes come back within Patroni's
 //!   leader TTL (then its Patroni still holds the leader lock and resumes as the
 //!   primary, which `a_killed_primary_that_comes_back_at_once_serves_again` shows).
-//! - Revoking the identity's access takes both nodes Inaccessible (connections
-//!   refused); granting it back brings both Ready with one primary, no operator.
+//! - The key governs every node: revoking the identity's access takes both nodes
+//!   Inaccessible (connections refused); granting it back brings both Ready with
+//!   one primary, no operator; a rotation re-wraps each node's own DEK.
 //! - A marker inserted on the primary is in no byte of either node's disk, nor
 //!   in etcd's data directory.
 
@@ -151,7 +152,7 @@ fn a_killed_primary_that_comes_back_at_once_serves_again() {
 }
 
 #[test]
-fn revoking_the_key_locks_every_node_and_granting_it_back_restores_one_primary() {
+fn the_key_governs_every_node() {
     let stack = shared_stack();
     let (vault, cp) = (&stack.vault, &stack.cp);
     let key = vault.customer_key("ha-revoke");
@@ -200,6 +201,21 @@ fn revoking_the_key_locks_every_node_and_granting_it_back_restores_one_primary()
     assert_eq!(primaries, 1);
     assert_eq!(cp.state("ha-revoke").0, "Ready");
     let _ = (primary, standby, again, standby_again);
+
+    let rotated = vault.rotate(&key);
+    let took = wait_for(
+        "every node's DEK re-wrapped by the new version",
+        Duration::from_secs(3 * INTERVAL + 20),
+        || {
+            let show = cp.server(&["show", "ha-revoke"]);
+            show["nodes"]
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().all(|n| n["wrapped_by"] == rotated.as_str()))
+        },
+    );
+    eprintln!("rotate -> both nodes re-wrapped in {took:?}");
+    let show = cp.server(&["show", "ha-revoke"]);
+    assert_eq!(show["server"]["wrapped_dek"]["kek"], rotated.as_str());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::contract::HaNode;
 use crate::postgres::base_settings;
 
 /// The role the nodes replicate as.
-pub(crate) const REPLICATION_USER: &str = "replicator";
+pub const REPLICATION_USER: &str = "replicator";
 /// Seconds the leader's lock in etcd lives without renewal: a dead primary is
 /// replaced within about this long. Patroni's default is 30.
 const TTL: u32 = 9;
@@ -22,23 +22,32 @@ const LOOP_WAIT: u32 = 1;
 const RETRY_TIMEOUT: u32 = 4;
 
 /// Where one node's PostgreSQL lives and listens.
-pub(crate) struct NodePlaces {
+pub struct NodePlaces {
+    /// PostgreSQL's data directory.
     pub data_dir: PathBuf,
+    /// Its Unix socket's directory.
     pub socket_dir: PathBuf,
+    /// The password file Patroni writes for its own connections.
     pub pgpass: PathBuf,
+    /// Patroni's log directory.
     pub log_dir: PathBuf,
+    /// PostgreSQL's programs.
     pub bin_dir: PathBuf,
+    /// PostgreSQL's TCP port on the node's address.
     pub port: u16,
 }
 
 /// The passwords in the configuration (exposed only while it is written).
-pub(crate) struct NodePasswords<'a> {
+pub struct NodePasswords<'a> {
+    /// The `postgres` superuser's.
     pub superuser: &'a str,
+    /// The replication role's.
     pub replication: &'a str,
 }
 
+/// Patroni's configuration of one node (serialized as its YAML file).
 #[derive(Serialize)]
-pub(crate) struct PatroniConfig<'a> {
+pub struct PatroniConfig<'a> {
     scope: &'a str,
     name: &'a str,
     log: Log,
@@ -121,11 +130,7 @@ struct Credential<'a> {
 
 impl<'a> PatroniConfig<'a> {
     /// The configuration of `node`, whose files are at `places`.
-    pub(crate) fn new(
-        node: &'a HaNode,
-        places: &NodePlaces,
-        passwords: &NodePasswords<'a>,
-    ) -> Self {
+    pub fn new(node: &'a HaNode, places: &NodePlaces, passwords: &NodePasswords<'a>) -> Self {
         let superuser = Credential {
             username: crate::postgres::SUPERUSER,
             password: passwords.superuser,

@@ -29,7 +29,7 @@ use crate::postgres::{PgInstall, PgLayout};
 use crate::sys::{self, Signal};
 use crate::Error;
 
-mod config;
+pub mod config;
 
 use config::{NodePasswords, NodePlaces, PatroniConfig};
 

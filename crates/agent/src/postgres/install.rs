@@ -109,6 +109,17 @@ impl PgInstall {
     /// Runs `sql` with `psql` over TCP on 127.0.0.1:`port` as `postgres` with
     /// `password`; returns what it printed (unaligned, tuples only) or its error text.
     pub fn psql(&self, port: u16, password: &str, sql: &str) -> Result<String, String> {
+        self.psql_at(
+            &format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+            password,
+            sql,
+        )
+    }
+
+    /// Runs `sql` with `psql` on the libpq URI `uri` (one host or several, as a
+    /// highly available server's connection string) with `password`; returns what it
+    /// printed (unaligned, tuples only) or its error text.
+    pub fn psql_at(&self, uri: &str, password: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.program("psql"))
             .args([
                 "-X",
@@ -117,16 +128,8 @@ impl PgInstall {
                 "-q",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args([
-                "-U",
-                "postgres",
                 "-d",
-                "postgres",
-                "-p",
-                &port.to_string(),
+                uri,
                 "-c",
                 sql,
             ])

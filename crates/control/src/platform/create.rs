@@ -141,17 +141,7 @@ impl Platform {
             .as_ref()
             .map(|s| self.secrets.seal(&id, s))
             .transpose()?;
-        // The DEK exists here only while its wrapping is validated: the agent
-        // unwraps its own copy to provision the server.
-        let (dek, wrapped) = validate::new_wrapped_dek(
-            kek.as_ref(),
-            &access.client_id,
-            &Requirements {
-                customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
-                location: &req.location,
-            },
-        )?;
-        drop(dek);
+        let wrapped = new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location)?;
         let geo = req
             .geo_backup
             .as_ref()
@@ -373,6 +363,27 @@ pub(super) fn assigning_secret(
         return Err(Error::BadRequest(missing.into()));
     }
     Ok(SecretBytes::new(secret.as_bytes().to_vec()))
+}
+
+/// A new DEK wrapped by `kek`, validated with a real wrap and unwrap against what
+/// `encryption` in `location` requires. The DEK exists here only while its
+/// wrapping is validated: the agent unwraps its own copy to provision the server.
+pub(super) fn new_wrapped_dek(
+    kek: &dyn pgcmk_keyprovider::KeyEncryptionKey,
+    access: &KekAccess,
+    encryption: &Encryption,
+    location: &str,
+) -> Result<pgcmk_keyprovider::WrappedDek, Error> {
+    let (dek, wrapped) = validate::new_wrapped_dek(
+        kek,
+        &access.client_id,
+        &Requirements {
+            customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
+            location,
+        },
+    )?;
+    drop(dek);
+    Ok(wrapped)
 }
 
 /// The identity a PKCS#11 key is used as: the token's user (`CKU_USER`), whose

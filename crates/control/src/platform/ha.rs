@@ -292,7 +292,8 @@ impl Platform {
 
     /// Sets each highly available server's state from its nodes': Ready while a
     /// node serves; Inaccessible when none serves and one is locked by its key
-    /// monitor; else what its first node is.
+    /// monitor; else what its first node is. Its wrapped DEK shown is its first
+    /// node's (each node re-wraps its own at a rotation).
     pub(super) fn follow_nodes(&self, servers: &[ServerRecord]) -> Result<(), Error> {
         for server in servers.iter().filter(|s| !s.nodes.is_empty()) {
             if matches!(server.state, ServerState::Stopped | ServerState::Deleting) {
@@ -316,6 +317,12 @@ impl Platform {
                     None => continue,
                 }
             };
+            if let Some(first) = nodes.first() {
+                if first.wrapped_dek != server.wrapped_dek {
+                    self.store
+                        .update_server(&server.id, |s| s.wrapped_dek = first.wrapped_dek.clone())?;
+                }
+            }
             let why = nodes
                 .iter()
                 .map(|n| format!("{} {}", n.name, n.state.name()))

@@ -15,14 +15,13 @@ use pgcmk_agent::contract::{HaNode, ServerDir};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::WrappedDek;
 
-use super::create::{hex_id, CreateServer, Created, FirstStart};
+use super::create::{hex_id, new_wrapped_dek, CreateServer, Created, FirstStart};
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{
     now_rfc3339, Actor, Encryption, NodeOf, SecretString, ServerRecord, ServerState,
 };
 use crate::store::PLATFORM_IDENTITY;
-use crate::validate::{self, Requirements};
 use crate::Error;
 
 /// Nodes of a highly available server: a primary and its synchronous standby.
@@ -52,19 +51,9 @@ impl Platform {
         }
         .map_err(|e| Error::BadRequest(e.to_string()))?;
         // One DEK per node, each validated with a real wrap and unwrap.
-        let mut wrapped = Vec::with_capacity(NODES);
-        for _ in 0..NODES {
-            let (dek, w) = validate::new_wrapped_dek(
-                kek.as_ref(),
-                &access.client_id,
-                &Requirements {
-                    customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
-                    location: &req.location,
-                },
-            )?;
-            drop(dek);
-            wrapped.push(w);
-        }
+        let wrapped = (0..NODES)
+            .map(|_| new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location))
+            .collect::<Result<Vec<_>, _>>()?;
         let etcd_endpoints = self.etcd_endpoints()?;
         let id = hex_id()?;
         let password = hex_id()?;

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pgcmk_control::etcd::running_member;
@@ -125,29 +124,9 @@ impl HaServer {
 
 /// Runs `sql` with `psql` on the libpq URI `uri` as `postgres` with `password`.
 pub fn psql_at(uri: &str, password: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            uri,
-            "-c",
-            sql,
-        ])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "3")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run psql: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    pgcmk_agent::postgres::PgInstall::discover()
+        .unwrap()
+        .psql_at(uri, password, sql)
 }
 
 /// A node's processes: its agent, Patroni, the postmaster and every PostgreSQL
