@@ -21,15 +21,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgcmk_agent::contract::HaNode;
 use pgcmk_agent::patroni::config::{NodePasswords, NodePlaces, PatroniConfig};
 use pgcmk_testkit::process::{children_of, terminate};
 use pgcmk_testkit::wait::wait_for;
-use support::ha::{crash, freeze, node_processes, psql_at, HaServer, Node};
+use support::ha::{lose_primary, lost, AckedInserts, HaServer, Node};
 use support::*;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -42,28 +40,22 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        failovers: 10,
-        scale: 10,
-        tpcb_secs: 60,
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    let quick = words.iter().any(|w| w == "--quick");
+    let value = |flag: &str, default: u32| -> u32 {
+        match words.iter().position(|w| w == flag) {
+            Some(at) => words
+                .get(at + 1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{flag} needs a whole number")),
+            None => default,
+        }
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--quick" {
-            (args.failovers, args.scale, args.tpcb_secs) = (3, 2, 15);
-            continue;
-        }
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--failovers" => args.failovers = value.parse().expect("--failovers N"),
-            "--scale" => args.scale = value.parse().expect("--scale S"),
-            "--tpcb-secs" => args.tpcb_secs = value.parse().expect("--tpcb-secs T"),
-            other => panic!(
-                "unknown option {other}: use --failovers N --scale S --tpcb-secs T or --quick"
-            ),
-        }
+    Args {
+        failovers: value("--failovers", if quick { 3 } else { 10 }) as usize,
+        scale: value("--scale", if quick { 2 } else { 10 }),
+        tpcb_secs: value("--tpcb-secs", if quick { 15 } else { 60 }),
     }
-    args
 }
 
 /// CPU seconds (user + system, with reaped children's) of `roots` and every
@@ -280,68 +272,21 @@ fn main() {
         .unwrap();
 
     // Failovers under an insert loop that records acknowledged ids only.
-    let acked = Arc::new(Mutex::new(Vec::<(i64, Instant)>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        let (uri, password) = (server.connection_string.clone(), server.password.clone());
-        std::thread::spawn(move || {
-            let mut id = 0;
-            while !stop.load(Ordering::SeqCst) {
-                id += 1;
-                if psql_at(&uri, &password, &format!("INSERT INTO acked VALUES ({id})")).is_ok() {
-                    acked.lock().unwrap().push((id, Instant::now()));
-                }
-            }
-        })
-    };
+    let inserts = AckedInserts::start(&server, "acked");
     let mut failovers = Vec::new();
     for round in 1..=args.failovers {
-        let before = acked.lock().unwrap().len();
-        wait_for(
-            "inserts before the failover",
-            Duration::from_secs(60),
-            || acked.lock().unwrap().len() >= before + 5,
-        );
-        let pids = node_processes(&primary.dir);
-        let down_at = Instant::now();
-        let frozen = freeze(&pids);
-        wait_for("a write acknowledged by the new primary", REJOIN, || {
-            acked
-                .lock()
-                .unwrap()
-                .last()
-                .is_some_and(|(_, at)| *at > down_at)
-        });
-        let first = acked
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, at)| *at > down_at)
-            .map(|(_, at)| *at - down_at)
-            .unwrap();
-        crash(&pids);
-        drop(frozen);
-        let (new_primary, _) = server.wait_healthy(cp, REJOIN);
+        let (took, (new_primary, _)) = lose_primary(cp, &server, &primary, &inserts, REJOIN);
         println!(
             "failover {round}: {} down -> first write on {} after {:.2} s",
             primary.name,
             new_primary.name,
-            first.as_secs_f64()
+            took.as_secs_f64()
         );
-        failovers.push(first.as_secs_f64());
+        failovers.push(took.as_secs_f64());
         primary = new_primary;
     }
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    let acked: Vec<i64> = acked.lock().unwrap().iter().map(|(id, _)| *id).collect();
-    let present: std::collections::HashSet<i64> = server
-        .sql("SELECT id FROM acked")
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let lost = acked.iter().filter(|id| !present.contains(id)).count();
+    let acked = inserts.finish();
+    let lost = lost(&server, "acked", &acked).len();
     let nodes = server.nodes(cp);
     let (rewinds, clones) = rejoins(&nodes);
     failovers.sort_by(f64::total_cmp);

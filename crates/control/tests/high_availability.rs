@@ -18,13 +18,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
-use support::ha::{crash, freeze, node_processes, HaServer};
+use support::ha::{crash, lose_primary, lost, node_processes, AckedInserts, HaServer};
 use support::*;
 
 /// Key check interval for the tests (seconds).
@@ -46,62 +44,19 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
         .sql("CREATE TABLE acked (id int PRIMARY KEY)")
         .unwrap();
     let (mut primary, _) = server.wait_healthy(cp, REJOIN);
-
-    // A client inserting through the connection string; only acknowledged ids count.
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        let (uri, password) = (server.connection_string.clone(), server.password.clone());
-        std::thread::spawn(move || {
-            let mut id = 0;
-            while !stop.load(Ordering::SeqCst) {
-                id += 1;
-                let sql = format!("INSERT INTO acked VALUES ({id})");
-                if support::ha::psql_at(&uri, &password, &sql).is_ok() {
-                    acked.lock().unwrap().push(id);
-                }
-            }
-        })
-    };
+    let inserts = AckedInserts::start(&server, "acked");
     for round in 1..=3 {
-        let before = acked.lock().unwrap().len();
-        wait_for("inserts before the crash", Duration::from_secs(30), || {
-            acked.lock().unwrap().len() >= before + 10
-        });
-        let crashed_at = Instant::now();
-        let pids = node_processes(&primary.dir);
-        let frozen = freeze(&pids);
-        let after = acked.lock().unwrap().len();
-        wait_for("a write acknowledged by the new primary", REJOIN, || {
-            acked.lock().unwrap().len() > after
-        });
+        let (took, (new_primary, standby)) = lose_primary(cp, &server, &primary, &inserts, REJOIN);
         eprintln!(
-            "round {round}: {} down; first write acknowledged after {:?}",
-            primary.name,
-            crashed_at.elapsed()
+            "round {round}: {} down; first insert acknowledged after {took:?}",
+            primary.name
         );
-        crash(&pids);
-        drop(frozen);
-        let (new_primary, standby) = server.wait_healthy(cp, REJOIN);
         assert_ne!(new_primary.name, primary.name, "the other node took over");
-        assert_eq!(
-            standby.name, primary.name,
-            "the crashed node rejoined as standby"
-        );
+        assert_eq!(standby.name, primary.name, "the node rejoined as standby");
         primary = new_primary;
     }
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-
-    let acked = acked.lock().unwrap().clone();
-    let present: std::collections::HashSet<i64> = server
-        .sql("SELECT id FROM acked")
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let lost: Vec<&i64> = acked.iter().filter(|id| !present.contains(id)).collect();
+    let acked = inserts.finish();
+    let lost = lost(&server, "acked", &acked);
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     eprintln!("{} acknowledged inserts, none lost", acked.len());
 

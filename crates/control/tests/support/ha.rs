@@ -3,9 +3,13 @@
 //! (agent, Patroni, PostgreSQL: kill -9 together), and the local etcd cluster's
 //! members, ended by pid when the control plane goes.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use pgcmk_control::etcd::running_member;
 use pgcmk_testkit::process::{children_of, is_gone, kill9, terminate, Paused};
@@ -176,4 +180,115 @@ pub fn stop_etcd(state_dir: &Path) {
             }
         }
     }
+}
+
+/// A client inserting ids 1, 2, ... into `table (id int)` through a server's
+/// connection string, one statement at a time, on a thread of its own; only the
+/// inserts PostgreSQL acknowledged are recorded, with when.
+pub struct AckedInserts {
+    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AckedInserts {
+    /// Starts inserting into `table` of `server`.
+    pub fn start(server: &HaServer, table: &str) -> Self {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let (uri, password) = (server.connection_string.clone(), server.password.clone());
+            let table = table.to_string();
+            std::thread::spawn(move || {
+                let mut id = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    id += 1;
+                    let sql = format!("INSERT INTO {table} VALUES ({id})");
+                    if psql_at(&uri, &password, &sql).is_ok() {
+                        acked.lock().unwrap().push((id, Instant::now()));
+                    }
+                }
+            })
+        };
+        Self {
+            acked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many inserts were acknowledged so far.
+    pub fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// How long after `t` the first insert acknowledged after it came.
+    pub fn first_after(&self, t: Instant) -> Option<Duration> {
+        let acked = self.acked.lock().unwrap();
+        acked.iter().find(|(_, at)| *at > t).map(|(_, at)| *at - t)
+    }
+
+    /// Stops inserting; the acknowledged ids.
+    pub fn finish(mut self) -> Vec<i64> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        self.acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+impl Drop for AckedInserts {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The ids of `acked` that `table` of `server` does not hold.
+pub fn lost(server: &HaServer, table: &str, acked: &[i64]) -> Vec<i64> {
+    let present: HashSet<i64> = server
+        .sql(&format!("SELECT id FROM {table}"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect()
+}
+
+/// The primary node goes away while `inserts` run: all its processes frozen (a
+/// host gone) until the standby took over and acknowledged an insert, then killed
+/// (-9) and brought back by the control plane. Returns the time from the freeze to
+/// that first insert, and the nodes as (new primary, standby) once the old primary
+/// rejoined.
+pub fn lose_primary(
+    cp: &ControlPlane,
+    server: &HaServer,
+    primary: &Node,
+    inserts: &AckedInserts,
+    limit: Duration,
+) -> (Duration, (Node, Node)) {
+    let before = inserts.count();
+    wait_for("inserts before the primary goes", limit, || {
+        inserts.count() >= before + 5
+    });
+    let pids = node_processes(&primary.dir);
+    let down_at = Instant::now();
+    let frozen = freeze(&pids);
+    wait_for("an insert acknowledged by the new primary", limit, || {
+        inserts.first_after(down_at).is_some()
+    });
+    let took = inserts.first_after(down_at).unwrap();
+    crash(&pids);
+    drop(frozen);
+    (took, server.wait_healthy(cp, limit))
 }
