@@ -13,7 +13,6 @@ use std::os::unix::fs::PermissionsExt;
 use pgcmk_agent::contract::server_dir::write_json_atomic;
 use pgcmk_agent::contract::{HaNode, ServerDir};
 use pgcmk_crypto::SecretBytes;
-use pgcmk_keyprovider::WrappedDek;
 
 use super::create::{hex_id, new_wrapped_dek, CreateServer, Created, FirstStart};
 use super::Platform;
@@ -174,7 +173,6 @@ fn free_port_on(address: &str) -> Result<u16, Error> {
 }
 
 fn describe(server: &ServerRecord, nodes: &[ServerRecord]) -> String {
-    let wrapped: Vec<&WrappedDek> = nodes.iter().map(|n| &n.wrapped_dek).collect();
     format!(
         "highly available: {} nodes ({}), each with its own DEK, wrapped by {}",
         nodes.len(),
@@ -186,9 +184,9 @@ fn describe(server: &ServerRecord, nodes: &[ServerRecord]) -> String {
                 .map(|p| format!("{} on {}:{}", n.name, p.address, n.port)))
             .collect::<Vec<_>>()
             .join(", "),
-        wrapped
+        nodes
             .iter()
-            .map(|w| w.kek.to_string())
+            .map(|n| n.wrapped_dek.kek.to_string())
             .collect::<Vec<_>>()
             .join(" and ")
     ) + match &server.encryption {

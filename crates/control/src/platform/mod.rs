@@ -186,6 +186,8 @@ impl Platform {
             match server.state {
                 ServerState::Stopped => {}
                 ServerState::Deleting => platform.finish_delete(&server)?,
+                // A highly available server has no agent of its own: its nodes do.
+                _ if !server.nodes.is_empty() => {}
                 _ => platform.attach_or_spawn(&server)?,
             }
         }
