@@ -112,6 +112,7 @@ pub fn run(
     let geo_secret = handshake.geo_identity_secret;
     let storage_key = handshake.storage_key;
     let handshake_replication = handshake.replication_password;
+    let tls = handshake.tls;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
@@ -199,7 +200,10 @@ pub fn run(
                             .and_then(|g| g.key_at_mount(&reporter));
                         match dek.take().map(|d| {
                             let keys = (geo_key, storage_key.as_ref());
-                            unlock(dir, &config, kek.as_ref(), d, keys)
+                            unlock(dir, &config, kek.as_ref(), d, keys).and_then(|mut s| {
+                                s.listen(dir, &config, tls.as_ref())?;
+                                Ok(s)
+                            })
                         }) {
                             Some(Ok(s)) => {
                                 mounts.reset();

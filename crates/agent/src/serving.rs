@@ -9,9 +9,11 @@ use pgcmk_crypto::{Dek, SecretBytes};
 use crate::backoff::{describe_delay, Backoff};
 use crate::backup::pgbackrest::RepositoryKeys;
 use crate::backup::Backups;
+use crate::contract::handshake::NodeTls;
 use crate::contract::{Actor, AgentConfig, HaNode, ServerDir};
 use crate::memory::LockedDek;
 use crate::patroni::Patroni;
+use crate::postgres::tls::{socket_only_settings, TlsFiles};
 use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
 use crate::provision::cryptfs_key;
 use crate::report::{Activity, Reporter};
@@ -109,6 +111,29 @@ impl Serving {
             mount,
             dek,
         })
+    }
+
+    /// Opens PostgreSQL to TCP on the server's listen addresses with `tls` (the
+    /// certificate and key go on the mount: [`TlsFiles`]), from its next start;
+    /// without `tls`, to its Unix socket only.
+    pub(crate) fn listen(
+        &mut self,
+        dir: &ServerDir,
+        config: &AgentConfig,
+        tls: Option<&NodeTls>,
+    ) -> Result<(), Error> {
+        let settings = match tls {
+            Some(tls) => TlsFiles::install(&dir.tls_dir(), tls, self.pg.os_user())?
+                .settings(&config.listen_addresses),
+            None => {
+                tracing::warn!(
+                    "no TLS certificate was handed over: serving on the Unix socket only"
+                );
+                socket_only_settings()
+            }
+        };
+        self.pg.set_all(settings);
+        Ok(())
     }
 
     /// The server's backups, when it has them and their key unwrapped.
@@ -221,6 +246,7 @@ impl Serving {
                 node,
                 self.pg.install().clone(),
                 self.pg.layout().clone(),
+                self.pg.settings(),
             )
             .and_then(|p| {
                 let p = patroni.insert(p);

@@ -41,6 +41,7 @@ fn provisioned() -> Held<Provisioned> {
         let config = AgentConfig {
             server_id: "0123456789abcdef0123456789abcdef".into(),
             port: 1,
+            listen_addresses: pgcmk_agent::contract::config::loopback_only(),
             kek: KekAccess {
                 key: KeyReference::parse("https://127.0.0.1:1/keys/unused").unwrap(),
                 vault: VaultEndpoints {

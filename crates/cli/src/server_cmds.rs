@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use pgcmk_agent::contract::task::VolumeCheck;
-use pgcmk_control::api::LogsQuery;
+use pgcmk_control::api::{ListenAddresses, LogsQuery};
 use pgcmk_control::model::ServerRecord;
 use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
@@ -27,7 +27,7 @@ use crate::{confirm, output, server_logs, volume_check, Format};
 pub enum ServerCommand {
     /// Create a server (waits until it is Ready; prints the superuser password once).
     #[command(
-        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential"
+        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential"
     )]
     Create {
         /// Unique name: 3-63 lowercase letters, digits and '-'.
@@ -47,6 +47,10 @@ pub enum ServerCommand {
         /// encrypted volume and DEK, under Patroni (docs/high-availability.md).
         #[arg(long)]
         high_availability: bool,
+        /// IP addresses of this host that PostgreSQL listens on, comma-separated (TLS
+        /// only; default 127.0.0.1).
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        listen_addresses: Vec<String>,
     },
     /// Create a server from another server's backups, at a point in time or the latest
     /// archived one (waits until it is Ready; prints the superuser password once).
@@ -94,16 +98,21 @@ pub enum ServerCommand {
         #[command(flatten)]
         name: NameArg,
     },
-    /// Move a customer-managed server to another key.
+    /// Move a customer-managed server to another key, or make it listen on other
+    /// addresses (its agent restarts with a certificate for them).
     #[command(
-        after_help = "Example:\n  pgcmk server update orders -k https://VAULT/keys/other-key"
+        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10",
+        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses"]))
     )]
     Update {
         #[command(flatten)]
         name: NameArg,
         /// The new key URL.
         #[arg(short, long)]
-        key: String,
+        key: Option<String>,
+        /// The IP addresses of this host to listen on, comma-separated (TLS only).
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        listen_addresses: Vec<String>,
     },
     /// Check the server's key access now.
     #[command(after_help = "Example:\n  pgcmk server revalidate orders")]
@@ -187,6 +196,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             backup_retention_days,
             geo_backup,
             high_availability,
+            listen_addresses,
         } => {
             let body = CreateServer {
                 name: name.into_name(),
@@ -195,6 +205,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                 backup_retention_days,
                 geo_backup: geo_backup.into_choice()?,
                 high_availability,
+                listen_addresses,
             };
             (client.post(url("")).json(&body), render_created)
         }
@@ -235,10 +246,24 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                     .to_string()
             },
         ),
-        ServerCommand::Update { name, key } => (
+        ServerCommand::Update {
+            name,
+            key: Some(key),
+            ..
+        } => (
             client
                 .put(url(&format!("/{name}/key")))
                 .json(&json!({ "key": key })),
+            render_server,
+        ),
+        ServerCommand::Update {
+            name,
+            key: None,
+            listen_addresses,
+        } => (
+            client
+                .put(url(&format!("/{name}/listen-addresses")))
+                .json(&ListenAddresses { listen_addresses }),
             render_server,
         ),
         ServerCommand::Revalidate { name } => {

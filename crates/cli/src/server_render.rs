@@ -65,12 +65,14 @@ fn describe_server(s: &ServerRecord) -> String {
         ),
         Encryption::ServiceManaged => "service-managed".to_string(),
     };
+    let listen: Vec<String> = s.listen_addresses.iter().map(|a| a.to_string()).collect();
     format!(
-        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  encryption: {encryption}\n  needs key version: {} (it wraps the DEK: keep it enabled)\n  created:    {}",
+        "server {}\n  state:      {}\n  location:   {}\n  port:       {}\n  listens on: {} (TLS only)\n  encryption: {encryption}\n  needs key version: {} (it wraps the DEK: keep it enabled)\n  created:    {}",
         s.name,
         state_line(&s.state),
         s.location,
         s.port,
+        listen.join(", "),
         s.wrapped_dek.kek,
         s.created_at,
     )
@@ -106,6 +108,7 @@ pub(crate) fn render_show(v: &Value) -> String {
                     .unwrap_or("patroni not answering"),
             ));
         }
+        text.push_str(&format!("\n  connect:    {}", d.connection_string));
         text.push_str("\n  events:");
         for e in &d.events {
             text.push_str(&format!(

@@ -33,11 +33,18 @@ impl fmt::Display for Escaped<'_> {
 /// `text` as one path segment of a URL (everything but unreserved characters
 /// percent-encoded), for links to a named resource.
 pub fn path_segment(text: &str) -> String {
+    percent_encoded(text, b"")
+}
+
+/// `text` with every byte percent-encoded but the unreserved characters and those
+/// in `also_kept` (e.g. `/` for a file path in a query value, which stays readable).
+pub fn percent_encoded(text: &str, also_kept: &[u8]) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
             }
+            b if also_kept.contains(&b) => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

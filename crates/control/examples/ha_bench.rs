@@ -86,25 +86,17 @@ fn load_average() -> String {
         .join(" ")
 }
 
-/// Runs pgbench against `host:port`; its output.
-fn pgbench(host: &str, port: u64, password: &str, args: &[&str]) -> String {
+/// Runs pgbench against the libpq URI `uri`; its output.
+fn pgbench(uri: &str, password: &str, args: &[&str]) -> String {
     let out = Command::new(format!("{BIN}/pgbench"))
         .args(args)
-        .args([
-            "-h",
-            host,
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
+        .arg(uri)
         .env("PGPASSWORD", password)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "pgbench {args:?} on {host}:{port}: {}",
+        "pgbench {args:?} on {uri}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -149,6 +141,8 @@ impl PlainPair {
                 address: address.clone(),
                 rest_port: free_port(),
                 etcd_endpoints: etcd_endpoints.clone(),
+                // No TLS on the plain pair: no CA to verify against.
+                ca_file: PathBuf::new(),
             };
             let port = free_port();
             let places = NodePlaces {
@@ -166,7 +160,7 @@ impl PlainPair {
             let config = dir.join("patroni.yml");
             fs::write(
                 &config,
-                serde_json::to_vec(&PatroniConfig::new(&node, &places, &passwords)).unwrap(),
+                serde_json::to_vec(&PatroniConfig::new(&node, &places, &passwords, &[])).unwrap(),
             )
             .unwrap();
             let chown = Command::new("chown")
@@ -304,42 +298,33 @@ fn main() {
     let plain = PlainPair::start(&stack.root.path().join("plain"), etcd_endpoints);
     let (plain_host, plain_port) = plain.wait_healthy();
     let (ha_primary, _) = server.wait_healthy(cp, REJOIN);
+    let ha_uri = server.uri_of(&ha_primary);
+    let plain_uri =
+        format!("postgresql://postgres@{plain_host}:{plain_port}/postgres?sslmode=disable");
     let scale = args.scale.to_string();
-    pgbench(
-        &ha_primary.address,
-        ha_primary.port,
-        &server.password,
-        &["-i", "-q", "-s", &scale],
-    );
-    pgbench(
-        &plain_host,
-        plain_port,
-        &plain.password,
-        &["-i", "-q", "-s", &scale],
-    );
+    pgbench(&ha_uri, &server.password, &["-i", "-q", "-s", &scale]);
+    pgbench(&plain_uri, &plain.password, &["-i", "-q", "-s", &scale]);
     let secs = args.tpcb_secs.to_string();
     let run = ["-c", "4", "-j", "2", "-T", secs.as_str()];
     let ha_roots: Vec<u32> = nodes.iter().filter_map(|n| agent_pid(&n.dir)).collect();
     let mut rows = Vec::new();
-    for (what, host, port, password, roots) in [
+    for (what, uri, password, roots) in [
         (
-            "pgcmk HA (cryptfs)",
-            ha_primary.address.as_str(),
-            ha_primary.port,
+            "pgcmk HA (cryptfs, TLS)",
+            &ha_uri,
             server.password.as_str(),
             ha_roots.clone(),
         ),
         (
             "Patroni on plain dirs",
-            plain_host.as_str(),
-            plain_port,
+            &plain_uri,
             plain.password.as_str(),
             plain.pids(),
         ),
     ] {
         let load = load_average();
         let cpu = tree_cpu(&roots);
-        let report = pgbench(host, port, password, &run);
+        let report = pgbench(uri, password, &run);
         let cpu = tree_cpu(&roots) - cpu;
         let tps = tps_of(&report);
         let tx = tps * f64::from(args.tpcb_secs);

@@ -15,6 +15,7 @@
 //! | `POST /servers/{name}/stop`, `/start`    | stop, start                       |
 //! | `POST /servers/{name}/revalidate`        | check the key now                 |
 //! | `PUT /servers/{name}/key`                | move to another key (`{"key"}`)   |
+//! | `PUT /servers/{name}/listen-addresses`   | listen elsewhere (`{"listen_addresses": [..]}`) |
 //! | `GET /servers/{name}/connection-string`  | libpq URI                         |
 //! | `GET /servers/{name}/logs`               | logs ([`LogsQuery`]), NDJSON      |
 //! | `POST /servers/{name}/fsck`              | check a stopped server's volume   |
@@ -83,6 +84,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/revalidate", post(revalidate))
         .route("/servers/{name}/failover", post(failover))
         .route("/servers/{name}/key", put(update_key))
+        .route(
+            "/servers/{name}/listen-addresses",
+            put(update_listen_addresses),
+        )
         .route("/servers/{name}/connection-string", get(connection_string))
         .route("/servers/{name}/logs", get(logs))
         .route("/servers/{name}/fsck", post(fsck))
@@ -274,9 +279,11 @@ async fn show(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiRe
     blocking(p, StatusCode::OK, move |p| {
         let (server, events) = p.show(&name)?;
         let nodes = p.node_details(&server)?;
+        let connection_string = p.connection_string(&server.id)?;
         Ok(ServerDetails {
             server,
             events,
+            connection_string,
             nodes,
         })
     })
@@ -333,6 +340,29 @@ async fn update_key(
         )))
     })?;
     blocking(p, StatusCode::OK, move |p| p.update_key(&name, &change.key)).await
+}
+
+/// The body of `PUT /servers/{name}/listen-addresses`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListenAddresses {
+    /// IP addresses of this host (none: 127.0.0.1).
+    pub listen_addresses: Vec<String>,
+}
+
+async fn update_listen_addresses(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<ListenAddresses>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(change) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {e}; expected {{\"listen_addresses\": [\"IP\", ...]}}"
+        )))
+    })?;
+    blocking(p, StatusCode::OK, move |p| {
+        p.update_listen_addresses(&name, &change.listen_addresses)
+    })
+    .await
 }
 
 async fn connection_string(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {

@@ -25,6 +25,7 @@ pub mod model;
 pub mod platform;
 pub mod root_key;
 pub mod serve_info;
+pub mod servers_ca;
 pub mod store;
 pub mod supervisor;
 pub mod validate;

@@ -1,5 +1,6 @@
 //! What the control plane knows about a server, and its audit events.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use pgcmk_keyprovider::{KeyReference, WrappedDek};
@@ -39,8 +40,11 @@ pub struct ServerRecord {
     /// fields.
     #[serde(flatten)]
     pub state: ServerState,
-    /// TCP port on 127.0.0.1.
+    /// PostgreSQL's TCP port.
     pub port: u16,
+    /// The addresses PostgreSQL listens on, over TLS only (default 127.0.0.1).
+    #[serde(default = "pgcmk_agent::contract::config::loopback_only")]
+    pub listen_addresses: Vec<IpAddr>,
     /// The server's directory (ciphertext, mount point, sockets, agent files).
     pub dir: PathBuf,
     /// RFC 3339 creation time.
@@ -99,6 +103,9 @@ pub struct ServerDetails {
     /// A highly available server's nodes, with their roles now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeDetails>,
+    /// How to connect to it (libpq URI, TLS verified against the servers CA).
+    #[serde(default)]
+    pub connection_string: String,
 }
 
 /// One entry of the control plane's append-only audit trail.

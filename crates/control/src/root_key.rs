@@ -41,6 +41,8 @@ pub struct ControlKeys {
     pub identity_secrets: IdentitySecrets,
     /// Seals the REST API's TLS server key in the state store.
     pub tls: Sealer,
+    /// Seals the servers CA's key in the state store ([`crate::servers_ca`]).
+    pub servers_ca: Sealer,
 }
 
 impl ControlKeys {
@@ -69,6 +71,7 @@ impl ControlKeys {
         Ok(Self {
             identity_secrets: IdentitySecrets { sealer },
             tls: Sealer::new(&derive(b"tls-server-key-seal")?)?,
+            servers_ca: Sealer::new(&derive(b"servers-ca-key-seal")?)?,
         })
     }
 }

@@ -316,6 +316,7 @@ mod tests {
             },
             state: ServerState::Provisioning,
             port: 5432,
+            listen_addresses: pgcmk_agent::contract::config::loopback_only(),
             dir: "/srv/x".into(),
             created_at: now_rfc3339(),
             nodes: Vec::new(),

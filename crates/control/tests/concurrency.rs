@@ -86,40 +86,27 @@ fn timed<T>(operation: impl FnOnce() -> T) -> (T, Duration) {
 fn five_concurrent_creates_run_side_by_side_not_one_after_another() {
     let f = fixture();
     let _turn = f.turn();
-    let (_, alone) = f.create("alone");
-
     let names = ["side-1", "side-2", "side-3", "side-4", "side-5"];
     let started = Instant::now();
     let took = f.each_at_once(&names, |name| f.create(name).1);
     let last = started.elapsed();
-    eprintln!("one create alone: {alone:?}; five at once: {took:?}, the last done after {last:?}");
+    eprintln!("five at once: {took:?}, the last done after {last:?}");
 
-    // With one lock for all servers (held across a create's wait for Ready) the five
-    // ran end to end: the last finished after five creates' time, 5x the one alone.
-    // Side by side they share two cores: initdb and PostgreSQL's start are most of a
-    // create's CPU, so five take about 2.5x one alone, plus noise. 4x tells the two
-    // apart with room for a busy machine on either side.
-    let bound = alone * 4;
-    assert!(
-        last < bound,
-        "five concurrent creates took {last:?}, not under 4x one create alone \
-         ({alone:?}): creates of different servers wait for each other ({took:?})"
-    );
-    // And one after another, they finish one by one (each a create's time after the
-    // last), the first at a fifth of the whole; side by side, together. This holds
-    // however slow the machine is while the one create alone runs.
+    // One after another (one lock for all servers, held across a create's wait for
+    // Ready), they finish one by one, each a create's time after the one before: the
+    // first at a fifth of the whole. Side by side, together. A ratio within the one
+    // run, so it holds however busy the machine is (a bound against a create timed
+    // alone before did not: the load can change between the two).
     let first = took.iter().min().unwrap();
     assert!(
         *first > last / 2,
         "the first of five concurrent creates finished after {first:?}, the last after \
          {last:?}: they ran one after another ({took:?})"
     );
-    let mut all = names.to_vec();
-    all.push("alone");
-    for name in &all {
+    for name in &names {
         assert_eq!(f.cp().state(name).0, "Ready", "{name} is not Ready");
     }
-    f.delete(&all);
+    f.delete(&names);
 }
 
 /// True when `pid` has SIGTERM pending: sent, and not taken because it is stopped.

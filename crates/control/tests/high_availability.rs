@@ -74,8 +74,8 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
     });
     for node in [&primary, &standby] {
         let out = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_amcheck")
-            .args(["-h", &node.address, "-p", &node.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "--heapallindexed"])
+            .arg(format!("--maintenance-db={}", server.uri_of(node)))
+            .args(["--all", "--heapallindexed"])
             .env("PGPASSWORD", &server.password)
             .output()
             .unwrap();

@@ -121,8 +121,9 @@ fn list_show_and_connection_string_tell_the_dba_about_the_server() {
     assert_eq!(
         uri.trim(),
         format!(
-            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            server.port
+            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            server.port,
+            cp.state_dir.join("servers-ca.pem").display()
         )
     );
     cp.server(&["delete", "described", "--yes"]);

@@ -5,6 +5,8 @@
 //!   Argon2id from a passphrase (salt and check value kept by the service);
 //! - [`local_ca`]: a local CA and the server certificate it signs for the loopback
 //!   names, the server key sealed under a key derived from the root key;
+//! - [`issuing_ca`]: a CA that keeps its key sealed and issues short-lived server
+//!   certificates (the control plane's servers CA, for PostgreSQL's TLS);
 //! - [`listener`]: an HTTPS listener serving an axum router with that identity;
 //! - [`trust`]: clients that trust exactly a service's CA certificate;
 //! - [`files`]: durable writes of the files above;
@@ -17,6 +19,7 @@
 mod connection_caps;
 mod error;
 pub mod files;
+pub mod issuing_ca;
 mod listen_limits;
 pub mod listener;
 pub mod local_ca;

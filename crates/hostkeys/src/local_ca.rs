@@ -31,7 +31,7 @@ pub struct TlsIdentity {
     sealed_key: String,
 }
 
-fn tls_err(e: impl std::fmt::Display) -> Error {
+pub(crate) fn tls_err(e: impl std::fmt::Display) -> Error {
     Error::Tls(e.to_string())
 }
 
@@ -40,28 +40,13 @@ impl TlsIdentity {
     /// [`SERVER_NAMES`] named `service`, sealing the server key with `sealer`.
     pub fn generate(service: &str, sealer: &Sealer) -> Result<Self, Error> {
         let ca_key = KeyPair::generate().map_err(tls_err)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
-        ca_params.distinguished_name = name(&format!("{service} local CA"));
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+        let ca_params = ca_params(&format!("{service} local CA"))?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_err)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().map_err(tls_err)?;
         let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).map_err(tls_err)?;
-        params.distinguished_name = name(service);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
+        let mut params = server_params(service, names)?;
         params.not_after = rcgen::date_time_ymd(2046, 1, 1);
         let cert = params.signed_by(&server_key, &issuer).map_err(tls_err)?;
         let sealed = sealer.seal(SEAL_AAD, &server_key.serialize_der())?;
@@ -103,7 +88,40 @@ impl TlsIdentity {
     }
 }
 
-fn decode(field: &str) -> Result<Vec<u8>, Error> {
+/// The parameters of a CA named `common_name` that signs server certificates
+/// only (never another CA), valid until 2046.
+pub(crate) fn ca_params(common_name: &str) -> Result<CertificateParams, Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    params.distinguished_name = name(common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_after = rcgen::date_time_ymd(2046, 1, 1);
+    Ok(params)
+}
+
+/// The parameters of a TLS server certificate named `common_name` for `names`
+/// (IP addresses become IP subject alternative names, the others DNS names); the
+/// caller sets its validity.
+pub(crate) fn server_params(
+    common_name: &str,
+    names: Vec<String>,
+) -> Result<CertificateParams, Error> {
+    let mut params = CertificateParams::new(names).map_err(tls_err)?;
+    params.distinguished_name = name(common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+pub(crate) fn decode(field: &str) -> Result<Vec<u8>, Error> {
     B64.decode(field)
         .map_err(|e| Error::Tls(format!("the stored TLS identity is corrupt: {e}")))
 }
@@ -114,7 +132,7 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn pem_certificate(der: &[u8]) -> String {
+pub(crate) fn pem_certificate(der: &[u8]) -> String {
     let body = B64.encode(der);
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
     for chunk in body.as_bytes().chunks(64) {

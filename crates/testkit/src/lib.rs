@@ -12,6 +12,7 @@ pub mod binary;
 pub mod cli;
 pub mod kmip;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod rsa_jwk;
 pub mod shared;

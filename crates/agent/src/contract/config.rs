@@ -2,6 +2,7 @@
 //! how to reach its KEK. The control plane writes it at create and rewrites it when
 //! the vault service moved; the agent re-reads it before every key check.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,8 +20,12 @@ use super::server_dir::read_json;
 pub struct AgentConfig {
     /// The server's id (also the HKDF salt for its cryptfs key).
     pub server_id: String,
-    /// PostgreSQL's TCP port on 127.0.0.1.
+    /// PostgreSQL's TCP port.
     pub port: u16,
+    /// The addresses PostgreSQL listens on (TLS only; default 127.0.0.1). Its
+    /// certificate names each.
+    #[serde(default = "loopback_only")]
+    pub listen_addresses: Vec<IpAddr>,
     /// How to reach the KEK.
     pub kek: KekAccess,
     /// Milliseconds between key checks.
@@ -38,6 +43,11 @@ pub struct AgentConfig {
     /// Patroni instead of PostgreSQL); `None` for a single-node server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<super::HaNode>,
+}
+
+/// The listen addresses of a server created before they were a setting.
+pub fn loopback_only() -> Vec<IpAddr> {
+    vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
 }
 
 /// Where the vault service hands out managed-identity tokens, and the CA to trust

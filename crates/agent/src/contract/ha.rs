@@ -18,4 +18,8 @@ pub struct HaNode {
     pub rest_port: u16,
     /// The etcd cluster's client endpoints (`http://HOST:PORT`).
     pub etcd_endpoints: Vec<String>,
+    /// The servers' CA certificate (PEM file, readable by the PostgreSQL user):
+    /// replication and rewind connections to the other nodes verify their
+    /// certificates against it (`sslmode=verify-full`).
+    pub ca_file: std::path::PathBuf,
 }

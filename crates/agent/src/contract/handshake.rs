@@ -30,6 +30,11 @@
 //! - `replication_password` (optional, version 2): present only for the first start
 //!   of a node of a highly available server, beside `initial_password`: the password
 //!   of the role its nodes replicate as (`docs/high-availability.md`).
+//! - `tls_certificate` and `tls_key` (optional, version 2, both or neither): the
+//!   node's server certificate (PEM), issued by the control plane's servers CA
+//!   for this start, and its private key (PEM); the agent keeps the key on the
+//!   encrypted volume only (`docs/tls.md`). Without them PostgreSQL listens on
+//!   its Unix socket only.
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -66,6 +71,26 @@ pub struct Handshake {
     /// For the first start of a node of a highly available server: the password of
     /// the role the nodes replicate as.
     pub replication_password: Option<SecretBytes>,
+    /// The node's TLS server certificate and key for this start.
+    pub tls: Option<NodeTls>,
+}
+
+/// A node's TLS server certificate and its private key, as handed to its agent.
+#[derive(Clone)]
+pub struct NodeTls {
+    /// The certificate, PEM (not secret).
+    pub certificate_pem: String,
+    /// The private key, PEM.
+    pub key_pem: SecretBytes,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("certificate_pem", &self.certificate_pem)
+            .field("key_pem", &"REDACTED")
+            .finish()
+    }
 }
 
 impl Handshake {
@@ -79,6 +104,7 @@ impl Handshake {
             geo_identity_secret: None,
             storage_key: None,
             replication_password: None,
+            tls: None,
         }
     }
 }
@@ -111,6 +137,7 @@ impl std::fmt::Debug for Handshake {
                 "replication_password",
                 &self.replication_password.as_ref().map(|_| "REDACTED"),
             )
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -166,6 +193,9 @@ pub enum HandshakeError {
         /// The version that came.
         found: u32,
     },
+    /// Only one of the TLS certificate and its key came.
+    #[error("the handshake has {0} without the other: send tls_certificate and tls_key together")]
+    HalfTls(&'static str),
     /// The identity secret is empty.
     #[error("the handshake on stdin has an empty identity_secret")]
     NoIdentitySecret,
@@ -196,6 +226,9 @@ struct Wire<'a> {
     storage_key: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     replication_password: Option<Cow<'a, str>>,
+    tls_certificate: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    tls_key: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -259,6 +292,8 @@ impl Handshake {
             ("geo_identity_secret", wire.geo_identity_secret.is_some()),
             ("storage_key", wire.storage_key.is_some()),
             ("replication_password", wire.replication_password.is_some()),
+            ("tls_certificate", wire.tls_certificate.is_some()),
+            ("tls_key", wire.tls_key.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -272,8 +307,18 @@ impl Handshake {
         if identity_secret.expose_secret().trim_ascii().is_empty() {
             return Err(HandshakeError::NoIdentitySecret);
         }
+        let tls = match (wire.tls_certificate, wire.tls_key) {
+            (Some(certificate), Some(key)) => Some(NodeTls {
+                certificate_pem: certificate.into_owned(),
+                key_pem: secret_of(key),
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err(HandshakeError::HalfTls("tls_certificate")),
+            (None, Some(_)) => return Err(HandshakeError::HalfTls("tls_key")),
+        };
         Ok(Self {
             identity_secret,
+            tls,
             initial_password: wire.initial_password.map(secret_of),
             new_password: wire.new_password.map(secret_of),
             source_identity_secret: wire.source_identity_secret.map(secret_of),
@@ -300,6 +345,15 @@ impl Handshake {
                 "replication password",
                 &self.replication_password,
             )?,
+            tls_certificate: self
+                .tls
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.certificate_pem.as_str())),
+            tls_key: self
+                .tls
+                .as_ref()
+                .map(|t| text_of("TLS key", &t.key_pem).map(Cow::Borrowed))
+                .transpose()?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
@@ -309,7 +363,10 @@ impl Handshake {
                 + len(&self.source_identity_secret)
                 + len(&self.geo_identity_secret)
                 + len(&self.storage_key)
-                + len(&self.replication_password),
+                + len(&self.replication_password)
+                + self.tls.as_ref().map_or(0, |t| {
+                    2 * (t.certificate_pem.len() + t.key_pem.expose_secret().len())
+                }),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
         let bytes = SecretBytes::new(bytes);
@@ -343,6 +400,10 @@ mod tests {
                     .map(|p| SecretBytes::new(format!("storage-{p}").into_bytes())),
                 replication_password: password
                     .map(|p| SecretBytes::new(format!("replication-{p}").into_bytes())),
+                tls: password.map(|p| NodeTls {
+                    certificate_pem: "-----BEGIN CERTIFICATE-----\nMII\n".into(),
+                    key_pem: SecretBytes::new(format!("key-{p}").into_bytes()),
+                }),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();
@@ -374,6 +435,33 @@ mod tests {
                 got.storage_key.as_ref().map(|p| p.expose_secret().to_vec()),
                 password.map(|p| format!("storage-{p}").into_bytes())
             );
+            assert_eq!(
+                got.tls.as_ref().map(|t| (
+                    t.certificate_pem.as_str(),
+                    t.key_pem.expose_secret().to_vec()
+                )),
+                password.map(|p| (
+                    "-----BEGIN CERTIFICATE-----\nMII\n",
+                    format!("key-{p}").into_bytes()
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn a_tls_certificate_comes_with_its_key() {
+        for (input, half) in [
+            (
+                r#"{"version":2,"identity_secret":"s","tls_certificate":"c"}"#,
+                "tls_certificate",
+            ),
+            (
+                r#"{"version":2,"identity_secret":"s","tls_key":"k3y"}"#,
+                "tls_key",
+            ),
+        ] {
+            let err = read(input).unwrap_err().to_string();
+            assert!(err.contains(half) && !err.contains("k3y"), "{err}");
         }
     }
 
@@ -425,10 +513,13 @@ mod tests {
     #[test]
     fn debug_prints_no_secret() {
         let h =
-            read(r#"{"version":2,"identity_secret":"s3cr3t","initial_password":"pw0rd","new_password":"n3w"}"#).unwrap();
+            read(r#"{"version":2,"identity_secret":"s3cr3t","initial_password":"pw0rd","new_password":"n3w","tls_certificate":"c","tls_key":"k3y"}"#).unwrap();
         let printed = format!("{h:?}");
         assert!(
-            !printed.contains("s3cr3t") && !printed.contains("pw0rd") && !printed.contains("n3w"),
+            !printed.contains("s3cr3t")
+                && !printed.contains("pw0rd")
+                && !printed.contains("n3w")
+                && !printed.contains("k3y"),
             "{printed}"
         );
     }

@@ -4,6 +4,7 @@
 //! ```text
 //! DIR/cipher/            cryptfs ciphertext: the only place data reaches the disk
 //! DIR/mnt/               mount point; DIR/mnt/pgdata is PostgreSQL's data directory
+//! DIR/mnt/tls/           the node's TLS certificate, key and pg_hba.conf
 //! DIR/run/               PostgreSQL's Unix socket
 //! DIR/agent.json         the agent's configuration (no secrets)
 //! DIR/wrapped_dek.json   the DEK wrapped by the KEK (never the plaintext DEK)
@@ -78,6 +79,12 @@ impl ServerDir {
     /// (`docs/backups.md`).
     pub fn wrapped_geo_backup_key(&self) -> PathBuf {
         self.0.join("wrapped_geo_backup_key.json")
+    }
+
+    /// The node's TLS certificate, its key and `pg_hba.conf`: on the mount, so the
+    /// key is encrypted at rest and gone when the mount is.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.mountpoint().join("tls")
     }
 
     /// pgBackRest's configuration (with the repository's passphrase), log, spool

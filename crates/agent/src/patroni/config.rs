@@ -108,7 +108,10 @@ struct Postgresql<'a> {
     use_unix_socket: bool,
     authentication: Authentication<'a>,
     parameters: BTreeMap<&'static str, String>,
-    pg_hba: Vec<String>,
+    /// Without TLS only (the plain setup of the benchmark): with TLS the agent's
+    /// `hba_file` (TCP only over TLS) is in `parameters` and Patroni leaves it be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pg_hba: Option<Vec<String>>,
     /// A rewind that fails, or a timeline that diverged, is healed by a new clone
     /// from the primary instead of leaving the node out.
     remove_data_directory_on_rewind_failure: bool,
@@ -122,21 +125,41 @@ struct Authentication<'a> {
     rewind: Credential<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct Credential<'a> {
     username: &'static str,
     password: &'a str,
+    /// `verify-full` against the servers' CA when the nodes speak TLS.
+    sslmode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sslrootcert: Option<PathBuf>,
 }
 
 impl<'a> PatroniConfig<'a> {
-    /// The configuration of `node`, whose files are at `places`.
-    pub fn new(node: &'a HaNode, places: &NodePlaces, passwords: &NodePasswords<'a>) -> Self {
-        let superuser = Credential {
-            username: crate::postgres::SUPERUSER,
-            password: passwords.superuser,
+    /// The configuration of `node`, whose files are at `places`, with PostgreSQL's
+    /// `settings` beyond the base ones (the agent's TLS settings,
+    /// [`crate::postgres::tls`]: then every connection between nodes is TLS,
+    /// verified against the servers' CA).
+    pub fn new(
+        node: &'a HaNode,
+        places: &NodePlaces,
+        passwords: &NodePasswords<'a>,
+        settings: &[(&'static str, String)],
+    ) -> Self {
+        let tls = settings
+            .iter()
+            .any(|(name, value)| *name == "ssl" && value == "on");
+        let credential = |username, password| Credential {
+            username,
+            password,
+            sslmode: if tls { "verify-full" } else { "disable" },
+            sslrootcert: tls.then(|| node.ca_file.clone()),
         };
+        let superuser = credential(crate::postgres::SUPERUSER, passwords.superuser);
+        // Patroni sets the listen address from `listen`.
         let mut parameters: BTreeMap<&'static str, String> = base_settings(&node.address)
             .into_iter()
+            .chain(settings.iter().cloned())
             .filter(|(name, _)| *name != "listen_addresses")
             .collect();
         parameters.insert(
@@ -185,15 +208,12 @@ impl<'a> PatroniConfig<'a> {
                 pgpass: places.pgpass.clone(),
                 use_unix_socket: true,
                 authentication: Authentication {
-                    rewind: Credential { ..superuser },
+                    rewind: superuser.clone(),
                     superuser,
-                    replication: Credential {
-                        username: REPLICATION_USER,
-                        password: passwords.replication,
-                    },
+                    replication: credential(REPLICATION_USER, passwords.replication),
                 },
                 parameters,
-                pg_hba: pg_hba(),
+                pg_hba: (!tls).then(pg_hba),
                 remove_data_directory_on_rewind_failure: true,
                 remove_data_directory_on_diverged_timelines: true,
             },
@@ -201,8 +221,9 @@ impl<'a> PatroniConfig<'a> {
     }
 }
 
-/// Local connections (the socket directory only root and the PostgreSQL user can
-/// reach) are trusted; over TCP every role needs its password (SCRAM).
+/// Without TLS (the benchmark's plain setup): local connections (the socket
+/// directory only root and the PostgreSQL user can reach) are trusted; over TCP
+/// every role needs its password (SCRAM).
 fn pg_hba() -> Vec<String> {
     vec![
         "local all all trust".into(),
@@ -245,6 +266,7 @@ mod tests {
                 "http://127.0.0.1:2379".into(),
                 "http://127.0.0.1:2380/".into(),
             ],
+            ca_file: "/state/servers-ca.pem".into(),
         };
         let places = NodePlaces {
             data_dir: "/m/pgdata".into(),
@@ -258,7 +280,12 @@ mod tests {
             superuser: "su-pw",
             replication: "repl-pw",
         };
-        let v = serde_json::to_value(PatroniConfig::new(&node, &places, &passwords)).unwrap();
+        let tls = [
+            ("listen_addresses", "127.0.0.3".to_string()),
+            ("ssl", "on".to_string()),
+            ("hba_file", "/m/tls/pg_hba.conf".to_string()),
+        ];
+        let v = serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &tls)).unwrap();
         assert_eq!(v["name"], "node-2");
         assert_eq!(v["restapi"]["listen"], "127.0.0.3:8008");
         assert_eq!(v["postgresql"]["listen"], "127.0.0.3:5433");
@@ -276,5 +303,24 @@ mod tests {
         assert!(v["postgresql"]["parameters"]
             .get("listen_addresses")
             .is_none());
+        assert_eq!(
+            v["postgresql"]["parameters"]["hba_file"],
+            "/m/tls/pg_hba.conf"
+        );
+        assert!(
+            v["postgresql"].get("pg_hba").is_none(),
+            "the agent's hba_file rules"
+        );
+        let replication = &v["postgresql"]["authentication"]["replication"];
+        assert_eq!(replication["sslmode"], "verify-full");
+        assert_eq!(replication["sslrootcert"], "/state/servers-ca.pem");
+
+        let plain =
+            serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &[])).unwrap();
+        assert_eq!(
+            plain["postgresql"]["authentication"]["replication"]["sslmode"],
+            "disable"
+        );
+        assert!(plain["postgresql"]["pg_hba"].is_array());
     }
 }

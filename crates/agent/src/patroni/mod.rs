@@ -95,12 +95,14 @@ pub(crate) struct Patroni {
 
 impl Patroni {
     /// Writes Patroni's configuration for `node` onto the mounted volume of `dir`
-    /// (with the passwords stored there); nothing runs until [`Patroni::start`].
+    /// (with the passwords stored there, and PostgreSQL's `settings` — TLS, its
+    /// `pg_hba` — as the agent would start it); nothing runs until [`Patroni::start`].
     pub(crate) fn configure(
         dir: &ServerDir,
         node: &HaNode,
         install: PgInstall,
         layout: PgLayout,
+        settings: &[(&'static str, String)],
     ) -> Result<Self, Error> {
         let text = own_mount::read_to_string(&passwords_file(dir)).ok_or_else(|| {
             Error::Postgres(format!(
@@ -126,7 +128,10 @@ impl Patroni {
             replication: &stored.replication,
         };
         let config_file = patroni.join("patroni.yml");
-        write_json_atomic(&config_file, &PatroniConfig::new(node, &places, &passwords))?;
+        write_json_atomic(
+            &config_file,
+            &PatroniConfig::new(node, &places, &passwords, settings),
+        )?;
         install.user().chown(&config_file)?;
         for owned in [places.log_dir, layout.socket_dir.clone()] {
             fs::create_dir_all(&owned).ctx(|| format!("creating {}", owned.display()))?;

@@ -27,6 +27,7 @@ use crate::Error;
 mod install;
 mod password;
 mod settings;
+pub mod tls;
 
 pub use install::{OsUser, PgInstall};
 pub use password::SUPERUSER;
@@ -50,7 +51,7 @@ pub struct PgLayout {
     pub data_dir: PathBuf,
     /// The directory holding the Unix-domain socket.
     pub socket_dir: PathBuf,
-    /// The TCP port on 127.0.0.1.
+    /// The TCP port (on 127.0.0.1 unless [`tls`] settings say otherwise).
     pub port: u16,
 }
 
@@ -128,6 +129,23 @@ impl Postgres {
         &self.install
     }
 
+    /// The settings given on the command line at every start, besides the base ones.
+    pub fn settings(&self) -> &[(&'static str, String)] {
+        &self.settings
+    }
+
+    /// Sets each of `settings` from the next start on ([`Postgres::set`]).
+    pub fn set_all(&mut self, settings: Vec<(&'static str, String)>) {
+        for (name, value) in settings {
+            self.set(name, value);
+        }
+    }
+
+    /// The user PostgreSQL runs as.
+    pub fn os_user(&self) -> &OsUser {
+        self.install.user()
+    }
+
     /// The server's layout.
     pub fn layout(&self) -> &PgLayout {
         &self.layout
@@ -196,6 +214,7 @@ impl Postgres {
             .arg(self.layout.port.to_string())
             .arg("-k")
             .arg(sockets)
+            // Loopback unless the settings below say otherwise ([`tls`]).
             .args(
                 base_settings("127.0.0.1")
                     .iter()

@@ -177,6 +177,7 @@ mod tests {
             },
             state,
             port: 5432,
+            listen_addresses: pgcmk_agent::contract::config::loopback_only(),
             dir: "/tmp/x".into(),
             created_at: "2026-12-07T10:00:00Z".into(),
             nodes: Vec::new(),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backups::validate_retention;
 use super::geo::GeoBackupChoice;
+use super::listen::{free_port, listen_addresses};
 use super::names::{validate_location, validate_name};
 use super::supervise::{READY_TIMEOUT, RESTORE_READY_TIMEOUT};
 use super::Platform;
@@ -41,6 +42,10 @@ pub struct CreateServer {
     /// (`docs/high-availability.md`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub high_availability: bool,
+    /// IP addresses of this host that PostgreSQL listens on, over TLS only
+    /// (none: 127.0.0.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen_addresses: Vec<String>,
 }
 
 /// How a new server's DEK is protected (the encryption fields of a create or a
@@ -97,7 +102,8 @@ impl CreateServer {
     /// [`Platform::create`].
     pub fn check(&self) -> Result<(), Error> {
         validate_name(&self.name)?;
-        validate_location(&self.location)
+        validate_location(&self.location)?;
+        listen_addresses(&self.listen_addresses).map(drop)
     }
 }
 
@@ -147,7 +153,8 @@ impl Platform {
             .as_ref()
             .map(|choice| self.geo_backup_for(&id, &req.location, choice))
             .transpose()?;
-        let port = free_port()?;
+        let listen = listen_addresses(&req.listen_addresses)?;
+        let port = free_port(&listen)?;
         let password = hex_id()?;
         let record = ServerRecord {
             id: id.clone(),
@@ -157,6 +164,7 @@ impl Platform {
             wrapped_dek: wrapped.clone(),
             state: ServerState::Provisioning,
             port,
+            listen_addresses: listen,
             dir: dir.root().to_path_buf(),
             created_at: now_rfc3339(),
             nodes: Vec::new(),
@@ -394,12 +402,6 @@ const PKCS11_IDENTITY: &str = "user";
 pub(super) fn hex_id() -> Result<String, Error> {
     let bytes: [u8; 16] = random::array()?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// A TCP port on 127.0.0.1 that is free now.
-fn free_port() -> Result<u16, Error> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").ctx(|| "finding a free port")?;
-    Ok(listener.local_addr().ctx(|| "finding a free port")?.port())
 }
 
 fn describe(record: &ServerRecord) -> String {

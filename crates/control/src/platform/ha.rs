@@ -159,7 +159,8 @@ impl Platform {
     }
 
     /// A libpq URI that reaches the current primary of a highly available server
-    /// whichever node it is: every node's address, `target_session_attrs=read-write`.
+    /// whichever node it is: every node's address, `target_session_attrs=read-write`,
+    /// TLS verified against the servers' CA (each node's certificate names its address).
     pub(super) fn ha_connection_string(&self, server: &ServerRecord) -> Result<String, Error> {
         let hosts = self
             .nodes_of(server)?
@@ -172,7 +173,9 @@ impl Platform {
             .collect::<Vec<_>>()
             .join(",");
         Ok(format!(
-            "postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write&sslmode=disable"
+            "postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write\
+             &sslmode=verify-full&sslrootcert={}",
+            super::uri_component(&self.servers_ca_file().display().to_string())
         ))
     }
 

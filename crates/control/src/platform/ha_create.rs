@@ -8,6 +8,7 @@
 //! follows theirs ([`super::ha`]).
 
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 
 use pgcmk_agent::contract::server_dir::write_json_atomic;
@@ -15,6 +16,7 @@ use pgcmk_agent::contract::{HaNode, ServerDir};
 use pgcmk_crypto::SecretBytes;
 
 use super::create::{hex_id, new_wrapped_dek, CreateServer, Created, FirstStart};
+use super::listen::free_port;
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{
@@ -31,6 +33,13 @@ impl Platform {
     /// waits until both nodes are Ready. On any failure nothing is left.
     pub(super) fn create_ha(&self, req: &CreateServer) -> Result<Created, Error> {
         req.check()?;
+        if !req.listen_addresses.is_empty() {
+            return Err(Error::BadRequest(
+                "a highly available server's nodes listen on addresses of their own: create it \
+                 without --listen-addresses"
+                    .into(),
+            ));
+        }
         if req.geo_backup.is_some() || req.backup_retention_days.is_some() {
             return Err(Error::BadRequest(
                 "a highly available server has no backups yet: create it without \
@@ -60,7 +69,8 @@ impl Platform {
         let mut nodes = Vec::with_capacity(NODES);
         for (i, wrapped) in wrapped.into_iter().enumerate() {
             // 127.0.0.2, 127.0.0.3, ...: each node on an address of its own, as on a host.
-            let address = format!("127.0.0.{}", i + 2);
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(i + 2).unwrap_or(2)));
+            let address = ip.to_string();
             let node_id = hex_id()?;
             nodes.push(ServerRecord {
                 id: node_id.clone(),
@@ -69,13 +79,14 @@ impl Platform {
                 encryption: encryption.clone(),
                 wrapped_dek: wrapped,
                 state: ServerState::Provisioning,
-                port: free_port_on(&address)?,
+                port: free_port(&[ip])?,
+                listen_addresses: vec![ip],
                 dir: self.config.state_dir.join("servers").join(&node_id),
                 created_at: now_rfc3339(),
                 nodes: Vec::new(),
                 node_of: Some(NodeOf {
                     server_id: id.clone(),
-                    rest_port: free_port_on(&address)?,
+                    rest_port: free_port(&[ip])?,
                     address,
                 }),
             });
@@ -88,6 +99,10 @@ impl Platform {
             wrapped_dek: nodes[0].wrapped_dek.clone(),
             state: ServerState::Provisioning,
             port: nodes[0].port,
+            listen_addresses: nodes
+                .iter()
+                .flat_map(|n| n.listen_addresses.clone())
+                .collect(),
             dir: self.config.state_dir.join("servers").join(&id),
             created_at: now_rfc3339(),
             nodes: nodes.iter().map(|n| n.id.clone()).collect(),
@@ -110,6 +125,7 @@ impl Platform {
                     address: place.address.clone(),
                     rest_port: place.rest_port,
                     etcd_endpoints: etcd_endpoints.clone(),
+                    ca_file: self.servers_ca_file().to_path_buf(),
                 });
                 write_json_atomic(&dir.agent_config(), &config)?;
                 write_json_atomic(&dir.wrapped_dek(), &node.wrapped_dek)?;
@@ -163,13 +179,6 @@ impl Platform {
             password: SecretString::new(password),
         })
     }
-}
-
-/// A TCP port free now on `address` (a loopback address standing for a host).
-fn free_port_on(address: &str) -> Result<u16, Error> {
-    let listener = std::net::TcpListener::bind((address, 0))
-        .ctx(|| format!("finding a free port on {address}"))?;
-    Ok(listener.local_addr().ctx(|| "finding a free port")?.port())
 }
 
 fn describe(server: &ServerRecord, nodes: &[ServerRecord]) -> String {

@@ -130,7 +130,11 @@ impl Platform {
 
     pub(super) fn finish_delete(&self, server: &ServerRecord) -> Result<(), Error> {
         // A node already gone (a delete cut short) is skipped.
-        for node in server.nodes.iter().filter_map(|id| self.store.server(id).ok()) {
+        for node in server
+            .nodes
+            .iter()
+            .filter_map(|id| self.store.server(id).ok())
+        {
             self.stop_agent(&node.id);
             self.finish_delete(&node)?;
         }

@@ -13,6 +13,7 @@
 //! | `tasks.rs`         | short-lived agent runs: key adoption, logs, fsck, password|
 //! | `vault_follow.rs`  | following the vault service's address                     |
 //! | `names.rs`         | server names and locations                                |
+//! | `listen.rs`        | listen addresses: checked, changed                        |
 //! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
 //! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
@@ -36,6 +37,7 @@ use crate::auth::DbaAuth;
 use crate::error::IoContext;
 use crate::model::{Actor, Encryption, Event, ServerRecord, ServerState};
 use crate::root_key::{ControlKeys, IdentitySecrets, RootKeySource};
+use crate::servers_ca::ServersCa;
 use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::supervisor::Supervised;
 use crate::Error;
@@ -47,6 +49,7 @@ mod geo;
 mod ha;
 mod ha_create;
 mod lifecycle;
+mod listen;
 mod locks;
 mod names;
 mod observe;
@@ -117,6 +120,8 @@ pub struct Platform {
     secrets: IdentitySecrets,
     /// The REST API's TLS configuration (its CA certificate is `STATE/ca.pem`).
     tls: Arc<rustls::ServerConfig>,
+    /// Issues the nodes' TLS certificates (its certificate is `STATE/servers-ca.pem`).
+    servers_ca: ServersCa,
     dba: DbaAuth,
     /// The DBA credential file, when this start created it.
     new_dba_credential: Option<PathBuf>,
@@ -153,6 +158,7 @@ impl Platform {
         let keys = ControlKeys::open(&config.state_dir, &store, config.root_key.clone())?;
         let secrets = keys.identity_secrets;
         let tls = api_tls::server_config(&config.state_dir, &store, &keys.tls)?;
+        let servers_ca = ServersCa::open(&config.state_dir, &store, keys.servers_ca)?;
         match &config.platform_identity_secret {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
@@ -173,6 +179,7 @@ impl Platform {
             store,
             secrets,
             tls,
+            servers_ca,
             dba,
             new_dba_credential,
             agents: Mutex::new(HashMap::new()),
@@ -242,16 +249,37 @@ impl Platform {
         Ok((server, events))
     }
 
-    /// A libpq connection URI for the server (the password is not included).
+    /// The CA certificate that PostgreSQL's clients trust (`STATE/servers-ca.pem`).
+    pub fn servers_ca_file(&self) -> &Path {
+        self.servers_ca.file()
+    }
+
+    /// A libpq connection URI for the server (the password is not included): its
+    /// first listen address, TLS with the certificate verified against the servers
+    /// CA for that address (`sslmode=verify-full`).
     pub fn connection_string(&self, name: &str) -> Result<String, Error> {
         let s = self.store.server(name)?;
         if !s.nodes.is_empty() {
             return self.ha_connection_string(&s);
         }
-        Ok(format!(
-            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            s.port
-        ))
+        Ok(self.connection_string_of(&s))
+    }
+
+    /// [`Platform::connection_string`] of a server read already.
+    ///
+    /// The CA file's path is percent-encoded as a URI query value wants, its `/`
+    /// kept readable.
+    pub fn connection_string_of(&self, server: &ServerRecord) -> String {
+        let host = match server.listen_addresses.first() {
+            Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+            Some(v4) => v4.to_string(),
+            None => pgcmk_agent::postgres::tls::LOOPBACK.to_string(),
+        };
+        format!(
+            "postgresql://postgres@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            server.port,
+            uri_component(&self.servers_ca_file().display().to_string())
+        )
     }
 
     pub(super) fn event(
@@ -313,5 +341,24 @@ impl Platform {
             why,
         )?;
         Ok(())
+    }
+}
+
+/// `text` as a URI query value, its `/` kept (a path stays readable).
+pub(super) fn uri_component(text: &str) -> String {
+    pgcmk_console::html::percent_encoded(text, b"/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_in_uris_keep_slashes_and_escape_the_rest() {
+        assert_eq!(
+            uri_component("/var/lib/pgcmk/servers-ca.pem"),
+            "/var/lib/pgcmk/servers-ca.pem"
+        );
+        assert_eq!(uri_component("/tmp/a b&c=d"), "/tmp/a%20b%26c%3Dd");
     }
 }

@@ -131,6 +131,8 @@ impl Platform {
             backup_retention_days: req.backup_retention_days,
             geo_backup: None,
             high_availability: false,
+            // A restored server listens on loopback; `server update --listen-addresses` moves it.
+            listen_addresses: Vec::new(),
         };
         self.create_server(&create, Some(restoring))
     }

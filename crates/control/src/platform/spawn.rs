@@ -28,6 +28,7 @@ impl Platform {
         AgentConfig {
             server_id: record.id.clone(),
             port: record.port,
+            listen_addresses: record.listen_addresses.clone(),
             kek,
             interval_ms: u64::try_from(self.config.interval.as_millis()).unwrap_or(u64::MAX),
             grace_ms: u64::try_from(self.config.grace.as_millis()).unwrap_or(u64::MAX),
@@ -39,8 +40,9 @@ impl Platform {
 
     /// Starts `pgcmk agent --server-dir DIR --instance NAME`
     /// ([`pgcmk_agent::contract::invocation`]) with its output in DIR/agent.log and
-    /// the start-up handshake — the identity's secret, and for a new server the
-    /// superuser's initial password — written to its stdin.
+    /// the start-up handshake — the identity's secret, a new TLS certificate and
+    /// key for its listen addresses, and for a new server the superuser's initial
+    /// password — written to its stdin.
     pub(super) fn spawn_agent_process(
         &self,
         record: &ServerRecord,
@@ -52,6 +54,7 @@ impl Platform {
             geo_identity_secret: self.geo_identity_secret(record)?,
             storage_key: self.storage_key(record)?,
             replication_password: first_start.and_then(|f| f.replication_password.clone()),
+            tls: Some(self.servers_ca.issue(record)?),
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);

@@ -60,13 +60,17 @@ impl HaServer {
         psql_at(&self.connection_string, &self.password, sql)
     }
 
-    /// Runs `sql` on `node` itself.
+    /// Runs `sql` on `node` itself (over TLS, verified as the connection string says).
     pub fn sql_on(&self, node: &Node, sql: &str) -> Result<String, String> {
-        let uri = format!(
-            "postgresql://postgres@{}:{}/postgres?sslmode=disable",
-            node.address, node.port
-        );
-        psql_at(&uri, &self.password, sql)
+        psql_at(&self.uri_of(node), &self.password, sql)
+    }
+
+    /// The connection string with `node` as its one host.
+    pub fn uri_of(&self, node: &Node) -> String {
+        let (user, rest) = self.connection_string.split_once('@').unwrap();
+        let (_, query) = rest.split_once('?').unwrap();
+        let query = query.replace("target_session_attrs=read-write&", "");
+        format!("{user}@{}:{}/postgres?{query}", node.address, node.port)
     }
 
     /// The nodes as `server show` lists them now.
