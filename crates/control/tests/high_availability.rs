@@ -6,7 +6,7 @@
 //! - Kill -9 of the primary node (agent, Patroni, PostgreSQL) three times in a
 //!   row, the other node primary each time, while a client inserts: every
 //!   acknowledged insert is there afterwards, and `pg_amcheck` finds every node
-//!   clean. The node is frozen (SIGSTOP) until the standby took over, then killed:
+//!   clean, and the rejoined standby replicates over TLS. The node is frozen (SIGSTOP) until the standby took over, then killed:
 //!   a host that went away, not one whose processes come back within Patroni's
 //!   leader TTL (then its Patroni still holds the leader lock and resumes as the
 //!   primary, which `a_killed_primary_that_comes_back_at_once_serves_again` shows).
@@ -64,6 +64,17 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
         .sql("CREATE EXTENSION IF NOT EXISTS amcheck")
         .unwrap();
     let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    // The rejoined standby replicates over TLS.
+    let tls = server
+        .sql_on(
+            &primary,
+            "SELECT s.ssl, s.version FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+        )
+        .unwrap();
+    assert!(
+        tls.starts_with("t|TLSv1."),
+        "replication without TLS: {tls}"
+    );
     wait_for("the extension replicated", Duration::from_secs(30), || {
         server
             .sql_on(
