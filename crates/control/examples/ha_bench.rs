@@ -27,7 +27,7 @@ use pgcmk_agent::contract::HaNode;
 use pgcmk_agent::patroni::config::{NodePasswords, NodePlaces, PatroniConfig};
 use pgcmk_testkit::process::{children_of, terminate};
 use pgcmk_testkit::wait::wait_for;
-use support::ha::{lose_primary, lost, AckedInserts, HaServer, Node};
+use support::ha::{lose_primary, lost, AckedInserts, HaServer, Rejoins};
 use support::*;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -235,20 +235,6 @@ impl Drop for PlainPair {
     }
 }
 
-/// How each node rejoined, from its Patroni log (on its mount, read through it).
-fn rejoins(nodes: &[Node]) -> (usize, usize) {
-    let (mut rewinds, mut clones) = (0, 0);
-    for node in nodes {
-        let log =
-            fs::read_to_string(node.dir.join("mnt/patroni/log/patroni.log")).unwrap_or_default();
-        rewinds += log.matches("running pg_rewind from").count();
-        clones += log
-            .matches("replica has been created using basebackup")
-            .count();
-    }
-    (rewinds, clones)
-}
-
 fn main() {
     let args = parse_args();
     let stack = Stack::start(60, 300, None);
@@ -282,7 +268,7 @@ fn main() {
     let acked = inserts.finish();
     let lost = lost(&server, "acked", &acked).len();
     let nodes = server.nodes(cp);
-    let (rewinds, clones) = rejoins(&nodes);
+    let rejoined = Rejoins::of(&nodes);
     failovers.sort_by(f64::total_cmp);
     let median = failovers
         .get(failovers.len() / 2)
@@ -345,7 +331,10 @@ fn main() {
         failovers.last().unwrap_or(&f64::NAN)
     );
     println!("| acknowledged inserts / lost | {} / {lost} |", acked.len());
-    println!("| returning primaries rewound / re-cloned (Patroni logs) | {rewinds} / {clones} |");
+    println!(
+        "| pg_rewind runs / failed / clones by pg_basebackup (Patroni logs, both nodes) | {} / {} / {} |",
+        rejoined.rewinds, rejoined.rewind_failures, rejoined.clones
+    );
     println!();
     println!(
         "| setup | TPC-B tps | CPU s (servers' processes) | CPU s / 1000 tx | load avg before |"

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
-use support::ha::{crash, lose_primary, lost, node_processes, AckedInserts, HaServer};
+use support::ha::{crash, lose_primary, lost, node_processes, AckedInserts, HaServer, Rejoins};
 use support::*;
 
 /// Key check interval for the tests (seconds).
@@ -75,6 +75,8 @@ fn three_primary_crashes_lose_no_acknowledged_commit() {
         tls.starts_with("t|TLSv1."),
         "replication without TLS: {tls}"
     );
+    // How the crashed primaries came back (pg_rewind on cryptfs, or a new clone).
+    eprintln!("{:?}", Rejoins::of(&server.nodes(cp)));
     wait_for("the extension replicated", Duration::from_secs(30), || {
         server
             .sql_on(

@@ -296,3 +296,29 @@ pub fn lose_primary(
     drop(frozen);
     (took, server.wait_healthy(cp, limit))
 }
+
+/// How nodes (re)joined as standbys, counted in their Patroni logs (on their
+/// mounts, read through them): `pg_rewind` runs, rewinds that failed, and clones
+/// by `pg_basebackup` (the first standby's included).
+#[derive(Debug, Default)]
+pub struct Rejoins {
+    pub rewinds: usize,
+    pub rewind_failures: usize,
+    pub clones: usize,
+}
+
+impl Rejoins {
+    pub fn of(nodes: &[Node]) -> Self {
+        let mut counted = Self::default();
+        for node in nodes {
+            let log = fs::read_to_string(node.dir.join("mnt/patroni/log/patroni.log"))
+                .unwrap_or_default();
+            counted.rewinds += log.matches("running pg_rewind from").count();
+            counted.rewind_failures += log.matches("Failed to rewind").count();
+            counted.clones += log
+                .matches("replica has been created using basebackup")
+                .count();
+        }
+        counted
+    }
+}
