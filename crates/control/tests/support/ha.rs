@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pgcmk_control::etcd::running_member;
-use pgcmk_testkit::process::{children_of, is_gone, kill9, terminate, Paused};
+use pgcmk_testkit::process::{children_of, is_gone, kill9, pause, resume, terminate};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 
@@ -138,24 +138,41 @@ pub fn psql_at(uri: &str, password: &str, sql: &str) -> Result<String, String> {
 }
 
 /// A node's processes: its agent, Patroni, the postmaster and every PostgreSQL
-/// process under it.
+/// process under it. Patroni starts the postmaster detached (its parent is init),
+/// so it is found by its lock file.
 pub fn node_processes(node_dir: &Path) -> Vec<u32> {
     let agent = agent_pid(node_dir).expect("a running agent");
+    let postmaster = fs::read_to_string(node_dir.join("mnt/pgdata/postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
     let mut pids = vec![agent];
-    for child in children_of(agent) {
-        pids.push(child);
-        for grandchild in children_of(child) {
-            pids.push(grandchild);
-            pids.extend(children_of(grandchild));
+    pids.extend(postmaster);
+    let mut parents = pids.clone();
+    while let Some(parent) = parents.pop() {
+        for child in children_of(parent) {
+            pids.push(child);
+            parents.push(child);
         }
     }
     pids
 }
 
 /// A host that hangs: every process of the node stopped (SIGSTOP) at once, so
-/// nothing more leaves it; resumed when the guards drop.
-pub fn freeze(pids: &[u32]) -> Vec<Paused> {
-    pids.iter().map(|&pid| Paused::pause(pid)).collect()
+/// nothing more leaves it (one that exited meanwhile, a backend or a probe, is
+/// skipped); resumed when the guard drops.
+pub fn freeze(pids: &[u32]) -> Frozen {
+    Frozen(pids.iter().copied().filter(|&pid| pause(pid)).collect())
+}
+
+/// Processes stopped by [`freeze`], resumed on drop (also when a test fails).
+pub struct Frozen(Vec<u32>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            resume(pid);
+        }
+    }
 }
 
 /// A host crash of one node: kill -9 of `pids` ([`node_processes`]) at once;
@@ -188,9 +205,10 @@ pub fn stop_etcd(state_dir: &Path) {
 
 /// A client inserting ids 1, 2, ... into `table (id int)` through a server's
 /// connection string, one statement at a time, on a thread of its own; only the
-/// inserts PostgreSQL acknowledged are recorded, with when.
+/// inserts PostgreSQL acknowledged are recorded, with when each was sent and when
+/// it was acknowledged.
 pub struct AckedInserts {
-    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    acked: Arc<Mutex<Vec<(i64, Instant, Instant)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -209,8 +227,9 @@ impl AckedInserts {
                 while !stop.load(Ordering::SeqCst) {
                     id += 1;
                     let sql = format!("INSERT INTO {table} VALUES ({id})");
+                    let sent = Instant::now();
                     if psql_at(&uri, &password, &sql).is_ok() {
-                        acked.lock().unwrap().push((id, Instant::now()));
+                        acked.lock().unwrap().push((id, sent, Instant::now()));
                     }
                 }
             })
@@ -227,10 +246,14 @@ impl AckedInserts {
         self.acked.lock().unwrap().len()
     }
 
-    /// How long after `t` the first insert acknowledged after it came.
+    /// How long after `t` the first insert sent after it was acknowledged (one in
+    /// flight at `t` may have been committed before it).
     pub fn first_after(&self, t: Instant) -> Option<Duration> {
         let acked = self.acked.lock().unwrap();
-        acked.iter().find(|(_, at)| *at > t).map(|(_, at)| *at - t)
+        acked
+            .iter()
+            .find(|(_, sent, _)| *sent > t)
+            .map(|(_, _, at)| *at - t)
     }
 
     /// Stops inserting; the acknowledged ids.
@@ -243,7 +266,7 @@ impl AckedInserts {
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, _)| *id)
+            .map(|(id, ..)| *id)
             .collect()
     }
 }
