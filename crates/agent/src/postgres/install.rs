@@ -120,7 +120,22 @@ impl PgInstall {
     /// highly available server's connection string) with `password`; returns what it
     /// printed (unaligned, tuples only) or its error text.
     pub fn psql_at(&self, uri: &str, password: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.program("psql"))
+        self.psql_within(uri, password, sql, std::time::Duration::from_secs(600))
+    }
+
+    /// [`PgInstall::psql_at`], given up (psql killed) after `limit`: a server that
+    /// hangs (a host gone) holds an established connection forever, which no libpq
+    /// timeout ends.
+    pub fn psql_within(
+        &self,
+        uri: &str,
+        password: &str,
+        sql: &str,
+        limit: std::time::Duration,
+    ) -> Result<String, String> {
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", &limit.as_secs().max(1).to_string()])
+            .arg(self.program("psql"))
             .args([
                 "-X",
                 "-A",

@@ -228,7 +228,10 @@ impl AckedInserts {
                     id += 1;
                     let sql = format!("INSERT INTO {table} VALUES ({id})");
                     let sent = Instant::now();
-                    if psql_at(&uri, &password, &sql).is_ok() {
+                    let answered = pgcmk_agent::postgres::PgInstall::discover()
+                        .unwrap()
+                        .psql_within(&uri, &password, &sql, Duration::from_secs(10));
+                    if answered.is_ok() {
                         acked.lock().unwrap().push((id, sent, Instant::now()));
                     }
                 }
