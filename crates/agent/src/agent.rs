@@ -139,8 +139,8 @@ pub fn run(
             why: "provisioning: creating the encrypted volume and the PostgreSQL cluster".into(),
         });
         let dek = kek.unwrap(&wrapped)?;
-        match (&config.restore, &config.replica) {
-            (None, Some(source)) => {
+        match (&config.restore, &config.replica, &config.ha) {
+            (None, Some(source), _) => {
                 let password = replication_password.as_ref().ok_or_else(|| {
                     Error::Postgres(
                         "the handshake of a replica brought no replication_password".into(),
@@ -148,8 +148,18 @@ pub fn run(
                 })?;
                 provision::provision_replica(dir, &config, &dek, source, password)?
             }
-            (None, None) => provision::provision(dir, &config, &dek, &password)?,
-            (Some(source), _) => {
+            (None, None, Some(_)) => {
+                let replication = replication_password.as_ref().ok_or_else(|| {
+                    Error::Postgres(
+                        "the first handshake of a highly available node brought no \
+                         replication_password"
+                            .into(),
+                    )
+                })?;
+                provision::provision_ha_node(dir, &config, &dek, &password, replication)?
+            }
+            (None, None, None) => provision::provision(dir, &config, &dek, &password)?,
+            (Some(source), _, _) => {
                 let secret = source_secret.ok_or_else(|| {
                     Error::Backup(
                         "the handshake of a restored server brought no source_identity_secret"

@@ -23,6 +23,7 @@ mod memory;
 mod metrics;
 mod monitor;
 mod own_mount;
+pub mod patroni;
 mod pg_lock;
 mod pg_log;
 pub mod postgres;

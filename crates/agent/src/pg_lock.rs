@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::own_mount;
 use crate::process::{self, ProcStat, RunState};
+use crate::sys::{self, Signal};
 use crate::Error;
 
 /// How often a postmaster that is shutting down is looked at.
@@ -52,6 +53,34 @@ fn holder(pid: u32, data_dir: &Path) -> Holder {
             }
         }
     }
+}
+
+/// Ends a postmaster of `data_dir` that outlived its supervisor: on a node of a
+/// highly available server the postmaster is Patroni's child, not the agent's, so
+/// it gets no signal when the agent dies. SIGQUIT (immediate shutdown), SIGKILL
+/// after `grace`; then its lock file goes as [`clear_stale`] says.
+pub(crate) fn end_orphan(data_dir: &Path, grace: Duration) -> Result<(), Error> {
+    let lock_file = data_dir.join("postmaster.pid");
+    let pid = own_mount::read_to_string(&lock_file).and_then(|text| {
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+    });
+    if let Some(pid) = pid.filter(|&pid| holder(pid, data_dir) == Holder::Postmaster) {
+        tracing::warn!(
+            pid,
+            "ending a postmaster of this data directory that outlived its supervisor"
+        );
+        let _ = sys::send_signal(pid, Signal::Quit);
+        let deadline = Instant::now() + grace;
+        while holder(pid, data_dir) == Holder::Postmaster && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        if holder(pid, data_dir) == Holder::Postmaster {
+            let _ = sys::send_signal(pid, Signal::Kill);
+        }
+    }
+    clear_stale(data_dir, grace)
 }
 
 /// Makes way for a new postmaster in `data_dir` (see the module's documentation),

@@ -57,6 +57,23 @@ pub(crate) fn provision_replica(
         .clone_source(install, serving.pg.layout())
 }
 
+/// Creates a new node of a highly available server with `dek`: its encrypted
+/// volume, with the superuser's `password` and the `replication` role's password
+/// stored on it for Patroni, which creates the cluster (or clones it from the
+/// primary) at the node's first start.
+pub fn provision_ha_node(
+    dir: &ServerDir,
+    config: &AgentConfig,
+    dek: &Dek,
+    password: &SecretBytes,
+    replication: &SecretBytes,
+) -> Result<(), Error> {
+    let serving = new_volume(dir, config, dek)?;
+    crate::patroni::provision(dir, serving.pg.install(), password, replication)?;
+    drop(serving);
+    Ok(())
+}
+
 /// Creates a restored server's encrypted volume with `dek` and restores `source`'s
 /// backups into it with the source's repository key `source_key`
 /// ([`crate::backup::restore`]); the superuser's password becomes `password`.

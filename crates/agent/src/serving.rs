@@ -1,5 +1,6 @@
 //! A server while it serves: its DEK in locked memory, its cryptfs mount, and
-//! PostgreSQL on it, restarted with back-off when it exits.
+//! PostgreSQL on it — or, on a node of a highly available server, Patroni, which
+//! runs PostgreSQL — restarted with back-off when it exits.
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,9 @@ use crate::backoff::{describe_delay, Backoff};
 use crate::backup::pgbackrest::RepositoryKeys;
 use crate::backup::Backups;
 use crate::contract::handshake::NodeTls;
-use crate::contract::{Actor, AgentConfig, ServerDir};
+use crate::contract::{Actor, AgentConfig, HaNode, ServerDir};
 use crate::memory::LockedDek;
+use crate::patroni::Patroni;
 use crate::postgres::standby::{end_standby, Standby};
 use crate::postgres::tls::{socket_only_settings, TlsFiles};
 use crate::postgres::{PgInstall, PgLayout, Postgres, StopMode};
@@ -36,6 +38,10 @@ pub(crate) struct Serving {
     /// Its backup under way ends first, and pgBackRest's archiver after PostgreSQL
     /// (in [`Serving`]'s drop).
     backups: Option<Backups>,
+    /// On a node of a highly available server: its place in the cluster, and
+    /// Patroni once configured (at its first start); it stops before the mount goes.
+    ha: Option<(HaNode, Option<Patroni>)>,
+    dir: ServerDir,
     pub(crate) pg: Postgres,
     /// When PostgreSQL is to be started; `None` while it runs.
     start_at: Option<Instant>,
@@ -79,8 +85,9 @@ impl Serving {
                 port: config.port,
             },
         );
-        let backups = match (&config.backup, &repository_key) {
-            (Some(backup), Some(key)) => Some(Backups::configure(
+        // A highly available server's nodes have no backups yet.
+        let backups = match (&config.backup, &repository_key, &config.ha) {
+            (Some(backup), Some(key), None) => Some(Backups::configure(
                 dir,
                 &config.server_id,
                 backup,
@@ -96,6 +103,8 @@ impl Serving {
         let now = Instant::now();
         Ok(Self {
             backups,
+            ha: config.ha.clone().map(|node| (node, None)),
+            dir: dir.clone(),
             pg,
             start_at: Some(now),
             starts: Backoff::new(RETRY_FIRST, RETRY_CAP),
@@ -168,6 +177,9 @@ impl Serving {
     /// postmaster's exit, and (re)starts PostgreSQL when it is due: at once after
     /// an exit, with back-off after a failed start. A failed start keeps the mount.
     pub(crate) fn supervise_postgres(&mut self, now: Instant, reporter: &Reporter) {
+        if self.ha.is_some() {
+            return self.supervise_patroni(now, reporter);
+        }
         if let Some(postmaster) = self.pg.pid() {
             if let Some(backups) = self.backups.as_mut() {
                 backups.supervise(reporter);
@@ -202,11 +214,20 @@ impl Serving {
             Some(backups) => backups.before_start(self.pg.layout()),
             None => Ok(()),
         };
-        match prepared.and_then(|()| self.pg.start(PG_START_TIMEOUT)) {
-            Ok(()) => {
+        let started = prepared
+            .and_then(|()| self.pg.start(PG_START_TIMEOUT))
+            .map(|()| self.pg.pid());
+        self.started(started, reporter);
+    }
+
+    /// Takes in how a start of PostgreSQL (or Patroni) went: serving with the pid
+    /// it reports, or a retry with back-off.
+    fn started(&mut self, started: Result<Option<u32>, Error>, reporter: &Reporter) {
+        match started {
+            Ok(pid) => {
                 self.start_at = None;
                 self.starts.reset();
-                if let Some(postgres_pid) = self.pg.pid() {
+                if let Some(postgres_pid) = pid {
                     reporter.set(Activity::Serving {
                         postgres_pid,
                         probe: self.pg.readiness_probe(),
@@ -225,10 +246,54 @@ impl Serving {
             }
         }
     }
+
+    /// [`Serving::supervise_postgres`] on a node of a highly available server:
+    /// notices Patroni's exit and (re)starts it when due, configuring it first.
+    fn supervise_patroni(&mut self, now: Instant, reporter: &Reporter) {
+        let Some((node, patroni)) = self.ha.as_mut() else {
+            return;
+        };
+        if let Some(running) = patroni.as_mut() {
+            if let Some(pid) = running.pid() {
+                let Some(status) = running.poll_exit() else {
+                    return;
+                };
+                let why = format!("patroni (pid {pid}) exited ({status})");
+                tracing::warn!("{why}; restarting it");
+                reporter.event(Actor::Postgres, "patroni exited", &why);
+                reporter.set(Activity::Starting {
+                    who: Actor::Postgres,
+                    why: format!("restarting Patroni: {why}"),
+                });
+                self.start_at = Some(now);
+            }
+        }
+        if self.start_at.is_none_or(|at| now < at) {
+            return;
+        }
+        let started = match patroni {
+            Some(p) => p.start().map(|()| p.pid()),
+            None => Patroni::configure(
+                &self.dir,
+                node,
+                self.pg.install().clone(),
+                self.pg.layout().clone(),
+                self.pg.settings(),
+            )
+            .and_then(|p| {
+                let p = patroni.insert(p);
+                p.start().map(|()| p.pid())
+            }),
+        };
+        self.started(started, reporter);
+    }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
+        if let Some((_, Some(patroni))) = self.ha.as_mut() {
+            patroni.stop();
+        }
         if let Some(backups) = self.backups.as_mut() {
             backups.end_job();
         }

@@ -55,6 +55,7 @@ fn provisioned() -> Held<Provisioned> {
             backup: None,
             restore: None,
             replica: None,
+            ha: None,
         };
         let dek = Dek::generate().unwrap();
         provision(

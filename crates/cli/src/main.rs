@@ -29,6 +29,7 @@ mod replica_cmds;
 mod serve_cmd;
 mod server_cmds;
 mod server_encryption;
+mod server_failover;
 mod server_logs;
 mod server_render;
 mod server_restore;

@@ -68,6 +68,11 @@ pub struct ServeArgs {
     observability: ObservabilityArgs,
     #[command(flatten)]
     backup_store: BackupStoreArgs,
+    /// Keep highly available servers' consensus in this existing etcd cluster
+    /// (client URLs, comma-separated: http://10.0.0.5:2379,...) instead of the
+    /// 3-member cluster the control plane runs on loopback (docs/high-availability.md).
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -125,6 +130,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         backup_store,
         backup_store_key,
+        etcd_endpoints: (!args.etcd_endpoints.is_empty()).then_some(args.etcd_endpoints),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -18,6 +18,7 @@ use crate::name_arg::NameArg;
 use crate::password_out::PasswordSink;
 use crate::replica_cmds::{self, ReplicaArgs};
 use crate::server_encryption::EncryptionArgs;
+use crate::server_failover::FailoverArgs;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::server_restore::RestoreArgs;
 use crate::{confirm, output, server_logs, volume_check, Format};
@@ -43,6 +44,10 @@ pub enum ServerCommand {
         backup_retention_days: Option<u32>,
         #[command(flatten)]
         geo_backup: GeoBackupArgs,
+        /// Run two nodes, a primary and a synchronous standby, each with its own
+        /// encrypted volume and DEK, under Patroni (docs/high-availability.md).
+        #[arg(long)]
+        high_availability: bool,
         /// IP addresses of this host that PostgreSQL listens on, comma-separated (TLS
         /// only; default 127.0.0.1).
         #[arg(long, value_delimiter = ',', num_args = 1..)]
@@ -146,6 +151,12 @@ pub enum ServerCommand {
     },
     /// Read replicas: create, list, promote (delete one with `server delete`).
     Replica(ReplicaArgs),
+    /// Make a highly available server's standby its primary (Patroni failover, or a
+    /// switchover with --planned); prints the new primary node.
+    #[command(
+        after_help = "Examples:\n  pgcmk server failover orders --planned\n  pgcmk server failover orders   # promote the standby at once"
+    )]
+    Failover(FailoverArgs),
     /// Check every block of a stopped server's encrypted volume (cryptfs fsck through
     /// the agent); exits non-zero when a block is bad.
     #[command(after_help = "Example:\n  pgcmk server stop orders && pgcmk server fsck orders")]
@@ -188,6 +199,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             encryption,
             backup_retention_days,
             geo_backup,
+            high_availability,
             listen_addresses,
         } => {
             let body = CreateServer {
@@ -196,6 +208,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                 protection: encryption.into_key_choice()?,
                 backup_retention_days,
                 geo_backup: geo_backup.into_choice()?,
+                high_availability,
                 listen_addresses,
             };
             (client.post(url("")).json(&body), render_created)
@@ -205,6 +218,18 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             (
                 client.post(url(&format!("/{source}/restore"))).json(&body),
                 render_created,
+            )
+        }
+        ServerCommand::Failover(args) => {
+            let (name, body) = args.into_request();
+            (
+                client.post(url(&format!("/{name}/failover"))).json(&body),
+                |v| {
+                    format!(
+                        "primary is now {}",
+                        v["primary"].as_str().unwrap_or_default()
+                    )
+                },
             )
         }
         ServerCommand::Show { name } => (client.get(url(&format!("/{name}"))), render_show),

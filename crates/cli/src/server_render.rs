@@ -97,6 +97,23 @@ pub(crate) fn render_created(v: &Value) -> String {
 pub(crate) fn render_show(v: &Value) -> String {
     typed(v, |d: &ServerDetails| {
         let mut text = describe_server(&d.server);
+        if !d.nodes.is_empty() {
+            text.push_str("\n  nodes:");
+        }
+        for n in &d.nodes {
+            text.push_str(&format!(
+                "\n    {:<24} {}:{:<6} {:<13} {:<13} lag {} B  {}",
+                n.name,
+                n.address,
+                n.port,
+                n.role.as_deref().unwrap_or("-"),
+                n.state.name(),
+                n.lag_bytes.map_or("-".to_string(), |l| l.to_string()),
+                n.patroni_state
+                    .as_deref()
+                    .unwrap_or("patroni not answering"),
+            ));
+        }
         text.push_str(&format!("\n  connect:    {}", d.connection_string));
         text.push_str("\n  events:");
         for e in &d.events {

@@ -67,8 +67,8 @@ use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
 use crate::platform::{
-    CreateBackup, CreateReplica, CreateServer, LogStreamItem, Platform, RestoreServer,
-    VerifyBackups,
+    CreateBackup, CreateReplica, CreateServer, FailoverRequest, LogStreamItem, Platform,
+    RestoreServer, VerifyBackups,
 };
 use crate::{Error, ErrorCode};
 
@@ -86,6 +86,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/stop", post(stop))
         .route("/servers/{name}/start", post(start))
         .route("/servers/{name}/revalidate", post(revalidate))
+        .route("/servers/{name}/failover", post(failover))
         .route("/servers/{name}/key", put(update_key))
         .route(
             "/servers/{name}/listen-addresses",
@@ -286,11 +287,13 @@ async fn list(State(p): State<Arc<Platform>>) -> ApiResult {
 async fn show(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::OK, move |p| {
         let (server, events) = p.show(&name)?;
-        let connection_string = p.connection_string_of(&server);
+        let nodes = p.node_details(&server)?;
+        let connection_string = p.connection_string(&server.id)?;
         Ok(ServerDetails {
             server,
             events,
             connection_string,
+            nodes,
         })
     })
     .await
@@ -314,6 +317,20 @@ async fn start(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiR
 
 async fn revalidate(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::ACCEPTED, move |p| p.revalidate(&name)).await
+}
+
+async fn failover(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<FailoverRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(req) =
+        body.map_err(|e| ApiError(Error::BadRequest(format!("bad request body: {e}"))))?;
+    blocking(p, StatusCode::OK, move |p| {
+        let primary = p.failover(&name, req.planned)?;
+        Ok(json!({ "server": name, "primary": primary }))
+    })
+    .await
 }
 
 #[derive(Deserialize)]

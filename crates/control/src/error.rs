@@ -117,6 +117,9 @@ pub enum Error {
     /// durable file write failed ([`pgcmk_hostkeys`]); the message says what to do.
     #[error(transparent)]
     HostKeys(#[from] pgcmk_hostkeys::Error),
+    /// A highly available server's operation could not be done.
+    #[error(transparent)]
+    HighAvailability(#[from] crate::platform::HaError),
     /// An operation's worker ended before it answered.
     #[error("operation aborted: {0}")]
     Aborted(String),
@@ -280,6 +283,11 @@ impl Error {
                 ErrorCode::KeyVersionRefused
             }
             Error::Api { code, .. } => *code,
+            Error::HighAvailability(
+                crate::platform::HaError::NotHighlyAvailable(_)
+                | crate::platform::HaError::NoPrimary(_)
+                | crate::platform::HaError::NoCandidate(_),
+            ) => ErrorCode::StateConflict,
             _ => ErrorCode::InternalError,
         }
     }

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod console;
 mod error;
 mod error_code;
+pub mod etcd;
 pub mod identity_file;
 pub mod metrics;
 pub mod model;

@@ -52,6 +52,48 @@ pub struct ServerRecord {
     pub dir: PathBuf,
     /// RFC 3339 creation time.
     pub created_at: String,
+    /// For a highly available server: its nodes' ids, in order. Such a server has
+    /// no agent of its own; its nodes do, and its state follows theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// For a node of a highly available server: which server, and where it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_of: Option<NodeOf>,
+}
+
+/// Where a node of a highly available server belongs and runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOf {
+    /// The server's id.
+    pub server_id: String,
+    /// The address its PostgreSQL and Patroni listen on (a host of its own).
+    pub address: String,
+    /// Patroni's REST port on `address`.
+    pub rest_port: u16,
+}
+
+/// A node of a highly available server as `server show` lists it: its record, and
+/// what Patroni says of it now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDetails {
+    /// The node's name (`SERVER-node-N`).
+    pub name: String,
+    /// Its address and PostgreSQL port.
+    pub address: String,
+    /// PostgreSQL's TCP port on `address`.
+    pub port: u16,
+    /// The node's own state (its agent's: key, mount, PostgreSQL).
+    #[serde(flatten)]
+    pub state: ServerState,
+    /// `leader`, `sync_standby`, `replica` as Patroni says; `None` when Patroni
+    /// does not answer (the node is down, or locked).
+    pub role: Option<String>,
+    /// Patroni's state of its PostgreSQL (`running`, `starting`, ...).
+    pub patroni_state: Option<String>,
+    /// Replication lag in bytes behind the leader (standbys).
+    pub lag_bytes: Option<u64>,
+    /// The KEK version that wraps this node's own DEK.
+    pub wrapped_by: String,
 }
 
 /// A server with its events, as `GET /servers/{name}` answers.
@@ -61,6 +103,9 @@ pub struct ServerDetails {
     pub server: ServerRecord,
     /// Its events, oldest first.
     pub events: Vec<Event>,
+    /// A highly available server's nodes, with their roles now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeDetails>,
     /// How to connect to it (libpq URI, TLS verified against the servers CA).
     #[serde(default)]
     pub connection_string: String,

@@ -328,6 +328,8 @@ mod tests {
             replica_of: None,
             dir: "/srv/x".into(),
             created_at: now_rfc3339(),
+            nodes: Vec::new(),
+            node_of: None,
         }
     }
 

@@ -285,6 +285,9 @@ fn every_command_answers_json_in_the_common_shapes() {
     assert!(list.is_array(), "{list}");
     w.ok(2, &["server", "connection-string", "shape"]);
     w.ok(2, &["server", "revalidate", "shape"]);
+    // A single-node server has no standby to fail over to: an error in the JSON shape
+    // (a highly available one's failover: tests/high_availability.rs).
+    w.fails(2, &["server", "failover", "shape", "--planned"]);
     w.ok(2, &["server", "logs", "shape", "--lines", "5"]);
     w.ok(
         2,

@@ -43,6 +43,10 @@ pub struct AgentConfig {
     /// promoted; then absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<super::replica::ReplicaSource>,
+    /// For a node of a highly available server: its place in the cluster (it runs
+    /// Patroni instead of PostgreSQL); `None` for a single-node server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<super::HaNode>,
 }
 
 /// The listen addresses of a server created before they were a setting.

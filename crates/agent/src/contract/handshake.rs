@@ -27,9 +27,11 @@
 //!   the copy's repository key is unwrapped (`docs/backups.md`).
 //! - `storage_key` (optional, version 2): present when the server's repository (or,
 //!   at a restore, the source's) is in Azure Blob Storage: the account's shared key.
-//! - `replication_password` (optional, version 2): present at every start of a
-//!   read replica: the password of the source's replication role (which the
-//!   source's `replication-role` task set from its `new_password`).
+//! - `replication_password` (optional, version 2): the password of the role that
+//!   standbys replicate as. For a read replica, present at every start (the source's
+//!   replication role, which the source's `replication-role` task set from its
+//!   `new_password`); for a node of a highly available server, only at its first
+//!   start, beside `initial_password` (`docs/high-availability.md`).
 //! - `tls_certificate` and `tls_key` (optional, version 2, both or neither): the
 //!   node's server certificate (PEM), issued by the control plane's servers CA
 //!   for this start, and its private key (PEM); the agent keeps the key on the
@@ -68,10 +70,12 @@ pub struct Handshake {
     pub geo_identity_secret: Option<SecretBytes>,
     /// For a repository in Azure Blob Storage: the storage account's shared key.
     pub storage_key: Option<SecretBytes>,
+    /// The password of the role standbys replicate as: for a read replica at every
+    /// start (its source's replication role), for a node of a highly available
+    /// server at its first start.
+    pub replication_password: Option<SecretBytes>,
     /// The node's TLS server certificate and key for this start.
     pub tls: Option<NodeTls>,
-    /// A read replica's password of its source's replication role.
-    pub replication_password: Option<SecretBytes>,
 }
 
 /// A node's TLS server certificate and its private key, as handed to its agent.
@@ -102,8 +106,8 @@ impl Handshake {
             source_identity_secret: None,
             geo_identity_secret: None,
             storage_key: None,
-            tls: None,
             replication_password: None,
+            tls: None,
         }
     }
 }
@@ -132,11 +136,11 @@ impl std::fmt::Debug for Handshake {
                 "storage_key",
                 &self.storage_key.as_ref().map(|_| "REDACTED"),
             )
-            .field("tls", &self.tls)
             .field(
                 "replication_password",
                 &self.replication_password.as_ref().map(|_| "REDACTED"),
             )
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -224,11 +228,11 @@ struct Wire<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     storage_key: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    replication_password: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     tls_certificate: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     tls_key: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    replication_password: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -291,9 +295,9 @@ impl Handshake {
             ),
             ("geo_identity_secret", wire.geo_identity_secret.is_some()),
             ("storage_key", wire.storage_key.is_some()),
+            ("replication_password", wire.replication_password.is_some()),
             ("tls_certificate", wire.tls_certificate.is_some()),
             ("tls_key", wire.tls_key.is_some()),
-            ("replication_password", wire.replication_password.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -341,6 +345,10 @@ impl Handshake {
             )?,
             geo_identity_secret: optional_text("geo identity secret", &self.geo_identity_secret)?,
             storage_key: optional_text("storage key", &self.storage_key)?,
+            replication_password: optional_text(
+                "replication password",
+                &self.replication_password,
+            )?,
             tls_certificate: self
                 .tls
                 .as_ref()
@@ -350,10 +358,6 @@ impl Handshake {
                 .as_ref()
                 .map(|t| text_of("TLS key", &t.key_pem).map(Cow::Borrowed))
                 .transpose()?,
-            replication_password: optional_text(
-                "replication password",
-                &self.replication_password,
-            )?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let mut bytes = Vec::with_capacity(
@@ -399,7 +403,7 @@ mod tests {
                 storage_key: password
                     .map(|p| SecretBytes::new(format!("storage-{p}").into_bytes())),
                 replication_password: password
-                    .map(|p| SecretBytes::new(format!("repl-{p}").into_bytes())),
+                    .map(|p| SecretBytes::new(format!("replication-{p}").into_bytes())),
                 tls: password.map(|p| NodeTls {
                     certificate_pem: "-----BEGIN CERTIFICATE-----\nMII\n".into(),
                     key_pem: SecretBytes::new(format!("key-{p}").into_bytes()),

@@ -5,6 +5,7 @@
 //! - [`server_dir`]: the layout of a server's directory, and how its JSON files
 //!   are written (durably and atomically) and read.
 //! - [`config`]: `DIR/agent.json`, what the plane tells the agent (no secrets).
+//! - [`ha`]: in `agent.json`, what a node of a highly available server is told.
 //! - [`backup`]: the server's backup repository and retention, in `agent.json`.
 //! - [`status`]: `DIR/status.json`, what the agent reports.
 //! - [`handshake`]: what the plane writes on the agent's stdin at every start.
@@ -14,6 +15,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod ha;
 pub mod handshake;
 pub mod invocation;
 pub mod replica;
@@ -23,6 +25,7 @@ pub mod task;
 
 pub use backup::BackupConfig;
 pub use config::{AgentConfig, KekAccess, VaultEndpoints};
+pub use ha::HaNode;
 pub use handshake::{Handshake, HandshakeError};
 pub use server_dir::ServerDir;
 pub use status::{now_rfc3339, Actor, AgentEvent, AgentStatus, ServerState};

@@ -96,6 +96,11 @@ impl PgInstall {
         &self.user
     }
 
+    /// The directory of PostgreSQL's programs.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
+    }
+
     /// Path of one of the PostgreSQL programs.
     pub fn program(&self, name: &str) -> PathBuf {
         self.bindir.join(name)
@@ -104,7 +109,33 @@ impl PgInstall {
     /// Runs `sql` with `psql` over TCP on 127.0.0.1:`port` as `postgres` with
     /// `password`; returns what it printed (unaligned, tuples only) or its error text.
     pub fn psql(&self, port: u16, password: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.program("psql"))
+        self.psql_at(
+            &format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+            password,
+            sql,
+        )
+    }
+
+    /// Runs `sql` with `psql` on the libpq URI `uri` (one host or several, as a
+    /// highly available server's connection string) with `password`; returns what it
+    /// printed (unaligned, tuples only) or its error text.
+    pub fn psql_at(&self, uri: &str, password: &str, sql: &str) -> Result<String, String> {
+        self.psql_within(uri, password, sql, std::time::Duration::from_secs(600))
+    }
+
+    /// [`PgInstall::psql_at`], given up (psql killed) after `limit`: a server that
+    /// hangs (a host gone) holds an established connection forever, which no libpq
+    /// timeout ends.
+    pub fn psql_within(
+        &self,
+        uri: &str,
+        password: &str,
+        sql: &str,
+        limit: std::time::Duration,
+    ) -> Result<String, String> {
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", &limit.as_secs().max(1).to_string()])
+            .arg(self.program("psql"))
             .args([
                 "-X",
                 "-A",
@@ -112,16 +143,8 @@ impl PgInstall {
                 "-q",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args([
-                "-U",
-                "postgres",
                 "-d",
-                "postgres",
-                "-p",
-                &port.to_string(),
+                uri,
                 "-c",
                 sql,
             ])

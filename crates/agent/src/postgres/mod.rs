@@ -26,11 +26,13 @@ use crate::Error;
 
 mod install;
 mod password;
+mod settings;
 pub mod standby;
 pub mod tls;
 
 pub use install::{OsUser, PgInstall};
 pub use password::SUPERUSER;
+pub use settings::base_settings;
 
 /// How often readiness and exit are polled.
 const POLL: Duration = Duration::from_millis(50);
@@ -123,16 +125,21 @@ impl Postgres {
         self.settings.push((name, value));
     }
 
+    /// Where PostgreSQL is installed.
+    pub fn install(&self) -> &PgInstall {
+        &self.install
+    }
+
+    /// The settings given on the command line at every start, besides the base ones.
+    pub fn settings(&self) -> &[(&'static str, String)] {
+        &self.settings
+    }
+
     /// Sets each of `settings` from the next start on ([`Postgres::set`]).
     pub fn set_all(&mut self, settings: Vec<(&'static str, String)>) {
         for (name, value) in settings {
             self.set(name, value);
         }
-    }
-
-    /// Where PostgreSQL is installed.
-    pub fn install(&self) -> &PgInstall {
-        &self.install
     }
 
     /// The server's layout.
@@ -204,24 +211,10 @@ impl Postgres {
             .arg("-k")
             .arg(sockets)
             // Loopback unless the settings below say otherwise ([`tls`]).
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            // The logging collector writes inside the data directory, so the server
-            // log is on the encrypted mount like everything else.
-            .args(["-c", "logging_collector=on", "-c", "log_directory=log"])
-            // On cryptfs a WAL write opened with O_DSYNC is one request to the
-            // filesystem (write, seal and sync together); write + fdatasync is two.
-            // Measured with the WAL pattern in bench/RESULTS.md: 221-233 µs per flush
-            // instead of 267-352 (the plain disk: the same with either).
-            .args(["-c", "wal_sync_method=open_datasync"])
-            // With O_DSYNC, a WAL switch (every backup's start and stop, every
-            // archive_timeout) pads the rest of the segment; with WAL buffers smaller
-            // than a segment PostgreSQL writes that padding one synced 8 KiB page at a
-            // time as it recycles buffers: 1-6 s per switch on cryptfs (and on the
-            // plain disk) instead of 50-90 ms with one segment of buffers (RESULTS.md).
-            .args(["-c", "wal_buffers=16MB"])
             .args(
-                self.settings
+                base_settings("127.0.0.1")
                     .iter()
+                    .chain(&self.settings)
                     .flat_map(|(name, value)| ["-c".to_string(), format!("{name}={value}")]),
             )
             .stdin(Stdio::null())

@@ -55,6 +55,7 @@ impl CreateForm {
             backup_retention_days: None,
             // A geo-redundant copy is set up from the command line (`--geo-backup-key`).
             geo_backup: None,
+            high_availability: false,
             // Listen addresses too (`--listen-addresses`); the console's servers listen on loopback.
             listen_addresses: Vec::new(),
         }

@@ -181,6 +181,8 @@ mod tests {
             replica_of: None,
             dir: "/tmp/x".into(),
             created_at: "2026-12-07T10:00:00Z".into(),
+            nodes: Vec::new(),
+            node_of: None,
         }
     }
 

@@ -39,6 +39,10 @@ pub struct CreateServer {
     /// A geo-redundant copy of its backups, under a key in another location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo_backup: Option<GeoBackupChoice>,
+    /// Two nodes, a primary and a synchronous standby, under Patroni
+    /// (`docs/high-availability.md`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub high_availability: bool,
     /// IP addresses of this host that PostgreSQL listens on, over TLS only
     /// (none: 127.0.0.1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -72,6 +76,8 @@ pub(super) struct FirstStart {
     /// For a restore: the secret of the identity that unwraps the source's
     /// repository key.
     pub(super) source_identity_secret: Option<SecretBytes>,
+    /// For a node of a highly available server: the replication role's password.
+    pub(super) replication_password: Option<SecretBytes>,
 }
 
 /// What a new server's agent starts from.
@@ -128,6 +134,9 @@ impl Platform {
     /// failure nothing is left: no directory, no process, no row. Only the
     /// server's own lock is held meanwhile: other servers are not held up.
     pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
+        if req.high_availability {
+            return self.create_ha(req);
+        }
         self.create_server(req, Origin::Initdb)
     }
 
@@ -156,17 +165,7 @@ impl Platform {
             .as_ref()
             .map(|s| self.secrets.seal(&id, s))
             .transpose()?;
-        // The DEK exists here only while its wrapping is validated: the agent
-        // unwraps its own copy to provision the server.
-        let (dek, wrapped) = validate::new_wrapped_dek(
-            kek.as_ref(),
-            &access.client_id,
-            &Requirements {
-                customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
-                location: &req.location,
-            },
-        )?;
-        drop(dek);
+        let wrapped = new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location)?;
         let geo = req
             .geo_backup
             .as_ref()
@@ -190,6 +189,8 @@ impl Platform {
             },
             dir: dir.root().to_path_buf(),
             created_at: now_rfc3339(),
+            nodes: Vec::new(),
+            node_of: None,
         };
         let mut agent_config = self.agent_config(&record, access);
         let (restore, source_identity_secret) = match origin {
@@ -269,6 +270,7 @@ impl Platform {
         let first_start = FirstStart {
             password: SecretBytes::new(password.as_bytes().to_vec()),
             source_identity_secret,
+            replication_password: None,
         };
         if let Err(e) = self
             .spawn_agent(&record, Some(&first_start))
@@ -295,7 +297,7 @@ impl Platform {
 
     /// The encryption, the way to reach its KEK, and (customer-managed) the
     /// identity's secret to store for the agent.
-    fn encryption_for(
+    pub(super) fn encryption_for(
         &self,
         req: &KeyChoice,
     ) -> Result<(Encryption, KekAccess, Option<SecretBytes>), Error> {
@@ -411,6 +413,27 @@ pub(super) fn assigning_secret(
         return Err(Error::BadRequest(missing.into()));
     }
     Ok(SecretBytes::new(secret.as_bytes().to_vec()))
+}
+
+/// A new DEK wrapped by `kek`, validated with a real wrap and unwrap against what
+/// `encryption` in `location` requires. The DEK exists here only while its
+/// wrapping is validated: the agent unwraps its own copy to provision the server.
+pub(super) fn new_wrapped_dek(
+    kek: &dyn pgcmk_keyprovider::KeyEncryptionKey,
+    access: &KekAccess,
+    encryption: &Encryption,
+    location: &str,
+) -> Result<pgcmk_keyprovider::WrappedDek, Error> {
+    let (dek, wrapped) = validate::new_wrapped_dek(
+        kek,
+        &access.client_id,
+        &Requirements {
+            customer_managed: matches!(encryption, Encryption::CustomerManaged { .. }),
+            location,
+        },
+    )?;
+    drop(dek);
+    Ok(wrapped)
 }
 
 /// The identity a PKCS#11 key is used as: the token's user (`CKU_USER`), whose

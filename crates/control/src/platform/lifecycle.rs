@@ -24,6 +24,11 @@ impl Platform {
         if server.state == ServerState::Stopped {
             return Err(StateConflict::AlreadyStopped(name.into()).into());
         }
+        for node in self.nodes_of(&server)? {
+            if node.state != ServerState::Stopped {
+                self.stop(&node.name)?;
+            }
+        }
         self.stop_agent(&server.id);
         self.set_state(&server, ServerState::Stopped, "stopped by the DBA")?;
         self.store.server(&server.id)
@@ -37,6 +42,9 @@ impl Platform {
     pub fn start(&self, name: &str) -> Result<ServerRecord, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
+        if !server.nodes.is_empty() {
+            return self.start_nodes(&server);
+        }
         let running = self
             .agents
             .lock()
@@ -68,9 +76,31 @@ impl Platform {
         self.store.server(&server.id)
     }
 
-    /// Asks the server's agent to check its key now.
+    /// Starts every node of a highly available server that does not serve.
+    fn start_nodes(&self, server: &ServerRecord) -> Result<ServerRecord, Error> {
+        if server.state == ServerState::Deleting {
+            return Err(StateConflict::BeingDeleted(server.name.clone()).into());
+        }
+        self.set_state(server, ServerState::Provisioning, "started by the DBA")?;
+        for node in self.nodes_of(server)? {
+            if node.state != ServerState::Ready {
+                self.start(&node.name)?;
+            }
+        }
+        self.supervise_once();
+        self.store.server(&server.id)
+    }
+
+    /// Asks the server's agent (each node's, for a highly available server) to
+    /// check its key now.
     pub fn revalidate(&self, name: &str) -> Result<ServerRecord, Error> {
         let server = self.store.server(name)?;
+        for node in self.nodes_of(&server)? {
+            self.revalidate(&node.name)?;
+        }
+        if !server.nodes.is_empty() {
+            return Ok(server);
+        }
         let pid = self
             .agents
             .lock()
@@ -111,6 +141,15 @@ impl Platform {
     }
 
     pub(super) fn finish_delete(&self, server: &ServerRecord) -> Result<(), Error> {
+        // A node already gone (a delete cut short) is skipped.
+        for node in server
+            .nodes
+            .iter()
+            .filter_map(|id| self.store.server(id).ok())
+        {
+            self.stop_agent(&node.id);
+            self.finish_delete(&node)?;
+        }
         let dir = ServerDir::new(&server.dir);
         // An agent killed earlier may have left its mount behind.
         dir.detach_stale_mount();
@@ -140,6 +179,12 @@ impl Platform {
                  for customer-managed servers (chosen at create)"
             )));
         };
+        if !server.nodes.is_empty() || server.node_of.is_some() {
+            return Err(Error::BadRequest(format!(
+                "server '{name}' is highly available: moving its nodes to another key is not \
+                 supported yet; rotate the key instead (every node follows a new version)"
+            )));
+        }
         let key = self.customer_key(identity, key_url)?;
         let dir = ServerDir::new(&server.dir);
         let mut config: AgentConfig = read_json(&dir.agent_config())?;

@@ -109,6 +109,12 @@ impl Platform {
         let addresses = listen_addresses(given)?;
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
+        if !server.nodes.is_empty() || server.node_of.is_some() {
+            return Err(Error::BadRequest(format!(
+                "server '{name}' is highly available: its nodes listen on addresses of their \
+                 own (docs/high-availability.md)"
+            )));
+        }
         if let Some(taken) = addresses
             .iter()
             .find(|a| !port_usable(**a, server.port, &server.listen_addresses))

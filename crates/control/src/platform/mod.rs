@@ -17,6 +17,8 @@
 //! | `replicas.rs`      | read replicas: create, list, promote                      |
 //! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
+//! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
+//! | `ha.rs`            | HA servers' state, roles, connection string, failover     |
 
 use std::collections::HashMap;
 use std::fs;
@@ -45,6 +47,8 @@ mod backup_store;
 mod backups;
 mod create;
 mod geo;
+mod ha;
+mod ha_create;
 mod lifecycle;
 mod listen;
 mod locks;
@@ -60,6 +64,7 @@ mod vault_follow;
 pub use backups::{BackupKeys, CreateBackup, VerifyBackups};
 pub use create::{CreateServer, Created, KeyChoice};
 pub use geo::GeoBackupChoice;
+pub use ha::{FailoverRequest, HaError};
 pub use observe::ServerObservation;
 pub use replicas::CreateReplica;
 pub use restore::RestoreServer;
@@ -106,6 +111,9 @@ pub struct PlatformConfig {
     /// The storage account's shared key: needed on first start with
     /// `backup_store`, then kept sealed in the state (given again, it replaces it).
     pub backup_store_key: Option<SecretBytes>,
+    /// An existing etcd cluster's client endpoints for highly available servers;
+    /// `None`: the control plane runs its own 3-member cluster ([`crate::etcd`]).
+    pub etcd_endpoints: Option<Vec<String>>,
 }
 
 /// The control plane.
@@ -128,6 +136,8 @@ pub struct Platform {
     locks: locks::ServerLocks,
     /// Serializes supervision passes, so that one report becomes one event.
     supervision: Mutex<()>,
+    /// The local etcd cluster of highly available servers, once there is one.
+    etcd: Mutex<Option<crate::etcd::EtcdCluster>>,
 }
 
 impl Platform {
@@ -164,6 +174,9 @@ impl Platform {
         )?;
         let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
         let vault = RwLock::new(config.vault.clone());
+        let etcd = Mutex::new(crate::etcd::EtcdCluster::existing(
+            &config.state_dir.join("etcd"),
+        )?);
         let platform = Self {
             config,
             store,
@@ -176,11 +189,15 @@ impl Platform {
             vault,
             locks: locks::ServerLocks::default(),
             supervision: Mutex::new(()),
+            etcd,
         };
+        platform.supervise_etcd();
         for server in platform.store.servers()? {
             match server.state {
                 ServerState::Stopped => {}
                 ServerState::Deleting => platform.finish_delete(&server)?,
+                // A highly available server has no agent of its own: its nodes do.
+                _ if !server.nodes.is_empty() => {}
                 _ => platform.attach_or_spawn(&server)?,
             }
         }
@@ -221,9 +238,11 @@ impl Platform {
         self.secrets.get(&self.store, owner)
     }
 
-    /// All servers.
+    /// All servers (a highly available server's nodes are in its `show`).
     pub fn list(&self) -> Result<Vec<ServerRecord>, Error> {
-        self.store.servers()
+        let mut servers = self.store.servers()?;
+        servers.retain(|s| s.node_of.is_none());
+        Ok(servers)
     }
 
     /// One server and its events.
@@ -242,7 +261,11 @@ impl Platform {
     /// first listen address, TLS with the certificate verified against the servers
     /// CA for that address (`sslmode=verify-full`).
     pub fn connection_string(&self, name: &str) -> Result<String, Error> {
-        Ok(self.connection_string_of(&self.store.server(name)?))
+        let s = self.store.server(name)?;
+        if !s.nodes.is_empty() {
+            return self.ha_connection_string(&s);
+        }
+        Ok(self.connection_string_of(&s))
     }
 
     /// [`Platform::connection_string`] of a server read already.
@@ -325,7 +348,7 @@ impl Platform {
 }
 
 /// `text` as a URI query value, its `/` kept (a path stays readable).
-fn uri_component(text: &str) -> String {
+pub(super) fn uri_component(text: &str) -> String {
     pgcmk_console::html::percent_encoded(text, b"/")
 }
 

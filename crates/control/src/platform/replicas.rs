@@ -70,6 +70,7 @@ impl Platform {
                 backup_retention_days: None,
                 geo_backup: None,
                 listen_addresses: req.listen_addresses.clone(),
+                high_availability: false,
             };
             let origin = Origin::Replica(ReplicaOf {
                 source_id: source.id.clone(),

@@ -130,6 +130,7 @@ impl Platform {
             protection: req.protection.clone(),
             backup_retention_days: req.backup_retention_days,
             geo_backup: None,
+            high_availability: false,
             // A restored server listens on loopback; `server update --listen-addresses` moves it.
             listen_addresses: Vec::new(),
         };

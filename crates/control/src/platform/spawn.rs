@@ -35,6 +35,7 @@ impl Platform {
             backup: Some(self.backup_config(&record.id)),
             restore: None,
             replica: None,
+            ha: None,
         }
     }
 
@@ -53,8 +54,13 @@ impl Platform {
             source_identity_secret: first_start.and_then(|f| f.source_identity_secret.clone()),
             geo_identity_secret: self.geo_identity_secret(record)?,
             storage_key: self.storage_key(record)?,
+            // A node of a highly available server: at its first start; a read
+            // replica: at every start (its source's role).
+            replication_password: match first_start.and_then(|f| f.replication_password.clone()) {
+                Some(node_first_start) => Some(node_first_start),
+                None => self.replication_password(record)?,
+            },
             tls: Some(self.servers_ca.issue(record)?),
-            replication_password: self.replication_password(record)?,
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);

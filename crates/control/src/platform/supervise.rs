@@ -70,9 +70,19 @@ impl Platform {
             Err(e) => return tracing::error!("supervision: {e}"),
         };
         let now = Instant::now();
-        for server in servers {
-            if let Err(e) = self.supervise_server(&server, now) {
+        self.supervise_etcd();
+        for server in &servers {
+            if let Err(e) = self.supervise_server(server, now) {
                 tracing::error!(server = %server.name, "supervision: {e}");
+            }
+        }
+        if servers.iter().any(|s| !s.nodes.is_empty()) {
+            if let Err(e) = self
+                .store
+                .servers()
+                .and_then(|servers| self.follow_nodes(&servers))
+            {
+                tracing::error!("supervision of highly available servers: {e}");
             }
         }
     }

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // Each test binary uses a different part.
 
 pub mod backups;
+pub mod ha;
 pub mod regress;
 
 use std::fs;
@@ -900,6 +901,7 @@ impl Drop for ControlPlane {
             }
             dir.detach_stale_mount();
         }
+        ha::stop_etcd(&self.state_dir);
     }
 }
 

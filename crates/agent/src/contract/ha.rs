@@ -1,0 +1,25 @@
+//! `agent.json`'s `ha`: what a node of a highly available server is told (no
+//! secrets). Such a node runs Patroni instead of PostgreSQL on its mount
+//! (`docs/high-availability.md`); everything else of the agent is the same.
+
+use serde::{Deserialize, Serialize};
+
+/// One node of a highly available server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaNode {
+    /// The cluster's name in the consensus store (Patroni's `scope`): the server's id.
+    pub scope: String,
+    /// This node's name in the cluster (`node-1`, `node-2`, ...).
+    pub name: String,
+    /// The address PostgreSQL and Patroni's REST API listen on (a host of its own;
+    /// distinct loopback addresses on one machine).
+    pub address: String,
+    /// The TCP port of Patroni's REST API on `address`.
+    pub rest_port: u16,
+    /// The etcd cluster's client endpoints (`http://HOST:PORT`).
+    pub etcd_endpoints: Vec<String>,
+    /// The servers' CA certificate (PEM file, readable by the PostgreSQL user):
+    /// replication and rewind connections to the other nodes verify their
+    /// certificates against it (`sslmode=verify-full`).
+    pub ca_file: std::path::PathBuf,
+}

@@ -1,0 +1,326 @@
+//! Patroni's configuration for one node, typed, written as JSON (which is YAML)
+//! to the node's encrypted mount: it holds the superuser's and the replication
+//! role's passwords, so it never reaches the host's disk in plaintext, nor any
+//! process's arguments or environment.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::contract::HaNode;
+use crate::postgres::base_settings;
+
+/// The role the nodes replicate as.
+pub const REPLICATION_USER: &str = "replicator";
+/// Seconds the leader's lock in etcd lives without renewal: a dead primary is
+/// replaced within about this long. Patroni's default is 30.
+const TTL: u32 = 9;
+/// Seconds between two runs of Patroni's loop.
+const LOOP_WAIT: u32 = 1;
+/// Seconds Patroni retries etcd and PostgreSQL before it demotes itself.
+const RETRY_TIMEOUT: u32 = 4;
+
+/// Where one node's PostgreSQL lives and listens.
+pub struct NodePlaces {
+    /// PostgreSQL's data directory.
+    pub data_dir: PathBuf,
+    /// Its Unix socket's directory.
+    pub socket_dir: PathBuf,
+    /// The password file Patroni writes for its own connections.
+    pub pgpass: PathBuf,
+    /// Patroni's log directory.
+    pub log_dir: PathBuf,
+    /// PostgreSQL's programs.
+    pub bin_dir: PathBuf,
+    /// PostgreSQL's TCP port on the node's address.
+    pub port: u16,
+}
+
+/// The passwords in the configuration (exposed only while it is written).
+pub struct NodePasswords<'a> {
+    /// The `postgres` superuser's.
+    pub superuser: &'a str,
+    /// The replication role's.
+    pub replication: &'a str,
+}
+
+/// Patroni's configuration of one node (serialized as its YAML file).
+#[derive(Serialize)]
+pub struct PatroniConfig<'a> {
+    scope: &'a str,
+    name: &'a str,
+    log: Log,
+    restapi: RestApi,
+    etcd3: Etcd,
+    bootstrap: Bootstrap,
+    postgresql: Postgresql<'a>,
+}
+
+#[derive(Serialize)]
+struct Log {
+    dir: PathBuf,
+    level: &'static str,
+}
+
+#[derive(Serialize)]
+struct RestApi {
+    listen: String,
+    connect_address: String,
+}
+
+#[derive(Serialize)]
+struct Etcd {
+    hosts: Vec<String>,
+    protocol: String,
+}
+
+#[derive(Serialize)]
+struct Bootstrap {
+    dcs: Dcs,
+    initdb: Vec<BTreeMap<&'static str, &'static str>>,
+}
+
+#[derive(Serialize)]
+struct Dcs {
+    ttl: u32,
+    loop_wait: u32,
+    retry_timeout: u32,
+    /// Patroni promotes only the synchronous standby: an acknowledged commit is on
+    /// both nodes, so a failover loses none.
+    synchronous_mode: bool,
+    postgresql: DcsPostgresql,
+}
+
+#[derive(Serialize)]
+struct DcsPostgresql {
+    use_pg_rewind: bool,
+    parameters: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+struct Postgresql<'a> {
+    listen: String,
+    connect_address: String,
+    data_dir: PathBuf,
+    bin_dir: PathBuf,
+    pgpass: PathBuf,
+    use_unix_socket: bool,
+    authentication: Authentication<'a>,
+    parameters: BTreeMap<&'static str, String>,
+    /// Without TLS only (the plain setup of the benchmark): with TLS the agent's
+    /// `hba_file` (TCP only over TLS) is in `parameters` and Patroni leaves it be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pg_hba: Option<Vec<String>>,
+    /// A rewind that fails, or a timeline that diverged, is healed by a new clone
+    /// from the primary instead of leaving the node out.
+    remove_data_directory_on_rewind_failure: bool,
+    remove_data_directory_on_diverged_timelines: bool,
+}
+
+#[derive(Serialize)]
+struct Authentication<'a> {
+    superuser: Credential<'a>,
+    replication: Credential<'a>,
+    rewind: Credential<'a>,
+}
+
+#[derive(Clone, Serialize)]
+struct Credential<'a> {
+    username: &'static str,
+    password: &'a str,
+    /// `verify-full` against the servers' CA when the nodes speak TLS.
+    sslmode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sslrootcert: Option<PathBuf>,
+}
+
+impl<'a> PatroniConfig<'a> {
+    /// The configuration of `node`, whose files are at `places`, with PostgreSQL's
+    /// `settings` beyond the base ones (the agent's TLS settings,
+    /// [`crate::postgres::tls`]: then every connection between nodes is TLS,
+    /// verified against the servers' CA).
+    pub fn new(
+        node: &'a HaNode,
+        places: &NodePlaces,
+        passwords: &NodePasswords<'a>,
+        settings: &[(&'static str, String)],
+    ) -> Self {
+        let tls = settings
+            .iter()
+            .any(|(name, value)| *name == "ssl" && value == "on");
+        let credential = |username, password| Credential {
+            username,
+            password,
+            sslmode: if tls { "verify-full" } else { "disable" },
+            sslrootcert: tls.then(|| node.ca_file.clone()),
+        };
+        let superuser = credential(crate::postgres::SUPERUSER, passwords.superuser);
+        // Patroni sets the listen address from `listen`.
+        let mut parameters: BTreeMap<&'static str, String> = base_settings(&node.address)
+            .into_iter()
+            .chain(settings.iter().cloned())
+            .filter(|(name, _)| *name != "listen_addresses")
+            .collect();
+        parameters.insert(
+            "unix_socket_directories",
+            places.socket_dir.display().to_string(),
+        );
+        let (protocol, hosts) = etcd_hosts(&node.etcd_endpoints);
+        let postgres_at = format!("{}:{}", node.address, places.port);
+        let rest_at = format!("{}:{}", node.address, node.rest_port);
+        Self {
+            scope: &node.scope,
+            name: &node.name,
+            log: Log {
+                dir: places.log_dir.clone(),
+                level: "INFO",
+            },
+            restapi: RestApi {
+                listen: rest_at.clone(),
+                connect_address: rest_at,
+            },
+            etcd3: Etcd { hosts, protocol },
+            bootstrap: Bootstrap {
+                dcs: Dcs {
+                    ttl: TTL,
+                    loop_wait: LOOP_WAIT,
+                    retry_timeout: RETRY_TIMEOUT,
+                    synchronous_mode: true,
+                    postgresql: DcsPostgresql {
+                        use_pg_rewind: true,
+                        // pg_rewind needs hint bits WAL-logged (or data checksums).
+                        parameters: BTreeMap::from([("wal_log_hints", "on".to_string())]),
+                    },
+                },
+                initdb: vec![
+                    BTreeMap::from([("encoding", "UTF8")]),
+                    BTreeMap::from([("locale", "C.UTF-8")]),
+                    BTreeMap::from([("auth-local", "trust")]),
+                    BTreeMap::from([("auth-host", "scram-sha-256")]),
+                ],
+            },
+            postgresql: Postgresql {
+                listen: postgres_at.clone(),
+                connect_address: postgres_at,
+                data_dir: places.data_dir.clone(),
+                bin_dir: places.bin_dir.clone(),
+                pgpass: places.pgpass.clone(),
+                use_unix_socket: true,
+                authentication: Authentication {
+                    rewind: superuser.clone(),
+                    superuser,
+                    replication: credential(REPLICATION_USER, passwords.replication),
+                },
+                parameters,
+                pg_hba: (!tls).then(pg_hba),
+                remove_data_directory_on_rewind_failure: true,
+                remove_data_directory_on_diverged_timelines: true,
+            },
+        }
+    }
+}
+
+/// Without TLS (the benchmark's plain setup): local connections (the socket
+/// directory only root and the PostgreSQL user can reach) are trusted; over TCP
+/// every role needs its password (SCRAM).
+fn pg_hba() -> Vec<String> {
+    vec![
+        "local all all trust".into(),
+        format!("host replication {REPLICATION_USER} 0.0.0.0/0 scram-sha-256"),
+        "host all all 0.0.0.0/0 scram-sha-256".into(),
+    ]
+}
+
+/// Patroni's `protocol` and `hosts` (`HOST:PORT`) for etcd endpoint URLs.
+fn etcd_hosts(endpoints: &[String]) -> (String, Vec<String>) {
+    let protocol = if endpoints.iter().any(|e| e.starts_with("https://")) {
+        "https"
+    } else {
+        "http"
+    };
+    let hosts = endpoints
+        .iter()
+        .map(|e| {
+            e.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    (protocol.to_string(), hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_names_the_node_its_peers_and_synchronous_mode() {
+        let node = HaNode {
+            scope: "s1".into(),
+            name: "node-2".into(),
+            address: "127.0.0.3".into(),
+            rest_port: 8008,
+            etcd_endpoints: vec![
+                "http://127.0.0.1:2379".into(),
+                "http://127.0.0.1:2380/".into(),
+            ],
+            ca_file: "/state/servers-ca.pem".into(),
+        };
+        let places = NodePlaces {
+            data_dir: "/m/pgdata".into(),
+            socket_dir: "/d/run".into(),
+            pgpass: "/m/patroni/pgpass".into(),
+            log_dir: "/m/patroni/log".into(),
+            bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            port: 5433,
+        };
+        let passwords = NodePasswords {
+            superuser: "su-pw",
+            replication: "repl-pw",
+        };
+        let tls = [
+            ("listen_addresses", "127.0.0.3".to_string()),
+            ("ssl", "on".to_string()),
+            ("hba_file", "/m/tls/pg_hba.conf".to_string()),
+        ];
+        let v = serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &tls)).unwrap();
+        assert_eq!(v["name"], "node-2");
+        assert_eq!(v["restapi"]["listen"], "127.0.0.3:8008");
+        assert_eq!(v["postgresql"]["listen"], "127.0.0.3:5433");
+        assert_eq!(v["etcd3"]["hosts"][1], "127.0.0.1:2380");
+        assert_eq!(v["etcd3"]["protocol"], "http");
+        assert_eq!(v["bootstrap"]["dcs"]["synchronous_mode"], true);
+        assert_eq!(
+            v["postgresql"]["authentication"]["replication"]["password"],
+            "repl-pw"
+        );
+        assert_eq!(
+            v["postgresql"]["parameters"]["wal_sync_method"],
+            "open_datasync"
+        );
+        assert!(v["postgresql"]["parameters"]
+            .get("listen_addresses")
+            .is_none());
+        assert_eq!(
+            v["postgresql"]["parameters"]["hba_file"],
+            "/m/tls/pg_hba.conf"
+        );
+        assert!(
+            v["postgresql"].get("pg_hba").is_none(),
+            "the agent's hba_file rules"
+        );
+        let replication = &v["postgresql"]["authentication"]["replication"];
+        assert_eq!(replication["sslmode"], "verify-full");
+        assert_eq!(replication["sslrootcert"], "/state/servers-ca.pem");
+
+        let plain =
+            serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &[])).unwrap();
+        assert_eq!(
+            plain["postgresql"]["authentication"]["replication"]["sslmode"],
+            "disable"
+        );
+        assert!(plain["postgresql"]["pg_hba"].is_array());
+    }
+}

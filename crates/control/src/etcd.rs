@@ -1,0 +1,267 @@
+//! The consensus store of highly available servers: a 3-member etcd cluster that
+//! the control plane starts on loopback and supervises like the node agents, or
+//! an existing cluster named by `pgcmk serve --etcd-endpoints`.
+//!
+//! The local cluster is made at the first highly available server and kept in
+//! `STATE/etcd/`: `cluster.json` (the members' names and ports, chosen once: an
+//! address is an identity, so they never change), and per member its data
+//! directory `mN/` and `mN.pid`. A member that dies is restarted with back-off; a
+//! control plane that restarts re-attaches to the members still running, so the
+//! cluster (and the leader locks of the servers' primaries) outlives it.
+//!
+//! etcd holds no key and no data: Patroni keeps there the cluster's leader lock,
+//! the members' addresses and roles, and its dynamic configuration.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgcmk_agent::backoff::{describe_delay, Backoff};
+use pgcmk_agent::contract::invocation::{signal, AgentSignal};
+use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
+use serde::{Deserialize, Serialize};
+
+use crate::error::IoContext;
+use crate::supervisor::AgentProcess;
+use crate::Error;
+
+/// The etcd program (Debian's `etcd-server` package).
+const ETCD: &str = "/usr/bin/etcd";
+/// Members of the local cluster: a majority (2) survives the loss of one.
+const MEMBERS: usize = 3;
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_CAP: Duration = Duration::from_secs(30);
+
+/// Where the cluster is kept, and what it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ClusterLayout {
+    /// Names the cluster for its members (`--initial-cluster-token`).
+    token: String,
+    members: Vec<MemberPorts>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct MemberPorts {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+}
+
+/// One member: its process (while it runs) and its restart back-off.
+struct Member {
+    ports: MemberPorts,
+    process: Option<AgentProcess>,
+    restarts: Backoff,
+    restart_at: Option<Instant>,
+}
+
+/// The local etcd cluster.
+pub struct EtcdCluster {
+    dir: PathBuf,
+    layout: ClusterLayout,
+    members: Vec<Member>,
+}
+
+impl EtcdCluster {
+    /// The cluster kept in `dir` when there is one.
+    pub fn existing(dir: &Path) -> Result<Option<Self>, Error> {
+        if !dir.join("cluster.json").exists() {
+            return Ok(None);
+        }
+        let layout: ClusterLayout = read_json(&dir.join("cluster.json"))?;
+        Ok(Some(Self::with(dir, layout)))
+    }
+
+    /// The cluster kept in `dir`, made (ports chosen, not yet started) when there
+    /// is none.
+    pub fn open_or_make(dir: &Path) -> Result<Self, Error> {
+        if let Some(cluster) = Self::existing(dir)? {
+            return Ok(cluster);
+        }
+        fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("setting permissions of {}", dir.display()))?;
+        // Held together while choosing, so no two members get the same port.
+        let listeners = (0..2 * MEMBERS)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .ctx(|| "finding free ports for etcd")?;
+        let ports = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<Vec<_>, _>>()
+            .ctx(|| "finding free ports for etcd")?;
+        let layout = ClusterLayout {
+            token: format!("pgcmk-{}", std::process::id()),
+            members: (0..MEMBERS)
+                .map(|i| MemberPorts {
+                    name: format!("m{}", i + 1),
+                    client_port: ports[2 * i],
+                    peer_port: ports[2 * i + 1],
+                })
+                .collect(),
+        };
+        drop(listeners);
+        write_json_atomic(&dir.join("cluster.json"), &layout)?;
+        Ok(Self::with(dir, layout))
+    }
+
+    fn with(dir: &Path, layout: ClusterLayout) -> Self {
+        let members = layout
+            .members
+            .iter()
+            .map(|ports| Member {
+                ports: ports.clone(),
+                process: None,
+                restarts: Backoff::new(RESTART_FIRST, RESTART_CAP),
+                restart_at: Some(Instant::now()),
+            })
+            .collect();
+        Self {
+            dir: dir.to_path_buf(),
+            layout,
+            members,
+        }
+    }
+
+    /// The client endpoints (`http://127.0.0.1:PORT`).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.layout
+            .members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// One supervision pass at `now`: re-attaches to members still running from an
+    /// earlier control plane, notices the ones that died, and starts those due.
+    pub fn supervise(&mut self, now: Instant) {
+        for i in 0..self.members.len() {
+            let data_dir = self.data_dir(&self.members[i].ports);
+            let pid_file = self.pid_file(&self.members[i].ports);
+            let member = &mut self.members[i];
+            if let Some(process) = member.process.as_mut() {
+                let Some(exit) = process.exit() else { continue };
+                member.process = None;
+                let delay = member.restarts.failed();
+                member.restart_at = Some(now + delay);
+                tracing::warn!(
+                    member = %member.ports.name,
+                    "etcd member {exit}; restarting it {}",
+                    describe_delay(delay)
+                );
+                continue;
+            }
+            if member.restart_at.is_none_or(|at| now < at) {
+                continue;
+            }
+            if let Some(pid) = running_member(&pid_file, &data_dir) {
+                member.process = Some(AgentProcess::attached(pid, String::new()));
+                member.restart_at = None;
+                continue;
+            }
+            match self.spawn(i) {
+                Ok(process) => {
+                    let member = &mut self.members[i];
+                    member.process = Some(process);
+                    member.restart_at = None;
+                }
+                Err(e) => {
+                    let member = &mut self.members[i];
+                    let delay = member.restarts.failed();
+                    member.restart_at = Some(now + delay);
+                    tracing::error!(member = %member.ports.name, "{e}; retrying {}", describe_delay(delay));
+                }
+            }
+        }
+    }
+
+    /// Records that the cluster served a server: the next crash of a member is
+    /// restarted at once.
+    pub fn healthy(&mut self) {
+        for member in &mut self.members {
+            if member.process.is_some() {
+                member.restarts.reset();
+            }
+        }
+    }
+
+    fn data_dir(&self, m: &MemberPorts) -> PathBuf {
+        self.dir.join(&m.name)
+    }
+
+    fn pid_file(&self, m: &MemberPorts) -> PathBuf {
+        self.dir.join(format!("{}.pid", m.name))
+    }
+
+    /// Starts member `i`, its output in `STATE/etcd/mN.log`.
+    fn spawn(&self, i: usize) -> Result<AgentProcess, Error> {
+        let m = &self.layout.members[i];
+        let peers = self
+            .layout
+            .members
+            .iter()
+            .map(|p| format!("{}=http://127.0.0.1:{}", p.name, p.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let log_path = self.dir.join(format!("{}.log", m.name));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .ctx(|| format!("opening {}", log_path.display()))?;
+        let err = log.try_clone().ctx(|| "duplicating the log handle")?;
+        let child = Command::new(ETCD)
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(self.data_dir(m))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &peers])
+            .args(["--initial-cluster-token", &self.layout.token])
+            .args(["--initial-cluster-state", "new"])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .ctx(|| format!("starting {ETCD} (install etcd-server)"))?;
+        fs::write(self.pid_file(m), child.id().to_string())
+            .ctx(|| format!("writing {}", self.pid_file(m).display()))?;
+        Ok(AgentProcess::spawned(child, String::new()))
+    }
+
+    /// Stops every member (SIGTERM) and waits for them to exit.
+    pub fn stop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut process) = member.process.take() {
+                let _ = signal(process.pid(), AgentSignal::Stop);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while process.exit().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                process.reap();
+            }
+            member.restart_at = None;
+        }
+    }
+}
+
+/// The pid in `pid_file` when it is a running etcd whose data directory is
+/// `data_dir` (not a recycled pid).
+pub fn running_member(pid_file: &Path, data_dir: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let ours = args
+        .windows(2)
+        .any(|w| w[0] == b"--data-dir" && w[1] == data_dir.as_os_str().as_encoded_bytes());
+    (ours && pgcmk_agent::contract::invocation::is_running(pid)).then_some(pid)
+}

@@ -1,0 +1,207 @@
+//! Creating a highly available server: two nodes (a primary and a synchronous
+//! standby), each a record of its own with its own directory, address, agent,
+//! cryptfs mount and DEK — both DEKs wrapped by the server's KEK through the
+//! server's identity — and Patroni on each, over the etcd cluster
+//! (`docs/high-availability.md`).
+//!
+//! The server's own record has no agent: it names its nodes, and its state
+//! follows theirs ([`super::ha`]).
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
+
+use pgcmk_agent::contract::server_dir::write_json_atomic;
+use pgcmk_agent::contract::{HaNode, ServerDir};
+use pgcmk_crypto::SecretBytes;
+
+use super::create::{hex_id, new_wrapped_dek, CreateServer, Created, FirstStart};
+use super::listen::free_port;
+use super::Platform;
+use crate::error::IoContext;
+use crate::model::{
+    now_rfc3339, Actor, Encryption, NodeOf, SecretString, ServerRecord, ServerState,
+};
+use crate::store::PLATFORM_IDENTITY;
+use crate::Error;
+
+/// Nodes of a highly available server: a primary and its synchronous standby.
+const NODES: usize = 2;
+
+impl Platform {
+    /// Creates a highly available server (see the module's documentation) and
+    /// waits until both nodes are Ready. On any failure nothing is left.
+    pub(super) fn create_ha(&self, req: &CreateServer) -> Result<Created, Error> {
+        req.check()?;
+        if !req.listen_addresses.is_empty() {
+            return Err(Error::BadRequest(
+                "a highly available server's nodes listen on addresses of their own: create it \
+                 without --listen-addresses"
+                    .into(),
+            ));
+        }
+        if req.geo_backup.is_some() || req.backup_retention_days.is_some() {
+            return Err(Error::BadRequest(
+                "a highly available server has no backups yet: create it without \
+                 --backup-retention-days and --geo-backup-*"
+                    .into(),
+            ));
+        }
+        let _reserved = self.locks.reserve(&req.name)?;
+        let _guard = self.locks.lock(&req.name);
+        if self.store.server(&req.name).is_ok() {
+            return Err(Error::NameTaken(req.name.clone()));
+        }
+        let (encryption, access, secret) = self.encryption_for(&req.protection)?;
+        let kek = match &secret {
+            Some(secret) => access.connect(secret.clone()),
+            None => access.connect(self.secrets.get(&self.store, PLATFORM_IDENTITY)?),
+        }
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        // One DEK per node, each validated with a real wrap and unwrap.
+        let wrapped = (0..NODES)
+            .map(|_| new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location))
+            .collect::<Result<Vec<_>, _>>()?;
+        let etcd_endpoints = self.etcd_endpoints()?;
+        let id = hex_id()?;
+        let password = hex_id()?;
+        let replication = hex_id()?;
+        let mut nodes = Vec::with_capacity(NODES);
+        for (i, wrapped) in wrapped.into_iter().enumerate() {
+            // 127.0.0.2, 127.0.0.3, ...: each node on an address of its own, as on a host.
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(i + 2).unwrap_or(2)));
+            let address = ip.to_string();
+            let node_id = hex_id()?;
+            nodes.push(ServerRecord {
+                id: node_id.clone(),
+                name: format!("{}-node-{}", req.name, i + 1),
+                location: req.location.clone(),
+                encryption: encryption.clone(),
+                wrapped_dek: wrapped,
+                state: ServerState::Provisioning,
+                port: free_port(&[ip])?,
+                listen_addresses: vec![ip],
+                replica_of: None,
+                dir: self.config.state_dir.join("servers").join(&node_id),
+                created_at: now_rfc3339(),
+                nodes: Vec::new(),
+                node_of: Some(NodeOf {
+                    server_id: id.clone(),
+                    rest_port: free_port(&[ip])?,
+                    address,
+                }),
+            });
+        }
+        let server = ServerRecord {
+            id: id.clone(),
+            name: req.name.clone(),
+            location: req.location.clone(),
+            encryption,
+            wrapped_dek: nodes[0].wrapped_dek.clone(),
+            state: ServerState::Provisioning,
+            port: nodes[0].port,
+            listen_addresses: nodes
+                .iter()
+                .flat_map(|n| n.listen_addresses.clone())
+                .collect(),
+            replica_of: None,
+            dir: self.config.state_dir.join("servers").join(&id),
+            created_at: now_rfc3339(),
+            nodes: nodes.iter().map(|n| n.id.clone()).collect(),
+            node_of: None,
+        };
+        let written = (|| {
+            fs::create_dir(&server.dir).ctx(|| format!("creating {}", server.dir.display()))?;
+            self.store.insert_server(&server, None)?;
+            for node in &nodes {
+                let Some(place) = &node.node_of else { continue };
+                let dir = ServerDir::new(&node.dir);
+                fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
+                fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
+                    .ctx(|| "setting permissions of the node directory")?;
+                let mut config = self.agent_config(node, access.clone());
+                config.backup = None;
+                config.ha = Some(HaNode {
+                    scope: id.clone(),
+                    name: node.name.clone(),
+                    address: place.address.clone(),
+                    rest_port: place.rest_port,
+                    etcd_endpoints: etcd_endpoints.clone(),
+                    ca_file: self.servers_ca_file().to_path_buf(),
+                });
+                write_json_atomic(&dir.agent_config(), &config)?;
+                write_json_atomic(&dir.wrapped_dek(), &node.wrapped_dek)?;
+                let sealed = secret
+                    .as_ref()
+                    .map(|s| self.secrets.seal(&node.id, s))
+                    .transpose()?;
+                self.store.insert_server(node, sealed.as_deref())?;
+            }
+            Ok::<_, Error>(())
+        })();
+        let first_start = FirstStart {
+            password: SecretBytes::new(password.as_bytes().to_vec()),
+            source_identity_secret: None,
+            replication_password: Some(SecretBytes::new(replication.as_bytes().to_vec())),
+        };
+        let started = written.and_then(|()| {
+            self.event(
+                &server,
+                Actor::Dba,
+                "server created",
+                &describe(&server, &nodes),
+            )?;
+            for node in &nodes {
+                self.spawn_agent(node, Some(&first_start))?;
+            }
+            for node in &nodes {
+                self.wait_settled(node)?;
+            }
+            self.supervise_once();
+            Ok(())
+        });
+        if let Err(e) = started {
+            for node in &nodes {
+                self.stop_agent(&node.id);
+                let _ = self.store.remove_server(&node.id);
+                let _ = fs::remove_dir_all(&node.dir);
+            }
+            let _ = self.store.remove_server(&server.id);
+            let _ = fs::remove_dir_all(&server.dir);
+            self.event(
+                &server,
+                Actor::ControlPlane,
+                "server removed",
+                &format!("create failed: {e}"),
+            )?;
+            return Err(e);
+        }
+        Ok(Created {
+            server: self.store.server(&id)?,
+            password: SecretString::new(password),
+        })
+    }
+}
+
+fn describe(server: &ServerRecord, nodes: &[ServerRecord]) -> String {
+    format!(
+        "highly available: {} nodes ({}), each with its own DEK, wrapped by {}",
+        nodes.len(),
+        nodes
+            .iter()
+            .filter_map(|n| n
+                .node_of
+                .as_ref()
+                .map(|p| format!("{} on {}:{}", n.name, p.address, n.port)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        nodes
+            .iter()
+            .map(|n| n.wrapped_dek.kek.to_string())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    ) + match &server.encryption {
+        Encryption::ServiceManaged => "; service-managed key",
+        Encryption::CustomerManaged { .. } => "; customer-managed key",
+    }
+}

@@ -1,0 +1,220 @@
+//! Highly available servers with real parts: `pgcmk vault serve`, `pgcmk serve`
+//! with its 3-member etcd cluster, two node agents per server on 127.0.0.2 and
+//! 127.0.0.3, each with its own cryptfs mount over /dev/fuse and its own DEK, and
+//! Patroni running PostgreSQL 15 on each (docs/high-availability.md).
+//!
+//! - Kill -9 of the primary node (agent, Patroni, PostgreSQL) three times in a
+//!   row, the other node primary each time, while a client inserts: every
+//!   acknowledged insert is there afterwards, and `pg_amcheck` finds every node
+//!   clean, and the rejoined standby replicates over TLS. The node is frozen (SIGSTOP) until the standby took over, then killed:
+//!   a host that went away, not one whose processes come back within Patroni's
+//!   leader TTL (then its Patroni still holds the leader lock and resumes as the
+//!   primary, which `a_killed_primary_that_comes_back_at_once_serves_again` shows).
+//! - The key governs every node: revoking the identity's access takes both nodes
+//!   Inaccessible (connections refused); granting it back brings both Ready with
+//!   one primary, no operator; a rotation re-wraps each node's own DEK.
+//! - A marker inserted on the primary is in no byte of either node's disk, nor
+//!   in etcd's data directory.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pgcmk_testkit::shared::{Held, Shared};
+use pgcmk_testkit::wait::wait_for;
+use support::ha::{crash, lose_primary, lost, node_processes, AckedInserts, HaServer, Rejoins};
+use support::*;
+
+/// Key check interval for the tests (seconds).
+const INTERVAL: u64 = 2;
+/// How long a node may take to come back and catch up after a crash.
+const REJOIN: Duration = Duration::from_secs(90);
+
+fn shared_stack() -> Held<Stack> {
+    static STACK: Shared<Stack> = Shared::new();
+    STACK.get(|| Stack::start(INTERVAL, 30, None))
+}
+
+#[test]
+fn three_primary_crashes_lose_no_acknowledged_commit() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-crash", &[]);
+    server
+        .sql("CREATE TABLE acked (id int PRIMARY KEY)")
+        .unwrap();
+    let (mut primary, _) = server.wait_healthy(cp, REJOIN);
+    let inserts = AckedInserts::start(&server, "acked");
+    for round in 1..=3 {
+        let (took, (new_primary, standby)) = lose_primary(cp, &server, &primary, &inserts, REJOIN);
+        eprintln!(
+            "round {round}: {} down; first insert acknowledged after {took:?}",
+            primary.name
+        );
+        assert_ne!(new_primary.name, primary.name, "the other node took over");
+        assert_eq!(standby.name, primary.name, "the node rejoined as standby");
+        primary = new_primary;
+    }
+    let acked = inserts.finish();
+    let lost = lost(&server, "acked", &acked);
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    eprintln!("{} acknowledged inserts, none lost", acked.len());
+
+    server
+        .sql("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .unwrap();
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    // The rejoined standby replicates over TLS.
+    let tls = server
+        .sql_on(
+            &primary,
+            "SELECT s.ssl, s.version FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+        )
+        .unwrap();
+    assert!(
+        tls.starts_with("t|TLSv1."),
+        "replication without TLS: {tls}"
+    );
+    // How the crashed primaries came back (pg_rewind on cryptfs, or a new clone).
+    eprintln!("{:?}", Rejoins::of(&server.nodes(cp)));
+    wait_for("the extension replicated", Duration::from_secs(30), || {
+        server
+            .sql_on(
+                &standby,
+                "SELECT 1 FROM pg_extension WHERE extname = 'amcheck'",
+            )
+            .is_ok_and(|r| r == "1")
+    });
+    for node in [&primary, &standby] {
+        let out = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_amcheck")
+            .arg(format!("--maintenance-db={}", server.uri_of(node)))
+            .args(["--all", "--heapallindexed"])
+            .env("PGPASSWORD", &server.password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_amcheck on {}: {}{}",
+            node.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_killed_primary_that_comes_back_at_once_serves_again() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-kill", &[]);
+    server.sql("CREATE TABLE t (v int)").unwrap();
+    let (primary, _) = server.wait_healthy(cp, REJOIN);
+    let killed_at = Instant::now();
+    crash(&node_processes(&primary.dir));
+    let took = wait_for("a write acknowledged again", REJOIN, || {
+        server.sql("INSERT INTO t VALUES (1)").is_ok()
+    });
+    eprintln!("kill -9 of {} -> writes again after {took:?}", primary.name);
+    let _ = killed_at;
+    server.wait_healthy(cp, REJOIN);
+}
+
+#[test]
+fn the_key_governs_every_node() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
+    let key = vault.customer_key("ha-revoke");
+    let credential = key.identity.credential_file.to_str().unwrap().to_string();
+    let key_url = versionless(&key.kid);
+    let server = HaServer::create(
+        cp,
+        "ha-revoke",
+        &[
+            "--identity",
+            &key.identity.name,
+            "--identity-credential-file",
+            &credential,
+            "--key",
+            &key_url,
+        ],
+    );
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    server.sql("CREATE TABLE t AS SELECT 7 AS v").unwrap();
+
+    vault.revoke(&key.vault, &key.identity);
+    let took = wait_for(
+        "both nodes Inaccessible and refusing connections",
+        Duration::from_secs(3 * INTERVAL + 20),
+        || {
+            let nodes = server.nodes(cp);
+            nodes.iter().all(|n| n.state == "Inaccessible")
+                && nodes.iter().all(|n| server.sql_on(n, "SELECT 1").is_err())
+        },
+    );
+    eprintln!("revoke -> every node Inaccessible in {took:?}");
+    assert_eq!(cp.state("ha-revoke").0, "Inaccessible");
+    server.sql("SELECT 1").unwrap_err();
+
+    vault.grant(&key.vault, &key.identity, &["get", "wrapKey", "unwrapKey"]);
+    let took = wait_for("a primary again", REJOIN, || {
+        server.sql("SELECT v FROM t").is_ok_and(|v| v == "7")
+    });
+    eprintln!("grant -> writable primary in {took:?}");
+    let (again, standby_again) = server.wait_healthy(cp, REJOIN);
+    let primaries = server
+        .nodes(cp)
+        .iter()
+        .filter(|n| n.role.as_deref() == Some("leader"))
+        .count();
+    assert_eq!(primaries, 1);
+    assert_eq!(cp.state("ha-revoke").0, "Ready");
+    let _ = (primary, standby, again, standby_again);
+
+    let rotated = vault.rotate(&key);
+    let took = wait_for(
+        "every node's DEK re-wrapped by the new version",
+        Duration::from_secs(3 * INTERVAL + 20),
+        || {
+            let show = cp.server(&["show", "ha-revoke"]);
+            show["nodes"]
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().all(|n| n["wrapped_by"] == rotated.as_str()))
+        },
+    );
+    eprintln!("rotate -> both nodes re-wrapped in {took:?}");
+    let show = cp.server(&["show", "ha-revoke"]);
+    assert_eq!(show["server"]["wrapped_dek"]["kek"], rotated.as_str());
+}
+
+#[test]
+fn a_marker_reaches_no_node_disk_nor_etcd() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-marker", &[]);
+    let marker = "pgcmk-ha-marker-5f1d9c";
+    server
+        .sql(&format!(
+            "CREATE TABLE m (v text); INSERT INTO m SELECT '{marker}' FROM generate_series(1, 200); CHECKPOINT"
+        ))
+        .unwrap();
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    wait_for("the marker on the standby", Duration::from_secs(30), || {
+        server
+            .sql_on(&standby, "SELECT count(*) FROM m")
+            .is_ok_and(|c| c == "200")
+    });
+    // The standby's restartpoint puts it in its data files, not only its WAL.
+    server.sql_on(&standby, "CHECKPOINT").unwrap();
+    for node in [&primary, &standby] {
+        let leaks = files_containing(&node.dir, marker.as_bytes(), &node.dir.join("mnt"));
+        assert!(
+            leaks.is_empty(),
+            "'{marker}' on {}'s disk: {leaks:?}",
+            node.name
+        );
+    }
+    let etcd = cp.state_dir.join("etcd");
+    assert!(etcd.join("m1").is_dir(), "the local etcd cluster runs");
+    let leaks = files_containing(&etcd, marker.as_bytes(), &etcd.join("none"));
+    assert!(leaks.is_empty(), "'{marker}' in etcd's data: {leaks:?}");
+}
