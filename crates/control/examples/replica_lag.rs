@@ -14,6 +14,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::cpu::machine_cpu;
 use support::*;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -31,21 +32,6 @@ fn parse_args() -> (u32, u32) {
         }
     }
     (scale, secs)
-}
-
-/// CPU seconds (user + nice + system) the whole machine spent so far.
-fn machine_cpu() -> f64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap();
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .skip(1)
-        .take(3)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    fields.iter().sum::<f64>() / 100.0
 }
 
 fn pgbench(server: &Created, args: &[&str]) -> Command {

@@ -10,6 +10,7 @@
 //! start: a SoftHSM process sees the tokens that existed when it initialized.
 
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
@@ -33,6 +34,37 @@ pub struct SoftHsm {
     dir: tempfile::TempDir,
     /// Held from login to logout: this process's sessions share one login state.
     busy: std::sync::Mutex<()>,
+    /// The last field: let go after [`Drop`] has finalized the module.
+    _turn: Turn,
+}
+
+/// Whether a [`SoftHsm`] of this process is in use.
+static IN_USE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+/// Signalled when a [`Turn`] ends.
+static TURN_ENDED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// This process's one store at a time: a test that starts a store while a shared
+/// fixture's store is still being dropped waits for it instead of initializing the
+/// module a second time (`CKR_CRYPTOKI_ALREADY_INITIALIZED`). Ends when dropped,
+/// also when a start fails half-way.
+struct Turn;
+
+impl Turn {
+    fn take() -> Self {
+        let in_use = IN_USE.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut in_use = TURN_ENDED
+            .wait_while(in_use, |in_use| *in_use)
+            .unwrap_or_else(PoisonError::into_inner);
+        *in_use = true;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *IN_USE.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        TURN_ENDED.notify_all();
+    }
 }
 
 impl SoftHsm {
@@ -43,6 +75,7 @@ impl SoftHsm {
             Path::new(MODULE).is_file(),
             "{MODULE} is missing: scripts/setup installs softhsm2"
         );
+        let turn = Turn::take();
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("tokens");
         std::fs::create_dir(&store).unwrap();
@@ -67,6 +100,7 @@ impl SoftHsm {
             context,
             dir,
             busy: std::sync::Mutex::default(),
+            _turn: turn,
         };
         for label in tokens {
             hsm.init_token(label, user_pin);

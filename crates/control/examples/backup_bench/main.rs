@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use archive_lag::Lag;
 use plain::{as_postgres, chown_postgres, Plain};
 use support::backups::*;
+use support::cpu::machine_cpu;
 use support::*;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -129,21 +130,6 @@ fn pgbench(port: u64, password: &str, args: &[&str]) -> String {
             .join("\n")
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// CPU seconds (user + nice + system) the whole machine spent so far.
-fn machine_cpu() -> f64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap();
-    let f: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .skip(1)
-        .take(3)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    f.iter().sum::<f64>() / 100.0
 }
 
 fn row(what: &str, bytes: u64, wall: f64, cpu: String) {

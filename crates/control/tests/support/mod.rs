@@ -6,6 +6,7 @@
 #![allow(dead_code)] // Each test binary uses a different part.
 
 pub mod backups;
+pub mod cpu;
 pub mod ha;
 pub mod regress;
 
