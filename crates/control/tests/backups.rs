@@ -200,9 +200,25 @@ fn verify_names_a_flipped_byte_in_a_backup_file_and_in_an_archived_segment() {
     assert_eq!(clean["valid"], true, "{clean}");
 
     let files = files_under(&repository(&s));
-    let backup_file = files
+    // A file of the newest backup (labels sort by time), which a restore of the
+    // latest state reads; an older backup's copy of a file changed since is not read.
+    let label = |f: &PathBuf| {
+        let path = f.to_string_lossy();
+        let before = path
+            .split("/pg_data/")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        before.rsplit('/').next().unwrap_or_default().to_string()
+    };
+    let in_backups: Vec<&PathBuf> = files
         .iter()
         .filter(|f| f.to_string_lossy().contains("/pg_data/base/"))
+        .collect();
+    let newest = in_backups.iter().map(|f| label(f)).max().unwrap();
+    let backup_file = *in_backups
+        .iter()
+        .filter(|f| label(f) == newest)
         .max_by_key(|f| fs::metadata(f).unwrap().len())
         .unwrap();
     let segment = files
@@ -249,8 +265,13 @@ fn verify_names_a_flipped_byte_in_a_backup_file_and_in_an_archived_segment() {
             "latest",
         ])
         .unwrap_err();
+    // pgBackRest refuses the damaged backup file when it restores it; when it does
+    // not read that file (CI saw one run where the restore of the files passed),
+    // PostgreSQL stops at the damaged segment during recovery. Either way the
+    // restore fails, names why, and the half-made server is removed.
     assert!(
-        err.contains("pgbackrest restore") && err.contains("failed"),
+        (err.contains("pgbackrest restore") && err.contains("failed"))
+            || err.contains("postgres exited during startup"),
         "{err}"
     );
     assert!(stack.cp.try_server(&["show", "bk-damage-copy"]).is_err());

@@ -1046,12 +1046,19 @@ pub fn files_containing(dir: &Path, needle: &[u8], skip: &Path) -> Vec<PathBuf> 
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
+        // What a running service removes meanwhile (a lock, a spool file, a
+        // directory) is passed over: it is not on the disk any more.
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
             if path == skip {
                 continue;
             }
-            let meta = fs::symlink_metadata(&path).unwrap();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
             if meta.is_dir() {
                 stack.push(path);
             } else if meta.is_file() {
