@@ -35,6 +35,7 @@ use crate::error::IoContext;
 use crate::key_watch::KeyWatch;
 use crate::memory;
 use crate::monitor::{Action, MonitorConfig};
+use crate::patroni::access::PatroniAccess;
 use crate::provision;
 use crate::report::{Activity, Reporter};
 use crate::serving::{Serving, RETRY_CAP, RETRY_FIRST};
@@ -115,6 +116,11 @@ pub fn run(
     let replication_password = handshake.replication_password;
     let requests = Requests::listen()?;
     let mut config: AgentConfig = read_json(&dir.agent_config())?;
+    let patroni_access = config
+        .ha
+        .as_ref()
+        .map(|_| PatroniAccess::from_handshake(handshake.etcd_tls, handshake.patroni_api_password))
+        .transpose()?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
     let new_server = match (handshake.initial_password, dir.is_provisioned()) {
         (Some(password), false) => Some(password),
@@ -218,6 +224,9 @@ pub fn run(
                             unlock(dir, &config, kek.as_ref(), d, keys).and_then(|mut s| {
                                 s.listen(dir, &config, tls.as_ref())?;
                                 s.stream(dir, &config, replication_password.as_ref())?;
+                                if let Some(access) = &patroni_access {
+                                    access.install(dir, s.pg.install().user())?;
+                                }
                                 Ok(s)
                             })
                         }) {

@@ -18,6 +18,7 @@ mod dba_client;
 mod demo;
 mod docs_cmds;
 mod error;
+mod etcd_tls_args;
 mod fs_cmds;
 mod geo_backup_args;
 mod logging;

@@ -17,6 +17,7 @@ use pgcmk_keyprovider::KeyReference;
 
 use crate::backup_store_args::BackupStoreArgs;
 use crate::error::CliError;
+use crate::etcd_tls_args::EtcdTlsArgs;
 use crate::logging::{self, LogFormat};
 use crate::observability_args::ObservabilityArgs;
 
@@ -73,6 +74,8 @@ pub struct ServeArgs {
     /// 3-member cluster the control plane runs on loopback (docs/high-availability.md).
     #[arg(long, value_name = "URL,...", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -130,6 +133,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         backup_store,
         backup_store_key,
+        etcd_tls: args.etcd_tls.given(&args.etcd_endpoints)?,
         etcd_endpoints: (!args.etcd_endpoints.is_empty()).then_some(args.etcd_endpoints),
     };
     let runtime = tokio::runtime::Runtime::new()?;

@@ -143,6 +143,7 @@ impl PlainPair {
                 etcd_endpoints: etcd_endpoints.clone(),
                 // No TLS on the plain pair: no CA to verify against.
                 ca_file: PathBuf::new(),
+                etcd_ca_file: None,
             };
             let port = free_port();
             let places = NodePlaces {

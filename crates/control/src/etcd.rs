@@ -10,7 +10,11 @@
 //! cluster (and the leader locks of the servers' primaries) outlives it.
 //!
 //! etcd holds no key and no data: Patroni keeps there the cluster's leader lock,
-//! the members' addresses and roles, and its dynamic configuration.
+//! the members' addresses and roles, and its dynamic configuration. Whoever can
+//! write there can move a server's primary, so the members speak TLS only, with
+//! certificates of the etcd CA, and require one from every client
+//! ([`crate::etcd_tls`]). A member's key is made at each of its starts and kept
+//! in a directory on tmpfs (`/dev/shm/pgcmk-etcd-*`, 0700), never on the disk.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +28,7 @@ use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use serde::{Deserialize, Serialize};
 
 use crate::error::IoContext;
+use crate::etcd_tls::EtcdCa;
 use crate::supervisor::AgentProcess;
 use crate::Error;
 
@@ -33,6 +38,8 @@ const ETCD: &str = "/usr/bin/etcd";
 const MEMBERS: usize = 3;
 const RESTART_FIRST: Duration = Duration::from_secs(1);
 const RESTART_CAP: Duration = Duration::from_secs(30);
+/// Where the members' keys are kept while they run: memory, not the disk.
+const KEYS_ROOT: &str = "/dev/shm";
 
 /// Where the cluster is kept, and what it is.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,6 +47,11 @@ struct ClusterLayout {
     /// Names the cluster for its members (`--initial-cluster-token`).
     token: String,
     members: Vec<MemberPorts>,
+    /// Where the members' certificates and keys are written at their starts (on
+    /// tmpfs). `None`: a cluster made before etcd spoke TLS, which keeps speaking
+    /// plaintext (its members know each other by `http://` peer URLs).
+    #[serde(default)]
+    keys_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,8 +105,11 @@ impl EtcdCluster {
             .map(|l| l.local_addr().map(|a| a.port()))
             .collect::<Result<Vec<_>, _>>()
             .ctx(|| "finding free ports for etcd")?;
+        let suffix: [u8; 16] = pgcmk_crypto::random::array()?;
+        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
         let layout = ClusterLayout {
             token: format!("pgcmk-{}", std::process::id()),
+            keys_dir: Some(Path::new(KEYS_ROOT).join(format!("pgcmk-etcd-{suffix}"))),
             members: (0..MEMBERS)
                 .map(|i| MemberPorts {
                     name: format!("m{}", i + 1),
@@ -126,18 +141,27 @@ impl EtcdCluster {
         }
     }
 
-    /// The client endpoints (`http://127.0.0.1:PORT`).
+    /// The client endpoints (`https://127.0.0.1:PORT`).
     pub fn endpoints(&self) -> Vec<String> {
         self.layout
             .members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect()
     }
 
+    /// `https`, or `http` for a cluster made before etcd spoke TLS.
+    fn scheme(&self) -> &'static str {
+        match self.layout.keys_dir {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+
     /// One supervision pass at `now`: re-attaches to members still running from an
-    /// earlier control plane, notices the ones that died, and starts those due.
-    pub fn supervise(&mut self, now: Instant) {
+    /// earlier control plane, notices the ones that died, and starts those due
+    /// with new certificates of `ca`.
+    pub fn supervise(&mut self, now: Instant, ca: &EtcdCa) {
         for i in 0..self.members.len() {
             let data_dir = self.data_dir(&self.members[i].ports);
             let pid_file = self.pid_file(&self.members[i].ports);
@@ -162,7 +186,7 @@ impl EtcdCluster {
                 member.restart_at = None;
                 continue;
             }
-            match self.spawn(i) {
+            match self.spawn(i, ca) {
                 Ok(process) => {
                     let member = &mut self.members[i];
                     member.process = Some(process);
@@ -197,17 +221,29 @@ impl EtcdCluster {
     }
 
     /// Starts member `i`, its output in `STATE/etcd/mN.log`.
-    fn spawn(&self, i: usize) -> Result<AgentProcess, Error> {
+    fn spawn(&self, i: usize, ca: &EtcdCa) -> Result<AgentProcess, Error> {
         let m = &self.layout.members[i];
+        let scheme = self.scheme();
         let peers = self
             .layout
             .members
             .iter()
-            .map(|p| format!("{}=http://127.0.0.1:{}", p.name, p.peer_port))
+            .map(|p| format!("{}={scheme}://127.0.0.1:{}", p.name, p.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
+        let peer = format!("{scheme}://127.0.0.1:{}", m.peer_port);
+        let tls = match &self.layout.keys_dir {
+            Some(dir) => member_tls(dir, &m.name, ca)?,
+            None => {
+                tracing::warn!(
+                    member = %m.name,
+                    "this etcd cluster was made before etcd spoke TLS: it runs in plaintext \
+                     (docs/high-availability.md says how to replace it)"
+                );
+                Vec::new()
+            }
+        };
         let log_path = self.dir.join(format!("{}.log", m.name));
         let log = fs::OpenOptions::new()
             .create(true)
@@ -227,6 +263,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &peers])
             .args(["--initial-cluster-token", &self.layout.token])
             .args(["--initial-cluster-state", "new"])
+            .args(tls)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(log)
@@ -238,8 +275,12 @@ impl EtcdCluster {
         Ok(AgentProcess::spawned(child, String::new()))
     }
 
-    /// Stops every member (SIGTERM) and waits for them to exit.
+    /// Stops every member (SIGTERM), waits for them to exit, and removes their
+    /// keys.
     pub fn stop(&mut self) {
+        if let Some(dir) = &self.layout.keys_dir {
+            let _ = fs::remove_dir_all(dir);
+        }
         for member in &mut self.members {
             if let Some(mut process) = member.process.take() {
                 let _ = signal(process.pid(), AgentSignal::Stop);
@@ -264,4 +305,33 @@ pub fn running_member(pid_file: &Path, data_dir: &Path) -> Option<u32> {
         .windows(2)
         .any(|w| w[0] == b"--data-dir" && w[1] == data_dir.as_os_str().as_encoded_bytes());
     (ours && pgcmk_agent::contract::invocation::is_running(pid)).then_some(pid)
+}
+
+/// Writes member `name`'s new certificate and key into `dir` (tmpfs, 0700) and
+/// returns etcd's TLS flags for them: TLS on the client and peer URLs, a
+/// certificate of `ca` required from clients and peers alike.
+fn member_tls(dir: &Path, name: &str, ca: &EtcdCa) -> Result<Vec<std::ffi::OsString>, Error> {
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .ctx(|| format!("setting permissions of {}", dir.display()))?;
+    let issued = ca.member(name)?;
+    let certificate = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    pgcmk_hostkeys::files::write_atomic(&certificate, issued.certificate_pem.as_bytes(), 0o644)?;
+    pgcmk_hostkeys::files::write_atomic(&key, issued.key_pem.expose_secret(), 0o600)?;
+    let mut flags = Vec::new();
+    for (flag, file) in [
+        ("--cert-file", &certificate),
+        ("--key-file", &key),
+        ("--trusted-ca-file", &ca.file().to_path_buf()),
+        ("--peer-cert-file", &certificate),
+        ("--peer-key-file", &key),
+        ("--peer-trusted-ca-file", &ca.file().to_path_buf()),
+    ] {
+        flags.push(flag.into());
+        flags.push(file.clone().into_os_string());
+    }
+    flags.push("--client-cert-auth".into());
+    flags.push("--peer-client-cert-auth".into());
+    Ok(flags)
 }

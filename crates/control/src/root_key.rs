@@ -43,6 +43,8 @@ pub struct ControlKeys {
     pub tls: Sealer,
     /// Seals the servers CA's key in the state store ([`crate::servers_ca`]).
     pub servers_ca: Sealer,
+    /// Seals the etcd CA's key in the state store ([`crate::etcd_tls`]).
+    pub etcd_ca: Sealer,
 }
 
 impl ControlKeys {
@@ -72,6 +74,7 @@ impl ControlKeys {
             identity_secrets: IdentitySecrets { sealer },
             tls: Sealer::new(&derive(b"tls-server-key-seal")?)?,
             servers_ca: Sealer::new(&derive(b"servers-ca-key-seal")?)?,
+            etcd_ca: Sealer::new(&derive(b"etcd-ca-key-seal")?)?,
         })
     }
 }

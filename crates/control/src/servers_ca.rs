@@ -44,23 +44,14 @@ impl ServersCa {
     /// Loads the servers CA, creating it on first start, and writes its
     /// certificate to `STATE/servers-ca.pem`.
     pub fn open(state_dir: &Path, store: &Store, sealer: Sealer) -> Result<Self, Error> {
-        let corrupt = |source| {
-            Error::Store(StoreError::Codec {
-                what: "the servers CA is corrupt",
-                source,
-            })
-        };
-        let ca = match store.setting(SERVERS_CA)? {
-            Some(json) => serde_json::from_slice::<IssuingCa>(&json).map_err(corrupt)?,
-            None => {
-                let ca = IssuingCa::generate("pgcmk servers CA", &sealer)?;
-                let json = serde_json::to_vec(&ca).map_err(corrupt)?;
-                store.put_settings(&[(SERVERS_CA, &json)])?;
-                ca
-            }
-        };
         let file = state_dir.join(SERVERS_CA_FILE);
-        pgcmk_hostkeys::files::write_atomic(&file, ca.ca_pem()?.as_bytes(), 0o644)?;
+        let ca = stored_ca(
+            store,
+            (SERVERS_CA, "pgcmk servers CA"),
+            "the servers CA is corrupt",
+            &sealer,
+            &file,
+        )?;
         Ok(Self { ca, sealer, file })
     }
 
@@ -91,4 +82,33 @@ impl ServersCa {
             key_pem: issued.key_pem,
         })
     }
+}
+
+/// The CA kept in the store's setting `setting`, generated (named `common_name`,
+/// its key sealed with `sealer`) when there is none; its certificate is written to
+/// `file` (0644: it is public). `corrupt` says what is wrong when it does not decode.
+pub(crate) fn stored_ca(
+    store: &Store,
+    (setting, common_name): (&str, &str),
+    corrupt: &'static str,
+    sealer: &Sealer,
+    file: &Path,
+) -> Result<IssuingCa, Error> {
+    let corrupt = |source| {
+        Error::Store(StoreError::Codec {
+            what: corrupt,
+            source,
+        })
+    };
+    let ca = match store.setting(setting)? {
+        Some(json) => serde_json::from_slice::<IssuingCa>(&json).map_err(corrupt)?,
+        None => {
+            let ca = IssuingCa::generate(common_name, sealer)?;
+            let json = serde_json::to_vec(&ca).map_err(corrupt)?;
+            store.put_settings(&[(setting, &json)])?;
+            ca
+        }
+    };
+    pgcmk_hostkeys::files::write_atomic(file, ca.ca_pem()?.as_bytes(), 0o644)?;
+    Ok(ca)
 }

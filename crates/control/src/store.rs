@@ -34,6 +34,12 @@ pub fn replication_owner(id: &str) -> String {
     format!("{id}/replication")
 }
 
+/// The owner under which the sealed password of highly available server `id`'s
+/// Patroni REST API (which guards its unsafe endpoints) is stored.
+pub fn patroni_api_owner(id: &str) -> String {
+    format!("{id}/patroni-api")
+}
+
 fn store_err(e: impl Into<redb::Error>) -> Error {
     Error::Store(StoreError::from(e.into()))
 }
@@ -153,11 +159,12 @@ impl Store {
         })
     }
 
-    /// Removes server `id` and its identities' sealed secrets, and its replication
-    /// role's password (its events stay in the trail).
+    /// Removes server `id` and its identities' sealed secrets, its replication
+    /// role's password and its Patroni REST API's (its events stay in the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {
         let geo = geo_owner(id);
         let replication = replication_owner(id);
+        let patroni_api = patroni_api_owner(id);
         self.with(|db| {
             let tx = db.begin_write().map_err(store_err)?;
             for (table, key) in [
@@ -165,6 +172,7 @@ impl Store {
                 (IDENTITY_SECRETS, id),
                 (IDENTITY_SECRETS, geo.as_str()),
                 (IDENTITY_SECRETS, replication.as_str()),
+                (IDENTITY_SECRETS, patroni_api.as_str()),
             ] {
                 tx.open_table(table)
                     .map_err(store_err)?

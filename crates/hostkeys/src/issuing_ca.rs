@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::SecretBytes;
-use rcgen::{Issuer, KeyPair};
+use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use zeroize::Zeroizing;
 
 use crate::local_ca::{ca_params, decode, pem_certificate, server_params, tls_err};
@@ -31,6 +31,19 @@ pub struct IssuingCa {
     common_name: String,
     ca_der: String,
     sealed_key: String,
+}
+
+/// What an issued certificate is for: its extended key usages. A client of a
+/// service that requires client certificates (etcd's `--client-cert-auth`) accepts
+/// only certificates that say `Client`; a server certificate cannot be used as one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateUse {
+    /// A TLS server (PostgreSQL, an etcd member's client URL).
+    Server,
+    /// A TLS client (Patroni and the control plane towards etcd).
+    Client,
+    /// Both, for the two ends of a connection between peers (etcd members).
+    Peer,
 }
 
 /// A certificate issued for one node, and its private key (PEM, PKCS#8).
@@ -79,6 +92,18 @@ impl IssuingCa {
         names: &[String],
         lifetime: Duration,
     ) -> Result<IssuedCertificate, Error> {
+        self.issue_for(CertificateUse::Server, sealer, common_name, names, lifetime)
+    }
+
+    /// [`IssuingCa::issue`] for `usage`.
+    pub fn issue_for(
+        &self,
+        usage: CertificateUse,
+        sealer: &Sealer,
+        common_name: &str,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<IssuedCertificate, Error> {
         let ca_key = sealer
             .open(SEAL_AAD, &decode(&self.sealed_key)?)
             .map_err(|_| {
@@ -96,6 +121,14 @@ impl IssuingCa {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + lifetime;
+        params.extended_key_usages = match usage {
+            CertificateUse::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            CertificateUse::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            CertificateUse::Peer => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
         let cert = params.signed_by(&key, &issuer).map_err(tls_err)?;
         Ok(IssuedCertificate {
             certificate_pem: cert.pem(),

@@ -22,4 +22,10 @@ pub struct HaNode {
     /// replication and rewind connections to the other nodes verify their
     /// certificates against it (`sslmode=verify-full`).
     pub ca_file: std::path::PathBuf,
+    /// The etcd cluster's CA certificate (PEM file, readable by the PostgreSQL
+    /// user): Patroni verifies the members by it, and shows them the client
+    /// certificate the start-up handshake brought (`etcd_certificate`). `None` on
+    /// nodes made before etcd spoke TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca_file: Option<std::path::PathBuf>,
 }

@@ -37,6 +37,14 @@
 //!   for this start, and its private key (PEM); the agent keeps the key on the
 //!   encrypted volume only (`docs/tls.md`). Without them PostgreSQL listens on
 //!   its Unix socket only.
+//! - `etcd_certificate` and `etcd_key` (optional, version 2, both or neither): for
+//!   a node of a highly available server, the client certificate (PEM) and key its
+//!   Patroni shows the etcd cluster, which refuses clients without one; kept on the
+//!   encrypted volume only (`docs/high-availability.md`).
+//! - `patroni_api_password` (optional, version 2): for a node of a highly available
+//!   server, at every start, the password Patroni's REST API asks for its unsafe
+//!   endpoints (switchover, failover, restart, reload, configuration); a node
+//!   refuses to run Patroni without it.
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -76,6 +84,10 @@ pub struct Handshake {
     pub replication_password: Option<SecretBytes>,
     /// The node's TLS server certificate and key for this start.
     pub tls: Option<NodeTls>,
+    /// A highly available node's client certificate and key towards etcd.
+    pub etcd_tls: Option<NodeTls>,
+    /// A highly available node's Patroni REST API password.
+    pub patroni_api_password: Option<SecretBytes>,
 }
 
 /// A node's TLS server certificate and its private key, as handed to its agent.
@@ -108,6 +120,8 @@ impl Handshake {
             storage_key: None,
             replication_password: None,
             tls: None,
+            etcd_tls: None,
+            patroni_api_password: None,
         }
     }
 }
@@ -141,6 +155,11 @@ impl std::fmt::Debug for Handshake {
                 &self.replication_password.as_ref().map(|_| "REDACTED"),
             )
             .field("tls", &self.tls)
+            .field("etcd_tls", &self.etcd_tls)
+            .field(
+                "patroni_api_password",
+                &self.patroni_api_password.as_ref().map(|_| "REDACTED"),
+            )
             .finish()
     }
 }
@@ -196,8 +215,11 @@ pub enum HandshakeError {
         /// The version that came.
         found: u32,
     },
-    /// Only one of the TLS certificate and its key came.
-    #[error("the handshake has {0} without the other: send tls_certificate and tls_key together")]
+    /// Only one of a certificate and its key came.
+    #[error(
+        "the handshake has {0} without the other: send tls_certificate and tls_key (and \
+         etcd_certificate and etcd_key) together"
+    )]
     HalfTls(&'static str),
     /// The identity secret is empty.
     #[error("the handshake on stdin has an empty identity_secret")]
@@ -233,6 +255,12 @@ struct Wire<'a> {
     tls_certificate: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     tls_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    etcd_certificate: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    etcd_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    patroni_api_password: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -267,6 +295,22 @@ fn secret_of(text: Cow<'_, str>) -> SecretBytes {
     SecretBytes::new(text.into_owned().into_bytes())
 }
 
+/// A certificate and its key from the wire fields `names`: both or neither.
+fn node_tls(
+    fields: (Option<Cow<'_, str>>, Option<Cow<'_, str>>),
+    names: (&'static str, &'static str),
+) -> Result<Option<NodeTls>, HandshakeError> {
+    match fields {
+        (Some(certificate), Some(key)) => Ok(Some(NodeTls {
+            certificate_pem: certificate.into_owned(),
+            key_pem: secret_of(key),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(HandshakeError::HalfTls(names.0)),
+        (None, Some(_)) => Err(HandshakeError::HalfTls(names.1)),
+    }
+}
+
 impl Handshake {
     /// Reads a handshake from `input` to its end.
     pub fn read(input: impl Read) -> Result<Self, HandshakeError> {
@@ -298,6 +342,9 @@ impl Handshake {
             ("replication_password", wire.replication_password.is_some()),
             ("tls_certificate", wire.tls_certificate.is_some()),
             ("tls_key", wire.tls_key.is_some()),
+            ("etcd_certificate", wire.etcd_certificate.is_some()),
+            ("etcd_key", wire.etcd_key.is_some()),
+            ("patroni_api_password", wire.patroni_api_password.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -311,18 +358,19 @@ impl Handshake {
         if identity_secret.expose_secret().trim_ascii().is_empty() {
             return Err(HandshakeError::NoIdentitySecret);
         }
-        let tls = match (wire.tls_certificate, wire.tls_key) {
-            (Some(certificate), Some(key)) => Some(NodeTls {
-                certificate_pem: certificate.into_owned(),
-                key_pem: secret_of(key),
-            }),
-            (None, None) => None,
-            (Some(_), None) => return Err(HandshakeError::HalfTls("tls_certificate")),
-            (None, Some(_)) => return Err(HandshakeError::HalfTls("tls_key")),
-        };
+        let tls = node_tls(
+            (wire.tls_certificate, wire.tls_key),
+            ("tls_certificate", "tls_key"),
+        )?;
+        let etcd_tls = node_tls(
+            (wire.etcd_certificate, wire.etcd_key),
+            ("etcd_certificate", "etcd_key"),
+        )?;
         Ok(Self {
             identity_secret,
             tls,
+            etcd_tls,
+            patroni_api_password: wire.patroni_api_password.map(secret_of),
             replication_password: wire.replication_password.map(secret_of),
             initial_password: wire.initial_password.map(secret_of),
             new_password: wire.new_password.map(secret_of),
@@ -358,8 +406,26 @@ impl Handshake {
                 .as_ref()
                 .map(|t| text_of("TLS key", &t.key_pem).map(Cow::Borrowed))
                 .transpose()?,
+            etcd_certificate: self
+                .etcd_tls
+                .as_ref()
+                .map(|t| Cow::Borrowed(t.certificate_pem.as_str())),
+            etcd_key: self
+                .etcd_tls
+                .as_ref()
+                .map(|t| text_of("etcd client key", &t.key_pem).map(Cow::Borrowed))
+                .transpose()?,
+            patroni_api_password: optional_text(
+                "Patroni REST API password",
+                &self.patroni_api_password,
+            )?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
+        let pem_len = |t: &Option<NodeTls>| {
+            t.as_ref().map_or(0, |t| {
+                2 * (t.certificate_pem.len() + t.key_pem.expose_secret().len())
+            })
+        };
         let mut bytes = Vec::with_capacity(
             256 + 2 * self.identity_secret.expose_secret().len()
                 + len(&self.initial_password)
@@ -368,9 +434,9 @@ impl Handshake {
                 + len(&self.geo_identity_secret)
                 + len(&self.storage_key)
                 + len(&self.replication_password)
-                + self.tls.as_ref().map_or(0, |t| {
-                    2 * (t.certificate_pem.len() + t.key_pem.expose_secret().len())
-                }),
+                + len(&self.patroni_api_password)
+                + pem_len(&self.tls)
+                + pem_len(&self.etcd_tls),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
         let bytes = SecretBytes::new(bytes);
@@ -408,6 +474,12 @@ mod tests {
                     certificate_pem: "-----BEGIN CERTIFICATE-----\nMII\n".into(),
                     key_pem: SecretBytes::new(format!("key-{p}").into_bytes()),
                 }),
+                etcd_tls: password.map(|p| NodeTls {
+                    certificate_pem: "etcd-cert".into(),
+                    key_pem: SecretBytes::new(format!("etcd-key-{p}").into_bytes()),
+                }),
+                patroni_api_password: password
+                    .map(|p| SecretBytes::new(format!("patroni-{p}").into_bytes())),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();
@@ -448,6 +520,19 @@ mod tests {
                     "-----BEGIN CERTIFICATE-----\nMII\n",
                     format!("key-{p}").into_bytes()
                 ))
+            );
+            assert_eq!(
+                got.etcd_tls.as_ref().map(|t| (
+                    t.certificate_pem.as_str(),
+                    t.key_pem.expose_secret().to_vec()
+                )),
+                password.map(|p| ("etcd-cert", format!("etcd-key-{p}").into_bytes()))
+            );
+            assert_eq!(
+                got.patroni_api_password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("patroni-{p}").into_bytes())
             );
         }
     }

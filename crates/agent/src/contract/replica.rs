@@ -3,7 +3,7 @@
 //! is verified against. The role's password comes in the start-up handshake
 //! (`replication_password`) and is kept on the replica's encrypted volume only.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -25,4 +25,10 @@ pub struct ReplicaSource {
     pub role: String,
     /// The servers CA certificate the source's certificate is verified against.
     pub ca_file: PathBuf,
+    /// A highly available source's nodes, every one (`host` and `port` are the
+    /// first's): the replica connects to whichever accepts writes now
+    /// (`target_session_attrs=read-write`), so it follows the primary role across
+    /// failovers. Empty for a single server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<SocketAddr>,
 }

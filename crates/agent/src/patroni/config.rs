@@ -51,7 +51,7 @@ pub struct PatroniConfig<'a> {
     scope: &'a str,
     name: &'a str,
     log: Log,
-    restapi: RestApi,
+    restapi: RestApi<'a>,
     etcd3: Etcd,
     bootstrap: Bootstrap,
     postgresql: Postgresql<'a>,
@@ -63,16 +63,50 @@ struct Log {
     level: &'static str,
 }
 
+/// Patroni's REST API: HTTPS with the node's certificate when the node speaks
+/// TLS (`certfile`, `keyfile`; `cafile` is what Patroni verifies the other nodes'
+/// APIs by), and a password for the unsafe endpoints ([`PatroniConfig::guarded`]).
 #[derive(Serialize)]
-struct RestApi {
+struct RestApi<'a> {
     listen: String,
     connect_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keyfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cafile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authentication: Option<RestApiCredential<'a>>,
 }
 
+#[derive(Serialize)]
+struct RestApiCredential<'a> {
+    username: &'static str,
+    password: &'a str,
+}
+
+/// The consensus store: over HTTPS, the members verified by `cacert`, this node
+/// known to them by its client certificate (`cert`, `key`).
 #[derive(Serialize)]
 struct Etcd {
     hosts: Vec<String>,
     protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cacert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<PathBuf>,
+}
+
+/// What guards a node's part of the cluster ([`super::access`]): the password of
+/// its REST API's unsafe endpoints, and its client certificate and key for etcd.
+pub struct Guards<'a> {
+    /// The REST API's password (user [`super::access::REST_API_USER`]).
+    pub rest_api_password: &'a str,
+    /// The etcd client certificate and key files, when etcd speaks TLS.
+    pub etcd_client: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Serialize)]
@@ -156,6 +190,12 @@ impl<'a> PatroniConfig<'a> {
             sslrootcert: tls.then(|| node.ca_file.clone()),
         };
         let superuser = credential(crate::postgres::SUPERUSER, passwords.superuser);
+        let setting = |wanted: &str| {
+            settings
+                .iter()
+                .find(|(name, _)| *name == wanted)
+                .map(|(_, value)| PathBuf::from(value))
+        };
         // Patroni sets the listen address from `listen`.
         let mut parameters: BTreeMap<&'static str, String> = base_settings(&node.address)
             .into_iter()
@@ -179,8 +219,20 @@ impl<'a> PatroniConfig<'a> {
             restapi: RestApi {
                 listen: rest_at.clone(),
                 connect_address: rest_at,
+                certfile: setting("ssl_cert_file").filter(|_| tls),
+                keyfile: setting("ssl_key_file").filter(|_| tls),
+                cafile: tls.then(|| node.ca_file.clone()),
+                authentication: None,
             },
-            etcd3: Etcd { hosts, protocol },
+            etcd3: Etcd {
+                cacert: (protocol == "https")
+                    .then(|| node.etcd_ca_file.clone())
+                    .flatten(),
+                hosts,
+                protocol,
+                cert: None,
+                key: None,
+            },
             bootstrap: Bootstrap {
                 dcs: Dcs {
                     ttl: TTL,
@@ -218,6 +270,22 @@ impl<'a> PatroniConfig<'a> {
                 remove_data_directory_on_diverged_timelines: true,
             },
         }
+    }
+}
+
+impl<'a> PatroniConfig<'a> {
+    /// The configuration with `guards`: the REST API asks its password for the
+    /// unsafe endpoints, and Patroni shows etcd its client certificate.
+    pub fn guarded(mut self, guards: &'a Guards<'a>) -> Self {
+        self.restapi.authentication = Some(RestApiCredential {
+            username: super::access::REST_API_USER,
+            password: guards.rest_api_password,
+        });
+        if let Some((cert, key)) = &guards.etcd_client {
+            self.etcd3.cert = Some(cert.clone());
+            self.etcd3.key = Some(key.clone());
+        }
+        self
     }
 }
 
@@ -267,6 +335,7 @@ mod tests {
                 "http://127.0.0.1:2380/".into(),
             ],
             ca_file: "/state/servers-ca.pem".into(),
+            etcd_ca_file: Some("/state/etcd-ca.pem".into()),
         };
         let places = NodePlaces {
             data_dir: "/m/pgdata".into(),
@@ -283,6 +352,8 @@ mod tests {
         let tls = [
             ("listen_addresses", "127.0.0.3".to_string()),
             ("ssl", "on".to_string()),
+            ("ssl_cert_file", "/m/tls/server.crt".to_string()),
+            ("ssl_key_file", "/m/tls/server.key".to_string()),
             ("hba_file", "/m/tls/pg_hba.conf".to_string()),
         ];
         let v = serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &tls)).unwrap();
@@ -314,6 +385,8 @@ mod tests {
         let replication = &v["postgresql"]["authentication"]["replication"];
         assert_eq!(replication["sslmode"], "verify-full");
         assert_eq!(replication["sslrootcert"], "/state/servers-ca.pem");
+        assert_eq!(v["restapi"]["certfile"], "/m/tls/server.crt");
+        assert_eq!(v["restapi"]["cafile"], "/state/servers-ca.pem");
 
         let plain =
             serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &[])).unwrap();
@@ -322,5 +395,48 @@ mod tests {
             "disable"
         );
         assert!(plain["postgresql"]["pg_hba"].is_array());
+    }
+
+    #[test]
+    fn a_guarded_configuration_asks_a_password_and_shows_etcd_a_certificate() {
+        let node = HaNode {
+            scope: "s1".into(),
+            name: "node-1".into(),
+            address: "127.0.0.2".into(),
+            rest_port: 8008,
+            etcd_endpoints: vec!["https://127.0.0.1:2379".into()],
+            ca_file: "/state/servers-ca.pem".into(),
+            etcd_ca_file: Some("/state/etcd-ca.pem".into()),
+        };
+        let places = NodePlaces {
+            data_dir: "/m/pgdata".into(),
+            socket_dir: "/d/run".into(),
+            pgpass: "/m/patroni/pgpass".into(),
+            log_dir: "/m/patroni/log".into(),
+            bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            port: 5432,
+        };
+        let passwords = NodePasswords {
+            superuser: "su",
+            replication: "repl",
+        };
+        let guards = Guards {
+            rest_api_password: "api-pw",
+            etcd_client: Some(("/m/a/etcd.crt".into(), "/m/a/etcd.key".into())),
+        };
+        let open =
+            serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &[])).unwrap();
+        assert!(open["restapi"].get("authentication").is_none());
+        assert_eq!(open["etcd3"]["protocol"], "https");
+        assert_eq!(open["etcd3"]["cacert"], "/state/etcd-ca.pem");
+        assert!(open["etcd3"].get("cert").is_none());
+        let v = serde_json::to_value(
+            PatroniConfig::new(&node, &places, &passwords, &[]).guarded(&guards),
+        )
+        .unwrap();
+        assert_eq!(v["restapi"]["authentication"]["username"], "pgcmk");
+        assert_eq!(v["restapi"]["authentication"]["password"], "api-pw");
+        assert_eq!(v["etcd3"]["cert"], "/m/a/etcd.crt");
+        assert_eq!(v["etcd3"]["key"], "/m/a/etcd.key");
     }
 }

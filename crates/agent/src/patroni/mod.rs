@@ -29,9 +29,11 @@ use crate::postgres::{PgInstall, PgLayout};
 use crate::sys::{self, Signal};
 use crate::Error;
 
+pub mod access;
 pub mod config;
 
-use config::{NodePasswords, NodePlaces, PatroniConfig};
+use access::AccessFiles;
+use config::{Guards, NodePasswords, NodePlaces, PatroniConfig};
 
 /// The Patroni program (Debian's `patroni` package).
 const PATRONI: &str = "/usr/bin/patroni";
@@ -95,7 +97,8 @@ pub(crate) struct Patroni {
 
 impl Patroni {
     /// Writes Patroni's configuration for `node` onto the mounted volume of `dir`
-    /// (with the passwords stored there, and PostgreSQL's `settings` — TLS, its
+    /// (with the passwords stored there, what guards its REST API and its way into
+    /// etcd ([`access`]), and PostgreSQL's `settings` — TLS, its
     /// `pg_hba` — as the agent would start it); nothing runs until [`Patroni::start`].
     pub(crate) fn configure(
         dir: &ServerDir,
@@ -127,10 +130,17 @@ impl Patroni {
             superuser: &stored.superuser,
             replication: &stored.replication,
         };
+        let access = AccessFiles::installed(dir)?;
+        let rest_api_password = std::str::from_utf8(access.rest_api_password.expose_secret())
+            .map_err(|_| Error::Postgres("the Patroni REST API password is not UTF-8".into()))?;
+        let guards = Guards {
+            rest_api_password,
+            etcd_client: access.etcd_client,
+        };
         let config_file = patroni.join("patroni.yml");
         write_json_atomic(
             &config_file,
-            &PatroniConfig::new(node, &places, &passwords, settings),
+            &PatroniConfig::new(node, &places, &passwords, settings).guarded(&guards),
         )?;
         install.user().chown(&config_file)?;
         for owned in [places.log_dir, layout.socket_dir.clone()] {

@@ -59,13 +59,25 @@ impl<'a> Standby<'a> {
     }
 
     /// The libpq connection string to the source: TLS, its certificate verified
-    /// for its address against the servers CA, the password from the file.
+    /// for its address against the servers CA, the password from the file. For a
+    /// highly available source, every node's address: libpq tries them in turn
+    /// and keeps the one that accepts writes, the primary whichever node it is.
     pub fn conninfo(&self) -> String {
+        let (hosts, ports, primary) = match self.source.nodes.as_slice() {
+            [] => (
+                self.source.host.to_string(),
+                self.source.port.to_string(),
+                "",
+            ),
+            nodes => (
+                join(nodes.iter().map(|n| n.ip().to_string())),
+                join(nodes.iter().map(|n| n.port().to_string())),
+                " target_session_attrs=read-write",
+            ),
+        };
         format!(
-            "host={} port={} user={} passfile={} sslmode=verify-full sslrootcert={} \
-             application_name={}",
-            self.source.host,
-            self.source.port,
+            "host={hosts} port={ports} user={} passfile={} sslmode=verify-full sslrootcert={} \
+             application_name={}{primary}",
             self.source.role,
             self.passfile.display(),
             self.source.ca_file.display(),
@@ -121,6 +133,10 @@ fn mark_standby(install: &PgInstall, data_dir: &Path) -> Result<(), Error> {
     install.user().chown(&signal)
 }
 
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
 /// A field of a libpq password file: `:` and `\` escaped.
 fn pgpass_field(text: &str) -> String {
     text.replace('\\', "\\\\").replace(':', "\\:")
@@ -129,6 +145,37 @@ fn pgpass_field(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_highly_available_source_is_every_node_and_the_one_that_takes_writes() {
+        let mut source = ReplicaSource {
+            server: "orders".into(),
+            host: "127.0.0.2".parse().unwrap(),
+            port: 5001,
+            role: "pgcmk_replication".into(),
+            ca_file: "/s/servers-ca.pem".into(),
+            nodes: Vec::new(),
+        };
+        let standby = |source| Standby {
+            source,
+            passfile: "/m/tls/replication.pgpass".into(),
+            name: "r1",
+        };
+        let single = standby(&source).conninfo();
+        assert!(single.starts_with("host=127.0.0.2 port=5001 "), "{single}");
+        assert!(!single.contains("target_session_attrs"), "{single}");
+        source.nodes = vec![
+            "127.0.0.2:5001".parse().unwrap(),
+            "127.0.0.3:5002".parse().unwrap(),
+        ];
+        let ha = standby(&source).conninfo();
+        assert!(
+            ha.starts_with("host=127.0.0.2,127.0.0.3 port=5001,5002 "),
+            "{ha}"
+        );
+        assert!(ha.ends_with(" target_session_attrs=read-write"), "{ha}");
+        assert!(ha.contains("sslmode=verify-full"), "{ha}");
+    }
 
     #[test]
     fn password_file_fields_escape_colons_and_backslashes() {

@@ -1,6 +1,6 @@
 //! Highly available servers after create: their state from their nodes', the
-//! nodes' roles as Patroni reports them (REST API, plain HTTP on the node's
-//! address), the connection string that reaches the primary, failover and
+//! nodes' roles as Patroni reports them (REST API, HTTPS on the node's address,
+//! [`super::ha_access`]), the connection string that reaches the primary, failover and
 //! switchover, and the etcd cluster they need.
 
 use std::time::{Duration, Instant};
@@ -12,8 +12,6 @@ use crate::etcd::EtcdCluster;
 use crate::model::{Actor, NodeDetails, ServerRecord, ServerState};
 use crate::Error;
 
-/// How long a request to a node's Patroni may take.
-const PATRONI_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new local etcd cluster may take to elect a leader.
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -87,22 +85,6 @@ struct Failover<'a> {
     candidate: &'a str,
 }
 
-fn patroni_url(node: &ServerRecord, path: &str) -> Option<String> {
-    let place = node.node_of.as_ref()?;
-    Some(format!(
-        "http://{}:{}{path}",
-        place.address, place.rest_port
-    ))
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(PATRONI_TIMEOUT)
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
-}
-
 impl Platform {
     /// The nodes of a highly available server (none for another server).
     pub(super) fn nodes_of(&self, server: &ServerRecord) -> Result<Vec<ServerRecord>, Error> {
@@ -116,15 +98,27 @@ impl Platform {
     /// What Patroni's cluster view says now, asked of each node in turn until one
     /// answers.
     fn cluster_view(&self, nodes: &[ServerRecord]) -> Option<Cluster> {
-        let client = http();
+        let api = self.patroni_api(nodes.first()?).ok()?;
         nodes.iter().find_map(|node| {
-            client
-                .get(patroni_url(node, "/cluster")?)
+            api.request(reqwest::Method::GET, node, "/cluster")?
                 .send()
                 .ok()?
                 .json::<Cluster>()
                 .ok()
         })
+    }
+
+    /// The node of highly available `server` that is its primary now.
+    pub(super) fn primary_node(&self, server: &ServerRecord) -> Result<ServerRecord, Error> {
+        let nodes = self.nodes_of(server)?;
+        let leader = self
+            .cluster_view(&nodes)
+            .and_then(|c| c.members.into_iter().find(|m| m.role == "leader"))
+            .ok_or_else(|| HaError::NoPrimary(server.name.clone()))?;
+        nodes
+            .into_iter()
+            .find(|n| n.name == leader.name)
+            .ok_or_else(|| HaError::NoPrimary(server.name.clone()).into())
     }
 
     /// The nodes of `server` with their roles now (empty for another server).
@@ -205,19 +199,19 @@ impl Platform {
             .iter()
             .find(|n| n.name == leader.name)
             .ok_or_else(|| HaError::NoPrimary(name.into()))?;
-        let client = http();
+        let api = self.patroni_api(asked)?;
+        let post = |path| {
+            api.request(reqwest::Method::POST, asked, path)
+                .ok_or_else(|| HaError::NoPrimary(name.into()))
+        };
         let request = match planned {
-            true => client
-                .post(patroni_url(asked, "/switchover").unwrap_or_default())
-                .json(&Switchover {
-                    leader: &leader.name,
-                    candidate: &candidate.name,
-                }),
-            false => client
-                .post(patroni_url(asked, "/failover").unwrap_or_default())
-                .json(&Failover {
-                    candidate: &candidate.name,
-                }),
+            true => post("/switchover")?.json(&Switchover {
+                leader: &leader.name,
+                candidate: &candidate.name,
+            }),
+            false => post("/failover")?.json(&Failover {
+                candidate: &candidate.name,
+            }),
         };
         let answer = request
             .timeout(Duration::from_secs(60))
@@ -263,11 +257,11 @@ impl Platform {
                 None => EtcdCluster::open_or_make(&self.config.state_dir.join("etcd"))?,
             };
             let cluster = etcd.insert(cluster);
-            cluster.supervise(Instant::now());
+            cluster.supervise(Instant::now(), &self.etcd_ca);
             cluster.endpoints()
         };
         let deadline = Instant::now() + ETCD_READY_TIMEOUT;
-        let client = http();
+        let client = self.etcd_http()?;
         while !endpoints.iter().any(|e| {
             client
                 .get(format!("{e}/health"))
@@ -289,7 +283,7 @@ impl Platform {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(cluster) = etcd.as_mut() {
-            cluster.supervise(Instant::now());
+            cluster.supervise(Instant::now(), &self.etcd_ca);
         }
     }
 

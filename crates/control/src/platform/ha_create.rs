@@ -128,6 +128,7 @@ impl Platform {
                     rest_port: place.rest_port,
                     etcd_endpoints: etcd_endpoints.clone(),
                     ca_file: self.servers_ca_file().to_path_buf(),
+                    etcd_ca_file: Some(self.etcd_ca_file()),
                 });
                 write_json_atomic(&dir.agent_config(), &config)?;
                 write_json_atomic(&dir.wrapped_dek(), &node.wrapped_dek)?;

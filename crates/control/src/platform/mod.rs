@@ -48,6 +48,7 @@ mod backups;
 mod create;
 mod geo;
 mod ha;
+mod ha_access;
 mod ha_create;
 mod lifecycle;
 mod listen;
@@ -114,6 +115,9 @@ pub struct PlatformConfig {
     /// An existing etcd cluster's client endpoints for highly available servers;
     /// `None`: the control plane runs its own 3-member cluster ([`crate::etcd`]).
     pub etcd_endpoints: Option<Vec<String>>,
+    /// With `etcd_endpoints`: the existing cluster's CA, and the client certificate
+    /// and key the control plane and every node's Patroni use there.
+    pub etcd_tls: Option<crate::etcd_tls::GivenEtcdTls>,
 }
 
 /// The control plane.
@@ -138,6 +142,9 @@ pub struct Platform {
     supervision: Mutex<()>,
     /// The local etcd cluster of highly available servers, once there is one.
     etcd: Mutex<Option<crate::etcd::EtcdCluster>>,
+    /// Issues the local etcd cluster's certificates (its certificate is
+    /// `STATE/etcd-ca.pem`).
+    etcd_ca: crate::etcd_tls::EtcdCa,
 }
 
 impl Platform {
@@ -162,6 +169,7 @@ impl Platform {
         let secrets = keys.identity_secrets;
         let tls = api_tls::server_config(&config.state_dir, &store, &keys.tls)?;
         let servers_ca = ServersCa::open(&config.state_dir, &store, keys.servers_ca)?;
+        let etcd_ca = crate::etcd_tls::EtcdCa::open(&config.state_dir, &store, keys.etcd_ca)?;
         match &config.platform_identity_secret {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
@@ -190,6 +198,7 @@ impl Platform {
             locks: locks::ServerLocks::default(),
             supervision: Mutex::new(()),
             etcd,
+            etcd_ca,
         };
         platform.supervise_etcd();
         for server in platform.store.servers()? {

@@ -5,10 +5,17 @@
 //! PostgreSQL as a hot standby. It connects as the source's replication role,
 //! whose password the control plane keeps sealed and hands to the replica's agent
 //! in its handshake. Promotion makes it an independent server.
+//!
+//! The source may be highly available: the role is set on its primary node (it
+//! reaches the standby with the WAL), and the replica's connection names every
+//! node with `target_session_attrs=read-write`, so it streams from whichever is
+//! primary, after a failover too.
 
 use pgcmk_agent::contract::replica::{ReplicaSource, REPLICATION_ROLE};
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::task::{AgentTask, PasswordReset};
+use std::net::SocketAddr;
+
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
 use pgcmk_crypto::SecretBytes;
 use serde::{Deserialize, Serialize};
@@ -49,6 +56,14 @@ impl Platform {
         let (create, origin) = {
             let _guard = self.locks.lock(source_name);
             let source = self.store.server(source_name)?;
+            if let Some(place) = &source.node_of {
+                let server = self.store.server(&place.server_id)?;
+                return Err(Error::BadRequest(format!(
+                    "'{source_name}' is a node of highly available server '{}': make the \
+                     replica of the server (`--source {}`), which follows its primary",
+                    server.name, server.name
+                )));
+            }
             if source.replica_of.is_some() {
                 return Err(Error::BadRequest(format!(
                     "server '{source_name}' is a read replica: replicas are made of a primary \
@@ -62,7 +77,17 @@ impl Platform {
                 }
                 .into());
             }
-            self.set_replication_role(&source)?;
+            // A highly available source: its primary node sets the role.
+            let primary = match source.nodes.is_empty() {
+                true => source.clone(),
+                false => self.primary_node(&source)?,
+            };
+            self.set_replication_role(&source, &primary)?;
+            let nodes = self
+                .nodes_of(&source)?
+                .iter()
+                .filter_map(|n| Some(SocketAddr::new(*n.listen_addresses.first()?, n.port)))
+                .collect();
             let create = CreateServer {
                 name: req.name.clone(),
                 location: req.location.clone().unwrap_or(source.location.clone()),
@@ -84,6 +109,7 @@ impl Platform {
                     port: source.port,
                     role: REPLICATION_ROLE.into(),
                     ca_file: self.servers_ca_file().to_path_buf(),
+                    nodes,
                 },
             });
             (create, origin)
@@ -154,9 +180,14 @@ impl Platform {
             .transpose()
     }
 
-    /// Creates or updates `source`'s replication role, with the password kept
-    /// sealed for its replicas (a new random one at the first replica).
-    fn set_replication_role(&self, source: &ServerRecord) -> Result<(), Error> {
+    /// Creates or updates `source`'s replication role through `primary` (the source
+    /// itself, or its primary node), with the password kept sealed for its
+    /// replicas (a new random one at the first replica).
+    fn set_replication_role(
+        &self,
+        source: &ServerRecord,
+        primary: &ServerRecord,
+    ) -> Result<(), Error> {
         let owner = replication_owner(&source.id);
         let password = match self.store.sealed_identity_secret(&owner)? {
             Some(_) => self.secrets.get(&self.store, &owner)?,
@@ -167,7 +198,7 @@ impl Platform {
             }
         };
         let set: PasswordReset =
-            self.run_task(source, &AgentTask::ReplicationRole, Some(password))?;
+            self.run_task(primary, &AgentTask::ReplicationRole, Some(password))?;
         self.event(
             source,
             Actor::Dba,

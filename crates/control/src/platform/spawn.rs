@@ -61,6 +61,14 @@ impl Platform {
                 None => self.replication_password(record)?,
             },
             tls: Some(self.servers_ca.issue(record)?),
+            // A node of a highly available server: its way into etcd, and the
+            // password its Patroni's REST API asks (docs/high-availability.md).
+            etcd_tls: self.etcd_client_tls(record)?,
+            patroni_api_password: record
+                .node_of
+                .as_ref()
+                .map(|p| self.patroni_api_password(&p.server_id))
+                .transpose()?,
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);

@@ -189,9 +189,13 @@ pub fn crash(pids: &[u32]) {
 }
 
 /// Ends the local etcd cluster's members (by their pid files) after the control
-/// plane that ran them is gone.
+/// plane that ran them is gone, and removes their keys (on tmpfs).
 pub fn stop_etcd(state_dir: &Path) {
     let dir = state_dir.join("etcd");
+    let keys_dir = fs::read(dir.join("cluster.json"))
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
+        .and_then(|layout| layout["keys_dir"].as_str().map(PathBuf::from));
     for m in ["m1", "m2", "m3"] {
         if let Some(pid) = running_member(&dir.join(format!("{m}.pid")), &dir.join(m)) {
             if terminate(pid) {
@@ -200,6 +204,9 @@ pub fn stop_etcd(state_dir: &Path) {
                 });
             }
         }
+    }
+    if let Some(keys) = keys_dir {
+        let _ = fs::remove_dir_all(keys);
     }
 }
 

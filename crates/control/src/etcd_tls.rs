@@ -1,0 +1,172 @@
+//! Who may use the consensus store of highly available servers: etcd speaks TLS
+//! only, on its client and peer URLs, and requires a client certificate
+//! (`--client-cert-auth`), so that only the holders of a certificate of the etcd
+//! CA — each node's Patroni and the control plane — can read or write the leader
+//! locks and the clusters' configuration (`docs/high-availability.md`).
+//!
+//! A CA of its own, not the servers CA: every PostgreSQL server (single servers and
+//! read replicas too) holds a certificate of the servers CA, and none of them may
+//! touch the DCS. Its key is sealed in the state store under a key derived from
+//! the root key; its certificate is written to `STATE/etcd-ca.pem` at every start.
+//! Member certificates (server and client use, for the peer URLs) are issued at
+//! every start of a member; client certificates at every start of a node's agent
+//! (handed over its start-up handshake, kept on its encrypted mount) and for each
+//! check the control plane makes.
+//!
+//! For an existing cluster (`pgcmk serve --etcd-endpoints`) the operator gives
+//! its CA file and a client certificate and key ([`GivenEtcdTls`]), which the
+//! control plane uses and hands to every node's Patroni.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgcmk_agent::contract::handshake::NodeTls;
+use pgcmk_crypto::sealed::Sealer;
+use pgcmk_crypto::SecretBytes;
+use pgcmk_hostkeys::issuing_ca::{CertificateUse, IssuedCertificate, IssuingCa};
+use zeroize::Zeroizing;
+
+use crate::servers_ca::stored_ca;
+use crate::store::Store;
+use crate::Error;
+
+/// The etcd CA certificate's file name in the state directory.
+pub const ETCD_CA_FILE: &str = "etcd-ca.pem";
+/// Settings: the etcd CA (JSON; its key sealed).
+const ETCD_CA: &str = "etcd-ca";
+/// How long an issued certificate is valid: members' are renewed at each of their
+/// starts, clients' at each start of a node's agent (like the nodes' own).
+const LIFETIME: Duration = crate::servers_ca::CERTIFICATE_LIFETIME;
+/// The names a local member's certificate holds: it listens on loopback only.
+const MEMBER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
+
+/// The control plane's CA for its local etcd cluster.
+#[derive(Debug)]
+pub struct EtcdCa {
+    ca: IssuingCa,
+    sealer: Sealer,
+    file: PathBuf,
+}
+
+impl EtcdCa {
+    /// Loads the etcd CA, creating it on first start, and writes its certificate
+    /// to `STATE/etcd-ca.pem`.
+    pub fn open(state_dir: &Path, store: &Store, sealer: Sealer) -> Result<Self, Error> {
+        let file = state_dir.join(ETCD_CA_FILE);
+        let ca = stored_ca(
+            store,
+            (ETCD_CA, "pgcmk etcd CA"),
+            "the etcd CA is corrupt",
+            &sealer,
+            &file,
+        )?;
+        Ok(Self { ca, sealer, file })
+    }
+
+    /// The CA certificate's file: what members and clients trust each other by.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// A new certificate and key for member `name`: a server on its client and
+    /// peer URLs, and a client of the other members.
+    pub fn member(&self, name: &str) -> Result<IssuedCertificate, Error> {
+        let names = MEMBER_NAMES.map(String::from);
+        Ok(self.ca.issue_for(
+            CertificateUse::Peer,
+            &self.sealer,
+            &format!("pgcmk etcd member {name}"),
+            &names,
+            LIFETIME,
+        )?)
+    }
+
+    /// A new client certificate and key for `who` (a node's Patroni, or the
+    /// control plane itself).
+    pub fn client(&self, who: &str) -> Result<NodeTls, Error> {
+        let issued = self.ca.issue_for(
+            CertificateUse::Client,
+            &self.sealer,
+            &format!("pgcmk etcd client {who}"),
+            &[],
+            LIFETIME,
+        )?;
+        Ok(NodeTls {
+            certificate_pem: issued.certificate_pem,
+            key_pem: issued.key_pem,
+        })
+    }
+}
+
+/// An existing etcd cluster's trust, as `pgcmk serve --etcd-ca-file
+/// --etcd-cert-file --etcd-key-file` gives it.
+#[derive(Clone, Debug)]
+pub struct GivenEtcdTls {
+    /// The cluster's CA certificate (PEM): it must be readable by the PostgreSQL
+    /// user, whose Patroni verifies the members by it.
+    pub ca_file: PathBuf,
+    /// The client certificate and its key, handed to every node's Patroni.
+    pub client: NodeTls,
+}
+
+impl GivenEtcdTls {
+    /// Reads the CA, the client certificate and its key from the files given.
+    pub fn read(ca_file: &Path, cert_file: &Path, key_file: &Path) -> Result<Self, Error> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|e| {
+                Error::BadRequest(format!(
+                    "cannot read the etcd {what} {} ({e}): give a readable PEM file",
+                    path.display()
+                ))
+            })
+        };
+        let ca = read(ca_file, "CA certificate")?;
+        if reqwest::Certificate::from_pem_bundle(&ca).map_or(true, |c| c.is_empty()) {
+            return Err(Error::BadRequest(format!(
+                "{} holds no PEM certificate: give the etcd cluster's CA certificate",
+                ca_file.display()
+            )));
+        }
+        let certificate_pem = String::from_utf8(read(cert_file, "client certificate")?)
+            .map_err(|_| Error::BadRequest(format!("{} is not a PEM file", cert_file.display())))?;
+        let key_pem = SecretBytes::new(read(key_file, "client key")?);
+        let given = Self {
+            ca_file: ca_file.to_path_buf(),
+            client: NodeTls {
+                certificate_pem,
+                key_pem,
+            },
+        };
+        client(&ca, &given.client, Duration::from_secs(1)).map_err(|_| {
+            Error::BadRequest(format!(
+                "{} and {} are not a PEM certificate and its private key",
+                cert_file.display(),
+                key_file.display()
+            ))
+        })?;
+        Ok(given)
+    }
+}
+
+/// An HTTPS client of etcd: trusts only `ca_pem`, and shows `identity`.
+pub fn client(
+    ca_pem: &[u8],
+    identity: &NodeTls,
+    timeout: Duration,
+) -> Result<reqwest::blocking::Client, Error> {
+    let roots = reqwest::Certificate::from_pem_bundle(ca_pem)
+        .map_err(|e| Error::BadRequest(format!("the etcd CA certificate: {e}")))?;
+    let mut pem = Zeroizing::new(identity.key_pem.expose_secret().to_vec());
+    pem.extend_from_slice(b"\n");
+    pem.extend_from_slice(identity.certificate_pem.as_bytes());
+    let identity = reqwest::Identity::from_pem(&pem)
+        .map_err(|e| Error::BadRequest(format!("the etcd client certificate: {e}")))?;
+    reqwest::blocking::Client::builder()
+        .tls_certs_only(roots)
+        .identity(identity)
+        .https_only(true)
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| Error::BadRequest(format!("an HTTPS client of etcd: {e}")))
+}
