@@ -195,6 +195,24 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_is_no_server_certificate() {
+        let sealer = sealer();
+        let ca = IssuingCa::generate("test etcd CA", &sealer).unwrap();
+        let names = ["127.0.0.1".to_string()];
+        let lifetime = Duration::from_secs(60);
+        let ca_pem = ca.ca_pem().unwrap();
+        for (usage, serves) in [
+            (CertificateUse::Client, false),
+            (CertificateUse::Server, true),
+            (CertificateUse::Peer, true),
+        ] {
+            let leaf = ca.issue_for(usage, &sealer, "x", &names, lifetime).unwrap();
+            let verified = verify(&ca_pem, &leaf.certificate_pem, "127.0.0.1");
+            assert_eq!(verified.is_ok(), serves, "{usage:?}: {verified:?}");
+        }
+    }
+
+    #[test]
     fn each_certificate_has_a_key_of_its_own() {
         let sealer = sealer();
         let ca = IssuingCa::generate("test servers CA", &sealer).unwrap();

@@ -548,6 +548,10 @@ mod tests {
                 r#"{"version":2,"identity_secret":"s","tls_key":"k3y"}"#,
                 "tls_key",
             ),
+            (
+                r#"{"version":2,"identity_secret":"s","etcd_key":"k3y"}"#,
+                "etcd_key",
+            ),
         ] {
             let err = read(input).unwrap_err().to_string();
             assert!(err.contains(half) && !err.contains("k3y"), "{err}");
@@ -602,13 +606,14 @@ mod tests {
     #[test]
     fn debug_prints_no_secret() {
         let h =
-            read(r#"{"version":2,"identity_secret":"s3cr3t","initial_password":"pw0rd","new_password":"n3w","tls_certificate":"c","tls_key":"k3y"}"#).unwrap();
+            read(r#"{"version":2,"identity_secret":"s3cr3t","initial_password":"pw0rd","new_password":"n3w","tls_certificate":"c","tls_key":"k3y","etcd_certificate":"e","etcd_key":"etcdk3y","patroni_api_password":"ap1"}"#).unwrap();
         let printed = format!("{h:?}");
         assert!(
             !printed.contains("s3cr3t")
                 && !printed.contains("pw0rd")
                 && !printed.contains("n3w")
-                && !printed.contains("k3y"),
+                && !printed.contains("k3y")
+                && !printed.contains("ap1"),
             "{printed}"
         );
     }

@@ -156,11 +156,13 @@ mod tests {
             ca_file: "/s/servers-ca.pem".into(),
             nodes: Vec::new(),
         };
-        let standby = |source| Standby {
-            source,
-            passfile: "/m/tls/replication.pgpass".into(),
-            name: "r1",
-        };
+        fn standby(source: &ReplicaSource) -> Standby<'_> {
+            Standby {
+                source,
+                passfile: "/m/tls/replication.pgpass".into(),
+                name: "r1",
+            }
+        }
         let single = standby(&source).conninfo();
         assert!(single.starts_with("host=127.0.0.2 port=5001 "), "{single}");
         assert!(!single.contains("target_session_attrs"), "{single}");
