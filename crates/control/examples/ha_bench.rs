@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgcmk_agent::contract::HaNode;
-use pgcmk_agent::patroni::config::{NodePasswords, NodePlaces, PatroniConfig};
+use pgcmk_agent::patroni::config::{Guards, NodePasswords, NodePlaces, PatroniConfig};
 use pgcmk_testkit::process::{children_of, terminate};
 use pgcmk_testkit::wait::wait_for;
 use support::ha::{lose_primary, lost, AckedInserts, HaServer, Rejoins};
@@ -121,7 +121,31 @@ struct PlainPair {
 }
 
 impl PlainPair {
-    fn start(root: &Path, etcd_endpoints: Vec<String>) -> Self {
+    /// Starts the pair over the etcd cluster that `node_dir` (a node of the pgcmk
+    /// server) uses, with a copy of that node's etcd client certificate: etcd
+    /// admits only certificates of its CA.
+    fn start(root: &Path, node_dir: &Path) -> Self {
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(node_dir.join("agent.json")).unwrap()).unwrap();
+        let etcd_endpoints: Vec<String> =
+            serde_json::from_value(config["ha"]["etcd_endpoints"].clone()).unwrap();
+        let etcd_ca_file: Option<PathBuf> =
+            serde_json::from_value(config["ha"]["etcd_ca_file"].clone()).unwrap();
+        let access = node_dir.join("mnt/patroni/access");
+        fs::create_dir_all(root).unwrap();
+        let etcd_client = (root.join("etcd-client.crt"), root.join("etcd-client.key"));
+        fs::copy(access.join("etcd-client.crt"), &etcd_client.0).unwrap();
+        fs::copy(access.join("etcd-client.key"), &etcd_client.1).unwrap();
+        let chown = Command::new("chown")
+            .arg("postgres:postgres")
+            .args([&etcd_client.0, &etcd_client.1])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let guards = Guards {
+            rest_api_password: "plain-bench-api",
+            etcd_client: Some(etcd_client),
+        };
         let password = "plain-bench-password".to_string();
         let mut pair = Self {
             root: root.to_path_buf(),
@@ -143,7 +167,7 @@ impl PlainPair {
                 etcd_endpoints: etcd_endpoints.clone(),
                 // No TLS on the plain pair: no CA to verify against.
                 ca_file: PathBuf::new(),
-                etcd_ca_file: None,
+                etcd_ca_file: etcd_ca_file.clone(),
             };
             let port = free_port();
             let places = NodePlaces {
@@ -161,7 +185,10 @@ impl PlainPair {
             let config = dir.join("patroni.yml");
             fs::write(
                 &config,
-                serde_json::to_vec(&PatroniConfig::new(&node, &places, &passwords, &[])).unwrap(),
+                serde_json::to_vec(
+                    &PatroniConfig::new(&node, &places, &passwords, &[]).guarded(&guards),
+                )
+                .unwrap(),
             )
             .unwrap();
             let chown = Command::new("chown")
@@ -277,12 +304,7 @@ fn main() {
         .unwrap_or(f64::NAN);
 
     // TPC-B: the HA server's primary next to the same Patroni setup on plain directories.
-    let etcd_endpoints: Vec<String> = {
-        let config: serde_json::Value =
-            serde_json::from_slice(&fs::read(nodes[0].dir.join("agent.json")).unwrap()).unwrap();
-        serde_json::from_value(config["ha"]["etcd_endpoints"].clone()).unwrap()
-    };
-    let plain = PlainPair::start(&stack.root.path().join("plain"), etcd_endpoints);
+    let plain = PlainPair::start(&stack.root.path().join("plain"), &nodes[0].dir);
     let (plain_host, plain_port) = plain.wait_healthy();
     let (ha_primary, _) = server.wait_healthy(cp, REJOIN);
     let ha_uri = server.uri_of(&ha_primary);

@@ -125,6 +125,10 @@ fn etcd_refuses_clients_without_a_certificate_of_its_ca() {
     assert!(answer.status().is_success(), "{answer:?}");
     // And the server works through it.
     assert_eq!(f.server.sql("SELECT count(*) FROM t").unwrap(), "1");
+    // The members' keys are on tmpfs, not in etcd's directory on the disk.
+    let etcd = cp.state_dir.join("etcd");
+    let keys = files_containing(&etcd, b"PRIVATE KEY", &etcd.join("none"));
+    assert!(keys.is_empty(), "private keys on the disk: {keys:?}");
 }
 
 #[test]
@@ -173,6 +177,18 @@ fn patroni_refuses_a_switchover_without_its_password() {
     let leader = nodes.iter().find(|n| n.role.as_deref() == Some("leader"));
     assert_eq!(leader.map(|n| n.name.as_str()), Some(primary.name.as_str()));
     assert_eq!(history(&client), before, "the timeline history changed");
+
+    // The password is on the nodes' mounts only.
+    let password = std::fs::read(primary.dir.join("mnt/patroni/access/restapi-password")).unwrap();
+    for node in [&primary, &standby] {
+        let leaks = files_containing(&node.dir, &password, &node.dir.join("mnt"));
+        assert!(
+            leaks.is_empty(),
+            "the REST API password on the disk: {leaks:?}"
+        );
+    }
+    let leaks = files_containing(&cp.state_dir.join("etcd"), &password, Path::new("/none"));
+    assert!(leaks.is_empty(), "the REST API password in etcd: {leaks:?}");
 }
 
 #[test]
