@@ -23,17 +23,22 @@ use std::time::Duration;
 use pgcmk_agent::contract::handshake::NodeTls;
 use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::SecretBytes;
-use pgcmk_hostkeys::issuing_ca::{CertificateUse, IssuedCertificate, IssuingCa};
+use pgcmk_hostkeys::issuing_ca::CertificateUse;
 use zeroize::Zeroizing;
 
-use crate::servers_ca::stored_ca;
 use crate::store::Store;
+use crate::stored_ca::{CaPlace, StoredCa};
 use crate::Error;
 
 /// The etcd CA certificate's file name in the state directory.
 pub const ETCD_CA_FILE: &str = "etcd-ca.pem";
-/// Settings: the etcd CA (JSON; its key sealed).
-const ETCD_CA: &str = "etcd-ca";
+/// Where the etcd CA is kept.
+const ETCD_CA: CaPlace = CaPlace {
+    setting: "etcd-ca",
+    file_name: ETCD_CA_FILE,
+    common_name: "pgcmk etcd CA",
+    corrupt: "the etcd CA is corrupt",
+};
 /// How long an issued certificate is valid: members' are renewed at each of their
 /// starts, clients' at each start of a node's agent (like the nodes' own).
 const LIFETIME: Duration = crate::servers_ca::CERTIFICATE_LIFETIME;
@@ -42,59 +47,35 @@ const MEMBER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
 
 /// The control plane's CA for its local etcd cluster.
 #[derive(Debug)]
-pub struct EtcdCa {
-    ca: IssuingCa,
-    sealer: Sealer,
-    file: PathBuf,
-}
+pub struct EtcdCa(StoredCa);
 
 impl EtcdCa {
     /// Loads the etcd CA, creating it on first start, and writes its certificate
     /// to `STATE/etcd-ca.pem`.
     pub fn open(state_dir: &Path, store: &Store, sealer: Sealer) -> Result<Self, Error> {
-        let file = state_dir.join(ETCD_CA_FILE);
-        let ca = stored_ca(
-            store,
-            (ETCD_CA, "pgcmk etcd CA"),
-            "the etcd CA is corrupt",
-            &sealer,
-            &file,
-        )?;
-        Ok(Self { ca, sealer, file })
+        StoredCa::open(state_dir, store, sealer, &ETCD_CA).map(Self)
     }
 
     /// The CA certificate's file: what members and clients trust each other by.
     pub fn file(&self) -> &Path {
-        &self.file
+        self.0.file()
     }
 
     /// A new certificate and key for member `name`: a server on its client and
     /// peer URLs, and a client of the other members.
-    pub fn member(&self, name: &str) -> Result<IssuedCertificate, Error> {
+    pub fn member(&self, name: &str) -> Result<NodeTls, Error> {
         let names = MEMBER_NAMES.map(String::from);
-        Ok(self.ca.issue_for(
-            CertificateUse::Peer,
-            &self.sealer,
-            &format!("pgcmk etcd member {name}"),
-            &names,
-            LIFETIME,
-        )?)
+        let common_name = format!("pgcmk etcd member {name}");
+        self.0
+            .issue(CertificateUse::Peer, &common_name, &names, LIFETIME)
     }
 
     /// A new client certificate and key for `who` (a node's Patroni, or the
     /// control plane itself).
     pub fn client(&self, who: &str) -> Result<NodeTls, Error> {
-        let issued = self.ca.issue_for(
-            CertificateUse::Client,
-            &self.sealer,
-            &format!("pgcmk etcd client {who}"),
-            &[],
-            LIFETIME,
-        )?;
-        Ok(NodeTls {
-            certificate_pem: issued.certificate_pem,
-            key_pem: issued.key_pem,
-        })
+        let common_name = format!("pgcmk etcd client {who}");
+        self.0
+            .issue(CertificateUse::Client, &common_name, &[], LIFETIME)
     }
 }
 

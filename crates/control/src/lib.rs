@@ -28,6 +28,7 @@ pub mod root_key;
 pub mod serve_info;
 pub mod servers_ca;
 pub mod store;
+pub mod stored_ca;
 pub mod supervisor;
 pub mod validate;
 

@@ -11,22 +11,27 @@
 //! at every start: the file a connection string's `sslrootcert` names.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use pgcmk_agent::contract::handshake::NodeTls;
 use pgcmk_crypto::sealed::Sealer;
-use pgcmk_hostkeys::issuing_ca::IssuingCa;
+use pgcmk_hostkeys::issuing_ca::CertificateUse;
 
-use crate::error::StoreError;
 use crate::model::ServerRecord;
 use crate::store::Store;
+use crate::stored_ca::{CaPlace, StoredCa};
 use crate::Error;
 
 /// The CA certificate's file name in the state directory.
 pub const SERVERS_CA_FILE: &str = "servers-ca.pem";
-/// Settings: the servers CA (JSON; its key sealed).
-const SERVERS_CA: &str = "servers-ca";
+/// Where the servers CA is kept.
+const SERVERS_CA: CaPlace = CaPlace {
+    setting: "servers-ca",
+    file_name: SERVERS_CA_FILE,
+    common_name: "pgcmk servers CA",
+    corrupt: "the servers CA is corrupt",
+};
 /// How long a node's certificate is valid: it is renewed at every start of the
 /// node's agent, so this bounds only how long an agent may run without a restart
 /// before clients stop trusting its server (docs/tls.md).
@@ -34,30 +39,18 @@ pub const CERTIFICATE_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The servers CA, able to issue.
 #[derive(Debug)]
-pub struct ServersCa {
-    ca: IssuingCa,
-    sealer: Sealer,
-    file: PathBuf,
-}
+pub struct ServersCa(StoredCa);
 
 impl ServersCa {
     /// Loads the servers CA, creating it on first start, and writes its
     /// certificate to `STATE/servers-ca.pem`.
     pub fn open(state_dir: &Path, store: &Store, sealer: Sealer) -> Result<Self, Error> {
-        let file = state_dir.join(SERVERS_CA_FILE);
-        let ca = stored_ca(
-            store,
-            (SERVERS_CA, "pgcmk servers CA"),
-            "the servers CA is corrupt",
-            &sealer,
-            &file,
-        )?;
-        Ok(Self { ca, sealer, file })
+        StoredCa::open(state_dir, store, sealer, &SERVERS_CA).map(Self)
     }
 
     /// The CA certificate's file, which clients trust PostgreSQL by.
     pub fn file(&self) -> &Path {
-        &self.file
+        self.0.file()
     }
 
     /// A new certificate and key for `server`'s node, valid for its listen
@@ -71,44 +64,11 @@ impl ServersCa {
         if server.listen_addresses.iter().any(IpAddr::is_loopback) {
             names.push("localhost".into());
         }
-        let issued = self.ca.issue(
-            &self.sealer,
+        self.0.issue(
+            CertificateUse::Server,
             &format!("pgcmk server {}", server.name),
             &names,
             CERTIFICATE_LIFETIME,
-        )?;
-        Ok(NodeTls {
-            certificate_pem: issued.certificate_pem,
-            key_pem: issued.key_pem,
-        })
+        )
     }
-}
-
-/// The CA kept in the store's setting `setting`, generated (named `common_name`,
-/// its key sealed with `sealer`) when there is none; its certificate is written to
-/// `file` (0644: it is public). `corrupt` says what is wrong when it does not decode.
-pub(crate) fn stored_ca(
-    store: &Store,
-    (setting, common_name): (&str, &str),
-    corrupt: &'static str,
-    sealer: &Sealer,
-    file: &Path,
-) -> Result<IssuingCa, Error> {
-    let corrupt = |source| {
-        Error::Store(StoreError::Codec {
-            what: corrupt,
-            source,
-        })
-    };
-    let ca = match store.setting(setting)? {
-        Some(json) => serde_json::from_slice::<IssuingCa>(&json).map_err(corrupt)?,
-        None => {
-            let ca = IssuingCa::generate(common_name, sealer)?;
-            let json = serde_json::to_vec(&ca).map_err(corrupt)?;
-            store.put_settings(&[(setting, &json)])?;
-            ca
-        }
-    };
-    pgcmk_hostkeys::files::write_atomic(file, ca.ca_pem()?.as_bytes(), 0o644)?;
-    Ok(ca)
 }

@@ -323,28 +323,38 @@ fn etcd_hosts(endpoints: &[String]) -> (String, Vec<String>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_configuration_names_the_node_its_peers_and_synchronous_mode() {
-        let node = HaNode {
+    /// Node `name` on `address`, over the etcd cluster at `etcd_endpoints`.
+    fn node(name: &str, address: &str, etcd_endpoints: &[&str]) -> HaNode {
+        HaNode {
             scope: "s1".into(),
-            name: "node-2".into(),
-            address: "127.0.0.3".into(),
+            name: name.into(),
+            address: address.into(),
             rest_port: 8008,
-            etcd_endpoints: vec![
-                "http://127.0.0.1:2379".into(),
-                "http://127.0.0.1:2380/".into(),
-            ],
+            etcd_endpoints: etcd_endpoints.iter().map(|e| e.to_string()).collect(),
             ca_file: "/state/servers-ca.pem".into(),
             etcd_ca_file: Some("/state/etcd-ca.pem".into()),
-        };
-        let places = NodePlaces {
+        }
+    }
+
+    fn places(port: u16) -> NodePlaces {
+        NodePlaces {
             data_dir: "/m/pgdata".into(),
             socket_dir: "/d/run".into(),
             pgpass: "/m/patroni/pgpass".into(),
             log_dir: "/m/patroni/log".into(),
             bin_dir: "/usr/lib/postgresql/15/bin".into(),
-            port: 5433,
-        };
+            port,
+        }
+    }
+
+    #[test]
+    fn the_configuration_names_the_node_its_peers_and_synchronous_mode() {
+        let node = node(
+            "node-2",
+            "127.0.0.3",
+            &["http://127.0.0.1:2379", "http://127.0.0.1:2380/"],
+        );
+        let places = places(5433);
         let passwords = NodePasswords {
             superuser: "su-pw",
             replication: "repl-pw",
@@ -399,23 +409,8 @@ mod tests {
 
     #[test]
     fn a_guarded_configuration_asks_a_password_and_shows_etcd_a_certificate() {
-        let node = HaNode {
-            scope: "s1".into(),
-            name: "node-1".into(),
-            address: "127.0.0.2".into(),
-            rest_port: 8008,
-            etcd_endpoints: vec!["https://127.0.0.1:2379".into()],
-            ca_file: "/state/servers-ca.pem".into(),
-            etcd_ca_file: Some("/state/etcd-ca.pem".into()),
-        };
-        let places = NodePlaces {
-            data_dir: "/m/pgdata".into(),
-            socket_dir: "/d/run".into(),
-            pgpass: "/m/patroni/pgpass".into(),
-            log_dir: "/m/patroni/log".into(),
-            bin_dir: "/usr/lib/postgresql/15/bin".into(),
-            port: 5432,
-        };
+        let node = node("node-1", "127.0.0.2", &["https://127.0.0.1:2379"]);
+        let places = places(5432);
         let passwords = NodePasswords {
             superuser: "su",
             replication: "repl",
