@@ -101,6 +101,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         }
         None => RootKeySource::File,
     };
+    // After the passphrase left the environment: reading the files starts a thread.
+    let etcd_tls = args.etcd_tls.given(&args.etcd_endpoints)?;
     let vault = VaultEndpoints::read(&args.vault_service_dir).map_err(|e| {
         CliError::usage(format!(
             "{e}: start `pgcmk vault serve` first, and give its data directory as --vault-service-dir"
@@ -133,7 +135,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         backup_store,
         backup_store_key,
-        etcd_tls: args.etcd_tls.given(&args.etcd_endpoints)?,
+        etcd_tls,
         etcd_endpoints: (!args.etcd_endpoints.is_empty()).then_some(args.etcd_endpoints),
     };
     let runtime = tokio::runtime::Runtime::new()?;

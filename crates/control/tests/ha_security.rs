@@ -5,6 +5,8 @@
 //!
 //! - etcd refuses plaintext clients and TLS clients without a certificate of its
 //!   CA; the node's Patroni certificate is let in (and the server works).
+//! - `pgcmk serve` refuses an existing etcd cluster over `http://`, or without
+//!   its CA and a client certificate and key.
 //! - Patroni's REST API refuses a switchover without its password (401), and
 //!   plaintext HTTP; the leader stays.
 //! - A read replica of the highly available server streams from whichever node is
@@ -129,6 +131,58 @@ fn etcd_refuses_clients_without_a_certificate_of_its_ca() {
     let etcd = cp.state_dir.join("etcd");
     let keys = files_containing(&etcd, b"PRIVATE KEY", &etcd.join("none"));
     assert!(keys.is_empty(), "private keys on the disk: {keys:?}");
+}
+
+#[test]
+fn an_existing_etcd_cluster_is_refused_without_tls_and_a_client_certificate() {
+    let not_pem = "/etc/hostname";
+    for (etcd, says) in [
+        (
+            vec!["--etcd-endpoints", "http://10.0.0.5:2379"],
+            "https:// only",
+        ),
+        (
+            vec!["--etcd-endpoints", "https://10.0.0.5:2379"],
+            "needs --etcd-ca-file, --etcd-cert-file and --etcd-key-file",
+        ),
+        (
+            vec![
+                "--etcd-endpoints",
+                "https://10.0.0.5:2379",
+                "--etcd-ca-file",
+                not_pem,
+                "--etcd-cert-file",
+                not_pem,
+                "--etcd-key-file",
+                not_pem,
+            ],
+            "holds no PEM certificate",
+        ),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(pgcmk_testkit::binary::pgcmk())
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(state.path())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--vault-service-dir",
+                "/nonexistent",
+            ])
+            .args(["--platform-key", "https://127.0.0.1:1/keys/k"])
+            .args(["--platform-identity", "platform"])
+            .args(&etcd)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{etcd:?}: {stderr}");
+        assert!(stderr.contains(says), "{etcd:?}: '{says}' not in {stderr}");
+        assert!(
+            std::fs::read_dir(state.path()).unwrap().next().is_none(),
+            "{etcd:?}: the state directory was written"
+        );
+    }
 }
 
 #[test]
