@@ -77,6 +77,15 @@ fn https_client(ca: &Path, identity: Option<Vec<u8>>) -> reqwest::blocking::Clie
     builder.build().unwrap()
 }
 
+/// A plain HTTP client.
+fn plain_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
 /// Patroni's REST API address of `node` (`address:port`, from its `agent.json`).
 fn rest_api_of(node: &Node) -> String {
     let config: Value =
@@ -93,11 +102,7 @@ fn etcd_refuses_clients_without_a_certificate_of_its_ca() {
     let range = json!({ "key": "Lw==" }); // "/"
 
     // Plaintext: the member speaks TLS only.
-    let plain = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+    let plain = plain_client()
         .post(format!("http://127.0.0.1:{port}/v3/kv/range"))
         .json(&range)
         .send();
@@ -194,7 +199,7 @@ fn patroni_refuses_a_switchover_without_its_password() {
     let api = rest_api_of(&primary);
     let ca = cp.state_dir.join("servers-ca.pem");
     let client = https_client(&ca, None);
-    let history = |client: &reqwest::blocking::Client| -> Value {
+    let history = || -> Value {
         client
             .get(format!("https://{api}/history"))
             .send()
@@ -202,7 +207,7 @@ fn patroni_refuses_a_switchover_without_its_password() {
             .json()
             .unwrap()
     };
-    let before = history(&client);
+    let before = history();
     let body = json!({ "leader": primary.name, "candidate": standby.name });
 
     let refused = client
@@ -218,7 +223,7 @@ fn patroni_refuses_a_switchover_without_its_password() {
         .send()
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 401, "{wrong:?}");
-    let plain = reqwest::blocking::Client::new()
+    let plain = plain_client()
         .post(format!("http://{api}/switchover"))
         .json(&body)
         .send();
@@ -230,7 +235,7 @@ fn patroni_refuses_a_switchover_without_its_password() {
     let nodes = f.server.nodes(cp);
     let leader = nodes.iter().find(|n| n.role.as_deref() == Some("leader"));
     assert_eq!(leader.map(|n| n.name.as_str()), Some(primary.name.as_str()));
-    assert_eq!(history(&client), before, "the timeline history changed");
+    assert_eq!(history(), before, "the timeline history changed");
 
     // The password is on the nodes' mounts only.
     let password = std::fs::read(primary.dir.join("mnt/patroni/access/restapi-password")).unwrap();
