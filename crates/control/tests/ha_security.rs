@@ -4,7 +4,8 @@
 //! a server"; docs/replicas.md).
 //!
 //! - etcd refuses plaintext clients and TLS clients without a certificate of its
-//!   CA; the node's Patroni certificate is let in (and the server works).
+//!   CA (none, or a PostgreSQL node's of the servers CA); the node's Patroni
+//!   certificate is let in (and the server works).
 //! - `pgcmk serve` refuses an existing etcd cluster over `http://`, or without
 //!   its CA and a client certificate and key.
 //! - Patroni's REST API refuses a switchover without its password (401), and
@@ -118,6 +119,16 @@ fn etcd_refuses_clients_without_a_certificate_of_its_ca() {
     assert!(
         anonymous.is_err(),
         "etcd answered a client without a certificate: {anonymous:?}"
+    );
+
+    // A certificate of the servers CA (the node's PostgreSQL's) is no way in either.
+    let tls = primary.dir.join("mnt/tls");
+    let mut pem = std::fs::read(tls.join("server.key")).unwrap();
+    pem.extend(std::fs::read(tls.join("server.crt")).unwrap());
+    let postgres = https_client(&ca, Some(pem)).post(&url).json(&range).send();
+    assert!(
+        postgres.is_err(),
+        "etcd answered a PostgreSQL node's certificate: {postgres:?}"
     );
 
     // The node's Patroni certificate (on its encrypted mount) is let in.
