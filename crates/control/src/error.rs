@@ -110,6 +110,9 @@ pub enum Error {
     /// not end in time; the message says which.
     #[error("its first full backup {0}")]
     GeoFirstBackup(String),
+    /// A repository in Azure Blob Storage could not be removed.
+    #[error("removing a backup repository from Azure Blob Storage: {0}")]
+    BlobStore(#[from] crate::azure_blob::BlobError),
     /// A short-lived run of the node agent failed or gave no answer; the message
     /// says which and where its diagnostics are.
     #[error("{0}")]

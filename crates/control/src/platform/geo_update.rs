@@ -8,16 +8,16 @@
 //! brings the server back as it was. Removing crypto-shreds the copy: its wrapped
 //! repository key goes first, then the geo identity's secret, then its files.
 
-use std::fs;
 use std::time::{Duration, Instant};
 
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
 use serde::{Deserialize, Serialize};
 
+use super::backups::remove_file_if_present;
 use super::geo::GeoBackupChoice;
 use super::Platform;
-use crate::error::{IoContext, StateConflict};
+use crate::error::StateConflict;
 use crate::model::{Actor, ServerRecord, ServerState};
 use crate::store::geo_owner;
 use crate::Error;
@@ -181,13 +181,7 @@ impl Platform {
     /// Removes the copy's wrapped repository key (from then on nothing in the copy
     /// can be read), the geo identity's secret, and the copy's files.
     fn forget_geo_backup(&self, server: &ServerRecord) -> Result<(), Error> {
-        let key_file = ServerDir::new(&server.dir).wrapped_geo_backup_key();
-        match fs::remove_file(&key_file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).ctx(|| format!("removing {}", key_file.display()))
-            }
-            _ => {}
-        }
+        remove_file_if_present(&ServerDir::new(&server.dir).wrapped_geo_backup_key())?;
         self.store
             .remove_sealed_identity_secret(&geo_owner(&server.id))?;
         self.remove_geo_backups(&server.id)
