@@ -19,13 +19,7 @@ use support::*;
 const GEO_LOCATION: &str = "northeurope";
 
 /// The servers of the tests, made side by side when the stack starts.
-const SERVERS: [&str; 5] = [
-    "geo-own-revoked",
-    "geo-geo-revoked",
-    "geo-repo2",
-    "geo-shred",
-    LATER,
-];
+const SERVERS: [&str; 4] = ["geo-own-revoked", "geo-geo-revoked", "geo-repo2", LATER];
 /// The server made without a geo copy, which gets one from `server update`.
 const LATER: &str = "geo-later";
 
@@ -142,7 +136,7 @@ fn restore(stack: &Stack, source: &str, name: &str, more: &[&str]) -> Result<Cre
 fn with_the_servers_key_revoked_the_geo_copy_restores() {
     let fixture = fixture();
     let stack = &fixture.stack;
-    let (source, key, _geo) = fixture.servers.take("geo-own-revoked");
+    let (source, key, geo) = fixture.servers.take("geo-own-revoked");
     source
         .sql("CREATE TABLE kept(t text); INSERT INTO kept VALUES ('geo-marker-7f3a')")
         .unwrap();
@@ -155,7 +149,15 @@ fn with_the_servers_key_revoked_the_geo_copy_restores() {
     });
 
     // Chosen by itself: the source's own repository key is refused, the copy's is not.
-    let restored = restore(stack, "geo-own-revoked", "geo-own-copy", &[]).unwrap();
+    // Asked for, the restored server keeps a geo copy of its own, as a new one would.
+    let own_copy = geo_options(&geo);
+    let own_copy: Vec<&str> = own_copy.iter().map(String::as_str).collect();
+    let restored = restore(stack, "geo-own-revoked", "geo-own-copy", &own_copy).unwrap();
+    let its_copy = list(stack, &restored)
+        .geo
+        .expect("the restored server's own geo copy");
+    assert_eq!(its_copy.location, GEO_LOCATION);
+    assert_eq!(its_copy.problem, None);
     assert_eq!(
         restored.sql("SELECT t FROM kept").unwrap(),
         "geo-marker-7f3a"
@@ -341,20 +343,18 @@ impl Drop for Immutable {
 }
 
 #[test]
-fn a_geo_copy_added_later_restores_and_a_restored_server_keeps_one() {
+fn a_geo_copy_is_added_to_a_server_and_removed_again() {
     let fixture = fixture();
     let stack = &fixture.stack;
     let (source, _key, geo) = fixture.servers.take(LATER);
-    let update = |geo: &CustomerKey| {
+    let add = |geo: &CustomerKey| {
         let mut args = vec!["update".to_string(), LATER.into()];
         args.extend(geo_options(geo));
         stack
             .cp
             .try_server(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
-    source
-        .sql("CREATE TABLE kept(t text); INSERT INTO kept VALUES ('added-later-3b9e')")
-        .unwrap();
+    let key_file = source.dir.join("wrapped_geo_backup_key.json");
 
     // A copy whose repository cannot be made fails half-way (the agent restarted
     // with it cannot mount): the server comes back as it was, without a copy.
@@ -362,7 +362,7 @@ fn a_geo_copy_added_later_restores_and_a_restored_server_keeps_one() {
         .vault
         .customer_key_at("geo-later-uk", "uksouth", "RSA");
     let _stuck = Immutable::make(stack.cp.state_dir.join("geo-backups").join("uksouth"));
-    let err = update(&elsewhere).expect_err("a copy that cannot be made");
+    let err = add(&elsewhere).expect_err("a copy that cannot be made");
     assert!(
         err.contains("geo-redundant copy of server 'geo-later' was not added")
             && err.contains("Operation not permitted")
@@ -371,11 +371,11 @@ fn a_geo_copy_added_later_restores_and_a_restored_server_keeps_one() {
     );
     assert_eq!(stack.cp.state(LATER).0, "Ready");
     assert!(list(stack, &source).geo.is_none());
-    assert!(!source.dir.join("wrapped_geo_backup_key.json").exists());
+    assert!(!key_file.exists());
     assert!(stack.cp.has_event(LATER, "geo backup not added"));
 
     // Added: the copy holds a full backup when the command returns.
-    let updated = update(&geo).unwrap();
+    let updated = add(&geo).unwrap();
     assert_eq!(updated["state"], "Ready", "{updated}");
     let copy = list(stack, &source)
         .geo
@@ -386,32 +386,11 @@ fn a_geo_copy_added_later_restores_and_a_restored_server_keeps_one() {
     assert_eq!(copy.backups[0].kind.as_str(), "full");
     let keys = stack.cp.try_backup(&["keys", LATER]).unwrap();
     assert_eq!(keys["geo_key_version"], geo.kid.as_str(), "{keys}");
-    let again = update(&geo).expect_err("a second copy");
+    let again = add(&geo).expect_err("a second copy");
     assert!(again.contains("already (in northeurope)"), "{again}");
 
-    // The copy alone restores the server, into one that keeps a copy of its own.
-    let own_copy = geo_options(&geo);
-    let mut options = vec!["--repository", "2"];
-    options.extend(own_copy.iter().map(String::as_str));
-    let restored = restore(stack, LATER, "geo-later-copy", &options).unwrap();
-    assert_eq!(
-        restored.sql("SELECT t FROM kept").unwrap(),
-        "added-later-3b9e"
-    );
-    wait_first_geo_backup(stack, "geo-later-copy");
-    let own = list(stack, &restored)
-        .geo
-        .expect("the restored server's copy");
-    assert_eq!(own.location, GEO_LOCATION);
-    assert!(!own.backups.is_empty(), "{own:?}");
-}
-
-#[test]
-fn removing_the_geo_copy_shreds_its_key_then_its_files() {
-    let fixture = fixture();
-    let stack = &fixture.stack;
-    let (source, _key, _geo) = fixture.servers.take("geo-shred");
-    let name = "geo-shred";
+    // Removed: without a terminal to confirm on, --yes is required; then the
+    // copy's wrapped key and its files are gone, and the server serves.
     let id = source.dir.file_name().unwrap();
     let files = stack
         .cp
@@ -419,33 +398,30 @@ fn removing_the_geo_copy_shreds_its_key_then_its_files() {
         .join("geo-backups")
         .join(GEO_LOCATION)
         .join(id);
-    let key_file = source.dir.join("wrapped_geo_backup_key.json");
     assert!(files.exists() && key_file.exists());
-
-    // Without a terminal to confirm on, --yes is required; nothing changes.
-    let unconfirmed = stack.cp.server_output(&["update", name, "--no-geo-backup"]);
+    let unconfirmed = stack
+        .cp
+        .server_output(&["update", LATER, "--no-geo-backup"]);
     assert_eq!(unconfirmed.status.code(), Some(2));
     assert!(key_file.exists());
-
     let updated = stack
         .cp
-        .try_server(&["update", name, "--no-geo-backup", "--yes"])
+        .try_server(&["update", LATER, "--no-geo-backup", "--yes"])
         .unwrap();
     assert_eq!(updated["state"], "Ready", "{updated}");
     assert!(!key_file.exists(), "the copy's wrapped key is gone");
     assert!(!files.exists(), "the copy's files are gone");
     assert!(list(stack, &source).geo.is_none());
-    let keys = stack.cp.try_backup(&["keys", name]).unwrap();
+    let keys = stack.cp.try_backup(&["keys", LATER]).unwrap();
     assert!(keys.get("geo_key_version").is_none(), "{keys}");
-    assert!(stack.cp.has_event(name, "geo backup removed"));
-
-    let err = restore(stack, name, "geo-shred-copy", &["--repository", "2"])
+    assert!(stack.cp.has_event(LATER, "geo backup removed"));
+    let err = restore(stack, LATER, "geo-later-copy", &["--repository", "2"])
         .err()
         .expect("a restore from the removed copy");
     assert!(err.contains("has no geo-redundant copy"), "{err}");
     let again = stack
         .cp
-        .try_server(&["update", name, "--no-geo-backup", "--yes"])
+        .try_server(&["update", LATER, "--no-geo-backup", "--yes"])
         .expect_err("a second removal");
     assert!(again.contains("nothing to remove"), "{again}");
 }
