@@ -1,5 +1,5 @@
-//! The geo-redundant backup options of `server create`, and the request field they
-//! become.
+//! The geo-redundant backup options of `server create`, `restore` and `update`, and the
+//! request field they become.
 
 use std::path::PathBuf;
 
@@ -27,6 +27,11 @@ pub struct GeoBackupArgs {
 }
 
 impl GeoBackupArgs {
+    /// True when `--geo-backup-key` is given.
+    pub fn is_given(&self) -> bool {
+        self.geo_backup_key.is_some()
+    }
+
     /// The request's field: the identity resolved to its client id, its credential
     /// file read; `None` without `--geo-backup-key`.
     pub fn into_choice(self) -> Result<Option<GeoBackupChoice>, CliError> {

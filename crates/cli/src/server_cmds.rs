@@ -19,6 +19,7 @@ use crate::password_out::PasswordSink;
 use crate::replica_cmds::{self, ReplicaArgs};
 use crate::server_encryption::EncryptionArgs;
 use crate::server_failover::FailoverArgs;
+use crate::server_geo_update::GeoUpdateArgs;
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::server_restore::RestoreArgs;
 use crate::{confirm, output, server_logs, volume_check, Format};
@@ -99,11 +100,13 @@ pub enum ServerCommand {
         #[command(flatten)]
         name: NameArg,
     },
-    /// Move a customer-managed server to another key, or make it listen on other
-    /// addresses (its agent restarts with a certificate for them).
+    /// Move a customer-managed server to another key, make it listen on other
+    /// addresses (its agent restarts with a certificate for them), or add or remove
+    /// the geo-redundant copy of its backups (its agent restarts; adding waits for
+    /// the copy's first full backup).
     #[command(
-        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10",
-        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses"]))
+        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server update orders --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server update orders --no-geo-backup --yes",
+        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses", "geo_backup_key", "no_geo_backup"]))
     )]
     Update {
         #[command(flatten)]
@@ -114,6 +117,8 @@ pub enum ServerCommand {
         /// The IP addresses of this host to listen on, comma-separated (TLS only).
         #[arg(long, value_delimiter = ',', num_args = 1..)]
         listen_addresses: Vec<String>,
+        #[command(flatten)]
+        geo: GeoUpdateArgs,
     },
     /// Check the server's key access now.
     #[command(after_help = "Example:\n  pgcmk server revalidate orders")]
@@ -180,11 +185,15 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
     if let ServerCommand::Delete { name, yes } = &args.command {
         confirm::server_deletion(name.as_str(), *yes)?;
     }
+    if let ServerCommand::Update { name, geo, .. } = &args.command {
+        geo.confirm_removal(name.as_str())?;
+    }
     // Creating a server includes initdb on the encrypted volume; a restore, copying
-    // the backup and replaying the archived WAL (the control plane waits up to 20
-    // minutes for it).
+    // the backup and replaying the archived WAL; adding a geo copy, its first full
+    // backup (the control plane waits up to 20 minutes for either).
     let timeout = match &args.command {
         ServerCommand::Restore(_) => Duration::from_secs(21 * 60),
+        ServerCommand::Update { geo, .. } if geo.is_given() => Duration::from_secs(21 * 60),
         ServerCommand::Replica(replica) if replica.is_create() => Duration::from_secs(21 * 60),
         _ => Duration::from_secs(180),
     };
@@ -250,6 +259,12 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                     .to_string()
             },
         ),
+        ServerCommand::Update { name, geo, .. } if geo.is_given() => (
+            client
+                .put(url(&format!("/{name}/geo-backup")))
+                .json(&geo.into_change()?),
+            render_server,
+        ),
         ServerCommand::Update {
             name,
             key: Some(key),
@@ -264,6 +279,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             name,
             key: None,
             listen_addresses,
+            ..
         } => (
             client
                 .put(url(&format!("/{name}/listen-addresses")))

@@ -4,6 +4,7 @@ use clap::Args;
 use pgcmk_control::platform::RestoreServer;
 
 use crate::error::CliError;
+use crate::geo_backup_args::GeoBackupArgs;
 use crate::name_arg::NameArg;
 use crate::server_encryption::EncryptionArgs;
 
@@ -30,6 +31,9 @@ pub struct RestoreArgs {
     /// copy). Default: its own when its key unwraps, else the geo copy.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     repository: Option<u8>,
+    /// A geo-redundant copy of the new server's backups, as for a create.
+    #[command(flatten)]
+    geo_backup: GeoBackupArgs,
 }
 
 impl RestoreArgs {
@@ -43,6 +47,7 @@ impl RestoreArgs {
                 protection: self.encryption.into_key_choice()?,
                 backup_retention_days: self.backup_retention_days,
                 repository: self.repository,
+                geo_backup: self.geo_backup.into_choice()?,
             },
         ))
     }

@@ -67,8 +67,8 @@ use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
 use crate::platform::{
-    CreateBackup, CreateReplica, CreateServer, FailoverRequest, LogStreamItem, Platform,
-    RestoreServer, VerifyBackups,
+    CreateBackup, CreateReplica, CreateServer, FailoverRequest, GeoBackupChange, LogStreamItem,
+    Platform, RestoreServer, VerifyBackups,
 };
 use crate::{Error, ErrorCode};
 
@@ -88,6 +88,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/revalidate", post(revalidate))
         .route("/servers/{name}/failover", post(failover))
         .route("/servers/{name}/key", put(update_key))
+        .route("/servers/{name}/geo-backup", put(update_geo_backup))
         .route(
             "/servers/{name}/listen-addresses",
             put(update_listen_addresses),
@@ -349,6 +350,23 @@ async fn update_key(
         )))
     })?;
     blocking(p, StatusCode::OK, move |p| p.update_key(&name, &change.key)).await
+}
+
+async fn update_geo_backup(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<GeoBackupChange>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(change) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {e}; expected {{\"geo_backup\": {{\"key\", \"identity\", \
+             \"identity_secret\"}}}} to add a copy, or {{\"geo_backup\": null}} to remove it"
+        )))
+    })?;
+    blocking(p, StatusCode::OK, move |p| {
+        p.update_geo_backup(&name, &change)
+    })
+    .await
 }
 
 /// The body of `PUT /servers/{name}/listen-addresses`.

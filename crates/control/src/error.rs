@@ -95,6 +95,24 @@ pub enum Error {
         /// The version, and what the vault said about it.
         refusal: Box<VersionRefusal>,
     },
+    /// Adding a geo-redundant copy to a server failed on the way (`cause`); the
+    /// change was undone (`after` says whether that worked).
+    #[error("the geo-redundant copy of server '{server}' was not added: {cause}; {after}")]
+    GeoBackupNotAdded {
+        /// The server's name.
+        server: String,
+        /// Why.
+        cause: Box<Error>,
+        /// What became of the server.
+        after: String,
+    },
+    /// The first full backup of a geo-redundant copy being added failed, or did
+    /// not end in time; the message says which.
+    #[error("its first full backup {0}")]
+    GeoFirstBackup(String),
+    /// A repository in Azure Blob Storage could not be removed.
+    #[error("removing a backup repository from Azure Blob Storage: {0}")]
+    BlobStore(#[from] crate::azure_blob::BlobError),
     /// A short-lived run of the node agent failed or gave no answer; the message
     /// says which and where its diagnostics are.
     #[error("{0}")]
@@ -211,6 +229,20 @@ pub enum StateConflict {
         /// Its state's name.
         state: &'static str,
     },
+    /// Adding a geo-redundant copy to a server that keeps one.
+    #[error(
+        "server '{server}' keeps a geo-redundant copy of its backups already (in {location}): \
+         remove it first (`pgcmk server update {server} --no-geo-backup`) to keep one elsewhere"
+    )]
+    GeoBackupKept {
+        /// The server's name.
+        server: String,
+        /// Where its copy is.
+        location: String,
+    },
+    /// Removing the geo-redundant copy of a server that has none.
+    #[error("server '{0}' has no geo-redundant copy of its backups: there is nothing to remove")]
+    NoGeoBackup(String),
 }
 
 /// A failure of the embedded state store.
@@ -283,6 +315,7 @@ impl Error {
                 ErrorCode::KeyVersionRefused
             }
             Error::Api { code, .. } => *code,
+            Error::GeoBackupNotAdded { cause, .. } => cause.code(),
             Error::HighAvailability(
                 crate::platform::HaError::NotHighlyAvailable(_)
                 | crate::platform::HaError::NoPrimary(_)

@@ -15,6 +15,7 @@ pub mod api;
 mod api_metrics;
 pub mod api_tls;
 pub mod auth;
+pub mod azure_blob;
 pub mod console;
 mod error;
 mod error_code;

@@ -193,6 +193,18 @@ impl Store {
         self.put(IDENTITY_SECRETS, &[(owner, sealed)])
     }
 
+    /// Removes the sealed identity secret of `owner`, if any.
+    pub fn remove_sealed_identity_secret(&self, owner: &str) -> Result<(), Error> {
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            tx.open_table(IDENTITY_SECRETS)
+                .map_err(store_err)?
+                .remove(owner)
+                .map_err(store_err)?;
+            tx.commit().map_err(store_err)
+        })
+    }
+
     /// The setting `name`.
     pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
         self.get(SETTINGS, name)

@@ -10,6 +10,10 @@
 //!   report whose sequence number has not moved for [`STALE_AFTER`] is not current.
 //! - A dead agent is restarted with back-off: at once after a crash, then 1 s,
 //!   2 s, ... up to 30 s while it keeps dying before its server is Ready.
+//! - An agent that dies while provisioning a new server (its first start, before
+//!   the server was ever Ready) is not restarted: only the first start carries
+//!   what provisioning needs, so a restart could only start what it left
+//!   half-made. The create fails with the first start's reason.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
@@ -135,6 +139,9 @@ pub struct Supervised {
     /// Events up to this sequence number were taken; `None` until the first
     /// report of a re-attached agent, whose earlier events are history.
     events_taken: Option<u64>,
+    /// The agent provisions a new server and it was not Ready yet: its death is
+    /// final.
+    provisioning: bool,
 }
 
 impl Supervised {
@@ -147,6 +154,16 @@ impl Supervised {
             seq: 0,
             seen_at: now,
             events_taken: Some(0),
+            provisioning: false,
+        }
+    }
+
+    /// Supervises an agent spawned at `now` with the first-start handshake of a
+    /// new server: if it dies before the server is Ready, it is not restarted.
+    pub fn provisioning(agent: AgentProcess, now: Instant) -> Self {
+        Self {
+            provisioning: true,
+            ..Self::spawned(agent, now)
         }
     }
 
@@ -175,13 +192,17 @@ impl Supervised {
     }
 
     /// Checks whether the agent has died; if so, forgets it and schedules its
-    /// restart. Returns how it ended and the delay before the restart.
-    pub fn check_alive(&mut self, now: Instant) -> Option<(AgentExit, Duration)> {
+    /// restart, unless it was provisioning. Returns how it ended and the delay
+    /// before the restart (`None`: no restart).
+    pub fn check_alive(&mut self, now: Instant) -> Option<(AgentExit, Option<Duration>)> {
         let exit = self.agent.as_mut()?.exit()?;
         self.agent = None;
+        if self.provisioning {
+            return Some((exit, None));
+        }
         let delay = self.restarts.failed();
         self.restart_at = Some(now + delay);
-        Some((exit, delay))
+        Some((exit, Some(delay)))
     }
 
     /// Records that a restart could not even spawn the agent; returns the delay
@@ -243,9 +264,11 @@ impl Supervised {
         }
     }
 
-    /// Records that the agent's server is Ready: the next crash is restarted at once.
+    /// Records that the agent's server is Ready: the next crash is restarted at
+    /// once (also after a first start, which has provisioned the server).
     pub fn ready(&mut self) {
         self.restarts.reset();
+        self.provisioning = false;
     }
 }
 
@@ -331,7 +354,7 @@ mod tests {
     }
 
     /// Kills the supervised agent and waits until supervision sees it dead.
-    fn kill_and_notice(s: &mut Supervised, now: Instant) -> (AgentExit, Duration) {
+    fn kill_and_notice(s: &mut Supervised, now: Instant) -> (AgentExit, Option<Duration>) {
         process_kill(s.agent().unwrap());
         loop {
             if let Some(died) = s.check_alive(now) {
@@ -374,13 +397,13 @@ mod tests {
         let (exit, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(exit, AgentExit::Signal(9));
         assert_eq!(exit.to_string(), "was killed by signal 9 (SIGKILL)");
-        assert_eq!(delay, Duration::ZERO);
+        assert_eq!(delay, Some(Duration::ZERO));
         assert!(s.restart_due(t0));
 
         s.restarted(AgentProcess::spawned(sleeper(), "j".into()), t0);
         assert!(!s.restart_due(t0));
         let (_, delay) = kill_and_notice(&mut s, t0);
-        assert_eq!(delay, RESTART_FIRST);
+        assert_eq!(delay, Some(RESTART_FIRST));
         assert_eq!(s.restarts(), 2);
         assert!(!s.restart_due(t0));
         assert!(s.restart_due(t0 + RESTART_FIRST));
@@ -390,8 +413,28 @@ mod tests {
         let (_, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(
             delay,
-            Duration::ZERO,
+            Some(Duration::ZERO),
             "a Ready agent's crash waits for nothing"
         );
+    }
+
+    #[test]
+    fn an_agent_that_dies_provisioning_is_not_restarted_until_its_server_was_ready() {
+        let t0 = Instant::now();
+        let mut s = Supervised::provisioning(AgentProcess::spawned(sleeper(), "i".into()), t0);
+        let (exit, delay) = kill_and_notice(&mut s, t0);
+        assert_eq!(exit, AgentExit::Signal(9));
+        assert_eq!(delay, None, "a half-provisioned server is not restarted");
+        assert!(!s.restart_due(t0 + RESTART_CAP));
+
+        let mut served = Supervised::provisioning(AgentProcess::spawned(sleeper(), "j".into()), t0);
+        served.ready();
+        let (_, delay) = kill_and_notice(&mut served, t0);
+        assert_eq!(
+            delay,
+            Some(Duration::ZERO),
+            "once Ready, a crash is restarted"
+        );
+        assert!(served.restart_due(t0));
     }
 }

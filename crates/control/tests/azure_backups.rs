@@ -10,35 +10,52 @@ mod support;
 use std::fs;
 
 use pgcmk_testkit::azurite::{Azurite, ACCOUNT};
+use pgcmk_testkit::shared::{Held, Shared};
 use support::backups::*;
 use support::*;
 
 const CONTAINER: &str = "pgcmk-backups";
 
+/// Azurite and a control plane keeping its servers' repositories there, for the
+/// tests of the binary (fields drop in order: the servers go before Azurite).
+struct Fixture {
+    stack: Stack,
+    azurite: Azurite,
+}
+
+fn fixture() -> Held<Fixture> {
+    static FIXTURE: Shared<Fixture> = Shared::new();
+    FIXTURE.get(|| {
+        let azurite = Azurite::start(CONTAINER);
+        let endpoint = azurite.endpoint();
+        let ca = azurite.ca_file.to_str().unwrap().to_string();
+        let key_file = azurite.key_file.to_str().unwrap().to_string();
+        let stack = Stack::start_serving(
+            60,
+            300,
+            None,
+            &[
+                "--backup-azure-account",
+                ACCOUNT,
+                "--backup-azure-container",
+                CONTAINER,
+                "--backup-azure-endpoint",
+                &endpoint,
+                "--backup-azure-ca-file",
+                &ca,
+                "--backup-azure-key-file",
+                &key_file,
+            ],
+        );
+        Fixture { stack, azurite }
+    })
+}
+
 #[test]
 fn a_server_backs_up_to_azure_blob_and_restores_from_it_without_plaintext() {
-    let azurite = Azurite::start(CONTAINER);
-    let endpoint = azurite.endpoint();
-    let ca = azurite.ca_file.to_str().unwrap().to_string();
-    let key_file = azurite.key_file.to_str().unwrap().to_string();
-    let stack = Stack::start_serving(
-        60,
-        300,
-        None,
-        &[
-            "--backup-azure-account",
-            ACCOUNT,
-            "--backup-azure-container",
-            CONTAINER,
-            "--backup-azure-endpoint",
-            &endpoint,
-            "--backup-azure-ca-file",
-            &ca,
-            "--backup-azure-key-file",
-            &key_file,
-        ],
-    );
-    let source = create_backed_up(&stack, "az-source");
+    let fixture = fixture();
+    let (stack, azurite) = (&fixture.stack, &fixture.azurite);
+    let source = create_backed_up(stack, "az-source");
     let marker = "azure-marker-5c1e";
     archive_marker(&source, marker);
     // Nothing went to a local repository.
@@ -96,4 +113,26 @@ fn a_server_backs_up_to_azure_blob_and_restores_from_it_without_plaintext() {
         .map(|e| e.file_name())
         .collect();
     assert!(showing.is_empty(), "processes showing the key: {showing:?}");
+}
+
+#[test]
+fn deleting_a_server_deletes_its_blobs() {
+    let fixture = fixture();
+    let (stack, azurite) = (&fixture.stack, &fixture.azurite);
+    let server = create_backed_up(stack, "az-deleted");
+    let id = server.dir.file_name().unwrap().to_str().unwrap();
+    let prefix = format!("{id}/");
+    let before = azurite.blob_names(CONTAINER, &prefix);
+    assert!(
+        before.iter().any(|b| b.ends_with("backup.info")),
+        "{before:?}"
+    );
+
+    stack.cp.server(&["delete", "az-deleted", "--yes"]);
+    let left = azurite.blob_names(CONTAINER, &prefix);
+    assert!(
+        left.is_empty(),
+        "blobs of the deleted server left: {left:?}"
+    );
+    assert!(!server.dir.exists());
 }

@@ -19,7 +19,9 @@ use support::*;
 const GEO_LOCATION: &str = "northeurope";
 
 /// The servers of the tests, made side by side when the stack starts.
-const SERVERS: [&str; 3] = ["geo-own-revoked", "geo-geo-revoked", "geo-repo2"];
+const SERVERS: [&str; 4] = ["geo-own-revoked", "geo-geo-revoked", "geo-repo2", LATER];
+/// The server made without a geo copy, which gets one from `server update`.
+const LATER: &str = "geo-later";
 
 /// One vault and control plane for the binary, and the servers (with their key and
 /// geo key) no test has taken yet.
@@ -44,14 +46,26 @@ fn geo_key(vault: &Vault, name: &str) -> CustomerKey {
     vault.customer_key_at(&format!("{name}-geo"), GEO_LOCATION, "RSA")
 }
 
-/// `pgcmk server create NAME` under `key`, with a geo-redundant copy under `geo`.
-fn create_with_geo(
+/// The options that give a server a geo-redundant copy under `geo`.
+fn geo_options(geo: &CustomerKey) -> Vec<String> {
+    vec![
+        "--geo-backup-key".into(),
+        versionless(&geo.kid),
+        "--geo-backup-identity".into(),
+        geo.identity.name.clone(),
+        "--geo-backup-identity-credential-file".into(),
+        geo.identity.credential_file.display().to_string(),
+    ]
+}
+
+/// `pgcmk server create NAME` under `key`, with `more` options.
+fn create_under(
     stack: &Stack,
     name: &str,
     key: &CustomerKey,
-    geo: &CustomerKey,
+    more: &[String],
 ) -> Result<Value, String> {
-    stack.cp.try_server(&[
+    let mut args = vec![
         "create",
         "--name",
         name,
@@ -62,22 +76,41 @@ fn create_with_geo(
         "--identity-credential-file",
         key.identity.credential_file.to_str().unwrap(),
         "--key",
-        &versionless(&key.kid),
-        "--geo-backup-key",
-        &versionless(&geo.kid),
-        "--geo-backup-identity",
-        &geo.identity.name,
-        "--geo-backup-identity-credential-file",
-        geo.identity.credential_file.to_str().unwrap(),
-    ])
+    ];
+    let kid = versionless(&key.kid);
+    args.push(&kid);
+    args.extend(more.iter().map(String::as_str));
+    stack.cp.try_server(&args)
+}
+
+/// `pgcmk server create NAME` under `key`, with a geo-redundant copy under `geo`.
+fn create_with_geo(
+    stack: &Stack,
+    name: &str,
+    key: &CustomerKey,
+    geo: &CustomerKey,
+) -> Result<Value, String> {
+    create_under(stack, name, key, &geo_options(geo))
 }
 
 /// A server with a geo copy, once the first full backup of both repositories is
-/// done; its key and its geo key.
+/// done; its key and its geo key. [`LATER`] is made without a copy (its geo key is
+/// for `server update`).
 fn geo_server(stack: &Stack, name: &str) -> (Created, CustomerKey, CustomerKey) {
     let key = stack.vault.customer_key(name);
     let geo = geo_key(&stack.vault, name);
+    if name == LATER {
+        let server = Created::from(&create_under(stack, name, &key, &[]).unwrap());
+        return (server, key, geo);
+    }
     let server = Created::from(&create_with_geo(stack, name, &key, &geo).unwrap());
+    wait_first_geo_backup(stack, name);
+    (server, key, geo)
+}
+
+/// Waits until server `name`'s own repository and its geo copy each completed a
+/// backup.
+fn wait_first_geo_backup(stack: &Stack, name: &str) {
     wait_for(
         "the first full backup of both repositories",
         Duration::from_secs(120),
@@ -92,7 +125,6 @@ fn geo_server(stack: &Stack, name: &str) -> (Created, CustomerKey, CustomerKey) 
             completed(false) && completed(true)
         },
     );
-    (server, key, geo)
 }
 
 /// `pgcmk server restore NAME --source SOURCE --point-in-time latest` and more options.
@@ -104,7 +136,7 @@ fn restore(stack: &Stack, source: &str, name: &str, more: &[&str]) -> Result<Cre
 fn with_the_servers_key_revoked_the_geo_copy_restores() {
     let fixture = fixture();
     let stack = &fixture.stack;
-    let (source, key, _geo) = fixture.servers.take("geo-own-revoked");
+    let (source, key, geo) = fixture.servers.take("geo-own-revoked");
     source
         .sql("CREATE TABLE kept(t text); INSERT INTO kept VALUES ('geo-marker-7f3a')")
         .unwrap();
@@ -117,7 +149,15 @@ fn with_the_servers_key_revoked_the_geo_copy_restores() {
     });
 
     // Chosen by itself: the source's own repository key is refused, the copy's is not.
-    let restored = restore(stack, "geo-own-revoked", "geo-own-copy", &[]).unwrap();
+    // Asked for, the restored server keeps a geo copy of its own, as a new one would.
+    let own_copy = geo_options(&geo);
+    let own_copy: Vec<&str> = own_copy.iter().map(String::as_str).collect();
+    let restored = restore(stack, "geo-own-revoked", "geo-own-copy", &own_copy).unwrap();
+    let its_copy = list(stack, &restored)
+        .geo
+        .expect("the restored server's own geo copy");
+    assert_eq!(its_copy.location, GEO_LOCATION);
+    assert_eq!(its_copy.problem, None);
     assert_eq!(
         restored.sql("SELECT t FROM kept").unwrap(),
         "geo-marker-7f3a"
@@ -274,4 +314,114 @@ fn a_geo_key_in_the_servers_location_is_refused_and_nothing_is_made() {
         "{err}"
     );
     assert!(stack.cp.try_server(&["show", "geo-same"]).is_err());
+}
+
+/// Makes a directory immutable (`chattr +i`: not even root adds an entry) until
+/// dropped, also when the test fails.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn make(dir: std::path::PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chattr +i {}", dir.display());
+        Self(dir)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_geo_copy_is_added_to_a_server_and_removed_again() {
+    let fixture = fixture();
+    let stack = &fixture.stack;
+    let (source, _key, geo) = fixture.servers.take(LATER);
+    let add = |geo: &CustomerKey| {
+        let mut args = vec!["update".to_string(), LATER.into()];
+        args.extend(geo_options(geo));
+        stack
+            .cp
+            .try_server(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let key_file = source.dir.join("wrapped_geo_backup_key.json");
+
+    // A copy whose repository cannot be made fails half-way (the agent restarted
+    // with it cannot mount): the server comes back as it was, without a copy.
+    let elsewhere = stack
+        .vault
+        .customer_key_at("geo-later-uk", "uksouth", "RSA");
+    let _stuck = Immutable::make(stack.cp.state_dir.join("geo-backups").join("uksouth"));
+    let err = add(&elsewhere).expect_err("a copy that cannot be made");
+    assert!(
+        err.contains("geo-redundant copy of server 'geo-later' was not added")
+            && err.contains("Operation not permitted")
+            && err.contains("back as it was"),
+        "{err}"
+    );
+    assert_eq!(stack.cp.state(LATER).0, "Ready");
+    assert!(list(stack, &source).geo.is_none());
+    assert!(!key_file.exists());
+    assert!(stack.cp.has_event(LATER, "geo backup not added"));
+
+    // Added: the copy holds a full backup when the command returns.
+    let updated = add(&geo).unwrap();
+    assert_eq!(updated["state"], "Ready", "{updated}");
+    let copy = list(stack, &source)
+        .geo
+        .expect("the geo copy in backup list");
+    assert_eq!(copy.location, GEO_LOCATION);
+    assert_eq!(copy.problem, None);
+    assert_eq!(copy.backups.len(), 1, "{copy:?}");
+    assert_eq!(copy.backups[0].kind.as_str(), "full");
+    let keys = stack.cp.try_backup(&["keys", LATER]).unwrap();
+    assert_eq!(keys["geo_key_version"], geo.kid.as_str(), "{keys}");
+    let again = add(&geo).expect_err("a second copy");
+    assert!(again.contains("already (in northeurope)"), "{again}");
+
+    // Removed: without a terminal to confirm on, --yes is required; then the
+    // copy's wrapped key and its files are gone, and the server serves.
+    let id = source.dir.file_name().unwrap();
+    let files = stack
+        .cp
+        .state_dir
+        .join("geo-backups")
+        .join(GEO_LOCATION)
+        .join(id);
+    assert!(files.exists() && key_file.exists());
+    let unconfirmed = stack
+        .cp
+        .server_output(&["update", LATER, "--no-geo-backup"]);
+    assert_eq!(unconfirmed.status.code(), Some(2));
+    assert!(key_file.exists());
+    let updated = stack
+        .cp
+        .try_server(&["update", LATER, "--no-geo-backup", "--yes"])
+        .unwrap();
+    assert_eq!(updated["state"], "Ready", "{updated}");
+    assert!(!key_file.exists(), "the copy's wrapped key is gone");
+    assert!(!files.exists(), "the copy's files are gone");
+    assert!(list(stack, &source).geo.is_none());
+    let keys = stack.cp.try_backup(&["keys", LATER]).unwrap();
+    assert!(keys.get("geo_key_version").is_none(), "{keys}");
+    assert!(stack.cp.has_event(LATER, "geo backup removed"));
+    let err = restore(stack, LATER, "geo-later-copy", &["--repository", "2"])
+        .err()
+        .expect("a restore from the removed copy");
+    assert!(err.contains("has no geo-redundant copy"), "{err}");
+    let again = stack
+        .cp
+        .try_server(&["update", LATER, "--no-geo-backup", "--yes"])
+        .expect_err("a second removal");
+    assert!(again.contains("nothing to remove"), "{again}");
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use aws_lc_rs::hmac;
 
-use crate::{Error, SymmetricKey};
+use crate::{Error, SecretBytes, SymmetricKey};
 
 /// Length of a tag in bytes.
 pub const TAG_LEN: usize = 32;
@@ -23,6 +23,12 @@ pub struct Tag([u8; TAG_LEN]);
 impl MacKey {
     /// A MAC key from 256 bits of key material.
     pub fn new(key: &SymmetricKey) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret()))
+    }
+
+    /// A MAC key of any length, as another party gave it (an Azure storage
+    /// account's 512-bit shared key signs its requests).
+    pub fn from_secret(key: &SecretBytes) -> Self {
         Self(hmac::Key::new(hmac::HMAC_SHA256, key.expose_secret()))
     }
 
@@ -108,5 +114,15 @@ mod tests {
             .verify(b"what do ya want for nothing?", tag.as_ref())
             .is_err());
         assert_eq!(format!("{k:?}"), "MacKey(REDACTED)");
+    }
+
+    #[test]
+    fn rfc4231_case_6_a_key_longer_than_the_block() {
+        let k = MacKey::from_secret(&SecretBytes::new(vec![0xaa; 131]));
+        let tag = k.sign(b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(
+            hex::encode(tag.as_bytes()),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
     }
 }

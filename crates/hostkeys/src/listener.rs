@@ -1,6 +1,8 @@
 //! An HTTPS listener serving one axum router, with graceful shutdown. Each request
 //! carries its TCP peer as a [`PeerAddr`] extension. A connection that does not
-//! complete a TLS handshake (plain HTTP, an untrusting client) gets no answer.
+//! complete a TLS handshake (plain HTTP, an untrusting client) gets no answer. The
+//! same listener without TLS ([`serve_plain`]) serves the loopback-only metrics
+//! endpoints, within the same kind of limits.
 //!
 //! What a client may cost before it has proved anything is bounded ([`Limits`]):
 //! the handshake, the headers and the body each have a deadline; connections are
@@ -53,10 +55,37 @@ pub async fn serve_with(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    accept_loop(
+        listener,
+        Some(TlsAcceptor::from(tls)),
+        router,
+        shutdown,
+        limits,
+    )
+    .await;
+}
+
+/// Like [`serve_with`], for plain HTTP (a loopback listener: the metrics); the
+/// handshake deadline does not apply.
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    accept_loop(listener, None, router, shutdown, limits).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    router: Router,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let caps = ConnectionCaps::new(limits.max_connections, limits.max_per_client);
     let mut connections = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF.0;
@@ -108,6 +137,9 @@ pub async fn serve_with(
                 let stop = shutdown.clone();
                 connections.spawn(async move {
                     let _admission = admission;
+                    let Some(acceptor) = acceptor else {
+                        return serve_connection(tcp, peer, router, limits, stop).await;
+                    };
                     let Ok(Ok(stream)) = tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await else {
                         return;
                     };
@@ -123,7 +155,7 @@ pub async fn serve_with(
 }
 
 async fn serve_connection(
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     peer: SocketAddr,
     router: Router,
     limits: Limits,

@@ -27,6 +27,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 
+use crate::listen_limits::Limits;
+
 /// Bucket bounds (seconds) of every latency histogram: 50 µs (a cached FUSE read) to
 /// 10 s (an RSA-4096 key generation or a vault timeout).
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -168,23 +170,114 @@ pub fn serve_in_thread(address: MetricsAddress) -> Result<SocketAddr, MetricsEnd
     Ok(bound)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// What a scraper may cost: a few connections (Prometheus keeps one), seconds to
+/// send a request, no body. Anyone on the host can connect, so the listener is
+/// bounded like the HTTPS ones, only tighter.
+fn scrape_limits() -> Limits {
+    Limits {
+        handshake: Duration::from_secs(5),
+        headers: Duration::from_secs(10),
+        body: Duration::from_secs(5),
+        max_connections: 16,
+        max_per_client: 16,
+        max_body_bytes: 1024,
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, within
+/// [`scrape_limits`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("the metrics listener stopped: {e}");
-    }
+    serve_within(listener, router, shutdown, scrape_limits()).await;
+}
+
+async fn serve_within(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    crate::listener::serve_plain(listener, router, stopped, limits).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Reads until the peer closes (0) or `limit` passes (None).
+    async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<usize> {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        loop {
+            match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(total),
+                Ok(Ok(n)) => total += n,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_and_silent_ones_dropped_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            headers: Duration::from_millis(500),
+            max_connections: 2,
+            max_per_client: 2,
+            ..scrape_limits()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve_within(
+            listener,
+            router(|| {}),
+            async {
+                let _ = stopped.await;
+            },
+            limits,
+        ));
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // A third connection while two are held is closed at once, unanswered.
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        let _ = over
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        assert_eq!(
+            closed_within(&mut over, Duration::from_secs(2)).await,
+            Some(0),
+            "over the cap: closed without an answer"
+        );
+        // The silent ones are dropped at the header deadline, freeing their slots.
+        for s in &mut silent {
+            assert!(
+                closed_within(s, Duration::from_secs(5)).await.is_some(),
+                "a silent connection outlived the header deadline"
+            );
+        }
+        let mut scrape = TcpStream::connect(addr).await.unwrap();
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        scrape.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let _ = stop.send(());
+        served.await.unwrap();
+    }
 
     #[test]
     fn only_loopback_addresses_are_accepted() {

@@ -4,8 +4,9 @@
 //! real client, from the workspace's `.venv`), its data in a directory the test can
 //! read byte by byte.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, SanType};
@@ -27,6 +28,20 @@ url, account, key, ca, container = sys.argv[1:6]
 client = BlobServiceClient(account_url=url, credential={"account_name": account, "account_key": key},
                            connection_verify=ca)
 client.create_container(container)
+"#;
+
+/// Lists the names of the blobs of a container that begin with a prefix, one a
+/// line, through the Azure SDK for Python; the account's key comes on stdin (a test
+/// may be looking for it in every process's arguments meanwhile).
+const LIST_BLOBS: &str = r#"
+import sys
+from azure.storage.blob import BlobServiceClient
+url, account, ca, container, prefix = sys.argv[1:6]
+key = sys.stdin.read().strip()
+client = BlobServiceClient(account_url=url, credential={"account_name": account, "account_key": key},
+                           connection_verify=ca)
+for blob in client.get_container_client(container).list_blobs(name_starts_with=prefix):
+    print(blob.name)
 "#;
 
 /// A running Azurite Blob service; stopped (by its handle) when dropped.
@@ -113,6 +128,37 @@ impl Azurite {
     /// The account's key.
     pub fn account_key(&self) -> &'static str {
         ACCOUNT_KEY
+    }
+
+    /// The names of the blobs in `container` that begin with `prefix`, as a real
+    /// client lists them.
+    pub fn blob_names(&self, container: &str, prefix: &str) -> Vec<String> {
+        let url = format!("{}/{ACCOUNT}", self.endpoint());
+        let mut child = Command::new(venv_bin("python"))
+            .args(["-c", LIST_BLOBS, &url, ACCOUNT])
+            .arg(&self.ca_file)
+            .args([container, prefix])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(ACCOUNT_KEY.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "listing the blobs of {container}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     fn create_container(&self, container: &str) {

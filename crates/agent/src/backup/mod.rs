@@ -198,7 +198,8 @@ impl Backups {
                 }
                 Err(e) => {
                     self.not_before = now + RETRY_AFTER_FAILURE;
-                    reporter.event(Actor::Agent, "backup failed", &e.to_string());
+                    let what = describe(kind, repo);
+                    reporter.event(Actor::Agent, "backup failed", &format!("{what}: {e}"));
                 }
             }
             return;

@@ -12,6 +12,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use pgcmk_crypto::SecretBytes;
 use zeroize::Zeroizing;
@@ -20,6 +21,11 @@ use super::{succeeded, PgInstall, PgLayout, Postgres};
 use crate::contract::replica::ReplicaSource;
 use crate::error::IoContext;
 use crate::Error;
+
+/// How many times a clone is tried before the provisioning fails.
+const CLONE_ATTEMPTS: u32 = 3;
+/// The pause after the first failed clone (doubled after the second).
+const CLONE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A standby of `source`, with its password file in `tls_dir` on the mount.
 pub struct Standby<'a> {
@@ -86,9 +92,35 @@ impl<'a> Standby<'a> {
     }
 
     /// Clones the source into the (new, empty) data directory of `layout` with
-    /// `pg_basebackup`, WAL streamed alongside, and marks it a standby.
+    /// `pg_basebackup`, WAL streamed alongside, and marks it a standby. A clone
+    /// is a long conversation over the network: one cut short (CI saw the WAL
+    /// stream's connection closed by the source under load) is tried again from
+    /// an empty directory, [`CLONE_ATTEMPTS`] times in all, before the
+    /// provisioning fails with the last reason.
     pub fn clone_source(&self, install: &PgInstall, layout: &PgLayout) -> Result<(), Error> {
         let data = &layout.data_dir;
+        let mut attempt = 1;
+        loop {
+            match self.clone_once(install, data) {
+                Ok(()) => return mark_standby(install, data),
+                Err(e) if attempt < CLONE_ATTEMPTS => {
+                    tracing::warn!(
+                        "cloning the source, attempt {attempt} of {CLONE_ATTEMPTS}: {e}; \
+                         trying again"
+                    );
+                    std::thread::sleep(CLONE_RETRY_AFTER * attempt);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One `pg_basebackup` into `data`, emptied first.
+    fn clone_once(&self, install: &PgInstall, data: &Path) -> Result<(), Error> {
+        if data.exists() {
+            fs::remove_dir_all(data).ctx(|| format!("emptying {}", data.display()))?;
+        }
         fs::create_dir_all(data).ctx(|| format!("creating {}", data.display()))?;
         // PostgreSQL refuses a data directory others may enter.
         fs::set_permissions(data, fs::Permissions::from_mode(0o700))
@@ -103,8 +135,7 @@ impl<'a> Standby<'a> {
             .stdin(Stdio::null())
             .output()
             .ctx(|| "running pg_basebackup")?;
-        succeeded("pg_basebackup", &out)?;
-        mark_standby(install, data)
+        succeeded("pg_basebackup", &out)
     }
 
     /// Makes every start of `pg` a hot standby streaming from the source.

@@ -3,7 +3,8 @@
 //! platform operator named at `pgcmk serve` (`docs/backups.md`). The storage
 //! account's shared key is a secret: sealed in the state under the root key like
 //! the identities' secrets, and handed to the agents that need it in their
-//! start-up handshake only.
+//! start-up handshake only. A deleted server's repository is removed from the
+//! container by the control plane itself ([`crate::azure_blob`]).
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ use pgcmk_agent::contract::{AgentConfig, ServerDir};
 use pgcmk_crypto::SecretBytes;
 
 use super::Platform;
+use crate::azure_blob::BlobContainer;
 use crate::error::StoreError;
 use crate::model::ServerRecord;
 use crate::root_key::IdentitySecrets;
@@ -65,5 +67,30 @@ impl Platform {
             return Ok(None);
         }
         self.secrets.get(&self.store, STORAGE_KEY).map(Some)
+    }
+
+    /// Removes the blobs of the repository of the server configured by `config`
+    /// when it is kept in Azure Blob Storage (every blob under its path).
+    pub(super) fn remove_blob_repository(&self, config: &AgentConfig) -> Result<(), Error> {
+        let Some(backup) = &config.backup else {
+            return Ok(());
+        };
+        let Some(store) = &backup.azure else {
+            return Ok(());
+        };
+        let path = backup.repository.to_string_lossy();
+        let prefix = format!("{}/", path.trim_matches('/'));
+        if prefix == "/" {
+            return Ok(());
+        }
+        let key = self.secrets.get(&self.store, STORAGE_KEY)?;
+        let deleted = BlobContainer::open(store, &key)?.delete_prefix(&prefix)?;
+        tracing::info!(
+            container = %store.container,
+            prefix,
+            deleted,
+            "removed a deleted server's repository from Azure Blob Storage"
+        );
+        Ok(())
     }
 }

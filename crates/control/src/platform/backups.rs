@@ -11,7 +11,7 @@ use pgcmk_agent::contract::backup::{
 };
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::AgentTask;
-use pgcmk_agent::contract::{BackupConfig, ServerDir};
+use pgcmk_agent::contract::{AgentConfig, BackupConfig, ServerDir};
 use pgcmk_keyprovider::{KeyVersionId, WrappedDek};
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,16 @@ pub struct BackupKeys {
     pub geo_key_version: Option<KeyVersionId>,
 }
 
+/// Removes the file at `path`, if there is one.
+pub(super) fn remove_file_if_present(path: &std::path::Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).ctx(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The retention asked for, or the default; refused outside 1–35 days.
 pub(super) fn validate_retention(days: Option<u32>) -> Result<u32, Error> {
     let days = days.unwrap_or(DEFAULT_RETENTION_DAYS);
@@ -106,9 +116,25 @@ impl Platform {
         }
     }
 
-    /// Removes the backup repository of server `id` (deleted, or never created),
-    /// and its geo-redundant copy.
-    pub(super) fn remove_backups(&self, id: &str) -> Result<(), Error> {
+    /// Removes every backup of server `id` in `dir` (deleted, or never created):
+    /// first its wrapped repository keys, which crypto-shreds every copy of its
+    /// repositories wherever they are, then its repository in Azure Blob Storage
+    /// (while `agent.json` still says where it is), then its local repository and
+    /// geo-redundant copy. A failure leaves `agent.json`, so that the delete, done
+    /// again, finds the rest.
+    pub(super) fn remove_repositories(&self, dir: &ServerDir, id: &str) -> Result<(), Error> {
+        for key in [dir.wrapped_backup_key(), dir.wrapped_geo_backup_key()] {
+            remove_file_if_present(&key)?;
+        }
+        if let Ok(config) = read_json::<AgentConfig>(&dir.agent_config()) {
+            self.remove_blob_repository(&config)?;
+        }
+        self.remove_backups(id)
+    }
+
+    /// Removes the local backup repository of server `id`, and its geo-redundant
+    /// copy.
+    fn remove_backups(&self, id: &str) -> Result<(), Error> {
         self.remove_geo_backups(id)?;
         let repository = self.backups_dir().join(id);
         match fs::remove_dir_all(&repository) {

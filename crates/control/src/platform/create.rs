@@ -278,8 +278,8 @@ impl Platform {
         {
             self.stop_agent(&record.id);
             self.store.remove_server(&record.id)?;
+            let _ = self.remove_repositories(&dir, &record.id);
             let _ = fs::remove_dir_all(dir.root());
-            let _ = self.remove_backups(&record.id);
             self.event(
                 &record,
                 Actor::ControlPlane,

@@ -153,10 +153,10 @@ impl Platform {
         let dir = ServerDir::new(&server.dir);
         // An agent killed earlier may have left its mount behind.
         dir.detach_stale_mount();
+        self.remove_repositories(&dir, &server.id)?;
         if dir.root().exists() {
             fs::remove_dir_all(dir.root()).ctx(|| format!("removing {}", dir.root().display()))?;
         }
-        self.remove_backups(&server.id)?;
         self.store.remove_server(&server.id)?;
         self.event(
             server,

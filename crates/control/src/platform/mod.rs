@@ -17,6 +17,7 @@
 //! | `replicas.rs`      | read replicas: create, list, promote                      |
 //! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
+//! | `geo_update.rs`    | adding a geo-redundant copy to a server, removing one     |
 //! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
 //! | `ha.rs`            | HA servers' state, roles, connection string, failover     |
 
@@ -47,6 +48,7 @@ mod backup_store;
 mod backups;
 mod create;
 mod geo;
+mod geo_update;
 mod ha;
 mod ha_access;
 mod ha_create;
@@ -65,6 +67,7 @@ mod vault_follow;
 pub use backups::{BackupKeys, CreateBackup, VerifyBackups};
 pub use create::{CreateServer, Created, KeyChoice};
 pub use geo::GeoBackupChoice;
+pub use geo_update::GeoBackupChange;
 pub use ha::{FailoverRequest, HaError};
 pub use observe::ServerObservation;
 pub use replicas::CreateReplica;

@@ -20,6 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use super::create::{CreateServer, Created, KeyChoice, Origin, Restoring};
+use super::geo::GeoBackupChoice;
 use super::Platform;
 use crate::model::ServerRecord;
 use crate::Error;
@@ -43,6 +44,10 @@ pub struct RestoreServer {
     /// the copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<u8>,
+    /// A geo-redundant copy of the new server's backups, under a key in another
+    /// location, as for a create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo_backup: Option<GeoBackupChoice>,
 }
 
 impl Platform {
@@ -129,7 +134,7 @@ impl Platform {
             location: source.location.clone(),
             protection: req.protection.clone(),
             backup_retention_days: req.backup_retention_days,
-            geo_backup: None,
+            geo_backup: req.geo_backup.clone(),
             high_availability: false,
             // A restored server listens on loopback; `server update --listen-addresses` moves it.
             listen_addresses: Vec::new(),

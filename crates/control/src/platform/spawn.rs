@@ -106,10 +106,11 @@ impl Platform {
         // Held while spawning, so a supervision pass cannot restart it meanwhile.
         let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
         let agent = self.spawn_agent_process(record, first_start)?;
-        agents.insert(
-            record.id.clone(),
-            Supervised::spawned(agent, Instant::now()),
-        );
+        let supervised = match first_start {
+            Some(_) => Supervised::provisioning(agent, Instant::now()),
+            None => Supervised::spawned(agent, Instant::now()),
+        };
+        agents.insert(record.id.clone(), supervised);
         Ok(())
     }
 

@@ -103,11 +103,18 @@ impl Platform {
         let after_death;
         let server = match supervised.check_alive(now) {
             Some((exit, delay)) => {
-                let why = format!(
-                    "the node agent {}; restarting it {}",
-                    exit_detail(&dir, exit),
-                    describe_delay(delay)
-                );
+                let why = match delay {
+                    Some(delay) => format!(
+                        "the node agent {}; restarting it {}",
+                        exit_detail(&dir, exit),
+                        describe_delay(delay)
+                    ),
+                    None => format!(
+                        "provisioning the new server failed: the node agent {} (not \
+                         restarted: only a first start provisions)",
+                        exit_detail(&dir, exit)
+                    ),
+                };
                 tracing::warn!(server = %server.name, "{why}");
                 self.transition(server, ServerState::Failed(why.clone()), Actor::Agent, &why)?;
                 after_death = self.store.server(&server.id)?;
