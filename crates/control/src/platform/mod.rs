@@ -48,6 +48,7 @@ mod backups;
 mod create;
 mod geo;
 mod ha;
+mod ha_backups;
 mod ha_create;
 mod lifecycle;
 mod listen;
