@@ -246,7 +246,14 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
         REJOIN,
         || catalog().is_some_and(|c| c.backups.iter().any(|b| b.kind == BackupKind::Full)),
     );
-    let (old_primary, _) = server.wait_healthy(cp, REJOIN);
+    let (old_primary, standby) = server.wait_healthy(cp, REJOIN);
+    assert!(cp.has_event(&old_primary.name, "backup completed"));
+    assert!(
+        !cp.has_event(&standby.name, "backup started"),
+        "a standby's agent starts no backup"
+    );
+    let keys = cp.try_backup(&["keys", "ha-backup"]).unwrap();
+    assert_eq!(keys["key_versions"].as_array().map(Vec::len), Some(1));
     let marker = "pgcmk-ha-backup-marker-8e21";
     server
         .sql(&format!(
