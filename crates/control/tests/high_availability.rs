@@ -25,7 +25,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pgcmk_agent::contract::backup::{BackupCatalog, BackupKind};
+use pgcmk_agent::contract::backup::{BackupCatalog, BackupKind, BackupSummary};
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::backups::{assert_encrypted_without, files_under, restore_with};
@@ -247,7 +247,10 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
         || catalog().is_some_and(|c| c.backups.iter().any(|b| b.kind == BackupKind::Full)),
     );
     let (old_primary, standby) = server.wait_healthy(cp, REJOIN);
-    assert!(cp.has_event(&old_primary.name, "backup completed"));
+    // The agent's event reaches the control plane after pgBackRest lists the backup.
+    wait_for("the primary's agent reporting the backup", REJOIN, || {
+        cp.has_event(&old_primary.name, "backup completed")
+    });
     assert!(
         !cp.has_event(&standby.name, "backup started"),
         "a standby's agent starts no backup"
@@ -281,6 +284,15 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
             .is_ok_and(|last| last.as_str() >= segment.as_str())
     });
 
+    // The backup commands reach the new primary's agent (pgBackRest refuses to back
+    // up a standby alone), which backs up into the same stanza on the new timeline.
+    let incr: BackupSummary = serde_json::from_value(
+        cp.try_backup(&["create", "ha-backup", "--type", "incr"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(incr.kind, BackupKind::Incr);
+
     // Only the WAL archived from both primaries into the one stanza holds both rows.
     let restored = restore_with(&stack, "ha-backup", "ha-backup-restored", "latest", &[])
         .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
@@ -289,6 +301,14 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
             .sql("SELECT string_agg(v, ',' ORDER BY v) FROM rows")
             .unwrap(),
         format!("{marker}-after,{marker}-before")
+    );
+    // A single server: none of the node's settings that Patroni wrote into the
+    // data directory (its synchronous standby, its archiving into the source's stanza).
+    assert_eq!(restored.sql("SHOW synchronous_standby_names").unwrap(), "");
+    let archive_command = restored.sql("SHOW archive_command").unwrap();
+    assert!(
+        !archive_command.contains(&id),
+        "the restored server archives into its source's stanza: {archive_command}"
     );
 
     let files = files_under(&repository);

@@ -400,3 +400,32 @@ pub fn explain_backup_key_refusal(refusal: &super::task::VersionRefusal, source:
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::ServerDir;
+
+    #[test]
+    fn a_node_uses_the_stanza_and_key_of_the_server_it_belongs_to() {
+        let own = ServerDir::new("/state/servers/node1");
+        let single = BackupConfig::new("/state/backups/node1".into(), 7);
+        assert_eq!(single.stanza("node1"), "node1");
+        assert_eq!(
+            single.key_file(&own),
+            PathBuf::from("/state/servers/node1/wrapped_backup_key.json")
+        );
+        let node = BackupConfig {
+            owner: Some(BackupOwner {
+                server_id: "ha1".into(),
+                dir: "/state/servers/ha1".into(),
+            }),
+            ..single
+        };
+        assert_eq!(node.stanza("node1"), "ha1");
+        assert_eq!(
+            node.key_file(&own),
+            PathBuf::from("/state/servers/ha1/wrapped_backup_key.json")
+        );
+    }
+}
