@@ -16,6 +16,7 @@
 //!
 //! Signals: SIGTERM or SIGINT stop the server and exit; SIGHUP checks the key now.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,7 +184,7 @@ pub fn run(
         }
     }
     if config.backup.is_some() {
-        backup::key::ensure_wrapped(dir, kek.as_ref())?;
+        backup::key::ensure_wrapped(&config.backup_key_file(dir), kek.as_ref())?;
     }
     let geo = GeoKey::connect(dir, &config, geo_secret, &reporter);
     let mut watch = KeyWatch::new(SystemClock, monitor_config(&config), wrapped.kek.clone());
@@ -273,7 +274,12 @@ pub fn run(
             }
             drop(dek);
             if serving.is_some() && config.backup.is_some() {
-                follow_backup_key(dir, kek.as_ref(), &wrapped.kek, &reporter);
+                follow_backup_key(
+                    &config.backup_key_file(dir),
+                    kek.as_ref(),
+                    &wrapped.kek,
+                    &reporter,
+                );
             }
             let backups = serving.as_mut().and_then(Serving::backups_mut);
             if let (Some(backups), Some(geo)) = (backups, &geo) {
@@ -308,7 +314,7 @@ fn unlock(
     let (geo_key, storage_key) = more_keys;
     // A repository key the vault refuses stops the backups, not the server.
     let repository_key = match &config.backup {
-        Some(_) => backup::key::unwrap(&dir.wrapped_backup_key(), kek)
+        Some(_) => backup::key::unwrap(&config.backup_key_file(dir), kek)
             .inspect_err(|e| {
                 tracing::error!("backups stopped: the repository key cannot be unwrapped: {e}")
             })
@@ -322,12 +328,12 @@ fn unlock(
 /// so that once the DEK follows a rotation the old version is needed by nothing.
 /// A failure is retried at the next check.
 fn follow_backup_key(
-    dir: &ServerDir,
+    file: &Path,
     kek: &dyn KeyEncryptionKey,
     version: &KeyVersionId,
     reporter: &Reporter,
 ) {
-    match backup::key::follow(&dir.wrapped_backup_key(), kek, version) {
+    match backup::key::follow(file, kek, version) {
         Ok(Some(from)) => reporter.event(
             Actor::KeyMonitor,
             "backup key re-wrapped",

@@ -85,11 +85,10 @@ impl Serving {
                 port: config.port,
             },
         );
-        // A highly available server's nodes have no backups yet.
-        let backups = match (&config.backup, &repository_key, &config.ha) {
-            (Some(backup), Some(key), None) => Some(Backups::configure(
+        let backups = match (&config.backup, &repository_key) {
+            (Some(backup), Some(key)) => Some(Backups::configure(
                 dir,
-                &config.server_id,
+                backup.stanza(&config.server_id),
                 backup,
                 &RepositoryKeys {
                     cipher: key.dek(),
@@ -256,6 +255,9 @@ impl Serving {
         if let Some(running) = patroni.as_mut() {
             if let Some(pid) = running.pid() {
                 let Some(status) = running.poll_exit() else {
+                    if let Some(backups) = self.backups.as_mut() {
+                        backups.supervise_node(&self.pg, now, reporter);
+                    }
                     return;
                 };
                 let why = format!("patroni (pid {pid}) exited ({status})");

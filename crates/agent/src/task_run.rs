@@ -82,9 +82,10 @@ pub fn run(
             out,
             failing(backup::tasks::verify(dir, &config, *repository)),
         ),
-        AgentTask::BackupKeyCheck => {
-            answer(out, check_backup_key(&dir.wrapped_backup_key(), &vault()?))
-        }
+        AgentTask::BackupKeyCheck => answer(
+            out,
+            check_backup_key(&config.backup_key_file(dir), &vault()?),
+        ),
         AgentTask::GeoBackupKeyCheck => answer(
             out,
             check_backup_key(&dir.wrapped_geo_backup_key(), &geo_vault()?),
@@ -205,10 +206,9 @@ fn adopt_key_version(dir: &ServerDir, vault: &Vault<'_>) -> Result<Wrapping, Tas
     // The backups follow too; when they cannot (the version their key is wrapped
     // by was disabled first), the server still starts, and `backup keys` names the
     // version they need.
-    if vault.config.backup.is_some() && dir.wrapped_backup_key().exists() {
-        if let Err(e) =
-            backup::key::follow(&dir.wrapped_backup_key(), vault.kek.as_ref(), &key.current)
-        {
+    let backup_key = vault.config.backup_key_file(dir);
+    if vault.config.backup.is_some() && backup_key.exists() {
+        if let Err(e) = backup::key::follow(&backup_key, vault.kek.as_ref(), &key.current) {
             tracing::warn!("re-wrapping the backup repository key: {e}");
         }
     }

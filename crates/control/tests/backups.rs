@@ -55,26 +55,7 @@ fn no_byte_of_the_repository_logs_or_processes_shows_a_row_or_the_passphrase() {
             .any(|f| f.to_string_lossy().contains(".zst")),
         "no backup or WAL file in the repository: {repo_files:?}"
     );
-    for file in &repo_files {
-        // A backup of the other tests may be under way: its temporary files come and
-        // go, and a file just created is still empty.
-        let Ok(bytes) = fs::read(file) else {
-            continue;
-        };
-        if bytes.is_empty() {
-            continue;
-        }
-        assert!(
-            bytes.starts_with(b"Salted__"),
-            "{} is not encrypted by pgBackRest",
-            file.display()
-        );
-        assert!(
-            !contains(&bytes, marker.as_bytes()),
-            "marker in {}",
-            file.display()
-        );
-    }
+    assert_encrypted_without(&repo_files, marker);
 
     let logs = files_under(&ServerDir::new(&s.dir).backup_engine_dir().join("log"));
     assert!(

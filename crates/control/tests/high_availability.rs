@@ -15,13 +15,20 @@
 //!   one primary, no operator; a rotation re-wraps each node's own DEK.
 //! - A marker inserted on the primary is in no byte of either node's disk, nor
 //!   in etcd's data directory.
+//! - Backups: the primary's agent takes the first full backup into the server's
+//!   one stanza; a row committed, a planned switchover, a second row committed:
+//!   a restore of `latest` into a new server has both (archiving went on from the
+//!   new primary, on its new timeline, into the same stanza); the marker is in no
+//!   byte of the repository; deleting the server deletes it.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use pgcmk_agent::contract::backup::{BackupCatalog, BackupKind, BackupSummary};
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
+use support::backups::{assert_encrypted_without, files_under, restore_with};
 use support::ha::{crash, lose_primary, lost, node_processes, AckedInserts, HaServer, Rejoins};
 use support::*;
 
@@ -217,4 +224,103 @@ fn a_marker_reaches_no_node_disk_nor_etcd() {
     assert!(etcd.join("m1").is_dir(), "the local etcd cluster runs");
     let leaks = files_containing(&etcd, marker.as_bytes(), &etcd.join("none"));
     assert!(leaks.is_empty(), "'{marker}' in etcd's data: {leaks:?}");
+}
+
+#[test]
+fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-backup", &[]);
+    let dir = std::path::PathBuf::from(
+        cp.server(&["show", "ha-backup"])["server"]["dir"]
+            .as_str()
+            .unwrap(),
+    );
+    let id = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let repository = cp.state_dir.join("backups").join(&id);
+    let catalog = || -> Option<BackupCatalog> {
+        serde_json::from_value(cp.try_backup(&["list", "ha-backup"]).ok()?).ok()
+    };
+    wait_for(
+        "the first full backup, taken by the primary's agent",
+        REJOIN,
+        || catalog().is_some_and(|c| c.backups.iter().any(|b| b.kind == BackupKind::Full)),
+    );
+    let (old_primary, standby) = server.wait_healthy(cp, REJOIN);
+    // The agent's event reaches the control plane after pgBackRest lists the backup.
+    wait_for("the primary's agent reporting the backup", REJOIN, || {
+        cp.has_event(&old_primary.name, "backup completed")
+    });
+    assert!(
+        !cp.has_event(&standby.name, "backup started"),
+        "a standby's agent starts no backup"
+    );
+    let keys = cp.try_backup(&["keys", "ha-backup"]).unwrap();
+    assert_eq!(keys["key_versions"].as_array().map(Vec::len), Some(1));
+    let marker = "pgcmk-ha-backup-marker-8e21";
+    server
+        .sql(&format!(
+            "CREATE TABLE rows (v text); INSERT INTO rows VALUES ('{marker}-before')"
+        ))
+        .unwrap();
+
+    cp.server(&["failover", "ha-backup", "--planned"]);
+    let (new_primary, _) = server.wait_healthy(cp, REJOIN);
+    assert_ne!(new_primary.name, old_primary.name, "the standby took over");
+    server
+        .sql(&format!("INSERT INTO rows VALUES ('{marker}-after')"))
+        .unwrap();
+    let segment = server
+        .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .unwrap();
+    assert!(
+        !segment.starts_with("00000001"),
+        "the new primary writes a new timeline: {segment}"
+    );
+    server.sql("SELECT pg_switch_wal()").unwrap();
+    wait_for("the new timeline's segment archived", REJOIN, || {
+        server
+            .sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+            .is_ok_and(|last| last.as_str() >= segment.as_str())
+    });
+
+    // The backup commands reach the new primary's agent (pgBackRest refuses to back
+    // up a standby alone), which backs up into the same stanza on the new timeline.
+    let incr: BackupSummary = serde_json::from_value(
+        cp.try_backup(&["create", "ha-backup", "--type", "incr"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(incr.kind, BackupKind::Incr);
+
+    // Only the WAL archived from both primaries into the one stanza holds both rows.
+    let restored = restore_with(&stack, "ha-backup", "ha-backup-restored", "latest", &[])
+        .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert_eq!(
+        restored
+            .sql("SELECT string_agg(v, ',' ORDER BY v) FROM rows")
+            .unwrap(),
+        format!("{marker}-after,{marker}-before")
+    );
+    // A single server: none of the node's settings that Patroni wrote into the
+    // data directory (its synchronous standby, its archiving into the source's stanza).
+    assert_eq!(restored.sql("SHOW synchronous_standby_names").unwrap(), "");
+    let archive_command = restored.sql("SHOW archive_command").unwrap();
+    assert!(
+        !archive_command.contains(&id),
+        "the restored server archives into its source's stanza: {archive_command}"
+    );
+
+    let files = files_under(&repository);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(repository.join("archive").join(&id))),
+        "the server's one stanza, named after its id, in {}",
+        repository.display()
+    );
+    assert_encrypted_without(&files, marker);
+
+    cp.server(&["delete", "ha-backup", "--yes"]);
+    assert!(!repository.exists(), "the backups went with the server");
 }

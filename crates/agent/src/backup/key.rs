@@ -19,18 +19,19 @@ use zeroize::Zeroizing;
 use std::path::Path;
 
 use crate::contract::server_dir::{read_json, write_json_atomic};
-use crate::contract::ServerDir;
 use crate::Error;
 
-/// Creates the server's repository key and stores it wrapped by `kek`, unless it
-/// exists: a repository keeps one passphrase for its whole life.
-pub(crate) fn ensure_wrapped(dir: &ServerDir, kek: &dyn KeyEncryptionKey) -> Result<(), Error> {
-    if dir.wrapped_backup_key().exists() {
+/// Creates the server's repository key and stores it in `file` wrapped by `kek`,
+/// unless it exists: a repository keeps one passphrase for its whole life. (A
+/// highly available server's is made by the control plane before its nodes start,
+/// so they never race to make two.)
+pub(crate) fn ensure_wrapped(file: &Path, kek: &dyn KeyEncryptionKey) -> Result<(), Error> {
+    if file.exists() {
         return Ok(());
     }
     let key = Dek::generate()?;
     let wrapped = kek.wrap(&key)?;
-    write_json_atomic(&dir.wrapped_backup_key(), &wrapped)?;
+    write_json_atomic(file, &wrapped)?;
     tracing::info!("backup repository key created, wrapped by {}", wrapped.kek);
     Ok(())
 }

@@ -21,6 +21,7 @@
 pub(crate) mod geo;
 pub(crate) mod info;
 pub(crate) mod key;
+mod node;
 pub(crate) mod pgbackrest;
 pub(crate) mod restore;
 mod schedule;
@@ -69,6 +70,8 @@ pub(crate) struct Backups {
     /// No scheduled backup is started before this (after a failure).
     not_before: i64,
     job: Option<(Child, BackupKind, Repository)>,
+    /// On a node of a highly available server: whether it is the primary.
+    node: node::NodeRole,
 }
 
 /// When a repository's last full backup and last backup of any kind finished.
@@ -78,17 +81,18 @@ type LastBackups = (Option<i64>, Option<i64>);
 const REPOSITORIES: [Repository; 2] = [Repository::Primary, Repository::Geo];
 
 impl Backups {
-    /// Configures pgBackRest on the mount of the server in `dir` with its
-    /// repositories' `keys` (the geo copy's when it has one and the geo key
-    /// unwrapped it), and PostgreSQL `pg` to archive its WAL through it.
+    /// Configures pgBackRest on the mount of the server in `dir` for `stanza`
+    /// with its repositories' `keys` (the geo copy's when it has one and the geo
+    /// key unwrapped it), and PostgreSQL `pg` to archive its WAL through it (on a
+    /// node of a highly available server, Patroni passes these settings on).
     pub(crate) fn configure(
         dir: &ServerDir,
-        server_id: &str,
+        stanza: &str,
         backup: &BackupConfig,
         keys: &RepositoryKeys<'_>,
         pg: &mut Postgres,
     ) -> Result<Self, Error> {
-        let engine = PgBackRest::new(dir, server_id, PgInstall::discover()?)?;
+        let engine = PgBackRest::new(dir, stanza, PgInstall::discover()?)?;
         engine.configure(pg.layout(), backup, keys)?;
         pg.set("archive_mode", "on".into());
         pg.set("archive_command", engine.archive_command());
@@ -102,6 +106,7 @@ impl Backups {
             finished: [None, None],
             not_before: 0,
             job: None,
+            node: node::NodeRole::default(),
         })
     }
 

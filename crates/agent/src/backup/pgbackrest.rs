@@ -38,9 +38,11 @@ pub(crate) struct PgBackRest {
 }
 
 impl PgBackRest {
-    /// pgBackRest for the server in `dir` (whose stanza is named after its id).
-    pub(crate) fn new(dir: &ServerDir, server_id: &str, install: PgInstall) -> Result<Self, Error> {
-        Self::at(dir.backup_engine_dir(), server_id, install)
+    /// pgBackRest for the server in `dir`, with `stanza` (named after the id of
+    /// the server the repository belongs to: its own, or the highly available
+    /// server it is a node of).
+    pub(crate) fn new(dir: &ServerDir, stanza: &str, install: PgInstall) -> Result<Self, Error> {
+        Self::at(dir.backup_engine_dir(), stanza, install)
     }
 
     /// pgBackRest for `stanza`, with its files in `engine_dir` (on a mount).

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use pgcmk_crypto::SecretBytes;
@@ -51,6 +52,7 @@ pub(crate) fn restore(
         install.user().chown(data)?;
         let args = restore_args(&source.target);
         engine.run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        forget_patroni(data)?;
         // Without hot standby PostgreSQL accepts connections only once it is
         // promoted, so the start below returns when recovery reached the target.
         serving.pg.set("hot_standby", "off".into());
@@ -74,6 +76,34 @@ pub(crate) fn restore(
         fs::remove_dir_all(&engine_dir).ctx(|| format!("removing {}", engine_dir.display()))?;
     }
     result
+}
+
+/// What Patroni renamed initdb's `postgresql.conf` to, writing its own in its place.
+const PATRONI_BASE_CONF: &str = "postgresql.base.conf";
+/// Patroni's own state in a data directory.
+const PATRONI_STATE: &str = "patroni.dynamic.json";
+
+/// Makes a data directory restored from a highly available server's backups (a
+/// node's, where Patroni ran PostgreSQL) a single server's: Patroni's
+/// `postgresql.conf` holds that node's settings — its `archive_command` into the
+/// source's stanza, its synchronous standby (every commit of the new server would
+/// wait for it), its certificate and `pg_hba` on the node's mount — so initdb's,
+/// which Patroni kept as `postgresql.base.conf`, is put back, and Patroni's state
+/// removed: PostgreSQL starts with the agent's settings only. A no-op for a single
+/// server's backups.
+fn forget_patroni(data: &Path) -> Result<(), Error> {
+    let base = data.join(PATRONI_BASE_CONF);
+    if !base.exists() {
+        return Ok(());
+    }
+    let conf = data.join("postgresql.conf");
+    fs::rename(&base, &conf).ctx(|| format!("moving {} to {}", base.display(), conf.display()))?;
+    match fs::remove_file(data.join(PATRONI_STATE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).ctx(|| format!("removing {PATRONI_STATE}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `pgbackrest restore`'s arguments for `target`.

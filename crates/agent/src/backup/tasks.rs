@@ -52,11 +52,11 @@ fn engine_with(
 
 /// pgBackRest of the serving server in `dir`, or why there is none.
 fn engine(dir: &ServerDir, config: &AgentConfig) -> Result<PgBackRest, Error> {
-    if config.backup.is_none() {
+    let Some(backup) = &config.backup else {
         return Err(Error::Backup(
             "this server has no backups configured (it was created before backups existed)".into(),
         ));
-    }
+    };
     if !dir.backup_engine_dir().join("pgbackrest.conf").exists() {
         return Err(Error::Backup(
             "the server is not serving: its backups are reached through its encrypted \
@@ -64,7 +64,11 @@ fn engine(dir: &ServerDir, config: &AgentConfig) -> Result<PgBackRest, Error> {
                 .into(),
         ));
     }
-    PgBackRest::new(dir, &config.server_id, PgInstall::discover()?)
+    PgBackRest::new(
+        dir,
+        backup.stanza(&config.server_id),
+        PgInstall::discover()?,
+    )
 }
 
 /// The complete backups and the archived WAL; with `geo_kek` (the geo key, as the
@@ -77,7 +81,7 @@ pub(crate) fn list(
 ) -> Result<BackupCatalog, Error> {
     let engine = engine(dir, config)?;
     let retention_days = config.backup.as_ref().map_or(0, |b| b.retention_days);
-    let key_version = key::read_wrapped(&dir.wrapped_backup_key())?.kek;
+    let key_version = key::read_wrapped(&config.backup_key_file(dir))?.kek;
     let (backups, wal) = repository_contents(&engine, Repository::Primary, &key_version)?;
     let geo = match config.backup.as_ref().and_then(|b| b.geo.as_ref()) {
         Some(geo) => Some(geo_catalog(dir, &engine, &geo.location, geo_kek)?),
@@ -195,7 +199,7 @@ pub(crate) fn create(
         )));
     }
     let key_file = match repo {
-        Repository::Primary => dir.wrapped_backup_key(),
+        Repository::Primary => config.backup_key_file(dir),
         Repository::Geo => dir.wrapped_geo_backup_key(),
     };
     let (backups, _) = repository_contents(&engine, repo, &key::read_wrapped(&key_file)?.kek)?;

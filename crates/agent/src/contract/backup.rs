@@ -36,6 +36,21 @@ pub struct BackupConfig {
     /// directory: where (`repository` is then its path in the container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureStore>,
+    /// When the repository belongs to a server other than the agent's own: a
+    /// highly available server, whose nodes share its stanza and repository key
+    /// (the key lives with the server, not the node, so a server that gains or
+    /// loses its standby keeps both). `None`: the agent's own server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<BackupOwner>,
+}
+
+/// The server a shared repository belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupOwner {
+    /// Its id: the stanza's name.
+    pub server_id: String,
+    /// Its directory, which holds `wrapped_backup_key.json`.
+    pub dir: PathBuf,
 }
 
 /// An Azure Blob Storage container that holds repositories (pgBackRest's `azure`
@@ -134,6 +149,23 @@ impl BackupConfig {
             diff_every_hours: DEFAULT_DIFF_EVERY_HOURS,
             geo: None,
             azure: None,
+            owner: None,
+        }
+    }
+
+    /// The stanza of the repository, for the agent of server `own_id`: named
+    /// after the server the repository belongs to.
+    pub fn stanza<'a>(&'a self, own_id: &'a str) -> &'a str {
+        self.owner.as_ref().map_or(own_id, |o| o.server_id.as_str())
+    }
+
+    /// The file holding the repository key wrapped by the server's KEK, for the
+    /// agent of the server in `own`: in the directory of the server the
+    /// repository belongs to.
+    pub fn key_file(&self, own: &super::ServerDir) -> PathBuf {
+        match &self.owner {
+            Some(owner) => super::ServerDir::new(&owner.dir).wrapped_backup_key(),
+            None => own.wrapped_backup_key(),
         }
     }
 }
@@ -366,5 +398,34 @@ pub fn explain_backup_key_refusal(refusal: &super::task::VersionRefusal, source:
              them, give that identity get, wrapKey and unwrapKey on key '{}' in {} again",
             refusal.reason, v.name, v.vault_url
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::ServerDir;
+
+    #[test]
+    fn a_node_uses_the_stanza_and_key_of_the_server_it_belongs_to() {
+        let own = ServerDir::new("/state/servers/node1");
+        let single = BackupConfig::new("/state/backups/node1".into(), 7);
+        assert_eq!(single.stanza("node1"), "node1");
+        assert_eq!(
+            single.key_file(&own),
+            PathBuf::from("/state/servers/node1/wrapped_backup_key.json")
+        );
+        let node = BackupConfig {
+            owner: Some(BackupOwner {
+                server_id: "ha1".into(),
+                dir: "/state/servers/ha1".into(),
+            }),
+            ..single
+        };
+        assert_eq!(node.stanza("node1"), "ha1");
+        assert_eq!(
+            node.key_file(&own),
+            PathBuf::from("/state/servers/ha1/wrapped_backup_key.json")
+        );
     }
 }

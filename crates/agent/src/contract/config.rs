@@ -49,6 +49,17 @@ pub struct AgentConfig {
     pub ha: Option<super::HaNode>,
 }
 
+impl AgentConfig {
+    /// The file holding the server's backup repository key wrapped by its KEK,
+    /// for the agent of the server in `dir`: its own, or the one of the highly
+    /// available server it is a node of.
+    pub fn backup_key_file(&self, dir: &super::ServerDir) -> PathBuf {
+        self.backup
+            .as_ref()
+            .map_or_else(|| dir.wrapped_backup_key(), |b| b.key_file(dir))
+    }
+}
+
 /// The listen addresses of a server created before they were a setting.
 pub fn loopback_only() -> Vec<IpAddr> {
     vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]

@@ -26,6 +26,7 @@ use crate::Error;
 
 mod install;
 mod password;
+mod role;
 mod settings;
 pub mod standby;
 pub mod tls;

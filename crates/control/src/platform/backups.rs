@@ -151,7 +151,7 @@ impl Platform {
     /// from the repository.
     pub fn list_backups(&self, name: &str) -> Result<BackupCatalog, Error> {
         let server = self.serving_for_backups(name)?;
-        self.run_task(&server, &AgentTask::BackupList, None)
+        self.run_task(&self.backup_agent(&server)?, &AgentTask::BackupList, None)
     }
 
     /// One backup of the server, by label.
@@ -176,6 +176,7 @@ impl Platform {
         repository: Repository,
     ) -> Result<BackupSummary, Error> {
         let server = self.serving_for_backups(name)?;
+        let agent = self.backup_agent(&server)?;
         self.event(
             &server,
             Actor::Dba,
@@ -187,7 +188,7 @@ impl Platform {
             ),
         )?;
         let task = AgentTask::BackupCreate { kind, repository };
-        let created: Result<BackupSummary, Error> = self.run_task(&server, &task, None);
+        let created: Result<BackupSummary, Error> = self.run_task(&agent, &task, None);
         match &created {
             Ok(b) => self.event(
                 &server,
@@ -234,8 +235,11 @@ impl Platform {
         repository: Repository,
     ) -> Result<BackupVerification, Error> {
         let server = self.serving_for_backups(name)?;
-        let verification: BackupVerification =
-            self.run_task(&server, &AgentTask::BackupVerify { repository }, None)?;
+        let verification: BackupVerification = self.run_task(
+            &self.backup_agent(&server)?,
+            &AgentTask::BackupVerify { repository },
+            None,
+        )?;
         let n = repository.number();
         self.event(
             &server,

@@ -15,6 +15,7 @@ use pgcmk_agent::contract::server_dir::write_json_atomic;
 use pgcmk_agent::contract::{HaNode, ServerDir};
 use pgcmk_crypto::SecretBytes;
 
+use super::backups::validate_retention;
 use super::create::{hex_id, new_wrapped_dek, CreateServer, Created, FirstStart};
 use super::listen::free_port;
 use super::Platform;
@@ -40,13 +41,14 @@ impl Platform {
                     .into(),
             ));
         }
-        if req.geo_backup.is_some() || req.backup_retention_days.is_some() {
+        if req.geo_backup.is_some() {
             return Err(Error::BadRequest(
-                "a highly available server has no backups yet: create it without \
-                 --backup-retention-days and --geo-backup-*"
+                "a highly available server has no geo-redundant copy of its backups yet: \
+                 create it without --geo-backup-*"
                     .into(),
             ));
         }
+        let retention_days = validate_retention(req.backup_retention_days)?;
         let _reserved = self.locks.reserve(&req.name)?;
         let _guard = self.locks.lock(&req.name);
         if self.store.server(&req.name).is_ok() {
@@ -62,6 +64,8 @@ impl Platform {
         let wrapped = (0..NODES)
             .map(|_| new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location))
             .collect::<Result<Vec<_>, _>>()?;
+        // The server's one backup repository key, made and validated like a DEK.
+        let backup_key = new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location)?;
         let etcd_endpoints = self.etcd_endpoints()?;
         let id = hex_id()?;
         let password = hex_id()?;
@@ -112,6 +116,10 @@ impl Platform {
         };
         let written = (|| {
             fs::create_dir(&server.dir).ctx(|| format!("creating {}", server.dir.display()))?;
+            write_json_atomic(
+                &ServerDir::new(&server.dir).wrapped_backup_key(),
+                &backup_key,
+            )?;
             self.store.insert_server(&server, None)?;
             for node in &nodes {
                 let Some(place) = &node.node_of else { continue };
@@ -120,7 +128,7 @@ impl Platform {
                 fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
                     .ctx(|| "setting permissions of the node directory")?;
                 let mut config = self.agent_config(node, access.clone());
-                config.backup = None;
+                config.backup = Some(self.ha_backup_config(&server, retention_days));
                 config.ha = Some(HaNode {
                     scope: id.clone(),
                     name: node.name.clone(),
@@ -167,6 +175,7 @@ impl Platform {
                 let _ = self.store.remove_server(&node.id);
                 let _ = fs::remove_dir_all(&node.dir);
             }
+            let _ = self.remove_repositories(&ServerDir::new(&server.dir), &server.id);
             let _ = self.store.remove_server(&server.id);
             let _ = fs::remove_dir_all(&server.dir);
             self.event(

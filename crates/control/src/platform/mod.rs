@@ -51,6 +51,7 @@ mod geo;
 mod geo_update;
 mod ha;
 mod ha_access;
+mod ha_backups;
 mod ha_create;
 mod lifecycle;
 mod listen;

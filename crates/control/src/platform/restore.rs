@@ -59,7 +59,9 @@ impl Platform {
         let target = parse_target(&req.point_in_time)?;
         let source = self.store.server(source)?;
         let source_dir = ServerDir::new(&source.dir);
-        let config: AgentConfig = read_json(&source_dir.agent_config())?;
+        // A highly available source's backups are reached through a node's agent.
+        let agent = self.backup_key_agent(&source)?;
+        let config: AgentConfig = read_json(&ServerDir::new(&agent.dir).agent_config())?;
         let Some(backup) = config.backup else {
             return Err(Error::BadRequest(format!(
                 "server '{}' has no backups: it was created before backups existed",
@@ -72,6 +74,7 @@ impl Platform {
             .transpose()
             .map_err(Error::BadRequest)?;
         let geo = backup.geo;
+        let check = |repo| self.check_repository_key(&source, &agent, repo);
         let repository = match (asked, &geo) {
             (Some(Repository::Geo), None) => {
                 return Err(Error::BadRequest(format!(
@@ -80,13 +83,11 @@ impl Platform {
                     source.name
                 )))
             }
-            (Some(repo), _) => self.check_repository_key(&source, repo).map(|()| repo)?,
-            (None, None) => self
-                .check_repository_key(&source, Repository::Primary)
-                .map(|()| Repository::Primary)?,
-            (None, Some(_)) => match self.check_repository_key(&source, Repository::Primary) {
+            (Some(repo), _) => check(repo).map(|()| repo)?,
+            (None, None) => check(Repository::Primary).map(|()| Repository::Primary)?,
+            (None, Some(_)) => match check(Repository::Primary) {
                 Ok(()) => Repository::Primary,
-                Err(primary) => match self.check_repository_key(&source, Repository::Geo) {
+                Err(primary) => match check(Repository::Geo) {
                     Ok(()) => Repository::Geo,
                     Err(_) => return Err(primary),
                 },
@@ -102,7 +103,7 @@ impl Platform {
                 geo.repository,
                 read_json::<WrappedDek>(&source_dir.wrapped_geo_backup_key())?,
                 geo.kek,
-                self.geo_identity_secret(&source)?.ok_or_else(|| {
+                self.geo_identity_secret(&agent)?.ok_or_else(|| {
                     Error::BadRequest(format!(
                         "server '{}' has no geo identity secret stored",
                         source.name
@@ -113,7 +114,7 @@ impl Platform {
                 backup.repository,
                 read_json::<WrappedDek>(&source_dir.wrapped_backup_key())?,
                 config.kek,
-                self.identity_secret(&source)?,
+                self.identity_secret(&agent)?,
             ),
         };
         let restoring = Restoring {
@@ -142,17 +143,24 @@ impl Platform {
         self.create_server(&create, Origin::Restore(Box::new(restoring)))
     }
 
-    /// Proves, in a short-lived run of `source`'s agent, that the vault unwraps the
-    /// key of its repository `repo`; a refusal names the key version.
-    fn check_repository_key(&self, source: &ServerRecord, repo: Repository) -> Result<(), Error> {
+    /// Proves, in a short-lived run of `agent` (`source` itself, or a node of it),
+    /// that the vault unwraps the key of `source`'s repository `repo`; a refusal
+    /// names `source` and the key version.
+    fn check_repository_key(
+        &self,
+        source: &ServerRecord,
+        agent: &ServerRecord,
+        repo: Repository,
+    ) -> Result<(), Error> {
         let task = match repo {
             Repository::Primary => AgentTask::BackupKeyCheck,
             Repository::Geo => AgentTask::GeoBackupKeyCheck,
         };
-        let _: RepositoryKeyCheck = self.run_task(source, &task, None).map_err(|e| match e {
-            Error::KeyVersionRefused { server, refusal } => {
-                Error::BackupKeyRefused { server, refusal }
-            }
+        let _: RepositoryKeyCheck = self.run_task(agent, &task, None).map_err(|e| match e {
+            Error::KeyVersionRefused { refusal, .. } => Error::BackupKeyRefused {
+                server: source.name.clone(),
+                refusal,
+            },
             other => other,
         })?;
         Ok(())

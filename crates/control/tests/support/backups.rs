@@ -63,6 +63,30 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Asserts that every file of `files` (a repository's) is pgBackRest ciphertext
+/// and holds no `marker`. A backup under way may be writing meanwhile: its
+/// temporary files come and go, and a file just created is still empty.
+pub fn assert_encrypted_without(files: &[PathBuf], marker: &str) {
+    for file in files {
+        let Ok(bytes) = fs::read(file) else {
+            continue;
+        };
+        if bytes.is_empty() {
+            continue;
+        }
+        assert!(
+            bytes.starts_with(b"Salted__"),
+            "{} is not encrypted by pgBackRest",
+            file.display()
+        );
+        assert!(
+            !contains(&bytes, marker.as_bytes()),
+            "marker in {}",
+            file.display()
+        );
+    }
+}
+
 /// A WAL position `HI/LO` (hex) as a number.
 pub fn lsn(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').unwrap();
