@@ -40,6 +40,8 @@ TARGETS = [
 ]
 # How a key's samples become one value: the median, except where the worst sample matters.
 AGGREGATE = {"regress_failed": max}
+# Decimals shown for metrics whose values are small (default 0).
+DIGITS = {"files_create": 1, "files_remove": 1, "files_cpu": 1}
 # Metrics that no ratio describes (a count of failures).
 NO_RATIO = {"regress_failed"}
 
@@ -77,7 +79,7 @@ def main():
     print("| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1))
     for key, label, unit in METRICS:
-        row = [f"{label} ({unit})"] + [fmt(values.get(f"{s}.{key}")) for s in systems]
+        row = [f"{label} ({unit})"] + [fmt(values.get(f"{s}.{key}"), DIGITS.get(key, 0)) for s in systems]
         for v in variants:
             if key in NO_RATIO:
                 row += ["-", "-"]
