@@ -5,7 +5,8 @@
 #   bench/cryptfs/run.sh            full run: pgbench scale 30, 3 rounds x 60 s per phase, 1 GiB I/O
 #   bench/cryptfs/run.sh --quick    smoke run: scale 10, 1 round x 10 s, 256 MiB file I/O
 #   env overrides: SCALE, DURATION (s per pgbench run), ROUNDS, WARMUP (s of unmeasured TPC-B
-#                  per cluster before the rounds; default DURATION), IO_MIB, RAND_OPS, BENCH_DIR,
+#                  per cluster before the rounds; default DURATION), IO_MIB, RAND_OPS, FILES,
+#                  BENCH_DIR, IO_ONLY=1 (the file I/O rows only: no pgbench, no regression suite),
 #                  REGRESS_ROUNDS (core regression suite runs per cluster; default ROUNDS, 0: none),
 #                  ONLY="plain cryptfs gocryptfs" (columns, in this order; add cryptfs-b for an A/B),
 #                  CRYPTFS_FLAGS="--threads 1" (extra `pgcmk fs mount` flags for the cryptfs column),
@@ -20,7 +21,9 @@
 #   file I/O : iobench seq-write (1 MiB writes + fsync), seq-read cold (after drop_caches) and
 #              warm, rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32),
 #              wal-flush (in a pg_wal directory: a new 16 MiB segment, then 8 KiB write + fdatasync
-#              3 times per page, as commits fill WAL pages)
+#              3 times per page, as commits fill WAL pages), files (FILES files of 100 B created in
+#              100 new directories, then removed, nothing fsynced: seconds per phase, CPU seconds
+#              of the caller and the FUSE daemon)
 #   pgbench  : -i -s SCALE; TPC-B -c4 -j2 -T WARMUP, not measured (the first updates after a load
 #              pay one-time costs: on cryptfs, the first rewrite of each block allocates its
 #              slot-B page); then TPC-B -c4 -j2 -T DURATION and select-only -S -c4 -j2 -T DURATION
@@ -40,10 +43,12 @@ ROOT=$PWD
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 if ((QUICK)); then
-  : "${SCALE:=10}" "${DURATION:=10}" "${ROUNDS:=1}" "${IO_MIB:=256}" "${RAND_OPS:=5000}"
+  : "${SCALE:=10}" "${DURATION:=10}" "${ROUNDS:=1}" "${IO_MIB:=256}" "${RAND_OPS:=5000}" "${FILES:=10000}"
 else
-  : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}"
+  : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}" "${FILES:=50000}"
 fi
+: "${IO_ONLY:=0}"
+if ((IO_ONLY)); then REGRESS_ROUNDS=0; fi
 : "${WARMUP:=$DURATION}" "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
 : "${REGRESS_ROUNDS:=$ROUNDS}"
 : "${WAL_SYNC_METHOD:=open_datasync}"
@@ -189,6 +194,18 @@ io_round() { # fs
   sample "$fs.wal_flush" "$(kv wal_flush_us <<<"$wal")"
   sample "$fs.wal_segment" "$(kv wal_segment_ms <<<"$wal")"
   rm -rf "${DIR[$fs]}/pg_wal"
+  files_round "$fs"
+}
+
+files_round() { # fs: the files row; CPU of the caller (printed by iobench) plus the daemon's
+  local fs=$1 out d0=0 d1=0
+  [[ -n "${PID[$fs]:-}" ]] && d0=$(cpu_ticks "${PID[$fs]}")
+  out=$("$IOBENCH" files "${DIR[$fs]}" "$FILES" 100)
+  [[ -n "${PID[$fs]:-}" ]] && d1=$(cpu_ticks "${PID[$fs]}")
+  sample "$fs.files_create" "$(kv files_create_s <<<"$out")"
+  sample "$fs.files_remove" "$(kv files_remove_s <<<"$out")"
+  sample "$fs.files_cpu" "$(awk -v c="$(kv files_caller_cpu_s <<<"$out")" -v t="$((d1 - d0))" \
+    -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", c + t / hz }')"
 }
 
 pg_init() { # fs: a cluster on the filesystem, started and loaded with pgbench -i
@@ -305,14 +322,19 @@ for round in $(seq 1 "$ROUNDS"); do
     io_round "$fs"
   done
 done
-for fs in $ONLY; do pg_init "$fs"; done
+PG_ROUNDS=$ROUNDS
+if ((IO_ONLY)); then
+  PG_ROUNDS=0 WARMUP=0
+else
+  for fs in $ONLY; do pg_init "$fs"; done
+fi
 if ((WARMUP > 0)); then
   for fs in $ONLY; do log "$fs: warm-up tpcb $(pgbench_run "$fs" "$WARMUP") tps (not measured)"; done
 fi
 for phase in tpcb select; do
   args=()
   [[ $phase == select ]] && args=(-S)
-  for round in $(seq 1 "$ROUNDS"); do
+  for round in $(seq 1 "$PG_ROUNDS"); do
     for fs in $ONLY; do pgbench_round "$fs" "$phase" "${args[@]}"; done
   done
 done
@@ -334,5 +356,5 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- table -------------------------------------------------------------------------------------
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
 python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
-  "pgbench scale $SCALE, -c4 -j2, wal_sync_method $WAL_SYNC_METHOD, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; core regression suite: median of $REGRESS_ROUNDS; file I/O on a $IO_MIB MiB file (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
+  "pgbench scale $SCALE, -c4 -j2, wal_sync_method $WAL_SYNC_METHOD, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; core regression suite: median of $REGRESS_ROUNDS; file I/O on a $IO_MIB MiB file, $FILES files (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
   tee "$BENCH_DIR/results.md"

@@ -17,6 +17,9 @@ METRICS = [  # key, label, unit
     ("rand_write", "rand 8 KiB pwrite", "IOPS"),
     ("wal_flush", "WAL flush: 8 KiB write + fdatasync, lower is better", "µs"),
     ("wal_segment", "new 16 MiB WAL segment + fsync, lower is better", "ms"),
+    ("files_create", "create files of 100 B (FILES in 100 dirs), lower is better", "s"),
+    ("files_remove", "remove those files and dirs, lower is better", "s"),
+    ("files_cpu", "create + remove CPU (caller + FS daemon), lower is better", "s"),
     ("regress_wall", "core regression suite wall time, lower is better", "s"),
     ("regress_cpu", "core regression suite CPU (server + FS daemon), lower is better", "s"),
     ("regress_failed", "core regression suite failed tests, worst round", "tests"),
@@ -37,6 +40,8 @@ TARGETS = [
 ]
 # How a key's samples become one value: the median, except where the worst sample matters.
 AGGREGATE = {"regress_failed": max}
+# Decimals shown for metrics whose values are small (default 0).
+DIGITS = {"files_create": 1, "files_remove": 1, "files_cpu": 1}
 # Metrics that no ratio describes (a count of failures).
 NO_RATIO = {"regress_failed"}
 
@@ -74,7 +79,7 @@ def main():
     print("| " + " | ".join(header) + " |")
     print("|---|" + "---:|" * (len(header) - 1))
     for key, label, unit in METRICS:
-        row = [f"{label} ({unit})"] + [fmt(values.get(f"{s}.{key}")) for s in systems]
+        row = [f"{label} ({unit})"] + [fmt(values.get(f"{s}.{key}"), DIGITS.get(key, 0)) for s in systems]
         for v in variants:
             if key in NO_RATIO:
                 row += ["-", "-"]

@@ -16,7 +16,6 @@ use crate::cipher_tree::for_each_file;
 use crate::config::sync_dir;
 use crate::content::VolumeKey;
 use crate::encrypted_file::{EncryptedFile, FileRecovery};
-use crate::format::HEADER_LEN;
 use crate::{sys, Error};
 
 /// Name of the dirty marker at the root of a cipher directory (hidden from the
@@ -151,15 +150,5 @@ fn recover_file(path: &PathBuf, volume: &Arc<VolumeKey>) -> Result<FileRecovery,
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    let size = file.metadata()?.len();
-    if size > 0 && size < HEADER_LEN {
-        // A header torn while the file was created: it never held synced data.
-        file.set_len(0)?;
-        file.sync_data()?;
-        return Ok(FileRecovery {
-            dropped: vec![0],
-            ..FileRecovery::default()
-        });
-    }
-    EncryptedFile::open(file, volume.clone())?.recover()
+    Ok(EncryptedFile::open_after_crash(file, volume.clone())?.1)
 }

@@ -10,8 +10,8 @@ use crate::cipher_tree::for_each_file;
 use crate::config;
 use crate::content::VolumeKey;
 use crate::crash_recovery::is_dirty;
-use crate::encrypted_file::{EncryptedFile, FileRecovery};
-use crate::format::{BLOCK_SIZE, HEADER_LEN};
+use crate::encrypted_file::{header_lost, EncryptedFile, FileRecovery};
+use crate::format::BLOCK_SIZE;
 use crate::Error;
 
 /// One block (or header) that failed verification, or that a crash tore.
@@ -64,13 +64,8 @@ pub fn fsck(cipher_dir: &Path, master_key: &SymmetricKey) -> Result<FsckReport, 
         dirty: is_dirty(cipher_dir)?,
         ..FsckReport::default()
     };
-    for_each_file(cipher_dir, &mut |file, meta| {
+    for_each_file(cipher_dir, &mut |file, _meta| {
         report.files_checked += 1;
-        if report.dirty && meta.len() > 0 && meta.len() < HEADER_LEN {
-            let reason = "header torn while the file was created; crash recovery empties it";
-            report.torn_blocks.push(issue(&file, None, reason));
-            return;
-        }
         if let Err(e) = check_file(cipher_dir, &file, &volume, &mut report) {
             tracing::warn!(file = %file.display(), "fsck: {e}");
             report.bad_blocks.push(issue(&file, None, &e.to_string()));
@@ -93,7 +88,14 @@ fn check_file(
     volume: &Arc<VolumeKey>,
     report: &mut FsckReport,
 ) -> Result<(), Error> {
-    let encrypted = EncryptedFile::open(File::open(root.join(file))?, volume.clone())?;
+    let backing = File::open(root.join(file))?;
+    if report.dirty && header_lost(&backing)? {
+        let reason =
+            "header lost in a crash before the file's first sync; crash recovery empties it";
+        report.torn_blocks.push(issue(file, None, reason));
+        return Ok(());
+    }
+    let encrypted = EncryptedFile::open(backing, volume.clone())?;
     report.blocks_checked += encrypted.len().div_ceil(BLOCK_SIZE);
     let found = encrypted.check_recovery()?;
     if report.dirty {

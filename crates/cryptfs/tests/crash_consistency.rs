@@ -1,12 +1,14 @@
 //! Crash consistency of the encrypted file layer, per byte (in the spirit of redb's
 //! crash tests).
 //!
-//! For each seed: random writes, truncations, reads and syncs on an
-//! [`EncryptedFile`] over a [`SimulatedDisk`] — a random mix, or a workload that
+//! For each seed: random writes, truncations (to zero among them), reads, syncs and
+//! closes (the file dropped and opened again, as PostgreSQL closes and reopens relation
+//! files) on an [`EncryptedFile`] over a [`SimulatedDisk`] — a random mix, or a workload that
 //! appends to and rewrites a fsynced partial tail block (PostgreSQL's WAL), or one
 //! that rewrites middle blocks after a sync; then a crash that keeps a random subset
 //! of the unsynced operations, each torn at 512-byte sectors, and crash recovery
-//! (sometimes itself crashed and run again). Then, against a model:
+//! (sometimes itself crashed and run again), as the mount runs it
+//! ([`EncryptedFile::open_after_crash`]). Then, against a model:
 //! - every byte covered by the last completed sync that no later operation touched
 //!   reads back exactly, including unchanged bytes of a rewritten block;
 //! - every block reads as that block in one of the states since the last sync, or
@@ -110,7 +112,7 @@ fn block_of(state: &[u8], block: u64) -> Option<&[u8]> {
 /// Checks the recovered file against the model; returns the recovered plaintext
 /// (failed blocks as zeros) and whether any block failed.
 fn check_after_crash(
-    file: &EncryptedFile<SimulatedDisk>,
+    file: &EncryptedFile<Arc<SimulatedDisk>>,
     model: &Model,
     seed: u64,
 ) -> (Vec<u8>, bool) {
@@ -191,7 +193,11 @@ fn next_op(rng: &mut Rng, workload: Workload, len: u64) -> Op {
                 };
                 Op::Write(offset, size as usize)
             }
-            6 | 7 => Op::SetLen(rng.below(len + 2 * BLOCK_SIZE)),
+            6 => Op::SetLen(rng.below(len + 2 * BLOCK_SIZE)),
+            // Emptied, as PostgreSQL's DROP truncates a relation file before unlinking it,
+            // then maybe written again (a new header, file id and key).
+            7 if rng.below(3) == 0 => Op::SetLen(0),
+            7 => Op::Reopen,
             8 => Op::Sync,
             _ => Op::Read(rng.below(len + 1), rng.below(2 * BLOCK_SIZE) as usize),
         },
@@ -207,7 +213,8 @@ fn next_op(rng: &mut Rng, workload: Workload, len: u64) -> Op {
         },
         Workload::RewriteMiddle => match rng.below(8) {
             _ if len < 4 * BLOCK_SIZE => Op::Write(len, 2 * B + rng.below(BLOCK_SIZE) as usize),
-            0..=4 => Op::Write(rng.below(len), rng.below(3 * BLOCK_SIZE) as usize + 1),
+            0..=3 => Op::Write(rng.below(len), rng.below(3 * BLOCK_SIZE) as usize + 1),
+            4 => Op::Reopen,
             5 | 6 => Op::Sync,
             _ => Op::Read(rng.below(len + 1), rng.below(2 * BLOCK_SIZE) as usize),
         },
@@ -219,6 +226,9 @@ enum Op {
     SetLen(u64),
     Sync,
     Read(u64, usize),
+    /// Close (drop) and open again, without a sync: what the file remembers in memory
+    /// about pending slots is gone.
+    Reopen,
 }
 
 /// Totals over all seeds, to show that the crashes exercise recovery.
@@ -229,30 +239,25 @@ struct Totals {
     crashed_recoveries: usize,
 }
 
-/// Reopens a crashed disk and runs crash recovery; every few seeds the recovery is
-/// itself cut short by a crash (its sync fails, its writes are torn) and run again.
+/// Reopens a crashed disk and runs crash recovery as the mount does; every few seeds
+/// the recovery is itself cut short by a crash (its sync fails, its writes are torn)
+/// and run again.
 fn reopen_and_recover(
     crashed: SimulatedDisk,
     volume: &Arc<VolumeKey>,
     rng: &mut Rng,
     seed: u64,
     totals: &mut Totals,
-) -> EncryptedFile<SimulatedDisk> {
-    let open = |disk| {
-        EncryptedFile::open(disk, volume.clone())
-            .unwrap_or_else(|e| panic!("seed {seed}: file does not reopen after a crash: {e}"))
-    };
-    let mut file = open(crashed);
+) -> EncryptedFile<Arc<SimulatedDisk>> {
+    let mut disk = Arc::new(crashed);
     if rng.below(3) == 0 {
-        file.storage().fail_syncs(true);
-        if file.recover().is_err() {
+        disk.fail_syncs(true);
+        if EncryptedFile::open_after_crash(disk.clone(), volume.clone()).is_err() {
             totals.crashed_recoveries += 1;
         }
-        let crashed_again = file.storage().crash(&mut || rng.next());
-        file = open(crashed_again);
+        disk = Arc::new(disk.crash(&mut || rng.next()));
     }
-    let found = file
-        .recover()
+    let (file, found) = EncryptedFile::open_after_crash(disk, volume.clone())
         .unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
     totals.repaired += found.repaired.len();
     totals.dropped += found.dropped.len();
@@ -270,7 +275,8 @@ fn run_seed(seed: u64, totals: &mut Totals) {
         SymmetricKey::from_bytes([seed as u8; 32]),
         [3; 16],
     ));
-    let mut file = EncryptedFile::open(SimulatedDisk::new(), volume.clone()).unwrap();
+    let open = |disk| EncryptedFile::open(disk, volume.clone()).unwrap();
+    let mut file = open(Arc::new(SimulatedDisk::new()));
     let mut model = Model::new(Vec::new());
     for _round in 0..3 {
         for _ in 0..rng.below(24) + 1 {
@@ -288,6 +294,11 @@ fn run_seed(seed: u64, totals: &mut Totals) {
                 Op::Sync => {
                     file.sync().unwrap();
                     model.synced();
+                }
+                Op::Reopen => {
+                    let disk = file.storage().clone();
+                    drop(file);
+                    file = open(disk);
                 }
                 Op::Read(offset, size) => {
                     let got = file.read(offset, size).unwrap();
@@ -359,11 +370,62 @@ fn closing_a_file_with_unsynced_writes_keeps_the_durable_version_safe() {
     // Tear every unsynced write: keep its first sector only.
     let mut first_sector = [0u64, 1, 1, 1, 1, 1, 1, 1, 1].into_iter().cycle();
     let crashed = disk.crash(&mut || first_sector.next().unwrap());
-    let mut file = EncryptedFile::open(crashed, volume.clone()).unwrap();
-    file.recover().unwrap();
+    let (file, _) = EncryptedFile::open_after_crash(crashed, volume.clone()).unwrap();
     let got = file
         .read(0, B)
         .expect("a synced block must survive the crash");
     assert_eq!(got.len(), B, "the synced block is gone");
     assert!(got == [1; B] || got == [2; B], "block reads as other bytes");
+}
+
+#[test]
+fn a_new_file_written_and_closed_costs_no_sync_and_a_crash_leaves_it_empty_or_whole() {
+    let volume = Arc::new(VolumeKey::new(SymmetricKey::from_bytes([8; 32]), [3; 16]));
+    let data = [5u8; 100];
+    for seed in 0..64 {
+        let disk = Arc::new(SimulatedDisk::new());
+        let file = EncryptedFile::open(disk.clone(), volume.clone()).unwrap();
+        file.write(0, &data).unwrap();
+        drop(file);
+        assert_eq!(disk.syncs(), 0, "creating and closing a file synced it");
+        let mut rng = Rng::new(seed);
+        let crashed = disk.crash(&mut || rng.next());
+        let (file, _) = EncryptedFile::open_after_crash(crashed, volume.clone()).unwrap();
+        let got = file.read(0, 200).unwrap();
+        assert!(
+            got.is_empty() || got == data,
+            "seed {seed}: a never-synced new file reads as {} other bytes",
+            got.len()
+        );
+    }
+}
+
+#[test]
+fn a_file_emptied_and_closed_never_shows_an_older_version_when_written_again() {
+    let volume = Arc::new(VolumeKey::new(SymmetricKey::from_bytes([9; 32]), [3; 16]));
+    for seed in 0..64 {
+        let disk = Arc::new(SimulatedDisk::new());
+        let open = || EncryptedFile::open(disk.clone(), volume.clone()).unwrap();
+        let file = open();
+        // Block 0 ends with generation 3 in slot A over generation 2 ([2]) in slot B.
+        for byte in [1, 2, 4] {
+            file.write(0, &[byte; B]).unwrap();
+            file.sync().unwrap();
+        }
+        // Emptied (PostgreSQL's DROP), closed, opened again and written: slot A of
+        // block 0 gets a new file's generation 1.
+        file.set_len(0).unwrap();
+        drop(file);
+        let file = open();
+        file.write(0, &[3; B]).unwrap();
+        let mut rng = Rng::new(seed);
+        let crashed = disk.crash(&mut || rng.next());
+        let (file, _) = EncryptedFile::open_after_crash(crashed, volume.clone()).unwrap();
+        if let Ok(got) = file.read(0, B) {
+            assert!(
+                got.is_empty() || got == [4; B] || got == [3; B],
+                "seed {seed}: block 0 reads as a version older than its last synced one"
+            );
+        }
+    }
 }

@@ -8,9 +8,15 @@
 //! - relation files: created, written, fsynced with their directory; one unlinked
 //!   while still open (and written through the open handle), the unlink made durable
 //!   by the directory's fsync;
-//! - `pg_control` replaced by write + fsync + rename + fsync of the directory.
+//! - `pg_control` replaced by write + fsync + rename + fsync of the directory;
+//! - a relation's life: created, written and closed without a sync (as a backend's
+//!   smgr closes files at the end of a transaction), reopened, fsynced, rewritten,
+//!   emptied and written again, emptied and unlinked (PostgreSQL's DROP truncates the
+//!   file to 0 first), and small files created and closed without any sync (temporary
+//!   tables, DDL).
 //!
-//! After each crash every surviving file opens and is recovered, and:
+//! After each crash every surviving file is recovered as the mount recovers it
+//! ([`EncryptedFile::open_after_crash`]), and:
 //! - a name whose creation, rename or unlink a directory fsync covered (and that no
 //!   later operation touched) is there, leading to the same file — or is gone;
 //! - every block of a surviving file reads as it was at the file's last fsync if no
@@ -41,6 +47,10 @@ enum Step {
     Create(&'static str),
     Write(&'static str, u64, Vec<u8>),
     SyncFile(&'static str),
+    /// Truncates (or extends) through the open handle.
+    SetLen(&'static str, u64),
+    /// Closes the handle and opens the file again by its label's inode (no sync).
+    Reopen(&'static str),
     Rename(&'static str, &'static str),
     Unlink(&'static str),
     SyncDir,
@@ -110,6 +120,43 @@ fn pg_control(rng: &mut Rng) -> Vec<Step> {
     steps
 }
 
+fn relation_life(rng: &mut Rng) -> Vec<Step> {
+    let mut steps = vec![
+        Step::Create("16400"),
+        Step::Write("16400", 0, rng.bytes(2 * B + 300)),
+        Step::Reopen("16400"),
+        Step::Write("16400", 2 * B as u64 + 300, rng.bytes(B)),
+        Step::SyncFile("16400"),
+        Step::SyncDir,
+        Step::Write("16400", B as u64, rng.bytes(B)),
+        Step::Reopen("16400"),
+        Step::Write("16400", 100, rng.bytes(B)),
+        Step::SyncFile("16400"),
+        Step::Reopen("16400"),
+        Step::SetLen("16400", 0),
+        Step::Write("16400", 0, rng.bytes(B + 50)),
+        Step::Reopen("16400"),
+        Step::Write("16400", 10, rng.bytes(100)),
+    ];
+    if rng.below(2) == 0 {
+        steps.push(Step::SyncFile("16400"));
+    }
+    for name in ["t1", "t2", "t3"] {
+        steps.extend([
+            Step::Create(name),
+            Step::Write(name, 0, rng.bytes(100)),
+            Step::Reopen(name),
+        ]);
+    }
+    steps.extend([
+        Step::Unlink("t2"),
+        Step::SetLen("16400", 0),
+        Step::Unlink("16400"),
+        Step::SyncDir,
+    ]);
+    steps
+}
+
 /// What the test knows about one file: its content after every write since its last
 /// fsync (`[0]`: as of that fsync), and which bytes a write since then touched.
 #[derive(Default)]
@@ -131,6 +178,15 @@ impl FileModel {
         next[offset..offset + data.len()].copy_from_slice(data);
         self.touched
             .extend(offset / B..(offset + data.len()).div_ceil(B));
+        self.states.push(next);
+    }
+
+    fn set_len(&mut self, len: usize) {
+        let mut next = self.current().to_vec();
+        let old = next.len();
+        next.resize(len, 0);
+        self.touched
+            .extend(len.min(old) / B..len.max(old).div_ceil(B));
         self.states.push(next);
     }
 
@@ -197,6 +253,20 @@ fn run(steps: &[Step], crash_at: usize, rng: &mut Rng, volume: &Arc<VolumeKey>, 
                 file.write(*offset, data).unwrap();
                 files.get_mut(id).unwrap().write(*offset as usize, data);
             }
+            Step::SetLen(label, len) => {
+                let (id, file) = &handles[label];
+                file.set_len(*len).unwrap();
+                files.get_mut(id).unwrap().set_len(*len as usize);
+            }
+            Step::Reopen(label) => {
+                let (id, file) = handles.remove(label).unwrap();
+                let disk = file.storage().clone();
+                drop(file);
+                handles.insert(
+                    label,
+                    (id, EncryptedFile::open(disk, volume.clone()).unwrap()),
+                );
+            }
             Step::SyncFile(label) => {
                 let (id, file) = &handles[label];
                 file.sync().unwrap();
@@ -241,9 +311,7 @@ fn run(steps: &[Step], crash_at: usize, rng: &mut Rng, volume: &Arc<VolumeKey>, 
     }
     for (name, id) in &survived {
         let (_, disk) = crashed.open(name).unwrap();
-        let mut file = EncryptedFile::open(disk, volume.clone())
-            .unwrap_or_else(|e| panic!("{}: does not open after the crash: {e}", what(name)));
-        file.recover()
+        let (file, _) = EncryptedFile::open_after_crash(disk, volume.clone())
             .unwrap_or_else(|e| panic!("{}: recovery failed: {e}", what(name)));
         files[id].check(&file, &what(name));
     }
@@ -258,10 +326,11 @@ fn directory_operations_are_as_durable_as_their_fsyncs_promised() {
             SymmetricKey::from_bytes([seed as u8; 32]),
             [4; 16],
         ));
-        let steps = match seed % 3 {
+        let steps = match seed % 4 {
             0 => wal_segment(&mut rng),
             1 => relation_files(&mut rng),
-            _ => pg_control(&mut rng),
+            2 => pg_control(&mut rng),
+            _ => relation_life(&mut rng),
         };
         for crash_at in 0..=steps.len() {
             run(&steps, crash_at, &mut rng, &volume, seed);

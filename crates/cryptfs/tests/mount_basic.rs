@@ -3,49 +3,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pgcmk_cryptfs::{mount, MountHandle, MountOptions};
+use pgcmk_cryptfs::{mount, MountOptions};
 use pgcmk_crypto::SymmetricKey;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    cipher: PathBuf,
-    plain: PathBuf,
-    key: SymmetricKey,
-}
+mod mount_fixture;
 
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cipher = dir.path().join("cipher");
-        let plain = dir.path().join("plain");
-        fs::create_dir(&plain).unwrap();
-        let key = SymmetricKey::generate().unwrap();
-        pgcmk_cryptfs::init(&cipher, &key).unwrap();
-        Self {
-            dir,
-            cipher,
-            plain,
-            key,
-        }
-    }
-
-    /// Mounted until the handle drops (which unmounts, also when a test panics).
-    fn mount(&self) -> MountHandle {
-        mount(
-            &self.cipher,
-            &self.plain,
-            self.key.clone(),
-            MountOptions::default(),
-        )
-        .unwrap()
-    }
-
-    fn p(&self, name: &str) -> PathBuf {
-        self.plain.join(name)
-    }
-}
+use mount_fixture::Fixture;
 
 fn all_cipher_bytes(dir: &Path, out: &mut Vec<u8>) {
     for entry in fs::read_dir(dir).unwrap() {

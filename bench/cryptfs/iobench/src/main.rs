@@ -9,10 +9,14 @@
 //!                                a new 16 MiB segment (256 KiB zero writes, fsync), then every
 //!                                8 KiB page written 3 times in order, fdatasync after each write
 //!                                (commits filling a page); mean latency of one write + fdatasync
+//! iobench files DIR N DIRS       N files of 100 B created in DIRS new directories under DIR, then
+//!                                removed; time of each phase, caller CPU (see `files.rs`)
 //! ```
 //! The caller drops the page cache between steps; this tool only times its own I/O.
 
 #![forbid(unsafe_code)]
+
+mod files;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -35,7 +39,10 @@ fn main() -> ExitCode {
         ["rand-read", file, ops] => number(ops).and_then(|ops| rand_read(file, ops)),
         ["rand-write", file, ops] => number(ops).and_then(|ops| rand_write(file, ops)),
         ["wal-flush", file] => wal_flush(file),
-        _ => Err("usage: iobench seq-write FILE MIB | seq-read FILE | rand-read FILE OPS | rand-write FILE OPS | wal-flush FILE".into()),
+        ["files", dir, n, dirs] => number(n)
+            .and_then(|n| number(dirs).map(|dirs| (n, dirs)))
+            .and_then(|(n, dirs)| files::create_remove(dir, n, dirs)),
+        _ => Err("usage: iobench seq-write FILE MIB | seq-read FILE | rand-read FILE OPS | rand-write FILE OPS | wal-flush FILE | files DIR N DIRS".into()),
     };
     match result {
         Ok(line) => {

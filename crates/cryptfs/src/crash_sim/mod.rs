@@ -31,6 +31,8 @@ struct State {
     pending: Vec<Pending>,
     /// Syncs fail (and make nothing durable): a crash during a sync.
     fail_syncs: bool,
+    /// Completed syncs, for tests of what costs a sync.
+    syncs: u64,
 }
 
 /// An in-memory [`Storage`] with crash simulation.
@@ -58,6 +60,7 @@ impl SimulatedDisk {
                 durable: bytes,
                 pending: Vec::new(),
                 fail_syncs: false,
+                syncs: 0,
             }),
         }
     }
@@ -91,6 +94,11 @@ impl SimulatedDisk {
             }
         }
         SimulatedDisk::from_bytes(image)
+    }
+
+    /// How many syncs have completed on this disk.
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
     }
 
     /// Makes every later sync fail without making anything durable, so that a
@@ -171,6 +179,7 @@ impl Storage for SimulatedDisk {
         }
         state.durable = state.current.clone();
         state.pending.clear();
+        state.syncs += 1;
         Ok(())
     }
 }

@@ -33,7 +33,7 @@ use slots::SlotState;
 use writer::{BlockWriter, Content};
 
 pub use meta_pages::{plain_len_of, reported_plain_len};
-pub use recovery::FileRecovery;
+pub use recovery::{header_lost, FileRecovery};
 
 /// Blocks sealed and written per window: one group (128 KiB of plaintext).
 const WINDOW_BLOCKS: u64 = GROUP_BLOCKS;
@@ -61,6 +61,10 @@ struct FileState {
     cipher: Option<Arc<FileCipher>>,
     slots: SlotState,
     claims: BlockClaims,
+    /// Truncated to 0 since the last completed sync: the truncation must be durable
+    /// before a new header (a new file id) goes in, see
+    /// [`EncryptedFile::cipher_or_header`].
+    emptied: bool,
 }
 
 /// Blocks held by one operation until dropped.
@@ -102,6 +106,7 @@ impl<S: Storage> EncryptedFile<S> {
                 cipher,
                 slots: SlotState::default(),
                 claims: BlockClaims::default(),
+                emptied: false,
             }),
             released: Condvar::new(),
             reserve_rewrite_pages: false,
@@ -368,9 +373,12 @@ impl<S: Storage> EncryptedFile<S> {
         new_len: u64,
     ) -> Result<(), Error> {
         if new_len == 0 {
-            // A fresh file id (and key) is chosen on the next write.
+            // A fresh file id (and key) is chosen on the next write. Not synced here:
+            // PostgreSQL empties every relation file it drops, and the truncation only
+            // needs to be durable before new content goes in.
             self.storage.set_len(0)?;
             let mut state = self.state();
+            state.emptied |= cipher.is_some();
             state.cipher = None;
             state.slots.forget();
             return Ok(());
@@ -400,20 +408,28 @@ impl<S: Storage> EncryptedFile<S> {
         Ok(())
     }
 
-    /// The file's cipher, or, for an empty file, a new header (written and synced)
-    /// and its cipher. Called with the whole file claimed when `cipher` is `None`.
+    /// The file's cipher, or, for an empty file, a new header and its cipher. Called
+    /// with the whole file claimed when `cipher` is `None`.
+    ///
+    /// The header is not synced: it reaches the disk with the first sync of the file,
+    /// as the blocks under it do, and a crash that loses it leaves a file that held
+    /// nothing synced, which crash recovery empties ([`header_lost`]). Only a file
+    /// emptied by a truncation since the last sync is synced *before* its new header:
+    /// otherwise a crash could keep the old header and old slots (the truncation lost)
+    /// under new blocks of generation 1, and an older slot of the old content would
+    /// become current again.
     fn cipher_or_header(&self, cipher: Option<Arc<FileCipher>>) -> Result<Arc<FileCipher>, Error> {
         if let Some(cipher) = cipher {
             return Ok(cipher);
+        }
+        if self.state().emptied {
+            self.sync_claimed(Storage::sync_data)?;
         }
         let header = FileHeader {
             version: FORMAT_VERSION,
             file_id: random::array()?,
         };
         self.storage.write_all_at(&header.to_page(), 0)?;
-        // The header must be durable before any block written under it, or a
-        // crash could keep blocks whose key can no longer be derived.
-        self.sync_claimed(Storage::sync_data)?;
         let cipher = Arc::new(self.volume.file_cipher(header)?);
         self.state().cipher = Some(cipher.clone());
         Ok(cipher)
@@ -422,7 +438,10 @@ impl<S: Storage> EncryptedFile<S> {
     /// Syncs with `sync`; the caller holds a claim that excludes writers.
     fn sync_claimed(&self, sync: impl FnOnce(&S) -> io::Result<()>) -> Result<(), Error> {
         sync(&self.storage)?;
-        let filled_holes = self.state().slots.synced();
+        let mut state = self.state();
+        state.emptied = false;
+        let filled_holes = state.slots.synced();
+        drop(state);
         clear_filled_holes(&self.storage, &filled_holes);
         Ok(())
     }
@@ -434,13 +453,22 @@ impl<S: Storage> EncryptedFile<S> {
 
 impl<S: Storage> Drop for EncryptedFile<S> {
     /// Which slot is pending lives only in memory: a file closed with unsynced
-    /// writes is synced first, or a later open would take a pending version for
-    /// the durable one and overwrite the real durable version. A file already
-    /// unlinked (PostgreSQL's temporary files) cannot be opened again: no sync.
+    /// writes that replace a durable version is synced first, or a later open would
+    /// take a pending version for the durable one and overwrite the real durable
+    /// version. Likewise a file emptied since its last sync: a later open would write
+    /// a new header without knowing the truncation is not durable yet
+    /// ([`EncryptedFile::cipher_or_header`]).
+    ///
+    /// No sync is needed when every pending version is a block's first (a new file
+    /// written and closed, PostgreSQL's most common case): there is no durable version
+    /// to protect, and a later open that takes it for durable writes the block's next
+    /// version into the other slot. A file already unlinked (PostgreSQL's temporary
+    /// files) cannot be opened again: no sync.
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         let pending = state.slots.pending.len();
-        if pending > 0 && !self.storage.is_unlinked() {
+        let must_sync = state.emptied || state.slots.replaces_durable();
+        if must_sync && !self.storage.is_unlinked() {
             match self.storage.sync_data() {
                 Ok(()) => clear_filled_holes(&self.storage, &state.slots.synced()),
                 Err(e) => tracing::warn!(

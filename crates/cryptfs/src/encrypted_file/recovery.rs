@@ -7,16 +7,16 @@
 //! and the durable version is current again. Nothing here ever rewrites a slot that
 //! authenticates; it only clears slots that do not, and cuts the file's end.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use super::meta_pages::{
     block_entries, cut_after, cut_point, read_zero_padded, reported_plain_len,
 };
 use super::EncryptedFile;
-use crate::content::FileCipher;
+use crate::content::{FileCipher, VolumeKey};
 use crate::format::{
     current_slot, data_offset, entry_offset, group_offset, groups_in, Slot, SlotEntry, BLOCK_SIZE,
-    ENTRY_SIZE, GROUP_BLOCKS, GROUP_SIZE,
+    ENTRY_SIZE, GROUP_BLOCKS, GROUP_SIZE, HEADER_LEN,
 };
 use crate::storage::Storage;
 use crate::Error;
@@ -67,7 +67,51 @@ struct RecoveryPlan {
     drop_from: Option<(u64, u64)>,
 }
 
+/// True when a crash lost the file's header: the cipher file is shorter than a
+/// header, or its header bytes are all zeros (they share one 512-byte sector, so a
+/// crash keeps all or none of them). The header is written when the file gets its
+/// first content and reaches the disk with the file's first sync, so a lost header
+/// means nothing in the file was ever synced (`docs/format.md` §3.5). Any other
+/// invalid header is damage (tampering) and stays an error.
+pub fn header_lost<S: Storage>(storage: &S) -> Result<bool, Error> {
+    let size = storage.size()?;
+    if size == 0 {
+        return Ok(false);
+    }
+    if size < HEADER_LEN {
+        return Ok(true);
+    }
+    let mut header = [0u8; HEADER_LEN as usize];
+    storage.read_exact_at(&mut header, 0)?;
+    Ok(header.iter().all(|&b| b == 0))
+}
+
 impl<S: Storage> EncryptedFile<S> {
+    /// What the mount runs on every file of a volume whose last session crashed: a
+    /// file whose header was lost ([`header_lost`]) is emptied (all its blocks
+    /// reported dropped), any other is opened and [recovered](EncryptedFile::recover).
+    pub fn open_after_crash(
+        storage: S,
+        volume: Arc<VolumeKey>,
+    ) -> Result<(Self, FileRecovery), Error> {
+        if header_lost(&storage)? {
+            let blocks = reported_plain_len(&storage)
+                .unwrap_or(0)
+                .div_ceil(BLOCK_SIZE)
+                .max(1);
+            storage.set_len(0)?;
+            storage.sync_data()?;
+            let found = FileRecovery {
+                dropped: (0..blocks).collect(),
+                ..FileRecovery::default()
+            };
+            return Ok((Self::open(storage, volume)?, found));
+        }
+        let mut file = Self::open(storage, volume)?;
+        let found = file.recover()?;
+        Ok((file, found))
+    }
+
     /// Crash recovery: checks both slots of every block; clears torn slots whose
     /// block has an intact slot, drops an incomplete end of file, syncs. Run only
     /// after a crash (a dirty volume): in normal operation a current slot that

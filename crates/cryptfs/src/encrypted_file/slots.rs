@@ -48,6 +48,13 @@ impl SlotState {
         filled_holes
     }
 
+    /// True when a pending version replaces an older version of its block (its
+    /// generation is above 1): that older version, in the other slot, is the durable
+    /// one. A block's first version (slot A, generation 1) replaces nothing.
+    pub(super) fn replaces_durable(&self) -> bool {
+        self.pending.values().any(|&(_, generation)| generation > 1)
+    }
+
     pub(super) fn forget(&mut self) {
         self.pending.clear();
         self.durable.clear();
