@@ -218,6 +218,12 @@ pub fn run(
                             unlock(dir, &config, kek.as_ref(), d, keys).and_then(|mut s| {
                                 s.listen(dir, &config, tls.as_ref())?;
                                 s.stream(dir, &config, replication_password.as_ref())?;
+                                crate::patroni::adopt::prepare(
+                                    dir,
+                                    &config,
+                                    s.pg.install(),
+                                    replication_password.as_ref(),
+                                )?;
                                 Ok(s)
                             })
                         }) {

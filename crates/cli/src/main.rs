@@ -30,6 +30,7 @@ mod serve_cmd;
 mod server_cmds;
 mod server_encryption;
 mod server_failover;
+mod server_ha_update;
 mod server_logs;
 mod server_render;
 mod server_restore;

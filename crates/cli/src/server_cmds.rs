@@ -19,6 +19,7 @@ use crate::password_out::PasswordSink;
 use crate::replica_cmds::{self, ReplicaArgs};
 use crate::server_encryption::EncryptionArgs;
 use crate::server_failover::FailoverArgs;
+use crate::server_ha_update::{self, HaMode};
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::server_restore::RestoreArgs;
 use crate::{confirm, output, server_logs, volume_check, Format};
@@ -99,11 +100,13 @@ pub enum ServerCommand {
         #[command(flatten)]
         name: NameArg,
     },
-    /// Move a customer-managed server to another key, or make it listen on other
-    /// addresses (its agent restarts with a certificate for them).
+    /// Move a customer-managed server to another key, make it listen on other
+    /// addresses (its agent restarts with a certificate for them), or enable or
+    /// disable its high availability (online: a standby node with its own DEK is
+    /// added, or removed keeping the primary's data).
     #[command(
-        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10",
-        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses"]))
+        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server update orders --high-availability enabled\n  pgcmk server update orders --high-availability disabled",
+        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses", "high_availability"]))
     )]
     Update {
         #[command(flatten)]
@@ -114,6 +117,9 @@ pub enum ServerCommand {
         /// The IP addresses of this host to listen on, comma-separated (TLS only).
         #[arg(long, value_delimiter = ',', num_args = 1..)]
         listen_addresses: Vec<String>,
+        /// Enable or disable high availability.
+        #[arg(long, value_enum)]
+        high_availability: Option<HaMode>,
     },
     /// Check the server's key access now.
     #[command(after_help = "Example:\n  pgcmk server revalidate orders")]
@@ -186,6 +192,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
     let timeout = match &args.command {
         ServerCommand::Restore(_) => Duration::from_secs(21 * 60),
         ServerCommand::Replica(replica) if replica.is_create() => Duration::from_secs(21 * 60),
+        ServerCommand::Update {
+            high_availability: Some(_),
+            ..
+        } => server_ha_update::TIMEOUT,
         _ => Duration::from_secs(180),
     };
     let api = DbaClient::open(&args.control, timeout)?;
@@ -262,8 +272,19 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
         ),
         ServerCommand::Update {
             name,
+            high_availability: Some(mode),
+            ..
+        } => (
+            client
+                .put(url(&format!("/{name}/high-availability")))
+                .json(&mode.into_request()),
+            render_server,
+        ),
+        ServerCommand::Update {
+            name,
             key: None,
             listen_addresses,
+            high_availability: None,
         } => (
             client
                 .put(url(&format!("/{name}/listen-addresses")))

@@ -143,6 +143,7 @@ impl PlainPair {
                 etcd_endpoints: etcd_endpoints.clone(),
                 // No TLS on the plain pair: no CA to verify against.
                 ca_file: PathBuf::new(),
+                adopted: false,
             };
             let port = free_port();
             let places = NodePlaces {
@@ -154,7 +155,7 @@ impl PlainPair {
                 port,
             };
             let passwords = NodePasswords {
-                superuser: &pair.password,
+                superuser: Some(&pair.password),
                 replication: "plain-bench-replication",
             };
             let config = dir.join("patroni.yml");

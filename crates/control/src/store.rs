@@ -153,6 +153,58 @@ impl Store {
         })
     }
 
+    /// Writes the servers of `put` (with their identity's sealed secret when they
+    /// have one of their own) and removes the servers of `remove` (with their
+    /// sealed secrets) in one transaction: a highly available server and its nodes
+    /// change shape together or not at all. Every name must stay unique.
+    pub fn reshape_servers(
+        &self,
+        put: &[(&ServerRecord, Option<&[u8]>)],
+        remove: &[&str],
+    ) -> Result<(), Error> {
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            {
+                let mut table = tx.open_table(SERVERS).map_err(store_err)?;
+                for entry in table.iter().map_err(store_err)? {
+                    let (k, v) = entry.map_err(store_err)?;
+                    let existing: ServerRecord = decode(v.value())?;
+                    let replaced =
+                        remove.contains(&k.value()) || put.iter().any(|(s, _)| s.id == existing.id);
+                    if let Some((taken, _)) = put
+                        .iter()
+                        .find(|(s, _)| !replaced && s.name == existing.name)
+                    {
+                        return Err(Error::NameTaken(taken.name.clone()));
+                    }
+                }
+                for id in remove {
+                    table.remove(*id).map_err(store_err)?;
+                }
+                for (server, _) in put {
+                    table
+                        .insert(server.id.as_str(), encode(*server)?.as_slice())
+                        .map_err(store_err)?;
+                }
+            }
+            let mut secrets = tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
+            for id in remove {
+                for owner in [id.to_string(), geo_owner(id), replication_owner(id)] {
+                    secrets.remove(owner.as_str()).map_err(store_err)?;
+                }
+            }
+            for (server, sealed) in put {
+                if let Some(sealed) = sealed {
+                    secrets
+                        .insert(server.id.as_str(), *sealed)
+                        .map_err(store_err)?;
+                }
+            }
+            drop(secrets);
+            tx.commit().map_err(store_err)
+        })
+    }
+
     /// Removes server `id` and its identities' sealed secrets, and its replication
     /// role's password (its events stay in the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {

@@ -22,4 +22,10 @@ pub struct HaNode {
     /// replication and rewind connections to the other nodes verify their
     /// certificates against it (`sslmode=verify-full`).
     pub ca_file: std::path::PathBuf,
+    /// The server was a single server made highly available
+    /// (`pgcmk server update --high-availability enabled`): its superuser's
+    /// password is its user's alone, so the nodes do without it (Patroni rewinds
+    /// as the replication role).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }

@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::contract::HaNode;
 use crate::postgres::base_settings;
 
-/// The role the nodes replicate as.
-pub const REPLICATION_USER: &str = "replicator";
+/// The role the nodes replicate as: the one a single server's read replicas use,
+/// so a server made highly available after create keeps one replication role.
+pub const REPLICATION_USER: &str = crate::contract::replica::REPLICATION_ROLE;
 /// Seconds the leader's lock in etcd lives without renewal: a dead primary is
 /// replaced within about this long. Patroni's default is 30.
 const TTL: u32 = 9;
@@ -39,8 +40,11 @@ pub struct NodePlaces {
 
 /// The passwords in the configuration (exposed only while it is written).
 pub struct NodePasswords<'a> {
-    /// The `postgres` superuser's.
-    pub superuser: &'a str,
+    /// The `postgres` superuser's; `None` on a server made highly available after
+    /// create, whose superuser's password only its user knows: Patroni then
+    /// connects as the superuser over the Unix socket only, and rewinds as the
+    /// replication role (granted the functions `pg_rewind` calls).
+    pub superuser: Option<&'a str>,
     /// The replication role's.
     pub replication: &'a str,
 }
@@ -128,7 +132,8 @@ struct Authentication<'a> {
 #[derive(Clone, Serialize)]
 struct Credential<'a> {
     username: &'static str,
-    password: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
     /// `verify-full` against the servers' CA when the nodes speak TLS.
     sslmode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,6 +161,11 @@ impl<'a> PatroniConfig<'a> {
             sslrootcert: tls.then(|| node.ca_file.clone()),
         };
         let superuser = credential(crate::postgres::SUPERUSER, passwords.superuser);
+        let replication = credential(REPLICATION_USER, Some(passwords.replication));
+        let rewind = match passwords.superuser {
+            Some(_) => superuser.clone(),
+            None => replication.clone(),
+        };
         // Patroni sets the listen address from `listen`.
         let mut parameters: BTreeMap<&'static str, String> = base_settings(&node.address)
             .into_iter()
@@ -208,9 +218,9 @@ impl<'a> PatroniConfig<'a> {
                 pgpass: places.pgpass.clone(),
                 use_unix_socket: true,
                 authentication: Authentication {
-                    rewind: superuser.clone(),
+                    rewind,
                     superuser,
-                    replication: credential(REPLICATION_USER, passwords.replication),
+                    replication,
                 },
                 parameters,
                 pg_hba: (!tls).then(pg_hba),
@@ -267,6 +277,7 @@ mod tests {
                 "http://127.0.0.1:2380/".into(),
             ],
             ca_file: "/state/servers-ca.pem".into(),
+            adopted: false,
         };
         let places = NodePlaces {
             data_dir: "/m/pgdata".into(),
@@ -277,7 +288,7 @@ mod tests {
             port: 5433,
         };
         let passwords = NodePasswords {
-            superuser: "su-pw",
+            superuser: Some("su-pw"),
             replication: "repl-pw",
         };
         let tls = [
@@ -322,5 +333,20 @@ mod tests {
             "disable"
         );
         assert!(plain["postgresql"]["pg_hba"].is_array());
+        assert_eq!(
+            v["postgresql"]["authentication"]["rewind"]["username"],
+            "postgres"
+        );
+
+        // A server made highly available after create: no superuser password.
+        let adopted = NodePasswords {
+            superuser: None,
+            replication: "repl-pw",
+        };
+        let v = serde_json::to_value(PatroniConfig::new(&node, &places, &adopted, &tls)).unwrap();
+        let auth = &v["postgresql"]["authentication"];
+        assert!(auth["superuser"].get("password").is_none(), "{auth}");
+        assert_eq!(auth["rewind"]["username"], REPLICATION_USER);
+        assert_eq!(auth["rewind"]["password"], "repl-pw");
     }
 }
