@@ -148,7 +148,9 @@ impl Platform {
         }
         let nodes = server.nodes.len();
         match mode {
-            HighAvailability::Enabled if nodes >= 2 => {
+            HighAvailability::Enabled
+                if nodes >= 2 && self.unfinished_standby(&server)?.is_none() =>
+            {
                 return Err(HaUpdateError::AlreadyEnabled(name.into()).into())
             }
             HighAvailability::Disabled if nodes == 0 => {
@@ -184,6 +186,9 @@ impl Platform {
         };
         let first = self.store.server(&server.nodes[0])?;
         self.run_under_patroni(&server, &first)?;
+        if let Some(unfinished) = self.unfinished_standby(&server)? {
+            self.remove_node(&server, &unfinished, "it had not come up; it is made again")?;
+        }
         let second = self.add_standby(&server, &first)?;
         self.event(
             &server,
@@ -459,6 +464,22 @@ impl Platform {
         self.spawn_agent(&single, None)?;
         self.wait_settled(&single)?;
         self.store.server(&single.id)
+    }
+
+    /// The second node of a server made highly available by an update that was cut
+    /// short before the node came up (its agent may lack its first start).
+    fn unfinished_standby(&self, server: &ServerRecord) -> Result<Option<ServerRecord>, Error> {
+        let Some(second) = server.nodes.get(1) else {
+            return Ok(None);
+        };
+        let updated = self
+            .store
+            .sealed_identity_secret(&replication_owner(&server.id))?
+            .is_some();
+        let second = self.store.server(second)?;
+        let adopted = read_json::<AgentConfig>(&ServerDir::new(&second.dir).agent_config())
+            .map_or(updated, |c| c.ha.is_some_and(|n| n.adopted));
+        Ok((adopted && second.state != ServerState::Ready).then_some(second))
     }
 
     /// For a customer-managed server: `to`'s copy of the identity's secret that
