@@ -71,17 +71,6 @@ pub enum HaUpdateError {
         "server '{0}' is a read replica: promote it first (`pgcmk server replica promote {0}`)"
     )]
     ReadReplica(String),
-    /// Replicas stream from the server's address, which a failover would move.
-    #[error(
-        "server '{server}' has read replicas ({replicas}): delete or promote them first \
-         (`pgcmk server replica list --source {server}`)"
-    )]
-    HasReplicas {
-        /// The server's name.
-        server: String,
-        /// Its replicas' names, comma-separated.
-        replicas: String,
-    },
     /// The change is made on a serving server only.
     #[error(
         "server '{server}' is {state}: high availability is changed on a Ready server \
@@ -134,18 +123,8 @@ impl Platform {
         if server.replica_of.is_some() {
             return Err(HaUpdateError::ReadReplica(name.into()).into());
         }
-        let replicas: Vec<String> = self
-            .replicas_of(name)?
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        if !replicas.is_empty() {
-            return Err(HaUpdateError::HasReplicas {
-                server: name.into(),
-                replicas: replicas.join(", "),
-            }
-            .into());
-        }
+        // Replicas stream from the server's address, which a failover would move.
+        self.refuse_with_replicas(name)?;
         let nodes = server.nodes.len();
         match mode {
             HighAvailability::Enabled

@@ -102,6 +102,23 @@ impl Platform {
             .collect())
     }
 
+    /// Refuses (with their names) when read replicas stream from `source_name`.
+    pub(super) fn refuse_with_replicas(&self, source_name: &str) -> Result<(), Error> {
+        let replicas: Vec<String> = self
+            .replicas_of(source_name)?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        if replicas.is_empty() {
+            return Ok(());
+        }
+        Err(StateConflict::HasReplicas {
+            server: source_name.into(),
+            replicas: replicas.join(", "),
+        }
+        .into())
+    }
+
     /// Makes read replica `name` an independent server: its agent restarts without
     /// its source, PostgreSQL ends recovery on a new timeline and accepts writes,
     /// and its backups start. Waits for Ready.
