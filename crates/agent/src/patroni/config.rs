@@ -8,12 +8,15 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::contract::replica::REPLICATION_ROLE;
 use crate::contract::HaNode;
 use crate::postgres::base_settings;
 
-/// The role the nodes replicate as: the one a single server's read replicas use,
-/// so a server made highly available after create keeps one replication role.
-pub const REPLICATION_USER: &str = crate::contract::replica::REPLICATION_ROLE;
+/// The role the nodes of a created server replicate as (Patroni creates it at
+/// bootstrap). A server made highly available after create replicates as the role
+/// its read replicas use ([`REPLICATION_ROLE`]), set by the control plane with a
+/// password it keeps sealed.
+pub const REPLICATION_USER: &str = "replicator";
 /// Seconds the leader's lock in etcd lives without renewal: a dead primary is
 /// replaced within about this long. Patroni's default is 30.
 const TTL: u32 = 9;
@@ -161,7 +164,12 @@ impl<'a> PatroniConfig<'a> {
             sslrootcert: tls.then(|| node.ca_file.clone()),
         };
         let superuser = credential(crate::postgres::SUPERUSER, passwords.superuser);
-        let replication = credential(REPLICATION_USER, Some(passwords.replication));
+        let replication_user = if node.adopted {
+            REPLICATION_ROLE
+        } else {
+            REPLICATION_USER
+        };
+        let replication = credential(replication_user, Some(passwords.replication));
         let rewind = match passwords.superuser {
             Some(_) => superuser.clone(),
             None => replication.clone(),
@@ -338,15 +346,24 @@ mod tests {
             "postgres"
         );
 
-        // A server made highly available after create: no superuser password.
+        assert_eq!(replication["username"], REPLICATION_USER);
+
+        // A server made highly available after create: no superuser password, the
+        // replicas' role.
+        let adopted_node = HaNode {
+            adopted: true,
+            ..node.clone()
+        };
         let adopted = NodePasswords {
             superuser: None,
             replication: "repl-pw",
         };
-        let v = serde_json::to_value(PatroniConfig::new(&node, &places, &adopted, &tls)).unwrap();
+        let v = serde_json::to_value(PatroniConfig::new(&adopted_node, &places, &adopted, &tls))
+            .unwrap();
         let auth = &v["postgresql"]["authentication"];
         assert!(auth["superuser"].get("password").is_none(), "{auth}");
-        assert_eq!(auth["rewind"]["username"], REPLICATION_USER);
+        assert_eq!(auth["replication"]["username"], REPLICATION_ROLE);
+        assert_eq!(auth["rewind"]["username"], REPLICATION_ROLE);
         assert_eq!(auth["rewind"]["password"], "repl-pw");
     }
 }
