@@ -465,10 +465,14 @@ fn main() {
     }
     println!();
     println!("Targets:");
-    println!(
-        "- failover median {median:.2} s (target <= 15 s): {}",
-        if median <= 15.0 { "met" } else { "MISSED" }
-    );
+    if failovers.is_empty() {
+        println!("- failover median: not measured (--failovers 0)");
+    } else {
+        println!(
+            "- failover median {median:.2} s (target <= 15 s): {}",
+            if median <= 15.0 { "met" } else { "MISSED" }
+        );
+    }
     println!(
         "- lost acknowledged commits {lost} (target 0): {}",
         if lost == 0 { "met" } else { "MISSED" }
