@@ -453,4 +453,54 @@ mod tests {
             Err(Error::NotFound(_))
         ));
     }
+
+    #[test]
+    fn a_server_and_its_nodes_change_shape_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        store
+            .insert_server(&record("s1", "orders"), Some(b"sealed-s1"))
+            .unwrap();
+        store.insert_server(&record("o1", "other"), None).unwrap();
+        let node = ServerRecord {
+            node_of: Some(crate::model::NodeOf {
+                server_id: "s1".into(),
+                address: "127.0.0.1".into(),
+                rest_port: 8008,
+            }),
+            ..record("n1", "orders-node-1")
+        };
+        let server = ServerRecord {
+            nodes: vec!["n1".into()],
+            ..record("s1", "orders")
+        };
+        store
+            .reshape_servers(&[(&server, None), (&node, Some(b"sealed-n1"))], &[])
+            .unwrap();
+        assert_eq!(store.server("orders").unwrap().nodes, ["n1"]);
+        assert_eq!(store.server("n1").unwrap().name, "orders-node-1");
+        // The server keeps its own sealed secret; the node has its copy.
+        assert!(store.sealed_identity_secret("s1").unwrap().is_some());
+        assert!(store.sealed_identity_secret("n1").unwrap().is_some());
+
+        // A name taken by another server refuses the whole change.
+        let clash = ServerRecord {
+            nodes: Vec::new(),
+            ..record("n2", "other")
+        };
+        let single = record("s1", "orders");
+        let err = store
+            .reshape_servers(&[(&single, None), (&clash, None)], &["n1"])
+            .unwrap_err();
+        assert!(matches!(err, Error::NameTaken(_)), "{err}");
+        assert_eq!(store.server("orders").unwrap().nodes, ["n1"]);
+        assert!(store.server("n1").is_ok());
+
+        // Back to one server: the node and its secret go in the same transaction.
+        store.reshape_servers(&[(&single, None)], &["n1"]).unwrap();
+        assert!(store.server("orders").unwrap().nodes.is_empty());
+        assert!(matches!(store.server("n1"), Err(Error::NotFound(_))));
+        assert_eq!(store.sealed_identity_secret("n1").unwrap(), None);
+        assert!(store.sealed_identity_secret("s1").unwrap().is_some());
+    }
 }
