@@ -251,6 +251,10 @@ impl Platform {
         server: &ServerRecord,
         first: &ServerRecord,
     ) -> Result<ServerRecord, Error> {
+        // Read before anything changes: without it the node could not replicate.
+        let replication = self
+            .secrets
+            .get(&self.store, &replication_owner(&server.id))?;
         let first_dir = ServerDir::new(&first.dir);
         let access = read_json::<AgentConfig>(&first_dir.agent_config())?.kek;
         let kek = access
@@ -299,10 +303,7 @@ impl Platform {
             // The node stores no superuser password (its HaNode says adopted).
             password: SecretBytes::new(hex_id()?.into_bytes()),
             source_identity_secret: None,
-            replication_password: Some(
-                self.secrets
-                    .get(&self.store, &replication_owner(&server.id))?,
-            ),
+            replication_password: Some(replication),
         };
         let started = self
             .spawn_agent(&second, Some(&first_start))
