@@ -7,9 +7,9 @@
 //! and port, so the old connection string still reaches it while it is the
 //! primary. Patroni takes over its data directory; then a second node with its
 //! own DEK under the server's KEK is cloned into its own encrypted mount and
-//! becomes the synchronous standby. Disabling keeps the current primary's
-//! directory as the single server's and removes the other node: its agent, mount,
-//! DEK, directory and the cluster's keys in etcd.
+//! becomes the synchronous standby. Disabling ([`super::ha_disable`]) keeps the
+//! current primary's directory as the single server's and removes the other node:
+//! its agent, mount, DEK, directory and the cluster's keys in etcd.
 //!
 //! Every step is committed before the next starts, and a server and its nodes
 //! change shape in one store transaction, so a control plane killed at any point
@@ -34,7 +34,6 @@ use super::ha_create::{new_node, node_name, NodeParent};
 use super::listen::free_port;
 use super::supervise::READY_TIMEOUT;
 use super::Platform;
-use crate::error::IoContext;
 use crate::model::{now_rfc3339, Actor, Encryption, NodeOf, ServerRecord, ServerState};
 use crate::store::replication_owner;
 use crate::Error;
@@ -101,7 +100,7 @@ pub enum HaUpdateError {
 }
 
 /// Patroni's name of the primary's role.
-const LEADER: &str = "leader";
+pub(super) const LEADER: &str = "leader";
 /// Patroni's name of the synchronous standby's role.
 const SYNC_STANDBY: &str = "sync_standby";
 
@@ -315,137 +314,6 @@ impl Platform {
         self.store.server(&second.id)
     }
 
-    fn disable_ha(&self, server: ServerRecord) -> Result<ServerRecord, Error> {
-        let nodes = self.nodes_of(&server)?;
-        let kept = match nodes.as_slice() {
-            [only] => only.clone(),
-            _ => {
-                let details = self.node_details(&server)?;
-                let leader = details
-                    .iter()
-                    .find(|n| n.role.as_deref() == Some(LEADER) && n.state == ServerState::Ready)
-                    .ok_or_else(|| super::HaError::NoPrimary(server.name.clone()))?;
-                nodes
-                    .iter()
-                    .find(|n| n.name == leader.name)
-                    .cloned()
-                    .ok_or_else(|| super::HaError::NoPrimary(server.name.clone()))?
-            }
-        };
-        self.event(
-            &server,
-            Actor::Dba,
-            "disabling high availability",
-            &format!(
-                "keeping the primary {}'s data as the single server's; removing the other node",
-                kept.name
-            ),
-        )?;
-        let endpoints = read_json::<AgentConfig>(&ServerDir::new(&kept.dir).agent_config())?
-            .ha
-            .map(|node| node.etcd_endpoints);
-        for other in nodes.iter().filter(|n| n.id != kept.id) {
-            self.remove_node(&server, other, "high availability disabled")?;
-        }
-        let single = self.release_last_node(&self.store.server(&server.id)?, &kept)?;
-        if let Some(endpoints) = endpoints {
-            forget_cluster(&endpoints, &server.id)?;
-        }
-        self.event(
-            &single,
-            Actor::ControlPlane,
-            "high availability disabled",
-            &format!(
-                "a single server on {}:{} (formerly {}); the cluster's keys in etcd are removed",
-                single
-                    .listen_addresses
-                    .first()
-                    .map_or_else(String::new, IpAddr::to_string),
-                single.port,
-                kept.name
-            ),
-        )?;
-        self.store.server(&single.id)
-    }
-
-    /// Stops `node` of `server`, removes its directory (mount, wrapped DEK,
-    /// volume) and then its record, saying `why` in the server's events.
-    fn remove_node(
-        &self,
-        server: &ServerRecord,
-        node: &ServerRecord,
-        why: &str,
-    ) -> Result<(), Error> {
-        self.stop_agent(&node.id);
-        let dir = ServerDir::new(&node.dir);
-        dir.detach_stale_mount();
-        if dir.root().exists() {
-            fs::remove_dir_all(dir.root()).ctx(|| format!("removing {}", dir.root().display()))?;
-        }
-        let current = self.store.server(&server.id)?;
-        let remaining = ServerRecord {
-            nodes: current
-                .nodes
-                .iter()
-                .filter(|id| **id != node.id)
-                .cloned()
-                .collect(),
-            listen_addresses: current
-                .listen_addresses
-                .iter()
-                .filter(|a| !node.listen_addresses.contains(a))
-                .copied()
-                .collect(),
-            ..current
-        };
-        self.store
-            .reshape_servers(&[(&remaining, None)], &[node.id.as_str()])?;
-        self.event(
-            server,
-            Actor::ControlPlane,
-            "node removed",
-            &format!(
-                "{}: its agent, mount, DEK and directory are gone ({why})",
-                node.name
-            ),
-        )?;
-        Ok(())
-    }
-
-    /// Makes `server`'s last node `kept` the single server again: its agent
-    /// restarts without Patroni (PostgreSQL's own configuration back), with
-    /// backups, as the server's own; waits for Ready.
-    fn release_last_node(
-        &self,
-        server: &ServerRecord,
-        kept: &ServerRecord,
-    ) -> Result<ServerRecord, Error> {
-        self.stop_agent(&kept.id);
-        let dir = ServerDir::new(&kept.dir);
-        let mut config: AgentConfig = read_json(&dir.agent_config())?;
-        config.ha = None;
-        // The server's own directory kept its backup settings; a clone gets the defaults.
-        if config.backup.is_none() {
-            config.backup = Some(self.backup_config(&server.id));
-        }
-        write_json_atomic(&dir.agent_config(), &config)?;
-        let single = ServerRecord {
-            state: ServerState::Provisioning,
-            nodes: Vec::new(),
-            dir: kept.dir.clone(),
-            port: kept.port,
-            listen_addresses: kept.listen_addresses.clone(),
-            wrapped_dek: kept.wrapped_dek.clone(),
-            ..server.clone()
-        };
-        let sealed = self.sealed_for(&kept.id, &single)?;
-        self.store
-            .reshape_servers(&[(&single, sealed.as_deref())], &[kept.id.as_str()])?;
-        self.spawn_agent(&single, None)?;
-        self.wait_settled(&single)?;
-        self.store.server(&single.id)
-    }
-
     /// The second node of a server made highly available by an update that was cut
     /// short before the node came up (its agent may lack its first start).
     fn unfinished_standby(&self, server: &ServerRecord) -> Result<Option<ServerRecord>, Error> {
@@ -464,7 +332,11 @@ impl Platform {
 
     /// For a customer-managed server: `to`'s copy of the identity's secret that
     /// `from` holds, sealed for `to` (service-managed: none).
-    fn sealed_for(&self, from: &str, to: &ServerRecord) -> Result<Option<Vec<u8>>, Error> {
+    pub(super) fn sealed_for(
+        &self,
+        from: &str,
+        to: &ServerRecord,
+    ) -> Result<Option<Vec<u8>>, Error> {
         match to.encryption {
             Encryption::ServiceManaged => Ok(None),
             Encryption::CustomerManaged { .. } => {

@@ -50,6 +50,7 @@ mod etcd_keys;
 mod geo;
 mod ha;
 mod ha_create;
+mod ha_disable;
 mod ha_update;
 mod lifecycle;
 mod listen;
