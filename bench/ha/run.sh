@@ -5,10 +5,11 @@
 # own cryptfs volume and DEK) and prints: failovers (the primary node down -> the
 # first write the new primary acknowledged, median of N), lost acknowledged commits,
 # how returning primaries rejoined (pg_rewind or a new clone), and pgbench TPC-B on
-# the server next to the same Patroni setup on plain directories, side by side, with
-# CPU seconds per 1,000 transactions.
-# Options: --failovers N (10), --scale S (10), --tpcb-secs T (60), --quick (3
-# failovers, scale 2, 15 s).
+# the server next to the same Patroni setup on plain directories (the same settings,
+# synchronous mode and TLS), side by side and alternated, with CPU seconds per 1,000
+# transactions.
+# Options: --failovers N (10; 0: the TPC-B rows only), --scale S (10), --tpcb-secs T
+# (60), --quick (3 failovers, scale 2, 15 s).
 # Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

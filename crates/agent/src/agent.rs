@@ -228,6 +228,12 @@ pub fn run(
                                 if let Some(access) = &patroni_access {
                                     access.install(dir, s.pg.install().user())?;
                                 }
+                                crate::patroni::adopt::prepare(
+                                    dir,
+                                    &config,
+                                    s.pg.install(),
+                                    replication_password.as_ref(),
+                                )?;
                                 Ok(s)
                             })
                         }) {

@@ -58,9 +58,10 @@ pub(crate) fn provision_replica(
 }
 
 /// Creates a new node of a highly available server with `dek`: its encrypted
-/// volume, with the superuser's `password` and the `replication` role's password
-/// stored on it for Patroni, which creates the cluster (or clones it from the
-/// primary) at the node's first start.
+/// volume, with the superuser's `password` (unless the server was made highly
+/// available after create: then the password is unused) and the `replication`
+/// role's password stored on it for Patroni, which creates the cluster (or clones
+/// it from the primary) at the node's first start.
 pub fn provision_ha_node(
     dir: &ServerDir,
     config: &AgentConfig,
@@ -69,7 +70,9 @@ pub fn provision_ha_node(
     replication: &SecretBytes,
 ) -> Result<(), Error> {
     let serving = new_volume(dir, config, dek)?;
-    crate::patroni::provision(dir, serving.pg.install(), password, replication)?;
+    let adopted = config.ha.as_ref().is_some_and(|node| node.adopted);
+    let superuser = (!adopted).then_some(password);
+    crate::patroni::provision(dir, serving.pg.install(), superuser, replication)?;
     drop(serving);
     Ok(())
 }

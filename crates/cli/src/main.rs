@@ -32,6 +32,7 @@ mod server_cmds;
 mod server_encryption;
 mod server_failover;
 mod server_geo_update;
+mod server_ha_update;
 mod server_logs;
 mod server_render;
 mod server_restore;

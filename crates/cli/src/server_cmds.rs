@@ -20,6 +20,7 @@ use crate::replica_cmds::{self, ReplicaArgs};
 use crate::server_encryption::EncryptionArgs;
 use crate::server_failover::FailoverArgs;
 use crate::server_geo_update::GeoUpdateArgs;
+use crate::server_ha_update::{self, HaMode};
 use crate::server_render::{render_created, render_list, render_server, render_show, typed};
 use crate::server_restore::RestoreArgs;
 use crate::{confirm, output, server_logs, volume_check, Format};
@@ -101,12 +102,14 @@ pub enum ServerCommand {
         name: NameArg,
     },
     /// Move a customer-managed server to another key, make it listen on other
-    /// addresses (its agent restarts with a certificate for them), or add or remove
+    /// addresses (its agent restarts with a certificate for them), add or remove
     /// the geo-redundant copy of its backups (its agent restarts; adding waits for
-    /// the copy's first full backup).
+    /// the copy's first full backup), or enable or disable its high availability
+    /// (online: a standby node with its own DEK is added, or removed keeping the
+    /// primary's data).
     #[command(
-        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server update orders --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server update orders --no-geo-backup --yes",
-        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses", "geo_backup_key", "no_geo_backup"]))
+        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server update orders --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server update orders --no-geo-backup --yes\n  pgcmk server update orders --high-availability enabled\n  pgcmk server update orders --high-availability disabled",
+        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses", "geo_backup_key", "no_geo_backup", "high_availability"]))
     )]
     Update {
         #[command(flatten)]
@@ -119,6 +122,9 @@ pub enum ServerCommand {
         listen_addresses: Vec<String>,
         #[command(flatten)]
         geo: GeoUpdateArgs,
+        /// Enable or disable high availability.
+        #[arg(long, value_enum)]
+        high_availability: Option<HaMode>,
     },
     /// Check the server's key access now.
     #[command(after_help = "Example:\n  pgcmk server revalidate orders")]
@@ -195,6 +201,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
         ServerCommand::Restore(_) => Duration::from_secs(21 * 60),
         ServerCommand::Update { geo, .. } if geo.is_given() => Duration::from_secs(21 * 60),
         ServerCommand::Replica(replica) if replica.is_create() => Duration::from_secs(21 * 60),
+        ServerCommand::Update {
+            high_availability: Some(_),
+            ..
+        } => server_ha_update::TIMEOUT,
         _ => Duration::from_secs(180),
     };
     let api = DbaClient::open(&args.control, timeout)?;
@@ -273,6 +283,16 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             client
                 .put(url(&format!("/{name}/key")))
                 .json(&json!({ "key": key })),
+            render_server,
+        ),
+        ServerCommand::Update {
+            name,
+            high_availability: Some(mode),
+            ..
+        } => (
+            client
+                .put(url(&format!("/{name}/high-availability")))
+                .json(&mode.into_request()),
             render_server,
         ),
         ServerCommand::Update {

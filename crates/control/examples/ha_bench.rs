@@ -7,9 +7,11 @@
 //!   of N; lost acknowledged commits; how each returning primary rejoined (rewind
 //!   or new clone, from the nodes' Patroni logs);
 //! - pgbench TPC-B (-c4 -j2) on that server's primary next to the same Patroni
-//!   setup (the same configuration generator, the same etcd cluster, synchronous
-//!   mode) on plain directories, with the CPU seconds of each setup's processes
-//!   (agents, Patroni, PostgreSQL) per 1,000 transactions.
+//!   setup (the same configuration generator with the same PostgreSQL settings,
+//!   the same etcd cluster, synchronous mode, TLS with `verify-full` for clients
+//!   and replication under a CA of its own) on plain directories, with the CPU
+//!   seconds of each setup's processes (agents, Patroni, PostgreSQL) per 1,000
+//!   transactions.
 //!
 //! Options: --failovers N (10), --scale S (10), --tpcb-secs T (60), --quick (3
 //! failovers, scale 2, 15 s).
@@ -23,8 +25,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pgcmk_agent::contract::handshake::NodeTls;
 use pgcmk_agent::contract::HaNode;
 use pgcmk_agent::patroni::config::{Guards, NodePasswords, NodePlaces, PatroniConfig};
+use pgcmk_agent::postgres::tls::TlsFiles;
+use pgcmk_agent::postgres::PgInstall;
+use pgcmk_crypto::sealed::Sealer;
+use pgcmk_crypto::SymmetricKey;
+use pgcmk_hostkeys::issuing_ca::IssuingCa;
 use pgcmk_testkit::process::{children_of, terminate};
 use pgcmk_testkit::wait::wait_for;
 use support::ha::{lose_primary, lost, AckedInserts, HaServer, Rejoins};
@@ -112,12 +120,45 @@ fn tps_of(report: &str) -> f64 {
 }
 
 /// The same Patroni setup as a highly available server's nodes, on plain
-/// directories: two nodes on 127.0.0.4 and 127.0.0.5, over the same etcd cluster.
+/// directories: two nodes on 127.0.0.4 and 127.0.0.5, over the same etcd cluster,
+/// with TLS like the server's (a certificate per node from a CA of its own, the
+/// agent's `pg_hba` rules: TCP over TLS only).
 struct PlainPair {
     root: PathBuf,
     patronis: Vec<Child>,
     nodes: Vec<(String, u64, u16)>,
     password: String,
+    ca_file: PathBuf,
+}
+
+/// A CA for the plain pair, and a certificate of each node for its address.
+struct PlainCa {
+    ca: IssuingCa,
+    sealer: Sealer,
+}
+
+impl PlainCa {
+    fn new() -> Self {
+        let sealer = Sealer::new(&SymmetricKey::generate().unwrap()).unwrap();
+        let ca = IssuingCa::generate("plain pair CA", &sealer).unwrap();
+        Self { ca, sealer }
+    }
+
+    fn issue(&self, address: &str) -> NodeTls {
+        let issued = self
+            .ca
+            .issue(
+                &self.sealer,
+                address,
+                &[address.to_string()],
+                Duration::from_secs(24 * 3600),
+            )
+            .unwrap();
+        NodeTls {
+            certificate_pem: issued.certificate_pem,
+            key_pem: issued.key_pem,
+        }
+    }
 }
 
 impl PlainPair {
@@ -147,11 +188,17 @@ impl PlainPair {
             etcd_client: Some(etcd_client),
         };
         let password = "plain-bench-password".to_string();
+        let ca = PlainCa::new();
+        fs::create_dir_all(root).unwrap();
+        let ca_file = root.join("ca.pem");
+        fs::write(&ca_file, ca.ca.ca_pem().unwrap()).unwrap();
+        let install = PgInstall::discover().unwrap();
         let mut pair = Self {
             root: root.to_path_buf(),
             patronis: Vec::new(),
             nodes: Vec::new(),
             password,
+            ca_file: ca_file.clone(),
         };
         for i in 1..=2 {
             let address = format!("127.0.0.{}", i + 3);
@@ -165,9 +212,9 @@ impl PlainPair {
                 address: address.clone(),
                 rest_port: free_port(),
                 etcd_endpoints: etcd_endpoints.clone(),
-                // No TLS on the plain pair: no CA to verify against.
-                ca_file: PathBuf::new(),
+                ca_file: ca_file.clone(),
                 etcd_ca_file: etcd_ca_file.clone(),
+                adopted: false,
             };
             let port = free_port();
             let places = NodePlaces {
@@ -179,14 +226,17 @@ impl PlainPair {
                 port,
             };
             let passwords = NodePasswords {
-                superuser: &pair.password,
+                superuser: Some(&pair.password),
                 replication: "plain-bench-replication",
             };
+            let tls = TlsFiles::install(&dir.join("tls"), &ca.issue(&address), install.user())
+                .unwrap()
+                .settings(&[address.parse().unwrap()]);
             let config = dir.join("patroni.yml");
             fs::write(
                 &config,
                 serde_json::to_vec(
-                    &PatroniConfig::new(&node, &places, &passwords, &[]).guarded(&guards),
+                    &PatroniConfig::new(&node, &places, &passwords, &tls).guarded(&guards),
                 )
                 .unwrap(),
             )
@@ -243,9 +293,16 @@ impl PlainPair {
         primary.unwrap()
     }
 
-    /// Patroni's pids (PostgreSQL runs under them).
+    /// Patroni's pids (with `runuser` above them).
     fn pids(&self) -> Vec<u32> {
         self.patronis.iter().map(Child::id).collect()
+    }
+
+    /// The nodes' postmasters (Patroni starts them detached).
+    fn postmasters(&self) -> Vec<u32> {
+        (1..=self.nodes.len())
+            .filter_map(|i| postmaster_of(&self.root.join(format!("node{i}/pgdata"))))
+            .collect()
     }
 }
 
@@ -261,6 +318,60 @@ impl Drop for PlainPair {
         }
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// TPC-B runs per setup, alternated.
+const ROUNDS: usize = 2;
+
+/// One setup under pgbench: where it is reached, and its processes.
+struct Side {
+    what: &'static str,
+    uri: String,
+    password: String,
+    /// The processes that supervise PostgreSQL (and, for pgcmk, serve its mount).
+    supervisors: Vec<u32>,
+    postmasters: Vec<u32>,
+}
+
+/// One TPC-B run of one setup.
+struct Row {
+    what: &'static str,
+    tps: f64,
+    postgres_cpu: f64,
+    supervisor_cpu: f64,
+    cpu_per_1000: f64,
+    load: String,
+}
+
+impl Side {
+    fn tpcb(&self, run: &[&str], secs: u32) -> Row {
+        let load = load_average();
+        let before = (tree_cpu(&self.postmasters), tree_cpu(&self.supervisors));
+        let report = pgbench(&self.uri, &self.password, run);
+        let postgres_cpu = tree_cpu(&self.postmasters) - before.0;
+        let supervisor_cpu = tree_cpu(&self.supervisors) - before.1;
+        let tps = tps_of(&report);
+        let tx = tps * f64::from(secs);
+        Row {
+            what: self.what,
+            tps,
+            postgres_cpu,
+            supervisor_cpu,
+            cpu_per_1000: (postgres_cpu + supervisor_cpu) / tx * 1000.0,
+            load,
+        }
+    }
+}
+
+/// The pid in `data_dir`'s `postmaster.pid`, while it runs.
+fn postmaster_of(data_dir: &Path) -> Option<u32> {
+    fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn main() {
@@ -308,36 +419,41 @@ fn main() {
     let (plain_host, plain_port) = plain.wait_healthy();
     let (ha_primary, _) = server.wait_healthy(cp, REJOIN);
     let ha_uri = server.uri_of(&ha_primary);
-    let plain_uri =
-        format!("postgresql://postgres@{plain_host}:{plain_port}/postgres?sslmode=disable");
+    let plain_uri = format!(
+        "postgresql://postgres@{plain_host}:{plain_port}/postgres?sslmode=verify-full\
+         &sslrootcert={}",
+        plain.ca_file.display()
+    );
     let scale = args.scale.to_string();
     pgbench(&ha_uri, &server.password, &["-i", "-q", "-s", &scale]);
     pgbench(&plain_uri, &plain.password, &["-i", "-q", "-s", &scale]);
     let secs = args.tpcb_secs.to_string();
     let run = ["-c", "4", "-j", "2", "-T", secs.as_str()];
-    let ha_roots: Vec<u32> = nodes.iter().filter_map(|n| agent_pid(&n.dir)).collect();
+    // The agents (FUSE, crypto) with Patroni under them, and the postmasters
+    // (Patroni starts them detached) with their backends.
+    let ha_side = Side {
+        what: "pgcmk HA (cryptfs, TLS)",
+        uri: ha_uri,
+        password: server.password.clone(),
+        supervisors: nodes.iter().filter_map(|n| agent_pid(&n.dir)).collect(),
+        postmasters: nodes
+            .iter()
+            .filter_map(|n| postmaster_of(&n.dir.join("mnt/pgdata")))
+            .collect(),
+    };
+    let plain_side = Side {
+        what: "Patroni on plain dirs (TLS)",
+        uri: plain_uri,
+        password: plain.password.clone(),
+        supervisors: plain.pids(),
+        postmasters: plain.postmasters(),
+    };
+    // Alternated, so that a change of the machine's load meets both setups.
     let mut rows = Vec::new();
-    for (what, uri, password, roots) in [
-        (
-            "pgcmk HA (cryptfs, TLS)",
-            &ha_uri,
-            server.password.as_str(),
-            ha_roots.clone(),
-        ),
-        (
-            "Patroni on plain dirs",
-            &plain_uri,
-            plain.password.as_str(),
-            plain.pids(),
-        ),
-    ] {
-        let load = load_average();
-        let cpu = tree_cpu(&roots);
-        let report = pgbench(uri, password, &run);
-        let cpu = tree_cpu(&roots) - cpu;
-        let tps = tps_of(&report);
-        let tx = tps * f64::from(args.tpcb_secs);
-        rows.push((what, tps, cpu, cpu / tx * 1000.0, load));
+    for _ in 0..ROUNDS {
+        for side in [&ha_side, &plain_side] {
+            rows.push(side.tpcb(&run, args.tpcb_secs));
+        }
     }
 
     println!();
@@ -360,23 +476,32 @@ fn main() {
     );
     println!();
     println!(
-        "| setup | TPC-B tps | CPU s (servers' processes) | CPU s / 1000 tx | load avg before |"
+        "| setup | TPC-B tps | CPU s PostgreSQL | CPU s agents + Patroni | CPU s / 1000 tx | \
+         load avg before |"
     );
-    println!("|---|---|---|---|---|");
-    for (what, tps, cpu, per, load) in &rows {
-        println!("| {what} | {tps:.0} | {cpu:.1} | {per:.2} | {load} |");
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {} |",
+            row.what, row.tps, row.postgres_cpu, row.supervisor_cpu, row.cpu_per_1000, row.load
+        );
     }
     println!();
     println!("Targets:");
-    println!(
-        "- failover median {median:.2} s (target <= 15 s): {}",
-        if median <= 15.0 { "met" } else { "MISSED" }
-    );
+    if failovers.is_empty() {
+        println!("- failover median: not measured (--failovers 0)");
+    } else {
+        println!(
+            "- failover median {median:.2} s (target <= 15 s): {}",
+            if median <= 15.0 { "met" } else { "MISSED" }
+        );
+    }
     println!(
         "- lost acknowledged commits {lost} (target 0): {}",
         if lost == 0 { "met" } else { "MISSED" }
     );
-    let ratio = rows[0].1 / rows[1].1 * 100.0;
+    let tps = |what: &str| -> f64 { rows.iter().filter(|r| r.what == what).map(|r| r.tps).sum() };
+    let ratio = tps(ha_side.what) / tps(plain_side.what) * 100.0;
     println!(
         "- HA TPC-B = {ratio:.0} % of plain HA (target >= 90 %): {}",
         if ratio >= 90.0 { "met" } else { "MISSED" }

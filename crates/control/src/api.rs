@@ -67,8 +67,8 @@ use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
 use crate::platform::{
-    CreateBackup, CreateReplica, CreateServer, FailoverRequest, GeoBackupChange, LogStreamItem,
-    Platform, RestoreServer, VerifyBackups,
+    CreateBackup, CreateReplica, CreateServer, FailoverRequest, GeoBackupChange,
+    HighAvailabilityChange, LogStreamItem, Platform, RestoreServer, VerifyBackups,
 };
 use crate::{Error, ErrorCode};
 
@@ -89,6 +89,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/failover", post(failover))
         .route("/servers/{name}/key", put(update_key))
         .route("/servers/{name}/geo-backup", put(update_geo_backup))
+        .route(
+            "/servers/{name}/high-availability",
+            put(update_high_availability),
+        )
         .route(
             "/servers/{name}/listen-addresses",
             put(update_listen_addresses),
@@ -365,6 +369,23 @@ async fn update_geo_backup(
     })?;
     blocking(p, StatusCode::OK, move |p| {
         p.update_geo_backup(&name, &change)
+    })
+    .await
+}
+
+async fn update_high_availability(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<HighAvailabilityChange>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(change) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {e}; expected {{\"high_availability\": \"enabled\"}} or \
+             \"disabled\""
+        )))
+    })?;
+    blocking(p, StatusCode::OK, move |p| {
+        p.update_high_availability(&name, change.high_availability)
     })
     .await
 }

@@ -138,6 +138,9 @@ pub enum Error {
     /// A highly available server's operation could not be done.
     #[error(transparent)]
     HighAvailability(#[from] crate::platform::HaError),
+    /// A server's high availability could not be enabled or disabled.
+    #[error(transparent)]
+    HaUpdate(#[from] crate::platform::HaUpdateError),
     /// An operation's worker ended before it answered.
     #[error("operation aborted: {0}")]
     Aborted(String),
@@ -321,6 +324,10 @@ impl Error {
                 | crate::platform::HaError::NoPrimary(_)
                 | crate::platform::HaError::NoCandidate(_),
             ) => ErrorCode::StateConflict,
+            Error::HaUpdate(crate::platform::HaUpdateError::NodeNotSettled { .. }) => {
+                ErrorCode::ReadyTimeout
+            }
+            Error::HaUpdate(_) => ErrorCode::StateConflict,
             _ => ErrorCode::InternalError,
         }
     }

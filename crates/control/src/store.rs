@@ -159,6 +159,58 @@ impl Store {
         })
     }
 
+    /// Writes the servers of `put` (with their identity's sealed secret when they
+    /// have one of their own) and removes the servers of `remove` (with their
+    /// sealed secrets) in one transaction: a highly available server and its nodes
+    /// change shape together or not at all. Every name must stay unique.
+    pub fn reshape_servers(
+        &self,
+        put: &[(&ServerRecord, Option<&[u8]>)],
+        remove: &[&str],
+    ) -> Result<(), Error> {
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            {
+                let mut table = tx.open_table(SERVERS).map_err(store_err)?;
+                for entry in table.iter().map_err(store_err)? {
+                    let (k, v) = entry.map_err(store_err)?;
+                    let existing: ServerRecord = decode(v.value())?;
+                    let replaced =
+                        remove.contains(&k.value()) || put.iter().any(|(s, _)| s.id == existing.id);
+                    if let Some((taken, _)) = put
+                        .iter()
+                        .find(|(s, _)| !replaced && s.name == existing.name)
+                    {
+                        return Err(Error::NameTaken(taken.name.clone()));
+                    }
+                }
+                for id in remove {
+                    table.remove(*id).map_err(store_err)?;
+                }
+                for (server, _) in put {
+                    table
+                        .insert(server.id.as_str(), encode(*server)?.as_slice())
+                        .map_err(store_err)?;
+                }
+            }
+            let mut secrets = tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
+            for id in remove {
+                for owner in [id.to_string(), geo_owner(id), replication_owner(id)] {
+                    secrets.remove(owner.as_str()).map_err(store_err)?;
+                }
+            }
+            for (server, sealed) in put {
+                if let Some(sealed) = sealed {
+                    secrets
+                        .insert(server.id.as_str(), *sealed)
+                        .map_err(store_err)?;
+                }
+            }
+            drop(secrets);
+            tx.commit().map_err(store_err)
+        })
+    }
+
     /// Removes server `id` and its identities' sealed secrets, its replication
     /// role's password and its Patroni REST API's (its events stay in the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {
@@ -420,5 +472,55 @@ mod tests {
             store.update_server("zz", |_| ()),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_server_and_its_nodes_change_shape_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        store
+            .insert_server(&record("s1", "orders"), Some(b"sealed-s1"))
+            .unwrap();
+        store.insert_server(&record("o1", "other"), None).unwrap();
+        let node = ServerRecord {
+            node_of: Some(crate::model::NodeOf {
+                server_id: "s1".into(),
+                address: "127.0.0.1".into(),
+                rest_port: 8008,
+            }),
+            ..record("n1", "orders-node-1")
+        };
+        let server = ServerRecord {
+            nodes: vec!["n1".into()],
+            ..record("s1", "orders")
+        };
+        store
+            .reshape_servers(&[(&server, None), (&node, Some(b"sealed-n1"))], &[])
+            .unwrap();
+        assert_eq!(store.server("orders").unwrap().nodes, ["n1"]);
+        assert_eq!(store.server("n1").unwrap().name, "orders-node-1");
+        // The server keeps its own sealed secret; the node has its copy.
+        assert!(store.sealed_identity_secret("s1").unwrap().is_some());
+        assert!(store.sealed_identity_secret("n1").unwrap().is_some());
+
+        // A name taken by another server refuses the whole change.
+        let clash = ServerRecord {
+            nodes: Vec::new(),
+            ..record("n2", "other")
+        };
+        let single = record("s1", "orders");
+        let err = store
+            .reshape_servers(&[(&single, None), (&clash, None)], &["n1"])
+            .unwrap_err();
+        assert!(matches!(err, Error::NameTaken(_)), "{err}");
+        assert_eq!(store.server("orders").unwrap().nodes, ["n1"]);
+        assert!(store.server("n1").is_ok());
+
+        // Back to one server: the node and its secret go in the same transaction.
+        store.reshape_servers(&[(&single, None)], &["n1"]).unwrap();
+        assert!(store.server("orders").unwrap().nodes.is_empty());
+        assert!(matches!(store.server("n1"), Err(Error::NotFound(_))));
+        assert_eq!(store.sealed_identity_secret("n1").unwrap(), None);
+        assert!(store.sealed_identity_secret("s1").unwrap().is_some());
     }
 }

@@ -315,6 +315,17 @@ fn every_command_answers_json_in_the_common_shapes() {
         2,
         &["server", "update", "shape", "--no-geo-backup", "--yes"],
     );
+    // A single server has no high availability to disable.
+    w.fails(
+        2,
+        &[
+            "server",
+            "update",
+            "shape",
+            "--high-availability",
+            "disabled",
+        ],
+    );
     // Backups of the server (its first full backup was taken at creation).
     let made = w.ok(2, &["backup", "create", "shape", "--type", "incr"]);
     let label = made["label"]

@@ -20,6 +20,11 @@
 //!   a restore of `latest` into a new server has both (archiving went on from the
 //!   new primary, on its new timeline, into the same stanza); the marker is in no
 //!   byte of the repository; deleting the server deletes it.
+//! - `server update --high-availability enabled` on a single server with rows:
+//!   every row there, two nodes (a primary and a synchronous standby, each with its
+//!   own DEK), writes through the connection string and the old one, a failover;
+//!   `... disabled`: one server on the primary's data, the other node's directory
+//!   and mount gone. Refused: enabling twice, disabling a single server.
 
 mod support;
 
@@ -29,7 +34,9 @@ use pgcmk_agent::contract::backup::{BackupCatalog, BackupKind, BackupSummary};
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::backups::{assert_encrypted_without, files_under, restore_with};
-use support::ha::{crash, lose_primary, lost, node_processes, AckedInserts, HaServer, Rejoins};
+use support::ha::{
+    crash, lose_primary, lost, node_processes, psql_at, AckedInserts, HaServer, Rejoins,
+};
 use support::*;
 
 /// Key check interval for the tests (seconds).
@@ -323,4 +330,110 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
 
     cp.server(&["delete", "ha-backup", "--yes"]);
     assert!(!repository.exists(), "the backups went with the server");
+}
+
+#[test]
+fn a_single_server_becomes_highly_available_and_single_again() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let name = "ha-update";
+    let created = cp.server(&["create", name, "-l", "westeurope"]);
+    let password = created["password"].as_str().unwrap().to_string();
+    let connection_string = |cp: &support::ControlPlane| {
+        cp.server(&["connection-string", name])["connection_string"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let single = connection_string(cp);
+    psql_at(
+        &single,
+        &password,
+        "CREATE TABLE r AS SELECT generate_series(1, 1000) AS id",
+    )
+    .unwrap();
+    let refused = cp
+        .try_server(&["update", name, "--high-availability", "disabled"])
+        .unwrap_err();
+    assert!(refused.contains("is not highly available"), "{refused}");
+
+    let enabled = Instant::now();
+    cp.try_server(&["update", name, "--high-availability", "enabled"])
+        .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    eprintln!("enabled in {:?}", enabled.elapsed());
+    let server = HaServer {
+        name: name.into(),
+        password: password.clone(),
+        connection_string: connection_string(cp),
+    };
+    assert!(
+        server
+            .connection_string
+            .contains("target_session_attrs=read-write"),
+        "{}",
+        server.connection_string
+    );
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    assert_eq!(
+        primary.name, "ha-update-node-1",
+        "the server's own data leads"
+    );
+    let wrapped =
+        |node: &support::ha::Node| std::fs::read(node.dir.join("wrapped_dek.json")).unwrap();
+    assert_ne!(
+        wrapped(&primary),
+        wrapped(&standby),
+        "each node has its own DEK"
+    );
+    let show = cp.server(&["show", name]);
+    for node in show["nodes"].as_array().unwrap() {
+        assert_eq!(
+            node["wrapped_by"], show["server"]["wrapped_dek"]["kek"],
+            "{node}"
+        );
+    }
+    assert_eq!(server.sql("SELECT count(*) FROM r").unwrap(), "1000");
+    server.sql("INSERT INTO r VALUES (1001)").unwrap();
+    // The old connection string reaches the first node, the primary now.
+    assert_eq!(
+        psql_at(&single, &password, "SELECT count(*) FROM r").unwrap(),
+        "1001"
+    );
+    wait_for("the row on the standby", Duration::from_secs(30), || {
+        server
+            .sql_on(&standby, "SELECT count(*) FROM r")
+            .is_ok_and(|c| c == "1001")
+    });
+    let refused = cp
+        .try_server(&["update", name, "--high-availability", "enabled"])
+        .unwrap_err();
+    assert!(refused.contains("already highly available"), "{refused}");
+
+    cp.server(&["failover", name]);
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    assert_eq!(primary.name, "ha-update-node-2");
+    server.sql("INSERT INTO r VALUES (1002)").unwrap();
+
+    let disabled = Instant::now();
+    cp.try_server(&["update", name, "--high-availability", "disabled"])
+        .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    eprintln!("disabled in {:?}", disabled.elapsed());
+    let show = cp.server(&["show", name]);
+    assert!(show["nodes"].as_array().is_none_or(Vec::is_empty), "{show}");
+    assert_eq!(cp.state(name).0, "Ready");
+    let single = connection_string(cp);
+    assert_eq!(
+        psql_at(&single, &password, "SELECT count(*) FROM r").unwrap(),
+        "1002"
+    );
+    // No synchronous standby is waited for any more.
+    psql_at(&single, &password, "INSERT INTO r VALUES (1003)").unwrap();
+    assert!(!standby.dir.exists(), "{} is left", standby.dir.display());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&standby.dir.display().to_string()),
+        "{}'s mount is left",
+        standby.name
+    );
+    cp.server(&["delete", name, "--yes"]);
 }

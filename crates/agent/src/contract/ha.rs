@@ -28,4 +28,10 @@ pub struct HaNode {
     /// nodes made before etcd spoke TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_ca_file: Option<std::path::PathBuf>,
+    /// The server was a single server made highly available
+    /// (`pgcmk server update --high-availability enabled`): its superuser's
+    /// password is its user's alone, so the nodes do without it (Patroni rewinds
+    /// as the replication role).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }

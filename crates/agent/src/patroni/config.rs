@@ -8,10 +8,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::contract::replica::REPLICATION_ROLE;
 use crate::contract::HaNode;
 use crate::postgres::base_settings;
 
-/// The role the nodes replicate as.
+/// The role the nodes of a created server replicate as (Patroni creates it at
+/// bootstrap). A server made highly available after create replicates as the role
+/// its read replicas use ([`REPLICATION_ROLE`]), set by the control plane with a
+/// password it keeps sealed.
 pub const REPLICATION_USER: &str = "replicator";
 /// Seconds the leader's lock in etcd lives without renewal: a dead primary is
 /// replaced within about this long. Patroni's default is 30.
@@ -39,8 +43,11 @@ pub struct NodePlaces {
 
 /// The passwords in the configuration (exposed only while it is written).
 pub struct NodePasswords<'a> {
-    /// The `postgres` superuser's.
-    pub superuser: &'a str,
+    /// The `postgres` superuser's; `None` on a server made highly available after
+    /// create, whose superuser's password only its user knows: Patroni then
+    /// connects as the superuser over the Unix socket only, and rewinds as the
+    /// replication role (granted the functions `pg_rewind` calls).
+    pub superuser: Option<&'a str>,
     /// The replication role's.
     pub replication: &'a str,
 }
@@ -162,7 +169,8 @@ struct Authentication<'a> {
 #[derive(Clone, Serialize)]
 struct Credential<'a> {
     username: &'static str,
-    password: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
     /// `verify-full` against the servers' CA when the nodes speak TLS.
     sslmode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,6 +203,16 @@ impl<'a> PatroniConfig<'a> {
                 .iter()
                 .find(|(name, _)| *name == wanted)
                 .map(|(_, value)| PathBuf::from(value))
+        };
+        let replication_user = if node.adopted {
+            REPLICATION_ROLE
+        } else {
+            REPLICATION_USER
+        };
+        let replication = credential(replication_user, Some(passwords.replication));
+        let rewind = match passwords.superuser {
+            Some(_) => superuser.clone(),
+            None => replication.clone(),
         };
         // Patroni sets the listen address from `listen`.
         let mut parameters: BTreeMap<&'static str, String> = base_settings(&node.address)
@@ -260,9 +278,9 @@ impl<'a> PatroniConfig<'a> {
                 pgpass: places.pgpass.clone(),
                 use_unix_socket: true,
                 authentication: Authentication {
-                    rewind: superuser.clone(),
+                    rewind,
                     superuser,
-                    replication: credential(REPLICATION_USER, passwords.replication),
+                    replication,
                 },
                 parameters,
                 pg_hba: (!tls).then(pg_hba),
@@ -333,6 +351,7 @@ mod tests {
             etcd_endpoints: etcd_endpoints.iter().map(|e| e.to_string()).collect(),
             ca_file: "/state/servers-ca.pem".into(),
             etcd_ca_file: Some("/state/etcd-ca.pem".into()),
+            adopted: false,
         }
     }
 
@@ -356,7 +375,7 @@ mod tests {
         );
         let places = places(5433);
         let passwords = NodePasswords {
-            superuser: "su-pw",
+            superuser: Some("su-pw"),
             replication: "repl-pw",
         };
         let tls = [
@@ -405,6 +424,30 @@ mod tests {
             "disable"
         );
         assert!(plain["postgresql"]["pg_hba"].is_array());
+        assert_eq!(
+            v["postgresql"]["authentication"]["rewind"]["username"],
+            "postgres"
+        );
+
+        assert_eq!(replication["username"], REPLICATION_USER);
+
+        // A server made highly available after create: no superuser password, the
+        // replicas' role.
+        let adopted_node = HaNode {
+            adopted: true,
+            ..node.clone()
+        };
+        let adopted = NodePasswords {
+            superuser: None,
+            replication: "repl-pw",
+        };
+        let v = serde_json::to_value(PatroniConfig::new(&adopted_node, &places, &adopted, &tls))
+            .unwrap();
+        let auth = &v["postgresql"]["authentication"];
+        assert!(auth["superuser"].get("password").is_none(), "{auth}");
+        assert_eq!(auth["replication"]["username"], REPLICATION_ROLE);
+        assert_eq!(auth["rewind"]["username"], REPLICATION_ROLE);
+        assert_eq!(auth["rewind"]["password"], "repl-pw");
     }
 
     #[test]
@@ -412,7 +455,7 @@ mod tests {
         let node = node("node-1", "127.0.0.2", &["https://127.0.0.1:2379"]);
         let places = places(5432);
         let passwords = NodePasswords {
-            superuser: "su",
+            superuser: Some("su"),
             replication: "repl",
         };
         let guards = Guards {

@@ -30,6 +30,7 @@ use crate::sys::{self, Signal};
 use crate::Error;
 
 pub mod access;
+pub mod adopt;
 pub mod config;
 
 use access::AccessFiles;
@@ -49,11 +50,12 @@ const POLL: Duration = Duration::from_millis(50);
 #[derive(Serialize, Deserialize, Zeroize)]
 #[zeroize(drop)]
 struct StoredPasswords {
-    superuser: String,
+    /// `None` on a server made highly available after create ([`adopt`]).
+    superuser: Option<String>,
     replication: String,
 }
 
-fn passwords_file(dir: &ServerDir) -> PathBuf {
+pub(super) fn passwords_file(dir: &ServerDir) -> PathBuf {
     dir.mountpoint().join("ha-passwords.json")
 }
 
@@ -61,23 +63,38 @@ fn patroni_dir(dir: &ServerDir) -> PathBuf {
     dir.mountpoint().join("patroni")
 }
 
-/// Prepares a new node's mounted volume: its passwords, and the empty directories
+/// Prepares a new node's mounted volume: its passwords (the superuser's unless the
+/// server was made highly available after create), and the empty directories
 /// Patroni and PostgreSQL (as the PostgreSQL user) fill.
 pub(crate) fn provision(
     dir: &ServerDir,
     install: &PgInstall,
-    superuser: &SecretBytes,
+    superuser: Option<&SecretBytes>,
+    replication: &SecretBytes,
+) -> Result<(), Error> {
+    store_passwords(dir, superuser, replication)?;
+    own_dirs(dir, install)
+}
+
+/// Writes the node's passwords onto its mount (0600 root).
+pub(super) fn store_passwords(
+    dir: &ServerDir,
+    superuser: Option<&SecretBytes>,
     replication: &SecretBytes,
 ) -> Result<(), Error> {
     let text = |s: &SecretBytes| String::from_utf8_lossy(s.expose_secret()).into_owned();
     let stored = StoredPasswords {
-        superuser: text(superuser),
+        superuser: superuser.map(text),
         replication: text(replication),
     };
     let bytes = SecretBytes::new(
         serde_json::to_vec(&stored).map_err(|e| Error::Postgres(format!("encoding: {e}")))?,
     );
-    write_private_file(&passwords_file(dir), bytes.expose_secret())?;
+    write_private_file(&passwords_file(dir), bytes.expose_secret())
+}
+
+/// Patroni's directory and the data directory, the PostgreSQL user's, 0700.
+pub(super) fn own_dirs(dir: &ServerDir, install: &PgInstall) -> Result<(), Error> {
     for owned in [patroni_dir(dir), dir.data_dir()] {
         fs::create_dir_all(&owned).ctx(|| format!("creating {}", owned.display()))?;
         fs::set_permissions(&owned, fs::Permissions::from_mode(0o700))
@@ -127,7 +144,7 @@ impl Patroni {
             port: layout.port,
         };
         let passwords = NodePasswords {
-            superuser: &stored.superuser,
+            superuser: stored.superuser.as_deref(),
             replication: &stored.replication,
         };
         let access = AccessFiles::installed(dir)?;

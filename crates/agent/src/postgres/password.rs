@@ -35,7 +35,11 @@ impl PgInstall {
 
     /// Creates `role` (a login role with the replication privilege) if it does not
     /// exist, and sets its password to `password` as a SCRAM verifier, like
-    /// [`PgInstall::set_superuser_password`].
+    /// [`PgInstall::set_superuser_password`]. It may also call the functions
+    /// `pg_rewind` reads the source's files with: a node of a server made highly
+    /// available after create rewinds as this role (the platform does not know
+    /// the superuser's password), and a role that can take a base backup reads
+    /// every file anyway.
     pub fn set_replication_role(
         &self,
         layout: &PgLayout,
@@ -46,7 +50,10 @@ impl PgInstall {
         let statement = format!(
             "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN \
              CREATE ROLE {role}; END IF; END$$;\n\
-             ALTER ROLE {role} WITH LOGIN REPLICATION PASSWORD '{verifier}';\n"
+             ALTER ROLE {role} WITH LOGIN REPLICATION PASSWORD '{verifier}';\n\
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean), \
+             pg_catalog.pg_stat_file(text, boolean), pg_catalog.pg_read_binary_file(text), \
+             pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {role};\n"
         );
         self.run_statement(layout, &statement, &format!("setting the role {role}"))
     }

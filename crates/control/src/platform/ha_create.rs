@@ -11,9 +11,11 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 
+use pgcmk_agent::contract::backup::BackupConfig;
 use pgcmk_agent::contract::server_dir::write_json_atomic;
-use pgcmk_agent::contract::{HaNode, ServerDir};
+use pgcmk_agent::contract::{HaNode, KekAccess, ServerDir};
 use pgcmk_crypto::SecretBytes;
+use pgcmk_keyprovider::WrappedDek;
 
 use super::backups::validate_retention;
 use super::create::{hex_id, new_wrapped_dek, CreateServer, Created, FirstStart};
@@ -74,27 +76,19 @@ impl Platform {
         for (i, wrapped) in wrapped.into_iter().enumerate() {
             // 127.0.0.2, 127.0.0.3, ...: each node on an address of its own, as on a host.
             let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(i + 2).unwrap_or(2)));
-            let address = ip.to_string();
-            let node_id = hex_id()?;
-            nodes.push(ServerRecord {
-                id: node_id.clone(),
-                name: format!("{}-node-{}", req.name, i + 1),
-                location: req.location.clone(),
-                encryption: encryption.clone(),
-                wrapped_dek: wrapped,
-                state: ServerState::Provisioning,
-                port: free_port(&[ip])?,
-                listen_addresses: vec![ip],
-                replica_of: None,
-                dir: self.config.state_dir.join("servers").join(&node_id),
-                created_at: now_rfc3339(),
-                nodes: Vec::new(),
-                node_of: Some(NodeOf {
-                    server_id: id.clone(),
-                    rest_port: free_port(&[ip])?,
-                    address,
-                }),
-            });
+            let parent = NodeParent {
+                name: &req.name,
+                id: &id,
+                location: &req.location,
+                encryption: &encryption,
+            };
+            nodes.push(new_node(
+                &parent,
+                i + 1,
+                ip,
+                wrapped,
+                &self.config.state_dir,
+            )?);
         }
         let server = ServerRecord {
             id: id.clone(),
@@ -122,24 +116,13 @@ impl Platform {
             )?;
             self.store.insert_server(&server, None)?;
             for node in &nodes {
-                let Some(place) = &node.node_of else { continue };
-                let dir = ServerDir::new(&node.dir);
-                fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
-                fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
-                    .ctx(|| "setting permissions of the node directory")?;
-                let mut config = self.agent_config(node, access.clone());
-                config.backup = Some(self.ha_backup_config(&server, retention_days));
-                config.ha = Some(HaNode {
-                    scope: id.clone(),
-                    name: node.name.clone(),
-                    address: place.address.clone(),
-                    rest_port: place.rest_port,
-                    etcd_endpoints: etcd_endpoints.clone(),
-                    ca_file: self.servers_ca_file().to_path_buf(),
-                    etcd_ca_file: Some(self.etcd_ca_file()),
-                });
-                write_json_atomic(&dir.agent_config(), &config)?;
-                write_json_atomic(&dir.wrapped_dek(), &node.wrapped_dek)?;
+                self.write_node_dir(
+                    node,
+                    access.clone(),
+                    &etcd_endpoints,
+                    false,
+                    Some(self.ha_backup_config(&server, retention_days)),
+                )?;
                 let sealed = secret
                     .as_ref()
                     .map(|s| self.secrets.seal(&node.id, s))
@@ -191,6 +174,95 @@ impl Platform {
             password: SecretString::new(password),
         })
     }
+}
+
+impl Platform {
+    /// Writes the directory of a new `node` (its record made by [`new_node`]): its
+    /// `agent.json` — how it reaches the KEK through `access`, its place in the
+    /// cluster over `etcd_endpoints`, no backups — and its wrapped DEK.
+    pub(super) fn write_node_dir(
+        &self,
+        node: &ServerRecord,
+        access: KekAccess,
+        etcd_endpoints: &[String],
+        adopted: bool,
+        backup: Option<BackupConfig>,
+    ) -> Result<(), Error> {
+        let dir = ServerDir::new(&node.dir);
+        fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
+        fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
+            .ctx(|| "setting permissions of the node directory")?;
+        let mut config = self.agent_config(node, access);
+        config.backup = backup;
+        config.ha = self.ha_node(node, etcd_endpoints, adopted);
+        write_json_atomic(&dir.agent_config(), &config)?;
+        write_json_atomic(&dir.wrapped_dek(), &node.wrapped_dek)?;
+        Ok(())
+    }
+
+    /// `node`'s place in its server's Patroni cluster (none for another record).
+    pub(super) fn ha_node(
+        &self,
+        node: &ServerRecord,
+        etcd_endpoints: &[String],
+        adopted: bool,
+    ) -> Option<HaNode> {
+        let place = node.node_of.as_ref()?;
+        Some(HaNode {
+            scope: place.server_id.clone(),
+            name: node.name.clone(),
+            address: place.address.clone(),
+            rest_port: place.rest_port,
+            etcd_endpoints: etcd_endpoints.to_vec(),
+            ca_file: self.servers_ca_file().to_path_buf(),
+            etcd_ca_file: Some(self.etcd_ca_file()),
+            adopted,
+        })
+    }
+}
+
+/// What a new node takes from its server.
+pub(super) struct NodeParent<'a> {
+    pub(super) name: &'a str,
+    pub(super) id: &'a str,
+    pub(super) location: &'a str,
+    pub(super) encryption: &'a Encryption,
+}
+
+/// The record of node `number` of `parent`, on address `ip` with free ports, its
+/// DEK wrapped as `wrapped`, its directory under `state_dir`.
+pub(super) fn new_node(
+    parent: &NodeParent<'_>,
+    number: usize,
+    ip: IpAddr,
+    wrapped: WrappedDek,
+    state_dir: &std::path::Path,
+) -> Result<ServerRecord, Error> {
+    let node_id = hex_id()?;
+    Ok(ServerRecord {
+        id: node_id.clone(),
+        name: node_name(parent.name, number),
+        location: parent.location.to_string(),
+        encryption: parent.encryption.clone(),
+        wrapped_dek: wrapped,
+        state: ServerState::Provisioning,
+        port: free_port(&[ip])?,
+        listen_addresses: vec![ip],
+        replica_of: None,
+        dir: state_dir.join("servers").join(&node_id),
+        created_at: now_rfc3339(),
+        nodes: Vec::new(),
+        node_of: Some(NodeOf {
+            server_id: parent.id.to_string(),
+            rest_port: free_port(&[ip])?,
+            address: ip.to_string(),
+        }),
+    })
+}
+
+/// The name of node `number` of server `server_name`.
+pub(super) fn node_name(server_name: &str, number: usize) -> String {
+    format!("{server_name}-node-{number}")
 }
 
 fn describe(server: &ServerRecord, nodes: &[ServerRecord]) -> String {

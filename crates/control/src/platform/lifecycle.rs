@@ -123,18 +123,7 @@ impl Platform {
     pub fn delete(&self, name: &str) -> Result<(), Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
-        let replicas: Vec<String> = self
-            .replicas_of(name)?
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        if !replicas.is_empty() {
-            return Err(StateConflict::HasReplicas {
-                server: name.into(),
-                replicas: replicas.join(", "),
-            }
-            .into());
-        }
+        self.refuse_with_replicas(name)?;
         self.set_state(&server, ServerState::Deleting, "deleted by the DBA")?;
         self.stop_agent(&server.id);
         self.finish_delete(&server)

@@ -128,6 +128,23 @@ impl Platform {
             .collect())
     }
 
+    /// Refuses (with their names) when read replicas stream from `source_name`.
+    pub(super) fn refuse_with_replicas(&self, source_name: &str) -> Result<(), Error> {
+        let replicas: Vec<String> = self
+            .replicas_of(source_name)?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        if replicas.is_empty() {
+            return Ok(());
+        }
+        Err(StateConflict::HasReplicas {
+            server: source_name.into(),
+            replicas: replicas.join(", "),
+        }
+        .into())
+    }
+
     /// Makes read replica `name` an independent server: its agent restarts without
     /// its source, PostgreSQL ends recovery on a new timeline and accepts writes,
     /// and its backups start. Waits for Ready.
@@ -167,27 +184,38 @@ impl Platform {
         self.store.server(&server.id)
     }
 
-    /// The replication password a read replica's agent connects with (none for
-    /// another server).
+    /// The replication password a read replica's agent connects with, or the one
+    /// a node of a server made highly available after create hands to Patroni
+    /// (none for another server: a created one's nodes keep theirs on their mounts).
     pub(super) fn replication_password(
         &self,
         server: &ServerRecord,
     ) -> Result<Option<SecretBytes>, Error> {
-        server
-            .replica_of
-            .as_deref()
-            .map(|source| self.secrets.get(&self.store, &replication_owner(source)))
-            .transpose()
+        if let Some(source) = server.replica_of.as_deref() {
+            return self
+                .secrets
+                .get(&self.store, &replication_owner(source))
+                .map(Some);
+        }
+        let Some(place) = &server.node_of else {
+            return Ok(None);
+        };
+        let owner = replication_owner(&place.server_id);
+        match self.store.sealed_identity_secret(&owner)? {
+            Some(_) => self.secrets.get(&self.store, &owner).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Creates or updates `source`'s replication role through `primary` (the source
     /// itself, or its primary node), with the password kept sealed for its
-    /// replicas (a new random one at the first replica).
-    fn set_replication_role(
+    /// replicas and standbys (a new random one at the first), and returns that
+    /// password.
+    pub(super) fn set_replication_role(
         &self,
         source: &ServerRecord,
         primary: &ServerRecord,
-    ) -> Result<(), Error> {
+    ) -> Result<SecretBytes, Error> {
         let owner = replication_owner(&source.id);
         let password = match self.store.sealed_identity_secret(&owner)? {
             Some(_) => self.secrets.get(&self.store, &owner)?,
@@ -198,13 +226,13 @@ impl Platform {
             }
         };
         let set: PasswordReset =
-            self.run_task(primary, &AgentTask::ReplicationRole, Some(password))?;
+            self.run_task(primary, &AgentTask::ReplicationRole, Some(password.clone()))?;
         self.event(
             source,
             Actor::Dba,
             "replication role set",
-            &format!("role {} for its read replicas", set.role),
+            &format!("role {} for its read replicas and standbys", set.role),
         )?;
-        Ok(())
+        Ok(password)
     }
 }
