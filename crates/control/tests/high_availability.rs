@@ -428,6 +428,13 @@ fn a_single_server_becomes_highly_available_and_single_again() {
     );
     // No synchronous standby is waited for any more.
     psql_at(&single, &password, "INSERT INTO r VALUES (1003)").unwrap();
+    // The kept node was the clone: the server's backups from before stay readable
+    // under the server's repository key, and an incremental one goes on from them.
+    let listed: BackupCatalog =
+        serde_json::from_value(cp.try_backup(&["list", name]).unwrap()).unwrap();
+    assert!(!listed.backups.is_empty(), "no earlier backup listed");
+    cp.try_backup(&["create", name, "--type", "incr"])
+        .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
     assert!(!standby.dir.exists(), "{} is left", standby.dir.display());
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(

@@ -4,8 +4,6 @@
 //! cluster (its system identifier, its last known position, its leader) is taken
 //! for the truth if the server is made highly available once more.
 
-use std::time::Duration;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Serialize;
@@ -14,8 +12,6 @@ use crate::Error;
 
 /// Patroni's default namespace.
 const NAMESPACE: &str = "/service/";
-/// How long one endpoint may take to answer.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// etcd v3's `DeleteRange` through its JSON gateway (keys in base64).
 #[derive(Serialize)]
@@ -33,18 +29,19 @@ fn cluster_range(scope: &str) -> (String, String) {
 }
 
 /// Removes every key of Patroni cluster `scope` from the etcd cluster at
-/// `endpoints`, asking each endpoint in turn until one answers.
-pub(super) fn forget_cluster(endpoints: &[String], scope: &str) -> Result<(), Error> {
+/// `endpoints` through `client` (HTTPS with the control plane's client
+/// certificate, [`crate::etcd_tls`]), asking each endpoint in turn until one
+/// answers.
+pub(super) fn forget_cluster(
+    client: &reqwest::blocking::Client,
+    endpoints: &[String],
+    scope: &str,
+) -> Result<(), Error> {
     let (start, end) = cluster_range(scope);
     let request = DeleteRange {
         key: B64.encode(start),
         range_end: B64.encode(end),
     };
-    let client = reqwest::blocking::Client::builder()
-        .timeout(TIMEOUT)
-        .no_proxy()
-        .build()
-        .map_err(|e| Error::Unreachable(format!("etcd client: {e}")))?;
     let mut failures = Vec::new();
     for endpoint in endpoints {
         let url = format!("{}/v3/kv/deleterange", endpoint.trim_end_matches('/'));

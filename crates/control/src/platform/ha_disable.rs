@@ -56,7 +56,7 @@ impl Platform {
         }
         let single = self.release_last_node(&self.store.server(&server.id)?, &kept)?;
         if let Some(endpoints) = endpoints {
-            forget_cluster(&endpoints, &server.id)?;
+            forget_cluster(&self.etcd_http()?, &endpoints, &server.id)?;
         }
         self.event(
             &single,

@@ -188,7 +188,7 @@ impl Platform {
         self.set_replication_role(server, server)?;
         let endpoints = self.etcd_endpoints()?;
         // A cluster of this name left by an earlier disable is forgotten first.
-        forget_cluster(&endpoints, &server.id)?;
+        forget_cluster(&self.etcd_http()?, &endpoints, &server.id)?;
         let ip = server.listen_addresses.first().copied().unwrap_or(LOOPBACK);
         let node = ServerRecord {
             id: hex_id()?,
