@@ -89,7 +89,10 @@ impl Platform {
             &moved,
             Actor::Dba,
             "key changed",
-            &format!("every node's DEK and the repository key are wrapped by {}", access.key),
+            &format!(
+                "every node's DEK and the repository key are wrapped by {}",
+                access.key
+            ),
         )?;
         Ok(moved)
     }
@@ -111,7 +114,10 @@ impl Platform {
             return Ok(());
         }
         let config: AgentConfig = read_json(&ServerDir::new(&node.dir).agent_config())?;
-        let key = config.kek.connect(self.identity_secret(node)?)?.unwrap(&wrapped)?;
+        let key = config
+            .kek
+            .connect(self.identity_secret(node)?)?
+            .unwrap(&wrapped)?;
         let rewrapped = new.wrap(&key)?;
         drop(key);
         write_json_atomic(&file, &rewrapped)?;
