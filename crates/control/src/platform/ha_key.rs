@@ -45,6 +45,8 @@ impl Platform {
             .ok_or_else(|| HaError::NotHighlyAvailable(server.name.clone()))?;
         let current = read_json::<AgentConfig>(&ServerDir::new(&first.dir).agent_config())?.kek;
         let (access, new) = self.validated_new_key(first, identity, key_url, &current)?;
+        // Without a primary there is no one to hand over to: refused before any change.
+        let primary = self.primary_node(server)?;
         self.event(
             server,
             Actor::Dba,
@@ -60,7 +62,6 @@ impl Platform {
             let config: AgentConfig = read_json(&ServerDir::new(&node.dir).agent_config())?;
             Ok(config.kek.key == access.key)
         };
-        let primary = self.primary_node(server)?;
         let mut pending = Vec::new();
         for node in nodes {
             match on_new_key(&node)? {
