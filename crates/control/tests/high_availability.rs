@@ -225,6 +225,26 @@ fn moving_to_another_key_rolls_through_every_node_online() {
     };
     wait_for("the first full backup", REJOIN, full);
     let (primary, _) = server.wait_healthy(cp, REJOIN);
+    let backup_keys = || cp.try_backup(&["keys", "ha-rekey"]).unwrap()["key_versions"].clone();
+    assert_eq!(backup_keys(), serde_json::json!([key.kid]));
+
+    // A key the identity may not use is refused before anything moves.
+    vault.keyvault("ha-rekey-kv2", "westeurope", true);
+    let ungranted = vault.key("ha-rekey-kv2", "ha-rekey-key-0", 2048);
+    let refused = cp
+        .try_server(&["update", "ha-rekey", "--key", &versionless(&ungranted)])
+        .unwrap_err();
+    assert!(refused.contains("needs `get`"), "{refused}");
+    let wrapped_by = || {
+        cp.server(&["show", "ha-rekey"])["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["wrapped_by"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(wrapped_by(), [key.kid.clone(), key.kid.clone()]);
+    assert_eq!(backup_keys(), serde_json::json!([key.kid]));
 
     let second = vault.key(&key.vault, "ha-rekey-key-2", 2048);
     let updated = cp.server(&["update", "ha-rekey", "--key", &versionless(&second)]);
@@ -235,12 +255,8 @@ fn moving_to_another_key_rolls_through_every_node_online() {
         "the old primary moved after a switchover"
     );
     assert_eq!(server.sql("SELECT sum(v) FROM t").unwrap(), "5050");
-    let show = cp.server(&["show", "ha-rekey"]);
-    let nodes = show["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 2);
-    for node in nodes {
-        assert_eq!(node["wrapped_by"], second.as_str(), "{node}");
-    }
+    assert_eq!(wrapped_by(), [second.clone(), second.clone()]);
+    assert_eq!(backup_keys(), serde_json::json!([second]));
     for step in [
         "backup key re-wrapped",
         "node key changed",
