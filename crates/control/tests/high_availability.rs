@@ -136,31 +136,11 @@ fn a_killed_primary_that_comes_back_at_once_serves_again() {
     server.wait_healthy(cp, REJOIN);
 }
 
-/// A highly available server `name` under a new customer's key (versionless: it
-/// follows rotation), with the key.
-fn customer_managed(stack: &Stack, name: &str) -> (CustomerKey, HaServer) {
-    let key = stack.vault.customer_key(name);
-    let credential = key.identity.credential_file.to_str().unwrap().to_string();
-    let server = HaServer::create(
-        &stack.cp,
-        name,
-        &[
-            "--identity",
-            &key.identity.name,
-            "--identity-credential-file",
-            &credential,
-            "--key",
-            &versionless(&key.kid),
-        ],
-    );
-    (key, server)
-}
-
 #[test]
 fn the_key_governs_every_node() {
     let stack = shared_stack();
     let (vault, cp) = (&stack.vault, &stack.cp);
-    let (key, server) = customer_managed(&stack, "ha-revoke");
+    let (key, server) = HaServer::customer_managed(cp, vault, "ha-revoke");
     let (primary, standby) = server.wait_healthy(cp, REJOIN);
     server.sql("CREATE TABLE t AS SELECT 7 AS v").unwrap();
 
@@ -213,7 +193,7 @@ fn the_key_governs_every_node() {
 fn moving_to_another_key_rolls_through_every_node_online() {
     let stack = shared_stack();
     let (vault, cp) = (&stack.vault, &stack.cp);
-    let (key, server) = customer_managed(&stack, "ha-rekey");
+    let (key, server) = HaServer::customer_managed(cp, vault, "ha-rekey");
     server
         .sql("CREATE TABLE t AS SELECT g AS v FROM generate_series(1, 100) g")
         .unwrap();
