@@ -130,6 +130,10 @@ impl Platform {
     }
 
     pub(super) fn finish_delete(&self, server: &ServerRecord) -> Result<(), Error> {
+        let dir = ServerDir::new(&server.dir);
+        // A highly available server keeps its repository key in its own directory:
+        // it goes before its nodes remove the repository's files (crypto-shred first).
+        super::backups::shred_repository_keys(&dir)?;
         // A node already gone (a delete cut short) is skipped.
         for node in server
             .nodes
@@ -139,7 +143,6 @@ impl Platform {
             self.stop_agent(&node.id);
             self.finish_delete(&node)?;
         }
-        let dir = ServerDir::new(&server.dir);
         // An agent killed earlier may have left its mount behind.
         dir.detach_stale_mount();
         self.remove_repositories(&dir, &server.id)?;
