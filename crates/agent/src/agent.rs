@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgcmk_crypto::{Dek, SecretBytes};
+use pgcmk_hostkeys::files::remove_durably;
 use pgcmk_hostkeys::metrics_endpoint::MetricsAddress;
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 
@@ -30,7 +31,7 @@ use crate::backup;
 use crate::backup::geo::GeoKey;
 use crate::backup::pgbackrest::RepositoryKeys;
 use crate::clock::SystemClock;
-use crate::contract::server_dir::{read_json, write_json_atomic};
+use crate::contract::server_dir::{read_json, write_json_atomic, write_private_file};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
 use crate::error::IoContext;
 use crate::key_watch::KeyWatch;
@@ -123,7 +124,10 @@ pub fn run(
         .map(|_| PatroniAccess::from_handshake(handshake.etcd_tls, handshake.patroni_api_password))
         .transpose()?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
-    let new_server = match (handshake.initial_password, dir.is_provisioned()) {
+    let new_server = match (handshake.initial_password, dir.cipher().exists()) {
+        _ if dir.provisioning_was_cut_short() => {
+            return Err(Error::ProvisioningCutShort(dir.root().to_path_buf()))
+        }
         (Some(password), false) => Some(password),
         (None, true) => None,
         (Some(_), true) => return Err(Error::AlreadyProvisioned(dir.root().to_path_buf())),
@@ -146,6 +150,8 @@ pub fn run(
             why: "provisioning: creating the encrypted volume and the PostgreSQL cluster".into(),
         });
         let dek = kek.unwrap(&wrapped)?;
+        // Until it is removed, a later start knows the volume is half-made.
+        write_private_file(&dir.provisioning_marker(), instance.as_bytes())?;
         match (&config.restore, &config.replica, &config.ha) {
             (None, Some(source), _) => {
                 let password = replication_password.as_ref().ok_or_else(|| {
@@ -182,6 +188,7 @@ pub fn run(
                 provision::provision_restored(dir, &config, &dek, &password, source, &source_keys)?;
             }
         }
+        remove_durably(&dir.provisioning_marker())?;
     }
     if config.backup.is_some() {
         backup::key::ensure_wrapped(&config.backup_key_file(dir), kek.as_ref())?;

@@ -41,6 +41,15 @@ pub enum Error {
         .0.display()
     )]
     NotProvisioned(PathBuf),
+    /// A first start began provisioning the server and was cut short: what it left
+    /// is half-made, and only a new create provisions a server.
+    #[error(
+        "server directory {} was left half-made: the server's first start was cut short \
+         while provisioning it, so it holds no usable cluster; delete the server and \
+         create it again",
+        .0.display()
+    )]
+    ProvisioningCutShort(PathBuf),
     /// The handshake brought an initial password for a server that has a volume.
     #[error(
         "server directory {} already holds an encrypted volume: an initial password is \

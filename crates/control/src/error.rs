@@ -193,6 +193,13 @@ pub enum StateConflict {
         /// Its state's name.
         state: &'static str,
     },
+    /// Starting a server whose first start was cut short before it was provisioned.
+    #[error(
+        "server '{0}' was never provisioned: its first start was cut short (the control \
+         plane stopped during the create), so it holds no usable cluster; delete it \
+         (`pgcmk server delete {0}`) and create it again"
+    )]
+    NeverProvisioned(String),
     /// Asking a server that does not run to check its key.
     #[error("server '{0}' is not running: start it first")]
     NotRunning(String),

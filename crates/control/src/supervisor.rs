@@ -167,10 +167,12 @@ impl Supervised {
         }
     }
 
-    /// Supervises an agent found running at `now`.
-    pub fn attached(agent: AgentProcess, now: Instant) -> Self {
+    /// Supervises an agent found running at `now`, `provisioning` when it is
+    /// still at its first start.
+    pub fn attached(agent: AgentProcess, now: Instant, provisioning: bool) -> Self {
         Self {
             events_taken: None,
+            provisioning,
             ..Self::spawned(agent, now)
         }
     }
@@ -375,7 +377,7 @@ mod tests {
         assert_eq!(whats(s.new_events(&report(pid, "i", 2, &[1, 2, 3]))), [3]);
         assert!(s.new_events(&report(pid, "i", 3, &[2, 3])).is_empty());
 
-        let mut attached = Supervised::attached(AgentProcess::attached(pid, "i".into()), t0);
+        let mut attached = Supervised::attached(AgentProcess::attached(pid, "i".into()), t0, false);
         assert!(attached
             .new_events(&report(pid, "i", 7, &[4, 5]))
             .is_empty());

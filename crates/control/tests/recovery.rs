@@ -305,3 +305,57 @@ fn a_crash_restart_of_postgres_is_an_event_with_its_message() {
         Some(postmaster)
     );
 }
+
+#[test]
+fn a_create_cut_short_by_a_control_plane_kill_is_failed_and_never_started() {
+    // Its own stack: the control plane is killed.
+    let f = fixture();
+    let _turn = f.turn();
+    let mut stack = Stack::start(INTERVAL, 300, None);
+    let name = "cut-short";
+    let mut create = stack
+        .cp
+        .spawn_server(&["create", "--name", name, "--location", "local"]);
+    let mut dir = PathBuf::new();
+    wait_for("the new server's record", Duration::from_secs(30), || {
+        let shown = stack.cp.try_server(&["show", name]);
+        if let Ok(v) = shown {
+            dir = v["server"]["dir"].as_str().unwrap().into();
+        }
+        !dir.as_os_str().is_empty()
+    });
+    // The agent has begun making the volume: it is frozen there, then the control
+    // plane and the agent are killed, as a power cut would.
+    let mut agent = None;
+    poll(Duration::from_secs(30), Duration::from_millis(2), || {
+        agent = agent_pid(&dir).filter(|_| dir.join("cipher").exists());
+        agent.is_some()
+    })
+    .expect("the first start to begin provisioning");
+    let agent = agent.unwrap();
+    kill(agent, "-STOP");
+    stack.cp.kill();
+    kill(agent, "-9");
+    assert!(
+        !create.0.wait().unwrap().success(),
+        "the create was cut short"
+    );
+    stack.cp.start_again();
+
+    let (state, reason) = stack.cp.state(name);
+    assert_eq!(state, "Failed", "{reason}");
+    assert!(
+        reason.contains("first start ended before the server was provisioned"),
+        "{reason}"
+    );
+    assert!(!stack.cp.has_event(name, "agent started"));
+    assert_eq!(
+        agent_pid(&dir),
+        None,
+        "no agent runs on the half-made volume"
+    );
+    let refused = stack.cp.try_server(&["start", name]).unwrap_err();
+    assert!(refused.contains("was never provisioned"), "{refused}");
+    stack.cp.server(&["delete", name, "--yes"]);
+    assert!(!dir.exists());
+}

@@ -46,6 +46,16 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     sync_dir(parent(path))
 }
 
+/// Removes `path` durably: once this returns, a crash cannot bring it back. A file
+/// already gone is not an error.
+pub fn remove_durably(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing", path, e)),
+    }
+}
+
 fn parent(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())

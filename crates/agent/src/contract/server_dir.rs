@@ -114,9 +114,22 @@ impl ServerDir {
         self.0.join("agent.log")
     }
 
-    /// True when the server's encrypted volume exists (it was provisioned).
+    /// Present while the agent provisions the server (its first start): a
+    /// directory that still has it after that start ended was left half-made.
+    pub fn provisioning_marker(&self) -> PathBuf {
+        self.0.join("provisioning")
+    }
+
+    /// True when the server's encrypted volume exists and its provisioning
+    /// finished.
     pub fn is_provisioned(&self) -> bool {
-        self.cipher().exists()
+        self.cipher().exists() && !self.provisioning_was_cut_short()
+    }
+
+    /// True when a first start began provisioning the server and did not finish
+    /// (or is still at it).
+    pub fn provisioning_was_cut_short(&self) -> bool {
+        self.provisioning_marker().exists()
     }
 
     /// True when something is mounted at the mount point (in this process's mount
@@ -217,5 +230,19 @@ mod tests {
         );
         let err = read_json::<Vec<u32>>(&dir.path().join("missing.json")).unwrap_err();
         assert!(err.to_string().contains("missing.json"), "{err}");
+    }
+
+    #[test]
+    fn a_volume_is_provisioned_only_once_its_first_start_removed_the_marker() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = ServerDir::new(root.path());
+        assert!(!dir.is_provisioned() && !dir.provisioning_was_cut_short());
+        write_private_file(&dir.provisioning_marker(), b"instance").unwrap();
+        fs::create_dir(dir.cipher()).unwrap();
+        assert!(!dir.is_provisioned() && dir.provisioning_was_cut_short());
+        pgcmk_hostkeys::files::remove_durably(&dir.provisioning_marker()).unwrap();
+        assert!(dir.is_provisioned() && !dir.provisioning_was_cut_short());
+        // Removing it again (a retried removal) is not an error.
+        pgcmk_hostkeys::files::remove_durably(&dir.provisioning_marker()).unwrap();
     }
 }

@@ -68,6 +68,9 @@ impl Platform {
             // its restart is not restarted by supervision meanwhile.
             _ => self.stop_agent(&server.id),
         }
+        if !ServerDir::new(&server.dir).is_provisioned() {
+            return Err(StateConflict::NeverProvisioned(name.into()).into());
+        }
         self.check_key_before_start(&server)?;
         self.set_state(&server, ServerState::Provisioning, "started by the DBA")?;
         let server = self.store.server(&server.id)?;

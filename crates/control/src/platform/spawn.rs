@@ -13,7 +13,7 @@ use pgcmk_agent::contract::{AgentConfig, AgentStatus, Handshake, KekAccess, Serv
 use super::create::{hex_id, FirstStart};
 use super::Platform;
 use crate::error::IoContext;
-use crate::model::{Actor, ServerRecord};
+use crate::model::{Actor, ServerRecord, ServerState};
 use crate::supervisor::{AgentExit, AgentProcess, Supervised};
 use crate::Error;
 
@@ -128,7 +128,12 @@ impl Platform {
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(
                         record.id.clone(),
-                        Supervised::attached(AgentProcess::attached(pid, instance), Instant::now()),
+                        Supervised::attached(
+                            AgentProcess::attached(pid, instance),
+                            Instant::now(),
+                            // Still at its first start: its death is final.
+                            dir.provisioning_was_cut_short(),
+                        ),
                     );
                 self.event(
                     record,
@@ -138,6 +143,20 @@ impl Platform {
                 )?;
                 self.hand_vault_address(record, Some(pid));
                 Ok(())
+            }
+            // Only the create's first start provisions: a restart would start
+            // whatever it left.
+            None if !dir.is_provisioned() => {
+                let why = "its first start ended before the server was provisioned \
+                           (the control plane stopped during the create): it holds no \
+                           usable cluster; delete it with `pgcmk server delete` and create \
+                           it again";
+                self.transition(
+                    record,
+                    ServerState::Failed(why.into()),
+                    Actor::ControlPlane,
+                    why,
+                )
             }
             None => {
                 self.event(
