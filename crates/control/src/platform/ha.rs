@@ -292,13 +292,17 @@ impl Platform {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(cluster) = etcd.as_mut() {
-            let client = self.etcd_http().ok();
+            // Made only when a renewal is due: each is a new client certificate.
+            let client = std::cell::OnceCell::new();
             let healthy = |endpoint: &str| {
-                client.as_ref().is_some_and(|c| {
-                    c.get(format!("{endpoint}/health"))
-                        .send()
-                        .is_ok_and(|r| r.status().is_success())
-                })
+                client
+                    .get_or_init(|| self.etcd_http().ok())
+                    .as_ref()
+                    .is_some_and(|c| {
+                        c.get(format!("{endpoint}/health"))
+                            .send()
+                            .is_ok_and(|r| r.status().is_success())
+                    })
             };
             cluster.supervise(Instant::now(), &self.etcd_ca, healthy);
         }
