@@ -121,7 +121,13 @@ pub fn run(
     let patroni_access = config
         .ha
         .as_ref()
-        .map(|_| PatroniAccess::from_handshake(handshake.etcd_tls, handshake.patroni_api_password))
+        .map(|_| {
+            PatroniAccess::from_handshake(
+                handshake.etcd_tls,
+                handshake.etcd_password,
+                handshake.patroni_api_password,
+            )
+        })
         .transpose()?;
     let mut wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
     let new_server = match (handshake.initial_password, dir.cipher().exists()) {

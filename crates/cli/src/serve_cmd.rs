@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use pgcmk_agent::contract::invocation::Observability;
 use pgcmk_agent::contract::VaultEndpoints;
+use pgcmk_control::etcd_tls::MEMBER_LIFETIME;
 use pgcmk_control::identity_file::read_identity_secret;
 use pgcmk_control::platform::{Platform, PlatformConfig};
 use pgcmk_control::root_key::RootKeySource;
@@ -76,6 +77,11 @@ pub struct ServeArgs {
     etcd_endpoints: Vec<String>,
     #[command(flatten)]
     etcd_tls: EtcdTlsArgs,
+    /// For tests that watch them renewed: how long the local etcd members'
+    /// certificates live, in seconds (a member is restarted with a new one after
+    /// two thirds of it). A year by default.
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    etcd_member_certificate_lifetime_secs: Option<u64>,
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.
@@ -137,6 +143,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         backup_store_key,
         etcd_tls,
         etcd_endpoints: (!args.etcd_endpoints.is_empty()).then_some(args.etcd_endpoints),
+        etcd_member_lifetime: args
+            .etcd_member_certificate_lifetime_secs
+            .map_or(MEMBER_LIFETIME, Duration::from_secs),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -147,6 +147,9 @@ pub enum Error {
     /// A client could not reach the REST API, or does not trust its certificate.
     #[error("{0}")]
     Unreachable(String),
+    /// The control plane could not administer etcd's access (users, roles, keys).
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd_auth::EtcdError),
     /// The REST API answered a client's request with an error.
     #[error("{message}")]
     Api {

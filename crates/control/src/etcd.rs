@@ -15,12 +15,15 @@
 //! certificates of the etcd CA, and require one from every client
 //! ([`crate::etcd_tls`]). A member's key is made at each of its starts and kept
 //! in a directory on tmpfs (`/dev/shm/pgcmk-etcd-*`, 0700), never on the disk.
+//! Before a member's certificate expires (once two thirds of its life passed) the
+//! member is restarted with a new one, one member at a time and only while every
+//! member is healthy, so that a majority always serves.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgcmk_agent::backoff::{describe_delay, Backoff};
 use pgcmk_agent::contract::invocation::{signal, AgentSignal};
@@ -159,9 +162,16 @@ impl EtcdCluster {
     }
 
     /// One supervision pass at `now`: re-attaches to members still running from an
-    /// earlier control plane, notices the ones that died, and starts those due
-    /// with new certificates of `ca`.
-    pub fn supervise(&mut self, now: Instant, ca: &EtcdCa) {
+    /// earlier control plane, notices the ones that died, starts those due with
+    /// new certificates of `ca`, and renews one member's certificate when it is
+    /// due and `healthy` says of every member's endpoint that it serves.
+    pub fn supervise(&mut self, now: Instant, ca: &EtcdCa, healthy: impl Fn(&str) -> bool) {
+        self.start_due(now, ca);
+        self.renew_one(ca, healthy);
+    }
+
+    /// Re-attaches, notices exits, and starts the members due.
+    fn start_due(&mut self, now: Instant, ca: &EtcdCa) {
         for i in 0..self.members.len() {
             let data_dir = self.data_dir(&self.members[i].ports);
             let pid_file = self.pid_file(&self.members[i].ports);
@@ -198,6 +208,45 @@ impl EtcdCluster {
                     member.restart_at = Some(now + delay);
                     tracing::error!(member = %member.ports.name, "{e}; retrying {}", describe_delay(delay));
                 }
+            }
+        }
+    }
+
+    /// Restarts the first member whose certificate has lived two thirds of its
+    /// life with a new one, if every member runs and `healthy` says each serves
+    /// (a majority stays while it restarts). One member per pass: the next waits
+    /// until this one serves again.
+    fn renew_one(&mut self, ca: &EtcdCa, healthy: impl Fn(&str) -> bool) {
+        let Some(keys_dir) = self.layout.keys_dir.clone() else {
+            return;
+        };
+        if self.members.iter().any(|m| m.process.is_none()) {
+            return;
+        }
+        let renew_after = ca.member_lifetime() * 2 / 3;
+        let due = self.members.iter().position(|m| {
+            let issued = fs::metadata(keys_dir.join(format!("{}.crt", m.ports.name)))
+                .and_then(|meta| meta.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            issued.elapsed().unwrap_or_default() >= renew_after
+        });
+        let Some(i) = due else { return };
+        if !self.endpoints().iter().all(|e| healthy(e)) {
+            return;
+        }
+        tracing::info!(
+            member = %self.members[i].ports.name,
+            "renewing the etcd member's certificate: restarting it with a new one"
+        );
+        if let Some(process) = self.members[i].process.take() {
+            stop_member(process);
+        }
+        match self.spawn(i, ca) {
+            Ok(process) => self.members[i].process = Some(process),
+            Err(e) => {
+                let member = &mut self.members[i];
+                member.restart_at = Some(Instant::now() + member.restarts.failed());
+                tracing::error!(member = %member.ports.name, "{e}; retrying");
             }
         }
     }
@@ -282,17 +331,22 @@ impl EtcdCluster {
             let _ = fs::remove_dir_all(dir);
         }
         for member in &mut self.members {
-            if let Some(mut process) = member.process.take() {
-                let _ = signal(process.pid(), AgentSignal::Stop);
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while process.exit().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                process.reap();
+            if let Some(process) = member.process.take() {
+                stop_member(process);
             }
             member.restart_at = None;
         }
     }
+}
+
+/// Stops a member (SIGTERM) and waits for it to exit.
+fn stop_member(mut process: AgentProcess) {
+    let _ = signal(process.pid(), AgentSignal::Stop);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process.exit().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    process.reap();
 }
 
 /// The pid in `pid_file` when it is a running etcd whose data directory is

@@ -9,7 +9,8 @@
 //! touch the DCS. Its key is sealed in the state store under a key derived from
 //! the root key; its certificate is written to `STATE/etcd-ca.pem` at every start.
 //! Member certificates (server and client use, for the peer URLs) are issued at
-//! every start of a member; client certificates at every start of a node's agent
+//! every start of a member (the control plane restarts members before theirs
+//! expire); client certificates at every start of a node's agent
 //! (handed over its start-up handshake, kept on its encrypted mount) and for each
 //! check the control plane makes.
 //!
@@ -39,26 +40,47 @@ const ETCD_CA: CaPlace = CaPlace {
     common_name: "pgcmk etcd CA",
     corrupt: "the etcd CA is corrupt",
 };
-/// How long an issued certificate is valid: members' are renewed at each of their
-/// starts, clients' at each start of a node's agent (like the nodes' own).
+/// How long a client certificate is valid: it is renewed at each start of a
+/// node's agent (like the nodes' own).
 const LIFETIME: Duration = crate::servers_ca::CERTIFICATE_LIFETIME;
+/// How long a member's certificate is valid: renewed at each of its starts, and
+/// by a restart once two thirds of it passed ([`crate::etcd`]).
+pub const MEMBER_LIFETIME: Duration = crate::servers_ca::CERTIFICATE_LIFETIME;
 /// The names a local member's certificate holds: it listens on loopback only.
 const MEMBER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
 
 /// The control plane's CA for its local etcd cluster.
 #[derive(Debug)]
-pub struct EtcdCa(StoredCa);
+pub struct EtcdCa {
+    ca: StoredCa,
+    member_lifetime: Duration,
+}
 
 impl EtcdCa {
     /// Loads the etcd CA, creating it on first start, and writes its certificate
-    /// to `STATE/etcd-ca.pem`.
-    pub fn open(state_dir: &Path, store: &Store, sealer: Sealer) -> Result<Self, Error> {
-        StoredCa::open(state_dir, store, sealer, &ETCD_CA).map(Self)
+    /// to `STATE/etcd-ca.pem`. Members' certificates live `member_lifetime`
+    /// ([`MEMBER_LIFETIME`] but in tests that watch them renewed).
+    pub fn open(
+        state_dir: &Path,
+        store: &Store,
+        sealer: Sealer,
+        member_lifetime: Duration,
+    ) -> Result<Self, Error> {
+        let ca = StoredCa::open(state_dir, store, sealer, &ETCD_CA)?;
+        Ok(Self {
+            ca,
+            member_lifetime,
+        })
+    }
+
+    /// How long a member's certificate lives.
+    pub fn member_lifetime(&self) -> Duration {
+        self.member_lifetime
     }
 
     /// The CA certificate's file: what members and clients trust each other by.
     pub fn file(&self) -> &Path {
-        self.0.file()
+        self.ca.file()
     }
 
     /// A new certificate and key for member `name`: a server on its client and
@@ -66,15 +88,19 @@ impl EtcdCa {
     pub fn member(&self, name: &str) -> Result<NodeTls, Error> {
         let names = MEMBER_NAMES.map(String::from);
         let common_name = format!("pgcmk etcd member {name}");
-        self.0
-            .issue(CertificateUse::Peer, &common_name, &names, LIFETIME)
+        self.ca.issue(
+            CertificateUse::Peer,
+            &common_name,
+            &names,
+            self.member_lifetime,
+        )
     }
 
     /// A new client certificate and key for `who` (a node's Patroni, or the
     /// control plane itself).
     pub fn client(&self, who: &str) -> Result<NodeTls, Error> {
         let common_name = format!("pgcmk etcd client {who}");
-        self.0
+        self.ca
             .issue(CertificateUse::Client, &common_name, &[], LIFETIME)
     }
 }
@@ -129,19 +155,20 @@ impl GivenEtcdTls {
     }
 }
 
-/// An HTTPS client of etcd: trusts only `ca_pem`, and shows `identity`.
+/// An HTTPS client of etcd (or of the nodes' Patroni REST APIs, which require the
+/// same client certificates): trusts only `ca_pem`, and shows `identity`.
 pub fn client(
     ca_pem: &[u8],
     identity: &NodeTls,
     timeout: Duration,
 ) -> Result<reqwest::blocking::Client, Error> {
     let roots = reqwest::Certificate::from_pem_bundle(ca_pem)
-        .map_err(|e| Error::BadRequest(format!("the etcd CA certificate: {e}")))?;
+        .map_err(|e| Error::BadRequest(format!("the CA certificate: {e}")))?;
     let mut pem = Zeroizing::new(identity.key_pem.expose_secret().to_vec());
     pem.extend_from_slice(b"\n");
     pem.extend_from_slice(identity.certificate_pem.as_bytes());
     let identity = reqwest::Identity::from_pem(&pem)
-        .map_err(|e| Error::BadRequest(format!("the etcd client certificate: {e}")))?;
+        .map_err(|e| Error::BadRequest(format!("the client certificate: {e}")))?;
     reqwest::blocking::Client::builder()
         .tls_certs_only(roots)
         .identity(identity)
@@ -149,5 +176,5 @@ pub fn client(
         .no_proxy()
         .timeout(timeout)
         .build()
-        .map_err(|e| Error::BadRequest(format!("an HTTPS client of etcd: {e}")))
+        .map_err(|e| Error::BadRequest(format!("an HTTPS client with a client certificate: {e}")))
 }

@@ -20,6 +20,7 @@ pub mod console;
 mod error;
 mod error_code;
 pub mod etcd;
+pub mod etcd_auth;
 pub mod etcd_tls;
 pub mod identity_file;
 pub mod metrics;

@@ -40,6 +40,12 @@ pub fn patroni_api_owner(id: &str) -> String {
     format!("{id}/patroni-api")
 }
 
+/// The owner under which the sealed password of highly available server `id`'s
+/// etcd user (which its nodes' Patroni authenticates as) is stored.
+pub fn etcd_user_owner(id: &str) -> String {
+    format!("{id}/etcd-user")
+}
+
 fn store_err(e: impl Into<redb::Error>) -> Error {
     Error::Store(StoreError::from(e.into()))
 }
@@ -212,11 +218,13 @@ impl Store {
     }
 
     /// Removes server `id` and its identities' sealed secrets, its replication
-    /// role's password and its Patroni REST API's (its events stay in the trail).
+    /// role's password, its Patroni REST API's and its etcd user's (its events stay
+    /// in the trail).
     pub fn remove_server(&self, id: &str) -> Result<(), Error> {
         let geo = geo_owner(id);
         let replication = replication_owner(id);
         let patroni_api = patroni_api_owner(id);
+        let etcd_user = etcd_user_owner(id);
         self.with(|db| {
             let tx = db.begin_write().map_err(store_err)?;
             for (table, key) in [
@@ -225,6 +233,7 @@ impl Store {
                 (IDENTITY_SECRETS, geo.as_str()),
                 (IDENTITY_SECRETS, replication.as_str()),
                 (IDENTITY_SECRETS, patroni_api.as_str()),
+                (IDENTITY_SECRETS, etcd_user.as_str()),
             ] {
                 tx.open_table(table)
                     .map_err(store_err)?

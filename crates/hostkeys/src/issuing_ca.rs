@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::SecretBytes;
-use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair};
+use rcgen::{DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use zeroize::Zeroizing;
 
 use crate::local_ca::{ca_params, decode, pem_certificate, server_params, tls_err};
@@ -40,7 +40,11 @@ pub struct IssuingCa {
 pub enum CertificateUse {
     /// A TLS server (PostgreSQL, an etcd member's client URL).
     Server,
-    /// A TLS client (Patroni and the control plane towards etcd).
+    /// A TLS client (Patroni and the control plane towards etcd, and towards
+    /// Patroni's REST API). It names its holder in its organizational unit, not its
+    /// common name: etcd's JSON gateway (what Patroni speaks) refuses a client
+    /// certificate with a common name once authentication is on, since it would not
+    /// take the user from it.
     Client,
     /// Both, for the two ends of a connection between peers (etcd members).
     Peer,
@@ -121,6 +125,11 @@ impl IssuingCa {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + lifetime;
+        if usage == CertificateUse::Client {
+            let mut holder = DistinguishedName::new();
+            holder.push(DnType::OrganizationalUnitName, common_name);
+            params.distinguished_name = holder;
+        }
         params.extended_key_usages = match usage {
             CertificateUse::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
             CertificateUse::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],

@@ -35,3 +35,10 @@ pub struct HaNode {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
 }
+
+/// The etcd user (and role) of highly available server `scope`'s nodes in the
+/// control plane's own etcd cluster: it may read and write the server's keys
+/// (Patroni's `/service/SCOPE/`) and no others.
+pub fn etcd_user(scope: &str) -> String {
+    format!("pgcmk-server-{scope}")
+}

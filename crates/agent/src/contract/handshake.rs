@@ -45,6 +45,10 @@
 //!   server, at every start, the password Patroni's REST API asks for its unsafe
 //!   endpoints (switchover, failover, restart, reload, configuration); a node
 //!   refuses to run Patroni without it.
+//! - `etcd_password` (optional, version 2): for a node of a highly available
+//!   server in the control plane's own etcd cluster, at every start, the password
+//!   of the server's etcd user, which may read and write that server's keys only;
+//!   kept on the encrypted volume only.
 //!
 //! Errors never echo the input: it holds secrets.
 
@@ -88,6 +92,8 @@ pub struct Handshake {
     pub etcd_tls: Option<NodeTls>,
     /// A highly available node's Patroni REST API password.
     pub patroni_api_password: Option<SecretBytes>,
+    /// A highly available node's etcd user's password.
+    pub etcd_password: Option<SecretBytes>,
 }
 
 /// A node's TLS server certificate and its private key, as handed to its agent.
@@ -122,6 +128,7 @@ impl Handshake {
             tls: None,
             etcd_tls: None,
             patroni_api_password: None,
+            etcd_password: None,
         }
     }
 }
@@ -159,6 +166,10 @@ impl std::fmt::Debug for Handshake {
             .field(
                 "patroni_api_password",
                 &self.patroni_api_password.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "etcd_password",
+                &self.etcd_password.as_ref().map(|_| "REDACTED"),
             )
             .finish()
     }
@@ -261,6 +272,8 @@ struct Wire<'a> {
     etcd_key: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     patroni_api_password: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    etcd_password: Option<Cow<'a, str>>,
 }
 
 fn malformed(e: &serde_json::Error) -> HandshakeError {
@@ -345,6 +358,7 @@ impl Handshake {
             ("etcd_certificate", wire.etcd_certificate.is_some()),
             ("etcd_key", wire.etcd_key.is_some()),
             ("patroni_api_password", wire.patroni_api_password.is_some()),
+            ("etcd_password", wire.etcd_password.is_some()),
         ] {
             if version < 2 && present {
                 return Err(HandshakeError::FieldOfLaterVersion {
@@ -371,6 +385,7 @@ impl Handshake {
             tls,
             etcd_tls,
             patroni_api_password: wire.patroni_api_password.map(secret_of),
+            etcd_password: wire.etcd_password.map(secret_of),
             replication_password: wire.replication_password.map(secret_of),
             initial_password: wire.initial_password.map(secret_of),
             new_password: wire.new_password.map(secret_of),
@@ -419,6 +434,7 @@ impl Handshake {
                 "Patroni REST API password",
                 &self.patroni_api_password,
             )?,
+            etcd_password: optional_text("etcd password", &self.etcd_password)?,
         };
         let len = |p: &Option<SecretBytes>| p.as_ref().map_or(0, |p| 2 * p.expose_secret().len());
         let pem_len = |t: &Option<NodeTls>| {
@@ -435,6 +451,7 @@ impl Handshake {
                 + len(&self.storage_key)
                 + len(&self.replication_password)
                 + len(&self.patroni_api_password)
+                + len(&self.etcd_password)
                 + pem_len(&self.tls)
                 + pem_len(&self.etcd_tls),
         );
@@ -480,6 +497,7 @@ mod tests {
                 }),
                 patroni_api_password: password
                     .map(|p| SecretBytes::new(format!("patroni-{p}").into_bytes())),
+                etcd_password: password.map(|p| SecretBytes::new(format!("etcd-{p}").into_bytes())),
             };
             let mut wire = Vec::new();
             sent.write(&mut wire).unwrap();
@@ -533,6 +551,12 @@ mod tests {
                     .as_ref()
                     .map(|p| p.expose_secret().to_vec()),
                 password.map(|p| format!("patroni-{p}").into_bytes())
+            );
+            assert_eq!(
+                got.etcd_password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("etcd-{p}").into_bytes())
             );
         }
     }

@@ -1,7 +1,8 @@
 //! What lets a node's Patroni into the consensus store and guards its REST API
 //! (`docs/high-availability.md`, "Who may steer a server"): the client certificate
-//! and key it shows etcd, and the password its REST API asks for the unsafe
-//! endpoints (switchover, failover, restart, reload, configuration). Both come in
+//! and key it shows etcd (and the other nodes' REST APIs), its server's etcd
+//! user's password, and the password its REST API asks for the unsafe endpoints
+//! (switchover, failover, restart, reload, configuration). They come in
 //! the start-up handshake at every start of the agent and are written to the
 //! node's encrypted mount only (`mnt/patroni/access/`): never an argument, the
 //! environment, or a file on the host's disk.
@@ -25,6 +26,7 @@ pub const REST_API_USER: &str = "pgcmk";
 /// What the handshake brought for a node's Patroni.
 pub(crate) struct PatroniAccess {
     etcd_client: Option<NodeTls>,
+    etcd_password: Option<SecretBytes>,
     rest_api_password: SecretBytes,
 }
 
@@ -34,6 +36,8 @@ pub(crate) struct AccessFiles {
     pub(crate) etcd_client: Option<(PathBuf, PathBuf)>,
     /// The REST API's password (read back to write Patroni's configuration).
     pub(crate) rest_api_password: SecretBytes,
+    /// The server's etcd user's password, when the handshake brought one.
+    pub(crate) etcd_password: Option<SecretBytes>,
 }
 
 fn access_dir(dir: &ServerDir) -> PathBuf {
@@ -45,6 +49,7 @@ impl PatroniAccess {
     /// brought no REST API password does not run Patroni with an open API.
     pub(crate) fn from_handshake(
         etcd_client: Option<NodeTls>,
+        etcd_password: Option<SecretBytes>,
         rest_api_password: Option<SecretBytes>,
     ) -> Result<Self, Error> {
         let rest_api_password = rest_api_password.ok_or_else(|| {
@@ -56,12 +61,13 @@ impl PatroniAccess {
         })?;
         Ok(Self {
             etcd_client,
+            etcd_password,
             rest_api_password,
         })
     }
 
     /// Writes it onto the mounted volume of `dir`, replacing an earlier start's:
-    /// the etcd key 0600 and the password 0600, both `user`'s (Patroni's).
+    /// the etcd key and the passwords 0600, `user`'s (Patroni's).
     pub(crate) fn install(&self, dir: &ServerDir, user: &OsUser) -> Result<(), Error> {
         let access = access_dir(dir);
         fs::create_dir_all(&access).ctx(|| format!("creating {}", access.display()))?;
@@ -81,6 +87,12 @@ impl PatroniAccess {
         } else {
             for stale in ["etcd-client.crt", "etcd-client.key"] {
                 let _ = fs::remove_file(access.join(stale));
+            }
+        }
+        match &self.etcd_password {
+            Some(password) => files.push((access.join("etcd-password"), password.expose_secret())),
+            None => {
+                let _ = fs::remove_file(access.join("etcd-password"));
             }
         }
         for (path, bytes) in files {
@@ -109,6 +121,8 @@ impl AccessFiles {
         Ok(Self {
             etcd_client: (certificate.exists() && key.exists()).then_some((certificate, key)),
             rest_api_password,
+            etcd_password: own_mount::read_to_string(&access.join("etcd-password"))
+                .map(|text| SecretBytes::new(text.into_bytes())),
         })
     }
 }

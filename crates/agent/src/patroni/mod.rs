@@ -150,9 +150,16 @@ impl Patroni {
         let access = AccessFiles::installed(dir)?;
         let rest_api_password = std::str::from_utf8(access.rest_api_password.expose_secret())
             .map_err(|_| Error::Postgres("the Patroni REST API password is not UTF-8".into()))?;
+        let etcd_password = access
+            .etcd_password
+            .as_ref()
+            .map(|p| std::str::from_utf8(p.expose_secret()))
+            .transpose()
+            .map_err(|_| Error::Postgres("the etcd password is not UTF-8".into()))?;
         let guards = Guards {
             rest_api_password,
             etcd_client: access.etcd_client,
+            etcd_password,
         };
         let config_file = patroni.join("patroni.yml");
         write_json_atomic(

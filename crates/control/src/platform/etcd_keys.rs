@@ -1,24 +1,32 @@
-//! A highly available server's keys in etcd: Patroni keeps its cluster under
-//! `/service/SCOPE/` (its default namespace; the scope is the server's id). When
-//! the server is a single one again they are removed, so that nothing of the old
-//! cluster (its system identifier, its last known position, its leader) is taken
-//! for the truth if the server is made highly available once more.
+//! A highly available server's part of etcd: Patroni keeps its cluster under
+//! `/service/SCOPE/` (its default namespace; the scope is the server's id), and in
+//! the control plane's own cluster each server has an etcd user and role of its
+//! own (`pgcmk-server-SCOPE`) that may read and write there and nowhere else, so
+//! that one server's nodes cannot read or move another's leadership. etcd's root
+//! user is the control plane's; its password, like each server's, is random and
+//! kept sealed in the state store (`docs/high-availability.md`).
+//!
+//! When the server is deleted or a single one again its keys, user and role are
+//! removed, so that nothing of the old cluster (its system identifier, its last
+//! known position, its leader) is taken for the truth if the server is made highly
+//! available once more.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use serde::Serialize;
+use pgcmk_agent::contract::ha::etcd_user;
+use pgcmk_agent::contract::server_dir::read_json;
+use pgcmk_agent::contract::{AgentConfig, ServerDir};
+use pgcmk_crypto::SecretBytes;
 
+use super::create::hex_id;
+use super::Platform;
+use crate::etcd_auth::EtcdAdmin;
+use crate::model::ServerRecord;
+use crate::store::etcd_user_owner;
 use crate::Error;
 
 /// Patroni's default namespace.
 const NAMESPACE: &str = "/service/";
-
-/// etcd v3's `DeleteRange` through its JSON gateway (keys in base64).
-#[derive(Serialize)]
-struct DeleteRange {
-    key: String,
-    range_end: String,
-}
+/// The owner of the local cluster's root password in the sealed secrets.
+const ETCD_ROOT_OWNER: &str = "etcd/root";
 
 /// The keys of cluster `scope`: `[start, end)`, every key with its prefix.
 fn cluster_range(scope: &str) -> (String, String) {
@@ -28,33 +36,83 @@ fn cluster_range(scope: &str) -> (String, String) {
     (start, end)
 }
 
-/// Removes every key of Patroni cluster `scope` from the etcd cluster at
-/// `endpoints` through `client` (HTTPS with the control plane's client
-/// certificate, [`crate::etcd_tls`]), asking each endpoint in turn until one
-/// answers.
-pub(super) fn forget_cluster(
-    client: &reqwest::blocking::Client,
-    endpoints: &[String],
-    scope: &str,
-) -> Result<(), Error> {
-    let (start, end) = cluster_range(scope);
-    let request = DeleteRange {
-        key: B64.encode(start),
-        range_end: B64.encode(end),
-    };
-    let mut failures = Vec::new();
-    for endpoint in endpoints {
-        let url = format!("{}/v3/kv/deleterange", endpoint.trim_end_matches('/'));
-        match client.post(&url).json(&request).send() {
-            Ok(answer) if answer.status().is_success() => return Ok(()),
-            Ok(answer) => failures.push(format!("{endpoint} answered {}", answer.status())),
-            Err(e) => failures.push(format!("{endpoint}: {e}")),
+impl Platform {
+    /// A secret of `owner`, made (random) and sealed at its first use.
+    fn sealed_or_new(&self, owner: &str) -> Result<SecretBytes, Error> {
+        if self.store.sealed_identity_secret(owner)?.is_some() {
+            return self.secrets.get(&self.store, owner);
+        }
+        let secret = SecretBytes::new(hex_id()?.into_bytes());
+        self.secrets.put(&self.store, owner, &secret)?;
+        Ok(secret)
+    }
+
+    /// An administrator's client of the etcd cluster at `endpoints`: root of the
+    /// control plane's own cluster (authentication enabled first if it is not yet),
+    /// or, for an existing cluster (`pgcmk serve --etcd-endpoints`), whatever the
+    /// operator's client certificate may do there.
+    fn etcd_admin(&self, endpoints: &[String]) -> Result<(EtcdAdmin, bool), Error> {
+        let mut admin = EtcdAdmin::new(self.etcd_http()?, endpoints);
+        if self.config.etcd_tls.is_some() {
+            return Ok((admin, false));
+        }
+        self.wait_etcd_ready(endpoints)?;
+        admin.become_root(&self.sealed_or_new(ETCD_ROOT_OWNER)?)?;
+        Ok((admin, true))
+    }
+
+    /// The password `node`'s Patroni authenticates to etcd with: its server's etcd
+    /// user's, that user confined to the server's keys first (made at the first
+    /// start of the server's first node, checked at every start). `None` for an
+    /// existing cluster, whose users are the operator's.
+    pub(super) fn etcd_password(&self, node: &ServerRecord) -> Result<Option<SecretBytes>, Error> {
+        let Some(place) = &node.node_of else {
+            return Ok(None);
+        };
+        if self.config.etcd_tls.is_some() {
+            return Ok(None);
+        }
+        let (admin, _) = self.etcd_admin(&self.etcd_endpoints()?)?;
+        let password = self.sealed_or_new(&etcd_user_owner(&place.server_id))?;
+        let (start, end) = cluster_range(&place.server_id);
+        admin.confine_user(&etcd_user(&place.server_id), &password, (&start, &end))?;
+        Ok(Some(password))
+    }
+
+    /// Removes every key of highly available server `server_id`'s cluster from
+    /// etcd at `endpoints`, then its user and role.
+    pub(super) fn forget_etcd_cluster(
+        &self,
+        server_id: &str,
+        endpoints: &[String],
+    ) -> Result<(), Error> {
+        let (admin, administered) = self.etcd_admin(endpoints)?;
+        let (start, end) = cluster_range(server_id);
+        admin.delete_range((&start, &end))?;
+        if administered {
+            admin.remove_user(&etcd_user(server_id))?;
+        }
+        Ok(())
+    }
+
+    /// [`Platform::forget_etcd_cluster`] for `server`, at the endpoints its first
+    /// node still on disk was given (none left: nothing to reach).
+    pub(super) fn forget_etcd_cluster_of(&self, server: &ServerRecord) -> Result<(), Error> {
+        let endpoints = server
+            .nodes
+            .iter()
+            .filter_map(|id| self.store.server(id).ok())
+            .find_map(|node| {
+                read_json::<AgentConfig>(&ServerDir::new(&node.dir).agent_config())
+                    .ok()?
+                    .ha
+                    .map(|ha| ha.etcd_endpoints)
+            });
+        match endpoints {
+            Some(endpoints) => self.forget_etcd_cluster(&server.id, &endpoints),
+            None => Ok(()),
         }
     }
-    Err(Error::Unreachable(format!(
-        "removing the keys of cluster {scope} from etcd failed ({}); retry when etcd answers",
-        failures.join("; ")
-    )))
 }
 
 #[cfg(test)]

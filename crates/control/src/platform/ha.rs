@@ -98,9 +98,9 @@ impl Platform {
     /// What Patroni's cluster view says now, asked of each node in turn until one
     /// answers.
     fn cluster_view(&self, nodes: &[ServerRecord]) -> Option<Cluster> {
-        let api = self.patroni_api(nodes.first()?).ok()?;
+        let api = self.patroni_api().ok()?;
         nodes.iter().find_map(|node| {
-            api.request(reqwest::Method::GET, node, "/cluster")?
+            api.request(reqwest::Method::GET, node, "/cluster", None)?
                 .send()
                 .ok()?
                 .json::<Cluster>()
@@ -199,9 +199,10 @@ impl Platform {
             .iter()
             .find(|n| n.name == leader.name)
             .ok_or_else(|| HaError::NoPrimary(name.into()))?;
-        let api = self.patroni_api(asked)?;
+        let api = self.patroni_api()?;
+        let password = self.patroni_api_password(asked)?;
         let post = |path| {
-            api.request(reqwest::Method::POST, asked, path)
+            api.request(reqwest::Method::POST, asked, path, Some(&password))
                 .ok_or_else(|| HaError::NoPrimary(name.into()))
         };
         let request = match planned {
@@ -257,9 +258,16 @@ impl Platform {
                 None => EtcdCluster::open_or_make(&self.config.state_dir.join("etcd"))?,
             };
             let cluster = etcd.insert(cluster);
-            cluster.supervise(Instant::now(), &self.etcd_ca);
+            cluster.supervise(Instant::now(), &self.etcd_ca, |_| false);
             cluster.endpoints()
         };
+        self.wait_etcd_ready(&endpoints)?;
+        Ok(endpoints)
+    }
+
+    /// Waits until one of `endpoints` says it is healthy (a member just started
+    /// may take a moment to elect a leader).
+    pub(super) fn wait_etcd_ready(&self, endpoints: &[String]) -> Result<(), Error> {
         let deadline = Instant::now() + ETCD_READY_TIMEOUT;
         let client = self.etcd_http()?;
         while !endpoints.iter().any(|e| {
@@ -273,17 +281,30 @@ impl Platform {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        Ok(endpoints)
+        Ok(())
     }
 
-    /// Restarts the local etcd cluster's members that died (a supervision pass).
+    /// Restarts the local etcd cluster's members that died, and renews a member's
+    /// certificate when it is due (a supervision pass).
     pub(super) fn supervise_etcd(&self) {
         let mut etcd = self
             .etcd
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(cluster) = etcd.as_mut() {
-            cluster.supervise(Instant::now(), &self.etcd_ca);
+            // Made only when a renewal is due: each is a new client certificate.
+            let client = std::cell::OnceCell::new();
+            let healthy = |endpoint: &str| {
+                client
+                    .get_or_init(|| self.etcd_http().ok())
+                    .as_ref()
+                    .is_some_and(|c| {
+                        c.get(format!("{endpoint}/health"))
+                            .send()
+                            .is_ok_and(|r| r.status().is_success())
+                    })
+            };
+            cluster.supervise(Instant::now(), &self.etcd_ca, healthy);
         }
     }
 

@@ -11,7 +11,6 @@ use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
 use pgcmk_keyprovider::WrappedDek;
 
-use super::etcd_keys::forget_cluster;
 use super::ha_update::LEADER;
 use super::Platform;
 use crate::error::IoContext;
@@ -56,7 +55,7 @@ impl Platform {
         }
         let single = self.release_last_node(&self.store.server(&server.id)?, &kept)?;
         if let Some(endpoints) = endpoints {
-            forget_cluster(&self.etcd_http()?, &endpoints, &server.id)?;
+            self.forget_etcd_cluster(&server.id, &endpoints)?;
         }
         self.event(
             &single,

@@ -29,7 +29,6 @@ use pgcmk_crypto::SecretBytes;
 use serde::{Deserialize, Serialize};
 
 use super::create::{hex_id, new_wrapped_dek, FirstStart};
-use super::etcd_keys::forget_cluster;
 use super::ha_create::{new_node, node_name, NodeParent};
 use super::listen::free_port;
 use super::supervise::READY_TIMEOUT;
@@ -188,7 +187,7 @@ impl Platform {
         self.set_replication_role(server, server)?;
         let endpoints = self.etcd_endpoints()?;
         // A cluster of this name left by an earlier disable is forgotten first.
-        forget_cluster(&self.etcd_http()?, &endpoints, &server.id)?;
+        self.forget_etcd_cluster(&server.id, &endpoints)?;
         let ip = server.listen_addresses.first().copied().unwrap_or(LOOPBACK);
         let node = ServerRecord {
             id: hex_id()?,

@@ -137,6 +137,14 @@ impl Platform {
         // A highly available server keeps its repository key in its own directory:
         // it goes before its nodes remove the repository's files (crypto-shred first).
         super::backups::shred_repository_keys(&dir)?;
+        // Every node stops first, so that no Patroni writes its cluster back; then the
+        // cluster's keys, its etcd user and role go.
+        if !server.nodes.is_empty() {
+            for id in &server.nodes {
+                self.stop_agent(id);
+            }
+            self.forget_etcd_cluster_of(server)?;
+        }
         // A node already gone (a delete cut short) is skipped.
         for node in server
             .nodes

@@ -127,6 +127,10 @@ pub struct PlatformConfig {
     /// With `etcd_endpoints`: the existing cluster's CA, and the client certificate
     /// and key the control plane and every node's Patroni use there.
     pub etcd_tls: Option<crate::etcd_tls::GivenEtcdTls>,
+    /// How long the local etcd members' certificates live
+    /// ([`crate::etcd_tls::MEMBER_LIFETIME`]; shorter only in tests that watch
+    /// them renewed).
+    pub etcd_member_lifetime: Duration,
 }
 
 /// The control plane.
@@ -178,7 +182,12 @@ impl Platform {
         let secrets = keys.identity_secrets;
         let tls = api_tls::server_config(&config.state_dir, &store, &keys.tls)?;
         let servers_ca = ServersCa::open(&config.state_dir, &store, keys.servers_ca)?;
-        let etcd_ca = crate::etcd_tls::EtcdCa::open(&config.state_dir, &store, keys.etcd_ca)?;
+        let etcd_ca = crate::etcd_tls::EtcdCa::open(
+            &config.state_dir,
+            &store,
+            keys.etcd_ca,
+            config.etcd_member_lifetime,
+        )?;
         match &config.platform_identity_secret {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),

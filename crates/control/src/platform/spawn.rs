@@ -64,11 +64,8 @@ impl Platform {
             // A node of a highly available server: its way into etcd, and the
             // password its Patroni's REST API asks (docs/high-availability.md).
             etcd_tls: self.etcd_client_tls(record)?,
-            patroni_api_password: record
-                .node_of
-                .as_ref()
-                .map(|p| self.patroni_api_password(&p.server_id))
-                .transpose()?,
+            patroni_api_password: self.new_patroni_api_password(record)?,
+            etcd_password: self.etcd_password(record)?,
             ..Handshake::identity_only(self.identity_secret(record)?)
         };
         self.hand_vault_address(record, None);

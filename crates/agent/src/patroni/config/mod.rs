@@ -59,7 +59,9 @@ pub struct PatroniConfig<'a> {
     name: &'a str,
     log: Log,
     restapi: RestApi<'a>,
-    etcd3: Etcd,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctl: Option<Ctl>,
+    etcd3: Etcd<'a>,
     bootstrap: Bootstrap,
     postgresql: Postgresql<'a>,
 }
@@ -72,7 +74,9 @@ struct Log {
 
 /// Patroni's REST API: HTTPS with the node's certificate when the node speaks
 /// TLS (`certfile`, `keyfile`; `cafile` is what Patroni verifies the other nodes'
-/// APIs by), and a password for the unsafe endpoints ([`PatroniConfig::guarded`]).
+/// APIs by), and, guarded ([`PatroniConfig::guarded`]), a client certificate of
+/// the etcd CA required from every caller (`verify_client`, `cafile` then that CA)
+/// and a password for the unsafe endpoints.
 #[derive(Serialize)]
 struct RestApi<'a> {
     listen: String,
@@ -84,7 +88,20 @@ struct RestApi<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cafile: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    verify_client: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     authentication: Option<RestApiCredential<'a>>,
+}
+
+/// How Patroni calls the other nodes' REST APIs when they require a client
+/// certificate: it shows its etcd client certificate (`certfile`, `keyfile`) and
+/// verifies theirs by the servers CA (`cacert`).
+#[derive(Serialize)]
+struct Ctl {
+    certfile: PathBuf,
+    keyfile: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cacert: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -94,9 +111,10 @@ struct RestApiCredential<'a> {
 }
 
 /// The consensus store: over HTTPS, the members verified by `cacert`, this node
-/// known to them by its client certificate (`cert`, `key`).
+/// let in by its client certificate (`cert`, `key`) and known by its server's
+/// etcd user (`username`, `password`).
 #[derive(Serialize)]
-struct Etcd {
+struct Etcd<'a> {
     hosts: Vec<String>,
     protocol: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,15 +123,23 @@ struct Etcd {
     cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
 }
 
 /// What guards a node's part of the cluster ([`super::access`]): the password of
-/// its REST API's unsafe endpoints, and its client certificate and key for etcd.
+/// its REST API's unsafe endpoints, its client certificate and key for etcd (and
+/// for the other nodes' REST APIs), and its server's etcd user's password.
 pub struct Guards<'a> {
     /// The REST API's password (user [`super::access::REST_API_USER`]).
     pub rest_api_password: &'a str,
     /// The etcd client certificate and key files, when etcd speaks TLS.
     pub etcd_client: Option<(PathBuf, PathBuf)>,
+    /// The password of the server's etcd user ([`crate::contract::ha::etcd_user`]),
+    /// in the control plane's own cluster.
+    pub etcd_password: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -240,8 +266,10 @@ impl<'a> PatroniConfig<'a> {
                 certfile: setting("ssl_cert_file").filter(|_| tls),
                 keyfile: setting("ssl_key_file").filter(|_| tls),
                 cafile: tls.then(|| node.ca_file.clone()),
+                verify_client: None,
                 authentication: None,
             },
+            ctl: None,
             etcd3: Etcd {
                 cacert: (protocol == "https")
                     .then(|| node.etcd_ca_file.clone())
@@ -250,6 +278,8 @@ impl<'a> PatroniConfig<'a> {
                 protocol,
                 cert: None,
                 key: None,
+                username: None,
+                password: None,
             },
             bootstrap: Bootstrap {
                 dcs: Dcs {
@@ -293,7 +323,10 @@ impl<'a> PatroniConfig<'a> {
 
 impl<'a> PatroniConfig<'a> {
     /// The configuration with `guards`: the REST API asks its password for the
-    /// unsafe endpoints, and Patroni shows etcd its client certificate.
+    /// unsafe endpoints, Patroni shows etcd its client certificate and logs in as
+    /// its server's etcd user. Over TLS with an etcd CA the REST API requires a
+    /// client certificate of that CA from every caller (the control plane and the
+    /// other nodes show theirs): no read without one either.
     pub fn guarded(mut self, guards: &'a Guards<'a>) -> Self {
         self.restapi.authentication = Some(RestApiCredential {
             username: super::access::REST_API_USER,
@@ -302,6 +335,18 @@ impl<'a> PatroniConfig<'a> {
         if let Some((cert, key)) = &guards.etcd_client {
             self.etcd3.cert = Some(cert.clone());
             self.etcd3.key = Some(key.clone());
+            if let (Some(_), Some(etcd_ca)) = (&self.restapi.certfile, &self.etcd3.cacert) {
+                self.ctl = Some(Ctl {
+                    certfile: cert.clone(),
+                    keyfile: key.clone(),
+                    cacert: self.restapi.cafile.replace(etcd_ca.clone()),
+                });
+                self.restapi.verify_client = Some("required");
+            }
+        }
+        if let Some(password) = guards.etcd_password {
+            self.etcd3.username = Some(crate::contract::ha::etcd_user(self.scope));
+            self.etcd3.password = Some(password);
         }
         self
     }
@@ -338,143 +383,4 @@ fn etcd_hosts(endpoints: &[String]) -> (String, Vec<String>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Node `name` on `address`, over the etcd cluster at `etcd_endpoints`.
-    fn node(name: &str, address: &str, etcd_endpoints: &[&str]) -> HaNode {
-        HaNode {
-            scope: "s1".into(),
-            name: name.into(),
-            address: address.into(),
-            rest_port: 8008,
-            etcd_endpoints: etcd_endpoints.iter().map(|e| e.to_string()).collect(),
-            ca_file: "/state/servers-ca.pem".into(),
-            etcd_ca_file: Some("/state/etcd-ca.pem".into()),
-            adopted: false,
-        }
-    }
-
-    fn places(port: u16) -> NodePlaces {
-        NodePlaces {
-            data_dir: "/m/pgdata".into(),
-            socket_dir: "/d/run".into(),
-            pgpass: "/m/patroni/pgpass".into(),
-            log_dir: "/m/patroni/log".into(),
-            bin_dir: "/usr/lib/postgresql/15/bin".into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn the_configuration_names_the_node_its_peers_and_synchronous_mode() {
-        let node = node(
-            "node-2",
-            "127.0.0.3",
-            &["http://127.0.0.1:2379", "http://127.0.0.1:2380/"],
-        );
-        let places = places(5433);
-        let passwords = NodePasswords {
-            superuser: Some("su-pw"),
-            replication: "repl-pw",
-        };
-        let tls = [
-            ("listen_addresses", "127.0.0.3".to_string()),
-            ("ssl", "on".to_string()),
-            ("ssl_cert_file", "/m/tls/server.crt".to_string()),
-            ("ssl_key_file", "/m/tls/server.key".to_string()),
-            ("hba_file", "/m/tls/pg_hba.conf".to_string()),
-        ];
-        let v = serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &tls)).unwrap();
-        assert_eq!(v["name"], "node-2");
-        assert_eq!(v["restapi"]["listen"], "127.0.0.3:8008");
-        assert_eq!(v["postgresql"]["listen"], "127.0.0.3:5433");
-        assert_eq!(v["etcd3"]["hosts"][1], "127.0.0.1:2380");
-        assert_eq!(v["etcd3"]["protocol"], "http");
-        assert_eq!(v["bootstrap"]["dcs"]["synchronous_mode"], true);
-        assert_eq!(
-            v["postgresql"]["authentication"]["replication"]["password"],
-            "repl-pw"
-        );
-        assert_eq!(
-            v["postgresql"]["parameters"]["wal_sync_method"],
-            "open_datasync"
-        );
-        assert!(v["postgresql"]["parameters"]
-            .get("listen_addresses")
-            .is_none());
-        assert_eq!(
-            v["postgresql"]["parameters"]["hba_file"],
-            "/m/tls/pg_hba.conf"
-        );
-        assert!(
-            v["postgresql"].get("pg_hba").is_none(),
-            "the agent's hba_file rules"
-        );
-        let replication = &v["postgresql"]["authentication"]["replication"];
-        assert_eq!(replication["sslmode"], "verify-full");
-        assert_eq!(replication["sslrootcert"], "/state/servers-ca.pem");
-        assert_eq!(v["restapi"]["certfile"], "/m/tls/server.crt");
-        assert_eq!(v["restapi"]["cafile"], "/state/servers-ca.pem");
-
-        let plain =
-            serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &[])).unwrap();
-        assert_eq!(
-            plain["postgresql"]["authentication"]["replication"]["sslmode"],
-            "disable"
-        );
-        assert!(plain["postgresql"]["pg_hba"].is_array());
-        assert_eq!(
-            v["postgresql"]["authentication"]["rewind"]["username"],
-            "postgres"
-        );
-
-        assert_eq!(replication["username"], REPLICATION_USER);
-
-        // A server made highly available after create: no superuser password, the
-        // replicas' role.
-        let adopted_node = HaNode {
-            adopted: true,
-            ..node.clone()
-        };
-        let adopted = NodePasswords {
-            superuser: None,
-            replication: "repl-pw",
-        };
-        let v = serde_json::to_value(PatroniConfig::new(&adopted_node, &places, &adopted, &tls))
-            .unwrap();
-        let auth = &v["postgresql"]["authentication"];
-        assert!(auth["superuser"].get("password").is_none(), "{auth}");
-        assert_eq!(auth["replication"]["username"], REPLICATION_ROLE);
-        assert_eq!(auth["rewind"]["username"], REPLICATION_ROLE);
-        assert_eq!(auth["rewind"]["password"], "repl-pw");
-    }
-
-    #[test]
-    fn a_guarded_configuration_asks_a_password_and_shows_etcd_a_certificate() {
-        let node = node("node-1", "127.0.0.2", &["https://127.0.0.1:2379"]);
-        let places = places(5432);
-        let passwords = NodePasswords {
-            superuser: Some("su"),
-            replication: "repl",
-        };
-        let guards = Guards {
-            rest_api_password: "api-pw",
-            etcd_client: Some(("/m/a/etcd.crt".into(), "/m/a/etcd.key".into())),
-        };
-        let open =
-            serde_json::to_value(PatroniConfig::new(&node, &places, &passwords, &[])).unwrap();
-        assert!(open["restapi"].get("authentication").is_none());
-        assert_eq!(open["etcd3"]["protocol"], "https");
-        assert_eq!(open["etcd3"]["cacert"], "/state/etcd-ca.pem");
-        assert!(open["etcd3"].get("cert").is_none());
-        let v = serde_json::to_value(
-            PatroniConfig::new(&node, &places, &passwords, &[]).guarded(&guards),
-        )
-        .unwrap();
-        assert_eq!(v["restapi"]["authentication"]["username"], "pgcmk");
-        assert_eq!(v["restapi"]["authentication"]["password"], "api-pw");
-        assert_eq!(v["etcd3"]["cert"], "/m/a/etcd.crt");
-        assert_eq!(v["etcd3"]["key"], "/m/a/etcd.key");
-    }
-}
+mod tests;
