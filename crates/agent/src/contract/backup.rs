@@ -84,10 +84,15 @@ pub struct AzureStore {
 pub struct GeoRepository {
     /// The location of the geo key's vault, where the copy is kept.
     pub location: String,
-    /// The repository's directory.
+    /// The repository's directory, or its path in `azure`'s container.
     pub repository: PathBuf,
     /// How to reach the geo key.
     pub kek: KekAccess,
+    /// When the copy is kept in the paired location's Azure Blob Storage account
+    /// rather than a local directory: where. That account's shared key comes in the
+    /// handshake as `geo_storage_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStore>,
 }
 
 /// One of a server's backup repositories.

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use pgcmk_agent::contract::backup::GeoRepository;
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,7 @@ impl Platform {
         // Files of an earlier copy whose removal was cut short are unreadable (their
         // key is gone) and would make pgBackRest refuse the new key's stanza.
         self.remove_geo_backups(&server.id)?;
+        self.remove_geo_blobs(&geo.repository)?;
         let mut with_geo = config.clone();
         if let Some(backup) = with_geo.backup.as_mut() {
             backup.geo = Some(geo.repository.clone());
@@ -113,7 +115,7 @@ impl Platform {
         if let Err(e) = added {
             let undone = self
                 .restart_with(server, &config)
-                .and_then(|()| self.forget_geo_backup(server));
+                .and_then(|()| self.forget_geo_backup(server, &geo.repository));
             let after = match &undone {
                 Ok(()) => "the server is back as it was, without a copy".to_string(),
                 Err(u) => format!("undoing it failed too: {u}"),
@@ -150,12 +152,9 @@ impl Platform {
         config: AgentConfig,
     ) -> Result<ServerRecord, Error> {
         let mut without = config.clone();
-        let location = without
-            .backup
-            .as_mut()
-            .and_then(|b| b.geo.take())
-            .map(|g| g.location)
-            .unwrap_or_default();
+        let Some(geo) = without.backup.as_mut().and_then(|b| b.geo.take()) else {
+            return Err(StateConflict::NoGeoBackup(server.name.clone()).into());
+        };
         if let Err(e) = self.restart_with(server, &without) {
             let undone = self.restart_with(server, &config);
             let why = match &undone {
@@ -165,7 +164,8 @@ impl Platform {
             self.event(server, Actor::ControlPlane, "geo backup not removed", &why)?;
             return Err(e);
         }
-        self.forget_geo_backup(server)?;
+        self.forget_geo_backup(server, &geo)?;
+        let location = geo.location;
         self.event(
             server,
             Actor::Dba,
@@ -179,12 +179,13 @@ impl Platform {
     }
 
     /// Removes the copy's wrapped repository key (from then on nothing in the copy
-    /// can be read), the geo identity's secret, and the copy's files.
-    fn forget_geo_backup(&self, server: &ServerRecord) -> Result<(), Error> {
+    /// can be read), the geo identity's secret, and the copy `geo`'s files or blobs.
+    fn forget_geo_backup(&self, server: &ServerRecord, geo: &GeoRepository) -> Result<(), Error> {
         remove_file_if_present(&ServerDir::new(&server.dir).wrapped_geo_backup_key())?;
         self.store
             .remove_sealed_identity_secret(&geo_owner(&server.id))?;
-        self.remove_geo_backups(&server.id)
+        self.remove_geo_backups(&server.id)?;
+        self.remove_geo_blobs(geo)
     }
 
     /// Stops the server's agent, writes `config`, and starts a new agent with it;

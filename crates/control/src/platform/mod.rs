@@ -121,6 +121,11 @@ pub struct PlatformConfig {
     /// The storage account's shared key: needed on first start with
     /// `backup_store`, then kept sealed in the state (given again, it replaces it).
     pub backup_store_key: Option<SecretBytes>,
+    /// Keep new geo-redundant copies in this Azure Blob Storage container (of a
+    /// storage account in the paired location) instead of local directories.
+    pub geo_backup_store: Option<AzureStore>,
+    /// That account's shared key, as `backup_store_key`.
+    pub geo_backup_store_key: Option<SecretBytes>,
     /// An existing etcd cluster's client endpoints for highly available servers;
     /// `None`: the control plane runs its own 3-member cluster ([`crate::etcd`]).
     pub etcd_endpoints: Option<Vec<String>>,
@@ -183,12 +188,7 @@ impl Platform {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
         }
-        backup_store::open_storage_key(
-            &secrets,
-            &store,
-            config.backup_store.is_some(),
-            config.backup_store_key.as_ref(),
-        )?;
+        backup_store::open_storage_keys(&secrets, &store, &config)?;
         let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
         let vault = RwLock::new(config.vault.clone());
         let etcd = Mutex::new(crate::etcd::EtcdCluster::existing(

@@ -96,7 +96,7 @@ impl Platform {
         let repository_kind = repository;
         let azure = match repository {
             Repository::Primary => backup.azure.clone(),
-            Repository::Geo => None,
+            Repository::Geo => geo.as_ref().and_then(|g| g.azure.clone()),
         };
         let (repository, wrapped_key, kek, secret) = match (repository, geo) {
             (Repository::Geo, Some(geo)) => (
