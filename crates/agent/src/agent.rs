@@ -306,6 +306,8 @@ pub fn run(
             if let (Some(backups), Some(geo)) = (backups, &geo) {
                 geo.check(backups, &reporter);
             }
+            let backups = serving.as_mut().and_then(Serving::backups_mut);
+            backup::settings::follow(dir, &mut config, backups, &reporter);
         }
         if let Some(s) = serving.as_mut() {
             s.supervise_postgres(Instant::now(), &reporter);

@@ -25,6 +25,7 @@ mod node;
 pub(crate) mod pgbackrest;
 pub(crate) mod restore;
 mod schedule;
+pub(crate) mod settings;
 pub(crate) mod tasks;
 
 use std::process::{Child, Stdio};
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use pgcmk_crypto::{Dek, SecretBytes};
 
-use crate::contract::backup::{BackupKind, Repository};
+use crate::contract::backup::{BackupKind, BackupSettings, Repository};
 use crate::contract::{Actor, BackupConfig, ServerDir};
 use crate::error::IoContext;
 use crate::postgres::{PgInstall, PgLayout, Postgres};
@@ -134,6 +135,17 @@ impl Backups {
             .set_geo(&self.config, geo_key, self.geo_storage.as_ref())?;
         self.geo_active = geo_key.is_some();
         self.finished[1] = self.geo_active.then_some((None, None));
+        Ok(())
+    }
+
+    /// Takes `settings` the control plane changed: the retention from the next
+    /// expiry on (pgBackRest's time retention keeps the newest full backup older
+    /// than the window, so every point of the new window stays restorable), the
+    /// schedule from the next look at it. A backup under way goes on.
+    pub(crate) fn apply_settings(&mut self, settings: BackupSettings) -> Result<(), Error> {
+        self.engine.set_retention(settings.retention_days)?;
+        self.config.apply(settings);
+        self.schedule = Schedule::of(&self.config);
         Ok(())
     }
 

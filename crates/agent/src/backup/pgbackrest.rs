@@ -139,6 +139,16 @@ impl PgBackRest {
         self.write_config(&with_geo(&old, geo_lines.as_deref().map(String::as_str)))
     }
 
+    /// Keeps full backups (and the WAL they need) `days` days in every repository
+    /// from the next expiry on (after the next backup).
+    pub(crate) fn set_retention(&self, days: u32) -> Result<(), Error> {
+        let old = Zeroizing::new(
+            fs::read_to_string(&self.config_file)
+                .ctx(|| format!("reading {}", self.config_file.display()))?,
+        );
+        self.write_config(&with_retention(&old, days))
+    }
+
     /// True when the configuration names repository `repo` now (the geo copy is
     /// taken out while its key is refused).
     pub(crate) fn has_repository(&self, repo: Repository) -> Result<bool, Error> {
@@ -301,6 +311,23 @@ fn with_geo(config: &str, geo_lines: Option<&str>) -> Zeroizing<String> {
     text
 }
 
+/// The configuration `config` with every repository's `retention-full` set to `days`.
+fn with_retention(config: &str, days: u32) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(String::with_capacity(config.len() + 16));
+    for line in config.lines() {
+        match line.split_once("-retention-full=") {
+            Some((repo, _)) if repo.starts_with("repo") => {
+                let _ = writeln!(text, "{repo}-retention-full={days}");
+            }
+            _ => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
 /// The keys of a server's repositories, for its pgBackRest configuration.
 pub(crate) struct RepositoryKeys<'a> {
     /// The repository key of the server's own repository (`repo1`).
@@ -396,6 +423,25 @@ mod tests {
         let without = with_geo(&with, None);
         assert_eq!(without.as_str(), base);
         assert_eq!(with_geo(&with, Some(&repo2)).as_str(), with.as_str());
+    }
+
+    #[test]
+    fn retention_changes_in_every_repository_and_nowhere_else() {
+        let key = Dek::from_slice(&[0xab; 32]).unwrap();
+        let repo1 = repository_lines(1, Path::new("/r1"), &key, 7, None);
+        let repo2 = repository_lines(2, Path::new("/r2"), &key, 7, None);
+        let base = format!(
+            "{GLOBAL}{}{}compress-type=zst\n",
+            repo2.as_str(),
+            repo1.as_str()
+        );
+        let changed = with_retention(&base, 14);
+        assert_eq!(
+            changed.as_str(),
+            base.replace("retention-full=7\n", "retention-full=14\n"),
+        );
+        assert!(changed.contains("repo1-retention-full-type=time\n"));
+        assert!(changed.contains("repo2-retention-full=14\n"));
     }
 
     #[test]

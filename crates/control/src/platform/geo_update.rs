@@ -8,7 +8,7 @@
 //! brings the server back as it was. Removing crypto-shreds the copy: its wrapped
 //! repository key goes first, then the geo identity's secret, then its files.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgcmk_agent::contract::backup::GeoRepository;
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
@@ -200,47 +200,24 @@ impl Platform {
         self.wait_settled(&restarting)
     }
 
-    /// The position of the server's last event in the trail.
-    fn last_event_seq(&self, server: &ServerRecord) -> Result<u64, Error> {
-        Ok(self.store.events(&server.id)?.last().map_or(0, |e| e.seq))
-    }
-
     /// Waits until the agent reports the end of the copy's first full backup (its
     /// schedule starts one at once, the copy having none), after event `since`.
     fn wait_first_geo_backup(&self, server: &ServerRecord, since: u64) -> Result<(), Error> {
-        let deadline = Instant::now() + FIRST_BACKUP_TIMEOUT;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            self.supervise_once();
-            let events = self.store.events(&server.id)?;
-            let copy = events
-                .iter()
-                .filter(|e| e.seq > since && e.why.contains(GEO_BACKUP_WORDS));
-            for event in copy {
-                match event.what.as_str() {
-                    "backup completed" => return Ok(()),
-                    "backup failed" => {
-                        return Err(Error::GeoFirstBackup(format!("failed: {}", event.why)))
-                    }
-                    _ => {}
+        self.wait_agent_event(server, since, FIRST_BACKUP_TIMEOUT, |event| {
+            if !event.why.contains(GEO_BACKUP_WORDS) {
+                return None;
+            }
+            match event.what.as_str() {
+                "backup completed" => Some(Ok(())),
+                "backup failed" => {
+                    Some(Err(Error::GeoFirstBackup(format!("failed: {}", event.why))))
                 }
+                _ => None,
             }
-            let state = self.store.server(&server.id)?.state;
-            if state != ServerState::Ready {
-                return Err(Error::NotReady {
-                    server: server.name.clone(),
-                    state,
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::GeoFirstBackup(format!(
-                    "did not end within {} minutes (see the agent's log {})",
-                    FIRST_BACKUP_TIMEOUT.as_secs() / 60,
-                    ServerDir::new(&server.dir).agent_log().display()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
+        })
+        .map_err(|e| match e {
+            Error::AgentTask(why) => Error::GeoFirstBackup(why),
+            other => other,
+        })
     }
 }

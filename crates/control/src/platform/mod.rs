@@ -16,6 +16,7 @@
 //! | `listen.rs`        | listen addresses: checked, changed                        |
 //! | `replicas.rs`      | read replicas: create, list, promote                      |
 //! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
+//! | `backup_settings.rs`| retention and schedule: chosen at create, changed later  |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
 //! | `geo_update.rs`    | adding a geo-redundant copy to a server, removing one     |
 //! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
@@ -44,6 +45,7 @@ use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::supervisor::Supervised;
 use crate::Error;
 
+mod backup_settings;
 mod backup_store;
 mod backups;
 mod create;
@@ -69,6 +71,7 @@ mod supervise;
 mod tasks;
 mod vault_follow;
 
+pub use backup_settings::BackupSettingsChange;
 pub use backups::{BackupKeys, CreateBackup, VerifyBackups};
 pub use create::{CreateServer, Created, KeyChoice};
 pub use geo::GeoBackupChoice;
