@@ -204,16 +204,7 @@ fn a_geo_copy_in_the_paired_account_restores_with_the_servers_key_revoked() {
     });
     let restored = restore_with(stack, name, "az-geo-copy", "latest", &[]).unwrap();
     assert_eq!(restored.sql("SELECT t FROM markers").unwrap(), marker);
-    assert!(
-        stack
-            .cp
-            .events("az-geo-copy")
-            .iter()
-            .any(|e| e["what"] == "server created"
-                && e["why"].as_str().unwrap().contains("(repository 2)")),
-        "{:?}",
-        stack.cp.events("az-geo-copy")
-    );
+    assert_restored_from_the_copy(stack, "az-geo-copy");
     assert_no_blob_holds(&azurite.data_dir(), marker);
     assert_no_process_shows(azurite, GEO_ACCOUNT);
 

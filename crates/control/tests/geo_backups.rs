@@ -97,16 +97,7 @@ fn with_the_servers_key_revoked_the_geo_copy_restores() {
         restored.sql("SELECT t FROM kept").unwrap(),
         "geo-marker-7f3a"
     );
-    assert!(
-        stack
-            .cp
-            .events("geo-own-copy")
-            .iter()
-            .any(|e| e["what"] == "server created"
-                && e["why"].as_str().unwrap().contains("(repository 2)")),
-        "{:?}",
-        stack.cp.events("geo-own-copy")
-    );
+    assert_restored_from_the_copy(stack, "geo-own-copy");
     // The copy is encrypted like the server's own repository.
     let copy = stack.cp.state_dir.join("geo-backups").join(GEO_LOCATION);
     let files = files_under(&copy);

@@ -73,3 +73,13 @@ pub fn wait_first_geo_backup(stack: &Stack, name: &str) {
         },
     );
 }
+
+/// Server `name`'s `server created` event says it was restored from a geo copy.
+pub fn assert_restored_from_the_copy(stack: &Stack, name: &str) {
+    let events = stack.cp.events(name);
+    assert!(
+        events.iter().any(|e| e["what"] == "server created"
+            && e["why"].as_str().unwrap().contains("(repository 2)")),
+        "{events:?}"
+    );
+}
