@@ -185,7 +185,7 @@ mod tests {
             ca_file: None,
             key_file: None,
         };
-        let err = options.into_store().err().expect("refused").to_string();
+        let err = options.into_store().expect_err("refused").to_string();
         assert!(
             err.contains("--geo-backup-azure-endpoint http://h: not an https:// URL"),
             "{err}"
