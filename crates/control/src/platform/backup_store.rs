@@ -48,18 +48,10 @@ pub(super) fn open_storage_keys(
     store: &Store,
     config: &PlatformConfig,
 ) -> Result<(), Error> {
-    if let (Some(own), Some(geo)) = (&config.backup_store, &config.geo_backup_store) {
-        if (&own.host, own.port, &own.account, &own.container)
-            == (&geo.host, geo.port, &geo.account, &geo.container)
-        {
-            return Err(Error::BadRequest(format!(
-                "--geo-backup-azure-* names container '{}' of account '{}', where the servers' \
-                 own repositories are: the geo-redundant copies need a storage account of their \
-                 own in the paired location",
-                geo.container, geo.account
-            )));
-        }
-    }
+    refuse_shared_container(
+        config.backup_store.as_ref(),
+        config.geo_backup_store.as_ref(),
+    )?;
     let stores = [
         (
             Repository::Primary,
@@ -85,6 +77,28 @@ pub(super) fn open_storage_keys(
             }
             None => {}
         }
+    }
+    Ok(())
+}
+
+/// Refuses a geo store `geo` that is the own repositories' container `own`: a copy
+/// and its original, under one stanza name, in one place.
+fn refuse_shared_container(
+    own: Option<&AzureStore>,
+    geo: Option<&AzureStore>,
+) -> Result<(), Error> {
+    let (Some(own), Some(geo)) = (own, geo) else {
+        return Ok(());
+    };
+    if (&own.host, own.port, &own.account, &own.container)
+        == (&geo.host, geo.port, &geo.account, &geo.container)
+    {
+        return Err(Error::BadRequest(format!(
+            "--geo-backup-azure-* names container '{}' of account '{}', where the servers' \
+             own repositories are: the geo-redundant copies need a storage account of their \
+             own in the paired location",
+            geo.container, geo.account
+        )));
     }
     Ok(())
 }
@@ -173,5 +187,36 @@ impl Platform {
             "removed a backup repository from Azure Blob Storage"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(account: &str, container: &str) -> AzureStore {
+        AzureStore {
+            account: account.into(),
+            container: container.into(),
+            host: "127.0.0.1".into(),
+            port: 10443,
+            ca_file: None,
+            path_style: true,
+        }
+    }
+
+    #[test]
+    fn the_geo_store_may_not_be_the_own_repositories_container() {
+        let own = store("acct", "backups");
+        let err = refuse_shared_container(Some(&own), Some(&own.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("need a storage account of their own"), "{err}");
+        let other_account = store("geoacct", "backups");
+        let other_container = store("acct", "geo");
+        for geo in [&other_account, &other_container] {
+            assert!(refuse_shared_container(Some(&own), Some(geo)).is_ok());
+        }
+        assert!(refuse_shared_container(None, Some(&own)).is_ok());
     }
 }
