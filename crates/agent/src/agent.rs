@@ -29,8 +29,9 @@ use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId, WrappedDek};
 use crate::backoff::{describe_delay, Backoff};
 use crate::backup;
 use crate::backup::geo::GeoKey;
-use crate::backup::pgbackrest::RepositoryKeys;
+use crate::backup::pgbackrest::{RepositoryKeys, StorageKeys};
 use crate::clock::SystemClock;
+use crate::contract::backup::Repository;
 use crate::contract::server_dir::{read_json, write_json_atomic, write_private_file};
 use crate::contract::{Actor, AgentConfig, Handshake, KekAccess, ServerDir};
 use crate::error::IoContext;
@@ -114,6 +115,11 @@ pub fn run(
     let source_secret = handshake.source_identity_secret;
     let geo_secret = handshake.geo_identity_secret;
     let storage_key = handshake.storage_key;
+    let geo_storage_key = handshake.geo_storage_key;
+    let storage = StorageKeys {
+        own: storage_key.as_ref(),
+        geo: geo_storage_key.as_ref(),
+    };
     let tls = handshake.tls;
     let replication_password = handshake.replication_password;
     let requests = Requests::listen()?;
@@ -186,10 +192,19 @@ pub fn run(
                     )
                 })?;
                 let source_key = source.kek.connect(secret)?.unwrap(&source.wrapped_key)?;
+                // The source's repository is the restore's only one, whichever
+                // account holds it.
+                let source_storage = match source.repository_kind {
+                    Repository::Primary => storage.own,
+                    Repository::Geo => storage.geo,
+                };
                 let source_keys = RepositoryKeys {
                     cipher: &source_key,
                     geo: None,
-                    storage: storage_key.as_ref(),
+                    storage: StorageKeys {
+                        own: source_storage,
+                        geo: None,
+                    },
                 };
                 provision::provision_restored(dir, &config, &dek, &password, source, &source_keys)?;
             }
@@ -234,7 +249,7 @@ pub fn run(
                             .and(geo.as_ref())
                             .and_then(|g| g.key_at_mount(&reporter));
                         match dek.take().map(|d| {
-                            let keys = (geo_key, storage_key.as_ref());
+                            let keys = (geo_key, storage);
                             unlock(dir, &config, kek.as_ref(), d, keys).and_then(|mut s| {
                                 s.listen(dir, &config, tls.as_ref())?;
                                 s.stream(dir, &config, replication_password.as_ref())?;
@@ -304,6 +319,8 @@ pub fn run(
             if let (Some(backups), Some(geo)) = (backups, &geo) {
                 geo.check(backups, &reporter);
             }
+            let backups = serving.as_mut().and_then(Serving::backups_mut);
+            backup::settings::follow(dir, &mut config, backups, &reporter);
         }
         if let Some(s) = serving.as_mut() {
             s.supervise_postgres(Instant::now(), &reporter);
@@ -322,15 +339,15 @@ pub fn run(
 /// Mounts the volume with `dek`, and unwraps the backup repository's key for the
 /// server's backups when it has them (serving without backups when it cannot);
 /// `more_keys` are the geo-redundant copy's key, when it has one the vault
-/// unwrapped, and the storage account's key of a repository in Azure Blob Storage.
+/// unwrapped, and the storage accounts' keys of repositories in Azure Blob Storage.
 fn unlock(
     dir: &ServerDir,
     config: &AgentConfig,
     kek: &dyn KeyEncryptionKey,
     dek: Dek,
-    more_keys: (Option<Dek>, Option<&SecretBytes>),
+    more_keys: (Option<Dek>, StorageKeys<'_>),
 ) -> Result<Serving, Error> {
-    let (geo_key, storage_key) = more_keys;
+    let (geo_key, storage) = more_keys;
     // A repository key the vault refuses stops the backups, not the server.
     let repository_key = match &config.backup {
         Some(_) => backup::key::unwrap(&config.backup_key_file(dir), kek)
@@ -340,7 +357,7 @@ fn unlock(
             .ok(),
         None => None,
     };
-    Serving::mount(dir, config, dek, repository_key, geo_key, storage_key)
+    Serving::mount(dir, config, dek, repository_key, geo_key, storage)
 }
 
 /// Keeps the backup repository's key wrapped by the version that wraps the DEK,

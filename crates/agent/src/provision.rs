@@ -97,7 +97,7 @@ fn new_volume(dir: &ServerDir, config: &AgentConfig, dek: &Dek) -> Result<Servin
     use std::os::unix::fs::PermissionsExt;
     pgcmk_cryptfs::init(&dir.cipher(), &cryptfs_key(dek, &config.server_id)?)?;
     std::fs::create_dir_all(dir.mountpoint()).ctx(|| "creating the mount point")?;
-    let serving = Serving::mount(dir, config, dek.clone(), None, None, None)?;
+    let serving = Serving::mount(dir, config, dek.clone(), None, None, Default::default())?;
     // PostgreSQL (another user) only needs to traverse the mount's root.
     std::fs::set_permissions(dir.mountpoint(), std::fs::Permissions::from_mode(0o711))
         .ctx(|| "setting permissions of the mount's root")?;

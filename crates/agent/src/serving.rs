@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pgcmk_crypto::{Dek, SecretBytes};
 
 use crate::backoff::{describe_delay, Backoff};
-use crate::backup::pgbackrest::RepositoryKeys;
+use crate::backup::pgbackrest::{RepositoryKeys, StorageKeys};
 use crate::backup::Backups;
 use crate::contract::handshake::NodeTls;
 use crate::contract::{Actor, AgentConfig, HaNode, ServerDir};
@@ -54,8 +54,8 @@ pub(crate) struct Serving {
 impl Serving {
     /// Mounts cryptfs with a key derived from `dek`, and configures backups with
     /// `repository_key` when the server has them (and its geo copy with `geo_key`
-    /// when it has one and the geo key unwrapped it, and the storage account's
-    /// `storage_key` for a repository in Azure Blob Storage); PostgreSQL starts at
+    /// when it has one and the geo key unwrapped it, and the storage accounts'
+    /// keys `storage` for repositories in Azure Blob Storage); PostgreSQL starts at
     /// the next [`Serving::supervise_postgres`].
     pub(crate) fn mount(
         dir: &ServerDir,
@@ -63,7 +63,7 @@ impl Serving {
         dek: Dek,
         repository_key: Option<Dek>,
         geo_key: Option<Dek>,
-        storage_key: Option<&SecretBytes>,
+        storage: StorageKeys<'_>,
     ) -> Result<Self, Error> {
         let dek = LockedDek::new(dek)?;
         let repository_key = repository_key.map(LockedDek::new).transpose()?;
@@ -93,7 +93,7 @@ impl Serving {
                 &RepositoryKeys {
                     cipher: key.dek(),
                     geo: geo_key.as_ref().map(LockedDek::dek),
-                    storage: storage_key,
+                    storage,
                 },
                 &mut pg,
             )?),

@@ -1,5 +1,8 @@
 //! `pgcmk serve`'s options for where backup repositories are kept: local
-//! directories by default, or an Azure Blob Storage container (docs/backups.md).
+//! directories by default, or Azure Blob Storage containers (docs/backups.md): one
+//! for the servers' own repositories (`--backup-azure-*`), one in the paired
+//! location's storage account for their geo-redundant copies
+//! (`--geo-backup-azure-*`).
 
 use std::path::PathBuf;
 
@@ -33,28 +36,92 @@ pub struct BackupStoreArgs {
     backup_azure_key_file: Option<PathBuf>,
 }
 
+/// Keep new geo-redundant copies of backups in an Azure Blob Storage container of
+/// a storage account in the paired location, with a key of its own.
+#[derive(Args)]
+pub struct GeoBackupStoreArgs {
+    /// The paired location's storage account that holds the container (not the
+    /// account of --backup-azure-account).
+    #[arg(long, requires_all = ["geo_backup_azure_container", "geo_backup_azure_endpoint"])]
+    geo_backup_azure_account: Option<String>,
+    /// The container (it must exist).
+    #[arg(long, requires = "geo_backup_azure_account")]
+    geo_backup_azure_container: Option<String>,
+    /// Its Blob service's endpoint, https://HOST[:PORT], as --backup-azure-endpoint.
+    #[arg(long, requires = "geo_backup_azure_account")]
+    geo_backup_azure_endpoint: Option<String>,
+    /// A PEM CA bundle to trust for that endpoint instead of the system roots.
+    #[arg(long, requires = "geo_backup_azure_account")]
+    geo_backup_azure_ca_file: Option<PathBuf>,
+    /// A file holding that account's shared key (base64): needed on first start,
+    /// then kept sealed in the state (delete the file afterwards); given again, it
+    /// replaces it.
+    #[arg(long, requires = "geo_backup_azure_account")]
+    geo_backup_azure_key_file: Option<PathBuf>,
+}
+
 impl BackupStoreArgs {
     /// The container, and the account key read from its file; `None` without
     /// `--backup-azure-account`.
     pub fn into_store(self) -> Result<(Option<AzureStore>, Option<SecretBytes>), CliError> {
+        StoreOptions {
+            prefix: "--backup-azure",
+            account: self.backup_azure_account,
+            container: self.backup_azure_container,
+            endpoint: self.backup_azure_endpoint,
+            ca_file: self.backup_azure_ca_file,
+            key_file: self.backup_azure_key_file,
+        }
+        .into_store()
+    }
+}
+
+impl GeoBackupStoreArgs {
+    /// The container, and the account key read from its file; `None` without
+    /// `--geo-backup-azure-account`.
+    pub fn into_store(self) -> Result<(Option<AzureStore>, Option<SecretBytes>), CliError> {
+        StoreOptions {
+            prefix: "--geo-backup-azure",
+            account: self.geo_backup_azure_account,
+            container: self.geo_backup_azure_container,
+            endpoint: self.geo_backup_azure_endpoint,
+            ca_file: self.geo_backup_azure_ca_file,
+            key_file: self.geo_backup_azure_key_file,
+        }
+        .into_store()
+    }
+}
+
+/// One store's options, named `PREFIX-account`, `PREFIX-container`, ...
+struct StoreOptions {
+    prefix: &'static str,
+    account: Option<String>,
+    container: Option<String>,
+    endpoint: Option<String>,
+    ca_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl StoreOptions {
+    fn into_store(self) -> Result<(Option<AzureStore>, Option<SecretBytes>), CliError> {
+        let prefix = self.prefix;
         let key = self
-            .backup_azure_key_file
+            .key_file
             .map(|file| {
                 std::fs::read(&file)
                     .map(|bytes| SecretBytes::new(bytes.trim_ascii().to_vec()))
                     .map_err(|e| {
-                        CliError::usage(format!("--backup-azure-key-file {}: {e}", file.display()))
+                        CliError::usage(format!("{prefix}-key-file {}: {e}", file.display()))
                     })
             })
             .transpose()?;
-        let (Some(account), Some(container), Some(endpoint)) = (
-            self.backup_azure_account,
-            self.backup_azure_container,
-            self.backup_azure_endpoint,
-        ) else {
+        let (Some(account), Some(container), Some(endpoint)) =
+            (self.account, self.container, self.endpoint)
+        else {
             return Ok((None, key));
         };
-        let (host, port) = parse_endpoint(&endpoint)?;
+        let (host, port) = parse_endpoint(&endpoint)
+            .map_err(|why| CliError::usage(format!("{prefix}-endpoint {endpoint}: {why}")))?;
         let path_style = !host.starts_with(&format!("{account}."));
         Ok((
             Some(AzureStore {
@@ -62,7 +129,7 @@ impl BackupStoreArgs {
                 container,
                 host,
                 port,
-                ca_file: self.backup_azure_ca_file,
+                ca_file: self.ca_file,
                 path_style,
             }),
             key,
@@ -70,13 +137,9 @@ impl BackupStoreArgs {
     }
 }
 
-/// The host and port of `https://HOST[:PORT]`.
-fn parse_endpoint(endpoint: &str) -> Result<(String, u16), CliError> {
-    let bad = |why: &str| {
-        CliError::usage(format!(
-            "--backup-azure-endpoint {endpoint}: {why}; give https://HOST or https://HOST:PORT"
-        ))
-    };
+/// The host and port of `https://HOST[:PORT]`, or what is wrong with it.
+fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+    let bad = |why: &str| format!("{why}; give https://HOST or https://HOST:PORT");
     let rest = endpoint
         .strip_prefix("https://")
         .ok_or_else(|| bad("not an https:// URL"))?
@@ -110,5 +173,22 @@ mod tests {
         for bad in ["http://h", "https://", "https://h/c", "https://h:x"] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_geo_endpoint_names_its_option() {
+        let options = StoreOptions {
+            prefix: "--geo-backup-azure",
+            account: Some("geo".into()),
+            container: Some("c".into()),
+            endpoint: Some("http://h".into()),
+            ca_file: None,
+            key_file: None,
+        };
+        let err = options.into_store().expect_err("refused").to_string();
+        assert!(
+            err.contains("--geo-backup-azure-endpoint http://h: not an https:// URL"),
+            "{err}"
+        );
     }
 }

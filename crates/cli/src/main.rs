@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
 mod backup_cmds;
+mod backup_settings_args;
 mod backup_store_args;
 mod confirm;
 mod control_dir;
@@ -75,7 +76,7 @@ enum Command {
     #[command(
         after_help = "Example:\n  pgcmk serve --state-dir /var/lib/pgcmk/control --vault-service-dir /var/lib/pgcmk/vault --platform-key https://127.0.0.1:PORT/keys/platform-key --platform-identity platform-mi --platform-identity-credential-file platform-mi.credential"
     )]
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Database servers: create, show, list, stop, start, delete, connection-string, update, revalidate.
     Server(server_cmds::ServerArgs),
     /// A server's backups: list, show, create, verify, keys.
@@ -116,7 +117,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Fs(command) => fs_cmds::run(command, cli.output),
-        Command::Serve(args) => serve_cmd::serve(args),
+        Command::Serve(args) => serve_cmd::serve(*args),
         Command::Server(args) => server_cmds::server(args, cli.output),
         Command::Backup(args) => backup_cmds::backup(args, cli.output),
         Command::Agent(args) => agent_cmd::agent(args),

@@ -16,7 +16,7 @@ use pgcmk_crypto::SecretBytes;
 use pgcmk_hostkeys::metrics_endpoint;
 use pgcmk_keyprovider::KeyReference;
 
-use crate::backup_store_args::BackupStoreArgs;
+use crate::backup_store_args::{BackupStoreArgs, GeoBackupStoreArgs};
 use crate::error::CliError;
 use crate::etcd_tls_args::EtcdTlsArgs;
 use crate::logging::{self, LogFormat};
@@ -70,6 +70,8 @@ pub struct ServeArgs {
     observability: ObservabilityArgs,
     #[command(flatten)]
     backup_store: BackupStoreArgs,
+    #[command(flatten)]
+    geo_backup_store: GeoBackupStoreArgs,
     /// Keep highly available servers' consensus in this existing etcd cluster
     /// (client URLs, comma-separated: http://10.0.0.5:2379,...) instead of the
     /// 3-member cluster the control plane runs on loopback (docs/high-availability.md).
@@ -122,6 +124,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         .map(read_identity_secret)
         .transpose()?;
     let (backup_store, backup_store_key) = args.backup_store.into_store()?;
+    let (geo_backup_store, geo_backup_store_key) = args.geo_backup_store.into_store()?;
     let config = PlatformConfig {
         state_dir: args.state_dir.clone(),
         vault,
@@ -141,6 +144,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         backup_store,
         backup_store_key,
+        geo_backup_store,
+        geo_backup_store_key,
         etcd_tls,
         etcd_endpoints: (!args.etcd_endpoints.is_empty()).then_some(args.etcd_endpoints),
         etcd_member_lifetime: args

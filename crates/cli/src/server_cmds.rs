@@ -10,6 +10,7 @@ use pgcmk_control::model::ServerRecord;
 use pgcmk_control::platform::CreateServer;
 use serde_json::{json, Value};
 
+use crate::backup_settings_args::BackupScheduleArgs;
 use crate::control_dir::ControlConnection;
 use crate::dba_client::DbaClient;
 use crate::error::CliError;
@@ -30,7 +31,7 @@ use crate::{confirm, output, server_logs, volume_check, Format};
 pub enum ServerCommand {
     /// Create a server (waits until it is Ready; prints the superuser password once).
     #[command(
-        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential"
+        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server create orders -l westeurope --backup-retention-days 14 --full-backup-every-hours 72 --diff-backup-every-hours 12"
     )]
     Create {
         /// Unique name: 3-63 lowercase letters, digits and '-'.
@@ -44,6 +45,8 @@ pub enum ServerCommand {
         /// Days of the server's backups kept: 1 to 35 (default 7).
         #[arg(long)]
         backup_retention_days: Option<u32>,
+        #[command(flatten)]
+        backup_schedule: BackupScheduleArgs,
         #[command(flatten)]
         geo_backup: GeoBackupArgs,
         /// Run two nodes, a primary and a synchronous standby, each with its own
@@ -107,10 +110,11 @@ pub enum ServerCommand {
     /// the geo-redundant copy of its backups (its agent restarts; adding waits for
     /// the copy's first full backup), or enable or disable its high availability
     /// (online: a standby node with its own DEK is added, or removed keeping the
-    /// primary's data).
+    /// primary's data), or change its backups' retention or schedule (in place:
+    /// nothing restarts). One kind of change at a time.
     #[command(
-        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server update orders --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server update orders --no-geo-backup --yes\n  pgcmk server update orders --high-availability enabled\n  pgcmk server update orders --high-availability disabled",
-        group(clap::ArgGroup::new("change").required(true).args(["key", "listen_addresses", "geo_backup_key", "no_geo_backup", "high_availability"]))
+        after_help = "Examples:\n  pgcmk server update orders -k https://VAULT/keys/other-key\n  pgcmk server update orders --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server update orders --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server update orders --no-geo-backup --yes\n  pgcmk server update orders --high-availability enabled\n  pgcmk server update orders --high-availability disabled\n  pgcmk server update orders --backup-retention-days 14\n  pgcmk server update orders --full-backup-every-hours 72 --diff-backup-every-hours 12",
+        group(clap::ArgGroup::new("change").required(true).multiple(true).args(["key", "listen_addresses", "geo_backup_key", "no_geo_backup", "high_availability", "backup_retention_days", "full_backup_every_hours", "diff_backup_every_hours"]))
     )]
     Update {
         #[command(flatten)]
@@ -126,6 +130,13 @@ pub enum ServerCommand {
         /// Enable or disable high availability.
         #[arg(long, value_enum)]
         high_availability: Option<HaMode>,
+        /// Days of the server's backups kept from now on: 1 to 35. Lowered, older
+        /// backups expire after the next backup, never one a point of the new window
+        /// needs.
+        #[arg(long)]
+        backup_retention_days: Option<u32>,
+        #[command(flatten)]
+        backup_schedule: BackupScheduleArgs,
     },
     /// Check the server's key access now.
     #[command(after_help = "Example:\n  pgcmk server revalidate orders")]
@@ -192,7 +203,29 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
     if let ServerCommand::Delete { name, yes } = &args.command {
         confirm::server_deletion(name.as_str(), *yes)?;
     }
-    if let ServerCommand::Update { name, geo, .. } = &args.command {
+    if let ServerCommand::Update {
+        name,
+        key,
+        listen_addresses,
+        geo,
+        high_availability,
+        backup_retention_days,
+        backup_schedule,
+    } = &args.command
+    {
+        let kinds = [
+            key.is_some(),
+            !listen_addresses.is_empty(),
+            geo.is_given(),
+            high_availability.is_some(),
+            backup_retention_days.is_some() || backup_schedule.is_given(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(CliError::usage(
+                "give one kind of change at a time: a key, listen addresses, the geo-redundant \
+                 copy, high availability, or backup settings",
+            ));
+        }
         geo.confirm_removal(name.as_str())?;
     }
     // Creating a server includes initdb on the encrypted volume; a restore, copying
@@ -220,6 +253,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             location,
             encryption,
             backup_retention_days,
+            backup_schedule,
             geo_backup,
             high_availability,
             listen_addresses,
@@ -228,7 +262,7 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                 name: name.into_name(),
                 location,
                 protection: encryption.into_key_choice()?,
-                backup_retention_days,
+                backup_settings: backup_schedule.with_retention(backup_retention_days),
                 geo_backup: geo_backup.into_choice()?,
                 high_availability,
                 listen_addresses,
@@ -296,6 +330,17 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
             client
                 .put(url(&format!("/{name}/high-availability")))
                 .json(&mode.into_request()),
+            render_server,
+        ),
+        ServerCommand::Update {
+            name,
+            backup_retention_days,
+            backup_schedule,
+            ..
+        } if backup_retention_days.is_some() || backup_schedule.is_given() => (
+            client
+                .put(url(&format!("/{name}/backup-settings")))
+                .json(&backup_schedule.with_retention(backup_retention_days)),
             render_server,
         ),
         ServerCommand::Update {

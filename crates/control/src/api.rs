@@ -16,6 +16,7 @@
 //! | `POST /servers/{name}/revalidate`        | check the key now                 |
 //! | `PUT /servers/{name}/key`                | move to another key (`{"key"}`)   |
 //! | `PUT /servers/{name}/listen-addresses`   | listen elsewhere (`{"listen_addresses": [..]}`) |
+//! | `PUT /servers/{name}/backup-settings`    | retention, schedule ([`BackupSettingsChange`]) |
 //! | `GET /servers/{name}/connection-string`  | libpq URI                         |
 //! | `POST /servers/{name}/replicas`          | new read replica ([`CreateReplica`]) |
 //! | `GET /servers/{name}/replicas`           | its read replicas                 |
@@ -67,8 +68,8 @@ use pgcmk_agent::contract::backup::BackupKind;
 
 use crate::model::ServerDetails;
 use crate::platform::{
-    CreateBackup, CreateReplica, CreateServer, FailoverRequest, GeoBackupChange,
-    HighAvailabilityChange, LogStreamItem, Platform, RestoreServer, VerifyBackups,
+    BackupSettingsChange, CreateBackup, CreateReplica, CreateServer, FailoverRequest,
+    GeoBackupChange, HighAvailabilityChange, LogStreamItem, Platform, RestoreServer, VerifyBackups,
 };
 use crate::{Error, ErrorCode};
 
@@ -89,6 +90,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/failover", post(failover))
         .route("/servers/{name}/key", put(update_key))
         .route("/servers/{name}/geo-backup", put(update_geo_backup))
+        .route(
+            "/servers/{name}/backup-settings",
+            put(update_backup_settings),
+        )
         .route(
             "/servers/{name}/high-availability",
             put(update_high_availability),
@@ -369,6 +374,23 @@ async fn update_geo_backup(
     })?;
     blocking(p, StatusCode::OK, move |p| {
         p.update_geo_backup(&name, &change)
+    })
+    .await
+}
+
+async fn update_backup_settings(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    body: Result<Json<BackupSettingsChange>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let Json(change) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {e}; expected {{\"backup_retention_days\": N, \
+             \"full_backup_every_hours\": N, \"diff_backup_every_hours\": N}} (at least one)"
+        )))
+    })?;
+    blocking(p, StatusCode::OK, move |p| {
+        p.update_backup_settings(&name, &change)
     })
     .await
 }

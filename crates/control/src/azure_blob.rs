@@ -30,7 +30,7 @@ pub enum BlobError {
     /// The account's key is not the base64 text Azure gives.
     #[error(
         "the storage account's key is not base64 (as the portal and `az storage account keys \
-         list` show it): give it again with `pgcmk serve --backup-azure-key-file`"
+         list` show it): give it again with `pgcmk serve --backup-azure-key-file` (or `--geo-backup-azure-key-file` for the geo-redundant copies' account)"
     )]
     BadAccountKey,
     /// The CA file or the client could not be set up.

@@ -338,3 +338,77 @@ fn a_retention_outside_1_to_35_days_is_refused_before_anything_is_made() {
         "a server was made"
     );
 }
+
+#[test]
+fn backup_settings_chosen_at_create_change_in_place_and_out_of_range_changes_nothing() {
+    let stack = shared_stack();
+    let s = create_backed_up_with(
+        &stack,
+        "bk-settings",
+        &[
+            "--full-backup-every-hours",
+            "72",
+            "--diff-backup-every-hours",
+            "12",
+        ],
+    );
+    let settings = || {
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(ServerDir::new(&s.dir).agent_config()).unwrap())
+                .unwrap();
+        let b = &config["backup"];
+        (
+            b["retention_days"].as_u64().unwrap(),
+            b["full_every_hours"].as_u64().unwrap(),
+            b["diff_every_hours"].as_u64().unwrap(),
+        )
+    };
+    let on_mount = || {
+        let conf = ServerDir::new(&s.dir)
+            .backup_engine_dir()
+            .join("pgbackrest.conf");
+        fs::read_to_string(conf)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("repo1-retention-full=").map(str::to_string))
+            .unwrap()
+    };
+    assert_eq!(settings(), (7, 72, 12), "as created");
+    let agent = agent_pid(&s.dir).expect("a node agent");
+
+    stack
+        .cp
+        .try_server(&["update", "bk-settings", "--backup-retention-days", "21"])
+        .unwrap();
+    // Applied when the command returns, by the same agent: nothing restarted.
+    assert_eq!(on_mount(), "21");
+    assert_eq!(agent_pid(&s.dir), Some(agent));
+    assert_eq!(list(&stack, &s).retention_days, 21);
+    assert!(stack.cp.has_event("bk-settings", "backup settings applied"));
+    stack
+        .cp
+        .try_server(&["update", "bk-settings", "--full-backup-every-hours", "48"])
+        .unwrap();
+    assert_eq!(settings(), (21, 48, 12));
+
+    for (option, value, want) in [
+        (
+            "--backup-retention-days",
+            "0",
+            "0 days is out of range: choose 1 to 35",
+        ),
+        (
+            "--diff-backup-every-hours",
+            "48",
+            "would never come between full backups",
+        ),
+    ] {
+        let err = stack
+            .cp
+            .try_server(&["update", "bk-settings", option, value])
+            .unwrap_err();
+        assert!(err.contains(want), "{err}");
+    }
+    assert_eq!(settings(), (21, 48, 12), "refused changes change nothing");
+    assert_eq!(on_mount(), "21");
+}

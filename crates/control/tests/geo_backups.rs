@@ -13,10 +13,8 @@ use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 use support::backups::*;
+use support::geo::*;
 use support::*;
-
-/// Where the geo keys' vaults are: not the servers' location (westeurope).
-const GEO_LOCATION: &str = "northeurope";
 
 /// The servers of the tests, made side by side when the stack starts.
 const SERVERS: [&str; 4] = ["geo-own-revoked", "geo-geo-revoked", "geo-repo2", LATER];
@@ -37,50 +35,6 @@ fn fixture() -> Held<Fixture> {
         let servers = MadeFor::at_once(&SERVERS, |name| geo_server(&stack, name));
         Fixture { stack, servers }
     })
-}
-
-/// The security officer's steps for a geo key: identity `NAME-geo-mi`, vault
-/// `NAME-geo-kv` in [`GEO_LOCATION`] granting it `get`, `wrapKey` and `unwrapKey`,
-/// and RSA key `NAME-geo-key`.
-fn geo_key(vault: &Vault, name: &str) -> CustomerKey {
-    vault.customer_key_at(&format!("{name}-geo"), GEO_LOCATION, "RSA")
-}
-
-/// The options that give a server a geo-redundant copy under `geo`.
-fn geo_options(geo: &CustomerKey) -> Vec<String> {
-    vec![
-        "--geo-backup-key".into(),
-        versionless(&geo.kid),
-        "--geo-backup-identity".into(),
-        geo.identity.name.clone(),
-        "--geo-backup-identity-credential-file".into(),
-        geo.identity.credential_file.display().to_string(),
-    ]
-}
-
-/// `pgcmk server create NAME` under `key`, with `more` options.
-fn create_under(
-    stack: &Stack,
-    name: &str,
-    key: &CustomerKey,
-    more: &[String],
-) -> Result<Value, String> {
-    let mut args = vec![
-        "create",
-        "--name",
-        name,
-        "--location",
-        "westeurope",
-        "--identity",
-        &key.identity.name,
-        "--identity-credential-file",
-        key.identity.credential_file.to_str().unwrap(),
-        "--key",
-    ];
-    let kid = versionless(&key.kid);
-    args.push(&kid);
-    args.extend(more.iter().map(String::as_str));
-    stack.cp.try_server(&args)
 }
 
 /// `pgcmk server create NAME` under `key`, with a geo-redundant copy under `geo`.
@@ -106,25 +60,6 @@ fn geo_server(stack: &Stack, name: &str) -> (Created, CustomerKey, CustomerKey) 
     let server = Created::from(&create_with_geo(stack, name, &key, &geo).unwrap());
     wait_first_geo_backup(stack, name);
     (server, key, geo)
-}
-
-/// Waits until server `name`'s own repository and its geo copy each completed a
-/// backup.
-fn wait_first_geo_backup(stack: &Stack, name: &str) {
-    wait_for(
-        "the first full backup of both repositories",
-        Duration::from_secs(120),
-        || {
-            let events = stack.cp.events(name);
-            let completed = |geo: bool| {
-                events.iter().any(|e| {
-                    e["what"] == "backup completed"
-                        && e["why"].as_str().unwrap_or("").contains("geo-redundant") == geo
-                })
-            };
-            completed(false) && completed(true)
-        },
-    );
 }
 
 /// `pgcmk server restore NAME --source SOURCE --point-in-time latest` and more options.
@@ -162,16 +97,7 @@ fn with_the_servers_key_revoked_the_geo_copy_restores() {
         restored.sql("SELECT t FROM kept").unwrap(),
         "geo-marker-7f3a"
     );
-    assert!(
-        stack
-            .cp
-            .events("geo-own-copy")
-            .iter()
-            .any(|e| e["what"] == "server created"
-                && e["why"].as_str().unwrap().contains("(repository 2)")),
-        "{:?}",
-        stack.cp.events("geo-own-copy")
-    );
+    assert_restored_from_the_copy(stack, "geo-own-copy");
     // The copy is encrypted like the server's own repository.
     let copy = stack.cp.state_dir.join("geo-backups").join(GEO_LOCATION);
     let files = files_under(&copy);

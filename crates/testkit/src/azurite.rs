@@ -1,8 +1,9 @@
 //! Azurite (npm `azurite`, installed by `scripts/setup`), Azure Storage's emulator,
 //! serving Blob Storage on a free loopback port with TLS: a certificate from a CA
-//! made by the test, one container created through the Azure SDK for Python (a
-//! real client, from the workspace's `.venv`), its data in a directory the test can
-//! read byte by byte.
+//! made by the test, two storage accounts with keys of their own (standing for two
+//! regions: the servers' and the paired one), containers created through the Azure
+//! SDK for Python (a real client, from the workspace's `.venv`), its data in a
+//! directory the test can read byte by byte.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,19 @@ use crate::wait::wait_for;
 pub const ACCOUNT: &str = "devstoreaccount1";
 const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// A second account, standing for the paired region's, with a key of its own
+/// (made for these tests: 64 random bytes, as Azure's keys).
+pub const GEO_ACCOUNT: &str = "pgcmkgeo";
+const GEO_ACCOUNT_KEY: &str =
+    "tR5JghK0y0sxz9BHaf/tqWHXH/mIHKnKvOxtazkC/aIkmtN4AZ4cEoMzs4NmHAHOZ0K4+hz2vojXptre8joRJQ==";
+
+/// The key of `account` (one of [`ACCOUNT`] and [`GEO_ACCOUNT`]).
+fn key_of(account: &str) -> &'static str {
+    match account {
+        GEO_ACCOUNT => GEO_ACCOUNT_KEY,
+        _ => ACCOUNT_KEY,
+    }
+}
 
 /// Creates a container through the Azure SDK for Python.
 const CREATE_CONTAINER: &str = r#"
@@ -52,13 +66,16 @@ pub struct Azurite {
     pub port: u16,
     /// The CA that issued its certificate.
     pub ca_file: PathBuf,
-    /// A file holding the account's key (mode 0600).
+    /// A file holding [`ACCOUNT`]'s key (mode 0600).
     pub key_file: PathBuf,
+    /// A file holding [`GEO_ACCOUNT`]'s key (mode 0600).
+    pub geo_key_file: PathBuf,
 }
 
 impl Azurite {
-    /// Starts Azurite, waits until it accepts connections, and creates `container`.
-    pub fn start(container: &str) -> Self {
+    /// Starts Azurite with [`ACCOUNT`] and [`GEO_ACCOUNT`], waits until it accepts
+    /// connections, and creates each `(account, container)` of `containers`.
+    pub fn start(containers: &[(&str, &str)]) -> Self {
         let program = "/usr/bin/azurite-blob";
         assert!(
             Path::new(program).exists(),
@@ -81,6 +98,8 @@ impl Azurite {
         write_private(&d.join("server.key"), &key.serialize_pem());
         let key_file = d.join("account.key");
         write_private(&key_file, ACCOUNT_KEY);
+        let geo_key_file = d.join("geo-account.key");
+        write_private(&geo_key_file, GEO_ACCOUNT_KEY);
         std::fs::create_dir(d.join("data")).unwrap();
         let port = crate::net::free_port();
         let mut command = Command::new(program);
@@ -92,7 +111,11 @@ impl Azurite {
             .arg(d.join("server.key"))
             .arg("--location")
             .arg(d.join("data"))
-            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"]);
+            .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"])
+            .env(
+                "AZURITE_ACCOUNTS",
+                format!("{ACCOUNT}:{ACCOUNT_KEY};{GEO_ACCOUNT}:{GEO_ACCOUNT_KEY}"),
+            );
         let out = d.join("out.log");
         let child = spawn_logged(&mut command, &out);
         let mut azurite = Self {
@@ -101,6 +124,7 @@ impl Azurite {
             port,
             ca_file,
             key_file,
+            geo_key_file,
         };
         let child = &mut azurite.child;
         wait_for("Azurite to listen", Duration::from_secs(60), || {
@@ -111,7 +135,9 @@ impl Azurite {
             );
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        azurite.create_container(container);
+        for (account, container) in containers {
+            azurite.create_container(account, container);
+        }
         azurite
     }
 
@@ -125,17 +151,22 @@ impl Azurite {
         self.dir.path().join("data")
     }
 
-    /// The account's key.
-    pub fn account_key(&self) -> &'static str {
-        ACCOUNT_KEY
+    /// The key of `account` (one of [`ACCOUNT`] and [`GEO_ACCOUNT`]).
+    pub fn account_key(&self, account: &str) -> &'static str {
+        key_of(account)
     }
 
-    /// The names of the blobs in `container` that begin with `prefix`, as a real
-    /// client lists them.
-    pub fn blob_names(&self, container: &str, prefix: &str) -> Vec<String> {
-        let url = format!("{}/{ACCOUNT}", self.endpoint());
+    /// Azurite's process id (its environment holds the accounts' keys).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The names of the blobs in `account`'s `container` that begin with `prefix`,
+    /// as a real client lists them.
+    pub fn blob_names(&self, account: &str, container: &str, prefix: &str) -> Vec<String> {
+        let url = format!("{}/{account}", self.endpoint());
         let mut child = Command::new(venv_bin("python"))
-            .args(["-c", LIST_BLOBS, &url, ACCOUNT])
+            .args(["-c", LIST_BLOBS, &url, account])
             .arg(&self.ca_file)
             .args([container, prefix])
             .stdin(Stdio::piped())
@@ -147,7 +178,7 @@ impl Azurite {
             .stdin
             .take()
             .unwrap()
-            .write_all(ACCOUNT_KEY.as_bytes())
+            .write_all(key_of(account).as_bytes())
             .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -161,10 +192,10 @@ impl Azurite {
             .collect()
     }
 
-    fn create_container(&self, container: &str) {
-        let url = format!("{}/{ACCOUNT}", self.endpoint());
+    fn create_container(&self, account: &str, container: &str) {
+        let url = format!("{}/{account}", self.endpoint());
         let out = Command::new(venv_bin("python"))
-            .args(["-c", CREATE_CONTAINER, &url, ACCOUNT, ACCOUNT_KEY])
+            .args(["-c", CREATE_CONTAINER, &url, account, key_of(account)])
             .arg(&self.ca_file)
             .arg(container)
             .output()

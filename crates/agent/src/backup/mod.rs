@@ -25,14 +25,15 @@ mod node;
 pub(crate) mod pgbackrest;
 pub(crate) mod restore;
 mod schedule;
+pub(crate) mod settings;
 pub(crate) mod tasks;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use pgcmk_crypto::Dek;
+use pgcmk_crypto::{Dek, SecretBytes};
 
-use crate::contract::backup::{BackupKind, Repository};
+use crate::contract::backup::{BackupKind, BackupSettings, Repository};
 use crate::contract::{Actor, BackupConfig, ServerDir};
 use crate::error::IoContext;
 use crate::postgres::{PgInstall, PgLayout, Postgres};
@@ -63,6 +64,9 @@ pub(crate) struct Backups {
     stanza_ready: bool,
     /// The geo-redundant copy is in pgBackRest's configuration (its key unwrapped).
     geo_active: bool,
+    /// The paired location's storage account key, for a copy in Azure Blob
+    /// Storage: the copy is put back with it when the geo key unwraps again.
+    geo_storage: Option<SecretBytes>,
     /// Per repository (primary, geo): when the last full backup and the last
     /// backup finished (Unix seconds), as the repository listed them; `None` until
     /// read since PostgreSQL started or since that repository's last backup ended.
@@ -103,6 +107,7 @@ impl Backups {
             schedule: Schedule::of(backup),
             stanza_ready: false,
             geo_active: backup.geo.is_some() && keys.geo.is_some(),
+            geo_storage: keys.storage.geo.cloned(),
             finished: [None, None],
             not_before: 0,
             job: None,
@@ -126,9 +131,21 @@ impl Backups {
         if geo_key.is_none() && matches!(self.job, Some((_, _, Repository::Geo))) {
             self.end_job();
         }
-        self.engine.set_geo(&self.config, geo_key)?;
+        self.engine
+            .set_geo(&self.config, geo_key, self.geo_storage.as_ref())?;
         self.geo_active = geo_key.is_some();
         self.finished[1] = self.geo_active.then_some((None, None));
+        Ok(())
+    }
+
+    /// Takes `settings` the control plane changed: the retention from the next
+    /// expiry on (pgBackRest's time retention keeps the newest full backup older
+    /// than the window, so every point of the new window stays restorable), the
+    /// schedule from the next look at it. A backup under way goes on.
+    pub(crate) fn apply_settings(&mut self, settings: BackupSettings) -> Result<(), Error> {
+        self.engine.set_retention(settings.retention_days)?;
+        self.config.apply(settings);
+        self.schedule = Schedule::of(&self.config);
         Ok(())
     }
 

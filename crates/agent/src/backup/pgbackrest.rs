@@ -81,19 +81,12 @@ impl PgBackRest {
         ] {
             self.private_dir(&path)?;
         }
-        let store =
-            match (&backup.azure, keys.storage) {
-                (None, _) => {
-                    self.private_dir(&backup.repository)?;
-                    None
-                }
-                (Some(azure), Some(key)) => Some((azure, key)),
-                (Some(_), None) => return Err(Error::Backup(
-                    "the backup repository is in Azure Blob Storage, but the storage account's \
-                     key did not come in the handshake (storage_key)"
-                        .into(),
-                )),
-            };
+        let store = self.store(
+            &backup.repository,
+            backup.azure.as_ref(),
+            keys.storage.own,
+            "storage_key",
+        )?;
         let mut text = self.render(engine, layout);
         // Room for the repositories: no reallocation leaves a passphrase behind.
         text.reserve(REPOSITORY_ROOM);
@@ -108,16 +101,18 @@ impl PgBackRest {
             ),
         );
         self.write_config(&text)?;
-        self.set_geo(backup, keys.geo)
+        self.set_geo(backup, keys.geo, keys.storage.geo)
     }
 
     /// Adds the geo-redundant copy (`repo2`) to the configuration with its key
-    /// `geo_key`, or takes it out with `None` (its key is refused): pgBackRest reads
-    /// the file at each command, so archiving and backups follow at once.
+    /// `geo_key` (and, for a copy in Azure Blob Storage, its account's key
+    /// `storage`), or takes it out with `None` (its key is refused): pgBackRest
+    /// reads the file at each command, so archiving and backups follow at once.
     pub(crate) fn set_geo(
         &self,
         backup: &BackupConfig,
         geo_key: Option<&Dek>,
+        storage: Option<&SecretBytes>,
     ) -> Result<(), Error> {
         let old = Zeroizing::new(
             fs::read_to_string(&self.config_file)
@@ -125,18 +120,33 @@ impl PgBackRest {
         );
         let geo_lines = match (&backup.geo, geo_key) {
             (Some(geo), Some(key)) => {
-                self.private_dir(&geo.repository)?;
+                let store = self.store(
+                    &geo.repository,
+                    geo.azure.as_ref(),
+                    storage,
+                    "geo_storage_key",
+                )?;
                 Some(repository_lines(
                     2,
                     &geo.repository,
                     key,
                     backup.retention_days,
-                    None,
+                    store,
                 ))
             }
             _ => None,
         };
         self.write_config(&with_geo(&old, geo_lines.as_deref().map(String::as_str)))
+    }
+
+    /// Keeps full backups (and the WAL they need) `days` days in every repository
+    /// from the next expiry on (after the next backup).
+    pub(crate) fn set_retention(&self, days: u32) -> Result<(), Error> {
+        let old = Zeroizing::new(
+            fs::read_to_string(&self.config_file)
+                .ctx(|| format!("reading {}", self.config_file.display()))?,
+        );
+        self.write_config(&with_retention(&old, days))
     }
 
     /// True when the configuration names repository `repo` now (the geo copy is
@@ -148,6 +158,28 @@ impl PgBackRest {
         );
         let prefix = format!("repo{}-path=", repo.number());
         Ok(text.lines().any(|l| l.starts_with(&prefix)))
+    }
+
+    /// Where a repository at `path` is kept: in `azure`'s container with the
+    /// account's key `key` (which came in the handshake's field `field`), or in the
+    /// local directory `path`, created here.
+    fn store<'a>(
+        &self,
+        path: &Path,
+        azure: Option<&'a AzureStore>,
+        key: Option<&'a SecretBytes>,
+        field: &str,
+    ) -> Result<Option<(&'a AzureStore, &'a SecretBytes)>, Error> {
+        match (azure, key) {
+            (None, _) => self.private_dir(path).map(|()| None),
+            (Some(azure), Some(key)) => Ok(Some((azure, key))),
+            (Some(azure), None) => Err(Error::Backup(format!(
+                "the backup repository {} is in Azure Blob Storage (account {}), but the \
+                 storage account's key did not come in the handshake ({field})",
+                path.display(),
+                azure.account
+            ))),
+        }
     }
 
     /// Creates `path` (0700, PostgreSQL's user) when it is not there.
@@ -279,14 +311,42 @@ fn with_geo(config: &str, geo_lines: Option<&str>) -> Zeroizing<String> {
     text
 }
 
+/// The configuration `config` with every repository's `retention-full` set to `days`.
+fn with_retention(config: &str, days: u32) -> Zeroizing<String> {
+    let mut text = Zeroizing::new(String::with_capacity(config.len() + 16));
+    for line in config.lines() {
+        match line.split_once("-retention-full=") {
+            Some((repo, _)) if repo.starts_with("repo") => {
+                let _ = writeln!(text, "{repo}-retention-full={days}");
+            }
+            _ => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
 /// The keys of a server's repositories, for its pgBackRest configuration.
 pub(crate) struct RepositoryKeys<'a> {
     /// The repository key of the server's own repository (`repo1`).
     pub(crate) cipher: &'a Dek,
     /// The geo-redundant copy's, when the server has one and the geo key unwrapped it.
     pub(crate) geo: Option<&'a Dek>,
-    /// The storage account's shared key, for a repository in Azure Blob Storage.
-    pub(crate) storage: Option<&'a SecretBytes>,
+    /// The storage accounts' keys, for repositories in Azure Blob Storage.
+    pub(crate) storage: StorageKeys<'a>,
+}
+
+/// The shared keys of the storage accounts that hold a server's repositories in
+/// Azure Blob Storage (from the handshake).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct StorageKeys<'a> {
+    /// The account of the server's own repository (`repo1`): `storage_key`.
+    pub(crate) own: Option<&'a SecretBytes>,
+    /// The paired location's account, of the geo-redundant copy (`repo2`):
+    /// `geo_storage_key`.
+    pub(crate) geo: Option<&'a SecretBytes>,
 }
 
 /// pgBackRest's options of repository `n` at `path` (in the Azure container of
@@ -363,6 +423,25 @@ mod tests {
         let without = with_geo(&with, None);
         assert_eq!(without.as_str(), base);
         assert_eq!(with_geo(&with, Some(&repo2)).as_str(), with.as_str());
+    }
+
+    #[test]
+    fn retention_changes_in_every_repository_and_nowhere_else() {
+        let key = Dek::from_slice(&[0xab; 32]).unwrap();
+        let repo1 = repository_lines(1, Path::new("/r1"), &key, 7, None);
+        let repo2 = repository_lines(2, Path::new("/r2"), &key, 7, None);
+        let base = format!(
+            "{GLOBAL}{}{}compress-type=zst\n",
+            repo2.as_str(),
+            repo1.as_str()
+        );
+        let changed = with_retention(&base, 14);
+        assert_eq!(
+            changed.as_str(),
+            base.replace("retention-full=7\n", "retention-full=14\n"),
+        );
+        assert!(changed.contains("repo1-retention-full-type=time\n"));
+        assert!(changed.contains("repo2-retention-full=14\n"));
     }
 
     #[test]

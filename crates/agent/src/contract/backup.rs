@@ -84,10 +84,15 @@ pub struct AzureStore {
 pub struct GeoRepository {
     /// The location of the geo key's vault, where the copy is kept.
     pub location: String,
-    /// The repository's directory.
+    /// The repository's directory, or its path in `azure`'s container.
     pub repository: PathBuf,
     /// How to reach the geo key.
     pub kek: KekAccess,
+    /// When the copy is kept in the paired location's Azure Blob Storage account
+    /// rather than a local directory: where. That account's shared key comes in the
+    /// handshake as `geo_storage_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStore>,
 }
 
 /// One of a server's backup repositories.
@@ -174,6 +179,62 @@ impl BackupConfig {
 pub const DEFAULT_FULL_EVERY_HOURS: u32 = 168;
 /// A differential backup a day between the full ones.
 pub const DEFAULT_DIFF_EVERY_HOURS: u32 = 24;
+/// Hours between full backups a DBA may choose: a day to the longest retention.
+pub const FULL_EVERY_HOURS: std::ops::RangeInclusive<u32> = 24..=840;
+/// Hours between differential backups a DBA may choose: an hour to a week.
+pub const DIFF_EVERY_HOURS: std::ops::RangeInclusive<u32> = 1..=168;
+
+/// The settings of a server's backups that the DBA chooses at create and may
+/// change later: the control plane writes them to `agent.json`, and a serving
+/// agent applies them at its next key check (`backup settings applied`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSettings {
+    /// Days of backups and WAL kept.
+    pub retention_days: u32,
+    /// Hours between full backups.
+    pub full_every_hours: u32,
+    /// Hours between backups (differential between full ones).
+    pub diff_every_hours: u32,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: DEFAULT_RETENTION_DAYS,
+            full_every_hours: DEFAULT_FULL_EVERY_HOURS,
+            diff_every_hours: DEFAULT_DIFF_EVERY_HOURS,
+        }
+    }
+}
+
+impl std::fmt::Display for BackupSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "backups kept {} days, a full backup every {} hours, a differential one every {} \
+             hours",
+            self.retention_days, self.full_every_hours, self.diff_every_hours
+        )
+    }
+}
+
+impl BackupConfig {
+    /// The settings the DBA chose.
+    pub fn settings(&self) -> BackupSettings {
+        BackupSettings {
+            retention_days: self.retention_days,
+            full_every_hours: self.full_every_hours,
+            diff_every_hours: self.diff_every_hours,
+        }
+    }
+
+    /// Takes `settings`.
+    pub fn apply(&mut self, settings: BackupSettings) {
+        self.retention_days = settings.retention_days;
+        self.full_every_hours = settings.full_every_hours;
+        self.diff_every_hours = settings.diff_every_hours;
+    }
+}
 
 fn default_full_every_hours() -> u32 {
     DEFAULT_FULL_EVERY_HOURS

@@ -7,7 +7,8 @@
 //!
 //! ```json
 //! {"version": 2, "identity_secret": "…", "initial_password": "…", "new_password": "…",
-//!  "source_identity_secret": "…", "geo_identity_secret": "…", "storage_key": "…"}
+//!  "source_identity_secret": "…", "geo_identity_secret": "…", "storage_key": "…",
+//!  "geo_storage_key": "…"}
 //! ```
 //!
 //! - `version` (required): 1 or 2 (version 2 added `new_password`). An agent
@@ -27,6 +28,9 @@
 //!   the copy's repository key is unwrapped (`docs/backups.md`).
 //! - `storage_key` (optional, version 2): present when the server's repository (or,
 //!   at a restore, the source's) is in Azure Blob Storage: the account's shared key.
+//! - `geo_storage_key` (optional, version 2): present when the server's
+//!   geo-redundant copy (or, at a restore from a copy, the source's) is in the Azure
+//!   Blob Storage account of the paired location: that account's shared key.
 //! - `replication_password` (optional, version 2): the password of the role that
 //!   standbys replicate as. For a read replica, present at every start (the source's
 //!   replication role, which the source's `replication-role` task set from its
@@ -82,6 +86,9 @@ pub struct Handshake {
     pub geo_identity_secret: Option<SecretBytes>,
     /// For a repository in Azure Blob Storage: the storage account's shared key.
     pub storage_key: Option<SecretBytes>,
+    /// For a geo-redundant copy in Azure Blob Storage: the paired location's
+    /// storage account's shared key.
+    pub geo_storage_key: Option<SecretBytes>,
     /// The password of the role standbys replicate as: for a read replica at every
     /// start (its source's replication role), for a node of a highly available
     /// server at its first start.
@@ -124,6 +131,7 @@ impl Handshake {
             source_identity_secret: None,
             geo_identity_secret: None,
             storage_key: None,
+            geo_storage_key: None,
             replication_password: None,
             tls: None,
             etcd_tls: None,
@@ -156,6 +164,10 @@ impl std::fmt::Debug for Handshake {
             .field(
                 "storage_key",
                 &self.storage_key.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "geo_storage_key",
+                &self.geo_storage_key.as_ref().map(|_| "REDACTED"),
             )
             .field(
                 "replication_password",
@@ -261,6 +273,8 @@ struct Wire<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     storage_key: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    geo_storage_key: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     replication_password: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     tls_certificate: Option<Cow<'a, str>>,
@@ -352,6 +366,7 @@ impl Handshake {
             ),
             ("geo_identity_secret", wire.geo_identity_secret.is_some()),
             ("storage_key", wire.storage_key.is_some()),
+            ("geo_storage_key", wire.geo_storage_key.is_some()),
             ("replication_password", wire.replication_password.is_some()),
             ("tls_certificate", wire.tls_certificate.is_some()),
             ("tls_key", wire.tls_key.is_some()),
@@ -392,6 +407,7 @@ impl Handshake {
             source_identity_secret: wire.source_identity_secret.map(secret_of),
             geo_identity_secret: wire.geo_identity_secret.map(secret_of),
             storage_key: wire.storage_key.map(secret_of),
+            geo_storage_key: wire.geo_storage_key.map(secret_of),
         })
     }
 
@@ -408,6 +424,7 @@ impl Handshake {
             )?,
             geo_identity_secret: optional_text("geo identity secret", &self.geo_identity_secret)?,
             storage_key: optional_text("storage key", &self.storage_key)?,
+            geo_storage_key: optional_text("geo storage key", &self.geo_storage_key)?,
             replication_password: optional_text(
                 "replication password",
                 &self.replication_password,
@@ -449,6 +466,7 @@ impl Handshake {
                 + len(&self.source_identity_secret)
                 + len(&self.geo_identity_secret)
                 + len(&self.storage_key)
+                + len(&self.geo_storage_key)
                 + len(&self.replication_password)
                 + len(&self.patroni_api_password)
                 + len(&self.etcd_password)
@@ -485,6 +503,8 @@ mod tests {
                     .map(|p| SecretBytes::new(format!("geo-{p}").into_bytes())),
                 storage_key: password
                     .map(|p| SecretBytes::new(format!("storage-{p}").into_bytes())),
+                geo_storage_key: password
+                    .map(|p| SecretBytes::new(format!("geo-storage-{p}").into_bytes())),
                 replication_password: password
                     .map(|p| SecretBytes::new(format!("replication-{p}").into_bytes())),
                 tls: password.map(|p| NodeTls {
@@ -528,6 +548,12 @@ mod tests {
             assert_eq!(
                 got.storage_key.as_ref().map(|p| p.expose_secret().to_vec()),
                 password.map(|p| format!("storage-{p}").into_bytes())
+            );
+            assert_eq!(
+                got.geo_storage_key
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_vec()),
+                password.map(|p| format!("geo-storage-{p}").into_bytes())
             );
             assert_eq!(
                 got.tls.as_ref().map(|t| (
@@ -630,14 +656,15 @@ mod tests {
     #[test]
     fn debug_prints_no_secret() {
         let h =
-            read(r#"{"version":2,"identity_secret":"s3cr3t","initial_password":"pw0rd","new_password":"n3w","tls_certificate":"c","tls_key":"k3y","etcd_certificate":"e","etcd_key":"etcdk3y","patroni_api_password":"ap1"}"#).unwrap();
+            read(r#"{"version":2,"identity_secret":"s3cr3t","initial_password":"pw0rd","new_password":"n3w","tls_certificate":"c","tls_key":"k3y","etcd_certificate":"e","etcd_key":"etcdk3y","patroni_api_password":"ap1","geo_storage_key":"g3o"}"#).unwrap();
         let printed = format!("{h:?}");
         assert!(
             !printed.contains("s3cr3t")
                 && !printed.contains("pw0rd")
                 && !printed.contains("n3w")
                 && !printed.contains("k3y")
-                && !printed.contains("ap1"),
+                && !printed.contains("ap1")
+                && !printed.contains("g3o"),
             "{printed}"
         );
     }

@@ -52,7 +52,7 @@ impl CreateForm {
             name: self.name.trim().to_string(),
             location: self.location.trim().to_string(),
             protection,
-            backup_retention_days: None,
+            backup_settings: Default::default(),
             // A geo-redundant copy is set up from the command line (`--geo-backup-key`).
             geo_backup: None,
             high_availability: false,

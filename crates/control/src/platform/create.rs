@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use pgcmk_agent::contract::backup::RestoreSource;
+use pgcmk_agent::contract::backup::{BackupSettings, RestoreSource};
 use pgcmk_agent::contract::replica::ReplicaSource;
 use pgcmk_agent::contract::server_dir::write_json_atomic;
 use pgcmk_agent::contract::{KekAccess, ServerDir};
@@ -11,7 +11,7 @@ use pgcmk_crypto::{random, SecretBytes};
 use pgcmk_keyprovider::KeyReference;
 use serde::{Deserialize, Serialize};
 
-use super::backups::validate_retention;
+use super::backup_settings::BackupSettingsChange;
 use super::geo::GeoBackupChoice;
 use super::listen::{free_port, listen_addresses};
 use super::names::{validate_location, validate_name};
@@ -33,9 +33,10 @@ pub struct CreateServer {
     /// How its DEK is protected.
     #[serde(flatten)]
     pub protection: KeyChoice,
-    /// Days of backups kept (1–35; default 7).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup_retention_days: Option<u32>,
+    /// Days of backups kept and the backup schedule (default: 7 days, a full
+    /// backup a week, a differential one a day).
+    #[serde(flatten)]
+    pub backup_settings: BackupSettingsChange,
     /// A geo-redundant copy of its backups, under a key in another location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo_backup: Option<GeoBackupChoice>,
@@ -147,7 +148,7 @@ impl Platform {
         origin: Origin,
     ) -> Result<Created, Error> {
         req.check()?;
-        let retention_days = validate_retention(req.backup_retention_days)?;
+        let backup_settings = req.backup_settings.applied_to(BackupSettings::default())?;
         let _reserved = self.locks.reserve(&req.name)?;
         let _guard = self.locks.lock(&req.name);
         if self.store.server(&req.name).is_ok() {
@@ -211,7 +212,7 @@ impl Platform {
         };
         agent_config.restore = restore;
         if let Some(backup) = agent_config.backup.as_mut() {
-            backup.retention_days = retention_days;
+            backup.apply(backup_settings);
             backup.geo = geo.as_ref().map(|g| g.repository.clone());
         }
         let written = (|| {

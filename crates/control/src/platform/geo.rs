@@ -48,9 +48,19 @@ pub(super) struct GeoBackup {
 }
 
 impl Platform {
-    /// The directory of the geo-redundant copies kept in `location`.
-    fn geo_backups_dir(&self, location: &str) -> PathBuf {
-        self.config.state_dir.join("geo-backups").join(location)
+    /// Where server `id`'s geo-redundant copy kept in `location` is: its path in
+    /// the paired location's Azure container when the platform keeps copies there,
+    /// else its local directory.
+    fn geo_repository_path(&self, location: &str, id: &str) -> PathBuf {
+        match &self.config.geo_backup_store {
+            Some(_) => PathBuf::from(format!("/{id}")),
+            None => self
+                .config
+                .state_dir
+                .join("geo-backups")
+                .join(location)
+                .join(id),
+        }
     }
 
     /// Validates the geo key of new server `id` in `location`, and makes the copy's
@@ -80,9 +90,10 @@ impl Platform {
         drop(key);
         Ok(GeoBackup {
             repository: GeoRepository {
-                repository: self.geo_backups_dir(&geo_location).join(id),
+                repository: self.geo_repository_path(&geo_location, id),
                 location: geo_location,
                 kek: access,
+                azure: self.config.geo_backup_store.clone(),
             },
             wrapped_key,
             secret,
@@ -101,7 +112,8 @@ impl Platform {
         self.secrets.get(&self.store, &owner).map(Some)
     }
 
-    /// Removes the geo-redundant copy of server `id`, wherever it is kept.
+    /// Removes the geo-redundant copies of server `id` kept in local directories,
+    /// in whichever location.
     pub(super) fn remove_geo_backups(&self, id: &str) -> Result<(), Error> {
         let root = self.config.state_dir.join("geo-backups");
         let Ok(locations) = fs::read_dir(&root) else {

@@ -8,8 +8,9 @@
 //! brings the server back as it was. Removing crypto-shreds the copy: its wrapped
 //! repository key goes first, then the geo identity's secret, then its files.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use pgcmk_agent::contract::backup::GeoRepository;
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,7 @@ impl Platform {
         // Files of an earlier copy whose removal was cut short are unreadable (their
         // key is gone) and would make pgBackRest refuse the new key's stanza.
         self.remove_geo_backups(&server.id)?;
+        self.remove_geo_blobs(&geo.repository)?;
         let mut with_geo = config.clone();
         if let Some(backup) = with_geo.backup.as_mut() {
             backup.geo = Some(geo.repository.clone());
@@ -113,7 +115,7 @@ impl Platform {
         if let Err(e) = added {
             let undone = self
                 .restart_with(server, &config)
-                .and_then(|()| self.forget_geo_backup(server));
+                .and_then(|()| self.forget_geo_backup(server, &geo.repository));
             let after = match &undone {
                 Ok(()) => "the server is back as it was, without a copy".to_string(),
                 Err(u) => format!("undoing it failed too: {u}"),
@@ -150,12 +152,9 @@ impl Platform {
         config: AgentConfig,
     ) -> Result<ServerRecord, Error> {
         let mut without = config.clone();
-        let location = without
-            .backup
-            .as_mut()
-            .and_then(|b| b.geo.take())
-            .map(|g| g.location)
-            .unwrap_or_default();
+        let Some(geo) = without.backup.as_mut().and_then(|b| b.geo.take()) else {
+            return Err(StateConflict::NoGeoBackup(server.name.clone()).into());
+        };
         if let Err(e) = self.restart_with(server, &without) {
             let undone = self.restart_with(server, &config);
             let why = match &undone {
@@ -165,7 +164,8 @@ impl Platform {
             self.event(server, Actor::ControlPlane, "geo backup not removed", &why)?;
             return Err(e);
         }
-        self.forget_geo_backup(server)?;
+        self.forget_geo_backup(server, &geo)?;
+        let location = geo.location;
         self.event(
             server,
             Actor::Dba,
@@ -179,12 +179,13 @@ impl Platform {
     }
 
     /// Removes the copy's wrapped repository key (from then on nothing in the copy
-    /// can be read), the geo identity's secret, and the copy's files.
-    fn forget_geo_backup(&self, server: &ServerRecord) -> Result<(), Error> {
+    /// can be read), the geo identity's secret, and the copy `geo`'s files or blobs.
+    fn forget_geo_backup(&self, server: &ServerRecord, geo: &GeoRepository) -> Result<(), Error> {
         remove_file_if_present(&ServerDir::new(&server.dir).wrapped_geo_backup_key())?;
         self.store
             .remove_sealed_identity_secret(&geo_owner(&server.id))?;
-        self.remove_geo_backups(&server.id)
+        self.remove_geo_backups(&server.id)?;
+        self.remove_geo_blobs(geo)
     }
 
     /// Stops the server's agent, writes `config`, and starts a new agent with it;
@@ -199,47 +200,24 @@ impl Platform {
         self.wait_settled(&restarting)
     }
 
-    /// The position of the server's last event in the trail.
-    fn last_event_seq(&self, server: &ServerRecord) -> Result<u64, Error> {
-        Ok(self.store.events(&server.id)?.last().map_or(0, |e| e.seq))
-    }
-
     /// Waits until the agent reports the end of the copy's first full backup (its
     /// schedule starts one at once, the copy having none), after event `since`.
     fn wait_first_geo_backup(&self, server: &ServerRecord, since: u64) -> Result<(), Error> {
-        let deadline = Instant::now() + FIRST_BACKUP_TIMEOUT;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            self.supervise_once();
-            let events = self.store.events(&server.id)?;
-            let copy = events
-                .iter()
-                .filter(|e| e.seq > since && e.why.contains(GEO_BACKUP_WORDS));
-            for event in copy {
-                match event.what.as_str() {
-                    "backup completed" => return Ok(()),
-                    "backup failed" => {
-                        return Err(Error::GeoFirstBackup(format!("failed: {}", event.why)))
-                    }
-                    _ => {}
+        self.wait_agent_event(server, since, FIRST_BACKUP_TIMEOUT, |event| {
+            if !event.why.contains(GEO_BACKUP_WORDS) {
+                return None;
+            }
+            match event.what.as_str() {
+                "backup completed" => Some(Ok(())),
+                "backup failed" => {
+                    Some(Err(Error::GeoFirstBackup(format!("failed: {}", event.why))))
                 }
+                _ => None,
             }
-            let state = self.store.server(&server.id)?.state;
-            if state != ServerState::Ready {
-                return Err(Error::NotReady {
-                    server: server.name.clone(),
-                    state,
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::GeoFirstBackup(format!(
-                    "did not end within {} minutes (see the agent's log {})",
-                    FIRST_BACKUP_TIMEOUT.as_secs() / 60,
-                    ServerDir::new(&server.dir).agent_log().display()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
+        })
+        .map_err(|e| match e {
+            Error::AgentTask(why) => Error::GeoFirstBackup(why),
+            other => other,
+        })
     }
 }

@@ -6,7 +6,7 @@
 //! on its own mount; the primary's archives and takes the backups. What the DBA
 //! asks of the backups goes to the current primary's agent.
 
-use pgcmk_agent::contract::backup::BackupOwner;
+use pgcmk_agent::contract::backup::{BackupOwner, BackupSettings};
 use pgcmk_agent::contract::BackupConfig;
 
 use super::ha::HaError;
@@ -16,14 +16,16 @@ use crate::Error;
 
 impl Platform {
     /// The backups of the nodes of the new highly available `server`: its one
-    /// repository, kept `retention_days`.
+    /// repository, with the backup `settings` chosen for it.
     pub(super) fn ha_backup_config(
         &self,
         server: &ServerRecord,
-        retention_days: u32,
+        settings: BackupSettings,
     ) -> BackupConfig {
         BackupConfig {
-            retention_days,
+            retention_days: settings.retention_days,
+            full_every_hours: settings.full_every_hours,
+            diff_every_hours: settings.diff_every_hours,
             owner: Some(BackupOwner {
                 server_id: server.id.clone(),
                 dir: server.dir.clone(),

@@ -11,13 +11,12 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 
-use pgcmk_agent::contract::backup::BackupConfig;
+use pgcmk_agent::contract::backup::{BackupConfig, BackupSettings};
 use pgcmk_agent::contract::server_dir::write_json_atomic;
 use pgcmk_agent::contract::{HaNode, KekAccess, ServerDir};
 use pgcmk_crypto::SecretBytes;
 use pgcmk_keyprovider::WrappedDek;
 
-use super::backups::validate_retention;
 use super::create::{hex_id, new_wrapped_dek, CreateServer, Created, FirstStart};
 use super::listen::free_port;
 use super::Platform;
@@ -50,7 +49,7 @@ impl Platform {
                     .into(),
             ));
         }
-        let retention_days = validate_retention(req.backup_retention_days)?;
+        let backup_settings = req.backup_settings.applied_to(BackupSettings::default())?;
         let _reserved = self.locks.reserve(&req.name)?;
         let _guard = self.locks.lock(&req.name);
         if self.store.server(&req.name).is_ok() {
@@ -121,7 +120,7 @@ impl Platform {
                     access.clone(),
                     &etcd_endpoints,
                     false,
-                    Some(self.ha_backup_config(&server, retention_days)),
+                    Some(self.ha_backup_config(&server, backup_settings)),
                 )?;
                 let sealed = secret
                     .as_ref()

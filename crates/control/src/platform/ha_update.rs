@@ -258,7 +258,7 @@ impl Platform {
         // The server's backups go on from whichever node is primary, in its stanza.
         let backup = first_config
             .backup
-            .map(|b| self.ha_backup_config(server, b.retention_days));
+            .map(|b| self.ha_backup_config(server, b.settings()));
         let kek = access
             .connect(self.identity_secret(first)?)
             .map_err(|e| Error::BadRequest(e.to_string()))?;

@@ -16,6 +16,7 @@
 //! | `listen.rs`        | listen addresses: checked, changed                        |
 //! | `replicas.rs`      | read replicas: create, list, promote                      |
 //! | `backup_store.rs`  | where repositories are kept: directories or Azure Blob    |
+//! | `backup_settings.rs`| retention and schedule: chosen at create, changed later  |
 //! | `geo.rs`           | the geo-redundant copy of the backups: its key, its place |
 //! | `geo_update.rs`    | adding a geo-redundant copy to a server, removing one     |
 //! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
@@ -44,6 +45,7 @@ use crate::store::{Store, PLATFORM_IDENTITY};
 use crate::supervisor::Supervised;
 use crate::Error;
 
+mod backup_settings;
 mod backup_store;
 mod backups;
 mod create;
@@ -69,6 +71,7 @@ mod supervise;
 mod tasks;
 mod vault_follow;
 
+pub use backup_settings::BackupSettingsChange;
 pub use backups::{BackupKeys, CreateBackup, VerifyBackups};
 pub use create::{CreateServer, Created, KeyChoice};
 pub use geo::GeoBackupChoice;
@@ -121,6 +124,11 @@ pub struct PlatformConfig {
     /// The storage account's shared key: needed on first start with
     /// `backup_store`, then kept sealed in the state (given again, it replaces it).
     pub backup_store_key: Option<SecretBytes>,
+    /// Keep new geo-redundant copies in this Azure Blob Storage container (of a
+    /// storage account in the paired location) instead of local directories.
+    pub geo_backup_store: Option<AzureStore>,
+    /// That account's shared key, as `backup_store_key`.
+    pub geo_backup_store_key: Option<SecretBytes>,
     /// An existing etcd cluster's client endpoints for highly available servers;
     /// `None`: the control plane runs its own 3-member cluster ([`crate::etcd`]).
     pub etcd_endpoints: Option<Vec<String>>,
@@ -192,12 +200,7 @@ impl Platform {
             Some(secret) => secrets.put(&store, PLATFORM_IDENTITY, secret)?,
             None => drop(secrets.get(&store, PLATFORM_IDENTITY)?),
         }
-        backup_store::open_storage_key(
-            &secrets,
-            &store,
-            config.backup_store.is_some(),
-            config.backup_store_key.as_ref(),
-        )?;
+        backup_store::open_storage_keys(&secrets, &store, &config)?;
         let (dba, new_dba_credential) = DbaAuth::open(&config.state_dir, &store)?;
         let vault = RwLock::new(config.vault.clone());
         let etcd = Mutex::new(crate::etcd::EtcdCluster::existing(

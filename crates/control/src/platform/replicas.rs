@@ -92,7 +92,7 @@ impl Platform {
                 name: req.name.clone(),
                 location: req.location.clone().unwrap_or(source.location.clone()),
                 protection: req.protection.clone(),
-                backup_retention_days: None,
+                backup_settings: Default::default(),
                 geo_backup: None,
                 listen_addresses: req.listen_addresses.clone(),
                 high_availability: false,

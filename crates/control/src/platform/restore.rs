@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
+use super::backup_settings::BackupSettingsChange;
 use super::create::{CreateServer, Created, KeyChoice, Origin, Restoring};
 use super::geo::GeoBackupChoice;
 use super::Platform;
@@ -96,7 +97,7 @@ impl Platform {
         let repository_kind = repository;
         let azure = match repository {
             Repository::Primary => backup.azure.clone(),
-            Repository::Geo => None,
+            Repository::Geo => geo.as_ref().and_then(|g| g.azure.clone()),
         };
         let (repository, wrapped_key, kek, secret) = match (repository, geo) {
             (Repository::Geo, Some(geo)) => (
@@ -134,7 +135,10 @@ impl Platform {
             name: req.name.clone(),
             location: source.location.clone(),
             protection: req.protection.clone(),
-            backup_retention_days: req.backup_retention_days,
+            backup_settings: BackupSettingsChange {
+                backup_retention_days: req.backup_retention_days,
+                ..Default::default()
+            },
             geo_backup: req.geo_backup.clone(),
             high_availability: false,
             // A restored server listens on loopback; `server update --listen-addresses` moves it.

@@ -49,11 +49,13 @@ impl Platform {
         record: &ServerRecord,
         first_start: Option<&FirstStart>,
     ) -> Result<AgentProcess, Error> {
+        let (storage_key, geo_storage_key) = self.storage_keys(record)?;
         let handshake = Handshake {
             initial_password: first_start.map(|f| f.password.clone()),
             source_identity_secret: first_start.and_then(|f| f.source_identity_secret.clone()),
             geo_identity_secret: self.geo_identity_secret(record)?,
-            storage_key: self.storage_key(record)?,
+            storage_key,
+            geo_storage_key,
             // A node of a highly available server: at its first start; a read
             // replica: at every start (its source's role).
             replication_password: match first_start.and_then(|f| f.replication_password.clone()) {

@@ -11,7 +11,7 @@ use pgcmk_keyprovider::WrappedDek;
 
 use super::spawn::exit_detail;
 use super::Platform;
-use crate::model::{Actor, ServerRecord, ServerState};
+use crate::model::{Actor, Event, ServerRecord, ServerState};
 use crate::supervisor::{AgentProcess, Reading, STALE_AFTER};
 use crate::Error;
 
@@ -23,6 +23,49 @@ pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(90);
 pub(super) const RESTORE_READY_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 impl Platform {
+    /// The position of the server's last event in the trail.
+    pub(super) fn last_event_seq(&self, server: &ServerRecord) -> Result<u64, Error> {
+        Ok(self.store.events(&server.id)?.last().map_or(0, |e| e.seq))
+    }
+
+    /// Waits, supervising, for the first event after `since` of the Ready
+    /// `server` that `outcome` recognizes, and returns what it says; refused when
+    /// the server leaves Ready, or when none came within `timeout`
+    /// ([`Error::AgentTask`], naming the agent's log).
+    pub(super) fn wait_agent_event(
+        &self,
+        server: &ServerRecord,
+        since: u64,
+        timeout: Duration,
+        outcome: impl Fn(&Event) -> Option<Result<(), Error>>,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            self.supervise_once();
+            let events = self.store.events(&server.id)?;
+            if let Some(result) = events.iter().filter(|e| e.seq > since).find_map(&outcome) {
+                return result;
+            }
+            let state = self.store.server(&server.id)?.state;
+            if state != ServerState::Ready {
+                return Err(Error::NotReady {
+                    server: server.name.clone(),
+                    state,
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::AgentTask(format!(
+                    "did not end within {} s (see the agent's log {})",
+                    timeout.as_secs(),
+                    ServerDir::new(&server.dir).agent_log().display()
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// Supervises the server until it is Ready (its agent's report taken into the
     /// store); any other settled state is the error.
     pub(super) fn wait_settled(&self, record: &ServerRecord) -> Result<(), Error> {

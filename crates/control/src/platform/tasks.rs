@@ -54,10 +54,12 @@ impl Platform {
         task: &AgentTask,
         new_password: Option<SecretBytes>,
     ) -> Result<TaskProcess, Error> {
+        let (storage_key, geo_storage_key) = self.storage_keys(server)?;
         let handshake = Handshake {
             new_password,
             geo_identity_secret: self.geo_identity_secret(server)?,
-            storage_key: self.storage_key(server)?,
+            storage_key,
+            geo_storage_key,
             ..Handshake::identity_only(self.identity_secret(server)?)
         };
         // A server that is not running was not followed when the vault service moved.

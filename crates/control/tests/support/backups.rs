@@ -22,7 +22,8 @@ pub fn create_backed_up_with(stack: &Stack, name: &str, options: &[&str]) -> Cre
     let mut args = vec!["create", "--name", name, "--location", "local"];
     args.extend(options);
     let s = Created::from(&stack.cp.server(&args));
-    wait_for("the first full backup", Duration::from_secs(60), || {
+    // A bound, not a pause: servers of a binary back up side by side on 2 cores.
+    wait_for("the first full backup", Duration::from_secs(120), || {
         stack.cp.has_event(name, "backup completed")
     });
     s

@@ -7,6 +7,7 @@
 
 pub mod backups;
 pub mod cpu;
+pub mod geo;
 pub mod ha;
 pub mod regress;
 
