@@ -177,6 +177,32 @@ pub fn node_processes(node_dir: &Path) -> Vec<u32> {
     pids
 }
 
+/// The processes that carry a node's WAL to the archive: PostgreSQL's archiver
+/// and every pgBackRest process of the node's configuration (the asynchronous
+/// pusher pushes whatever segment is ready, not only the one it was asked for).
+pub fn archive_pushers(node_dir: &Path) -> Vec<u32> {
+    let config = format!(
+        "--config={}",
+        node_dir.join("mnt/pgbackrest/pgbackrest.conf").display()
+    );
+    let cmdline = |pid: u32| fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let archiver = node_processes(node_dir).into_iter().filter(|&pid| {
+        cmdline(pid).starts_with(b"postgres: ") && {
+            String::from_utf8_lossy(&cmdline(pid)).contains("archiver")
+        }
+    });
+    let pushers = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            cmdline(pid)
+                .split(|b| *b == 0)
+                .any(|arg| arg == config.as_bytes())
+        });
+    archiver.chain(pushers).collect()
+}
+
 /// A host that hangs: every process of the node stopped (SIGSTOP) at once, so
 /// nothing more leaves it (one that exited meanwhile, a backend or a probe, is
 /// skipped); resumed when the guard drops.
