@@ -35,6 +35,9 @@ pub(crate) struct PgBackRest {
     engine_dir: PathBuf,
     config_file: PathBuf,
     stanza: String,
+    /// A backup waits for its WAL to reach the archive (pgBackRest's
+    /// `archive-check`); off where PostgreSQL archives with `archive_mode=always`.
+    archive_check: bool,
 }
 
 impl PgBackRest {
@@ -60,7 +63,18 @@ impl PgBackRest {
             config_file: engine_dir.join("pgbackrest.conf"),
             engine_dir,
             stanza: stanza.to_string(),
+            archive_check: true,
         })
+    }
+
+    /// pgBackRest for a node of a highly available server, whose PostgreSQL
+    /// archives with `archive_mode=always` (`docs/backups.md`): pgBackRest 2.45
+    /// refuses to back up such a cluster while it checks the archive ("archive_mode=always
+    /// not supported"), so its backups do not wait for their WAL to reach the
+    /// archive; the agent checks that after each backup instead.
+    pub(crate) fn archiving_on_every_node(mut self) -> Self {
+        self.archive_check = false;
+        self
     }
 
     /// Writes the configuration (mode 0600, PostgreSQL's user) and creates the log,
@@ -180,12 +194,18 @@ impl PgBackRest {
              log-level-console=off\n\
              log-level-stderr=warn\n\
              log-level-file=info\n\
+             {archive_check}\
              \n\
              [{stanza}]\n\
              pg1-path={data}\n\
              pg1-port={port}\n\
              pg1-socket-path={socket}\n",
             engine = engine.display(),
+            archive_check = if self.archive_check {
+                ""
+            } else {
+                "archive-check=n\n"
+            },
             stanza = self.stanza,
             data = layout.data_dir.display(),
             port = layout.port,
