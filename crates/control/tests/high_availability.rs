@@ -310,12 +310,7 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
     let stack = shared_stack();
     let cp = &stack.cp;
     let server = HaServer::create(cp, "ha-backup", &[]);
-    let dir = std::path::PathBuf::from(
-        cp.server(&["show", "ha-backup"])["server"]["dir"]
-            .as_str()
-            .unwrap(),
-    );
-    let id = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let id = server_id(cp, "ha-backup");
     let repository = cp.state_dir.join("backups").join(&id);
     wait_first_full_backup(cp, "ha-backup");
     let (old_primary, standby) = server.wait_healthy(cp, REJOIN);
@@ -486,6 +481,94 @@ fn a_failover_leaves_no_gap_in_the_archive() {
     drop((frozen, stalled, stalled_late));
     cp.server(&["delete", "ha-gap-restored", "--yes"]);
     cp.server(&["delete", "ha-gap", "--yes"]);
+}
+
+#[test]
+fn a_geo_copy_is_kept_by_whichever_node_is_primary_and_restores_without_the_servers_key() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let key = stack.vault.customer_key("ha-geo");
+    let geo = stack
+        .vault
+        .customer_key_at("ha-geo-geo", "northeurope", "RSA");
+    let (credential, geo_credential) = (
+        key.identity.credential_file.display().to_string(),
+        geo.identity.credential_file.display().to_string(),
+    );
+    let (kid, geo_kid) = (versionless(&key.kid), versionless(&geo.kid));
+    let server = HaServer::create(
+        cp,
+        "ha-geo",
+        &[
+            "--identity",
+            &key.identity.name,
+            "--identity-credential-file",
+            &credential,
+            "--key",
+            &kid,
+            "--geo-backup-key",
+            &geo_kid,
+            "--geo-backup-identity",
+            &geo.identity.name,
+            "--geo-backup-identity-credential-file",
+            &geo_credential,
+        ],
+    );
+    let catalog = || -> Option<BackupCatalog> {
+        serde_json::from_value(cp.try_backup(&["list", "ha-geo"]).ok()?).ok()
+    };
+    wait_for("the first full backup of both repositories", REJOIN, || {
+        catalog().is_some_and(|c| {
+            c.geo
+                .is_some_and(|g| g.location == "northeurope" && !g.backups.is_empty())
+        })
+    });
+    server
+        .sql("CREATE TABLE rows (v text); INSERT INTO rows VALUES ('before')")
+        .unwrap();
+    let (old_primary, _) = server.wait_healthy(cp, REJOIN);
+    cp.server(&["failover", "ha-geo", "--planned"]);
+    let (new_primary, _) = server.wait_healthy(cp, REJOIN);
+    assert_ne!(new_primary.name, old_primary.name, "the standby took over");
+    server.sql("INSERT INTO rows VALUES ('after')").unwrap();
+    let segment = server
+        .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .unwrap();
+    server.sql("SELECT pg_switch_wal()").unwrap();
+    wait_for("the new primary's segment archived", REJOIN, || {
+        server
+            .sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+            .is_ok_and(|last| last.as_str() >= segment.as_str())
+    });
+
+    // The server's key revoked: its own repository is refused, the copy is not.
+    stack.vault.revoke(&key.vault, &key.identity);
+    let restored = restore_with(&stack, "ha-geo", "ha-geo-restored", "latest", &[])
+        .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert_eq!(
+        restored.sql("SELECT string_agg(v, ',' ORDER BY v) FROM rows"),
+        Ok("after,before".to_string()),
+        "both primaries archived into the copy"
+    );
+    assert!(
+        cp.events("ha-geo-restored")
+            .iter()
+            .any(|e| e["what"] == "server created"
+                && e["why"].as_str().unwrap_or("").contains("(repository 2)")),
+        "restored from the copy"
+    );
+    let copy = cp.state_dir.join("geo-backups").join("northeurope");
+    let id = server_id(cp, "ha-geo");
+    cp.server(&["delete", "ha-geo-restored", "--yes"]);
+    cp.server(&["delete", "ha-geo", "--yes"]);
+    assert!(!copy.join(id).exists(), "the copy went with the server");
+}
+
+/// The id of server `name` (its directory's name).
+fn server_id(cp: &ControlPlane, name: &str) -> String {
+    let show = cp.server(&["show", name]);
+    let dir = std::path::PathBuf::from(show["server"]["dir"].as_str().unwrap());
+    dir.file_name().unwrap().to_str().unwrap().to_string()
 }
 
 #[test]

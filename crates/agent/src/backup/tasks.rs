@@ -2,6 +2,8 @@
 //! pgBackRest's configuration on the live mount, so they work only while the
 //! server's key is accessible and it serves.
 
+use std::path::Path;
+
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -84,7 +86,12 @@ pub(crate) fn list(
     let key_version = key::read_wrapped(&config.backup_key_file(dir))?.kek;
     let (backups, wal) = repository_contents(&engine, Repository::Primary, &key_version)?;
     let geo = match config.backup.as_ref().and_then(|b| b.geo.as_ref()) {
-        Some(geo) => Some(geo_catalog(dir, &engine, &geo.location, geo_kek)?),
+        Some(geo) => Some(geo_catalog(
+            &config.geo_backup_key_file(dir),
+            &engine,
+            &geo.location,
+            geo_kek,
+        )?),
         None => None,
     };
     Ok(BackupCatalog {
@@ -96,18 +103,17 @@ pub(crate) fn list(
     })
 }
 
-/// The geo-redundant copy at `location`: its backups while it is in pgBackRest's
+/// The geo-redundant copy at `location`, its key wrapped in `file`: its backups while it is in pgBackRest's
 /// configuration, and why not when the geo key is refused now.
 fn geo_catalog(
-    dir: &ServerDir,
+    file: &Path,
     engine: &PgBackRest,
     location: &str,
     geo_kek: Option<&dyn KeyEncryptionKey>,
 ) -> Result<GeoCatalog, Error> {
-    let file = dir.wrapped_geo_backup_key();
-    let key_version = key::read_wrapped(&file)?.kek;
+    let key_version = key::read_wrapped(file)?.kek;
     let problem = match geo_kek {
-        Some(kek) => key::unwrap(&file, kek).err().map(|e| {
+        Some(kek) => key::unwrap(file, kek).err().map(|e| {
             format!(
                 "the geo key refuses the copy's repository key ({e}): the copy is not kept \
                  up to date; give the geo identity get, wrapKey and unwrapKey on it again"
@@ -200,7 +206,7 @@ pub(crate) fn create(
     }
     let key_file = match repo {
         Repository::Primary => config.backup_key_file(dir),
-        Repository::Geo => dir.wrapped_geo_backup_key(),
+        Repository::Geo => config.geo_backup_key_file(dir),
     };
     let (backups, _) = repository_contents(&engine, repo, &key::read_wrapped(&key_file)?.kek)?;
     backups
