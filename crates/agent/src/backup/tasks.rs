@@ -204,6 +204,9 @@ pub(crate) fn create(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
+    if config.ha.is_some() {
+        wait_for_its_wal(&engine, &repo_arg)?;
+    }
     let key_file = match repo {
         Repository::Primary => config.backup_key_file(dir),
         Repository::Geo => config.geo_backup_key_file(dir),
@@ -213,6 +216,41 @@ pub(crate) fn create(
         .into_iter()
         .next_back()
         .ok_or_else(|| Error::Backup("pgbackrest backup succeeded but lists no backup".into()))
+}
+
+/// How long a backup's last WAL segment may take to reach the archive.
+const ITS_WAL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until the archive of `repo_arg` holds the last WAL segment the newest
+/// backup needs. On a node of a highly available server pgBackRest does not wait
+/// for it (`archive-check=n`: [`PgBackRest::archiving_on_every_node`]), so the
+/// agent does, and a backup is not reported before it can be restored.
+fn wait_for_its_wal(engine: &PgBackRest, repo_arg: &str) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + ITS_WAL_WAIT;
+    loop {
+        let text = engine.run(&[repo_arg, "info", "--output=json"])?;
+        let stanza = info::parse(&text).map_err(Error::Backup)?;
+        let Some((label, stop)) = stanza
+            .backup
+            .last()
+            .and_then(|b| Some((b.label.clone(), b.archive.as_ref()?.stop.clone())))
+        else {
+            return Ok(());
+        };
+        let newest = stanza.archive.last().and_then(|a| a.max.clone());
+        if newest.is_some_and(|newest| newest >= stop) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Backup(format!(
+                "backup {label} is complete, but the WAL segment it needs ({stop}) did not \
+                 reach the archive within {} s: it cannot be restored until it does; see \
+                 pgBackRest's log on the node's mount",
+                ITS_WAL_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 /// Decrypts and checks every backup file and archived segment of `repo`.
