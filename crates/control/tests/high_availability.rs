@@ -564,6 +564,82 @@ fn a_geo_copy_is_kept_by_whichever_node_is_primary_and_restores_without_the_serv
     assert!(!copy.join(id).exists(), "the copy went with the server");
 }
 
+/// By hand (`-- --ignored`: two rolling restarts and a restore, beyond the CI
+/// budget).
+#[test]
+#[ignore]
+fn a_geo_copy_is_added_and_removed_node_by_node() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-geo-later", &[]);
+    wait_first_full_backup(cp, "ha-geo-later");
+    server
+        .sql("CREATE TABLE rows (v text); INSERT INTO rows VALUES ('before')")
+        .unwrap();
+    let geo = stack
+        .vault
+        .customer_key_at("ha-geo-later-geo", "northeurope", "RSA");
+    let (geo_kid, geo_credential) = (
+        versionless(&geo.kid),
+        geo.identity.credential_file.display().to_string(),
+    );
+    cp.try_server(&[
+        "update",
+        "ha-geo-later",
+        "--geo-backup-key",
+        &geo_kid,
+        "--geo-backup-identity",
+        &geo.identity.name,
+        "--geo-backup-identity-credential-file",
+        &geo_credential,
+    ])
+    .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert!(cp.has_event("ha-geo-later", "geo backup added"));
+    server.wait_healthy(cp, REJOIN);
+    let catalog: BackupCatalog =
+        serde_json::from_value(cp.try_backup(&["list", "ha-geo-later"]).unwrap()).unwrap();
+    let copy = catalog.geo.expect("the copy in backup list");
+    assert!(!copy.backups.is_empty(), "its first full backup");
+    server.sql("INSERT INTO rows VALUES ('after')").unwrap();
+    let segment = server
+        .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .unwrap();
+    server.sql("SELECT pg_switch_wal()").unwrap();
+    wait_for("the segment archived", REJOIN, || {
+        server
+            .sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+            .is_ok_and(|last| last.as_str() >= segment.as_str())
+    });
+    let restored = restore_with(
+        &stack,
+        "ha-geo-later",
+        "ha-geo-later-restored",
+        "latest",
+        &["--repository", "2"],
+    )
+    .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert_eq!(
+        restored.sql("SELECT string_agg(v, ',' ORDER BY v) FROM rows"),
+        Ok("after,before".to_string())
+    );
+    cp.server(&["delete", "ha-geo-later-restored", "--yes"]);
+
+    cp.server(&["update", "ha-geo-later", "--no-geo-backup", "--yes"]);
+    let id = server_id(cp, "ha-geo-later");
+    let copy = cp
+        .state_dir
+        .join("geo-backups")
+        .join("northeurope")
+        .join(&id);
+    assert!(!copy.exists(), "the copy's files are gone");
+    let catalog: BackupCatalog =
+        serde_json::from_value(cp.try_backup(&["list", "ha-geo-later"]).unwrap()).unwrap();
+    assert!(catalog.geo.is_none(), "no copy in backup list");
+    server.wait_healthy(cp, REJOIN);
+    server.sql("INSERT INTO rows VALUES ('without')").unwrap();
+    cp.server(&["delete", "ha-geo-later", "--yes"]);
+}
+
 /// The id of server `name` (its directory's name).
 fn server_id(cp: &ControlPlane, name: &str) -> String {
     let show = cp.server(&["show", name]);
