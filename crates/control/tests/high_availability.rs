@@ -531,15 +531,7 @@ fn a_geo_copy_is_kept_by_whichever_node_is_primary_and_restores_without_the_serv
     let (new_primary, _) = server.wait_healthy(cp, REJOIN);
     assert_ne!(new_primary.name, old_primary.name, "the standby took over");
     server.sql("INSERT INTO rows VALUES ('after')").unwrap();
-    let segment = server
-        .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        .unwrap();
-    server.sql("SELECT pg_switch_wal()").unwrap();
-    wait_for("the new primary's segment archived", REJOIN, || {
-        server
-            .sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-            .is_ok_and(|last| last.as_str() >= segment.as_str())
-    });
+    server.archive_current_segment(REJOIN);
 
     // The server's key revoked: its own repository is refused, the copy is not.
     stack.vault.revoke(&key.vault, &key.identity);
@@ -601,15 +593,7 @@ fn a_geo_copy_is_added_and_removed_node_by_node() {
     let copy = catalog.geo.expect("the copy in backup list");
     assert!(!copy.backups.is_empty(), "its first full backup");
     server.sql("INSERT INTO rows VALUES ('after')").unwrap();
-    let segment = server
-        .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        .unwrap();
-    server.sql("SELECT pg_switch_wal()").unwrap();
-    wait_for("the segment archived", REJOIN, || {
-        server
-            .sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-            .is_ok_and(|last| last.as_str() >= segment.as_str())
-    });
+    server.archive_current_segment(REJOIN);
     let restored = restore_with(
         &stack,
         "ha-geo-later",

@@ -128,6 +128,19 @@ impl HaServer {
             .collect()
     }
 
+    /// Switches the primary to a new WAL segment and waits (up to `limit`) until
+    /// the one it was writing is archived.
+    pub fn archive_current_segment(&self, limit: Duration) {
+        let segment = self
+            .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            .unwrap();
+        self.sql("SELECT pg_switch_wal()").unwrap();
+        wait_for(&format!("{segment} archived"), limit, || {
+            self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+                .is_ok_and(|last| last.as_str() >= segment.as_str())
+        });
+    }
+
     /// Waits until one node is the primary and the other its running synchronous
     /// standby, both Ready; returns (primary, standby).
     pub fn wait_healthy(&self, cp: &ControlPlane, limit: Duration) -> (Node, Node) {
