@@ -96,6 +96,7 @@ impl Serving {
                     storage: storage_key,
                 },
                 &mut pg,
+                config.ha.is_some(),
             )?),
             _ => None,
         };
