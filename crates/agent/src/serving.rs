@@ -96,6 +96,7 @@ impl Serving {
                     storage,
                 },
                 &mut pg,
+                config.ha.is_some(),
             )?),
             _ => None,
         };

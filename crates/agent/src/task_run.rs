@@ -88,7 +88,7 @@ pub fn run(
         ),
         AgentTask::GeoBackupKeyCheck => answer(
             out,
-            check_backup_key(&dir.wrapped_geo_backup_key(), &geo_vault()?),
+            check_backup_key(&config.geo_backup_key_file(dir), &geo_vault()?),
         ),
         AgentTask::Logs { lines, follow } => {
             match logs(dir, &vault()?, *lines, *follow, RecordWriter::new(out)) {

@@ -38,7 +38,8 @@ use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::backups::{assert_encrypted_without, files_under, restore_with};
 use support::ha::{
-    crash, lose_primary, lost, node_processes, psql_at, AckedInserts, HaServer, Rejoins,
+    archive_pushers, crash, freeze, lose_primary, lost, node_processes, psql_at, AckedInserts,
+    HaServer, Rejoins,
 };
 use support::*;
 
@@ -309,21 +310,9 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
     let stack = shared_stack();
     let cp = &stack.cp;
     let server = HaServer::create(cp, "ha-backup", &[]);
-    let dir = std::path::PathBuf::from(
-        cp.server(&["show", "ha-backup"])["server"]["dir"]
-            .as_str()
-            .unwrap(),
-    );
-    let id = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let id = server_id(cp, "ha-backup");
     let repository = cp.state_dir.join("backups").join(&id);
-    let catalog = || -> Option<BackupCatalog> {
-        serde_json::from_value(cp.try_backup(&["list", "ha-backup"]).ok()?).ok()
-    };
-    wait_for(
-        "the first full backup, taken by the primary's agent",
-        REJOIN,
-        || catalog().is_some_and(|c| c.backups.iter().any(|b| b.kind == BackupKind::Full)),
-    );
+    wait_first_full_backup(cp, "ha-backup");
     let (old_primary, standby) = server.wait_healthy(cp, REJOIN);
     // The agent's event reaches the control plane after pgBackRest lists the backup.
     wait_for("the primary's agent reporting the backup", REJOIN, || {
@@ -401,6 +390,245 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
 
     cp.server(&["delete", "ha-backup", "--yes"]);
     assert!(!repository.exists(), "the backups went with the server");
+}
+
+/// Waits until the primary's agent of `server` has taken its first full backup.
+fn wait_first_full_backup(cp: &ControlPlane, server: &str) {
+    let catalog = || -> Option<BackupCatalog> {
+        serde_json::from_value(cp.try_backup(&["list", server]).ok()?).ok()
+    };
+    wait_for(
+        "the first full backup, taken by the primary's agent",
+        REJOIN,
+        || catalog().is_some_and(|c| c.backups.iter().any(|b| b.kind == BackupKind::Full)),
+    );
+}
+
+#[test]
+fn a_failover_leaves_no_gap_in_the_archive() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-gap", &[]);
+    wait_first_full_backup(cp, "ha-gap");
+    let (primary, standby) = server.wait_healthy(cp, REJOIN);
+    // The primary archives nothing more from here on, as a host about to die
+    // whose archiver fell behind.
+    // Looked for twice: a pusher the archiver was starting at the first look.
+    let mut pushers = archive_pushers(&primary.dir);
+    let stalled = freeze(&pushers);
+    pushers.extend(archive_pushers(&primary.dir));
+    let stalled_late = freeze(&pushers);
+    server
+        .sql("CREATE TABLE gap (v text); INSERT INTO gap VALUES ('streamed-only')")
+        .unwrap();
+    let segment = server
+        .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .unwrap();
+    server.sql("SELECT pg_switch_wal()").unwrap();
+    // A commit in the next segment: the synchronous standby has the whole
+    // segment of the row once it is acknowledged.
+    server.sql("INSERT INTO gap VALUES ('next')").unwrap();
+    let (next, next_segment) = server
+        .sql("SELECT pg_current_wal_lsn(), pg_walfile_name(pg_current_wal_lsn())")
+        .unwrap()
+        .split_once('|')
+        .map(|(lsn, name)| (lsn.to_string(), name.to_string()))
+        .unwrap();
+    assert!(next_segment > segment, "the commit is past {segment}");
+    let received = server
+        .sql_on(
+            &standby,
+            &format!("SELECT pg_last_wal_receive_lsn() >= '{next}'"),
+        )
+        .unwrap();
+    assert_eq!(received, "t", "the standby received up to {next}");
+
+    // The node's host goes away (hangs: its processes, and the pushers PostgreSQL
+    // detached, stopped) until the restore is done.
+    let mut pids = node_processes(&primary.dir);
+    pids.extend(pushers);
+    let frozen = freeze(&pids);
+    wait_for("the standby promoted", REJOIN, || {
+        server
+            .sql_on(&standby, "SELECT pg_is_in_recovery()")
+            .is_ok_and(|r| r == "f")
+    });
+    // The new timeline's first segment holds the old one's last WAL.
+    let current = server
+        .sql_on(&standby, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .unwrap();
+    server.sql_on(&standby, "SELECT pg_switch_wal()").unwrap();
+    wait_for("the new primary archiving its timeline", REJOIN, || {
+        server
+            .sql_on(
+                &standby,
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            )
+            .is_ok_and(|last| last.as_str() >= current.as_str())
+    });
+
+    let restored = restore_with(&stack, "ha-gap", "ha-gap-restored", "latest", &[])
+        .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert_eq!(
+        restored.sql("SELECT string_agg(v, ',' ORDER BY v) FROM gap"),
+        Ok("next,streamed-only".to_string()),
+        "the segment only the standby had ({segment}) reached the archive"
+    );
+    // Only now is the old primary's host killed: back, its Patroni would archive
+    // what it has ready before rewinding it (`archive_ready_wals`), closing the
+    // gap late; a host lost for good never does.
+    crash(&pids);
+    drop((frozen, stalled, stalled_late));
+    cp.server(&["delete", "ha-gap-restored", "--yes"]);
+    cp.server(&["delete", "ha-gap", "--yes"]);
+}
+
+#[test]
+fn a_geo_copy_is_kept_by_whichever_node_is_primary_and_restores_without_the_servers_key() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let key = stack.vault.customer_key("ha-geo");
+    let geo = stack
+        .vault
+        .customer_key_at("ha-geo-geo", "northeurope", "RSA");
+    let (credential, geo_credential) = (
+        key.identity.credential_file.display().to_string(),
+        geo.identity.credential_file.display().to_string(),
+    );
+    let (kid, geo_kid) = (versionless(&key.kid), versionless(&geo.kid));
+    let server = HaServer::create(
+        cp,
+        "ha-geo",
+        &[
+            "--identity",
+            &key.identity.name,
+            "--identity-credential-file",
+            &credential,
+            "--key",
+            &kid,
+            "--geo-backup-key",
+            &geo_kid,
+            "--geo-backup-identity",
+            &geo.identity.name,
+            "--geo-backup-identity-credential-file",
+            &geo_credential,
+        ],
+    );
+    let catalog = || -> Option<BackupCatalog> {
+        serde_json::from_value(cp.try_backup(&["list", "ha-geo"]).ok()?).ok()
+    };
+    wait_for("the first full backup of both repositories", REJOIN, || {
+        catalog().is_some_and(|c| {
+            c.geo
+                .is_some_and(|g| g.location == "northeurope" && !g.backups.is_empty())
+        })
+    });
+    server
+        .sql("CREATE TABLE rows (v text); INSERT INTO rows VALUES ('before')")
+        .unwrap();
+    let (old_primary, _) = server.wait_healthy(cp, REJOIN);
+    cp.server(&["failover", "ha-geo", "--planned"]);
+    let (new_primary, _) = server.wait_healthy(cp, REJOIN);
+    assert_ne!(new_primary.name, old_primary.name, "the standby took over");
+    server.sql("INSERT INTO rows VALUES ('after')").unwrap();
+    server.archive_current_segment(REJOIN);
+
+    // The server's key revoked: its own repository is refused, the copy is not.
+    stack.vault.revoke(&key.vault, &key.identity);
+    let restored = restore_with(&stack, "ha-geo", "ha-geo-restored", "latest", &[])
+        .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert_eq!(
+        restored.sql("SELECT string_agg(v, ',' ORDER BY v) FROM rows"),
+        Ok("after,before".to_string()),
+        "both primaries archived into the copy"
+    );
+    assert!(
+        cp.events("ha-geo-restored")
+            .iter()
+            .any(|e| e["what"] == "server created"
+                && e["why"].as_str().unwrap_or("").contains("(repository 2)")),
+        "restored from the copy"
+    );
+    let copy = cp.state_dir.join("geo-backups").join("northeurope");
+    let id = server_id(cp, "ha-geo");
+    cp.server(&["delete", "ha-geo-restored", "--yes"]);
+    cp.server(&["delete", "ha-geo", "--yes"]);
+    assert!(!copy.join(id).exists(), "the copy went with the server");
+}
+
+/// By hand (`-- --ignored`: two rolling restarts and a restore, beyond the CI
+/// budget).
+#[test]
+#[ignore]
+fn a_geo_copy_is_added_and_removed_node_by_node() {
+    let stack = shared_stack();
+    let cp = &stack.cp;
+    let server = HaServer::create(cp, "ha-geo-later", &[]);
+    wait_first_full_backup(cp, "ha-geo-later");
+    server
+        .sql("CREATE TABLE rows (v text); INSERT INTO rows VALUES ('before')")
+        .unwrap();
+    let geo = stack
+        .vault
+        .customer_key_at("ha-geo-later-geo", "northeurope", "RSA");
+    let (geo_kid, geo_credential) = (
+        versionless(&geo.kid),
+        geo.identity.credential_file.display().to_string(),
+    );
+    cp.try_server(&[
+        "update",
+        "ha-geo-later",
+        "--geo-backup-key",
+        &geo_kid,
+        "--geo-backup-identity",
+        &geo.identity.name,
+        "--geo-backup-identity-credential-file",
+        &geo_credential,
+    ])
+    .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert!(cp.has_event("ha-geo-later", "geo backup added"));
+    server.wait_healthy(cp, REJOIN);
+    let catalog: BackupCatalog =
+        serde_json::from_value(cp.try_backup(&["list", "ha-geo-later"]).unwrap()).unwrap();
+    let copy = catalog.geo.expect("the copy in backup list");
+    assert!(!copy.backups.is_empty(), "its first full backup");
+    server.sql("INSERT INTO rows VALUES ('after')").unwrap();
+    server.archive_current_segment(REJOIN);
+    let restored = restore_with(
+        &stack,
+        "ha-geo-later",
+        "ha-geo-later-restored",
+        "latest",
+        &["--repository", "2"],
+    )
+    .unwrap_or_else(|e| panic!("{e}\ncontrol log:\n{}", cp.log()));
+    assert_eq!(
+        restored.sql("SELECT string_agg(v, ',' ORDER BY v) FROM rows"),
+        Ok("after,before".to_string())
+    );
+    cp.server(&["delete", "ha-geo-later-restored", "--yes"]);
+
+    cp.server(&["update", "ha-geo-later", "--no-geo-backup", "--yes"]);
+    let id = server_id(cp, "ha-geo-later");
+    let copy = cp
+        .state_dir
+        .join("geo-backups")
+        .join("northeurope")
+        .join(&id);
+    assert!(!copy.exists(), "the copy's files are gone");
+    let catalog: BackupCatalog =
+        serde_json::from_value(cp.try_backup(&["list", "ha-geo-later"]).unwrap()).unwrap();
+    assert!(catalog.geo.is_none(), "no copy in backup list");
+    server.wait_healthy(cp, REJOIN);
+    server.sql("INSERT INTO rows VALUES ('without')").unwrap();
+    cp.server(&["delete", "ha-geo-later", "--yes"]);
+}
+
+/// The id of server `name` (its directory's name).
+fn server_id(cp: &ControlPlane, name: &str) -> String {
+    let show = cp.server(&["show", name]);
+    let dir = std::path::PathBuf::from(show["server"]["dir"].as_str().unwrap());
+    dir.file_name().unwrap().to_str().unwrap().to_string()
 }
 
 #[test]

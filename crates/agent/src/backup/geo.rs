@@ -39,7 +39,7 @@ impl GeoKey {
         match connected {
             Ok(kek) => Some(Self {
                 kek,
-                file: dir.wrapped_geo_backup_key(),
+                file: config.geo_backup_key_file(dir),
             }),
             Err(e) => {
                 reporter.event(Actor::Agent, GEO_REFUSED, &format!("{e}; {LEFT_OUT}"));

@@ -31,6 +31,9 @@ pub(crate) struct BackupSet {
     pub info: Sizes,
     /// The backup this one depends on (diff/incr).
     pub prior: Option<String>,
+    /// The first and last WAL segment it needs.
+    #[serde(default)]
+    pub archive: Option<Range<String>>,
 }
 
 /// A start and a stop.
@@ -95,6 +98,10 @@ mod tests {
         );
         assert_eq!(set.lsn.start, "0/2000028");
         assert_eq!(set.info.repository.size, 2833632);
+        assert_eq!(
+            set.archive.as_ref().map(|a| a.stop.as_str()),
+            Some("000000010000000000000002")
+        );
         assert_eq!(
             info.archive[0].max.as_deref(),
             Some("000000010000000000000003")

@@ -88,17 +88,22 @@ impl Backups {
     /// Configures pgBackRest on the mount of the server in `dir` for `stanza`
     /// with its repositories' `keys` (the geo copy's when it has one and the geo
     /// key unwrapped it), and PostgreSQL `pg` to archive its WAL through it (on a
-    /// node of a highly available server, Patroni passes these settings on).
+    /// node of a highly available server, `on_node`, Patroni passes these
+    /// settings on).
     pub(crate) fn configure(
         dir: &ServerDir,
         stanza: &str,
         backup: &BackupConfig,
         keys: &RepositoryKeys<'_>,
         pg: &mut Postgres,
+        on_node: bool,
     ) -> Result<Self, Error> {
-        let engine = PgBackRest::new(dir, stanza, PgInstall::discover()?)?;
+        let mut engine = PgBackRest::new(dir, stanza, PgInstall::discover()?)?;
+        if on_node {
+            engine = engine.archiving_on_every_node();
+        }
         engine.configure(pg.layout(), backup, keys)?;
-        pg.set("archive_mode", "on".into());
+        pg.set("archive_mode", node::archive_mode(on_node).into());
         pg.set("archive_command", engine.archive_command());
         pg.set("archive_timeout", ARCHIVE_TIMEOUT.into());
         Ok(Self {

@@ -1,11 +1,15 @@
 //! The backups of a node of a highly available server (`docs/backups.md`,
 //! "Highly available servers"). Every node configures pgBackRest on its own
 //! mount for the server's one stanza and repository, under the server's one
-//! repository key, and gives PostgreSQL (through Patroni's parameters) the same
-//! archive settings as a single server: with `archive_mode=on` only the primary
-//! archives, so WAL reaches the repository from whichever node is primary, on the
-//! timeline it writes (a promotion archives the new timeline's history file and
-//! the old timeline's last, partial segment).
+//! repository key, and gives PostgreSQL (through Patroni's parameters) the
+//! archive settings of a single server but for `archive_mode=always`: every
+//! node archives every segment it completes, the standby the ones it received
+//! by streaming too. pgBackRest takes a segment pushed a second time with the
+//! same checksum as done (a warning in its log), so the repository holds each
+//! once; what it gains is that a segment the primary completed but had not
+//! archived when its host died is archived by the standby that received it,
+//! and the archive has no gap after a failover. A promotion archives the new
+//! timeline's history file and the old timeline's last, partial segment.
 //!
 //! Backups are taken by the primary's agent only: a standby's agent never starts
 //! one, and ends one under way when its node is demoted. A node that becomes
@@ -17,6 +21,17 @@ use std::time::{Duration, Instant};
 use super::{unix_now, Backups};
 use crate::postgres::Postgres;
 use crate::report::Reporter;
+
+/// PostgreSQL's `archive_mode` on a node of a highly available server (`always`:
+/// the standby archives what it streamed, see the module's documentation) or on
+/// a single server (`on`).
+pub(super) fn archive_mode(on_node: bool) -> &'static str {
+    if on_node {
+        "always"
+    } else {
+        "on"
+    }
+}
 
 /// How often the agent asks its PostgreSQL whether it is the primary.
 const ROLE_EVERY: Duration = Duration::from_secs(2);

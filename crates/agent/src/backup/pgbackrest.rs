@@ -35,6 +35,9 @@ pub(crate) struct PgBackRest {
     engine_dir: PathBuf,
     config_file: PathBuf,
     stanza: String,
+    /// Every node of a highly available server pushes each segment
+    /// (`archive_mode=always`): see [`PgBackRest::archiving_on_every_node`].
+    every_node_archives: bool,
 }
 
 impl PgBackRest {
@@ -60,7 +63,21 @@ impl PgBackRest {
             config_file: engine_dir.join("pgbackrest.conf"),
             engine_dir,
             stanza: stanza.to_string(),
+            every_node_archives: false,
         })
+    }
+
+    /// pgBackRest for a node of a highly available server, whose PostgreSQL
+    /// archives with `archive_mode=always` (`docs/backups.md`). pgBackRest 2.45
+    /// refuses to back up such a cluster while it checks the archive
+    /// ("archive_mode=always not supported"), so its backups do not wait for
+    /// their WAL to reach the archive (`archive-check=n`). The second push of each
+    /// segment is a warning ("already exists ... with the same checksum"): it goes
+    /// to pgBackRest's own log only, not on every segment into PostgreSQL's
+    /// (`log-level-stderr=error`).
+    pub(crate) fn archiving_on_every_node(mut self) -> Self {
+        self.every_node_archives = true;
+        self
     }
 
     /// Writes the configuration (mode 0600, PostgreSQL's user) and creates the log,
@@ -198,6 +215,11 @@ impl PgBackRest {
     /// The configuration file's text, without its repositories.
     fn render(&self, engine: &Path, layout: &PgLayout) -> Zeroizing<String> {
         let mut text = Zeroizing::new(String::new());
+        let (stderr, archive_check) = if self.every_node_archives {
+            ("error", "archive-check=n\n")
+        } else {
+            ("warn", "")
+        };
         // Writing to a String cannot fail.
         let _ = write!(
             text,
@@ -210,14 +232,17 @@ impl PgBackRest {
              lock-path={engine}/lock\n\
              log-path={engine}/log\n\
              log-level-console=off\n\
-             log-level-stderr=warn\n\
+             log-level-stderr={stderr}\n\
              log-level-file=info\n\
+             {archive_check}\
              \n\
              [{stanza}]\n\
              pg1-path={data}\n\
              pg1-port={port}\n\
              pg1-socket-path={socket}\n",
             engine = engine.display(),
+            stderr = stderr,
+            archive_check = archive_check,
             stanza = self.stanza,
             data = layout.data_dir.display(),
             port = layout.port,

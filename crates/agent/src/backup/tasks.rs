@@ -2,6 +2,8 @@
 //! pgBackRest's configuration on the live mount, so they work only while the
 //! server's key is accessible and it serves.
 
+use std::path::Path;
+
 use pgcmk_keyprovider::{KeyEncryptionKey, KeyVersionId};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -84,7 +86,12 @@ pub(crate) fn list(
     let key_version = key::read_wrapped(&config.backup_key_file(dir))?.kek;
     let (backups, wal) = repository_contents(&engine, Repository::Primary, &key_version)?;
     let geo = match config.backup.as_ref().and_then(|b| b.geo.as_ref()) {
-        Some(geo) => Some(geo_catalog(dir, &engine, &geo.location, geo_kek)?),
+        Some(geo) => Some(geo_catalog(
+            &config.geo_backup_key_file(dir),
+            &engine,
+            &geo.location,
+            geo_kek,
+        )?),
         None => None,
     };
     Ok(BackupCatalog {
@@ -96,18 +103,17 @@ pub(crate) fn list(
     })
 }
 
-/// The geo-redundant copy at `location`: its backups while it is in pgBackRest's
+/// The geo-redundant copy at `location`, its key wrapped in `file`: its backups while it is in pgBackRest's
 /// configuration, and why not when the geo key is refused now.
 fn geo_catalog(
-    dir: &ServerDir,
+    file: &Path,
     engine: &PgBackRest,
     location: &str,
     geo_kek: Option<&dyn KeyEncryptionKey>,
 ) -> Result<GeoCatalog, Error> {
-    let file = dir.wrapped_geo_backup_key();
-    let key_version = key::read_wrapped(&file)?.kek;
+    let key_version = key::read_wrapped(file)?.kek;
     let problem = match geo_kek {
-        Some(kek) => key::unwrap(&file, kek).err().map(|e| {
+        Some(kek) => key::unwrap(file, kek).err().map(|e| {
             format!(
                 "the geo key refuses the copy's repository key ({e}): the copy is not kept \
                  up to date; give the geo identity get, wrapKey and unwrapKey on it again"
@@ -198,15 +204,53 @@ pub(crate) fn create(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
+    if config.ha.is_some() {
+        wait_for_its_wal(&engine, &repo_arg)?;
+    }
     let key_file = match repo {
         Repository::Primary => config.backup_key_file(dir),
-        Repository::Geo => dir.wrapped_geo_backup_key(),
+        Repository::Geo => config.geo_backup_key_file(dir),
     };
     let (backups, _) = repository_contents(&engine, repo, &key::read_wrapped(&key_file)?.kek)?;
     backups
         .into_iter()
         .next_back()
         .ok_or_else(|| Error::Backup("pgbackrest backup succeeded but lists no backup".into()))
+}
+
+/// How long a backup's last WAL segment may take to reach the archive.
+const ITS_WAL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until the archive of `repo_arg` holds the last WAL segment the newest
+/// backup needs. On a node of a highly available server pgBackRest does not wait
+/// for it (`archive-check=n`: [`PgBackRest::archiving_on_every_node`]), so the
+/// agent does, and a backup is not reported before it can be restored.
+fn wait_for_its_wal(engine: &PgBackRest, repo_arg: &str) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + ITS_WAL_WAIT;
+    loop {
+        let text = engine.run(&[repo_arg, "info", "--output=json"])?;
+        let stanza = info::parse(&text).map_err(Error::Backup)?;
+        let Some((label, stop)) = stanza
+            .backup
+            .last()
+            .and_then(|b| Some((b.label.clone(), b.archive.as_ref()?.stop.clone())))
+        else {
+            return Ok(());
+        };
+        let newest = stanza.archive.last().and_then(|a| a.max.clone());
+        if newest.is_some_and(|newest| newest >= stop) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Backup(format!(
+                "backup {label} is complete, but the WAL segment it needs ({stop}) did not \
+                 reach the archive within {} s: it cannot be restored until it does; see \
+                 pgBackRest's log on the node's mount",
+                ITS_WAL_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 /// Decrypts and checks every backup file and archived segment of `repo`.

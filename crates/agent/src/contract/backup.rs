@@ -173,6 +173,16 @@ impl BackupConfig {
             None => own.wrapped_backup_key(),
         }
     }
+
+    /// The file holding the geo-redundant copy's repository key wrapped by the
+    /// geo key, for the agent of the server in `own`: like [`Self::key_file`], in
+    /// the directory of the server the repository belongs to.
+    pub fn geo_key_file(&self, own: &super::ServerDir) -> PathBuf {
+        match &self.owner {
+            Some(owner) => super::ServerDir::new(&owner.dir).wrapped_geo_backup_key(),
+            None => own.wrapped_geo_backup_key(),
+        }
+    }
 }
 
 /// A full backup a week, as the managed services.

@@ -58,6 +58,13 @@ impl AgentConfig {
             .as_ref()
             .map_or_else(|| dir.wrapped_backup_key(), |b| b.key_file(dir))
     }
+
+    /// The geo-redundant copy's wrapped repository key ([`BackupConfig::geo_key_file`]).
+    pub fn geo_backup_key_file(&self, dir: &super::ServerDir) -> PathBuf {
+        self.backup
+            .as_ref()
+            .map_or_else(|| dir.wrapped_geo_backup_key(), |b| b.geo_key_file(dir))
+    }
 }
 
 /// The listen addresses of a server created before they were a setting.

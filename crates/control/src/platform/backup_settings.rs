@@ -124,7 +124,7 @@ impl Platform {
             return Ok(server);
         }
         backup.apply(new);
-        let since = self.last_event_seq(&server)?;
+        let since = self.last_event_seqs(&server)?;
         write_json_atomic(&dir.agent_config(), &config)?;
         self.event(
             &server,
@@ -143,7 +143,7 @@ impl Platform {
             // Not serving: the agent applies them when it mounts.
             Some(pid) if server.state == ServerState::Ready => {
                 signal(pid, AgentSignal::CheckKeyNow).ctx(|| "signalling the agent")?;
-                self.wait_agent_event(&server, since, APPLY_TIMEOUT, |event| {
+                self.wait_agent_event(&server, &since, APPLY_TIMEOUT, |event| {
                     match event.what.as_str() {
                         "backup settings applied" => Some(Ok(())),
                         "backup settings not applied" => Some(Err(Error::AgentTask(format!(

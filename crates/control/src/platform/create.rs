@@ -254,10 +254,7 @@ impl Platform {
             None => what,
         };
         let what = match &geo {
-            Some(geo) => format!(
-                "{what}; geo-redundant backups in {} under key {}",
-                geo.repository.location, geo.repository.kek.key
-            ),
+            Some(geo) => format!("{what}; {}", geo.describe()),
             None => what,
         };
         self.event(&record, Actor::Dba, "server created", &what)?;

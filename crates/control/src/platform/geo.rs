@@ -47,6 +47,16 @@ pub(super) struct GeoBackup {
     pub(super) secret: SecretBytes,
 }
 
+impl GeoBackup {
+    /// The copy, in a new server's `server created` event.
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "geo-redundant backups in {} under key {}",
+            self.repository.location, self.repository.kek.key
+        )
+    }
+}
+
 impl Platform {
     /// Where server `id`'s geo-redundant copy kept in `location` is: its path in
     /// the paired location's Azure container when the platform keeps copies there,
@@ -100,12 +110,14 @@ impl Platform {
         })
     }
 
-    /// The secret of the geo identity of `server`, when it has a geo copy.
+    /// The secret of the geo identity of `server`, when it has a geo copy: for a
+    /// node of a highly available server, its server's (the copy is the server's,
+    /// and whichever node is primary keeps it up to date).
     pub(super) fn geo_identity_secret(
         &self,
         server: &ServerRecord,
     ) -> Result<Option<SecretBytes>, Error> {
-        let owner = geo_owner(&server.id);
+        let owner = geo_owner(server.node_of.as_ref().map_or(&server.id, |n| &n.server_id));
         if self.store.sealed_identity_secret(&owner)?.is_none() {
             return Ok(None);
         }

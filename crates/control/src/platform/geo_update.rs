@@ -2,7 +2,9 @@
 //! (`server update --geo-backup-key ...` / `--no-geo-backup`, `docs/backups.md`).
 //!
 //! The server's agent reads its repositories from `agent.json` at start, so both
-//! changes restart it with the new configuration (as a key change does). Adding
+//! changes restart it with the new configuration (as a key change does); a highly
+//! available server's nodes are restarted one by one, the primary last after a
+//! switchover ([`super::ha_roll`]), so one node serves throughout. Adding
 //! waits for the copy's first full backup, so that the copy's restore window starts
 //! when the command returns; any failure on the way takes the copy out again and
 //! brings the server back as it was. Removing crypto-shreds the copy: its wrapped
@@ -51,10 +53,11 @@ impl Platform {
     ) -> Result<ServerRecord, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
-        if !server.nodes.is_empty() || server.node_of.is_some() {
+        if let Some(place) = &server.node_of {
             return Err(Error::BadRequest(format!(
-                "server '{name}' is highly available: a geo-redundant copy of its backups is \
-                 not supported yet"
+                "'{name}' is a node of a highly available server: update the server (its \
+                 id is {})",
+                place.server_id
             )));
         }
         if server.state != ServerState::Ready {
@@ -64,8 +67,9 @@ impl Platform {
             }
             .into());
         }
-        let dir = ServerDir::new(&server.dir);
-        let config: AgentConfig = read_json(&dir.agent_config())?;
+        // A highly available server's repositories are in its nodes' configuration.
+        let holder = self.backup_key_agent(&server)?;
+        let config: AgentConfig = read_json(&ServerDir::new(&holder.dir).agent_config())?;
         let Some(backup) = &config.backup else {
             return Err(Error::BadRequest(format!(
                 "server '{name}' has no backups (a read replica, or a server created before \
@@ -79,9 +83,29 @@ impl Platform {
             }
             .into()),
             (None, None) => Err(StateConflict::NoGeoBackup(name.into()).into()),
-            (Some(choice), None) => self.add_geo_backup(&server, config, choice),
-            (None, Some(_)) => self.remove_geo_backup(&server, config),
+            (Some(choice), None) => self.add_geo_backup(&server, choice),
+            (None, Some(geo)) => self.remove_geo_backup(&server, geo.clone()),
         }
+    }
+
+    /// Restarts the server's agent — a highly available server's nodes' agents,
+    /// one by one — with `geo` as its geo-redundant copy; waits for Ready.
+    fn set_geo_repository(
+        &self,
+        server: &ServerRecord,
+        geo: Option<&GeoRepository>,
+    ) -> Result<(), Error> {
+        let change = |config: &mut AgentConfig| {
+            if let Some(backup) = config.backup.as_mut() {
+                backup.geo = geo.cloned();
+            }
+        };
+        if !server.nodes.is_empty() {
+            return self.roll_nodes(server, change);
+        }
+        let mut config: AgentConfig = read_json(&ServerDir::new(&server.dir).agent_config())?;
+        change(&mut config);
+        self.restart_with(server, &config)
     }
 
     /// Validates the geo key (a real wrap and unwrap as the geo identity), stores
@@ -90,7 +114,6 @@ impl Platform {
     fn add_geo_backup(
         &self,
         server: &ServerRecord,
-        config: AgentConfig,
         choice: &GeoBackupChoice,
     ) -> Result<ServerRecord, Error> {
         let geo = self.geo_backup_for(&server.id, &server.location, choice)?;
@@ -99,22 +122,18 @@ impl Platform {
         // key is gone) and would make pgBackRest refuse the new key's stanza.
         self.remove_geo_backups(&server.id)?;
         self.remove_geo_blobs(&geo.repository)?;
-        let mut with_geo = config.clone();
-        if let Some(backup) = with_geo.backup.as_mut() {
-            backup.geo = Some(geo.repository.clone());
-        }
-        let since = self.last_event_seq(server)?;
+        let since = self.last_event_seqs(server)?;
         let added = write_json_atomic(&dir.wrapped_geo_backup_key(), &geo.wrapped_key)
             .map_err(Error::from)
             .and_then(|()| {
                 self.secrets
                     .put(&self.store, &geo_owner(&server.id), &geo.secret)
             })
-            .and_then(|()| self.restart_with(server, &with_geo))
-            .and_then(|()| self.wait_first_geo_backup(server, since));
+            .and_then(|()| self.set_geo_repository(server, Some(&geo.repository)))
+            .and_then(|()| self.wait_first_geo_backup(server, &since));
         if let Err(e) = added {
             let undone = self
-                .restart_with(server, &config)
+                .set_geo_repository(server, None)
                 .and_then(|()| self.forget_geo_backup(server, &geo.repository));
             let after = match &undone {
                 Ok(()) => "the server is back as it was, without a copy".to_string(),
@@ -145,18 +164,16 @@ impl Platform {
         self.store.server(&server.id)
     }
 
-    /// Restarts the agent without `repo2`, then crypto-shreds the copy.
+    /// Restarts the agent without `repo2` (the copy `geo`), then crypto-shreds
+    /// the copy.
     fn remove_geo_backup(
         &self,
         server: &ServerRecord,
-        config: AgentConfig,
+        geo: GeoRepository,
     ) -> Result<ServerRecord, Error> {
-        let mut without = config.clone();
-        let Some(geo) = without.backup.as_mut().and_then(|b| b.geo.take()) else {
-            return Err(StateConflict::NoGeoBackup(server.name.clone()).into());
-        };
-        if let Err(e) = self.restart_with(server, &without) {
-            let undone = self.restart_with(server, &config);
+        let location = &geo.location;
+        if let Err(e) = self.set_geo_repository(server, None) {
+            let undone = self.set_geo_repository(server, Some(&geo));
             let why = match &undone {
                 Ok(()) => format!("{e}; the server is back with its geo-redundant copy"),
                 Err(u) => format!("{e}; undoing it failed too: {u}"),
@@ -165,7 +182,6 @@ impl Platform {
             return Err(e);
         }
         self.forget_geo_backup(server, &geo)?;
-        let location = geo.location;
         self.event(
             server,
             Actor::Dba,
@@ -200,9 +216,14 @@ impl Platform {
         self.wait_settled(&restarting)
     }
 
-    /// Waits until the agent reports the end of the copy's first full backup (its
-    /// schedule starts one at once, the copy having none), after event `since`.
-    fn wait_first_geo_backup(&self, server: &ServerRecord, since: u64) -> Result<(), Error> {
+    /// Waits until an agent of the server (on a highly available server, the
+    /// primary's) reports the end of the copy's first full backup (its schedule
+    /// starts one at once, the copy having none), after the events `since`.
+    fn wait_first_geo_backup(
+        &self,
+        server: &ServerRecord,
+        since: &[(String, u64)],
+    ) -> Result<(), Error> {
         self.wait_agent_event(server, since, FIRST_BACKUP_TIMEOUT, |event| {
             if !event.why.contains(GEO_BACKUP_WORDS) {
                 return None;

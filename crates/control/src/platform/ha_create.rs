@@ -24,7 +24,7 @@ use crate::error::IoContext;
 use crate::model::{
     now_rfc3339, Actor, Encryption, NodeOf, SecretString, ServerRecord, ServerState,
 };
-use crate::store::PLATFORM_IDENTITY;
+use crate::store::{geo_owner, PLATFORM_IDENTITY};
 use crate::Error;
 
 /// Nodes of a highly available server: a primary and its synchronous standby.
@@ -39,13 +39,6 @@ impl Platform {
             return Err(Error::BadRequest(
                 "a highly available server's nodes listen on addresses of their own: create it \
                  without --listen-addresses"
-                    .into(),
-            ));
-        }
-        if req.geo_backup.is_some() {
-            return Err(Error::BadRequest(
-                "a highly available server has no geo-redundant copy of its backups yet: \
-                 create it without --geo-backup-*"
                     .into(),
             ));
         }
@@ -69,6 +62,13 @@ impl Platform {
         let backup_key = new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location)?;
         let etcd_endpoints = self.etcd_endpoints()?;
         let id = hex_id()?;
+        // The server's geo-redundant copy, when asked for: one for the server, its
+        // key in the server's directory beside the repository key.
+        let geo = req
+            .geo_backup
+            .as_ref()
+            .map(|choice| self.geo_backup_for(&id, &req.location, choice))
+            .transpose()?;
         let password = hex_id()?;
         let replication = hex_id()?;
         let mut nodes = Vec::with_capacity(NODES);
@@ -114,13 +114,25 @@ impl Platform {
                 &backup_key,
             )?;
             self.store.insert_server(&server, None)?;
+            if let Some(geo) = &geo {
+                write_json_atomic(
+                    &ServerDir::new(&server.dir).wrapped_geo_backup_key(),
+                    &geo.wrapped_key,
+                )?;
+                self.secrets
+                    .put(&self.store, &geo_owner(&server.id), &geo.secret)?;
+            }
+            let backup = BackupConfig {
+                geo: geo.as_ref().map(|g| g.repository.clone()),
+                ..self.ha_backup_config(&server, backup_settings)
+            };
             for node in &nodes {
                 self.write_node_dir(
                     node,
                     access.clone(),
                     &etcd_endpoints,
                     false,
-                    Some(self.ha_backup_config(&server, backup_settings)),
+                    Some(backup.clone()),
                 )?;
                 let sealed = secret
                     .as_ref()
@@ -136,12 +148,11 @@ impl Platform {
             replication_password: Some(SecretBytes::new(replication.as_bytes().to_vec())),
         };
         let started = written.and_then(|()| {
-            self.event(
-                &server,
-                Actor::Dba,
-                "server created",
-                &describe(&server, &nodes),
-            )?;
+            let what = match &geo {
+                Some(geo) => format!("{}; {}", describe(&server, &nodes), geo.describe()),
+                None => describe(&server, &nodes),
+            };
+            self.event(&server, Actor::Dba, "server created", &what)?;
             for node in &nodes {
                 self.spawn_agent(node, Some(&first_start))?;
             }

@@ -118,19 +118,25 @@ impl Platform {
         Ok(())
     }
 
-    /// Moves `server`'s repository key into `kept`'s directory when that is not
-    /// the server's own (node-1 of a converted server, or a created server's
-    /// directory, holds it) and points `kept`'s backups there, before any other
-    /// node goes: without the key the server's backups could not be read again.
-    /// The stanza stays the server's.
+    /// Moves `server`'s repository key (and its geo-redundant copy's) into
+    /// `kept`'s directory when that is not the server's own (node-1 of a
+    /// converted server, or a created server's directory, holds it) and points
+    /// `kept`'s backups there, before any other node goes: without the key the
+    /// server's backups could not be read again. The stanza stays the server's.
     fn keep_backup_key(&self, server: &ServerRecord, kept: &ServerRecord) -> Result<(), Error> {
-        let from = ServerDir::new(&server.dir).wrapped_backup_key();
-        if kept.dir == server.dir || !from.exists() {
+        let from = ServerDir::new(&server.dir);
+        if kept.dir == server.dir || !from.wrapped_backup_key().exists() {
             return Ok(());
         }
         let dir = ServerDir::new(&kept.dir);
-        let key: WrappedDek = read_json(&from)?;
-        write_json_atomic(&dir.wrapped_backup_key(), &key)?;
+        for (source, target) in [
+            (from.wrapped_backup_key(), dir.wrapped_backup_key()),
+            (from.wrapped_geo_backup_key(), dir.wrapped_geo_backup_key()),
+        ] {
+            if source.exists() {
+                write_json_atomic(&target, &read_json::<WrappedDek>(&source)?)?;
+            }
+        }
         let mut config: AgentConfig = read_json(&dir.agent_config())?;
         if let Some(backup) = config.backup.as_mut() {
             backup.owner = Some(BackupOwner {

@@ -135,7 +135,7 @@ impl Platform {
     }
 
     /// A planned switchover of `server` to its standby; waits until it leads.
-    fn hand_over(&self, server: &ServerRecord) -> Result<(), Error> {
+    pub(super) fn hand_over(&self, server: &ServerRecord) -> Result<(), Error> {
         let candidate = self.failover(&server.name, true)?;
         let node = self
             .nodes_of(server)?

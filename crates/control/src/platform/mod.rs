@@ -21,6 +21,7 @@
 //! | `geo_update.rs`    | adding a geo-redundant copy to a server, removing one     |
 //! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
 //! | `ha.rs`            | HA servers' state, roles, connection string, failover     |
+//! | `ha_roll.rs`       | an HA server's nodes restarted one by one with a change   |
 
 use std::collections::HashMap;
 use std::fs;
@@ -58,6 +59,7 @@ mod ha_backups;
 mod ha_create;
 mod ha_disable;
 mod ha_key;
+mod ha_roll;
 mod ha_update;
 mod lifecycle;
 mod listen;

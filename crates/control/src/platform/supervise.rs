@@ -23,19 +23,30 @@ pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(90);
 pub(super) const RESTORE_READY_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 impl Platform {
-    /// The position of the server's last event in the trail.
-    pub(super) fn last_event_seq(&self, server: &ServerRecord) -> Result<u64, Error> {
-        Ok(self.store.events(&server.id)?.last().map_or(0, |e| e.seq))
+    /// The position of the last event in the trail of the server and of each of
+    /// its nodes (whose agents report their own events).
+    pub(super) fn last_event_seqs(
+        &self,
+        server: &ServerRecord,
+    ) -> Result<Vec<(String, u64)>, Error> {
+        std::iter::once(server.id.clone())
+            .chain(server.nodes.iter().cloned())
+            .map(|id| {
+                let last = self.store.events(&id)?.last().map_or(0, |e| e.seq);
+                Ok((id, last))
+            })
+            .collect()
     }
 
-    /// Waits, supervising, for the first event after `since` of the Ready
-    /// `server` that `outcome` recognizes, and returns what it says; refused when
+    /// Waits, supervising, for the first event after `since` (a position in the
+    /// trail of the server and of each of its nodes) of the Ready `server` that
+    /// `outcome` recognizes, and returns what it says; refused when
     /// the server leaves Ready, or when none came within `timeout`
     /// ([`Error::AgentTask`], naming the agent's log).
     pub(super) fn wait_agent_event(
         &self,
         server: &ServerRecord,
-        since: u64,
+        since: &[(String, u64)],
         timeout: Duration,
         outcome: impl Fn(&Event) -> Option<Result<(), Error>>,
     ) -> Result<(), Error> {
@@ -43,9 +54,11 @@ impl Platform {
         let mut pause = Duration::from_millis(100);
         loop {
             self.supervise_once();
-            let events = self.store.events(&server.id)?;
-            if let Some(result) = events.iter().filter(|e| e.seq > since).find_map(&outcome) {
-                return result;
+            for (id, seq) in since {
+                let events = self.store.events(id)?;
+                if let Some(result) = events.iter().filter(|e| e.seq > *seq).find_map(&outcome) {
+                    return result;
+                }
             }
             let state = self.store.server(&server.id)?.state;
             if state != ServerState::Ready {

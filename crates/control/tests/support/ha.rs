@@ -128,6 +128,19 @@ impl HaServer {
             .collect()
     }
 
+    /// Switches the primary to a new WAL segment and waits (up to `limit`) until
+    /// the one it was writing is archived.
+    pub fn archive_current_segment(&self, limit: Duration) {
+        let segment = self
+            .sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            .unwrap();
+        self.sql("SELECT pg_switch_wal()").unwrap();
+        wait_for(&format!("{segment} archived"), limit, || {
+            self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+                .is_ok_and(|last| last.as_str() >= segment.as_str())
+        });
+    }
+
     /// Waits until one node is the primary and the other its running synchronous
     /// standby, both Ready; returns (primary, standby).
     pub fn wait_healthy(&self, cp: &ControlPlane, limit: Duration) -> (Node, Node) {
@@ -175,6 +188,32 @@ pub fn node_processes(node_dir: &Path) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// The processes that carry a node's WAL to the archive: PostgreSQL's archiver
+/// and every pgBackRest process of the node's configuration (the asynchronous
+/// pusher pushes whatever segment is ready, not only the one it was asked for).
+pub fn archive_pushers(node_dir: &Path) -> Vec<u32> {
+    let config = format!(
+        "--config={}",
+        node_dir.join("mnt/pgbackrest/pgbackrest.conf").display()
+    );
+    let cmdline = |pid: u32| fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let archiver = node_processes(node_dir).into_iter().filter(|&pid| {
+        cmdline(pid).starts_with(b"postgres: ") && {
+            String::from_utf8_lossy(&cmdline(pid)).contains("archiver")
+        }
+    });
+    let pushers = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            cmdline(pid)
+                .split(|b| *b == 0)
+                .any(|arg| arg == config.as_bytes())
+        });
+    archiver.chain(pushers).collect()
 }
 
 /// A host that hangs: every process of the node stopped (SIGSTOP) at once, so
