@@ -30,6 +30,9 @@ use pgcmk_agent::contract::HaNode;
 use pgcmk_agent::patroni::config::{Guards, NodePasswords, NodePlaces, PatroniConfig};
 use pgcmk_agent::postgres::tls::TlsFiles;
 use pgcmk_agent::postgres::PgInstall;
+use pgcmk_control::etcd::EtcdCluster;
+use pgcmk_control::etcd_tls::{self, EtcdCa};
+use pgcmk_control::store::Store;
 use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::SymmetricKey;
 use pgcmk_hostkeys::issuing_ca::IssuingCa;
@@ -129,6 +132,8 @@ struct PlainPair {
     nodes: Vec<(String, u64, u16)>,
     password: String,
     ca_file: PathBuf,
+    rest: reqwest::blocking::Client,
+    etcd: PlainEtcd,
 }
 
 /// A CA for the plain pair, and a certificate of each node for its address.
@@ -161,34 +166,74 @@ impl PlainCa {
     }
 }
 
-impl PlainPair {
-    /// Starts the pair over the etcd cluster that `node_dir` (a node of the pgcmk
-    /// server) uses, with a copy of that node's etcd client certificate: etcd
-    /// admits only certificates of its CA.
-    fn start(root: &Path, node_dir: &Path) -> Self {
-        let config: serde_json::Value =
-            serde_json::from_slice(&fs::read(node_dir.join("agent.json")).unwrap()).unwrap();
-        let etcd_endpoints: Vec<String> =
-            serde_json::from_value(config["ha"]["etcd_endpoints"].clone()).unwrap();
-        let etcd_ca_file: Option<PathBuf> =
-            serde_json::from_value(config["ha"]["etcd_ca_file"].clone()).unwrap();
-        let access = node_dir.join("mnt/patroni/access");
+/// The plain pair's own etcd: three members over TLS with client certificates, as
+/// the control plane runs its own. The control plane's cluster admits only its
+/// servers' users, each confined to its own keys, so the pair gets a cluster of
+/// its own rather than a place in that one; both sides pay the same consensus.
+struct PlainEtcd {
+    cluster: EtcdCluster,
+    ca: EtcdCa,
+    _store: Store,
+}
+
+impl PlainEtcd {
+    fn start(root: &Path) -> Self {
         fs::create_dir_all(root).unwrap();
+        let store = Store::open(&root.join("etcd-store.db")).unwrap();
+        let sealer = Sealer::new(&SymmetricKey::generate().unwrap()).unwrap();
+        let ca = EtcdCa::open(root, &store, sealer, Duration::from_secs(24 * 3600)).unwrap();
+        let mut cluster = EtcdCluster::open_or_make(&root.join("etcd")).unwrap();
+        cluster.supervise(Instant::now(), &ca, |_| true);
+        let etcd = Self {
+            cluster,
+            ca,
+            _store: store,
+        };
+        let client = etcd_tls::client(
+            &fs::read(etcd.ca.file()).unwrap(),
+            &etcd.ca.client("plain bench").unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let endpoints = etcd.cluster.endpoints();
+        wait_for("the plain pair's etcd", Duration::from_secs(60), || {
+            endpoints.iter().all(|e| {
+                client
+                    .get(format!("{e}/health"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            })
+        });
+        etcd
+    }
+}
+
+impl Drop for PlainEtcd {
+    fn drop(&mut self) {
+        self.cluster.stop();
+    }
+}
+
+impl PlainPair {
+    /// Starts the pair over an etcd cluster of its own.
+    fn start(root: &Path) -> Self {
+        let etcd = PlainEtcd::start(&root.join("etcd"));
+        let etcd_endpoints = etcd.cluster.endpoints();
+        let etcd_ca_file = Some(etcd.ca.file().to_path_buf());
+        let client_tls = etcd.ca.client("plain pair").unwrap();
         let etcd_client = (root.join("etcd-client.crt"), root.join("etcd-client.key"));
-        fs::copy(access.join("etcd-client.crt"), &etcd_client.0).unwrap();
-        fs::copy(access.join("etcd-client.key"), &etcd_client.1).unwrap();
+        fs::write(&etcd_client.0, &client_tls.certificate_pem).unwrap();
+        fs::write(&etcd_client.1, client_tls.key_pem.expose_secret()).unwrap();
         let chown = Command::new("chown")
+            .arg("-R")
             .arg("postgres:postgres")
-            .args([&etcd_client.0, &etcd_client.1])
+            .arg(root)
             .status()
             .unwrap();
         assert!(chown.success());
         let guards = Guards {
             rest_api_password: "plain-bench-api",
             etcd_client: Some(etcd_client),
-            // TODO(etcdsec): the control plane's etcd now has authentication on and
-            // gives each server a user for its own keys only; this pair needs a
-            // user of its own (or an etcd of its own) to run again.
             etcd_password: None,
         };
         let password = "plain-bench-password".to_string();
@@ -196,6 +241,13 @@ impl PlainPair {
         fs::create_dir_all(root).unwrap();
         let ca_file = root.join("ca.pem");
         fs::write(&ca_file, ca.ca.ca_pem().unwrap()).unwrap();
+        // Patroni's REST API asks callers for a client certificate of etcd's CA.
+        let rest = etcd_tls::client(
+            ca.ca.ca_pem().unwrap().as_bytes(),
+            &client_tls,
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let install = PgInstall::discover().unwrap();
         let mut pair = Self {
             root: root.to_path_buf(),
@@ -203,6 +255,8 @@ impl PlainPair {
             nodes: Vec::new(),
             password,
             ca_file: ca_file.clone(),
+            rest,
+            etcd,
         };
         for i in 1..=2 {
             let address = format!("127.0.0.{}", i + 3);
@@ -270,10 +324,12 @@ impl PlainPair {
         let mut primary = None;
         wait_for("the plain pair: leader and sync standby", REJOIN, || {
             let (address, _, rest) = &self.nodes[0];
-            let cluster: Option<serde_json::Value> =
-                reqwest::blocking::get(format!("http://{address}:{rest}/cluster"))
-                    .ok()
-                    .and_then(|r| r.json().ok());
+            let cluster: Option<serde_json::Value> = self
+                .rest
+                .get(format!("https://{address}:{rest}/cluster"))
+                .send()
+                .ok()
+                .and_then(|r| r.json().ok());
             let members = cluster
                 .as_ref()
                 .and_then(|c| c["members"].as_array().cloned())
@@ -320,6 +376,7 @@ impl Drop for PlainPair {
             terminate(child.id());
             let _ = child.wait();
         }
+        self.etcd.cluster.stop();
         let _ = fs::remove_dir_all(&self.root);
     }
 }
@@ -419,7 +476,7 @@ fn main() {
         .unwrap_or(f64::NAN);
 
     // TPC-B: the HA server's primary next to the same Patroni setup on plain directories.
-    let plain = PlainPair::start(&stack.root.path().join("plain"), &nodes[0].dir);
+    let plain = PlainPair::start(&stack.root.path().join("plain"));
     let (plain_host, plain_port) = plain.wait_healthy();
     let (ha_primary, _) = server.wait_healthy(cp, REJOIN);
     let ha_uri = server.uri_of(&ha_primary);
