@@ -11,7 +11,7 @@ use super::key;
 use super::pgbackrest::PgBackRest;
 use crate::contract::backup::{
     BackupCatalog, BackupKind, BackupSummary, BackupVerification, GeoCatalog, Repository,
-    WalArchive,
+    RunningBackup, WalArchive,
 };
 use crate::contract::{AgentConfig, ServerDir};
 use crate::error::IoContext;
@@ -209,6 +209,11 @@ pub(crate) fn create(
         .ok_or_else(|| Error::Backup("pgbackrest backup succeeded but lists no backup".into()))
 }
 
+/// The backups of the serving server running now, with their progress.
+pub(crate) fn progress(dir: &ServerDir, config: &AgentConfig) -> Result<Vec<RunningBackup>, Error> {
+    super::progress::running(&engine(dir, config)?)
+}
+
 /// Decrypts and checks every backup file and archived segment of `repo`.
 pub(crate) fn verify(
     dir: &ServerDir,
@@ -286,7 +291,7 @@ fn summary(set: &BackupSet, key_version: &KeyVersionId) -> Result<BackupSummary,
     })
 }
 
-fn rfc3339(unix_secs: i64) -> Result<String, Error> {
+pub(super) fn rfc3339(unix_secs: i64) -> Result<String, Error> {
     OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
