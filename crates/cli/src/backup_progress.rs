@@ -10,7 +10,7 @@ use crate::dba_client::DbaClient;
 use crate::error::CliError;
 
 /// Time between two progress lines of a command that waits for a backup.
-const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// The backups of `server` running now.
 pub(crate) fn running(api: &DbaClient, server: &str) -> Result<Vec<RunningBackup>, CliError> {
@@ -58,10 +58,11 @@ pub(crate) fn waiting_with_progress<T: Send>(
 /// `full backup of 'billing' (repository 1): 34 % (1.2 of 3.5 GiB), 41 s`.
 pub(crate) fn progress_line(server: &str, b: &RunningBackup) -> String {
     let done = match (b.percent_complete, b.bytes_done, b.bytes_total) {
+        // Rounded down: 99.98 % is not done.
         (Some(p), Some(done), Some(total)) => {
-            format!("{p:.0} % ({} of {} GiB)", gib(done), gib(total))
+            format!("{:.0} % ({} of {} GiB)", p.floor(), gib(done), gib(total))
         }
-        (Some(p), _, _) => format!("{p:.0} %"),
+        (Some(p), _, _) => format!("{:.0} %", p.floor()),
         (None, _, _) => "starting".into(),
     };
     format!(
@@ -112,6 +113,11 @@ mod tests {
         assert_eq!(
             progress_line("billing", &running_backup(Some(34.12), None)),
             "full backup of 'billing' (repository 1): 34 %, 41 s"
+        );
+        assert_eq!(
+            progress_line("billing", &running_backup(Some(99.98), None)),
+            "full backup of 'billing' (repository 1): 99 %, 41 s",
+            "not done until it is"
         );
         assert_eq!(
             progress_line(

@@ -7,15 +7,18 @@
 mod support;
 
 use std::fs;
+use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pgcmk_agent::contract::backup::{BackupKind, BackupSummary};
+use pgcmk_agent::contract::backup::{BackupKind, BackupSummary, RunningBackup};
 use pgcmk_agent::contract::ServerDir;
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::backups::*;
 use support::*;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 fn shared_stack() -> Held<Stack> {
     static STACK: Shared<Stack> = Shared::new();
@@ -256,6 +259,75 @@ fn verify_names_a_flipped_byte_in_a_backup_file_and_in_an_archived_segment() {
         "{err}"
     );
     assert!(stack.cp.try_server(&["show", "bk-damage-copy"]).is_err());
+}
+
+#[test]
+fn a_running_backup_reports_its_progress_while_it_runs_and_none_after() {
+    let stack = shared_stack();
+    let s = shared_server(&stack);
+    // A few files of ~30 MB: pgBackRest counts a file once it is copied whole.
+    for t in 0..3 {
+        s.sql(&format!(
+            "CREATE TABLE IF NOT EXISTS progress_{t} AS SELECT n, md5(n::text) || md5((n + {t})::text) \
+             || md5((n * 7)::text) AS t FROM generate_series(1, 200000) n"
+        ))
+        .unwrap();
+    }
+    let mut taking = stack
+        .cp
+        .spawn_backup_text(&["create", &s.name, "--type", "full"]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = taking.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup did not end: {seen:?}"
+        );
+        let running: Vec<RunningBackup> =
+            serde_json::from_value(stack.cp.try_backup(&["progress", &s.name]).unwrap()).unwrap();
+        seen.extend(running);
+    };
+    let ended = OffsetDateTime::now_utc();
+    let mut said = String::new();
+    taking
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(status.success(), "{said}");
+    let ours: Vec<&RunningBackup> = seen
+        .iter()
+        .filter(|b| b.kind == BackupKind::Full && b.repository == 1)
+        .collect();
+    assert!(
+        ours.iter()
+            .any(|b| b.percent_complete.is_some_and(|p| p > 0.0 && p < 100.0)),
+        "no progress between 0 and 100 while it ran: {seen:?}"
+    );
+    for b in &ours {
+        let started = OffsetDateTime::parse(&b.started_at, &Rfc3339).unwrap();
+        assert!(started < ended, "{b:?}");
+        assert_eq!(b.bytes_done, None, "pgBackRest 2.45 tells no bytes: {b:?}");
+    }
+    assert!(
+        said.contains(&format!("full backup of '{}' (repository 1): ", s.name)),
+        "no progress line on stderr: {said}"
+    );
+    // Another test's backup of this shared server may start once this one ended.
+    let after: Vec<RunningBackup> =
+        serde_json::from_value(stack.cp.try_backup(&["progress", &s.name]).unwrap()).unwrap();
+    assert!(
+        after.iter().all(|b| {
+            OffsetDateTime::parse(&b.started_at, &Rfc3339).unwrap()
+                >= ended - time::Duration::seconds(1)
+        }),
+        "the ended backup is still reported: {after:?}"
+    );
 }
 
 /// The pid of a `pgbackrest ... backup` process of stanza `id`, if one runs.
