@@ -177,7 +177,7 @@ pub fn backup(args: BackupArgs, format: Format) -> Result<(), CliError> {
 }
 
 /// Sends `request` and reads its typed answer.
-fn answer<T: DeserializeOwned>(
+pub(crate) fn answer<T: DeserializeOwned>(
     api: &DbaClient,
     request: reqwest::blocking::RequestBuilder,
 ) -> Result<T, CliError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pgcmk_agent::contract::backup::RunningBackup;
 
+use crate::backup_cmds::answer;
 use crate::dba_client::DbaClient;
 use crate::error::CliError;
 
@@ -17,9 +18,7 @@ pub(crate) fn running(api: &DbaClient, server: &str) -> Result<Vec<RunningBackup
     let request = api
         .http()
         .get(api.servers_url(&format!("/{server}/backups/progress")));
-    api.call(request)?
-        .json()
-        .map_err(|e| CliError::failed(format!("unexpected answer from the control plane: {e}")))
+    answer(api, request)
 }
 
 /// Runs `wait` (a request that ends with the backup) and, until it ends, prints a
