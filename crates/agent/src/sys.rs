@@ -1,6 +1,6 @@
 //! The crate's only unsafe code: thin wrappers over a few Linux system calls
 //! (signals, core-dump and ptrace hardening, memory locking, a private mount
-//! namespace).
+//! namespace, the clock tick).
 
 #![allow(unsafe_code)]
 
@@ -50,6 +50,13 @@ pub(crate) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The kernel's clock ticks per second (`/proc/PID/stat` counts times in them).
+pub(crate) fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf(3) takes an integer and touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|t| *t > 0)
 }
 
 /// Makes this process non-dumpable (no core dumps, no ptrace attach by other users,

@@ -82,6 +82,7 @@ pub fn run(
             out,
             failing(backup::tasks::verify(dir, &config, *repository)),
         ),
+        AgentTask::BackupProgress => answer(out, failing(backup::tasks::progress(dir, &config))),
         AgentTask::BackupKeyCheck => answer(
             out,
             check_backup_key(&config.backup_key_file(dir), &vault()?),

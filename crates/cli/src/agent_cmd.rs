@@ -64,6 +64,8 @@ pub enum AgentTaskCommand {
         #[arg(long, default_value = "1", value_parser = str::parse::<Repository>)]
         repository: Repository,
     },
+    /// The serving server's running backups and their progress.
+    BackupProgress,
     /// Prove the vault unwraps the repository key.
     BackupKeyCheck,
     /// Prove the geo vault unwraps the geo-redundant copy's repository key.
@@ -83,6 +85,7 @@ impl From<AgentTaskCommand> for AgentTask {
                 AgentTask::BackupCreate { kind, repository }
             }
             AgentTaskCommand::BackupVerify { repository } => AgentTask::BackupVerify { repository },
+            AgentTaskCommand::BackupProgress => AgentTask::BackupProgress,
             AgentTaskCommand::BackupKeyCheck => AgentTask::BackupKeyCheck,
             AgentTaskCommand::GeoBackupKeyCheck => AgentTask::GeoBackupKeyCheck,
         }
@@ -139,6 +142,7 @@ mod tests {
                 repository: Repository::Geo,
             },
             AgentTask::BackupKeyCheck,
+            AgentTask::BackupProgress,
             AgentTask::GeoBackupKeyCheck,
             AgentTask::BackupCreate {
                 kind: BackupKind::Incr,

@@ -10,6 +10,7 @@ use pgcmk_agent::contract::backup::{
 use pgcmk_control::platform::{BackupKeys, CreateBackup, VerifyBackups};
 use serde::de::DeserializeOwned;
 
+use crate::backup_progress;
 use crate::control_dir::ControlConnection;
 use crate::dba_client::DbaClient;
 use crate::error::{CliError, Failure};
@@ -35,7 +36,8 @@ pub enum BackupCommand {
         /// The backup's label (from `pgcmk backup list`).
         label: String,
     },
-    /// Take a backup of a server now, and wait for its end.
+    /// Take a backup of a server now, and wait for its end (with a progress line
+    /// on stderr every few seconds).
     #[command(
         after_help = "Examples:\n  pgcmk backup create orders --type diff\n  pgcmk backup create orders --repository 2"
     )]
@@ -48,6 +50,15 @@ pub enum BackupCommand {
         /// 1 (the server's own repository) or 2 (its geo-redundant copy).
         #[arg(long, default_value_t = 1)]
         repository: u8,
+    },
+    /// The backups of a server running now (a scheduled one too), with their
+    /// progress.
+    #[command(
+        after_help = "Examples:\n  pgcmk backup progress orders\n  pgcmk backup progress orders -o json"
+    )]
+    Progress {
+        /// Server name.
+        server: String,
     },
     /// The key versions a server's backups need: do not disable or purge them while
     /// the backups are to stay restorable.
@@ -115,8 +126,19 @@ pub fn backup(args: BackupArgs, format: Format) -> Result<(), CliError> {
                     kind: Some(kind),
                     repository: Some(repository),
                 });
-            let backup: BackupSummary = answer(&api, request)?;
+            let backup: BackupSummary = match format {
+                Format::Human => {
+                    backup_progress::waiting_with_progress(&api, &server, || answer(&api, request))?
+                }
+                Format::Json => answer(&api, request)?,
+            };
             print(format, &backup, || render_backup(&backup))
+        }
+        BackupCommand::Progress { server } => {
+            let running = backup_progress::running(&api, &server)?;
+            print(format, &running, || {
+                backup_progress::render_running(&server, &running)
+            })
         }
         BackupCommand::Keys { server } => {
             let keys: BackupKeys = answer(
@@ -155,7 +177,7 @@ pub fn backup(args: BackupArgs, format: Format) -> Result<(), CliError> {
 }
 
 /// Sends `request` and reads its typed answer.
-fn answer<T: DeserializeOwned>(
+pub(crate) fn answer<T: DeserializeOwned>(
     api: &DbaClient,
     request: reqwest::blocking::RequestBuilder,
 ) -> Result<T, CliError> {

@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
 mod backup_cmds;
+mod backup_progress;
 mod backup_settings_args;
 mod backup_store_args;
 mod confirm;

@@ -30,6 +30,7 @@
 //! | `GET /servers/{name}/backups/{label}`    | one backup                        |
 //! | `POST /servers/{name}/backups/verify`    | verify backups and archived WAL ([`VerifyBackups`]) |
 //! | `GET /servers/{name}/backups/keys`       | KEK versions the backups need     |
+//! | `GET /servers/{name}/backups/progress`   | backups running now, with their progress |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //! | `/console/...` (its own sign-in)         | the DBA console ([`crate::console`]) |
 //!
@@ -117,6 +118,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/servers/{name}/backups/verify", post(verify_backups))
         .route("/servers/{name}/backups/keys", get(backup_keys))
+        .route("/servers/{name}/backups/progress", get(backup_progress))
         .route("/servers/{name}/backups/{label}", get(show_backup))
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
@@ -607,4 +609,8 @@ async fn restore(
 
 async fn backup_keys(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
     blocking(p, StatusCode::OK, move |p| p.backup_keys(&name)).await
+}
+
+async fn backup_progress(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| p.backup_progress(&name)).await
 }

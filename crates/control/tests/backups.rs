@@ -7,20 +7,28 @@
 mod support;
 
 use std::fs;
+use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use pgcmk_agent::contract::backup::{BackupKind, BackupSummary};
+use pgcmk_agent::contract::backup::{BackupKind, BackupSummary, RunningBackup};
 use pgcmk_agent::contract::ServerDir;
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use support::backups::*;
 use support::*;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 fn shared_stack() -> Held<Stack> {
     static STACK: Shared<Stack> = Shared::new();
     STACK.get(|| Stack::start(60, 300, None))
 }
+
+/// Held by the tests that take a backup of the shared server, so that none lands
+/// between another's two looks at its backups.
+static SHARED_SERVER_BACKUPS: Mutex<()> = Mutex::new(());
 
 /// One server for the checks that only add to its backups (made again, under
 /// another name, if the tests using it do not overlap).
@@ -118,6 +126,9 @@ fn the_server_keeps_a_whole_wal_segment_in_its_buffers() {
 fn backups_are_listed_shown_and_taken_with_their_lsn_range_and_key_version() {
     let stack = shared_stack();
     let s = shared_server(&stack);
+    let _alone = SHARED_SERVER_BACKUPS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let before = list(&stack, &s);
     assert_eq!(before.retention_days, 14, "as created");
     let first = &before.backups[0];
@@ -256,6 +267,73 @@ fn verify_names_a_flipped_byte_in_a_backup_file_and_in_an_archived_segment() {
         "{err}"
     );
     assert!(stack.cp.try_server(&["show", "bk-damage-copy"]).is_err());
+}
+
+#[test]
+fn a_running_backup_reports_its_progress_while_it_runs_and_none_after() {
+    let stack = shared_stack();
+    let s = shared_server(&stack);
+    let _alone = SHARED_SERVER_BACKUPS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    // A few files of ~30 MB: pgBackRest counts a file once it is copied whole.
+    for t in 0..3 {
+        s.sql(&format!(
+            "CREATE TABLE IF NOT EXISTS progress_{t} AS SELECT n, md5(n::text) || md5((n + {t})::text) \
+             || md5((n * 7)::text) AS t FROM generate_series(1, 200000) n"
+        ))
+        .unwrap();
+    }
+    let began = OffsetDateTime::now_utc();
+    let mut taking = stack
+        .cp
+        .spawn_backup_text(&["create", &s.name, "--type", "full"]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = taking.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup did not end: {seen:?}"
+        );
+        let running: Vec<RunningBackup> =
+            serde_json::from_value(stack.cp.try_backup(&["progress", &s.name]).unwrap()).unwrap();
+        seen.extend(running);
+    };
+    let ended = OffsetDateTime::now_utc();
+    let mut said = String::new();
+    taking
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(status.success(), "{said}");
+    assert!(
+        seen.iter()
+            .any(|b| b.percent_complete.is_some_and(|p| p > 0.0 && p < 100.0)),
+        "no progress between 0 and 100 while it ran: {seen:?}"
+    );
+    for b in &seen {
+        assert_eq!((b.kind, b.repository), (BackupKind::Full, 1), "{b:?}");
+        // pgBackRest's start, in whole seconds.
+        let started = OffsetDateTime::parse(&b.started_at, &Rfc3339).unwrap();
+        assert!(
+            started >= began - time::Duration::seconds(1) && started < ended,
+            "{b:?} not between {began} and {ended}"
+        );
+        assert_eq!(b.bytes_done, None, "pgBackRest 2.45 tells no bytes: {b:?}");
+    }
+    assert!(
+        said.contains(&format!("full backup of '{}' (repository 1): ", s.name)),
+        "no progress line on stderr: {said}"
+    );
+    let after: Vec<RunningBackup> =
+        serde_json::from_value(stack.cp.try_backup(&["progress", &s.name]).unwrap()).unwrap();
+    assert_eq!(after, [], "the ended backup is still reported");
 }
 
 /// The pid of a `pgbackrest ... backup` process of stanza `id`, if one runs.

@@ -341,6 +341,8 @@ fn every_command_answers_json_in_the_common_shapes() {
     );
     w.ok(2, &["backup", "show", "shape", &label]);
     w.ok(2, &["backup", "keys", "shape"]);
+    let running = w.ok(2, &["backup", "progress", "shape"]);
+    assert!(running.is_array(), "not a bare array: {running}");
     w.ok(2, &["backup", "verify", "shape"]);
     w.ok(
         2,

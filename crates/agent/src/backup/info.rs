@@ -12,6 +12,40 @@ pub(crate) struct StanzaInfo {
     /// The WAL archive, per database history (one entry per `initdb`).
     #[serde(default)]
     pub archive: Vec<ArchiveRange>,
+    /// The stanza's health, and whether a backup holds its lock now.
+    #[serde(default)]
+    pub status: StanzaStatus,
+}
+
+/// `status` of a stanza: pgBackRest tries the stanza's backup lock itself, so
+/// `held` is a fact about now (a lock file left by a killed process is not held).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct StanzaStatus {
+    /// The locks pgBackRest looked at.
+    #[serde(default)]
+    pub lock: Locks,
+}
+
+/// The locks of a stanza's status.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct Locks {
+    /// The backup lock (held by a backup, its expire, or a stanza command).
+    #[serde(default)]
+    pub backup: BackupLock,
+}
+
+/// The backup lock: whether it is held, and (pgBackRest 2.48 and later) the
+/// running backup's bytes.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct BackupLock {
+    /// A pgBackRest process holds it now.
+    #[serde(default)]
+    pub held: bool,
+    /// Bytes the running backup copies (2.48 and later).
+    pub size: Option<u64>,
+    /// Bytes it copied so far (2.48 and later).
+    #[serde(rename = "size-cplt")]
+    pub size_cplt: Option<u64>,
 }
 
 /// One backup set in the repository: pgBackRest lists a backup only once it is

@@ -23,6 +23,7 @@ pub(crate) mod info;
 pub(crate) mod key;
 mod node;
 pub(crate) mod pgbackrest;
+mod progress;
 pub(crate) mod restore;
 mod schedule;
 pub(crate) mod settings;

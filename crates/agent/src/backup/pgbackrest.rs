@@ -281,6 +281,15 @@ impl PgBackRest {
 
     /// The pids of the pgBackRest processes running with this configuration.
     pub(crate) fn running_processes(&self) -> Vec<u32> {
+        self.running_commands()
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// The pgBackRest processes running with this configuration: pid and
+    /// arguments (which hold no secret: the passphrase is only in the file).
+    pub(crate) fn running_commands(&self) -> Vec<(u32, Vec<String>)> {
         let config = format!("--config={}", self.config_file.display());
         let Ok(entries) = fs::read_dir("/proc") else {
             return Vec::new();
@@ -290,10 +299,12 @@ impl PgBackRest {
             .filter_map(|e| {
                 let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
                 let cmdline = fs::read(e.path().join("cmdline")).ok()?;
-                cmdline
+                let args: Vec<String> = cmdline
                     .split(|b| *b == 0)
-                    .any(|arg| arg == config.as_bytes())
-                    .then_some(pid)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.contains(&config).then_some((pid, args))
             })
             .collect()
     }

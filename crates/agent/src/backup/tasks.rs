@@ -13,7 +13,7 @@ use super::key;
 use super::pgbackrest::PgBackRest;
 use crate::contract::backup::{
     BackupCatalog, BackupKind, BackupSummary, BackupVerification, GeoCatalog, Repository,
-    WalArchive,
+    RunningBackup, WalArchive,
 };
 use crate::contract::{AgentConfig, ServerDir};
 use crate::error::IoContext;
@@ -253,6 +253,11 @@ fn wait_for_its_wal(engine: &PgBackRest, repo_arg: &str) -> Result<(), Error> {
     }
 }
 
+/// The backups of the serving server running now, with their progress.
+pub(crate) fn progress(dir: &ServerDir, config: &AgentConfig) -> Result<Vec<RunningBackup>, Error> {
+    super::progress::running(&engine(dir, config)?)
+}
+
 /// Decrypts and checks every backup file and archived segment of `repo`.
 pub(crate) fn verify(
     dir: &ServerDir,
@@ -330,7 +335,7 @@ fn summary(set: &BackupSet, key_version: &KeyVersionId) -> Result<BackupSummary,
     })
 }
 
-fn rfc3339(unix_secs: i64) -> Result<String, Error> {
+pub(super) fn rfc3339(unix_secs: i64) -> Result<String, Error> {
     OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

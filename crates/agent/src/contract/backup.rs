@@ -362,6 +362,29 @@ pub struct GeoCatalog {
     pub wal: Option<WalArchive>,
 }
 
+/// A backup running now, one of the answer of
+/// [`crate::contract::task::AgentTask::BackupProgress`]: started by the DBA
+/// (`backup create`) or by the schedule. Nothing in it is secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunningBackup {
+    /// Full, differential or incremental.
+    pub kind: BackupKind,
+    /// 1 (the server's own repository) or 2 (its geo-redundant copy).
+    pub repository: u8,
+    /// When its pgBackRest process started (RFC 3339).
+    pub started_at: String,
+    /// Seconds since then.
+    pub elapsed_secs: u64,
+    /// Percent of its bytes copied, as pgBackRest counts them (a file counts once
+    /// copied whole, the largest first); `None` while pgBackRest has not counted
+    /// yet (the checkpoint, the file list).
+    pub percent_complete: Option<f64>,
+    /// Bytes copied, when pgBackRest tells them (2.48 and later; 2.45 does not).
+    pub bytes_done: Option<u64>,
+    /// Bytes to copy, when pgBackRest tells them (2.48 and later; 2.45 does not).
+    pub bytes_total: Option<u64>,
+}
+
 /// The answer of [`crate::contract::task::AgentTask::BackupVerify`]: pgBackRest's
 /// `verify`, which decrypts every backup file and archived segment and checks it
 /// against its recorded checksum and size.

@@ -65,6 +65,10 @@ pub enum AgentTask {
         /// The server's own repository, or its geo-redundant copy.
         repository: Repository,
     },
+    /// The serving server's backups running now (its scheduled ones too), with
+    /// their progress. Answers [`TaskAnswer`] of a list of
+    /// [`RunningBackup`](super::backup::RunningBackup).
+    BackupProgress,
     /// Prove that the vault unwraps the server's repository key (before a restore
     /// from its backups; the server need not run). Answers [`TaskAnswer`] of
     /// [`RepositoryKeyCheck`](super::backup::RepositoryKeyCheck).
@@ -88,6 +92,7 @@ impl AgentTask {
             AgentTask::BackupList => "backup-list",
             AgentTask::BackupCreate { .. } => "backup-create",
             AgentTask::BackupVerify { .. } => "backup-verify",
+            AgentTask::BackupProgress => "backup-progress",
             AgentTask::BackupKeyCheck => "backup-key-check",
             AgentTask::GeoBackupKeyCheck => "geo-backup-key-check",
         }

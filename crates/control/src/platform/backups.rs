@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use pgcmk_agent::contract::backup::{
-    BackupCatalog, BackupKind, BackupSummary, BackupVerification, Repository,
+    BackupCatalog, BackupKind, BackupSummary, BackupVerification, Repository, RunningBackup,
     DEFAULT_RETENTION_DAYS, RETENTION_DAYS,
 };
 use pgcmk_agent::contract::server_dir::read_json;
@@ -204,6 +204,18 @@ impl Platform {
             Err(e) => self.event(&server, Actor::Dba, "backup failed", &e.to_string())?,
         };
         created
+    }
+
+    /// The server's backups running now (the DBA's and the scheduled ones), with
+    /// their progress, as its agent reads them from pgBackRest (on a highly
+    /// available server, the primary's: only it takes backups).
+    pub fn backup_progress(&self, name: &str) -> Result<Vec<RunningBackup>, Error> {
+        let server = self.serving_for_backups(name)?;
+        self.run_task(
+            &self.backup_agent(&server)?,
+            &AgentTask::BackupProgress,
+            None,
+        )
     }
 
     /// The KEK versions the server's backups need (from the wrapped repository

@@ -733,6 +733,19 @@ impl ControlPlane {
         )
     }
 
+    /// Starts `pgcmk backup ARGS` with human output, its stderr piped; killed when
+    /// the guard drops.
+    pub fn spawn_backup_text(&self, args: &[&str]) -> KilledOnDrop {
+        KilledOnDrop(
+            self.dba_command("backup", args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     /// Runs `pgcmk server ARGS` with human output; returns what it printed.
     pub fn server_text(&self, args: &[&str]) -> String {
         let out = self
