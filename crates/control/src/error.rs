@@ -141,6 +141,9 @@ pub enum Error {
     /// A server's high availability could not be enabled or disabled.
     #[error(transparent)]
     HaUpdate(#[from] crate::platform::HaUpdateError),
+    /// A host's enrollment, credential or registration was refused.
+    #[error(transparent)]
+    Host(#[from] crate::hosts::HostError),
     /// An operation's worker ended before it answered.
     #[error("operation aborted: {0}")]
     Aborted(String),
@@ -328,6 +331,7 @@ impl Error {
                 ErrorCode::ReadyTimeout
             }
             Error::HaUpdate(_) => ErrorCode::StateConflict,
+            Error::Host(e) => e.code(),
             _ => ErrorCode::InternalError,
         }
     }

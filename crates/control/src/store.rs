@@ -1,5 +1,6 @@
-//! The control plane's embedded state store (redb): servers and the append-only
-//! event trail. Every write is one committed, fsynced transaction.
+//! The control plane's embedded state store (redb): servers, the append-only
+//! event trail, and the enrolled hosts (`store/hosts.rs`). Every write is one
+//! committed, fsynced transaction.
 
 use std::path::Path;
 
@@ -9,6 +10,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::StoreError;
 use crate::model::{now_rfc3339, Event, ServerRecord};
 use crate::Error;
+
+mod hosts;
 
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -89,6 +92,7 @@ impl Store {
             tx.open_table(EVENTS).map_err(store_err)?;
             tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
             tx.open_table(SETTINGS).map_err(store_err)?;
+            tx.open_table(hosts::HOSTS).map_err(store_err)?;
             tx.commit().map_err(store_err)
         })?;
         Ok(store)

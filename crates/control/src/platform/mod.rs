@@ -56,6 +56,7 @@ mod ha_backups;
 mod ha_create;
 mod ha_disable;
 mod ha_update;
+mod hosts;
 mod lifecycle;
 mod listen;
 mod locks;
@@ -153,6 +154,8 @@ pub struct Platform {
     /// Issues the local etcd cluster's certificates (its certificate is
     /// `STATE/etcd-ca.pem`).
     etcd_ca: crate::etcd_tls::EtcdCa,
+    /// The heartbeats heard from hosts since this start (never from a file).
+    host_presence: crate::hosts::HostPresence,
 }
 
 impl Platform {
@@ -207,6 +210,7 @@ impl Platform {
             supervision: Mutex::new(()),
             etcd,
             etcd_ca,
+            host_presence: crate::hosts::HostPresence::default(),
         };
         platform.supervise_etcd();
         for server in platform.store.servers()? {

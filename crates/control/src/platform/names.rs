@@ -3,6 +3,15 @@
 use crate::Error;
 
 pub(super) fn validate_name(name: &str) -> Result<(), Error> {
+    validate_name_of("server", name)
+}
+
+/// Hosts are named by the servers' rules.
+pub(super) fn validate_host_name(name: &str) -> Result<(), Error> {
+    validate_name_of("host", name)
+}
+
+fn validate_name_of(what: &str, name: &str) -> Result<(), Error> {
     let ok = (3..=63).contains(&name.len())
         && name
             .bytes()
@@ -13,7 +22,7 @@ pub(super) fn validate_name(name: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::BadRequest(format!(
-            "server name '{name}' is not valid: use 3-63 lowercase letters, digits and '-', \
+            "{what} name '{name}' is not valid: use 3-63 lowercase letters, digits and '-', \
              not starting or ending with '-'"
         )))
     }
@@ -46,6 +55,8 @@ mod tests {
             let err = validate_name(bad).unwrap_err().to_string();
             assert!(err.contains("3-63 lowercase"), "{bad}: {err}");
         }
+        let err = validate_host_name("Host").unwrap_err().to_string();
+        assert!(err.starts_with("host name 'Host'"), "{err}");
         validate_location("westeurope").unwrap();
         assert!(validate_location("west europe").is_err());
         assert!(validate_location("").is_err());

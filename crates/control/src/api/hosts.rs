@@ -1,0 +1,127 @@
+//! The hosts' routes ([docs/hosts.md](../../../../docs/hosts.md)).
+//!
+//! | method and path                   | credential | does                          |
+//! |-----------------------------------|------------|-------------------------------|
+//! | `POST /hosts`                     | DBA        | enroll ([`EnrollHost`]); the host's credential is in this answer only |
+//! | `GET /hosts`                      | DBA        | list, with liveness           |
+//! | `DELETE /hosts/{name}`            | DBA        | remove: its credential stops working |
+//! | `POST /hosts/{name}/register`     | the host's | a daemon start ([`HostHello`]) |
+//! | `POST /hosts/{name}/heartbeat`    | the host's | it is alive ([`HostHello`])    |
+//!
+//! A host's routes check its credential and its address themselves (the DBA's
+//! credential is no host's), so they sit outside the DBA's middleware.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::{Extension, Json, Router};
+use pgcmk_hostkeys::listener::PeerAddr;
+use serde_json::json;
+
+use crate::hosts::{EnrollHost, HostError, HostHello};
+use crate::platform::Platform;
+use crate::Error;
+
+use super::{bearer_token, blocking, unauthorized, ApiError, ApiResult};
+
+/// The routes the DBA's credential opens.
+pub(super) fn dba_routes() -> Router<Arc<Platform>> {
+    Router::new()
+        .route("/hosts", post(enroll).get(list))
+        .route("/hosts/{name}", delete(remove))
+}
+
+/// The routes a host's own credential opens.
+pub(super) fn host_routes() -> Router<Arc<Platform>> {
+    Router::new()
+        .route("/hosts/{name}/register", post(register))
+        .route("/hosts/{name}/heartbeat", post(heartbeat))
+}
+
+async fn enroll(
+    State(p): State<Arc<Platform>>,
+    body: Result<Json<EnrollHost>, JsonRejection>,
+) -> ApiResult {
+    let Json(req) = body.map_err(|e| {
+        ApiError(Error::BadRequest(format!(
+            "bad request body: {e}; send {{\"name\": \"h1\", \"address\": \"IP\"}}"
+        )))
+    })?;
+    blocking(p, StatusCode::CREATED, move |p| p.enroll_host(&req)).await
+}
+
+async fn list(State(p): State<Arc<Platform>>) -> ApiResult {
+    blocking(p, StatusCode::OK, |p| p.hosts()).await
+}
+
+async fn remove(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> ApiResult {
+    blocking(p, StatusCode::OK, move |p| {
+        p.remove_host(&name)?;
+        Ok(json!({ "removed": name }))
+    })
+    .await
+}
+
+/// Which of a host's two calls a request is.
+#[derive(Clone, Copy)]
+enum HostCall {
+    Register,
+    Heartbeat,
+}
+
+async fn register(
+    State(p): State<Arc<Platform>>,
+    Extension(peer): Extension<PeerAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<HostHello>, JsonRejection>,
+) -> Response {
+    host_call(p, peer, name, headers, body, HostCall::Register).await
+}
+
+async fn heartbeat(
+    State(p): State<Arc<Platform>>,
+    Extension(peer): Extension<PeerAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<HostHello>, JsonRejection>,
+) -> Response {
+    host_call(p, peer, name, headers, body, HostCall::Heartbeat).await
+}
+
+/// Checks the host's credential before it looks at the body, so that an
+/// unauthenticated caller learns nothing from the body's errors.
+async fn host_call(
+    p: Arc<Platform>,
+    peer: PeerAddr,
+    name: String,
+    headers: HeaderMap,
+    body: Result<Json<HostHello>, JsonRejection>,
+    call: HostCall,
+) -> Response {
+    let token = bearer_token(&headers).map(<[u8]>::to_vec);
+    let result = blocking(p, StatusCode::OK, move |p| {
+        let host = p.admit_host(&name, token.as_deref(), peer.0.ip())?;
+        let Json(hello) = body.map_err(|e| {
+            Error::BadRequest(format!(
+                "bad request body: {e}; send {{\"instance\": \"NAME\"}}"
+            ))
+        })?;
+        match call {
+            HostCall::Register => p.register_host(&host, &hello),
+            HostCall::Heartbeat => p.host_heartbeat(&host, &hello),
+        }
+    })
+    .await;
+    match result {
+        Ok(response) => response,
+        Err(ApiError(Error::Host(HostError::Denied))) => {
+            unauthorized(Error::Host(HostError::Denied))
+        }
+        Err(e) => e.into_response(),
+    }
+}

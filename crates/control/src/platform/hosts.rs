@@ -1,0 +1,125 @@
+//! Enrolling hosts and hearing from them ([docs/hosts.md](../../../../docs/hosts.md)):
+//! the DBA's side (enroll, list, remove) and the host daemon's (register, heartbeat),
+//! each checked against the state store and the in-memory [`HostPresence`].
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::auth::new_token;
+use crate::hosts::{
+    EnrollHost, EnrolledHost, HostError, HostHello, HostPace, HostRecord, HostView,
+};
+use crate::model::now_rfc3339;
+use crate::{Error, StoreError};
+
+use super::names::validate_host_name;
+use super::Platform;
+
+/// Longest daemon instance name taken.
+const MAX_INSTANCE_LEN: usize = 128;
+
+impl Platform {
+    /// Enrolls a host: stores the verifier of a fresh credential and returns the
+    /// credential, which is never stored.
+    pub fn enroll_host(&self, request: &EnrollHost) -> Result<EnrolledHost, Error> {
+        validate_host_name(&request.name)?;
+        let token = new_token()?;
+        let record = HostRecord::new(
+            &request.name,
+            request.address,
+            token.expose_secret(),
+            now_rfc3339(),
+        )
+        .ok_or_else(|| {
+            Error::Store(StoreError::Missing(
+                "a fresh host credential did not have the expected form".into(),
+            ))
+        })?;
+        self.store().insert_host(&record)?;
+        tracing::info!(host = %record.name, address = %record.address, "host enrolled");
+        let credential = String::from_utf8(token.expose_secret().to_vec())
+            .map_err(|_| Error::Aborted("a host credential was not text".into()))?;
+        Ok(EnrolledHost {
+            host: self.host_presence.view(&record, Instant::now()),
+            credential,
+        })
+    }
+
+    /// Every enrolled host, with its liveness now.
+    pub fn hosts(&self) -> Result<Vec<HostView>, Error> {
+        let now = Instant::now();
+        let mut hosts: Vec<HostView> = self
+            .store()
+            .hosts()?
+            .iter()
+            .map(|h| self.host_presence.view(h, now))
+            .collect();
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(hosts)
+    }
+
+    /// Removes host `name`: its credential is refused from now on.
+    pub fn remove_host(&self, name: &str) -> Result<(), Error> {
+        self.store().remove_host(name)?;
+        self.host_presence.forget(name);
+        tracing::info!(host = %name, "host removed");
+        Ok(())
+    }
+
+    /// Host `name` when `token` is its credential presented from its enrolled
+    /// address; one refusal ([`HostError::Denied`]) for every other case.
+    pub fn admit_host(
+        &self,
+        name: &str,
+        token: Option<&[u8]>,
+        peer: IpAddr,
+    ) -> Result<AdmittedHost, Error> {
+        let host = self
+            .store()
+            .host(name)?
+            .filter(|h| token.is_some_and(|t| h.admits(t, peer)))
+            .ok_or(HostError::Denied)?;
+        Ok(AdmittedHost(host))
+    }
+
+    /// An admitted host's daemon registers (a new start of it).
+    pub fn register_host(&self, host: &AdmittedHost, hello: &HostHello) -> Result<HostPace, Error> {
+        validate_instance(&hello.instance)?;
+        self.host_presence
+            .register(&host.0.name, &hello.instance, Instant::now());
+        tracing::info!(host = %host.0.name, instance = %hello.instance, "host registered");
+        Ok(HostPace::standard())
+    }
+
+    /// An admitted host's daemon says it is alive.
+    pub fn host_heartbeat(
+        &self,
+        host: &AdmittedHost,
+        hello: &HostHello,
+    ) -> Result<HostPace, Error> {
+        validate_instance(&hello.instance)?;
+        self.host_presence
+            .heartbeat(&host.0.name, &hello.instance, Instant::now())?;
+        Ok(HostPace::standard())
+    }
+}
+
+/// A host whose credential was checked just now ([`Platform::admit_host`] makes
+/// the only ones): a host's calls take nothing less.
+#[derive(Debug)]
+pub struct AdmittedHost(HostRecord);
+
+fn validate_instance(instance: &str) -> Result<(), Error> {
+    let ok = (1..=MAX_INSTANCE_LEN).contains(&instance.len())
+        && instance
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "the daemon's instance name is not valid: use 1-{MAX_INSTANCE_LEN} letters, \
+             digits and '-' (`pgcmk host serve` draws one at every start)"
+        )))
+    }
+}

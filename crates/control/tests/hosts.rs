@@ -1,0 +1,230 @@
+//! Hosts (docs/hosts.md): the DBA enrolls a host with the address its requests come
+//! from and gets its credential once; the host's daemon registers and sends
+//! heartbeats over HTTPS with that credential, from that address. The tests stand
+//! for hosts with other loopback addresses (127.0.0.2, 127.0.0.3).
+
+mod support;
+
+use std::fs;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::*;
+
+/// A host's side of the API: its credential, and a client whose connections
+/// leave from its address.
+struct HostSide {
+    client: Client,
+    url: String,
+    name: String,
+    credential: String,
+}
+
+impl HostSide {
+    fn new(cp: &ControlPlane, name: &str, address: &str, credential: &str) -> Self {
+        let ca = reqwest::Certificate::from_pem(&fs::read(cp.ca_file()).unwrap()).unwrap();
+        let client = Client::builder()
+            .tls_certs_only([ca])
+            .https_only(true)
+            .local_address(address.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            client,
+            url: cp.url.clone(),
+            name: name.into(),
+            credential: credential.into(),
+        }
+    }
+
+    /// `POST /hosts/NAME/CALL` with `{"instance": instance}` and `token`.
+    fn call(&self, call: &str, instance: &str, token: Option<&str>) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}/hosts/{}/{call}", self.url, self.name))
+            .json(&json!({ "instance": instance }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap()
+    }
+
+    fn register(&self, instance: &str) -> Response {
+        self.call("register", instance, Some(&self.credential))
+    }
+
+    fn heartbeat(&self, instance: &str) -> Response {
+        self.call("heartbeat", instance, Some(&self.credential))
+    }
+}
+
+/// The DBA's side: enroll, list and remove hosts.
+struct Dba<'a> {
+    cp: &'a ControlPlane,
+    client: Client,
+    token: String,
+}
+
+impl<'a> Dba<'a> {
+    fn new(cp: &'a ControlPlane) -> Self {
+        let token = fs::read_to_string(cp.dba_credential()).unwrap();
+        Self {
+            cp,
+            client: cp.https_client(),
+            token: token.trim().into(),
+        }
+    }
+
+    fn enroll(&self, name: &str, address: &str) -> Response {
+        self.client
+            .post(format!("{}/hosts", self.cp.url))
+            .bearer_auth(&self.token)
+            .json(&json!({ "name": name, "address": address }))
+            .send()
+            .unwrap()
+    }
+
+    /// Enrolls `name` and returns its side, the credential taken from the answer.
+    fn host(&self, name: &str, address: &str) -> HostSide {
+        let answer = self.enroll(name, address);
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        let body: Value = answer.json().unwrap();
+        assert_eq!(body["host"]["liveness"], "Unknown", "{body}");
+        let credential = body["credential"].as_str().unwrap();
+        HostSide::new(self.cp, name, address, credential)
+    }
+
+    /// The liveness of every host, by name.
+    fn liveness(&self) -> Vec<(String, String)> {
+        let hosts: Value = self
+            .client
+            .get(format!("{}/hosts", self.cp.url))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let name = h["name"].as_str().unwrap().to_string();
+                (name, h["liveness"].as_str().unwrap().to_string())
+            })
+            .collect()
+    }
+
+    fn remove(&self, name: &str) -> StatusCode {
+        self.client
+            .delete(format!("{}/hosts/{name}", self.cp.url))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+            .status()
+    }
+}
+
+fn assert_denied(answer: Response, what: &str) {
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{what}");
+    assert_eq!(answer.headers()["www-authenticate"], "Bearer", "{what}");
+    let body: Value = answer.json().unwrap();
+    assert_eq!(body["error"]["code"], "Unauthorized", "{what}: {body}");
+}
+
+#[test]
+fn a_host_is_online_while_it_beats_and_silent_once_it_stops() {
+    let stack = Stack::start(60, 300, None);
+    let dba = Dba::new(&stack.cp);
+    let host = dba.host("host-one", "127.0.0.2");
+
+    let registered = host.register("first");
+    assert_eq!(registered.status(), StatusCode::OK);
+    let pace: Value = registered.json().unwrap();
+    assert_eq!(pace, json!({"heartbeat_ms": 1000, "silent_after_ms": 5000}));
+    assert_eq!(dba.liveness(), [("host-one".into(), "Online".into())]);
+    assert_eq!(host.heartbeat("first").status(), StatusCode::OK);
+
+    // Another daemon with the same credential is not heard until it registers,
+    // and then the first one is not.
+    assert_eq!(host.heartbeat("second").status(), StatusCode::CONFLICT);
+    assert_eq!(host.register("second").status(), StatusCode::OK);
+    assert_eq!(host.heartbeat("first").status(), StatusCode::CONFLICT);
+
+    // The daemon goes quiet: Silent once 5 s passed without a heartbeat.
+    let last = Instant::now();
+    assert_eq!(host.heartbeat("second").status(), StatusCode::OK);
+    pgcmk_testkit::wait::wait_for("the host to be Silent", Duration::from_secs(10), || {
+        dba.liveness()[0].1 == "Silent"
+    });
+    assert!(last.elapsed() >= Duration::from_secs(5));
+    assert_eq!(host.heartbeat("second").status(), StatusCode::OK);
+    assert_eq!(dba.liveness()[0].1, "Online");
+}
+
+#[test]
+fn hosts_are_refused_without_their_own_credential_from_their_address() {
+    let stack = Stack::start(60, 300, None);
+    let dba = Dba::new(&stack.cp);
+    let one = dba.host("host-one", "127.0.0.2");
+    let two = dba.host("host-two", "127.0.0.3");
+    assert_eq!(
+        dba.enroll("host-one", "127.0.0.4").status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        dba.enroll("Host", "127.0.0.4").status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    assert_denied(one.call("register", "a", None), "no credential");
+    let mut wrong = one.credential.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    assert_denied(
+        one.call("register", "a", Some(&wrong)),
+        "a wrong credential",
+    );
+    assert_denied(
+        one.call("register", "a", Some(&two.credential)),
+        "another host's credential",
+    );
+    assert_denied(
+        one.call("register", "a", Some(&dba.token)),
+        "the DBA's credential",
+    );
+    let elsewhere = HostSide::new(&stack.cp, "host-one", "127.0.0.3", &one.credential);
+    assert_denied(elsewhere.register("a"), "from another address");
+    assert_denied(
+        HostSide::new(&stack.cp, "no-such-host", "127.0.0.2", &one.credential).register("a"),
+        "an unknown host",
+    );
+    // A host's credential opens no DBA route.
+    let listed = one
+        .client
+        .get(format!("{}/hosts", stack.cp.url))
+        .bearer_auth(&one.credential)
+        .send()
+        .unwrap();
+    assert_denied(listed, "a host's credential on the DBA's routes");
+    // Nothing was registered by any of these.
+    assert_eq!(
+        dba.liveness(),
+        [
+            ("host-one".into(), "Unknown".into()),
+            ("host-two".into(), "Unknown".into())
+        ]
+    );
+
+    // A removed host's own credential is refused at once, even mid-heartbeat.
+    assert_eq!(one.register("a").status(), StatusCode::OK);
+    assert_eq!(dba.remove("host-one"), StatusCode::OK);
+    assert_denied(one.heartbeat("a"), "a removed host");
+    assert_denied(one.register("b"), "a removed host");
+    assert_eq!(dba.remove("host-one"), StatusCode::NOT_FOUND);
+    assert_eq!(dba.liveness(), [("host-two".into(), "Unknown".into())]);
+}
