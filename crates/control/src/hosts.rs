@@ -183,7 +183,9 @@ impl HostError {
             HostError::NotFound(_) => ErrorCode::NotFound,
             HostError::NameTaken(_) => ErrorCode::NameTaken,
             HostError::Denied => ErrorCode::Unauthorized,
-            HostError::OtherInstance(_) | HostError::NotRegistered(_) => ErrorCode::StateConflict,
+            HostError::OtherInstance(_) => ErrorCode::StateConflict,
+            // No registration is found: the daemon registers again (a plane restart).
+            HostError::NotRegistered(_) => ErrorCode::NotFound,
         }
     }
 }

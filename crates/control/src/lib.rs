@@ -21,6 +21,7 @@ mod error;
 mod error_code;
 pub mod etcd;
 pub mod etcd_tls;
+pub mod host_daemon;
 pub mod hosts;
 pub mod identity_file;
 pub mod metrics;

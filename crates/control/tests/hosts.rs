@@ -7,8 +7,11 @@ mod support;
 
 use std::fs;
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pgcmk_testkit::wait::wait_for;
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -137,10 +140,11 @@ fn assert_denied(answer: Response, what: &str) {
 }
 
 #[test]
-fn a_host_is_online_while_it_beats_and_silent_once_it_stops() {
+fn a_registered_host_is_online_and_only_its_latest_daemon_is_heard() {
     let stack = Stack::start(60, 300, None);
     let dba = Dba::new(&stack.cp);
     let host = dba.host("host-one", "127.0.0.2");
+    assert_eq!(host.heartbeat("first").status(), StatusCode::NOT_FOUND);
 
     let registered = host.register("first");
     assert_eq!(registered.status(), StatusCode::OK);
@@ -154,16 +158,80 @@ fn a_host_is_online_while_it_beats_and_silent_once_it_stops() {
     assert_eq!(host.heartbeat("second").status(), StatusCode::CONFLICT);
     assert_eq!(host.register("second").status(), StatusCode::OK);
     assert_eq!(host.heartbeat("first").status(), StatusCode::CONFLICT);
+    assert_eq!(host.heartbeat("second").status(), StatusCode::OK);
+}
 
-    // The daemon goes quiet: Silent once 5 s passed without a heartbeat.
-    let last = Instant::now();
-    assert_eq!(host.heartbeat("second").status(), StatusCode::OK);
-    pgcmk_testkit::wait::wait_for("the host to be Silent", Duration::from_secs(10), || {
-        dba.liveness()[0].1 == "Silent"
-    });
-    assert!(last.elapsed() >= Duration::from_secs(5));
-    assert_eq!(host.heartbeat("second").status(), StatusCode::OK);
-    assert_eq!(dba.liveness()[0].1, "Online");
+#[test]
+fn the_host_daemon_keeps_its_host_online_until_it_freezes_and_ends_once_removed() {
+    let stack = Stack::start(60, 300, None);
+    let cp = &stack.cp;
+    let dba = Dba::new(cp);
+    let enrolled = pgcmk_as_dba(cp, &["host", "add", "host-one", "--address", "127.0.0.2"]);
+    let credential = enrolled["credential"].as_str().unwrap().to_string();
+    let credential_file = stack.root.path().join("host-one.credential");
+    fs::write(&credential_file, &credential).unwrap();
+    let host_dir = stack.root.path().join("host-one");
+    let log = stack.root.path().join("host-one.log");
+    let mut daemon = KilledOnDrop(pgcmk_testkit::process::spawn_logged(
+        Command::new(pgcmk_testkit::binary::pgcmk())
+            .args(["host", "serve", "host-one", "--control-plane", &cp.url])
+            .arg("--ca-cert")
+            .arg(cp.ca_file())
+            .arg("--credential-file")
+            .arg(&credential_file)
+            .arg("--state-dir")
+            .arg(&host_dir)
+            .args(["--source-address", "127.0.0.2"]),
+        &log,
+    ));
+    let online = || dba.liveness()[0].1 == "Online";
+    wait_for("the daemon to register", Duration::from_secs(10), online);
+    assert_eq!(
+        fs::metadata(&host_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // A frozen daemon (a host gone away) turns its host Silent; back, Online.
+    {
+        let frozen = Instant::now();
+        let _paused = pgcmk_testkit::process::Paused::pause(daemon.0.id());
+        wait_for("the host to be Silent", Duration::from_secs(10), || {
+            dba.liveness()[0].1 == "Silent"
+        });
+        assert!(
+            frozen.elapsed() >= Duration::from_secs(4),
+            "Silent too soon"
+        );
+    }
+    wait_for(
+        "the host to be Online again",
+        Duration::from_secs(5),
+        online,
+    );
+
+    // Removed, the daemon is refused and ends, saying why; its log holds no credential.
+    pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
+    let status = pgcmk_testkit::process::wait_exit(&mut daemon.0, Duration::from_secs(10))
+        .expect("the daemon of a removed host ends");
+    assert!(!status.success());
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(said.contains("refuses host 'host-one'"), "{said}");
+    assert!(!said.contains(&credential), "the credential is in the log");
+}
+
+/// `pgcmk ARGS -o json` as the DBA of `cp`; its JSON answer.
+fn pgcmk_as_dba(cp: &ControlPlane, args: &[&str]) -> Value {
+    let output = Command::new(pgcmk_testkit::binary::pgcmk())
+        .args(args)
+        .args(["-o", "json", "--endpoint", &cp.url])
+        .arg("--credential-file")
+        .arg(cp.dba_credential())
+        .arg("--ca-cert")
+        .arg(cp.ca_file())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]

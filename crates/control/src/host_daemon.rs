@@ -1,0 +1,147 @@
+//! The host daemon (`pgcmk host serve`, [docs/hosts.md](../../../docs/hosts.md)):
+//! on a host enrolled with the control plane, it registers over HTTPS with the
+//! host's own credential and keeps sending heartbeats at the pace the plane sets.
+//!
+//! It never listens: every exchange is a request it makes, verified against the
+//! plane's CA. A plane it cannot reach, or one that fails, is retried at the same
+//! pace (the plane sees the host Silent meanwhile, which is true); a plane that
+//! restarted (it forgot the registration) is registered with again; a refusal of
+//! the credential, or another daemon registered with it, ends the daemon with an
+//! error that says what to do.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api_tls::ApiClient;
+use crate::hosts::{HostHello, HostPace};
+use crate::model::SecretString;
+use crate::{Error, ErrorCode};
+
+/// How long one request to the plane may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the plane is and who this host is.
+#[derive(Clone, Debug)]
+pub struct HostDaemonConfig {
+    /// The control plane's URL (`https://HOST:PORT`).
+    pub control_plane: String,
+    /// The plane's CA certificate, the only one trusted for it.
+    pub ca_file: PathBuf,
+    /// The host's credential, as `pgcmk host add` printed it.
+    pub credential_file: PathBuf,
+    /// The host's name, as enrolled.
+    pub name: String,
+    /// The address its requests leave from (the enrolled one), when the system's
+    /// choice would be another.
+    pub source_address: Option<IpAddr>,
+    /// Where the host keeps its servers' directories (0700, created).
+    pub state_dir: PathBuf,
+}
+
+/// Registers, then sends heartbeats until the plane refuses this host; returns
+/// only with that refusal (or a local error before the first request).
+pub fn run(config: &HostDaemonConfig) -> Result<(), Error> {
+    let token = read_host_credential(&config.credential_file)?;
+    create_state_dir(&config.state_dir)?;
+    let api = ApiClient::leaving_from(
+        &config.control_plane,
+        &config.ca_file,
+        REQUEST_TIMEOUT,
+        config.source_address,
+    )?;
+    let hello = HostHello {
+        instance: pgcmk_crypto::random::hex_id(8)?,
+    };
+    let mut pace = HostPace::standard();
+    let mut registered = false;
+    let mut failing: Option<String> = None;
+    loop {
+        let call = if registered { "heartbeat" } else { "register" };
+        let url = api.url(&format!("/hosts/{}/{call}", config.name));
+        let request = api
+            .http()
+            .post(url)
+            .bearer_auth(token.expose_secret())
+            .json(&hello);
+        match api.call(request).and_then(|r| {
+            r.json::<HostPace>()
+                .map_err(|e| Error::Unreachable(format!("the plane's answer is not a pace: {e}")))
+        }) {
+            Ok(answer) => {
+                if !registered {
+                    tracing::info!(host = %config.name, instance = %hello.instance, "registered");
+                }
+                if failing.take().is_some() {
+                    tracing::info!("the control plane answers again");
+                }
+                registered = true;
+                pace = answer;
+            }
+            Err(Error::Api {
+                code: ErrorCode::NotFound,
+                ..
+            }) if registered => {
+                tracing::info!("the control plane forgot this host (it restarted): registering");
+                registered = false;
+                continue;
+            }
+            Err(
+                e @ Error::Api {
+                    status: 401 | 404 | 409,
+                    ..
+                },
+            ) => {
+                return Err(Error::Unauthorized(format!(
+                    "the control plane refuses host '{}': {e} (is it still enrolled, with this \
+                     credential, from this address? `pgcmk host list` shows it)",
+                    config.name
+                )));
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if failing.as_ref() != Some(&e) {
+                    tracing::warn!("the control plane does not answer: {e}; trying again");
+                    failing = Some(e);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(pace.heartbeat_ms));
+    }
+}
+
+/// Reads the host's credential: 64 hex characters.
+fn read_host_credential(path: &Path) -> Result<SecretString, Error> {
+    let bytes = pgcmk_crypto::SecretBytes::new(std::fs::read(path).map_err(|e| {
+        Error::Unauthorized(format!(
+            "cannot read the host credential {} ({e}): give the file holding the credential \
+             `pgcmk host add` printed for this host",
+            path.display()
+        ))
+    })?);
+    let token = bytes.expose_secret().trim_ascii();
+    if token.len() != 64 || !token.iter().all(u8::is_ascii_hexdigit) {
+        return Err(Error::Unauthorized(format!(
+            "{} is not a host credential: it holds the 64 hex characters `pgcmk host add` \
+             printed",
+            path.display()
+        )));
+    }
+    // Checked above: ASCII hex.
+    Ok(SecretString::new(
+        String::from_utf8_lossy(token).into_owned(),
+    ))
+}
+
+/// The host's state directory, private to root.
+fn create_state_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| {
+            Error::io(
+                format!("creating the host's state directory {}", dir.display()),
+                e,
+            )
+        })
+}
