@@ -45,18 +45,21 @@ impl HostRecord {
             name: name.to_string(),
             address,
             enrolled_at,
-            verifier: verifier.iter().map(|b| format!("{b:02x}")).collect(),
+            verifier: hex(&verifier),
         })
     }
 
     /// True when `token`, presented from `peer`, is this host's credential.
     pub fn admits(&self, token: &[u8], peer: IpAddr) -> bool {
-        let presented = host_verifier(&self.name, token)
-            .map(|v| v.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let presented = host_verifier(&self.name, token).map(|v| hex(&v));
         // Both checks always run: the answer takes as long whichever one fails.
         let credential = presented.is_some_and(|v| ct_eq(v.as_bytes(), self.verifier.as_bytes()));
         credential & (peer == self.address)
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The verifier of a host credential, bound to the host's name so that a verifier

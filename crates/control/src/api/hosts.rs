@@ -37,9 +37,7 @@ pub(super) fn dba_routes() -> Router<Arc<Platform>> {
 
 /// The routes a host's own credential opens.
 pub(super) fn host_routes() -> Router<Arc<Platform>> {
-    Router::new()
-        .route("/hosts/{name}/register", post(register))
-        .route("/hosts/{name}/heartbeat", post(heartbeat))
+    Router::new().route("/hosts/{name}/{call}", post(host_call_route))
 }
 
 async fn enroll(
@@ -66,31 +64,22 @@ async fn remove(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> Api
     .await
 }
 
-/// Which of a host's two calls a request is.
-#[derive(Clone, Copy)]
+/// Which of a host's two calls a request is (the last segment of its path).
+#[derive(Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum HostCall {
     Register,
     Heartbeat,
 }
 
-async fn register(
+async fn host_call_route(
     State(p): State<Arc<Platform>>,
     Extension(peer): Extension<PeerAddr>,
-    Path(name): Path<String>,
+    Path((name, call)): Path<(String, HostCall)>,
     headers: HeaderMap,
     body: Result<Json<HostHello>, JsonRejection>,
 ) -> Response {
-    host_call(p, peer, name, headers, body, HostCall::Register).await
-}
-
-async fn heartbeat(
-    State(p): State<Arc<Platform>>,
-    Extension(peer): Extension<PeerAddr>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<HostHello>, JsonRejection>,
-) -> Response {
-    host_call(p, peer, name, headers, body, HostCall::Heartbeat).await
+    host_call(p, peer, name, headers, body, call).await
 }
 
 /// Checks the host's credential before it looks at the body, so that an

@@ -12,11 +12,8 @@ use crate::hosts::{
 use crate::model::now_rfc3339;
 use crate::{Error, StoreError};
 
-use super::names::validate_host_name;
+use super::names::{validate_host_name, validate_instance};
 use super::Platform;
-
-/// Longest daemon instance name taken.
-const MAX_INSTANCE_LEN: usize = 128;
 
 impl Platform {
     /// Enrolls a host: stores the verifier of a fresh credential and returns the
@@ -108,18 +105,3 @@ impl Platform {
 /// the only ones): a host's calls take nothing less.
 #[derive(Debug)]
 pub struct AdmittedHost(HostRecord);
-
-fn validate_instance(instance: &str) -> Result<(), Error> {
-    let ok = (1..=MAX_INSTANCE_LEN).contains(&instance.len())
-        && instance
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!(
-            "the daemon's instance name is not valid: use 1-{MAX_INSTANCE_LEN} letters, \
-             digits and '-' (`pgcmk host serve` draws one at every start)"
-        )))
-    }
-}
