@@ -66,17 +66,17 @@ impl HostSide {
 }
 
 /// The DBA's side: enroll, list and remove hosts.
-struct Dba<'a> {
-    cp: &'a ControlPlane,
+struct Dba {
+    url: String,
     client: Client,
     token: String,
 }
 
-impl<'a> Dba<'a> {
-    fn new(cp: &'a ControlPlane) -> Self {
+impl Dba {
+    fn new(cp: &ControlPlane) -> Self {
         let token = fs::read_to_string(cp.dba_credential()).unwrap();
         Self {
-            cp,
+            url: cp.url.clone(),
             client: cp.https_client(),
             token: token.trim().into(),
         }
@@ -84,7 +84,7 @@ impl<'a> Dba<'a> {
 
     fn enroll(&self, name: &str, address: &str) -> Response {
         self.client
-            .post(format!("{}/hosts", self.cp.url))
+            .post(format!("{}/hosts", self.url))
             .bearer_auth(&self.token)
             .json(&json!({ "name": name, "address": address }))
             .send()
@@ -92,20 +92,20 @@ impl<'a> Dba<'a> {
     }
 
     /// Enrolls `name` and returns its side, the credential taken from the answer.
-    fn host(&self, name: &str, address: &str) -> HostSide {
+    fn host(&self, cp: &ControlPlane, name: &str, address: &str) -> HostSide {
         let answer = self.enroll(name, address);
         assert_eq!(answer.status(), StatusCode::CREATED);
         let body: Value = answer.json().unwrap();
         assert_eq!(body["host"]["liveness"], "Unknown", "{body}");
         let credential = body["credential"].as_str().unwrap();
-        HostSide::new(self.cp, name, address, credential)
+        HostSide::new(cp, name, address, credential)
     }
 
     /// The liveness of every host, by name.
     fn liveness(&self) -> Vec<(String, String)> {
         let hosts: Value = self
             .client
-            .get(format!("{}/hosts", self.cp.url))
+            .get(format!("{}/hosts", self.url))
             .bearer_auth(&self.token)
             .send()
             .unwrap()
@@ -124,7 +124,7 @@ impl<'a> Dba<'a> {
 
     fn remove(&self, name: &str) -> StatusCode {
         self.client
-            .delete(format!("{}/hosts/{name}", self.cp.url))
+            .delete(format!("{}/hosts/{name}", self.url))
             .bearer_auth(&self.token)
             .send()
             .unwrap()
@@ -143,7 +143,7 @@ fn assert_denied(answer: Response, what: &str) {
 fn a_registered_host_is_online_and_only_its_latest_daemon_is_heard() {
     let stack = Stack::start(60, 300, None);
     let dba = Dba::new(&stack.cp);
-    let host = dba.host("host-one", "127.0.0.2");
+    let host = dba.host(&stack.cp, "host-one", "127.0.0.2");
     assert_eq!(host.heartbeat("first").status(), StatusCode::NOT_FOUND);
 
     let registered = host.register("first");
@@ -163,7 +163,7 @@ fn a_registered_host_is_online_and_only_its_latest_daemon_is_heard() {
 
 #[test]
 fn the_host_daemon_keeps_its_host_online_until_it_freezes_and_ends_once_removed() {
-    let stack = Stack::start(60, 300, None);
+    let mut stack = Stack::start(60, 300, None);
     let cp = &stack.cp;
     let dba = Dba::new(cp);
     let enrolled = pgcmk_as_dba(cp, &["host", "add", "host-one", "--address", "127.0.0.2"]);
@@ -209,6 +209,19 @@ fn the_host_daemon_keeps_its_host_online_until_it_freezes_and_ends_once_removed(
         online,
     );
 
+    // A restarted plane forgot the registration: the daemon registers again by itself.
+    stack.cp.restart_on_its_port();
+    let cp = &stack.cp;
+    let again =
+        pgcmk_testkit::wait::poll(Duration::from_secs(10), Duration::from_millis(100), || {
+            fs::read_to_string(&log)
+                .unwrap()
+                .contains("the control plane forgot this host")
+        });
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(again.is_some(), "the daemon did not register again: {said}");
+    wait_for("Online after the restart", Duration::from_secs(5), online);
+
     // Removed, the daemon is refused and ends, saying why; its log holds no credential.
     pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
     let status = pgcmk_testkit::process::wait_exit(&mut daemon.0, Duration::from_secs(10))
@@ -238,8 +251,8 @@ fn pgcmk_as_dba(cp: &ControlPlane, args: &[&str]) -> Value {
 fn hosts_are_refused_without_their_own_credential_from_their_address() {
     let stack = Stack::start(60, 300, None);
     let dba = Dba::new(&stack.cp);
-    let one = dba.host("host-one", "127.0.0.2");
-    let two = dba.host("host-two", "127.0.0.3");
+    let one = dba.host(&stack.cp, "host-one", "127.0.0.2");
+    let two = dba.host(&stack.cp, "host-two", "127.0.0.3");
     assert_eq!(
         dba.enroll("host-one", "127.0.0.4").status(),
         StatusCode::CONFLICT

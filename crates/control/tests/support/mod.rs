@@ -634,6 +634,16 @@ impl ControlPlane {
         self.restart_after(|| ());
     }
 
+    /// Like [`ControlPlane::restart`], listening again on the port it listens on
+    /// now (as a plane started with a fixed `--listen` does), so that clients that
+    /// know its URL reach it again.
+    pub fn restart_on_its_port(&mut self) {
+        let port = self.url.rsplit(':').next().unwrap().trim_end_matches('/');
+        let at = self.args.iter().position(|a| a == "--listen").unwrap();
+        self.args[at + 1] = format!("127.0.0.1:{port}");
+        self.restart();
+    }
+
     /// Like [`ControlPlane::restart`], doing `meanwhile` while it is down.
     pub fn restart_after(&mut self, meanwhile: impl FnOnce()) {
         terminate(self.child.id());
