@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Extension, Json, Router};
+use pgcmk_crypto::SecretBytes;
 use pgcmk_hostkeys::listener::PeerAddr;
 use serde_json::json;
 
@@ -37,7 +38,7 @@ pub(super) fn dba_routes() -> Router<Arc<Platform>> {
 
 /// The routes a host's own credential opens.
 pub(super) fn host_routes() -> Router<Arc<Platform>> {
-    Router::new().route("/hosts/{name}/{call}", post(host_call_route))
+    Router::new().route("/hosts/{name}/{call}", post(host_call))
 }
 
 async fn enroll(
@@ -72,29 +73,22 @@ enum HostCall {
     Heartbeat,
 }
 
-async fn host_call_route(
+/// A host's call: checks the host's credential before it looks at the body, so
+/// that an unauthenticated caller learns nothing from the body's errors.
+async fn host_call(
     State(p): State<Arc<Platform>>,
     Extension(peer): Extension<PeerAddr>,
     Path((name, call)): Path<(String, HostCall)>,
     headers: HeaderMap,
     body: Result<Json<HostHello>, JsonRejection>,
 ) -> Response {
-    host_call(p, peer, name, headers, body, call).await
-}
-
-/// Checks the host's credential before it looks at the body, so that an
-/// unauthenticated caller learns nothing from the body's errors.
-async fn host_call(
-    p: Arc<Platform>,
-    peer: PeerAddr,
-    name: String,
-    headers: HeaderMap,
-    body: Result<Json<HostHello>, JsonRejection>,
-    call: HostCall,
-) -> Response {
-    let token = bearer_token(&headers).map(<[u8]>::to_vec);
+    let token = bearer_token(&headers).map(|t| SecretBytes::new(t.to_vec()));
     let result = blocking(p, StatusCode::OK, move |p| {
-        let host = p.admit_host(&name, token.as_deref(), peer.0.ip())?;
+        let host = p.admit_host(
+            &name,
+            token.as_ref().map(SecretBytes::expose_secret),
+            peer.0.ip(),
+        )?;
         let Json(hello) = body.map_err(|e| {
             Error::BadRequest(format!(
                 "bad request body: {e}; send {{\"instance\": \"NAME\"}}"
