@@ -101,7 +101,8 @@ pub enum ServerCommand {
         #[command(flatten)]
         name: NameArg,
     },
-    /// Move a customer-managed server to another key, make it listen on other
+    /// Move a customer-managed server to another key (a highly available one node
+    /// by node, online), make it listen on other
     /// addresses (its agent restarts with a certificate for them), add or remove
     /// the geo-redundant copy of its backups (its agent restarts; adding waits for
     /// the copy's first full backup), or enable or disable its high availability
@@ -201,10 +202,12 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
         ServerCommand::Restore(_) => Duration::from_secs(21 * 60),
         ServerCommand::Update { geo, .. } if geo.is_given() => Duration::from_secs(21 * 60),
         ServerCommand::Replica(replica) if replica.is_create() => Duration::from_secs(21 * 60),
+        // A highly available server's key moves node by node, each waited for.
         ServerCommand::Update {
             high_availability: Some(_),
             ..
-        } => server_ha_update::TIMEOUT,
+        }
+        | ServerCommand::Update { key: Some(_), .. } => server_ha_update::TIMEOUT,
         _ => Duration::from_secs(180),
     };
     let api = DbaClient::open(&args.control, timeout)?;

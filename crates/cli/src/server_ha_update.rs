@@ -7,7 +7,8 @@ use std::time::Duration;
 use pgcmk_control::platform::{HighAvailability, HighAvailabilityChange};
 
 /// How long the control plane may take: the first node taken over by Patroni,
-/// then a second one cloned and made the synchronous standby, each waited for.
+/// then a second one cloned and made the synchronous standby, each waited for
+/// (also a key change, which restarts each node and switches over once).
 pub const TIMEOUT: Duration = Duration::from_secs(6 * 60);
 
 /// The mode asked for on the command line.

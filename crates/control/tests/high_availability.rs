@@ -13,6 +13,9 @@
 //! - The key governs every node: revoking the identity's access takes both nodes
 //!   Inaccessible (connections refused); granting it back brings both Ready with
 //!   one primary, no operator; a rotation re-wraps each node's own DEK.
+//! - Moving to a second key (`server update --key`), online: rows intact, every
+//!   node's DEK wrapped by the new key, writes and an incremental backup work, and
+//!   disabling the old key afterwards locks no node out.
 //! - A marker inserted on the primary is in no byte of either node's disk, nor
 //!   in etcd's data directory.
 //! - Backups: the primary's agent takes the first full backup into the server's
@@ -137,21 +140,7 @@ fn a_killed_primary_that_comes_back_at_once_serves_again() {
 fn the_key_governs_every_node() {
     let stack = shared_stack();
     let (vault, cp) = (&stack.vault, &stack.cp);
-    let key = vault.customer_key("ha-revoke");
-    let credential = key.identity.credential_file.to_str().unwrap().to_string();
-    let key_url = versionless(&key.kid);
-    let server = HaServer::create(
-        cp,
-        "ha-revoke",
-        &[
-            "--identity",
-            &key.identity.name,
-            "--identity-credential-file",
-            &credential,
-            "--key",
-            &key_url,
-        ],
-    );
+    let (key, server) = HaServer::customer_managed(cp, vault, "ha-revoke");
     let (primary, standby) = server.wait_healthy(cp, REJOIN);
     server.sql("CREATE TABLE t AS SELECT 7 AS v").unwrap();
 
@@ -198,6 +187,88 @@ fn the_key_governs_every_node() {
     eprintln!("rotate -> both nodes re-wrapped in {took:?}");
     let show = cp.server(&["show", "ha-revoke"]);
     assert_eq!(show["server"]["wrapped_dek"]["kek"], rotated.as_str());
+}
+
+#[test]
+fn moving_to_another_key_rolls_through_every_node_online() {
+    let stack = shared_stack();
+    let (vault, cp) = (&stack.vault, &stack.cp);
+    let (key, server) = HaServer::customer_managed(cp, vault, "ha-rekey");
+    server
+        .sql("CREATE TABLE t AS SELECT g AS v FROM generate_series(1, 100) g")
+        .unwrap();
+    let full = || {
+        cp.try_backup(&["list", "ha-rekey"])
+            .ok()
+            .and_then(|v| serde_json::from_value::<BackupCatalog>(v).ok())
+            .is_some_and(|c| c.backups.iter().any(|b| b.kind == BackupKind::Full))
+    };
+    wait_for("the first full backup", REJOIN, full);
+    let (primary, _) = server.wait_healthy(cp, REJOIN);
+    let backup_keys = || cp.try_backup(&["keys", "ha-rekey"]).unwrap()["key_versions"].clone();
+    assert_eq!(backup_keys(), serde_json::json!([key.kid]));
+
+    // A key the identity may not use is refused before anything moves.
+    vault.keyvault("ha-rekey-kv2", "westeurope", true);
+    let ungranted = vault.key("ha-rekey-kv2", "ha-rekey-key-0", 2048);
+    let refused = cp
+        .try_server(&["update", "ha-rekey", "--key", &versionless(&ungranted)])
+        .unwrap_err();
+    assert!(refused.contains("needs `get`"), "{refused}");
+    let wrapped_by = || {
+        cp.server(&["show", "ha-rekey"])["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["wrapped_by"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(wrapped_by(), [key.kid.clone(), key.kid.clone()]);
+    assert_eq!(backup_keys(), serde_json::json!([key.kid]));
+
+    let second = vault.key(&key.vault, "ha-rekey-key-2", 2048);
+    let updated = cp.server(&["update", "ha-rekey", "--key", &versionless(&second)]);
+    assert_eq!(updated["state"], "Ready", "{updated}");
+    let (new_primary, _) = server.wait_healthy(cp, REJOIN);
+    assert_ne!(
+        new_primary.name, primary.name,
+        "the old primary moved after a switchover"
+    );
+    assert_eq!(server.sql("SELECT sum(v) FROM t").unwrap(), "5050");
+    assert_eq!(wrapped_by(), [second.clone(), second.clone()]);
+    assert_eq!(backup_keys(), serde_json::json!([second]));
+    for step in [
+        "backup key re-wrapped",
+        "node key changed",
+        "switchover",
+        "key changed",
+    ] {
+        assert!(cp.has_event("ha-rekey", step), "no '{step}' event");
+    }
+    server.sql("INSERT INTO t VALUES (101)").unwrap();
+    let incr: BackupSummary = serde_json::from_value(
+        cp.try_backup(&["create", "ha-rekey", "--type", "incr"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(incr.kind, BackupKind::Incr);
+
+    // The old key is needed by nothing any more: disabling it locks no node out.
+    vault.set_enabled(&key.vault_url, &key.key, None, false);
+    let disabled = pgcmk_control::model::now_rfc3339();
+    cp.server(&["revalidate", "ha-rekey"]);
+    wait_for(
+        "two key checks of each node after the old key was disabled",
+        Duration::from_secs(3 * INTERVAL + 20),
+        || vault.calls_since(&key.identity, "KeyUnwrap", &disabled) >= 4,
+    );
+    assert!(
+        server.nodes(cp).iter().all(|n| n.state == "Ready"),
+        "{:?}",
+        server.nodes(cp)
+    );
+    server.sql("INSERT INTO t VALUES (102)").unwrap();
+    assert_eq!(cp.state("ha-rekey").0, "Ready");
 }
 
 #[test]

@@ -123,9 +123,7 @@ impl Platform {
     /// geo-redundant copy. A failure leaves `agent.json`, so that the delete, done
     /// again, finds the rest.
     pub(super) fn remove_repositories(&self, dir: &ServerDir, id: &str) -> Result<(), Error> {
-        for key in [dir.wrapped_backup_key(), dir.wrapped_geo_backup_key()] {
-            remove_file_if_present(&key)?;
-        }
+        shred_repository_keys(dir)?;
         if let Ok(config) = read_json::<AgentConfig>(&dir.agent_config()) {
             self.remove_blob_repository(&config)?;
         }
@@ -270,6 +268,16 @@ impl Platform {
         }
         Ok(server)
     }
+}
+
+/// Removes the wrapped repository keys kept in `dir` (its own repository's and its
+/// geo copy's): from then on no copy of those repositories can be read, wherever
+/// its bytes are.
+pub(super) fn shred_repository_keys(dir: &ServerDir) -> Result<(), Error> {
+    for key in [dir.wrapped_backup_key(), dir.wrapped_geo_backup_key()] {
+        remove_file_if_present(&key)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ pub enum HaUpdateError {
 /// Patroni's name of the primary's role.
 pub(super) const LEADER: &str = "leader";
 /// Patroni's name of the synchronous standby's role.
-const SYNC_STANDBY: &str = "sync_standby";
+pub(super) const SYNC_STANDBY: &str = "sync_standby";
 
 impl Platform {
     /// Enables or disables high availability of server `name` (see the module's
@@ -351,7 +351,7 @@ impl Platform {
     }
 
     /// Whether the agent of server `id` is supervised (running or due a restart).
-    fn is_supervised(&self, id: &str) -> bool {
+    pub(super) fn is_supervised(&self, id: &str) -> bool {
         self.agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -360,7 +360,7 @@ impl Platform {
 
     /// Supervises until Patroni says `node` of `server` has `role` and the node is
     /// Ready.
-    fn wait_role(
+    pub(super) fn wait_role(
         &self,
         server: &ServerRecord,
         node: &ServerRecord,

@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use pgcmk_agent::contract::invocation::{signal, AgentSignal};
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, KekAccess, ServerDir};
-use pgcmk_keyprovider::WrappedDek;
+use pgcmk_keyprovider::{KeyEncryptionKey, WrappedDek};
 
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
@@ -130,6 +130,10 @@ impl Platform {
     }
 
     pub(super) fn finish_delete(&self, server: &ServerRecord) -> Result<(), Error> {
+        let dir = ServerDir::new(&server.dir);
+        // A highly available server keeps its repository key in its own directory:
+        // it goes before its nodes remove the repository's files (crypto-shred first).
+        super::backups::shred_repository_keys(&dir)?;
         // A node already gone (a delete cut short) is skipped.
         for node in server
             .nodes
@@ -139,7 +143,6 @@ impl Platform {
             self.stop_agent(&node.id);
             self.finish_delete(&node)?;
         }
-        let dir = ServerDir::new(&server.dir);
         // An agent killed earlier may have left its mount behind.
         dir.detach_stale_mount();
         self.remove_repositories(&dir, &server.id)?;
@@ -158,7 +161,8 @@ impl Platform {
 
     /// Moves a customer-managed server to another key (same identity): the DEK is
     /// unwrapped with the old key and wrapped with the new one, which is validated
-    /// like at create; the agent restarts with the new key.
+    /// like at create; the agent restarts with the new key. A highly available
+    /// server moves node by node, online ([`super::ha_key`]).
     pub fn update_key(&self, name: &str, key_url: &str) -> Result<ServerRecord, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
@@ -168,33 +172,21 @@ impl Platform {
                  for customer-managed servers (chosen at create)"
             )));
         };
-        if !server.nodes.is_empty() || server.node_of.is_some() {
+        if server.node_of.is_some() {
             return Err(Error::BadRequest(format!(
-                "server '{name}' is highly available: moving its nodes to another key is not \
-                 supported yet; rotate the key instead (every node follows a new version)"
+                "'{name}' is a node of a highly available server: change the key of the \
+                 server itself"
             )));
         }
-        let key = self.customer_key(identity, key_url)?;
+        if !server.nodes.is_empty() {
+            return self.update_ha_key(&server, identity, key_url);
+        }
         let dir = ServerDir::new(&server.dir);
         let mut config: AgentConfig = read_json(&dir.agent_config())?;
         let secret = self.identity_secret(&server)?;
         let old = config.kek.connect(secret.clone())?;
-        let new_access = KekAccess {
-            key: key.clone(),
-            ..config.kek.clone()
-        };
-        let new = new_access
-            .connect(secret)
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
-        // Validates the new key end to end (with a throwaway DEK) before touching anything.
-        validate::new_wrapped_dek(
-            new.as_ref(),
-            identity,
-            &Requirements {
-                customer_managed: true,
-                location: &server.location,
-            },
-        )?;
+        let (new_access, new) = self.validated_new_key(&server, identity, key_url, &config.kek)?;
+        let key = new_access.key.clone();
         let current: WrappedDek = read_json(&dir.wrapped_dek())?;
         let dek = old.unwrap(&current)?;
         let wrapped = new.wrap(&dek)?;
@@ -231,6 +223,36 @@ impl Platform {
         self.spawn_agent(&updated, None)?;
         self.wait_settled(&updated)?;
         self.store.server(&server.id)
+    }
+
+    /// The access to key `key_url` of `identity`, reached like `current` (same
+    /// vault service and identity) with `record`'s credential, and the key itself:
+    /// validated end to end (a throwaway DEK wrapped and unwrapped, the create
+    /// rules) before anything changes, so a key that would lock the server out is
+    /// refused while the server is untouched.
+    pub(super) fn validated_new_key(
+        &self,
+        record: &ServerRecord,
+        identity: &str,
+        key_url: &str,
+        current: &KekAccess,
+    ) -> Result<(KekAccess, Box<dyn KeyEncryptionKey>), Error> {
+        let access = KekAccess {
+            key: self.customer_key(identity, key_url)?,
+            ..current.clone()
+        };
+        let kek = access
+            .connect(self.identity_secret(record)?)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        validate::new_wrapped_dek(
+            kek.as_ref(),
+            identity,
+            &Requirements {
+                customer_managed: true,
+                location: &record.location,
+            },
+        )?;
+        Ok((access, kek))
     }
 
     /// Stops every agent (used when the control plane shuts down for good in tests;

@@ -55,6 +55,7 @@ mod ha_access;
 mod ha_backups;
 mod ha_create;
 mod ha_disable;
+mod ha_key;
 mod ha_update;
 mod hosts;
 mod lifecycle;

@@ -16,7 +16,7 @@ use pgcmk_testkit::process::{children_of, is_gone, kill9, pause, resume, termina
 use pgcmk_testkit::wait::wait_for;
 use serde_json::Value;
 
-use super::{agent_pid, ControlPlane};
+use super::{agent_pid, versionless, ControlPlane, CustomerKey, Vault};
 
 /// One node as `server show -o json` lists it.
 #[derive(Clone, Debug)]
@@ -53,6 +53,26 @@ impl HaServer {
             password: created["password"].as_str().unwrap().into(),
             connection_string,
         }
+    }
+
+    /// Creates `name` under a new customer's key (versionless: it follows
+    /// rotation) in `vault`; returns the key too.
+    pub fn customer_managed(cp: &ControlPlane, vault: &Vault, name: &str) -> (CustomerKey, Self) {
+        let key = vault.customer_key(name);
+        let credential = key.identity.credential_file.to_str().unwrap().to_string();
+        let server = Self::create(
+            cp,
+            name,
+            &[
+                "--identity",
+                &key.identity.name,
+                "--identity-credential-file",
+                &credential,
+                "--key",
+                &versionless(&key.kid),
+            ],
+        );
+        (key, server)
     }
 
     /// Runs `sql` through the connection string (the primary, whichever it is).
