@@ -73,7 +73,7 @@ impl Failure {
             ErrorCode::NameTaken | ErrorCode::StateConflict | ErrorCode::NotReady => {
                 Failure::Conflict
             }
-            ErrorCode::KeyVaultUnavailable => Failure::Unavailable,
+            ErrorCode::KeyVaultUnavailable | ErrorCode::HostUnavailable => Failure::Unavailable,
             ErrorCode::ReadyTimeout => Failure::TimedOut,
             _ => Failure::Failed,
         }

@@ -177,6 +177,7 @@ fn serve_host(args: ServeArgs) -> Result<(), CliError> {
         name: args.name.into_name(),
         source_address: args.source_address,
         state_dir: args.state_dir,
+        agent_program: std::env::current_exe()?,
     };
     Ok(host_daemon::run(&config)?)
 }

@@ -121,6 +121,9 @@ pub enum Error {
     /// be read or written.
     #[error(transparent)]
     Agent(#[from] pgcmk_agent::Error),
+    /// A start-up handshake could not be encoded.
+    #[error(transparent)]
+    Handshake(#[from] pgcmk_agent::contract::HandshakeError),
     /// The embedded state store failed.
     #[error("state store: {0}")]
     Store(#[from] StoreError),

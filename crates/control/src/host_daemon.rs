@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api_tls::ApiClient;
-use crate::hosts::{HostHello, HostPace};
+use crate::assignments::{HeartbeatAnswer, HostReport};
+use crate::host_agents::HostAgents;
+use crate::hosts::HostPace;
 use crate::model::SecretString;
 use crate::{Error, ErrorCode};
 
@@ -35,8 +37,11 @@ pub struct HostDaemonConfig {
     /// The address its requests leave from (the enrolled one), when the system's
     /// choice would be another.
     pub source_address: Option<IpAddr>,
-    /// Where the host keeps its servers' directories (0700, created).
+    /// Where the host keeps its servers' directories (created 0711: PostgreSQL,
+    /// another user, traverses to its mount and socket, as under the plane's).
     pub state_dir: PathBuf,
+    /// The `pgcmk` program, run as `pgcmk agent --server-dir DIR --instance NAME`.
+    pub agent_program: PathBuf,
 }
 
 /// Registers, then sends heartbeats until the plane refuses this host; returns
@@ -50,27 +55,46 @@ pub fn run(config: &HostDaemonConfig) -> Result<(), Error> {
         REQUEST_TIMEOUT,
         config.source_address,
     )?;
-    let hello = HostHello {
-        instance: pgcmk_crypto::random::hex_id(8)?,
-    };
+    let mut agents =
+        HostAgents::open(&config.state_dir, config.agent_program.clone()).map_err(|e| {
+            Error::io(
+                format!(
+                    "opening the host's servers in {}",
+                    config.state_dir.display()
+                ),
+                e,
+            )
+        })?;
+    let instance = pgcmk_crypto::random::hex_id(8)?;
     let mut pace = HostPace::standard();
     let mut registered = false;
     let mut failing: Option<String> = None;
     loop {
         let call = if registered { "heartbeat" } else { "register" };
         let url = api.url(&format!("/hosts/{}/{call}", config.name));
+        let report = HostReport {
+            instance: instance.clone(),
+            servers: if registered {
+                agents.report()
+            } else {
+                Vec::new()
+            },
+        };
         let request = api
             .http()
             .post(url)
             .bearer_auth(token.expose_secret())
-            .json(&hello);
-        match api.call(request).and_then(|r| {
-            r.json::<HostPace>()
-                .map_err(|e| Error::Unreachable(format!("the plane's answer is not a pace: {e}")))
-        }) {
-            Ok(answer) => {
+            .json(&report);
+        match api.call(request).and_then(read_answer) {
+            Ok(HeartbeatAnswer {
+                pace: answer,
+                assignments,
+            }) => {
+                for assignment in assignments {
+                    agents.apply(assignment);
+                }
                 if !registered {
-                    tracing::info!(host = %config.name, instance = %hello.instance, "registered");
+                    tracing::info!(host = %config.name, instance = %instance, "registered");
                 }
                 if failing.take().is_some() {
                     tracing::info!("the control plane answers again");
@@ -110,6 +134,17 @@ pub fn run(config: &HostDaemonConfig) -> Result<(), Error> {
     }
 }
 
+/// The plane's answer, read whole into memory that is zeroized after parsing (it
+/// may carry handshakes).
+fn read_answer(response: reqwest::blocking::Response) -> Result<HeartbeatAnswer, Error> {
+    let body = response
+        .bytes()
+        .map_err(|e| Error::Unreachable(format!("reading the plane's answer: {e}")))?;
+    let body = pgcmk_crypto::SecretBytes::new(body.to_vec());
+    serde_json::from_slice(body.expose_secret())
+        .map_err(|e| Error::Unreachable(format!("the plane's answer is not understood: {e}")))
+}
+
 /// Reads the host's credential: 64 hex characters.
 fn read_host_credential(path: &Path) -> Result<SecretString, Error> {
     let bytes = pgcmk_crypto::SecretBytes::new(std::fs::read(path).map_err(|e| {
@@ -133,11 +168,11 @@ fn read_host_credential(path: &Path) -> Result<SecretString, Error> {
     ))
 }
 
-/// The host's state directory, private to root.
+/// The host's state directory: root's; others may only traverse it.
 fn create_state_dir(dir: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)))
         .map_err(|e| {
             Error::io(
                 format!("creating the host's state directory {}", dir.display()),

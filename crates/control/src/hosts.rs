@@ -124,14 +124,6 @@ pub struct EnrollHost {
     pub address: IpAddr,
 }
 
-/// What a host daemon says when it registers and at every heartbeat.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostHello {
-    /// Names this start of the daemon (new at every start).
-    pub instance: String,
-}
-
 /// The plane's answer to a registration or heartbeat: the pace it expects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPace {
@@ -177,6 +169,47 @@ pub enum HostError {
     /// A heartbeat came before any registration since the plane started.
     #[error("host '{0}' has not registered with this control plane: register first")]
     NotRegistered(String),
+    /// A server cannot be placed on a host that does not speak now.
+    #[error("host '{host}' {why}: check `pgcmk host serve` on it (`pgcmk host list` shows it)")]
+    NotOnline {
+        /// The host.
+        host: String,
+        /// What the plane knows of it ("has not sent a heartbeat for 12 s").
+        why: String,
+    },
+    /// The server's host does not speak now: what it does is not known, so the
+    /// plane does not guess.
+    #[error(
+        "host unavailable: server '{server}' runs on host '{host}', which {why}; try again          once `pgcmk host list` shows it Online"
+    )]
+    Unavailable {
+        /// The server.
+        server: String,
+        /// Its host.
+        host: String,
+        /// What the plane knows of the host.
+        why: String,
+    },
+    /// A host with servers assigned cannot be removed.
+    #[error("host '{host}' keeps servers ({servers}): delete them first (`pgcmk server delete`)")]
+    HasServers {
+        /// The host.
+        host: String,
+        /// Their names, comma-separated.
+        servers: String,
+    },
+    /// An operation not built for servers on hosts yet.
+    #[error(
+        "server '{server}' runs on host '{host}': {what} is not available for servers on hosts          yet (docs/hosts.md, \"What is not done yet\")"
+    )]
+    NotOnHostsYet {
+        /// The server.
+        server: String,
+        /// Its host.
+        host: String,
+        /// The operation.
+        what: &'static str,
+    },
 }
 
 impl HostError {
@@ -189,6 +222,10 @@ impl HostError {
             HostError::OtherInstance(_) => ErrorCode::StateConflict,
             // No registration is found: the daemon registers again (a plane restart).
             HostError::NotRegistered(_) => ErrorCode::NotFound,
+            HostError::NotOnline { .. }
+            | HostError::HasServers { .. }
+            | HostError::NotOnHostsYet { .. } => ErrorCode::StateConflict,
+            HostError::Unavailable { .. } => ErrorCode::HostUnavailable,
         }
     }
 }
@@ -220,6 +257,21 @@ impl HostPresence {
 
     /// Host `name`'s daemon `instance` sent a heartbeat at `now`.
     pub fn heartbeat(&self, name: &str, instance: &str, now: Instant) -> Result<(), HostError> {
+        self.with_registered(name, instance, |heard| heard.at = heard.at.max(now))
+    }
+
+    /// Checks that `instance` is host `name`'s registered daemon, without counting
+    /// a heartbeat (its reports are taken in before it counts as alive again).
+    pub fn check(&self, name: &str, instance: &str) -> Result<(), HostError> {
+        self.with_registered(name, instance, |_| ())
+    }
+
+    fn with_registered(
+        &self,
+        name: &str,
+        instance: &str,
+        update: impl FnOnce(&mut Heard),
+    ) -> Result<(), HostError> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let heard = seen
             .get_mut(name)
@@ -227,8 +279,26 @@ impl HostPresence {
         if heard.instance != instance {
             return Err(HostError::OtherInstance(name.to_string()));
         }
-        heard.at = heard.at.max(now);
+        update(heard);
         Ok(())
+    }
+
+    /// `None` while host `name` is Online at `now`; else what the plane knows of
+    /// it, in words ("has not sent a heartbeat for 7 s") and how long it has been
+    /// silent (`None`: not heard since this plane started).
+    pub fn silence(&self, name: &str, now: Instant) -> Option<(String, Option<Duration>)> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(name).map(|h| now.saturating_duration_since(h.at)) {
+            Some(d) if d <= SILENT_AFTER => None,
+            Some(d) => Some((
+                format!("has not sent a heartbeat for {} s", d.as_secs()),
+                Some(d),
+            )),
+            None => Some((
+                "has not been heard from since the control plane started".to_string(),
+                None,
+            )),
+        }
     }
 
     /// Forgets host `name` (it was removed).

@@ -14,6 +14,7 @@
 pub mod api;
 mod api_metrics;
 pub mod api_tls;
+pub mod assignments;
 pub mod auth;
 pub mod azure_blob;
 pub mod console;
@@ -21,6 +22,7 @@ mod error;
 mod error_code;
 pub mod etcd;
 pub mod etcd_tls;
+pub mod host_agents;
 pub mod host_daemon;
 pub mod hosts;
 pub mod identity_file;

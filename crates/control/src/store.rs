@@ -93,6 +93,7 @@ impl Store {
             tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
             tx.open_table(SETTINGS).map_err(store_err)?;
             tx.open_table(hosts::HOSTS).map_err(store_err)?;
+            tx.open_table(hosts::ASSIGNED_CONFIGS).map_err(store_err)?;
             tx.commit().map_err(store_err)
         })?;
         Ok(store)
@@ -229,6 +230,7 @@ impl Store {
                 (IDENTITY_SECRETS, geo.as_str()),
                 (IDENTITY_SECRETS, replication.as_str()),
                 (IDENTITY_SECRETS, patroni_api.as_str()),
+                (hosts::ASSIGNED_CONFIGS, id),
             ] {
                 tx.open_table(table)
                     .map_err(store_err)?
@@ -406,6 +408,7 @@ mod tests {
             created_at: now_rfc3339(),
             nodes: Vec::new(),
             node_of: None,
+            host: None,
         }
     }
 
@@ -492,6 +495,7 @@ mod tests {
                 address: "127.0.0.1".into(),
                 rest_port: 8008,
             }),
+            host: None,
             ..record("n1", "orders-node-1")
         };
         let server = ServerRecord {

@@ -21,8 +21,10 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use pgcmk_agent::backoff::Backoff;
-use pgcmk_agent::contract::invocation::is_running;
-use pgcmk_agent::contract::{AgentEvent, AgentStatus};
+use pgcmk_agent::contract::invocation::{is_running, signal, AgentSignal};
+use pgcmk_agent::contract::server_dir::read_json;
+use pgcmk_agent::contract::{AgentEvent, AgentStatus, ServerDir};
+use serde::{Deserialize, Serialize};
 
 /// How long the reports of a live agent may stop before its state is unknown
 /// (it reports every second; a readiness probe takes up to 2 s).
@@ -33,7 +35,8 @@ const RESTART_FIRST: Duration = Duration::from_secs(1);
 const RESTART_CAP: Duration = Duration::from_secs(30);
 
 /// How an agent ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AgentExit {
     /// It exited with this code (0: it was asked to stop).
     Code(i32),
@@ -54,40 +57,70 @@ impl fmt::Display for AgentExit {
     }
 }
 
-/// A running agent: our child, or one re-attached after a control plane restart.
+/// A server's node agent as supervision sees it, wherever it runs: on this
+/// machine ([`AgentProcess`]) or on a host (`platform::remote_agent`). Supervision
+/// derives the server's state from these answers alone, in one code path.
+pub trait NodeAgent: fmt::Debug + Send {
+    /// Its pid (on its own machine; 0 while not known yet).
+    fn pid(&self) -> u32;
+    /// `None` while it runs, as far as is known now; how it ended once it has.
+    fn exit(&mut self) -> Option<AgentExit>;
+    /// `exit` in words, with the agent's last error when it gave one.
+    fn exit_detail(&self, exit: AgentExit) -> String;
+    /// Its latest report: its `status.json` as it wrote it (relayed by its host).
+    fn report(&self) -> Option<AgentStatus>;
+    /// `Some(why, for how long)` while nothing about it can be known (its host
+    /// does not speak); `None` when its reports can be trusted to come.
+    fn unreachable(&self, now: Instant) -> Option<(String, Option<Duration>)>;
+    /// Asks it to stop the server and exit (SIGTERM).
+    fn terminate(&mut self);
+    /// Ends it, when it did not stop in time (SIGKILL).
+    fn kill(&mut self);
+    /// Waits until it has exited after [`NodeAgent::kill`].
+    fn reap(&mut self);
+    /// True when `report` was written by it.
+    fn wrote(&self, report: &AgentStatus) -> bool;
+}
+
+/// A running agent on this machine: our child, or one re-attached after a
+/// control plane restart.
 #[derive(Debug)]
 pub struct AgentProcess {
     child: Option<Child>,
     pid: u32,
     instance: String,
+    dir: ServerDir,
 }
 
 impl AgentProcess {
-    /// An agent we spawned with `instance`.
-    pub fn spawned(child: Child, instance: String) -> Self {
+    /// An agent we spawned with `instance` for `dir`.
+    pub fn spawned(child: Child, instance: String, dir: ServerDir) -> Self {
         Self {
             pid: child.id(),
             child: Some(child),
             instance,
+            dir,
         }
     }
 
     /// An agent found running (pid and instance from its command line).
-    pub fn attached(pid: u32, instance: String) -> Self {
+    pub fn attached(pid: u32, instance: String, dir: ServerDir) -> Self {
         Self {
             child: None,
             pid,
             instance,
+            dir,
         }
     }
+}
 
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
+impl NodeAgent for AgentProcess {
+    fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// `None` while it runs; how it ended once it has (our child is reaped).
-    pub fn exit(&mut self) -> Option<AgentExit> {
+    /// Our child is reaped once it has exited.
+    fn exit(&mut self) -> Option<AgentExit> {
         match &mut self.child {
             Some(child) => match child.try_wait() {
                 Ok(None) => None,
@@ -102,14 +135,42 @@ impl AgentProcess {
         }
     }
 
+    /// `pgcmk agent` prints `error: ...` as its last line before it exits with
+    /// an error.
+    fn exit_detail(&self, exit: AgentExit) -> String {
+        let AgentExit::Code(code) = exit else {
+            return exit.to_string();
+        };
+        match self.dir.last_agent_error() {
+            Some(error) if code != 0 => format!("{exit}: {error}"),
+            _ => format!("{exit} (see {})", self.dir.agent_log().display()),
+        }
+    }
+
+    fn report(&self) -> Option<AgentStatus> {
+        read_json(&self.dir.status()).ok()
+    }
+
+    /// A local agent is always within reach: its process is checked directly.
+    fn unreachable(&self, _now: Instant) -> Option<(String, Option<Duration>)> {
+        None
+    }
+
+    fn terminate(&mut self) {
+        let _ = signal(self.pid, AgentSignal::Stop);
+    }
+
+    fn kill(&mut self) {
+        let _ = signal(self.pid, AgentSignal::Kill);
+    }
+
     /// Waits for our child to exit (a no-op for a re-attached agent).
-    pub fn reap(&mut self) {
+    fn reap(&mut self) {
         if let Some(child) = &mut self.child {
             let _ = child.wait();
         }
     }
 
-    /// True when `report` was written by this agent.
     fn wrote(&self, report: &AgentStatus) -> bool {
         report.agent_pid == self.pid && report.instance == self.instance
     }
@@ -130,7 +191,7 @@ pub enum Reading<'a> {
 /// restart back-off and how far its reports were taken in.
 #[derive(Debug)]
 pub struct Supervised {
-    agent: Option<AgentProcess>,
+    agent: Option<Box<dyn NodeAgent>>,
     restarts: Backoff,
     restart_at: Option<Instant>,
     /// The last report's sequence number and when it was first seen.
@@ -142,11 +203,13 @@ pub struct Supervised {
     /// The agent provisions a new server and it was not Ready yet: its death is
     /// final.
     provisioning: bool,
+    /// How the last agent ended, in words, once it has.
+    exit_detail: Option<String>,
 }
 
 impl Supervised {
     /// Supervises an agent spawned at `now`: all its events are news.
-    pub fn spawned(agent: AgentProcess, now: Instant) -> Self {
+    pub fn spawned(agent: Box<dyn NodeAgent>, now: Instant) -> Self {
         Self {
             agent: Some(agent),
             restarts: Backoff::new(RESTART_FIRST, RESTART_CAP),
@@ -155,12 +218,13 @@ impl Supervised {
             seen_at: now,
             events_taken: Some(0),
             provisioning: false,
+            exit_detail: None,
         }
     }
 
     /// Supervises an agent spawned at `now` with the first-start handshake of a
     /// new server: if it dies before the server is Ready, it is not restarted.
-    pub fn provisioning(agent: AgentProcess, now: Instant) -> Self {
+    pub fn provisioning(agent: Box<dyn NodeAgent>, now: Instant) -> Self {
         Self {
             provisioning: true,
             ..Self::spawned(agent, now)
@@ -168,7 +232,7 @@ impl Supervised {
     }
 
     /// Supervises an agent found running at `now`.
-    pub fn attached(agent: AgentProcess, now: Instant) -> Self {
+    pub fn attached(agent: Box<dyn NodeAgent>, now: Instant) -> Self {
         Self {
             events_taken: None,
             ..Self::spawned(agent, now)
@@ -176,18 +240,18 @@ impl Supervised {
     }
 
     /// The live agent, if any.
-    pub fn agent(&self) -> Option<&AgentProcess> {
-        self.agent.as_ref()
+    pub fn agent(&self) -> Option<&dyn NodeAgent> {
+        self.agent.as_deref()
     }
 
     /// The agent, while it runs.
-    pub fn live_agent(&mut self) -> Option<&AgentProcess> {
+    pub fn live_agent(&mut self) -> Option<&dyn NodeAgent> {
         let agent = self.agent.as_mut()?;
-        agent.exit().is_none().then_some(&*agent)
+        agent.exit().is_none().then_some(&**agent)
     }
 
     /// Takes the agent out (to stop it).
-    pub fn take_agent(&mut self) -> Option<AgentProcess> {
+    pub fn take_agent(&mut self) -> Option<Box<dyn NodeAgent>> {
         self.agent.take()
     }
 
@@ -196,7 +260,7 @@ impl Supervised {
     /// before the restart (`None`: no restart).
     pub fn check_alive(&mut self, now: Instant) -> Option<(AgentExit, Option<Duration>)> {
         let exit = self.agent.as_mut()?.exit()?;
-        self.agent = None;
+        self.exit_detail = self.agent.take().map(|dead| dead.exit_detail(exit));
         if self.provisioning {
             return Some((exit, None));
         }
@@ -225,7 +289,7 @@ impl Supervised {
 
     /// Supervises `agent`, restarted at `now`, in place of the dead one; the
     /// back-off continues until it reaches Ready.
-    pub fn restarted(&mut self, agent: AgentProcess, now: Instant) {
+    pub fn restarted(&mut self, agent: Box<dyn NodeAgent>, now: Instant) {
         self.agent = Some(agent);
         self.restart_at = None;
         self.seq = 0;
@@ -233,7 +297,22 @@ impl Supervised {
         self.events_taken = Some(0);
     }
 
-    /// Judges `report` (the file as read at `now`, if readable) for the live agent.
+    /// How long no new report of the agent was taken in, at `now`.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.seen_at)
+    }
+
+    /// How the agent ended, in words (see [`NodeAgent::exit_detail`]).
+    pub fn describe_exit(&self, exit: AgentExit) -> String {
+        self.exit_detail.clone().unwrap_or_else(|| exit.to_string())
+    }
+
+    /// The live agent's latest report.
+    pub fn report(&self) -> Option<AgentStatus> {
+        self.agent.as_ref()?.report()
+    }
+
+    /// Judges `report` (the agent's latest, as read at `now`) for the live agent.
     pub fn read<'a>(&mut self, report: Option<&'a AgentStatus>, now: Instant) -> Reading<'a> {
         let Some(agent) = &self.agent else {
             return Reading::Waiting;
@@ -305,6 +384,14 @@ mod tests {
         }
     }
 
+    fn local(agent: AgentProcess) -> Box<dyn NodeAgent> {
+        Box::new(agent)
+    }
+
+    fn nowhere() -> ServerDir {
+        ServerDir::new("/nonexistent")
+    }
+
     fn sleeper() -> Child {
         Command::new("sleep").arg("30").spawn().unwrap()
     }
@@ -314,7 +401,10 @@ mod tests {
         let t0 = Instant::now();
         let child = sleeper();
         let pid = child.id();
-        let mut s = Supervised::spawned(AgentProcess::spawned(child, "i-2".into()), t0);
+        let mut s = Supervised::spawned(
+            local(AgentProcess::spawned(child, "i-2".into(), nowhere())),
+            t0,
+        );
         let at = |ms| t0 + Duration::from_millis(ms);
 
         // The report of an earlier instance (or another pid) is never taken.
@@ -336,17 +426,20 @@ mod tests {
             Reading::Current(_)
         ));
         // No report at all since the spawn goes stale the same way.
-        let mut quiet = Supervised::spawned(AgentProcess::spawned(sleeper(), "i-3".into()), t0);
+        let mut quiet = Supervised::spawned(
+            local(AgentProcess::spawned(sleeper(), "i-3".into(), nowhere())),
+            t0,
+        );
         assert!(matches!(quiet.read(None, at(5_001)), Reading::Stale));
 
         for s in [&mut s, &mut quiet] {
             let mut agent = s.take_agent().unwrap();
-            process_kill(&agent);
+            process_kill(agent.as_ref());
             agent.reap();
         }
     }
 
-    fn process_kill(agent: &AgentProcess) {
+    fn process_kill(agent: &dyn NodeAgent) {
         Command::new("kill")
             .args(["-9", &agent.pid().to_string()])
             .status()
@@ -369,13 +462,19 @@ mod tests {
         let t0 = Instant::now();
         let child = sleeper();
         let pid = child.id();
-        let mut s = Supervised::spawned(AgentProcess::spawned(child, "i".into()), t0);
+        let mut s = Supervised::spawned(
+            local(AgentProcess::spawned(child, "i".into(), nowhere())),
+            t0,
+        );
         let whats = |events: &[AgentEvent]| -> Vec<u64> { events.iter().map(|e| e.seq).collect() };
         assert_eq!(whats(s.new_events(&report(pid, "i", 1, &[1, 2]))), [1, 2]);
         assert_eq!(whats(s.new_events(&report(pid, "i", 2, &[1, 2, 3]))), [3]);
         assert!(s.new_events(&report(pid, "i", 3, &[2, 3])).is_empty());
 
-        let mut attached = Supervised::attached(AgentProcess::attached(pid, "i".into()), t0);
+        let mut attached = Supervised::attached(
+            local(AgentProcess::attached(pid, "i".into(), nowhere())),
+            t0,
+        );
         assert!(attached
             .new_events(&report(pid, "i", 7, &[4, 5]))
             .is_empty());
@@ -385,14 +484,17 @@ mod tests {
         );
 
         let mut agent = s.take_agent().unwrap();
-        process_kill(&agent);
+        process_kill(agent.as_ref());
         agent.reap();
     }
 
     #[test]
     fn a_dead_agent_is_restarted_at_once_then_with_back_off_until_ready() {
         let t0 = Instant::now();
-        let mut s = Supervised::spawned(AgentProcess::spawned(sleeper(), "i".into()), t0);
+        let mut s = Supervised::spawned(
+            local(AgentProcess::spawned(sleeper(), "i".into(), nowhere())),
+            t0,
+        );
         assert!(s.check_alive(t0).is_none());
         let (exit, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(exit, AgentExit::Signal(9));
@@ -400,7 +502,10 @@ mod tests {
         assert_eq!(delay, Some(Duration::ZERO));
         assert!(s.restart_due(t0));
 
-        s.restarted(AgentProcess::spawned(sleeper(), "j".into()), t0);
+        s.restarted(
+            local(AgentProcess::spawned(sleeper(), "j".into(), nowhere())),
+            t0,
+        );
         assert!(!s.restart_due(t0));
         let (_, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(delay, Some(RESTART_FIRST));
@@ -408,7 +513,10 @@ mod tests {
         assert!(!s.restart_due(t0));
         assert!(s.restart_due(t0 + RESTART_FIRST));
 
-        s.restarted(AgentProcess::spawned(sleeper(), "k".into()), t0);
+        s.restarted(
+            local(AgentProcess::spawned(sleeper(), "k".into(), nowhere())),
+            t0,
+        );
         s.ready();
         let (_, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(
@@ -421,13 +529,19 @@ mod tests {
     #[test]
     fn an_agent_that_dies_provisioning_is_not_restarted_until_its_server_was_ready() {
         let t0 = Instant::now();
-        let mut s = Supervised::provisioning(AgentProcess::spawned(sleeper(), "i".into()), t0);
+        let mut s = Supervised::provisioning(
+            local(AgentProcess::spawned(sleeper(), "i".into(), nowhere())),
+            t0,
+        );
         let (exit, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(exit, AgentExit::Signal(9));
         assert_eq!(delay, None, "a half-provisioned server is not restarted");
         assert!(!s.restart_due(t0 + RESTART_CAP));
 
-        let mut served = Supervised::provisioning(AgentProcess::spawned(sleeper(), "j".into()), t0);
+        let mut served = Supervised::provisioning(
+            local(AgentProcess::spawned(sleeper(), "j".into(), nowhere())),
+            t0,
+        );
         served.ready();
         let (_, delay) = kill_and_notice(&mut served, t0);
         assert_eq!(

@@ -8,13 +8,13 @@ mod support;
 use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgcmk_testkit::wait::wait_for;
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use support::hosts::{pgcmk_as_dba, pgcmk_output_as_dba, HostDaemon};
 use support::*;
 
 /// A host's side of the API: its credential, and a client whose connections
@@ -164,37 +164,24 @@ fn a_registered_host_is_online_and_only_its_latest_daemon_is_heard() {
 #[test]
 fn the_host_daemon_keeps_its_host_online_until_it_freezes_and_ends_once_removed() {
     let mut stack = Stack::start(60, 300, None);
-    let cp = &stack.cp;
-    let dba = Dba::new(cp);
-    let enrolled = pgcmk_as_dba(cp, &["host", "add", "host-one", "--address", "127.0.0.2"]);
-    let credential = enrolled["credential"].as_str().unwrap().to_string();
-    let credential_file = stack.root.path().join("host-one.credential");
-    fs::write(&credential_file, &credential).unwrap();
-    let host_dir = stack.root.path().join("host-one");
-    let log = stack.root.path().join("host-one.log");
-    let mut daemon = KilledOnDrop(pgcmk_testkit::process::spawn_logged(
-        Command::new(pgcmk_testkit::binary::pgcmk())
-            .args(["host", "serve", "host-one", "--control-plane", &cp.url])
-            .arg("--ca-cert")
-            .arg(cp.ca_file())
-            .arg("--credential-file")
-            .arg(&credential_file)
-            .arg("--state-dir")
-            .arg(&host_dir)
-            .args(["--source-address", "127.0.0.2"]),
-        &log,
-    ));
+    let dba = Dba::new(&stack.cp);
+    let mut daemon = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    let (host_dir, log, credential) = (
+        daemon.state_dir.clone(),
+        daemon.log.clone(),
+        daemon.credential.clone(),
+    );
     let online = || dba.liveness()[0].1 == "Online";
     wait_for("the daemon to register", Duration::from_secs(10), online);
     assert_eq!(
         fs::metadata(&host_dir).unwrap().permissions().mode() & 0o777,
-        0o700
+        0o711
     );
 
     // A frozen daemon (a host gone away) turns its host Silent; back, Online.
     {
         let frozen = Instant::now();
-        let _paused = pgcmk_testkit::process::Paused::pause(daemon.0.id());
+        let _paused = pgcmk_testkit::process::Paused::pause(daemon.process.id());
         wait_for("the host to be Silent", Duration::from_secs(10), || {
             dba.liveness()[0].1 == "Silent"
         });
@@ -224,27 +211,12 @@ fn the_host_daemon_keeps_its_host_online_until_it_freezes_and_ends_once_removed(
 
     // Removed, the daemon is refused and ends, saying why; its log holds no credential.
     pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
-    let status = pgcmk_testkit::process::wait_exit(&mut daemon.0, Duration::from_secs(10))
+    let status = pgcmk_testkit::process::wait_exit(&mut daemon.process, Duration::from_secs(10))
         .expect("the daemon of a removed host ends");
     assert!(!status.success());
     let said = fs::read_to_string(&log).unwrap();
     assert!(said.contains("refuses host 'host-one'"), "{said}");
     assert!(!said.contains(&credential), "the credential is in the log");
-}
-
-/// `pgcmk ARGS -o json` as the DBA of `cp`; its JSON answer.
-fn pgcmk_as_dba(cp: &ControlPlane, args: &[&str]) -> Value {
-    let output = Command::new(pgcmk_testkit::binary::pgcmk())
-        .args(args)
-        .args(["-o", "json", "--endpoint", &cp.url])
-        .arg("--credential-file")
-        .arg(cp.dba_credential())
-        .arg("--ca-cert")
-        .arg(cp.ca_file())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{args:?}: {output:?}");
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]
@@ -308,4 +280,86 @@ fn hosts_are_refused_without_their_own_credential_from_their_address() {
     assert_denied(one.register("b"), "a removed host");
     assert_eq!(dba.remove("host-one"), StatusCode::NOT_FOUND);
     assert_eq!(dba.liveness(), [("host-two".into(), "Unknown".into())]);
+}
+
+/// `server create NAME --host` on `host`; what it printed (or the host's log).
+fn create_on(cp: &ControlPlane, host: &HostDaemon, name: &str) -> Value {
+    let host_name = host.state_dir.file_name().unwrap().to_str().unwrap();
+    cp.try_server(&["create", name, "-l", "local", "--host", host_name])
+        .unwrap_or_else(|e| panic!("{e}\nthe host's log:\n{}", host.said()))
+}
+
+/// `dba.liveness()` says `name` is Online.
+fn wait_online(dba: &Dba, name: &str) {
+    wait_for("the host to be Online", Duration::from_secs(10), || {
+        dba.liveness()
+            .iter()
+            .any(|(host, liveness)| host == name && liveness == "Online")
+    });
+}
+
+#[test]
+fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_silent() {
+    let stack = Stack::start(60, 300, None);
+    let cp = &stack.cp;
+    let dba = Dba::new(cp);
+    let refused = cp
+        .try_server(&["create", "nowhere", "-l", "local", "--host", "no-such-host"])
+        .unwrap_err();
+    assert!(
+        refused.contains("host 'no-such-host' not found"),
+        "{refused}"
+    );
+    // Enrolled, but its daemon never spoke to this plane.
+    dba.host(cp, "host-two", "127.0.0.3");
+    let refused = cp
+        .try_server(&["create", "nowhere", "-l", "local", "--host", "host-two"])
+        .unwrap_err();
+    assert!(
+        refused.contains("host 'host-two' has not been heard from"),
+        "{refused}"
+    );
+    assert!(cp.try_server(&["show", "nowhere"]).is_err());
+
+    let host = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    wait_online(&dba, "host-one");
+    let created = Created::from(&create_on(cp, &host, "on-host"));
+    assert_eq!(created.server["state"], "Ready", "{}", created.server);
+    assert_eq!(created.server["host"], "host-one");
+    assert_eq!(created.sql("SELECT 40 + 2").unwrap(), "42");
+    // Its directory (ciphertext, agent files) is on the host, not the plane.
+    let on_host = host.server_dir(created.dir.to_str().unwrap());
+    assert!(on_host.join("cipher").is_dir(), "{}", host.said());
+    assert!(on_host.join("status.json").is_file());
+    assert!(cp.server_dirs().is_empty(), "{:?}", cp.server_dirs());
+
+    // A frozen daemon (a host gone away): its server is Unknown once the host is
+    // Silent, never Ready from the last report; back, Ready again.
+    {
+        let frozen = Instant::now();
+        let _paused = pgcmk_testkit::process::Paused::pause(host.process.id());
+        wait_for("the server to be Unknown", Duration::from_secs(6), || {
+            cp.state("on-host").0 == "Unknown"
+        });
+        assert!(
+            frozen.elapsed() >= Duration::from_secs(4),
+            "Unknown too soon"
+        );
+        let (_, reason) = cp.state("on-host");
+        assert!(
+            reason.contains("host 'host-one' has not sent a heartbeat"),
+            "{reason}"
+        );
+    }
+    wait_for(
+        "the server to be Ready again",
+        Duration::from_secs(5),
+        || cp.state("on-host").0 == "Ready",
+    );
+    assert_eq!(created.sql("SELECT 1").unwrap(), "1");
+
+    // Deleted: the host ends its agent and removes its directory.
+    cp.server(&["delete", "on-host", "--yes"]);
+    assert!(!on_host.exists(), "{}", host.said());
+    assert!(cp.try_server(&["show", "on-host"]).is_err());
 }

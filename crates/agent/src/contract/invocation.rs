@@ -12,8 +12,12 @@
 //!   and exits; SIGHUP checks the key now (re-reading `agent.json`); SIGKILL is the
 //!   last resort of a stop that was not answered.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+
+use pgcmk_crypto::SecretBytes;
 
 use super::server_dir::ServerDir;
 use super::task::AgentTask;
@@ -50,6 +54,46 @@ pub fn serve_command(
         command.args(["--log-format", "json"]);
     }
     command
+}
+
+/// Starts a serving agent for `dir` as `instance` ([`serve_command`]), its output
+/// appended to `DIR/agent.log` (created 0600), and writes `handshake` (the bytes of
+/// a [`super::Handshake`]) on its stdin, which closes then. The control plane and a
+/// host daemon (`docs/hosts.md`) both start agents through this one function.
+///
+/// A handshake the agent did not take (it exited at once) is not an error here:
+/// its exit and log say why.
+pub fn spawn_serving(
+    program: &Path,
+    dir: &ServerDir,
+    instance: &str,
+    observability: Observability,
+    handshake: &SecretBytes,
+) -> std::io::Result<Child> {
+    let log = open_agent_log(dir)?;
+    let err = log.try_clone()?;
+    let mut child = serve_command(program, dir, instance, observability)
+        .stdin(Stdio::piped())
+        .stdout(log)
+        .stderr(err)
+        .spawn()?;
+    // The pipe closes when `stdin` drops, which ends the agent's read. Far below
+    // a pipe's capacity, so this never waits for the agent.
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Err(e) = stdin.write_all(handshake.expose_secret()) {
+            tracing::warn!("the agent did not take its handshake: {e}");
+        }
+    }
+    Ok(child)
+}
+
+/// Opens the server's `agent.log` for appending (created 0600).
+pub fn open_agent_log(dir: &ServerDir) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dir.agent_log())
 }
 
 /// The command of a short-lived agent run of `task` for `dir`.

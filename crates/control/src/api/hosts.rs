@@ -5,8 +5,8 @@
 //! | `POST /hosts`                     | DBA        | enroll ([`EnrollHost`]); the host's credential is in this answer only |
 //! | `GET /hosts`                      | DBA        | list, with liveness           |
 //! | `DELETE /hosts/{name}`            | DBA        | remove: its credential stops working |
-//! | `POST /hosts/{name}/register`     | the host's | a daemon start ([`HostHello`]) |
-//! | `POST /hosts/{name}/heartbeat`    | the host's | it is alive ([`HostHello`])    |
+//! | `POST /hosts/{name}/register`     | the host's | a daemon start ([`HostReport`]) |
+//! | `POST /hosts/{name}/heartbeat`    | the host's | it is alive, its servers' reports ([`HostReport`]); answered with its assignments |
 //!
 //! A host's routes check its credential and its address themselves (the DBA's
 //! credential is no host's), so they sit outside the DBA's middleware.
@@ -23,7 +23,8 @@ use pgcmk_crypto::SecretBytes;
 use pgcmk_hostkeys::listener::PeerAddr;
 use serde_json::json;
 
-use crate::hosts::{EnrollHost, HostError, HostHello};
+use crate::assignments::HostReport;
+use crate::hosts::{EnrollHost, HostError};
 use crate::platform::Platform;
 use crate::Error;
 
@@ -80,7 +81,7 @@ async fn host_call(
     Extension(peer): Extension<PeerAddr>,
     Path((name, call)): Path<(String, HostCall)>,
     headers: HeaderMap,
-    body: Result<Json<HostHello>, JsonRejection>,
+    body: Result<Json<HostReport>, JsonRejection>,
 ) -> Response {
     let token = bearer_token(&headers).map(|t| SecretBytes::new(t.to_vec()));
     let result = blocking(p, StatusCode::OK, move |p| {

@@ -132,7 +132,7 @@ impl Platform {
 
     /// Removes the local backup repository of server `id`, and its geo-redundant
     /// copy.
-    fn remove_backups(&self, id: &str) -> Result<(), Error> {
+    pub(super) fn remove_backups(&self, id: &str) -> Result<(), Error> {
         self.remove_geo_backups(id)?;
         let repository = self.backups_dir().join(id);
         match fs::remove_dir_all(&repository) {

@@ -56,6 +56,7 @@ impl Platform {
                  not supported yet"
             )));
         }
+        self.local_only(&server, "a geo-redundant copy of the backups")?;
         if server.state != ServerState::Ready {
             return Err(StateConflict::BackupsNeedServing {
                 server: name.into(),

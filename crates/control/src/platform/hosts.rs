@@ -5,10 +5,9 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::assignments::{HeartbeatAnswer, HostReport};
 use crate::auth::new_token;
-use crate::hosts::{
-    EnrollHost, EnrolledHost, HostError, HostHello, HostPace, HostRecord, HostView,
-};
+use crate::hosts::{EnrollHost, EnrolledHost, HostError, HostPace, HostRecord, HostView};
 use crate::model::now_rfc3339;
 use crate::{Error, StoreError};
 
@@ -55,8 +54,23 @@ impl Platform {
         Ok(hosts)
     }
 
-    /// Removes host `name`: its credential is refused from now on.
+    /// Removes host `name`: its credential is refused from now on. Refused while
+    /// servers are assigned to it: they would be left without their host.
     pub fn remove_host(&self, name: &str) -> Result<(), Error> {
+        let kept: Vec<String> = self
+            .store()
+            .servers()?
+            .into_iter()
+            .filter(|s| s.host.as_deref() == Some(name))
+            .map(|s| s.name)
+            .collect();
+        if !kept.is_empty() {
+            return Err(HostError::HasServers {
+                host: name.to_string(),
+                servers: kept.join(", "),
+            }
+            .into());
+        }
         self.store().remove_host(name)?;
         self.host_presence.forget(name);
         tracing::info!(host = %name, "host removed");
@@ -80,24 +94,33 @@ impl Platform {
     }
 
     /// An admitted host's daemon registers (a new start of it).
-    pub fn register_host(&self, host: &AdmittedHost, hello: &HostHello) -> Result<HostPace, Error> {
+    pub fn register_host(
+        &self,
+        host: &AdmittedHost,
+        hello: &HostReport,
+    ) -> Result<HeartbeatAnswer, Error> {
         validate_instance(&hello.instance)?;
         self.host_presence
             .register(&host.0.name, &hello.instance, Instant::now());
         tracing::info!(host = %host.0.name, instance = %hello.instance, "host registered");
-        Ok(HostPace::standard())
+        Ok(HeartbeatAnswer {
+            pace: HostPace::standard(),
+            assignments: Vec::new(),
+        })
     }
 
-    /// An admitted host's daemon says it is alive.
+    /// An admitted host's daemon says it is alive, with its servers' reports; the
+    /// answer carries its assignments.
     pub fn host_heartbeat(
         &self,
         host: &AdmittedHost,
-        hello: &HostHello,
-    ) -> Result<HostPace, Error> {
-        validate_instance(&hello.instance)?;
-        self.host_presence
-            .heartbeat(&host.0.name, &hello.instance, Instant::now())?;
-        Ok(HostPace::standard())
+        report: &HostReport,
+    ) -> Result<HeartbeatAnswer, Error> {
+        validate_instance(&report.instance)?;
+        Ok(HeartbeatAnswer {
+            pace: HostPace::standard(),
+            assignments: self.host_assignments(host, report)?,
+        })
     }
 }
 
@@ -105,3 +128,10 @@ impl Platform {
 /// the only ones): a host's calls take nothing less.
 #[derive(Debug)]
 pub struct AdmittedHost(HostRecord);
+
+impl AdmittedHost {
+    /// The host's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}

@@ -20,6 +20,9 @@
 //! | `geo_update.rs`    | adding a geo-redundant copy to a server, removing one     |
 //! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
 //! | `ha.rs`            | HA servers' state, roles, connection string, failover     |
+//! | `hosts.rs`         | enrolling hosts, their registrations and heartbeats       |
+//! | `host_assignments.rs` | servers on hosts: placing, the heartbeat's assignments |
+//! | `remote_agent.rs`  | agents on hosts as supervision sees them                  |
 
 use std::collections::HashMap;
 use std::fs;
@@ -57,12 +60,14 @@ mod ha_create;
 mod ha_disable;
 mod ha_key;
 mod ha_update;
+mod host_assignments;
 mod hosts;
 mod lifecycle;
 mod listen;
 mod locks;
 mod names;
 mod observe;
+mod remote_agent;
 mod replicas;
 mod restore;
 mod spawn;
@@ -156,7 +161,9 @@ pub struct Platform {
     /// `STATE/etcd-ca.pem`).
     etcd_ca: crate::etcd_tls::EtcdCa,
     /// The heartbeats heard from hosts since this start (never from a file).
-    host_presence: crate::hosts::HostPresence,
+    host_presence: Arc<crate::hosts::HostPresence>,
+    /// What the plane wants of the servers on hosts, and what the hosts relayed.
+    relay: Arc<remote_agent::HostRelay>,
 }
 
 impl Platform {
@@ -211,11 +218,15 @@ impl Platform {
             supervision: Mutex::new(()),
             etcd,
             etcd_ca,
-            host_presence: crate::hosts::HostPresence::default(),
+            host_presence: Arc::default(),
+            relay: Arc::default(),
         };
         platform.supervise_etcd();
         for server in platform.store.servers()? {
             match server.state {
+                ServerState::Stopped | ServerState::Deleting if server.host.is_some() => {
+                    platform.keep_remote_at_rest(&server)
+                }
                 ServerState::Stopped => {}
                 ServerState::Deleting => platform.finish_delete(&server)?,
                 // A highly available server has no agent of its own: its nodes do.

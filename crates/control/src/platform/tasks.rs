@@ -22,11 +22,11 @@ use pgcmk_agent::contract::task::{
 use pgcmk_agent::contract::{AgentConfig, Handshake, ServerDir};
 
 use super::create::hex_id;
-use super::spawn::open_agent_log;
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
 use crate::model::{Actor, SecretString, ServerRecord, ServerState};
 use crate::Error;
+use pgcmk_agent::contract::invocation::open_agent_log;
 
 impl Platform {
     /// Time between key checks: also how often servers that are not running adopt
@@ -37,7 +37,8 @@ impl Platform {
 
     /// True when the server is not running: stopped, or failed with no agent.
     fn is_idle(&self, server: &ServerRecord) -> bool {
-        matches!(server.state, ServerState::Stopped | ServerState::Failed(_))
+        server.host.is_none()
+            && matches!(server.state, ServerState::Stopped | ServerState::Failed(_))
             && !self
                 .agents
                 .lock()
@@ -54,6 +55,7 @@ impl Platform {
         task: &AgentTask,
         new_password: Option<SecretBytes>,
     ) -> Result<TaskProcess, Error> {
+        self.local_only(server, "an agent task (backups, logs, password, fsck)")?;
         let handshake = Handshake {
             new_password,
             geo_identity_secret: self.geo_identity_secret(server)?,
@@ -63,7 +65,7 @@ impl Platform {
         // A server that is not running was not followed when the vault service moved.
         self.hand_vault_address(server, None);
         let dir = ServerDir::new(&server.dir);
-        let log = open_agent_log(&dir)?;
+        let log = open_agent_log(&dir).ctx(|| format!("opening {}", dir.agent_log().display()))?;
         let mut child = task_command(&self.config.agent_program, &dir, task)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -4,11 +4,17 @@
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{decode, encode, store_err, Store};
+use pgcmk_agent::contract::AgentConfig;
+
 use crate::hosts::{HostError, HostRecord};
 use crate::Error;
 
 /// Enrolled hosts, by name.
 pub(super) const HOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("hosts");
+/// The `agent.json` of each server on a host, by server id: the plane keeps it
+/// (no secrets) and hands it to the host in every heartbeat answer.
+pub(super) const ASSIGNED_CONFIGS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("assigned_configs");
 
 impl Store {
     /// Adds a host; its name must be unused.
@@ -62,5 +68,17 @@ impl Store {
             }
             tx.commit().map_err(store_err)
         })
+    }
+
+    /// Keeps the `agent.json` of server `id`, which runs on a host.
+    pub fn put_assigned_config(&self, id: &str, config: &AgentConfig) -> Result<(), Error> {
+        self.put(ASSIGNED_CONFIGS, &[(id, encode(config)?.as_slice())])
+    }
+
+    /// The `agent.json` of server `id` on a host.
+    pub fn assigned_config(&self, id: &str) -> Result<Option<AgentConfig>, Error> {
+        self.get(ASSIGNED_CONFIGS, id)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 }

@@ -8,6 +8,7 @@
 pub mod backups;
 pub mod cpu;
 pub mod ha;
+pub mod hosts;
 pub mod regress;
 
 use std::fs;
