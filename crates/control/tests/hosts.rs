@@ -363,3 +363,54 @@ fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_
     assert!(!on_host.exists(), "{}", host.said());
     assert!(cp.try_server(&["show", "on-host"]).is_err());
 }
+
+#[test]
+fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_host_is_silent() {
+    let stack = Stack::start(60, 300, None);
+    let cp = &stack.cp;
+    let dba = Dba::new(cp);
+    let host = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    wait_online(&dba, "host-one");
+    let created = Created::from(&create_on(cp, &host, "kept"));
+    let on_host = host.server_dir(created.dir.to_str().unwrap());
+    created.sql("CREATE TABLE t AS SELECT 7 AS v").unwrap();
+
+    // A host that keeps servers is not removed.
+    let refused = pgcmk_output_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("host 'host-one' keeps servers (kept)"),
+        "{said}"
+    );
+
+    // Stopped there: its agent ends and its volume is unmounted; started there
+    // again with its data.
+    assert_eq!(cp.server(&["stop", "kept"])["state"], "Stopped");
+    assert!(cp.agents_of(&on_host).is_empty(), "{}", host.said());
+    assert!(!pgcmk_agent::contract::ServerDir::new(&on_host).is_mounted());
+    assert!(created.sql("SELECT 1").is_err());
+    assert_eq!(cp.server(&["start", "kept"])["state"], "Ready");
+    assert_eq!(created.sql("SELECT v FROM t").unwrap(), "7");
+
+    // Its host silent: a stop is refused (503), not pretended.
+    {
+        let _paused = pgcmk_testkit::process::Paused::pause(host.process.id());
+        wait_for("the server to be Unknown", Duration::from_secs(6), || {
+            cp.state("kept").0 == "Unknown"
+        });
+        let stop = cp.server_output(&["stop", "kept"]);
+        let said = String::from_utf8_lossy(&stop.stderr);
+        assert_eq!(stop.status.code(), Some(6), "{said}");
+        assert!(said.contains("host unavailable"), "{said}");
+        assert_eq!(cp.state("kept").0, "Unknown");
+    }
+    wait_for(
+        "the server to be Ready again",
+        Duration::from_secs(5),
+        || cp.state("kept").0 == "Ready",
+    );
+    cp.server(&["delete", "kept", "--yes"]);
+    assert!(!on_host.exists(), "{}", host.said());
+    pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
+}

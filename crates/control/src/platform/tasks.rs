@@ -199,6 +199,10 @@ impl Platform {
     /// The refusal is an event. Any other failure (an unreachable vault, unreadable
     /// files) is left to the node agent, which reports it as it starts.
     pub(super) fn check_key_before_start(&self, server: &ServerRecord) -> Result<(), Error> {
+        if server.host.is_some() {
+            // Its agent checks the key itself on its host (no task runs there yet).
+            return Ok(());
+        }
         match self.adopt_key_version(server) {
             Err(refused @ Error::KeyVersionRefused { .. }) => {
                 self.event(server, Actor::Dba, "start refused", &refused.to_string())?;
