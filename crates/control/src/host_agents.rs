@@ -11,12 +11,11 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use pgcmk_agent::contract::invocation::{
-    is_running, running_instance, signal, spawn_serving, AgentSignal, Observability,
+    running_instance, signal, spawn_serving, AgentSignal, Observability,
 };
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, AgentStatus, ServerDir};
@@ -125,8 +124,8 @@ impl HostAgents {
         let dir = ServerDir::new(self.servers_dir.join(&id));
         let outcome = match &assignment.run {
             DesiredRun::Serving { instance } => self.serve(&dir, &assignment, instance.as_deref()),
-            DesiredRun::Stopped => Ok(self.ask(&id, AgentSignal::Stop)),
-            DesiredRun::Killed => Ok(self.ask(&id, AgentSignal::Kill)),
+            DesiredRun::Stopped => self.ask(&id, AgentSignal::Stop),
+            DesiredRun::Killed => self.ask(&id, AgentSignal::Kill),
             DesiredRun::Deleted => self.delete(&id, &dir),
         };
         if let Err(e) = outcome {
@@ -151,8 +150,7 @@ impl HostAgents {
                 return Ok(());
             }
             if ended(hosted).is_none() {
-                self.ask(id, AgentSignal::Stop);
-                return Ok(());
+                return self.ask(id, AgentSignal::Stop);
             }
         }
         let Some(handshake) = &assignment.handshake else {
@@ -193,23 +191,22 @@ impl HostAgents {
     }
 
     /// Sends `what` to the server's running agent, once.
-    fn ask(&mut self, id: &str, what: AgentSignal) {
+    fn ask(&mut self, id: &str, what: AgentSignal) -> std::io::Result<()> {
         let Some(hosted) = self.agents.get_mut(id) else {
-            return;
+            return Ok(());
         };
         if ended(hosted).is_some() || hosted.asked == Some(what) {
-            return;
+            return Ok(());
         }
         hosted.asked = Some(what);
-        let _ = signal(hosted.pid, what);
+        signal(hosted.pid, what)
     }
 
     /// Ends the server's agent, then removes its directory.
     fn delete(&mut self, id: &str, dir: &ServerDir) -> std::io::Result<()> {
         if let Some(hosted) = self.agents.get_mut(id) {
             if ended(hosted).is_none() {
-                self.ask(id, AgentSignal::Kill);
-                return Ok(());
+                return self.ask(id, AgentSignal::Kill);
             }
         }
         self.agents.remove(id);
@@ -227,18 +224,7 @@ fn ended(hosted: &mut Hosted) -> Option<AgentExit> {
     if let Some(exit) = &hosted.exit {
         return Some(exit.exit);
     }
-    match &mut hosted.child {
-        Some(child) => match child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) => Some(match (status.code(), status.signal()) {
-                (Some(code), _) => AgentExit::Code(code),
-                (None, Some(signal)) => AgentExit::Signal(signal),
-                (None, None) => AgentExit::Gone,
-            }),
-            Err(_) => Some(AgentExit::Gone),
-        },
-        None => (!is_running(hosted.pid)).then_some(AgentExit::Gone),
-    }
+    AgentExit::of_process(hosted.child.as_mut(), hosted.pid)
 }
 
 /// Writes the server's directory for a start: `agent.json` as assigned, and the

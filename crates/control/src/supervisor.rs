@@ -46,6 +46,25 @@ pub enum AgentExit {
     Gone,
 }
 
+impl AgentExit {
+    /// `None` while process `pid` runs; how it ended once it has. Our `child` is
+    /// reaped; one that is not our child (re-attached) is only known to be gone.
+    pub fn of_process(child: Option<&mut Child>, pid: u32) -> Option<Self> {
+        match child {
+            Some(child) => match child.try_wait() {
+                Ok(None) => None,
+                Ok(Some(status)) => Some(match (status.code(), status.signal()) {
+                    (Some(code), _) => AgentExit::Code(code),
+                    (None, Some(signal)) => AgentExit::Signal(signal),
+                    (None, None) => AgentExit::Gone,
+                }),
+                Err(_) => Some(AgentExit::Gone),
+            },
+            None => (!is_running(pid)).then_some(AgentExit::Gone),
+        }
+    }
+}
+
 impl fmt::Display for AgentExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -119,20 +138,8 @@ impl NodeAgent for AgentProcess {
         self.pid
     }
 
-    /// Our child is reaped once it has exited.
     fn exit(&mut self) -> Option<AgentExit> {
-        match &mut self.child {
-            Some(child) => match child.try_wait() {
-                Ok(None) => None,
-                Ok(Some(status)) => Some(match (status.code(), status.signal()) {
-                    (Some(code), _) => AgentExit::Code(code),
-                    (None, Some(signal)) => AgentExit::Signal(signal),
-                    (None, None) => AgentExit::Gone,
-                }),
-                Err(_) => Some(AgentExit::Gone),
-            },
-            None => (!is_running(self.pid)).then_some(AgentExit::Gone),
-        }
+        AgentExit::of_process(self.child.as_mut(), self.pid)
     }
 
     /// `pgcmk agent` prints `error: ...` as its last line before it exits with
