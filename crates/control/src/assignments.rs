@@ -1,8 +1,10 @@
 //! What a host daemon and the control plane tell each other at every heartbeat
 //! ([docs/hosts.md](../../../docs/hosts.md)): the host reports the servers it keeps
 //! ([`RelayedServer`], its agents' own reports unchanged), the plane answers with
-//! the host's [`Assignment`]s. Typed both ways; no transport here.
+//! the host's [`Assignment`]s and the [`TaskAssignment`]s to run. Typed both ways;
+//! no transport here.
 
+use pgcmk_agent::contract::task::AgentTask;
 use pgcmk_agent::contract::{AgentConfig, AgentStatus};
 use pgcmk_keyprovider::WrappedDek;
 use serde::{Deserialize, Serialize};
@@ -93,6 +95,23 @@ pub struct Assignment {
     pub handshake: Option<SecretString>,
 }
 
+/// A task for the host to run once for one of its servers: `pgcmk agent
+/// --server-dir DIR TASK` with `handshake` on its stdin; its one JSON answer (a
+/// `TaskAnswer`) goes to `POST /hosts/{name}/tasks/{task_id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskAssignment {
+    /// Names this run (new for each).
+    pub task_id: String,
+    /// The server's id.
+    pub server_id: String,
+    /// The task.
+    pub task: AgentTask,
+    /// The run's start-up handshake (the identity's secret, a new password...),
+    /// handed over once.
+    pub handshake: SecretString,
+}
+
 /// The plane's answer to a registration or a heartbeat.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HeartbeatAnswer {
@@ -102,4 +121,7 @@ pub struct HeartbeatAnswer {
     /// The host's servers (none in the answer to a registration).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assignments: Vec<Assignment>,
+    /// Tasks to run now, each handed over once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskAssignment>,
 }

@@ -10,18 +10,21 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::mpsc;
 
 use pgcmk_agent::contract::invocation::{
-    running_instance, signal, spawn_serving, AgentSignal, Observability,
+    running_instance, signal, spawn_serving, spawn_task, AgentSignal, Observability,
 };
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
+use pgcmk_agent::contract::task::{AgentTask, TaskAnswer, TaskFailure};
 use pgcmk_agent::contract::{AgentConfig, AgentStatus, ServerDir};
 use pgcmk_crypto::SecretBytes;
 
-use crate::assignments::{Assignment, DesiredRun, RelayedExit, RelayedServer};
+use crate::assignments::{Assignment, DesiredRun, RelayedExit, RelayedServer, TaskAssignment};
 use crate::supervisor::AgentExit;
 
 /// One agent the daemon started (or found running).
@@ -217,6 +220,80 @@ impl HostAgents {
         }
         Ok(())
     }
+}
+
+/// The answer of a task run on this host, to post to the plane.
+pub struct TaskDone {
+    /// The task's id.
+    pub task_id: String,
+    /// Its one JSON answer (a `TaskAnswer`), as the run printed it, or the failure
+    /// this host saw.
+    pub answer: SecretBytes,
+}
+
+impl HostAgents {
+    /// Runs `assignment`'s task in a thread of its own (a backup may take long)
+    /// and sends its answer to `done`.
+    pub fn run_task(&self, assignment: TaskAssignment, done: mpsc::Sender<TaskDone>) {
+        let program = self.program.clone();
+        let valid = is_server_id(&assignment.server_id);
+        let dir = ServerDir::new(self.servers_dir.join(&assignment.server_id));
+        std::thread::spawn(move || {
+            let TaskAssignment {
+                task_id,
+                task,
+                handshake,
+                ..
+            } = assignment;
+            let handshake = SecretBytes::new(handshake.expose_secret().as_bytes().to_vec());
+            let answer = if valid && dir.root().is_dir() {
+                run_to_answer(&program, &dir, &task, &handshake)
+            } else {
+                failed(format!(
+                    "this host keeps no server directory for the {} run",
+                    task.name()
+                ))
+            };
+            let _ = done.send(TaskDone { task_id, answer });
+        });
+    }
+}
+
+/// Runs `task` for `dir` and returns its answer, or a failure that says why there
+/// is none.
+fn run_to_answer(
+    program: &Path,
+    dir: &ServerDir,
+    task: &AgentTask,
+    handshake: &SecretBytes,
+) -> SecretBytes {
+    let mut child = match spawn_task(program, dir, task, handshake) {
+        Ok(child) => child,
+        Err(e) => {
+            return failed(format!(
+                "the host could not start the {} run: {e}",
+                task.name()
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    let read = child.stdout.take().map(|mut s| s.read_to_end(&mut out));
+    let status = child.wait();
+    let out = SecretBytes::new(out);
+    match (read, status) {
+        (Some(Ok(_)), Ok(_)) if !out.expose_secret().trim_ascii().is_empty() => out,
+        (_, status) => failed(format!(
+            "the {} run on the host gave no answer ({}; see its agent.log)",
+            task.name(),
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        )),
+    }
+}
+
+/// A task's answer that it failed, for `message`.
+fn failed(message: String) -> SecretBytes {
+    let answer: TaskAnswer<()> = TaskAnswer::Failed(TaskFailure::Failed { message });
+    SecretBytes::new(serde_json::to_vec(&answer).unwrap_or_default())
 }
 
 /// How the agent ended, once it has (our child is reaped).

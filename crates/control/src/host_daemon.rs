@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::api_tls::ApiClient;
 use crate::assignments::{HeartbeatAnswer, HostReport};
-use crate::host_agents::HostAgents;
+use crate::host_agents::{HostAgents, TaskDone};
 use crate::hosts::HostPace;
 use crate::model::SecretString;
 use crate::{Error, ErrorCode};
@@ -66,6 +66,9 @@ pub fn run(config: &HostDaemonConfig) -> Result<(), Error> {
             )
         })?;
     let instance = pgcmk_crypto::random::hex_id(8)?;
+    // Task answers, from the threads that run them to the requests that post them.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<TaskDone>();
+    let mut unposted: Vec<TaskDone> = Vec::new();
     let mut pace = HostPace::standard();
     let mut registered = false;
     let mut failing: Option<String> = None;
@@ -89,9 +92,13 @@ pub fn run(config: &HostDaemonConfig) -> Result<(), Error> {
             Ok(HeartbeatAnswer {
                 pace: answer,
                 assignments,
+                tasks,
             }) => {
                 for assignment in assignments {
                     agents.apply(assignment);
+                }
+                for task in tasks {
+                    agents.run_task(task, done_tx.clone());
                 }
                 if !registered {
                     tracing::info!(host = %config.name, instance = %instance, "registered");
@@ -130,7 +137,37 @@ pub fn run(config: &HostDaemonConfig) -> Result<(), Error> {
                 }
             }
         }
+        unposted.extend(done_rx.try_iter());
+        unposted.retain(|done| !post_answer(&api, config, &token, done));
         std::thread::sleep(Duration::from_millis(pace.heartbeat_ms));
+    }
+}
+
+/// Posts a task's answer; true once the plane took it, or refused it for good
+/// (it no longer waits for it: its host went silent meanwhile).
+fn post_answer(
+    api: &ApiClient,
+    config: &HostDaemonConfig,
+    token: &SecretString,
+    done: &TaskDone,
+) -> bool {
+    let url = api.url(&format!("/hosts/{}/tasks/{}", config.name, done.task_id));
+    let request = api
+        .http()
+        .post(url)
+        .bearer_auth(token.expose_secret())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(done.answer.expose_secret().to_vec());
+    match api.call(request) {
+        Ok(_) => true,
+        Err(e @ Error::Api { status: 404, .. }) => {
+            tracing::warn!(task = %done.task_id, "the plane no longer waits for this answer: {e}");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(task = %done.task_id, "posting a task's answer: {e}; trying again");
+            false
+        }
     }
 }
 

@@ -198,6 +198,9 @@ pub enum HostError {
         /// Their names, comma-separated.
         servers: String,
     },
+    /// A task answer for no task this host was handed.
+    #[error("no task '{0}' is waiting for this host's answer")]
+    UnknownTask(String),
     /// An operation not built for servers on hosts yet.
     #[error(
         "server '{server}' runs on host '{host}': {what} is not available for servers on hosts          yet (docs/hosts.md, \"What is not done yet\")"
@@ -221,7 +224,7 @@ impl HostError {
             HostError::Denied => ErrorCode::Unauthorized,
             HostError::OtherInstance(_) => ErrorCode::StateConflict,
             // No registration is found: the daemon registers again (a plane restart).
-            HostError::NotRegistered(_) => ErrorCode::NotFound,
+            HostError::NotRegistered(_) | HostError::UnknownTask(_) => ErrorCode::NotFound,
             HostError::NotOnline { .. }
             | HostError::HasServers { .. }
             | HostError::NotOnHostsYet { .. } => ErrorCode::StateConflict,

@@ -393,9 +393,25 @@ fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_ho
     assert_eq!(cp.server(&["start", "kept"])["state"], "Ready");
     assert_eq!(created.sql("SELECT v FROM t").unwrap(), "7");
 
-    // Its host silent: a stop is refused (503), not pretended.
+    // Tasks run on the host: a new password is set there, backups are listed there.
+    let reset = cp.server(&["reset-password", "kept"]);
+    let password = reset["password"].as_str().unwrap();
+    assert!(psql(created.port, &created.password, "SELECT 1").is_err());
+    assert_eq!(
+        psql(created.port, password, "SELECT v FROM t").unwrap(),
+        "7"
+    );
+    let listed = cp.try_backup(&["list", "kept"]).unwrap();
+    assert!(listed["backups"].is_array(), "{listed}");
+
+    // Its host silent: a task that waits for it ends with 503 once the host is
+    // Silent, and a stop is refused (503), not pretended.
     {
         let _paused = pgcmk_testkit::process::Paused::pause(host.process.id());
+        let listing = cp.backup_output(&["list", "kept"]);
+        let said = String::from_utf8_lossy(&listing.stderr);
+        assert_eq!(listing.status.code(), Some(6), "{said}");
+        assert!(said.contains("host unavailable"), "{said}");
         wait_for("the server to be Unknown", Duration::from_secs(6), || {
             cp.state("kept").0 == "Unknown"
         });

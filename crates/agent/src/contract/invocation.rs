@@ -61,8 +61,6 @@ pub fn serve_command(
 /// a [`super::Handshake`]) on its stdin, which closes then. The control plane and a
 /// host daemon (`docs/hosts.md`) both start agents through this one function.
 ///
-/// A handshake the agent did not take (it exited at once) is not an error here:
-/// its exit and log say why.
 pub fn spawn_serving(
     program: &Path,
     dir: &ServerDir,
@@ -77,14 +75,39 @@ pub fn spawn_serving(
         .stdout(log)
         .stderr(err)
         .spawn()?;
-    // The pipe closes when `stdin` drops, which ends the agent's read. Far below
-    // a pipe's capacity, so this never waits for the agent.
+    write_handshake(&mut child, handshake);
+    Ok(child)
+}
+
+/// Starts a short-lived agent run of `task` for `dir` ([`task_command`]), its
+/// answer on a pipe (the child's stdout), its diagnostics appended to
+/// `DIR/agent.log`, and writes `handshake` on its stdin, which closes then. The
+/// control plane and a host daemon both start tasks through this one function.
+pub fn spawn_task(
+    program: &Path,
+    dir: &ServerDir,
+    task: &AgentTask,
+    handshake: &SecretBytes,
+) -> std::io::Result<Child> {
+    let log = open_agent_log(dir)?;
+    let mut child = task_command(program, dir, task)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()?;
+    write_handshake(&mut child, handshake);
+    Ok(child)
+}
+
+/// Writes `handshake` on the child's stdin and closes it, which ends its read.
+/// Far below a pipe's capacity, so this never waits for the child; a child that
+/// did not take it exited at once, and its exit and log say why.
+fn write_handshake(child: &mut Child, handshake: &SecretBytes) {
     if let Some(mut stdin) = child.stdin.take() {
         if let Err(e) = stdin.write_all(handshake.expose_secret()) {
             tracing::warn!("the agent did not take its handshake: {e}");
         }
     }
-    Ok(child)
 }
 
 /// Opens the server's `agent.log` for appending (created 0600).

@@ -6,13 +6,15 @@
 //! | `GET /hosts`                      | DBA        | list, with liveness           |
 //! | `DELETE /hosts/{name}`            | DBA        | remove: its credential stops working |
 //! | `POST /hosts/{name}/register`     | the host's | a daemon start ([`HostReport`]) |
-//! | `POST /hosts/{name}/heartbeat`    | the host's | it is alive, its servers' reports ([`HostReport`]); answered with its assignments |
+//! | `POST /hosts/{name}/heartbeat`    | the host's | it is alive, its servers' reports ([`HostReport`]); answered with its assignments and tasks |
+//! | `POST /hosts/{name}/tasks/{id}`   | the host's | the answer of a task it was handed |
 //!
 //! A host's routes check its credential and its address themselves (the DBA's
 //! credential is no host's), so they sit outside the DBA's middleware.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,7 +27,7 @@ use serde_json::json;
 
 use crate::assignments::HostReport;
 use crate::hosts::{EnrollHost, HostError};
-use crate::platform::Platform;
+use crate::platform::{AdmittedHost, Platform};
 use crate::Error;
 
 use super::{bearer_token, blocking, unauthorized, ApiError, ApiResult};
@@ -39,7 +41,9 @@ pub(super) fn dba_routes() -> Router<Arc<Platform>> {
 
 /// The routes a host's own credential opens.
 pub(super) fn host_routes() -> Router<Arc<Platform>> {
-    Router::new().route("/hosts/{name}/{call}", post(host_call))
+    Router::new()
+        .route("/hosts/{name}/{call}", post(host_call))
+        .route("/hosts/{name}/tasks/{task_id}", post(task_answer))
 }
 
 async fn enroll(
@@ -83,13 +87,7 @@ async fn host_call(
     headers: HeaderMap,
     body: Result<Json<HostReport>, JsonRejection>,
 ) -> Response {
-    let token = bearer_token(&headers).map(|t| SecretBytes::new(t.to_vec()));
-    let result = blocking(p, StatusCode::OK, move |p| {
-        let host = p.admit_host(
-            &name,
-            token.as_ref().map(SecretBytes::expose_secret),
-            peer.0.ip(),
-        )?;
+    as_host(p, peer, &headers, name, move |p, host| {
         let Json(hello) = body.map_err(|e| {
             Error::BadRequest(format!(
                 "bad request body: {e}; send {{\"instance\": \"NAME\"}}"
@@ -99,6 +97,43 @@ async fn host_call(
             HostCall::Register => p.register_host(&host, &hello),
             HostCall::Heartbeat => p.host_heartbeat(&host, &hello),
         }
+    })
+    .await
+}
+
+/// A host posts the one JSON answer of a task it was handed (the run's stdout,
+/// as the plane's `TaskAnswer` of that task).
+async fn task_answer(
+    State(p): State<Arc<Platform>>,
+    Extension(peer): Extension<PeerAddr>,
+    Path((name, task_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    as_host(p, peer, &headers, name, move |p, host| {
+        p.host_task_answer(&host, &task_id, &body)?;
+        Ok(json!({ "taken": task_id }))
+    })
+    .await
+}
+
+/// Runs `call` for host `name` once its credential, presented from its enrolled
+/// address, is checked; every refusal is the one 401.
+async fn as_host<T: serde::Serialize + Send + 'static>(
+    p: Arc<Platform>,
+    peer: PeerAddr,
+    headers: &HeaderMap,
+    name: String,
+    call: impl FnOnce(&Platform, AdmittedHost) -> Result<T, Error> + Send + 'static,
+) -> Response {
+    let token = bearer_token(headers).map(|t| SecretBytes::new(t.to_vec()));
+    let result = blocking(p, StatusCode::OK, move |p| {
+        let host = p.admit_host(
+            &name,
+            token.as_ref().map(SecretBytes::expose_secret),
+            peer.0.ip(),
+        )?;
+        call(p, host)
     })
     .await;
     match result {

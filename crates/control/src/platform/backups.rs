@@ -210,6 +210,7 @@ impl Platform {
     /// key stored with the server; the server need not run).
     pub fn backup_keys(&self, name: &str) -> Result<BackupKeys, Error> {
         let server = self.store.server(name)?;
+        self.local_only(&server, "listing the backups' key versions")?;
         let wrapped: WrappedDek = read_json(&ServerDir::new(&server.dir).wrapped_backup_key())
             .map_err(|_| {
                 Error::BadRequest(format!(

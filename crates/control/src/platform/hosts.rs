@@ -102,10 +102,12 @@ impl Platform {
         validate_instance(&hello.instance)?;
         self.host_presence
             .register(&host.0.name, &hello.instance, Instant::now());
+        self.host_tasks.daemon_restarted(&host.0.name);
         tracing::info!(host = %host.0.name, instance = %hello.instance, "host registered");
         Ok(HeartbeatAnswer {
             pace: HostPace::standard(),
             assignments: Vec::new(),
+            tasks: Vec::new(),
         })
     }
 
@@ -120,6 +122,7 @@ impl Platform {
         Ok(HeartbeatAnswer {
             pace: HostPace::standard(),
             assignments: self.host_assignments(host, report)?,
+            tasks: self.host_tasks.hand_over(host.name()),
         })
     }
 }

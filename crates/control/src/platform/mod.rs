@@ -23,6 +23,7 @@
 //! | `hosts.rs`         | enrolling hosts, their registrations and heartbeats       |
 //! | `host_assignments.rs` | servers on hosts: placing, the heartbeat's assignments |
 //! | `remote_agent.rs`  | agents on hosts as supervision sees them                  |
+//! | `host_tasks.rs`    | agent tasks of servers on hosts, and their answers        |
 
 use std::collections::HashMap;
 use std::fs;
@@ -61,6 +62,7 @@ mod ha_disable;
 mod ha_key;
 mod ha_update;
 mod host_assignments;
+mod host_tasks;
 mod hosts;
 mod lifecycle;
 mod listen;
@@ -81,6 +83,7 @@ pub use geo::GeoBackupChoice;
 pub use geo_update::GeoBackupChange;
 pub use ha::{FailoverRequest, HaError};
 pub use ha_update::{HaUpdateError, HighAvailability, HighAvailabilityChange};
+pub use hosts::AdmittedHost;
 pub use observe::ServerObservation;
 pub use replicas::CreateReplica;
 pub use restore::RestoreServer;
@@ -164,6 +167,8 @@ pub struct Platform {
     host_presence: Arc<crate::hosts::HostPresence>,
     /// What the plane wants of the servers on hosts, and what the hosts relayed.
     relay: Arc<remote_agent::HostRelay>,
+    /// Agent tasks queued for hosts and their answers.
+    host_tasks: host_tasks::HostTasks,
 }
 
 impl Platform {
@@ -220,6 +225,7 @@ impl Platform {
             etcd_ca,
             host_presence: Arc::default(),
             relay: Arc::default(),
+            host_tasks: host_tasks::HostTasks::default(),
         };
         platform.supervise_etcd();
         for server in platform.store.servers()? {

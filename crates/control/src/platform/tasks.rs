@@ -6,7 +6,7 @@
 //! stays in the run.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Stdio};
+use std::process::{Child, ChildStdout};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pgcmk_crypto::SecretBytes;
@@ -14,7 +14,7 @@ use pgcmk_keyprovider::KeyError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use pgcmk_agent::contract::invocation::task_command;
+use pgcmk_agent::contract::invocation::spawn_task;
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::{
     AgentTask, LogRecord, PasswordReset, TaskAnswer, TaskFailure, VolumeCheck, Wrapping,
@@ -26,7 +26,6 @@ use super::Platform;
 use crate::error::{IoContext, StateConflict};
 use crate::model::{Actor, SecretString, ServerRecord, ServerState};
 use crate::Error;
-use pgcmk_agent::contract::invocation::open_agent_log;
 
 impl Platform {
     /// Time between key checks: also how often servers that are not running adopt
@@ -55,29 +54,13 @@ impl Platform {
         task: &AgentTask,
         new_password: Option<SecretBytes>,
     ) -> Result<TaskProcess, Error> {
-        self.local_only(server, "an agent task (backups, logs, password, fsck)")?;
-        let handshake = Handshake {
-            new_password,
-            geo_identity_secret: self.geo_identity_secret(server)?,
-            storage_key: self.storage_key(server)?,
-            ..Handshake::identity_only(self.identity_secret(server)?)
-        };
+        self.local_only(server, "a streamed agent task (logs)")?;
+        let handshake = self.task_handshake(server, new_password)?;
         // A server that is not running was not followed when the vault service moved.
         self.hand_vault_address(server, None);
         let dir = ServerDir::new(&server.dir);
-        let log = open_agent_log(&dir).ctx(|| format!("opening {}", dir.agent_log().display()))?;
-        let mut child = task_command(&self.config.agent_program, &dir, task)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
+        let mut child = spawn_task(&self.config.agent_program, &dir, task, &handshake)
             .ctx(|| format!("starting the agent's {} run", task.name()))?;
-        // Dropping `stdin` ends the run's read.
-        if let Some(stdin) = child.stdin.take() {
-            if let Err(e) = handshake.write(stdin) {
-                tracing::warn!(server = %server.name, "the agent's {} run: {e}", task.name());
-            }
-        }
         let stdout = child.stdout.take().ok_or_else(|| {
             Error::AgentTask(format!(
                 "the agent's {} run has no output pipe",
@@ -96,14 +79,36 @@ impl Platform {
         })
     }
 
-    /// Runs a task that ends and returns what it did, or why it could not.
+    /// The handshake of a task run: the identity's secret (and `new_password`, for
+    /// the task that sets it), the geo identity's and the storage key when the
+    /// server's backups need them.
+    pub(super) fn task_handshake(
+        &self,
+        server: &ServerRecord,
+        new_password: Option<SecretBytes>,
+    ) -> Result<SecretBytes, Error> {
+        let handshake = Handshake {
+            new_password,
+            geo_identity_secret: self.geo_identity_secret(server)?,
+            storage_key: self.storage_key(server)?,
+            ..Handshake::identity_only(self.identity_secret(server)?)
+        };
+        Ok(handshake.to_bytes()?)
+    }
+
+    /// Runs a task that ends and returns what it did, or why it could not: here,
+    /// or on the server's host (`docs/hosts.md`).
     pub(super) fn run_task<T: DeserializeOwned>(
         &self,
         server: &ServerRecord,
         task: &AgentTask,
         new_password: Option<SecretBytes>,
     ) -> Result<T, Error> {
-        match self.start_task(server, task, new_password)?.answer()? {
+        let answer = match &server.host {
+            Some(_) => self.run_task_on_host(server, task, new_password)?,
+            None => self.start_task(server, task, new_password)?.answer()?,
+        };
+        match answer {
             TaskAnswer::Done(done) => Ok(done),
             TaskAnswer::Failed(TaskFailure::VersionRefused(refusal)) => {
                 Err(Error::KeyVersionRefused {
@@ -230,6 +235,7 @@ impl Platform {
     pub fn fsck(&self, name: &str) -> Result<VolumeCheck, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
+        self.local_only(&server, "fsck")?;
         if !self.is_idle(&server) {
             return Err(StateConflict::RunningVolume {
                 server: name.into(),
