@@ -19,8 +19,7 @@ use crate::supervisor::AgentExit;
 pub struct HostReport {
     /// Names this start of the daemon (new at every start).
     pub instance: String,
-    /// Every server directory the host keeps, with its agent (a registration
-    /// sends none).
+    /// Every server directory the host keeps, with its agent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<RelayedServer>,
 }

@@ -77,11 +77,7 @@ pub fn run(config: &HostDaemonConfig) -> Result<(), Error> {
         let url = api.url(&format!("/hosts/{}/{call}", config.name));
         let report = HostReport {
             instance: instance.clone(),
-            servers: if registered {
-                agents.report()
-            } else {
-                Vec::new()
-            },
+            servers: agents.report(),
         };
         let request = api
             .http()

@@ -300,7 +300,7 @@ fn wait_online(dba: &Dba, name: &str) {
 
 #[test]
 fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_silent() {
-    let stack = Stack::start(60, 300, None);
+    let mut stack = Stack::start(60, 300, None);
     let cp = &stack.cp;
     let dba = Dba::new(cp);
     let refused = cp
@@ -357,6 +357,29 @@ fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_
         || cp.state("on-host").0 == "Ready",
     );
     assert_eq!(created.sql("SELECT 1").unwrap(), "1");
+
+    // A restarted plane takes the running agent back from its host's reports: the
+    // same agent, Ready again, never Failed on the way.
+    let agent = agent_pid(&on_host).expect("the agent runs");
+    stack.cp.restart_on_its_port();
+    let cp = &stack.cp;
+    wait_for(
+        "Ready after the plane's restart",
+        Duration::from_secs(15),
+        || cp.state("on-host").0 == "Ready",
+    );
+    assert_eq!(agent_pid(&on_host), Some(agent));
+    let failed: Vec<Value> = cp
+        .events("on-host")
+        .into_iter()
+        .filter(|e| {
+            e["what"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("-> Failed")
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
 
     // Deleted: the host ends its agent and removes its directory.
     cp.server(&["delete", "on-host", "--yes"]);

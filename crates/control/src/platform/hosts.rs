@@ -93,13 +93,16 @@ impl Platform {
         Ok(AdmittedHost(host))
     }
 
-    /// An admitted host's daemon registers (a new start of it).
+    /// An admitted host's daemon registers (a new start of it, or again after a
+    /// plane restart) with its servers' reports, taken in before it counts as
+    /// alive: a re-attached server is never judged on a host with no reports yet.
     pub fn register_host(
         &self,
         host: &AdmittedHost,
         hello: &HostReport,
     ) -> Result<HeartbeatAnswer, Error> {
         validate_instance(&hello.instance)?;
+        self.relay.take(&host.0.name, &hello.servers);
         self.host_presence
             .register(&host.0.name, &hello.instance, Instant::now());
         self.host_tasks.daemon_restarted(&host.0.name);
