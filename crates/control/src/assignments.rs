@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hosts::HostPace;
 use crate::model::SecretString;
-use crate::supervisor::AgentExit;
+use crate::node_agent::AgentExit;
 
 /// What a host daemon sends when it registers and at every heartbeat.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::IoContext;
 use crate::etcd_tls::EtcdCa;
-use crate::supervisor::{AgentProcess, NodeAgent};
+use crate::node_agent::{AgentProcess, NodeAgent};
 use crate::Error;
 
 /// The etcd program (Debian's `etcd-server` package).

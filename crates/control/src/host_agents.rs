@@ -25,7 +25,7 @@ use pgcmk_agent::contract::{AgentConfig, AgentStatus, ServerDir};
 use pgcmk_crypto::SecretBytes;
 
 use crate::assignments::{Assignment, DesiredRun, RelayedExit, RelayedServer, TaskAssignment};
-use crate::supervisor::AgentExit;
+use crate::node_agent::AgentExit;
 
 /// One agent the daemon started (or found running).
 struct Hosted {

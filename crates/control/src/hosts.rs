@@ -287,20 +287,13 @@ impl HostPresence {
     }
 
     /// `None` while host `name` is Online at `now`; else what the plane knows of
-    /// it, in words ("has not sent a heartbeat for 7 s") and how long it has been
-    /// silent (`None`: not heard since this plane started).
-    pub fn silence(&self, name: &str, now: Instant) -> Option<(String, Option<Duration>)> {
+    /// it, in words ("has not sent a heartbeat for 7 s").
+    pub fn silence(&self, name: &str, now: Instant) -> Option<String> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         match seen.get(name).map(|h| now.saturating_duration_since(h.at)) {
             Some(d) if d <= SILENT_AFTER => None,
-            Some(d) => Some((
-                format!("has not sent a heartbeat for {} s", d.as_secs()),
-                Some(d),
-            )),
-            None => Some((
-                "has not been heard from since the control plane started".to_string(),
-                None,
-            )),
+            Some(d) => Some(format!("has not sent a heartbeat for {} s", d.as_secs())),
+            None => Some("has not been heard from since the control plane started".to_string()),
         }
     }
 
@@ -368,14 +361,23 @@ mod tests {
         let host = record("host-1");
         let t0 = Instant::now();
         assert_eq!(presence.view(&host, t0).liveness, Liveness::Unknown);
+        assert_eq!(
+            presence.silence("host-1", t0).as_deref(),
+            Some("has not been heard from since the control plane started")
+        );
         assert!(matches!(
             presence.heartbeat("host-1", "a", t0),
             Err(HostError::NotRegistered(_))
         ));
         presence.register("host-1", "a", t0);
         assert_eq!(presence.view(&host, t0).liveness, Liveness::Online);
+        assert_eq!(presence.silence("host-1", t0), None);
         let later = t0 + SILENT_AFTER + Duration::from_millis(1);
         assert_eq!(presence.view(&host, later).liveness, Liveness::Silent);
+        assert_eq!(
+            presence.silence("host-1", later).as_deref(),
+            Some("has not sent a heartbeat for 5 s")
+        );
         assert!(matches!(
             presence.heartbeat("host-1", "b", later),
             Err(HostError::OtherInstance(_))

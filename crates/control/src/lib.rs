@@ -28,6 +28,7 @@ pub mod hosts;
 pub mod identity_file;
 pub mod metrics;
 pub mod model;
+pub mod node_agent;
 pub mod platform;
 pub mod root_key;
 pub mod serve_info;

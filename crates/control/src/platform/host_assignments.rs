@@ -26,7 +26,7 @@ impl Platform {
         }
         match self.host_presence.silence(host, Instant::now()) {
             None => Ok(()),
-            Some((why, _)) => {
+            Some(why) => {
                 tracing::info!(server = %req.name, host, "not placed: the host {why}");
                 Err(HostError::NotOnline {
                     host: host.to_string(),
@@ -45,7 +45,7 @@ impl Platform {
         };
         match self.host_presence.silence(host, Instant::now()) {
             None => Ok(()),
-            Some((why, _)) => Err(HostError::Unavailable {
+            Some(why) => Err(HostError::Unavailable {
                 server: server.name.clone(),
                 host: host.clone(),
                 why,

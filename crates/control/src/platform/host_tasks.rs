@@ -134,7 +134,7 @@ impl Platform {
                     task.name()
                 ));
             }
-            if let Some((why, _)) = self.host_presence.silence(&host, Instant::now()) {
+            if let Some(why) = self.host_presence.silence(&host, Instant::now()) {
                 return unavailable(why);
             }
             std::thread::sleep(POLL);

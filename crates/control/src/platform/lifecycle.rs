@@ -12,7 +12,8 @@ use pgcmk_keyprovider::{KeyEncryptionKey, WrappedDek};
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
 use crate::model::{Actor, Encryption, ServerRecord, ServerState};
-use crate::supervisor::{NodeAgent, Supervised};
+use crate::node_agent::NodeAgent;
+use crate::supervisor::Supervised;
 use crate::validate::{self, Requirements};
 use crate::Error;
 

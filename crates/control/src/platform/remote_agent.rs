@@ -16,7 +16,7 @@ use pgcmk_agent::contract::AgentStatus;
 use super::create::FirstStart;
 use crate::assignments::{DesiredRun, RelayedServer};
 use crate::hosts::HostPresence;
-use crate::supervisor::{AgentExit, NodeAgent};
+use crate::node_agent::{AgentExit, NodeAgent};
 
 /// How long a killed remote agent's exit is waited for before the stop goes on.
 const REAP_WAIT: Duration = Duration::from_secs(10);
@@ -250,10 +250,10 @@ impl NodeAgent for RemoteAgent {
         self.own(|s| s.status.clone())
     }
 
-    fn unreachable(&self, now: Instant) -> Option<(String, Option<Duration>)> {
+    fn unreachable(&self, now: Instant) -> Option<String> {
         self.presence
             .silence(&self.host, now)
-            .map(|(why, silent_for)| (format!("host '{}' {why}", self.host), silent_for))
+            .map(|why| format!("host '{}' {why}", self.host))
     }
 
     fn terminate(&mut self) {

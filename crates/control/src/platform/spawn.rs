@@ -12,7 +12,8 @@ use super::remote_agent::{PendingStart, RemoteAgent, Run};
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{Actor, ServerRecord};
-use crate::supervisor::{AgentProcess, NodeAgent, Supervised};
+use crate::node_agent::{AgentProcess, NodeAgent};
+use crate::supervisor::Supervised;
 use crate::Error;
 
 /// How long an agent that keeps reporting may take to stop PostgreSQL, unmount
@@ -196,7 +197,7 @@ impl Platform {
             let mut reports = ReportProgress::new(agent.as_ref(), started);
             while agent.exit().is_none() {
                 let now = Instant::now();
-                if let Some((why, _)) = agent.unreachable(now) {
+                if let Some(why) = agent.unreachable(now) {
                     // Its host keeps being asked to stop it when it speaks again.
                     tracing::warn!("the agent's stop is not confirmed: {why}");
                     break;

@@ -11,7 +11,8 @@ use pgcmk_keyprovider::WrappedDek;
 
 use super::Platform;
 use crate::model::{Actor, ServerRecord, ServerState};
-use crate::supervisor::{NodeAgent, Reading, STALE_AFTER};
+use crate::node_agent::NodeAgent;
+use crate::supervisor::{Reading, STALE_AFTER};
 use crate::Error;
 
 /// How long a new or restarted server may take to become Ready (a new one
@@ -104,7 +105,7 @@ impl Platform {
         let Some(supervised) = agents.get_mut(&server.id) else {
             return Ok(());
         };
-        if let Some((why, _)) = supervised.agent().and_then(|a| a.unreachable(now)) {
+        if let Some(why) = supervised.agent().and_then(|a| a.unreachable(now)) {
             // Nothing is known of it now: never Ready from an old report.
             let state = if supervised.silent_for(now) > FAILED_AFTER_SILENCE {
                 ServerState::Failed(format!(
