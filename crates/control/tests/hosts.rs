@@ -332,6 +332,18 @@ fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_
     assert!(on_host.join("cipher").is_dir(), "{}", host.said());
     assert!(on_host.join("status.json").is_file());
     assert!(cp.server_dirs().is_empty(), "{:?}", cp.server_dirs());
+    // The first start's secret (the superuser's password) reached the agent through
+    // the handshake only: on neither disk outside the live mount, in no log.
+    let password = created.password.as_bytes();
+    let mut leaks = files_containing(&host.state_dir, password, &on_host.join("mnt"));
+    leaks.extend(files_containing(
+        &cp.state_dir,
+        password,
+        &cp.state_dir.join("servers"),
+    ));
+    assert!(leaks.is_empty(), "the password is on disk: {leaks:?}");
+    assert!(!host.said().contains(&created.password));
+    assert!(!cp.log().contains(&created.password));
 
     // A frozen daemon (a host gone away): its server is Unknown once the host is
     // Silent, never Ready from the last report; back, Ready again.
