@@ -85,11 +85,14 @@ impl Platform {
         token: Option<&[u8]>,
         peer: IpAddr,
     ) -> Result<AdmittedHost, Error> {
-        let host = self
-            .store()
-            .host(name)?
-            .filter(|h| token.is_some_and(|t| h.admits(t, peer)))
-            .ok_or(HostError::Denied)?;
+        let Some(host) = self.store().host(name)? else {
+            // As long as a wrong credential takes: the answer tells no names.
+            HostRecord::check_for_no_host(name, token.unwrap_or_default());
+            return Err(HostError::Denied.into());
+        };
+        if !token.is_some_and(|t| host.admits(t, peer)) {
+            return Err(HostError::Denied.into());
+        }
         Ok(AdmittedHost(host))
     }
 
