@@ -438,6 +438,16 @@ fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_ho
     );
     let listed = cp.try_backup(&["list", "kept"]).unwrap();
     assert!(listed["backups"].is_array(), "{listed}");
+    // Its logs, read on the host from the live mount; following them is not
+    // available there yet, and says so.
+    let logs = cp.server_text(&["logs", "kept"]);
+    assert!(logs.lines().any(|l| l.starts_with("postgres | ")), "{logs}");
+    assert!(logs.lines().any(|l| l.starts_with("agent    | ")), "{logs}");
+    let follow = cp.try_server(&["logs", "kept", "--follow"]).unwrap_err();
+    assert!(
+        follow.contains("following the logs is not available for servers on hosts"),
+        "{follow}"
+    );
 
     // Its host silent: a task that waits for it ends with 503 once the host is
     // Silent, and a stop is refused (503), not pretended.

@@ -86,6 +86,23 @@ impl Platform {
         task: &AgentTask,
         new_password: Option<SecretBytes>,
     ) -> Result<TaskAnswer<T>, Error> {
+        let output = self.task_output_on_host(server, task, new_password)?;
+        serde_json::from_slice(output.expose_secret()).map_err(|e| {
+            Error::AgentTask(format!(
+                "the agent's {} run on the host of server '{}' gave no answer ({e})",
+                task.name(),
+                server.name
+            ))
+        })
+    }
+
+    /// Runs `task` of `server` on its host and returns what the run printed.
+    pub(super) fn task_output_on_host(
+        &self,
+        server: &ServerRecord,
+        task: &AgentTask,
+        new_password: Option<SecretBytes>,
+    ) -> Result<SecretBytes, Error> {
         let Some(host) = server.host.clone() else {
             return Err(Error::Aborted("the server has no host".into()));
         };
@@ -121,12 +138,7 @@ impl Platform {
             };
             if let Some(answer) = answer {
                 self.host_tasks.lock().remove(&id);
-                return serde_json::from_slice(answer.expose_secret()).map_err(|e| {
-                    Error::AgentTask(format!(
-                        "the agent's {} run on host '{host}' gave no answer ({e})",
-                        task.name()
-                    ))
-                });
+                return Ok(answer);
             }
             if lost {
                 return unavailable(format!(

@@ -224,10 +224,26 @@ impl Platform {
     /// PostgreSQL's and the agent's logs, through a short-lived agent run: the
     /// last `lines` of each, then with `follow` what they grow by while the server
     /// serves (until the stream is dropped).
+    /// On a host, the run's whole output comes back at once: following is not
+    /// available there yet.
     pub fn logs(&self, name: &str, lines: usize, follow: bool) -> Result<LogStream, Error> {
         let server = self.store.server(name)?;
-        let process = self.start_task(&server, &AgentTask::Logs { lines, follow }, None)?;
-        Ok(LogStream { process })
+        let task = AgentTask::Logs { lines, follow };
+        if server.host.is_some() {
+            if follow {
+                self.local_only(&server, "following the logs")?;
+            }
+            let output = self.task_output_on_host(&server, &task, None)?;
+            return Ok(LogStream {
+                lines: LogLines::Received(std::io::Cursor::new(output.expose_secret().to_vec())),
+                what: format!("the agent's logs run for server '{name}' on its host"),
+            });
+        }
+        let process = self.start_task(&server, &task, None)?;
+        Ok(LogStream {
+            what: process.what.clone(),
+            lines: LogLines::Run(process),
+        })
     }
 
     /// Checks every block of a server's volume (cryptfs fsck, with the DEK
@@ -365,14 +381,27 @@ pub enum LogStreamItem {
 /// PostgreSQL's and the agent's log records from a short-lived agent run; the run
 /// is ended when this is dropped (or by a [`LogStreamStopper`]).
 pub struct LogStream {
-    process: TaskProcess,
+    lines: LogLines,
+    /// The run, for messages.
+    what: String,
+}
+
+/// Where a [`LogStream`]'s lines come from.
+enum LogLines {
+    /// A run here, as it prints them.
+    Run(TaskProcess),
+    /// The whole output of a run on the server's host.
+    Received(std::io::Cursor<Vec<u8>>),
 }
 
 impl LogStream {
     /// A handle that ends the run from elsewhere, e.g. when the reader has gone
     /// while this stream waits for the next line.
     pub fn stopper(&self) -> LogStreamStopper {
-        LogStreamStopper(self.process.child.clone())
+        LogStreamStopper(match &self.lines {
+            LogLines::Run(process) => Some(process.child.clone()),
+            LogLines::Received(_) => None,
+        })
     }
 }
 
@@ -383,33 +412,37 @@ impl Iterator for LogStream {
     /// not a record, which is logged).
     fn next(&mut self) -> Option<LogStreamItem> {
         let mut line = String::new();
-        match self.process.stdout.read_line(&mut line) {
+        let read = match &mut self.lines {
+            LogLines::Run(process) => process.stdout.read_line(&mut line),
+            LogLines::Received(output) => output.read_line(&mut line),
+        };
+        match read {
             Ok(0) => None,
             Ok(_) if line.trim().is_empty() => Some(LogStreamItem::KeepAlive),
             Ok(_) => match serde_json::from_str(&line) {
                 Ok(record) => Some(LogStreamItem::Record(record)),
                 Err(e) => {
-                    tracing::error!(
-                        "{} printed a line that is not a log record: {e}",
-                        self.process.what
-                    );
+                    tracing::error!("{} printed a line that is not a log record: {e}", self.what);
                     None
                 }
             },
             Err(e) => {
-                tracing::error!("reading {}: {e}", self.process.what);
+                tracing::error!("reading {}: {e}", self.what);
                 None
             }
         }
     }
 }
 
-/// Ends a [`LogStream`]'s run ([`LogStream::stopper`]).
-pub struct LogStreamStopper(Arc<Mutex<Child>>);
+/// Ends a [`LogStream`]'s run ([`LogStream::stopper`]); a run on a host has ended
+/// already.
+pub struct LogStreamStopper(Option<Arc<Mutex<Child>>>);
 
 impl LogStreamStopper {
     /// Kills the run (a no-op once it has ended and been waited for).
     pub fn stop(&self) {
-        let _ = self.0.lock().unwrap_or_else(PoisonError::into_inner).kill();
+        if let Some(child) = &self.0 {
+            let _ = child.lock().unwrap_or_else(PoisonError::into_inner).kill();
+        }
     }
 }
