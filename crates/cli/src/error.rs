@@ -273,6 +273,7 @@ mod tests {
         assert_eq!(api(ErrorCode::StateConflict), Failure::Conflict);
         assert_eq!(api(ErrorCode::NotReady), Failure::Conflict);
         assert_eq!(api(ErrorCode::KeyVaultUnavailable), Failure::Unavailable);
+        assert_eq!(api(ErrorCode::HostUnavailable), Failure::Unavailable);
         assert_eq!(api(ErrorCode::ReadyTimeout), Failure::TimedOut);
         assert_eq!(api(ErrorCode::InternalError), Failure::Failed);
     }
