@@ -38,6 +38,11 @@ impl DbaClient {
         self.api.url(&format!("/servers{path}"))
     }
 
+    /// The URL of `path` (starting with `/`) on the API.
+    pub fn url(&self, path: &str) -> String {
+        self.api.url(path)
+    }
+
     /// Sends `request` with the DBA credential; an API error becomes the CLI's.
     pub fn call(
         &self,

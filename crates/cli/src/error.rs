@@ -73,7 +73,7 @@ impl Failure {
             ErrorCode::NameTaken | ErrorCode::StateConflict | ErrorCode::NotReady => {
                 Failure::Conflict
             }
-            ErrorCode::KeyVaultUnavailable => Failure::Unavailable,
+            ErrorCode::KeyVaultUnavailable | ErrorCode::HostUnavailable => Failure::Unavailable,
             ErrorCode::ReadyTimeout => Failure::TimedOut,
             _ => Failure::Failed,
         }
@@ -273,6 +273,7 @@ mod tests {
         assert_eq!(api(ErrorCode::StateConflict), Failure::Conflict);
         assert_eq!(api(ErrorCode::NotReady), Failure::Conflict);
         assert_eq!(api(ErrorCode::KeyVaultUnavailable), Failure::Unavailable);
+        assert_eq!(api(ErrorCode::HostUnavailable), Failure::Unavailable);
         assert_eq!(api(ErrorCode::ReadyTimeout), Failure::TimedOut);
         assert_eq!(api(ErrorCode::InternalError), Failure::Failed);
     }

@@ -23,6 +23,7 @@ mod error;
 mod etcd_tls_args;
 mod fs_cmds;
 mod geo_backup_args;
+mod host_cmds;
 mod logging;
 mod name_arg;
 mod observability_args;
@@ -82,6 +83,8 @@ enum Command {
     Server(server_cmds::ServerArgs),
     /// A server's backups: list, show, create, verify, keys.
     Backup(backup_cmds::BackupArgs),
+    /// Hosts for node agents: add, list, remove; and the daemon on a host (serve).
+    Host(host_cmds::HostArgs),
     /// Walk through the whole story on this machine: vault, control plane, the four
     /// steps, ciphertext on disk, revoke, restore, rotate; cleans up after itself.
     #[command(
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::serve(*args),
         Command::Server(args) => server_cmds::server(args, cli.output),
         Command::Backup(args) => backup_cmds::backup(args, cli.output),
+        Command::Host(args) => host_cmds::host(args, cli.output),
         Command::Agent(args) => agent_cmd::agent(args),
         Command::Demo(args) => demo(args.pause),
         Command::Vault(command) => vault_cmds::vault(command, cli.output),

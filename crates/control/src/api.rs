@@ -31,6 +31,7 @@
 //! | `POST /servers/{name}/backups/verify`    | verify backups and archived WAL ([`VerifyBackups`]) |
 //! | `GET /servers/{name}/backups/keys`       | KEK versions the backups need     |
 //! | `GET /servers/{name}/backups/progress`   | backups running now, with their progress |
+//! | `/hosts...` (DBA's or a host's credential) | enroll hosts, hear from them (`api/hosts.rs`) |
 //! | `GET /healthz` (no credential)           | `{"status": "ok"}`                |
 //! | `/console/...` (its own sign-in)         | the DBA console ([`crate::console`]) |
 //!
@@ -73,6 +74,8 @@ use crate::platform::{
     GeoBackupChange, HighAvailabilityChange, LogStreamItem, Platform, RestoreServer, VerifyBackups,
 };
 use crate::{Error, ErrorCode};
+
+mod hosts;
 
 /// How often agents' reports are taken in.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
@@ -120,11 +123,13 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/servers/{name}/backups/keys", get(backup_keys))
         .route("/servers/{name}/backups/progress", get(backup_progress))
         .route("/servers/{name}/backups/{label}", get(show_backup))
+        .merge(hosts::dba_routes())
         .route_layer(middleware::from_fn_with_state(
             platform.clone(),
             require_dba,
         ))
         .route("/healthz", get(healthz))
+        .merge(hosts::host_routes())
         .with_state(platform.clone())
         .merge(crate::console::router(platform))
         .layer(middleware::from_fn(crate::api_metrics::observe))
@@ -132,15 +137,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
 
 /// Lets the request through only with the DBA's credential.
 async fn require_dba(State(p): State<Arc<Platform>>, request: Request, next: Next) -> Response {
-    // The scheme is case-insensitive (RFC 9110); the token is not.
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .and_then(|v| v.split_at_checked(7))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
-        .map(|(_, token)| token);
-    let refusal = match presented {
+    let refusal = match bearer_token(request.headers()) {
         Some(token) if p.dba_allows(token) => return next.run(request).await,
         Some(_) => {
             "the DBA credential is not valid: use the dba.credential file that \
@@ -151,7 +148,23 @@ async fn require_dba(State(p): State<Arc<Platform>>, request: Request, next: Nex
                  (`pgcmk server` reads it from --credential-file or PGCMK_CONTROL_CREDENTIALS)"
         }
     };
-    let mut response = ApiError(Error::Unauthorized(refusal.into())).into_response();
+    unauthorized(Error::Unauthorized(refusal.into()))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header, if there is one.
+fn bearer_token(headers: &header::HeaderMap) -> Option<&[u8]> {
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .and_then(|v| v.split_at_checked(7))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, token)| token)
+}
+
+/// A 401 answer for `error`, naming the scheme the credential goes in.
+fn unauthorized(error: Error) -> Response {
+    let mut response = ApiError(error).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),

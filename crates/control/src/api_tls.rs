@@ -72,6 +72,17 @@ impl ApiClient {
     /// A client for `endpoint` (`https://HOST:PORT`) trusting only the CA
     /// certificate in `ca_file`; requests time out after `timeout`.
     pub fn new(endpoint: &str, ca_file: &Path, timeout: Duration) -> Result<Self, Error> {
+        Self::leaving_from(endpoint, ca_file, timeout, None)
+    }
+
+    /// Like [`ApiClient::new`], its connections leaving from `local_address` when
+    /// given (a host daemon: the plane admits a host only from its address).
+    pub fn leaving_from(
+        endpoint: &str,
+        ca_file: &Path,
+        timeout: Duration,
+        local_address: Option<std::net::IpAddr>,
+    ) -> Result<Self, Error> {
         let base = endpoint.trim_end_matches('/');
         if !base.starts_with("https://") {
             return Err(Error::BadRequest(format!(
@@ -81,7 +92,7 @@ impl ApiClient {
         }
         let ca_pem = trust::read_ca_pem(ca_file, HOW_TO_TRUST)?;
         Ok(Self {
-            http: trust::blocking_client(&ca_pem, timeout)?,
+            http: trust::blocking_client_from(&ca_pem, timeout, local_address)?,
             base: base.to_string(),
             ca_file: ca_file.to_path_buf(),
         })

@@ -44,13 +44,7 @@ impl DbaAuth {
             return Ok((Self { verifier }, None));
         }
         let file = state_dir.join(CREDENTIAL_FILE);
-        let key = SymmetricKey::generate()?;
-        let hex: String = key
-            .expose_secret()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let token = SecretBytes::new(hex.into_bytes());
+        let token = new_token()?;
         let verifier = verifier_of(token.expose_secret()).ok_or_else(|| {
             Error::Store(StoreError::Missing(
                 "a fresh DBA token did not have the expected form".into(),
@@ -74,8 +68,25 @@ impl DbaAuth {
     }
 }
 
-/// The verifier of a token of the right form (64 hex characters), else `None`.
+/// A fresh random credential: 256 bits, written as 64 hex characters.
+pub(crate) fn new_token() -> Result<SecretBytes, Error> {
+    let key = SymmetricKey::generate()?;
+    let hex: String = key
+        .expose_secret()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(SecretBytes::new(hex.into_bytes()))
+}
+
+/// The verifier of a DBA token of the right form (64 hex characters), else `None`.
 fn verifier_of(token: &[u8]) -> Option<[u8; 32]> {
+    verifier_for(token, b"dba-api-credential")
+}
+
+/// The verifier of a token of the right form (64 hex characters) for `purpose`
+/// (which binds it to one use, and for a host to that host's name), else `None`.
+pub(crate) fn verifier_for(token: &[u8], purpose: &[u8]) -> Option<[u8; 32]> {
     if token.len() != TOKEN_LEN * 2 {
         return None;
     }
@@ -85,7 +96,7 @@ fn verifier_of(token: &[u8]) -> Option<[u8; 32]> {
         *out = u8::from_str_radix(pair, 16).ok()?;
     }
     let key = SymmetricKey::from_bytes(bytes);
-    let verifier = kdf::derive_key(&key, b"pgcmk-control-v1", b"dba-api-credential").ok()?;
+    let verifier = kdf::derive_key(&key, b"pgcmk-control-v1", purpose).ok()?;
     Some(*verifier.expose_secret())
 }
 

@@ -121,6 +121,9 @@ pub enum Error {
     /// be read or written.
     #[error(transparent)]
     Agent(#[from] pgcmk_agent::Error),
+    /// A start-up handshake could not be encoded.
+    #[error(transparent)]
+    Handshake(#[from] pgcmk_agent::contract::HandshakeError),
     /// The embedded state store failed.
     #[error("state store: {0}")]
     Store(#[from] StoreError),
@@ -141,6 +144,9 @@ pub enum Error {
     /// A server's high availability could not be enabled or disabled.
     #[error(transparent)]
     HaUpdate(#[from] crate::platform::HaUpdateError),
+    /// A host's enrollment, credential or registration was refused.
+    #[error(transparent)]
+    Host(#[from] crate::hosts::HostError),
     /// An operation's worker ended before it answered.
     #[error("operation aborted: {0}")]
     Aborted(String),
@@ -338,6 +344,7 @@ impl Error {
                 ErrorCode::ReadyTimeout
             }
             Error::HaUpdate(_) => ErrorCode::StateConflict,
+            Error::Host(e) => e.code(),
             _ => ErrorCode::InternalError,
         }
     }

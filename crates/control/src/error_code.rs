@@ -29,6 +29,8 @@ pub enum ErrorCode {
     KeyVaultUnavailable,
     /// The server was not Ready in time (504).
     ReadyTimeout,
+    /// The server's host does not speak now; retrying once it does may help (503).
+    HostUnavailable,
 }
 
 impl ErrorCode {
@@ -43,7 +45,7 @@ impl ErrorCode {
             | ErrorCode::NotReady
             | ErrorCode::KeyVersionRefused => 409,
             ErrorCode::InternalError => 500,
-            ErrorCode::KeyVaultUnavailable => 503,
+            ErrorCode::KeyVaultUnavailable | ErrorCode::HostUnavailable => 503,
             ErrorCode::ReadyTimeout => 504,
         }
     }

@@ -28,11 +28,12 @@ use std::time::{Duration, Instant, SystemTime};
 use pgcmk_agent::backoff::{describe_delay, Backoff};
 use pgcmk_agent::contract::invocation::{signal, AgentSignal};
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
+use pgcmk_agent::contract::ServerDir;
 use serde::{Deserialize, Serialize};
 
 use crate::error::IoContext;
 use crate::etcd_tls::EtcdCa;
-use crate::supervisor::AgentProcess;
+use crate::node_agent::{AgentProcess, NodeAgent};
 use crate::Error;
 
 /// The etcd program (Debian's `etcd-server` package).
@@ -192,7 +193,11 @@ impl EtcdCluster {
                 continue;
             }
             if let Some(pid) = running_member(&pid_file, &data_dir) {
-                member.process = Some(AgentProcess::attached(pid, String::new()));
+                member.process = Some(AgentProcess::attached(
+                    pid,
+                    String::new(),
+                    ServerDir::new(&data_dir),
+                ));
                 member.restart_at = None;
                 continue;
             }
@@ -321,7 +326,11 @@ impl EtcdCluster {
             .ctx(|| format!("starting {ETCD} (install etcd-server)"))?;
         fs::write(self.pid_file(m), child.id().to_string())
             .ctx(|| format!("writing {}", self.pid_file(m).display()))?;
-        Ok(AgentProcess::spawned(child, String::new()))
+        Ok(AgentProcess::spawned(
+            child,
+            String::new(),
+            ServerDir::new(self.data_dir(m)),
+        ))
     }
 
     /// Stops every member (SIGTERM), waits for them to exit, and removes their

@@ -22,13 +22,14 @@ use crate::model::ServerState;
 use crate::platform::{Platform, ServerObservation};
 
 /// Every state a server can be in, as the `state` label spells it.
-const STATES: [&str; 6] = [
+const STATES: [&str; 7] = [
     "Provisioning",
     "Ready",
     "Inaccessible",
     "Stopped",
     "Failed",
     "Deleting",
+    "Unknown",
 ];
 
 /// Counts a server's move from `from` to `to`.

@@ -59,6 +59,11 @@ pub struct ServerRecord {
     /// For a node of a highly available server: which server, and where it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_of: Option<NodeOf>,
+    /// The enrolled host its agent runs on (`docs/hosts.md`); absent: the control
+    /// plane's own machine. On a host, `dir` is relative to the host's state
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Where a node of a highly available server belongs and runs.

@@ -1,5 +1,6 @@
-//! The control plane's embedded state store (redb): servers and the append-only
-//! event trail. Every write is one committed, fsynced transaction.
+//! The control plane's embedded state store (redb): servers, the append-only
+//! event trail, and the enrolled hosts (`store/hosts.rs`). Every write is one
+//! committed, fsynced transaction.
 
 use std::path::Path;
 
@@ -9,6 +10,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::StoreError;
 use crate::model::{now_rfc3339, Event, ServerRecord};
 use crate::Error;
+
+mod hosts;
 
 const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -95,6 +98,8 @@ impl Store {
             tx.open_table(EVENTS).map_err(store_err)?;
             tx.open_table(IDENTITY_SECRETS).map_err(store_err)?;
             tx.open_table(SETTINGS).map_err(store_err)?;
+            tx.open_table(hosts::HOSTS).map_err(store_err)?;
+            tx.open_table(hosts::ASSIGNED_CONFIGS).map_err(store_err)?;
             tx.commit().map_err(store_err)
         })?;
         Ok(store)
@@ -234,6 +239,7 @@ impl Store {
                 (IDENTITY_SECRETS, replication.as_str()),
                 (IDENTITY_SECRETS, patroni_api.as_str()),
                 (IDENTITY_SECRETS, etcd_user.as_str()),
+                (hosts::ASSIGNED_CONFIGS, id),
             ] {
                 tx.open_table(table)
                     .map_err(store_err)?
@@ -411,6 +417,7 @@ mod tests {
             created_at: now_rfc3339(),
             nodes: Vec::new(),
             node_of: None,
+            host: None,
         }
     }
 
@@ -497,6 +504,7 @@ mod tests {
                 address: "127.0.0.1".into(),
                 rest_port: 8008,
             }),
+            host: None,
             ..record("n1", "orders-node-1")
         };
         let server = ServerRecord {

@@ -1,10 +1,8 @@
 //! How the control plane knows whether a server's node agent runs and whether
 //! what it reports is true now.
 //!
-//! - An agent is alive while its process runs: our child until it is reaped, or —
-//!   re-attached after a control plane restart, so not our child — until
-//!   `/proc/PID/stat` says it exited (a zombie is dead, though `kill(pid, 0)`
-//!   still finds it).
+//! - An agent is alive while its process runs, as far as can be known now
+//!   ([`crate::node_agent::NodeAgent`]: here, or on a host).
 //! - A report counts only when it comes from that very agent (its pid and the
 //!   instance name it was spawned with) and only while new ones keep coming: a
 //!   report whose sequence number has not moved for [`STALE_AFTER`] is not current.
@@ -15,14 +13,12 @@
 //!   what provisioning needs, so a restart could only start what it left
 //!   half-made. The create fails with the first start's reason.
 
-use std::fmt;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use pgcmk_agent::backoff::Backoff;
-use pgcmk_agent::contract::invocation::is_running;
 use pgcmk_agent::contract::{AgentEvent, AgentStatus};
+
+use crate::node_agent::{AgentExit, NodeAgent};
 
 /// How long the reports of a live agent may stop before its state is unknown
 /// (it reports every second; a readiness probe takes up to 2 s).
@@ -31,89 +27,6 @@ pub const STALE_AFTER: Duration = Duration::from_secs(5);
 const RESTART_FIRST: Duration = Duration::from_secs(1);
 /// The longest delay between restarts.
 const RESTART_CAP: Duration = Duration::from_secs(30);
-
-/// How an agent ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AgentExit {
-    /// It exited with this code (0: it was asked to stop).
-    Code(i32),
-    /// It was killed by this signal.
-    Signal(i32),
-    /// It is gone; it was not our child, so how it ended is unknown.
-    Gone,
-}
-
-impl fmt::Display for AgentExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AgentExit::Code(code) => write!(f, "exited with code {code}"),
-            AgentExit::Signal(9) => f.write_str("was killed by signal 9 (SIGKILL)"),
-            AgentExit::Signal(signal) => write!(f, "was killed by signal {signal}"),
-            AgentExit::Gone => f.write_str("is gone"),
-        }
-    }
-}
-
-/// A running agent: our child, or one re-attached after a control plane restart.
-#[derive(Debug)]
-pub struct AgentProcess {
-    child: Option<Child>,
-    pid: u32,
-    instance: String,
-}
-
-impl AgentProcess {
-    /// An agent we spawned with `instance`.
-    pub fn spawned(child: Child, instance: String) -> Self {
-        Self {
-            pid: child.id(),
-            child: Some(child),
-            instance,
-        }
-    }
-
-    /// An agent found running (pid and instance from its command line).
-    pub fn attached(pid: u32, instance: String) -> Self {
-        Self {
-            child: None,
-            pid,
-            instance,
-        }
-    }
-
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// `None` while it runs; how it ended once it has (our child is reaped).
-    pub fn exit(&mut self) -> Option<AgentExit> {
-        match &mut self.child {
-            Some(child) => match child.try_wait() {
-                Ok(None) => None,
-                Ok(Some(status)) => Some(match (status.code(), status.signal()) {
-                    (Some(code), _) => AgentExit::Code(code),
-                    (None, Some(signal)) => AgentExit::Signal(signal),
-                    (None, None) => AgentExit::Gone,
-                }),
-                Err(_) => Some(AgentExit::Gone),
-            },
-            None => (!is_running(self.pid)).then_some(AgentExit::Gone),
-        }
-    }
-
-    /// Waits for our child to exit (a no-op for a re-attached agent).
-    pub fn reap(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.wait();
-        }
-    }
-
-    /// True when `report` was written by this agent.
-    fn wrote(&self, report: &AgentStatus) -> bool {
-        report.agent_pid == self.pid && report.instance == self.instance
-    }
-}
 
 /// What the control plane makes of an agent's report file at one moment.
 #[derive(Debug)]
@@ -130,7 +43,7 @@ pub enum Reading<'a> {
 /// restart back-off and how far its reports were taken in.
 #[derive(Debug)]
 pub struct Supervised {
-    agent: Option<AgentProcess>,
+    agent: Option<Box<dyn NodeAgent>>,
     restarts: Backoff,
     restart_at: Option<Instant>,
     /// The last report's sequence number and when it was first seen.
@@ -142,11 +55,13 @@ pub struct Supervised {
     /// The agent provisions a new server and it was not Ready yet: its death is
     /// final.
     provisioning: bool,
+    /// How the last agent ended, in words, once it has.
+    exit_detail: Option<String>,
 }
 
 impl Supervised {
     /// Supervises an agent spawned at `now`: all its events are news.
-    pub fn spawned(agent: AgentProcess, now: Instant) -> Self {
+    pub fn spawned(agent: Box<dyn NodeAgent>, now: Instant) -> Self {
         Self {
             agent: Some(agent),
             restarts: Backoff::new(RESTART_FIRST, RESTART_CAP),
@@ -155,12 +70,13 @@ impl Supervised {
             seen_at: now,
             events_taken: Some(0),
             provisioning: false,
+            exit_detail: None,
         }
     }
 
     /// Supervises an agent spawned at `now` with the first-start handshake of a
     /// new server: if it dies before the server is Ready, it is not restarted.
-    pub fn provisioning(agent: AgentProcess, now: Instant) -> Self {
+    pub fn provisioning(agent: Box<dyn NodeAgent>, now: Instant) -> Self {
         Self {
             provisioning: true,
             ..Self::spawned(agent, now)
@@ -169,7 +85,7 @@ impl Supervised {
 
     /// Supervises an agent found running at `now`, `provisioning` when it is
     /// still at its first start.
-    pub fn attached(agent: AgentProcess, now: Instant, provisioning: bool) -> Self {
+    pub fn attached(agent: Box<dyn NodeAgent>, now: Instant, provisioning: bool) -> Self {
         Self {
             events_taken: None,
             provisioning,
@@ -178,18 +94,18 @@ impl Supervised {
     }
 
     /// The live agent, if any.
-    pub fn agent(&self) -> Option<&AgentProcess> {
-        self.agent.as_ref()
+    pub fn agent(&self) -> Option<&dyn NodeAgent> {
+        self.agent.as_deref()
     }
 
     /// The agent, while it runs.
-    pub fn live_agent(&mut self) -> Option<&AgentProcess> {
+    pub fn live_agent(&mut self) -> Option<&dyn NodeAgent> {
         let agent = self.agent.as_mut()?;
-        agent.exit().is_none().then_some(&*agent)
+        agent.exit().is_none().then_some(&**agent)
     }
 
     /// Takes the agent out (to stop it).
-    pub fn take_agent(&mut self) -> Option<AgentProcess> {
+    pub fn take_agent(&mut self) -> Option<Box<dyn NodeAgent>> {
         self.agent.take()
     }
 
@@ -198,7 +114,7 @@ impl Supervised {
     /// before the restart (`None`: no restart).
     pub fn check_alive(&mut self, now: Instant) -> Option<(AgentExit, Option<Duration>)> {
         let exit = self.agent.as_mut()?.exit()?;
-        self.agent = None;
+        self.exit_detail = self.agent.take().map(|dead| dead.exit_detail(exit));
         if self.provisioning {
             return Some((exit, None));
         }
@@ -227,7 +143,7 @@ impl Supervised {
 
     /// Supervises `agent`, restarted at `now`, in place of the dead one; the
     /// back-off continues until it reaches Ready.
-    pub fn restarted(&mut self, agent: AgentProcess, now: Instant) {
+    pub fn restarted(&mut self, agent: Box<dyn NodeAgent>, now: Instant) {
         self.agent = Some(agent);
         self.restart_at = None;
         self.seq = 0;
@@ -235,7 +151,22 @@ impl Supervised {
         self.events_taken = Some(0);
     }
 
-    /// Judges `report` (the file as read at `now`, if readable) for the live agent.
+    /// How long no new report of the agent was taken in, at `now`.
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.seen_at)
+    }
+
+    /// How the agent ended, in words (see [`NodeAgent::exit_detail`]).
+    pub fn describe_exit(&self, exit: AgentExit) -> String {
+        self.exit_detail.clone().unwrap_or_else(|| exit.to_string())
+    }
+
+    /// The live agent's latest report.
+    pub fn report(&self) -> Option<AgentStatus> {
+        self.agent.as_ref()?.report()
+    }
+
+    /// Judges `report` (the agent's latest, as read at `now`) for the live agent.
     pub fn read<'a>(&mut self, report: Option<&'a AgentStatus>, now: Instant) -> Reading<'a> {
         let Some(agent) = &self.agent else {
             return Reading::Waiting;
@@ -279,7 +210,11 @@ mod tests {
     use super::*;
     use crate::model::{Actor, ServerState};
     use pgcmk_keyprovider::KeyVersionId;
-    use std::process::Command;
+    use std::process::{Child, Command};
+
+    use pgcmk_agent::contract::ServerDir;
+
+    use crate::node_agent::AgentProcess;
 
     fn report(pid: u32, instance: &str, seq: u64, events: &[u64]) -> AgentStatus {
         AgentStatus {
@@ -307,6 +242,14 @@ mod tests {
         }
     }
 
+    fn local(agent: AgentProcess) -> Box<dyn NodeAgent> {
+        Box::new(agent)
+    }
+
+    fn nowhere() -> ServerDir {
+        ServerDir::new("/nonexistent")
+    }
+
     fn sleeper() -> Child {
         Command::new("sleep").arg("30").spawn().unwrap()
     }
@@ -316,7 +259,10 @@ mod tests {
         let t0 = Instant::now();
         let child = sleeper();
         let pid = child.id();
-        let mut s = Supervised::spawned(AgentProcess::spawned(child, "i-2".into()), t0);
+        let mut s = Supervised::spawned(
+            local(AgentProcess::spawned(child, "i-2".into(), nowhere())),
+            t0,
+        );
         let at = |ms| t0 + Duration::from_millis(ms);
 
         // The report of an earlier instance (or another pid) is never taken.
@@ -338,17 +284,20 @@ mod tests {
             Reading::Current(_)
         ));
         // No report at all since the spawn goes stale the same way.
-        let mut quiet = Supervised::spawned(AgentProcess::spawned(sleeper(), "i-3".into()), t0);
+        let mut quiet = Supervised::spawned(
+            local(AgentProcess::spawned(sleeper(), "i-3".into(), nowhere())),
+            t0,
+        );
         assert!(matches!(quiet.read(None, at(5_001)), Reading::Stale));
 
         for s in [&mut s, &mut quiet] {
             let mut agent = s.take_agent().unwrap();
-            process_kill(&agent);
+            process_kill(agent.as_ref());
             agent.reap();
         }
     }
 
-    fn process_kill(agent: &AgentProcess) {
+    fn process_kill(agent: &dyn NodeAgent) {
         Command::new("kill")
             .args(["-9", &agent.pid().to_string()])
             .status()
@@ -371,13 +320,20 @@ mod tests {
         let t0 = Instant::now();
         let child = sleeper();
         let pid = child.id();
-        let mut s = Supervised::spawned(AgentProcess::spawned(child, "i".into()), t0);
+        let mut s = Supervised::spawned(
+            local(AgentProcess::spawned(child, "i".into(), nowhere())),
+            t0,
+        );
         let whats = |events: &[AgentEvent]| -> Vec<u64> { events.iter().map(|e| e.seq).collect() };
         assert_eq!(whats(s.new_events(&report(pid, "i", 1, &[1, 2]))), [1, 2]);
         assert_eq!(whats(s.new_events(&report(pid, "i", 2, &[1, 2, 3]))), [3]);
         assert!(s.new_events(&report(pid, "i", 3, &[2, 3])).is_empty());
 
-        let mut attached = Supervised::attached(AgentProcess::attached(pid, "i".into()), t0, false);
+        let mut attached = Supervised::attached(
+            local(AgentProcess::attached(pid, "i".into(), nowhere())),
+            t0,
+            false,
+        );
         assert!(attached
             .new_events(&report(pid, "i", 7, &[4, 5]))
             .is_empty());
@@ -387,14 +343,17 @@ mod tests {
         );
 
         let mut agent = s.take_agent().unwrap();
-        process_kill(&agent);
+        process_kill(agent.as_ref());
         agent.reap();
     }
 
     #[test]
     fn a_dead_agent_is_restarted_at_once_then_with_back_off_until_ready() {
         let t0 = Instant::now();
-        let mut s = Supervised::spawned(AgentProcess::spawned(sleeper(), "i".into()), t0);
+        let mut s = Supervised::spawned(
+            local(AgentProcess::spawned(sleeper(), "i".into(), nowhere())),
+            t0,
+        );
         assert!(s.check_alive(t0).is_none());
         let (exit, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(exit, AgentExit::Signal(9));
@@ -402,7 +361,10 @@ mod tests {
         assert_eq!(delay, Some(Duration::ZERO));
         assert!(s.restart_due(t0));
 
-        s.restarted(AgentProcess::spawned(sleeper(), "j".into()), t0);
+        s.restarted(
+            local(AgentProcess::spawned(sleeper(), "j".into(), nowhere())),
+            t0,
+        );
         assert!(!s.restart_due(t0));
         let (_, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(delay, Some(RESTART_FIRST));
@@ -410,7 +372,10 @@ mod tests {
         assert!(!s.restart_due(t0));
         assert!(s.restart_due(t0 + RESTART_FIRST));
 
-        s.restarted(AgentProcess::spawned(sleeper(), "k".into()), t0);
+        s.restarted(
+            local(AgentProcess::spawned(sleeper(), "k".into(), nowhere())),
+            t0,
+        );
         s.ready();
         let (_, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(
@@ -423,13 +388,19 @@ mod tests {
     #[test]
     fn an_agent_that_dies_provisioning_is_not_restarted_until_its_server_was_ready() {
         let t0 = Instant::now();
-        let mut s = Supervised::provisioning(AgentProcess::spawned(sleeper(), "i".into()), t0);
+        let mut s = Supervised::provisioning(
+            local(AgentProcess::spawned(sleeper(), "i".into(), nowhere())),
+            t0,
+        );
         let (exit, delay) = kill_and_notice(&mut s, t0);
         assert_eq!(exit, AgentExit::Signal(9));
         assert_eq!(delay, None, "a half-provisioned server is not restarted");
         assert!(!s.restart_due(t0 + RESTART_CAP));
 
-        let mut served = Supervised::provisioning(AgentProcess::spawned(sleeper(), "j".into()), t0);
+        let mut served = Supervised::provisioning(
+            local(AgentProcess::spawned(sleeper(), "j".into(), nowhere())),
+            t0,
+        );
         served.ready();
         let (_, delay) = kill_and_notice(&mut served, t0);
         assert_eq!(

@@ -19,8 +19,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// Commands that do not answer JSON, and why.
-const NOT_JSON: [&str; 6] = [
+const NOT_JSON: [&str; 7] = [
     "serve",       // runs until stopped
+    "host serve",  // runs until stopped
     "vault serve", // runs until stopped
     "fs mount",    // runs until unmounted
     "demo",        // a story for people
@@ -29,7 +30,7 @@ const NOT_JSON: [&str; 6] = [
 ];
 
 /// Fields that hold a time.
-const TIME_FIELDS: [&str; 9] = [
+const TIME_FIELDS: [&str; 10] = [
     "created",
     "updated",
     "nbf",
@@ -39,6 +40,7 @@ const TIME_FIELDS: [&str; 9] = [
     "created_at",
     "at",
     "time",
+    "enrolled_at",
 ];
 
 /// What is wrong with the shape of `v`, at `path`.
@@ -372,6 +374,13 @@ fn every_command_answers_json_in_the_common_shapes() {
     w.ok(2, &["server", "fsck", "shape"]);
     w.ok(2, &["server", "start", "shape"]);
     w.ok(2, &["server", "delete", "shape", "--yes"]);
+
+    // Hosts (docs/hosts.md).
+    let host = w.ok(2, &["host", "add", "shape-host", "--address", "127.0.0.2"]);
+    assert!(host["credential"].is_string(), "{host}");
+    let hosts = w.ok(2, &["host", "list"]);
+    assert!(hosts.is_array(), "{hosts}");
+    w.ok(2, &["host", "remove", "shape-host", "--yes"]);
 
     // Standalone cryptfs.
     w.ok(2, &["fs", "keygen", "--out", "fs.key"]);

@@ -30,6 +30,16 @@ pub fn blocking_client(
     ca_pem: &[u8],
     timeout: Duration,
 ) -> Result<reqwest::blocking::Client, Error> {
+    blocking_client_from(ca_pem, timeout, None)
+}
+
+/// Like [`blocking_client`], its connections leaving from `local_address` when
+/// given (a host whose peer checks its requests' source address).
+pub fn blocking_client_from(
+    ca_pem: &[u8],
+    timeout: Duration,
+    local_address: Option<std::net::IpAddr>,
+) -> Result<reqwest::blocking::Client, Error> {
     let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
         .ok()
         .filter(|c| !c.is_empty())
@@ -38,6 +48,7 @@ pub fn blocking_client(
         .tls_certs_only(certs)
         .https_only(true)
         .timeout(timeout)
+        .local_address(local_address)
         .build()
         .map_err(|e| Error::Trust(format!("cannot build an HTTPS client: {e}")))
 }

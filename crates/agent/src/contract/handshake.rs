@@ -413,6 +413,16 @@ impl Handshake {
 
     /// Writes the handshake to `output` (the agent's stdin; the caller closes it).
     pub fn write(&self, mut output: impl Write) -> Result<(), HandshakeError> {
+        let bytes = self.to_bytes()?;
+        // Far below a pipe's capacity, so this never waits for the agent.
+        output
+            .write_all(bytes.expose_secret())
+            .map_err(HandshakeError::Write)
+    }
+
+    /// The handshake as the bytes an agent reads on its stdin: what a host daemon
+    /// receives for an agent it starts (`docs/hosts.md`) and writes unchanged.
+    pub fn to_bytes(&self) -> Result<SecretBytes, HandshakeError> {
         let wire = Wire {
             version: HANDSHAKE_VERSION,
             identity_secret: Cow::Borrowed(text_of("identity secret", &self.identity_secret)?),
@@ -474,11 +484,7 @@ impl Handshake {
                 + pem_len(&self.etcd_tls),
         );
         serde_json::to_writer(&mut bytes, &wire).map_err(|e| malformed(&e))?;
-        let bytes = SecretBytes::new(bytes);
-        // Far below a pipe's capacity, so this never waits for the agent.
-        output
-            .write_all(bytes.expose_secret())
-            .map_err(HandshakeError::Write)
+        Ok(SecretBytes::new(bytes))
     }
 }
 

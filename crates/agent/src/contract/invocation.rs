@@ -12,8 +12,12 @@
 //!   and exits; SIGHUP checks the key now (re-reading `agent.json`); SIGKILL is the
 //!   last resort of a stop that was not answered.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+
+use pgcmk_crypto::SecretBytes;
 
 use super::server_dir::ServerDir;
 use super::task::AgentTask;
@@ -50,6 +54,69 @@ pub fn serve_command(
         command.args(["--log-format", "json"]);
     }
     command
+}
+
+/// Starts a serving agent for `dir` as `instance` ([`serve_command`]), its output
+/// appended to `DIR/agent.log` (created 0600), and writes `handshake` (the bytes of
+/// a [`super::Handshake`]) on its stdin, which closes then. The control plane and a
+/// host daemon (`docs/hosts.md`) both start agents through this one function.
+///
+pub fn spawn_serving(
+    program: &Path,
+    dir: &ServerDir,
+    instance: &str,
+    observability: Observability,
+    handshake: &SecretBytes,
+) -> std::io::Result<Child> {
+    let log = open_agent_log(dir)?;
+    let err = log.try_clone()?;
+    let mut child = serve_command(program, dir, instance, observability)
+        .stdin(Stdio::piped())
+        .stdout(log)
+        .stderr(err)
+        .spawn()?;
+    write_handshake(&mut child, handshake);
+    Ok(child)
+}
+
+/// Starts a short-lived agent run of `task` for `dir` ([`task_command`]), its
+/// answer on a pipe (the child's stdout), its diagnostics appended to
+/// `DIR/agent.log`, and writes `handshake` on its stdin, which closes then. The
+/// control plane and a host daemon both start tasks through this one function.
+pub fn spawn_task(
+    program: &Path,
+    dir: &ServerDir,
+    task: &AgentTask,
+    handshake: &SecretBytes,
+) -> std::io::Result<Child> {
+    let log = open_agent_log(dir)?;
+    let mut child = task_command(program, dir, task)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()?;
+    write_handshake(&mut child, handshake);
+    Ok(child)
+}
+
+/// Writes `handshake` on the child's stdin and closes it, which ends its read.
+/// Far below a pipe's capacity, so this never waits for the child; a child that
+/// did not take it exited at once, and its exit and log say why.
+fn write_handshake(child: &mut Child, handshake: &SecretBytes) {
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Err(e) = stdin.write_all(handshake.expose_secret()) {
+            tracing::warn!("the agent did not take its handshake: {e}");
+        }
+    }
+}
+
+/// Opens the server's `agent.log` for appending (created 0600).
+pub fn open_agent_log(dir: &ServerDir) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dir.agent_log())
 }
 
 /// The command of a short-lived agent run of `task` for `dir`.

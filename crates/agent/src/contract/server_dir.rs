@@ -114,6 +114,22 @@ impl ServerDir {
         self.0.join("agent.log")
     }
 
+    /// The last `error: ...` line of `agent.log` (`pgcmk agent` prints one as its
+    /// last line before it exits with an error), when there is one.
+    pub fn last_agent_error(&self) -> Option<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        const TAIL: u64 = 16 * 1024;
+        let mut f = fs::File::open(self.agent_log()).ok()?;
+        let len = f.metadata().ok()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail).ok()?;
+        String::from_utf8_lossy(&tail)
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: ").map(str::to_string))
+    }
+
     /// Present while the agent provisions the server (its first start): a
     /// directory that still has it after that start ended was left half-made.
     pub fn provisioning_marker(&self) -> PathBuf {

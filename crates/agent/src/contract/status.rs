@@ -71,6 +71,9 @@ pub enum ServerState {
     Failed(String),
     /// Being deleted.
     Deleting,
+    /// What the server does is not known now: its host stopped speaking
+    /// (`docs/hosts.md`); the reason says which host and since when.
+    Unknown(String),
 }
 
 impl ServerState {
@@ -83,13 +86,16 @@ impl ServerState {
             ServerState::Stopped => "Stopped",
             ServerState::Failed(_) => "Failed",
             ServerState::Deleting => "Deleting",
+            ServerState::Unknown(_) => "Unknown",
         }
     }
 
     /// Why the server is in this state, when that needs saying.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            ServerState::Inaccessible(r) | ServerState::Failed(r) => Some(r),
+            ServerState::Inaccessible(r) | ServerState::Failed(r) | ServerState::Unknown(r) => {
+                Some(r)
+            }
             _ => None,
         }
     }
@@ -131,6 +137,7 @@ impl TryFrom<StateWire> for ServerState {
             "Stopped" => ServerState::Stopped,
             "Failed" => ServerState::Failed(reason()?),
             "Deleting" => ServerState::Deleting,
+            "Unknown" => ServerState::Unknown(reason()?),
             _ => return Err(format!("unknown server state {name}")),
         })
     }

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::backup::{BackupKind, Repository};
 
-/// One task of a short-lived agent run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One task of a short-lived agent run (as JSON, how the control plane hands it
+/// to a host daemon: `{"task": "backup-list"}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "kebab-case")]
 pub enum AgentTask {
     /// Re-wrap the DEK with the key's current version when the server follows
     /// rotation (versionless key) and the version moved on; prove that the vault

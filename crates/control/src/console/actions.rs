@@ -58,6 +58,7 @@ impl CreateForm {
             high_availability: false,
             // Listen addresses too (`--listen-addresses`); the console's servers listen on loopback.
             listen_addresses: Vec::new(),
+            host: None,
         }
     }
 }

@@ -42,7 +42,7 @@ fn state_badge(state: &ServerState) -> String {
     let class = match state {
         ServerState::Ready => "ok",
         ServerState::Inaccessible(_) | ServerState::Failed(_) => "bad",
-        ServerState::Provisioning | ServerState::Deleting => "warn",
+        ServerState::Provisioning | ServerState::Deleting | ServerState::Unknown(_) => "warn",
         ServerState::Stopped => "",
     };
     let mut html = format!(

@@ -183,6 +183,7 @@ mod tests {
             created_at: "2026-12-07T10:00:00Z".into(),
             nodes: Vec::new(),
             node_of: None,
+            host: None,
         }
     }
 

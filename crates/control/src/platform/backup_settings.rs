@@ -20,7 +20,8 @@ use super::backups::validate_retention;
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{Actor, ServerRecord, ServerState};
-use crate::supervisor::{AgentProcess, Supervised};
+use crate::node_agent::NodeAgent;
+use crate::supervisor::Supervised;
 use crate::Error;
 
 /// How long a serving agent may take to apply new settings (its key check).
@@ -103,6 +104,7 @@ impl Platform {
                  supported yet"
             )));
         }
+        self.local_only(&server, "a change of backup settings")?;
         if change.is_empty() {
             return Err(Error::BadRequest(
                 "no backup setting given: give --backup-retention-days, \
@@ -138,7 +140,7 @@ impl Platform {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(&server.id)
             .and_then(Supervised::live_agent)
-            .map(AgentProcess::pid);
+            .map(NodeAgent::pid);
         match live {
             // Not serving: the agent applies them when it mounts.
             Some(pid) if server.state == ServerState::Ready => {

@@ -132,7 +132,7 @@ impl Platform {
 
     /// Removes the local backup repository of server `id`, and its geo-redundant
     /// copy.
-    fn remove_backups(&self, id: &str) -> Result<(), Error> {
+    pub(super) fn remove_backups(&self, id: &str) -> Result<(), Error> {
         self.remove_geo_backups(id)?;
         let repository = self.backups_dir().join(id);
         match fs::remove_dir_all(&repository) {
@@ -222,6 +222,7 @@ impl Platform {
     /// key stored with the server; the server need not run).
     pub fn backup_keys(&self, name: &str) -> Result<BackupKeys, Error> {
         let server = self.store.server(name)?;
+        self.local_only(&server, "listing the backups' key versions")?;
         let wrapped: WrappedDek = read_json(&ServerDir::new(&server.dir).wrapped_backup_key())
             .map_err(|_| {
                 Error::BadRequest(format!(

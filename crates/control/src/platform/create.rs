@@ -48,6 +48,10 @@ pub struct CreateServer {
     /// (none: 127.0.0.1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listen_addresses: Vec<String>,
+    /// The enrolled host to run it on (`docs/hosts.md`); none: the control
+    /// plane's own machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// How a new server's DEK is protected (the encryption fields of a create or a
@@ -71,6 +75,7 @@ pub struct KeyChoice {
 
 /// What a new server's agent gets at its first start, besides its identity's
 /// secret.
+#[derive(Clone)]
 pub(super) struct FirstStart {
     /// The superuser's password.
     pub(super) password: SecretBytes,
@@ -123,6 +128,13 @@ impl CreateServer {
     pub fn check(&self) -> Result<(), Error> {
         validate_name(&self.name)?;
         validate_location(&self.location)?;
+        if self.host.is_some() && (self.high_availability || self.geo_backup.is_some()) {
+            return Err(Error::BadRequest(
+                "--host places a single server: high availability and geo-redundant backups \
+                 on hosts are not available yet (docs/hosts.md)"
+                    .into(),
+            ));
+        }
         listen_addresses(&self.listen_addresses).map(drop)
     }
 }
@@ -135,6 +147,7 @@ impl Platform {
     /// failure nothing is left: no directory, no process, no row. Only the
     /// server's own lock is held meanwhile: other servers are not held up.
     pub fn create(&self, req: &CreateServer) -> Result<Created, Error> {
+        req.check()?;
         if req.high_availability {
             return self.create_ha(req);
         }
@@ -154,8 +167,15 @@ impl Platform {
         if self.store.server(&req.name).is_ok() {
             return Err(Error::NameTaken(req.name.clone()));
         }
+        if let Some(host) = &req.host {
+            self.check_placement(req, host)?;
+        }
         let id = hex_id()?;
-        let dir = ServerDir::new(self.config.state_dir.join("servers").join(&id));
+        let dir = match &req.host {
+            // Under the host's own state directory, which the plane never touches.
+            Some(_) => ServerDir::new(std::path::Path::new("servers").join(&id)),
+            None => ServerDir::new(self.config.state_dir.join("servers").join(&id)),
+        };
         let (encryption, access, secret) = self.encryption_for(&req.protection)?;
         let kek = match &secret {
             Some(secret) => access.connect(secret.clone()),
@@ -192,6 +212,7 @@ impl Platform {
             created_at: now_rfc3339(),
             nodes: Vec::new(),
             node_of: None,
+            host: req.host.clone(),
         };
         let mut agent_config = self.agent_config(&record, access);
         let (restore, source_identity_secret) = match origin {
@@ -216,6 +237,10 @@ impl Platform {
             backup.geo = geo.as_ref().map(|g| g.repository.clone());
         }
         let written = (|| {
+            if record.host.is_some() {
+                self.store.put_assigned_config(&id, &agent_config)?;
+                return self.store.insert_server(&record, sealed_secret.as_deref());
+            }
             fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
             fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
                 .ctx(|| "setting permissions of the server directory")?;
@@ -233,7 +258,9 @@ impl Platform {
         })();
         if let Err(e) = written {
             let _ = self.store.remove_server(&id);
-            let _ = fs::remove_dir_all(dir.root());
+            if record.host.is_none() {
+                let _ = fs::remove_dir_all(dir.root());
+            }
             return Err(e);
         }
         let what = match &agent_config.restore {
@@ -275,6 +302,10 @@ impl Platform {
             .and_then(|()| self.wait_settled_within(&record, limit))
         {
             self.stop_agent(&record.id);
+            if record.host.is_some() {
+                self.remove_from_host(&record);
+                return Err(e);
+            }
             self.store.remove_server(&record.id)?;
             let _ = self.remove_repositories(&dir, &record.id);
             let _ = fs::remove_dir_all(dir.root());

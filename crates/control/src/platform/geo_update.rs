@@ -60,6 +60,7 @@ impl Platform {
                 place.server_id
             )));
         }
+        self.local_only(&server, "a geo-redundant copy of the backups")?;
         if server.state != ServerState::Ready {
             return Err(StateConflict::BackupsNeedServing {
                 server: name.into(),

@@ -106,6 +106,7 @@ impl Platform {
             created_at: now_rfc3339(),
             nodes: nodes.iter().map(|n| n.id.clone()).collect(),
             node_of: None,
+            host: None,
         };
         let written = (|| {
             fs::create_dir(&server.dir).ctx(|| format!("creating {}", server.dir.display()))?;
@@ -267,6 +268,7 @@ pub(super) fn new_node(
             rest_port: free_port(&[ip])?,
             address: ip.to_string(),
         }),
+        host: None,
     })
 }
 

@@ -200,6 +200,7 @@ impl Platform {
                 address: ip.to_string(),
                 rest_port: free_port(&[ip])?,
             }),
+            host: None,
             ..server.clone()
         };
         let sealed = self.sealed_for(&server.id, &node)?;

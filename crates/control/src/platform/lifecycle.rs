@@ -12,7 +12,8 @@ use pgcmk_keyprovider::{KeyEncryptionKey, WrappedDek};
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
 use crate::model::{Actor, Encryption, ServerRecord, ServerState};
-use crate::supervisor::{AgentProcess, Supervised};
+use crate::node_agent::NodeAgent;
+use crate::supervisor::Supervised;
 use crate::validate::{self, Requirements};
 use crate::Error;
 
@@ -24,6 +25,7 @@ impl Platform {
         if server.state == ServerState::Stopped {
             return Err(StateConflict::AlreadyStopped(name.into()).into());
         }
+        self.require_host_online(&server)?;
         for node in self.nodes_of(&server)? {
             if node.state != ServerState::Stopped {
                 self.stop(&node.name)?;
@@ -45,13 +47,14 @@ impl Platform {
         if !server.nodes.is_empty() {
             return self.start_nodes(&server);
         }
+        self.require_host_online(&server)?;
         let running = self
             .agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(&server.id)
             .and_then(Supervised::live_agent)
-            .map(AgentProcess::pid);
+            .map(NodeAgent::pid);
         match (&server.state, running) {
             (ServerState::Deleting, _) => {
                 return Err(StateConflict::BeingDeleted(name.into()).into())
@@ -104,13 +107,14 @@ impl Platform {
         if !server.nodes.is_empty() {
             return Ok(server);
         }
+        self.local_only(&server, "revalidate")?;
         let pid = self
             .agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(&server.id)
             .and_then(Supervised::live_agent)
-            .map(AgentProcess::pid)
+            .map(NodeAgent::pid)
             .ok_or_else(|| StateConflict::NotRunning(name.into()))?;
         signal(pid, AgentSignal::CheckKeyNow).ctx(|| "signalling the agent")?;
         self.event(
@@ -127,8 +131,13 @@ impl Platform {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
         self.refuse_with_replicas(name)?;
+        self.require_host_online(&server)?;
         self.set_state(&server, ServerState::Deleting, "deleted by the DBA")?;
         self.stop_agent(&server.id);
+        if server.host.is_some() {
+            self.remove_from_host(&server);
+            return Ok(());
+        }
         self.finish_delete(&server)
     }
 
@@ -192,6 +201,7 @@ impl Platform {
         if !server.nodes.is_empty() {
             return self.update_ha_key(&server, identity, key_url);
         }
+        self.local_only(&server, "changing the key")?;
         let dir = ServerDir::new(&server.dir);
         let mut config: AgentConfig = read_json(&dir.agent_config())?;
         let secret = self.identity_secret(&server)?;

@@ -115,6 +115,7 @@ impl Platform {
                  own (docs/high-availability.md)"
             )));
         }
+        self.local_only(&server, "changing the listen addresses")?;
         if let Some(taken) = addresses
             .iter()
             .find(|a| !port_usable(**a, server.port, &server.listen_addresses))

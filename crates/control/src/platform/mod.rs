@@ -22,6 +22,10 @@
 //! | `ha_create.rs`     | creating a highly available server (nodes, DEKs, Patroni) |
 //! | `ha.rs`            | HA servers' state, roles, connection string, failover     |
 //! | `ha_roll.rs`       | an HA server's nodes restarted one by one with a change   |
+//! | `hosts.rs`         | enrolling hosts, their registrations and heartbeats       |
+//! | `host_assignments.rs` | servers on hosts: placing, the heartbeat's assignments |
+//! | `remote_agent.rs`  | agents on hosts as supervision sees them                  |
+//! | `host_tasks.rs`    | agent tasks of servers on hosts, and their answers        |
 
 use std::collections::HashMap;
 use std::fs;
@@ -61,11 +65,15 @@ mod ha_disable;
 mod ha_key;
 mod ha_roll;
 mod ha_update;
+mod host_assignments;
+mod host_tasks;
+mod hosts;
 mod lifecycle;
 mod listen;
 mod locks;
 mod names;
 mod observe;
+mod remote_agent;
 mod replicas;
 mod restore;
 mod spawn;
@@ -80,6 +88,7 @@ pub use geo::GeoBackupChoice;
 pub use geo_update::GeoBackupChange;
 pub use ha::{FailoverRequest, HaError};
 pub use ha_update::{HaUpdateError, HighAvailability, HighAvailabilityChange};
+pub use hosts::AdmittedHost;
 pub use observe::ServerObservation;
 pub use replicas::CreateReplica;
 pub use restore::RestoreServer;
@@ -168,6 +177,12 @@ pub struct Platform {
     /// Issues the local etcd cluster's certificates (its certificate is
     /// `STATE/etcd-ca.pem`).
     etcd_ca: crate::etcd_tls::EtcdCa,
+    /// The heartbeats heard from hosts since this start (never from a file).
+    host_presence: Arc<crate::hosts::HostPresence>,
+    /// What the plane wants of the servers on hosts, and what the hosts relayed.
+    relay: Arc<remote_agent::HostRelay>,
+    /// Agent tasks queued for hosts and their answers.
+    host_tasks: host_tasks::HostTasks,
 }
 
 impl Platform {
@@ -222,10 +237,16 @@ impl Platform {
             supervision: Mutex::new(()),
             etcd,
             etcd_ca,
+            host_presence: Arc::default(),
+            relay: Arc::default(),
+            host_tasks: host_tasks::HostTasks::default(),
         };
         platform.supervise_etcd();
         for server in platform.store.servers()? {
             match server.state {
+                ServerState::Stopped | ServerState::Deleting if server.host.is_some() => {
+                    platform.keep_remote_at_rest(&server)
+                }
                 ServerState::Stopped => {}
                 ServerState::Deleting => platform.finish_delete(&server)?,
                 // A highly available server has no agent of its own: its nodes do.

@@ -3,17 +3,41 @@
 use crate::Error;
 
 pub(super) fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = (3..=63).contains(&name.len())
+    validate_name_of("server", name)
+}
+
+/// Hosts are named by the servers' rules.
+pub(super) fn validate_host_name(name: &str) -> Result<(), Error> {
+    validate_name_of("host", name)
+}
+
+/// A host daemon's instance: what `pgcmk host serve` draws (hex) or a name.
+pub(super) fn validate_instance(instance: &str) -> Result<(), Error> {
+    if name_like(instance, 1..=128) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "the daemon's instance name '{instance}' is not valid: use 1-128 lowercase \
+             letters, digits and '-' (`pgcmk host serve` draws one at every start)"
+        )))
+    }
+}
+
+fn name_like(name: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
+    lengths.contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+        && !name.ends_with('-')
+}
+
+fn validate_name_of(what: &str, name: &str) -> Result<(), Error> {
+    if name_like(name, 3..=63) {
         Ok(())
     } else {
         Err(Error::BadRequest(format!(
-            "server name '{name}' is not valid: use 3-63 lowercase letters, digits and '-', \
+            "{what} name '{name}' is not valid: use 3-63 lowercase letters, digits and '-', \
              not starting or ending with '-'"
         )))
     }
@@ -46,6 +70,10 @@ mod tests {
             let err = validate_name(bad).unwrap_err().to_string();
             assert!(err.contains("3-63 lowercase"), "{bad}: {err}");
         }
+        validate_instance("0a1b").unwrap();
+        assert!(validate_instance("").is_err() && validate_instance(&"a".repeat(129)).is_err());
+        let err = validate_host_name("Host").unwrap_err().to_string();
+        assert!(err.starts_with("host name 'Host'"), "{err}");
         validate_location("westeurope").unwrap();
         assert!(validate_location("west europe").is_err());
         assert!(validate_location("").is_err());

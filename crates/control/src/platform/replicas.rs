@@ -56,6 +56,7 @@ impl Platform {
         let (create, origin) = {
             let _guard = self.locks.lock(source_name);
             let source = self.store.server(source_name)?;
+            self.local_only(&source, "a read replica")?;
             if let Some(place) = &source.node_of {
                 let server = self.store.server(&place.server_id)?;
                 return Err(Error::BadRequest(format!(
@@ -96,6 +97,7 @@ impl Platform {
                 geo_backup: None,
                 listen_addresses: req.listen_addresses.clone(),
                 high_availability: false,
+                host: None,
             };
             let origin = Origin::Replica(ReplicaOf {
                 source_id: source.id.clone(),

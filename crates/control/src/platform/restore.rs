@@ -59,6 +59,7 @@ impl Platform {
     pub fn restore(&self, source: &str, req: &RestoreServer) -> Result<Created, Error> {
         let target = parse_target(&req.point_in_time)?;
         let source = self.store.server(source)?;
+        self.local_only(&source, "a restore")?;
         let source_dir = ServerDir::new(&source.dir);
         // A highly available source's backups are reached through a node's agent.
         let agent = self.backup_key_agent(&source)?;
@@ -143,6 +144,7 @@ impl Platform {
             high_availability: false,
             // A restored server listens on loopback; `server update --listen-addresses` moves it.
             listen_addresses: Vec::new(),
+            host: None,
         };
         self.create_server(&create, Origin::Restore(Box::new(restoring)))
     }

@@ -1,20 +1,19 @@
 //! Starting, re-attaching to and stopping a server's node agent.
 
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
-use std::process::Stdio;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-use pgcmk_agent::contract::invocation::{running_instance, serve_command, signal, AgentSignal};
-use pgcmk_agent::contract::server_dir::read_json;
-use pgcmk_agent::contract::{AgentConfig, AgentStatus, Handshake, KekAccess, ServerDir};
+use pgcmk_agent::contract::invocation::{running_instance, spawn_serving};
+use pgcmk_agent::contract::{AgentConfig, Handshake, KekAccess, ServerDir};
 
 use super::create::{hex_id, FirstStart};
+use super::remote_agent::{PendingStart, RemoteAgent, Run};
 use super::Platform;
 use crate::error::IoContext;
 use crate::model::{Actor, ServerRecord, ServerState};
-use crate::supervisor::{AgentExit, AgentProcess, Supervised};
+use crate::node_agent::{AgentProcess, NodeAgent};
+use crate::supervisor::Supervised;
 use crate::Error;
 
 /// How long an agent that keeps reporting may take to stop PostgreSQL, unmount
@@ -39,18 +38,16 @@ impl Platform {
         }
     }
 
-    /// Starts `pgcmk agent --server-dir DIR --instance NAME`
-    /// ([`pgcmk_agent::contract::invocation`]) with its output in DIR/agent.log and
-    /// the start-up handshake — the identity's secret, a new TLS certificate and
-    /// key for its listen addresses, and for a new server the superuser's initial
-    /// password — written to its stdin.
-    pub(super) fn spawn_agent_process(
+    /// The start-up handshake of the server's agent: the identity's secret, a new
+    /// TLS certificate and key for its listen addresses, and for a new server the
+    /// superuser's initial password. Built for one start, locally or on a host.
+    pub(super) fn start_handshake(
         &self,
         record: &ServerRecord,
         first_start: Option<&FirstStart>,
-    ) -> Result<AgentProcess, Error> {
+    ) -> Result<Handshake, Error> {
         let (storage_key, geo_storage_key) = self.storage_keys(record)?;
-        let handshake = Handshake {
+        Ok(Handshake {
             initial_password: first_start.map(|f| f.password.clone()),
             source_identity_secret: first_start.and_then(|f| f.source_identity_secret.clone()),
             geo_identity_secret: self.geo_identity_secret(record)?,
@@ -69,31 +66,43 @@ impl Platform {
             patroni_api_password: self.new_patroni_api_password(record)?,
             etcd_password: self.etcd_password(record)?,
             ..Handshake::identity_only(self.identity_secret(record)?)
-        };
+        })
+    }
+
+    /// Starts the server's agent: here, `pgcmk agent --server-dir DIR --instance
+    /// NAME` ([`spawn_serving`]) with the [`Platform::start_handshake`] on its
+    /// stdin; on its host, by asking for a new instance in the host's next
+    /// heartbeat answer, which carries the handshake (`docs/hosts.md`).
+    pub(super) fn spawn_agent_process(
+        &self,
+        record: &ServerRecord,
+        first_start: Option<&FirstStart>,
+    ) -> Result<Box<dyn NodeAgent>, Error> {
+        let instance = hex_id()?;
+        if let Some(host) = &record.host {
+            let pending = PendingStart {
+                first_start: first_start.cloned(),
+            };
+            self.relay.start(&record.id, host, instance, pending);
+            return Ok(Box::new(self.remote_agent(&record.id, host)));
+        }
+        let handshake = self.start_handshake(record, first_start)?.to_bytes()?;
         self.hand_vault_address(record, None);
         let dir = ServerDir::new(&record.dir);
-        let instance = hex_id()?;
-        let log = open_agent_log(&dir)?;
-        let err = log.try_clone().ctx(|| "duplicating the log handle")?;
-        let mut child = serve_command(
+        let child = spawn_serving(
             &self.config.agent_program,
             &dir,
             &instance,
             self.config.agent_observability,
+            &handshake,
         )
-        .stdin(Stdio::piped())
-        .stdout(log)
-        .stderr(err)
-        .spawn()
         .ctx(|| format!("starting {} agent", self.config.agent_program.display()))?;
-        // The pipe closes when `stdin` drops, which ends the agent's read.
-        if let Some(stdin) = child.stdin.take() {
-            if let Err(e) = handshake.write(stdin) {
-                // The agent exited at once; supervision reports why.
-                tracing::error!(server = %record.name, "{e}");
-            }
-        }
-        Ok(AgentProcess::spawned(child, instance))
+        Ok(Box::new(AgentProcess::spawned(child, instance, dir)))
+    }
+
+    /// The agent of server `id` on `host`, seen through the host's reports.
+    pub(super) fn remote_agent(&self, id: &str, host: &str) -> RemoteAgent {
+        RemoteAgent::new(id, host, self.relay.clone(), self.host_presence.clone())
     }
 
     /// Starts the server's agent and supervises it from now on.
@@ -113,8 +122,22 @@ impl Platform {
         Ok(())
     }
 
-    /// Re-attaches to the server's agent if it still runs, else starts one.
+    /// Re-attaches to the server's agent if it still runs, else starts one. An
+    /// agent on a host is taken as its host reports it.
     pub(super) fn attach_or_spawn(&self, record: &ServerRecord) -> Result<(), Error> {
+        if let Some(host) = &record.host {
+            self.relay.keep(&record.id, host, Run::Serving);
+            let agent = Box::new(self.remote_agent(&record.id, host));
+            self.agents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    record.id.clone(),
+                    // Whether it still provisions is its host's to know.
+                    Supervised::attached(agent, Instant::now(), false),
+                );
+            return Ok(());
+        }
         let dir = ServerDir::new(&record.dir);
         let running = fs::read_to_string(dir.agent_pid())
             .ok()
@@ -128,7 +151,7 @@ impl Platform {
                     .insert(
                         record.id.clone(),
                         Supervised::attached(
-                            AgentProcess::attached(pid, instance),
+                            Box::new(AgentProcess::attached(pid, instance, dir.clone())),
                             Instant::now(),
                             // Still at its first start: its death is final.
                             dir.provisioning_was_cut_short(),
@@ -184,18 +207,18 @@ impl Platform {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
-        let dir = self
-            .store
-            .server(id)
-            .ok()
-            .map(|server| ServerDir::new(server.dir));
         if let Some(mut agent) = supervised.and_then(|mut s| s.take_agent()) {
-            let _ = signal(agent.pid(), AgentSignal::Stop);
+            agent.terminate();
             let started = Instant::now();
-            let mut reports = ReportProgress::new(dir.as_ref(), started);
+            let mut reports = ReportProgress::new(agent.as_ref(), started);
             while agent.exit().is_none() {
                 let now = Instant::now();
-                let unanswered = reports.silent_since(now) >= UNANSWERED_STOP;
+                if let Some(why) = agent.unreachable(now) {
+                    // Its host keeps being asked to stop it when it speaks again.
+                    tracing::warn!("the agent's stop is not confirmed: {why}");
+                    break;
+                }
+                let unanswered = reports.silent_since(agent.as_ref(), now) >= UNANSWERED_STOP;
                 if unanswered || now >= started + STOP_TIMEOUT {
                     tracing::error!(
                         pid = agent.pid(),
@@ -206,87 +229,47 @@ impl Platform {
                             "too slow"
                         }
                     );
-                    let _ = signal(agent.pid(), AgentSignal::Kill);
+                    agent.kill();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             agent.reap();
         }
-        if let Some(dir) = dir {
+        let local_dir = self
+            .store
+            .server(id)
+            .ok()
+            .filter(|server| server.host.is_none())
+            .map(|server| ServerDir::new(server.dir));
+        if let Some(dir) = local_dir {
             dir.detach_stale_mount();
         }
     }
 }
 
-/// Opens the server's `agent.log` for appending (created 0600).
-pub(super) fn open_agent_log(dir: &ServerDir) -> Result<fs::File, Error> {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(dir.agent_log())
-        .ctx(|| format!("opening {}", dir.agent_log().display()))
-}
-
-/// Whether an agent's reports (`status.json`) still come: the time of the last
-/// change of their sequence number.
-struct ReportProgress<'a> {
-    dir: Option<&'a ServerDir>,
+/// Whether an agent's reports still come: the time of the last change of their
+/// sequence number.
+struct ReportProgress {
     seq: Option<u64>,
     changed_at: Instant,
 }
 
-impl<'a> ReportProgress<'a> {
-    fn new(dir: Option<&'a ServerDir>, now: Instant) -> Self {
-        let mut progress = Self {
-            dir,
-            seq: None,
+impl ReportProgress {
+    fn new(agent: &dyn NodeAgent, now: Instant) -> Self {
+        Self {
+            seq: agent.report().map(|r| r.seq),
             changed_at: now,
-        };
-        progress.seq = progress.read();
-        progress
-    }
-
-    fn read(&self) -> Option<u64> {
-        let status: AgentStatus = read_json(&self.dir?.status()).ok()?;
-        Some(status.seq)
+        }
     }
 
     /// How long no new report has come, at `now`.
-    fn silent_since(&mut self, now: Instant) -> Duration {
-        let seq = self.read();
+    fn silent_since(&mut self, agent: &dyn NodeAgent, now: Instant) -> Duration {
+        let seq = agent.report().map(|r| r.seq);
         if seq != self.seq {
             self.seq = seq;
             self.changed_at = now;
         }
         now - self.changed_at
-    }
-}
-
-/// How an agent ended, with its last error when it gave one: `pgcmk agent`
-/// prints `error: ...` as its last line before it exits with an error.
-pub(super) fn exit_detail(dir: &ServerDir, exit: AgentExit) -> String {
-    const TAIL: u64 = 16 * 1024;
-    let AgentExit::Code(code) = exit else {
-        return exit.to_string();
-    };
-    let log = dir.agent_log();
-    let tail = fs::File::open(&log).and_then(|mut f| {
-        use std::io::{Read, Seek, SeekFrom};
-        let len = f.metadata()?.len();
-        f.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
-        let mut tail = Vec::new();
-        f.read_to_end(&mut tail)?;
-        Ok(String::from_utf8_lossy(&tail).into_owned())
-    });
-    let error = tail.ok().and_then(|t| {
-        t.lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("error: ").map(str::to_string))
-    });
-    match error {
-        Some(error) if code != 0 => format!("{exit}: {error}"),
-        _ => format!("{exit} (see {})", log.display()),
     }
 }

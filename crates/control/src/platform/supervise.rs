@@ -9,10 +9,10 @@ use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::{AgentStatus, ServerDir};
 use pgcmk_keyprovider::WrappedDek;
 
-use super::spawn::exit_detail;
 use super::Platform;
 use crate::model::{Actor, Event, ServerRecord, ServerState};
-use crate::supervisor::{AgentProcess, Reading, STALE_AFTER};
+use crate::node_agent::NodeAgent;
+use crate::supervisor::{Reading, STALE_AFTER};
 use crate::Error;
 
 /// How long a new or restarted server may take to become Ready (a new one
@@ -21,6 +21,9 @@ pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a restored server may take to be Ready: its agent's own limits (the
 /// restore, then up to 10 minutes of recovery), and a margin.
 pub(super) const RESTORE_READY_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// How long a server on a silent host is Unknown before it is taken for Failed:
+/// as long as a stop may take (its agent may be shutting down unseen).
+const FAILED_AFTER_SILENCE: Duration = Duration::from_secs(60);
 
 impl Platform {
     /// The position of the last event in the trail of the server and of each of
@@ -148,27 +151,46 @@ impl Platform {
     /// current report is taken in (its events, its state, a re-wrapped DEK), and
     /// a live agent whose reports stopped makes it Failed.
     fn supervise_server(&self, server: &ServerRecord, now: Instant) -> Result<(), Error> {
+        if server.state == ServerState::Deleting && server.host.is_some() {
+            return self.finish_remote_delete_if_removed(server);
+        }
         if matches!(server.state, ServerState::Stopped | ServerState::Deleting) {
             return Ok(());
         }
-        let dir = ServerDir::new(&server.dir);
         let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(supervised) = agents.get_mut(&server.id) else {
             return Ok(());
         };
+        if let Some(why) = supervised.agent().and_then(|a| a.unreachable(now)) {
+            // Nothing is known of it now: never Ready from an old report.
+            let state = if supervised.silent_for(now) > FAILED_AFTER_SILENCE {
+                ServerState::Failed(format!(
+                    "{why}: no report for more than {} s, so the server is taken for failed \
+                     (it is taken in again when its host reports)",
+                    FAILED_AFTER_SILENCE.as_secs()
+                ))
+            } else {
+                ServerState::Unknown(format!("{why}: what the server does is not known"))
+            };
+            // One event per change, not one per pass as the seconds count up.
+            if server.state.name() == state.name() {
+                return Ok(());
+            }
+            return self.transition(server, state.clone(), Actor::ControlPlane, &why);
+        }
         let after_death;
         let server = match supervised.check_alive(now) {
             Some((exit, delay)) => {
                 let why = match delay {
                     Some(delay) => format!(
                         "the node agent {}; restarting it {}",
-                        exit_detail(&dir, exit),
+                        supervised.describe_exit(exit),
                         describe_delay(delay)
                     ),
                     None => format!(
                         "provisioning the new server failed: the node agent {} (not \
                          restarted: only a first start provisions)",
-                        exit_detail(&dir, exit)
+                        supervised.describe_exit(exit)
                     ),
                 };
                 tracing::warn!(server = %server.name, "{why}");
@@ -205,7 +227,7 @@ impl Platform {
                 }
             };
         }
-        let report = read_json::<AgentStatus>(&dir.status()).ok();
+        let report = supervised.report();
         match supervised.read(report.as_ref(), now) {
             Reading::Current(report) => {
                 for e in supervised.new_events(report) {
@@ -214,14 +236,14 @@ impl Platform {
                 if report.state == ServerState::Ready {
                     supervised.ready();
                 }
-                self.take_report(server, &dir, report)
+                self.take_report(server, report)
             }
             Reading::Waiting => Ok(()),
             Reading::Stale => {
                 let why = format!(
                     "the node agent (pid {}) has not reported for more than {} s: what it \
                      does is unknown",
-                    supervised.agent().map_or(0, AgentProcess::pid),
+                    supervised.agent().map_or(0, NodeAgent::pid),
                     STALE_AFTER.as_secs()
                 );
                 self.transition(
@@ -235,13 +257,10 @@ impl Platform {
     }
 
     /// Takes in a current report: a DEK the agent re-wrapped, and its state.
-    fn take_report(
-        &self,
-        server: &ServerRecord,
-        dir: &ServerDir,
-        status: &AgentStatus,
-    ) -> Result<(), Error> {
-        if status.wrapped_by != server.wrapped_dek.kek {
+    fn take_report(&self, server: &ServerRecord, status: &AgentStatus) -> Result<(), Error> {
+        let dir = ServerDir::new(&server.dir);
+        // An agent on a host re-wraps its DEK there: the plane cannot read it yet.
+        if status.wrapped_by != server.wrapped_dek.kek && server.host.is_none() {
             let wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
             if wrapped.kek == status.wrapped_by {
                 self.store

@@ -6,7 +6,7 @@
 //! stays in the run.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Stdio};
+use std::process::{Child, ChildStdout};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pgcmk_crypto::SecretBytes;
@@ -14,7 +14,7 @@ use pgcmk_keyprovider::KeyError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use pgcmk_agent::contract::invocation::task_command;
+use pgcmk_agent::contract::invocation::spawn_task;
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::{
     AgentTask, LogRecord, PasswordReset, TaskAnswer, TaskFailure, VolumeCheck, Wrapping,
@@ -22,7 +22,6 @@ use pgcmk_agent::contract::task::{
 use pgcmk_agent::contract::{AgentConfig, Handshake, ServerDir};
 
 use super::create::hex_id;
-use super::spawn::open_agent_log;
 use super::Platform;
 use crate::error::{IoContext, StateConflict};
 use crate::model::{Actor, SecretString, ServerRecord, ServerState};
@@ -37,7 +36,8 @@ impl Platform {
 
     /// True when the server is not running: stopped, or failed with no agent.
     fn is_idle(&self, server: &ServerRecord) -> bool {
-        matches!(server.state, ServerState::Stopped | ServerState::Failed(_))
+        server.host.is_none()
+            && matches!(server.state, ServerState::Stopped | ServerState::Failed(_))
             && !self
                 .agents
                 .lock()
@@ -54,30 +54,13 @@ impl Platform {
         task: &AgentTask,
         new_password: Option<SecretBytes>,
     ) -> Result<TaskProcess, Error> {
-        let (storage_key, geo_storage_key) = self.storage_keys(server)?;
-        let handshake = Handshake {
-            new_password,
-            geo_identity_secret: self.geo_identity_secret(server)?,
-            storage_key,
-            geo_storage_key,
-            ..Handshake::identity_only(self.identity_secret(server)?)
-        };
+        self.local_only(server, "a streamed agent task (logs)")?;
+        let handshake = self.task_handshake(server, new_password)?;
         // A server that is not running was not followed when the vault service moved.
         self.hand_vault_address(server, None);
         let dir = ServerDir::new(&server.dir);
-        let log = open_agent_log(&dir)?;
-        let mut child = task_command(&self.config.agent_program, &dir, task)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
+        let mut child = spawn_task(&self.config.agent_program, &dir, task, &handshake)
             .ctx(|| format!("starting the agent's {} run", task.name()))?;
-        // Dropping `stdin` ends the run's read.
-        if let Some(stdin) = child.stdin.take() {
-            if let Err(e) = handshake.write(stdin) {
-                tracing::warn!(server = %server.name, "the agent's {} run: {e}", task.name());
-            }
-        }
         let stdout = child.stdout.take().ok_or_else(|| {
             Error::AgentTask(format!(
                 "the agent's {} run has no output pipe",
@@ -96,14 +79,38 @@ impl Platform {
         })
     }
 
-    /// Runs a task that ends and returns what it did, or why it could not.
+    /// The handshake of a task run: the identity's secret (and `new_password`, for
+    /// the task that sets it), the geo identity's and the storage key when the
+    /// server's backups need them.
+    pub(super) fn task_handshake(
+        &self,
+        server: &ServerRecord,
+        new_password: Option<SecretBytes>,
+    ) -> Result<SecretBytes, Error> {
+        let (storage_key, geo_storage_key) = self.storage_keys(server)?;
+        let handshake = Handshake {
+            new_password,
+            geo_identity_secret: self.geo_identity_secret(server)?,
+            storage_key,
+            geo_storage_key,
+            ..Handshake::identity_only(self.identity_secret(server)?)
+        };
+        Ok(handshake.to_bytes()?)
+    }
+
+    /// Runs a task that ends and returns what it did, or why it could not: here,
+    /// or on the server's host (`docs/hosts.md`).
     pub(super) fn run_task<T: DeserializeOwned>(
         &self,
         server: &ServerRecord,
         task: &AgentTask,
         new_password: Option<SecretBytes>,
     ) -> Result<T, Error> {
-        match self.start_task(server, task, new_password)?.answer()? {
+        let answer = match &server.host {
+            Some(_) => self.run_task_on_host(server, task, new_password)?,
+            None => self.start_task(server, task, new_password)?.answer()?,
+        };
+        match answer {
             TaskAnswer::Done(done) => Ok(done),
             TaskAnswer::Failed(TaskFailure::VersionRefused(refusal)) => {
                 Err(Error::KeyVersionRefused {
@@ -199,6 +206,10 @@ impl Platform {
     /// The refusal is an event. Any other failure (an unreachable vault, unreadable
     /// files) is left to the node agent, which reports it as it starts.
     pub(super) fn check_key_before_start(&self, server: &ServerRecord) -> Result<(), Error> {
+        if server.host.is_some() {
+            // Its agent checks the key itself on its host (no task runs there yet).
+            return Ok(());
+        }
         match self.adopt_key_version(server) {
             Err(refused @ Error::KeyVersionRefused { .. }) => {
                 self.event(server, Actor::Dba, "start refused", &refused.to_string())?;
@@ -215,10 +226,26 @@ impl Platform {
     /// PostgreSQL's and the agent's logs, through a short-lived agent run: the
     /// last `lines` of each, then with `follow` what they grow by while the server
     /// serves (until the stream is dropped).
+    /// On a host, the run's whole output comes back at once: following is not
+    /// available there yet.
     pub fn logs(&self, name: &str, lines: usize, follow: bool) -> Result<LogStream, Error> {
         let server = self.store.server(name)?;
-        let process = self.start_task(&server, &AgentTask::Logs { lines, follow }, None)?;
-        Ok(LogStream { process })
+        let task = AgentTask::Logs { lines, follow };
+        if server.host.is_some() {
+            if follow {
+                self.local_only(&server, "following the logs")?;
+            }
+            let output = self.task_output_on_host(&server, &task, None)?;
+            return Ok(LogStream {
+                lines: LogLines::Received(std::io::Cursor::new(output.expose_secret().to_vec())),
+                what: format!("the agent's logs run for server '{name}' on its host"),
+            });
+        }
+        let process = self.start_task(&server, &task, None)?;
+        Ok(LogStream {
+            what: process.what.clone(),
+            lines: LogLines::Run(process),
+        })
     }
 
     /// Checks every block of a server's volume (cryptfs fsck, with the DEK
@@ -226,6 +253,7 @@ impl Platform {
     pub fn fsck(&self, name: &str) -> Result<VolumeCheck, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
+        self.local_only(&server, "fsck")?;
         if !self.is_idle(&server) {
             return Err(StateConflict::RunningVolume {
                 server: name.into(),
@@ -355,14 +383,27 @@ pub enum LogStreamItem {
 /// PostgreSQL's and the agent's log records from a short-lived agent run; the run
 /// is ended when this is dropped (or by a [`LogStreamStopper`]).
 pub struct LogStream {
-    process: TaskProcess,
+    lines: LogLines,
+    /// The run, for messages.
+    what: String,
+}
+
+/// Where a [`LogStream`]'s lines come from.
+enum LogLines {
+    /// A run here, as it prints them.
+    Run(TaskProcess),
+    /// The whole output of a run on the server's host.
+    Received(std::io::Cursor<Vec<u8>>),
 }
 
 impl LogStream {
     /// A handle that ends the run from elsewhere, e.g. when the reader has gone
     /// while this stream waits for the next line.
     pub fn stopper(&self) -> LogStreamStopper {
-        LogStreamStopper(self.process.child.clone())
+        LogStreamStopper(match &self.lines {
+            LogLines::Run(process) => Some(process.child.clone()),
+            LogLines::Received(_) => None,
+        })
     }
 }
 
@@ -373,33 +414,37 @@ impl Iterator for LogStream {
     /// not a record, which is logged).
     fn next(&mut self) -> Option<LogStreamItem> {
         let mut line = String::new();
-        match self.process.stdout.read_line(&mut line) {
+        let read = match &mut self.lines {
+            LogLines::Run(process) => process.stdout.read_line(&mut line),
+            LogLines::Received(output) => output.read_line(&mut line),
+        };
+        match read {
             Ok(0) => None,
             Ok(_) if line.trim().is_empty() => Some(LogStreamItem::KeepAlive),
             Ok(_) => match serde_json::from_str(&line) {
                 Ok(record) => Some(LogStreamItem::Record(record)),
                 Err(e) => {
-                    tracing::error!(
-                        "{} printed a line that is not a log record: {e}",
-                        self.process.what
-                    );
+                    tracing::error!("{} printed a line that is not a log record: {e}", self.what);
                     None
                 }
             },
             Err(e) => {
-                tracing::error!("reading {}: {e}", self.process.what);
+                tracing::error!("reading {}: {e}", self.what);
                 None
             }
         }
     }
 }
 
-/// Ends a [`LogStream`]'s run ([`LogStream::stopper`]).
-pub struct LogStreamStopper(Arc<Mutex<Child>>);
+/// Ends a [`LogStream`]'s run ([`LogStream::stopper`]); a run on a host has ended
+/// already.
+pub struct LogStreamStopper(Option<Arc<Mutex<Child>>>);
 
 impl LogStreamStopper {
     /// Kills the run (a no-op once it has ended and been waited for).
     pub fn stop(&self) {
-        let _ = self.0.lock().unwrap_or_else(PoisonError::into_inner).kill();
+        if let Some(child) = &self.0 {
+            let _ = child.lock().unwrap_or_else(PoisonError::into_inner).kill();
+        }
     }
 }

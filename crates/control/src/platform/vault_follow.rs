@@ -64,6 +64,10 @@ impl Platform {
     /// configuration it cannot use itself, and the next pass of
     /// [`Platform::follow_vault_service`] tries again.
     pub(super) fn hand_vault_address(&self, record: &ServerRecord, running: Option<u32>) {
+        if record.host.is_some() {
+            // Its host writes the `agent.json` the plane assigns (docs/hosts.md).
+            return;
+        }
         let handed = (|| {
             let path = ServerDir::new(&record.dir).agent_config();
             let mut config: AgentConfig = read_json(&path)?;

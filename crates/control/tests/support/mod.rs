@@ -9,6 +9,7 @@ pub mod backups;
 pub mod cpu;
 pub mod geo;
 pub mod ha;
+pub mod hosts;
 pub mod regress;
 
 use std::fs;
@@ -633,6 +634,16 @@ impl ControlPlane {
     /// Stops the control plane (SIGTERM; agents keep running) and starts it again.
     pub fn restart(&mut self) {
         self.restart_after(|| ());
+    }
+
+    /// Like [`ControlPlane::restart`], listening again on the port it listens on
+    /// now (as a plane started with a fixed `--listen` does), so that clients that
+    /// know its URL reach it again.
+    pub fn restart_on_its_port(&mut self) {
+        let port = self.url.rsplit(':').next().unwrap().trim_end_matches('/');
+        let at = self.args.iter().position(|a| a == "--listen").unwrap();
+        self.args[at + 1] = format!("127.0.0.1:{port}");
+        self.restart();
     }
 
     /// Like [`ControlPlane::restart`], doing `meanwhile` while it is down.

@@ -1,0 +1,178 @@
+//! Servers on hosts ([docs/hosts.md](../../../../docs/hosts.md)): placing a new
+//! server on an Online host, the assignments a host's heartbeat is answered with
+//! (each start's handshake built for that answer only), and removing a server
+//! from its host.
+
+use std::time::{Duration, Instant};
+
+use crate::assignments::{Assignment, HostReport};
+use crate::hosts::HostError;
+use crate::model::{SecretString, ServerRecord, ServerState};
+use crate::Error;
+
+use super::create::CreateServer;
+use super::hosts::AdmittedHost;
+use super::remote_agent::Run;
+use super::Platform;
+
+/// How long a delete waits for the host to remove the server's directory.
+const REMOVAL_WAIT: Duration = Duration::from_secs(30);
+
+impl Platform {
+    /// Refuses to place `req` on `host` unless the host is enrolled and Online.
+    pub(super) fn check_placement(&self, req: &CreateServer, host: &str) -> Result<(), Error> {
+        if self.store.host(host)?.is_none() {
+            return Err(HostError::NotFound(host.to_string()).into());
+        }
+        match self.host_presence.silence(host, Instant::now()) {
+            None => Ok(()),
+            Some(why) => {
+                tracing::info!(server = %req.name, host, "not placed: the host {why}");
+                Err(HostError::NotOnline {
+                    host: host.to_string(),
+                    why,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// Refuses an operation on `server` when it runs on a host that does not speak
+    /// now (503 "host unavailable": what it does there is not known).
+    pub(super) fn require_host_online(&self, server: &ServerRecord) -> Result<(), Error> {
+        let Some(host) = &server.host else {
+            return Ok(());
+        };
+        match self.host_presence.silence(host, Instant::now()) {
+            None => Ok(()),
+            Some(why) => Err(HostError::Unavailable {
+                server: server.name.clone(),
+                host: host.clone(),
+                why,
+            }
+            .into()),
+        }
+    }
+
+    /// Refuses `what` for a server on a host (not built for hosts yet).
+    pub(super) fn local_only(
+        &self,
+        server: &ServerRecord,
+        what: &'static str,
+    ) -> Result<(), Error> {
+        match &server.host {
+            Some(host) => Err(HostError::NotOnHostsYet {
+                server: server.name.clone(),
+                host: host.clone(),
+                what,
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// A host's heartbeat: takes in what it relays of its servers, counts it as
+    /// alive (after its reports, so a server never looks stale for a moment), and
+    /// answers with its assignments.
+    pub(super) fn host_assignments(
+        &self,
+        host: &AdmittedHost,
+        report: &HostReport,
+    ) -> Result<Vec<Assignment>, Error> {
+        let name = host.name();
+        self.host_presence.check(name, &report.instance)?;
+        self.relay.take(name, &report.servers);
+        self.host_presence
+            .heartbeat(name, &report.instance, Instant::now())?;
+        let mut assignments = Vec::new();
+        for server in self.store.servers()? {
+            if server.host.as_deref() != Some(name) {
+                continue;
+            }
+            let Some((run, pending)) = self.relay.desired(&server.id, name) else {
+                continue;
+            };
+            let Some(agent_config) = self.store.assigned_config(&server.id)? else {
+                continue;
+            };
+            let handshake = match pending {
+                Some(pending) => Some(self.handshake_text(&server, pending.first_start.as_ref())?),
+                None => None,
+            };
+            assignments.push(Assignment {
+                server_id: server.id.clone(),
+                agent_config,
+                wrapped_dek: server.wrapped_dek.clone(),
+                run,
+                handshake,
+            });
+        }
+        Ok(assignments)
+    }
+
+    /// The start-up handshake as the text the host writes on the agent's stdin.
+    fn handshake_text(
+        &self,
+        server: &ServerRecord,
+        first_start: Option<&super::create::FirstStart>,
+    ) -> Result<SecretString, Error> {
+        let bytes = self.start_handshake(server, first_start)?.to_bytes()?;
+        // The handshake is JSON, so text; the copy is zeroized with the answer.
+        let text = std::str::from_utf8(bytes.expose_secret())
+            .map_err(|_| Error::Aborted("a handshake was not text".into()))?;
+        Ok(SecretString::new(text.to_string()))
+    }
+
+    /// After a plane restart: a stopped or deleted server on a host stays so.
+    pub(super) fn keep_remote_at_rest(&self, server: &ServerRecord) {
+        if let Some(host) = &server.host {
+            let run = match server.state {
+                ServerState::Deleting => Run::Deleted,
+                _ => Run::Stopped,
+            };
+            self.relay.keep(&server.id, host, run);
+        }
+    }
+
+    /// Asks the server's host to remove its directory (its agent was stopped),
+    /// waits a while for that, and forgets the server once the host confirms; a
+    /// host that does not confirm in time leaves the server Deleting, finished by
+    /// supervision when it does.
+    pub(super) fn remove_from_host(&self, server: &ServerRecord) {
+        self.relay.set_run(&server.id, Run::Deleted);
+        self.relay.unreport(&server.id);
+        let _ = self
+            .store
+            .update_server(&server.id, |s| s.state = ServerState::Deleting);
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        while !self.relay.removed_by_host(&server.id) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Err(e) = self.finish_remote_delete_if_removed(server) {
+            tracing::error!(server = %server.name, "removing it from its host: {e}");
+        }
+    }
+
+    /// Forgets a deleted server once its host no longer lists it.
+    pub(super) fn finish_remote_delete_if_removed(
+        &self,
+        server: &ServerRecord,
+    ) -> Result<(), Error> {
+        if !self.relay.removed_by_host(&server.id) {
+            return Ok(());
+        }
+        self.remove_backups(&server.id)?;
+        self.store.remove_server(&server.id)?;
+        self.relay.forget(&server.id);
+        self.event(
+            server,
+            crate::model::Actor::ControlPlane,
+            "server deleted",
+            &format!(
+                "host '{}' removed its directory; state removed",
+                server.host.as_deref().unwrap_or_default()
+            ),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,477 @@
+//! Hosts (docs/hosts.md): the DBA enrolls a host with the address its requests come
+//! from and gets its credential once; the host's daemon registers and sends
+//! heartbeats over HTTPS with that credential, from that address. The tests stand
+//! for hosts with other loopback addresses (127.0.0.2, 127.0.0.3).
+
+mod support;
+
+use std::fs;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use pgcmk_testkit::wait::wait_for;
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::hosts::{pgcmk_as_dba, pgcmk_output_as_dba, HostDaemon};
+use support::*;
+
+/// A host's side of the API: its credential, and a client whose connections
+/// leave from its address.
+struct HostSide {
+    client: Client,
+    url: String,
+    name: String,
+    credential: String,
+}
+
+impl HostSide {
+    fn new(cp: &ControlPlane, name: &str, address: &str, credential: &str) -> Self {
+        let ca = reqwest::Certificate::from_pem(&fs::read(cp.ca_file()).unwrap()).unwrap();
+        let client = Client::builder()
+            .tls_certs_only([ca])
+            .https_only(true)
+            .local_address(address.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            client,
+            url: cp.url.clone(),
+            name: name.into(),
+            credential: credential.into(),
+        }
+    }
+
+    /// `POST /hosts/NAME/CALL` with `{"instance": instance}` and `token`.
+    fn call(&self, call: &str, instance: &str, token: Option<&str>) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}/hosts/{}/{call}", self.url, self.name))
+            .json(&json!({ "instance": instance }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap()
+    }
+
+    fn register(&self, instance: &str) -> Response {
+        self.call("register", instance, Some(&self.credential))
+    }
+
+    fn heartbeat(&self, instance: &str) -> Response {
+        self.call("heartbeat", instance, Some(&self.credential))
+    }
+}
+
+/// The DBA's side: enroll, list and remove hosts.
+struct Dba {
+    url: String,
+    client: Client,
+    token: String,
+}
+
+impl Dba {
+    fn new(cp: &ControlPlane) -> Self {
+        let token = fs::read_to_string(cp.dba_credential()).unwrap();
+        Self {
+            url: cp.url.clone(),
+            client: cp.https_client(),
+            token: token.trim().into(),
+        }
+    }
+
+    fn enroll(&self, name: &str, address: &str) -> Response {
+        self.client
+            .post(format!("{}/hosts", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({ "name": name, "address": address }))
+            .send()
+            .unwrap()
+    }
+
+    /// Enrolls `name` and returns its side, the credential taken from the answer.
+    fn host(&self, cp: &ControlPlane, name: &str, address: &str) -> HostSide {
+        let answer = self.enroll(name, address);
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        let body: Value = answer.json().unwrap();
+        assert_eq!(body["host"]["liveness"], "Unknown", "{body}");
+        let credential = body["credential"].as_str().unwrap();
+        HostSide::new(cp, name, address, credential)
+    }
+
+    /// The liveness of every host, by name.
+    fn liveness(&self) -> Vec<(String, String)> {
+        let hosts: Value = self
+            .client
+            .get(format!("{}/hosts", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let name = h["name"].as_str().unwrap().to_string();
+                (name, h["liveness"].as_str().unwrap().to_string())
+            })
+            .collect()
+    }
+
+    fn remove(&self, name: &str) -> StatusCode {
+        self.client
+            .delete(format!("{}/hosts/{name}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+            .status()
+    }
+}
+
+fn assert_denied(answer: Response, what: &str) {
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{what}");
+    assert_eq!(answer.headers()["www-authenticate"], "Bearer", "{what}");
+    let body: Value = answer.json().unwrap();
+    assert_eq!(body["error"]["code"], "Unauthorized", "{what}: {body}");
+}
+
+#[test]
+fn a_registered_host_is_online_and_only_its_latest_daemon_is_heard() {
+    let stack = Stack::start(60, 300, None);
+    let dba = Dba::new(&stack.cp);
+    let host = dba.host(&stack.cp, "host-one", "127.0.0.2");
+    assert_eq!(host.heartbeat("first").status(), StatusCode::NOT_FOUND);
+
+    let registered = host.register("first");
+    assert_eq!(registered.status(), StatusCode::OK);
+    let pace: Value = registered.json().unwrap();
+    assert_eq!(pace, json!({"heartbeat_ms": 1000, "silent_after_ms": 5000}));
+    assert_eq!(dba.liveness(), [("host-one".into(), "Online".into())]);
+    assert_eq!(host.heartbeat("first").status(), StatusCode::OK);
+
+    // Another daemon with the same credential is not heard until it registers,
+    // and then the first one is not.
+    assert_eq!(host.heartbeat("second").status(), StatusCode::CONFLICT);
+    assert_eq!(host.register("second").status(), StatusCode::OK);
+    assert_eq!(host.heartbeat("first").status(), StatusCode::CONFLICT);
+    assert_eq!(host.heartbeat("second").status(), StatusCode::OK);
+}
+
+#[test]
+fn the_host_daemon_keeps_its_host_online_until_it_freezes_and_ends_once_removed() {
+    let mut stack = Stack::start(60, 300, None);
+    let dba = Dba::new(&stack.cp);
+    let mut daemon = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    let (host_dir, log, credential) = (
+        daemon.state_dir.clone(),
+        daemon.log.clone(),
+        daemon.credential.clone(),
+    );
+    let online = || dba.liveness()[0].1 == "Online";
+    wait_for("the daemon to register", Duration::from_secs(10), online);
+    assert_eq!(
+        fs::metadata(&host_dir).unwrap().permissions().mode() & 0o777,
+        0o711
+    );
+
+    // A frozen daemon (a host gone away) turns its host Silent; back, Online.
+    {
+        let frozen = Instant::now();
+        let _paused = pgcmk_testkit::process::Paused::pause(daemon.process.id());
+        wait_for("the host to be Silent", Duration::from_secs(10), || {
+            dba.liveness()[0].1 == "Silent"
+        });
+        assert!(
+            frozen.elapsed() >= Duration::from_secs(4),
+            "Silent too soon"
+        );
+    }
+    wait_for(
+        "the host to be Online again",
+        Duration::from_secs(5),
+        online,
+    );
+
+    // A restarted plane forgot the registration: the daemon registers again by itself.
+    stack.cp.restart_on_its_port();
+    let cp = &stack.cp;
+    let again =
+        pgcmk_testkit::wait::poll(Duration::from_secs(10), Duration::from_millis(100), || {
+            fs::read_to_string(&log)
+                .unwrap()
+                .contains("the control plane forgot this host")
+        });
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(again.is_some(), "the daemon did not register again: {said}");
+    wait_for("Online after the restart", Duration::from_secs(5), online);
+
+    // Removed, the daemon is refused and ends, saying why; its log holds no credential.
+    pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
+    let status = pgcmk_testkit::process::wait_exit(&mut daemon.process, Duration::from_secs(10))
+        .expect("the daemon of a removed host ends");
+    assert!(!status.success());
+    let said = fs::read_to_string(&log).unwrap();
+    assert!(said.contains("refuses host 'host-one'"), "{said}");
+    assert!(!said.contains(&credential), "the credential is in the log");
+}
+
+#[test]
+fn hosts_are_refused_without_their_own_credential_from_their_address() {
+    let stack = Stack::start(60, 300, None);
+    let dba = Dba::new(&stack.cp);
+    let one = dba.host(&stack.cp, "host-one", "127.0.0.2");
+    let two = dba.host(&stack.cp, "host-two", "127.0.0.3");
+    assert_eq!(
+        dba.enroll("host-one", "127.0.0.4").status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        dba.enroll("Host", "127.0.0.4").status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    assert_denied(one.call("register", "a", None), "no credential");
+    let mut wrong = one.credential.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    assert_denied(
+        one.call("register", "a", Some(&wrong)),
+        "a wrong credential",
+    );
+    assert_denied(
+        one.call("register", "a", Some(&two.credential)),
+        "another host's credential",
+    );
+    assert_denied(
+        one.call("register", "a", Some(&dba.token)),
+        "the DBA's credential",
+    );
+    let elsewhere = HostSide::new(&stack.cp, "host-one", "127.0.0.3", &one.credential);
+    assert_denied(elsewhere.register("a"), "from another address");
+    assert_denied(
+        HostSide::new(&stack.cp, "no-such-host", "127.0.0.2", &one.credential).register("a"),
+        "an unknown host",
+    );
+    // A host's credential opens no DBA route.
+    let listed = one
+        .client
+        .get(format!("{}/hosts", stack.cp.url))
+        .bearer_auth(&one.credential)
+        .send()
+        .unwrap();
+    assert_denied(listed, "a host's credential on the DBA's routes");
+    // Nothing was registered by any of these.
+    assert_eq!(
+        dba.liveness(),
+        [
+            ("host-one".into(), "Unknown".into()),
+            ("host-two".into(), "Unknown".into())
+        ]
+    );
+
+    // A removed host's own credential is refused at once, even mid-heartbeat.
+    assert_eq!(one.register("a").status(), StatusCode::OK);
+    assert_eq!(dba.remove("host-one"), StatusCode::OK);
+    assert_denied(one.heartbeat("a"), "a removed host");
+    assert_denied(one.register("b"), "a removed host");
+    assert_eq!(dba.remove("host-one"), StatusCode::NOT_FOUND);
+    assert_eq!(dba.liveness(), [("host-two".into(), "Unknown".into())]);
+}
+
+/// `server create NAME --host` on `host`; what it printed (or the host's log).
+fn create_on(cp: &ControlPlane, host: &HostDaemon, name: &str) -> Value {
+    let host_name = host.state_dir.file_name().unwrap().to_str().unwrap();
+    cp.try_server(&["create", name, "-l", "local", "--host", host_name])
+        .unwrap_or_else(|e| panic!("{e}\nthe host's log:\n{}", host.said()))
+}
+
+/// `dba.liveness()` says `name` is Online.
+fn wait_online(dba: &Dba, name: &str) {
+    wait_for("the host to be Online", Duration::from_secs(10), || {
+        dba.liveness()
+            .iter()
+            .any(|(host, liveness)| host == name && liveness == "Online")
+    });
+}
+
+#[test]
+fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_silent() {
+    let mut stack = Stack::start(60, 300, None);
+    let cp = &stack.cp;
+    let dba = Dba::new(cp);
+    let refused = cp
+        .try_server(&["create", "nowhere", "-l", "local", "--host", "no-such-host"])
+        .unwrap_err();
+    assert!(
+        refused.contains("host 'no-such-host' not found"),
+        "{refused}"
+    );
+    // Enrolled, but its daemon never spoke to this plane.
+    dba.host(cp, "host-two", "127.0.0.3");
+    let refused = cp
+        .try_server(&["create", "nowhere", "-l", "local", "--host", "host-two"])
+        .unwrap_err();
+    assert!(
+        refused.contains("host 'host-two' has not been heard from"),
+        "{refused}"
+    );
+    assert!(cp.try_server(&["show", "nowhere"]).is_err());
+
+    let host = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    wait_online(&dba, "host-one");
+    let created = Created::from(&create_on(cp, &host, "on-host"));
+    assert_eq!(created.server["state"], "Ready", "{}", created.server);
+    assert_eq!(created.server["host"], "host-one");
+    assert_eq!(created.sql("SELECT 40 + 2").unwrap(), "42");
+    // Its directory (ciphertext, agent files) is on the host, not the plane.
+    let on_host = host.server_dir(created.dir.to_str().unwrap());
+    assert!(on_host.join("cipher").is_dir(), "{}", host.said());
+    assert!(on_host.join("status.json").is_file());
+    assert!(cp.server_dirs().is_empty(), "{:?}", cp.server_dirs());
+    // The first start's secret (the superuser's password) reached the agent through
+    // the handshake only: on neither disk outside the live mount, in no log.
+    let password = created.password.as_bytes();
+    let mut leaks = files_containing(&host.state_dir, password, &on_host.join("mnt"));
+    leaks.extend(files_containing(
+        &cp.state_dir,
+        password,
+        &cp.state_dir.join("servers"),
+    ));
+    assert!(leaks.is_empty(), "the password is on disk: {leaks:?}");
+    assert!(!host.said().contains(&created.password));
+    assert!(!cp.log().contains(&created.password));
+
+    // A frozen daemon (a host gone away): its server is Unknown once the host is
+    // Silent, never Ready from the last report; back, Ready again.
+    {
+        let frozen = Instant::now();
+        let _paused = pgcmk_testkit::process::Paused::pause(host.process.id());
+        wait_for("the server to be Unknown", Duration::from_secs(6), || {
+            cp.state("on-host").0 == "Unknown"
+        });
+        assert!(
+            frozen.elapsed() >= Duration::from_secs(4),
+            "Unknown too soon"
+        );
+        let (_, reason) = cp.state("on-host");
+        assert!(
+            reason.contains("host 'host-one' has not sent a heartbeat"),
+            "{reason}"
+        );
+    }
+    wait_for(
+        "the server to be Ready again",
+        Duration::from_secs(5),
+        || cp.state("on-host").0 == "Ready",
+    );
+    assert_eq!(created.sql("SELECT 1").unwrap(), "1");
+
+    // A restarted plane takes the running agent back from its host's reports: the
+    // same agent, Ready again, never Failed on the way.
+    let agent = agent_pid(&on_host).expect("the agent runs");
+    stack.cp.restart_on_its_port();
+    let cp = &stack.cp;
+    wait_for(
+        "Ready after the plane's restart",
+        Duration::from_secs(15),
+        || cp.state("on-host").0 == "Ready",
+    );
+    assert_eq!(agent_pid(&on_host), Some(agent));
+    let failed: Vec<Value> = cp
+        .events("on-host")
+        .into_iter()
+        .filter(|e| {
+            e["what"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("-> Failed")
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+
+    // Deleted: the host ends its agent and removes its directory.
+    cp.server(&["delete", "on-host", "--yes"]);
+    assert!(!on_host.exists(), "{}", host.said());
+    assert!(cp.try_server(&["show", "on-host"]).is_err());
+}
+
+#[test]
+fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_host_is_silent() {
+    let stack = Stack::start(60, 300, None);
+    let cp = &stack.cp;
+    let dba = Dba::new(cp);
+    let host = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    wait_online(&dba, "host-one");
+    let created = Created::from(&create_on(cp, &host, "kept"));
+    let on_host = host.server_dir(created.dir.to_str().unwrap());
+    created.sql("CREATE TABLE t AS SELECT 7 AS v").unwrap();
+
+    // A host that keeps servers is not removed.
+    let refused = pgcmk_output_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("host 'host-one' keeps servers (kept)"),
+        "{said}"
+    );
+
+    // Stopped there: its agent ends and its volume is unmounted; started there
+    // again with its data.
+    assert_eq!(cp.server(&["stop", "kept"])["state"], "Stopped");
+    assert!(cp.agents_of(&on_host).is_empty(), "{}", host.said());
+    assert!(!pgcmk_agent::contract::ServerDir::new(&on_host).is_mounted());
+    assert!(created.sql("SELECT 1").is_err());
+    assert_eq!(cp.server(&["start", "kept"])["state"], "Ready");
+    assert_eq!(created.sql("SELECT v FROM t").unwrap(), "7");
+
+    // Tasks run on the host: a new password is set there, backups are listed there.
+    let reset = cp.server(&["reset-password", "kept"]);
+    let password = reset["password"].as_str().unwrap();
+    assert!(psql(created.port, &created.password, "SELECT 1").is_err());
+    assert_eq!(
+        psql(created.port, password, "SELECT v FROM t").unwrap(),
+        "7"
+    );
+    let listed = cp.try_backup(&["list", "kept"]).unwrap();
+    assert!(listed["backups"].is_array(), "{listed}");
+    // Its logs, read on the host from the live mount; following them is not
+    // available there yet, and says so.
+    let logs = cp.server_text(&["logs", "kept"]);
+    assert!(logs.lines().any(|l| l.starts_with("postgres | ")), "{logs}");
+    assert!(logs.lines().any(|l| l.starts_with("agent    | ")), "{logs}");
+    let follow = cp.try_server(&["logs", "kept", "--follow"]).unwrap_err();
+    assert!(
+        follow.contains("following the logs is not available for servers on hosts"),
+        "{follow}"
+    );
+
+    // Its host silent: a task that waits for it ends with 503 once the host is
+    // Silent, and a stop is refused (503), not pretended.
+    {
+        let _paused = pgcmk_testkit::process::Paused::pause(host.process.id());
+        let listing = cp.backup_output(&["list", "kept"]);
+        let said = String::from_utf8_lossy(&listing.stderr);
+        assert_eq!(listing.status.code(), Some(6), "{said}");
+        assert!(said.contains("host unavailable"), "{said}");
+        wait_for("the server to be Unknown", Duration::from_secs(6), || {
+            cp.state("kept").0 == "Unknown"
+        });
+        let stop = cp.server_output(&["stop", "kept"]);
+        let said = String::from_utf8_lossy(&stop.stderr);
+        assert_eq!(stop.status.code(), Some(6), "{said}");
+        assert!(said.contains("host unavailable"), "{said}");
+        assert_eq!(cp.state("kept").0, "Unknown");
+    }
+    wait_for(
+        "the server to be Ready again",
+        Duration::from_secs(5),
+        || cp.state("kept").0 == "Ready",
+    );
+    cp.server(&["delete", "kept", "--yes"]);
+    assert!(!on_host.exists(), "{}", host.said());
+    pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
+}
