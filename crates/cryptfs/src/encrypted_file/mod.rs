@@ -44,7 +44,7 @@ pub struct EncryptedFile<S: Storage> {
     storage: S,
     volume: Arc<VolumeKey>,
     state: Mutex<FileState>,
-    /// Signalled whenever a claim is released.
+    /// Signalled when a claim is released while others wait.
     released: Condvar,
     /// Write a new block's slot-B page (zeros) together with its first version; see
     /// [`EncryptedFile::reserving_rewrite_pages`].
@@ -74,9 +74,14 @@ struct Claimed<'a, S: Storage> {
 }
 
 impl<S: Storage> Drop for Claimed<'_, S> {
+    /// Wakes the waiting claims, if any: a waiter queues itself under the state's
+    /// lock before it waits, so none is missed, and a WAL flush (one write, one sync,
+    /// nobody waiting) makes no `futex` call.
     fn drop(&mut self) {
-        self.file.state().claims.release(self.id);
-        self.file.released.notify_all();
+        let waiting = self.file.state().claims.release(self.id);
+        if waiting {
+            self.file.released.notify_all();
+        }
     }
 }
 
@@ -485,6 +490,9 @@ impl<S: Storage> Drop for EncryptedFile<S> {
 /// so this follows the two-slot rule; the writes need no sync (a stale hole entry
 /// that survives a crash reads as before). Entries cut off the file stay so.
 fn clear_filled_holes<S: Storage>(storage: &S, filled_holes: &[(u64, Slot)]) {
+    if filled_holes.is_empty() {
+        return; // Most syncs: no `fstat` for the size.
+    }
     let Ok(size) = storage.size() else {
         return;
     };
