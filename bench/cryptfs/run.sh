@@ -13,13 +13,18 @@
 #                  CRYPTFS_B_FLAGS="--direct-io-wal=false", CRYPTFS_B_BIN=/path/to/other/pgcmk
 #                  (the cryptfs-b column: same as cryptfs unless these change its flags or build),
 #                  WAL_SYNC_METHOD (every cluster's wal_sync_method; default open_datasync, what
-#                  pgcmk's node agent runs PostgreSQL with)
+#                  pgcmk's node agent runs PostgreSQL with),
+#                  BACKING=tmpfs (every filesystem's files on a tmpfs mounted at BENCH_DIR for the
+#                  run: the file I/O rows without a disk to hide CPU cost; implies IO_ONLY=1),
+#                  RT=1 (the FUSE daemons and iobench run SCHED_FIFO, `chrt -f 50`: on a machine
+#                  shared with CPU-bound builds the file I/O rows then measure the filesystems,
+#                  not the scheduler; a measuring device, not how pgcmk runs)
 #
 # Must run as root (mounts, drop_caches, runuser). All filesystems are mounted at once and every
 # measurement is taken round-robin across them, ROUNDS times, reporting the median: load from
 # other processes on the machine then hits every filesystem alike.
 #   file I/O : iobench seq-write (1 MiB writes + fsync), seq-read cold (after drop_caches) and
-#              warm, rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32),
+#              warm (each with its CPU seconds per GiB: the caller's plus the FUSE daemon's), rand-read (8 KiB preads, cold), rand-write (8 KiB pwrites, fdatasync every 32),
 #              wal-flush (in a pg_wal directory: a new 16 MiB segment, then 8 KiB write + fdatasync
 #              3 times per page, as commits fill WAL pages), files (FILES files of 100 B created in
 #              100 new directories, then removed, nothing fsynced: seconds per phase, CPU seconds
@@ -47,7 +52,11 @@ if ((QUICK)); then
 else
   : "${SCALE:=30}" "${DURATION:=60}" "${ROUNDS:=3}" "${IO_MIB:=1024}" "${RAND_OPS:=20000}" "${FILES:=50000}"
 fi
-: "${IO_ONLY:=0}"
+: "${IO_ONLY:=0}" "${BACKING:=disk}" "${RT:=0}"
+PRIO=()
+((RT)) && PRIO=(chrt -f 50)
+[[ $BACKING =~ ^(disk|tmpfs)$ ]] || { echo "bench: BACKING is disk or tmpfs, not '$BACKING'" >&2; exit 1; }
+[[ $BACKING == tmpfs ]] && IO_ONLY=1
 if ((IO_ONLY)); then REGRESS_ROUNDS=0; fi
 : "${WARMUP:=$DURATION}" "${BENCH_DIR:=/var/tmp/pgcmk-bench}" "${ONLY:=plain cryptfs gocryptfs}"
 : "${REGRESS_ROUNDS:=$ROUNDS}"
@@ -83,10 +92,12 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PGCMK=$TARGET/release/pgcmk
 PGCMK_B=${CRYPTFS_B_BIN:-$PGCMK}
 [[ -x $PGCMK_B ]] || die "CRYPTFS_B_BIN=$PGCMK_B is not an executable"
-IOBENCH=$TARGET/release/pgcmk-iobench
+IOBENCH_BIN=$TARGET/release/pgcmk-iobench
+iobench() { "${PRIO[@]}" "$IOBENCH_BIN" "$@"; }
 
 # --- state and cleanup (only what this script started) ----------------------------------------
 declare -A R DIR MNT PID PORT # results; per filesystem: work dir, mountpoint, daemon pid, pg port
+TMPFS_MOUNTED=0
 cleanup() {
   for fs in $ONLY; do
     local data=${DIR[$fs]:-}/pgdata
@@ -101,6 +112,7 @@ cleanup() {
       wait "${PID[$fs]}" 2>/dev/null || true
     fi
   done
+  if ((TMPFS_MOUNTED)); then umount "$BENCH_DIR" || true; fi
 }
 trap cleanup EXIT
 
@@ -139,7 +151,7 @@ setup() { # fs: sets DIR (where workloads write) and, for FUSE filesystems, MNT 
       "$bin" fs keygen --out "$base/key" >/dev/null
       "$bin" fs init --cipher-dir "$base/cipher" --key-file "$base/key" >/dev/null
       mkdir -p "$base/mnt"
-      "$bin" fs mount --cipher-dir "$base/cipher" --mountpoint "$base/mnt" --key-file "$base/key" \
+      "${PRIO[@]}" "$bin" fs mount --cipher-dir "$base/cipher" --mountpoint "$base/mnt" --key-file "$base/key" \
         --allow-other "${flags[@]}" >"$base/daemon.log" 2>&1 &
       ;;
     gocryptfs)
@@ -148,7 +160,7 @@ setup() { # fs: sets DIR (where workloads write) and, for FUSE filesystems, MNT 
       chmod 600 "$base/pass"
       # Plaintext names like cryptfs (gocryptfs's fastest setting: no name crypto on lookups).
       gocryptfs -init -q -plaintextnames -scryptn 10 -passfile "$base/pass" "$base/cipher"
-      gocryptfs -fg -q -allow_other -passfile "$base/pass" "$base/cipher" "$base/mnt" \
+      "${PRIO[@]}" gocryptfs -fg -q -allow_other -passfile "$base/pass" "$base/cipher" "$base/mnt" \
         >"$base/daemon.log" 2>&1 &
       ;;
   esac
@@ -179,20 +191,37 @@ kv() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 # Appends one sample; the table reports the median of each key's samples.
 sample() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 
+daemon_ticks() { # fs: the FUSE daemon's CPU ticks so far (0 for plain)
+  if [[ -n "${PID[$1]:-}" ]]; then cpu_ticks "${PID[$1]}"; else echo 0; fi
+}
+
+timed_io() { # fs key value cpu_key gib iobench-args...: samples iobench's `value` as `key`,
+  # and the CPU seconds per GiB of the caller (its caller_cpu_s) and the FUSE daemon as `cpu_key`
+  local fs=$1 key=$2 value=$3 cpu_key=$4 gib=$5 d0 d1 out
+  shift 5
+  d0=$(daemon_ticks "$fs")
+  out=$(iobench "$@")
+  d1=$(daemon_ticks "$fs")
+  sample "$fs.$key" "$(kv "$value" <<<"$out")"
+  sample "$fs.$cpu_key" "$(awk -v c="$(kv caller_cpu_s <<<"$out")" -v t="$((d1 - d0))" \
+    -v hz="$(getconf CLK_TCK)" -v gib="$gib" 'BEGIN { printf "%.3f", (c + t / hz) / gib }')"
+}
+
 io_round() { # fs
-  local fs=$1 f=${DIR[$1]}/iobench.dat wal
-  sample "$fs.seq_write" "$("$IOBENCH" seq-write "$f" "$IO_MIB" | kv seq_write_mb_s)"
+  local fs=$1 f=${DIR[$1]}/iobench.dat wal gib
+  gib=$(awk -v m="$IO_MIB" 'BEGIN { print m / 1024 }')
+  timed_io "$fs" seq_write seq_write_mb_s seq_write_cpu "$gib" seq-write "$f" "$IO_MIB"
   drop_caches
-  sample "$fs.seq_read" "$("$IOBENCH" seq-read "$f" | kv seq_read_mb_s)"
-  sample "$fs.seq_read_warm" "$("$IOBENCH" seq-read "$f" | kv seq_read_mb_s)"
+  timed_io "$fs" seq_read seq_read_mb_s seq_read_cpu "$gib" seq-read "$f"
+  timed_io "$fs" seq_read_warm seq_read_mb_s seq_read_warm_cpu "$gib" seq-read "$f"
   drop_caches
-  sample "$fs.rand_read" "$("$IOBENCH" rand-read "$f" "$RAND_OPS" | kv rand_read_iops)"
-  sample "$fs.rand_write" "$("$IOBENCH" rand-write "$f" "$RAND_OPS" | kv rand_write_iops)"
+  sample "$fs.rand_read" "$(iobench rand-read "$f" "$RAND_OPS" | kv rand_read_iops)"
+  sample "$fs.rand_write" "$(iobench rand-write "$f" "$RAND_OPS" | kv rand_write_iops)"
   rm -f "$f"
   mkdir -p "${DIR[$fs]}/pg_wal"
-  wal=$("$IOBENCH" wal-flush "${DIR[$fs]}/pg_wal/iobench-wal")
-  sample "$fs.wal_flush" "$(kv wal_flush_us <<<"$wal")"
+  wal=$(iobench wal-flush "${DIR[$fs]}/pg_wal/iobench-wal")
   sample "$fs.wal_segment" "$(kv wal_segment_ms <<<"$wal")"
+  sample "$fs.wal_flush" "$(kv wal_flush_us <<<"$wal")"
   rm -rf "${DIR[$fs]}/pg_wal"
   files_round "$fs"
 }
@@ -200,7 +229,7 @@ io_round() { # fs
 files_round() { # fs: the files row; CPU of the caller (printed by iobench) plus the daemon's
   local fs=$1 out d0=0 d1=0
   [[ -n "${PID[$fs]:-}" ]] && d0=$(cpu_ticks "${PID[$fs]}")
-  out=$("$IOBENCH" files "${DIR[$fs]}" "$FILES" 100)
+  out=$(iobench files "${DIR[$fs]}" "$FILES" 100)
   [[ -n "${PID[$fs]:-}" ]] && d1=$(cpu_ticks "${PID[$fs]}")
   sample "$fs.files_create" "$(kv files_create_s <<<"$out")"
   sample "$fs.files_remove" "$(kv files_remove_s <<<"$out")"
@@ -310,6 +339,11 @@ regress_round() { # fs round
 
 # --- run ---------------------------------------------------------------------------------------
 rm -rf "$BENCH_DIR"
+mkdir -p "$BENCH_DIR"
+if [[ $BACKING == tmpfs ]]; then
+  mount -t tmpfs -o size=$((3 * IO_MIB + 2048))m pgcmk-bench "$BENCH_DIR"
+  TMPFS_MOUNTED=1
+fi
 mkdir -p "$BENCH_DIR/pglogs"
 chmod 755 "$BENCH_DIR"
 chown postgres: "$BENCH_DIR/pglogs" # server logs and unix sockets, outside every mount
@@ -356,5 +390,5 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- table -------------------------------------------------------------------------------------
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$BENCH_DIR/results.tsv"
 python3 bench/cryptfs/table.py "$BENCH_DIR/results.tsv" "$ONLY" \
-  "pgbench scale $SCALE, -c4 -j2, wal_sync_method $WAL_SYNC_METHOD, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; core regression suite: median of $REGRESS_ROUNDS; file I/O on a $IO_MIB MiB file, $FILES files (median of $ROUNDS); $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
+  "pgbench scale $SCALE, -c4 -j2, wal_sync_method $WAL_SYNC_METHOD, $WARMUP s TPC-B warm-up, median of $ROUNDS x $DURATION s per phase; core regression suite: median of $REGRESS_ROUNDS; file I/O on a $IO_MIB MiB file on $BACKING, $FILES files (median of $ROUNDS); RT=$RT; $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB; load average $LOAD_BEFORE before, $LOAD_AFTER after; cryptfs flags: ${CRYPTFS_FLAGS:-(defaults)}$([[ " $ONLY " == *" cryptfs-b "* ]] && echo "; cryptfs-b: ${CRYPTFS_B_BIN:-same build}, flags ${CRYPTFS_B_FLAGS:-(defaults)}"); $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "+changes"); $(date -u +%F)" |
   tee "$BENCH_DIR/results.md"

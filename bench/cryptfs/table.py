@@ -11,8 +11,11 @@ METRICS = [  # key, label, unit
     ("tpcb", "pgbench TPC-B", "tps"),
     ("select", "pgbench select-only", "tps"),
     ("seq_write", "seq write 1 MiB + fsync", "MB/s"),
+    ("seq_write_cpu", "seq write CPU (caller + FS daemon), lower is better", "CPU-s/GiB"),
     ("seq_read", "seq read, cold cache", "MB/s"),
+    ("seq_read_cpu", "seq read cold CPU (caller + FS daemon), lower is better", "CPU-s/GiB"),
     ("seq_read_warm", "seq read, warm cache", "MB/s"),
+    ("seq_read_warm_cpu", "seq read warm CPU (caller + FS daemon), lower is better", "CPU-s/GiB"),
     ("rand_read", "rand 8 KiB pread, cold", "IOPS"),
     ("rand_write", "rand 8 KiB pwrite", "IOPS"),
     ("wal_flush", "WAL flush: 8 KiB write + fdatasync, lower is better", "µs"),
@@ -41,7 +44,8 @@ TARGETS = [
 # How a key's samples become one value: the median, except where the worst sample matters.
 AGGREGATE = {"regress_failed": max}
 # Decimals shown for metrics whose values are small (default 0).
-DIGITS = {"files_create": 1, "files_remove": 1, "files_cpu": 1}
+DIGITS = {"files_create": 1, "files_remove": 1, "files_cpu": 1, "wal_segment": 1,
+          "seq_write_cpu": 2, "seq_read_cpu": 2, "seq_read_warm_cpu": 2}
 # Metrics that no ratio describes (a count of failures).
 NO_RATIO = {"regress_failed"}
 

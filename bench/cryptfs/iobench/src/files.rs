@@ -69,7 +69,7 @@ pub fn create_remove(root: &str, files: u64, dirs: u64) -> Result<String, String
 
 /// CPU time of this (single-threaded) process so far, in nanoseconds: the first field
 /// of `/proc/self/schedstat`.
-fn own_cpu_ns() -> Result<u64, String> {
+pub fn own_cpu_ns() -> Result<u64, String> {
     let text = fs::read_to_string("/proc/self/schedstat")
         .map_err(|e| format!("reading /proc/self/schedstat: {e}"))?;
     text.split_whitespace()

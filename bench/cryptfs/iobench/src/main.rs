@@ -3,12 +3,14 @@
 //! ```text
 //! iobench seq-write FILE MIB     1 MiB writes, then fsync; MB/s includes the fsync
 //! iobench seq-read  FILE         1 MiB reads to EOF
+//!                                (both also print the caller's CPU seconds, `caller_cpu_s`)
 //! iobench rand-read FILE OPS     random 8 KiB-aligned preads over the whole file
 //! iobench rand-write FILE OPS    random 8 KiB-aligned pwrites, fdatasync every 32, fsync at end
 //! iobench wal-flush FILE         PostgreSQL's WAL pattern (FILE belongs in a `pg_wal` directory):
 //!                                a new 16 MiB segment (256 KiB zero writes, fsync), then every
 //!                                8 KiB page written 3 times in order, fdatasync after each write
-//!                                (commits filling a page); mean latency of one write + fdatasync
+//!                                (commits filling a page); mean latency of one write + fdatasync,
+//!                                the segment's latency and the caller's CPU for it
 //! iobench files DIR N DIRS       N files of 100 B created in DIRS new directories under DIR, then
 //!                                removed; time of each phase, caller CPU (see `files.rs`)
 //! ```
@@ -70,6 +72,7 @@ fn seq_write(file: &str, mib: u64) -> Result<String, String> {
     let mut buf = vec![0u8; CHUNK];
     let mut rng = Rng(0x1234_5678);
     buf.iter_mut().for_each(|b| *b = rng.next() as u8);
+    let cpu0 = files::own_cpu_ns()?;
     let start = Instant::now();
     let mut f = OpenOptions::new()
         .write(true)
@@ -84,13 +87,15 @@ fn seq_write(file: &str, mib: u64) -> Result<String, String> {
     f.sync_all().map_err(io_err("fsync", file))?;
     let secs = start.elapsed().as_secs_f64();
     Ok(format!(
-        "seq_write_mb_s={:.0}",
-        (mib * CHUNK as u64) as f64 / 1e6 / secs
+        "seq_write_mb_s={:.0} caller_cpu_s={:.3}",
+        (mib * CHUNK as u64) as f64 / 1e6 / secs,
+        cpu_since(cpu0)?
     ))
 }
 
 fn seq_read(file: &str) -> Result<String, String> {
     let mut buf = vec![0u8; CHUNK];
+    let cpu0 = files::own_cpu_ns()?;
     let start = Instant::now();
     let mut f = File::open(file).map_err(io_err("open", file))?;
     let mut total = 0u64;
@@ -103,8 +108,9 @@ fn seq_read(file: &str) -> Result<String, String> {
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(format!(
-        "seq_read_mb_s={:.0} bytes={total}",
-        total as f64 / 1e6 / secs
+        "seq_read_mb_s={:.0} bytes={total} caller_cpu_s={:.3}",
+        total as f64 / 1e6 / secs,
+        cpu_since(cpu0)?
     ))
 }
 
@@ -164,6 +170,7 @@ fn wal_flush(file: &str) -> Result<String, String> {
         .map_err(io_err("create", file))?;
     // PostgreSQL 15 zero-fills a new segment with 256 KiB vectored writes.
     let zeros = vec![0u8; WAL_ZERO_FILL];
+    let cpu0 = files::own_cpu_ns()?;
     let start = Instant::now();
     for chunk in 0..WAL_SEGMENT / WAL_ZERO_FILL as u64 {
         f.write_all_at(&zeros, chunk * WAL_ZERO_FILL as u64)
@@ -171,6 +178,7 @@ fn wal_flush(file: &str) -> Result<String, String> {
     }
     f.sync_all().map_err(io_err("fsync", file))?;
     let segment = start.elapsed();
+    let segment_cpu = cpu_since(cpu0)?;
     let mut buf = vec![0u8; PAGE as usize];
     let mut rng = Rng(0x0057_414c);
     buf.iter_mut().for_each(|b| *b = rng.next() as u8);
@@ -185,10 +193,16 @@ fn wal_flush(file: &str) -> Result<String, String> {
     }
     let flushes = WAL_SEGMENT / PAGE * WAL_WRITES_PER_PAGE;
     Ok(format!(
-        "wal_flush_us={:.0} wal_segment_ms={:.0}",
+        "wal_flush_us={:.0} wal_segment_ms={:.1} wal_segment_caller_cpu_s={:.4}",
         start.elapsed().as_secs_f64() * 1e6 / flushes as f64,
-        segment.as_secs_f64() * 1e3
+        segment.as_secs_f64() * 1e3,
+        segment_cpu
     ))
+}
+
+/// This process's CPU seconds since `cpu0` (from [`files::own_cpu_ns`]).
+fn cpu_since(cpu0: u64) -> Result<f64, String> {
+    Ok((files::own_cpu_ns()? - cpu0) as f64 / 1e9)
 }
 
 /// splitmix64: reproducible offsets without a dependency.

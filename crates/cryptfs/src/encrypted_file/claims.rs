@@ -74,8 +74,11 @@ impl BlockClaims {
         }
     }
 
-    pub(super) fn release(&mut self, id: u64) {
+    /// Releases claim `id`; true when claims are waiting (they must be woken to try
+    /// again).
+    pub(super) fn release(&mut self, id: u64) -> bool {
         self.held.retain(|claim| claim.id != id);
+        !self.waiting.is_empty()
     }
 }
 
@@ -88,12 +91,12 @@ mod tests {
         let mut claims = BlockClaims::default();
         let reader = claims.try_hold(0..4, false, None).unwrap();
         let shared = claims.try_hold(2..6, false, None).expect("readers share");
-        claims.release(shared);
+        assert!(!claims.release(shared), "nobody waits: no wake-up");
         let writer = claims.try_hold(4..8, true, None).expect("disjoint blocks");
         let ticket = claims
             .try_hold(7..9, false, None)
             .expect_err("a reader waits for a writer");
-        claims.release(writer);
+        assert!(claims.release(writer), "the waiting reader is woken");
         let late = claims.try_hold(7..9, false, Some(ticket)).unwrap();
         claims.release(late);
         assert!(

@@ -22,8 +22,8 @@ use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
 use crate::format::{
-    entry_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION, GROUP_BLOCKS,
-    HEADER_LEN, MAX_PLAIN_SIZE,
+    entry_offset, group_of, group_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION,
+    GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE,
 };
 use crate::storage::Storage;
 use crate::Error;
@@ -44,7 +44,7 @@ pub struct EncryptedFile<S: Storage> {
     storage: S,
     volume: Arc<VolumeKey>,
     state: Mutex<FileState>,
-    /// Signalled whenever a claim is released.
+    /// Signalled when a claim is released while others wait.
     released: Condvar,
     /// Write a new block's slot-B page (zeros) together with its first version; see
     /// [`EncryptedFile::reserving_rewrite_pages`].
@@ -74,9 +74,14 @@ struct Claimed<'a, S: Storage> {
 }
 
 impl<S: Storage> Drop for Claimed<'_, S> {
+    /// Wakes the waiting claims, if any: a waiter queues itself under the state's
+    /// lock before it waits, so none is missed, and a WAL flush (one write, one sync,
+    /// nobody waiting) makes no `futex` call.
     fn drop(&mut self) {
-        self.file.state().claims.release(self.id);
-        self.file.released.notify_all();
+        let waiting = self.file.state().claims.release(self.id);
+        if waiting {
+            self.file.released.notify_all();
+        }
     }
 }
 
@@ -219,6 +224,22 @@ impl<S: Storage> EncryptedFile<S> {
             .cipher_or_header(cipher)
             .and_then(|cipher| BlockWriter::new(self, &cipher, old_len).write(offset, data));
         self.finish(claim, result)
+    }
+
+    /// After a write of `len` bytes at `offset`: if that was a group or more, starts
+    /// the disk write of its backing pages (see [`Storage::write_behind`]). Such a
+    /// request streams data about to be synced — the kernel's writeback of a run of
+    /// pages, a WAL segment's zero-fill — and plain files go to the disk at that
+    /// moment; small writes are followed by their sync at once. `background`: on the
+    /// write-behind thread, when a caller waits for this request (direct I/O); else
+    /// in this thread (the kernel's writeback keeps every request thread busy).
+    pub fn write_behind(&self, offset: u64, len: u64, background: bool) {
+        if len < WINDOW_BYTES {
+            return;
+        }
+        let start = group_offset(group_of(offset / BLOCK_SIZE));
+        let stop = group_offset(group_of((offset + len - 1) / BLOCK_SIZE) + 1);
+        self.storage.write_behind(start, stop - start, background);
     }
 
     /// Truncates or extends (with zeros) to `new_len` plaintext bytes.
@@ -485,6 +506,9 @@ impl<S: Storage> Drop for EncryptedFile<S> {
 /// so this follows the two-slot rule; the writes need no sync (a stale hole entry
 /// that survives a crash reads as before). Entries cut off the file stay so.
 fn clear_filled_holes<S: Storage>(storage: &S, filled_holes: &[(u64, Slot)]) {
+    if filled_holes.is_empty() {
+        return; // Most syncs: no `fstat` for the size.
+    }
     let Ok(size) = storage.size() else {
         return;
     };
