@@ -71,7 +71,8 @@ impl Platform {
             // its restart is not restarted by supervision meanwhile.
             _ => self.stop_agent(&server.id),
         }
-        if !ServerDir::new(&server.dir).is_provisioned() {
+        // A server on a host: its directory is there, and its agent refuses.
+        if server.host.is_none() && !ServerDir::new(&server.dir).is_provisioned() {
             return Err(StateConflict::NeverProvisioned(name.into()).into());
         }
         self.check_key_before_start(&server)?;
