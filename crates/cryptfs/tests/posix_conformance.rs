@@ -146,8 +146,9 @@ fn extending_a_file_costs_metadata_not_its_size() {
     file.sync_all().unwrap();
     let took = started.elapsed();
     let bytes = allocated(&side, "extended");
+    // What is written, not how long it takes (that moves with the disk and the
+    // load; bench/cryptfs measures time): a 1 GiB hole costs its metadata only.
     eprintln!("extending by 1 GiB: {took:?}, {bytes} bytes allocated");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(bytes < 64 << 20, "{bytes} bytes allocated for a 1 GiB hole");
     // Holes read as zeros, around data and after a remount.
     file.write_all_at(b"tail", 2 * GIB).unwrap();
