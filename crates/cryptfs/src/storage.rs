@@ -27,10 +27,6 @@ pub trait Storage: Send + Sync {
     }
     /// A hint: `len` bytes at `offset` will be read soon (best effort, no error).
     fn prefetch(&self, _offset: u64, _len: u64) {}
-    /// A hint: the `len` bytes just written at `offset` will be synced soon, so their
-    /// write to the disk may start now (best effort, no error), by this thread or, with
-    /// `background`, another. Makes nothing durable.
-    fn write_behind(&self, _offset: u64, _len: u64, _background: bool) {}
     /// Reads exactly `buf.len()` bytes at `offset` if that needs no wait for a disk;
     /// `Ok(false)` (contents of `buf` undefined) if it would, or if the store ends
     /// first.
@@ -85,14 +81,6 @@ impl Storage for File {
         let _ = crate::sys::prefetch(self, offset, len);
     }
 
-    fn write_behind(&self, offset: u64, len: u64, background: bool) {
-        if background {
-            crate::write_behind::start(self, offset, len);
-        } else {
-            let _ = crate::sys::start_writeback(self, offset, len);
-        }
-    }
-
     fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
         crate::sys::read_cached_at(self, buf, offset)
     }
@@ -130,10 +118,6 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     fn prefetch(&self, offset: u64, len: u64) {
         (**self).prefetch(offset, len)
-    }
-
-    fn write_behind(&self, offset: u64, len: u64, background: bool) {
-        (**self).write_behind(offset, len, background)
     }
 
     fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {

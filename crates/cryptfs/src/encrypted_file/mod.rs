@@ -22,8 +22,8 @@ use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
 use crate::format::{
-    entry_offset, group_of, group_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION,
-    GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE,
+    entry_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION, GROUP_BLOCKS,
+    HEADER_LEN, MAX_PLAIN_SIZE,
 };
 use crate::storage::Storage;
 use crate::Error;
@@ -224,22 +224,6 @@ impl<S: Storage> EncryptedFile<S> {
             .cipher_or_header(cipher)
             .and_then(|cipher| BlockWriter::new(self, &cipher, old_len).write(offset, data));
         self.finish(claim, result)
-    }
-
-    /// After a write of `len` bytes at `offset`: if that was a group or more, starts
-    /// the disk write of its backing pages (see [`Storage::write_behind`]). Such a
-    /// request streams data about to be synced — the kernel's writeback of a run of
-    /// pages, a WAL segment's zero-fill — and plain files go to the disk at that
-    /// moment; small writes are followed by their sync at once. `background`: on the
-    /// write-behind thread, when a caller waits for this request (direct I/O); else
-    /// in this thread (the kernel's writeback keeps every request thread busy).
-    pub fn write_behind(&self, offset: u64, len: u64, background: bool) {
-        if len < WINDOW_BYTES {
-            return;
-        }
-        let start = group_offset(group_of(offset / BLOCK_SIZE));
-        let stop = group_offset(group_of((offset + len - 1) / BLOCK_SIZE) + 1);
-        self.storage.write_behind(start, stop - start, background);
     }
 
     /// Truncates or extends (with zeros) to `new_len` plaintext bytes.

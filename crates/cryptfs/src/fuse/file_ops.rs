@@ -151,20 +151,11 @@ impl CryptFs {
         })
     }
 
-    /// Writes `data` at `offset`; `cached`: the kernel's writeback of its page cache
-    /// (else a direct-I/O write, whose caller waits).
-    pub(crate) fn write_ino(
-        &self,
-        ino: u64,
-        offset: u64,
-        data: &[u8],
-        cached: bool,
-    ) -> Result<u32, Errno> {
+    pub(crate) fn write_ino(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         self.with_file(ino, |open| {
             open.file
                 .write(offset, data)
                 .map_err(|e| self.fail(ino, e))?;
-            open.file.write_behind(offset, data.len() as u64, !cached);
             Ok(data.len() as u32)
         })
     }
