@@ -224,6 +224,7 @@ impl PlainPair {
         let etcd_client = (root.join("etcd-client.crt"), root.join("etcd-client.key"));
         fs::write(&etcd_client.0, &client_tls.certificate_pem).unwrap();
         fs::write(&etcd_client.1, client_tls.key_pem.expose_secret()).unwrap();
+        fs::set_permissions(&etcd_client.1, fs::Permissions::from_mode(0o600)).unwrap();
         let chown = Command::new("chown")
             .arg("-R")
             .arg("postgres:postgres")

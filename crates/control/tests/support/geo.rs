@@ -37,22 +37,14 @@ pub fn create_under(
     key: &CustomerKey,
     more: &[String],
 ) -> Result<Value, String> {
-    let mut args = vec![
-        "create",
-        "--name",
+    let more: Vec<&str> = more.iter().map(String::as_str).collect();
+    stack.cp.create_with_credential_and(
         name,
-        "--location",
-        "westeurope",
-        "--identity",
         &key.identity.name,
-        "--identity-credential-file",
-        key.identity.credential_file.to_str().unwrap(),
-        "--key",
-    ];
-    let kid = versionless(&key.kid);
-    args.push(&kid);
-    args.extend(more.iter().map(String::as_str));
-    stack.cp.try_server(&args)
+        &key.identity.credential_file,
+        &versionless(&key.kid),
+        &more,
+    )
 }
 
 /// Waits until server `name`'s own repository and its geo copy each completed a

@@ -834,7 +834,19 @@ impl ControlPlane {
         credential_file: &Path,
         key: &str,
     ) -> Result<Value, String> {
-        self.try_server(&[
+        self.create_with_credential_and(name, identity, credential_file, key, &[])
+    }
+
+    /// [`ControlPlane::create_with_credential`], with `more` options.
+    pub fn create_with_credential_and(
+        &self,
+        name: &str,
+        identity: &str,
+        credential_file: &Path,
+        key: &str,
+        more: &[&str],
+    ) -> Result<Value, String> {
+        let mut args = vec![
             "create",
             "--name",
             name,
@@ -846,7 +858,9 @@ impl ControlPlane {
             credential_file.to_str().unwrap(),
             "--key",
             key,
-        ])
+        ];
+        args.extend_from_slice(more);
+        self.try_server(&args)
     }
 
     /// `pgcmk server create` of `name` with `key`'s identity and `key_url` (its
