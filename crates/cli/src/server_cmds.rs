@@ -31,7 +31,7 @@ use crate::{confirm, output, server_logs, volume_check, Format};
 pub enum ServerCommand {
     /// Create a server (waits until it is Ready; prints the superuser password once).
     #[command(
-        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server create orders -l westeurope --host h1 --listen-addresses 10.0.0.7\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server create orders -l westeurope --backup-retention-days 14 --full-backup-every-hours 72 --diff-backup-every-hours 12"
+        after_help = "Examples:\n  pgcmk server create orders -l westeurope\n  pgcmk server create orders -l westeurope --listen-addresses 127.0.0.1,192.0.2.10\n  pgcmk server create orders -l westeurope --host h1 --listen-addresses 10.0.0.7\n  pgcmk server create orders -l westeurope --high-availability --host h1 --host h2\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key\n  pgcmk server create orders -l westeurope --identity orders-mi --identity-credential-file orders-mi.credential -k https://VAULT/keys/orders-key --geo-backup-key https://GEO-VAULT/keys/orders-geo --geo-backup-identity orders-geo-mi --geo-backup-identity-credential-file orders-geo-mi.credential\n  pgcmk server create orders -l westeurope --backup-retention-days 14 --full-backup-every-hours 72 --diff-backup-every-hours 12"
     )]
     Create {
         /// Unique name: 3-63 lowercase letters, digits and '-'.
@@ -58,9 +58,10 @@ pub enum ServerCommand {
         #[arg(long, value_delimiter = ',', num_args = 1..)]
         listen_addresses: Vec<String>,
         /// Run it on this enrolled host (`pgcmk host list`; it must be Online)
-        /// instead of the control plane's machine (docs/hosts.md).
+        /// instead of the control plane's machine (docs/hosts.md); with
+        /// --high-availability, once per node, each a different host.
         #[arg(long)]
-        host: Option<String>,
+        host: Vec<String>,
     },
     /// Create a server from another server's backups, at a point in time or the latest
     /// archived one (waits until it is Ready; prints the superuser password once).
@@ -271,8 +272,10 @@ pub fn server(args: ServerArgs, format: Format) -> Result<(), CliError> {
                 geo_backup: geo_backup.into_choice()?,
                 high_availability,
                 listen_addresses,
-                host,
-            };
+                host: None,
+                hosts: Vec::new(),
+            }
+            .placed_on(host);
             (client.post(url("")).json(&body), render_created)
         }
         ServerCommand::Restore(args) => {

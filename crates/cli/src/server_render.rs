@@ -102,10 +102,13 @@ pub(crate) fn render_show(v: &Value) -> String {
         }
         for n in &d.nodes {
             text.push_str(&format!(
-                "\n    {:<24} {}:{:<6} {:<13} {:<13} lag {} B  {}",
+                "\n    {:<24} {}:{:<6} {}{:<13} {:<13} lag {} B  {}",
                 n.name,
                 n.address,
                 n.port,
+                n.host
+                    .as_ref()
+                    .map_or(String::new(), |host| format!("on host {host}  ")),
                 n.role.as_deref().unwrap_or("-"),
                 n.state.name(),
                 n.lag_bytes.map_or("-".to_string(), |l| l.to_string()),

@@ -22,6 +22,10 @@ use crate::ErrorCode;
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// After how long without a heartbeat a registered host is Silent.
 pub const SILENT_AFTER: Duration = Duration::from_secs(5);
+/// How much later than its agent wrote it a report relayed by an Online host
+/// may reach the plane: the host reads it once per heartbeat period, and its
+/// heartbeats may come up to [`SILENT_AFTER`] apart before it is Silent.
+pub const RELAY_DELAY: Duration = HEARTBEAT_EVERY.saturating_add(SILENT_AFTER);
 
 /// An enrolled host, as the state store keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

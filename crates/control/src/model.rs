@@ -87,6 +87,10 @@ pub struct NodeDetails {
     pub address: String,
     /// PostgreSQL's TCP port on `address`.
     pub port: u16,
+    /// The enrolled host it runs on (`docs/hosts.md`); none: the control
+    /// plane's machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The node's own state (its agent's: key, mount, PostgreSQL).
     #[serde(flatten)]
     pub state: ServerState,

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgcmk_agent::contract::invocation::{is_running, signal, AgentSignal};
 use pgcmk_agent::contract::server_dir::read_json;
@@ -74,6 +74,11 @@ pub trait NodeAgent: fmt::Debug + Send {
     /// `Some(why)` while nothing about it can be known (its host does not
     /// speak); `None` when its reports can be trusted to come.
     fn unreachable(&self, now: Instant) -> Option<String>;
+    /// How much later than the agent wrote them its reports may reach the plane
+    /// while nothing is wrong (zero here: the plane reads the file itself).
+    fn report_delay(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Asks it to stop the server and exit (SIGTERM).
     fn terminate(&mut self);
     /// Ends it, when it did not stop in time (SIGKILL).

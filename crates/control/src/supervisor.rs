@@ -5,7 +5,9 @@
 //!   ([`crate::node_agent::NodeAgent`]: here, or on a host).
 //! - A report counts only when it comes from that very agent (its pid and the
 //!   instance name it was spawned with) and only while new ones keep coming: a
-//!   report whose sequence number has not moved for [`STALE_AFTER`] is not current.
+//!   report whose sequence number has not moved for [`STALE_AFTER`] (plus, for
+//!   an agent on a host, the relay's delay, [`NodeAgent::report_delay`]) is not
+//!   current.
 //! - A dead agent is restarted with back-off: at once after a crash, then 1 s,
 //!   2 s, ... up to 30 s while it keeps dying before its server is Ready.
 //! - An agent that dies while provisioning a new server (its first start, before
@@ -21,7 +23,8 @@ use pgcmk_agent::contract::{AgentEvent, AgentStatus};
 use crate::node_agent::{AgentExit, NodeAgent};
 
 /// How long the reports of a live agent may stop before its state is unknown
-/// (it reports every second; a readiness probe takes up to 2 s).
+/// (it reports every second; a readiness probe takes up to 2 s). An agent on a
+/// host gets its relay's delay on top ([`Supervised::stale_after`]).
 pub const STALE_AFTER: Duration = Duration::from_secs(5);
 /// The delay before the second restart in a row (the first comes at once).
 const RESTART_FIRST: Duration = Duration::from_secs(1);
@@ -33,9 +36,11 @@ const RESTART_CAP: Duration = Duration::from_secs(30);
 pub enum Reading<'a> {
     /// A new report of the live agent: take it.
     Current(&'a AgentStatus),
-    /// Nothing new yet, within [`STALE_AFTER`] of the last report (or the spawn).
+    /// Nothing new yet, within [`Supervised::stale_after`] of the last report
+    /// (or the spawn).
     Waiting,
-    /// Nothing new for longer than [`STALE_AFTER`]: what the agent does is unknown.
+    /// Nothing new for longer than [`Supervised::stale_after`]: what the agent
+    /// does is unknown.
     Stale,
 }
 
@@ -166,8 +171,19 @@ impl Supervised {
         self.agent.as_ref()?.report()
     }
 
+    /// How long the live agent's reports may stand still before they are stale:
+    /// [`STALE_AFTER`], plus the delay of their relay for an agent on a host.
+    pub fn stale_after(&self) -> Duration {
+        STALE_AFTER
+            + self
+                .agent
+                .as_ref()
+                .map_or(Duration::ZERO, |a| a.report_delay())
+    }
+
     /// Judges `report` (the agent's latest, as read at `now`) for the live agent.
     pub fn read<'a>(&mut self, report: Option<&'a AgentStatus>, now: Instant) -> Reading<'a> {
+        let stale_after = self.stale_after();
         let Some(agent) = &self.agent else {
             return Reading::Waiting;
         };
@@ -177,7 +193,7 @@ impl Supervised {
                 self.seen_at = now;
                 Reading::Current(report)
             }
-            None if now.saturating_duration_since(self.seen_at) > STALE_AFTER => Reading::Stale,
+            None if now.saturating_duration_since(self.seen_at) > stale_after => Reading::Stale,
             None => Reading::Waiting,
         }
     }
@@ -206,7 +222,7 @@ impl Supervised {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{Actor, ServerState};
     use pgcmk_keyprovider::KeyVersionId;
@@ -216,7 +232,8 @@ mod tests {
 
     use crate::node_agent::AgentProcess;
 
-    fn report(pid: u32, instance: &str, seq: u64, events: &[u64]) -> AgentStatus {
+    /// A Ready report of agent `pid`, `instance`, with `seq` and events `events`.
+    pub(crate) fn report(pid: u32, instance: &str, seq: u64, events: &[u64]) -> AgentStatus {
         AgentStatus {
             state: ServerState::Ready,
             cause: Actor::Postgres,

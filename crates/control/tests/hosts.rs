@@ -10,10 +10,13 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use pgcmk_control::hosts::{HEARTBEAT_EVERY, RELAY_DELAY, SILENT_AFTER};
+use pgcmk_testkit::process::kill9;
 use pgcmk_testkit::wait::wait_for;
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use support::ha::{crash, lost, node_processes, AckedInserts, HaServer};
 use support::hosts::{pgcmk_as_dba, pgcmk_output_as_dba, HostDaemon};
 use support::*;
 
@@ -186,7 +189,7 @@ fn the_host_daemon_keeps_its_host_online_until_it_freezes_and_ends_once_removed(
             dba.liveness()[0].1 == "Silent"
         });
         assert!(
-            frozen.elapsed() >= Duration::from_secs(4),
+            frozen.elapsed() >= SILENT_AFTER - HEARTBEAT_EVERY,
             "Silent too soon"
         );
     }
@@ -350,11 +353,13 @@ fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_
     {
         let frozen = Instant::now();
         let _paused = pgcmk_testkit::process::Paused::pause(host.process.id());
-        wait_for("the server to be Unknown", Duration::from_secs(6), || {
-            cp.state("on-host").0 == "Unknown"
-        });
+        wait_for(
+            "the server to be Unknown",
+            SILENT_AFTER + HEARTBEAT_EVERY,
+            || cp.state("on-host").0 == "Unknown",
+        );
         assert!(
-            frozen.elapsed() >= Duration::from_secs(4),
+            frozen.elapsed() >= SILENT_AFTER - HEARTBEAT_EVERY,
             "Unknown too soon"
         );
         let (_, reason) = cp.state("on-host");
@@ -363,11 +368,10 @@ fn a_server_on_a_host_runs_under_its_state_directory_and_is_unknown_while_it_is_
             "{reason}"
         );
     }
-    wait_for(
-        "the server to be Ready again",
-        Duration::from_secs(5),
-        || cp.state("on-host").0 == "Ready",
-    );
+    // Its agent's next report comes through the host's next heartbeat.
+    wait_for("the server to be Ready again", RELAY_DELAY, || {
+        cp.state("on-host").0 == "Ready"
+    });
     assert_eq!(created.sql("SELECT 1").unwrap(), "1");
 
     // A restarted plane takes the running agent back from its host's reports: the
@@ -457,21 +461,164 @@ fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_ho
         let said = String::from_utf8_lossy(&listing.stderr);
         assert_eq!(listing.status.code(), Some(6), "{said}");
         assert!(said.contains("host unavailable"), "{said}");
-        wait_for("the server to be Unknown", Duration::from_secs(6), || {
-            cp.state("kept").0 == "Unknown"
-        });
+        wait_for(
+            "the server to be Unknown",
+            SILENT_AFTER + HEARTBEAT_EVERY,
+            || cp.state("kept").0 == "Unknown",
+        );
         let stop = cp.server_output(&["stop", "kept"]);
         let said = String::from_utf8_lossy(&stop.stderr);
         assert_eq!(stop.status.code(), Some(6), "{said}");
         assert!(said.contains("host unavailable"), "{said}");
         assert_eq!(cp.state("kept").0, "Unknown");
     }
-    wait_for(
-        "the server to be Ready again",
-        Duration::from_secs(5),
-        || cp.state("kept").0 == "Ready",
-    );
+    // Its agent's next report comes through the host's next heartbeat.
+    wait_for("the server to be Ready again", RELAY_DELAY, || {
+        cp.state("kept").0 == "Ready"
+    });
     cp.server(&["delete", "kept", "--yes"]);
     assert!(!on_host.exists(), "{}", host.said());
     pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
+}
+
+#[test]
+fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_one() {
+    let stack = Stack::start(60, 300, None);
+    let cp = &stack.cp;
+    let dba = Dba::new(cp);
+    let one = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    let two = HostDaemon::start(&stack, "host-two", "127.0.0.3");
+    let mut hosts = [one, two];
+    wait_online(&dba, "host-one");
+    wait_online(&dba, "host-two");
+    let ha = ["create", "pair", "-l", "local", "--high-availability"];
+    let refused = cp
+        .try_server(&[&ha[..], &["--host", "host-one"]].concat())
+        .unwrap_err();
+    assert!(
+        refused.contains("one per host: 1 host(s) given"),
+        "{refused}"
+    );
+    let refused = cp
+        .try_server(&[&ha[..], &["--host", "host-one", "--host", "host-one"]].concat())
+        .unwrap_err();
+    assert!(refused.contains("'host-one' is given twice"), "{refused}");
+
+    // Each node runs on its host, under the host daemon's state directory, and
+    // listens on the host's address; the plane keeps no node directory.
+    let started = Instant::now();
+    let server = HaServer::create(cp, "pair", &["--host", "host-one", "--host", "host-two"]);
+    let servers = hosts.each_ref().map(HostDaemon::servers_dir);
+    let (primary, standby) = server.wait_healthy_under(cp, &servers, Duration::from_secs(60));
+    eprintln!("created and healthy after {:?}", started.elapsed());
+    for node in [&primary, &standby] {
+        let (host, address) = match node.host.as_deref() {
+            Some("host-one") => (&hosts[0], "127.0.0.2"),
+            Some("host-two") => (&hosts[1], "127.0.0.3"),
+            other => panic!("{} is on {other:?}", node.name),
+        };
+        assert_eq!(node.address, address);
+        assert!(node.dir.starts_with(host.servers_dir()), "{node:?}");
+        assert!(node.dir.join("cipher").is_dir(), "{}", host.said());
+    }
+    assert_ne!(primary.host, standby.host);
+    let plane_nodes: Vec<String> = cp
+        .server_dirs()
+        .into_iter()
+        .filter(|d| {
+            cp.state_dir
+                .join("servers")
+                .join(d)
+                .join("agent.json")
+                .exists()
+        })
+        .collect();
+    assert!(plane_nodes.is_empty(), "{plane_nodes:?}");
+    server
+        .sql("CREATE TABLE acked (id int PRIMARY KEY)")
+        .unwrap();
+
+    // The primary's host dies whole (its daemon, the node's agent, Patroni and
+    // PostgreSQL killed -9): the standby is promoted and takes writes, with every
+    // acknowledged commit; the dead node is Unknown, its host named.
+    let inserts = AckedInserts::start(&server, "acked");
+    wait_for("inserts before the crash", Duration::from_secs(30), || {
+        inserts.count() >= 5
+    });
+    let lost_host = if primary.host.as_deref() == Some("host-one") {
+        0
+    } else {
+        1
+    };
+    let pids = node_processes(&primary.dir);
+    let down_at = Instant::now();
+    kill9(hosts[lost_host].process.id());
+    crash(&pids);
+    wait_for(
+        "an insert acknowledged by the promoted standby",
+        Duration::from_secs(60),
+        || inserts.first_after(down_at).is_some(),
+    );
+    eprintln!(
+        "failover: first write after {:?}",
+        inserts.first_after(down_at).unwrap()
+    );
+    let acked = inserts.finish();
+    assert_eq!(lost(&server, "acked", &acked), Vec::<i64>::new());
+    let dead_host = format!(
+        "host '{}' has not sent a heartbeat",
+        primary.host.as_ref().unwrap()
+    );
+    wait_for(
+        "the dead node to be Unknown",
+        SILENT_AFTER + HEARTBEAT_EVERY * 2,
+        || {
+            server
+                .nodes_under(cp, &servers)
+                .iter()
+                .any(|n| n.name == primary.name && n.state == "Unknown" && n.role.is_none())
+        },
+    );
+    let show = cp.server(&["show", "pair"]);
+    assert_eq!(show["server"]["state"], "Ready", "{show}");
+    let reason = show["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == primary.name.as_str())
+        .map(|n| n["reason"].to_string())
+        .unwrap_or_default();
+    assert!(reason.contains(&dead_host), "{show}");
+    let promoted = server.nodes_under(cp, &servers);
+    assert!(
+        promoted
+            .iter()
+            .any(|n| n.name == standby.name && n.role.as_deref() == Some("leader")),
+        "{promoted:?}"
+    );
+    // The host is back: its node is started again and rejoins as the standby; a
+    // planned failover moves the primary back to it.
+    hosts[lost_host].restart();
+    let (leader, rejoined) = server.wait_healthy_under(cp, &servers, Duration::from_secs(90));
+    assert_eq!(
+        (&leader.name, &rejoined.name),
+        (&standby.name, &primary.name)
+    );
+    cp.server(&["failover", "pair", "--planned"]);
+    let (leader, _) = server.wait_healthy_under(cp, &servers, Duration::from_secs(60));
+    assert_eq!(leader.name, primary.name);
+    assert_eq!(
+        server.sql("SELECT count(*) FROM acked").unwrap(),
+        acked.len().to_string()
+    );
+
+    // Deleted: each host removes its node's directory.
+    cp.server(&["delete", "pair", "--yes"]);
+    for (node, host) in [
+        (&primary, &hosts[lost_host]),
+        (&standby, &hosts[1 - lost_host]),
+    ] {
+        assert!(!node.dir.exists(), "{}", host.said());
+    }
+    assert!(cp.try_server(&["show", "pair"]).is_err());
 }

@@ -59,6 +59,7 @@ impl CreateForm {
             // Listen addresses too (`--listen-addresses`); the console's servers listen on loopback.
             listen_addresses: Vec::new(),
             host: None,
+            hosts: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backup_settings::BackupSettingsChange;
 use super::geo::GeoBackupChoice;
+use super::ha_create::NODES;
 use super::listen::{free_port, listen_addresses};
 use super::names::{validate_location, validate_name};
 use super::supervise::{READY_TIMEOUT, RESTORE_READY_TIMEOUT};
@@ -52,6 +53,10 @@ pub struct CreateServer {
     /// plane's own machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// A highly available server's nodes on enrolled hosts: one distinct host per
+    /// node, in node order (`docs/hosts.md`); none: the control plane's machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// How a new server's DEK is protected (the encryption fields of a create or a
@@ -128,14 +133,68 @@ impl CreateServer {
     pub fn check(&self) -> Result<(), Error> {
         validate_name(&self.name)?;
         validate_location(&self.location)?;
-        if self.host.is_some() && (self.high_availability || self.geo_backup.is_some()) {
+        let placed = self.host.is_some() || !self.hosts.is_empty();
+        if placed && self.geo_backup.is_some() {
             return Err(Error::BadRequest(
-                "--host places a single server: high availability and geo-redundant backups \
-                 on hosts are not available yet (docs/hosts.md)"
+                "geo-redundant backups of servers on hosts are not available yet \
+                 (docs/hosts.md): create it without --host or without --geo-backup-key"
+                    .into(),
+            ));
+        }
+        if self.high_availability {
+            if self.host.is_some() {
+                return Err(Error::BadRequest(format!(
+                    "a highly available server takes one host per node: give --host {NODES} \
+                     times (\"hosts\"), each a different host"
+                )));
+            }
+            self.check_node_hosts()?;
+        } else if !self.hosts.is_empty() {
+            return Err(Error::BadRequest(
+                "\"hosts\" places the nodes of a highly available server: a single server \
+                 takes one --host (\"host\")"
                     .into(),
             ));
         }
         listen_addresses(&self.listen_addresses).map(drop)
+    }
+
+    /// The request placed on `hosts` as the command line gives them (`--host`,
+    /// repeated): a single server's one host, a highly available server's host
+    /// per node; more than one for a single server is left for [`Self::check`]
+    /// to refuse.
+    pub fn placed_on(self, mut hosts: Vec<String>) -> Self {
+        match (self.high_availability, hosts.len()) {
+            (false, 0 | 1) => Self {
+                host: hosts.pop(),
+                ..self
+            },
+            _ => Self { hosts, ..self },
+        }
+    }
+
+    /// A highly available server's hosts: none, or one distinct host per node.
+    fn check_node_hosts(&self) -> Result<(), Error> {
+        if self.hosts.is_empty() {
+            return Ok(());
+        }
+        if self.hosts.len() != NODES {
+            return Err(Error::BadRequest(format!(
+                "a highly available server has {NODES} nodes, one per host: {} host(s) given \
+                 ({}); give --host {NODES} times",
+                self.hosts.len(),
+                self.hosts.join(", ")
+            )));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if self.hosts[..i].contains(host) {
+                return Err(Error::BadRequest(format!(
+                    "host '{host}' is given twice: each node of a highly available server \
+                     runs on a host of its own, so that one host's loss leaves the other"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -509,6 +568,31 @@ mod tests {
         let printed = format!("{req:?}");
         assert!(!printed.contains("s3cr3t"), "{printed}");
         assert!(printed.contains("REDACTED"), "{printed}");
+    }
+
+    #[test]
+    fn hosts_are_one_distinct_host_per_node_of_a_highly_available_server_only() {
+        let request = |high_availability: bool, hosts: &[&str]| {
+            CreateServer {
+                high_availability,
+                ..serde_json::from_str(r#"{"name":"a1b","location":"l"}"#).unwrap()
+            }
+            .placed_on(hosts.iter().map(|h| h.to_string()).collect())
+        };
+        let refusal =
+            |high_availability, hosts: &[&str]| match request(high_availability, hosts).check() {
+                Err(Error::BadRequest(said)) => said,
+                other => panic!("{hosts:?}: {other:?}"),
+            };
+        // A single server takes its one host as `host`; a pair as `hosts`.
+        assert_eq!(request(false, &["h1"]).host.as_deref(), Some("h1"));
+        request(false, &["h1"]).check().unwrap();
+        request(true, &["h1", "h2"]).check().unwrap();
+        request(true, &[]).check().unwrap();
+        assert!(refusal(true, &["h1"]).contains("1 host(s) given"));
+        assert!(refusal(true, &["h1", "h2", "h3"]).contains("3 host(s) given"));
+        assert!(refusal(true, &["h1", "h1"]).contains("'h1' is given twice"));
+        assert!(refusal(false, &["h1", "h2"]).contains("a single server takes one --host"));
     }
 
     #[test]

@@ -12,8 +12,6 @@
 //! available once more.
 
 use pgcmk_agent::contract::ha::etcd_user;
-use pgcmk_agent::contract::server_dir::read_json;
-use pgcmk_agent::contract::{AgentConfig, ServerDir};
 use pgcmk_crypto::SecretBytes;
 
 use super::create::hex_id;
@@ -102,12 +100,7 @@ impl Platform {
             .nodes
             .iter()
             .filter_map(|id| self.store.server(id).ok())
-            .find_map(|node| {
-                read_json::<AgentConfig>(&ServerDir::new(&node.dir).agent_config())
-                    .ok()?
-                    .ha
-                    .map(|ha| ha.etcd_endpoints)
-            });
+            .find_map(|node| Some(self.agent_config_of(&node)?.ha?.etcd_endpoints));
         match endpoints {
             Some(endpoints) => self.forget_etcd_cluster(&server.id, &endpoints),
             None => Ok(()),

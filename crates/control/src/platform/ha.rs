@@ -142,6 +142,7 @@ impl Platform {
                         .map(|p| p.address.clone())
                         .unwrap_or_default(),
                     port: node.port,
+                    host: node.host.clone(),
                     state: node.state.clone(),
                     role: member.map(|m| m.role.clone()),
                     patroni_state: member.map(|m| m.state.clone()),

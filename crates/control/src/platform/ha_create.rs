@@ -28,7 +28,7 @@ use crate::store::{geo_owner, PLATFORM_IDENTITY};
 use crate::Error;
 
 /// Nodes of a highly available server: a primary and its synchronous standby.
-const NODES: usize = 2;
+pub(super) const NODES: usize = 2;
 
 impl Platform {
     /// Creates a highly available server (see the module's documentation) and
@@ -60,6 +60,7 @@ impl Platform {
             .collect::<Result<Vec<_>, _>>()?;
         // The server's one backup repository key, made and validated like a DEK.
         let backup_key = new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location)?;
+        let places = self.node_places(req)?;
         let etcd_endpoints = self.etcd_endpoints()?;
         let id = hex_id()?;
         // The server's geo-redundant copy, when asked for: one for the server, its
@@ -72,9 +73,7 @@ impl Platform {
         let password = hex_id()?;
         let replication = hex_id()?;
         let mut nodes = Vec::with_capacity(NODES);
-        for (i, wrapped) in wrapped.into_iter().enumerate() {
-            // 127.0.0.2, 127.0.0.3, ...: each node on an address of its own, as on a host.
-            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(i + 2).unwrap_or(2)));
+        for (i, (wrapped, place)) in wrapped.into_iter().zip(places).enumerate() {
             let parent = NodeParent {
                 name: &req.name,
                 id: &id,
@@ -84,7 +83,7 @@ impl Platform {
             nodes.push(new_node(
                 &parent,
                 i + 1,
-                ip,
+                place,
                 wrapped,
                 &self.config.state_dir,
             )?);
@@ -166,6 +165,10 @@ impl Platform {
         if let Err(e) = started {
             for node in &nodes {
                 self.stop_agent(&node.id);
+                if node.host.is_some() {
+                    self.remove_from_host(node);
+                    continue;
+                }
                 let _ = self.store.remove_server(&node.id);
                 let _ = fs::remove_dir_all(&node.dir);
             }
@@ -190,7 +193,9 @@ impl Platform {
 impl Platform {
     /// Writes the directory of a new `node` (its record made by [`new_node`]): its
     /// `agent.json` — how it reaches the KEK through `access`, its place in the
-    /// cluster over `etcd_endpoints`, no backups — and its wrapped DEK.
+    /// cluster over `etcd_endpoints`, its backups — and its wrapped DEK. A node on
+    /// a host gets its directory there: the plane keeps its `agent.json` for the
+    /// host's assignments, and the wrapped DEK goes with them.
     pub(super) fn write_node_dir(
         &self,
         node: &ServerRecord,
@@ -199,13 +204,16 @@ impl Platform {
         adopted: bool,
         backup: Option<BackupConfig>,
     ) -> Result<(), Error> {
+        let mut config = self.agent_config(node, access);
+        config.backup = backup;
+        config.ha = self.ha_node(node, etcd_endpoints, adopted);
+        if node.host.is_some() {
+            return self.store.put_assigned_config(&node.id, &config);
+        }
         let dir = ServerDir::new(&node.dir);
         fs::create_dir(dir.root()).ctx(|| format!("creating {}", dir.root().display()))?;
         fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))
             .ctx(|| "setting permissions of the node directory")?;
-        let mut config = self.agent_config(node, access);
-        config.backup = backup;
-        config.ha = self.ha_node(node, etcd_endpoints, adopted);
         write_json_atomic(&dir.agent_config(), &config)?;
         write_json_atomic(&dir.wrapped_dek(), &node.wrapped_dek)?;
         Ok(())
@@ -240,16 +248,66 @@ pub(super) struct NodeParent<'a> {
     pub(super) encryption: &'a Encryption,
 }
 
-/// The record of node `number` of `parent`, on address `ip` with free ports, its
-/// DEK wrapped as `wrapped`, its directory under `state_dir`.
+/// Where a new node runs: its address, and the enrolled host it runs on (none:
+/// the control plane's machine).
+pub(super) struct NodePlace {
+    pub(super) ip: IpAddr,
+    pub(super) host: Option<String>,
+}
+
+impl NodePlace {
+    /// Node `number` on the control plane's machine: 127.0.0.2, 127.0.0.3, ...,
+    /// each node on an address of its own, as on a host.
+    pub(super) fn here(number: usize) -> Self {
+        Self {
+            ip: IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                u8::try_from(number + 1).unwrap_or(2),
+            )),
+            host: None,
+        }
+    }
+}
+
+impl Platform {
+    /// Where each node of new highly available server `req` runs: on the hosts it
+    /// names (each enrolled and Online; the node listens on the host's enrolled
+    /// address), else here.
+    fn node_places(&self, req: &CreateServer) -> Result<Vec<NodePlace>, Error> {
+        if req.hosts.is_empty() {
+            return Ok((1..=NODES).map(NodePlace::here).collect());
+        }
+        req.hosts
+            .iter()
+            .map(|host| {
+                let record = self.check_placement(req, host)?;
+                Ok(NodePlace {
+                    ip: record.address,
+                    host: Some(host.clone()),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The record of node `number` of `parent`, at `place` with free ports, its
+/// DEK wrapped as `wrapped`, its directory under `state_dir` (on a host: under
+/// the host's state directory).
 pub(super) fn new_node(
     parent: &NodeParent<'_>,
     number: usize,
-    ip: IpAddr,
+    place: NodePlace,
     wrapped: WrappedDek,
     state_dir: &std::path::Path,
 ) -> Result<ServerRecord, Error> {
     let node_id = hex_id()?;
+    let ip = place.ip;
+    let dir = match place.host {
+        Some(_) => std::path::Path::new("servers").join(&node_id),
+        None => state_dir.join("servers").join(&node_id),
+    };
     Ok(ServerRecord {
         id: node_id.clone(),
         name: node_name(parent.name, number),
@@ -260,7 +318,7 @@ pub(super) fn new_node(
         port: free_port(&[ip])?,
         listen_addresses: vec![ip],
         replica_of: None,
-        dir: state_dir.join("servers").join(&node_id),
+        dir,
         created_at: now_rfc3339(),
         nodes: Vec::new(),
         node_of: Some(NodeOf {
@@ -268,7 +326,7 @@ pub(super) fn new_node(
             rest_port: free_port(&[ip])?,
             address: ip.to_string(),
         }),
-        host: None,
+        host: place.host,
     })
 }
 
@@ -283,10 +341,10 @@ fn describe(server: &ServerRecord, nodes: &[ServerRecord]) -> String {
         nodes.len(),
         nodes
             .iter()
-            .filter_map(|n| n
-                .node_of
-                .as_ref()
-                .map(|p| format!("{} on {}:{}", n.name, p.address, n.port)))
+            .filter_map(|n| n.node_of.as_ref().map(|p| match &n.host {
+                Some(host) => format!("{} on host '{host}' at {}:{}", n.name, p.address, n.port),
+                None => format!("{} on {}:{}", n.name, p.address, n.port),
+            }))
             .collect::<Vec<_>>()
             .join(", "),
         nodes

@@ -29,7 +29,7 @@ use pgcmk_crypto::SecretBytes;
 use serde::{Deserialize, Serialize};
 
 use super::create::{hex_id, new_wrapped_dek, FirstStart};
-use super::ha_create::{new_node, node_name, NodeParent};
+use super::ha_create::{new_node, node_name, NodeParent, NodePlace};
 use super::listen::free_port;
 use super::supervise::READY_TIMEOUT;
 use super::Platform;
@@ -121,6 +121,7 @@ impl Platform {
         if server.replica_of.is_some() {
             return Err(HaUpdateError::ReadReplica(name.into()).into());
         }
+        self.local_only(&server, "changing high availability")?;
         // Replicas stream from the server's address, which a failover would move.
         self.refuse_with_replicas(name)?;
         let nodes = server.nodes.len();
@@ -276,7 +277,8 @@ impl Platform {
             location: &server.location,
             encryption: &server.encryption,
         };
-        let second = new_node(&parent, 2, ip, wrapped, &self.config.state_dir)?;
+        let place = NodePlace { ip, host: None };
+        let second = new_node(&parent, 2, place, wrapped, &self.config.state_dir)?;
         let with_standby = ServerRecord {
             nodes: vec![first.id.clone(), second.id.clone()],
             listen_addresses: vec![first.listen_addresses[0], ip],

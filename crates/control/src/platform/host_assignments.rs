@@ -5,8 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use pgcmk_agent::contract::server_dir::read_json;
+use pgcmk_agent::contract::{AgentConfig, ServerDir};
+
 use crate::assignments::{Assignment, HostReport};
-use crate::hosts::HostError;
+use crate::hosts::{HostError, HostRecord};
 use crate::model::{SecretString, ServerRecord, ServerState};
 use crate::Error;
 
@@ -19,13 +22,18 @@ use super::Platform;
 const REMOVAL_WAIT: Duration = Duration::from_secs(30);
 
 impl Platform {
-    /// Refuses to place `req` on `host` unless the host is enrolled and Online.
-    pub(super) fn check_placement(&self, req: &CreateServer, host: &str) -> Result<(), Error> {
-        if self.store.host(host)?.is_none() {
+    /// Refuses to place `req` on `host` unless the host is enrolled and Online;
+    /// returns the host's record.
+    pub(super) fn check_placement(
+        &self,
+        req: &CreateServer,
+        host: &str,
+    ) -> Result<HostRecord, Error> {
+        let Some(record) = self.store.host(host)? else {
             return Err(HostError::NotFound(host.to_string()).into());
-        }
+        };
         match self.host_presence.silence(host, Instant::now()) {
-            None => Ok(()),
+            None => Ok(record),
             Some(why) => {
                 tracing::info!(server = %req.name, host, "not placed: the host {why}");
                 Err(HostError::NotOnline {
@@ -54,21 +62,44 @@ impl Platform {
         }
     }
 
-    /// Refuses `what` for a server on a host (not built for hosts yet).
+    /// Refuses `what` for a server on a host, or a highly available one whose
+    /// nodes run on hosts (not built for hosts yet).
     pub(super) fn local_only(
         &self,
         server: &ServerRecord,
         what: &'static str,
     ) -> Result<(), Error> {
-        match &server.host {
+        let host = match &server.host {
+            Some(host) => Some(host.clone()),
+            None => self.nodes_of(server)?.into_iter().find_map(|n| n.host),
+        };
+        match host {
             Some(host) => Err(HostError::NotOnHostsYet {
                 server: server.name.clone(),
-                host: host.clone(),
+                host,
                 what,
             }
             .into()),
             None => Ok(()),
         }
+    }
+
+    /// The `agent.json` of `server`'s agent: in its directory here, or as the plane
+    /// keeps it for the server's host (`None`: there is none).
+    pub(super) fn agent_config_of(&self, server: &ServerRecord) -> Option<AgentConfig> {
+        match &server.host {
+            Some(_) => self.store.assigned_config(&server.id).ok().flatten(),
+            None => read_json(&ServerDir::new(&server.dir).agent_config()).ok(),
+        }
+    }
+
+    /// Refuses an operation on `server` when it, or one of its nodes, runs on a
+    /// host that does not speak now (see [`Platform::require_host_online`]).
+    pub(super) fn require_hosts_online(&self, server: &ServerRecord) -> Result<(), Error> {
+        self.require_host_online(server)?;
+        self.nodes_of(server)?
+            .iter()
+            .try_for_each(|node| self.require_host_online(node))
     }
 
     /// A host's heartbeat: takes in what it relays of its servers, counts it as

@@ -25,7 +25,7 @@ impl Platform {
         if server.state == ServerState::Stopped {
             return Err(StateConflict::AlreadyStopped(name.into()).into());
         }
-        self.require_host_online(&server)?;
+        self.require_hosts_online(&server)?;
         for node in self.nodes_of(&server)? {
             if node.state != ServerState::Stopped {
                 self.stop(&node.name)?;
@@ -44,10 +44,10 @@ impl Platform {
     pub fn start(&self, name: &str) -> Result<ServerRecord, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
+        self.require_hosts_online(&server)?;
         if !server.nodes.is_empty() {
             return self.start_nodes(&server);
         }
-        self.require_host_online(&server)?;
         let running = self
             .agents
             .lock()
@@ -132,7 +132,7 @@ impl Platform {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
         self.refuse_with_replicas(name)?;
-        self.require_host_online(&server)?;
+        self.require_hosts_online(&server)?;
         self.set_state(&server, ServerState::Deleting, "deleted by the DBA")?;
         self.stop_agent(&server.id);
         if server.host.is_some() {
@@ -155,14 +155,18 @@ impl Platform {
             }
             self.forget_etcd_cluster_of(server)?;
         }
-        // A node already gone (a delete cut short) is skipped.
+        // A node already gone (a delete cut short) is skipped; a node on a host is
+        // removed there.
         for node in server
             .nodes
             .iter()
             .filter_map(|id| self.store.server(id).ok())
         {
             self.stop_agent(&node.id);
-            self.finish_delete(&node)?;
+            match node.host {
+                Some(_) => self.remove_from_host(&node),
+                None => self.finish_delete(&node)?,
+            }
         }
         // An agent killed earlier may have left its mount behind.
         dir.detach_stale_mount();
@@ -199,10 +203,10 @@ impl Platform {
                  server itself"
             )));
         }
+        self.local_only(&server, "changing the key")?;
         if !server.nodes.is_empty() {
             return self.update_ha_key(&server, identity, key_url);
         }
-        self.local_only(&server, "changing the key")?;
         let dir = ServerDir::new(&server.dir);
         let mut config: AgentConfig = read_json(&dir.agent_config())?;
         let secret = self.identity_secret(&server)?;

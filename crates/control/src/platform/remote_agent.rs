@@ -15,7 +15,7 @@ use pgcmk_agent::contract::AgentStatus;
 
 use super::create::FirstStart;
 use crate::assignments::{DesiredRun, RelayedServer};
-use crate::hosts::HostPresence;
+use crate::hosts::{HostPresence, RELAY_DELAY};
 use crate::node_agent::{AgentExit, NodeAgent};
 
 /// How long a killed remote agent's exit is waited for before the stop goes on.
@@ -256,6 +256,13 @@ impl NodeAgent for RemoteAgent {
             .map(|why| format!("host '{}' {why}", self.host))
     }
 
+    /// A report may reach the plane a relay's delay late without anything being
+    /// wrong (its host reads it once per heartbeat, and is Online until
+    /// `silent_after` without one).
+    fn report_delay(&self) -> Duration {
+        RELAY_DELAY
+    }
+
     fn terminate(&mut self) {
         self.relay.set_run(&self.id, Run::Stopped);
     }
@@ -279,5 +286,52 @@ impl NodeAgent for RemoteAgent {
     fn wrote(&self, report: &AgentStatus) -> bool {
         self.with(|a| Some(a.instance.as_deref() == Some(report.instance.as_str())))
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::{HEARTBEAT_EVERY, SILENT_AFTER};
+    use crate::supervisor::tests::report;
+    use crate::supervisor::{Reading, Supervised, STALE_AFTER};
+
+    /// Reads the agent's latest report at `now`: whether it was stale.
+    fn stale_at(s: &mut Supervised, now: Instant) -> bool {
+        let latest = s.report();
+        matches!(s.read(latest.as_ref(), now), Reading::Stale)
+    }
+
+    #[test]
+    fn a_relayed_report_goes_stale_only_after_the_relays_delay_too() {
+        let relay = Arc::new(HostRelay::default());
+        relay.start("s1", "h1", "i-1".into(), PendingStart { first_start: None });
+        relay.take(
+            "h1",
+            &[RelayedServer {
+                server_id: "s1".into(),
+                instance: Some("i-1".into()),
+                pid: Some(7),
+                status: Some(report(7, "i-1", 1, &[])),
+                exit: None,
+            }],
+        );
+        let agent = RemoteAgent::new("s1", "h1", relay, Arc::default());
+        let t0 = Instant::now();
+        let mut s = Supervised::spawned(Box::new(agent), t0);
+        let latest = s.report();
+        assert!(matches!(s.read(latest.as_ref(), t0), Reading::Current(_)));
+        // A local agent's report would be stale here; a relayed one may still be
+        // on its way (a heartbeat period, and a host late but Online).
+        assert!(!stale_at(
+            &mut s,
+            t0 + STALE_AFTER + Duration::from_millis(1)
+        ));
+        assert!(!stale_at(&mut s, t0 + STALE_AFTER + RELAY_DELAY));
+        assert!(stale_at(
+            &mut s,
+            t0 + STALE_AFTER + RELAY_DELAY + Duration::from_millis(1)
+        ));
+        assert_eq!(RELAY_DELAY, HEARTBEAT_EVERY + SILENT_AFTER);
     }
 }

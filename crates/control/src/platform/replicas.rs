@@ -98,6 +98,7 @@ impl Platform {
                 listen_addresses: req.listen_addresses.clone(),
                 high_availability: false,
                 host: None,
+                hosts: Vec::new(),
             };
             let origin = Origin::Replica(ReplicaOf {
                 source_id: source.id.clone(),

@@ -145,6 +145,7 @@ impl Platform {
             // A restored server listens on loopback; `server update --listen-addresses` moves it.
             listen_addresses: Vec::new(),
             host: None,
+            hosts: Vec::new(),
         };
         self.create_server(&create, Origin::Restore(Box::new(restoring)))
     }

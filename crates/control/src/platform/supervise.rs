@@ -12,7 +12,7 @@ use pgcmk_keyprovider::WrappedDek;
 use super::Platform;
 use crate::model::{Actor, Event, ServerRecord, ServerState};
 use crate::node_agent::NodeAgent;
-use crate::supervisor::{Reading, STALE_AFTER};
+use crate::supervisor::Reading;
 use crate::Error;
 
 /// How long a new or restarted server may take to become Ready (a new one
@@ -244,7 +244,7 @@ impl Platform {
                     "the node agent (pid {}) has not reported for more than {} s: what it \
                      does is unknown",
                     supervised.agent().map_or(0, NodeAgent::pid),
-                    STALE_AFTER.as_secs()
+                    supervised.stale_after().as_secs()
                 );
                 self.transition(
                     server,

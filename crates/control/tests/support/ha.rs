@@ -27,6 +27,8 @@ pub struct Node {
     pub state: String,
     pub role: Option<String>,
     pub dir: PathBuf,
+    /// The enrolled host it runs on (none: the control plane's machine).
+    pub host: Option<String>,
 }
 
 /// A highly available server and its superuser's password.
@@ -95,10 +97,16 @@ impl HaServer {
 
     /// The nodes as `server show` lists them now.
     pub fn nodes(&self, cp: &ControlPlane) -> Vec<Node> {
+        self.nodes_under(cp, &[cp.state_dir.join("servers")])
+    }
+
+    /// The nodes as `server show` lists them now, their directories found under
+    /// `servers` (the control plane's `servers/`, or its hosts').
+    pub fn nodes_under(&self, cp: &ControlPlane, servers: &[PathBuf]) -> Vec<Node> {
         let show = cp.server(&["show", &self.name]);
-        let servers = cp.state_dir.join("servers");
-        let dirs: Vec<(String, PathBuf)> = fs::read_dir(&servers)
-            .unwrap()
+        let dirs: Vec<(String, PathBuf)> = servers
+            .iter()
+            .flat_map(|servers| fs::read_dir(servers).unwrap())
             .filter_map(|e| {
                 let dir = e.ok()?.path();
                 let config: Value =
@@ -123,6 +131,7 @@ impl HaServer {
                     port: n["port"].as_u64().unwrap(),
                     state: n["state"].as_str().unwrap().into(),
                     role: n["role"].as_str().map(str::to_string),
+                    host: n["host"].as_str().map(str::to_string),
                 }
             })
             .collect()
@@ -144,12 +153,23 @@ impl HaServer {
     /// Waits until one node is the primary and the other its running synchronous
     /// standby, both Ready; returns (primary, standby).
     pub fn wait_healthy(&self, cp: &ControlPlane, limit: Duration) -> (Node, Node) {
+        self.wait_healthy_under(cp, &[cp.state_dir.join("servers")], limit)
+    }
+
+    /// [`HaServer::wait_healthy`], the nodes' directories under `servers`
+    /// ([`HaServer::nodes_under`]).
+    pub fn wait_healthy_under(
+        &self,
+        cp: &ControlPlane,
+        servers: &[PathBuf],
+        limit: Duration,
+    ) -> (Node, Node) {
         let mut pair = None;
         wait_for(
             &format!("{}: a primary and a synchronous standby", self.name),
             limit,
             || {
-                let nodes = self.nodes(cp);
+                let nodes = self.nodes_under(cp, servers);
                 let role = |r: &str| nodes.iter().find(|n| n.role.as_deref() == Some(r)).cloned();
                 if let (Some(p), Some(s)) = (role("leader"), role("sync_standby")) {
                     if p.state == "Ready" && s.state == "Ready" {

@@ -22,6 +22,8 @@ pub struct HostDaemon {
     pub log: PathBuf,
     /// The credential `pgcmk host add` printed.
     pub credential: String,
+    /// Its `pgcmk host serve` command line.
+    command: Command,
 }
 
 impl HostDaemon {
@@ -34,24 +36,35 @@ impl HostDaemon {
         fs::write(&credential_file, &credential).unwrap();
         let state_dir = stack.root.path().join(name);
         let log = stack.root.path().join(format!("{name}.log"));
-        let process = spawn_logged(
-            Command::new(pgcmk_testkit::binary::pgcmk())
-                .args(["host", "serve", name, "--control-plane", &cp.url])
-                .arg("--ca-cert")
-                .arg(cp.ca_file())
-                .arg("--credential-file")
-                .arg(&credential_file)
-                .arg("--state-dir")
-                .arg(&state_dir)
-                .args(["--source-address", address]),
-            &log,
-        );
+        let mut command = Command::new(pgcmk_testkit::binary::pgcmk());
+        command
+            .args(["host", "serve", name, "--control-plane", &cp.url])
+            .arg("--ca-cert")
+            .arg(cp.ca_file())
+            .arg("--credential-file")
+            .arg(&credential_file)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--source-address", address]);
         Self {
-            process,
+            process: spawn_logged(&mut command, &log),
             state_dir,
             log,
             credential,
+            command,
         }
+    }
+
+    /// Starts the daemon again with the same command line (after it was killed:
+    /// a host back from a crash).
+    pub fn restart(&mut self) {
+        kill_quietly(&mut self.process);
+        self.process = spawn_logged(&mut self.command, &self.log);
+    }
+
+    /// Where this host keeps its servers' directories.
+    pub fn servers_dir(&self) -> PathBuf {
+        self.state_dir.join("servers")
     }
 
     /// The directory of a server on this host (`dir` as `server show` says it).
