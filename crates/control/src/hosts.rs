@@ -216,7 +216,8 @@ pub enum HostError {
     UnknownTask(String),
     /// An operation not built for servers on hosts yet.
     #[error(
-        "server '{server}' runs on host '{host}': {what} is not available for servers on hosts          yet (docs/hosts.md, \"What is not done yet\")"
+        "server '{server}' runs on host '{host}': {what} is not available for servers on \
+         hosts yet (docs/hosts.md, \"Not built yet\")"
     )]
     NotOnHostsYet {
         /// The server.

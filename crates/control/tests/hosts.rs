@@ -511,6 +511,13 @@ fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_on
     let servers = hosts.each_ref().map(HostDaemon::servers_dir);
     let (primary, standby) = server.wait_healthy_under(cp, &servers, Duration::from_secs(60));
     eprintln!("created and healthy after {:?}", started.elapsed());
+    // Every heartbeat was answered meanwhile: the two nodes' first handshakes,
+    // built at once for two hosts, made one etcd user with one password (they
+    // raced to make the etcd root's and the server's passwords before).
+    for host in &hosts {
+        let said = host.said();
+        assert!(!said.contains("does not answer"), "{said}");
+    }
     for node in [&primary, &standby] {
         let (host, address) = match node.host.as_deref() {
             Some("host-one") => (&hosts[0], "127.0.0.2"),
@@ -537,6 +544,21 @@ fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_on
     server
         .sql("CREATE TABLE acked (id int PRIMARY KEY)")
         .unwrap();
+    // What is not built for such a server yet is refused, saying so.
+    for (args, what) in [
+        (
+            &["update", "pair", "--high-availability", "disabled"][..],
+            "changing high availability",
+        ),
+        (
+            &["replica", "create", "--source", "pair", "--name", "pair-ro"][..],
+            "a read replica",
+        ),
+    ] {
+        let refused = cp.try_server(args).unwrap_err();
+        let said = format!("{what} is not available for servers on hosts yet");
+        assert!(refused.contains(&said), "{args:?}: {refused}");
+    }
 
     // The primary's host dies whole (its daemon, the node's agent, Patroni and
     // PostgreSQL killed -9): the standby is promoted and takes writes, with every
@@ -599,11 +621,13 @@ fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_on
     // The host is back: its node is started again and rejoins as the standby; a
     // planned failover moves the primary back to it.
     hosts[lost_host].restart();
+    let back = Instant::now();
     let (leader, rejoined) = server.wait_healthy_under(cp, &servers, Duration::from_secs(90));
     assert_eq!(
         (&leader.name, &rejoined.name),
         (&standby.name, &primary.name)
     );
+    eprintln!("rejoined after {:?}", back.elapsed());
     cp.server(&["failover", "pair", "--planned"]);
     let (leader, _) = server.wait_healthy_under(cp, &servers, Duration::from_secs(60));
     assert_eq!(leader.name, primary.name);
@@ -611,9 +635,14 @@ fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_on
         server.sql("SELECT count(*) FROM acked").unwrap(),
         acked.len().to_string()
     );
+    // Its backups are listed by its primary's agent, on its host.
+    let listed = cp.try_backup(&["list", "pair"]).unwrap();
+    assert!(listed["backups"].is_array(), "{listed}");
 
     // Deleted: each host removes its node's directory.
+    let deleting = Instant::now();
     cp.server(&["delete", "pair", "--yes"]);
+    eprintln!("deleted after {:?}", deleting.elapsed());
     for (node, host) in [
         (&primary, &hosts[lost_host]),
         (&standby, &hosts[1 - lost_host]),

@@ -11,6 +11,8 @@
 //! known position, its leader) is taken for the truth if the server is made highly
 //! available once more.
 
+use std::sync::PoisonError;
+
 use pgcmk_agent::contract::ha::etcd_user;
 use pgcmk_crypto::SecretBytes;
 
@@ -70,7 +72,13 @@ impl Platform {
         if self.config.etcd_tls.is_some() {
             return Ok(None);
         }
-        let (admin, _) = self.etcd_admin(&self.etcd_endpoints()?)?;
+        let endpoints = self.etcd_endpoints()?;
+        // One at a time: two first uses at once would each make a password.
+        let _one = self
+            .etcd_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (admin, _) = self.etcd_admin(&endpoints)?;
         let password = self.sealed_or_new(&etcd_user_owner(&place.server_id))?;
         let (start, end) = cluster_range(&place.server_id);
         admin.confine_user(&etcd_user(&place.server_id), &password, (&start, &end))?;
@@ -84,6 +92,10 @@ impl Platform {
         server_id: &str,
         endpoints: &[String],
     ) -> Result<(), Error> {
+        let _one = self
+            .etcd_users
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (admin, administered) = self.etcd_admin(endpoints)?;
         let (start, end) = cluster_range(server_id);
         admin.delete_range((&start, &end))?;

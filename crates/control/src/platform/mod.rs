@@ -177,6 +177,10 @@ pub struct Platform {
     /// Issues the local etcd cluster's certificates (its certificate is
     /// `STATE/etcd-ca.pem`).
     etcd_ca: crate::etcd_tls::EtcdCa,
+    /// Serializes the administration of etcd's users ([`etcd_keys`]): handshakes
+    /// of nodes on hosts are built by concurrent heartbeats, and each makes its
+    /// root's and its server's password at their first use.
+    etcd_users: Mutex<()>,
     /// The heartbeats heard from hosts since this start (never from a file).
     host_presence: Arc<crate::hosts::HostPresence>,
     /// What the plane wants of the servers on hosts, and what the hosts relayed.
@@ -237,6 +241,7 @@ impl Platform {
             supervision: Mutex::new(()),
             etcd,
             etcd_ca,
+            etcd_users: Mutex::new(()),
             host_presence: Arc::default(),
             relay: Arc::default(),
             host_tasks: host_tasks::HostTasks::default(),

@@ -197,7 +197,8 @@ impl Platform {
     ///
     /// An agent that stops reports every second while it shuts PostgreSQL down and
     /// unmounts, and gets [`STOP_TIMEOUT`] for it. One whose reports stopped for
-    /// [`UNANSWERED_STOP`] — hung, or stopped with SIGSTOP — is not answering and
+    /// [`UNANSWERED_STOP`] (plus the relay's delay for an agent on a host,
+    /// [`NodeAgent::report_delay`]) — hung, or stopped with SIGSTOP — is not answering and
     /// is killed then: waiting longer only holds the DBA up. Its PostgreSQL gets
     /// SIGQUIT from the kernel as its parent dies (crash-like, recovered at the
     /// next start) and its mount is detached here.
@@ -218,7 +219,9 @@ impl Platform {
                     tracing::warn!("the agent's stop is not confirmed: {why}");
                     break;
                 }
-                let unanswered = reports.silent_since(agent.as_ref(), now) >= UNANSWERED_STOP;
+                // An agent on a host reports through its heartbeats: later.
+                let unanswered = reports.silent_since(agent.as_ref(), now)
+                    >= UNANSWERED_STOP + agent.report_delay();
                 if unanswered || now >= started + STOP_TIMEOUT {
                     tracing::error!(
                         pid = agent.pid(),
