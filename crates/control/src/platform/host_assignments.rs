@@ -176,25 +176,36 @@ impl Platform {
             .store
             .update_server(&server.id, |s| s.state = ServerState::Deleting);
         let deadline = Instant::now() + REMOVAL_WAIT;
-        while !self.relay.removed_by_host(&server.id) && Instant::now() < deadline {
+        // Finished here or by a supervision pass, whichever sees the host's word
+        // first: the row is gone either way.
+        while self.store.server(&server.id).is_ok() && Instant::now() < deadline {
+            if let Err(e) = self.finish_remote_delete_if_removed(server) {
+                tracing::error!(server = %server.name, "removing it from its host: {e}");
+                return;
+            }
             std::thread::sleep(Duration::from_millis(100));
-        }
-        if let Err(e) = self.finish_remote_delete_if_removed(server) {
-            tracing::error!(server = %server.name, "removing it from its host: {e}");
         }
     }
 
-    /// Forgets a deleted server once its host no longer lists it.
+    /// Forgets a deleted server once its host no longer lists it (once: the
+    /// caller that takes the host's word removes the row).
     pub(super) fn finish_remote_delete_if_removed(
         &self,
         server: &ServerRecord,
     ) -> Result<(), Error> {
-        if !self.relay.removed_by_host(&server.id) {
+        if !self.relay.take_removed(&server.id) {
             return Ok(());
         }
-        self.remove_backups(&server.id)?;
-        self.store.remove_server(&server.id)?;
-        self.relay.forget(&server.id);
+        let removed = self
+            .remove_backups(&server.id)
+            .and_then(|()| self.store.remove_server(&server.id));
+        if let Err(e) = removed {
+            // Tried again once the host reports again.
+            if let Some(host) = &server.host {
+                self.relay.keep(&server.id, host, Run::Deleted);
+            }
+            return Err(e);
+        }
         self.event(
             server,
             crate::model::Actor::ControlPlane,

@@ -107,11 +107,6 @@ impl HostRelay {
         }
     }
 
-    /// Forgets server `id` (its row is gone).
-    pub(super) fn forget(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
     /// Takes in `host`'s report: what it says of each of its servers. A server
     /// of another host, or one the plane did not assign, is ignored.
     pub(super) fn take(&self, host: &str, servers: &[RelayedServer]) {
@@ -150,11 +145,17 @@ impl HostRelay {
         Some((run, a.pending.clone()))
     }
 
-    /// True once the host of deleted server `id` no longer lists it.
-    pub(super) fn removed_by_host(&self, id: &str) -> bool {
-        self.lock()
+    /// Forgets deleted server `id` once its host no longer lists it; true for
+    /// the one caller that did (it removes the server's row).
+    pub(super) fn take_removed(&self, id: &str) -> bool {
+        let mut all = self.lock();
+        let removed = all
             .get(id)
-            .is_some_and(|a| a.run == Run::Deleted && a.reported && a.last.is_none())
+            .is_some_and(|a| a.run == Run::Deleted && a.reported && a.last.is_none());
+        if removed {
+            all.remove(id);
+        }
+        removed
     }
 
     /// Marks server `id` as not reported since now (before waiting for a change).
@@ -300,6 +301,28 @@ mod tests {
     fn stale_at(s: &mut Supervised, now: Instant) -> bool {
         let latest = s.report();
         matches!(s.read(latest.as_ref(), now), Reading::Stale)
+    }
+
+    #[test]
+    fn a_removal_is_taken_once_and_only_after_the_host_stopped_listing_it() {
+        let relay = HostRelay::default();
+        relay.start("s1", "h1", "i-1".into(), PendingStart { first_start: None });
+        relay.set_run("s1", Run::Deleted);
+        assert!(!relay.take_removed("s1"), "the host has not reported since");
+        let listed = RelayedServer {
+            server_id: "s1".into(),
+            instance: None,
+            pid: None,
+            status: None,
+            exit: None,
+        };
+        relay.take("h1", &[listed]);
+        assert!(!relay.take_removed("s1"), "the host still lists it");
+        relay.take("h1", &[]);
+        // The delete's wait and a supervision pass both look: one takes it.
+        assert!(relay.take_removed("s1"));
+        assert!(!relay.take_removed("s1"));
+        assert!(relay.desired("s1", "h1").is_none());
     }
 
     #[test]
