@@ -1,6 +1,7 @@
 //! `pgcmk serve`'s options for an existing etcd cluster's TLS: its CA, and the
 //! client certificate and key that the control plane and every node's Patroni
-//! show it (docs/high-availability.md, "An existing etcd cluster"). Deny by
+//! show it, and its root user's password when the control plane is to administer
+//! its users (docs/high-availability.md, "An existing etcd cluster"). Deny by
 //! default: an existing cluster is reached over `https://` only, with a client
 //! certificate, because whoever writes there can move a server's primary.
 
@@ -26,6 +27,13 @@ pub struct EtcdTlsArgs {
     /// node's encrypted volume; this file stays where the operator keeps it.
     #[arg(long, value_name = "PATH", requires = "etcd_ca_file")]
     etcd_key_file: Option<PathBuf>,
+    /// A file (mode 600) holding the password of that cluster's root user: with
+    /// it, the control plane gives each highly available server an etcd user and
+    /// role of its own there, confined to its server's keys (the cluster's
+    /// authentication must be on). Without it, every server's nodes share the
+    /// client certificate's access.
+    #[arg(long, value_name = "PATH", requires = "etcd_ca_file")]
+    etcd_root_password_file: Option<PathBuf>,
 }
 
 impl EtcdTlsArgs {
@@ -54,7 +62,7 @@ impl EtcdTlsArgs {
                  the cluster's CA and a client certificate and key of it",
             ));
         };
-        GivenEtcdTls::read(ca, cert, key)
+        GivenEtcdTls::read(ca, cert, key, self.etcd_root_password_file.as_deref())
             .map(Some)
             .map_err(|e| CliError::usage(e.to_string()))
     }

@@ -30,9 +30,8 @@ use pgcmk_agent::contract::HaNode;
 use pgcmk_agent::patroni::config::{Guards, NodePasswords, NodePlaces, PatroniConfig};
 use pgcmk_agent::postgres::tls::TlsFiles;
 use pgcmk_agent::postgres::PgInstall;
-use pgcmk_control::etcd::EtcdCluster;
-use pgcmk_control::etcd_tls::{self, EtcdCa};
-use pgcmk_control::store::Store;
+use pgcmk_control::etcd_tls;
+use pgcmk_control::standalone_etcd::StandaloneEtcd;
 use pgcmk_crypto::sealed::Sealer;
 use pgcmk_crypto::SymmetricKey;
 use pgcmk_hostkeys::issuing_ca::IssuingCa;
@@ -133,7 +132,7 @@ struct PlainPair {
     password: String,
     ca_file: PathBuf,
     rest: reqwest::blocking::Client,
-    etcd: PlainEtcd,
+    etcd: StandaloneEtcd,
 }
 
 /// A CA for the plain pair, and a certificate of each node for its address.
@@ -166,61 +165,15 @@ impl PlainCa {
     }
 }
 
-/// The plain pair's own etcd: three members over TLS with client certificates, as
-/// the control plane runs its own. The control plane's cluster admits only its
-/// servers' users, each confined to its own keys, so the pair gets a cluster of
-/// its own rather than a place in that one; both sides pay the same consensus.
-struct PlainEtcd {
-    cluster: EtcdCluster,
-    ca: EtcdCa,
-    _store: Store,
-}
-
-impl PlainEtcd {
-    fn start(root: &Path) -> Self {
-        fs::create_dir_all(root).unwrap();
-        let store = Store::open(&root.join("etcd-store.db")).unwrap();
-        let sealer = Sealer::new(&SymmetricKey::generate().unwrap()).unwrap();
-        let ca = EtcdCa::open(root, &store, sealer, Duration::from_secs(24 * 3600)).unwrap();
-        let mut cluster = EtcdCluster::open_or_make(&root.join("etcd")).unwrap();
-        cluster.supervise(Instant::now(), &ca, |_| true);
-        let etcd = Self {
-            cluster,
-            ca,
-            _store: store,
-        };
-        let client = etcd_tls::client(
-            &fs::read(etcd.ca.file()).unwrap(),
-            &etcd.ca.client("plain bench").unwrap(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        let endpoints = etcd.cluster.endpoints();
-        wait_for("the plain pair's etcd", Duration::from_secs(60), || {
-            endpoints.iter().all(|e| {
-                client
-                    .get(format!("{e}/health"))
-                    .send()
-                    .is_ok_and(|r| r.status().is_success())
-            })
-        });
-        etcd
-    }
-}
-
-impl Drop for PlainEtcd {
-    fn drop(&mut self) {
-        self.cluster.stop();
-    }
-}
-
 impl PlainPair {
     /// Starts the pair over an etcd cluster of its own.
     fn start(root: &Path) -> Self {
-        let etcd = PlainEtcd::start(&root.join("etcd"));
-        let etcd_endpoints = etcd.cluster.endpoints();
-        let etcd_ca_file = Some(etcd.ca.file().to_path_buf());
-        let client_tls = etcd.ca.client("plain pair").unwrap();
+        // An etcd cluster of its own: the control plane's admits only its servers'
+        // users, each confined to its own keys. Both sides pay the same consensus.
+        let etcd = StandaloneEtcd::start(&root.join("etcd"), Duration::from_secs(60)).unwrap();
+        let etcd_endpoints = etcd.endpoints();
+        let etcd_ca_file = Some(etcd.ca_file().to_path_buf());
+        let client_tls = etcd.client("plain pair").unwrap();
         let etcd_client = (root.join("etcd-client.crt"), root.join("etcd-client.key"));
         fs::write(&etcd_client.0, &client_tls.certificate_pem).unwrap();
         fs::write(&etcd_client.1, client_tls.key_pem.expose_secret()).unwrap();
@@ -377,7 +330,7 @@ impl Drop for PlainPair {
             terminate(child.id());
             let _ = child.wait();
         }
-        self.etcd.cluster.stop();
+        self.etcd.stop();
         let _ = fs::remove_dir_all(&self.root);
     }
 }

@@ -58,6 +58,20 @@ pub enum EtcdError {
         /// Why it was refused.
         refused: Refused,
     },
+    /// An existing cluster refuses the root password the operator gave.
+    #[error(
+        "the existing etcd cluster refuses the root password of --etcd-root-password-file: \
+         give the password of its root user"
+    )]
+    GivenRootRefused,
+    /// An existing cluster whose users the control plane should administer has
+    /// authentication off.
+    #[error(
+        "authentication is not enabled on the existing etcd cluster: enable it (etcdctl \
+         user add root; etcdctl auth enable), or start the control plane without \
+         --etcd-root-password-file"
+    )]
+    AuthOff,
     /// The root user's password in the state does not open the cluster.
     #[error(
         "etcd refuses the control plane's root password: the cluster's authentication was \
@@ -245,19 +259,9 @@ impl EtcdAdmin {
     /// `root_password`) as its root user, and acts as root from now on. A cluster
     /// without authentication gets it (its root user and role first).
     pub fn become_root(&mut self, root_password: &SecretBytes) -> Result<(), EtcdError> {
-        match self.authenticate(ROOT, root_password)? {
-            Ok(token) => {
-                self.token = Some(token);
-                return Ok(());
-            }
-            Err(Refused::AuthNotEnabled) => {}
-            Err(Refused::BadCredentials) => return Err(EtcdError::RootRefused),
-            Err(refused) => {
-                return Err(EtcdError::Refused {
-                    what: "authenticate the root user".into(),
-                    refused,
-                })
-            }
+        match self.log_in_as_root(root_password) {
+            Err(EtcdError::AuthOff) => {}
+            other => return other.map_err(Self::as_own_root),
         }
         self.set_user(ROOT, root_password)?;
         self.tolerating(
@@ -277,11 +281,29 @@ impl EtcdAdmin {
         self.must::<IgnoredAny>("auth/enable", &serde_json::Map::new(), || {
             "enable authentication".into()
         })?;
+        self.log_in_as_root(root_password)
+            .map_err(Self::as_own_root)
+    }
+
+    /// A refused root password means, for the control plane's own cluster, that
+    /// another state set it up.
+    fn as_own_root(error: EtcdError) -> EtcdError {
+        match error {
+            EtcdError::GivenRootRefused => EtcdError::RootRefused,
+            other => other,
+        }
+    }
+
+    /// Acts as the root user from now on: refused when authentication is off
+    /// ([`EtcdError::AuthOff`]) or the password does not open it.
+    pub fn log_in_as_root(&mut self, root_password: &SecretBytes) -> Result<(), EtcdError> {
         match self.authenticate(ROOT, root_password)? {
             Ok(token) => {
                 self.token = Some(token);
                 Ok(())
             }
+            Err(Refused::AuthNotEnabled) => Err(EtcdError::AuthOff),
+            Err(Refused::BadCredentials) => Err(EtcdError::GivenRootRefused),
             Err(refused) => Err(EtcdError::Refused {
                 what: "authenticate the root user".into(),
                 refused,

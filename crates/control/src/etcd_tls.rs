@@ -114,11 +114,22 @@ pub struct GivenEtcdTls {
     pub ca_file: PathBuf,
     /// The client certificate and its key, handed to every node's Patroni.
     pub client: NodeTls,
+    /// The password of the cluster's root user, when the control plane is to give
+    /// each highly available server a user of its own there (`pgcmk serve
+    /// --etcd-root-password-file`); never handed to a node.
+    pub root_password: Option<SecretBytes>,
 }
 
 impl GivenEtcdTls {
-    /// Reads the CA, the client certificate and its key from the files given.
-    pub fn read(ca_file: &Path, cert_file: &Path, key_file: &Path) -> Result<Self, Error> {
+    /// Reads the CA, the client certificate and its key from the files given, and
+    /// the root user's password from `root_password_file` when given.
+    pub fn read(
+        ca_file: &Path,
+        cert_file: &Path,
+        key_file: &Path,
+        root_password_file: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let root_password = root_password_file.map(read_root_password).transpose()?;
         let read = |path: &Path, what: &str| {
             std::fs::read(path).map_err(|e| {
                 Error::BadRequest(format!(
@@ -143,6 +154,7 @@ impl GivenEtcdTls {
                 certificate_pem,
                 key_pem,
             },
+            root_password,
         };
         client(&ca, &given.client, Duration::from_secs(1)).map_err(|_| {
             Error::BadRequest(format!(
@@ -153,6 +165,48 @@ impl GivenEtcdTls {
         })?;
         Ok(given)
     }
+}
+
+/// The longest root password accepted (etcd's own limit is far above any
+/// password a person or a generator makes).
+const MAX_ROOT_PASSWORD: u64 = 1024;
+
+/// The password in `path`, one line (a final newline is not part of it), from a
+/// file no one but its owner may read: it opens every server's keys in etcd.
+fn read_root_password(path: &Path) -> Result<SecretBytes, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let refuse = |why: String| {
+        Error::BadRequest(format!(
+            "--etcd-root-password-file {}: {why}",
+            path.display()
+        ))
+    };
+    let meta = std::fs::metadata(path)
+        .map_err(|e| refuse(format!("cannot read it ({e}): give a readable file")))?;
+    if !meta.is_file() || meta.len() > MAX_ROOT_PASSWORD {
+        return Err(refuse(format!(
+            "give a file holding the password alone (at most {MAX_ROOT_PASSWORD} bytes)"
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(refuse(
+            "others than its owner may read or write it: chmod 600 it".into(),
+        ));
+    }
+    let mut bytes =
+        SecretBytes::new(std::fs::read(path).map_err(|e| refuse(format!("cannot read it ({e})")))?);
+    let text = bytes.expose_secret();
+    let line = text
+        .strip_suffix(b"\n")
+        .map(|t| t.strip_suffix(b"\r").unwrap_or(t))
+        .unwrap_or(text);
+    if line.is_empty() || line.contains(&b'\n') {
+        return Err(refuse("it must hold the password, on one line".into()));
+    }
+    if line.len() != text.len() {
+        bytes = SecretBytes::new(line.to_vec());
+    }
+    Ok(bytes)
 }
 
 /// An HTTPS client of etcd (or of the nodes' Patroni REST APIs, which require the

@@ -34,6 +34,7 @@ pub mod platform;
 pub mod root_key;
 pub mod serve_info;
 pub mod servers_ca;
+pub mod standalone_etcd;
 pub mod store;
 pub mod stored_ca;
 pub mod supervisor;

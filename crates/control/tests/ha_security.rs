@@ -12,7 +12,11 @@
 //! - The etcd members are renewed (short-lived certificates here) one at a time,
 //!   a majority always answering, the server serving throughout.
 //! - `pgcmk serve` refuses an existing etcd cluster over `http://`, or without
-//!   its CA and a client certificate and key.
+//!   its CA and a client certificate and key, or with a root password file others
+//!   may read.
+//! - Given an existing cluster's root password, the control plane makes each
+//!   server a user of its own there, confined to its keys, and removes it with
+//!   the server; a wrong root password is refused with what to give.
 //! - Patroni's REST API refuses a switchover without its password (401), and
 //!   plaintext HTTP; the leader stays. It refuses every caller without a client
 //!   certificate of the etcd CA, reads included; the control plane's reads, a
@@ -27,6 +31,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use pgcmk_control::etcd_auth::EtcdAdmin;
+use pgcmk_control::standalone_etcd::StandaloneEtcd;
+use pgcmk_crypto::SecretBytes;
 use pgcmk_testkit::shared::{Held, Shared};
 use pgcmk_testkit::wait::wait_for;
 use serde_json::{json, Value};
@@ -116,17 +123,23 @@ struct EtcdAs {
 }
 
 impl EtcdAs {
-    /// `node`'s Patroni, logged in as its server's user when `login`.
+    /// `node`'s Patroni in the control plane's cluster, logged in as its
+    /// server's user when `login`.
     fn node(cp: &ControlPlane, node: &Node, login: bool) -> Self {
         let ca = cp.state_dir.join("etcd-ca.pem");
+        Self::node_in(&ca, etcd_client_ports(&cp.state_dir), node, login)
+    }
+
+    /// `node`'s Patroni in the cluster of CA `ca` at `ports`.
+    fn node_in(ca: &Path, ports: Vec<u64>, node: &Node, login: bool) -> Self {
         let user = login.then(|| {
             let password =
                 std::fs::read_to_string(node.dir.join("mnt/patroni/access/etcd-password")).unwrap();
             (format!("pgcmk-server-{}", scope_of(node)), password)
         });
         Self {
-            client: https_client(&ca, Some(patroni_identity(node))),
-            ports: etcd_client_ports(&cp.state_dir),
+            client: https_client(ca, Some(patroni_identity(node))),
+            ports,
             user,
         }
     }
@@ -344,6 +357,21 @@ fn an_existing_etcd_cluster_is_refused_without_tls_and_a_client_certificate() {
             ],
             "holds no PEM certificate",
         ),
+        (
+            vec![
+                "--etcd-endpoints",
+                "https://10.0.0.5:2379",
+                "--etcd-ca-file",
+                not_pem,
+                "--etcd-cert-file",
+                not_pem,
+                "--etcd-key-file",
+                not_pem,
+                "--etcd-root-password-file",
+                not_pem,
+            ],
+            "chmod 600",
+        ),
     ] {
         let state = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(pgcmk_testkit::binary::pgcmk())
@@ -369,6 +397,98 @@ fn an_existing_etcd_cluster_is_refused_without_tls_and_a_client_certificate() {
             "{etcd:?}: the state directory was written"
         );
     }
+}
+
+/// Writes `contents` to `dir/name` with `mode`; its path as an argument.
+fn write_file(dir: &Path, name: &str, contents: &[u8], mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn an_existing_etcd_cluster_given_its_root_password_gets_a_user_per_server() {
+    let root = scratch();
+    let etcd =
+        StandaloneEtcd::start(&root.path().join("operator-etcd"), Duration::from_secs(60)).unwrap();
+    let endpoints = etcd.endpoints();
+    // The operator turned authentication on (etcd then refuses gateway requests
+    // of certificates with a common name: the client certificate has none).
+    let root_password = SecretBytes::new(b"operators-root-password".to_vec());
+    let admin = || EtcdAdmin::new(etcd.http("operator").unwrap(), &endpoints);
+    admin().become_root(&root_password).unwrap();
+    let wrong = admin()
+        .log_in_as_root(&SecretBytes::new(b"not-it".to_vec()))
+        .unwrap_err();
+    assert!(
+        wrong.to_string().contains("--etcd-root-password-file"),
+        "{wrong}"
+    );
+
+    let client = etcd.client("control plane").unwrap();
+    let dir = root.path();
+    let cert = write_file(dir, "client.crt", client.certificate_pem.as_bytes(), 0o644);
+    let key = write_file(dir, "client.key", client.key_pem.expose_secret(), 0o600);
+    let password_file = write_file(dir, "root-password", b"operators-root-password\n", 0o600);
+    let ca = etcd.ca_file().to_str().unwrap().to_string();
+    let stack = Stack::start_serving(
+        INTERVAL,
+        30,
+        None,
+        &[
+            "--etcd-endpoints",
+            &endpoints.join(","),
+            "--etcd-ca-file",
+            &ca,
+            "--etcd-cert-file",
+            &cert,
+            "--etcd-key-file",
+            &key,
+            "--etcd-root-password-file",
+            &password_file,
+        ],
+    );
+    let cp = &stack.cp;
+    assert!(
+        !cp.state_dir.join("etcd").exists(),
+        "the control plane started an etcd cluster of its own"
+    );
+    let server = HaServer::create(cp, "ha-operator-etcd", &[]);
+    server
+        .sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .unwrap();
+    let (primary, _) = server.wait_healthy(cp, SETTLE);
+    let ports = endpoints
+        .iter()
+        .map(|e| e.rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let as_node = EtcdAs::node_in(etcd.ca_file(), ports, &primary, true);
+    let scope = scope_of(&primary);
+    let own = format!("/service/{scope}/");
+    assert!(
+        as_node.count(&own).is_ok_and(|n| n > 0),
+        "it reads its keys"
+    );
+    let outside = as_node.count("/").map(|_| ()).expect_err("read every key");
+    assert!(
+        outside.to_string().contains("permission denied"),
+        "{outside}"
+    );
+    let user = format!("pgcmk-server-{scope}");
+    let password =
+        std::fs::read_to_string(primary.dir.join("mnt/patroni/access/etcd-password")).unwrap();
+    assert_ne!(password.as_bytes(), b"operators-root-password");
+
+    cp.server(&["delete", "ha-operator-etcd", "--yes"]);
+    let refused = as_node.login(&user, &password);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("authentication failed")),
+        "the deleted server's etcd user: {refused:?}"
+    );
 }
 
 #[test]

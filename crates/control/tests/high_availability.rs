@@ -19,7 +19,7 @@
 //! - A marker inserted on the primary is in no byte of either node's disk, nor
 //!   in etcd's data directory.
 //! - Backups: the primary's agent takes the first full backup into the server's
-//!   one stanza; a row committed, a planned switchover, a second row committed:
+//!   one stanza; a retention change reaches both nodes' agents in place; a row committed, a planned switchover, a second row committed:
 //!   a restore of `latest` into a new server has both (archiving went on from the
 //!   new primary, on its new timeline, into the same stanza); the marker is in no
 //!   byte of the repository; deleting the server deletes it.
@@ -324,6 +324,27 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
     );
     let keys = cp.try_backup(&["keys", "ha-backup"]).unwrap();
     assert_eq!(keys["key_versions"].as_array().map(Vec::len), Some(1));
+
+    // A retention change reaches every node's agent in place: each archives, and
+    // whichever is primary expires.
+    let agents = [&old_primary, &standby].map(|n| agent_pid(&n.dir));
+    cp.server(&["update", "ha-backup", "--backup-retention-days", "14"]);
+    for node in [&old_primary, &standby] {
+        assert_eq!(
+            retention_on_mount(&node.dir),
+            "14",
+            "{}'s pgBackRest configuration",
+            node.name
+        );
+    }
+    assert_eq!(
+        [&old_primary, &standby].map(|n| agent_pid(&n.dir)),
+        agents,
+        "no agent restarted"
+    );
+    let catalog: BackupCatalog =
+        serde_json::from_value(cp.try_backup(&["list", "ha-backup"]).unwrap()).unwrap();
+    assert_eq!(catalog.retention_days, 14);
     let marker = "pgcmk-ha-backup-marker-8e21";
     server
         .sql(&format!(
@@ -393,6 +414,18 @@ fn backups_go_on_across_a_switchover_in_one_encrypted_stanza() {
 }
 
 /// Waits until the primary's agent of `server` has taken its first full backup.
+/// The full-backup retention in the pgBackRest configuration on a node's mount.
+fn retention_on_mount(node_dir: &std::path::Path) -> String {
+    let conf = pgcmk_agent::contract::ServerDir::new(node_dir)
+        .backup_engine_dir()
+        .join("pgbackrest.conf");
+    std::fs::read_to_string(conf)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("repo1-retention-full=").map(str::to_string))
+        .unwrap()
+}
+
 fn wait_first_full_backup(cp: &ControlPlane, server: &str) {
     let catalog = || -> Option<BackupCatalog> {
         serde_json::from_value(cp.try_backup(&["list", server]).ok()?).ok()

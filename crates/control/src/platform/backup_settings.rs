@@ -3,14 +3,18 @@
 //! `--full-backup-every-hours`, `--diff-backup-every-hours`) and changed later
 //! (`pgcmk server update NAME --backup-...`, `docs/backups.md`).
 //!
-//! A change is written to `agent.json`; a serving agent is asked for a key check,
+//! A change is written to `agent.json` (each node's, for a highly available
+//! server: every node archives, and the primary's backs up and expires); a
+//! serving agent is asked for a key check,
 //! at which it applies the settings in place (pgBackRest's configuration on the
 //! mount, its schedule) without a restart: no backup under way is ended, no
 //! connection dropped. The command returns once the agent said so.
 
 use std::time::Duration;
 
-use pgcmk_agent::contract::backup::{BackupSettings, DIFF_EVERY_HOURS, FULL_EVERY_HOURS};
+use pgcmk_agent::contract::backup::{
+    BackupConfig, BackupSettings, DIFF_EVERY_HOURS, FULL_EVERY_HOURS,
+};
 use pgcmk_agent::contract::invocation::{signal, AgentSignal};
 use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
@@ -89,8 +93,9 @@ impl BackupSettingsChange {
 }
 
 impl Platform {
-    /// Changes the backup settings of server `name` and, when it serves, waits
-    /// until its agent applied them. A request that is not valid changes nothing.
+    /// Changes the backup settings of server `name` — of each of its nodes when it
+    /// is highly available — and waits until every serving agent applied them. A
+    /// request that is not valid changes nothing.
     pub fn update_backup_settings(
         &self,
         name: &str,
@@ -98,13 +103,12 @@ impl Platform {
     ) -> Result<ServerRecord, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
-        if !server.nodes.is_empty() || server.node_of.is_some() {
+        if server.node_of.is_some() {
             return Err(Error::BadRequest(format!(
-                "server '{name}' is highly available: changing its backup settings is not \
-                 supported yet"
+                "'{name}' is a node of a highly available server: change the backup settings \
+                 of the server"
             )));
         }
-        self.local_only(&server, "a change of backup settings")?;
         if change.is_empty() {
             return Err(Error::BadRequest(
                 "no backup setting given: give --backup-retention-days, \
@@ -112,59 +116,97 @@ impl Platform {
                     .into(),
             ));
         }
-        let dir = ServerDir::new(&server.dir);
-        let mut config: AgentConfig = read_json(&dir.agent_config())?;
-        let Some(backup) = config.backup.as_mut() else {
-            return Err(Error::BadRequest(format!(
-                "server '{name}' has no backups (a read replica, or a server created before \
-                 backups existed): it has no backup settings"
-            )));
-        };
-        let old = backup.settings();
+        let holders = self.backup_holders(&server)?;
+        let mut configs = Vec::with_capacity(holders.len());
+        for holder in &holders {
+            self.local_only(holder, "a change of backup settings")?;
+            let dir = ServerDir::new(&holder.dir);
+            let config: AgentConfig = read_json(&dir.agent_config())?;
+            if config.backup.is_none() {
+                return Err(Error::BadRequest(format!(
+                    "server '{name}' has no backups (a read replica, or a server created \
+                     before backups existed): it has no backup settings"
+                )));
+            }
+            configs.push((dir, config));
+        }
+        let settings_of = |c: &AgentConfig| c.backup.as_ref().map(BackupConfig::settings);
+        // The nodes' agree but mid-change (a node down when it was made).
+        let old = settings_of(&configs[0].1).unwrap_or_default();
         let new = change.applied_to(old)?;
-        if new == old {
+        if configs.iter().all(|(_, c)| settings_of(c) == Some(new)) {
             return Ok(server);
         }
-        backup.apply(new);
         let since = self.last_event_seqs(&server)?;
-        write_json_atomic(&dir.agent_config(), &config)?;
+        for (dir, config) in &mut configs {
+            if let Some(backup) = config.backup.as_mut() {
+                backup.apply(new);
+            }
+            write_json_atomic(&dir.agent_config(), config)?;
+        }
         self.event(
             &server,
             Actor::Dba,
             "backup settings changed",
             &format!("{new} (were: {old})"),
         )?;
+        for holder in &holders {
+            self.wait_settings_applied(holder, &since).map_err(|e| {
+                Error::AgentTask(format!(
+                    "the backup settings of server '{name}' are stored, but {e}; the agent \
+                     applies them at its next key check or start"
+                ))
+            })?;
+        }
+        self.store.server(&server.id)
+    }
+
+    /// The records whose agents keep `server`'s backups: its own, or each node's.
+    fn backup_holders(&self, server: &ServerRecord) -> Result<Vec<ServerRecord>, Error> {
+        if server.nodes.is_empty() {
+            return Ok(vec![server.clone()]);
+        }
+        server
+            .nodes
+            .iter()
+            .map(|id| self.store.server(id))
+            .collect()
+    }
+
+    /// When `holder`'s agent serves: asks it for a key check and waits until it
+    /// said it applied the settings written after `since`. Not serving, it applies
+    /// them when it mounts.
+    fn wait_settings_applied(
+        &self,
+        holder: &ServerRecord,
+        since: &[(String, u64)],
+    ) -> Result<(), Error> {
         let live = self
             .agents
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(&server.id)
+            .get_mut(&holder.id)
             .and_then(Supervised::live_agent)
             .map(NodeAgent::pid);
-        match live {
-            // Not serving: the agent applies them when it mounts.
-            Some(pid) if server.state == ServerState::Ready => {
-                signal(pid, AgentSignal::CheckKeyNow).ctx(|| "signalling the agent")?;
-                self.wait_agent_event(&server, &since, APPLY_TIMEOUT, |event| {
-                    match event.what.as_str() {
-                        "backup settings applied" => Some(Ok(())),
-                        "backup settings not applied" => Some(Err(Error::AgentTask(format!(
-                            "the agent could not apply them: {}",
-                            event.why
-                        )))),
-                        _ => None,
-                    }
-                })
-                .map_err(|e| {
-                    Error::AgentTask(format!(
-                        "the backup settings of server '{name}' are stored, but {e}; the agent \
-                         applies them at its next key check or start"
-                    ))
-                })?;
+        let Some(pid) = live.filter(|_| holder.state == ServerState::Ready) else {
+            return Ok(());
+        };
+        signal(pid, AgentSignal::CheckKeyNow).ctx(|| "signalling the agent")?;
+        let since: Vec<_> = since
+            .iter()
+            .filter(|(id, _)| *id == holder.id)
+            .cloned()
+            .collect();
+        self.wait_agent_event(holder, &since, APPLY_TIMEOUT, |event| {
+            match event.what.as_str() {
+                "backup settings applied" => Some(Ok(())),
+                "backup settings not applied" => Some(Err(Error::AgentTask(format!(
+                    "the agent could not apply them: {}",
+                    event.why
+                )))),
+                _ => None,
             }
-            _ => {}
-        }
-        self.store.server(&server.id)
+        })
     }
 }
 

@@ -4,7 +4,9 @@
 //! own (`pgcmk-server-SCOPE`) that may read and write there and nowhere else, so
 //! that one server's nodes cannot read or move another's leadership. etcd's root
 //! user is the control plane's; its password, like each server's, is random and
-//! kept sealed in the state store (`docs/high-availability.md`).
+//! kept sealed in the state store (`docs/high-availability.md`). In an existing
+//! cluster the same users are made when the operator gave its root password
+//! (`pgcmk serve --etcd-root-password-file`), which stays in memory only.
 //!
 //! When the server is deleted or a single one again its keys, user and role are
 //! removed, so that nothing of the old cluster (its system identifier, its last
@@ -47,38 +49,47 @@ impl Platform {
         Ok(secret)
     }
 
-    /// An administrator's client of the etcd cluster at `endpoints`: root of the
-    /// control plane's own cluster (authentication enabled first if it is not yet),
-    /// or, for an existing cluster (`pgcmk serve --etcd-endpoints`), whatever the
-    /// operator's client certificate may do there.
+    /// An administrator's client of the etcd cluster at `endpoints`, and whether
+    /// it administers the cluster's users: root of the control plane's own cluster
+    /// (authentication enabled first if it is not yet), root of an existing
+    /// cluster (`pgcmk serve --etcd-endpoints`) whose root password the operator
+    /// gave, or else whatever the operator's client certificate may do there.
     fn etcd_admin(&self, endpoints: &[String]) -> Result<(EtcdAdmin, bool), Error> {
         let mut admin = EtcdAdmin::new(self.etcd_http()?, endpoints);
-        if self.config.etcd_tls.is_some() {
-            return Ok((admin, false));
+        match &self.config.etcd_tls {
+            None => {
+                self.wait_etcd_ready(endpoints)?;
+                admin.become_root(&self.sealed_or_new(ETCD_ROOT_OWNER)?)?;
+                Ok((admin, true))
+            }
+            Some(given) => match &given.root_password {
+                Some(password) => {
+                    admin.log_in_as_root(password)?;
+                    Ok((admin, true))
+                }
+                None => Ok((admin, false)),
+            },
         }
-        self.wait_etcd_ready(endpoints)?;
-        admin.become_root(&self.sealed_or_new(ETCD_ROOT_OWNER)?)?;
-        Ok((admin, true))
     }
 
     /// The password `node`'s Patroni authenticates to etcd with: its server's etcd
     /// user's, that user confined to the server's keys first (made at the first
     /// start of the server's first node, checked at every start). `None` for an
-    /// existing cluster, whose users are the operator's.
+    /// existing cluster whose users the control plane does not administer.
     pub(super) fn etcd_password(&self, node: &ServerRecord) -> Result<Option<SecretBytes>, Error> {
         let Some(place) = &node.node_of else {
             return Ok(None);
         };
-        if self.config.etcd_tls.is_some() {
-            return Ok(None);
-        }
         let endpoints = self.etcd_endpoints()?;
         // One at a time: two first uses at once would each make a password.
         let _one = self
             .etcd_users
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (admin, _) = self.etcd_admin(&endpoints)?;
+        let (admin, administered) = self.etcd_admin(&endpoints)?;
+        if !administered {
+            return Ok(None);
+        }
         let password = self.sealed_or_new(&etcd_user_owner(&place.server_id))?;
         let (start, end) = cluster_range(&place.server_id);
         admin.confine_user(&etcd_user(&place.server_id), &password, (&start, &end))?;
