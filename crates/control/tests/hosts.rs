@@ -503,6 +503,14 @@ fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_on
         .try_server(&[&ha[..], &["--host", "host-one", "--host", "host-one"]].concat())
         .unwrap_err();
     assert!(refused.contains("'host-one' is given twice"), "{refused}");
+    let refused = cp
+        .try_server(&[&ha[..], &["--host", "host-one", "--host", "no-such-host"]].concat())
+        .unwrap_err();
+    assert!(
+        refused.contains("host 'no-such-host' not found"),
+        "{refused}"
+    );
+    assert!(cp.try_server(&["show", "pair"]).is_err());
 
     // Each node runs on its host, under the host daemon's state directory, and
     // listens on the host's address; the plane keeps no node directory.

@@ -48,6 +48,7 @@ impl Platform {
         if self.store.server(&req.name).is_ok() {
             return Err(Error::NameTaken(req.name.clone()));
         }
+        let places = self.node_places(req)?;
         let (encryption, access, secret) = self.encryption_for(&req.protection)?;
         let kek = match &secret {
             Some(secret) => access.connect(secret.clone()),
@@ -60,7 +61,6 @@ impl Platform {
             .collect::<Result<Vec<_>, _>>()?;
         // The server's one backup repository key, made and validated like a DEK.
         let backup_key = new_wrapped_dek(kek.as_ref(), &access, &encryption, &req.location)?;
-        let places = self.node_places(req)?;
         let etcd_endpoints = self.etcd_endpoints()?;
         let id = hex_id()?;
         // The server's geo-redundant copy, when asked for: one for the server, its
