@@ -681,3 +681,40 @@ fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_on
     }
     assert!(cp.try_server(&["show", "pair"]).is_err());
 }
+
+/// By hand (`-- --ignored`; beyond the CI budget): the stop and start of a highly
+/// available server on hosts, node by node through its hosts.
+#[test]
+#[ignore = "beyond the CI budget: run by hand"]
+fn a_highly_available_server_on_hosts_stops_and_starts_there() {
+    let stack = Stack::start(60, 300, None);
+    let cp = &stack.cp;
+    let dba = Dba::new(cp);
+    let hosts = [
+        HostDaemon::start(&stack, "host-one", "127.0.0.2"),
+        HostDaemon::start(&stack, "host-two", "127.0.0.3"),
+    ];
+    wait_online(&dba, "host-one");
+    wait_online(&dba, "host-two");
+    let server = HaServer::create(cp, "kept", &["--host", "host-one", "--host", "host-two"]);
+    let servers = hosts.each_ref().map(HostDaemon::servers_dir);
+    let (primary, standby) = server.wait_healthy_under(cp, &servers, Duration::from_secs(60));
+    server.sql("CREATE TABLE t AS SELECT 7 AS v").unwrap();
+
+    // Stopped: no agent runs for either node on its host, nothing answers.
+    assert_eq!(cp.server(&["stop", "kept"])["state"], "Stopped");
+    for node in [&primary, &standby] {
+        assert!(cp.agents_of(&node.dir).is_empty(), "{node:?}");
+        assert!(!pgcmk_agent::contract::ServerDir::new(&node.dir).is_mounted());
+    }
+    assert!(server.sql("SELECT 1").is_err());
+
+    // Started: a primary and a synchronous standby again, with the row.
+    cp.server(&["start", "kept"]);
+    server.wait_healthy_under(cp, &servers, Duration::from_secs(90));
+    assert_eq!(server.sql("SELECT v FROM t").unwrap(), "7");
+    cp.server(&["delete", "kept", "--yes"]);
+    for node in [&primary, &standby] {
+        assert!(!node.dir.exists(), "{node:?}");
+    }
+}
