@@ -481,16 +481,23 @@ fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_ho
     pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
 }
 
+/// Host daemons for host-one (127.0.0.2) and host-two (127.0.0.3), both Online.
+fn two_hosts(stack: &Stack, dba: &Dba) -> [HostDaemon; 2] {
+    let hosts = [
+        HostDaemon::start(stack, "host-one", "127.0.0.2"),
+        HostDaemon::start(stack, "host-two", "127.0.0.3"),
+    ];
+    wait_online(dba, "host-one");
+    wait_online(dba, "host-two");
+    hosts
+}
+
 #[test]
 fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_one() {
     let stack = Stack::start(60, 300, None);
     let cp = &stack.cp;
     let dba = Dba::new(cp);
-    let one = HostDaemon::start(&stack, "host-one", "127.0.0.2");
-    let two = HostDaemon::start(&stack, "host-two", "127.0.0.3");
-    let mut hosts = [one, two];
-    wait_online(&dba, "host-one");
-    wait_online(&dba, "host-two");
+    let mut hosts = two_hosts(&stack, &dba);
     let ha = ["create", "pair", "-l", "local", "--high-availability"];
     let refused = cp
         .try_server(&[&ha[..], &["--host", "host-one"]].concat())
@@ -690,12 +697,7 @@ fn a_highly_available_server_on_hosts_stops_and_starts_there() {
     let stack = Stack::start(60, 300, None);
     let cp = &stack.cp;
     let dba = Dba::new(cp);
-    let hosts = [
-        HostDaemon::start(&stack, "host-one", "127.0.0.2"),
-        HostDaemon::start(&stack, "host-two", "127.0.0.3"),
-    ];
-    wait_online(&dba, "host-one");
-    wait_online(&dba, "host-two");
+    let hosts = two_hosts(&stack, &dba);
     let server = HaServer::create(cp, "kept", &["--host", "host-one", "--host", "host-two"]);
     let servers = hosts.each_ref().map(HostDaemon::servers_dir);
     let (primary, standby) = server.wait_healthy_under(cp, &servers, Duration::from_secs(60));
