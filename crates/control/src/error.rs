@@ -337,6 +337,7 @@ impl Error {
             Error::GeoBackupNotAdded { cause, .. } => cause.code(),
             Error::HighAvailability(
                 crate::platform::HaError::NotHighlyAvailable(_)
+                | crate::platform::HaError::NotForHighlyAvailable { .. }
                 | crate::platform::HaError::NoPrimary(_)
                 | crate::platform::HaError::NoCandidate(_),
             ) => ErrorCode::StateConflict,

@@ -22,6 +22,8 @@
 //!   certificate of the etcd CA, reads included; the control plane's reads, a
 //!   planned failover (Patroni's member-to-member calls) still work.
 //! - A node's REST API password is new at each start of its agent.
+//! - `server reset-password` of a highly available server is refused with what
+//!   to know, and the password keeps working.
 //! - A read replica of the highly available server streams from whichever node is
 //!   primary: a row committed after `server failover --planned` reaches it.
 
@@ -488,6 +490,24 @@ fn an_existing_etcd_cluster_given_its_root_password_gets_a_user_per_server() {
             .as_ref()
             .is_err_and(|e| e.contains("authentication failed")),
         "the deleted server's etcd user: {refused:?}"
+    );
+}
+
+#[test]
+fn a_password_reset_of_a_highly_available_server_is_refused_and_changes_nothing() {
+    let f = fixture();
+    let cp = &f.stack.cp;
+    let refused = cp
+        .try_server(&["reset-password", "ha-sec"])
+        .expect_err("a reset of a highly available server");
+    assert!(
+        refused.contains("highly available") && refused.contains("not available"),
+        "{refused}"
+    );
+    assert_eq!(
+        f.server.sql("SELECT count(*) FROM t WHERE id = 1").unwrap(),
+        "1",
+        "the superuser's password still opens the server"
     );
 }
 

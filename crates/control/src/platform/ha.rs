@@ -25,6 +25,17 @@ pub enum HaError {
          --high-availability`"
     )]
     NotHighlyAvailable(String),
+    /// An operation not built for highly available servers yet.
+    #[error(
+        "server '{server}' is highly available: {what} is not available for highly \
+         available servers yet"
+    )]
+    NotForHighlyAvailable {
+        /// The server's name.
+        server: String,
+        /// What was asked.
+        what: &'static str,
+    },
     /// No node is primary now.
     #[error("server '{0}' has no primary now (see `pgcmk server show {0}`); retry when it has")]
     NoPrimary(String),

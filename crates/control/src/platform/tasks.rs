@@ -290,6 +290,15 @@ impl Platform {
     pub fn reset_password(&self, name: &str) -> Result<PasswordChanged, Error> {
         let _guard = self.locks.lock(name);
         let server = self.store.server(name)?;
+        if !server.nodes.is_empty() {
+            // Each node keeps the superuser's password for Patroni's rewinds: a
+            // reset would have to reach every node's stored copy too.
+            return Err(super::HaError::NotForHighlyAvailable {
+                server: name.into(),
+                what: "reset-password",
+            }
+            .into());
+        }
         if server.state != ServerState::Ready {
             return Err(StateConflict::NotServing {
                 server: name.into(),
