@@ -33,6 +33,7 @@ pub mod key_file;
 mod mount;
 pub mod storage;
 mod sys;
+mod write_behind;
 
 pub use config::{init, VolumeConfig, CONFIG_FILE_NAME};
 pub use crash_recovery::{RecoveryReport, DIRTY_MARKER_NAME};

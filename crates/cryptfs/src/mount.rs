@@ -96,6 +96,10 @@ pub fn mount(
     }
     let volume = config::open(&cipher_dir, &master_key)?;
     drop(master_key);
+    // aws-lc seeds its random generator from CPU-jitter entropy at the process's first
+    // draw (about 80 ms of CPU): pay it here rather than in the first write through the
+    // mount (every write draws its nonces).
+    pgcmk_crypto::random::array::<16>()?;
     // The daemon holds one backing descriptor per file open through the mount, and
     // PostgreSQL keeps up to max_files_per_process open in every backend.
     match crate::sys::raise_open_file_limit() {

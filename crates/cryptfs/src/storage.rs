@@ -27,6 +27,10 @@ pub trait Storage: Send + Sync {
     }
     /// A hint: `len` bytes at `offset` will be read soon (best effort, no error).
     fn prefetch(&self, _offset: u64, _len: u64) {}
+    /// A hint: the `len` bytes just written at `offset` will be synced soon, so their
+    /// write to the disk may start now, on another thread (best effort, no error).
+    /// Makes nothing durable.
+    fn write_behind(&self, _offset: u64, _len: u64) {}
     /// Reads exactly `buf.len()` bytes at `offset` if that needs no wait for a disk;
     /// `Ok(false)` (contents of `buf` undefined) if it would, or if the store ends
     /// first.
@@ -81,6 +85,10 @@ impl Storage for File {
         let _ = crate::sys::prefetch(self, offset, len);
     }
 
+    fn write_behind(&self, offset: u64, len: u64) {
+        crate::write_behind::start(self, offset, len);
+    }
+
     fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
         crate::sys::read_cached_at(self, buf, offset)
     }
@@ -118,6 +126,10 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     fn prefetch(&self, offset: u64, len: u64) {
         (**self).prefetch(offset, len)
+    }
+
+    fn write_behind(&self, offset: u64, len: u64) {
+        (**self).write_behind(offset, len)
     }
 
     fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {

@@ -1,6 +1,6 @@
 //! The only unsafe code in cryptfs: thin wrappers over libc calls that std does not
-//! offer (statvfs, utimensat on symlinks, fallocate, syncfs, umount2, signal waiting,
-//! non-blocking reads).
+//! offer (statvfs, utimensat on symlinks, fallocate, syncfs, sync_file_range, umount2,
+//! signal waiting, non-blocking reads).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -151,6 +151,20 @@ fn fadvise(file: &File, offset: u64, len: u64, advice: libc::c_int) -> io::Resul
     } else {
         Err(io::Error::from_raw_os_error(ret))
     }
+}
+
+/// Starts writing `len` bytes at `offset` of `file` from the page cache to the disk,
+/// without waiting for them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`): makes
+/// nothing durable (no cache flush, no metadata), only starts the I/O early.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: the descriptor is owned by `file`, which outlives the call; the call
+    // only reads its integer arguments.
+    check(unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    })
 }
 
 /// Reads `buf.len()` bytes at `offset` of `file` only if they are all in the page

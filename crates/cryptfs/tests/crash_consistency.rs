@@ -402,6 +402,23 @@ fn a_new_file_written_and_closed_costs_no_sync_and_a_crash_leaves_it_empty_or_wh
 
 #[test]
 fn a_file_emptied_and_closed_never_shows_an_older_version_when_written_again() {
+    emptied_closed_and_written_again(false);
+}
+
+/// The mount keeps the emptied mark of a closed file for its next open instead of
+/// syncing at close (a DROP empties and closes every fork): the next open syncs
+/// before its new header, so the same crash never shows an older version either.
+#[test]
+fn an_emptied_mark_handed_to_the_next_open_replaces_the_sync_at_close() {
+    emptied_closed_and_written_again(true);
+}
+
+/// Block 0 synced at generations 1 to 3, then emptied (PostgreSQL's DROP), closed,
+/// opened again and written (slot A of block 0 gets a new file's generation 1), then
+/// a crash. With `hand_over` the emptied mark goes from the closed file to the next
+/// open ([`EncryptedFile::take_emptied`], [`EncryptedFile::mark_emptied`]), as the
+/// mount does, and the close must not sync.
+fn emptied_closed_and_written_again(hand_over: bool) {
     let volume = Arc::new(VolumeKey::new(SymmetricKey::from_bytes([9; 32]), [3; 16]));
     for seed in 0..64 {
         let disk = Arc::new(SimulatedDisk::new());
@@ -412,11 +429,22 @@ fn a_file_emptied_and_closed_never_shows_an_older_version_when_written_again() {
             file.write(0, &[byte; B]).unwrap();
             file.sync().unwrap();
         }
-        // Emptied (PostgreSQL's DROP), closed, opened again and written: slot A of
-        // block 0 gets a new file's generation 1.
         file.set_len(0).unwrap();
+        let syncs = disk.syncs();
+        let mark = hand_over && file.take_emptied();
+        assert_eq!(mark, hand_over, "an emptied file had no emptied mark");
         drop(file);
+        if hand_over {
+            assert_eq!(
+                disk.syncs(),
+                syncs,
+                "closing synced a file whose mark was taken"
+            );
+        }
         let file = open();
+        if mark {
+            file.mark_emptied();
+        }
         file.write(0, &[3; B]).unwrap();
         let mut rng = Rng::new(seed);
         let crashed = disk.crash(&mut || rng.next());

@@ -13,11 +13,14 @@
 //!                                the segment's latency and the caller's CPU for it
 //! iobench files DIR N DIRS       N files of 100 B created in DIRS new directories under DIR, then
 //!                                removed; time of each phase, caller CPU (see `files.rs`)
+//! iobench drops DIR N            N files of 8 KiB (fsynced) each opened, truncated to 0 and
+//!                                closed, as a DROP does to every fork; mean time (`drops.rs`)
 //! ```
 //! The caller drops the page cache between steps; this tool only times its own I/O.
 
 #![forbid(unsafe_code)]
 
+mod drops;
 mod files;
 
 use std::fs::{File, OpenOptions};
@@ -44,7 +47,8 @@ fn main() -> ExitCode {
         ["files", dir, n, dirs] => number(n)
             .and_then(|n| number(dirs).map(|dirs| (n, dirs)))
             .and_then(|(n, dirs)| files::create_remove(dir, n, dirs)),
-        _ => Err("usage: iobench seq-write FILE MIB | seq-read FILE | rand-read FILE OPS | rand-write FILE OPS | wal-flush FILE | files DIR N DIRS".into()),
+        ["drops", dir, n] => number(n).and_then(|n| drops::drop_files(dir, n)),
+        _ => Err("usage: iobench seq-write FILE MIB | seq-read FILE | rand-read FILE OPS | rand-write FILE OPS | wal-flush FILE | files DIR N DIRS | drops DIR N".into()),
     };
     match result {
         Ok(line) => {

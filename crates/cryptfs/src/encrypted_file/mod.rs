@@ -22,8 +22,8 @@ use pgcmk_crypto::random;
 
 use crate::content::{FileCipher, VolumeKey};
 use crate::format::{
-    entry_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION, GROUP_BLOCKS,
-    HEADER_LEN, MAX_PLAIN_SIZE,
+    entry_offset, group_of, group_offset, FileHeader, Slot, BLOCK_SIZE, ENTRY_SIZE, FORMAT_VERSION,
+    GROUP_BLOCKS, HEADER_LEN, MAX_PLAIN_SIZE,
 };
 use crate::storage::Storage;
 use crate::Error;
@@ -146,6 +146,22 @@ impl<S: Storage> EncryptedFile<S> {
             .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
+    /// Takes the mark "emptied by a truncation to 0 since the last sync" off this
+    /// file (so dropping it does not sync for it) and returns it, for the next
+    /// [`EncryptedFile`] of the same backing file ([`EncryptedFile::mark_emptied`]),
+    /// which syncs before it writes a new header. The mark must not be lost in between
+    /// (see this type's `Drop`).
+    pub fn take_emptied(&self) -> bool {
+        std::mem::take(&mut self.state().emptied)
+    }
+
+    /// Marks the file as emptied since its last sync: the mark an earlier
+    /// [`EncryptedFile`] of the same backing file handed over
+    /// ([`EncryptedFile::take_emptied`]).
+    pub fn mark_emptied(&self) {
+        self.state().emptied = true;
+    }
+
     /// Plaintext length (including writes in flight).
     pub fn len(&self) -> u64 {
         self.state().len
@@ -224,6 +240,20 @@ impl<S: Storage> EncryptedFile<S> {
             .cipher_or_header(cipher)
             .and_then(|cipher| BlockWriter::new(self, &cipher, old_len).write(offset, data));
         self.finish(claim, result)
+    }
+
+    /// After a write of `len` bytes at `offset` whose caller waits for it (direct
+    /// I/O): if that was a group or more — PostgreSQL zero-filling a new WAL segment —
+    /// starts the disk write of its backing pages on another thread (see
+    /// [`Storage::write_behind`]), so the sync that follows waits for less. Smaller
+    /// writes are followed by their sync at once.
+    pub fn write_behind(&self, offset: u64, len: u64) {
+        if len < WINDOW_BYTES {
+            return;
+        }
+        let start = group_offset(group_of(offset / BLOCK_SIZE));
+        let stop = group_offset(group_of((offset + len - 1) / BLOCK_SIZE) + 1);
+        self.storage.write_behind(start, stop - start);
     }
 
     /// Truncates or extends (with zeros) to `new_len` plaintext bytes.
@@ -468,7 +498,8 @@ impl<S: Storage> Drop for EncryptedFile<S> {
     /// written and closed, PostgreSQL's most common case): there is no durable version
     /// to protect, and a later open that takes it for durable writes the block's next
     /// version into the other slot. A file already unlinked (PostgreSQL's temporary
-    /// files) cannot be opened again: no sync.
+    /// files) cannot be opened again: no sync. Nor one whose emptied mark was taken
+    /// ([`EncryptedFile::take_emptied`]): whoever took it keeps it for the next open.
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         let pending = state.slots.pending.len();

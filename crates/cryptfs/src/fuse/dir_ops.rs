@@ -182,6 +182,7 @@ impl CryptFs {
     /// `name` in `parent`, a name of the pinned file, is gone: its node forgets it, and
     /// is unlinked if the file has no name left.
     fn removed(&self, pinned: &fs::File, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        self.files.name_removed(pinned);
         if let Some(id) = self.inodes.removed(pinned, parent, name)? {
             self.link_count_changed(id);
         }

@@ -3,14 +3,14 @@
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
 use fuser::{Errno, FopenFlags};
 
 use super::backing::open_backing;
 use super::dir_ops::Entry;
-use super::open_files::OpenFile;
+use super::open_files::{OpenFile, OpenedBacking};
 use super::{attr, estale, io_errno, CryptFs};
 use crate::format::{group_of, group_offset, BLOCK_SIZE, MAX_PLAIN_SIZE};
 use crate::sys;
@@ -49,8 +49,12 @@ impl CryptFs {
             let path = self.inodes.locate(ino).ok_or_else(estale)?;
             let backing = open_backing(&path)?;
             // The name may lead to another file by now (unlinked, renamed over).
-            self.inodes.check_same_file(ino, &backing)?;
-            Ok((backing, path.is_wal()))
+            let meta = self.inodes.check_same_file(ino, &backing)?;
+            Ok(OpenedBacking {
+                file: backing,
+                wal: path.is_wal(),
+                ino: meta.ino(),
+            })
         })
     }
 
@@ -110,7 +114,13 @@ impl CryptFs {
         let (node, meta) = self.inodes.lookup(&backing, parent, name)?;
         let opened = self
             .files
-            .acquire(node.id, &self.volume, || Ok((backing, path.is_wal())))
+            .acquire(node.id, &self.volume, || {
+                Ok(OpenedBacking {
+                    file: backing,
+                    wal: path.is_wal(),
+                    ino: meta.ino(),
+                })
+            })
             .and_then(|open| {
                 if is_new || flags & libc::O_TRUNC == 0 {
                     return Ok(open);
@@ -151,11 +161,25 @@ impl CryptFs {
         })
     }
 
-    pub(crate) fn write_ino(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+    /// Writes `data` at `offset`; `cached`: the kernel's writeback of its page cache
+    /// (else a direct-I/O write, whose caller waits: a large one starts its disk write
+    /// at once, see [`EncryptedFile::write_behind`]).
+    ///
+    /// [`EncryptedFile::write_behind`]: crate::encrypted_file::EncryptedFile::write_behind
+    pub(crate) fn write_ino(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        cached: bool,
+    ) -> Result<u32, Errno> {
         self.with_file(ino, |open| {
             open.file
                 .write(offset, data)
                 .map_err(|e| self.fail(ino, e))?;
+            if !cached {
+                open.file.write_behind(offset, data.len() as u64);
+            }
             Ok(data.len() as u32)
         })
     }

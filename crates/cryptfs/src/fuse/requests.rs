@@ -246,15 +246,18 @@ impl Filesystem for CryptFs {
         reply: ReplyWrite,
     ) {
         let _timer = self.metrics.start(Op::Write);
-        let written = self.write_ino(ino.0, offset, data).and_then(|written| {
-            // A direct-I/O write to an O_DSYNC/O_SYNC file gets no FSYNC request
-            // after it: the kernel leaves the sync to the filesystem. (Writes from
-            // the page cache are synced by the kernel's own fsync.)
-            match sync_requested(write_flags, flags) {
-                Some(datasync) => self.fsync_ino(ino.0, datasync).map(|()| written),
-                None => Ok(written),
-            }
-        });
+        let cached = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        let written = self
+            .write_ino(ino.0, offset, data, cached)
+            .and_then(|written| {
+                // A direct-I/O write to an O_DSYNC/O_SYNC file gets no FSYNC request
+                // after it: the kernel leaves the sync to the filesystem. (Writes from
+                // the page cache are synced by the kernel's own fsync.)
+                match sync_requested(write_flags, flags) {
+                    Some(datasync) => self.fsync_ino(ino.0, datasync).map(|()| written),
+                    None => Ok(written),
+                }
+            });
         match written {
             Ok(written) => {
                 self.metrics.written(written as usize);
