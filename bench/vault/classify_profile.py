@@ -4,9 +4,13 @@ A sample counts for the first unambiguous marker in its stack (aws-lc's RSA priv
 transform, fdatasync), else for the innermost frame that names a Rust crate of the
 request path. Generic type names (a hyper frame over a TLS stream) do not count: only
 the path a frame starts with.
+
+Then the same samples by thread (crypto workers, tokio workers, audit writer, ...):
+which thread the overhead runs on says which hand-off it belongs to.
 """
 
 import collections
+import re
 import sys
 
 MARKERS = [
@@ -43,6 +47,7 @@ def classify(stack):
 
 
 def samples(path):
+    """(thread name, stack) of every sample."""
     stack, comm = [], None
     with open(path, encoding="utf-8", errors="replace") as lines:
         for line in lines:
@@ -50,17 +55,30 @@ def samples(path):
                 continue
             if not line.startswith("\t"):
                 if comm is not None:
-                    yield stack
+                    yield comm, stack
                 comm, stack = line.split()[0], []
             else:
                 parts = line.strip().split(None, 1)
                 stack.append(parts[1] if len(parts) > 1 else "")
     if comm is not None:
-        yield stack
+        yield comm, stack
+
+
+def thread_kind(comm):
+    """crypto-0 and crypto-1 are one kind of thread."""
+    return re.sub(r"-?\d+$", "", comm) or comm
 
 
 def main():
-    counts = collections.Counter(classify(s) for s in samples(sys.argv[1]))
+    counts = collections.Counter()
+    threads = collections.Counter()
+    rsa_by_thread = collections.Counter()
+    for comm, stack in samples(sys.argv[1]):
+        component = classify(stack)
+        counts[component] += 1
+        threads[thread_kind(comm)] += 1
+        if component == "RSA private-key math (aws-lc)":
+            rsa_by_thread[thread_kind(comm)] += 1
     total = sum(counts.values())
     if not total:
         sys.exit("no samples")
@@ -69,6 +87,9 @@ def main():
     rsa = counts["RSA private-key math (aws-lc)"]
     if rsa:
         print(f"vault CPU / RSA CPU = {total / rsa:.2f} ({total} samples)")
+    print("by thread (share of the vault's CPU; of it, RSA):")
+    for kind, n in threads.most_common():
+        print(f"{100 * n / total:6.2f} %  {kind} (RSA {100 * rsa_by_thread[kind] / total:.2f} %)")
 
 
 main()

@@ -3,7 +3,7 @@
 //! another make (`openssl speed`) is no ceiling for the vault: its RSA code paths differ
 //! by key size and version (see bench/RESULTS.md), so only the same library is.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rsa::{
@@ -79,5 +79,64 @@ impl BareKey {
             rate: done as f64 / elapsed,
             cpu_ms: 1000.0 * cpu / done.max(1) as f64,
         }
+    }
+
+    /// The tail of the fairest server this machine can be right now: `clients`
+    /// closed-loop threads each hand one decryption at a time to a FIFO queue that
+    /// `workers` threads serve (the vault's crypto pool with no HTTP, audit or
+    /// anything else), for `seconds`. Returns p99 over the mean latency: what the
+    /// machine's own scheduling noise does to a tail that no queue discipline removes.
+    pub fn fifo_tail(&self, clients: usize, workers: usize, seconds: f64) -> f64 {
+        type Reply = mpsc::SyncSender<()>;
+        let (queue, jobs) = mpsc::channel::<Reply>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        let servers: Vec<_> = (0..workers)
+            .map(|_| {
+                let (private, ciphertext, jobs) = (
+                    Arc::clone(&self.private),
+                    Arc::clone(&self.ciphertext),
+                    Arc::clone(&jobs),
+                );
+                std::thread::spawn(move || {
+                    let mut out = vec![0; private.min_output_size()];
+                    loop {
+                        let next = jobs.lock().expect("queue").recv();
+                        let Ok(reply) = next else { return };
+                        private
+                            .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut out, None)
+                            .expect("decrypt");
+                        let _ = reply.send(());
+                    }
+                })
+            })
+            .collect();
+        let end = Instant::now() + Duration::from_secs_f64(seconds);
+        let mut latencies: Vec<f64> = (0..clients)
+            .map(|_| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let (reply, answer) = mpsc::sync_channel(1);
+                    let mut latencies = Vec::new();
+                    while Instant::now() < end {
+                        let started = Instant::now();
+                        queue.send(reply.clone()).expect("queue");
+                        answer.recv().expect("answer");
+                        latencies.push(started.elapsed().as_secs_f64());
+                    }
+                    latencies
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|t| t.join().expect("client thread"))
+            .collect();
+        drop(queue);
+        for server in servers {
+            server.join().expect("server thread");
+        }
+        latencies.sort_by(f64::total_cmp);
+        let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+        let p99 = latencies[((latencies.len() as f64 * 0.99) as usize).min(latencies.len() - 1)];
+        p99 / mean
     }
 }

@@ -196,6 +196,8 @@ fn load_table(vault: &VaultService, client: &Arc<AkvClient>, settings: &Settings
             .flat_map(|&op| settings.clients.iter().map(move |&c| (op, c)))
             .collect();
         let mut bare_rounds = Vec::new();
+        let mut fifo_rounds = Vec::new();
+        let most_clients = settings.clients.iter().copied().max().unwrap_or(1);
         let mut cell_rounds = vec![Vec::new(); cells.len()];
         for round in 1..=settings.rounds {
             // Measured right before this round's cells, so both see the same machine.
@@ -203,6 +205,10 @@ fn load_table(vault: &VaultService, client: &Arc<AkvClient>, settings: &Settings
                 "round {round}: aws-lc RSA-OAEP-256 decrypt on {cores} threads, RSA-{size} ..."
             );
             bare_rounds.push(bare_key.measure(cores, seconds, clock_ticks));
+            if settings.ops.contains(&Op::Unwrap) {
+                eprintln!("round {round}: a FIFO queue of bare decrypts, {most_clients} clients, RSA-{size} ...");
+                fifo_rounds.push(bare_key.fifo_tail(most_clients, cores, seconds));
+            }
             for (&(op, clients), samples) in cells.iter().zip(&mut cell_rounds) {
                 eprintln!("round {round}: {} RSA-{size} x{clients} ...", op.name());
                 let probe = CpuProbe::start(vault.pid(), clock_ticks);
@@ -212,6 +218,7 @@ fn load_table(vault: &VaultService, client: &Arc<AkvClient>, settings: &Settings
             }
         }
         let bare = median_bare(&bare_rounds);
+        let fifo_tail = table::median(fifo_rounds);
         for (&(op, clients), samples) in cells.iter().zip(&cell_rounds) {
             rows.push(Row {
                 op,
@@ -219,6 +226,7 @@ fn load_table(vault: &VaultService, client: &Arc<AkvClient>, settings: &Settings
                 clients,
                 cell: median_cell(samples),
                 bare,
+                fifo_tail,
             });
         }
     }
