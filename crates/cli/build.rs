@@ -16,8 +16,11 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        // A commit or checkout moves HEAD's reflog; nothing else needs a rerun.
-        for file in ["HEAD", "logs/HEAD"] {
+        // A checkout changes HEAD; a commit or merge moves the branch it names
+        // (its file, or packed-refs once packed) and HEAD's reflog, where kept.
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+        let files = ["HEAD", "logs/HEAD", "packed-refs"];
+        for file in files.iter().copied().chain(branch.as_deref()) {
             let path = Path::new(&git_dir).join(file);
             if path.exists() {
                 println!("cargo:rerun-if-changed={}", path.display());
