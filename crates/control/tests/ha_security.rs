@@ -337,6 +337,17 @@ fn etcd_refuses_clients_without_a_certificate_of_its_ca() {
 #[test]
 fn an_existing_etcd_cluster_is_refused_without_tls_and_a_client_certificate() {
     let not_pem = "/etc/hostname";
+    let files_not_pem = [
+        "--etcd-endpoints",
+        "https://10.0.0.5:2379",
+        "--etcd-ca-file",
+        not_pem,
+        "--etcd-cert-file",
+        not_pem,
+        "--etcd-key-file",
+        not_pem,
+    ];
+    let password_file_readable = [&files_not_pem[..], &["--etcd-root-password-file", not_pem]];
     for (etcd, says) in [
         (
             vec!["--etcd-endpoints", "http://10.0.0.5:2379"],
@@ -346,34 +357,8 @@ fn an_existing_etcd_cluster_is_refused_without_tls_and_a_client_certificate() {
             vec!["--etcd-endpoints", "https://10.0.0.5:2379"],
             "needs --etcd-ca-file, --etcd-cert-file and --etcd-key-file",
         ),
-        (
-            vec![
-                "--etcd-endpoints",
-                "https://10.0.0.5:2379",
-                "--etcd-ca-file",
-                not_pem,
-                "--etcd-cert-file",
-                not_pem,
-                "--etcd-key-file",
-                not_pem,
-            ],
-            "holds no PEM certificate",
-        ),
-        (
-            vec![
-                "--etcd-endpoints",
-                "https://10.0.0.5:2379",
-                "--etcd-ca-file",
-                not_pem,
-                "--etcd-cert-file",
-                not_pem,
-                "--etcd-key-file",
-                not_pem,
-                "--etcd-root-password-file",
-                not_pem,
-            ],
-            "chmod 600",
-        ),
+        (files_not_pem.to_vec(), "holds no PEM certificate"),
+        (password_file_readable.concat(), "chmod 600"),
     ] {
         let state = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(pgcmk_testkit::binary::pgcmk())
