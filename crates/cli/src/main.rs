@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod agent_cmd;
+mod api_listen;
 mod backup_cmds;
 mod backup_progress;
 mod backup_settings_args;

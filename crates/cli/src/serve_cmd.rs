@@ -16,6 +16,7 @@ use pgcmk_crypto::SecretBytes;
 use pgcmk_hostkeys::metrics_endpoint;
 use pgcmk_keyprovider::KeyReference;
 
+use crate::api_listen::checked_api_names;
 use crate::backup_store_args::{BackupStoreArgs, GeoBackupStoreArgs};
 use crate::error::CliError;
 use crate::etcd_tls_args::EtcdTlsArgs;
@@ -28,10 +29,16 @@ pub struct ServeArgs {
     /// Directory for the state store and the servers' (encrypted) files.
     #[arg(long, default_value = "/var/lib/pgcmk/control")]
     state_dir: PathBuf,
-    /// Address of the REST API (HTTPS, loopback only: its certificate names
-    /// localhost, 127.0.0.1 and ::1).
+    /// Address of the REST API (HTTPS; its certificate names localhost, 127.0.0.1
+    /// and ::1, and each --api-name). Another address than loopback must be named
+    /// by --api-name.
     #[arg(long, default_value = "127.0.0.1:7480")]
     listen: std::net::SocketAddr,
+    /// A DNS name or IP address that clients and hosts on other machines reach the
+    /// REST API by, for its certificate (repeat for several). Changing the names
+    /// makes a new CA: every client and host must then trust the new ca.pem.
+    #[arg(long = "api-name", value_name = "NAME")]
+    api_names: Vec<String>,
     /// The vault service's data directory: its service.json gives the identity
     /// endpoint and CA, followed when the service moves (nothing else there is read).
     #[arg(long, env = "PGCMK_VAULT_SERVICE_DIR")]
@@ -89,13 +96,7 @@ pub struct ServeArgs {
 /// Runs the control plane until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     logging::init(args.observability.log_format, None);
-    if !args.listen.ip().is_loopback() {
-        return Err(CliError::usage(format!(
-            "--listen {} is not a loopback address: the REST API's certificate names only \
-             localhost, 127.0.0.1 and ::1, so it listens only there",
-            args.listen
-        )));
-    }
+    let api_names = checked_api_names(args.listen, &args.api_names)?;
     let root_key = match &args.passphrase_env {
         Some(var) => {
             let passphrase = std::env::var_os(var).ok_or_else(|| {
@@ -127,6 +128,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let (geo_backup_store, geo_backup_store_key) = args.geo_backup_store.into_store()?;
     let config = PlatformConfig {
         state_dir: args.state_dir.clone(),
+        api_names,
         vault,
         vault_service_dir: Some(args.vault_service_dir),
         platform_key,

@@ -30,12 +30,19 @@ const HOW_TO_TRUST: &str = "set PGCMK_CONTROL_DIR to the control plane's directo
                             directory, holding the ca.pem `pgcmk serve` wrote there), or pass \
                             --ca-cert";
 
+/// Settings: the names the server certificate adds to the loopback ones (JSON).
+const TLS_IDENTITY_NAMES: &str = "tls-identity-names";
+
 /// Loads the API's TLS identity, creating it on first start, writes
-/// `STATE/ca.pem`, and returns the rustls server configuration.
+/// `STATE/ca.pem`, and returns the rustls server configuration. The certificate
+/// names the loopback names and `names` (`pgcmk serve --api-name`); given other
+/// names than the stored identity's, a new identity (a new CA) replaces it, and
+/// every client and host must take the new `ca.pem`.
 pub fn server_config(
     state_dir: &Path,
     store: &Store,
     sealer: &Sealer,
+    names: &[String],
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let corrupt = |source| {
         Error::Store(StoreError::Codec {
@@ -43,12 +50,29 @@ pub fn server_config(
             source,
         })
     };
-    let identity = match store.setting(TLS_IDENTITY)? {
-        Some(json) => serde_json::from_slice::<TlsIdentity>(&json).map_err(corrupt)?,
-        None => {
-            let identity = TlsIdentity::generate("pgcmk control plane", sealer)?;
+    let stored_names = match store.setting(TLS_IDENTITY_NAMES)? {
+        Some(json) => serde_json::from_slice::<Vec<String>>(&json).map_err(corrupt)?,
+        None => Vec::new(),
+    };
+    let stored = match store.setting(TLS_IDENTITY)? {
+        Some(json) => Some(serde_json::from_slice::<TlsIdentity>(&json).map_err(corrupt)?),
+        None => None,
+    };
+    let identity = match stored {
+        Some(identity) if stored_names == names => identity,
+        replaced => {
+            if replaced.is_some() {
+                tracing::warn!(
+                    names = ?names,
+                    were = ?stored_names,
+                    "the REST API's certificate names other addresses now: a new CA signed it; \
+                     clients and hosts must trust the new ca.pem"
+                );
+            }
+            let identity = TlsIdentity::generate_for("pgcmk control plane", names, sealer)?;
             let json = serde_json::to_vec(&identity).map_err(corrupt)?;
-            store.put_settings(&[(TLS_IDENTITY, &json)])?;
+            let names_json = serde_json::to_vec(names).map_err(corrupt)?;
+            store.put_settings(&[(TLS_IDENTITY, &json), (TLS_IDENTITY_NAMES, &names_json)])?;
             identity
         }
     };

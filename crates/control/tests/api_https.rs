@@ -1,7 +1,9 @@
 //! The REST API is HTTPS with the control plane's own local CA, and nothing else
 //! gets an answer: not plain HTTP on the same port, not a client that trusts
 //! another CA (the vault's), not the CLI given a wrong, missing or non-certificate
-//! CA file or an http:// endpoint. The CA is made once and survives restarts.
+//! CA file or an http:// endpoint. The CA is made once and survives restarts. Its
+//! certificate names each `--api-name` (what clients on other machines use); a
+//! listen address it would not name is refused.
 //!
 //! The tests share one stack that holds no server, except the restart's own.
 
@@ -199,6 +201,51 @@ fn the_ca_is_made_once_and_the_same_client_works_after_a_restart() {
     );
     let cp = &stack.cp;
     assert_eq!(list(cp, &trusted, &cp.url).unwrap().status().as_u16(), 200);
+}
+
+#[test]
+fn the_certificate_names_each_api_name_and_a_listen_it_does_not_name_is_refused() {
+    let _shared = shared_stack(); // kept up for the tests after this one
+    let stack = Stack::start_serving(
+        60,
+        300,
+        None,
+        &["--api-name", "plane.pgcmk.test", "--api-name", "10.9.8.7"],
+    );
+    let cp = &stack.cp;
+    let port = cp.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let roots = reqwest::Certificate::from_pem(&fs::read(cp.ca_file()).unwrap()).unwrap();
+    // A client on another machine reaching it by that name verifies it by that name.
+    let by_name = reqwest::blocking::Client::builder()
+        .tls_certs_only([roots])
+        .resolve("plane.pgcmk.test", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let url = format!("https://plane.pgcmk.test:{port}");
+    assert_eq!(list(cp, &by_name, &url).unwrap().status().as_u16(), 200);
+
+    for (listen, says) in [
+        ("10.9.8.7:7480", "add --api-name 10.9.8.7"),
+        ("0.0.0.0:7480", "listens on every address"),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(pgcmk())
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--listen", listen, "--vault-service-dir", "/nonexistent"])
+            .args(["--platform-key", "https://127.0.0.1:1/keys/k"])
+            .args(["--platform-identity", "platform"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{listen}: {stderr}");
+        assert!(stderr.contains(says), "{listen}: '{says}' not in {stderr}");
+        assert!(
+            fs::read_dir(state.path()).unwrap().next().is_none(),
+            "{listen}: the state directory was written"
+        );
+    }
 }
 
 /// Runs `pgcmk server ARGS` with nothing but the environment variables `env` saying

@@ -1,6 +1,6 @@
 //! A service's TLS identity: a local CA, whose private key is discarded once it
 //! has signed the server certificate (so nobody can mint more), and that server
-//! certificate for the loopback names. The server key is kept sealed under a key
+//! certificate for the loopback names (and any the service adds). The server key is kept sealed under a key
 //! the service derives from its root key; the service stores the whole identity
 //! with its other state and gives clients the CA certificate ([`TlsIdentity::ca_pem`]).
 
@@ -17,7 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::Error;
 
-/// The names the server certificate is valid for: services listen on loopback only.
+/// The names every server certificate is valid for (a service may add its own,
+/// [`TlsIdentity::generate_for`]).
 pub const SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// Binds the sealed server key to its purpose.
 const SEAL_AAD: &[u8] = b"tls-server-key";
@@ -39,13 +40,27 @@ impl TlsIdentity {
     /// Makes a new CA named "`service` local CA" and a server certificate for
     /// [`SERVER_NAMES`] named `service`, sealing the server key with `sealer`.
     pub fn generate(service: &str, sealer: &Sealer) -> Result<Self, Error> {
+        Self::generate_for(service, &[], sealer)
+    }
+
+    /// Like [`TlsIdentity::generate`], the server certificate also naming
+    /// `more_names` (DNS names or IP addresses clients on other machines use).
+    pub fn generate_for(
+        service: &str,
+        more_names: &[String],
+        sealer: &Sealer,
+    ) -> Result<Self, Error> {
         let ca_key = KeyPair::generate().map_err(tls_err)?;
         let ca_params = ca_params(&format!("{service} local CA"))?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_err)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().map_err(tls_err)?;
-        let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = SERVER_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(more_names.iter().cloned())
+            .collect();
         let mut params = server_params(service, names)?;
         params.not_after = rcgen::date_time_ymd(2046, 1, 1);
         let cert = params.signed_by(&server_key, &issuer).map_err(tls_err)?;

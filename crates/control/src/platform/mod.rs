@@ -99,6 +99,9 @@ pub use tasks::{LogStream, LogStreamItem, LogStreamStopper, PasswordChanged};
 pub struct PlatformConfig {
     /// Where the state store and the servers' directories live.
     pub state_dir: PathBuf,
+    /// The names the REST API's certificate adds to the loopback ones (`pgcmk
+    /// serve --api-name`): what clients and hosts on other machines reach it by.
+    pub api_names: Vec<String>,
     /// The vault service's identity endpoint and CA certificate at start.
     pub vault: VaultEndpoints,
     /// The vault service's data directory: only its `service.json` (the public
@@ -209,7 +212,7 @@ impl Platform {
         let store = Store::open(&config.state_dir.join("state.redb"))?;
         let keys = ControlKeys::open(&config.state_dir, &store, config.root_key.clone())?;
         let secrets = keys.identity_secrets;
-        let tls = api_tls::server_config(&config.state_dir, &store, &keys.tls)?;
+        let tls = api_tls::server_config(&config.state_dir, &store, &keys.tls, &config.api_names)?;
         let servers_ca = ServersCa::open(&config.state_dir, &store, keys.servers_ca)?;
         let etcd_ca = crate::etcd_tls::EtcdCa::open(
             &config.state_dir,
