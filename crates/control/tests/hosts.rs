@@ -481,6 +481,46 @@ fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_ho
     pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
 }
 
+#[test]
+fn a_server_on_a_host_follows_its_keys_rotation_and_starts_once_the_old_version_is_disabled() {
+    // Keys checked every 2 s, so the agent follows a rotation within the test.
+    let stack = Stack::start(2, 30, None);
+    let (cp, vault) = (&stack.cp, &stack.vault);
+    let host = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    wait_online(&Dba::new(cp), "host-one");
+    let key = vault.customer_key("rotated");
+    let identity = &key.identity;
+    let created = cp
+        .create_with_credential_and(
+            "rotated",
+            &identity.name,
+            &identity.credential_file,
+            &versionless(&key.kid),
+            &["--host", "host-one"],
+        )
+        .unwrap_or_else(|e| panic!("{e}\nthe host's log:\n{}", host.said()));
+    let created = Created::from(&created);
+    created.sql("CREATE TABLE t AS SELECT 5 AS v").unwrap();
+
+    // The agent re-wraps the DEK on the host; the host relays it and the plane
+    // takes it as the server's.
+    let rotated = vault.rotate(&key);
+    wait_for(
+        "the DEK re-wrapped on the host to be the server's record",
+        Duration::from_secs(20),
+        || cp.wrapped_by("rotated") == rotated,
+    );
+    assert!(cp.has_event("rotated", "dek re-wrapped"));
+
+    // The old version can go: the server stops and starts on its host with the new.
+    vault.set_version_enabled(&key, &key.kid, false);
+    assert_eq!(cp.server(&["stop", "rotated"])["state"], "Stopped");
+    let started = cp.server(&["start", "rotated"]);
+    assert_eq!(started["state"], "Ready", "{started}\n{}", host.said());
+    assert_eq!(created.sql("SELECT v FROM t").unwrap(), "5");
+    cp.server(&["delete", "rotated", "--yes"]);
+}
+
 /// Host daemons for host-one (127.0.0.2) and host-two (127.0.0.3), both Online.
 fn two_hosts(stack: &Stack, dba: &Dba) -> [HostDaemon; 2] {
     let hosts = [

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
 
-use crate::assignments::{Assignment, HostReport};
+use crate::assignments::{Assignment, HostReport, HostedFiles};
 use crate::hosts::{HostError, HostRecord};
 use crate::model::{SecretString, ServerRecord, ServerState};
+use crate::error::IoContext;
 use crate::Error;
 
 use super::create::CreateServer;
@@ -113,6 +114,7 @@ impl Platform {
         let name = host.name();
         self.host_presence.check(name, &report.instance)?;
         self.relay.take(name, &report.servers);
+        self.take_rewrapped(name, &report.servers);
         self.host_presence
             .heartbeat(name, &report.instance, Instant::now())?;
         let mut assignments = Vec::new();
@@ -130,15 +132,37 @@ impl Platform {
                 Some(pending) => Some(self.handshake_text(&server, pending.first_start.as_ref())?),
                 None => None,
             };
+            let files = self.hosted_files(&agent_config)?;
             assignments.push(Assignment {
                 server_id: server.id.clone(),
                 agent_config,
                 wrapped_dek: server.wrapped_dek.clone(),
+                files,
                 run,
                 handshake,
             });
         }
         Ok(assignments)
+    }
+
+    /// The public files the agent of `config` reads, for its host to keep in the
+    /// server's directory: a highly available node's CA certificates and its
+    /// server's wrapped repository key (the plane's copy).
+    fn hosted_files(&self, config: &AgentConfig) -> Result<HostedFiles, Error> {
+        let Some(ha) = &config.ha else {
+            return Ok(HostedFiles::default());
+        };
+        let pem = |file: &std::path::Path| {
+            std::fs::read_to_string(file).ctx(|| format!("reading {}", file.display()))
+        };
+        let owner = config.backup.as_ref().and_then(|b| b.owner.as_ref());
+        Ok(HostedFiles {
+            servers_ca: Some(pem(&ha.ca_file)?),
+            etcd_ca: ha.etcd_ca_file.as_deref().map(pem).transpose()?,
+            wrapped_backup_key: owner
+                .map(|owner| read_json(&ServerDir::new(&owner.dir).wrapped_backup_key()))
+                .transpose()?,
+        })
     }
 
     /// The start-up handshake as the text the host writes on the agent's stdin.
