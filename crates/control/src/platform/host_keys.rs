@@ -21,7 +21,10 @@ enum NotTaken {
     #[error("it is not a server assigned to this host")]
     NotThisHosts,
     #[error("{got} is not a version of the server's key {key}")]
-    OtherKey { got: KeyVersionId, key: KeyReference },
+    OtherKey {
+        got: KeyVersionId,
+        key: KeyReference,
+    },
     #[error("the plane keeps no copy of this server's repository key")]
     NoRepositoryKeyHere,
     #[error(transparent)]
@@ -119,10 +122,9 @@ mod tests {
         let v2 = "https://127.0.0.1:8443/keys/k/0123456789abcdef0123456789abcdef";
         let followed = KeyReference::parse("https://127.0.0.1:8443/keys/k").unwrap();
         assert!(version_of(&version(v2), &followed).is_ok());
-        let pinned_v1 = KeyReference::parse(
-            "https://127.0.0.1:8443/keys/k/ffffffffffffffffffffffffffffffff",
-        )
-        .unwrap();
+        let pinned_v1 =
+            KeyReference::parse("https://127.0.0.1:8443/keys/k/ffffffffffffffffffffffffffffffff")
+                .unwrap();
         assert!(version_of(&version(v2), &pinned_v1).is_err());
         let other_key = "https://127.0.0.1:8443/keys/other/0123456789abcdef0123456789abcdef";
         assert!(version_of(&version(other_key), &followed).is_err());
