@@ -22,8 +22,8 @@ enum NotTaken {
     NotThisHosts,
     #[error("{got} is not a version of the server's key {key}")]
     OtherKey {
-        got: KeyVersionId,
-        key: KeyReference,
+        got: Box<KeyVersionId>,
+        key: Box<KeyReference>,
     },
     #[error("the plane keeps no copy of this server's repository key")]
     NoRepositoryKeyHere,
@@ -104,8 +104,8 @@ fn version_of(got: &KeyVersionId, key: &KeyReference) -> Result<(), NotTaken> {
         return Ok(());
     }
     Err(NotTaken::OtherKey {
-        got: got.clone(),
-        key: key.clone(),
+        got: Box::new(got.clone()),
+        key: Box::new(key.clone()),
     })
 }
 
