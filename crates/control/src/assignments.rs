@@ -42,6 +42,15 @@ pub struct RelayedServer {
     /// How that agent ended, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<RelayedExit>,
+    /// Its `wrapped_dek.json`, while it differs from the one the plane assigned
+    /// (its agent re-wrapped the DEK with a new key version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_dek: Option<WrappedDek>,
+    /// Its `wrapped_backup_key.json`, while it differs from the one the plane
+    /// assigned (its agent re-wrapped the repository key of the highly available
+    /// server it is a node of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_backup_key: Option<WrappedDek>,
 }
 
 /// How an agent on a host ended.
@@ -82,8 +91,12 @@ pub struct Assignment {
     /// Its `agent.json`.
     pub agent_config: AgentConfig,
     /// Its `wrapped_dek.json` (written only when the directory is made: the
-    /// agent re-wraps it itself afterwards).
+    /// agent re-wraps it itself afterwards, and the host relays that back).
     pub wrapped_dek: WrappedDek,
+    /// The public files its directory holds on the host, for `agent.json` to name
+    /// there instead of the plane's paths.
+    #[serde(default)]
+    pub files: HostedFiles,
     /// How its agent should run.
     #[serde(flatten)]
     pub run: DesiredRun,
@@ -92,6 +105,26 @@ pub struct Assignment {
     /// stdin. Built for this answer only; the plane keeps no copy on its disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake: Option<SecretString>,
+}
+
+/// Public material a server's agent on a host reads from files (none of it is
+/// secret: certificates, and keys wrapped by the server's key in its vault). The
+/// host writes each into the server's directory and names it in `agent.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostedFiles {
+    /// The servers CA certificate (PEM), for a node of a highly available
+    /// server (`ha.ca_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub servers_ca: Option<String>,
+    /// The etcd cluster's CA certificate (PEM), for such a node (`ha.etcd_ca_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca: Option<String>,
+    /// The repository key of the highly available server the node belongs to,
+    /// wrapped by its key (`backup.owner.dir`'s `wrapped_backup_key.json`;
+    /// written only when the directory has none: the agent re-wraps it there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_backup_key: Option<WrappedDek>,
 }
 
 /// A task for the host to run once for one of its servers: `pgcmk agent

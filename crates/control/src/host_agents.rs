@@ -19,12 +19,13 @@ use std::sync::mpsc;
 use pgcmk_agent::contract::invocation::{
     running_instance, signal, spawn_serving, spawn_task, AgentSignal, Observability,
 };
-use pgcmk_agent::contract::server_dir::{read_json, write_json_atomic};
+use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::task::{AgentTask, TaskAnswer, TaskFailure};
-use pgcmk_agent::contract::{AgentConfig, AgentStatus, ServerDir};
+use pgcmk_agent::contract::{AgentStatus, ServerDir};
 use pgcmk_crypto::SecretBytes;
 
 use crate::assignments::{Assignment, DesiredRun, RelayedExit, RelayedServer, TaskAssignment};
+use crate::host_server_dir::{self, Assigned};
 use crate::node_agent::AgentExit;
 
 /// One agent the daemon started (or found running).
@@ -43,6 +44,8 @@ pub struct HostAgents {
     servers_dir: PathBuf,
     program: PathBuf,
     agents: HashMap<String, Hosted>,
+    /// What wraps each server's keys in the plane's last assignment.
+    assigned: HashMap<String, Assigned>,
 }
 
 impl HostAgents {
@@ -78,6 +81,7 @@ impl HostAgents {
             servers_dir,
             program,
             agents,
+            assigned: HashMap::new(),
         })
     }
 
@@ -87,6 +91,11 @@ impl HostAgents {
         ids.into_iter()
             .map(|id| {
                 let dir = ServerDir::new(self.servers_dir.join(&id));
+                let (wrapped_dek, wrapped_backup_key) = self
+                    .assigned
+                    .get(&id)
+                    .map(|assigned| assigned.rewrapped(&dir))
+                    .unwrap_or_default();
                 let Some(hosted) = self.agents.get_mut(&id) else {
                     return RelayedServer {
                         server_id: id,
@@ -94,6 +103,8 @@ impl HostAgents {
                         pid: None,
                         status: None,
                         exit: None,
+                        wrapped_dek,
+                        wrapped_backup_key,
                     };
                 };
                 if hosted.exit.is_none() {
@@ -111,6 +122,8 @@ impl HostAgents {
                     pid: Some(hosted.pid),
                     status,
                     exit: hosted.exit.clone(),
+                    wrapped_dek,
+                    wrapped_backup_key,
                 }
             })
             .collect()
@@ -125,6 +138,7 @@ impl HostAgents {
             return;
         }
         let dir = ServerDir::new(self.servers_dir.join(&id));
+        self.assigned.insert(id.clone(), Assigned::of(&assignment));
         let outcome = match &assignment.run {
             DesiredRun::Serving { instance } => self.serve(&dir, &assignment, instance.as_deref()),
             DesiredRun::Stopped => self.ask(&id, AgentSignal::Stop),
@@ -161,7 +175,7 @@ impl HostAgents {
             // again with a new instance once it sees none runs.
             return Ok(());
         };
-        write_server_dir(dir, &assignment.agent_config, &assignment.wrapped_dek)?;
+        host_server_dir::write(dir, assignment)?;
         let handshake = SecretBytes::new(handshake.expose_secret().as_bytes().to_vec());
         let hosted = match spawn_serving(
             &self.program,
@@ -213,6 +227,7 @@ impl HostAgents {
             }
         }
         self.agents.remove(id);
+        self.assigned.remove(id);
         dir.detach_stale_mount();
         if dir.root().exists() {
             fs::remove_dir_all(dir.root())?;
@@ -302,25 +317,6 @@ fn ended(hosted: &mut Hosted) -> Option<AgentExit> {
         return Some(exit.exit);
     }
     AgentExit::of_process(hosted.child.as_mut(), hosted.pid)
-}
-
-/// Writes the server's directory for a start: `agent.json` as assigned, and the
-/// wrapped DEK only when the directory is new (the agent re-wraps it itself).
-fn write_server_dir(
-    dir: &ServerDir,
-    config: &AgentConfig,
-    wrapped_dek: &pgcmk_keyprovider::WrappedDek,
-) -> std::io::Result<()> {
-    if !dir.root().exists() {
-        fs::create_dir(dir.root())?;
-        fs::set_permissions(dir.root(), fs::Permissions::from_mode(0o711))?;
-    }
-    let io = |e: pgcmk_agent::Error| std::io::Error::other(e.to_string());
-    write_json_atomic(&dir.agent_config(), config).map_err(io)?;
-    if !dir.wrapped_dek().exists() {
-        write_json_atomic(&dir.wrapped_dek(), wrapped_dek).map_err(io)?;
-    }
-    Ok(())
 }
 
 /// The ids of the server directories under `servers_dir`.

@@ -25,6 +25,7 @@ pub mod etcd_auth;
 pub mod etcd_tls;
 pub mod host_agents;
 pub mod host_daemon;
+pub mod host_server_dir;
 pub mod hosts;
 pub mod identity_file;
 pub mod metrics;

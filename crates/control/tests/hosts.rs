@@ -481,6 +481,64 @@ fn a_server_on_a_host_stops_and_starts_there_and_nothing_is_guessed_while_the_ho
     pgcmk_as_dba(cp, &["host", "remove", "host-one", "--yes"]);
 }
 
+#[test]
+fn a_server_on_a_host_follows_its_keys_rotation_and_starts_once_the_old_version_is_disabled() {
+    // Keys checked every 2 s, so the agent follows a rotation within the test.
+    let stack = Stack::start(2, 30, None);
+    let (cp, vault) = (&stack.cp, &stack.vault);
+    let host = HostDaemon::start(&stack, "host-one", "127.0.0.2");
+    wait_online(&Dba::new(cp), "host-one");
+    let key = vault.customer_key("rotated");
+    let identity = &key.identity;
+    let created = cp
+        .create_with_credential_and(
+            "rotated",
+            &identity.name,
+            &identity.credential_file,
+            &versionless(&key.kid),
+            &["--host", "host-one"],
+        )
+        .unwrap_or_else(|e| panic!("{e}\nthe host's log:\n{}", host.said()));
+    let created = Created::from(&created);
+    created.sql("CREATE TABLE t AS SELECT 5 AS v").unwrap();
+
+    // The agent re-wraps the DEK on the host; the host relays it and the plane
+    // takes it as the server's.
+    let rotated = vault.rotate(&key);
+    wait_for(
+        "the DEK re-wrapped on the host to be the server's record",
+        Duration::from_secs(20),
+        || cp.wrapped_by("rotated") == rotated,
+    );
+    assert!(cp.has_event("rotated", "dek re-wrapped"));
+
+    // The old version can go: the server stops and starts on its host with the new.
+    vault.set_version_enabled(&key, &key.kid, false);
+    assert_eq!(cp.server(&["stop", "rotated"])["state"], "Stopped");
+    let started = cp.server(&["start", "rotated"]);
+    assert_eq!(started["state"], "Ready", "{started}\n{}", host.said());
+    assert_eq!(created.sql("SELECT v FROM t").unwrap(), "5");
+    cp.server(&["delete", "rotated", "--yes"]);
+}
+
+/// The strings in `json` that are paths under `dir`, but for the fields named in
+/// `except`.
+fn paths_under(json: &Value, dir: &std::path::Path, except: &[&str]) -> Vec<String> {
+    match json {
+        Value::String(s) if std::path::Path::new(s).starts_with(dir) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .flat_map(|v| paths_under(v, dir, except))
+            .collect(),
+        Value::Object(fields) => fields
+            .iter()
+            .filter(|(name, _)| !except.contains(&name.as_str()))
+            .flat_map(|(_, v)| paths_under(v, dir, except))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Host daemons for host-one (127.0.0.2) and host-two (127.0.0.3), both Online.
 fn two_hosts(stack: &Stack, dba: &Dba) -> [HostDaemon; 2] {
     let hosts = [
@@ -550,6 +608,15 @@ fn a_highly_available_server_has_a_node_on_each_host_and_survives_the_loss_of_on
             "the password is on the host's disk: {leaks:?}"
         );
         assert!(!host.said().contains(&server.password));
+        // Its agent.json names the host's own files (the CA certificates, the
+        // repository key), none of the plane's: only the backup repository is
+        // still the plane's path (docs/hosts.md, "Not built yet").
+        let config: Value =
+            serde_json::from_slice(&fs::read(node.dir.join("agent.json")).unwrap()).unwrap();
+        let plane_paths = paths_under(&config, &cp.state_dir, &["repository"]);
+        assert!(plane_paths.is_empty(), "{plane_paths:?} in {config:#}");
+        assert!(node.dir.join("servers-ca.pem").is_file());
+        assert!(node.dir.join("wrapped_backup_key.json").is_file());
     }
     assert_ne!(primary.host, standby.host);
     let plane_nodes: Vec<String> = cp

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use pgcmk_agent::contract::server_dir::read_json;
 use pgcmk_agent::contract::{AgentConfig, ServerDir};
+use pgcmk_keyprovider::WrappedDek;
 
-use crate::assignments::{Assignment, HostReport};
+use crate::assignments::{Assignment, DesiredRun, HostReport, HostedFiles};
+use crate::error::IoContext;
 use crate::hosts::{HostError, HostRecord};
 use crate::model::{SecretString, ServerRecord, ServerState};
 use crate::Error;
@@ -113,6 +115,7 @@ impl Platform {
         let name = host.name();
         self.host_presence.check(name, &report.instance)?;
         self.relay.take(name, &report.servers);
+        self.take_rewrapped(name, &report.servers);
         self.host_presence
             .heartbeat(name, &report.instance, Instant::now())?;
         let mut assignments = Vec::new();
@@ -130,15 +133,45 @@ impl Platform {
                 Some(pending) => Some(self.handshake_text(&server, pending.first_start.as_ref())?),
                 None => None,
             };
+            let files = match run {
+                // Its directory is being removed: nothing is written there.
+                DesiredRun::Deleted => HostedFiles::default(),
+                _ => self.hosted_files(&server, &agent_config),
+            };
             assignments.push(Assignment {
                 server_id: server.id.clone(),
                 agent_config,
                 wrapped_dek: server.wrapped_dek.clone(),
+                files,
                 run,
                 handshake,
             });
         }
         Ok(assignments)
+    }
+
+    /// The public files the agent of `config` reads, for its host to keep in the
+    /// server's directory: a highly available node's CA certificates and its
+    /// server's wrapped repository key (the plane's copy). One that cannot be read
+    /// is left out (and logged): the host's other servers are still answered.
+    fn hosted_files(&self, server: &ServerRecord, config: &AgentConfig) -> HostedFiles {
+        let Some(ha) = &config.ha else {
+            return HostedFiles::default();
+        };
+        let pem = |file: &std::path::Path| {
+            std::fs::read_to_string(file).ctx(|| format!("reading {}", file.display()))
+        };
+        let owner = config.backup.as_ref().and_then(|b| b.owner.as_ref());
+        let etcd_ca = ha.etcd_ca_file.as_deref().map(pem);
+        let backup_key = owner.map(|owner| {
+            read_json::<WrappedDek>(&ServerDir::new(&owner.dir).wrapped_backup_key())
+                .map_err(Error::from)
+        });
+        HostedFiles {
+            servers_ca: sent(server, "the servers CA", pem(&ha.ca_file)),
+            etcd_ca: etcd_ca.and_then(|pem| sent(server, "the etcd CA", pem)),
+            wrapped_backup_key: backup_key.and_then(|key| sent(server, "the repository key", key)),
+        }
     }
 
     /// The start-up handshake as the text the host writes on the agent's stdin.
@@ -217,4 +250,11 @@ impl Platform {
         )?;
         Ok(())
     }
+}
+
+/// What `read` gave, or `None` once its failure is logged: `what` of `server` is
+/// not sent to its host.
+fn sent<T>(server: &ServerRecord, what: &str, read: Result<T, Error>) -> Option<T> {
+    read.inspect_err(|e| tracing::warn!(server = %server.name, "not sent to its host: {what}: {e}"))
+        .ok()
 }

@@ -66,6 +66,7 @@ mod ha_key;
 mod ha_roll;
 mod ha_update;
 mod host_assignments;
+mod host_keys;
 mod host_tasks;
 mod hosts;
 mod lifecycle;

@@ -315,6 +315,8 @@ mod tests {
             pid: None,
             status: None,
             exit: None,
+            wrapped_dek: None,
+            wrapped_backup_key: None,
         };
         relay.take("h1", &[listed]);
         assert!(!relay.take_removed("s1"), "the host still lists it");
@@ -337,6 +339,8 @@ mod tests {
                 pid: Some(7),
                 status: Some(report(7, "i-1", 1, &[])),
                 exit: None,
+                wrapped_dek: None,
+                wrapped_backup_key: None,
             }],
         );
         let agent = RemoteAgent::new("s1", "h1", relay, Arc::default());

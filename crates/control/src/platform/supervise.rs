@@ -259,21 +259,12 @@ impl Platform {
     /// Takes in a current report: a DEK the agent re-wrapped, and its state.
     fn take_report(&self, server: &ServerRecord, status: &AgentStatus) -> Result<(), Error> {
         let dir = ServerDir::new(&server.dir);
-        // An agent on a host re-wraps its DEK there: the plane cannot read it yet.
+        // An agent on a host re-wraps its DEK there: its host relays it
+        // (`take_rewrapped`).
         if status.wrapped_by != server.wrapped_dek.kek && server.host.is_none() {
             let wrapped: WrappedDek = read_json(&dir.wrapped_dek())?;
             if wrapped.kek == status.wrapped_by {
-                self.store
-                    .update_server(&server.id, |s| s.wrapped_dek = wrapped.clone())?;
-                self.event(
-                    server,
-                    Actor::KeyMonitor,
-                    "dek re-wrapped",
-                    &format!(
-                        "adopted key version {} (was {})",
-                        wrapped.kek, server.wrapped_dek.kek
-                    ),
-                )?;
+                self.adopt_rewrapped_dek(server, &wrapped)?;
             }
         }
         // Stopped is the control plane's to record, when the DBA asked for it.
@@ -281,5 +272,25 @@ impl Platform {
             return Ok(());
         }
         self.transition(server, status.state.clone(), status.cause, &status.why)
+    }
+
+    /// Records the DEK its agent re-wrapped with a new key version as the server's.
+    pub(super) fn adopt_rewrapped_dek(
+        &self,
+        server: &ServerRecord,
+        wrapped: &WrappedDek,
+    ) -> Result<(), Error> {
+        self.store
+            .update_server(&server.id, |s| s.wrapped_dek = wrapped.clone())?;
+        self.event(
+            server,
+            Actor::KeyMonitor,
+            "dek re-wrapped",
+            &format!(
+                "adopted key version {} (was {})",
+                wrapped.kek, server.wrapped_dek.kek
+            ),
+        )?;
+        Ok(())
     }
 }
