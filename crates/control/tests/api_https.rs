@@ -228,23 +228,7 @@ fn the_certificate_names_each_api_name_and_a_listen_it_does_not_name_is_refused(
         ("10.9.8.7:7480", "add --api-name 10.9.8.7"),
         ("0.0.0.0:7480", "listens on every address"),
     ] {
-        let state = tempfile::tempdir().unwrap();
-        let out = Command::new(pgcmk())
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(["--listen", listen, "--vault-service-dir", "/nonexistent"])
-            .args(["--platform-key", "https://127.0.0.1:1/keys/k"])
-            .args(["--platform-identity", "platform"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{listen}: {stderr}");
-        assert!(stderr.contains(says), "{listen}: '{says}' not in {stderr}");
-        assert!(
-            fs::read_dir(state.path()).unwrap().next().is_none(),
-            "{listen}: the state directory was written"
-        );
+        assert_serve_refused(&["--listen", listen], says);
     }
 }
 

@@ -360,29 +360,7 @@ fn an_existing_etcd_cluster_is_refused_without_tls_and_a_client_certificate() {
         (files_not_pem.to_vec(), "holds no PEM certificate"),
         (password_file_readable.concat(), "chmod 600"),
     ] {
-        let state = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(pgcmk_testkit::binary::pgcmk())
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(state.path())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--vault-service-dir",
-                "/nonexistent",
-            ])
-            .args(["--platform-key", "https://127.0.0.1:1/keys/k"])
-            .args(["--platform-identity", "platform"])
-            .args(&etcd)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{etcd:?}: {stderr}");
-        assert!(stderr.contains(says), "{etcd:?}: '{says}' not in {stderr}");
-        assert!(
-            std::fs::read_dir(state.path()).unwrap().next().is_none(),
-            "{etcd:?}: the state directory was written"
-        );
+        assert_serve_refused(&[&["--listen", "127.0.0.1:0"], &etcd[..]].concat(), says);
     }
 }
 

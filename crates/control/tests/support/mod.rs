@@ -1034,6 +1034,31 @@ pub fn assert_api_error(body: &Value, code: &str, message: &str) {
 }
 
 /// A scratch directory that the `postgres` user can traverse.
+/// Runs `pgcmk serve` with `args` (a `--listen` among them) over a new state
+/// directory and a vault that is never reached, expecting it to be refused at
+/// start: asserts exit 2, `says` on stderr, and nothing written to the state
+/// directory.
+pub fn assert_serve_refused(args: &[&str], says: &str) {
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(pgcmk_testkit::binary::pgcmk())
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--vault-service-dir", "/nonexistent"])
+        .args(["--platform-key", "https://127.0.0.1:1/keys/k"])
+        .args(["--platform-identity", "platform"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(says), "{args:?}: '{says}' not in {stderr}");
+    assert!(
+        fs::read_dir(state.path()).unwrap().next().is_none(),
+        "{args:?}: the state directory was written"
+    );
+}
+
 pub fn scratch() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
