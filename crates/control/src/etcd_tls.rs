@@ -174,6 +174,7 @@ const MAX_ROOT_PASSWORD: u64 = 1024;
 /// The password in `path`, one line (a final newline is not part of it), from a
 /// file no one but its owner may read: it opens every server's keys in etcd.
 fn read_root_password(path: &Path) -> Result<SecretBytes, Error> {
+    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let refuse = |why: String| {
         Error::BadRequest(format!(
@@ -181,20 +182,39 @@ fn read_root_password(path: &Path) -> Result<SecretBytes, Error> {
             path.display()
         ))
     };
-    let meta = std::fs::metadata(path)
-        .map_err(|e| refuse(format!("cannot read it ({e}): give a readable file")))?;
-    if !meta.is_file() || meta.len() > MAX_ROOT_PASSWORD {
-        return Err(refuse(format!(
+    let too_large = || {
+        refuse(format!(
             "give a file holding the password alone (at most {MAX_ROOT_PASSWORD} bytes)"
-        )));
+        ))
+    };
+    let cannot_read =
+        |e: std::io::Error| refuse(format!("cannot read it ({e}): give a readable file"));
+    // Not opened unless a file (a FIFO would block the open); then the checks and
+    // the read go through one open file, so the path cannot change between.
+    if !std::fs::metadata(path).map_err(cannot_read)?.is_file() {
+        return Err(too_large());
+    }
+    let mut file = std::fs::File::open(path).map_err(cannot_read)?;
+    let meta = file.metadata().map_err(cannot_read)?;
+    if !meta.is_file() || meta.len() > MAX_ROOT_PASSWORD {
+        return Err(too_large());
     }
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(refuse(
             "others than its owner may read or write it: chmod 600 it".into(),
         ));
     }
-    let mut bytes =
-        SecretBytes::new(std::fs::read(path).map_err(|e| refuse(format!("cannot read it ({e})")))?);
+    // Room for the whole bound up front: no reallocation leaves a copy behind.
+    let mut read = Vec::with_capacity(MAX_ROOT_PASSWORD as usize + 1);
+    let outcome = file
+        .by_ref()
+        .take(MAX_ROOT_PASSWORD + 1)
+        .read_to_end(&mut read);
+    let mut bytes = SecretBytes::new(read);
+    outcome.map_err(cannot_read)?;
+    if bytes.expose_secret().len() as u64 > MAX_ROOT_PASSWORD {
+        return Err(too_large());
+    }
     let text = bytes.expose_secret();
     let line = text
         .strip_suffix(b"\n")
